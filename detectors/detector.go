@@ -1,0 +1,111 @@
+// Package detectors holds the detector contract, the registry every detector
+// registers into from init(), and the read-only fleet view detectors may consult.
+//
+// A detector is a pure, deterministic function of (event, the device's state
+// record, a read-only fleet view) that returns a Finding. It never reads the wall
+// clock (it uses ev.Time), never logs, never allocates on the per-event path and
+// never keeps references to ev or state. That is what makes replay, golden tests
+// and checkpoints exact. Each detector lives in its own package under detectors/
+// and registers itself; detectors/all imports them all.
+package detectors
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Detector judges one event.
+type Detector interface {
+	// Observe scores ev against state and updates state in place.
+	//
+	// state is exactly the declared StateSize bytes of this device's record; all
+	// zeros means "no history" (a new device, or one whose record expired or was
+	// written by an incompatible version). Observe must not retain ev, state or
+	// fleet, must not allocate, and must return a Finding whose Reason is
+	// ReasonNone (score 0) or one of the declared reasons, with Score in [0,1].
+	Observe(ev *schemas.Event, state []byte, fleet Fleet) schemas.Finding
+}
+
+// Fleet is a read-only view of class-level statistics shared by all workers.
+// Values may lag the events being scored by a few milliseconds.
+type Fleet interface {
+	// ClassCommandCount returns how many times devices of the class issued the
+	// command without being flagged (saturating).
+	ClassCommandCount(class, command uint64) uint32
+	// ClassEvents returns how many unflagged events the class produced in total.
+	ClassEvents(class uint64) uint64
+}
+
+// Spec describes a detector for the registry.
+type Spec struct {
+	// Name is a schemas.Detector* constant.
+	Name string
+	// Doc is one paragraph for the generated catalog and --help.
+	Doc string
+	// StateSize is the number of bytes of per-device state the detector needs.
+	StateSize int
+	// Reasons lists every reason the detector can return.
+	Reasons []string
+	// New returns a detector with default parameters.
+	New func() Detector
+}
+
+var (
+	regMu    sync.Mutex
+	registry = map[string]Spec{}
+)
+
+// Register adds a detector. It is meant to be called from init(); a duplicate or
+// malformed spec panics, because it is a programming error found at start-up.
+func Register(s Spec) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if s.Name == "" || s.New == nil || s.StateSize <= 0 || len(s.Reasons) == 0 {
+		panic(fmt.Sprintf("BUG: detector spec %q is incomplete", s.Name))
+	}
+	if _, dup := registry[s.Name]; dup {
+		panic(fmt.Sprintf("BUG: detector %q registered twice", s.Name))
+	}
+	registry[s.Name] = s
+}
+
+// All returns every registered detector, sorted by name.
+func All() []Spec {
+	regMu.Lock()
+	defer regMu.Unlock()
+	out := make([]Spec, 0, len(registry))
+	for _, s := range registry {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Spec) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Lookup returns the registered detector with the given name.
+func Lookup(name string) (Spec, bool) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	s, ok := registry[name]
+	return s, ok
+}
+
+// Names returns the names of all registered detectors, sorted.
+func Names() []string {
+	all := All()
+	names := make([]string, len(all))
+	for i, s := range all {
+		names[i] = s.Name
+	}
+	return names
+}

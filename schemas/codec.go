@@ -1,0 +1,388 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+)
+
+// Canonical JSON encoding, version 1.
+//
+// One event is one JSON object on one line; a message may carry several lines
+// separated by '\n'. Fields (all optional unless marked):
+//
+//	v           number   encoding version; 1 if absent, anything else is rejected
+//	id          string   the record's own id; makes Event.ID stable across re-shipping
+//	ts          string   event time, RFC 3339 with optional fraction (REQUIRED);
+//	            number   or Unix seconds with optional fraction
+//	src         string   "gateway" | "broker"
+//	src_id      string   which gateway or broker wrote the log
+//	tenant      string
+//	device      string   device id (REQUIRED unless id_by is "client_ip" and ip is set)
+//	id_by       string   "certificate" | "api_key" | "token" | "mqtt_client_id" | "client_ip"
+//	api_key     string   API key id (never the secret)
+//	class       string   device model[/firmware]: the cold-start prior
+//	fw          string   firmware version or user agent
+//	ip          string   client IP address
+//	country     string   ISO 3166-1 alpha-2, when the gateway knows it
+//	asn         number
+//	proto       string   "http" | "mqtt" | "coap"
+//	cmd         string   command, normalized or raw ("POST /v1/devices/d-1/unlock")
+//	method,path string   HTTP method and path, normalized into cmd when cmd is absent
+//	op,topic    string   MQTT operation (PUBLISH, SUBSCRIBE, CONNECT) and topic, likewise
+//	status      number   HTTP status / MQTT reason code / CoAP code
+//	auth        string   "ok" | "failed" | "none"
+//	bytes_in    number
+//	bytes_out   number
+//	latency_ms  number
+//
+// Unknown fields are ignored, so producers may add their own. Commands are always
+// passed through NormalizeCommand, so a raw path in cmd is normalized too.
+
+// DecodeError is a per-record decode failure. Reason is a stable, machine-readable
+// code (it becomes the dead-letter header); Detail says what was wrong.
+type DecodeError struct {
+	Reason string
+	Detail string
+}
+
+func (e *DecodeError) Error() string { return "cannot decode event: " + e.Reason + ": " + e.Detail }
+
+// Dead-letter reasons.
+const (
+	ErrReasonTooLarge    = "too_large"
+	ErrReasonMalformed   = "malformed_json"
+	ErrReasonNotObject   = "not_an_object"
+	ErrReasonVersion     = "unsupported_version"
+	ErrReasonMissing     = "missing_field"
+	ErrReasonBadField    = "bad_field"
+	ErrReasonBadTime     = "bad_timestamp"
+	ErrReasonTimeRange   = "timestamp_out_of_range"
+	ErrReasonInvalidUTF8 = "invalid_utf8"
+)
+
+// DefaultMaxLineBytes bounds one encoded event.
+const DefaultMaxLineBytes = 16 << 10
+
+// Decoder decodes canonical JSON lines into Events without allocating in steady
+// state. A Decoder is not safe for concurrent use; give each goroutine its own.
+type Decoder struct {
+	// MaxLineBytes rejects longer lines (DefaultMaxLineBytes if 0).
+	MaxLineBytes int
+	// MinTime and MaxFuture bound event times: older than MinTime (Unix ns) or
+	// later than now+MaxFuture (ns) is rejected as absurd. Zero values mean
+	// 2000-01-01 and 24 hours.
+	MinTime   int64
+	MaxFuture int64
+
+	p    fastjson.Parser
+	norm Normalizer
+	err  *DecodeError
+	errv DecodeError
+	ev   *Event
+
+	method, path []byte
+	haveCmd      bool
+	ipText       []byte
+}
+
+var errCannotParse = errors.New("cannot parse")
+
+const (
+	defaultMinTime   = 946684800 * int64(1e9) // 2000-01-01T00:00:00Z
+	defaultMaxFuture = 24 * 3600 * int64(1e9)
+)
+
+// Decode decodes one line into ev (which it resets first). seq and line locate the
+// record in the stream (they derive ev.ID when the record has no id); now (Unix
+// ns) is the arrival time, used only to reject absurd event times. On error ev is left in an
+// unspecified state and the error is a *DecodeError (valid until the next call;
+// copy it to keep it).
+func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *Event) error {
+	ev.Reset()
+	ev.Seq, ev.Line = seq, lineNo
+	d.err = nil
+	d.ev = ev
+	d.method, d.path, d.ipText, d.haveCmd = nil, nil, nil, false
+	max := d.MaxLineBytes
+	if max == 0 {
+		max = DefaultMaxLineBytes
+	}
+	if len(line) > max {
+		return d.fail(ErrReasonTooLarge, "line is longer than the limit")
+	}
+	if !utf8.Valid(line) {
+		return d.fail(ErrReasonInvalidUTF8, "line is not valid UTF-8")
+	}
+	v, err := d.p.ParseBytes(line)
+	if err != nil {
+		return d.fail(ErrReasonMalformed, err.Error())
+	}
+	o, err := v.Object()
+	if err != nil {
+		return d.fail(ErrReasonNotObject, "the line is not a JSON object")
+	}
+	o.Visit(d.field)
+	if d.err != nil {
+		return d.err
+	}
+	return d.finish(now)
+}
+
+func (d *Decoder) fail(reason, detail string) error {
+	d.errv = DecodeError{Reason: reason, Detail: detail}
+	d.err = &d.errv
+	return d.err
+}
+
+func (d *Decoder) failf(reason, format string, args ...any) {
+	if d.err == nil {
+		d.fail(reason, fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *Decoder) str(key []byte, v *fastjson.Value) []byte {
+	b, err := v.StringBytes()
+	if err != nil {
+		d.failf(ErrReasonBadField, "field %q must be a string", key)
+		return nil
+	}
+	return b
+}
+
+func (d *Decoder) num(key []byte, v *fastjson.Value) float64 {
+	f, err := v.Float64()
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		d.failf(ErrReasonBadField, "field %q must be a number", key)
+		return 0
+	}
+	return f
+}
+
+func (d *Decoder) uint(key []byte, v *fastjson.Value, max float64) uint64 {
+	f := d.num(key, v)
+	if f < 0 || f > max {
+		d.failf(ErrReasonBadField, "field %q is out of range", key)
+		return 0
+	}
+	return uint64(f)
+}
+
+// field handles one key of the object. Keys are compared as strings without
+// conversion (the compiler does not allocate for string(b) == "const").
+func (d *Decoder) field(key []byte, v *fastjson.Value) {
+	if d.err != nil {
+		return
+	}
+	ev := d.ev
+	switch string(key) {
+	case "v":
+		if d.num(key, v) != SchemaVersion {
+			d.failf(ErrReasonVersion, "encoding version %s is not supported (want %d)", v, SchemaVersion)
+		}
+	case "id":
+		if b := d.str(key, v); len(b) > 0 {
+			ev.ID = Hash(b)
+		}
+	case "ts":
+		switch v.Type() {
+		case fastjson.TypeString:
+			b, _ := v.StringBytes()
+			t, ok := ParseRFC3339(b)
+			if !ok {
+				d.failf(ErrReasonBadTime, "ts %q is not an RFC 3339 time", b)
+				return
+			}
+			ev.Time = t
+		case fastjson.TypeNumber:
+			f := d.num(key, v)
+			if f < 0 || f > 1e11 {
+				d.failf(ErrReasonBadTime, "ts %v is not Unix seconds", f)
+				return
+			}
+			sec, frac := math.Modf(f)
+			ev.Time = int64(sec)*1e9 + int64(frac*1e9)
+		default:
+			d.failf(ErrReasonBadTime, "ts must be a string or a number")
+		}
+	case "src":
+		switch string(d.str(key, v)) {
+		case "gateway":
+			ev.Source = SourceGateway
+		case "broker":
+			ev.Source = SourceBroker
+		default:
+			d.failf(ErrReasonBadField, "src must be gateway or broker")
+		}
+	case "src_id":
+		ev.SourceID = ev.set(d.str(key, v))
+	case "tenant":
+		ev.Tenant = ev.set(d.str(key, v))
+	case "device":
+		ev.Device = ev.set(d.str(key, v))
+	case "id_by":
+		m, ok := parseIDMethod(d.str(key, v))
+		if !ok {
+			d.failf(ErrReasonBadField, "id_by %q is not a known identification method", v)
+		}
+		ev.IDMethod = m
+	case "api_key":
+		ev.APIKey = ev.set(d.str(key, v))
+	case "class":
+		ev.Class = ev.set(d.str(key, v))
+	case "fw":
+		ev.Firmware = ev.set(d.str(key, v))
+	case "ip":
+		b := d.str(key, v)
+		if len(b) == 0 {
+			return
+		}
+		a, err := parseAddr(b)
+		if err != nil {
+			d.failf(ErrReasonBadField, "ip %q is not an IP address", b)
+			return
+		}
+		ev.ClientIP = a
+		d.ipText = b
+	case "country":
+		b := d.str(key, v)
+		switch {
+		case len(b) == 0 || (len(b) == 2 && b[0] == '-' && b[1] == '-'):
+		case len(b) == 2 && isAlpha(b[0]) && isAlpha(b[1]):
+			ev.Country = Country{b[0] &^ 0x20, b[1] &^ 0x20} // upper case
+		default:
+			d.failf(ErrReasonBadField, "country %q is not an ISO 3166-1 alpha-2 code", b)
+		}
+	case "asn":
+		ev.ASN = uint32(d.uint(key, v, math.MaxUint32))
+	case "proto":
+		switch string(d.str(key, v)) {
+		case "http", "https", "HTTP":
+			ev.Protocol = ProtoHTTP
+		case "mqtt", "MQTT":
+			ev.Protocol = ProtoMQTT
+		case "coap", "CoAP":
+			ev.Protocol = ProtoCoAP
+		default:
+			d.failf(ErrReasonBadField, "proto %q is not http, mqtt or coap", v)
+		}
+	case "cmd":
+		d.path = d.str(key, v)
+		d.haveCmd = true
+	case "method", "op":
+		d.method = d.str(key, v)
+	case "path", "topic":
+		if !d.haveCmd {
+			d.path = d.str(key, v)
+		}
+	case "status":
+		ev.Status = uint16(d.uint(key, v, math.MaxUint16))
+	case "auth":
+		switch string(d.str(key, v)) {
+		case "ok", "success":
+			ev.Auth = AuthOK
+		case "failed", "fail", "denied":
+			ev.Auth = AuthFailed
+		case "none", "":
+			ev.Auth = AuthNone
+		default:
+			d.failf(ErrReasonBadField, "auth %q is not ok, failed or none", v)
+		}
+	case "bytes_in":
+		ev.BytesIn = d.uint(key, v, 1<<53)
+	case "bytes_out":
+		ev.BytesOut = d.uint(key, v, 1<<53)
+	case "latency_ms":
+		f := d.num(key, v)
+		if f < 0 || f > math.MaxUint32/1000 {
+			d.failf(ErrReasonBadField, "field %q is out of range", key)
+			return
+		}
+		ev.Latency = uint32(f * 1000)
+	}
+}
+
+func isAlpha(c byte) bool { c &^= 0x20; return c >= 'A' && c <= 'Z' }
+
+func parseIDMethod(b []byte) (IDMethod, bool) {
+	for i := 1; i < len(idNames); i++ {
+		if string(b) == idNames[i] {
+			return IDMethod(i), true
+		}
+	}
+	return IDUnknown, len(b) == 0
+}
+
+// parseAddr parses an IP without allocating for the common forms.
+func parseAddr(b []byte) (netip.Addr, error) {
+	var buf [64]byte
+	if len(b) > len(buf) {
+		return netip.Addr{}, errCannotParse
+	}
+	n := copy(buf[:], b)
+	// netip.ParseAddr takes a string; converting a stack array slice does not
+	// escape because ParseAddr does not retain its argument.
+	return netip.ParseAddr(string(buf[:n]))
+}
+
+func (d *Decoder) finish(now int64) error {
+	ev := d.ev
+	if ev.Time == 0 {
+		return d.fail(ErrReasonMissing, "ts is required")
+	}
+	minT, maxF := d.MinTime, d.MaxFuture
+	if minT == 0 {
+		minT = defaultMinTime
+	}
+	if maxF == 0 {
+		maxF = defaultMaxFuture
+	}
+	if ev.Time < minT || (now > 0 && ev.Time > now+maxF) {
+		return d.fail(ErrReasonTimeRange, "ts is too far in the past or the future")
+	}
+	if len(ev.Device) == 0 {
+		if ev.IDMethod == IDClientIP && len(d.ipText) > 0 {
+			ev.Device = ev.set(d.ipText)
+		} else {
+			return d.fail(ErrReasonMissing, "device is required (or id_by client_ip with ip)")
+		}
+	}
+	if ev.IDMethod == IDUnknown {
+		switch {
+		case len(ev.APIKey) > 0:
+			ev.IDMethod = IDAPIKey
+		case ev.Protocol == ProtoMQTT:
+			ev.IDMethod = IDMQTTClient
+		}
+	}
+	if ev.Protocol == ProtoUnknown {
+		ev.Protocol = ProtoHTTP
+	}
+	start := len(ev.arena)
+	var res uint64
+	ev.arena, res = d.norm.Append(ev.arena, d.method, d.path)
+	if len(ev.arena) > start {
+		ev.Command = ev.arena[start:len(ev.arena):len(ev.arena)]
+	}
+	ev.Resource = res
+	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
+	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
+	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
+	ev.CommandID = Hash(ev.Command)
+	if ev.ID == 0 {
+		ev.ID = EventID(ev.Seq, ev.Line)
+	}
+	return nil
+}
+
+// EventID derives an event id from the stream sequence of its message and its
+// line in the message: seq<<20 | line. Lines beyond 2^20 in one message are
+// rejected by ingest.
+func EventID(seq uint64, line uint32) uint64 { return seq<<20 | uint64(line&(1<<20-1)) }
+
+// MaxLinesPerMessage is the most lines one message may carry (see EventID).
+const MaxLinesPerMessage = 1 << 20

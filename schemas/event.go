@@ -1,0 +1,215 @@
+package schemas
+
+import (
+	"net/netip"
+	"time"
+)
+
+// SourceKind says what kind of enforcement point wrote the log.
+type SourceKind uint8
+
+const (
+	SourceUnknown SourceKind = iota
+	SourceGateway
+	SourceBroker
+)
+
+var sourceNames = [...]string{"unknown", "gateway", "broker"}
+
+func (k SourceKind) String() string {
+	if int(k) < len(sourceNames) {
+		return sourceNames[k]
+	}
+	return "unknown"
+}
+
+// IDMethod says how the device was identified, from strongest to weakest.
+type IDMethod uint8
+
+const (
+	IDUnknown IDMethod = iota
+	IDCertificate
+	IDAPIKey
+	IDToken
+	IDMQTTClient
+	IDClientIP
+)
+
+var idNames = [...]string{"unknown", "certificate", "api_key", "token", "mqtt_client_id", "client_ip"}
+
+func (m IDMethod) String() string {
+	if int(m) < len(idNames) {
+		return idNames[m]
+	}
+	return "unknown"
+}
+
+// Protocol is the application protocol of the request.
+type Protocol uint8
+
+const (
+	ProtoUnknown Protocol = iota
+	ProtoHTTP
+	ProtoMQTT
+	ProtoCoAP
+)
+
+var protoNames = [...]string{"unknown", "http", "mqtt", "coap"}
+
+func (p Protocol) String() string {
+	if int(p) < len(protoNames) {
+		return protoNames[p]
+	}
+	return "unknown"
+}
+
+// AuthOutcome is the result of authentication as the enforcement point saw it.
+type AuthOutcome uint8
+
+const (
+	AuthUnknown AuthOutcome = iota
+	AuthOK
+	AuthFailed
+	AuthNone // no authentication attempted
+)
+
+var authNames = [...]string{"unknown", "ok", "failed", "none"}
+
+func (a AuthOutcome) String() string {
+	if int(a) < len(authNames) {
+		return authNames[a]
+	}
+	return "unknown"
+}
+
+// Country is an ISO 3166-1 alpha-2 code; the zero value means unknown.
+type Country [2]byte
+
+func (c Country) String() string {
+	if c == (Country{}) {
+		return ""
+	}
+	return string(c[:])
+}
+
+// Known reports whether the country is set.
+func (c Country) Known() bool { return c != (Country{}) }
+
+// Event is one normalized request as an enforcement point logged it.
+//
+// Byte-slice fields point into the Event's own arena and are valid until the
+// Event is reset or decoded into again: a consumer that keeps a value past that
+// must copy it. An Event is owned by one goroutine at a time.
+type Event struct {
+	// ID is stable across redelivery: derived from the record's own "id" when
+	// present, else from the stream sequence and the line within the message.
+	ID uint64
+	// Seq is the JetStream stream sequence of the message that carried the event, and
+	// Line its 0-based line in that message.
+	Seq  uint64
+	Line uint32
+
+	// Time is the event time from the log (Unix nanoseconds), not arrival time.
+	Time int64
+
+	Source   SourceKind
+	SourceID []byte
+	Tenant   []byte
+	Device   []byte // device id; when the device is identified only by IP, the IP text
+	IDMethod IDMethod
+	APIKey   []byte // API key id (never the secret)
+	Class    []byte // device class: model (and firmware) used as the cold-start prior
+	Firmware []byte // user agent or firmware version
+
+	ClientIP netip.Addr
+	Country  Country
+	ASN      uint32
+
+	Protocol Protocol
+	// Command is the normalized command: "POST /v1/devices/{id}/unlock",
+	// "PUBLISH devices/{id}/cmd/unlock". Identifiers are replaced by placeholders.
+	Command []byte
+	// Resource is a hash of the identifiers the normalizer replaced (0 if none):
+	// which device or object the command addressed, without growing the vocabulary.
+	Resource uint64
+
+	Status   uint16 // HTTP status, MQTT reason code, CoAP code
+	Auth     AuthOutcome
+	BytesIn  uint64
+	BytesOut uint64
+	Latency  uint32 // microseconds
+
+	// Hashes computed once at decode time so that shards and detectors never rehash.
+	DeviceKey uint64 // Hash2(tenant, device): the shard and state key
+	DeviceAlt uint64 // Hash2Alt(tenant, device): with DeviceKey, a 128-bit state key
+	ClassKey  uint64 // Hash of tenant and class
+	CommandID uint64 // Hash of the normalized command
+
+	arena []byte
+}
+
+// EventTime returns the event time.
+func (e *Event) EventTime() time.Time { return time.Unix(0, e.Time).UTC() }
+
+// Reset clears e for reuse, keeping its arena's capacity.
+func (e *Event) Reset() {
+	arena := e.arena[:0]
+	*e = Event{arena: arena}
+}
+
+// set copies b into the arena and returns the arena's copy.
+func (e *Event) set(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	start := len(e.arena)
+	if cap(e.arena)-start < len(b) {
+		// Grow: earlier fields keep pointing at the old array, which stays valid.
+		n := 2*cap(e.arena) + len(b)
+		if n < 512 {
+			n = 512
+		}
+		e.arena = make([]byte, 0, n)
+		start = 0
+	}
+	e.arena = append(e.arena, b...)
+	return e.arena[start : start+len(b) : start+len(b)]
+}
+
+// CopyFrom makes e a deep copy of src, reusing e's arena.
+func (e *Event) CopyFrom(src *Event) {
+	arena := e.arena[:0]
+	*e = *src
+	e.arena = arena
+	e.SourceID = e.set(src.SourceID)
+	e.Tenant = e.set(src.Tenant)
+	e.Device = e.set(src.Device)
+	e.APIKey = e.set(src.APIKey)
+	e.Class = e.set(src.Class)
+	e.Firmware = e.set(src.Firmware)
+	e.Command = e.set(src.Command)
+}
+
+// SetDevice, SetCommand and friends set a field by copying b (for producers
+// such as the simulator and tests). They recompute the derived hashes.
+func (e *Event) SetDevice(tenant, device []byte) {
+	e.Tenant = e.set(tenant)
+	e.Device = e.set(device)
+	e.DeviceKey = Hash2(e.Tenant, e.Device)
+	e.DeviceAlt = Hash2Alt(e.Tenant, e.Device)
+}
+
+// SetClass sets the device class and its key.
+func (e *Event) SetClass(class []byte) {
+	e.Class = e.set(class)
+	e.ClassKey = Hash2(e.Tenant, e.Class)
+}
+
+// SetCommand sets the already-normalized command and its id.
+func (e *Event) SetCommand(cmd []byte) {
+	e.Command = e.set(cmd)
+	e.CommandID = Hash(e.Command)
+}
+
+// SetText sets one of the plain text fields.
+func (e *Event) SetText(field *[]byte, b []byte) { *field = e.set(b) }

@@ -1,0 +1,130 @@
+// Package schemas defines what flows through iotwatch: the normalized Event, its
+// canonical JSON encoding, the scored result, alerts and decisions, and every
+// user-facing name (streams, subjects, consumers, KV buckets, ClickHouse tables and
+// columns, detector and reason names).
+//
+// Names are part of the product: they end up in dashboards, queries and gateway
+// configs. Renaming one is a migration; add a new name and version it instead.
+package schemas
+
+// SchemaVersion is the version of the canonical event encoding and of the
+// ClickHouse tables this build writes. It is bumped on any incompatible change.
+const SchemaVersion = 1
+
+// JetStream streams.
+const (
+	// StreamLogs holds access logs from gateways and brokers.
+	StreamLogs = "IOTWATCH_LOGS"
+	// StreamDLQ holds log records that could not be decoded, with the reason in
+	// headers. Nothing is dropped silently.
+	StreamDLQ = "IOTWATCH_DLQ"
+	// StreamAlerts holds alerts, one subject per severity.
+	StreamAlerts = "IOTWATCH_ALERTS"
+	// StreamDecisions holds block/throttle/unblock decisions: the history that
+	// enforcement points can replay from any point.
+	StreamDecisions = "IOTWATCH_DECISIONS"
+)
+
+// Subjects. Log subjects are iotwatch.logs.<format>.<source>.
+const (
+	SubjectLogsPrefix      = "iotwatch.logs"
+	SubjectLogsAll         = "iotwatch.logs.>"
+	SubjectDLQPrefix       = "iotwatch.dlq"
+	SubjectDLQAll          = "iotwatch.dlq.>"
+	SubjectAlertsPrefix    = "iotwatch.alerts"
+	SubjectAlertsAll       = "iotwatch.alerts.>"
+	SubjectDecisionsPrefix = "iotwatch.decisions"
+	SubjectDecisionsAll    = "iotwatch.decisions.>"
+)
+
+// FormatJSON is the <format> token of subjects carrying canonical JSON lines
+// (one or more newline-separated events per message).
+const FormatJSON = "json"
+
+// ConsumerPipeline is the durable pull consumer the pipeline reads IOTWATCH_LOGS with.
+const ConsumerPipeline = "iotwatch-pipeline"
+
+// KVActiveBlocks is the KV bucket holding the active set of block/throttle
+// decisions, keyed by KVKey(scope, value).
+const KVActiveBlocks = "iotwatch_blocks"
+
+// Headers on dead-lettered messages.
+const (
+	HeaderDLQReason     = "Iotwatch-Dlq-Reason"
+	HeaderDLQSubject    = "Iotwatch-Original-Subject"
+	HeaderDLQSequence   = "Iotwatch-Original-Sequence"
+	HeaderDLQLine       = "Iotwatch-Original-Line"
+	HeaderSchemaVersion = "Iotwatch-Schema-Version"
+)
+
+// ClickHouse tables.
+const (
+	TableScored    = "scored_events"
+	TableAlerts    = "alerts"
+	TableDecisions = "decisions"
+)
+
+// Severities (alert subjects are iotwatch.alerts.<severity>).
+const (
+	SeverityLow      = "low"
+	SeverityMedium   = "medium"
+	SeverityHigh     = "high"
+	SeverityCritical = "critical"
+)
+
+// Decision actions (decision subjects are iotwatch.decisions.<action>).
+// A dry-run decision is published with action DryRunBlock and never enters the KV bucket.
+const (
+	ActionBlock       = "block"
+	ActionThrottle    = "throttle"
+	ActionUnblock     = "unblock"
+	ActionDryRunBlock = "would_block"
+)
+
+// Decision scopes: what an enforcement point matches on.
+const (
+	ScopeDevice = "device"
+	ScopeAPIKey = "api_key"
+	ScopeIP     = "ip"
+	ScopeTenant = "tenant"
+)
+
+// Detector names. Each detector registers under one of these.
+const (
+	DetectorVolume  = "volume"
+	DetectorGeo     = "geo"
+	DetectorCommand = "command"
+)
+
+// Reason codes. A detector declares the reasons it can return; a finding with no
+// reason (ReasonNone) has score 0.
+const (
+	ReasonNone = ""
+
+	// volume
+	ReasonRateSpike    = "rate_spike"    // request rate far above the device's own baseline
+	ReasonAuthFailures = "auth_failures" // authentication failures far above the baseline
+	ReasonErrorBurst   = "error_burst"   // 4xx/5xx responses far above the baseline
+
+	// geo
+	ReasonNewCountry = "new_country" // a country never seen for this device
+
+	// command
+	ReasonNewCommand       = "new_command"       // a command this device never issued, seen before in its class
+	ReasonNewClassCommand  = "new_class_command" // a command never seen for this device nor its class
+	ReasonPrivilegedNew    = "privileged_command_new" // a privileged command (unlock, firmware, credentials) this device never issued
+	ReasonEnumeration      = "enumeration"       // many distinct resource ids in a short window
+)
+
+// Metric names (Prometheus text format).
+const (
+	MetricEventsIngested  = "iotwatch_events_ingested_total"
+	MetricMessagesFetched = "iotwatch_messages_fetched_total"
+	MetricDeadLettered    = "iotwatch_dead_lettered_total"
+	MetricAlerts          = "iotwatch_alerts_total"
+	MetricDecisions       = "iotwatch_decisions_total"
+	MetricRowsWritten     = "iotwatch_clickhouse_rows_total"
+	MetricFlushSeconds    = "iotwatch_flush_seconds"
+	MetricStateDevices    = "iotwatch_state_devices"
+	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
+)

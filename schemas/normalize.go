@@ -1,0 +1,104 @@
+package schemas
+
+// Normalizer turns a raw request ("POST", "/v1/devices/d-17/unlock?x=1") or
+// MQTT operation ("PUBLISH", "devices/d-17/cmd/unlock") into a command of a small
+// vocabulary by replacing identifiers with the placeholder "{id}", and reports a
+// hash of the replaced identifiers (which resource was addressed).
+//
+// A path segment is an identifier when it contains a digit (except version
+// segments such as "v1" or "v2beta"), or is longer than 32 bytes. The query
+// string and fragment are dropped. MQTT wildcards '+' and '#' are kept.
+//
+// The zero Normalizer is ready to use and allocates nothing beyond dst's growth.
+type Normalizer struct{}
+
+// Placeholder replaces identifiers in commands.
+const Placeholder = "{id}"
+
+// maxSegment is the longest segment kept verbatim.
+const maxSegment = 32
+
+// Append appends the normalized command to dst. method may be empty (then path
+// is assumed to be a whole command, possibly "METHOD path" already). It returns
+// the extended dst and the resource hash (0 when nothing was replaced).
+func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
+	if len(method) == 0 {
+		// "POST /v1/x": split at the first space.
+		for i, c := range path {
+			if c == ' ' {
+				method, path = path[:i], path[i+1:]
+				break
+			}
+		}
+	}
+	for _, c := range method {
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	if len(method) > 0 && len(path) > 0 {
+		dst = append(dst, ' ')
+	}
+	var res uint64
+	start := 0
+	for i := 0; i <= len(path); i++ {
+		if i < len(path) && path[i] != '/' && path[i] != '?' && path[i] != '#' {
+			continue
+		}
+		seg := path[start:i]
+		if isIdentifier(seg) {
+			dst = append(dst, Placeholder...)
+			if res == 0 {
+				res = fnvOffset
+			}
+			res = fnv(res^0x2f, seg)
+		} else {
+			dst = append(dst, seg...)
+		}
+		if i == len(path) {
+			break
+		}
+		if path[i] != '/' {
+			// '?' or '#': drop the rest, unless it is an MQTT wildcard '#' segment.
+			if path[i] == '#' && i == start {
+				dst = append(dst, '#')
+			}
+			break
+		}
+		dst = append(dst, '/')
+		start = i + 1
+	}
+	if res != 0 {
+		res = mix(res)
+	}
+	return dst, res
+}
+
+func isIdentifier(seg []byte) bool {
+	if len(seg) > maxSegment {
+		return true
+	}
+	digits := false
+	for _, c := range seg {
+		if c >= '0' && c <= '9' {
+			digits = true
+			break
+		}
+	}
+	if !digits {
+		return false
+	}
+	// Version segments: v1, v2, v10beta.
+	if len(seg) >= 2 && len(seg) <= 8 && (seg[0] == 'v' || seg[0] == 'V') && seg[1] >= '0' && seg[1] <= '9' {
+		return false
+	}
+	return true
+}
+
+// NormalizeCommand returns the normalized form of a raw command (for callers
+// off the hot path, such as tests and the simulator).
+func NormalizeCommand(method, path string) string {
+	b, _ := Normalizer{}.Append(nil, []byte(method), []byte(path))
+	return string(b)
+}

@@ -1,0 +1,143 @@
+package schemas
+
+import (
+	"bytes"
+	"time"
+)
+
+// Label is a short categorical value in a finding (a country code, an ASN, a
+// truncated command), stored inline so that findings never allocate.
+type Label [16]byte
+
+// MakeLabel copies up to 16 bytes of b.
+func MakeLabel(b []byte) Label {
+	var l Label
+	copy(l[:], b)
+	return l
+}
+
+// LabelString is MakeLabel for a string.
+func LabelString(s string) Label {
+	var l Label
+	copy(l[:], s)
+	return l
+}
+
+func (l Label) String() string {
+	n := bytes.IndexByte(l[:], 0)
+	if n < 0 {
+		n = len(l)
+	}
+	return string(l[:n])
+}
+
+// Finding is one detector's judgement of one event: a score in [0,1], a reason
+// from the detector's declared list, and the observed and expected values that
+// explain it. A zero Finding means "nothing unusual".
+type Finding struct {
+	Detector string // a Detector* constant
+	Reason   string // a Reason* constant declared by the detector
+	Score    float32
+	Observed float64
+	Expected float64
+	// Labels explain categorical findings ("DE" observed, "FR" expected); empty otherwise.
+	ObservedLabel Label
+	ExpectedLabel Label
+}
+
+// MaxFindings bounds the findings kept per event.
+const MaxFindings = 8
+
+// Scored is an event's result: the combined score and the non-zero findings.
+type Scored struct {
+	Score    float32
+	N        int
+	Findings [MaxFindings]Finding
+}
+
+// Add appends f if it has a reason and there is room.
+func (s *Scored) Add(f Finding) {
+	if f.Reason == ReasonNone || s.N == MaxFindings {
+		return
+	}
+	s.Findings[s.N] = f
+	s.N++
+}
+
+// Reasons returns the findings in s.
+func (s *Scored) Reasons() []Finding { return s.Findings[:s.N] }
+
+// Explanation is a finding as stored and published (JSON, ClickHouse).
+type Explanation struct {
+	Detector      string  `json:"detector"`
+	Reason        string  `json:"reason"`
+	Score         float64 `json:"score"`
+	Observed      float64 `json:"observed"`
+	Expected      float64 `json:"expected"`
+	ObservedLabel string  `json:"observed_label,omitempty"`
+	ExpectedLabel string  `json:"expected_label,omitempty"`
+}
+
+// Explain converts a finding for storage.
+func Explain(f Finding) Explanation {
+	return Explanation{
+		Detector: f.Detector, Reason: f.Reason, Score: float64(f.Score),
+		Observed: f.Observed, Expected: f.Expected,
+		ObservedLabel: f.ObservedLabel.String(), ExpectedLabel: f.ExpectedLabel.String(),
+	}
+}
+
+// Alert is published on iotwatch.alerts.<severity> and stored in the alerts table.
+// ID is deterministic (device, reasons, first event id), so a redelivered event
+// produces the same alert id and JetStream's duplicate window drops the copy.
+type Alert struct {
+	ID           string        `json:"id"`
+	Time         time.Time     `json:"time"`
+	Tenant       string        `json:"tenant"`
+	Device       string        `json:"device"`
+	APIKey       string        `json:"api_key,omitempty"`
+	ClientIP     string        `json:"client_ip,omitempty"`
+	Class        string        `json:"class,omitempty"`
+	Command      string        `json:"command,omitempty"`
+	Country      string        `json:"country,omitempty"`
+	Score        float64       `json:"score"`
+	Severity     string        `json:"severity"`
+	Reasons      []Explanation `json:"reasons"`
+	FirstEventID uint64        `json:"first_event_id"`
+	LastEventID  uint64        `json:"last_event_id"`
+	SchemaV      int           `json:"v"`
+}
+
+// Decision is published on iotwatch.decisions.<action> and, while active, kept in
+// the KV bucket KVActiveBlocks under KVKey(Scope, Value).
+type Decision struct {
+	ID        string    `json:"id"`
+	Action    string    `json:"action"`
+	Scope     string    `json:"scope"`
+	Value     string    `json:"value"`
+	Tenant    string    `json:"tenant"`
+	Device    string    `json:"device"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Reason    string    `json:"reason"`
+	Score     float64   `json:"score"`
+	AlertID   string    `json:"alert_id"`
+	Issuer    string    `json:"issuer"`
+	DryRun    bool      `json:"dry_run,omitempty"`
+	// Signature is reserved for signed decisions (ed25519); empty in schema v1.
+	Signature string `json:"signature,omitempty"`
+	SchemaV   int    `json:"v"`
+}
+
+// KVKey is the key of an active decision in KVActiveBlocks: "<scope>.<hex value>".
+// The value is hex-encoded because KV keys allow only [-_=/.A-Za-z0-9].
+func KVKey(scope, value string) string {
+	const hexdigits = "0123456789abcdef"
+	b := make([]byte, 0, len(scope)+1+2*len(value))
+	b = append(b, scope...)
+	b = append(b, '.')
+	for i := 0; i < len(value); i++ {
+		b = append(b, hexdigits[value[i]>>4], hexdigits[value[i]&15])
+	}
+	return string(b)
+}
