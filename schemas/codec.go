@@ -6,8 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"unicode/utf8"
-
-	"github.com/valyala/fastjson"
+	"unsafe"
 )
 
 // Canonical JSON encoding, version 1.
@@ -79,7 +78,7 @@ type Decoder struct {
 	MinTime   int64
 	MaxFuture int64
 
-	p    fastjson.Parser
+	sc   scanner
 	norm Normalizer
 	err  *DecodeError
 	errv DecodeError
@@ -118,15 +117,15 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 	if !utf8.Valid(line) {
 		return d.fail(ErrReasonInvalidUTF8, "line is not valid UTF-8")
 	}
-	v, err := d.p.ParseBytes(line)
-	if err != nil {
+	if err := d.sc.object(line, d); err != nil {
+		if d.err != nil {
+			return d.err
+		}
+		if err == errNotObject {
+			return d.fail(ErrReasonNotObject, "the line is not a JSON object")
+		}
 		return d.fail(ErrReasonMalformed, err.Error())
 	}
-	o, err := v.Object()
-	if err != nil {
-		return d.fail(ErrReasonNotObject, "the line is not a JSON object")
-	}
-	o.Visit(d.field)
 	if d.err != nil {
 		return d.err
 	}
@@ -145,25 +144,26 @@ func (d *Decoder) failf(reason, format string, args ...any) {
 	}
 }
 
-func (d *Decoder) str(key []byte, v *fastjson.Value) []byte {
-	b, err := v.StringBytes()
-	if err != nil {
-		d.failf(ErrReasonBadField, "field %q must be a string", key)
+func (d *Decoder) str(key []byte, v *jsonValue) []byte {
+	switch v.kind {
+	case jsonString:
+		return v.raw
+	case jsonNull:
 		return nil
 	}
-	return b
+	d.failf(ErrReasonBadField, "field %q must be a string", key)
+	return nil
 }
 
-func (d *Decoder) num(key []byte, v *fastjson.Value) float64 {
-	f, err := v.Float64()
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+func (d *Decoder) num(key []byte, v *jsonValue) float64 {
+	if v.kind != jsonNumber || math.IsNaN(v.num) || math.IsInf(v.num, 0) {
 		d.failf(ErrReasonBadField, "field %q must be a number", key)
 		return 0
 	}
-	return f
+	return v.num
 }
 
-func (d *Decoder) uint(key []byte, v *fastjson.Value, max float64) uint64 {
+func (d *Decoder) uint(key []byte, v *jsonValue, max float64) uint64 {
 	f := d.num(key, v)
 	if f < 0 || f > max {
 		d.failf(ErrReasonBadField, "field %q is out of range", key)
@@ -174,7 +174,7 @@ func (d *Decoder) uint(key []byte, v *fastjson.Value, max float64) uint64 {
 
 // field handles one key of the object. Keys are compared as strings without
 // conversion (the compiler does not allocate for string(b) == "const").
-func (d *Decoder) field(key []byte, v *fastjson.Value) {
+func (d *Decoder) field(key []byte, v *jsonValue) {
 	if d.err != nil {
 		return
 	}
@@ -182,23 +182,23 @@ func (d *Decoder) field(key []byte, v *fastjson.Value) {
 	switch string(key) {
 	case "v":
 		if d.num(key, v) != SchemaVersion {
-			d.failf(ErrReasonVersion, "encoding version %s is not supported (want %d)", v, SchemaVersion)
+			d.failf(ErrReasonVersion, "encoding version %s is not supported (want %d)", v.raw, SchemaVersion)
 		}
 	case "id":
 		if b := d.str(key, v); len(b) > 0 {
 			ev.ID = Hash(b)
 		}
 	case "ts":
-		switch v.Type() {
-		case fastjson.TypeString:
-			b, _ := v.StringBytes()
+		switch v.kind {
+		case jsonString:
+			b := v.raw
 			t, ok := ParseRFC3339(b)
 			if !ok {
 				d.failf(ErrReasonBadTime, "ts %q is not an RFC 3339 time", b)
 				return
 			}
 			ev.Time = t
-		case fastjson.TypeNumber:
+		case jsonNumber:
 			f := d.num(key, v)
 			if f < 0 || f > 1e11 {
 				d.failf(ErrReasonBadTime, "ts %v is not Unix seconds", f)
@@ -227,7 +227,7 @@ func (d *Decoder) field(key []byte, v *fastjson.Value) {
 	case "id_by":
 		m, ok := parseIDMethod(d.str(key, v))
 		if !ok {
-			d.failf(ErrReasonBadField, "id_by %q is not a known identification method", v)
+			d.failf(ErrReasonBadField, "id_by %q is not a known identification method", v.raw)
 		}
 		ev.IDMethod = m
 	case "api_key":
@@ -268,7 +268,7 @@ func (d *Decoder) field(key []byte, v *fastjson.Value) {
 		case "coap", "CoAP":
 			ev.Protocol = ProtoCoAP
 		default:
-			d.failf(ErrReasonBadField, "proto %q is not http, mqtt or coap", v)
+			d.failf(ErrReasonBadField, "proto %q is not http, mqtt or coap", v.raw)
 		}
 	case "cmd":
 		d.path = d.str(key, v)
@@ -290,7 +290,7 @@ func (d *Decoder) field(key []byte, v *fastjson.Value) {
 		case "none", "":
 			ev.Auth = AuthNone
 		default:
-			d.failf(ErrReasonBadField, "auth %q is not ok, failed or none", v)
+			d.failf(ErrReasonBadField, "auth %q is not ok, failed or none", v.raw)
 		}
 	case "bytes_in":
 		ev.BytesIn = d.uint(key, v, 1<<53)
@@ -317,16 +317,13 @@ func parseIDMethod(b []byte) (IDMethod, bool) {
 	return IDUnknown, len(b) == 0
 }
 
-// parseAddr parses an IP without allocating for the common forms.
+// parseAddr parses an IP without allocating. netip.ParseAddr does not retain its
+// argument (an IPv6 zone is interned as a copy), so viewing b as a string is safe.
 func parseAddr(b []byte) (netip.Addr, error) {
-	var buf [64]byte
-	if len(b) > len(buf) {
+	if len(b) == 0 || len(b) > 64 {
 		return netip.Addr{}, errCannotParse
 	}
-	n := copy(buf[:], b)
-	// netip.ParseAddr takes a string; converting a stack array slice does not
-	// escape because ParseAddr does not retain its argument.
-	return netip.ParseAddr(string(buf[:n]))
+	return netip.ParseAddr(unsafe.String(&b[0], len(b)))
 }
 
 func (d *Decoder) finish(now int64) error {

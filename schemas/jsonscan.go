@@ -1,0 +1,325 @@
+package schemas
+
+import (
+	"bytes"
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// A minimal, allocation-free scanner for the canonical encoding: one flat JSON
+// object per line whose values the decoder cares about are strings, numbers,
+// booleans and null. Nested objects and arrays (producers' own fields) are
+// validated for balance and skipped. Strings with escapes are unescaped into a
+// scratch buffer owned by the scanner; the returned bytes are valid until the
+// next string is read.
+
+type jsonKind uint8
+
+const (
+	jsonString jsonKind = iota + 1
+	jsonNumber
+	jsonBool
+	jsonNull
+	jsonNested
+)
+
+type jsonValue struct {
+	kind jsonKind
+	raw  []byte // string contents (unescaped) or number text
+	num  float64
+}
+
+type scanError string
+
+func (e scanError) Error() string { return string(e) }
+
+const maxNesting = 64
+
+type scanner struct {
+	b       []byte
+	i       int
+	scratch []byte // unescaped string values; reset per object
+	keyBuf  []byte
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// object scans one object, calling d.field for each member (a direct call: a
+// func value would make the decoder escape and allocate). It returns a scanError
+// describing the first syntax error.
+func (s *scanner) object(line []byte, d *Decoder) error {
+	s.b, s.i, s.scratch = line, 0, s.scratch[:0]
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		if s.i < len(s.b) && (s.b[s.i] == '[' || s.b[s.i] == '"' || s.b[s.i] == '-' || (s.b[s.i] >= '0' && s.b[s.i] <= '9') || s.b[s.i] == 't' || s.b[s.i] == 'f' || s.b[s.i] == 'n') {
+			return errNotObject
+		}
+		return scanError("expected '{' at the start of the line")
+	}
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return s.end()
+	}
+	var v jsonValue
+	for {
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return scanError("expected a string key at offset " + strconv.Itoa(s.i))
+		}
+		key, err := s.str(true)
+		if err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return scanError("expected ':' at offset " + strconv.Itoa(s.i))
+		}
+		s.i++
+		s.ws()
+		if err := s.value(&v); err != nil {
+			return err
+		}
+		d.field(key, &v)
+		s.ws()
+		if s.i >= len(s.b) {
+			return scanError("unexpected end of line inside the object")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return s.end()
+		default:
+			return scanError("expected ',' or '}' at offset " + strconv.Itoa(s.i))
+		}
+	}
+}
+
+var errNotObject = scanError("not an object")
+
+func (s *scanner) end() error {
+	s.ws()
+	if s.i != len(s.b) {
+		return scanError("unexpected data after the object at offset " + strconv.Itoa(s.i))
+	}
+	return nil
+}
+
+func (s *scanner) value(v *jsonValue) error {
+	if s.i >= len(s.b) {
+		return scanError("unexpected end of line, expected a value")
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		b, err := s.str(false)
+		*v = jsonValue{kind: jsonString, raw: b}
+		return err
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := s.i
+		for s.i < len(s.b) {
+			c := s.b[s.i]
+			if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
+				s.i++
+				continue
+			}
+			break
+		}
+		raw := s.b[start:s.i]
+		if n, ok := smallInt(raw); ok {
+			*v = jsonValue{kind: jsonNumber, raw: raw, num: n}
+			return nil
+		}
+		f, err := strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64)
+		if err != nil {
+			return scanError("invalid number at offset " + strconv.Itoa(start))
+		}
+		*v = jsonValue{kind: jsonNumber, raw: raw, num: f}
+		return nil
+	case c == 't':
+		return s.lit("true", v, jsonBool)
+	case c == 'f':
+		return s.lit("false", v, jsonBool)
+	case c == 'n':
+		return s.lit("null", v, jsonNull)
+	case c == '{' || c == '[':
+		*v = jsonValue{kind: jsonNested}
+		return s.skipNested()
+	default:
+		return scanError("unexpected character at offset " + strconv.Itoa(s.i))
+	}
+}
+
+func (s *scanner) lit(word string, v *jsonValue, k jsonKind) error {
+	if len(s.b)-s.i < len(word) || string(s.b[s.i:s.i+len(word)]) != word {
+		return scanError("invalid literal at offset " + strconv.Itoa(s.i))
+	}
+	*v = jsonValue{kind: k, raw: s.b[s.i : s.i+len(word)]}
+	s.i += len(word)
+	return nil
+}
+
+// skipNested skips a balanced object or array, checking brackets and strings.
+func (s *scanner) skipNested() error {
+	var stack [maxNesting]byte
+	depth := 0
+	for s.i < len(s.b) {
+		switch c := s.b[s.i]; c {
+		case '{', '[':
+			if depth == maxNesting {
+				return scanError("nesting too deep")
+			}
+			stack[depth] = c
+			depth++
+			s.i++
+		case '}', ']':
+			if depth == 0 || (c == '}') != (stack[depth-1] == '{') {
+				return scanError("unbalanced brackets at offset " + strconv.Itoa(s.i))
+			}
+			depth--
+			s.i++
+			if depth == 0 {
+				return nil
+			}
+		case '"':
+			if _, err := s.str(true); err != nil {
+				return err
+			}
+		default:
+			s.i++
+		}
+	}
+	return scanError("unexpected end of line inside a nested value")
+}
+
+// str scans a string starting at the opening quote. Without escapes it returns
+// a slice of the line; with escapes it unescapes into scratch (or keyBuf for
+// keys, so that a key stays valid while its value is scanned).
+//
+// Raw control characters inside strings are tolerated (the decoder is lenient
+// where leniency loses nothing); invalid UTF-8 is rejected before scanning.
+func (s *scanner) str(isKey bool) ([]byte, error) {
+	s.i++ // opening quote
+	start := s.i
+	q := bytes.IndexByte(s.b[start:], '"')
+	if q < 0 {
+		return nil, scanError("unterminated string")
+	}
+	if bytes.IndexByte(s.b[start:start+q], '\\') >= 0 {
+		return s.unescape(start, isKey)
+	}
+	s.i = start + q + 1
+	return s.b[start : start+q], nil
+}
+
+// smallInt parses a plain non-negative decimal integer of up to 15 digits.
+func smallInt(b []byte) (float64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return float64(n), true
+}
+
+func (s *scanner) unescape(start int, isKey bool) ([]byte, error) {
+	buf := &s.scratch
+	if isKey {
+		buf = &s.keyBuf
+		s.keyBuf = s.keyBuf[:0]
+	}
+	from := len(*buf)
+	*buf = append(*buf, s.b[start:s.i]...)
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return (*buf)[from:], nil
+		case c != '\\':
+			*buf = append(*buf, c)
+			s.i++
+			continue
+		}
+		if s.i+1 >= len(s.b) {
+			break
+		}
+		e := s.b[s.i+1]
+		s.i += 2
+		switch e {
+		case '"', '\\', '/':
+			*buf = append(*buf, e)
+		case 'b':
+			*buf = append(*buf, '\b')
+		case 'f':
+			*buf = append(*buf, '\f')
+		case 'n':
+			*buf = append(*buf, '\n')
+		case 'r':
+			*buf = append(*buf, '\r')
+		case 't':
+			*buf = append(*buf, '\t')
+		case 'u':
+			r, ok := s.hex4()
+			if !ok {
+				return nil, scanError("invalid \\u escape")
+			}
+			if r >= 0xd800 && r < 0xdc00 && s.i+1 < len(s.b) && s.b[s.i] == '\\' && s.b[s.i+1] == 'u' {
+				s.i += 2
+				r2, ok := s.hex4()
+				if !ok {
+					return nil, scanError("invalid \\u escape")
+				}
+				if r2 >= 0xdc00 && r2 < 0xe000 {
+					r = 0x10000 + (r-0xd800)<<10 + (r2 - 0xdc00)
+				} else {
+					*buf = utf8.AppendRune(*buf, utf8.RuneError)
+					r = r2
+				}
+			}
+			*buf = utf8.AppendRune(*buf, r)
+		default:
+			return nil, scanError("invalid escape in a string")
+		}
+	}
+	return nil, scanError("unterminated string")
+}
+
+func (s *scanner) hex4() (rune, bool) {
+	if len(s.b)-s.i < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s.b[s.i : s.i+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			r |= rune(c-'A') + 10
+		default:
+			return 0, false
+		}
+	}
+	s.i += 4
+	return r, true
+}
