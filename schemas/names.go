@@ -124,7 +124,11 @@ const (
 	MetricAlerts          = "iotwatch_alerts_total"
 	MetricDecisions       = "iotwatch_decisions_total"
 	MetricRowsWritten     = "iotwatch_clickhouse_rows_total"
-	MetricFlushSeconds    = "iotwatch_flush_seconds"
+	MetricFlushSeconds    = "iotwatch_flush_seconds_total"
+	MetricFlushes         = "iotwatch_flushes_total"
+	MetricMessagesAcked   = "iotwatch_messages_acked_total"
+	MetricSinkErrors      = "iotwatch_sink_errors_total"
+	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 )

@@ -1,0 +1,65 @@
+# iotwatch: `make demo` runs the whole pipeline on a simulated fleet; `make test` runs every test.
+# Both install what is missing first (the clickhouse-server Debian package).
+
+GO      ?= go
+BIN     := bin/iotwatch
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+DEMO_FLAGS ?=
+
+.PHONY: all build deps demo test vet bench bench-e2e bench-state fuzz docs clean help
+
+all: build
+
+help:
+	@echo "make demo       run the end-to-end demo (embedded NATS, private ClickHouse, simulated fleet with attacks)"
+	@echo "make test       run every test (unit, golden scenarios, integration against real NATS and ClickHouse)"
+	@echo "make build      build $(BIN)"
+	@echo "make deps       install missing system packages (clickhouse-server)"
+	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
+	@echo "make fuzz       run each fuzz target for FUZZTIME (default 20s)"
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
+
+# deps installs clickhouse-server when no binary is found. Elsewhere than Debian/Ubuntu,
+# install it yourself: https://clickhouse.com/docs/en/install (any release from 18.16 on works).
+deps:
+	@if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse >/dev/null 2>&1; then \
+		: ; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "clickhouse-server is missing: installing the Debian package"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null \
+		|| { echo "cannot install clickhouse-server; install it by hand: https://clickhouse.com/docs/en/install"; exit 1; }; \
+	else \
+		echo "clickhouse-server is missing and this is not a Debian system: install it from https://clickhouse.com/docs/en/install"; exit 1; \
+	fi
+
+demo: deps build
+	./$(BIN) demo $(DEMO_FLAGS)
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: deps
+	mkdir -p bench/out
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas/ ./detectors/... ./pipeline/... | tee bench/out/go-bench.txt
+	$(GO) run ./bench/e2e | tee bench/out/e2e.txt
+
+bench-e2e: deps
+	$(GO) run ./bench/e2e
+
+bench-state:
+	$(GO) run ./bench/statebench -devices 1000000 -minutes 65
+
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schemas/
+	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./detectors/
+
+clean:
+	rm -rf bin var bench/out

@@ -1,0 +1,389 @@
+// Package decide turns scored events into alerts and block decisions: it combines
+// detector scores, assigns a severity, deduplicates alerts per device and reason
+// over a cool-down, and issues block decisions above a threshold, subject to an
+// allowlist, dry-run and a cap on new blocks per minute.
+//
+// An Engine holds per-device bookkeeping and belongs to one worker (one writer per
+// device); the block-rate Limiter is shared by all engines. All times are event
+// times, so replaying the same events yields the same alerts and decisions.
+package decide
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Config is the alert and block policy.
+type Config struct {
+	// AlertThreshold is the combined score at or above which an alert is raised.
+	AlertThreshold float64
+	// BlockThreshold is the combined score at or above which a block is decided.
+	BlockThreshold float64
+	// Cooldown suppresses a repeat alert for the same device and reason.
+	Cooldown time.Duration
+	// BlockTTL is how long a first block lasts; repeat offenders get doubled
+	// TTLs up to MaxBlockTTL.
+	BlockTTL    time.Duration
+	MaxBlockTTL time.Duration
+	// Scope is "auto" (api_key when a stolen key is suspected, ip when the device
+	// is known only by its IP, else device) or a fixed schemas.Scope* value.
+	Scope string
+	// DryRun publishes would_block decisions instead of blocks.
+	DryRun bool
+	// MaxBlocksPerMinute caps new blocks fleet-wide (by event-time minute);
+	// beyond it the engine alerts only. 0 means no cap.
+	MaxBlocksPerMinute int
+	// Allowlist entries are never blocked: device ids, API key ids, IPs or CIDRs.
+	Allowlist []string
+	// Issuer names this pipeline instance in decisions.
+	Issuer string
+}
+
+// DefaultConfig returns the policy the demo and `iotwatch run` start from.
+func DefaultConfig() Config {
+	return Config{
+		AlertThreshold:     0.6,
+		BlockThreshold:     0.9,
+		Cooldown:           5 * time.Minute,
+		BlockTTL:           15 * time.Minute,
+		MaxBlockTTL:        24 * time.Hour,
+		Scope:              "auto",
+		MaxBlocksPerMinute: 100,
+		Issuer:             "iotwatch",
+	}
+}
+
+// Validate names the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case !(c.AlertThreshold > 0 && c.AlertThreshold <= 1):
+		return fmt.Errorf("cannot use decide config: alert_threshold %v must be in (0,1]", c.AlertThreshold)
+	case !(c.BlockThreshold > 0 && c.BlockThreshold <= 1):
+		return fmt.Errorf("cannot use decide config: block_threshold %v must be in (0,1]", c.BlockThreshold)
+	case c.BlockThreshold < c.AlertThreshold:
+		return fmt.Errorf("cannot use decide config: block_threshold %v must be >= alert_threshold %v", c.BlockThreshold, c.AlertThreshold)
+	case c.Cooldown < 0:
+		return fmt.Errorf("cannot use decide config: cooldown %v must be >= 0", c.Cooldown)
+	case c.BlockTTL <= 0:
+		return fmt.Errorf("cannot use decide config: block_ttl %v must be > 0", c.BlockTTL)
+	case c.MaxBlockTTL < c.BlockTTL:
+		return fmt.Errorf("cannot use decide config: max_block_ttl %v must be >= block_ttl %v", c.MaxBlockTTL, c.BlockTTL)
+	case c.MaxBlocksPerMinute < 0:
+		return fmt.Errorf("cannot use decide config: max_blocks_per_minute %d must be >= 0", c.MaxBlocksPerMinute)
+	}
+	switch c.Scope {
+	case "auto", schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeIP, schemas.ScopeTenant:
+	default:
+		return fmt.Errorf("cannot use decide config: scope %q must be auto, device, api_key, ip or tenant", c.Scope)
+	}
+	if _, err := ParseAllowlist(c.Allowlist); err != nil {
+		return fmt.Errorf("cannot use decide config: allowlist: %w", err)
+	}
+	return nil
+}
+
+// Allowlist matches device ids, API key ids, IPs and CIDRs.
+type Allowlist struct {
+	names    map[string]bool
+	prefixes []netip.Prefix
+}
+
+// ParseAllowlist parses entries; an entry that looks like an address or CIDR
+// must parse as one.
+func ParseAllowlist(entries []string) (*Allowlist, error) {
+	a := &Allowlist{names: map[string]bool{}}
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if strings.Contains(e, "/") {
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return nil, fmt.Errorf("cannot parse CIDR %q: %w", e, err)
+			}
+			a.prefixes = append(a.prefixes, p.Masked())
+			continue
+		}
+		if ip, err := netip.ParseAddr(e); err == nil {
+			a.prefixes = append(a.prefixes, netip.PrefixFrom(ip, ip.BitLen()))
+			continue
+		}
+		a.names[e] = true
+	}
+	return a, nil
+}
+
+// Allows reports whether the event's device, API key or IP is allowlisted.
+func (a *Allowlist) Allows(ev *schemas.Event) bool {
+	if a == nil {
+		return false
+	}
+	if len(a.names) > 0 && (a.names[string(ev.Device)] || (len(ev.APIKey) > 0 && a.names[string(ev.APIKey)])) {
+		return true
+	}
+	if ev.ClientIP.IsValid() {
+		for _, p := range a.prefixes {
+			if p.Contains(ev.ClientIP) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Limiter caps new blocks per event-time minute across all engines.
+type Limiter struct {
+	mu     sync.Mutex
+	max    int
+	minute int64
+	n      int
+	denied uint64
+}
+
+// NewLimiter returns a limiter allowing max blocks per minute (0: unlimited).
+func NewLimiter(max int) *Limiter { return &Limiter{max: max} }
+
+// Allow reports whether one more block may be issued in t's minute.
+func (l *Limiter) Allow(t int64) bool {
+	if l == nil || l.max == 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := t / int64(time.Minute)
+	if m != l.minute {
+		l.minute, l.n = m, 0
+	}
+	if l.n >= l.max {
+		l.denied++
+		return false
+	}
+	l.n++
+	return true
+}
+
+// Denied returns how many blocks the cap turned into alert-only.
+func (l *Limiter) Denied() uint64 {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.denied
+}
+
+// Engine decides for the devices of one worker. Not safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	allow   *Allowlist
+	limiter *Limiter
+
+	lastAlert map[uint64]int64 // hash(device, reason) -> event time of the last alert
+	blocks    map[string]block // scope key -> active block
+	checked   int64            // event time of the last pruning
+}
+
+type block struct {
+	expires int64
+	strikes int
+}
+
+// NewEngine returns an engine; cfg must be valid.
+func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	allow, _ := ParseAllowlist(cfg.Allowlist)
+	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
+		lastAlert: map[uint64]int64{}, blocks: map[string]block{}}, nil
+}
+
+// Combine returns the noisy-or of the findings' scores: independent evidence
+// accumulates, and one certain finding is enough.
+func Combine(s *schemas.Scored) float32 {
+	p := 1.0
+	for _, f := range s.Reasons() {
+		p *= 1 - math.Min(1, math.Max(0, float64(f.Score)))
+	}
+	return float32(1 - p)
+}
+
+// Severity maps a combined score to a severity ("" below the alert threshold).
+func (e *Engine) Severity(score float64) string {
+	switch {
+	case score < e.cfg.AlertThreshold:
+		return ""
+	case score >= 0.97:
+		return schemas.SeverityCritical
+	case score >= e.cfg.BlockThreshold:
+		return schemas.SeverityHigh
+	case score >= (e.cfg.AlertThreshold+e.cfg.BlockThreshold)/2:
+		return schemas.SeverityMedium
+	default:
+		return schemas.SeverityLow
+	}
+}
+
+// Decide sets s.Score and returns an alert and a decision when warranted (nil
+// otherwise). It does not retain ev or s. The common path (score below the
+// alert threshold) does not allocate.
+func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	s.Score = Combine(s)
+	score := float64(s.Score)
+	if score < e.cfg.AlertThreshold {
+		return nil, nil
+	}
+	e.prune(ev.Time)
+	fresh := false
+	for _, f := range s.Reasons() {
+		k := ev.DeviceKey ^ schemas.HashString(f.Reason)
+		if last, ok := e.lastAlert[k]; !ok || ev.Time-last >= int64(e.cfg.Cooldown) || ev.Time < last {
+			fresh = true
+			e.lastAlert[k] = ev.Time
+		}
+	}
+	if !fresh {
+		return nil, nil
+	}
+	alert := e.alert(ev, s)
+	if score < e.cfg.BlockThreshold || e.allow.Allows(ev) {
+		return alert, nil
+	}
+	scope, value := e.scope(ev, s)
+	key := scope + "\x00" + value
+	b := e.blocks[key]
+	if b.expires > ev.Time {
+		return alert, nil // already blocked
+	}
+	if !e.limiter.Allow(ev.Time) {
+		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: "decide", Reason: ReasonBlockCapHit,
+			Observed: float64(e.cfg.MaxBlocksPerMinute), Expected: float64(e.cfg.MaxBlocksPerMinute)})
+		return alert, nil
+	}
+	ttl := e.cfg.BlockTTL << min(b.strikes, 16)
+	if ttl > e.cfg.MaxBlockTTL || ttl <= 0 {
+		ttl = e.cfg.MaxBlockTTL
+	}
+	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1}
+	e.blocks[key] = b
+	action := schemas.ActionBlock
+	if e.cfg.DryRun {
+		action = schemas.ActionDryRunBlock
+	}
+	t := ev.EventTime()
+	d := &schemas.Decision{
+		ID:        idOf(alert.ID, action),
+		Action:    action,
+		Scope:     scope,
+		Value:     value,
+		Tenant:    string(ev.Tenant),
+		Device:    string(ev.Device),
+		CreatedAt: t,
+		ExpiresAt: t.Add(ttl),
+		Reason:    alert.Reasons[0].Reason,
+		Score:     score,
+		AlertID:   alert.ID,
+		Issuer:    e.cfg.Issuer,
+		DryRun:    e.cfg.DryRun,
+		SchemaV:   schemas.SchemaVersion,
+	}
+	return alert, d
+}
+
+// ReasonBlockCapHit is added to an alert whose block the per-minute cap refused.
+const ReasonBlockCapHit = "block_cap_hit"
+
+func (e *Engine) alert(ev *schemas.Event, s *schemas.Scored) *schemas.Alert {
+	a := &schemas.Alert{
+		Time:         ev.EventTime(),
+		Tenant:       string(ev.Tenant),
+		Device:       string(ev.Device),
+		APIKey:       string(ev.APIKey),
+		Class:        string(ev.Class),
+		Command:      string(ev.Command),
+		Country:      ev.Country.String(),
+		Score:        float64(s.Score),
+		Severity:     e.Severity(float64(s.Score)),
+		FirstEventID: ev.ID,
+		LastEventID:  ev.ID,
+		SchemaV:      schemas.SchemaVersion,
+	}
+	if ev.ClientIP.IsValid() {
+		a.ClientIP = ev.ClientIP.String()
+	}
+	h := ev.DeviceKey ^ ev.ID*0x9e3779b97f4a7c15
+	for _, f := range s.Reasons() {
+		a.Reasons = append(a.Reasons, schemas.Explain(f))
+		h ^= schemas.HashString(f.Reason)
+	}
+	// Strongest reason first: it names the decision.
+	for i := 1; i < len(a.Reasons); i++ {
+		for j := i; j > 0 && a.Reasons[j].Score > a.Reasons[j-1].Score; j-- {
+			a.Reasons[j], a.Reasons[j-1] = a.Reasons[j-1], a.Reasons[j]
+		}
+	}
+	a.ID = "a-" + strconv.FormatUint(h, 16)
+	return a
+}
+
+func idOf(alertID, action string) string {
+	return "d-" + strconv.FormatUint(schemas.HashString(alertID+"/"+action), 16)
+}
+
+// scope picks what to block. "auto": a stolen API key (a geography finding on
+// an event carrying a key) blocks the key; a device known only by its IP blocks
+// the IP; anything else blocks the device.
+func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
+	switch e.cfg.Scope {
+	case schemas.ScopeAPIKey:
+		if len(ev.APIKey) > 0 {
+			return schemas.ScopeAPIKey, string(ev.APIKey)
+		}
+	case schemas.ScopeIP:
+		if ev.ClientIP.IsValid() {
+			return schemas.ScopeIP, ev.ClientIP.String()
+		}
+	case schemas.ScopeTenant:
+		return schemas.ScopeTenant, string(ev.Tenant)
+	case "auto":
+		if len(ev.APIKey) > 0 {
+			for _, f := range s.Reasons() {
+				if f.Detector == schemas.DetectorGeo {
+					return schemas.ScopeAPIKey, string(ev.APIKey)
+				}
+			}
+		}
+		if ev.IDMethod == schemas.IDClientIP && ev.ClientIP.IsValid() {
+			return schemas.ScopeIP, ev.ClientIP.String()
+		}
+	}
+	return schemas.ScopeDevice, string(ev.Device)
+}
+
+// prune drops cool-down and block entries that can no longer matter, at most
+// once per event-time minute, so the maps stay proportional to active offenders.
+func (e *Engine) prune(now int64) {
+	if now-e.checked < int64(time.Minute) {
+		return
+	}
+	e.checked = now
+	for k, t := range e.lastAlert {
+		if now-t > int64(e.cfg.Cooldown) {
+			delete(e.lastAlert, k)
+		}
+	}
+	for k, b := range e.blocks {
+		// Keep expired blocks for a day to remember strikes (escalation).
+		if now-b.expires > int64(24*time.Hour) {
+			delete(e.blocks, k)
+		}
+	}
+}

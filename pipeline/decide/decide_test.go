@@ -1,0 +1,170 @@
+package decide
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+var t0 = time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC).UnixNano()
+
+func event(device, key, ip string, at time.Duration) *schemas.Event {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte(device))
+	ev.SetText(&ev.APIKey, []byte(key))
+	ev.ClientIP = netip.MustParseAddr(ip)
+	ev.Time = t0 + int64(at)
+	ev.ID = uint64(at)
+	return &ev
+}
+
+func scored(fs ...schemas.Finding) *schemas.Scored {
+	var s schemas.Scored
+	for _, f := range fs {
+		s.Add(f)
+	}
+	return &s
+}
+
+var (
+	flood = schemas.Finding{Detector: schemas.DetectorVolume, Reason: schemas.ReasonRateSpike, Score: 0.95, Observed: 50, Expected: 1}
+	geo   = schemas.Finding{Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry, Score: 0.9}
+	weak  = schemas.Finding{Detector: schemas.DetectorCommand, Reason: schemas.ReasonNewCommand, Score: 0.3}
+)
+
+func engine(t *testing.T, mod func(*Config)) *Engine {
+	t.Helper()
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := NewEngine(cfg, NewLimiter(cfg.MaxBlocksPerMinute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestCombineIsNoisyOr(t *testing.T) {
+	s := scored(schemas.Finding{Reason: "a", Score: 0.5}, schemas.Finding{Reason: "b", Score: 0.5})
+	if got := Combine(s); got < 0.749 || got > 0.751 {
+		t.Errorf("Combine(0.5, 0.5) = %v, want 0.75", got)
+	}
+	if got := Combine(scored()); got != 0 {
+		t.Errorf("Combine() = %v, want 0", got)
+	}
+}
+
+func TestBelowThresholdNothing(t *testing.T) {
+	e := engine(t, nil)
+	a, d := e.Decide(event("d-1", "k", "203.0.113.1", 0), scored(weak))
+	if a != nil || d != nil {
+		t.Fatalf("score 0.3 raised %v %v", a, d)
+	}
+}
+
+func TestBlockDeviceThenDedup(t *testing.T) {
+	e := engine(t, nil)
+	a, d := e.Decide(event("d-1", "k", "203.0.113.1", 0), scored(flood))
+	if a == nil || d == nil {
+		t.Fatalf("flood at 0.95 gave alert=%v decision=%v", a, d)
+	}
+	if d.Action != schemas.ActionBlock || d.Scope != schemas.ScopeDevice || d.Value != "d-1" || d.AlertID != a.ID {
+		t.Errorf("decision = %+v", d)
+	}
+	if got := d.ExpiresAt.Sub(d.CreatedAt); got != 15*time.Minute {
+		t.Errorf("ttl = %v, want 15m", got)
+	}
+	if a.Severity != schemas.SeverityHigh || a.Reasons[0].Observed != 50 {
+		t.Errorf("alert = %+v", a)
+	}
+	// Same reason within the cool-down: suppressed.
+	if a, d := e.Decide(event("d-1", "k", "203.0.113.1", time.Minute), scored(flood)); a != nil || d != nil {
+		t.Errorf("repeat within cool-down raised %v %v", a, d)
+	}
+	// A new reason is news even within the cool-down, but the device is already blocked.
+	a, d = e.Decide(event("d-1", "k", "203.0.113.1", 2*time.Minute), scored(weak, flood))
+	if a == nil || d != nil {
+		t.Errorf("new reason on a blocked device: alert=%v decision=%v, want alert only", a, d)
+	}
+	// After the block expired and the cool-down passed, a repeat offender gets double the TTL.
+	_, d = e.Decide(event("d-1", "k", "203.0.113.1", 20*time.Minute), scored(flood))
+	if d == nil || d.ExpiresAt.Sub(d.CreatedAt) != 30*time.Minute {
+		t.Errorf("repeat offender decision = %+v, want a 30m block", d)
+	}
+}
+
+func TestStolenKeyBlocksKey(t *testing.T) {
+	e := engine(t, nil)
+	_, d := e.Decide(event("d-2", "key-9", "198.51.100.3", 0), scored(geo, weak))
+	if d == nil || d.Scope != schemas.ScopeAPIKey || d.Value != "key-9" {
+		t.Fatalf("decision = %+v, want api_key key-9", d)
+	}
+}
+
+func TestAllowlistAndDryRun(t *testing.T) {
+	e := engine(t, func(c *Config) { c.Allowlist = []string{"d-3", "10.0.0.0/8"} })
+	if a, d := e.Decide(event("d-3", "k", "203.0.113.1", 0), scored(flood)); a == nil || d != nil {
+		t.Errorf("allowlisted device: alert=%v decision=%v, want alert only", a, d)
+	}
+	if _, d := e.Decide(event("d-4", "k", "10.1.2.3", 0), scored(flood)); d != nil {
+		t.Errorf("allowlisted CIDR was blocked: %+v", d)
+	}
+	e = engine(t, func(c *Config) { c.DryRun = true })
+	if _, d := e.Decide(event("d-5", "k", "203.0.113.1", 0), scored(flood)); d == nil || d.Action != schemas.ActionDryRunBlock || !d.DryRun {
+		t.Errorf("dry run decision = %+v", d)
+	}
+}
+
+func TestBlockCap(t *testing.T) {
+	e := engine(t, func(c *Config) { c.MaxBlocksPerMinute = 2 })
+	blocks := 0
+	for i := range 5 {
+		a, d := e.Decide(event("d-"+string(rune('a'+i)), "", "203.0.113.1", time.Second), scored(flood))
+		if d != nil {
+			blocks++
+		} else if a == nil || a.Reasons[len(a.Reasons)-1].Reason != ReasonBlockCapHit {
+			t.Errorf("capped block must still alert and say so: %+v", a)
+		}
+	}
+	if blocks != 2 {
+		t.Errorf("blocks = %d, want the cap of 2", blocks)
+	}
+}
+
+func TestDeterministicIDs(t *testing.T) {
+	a1, d1 := engine(t, nil).Decide(event("d-1", "k", "203.0.113.1", 0), scored(flood))
+	a2, d2 := engine(t, nil).Decide(event("d-1", "k", "203.0.113.1", 0), scored(flood))
+	if a1.ID != a2.ID || d1.ID != d2.ID {
+		t.Errorf("ids differ on replay: %s/%s vs %s/%s", a1.ID, d1.ID, a2.ID, d2.ID)
+	}
+}
+
+func TestValidateNamesField(t *testing.T) {
+	f := func(field string, mod func(*Config)) {
+		t.Helper()
+		c := DefaultConfig()
+		mod(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("err = %v, want it to name %q", err, field)
+		}
+	}
+	f("alert_threshold", func(c *Config) { c.AlertThreshold = 0 })
+	f("block_threshold", func(c *Config) { c.BlockThreshold = 0.5; c.AlertThreshold = 0.6 })
+	f("scope", func(c *Config) { c.Scope = "planet" })
+	f("allowlist", func(c *Config) { c.Allowlist = []string{"10.0.0.0/99"} })
+	f("block_ttl", func(c *Config) { c.BlockTTL = 0 })
+}
+
+func TestDecideQuietPathDoesNotAllocate(t *testing.T) {
+	e := engine(t, nil)
+	ev := event("d-1", "k", "203.0.113.1", 0)
+	s := scored(weak)
+	if n := testing.AllocsPerRun(100, func() { e.Decide(ev, s) }); n != 0 {
+		t.Errorf("Decide below threshold allocates %v times", n)
+	}
+}
