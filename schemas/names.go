@@ -110,10 +110,10 @@ const (
 	ReasonNewCountry = "new_country" // a country never seen for this device
 
 	// command
-	ReasonNewCommand       = "new_command"       // a command this device never issued, seen before in its class
-	ReasonNewClassCommand  = "new_class_command" // a command never seen for this device nor its class
-	ReasonPrivilegedNew    = "privileged_command_new" // a privileged command (unlock, firmware, credentials) this device never issued
-	ReasonEnumeration      = "enumeration"       // many distinct resource ids in a short window
+	ReasonNewCommand      = "new_command"            // a command this device never issued, seen before in its class
+	ReasonNewClassCommand = "new_class_command"      // a command never seen for this device nor its class
+	ReasonPrivilegedNew   = "privileged_command_new" // a privileged command (unlock, firmware, credentials) this device never issued
+	ReasonEnumeration     = "enumeration"            // many distinct resource ids in a short window
 )
 
 // Metric names (Prometheus text format).

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/bench/fleet"
+)
+
+func TestHelpExplainsEveryFlag(t *testing.T) {
+	for _, c := range commands {
+		var out, errOut bytes.Buffer
+		if code := mainExit([]string{c.name, "--help"}, &out, &errOut); code != 0 {
+			t.Errorf("%s --help exited %d: %s", c.name, code, errOut.String())
+		}
+		if !strings.Contains(out.String(), "Usage: iotwatch "+c.name) {
+			t.Errorf("%s --help lacks a usage line:\n%s", c.name, out.String())
+		}
+	}
+	var out bytes.Buffer
+	mainExit([]string{"run", "--help"}, &out, &out)
+	for _, flag := range []string{"-nats", "-clickhouse", "-workers", "-alert-threshold", "-block-threshold", "-dry-run", "-allowlist", "-state-idle-ttl", "-logs-retention"} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("run --help does not mention %s", flag)
+		}
+	}
+}
+
+func TestBadConfigNamesTheFlag(t *testing.T) {
+	f := func(flag string, args ...string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := mainExit(append([]string{"run"}, args...), &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), flag) {
+			t.Errorf("run %v: exit %d, stderr %q; want exit 2 naming %s", args, code, errOut.String(), flag)
+		}
+	}
+	f("--alert-threshold", "--alert-threshold", "1.5")
+	f("--block-threshold", "--block-threshold", "0.1")
+	f("--block-scope", "--block-scope", "galaxy")
+	f("--allowlist", "--allowlist", "10.0.0.0/77")
+	f("--detectors", "--detectors", "volume,astrology")
+	f("--logs-max-age", "--logs-max-age", "-1s")
+	f("--logs-retention", "--logs-retention", "forever")
+	f("--flush-rows", "--flush-rows", "0")
+	f("--database", "--database", "a;drop")
+	var out, errOut bytes.Buffer
+	if code := mainExit([]string{"demo", "--devices", "-3"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--devices") {
+		t.Errorf("demo --devices -3: exit %d, stderr %q", code, errOut.String())
+	}
+	if code := mainExit([]string{"frobnicate"}, &out, &errOut); code != 2 {
+		t.Errorf("unknown command exit %d, want 2", code)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for in, want := range map[string]string{
+		"clickhouse://u:secret@h:9000/db": "clickhouse://u:***@h:9000/db",
+		"clickhouse://h:9000/db":          "clickhouse://h:9000/db",
+		"clickhouse://u@h:9000/db":        "clickhouse://u@h:9000/db",
+	} {
+		if got := redactDSN(in); got != want {
+			t.Errorf("redactDSN(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestEvaluateMatchesAlertsToLabels(t *testing.T) {
+	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC)
+	labels := []fleet.Label{
+		{ID: "atk-1", Type: fleet.AttackFlood, Device: "cam-1", Start: t0, End: t0.Add(5 * time.Minute)},
+		{ID: "atk-2", Type: fleet.AttackStolenAPIKey, Device: "lock-2", APIKey: "key-2", Start: t0, End: t0.Add(time.Hour)},
+		{ID: "atk-3", Type: fleet.AttackAuthFailures, Device: "meter-3", Start: t0, End: t0.Add(time.Minute)},
+	}
+	alerts := []storedAlert{
+		{ID: "a1", Device: "cam-1", Time: t0.Add(7 * time.Second), Reasons: []string{"rate_spike"}, Detectors: []string{"volume"}},
+		{ID: "a2", Device: "other", APIKey: "key-2", Time: t0.Add(time.Minute), Reasons: []string{"new_country"}, Detectors: []string{"geo"}},
+		{ID: "a3", Device: "cam-1", Time: t0.Add(-time.Hour), Reasons: []string{"rate_spike"}},            // before the attack: false
+		{ID: "a4", Device: "meter-3", Time: t0.Add(10 * time.Minute), Reasons: []string{"auth_failures"}}, // too late: false
+	}
+	ds := []storedDecision{{ID: "d1", AlertID: "a1", Scope: "device", Value: "cam-1"}, {ID: "d2", AlertID: "a3"}}
+	r := evaluate(labels, alerts, ds, 100, 3*time.Hour)
+	if !r.Attacks[0].Detected || r.Attacks[0].TTD != 7*time.Second || r.Attacks[0].Blocked != "device=cam-1" {
+		t.Errorf("flood result = %+v", r.Attacks[0])
+	}
+	if !r.Attacks[1].Detected || r.Attacks[1].Reasons[0] != "geo/new_country" {
+		t.Errorf("stolen key result = %+v", r.Attacks[1])
+	}
+	if r.Attacks[2].Detected {
+		t.Errorf("an alert after the grace period must not count: %+v", r.Attacks[2])
+	}
+	if len(r.FalseAlerts) != 2 || r.FalseBlocks != 1 {
+		t.Errorf("false alerts %d, false blocks %d; want 2 and 1", len(r.FalseAlerts), r.FalseBlocks)
+	}
+	if s := r.String(); !strings.Contains(s, "Detected 2 of 3 attacks") {
+		t.Errorf("report:\n%s", s)
+	}
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
+)
+
+// options are the flags shared by run and demo. Flag names are the config
+// field names that errors quote.
+type options struct {
+	natsURL    string
+	clickhouse string
+	database   string
+	logLevel   string
+	metrics    string
+
+	workers       int
+	fetchBatch    int
+	maxInFlight   int
+	flushRows     int
+	flushInterval time.Duration
+	detectors     string
+
+	alertThreshold float64
+	blockThreshold float64
+	cooldown       time.Duration
+	blockTTL       time.Duration
+	maxBlockTTL    time.Duration
+	blockScope     string
+	dryRun         bool
+	maxBlocks      int
+	allowlist      string
+
+	stateIdleTTL    time.Duration
+	stateMaxDevices int
+
+	streams bus.StreamsConfig
+}
+
+func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse string) {
+	dc := decide.DefaultConfig()
+	sc := bus.DefaultStreamsConfig()
+	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL(s), comma-separated")
+	fs.StringVar(&o.clickhouse, "clickhouse", defaultClickHouse, "ClickHouse DSN over the native protocol, e.g. clickhouse://user:pass@host:9000/default")
+	fs.StringVar(&o.database, "database", "iotwatch", "ClickHouse database for the tables")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9464); empty disables")
+
+	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
+	fs.IntVar(&o.fetchBatch, "fetch-batch", 256, "log messages per JetStream pull")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 16384, "decoded events in flight before fetching pauses")
+	fs.IntVar(&o.flushRows, "flush-rows", 20000, "scored rows per ClickHouse insert (also flushed every --flush-interval)")
+	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest time results wait before they are written and acked")
+	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables all: "+strings.Join(detectors.Names(), ", "))
+
+	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised")
+	fs.Float64Var(&o.blockThreshold, "block-threshold", dc.BlockThreshold, "combined score in (0,1] at which a block is decided")
+	fs.DurationVar(&o.cooldown, "cooldown", dc.Cooldown, "suppress repeat alerts for the same device and reason for this long (event time)")
+	fs.DurationVar(&o.blockTTL, "block-ttl", dc.BlockTTL, "duration of a first block; repeat offenders get doubled durations")
+	fs.DurationVar(&o.maxBlockTTL, "max-block-ttl", dc.MaxBlockTTL, "longest block duration for repeat offenders")
+	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto, device, api_key, ip or tenant")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "publish would_block decisions instead of blocks")
+	fs.IntVar(&o.maxBlocks, "max-blocks-per-minute", dc.MaxBlocksPerMinute, "cap on new blocks per minute fleet-wide; beyond it alert only (0: no cap)")
+	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line")
+
+	fs.DurationVar(&o.stateIdleTTL, "state-idle-ttl", 7*24*time.Hour, "keep a silent device's baseline this long (event time)")
+	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, "cap on devices per worker (0: unlimited); beyond it the least recently seen is evicted and counted")
+
+	fs.DurationVar(&o.streams.LogsMaxAge, "logs-max-age", sc.LogsMaxAge, "how long IOTWATCH_LOGS keeps access logs (0: forever)")
+	fs.Int64Var(&o.streams.LogsMaxBytes, "logs-max-bytes", sc.LogsMaxBytes, "size limit of IOTWATCH_LOGS in bytes (-1: none)")
+	fs.StringVar(&o.streams.LogsStorage, "logs-storage", sc.LogsStorage, "IOTWATCH_LOGS storage: file or memory")
+	fs.StringVar(&o.streams.Retention, "logs-retention", sc.Retention, "IOTWATCH_LOGS retention: limits (replayable), workqueue or interest")
+	fs.IntVar(&o.streams.LogsReplicas, "replicas", sc.LogsReplicas, "replicas of every stream and the KV bucket (1 on a single server)")
+	fs.IntVar(&o.streams.MaxAckPending, "max-ack-pending", sc.MaxAckPending, "unacked log messages the consumer may hold (the in-flight bound)")
+	fs.DurationVar(&o.streams.AckWait, "ack-wait", sc.AckWait, "redeliver a log message not acked within this time")
+	o.streams.DLQMaxAge, o.streams.AlertsMaxAge, o.streams.DecisionsMaxAge = sc.DLQMaxAge, sc.AlertsMaxAge, sc.DecisionsMaxAge
+	o.streams.DuplicateWindow, o.streams.MaxDeliver = sc.DuplicateWindow, sc.MaxDeliver
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// config validates the flags and builds the pipeline configuration; errors
+// name the flag.
+func (o *options) config() (pipeline.Config, error) {
+	bad := func(format string, args ...any) (pipeline.Config, error) {
+		return pipeline.Config{}, usageError{fmt.Errorf(format, args...)}
+	}
+	switch {
+	case o.workers < 0:
+		return bad("cannot use --workers %d: must be >= 0", o.workers)
+	case o.fetchBatch <= 0:
+		return bad("cannot use --fetch-batch %d: must be > 0", o.fetchBatch)
+	case o.maxInFlight <= 0:
+		return bad("cannot use --max-in-flight %d: must be > 0", o.maxInFlight)
+	case o.flushRows <= 0:
+		return bad("cannot use --flush-rows %d: must be > 0", o.flushRows)
+	case o.flushInterval <= 0:
+		return bad("cannot use --flush-interval %v: must be > 0", o.flushInterval)
+	case o.stateIdleTTL <= 0:
+		return bad("cannot use --state-idle-ttl %v: must be > 0", o.stateIdleTTL)
+	case o.stateMaxDevices < 0:
+		return bad("cannot use --state-max-devices %d: must be >= 0", o.stateMaxDevices)
+	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
+		return bad("cannot use --database %q: must be a plain identifier", o.database)
+	}
+	if err := o.streams.Validate(); err != nil {
+		return bad("%v", flagNames.Replace(err.Error()))
+	}
+	allow := splitList(o.allowlist)
+	if strings.HasPrefix(o.allowlist, "@") {
+		b, err := os.ReadFile(o.allowlist[1:])
+		if err != nil {
+			return bad("cannot read --allowlist file: %v", err)
+		}
+		allow = splitList(strings.ReplaceAll(string(b), "\n", ","))
+	}
+	dc := decide.Config{
+		AlertThreshold: o.alertThreshold, BlockThreshold: o.blockThreshold, Cooldown: o.cooldown,
+		BlockTTL: o.blockTTL, MaxBlockTTL: o.maxBlockTTL, Scope: o.blockScope, DryRun: o.dryRun,
+		MaxBlocksPerMinute: o.maxBlocks, Allowlist: allow, Issuer: "iotwatch@" + hostname(),
+	}
+	if err := dc.Validate(); err != nil {
+		return bad("%v", flagNames.Replace(err.Error()))
+	}
+	names := splitList(o.detectors)
+	if _, err := worker.NewLayout(names); err != nil {
+		return bad("cannot use --detectors: %v", err)
+	}
+	return pipeline.Config{
+		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
+		FlushRows: o.flushRows, FlushInterval: o.flushInterval, Detectors: names,
+		Worker: worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
+		Decide: dc,
+	}, nil
+}
+
+// flagNames maps config field names in errors to the flags that set them.
+var flagNames = strings.NewReplacer(
+	"logs.max_age", "--logs-max-age", "logs.max_bytes", "--logs-max-bytes", "logs.storage", "--logs-storage",
+	"logs.replicas", "--replicas", "logs.retention", "--logs-retention", "consumer.max_ack_pending", "--max-ack-pending",
+	"consumer.ack_wait", "--ack-wait",
+	"alert_threshold", "--alert-threshold", "block_threshold", "--block-threshold",
+	"cooldown", "--cooldown", "max_block_ttl", "--max-block-ttl", "block_ttl", "--block-ttl",
+	"scope", "--block-scope", "max_blocks_per_minute", "--max-blocks-per-minute", "allowlist", "--allowlist",
+)
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}

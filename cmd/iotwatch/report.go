@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// storedAlert and storedDecision are what the report reads back from ClickHouse.
+type storedAlert struct {
+	ID, Device, APIKey, ClientIP, Severity string
+	Time                                   time.Time
+	Score                                  float64
+	Reasons, Detectors                     []string
+}
+
+type storedDecision struct {
+	ID, AlertID, Action, Scope, Value, Device string
+	Time                                      time.Time
+}
+
+// queryResults reads every alert and decision back from ClickHouse (FINAL:
+// collapsed by id, as an analyst should query them).
+func queryResults(ctx context.Context, dsn, db string) ([]storedAlert, []storedDecision, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot parse ClickHouse DSN: %w", err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot open ClickHouse: %w", err)
+	}
+	defer conn.Close()
+	q := fmt.Sprintf("SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s FROM %s.%s FINAL ORDER BY %s",
+		schemas.ColID, schemas.ColDevice, schemas.ColAPIKey, schemas.ColClientIP, schemas.ColSeverity,
+		schemas.ColTimeMs, schemas.ColScore, schemas.ColReasons, schemas.ColDetectors, db, schemas.TableAlerts, schemas.ColTimeMs)
+	rows, err := conn.Query(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot query alerts: %w", err)
+	}
+	var alerts []storedAlert
+	for rows.Next() {
+		var a storedAlert
+		var ms int64
+		if err := rows.Scan(&a.ID, &a.Device, &a.APIKey, &a.ClientIP, &a.Severity, &ms, &a.Score, &a.Reasons, &a.Detectors); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("cannot read alerts: %w", err)
+		}
+		a.Time = time.UnixMilli(ms).UTC()
+		alerts = append(alerts, a)
+	}
+	rows.Close()
+	q = fmt.Sprintf("SELECT %s, %s, %s, %s, %s, %s, %s FROM %s.%s FINAL ORDER BY %s",
+		schemas.ColID, schemas.ColAlertID, schemas.ColAction, schemas.ColScope, schemas.ColValue, schemas.ColDevice,
+		schemas.ColCreatedMs, db, schemas.TableDecisions, schemas.ColCreatedMs)
+	rows, err = conn.Query(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot query decisions: %w", err)
+	}
+	defer rows.Close()
+	var ds []storedDecision
+	for rows.Next() {
+		var d storedDecision
+		var ms int64
+		if err := rows.Scan(&d.ID, &d.AlertID, &d.Action, &d.Scope, &d.Value, &d.Device, &ms); err != nil {
+			return nil, nil, fmt.Errorf("cannot read decisions: %w", err)
+		}
+		d.Time = time.UnixMilli(ms).UTC()
+		ds = append(ds, d)
+	}
+	return alerts, ds, rows.Err()
+}
+
+// attackResult is one labelled attack and what the pipeline made of it.
+type attackResult struct {
+	Label    fleet.Label
+	Detected bool
+	TTD      time.Duration // first matching alert - attack start
+	Reasons  []string      // detector/reason of matching alerts, distinct
+	Blocked  string        // "scope=value" of the first matching block, if any
+}
+
+type report struct {
+	Attacks     []attackResult
+	Alerts      int
+	FalseAlerts []storedAlert
+	Decisions   int
+	FalseBlocks int
+	Devices     int
+	Duration    time.Duration
+}
+
+// alertGrace is how long after an attack's end an alert still counts for it
+// (alerts carry the time of the event that raised them; late events of an
+// attack are still the attack).
+const alertGrace = 2 * time.Minute
+
+// matches reports whether an alert is about an attack: same device, API key or
+// client IP, within the attack's window.
+func matches(l fleet.Label, a storedAlert) bool {
+	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
+		return false
+	}
+	return (l.Device != "" && a.Device == l.Device) || (l.APIKey != "" && a.APIKey == l.APIKey) || (l.IP != "" && a.ClientIP == l.IP)
+}
+
+func evaluate(labels []fleet.Label, alerts []storedAlert, ds []storedDecision, devices int, span time.Duration) report {
+	r := report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
+	byAlert := map[string]storedDecision{}
+	for _, d := range ds {
+		byAlert[d.AlertID] = d
+	}
+	matched := make([]bool, len(alerts))
+	for _, l := range labels {
+		res := attackResult{Label: l}
+		seen := map[string]bool{}
+		for i, a := range alerts {
+			if !matches(l, a) {
+				continue
+			}
+			matched[i] = true
+			if !res.Detected {
+				res.Detected, res.TTD = true, a.Time.Sub(l.Start)
+			}
+			for j, reason := range a.Reasons {
+				k := reason
+				if j < len(a.Detectors) {
+					k = a.Detectors[j] + "/" + reason
+				}
+				if !seen[k] {
+					seen[k] = true
+					res.Reasons = append(res.Reasons, k)
+				}
+			}
+			if d, ok := byAlert[a.ID]; ok && res.Blocked == "" {
+				res.Blocked = d.Scope + "=" + d.Value
+			}
+		}
+		r.Attacks = append(r.Attacks, res)
+	}
+	falseAlertIDs := map[string]bool{}
+	for i, a := range alerts {
+		if !matched[i] {
+			r.FalseAlerts = append(r.FalseAlerts, a)
+			falseAlertIDs[a.ID] = true
+		}
+	}
+	for _, d := range ds {
+		if falseAlertIDs[d.AlertID] {
+			r.FalseBlocks++
+		}
+	}
+	return r
+}
+
+func (r report) String() string {
+	var b strings.Builder
+	r.print(&b)
+	return b.String()
+}
+
+func (r report) print(w io.Writer) {
+	fmt.Fprintf(w, "\nInjected attacks (labels never reach the detectors):\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ATTACK\tTYPE\tTARGET\tDETECTED\tTIME TO DETECT\tBLOCKED\tREASONS")
+	detected := 0
+	for _, a := range r.Attacks {
+		target := a.Label.Device
+		if target == "" {
+			target = a.Label.APIKey
+		}
+		det, ttd, blocked := "NO", "-", a.Blocked
+		if a.Detected {
+			detected++
+			det, ttd = "yes", a.TTD.Round(time.Second).String()
+		}
+		if blocked == "" {
+			blocked = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Label.ID, a.Label.Type, target, det, ttd, blocked, strings.Join(a.Reasons, ", "))
+	}
+	tw.Flush()
+	hours := float64(r.Devices) * r.Duration.Hours()
+	fmt.Fprintf(w, "\nDetected %d of %d attacks. Alerts: %d in all, %d false (%.2f per 1,000 device-hours). Decisions: %d, %d of them on false alerts.\n",
+		detected, len(r.Attacks), r.Alerts, len(r.FalseAlerts), float64(len(r.FalseAlerts))/hours*1000, r.Decisions, r.FalseBlocks)
+	if len(r.FalseAlerts) > 0 {
+		counts := map[string]int{}
+		for _, a := range r.FalseAlerts {
+			counts[strings.Join(a.Reasons, "+")]++
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			return counts[keys[i]] > counts[keys[j]] || (counts[keys[i]] == counts[keys[j]] && keys[i] < keys[j])
+		})
+		fmt.Fprintf(w, "False alerts by reason:")
+		for _, k := range keys {
+			fmt.Fprintf(w, " %s=%d", k, counts[k])
+		}
+		fmt.Fprintln(w)
+	}
+}

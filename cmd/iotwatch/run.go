@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+)
+
+func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var o options
+	o.register(fs, "nats://127.0.0.1:4222", "clickhouse://127.0.0.1:9000/default")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch run [flags]
+
+Runs the pipeline against an external NATS JetStream server and ClickHouse:
+consumes access logs from stream IOTWATCH_LOGS (subjects iotwatch.logs.<format>.<source>,
+canonical JSON lines), scores every event, writes results to ClickHouse and publishes
+alerts (iotwatch.alerts.<severity>) and decisions (iotwatch.decisions.<action>, KV bucket
+iotwatch_blocks). Streams, the consumer and the tables are created when absent.
+Stops cleanly on SIGINT/SIGTERM: stops fetching, drains, flushes and acks.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(os.Stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	st, err := openStack(ctx, &o, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if o.metrics != "" {
+		stopMetrics, err := serveMetrics(o.metrics, st.p, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	go logProgress(ctx, st.p, log, 10*time.Second)
+	log.Info("pipeline running", "nats", o.natsURL, "clickhouse", redactDSN(o.clickhouse), "workers", len(st.p.Layout().Specs))
+	return st.p.Run(ctx)
+}
+
+// stack is a connected pipeline with its servers' clients.
+type stack struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	ch   *sink.ClickHouse
+	p    *pipeline.Pipeline
+}
+
+// openStack connects to NATS and ClickHouse, creates what is missing and
+// builds the pipeline. Errors name the server and setting at fault.
+func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.Logger) (*stack, error) {
+	st := &stack{}
+	var err error
+	st.nc, st.js, err = bus.Connect(ctx, o.natsURL, "iotwatch", log)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at --nats %q: %w", o.natsURL, err)
+	}
+	cons, kv, err := bus.Ensure(ctx, st.js, o.streams)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("cannot set up JetStream streams: %w", err)
+	}
+	st.cons = cons
+	st.ch, err = sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: o.clickhouse, Database: o.database, Log: log})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(o.clickhouse), err)
+	}
+	if err := st.ch.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	pub := sink.NewNATSPublisher(st.js, kv, log)
+	st.p, err = pipeline.New(cfg, cons, st.ch, pub, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (s *stack) Close() {
+	if s.ch != nil {
+		s.ch.Close()
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+}
+
+// redactDSN hides a password in a DSN for logs and errors.
+func redactDSN(dsn string) string {
+	for i := 0; i+3 < len(dsn); i++ {
+		if dsn[i:i+3] == "://" {
+			rest := dsn[i+3:]
+			at := -1
+			for j := 0; j < len(rest) && rest[j] != '/'; j++ {
+				if rest[j] == '@' {
+					at = j
+				}
+			}
+			if at < 0 {
+				return dsn
+			}
+			userinfo := rest[:at]
+			for j := 0; j < len(userinfo); j++ {
+				if userinfo[j] == ':' {
+					return dsn[:i+3] + userinfo[:j] + ":***" + rest[at:]
+				}
+			}
+			return dsn
+		}
+	}
+	return dsn
+}
+
+func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := p.M.Events.Load()
+		log.Info("progress", "events", n, "events_per_s", float64(n-last)/every.Seconds(),
+			"alerts", p.M.Alerts.Load(), "decisions", p.M.Decisions.Load(), "dead_lettered", p.M.DeadLettered.Load(),
+			"rows", p.M.Rows.Load(), "devices", p.M.Devices.Load(), "sink_errors", p.M.SinkErrors.Load())
+		last = n
+	}
+}
+
+func serveMetrics(addr string, p *pipeline.Pipeline, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("cannot listen on --metrics-addr %q: %w", addr, err)}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		p.WriteMetrics(w)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
+
+func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	dsn := fs.String("clickhouse", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN over the native protocol")
+	db := fs.String("database", "iotwatch", "database to create the tables in")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch migrate [flags]
+
+Creates the database and the tables (scored_events, alerts, decisions) when absent.
+The DDL adapts to the server's version: it runs on ClickHouse 18.16 and on current
+releases, using newer features only where the server has them. Safe to run again.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, _ := newLogger(os.Stderr, "info")
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: *dsn, Database: *db, Log: log})
+	if err != nil {
+		return fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(*dsn), err)
+	}
+	defer ch.Close()
+	if err := ch.Migrate(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrated database %q on ClickHouse %s\n", *db, ch.Version())
+	return nil
+}
