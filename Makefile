@@ -22,8 +22,10 @@ help:
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
 
-# deps installs clickhouse-server when no binary is found. Elsewhere than Debian/Ubuntu,
-# install it yourself: https://clickhouse.com/docs/en/install (any release from 18.16 on works).
+# deps installs clickhouse-server when no binary is found, and Debian's nats-server (2.9,
+# used by the test that runs against an external NATS process; the demo embeds its own).
+# Elsewhere than Debian/Ubuntu, install them yourself: https://clickhouse.com/docs/en/install
+# (any release from 18.16 on works) and https://docs.nats.io/running-a-nats-service/introduction/installation.
 deps:
 	@if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse >/dev/null 2>&1; then \
 		: ; \
@@ -34,6 +36,16 @@ deps:
 		|| { echo "cannot install clickhouse-server; install it by hand: https://clickhouse.com/docs/en/install"; exit 1; }; \
 	else \
 		echo "clickhouse-server is missing and this is not a Debian system: install it from https://clickhouse.com/docs/en/install"; exit 1; \
+	fi
+	@if ! command -v nats-server >/dev/null 2>&1 && [ -z "$$IOTWATCH_NATS_SERVER" ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "nats-server is missing: installing the Debian package"; \
+			SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nats-server >/dev/null \
+			|| { echo "cannot install nats-server; install it by hand or set IOTWATCH_NATS_SERVER"; exit 1; }; \
+		else \
+			echo "nats-server is missing: install it or set IOTWATCH_NATS_SERVER to its path"; exit 1; \
+		fi; \
 	fi
 
 demo: deps build

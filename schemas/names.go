@@ -54,6 +54,7 @@ const (
 	HeaderDLQSubject    = "Iotwatch-Original-Subject"
 	HeaderDLQSequence   = "Iotwatch-Original-Sequence"
 	HeaderDLQLine       = "Iotwatch-Original-Line"
+	HeaderDLQDetail     = "Iotwatch-Dlq-Detail" // human-readable detail, one line, at most 1 KiB
 	HeaderSchemaVersion = "Iotwatch-Schema-Version"
 )
 

@@ -1,0 +1,142 @@
+// Package bus is iotwatch's NATS JetStream plumbing: an embedded server for the
+// demo and tests, the streams, KV bucket and durable consumer the pipeline needs
+// (Ensure), subject naming (LogSubject), a connection with sane options (Connect),
+// and a raw consume-rate probe that gives the end-to-end benchmark its ceiling.
+//
+// Every stream, subject, consumer and bucket name comes from package schemas.
+package bus
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// readyTimeout bounds how long StartEmbedded waits for the server to accept clients.
+const readyTimeout = 10 * time.Second
+
+// EmbeddedOptions configures StartEmbedded. The zero value is valid.
+type EmbeddedOptions struct {
+	// StoreDir is the JetStream file store directory. Empty means a temporary
+	// directory that Shutdown removes. A non-empty StoreDir is kept, so a server
+	// started again on it finds its streams, consumers and KV buckets.
+	StoreDir string
+	// Port is the client port on 127.0.0.1; 0 picks a random free port.
+	Port int
+	// Log receives the server's notices, warnings and errors; nil discards them.
+	Log *slog.Logger
+}
+
+// Embedded is an in-process nats-server with JetStream enabled.
+type Embedded struct {
+	srv     *server.Server
+	tempDir string // removed on Shutdown; empty when the caller owns StoreDir
+}
+
+// StartEmbedded starts an in-process nats-server with JetStream (file storage)
+// listening on 127.0.0.1 and returns once it accepts connections.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+	e := &Embedded{}
+	dir := o.StoreDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "iotwatch-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("cannot create temporary JetStream store: %w", err)
+		}
+		dir, e.tempDir = d, d
+	}
+	port := o.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:             "iotwatch-embedded",
+		Host:                   "127.0.0.1",
+		Port:                   port,
+		JetStream:              true,
+		StoreDir:               dir,
+		NoSigs:                 true,
+		NoLog:                  o.Log == nil,
+		DisableJetStreamBanner: true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		e.removeTemp()
+		return nil, fmt.Errorf("cannot create embedded NATS server (store %q): %w", dir, err)
+	}
+	if o.Log != nil {
+		srv.SetLoggerV2(serverLogger{o.Log}, false, false, false)
+	}
+	e.srv = srv
+	srv.Start()
+	if !srv.ReadyForConnections(readyTimeout) {
+		e.Shutdown()
+		return nil, fmt.Errorf("cannot start embedded NATS server on port %d (store %q): not ready after %s", o.Port, dir, readyTimeout)
+	}
+	if !srv.JetStreamEnabled() {
+		e.Shutdown()
+		return nil, fmt.Errorf("cannot start embedded NATS server (store %q): JetStream is not enabled", dir)
+	}
+	return e, nil
+}
+
+// URL returns the client URL, such as nats://127.0.0.1:43127.
+func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Port returns the client port the server listens on, so that a test can start
+// a server again on the same port and watch clients reconnect.
+func (e *Embedded) Port() int {
+	if a, ok := e.srv.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// Shutdown stops the server, waits until it has stopped and removes the
+// temporary store if StartEmbedded created one. It is safe to call twice.
+func (e *Embedded) Shutdown() {
+	if e.srv != nil {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+	}
+	e.removeTemp()
+}
+
+func (e *Embedded) removeTemp() {
+	if e.tempDir != "" {
+		_ = os.RemoveAll(e.tempDir)
+		e.tempDir = ""
+	}
+}
+
+// serverLogger adapts nats-server's printf-style logger to slog. Messages are
+// constant; the server's text goes into the "detail" key.
+type serverLogger struct{ log *slog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) {
+	l.log.Info("nats server notice", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l serverLogger) Warnf(format string, v ...any) {
+	l.log.Warn("nats server warning", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l serverLogger) Fatalf(format string, v ...any) {
+	l.log.Error("nats server fatal error", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l serverLogger) Errorf(format string, v ...any) {
+	l.log.Error("nats server error", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l serverLogger) Debugf(format string, v ...any) {
+	l.log.Debug("nats server debug", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l serverLogger) Tracef(format string, v ...any) {
+	l.log.Debug("nats server trace", "detail", fmt.Sprintf(format, v...))
+}

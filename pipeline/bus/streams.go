@@ -1,0 +1,243 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// StreamsConfig configures the streams, the KV bucket of active blocks and the
+// pipeline's durable consumer that Ensure creates. Start from
+// DefaultStreamsConfig; a zero duration means "no limit" as in JetStream.
+type StreamsConfig struct {
+	// LogsMaxAge bounds how long access logs stay in IOTWATCH_LOGS (0: forever).
+	LogsMaxAge time.Duration
+	// LogsMaxBytes bounds IOTWATCH_LOGS' size; -1 or 0 means no limit. When the
+	// limit is reached the oldest messages are discarded, processed or not.
+	LogsMaxBytes int64
+	// LogsStorage is "file" or "memory". JetStream cannot change it on an
+	// existing stream.
+	LogsStorage string
+	// LogsReplicas is the replica count of every stream and of the KV bucket
+	// (1 on a single server; 3 or 5 in a cluster).
+	LogsReplicas int
+	// Retention is IOTWATCH_LOGS' retention policy: "limits" (keep until
+	// LogsMaxAge/LogsMaxBytes, so logs can be replayed), "workqueue" (remove a
+	// message once the pipeline acked it) or "interest". JetStream cannot change
+	// it to or from "workqueue" on an existing stream.
+	Retention string
+	// DLQMaxAge bounds how long dead letters stay in IOTWATCH_DLQ (0: forever).
+	DLQMaxAge time.Duration
+	// AlertsMaxAge bounds how long alerts stay in IOTWATCH_ALERTS (0: forever).
+	AlertsMaxAge time.Duration
+	// DecisionsMaxAge bounds how long decisions stay in IOTWATCH_DECISIONS (0: forever).
+	DecisionsMaxAge time.Duration
+	// DuplicateWindow is how long every stream remembers Nats-Msg-Id headers to
+	// drop duplicates (republished logs, retried alerts). It must not exceed any
+	// non-zero max age.
+	DuplicateWindow time.Duration
+	// BlocksTTL, when positive, expires entries of the KV bucket of active
+	// blocks that were not rewritten for that long (a safety net in case an
+	// unblock is lost); 0 keeps them until deleted.
+	BlocksTTL time.Duration
+	// MaxAckPending bounds the pipeline consumer's delivered-but-unacked
+	// messages: the in-flight limit that turns a slow sink into back-pressure.
+	MaxAckPending int
+	// AckWait is how long the server waits for an ack before redelivering.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one message; -1 means unlimited.
+	MaxDeliver int
+}
+
+// DefaultStreamsConfig returns the configuration used when nothing is set: logs
+// kept 24 h with limits retention (replayable), dead letters 7 days, alerts and
+// decisions 30 days, a 2 min duplicate window, at most 20000 unacked messages,
+// a 60 s ack wait and unlimited redeliveries.
+func DefaultStreamsConfig() StreamsConfig {
+	return StreamsConfig{
+		LogsMaxAge:      24 * time.Hour,
+		LogsMaxBytes:    -1,
+		LogsStorage:     "file",
+		LogsReplicas:    1,
+		Retention:       "limits",
+		DLQMaxAge:       7 * 24 * time.Hour,
+		AlertsMaxAge:    30 * 24 * time.Hour,
+		DecisionsMaxAge: 30 * 24 * time.Hour,
+		DuplicateWindow: 2 * time.Minute,
+		MaxAckPending:   20000,
+		AckWait:         60 * time.Second,
+		MaxDeliver:      -1,
+	}
+}
+
+// Validate checks every field and names the first bad one with its config key,
+// such as "cannot use streams config: logs.max_age -1s must be >= 0".
+func (c StreamsConfig) Validate() error {
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("cannot use streams config: %w", err)
+	}
+	return nil
+}
+
+func (c StreamsConfig) validate() error {
+	ages := []struct {
+		key string
+		v   time.Duration
+	}{
+		{"logs.max_age", c.LogsMaxAge},
+		{"dlq.max_age", c.DLQMaxAge},
+		{"alerts.max_age", c.AlertsMaxAge},
+		{"decisions.max_age", c.DecisionsMaxAge},
+	}
+	for _, a := range ages {
+		if a.v < 0 {
+			return fmt.Errorf("%s %s must be >= 0", a.key, a.v)
+		}
+	}
+	if c.LogsMaxBytes < -1 {
+		return fmt.Errorf("logs.max_bytes %d must be -1 (no limit) or >= 0", c.LogsMaxBytes)
+	}
+	if _, err := storageType(c.LogsStorage); err != nil {
+		return err
+	}
+	if c.LogsReplicas < 1 || c.LogsReplicas > 5 {
+		return fmt.Errorf("logs.replicas %d must be between 1 and 5", c.LogsReplicas)
+	}
+	if _, err := retentionPolicy(c.Retention); err != nil {
+		return err
+	}
+	if c.DuplicateWindow < 0 {
+		return fmt.Errorf("duplicate_window %s must be >= 0", c.DuplicateWindow)
+	}
+	for _, a := range ages {
+		if a.v > 0 && c.DuplicateWindow > a.v {
+			return fmt.Errorf("duplicate_window %s must not exceed %s %s", c.DuplicateWindow, a.key, a.v)
+		}
+	}
+	if c.BlocksTTL < 0 {
+		return fmt.Errorf("blocks.ttl %s must be >= 0", c.BlocksTTL)
+	}
+	if c.MaxAckPending < 1 {
+		return fmt.Errorf("consumer.max_ack_pending %d must be >= 1", c.MaxAckPending)
+	}
+	if c.AckWait <= 0 {
+		return fmt.Errorf("consumer.ack_wait %s must be > 0", c.AckWait)
+	}
+	if c.MaxDeliver != -1 && c.MaxDeliver < 1 {
+		return fmt.Errorf("consumer.max_deliver %d must be -1 (unlimited) or >= 1", c.MaxDeliver)
+	}
+	return nil
+}
+
+func storageType(s string) (jetstream.StorageType, error) {
+	switch s {
+	case "file":
+		return jetstream.FileStorage, nil
+	case "memory":
+		return jetstream.MemoryStorage, nil
+	}
+	return 0, fmt.Errorf("logs.storage %q must be \"file\" or \"memory\"", s)
+}
+
+func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
+	switch s {
+	case "limits":
+		return jetstream.LimitsPolicy, nil
+	case "workqueue":
+		return jetstream.WorkQueuePolicy, nil
+	case "interest":
+		return jetstream.InterestPolicy, nil
+	}
+	return 0, fmt.Errorf("logs.retention %q must be \"limits\", \"workqueue\" or \"interest\"", s)
+}
+
+// Ensure creates or updates the four iotwatch streams (IOTWATCH_LOGS,
+// IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS), the KV bucket of active
+// blocks (history 1) and the pipeline's durable pull consumer on IOTWATCH_LOGS
+// (explicit acks, MaxAckPending, AckWait, MaxDeliver, delivering from the
+// first message). It is idempotent, applies changed limits to existing
+// objects, and returns the consumer and the bucket. Messages and consumer
+// state survive; a change JetStream refuses (storage type, retention to or
+// from workqueue) is returned as an error naming the stream.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, jetstream.KeyValue, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	storage, _ := storageType(cfg.LogsStorage)
+	retention, _ := retentionPolicy(cfg.Retention)
+	maxBytes := cfg.LogsMaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        schemas.StreamLogs,
+			Description: "iotwatch: access logs from gateways and brokers",
+			Subjects:    []string{schemas.SubjectLogsAll},
+			Retention:   retention,
+			MaxAge:      cfg.LogsMaxAge,
+			MaxBytes:    maxBytes,
+			Storage:     storage,
+		},
+		{
+			Name:        schemas.StreamDLQ,
+			Description: "iotwatch: undecodable log records with the reason in headers",
+			Subjects:    []string{schemas.SubjectDLQAll},
+			MaxAge:      cfg.DLQMaxAge,
+			Storage:     jetstream.FileStorage,
+		},
+		{
+			Name:        schemas.StreamAlerts,
+			Description: "iotwatch: alerts, one subject per severity",
+			Subjects:    []string{schemas.SubjectAlertsAll},
+			MaxAge:      cfg.AlertsMaxAge,
+			Storage:     jetstream.FileStorage,
+		},
+		{
+			Name:        schemas.StreamDecisions,
+			Description: "iotwatch: block, throttle and unblock decisions",
+			Subjects:    []string{schemas.SubjectDecisionsAll},
+			MaxAge:      cfg.DecisionsMaxAge,
+			Storage:     jetstream.FileStorage,
+		},
+	}
+	for _, sc := range streams {
+		sc.Replicas = cfg.LogsReplicas
+		sc.Duplicates = cfg.DuplicateWindow
+		sc.Discard = jetstream.DiscardOld
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, nil, fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
+		}
+	}
+
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      schemas.KVActiveBlocks,
+		Description: "iotwatch: active block and throttle decisions by scope and value",
+		History:     1,
+		TTL:         cfg.BlocksTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.LogsReplicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVActiveBlocks, err)
+	}
+
+	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamLogs, jetstream.ConsumerConfig{
+		Durable:       schemas.ConsumerPipeline,
+		Description:   "iotwatch: the pipeline's durable pull consumer",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: cfg.MaxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", schemas.ConsumerPipeline, schemas.StreamLogs, err)
+	}
+	return cons, kv, nil
+}
