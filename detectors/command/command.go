@@ -1,0 +1,371 @@
+// Package command flags commands a device has never issued (privileged ones
+// above all) and enumeration: one device addressing many other resources.
+//
+// Each device keeps a 256-bit Bloom filter (k=2) of the commands it issued
+// (ev.CommandID, the hash of the normalized command). A command missing from it
+// is judged against the device's class through the fleet view: a privileged
+// command (see Privileged) that the class never issued scores high and is not
+// learned, so repeating it keeps being flagged; other new commands are learned
+// once flagged with a score below 0.5. A Bloom filter has false positives (a
+// new command looks known): with 10 commands per device, about 1 in 600.
+//
+// Enumeration: each device tracks its home resource (the identifier it
+// addresses most, normally its own id, with a Misra-Gries counter) and the
+// distinct other resources (ev.Resource) it addressed in the last 30-60
+// seconds, in two 64-bit windows (linear counting). The count is compared with
+// the device's own baseline of distinct other resources per window.
+package command
+
+import (
+	"encoding/binary"
+	"math"
+	"math/bits"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Parameters.
+const (
+	// WarmEvents and WarmAge (seconds): a younger device learns its commands
+	// silently, except privileged commands its (established) class never issued.
+	WarmEvents = 20
+	WarmAge    = 600.0
+	// ClassWarmEvents is the number of unflagged class events from which the
+	// class's vocabulary is trusted.
+	ClassWarmEvents = 1000
+	// Scores.
+	ScorePrivilegedNew   = 0.95 // privileged, never issued by the device nor its class
+	ScorePrivilegedYoung = 0.8  // the same on a device still warming up
+	ScorePrivilegedClass = 0.6  // privileged, never issued by the device, known to its class (learned)
+	ScoreClassMin        = 0.4  // never issued by the class: from this in a young class...
+	ScoreClassMax        = 0.7  // ...to this in an established one (learned below LearnBelow)
+	ScoreDeviceMax       = 0.35 // issued by the class, rarely...
+	ScoreDeviceMin       = 0.1  // ...or commonly (1% of the class's events or more)
+	LearnBelow           = 0.5
+	// Window is the enumeration window, in seconds; the observed count covers
+	// the current and the previous window.
+	Window = 30
+	// MinDistinct is the smallest distinct-resource count that can be an
+	// enumeration, MinRatio the smallest ratio to the expected count,
+	// FloorExpected the smallest expected count and MinSurprise the Poisson
+	// tail threshold (decades).
+	MinDistinct   = 10.0
+	MinRatio      = 4.0
+	FloorExpected = 0.5
+	MinSurprise   = 6.0
+	// baseAlpha is the weight of a closing window in the baseline (1/8 of it
+	// when the window was flagged).
+	baseAlpha = 1.0 / 16
+	// maxHome bounds the home resource's Misra-Gries counter.
+	maxHome = 1024
+	// maxBase bounds the baseline read from a record (at most 64·ln 64).
+	maxBase = 300
+)
+
+// StateSize is the size of the per-device record.
+const StateSize = 80
+
+// Record layout, little-endian:
+//
+//	0:8   first event time, Unix ns (int64)
+//	8:12  events seen, saturating (uint32)
+//	12:16 baseline distinct other resources per window (float32)
+//	16:24 home resource hash (uint64)
+//	24:32 current window's resource bitmap (uint64)
+//	32:40 previous window's resource bitmap (uint64)
+//	40:44 current window index, event time / Window (uint32, wrapping)
+//	44:46 home resource counter (uint16)
+//	46    flags: 1 = the current window was flagged as enumeration
+//	47    unused
+//	48:80 Bloom filter of issued commands (256 bits)
+type state struct {
+	first     int64
+	n         uint32
+	base      float64
+	home      uint64
+	cur, prev uint64
+	win       uint32
+	homeCnt   uint16
+	flagged   bool
+}
+
+const bloomOff = 48
+
+func (s *state) load(b []byte) {
+	_ = b[StateSize-1]
+	s.first = int64(binary.LittleEndian.Uint64(b[0:]))
+	s.n = binary.LittleEndian.Uint32(b[8:])
+	s.base = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[12:])))
+	if !(s.base >= 0 && s.base <= maxBase) {
+		s.base = 0
+	}
+	s.home = binary.LittleEndian.Uint64(b[16:])
+	s.cur = binary.LittleEndian.Uint64(b[24:])
+	s.prev = binary.LittleEndian.Uint64(b[32:])
+	s.win = binary.LittleEndian.Uint32(b[40:])
+	s.homeCnt = min(binary.LittleEndian.Uint16(b[44:]), maxHome)
+	s.flagged = b[46]&1 != 0
+}
+
+func (s *state) store(b []byte) {
+	_ = b[StateSize-1]
+	binary.LittleEndian.PutUint64(b[0:], uint64(s.first))
+	binary.LittleEndian.PutUint32(b[8:], s.n)
+	binary.LittleEndian.PutUint32(b[12:], math.Float32bits(float32(s.base)))
+	binary.LittleEndian.PutUint64(b[16:], s.home)
+	binary.LittleEndian.PutUint64(b[24:], s.cur)
+	binary.LittleEndian.PutUint64(b[32:], s.prev)
+	binary.LittleEndian.PutUint32(b[40:], s.win)
+	binary.LittleEndian.PutUint16(b[44:], s.homeCnt)
+	b[46], b[47] = 0, 0
+	if s.flagged {
+		b[46] = 1
+	}
+}
+
+// Doc is the catalog paragraph.
+const Doc = "Commands the device never issued (256-bit Bloom filter per device) judged against its class: a " +
+	"privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, config or " +
+	"reconfig, or the word fw or ota) the class never issued scores 0.95 and is never learned " +
+	"(privileged_command_new; 0.6 and learned when the class issues it); a command the class never issued scores " +
+	"0.4-0.7 by the class's maturity (new_class_command); one the class issues scores 0.1-0.35, rarer higher " +
+	"(new_command). Devices with fewer than 20 events or 10 minutes of history learn silently, except privileged " +
+	"commands unknown to an established class (0.8). Enumeration: distinct resources other than the device's own " +
+	"addressed in the last 30-60 s (Observed, estimated) against the device's baseline for that span (Expected), " +
+	"fires at 10 or more, 4x expected and a Poisson tail below 1e-6; score 0.5 rising with the count. For " +
+	"command findings Observed is the class's count of the command and Expected the class's event count; the " +
+	"observed label is the end of the command (\"/{id}/unlock\")."
+
+func init() {
+	detectors.Register(detectors.Spec{
+		Name:      schemas.DetectorCommand,
+		Doc:       Doc,
+		StateSize: StateSize,
+		Reasons: []string{schemas.ReasonNewCommand, schemas.ReasonNewClassCommand,
+			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration},
+		New: func() detectors.Detector { return Detector{} },
+	})
+}
+
+// Detector is the command detector. The zero value is ready to use.
+type Detector struct{}
+
+// Observe implements detectors.Detector.
+func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
+	if len(b) < StateSize {
+		return schemas.Finding{}
+	}
+	var s state
+	s.load(b)
+	if s.n == 0 {
+		s.first = ev.Time
+		s.win = window(ev.Time)
+		s.cur, s.prev, s.flagged = 0, 0, false
+	}
+	warm := s.n >= WarmEvents && ev.Time > s.first && float64(uint64(ev.Time)-uint64(s.first)) >= WarmAge*1e9
+
+	enum := s.enumeration(ev, warm)
+	f := s.command(ev, b[bloomOff:StateSize], fleet, warm)
+	if enum.Score > f.Score {
+		f = enum
+	}
+	if s.n < math.MaxUint32 {
+		s.n++
+	}
+	s.store(b)
+	return f
+}
+
+func window(t int64) uint32 { return uint32(t / (Window * 1e9)) }
+
+// distinct estimates the number of distinct resources set in bitmap m.
+func distinct(m uint64) float64 {
+	zeros := 64 - bits.OnesCount64(m)
+	if zeros == 0 {
+		return 64 * math.Ln2 * 6 // 64·ln 64: the estimator's limit
+	}
+	return 64 * math.Log(64/float64(zeros))
+}
+
+func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
+	// Rotate windows; a late event (an earlier window) counts in the current one.
+	if d := int32(window(ev.Time) - s.win); d > 0 {
+		// A flagged window teaches the baseline little (an enumeration does not
+		// become normal), but something (a gateway that starts polling more
+		// devices does, eventually).
+		alpha := baseAlpha
+		if s.flagged {
+			alpha = baseAlpha / 8
+		}
+		s.base += alpha * (distinct(s.cur) - s.base)
+		if d == 1 {
+			s.prev = s.cur
+		} else {
+			s.prev = 0
+		}
+		s.cur, s.flagged, s.win = 0, false, window(ev.Time)
+	}
+	r := ev.Resource
+	if r == 0 {
+		return schemas.Finding{}
+	}
+	switch {
+	case r == s.home:
+		s.homeCnt = min(s.homeCnt+1, maxHome)
+		return schemas.Finding{}
+	case s.homeCnt == 0:
+		s.home, s.homeCnt = r, 1
+		return schemas.Finding{}
+	}
+	s.cur |= 1 << (r >> 58)
+	var f schemas.Finding
+	if warm {
+		observed := distinct(s.cur | s.prev)
+		expected := max(2*s.base, FloorExpected)
+		if observed >= MinDistinct && observed >= MinRatio*expected {
+			if score := detectors.SurpriseScore(detectors.PoissonSurprise(observed, expected), MinSurprise); score > 0 {
+				f = schemas.Finding{
+					Detector: schemas.DetectorCommand,
+					Reason:   schemas.ReasonEnumeration,
+					Score:    score,
+					Observed: observed,
+					Expected: expected,
+				}
+				s.flagged = true
+			}
+		}
+	}
+	if f.Reason == schemas.ReasonNone {
+		s.homeCnt--
+	}
+	return f
+}
+
+func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, warm bool) schemas.Finding {
+	h := ev.CommandID
+	b1, b2 := byte(h), byte(h>>8)
+	if bloom[b1>>3]&(1<<(b1&7)) != 0 && bloom[b2>>3]&(1<<(b2&7)) != 0 {
+		return schemas.Finding{}
+	}
+	var classCount uint32
+	var classEvents uint64
+	if fleet != nil {
+		classCount = fleet.ClassCommandCount(ev.ClassKey, h)
+		classEvents = fleet.ClassEvents(ev.ClassKey)
+	}
+	priv := Privileged(ev.Command)
+	var (
+		reason string
+		score  float64
+		learn  = true
+	)
+	switch {
+	case !warm:
+		if priv && classCount == 0 && classEvents >= ClassWarmEvents {
+			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
+		}
+	case priv && classCount == 0:
+		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
+	case priv:
+		reason, score = schemas.ReasonPrivilegedNew, ScorePrivilegedClass
+	case classCount == 0:
+		reason = schemas.ReasonNewClassCommand
+		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(float64(classEvents)/ClassWarmEvents, 1)
+		learn = score < LearnBelow
+	default:
+		share := float64(classCount) / max(float64(classEvents), 1)
+		reason = schemas.ReasonNewCommand
+		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*min(share/0.01, 1)
+	}
+	if learn {
+		bloom[b1>>3] |= 1 << (b1 & 7)
+		bloom[b2>>3] |= 1 << (b2 & 7)
+	}
+	if reason == schemas.ReasonNone {
+		return schemas.Finding{}
+	}
+	return schemas.Finding{
+		Detector:      schemas.DetectorCommand,
+		Reason:        reason,
+		Score:         float32(score),
+		Observed:      float64(classCount),
+		Expected:      float64(classEvents),
+		ObservedLabel: commandLabel(ev.Command),
+	}
+}
+
+// commandLabel returns the end of cmd, where commands differ: its last 16
+// bytes, starting at a '/' when there is one ("/{id}/unlock").
+func commandLabel(cmd []byte) schemas.Label {
+	const n = len(schemas.Label{})
+	if len(cmd) > n {
+		cmd = cmd[len(cmd)-n:]
+		for i, c := range cmd {
+			if c == '/' {
+				cmd = cmd[i:]
+				break
+			}
+		}
+	}
+	return schemas.MakeLabel(cmd)
+}
+
+// Privileged reports whether a normalized command is privileged: one of its
+// words starts with unlock, firmware, credential, password, passwd, reset,
+// config or reconfig, or is fw or ota. Words are runs of ASCII letters, also
+// split where a lower-case letter is followed by an upper-case one
+// ("factoryReset"), compared case-insensitively; so "/presets" and "/quota"
+// are not privileged. It does not allocate.
+func Privileged(cmd []byte) bool {
+	for i := 0; i < len(cmd); {
+		if !isLetter(cmd[i]) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(cmd) && isLetter(cmd[j]) && !(isLower(cmd[j-1]) && !isLower(cmd[j])) {
+			j++
+		}
+		if privilegedWord(cmd[i:j]) {
+			return true
+		}
+		i = j
+	}
+	return false
+}
+
+var privilegedPrefixes = [...]string{"unlock", "firmware", "credential", "password", "passwd", "reset", "config", "reconfig"}
+
+func privilegedWord(w []byte) bool {
+	switch len(w) {
+	case 0, 1, 4:
+		return false
+	case 2:
+		return hasPrefixFold(w, "fw")
+	case 3:
+		return hasPrefixFold(w, "ota")
+	}
+	for _, p := range privilegedPrefixes {
+		if hasPrefixFold(w, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasPrefixFold reports whether w starts with the lower-case ASCII prefix p, ignoring case.
+func hasPrefixFold(w []byte, p string) bool {
+	if len(w) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if w[i]|0x20 != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+func isLower(c byte) bool  { return c >= 'a' && c <= 'z' }

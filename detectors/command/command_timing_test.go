@@ -1,0 +1,69 @@
+package command
+
+import (
+	"testing"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// benchObserve warms a device (and its class) on its usual command, then
+// measures Observe on events of raw commands in turn.
+func benchObserve(b *testing.B, raw ...string) {
+	fleet := detectors.NewClassTable(1<<16, 1<<10)
+	var d Detector
+	state := make([]byte, StateSize)
+	mk := func(raw string) *schemas.Event {
+		ev := new(schemas.Event)
+		ev.SetDevice([]byte("acme"), []byte("d-1"))
+		ev.SetClass([]byte("meter/x"))
+		c, res := schemas.Normalizer{}.Append(nil, nil, []byte(raw))
+		ev.SetCommand(c)
+		ev.Resource = res
+		return ev
+	}
+	t := int64(1736121600e9)
+	usual := mk("POST /v1/devices/d-1/readings")
+	for range 2000 {
+		t += 60e9
+		usual.Time = t
+		if f := d.Observe(usual, state, fleet); f.Reason == schemas.ReasonNone {
+			fleet.Learn(usual)
+		}
+	}
+	evs := make([]*schemas.Event, len(raw))
+	for i, r := range raw {
+		evs[i] = mk(r)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ev := evs[i%len(evs)]
+		i++
+		t += 1e8
+		ev.Time = t
+		d.Observe(ev, state, fleet)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	b.Run("steady", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings") })
+	b.Run("privileged", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/firmware-update") })
+	b.Run("enumeration", func(b *testing.B) {
+		b.StopTimer()
+		var raw []string
+		for i := range 64 {
+			raw = append(raw, "GET /v1/devices/d-"+string(rune('a'+i%26))+string(rune('a'+i/26))+"9/status")
+		}
+		b.StartTimer()
+		benchObserve(b, raw...)
+	})
+}
+
+func BenchmarkPrivileged(b *testing.B) {
+	cmd := []byte("POST /v1/devices/{id}/telemetry/batch")
+	b.ReportAllocs()
+	for b.Loop() {
+		Privileged(cmd)
+	}
+}

@@ -1,0 +1,13 @@
+package geo_test
+
+import (
+	"testing"
+
+	_ "github.com/iotwatch/iotwatch/detectors/geo"
+	"github.com/iotwatch/iotwatch/detectors/scenario"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+func TestScenarios(t *testing.T) {
+	scenario.RunDir(t, "testdata", schemas.DetectorGeo)
+}

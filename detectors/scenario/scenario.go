@@ -1,0 +1,662 @@
+// Package scenario runs golden scenario files against detectors: a tiny text DSL
+// an analyst can read, in the style of cockroachdb/datadriven. It is test
+// support: detector packages call RunDir from their tests.
+//
+// A file is a sequence of blocks separated by blank lines; lines starting with
+// '#' before a block are comments. A block is one command line, a "----" line,
+// and the expected output (no blank lines in it):
+//
+//	# a meter reporting every minute
+//	device d-17 class=meter/x tenant=acme country=DE cmd="POST /v1/devices/d-17/readings"
+//	----
+//
+//	replay every=60s count=120 jitter=5s
+//	----
+//	120 events, no findings
+//
+// Running the tests with -update rewrites the expected outputs with the actual
+// ones, to be reviewed as a diff.
+//
+// Commands:
+//
+//	device ID [tenant=T] [class=C] [country=CC] [cmd="METHOD /path"] [status=N] [auth=ok|failed|none]
+//	    selects device ID (each device has its own state record) and sets the
+//	    fields its next events carry; fields not given keep their previous value.
+//	replay every=D count=N [jitter=D] [cycle=D amp=F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
+//	    emits N events of the current device at now+D, now+2D, ... and moves now
+//	    to the last one. jitter moves each event time by up to ±D (events may then
+//	    arrive out of order); cycle and amp modulate the rate as
+//	    1+amp*sin(2π t/cycle) (a daily cycle); errrate sets status errstatus (500)
+//	    on that fraction of events, failrate sets auth=failed status=401. FIELD=V
+//	    overrides a device field for these events only. In cmd, "{i}" is replaced
+//	    by a number unique within the file (to address many resources), "{i%N}"
+//	    by that number modulo N (to address N resources in turn).
+//	burst ...
+//	    the same as replay; it reads better for attacks.
+//	advance D
+//	    moves the virtual clock forward by D.
+//	evict
+//	    zeroes the current device's state record: a cold start.
+//	seed N
+//	    reseeds the random source used by jitter, errrate and failrate (default 1).
+//
+// Durations are Go durations plus a "d" (day) unit: 90s, 2h, 1d. Time starts at
+// Epoch. replay prints "N events, M findings" and then each run of consecutive
+// events with the same finding as its first event and, for runs longer than
+// one, its last event:
+//
+//	t=+2h00m18s volume rate_spike score=0.52 observed=9.6 expected=0.50
+//	t=+2h03m20s volume rate_spike score=1.00 observed=15 expected=0.45 (last of 92)
+//
+// Events are scored by every detector the Runner drives, in name order, through
+// one record per device (detectors.Layout) and a detectors.ClassTable that
+// learns only events no detector flagged, as the worker does.
+package scenario
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+var update = flag.Bool("update", false, "rewrite golden scenario files (testdata/*.txt) with the actual output")
+
+// Epoch is the virtual time at which every scenario starts.
+var Epoch = time.Date(2025, 1, 6, 0, 0, 0, 0, time.UTC)
+
+// fields are the per-event values a device template carries.
+type fields struct {
+	tenant, device, class, country, cmd string
+	status                              uint16
+	auth                                schemas.AuthOutcome
+}
+
+// Runner executes scenario commands. It is not safe for concurrent use.
+type Runner struct {
+	layout  *detectors.Layout
+	dets    []detectors.Detector
+	fleet   *detectors.ClassTable
+	records map[string][]byte
+	devices map[string]fields
+	cur     string // current device id
+	now     time.Duration
+	rng     *rand.Rand
+	seq     uint64
+	seen    map[string]int
+	ev      schemas.Event
+	buf     []byte
+}
+
+// New returns a Runner driving the named registered detectors, or all of them
+// when no name is given.
+func New(names ...string) (*Runner, error) {
+	var specs []detectors.Spec
+	if len(names) == 0 {
+		specs = detectors.All()
+	}
+	for _, name := range names {
+		s, ok := detectors.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("cannot find detector %q: is its package imported?", name)
+		}
+		specs = append(specs, s)
+	}
+	if len(specs) == 0 {
+		return nil, fmt.Errorf("cannot run scenarios: no detector is registered")
+	}
+	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
+	r := &Runner{
+		layout:  detectors.NewLayout(specs),
+		fleet:   detectors.NewClassTable(1<<16, 1<<10),
+		records: map[string][]byte{},
+		devices: map[string]fields{},
+		rng:     rand.New(rand.NewPCG(1, 0)),
+		seen:    map[string]int{},
+	}
+	for _, s := range specs {
+		r.dets = append(r.dets, s.New())
+	}
+	return r, nil
+}
+
+// Seen returns how many findings each "detector/reason" produced so far.
+func (r *Runner) Seen() map[string]int { return r.seen }
+
+// Exec runs one command line and returns its output (lines ending in '\n').
+func (r *Runner) Exec(line string) (string, error) {
+	args, err := tokenize(line)
+	if err != nil {
+		return "", err
+	}
+	if len(args) == 0 {
+		return "", fmt.Errorf("cannot run an empty command")
+	}
+	verb, args := args[0], args[1:]
+	switch verb {
+	case "device":
+		return "", r.device(args)
+	case "replay", "burst":
+		return r.replay(args)
+	case "advance":
+		if len(args) != 1 {
+			return "", fmt.Errorf("cannot parse %q: want advance DURATION", line)
+		}
+		d, err := parseDuration(args[0])
+		if err != nil {
+			return "", err
+		}
+		r.now += d
+		return "", nil
+	case "evict":
+		if r.cur == "" {
+			return "", fmt.Errorf("cannot evict: no device selected")
+		}
+		clear(r.record(r.devices[r.cur]))
+		return "", nil
+	case "seed":
+		if len(args) != 1 {
+			return "", fmt.Errorf("cannot parse %q: want seed N", line)
+		}
+		n, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil {
+			return "", fmt.Errorf("cannot parse seed %q: %w", args[0], err)
+		}
+		r.rng = rand.New(rand.NewPCG(n, 0))
+		return "", nil
+	}
+	return "", fmt.Errorf("cannot run unknown command %q", verb)
+}
+
+func (r *Runner) device(args []string) error {
+	if len(args) == 0 || strings.Contains(args[0], "=") {
+		return fmt.Errorf("cannot parse device command: want device ID [FIELD=V...]")
+	}
+	id := args[0]
+	f, ok := r.devices[id]
+	if !ok {
+		f = fields{device: id, tenant: "acme", status: 200, auth: schemas.AuthOK}
+	}
+	for _, a := range args[1:] {
+		k, v, _ := strings.Cut(a, "=")
+		if err := f.set(k, v); err != nil {
+			return err
+		}
+	}
+	r.devices[id] = f
+	r.cur = id
+	return nil
+}
+
+func (f *fields) set(k, v string) error {
+	switch k {
+	case "tenant":
+		f.tenant = v
+	case "class":
+		f.class = v
+	case "country":
+		if v != "" && len(v) != 2 {
+			return fmt.Errorf("cannot parse country %q: want two letters", v)
+		}
+		f.country = v
+	case "cmd":
+		f.cmd = v
+	case "status":
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("cannot parse status %q: %w", v, err)
+		}
+		f.status = uint16(n)
+	case "auth":
+		switch v {
+		case "ok":
+			f.auth = schemas.AuthOK
+		case "failed":
+			f.auth = schemas.AuthFailed
+		case "none":
+			f.auth = schemas.AuthNone
+		case "unknown":
+			f.auth = schemas.AuthUnknown
+		default:
+			return fmt.Errorf("cannot parse auth %q: want ok, failed, none or unknown", v)
+		}
+	default:
+		return fmt.Errorf("cannot set unknown field %q", k)
+	}
+	return nil
+}
+
+func (r *Runner) record(f fields) []byte {
+	key := f.tenant + "\x00" + f.device
+	rec, ok := r.records[key]
+	if !ok {
+		rec = make([]byte, r.layout.Size)
+		r.records[key] = rec
+	}
+	return rec
+}
+
+// run is a series of consecutive events with the same finding.
+type run struct {
+	key         string
+	first, last string
+	n           int
+	lastEvent   int
+}
+
+func (r *Runner) replay(args []string) (string, error) {
+	if r.cur == "" {
+		return "", fmt.Errorf("cannot replay: no device selected")
+	}
+	f := r.devices[r.cur]
+	var (
+		every, jitter, cycle time.Duration
+		count                = -1
+		amp, errRate, fRate  float64
+		errStatus            = uint16(500)
+		err                  error
+	)
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return "", fmt.Errorf("cannot parse argument %q: want KEY=VALUE", a)
+		}
+		switch k {
+		case "every":
+			every, err = parseDuration(v)
+		case "jitter":
+			jitter, err = parseDuration(v)
+		case "cycle":
+			cycle, err = parseDuration(v)
+		case "count":
+			count, err = strconv.Atoi(v)
+		case "amp":
+			amp, err = strconv.ParseFloat(v, 64)
+		case "errrate":
+			errRate, err = strconv.ParseFloat(v, 64)
+		case "failrate":
+			fRate, err = strconv.ParseFloat(v, 64)
+		case "errstatus":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 16)
+			errStatus = uint16(n)
+		default:
+			err = f.set(k, v)
+		}
+		if err != nil {
+			return "", fmt.Errorf("cannot parse argument %q: %w", a, err)
+		}
+	}
+	if every <= 0 || count < 0 {
+		return "", fmt.Errorf("cannot replay: want every=DURATION>0 and count=N")
+	}
+	if amp < 0 || amp >= 1 || (amp > 0 && cycle <= 0) {
+		return "", fmt.Errorf("cannot replay: amp must be in [0,1) and needs cycle=DURATION")
+	}
+	rec := r.record(f)
+	var (
+		runs     []*run
+		open     = map[string]*run{}
+		findings int
+	)
+	for i := range count {
+		gap := float64(every)
+		if amp > 0 {
+			phase := 2 * math.Pi * float64(r.now%cycle) / float64(cycle)
+			gap /= 1 + amp*math.Sin(phase)
+		}
+		r.now += time.Duration(gap)
+		t := r.now
+		if jitter > 0 {
+			t += time.Duration((r.rng.Float64()*2 - 1) * float64(jitter))
+		}
+		e := f
+		if errRate > 0 && r.rng.Float64() < errRate {
+			e.status = errStatus
+		}
+		if fRate > 0 && r.rng.Float64() < fRate {
+			e.status, e.auth = 401, schemas.AuthFailed
+		}
+		r.seq++
+		r.fill(&e, t)
+		flagged := false
+		for d, det := range r.dets {
+			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.fleet)
+			if fd.Reason == schemas.ReasonNone {
+				continue
+			}
+			flagged = true
+			findings++
+			name := r.layout.Specs[d].Name
+			key := name + "/" + fd.Reason
+			r.seen[key]++
+			line := formatFinding(t, name, fd)
+			if ru := open[key]; ru != nil && ru.lastEvent == i-1 {
+				ru.last, ru.n, ru.lastEvent = line, ru.n+1, i
+				continue
+			}
+			ru := &run{key: key, first: line, n: 1, lastEvent: i}
+			open[key] = ru
+			runs = append(runs, ru)
+		}
+		if !flagged {
+			r.fleet.Learn(&r.ev)
+		}
+	}
+	var sb strings.Builder
+	switch findings {
+	case 0:
+		fmt.Fprintf(&sb, "%d %s, no findings\n", count, plural(count, "event"))
+	case 1:
+		fmt.Fprintf(&sb, "%d %s, 1 finding\n", count, plural(count, "event"))
+	default:
+		fmt.Fprintf(&sb, "%d %s, %d findings\n", count, plural(count, "event"), findings)
+	}
+	for _, ru := range runs {
+		sb.WriteString(ru.first)
+		sb.WriteByte('\n')
+		if ru.n > 1 {
+			fmt.Fprintf(&sb, "%s (last of %d)\n", ru.last, ru.n)
+		}
+	}
+	return sb.String(), nil
+}
+
+// fill builds r.ev from f at virtual time t, as the decoder would.
+func (r *Runner) fill(f *fields, t time.Duration) {
+	ev := &r.ev
+	ev.Reset()
+	ev.ID = r.seq
+	ev.Time = Epoch.Add(t).UnixNano()
+	ev.SetDevice([]byte(f.tenant), []byte(f.device))
+	ev.SetClass([]byte(f.class))
+	cmd := expand(f.cmd, r.seq)
+	var res uint64
+	r.buf, res = schemas.Normalizer{}.Append(r.buf[:0], nil, []byte(cmd))
+	ev.SetCommand(r.buf)
+	ev.Resource = res
+	if len(f.country) == 2 {
+		ev.Country = schemas.Country{f.country[0], f.country[1]}
+	}
+	ev.Status = f.status
+	ev.Auth = f.auth
+	ev.Protocol = schemas.ProtoHTTP
+}
+
+// expand replaces "{i}" in cmd with seq and "{i%N}" with seq modulo N.
+func expand(cmd string, seq uint64) string {
+	for {
+		i := strings.Index(cmd, "{i")
+		if i < 0 {
+			return cmd
+		}
+		j := strings.IndexByte(cmd[i:], '}')
+		if j < 0 {
+			return cmd
+		}
+		v := seq
+		if mod, ok := strings.CutPrefix(cmd[i+2:i+j], "%"); ok {
+			if n, err := strconv.ParseUint(mod, 10, 64); err == nil && n > 0 {
+				v = seq % n
+			}
+		} else if i+2 != i+j {
+			return cmd
+		}
+		cmd = cmd[:i] + strconv.FormatUint(v, 10) + cmd[i+j+1:]
+	}
+}
+
+func formatFinding(t time.Duration, name string, f schemas.Finding) string {
+	obs, exp := formatNumber(f.Observed), formatNumber(f.Expected)
+	if l := f.ObservedLabel.String(); l != "" {
+		obs = l + "(" + obs + ")"
+	}
+	if l := f.ExpectedLabel.String(); l != "" {
+		exp = l + "(" + exp + ")"
+	}
+	return fmt.Sprintf("t=%s %s %s score=%.2f observed=%s expected=%s", formatOffset(t), name, f.Reason, f.Score, obs, exp)
+}
+
+func formatNumber(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a == math.Trunc(a) && a < 1e15:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 0.01 || a == 0:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 2, 64)
+}
+
+// formatOffset formats an offset from Epoch as +1d02h03m04s, +2h00m05.5s, +3m05s, +45s.
+func formatOffset(d time.Duration) string {
+	sign := "+"
+	if d < 0 {
+		sign, d = "-", -d
+	}
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	h := d / time.Hour
+	d -= h * time.Hour
+	m := d / time.Minute
+	d -= m * time.Minute
+	s := strconv.FormatFloat(d.Round(time.Millisecond).Seconds(), 'f', -1, 64)
+	pad := func(v string) string {
+		if i := strings.IndexByte(v, '.'); i == 1 || (i < 0 && len(v) == 1) {
+			return "0" + v
+		}
+		return v
+	}
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%s%dd%02dh%02dm%ss", sign, days, h, m, pad(s))
+	case h > 0:
+		return fmt.Sprintf("%s%dh%02dm%ss", sign, h, m, pad(s))
+	case m > 0:
+		return fmt.Sprintf("%s%dm%ss", sign, m, pad(s))
+	}
+	return sign + s + "s"
+}
+
+// parseDuration is time.ParseDuration with a leading day unit ("1d2h").
+func parseDuration(s string) (time.Duration, error) {
+	var days time.Duration
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		n, err := strconv.Atoi(s[:i])
+		if err != nil {
+			return 0, fmt.Errorf("cannot parse duration %q: %w", s, err)
+		}
+		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("cannot parse duration %q: %w", s, err)
+	}
+	return days + d, nil
+}
+
+// tokenize splits a command line on spaces; double quotes group (key="a b").
+func tokenize(line string) ([]string, error) {
+	var (
+		out   []string
+		cur   strings.Builder
+		quote bool
+		inTok bool
+	)
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '"':
+			quote, inTok = !quote, true
+		case c == ' ' && !quote:
+			if inTok {
+				out = append(out, cur.String())
+				cur.Reset()
+				inTok = false
+			}
+		default:
+			cur.WriteByte(c)
+			inTok = true
+		}
+	}
+	if quote {
+		return nil, fmt.Errorf("cannot parse %q: unterminated quote", line)
+	}
+	if inTok {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}
+
+// block is one command of a scenario file and the text before it.
+type block struct {
+	pre  string // comments and blank lines before the command, verbatim
+	line int    // 1-based line of the command
+	cmd  string
+	want string
+}
+
+// parse splits a scenario file into blocks and the trailing text.
+func parse(path, text string) ([]block, string, error) {
+	lines := strings.SplitAfter(text, "\n")
+	var (
+		blocks []block
+		pre    strings.Builder
+	)
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimRight(lines[i], "\n")
+		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
+			pre.WriteString(lines[i])
+			continue
+		}
+		b := block{pre: pre.String(), line: i + 1, cmd: l}
+		pre.Reset()
+		if i+1 >= len(lines) || strings.TrimRight(lines[i+1], "\n") != "----" {
+			return nil, "", fmt.Errorf("%s:%d: cannot parse block: want \"----\" after the command", path, i+1)
+		}
+		i += 2
+		var want strings.Builder
+		for ; i < len(lines); i++ {
+			if strings.TrimSpace(lines[i]) == "" {
+				break // the blank line ends the block
+			}
+			want.WriteString(strings.TrimRight(lines[i], "\n"))
+			want.WriteByte('\n')
+		}
+		b.want = want.String()
+		blocks = append(blocks, b)
+	}
+	return blocks, pre.String(), nil
+}
+
+// RunFile runs the scenario file at path with a new Runner driving the named
+// detectors (all when none is given), reports every block whose output differs
+// from the expected one, and returns the Runner for further checks. With
+// -update it rewrites the file instead.
+func RunFile(t testing.TB, path string, names ...string) *Runner {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("cannot read scenario: %s", err)
+	}
+	blocks, tail, err := parse(path, string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for _, b := range blocks {
+		got, err := r.Exec(b.cmd)
+		if err != nil {
+			t.Fatalf("%s:%d: %s", path, b.line, err)
+		}
+		if !*update && got != b.want {
+			t.Errorf("%s:%d: %s\n--- want\n%s--- got\n%s", path, b.line, b.cmd, b.want, got)
+		}
+		out.WriteString(b.pre)
+		out.WriteString(b.cmd)
+		out.WriteString("\n----\n")
+		out.WriteString(got)
+		out.WriteString("\n")
+	}
+	out.WriteString(tail)
+	if *update && out.String() != string(data) {
+		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+			t.Fatalf("cannot rewrite scenario: %s", err)
+		}
+		t.Logf("rewrote %s", path)
+	}
+	return r
+}
+
+// Replay runs the scenario file at path like RunFile but ignores the expected
+// outputs; it returns the Runner (for Seen) or the first error.
+func Replay(path string, names ...string) (*Runner, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read scenario: %w", err)
+	}
+	blocks, _, err := parse(path, string(data))
+	if err != nil {
+		return nil, err
+	}
+	r, err := New(names...)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range blocks {
+		if _, err := r.Exec(b.cmd); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, b.line, err)
+		}
+	}
+	return r, nil
+}
+
+// RunDir runs every dir/*.txt scenario as a subtest named after the file.
+// It fails when there is none, so that a misplaced testdata directory shows.
+func RunDir(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) == 0 {
+		t.Fatalf("cannot find scenarios: no %s", filepath.Join(dir, "*.txt"))
+	}
+	for _, p := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(p), ".txt"), func(t *testing.T) {
+			RunFile(t, p, names...)
+		})
+	}
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// Updating reports whether the tests run with -update: golden files are being
+// rewritten rather than checked. Other golden checks (a generated catalog) use it.
+func Updating() bool { return *update }

@@ -1,0 +1,130 @@
+// Package worker runs the enabled detectors over the events of the devices it
+// owns. One Worker per shard, driven by one goroutine: it is the only writer of
+// its devices' state records (see package shard for the invariant).
+//
+// Per event: one read of the device's record from the state table (in place),
+// every detector's Observe on its slice of the record, learning into the shared
+// class table when no detector found anything, and the decision engine. The
+// common path allocates nothing.
+package worker
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// headerSize is the record header: a layout version (uint32) and reserved bytes.
+const headerSize = 8
+
+// Layout is the per-device record layout for a set of detectors: a header
+// holding the layout version, then each detector's slice in name order. A record
+// written under another layout (different detectors, sizes or schema version)
+// reads as all zeros: a cold start.
+type Layout struct {
+	Detectors *detectors.Layout // the detectors' part, after the header
+	Size      int               // the whole record: header and detectors
+	Version   uint32
+}
+
+// NewLayout returns the layout for the named detectors (all registered ones if
+// names is empty). An unknown name is an error that names it.
+func NewLayout(names []string) (*Layout, error) {
+	var specs []detectors.Spec
+	if len(names) == 0 {
+		specs = detectors.All()
+	} else {
+		seen := map[string]bool{}
+		for _, n := range names {
+			s, ok := detectors.Lookup(n)
+			if !ok {
+				return nil, fmt.Errorf("cannot use detector %q: not registered (known: %v)", n, detectors.Names())
+			}
+			if !seen[n] {
+				seen[n] = true
+				specs = append(specs, s)
+			}
+		}
+	}
+	if len(specs) == 0 {
+		return nil, fmt.Errorf("cannot build record layout: no detectors registered")
+	}
+	l := &Layout{Detectors: detectors.NewLayout(specs)}
+	l.Size = headerSize + l.Detectors.Size
+	v := schemas.HashString(fmt.Sprintf("v%d", schemas.SchemaVersion))
+	for _, s := range specs {
+		v = v*31 ^ schemas.HashString(fmt.Sprintf("%s:%d", s.Name, s.StateSize))
+	}
+	l.Version = uint32(v) | 1 // never 0, so a zeroed record never matches
+	return l, nil
+}
+
+// Config of a worker.
+type Config struct {
+	// MaxDevices caps the devices this worker keeps (0: unlimited).
+	MaxDevices int
+	// InitialDevices is preallocated capacity.
+	InitialDevices int
+	// IdleTTL is how long a silent device's baseline is kept (event time).
+	IdleTTL time.Duration
+}
+
+// Worker scores events of the devices of one shard. Not safe for concurrent use.
+type Worker struct {
+	layout *Layout
+	dets   []detectors.Detector
+	table  *state.Table
+	fleet  *detectors.ClassTable
+	engine *decide.Engine
+}
+
+// New returns a worker for layout, sharing fleet (class statistics) and the
+// decision limiter with the other workers.
+func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide.Engine) (*Worker, error) {
+	t, err := state.NewTable(state.Config{RecordSize: layout.Size, InitialDevices: cfg.InitialDevices,
+		MaxDevices: cfg.MaxDevices, IdleTTL: cfg.IdleTTL})
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine}
+	for _, s := range layout.Detectors.Specs {
+		w.dets = append(w.dets, s.New())
+	}
+	return w, nil
+}
+
+// Process scores ev into out (which it resets) and returns the alert and
+// decision it warrants, if any. It does not retain ev or out.
+func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	*out = schemas.Scored{}
+	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
+	if binary.LittleEndian.Uint32(rec) != w.layout.Version {
+		clear(rec)
+		binary.LittleEndian.PutUint32(rec, w.layout.Version)
+	}
+	body := rec[headerSize:]
+	for i, d := range w.dets {
+		f := d.Observe(ev, w.layout.Detectors.State(body, i), w.fleet)
+		if f.Reason != schemas.ReasonNone {
+			f.Detector = w.layout.Detectors.Specs[i].Name
+			out.Add(f)
+		}
+	}
+	// Only events no detector found anything in teach the class model, so an
+	// attack never makes its own commands look normal for the class.
+	if out.N == 0 {
+		w.fleet.Learn(ev)
+	}
+	return w.engine.Decide(ev, out)
+}
+
+// Stats returns the state table's statistics.
+func (w *Worker) Stats() state.Stats { return w.table.Stats() }
+
+// Table exposes the state table (for checkpoints and tests).
+func (w *Worker) Table() *state.Table { return w.table }

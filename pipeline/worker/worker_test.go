@@ -1,0 +1,143 @@
+package worker
+
+import (
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/detectors"
+	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+func newWorker(tb testing.TB, devices int) *Worker {
+	tb.Helper()
+	layout, err := NewLayout(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eng, err := decide.NewEngine(decide.DefaultConfig(), decide.NewLimiter(0))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := New(layout, Config{InitialDevices: devices, IdleTTL: 24 * time.Hour}, detectors.NewClassTable(1<<16, 1<<10), eng)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w
+}
+
+func TestLayoutBudgetAndErrors(t *testing.T) {
+	l, err := NewLayout(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Detectors.Size > 256 {
+		t.Errorf("the detectors need %d bytes of state per device, budget 256", l.Detectors.Size)
+	}
+	if _, err := NewLayout([]string{"volume", "astrology"}); err == nil || !strings.Contains(err.Error(), `"astrology"`) {
+		t.Errorf("unknown detector error = %v", err)
+	}
+	one, _ := NewLayout([]string{schemas.DetectorVolume})
+	if one.Version == l.Version {
+		t.Error("layouts of different detector sets share a version")
+	}
+}
+
+func meterEvent(at time.Duration, country string) *schemas.Event {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("meter-1"))
+	ev.SetClass([]byte("meter/m1"))
+	cmd, res := schemas.Normalizer{}.Append(nil, []byte("POST"), []byte("/v1/devices/meter-1/readings"))
+	ev.SetCommand(cmd)
+	ev.Resource = res
+	ev.Country = schemas.Country{country[0], country[1]}
+	ev.Auth, ev.Status = schemas.AuthOK, 200
+	ev.Time = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).Add(at).UnixNano()
+	ev.ID = uint64(at)
+	return &ev
+}
+
+// TestForeignRecordIsColdStart checks the record versioning: a record written
+// under another layout reads as no history.
+func TestForeignRecordIsColdStart(t *testing.T) {
+	w := newWorker(t, 16)
+	var out schemas.Scored
+	for i := range 200 {
+		w.Process(meterEvent(time.Duration(i)*time.Minute, "DE"), &out)
+	}
+	// A well-established device seen from another country is news...
+	w.Process(meterEvent(201*time.Minute, "BR"), &out)
+	if out.N == 0 {
+		t.Fatal("a new country after 200 minutes of history raised nothing")
+	}
+	// ...but not if its record was written by another layout: cold start.
+	ev := meterEvent(202*time.Minute, "AR")
+	rec, _ := w.Table().Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
+	binary.LittleEndian.PutUint32(rec, w.layout.Version+2)
+	w.Process(ev, &out)
+	if out.N != 0 {
+		t.Errorf("a foreign record must read as no history, got findings %+v", out.Reasons())
+	}
+}
+
+// sampleLines returns a day of a quiet simulated fleet (no attacks) as lines.
+func sampleLines(tb testing.TB, devices, n int) [][]byte {
+	cfg := fleet.DefaultConfig()
+	cfg.Devices, cfg.Duration, cfg.Attacks = devices, 24*time.Hour, false
+	sim, err := fleet.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var lines [][]byte
+	for len(lines) < n {
+		l, _, ok := sim.Next(nil)
+		if !ok {
+			break
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// BenchmarkEventPath is the per-event path of the pipeline in one goroutine:
+// decode a canonical JSON line, pick the shard, read the device's record, run
+// every detector, update the record, decide. Workers = 2 as on this machine.
+// Replays wrap around with event times shifted forward, so time never goes back.
+func BenchmarkEventPath(b *testing.B) {
+	for _, devices := range []int{2000, 20000} {
+		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+			lines := sampleLines(b, devices, 200000)
+			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
+			var dec schemas.Decoder
+			var ev schemas.Event
+			var out schemas.Scored
+			span := int64(48 * time.Hour)
+			i, shift := 0, int64(0)
+			step := func() {
+				if i == len(lines) {
+					i, shift = 0, shift+span
+				}
+				if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
+					b.Fatal(err)
+				}
+				ev.Time += shift
+				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+				i++
+			}
+			for range len(lines) { // warm up: every device has a record
+				step()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				step()
+			}
+		})
+	}
+}
+
