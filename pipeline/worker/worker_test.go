@@ -140,4 +140,3 @@ func BenchmarkEventPath(b *testing.B) {
 		})
 	}
 }
-
