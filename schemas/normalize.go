@@ -50,9 +50,9 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 		if isIdentifier(seg) {
 			dst = append(dst, Placeholder...)
 			if res == 0 {
-				res = fnvOffset
+				res = seedMain
 			}
-			res = fnv(res^0x2f, seg)
+			res = hashBytes(res, seg)
 		} else {
 			dst = append(dst, seg...)
 		}
