@@ -86,6 +86,7 @@ type Decoder struct {
 
 	method, path []byte
 	haveCmd      bool
+	haveTime     bool
 	ipText       []byte
 }
 
@@ -106,7 +107,7 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 	ev.Seq, ev.Line = seq, lineNo
 	d.err = nil
 	d.ev = ev
-	d.method, d.path, d.ipText, d.haveCmd = nil, nil, nil, false
+	d.method, d.path, d.ipText, d.haveCmd, d.haveTime = nil, nil, nil, false, false
 	max := d.MaxLineBytes
 	if max == 0 {
 		max = DefaultMaxLineBytes
@@ -189,6 +190,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 			ev.ID = Hash(b)
 		}
 	case "ts":
+		d.haveTime = true
 		switch v.kind {
 		case jsonString:
 			b := v.raw
@@ -328,7 +330,7 @@ func parseAddr(b []byte) (netip.Addr, error) {
 
 func (d *Decoder) finish(now int64) error {
 	ev := d.ev
-	if ev.Time == 0 {
+	if !d.haveTime {
 		return d.fail(ErrReasonMissing, "ts is required")
 	}
 	minT, maxF := d.MinTime, d.MaxFuture

@@ -65,7 +65,7 @@ Flags:
 		defer stopMetrics()
 	}
 	go logProgress(ctx, st.p, log, 10*time.Second)
-	log.Info("pipeline running", "nats", o.natsURL, "clickhouse", redactDSN(o.clickhouse), "workers", len(st.p.Layout().Specs))
+	log.Info("pipeline running", "nats", o.natsURL, "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
 	return st.p.Run(ctx)
 }
 

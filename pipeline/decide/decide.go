@@ -242,26 +242,34 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 		return nil, nil
 	}
 	e.prune(ev.Time)
+	// An alert is news when one of its reasons was not alerted for this device at
+	// this severity within the cool-down: escalation is news, repetition is not.
+	sev := e.Severity(score)
 	fresh := false
 	for _, f := range s.Reasons() {
-		k := ev.DeviceKey ^ schemas.HashString(f.Reason)
+		k := ev.DeviceKey ^ schemas.HashString(f.Reason) ^ schemas.HashString(sev)
 		if last, ok := e.lastAlert[k]; !ok || ev.Time-last >= int64(e.cfg.Cooldown) || ev.Time < last {
 			fresh = true
 			e.lastAlert[k] = ev.Time
 		}
 	}
-	if !fresh {
+	// A block is due whenever the score warrants one and the scope is not
+	// blocked yet, even if the alert itself is a repeat.
+	wantBlock := score >= e.cfg.BlockThreshold && !e.allow.Allows(ev)
+	var scope, value, key string
+	var b block
+	if wantBlock {
+		scope, value = e.scope(ev, s)
+		key = scope + "\x00" + value
+		b = e.blocks[key]
+		wantBlock = b.expires <= ev.Time
+	}
+	if !fresh && !wantBlock {
 		return nil, nil
 	}
 	alert := e.alert(ev, s)
-	if score < e.cfg.BlockThreshold || e.allow.Allows(ev) {
+	if !wantBlock {
 		return alert, nil
-	}
-	scope, value := e.scope(ev, s)
-	key := scope + "\x00" + value
-	b := e.blocks[key]
-	if b.expires > ev.Time {
-		return alert, nil // already blocked
 	}
 	if !e.limiter.Allow(ev.Time) {
 		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: "decide", Reason: ReasonBlockCapHit,

@@ -168,3 +168,21 @@ func TestDecideQuietPathDoesNotAllocate(t *testing.T) {
 		t.Errorf("Decide below threshold allocates %v times", n)
 	}
 }
+
+// TestEscalationWithinCooldown: a flood first scores low, then high. The first
+// alert must not suppress the block the higher score warrants.
+func TestEscalationWithinCooldown(t *testing.T) {
+	e := engine(t, nil)
+	low := flood
+	low.Score = 0.64
+	if a, d := e.Decide(event("d-9", "k", "203.0.113.1", 0), scored(low)); a == nil || d != nil {
+		t.Fatalf("score 0.64: alert=%v decision=%v, want an alert only", a, d)
+	}
+	if a, d := e.Decide(event("d-9", "k", "203.0.113.1", time.Second), scored(low)); a != nil || d != nil {
+		t.Fatalf("repeat at 0.64 within the cool-down: alert=%v decision=%v, want nothing", a, d)
+	}
+	a, d := e.Decide(event("d-9", "k", "203.0.113.1", 2*time.Second), scored(flood))
+	if a == nil || d == nil || a.Severity != schemas.SeverityHigh {
+		t.Fatalf("escalation to 0.95: alert=%v decision=%v, want a high alert and a block", a, d)
+	}
+}

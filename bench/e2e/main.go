@@ -1,0 +1,165 @@
+// Command e2e measures the whole pipeline's throughput next to the raw
+// JetStream consume rate, in the same run on the same machine.
+//
+//	go run ./bench/e2e [-events 500000] [-lines 100] [-clickhouse DSN]
+//
+// It starts an embedded NATS server and (unless -clickhouse is given) a private
+// clickhouse-server, then:
+//
+//  1. ceiling: publishes messages of the same size as the pipeline's input to a
+//     scratch stream and consumes them with Fetch + per-message Ack (the
+//     pipeline's own consume pattern), giving messages/s, hence events/s at
+//     -lines events per message;
+//  2. pipeline: publishes the simulated fleet's events (-lines per message) to
+//     IOTWATCH_LOGS first, then runs the pipeline until everything is scored,
+//     written to ClickHouse and acked, giving events/s end to end.
+//
+// It prints both and their ratio.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/bench/fleet"
+	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/chserver"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+func main() {
+	events := flag.Int("events", 500000, "events to push through the pipeline")
+	lines := flag.Int("lines", 100, "events per NATS message")
+	devices := flag.Int("devices", 20000, "simulated devices")
+	dsn := flag.String("clickhouse", "", "ClickHouse DSN; empty starts a private server")
+	workers := flag.Int("workers", 0, "pipeline workers (0: GOMAXPROCS)")
+	flag.Parse()
+	if err := run(*events, *lines, *devices, *dsn, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+}
+
+func run(events, lines, devices int, dsn string, workers int) error {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{Log: log})
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	if dsn == "" {
+		chs, err := chserver.Start(ctx, chserver.Options{Log: log})
+		if err != nil {
+			return err
+		}
+		defer chs.Stop()
+		dsn = chs.DSN()
+	}
+	nc, js, err := bus.Connect(ctx, ns.URL(), "e2e", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	// Build the input first, so both measurements use the same message sizes.
+	fc := fleet.DefaultConfig()
+	fc.Devices = devices
+	fc.Duration = 24 * time.Hour
+	sim, err := fleet.New(fc)
+	if err != nil {
+		return err
+	}
+	var msgs [][]byte
+	var buf []byte
+	n, total, bytes := 0, 0, 0
+	for total < events {
+		l, _, ok := sim.Next(buf)
+		if !ok {
+			break
+		}
+		buf = append(l, '\n')
+		n++
+		total++
+		if n == lines {
+			msgs = append(msgs, append([]byte(nil), buf...))
+			bytes += len(buf)
+			buf, n = buf[:0], 0
+		}
+	}
+	if n > 0 {
+		msgs = append(msgs, append([]byte(nil), buf...))
+		bytes += len(buf)
+	}
+	avg := bytes / len(msgs)
+	fmt.Printf("input: %d events in %d messages of %d lines (%d bytes on average), %d devices\n", total, len(msgs), lines, avg, devices)
+	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+
+	// 1. Ceiling.
+	rawMsgs, err := bus.RawConsumeRate(ctx, js, len(msgs), avg, 256)
+	if err != nil {
+		return fmt.Errorf("cannot measure the raw consume rate: %w", err)
+	}
+	rawEvents := rawMsgs * float64(total) / float64(len(msgs))
+	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each): %.0f msgs/s = %.0f events/s at %d lines/msg\n", rawMsgs, rawEvents, lines)
+
+	// 2. Pipeline.
+	cons, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
+	if err != nil {
+		return err
+	}
+	subject := bus.LogSubject(schemas.FormatJSON, "bench")
+	for i, m := range msgs {
+		if _, err := js.PublishAsync(subject, m, jetstream.WithMsgID(fmt.Sprint("b-", i))); err != nil {
+			return err
+		}
+	}
+	<-js.PublishAsyncComplete()
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: "bench", Log: log})
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := ch.Migrate(ctx); err != nil {
+		return err
+	}
+	p, err := pipeline.New(pipeline.Config{Workers: workers}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(runCtx) }()
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && p.M.Acked.Load() >= uint64(len(msgs)) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	stop()
+	if err := <-done; err != nil {
+		return err
+	}
+	rate := float64(p.M.Events.Load()) / elapsed.Seconds()
+	fmt.Printf("pipeline end to end (decode, detect, decide, ClickHouse, ack): %d events in %.2fs = %.0f events/s; %d rows, %d alerts, %d decisions\n",
+		p.M.Events.Load(), elapsed.Seconds(), rate, p.M.Rows.Load(), p.M.Alerts.Load(), p.M.Decisions.Load())
+	fmt.Printf("ratio pipeline/raw: %.2f\n", rate/rawEvents)
+	return nil
+}

@@ -1,0 +1,32 @@
+package pipeline
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// WriteMetrics writes the pipeline's counters in the Prometheus text format.
+func (p *Pipeline) WriteMetrics(w io.Writer) {
+	m := &p.M
+	counter := func(name, help string, v uint64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+	}
+	gauge := func(name, help string, v int64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	counter(schemas.MetricMessagesFetched, "Log messages fetched from JetStream.", m.Messages.Load())
+	counter(schemas.MetricEventsIngested, "Events decoded and scored.", m.Events.Load())
+	counter(schemas.MetricDeadLettered, "Undecodable records sent to the dead-letter stream.", m.DeadLettered.Load())
+	counter(schemas.MetricAlerts, "Alerts published and stored.", m.Alerts.Load())
+	counter(schemas.MetricDecisions, "Decisions published and stored.", m.Decisions.Load())
+	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
+	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
+	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried).", m.SinkErrors.Load())
+	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.Flushes.Load())
+	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
+		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
+	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
+	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
+}

@@ -1,0 +1,525 @@
+// Package pipeline connects the stages of iotwatch in one process:
+//
+//	JetStream pull consumer ─▶ ingest (decode, dead-letter) ─▶ shard ─▶ workers (state + detectors + decide)
+//	   ─▶ collector (columnar batch, alerts, decisions) ─▶ flusher (ClickHouse, NATS) ─▶ ack
+//
+// Stages are goroutines joined by bounded channels, so back-pressure flows
+// upstream: a slow ClickHouse fills the flusher's queue, the collector blocks,
+// workers block, the free list of in-flight events runs dry and fetching stops.
+// Nothing is dropped.
+//
+// Ack contract: a log message is acked only after every row, alert and decision
+// derived from it is durable. Ingest follows each fetched batch of messages with
+// a barrier through every worker; when the collector has seen the barrier from
+// all workers, every result of the batch is in the collector's buffer, and the
+// batch's messages are acked after the next flush succeeds. Redelivery after a
+// crash is harmless for storage: rows, alerts and decisions carry ids derived
+// from the stream position (ReplacingMergeTree, JetStream duplicate window).
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// RowWriter stores results for analysts (ClickHouse). Each call returns only
+// when the rows are durable or ctx is done; retrying is the writer's job.
+type RowWriter interface {
+	WriteScored(ctx context.Context, rec arrow.RecordBatch) error
+	WriteAlerts(ctx context.Context, alerts []schemas.Alert) error
+	WriteDecisions(ctx context.Context, ds []schemas.Decision) error
+}
+
+// Publisher sends results to enforcement points and dead letters to the DLQ
+// stream (NATS JetStream). Each call returns after the server acknowledged.
+type Publisher interface {
+	PublishAlerts(ctx context.Context, alerts []schemas.Alert) error
+	PublishDecisions(ctx context.Context, ds []schemas.Decision) error
+	DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error
+}
+
+// Config of a pipeline. Zero values take the documented defaults.
+type Config struct {
+	// Workers is the number of shards (default GOMAXPROCS).
+	Workers int
+	// FetchBatch is the most messages one pull fetches (default 256).
+	FetchBatch int
+	// FetchWait bounds how long a pull waits for messages (default 250ms).
+	FetchWait time.Duration
+	// MaxInFlight bounds decoded events not yet flushed (default 16384).
+	MaxInFlight int
+	// FlushRows flushes when this many scored rows are buffered (default 20000).
+	FlushRows int
+	// FlushInterval flushes at least this often when anything is buffered (default 500ms).
+	FlushInterval time.Duration
+	// DrainTimeout bounds the final flush on shutdown (default 30s).
+	DrainTimeout time.Duration
+	// Detectors to enable, by name (default: all registered).
+	Detectors []string
+	Worker    worker.Config
+	Decide    decide.Config
+	// MaxLineBytes and MaxFuture configure the decoder (see schemas.Decoder).
+	MaxLineBytes int
+	MaxFuture    time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.FetchBatch <= 0 {
+		c.FetchBatch = 256
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 250 * time.Millisecond
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 16384
+	}
+	if c.FlushRows <= 0 {
+		c.FlushRows = 20000
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 500 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Worker.IdleTTL <= 0 {
+		c.Worker.IdleTTL = 7 * 24 * time.Hour
+	}
+}
+
+// Metrics are the pipeline's counters, safe to read at any time.
+type Metrics struct {
+	Messages     atomic.Uint64 // log messages fetched
+	Events       atomic.Uint64 // events decoded and scored
+	DeadLettered atomic.Uint64 // lines sent to the DLQ
+	Alerts       atomic.Uint64
+	Decisions    atomic.Uint64
+	Rows         atomic.Uint64 // scored rows written to ClickHouse
+	Acked        atomic.Uint64 // messages acked
+	Flushes      atomic.Uint64
+	FlushNanos   atomic.Uint64 // total time spent flushing
+	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
+	Devices      atomic.Int64  // devices with state, all workers
+	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
+}
+
+// item carries one event through the stages; a nil-event item with b set is a
+// batch barrier.
+type item struct {
+	ev    schemas.Event
+	sc    schemas.Scored
+	alert *schemas.Alert
+	dec   *schemas.Decision
+	b     *batch
+}
+
+// batch is one fetch's messages, acked together after their results are durable.
+type batch struct {
+	msgs []jetstream.Msg
+	left int // workers whose barrier the collector has not seen yet
+}
+
+type flushJob struct {
+	rec       arrow.RecordBatch
+	alerts    []schemas.Alert
+	decisions []schemas.Decision
+	acks      []*batch
+}
+
+// Pipeline is one running instance. Create with New, start with Run.
+type Pipeline struct {
+	cfg     Config
+	cons    jetstream.Consumer
+	rows    RowWriter
+	pub     Publisher
+	log     *slog.Logger
+	layout  *worker.Layout
+	workers []*worker.Worker
+	fleet   *detectors.ClassTable
+	limiter *decide.Limiter
+	M       Metrics
+
+	free    chan *item
+	shards  []chan *item
+	results chan *item
+	jobs    chan flushJob
+}
+
+// New checks cfg and builds the workers. cons is the durable pull consumer on
+// IOTWATCH_LOGS; rows and pub are the sinks.
+func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
+	cfg.defaults()
+	if cfg.Decide.AlertThreshold == 0 && cfg.Decide.BlockThreshold == 0 {
+		cfg.Decide = decide.DefaultConfig()
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	layout, err := worker.NewLayout(cfg.Detectors)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, layout: layout,
+		fleet:   detectors.NewClassTable(1<<18, 1<<12),
+		limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)}
+	for range cfg.Workers {
+		eng, err := decide.NewEngine(cfg.Decide, p.limiter)
+		if err != nil {
+			return nil, err
+		}
+		w, err := worker.New(layout, cfg.Worker, p.fleet, eng)
+		if err != nil {
+			return nil, err
+		}
+		p.workers = append(p.workers, w)
+	}
+	return p, nil
+}
+
+// Layout returns the per-device record layout in use.
+func (p *Pipeline) Layout() *worker.Layout { return p.layout }
+
+// Run consumes until ctx is done, then drains: it stops fetching, scores what
+// was fetched, flushes and acks within DrainTimeout. It returns nil after a
+// clean drain.
+func (p *Pipeline) Run(ctx context.Context) error {
+	cfg := p.cfg
+	p.free = make(chan *item, cfg.MaxInFlight)
+	for range cfg.MaxInFlight {
+		p.free <- new(item)
+	}
+	p.results = make(chan *item, 4096)
+	p.jobs = make(chan flushJob, 1)
+	var wg sync.WaitGroup
+	for i, w := range p.workers {
+		ch := make(chan *item, 1024)
+		p.shards = append(p.shards, ch)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.work(i, w, ch)
+		}()
+	}
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	flushed := make(chan error, 1)
+	go func() { flushed <- p.flusher(drainCtx) }()
+	collected := make(chan struct{})
+	go func() {
+		p.collect()
+		close(collected)
+	}()
+
+	p.ingest(ctx)
+
+	// Drain: workers finish their queues, the collector flushes the rest.
+	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
+	defer timer.Stop()
+	for _, ch := range p.shards {
+		close(ch)
+	}
+	wg.Wait()
+	close(p.results)
+	<-collected
+	err := <-flushed
+	if err != nil {
+		return fmt.Errorf("cannot drain pipeline: %w", err)
+	}
+	return nil
+}
+
+// ingest fetches, decodes and dispatches until ctx is done.
+func (p *Pipeline) ingest(ctx context.Context) {
+	dec := schemas.Decoder{MaxLineBytes: p.cfg.MaxLineBytes, MaxFuture: int64(p.cfg.MaxFuture)}
+	var lastErr time.Time
+	for ctx.Err() == nil {
+		msgs, err := p.cons.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(p.cfg.FetchWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(lastErr) > 5*time.Second {
+				p.log.Warn("cannot fetch log messages, retrying", "err", err)
+				lastErr = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		b := &batch{left: len(p.shards)}
+		for msg := range msgs.Messages() {
+			p.M.Messages.Add(1)
+			if p.decodeMessage(ctx, &dec, msg) {
+				b.msgs = append(b.msgs, msg)
+			}
+		}
+		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			if time.Since(lastErr) > 5*time.Second {
+				p.log.Warn("fetch ended with an error", "err", err)
+				lastErr = time.Now()
+			}
+		}
+		if len(b.msgs) == 0 {
+			continue
+		}
+		for _, ch := range p.shards {
+			ch <- &item{b: b}
+		}
+	}
+}
+
+// decodeMessage splits a message into lines, decodes each into an item and
+// sends it to its shard; undecodable lines go to the DLQ with the reason. It
+// reports false when a line could not be dead-lettered (shutdown): the message
+// must then stay unacked, to be redelivered.
+func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg jetstream.Msg) bool {
+	ok := true
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	data := msg.Data()
+	now := time.Now().UnixNano()
+	line := uint32(0)
+	for len(data) > 0 {
+		var l []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			l, data = data[:i], data[i+1:]
+		} else {
+			l, data = data, nil
+		}
+		if len(bytes.TrimSpace(l)) == 0 {
+			line++
+			continue
+		}
+		it := <-p.free
+		var err error
+		if line >= schemas.MaxLinesPerMessage {
+			err = &schemas.DecodeError{Reason: ReasonTooManyLines, Detail: fmt.Sprintf("a message may carry at most %d lines", schemas.MaxLinesPerMessage)}
+		} else {
+			err = dec.Decode(l, seq, line, now, &it.ev)
+		}
+		if err != nil {
+			p.free <- it
+			ok = p.deadLetter(ctx, msg.Subject(), seq, line, err, l) && ok
+			line++
+			continue
+		}
+		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
+		line++
+	}
+	return ok
+}
+
+// ReasonTooManyLines dead-letters lines beyond schemas.MaxLinesPerMessage.
+const ReasonTooManyLines = "too_many_lines"
+
+func (p *Pipeline) deadLetter(ctx context.Context, subject string, seq uint64, line uint32, err error, payload []byte) bool {
+	reason, detail := "undecodable", err.Error()
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		reason, detail = de.Reason, de.Detail
+	}
+	// The DLQ must hold the line before its message is acked: retry until it does.
+	for attempt := 0; ; attempt++ {
+		perr := p.pub.DeadLetter(ctx, subject, seq, line, reason, detail, payload)
+		if perr == nil {
+			p.M.DeadLettered.Add(1)
+			return true
+		}
+		p.M.SinkErrors.Add(1)
+		if attempt%10 == 0 {
+			p.log.Warn("cannot dead-letter a record, retrying", "subject", subject, "seq", seq, "line", line, "err", perr)
+		}
+		if ctx.Err() != nil {
+			// Shutting down: the message stays unacked and will be redelivered.
+			return false
+		}
+		time.Sleep(backoff(attempt))
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 8)
+	return min(d, 5*time.Second)
+}
+
+// work runs one shard.
+func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
+	var n int
+	lastDevices := int64(0)
+	for it := range in {
+		if it.b == nil {
+			it.alert, it.dec = w.Process(&it.ev, &it.sc)
+			n++
+			if n&4095 == 0 {
+				d := int64(w.Stats().Devices)
+				p.M.Devices.Add(d - lastDevices)
+				lastDevices = d
+			}
+		}
+		p.results <- it
+	}
+	d := int64(w.Stats().Devices)
+	p.M.Devices.Add(d - lastDevices)
+}
+
+// collect builds columnar batches and hands them to the flusher.
+func (p *Pipeline) collect() {
+	rows := schemas.NewScoredBatch(memory.DefaultAllocator)
+	defer rows.Release()
+	var (
+		alerts    []schemas.Alert
+		decisions []schemas.Decision
+		completed []*batch
+	)
+	flush := func() {
+		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 {
+			return
+		}
+		p.jobs <- flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed}
+		alerts, decisions, completed = nil, nil, nil
+	}
+	ticker := time.NewTicker(p.cfg.FlushInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case it, ok := <-p.results:
+			if !ok {
+				flush()
+				close(p.jobs)
+				return
+			}
+			if it.b != nil {
+				if it.b.left--; it.b.left == 0 {
+					completed = append(completed, it.b)
+				}
+				continue
+			}
+			rows.Append(&it.ev, &it.sc)
+			p.M.Events.Add(1)
+			if it.ev.Time > p.M.LastEvent.Load() {
+				p.M.LastEvent.Store(it.ev.Time)
+			}
+			if it.alert != nil {
+				alerts = append(alerts, *it.alert)
+			}
+			if it.dec != nil {
+				decisions = append(decisions, *it.dec)
+			}
+			it.alert, it.dec = nil, nil
+			p.free <- it
+			if rows.Len() >= p.cfg.FlushRows {
+				flush()
+			}
+		case <-ticker.C:
+			flush()
+		}
+	}
+}
+
+// flusher makes each job durable, in order, then acks its messages. It
+// returns an error only if ctx ends before a job is durable (its messages stay
+// unacked and JetStream redelivers them).
+func (p *Pipeline) flusher(ctx context.Context) error {
+	var failed error
+	for job := range p.jobs {
+		if failed != nil {
+			job.rec.Release()
+			continue // keep draining so the collector never blocks
+		}
+		start := time.Now()
+		err := p.flushJob(ctx, job)
+		job.rec.Release()
+		if err != nil {
+			failed = err
+			p.log.Error("cannot flush results; their messages stay unacked for redelivery", "err", err)
+			continue
+		}
+		acked := 0
+		for _, b := range job.acks {
+			for _, m := range b.msgs {
+				if err := m.Ack(); err != nil {
+					p.log.Warn("cannot ack message; it will be redelivered", "err", err)
+					continue
+				}
+				acked++
+			}
+		}
+		p.M.Acked.Add(uint64(acked))
+		p.M.Flushes.Add(1)
+		p.M.FlushNanos.Add(uint64(time.Since(start)))
+	}
+	return failed
+}
+
+func (p *Pipeline) flushJob(ctx context.Context, job flushJob) error {
+	if n := job.rec.NumRows(); n > 0 {
+		if err := p.rows.WriteScored(ctx, job.rec); err != nil {
+			return fmt.Errorf("cannot write %d scored rows: %w", n, err)
+		}
+		p.M.Rows.Add(uint64(n))
+	}
+	// Decisions first: enforcement points are waiting for them.
+	if len(job.decisions) > 0 {
+		if err := p.retry(ctx, "publish decisions", func() error { return p.pub.PublishDecisions(ctx, job.decisions) }); err != nil {
+			return err
+		}
+		if err := p.rows.WriteDecisions(ctx, job.decisions); err != nil {
+			return fmt.Errorf("cannot write %d decisions: %w", len(job.decisions), err)
+		}
+		p.M.Decisions.Add(uint64(len(job.decisions)))
+	}
+	if len(job.alerts) > 0 {
+		if err := p.retry(ctx, "publish alerts", func() error { return p.pub.PublishAlerts(ctx, job.alerts) }); err != nil {
+			return err
+		}
+		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
+			return fmt.Errorf("cannot write %d alerts: %w", len(job.alerts), err)
+		}
+		p.M.Alerts.Add(uint64(len(job.alerts)))
+	}
+	return nil
+}
+
+// retry calls f until it succeeds or ctx is done.
+func (p *Pipeline) retry(ctx context.Context, what string, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		p.M.SinkErrors.Add(1)
+		if attempt%10 == 0 {
+			p.log.Warn("sink call failed, retrying", "what", what, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot %s: %w", what, errors.Join(err, ctx.Err()))
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}

@@ -1,0 +1,283 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// natsEnv is an embedded NATS server with the iotwatch streams and bucket.
+type natsEnv struct {
+	ctx context.Context
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	pub *NATSPublisher
+}
+
+func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
+	t.Helper()
+	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatalf("cannot start embedded NATS server: %v", err)
+	}
+	t.Cleanup(e.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	nc, js, err := bus.Connect(ctx, e.URL(), "sink-test", nil)
+	if err != nil {
+		t.Fatalf("cannot connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	env := &natsEnv{ctx: ctx, js: js}
+	if ensure {
+		if _, env.kv, err = bus.Ensure(ctx, js, bus.DefaultStreamsConfig()); err != nil {
+			t.Fatalf("cannot ensure streams: %v", err)
+		}
+	}
+	env.pub = NewNATSPublisher(js, env.kv, nil)
+	return env
+}
+
+// streamMsgs returns every message of stream, in order.
+func (env *natsEnv) streamMsgs(t *testing.T, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := env.js.Stream(env.ctx, stream)
+	if err != nil {
+		t.Fatalf("cannot get stream %q: %v", stream, err)
+	}
+	info, err := s.Info(env.ctx)
+	if err != nil {
+		t.Fatalf("cannot get stream %q info: %v", stream, err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(env.ctx, seq)
+		if err != nil {
+			t.Fatalf("cannot get message %d of %q: %v", seq, stream, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+func testAlerts() []schemas.Alert {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	mk := func(id, device, severity string, score float64) schemas.Alert {
+		return schemas.Alert{
+			ID: id, Time: at, Tenant: "acme", Device: device, Score: score, Severity: severity,
+			Reasons:      []schemas.Explanation{{Detector: schemas.DetectorVolume, Reason: schemas.ReasonRateSpike, Score: score, Observed: 120, Expected: 3}},
+			FirstEventID: 100, LastEventID: 140, SchemaV: schemas.SchemaVersion,
+		}
+	}
+	return []schemas.Alert{
+		mk("a-1", "d-1", schemas.SeverityHigh, 0.8),
+		mk("a-2", "d-2", schemas.SeverityCritical, 0.97),
+		mk("a-3", "d-3", schemas.SeverityLow, 0.4),
+	}
+}
+
+func TestNATSPublishAlerts(t *testing.T) {
+	env := newNATSEnv(t, true)
+	alerts := testAlerts()
+	for range 2 { // the second call is a retry: the duplicate window drops it
+		if err := env.pub.PublishAlerts(env.ctx, alerts); err != nil {
+			t.Fatalf("cannot publish alerts: %v", err)
+		}
+	}
+	msgs := env.streamMsgs(t, schemas.StreamAlerts)
+	if len(msgs) != len(alerts) {
+		t.Fatalf("IOTWATCH_ALERTS holds %d messages after publishing %d alerts twice; want %d", len(msgs), len(alerts), len(alerts))
+	}
+	for i, m := range msgs {
+		a := alerts[i]
+		wantSubj := "iotwatch.alerts." + a.Severity
+		if m.Subject != wantSubj || m.Header.Get(jetstream.MsgIDHeader) != a.ID || m.Header.Get(schemas.HeaderSchemaVersion) != "1" {
+			t.Fatalf("message %d: subject %q, msg id %q, schema version %q; want %q, %q, \"1\"",
+				i, m.Subject, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get(schemas.HeaderSchemaVersion), wantSubj, a.ID)
+		}
+		var got schemas.Alert
+		if err := json.Unmarshal(m.Data, &got); err != nil {
+			t.Fatalf("message %d is not an alert: %v", i, err)
+		}
+		if got.ID != a.ID || got.Device != a.Device || !got.Time.Equal(a.Time) || len(got.Reasons) != 1 || got.Reasons[0].Observed != 120 {
+			t.Fatalf("message %d decodes to %+v; want %+v", i, got, a)
+		}
+	}
+}
+
+func TestNATSPublishAlertsRejectsIncomplete(t *testing.T) {
+	env := newNATSEnv(t, true)
+	alerts := testAlerts()
+	alerts[2].ID = ""
+	if err := env.pub.PublishAlerts(env.ctx, alerts); err == nil || !strings.Contains(err.Error(), `device "d-3"`) {
+		t.Fatalf("PublishAlerts with an empty id: error %v; want one naming device \"d-3\"", err)
+	}
+	if msgs := env.streamMsgs(t, schemas.StreamAlerts); len(msgs) != 0 {
+		t.Fatalf("a rejected slice published %d alerts; want none", len(msgs))
+	}
+}
+
+func TestNATSPublishAlertsWithoutStreamFails(t *testing.T) {
+	env := newNATSEnv(t, false)
+	err := env.pub.PublishAlerts(env.ctx, testAlerts()[:1])
+	if err == nil || !strings.Contains(err.Error(), `cannot publish alert "a-1"`) {
+		t.Fatalf("PublishAlerts without streams: error %v; want one naming alert \"a-1\"", err)
+	}
+}
+
+func testDecision(id, action, scope, value string) schemas.Decision {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	return schemas.Decision{
+		ID: id, Action: action, Scope: scope, Value: value, Tenant: "acme", Device: "d-1",
+		CreatedAt: at, ExpiresAt: at.Add(time.Hour), Reason: schemas.ReasonPrivilegedNew, Score: 0.95,
+		AlertID: "a-1", Issuer: "iotwatch", SchemaV: schemas.SchemaVersion,
+	}
+}
+
+func TestNATSPublishDecisions(t *testing.T) {
+	env := newNATSEnv(t, true)
+	block := testDecision("dec-1", schemas.ActionBlock, schemas.ScopeDevice, "acme/d-1")
+	throttle := testDecision("dec-2", schemas.ActionThrottle, schemas.ScopeIP, "203.0.113.7")
+	dry := testDecision("dec-3", schemas.ActionDryRunBlock, schemas.ScopeDevice, "acme/d-2")
+	dry.DryRun = true
+	dryFlag := testDecision("dec-4", schemas.ActionBlock, schemas.ScopeAPIKey, "key-9")
+	dryFlag.DryRun = true
+	first := []schemas.Decision{block, throttle, dry, dryFlag}
+	for range 2 { // a retried slice stores nothing new
+		if err := env.pub.PublishDecisions(env.ctx, first); err != nil {
+			t.Fatalf("cannot publish decisions: %v", err)
+		}
+	}
+
+	getKV := func(d schemas.Decision) (schemas.Decision, error) {
+		t.Helper()
+		e, err := env.kv.Get(env.ctx, schemas.KVKey(d.Scope, d.Value))
+		if err != nil {
+			return schemas.Decision{}, err
+		}
+		var got schemas.Decision
+		if err := json.Unmarshal(e.Value(), &got); err != nil {
+			t.Fatalf("KV value of %q is not a decision: %v", e.Key(), err)
+		}
+		return got, nil
+	}
+	for _, d := range []schemas.Decision{block, throttle} {
+		got, err := getKV(d)
+		if err != nil || got.ID != d.ID || got.Action != d.Action || !got.ExpiresAt.Equal(d.ExpiresAt) {
+			t.Fatalf("KV entry for %s %s=%q: %+v, error %v; want decision %q", d.Action, d.Scope, d.Value, got, err, d.ID)
+		}
+	}
+	for _, d := range []schemas.Decision{dry, dryFlag} {
+		if _, err := getKV(d); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("dry-run decision %q: KV lookup error %v; want ErrKeyNotFound", d.ID, err)
+		}
+	}
+
+	unblock := testDecision("dec-5", schemas.ActionUnblock, schemas.ScopeDevice, "acme/d-1")
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{unblock}); err != nil {
+		t.Fatalf("cannot publish unblock: %v", err)
+	}
+	if _, err := getKV(block); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after unblock the KV lookup of the device gave error %v; want ErrKeyNotFound", err)
+	}
+	if _, err := getKV(throttle); err != nil {
+		t.Fatalf("unblocking the device removed the IP throttle: %v", err)
+	}
+
+	msgs := env.streamMsgs(t, schemas.StreamDecisions)
+	want := []struct{ subject, id string }{
+		{"iotwatch.decisions.block", "dec-1"},
+		{"iotwatch.decisions.throttle", "dec-2"},
+		{"iotwatch.decisions.would_block", "dec-3"},
+		{"iotwatch.decisions.block", "dec-4"},
+		{"iotwatch.decisions.unblock", "dec-5"},
+	}
+	if len(msgs) != len(want) {
+		t.Fatalf("IOTWATCH_DECISIONS holds %d messages; want %d", len(msgs), len(want))
+	}
+	for i, m := range msgs {
+		if m.Subject != want[i].subject || m.Header.Get(jetstream.MsgIDHeader) != want[i].id {
+			t.Fatalf("decision message %d: subject %q, msg id %q; want %q, %q", i, m.Subject, m.Header.Get(jetstream.MsgIDHeader), want[i].subject, want[i].id)
+		}
+	}
+
+	// Block and unblock of one key in a single slice leaves it unblocked.
+	again := testDecision("dec-6", schemas.ActionBlock, schemas.ScopeDevice, "acme/d-7")
+	undo := testDecision("dec-7", schemas.ActionUnblock, schemas.ScopeDevice, "acme/d-7")
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{again, undo}); err != nil {
+		t.Fatalf("cannot publish block+unblock: %v", err)
+	}
+	if _, err := getKV(again); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("block then unblock in one slice: KV lookup error %v; want ErrKeyNotFound", err)
+	}
+}
+
+func TestNATSPublishDecisionsRejectsInvalid(t *testing.T) {
+	env := newNATSEnv(t, true)
+	f := func(d schemas.Decision, want string) {
+		t.Helper()
+		ok := testDecision("ok-1", schemas.ActionBlock, schemas.ScopeDevice, "acme/d-1")
+		err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{ok, d})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("PublishDecisions error %v; want one containing %q", err, want)
+		}
+	}
+	f(testDecision("x-1", "ban", schemas.ScopeDevice, "d"), `unknown action "ban"`)
+	f(testDecision("x-2", schemas.ActionBlock, "mac", "d"), `unknown scope "mac"`)
+	f(testDecision("x-3", schemas.ActionBlock, schemas.ScopeIP, ""), "id and value must be set")
+	f(testDecision("", schemas.ActionBlock, schemas.ScopeIP, "10.0.0.1"), "id and value must be set")
+	if msgs := env.streamMsgs(t, schemas.StreamDecisions); len(msgs) != 0 {
+		t.Fatalf("rejected slices published %d decisions; want none", len(msgs))
+	}
+}
+
+func TestNATSDeadLetter(t *testing.T) {
+	env := newNATSEnv(t, true)
+	payload := []byte(`{"time":"2026-03-01T12:00:00Z","device":`)
+	for range 2 { // a redelivered message dead-letters the same line again
+		err := env.pub.DeadLetter(env.ctx, "iotwatch.logs.json.kong-eu1", 42, 3, "bad_json", "unexpected end\r\nof input", payload)
+		if err != nil {
+			t.Fatalf("cannot dead-letter: %v", err)
+		}
+	}
+	if err := env.pub.DeadLetter(env.ctx, "iotwatch.logs.json.kong-eu1", 42, 4, "bad.time", strings.Repeat("é", 1000), []byte("x")); err != nil {
+		t.Fatalf("cannot dead-letter: %v", err)
+	}
+	msgs := env.streamMsgs(t, schemas.StreamDLQ)
+	if len(msgs) != 2 {
+		t.Fatalf("IOTWATCH_DLQ holds %d messages; want 2", len(msgs))
+	}
+	m := msgs[0]
+	wantHeaders := map[string]string{
+		schemas.HeaderDLQReason:   "bad_json",
+		schemas.HeaderDLQSubject:  "iotwatch.logs.json.kong-eu1",
+		schemas.HeaderDLQSequence: "42",
+		schemas.HeaderDLQLine:     "3",
+		schemas.HeaderDLQDetail:   "unexpected end  of input",
+		jetstream.MsgIDHeader:     "42-3",
+	}
+	for k, v := range wantHeaders {
+		if got := m.Header.Get(k); got != v {
+			t.Fatalf("dead letter header %s = %q; want %q", k, got, v)
+		}
+	}
+	if m.Subject != "iotwatch.dlq.bad_json" || string(m.Data) != string(payload) {
+		t.Fatalf("dead letter subject %q payload %q; want iotwatch.dlq.bad_json and the original line", m.Subject, m.Data)
+	}
+	m = msgs[1]
+	if m.Subject != "iotwatch.dlq.bad_time" || m.Header.Get(schemas.HeaderDLQReason) != "bad.time" || m.Header.Get(jetstream.MsgIDHeader) != "42-4" {
+		t.Fatalf("second dead letter: subject %q reason %q msg id %q; want iotwatch.dlq.bad_time, bad.time, 42-4",
+			m.Subject, m.Header.Get(schemas.HeaderDLQReason), m.Header.Get(jetstream.MsgIDHeader))
+	}
+	if d := m.Header.Get(schemas.HeaderDLQDetail); len(d) > maxDetailLen || len(d) < maxDetailLen-1 || strings.ContainsRune(d, '\uFFFD') {
+		t.Fatalf("long detail header is %d bytes (valid UTF-8: %v); want it cut to about %d on a rune boundary", len(d), !strings.ContainsRune(d, '\uFFFD'), maxDetailLen)
+	}
+}
