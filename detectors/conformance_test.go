@@ -193,9 +193,7 @@ func TestRandomEventsAndState(t *testing.T) {
 				f := d.Observe(&ev, state, fleet)
 				check(t, s, f, fmt.Sprintf("iteration %d", i))
 				reasons[f.Reason]++
-				if f.Reason == schemas.ReasonNone {
-					fleet.Learn(&ev)
-				}
+				fleet.Learn(&ev)
 				if !bytes.Equal(buf[s.StateSize:], make([]byte, 8)) {
 					t.Fatalf("iteration %d: Observe wrote past its %d bytes of state", i, s.StateSize)
 				}
@@ -257,9 +255,7 @@ func TestDeterministicReplay(t *testing.T) {
 					f := d.Observe(&evs[i], state, fleet)
 					check(t, s, f, fmt.Sprintf("event %d", i))
 					out = append(out, f)
-					if f.Reason == schemas.ReasonNone {
-						fleet.Learn(&evs[i])
-					}
+					fleet.Learn(&evs[i])
 				}
 				return out, state
 			}
@@ -290,9 +286,8 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 			i := 0
 			allocs := testing.AllocsPerRun(len(evs), func() {
 				ev := &evs[i%len(evs)]
-				if f := d.Observe(ev, state, fleet); f.Reason == schemas.ReasonNone {
-					fleet.Learn(ev)
-				}
+				d.Observe(ev, state, fleet)
+				fleet.Learn(ev)
 				i++
 			})
 			if allocs != 0 {

@@ -31,12 +31,18 @@ type Detector interface {
 
 // Fleet is a read-only view of class-level statistics shared by all workers.
 // Values may lag the events being scored by a few milliseconds.
+//
+// Class statistics count distinct devices, not events: one device, however
+// many requests it sends, counts once. An attacker driving one device (or one
+// stolen key) therefore cannot make its commands look normal for the class,
+// while a fleet-wide change of behaviour (vehicles starting their day) is
+// learned after a few devices.
 type Fleet interface {
-	// ClassCommandCount returns how many times devices of the class issued the
-	// command without being flagged (saturating).
-	ClassCommandCount(class, command uint64) uint32
-	// ClassEvents returns how many unflagged events the class produced in total.
-	ClassEvents(class uint64) uint64
+	// ClassCommandDevices estimates how many distinct devices of the class,
+	// other than device (a DeviceKey), issued the command.
+	ClassCommandDevices(class, command, device uint64) float64
+	// ClassDevices estimates how many distinct devices of the class were seen.
+	ClassDevices(class uint64) float64
 }
 
 // Spec describes a detector for the registry.

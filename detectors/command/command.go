@@ -31,17 +31,24 @@ const (
 	// silently, except privileged commands its (established) class never issued.
 	WarmEvents = 20
 	WarmAge    = 600.0
-	// ClassWarmEvents is the number of unflagged class events from which the
-	// class's vocabulary is trusted.
-	ClassWarmEvents = 1000
+	// ClassWarmDevices is the number of distinct devices from which a class's
+	// vocabulary is trusted; ClassKnownDevices how many other devices must have
+	// issued a privileged command before it counts as known to the class.
+	ClassWarmDevices  = 20
+	ClassKnownDevices = 3
+	// A command issued by UsualShare of the class's devices (or UsualDevices
+	// devices) is usual for the class: its findings score lowest.
+	UsualShare   = 0.2
+	UsualDevices = 30
 	// Scores.
-	ScorePrivilegedNew   = 0.95 // privileged, never issued by the device nor its class
-	ScorePrivilegedYoung = 0.8  // the same on a device still warming up
-	ScorePrivilegedClass = 0.6  // privileged, never issued by the device, known to its class (learned)
-	ScoreClassMin        = 0.4  // never issued by the class: from this in a young class...
-	ScoreClassMax        = 0.7  // ...to this in an established one (learned below LearnBelow)
-	ScoreDeviceMax       = 0.35 // issued by the class, rarely...
-	ScoreDeviceMin       = 0.1  // ...or commonly (1% of the class's events or more)
+	ScorePrivilegedNew   = 0.95 // privileged, issued by fewer than ClassKnownDevices other devices of the class
+	ScorePrivilegedYoung = 0.8  // the same on a device still warming up, in a warm class
+	ScorePrivilegedClass = 0.5  // privileged, never issued by the device, rare in its class...
+	ScorePrivilegedUsual = 0.2  // ...down to this when usual for the class (locks unlock)
+	ScoreClassMin        = 0.4  // issued by no other device of the class: from this in a young class...
+	ScoreClassMax        = 0.7  // ...to this in a warm one (not learned by the device above LearnBelow)
+	ScoreDeviceMax       = 0.35 // issued by other devices of the class, few...
+	ScoreDeviceMin       = 0.1  // ...or usual for the class
 	LearnBelow           = 0.5
 	// Window is the enumeration window, in seconds; the observed count covers
 	// the current and the previous window.
@@ -128,13 +135,16 @@ func (s *state) store(b []byte) {
 const Doc = "Commands the device never issued (256-bit Bloom filter per device) judged against its class: a " +
 	"privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, config or " +
 	"reconfig, or the word fw or ota) the class never issued scores 0.95 and is never learned " +
-	"(privileged_command_new; 0.6 and learned when the class issues it); a command the class never issued scores " +
-	"0.4-0.7 by the class's maturity (new_class_command); one the class issues scores 0.1-0.35, rarer higher " +
-	"(new_command). Devices with fewer than 20 events or 10 minutes of history learn silently, except privileged " +
-	"commands unknown to an established class (0.8). Enumeration: distinct resources other than the device's own " +
+	"(privileged_command_new; 0.5 falling to 0.2 as more of the class issues it, and learned). Class knowledge " +
+	"counts distinct devices (sketches in the fleet view), so one device cannot teach its class: a privileged " +
+	"command issued by fewer than 3 other devices of the class scores 0.95 and is never learned; a command no " +
+	"other device of the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one " +
+	"others issue scores 0.1-0.35, rarer higher (new_command). Devices with fewer than 20 events or 10 minutes " +
+	"of history learn silently, except privileged commands unknown to a warm class (0.8). Enumeration: distinct resources other than the device's own " +
 	"addressed in the last 30-60 s (Observed, estimated) against the device's baseline for that span (Expected), " +
 	"fires at 10 or more, 4x expected and a Poisson tail below 1e-6; score 0.5 rising with the count. For " +
-	"command findings Observed is the class's count of the command and Expected the class's event count; the " +
+	"command findings Observed is the estimated number of other devices of the class that issued the command and " +
+	"Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\")."
 
 func init() {
@@ -248,12 +258,12 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 	if bloom[b1>>3]&(1<<(b1&7)) != 0 && bloom[b2>>3]&(1<<(b2&7)) != 0 {
 		return schemas.Finding{}
 	}
-	var classCount uint32
-	var classEvents uint64
+	var others, devices float64 // other devices of the class that issued it; devices of the class
 	if fleet != nil {
-		classCount = fleet.ClassCommandCount(ev.ClassKey, h)
-		classEvents = fleet.ClassEvents(ev.ClassKey)
+		others = fleet.ClassCommandDevices(ev.ClassKey, h, ev.DeviceKey)
+		devices = fleet.ClassDevices(ev.ClassKey)
 	}
+	classWarm := devices >= ClassWarmDevices
 	priv := Privileged(ev.Command)
 	var (
 		reason string
@@ -262,21 +272,23 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 	)
 	switch {
 	case !warm:
-		if priv && classCount == 0 && classEvents >= ClassWarmEvents {
+		if priv && others < ClassKnownDevices && classWarm {
 			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		}
-	case priv && classCount == 0:
+	case priv && others < ClassKnownDevices:
 		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
 	case priv:
-		reason, score = schemas.ReasonPrivilegedNew, ScorePrivilegedClass
-	case classCount == 0:
+		// A lock that unlocks for the first time is a lock; a privileged command
+		// few of its class issue is worth a look, not an alert on its own.
+		reason = schemas.ReasonPrivilegedNew
+		score = ScorePrivilegedClass - (ScorePrivilegedClass-ScorePrivilegedUsual)*usual(others, devices)
+	case others < 0.5:
 		reason = schemas.ReasonNewClassCommand
-		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(float64(classEvents)/ClassWarmEvents, 1)
+		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1)
 		learn = score < LearnBelow
 	default:
-		share := float64(classCount) / max(float64(classEvents), 1)
 		reason = schemas.ReasonNewCommand
-		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*min(share/0.01, 1)
+		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*usual(others, devices)
 	}
 	if learn {
 		bloom[b1>>3] |= 1 << (b1 & 7)
@@ -289,10 +301,18 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 		Detector:      schemas.DetectorCommand,
 		Reason:        reason,
 		Score:         float32(score),
-		Observed:      float64(classCount),
-		Expected:      float64(classEvents),
+		Observed:      math.Round(others*10) / 10,
+		Expected:      math.Round(devices*10) / 10,
 		ObservedLabel: commandLabel(ev.Command),
 	}
+}
+
+// usual is how usual a command is for its class, in [0,1]: the share of the
+// class's devices that issued it, relative to UsualShare (capped at
+// UsualDevices devices, for large classes whose sketches saturate).
+func usual(others, devices float64) float64 {
+	need := min(max(UsualShare*devices, ClassKnownDevices), UsualDevices)
+	return min(others/need, 1)
 }
 
 // commandLabel returns the end of cmd, where commands differ: its last 16

@@ -27,9 +27,8 @@ func benchObserve(b *testing.B, raw ...string) {
 	for range 2000 {
 		t += 60e9
 		usual.Time = t
-		if f := d.Observe(usual, state, fleet); f.Reason == schemas.ReasonNone {
-			fleet.Learn(usual)
-		}
+		d.Observe(usual, state, fleet)
+		fleet.Learn(usual)
 	}
 	evs := make([]*schemas.Event, len(raw))
 	for i, r := range raw {

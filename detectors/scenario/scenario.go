@@ -37,6 +37,10 @@
 //	    moves the virtual clock forward by D.
 //	evict
 //	    zeroes the current device's state record: a cold start.
+//	peers N [FIELD=V...]
+//	    teaches the fleet view that N other devices of the current device's class
+//	    issued its command (or the cmd given): class knowledge counts distinct
+//	    devices, so this sets up a class that knows a command.
 //	seed N
 //	    reseeds the random source used by jitter, errrate and failrate (default 1).
 //
@@ -50,7 +54,7 @@
 //
 // Events are scored by every detector the Runner drives, in name order, through
 // one record per device (detectors.Layout) and a detectors.ClassTable that
-// learns only events no detector flagged, as the worker does.
+// learns every event, as the worker does (it counts distinct devices).
 package scenario
 
 import (
@@ -164,6 +168,8 @@ func (r *Runner) Exec(line string) (string, error) {
 		}
 		clear(r.record(r.devices[r.cur]))
 		return "", nil
+	case "peers":
+		return r.peers(args)
 	case "seed":
 		if len(args) != 1 {
 			return "", fmt.Errorf("cannot parse %q: want seed N", line)
@@ -176,6 +182,34 @@ func (r *Runner) Exec(line string) (string, error) {
 		return "", nil
 	}
 	return "", fmt.Errorf("cannot run unknown command %q", verb)
+}
+
+// peers teaches the fleet view that n other devices of the current device's
+// class issued a command (the current device's, or cmd=...), as the worker
+// would after seeing them. Class knowledge counts distinct devices, so this is
+// how a scenario sets up a class that knows (or half knows) a command.
+func (r *Runner) peers(args []string) (string, error) {
+	if r.cur == "" || len(args) == 0 {
+		return "", fmt.Errorf("cannot parse peers: want a device selected and peers N [cmd=\"METHOD /path\"]")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n <= 0 {
+		return "", fmt.Errorf("cannot parse peers count %q: want a positive integer", args[0])
+	}
+	f := r.devices[r.cur]
+	for _, a := range args[1:] {
+		k, v, _ := strings.Cut(a, "=")
+		if err := f.set(k, v); err != nil {
+			return "", err
+		}
+	}
+	for i := range n {
+		p := f
+		p.device = fmt.Sprintf("%s-peer-%d", f.device, i)
+		r.fill(&p, r.now)
+		r.fleet.Learn(&r.ev)
+	}
+	return fmt.Sprintf("class %s: %d peers issued %s\n", f.class, n, expand(f.cmd, 0)), nil
 }
 
 func (r *Runner) device(args []string) error {
@@ -329,13 +363,11 @@ func (r *Runner) replay(args []string) (string, error) {
 		}
 		r.seq++
 		r.fill(&e, t)
-		flagged := false
 		for d, det := range r.dets {
 			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.fleet)
 			if fd.Reason == schemas.ReasonNone {
 				continue
 			}
-			flagged = true
 			findings++
 			name := r.layout.Specs[d].Name
 			key := name + "/" + fd.Reason
@@ -349,9 +381,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			open[key] = ru
 			runs = append(runs, ru)
 		}
-		if !flagged {
-			r.fleet.Learn(&r.ev)
-		}
+		r.fleet.Learn(&r.ev) // as the worker does: every event, counted once per device
 	}
 	var sb strings.Builder
 	switch findings {

@@ -4,7 +4,7 @@
 //
 // Per event: one read of the device's record from the state table (in place),
 // every detector's Observe on its slice of the record, learning into the shared
-// class table when no detector found anything, and the decision engine. The
+// class table (distinct devices per class and command), and the decision engine. The
 // common path allocates nothing.
 package worker
 
@@ -115,11 +115,9 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 			out.Add(f)
 		}
 	}
-	// Only events no detector found anything in teach the class model, so an
-	// attack never makes its own commands look normal for the class.
-	if out.N == 0 {
-		w.fleet.Learn(ev)
-	}
+	// Every event teaches the class model, which counts distinct devices: an
+	// attack from one device cannot make its commands look normal for the class.
+	w.fleet.Learn(ev)
 	return w.engine.Decide(ev, out)
 }
 
