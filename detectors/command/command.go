@@ -336,8 +336,15 @@ func commandLabel(cmd []byte) schemas.Label {
 // config or reconfig, or is fw or ota. Words are runs of ASCII letters, also
 // split where a lower-case letter is followed by an upper-case one
 // ("factoryReset"), compared case-insensitively; so "/presets" and "/quota"
-// are not privileged. It does not allocate.
+// are not privileged. Reads (GET, HEAD, OPTIONS, SUBSCRIBE) are never
+// privileged: fetching one's config or checking for a firmware update changes
+// nothing. It does not allocate.
 func Privileged(cmd []byte) bool {
+	for _, m := range readMethods {
+		if len(cmd) > len(m) && string(cmd[:len(m)]) == m && cmd[len(m)] == ' ' {
+			return false
+		}
+	}
 	for i := 0; i < len(cmd); {
 		if !isLetter(cmd[i]) {
 			i++
@@ -354,6 +361,8 @@ func Privileged(cmd []byte) bool {
 	}
 	return false
 }
+
+var readMethods = [...]string{"GET", "HEAD", "OPTIONS", "SUBSCRIBE"}
 
 var privilegedPrefixes = [...]string{"unlock", "firmware", "credential", "password", "passwd", "reset", "config", "reconfig"}
 

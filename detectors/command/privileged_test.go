@@ -19,7 +19,11 @@ func TestPrivileged(t *testing.T) {
 	f("POST /v1/users/{id}/password", true)
 	f("POST /v1/devices/{id}/factoryReset", true)
 	f("POST /v1/devices/{id}/reset_password", true)
-	f("GET /v1/devices/{id}/config", true)
+	f("GET /v1/devices/{id}/config", false) // a read changes nothing
+	f("GET /v1/devices/{id}/firmware/latest", false)
+	f("SUBSCRIBE devices/{id}/cmd/unlock", false)
+	f("PUT /v1/devices/{id}/config", true)
+	f("GETX /v1/devices/{id}/unlock", true)
 	f("PUBLISH devices/{id}/cmd/unlock", true)
 	f("POST /v1/devices/{id}/readings", false)
 	f("GET /v1/thermostats/{id}/presets", false)

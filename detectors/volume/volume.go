@@ -27,6 +27,10 @@ import (
 const (
 	// TauShort is the time constant of the short window, in seconds.
 	TauShort = 30.0
+	// TauMedium is the time constant of a second request window, in seconds: a
+	// flood too slow to fill the short window (a meter sending every 13 s
+	// instead of every 5 min) fills this one within minutes.
+	TauMedium = 300.0
 	// TauLong is the time constant of the baseline, in seconds.
 	TauLong = 3600.0
 	// WarmEvents and WarmExposure (seconds) gate findings: a device with less
@@ -59,7 +63,7 @@ const (
 )
 
 // StateSize is the size of the per-device record.
-const StateSize = 40
+const StateSize = 44
 
 // Record layout, little-endian:
 //
@@ -72,12 +76,14 @@ const StateSize = 40
 //	28:32 baseline auth-failure count (float32)
 //	32:36 short-window error count (float32)
 //	36:40 baseline error count (float32)
+//	40:44 medium-window request count (float32)
 type state struct {
 	last                  int64
 	n                     uint32
 	short, long, exposure float64
 	failShort, failLong   float64
 	errShort, errLong     float64
+	medium                float64
 }
 
 func (s *state) load(b []byte) {
@@ -91,6 +97,7 @@ func (s *state) load(b []byte) {
 	s.failLong = f32(b[28:])
 	s.errShort = f32(b[32:])
 	s.errLong = f32(b[36:])
+	s.medium = f32(b[40:])
 }
 
 func (s *state) store(b []byte) {
@@ -104,6 +111,7 @@ func (s *state) store(b []byte) {
 	putF32(b[28:], s.failLong)
 	putF32(b[32:], s.errShort)
 	putF32(b[36:], s.errLong)
+	putF32(b[40:], s.medium)
 }
 
 // f32 reads a count; negative, huge or non-finite values read as 0.
@@ -122,10 +130,11 @@ type Detector struct{}
 
 // Doc is the catalog paragraph.
 const Doc = "Request, auth-failure (auth failed or HTTP 401) and error (other 4xx/5xx) rates of a device against " +
-	"its own baseline. Each is a time-decayed count over a short window (tau 30 s) compared with the count the " +
+	"its own baseline. Each is a time-decayed count over a short window (tau 30 s; requests also over a medium " +
+	"window, tau 5 min, for slower floods) compared with the count the " +
 	"device's long-term rate (tau 1 h, not updated by flagged events, long silences capped) predicts for that " +
-	"window, scored with the Poisson right tail. Observed is the short-window count (including this event), " +
-	"Expected the baseline-expected count in the same window. Fires when the tail probability is below 1e-6, the " +
+	"window, scored with the Poisson right tail. Observed is the window's count (including this event), " +
+	"Expected the baseline-expected count in the same window (the window that scores higher). Fires when the tail probability is below 1e-6, the " +
 	"count is at least 4x expected and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, rising to 1. " +
 	"No findings until the device has 20 events and 10 minutes of history. An auth-failure or error burst is " +
 	"reported in preference to the rate spike it also causes."
@@ -171,6 +180,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	s.short = s.short*ds + 1
 	s.failShort = s.failShort*ds + fail
 	s.errShort = s.errShort*ds + errs
+	s.medium = s.medium*detectors.Decay(dt/TauMedium) + 1
 
 	// A silence adds at most a few typical gaps of exposure.
 	gapCap := minGapCap
@@ -201,6 +211,15 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		if score == 0 {
 			reason, observed, expected = schemas.ReasonRateSpike, s.short, max(s.long*perWindow, FloorExpected)
 			score = judge(observed, expected, MinSpike)
+			// The medium window, for floods too slow to fill the short one,
+			// while they last: the short window must still be running high, so
+			// normal requests after a burst do not inherit its finding.
+			mExpected := max(s.long*TauMedium/s.exposure, FloorExpected)
+			if s.short >= MinRatio*expected {
+				if m := judge(s.medium, mExpected, MinSpike); m > score {
+					observed, expected, score = s.medium, mExpected, m
+				}
+			}
 		}
 		if score > 0 {
 			f = schemas.Finding{
