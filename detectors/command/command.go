@@ -41,7 +41,8 @@ const (
 	UsualShare   = 0.2
 	UsualDevices = 30
 	// Scores.
-	ScorePrivilegedNew   = 0.95 // privileged, issued by fewer than ClassKnownDevices other devices of the class
+	ScorePrivilegedNew   = 0.95 // privileged, issued by no other device of the class
+	ScorePrivilegedRare  = 0.75 // privileged, issued by fewer than ClassKnownDevices other devices of the class
 	ScorePrivilegedYoung = 0.8  // the same on a device still warming up, in a warm class
 	ScorePrivilegedClass = 0.5  // privileged, never issued by the device, rare in its class...
 	ScorePrivilegedUsual = 0.2  // ...down to this when usual for the class (locks unlock)
@@ -137,7 +138,7 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device) 
 	"reconfig, or the word fw or ota) the class never issued scores 0.95 and is never learned " +
 	"(privileged_command_new; 0.5 falling to 0.2 as more of the class issues it, and learned). Class knowledge " +
 	"counts distinct devices (sketches in the fleet view), so one device cannot teach its class: a privileged " +
-	"command issued by fewer than 3 other devices of the class scores 0.95 and is never learned; a command no " +
+	"command issued by no other device of the class scores 0.95, by one or two 0.75, and is then not learned; a command no " +
 	"other device of the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one " +
 	"others issue scores 0.1-0.35, rarer higher (new_command). Devices with fewer than 20 events or 10 minutes " +
 	"of history learn silently, except privileged commands unknown to a warm class (0.8). Enumeration: distinct resources other than the device's own " +
@@ -275,8 +276,11 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 		if priv && others < ClassKnownDevices && classWarm {
 			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		}
-	case priv && others < ClassKnownDevices:
+	case priv && others < 0.5:
 		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
+	case priv && others < ClassKnownDevices:
+		// One or two others of the class did: rare enough to alert, not to block.
+		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedRare, false
 	case priv:
 		// A lock that unlocks for the first time is a lock; a privileged command
 		// few of its class issue is worth a look, not an alert on its own.
