@@ -69,6 +69,14 @@ type Config struct {
 	FlushRows int
 	// FlushInterval flushes at least this often when anything is buffered (default 500ms).
 	FlushInterval time.Duration
+	// FlushMessages flushes when this many fetched messages wait for their ack
+	// (default 5000). It must stay well below the consumer's MaxAckPending:
+	// messages are acked only after a flush, so the server stops delivering
+	// once MaxAckPending are pending, and throughput would otherwise be capped
+	// at MaxAckPending per FlushInterval.
+	FlushMessages int
+	// ConcurrentInserts bounds the scored-row inserts in flight (default 2).
+	ConcurrentInserts int
 	// DrainTimeout bounds the final flush on shutdown (default 30s).
 	DrainTimeout time.Duration
 	// Detectors to enable, by name (default: all registered).
@@ -98,6 +106,12 @@ func (c *Config) defaults() {
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 500 * time.Millisecond
+	}
+	if c.FlushMessages <= 0 {
+		c.FlushMessages = 5000
+	}
+	if c.ConcurrentInserts <= 0 {
+		c.ConcurrentInserts = 2
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -395,13 +409,14 @@ func (p *Pipeline) collect() {
 		alerts    []schemas.Alert
 		decisions []schemas.Decision
 		completed []*batch
+		waiting   int // messages of completed batches
 	)
 	flush := func() {
 		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 {
 			return
 		}
 		p.jobs <- flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed}
-		alerts, decisions, completed = nil, nil, nil
+		alerts, decisions, completed, waiting = nil, nil, nil, 0
 	}
 	ticker := time.NewTicker(p.cfg.FlushInterval)
 	defer ticker.Stop()
@@ -416,6 +431,9 @@ func (p *Pipeline) collect() {
 			if it.b != nil {
 				if it.b.left--; it.b.left == 0 {
 					completed = append(completed, it.b)
+					if waiting += len(it.b.msgs); waiting >= p.cfg.FlushMessages {
+						flush()
+					}
 				}
 				continue
 			}
@@ -441,26 +459,44 @@ func (p *Pipeline) collect() {
 	}
 }
 
-// flusher makes each job durable, in order, then acks its messages. It
-// returns an error only if ctx ends before a job is durable (its messages stay
-// unacked and JetStream redelivers them).
+// flusher makes each job durable, then acks its messages, in job order. Up to
+// Config.ConcurrentInserts scored-row inserts run at once (ClickHouse spends
+// most of an insert on its side, so two overlap well); decisions, alerts and
+// acks follow in order, one job at a time, so enforcement points see decisions
+// in the order they were made. It returns an error only if ctx ends before a
+// job is durable (its messages stay unacked and JetStream redelivers them).
 func (p *Pipeline) flusher(ctx context.Context) error {
+	type inflight struct {
+		job   flushJob
+		rows  chan error
+		start time.Time
+	}
+	queue := make(chan *inflight, p.cfg.ConcurrentInserts-1)
+	go func() {
+		defer close(queue)
+		for job := range p.jobs {
+			f := &inflight{job: job, rows: make(chan error, 1), start: time.Now()}
+			queue <- f // first: the queue's bound is the bound on inserts in flight
+			go func() { f.rows <- p.writeRows(ctx, job.rec) }()
+		}
+	}()
 	var failed error
-	for job := range p.jobs {
+	for f := range queue {
+		err := <-f.rows
+		f.job.rec.Release()
 		if failed != nil {
-			job.rec.Release()
 			continue // keep draining so the collector never blocks
 		}
-		start := time.Now()
-		err := p.flushJob(ctx, job)
-		job.rec.Release()
+		if err == nil {
+			err = p.publish(ctx, f.job)
+		}
 		if err != nil {
 			failed = err
 			p.log.Error("cannot flush results; their messages stay unacked for redelivery", "err", err)
 			continue
 		}
 		acked := 0
-		for _, b := range job.acks {
+		for _, b := range f.job.acks {
 			for _, m := range b.msgs {
 				if err := m.Ack(); err != nil {
 					p.log.Warn("cannot ack message; it will be redelivered", "err", err)
@@ -471,18 +507,25 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 		}
 		p.M.Acked.Add(uint64(acked))
 		p.M.Flushes.Add(1)
-		p.M.FlushNanos.Add(uint64(time.Since(start)))
+		p.M.FlushNanos.Add(uint64(time.Since(f.start)))
 	}
 	return failed
 }
 
-func (p *Pipeline) flushJob(ctx context.Context, job flushJob) error {
-	if n := job.rec.NumRows(); n > 0 {
-		if err := p.rows.WriteScored(ctx, job.rec); err != nil {
-			return fmt.Errorf("cannot write %d scored rows: %w", n, err)
-		}
-		p.M.Rows.Add(uint64(n))
+func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
+	n := rec.NumRows()
+	if n == 0 {
+		return nil
 	}
+	if err := p.rows.WriteScored(ctx, rec); err != nil {
+		return fmt.Errorf("cannot write %d scored rows: %w", n, err)
+	}
+	p.M.Rows.Add(uint64(n))
+	return nil
+}
+
+// publish makes a job's decisions and alerts durable: NATS, then ClickHouse.
+func (p *Pipeline) publish(ctx context.Context, job flushJob) error {
 	// Decisions first: enforcement points are waiting for them.
 	if len(job.decisions) > 0 {
 		if err := p.retry(ctx, "publish decisions", func() error { return p.pub.PublishDecisions(ctx, job.decisions) }); err != nil {

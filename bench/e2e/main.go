@@ -10,22 +10,30 @@
 //     scratch stream and consumes them with Fetch + per-message Ack (the
 //     pipeline's own consume pattern), giving messages/s, hence events/s at
 //     -lines events per message;
-//  2. pipeline: publishes the simulated fleet's events (-lines per message) to
+//  2. sink ceiling: inserts the same events, decoded but not scored, into
+//     ClickHouse in batches of -flush-rows, giving rows/s;
+//  3. pipeline: publishes the simulated fleet's events (-lines per message) to
 //     IOTWATCH_LOGS first, then runs the pipeline until everything is scored,
 //     written to ClickHouse and acked, giving events/s end to end.
 //
-// It prints both and their ratio.
+// It prints all three and the pipeline's ratio to each ceiling. On one small
+// machine the servers share the cores with the pipeline, so the ceilings are
+// each measured alone and the pipeline pays for all of them at once.
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/bench/fleet"
@@ -43,14 +51,19 @@ func main() {
 	devices := flag.Int("devices", 20000, "simulated devices")
 	dsn := flag.String("clickhouse", "", "ClickHouse DSN; empty starts a private server")
 	workers := flag.Int("workers", 0, "pipeline workers (0: GOMAXPROCS)")
+	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
 	flag.Parse()
-	if err := run(*events, *lines, *devices, *dsn, *workers); err != nil {
+	profile = *cpuProfile
+	if err := run(*events, *lines, *devices, *dsn, *workers, *flushRows); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 }
 
-func run(events, lines, devices int, dsn string, workers int) error {
+var profile string
+
+func run(events, lines, devices int, dsn string, workers, flushRows int) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{Log: log})
@@ -113,7 +126,15 @@ func run(events, lines, devices int, dsn string, workers int) error {
 	rawEvents := rawMsgs * float64(total) / float64(len(msgs))
 	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each): %.0f msgs/s = %.0f events/s at %d lines/msg\n", rawMsgs, rawEvents, lines)
 
-	// 2. Pipeline.
+	// 2. The sink's ceiling: the same rows, decoded but not scored, inserted in
+	// batches of flushRows into a scratch database.
+	chRate, err := clickHouseCeiling(ctx, dsn, log, msgs, flushRows)
+	if err != nil {
+		return fmt.Errorf("cannot measure the ClickHouse insert rate: %w", err)
+	}
+	fmt.Printf("raw ClickHouse insert (%d-row batches of scored-event rows, no detectors): %.0f rows/s\n", flushRows, chRate)
+
+	// 3. Pipeline.
 	cons, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
 	if err != nil {
 		return err
@@ -133,13 +154,24 @@ func run(events, lines, devices int, dsn string, workers int) error {
 	if err := ch.Migrate(ctx); err != nil {
 		return err
 	}
-	p, err := pipeline.New(pipeline.Config{Workers: workers}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
+	p, err := pipeline.New(pipeline.Config{Workers: workers, FlushRows: flushRows, FlushMessages: bus.DefaultStreamsConfig().MaxAckPending / 4}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
 	if err != nil {
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	go func() { done <- p.Run(runCtx) }()
 	for {
@@ -160,6 +192,49 @@ func run(events, lines, devices int, dsn string, workers int) error {
 	rate := float64(p.M.Events.Load()) / elapsed.Seconds()
 	fmt.Printf("pipeline end to end (decode, detect, decide, ClickHouse, ack): %d events in %.2fs = %.0f events/s; %d rows, %d alerts, %d decisions\n",
 		p.M.Events.Load(), elapsed.Seconds(), rate, p.M.Rows.Load(), p.M.Alerts.Load(), p.M.Decisions.Load())
-	fmt.Printf("ratio pipeline/raw: %.2f\n", rate/rawEvents)
+	fmt.Printf("flushes: %d taking %.2fs in all (ClickHouse inserts, NATS publishes, acks)\n", p.M.Flushes.Load(), float64(p.M.FlushNanos.Load())/1e9)
+	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f\n",
+		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate))
 	return nil
+}
+
+func clickHouseCeiling(ctx context.Context, dsn string, log *slog.Logger, msgs [][]byte, batchRows int) (float64, error) {
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: "bench_ceiling", Log: log})
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	if err := ch.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	var dec schemas.Decoder
+	var ev schemas.Event
+	var sc schemas.Scored
+	b := schemas.NewScoredBatch(memory.DefaultAllocator)
+	defer b.Release()
+	var recs []arrow.RecordBatch
+	rows := 0
+	for seq, m := range msgs {
+		for i, l := range bytes.Split(bytes.TrimSpace(m), []byte("\n")) {
+			if dec.Decode(l, uint64(seq+1), uint32(i), 0, &ev) != nil {
+				continue
+			}
+			b.Append(&ev, &sc)
+			rows++
+			if b.Len() == batchRows {
+				recs = append(recs, b.NewRecord())
+			}
+		}
+	}
+	if b.Len() > 0 {
+		recs = append(recs, b.NewRecord())
+	}
+	start := time.Now()
+	for _, r := range recs {
+		if err := ch.WriteScored(ctx, r); err != nil {
+			return 0, err
+		}
+		r.Release()
+	}
+	return float64(rows) / time.Since(start).Seconds(), nil
 }

@@ -26,6 +26,7 @@ func demoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	o.register(fs, "", "")
 	fc := fleet.DefaultConfig()
+	fc.Duration = 12 * time.Hour // long enough for slow devices (meters: one request per 5 min) to build baselines
 	fs.IntVar(&fc.Devices, "devices", fc.Devices, "simulated devices")
 	fs.DurationVar(&fc.Duration, "duration", fc.Duration, "event-time span of the simulated traffic (replayed as fast as the pipeline goes)")
 	fs.Int64Var(&fc.Seed, "seed", fc.Seed, "seed of the simulated fleet and its attacks")
