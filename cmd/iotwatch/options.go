@@ -147,8 +147,8 @@ func (o *options) config() (pipeline.Config, error) {
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
 		Detectors: names,
-		Worker: worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
-		Decide: dc,
+		Worker:    worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
+		Decide:    dc,
 	}, nil
 }
 
