@@ -1,6 +1,8 @@
 package schemas
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -127,20 +129,21 @@ func (s *scanner) value(v *jsonValue) error {
 		*v = jsonValue{kind: jsonString, raw: b}
 		return err
 	case c == '-' || (c >= '0' && c <= '9'):
+		// Fast path: a plain integer, parsed while scanning.
 		start := s.i
-		for s.i < len(s.b) {
-			c := s.b[s.i]
-			if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
-				s.i++
-				continue
-			}
-			break
+		var n uint64
+		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 15 {
+			n = n*10 + uint64(s.b[s.i]-'0')
+			s.i++
 		}
-		raw := s.b[start:s.i]
-		if n, ok := smallInt(raw); ok {
-			*v = jsonValue{kind: jsonNumber, raw: raw, num: n}
+		if s.i > start && (s.i == len(s.b) || !isNumberByte(s.b[s.i])) {
+			*v = jsonValue{kind: jsonNumber, raw: s.b[start:s.i], num: float64(n)}
 			return nil
 		}
+		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
+			s.i++
+		}
+		raw := s.b[start:s.i]
 		f, err := strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64)
 		if err != nil {
 			return scanError("invalid number at offset " + strconv.Itoa(start))
@@ -212,10 +215,18 @@ func (s *scanner) skipNested() error {
 func (s *scanner) str(isKey bool) ([]byte, error) {
 	s.i++ // opening quote
 	start := s.i
-	// One pass for both the closing quote and a backslash: the strings of an
-	// access log are short, where a plain loop beats two IndexByte calls.
+	// One pass for both the closing quote and a backslash, eight bytes at a
+	// time (SWAR), then byte by byte for the tail.
 	b := s.b
-	for i := start; i < len(b); i++ {
+	i := start
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if m := zeroByte(w^(ones*'"')) | zeroByte(w^(ones*'\\')); m != 0 {
+			i += bits.TrailingZeros64(m) / 8 // the lowest flag is always a true match
+			break
+		}
+	}
+	for ; i < len(b); i++ {
 		switch b[i] {
 		case '"':
 			s.i = i + 1
@@ -228,19 +239,14 @@ func (s *scanner) str(isKey bool) ([]byte, error) {
 	return nil, scanError("unterminated string")
 }
 
-// smallInt parses a plain non-negative decimal integer of up to 15 digits.
-func smallInt(b []byte) (float64, bool) {
-	if len(b) == 0 || len(b) > 15 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return float64(n), true
+const ones = 0x0101010101010101
+
+// zeroByte flags (high bit) the zero bytes of x; flags above a true zero byte
+// may be false positives, the lowest flag never is.
+func zeroByte(x uint64) uint64 { return (x - ones) &^ x & (ones * 0x80) }
+
+func isNumberByte(c byte) bool {
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
 }
 
 // unescape continues a string at its first backslash (s.i), copying what came
