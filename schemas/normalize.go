@@ -22,11 +22,12 @@ const maxSegment = 32
 // is assumed to be a whole command, possibly "METHOD path" already). It returns
 // the extended dst and the resource hash (0 when nothing was replaced).
 func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
+	method, path = trimSpace(method), trimSpace(path)
 	if len(method) == 0 {
 		// "POST /v1/x": split at the first space.
 		for i, c := range path {
 			if c == ' ' {
-				method, path = path[:i], path[i+1:]
+				method, path = path[:i], trimSpace(path[i+1:])
 				break
 			}
 		}
@@ -73,6 +74,18 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 		res = mix(res)
 	}
 	return dst, res
+}
+
+// trimSpace drops leading and trailing ASCII spaces, so that normalizing a
+// normalized command changes nothing.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func isIdentifier(seg []byte) bool {
