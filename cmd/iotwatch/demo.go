@@ -257,7 +257,7 @@ func publishFleet(ctx context.Context, js jetstream.JetStream, sim *fleet.Sim, p
 		buf = append(line, '\n')
 		n++
 		res.events++
-		if bad < len(demoBadRecords) && res.events%50000 == 0 {
+		if bad < len(demoBadRecords) && res.events%1000 == 0 {
 			buf = append(append(buf, demoBadRecords[bad]...), '\n')
 			bad++
 		}
