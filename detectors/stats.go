@@ -53,3 +53,17 @@ func Decay(x float64) float64 {
 	}
 	return math.Exp(-x)
 }
+
+// Advance returns the seconds from *last to the event time t and moves *last
+// forward to t. It returns 0 for a device's first event (first set) and for a
+// late event (t before *last), which is counted but does not move time back.
+func Advance(last *int64, first bool, t int64) float64 {
+	dt := 0.0
+	if !first && t > *last {
+		dt = float64(uint64(t)-uint64(*last)) / 1e9
+	}
+	if first || t > *last {
+		*last = t
+	}
+	return dt
+}

@@ -51,7 +51,7 @@ func main() {
 	devices := flag.Int("devices", 20000, "simulated devices")
 	dsn := flag.String("clickhouse", "", "ClickHouse DSN; empty starts a private server")
 	workers := flag.Int("workers", 0, "pipeline workers (0: GOMAXPROCS)")
-	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows")
+	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows (the default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
 	flag.Parse()
 	profile = *cpuProfile

@@ -58,7 +58,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
 	fs.IntVar(&o.fetchBatch, "fetch-batch", 256, "log messages per JetStream pull")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 16384, "decoded events in flight before fetching pauses")
-	fs.IntVar(&o.flushRows, "flush-rows", 20000, "scored rows per ClickHouse insert (also flushed every --flush-interval)")
+	fs.IntVar(&o.flushRows, "flush-rows", 50000, "scored rows per ClickHouse insert (also flushed every --flush-interval)")
 	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest time results wait before they are written and acked")
 	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables all: "+strings.Join(detectors.Names(), ", "))
 

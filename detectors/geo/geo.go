@@ -126,13 +126,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	var s state
 	s.load(b)
 
-	dt := 0.0
-	if s.n > 0 && ev.Time > s.last {
-		dt = float64(uint64(ev.Time)-uint64(s.last)) / 1e9
-	}
-	if s.n == 0 || ev.Time > s.last {
-		s.last = ev.Time
-	}
+	dt := detectors.Advance(&s.last, s.n == 0, ev.Time)
 	s.age = uint32(min(float64(s.age)+dt, math.MaxUint32))
 	d := detectors.Decay(dt / Tau)
 

@@ -159,13 +159,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 
 	// Seconds since the previous event; 0 for the first one and for an event
 	// older than the last one (late events are counted, not time-travelled).
-	dt := 0.0
-	if s.n > 0 && ev.Time > s.last {
-		dt = float64(uint64(ev.Time)-uint64(s.last)) / 1e9
-	}
-	if s.n == 0 || ev.Time > s.last {
-		s.last = ev.Time
-	}
+	dt := detectors.Advance(&s.last, s.n == 0, ev.Time)
 
 	fail := 0.0
 	if ev.Auth == schemas.AuthFailed || ev.Status == 401 {
