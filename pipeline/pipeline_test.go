@@ -165,7 +165,8 @@ func TestEndToEnd(t *testing.T) {
 	for i := range 300 {
 		add(line("meter-7", 120*time.Minute+time.Duration(i)*200*time.Millisecond, ""), true)
 	}
-	bad := []string{`{"ts":`, `{"ts":"2026-01-05T10:00:00Z"}`, `{"ts":"1970-01-01T00:00:00Z","device":"x-1"}`, "{\"ts\":\"2026-01-05T10:00:00Z\",\"device\":\"\xff\"}"}
+	bad := []string{`{"ts":`, `{"ts":"2026-01-05T10:00:00Z"}`, `{"ts":"1970-01-01T00:00:00Z","device":"x-1"}`,
+		"{\"ts\":\"2026-01-05T10:00:00Z\",\"device\":\"\xff\"}", line("big-1", 0, `,"fw":"`+strings.Repeat("x", schemas.DefaultMaxLineBytes)+`"`)}
 	for _, b := range bad {
 		add(b, false)
 	}
@@ -207,7 +208,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("dead letter lacks its origin: %v", m.Header)
 		}
 	}
-	for _, r := range []string{schemas.ErrReasonMalformed, schemas.ErrReasonMissing, schemas.ErrReasonTimeRange, schemas.ErrReasonInvalidUTF8} {
+	for _, r := range []string{schemas.ErrReasonMalformed, schemas.ErrReasonMissing, schemas.ErrReasonTimeRange, schemas.ErrReasonInvalidUTF8, schemas.ErrReasonTooLarge} {
 		if !reasons[r] {
 			t.Errorf("no dead letter with reason %q (got %v)", r, reasons)
 		}
@@ -246,6 +247,21 @@ func TestEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(entry.Value(), &d); err != nil || d.Action != schemas.ActionBlock {
 		t.Errorf("KV decision = %s (%v)", entry.Value(), err)
 	}
+	// The counters operators scrape say the same.
+	var metrics strings.Builder
+	p.WriteMetrics(&metrics)
+	for _, want := range []string{
+		fmt.Sprintf("%s %d\n", schemas.MetricEventsIngested, good),
+		fmt.Sprintf("%s %d\n", schemas.MetricDeadLettered, len(bad)),
+		fmt.Sprintf("%s %d\n", schemas.MetricRowsWritten, good),
+		fmt.Sprintf("%s %d\n", schemas.MetricMessagesAcked, len(msgs)),
+		"# TYPE " + schemas.MetricAlerts + " counter\n",
+	} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, metrics.String())
+		}
+	}
+
 	alerts, _ := e.js.Stream(ctx, schemas.StreamAlerts)
 	ainfo, _ := alerts.Info(ctx)
 	if ainfo.State.Msgs == 0 || ainfo.State.Msgs != e.count(t, schemas.TableAlerts) {
