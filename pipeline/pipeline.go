@@ -8,6 +8,11 @@
 // workers block, the free list of in-flight events runs dry and fetching stops.
 // Nothing is dropped.
 //
+// Memory is bounded by rows, not by the consumer's MaxAckPending: at most
+// MaxInFlight decoded events, plus the collector's batch, one queued batch and
+// ConcurrentInserts batches being inserted (FlushRows rows each), plus the
+// messages those events came from.
+//
 // Ack contract: a log message is acked only after every row, alert and decision
 // derived from it is durable. Ingest follows each fetched batch of messages with
 // a barrier through every worker; when the collector has seen the barrier from

@@ -52,10 +52,11 @@ func main() {
 	dsn := flag.String("clickhouse", "", "ClickHouse DSN; empty starts a private server")
 	workers := flag.Int("workers", 0, "pipeline workers (0: GOMAXPROCS)")
 	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows (the default)")
+	maxAckPending := flag.Int("max-ack-pending", bus.DefaultStreamsConfig().MaxAckPending, "consumer MaxAckPending (the default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
 	flag.Parse()
 	profile = *cpuProfile
-	if err := run(*events, *lines, *devices, *dsn, *workers, *flushRows); err != nil {
+	if err := run(*events, *lines, *devices, *dsn, *workers, *flushRows, *maxAckPending); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
@@ -63,7 +64,7 @@ func main() {
 
 var profile string
 
-func run(events, lines, devices int, dsn string, workers, flushRows int) error {
+func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPending int) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{Log: log})
@@ -135,7 +136,9 @@ func run(events, lines, devices int, dsn string, workers, flushRows int) error {
 	fmt.Printf("raw ClickHouse insert (%d-row batches of scored-event rows, no detectors): %.0f rows/s\n", flushRows, chRate)
 
 	// 3. Pipeline.
-	cons, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
+	sc := bus.DefaultStreamsConfig()
+	sc.MaxAckPending = maxAckPending
+	cons, kv, err := bus.Ensure(ctx, js, sc)
 	if err != nil {
 		return err
 	}
@@ -154,7 +157,7 @@ func run(events, lines, devices int, dsn string, workers, flushRows int) error {
 	if err := ch.Migrate(ctx); err != nil {
 		return err
 	}
-	p, err := pipeline.New(pipeline.Config{Workers: workers, FlushRows: flushRows, FlushMessages: bus.DefaultStreamsConfig().MaxAckPending / 4}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
+	p, err := pipeline.New(pipeline.Config{Workers: workers, FlushRows: flushRows, FlushMessages: maxAckPending / 4}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
 	if err != nil {
 		return err
 	}

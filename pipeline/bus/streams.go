@@ -55,7 +55,7 @@ type StreamsConfig struct {
 
 // DefaultStreamsConfig returns the configuration used when nothing is set: logs
 // kept 24 h with limits retention (replayable), dead letters 7 days, alerts and
-// decisions 30 days, a 2 min duplicate window, at most 65536 unacked messages,
+// decisions 30 days, a 2 min duplicate window, at most 200000 unacked messages,
 // a 60 s ack wait and unlimited redeliveries.
 func DefaultStreamsConfig() StreamsConfig {
 	return StreamsConfig{
@@ -68,7 +68,7 @@ func DefaultStreamsConfig() StreamsConfig {
 		AlertsMaxAge:    30 * 24 * time.Hour,
 		DecisionsMaxAge: 30 * 24 * time.Hour,
 		DuplicateWindow: 2 * time.Minute,
-		MaxAckPending:   65536,
+		MaxAckPending:   200000,
 		AckWait:         60 * time.Second,
 		MaxDeliver:      -1,
 	}

@@ -69,8 +69,8 @@ func TestEnsureIdempotentAndApplied(t *testing.T) {
 	if ci.Stream != schemas.StreamLogs || ci.Name != schemas.ConsumerPipeline {
 		t.Fatalf("consumer %q on %q; want %q on %q", ci.Name, ci.Stream, schemas.ConsumerPipeline, schemas.StreamLogs)
 	}
-	if ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != 65536 || ci.Config.AckWait != time.Minute || ci.Config.MaxDeliver != -1 {
-		t.Fatalf("consumer config ack=%v max_ack_pending=%d ack_wait=%s max_deliver=%d; want explicit, 65536, 1m, -1",
+	if ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != 200000 || ci.Config.AckWait != time.Minute || ci.Config.MaxDeliver != -1 {
+		t.Fatalf("consumer config ack=%v max_ack_pending=%d ack_wait=%s max_deliver=%d; want explicit, 200000, 1m, -1",
 			ci.Config.AckPolicy, ci.Config.MaxAckPending, ci.Config.AckWait, ci.Config.MaxDeliver)
 	}
 	wantStreams := map[string]struct {
