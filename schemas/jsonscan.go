@@ -46,12 +46,14 @@ type scanner struct {
 
 func (s *scanner) ws() {
 	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\r', '\n':
-			s.i++
-		default:
+		c := s.b[s.i]
+		if c > ' ' { // the common case in compact JSON: one comparison
 			return
 		}
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return
+		}
+		s.i++
 	}
 }
 
