@@ -3,10 +3,11 @@
 //
 // Each device keeps a 256-bit Bloom filter (k=2) of the commands it issued
 // (ev.CommandID, the hash of the normalized command). A command missing from it
-// is judged against the device's class through the fleet view: a privileged
-// command (see Privileged) that the class never issued scores high and is not
-// learned, so repeating it keeps being flagged; other new commands are learned
-// once flagged with a score below 0.5. A Bloom filter has false positives (a
+// is judged against the device's class through the fleet view, which counts
+// the distinct devices of the class that issued it: a privileged command (see
+// Privileged) that fewer than three other devices of the class issued scores
+// high and is not learned, so repeating it keeps being flagged; other new
+// commands are learned once flagged with a score below 0.5. A Bloom filter has false positives (a
 // new command looks known): with 10 commands per device, about 1 in 600.
 //
 // Enumeration: each device tracks its home resource (the identifier it
@@ -133,19 +134,19 @@ func (s *state) store(b []byte) {
 }
 
 // Doc is the catalog paragraph.
-const Doc = "Commands the device never issued (256-bit Bloom filter per device) judged against its class: a " +
-	"privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, config or " +
-	"reconfig, or the word fw or ota) the class never issued scores 0.95 and is never learned " +
-	"(privileged_command_new; 0.5 falling to 0.2 as more of the class issues it, and learned). Class knowledge " +
-	"counts distinct devices (sketches in the fleet view), so one device cannot teach its class: a privileged " +
-	"command issued by no other device of the class scores 0.95, by one or two 0.75, and is then not learned; a command no " +
-	"other device of the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one " +
-	"others issue scores 0.1-0.35, rarer higher (new_command). Devices with fewer than 20 events or 10 minutes " +
-	"of history learn silently, except privileged commands unknown to a warm class (0.8). Enumeration: distinct resources other than the device's own " +
-	"addressed in the last 30-60 s (Observed, estimated) against the device's baseline for that span (Expected), " +
-	"fires at 10 or more, 4x expected and a Poisson tail below 1e-6; score 0.5 rising with the count. For " +
-	"command findings Observed is the estimated number of other devices of the class that issued the command and " +
-	"Expected the class's estimated device count; the " +
+const Doc = "Commands the device never issued (256-bit Bloom filter per device), judged against its class. " +
+	"Class knowledge counts distinct devices (sketches in the fleet view), so no single device can teach its " +
+	"class. A privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, " +
+	"config or reconfig, or the word fw or ota; reads such as GET never are) scores 0.95 when no other device of " +
+	"the class issued it and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
+	"falling to 0.2 as it becomes usual for the class (privileged_command_new). A command no other device of " +
+	"the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one that others " +
+	"issue scores 0.1-0.35, rarer higher (new_command). Devices with fewer than 20 events or 10 minutes of " +
+	"history learn silently, except privileged commands unknown to a warm class (0.8). Enumeration: distinct " +
+	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
+	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
+	"1e-6; score 0.5 rising with the count. For command findings Observed is the estimated number of other " +
+	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\")."
 
 func init() {
