@@ -323,8 +323,17 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 	}
 	data := msg.Data()
 	now := time.Now().UnixNano()
-	line := uint32(0)
+	line, bad := uint32(0), 0
 	for len(data) > 0 {
+		if bad == MaxBadLinesPerMessage || line >= schemas.MaxLinesPerMessage {
+			// A message of garbage must not stall ingest with one dead letter
+			// per line: its rest goes to the DLQ whole, from this line on.
+			reason, detail := ReasonTooManyBadLines, fmt.Sprintf("%d undecodable lines; the rest of the message from this line on is kept here whole", bad)
+			if bad < MaxBadLinesPerMessage {
+				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d lines", schemas.MaxLinesPerMessage)
+			}
+			return p.deadLetter(ctx, msg.Subject(), seq, line, &schemas.DecodeError{Reason: reason, Detail: detail}, data) && ok
+		}
 		var l []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
 			l, data = data[:i], data[i+1:]
@@ -336,15 +345,10 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 			continue
 		}
 		it := <-p.free
-		var err error
-		if line >= schemas.MaxLinesPerMessage {
-			err = &schemas.DecodeError{Reason: ReasonTooManyLines, Detail: fmt.Sprintf("a message may carry at most %d lines", schemas.MaxLinesPerMessage)}
-		} else {
-			err = dec.Decode(l, seq, line, now, &it.ev)
-		}
-		if err != nil {
+		if err := dec.Decode(l, seq, line, now, &it.ev); err != nil {
 			p.free <- it
 			ok = p.deadLetter(ctx, msg.Subject(), seq, line, err, l) && ok
+			bad++
 			line++
 			continue
 		}
@@ -353,6 +357,13 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 	}
 	return ok
 }
+
+// MaxBadLinesPerMessage bounds the dead letters one message produces line by
+// line; the rest of such a message is dead-lettered whole (ReasonTooManyBadLines).
+const MaxBadLinesPerMessage = 100
+
+// ReasonTooManyBadLines dead-letters the rest of a message with too many bad lines.
+const ReasonTooManyBadLines = "too_many_bad_lines"
 
 // ReasonTooManyLines dead-letters lines beyond schemas.MaxLinesPerMessage.
 const ReasonTooManyLines = "too_many_lines"

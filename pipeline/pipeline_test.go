@@ -300,3 +300,43 @@ func TestRedeliveryIsIdempotent(t *testing.T) {
 		t.Errorf("rows after first pass %d, after redelivery %d; want 200 both times", first, e.count(t, schemas.TableScored))
 	}
 }
+
+// TestGarbageMessageIsBounded: a message of garbage yields at most
+// MaxBadLinesPerMessage line-by-line dead letters, then its rest whole, so
+// nothing is lost and ingest is not stalled by one dead letter per line.
+func TestGarbageMessageIsBounded(t *testing.T) {
+	e := setup(t, "garbage")
+	ctx := context.Background()
+	var lines []string
+	for i := range 250 {
+		lines = append(lines, fmt.Sprintf("garbage %d", i))
+	}
+	for i := range 5 {
+		lines = append(lines, line("meter-1", time.Duration(i)*time.Minute, ""))
+	}
+	if _, err := e.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "test"), []byte(strings.Join(lines, "\n"))); err != nil {
+		t.Fatal(err)
+	}
+	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond})
+	dlq, _ := e.js.Stream(ctx, schemas.StreamDLQ)
+	info, _ := dlq.Info(ctx)
+	if info.State.Msgs != pipeline.MaxBadLinesPerMessage+1 || p.M.DeadLettered.Load() != info.State.Msgs {
+		t.Fatalf("DLQ holds %d messages (counter %d), want %d", info.State.Msgs, p.M.DeadLettered.Load(), pipeline.MaxBadLinesPerMessage+1)
+	}
+	last, err := dlq.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := last.Header.Get(schemas.HeaderDLQReason); r != pipeline.ReasonTooManyBadLines {
+		t.Errorf("last dead letter's reason = %q", r)
+	}
+	if want := strings.Join(lines[pipeline.MaxBadLinesPerMessage:], "\n"); string(last.Data) != want {
+		t.Errorf("the rest of the message was not kept whole: %d bytes, want %d", len(last.Data), len(want))
+	}
+	if last.Header.Get(schemas.HeaderDLQLine) != fmt.Sprint(pipeline.MaxBadLinesPerMessage) {
+		t.Errorf("rest starts at line %q, want %d", last.Header.Get(schemas.HeaderDLQLine), pipeline.MaxBadLinesPerMessage)
+	}
+	if p.M.Acked.Load() != 1 {
+		t.Errorf("acked %d messages, want 1", p.M.Acked.Load())
+	}
+}

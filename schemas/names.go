@@ -54,7 +54,8 @@ const (
 	HeaderDLQSubject    = "Iotwatch-Original-Subject"
 	HeaderDLQSequence   = "Iotwatch-Original-Sequence"
 	HeaderDLQLine       = "Iotwatch-Original-Line"
-	HeaderDLQDetail     = "Iotwatch-Dlq-Detail" // human-readable detail, one line, at most 1 KiB
+	HeaderDLQDetail     = "Iotwatch-Dlq-Detail"    // human-readable detail, one line, at most 1 KiB
+	HeaderDLQTruncated  = "Iotwatch-Dlq-Truncated" // "true" when the payload was cut to fit; the original is at the sequence
 	HeaderSchemaVersion = "Iotwatch-Schema-Version"
 )
 

@@ -16,6 +16,9 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
+// dlqHeaderRoom is what a dead letter's headers may take of the max payload.
+const dlqHeaderRoom = 4096
+
 // maxDetailLen bounds the schemas.HeaderDLQDetail value.
 const maxDetailLen = 1024
 
@@ -152,6 +155,12 @@ func checkDecision(d *schemas.Decision) error {
 func (p *NATSPublisher) DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error {
 	subject := schemas.SubjectDLQPrefix + "." + bus.SubjectToken(reason)
 	m := nats.NewMsg(subject)
+	// A copy that would not fit the server's max payload with its headers is
+	// truncated (and says so): the original stays in IOTWATCH_LOGS at seq.
+	if max := int(p.js.Conn().MaxPayload()) - dlqHeaderRoom; max > 0 && len(payload) > max {
+		payload = payload[:max]
+		m.Header.Set(schemas.HeaderDLQTruncated, "true")
+	}
 	m.Data = payload
 	m.Header.Set(schemas.HeaderDLQReason, headerValue(reason))
 	m.Header.Set(schemas.HeaderDLQSubject, headerValue(origSubject))

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -279,5 +280,27 @@ func TestNATSDeadLetter(t *testing.T) {
 	}
 	if d := m.Header.Get(schemas.HeaderDLQDetail); len(d) > maxDetailLen || len(d) < maxDetailLen-1 || strings.ContainsRune(d, '\uFFFD') {
 		t.Fatalf("long detail header is %d bytes (valid UTF-8: %v); want it cut to about %d on a rune boundary", len(d), !strings.ContainsRune(d, '\uFFFD'), maxDetailLen)
+	}
+}
+
+// TestDeadLetterTruncatesToMaxPayload: a record as large as the server's max
+// payload still reaches the DLQ (cut, and marked so) instead of failing forever.
+func TestDeadLetterTruncatesToMaxPayload(t *testing.T) {
+	env := newNATSEnv(t, true)
+	ctx, js := env.ctx, env.js
+	huge := bytes.Repeat([]byte("x"), int(js.Conn().MaxPayload()))
+	if err := env.pub.DeadLetter(ctx, "iotwatch.logs.json.big", 9, 0, "too_large", "line is longer than the limit", huge); err != nil {
+		t.Fatalf("a max-payload record could not be dead-lettered: %v", err)
+	}
+	s, err := js.Stream(ctx, schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, schemas.SubjectDLQPrefix+".too_large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(schemas.HeaderDLQTruncated) != "true" || len(m.Data) >= len(huge) || !bytes.Equal(m.Data, huge[:len(m.Data)]) {
+		t.Errorf("truncated=%q, %d of %d bytes kept", m.Header.Get(schemas.HeaderDLQTruncated), len(m.Data), len(huge))
 	}
 }
