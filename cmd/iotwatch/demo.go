@@ -42,7 +42,8 @@ clickhouse-server (unless --clickhouse is given), a simulated fleet of IoT devic
 labelled attacks (flood, stolen API key, privileged command, enumeration, auth failures),
 the full pipeline, and a report of which attacks were detected, how fast, and how many
 false alerts were raised. Labels are written to DIR/labels.jsonl and never reach the
-detectors. The ClickHouse data is kept in DIR/clickhouse for exploring afterwards.
+detectors. The ClickHouse data is kept in DIR/clickhouse for exploring afterwards. With
+--clickhouse, the results go to a new database iotwatch_demo_<time> unless --database is given.
 
 Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 `)
@@ -96,6 +97,10 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 		defer chs.Stop()
 		o.clickhouse = chs.DSN()
 		say("ClickHouse       %s", o.clickhouse)
+	} else if !flagSet(fs, "database") {
+		// Someone's own server: never mix this run's results with earlier ones.
+		o.database = "iotwatch_demo_" + time.Now().UTC().Format("20060102_150405")
+		say("ClickHouse       %s, database %s (new for this run)", redactDSN(o.clickhouse), o.database)
 	}
 	st, err := openStack(ctx, &o, cfg, log)
 	if err != nil {
@@ -195,6 +200,12 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 // simFlagNames maps the simulator's config fields in errors to demo flags.
 var simFlagNames = strings.NewReplacer("invalid Config.Devices", "cannot use --devices", "invalid Config.Duration", "cannot use --duration",
 	"invalid Config.Start", "cannot use the simulation start", "invalid Config.AttackStart", "cannot use the attack start")
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 func writeLabels(path string, labels []fleet.Label) error {
 	f, err := os.Create(path)
