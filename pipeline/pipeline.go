@@ -179,6 +179,7 @@ type Pipeline struct {
 	limiter *decide.Limiter
 	M       Metrics
 
+	started atomic.Bool
 	free    chan *item
 	shards  []chan *item
 	results chan *item
@@ -220,9 +221,13 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 func (p *Pipeline) Layout() *worker.Layout { return p.layout }
 
 // Run consumes until ctx is done, then drains: it stops fetching, scores what
-// was fetched, flushes and acks within DrainTimeout. It returns nil after a
-// clean drain.
+// was fetched, flushes and acks within DrainTimeout of ctx's end (results not
+// durable by then stay unacked, for redelivery). It returns nil after a clean
+// drain. Run may be called once.
 func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return errors.New("cannot run a pipeline twice: create a new one")
+	}
 	cfg := p.cfg
 	p.free = make(chan *item, cfg.MaxInFlight)
 	for range cfg.MaxInFlight {
@@ -240,8 +245,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.work(i, w, ch)
 		}()
 	}
+	// The drain deadline starts when ctx ends, not when ingest returns: ingest
+	// may itself be waiting for a stuck sink to free in-flight slots.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
+	var drainTimer atomic.Pointer[time.Timer]
+	stopAfter := context.AfterFunc(ctx, func() { drainTimer.Store(time.AfterFunc(cfg.DrainTimeout, cancelDrain)) })
+	defer func() {
+		stopAfter()
+		if t := drainTimer.Load(); t != nil {
+			t.Stop()
+		}
+	}()
 	flushed := make(chan error, 1)
 	go func() { flushed <- p.flusher(drainCtx) }()
 	collected := make(chan struct{})
@@ -253,8 +268,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.ingest(ctx)
 
 	// Drain: workers finish their queues, the collector flushes the rest.
-	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
-	defer timer.Stop()
 	for _, ch := range p.shards {
 		close(ch)
 	}

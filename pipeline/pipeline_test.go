@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
 	_ "github.com/iotwatch/iotwatch/detectors/all"
@@ -338,5 +339,57 @@ func TestGarbageMessageIsBounded(t *testing.T) {
 	}
 	if p.M.Acked.Load() != 1 {
 		t.Errorf("acked %d messages, want 1", p.M.Acked.Load())
+	}
+}
+
+// stuckRows is a ClickHouse that stopped answering: every scored-row insert
+// waits until its context ends (fault injection around the real writer).
+type stuckRows struct{ *sink.ClickHouse }
+
+func (stuckRows) WriteScored(ctx context.Context, _ arrow.RecordBatch) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestShutdownWithStuckSink: with the sink stuck and in-flight slots exhausted,
+// a shutdown still ends within the drain timeout, acks nothing, and says why.
+func TestShutdownWithStuckSink(t *testing.T) {
+	e := setup(t, "stuck")
+	ctx := context.Background()
+	var lines []string
+	for i := range 400 {
+		lines = append(lines, line(fmt.Sprintf("meter-%d", i%50), time.Duration(i)*time.Second, ""))
+	}
+	for i := 0; i < len(lines); i += 10 {
+		if _, err := e.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "test"), []byte(strings.Join(lines[i:i+10], "\n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Few in-flight slots and small batches, so that ingest blocks on the stuck sink.
+	p, err := pipeline.New(pipeline.Config{Workers: 2, MaxInFlight: 16, FlushRows: 8, FlushInterval: 10 * time.Millisecond,
+		DrainTimeout: 500 * time.Millisecond}, e.cons, stuckRows{e.ch}, e.pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	for p.M.Messages.Load() == 0 {
+		time.Sleep(5 * time.Millisecond) // until ingest has fetched something
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "cannot drain") {
+			t.Errorf("Run = %v, want a drain error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after shutdown with a stuck sink (deadlock)")
+	}
+	if n := p.M.Acked.Load(); n != 0 {
+		t.Errorf("acked %d messages whose rows were never written", n)
+	}
+	if err := p.Run(ctx); err == nil {
+		t.Error("a second Run must be refused")
 	}
 }
