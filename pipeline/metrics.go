@@ -25,6 +25,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
 	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried).", m.SinkErrors.Load())
 	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.Flushes.Load())
+	counter(schemas.MetricInProgress, "Messages reported in progress while waiting for a slow sink.", m.InProgress.Load())
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
 		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())

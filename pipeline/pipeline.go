@@ -83,6 +83,10 @@ type Config struct {
 	FlushMessages int
 	// ConcurrentInserts bounds the scored-row inserts in flight (default 2).
 	ConcurrentInserts int
+	// AckWait is the consumer's ack wait (default 60s, as bus.DefaultStreamsConfig).
+	// Messages still unacked after half of it are reported in progress, so that a
+	// slow sink does not get them redelivered and counted twice in baselines.
+	AckWait time.Duration
 	// DrainTimeout bounds the final flush on shutdown (default 30s).
 	DrainTimeout time.Duration
 	// Detectors to enable, by name (default: all registered).
@@ -119,6 +123,9 @@ func (c *Config) defaults() {
 	if c.ConcurrentInserts <= 0 {
 		c.ConcurrentInserts = 2
 	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
@@ -139,6 +146,7 @@ type Metrics struct {
 	Flushes      atomic.Uint64
 	FlushNanos   atomic.Uint64 // total time spent flushing
 	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
+	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
 	Devices      atomic.Int64  // devices with state, all workers
 	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
 }
@@ -157,6 +165,63 @@ type item struct {
 type batch struct {
 	msgs []jetstream.Msg
 	left int // workers whose barrier the collector has not seen yet
+}
+
+// unacked tracks fetched batches until they are acked, with the last time the
+// server heard of them (fetch, or an in-progress notice).
+type unacked struct {
+	mu      sync.Mutex
+	batches map[*batch]time.Time
+}
+
+func (u *unacked) add(b *batch, now time.Time) {
+	u.mu.Lock()
+	if u.batches == nil {
+		u.batches = map[*batch]time.Time{}
+	}
+	u.batches[b] = now
+	u.mu.Unlock()
+}
+
+func (u *unacked) remove(b *batch) {
+	u.mu.Lock()
+	delete(u.batches, b)
+	u.mu.Unlock()
+}
+
+// stale returns the batches not heard of for at least age, marking them heard of now.
+func (u *unacked) stale(now time.Time, age time.Duration) []*batch {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []*batch
+	for b, t := range u.batches {
+		if now.Sub(t) >= age {
+			out = append(out, b)
+			u.batches[b] = now
+		}
+	}
+	return out
+}
+
+// keepAlive tells the server that messages waiting for a slow sink are still
+// being worked on, every quarter of the ack wait, until ctx is done.
+func (p *Pipeline) keepAlive(ctx context.Context) {
+	t := time.NewTicker(p.cfg.AckWait / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, b := range p.unacked.stale(now, p.cfg.AckWait/2) {
+				for _, m := range b.msgs {
+					if m.InProgress() == nil { // an already-acked message says so: fine
+						p.M.InProgress.Add(1)
+					}
+				}
+			}
+		}
+	}
 }
 
 type flushJob struct {
@@ -180,6 +245,7 @@ type Pipeline struct {
 	M       Metrics
 
 	started atomic.Bool
+	unacked unacked
 	free    chan *item
 	shards  []chan *item
 	results chan *item
@@ -259,6 +325,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	flushed := make(chan error, 1)
 	go func() { flushed <- p.flusher(drainCtx) }()
+	aliveCtx, stopAlive := context.WithCancel(drainCtx)
+	defer stopAlive()
+	go p.keepAlive(aliveCtx)
 	collected := make(chan struct{})
 	go func() {
 		p.collect()
@@ -318,6 +387,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		if len(b.msgs) == 0 {
 			continue
 		}
+		p.unacked.add(b, time.Now())
 		for _, ch := range p.shards {
 			ch <- &item{b: b}
 		}
@@ -534,6 +604,7 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 				}
 				acked++
 			}
+			p.unacked.remove(b)
 		}
 		p.M.Acked.Add(uint64(acked))
 		p.M.Flushes.Add(1)

@@ -393,3 +393,81 @@ func TestShutdownWithStuckSink(t *testing.T) {
 		t.Error("a second Run must be refused")
 	}
 }
+
+// slowRows is a ClickHouse that hangs for a while (fault injection around the
+// real writer): the first scored-row insert waits for release.
+type slowRows struct {
+	*sink.ClickHouse
+	release <-chan struct{}
+}
+
+func (s slowRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.ClickHouse.WriteScored(ctx, rec)
+}
+
+// TestSlowSinkNoRedelivery: a sink slower than the ack wait must not get the
+// waiting messages redelivered, which would count their events twice in the
+// baselines: they are reported in progress instead.
+func TestSlowSinkNoRedelivery(t *testing.T) {
+	e := setup(t, "slow")
+	ctx := context.Background()
+	cfg := bus.DefaultStreamsConfig()
+	cfg.AckWait = 2 * time.Second
+	cons, _, err := bus.Ensure(ctx, e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cons = cons
+	var lines []string
+	for i := range 300 {
+		lines = append(lines, line(fmt.Sprintf("meter-%d", i%30), time.Duration(i)*time.Second, ""))
+	}
+	for i := 0; i < len(lines); i += 10 {
+		if _, err := e.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "test"), []byte(strings.Join(lines[i:i+10], "\n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	p, err := pipeline.New(pipeline.Config{Workers: 2, FlushInterval: 20 * time.Millisecond, AckWait: cfg.AckWait},
+		e.cons, slowRows{e.ch, release}, e.pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	// Hold the sink for twice the ack wait (server-side condition: in-progress notices).
+	for p.M.InProgress.Load() < 30 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(2 * cfg.AckWait) // the fault lasts this long: a redelivery would happen within it
+	close(release)
+	for {
+		info, err := e.cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			if info.NumRedelivered != 0 {
+				t.Errorf("%d messages were redelivered", info.NumRedelivered)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := p.M.Events.Load(); got != uint64(len(lines)) {
+		t.Errorf("scored %d events for %d published: redelivered events were counted again", got, len(lines))
+	}
+	if got := e.count(t, schemas.TableScored); got != uint64(len(lines)) {
+		t.Errorf("ClickHouse holds %d rows, want %d", got, len(lines))
+	}
+}

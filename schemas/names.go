@@ -131,6 +131,7 @@ const (
 	MetricMessagesAcked   = "iotwatch_messages_acked_total"
 	MetricSinkErrors      = "iotwatch_sink_errors_total"
 	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
+	MetricInProgress      = "iotwatch_messages_in_progress_total"
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 )

@@ -146,6 +146,7 @@ func (o *options) config() (pipeline.Config, error) {
 	return pipeline.Config{
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
+		AckWait:   o.streams.AckWait,
 		Detectors: names,
 		Worker:    worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
 		Decide:    dc,
