@@ -22,6 +22,7 @@ type options struct {
 	database   string
 	logLevel   string
 	metrics    string
+	pprof      bool
 
 	workers       int
 	fetchBatch    int
@@ -53,7 +54,8 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.clickhouse, "clickhouse", defaultClickHouse, "ClickHouse DSN over the native protocol, e.g. clickhouse://user:pass@host:9000/default")
 	fs.StringVar(&o.database, "database", "iotwatch", "ClickHouse database for the tables")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9464); empty disables")
+	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464); empty disables")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
 	fs.IntVar(&o.fetchBatch, "fetch-batch", 256, "log messages per JetStream pull")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -58,7 +59,7 @@ Flags:
 	}
 	defer st.Close()
 	if o.metrics != "" {
-		stopMetrics, err := serveMetrics(o.metrics, st.p, log)
+		stopMetrics, err := serveMetrics(o.metrics, st, o.pprof, log)
 		if err != nil {
 			return err
 		}
@@ -164,7 +165,10 @@ func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, ev
 	}
 }
 
-func serveMetrics(addr string, p *pipeline.Pipeline, log *slog.Logger) (func(), error) {
+// serveMetrics serves /metrics (Prometheus text format), /healthz (the process
+// is alive), /readyz (NATS connected and ClickHouse answering) and, with
+// --pprof, /debug/pprof/.
+func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("cannot listen on --metrics-addr %q: %w", addr, err)}
@@ -172,9 +176,29 @@ func serveMetrics(addr string, p *pipeline.Pipeline, log *slog.Logger) (func(), 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		p.WriteMetrics(w)
+		st.p.WriteMetrics(w)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !st.nc.IsConnected() {
+			http.Error(w, "not ready: NATS disconnected", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.ch.Ping(ctx); err != nil {
+			http.Error(w, "not ready: ClickHouse: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {

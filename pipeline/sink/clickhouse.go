@@ -154,6 +154,14 @@ func (c *ClickHouse) Stats() ClickHouseStats {
 // Close closes the connections.
 func (c *ClickHouse) Close() error { return c.conn.Close() }
 
+// Ping checks that the server answers, for readiness probes.
+func (c *ClickHouse) Ping(ctx context.Context) error {
+	if err := c.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("cannot ping ClickHouse at %q: %w", c.dsn, err)
+	}
+	return nil
+}
+
 // WriteScored inserts the scored events of rec (schema schemas.ScoredArrowSchema,
 // or any record whose fields are named and typed like the scored_events columns)
 // into the scored events table. It does not retain or release rec.
