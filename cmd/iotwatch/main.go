@@ -2,6 +2,7 @@
 //
 //	iotwatch run      the pipeline against an external NATS and ClickHouse
 //	iotwatch demo     a simulated fleet with attacks through embedded NATS and a private ClickHouse
+//	iotwatch replay   recorded logs through the detectors and decisions, offline
 //	iotwatch migrate  create or update the ClickHouse tables
 //	iotwatch version  print the version
 //
@@ -36,6 +37,7 @@ type command struct {
 var commands = []command{
 	{"run", "run the pipeline against an external NATS JetStream and ClickHouse", runCmd},
 	{"demo", "run a simulated fleet with attacks through embedded NATS and a private ClickHouse", demoCmd},
+	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
 	{"version", "print the version", versionCmd},
 }
