@@ -7,7 +7,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 DEMO_FLAGS ?=
 
-.PHONY: all build deps demo test vet bench bench-e2e bench-state fuzz docs clean help
+.PHONY: all build deps demo test vet bench bench-e2e bench-state fuzz docs clean help geoip
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make deps       install missing system packages (clickhouse-server)"
 	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
 	@echo "make fuzz       run each fuzz target for FUZZTIME (default 20s)"
+	@echo "make geoip      fetch a free country database (ip-location-db, via npm) into $(GEOIP_DB)"
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
@@ -72,6 +73,21 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schemas/
 	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./detectors/
+
+# geoip fetches the country database of the npm package @ip-location-db/geo-whois-asn-country-mmdb
+# (package license CC0-1.0; its data comes from NRO statistics, CC BY 4.0: attribute nro.net) with
+# `npm pack`, and keeps its combined IPv4+IPv6 file. The demo uses it when present (--geoip FILE elsewhere).
+GEOIP_PKG ?= @ip-location-db/geo-whois-asn-country-mmdb
+GEOIP_DB  ?= var/geoip/geo-whois-asn-country.mmdb
+geoip:
+	@command -v npm >/dev/null 2>&1 || { echo "make geoip needs npm (Debian: apt-get install npm)"; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	(cd "$$tmp" && npm pack --silent $(GEOIP_PKG) >/dev/null); \
+	tar -xzf "$$tmp"/*.tgz -C "$$tmp" package/geo-whois-asn-country.mmdb package/NRO_LICENSE package/package.json; \
+	mkdir -p $(dir $(GEOIP_DB)); \
+	cp "$$tmp"/package/geo-whois-asn-country.mmdb $(GEOIP_DB).tmp && mv $(GEOIP_DB).tmp $(GEOIP_DB); \
+	cp "$$tmp"/package/NRO_LICENSE $(dir $(GEOIP_DB))NRO_LICENSE; \
+	echo "$(GEOIP_DB): $$(wc -c <$(GEOIP_DB)) bytes, $(GEOIP_PKG)@$$(sed -n 's/.*"version": *"\(.*\)".*/\1/p' "$$tmp"/package/package.json)"
 
 clean:
 	rm -rf bin var bench/out

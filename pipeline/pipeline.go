@@ -39,6 +39,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -93,6 +94,9 @@ type Config struct {
 	Detectors []string
 	Worker    worker.Config
 	Decide    decide.Config
+	// GeoIP, when set, fills country, ASN and coordinates that a log line
+	// lacks, from a MaxMind-format database (cached per IP).
+	GeoIP *geoip.Reader
 	// MaxLineBytes and MaxFuture configure the decoder (see schemas.Decoder).
 	MaxLineBytes int
 	MaxFuture    time.Duration
@@ -434,6 +438,9 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 			bad++
 			line++
 			continue
+		}
+		if p.cfg.GeoIP != nil {
+			p.cfg.GeoIP.Enrich(&it.ev)
 		}
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 		line++

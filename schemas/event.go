@@ -124,6 +124,10 @@ type Event struct {
 	ClientIP netip.Addr
 	Country  Country
 	ASN      uint32
+	// Lat and Lon are the client's approximate coordinates in degrees, from the
+	// log or a GeoIP database; both zero means unknown. They are not part of the
+	// canonical encoding: an enrichment stage sets them after decoding.
+	Lat, Lon float32
 
 	Protocol Protocol
 	// Command is the normalized command: "POST /v1/devices/{id}/unlock",

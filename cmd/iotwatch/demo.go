@@ -52,6 +52,11 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if !flagSet(fs, "geoip") {
+		if _, err := os.Stat(demoGeoIP); err == nil {
+			o.geoip = demoGeoIP // fetched by 'make geoip': fills what logs lack
+		}
+	}
 	if err := fc.Validate(); err != nil {
 		return usageError{errors.New(simFlagNames.Replace(err.Error()))}
 	}
@@ -117,6 +122,9 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 	labelsPath := filepath.Join(*dir, "labels.jsonl")
 	if err := writeLabels(labelsPath, labels); err != nil {
 		return err
+	}
+	if o.geoip != "" {
+		say("GeoIP            %s (fills countries that logs lack)", o.geoip)
 	}
 	say("Fleet            %d devices, %s of traffic from %s, seed %d, %d labelled attacks (%s)",
 		fc.Devices, fc.Duration, fc.Start.Format(time.RFC3339), fc.Seed, len(labels), labelsPath)
@@ -196,6 +204,9 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 	}
 	return nil
 }
+
+// demoGeoIP is where 'make geoip' puts the country database.
+const demoGeoIP = "var/geoip/geo-whois-asn-country.mmdb"
 
 // simFlagNames maps the simulator's config fields in errors to demo flags.
 var simFlagNames = strings.NewReplacer("invalid Config.Devices", "cannot use --devices", "invalid Config.Duration", "cannot use --duration",

@@ -46,6 +46,7 @@ func TestBadConfigNamesTheFlag(t *testing.T) {
 	f("--logs-retention", "--logs-retention", "forever")
 	f("--flush-rows", "--flush-rows", "0")
 	f("--database", "--database", "a;drop")
+	f("--geoip", "--geoip", "/nonexistent/geo.mmdb")
 	var out, errOut bytes.Buffer
 	if code := mainExit([]string{"demo", "--devices", "-3"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--devices") {
 		t.Errorf("demo --devices -3: exit %d, stderr %q", code, errOut.String())

@@ -11,6 +11,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 )
 
@@ -23,6 +24,7 @@ type options struct {
 	logLevel   string
 	metrics    string
 	pprof      bool
+	geoip      string
 
 	workers       int
 	fetchBatch    int
@@ -55,6 +57,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.database, "database", "iotwatch", "ClickHouse database for the tables")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464); empty disables")
+	fs.StringVar(&o.geoip, "geoip", "", "MaxMind-format MMDB (e.g. from 'make geoip') to fill country and ASN that logs lack; empty: logs' own only")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
@@ -145,7 +148,16 @@ func (o *options) config() (pipeline.Config, error) {
 	if _, err := worker.NewLayout(names); err != nil {
 		return bad("cannot use --detectors: %v", err)
 	}
+	var geo *geoip.Reader
+	if o.geoip != "" {
+		g, err := geoip.Open(o.geoip)
+		if err != nil {
+			return bad("cannot use --geoip: %v", err)
+		}
+		geo = g
+	}
 	return pipeline.Config{
+		GeoIP:   geo,
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
 		AckWait:   o.streams.AckWait,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -80,7 +81,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{w: w, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{w: w, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
@@ -96,6 +97,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 
 type replayer struct {
 	w                  *worker.Worker
+	geo                *geoip.Reader
 	enc                *json.Encoder
 	errw               io.Writer
 	dec                schemas.Decoder
@@ -143,6 +145,9 @@ func (r *replayer) file(ctx context.Context, index uint64, name string) error {
 			continue
 		}
 		r.events++
+		if r.geo != nil {
+			r.geo.Enrich(&r.ev)
+		}
 		alert, d := r.w.Process(&r.ev, &r.sc)
 		if alert != nil {
 			r.alerts++
