@@ -34,6 +34,7 @@ var witnesses = map[string]string{
 	schemas.DetectorCommand + "/" + schemas.ReasonNewClassCommand: "privileged.txt",
 	schemas.DetectorCommand + "/" + schemas.ReasonPrivilegedNew:   "privileged.txt",
 	schemas.DetectorCommand + "/" + schemas.ReasonEnumeration:     "enumeration.txt",
+	schemas.DetectorCommand + "/" + schemas.ReasonRareTransition:  "rare_transition.txt",
 }
 
 func TestRegistry(t *testing.T) {

@@ -43,6 +43,34 @@ type Fleet interface {
 	ClassCommandDevices(class, command, device uint64) float64
 	// ClassDevices estimates how many distinct devices of the class were seen.
 	ClassDevices(class uint64) float64
+	// ClassTransitionDevices estimates how many distinct devices of the class,
+	// other than device, issued command right after prev (an identifier of
+	// the previous command, as a CommandTracker records it).
+	ClassTransitionDevices(class, prev, command, device uint64) float64
+	// ClassSince returns the earliest event time (Unix ns) learned for the
+	// class, 0 if none: with ClassDevices, how established the class is.
+	ClassSince(class uint64) int64
+}
+
+// CommandTracker is implemented by a detector that records each device's last
+// command in its state, so that the worker can teach the fleet view the
+// device's transitions (ClassTable.LearnTransition) without a state of its own.
+type CommandTracker interface {
+	// LastCommand returns an identifier of the last command recorded in state
+	// (before Observe of the current event: the device's previous command),
+	// or 0 when there is none. It must not allocate or retain state.
+	LastCommand(state []byte) uint64
+}
+
+// FindCommandTracker returns the index in dets of the first detector that is a
+// CommandTracker, and the tracker, or -1 and nil.
+func FindCommandTracker(dets []Detector) (int, CommandTracker) {
+	for i, d := range dets {
+		if t, ok := d.(CommandTracker); ok {
+			return i, t
+		}
+	}
+	return -1, nil
 }
 
 // Spec describes a detector for the registry.

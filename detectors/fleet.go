@@ -9,33 +9,40 @@ import (
 )
 
 // ClassTable is the shared, bounded implementation of Fleet. It keeps, per
-// (class, command), a 64-bit sketch of the devices that issued it and, per
-// class, a 1024-bit sketch of its devices; distinct counts are estimated by
+// (class, command) and per (class, previous command, command) transition, a
+// 64-bit sketch of the devices that issued it and, per class, a 1024-bit
+// sketch of its devices and the earliest event time learned; distinct counts are estimated by
 // linear counting (accurate to a few percent up to ~100 devices for a command
 // and ~3,000 for a class, saturating beyond). Tables are fixed-size and
 // open-addressed, so memory does not grow with devices or commands. Workers call
-// Learn for every event; detectors only read through Fleet.
+// Learn and LearnTransition for every event; detectors only read through Fleet.
 //
 // When a table is full, new keys are not learned (Saturated counts them): an
 // unknown command then keeps looking new, which errs on the side of alerting.
 type ClassTable struct {
 	cmdKeys   []atomic.Uint64
 	cmdBits   []atomic.Uint64
+	trKeys    []atomic.Uint64 // transitions, as many slots as commands
+	trBits    []atomic.Uint64
 	clsKeys   []atomic.Uint64
 	clsBits   []atomic.Uint64 // clsWords per class slot
+	clsFirst  []atomic.Int64  // per class slot: earliest event time learned (0: none)
 	saturated atomic.Uint64
 }
 
 const clsWords = 16 // 1024 bits per class
 
 // NewClassTable returns a table holding up to commandSlots (class, command)
-// pairs and classSlots classes; both are rounded up to powers of two. It costs
-// 16 bytes per command slot and 136 bytes per class slot.
+// pairs, as many (class, previous command, command) transitions, and
+// classSlots classes; both are rounded up to powers of two. It costs 32 bytes
+// per command slot and 144 bytes per class slot.
 func NewClassTable(commandSlots, classSlots int) *ClassTable {
 	c, k := pow2(commandSlots), pow2(classSlots)
 	return &ClassTable{
 		cmdKeys: make([]atomic.Uint64, c), cmdBits: make([]atomic.Uint64, c),
+		trKeys: make([]atomic.Uint64, c), trBits: make([]atomic.Uint64, c),
 		clsKeys: make([]atomic.Uint64, k), clsBits: make([]atomic.Uint64, k*clsWords),
+		clsFirst: make([]atomic.Int64, k),
 	}
 }
 
@@ -78,6 +85,13 @@ func pairKey(class, command uint64) uint64 {
 	return (class ^ (command * 0x9e3779b97f4a7c15)) * 0xff51afd7ed558ccd
 }
 
+// transitionKey mixes differently from pairKey, so that a transition and a
+// command never share a key by construction.
+func transitionKey(class, prev, command uint64) uint64 {
+	k := (prev*0xc2b2ae3d27d4eb4f ^ command) * 0x9e3779b97f4a7c15
+	return (class ^ k ^ k>>29) * 0xd6e8feb86659fd93
+}
+
 // deviceBit is the device's bit in a 64-bit command sketch; deviceBit10 its bit
 // in a class sketch. They use the key's top bits (the shard uses bits 32-63
 // too, but every worker sees every bit value).
@@ -103,6 +117,25 @@ func (t *ClassTable) ClassCommandDevices(class, command, device uint64) float64 
 	return linearCount(64, bits.OnesCount64(b))
 }
 
+// ClassTransitionDevices implements Fleet.
+func (t *ClassTable) ClassTransitionDevices(class, prev, command, device uint64) float64 {
+	j := slot(t.trKeys, transitionKey(class, prev, command), false)
+	if j < 0 {
+		return 0
+	}
+	b := t.trBits[j].Load() &^ (1 << deviceBit(device))
+	return linearCount(64, bits.OnesCount64(b))
+}
+
+// ClassSince implements Fleet.
+func (t *ClassTable) ClassSince(class uint64) int64 {
+	j := slot(t.clsKeys, class, false)
+	if j < 0 {
+		return 0
+	}
+	return t.clsFirst[j].Load()
+}
+
 // ClassDevices implements Fleet.
 func (t *ClassTable) ClassDevices(class uint64) float64 {
 	j := slot(t.clsKeys, class, false)
@@ -122,11 +155,31 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 	if j := slot(t.clsKeys, ev.ClassKey, true); j >= 0 {
 		b := deviceBit10(ev.DeviceKey)
 		setBit(&t.clsBits[j*clsWords+int(b>>6)], b&63)
+		for f := &t.clsFirst[j]; ev.Time > 0; {
+			old := f.Load()
+			if (old != 0 && old <= ev.Time) || f.CompareAndSwap(old, ev.Time) {
+				break
+			}
+		}
 	} else {
 		t.saturated.Add(1)
 	}
 	if j := slot(t.cmdKeys, pairKey(ev.ClassKey, ev.CommandID), true); j >= 0 {
 		setBit(&t.cmdBits[j], deviceBit(ev.DeviceKey))
+	} else {
+		t.saturated.Add(1)
+	}
+}
+
+// LearnTransition records that ev's device issued ev's command right after
+// the command prev (an identifier kept by a CommandTracker; 0, no previous
+// command, learns nothing). Safe for concurrent use.
+func (t *ClassTable) LearnTransition(ev *schemas.Event, prev uint64) {
+	if prev == 0 {
+		return
+	}
+	if j := slot(t.trKeys, transitionKey(ev.ClassKey, prev, ev.CommandID), true); j >= 0 {
+		setBit(&t.trBits[j], deviceBit(ev.DeviceKey))
 	} else {
 		t.saturated.Add(1)
 	}

@@ -116,6 +116,7 @@ const (
 	ReasonNewClassCommand = "new_class_command"      // a command never seen for this device nor its class
 	ReasonPrivilegedNew   = "privileged_command_new" // a privileged command (unlock, firmware, credentials) this device never issued
 	ReasonEnumeration     = "enumeration"            // many distinct resource ids in a short window
+	ReasonRareTransition  = "rare_transition"        // a command following another in an order (almost) no device of the class used
 )
 
 // Metric names (Prometheus text format).

@@ -4,6 +4,7 @@
 //	iotwatch demo     a simulated fleet with attacks through embedded NATS and a private ClickHouse
 //	iotwatch replay   recorded logs through the detectors and decisions, offline
 //	iotwatch migrate  create or update the ClickHouse tables
+//	iotwatch eval     evaluate detectors on labelled data
 //	iotwatch version  print the version
 //
 // Every subcommand explains its flags with --help.
@@ -39,6 +40,7 @@ var commands = []command{
 	{"demo", "run a simulated fleet with attacks through embedded NATS and a private ClickHouse", demoCmd},
 	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
+	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},
 	{"version", "print the version", versionCmd},
 }
 

@@ -10,6 +10,16 @@
 // commands are learned once flagged with a score below 0.5. A Bloom filter has false positives (a
 // new command looks known): with 10 commands per device, about 1 in 600.
 //
+// Transitions: each device remembers its last command and a 192-bit Bloom
+// filter of the transitions (previous command, command) it made. A transition
+// missing from it is judged against the class's transition sketches (distinct
+// devices, in the fleet view): one no other device of an established class made
+// is rare_transition, scored by the class's maturity, and not learned when it
+// scores LearnBelow or more. Class-level findings (a command or a transition
+// no other device of an established class issued: ClassWarmDevices devices
+// and ClassWarmAge of history) need no history of the device: they fire from
+// its first event, as its class is its prior.
+//
 // Enumeration: each device tracks its home resource (the identifier it
 // addresses most, normally its own id, with a Misra-Gries counter) and the
 // distinct other resources (ev.Resource) it addressed in the last 30-60
@@ -37,6 +47,10 @@ const (
 	// issued a privileged command before it counts as known to the class.
 	ClassWarmDevices  = 20
 	ClassKnownDevices = 3
+	// ClassWarmAge (seconds): a class is established, its vocabulary and
+	// transitions trusted to judge devices with no history of their own, once
+	// it has ClassWarmDevices devices and this much history.
+	ClassWarmAge = 3600.0
 	// A command issued by UsualShare of the class's devices (or UsualDevices
 	// devices) is usual for the class: its findings score lowest.
 	UsualShare   = 0.2
@@ -52,6 +66,15 @@ const (
 	ScoreDeviceMax       = 0.35 // issued by other devices of the class, few...
 	ScoreDeviceMin       = 0.1  // ...or usual for the class
 	LearnBelow           = 0.5
+	// A transition (previous command, command) no other device of the class
+	// made scores from ScoreTransitionMin in a class of ClassWarmDevices
+	// devices to ScoreTransitionMax in one of TransitionWarmDevices or more
+	// (transitions are many more than commands: a class needs more devices to
+	// know them); one that one or two others made scores ScoreTransitionRare.
+	TransitionWarmDevices = 100
+	ScoreTransitionMin    = 0.3
+	ScoreTransitionMax    = 0.65
+	ScoreTransitionRare   = 0.25
 	// Window is the enumeration window, in seconds; the observed count covers
 	// the current and the previous window.
 	Window = 30
@@ -73,7 +96,7 @@ const (
 )
 
 // StateSize is the size of the per-device record.
-const StateSize = 80
+const StateSize = 112
 
 // Record layout, little-endian:
 //
@@ -85,9 +108,12 @@ const StateSize = 80
 //	32:40 previous window's resource bitmap (uint64)
 //	40:44 current window index, event time / Window (uint32, wrapping)
 //	44:46 home resource counter (uint16)
-//	46    flags: 1 = the current window was flagged as enumeration
+//	46    flags: 1 = the current window was flagged as enumeration,
+//	      2 = the last command, or the transition to it, was flagged and not learned
 //	47    unused
 //	48:80 Bloom filter of issued commands (256 bits)
+//	80:88 last command, ev.CommandID (0: none)
+//	88:112 Bloom filter of transitions made (192 bits)
 type state struct {
 	first     int64
 	n         uint32
@@ -97,9 +123,17 @@ type state struct {
 	win       uint32
 	homeCnt   uint16
 	flagged   bool
+	last      uint64
+	lastBad   bool
 }
 
-const bloomOff = 48
+const (
+	bloomOff = 48
+	lastOff  = 80
+	transOff = 88
+	// transBits is the size of the transition Bloom filter.
+	transBits = (StateSize - transOff) * 8
+)
 
 func (s *state) load(b []byte) {
 	_ = b[StateSize-1]
@@ -115,6 +149,8 @@ func (s *state) load(b []byte) {
 	s.win = binary.LittleEndian.Uint32(b[40:])
 	s.homeCnt = min(binary.LittleEndian.Uint16(b[44:]), maxHome)
 	s.flagged = b[46]&1 != 0
+	s.lastBad = b[46]&2 != 0
+	s.last = binary.LittleEndian.Uint64(b[lastOff:])
 }
 
 func (s *state) store(b []byte) {
@@ -129,8 +165,12 @@ func (s *state) store(b []byte) {
 	binary.LittleEndian.PutUint16(b[44:], s.homeCnt)
 	b[46], b[47] = 0, 0
 	if s.flagged {
-		b[46] = 1
+		b[46] |= 1
 	}
+	if s.lastBad {
+		b[46] |= 2
+	}
+	binary.LittleEndian.PutUint64(b[lastOff:], s.last)
 }
 
 // Doc is the catalog paragraph.
@@ -141,8 +181,15 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"the class issued it and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
 	"falling to 0.2 as it becomes usual for the class (privileged_command_new). A command no other device of " +
 	"the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one that others " +
-	"issue scores 0.1-0.35, rarer higher (new_command). Devices with fewer than 20 events or 10 minutes of " +
-	"history learn silently, except privileged commands unknown to a warm class (0.8). Enumeration: distinct " +
+	"issue scores 0.1-0.35, rarer higher (new_command). Transitions (previous command, command) the device " +
+	"never made (192-bit Bloom filter) are judged against the class's transition sketches once the class is " +
+	"established (20 devices and 1 h of history): one no other device of the class made scores 0.3-0.65 by " +
+	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
+	"one that one or two others made 0.25 (rare_transition; Observed and Expected as for commands, label: the " +
+	"second command); a step out of a flagged command or transition is not judged again. Devices with fewer " +
+	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to a warm " +
+	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
+	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
 	"1e-6; score 0.5 rising with the count. For command findings Observed is the estimated number of other " +
@@ -155,13 +202,22 @@ func init() {
 		Doc:       Doc,
 		StateSize: StateSize,
 		Reasons: []string{schemas.ReasonNewCommand, schemas.ReasonNewClassCommand,
-			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration},
+			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration, schemas.ReasonRareTransition},
 		New: func() detectors.Detector { return Detector{} },
 	})
 }
 
 // Detector is the command detector. The zero value is ready to use.
 type Detector struct{}
+
+// LastCommand implements detectors.CommandTracker: the CommandID of the last
+// command Observe recorded in b, 0 if none.
+func (Detector) LastCommand(b []byte) uint64 {
+	if len(b) < StateSize {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[lastOff:])
+}
 
 // Observe implements detectors.Detector.
 func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
@@ -174,11 +230,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		s.first = ev.Time
 		s.win = window(ev.Time)
 		s.cur, s.prev, s.flagged = 0, 0, false
+		s.last, s.lastBad = 0, false
 	}
 	warm := s.n >= WarmEvents && ev.Time > s.first && float64(uint64(ev.Time)-uint64(s.first)) >= WarmAge*1e9
 
 	enum := s.enumeration(ev, warm)
-	f := s.command(ev, b[bloomOff:StateSize], fleet, warm)
+	f := s.command(ev, b[bloomOff:lastOff], b[transOff:StateSize], fleet, warm)
 	if enum.Score > f.Score {
 		f = enum
 	}
@@ -254,16 +311,109 @@ func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
 	return f
 }
 
-func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, warm bool) schemas.Finding {
+// command judges ev's command and the transition to it from the device's last
+// command, and records both.
+func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet detectors.Fleet, warm bool) schemas.Finding {
+	h := ev.CommandID
+	var (
+		f       schemas.Finding
+		learned = true
+		cls     class
+		looked  bool
+	)
+	b1, b2 := byte(h), byte(h>>8)
+	if bloom[b1>>3]&(1<<(b1&7)) == 0 || bloom[b2>>3]&(1<<(b2&7)) == 0 {
+		cls, looked = lookClass(ev, fleet), true
+		f, learned = newCommand(ev, bloom, fleet, cls, warm)
+	}
+	prev, prevBad := s.last, s.lastBad
+	s.last, s.lastBad = h, !learned
+	// A transition out of or into a command or transition the device was
+	// flagged for (and did not learn) is part of that finding, not a second one.
+	if prev == 0 || prevBad || !learned {
+		return f
+	}
+	t := prev*0xc2b2ae3d27d4eb4f ^ h
+	t ^= t >> 31
+	t *= 0x9e3779b97f4a7c15
+	i1 := uint((uint64(uint32(t)) * transBits) >> 32)
+	i2 := uint(((t >> 32) * transBits) >> 32)
+	if trans[i1>>3]&(1<<(i1&7)) != 0 && trans[i2>>3]&(1<<(i2&7)) != 0 {
+		return f
+	}
+	if !looked {
+		cls = lookClass(ev, fleet)
+	}
+	tf, learn := transition(ev, prev, fleet, cls)
+	if learn {
+		trans[i1>>3] |= 1 << (i1 & 7)
+		trans[i2>>3] |= 1 << (i2 & 7)
+	} else {
+		s.lastBad = true // the way out of a flagged step belongs to the same finding
+	}
+	if tf.Score > f.Score {
+		f = tf
+	}
+	return f
+}
+
+// class is what the fleet view says of ev's class.
+type class struct {
+	devices     float64 // estimated distinct devices
+	established bool    // ClassWarmDevices devices and ClassWarmAge of history
+}
+
+func lookClass(ev *schemas.Event, fleet detectors.Fleet) class {
+	if fleet == nil {
+		return class{}
+	}
+	c := class{devices: fleet.ClassDevices(ev.ClassKey)}
+	if c.devices >= ClassWarmDevices {
+		since := fleet.ClassSince(ev.ClassKey)
+		c.established = since != 0 && ev.Time > since && float64(ev.Time-since) >= ClassWarmAge*1e9
+	}
+	return c
+}
+
+// transition judges the transition from prev to ev's command, which the device
+// never made, against its class; learn reports whether the device should
+// remember it.
+func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class) (f schemas.Finding, learn bool) {
+	if fleet == nil || !cls.established {
+		return f, true // a young class knows too few transitions to judge any
+	}
+	devices := cls.devices
+	others := fleet.ClassTransitionDevices(ev.ClassKey, prev, ev.CommandID, ev.DeviceKey)
+	var score float64
+	switch {
+	case others < 0.5:
+		score = ScoreTransitionMin + (ScoreTransitionMax-ScoreTransitionMin)*
+			min((devices-ClassWarmDevices)/(TransitionWarmDevices-ClassWarmDevices), 1)
+	case others < ClassKnownDevices:
+		score = ScoreTransitionRare
+	default:
+		return f, true
+	}
+	return schemas.Finding{
+		Detector:      schemas.DetectorCommand,
+		Reason:        schemas.ReasonRareTransition,
+		Score:         float32(score),
+		Observed:      math.Round(others*10) / 10,
+		Expected:      math.Round(devices*10) / 10,
+		ObservedLabel: commandLabel(ev.Command),
+	}, score < LearnBelow
+}
+
+// newCommand judges ev's command, which the device never issued, against its
+// class, and learns it into bloom unless flagged high; learned reports
+// whether it did.
+func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls class, warm bool) (schemas.Finding, bool) {
+	devices := cls.devices
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
-	if bloom[b1>>3]&(1<<(b1&7)) != 0 && bloom[b2>>3]&(1<<(b2&7)) != 0 {
-		return schemas.Finding{}
-	}
-	var others, devices float64 // other devices of the class that issued it; devices of the class
+	var others float64 // other devices of the class that issued it
 	if fleet != nil {
 		others = fleet.ClassCommandDevices(ev.ClassKey, h, ev.DeviceKey)
-		devices = fleet.ClassDevices(ev.ClassKey)
 	}
 	classWarm := devices >= ClassWarmDevices
 	priv := Privileged(ev.Command)
@@ -274,8 +424,12 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 	)
 	switch {
 	case !warm:
-		if priv && others < ClassKnownDevices && classWarm {
+		// The device's own vocabulary is not known yet; its class's may be.
+		switch {
+		case priv && others < ClassKnownDevices && classWarm:
 			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
+		case others < 0.5 && cls.established:
+			reason, score, learn = schemas.ReasonNewClassCommand, ScoreClassMax, false
 		}
 	case priv && others < 0.5:
 		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
@@ -300,7 +454,7 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 		bloom[b2>>3] |= 1 << (b2 & 7)
 	}
 	if reason == schemas.ReasonNone {
-		return schemas.Finding{}
+		return schemas.Finding{}, learn
 	}
 	return schemas.Finding{
 		Detector:      schemas.DetectorCommand,
@@ -309,7 +463,7 @@ func (s *state) command(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, 
 		Observed:      math.Round(others*10) / 10,
 		Expected:      math.Round(devices*10) / 10,
 		ObservedLabel: commandLabel(ev.Command),
-	}
+	}, learn
 }
 
 // usual is how usual a command is for its class, in [0,1]: the share of the

@@ -7,8 +7,9 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// benchObserve warms a device (and its class) on its usual command, then
-// measures Observe on events of raw commands in turn.
+// benchObserve warms a device on its usual command and its class (120 peers)
+// on that command, its repetition and a config fetch, then measures Observe on
+// events of raw commands in turn.
 func benchObserve(b *testing.B, raw ...string) {
 	fleet := detectors.NewClassTable(1<<16, 1<<10)
 	var d Detector
@@ -24,6 +25,15 @@ func benchObserve(b *testing.B, raw ...string) {
 	}
 	t := int64(1736121600e9)
 	usual := mk("POST /v1/devices/d-1/readings")
+	config := mk("GET /v1/devices/d-1/config")
+	for i := range 120 {
+		peer := *usual
+		peer.DeviceKey = uint64(i+1) * 0x9e3779b97f4a7c15
+		fleet.Learn(&peer)
+		fleet.LearnTransition(&peer, usual.CommandID)
+		peer.SetCommand(config.Command)
+		fleet.Learn(&peer)
+	}
 	for range 2000 {
 		t += 60e9
 		usual.Time = t
@@ -48,6 +58,12 @@ func benchObserve(b *testing.B, raw ...string) {
 func BenchmarkObserve(b *testing.B) {
 	b.Run("steady", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings") })
 	b.Run("privileged", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/firmware-update") })
+	// config is known to the class, but no peer went from readings to config
+	// or back: every other event is a rare_transition (the step after it is
+	// part of the same finding).
+	b.Run("transition", func(b *testing.B) {
+		benchObserve(b, "POST /v1/devices/d-1/readings", "GET /v1/devices/d-1/config")
+	})
 	b.Run("enumeration", func(b *testing.B) {
 		b.StopTimer()
 		var raw []string

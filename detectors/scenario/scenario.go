@@ -37,10 +37,12 @@
 //	    moves the virtual clock forward by D.
 //	evict
 //	    zeroes the current device's state record: a cold start.
-//	peers N [FIELD=V...]
+//	peers N [after="METHOD /path"] [FIELD=V...]
 //	    teaches the fleet view that N other devices of the current device's class
 //	    issued its command (or the cmd given): class knowledge counts distinct
-//	    devices, so this sets up a class that knows a command.
+//	    devices, so this sets up a class that knows a command. With after, each
+//	    peer issued that command first and then cmd: the class also knows the
+//	    transition.
 //	seed N
 //	    reseeds the random source used by jitter, errrate and failrate (default 1).
 //
@@ -91,6 +93,8 @@ type Runner struct {
 	layout  *detectors.Layout
 	dets    []detectors.Detector
 	fleet   *detectors.ClassTable
+	tracker detectors.CommandTracker // records devices' last commands (at trackAt), or nil
+	trackAt int
 	records map[string][]byte
 	devices map[string]fields
 	cur     string // current device id
@@ -131,6 +135,7 @@ func New(names ...string) (*Runner, error) {
 	for _, s := range specs {
 		r.dets = append(r.dets, s.New())
 	}
+	r.trackAt, r.tracker = detectors.FindCommandTracker(r.dets)
 	return r, nil
 }
 
@@ -197,8 +202,13 @@ func (r *Runner) peers(args []string) (string, error) {
 		return "", fmt.Errorf("cannot parse peers count %q: want a positive integer", args[0])
 	}
 	f := r.devices[r.cur]
+	after, hasAfter := "", false
 	for _, a := range args[1:] {
 		k, v, _ := strings.Cut(a, "=")
+		if k == "after" {
+			after, hasAfter = v, true
+			continue
+		}
 		if err := f.set(k, v); err != nil {
 			return "", err
 		}
@@ -206,8 +216,20 @@ func (r *Runner) peers(args []string) (string, error) {
 	for i := range n {
 		p := f
 		p.device = fmt.Sprintf("%s-peer-%d", f.device, i)
+		var prev uint64
+		if hasAfter {
+			a := p
+			a.cmd = after
+			r.fill(&a, r.now)
+			r.fleet.Learn(&r.ev)
+			prev = r.ev.CommandID // what the command detector records as the last command
+		}
 		r.fill(&p, r.now)
 		r.fleet.Learn(&r.ev)
+		r.fleet.LearnTransition(&r.ev, prev)
+	}
+	if hasAfter {
+		return fmt.Sprintf("class %s: %d peers issued %s then %s\n", f.class, n, expand(after, 0), expand(f.cmd, 0)), nil
 	}
 	return fmt.Sprintf("class %s: %d peers issued %s\n", f.class, n, expand(f.cmd, 0)), nil
 }
@@ -363,6 +385,10 @@ func (r *Runner) replay(args []string) (string, error) {
 		}
 		r.seq++
 		r.fill(&e, t)
+		var prev uint64
+		if r.tracker != nil {
+			prev = r.tracker.LastCommand(r.layout.State(rec, r.trackAt))
+		}
 		for d, det := range r.dets {
 			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.fleet)
 			if fd.Reason == schemas.ReasonNone {
@@ -382,6 +408,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			runs = append(runs, ru)
 		}
 		r.fleet.Learn(&r.ev) // as the worker does: every event, counted once per device
+		r.fleet.LearnTransition(&r.ev, prev)
 	}
 	var sb strings.Builder
 	switch findings {

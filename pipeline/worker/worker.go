@@ -81,6 +81,10 @@ type Worker struct {
 	table  *state.Table
 	fleet  *detectors.ClassTable
 	engine *decide.Engine
+	// tracker (detector trackerAt) records each device's last command, from
+	// which the fleet learns the device's transitions; nil if none does.
+	tracker   detectors.CommandTracker
+	trackerAt int
 }
 
 // New returns a worker for layout, sharing fleet (class statistics) and the
@@ -95,6 +99,7 @@ func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide
 	for _, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 	}
+	w.trackerAt, w.tracker = detectors.FindCommandTracker(w.dets)
 	return w, nil
 }
 
@@ -108,6 +113,10 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
 	}
 	body := rec[headerSize:]
+	var prev uint64 // the device's previous command, read before Observe records this one
+	if w.tracker != nil {
+		prev = w.tracker.LastCommand(w.layout.Detectors.State(body, w.trackerAt))
+	}
 	for i, d := range w.dets {
 		f := d.Observe(ev, w.layout.Detectors.State(body, i), w.fleet)
 		if f.Reason != schemas.ReasonNone {
@@ -118,6 +127,7 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 	// Every event teaches the class model, which counts distinct devices: an
 	// attack from one device cannot make its commands look normal for the class.
 	w.fleet.Learn(ev)
+	w.fleet.LearnTransition(ev, prev)
 	return w.engine.Decide(ev, out)
 }
 

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors/volume"
+)
+
+// evalNAB scores every DIR/<category>/<file>.csv (columns timestamp and value,
+// one row per interval, oldest first) with the volume model's core
+// (volume.Core, volume.DefaultCoreParams: one parameter set for every file) and
+// writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score and
+// one row per input row, scores in [0,1]. That is the layout of the Numenta
+// Anomaly Benchmark; score the output with NAB's rule (nabscore.py).
+func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("eval nab", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	data := fs.String("data", "", "input directory: DIR/<category>/<file>.csv with columns timestamp,value")
+	out := fs.String("out", "", "output directory: OUT/<category>/<file>.csv with columns timestamp,anomaly_score")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval nab --data DIR --out DIR
+
+Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
+per interval, oldest first) through the volume model's core, one value per interval, and
+writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score, one row per
+input row, scores in [0,1]. One parameter set serves every file (no per-file tuning).
+Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.
+Score the output with NAB's rule, e.g. ../shared/tools/nabscore.py OUT --windows ... .
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *data == "" || *out == "" || fs.NArg() > 0 {
+		return usageError{errors.New("cannot run eval nab: want --data DIR --out DIR and no other arguments")}
+	}
+	files, err := nabFiles(*data)
+	if err != nil {
+		return err
+	}
+	rows := 0
+	for _, rel := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := scoreNABFile(filepath.Join(*data, rel), filepath.Join(*out, rel), &volume.DefaultCoreParams)
+		if err != nil {
+			return err
+		}
+		rows += n
+	}
+	fmt.Fprintf(stdout, "scored %d files, %d rows, from %s into %s\n", len(files), rows, *data, *out)
+	return nil
+}
+
+// nabFiles lists the <category>/<file>.csv paths under dir, sorted.
+func nabFiles(dir string) ([]string, error) {
+	cats, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read data directory %q: %w", dir, err)
+	}
+	var files []string
+	for _, c := range cats {
+		if !c.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(dir, c.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("cannot read category directory %q: %w", filepath.Join(dir, c.Name()), err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".csv") {
+				files = append(files, filepath.Join(c.Name(), e.Name()))
+			}
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("cannot find data files in %q: want DIR/<category>/<file>.csv", dir)
+	}
+	slices.Sort(files)
+	return files, nil
+}
+
+// scoreNABFile scores one series and writes its results; it returns the number
+// of rows. Errors name the file and, for bad rows, the line.
+func scoreNABFile(in, out string, p *volume.CoreParams) (int, error) {
+	f, err := os.Open(in)
+	if err != nil {
+		return 0, fmt.Errorf("cannot open data file %q: %w", in, err)
+	}
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReader(f))
+	r.FieldsPerRecord = -1
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return 0, fmt.Errorf("cannot read header of %q: %w", in, err)
+	}
+	jt, jv := -1, -1
+	for j, h := range header {
+		switch strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))) {
+		case "timestamp":
+			jt = j
+		case "value":
+			jv = j
+		}
+	}
+	if jt < 0 || jv < 0 {
+		return 0, fmt.Errorf("cannot read %q line 1: header %q lacks a timestamp or a value column", in, strings.Join(header, ","))
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return 0, fmt.Errorf("cannot create output directory %q: %w", filepath.Dir(out), err)
+	}
+	var buf []byte
+	buf = append(buf, "timestamp,anomaly_score\n"...)
+	var c volume.Core
+	n := 0
+	var prev int64
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %q: %w", in, err)
+		}
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue
+		}
+		if len(rec) <= max(jt, jv) {
+			return 0, fmt.Errorf("cannot read %q line %d: want %d fields, got %d", in, line, len(header), len(rec))
+		}
+		ts := strings.TrimSpace(rec[jt])
+		t, err := parseNABTime(ts)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %q line %d: %w", in, line, err)
+		}
+		if n > 0 && t < prev {
+			return 0, fmt.Errorf("cannot read %q line %d: timestamp %q is before the previous row's", in, line, ts)
+		}
+		prev = t
+		v, err := strconv.ParseFloat(strings.TrimSpace(rec[jv]), 64)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
+		}
+		score, _, _ := c.Step(p, t, v)
+		buf = append(buf, ts...)
+		buf = append(buf, ',')
+		buf = strconv.AppendFloat(buf, float64(score), 'g', 7, 32)
+		buf = append(buf, '\n')
+		n++
+	}
+	if err := os.WriteFile(out, buf, 0o644); err != nil {
+		return 0, fmt.Errorf("cannot write results %q: %w", out, err)
+	}
+	return n, nil
+}
+
+// nabTimeLayouts are the timestamp layouts eval nab accepts, besides Unix seconds.
+var nabTimeLayouts = []string{"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", time.RFC3339Nano, "2006-01-02 15:04", "2006-01-02"}
+
+// parseNABTime parses a timestamp (UTC unless it says otherwise) into Unix ns.
+func parseNABTime(s string) (int64, error) {
+	for _, l := range nabTimeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UnixNano(), nil
+		}
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f > -1e10 && f < 1e11 {
+		return int64(f * 1e9), nil
+	}
+	return 0, fmt.Errorf("cannot parse timestamp %q: want \"2006-01-02 15:04:05\", RFC 3339 or Unix seconds", s)
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// writeSequences writes a tiny synthetic train/test pair. Normal sessions
+// follow three scripts; the test file adds one anomaly with a token never seen
+// in training (panic) and one with known tokens in an order never seen
+// (open then close).
+func writeSequences(t *testing.T) (train, test string) {
+	t.Helper()
+	scripts := []string{"open read read close", "open read close", "open write read close"}
+	var tr, te strings.Builder
+	for i := range 150 {
+		tr.WriteString("Normal\t" + scripts[i%len(scripts)] + "\n")
+	}
+	tr.WriteString("Anomaly\topen read panic close\n") // semi-supervised training skips it
+	for i := range 30 {
+		te.WriteString("normal\t" + scripts[i%len(scripts)] + "\r\n") // any case, CRLF
+	}
+	te.WriteString("Anomaly\topen read panic close\n")
+	te.WriteString("Anomaly\topen close\n")
+	te.WriteString("\n")
+	dir := t.TempDir()
+	train, test = filepath.Join(dir, "train.tsv"), filepath.Join(dir, "test.tsv")
+	if err := os.WriteFile(train, []byte(tr.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(test, []byte(te.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return train, test
+}
+
+func TestEvalSequencesFlagsUnseenTokensAndTransitions(t *testing.T) {
+	train, test := writeSequences(t)
+	trainSet, err := readSessions(train)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testSet, err := readSessions(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trainSet) != 151 || len(testSet) != 32 {
+		t.Fatalf("read %d training and %d test sessions; want 151 and 32", len(trainSet), len(testSet))
+	}
+	res, err := runSequences(context.Background(), trainSet, testSet, true, 0.6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TrainLearned != 150 || !res.UsedLabels {
+		t.Errorf("semi-supervised run learned %d sessions (used labels %v); want the 150 normal ones", res.TrainLearned, res.UsedLabels)
+	}
+	if res.TP != 2 || res.FP != 0 || res.FN != 0 {
+		t.Errorf("tp=%d fp=%d fn=%d; want both anomalies flagged and no normal session", res.TP, res.FP, res.FN)
+	}
+	if res.Reasons["new_class_command"] != 1 || res.Reasons["rare_transition"] != 1 {
+		t.Errorf("flagged by %v; want one new_class_command (panic) and one rare_transition (open close)", res.Reasons)
+	}
+
+	// Unsupervised, the anomalous training session teaches the class "panic"
+	// (one device issued it), so only the unseen transition stays an alert.
+	res, err = runSequences(context.Background(), trainSet, testSet, false, 0.6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TrainLearned != 151 || res.UsedLabels || res.TP != 1 || res.FP != 0 {
+		t.Errorf("unsupervised: learned %d, used labels %v, tp=%d fp=%d; want 151, false, 1, 0",
+			res.TrainLearned, res.UsedLabels, res.TP, res.FP)
+	}
+}
+
+func TestEvalSequencesOutput(t *testing.T) {
+	train, test := writeSequences(t)
+	var out bytes.Buffer
+	if err := evalCmd(context.Background(), []string{"sequences", "--train", train, "--test", test}, &out); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.TrimRight(out.String(), "\n")
+	if !strings.Contains(text, "semi-supervised") || !strings.Contains(text, "0.60 (decide's alert threshold)") {
+		t.Errorf("output does not state the labels used and the threshold:\n%s", text)
+	}
+	lines := strings.Split(text, "\n")
+	if last := lines[len(lines)-1]; !regexp.MustCompile(`^precision=1\.0000 recall=1\.0000 f1=1\.0000$`).MatchString(last) {
+		t.Errorf("last line %q; want precision=1.0000 recall=1.0000 f1=1.0000", last)
+	}
+
+	out.Reset()
+	if err := evalCmd(context.Background(), []string{"sequences", "--train", train, "--test", test, "--json", "--unsupervised"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var res seqResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("--json output does not parse: %v\n%s", err, out.String())
+	}
+	if res.Mode != "unsupervised" || res.UsedLabels || res.TestSessions != 32 || res.TP != 1 || res.Recall != 0.5 || res.Precision != 1 {
+		t.Errorf("--json --unsupervised gave %+v; want unsupervised, 32 test sessions, tp=1, recall 0.5, precision 1", res)
+	}
+}
+
+func TestEvalSequencesErrors(t *testing.T) {
+	train, _ := writeSequences(t)
+	bad := filepath.Join(t.TempDir(), "bad.tsv")
+	if err := os.WriteFile(bad, []byte("Normal\ta b\nweird\tc d\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := evalCmd(context.Background(), []string{"sequences", "--train", train}, &out)
+	if !errors.As(err, new(usageError)) {
+		t.Errorf("without --test: error %v; want a usage error", err)
+	}
+	err = evalCmd(context.Background(), []string{"sequences", "--train", train, "--test", bad}, &out)
+	if err == nil || !strings.Contains(err.Error(), `line 2: label "weird"`) {
+		t.Errorf("bad label: error %v; want it to name line 2 and the label", err)
+	}
+}
