@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/iotwatch/iotwatch/detectors"
 	_ "github.com/iotwatch/iotwatch/detectors/command" // registers the command detector
@@ -131,8 +133,13 @@ Flags:
 		res.TrainSessions, res.TrainLearned, labels, res.TrainFlagged)
 	fmt.Fprintf(stdout, "test: %d sessions, %d anomalies, scored by the %s detector without learning from them\n",
 		res.TestSessions, res.TestAnomalies, res.Detector)
-	fmt.Fprintf(stdout, "threshold: %.2f (%s); flagged %d: tp=%d fp=%d fn=%d; by top reason: %v\n",
-		res.Threshold, res.ThresholdFrom, res.Flagged, res.TP, res.FP, res.FN, res.Reasons)
+	reasons := make([]string, 0, len(res.Reasons))
+	for r, n := range res.Reasons {
+		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+	}
+	slices.Sort(reasons)
+	fmt.Fprintf(stdout, "threshold: %.2f (%s); flagged %d: tp=%d fp=%d fn=%d; by top reason: %s\n",
+		res.Threshold, res.ThresholdFrom, res.Flagged, res.TP, res.FP, res.FN, strings.Join(reasons, " "))
 	fmt.Fprintf(stdout, "precision=%.4f recall=%.4f f1=%.4f\n", res.Precision, res.Recall, res.F1)
 	return nil
 }
