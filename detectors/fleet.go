@@ -1,6 +1,8 @@
 package detectors
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math"
 	"math/bits"
 	"sync/atomic"
@@ -193,3 +195,64 @@ func setBit(w *atomic.Uint64, bit uint) {
 
 // Saturated returns how many learn calls found their table full.
 func (t *ClassTable) Saturated() uint64 { return t.saturated.Load() }
+
+// snapshotVersion versions ClassTable's snapshot encoding.
+const snapshotVersion = 1
+
+// AppendSnapshot appends the table's contents to dst: a version, the slot
+// counts, then every array as little-endian words. Concurrent Learn calls may
+// or may not be included; take it while workers are stopped for an exact copy.
+func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, snapshotVersion)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(t.cmdKeys)))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(t.clsKeys)))
+	for _, arr := range t.arrays() {
+		for i := range arr {
+			dst = binary.LittleEndian.AppendUint64(dst, arr[i].Load())
+		}
+	}
+	for i := range t.clsFirst {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(t.clsFirst[i].Load()))
+	}
+	return dst
+}
+
+// LoadSnapshot replaces the table's contents with a snapshot taken by
+// AppendSnapshot from a table of the same sizes. On error the table is unchanged.
+func (t *ClassTable) LoadSnapshot(b []byte) error {
+	if len(b) < 20 {
+		return fmt.Errorf("cannot load class snapshot: %d bytes is too short", len(b))
+	}
+	if v := binary.LittleEndian.Uint32(b); v != snapshotVersion {
+		return fmt.Errorf("cannot load class snapshot: version %d, want %d", v, snapshotVersion)
+	}
+	cmds, classes := binary.LittleEndian.Uint64(b[4:]), binary.LittleEndian.Uint64(b[12:])
+	if cmds != uint64(len(t.cmdKeys)) || classes != uint64(len(t.clsKeys)) {
+		return fmt.Errorf("cannot load class snapshot: it has %d command and %d class slots, this table %d and %d",
+			cmds, classes, len(t.cmdKeys), len(t.clsKeys))
+	}
+	words := 0
+	for _, arr := range t.arrays() {
+		words += len(arr)
+	}
+	words += len(t.clsFirst)
+	if len(b) != 20+8*words {
+		return fmt.Errorf("cannot load class snapshot: %d bytes, want %d", len(b), 20+8*words)
+	}
+	b = b[20:]
+	for _, arr := range t.arrays() {
+		for i := range arr {
+			arr[i].Store(binary.LittleEndian.Uint64(b))
+			b = b[8:]
+		}
+	}
+	for i := range t.clsFirst {
+		t.clsFirst[i].Store(int64(binary.LittleEndian.Uint64(b)))
+		b = b[8:]
+	}
+	return nil
+}
+
+func (t *ClassTable) arrays() [][]atomic.Uint64 {
+	return [][]atomic.Uint64{t.cmdKeys, t.cmdBits, t.trKeys, t.trBits, t.clsKeys, t.clsBits}
+}

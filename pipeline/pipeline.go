@@ -27,7 +27,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -38,9 +40,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/pipeline/state"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -94,6 +98,12 @@ type Config struct {
 	Detectors []string
 	Worker    worker.Config
 	Decide    decide.Config
+	// Checkpoint, when set, is the file the learned state (device records and
+	// class table) is restored from at start and saved to after a clean drain,
+	// so that a restart neither resets baselines nor counts an event twice.
+	// A crash loses what was learned since the last clean stop (the events
+	// were acked: they are not replayed into the baselines).
+	Checkpoint string
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
 	GeoIP *geoip.Reader
@@ -248,12 +258,14 @@ type Pipeline struct {
 	limiter *decide.Limiter
 	M       Metrics
 
-	started atomic.Bool
-	unacked unacked
-	free    chan *item
-	shards  []chan *item
-	results chan *item
-	jobs    chan flushJob
+	started  atomic.Bool
+	unacked  unacked
+	lastSeq  atomic.Uint64 // highest stream sequence fetched
+	restored checkpoint.Meta
+	free     chan *item
+	shards   []chan *item
+	results  chan *item
+	jobs     chan flushJob
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
@@ -271,20 +283,78 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, layout: layout,
-		fleet:   detectors.NewClassTable(1<<18, 1<<12),
 		limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)}
-	for range cfg.Workers {
-		eng, err := decide.NewEngine(cfg.Decide, p.limiter)
-		if err != nil {
+	if err := p.newWorkers(); err != nil {
+		return nil, err
+	}
+	if cfg.Checkpoint != "" {
+		if err := p.restore(); err != nil {
 			return nil, err
 		}
-		w, err := worker.New(layout, cfg.Worker, p.fleet, eng)
+	}
+	return p, nil
+}
+
+// newWorkers builds fresh workers and class table: a cold start.
+func (p *Pipeline) newWorkers() error {
+	p.fleet = detectors.NewClassTable(1<<18, 1<<12)
+	p.workers = p.workers[:0]
+	for range p.cfg.Workers {
+		eng, err := decide.NewEngine(p.cfg.Decide, p.limiter)
 		if err != nil {
-			return nil, err
+			return err
+		}
+		w, err := worker.New(p.layout, p.cfg.Worker, p.fleet, eng)
+		if err != nil {
+			return err
 		}
 		p.workers = append(p.workers, w)
 	}
-	return p, nil
+	return nil
+}
+
+// restore loads the checkpoint, if there is one, into the workers' tables
+// (each device into the worker that owns it now, whatever the worker count was)
+// and the class table. A checkpoint that cannot be used is reported and the
+// pipeline cold-starts; only failing to rebuild the workers is an error.
+func (p *Pipeline) restore() error {
+	path := p.cfg.Checkpoint
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		p.log.Info("no checkpoint yet: cold start", "checkpoint", path)
+		return nil
+	}
+	want := checkpoint.Meta{LayoutVersion: p.layout.Version, RecordSize: p.layout.Size}
+	m, err := checkpoint.Read(path, want, func(key, alt uint64, lastSeen int64, rec []byte) {
+		r, _ := p.workers[shard.Of(key, len(p.workers))].Table().Record(key, alt, lastSeen)
+		copy(r, rec)
+	}, p.fleet)
+	if err != nil {
+		p.log.Warn("cannot use checkpoint: cold start", "checkpoint", path, "err", err)
+		return p.newWorkers()
+	}
+	p.M.Devices.Store(int64(m.Records))
+	p.restored = m
+	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created)
+	return nil
+}
+
+// Restored returns the checkpoint New restored (zero if none).
+func (p *Pipeline) Restored() checkpoint.Meta { return p.restored }
+
+// saveCheckpoint writes the checkpoint; the workers must be stopped.
+func (p *Pipeline) saveCheckpoint() error {
+	tables := make([]*state.Table, len(p.workers))
+	for i, w := range p.workers {
+		tables[i] = w.Table()
+	}
+	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
+	meta := checkpoint.Meta{LayoutVersion: p.layout.Version, RecordSize: p.layout.Size, StreamSeq: seq}
+	start := time.Now()
+	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.fleet); err != nil {
+		return err
+	}
+	p.log.Info("wrote checkpoint", "checkpoint", p.cfg.Checkpoint, "stream_seq", seq, "seconds", time.Since(start).Seconds())
+	return nil
 }
 
 // Layout returns the per-device record layout in use.
@@ -349,7 +419,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	<-collected
 	err := <-flushed
 	if err != nil {
+		// Some events are in the baselines but their messages stay unacked and
+		// will be redelivered: saving now would count them twice.
 		return fmt.Errorf("cannot drain pipeline: %w", err)
+	}
+	if cfg.Checkpoint != "" {
+		if err := p.saveCheckpoint(); err != nil {
+			return fmt.Errorf("cannot save checkpoint after draining: %w", err)
+		}
 	}
 	return nil
 }
@@ -407,6 +484,9 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
+		if seq > p.lastSeq.Load() {
+			p.lastSeq.Store(seq) // only ingest writes it
+		}
 	}
 	data := msg.Data()
 	now := time.Now().UnixNano()

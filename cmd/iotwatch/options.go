@@ -25,6 +25,7 @@ type options struct {
 	metrics    string
 	pprof      bool
 	geoip      string
+	checkpoint string
 
 	workers       int
 	fetchBatch    int
@@ -58,6 +59,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464); empty disables")
 	fs.StringVar(&o.geoip, "geoip", "", "MaxMind-format MMDB (e.g. from 'make geoip') to fill country and ASN that logs lack; empty: logs' own only")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start)")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
@@ -157,8 +159,9 @@ func (o *options) config() (pipeline.Config, error) {
 		geo = g
 	}
 	return pipeline.Config{
-		GeoIP:   geo,
-		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
+		GeoIP:      geo,
+		Checkpoint: o.checkpoint,
+		Workers:    o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
 		AckWait:   o.streams.AckWait,
 		Detectors: names,

@@ -1,0 +1,113 @@
+package checkpoint
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+const recSize = 24
+
+var t0 = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).UnixNano()
+
+func fixture(t *testing.T) ([]*state.Table, *detectors.ClassTable, map[uint64][]byte) {
+	t.Helper()
+	want := map[uint64][]byte{}
+	var tables []*state.Table
+	for w := range 2 {
+		tb, err := state.NewTable(state.Config{RecordSize: recSize, IdleTTL: 24 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 500 {
+			key := uint64(w*1000 + i + 1)
+			rec, _ := tb.Record(key, key*7, t0+int64(i)*int64(time.Second))
+			copy(rec, "device-"+strconv.Itoa(int(key)))
+			want[key] = append([]byte(nil), rec...)
+		}
+		tables = append(tables, tb)
+	}
+	fleet := detectors.NewClassTable(1024, 1024)
+	var ev schemas.Event
+	for i := range 50 {
+		ev.Reset()
+		ev.SetDevice([]byte("acme"), []byte("m-"+strconv.Itoa(i)))
+		ev.SetClass([]byte("meter"))
+		ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
+		ev.Time = t0
+		fleet.Learn(&ev)
+	}
+	return tables, fleet, want
+}
+
+func TestRoundTrip(t *testing.T) {
+	tables, fleet, want := fixture(t)
+	path := filepath.Join(t.TempDir(), "state.ckpt")
+	meta := Meta{LayoutVersion: 0xabcd, RecordSize: recSize, StreamSeq: 4242}
+	if err := Write(path, meta, tables, fleet); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]byte{}
+	fleet2 := detectors.NewClassTable(1024, 1024)
+	m, err := Read(path, meta, func(key, alt uint64, lastSeen int64, rec []byte) {
+		if alt != key*7 || lastSeen < t0 {
+			t.Errorf("record %d: alt %d, last seen %d", key, alt, lastSeen)
+		}
+		got[key] = append([]byte(nil), rec...)
+	}, fleet2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.StreamSeq != 4242 || m.Records != 1000 || len(got) != len(want) {
+		t.Fatalf("meta %+v, %d records restored, want 1000", m, len(got))
+	}
+	for k, v := range want {
+		if !bytes.Equal(got[k], v) {
+			t.Fatalf("record %d = %q, want %q", k, got[k], v)
+		}
+	}
+	cls := schemas.Hash2([]byte("acme"), []byte("meter"))
+	if a, b := fleet.ClassDevices(cls), fleet2.ClassDevices(cls); a != b || a < 40 {
+		t.Errorf("class devices %v after restore, %v before", b, a)
+	}
+}
+
+func TestRejects(t *testing.T) {
+	tables, fleet, _ := fixture(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.ckpt")
+	meta := Meta{LayoutVersion: 7, RecordSize: recSize}
+	if err := Write(path, meta, tables, fleet); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(path)
+	f := func(name string, data []byte, want Meta, wantErr string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, data, 0o600)
+		_, err := Read(p, want, func(uint64, uint64, int64, []byte) {}, detectors.NewClassTable(1024, 1024))
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, wantErr)
+		}
+	}
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	f("flipped", flipped, meta, "corrupt")
+	f("truncated", good[:len(good)-100], meta, "cannot read checkpoint")
+	f("garbage", []byte("hello, world, this is not a checkpoint at all........"), meta, "not an iotwatch checkpoint")
+	f("other layout", good, Meta{LayoutVersion: 8, RecordSize: recSize}, "record layout")
+	_, err := Read(path, Meta{LayoutVersion: 8, RecordSize: recSize}, func(uint64, uint64, int64, []byte) {}, nil)
+	if !errors.Is(err, ErrIncompatible) {
+		t.Errorf("other layout: %v is not ErrIncompatible", err)
+	}
+	f("trailing", append(bytes.Clone(good), 0), meta, "after the checksum")
+}
