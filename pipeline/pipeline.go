@@ -101,9 +101,14 @@ type Config struct {
 	// Checkpoint, when set, is the file the learned state (device records and
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.
-	// A crash loses what was learned since the last clean stop (the events
+	// A crash loses what was learned since the last checkpoint (those events
 	// were acked: they are not replayed into the baselines).
 	Checkpoint string
+	// CheckpointEvery also saves the checkpoint periodically (wall time),
+	// pausing the workers briefly; 0 saves only after a clean drain. After a
+	// crash, a restart from a periodic checkpoint is approximate: learning
+	// since it is lost, and events of its last unacked messages count again.
+	CheckpointEvery time.Duration
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
 	GeoIP *geoip.Reader
@@ -173,6 +178,14 @@ type item struct {
 	alert *schemas.Alert
 	dec   *schemas.Decision
 	b     *batch
+	pause *pause
+}
+
+// pause stops every worker at the same point of the stream, so that their
+// state can be checkpointed: each worker calls reached.Done and waits for resume.
+type pause struct {
+	reached sync.WaitGroup
+	resume  chan struct{}
 }
 
 // batch is one fetch's messages, acked together after their results are durable.
@@ -435,6 +448,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 func (p *Pipeline) ingest(ctx context.Context) {
 	dec := schemas.Decoder{MaxLineBytes: p.cfg.MaxLineBytes, MaxFuture: int64(p.cfg.MaxFuture)}
 	var lastErr time.Time
+	lastCheckpoint := time.Now()
 	for ctx.Err() == nil {
 		msgs, err := p.cons.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(p.cfg.FetchWait))
 		if err != nil {
@@ -472,7 +486,26 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		for _, ch := range p.shards {
 			ch <- &item{b: b}
 		}
+		if p.cfg.Checkpoint != "" && p.cfg.CheckpointEvery > 0 && time.Since(lastCheckpoint) >= p.cfg.CheckpointEvery {
+			p.periodicCheckpoint()
+			lastCheckpoint = time.Now()
+		}
 	}
+}
+
+// periodicCheckpoint pauses every worker after the events dispatched so far,
+// saves the checkpoint, and resumes them. The collector and the flusher go on.
+func (p *Pipeline) periodicCheckpoint() {
+	ps := &pause{resume: make(chan struct{})}
+	ps.reached.Add(len(p.shards))
+	for _, ch := range p.shards {
+		ch <- &item{pause: ps}
+	}
+	ps.reached.Wait()
+	if err := p.saveCheckpoint(); err != nil {
+		p.log.Warn("cannot save periodic checkpoint; the previous one stays", "err", err)
+	}
+	close(ps.resume)
 }
 
 // decodeMessage splits a message into lines, decodes each into an item and
@@ -573,6 +606,11 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 	var n int
 	lastDevices := int64(0)
 	for it := range in {
+		if it.pause != nil {
+			it.pause.reached.Done()
+			<-it.pause.resume
+			continue
+		}
 		if it.b == nil {
 			it.alert, it.dec = w.Process(&it.ev, &it.sc)
 			n++

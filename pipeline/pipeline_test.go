@@ -546,3 +546,45 @@ func TestCheckpointRestart(t *testing.T) {
 		t.Error("a corrupt checkpoint was used")
 	}
 }
+
+// TestPeriodicCheckpoint: with CheckpointEvery, the checkpoint is written while
+// the pipeline runs (pausing the workers at one point of the stream), and it
+// can be restored.
+func TestPeriodicCheckpoint(t *testing.T) {
+	e := setup(t, "ckpt_periodic")
+	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
+	p, err := pipeline.New(pipeline.Config{Workers: 2, FlushInterval: 20 * time.Millisecond, FetchWait: 20 * time.Millisecond,
+		Checkpoint: ckpt, CheckpointEvery: time.Millisecond}, e.cons, e.ch, e.pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for i := range 20 {
+		if _, err := e.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "test"), []byte(line(fmt.Sprintf("meter-%d", i), time.Duration(i)*time.Second, ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(ckpt); err == nil && p.M.Events.Load() == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint written while running")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for a file the pipeline writes
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	q, err := pipeline.New(pipeline.Config{Workers: 2, Checkpoint: ckpt}, e.cons, e.ch, e.pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Restored().Records != 20 {
+		t.Errorf("restored %d devices, want 20", q.Restored().Records)
+	}
+}

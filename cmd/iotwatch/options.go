@@ -26,6 +26,7 @@ type options struct {
 	pprof      bool
 	geoip      string
 	checkpoint string
+	ckptEvery  time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -60,6 +61,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464); empty disables")
 	fs.StringVar(&o.geoip, "geoip", "", "MaxMind-format MMDB (e.g. from 'make geoip') to fill country and ASN that logs lack; empty: logs' own only")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start)")
+	fs.DurationVar(&o.ckptEvery, "checkpoint-every", 5*time.Minute, "also save the checkpoint this often (0: only at a clean stop); a crash then loses at most this much learning")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
@@ -122,6 +124,8 @@ func (o *options) config() (pipeline.Config, error) {
 		return bad("cannot use --flush-interval %v: must be > 0", o.flushInterval)
 	case o.stateIdleTTL <= 0:
 		return bad("cannot use --state-idle-ttl %v: must be > 0", o.stateIdleTTL)
+	case o.ckptEvery < 0:
+		return bad("cannot use --checkpoint-every %v: must be >= 0", o.ckptEvery)
 	case o.stateMaxDevices < 0:
 		return bad("cannot use --state-max-devices %d: must be >= 0", o.stateMaxDevices)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
@@ -160,8 +164,8 @@ func (o *options) config() (pipeline.Config, error) {
 	}
 	return pipeline.Config{
 		GeoIP:      geo,
-		Checkpoint: o.checkpoint,
-		Workers:    o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
+		Checkpoint: o.checkpoint, CheckpointEvery: o.ckptEvery,
+		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
 		AckWait:   o.streams.AckWait,
 		Detectors: names,
