@@ -38,6 +38,17 @@ deps:
 	else \
 		echo "clickhouse-server is missing and this is not a Debian system: install it from https://clickhouse.com/docs/en/install"; exit 1; \
 	fi
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "nginx is missing: installing the Debian package (the log-format tests run a real NGINX)"; \
+			SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx >/dev/null \
+			|| { echo "cannot install nginx; install it by hand"; exit 1; }; \
+			$$SUDO service nginx stop >/dev/null 2>&1 || true; \
+		else \
+			echo "nginx is missing: install it (https://nginx.org/en/linux_packages.html)"; exit 1; \
+		fi; \
+	fi
 	@if ! command -v nats-server >/dev/null 2>&1 && [ -z "$$IOTWATCH_NATS_SERVER" ]; then \
 		if command -v apt-get >/dev/null 2>&1; then \
 			echo "nats-server is missing: installing the Debian package"; \

@@ -136,3 +136,40 @@ const (
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 )
+
+// Log formats: the <format> token of log subjects, and the --format of ship and
+// replay (issue 5, decoders in pipeline/formats). FormatJSON above is the canonical one.
+const (
+	FormatKong      = "kong"       // Kong http-log plugin JSON, one object or an array of objects per line
+	FormatNginx     = "nginx"      // NGINX access log, default "combined" format
+	FormatNginxJSON = "nginx-json" // NGINX access log in the iotwatch JSON log_format (deploy/nginx)
+	FormatEnvoy     = "envoy"      // Envoy JSON access log (deploy/envoy)
+	FormatMosquitto = "mosquitto"  // Mosquitto broker log lines (log_type all)
+	FormatEMQX      = "emqx"       // EMQX rule-engine / webhook event JSON
+)
+
+// Enforcement (issue 5, enforcement part): receipts, the forward-auth
+// endpoint's headers and the enforcement point's metrics.
+const (
+	// SubjectDecisionsApplied carries ApplyReceipt JSON from enforcement points.
+	// It is inside SubjectDecisionsAll, so IOTWATCH_DECISIONS stores receipts
+	// next to the decisions; consumers of decisions filter it out by subject.
+	SubjectDecisionsApplied = "iotwatch.decisions.applied"
+
+	// Request headers read by `iotwatch enforce http` by default.
+	HeaderDeviceID = "X-Device-Id"
+	HeaderAPIKey   = "X-Api-Key"
+	HeaderTenantID = "X-Tenant-Id"
+	// Response headers of a denied (or throttled) check.
+	HeaderEnforceAction   = "X-Iotwatch-Action"   // block or throttle
+	HeaderEnforceScope    = "X-Iotwatch-Scope"    // device, api_key, ip or tenant
+	HeaderEnforceDecision = "X-Iotwatch-Decision" // the decision id
+
+	MetricEnforceChecks   = "iotwatch_enforce_checks_total" // label verdict=allow|block|throttle
+	MetricEnforceActive   = "iotwatch_enforce_active_decisions"
+	MetricEnforceApplied  = "iotwatch_enforce_applied_total"
+	MetricEnforceRemoved  = "iotwatch_enforce_removed_total"
+	MetricEnforceRejected = "iotwatch_enforce_rejected_total" // label reason=unsigned|malformed|unknown_key|bad_signature|invalid
+	MetricEnforceResyncs  = "iotwatch_enforce_resyncs_total"
+	MetricEnforceReceipts = "iotwatch_enforce_receipts_total" // label result=published|error|dropped
+)

@@ -1,0 +1,619 @@
+// Package formats decodes the access logs that real gateways and brokers write
+// (Kong, NGINX, Envoy, Mosquitto, EMQX) into normalized schemas.Events, next to
+// the canonical JSON encoding of package schemas.
+//
+// A format is chosen by name (the <format> token of iotwatch.logs.<format>.<source>,
+// and --format of ship and replay); New builds a Decoder for it. Every decoder
+// produces the same derived fields as schemas.Decoder (DeviceKey, DeviceAlt,
+// ClassKey, CommandID, Resource, ID = schemas.EventID(seq, line)), rejects a bad
+// record with a *schemas.DecodeError carrying one of the schemas.ErrReason*
+// codes, and returns ErrSkip for a well-formed line that carries no event (a
+// Mosquitto PINGREQ, an EMQX successful connack): count those, do not dead-letter them.
+//
+// Device identity is chosen per source by Options.Identity. When the chosen
+// identity is absent from a record, the decoder falls back to the client IP
+// with IDMethod client_ip (the decision scope then says "ip"). API keys found in
+// clear in a log (an apikey or X-API-Key header) are replaced by a keyed hash
+// (HMAC-SHA256 with Options.KeySecret, first 8 bytes in hex) and never stored;
+// without a KeySecret they are ignored.
+package formats
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"net/netip"
+	"slices"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Decoder decodes one log record of a format into ev, which it resets first.
+// seq and lineNo locate the record in the stream (ev.ID = schemas.EventID(seq,
+// lineNo)); now is the arrival time (Unix ns) used only to reject event times
+// more than a day in the future (0 disables that check). The error is a
+// *schemas.DecodeError (valid until the next call), or ErrSkip. On error ev is
+// in an unspecified state. A Decoder is not safe for concurrent use, and some
+// (mosquitto) keep per-stream state: give each stream its own.
+type Decoder interface {
+	Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error
+}
+
+// ErrSkip reports a well-formed record that carries no event (a broker's
+// keep-alive, a start-up message, the first line of a multi-line entry).
+// Callers count it and move on; it is not a decode failure.
+var ErrSkip = errors.New("the record carries no event")
+
+// ErrReasonMalformedLine is the dead-letter reason for a text log line
+// (nginx, mosquitto) that does not have the format's shape; JSON formats use
+// schemas.ErrReasonMalformed. The other reasons are those of schemas.
+const ErrReasonMalformedLine = "malformed_line"
+
+// Options configure a decoder for one source.
+type Options struct {
+	// Identity selects what identifies the device: "auto" (the default: the
+	// strongest identity the record carries), "certificate", "api_key", "token"
+	// (an authenticated principal: token subject, Kong consumer, HTTP basic-auth
+	// user), "mqtt_client_id", "username", "client_ip", or "header:<name>"
+	// (the value of a request header or log field, e.g. "header:X-Device-Id").
+	Identity string
+	// CountryField names a header or field holding the client's ISO country
+	// code as set by a CDN or gateway in front (e.g. "CF-IPCountry"). Values
+	// that are not two letters ("XX", "T1", "-") are ignored.
+	CountryField string
+	// ClassField names the header or field holding the device class (model,
+	// firmware), e.g. "consumer.custom_id" for Kong; "user_agent_product" takes
+	// the User-Agent's first product token ("acme-lock/2.4.1").
+	ClassField string
+	// Tenant and Source are stamped on every event (tenant is part of the
+	// device key).
+	Tenant string
+	Source string
+	// KeySecret keys the hash that replaces API keys found in clear.
+	KeySecret []byte
+	// MaxLineBytes rejects longer records (schemas.DefaultMaxLineBytes if 0).
+	MaxLineBytes int
+}
+
+// Fields are matched case-insensitively with '-' and '_' equal, either as
+// the whole dotted path ("consumer.custom_id"), or as a request header
+// ("request.headers.<name>" for Kong, "http_<name>" for NGINX): so
+// "CF-IPCountry" matches Kong's request.headers.cf-ipcountry and NGINX's
+// http_cf_ipcountry.
+
+type idMode uint8
+
+const (
+	idAuto idMode = iota
+	idCert
+	idAPIKey
+	idToken
+	idClientID
+	idUsername
+	idClientIP
+	idHeader
+)
+
+// UserAgentProduct is the ClassField value that takes the User-Agent's first
+// product token.
+const UserAgentProduct = "user_agent_product"
+
+type constructor func(o Options) (Decoder, error)
+
+var registry = map[string]constructor{}
+
+func register(name string, c constructor) {
+	if _, dup := registry[name]; dup {
+		panic("BUG: format " + name + " registered twice")
+	}
+	registry[name] = c
+}
+
+// Names returns the known format names, sorted.
+func Names() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// New returns a decoder for format configured by o.
+func New(format string, o Options) (Decoder, error) {
+	c, ok := registry[format]
+	if !ok {
+		return nil, fmt.Errorf("cannot decode format %q: known formats: %s", format, strings.Join(Names(), ", "))
+	}
+	d, err := c(o)
+	if err != nil {
+		return nil, fmt.Errorf("cannot configure format %q: %w", format, err)
+	}
+	return d, nil
+}
+
+// isJSONArrayFormat reports whether records of format may arrive as a JSON array batch.
+func isJSONArrayFormat(format string) bool {
+	switch format {
+	case schemas.FormatKong, schemas.FormatNginxJSON, schemas.FormatEnvoy, schemas.FormatEMQX:
+		return true
+	}
+	return false
+}
+
+// Records appends to dst the records of one message of format: one per
+// non-empty line (a trailing '\r' is dropped), and for the JSON formats other
+// than canonical json a line holding a JSON array (a Kong http-log batch) is
+// expanded into its elements. A malformed array stays one record, for the
+// decoder to reject. The record index is the lineNo to pass to Decode.
+func Records(format string, dst [][]byte, msg []byte) [][]byte {
+	arrays := isJSONArrayFormat(format)
+	for len(msg) > 0 {
+		line := msg
+		if i := indexByte(msg, '\n'); i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		if isBlank(line) {
+			continue
+		}
+		if arrays && firstNonSpace(line) == '[' {
+			var ok bool
+			if dst, ok = splitArray(dst, line); ok {
+				continue
+			}
+		}
+		dst = append(dst, line)
+	}
+	return dst
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		if c != ' ' && c != '\t' {
+			return c
+		}
+	}
+	return 0
+}
+
+// base holds what every decoder shares: configuration, the identity
+// candidates of the current record, and the error value.
+type base struct {
+	o       Options
+	mode    idMode
+	header  string // normalized name for idHeader
+	country string // normalized CountryField
+	class   string // normalized ClassField
+	classUA bool
+	max     int
+	tenant  []byte
+	source  []byte
+	kind    schemas.SourceKind
+
+	mac    hash.Hash
+	macBuf [sha256.Size]byte
+	keyHex [16]byte
+
+	norm schemas.Normalizer
+	cmd  []byte
+	errv schemas.DecodeError
+
+	rec record
+}
+
+// record is what a decoder extracted from the current line before finish.
+type record struct {
+	time         int64
+	haveTime     bool
+	cert         []byte // certificate subject CN or fingerprint
+	apiKeyRaw    []byte // an API key in clear: hashed, never stored
+	apiKeyID     []byte // an API key / credential id (not a secret)
+	token        []byte // authenticated principal
+	clientID     []byte
+	username     []byte
+	headerVal    []byte // the Identity header:<name> value
+	ip           netip.Addr
+	ipText       []byte
+	country      []byte
+	class        []byte
+	ua           []byte
+	method, path []byte
+	proto        schemas.Protocol
+	status       uint16
+	auth         schemas.AuthOutcome
+	bytesIn      uint64
+	bytesOut     uint64
+	latency      uint32 // µs
+}
+
+func newBase(o Options, kind schemas.SourceKind) (base, error) {
+	b := base{o: o, kind: kind, tenant: []byte(o.Tenant), source: []byte(o.Source), max: o.MaxLineBytes}
+	if b.max == 0 {
+		b.max = schemas.DefaultMaxLineBytes
+	}
+	switch id := o.Identity; {
+	case id == "" || id == "auto":
+		b.mode = idAuto
+	case id == "certificate":
+		b.mode = idCert
+	case id == "api_key":
+		b.mode = idAPIKey
+	case id == "token":
+		b.mode = idToken
+	case id == "mqtt_client_id":
+		b.mode = idClientID
+	case id == "username":
+		b.mode = idUsername
+	case id == "client_ip":
+		b.mode = idClientIP
+	case strings.HasPrefix(id, "header:") && len(id) > len("header:"):
+		b.mode = idHeader
+		b.header = normName(id[len("header:"):])
+	default:
+		return b, fmt.Errorf("cannot use identity %q: want auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:<name>", id)
+	}
+	if len(o.KeySecret) > 0 {
+		b.mac = hmac.New(sha256.New, o.KeySecret)
+	}
+	b.country = normName(o.CountryField)
+	if o.ClassField == UserAgentProduct {
+		b.classUA = true
+	} else {
+		b.class = normName(o.ClassField)
+	}
+	return b, nil
+}
+
+// normName lower-cases name and maps '-' to '_'.
+func normName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' {
+			return '_'
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, name)
+}
+
+// eqName compares a field path with a normalized name without allocating.
+func eqName(path []byte, name string) bool {
+	if len(path) != len(name) {
+		return false
+	}
+	for i, c := range path {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '-' {
+			c = '_'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// matchField reports whether the field at path is the configured field name:
+// the whole path, or a header under Kong's request.headers. or NGINX's http_.
+func matchField(path []byte, name string) bool {
+	if name == "" {
+		return false
+	}
+	if eqName(path, name) {
+		return true
+	}
+	for _, p := range [...]string{"request.headers.", "http_"} { // already normalized
+		if len(path) > len(p) && eqName(path[:len(p)], p) && eqName(path[len(p):], name) {
+			return true
+		}
+	}
+	return false
+}
+
+// configured records a field's value if it is one the options name.
+func (b *base) configured(path, val []byte) {
+	if b.mode == idHeader && matchField(path, b.header) {
+		b.rec.headerVal = val
+	}
+	if b.country != "" && matchField(path, b.country) {
+		b.rec.country = val
+	}
+	if b.class != "" && matchField(path, b.class) {
+		b.rec.class = val
+	}
+}
+
+func (b *base) begin(line []byte, ev *schemas.Event) error {
+	ev.Reset()
+	b.rec = record{}
+	if len(line) > b.max {
+		return b.fail(schemas.ErrReasonTooLarge, "line is longer than the limit")
+	}
+	if !utf8.Valid(line) {
+		return b.fail(schemas.ErrReasonInvalidUTF8, "line is not valid UTF-8")
+	}
+	return nil
+}
+
+func (b *base) fail(reason, detail string) error {
+	b.errv = schemas.DecodeError{Reason: reason, Detail: detail}
+	return &b.errv
+}
+
+const (
+	minTime   = 946684800 * int64(1e9) // 2000-01-01T00:00:00Z, as schemas.Decoder
+	maxFuture = 24 * 3600 * int64(1e9)
+)
+
+// finish resolves identity, normalizes the command and derives the same
+// fields schemas.Decoder does.
+func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) error {
+	r := &b.rec
+	if !r.haveTime {
+		return b.fail(schemas.ErrReasonMissing, "the record has no time")
+	}
+	if r.time < minTime || (now > 0 && r.time > now+maxFuture) {
+		return b.fail(schemas.ErrReasonTimeRange, "the time is too far in the past or the future")
+	}
+	device, method := b.identity()
+	if len(device) == 0 {
+		return b.fail(schemas.ErrReasonMissing, "the record identifies no device and has no client IP")
+	}
+	ev.Seq, ev.Line, ev.ID = seq, line, schemas.EventID(seq, line)
+	ev.Time = r.time
+	ev.Source = b.kind
+	ev.SourceID = nil
+	ev.SetText(&ev.SourceID, b.source)
+	ev.SetDevice(b.tenant, device)
+	ev.IDMethod = method
+	if method == schemas.IDAPIKey {
+		ev.SetText(&ev.APIKey, device)
+	} else if len(r.apiKeyID) > 0 {
+		ev.SetText(&ev.APIKey, r.apiKeyID)
+	}
+	class := r.class
+	if b.classUA {
+		class = uaProduct(r.ua)
+	}
+	ev.SetClass(class)
+	ev.SetText(&ev.Firmware, r.ua)
+	ev.ClientIP = r.ip
+	if c := r.country; len(c) == 2 && isAlpha(c[0]) && isAlpha(c[1]) && !(c[0]|0x20 == 'x' && c[1]|0x20 == 'x') {
+		ev.Country = schemas.Country{c[0] &^ 0x20, c[1] &^ 0x20}
+	}
+	ev.Protocol = r.proto
+	if ev.Protocol == schemas.ProtoUnknown {
+		ev.Protocol = schemas.ProtoHTTP
+	}
+	var res uint64
+	b.cmd, res = b.norm.Append(b.cmd[:0], r.method, r.path)
+	ev.SetCommand(b.cmd)
+	ev.Resource = res
+	ev.Status, ev.Auth = r.status, r.auth
+	ev.BytesIn, ev.BytesOut, ev.Latency = r.bytesIn, r.bytesOut, r.latency
+	return nil
+}
+
+// identity picks the device id by the configured mode, falling back to the
+// client IP.
+func (b *base) identity() ([]byte, schemas.IDMethod) {
+	r := &b.rec
+	switch b.mode {
+	case idAuto:
+		switch {
+		case len(r.cert) > 0:
+			return r.cert, schemas.IDCertificate
+		case len(r.token) > 0:
+			return r.token, schemas.IDToken
+		case len(r.apiKeyRaw) > 0 && b.mac != nil:
+			return b.hashKey(r.apiKeyRaw), schemas.IDAPIKey
+		case len(r.clientID) > 0:
+			return r.clientID, schemas.IDMQTTClient
+		case len(r.username) > 0:
+			return r.username, usernameMethod(r.proto)
+		}
+	case idCert:
+		if len(r.cert) > 0 {
+			return r.cert, schemas.IDCertificate
+		}
+	case idAPIKey:
+		if len(r.apiKeyRaw) > 0 && b.mac != nil {
+			return b.hashKey(r.apiKeyRaw), schemas.IDAPIKey
+		}
+		if len(r.apiKeyID) > 0 {
+			return r.apiKeyID, schemas.IDAPIKey
+		}
+	case idToken:
+		if len(r.token) > 0 {
+			return r.token, schemas.IDToken
+		}
+	case idClientID:
+		if len(r.clientID) > 0 {
+			return r.clientID, schemas.IDMQTTClient
+		}
+	case idUsername:
+		if len(r.username) > 0 {
+			return r.username, usernameMethod(r.proto)
+		}
+	case idHeader:
+		if len(r.headerVal) > 0 && !(len(r.headerVal) == 1 && r.headerVal[0] == '-') {
+			return r.headerVal, schemas.IDToken
+		}
+	}
+	if len(r.ipText) > 0 {
+		return r.ipText, schemas.IDClientIP
+	}
+	return nil, schemas.IDUnknown
+}
+
+// usernameMethod: an MQTT username is the client's login; over HTTP a user
+// name is an authenticated principal.
+func usernameMethod(p schemas.Protocol) schemas.IDMethod {
+	if p == schemas.ProtoMQTT {
+		return schemas.IDMQTTClient
+	}
+	return schemas.IDToken
+}
+
+// hashKey returns the keyed hash of an API key as 16 hex digits (valid until
+// the next call).
+func (b *base) hashKey(key []byte) []byte {
+	b.mac.Reset()
+	b.mac.Write(key)
+	sum := b.mac.Sum(b.macBuf[:0])
+	hex.Encode(b.keyHex[:], sum[:8])
+	return b.keyHex[:]
+}
+
+// setIP parses an address (an optional ":port" or "[v6]:port" is dropped).
+// A "-" or empty value leaves the IP unset; an unparseable one is an error.
+func (b *base) setIP(text []byte) error {
+	text = stripPort(text)
+	if len(text) == 0 || (len(text) == 1 && text[0] == '-') {
+		return nil
+	}
+	if len(text) > 64 {
+		return b.fail(schemas.ErrReasonBadField, "the client address is not an IP address")
+	}
+	a, err := netip.ParseAddr(unsafe.String(&text[0], len(text)))
+	if err != nil {
+		return b.fail(schemas.ErrReasonBadField, "the client address is not an IP address")
+	}
+	b.rec.ip, b.rec.ipText = a.Unmap(), text
+	return nil
+}
+
+// stripPort drops a port from "1.2.3.4:567" and "[::1]:567"; a bare IPv6
+// address (several colons, no brackets) is returned as is.
+func stripPort(b []byte) []byte {
+	if len(b) > 0 && b[0] == '[' {
+		if i := indexByte(b, ']'); i > 0 {
+			return b[1:i]
+		}
+		return b
+	}
+	colons, last := 0, -1
+	for i, c := range b {
+		if c == ':' {
+			colons++
+			last = i
+		}
+	}
+	if colons == 1 {
+		return b[:last]
+	}
+	return b
+}
+
+func isAlpha(c byte) bool { c &^= 0x20; return c >= 'A' && c <= 'Z' }
+
+// uaProduct returns the first product token of a User-Agent ("acme-lock/2.4.1").
+func uaProduct(ua []byte) []byte {
+	for i, c := range ua {
+		if c == ' ' || c == '(' {
+			return ua[:i]
+		}
+	}
+	if len(ua) == 1 && ua[0] == '-' {
+		return nil
+	}
+	return ua
+}
+
+// dash maps NGINX's and Envoy's "-" (no value) to nil.
+func dash(b []byte) []byte {
+	if len(b) == 1 && b[0] == '-' {
+		return nil
+	}
+	return b
+}
+
+// atou parses a decimal unsigned integer; ok is false for anything else.
+func atou(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+// secondsToMicros parses "0.123" (seconds, as NGINX's $request_time) into µs;
+// NGINX's "0.010, 0.020" (several upstreams) sums the parts. ok is false on junk.
+func secondsToMicros(b []byte) (uint32, bool) {
+	var total uint64
+	for len(b) > 0 {
+		for len(b) > 0 && (b[0] == ' ' || b[0] == ',' || b[0] == ':') {
+			b = b[1:]
+		}
+		var sec, frac uint64
+		scale := uint64(1e6)
+		i := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' && i < 9 {
+			sec = sec*10 + uint64(b[i]-'0')
+			i++
+		}
+		if i == 0 {
+			if len(b) > 0 && b[0] == '-' { // "-": no upstream
+				b = b[1:]
+				continue
+			}
+			return 0, false
+		}
+		if i < len(b) && b[i] == '.' {
+			i++
+			for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+				if scale > 1 {
+					scale /= 10
+					frac += uint64(b[i]-'0') * scale
+				}
+				i++
+			}
+		}
+		total += sec*1e6 + frac
+		b = b[i:]
+		if len(b) > 0 && b[0] != ' ' && b[0] != ',' && b[0] != ':' {
+			return 0, false
+		}
+	}
+	if total > 1<<32-1 {
+		total = 1<<32 - 1
+	}
+	return uint32(total), true
+}
