@@ -19,6 +19,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricMessagesFetched, "Log messages fetched from JetStream.", m.Messages.Load())
 	counter(schemas.MetricEventsIngested, "Events decoded and scored.", m.Events.Load())
 	counter(schemas.MetricDeadLettered, "Undecodable records sent to the dead-letter stream.", m.DeadLettered.Load())
+	counter(schemas.MetricSkipped, "Well-formed records that carry no event (broker keep-alives, start-up lines).", m.Skipped.Load())
 	counter(schemas.MetricAlerts, "Alerts published and stored.", m.Alerts.Load())
 	counter(schemas.MetricDecisions, "Decisions published and stored.", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())

@@ -23,7 +23,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,9 +30,11 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -42,6 +43,7 @@ import (
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/pipeline/state"
@@ -112,9 +114,11 @@ type Config struct {
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
 	GeoIP *geoip.Reader
-	// MaxLineBytes and MaxFuture configure the decoder (see schemas.Decoder).
+	// Formats configures the decoders (identity, country and class fields, API
+	// key hashing); the format and source come from each message's subject.
+	Formats formats.Options
+	// MaxLineBytes bounds one record (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
-	MaxFuture    time.Duration
 }
 
 func (c *Config) defaults() {
@@ -158,6 +162,7 @@ type Metrics struct {
 	Messages     atomic.Uint64 // log messages fetched
 	Events       atomic.Uint64 // events decoded and scored
 	DeadLettered atomic.Uint64 // lines sent to the DLQ
+	Skipped      atomic.Uint64 // well-formed records that carry no event (broker keep-alives)
 	Alerts       atomic.Uint64
 	Decisions    atomic.Uint64
 	Rows         atomic.Uint64 // scored rows written to ClickHouse
@@ -273,7 +278,9 @@ type Pipeline struct {
 
 	started  atomic.Bool
 	unacked  unacked
-	lastSeq  atomic.Uint64 // highest stream sequence fetched
+	lastSeq  atomic.Uint64             // highest stream sequence fetched
+	decoders map[string]subjectDecoder // by subject; ingest only
+	records  [][]byte                  // ingest's scratch
 	restored checkpoint.Meta
 	free     chan *item
 	shards   []chan *item
@@ -446,7 +453,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // ingest fetches, decodes and dispatches until ctx is done.
 func (p *Pipeline) ingest(ctx context.Context) {
-	dec := schemas.Decoder{MaxLineBytes: p.cfg.MaxLineBytes, MaxFuture: int64(p.cfg.MaxFuture)}
+	p.decoders = map[string]subjectDecoder{}
 	var lastErr time.Time
 	lastCheckpoint := time.Now()
 	for ctx.Err() == nil {
@@ -469,7 +476,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		b := &batch{left: len(p.shards)}
 		for msg := range msgs.Messages() {
 			p.M.Messages.Add(1)
-			if p.decodeMessage(ctx, &dec, msg) {
+			if p.decodeMessage(ctx, msg) {
 				b.msgs = append(b.msgs, msg)
 			}
 		}
@@ -512,8 +519,7 @@ func (p *Pipeline) periodicCheckpoint() {
 // sends it to its shard; undecodable lines go to the DLQ with the reason. It
 // reports false when a line could not be dead-lettered (shutdown): the message
 // must then stay unacked, to be redelivered.
-func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg jetstream.Msg) bool {
-	ok := true
+func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
@@ -521,44 +527,89 @@ func (p *Pipeline) decodeMessage(ctx context.Context, dec *schemas.Decoder, msg 
 			p.lastSeq.Store(seq) // only ingest writes it
 		}
 	}
-	data := msg.Data()
+	subject, data := msg.Subject(), msg.Data()
+	format, dec, err := p.decoderFor(subject)
+	if err != nil {
+		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
+	}
+	p.records = formats.Records(format, p.records[:0], data)
 	now := time.Now().UnixNano()
-	line, bad := uint32(0), 0
-	for len(data) > 0 {
-		if bad == MaxBadLinesPerMessage || line >= schemas.MaxLinesPerMessage {
+	ok, bad := true, 0
+	for i, rec := range p.records {
+		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
 			// A message of garbage must not stall ingest with one dead letter
-			// per line: its rest goes to the DLQ whole, from this line on.
-			reason, detail := ReasonTooManyBadLines, fmt.Sprintf("%d undecodable lines; the rest of the message from this line on is kept here whole", bad)
+			// per line: its rest goes to the DLQ whole, from this record on.
+			reason, detail := ReasonTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
 			if bad < MaxBadLinesPerMessage {
-				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d lines", schemas.MaxLinesPerMessage)
+				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
 			}
-			return p.deadLetter(ctx, msg.Subject(), seq, line, &schemas.DecodeError{Reason: reason, Detail: detail}, data) && ok
-		}
-		var l []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			l, data = data[:i], data[i+1:]
-		} else {
-			l, data = data, nil
-		}
-		if len(bytes.TrimSpace(l)) == 0 {
-			line++
-			continue
+			return p.deadLetter(ctx, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
 		}
 		it := <-p.free
-		if err := dec.Decode(l, seq, line, now, &it.ev); err != nil {
+		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
 			p.free <- it
-			ok = p.deadLetter(ctx, msg.Subject(), seq, line, err, l) && ok
+			if err == formats.ErrSkip {
+				p.M.Skipped.Add(1)
+				continue
+			}
+			ok = p.deadLetter(ctx, subject, seq, uint32(i), err, rec) && ok
 			bad++
-			line++
 			continue
 		}
 		if p.cfg.GeoIP != nil {
 			p.cfg.GeoIP.Enrich(&it.ev)
 		}
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
-		line++
 	}
 	return ok
+}
+
+// rest returns data from rec on; rec is a subslice of data (formats.Records).
+func rest(data, rec []byte) []byte {
+	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(rec))) - uintptr(unsafe.Pointer(unsafe.SliceData(data))))
+	if off < 0 || off > len(data) {
+		return data // not a subslice: keep the whole message
+	}
+	return data[off:]
+}
+
+// ReasonUnknownFormat dead-letters a message whose subject names no known format.
+const ReasonUnknownFormat = "unknown_format"
+
+// maxDecoders bounds the per-(format, source) decoders kept; beyond it they
+// are rebuilt (a Mosquitto decoder then forgets its client addresses).
+const maxDecoders = 4096
+
+// decoderFor returns the format named by a subject iotwatch.logs.<format>.<source>
+// and that stream's decoder (one per source: some formats keep per-stream state).
+func (p *Pipeline) decoderFor(subject string) (string, formats.Decoder, error) {
+	if d, ok := p.decoders[subject]; ok {
+		return d.format, d.dec, nil
+	}
+	rest, ok := strings.CutPrefix(subject, schemas.SubjectLogsPrefix+".")
+	if !ok {
+		return "", nil, fmt.Errorf("subject %q is not under %s", subject, schemas.SubjectLogsAll)
+	}
+	format, source, _ := strings.Cut(rest, ".")
+	o := p.cfg.Formats
+	o.Source = source
+	if o.MaxLineBytes == 0 {
+		o.MaxLineBytes = p.cfg.MaxLineBytes
+	}
+	dec, err := formats.New(format, o)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(p.decoders) >= maxDecoders {
+		clear(p.decoders)
+	}
+	p.decoders[subject] = subjectDecoder{format: format, dec: dec}
+	return format, dec, nil
+}
+
+type subjectDecoder struct {
+	format string
+	dec    formats.Decoder
 }
 
 // MaxBadLinesPerMessage bounds the dead letters one message produces line by

@@ -133,6 +133,7 @@ const (
 	MetricSinkErrors      = "iotwatch_sink_errors_total"
 	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
 	MetricInProgress      = "iotwatch_messages_in_progress_total"
+	MetricSkipped         = "iotwatch_records_skipped_total"
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 )

@@ -47,6 +47,8 @@ func TestBadConfigNamesTheFlag(t *testing.T) {
 	f("--flush-rows", "--flush-rows", "0")
 	f("--database", "--database", "a;drop")
 	f("--geoip", "--geoip", "/nonexistent/geo.mmdb")
+	f("--identity", "--identity", "horoscope")
+	f("--key-secret-file", "--key-secret-file", "/nonexistent/secret")
 	var out, errOut bytes.Buffer
 	if code := mainExit([]string{"demo", "--devices", "-3"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--devices") {
 		t.Errorf("demo --devices -3: exit %d, stderr %q", code, errOut.String())

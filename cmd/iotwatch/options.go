@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -11,8 +12,10 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // options are the flags shared by run and demo. Flag names are the config
@@ -26,6 +29,10 @@ type options struct {
 	pprof      bool
 	geoip      string
 	checkpoint string
+	identity   string
+	countryFld string
+	classFld   string
+	keySecret  string
 	ckptEvery  time.Duration
 
 	workers       int
@@ -62,6 +69,10 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.geoip, "geoip", "", "MaxMind-format MMDB (e.g. from 'make geoip') to fill country and ASN that logs lack; empty: logs' own only")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start)")
 	fs.DurationVar(&o.ckptEvery, "checkpoint-every", 5*time.Minute, "also save the checkpoint this often (0: only at a clean stop); a crash then loses at most this much learning")
+	fs.StringVar(&o.identity, "identity", "auto", "what identifies a device in gateway/broker logs: auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:NAME")
+	fs.StringVar(&o.countryFld, "country-field", "", "header or log field with the client's country set by a CDN or gateway in front (e.g. CF-IPCountry); the MMDB (--geoip) is the fallback")
+	fs.StringVar(&o.classFld, "class-field", "", "header or log field with the device class (e.g. consumer.custom_id), or user_agent_product")
+	fs.StringVar(&o.keySecret, "key-secret-file", "", "file with the secret that keys the hash replacing API keys found in clear in logs (without it such keys are ignored)")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
@@ -154,6 +165,19 @@ func (o *options) config() (pipeline.Config, error) {
 	if _, err := worker.NewLayout(names); err != nil {
 		return bad("cannot use --detectors: %v", err)
 	}
+	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld}
+	if o.keySecret != "" {
+		b, err := os.ReadFile(o.keySecret)
+		if err != nil {
+			return bad("cannot read --key-secret-file: %v", err)
+		}
+		if fo.KeySecret = bytes.TrimSpace(b); len(fo.KeySecret) < 16 {
+			return bad("cannot use --key-secret-file %q: the secret must be at least 16 bytes", o.keySecret)
+		}
+	}
+	if _, err := formats.New(schemas.FormatNginx, fo); err != nil { // a format that uses every option
+		return bad("cannot use --identity, --country-field or --class-field: %v", err)
+	}
 	var geo *geoip.Reader
 	if o.geoip != "" {
 		g, err := geoip.Open(o.geoip)
@@ -164,6 +188,7 @@ func (o *options) config() (pipeline.Config, error) {
 	}
 	return pipeline.Config{
 		GeoIP:      geo,
+		Formats:    fo,
 		Checkpoint: o.checkpoint, CheckpointEvery: o.ckptEvery,
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),

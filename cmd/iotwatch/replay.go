@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -29,7 +31,7 @@ func replayCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	var o options
 	o.register(fs, "", "")
-	format := fs.String("format", schemas.FormatJSON, "input format: json (canonical JSON lines, see schemas/codec.go)")
+	format := fs.String("format", schemas.FormatJSON, "input format: "+strings.Join(formats.Names(), ", ")+" (json: canonical JSON lines, see schemas/codec.go)")
 	out := fs.String("out", "-", "write alerts and decisions here as JSON lines; - is standard output")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch replay [flags] FILE...
@@ -49,15 +51,18 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *format != schemas.FormatJSON {
-		return usageError{fmt.Errorf("cannot use --format %q: supported: %s", *format, schemas.FormatJSON)}
-	}
 	if fs.NArg() == 0 {
 		return usageError{fmt.Errorf("no input FILE given (use - for standard input)")}
 	}
 	cfg, err := o.config()
 	if err != nil {
 		return err
+	}
+	fo := cfg.Formats
+	fo.Source = "replay"
+	dec, err := formats.New(*format, fo)
+	if err != nil {
+		return usageError{fmt.Errorf("cannot use --format: %w", err)}
 	}
 	layout, err := worker.NewLayout(cfg.Detectors)
 	if err != nil {
@@ -81,7 +86,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{w: w, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{w: w, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
@@ -90,23 +95,59 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("cannot write --out %q: %w", *out, err)
 	}
-	fmt.Fprintf(os.Stderr, "replayed %d events (%d undecodable lines) in %.1fs: %d alerts, %d decisions\n",
-		r.events, r.bad, time.Since(r.start).Seconds(), r.alerts, r.decisions)
+	fmt.Fprintf(os.Stderr, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions\n",
+		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions)
 	return nil
 }
 
 type replayer struct {
 	w                  *worker.Worker
+	format             string
+	dec                formats.Decoder
+	recs               [][]byte
 	geo                *geoip.Reader
 	enc                *json.Encoder
 	errw               io.Writer
-	dec                schemas.Decoder
 	ev                 schemas.Event
 	sc                 schemas.Scored
 	start              time.Time
-	events, bad        int
+	events, bad, skip  int
 	alerts, decisions  int
 	reportedBadReasons int
+}
+
+// record replays one record; seq and lineNo derive its event id.
+func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) error {
+	if err := r.dec.Decode(rec, seq, lineNo, 0, &r.ev); err != nil {
+		if err == formats.ErrSkip {
+			r.skip++
+			return nil
+		}
+		r.bad++
+		if r.reportedBadReasons < maxBadReported {
+			r.reportedBadReasons++
+			fmt.Fprintf(r.errw, "%s:%d: %v\n", name, seq&(1<<32-1), err)
+		}
+		return nil
+	}
+	r.events++
+	if r.geo != nil {
+		r.geo.Enrich(&r.ev)
+	}
+	alert, d := r.w.Process(&r.ev, &r.sc)
+	if alert != nil {
+		r.alerts++
+		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: alert}); err != nil {
+			return fmt.Errorf("cannot write output: %w", err)
+		}
+	}
+	if d != nil {
+		r.decisions++
+		if err := r.enc.Encode(replayRecord{Kind: "decision", Decision: d}); err != nil {
+			return fmt.Errorf("cannot write output: %w", err)
+		}
+	}
+	return nil
 }
 
 // maxBadReported bounds the undecodable lines reported one by one.
@@ -132,33 +173,10 @@ func (r *replayer) file(ctx context.Context, index uint64, name string) error {
 			return ctx.Err()
 		}
 		line++
-		b := sc.Bytes()
-		if len(b) == 0 {
-			continue
-		}
-		if err := r.dec.Decode(b, index<<32|uint64(line), 0, 0, &r.ev); err != nil {
-			r.bad++
-			if r.reportedBadReasons < maxBadReported {
-				r.reportedBadReasons++
-				fmt.Fprintf(r.errw, "%s:%d: %v\n", name, line, err)
-			}
-			continue
-		}
-		r.events++
-		if r.geo != nil {
-			r.geo.Enrich(&r.ev)
-		}
-		alert, d := r.w.Process(&r.ev, &r.sc)
-		if alert != nil {
-			r.alerts++
-			if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: alert}); err != nil {
-				return fmt.Errorf("cannot write output: %w", err)
-			}
-		}
-		if d != nil {
-			r.decisions++
-			if err := r.enc.Encode(replayRecord{Kind: "decision", Decision: d}); err != nil {
-				return fmt.Errorf("cannot write output: %w", err)
+		r.recs = formats.Records(r.format, r.recs[:0], sc.Bytes())
+		for i, rec := range r.recs {
+			if err := r.record(name, index<<32|uint64(line), uint32(i), rec); err != nil {
+				return err
 			}
 		}
 	}
