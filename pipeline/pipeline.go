@@ -24,6 +24,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -114,6 +115,11 @@ type Config struct {
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
 	GeoIP *geoip.Reader
+	// SigningKeyID and SigningKey, when set, sign every decision (ed25519, see
+	// schemas.SignDecision) before it is published and stored, so enforcement
+	// points can reject forged or tampered ones.
+	SigningKeyID string
+	SigningKey   ed25519.PrivateKey
 	// Formats configures the decoders (identity, country and class fields, API
 	// key hashing); the format and source come from each message's subject.
 	Formats formats.Options
@@ -805,6 +811,13 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 func (p *Pipeline) publish(ctx context.Context, job flushJob) error {
 	// Decisions first: enforcement points are waiting for them.
 	if len(job.decisions) > 0 {
+		if p.cfg.SigningKey != nil {
+			for i := range job.decisions {
+				if err := schemas.SignDecision(&job.decisions[i], p.cfg.SigningKeyID, p.cfg.SigningKey); err != nil {
+					return fmt.Errorf("cannot sign decision %q: %w", job.decisions[i].ID, err)
+				}
+			}
+		}
 		if err := p.retry(ctx, "publish decisions", func() error { return p.pub.PublishDecisions(ctx, job.decisions) }); err != nil {
 			return err
 		}

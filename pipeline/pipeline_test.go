@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -178,7 +179,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond})
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, SigningKeyID: "k1", SigningKey: priv})
 
 	if got := p.M.Events.Load(); got != uint64(good) {
 		t.Errorf("scored %d events, want %d", got, good)
@@ -248,6 +250,9 @@ func TestEndToEnd(t *testing.T) {
 	var d schemas.Decision
 	if err := json.Unmarshal(entry.Value(), &d); err != nil || d.Action != schemas.ActionBlock {
 		t.Errorf("KV decision = %s (%v)", entry.Value(), err)
+	}
+	if err := schemas.VerifyDecision(&d, map[string]ed25519.PublicKey{"k1": pub}); err != nil {
+		t.Errorf("the decision enforcement points read does not verify: %v", err)
 	}
 	// The counters operators scrape say the same.
 	var metrics strings.Builder

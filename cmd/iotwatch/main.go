@@ -39,6 +39,8 @@ var commands = []command{
 	{"run", "run the pipeline against an external NATS JetStream and ClickHouse", runCmd},
 	{"demo", "run a simulated fleet with attacks through embedded NATS and a private ClickHouse", demoCmd},
 	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
+	{"ship", "follow log files (or stdin) and publish them to JetStream in batches", shipCmd},
+	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
 	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},
 	{"version", "print the version", versionCmd},

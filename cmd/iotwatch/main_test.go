@@ -49,6 +49,7 @@ func TestBadConfigNamesTheFlag(t *testing.T) {
 	f("--geoip", "--geoip", "/nonexistent/geo.mmdb")
 	f("--identity", "--identity", "horoscope")
 	f("--key-secret-file", "--key-secret-file", "/nonexistent/secret")
+	f("--signing-key", "--signing-key", "/nonexistent/key")
 	var out, errOut bytes.Buffer
 	if code := mainExit([]string{"demo", "--devices", "-3"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--devices") {
 		t.Errorf("demo --devices -3: exit %d, stderr %q", code, errOut.String())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"os"
@@ -33,6 +34,7 @@ type options struct {
 	countryFld string
 	classFld   string
 	keySecret  string
+	signingKey string
 	ckptEvery  time.Duration
 
 	workers       int
@@ -73,6 +75,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.countryFld, "country-field", "", "header or log field with the client's country set by a CDN or gateway in front (e.g. CF-IPCountry); the MMDB (--geoip) is the fallback")
 	fs.StringVar(&o.classFld, "class-field", "", "header or log field with the device class (e.g. consumer.custom_id), or user_agent_product")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "file with the secret that keys the hash replacing API keys found in clear in logs (without it such keys are ignored)")
+	fs.StringVar(&o.signingKey, "signing-key", "", "ed25519 private key file ('iotwatch enforce keygen') to sign decisions with; enforcement points verify them")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr (keep that address private)")
 
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines (shards); 0 means GOMAXPROCS")
@@ -178,6 +181,14 @@ func (o *options) config() (pipeline.Config, error) {
 	if _, err := formats.New(schemas.FormatNginx, fo); err != nil { // a format that uses every option
 		return bad("cannot use --identity, --country-field or --class-field: %v", err)
 	}
+	var keyID string
+	var priv ed25519.PrivateKey
+	if o.signingKey != "" {
+		var err error
+		if keyID, priv, err = schemas.LoadPrivateKey(o.signingKey); err != nil {
+			return bad("cannot use --signing-key: %v", err)
+		}
+	}
 	var geo *geoip.Reader
 	if o.geoip != "" {
 		g, err := geoip.Open(o.geoip)
@@ -187,8 +198,9 @@ func (o *options) config() (pipeline.Config, error) {
 		geo = g
 	}
 	return pipeline.Config{
-		GeoIP:      geo,
-		Formats:    fo,
+		GeoIP:        geo,
+		Formats:      fo,
+		SigningKeyID: keyID, SigningKey: priv,
 		Checkpoint: o.checkpoint, CheckpointEvery: o.ckptEvery,
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),

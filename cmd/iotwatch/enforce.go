@@ -1,0 +1,473 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// enforceCmd dispatches the enforce subcommands.
+func enforceCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, `Usage: iotwatch enforce <subcommand> [flags]
+
+Applies iotwatch decisions at an enforcement point.
+
+Subcommands:
+  http     forward-auth endpoint for NGINX auth_request, Envoy ext_authz (HTTP service)
+           and Traefik forwardAuth, answering allow/deny from a local, verified copy
+           of the active decisions (KV bucket %s)
+  keygen   generate an ed25519 key pair for signing decisions
+
+Run 'iotwatch enforce <subcommand> --help' for its flags.
+`, schemas.KVActiveBlocks)
+	}
+	if len(args) == 0 {
+		usage(stdout)
+		return usageError{errors.New("missing subcommand")}
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return nil
+	case "http":
+		return enforceHTTPCmd(ctx, args[1:], stdout)
+	case "keygen":
+		return enforceKeygenCmd(args[1:], stdout)
+	}
+	usage(stdout)
+	return usageError{fmt.Errorf("unknown subcommand %q", args[0])}
+}
+
+// enforceHTTPOptions are the flags of `enforce http`.
+type enforceHTTPOptions struct {
+	natsURL       string
+	listen        string
+	keys          string
+	allowUnsigned bool
+	enforcerID    string
+	deviceHeader  string
+	keyHeader     string
+	tenantHeader  string
+	ipHeaders     string
+	stateFile     string
+	denyStatus    int
+	throttleRPS   float64
+	keySecret     string
+	logLevel      string
+}
+
+func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("enforce http", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	host, _ := os.Hostname()
+	var o enforceHTTPOptions
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9181", "address of the forward-auth endpoint (/check) and of /healthz and /metrics")
+	fs.StringVar(&o.keys, "keys", "", "trusted public key file(s), comma-separated (see 'iotwatch enforce keygen'); during a key rotation give the old and the new key")
+	fs.BoolVar(&o.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
+	fs.StringVar(&o.enforcerID, "enforcer-id", sanitizeID("enforce-"+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
+	fs.StringVar(&o.deviceHeader, "identity-header", schemas.HeaderDeviceID, "request header carrying the device id (matched against device-scoped decisions)")
+	fs.StringVar(&o.keyHeader, "key-header", schemas.HeaderAPIKey, "request header carrying the API key id (matched against api_key-scoped decisions)")
+	fs.StringVar(&o.tenantHeader, "tenant-header", schemas.HeaderTenantID, "request header carrying the tenant (matched against tenant-scoped decisions)")
+	fs.StringVar(&o.ipHeaders, "ip-header", "X-Real-IP,X-Forwarded-For", "request headers carrying the client IP, comma-separated, first present wins; of a list (X-Forwarded-For) the last address is used, the one your gateway appended")
+	fs.StringVar(&o.stateFile, "state", "", "file keeping the active decisions across restarts (enforced at start, before NATS answers); empty: start empty")
+	fs.IntVar(&o.denyStatus, "deny-status", http.StatusForbidden, "status of a denied check (NGINX auth_request accepts only 401 or 403)")
+	fs.Float64Var(&o.throttleRPS, "throttle-rps", 1, "requests per second let through for a throttled scope (a token bucket per decision); 0 denies throttled requests")
+	fs.StringVar(&o.keySecret, "key-secret-file", "", "the pipeline's --key-secret-file: API keys in --key-header are then hashed as the pipeline hashes keys found in logs (HMAC-SHA256, 16 hex digits) before matching; without it they are matched as sent")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce http --keys FILE[,FILE] [flags]
+
+Serves a forward-auth endpoint that answers from a local copy of the active
+decisions in KV bucket %[1]s: it loads them all, then watches the bucket, and
+verifies every decision's ed25519 signature against --keys before enforcing it.
+Each applied decision is acknowledged with a receipt on %[2]s.
+
+  /check (any method, any path below it)   200 allow, --deny-status deny
+      with headers %[3]s (block or throttle), %[4]s and %[5]s
+  /healthz   200 once the first sync with NATS is done, 503 before
+  /metrics   Prometheus text format
+
+A request matches a decision by its device (--identity-header), API key id
+(--key-header), client IP (--ip-header; exact address or CIDR decisions) or tenant
+(--tenant-header). A decision is enforced until its expires_at even if NATS is
+unreachable; before the first sync (and without --state) every request is allowed.
+Gateway configurations: deploy/nginx-auth, deploy/envoy-authz, deploy/traefik.
+
+Flags:
+`, schemas.KVActiveBlocks, schemas.SubjectDecisionsApplied, schemas.HeaderEnforceAction, schemas.HeaderEnforceScope, schemas.HeaderEnforceDecision)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	log, err := newLogger(os.Stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	copts := enforce.Options{EnforcerID: o.enforcerID, AllowUnsigned: o.allowUnsigned, StateFile: o.stateFile, Log: log}
+	if o.keys == "" && !o.allowUnsigned {
+		return usageError{errors.New("cannot enforce: --keys is required (or --allow-unsigned for tests)")}
+	}
+	if o.keys != "" {
+		if copts.Keys, err = schemas.LoadPublicKeys(splitList(o.keys)...); err != nil {
+			return usageError{fmt.Errorf("cannot use --keys %q: %w", o.keys, err)}
+		}
+	}
+	if !schemas.ValidKeyID(o.enforcerID) {
+		return usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", o.enforcerID)}
+	}
+	if o.denyStatus < 400 || o.denyStatus > 599 {
+		return usageError{fmt.Errorf("cannot use --deny-status %d: want a 4xx or 5xx status", o.denyStatus)}
+	}
+	if o.throttleRPS < 0 {
+		return usageError{fmt.Errorf("cannot use --throttle-rps %g: want >= 0", o.throttleRPS)}
+	}
+	ipHeaders := splitList(o.ipHeaders)
+	var secret []byte
+	if o.keySecret != "" {
+		b, err := os.ReadFile(o.keySecret)
+		if err != nil {
+			return usageError{fmt.Errorf("cannot read --key-secret-file: %w", err)}
+		}
+		if secret = bytes.TrimSpace(b); len(secret) < 16 {
+			return usageError{fmt.Errorf("cannot use --key-secret-file %q: the secret must be at least 16 bytes", o.keySecret)}
+		}
+	}
+	client, err := enforce.New(copts)
+	if err != nil {
+		return err
+	}
+	h := newAuthHandler(client, o.deviceHeader, o.keyHeader, o.tenantHeader, ipHeaders, o.denyStatus, o.throttleRPS)
+	h.keyHash = newKeyHasher(secret)
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return usageError{fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err)}
+	}
+	srv := &http.Server{Handler: h.mux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("enforce http listening", "addr", ln.Addr().String(), "enforcer", o.enforcerID, "keys", len(copts.Keys))
+	fmt.Fprintf(stdout, "iotwatch enforce http: listening on %s\n", ln.Addr())
+
+	// The endpoint answers from the cache (or the state file) while NATS is
+	// being reached.
+	var wg sync.WaitGroup
+	runCtx, stopRun := context.WithCancel(ctx)
+	wg.Go(func() {
+		nc, js, err := bus.Connect(runCtx, o.natsURL, "iotwatch-enforce-"+o.enforcerID, log)
+		if err != nil {
+			if runCtx.Err() == nil {
+				log.Error("cannot connect to nats", "url", o.natsURL, "error", err)
+			}
+			return
+		}
+		defer nc.Close()
+		if err := client.Run(runCtx, js); err != nil {
+			log.Error("enforcement client stopped", "error", err)
+		}
+	})
+	var result error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		result = fmt.Errorf("cannot serve on %q: %w", o.listen, err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutCtx)
+	stopRun()
+	wg.Wait()
+	st := client.Stats()
+	log.Info("enforce http stopped", "active", st.Active, "applied", st.Applied, "removed", st.Removed, "receipts", st.ReceiptsSent)
+	return result
+}
+
+// authHandler answers forward-auth checks from an enforcement client.
+type authHandler struct {
+	c                                   *enforce.Client
+	deviceHeader, keyHeader, tenantHdr  string // canonical header names
+	ipHeaders                           []string
+	denyStatus                          int
+	throttle                            *throttler
+	keyHash                             func(string) string // nil: API keys matched as sent
+	allowed, blocked, throttled, passed atomic.Uint64       // passed: throttled but within the rate
+}
+
+func newAuthHandler(c *enforce.Client, device, key, tenant string, ipHeaders []string, denyStatus int, throttleRPS float64) *authHandler {
+	h := &authHandler{
+		c:            c,
+		deviceHeader: textproto.CanonicalMIMEHeaderKey(device),
+		keyHeader:    textproto.CanonicalMIMEHeaderKey(key),
+		tenantHdr:    textproto.CanonicalMIMEHeaderKey(tenant),
+		denyStatus:   denyStatus,
+		throttle:     newThrottler(throttleRPS),
+	}
+	for _, name := range ipHeaders {
+		h.ipHeaders = append(h.ipHeaders, textproto.CanonicalMIMEHeaderKey(name))
+	}
+	return h
+}
+
+func (h *authHandler) mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/check", h)
+	mux.Handle("/check/", h) // Envoy ext_authz appends the original path to path_prefix
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-h.c.Synced():
+			io.WriteString(w, "ok\n")
+		default:
+			http.Error(w, "not synced with NATS yet", http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("/metrics", h.writeMetrics)
+	return mux
+}
+
+// ServeHTTP answers one check: 200 to allow, h.denyStatus to deny.
+func (h *authHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req := enforce.Request{
+		Device: first(r.Header[h.deviceHeader]),
+		APIKey: first(r.Header[h.keyHeader]),
+		Tenant: first(r.Header[h.tenantHdr]),
+		IP:     h.clientIP(r.Header),
+	}
+	if req.APIKey != "" && h.keyHash != nil {
+		req.APIKey = h.keyHash(req.APIKey)
+	}
+	v := h.c.Check(req)
+	switch {
+	case v.Allowed():
+		h.allowed.Add(1)
+		w.WriteHeader(http.StatusOK)
+		return
+	case v.Action == schemas.ActionThrottle && h.throttle.allow(v.DecisionID, time.Now()):
+		h.passed.Add(1)
+		w.Header().Set(schemas.HeaderEnforceAction, v.Action)
+		w.WriteHeader(http.StatusOK)
+		return
+	case v.Action == schemas.ActionThrottle:
+		h.throttled.Add(1)
+	default:
+		h.blocked.Add(1)
+	}
+	hd := w.Header()
+	hd.Set(schemas.HeaderEnforceAction, v.Action)
+	hd.Set(schemas.HeaderEnforceScope, v.Scope)
+	hd.Set(schemas.HeaderEnforceDecision, v.DecisionID)
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(h.denyStatus)
+	io.WriteString(w, "denied by iotwatch\n")
+}
+
+// clientIP returns the address in the first of h.ipHeaders present: the last
+// element of a comma-separated list (what the nearest proxy appended).
+func (h *authHandler) clientIP(hd http.Header) netip.Addr {
+	for _, name := range h.ipHeaders {
+		vs := hd[name]
+		if len(vs) == 0 {
+			continue
+		}
+		v := vs[len(vs)-1]
+		if i := strings.LastIndexByte(v, ','); i >= 0 {
+			v = v[i+1:]
+		}
+		v = strings.TrimSpace(v)
+		if a, err := netip.ParseAddr(v); err == nil {
+			return a
+		}
+		if ap, err := netip.ParseAddrPort(v); err == nil {
+			return ap.Addr()
+		}
+		return netip.Addr{}
+	}
+	return netip.Addr{}
+}
+
+// newKeyHasher returns the pipeline's API key hash keyed by secret (as
+// pipeline/formats hashes keys found in logs: HMAC-SHA256, the first 8 bytes
+// in hex), or nil without a secret. It is safe for concurrent use.
+func newKeyHasher(secret []byte) func(string) string {
+	if len(secret) == 0 {
+		return nil
+	}
+	pool := sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
+	return func(key string) string {
+		mac := pool.Get().(hash.Hash)
+		mac.Reset()
+		io.WriteString(mac, key)
+		var sum [sha256.Size]byte
+		out := hex.EncodeToString(mac.Sum(sum[:0])[:8])
+		pool.Put(mac)
+		return out
+	}
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+func (h *authHandler) writeMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	st := h.c.Stats()
+	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceChecks)
+	for _, kv := range []struct {
+		verdict string
+		n       uint64
+	}{{"allow", h.allowed.Load()}, {"block", h.blocked.Load()}, {"throttle", h.throttled.Load()}, {"throttle_passed", h.passed.Load()}} {
+		fmt.Fprintf(w, "%s{verdict=%q} %d\n", schemas.MetricEnforceChecks, kv.verdict, kv.n)
+	}
+	fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricEnforceActive, schemas.MetricEnforceActive, st.Active)
+	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceApplied, schemas.MetricEnforceApplied, st.Applied)
+	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceRemoved, schemas.MetricEnforceRemoved, st.Removed)
+	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceRejected)
+	for _, kv := range []struct {
+		reason string
+		n      uint64
+	}{{"unsigned", st.RejectedUnsigned}, {"bad_signature", st.RejectedBadSig}, {"unknown_key", st.RejectedUnknown}, {"invalid", st.RejectedInvalid}} {
+		fmt.Fprintf(w, "%s{reason=%q} %d\n", schemas.MetricEnforceRejected, kv.reason, kv.n)
+	}
+	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceResyncs, schemas.MetricEnforceResyncs, st.Resyncs)
+	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceReceipts)
+	fmt.Fprintf(w, "%s{result=\"published\"} %d\n%s{result=\"error\"} %d\n%s{result=\"dropped\"} %d\n",
+		schemas.MetricEnforceReceipts, st.ReceiptsSent, schemas.MetricEnforceReceipts, st.ReceiptErrors, schemas.MetricEnforceReceipts, st.ReceiptsDropped)
+}
+
+// throttler is a token bucket per throttling decision: rps requests per
+// second, bursts of up to max(1, rps). A zero rps denies every throttled
+// request.
+type throttler struct {
+	rps     float64
+	mu      sync.Mutex
+	buckets map[string]*tokenBucket
+}
+
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// maxBuckets bounds the throttler's memory; beyond it the buckets restart full.
+const maxBuckets = 100_000
+
+func newThrottler(rps float64) *throttler {
+	return &throttler{rps: rps, buckets: map[string]*tokenBucket{}}
+}
+
+func (t *throttler) allow(id string, now time.Time) bool {
+	if t.rps <= 0 {
+		return false
+	}
+	burst := max(1, t.rps)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.buckets[id]
+	if b == nil {
+		if len(t.buckets) >= maxBuckets {
+			clear(t.buckets)
+		}
+		b = &tokenBucket{tokens: burst, last: now}
+		t.buckets[id] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*t.rps)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func enforceKeygenCmd(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("enforce keygen", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	id := fs.String("id", "", "key id, such as iotwatch-2026-11 ([A-Za-z0-9._-], at most 64); a new id for every key")
+	out := fs.String("out", "", "path prefix: writes PREFIX.key (private, mode 0600) and PREFIX.pub (public); existing files are not overwritten")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce keygen --id KEYID --out PREFIX
+
+Generates an ed25519 key pair for signing decisions. The pipeline signs with
+PREFIX.key; enforcement points trust PREFIX.pub (--keys). Rotation: give
+enforcement points the new .pub next to the old one, switch the pipeline to the
+new .key, and drop the old .pub once the longest block TTL has passed.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if *out == "" {
+		return usageError{errors.New("cannot generate key: --out is required")}
+	}
+	priv, pub, err := schemas.GenerateKey(*id)
+	if err != nil {
+		return usageError{fmt.Errorf("cannot use --id %q: %w", *id, err)}
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}} {
+		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+		if err != nil {
+			return fmt.Errorf("cannot write key file: %w", err)
+		}
+		_, err = fh.Write(f.data)
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("cannot write key file %q: %w", f.path, err)
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s.key (private, key id %q) and %s.pub (public)\n", *out, *id, *out)
+	return nil
+}
+
+// sanitizeID maps s onto [A-Za-z0-9._-], at most 64 characters.
+func sanitizeID(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}

@@ -1,0 +1,542 @@
+// Package enforce is the client side of iotwatch decisions, for enforcement
+// points (API gateways' forward-auth services, broker plugins, sidecars).
+//
+// A Client keeps a local, in-memory copy of the active decisions in the KV
+// bucket schemas.KVActiveBlocks: it loads every entry (initial sync), then
+// watches the bucket. Each decision's ed25519 signature is verified against
+// the trusted public keys before it is applied; unsigned, malformed, tampered
+// or unknown-key decisions are rejected and counted. Check answers from the
+// local copy without locks or allocations, honouring each decision's
+// ExpiresAt whatever the bucket still holds, so enforcement keeps working with
+// the last known state while NATS is unreachable.
+//
+// Scopes: device, api_key and tenant match the request's value exactly; ip
+// matches an address exactly or a network given in CIDR notation
+// ("10.0.0.0/24", "2001:db8::/32"). A device, API key or tenant value is
+// matched across tenants: the pipeline's KV key is (scope, value) only.
+//
+// Delivery guarantees. Changes arrive through an ordered consumer that
+// resumes after reconnects from the last revision it delivered. If the watch
+// itself fails, the Client starts again with a full sync and reconciles it with
+// its cache by (KV key, revision, decision id): entries it already holds are
+// not applied again, keys that disappeared meanwhile are removed, so nothing
+// is missed (even an unblock whose delete marker was purged) and nothing is
+// re-applied. With Options.StateFile the cache survives restarts on disk and
+// the same reconciliation applies after a restart.
+//
+// Receipts. When a decision is applied (and when a lifted decision is
+// removed) the Client calls Options.OnApply and publishes a
+// schemas.ApplyReceipt on schemas.SubjectDecisionsApplied, at most once per
+// (decision id, enforcer id, action). Unblocks are KV deletes, which carry no
+// signature: protect write access to the bucket with NATS permissions; the
+// signatures protect enforcement points against forged blocks.
+package enforce
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Defaults for Options.
+const (
+	defaultSweepInterval = time.Second
+	receiptQueue         = 4096
+	maxBatch             = 1024
+	minBackoff           = 100 * time.Millisecond
+	maxBackoff           = 5 * time.Second
+	publishTimeout       = 5 * time.Second
+)
+
+// Options configures a Client.
+type Options struct {
+	// EnforcerID names this enforcement point in receipts and logs, such as
+	// "nginx-edge-1". Required: 1 to 64 of [A-Za-z0-9._-].
+	EnforcerID string
+	// Keys are the trusted public keys by key id (schemas.LoadPublicKeys).
+	// Required unless AllowUnsigned.
+	Keys map[string]ed25519.PublicKey
+	// AllowUnsigned accepts decisions without a signature (signed ones are
+	// still verified). For tests and local demos only.
+	AllowUnsigned bool
+	// StateFile, when set, is where the cache is saved after every change and
+	// loaded from by New, so a restart enforces the last known decisions at
+	// once and neither re-applies nor re-acknowledges them.
+	StateFile string
+	// DisableReceipts turns off publishing receipts (OnApply is still called).
+	DisableReceipts bool
+	// OnApply, if set, is called from the watch goroutine with the receipt of
+	// every decision applied (Action block or throttle) or lifted (Action
+	// unblock), before the receipt is published. It must not block.
+	OnApply func(schemas.ApplyReceipt)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// SweepInterval is how often expired decisions are dropped from the cache
+	// (they are never enforced after ExpiresAt either way); 0 means 1 s.
+	SweepInterval time.Duration
+	// Log receives operator logs; nil discards them.
+	Log *slog.Logger
+}
+
+// Stats are the Client's counters since New.
+type Stats struct {
+	Active           int    // decisions in the cache (some may have just expired)
+	Applied          uint64 // decisions applied (receipts with action block/throttle)
+	Removed          uint64 // decisions lifted by an unblock (KV delete)
+	Expired          uint64 // decisions dropped at or after their ExpiresAt
+	RejectedUnsigned uint64
+	RejectedBadSig   uint64 // tampered, or signed by another key under a trusted id
+	RejectedUnknown  uint64 // signed by a key id that is not trusted
+	RejectedInvalid  uint64 // malformed signature, undecodable JSON, unknown scope/action, key mismatch
+	Resyncs          uint64 // full syncs after the first
+	ReceiptsSent     uint64
+	ReceiptErrors    uint64 // failed publish attempts (retried)
+	ReceiptsDropped  uint64 // receipts dropped because the queue was full or the client stopped
+	Revision         uint64 // highest KV revision seen
+}
+
+// Client is a local, verified copy of the active decisions. Check is safe for
+// concurrent use at any time, also before Run; Run must be called once.
+type Client struct {
+	o        Options
+	js       jetstream.JetStream // set by Run
+	log      *slog.Logger
+	tab      atomic.Pointer[table]
+	nowNanos func() int64
+	synced   chan struct{}
+	receipts chan schemas.ApplyReceipt
+
+	// Owned by the Run goroutine.
+	entries map[string]*entry
+	dirty   bool
+
+	active                                            atomic.Int64
+	applied, removed, expired                         atomic.Uint64
+	rejUnsigned, rejBadSig, rejUnknown, rejInvalid    atomic.Uint64
+	resyncs, receiptsSent, receiptErrs, receiptsDrops atomic.Uint64
+	revision                                          atomic.Uint64
+	running                                           atomic.Bool
+}
+
+// New returns a Client with an empty cache, or the cache saved in
+// Options.StateFile when it exists: its decisions are verified again and
+// enforced at once, before Run connects. An unreadable state file is an error
+// (delete it to start empty).
+func New(o Options) (*Client, error) {
+	if !schemas.ValidKeyID(o.EnforcerID) {
+		return nil, fmt.Errorf("cannot create enforcement client: invalid enforcer id %q (want 1-64 of [A-Za-z0-9._-])", o.EnforcerID)
+	}
+	if len(o.Keys) == 0 && !o.AllowUnsigned {
+		return nil, fmt.Errorf("cannot create enforcement client %q: no trusted public keys", o.EnforcerID)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = defaultSweepInterval
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		o: o, log: log.With("enforcer", o.EnforcerID),
+		synced:   make(chan struct{}),
+		receipts: make(chan schemas.ApplyReceipt, receiptQueue),
+		entries:  map[string]*entry{},
+	}
+	now := o.Now
+	c.nowNanos = func() int64 { return now().UnixNano() }
+	if o.StateFile != "" {
+		if err := c.loadState(); err != nil {
+			return nil, err
+		}
+	}
+	c.publish()
+	return c, nil
+}
+
+// Check returns the verdict for r from the local cache: the first live block
+// matching r's device, API key, IP (exact, then networks longest first) or
+// tenant, else the first live throttle, else allow. It never blocks and does
+// not allocate.
+func (c *Client) Check(r Request) Verdict {
+	return c.tab.Load().check(&r, c.nowNanos)
+}
+
+// Synced is closed once the first full sync with the KV bucket is done.
+func (c *Client) Synced() <-chan struct{} { return c.synced }
+
+// Stats returns the counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Active:  int(c.active.Load()),
+		Applied: c.applied.Load(), Removed: c.removed.Load(), Expired: c.expired.Load(),
+		RejectedUnsigned: c.rejUnsigned.Load(), RejectedBadSig: c.rejBadSig.Load(),
+		RejectedUnknown: c.rejUnknown.Load(), RejectedInvalid: c.rejInvalid.Load(),
+		Resyncs: c.resyncs.Load(), ReceiptsSent: c.receiptsSent.Load(),
+		ReceiptErrors: c.receiptErrs.Load(), ReceiptsDropped: c.receiptsDrops.Load(),
+		Revision: c.revision.Load(),
+	}
+}
+
+// Run syncs with the KV bucket through js, then applies its changes until ctx
+// is done, and returns nil then. A missing bucket, a lost connection or a failed watch
+// is retried with back-off (100 ms doubling to 5 s) and followed by a full
+// sync; Check keeps answering from the cache meanwhile. Run must be called
+// once.
+func (c *Client) Run(ctx context.Context, js jetstream.JetStream) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("cannot run enforcement client %q: already running", c.o.EnforcerID)
+	}
+	c.js = js
+	var wg sync.WaitGroup
+	if !c.o.DisableReceipts {
+		wg.Go(func() { c.publishReceipts(ctx) })
+	}
+	defer wg.Wait()
+	sweep := time.NewTicker(c.o.SweepInterval)
+	defer sweep.Stop()
+	for attempt, first := 0, true; ; attempt++ {
+		err := c.session(ctx, sweep.C, first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		first = false
+		wait := backoff(0)
+		if err != nil {
+			c.log.Warn("enforcement watch failed, retrying", "error", err, "attempt", attempt+1)
+			wait = backoff(attempt)
+		} else {
+			attempt = -1 // the session had synced: the next failure starts the back-off afresh
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// errWatchClosed ends a session whose watcher stopped delivering.
+var errWatchClosed = errors.New("KV watcher closed")
+
+// session runs one watch: a full sync, then updates. It returns a non-nil
+// error if it failed before the sync completed.
+func (c *Client) session(ctx context.Context, sweep <-chan time.Time, first bool) error {
+	kv, err := c.js.KeyValue(ctx, schemas.KVActiveBlocks)
+	if err != nil {
+		return fmt.Errorf("cannot open KV bucket %q: %w", schemas.KVActiveBlocks, err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot watch KV bucket %q: %w", schemas.KVActiveBlocks, err)
+	}
+	defer func() { _ = w.Stop() }()
+	// A reconnect ends the session: the ordered consumer would notice a lost
+	// consumer only after missed heartbeats, a full sync is immediate.
+	var reconnected <-chan nats.Status
+	if nc := c.js.Conn(); nc != nil {
+		ch := nc.StatusChanged(nats.CONNECTED)
+		defer nc.RemoveStatusListener(ch)
+		reconnected = ch
+	}
+
+	// Initial values, up to the nil marker.
+	seen := map[string]bool{}
+	for synced := false; !synced; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sweep:
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("cannot sync KV bucket %q: %w", schemas.KVActiveBlocks, errWatchClosed)
+			}
+			if kve == nil {
+				synced = true
+				break
+			}
+			seen[kve.Key()] = true
+			c.apply(kve)
+		}
+	}
+	for key, e := range c.entries {
+		if !seen[key] {
+			c.remove(key, e, "missing after sync")
+		}
+	}
+	c.sweep()
+	c.publish()
+	if !first {
+		c.resyncs.Add(1)
+	}
+	select {
+	case <-c.synced:
+	default:
+		close(c.synced)
+	}
+	c.log.Info("enforcement cache synced", "active", len(c.entries), "revision", c.revision.Load())
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reconnected:
+			c.log.Info("enforcement watch resyncing after reconnect")
+			return nil
+		case <-sweep:
+			c.sweep()
+			c.publish()
+		case kve, ok := <-w.Updates():
+			if !ok {
+				c.log.Warn("enforcement watch closed", "error", errWatchClosed)
+				return nil
+			}
+			if kve != nil {
+				c.apply(kve)
+			}
+			// Apply whatever else is already queued before publishing a table.
+			closed := false
+		drain:
+			for range maxBatch {
+				select {
+				case more, ok := <-w.Updates():
+					if !ok {
+						closed = true
+						break drain
+					}
+					if more != nil {
+						c.apply(more)
+					}
+				default:
+					break drain
+				}
+			}
+			c.publish()
+			if closed {
+				c.log.Warn("enforcement watch closed", "error", errWatchClosed)
+				return nil
+			}
+		}
+	}
+}
+
+// apply folds one KV entry into the cache.
+func (c *Client) apply(kve jetstream.KeyValueEntry) {
+	key, rev := kve.Key(), kve.Revision()
+	if rev > c.revision.Load() {
+		c.revision.Store(rev)
+	}
+	old := c.entries[key]
+	if op := kve.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+		if old != nil && rev > old.revision {
+			c.remove(key, old, "unblock")
+		}
+		return
+	}
+	if old != nil && rev <= old.revision {
+		return // already applied: a resync or a redelivery
+	}
+	e, err := c.decode(key, rev, kve.Value())
+	if err != nil {
+		c.log.Warn("enforcement decision rejected", "key", key, "revision", rev, "error", err)
+		return // a rejected write changes nothing: an older valid decision stays
+	}
+	if !e.live(c.nowNanos()) {
+		c.expired.Add(1)
+		if old != nil {
+			delete(c.entries, key)
+			c.dirty = true
+		}
+		return
+	}
+	c.entries[key] = e
+	c.dirty = true
+	if old != nil && old.d.ID == e.d.ID {
+		return // the same decision written again: nothing new to enforce
+	}
+	c.applied.Add(1)
+	c.receipt(&e.d, e.d.Action)
+}
+
+// decode parses and verifies one KV value and counts a rejection.
+func (c *Client) decode(key string, rev uint64, raw []byte) (*entry, error) {
+	e := &entry{key: key, revision: rev, raw: raw}
+	if err := json.Unmarshal(raw, &e.d); err != nil {
+		c.rejInvalid.Add(1)
+		return nil, fmt.Errorf("cannot decode decision: %w", err)
+	}
+	d := &e.d
+	if d.Action != schemas.ActionBlock && d.Action != schemas.ActionThrottle || d.DryRun {
+		c.rejInvalid.Add(1)
+		return nil, fmt.Errorf("cannot enforce decision %q: action %q (dry run %v) is not block or throttle", d.ID, d.Action, d.DryRun)
+	}
+	switch d.Scope {
+	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant:
+	case schemas.ScopeIP:
+		p, isPrefix, ok := parseIPValue(d.Value)
+		if !ok {
+			c.rejInvalid.Add(1)
+			return nil, fmt.Errorf("cannot enforce decision %q: ip value %q is not an address or CIDR", d.ID, d.Value)
+		}
+		e.prefix, e.isPrefix = p, isPrefix
+	default:
+		c.rejInvalid.Add(1)
+		return nil, fmt.Errorf("cannot enforce decision %q: unknown scope %q", d.ID, d.Scope)
+	}
+	if d.Value == "" || schemas.KVKey(d.Scope, d.Value) != key {
+		c.rejInvalid.Add(1)
+		return nil, fmt.Errorf("cannot enforce decision %q: %s=%q does not belong under key %q", d.ID, d.Scope, d.Value, key)
+	}
+	if err := c.verify(d); err != nil {
+		return nil, err
+	}
+	if !d.ExpiresAt.IsZero() {
+		e.expires = d.ExpiresAt.UnixNano()
+	}
+	return e, nil
+}
+
+func (c *Client) verify(d *schemas.Decision) error {
+	if d.Signature == "" && c.o.AllowUnsigned {
+		return nil
+	}
+	err := schemas.VerifyDecision(d, c.o.Keys)
+	switch {
+	case err == nil:
+	case errors.Is(err, schemas.ErrUnsigned):
+		c.rejUnsigned.Add(1)
+	case errors.Is(err, schemas.ErrUnknownKey):
+		c.rejUnknown.Add(1)
+	case errors.Is(err, schemas.ErrBadSignature):
+		c.rejBadSig.Add(1)
+	default:
+		c.rejInvalid.Add(1)
+	}
+	return err
+}
+
+// remove drops a lifted decision and acknowledges the unblock.
+func (c *Client) remove(key string, e *entry, why string) {
+	delete(c.entries, key)
+	c.dirty = true
+	c.removed.Add(1)
+	c.log.Info("enforcement decision lifted", "decision", e.d.ID, "scope", e.d.Scope, "value", e.d.Value, "why", why)
+	c.receipt(&e.d, schemas.ActionUnblock)
+}
+
+// sweep drops expired decisions (no receipt: they simply ended).
+func (c *Client) sweep() {
+	now := c.nowNanos()
+	for key, e := range c.entries {
+		if !e.live(now) {
+			delete(c.entries, key)
+			c.dirty = true
+			c.expired.Add(1)
+		}
+	}
+}
+
+// publish makes the cache visible to Check and saves it, if it changed.
+func (c *Client) publish() {
+	if !c.dirty && c.tab.Load() != nil {
+		return
+	}
+	c.tab.Store(newTable(c.entries))
+	c.active.Store(int64(len(c.entries)))
+	if c.dirty && c.o.StateFile != "" {
+		if err := c.saveState(); err != nil {
+			c.log.Error("cannot save enforcement state", "path", c.o.StateFile, "error", err)
+		}
+	}
+	c.dirty = false
+}
+
+// receipt calls OnApply and queues the receipt for publishing.
+func (c *Client) receipt(d *schemas.Decision, action string) {
+	r := schemas.ApplyReceipt{
+		DecisionID: d.ID, EnforcerID: c.o.EnforcerID, Action: action,
+		Scope: d.Scope, Value: d.Value, KeyID: schemas.SignatureKeyID(d),
+		AppliedAt: c.o.Now().UTC(), SchemaV: schemas.SchemaVersion,
+	}
+	if c.o.OnApply != nil {
+		c.o.OnApply(r)
+	}
+	if c.o.DisableReceipts {
+		return
+	}
+	select {
+	case c.receipts <- r:
+	default:
+		c.receiptsDrops.Add(1)
+		c.log.Warn("enforcement receipt dropped, queue full", "decision", d.ID, "action", action)
+	}
+}
+
+// publishReceipts publishes queued receipts in order, retrying each until it
+// is stored or ctx is done. Retries carry the same Nats-Msg-Id.
+func (c *Client) publishReceipts(ctx context.Context) {
+	for {
+		var r schemas.ApplyReceipt
+		select {
+		case <-ctx.Done():
+			c.receiptsDrops.Add(uint64(len(c.receipts)))
+			return
+		case r = <-c.receipts:
+		}
+		data, err := json.Marshal(&r)
+		if err != nil {
+			panic(fmt.Sprintf("BUG: cannot encode receipt: %v", err))
+		}
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			_, err := c.js.Publish(pctx, schemas.SubjectDecisionsApplied, data, jetstream.WithMsgID(schemas.ReceiptMsgID(&r)))
+			cancel()
+			if err == nil {
+				c.receiptsSent.Add(1)
+				break
+			}
+			c.receiptErrs.Add(1)
+			if ctx.Err() != nil {
+				c.receiptsDrops.Add(1 + uint64(len(c.receipts)))
+				return
+			}
+			if attempt == 0 || attempt%20 == 0 {
+				c.log.Warn("cannot publish enforcement receipt, retrying", "decision", r.DecisionID, "subject", schemas.SubjectDecisionsApplied, "attempt", attempt+1, "error", err)
+			}
+			t := time.NewTimer(backoff(attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				c.receiptsDrops.Add(1 + uint64(len(c.receipts)))
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// backoff returns the wait before retry n (0-based): 100 ms doubling to 5 s,
+// with up to 50% jitter.
+func backoff(n int) time.Duration {
+	d := maxBackoff
+	if n < 6 {
+		d = min(minBackoff<<n, maxBackoff)
+	}
+	return d/2 + rand.N(d/2+1)
+}
