@@ -17,7 +17,7 @@ help:
 	@echo "make build      build $(BIN)"
 	@echo "make deps       install missing system packages (clickhouse-server)"
 	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
-	@echo "make fuzz       run each fuzz target for FUZZTIME (default 20s)"
+	@echo "make fuzz       run every fuzz target for FUZZTIME each (default 20s)"
 	@echo "make geoip      fetch a free country database (ip-location-db, via npm) into $(GEOIP_DB)"
 
 build:
@@ -78,12 +78,16 @@ bench-e2e: deps
 	$(GO) run ./bench/e2e
 
 bench-state:
-	$(GO) run ./bench/statebench -devices 1000000 -minutes 65
+	$(GO) run ./bench/statebench -devices 1000000
 
 FUZZTIME ?= 20s
+# fuzz runs every fuzz target of the repository for FUZZTIME each (go test runs one target at a time).
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schemas/
-	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./detectors/
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u | while read -r pkg; do \
+		for t in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 # geoip fetches the country database of the npm package @ip-location-db/geo-whois-asn-country-mmdb
 # (package license CC0-1.0; its data comes from NRO statistics, CC BY 4.0: attribute nro.net) with
