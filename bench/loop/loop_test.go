@@ -1,0 +1,562 @@
+package loop_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/chserver"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/ship"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+var (
+	floods   = flag.Int("floods", 12, "flooding devices measured one after the other (log line → 403 latency samples)")
+	shipPoll = flag.Duration("ship-poll", 0, "how often ship checks the access log for new lines (0: ship's default, as `iotwatch ship`)")
+)
+
+// Test parameters. The baseline rate is what the seeded history and the
+// steady devices' live traffic agree on.
+const (
+	tenant      = "acme"
+	userAgent   = "acme-meter/1.4.2 (esp32)" // class "acme-meter/1.4.2" (ClassField user_agent_product)
+	class       = "acme-meter/1.4.2"
+	command     = "/v1/telemetry"
+	seedHistory = 11 * time.Minute // more than the volume detector's 10 min warm-up
+	seedEvery   = time.Second      // the devices' usual rate: 1 request/s
+	steadyEvery = 2 * time.Second  // each steady device's live rate: below its baseline
+	floodEvery  = 5 * time.Millisecond
+	blockTTL    = 5 * time.Second
+	keyID       = "loop-test-1"
+)
+
+// TestNginxClosedLoop closes the loop with a real NGINX:
+//
+//	NGINX (auth_request → enforcement endpoint, proxy → upstream)
+//	  → JSON access log (deploy/nginx/iotwatch-log-format.conf)
+//	  → ship.Run following the file (format nginx-json, identity header:X-Device-Id)
+//	  → embedded NATS → pipeline (detectors, decide, signed decisions) → private ClickHouse + KV
+//	  → enforce.Client (verifies signatures) → the endpoint NGINX asks → 403
+//
+// Flooding devices get 403 from NGINX within seconds of their offending log
+// line while steady devices keep getting 200, and a block lifts when its TTL
+// ends. The time from the offending log line (the decision's CreatedAt is that
+// line's $msec) to the first 403 is logged as p50/p99 over -floods devices.
+//
+// Baselines: the volume detector judges a device only after 20 events and
+// 10 minutes of event time, and NGINX logs wall-clock time, so a short test
+// cannot grow them live. The test therefore publishes 11 minutes of synthetic
+// history for the same devices (canonical JSON on iotwatch.logs.json.seed,
+// 1 request/s, same tenant, device ids and class as NGINX's lines decode to),
+// waits until the pipeline has scored it, and only then sends live traffic.
+// Everything after that is real: NGINX's lines, ship, the pipeline's decision,
+// the KV watch and NGINX's auth_request.
+//
+// The forward-auth handler of `iotwatch enforce http` lives in package main
+// (tested with NGINX by cmd/iotwatch TestEnforceWithRealNGINX); here the same
+// enforce.Client answers through a minimal handler that maps its verdict to
+// 200/403 with the same headers.
+func TestNginxClosedLoop(t *testing.T) {
+	nginxBin := findNginx(t)
+	if _, err := chserver.Available(); err != nil {
+		t.Fatalf("the closed-loop test needs a real ClickHouse (run `make deps`): %v", err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	// Servers: private ClickHouse, embedded NATS.
+	chs, err := chserver.Start(ctx, chserver.Options{})
+	if err != nil {
+		t.Fatalf("cannot start a private clickhouse-server: %v", err)
+	}
+	t.Cleanup(func() { chs.Stop() })
+	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, js, err := bus.Connect(ctx, ns.URL(), "loop-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	scfg := bus.DefaultStreamsConfig()
+	scfg.AckWait = 30 * time.Second
+	cons, kv, err := bus.Ensure(ctx, js, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chs.DSN(), Database: "loop", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	if err := ch.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Decisions as the pipeline publishes them, by device.
+	var decMu sync.Mutex
+	decisions := map[string]schemas.Decision{}
+	sub, err := nc.Subscribe(schemas.SubjectDecisionsPrefix+"."+schemas.ActionBlock, func(m *nats.Msg) {
+		var d schemas.Decision
+		if json.Unmarshal(m.Data, &d) == nil {
+			decMu.Lock()
+			if _, seen := decisions[d.Value]; !seen {
+				decisions[d.Value] = d
+			}
+			decMu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+
+	// The pipeline, signing its decisions.
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := decide.DefaultConfig()
+	dc.BlockTTL, dc.MaxBlockTTL = blockTTL, time.Minute
+	p, err := pipeline.New(pipeline.Config{
+		Workers:       2,
+		FlushInterval: 100 * time.Millisecond,
+		Decide:        dc,
+		SigningKeyID:  keyID,
+		SigningKey:    priv,
+		Formats:       formats.Options{Identity: "header:" + schemas.HeaderDeviceID, ClassField: formats.UserAgentProduct, Tenant: tenant},
+	}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipeDone := make(chan error, 1)
+	pipeCtx, stopPipe := context.WithCancel(ctx)
+	go func() { pipeDone <- p.Run(pipeCtx) }()
+	t.Cleanup(func() {
+		stopPipe()
+		if err := <-pipeDone; err != nil {
+			t.Errorf("pipeline: %v", err)
+		}
+	})
+
+	// The enforcement point: a verified local copy of the active decisions.
+	var appliedMu sync.Mutex
+	applied := map[string]time.Time{}
+	client, err := enforce.New(enforce.Options{
+		EnforcerID: "nginx-loop",
+		Keys:       map[string]ed25519.PublicKey{keyID: pub},
+		OnApply: func(r schemas.ApplyReceipt) {
+			if r.Action != schemas.ActionBlock {
+				return
+			}
+			now := time.Now()
+			appliedMu.Lock()
+			if _, seen := applied[r.Value]; !seen {
+				applied[r.Value] = now
+			}
+			appliedMu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enfDone := make(chan error, 1)
+	enfCtx, stopEnf := context.WithCancel(ctx)
+	go func() { enfDone <- client.Run(enfCtx, js) }()
+	t.Cleanup(func() { stopEnf(); <-enfDone })
+	auth := httptest.NewServer(authHandler(client))
+	t.Cleanup(auth.Close)
+	pollUntil(t, 10*time.Second, "enforcement client synced", func() bool {
+		select {
+		case <-client.Synced():
+			return true
+		default:
+			return false
+		}
+	})
+
+	// Devices and their seeded history.
+	steady := []string{"meter-s0", "meter-s1", "meter-s2", "meter-s3"}
+	var flooders []string
+	for i := range *floods {
+		flooders = append(flooders, fmt.Sprintf("meter-f%02d", i))
+	}
+	seeded := seed(t, ctx, js, append(slices.Clone(steady), flooders...), time.Now())
+	pollUntil(t, 30*time.Second, "pipeline scored the seeded history", func() bool { return p.M.Events.Load() >= uint64(seeded) })
+	if n := p.M.Decisions.Load(); n != 0 {
+		t.Fatalf("the seeded history produced %d decisions; want none", n)
+	}
+
+	// NGINX with the shipped auth_request site and JSON log format.
+	dir := t.TempDir()
+	nginxAddr := startNginx(t, nginxBin, dir, strings.TrimPrefix(auth.URL, "http://"))
+	accessLog := filepath.Join(dir, "access.log")
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	t.Cleanup(hc.CloseIdleConnections)
+	get := func(device string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+nginxAddr+command, nil)
+		req.Header.Set(schemas.HeaderDeviceID, device)
+		req.Header.Set("User-Agent", userAgent)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(schemas.HeaderEnforceDecision), nil
+	}
+	pollUntil(t, 10*time.Second, "nginx serving", func() bool { s, _, _ := get("meter-probe"); return s == 200 })
+
+	// ship follows NGINX's access log.
+	var shipStats ship.Stats
+	scfgShip := ship.DefaultConfig()
+	scfgShip.Inputs = []string{accessLog}
+	scfgShip.Subject = bus.LogSubject(schemas.FormatNginxJSON, "edge-1")
+	if *shipPoll > 0 {
+		scfgShip.Poll = *shipPoll
+	}
+	shipDone := make(chan error, 1)
+	shipCtx, stopShip := context.WithCancel(ctx)
+	go func() { shipDone <- ship.Run(shipCtx, js, scfgShip, &shipStats) }()
+	t.Cleanup(func() {
+		stopShip()
+		if err := <-shipDone; err != nil {
+			t.Errorf("ship: %v", err)
+		}
+	})
+
+	// Steady devices: one request every steadyEvery each, all test long.
+	var steadyOK, steadyBad atomic.Uint64
+	var badMu sync.Mutex
+	var bad []string
+	steadyCtx, stopSteady := context.WithCancel(ctx)
+	var steadyWG sync.WaitGroup
+	steadyWG.Go(func() {
+		tick := time.NewTicker(steadyEvery / time.Duration(len(steady)))
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-steadyCtx.Done():
+				return
+			case <-tick.C:
+			}
+			d := steady[i%len(steady)]
+			s, _, err := get(d)
+			if s == 200 {
+				steadyOK.Add(1)
+				continue
+			}
+			steadyBad.Add(1)
+			badMu.Lock()
+			bad = append(bad, fmt.Sprintf("%s: %d %v", d, s, err))
+			badMu.Unlock()
+		}
+	})
+	t.Cleanup(func() { stopSteady(); steadyWG.Wait() })
+
+	// Flooders, one after the other: flood until NGINX answers 403.
+	decisionOf := func(device string) schemas.Decision {
+		t.Helper()
+		var d schemas.Decision
+		pollUntil(t, 5*time.Second, "decision of "+device, func() bool {
+			decMu.Lock()
+			defer decMu.Unlock()
+			var ok bool
+			d, ok = decisions[device]
+			return ok
+		})
+		return d
+	}
+	var toDeny, toApply []time.Duration
+	var last schemas.Decision
+	for _, dev := range flooders {
+		first403, sent, decID := flood(t, get, dev, 15*time.Second)
+		d := decisionOf(dev)
+		if d.Scope != schemas.ScopeDevice || d.Tenant != tenant || d.Signature == "" {
+			t.Errorf("%s: decision scope %q tenant %q signature %q; want device, %q, signed", dev, d.Scope, d.Tenant, d.Signature, tenant)
+		}
+		if decID != d.ID {
+			t.Errorf("%s: NGINX's 403 names decision %q; the pipeline issued %q", dev, decID, d.ID)
+		}
+		appliedMu.Lock()
+		at := applied[dev]
+		appliedMu.Unlock()
+		lat := first403.Sub(d.CreatedAt)
+		toDeny = append(toDeny, lat)
+		toApply = append(toApply, at.Sub(d.CreatedAt))
+		t.Logf("%s: %d requests; decision %s (%s, score %.2f) on the line of %s; applied +%s, first 403 +%s",
+			dev, sent, d.ID, d.Reason, d.Score, d.CreatedAt.Format("15:04:05.000"), at.Sub(d.CreatedAt).Round(time.Millisecond), lat.Round(time.Millisecond))
+		if lat <= 0 || lat > 5*time.Second {
+			t.Errorf("%s: 403 %s after the offending log line; want within 5s", dev, lat)
+		}
+		last = d
+	}
+
+	// The last block lifts when its TTL ends: denied until ExpiresAt, then
+	// NGINX lets the device through again.
+	dev := last.Value
+	if got := last.ExpiresAt.Sub(last.CreatedAt); got != blockTTL {
+		t.Errorf("decision TTL %s; want %s", got, blockTTL)
+	}
+	if s, _, _ := get(dev); s != http.StatusForbidden && time.Now().Before(last.ExpiresAt.Add(-100*time.Millisecond)) {
+		t.Errorf("%s during its block: NGINX answered %d; want 403", dev, s)
+	}
+	pollUntil(t, time.Until(last.ExpiresAt)+5*time.Second, "block of "+dev+" lifted", func() bool {
+		return client.Check(enforce.Request{Device: dev}).Allowed()
+	})
+	lifted := time.Now()
+	if lifted.Before(last.ExpiresAt) {
+		t.Errorf("%s: block lifted at %s, before its expiry %s", dev, lifted.Format(time.StampMilli), last.ExpiresAt.Format(time.StampMilli))
+	}
+	if s, _, err := get(dev); s != 200 {
+		t.Errorf("%s after its TTL: NGINX answered %d (%v); want 200", dev, s, err)
+	}
+	t.Logf("%s: block lifted %s after its expiry", dev, lifted.Sub(last.ExpiresAt).Round(time.Millisecond))
+
+	stopSteady()
+	steadyWG.Wait()
+	if steadyOK.Load() == 0 || steadyBad.Load() != 0 {
+		t.Errorf("steady devices: %d answered 200, %d not: %v", steadyOK.Load(), steadyBad.Load(), bad)
+	}
+	decMu.Lock()
+	for _, s := range steady {
+		if d, ok := decisions[s]; ok {
+			t.Errorf("steady device %s was blocked: %+v", s, d)
+		}
+	}
+	decMu.Unlock()
+
+	t.Logf("offending log line → first 403 from NGINX over %d devices (ship poll %s, pipeline flush %s): p50 %s, p99 %s, max %s",
+		len(toDeny), scfgShip.Poll, 100*time.Millisecond, quantile(toDeny, 0.50), quantile(toDeny, 0.99), quantile(toDeny, 1))
+	t.Logf("offending log line → decision applied by the enforcement client: p50 %s, p99 %s",
+		quantile(toApply, 0.50), quantile(toApply, 0.99))
+	t.Logf("ship: %d lines in %d messages; pipeline: %d events, %d alerts, %d decisions; steady devices: %d requests, all 200",
+		shipStats.Lines.Load(), shipStats.Messages.Load(), p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), steadyOK.Load())
+}
+
+// flood sends requests for device every floodEvery until NGINX answers 403,
+// and returns when that answer arrived, the requests sent and the decision id
+// NGINX passed on.
+func flood(t *testing.T, get func(string) (int, string, error), device string, limit time.Duration) (time.Time, int, string) {
+	t.Helper()
+	tick := time.NewTicker(floodEvery)
+	defer tick.Stop()
+	deadline := time.Now().Add(limit)
+	for n := 1; ; n++ {
+		s, id, err := get(device)
+		switch {
+		case s == http.StatusForbidden:
+			return time.Now(), n, id
+		case s != http.StatusOK:
+			t.Fatalf("%s: request %d: status %d (%v)", device, n, s, err)
+		case time.Now().After(deadline):
+			t.Fatalf("%s: still allowed after %d requests in %s", device, n, limit)
+		}
+		<-tick.C
+	}
+}
+
+// seed publishes seedHistory of canonical-JSON events for devices, one every
+// seedEvery each, ending at end, as NGINX's lines for them decode (tenant,
+// device, class, identity by header, command), and returns how many.
+func seed(t *testing.T, ctx context.Context, js jetstream.JetStream, devices []string, end time.Time) int {
+	t.Helper()
+	subject := bus.LogSubject(schemas.FormatJSON, "seed")
+	var msg []byte
+	n, lines := 0, 0
+	send := func() {
+		if lines == 0 {
+			return
+		}
+		if _, err := js.Publish(ctx, subject, msg); err != nil {
+			t.Fatalf("cannot publish seeded history: %v", err)
+		}
+		msg, lines = msg[:0], 0
+	}
+	for at := end.Add(-seedHistory); !at.After(end); at = at.Add(seedEvery) {
+		for _, d := range devices {
+			if lines > 0 {
+				msg = append(msg, '\n')
+			}
+			msg = fmt.Appendf(msg, `{"ts":%q,"src":"gateway","src_id":"seed","tenant":%q,"device":%q,"id_by":"token","class":%q,"fw":%q,"ip":"127.0.0.1","proto":"http","method":"GET","path":%q,"status":200}`,
+				at.UTC().Format(time.RFC3339Nano), tenant, d, class, userAgent, command)
+			n++
+			if lines++; lines == 500 {
+				send()
+			}
+		}
+	}
+	send()
+	return n
+}
+
+// authHandler answers NGINX's auth_request from c: 200, or 403 with the
+// verdict's headers (as `iotwatch enforce http` does).
+func authHandler(c *enforce.Client) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := enforce.Request{Device: r.Header.Get(schemas.HeaderDeviceID)}
+		if a, err := netip.ParseAddr(r.Header.Get("X-Real-IP")); err == nil {
+			req.IP = a
+		}
+		v := c.Check(req)
+		if v.Allowed() {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set(schemas.HeaderEnforceAction, v.Action)
+		w.Header().Set(schemas.HeaderEnforceScope, v.Scope)
+		w.Header().Set(schemas.HeaderEnforceDecision, v.DecisionID)
+		w.WriteHeader(http.StatusForbidden)
+	})
+}
+
+// startNginx runs NGINX in the foreground with deploy/nginx-auth's site (in
+// front of an NGINX `return 200` upstream, asking the endpoint at authAddr)
+// and deploy/nginx's JSON log format, writing dir/access.log. It returns
+// NGINX's address once it listens; the process is killed at the end of the test.
+func startNginx(t *testing.T, bin, dir, authAddr string) string {
+	t.Helper()
+	format, err := filepath.Abs("../../deploy/nginx/iotwatch-log-format.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := os.ReadFile("../../deploy/nginx-auth/iotwatch-auth.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, upstream := freeAddr(t), freeAddr(t)
+	conf := strings.NewReplacer("127.0.0.1:9181", authAddr, "127.0.0.1:8081", upstream,
+		"listen 8080;", "listen "+addr+";").Replace(string(site))
+	if conf == string(site) {
+		t.Fatal("deploy/nginx-auth/iotwatch-auth.conf changed: the test's replacements no longer apply")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events {}
+http {
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  include %[2]s;
+  access_log %[1]s/access.log iotwatch;
+  include %[1]s/site.conf;
+  server {
+    listen %[3]s;
+    access_log off;
+    location / { return 200 "ok\n"; }
+  }
+}
+`, dir, format, upstream)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	dieWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("cannot start nginx: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited at start: %s%s", out.Bytes(), b)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx does not listen on %s after 10s", addr)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the port with a deadline
+	}
+	return addr
+}
+
+func findNginx(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	t.Fatal("nginx is not installed: run `make deps` (Debian: apt-get install nginx)")
+	return ""
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// pollUntil polls cond every 5 ms until it holds, failing the test after limit.
+func pollUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// quantile returns the q-quantile (nearest rank) of ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
+}
