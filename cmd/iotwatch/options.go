@@ -58,6 +58,7 @@ type options struct {
 	stateMaxDevices int
 
 	streams bus.StreamsConfig
+	conn    connFlags // NATS and ClickHouse authentication and TLS (flags registered by run only)
 }
 
 func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse string) {

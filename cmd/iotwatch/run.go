@@ -25,6 +25,7 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	var o options
 	o.register(fs, "nats://127.0.0.1:4222", "clickhouse://127.0.0.1:9000/default")
+	o.conn.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch run [flags]
 
@@ -53,6 +54,9 @@ Flags:
 	if err != nil {
 		return err
 	}
+	if lit := o.conn.literalSecretFlags(); len(lit) > 0 {
+		log.Warn("secrets given literally on the command line are visible in ps: use file: or env:", "flags", lit)
+	}
 	st, err := openStack(ctx, &o, cfg, log)
 	if err != nil {
 		return err
@@ -66,7 +70,7 @@ Flags:
 		defer stopMetrics()
 	}
 	go logProgress(ctx, st.p, log, 10*time.Second)
-	log.Info("pipeline running", "nats", o.natsURL, "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
+	log.Info("pipeline running", "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
 	return st.p.Run(ctx)
 }
 
@@ -83,10 +87,13 @@ type stack struct {
 // builds the pipeline. Errors name the server and setting at fault.
 func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.Logger) (*stack, error) {
 	st := &stack{}
-	var err error
-	st.nc, st.js, err = bus.Connect(ctx, o.natsURL, "iotwatch", log)
+	natsOpts, err := o.conn.natsOptions()
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at --nats %q: %w", o.natsURL, err)
+		return nil, err
+	}
+	st.nc, st.js, err = bus.ConnectWith(ctx, o.natsURL, "iotwatch", natsOpts, log)
+	if err != nil {
+		return nil, err // names the (redacted) URL and, for auth/TLS refusals, the flags to check
 	}
 	cons, kv, err := bus.Ensure(ctx, st.js, o.streams)
 	if err != nil {
@@ -94,7 +101,12 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		return nil, fmt.Errorf("cannot set up JetStream streams: %w", err)
 	}
 	st.cons = cons
-	st.ch, err = sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: o.clickhouse, Database: o.database, Log: log})
+	chCfg, err := o.conn.clickhouseConfig(o.clickhouse, o.database, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.ch, err = sink.OpenClickHouse(ctx, chCfg)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(o.clickhouse), err)

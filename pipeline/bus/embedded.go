@@ -7,6 +7,8 @@
 package bus
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,6 +31,20 @@ type EmbeddedOptions struct {
 	Port int
 	// Log receives the server's notices, warnings and errors; nil discards them.
 	Log *slog.Logger
+
+	// TLS, when set, makes the server require TLS from clients with this
+	// configuration (Certificates holds the server's). With ClientAuth set to
+	// tls.RequireAndVerifyClientCert and ClientCAs, clients must present a
+	// certificate those CAs signed (nats-server "verify: true").
+	TLS *tls.Config
+	// Users maps user names to passwords that may connect.
+	Users map[string]string
+	// Nkeys are the public user nkeys ("U...") that may connect, by signing the
+	// server's nonce with their seed. They may be combined with Users.
+	Nkeys []string
+	// Token, when set, is the authorization token clients must present. It
+	// cannot be combined with Users or Nkeys.
+	Token string
 }
 
 // Embedded is an in-process nats-server with JetStream enabled.
@@ -63,6 +79,10 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		NoLog:                  o.Log == nil,
 		DisableJetStreamBanner: true,
 	}
+	if err := o.secure(opts); err != nil {
+		e.removeTemp()
+		return nil, err
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		e.removeTemp()
@@ -82,6 +102,27 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		return nil, fmt.Errorf("cannot start embedded NATS server (store %q): JetStream is not enabled", dir)
 	}
 	return e, nil
+}
+
+// secure applies the TLS and authentication options to opts.
+func (o EmbeddedOptions) secure(opts *server.Options) error {
+	if o.Token != "" && (len(o.Users) > 0 || len(o.Nkeys) > 0) {
+		return errors.New("cannot start embedded NATS server: a token cannot be combined with users or nkeys")
+	}
+	if o.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = o.TLS
+		opts.TLSVerify = o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 2 // seconds
+	}
+	opts.Authorization = o.Token
+	for user, pass := range o.Users {
+		opts.Users = append(opts.Users, &server.User{Username: user, Password: pass})
+	}
+	for _, pub := range o.Nkeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub})
+	}
+	return nil
 }
 
 // URL returns the client URL, such as nats://127.0.0.1:43127.

@@ -2,10 +2,14 @@ package sink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +40,161 @@ type ClickHouseConfig struct {
 	DDL schemas.DDLOptions
 	// Log receives rate-limited warnings about failed attempts. Default slog.Default().
 	Log *slog.Logger
+
+	// Username, when set, replaces the DSN's user.
+	Username string
+	// Password, when set, replaces the DSN's password. It is the secret itself
+	// (resolve "file:"/"env:" references with package secrets first); it never
+	// appears in errors or logs.
+	Password string
+	// PasswordFile, when set, is read at open and its content (without trailing
+	// CR/LF) is the password; it takes precedence over Password.
+	PasswordFile string
+	// TLS enables TLS on the native protocol (the server's tcp_port_secure,
+	// usually 9440), verifying the server against the system's roots unless
+	// CAFile is set. CAFile, CertFile and ServerName imply TLS.
+	TLS bool
+	// CAFile is a PEM bundle of the authorities the server's certificate must chain to.
+	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and its key. Both or neither.
+	CertFile, KeyFile string
+	// ServerName is the name the server's certificate must hold; default the DSN's host.
+	ServerName string
+	// InsecureSkipVerify accepts any server certificate. For tests only: it makes
+	// TLS worthless against an active attacker.
+	InsecureSkipVerify bool
+	// SettingName maps a CHSetting* key to the name an operator knows it by,
+	// such as a flag, in errors; nil keeps the keys.
+	SettingName func(key string) string
+}
+
+// Keys of the ClickHouse connection settings that errors name (see
+// ClickHouseConfig.SettingName).
+const (
+	CHSettingDSN      = "clickhouse.dsn"
+	CHSettingUser     = "clickhouse.user"
+	CHSettingPassword = "clickhouse.password"
+	CHSettingTLS      = "clickhouse.tls"
+	CHSettingCA       = "clickhouse.ca"
+	CHSettingCert     = "clickhouse.cert"
+	CHSettingKey      = "clickhouse.key"
+)
+
+// settings returns the names of the given setting keys, joined for "check ...".
+func (cfg ClickHouseConfig) settings(keys ...string) string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k
+		if cfg.SettingName != nil {
+			names[i] = cfg.SettingName(k)
+		}
+	}
+	return strings.Join(names, "/")
+}
+
+// applySecurity sets the credentials and TLS of cfg on opts. Errors name the
+// setting, never the password.
+func (cfg ClickHouseConfig) applySecurity(opts *clickhouse.Options) error {
+	if cfg.Username != "" {
+		opts.Auth.Username = cfg.Username
+	}
+	if cfg.Password != "" {
+		opts.Auth.Password = cfg.Password
+	}
+	if cfg.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("cannot read the ClickHouse password file %q: %w: check %s", cfg.PasswordFile, unwrapPath(err), cfg.settings(CHSettingPassword))
+		}
+		opts.Auth.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return err
+	}
+	if tc != nil {
+		opts.TLS = tc
+	}
+	return nil
+}
+
+// tlsConfig builds the TLS configuration cfg asks for; nil means no TLS (or
+// the DSN's own "secure=true" setting).
+func (cfg ClickHouseConfig) tlsConfig() (*tls.Config, error) {
+	if !cfg.TLS && cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the ClickHouse CA file %q: %w: check %s", cfg.CAFile, unwrapPath(err), cfg.settings(CHSettingCA))
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("cannot use the ClickHouse CA file %q: no PEM certificate in it: check %s", cfg.CAFile, cfg.settings(CHSettingCA))
+		}
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, fmt.Errorf("cannot use a ClickHouse client certificate: it needs both a certificate and a key file: check %s", cfg.settings(CHSettingCert, CHSettingKey))
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load the ClickHouse client certificate %q with key %q: %w: check %s", cfg.CertFile, cfg.KeyFile, unwrapPath(err), cfg.settings(CHSettingCert, CHSettingKey))
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// unwrapPath drops the *os.PathError wrapper whose path the caller already quotes.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// ClickHouse server error codes that mean the credentials were refused.
+const (
+	chUnknownUser          = 192
+	chWrongPassword        = 193
+	chRequiredPassword     = 194
+	chAuthenticationFailed = 516
+)
+
+// explainConnectError appends the settings to check to err when the server
+// refused the credentials or TLS failed; other errors are returned unchanged.
+func (cfg ClickHouseConfig) explainConnectError(err error) error {
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		switch ex.Code {
+		case chUnknownUser, chWrongPassword, chRequiredPassword, chAuthenticationFailed:
+			return fmt.Errorf("%w: check %s", err, cfg.settings(CHSettingDSN, CHSettingUser, CHSettingPassword))
+		}
+		return err
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		verifyErr *tls.CertificateVerificationError
+		recordErr tls.RecordHeaderError
+	)
+	switch msg := err.Error(); {
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("TLS: %w: check %s", err, cfg.settings(CHSettingDSN, CHSettingCA))
+	case errors.As(err, &unknownCA), errors.As(err, &verifyErr):
+		return fmt.Errorf("TLS: %w: check %s", err, cfg.settings(CHSettingCA))
+	case errors.As(err, &recordErr):
+		return fmt.Errorf("TLS: %w (is this the server's TLS port?): check %s", err, cfg.settings(CHSettingDSN, CHSettingTLS))
+	case strings.Contains(msg, "remote error: tls:"):
+		return fmt.Errorf("TLS: %w: check %s", err, cfg.settings(CHSettingCert, CHSettingKey))
+	case strings.Contains(msg, "tls: "):
+		return fmt.Errorf("TLS: %w: check %s", err, cfg.settings(CHSettingTLS, CHSettingCA, CHSettingCert, CHSettingKey))
+	}
+	return err
 }
 
 // Defaults of ClickHouseConfig and of connection options the DSN leaves unset.
@@ -92,6 +251,9 @@ func OpenClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, err
 	if opts.Protocol != clickhouse.Native {
 		return nil, fmt.Errorf("cannot use ClickHouse DSN %q: only the native protocol is supported (clickhouse://host:9000)", dsn)
 	}
+	if err := cfg.applySecurity(opts); err != nil {
+		return nil, err
+	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = defaultDialTimeout
 	}
@@ -104,7 +266,7 @@ func OpenClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, err
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cannot connect to ClickHouse %q: %w", dsn, err)
+		return nil, fmt.Errorf("cannot connect to ClickHouse %q: %w", dsn, cfg.explainConnectError(err))
 	}
 	var version string
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
