@@ -49,6 +49,17 @@ deps:
 			echo "nginx is missing: install it (https://nginx.org/en/linux_packages.html)"; exit 1; \
 		fi; \
 	fi
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_ctrl >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "mosquitto is missing: installing the Debian packages mosquitto and mosquitto-clients (the enforce mosquitto tests run a real broker)"; \
+			SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null \
+			|| { echo "cannot install mosquitto; install it by hand"; exit 1; }; \
+			$$SUDO service mosquitto stop >/dev/null 2>&1 || true; \
+		else \
+			echo "mosquitto is missing: install Mosquitto 2 with its clients (https://mosquitto.org/download/)"; exit 1; \
+		fi; \
+	fi
 	@if ! command -v nats-server >/dev/null 2>&1 && [ -z "$$IOTWATCH_NATS_SERVER" ]; then \
 		if command -v apt-get >/dev/null 2>&1; then \
 			echo "nats-server is missing: installing the Debian package"; \

@@ -34,10 +34,11 @@ func enforceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 Applies iotwatch decisions at an enforcement point.
 
 Subcommands:
-  http     forward-auth endpoint for NGINX auth_request, Envoy ext_authz (HTTP service)
-           and Traefik forwardAuth, answering allow/deny from a local, verified copy
-           of the active decisions (KV bucket %s)
-  keygen   generate an ed25519 key pair for signing decisions
+  http       forward-auth endpoint for NGINX auth_request, Envoy ext_authz (HTTP service)
+             and Traefik forwardAuth, answering allow/deny from a local, verified copy
+             of the active decisions (KV bucket %s)
+  mosquitto  disable/enable Mosquitto clients through its dynamic-security plugin
+  keygen     generate an ed25519 key pair for signing decisions
 
 Run 'iotwatch enforce <subcommand> --help' for its flags.
 `, schemas.KVActiveBlocks)
@@ -52,6 +53,8 @@ Run 'iotwatch enforce <subcommand> --help' for its flags.
 		return nil
 	case "http":
 		return enforceHTTPCmd(ctx, args[1:], stdout)
+	case "mosquitto":
+		return enforceMosquittoCmd(ctx, args[1:], stdout)
 	case "keygen":
 		return enforceKeygenCmd(args[1:], stdout)
 	}

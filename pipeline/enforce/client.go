@@ -81,6 +81,14 @@ type Options struct {
 	// every decision applied (Action block or throttle) or lifted (Action
 	// unblock), before the receipt is published. It must not block.
 	OnApply func(schemas.ApplyReceipt)
+	// OnExpire, if set, is called with every decision dropped from the cache
+	// because its ExpiresAt passed (found by the sweep every SweepInterval,
+	// or replaced by an already expired value, or expired in the state file
+	// New loads), from the goroutine that found it. No receipt is sent for
+	// an expiry. It must not block. Enforcement points that change state
+	// outside the Client (a broker's client list) use it with OnApply to undo
+	// what they applied.
+	OnExpire func(schemas.Decision)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// SweepInterval is how often expired decisions are dropped from the cache
@@ -362,6 +370,7 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 		if old != nil {
 			delete(c.entries, key)
 			c.dirty = true
+			c.expire(&old.d)
 		}
 		return
 	}
@@ -448,8 +457,48 @@ func (c *Client) sweep() {
 			delete(c.entries, key)
 			c.dirty = true
 			c.expired.Add(1)
+			c.expire(&e.d)
 		}
 	}
+}
+
+// expire calls Options.OnExpire, if set.
+func (c *Client) expire(d *schemas.Decision) {
+	if c.o.OnExpire != nil {
+		c.o.OnExpire(*d)
+	}
+}
+
+// Active returns the decisions the cache enforces at the clock's now (one
+// per scope and value: of two KV keys naming the same IP, the stronger), in
+// no particular order. It is safe for concurrent use, also before Run. It
+// reads the same snapshot as Check, published after each batch of changes:
+// while OnApply runs, the change it reports may not be visible yet.
+func (c *Client) Active() []schemas.Decision {
+	t := c.tab.Load()
+	now := c.nowNanos()
+	out := make([]schemas.Decision, 0, t.n)
+	add := func(e *entry) {
+		if e.live(now) {
+			out = append(out, e.d)
+		}
+	}
+	for _, e := range t.device {
+		add(e)
+	}
+	for _, e := range t.apiKey {
+		add(e)
+	}
+	for _, e := range t.tenant {
+		add(e)
+	}
+	for _, e := range t.ip {
+		add(e)
+	}
+	for _, e := range t.cidr {
+		add(e)
+	}
+	return out
 }
 
 // publish makes the cache visible to Check and saves it, if it changed.

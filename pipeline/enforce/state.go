@@ -55,6 +55,7 @@ func (c *Client) loadState() error {
 			continue
 		}
 		if !e.live(now) {
+			c.expire(&e.d)
 			continue
 		}
 		c.entries[se.Key] = e
