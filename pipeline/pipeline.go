@@ -694,6 +694,7 @@ func (p *Pipeline) collect() {
 		waiting   int // messages of completed batches
 	)
 	flush := func() {
+		alerts = p.limiter.AppendAlerts(alerts) // fleet "block cap hit" alerts
 		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 {
 			return
 		}

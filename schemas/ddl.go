@@ -34,7 +34,8 @@ type Table struct {
 	Columns []Column
 	// PartitionBy is the partition key expression.
 	PartitionBy string
-	// OrderBy is the sorting key; its last column is the row's stable id.
+	// OrderBy is the sorting key; its last column is the row's stable id (for
+	// receipts, the whole key is: decision, enforcer, action).
 	OrderBy []string
 	// TimeColumn is the DateTime column that retention (TTL) is computed from.
 	TimeColumn string
@@ -141,7 +142,9 @@ func AlertsTable() *Table { return &alertsTable }
 func DecisionsTable() *Table { return &decisionsTable }
 
 // Tables returns every table, in creation order.
-func Tables() []*Table { return []*Table{&scoredTable, &alertsTable, &decisionsTable} }
+func Tables() []*Table {
+	return []*Table{&scoredTable, &alertsTable, &decisionsTable, &receiptsTable}
+}
 
 // ColumnNames returns the names of t's columns in table order.
 func (t *Table) ColumnNames() []string {

@@ -51,7 +51,8 @@ func TestTablesConsistent(t *testing.T) {
 		}
 	}
 	// Each table's ORDER BY ends with its stable id: that is what makes rewrites collapse.
-	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID}
+	// (Receipts: the whole key (decision_id, enforcer, action) is the id.)
+	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID, TableReceipts: ColAction}
 	for _, tab := range Tables() {
 		if last := tab.OrderBy[len(tab.OrderBy)-1]; last != ids[tab.Name] {
 			t.Errorf("table %q: ORDER BY ends with %q, want %q", tab.Name, last, ids[tab.Name])
@@ -61,8 +62,8 @@ func TestTablesConsistent(t *testing.T) {
 
 func TestDDLOldServer(t *testing.T) {
 	stmts := DDL("18.16.1", "iotwatch", DDLOptions{RetentionDays: 30})
-	if len(stmts) != 4 {
-		t.Fatalf("got %d statements, want 4", len(stmts))
+	if len(stmts) != 5 {
+		t.Fatalf("got %d statements, want 5", len(stmts))
 	}
 	if stmts[0] != "CREATE DATABASE IF NOT EXISTS `iotwatch`" {
 		t.Errorf("statement 0 = %q", stmts[0])
@@ -84,6 +85,9 @@ func TestDDLOldServer(t *testing.T) {
 	if !strings.Contains(stmts[3], "PARTITION BY toYYYYMMDD(`created_at`)\nORDER BY (`scope`, `value`, `created_at`, `id`)") {
 		t.Errorf("decisions DDL:\n%s", stmts[3])
 	}
+	if !strings.HasSuffix(stmts[4], "PARTITION BY toYYYYMMDD(`applied_at`)\nORDER BY (`decision_id`, `enforcer`, `action`)") {
+		t.Errorf("receipts DDL:\n%s", stmts[4])
+	}
 }
 
 func TestDDLNewServer(t *testing.T) {
@@ -93,6 +97,12 @@ func TestDDLNewServer(t *testing.T) {
 		wantTTL := "\nTTL " + QuoteIdent(tab.TimeColumn) + " + INTERVAL 30 DAY"
 		if !strings.HasSuffix(s, wantTTL) {
 			t.Errorf("table %q: DDL does not end with %q:\n%s", tab.Name, wantTTL, s)
+		}
+		if tab.Name == TableReceipts {
+			if !strings.Contains(s, "`enforcer` LowCardinality(String),") || !strings.Contains(s, "`decision_id` String,") {
+				t.Errorf("table %q: enforcer must be LowCardinality, decision_id String:\n%s", tab.Name, s)
+			}
+			continue // no tenant or device column
 		}
 		if !strings.Contains(s, "`tenant` LowCardinality(String),") {
 			t.Errorf("table %q: tenant is not LowCardinality:\n%s", tab.Name, s)

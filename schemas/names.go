@@ -174,3 +174,21 @@ const (
 	MetricEnforceResyncs  = "iotwatch_enforce_resyncs_total"
 	MetricEnforceReceipts = "iotwatch_enforce_receipts_total" // label result=published|error|dropped
 )
+
+// Apply receipts in ClickHouse and allowlist lifts (issue 5, safety and
+// traceability part: pipeline/receipts, sink/nats_lift.go, decide).
+const (
+	// ConsumerReceipts is the durable pull consumer that reads apply receipts
+	// (SubjectDecisionsApplied, on IOTWATCH_DECISIONS) into TableReceipts.
+	ConsumerReceipts = "iotwatch-receipts"
+	// TableReceipts holds the enforcement points' apply receipts, one row per
+	// (decision, enforcer, action).
+	TableReceipts = "receipts"
+	// ReasonAllowlisted is the reason of an unblock that lifts an active block
+	// because the allowlist now covers its scope and value.
+	ReasonAllowlisted = "allowlisted"
+	// ReasonBlockCapHit names the fleet alert raised once per minute when the
+	// per-minute cap on new blocks refuses its first block, and the extra reason
+	// of each alert whose block the cap refused.
+	ReasonBlockCapHit = "block_cap_hit"
+)

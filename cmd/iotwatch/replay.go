@@ -68,7 +68,8 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return usageError{err}
 	}
-	eng, err := decide.NewEngine(cfg.Decide, decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute))
+	limiter := decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)
+	eng, err := decide.NewEngine(cfg.Decide, limiter)
 	if err != nil {
 		return usageError{err}
 	}
@@ -86,7 +87,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{w: w, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{w: w, limiter: limiter, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
@@ -102,6 +103,8 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 
 type replayer struct {
 	w                  *worker.Worker
+	limiter            *decide.Limiter
+	capAlerts          []schemas.Alert
 	format             string
 	dec                formats.Decoder
 	recs               [][]byte
@@ -144,6 +147,13 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 	if d != nil {
 		r.decisions++
 		if err := r.enc.Encode(replayRecord{Kind: "decision", Decision: d}); err != nil {
+			return fmt.Errorf("cannot write output: %w", err)
+		}
+	}
+	r.capAlerts = r.limiter.AppendAlerts(r.capAlerts[:0])
+	for i := range r.capAlerts {
+		r.alerts++
+		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: &r.capAlerts[i]}); err != nil {
 			return fmt.Errorf("cannot write output: %w", err)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 )
 
@@ -70,6 +72,11 @@ Flags:
 		defer stopMetrics()
 	}
 	go logProgress(ctx, st.p, log, 10*time.Second)
+	go func() {
+		if err := receipts.Run(ctx, st.js, st.ch, log); err != nil {
+			log.Error("apply receipts are not stored", "err", err)
+		}
+	}()
 	log.Info("pipeline running", "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
 	return st.p.Run(ctx)
 }
@@ -116,6 +123,15 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		return nil, err
 	}
 	pub := sink.NewNATSPublisher(st.js, kv, log)
+	allow, _ := decide.ParseAllowlist(cfg.Decide.Allowlist) // validated with the flags
+	lifted, err := sink.LiftAllowlisted(ctx, kv, allow, pub, cfg.Decide.Issuer, time.Now())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if lifted > 0 {
+		log.Info("allowlisted blocks lifted", "blocks", lifted)
+	}
 	st.p, err = pipeline.New(cfg, cons, st.ch, pub, log)
 	if err != nil {
 		st.Close()
@@ -229,7 +245,7 @@ func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch migrate [flags]
 
-Creates the database and the tables (scored_events, alerts, decisions) when absent.
+Creates the database and the tables (scored_events, alerts, decisions, receipts) when absent.
 The DDL adapts to the server's version: it runs on ClickHouse 18.16 and on current
 releases, using newer features only where the server has them. Safe to run again.
 

@@ -139,35 +139,106 @@ func (a *Allowlist) Allows(ev *schemas.Event) bool {
 	return false
 }
 
-// Limiter caps new blocks per event-time minute across all engines.
+// Limiter caps new blocks per event-time minute across all engines. The first
+// refusal of a minute also raises one fleet alert "block cap hit" (see
+// AppendAlerts): the cap is a safety net, and an operator must know when it
+// holds blocks back.
 type Limiter struct {
-	mu     sync.Mutex
-	max    int
-	minute int64
-	n      int
-	denied uint64
+	mu      sync.Mutex
+	max     int
+	minute  int64
+	n       int
+	refused int // in the current minute
+	denied  uint64
+	pending []schemas.Alert // fleet alerts not yet taken by AppendAlerts
 }
+
+// maxPendingAlerts bounds the fleet alerts a Limiter keeps for AppendAlerts;
+// beyond it the oldest is dropped (a caller that never takes them leaks nothing).
+const maxPendingAlerts = 64
 
 // NewLimiter returns a limiter allowing max blocks per minute (0: unlimited).
 func NewLimiter(max int) *Limiter { return &Limiter{max: max} }
 
 // Allow reports whether one more block may be issued in t's minute.
-func (l *Limiter) Allow(t int64) bool {
+func (l *Limiter) Allow(t int64) bool { return l.allow(t, 0) }
+
+// allow is Allow for the event eventID at t (the fleet alert names the event).
+func (l *Limiter) allow(t int64, eventID uint64) bool {
 	if l == nil || l.max == 0 {
 		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	m := t / int64(time.Minute)
+	m := floorDiv(t, int64(time.Minute))
 	if m != l.minute {
-		l.minute, l.n = m, 0
+		l.minute, l.n, l.refused = m, 0, 0
 	}
 	if l.n >= l.max {
 		l.denied++
+		l.refused++
+		if l.refused == 1 {
+			if len(l.pending) == maxPendingAlerts {
+				l.pending = append(l.pending[:0], l.pending[1:]...)
+			}
+			l.pending = append(l.pending, capAlert(m, t, eventID, l.max))
+		}
 		return false
 	}
 	l.n++
 	return true
+}
+
+// floorDiv is a / b rounded down (b > 0), so minutes before 1970 are whole too.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+// capAlert is the fleet alert of the first block the cap refused in minute m:
+// at time t (nanoseconds), for event eventID, with at most max blocks a minute.
+// Its ID depends only on the minute, so at most one per minute reaches the
+// alert stream and the alerts table. Device and tenant are empty (it concerns
+// the whole fleet); the severity is high and the score 1. Its one reason is
+// ReasonBlockCapHit with the blocks wanted in the minute so far (max+1: this
+// is the first refusal) as observed and max as expected. The number of blocks
+// refused in the minute in the end is the number of alerts carrying the
+// reason ReasonBlockCapHit on a device in that minute, and the
+// iotwatch_blocks_capped_total metric counts them all.
+func capAlert(m, t int64, eventID uint64, max int) schemas.Alert {
+	minute := time.Unix(0, m*int64(time.Minute)).UTC()
+	return schemas.Alert{
+		ID:       "a-" + strconv.FormatUint(schemas.HashString(ReasonBlockCapHit+"/"+minute.Format(time.RFC3339)), 16),
+		Time:     time.Unix(0, t).UTC(),
+		Score:    1,
+		Severity: schemas.SeverityHigh,
+		Reasons: []schemas.Explanation{{Detector: detectorDecide, Reason: ReasonBlockCapHit, Score: 1,
+			Observed: float64(max + 1), Expected: float64(max),
+			ObservedLabel: "blocks wanted in the minute from " + minute.Format("15:04"), ExpectedLabel: "max blocks per minute"}},
+		FirstEventID: eventID,
+		LastEventID:  eventID,
+		SchemaV:      schemas.SchemaVersion,
+	}
+}
+
+// AppendAlerts appends to dst the fleet "block cap hit" alerts raised since
+// the last call, oldest first, and forgets them. The pipeline publishes them
+// with the alerts of its next flush; replay writes them after the event that
+// raised them. With one engine (replay), which event raises an alert and what
+// the alert says depend only on the events and their times.
+func (l *Limiter) AppendAlerts(dst []schemas.Alert) []schemas.Alert {
+	if l == nil {
+		return dst
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dst = append(dst, l.pending...)
+	clear(l.pending)
+	l.pending = l.pending[:0]
+	return dst
 }
 
 // Denied returns how many blocks the cap turned into alert-only.
@@ -271,8 +342,8 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	if !wantBlock {
 		return alert, nil
 	}
-	if !e.limiter.Allow(ev.Time) {
-		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: "decide", Reason: ReasonBlockCapHit,
+	if !e.limiter.allow(ev.Time, ev.ID) {
+		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: detectorDecide, Reason: ReasonBlockCapHit,
 			Observed: float64(e.cfg.MaxBlocksPerMinute), Expected: float64(e.cfg.MaxBlocksPerMinute)})
 		return alert, nil
 	}
@@ -306,8 +377,13 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	return alert, d
 }
 
-// ReasonBlockCapHit is added to an alert whose block the per-minute cap refused.
-const ReasonBlockCapHit = "block_cap_hit"
+// ReasonBlockCapHit is added to an alert whose block the per-minute cap
+// refused, and is the reason of the fleet alert the first refusal of a minute
+// raises (Limiter.AppendAlerts).
+const ReasonBlockCapHit = schemas.ReasonBlockCapHit
+
+// detectorDecide is the Detector of the reasons the decide stage adds itself.
+const detectorDecide = "decide"
 
 func (e *Engine) alert(ev *schemas.Event, s *schemas.Scored) *schemas.Alert {
 	a := &schemas.Alert{
