@@ -1,8 +1,19 @@
-// Package loop holds the closed-loop integration test of iotwatch with a real
-// NGINX (loop_test.go): NGINX writes JSON access logs, ship publishes them,
-// the pipeline decides, an enforcement endpoint answers NGINX's auth_request,
-// and a flooding device gets 403 while the others keep getting 200. The test
-// also measures the time from the offending log line to enforcement:
+// Package loop holds the closed-loop integration tests of iotwatch with real
+// enforcement points, each measuring the time from the offending log line to
+// enforcement:
 //
-//	go test -run TestNginxClosedLoop -v ./bench/loop/
+//   - NGINX (loop_test.go): NGINX writes JSON access logs, ship publishes them,
+//     the pipeline decides, an enforcement endpoint answers NGINX's
+//     auth_request, and a flooding device gets 403 while the others keep
+//     getting 200; the block lifts at its TTL.
+//   - Mosquitto (mosquitto_test.go): the broker's own log (log_type all) is
+//     shipped, a device that publishes to a privileged command topic it never
+//     used is blocked, `iotwatch enforce mosquitto` disables its username
+//     through dynamic security, and a real mosquitto_pub with its credentials
+//     is refused while the other devices keep publishing.
+//
+// Both seed baselines with synthetic history first: the brokers and gateways
+// log wall-clock time, and the detectors need ten minutes of event time.
+//
+//	go test -run 'TestNginxClosedLoop|TestMosquittoClosedLoop' -v ./bench/loop/
 package loop
