@@ -24,11 +24,24 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricDecisions, "Decisions published and stored.", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
-	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried).", m.SinkErrors.Load())
+	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried), NATS and ClickHouse.", p.SinkErrors())
 	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.Flushes.Load())
 	counter(schemas.MetricInProgress, "Messages reported in progress while waiting for a slow sink.", m.InProgress.Load())
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
 		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
 	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
+}
+
+// retrier is implemented by sinks that retry internally (sink.ClickHouse).
+type retrier interface{ Retries() uint64 }
+
+// SinkErrors returns the failed sink attempts: the pipeline's own (NATS
+// publishes, dead letters) and those the row writer retried internally.
+func (p *Pipeline) SinkErrors() uint64 {
+	n := p.M.SinkErrors.Load()
+	if r, ok := p.rows.(retrier); ok {
+		n += r.Retries()
+	}
+	return n
 }

@@ -74,7 +74,7 @@ type Config struct {
 	Workers int
 	// FetchBatch is the most messages one pull fetches (default 256).
 	FetchBatch int
-	// FetchWait bounds how long a pull waits for messages (default 250ms).
+	// FetchWait bounds how long a pull waits for messages (default 100ms).
 	FetchWait time.Duration
 	// MaxInFlight bounds decoded events not yet flushed (default 16384).
 	MaxInFlight int
@@ -135,7 +135,7 @@ func (c *Config) defaults() {
 		c.FetchBatch = 256
 	}
 	if c.FetchWait <= 0 {
-		c.FetchWait = 250 * time.Millisecond
+		c.FetchWait = 100 * time.Millisecond // a fetch is received whole before decoding: this bounds the added latency
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 16384
@@ -212,29 +212,44 @@ type unacked struct {
 	batches map[*batch]time.Time
 }
 
-func (u *unacked) add(b *batch, now time.Time) {
-	u.mu.Lock()
-	if u.batches == nil {
-		u.batches = map[*batch]time.Time{}
-	}
-	u.batches[b] = now
-	u.mu.Unlock()
-}
-
 func (u *unacked) remove(b *batch) {
 	u.mu.Lock()
 	delete(u.batches, b)
 	u.mu.Unlock()
 }
 
-// stale returns the batches not heard of for at least age, marking them heard of now.
-func (u *unacked) stale(now time.Time, age time.Duration) []*batch {
+// addMsg appends a fetched message to b as soon as it is received, registering
+// b on its first message, so that it is kept alive while it waits to be
+// decoded. Only ingest calls it.
+func (u *unacked) addMsg(b *batch, m jetstream.Msg, now time.Time) {
+	u.mu.Lock()
+	if u.batches == nil {
+		u.batches = map[*batch]time.Time{}
+	}
+	if _, ok := u.batches[b]; !ok {
+		u.batches[b] = now
+	}
+	b.msgs = append(b.msgs, m)
+	u.mu.Unlock()
+}
+
+// setMsgs replaces b's messages with those to ack (a new slice: stale may be
+// copying the old one).
+func (u *unacked) setMsgs(b *batch, msgs []jetstream.Msg) {
+	u.mu.Lock()
+	b.msgs = msgs
+	u.mu.Unlock()
+}
+
+// stale returns the messages of the batches not heard of for at least age
+// (copied: ingest may still be appending), marking those batches heard of now.
+func (u *unacked) stale(now time.Time, age time.Duration) []jetstream.Msg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var out []*batch
+	var out []jetstream.Msg
 	for b, t := range u.batches {
 		if now.Sub(t) >= age {
-			out = append(out, b)
+			out = append(out, b.msgs...)
 			u.batches[b] = now
 		}
 	}
@@ -251,11 +266,9 @@ func (p *Pipeline) keepAlive(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, b := range p.unacked.stale(now, p.cfg.AckWait/2) {
-				for _, m := range b.msgs {
-					if m.InProgress() == nil { // an already-acked message says so: fine
-						p.M.InProgress.Add(1)
-					}
+			for _, m := range p.unacked.stale(now, p.cfg.AckWait/2) {
+				if m.InProgress() == nil { // an already-acked message says so: fine
+					p.M.InProgress.Add(1)
 				}
 			}
 		}
@@ -479,13 +492,23 @@ func (p *Pipeline) ingest(ctx context.Context) {
 			}
 			continue
 		}
+		// Receive the whole fetch first, registering every message to be kept
+		// alive: decoding may wait for a slow sink, and messages still sitting
+		// in the client's buffer meanwhile would be redelivered by the server
+		// after the ack wait and counted twice in the baselines.
 		b := &batch{left: len(p.shards)}
 		for msg := range msgs.Messages() {
 			p.M.Messages.Add(1)
+			p.unacked.addMsg(b, msg, time.Now())
+		}
+		fetched := b.msgs
+		kept := make([]jetstream.Msg, 0, len(fetched))
+		for _, msg := range fetched {
 			if p.decodeMessage(ctx, msg) {
-				b.msgs = append(b.msgs, msg)
+				kept = append(kept, msg) // a message whose dead letter failed stays unacked
 			}
 		}
+		p.unacked.setMsgs(b, kept)
 		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			if time.Since(lastErr) > 5*time.Second {
 				p.log.Warn("fetch ended with an error", "err", err)
@@ -493,9 +516,9 @@ func (p *Pipeline) ingest(ctx context.Context) {
 			}
 		}
 		if len(b.msgs) == 0 {
+			p.unacked.remove(b)
 			continue
 		}
-		p.unacked.add(b, time.Now())
 		for _, ch := range p.shards {
 			ch <- &item{b: b}
 		}

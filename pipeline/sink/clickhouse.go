@@ -313,6 +313,9 @@ func (c *ClickHouse) Stats() ClickHouseStats {
 	return ClickHouseStats{RowsWritten: c.rowsWritten.Load(), Retries: c.retries.Load()}
 }
 
+// Retries returns how many insert attempts failed and were retried.
+func (c *ClickHouse) Retries() uint64 { return c.retries.Load() }
+
 // Close closes the connections.
 func (c *ClickHouse) Close() error { return c.conn.Close() }
 
