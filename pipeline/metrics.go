@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -30,6 +32,9 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
 		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
+	if lag, err := p.Lag(); err == nil {
+		gauge(schemas.MetricConsumerLag, "Log messages not yet delivered or not yet acked (the consumer's pending plus ack-pending).", int64(lag))
+	}
 	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
 }
 
@@ -44,4 +49,16 @@ func (p *Pipeline) SinkErrors() uint64 {
 		n += r.Retries()
 	}
 	return n
+}
+
+// Lag returns the log messages the pipeline has not finished: not yet
+// delivered to it plus delivered but not yet acked. It asks the server.
+func (p *Pipeline) Lag() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := p.cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read consumer lag: %w", err)
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
 }

@@ -262,6 +262,7 @@ func TestEndToEnd(t *testing.T) {
 		fmt.Sprintf("%s %d\n", schemas.MetricDeadLettered, len(bad)),
 		fmt.Sprintf("%s %d\n", schemas.MetricRowsWritten, good),
 		fmt.Sprintf("%s %d\n", schemas.MetricMessagesAcked, len(msgs)),
+		fmt.Sprintf("%s 0\n", schemas.MetricConsumerLag),
 		"# TYPE " + schemas.MetricAlerts + " counter\n",
 	} {
 		if !strings.Contains(metrics.String(), want) {

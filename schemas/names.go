@@ -134,6 +134,7 @@ const (
 	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
 	MetricInProgress      = "iotwatch_messages_in_progress_total"
 	MetricSkipped         = "iotwatch_records_skipped_total"
+	MetricConsumerLag     = "iotwatch_consumer_lag_messages"
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 )

@@ -186,7 +186,8 @@ func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, ev
 		case <-t.C:
 		}
 		n := p.M.Events.Load()
-		log.Info("progress", "events", n, "events_per_s", float64(n-last)/every.Seconds(),
+		lag, _ := p.Lag()
+		log.Info("progress", "events", n, "lag_messages", lag, "events_per_s", float64(n-last)/every.Seconds(),
 			"alerts", p.M.Alerts.Load(), "decisions", p.M.Decisions.Load(), "dead_lettered", p.M.DeadLettered.Load(),
 			"rows", p.M.Rows.Load(), "devices", p.M.Devices.Load(), "sink_errors", p.SinkErrors())
 		last = n
