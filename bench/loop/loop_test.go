@@ -94,35 +94,8 @@ func TestNginxClosedLoop(t *testing.T) {
 	t.Cleanup(cancel)
 
 	// Servers: private ClickHouse, embedded NATS.
-	chs, err := chserver.Start(ctx, chserver.Options{})
-	if err != nil {
-		t.Fatalf("cannot start a private clickhouse-server: %v", err)
-	}
-	t.Cleanup(func() { chs.Stop() })
-	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, js, err := bus.Connect(ctx, ns.URL(), "loop-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 30 * time.Second
-	cons, kv, err := bus.Ensure(ctx, js, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chs.DSN(), Database: "loop", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	if err := ch.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	sv := startServers(t, ctx, log, "loop-test", "loop")
+	nc, js, cons, kv, ch := sv.nc, sv.js, sv.cons, sv.kv, sv.ch
 
 	// Decisions as the pipeline publishes them, by device.
 	var decMu sync.Mutex
@@ -513,6 +486,49 @@ http {
 		time.Sleep(5 * time.Millisecond) // polling the port with a deadline
 	}
 	return addr
+}
+
+// servers are the real servers behind a closed-loop test.
+type servers struct {
+	ns   *bus.Embedded
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	kv   jetstream.KeyValue
+	ch   *sink.ClickHouse
+}
+
+// startServers starts a private ClickHouse (migrated, database db) and an
+// embedded NATS with the iotwatch streams; everything stops at cleanup.
+func startServers(t *testing.T, ctx context.Context, log *slog.Logger, client, db string) *servers {
+	t.Helper()
+	chs, err := chserver.Start(ctx, chserver.Options{})
+	if err != nil {
+		t.Fatalf("cannot start a private clickhouse-server: %v", err)
+	}
+	t.Cleanup(func() { chs.Stop() })
+	sv := &servers{}
+	if sv.ns, err = bus.StartEmbedded(bus.EmbeddedOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sv.ns.Shutdown)
+	if sv.nc, sv.js, err = bus.Connect(ctx, sv.ns.URL(), client, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sv.nc.Close)
+	scfg := bus.DefaultStreamsConfig()
+	scfg.AckWait = 30 * time.Second
+	if sv.cons, sv.kv, err = bus.Ensure(ctx, sv.js, scfg); err != nil {
+		t.Fatal(err)
+	}
+	if sv.ch, err = sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chs.DSN(), Database: db, Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sv.ch.Close() })
+	if err := sv.ch.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return sv
 }
 
 func findNginx(t *testing.T) string {

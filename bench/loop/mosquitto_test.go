@@ -103,35 +103,8 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	t.Cleanup(cancel)
 
 	// Servers: private ClickHouse, embedded NATS.
-	chs, err := chserver.Start(ctx, chserver.Options{})
-	if err != nil {
-		t.Fatalf("cannot start a private clickhouse-server: %v", err)
-	}
-	t.Cleanup(func() { chs.Stop() })
-	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, js, err := bus.Connect(ctx, ns.URL(), "loop-mosquitto-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 30 * time.Second
-	cons, kv, err := bus.Ensure(ctx, js, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chs.DSN(), Database: "loop_mqtt", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	if err := ch.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	sv := startServers(t, ctx, log, "loop-mosquitto-test", "loop_mqtt")
+	nc, js, cons, kv, ch := sv.nc, sv.js, sv.cons, sv.kv, sv.ch
 
 	// Decisions as the pipeline publishes them, and the enforcer's receipts,
 	// by username, with their arrival times.
@@ -254,7 +227,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	})
 
 	// The real enforcer.
-	enf := startEnforcer(t, iotwatch, ns.URL(), b.Addr, keyDir)
+	enf := startEnforcer(t, iotwatch, sv.ns.URL(), b.Addr, keyDir)
 	if runtime.GOOS == "linux" { // the leak check at the end must be able to see them
 		for _, d := range watchDirs {
 			if len(processesMentioning(d)) == 0 {
