@@ -3,13 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +19,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -166,7 +163,7 @@ Flags:
 		return err
 	}
 	h := newAuthHandler(client, o.deviceHeader, o.keyHeader, o.tenantHeader, ipHeaders, o.denyStatus, o.throttleRPS)
-	h.keyHash = newKeyHasher(secret)
+	h.keyHash = formats.KeyHasher(secret)
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -311,25 +308,6 @@ func (h *authHandler) clientIP(hd http.Header) netip.Addr {
 		return netip.Addr{}
 	}
 	return netip.Addr{}
-}
-
-// newKeyHasher returns the pipeline's API key hash keyed by secret (as
-// pipeline/formats hashes keys found in logs: HMAC-SHA256, the first 8 bytes
-// in hex), or nil without a secret. It is safe for concurrent use.
-func newKeyHasher(secret []byte) func(string) string {
-	if len(secret) == 0 {
-		return nil
-	}
-	pool := sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
-	return func(key string) string {
-		mac := pool.Get().(hash.Hash)
-		mac.Reset()
-		io.WriteString(mac, key)
-		var sum [sha256.Size]byte
-		out := hex.EncodeToString(mac.Sum(sum[:0])[:8])
-		pool.Put(mac)
-		return out
-	}
 }
 
 func first(vs []string) string {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -428,11 +429,11 @@ http {
 // exactly as pipeline/formats hashes it in logs (vector from
 // pipeline/formats/testdata/kong/apikey.golden), so api_key decisions match.
 func TestKeyHasherMatchesDecoders(t *testing.T) {
-	h := newKeyHasher([]byte("test-secret"))
+	h := formats.KeyHasher([]byte("test-secret"))
 	if got := h("sk_live_9f8e7d6c5b4a"); got != "4b2577e74e8e84b4" {
 		t.Fatalf("hash %q; want 4b2577e74e8e84b4", got)
 	}
-	if newKeyHasher(nil) != nil {
+	if formats.KeyHasher(nil) != nil {
 		t.Fatal("a hasher without a secret")
 	}
 	c, err := enforce.New(enforce.Options{EnforcerID: "t", AllowUnsigned: true})

@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 	"unsafe"
 
@@ -486,14 +487,40 @@ func usernameMethod(p schemas.Protocol) schemas.IDMethod {
 	return schemas.IDToken
 }
 
-// hashKey returns the keyed hash of an API key as 16 hex digits (valid until
-// the next call).
+// hashKey returns the keyed hash of an API key (see KeyHasher), valid until
+// the next call.
 func (b *base) hashKey(key []byte) []byte {
-	b.mac.Reset()
-	b.mac.Write(key)
-	sum := b.mac.Sum(b.macBuf[:0])
-	hex.Encode(b.keyHex[:], sum[:8])
-	return b.keyHex[:]
+	return appendKeyHash(b.keyHex[:0], b.macBuf[:0], b.mac, key)
+}
+
+// keyHashBytes is how much of the HMAC-SHA256 an API key hash keeps.
+const keyHashBytes = 8
+
+// appendKeyHash appends to dst the hex of the first keyHashBytes of
+// HMAC(key), computed with mac (reset first) and scratch for the sum.
+func appendKeyHash(dst, scratch []byte, mac hash.Hash, key []byte) []byte {
+	mac.Reset()
+	mac.Write(key)
+	sum := mac.Sum(scratch)
+	return hex.AppendEncode(dst, sum[:keyHashBytes])
+}
+
+// KeyHasher returns the hash that stands for API keys keyed by secret, as the
+// decoders store it (16 hex digits of HMAC-SHA256), so that an enforcement
+// point can match a key it sees in clear; nil without a secret. It is safe for
+// concurrent use.
+func KeyHasher(secret []byte) func(key string) string {
+	if len(secret) == 0 {
+		return nil
+	}
+	pool := sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
+	return func(key string) string {
+		mac := pool.Get().(hash.Hash)
+		var scratch [sha256.Size]byte
+		out := string(appendKeyHash(nil, scratch[:0], mac, []byte(key)))
+		pool.Put(mac)
+		return out
+	}
 }
 
 // setIP parses an address (an optional ":port" or "[v6]:port" is dropped).
