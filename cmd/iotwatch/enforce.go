@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,43 +60,74 @@ Run 'iotwatch enforce <subcommand> --help' for its flags.
 	return usageError{fmt.Errorf("unknown subcommand %q", args[0])}
 }
 
-// enforceHTTPOptions are the flags of `enforce http`.
-type enforceHTTPOptions struct {
+// enforcerFlags are the flags every enforcement point has.
+type enforcerFlags struct {
 	natsURL       string
-	listen        string
 	keys          string
 	allowUnsigned bool
 	enforcerID    string
-	deviceHeader  string
-	keyHeader     string
-	tenantHeader  string
-	ipHeaders     string
 	stateFile     string
-	denyStatus    int
-	throttleRPS   float64
-	keySecret     string
 	logLevel      string
+}
+
+func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
+	host, _ := os.Hostname()
+	fs.StringVar(&e.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) holding the decisions, comma-separated")
+	fs.StringVar(&e.keys, "keys", "", "trusted public key file(s), comma-separated (see 'iotwatch enforce keygen'); during a key rotation give the old and the new key")
+	fs.BoolVar(&e.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
+	fs.StringVar(&e.enforcerID, "enforcer-id", sanitizeID(idPrefix+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
+	fs.StringVar(&e.stateFile, "state", "", stateHelp)
+	fs.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// clientOptions checks the shared flags and returns the logger and the
+// enforcement client's options with the trusted keys loaded.
+func (e *enforcerFlags) clientOptions() (enforce.Options, *slog.Logger, error) {
+	log, err := newLogger(os.Stderr, e.logLevel)
+	if err != nil {
+		return enforce.Options{}, nil, err
+	}
+	if e.keys == "" && !e.allowUnsigned {
+		return enforce.Options{}, nil, usageError{errors.New("cannot enforce: --keys is required (or --allow-unsigned for tests)")}
+	}
+	if !schemas.ValidKeyID(e.enforcerID) {
+		return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", e.enforcerID)}
+	}
+	o := enforce.Options{EnforcerID: e.enforcerID, AllowUnsigned: e.allowUnsigned, StateFile: e.stateFile, Log: log}
+	if e.keys != "" {
+		if o.Keys, err = schemas.LoadPublicKeys(splitList(e.keys)...); err != nil {
+			return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --keys %q: %w", e.keys, err)}
+		}
+	}
+	return o, log, nil
+}
+
+// enforceHTTPOptions are the flags of `enforce http`.
+type enforceHTTPOptions struct {
+	enforcerFlags
+	listen       string
+	deviceHeader string
+	keyHeader    string
+	tenantHeader string
+	ipHeaders    string
+	denyStatus   int
+	throttleRPS  float64
+	keySecret    string
 }
 
 func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("enforce http", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	host, _ := os.Hostname()
 	var o enforceHTTPOptions
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	o.register(fs, "enforce-", "file keeping the active decisions across restarts (enforced at start, before NATS answers); empty: start empty")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9181", "address of the forward-auth endpoint (/check) and of /healthz and /metrics")
-	fs.StringVar(&o.keys, "keys", "", "trusted public key file(s), comma-separated (see 'iotwatch enforce keygen'); during a key rotation give the old and the new key")
-	fs.BoolVar(&o.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
-	fs.StringVar(&o.enforcerID, "enforcer-id", sanitizeID("enforce-"+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
 	fs.StringVar(&o.deviceHeader, "identity-header", schemas.HeaderDeviceID, "request header carrying the device id (matched against device-scoped decisions)")
 	fs.StringVar(&o.keyHeader, "key-header", schemas.HeaderAPIKey, "request header carrying the API key id (matched against api_key-scoped decisions)")
 	fs.StringVar(&o.tenantHeader, "tenant-header", schemas.HeaderTenantID, "request header carrying the tenant (matched against tenant-scoped decisions)")
 	fs.StringVar(&o.ipHeaders, "ip-header", "X-Real-IP,X-Forwarded-For", "request headers carrying the client IP, comma-separated, first present wins; of a list (X-Forwarded-For) the last address is used, the one your gateway appended")
-	fs.StringVar(&o.stateFile, "state", "", "file keeping the active decisions across restarts (enforced at start, before NATS answers); empty: start empty")
 	fs.IntVar(&o.denyStatus, "deny-status", http.StatusForbidden, "status of a denied check (NGINX auth_request accepts only 401 or 403)")
 	fs.Float64Var(&o.throttleRPS, "throttle-rps", 1, "requests per second let through for a throttled scope (a token bucket per decision); 0 denies throttled requests")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "the pipeline's --key-secret-file: API keys in --key-header are then hashed as the pipeline hashes keys found in logs (HMAC-SHA256, 16 hex digits) before matching; without it they are matched as sent")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce http --keys FILE[,FILE] [flags]
 
@@ -125,21 +157,9 @@ Flags:
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	log, err := newLogger(os.Stderr, o.logLevel)
+	copts, log, err := o.clientOptions()
 	if err != nil {
 		return err
-	}
-	copts := enforce.Options{EnforcerID: o.enforcerID, AllowUnsigned: o.allowUnsigned, StateFile: o.stateFile, Log: log}
-	if o.keys == "" && !o.allowUnsigned {
-		return usageError{errors.New("cannot enforce: --keys is required (or --allow-unsigned for tests)")}
-	}
-	if o.keys != "" {
-		if copts.Keys, err = schemas.LoadPublicKeys(splitList(o.keys)...); err != nil {
-			return usageError{fmt.Errorf("cannot use --keys %q: %w", o.keys, err)}
-		}
-	}
-	if !schemas.ValidKeyID(o.enforcerID) {
-		return usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", o.enforcerID)}
 	}
 	if o.denyStatus < 400 || o.denyStatus > 599 {
 		return usageError{fmt.Errorf("cannot use --deny-status %d: want a 4xx or 5xx status", o.denyStatus)}

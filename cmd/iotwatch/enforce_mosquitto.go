@@ -26,37 +26,26 @@ import (
 
 // enforceMosquittoOptions are the flags of `enforce mosquitto`.
 type enforceMosquittoOptions struct {
-	natsURL       string
-	broker        string
-	username      string
-	passwordFile  string
-	clientID      string
-	keys          string
-	allowUnsigned bool
-	enforcerID    string
-	stateFile     string
-	scopes        string
-	retry         time.Duration
-	logLevel      string
+	enforcerFlags
+	broker       string
+	username     string
+	passwordFile string
+	clientID     string
+	scopes       string
+	retry        time.Duration
 }
 
 func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("enforce mosquitto", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	host, _ := os.Hostname()
 	var o enforceMosquittoOptions
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL holding the decisions")
+	o.register(fs, "mosquitto-", "file keeping the active decisions across restarts; FILE.dynsec then keeps the usernames this enforcer disabled, so that blocks lifted while it was down are lifted at start; empty: start empty")
 	fs.StringVar(&o.broker, "broker", "127.0.0.1:1883", "Mosquitto broker address host:port (plain TCP listener with the dynamic-security plugin)")
 	fs.StringVar(&o.username, "username", "", "dynamic-security admin user to connect as (needs publish on $CONTROL/dynamic-security/# and subscribe to its response topic, as the role mosquitto_ctrl dynsec init creates); required")
 	fs.StringVar(&o.passwordFile, "password-file", "", "file holding that user's password (first line); required")
 	fs.StringVar(&o.clientID, "client-id", "", "MQTT client id of this enforcer; empty: iotwatch-<enforcer-id>")
-	fs.StringVar(&o.keys, "keys", "", "public key files trusted for decision signatures, comma-separated (iotwatch enforce keygen writes them)")
-	fs.BoolVar(&o.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
-	fs.StringVar(&o.enforcerID, "enforcer-id", sanitizeID("mosquitto-"+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
-	fs.StringVar(&o.stateFile, "state", "", "file keeping the active decisions across restarts; FILE.dynsec then keeps the usernames this enforcer disabled, so that blocks lifted while it was down are lifted at start; empty: start empty")
 	fs.StringVar(&o.scopes, "scopes", schemas.ScopeDevice+","+schemas.ScopeAPIKey, "decision scopes whose value is a broker username, comma-separated (device, api_key)")
 	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command is tried again")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce mosquitto --broker HOST:PORT --username ADMIN --password-file FILE --keys FILE[,FILE] [flags]
 
@@ -89,10 +78,6 @@ Flags:
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	log, err := newLogger(os.Stderr, o.logLevel)
-	if err != nil {
-		return err
-	}
 	if o.username == "" || o.passwordFile == "" {
 		return usageError{errors.New("cannot enforce: --username and --password-file are required")}
 	}
@@ -104,11 +89,9 @@ Flags:
 		pw = pw[:i]
 	}
 	pw = bytes.TrimRight(pw, "\r")
-	if o.keys == "" && !o.allowUnsigned {
-		return usageError{errors.New("cannot enforce: --keys is required (or --allow-unsigned for tests)")}
-	}
-	if !schemas.ValidKeyID(o.enforcerID) {
-		return usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", o.enforcerID)}
+	copts, log, err := o.clientOptions()
+	if err != nil {
+		return err
 	}
 	scopes := map[string]bool{}
 	for _, s := range splitList(o.scopes) {
@@ -133,13 +116,7 @@ Flags:
 	mopts := mqtt.Options{Addr: o.broker, ClientID: o.clientID, Username: o.username, Password: string(pw)}
 	m.dial = func(ctx context.Context) (*mqtt.DynSec, error) { return mqtt.DialDynSec(ctx, mopts) }
 
-	copts := enforce.Options{EnforcerID: o.enforcerID, AllowUnsigned: o.allowUnsigned, StateFile: o.stateFile, Log: log,
-		OnApply: m.onApply, OnExpire: m.onExpire}
-	if o.keys != "" {
-		if copts.Keys, err = schemas.LoadPublicKeys(splitList(o.keys)...); err != nil {
-			return usageError{fmt.Errorf("cannot use --keys %q: %w", o.keys, err)}
-		}
-	}
+	copts.OnApply, copts.OnExpire = m.onApply, m.onExpire
 	client, err := enforce.New(copts)
 	if err != nil {
 		return err
