@@ -14,25 +14,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/chserver"
+	"github.com/iotwatch/iotwatch/pipeline/chserver/chtest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // The tests share one private clickhouse-server, started on first use and
 // stopped by TestMain; each test has its own database.
-var (
-	chOnce   sync.Once
-	chServer *chserver.Server
-	chErr    error
-)
+var sharedCH chtest.Shared
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if chServer != nil {
-		if err := chServer.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
-		}
+	if err := sharedCH.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
 	}
 	os.Exit(code)
 }
@@ -47,17 +41,7 @@ type env struct {
 
 func newEnv(t *testing.T, db string) *env {
 	t.Helper()
-	chOnce.Do(func() {
-		if _, chErr = chserver.Available(); chErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		chServer, chErr = chserver.Start(ctx, chserver.Options{})
-	})
-	if chErr != nil {
-		t.Fatalf("these tests need a real ClickHouse server: %v", chErr)
-	}
+	chServer := sharedCH.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})

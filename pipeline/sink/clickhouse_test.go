@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,49 +19,24 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/iotwatch/iotwatch/pipeline/chserver"
+	"github.com/iotwatch/iotwatch/pipeline/chserver/chtest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // The tests of this package share one private clickhouse-server, started by the
 // first test that needs it and stopped by TestMain. Each test uses its own database.
-var (
-	chOnce   sync.Once
-	chServer *chserver.Server
-	chErr    error
-)
+var sharedCH chtest.Shared
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	stopTestClickHouse()
+	if err := sharedCH.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
+	}
 	os.Exit(code)
 }
 
-// stopTestClickHouse stops the shared server if a test started it.
-func stopTestClickHouse() {
-	if chServer != nil {
-		if err := chServer.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
-		}
-	}
-}
-
-// testClickHouse returns the shared server, starting it on first use. A missing
-// server fails the test with the install instructions: it never skips.
-func testClickHouse(t testing.TB) *chserver.Server {
-	t.Helper()
-	chOnce.Do(func() {
-		if _, chErr = chserver.Available(); chErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		chServer, chErr = chserver.Start(ctx, chserver.Options{})
-	})
-	if chErr != nil {
-		t.Fatalf("these tests need a real ClickHouse server: %v", chErr)
-	}
-	return chServer
-}
+// testClickHouse returns the shared server, starting it on first use.
+func testClickHouse(t testing.TB) *chserver.Server { return sharedCH.Get(t) }
 
 var nonIdent = regexp.MustCompile(`[^A-Za-z0-9_]+`)
 
