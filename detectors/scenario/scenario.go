@@ -19,7 +19,8 @@
 //
 // Commands:
 //
-//	device ID [tenant=T] [class=C] [country=CC] [cmd="METHOD /path"] [status=N] [auth=ok|failed|none]
+//	device ID [tenant=T] [class=C] [country=CC] [asn=N] [loc=LAT,LON] [cmd="METHOD /path"]
+//	    [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N]
 //	    selects device ID (each device has its own state record) and sets the
 //	    fields its next events carry; fields not given keep their previous value.
 //	replay every=D count=N [jitter=D] [cycle=D amp=F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
@@ -86,6 +87,9 @@ type fields struct {
 	tenant, device, class, country, cmd string
 	status                              uint16
 	auth                                schemas.AuthOutcome
+	bytesIn, bytesOut                   uint64
+	asn                                 uint32
+	lat, lon                            float32
 }
 
 // Runner executes scenario commands. It is not safe for concurrent use.
@@ -273,6 +277,30 @@ func (f *fields) set(k, v string) error {
 			return fmt.Errorf("cannot parse status %q: %w", v, err)
 		}
 		f.status = uint16(n)
+	case "bytes", "bytesin":
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("cannot parse %s %q: %w", k, v, err)
+		}
+		if k == "bytes" {
+			f.bytesOut = n
+		} else {
+			f.bytesIn = n
+		}
+	case "asn":
+		n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToUpper(v), "AS"), 10, 32)
+		if err != nil {
+			return fmt.Errorf("cannot parse asn %q: %w", v, err)
+		}
+		f.asn = uint32(n)
+	case "loc":
+		la, lo, ok := strings.Cut(v, ",")
+		lat, err1 := strconv.ParseFloat(la, 32)
+		lon, err2 := strconv.ParseFloat(lo, 32)
+		if !ok || err1 != nil || err2 != nil || lat < -90 || lat > 90 || lon < -180 || lon > 180 {
+			return fmt.Errorf("cannot parse loc %q: want LAT,LON in degrees", v)
+		}
+		f.lat, f.lon = float32(lat), float32(lon)
 	case "auth":
 		switch v {
 		case "ok":
@@ -447,6 +475,9 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 	}
 	ev.Status = f.status
 	ev.Auth = f.auth
+	ev.BytesIn, ev.BytesOut = f.bytesIn, f.bytesOut
+	ev.ASN = f.asn
+	ev.Lat, ev.Lon = f.lat, f.lon
 	ev.Protocol = schemas.ProtoHTTP
 }
 
