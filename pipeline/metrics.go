@@ -32,6 +32,14 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
 		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
+	counter(schemas.MetricStateEvictions, "Live device records evicted because the device cap was reached (their baselines are lost).", m.Evictions.Load())
+	counter(schemas.MetricStateExpired, "Device records reclaimed after the idle TTL.", m.Expired.Load())
+	counter(schemas.MetricRedelivered, "Redelivered events scored again without being learned twice.", m.Relearned.Load())
+	counter(schemas.MetricCaughtUp, "Events re-learned at start, after the checkpoint's stream position (learning a crash lost).", m.CaughtUp.Load())
+	fmt.Fprintf(w, "# HELP %s Findings by detector and reason.\n# TYPE %s counter\n", schemas.MetricFindings, schemas.MetricFindings)
+	p.findings.each(func(detector, reason string, n uint64) {
+		fmt.Fprintf(w, "%s{detector=%q,reason=%q} %d\n", schemas.MetricFindings, detector, reason, n)
+	})
 	if lag, err := p.Lag(); err == nil {
 		gauge(schemas.MetricConsumerLag, "Log messages not yet delivered or not yet acked (the consumer's pending plus ack-pending).", int64(lag))
 	}

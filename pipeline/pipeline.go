@@ -23,14 +23,17 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,14 +107,20 @@ type Config struct {
 	// Checkpoint, when set, is the file the learned state (device records and
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.
-	// A crash loses what was learned since the last checkpoint (those events
-	// were acked: they are not replayed into the baselines).
+	//
+	// Learning is exactly-once across crashes: each device record holds the
+	// stream position it has learned up to, so a redelivered event is scored
+	// but not learned again; and with Stream set, a restart re-learns the
+	// messages after the checkpoint's position that the consumer had already
+	// delivered (acked ones are never redelivered), before consuming.
 	Checkpoint string
 	// CheckpointEvery also saves the checkpoint periodically (wall time),
-	// pausing the workers briefly; 0 saves only after a clean drain. After a
-	// crash, a restart from a periodic checkpoint is approximate: learning
-	// since it is lost, and events of its last unacked messages count again.
+	// pausing the workers briefly; 0 saves only after a clean drain.
 	CheckpointEvery time.Duration
+	// Stream is the log stream the consumer reads; with Checkpoint, it lets a
+	// restart catch up the learning a crash lost (see Checkpoint). Without it
+	// that learning is lost: baselines are as of the checkpoint.
+	Stream jetstream.Stream
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
 	GeoIP *geoip.Reader
@@ -178,6 +187,10 @@ type Metrics struct {
 	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
 	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
 	Devices      atomic.Int64  // devices with state, all workers
+	Evictions    atomic.Uint64 // live records evicted because MaxDevices was reached
+	Expired      atomic.Uint64 // records reclaimed after IdleTTL
+	Relearned    atomic.Uint64 // redelivered events scored again but not learned twice
+	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
 	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
 }
 
@@ -190,6 +203,7 @@ type item struct {
 	dec   *schemas.Decision
 	b     *batch
 	pause *pause
+	learn bool // learn only (catch-up after a restart): no score, no result
 }
 
 // pause stops every worker at the same point of the stream, so that their
@@ -296,6 +310,7 @@ type Pipeline struct {
 	M       Metrics
 
 	started  atomic.Bool
+	findings findingCounts
 	unacked  unacked
 	lastSeq  atomic.Uint64             // highest stream sequence fetched
 	decoders map[string]subjectDecoder // by subject; ingest only
@@ -447,6 +462,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		close(collected)
 	}()
 
+	p.decoders = map[string]subjectDecoder{} // ingest's (and catchUp's, which runs first)
+	if err := p.catchUp(ctx); err != nil {
+		// Not fatal: baselines are then as of the checkpoint, as without Stream.
+		p.log.Warn("cannot catch up learning after the checkpoint: baselines are as of the checkpoint", "err", err)
+	}
 	p.ingest(ctx)
 
 	// Drain: workers finish their queues, the collector flushes the rest.
@@ -472,7 +492,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // ingest fetches, decodes and dispatches until ctx is done.
 func (p *Pipeline) ingest(ctx context.Context) {
-	p.decoders = map[string]subjectDecoder{}
 	var lastErr time.Time
 	lastCheckpoint := time.Now()
 	for ctx.Err() == nil {
@@ -529,6 +548,64 @@ func (p *Pipeline) ingest(ctx context.Context) {
 	}
 }
 
+// catchUp re-learns, without scoring, the messages after the restored
+// checkpoint's stream position up to the last one the consumer had delivered
+// before this start: a crash lost what they taught (acked ones will not come
+// again; unacked ones come again, to be scored, and the records' positions
+// keep them from being learned twice). It reads them with an ordered
+// consumer of its own; the durable consumer is not touched.
+func (p *Pipeline) catchUp(ctx context.Context) error {
+	from := p.restored.StreamSeq + 1
+	if p.cfg.Stream == nil || p.restored.StreamSeq == 0 {
+		return nil
+	}
+	info, err := p.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read the consumer's delivered position: %w", err)
+	}
+	upTo := info.Delivered.Stream
+	if upTo < from {
+		return nil
+	}
+	filters := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		filters = append(filters, info.Config.FilterSubject)
+	}
+	oc, err := p.cfg.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return fmt.Errorf("cannot read the log stream from sequence %d: %w", from, err)
+	}
+	start := time.Now()
+	p.log.Info("catching up learning after the checkpoint", "from_seq", from, "to_seq", upTo)
+	var seq uint64
+	for seq < upTo && ctx.Err() == nil {
+		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
+		}
+		n := 0
+		for msg := range msgs.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if seq = md.Sequence.Stream; seq > upTo {
+				break
+			}
+			p.dispatch(ctx, msg, true)
+		}
+		if n == 0 {
+			break // the stream holds nothing more (messages removed by its limits)
+		}
+	}
+	// The events are queued to the workers ahead of everything ingest fetches.
+	p.log.Info("caught up learning after the checkpoint", "messages_to_seq", min(seq, upTo),
+		"seconds", time.Since(start).Seconds())
+	return nil
+}
+
 // periodicCheckpoint pauses every worker after the events dispatched so far,
 // saves the checkpoint, and resumes them. The collector and the flusher go on.
 func (p *Pipeline) periodicCheckpoint() {
@@ -549,6 +626,13 @@ func (p *Pipeline) periodicCheckpoint() {
 // reports false when a line could not be dead-lettered (shutdown): the message
 // must then stay unacked, to be redelivered.
 func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
+	return p.dispatch(ctx, msg, false)
+}
+
+// dispatch is decodeMessage; with learn, its events are only learned and
+// undecodable lines are skipped (they were dead-lettered when first seen, or
+// will be when the message is redelivered).
+func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) bool {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
@@ -559,12 +643,18 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 	subject, data := msg.Subject(), msg.Data()
 	format, dec, err := p.decoderFor(subject)
 	if err != nil {
+		if learn {
+			return true
+		}
 		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
 	now := time.Now().UnixNano()
 	ok, bad := true, 0
 	for i, rec := range p.records {
+		if learn && (bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage) {
+			return true
+		}
 		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
 			// A message of garbage must not stall ingest with one dead letter
 			// per line: its rest goes to the DLQ whole, from this record on.
@@ -578,7 +668,13 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
 			p.free <- it
 			if err == formats.ErrSkip {
-				p.M.Skipped.Add(1)
+				if !learn {
+					p.M.Skipped.Add(1)
+				}
+				continue
+			}
+			if learn {
+				bad++
 				continue
 			}
 			ok = p.deadLetter(ctx, subject, seq, uint32(i), err, rec) && ok
@@ -588,6 +684,7 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 		if p.cfg.GeoIP != nil {
 			p.cfg.GeoIP.Enrich(&it.ev)
 		}
+		it.learn = learn
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 	}
 	return ok
@@ -683,8 +780,10 @@ func backoff(attempt int) time.Duration {
 
 // work runs one shard.
 func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
-	var n int
-	lastDevices := int64(0)
+	var (
+		n    int
+		last workerCounts
+	)
 	for it := range in {
 		if it.pause != nil {
 			it.pause.reached.Done()
@@ -692,18 +791,74 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 			continue
 		}
 		if it.b == nil {
-			it.alert, it.dec = w.Process(&it.ev, &it.sc)
 			n++
 			if n&4095 == 0 {
-				d := int64(w.Stats().Devices)
-				p.M.Devices.Add(d - lastDevices)
-				lastDevices = d
+				last = p.report(w, last)
 			}
+			if it.learn {
+				w.Learn(&it.ev)
+				it.learn = false
+				p.M.CaughtUp.Add(1)
+				p.free <- it
+				continue
+			}
+			it.alert, it.dec = w.Process(&it.ev, &it.sc)
 		}
 		p.results <- it
 	}
-	d := int64(w.Stats().Devices)
-	p.M.Devices.Add(d - lastDevices)
+	p.report(w, last)
+}
+
+// findingCounts counts findings per detector and reason (the collector adds,
+// metrics read).
+type findingCounts struct {
+	mu sync.Mutex
+	n  map[[2]string]uint64
+}
+
+func (c *findingCounts) add(sc *schemas.Scored) {
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[[2]string]uint64{}
+	}
+	for _, f := range sc.Findings[:sc.N] {
+		c.n[[2]string{f.Detector, f.Reason}]++
+	}
+	c.mu.Unlock()
+}
+
+// each calls fn for every detector and reason counted, in name order.
+func (c *findingCounts) each(fn func(detector, reason string, n uint64)) {
+	c.mu.Lock()
+	keys := slices.SortedFunc(maps.Keys(c.n), func(a, b [2]string) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	counts := make([]uint64, len(keys))
+	for i, k := range keys {
+		counts[i] = c.n[k]
+	}
+	c.mu.Unlock()
+	for i, k := range keys {
+		fn(k[0], k[1], counts[i])
+	}
+}
+
+// workerCounts are a worker's counters as last added to the pipeline's metrics.
+type workerCounts struct {
+	devices                       int64
+	evictions, expired, relearned uint64
+}
+
+// report adds what w counted since last to the metrics (workers own their
+// counters; the metrics sum them).
+func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
+	st := w.Stats()
+	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned()}
+	p.M.Devices.Add(now.devices - last.devices)
+	p.M.Evictions.Add(now.evictions - last.evictions)
+	p.M.Expired.Add(now.expired - last.expired)
+	p.M.Relearned.Add(now.relearned - last.relearned)
+	return now
 }
 
 // collect builds columnar batches and hands them to the flusher.
@@ -745,6 +900,9 @@ func (p *Pipeline) collect() {
 			}
 			rows.Append(&it.ev, &it.sc)
 			p.M.Events.Add(1)
+			if it.sc.N > 0 {
+				p.findings.add(&it.sc)
+			}
 			if it.ev.Time > p.M.LastEvent.Load() {
 				p.M.LastEvent.Store(it.ev.Time)
 			}

@@ -137,6 +137,10 @@ const (
 	MetricConsumerLag     = "iotwatch_consumer_lag_messages"
 	MetricStateDevices    = "iotwatch_state_devices"
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
+	MetricStateExpired    = "iotwatch_state_expired_total"
+	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
+	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // re-learned at start after a crash
+	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
 )
 
 // Log formats: the <format> token of log subjects, and the --format of ship and

@@ -20,6 +20,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -131,6 +132,10 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	}
 	if lifted > 0 {
 		log.Info("allowlisted blocks lifted", "blocks", lifted)
+	}
+	if cfg.Stream, err = st.js.Stream(ctx, schemas.StreamLogs); err != nil { // to catch up learning after a crash
+		st.Close()
+		return nil, fmt.Errorf("cannot open stream %s: %w", schemas.StreamLogs, err)
 	}
 	st.p, err = pipeline.New(cfg, cons, st.ch, pub, log)
 	if err != nil {

@@ -19,8 +19,16 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// headerSize is the record header: a layout version (uint32) and reserved bytes.
-const headerSize = 8
+// The record header: the layout version (uint32), then the position in the
+// log stream of the last event the record learned from: line (uint32) and
+// stream sequence (uint64). The position makes learning exactly-once: a
+// redelivered event (JetStream redelivers every message not acked, after a
+// slow sink or a crash) is scored again but does not teach the baseline twice.
+const (
+	hdrLine    = 4
+	hdrSeq     = 8
+	headerSize = 16
+)
 
 // Layout is the per-device record layout for a set of detectors: a header
 // holding the layout version, then each detector's slice in name order. A record
@@ -85,6 +93,9 @@ type Worker struct {
 	// which the fleet learns the device's transitions; nil if none does.
 	tracker   detectors.CommandTracker
 	trackerAt int
+	scratch   []byte         // a record copy, to score a redelivered event without learning
+	discard   schemas.Scored // findings of Learn, thrown away
+	relearned uint64         // redelivered events scored without learning
 }
 
 // New returns a worker for layout, sharing fleet (class statistics) and the
@@ -95,7 +106,7 @@ func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine}
+	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine, scratch: make([]byte, layout.Size)}
 	for _, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 	}
@@ -105,12 +116,46 @@ func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide
 
 // Process scores ev into out (which it resets) and returns the alert and
 // decision it warrants, if any. It does not retain ev or out.
+//
+// An event at or before the stream position the device's record has learned
+// up to (ev.Seq, ev.Line; a redelivery) is scored against a copy of the record:
+// its score is reported again, idempotently, but it is not learned twice.
+// Events with Seq 0 (not from a stream) are always learned.
 func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	w.observe(ev, out)
+	return w.engine.Decide(ev, out)
+}
+
+// Learn updates the device's record and the class table with ev, as Process
+// would, without deciding anything: how a restart catches up with the events
+// that were processed after its checkpoint and before the crash.
+func (w *Worker) Learn(ev *schemas.Event) {
+	w.observe(ev, &w.discard)
+}
+
+// Relearned returns how many redelivered events were scored without being
+// learned again.
+func (w *Worker) Relearned() uint64 { return w.relearned }
+
+func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
 	if binary.LittleEndian.Uint32(rec) != w.layout.Version {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
+	}
+	learn := true
+	if ev.Seq != 0 {
+		seq, line := binary.LittleEndian.Uint64(rec[hdrSeq:]), binary.LittleEndian.Uint32(rec[hdrLine:])
+		if ev.Seq < seq || ev.Seq == seq && ev.Line <= line {
+			learn = false
+			w.relearned++
+			copy(w.scratch, rec)
+			rec = w.scratch
+		} else {
+			binary.LittleEndian.PutUint64(rec[hdrSeq:], ev.Seq)
+			binary.LittleEndian.PutUint32(rec[hdrLine:], ev.Line)
+		}
 	}
 	body := rec[headerSize:]
 	var prev uint64 // the device's previous command, read before Observe records this one
@@ -124,11 +169,12 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 			out.Add(f)
 		}
 	}
-	// Every event teaches the class model, which counts distinct devices: an
-	// attack from one device cannot make its commands look normal for the class.
-	w.fleet.Learn(ev)
-	w.fleet.LearnTransition(ev, prev)
-	return w.engine.Decide(ev, out)
+	if learn {
+		// Every event teaches the class model, which counts distinct devices: an
+		// attack from one device cannot make its commands look normal for the class.
+		w.fleet.Learn(ev)
+		w.fleet.LearnTransition(ev, prev)
+	}
 }
 
 // Stats returns the state table's statistics.

@@ -140,3 +140,56 @@ func BenchmarkEventPath(b *testing.B) {
 		})
 	}
 }
+
+// TestRedeliveryIsNotLearnedTwice checks exactly-once learning: an event at or
+// before the stream position a record has learned up to is scored, but leaves
+// the record and the class table as they were; Learn teaches like Process.
+func TestRedeliveryIsNotLearnedTwice(t *testing.T) {
+	w := newWorker(t, 16)
+	var out schemas.Scored
+	at := func(i int) *schemas.Event {
+		ev := meterEvent(time.Duration(i)*time.Minute, "DE")
+		ev.Seq, ev.Line = uint64(10+i/2), uint32(i%2) // two events per message
+		return ev
+	}
+	for i := range 200 {
+		w.Process(at(i), &out)
+	}
+	ev := at(0)
+	rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt)
+	before := append([]byte(nil), rec...)
+
+	// A flood from a new country, redelivered: scored (it is surprising), not learned.
+	for i := 120; i < 200; i++ {
+		ev := at(i)
+		ev.Country = schemas.Country{'B', 'R'}
+		w.Process(ev, &out)
+		if i == 120 && out.N == 0 {
+			t.Error("a redelivered event from a new country was not scored")
+		}
+	}
+	if rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt); string(rec) != string(before) {
+		t.Error("redelivered events changed the device's record")
+	}
+	if got := w.Relearned(); got != 80 {
+		t.Errorf("Relearned = %d, want 80", got)
+	}
+
+	// The same country on a new position is learned: the record changes, and
+	// again only once.
+	next := at(200)
+	next.Country = schemas.Country{'B', 'R'}
+	w.Learn(next)
+	rec, _ = w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt)
+	if string(rec) == string(before) {
+		t.Fatal("Learn of a new position did not change the record")
+	}
+	if pos := binary.LittleEndian.Uint64(rec[hdrSeq:]); pos != next.Seq {
+		t.Errorf("record position = %d, want %d", pos, next.Seq)
+	}
+	after := append([]byte(nil), rec...)
+	w.Learn(next)
+	if rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt); string(rec) != string(after) {
+		t.Error("learning the same position twice changed the record")
+	}
+}
