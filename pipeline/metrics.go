@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -31,6 +32,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricInProgress, "Messages reported in progress while waiting for a slow sink.", m.InProgress.Load())
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
 		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
+	m.FlushLatency.write(w, schemas.MetricFlushDuration, "Time from the start of a flush (rows, alerts, decisions) to the acks of its messages.")
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
 	counter(schemas.MetricStateEvictions, "Live device records evicted because the device cap was reached (their baselines are lost).", m.Evictions.Load())
 	counter(schemas.MetricStateExpired, "Device records reclaimed after the idle TTL.", m.Expired.Load())
@@ -44,6 +46,40 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 		gauge(schemas.MetricConsumerLag, "Log messages not yet delivered or not yet acked (the consumer's pending plus ack-pending).", int64(lag))
 	}
 	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
+}
+
+// latencyBuckets are the upper bounds (seconds) of Histogram's buckets.
+var latencyBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// Histogram counts observations in latencyBuckets, safe for concurrent use,
+// without allocating.
+type Histogram struct {
+	buckets [len(latencyBuckets) + 1]atomic.Uint64 // the last is +Inf
+	count   atomic.Uint64
+	sumNs   atomic.Uint64 // sum in nanoseconds
+}
+
+// Observe adds one observation of v seconds.
+func (h *Histogram) Observe(v float64) {
+	i := 0
+	for i < len(latencyBuckets) && v > latencyBuckets[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.count.Add(1)
+	h.sumNs.Add(uint64(max(v, 0) * 1e9))
+}
+
+// write writes h in the Prometheus text format (cumulative buckets).
+func (h *Histogram) write(w io.Writer, name, help string) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+	var cum uint64
+	for i, le := range latencyBuckets {
+		cum += h.buckets[i].Load()
+		fmt.Fprintf(w, "%s_bucket{le=\"%g\"} %d\n", name, le, cum)
+	}
+	cum += h.buckets[len(latencyBuckets)].Load()
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %g\n%s_count %d\n", name, cum, name, float64(h.sumNs.Load())/1e9, name, cum)
 }
 
 // retrier is implemented by sinks that retry internally (sink.ClickHouse).

@@ -184,6 +184,7 @@ type Metrics struct {
 	Acked        atomic.Uint64 // messages acked
 	Flushes      atomic.Uint64
 	FlushNanos   atomic.Uint64 // total time spent flushing
+	FlushLatency Histogram     // seconds from a flush's start to its acks
 	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
 	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
 	Devices      atomic.Int64  // devices with state, all workers
@@ -972,7 +973,9 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 		}
 		p.M.Acked.Add(uint64(acked))
 		p.M.Flushes.Add(1)
-		p.M.FlushNanos.Add(uint64(time.Since(f.start)))
+		took := time.Since(f.start)
+		p.M.FlushNanos.Add(uint64(took))
+		p.M.FlushLatency.Observe(took.Seconds())
 	}
 	return failed
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -267,6 +268,15 @@ func TestEndToEnd(t *testing.T) {
 	} {
 		if !strings.Contains(metrics.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics.String())
+		}
+	}
+	for _, want := range []string{
+		schemas.MetricFindings + `\{detector="[a-z]+",reason="[a-z_]+"\} [1-9]`,
+		schemas.MetricFlushDuration + `_count [1-9]`,
+		schemas.MetricFlushDuration + `_bucket\{le="\+Inf"\} [1-9]`,
+	} {
+		if !regexp.MustCompile(want).MatchString(metrics.String()) {
+			t.Errorf("metrics lack %s:\n%s", want, metrics.String())
 		}
 	}
 

@@ -129,6 +129,7 @@ const (
 	MetricRowsWritten     = "iotwatch_clickhouse_rows_total"
 	MetricFlushSeconds    = "iotwatch_flush_seconds_total"
 	MetricFlushes         = "iotwatch_flushes_total"
+	MetricFlushDuration   = "iotwatch_flush_duration_seconds" // histogram
 	MetricMessagesAcked   = "iotwatch_messages_acked_total"
 	MetricSinkErrors      = "iotwatch_sink_errors_total"
 	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
