@@ -49,6 +49,15 @@ package schemas
 // should be mode 0600; LoadPublicKeys also accepts a private key file and uses
 // its public half. GenerateKey (and `iotwatch enforce keygen`) writes both.
 //
+// # Unblocks
+//
+// An unblock is a signed Decision too (action unblock), written over the block
+// it lifts in the KV bucket, never a bare KV delete, which nobody could
+// authenticate. Its ID is UnblockID of the lifted decision's ID, and Lifts
+// states which active decision it ends. The key that signs unblocks (a SOC
+// key for `iotwatch unblock`) must be trusted by enforcement points like the
+// pipeline's.
+//
 // # Key rotation
 //
 //  1. Generate a new key pair with a new key id.
@@ -349,7 +358,8 @@ func parseKeyFile(data []byte) ([]fileKey, error) {
 // ApplyReceipt is published by an enforcement point on
 // SubjectDecisionsApplied when it starts enforcing a decision (Action block or
 // throttle) and when it stops because the decision was lifted (Action
-// unblock, DecisionID the lifted decision's id). An enforcement point
+// unblock, DecisionID the lifted decision's id, KeyID the key that signed the
+// unblock). An expiry has no receipt. An enforcement point
 // publishes at most one receipt per (DecisionID, EnforcerID, Action); its
 // Nats-Msg-Id is ReceiptMsgID, so retries are dropped by the stream's
 // duplicate window. With decisions' CreatedAt and the stream time of the
@@ -368,4 +378,34 @@ type ApplyReceipt struct {
 // ReceiptMsgID returns the Nats-Msg-Id of a receipt: "<enforcer>.<decision>.<action>".
 func ReceiptMsgID(r *ApplyReceipt) string {
 	return r.EnforcerID + "." + r.DecisionID + "." + r.Action
+}
+
+// UnblockID returns the id of the unblock that lifts the decision named
+// liftedID: liftedID followed by UnblockIDSuffix. The id is covered by the
+// signature, so a signed unblock names the one decision it lifts, and lifting
+// the same decision twice (a retry) publishes one message.
+func UnblockID(liftedID string) string { return liftedID + UnblockIDSuffix }
+
+// LiftedID returns the id of the decision that the unblock id names (see
+// UnblockID), or false when id does not name one.
+func LiftedID(unblockID string) (string, bool) {
+	id, ok := strings.CutSuffix(unblockID, UnblockIDSuffix)
+	return id, ok && id != ""
+}
+
+// Lifts reports whether the unblock u lifts the active decision d: they have
+// the same scope and value, and u names d (u.ID is UnblockID(d.ID)) or was
+// created at or after d. An unblock thus lifts exactly the decision it names,
+// and whatever older decision of the same scope and value an enforcement point
+// still holds, but never a newer block: an old unblock replayed from the
+// decision stream cannot lift a block issued after it. Signatures are not
+// checked here (VerifyDecision).
+func Lifts(u, d *Decision) bool {
+	if u.Action != ActionUnblock || u.DryRun || u.Scope != d.Scope || u.Value != d.Value {
+		return false
+	}
+	if id, ok := LiftedID(u.ID); ok && id == d.ID {
+		return true
+	}
+	return !u.CreatedAt.Before(d.CreatedAt)
 }

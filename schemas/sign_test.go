@@ -276,3 +276,33 @@ func FuzzParseKeyFile(f *testing.F) {
 		}
 	})
 }
+
+func TestUnblockLifts(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	block := Decision{ID: "d-1", Action: ActionBlock, Scope: ScopeDevice, Value: "dev", CreatedAt: t0}
+	f := func(mutate func(u *Decision), want bool) {
+		t.Helper()
+		u := Decision{ID: UnblockID("d-1"), Action: ActionUnblock, Scope: ScopeDevice, Value: "dev", CreatedAt: t0.Add(time.Minute)}
+		mutate(&u)
+		if got := Lifts(&u, &block); got != want {
+			t.Errorf("Lifts(%+v) = %v; want %v", u, got, want)
+		}
+	}
+	f(func(*Decision) {}, true)
+	f(func(u *Decision) { u.CreatedAt = t0.Add(-time.Hour) }, true)                            // names it: clocks may differ
+	f(func(u *Decision) { u.ID = "u-x" }, true)                                                // newer than the block
+	f(func(u *Decision) { u.ID, u.CreatedAt = "u-x", t0 }, true)                               // same time
+	f(func(u *Decision) { u.ID, u.CreatedAt = UnblockID("d-0"), t0.Add(-time.Second) }, false) // older, names another
+	f(func(u *Decision) { u.Value = "other" }, false)
+	f(func(u *Decision) { u.Scope = ScopeAPIKey }, false)
+	f(func(u *Decision) { u.Action = ActionBlock }, false)
+	f(func(u *Decision) { u.DryRun = true }, false)
+	if id, ok := LiftedID(UnblockID("d-1")); !ok || id != "d-1" {
+		t.Errorf("LiftedID(UnblockID(d-1)) = %q, %v", id, ok)
+	}
+	for _, id := range []string{"d-1", UnblockIDSuffix, ""} {
+		if _, ok := LiftedID(id); ok {
+			t.Errorf("LiftedID(%q) names a decision", id)
+		}
+	}
+}

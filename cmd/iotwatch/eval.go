@@ -6,9 +6,11 @@ import (
 	"io"
 )
 
-// evalCommands are the evaluations on labelled data sets: each reads files in a
-// documented generic format, so that it works on any such data, not only ours.
+// evalCommands are the evaluations on labelled data: the simulated fleet's
+// attacks, and data sets in a documented generic format (so that they work on
+// any such data, not only ours).
 var evalCommands = []command{
+	{"attacks", "run the simulated fleet's labelled attacks through the detectors and decide: recall, time to detect, precision", evalAttacks},
 	{"nab", "score time series (NAB layout: DIR/<category>/<file>.csv) with the volume model's core", evalNAB},
 	{"sequences", "learn command sequences from a training file and score a test file (label<TAB>tokens)", evalSequences},
 }

@@ -3,6 +3,7 @@
 //	iotwatch run      the pipeline against an external NATS and ClickHouse
 //	iotwatch demo     a simulated fleet with attacks through embedded NATS and a private ClickHouse
 //	iotwatch replay   recorded logs through the detectors and decisions, offline
+//	iotwatch unblock  lift an active block with a signed unblock decision
 //	iotwatch migrate  create or update the ClickHouse tables
 //	iotwatch eval     evaluate detectors on labelled data
 //	iotwatch version  print the version
@@ -41,6 +42,7 @@ var commands = []command{
 	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
 	{"ship", "follow log files (or stdin) and publish them to JetStream in batches", shipCmd},
 	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},
+	{"unblock", "lift an active block with a signed unblock decision (SOC analysts)", unblockCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
 	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},
 	{"version", "print the version", versionCmd},

@@ -124,6 +124,12 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		return nil, err
 	}
 	pub := sink.NewNATSPublisher(st.js, kv, log)
+	if cfg.SigningKey != nil { // allowlist lifts are unblocks the publisher creates: sign them too
+		if err := pub.SetSigner(cfg.SigningKeyID, cfg.SigningKey); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	allow, _ := decide.ParseAllowlist(cfg.Decide.Allowlist) // validated with the flags
 	lifted, err := sink.LiftAllowlisted(ctx, kv, allow, pub, cfg.Decide.Issuer, time.Now())
 	if err != nil {

@@ -2,11 +2,8 @@ package bus
 
 import (
 	"errors"
-	"net"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,28 +30,7 @@ func natsServerBinary(t *testing.T) string {
 // TestExternalServer runs Ensure, Connect and the publish/consume paths the
 // pipeline uses against a standalone nats-server process, the production path.
 func TestExternalServer(t *testing.T) {
-	bin := natsServerBinary(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("cannot pick a free port: %v", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	var out strings.Builder
-	cmd := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-	w := &lockedWriter{w: &out}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start %q: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("nats-server output:\n%s", out.String())
-		}
-	})
-	nc, js := connectTest(t, "nats://127.0.0.1:"+strconv.Itoa(port)) // retries until the server listens
+	nc, js := connectTest(t, startExternalServer(t)) // retries until the server listens
 	ctx := testContext(t)
 	t.Logf("external nats-server version %s", nc.ConnectedServerVersion())
 

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -157,7 +158,8 @@ func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
 
 // Ensure creates or updates the four iotwatch streams (IOTWATCH_LOGS,
 // IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS), the KV bucket of active
-// blocks (history 1) and the pipeline's durable pull consumer on IOTWATCH_LOGS
+// blocks (history 1; per-key TTL where the server supports it, see
+// BlocksMarkerTTL) and the pipeline's durable pull consumer on IOTWATCH_LOGS
 // (explicit acks, MaxAckPending, AckWait, MaxDeliver, delivering from the
 // first message). It is idempotent, applies changed limits to existing
 // objects, and returns the consumer and the bucket. Messages and consumer
@@ -214,16 +216,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 		}
 	}
 
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      schemas.KVActiveBlocks,
-		Description: "iotwatch: active block and throttle decisions by scope and value",
-		History:     1,
-		TTL:         cfg.BlocksTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.LogsReplicas,
-	})
+	kv, err := ensureBlocks(ctx, js, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVActiveBlocks, err)
+		return nil, nil, err
 	}
 
 	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamLogs, jetstream.ConsumerConfig{
@@ -240,4 +235,58 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 		return nil, nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", schemas.ConsumerPipeline, schemas.StreamLogs, err)
 	}
 	return cons, kv, nil
+}
+
+// BlocksMarkerTTL is how long the bucket of active blocks keeps the marker the
+// server leaves when a key's TTL ends. Ensure asks for markers, which turns on
+// per-key TTLs (JetStream AllowMsgTTL, nats-server 2.11 and later): the
+// publisher then writes each decision with its remaining TTL and expired
+// blocks leave the bucket by themselves. Watchers that reconnect within this
+// time see the marker; later ones find the key missing, which enforcement
+// points treat the same way (the decision's expires_at has passed).
+const BlocksMarkerTTL = 15 * time.Minute
+
+// ensureBlocks creates or updates the bucket of active blocks with per-key
+// TTLs, and without them when the server cannot (nats-server before 2.11, or
+// an update it refuses): a bucket keeps working in the mode it can have.
+//
+// Upgrade path: a bucket created without per-key TTLs (by an older iotwatch or
+// on an older server) is updated in place the first time Ensure runs against
+// a server that supports them; its entries stay. JetStream cannot turn
+// per-message TTLs off again, so a bucket with them keeps them (a downgraded
+// server refuses to load it: recreate the bucket, and the pipeline re-issues
+// active blocks as they recur).
+func ensureBlocks(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.KeyValue, error) {
+	kc := jetstream.KeyValueConfig{
+		Bucket:         schemas.KVActiveBlocks,
+		Description:    "iotwatch: active block and throttle decisions by scope and value",
+		History:        1,
+		TTL:            cfg.BlocksTTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       cfg.LogsReplicas,
+		LimitMarkerTTL: BlocksMarkerTTL,
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
+	if err == nil {
+		return kv, nil
+	}
+	kc.LimitMarkerTTL = 0
+	kv, err2 := js.CreateOrUpdateKeyValue(ctx, kc)
+	if err2 != nil {
+		if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+			err = err2
+		}
+		return nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVActiveBlocks, err)
+	}
+	return kv, nil
+}
+
+// KeyTTL reports whether kv, the bucket of active blocks, accepts per-key
+// TTLs (it was created or updated by Ensure on nats-server 2.11 or later).
+func KeyTTL(ctx context.Context, kv jetstream.KeyValue) (bool, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("cannot read the status of KV bucket %q: %w", kv.Bucket(), err)
+	}
+	return st.LimitMarkerTTL() > 0, nil
 }

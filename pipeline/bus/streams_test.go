@@ -2,7 +2,10 @@ package bus
 
 import (
 	"errors"
+	"net"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +185,106 @@ func TestEnsureRefusedChangeNamesStream(t *testing.T) {
 	_, _, err := Ensure(ctx, js, cfg)
 	if err == nil || !strings.Contains(err.Error(), `stream "IOTWATCH_LOGS"`) {
 		t.Fatalf("Ensure changing the storage type: error %v; want one naming stream \"IOTWATCH_LOGS\"", err)
+	}
+}
+
+// TestEnsureUpgradesBlocksBucket: a bucket of active blocks created without
+// per-key TTLs (an older iotwatch) is updated in place by Ensure on a server
+// that has them, its entries kept; Ensure stays idempotent afterwards.
+func TestEnsureUpgradesBlocksBucket(t *testing.T) {
+	e := startTestServer(t, EmbeddedOptions{})
+	_, js := connectTest(t, e.URL())
+	ctx := testContext(t)
+	old, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.KVActiveBlocks, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := KeyTTL(ctx, old); err != nil || ok {
+		t.Fatalf("KeyTTL of a legacy bucket = %v, %v; want false", ok, err)
+	}
+	key := schemas.KVKey(schemas.ScopeDevice, "d-1")
+	if _, err := old.Put(ctx, key, []byte(`{"id":"d-old"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		_, kv, err := Ensure(ctx, js, DefaultStreamsConfig())
+		if err != nil {
+			t.Fatalf("Ensure on a legacy bucket: %v", err)
+		}
+		if ok, err := KeyTTL(ctx, kv); err != nil || !ok {
+			t.Fatalf("KeyTTL after Ensure = %v, %v; want true", ok, err)
+		}
+		if got, err := kv.Get(ctx, key); err != nil || string(got.Value()) != `{"id":"d-old"}` {
+			t.Fatalf("legacy entry after Ensure: %v; want it kept", err)
+		}
+	}
+}
+
+// startExternalServer starts the standalone nats-server (natsServerBinary)
+// with JetStream on a free port and returns its URL; it is killed when the
+// test ends, and its output logged if the test failed.
+func startExternalServer(t *testing.T) string {
+	t.Helper()
+	bin := natsServerBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("cannot pick a free port: %v", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	var out strings.Builder
+	cmd := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	w := &lockedWriter{w: &out}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("cannot start %q: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			w.mu.Lock()
+			t.Logf("nats-server output:\n%s", out.String())
+			w.mu.Unlock()
+		}
+	})
+	return "nats://127.0.0.1:" + strconv.Itoa(port)
+}
+
+// TestEnsureBlocksOldServer: on a nats-server without per-key TTLs (Debian's
+// 2.9) Ensure still creates and updates the bucket, KeyTTL says so, and the
+// writes the publisher makes there (plain, and conditional on the last
+// revision) work.
+func TestEnsureBlocksOldServer(t *testing.T) {
+	nc, js := connectTest(t, startExternalServer(t))
+	ctx := testContext(t)
+	var kv jetstream.KeyValue
+	for range 2 {
+		var err error
+		if _, kv, err = Ensure(ctx, js, DefaultStreamsConfig()); err != nil {
+			t.Fatalf("Ensure on nats-server %s: %v", nc.ConnectedServerVersion(), err)
+		}
+	}
+	ok, err := KeyTTL(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Skipf("nats-server %s has per-key TTLs: the old-server path is not exercised", nc.ConnectedServerVersion())
+	}
+	key := schemas.KVKey(schemas.ScopeDevice, "d-1")
+	rev, err := kv.Put(ctx, key, []byte("block"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "$KV." + schemas.KVActiveBlocks + "." + key
+	if _, err := js.Publish(ctx, subject, []byte("unblock"), jetstream.WithExpectLastSequencePerSubject(rev)); err != nil {
+		t.Fatalf("conditional write on nats-server %s: %v", nc.ConnectedServerVersion(), err)
+	}
+	if _, err := js.Publish(ctx, subject, []byte("late"), jetstream.WithExpectLastSequencePerSubject(rev)); err == nil {
+		t.Fatal("a write conditional on a stale revision succeeded")
+	}
+	if got, err := kv.Get(ctx, key); err != nil || string(got.Value()) != "unblock" {
+		t.Fatalf("KV entry %v; want the unblock", err)
 	}
 }

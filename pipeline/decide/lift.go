@@ -55,8 +55,10 @@ func ipValue(v string) (netip.Prefix, bool) {
 //
 // An unblock names the decision it lifts: same scope, value, tenant, device
 // and alert id; CreatedAt now; no expiry; reason schemas.ReasonAllowlisted;
-// issuer issuer. Its ID is derived from the lifted decision's ID, so lifting
-// the same block twice (a retry after a failure) publishes one message.
+// issuer issuer. Its ID is schemas.UnblockID of the lifted decision's ID: it
+// names the decision it lifts (enforcement points check that, see
+// schemas.Lifts), and lifting the same block twice (a retry after a failure)
+// publishes one message. The unblocks are unsigned: the publisher signs them.
 func Lifts(allow *Allowlist, active []schemas.Decision, issuer string, now time.Time) []schemas.Decision {
 	var out []schemas.Decision
 	for i := range active {
@@ -71,7 +73,7 @@ func Lifts(allow *Allowlist, active []schemas.Decision, issuer string, now time.
 			continue
 		}
 		out = append(out, schemas.Decision{
-			ID:        idOf(d.ID, schemas.ActionUnblock),
+			ID:        schemas.UnblockID(d.ID),
 			Action:    schemas.ActionUnblock,
 			Scope:     d.Scope,
 			Value:     d.Value,

@@ -74,7 +74,7 @@ func TestLifts(t *testing.T) {
 	}
 	for i, src := range []schemas.Decision{active[0], active[2], active[3]} {
 		u := got[i]
-		want := schemas.Decision{ID: idOf(src.ID, schemas.ActionUnblock), Action: schemas.ActionUnblock,
+		want := schemas.Decision{ID: schemas.UnblockID(src.ID), Action: schemas.ActionUnblock,
 			Scope: src.Scope, Value: src.Value, Tenant: src.Tenant, Device: src.Device, CreatedAt: now,
 			Reason: schemas.ReasonAllowlisted, AlertID: src.AlertID, Issuer: "iotwatch-2", SchemaV: schemas.SchemaVersion}
 		if u != want {

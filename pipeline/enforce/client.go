@@ -19,17 +19,50 @@
 // resumes after reconnects from the last revision it delivered. If the watch
 // itself fails, the Client starts again with a full sync and reconciles it with
 // its cache by (KV key, revision, decision id): entries it already holds are
-// not applied again, keys that disappeared meanwhile are removed, so nothing
-// is missed (even an unblock whose delete marker was purged) and nothing is
-// re-applied. With Options.StateFile the cache survives restarts on disk and
-// the same reconciliation applies after a restart.
+// not applied again, keys that disappeared meanwhile are handled as deletes
+// (below), so nothing is missed and nothing is re-applied. With
+// Options.StateFile the cache survives restarts on disk and the same
+// reconciliation applies after a restart.
+//
+// Unblocks and expiry. A decision ends in one of two ways:
+//
+//   - Its ExpiresAt passes (by the Client's clock): it is no longer enforced,
+//     whatever the bucket holds. Where the server supports per-key TTLs
+//     (nats-server 2.11+, see bus.Ensure) the pipeline writes each decision
+//     with its remaining TTL and the server removes it then, leaving a marker
+//     that the Client sees as a purge: a purge or delete of a decision that
+//     has expired, or expires within a few seconds (server and client clocks
+//     differ), is an expiry, counted in Stats.Expired and reported to
+//     OnExpire, not an unblock.
+//   - A signed unblock lifts it: a Decision with action unblock written under
+//     the same KV key, which the Client verifies like any decision. It lifts
+//     the enforced decision if schemas.Lifts holds: same scope and value, and
+//     it names that decision (its id is schemas.UnblockID of the decision's id)
+//     or was created at or after it. A verified unblock that lifts nothing is
+//     counted in Stats.UnblocksIgnored and changes nothing.
+//
+// Threat model. Signatures protect enforcement points against anyone who can
+// write to the KV bucket or the decision stream without holding a signing key
+// (a compromised gateway, a leaked NATS credential): they can neither block
+// (a forged or tampered block is rejected) nor unblock. Without
+// AllowUnsigned, an unsigned or tampered unblock is rejected and counted like
+// any bad decision, and a bare KV delete or purge of a live decision, or a key
+// missing after a resync, lifts nothing: the decision stays enforced until its
+// ExpiresAt (or a signed unblock), counted in Stats.IgnoredDeletes and logged.
+// Replaying an old signed unblock from the stream's history cannot lift a
+// block issued after it (schemas.Lifts), and replaying an old block is bounded
+// by its ExpiresAt. What signatures cannot prevent: deleting the whole bucket
+// or its values before an enforcement point first syncs them (it never learns
+// of the block), and withholding messages (an enforcement point that is cut
+// off keeps its last state until each ExpiresAt); protect write access to the
+// bucket with NATS permissions for those. With AllowUnsigned (tests and
+// demos) a delete of a live decision lifts it, as before signed unblocks.
 //
 // Receipts. When a decision is applied (and when a lifted decision is
 // removed) the Client calls Options.OnApply and publishes a
 // schemas.ApplyReceipt on schemas.SubjectDecisionsApplied, at most once per
-// (decision id, enforcer id, action). Unblocks are KV deletes, which carry no
-// signature: protect write access to the bucket with NATS permissions; the
-// signatures protect enforcement points against forged blocks.
+// (decision id, enforcer id, action). The receipt of an unblock carries the
+// lifted decision's id and the key id that signed the unblock.
 package enforce
 
 import (
@@ -58,6 +91,9 @@ const (
 	minBackoff           = 100 * time.Millisecond
 	maxBackoff           = 5 * time.Second
 	publishTimeout       = 5 * time.Second
+	// markerSkew is how early a TTL marker may arrive, by the Client's
+	// clock, and still be an expiry rather than an unexplained delete.
+	markerSkew = 5 * time.Second
 )
 
 // Options configures a Client.
@@ -102,8 +138,10 @@ type Options struct {
 type Stats struct {
 	Active           int    // decisions in the cache (some may have just expired)
 	Applied          uint64 // decisions applied (receipts with action block/throttle)
-	Removed          uint64 // decisions lifted by an unblock (KV delete)
+	Removed          uint64 // decisions lifted by an unblock
 	Expired          uint64 // decisions dropped at or after their ExpiresAt
+	IgnoredDeletes   uint64 // KV deletes, purges or missing keys of live decisions, not acted on (signatures required)
+	UnblocksIgnored  uint64 // verified unblocks that lift nothing held (another or a newer decision)
 	RejectedUnsigned uint64
 	RejectedBadSig   uint64 // tampered, or signed by another key under a trusted id
 	RejectedUnknown  uint64 // signed by a key id that is not trusted
@@ -132,6 +170,7 @@ type Client struct {
 
 	active                                            atomic.Int64
 	applied, removed, expired                         atomic.Uint64
+	ignoredDeletes, unblocksIgnored                   atomic.Uint64
 	rejUnsigned, rejBadSig, rejUnknown, rejInvalid    atomic.Uint64
 	resyncs, receiptsSent, receiptErrs, receiptsDrops atomic.Uint64
 	revision                                          atomic.Uint64
@@ -192,6 +231,7 @@ func (c *Client) Stats() Stats {
 	return Stats{
 		Active:  int(c.active.Load()),
 		Applied: c.applied.Load(), Removed: c.removed.Load(), Expired: c.expired.Load(),
+		IgnoredDeletes: c.ignoredDeletes.Load(), UnblocksIgnored: c.unblocksIgnored.Load(),
 		RejectedUnsigned: c.rejUnsigned.Load(), RejectedBadSig: c.rejBadSig.Load(),
 		RejectedUnknown: c.rejUnknown.Load(), RejectedInvalid: c.rejInvalid.Load(),
 		Resyncs: c.resyncs.Load(), ReceiptsSent: c.receiptsSent.Load(),
@@ -285,7 +325,7 @@ func (c *Client) session(ctx context.Context, sweep <-chan time.Time, first bool
 	}
 	for key, e := range c.entries {
 		if !seen[key] {
-			c.remove(key, e, "missing after sync")
+			c.dropped(key, e, "missing after sync")
 		}
 	}
 	c.sweep()
@@ -353,7 +393,7 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 	old := c.entries[key]
 	if op := kve.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
 		if old != nil && rev > old.revision {
-			c.remove(key, old, "unblock")
+			c.dropped(key, old, "KV "+op.String())
 		}
 		return
 	}
@@ -364,6 +404,18 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 	if err != nil {
 		c.log.Warn("enforcement decision rejected", "key", key, "revision", rev, "error", err)
 		return // a rejected write changes nothing: an older valid decision stays
+	}
+	if e.d.Action == schemas.ActionUnblock {
+		switch {
+		case old == nil:
+			// Nothing held: the unblock of a decision already gone here.
+		case schemas.Lifts(&e.d, &old.d):
+			c.remove(key, old, "unblock "+e.d.ID, schemas.SignatureKeyID(&e.d))
+		default:
+			c.unblocksIgnored.Add(1)
+			c.log.Warn("enforcement unblock ignored: it does not lift the enforced decision", "unblock", e.d.ID, "decision", old.d.ID, "key", key)
+		}
+		return
 	}
 	if !e.live(c.nowNanos()) {
 		c.expired.Add(1)
@@ -380,10 +432,43 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 		return // the same decision written again: nothing new to enforce
 	}
 	c.applied.Add(1)
-	c.receipt(&e.d, e.d.Action)
+	c.receipt(&e.d, e.d.Action, schemas.SignatureKeyID(&e.d))
 }
 
-// decode parses and verifies one KV value and counts a rejection.
+// dropped handles a live decision's key deleted, purged (a TTL marker among
+// them) or missing after a sync: an expiry if its ExpiresAt has passed; else
+// a lift with AllowUnsigned; else nothing, since nobody signed it (see the
+// threat model in the package doc). The decision then stays until its
+// ExpiresAt or a signed unblock.
+func (c *Client) dropped(key string, e *entry, why string) {
+	now := c.nowNanos()
+	switch {
+	case !e.live(now):
+		delete(c.entries, key)
+		c.dirty = true
+		c.expired.Add(1)
+		c.expire(&e.d)
+		return
+	case c.o.AllowUnsigned:
+		c.remove(key, e, why, schemas.SignatureKeyID(&e.d))
+		return
+	case e.orphan:
+		return // already counted
+	}
+	ne := *e
+	ne.orphan = true
+	c.entries[key] = &ne
+	c.dirty = true
+	if e.expires != 0 && e.expires-now <= int64(markerSkew) {
+		return // a TTL marker a little early by our clock: ExpiresAt ends it
+	}
+	c.ignoredDeletes.Add(1)
+	c.log.Warn("enforcement decision kept: its KV entry was removed without a signed unblock",
+		"decision", e.d.ID, "scope", e.d.Scope, "value", e.d.Value, "why", why, "expires_at", e.d.ExpiresAt)
+}
+
+// decode parses and verifies one KV value (a block, throttle or unblock) and
+// counts a rejection.
 func (c *Client) decode(key string, rev uint64, raw []byte) (*entry, error) {
 	e := &entry{key: key, revision: rev, raw: raw}
 	if err := json.Unmarshal(raw, &e.d); err != nil {
@@ -391,9 +476,13 @@ func (c *Client) decode(key string, rev uint64, raw []byte) (*entry, error) {
 		return nil, fmt.Errorf("cannot decode decision: %w", err)
 	}
 	d := &e.d
-	if d.Action != schemas.ActionBlock && d.Action != schemas.ActionThrottle || d.DryRun {
+	switch {
+	case d.DryRun:
 		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot enforce decision %q: action %q (dry run %v) is not block or throttle", d.ID, d.Action, d.DryRun)
+		return nil, fmt.Errorf("cannot enforce decision %q: a dry run", d.ID)
+	case d.Action != schemas.ActionBlock && d.Action != schemas.ActionThrottle && d.Action != schemas.ActionUnblock:
+		c.rejInvalid.Add(1)
+		return nil, fmt.Errorf("cannot enforce decision %q: action %q is not block, throttle or unblock", d.ID, d.Action)
 	}
 	switch d.Scope {
 	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant:
@@ -440,13 +529,13 @@ func (c *Client) verify(d *schemas.Decision) error {
 	return err
 }
 
-// remove drops a lifted decision and acknowledges the unblock.
-func (c *Client) remove(key string, e *entry, why string) {
+// remove drops a lifted decision and acknowledges the unblock, signed by keyID.
+func (c *Client) remove(key string, e *entry, why, keyID string) {
 	delete(c.entries, key)
 	c.dirty = true
 	c.removed.Add(1)
 	c.log.Info("enforcement decision lifted", "decision", e.d.ID, "scope", e.d.Scope, "value", e.d.Value, "why", why)
-	c.receipt(&e.d, schemas.ActionUnblock)
+	c.receipt(&e.d, schemas.ActionUnblock, keyID)
 }
 
 // sweep drops expired decisions (no receipt: they simply ended).
@@ -516,11 +605,12 @@ func (c *Client) publish() {
 	c.dirty = false
 }
 
-// receipt calls OnApply and queues the receipt for publishing.
-func (c *Client) receipt(d *schemas.Decision, action string) {
+// receipt calls OnApply and queues the receipt for publishing: action on d,
+// authorised by a decision signed with keyID.
+func (c *Client) receipt(d *schemas.Decision, action, keyID string) {
 	r := schemas.ApplyReceipt{
 		DecisionID: d.ID, EnforcerID: c.o.EnforcerID, Action: action,
-		Scope: d.Scope, Value: d.Value, KeyID: schemas.SignatureKeyID(d),
+		Scope: d.Scope, Value: d.Value, KeyID: keyID,
 		AppliedAt: c.o.Now().UTC(), SchemaV: schemas.SchemaVersion,
 	}
 	if c.o.OnApply != nil {

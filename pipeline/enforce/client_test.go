@@ -58,11 +58,16 @@ func newEnv(t *testing.T) *env {
 	return &env{
 		ctx: ctx, srv: srv, js: js, kv: kv, pub: sink.NewNATSPublisher(js, kv, nil),
 		priv: priv, keys: map[string]ed25519.PublicKey{"k1": pub},
-		clock: &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC).UnixNano()},
+		clock: newFakeClock(),
 	}
 }
 
 type fakeClock struct{ t int64 }
+
+// newFakeClock starts at the wall clock's second: the server's per-key TTLs
+// follow the wall clock, so a decision valid for an hour of the fake clock
+// stays in the bucket while the test runs.
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Now().Truncate(time.Second).UnixNano()} }
 
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, atomic.LoadInt64(&c.t)) }
 func (c *fakeClock) Advance(d time.Duration) { atomic.AddInt64(&c.t, int64(d)) }
@@ -112,7 +117,9 @@ func (e *env) start(t *testing.T, o Options) *running {
 	if o.Keys == nil {
 		o.Keys = e.keys
 	}
-	o.Now = e.clock.Now
+	if o.Now == nil {
+		o.Now = e.clock.Now
+	}
 	o.OnApply = func(rc schemas.ApplyReceipt) {
 		r.mu.Lock()
 		r.applies[rc.DecisionID+" "+rc.Action]++
@@ -219,7 +226,7 @@ func TestSyncWatchUnblockAndReceipts(t *testing.T) {
 	// Watch: a new block, then an unblock.
 	e.publish(t, e.decision(t, "d-key", schemas.ActionBlock, schemas.ScopeAPIKey, "key-9"))
 	waitFor(t, "api key block", func() bool { return !c.Check(Request{APIKey: "key-9"}).Allowed() })
-	e.publish(t, schemas.Decision{ID: "u-dev", Action: schemas.ActionUnblock, Scope: schemas.ScopeDevice, Value: "dev-1", SchemaV: 1})
+	e.publish(t, e.decision(t, "u-dev", schemas.ActionUnblock, schemas.ScopeDevice, "dev-1"))
 	waitFor(t, "device unblock", func() bool { return c.Check(Request{Device: "dev-1"}).Allowed() })
 
 	// Publishing the same decisions again (a pipeline retry) re-applies nothing.
@@ -361,11 +368,11 @@ func TestRestartResumes(t *testing.T) {
 	waitFor(t, "receipts", func() bool { return c1.Stats().ReceiptsSent == 2 })
 	c1.stop()
 
-	e.publish(t, schemas.Decision{ID: "u-a", Action: schemas.ActionUnblock, Scope: schemas.ScopeDevice, Value: "dev-a", SchemaV: 1},
+	e.publish(t, e.decision(t, "u-a", schemas.ActionUnblock, schemas.ScopeDevice, "dev-a"),
 		e.decision(t, "b", schemas.ActionBlock, schemas.ScopeDevice, "dev-b"))
 
-	// Purge the delete marker, as a KV compaction would: the unblock must
-	// still be noticed.
+	// Compact the bucket: the unblock is a value, so it survives and is
+	// still noticed.
 	if err := e.kv.PurgeDeletes(e.ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +422,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{ctx: ctx, js: js, kv: kv, pub: sink.NewNATSPublisher(js, kv, nil),
-		clock: &fakeClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC).UnixNano()}}
+		clock: newFakeClock()}
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	e.priv, e.keys = priv, map[string]ed25519.PublicKey{"k1": pub}
 	e.publish(t, e.decision(t, "a", schemas.ActionBlock, schemas.ScopeDevice, "dev-a"))

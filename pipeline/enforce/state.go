@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // stateVersion is the version of the state file layout.
@@ -53,6 +55,9 @@ func (c *Client) loadState() error {
 		if err != nil {
 			c.log.Warn("enforcement state entry rejected", "path", path, "key", se.Key, "error", err)
 			continue
+		}
+		if e.d.Action == schemas.ActionUnblock {
+			continue // never saved: unblocks are not held
 		}
 		if !e.live(now) {
 			c.expire(&e.d)

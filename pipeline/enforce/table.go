@@ -44,6 +44,7 @@ type entry struct {
 	expires  int64 // unix nanoseconds; 0: never
 	prefix   netip.Prefix
 	isPrefix bool // scope ip with a CIDR value shorter than a single address
+	orphan   bool // its KV key was deleted or went missing without a signed unblock
 }
 
 func (e *entry) verdict() Verdict {

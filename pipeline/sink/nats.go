@@ -2,11 +2,15 @@ package sink
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -34,7 +38,19 @@ type NATSPublisher struct {
 	js  jetstream.JetStream
 	kv  jetstream.KeyValue
 	log *slog.Logger
+
+	signKeyID string
+	signKey   ed25519.PrivateKey
+
+	ttlMode atomic.Int32 // ttlUnknown until the first KV write asks the bucket
 }
+
+// Modes of the bucket of active blocks.
+const (
+	ttlUnknown int32 = iota
+	ttlPerKey        // each value is written with its remaining TTL
+	ttlNone          // the server cannot: expires_at alone ends a decision
+)
 
 // NewNATSPublisher returns a publisher on js that keeps active decisions in kv,
 // the bucket schemas.KVActiveBlocks returned by bus.Ensure. log may be nil.
@@ -43,6 +59,17 @@ func NewNATSPublisher(js jetstream.JetStream, kv jetstream.KeyValue, log *slog.L
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &NATSPublisher{js: js, kv: kv, log: log}
+}
+
+// SetSigner makes the publisher sign the decisions it creates itself (the
+// unblocks of LiftAllowlisted) with priv under keyID; decisions given to
+// PublishDecisions are published as they are. Call it before publishing.
+func (p *NATSPublisher) SetSigner(keyID string, priv ed25519.PrivateKey) error {
+	if !schemas.ValidKeyID(keyID) || len(priv) != ed25519.PrivateKeySize {
+		return fmt.Errorf("cannot sign with key %q: invalid key id or a %d-byte private key", keyID, len(priv))
+	}
+	p.signKeyID, p.signKey = keyID, priv
+	return nil
 }
 
 // PublishAlerts publishes each alert as JSON on iotwatch.alerts.<severity>
@@ -78,13 +105,24 @@ func (p *NATSPublisher) PublishAlerts(ctx context.Context, alerts []schemas.Aler
 // PublishDecisions publishes each decision as JSON on
 // iotwatch.decisions.<action> (stream IOTWATCH_DECISIONS) with Nats-Msg-Id set
 // to its ID, waits for every PubAck, then applies the decisions in order to the
-// KV bucket of active blocks: a block or throttle that is not a dry run is put
-// under schemas.KVKey(scope, value) with the decision as value; an unblock
-// deletes that key; a dry run (action would_block, or DryRun set) never touches
-// the bucket. It returns once every KV write is acknowledged. On error the
-// caller retries the whole slice: stream copies are dropped by the duplicate
-// window and KV writes are idempotent. A decision with an empty ID or value, an
-// unknown action or an unknown scope is rejected before anything is published.
+// KV bucket of active blocks under schemas.KVKey(scope, value):
+//
+//   - a block or throttle that is not a dry run is put with the decision as
+//     value, and, where the bucket supports per-key TTLs (bus.KeyTTL), with
+//     the time left until its ExpiresAt rounded up to a second, so the server
+//     removes it then (the first write logs which mode the bucket is in);
+//   - an unblock is put as the value too, replacing the decision it lifts
+//     (schemas.Lifts): a signed value that enforcement points verify, where a
+//     KV delete could not be authenticated. It keeps the lifted decision's
+//     remaining TTL, so an enforcement point that was away still finds it. When
+//     the key holds a decision the unblock does not lift (a newer block), the
+//     key is left alone; the unblock stays in the stream's history;
+//   - a dry run (action would_block, or DryRun set) never touches the bucket.
+//
+// It returns once every KV write is acknowledged. On error the caller retries
+// the whole slice: stream copies are dropped by the duplicate window and KV
+// writes are idempotent. A decision with an empty ID or value, an unknown
+// action or an unknown scope is rejected before anything is published.
 func (p *NATSPublisher) PublishDecisions(ctx context.Context, ds []schemas.Decision) error {
 	for i := range ds {
 		if err := checkDecision(&ds[i]); err != nil {
@@ -113,19 +151,141 @@ func (p *NATSPublisher) PublishDecisions(ctx context.Context, ds []schemas.Decis
 	for i := range ds {
 		d := &ds[i]
 		key := schemas.KVKey(d.Scope, d.Value)
+		var err error
 		switch {
 		case d.DryRun || d.Action == schemas.ActionDryRunBlock:
 		case d.Action == schemas.ActionBlock || d.Action == schemas.ActionThrottle:
-			if _, err := p.kv.Put(ctx, key, values[i]); err != nil {
-				return fmt.Errorf("cannot put decision %q in KV bucket %q under %q: %w", d.ID, p.kv.Bucket(), key, err)
-			}
+			err = p.putKV(ctx, key, values[i], d.CreatedAt, d.ExpiresAt, 0)
 		case d.Action == schemas.ActionUnblock:
-			if err := p.kv.Delete(ctx, key); err != nil {
-				return fmt.Errorf("cannot delete %q from KV bucket %q for decision %q: %w", key, p.kv.Bucket(), d.ID, err)
-			}
+			err = p.putUnblock(ctx, key, d, values[i])
+		}
+		if err != nil {
+			return fmt.Errorf("cannot write decision %q to KV bucket %q under %q: %w", d.ID, p.kv.Bucket(), key, err)
 		}
 	}
 	return nil
+}
+
+// putUnblock writes the unblock u (encoded as value) over the decision it
+// lifts, unless the key meanwhile holds one it does not lift.
+func (p *NATSPublisher) putUnblock(ctx context.Context, key string, u *schemas.Decision, value []byte) error {
+	for range 3 {
+		var created, expires time.Time
+		var rev uint64
+		cur, err := p.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			// Nothing to lift in the bucket; an enforcement point may still
+			// hold the decision (its key deleted by hand): the signed unblock
+			// lets it lift it.
+		case err != nil:
+			return err
+		default:
+			rev = cur.Revision()
+			var d schemas.Decision
+			if json.Unmarshal(cur.Value(), &d) == nil {
+				if d.Action == schemas.ActionUnblock && d.ID == u.ID {
+					return nil // a retry: already written
+				}
+				if d.Action != schemas.ActionUnblock && !schemas.Lifts(u, &d) {
+					p.log.Info("unblock leaves a newer decision in place", "unblock", u.ID, "decision", d.ID, "key", key)
+					return nil
+				}
+				if d.Action != schemas.ActionUnblock {
+					created, expires = d.CreatedAt, d.ExpiresAt
+				}
+			}
+		}
+		err = p.putKV(ctx, key, value, created, expires, rev)
+		if !isWrongLastSequence(err) {
+			return err
+		}
+		// The key changed between the read and the write: look again.
+	}
+	return fmt.Errorf("cannot write unblock %q: key %q keeps changing", u.ID, key)
+}
+
+// isWrongLastSequence reports whether err is JetStream's answer to an
+// expected last subject sequence that did not match.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// putKV writes value under key, with the per-key TTL of a decision created
+// and expiring at those times when the bucket supports it (none for a zero
+// expires), and, when rev is not 0, only if the key's last revision is still
+// rev.
+func (p *NATSPublisher) putKV(ctx context.Context, key string, value []byte, created, expires time.Time, rev uint64) error {
+	var opts []jetstream.PublishOpt
+	if rev != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(rev))
+	}
+	if !expires.IsZero() {
+		perKey, err := p.perKeyTTL(ctx)
+		if err != nil {
+			return err
+		}
+		if perKey {
+			opts = append(opts, jetstream.WithMsgTTL(keyTTL(created, expires, time.Now())))
+		}
+	}
+	if len(opts) == 0 {
+		_, err := p.kv.Put(ctx, key, value)
+		return err
+	}
+	// KeyValue.Put takes no TTL: publish to the key's subject as Put does.
+	_, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: kvSubjectPrefix + p.kv.Bucket() + "." + key, Data: value}, opts...)
+	return err
+}
+
+// kvSubjectPrefix starts the subject of a KV key: $KV.<bucket>.<key>.
+const kvSubjectPrefix = "$KV."
+
+// keyTTL is the per-key TTL of a decision created and expiring at those
+// times: the time left until expires, rounded up to a whole second (the
+// server's resolution, so the server never removes a decision before its
+// expires_at), at least 1 s. A decision that has already expired by now (event
+// times of a replay, or of a pipeline far behind) stays for its whole
+// duration instead, so the bucket shows what was decided for a while;
+// enforcement points never enforce it.
+func keyTTL(created, expires, now time.Time) time.Duration {
+	left := expires.Sub(now)
+	if left <= 0 && !created.IsZero() {
+		left = expires.Sub(created)
+	}
+	if left <= time.Second {
+		return time.Second
+	}
+	return (left + time.Second - 1).Truncate(time.Second)
+}
+
+// perKeyTTL reports whether the bucket accepts per-key TTLs, asking it once
+// and logging the answer.
+func (p *NATSPublisher) perKeyTTL(ctx context.Context) (bool, error) {
+	switch p.ttlMode.Load() {
+	case ttlPerKey:
+		return true, nil
+	case ttlNone:
+		return false, nil
+	}
+	ok, err := bus.KeyTTL(ctx, p.kv)
+	if err != nil {
+		return false, err
+	}
+	mode := ttlNone
+	if ok {
+		mode = ttlPerKey
+	}
+	if p.ttlMode.Swap(mode) == ttlUnknown {
+		if ok {
+			p.log.Info("active blocks expire from the KV bucket by per-key TTL", "bucket", p.kv.Bucket())
+		} else {
+			p.log.Info("active blocks stay in the KV bucket after they expire: the server has no per-key TTL (nats-server before 2.11), enforcement points honour expires_at", "bucket", p.kv.Bucket())
+		}
+	}
+	return ok, nil
 }
 
 func checkDecision(d *schemas.Decision) error {

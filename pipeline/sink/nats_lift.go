@@ -18,16 +18,18 @@ import (
 // decide.Lifts (device and api_key scopes by name, ip scope by CIDR
 // containment, tenant scope never; expired and dry-run entries are left
 // alone) and publishes them with pub.PublishDecisions, which stores each on
-// iotwatch.decisions.unblock and deletes its key from the bucket. It returns
+// iotwatch.decisions.unblock and writes it over the block in the bucket. It returns
 // how many blocks it lifted.
 //
 // Entries that do not decode as a decision, or whose key is not
 // schemas.KVKey of their scope and value, are skipped: they are not iotwatch's
-// and enforcement points reject them. The unblocks are not signed (the KV
-// delete is what enforcement points act on). Calling it again is safe: a lifted
-// block is gone from the bucket, and a retry after an error publishes the same
-// unblock ids, which the stream's duplicate window drops. Call it at start-up,
-// after bus.Ensure, with the allowlist of the decide config.
+// and enforcement points reject them. The unblocks are signed with the key of
+// pub.SetSigner (enforcement points that require signatures ignore unsigned
+// ones) and replace the lifted block in the bucket. Calling it again is safe:
+// a lifted block is no longer a block in the bucket, and a retry after an
+// error publishes the same unblock ids, which the stream's duplicate window
+// drops. Call it at start-up, after bus.Ensure, with the allowlist of the
+// decide config.
 func LiftAllowlisted(ctx context.Context, kv jetstream.KeyValue, allow *decide.Allowlist, pub *NATSPublisher, issuer string, now time.Time) (int, error) {
 	active, err := activeDecisions(ctx, kv)
 	if err != nil {
@@ -36,6 +38,13 @@ func LiftAllowlisted(ctx context.Context, kv jetstream.KeyValue, allow *decide.A
 	lifts := decide.Lifts(allow, active, issuer, now)
 	if len(lifts) == 0 {
 		return 0, nil
+	}
+	if pub.signKey != nil {
+		for i := range lifts {
+			if err := schemas.SignDecision(&lifts[i], pub.signKeyID, pub.signKey); err != nil {
+				return 0, err
+			}
+		}
 	}
 	if err := pub.PublishDecisions(ctx, lifts); err != nil {
 		return 0, fmt.Errorf("cannot lift %d allowlisted blocks: %w", len(lifts), err)

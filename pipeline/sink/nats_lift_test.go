@@ -3,7 +3,6 @@ package sink
 import (
 	"encoding/json"
 	"errors"
-	"sort"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 
 func TestLiftAllowlisted(t *testing.T) {
 	env := newNATSEnv(t, true)
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Second) // the bucket's per-key TTL follows the wall clock
 	blk := func(id, scope, value string) schemas.Decision {
 		return schemas.Decision{ID: id, Action: schemas.ActionBlock, Scope: scope, Value: value, Tenant: "acme",
 			Device: "dev-" + id, CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour),
@@ -48,20 +47,37 @@ func TestLiftAllowlisted(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("lifted %d, want 3", n)
 	}
+	// Every lifted block is replaced by its signed unblock; the others stay.
+	wantIDs := map[string]string{
+		"device.6a756e6b": "",
+		schemas.KVKey(schemas.ScopeDevice, "lock-7"): schemas.UnblockID("d-1"),
+		schemas.KVKey(schemas.ScopeDevice, "lock-8"): "d-2",
+		schemas.KVKey(schemas.ScopeAPIKey, "key-a"):  schemas.UnblockID("d-3"),
+		schemas.KVKey(schemas.ScopeIP, "10.1.9.9"):   schemas.UnblockID("d-4"),
+		schemas.KVKey(schemas.ScopeIP, "10.2.0.1"):   "d-5",
+		schemas.KVKey(schemas.ScopeTenant, "lock-7"): "d-6",
+	}
 	keys, err := env.kv.Keys(env.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Strings(keys)
-	want := []string{"device.6a756e6b", schemas.KVKey(schemas.ScopeDevice, "lock-8"),
-		schemas.KVKey(schemas.ScopeIP, "10.2.0.1"), schemas.KVKey(schemas.ScopeTenant, "lock-7")}
-	sort.Strings(want)
-	if len(keys) != len(want) {
-		t.Fatalf("keys left %q, want %q", keys, want)
+	if len(keys) != len(wantIDs) {
+		t.Fatalf("keys %q; want %d", keys, len(wantIDs))
 	}
-	for i := range keys {
-		if keys[i] != want[i] {
-			t.Fatalf("keys left %q, want %q", keys, want)
+	for key, id := range wantIDs {
+		e, err := env.kv.Get(env.ctx, key)
+		if err != nil {
+			t.Fatalf("key %q: %v", key, err)
+		}
+		var d schemas.Decision
+		_ = json.Unmarshal(e.Value(), &d)
+		if d.ID != id {
+			t.Errorf("key %q holds decision %q; want %q", key, d.ID, id)
+		}
+		if d.Action == schemas.ActionUnblock {
+			if err := schemas.VerifyDecision(&d, env.keys); err != nil {
+				t.Errorf("unblock under %q: %v", key, err)
+			}
 		}
 	}
 

@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -17,10 +18,11 @@ import (
 
 // natsEnv is an embedded NATS server with the iotwatch streams and bucket.
 type natsEnv struct {
-	ctx context.Context
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	pub *NATSPublisher
+	ctx  context.Context
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	pub  *NATSPublisher
+	keys map[string]ed25519.PublicKey // the public half of the publisher's signing key "k1"
 }
 
 func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
@@ -44,6 +46,14 @@ func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
 		}
 	}
 	env.pub = NewNATSPublisher(js, env.kv, nil)
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.pub.SetSigner("k1", priv); err != nil {
+		t.Fatal(err)
+	}
+	env.keys = map[string]ed25519.PublicKey{"k1": pub}
 	return env
 }
 
@@ -134,8 +144,10 @@ func TestNATSPublishAlertsWithoutStreamFails(t *testing.T) {
 	}
 }
 
+// testDecision returns a decision created now (the bucket's per-key TTL
+// follows the wall clock) that expires in an hour.
 func testDecision(id, action, scope, value string) schemas.Decision {
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := time.Now().UTC().Truncate(time.Second)
 	return schemas.Decision{
 		ID: id, Action: action, Scope: scope, Value: value, Tenant: "acme", Device: "d-1",
 		CreatedAt: at, ExpiresAt: at.Add(time.Hour), Reason: schemas.ReasonPrivilegedNew, Score: 0.95,
@@ -182,12 +194,13 @@ func TestNATSPublishDecisions(t *testing.T) {
 		}
 	}
 
+	// An unblock replaces the block it lifts: a signed value, not a delete.
 	unblock := testDecision("dec-5", schemas.ActionUnblock, schemas.ScopeDevice, "acme/d-1")
 	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{unblock}); err != nil {
 		t.Fatalf("cannot publish unblock: %v", err)
 	}
-	if _, err := getKV(block); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("after unblock the KV lookup of the device gave error %v; want ErrKeyNotFound", err)
+	if got, err := getKV(block); err != nil || got.ID != "dec-5" || got.Action != schemas.ActionUnblock {
+		t.Fatalf("after unblock the KV entry of the device is %+v, error %v; want unblock dec-5", got, err)
 	}
 	if _, err := getKV(throttle); err != nil {
 		t.Fatalf("unblocking the device removed the IP throttle: %v", err)
@@ -216,9 +229,89 @@ func TestNATSPublishDecisions(t *testing.T) {
 	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{again, undo}); err != nil {
 		t.Fatalf("cannot publish block+unblock: %v", err)
 	}
-	if _, err := getKV(again); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("block then unblock in one slice: KV lookup error %v; want ErrKeyNotFound", err)
+	if got, err := getKV(again); err != nil || got.ID != "dec-7" {
+		t.Fatalf("block then unblock in one slice: KV entry %+v, error %v; want unblock dec-7", got, err)
 	}
+
+	// An old unblock (created before the block, naming another decision)
+	// leaves a newer block in place; one naming it lifts it whenever created.
+	newer := testDecision("dec-8", schemas.ActionBlock, schemas.ScopeDevice, "acme/d-8")
+	stale := testDecision("dec-0", schemas.ActionUnblock, schemas.ScopeDevice, "acme/d-8")
+	stale.CreatedAt = newer.CreatedAt.Add(-time.Minute)
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{newer, stale}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := getKV(newer); err != nil || got.ID != "dec-8" {
+		t.Fatalf("a stale unblock replaced the newer block: KV entry %+v, error %v", got, err)
+	}
+	named := stale
+	named.ID = schemas.UnblockID("dec-8")
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{named}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := getKV(newer); err != nil || got.ID != named.ID {
+		t.Fatalf("an unblock naming the block did not replace it: KV entry %+v, error %v", got, err)
+	}
+}
+
+// TestNATSKeyTTL: on a server with per-key TTLs (the embedded one), a block
+// is written with the time left until its expires_at, rounded up to a second,
+// and its unblock keeps the same deadline.
+func TestNATSKeyTTL(t *testing.T) {
+	env := newNATSEnv(t, true)
+	if ok, err := bus.KeyTTL(env.ctx, env.kv); err != nil || !ok {
+		t.Fatalf("KeyTTL = %v, %v; want per-key TTLs on the embedded server", ok, err)
+	}
+	block := testDecision("dec-1", schemas.ActionBlock, schemas.ScopeDevice, "d-ttl")
+	block.ExpiresAt = time.Now().Add(90*time.Minute + 300*time.Millisecond)
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{block}); err != nil {
+		t.Fatal(err)
+	}
+	ttlOf := func() time.Duration {
+		t.Helper()
+		s, err := env.js.Stream(env.ctx, "KV_"+schemas.KVActiveBlocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetLastMsgForSubject(env.ctx, "$KV."+schemas.KVActiveBlocks+"."+schemas.KVKey(block.Scope, block.Value))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := time.ParseDuration(m.Header.Get(jetstream.MsgTTLHeader))
+		if err != nil {
+			t.Fatalf("KV value without a valid %s header: %v", jetstream.MsgTTLHeader, err)
+		}
+		return d
+	}
+	if got := ttlOf(); got < 90*time.Minute || got > 91*time.Minute || got%time.Second != 0 {
+		t.Errorf("block TTL %s; want 90m1s or so, whole seconds, never less than the time left", got)
+	}
+	unblock := testDecision(schemas.UnblockID("dec-1"), schemas.ActionUnblock, schemas.ScopeDevice, "d-ttl")
+	unblock.ExpiresAt = time.Time{}
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{unblock}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttlOf(); got < 89*time.Minute || got > 91*time.Minute {
+		t.Errorf("unblock TTL %s; want the lifted block's time left", got)
+	}
+}
+
+func TestKeyTTLRounding(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	f := func(created, left, want time.Duration) {
+		t.Helper()
+		if got := keyTTL(now.Add(created), now.Add(left), now); got != want {
+			t.Errorf("keyTTL(created now%+v, expires now%+v) = %s; want %s", created, left, got, want)
+		}
+	}
+	f(0, time.Millisecond, time.Second)
+	f(0, time.Second+time.Nanosecond, 2*time.Second)
+	f(-time.Hour, time.Minute, time.Minute)
+	f(0, time.Minute+999*time.Millisecond, 61*time.Second)
+	// Already expired: its whole duration.
+	f(-2*time.Hour, -time.Hour, time.Hour)
+	f(-2*time.Hour, 0, 2*time.Hour)
+	f(-time.Hour, -time.Hour, time.Second)
 }
 
 func TestNATSPublishDecisionsRejectsInvalid(t *testing.T) {

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/bench/fleet"
+)
+
+func TestSummarizeAggregatesPerType(t *testing.T) {
+	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC)
+	lab := func(id, typ, dev string) fleet.Label {
+		return fleet.Label{ID: id, Type: typ, Device: dev, Start: t0, End: t0.Add(5 * time.Minute)}
+	}
+	labels := []fleet.Label{
+		lab("f1", fleet.AttackFlood, "cam-1"), lab("f2", fleet.AttackFlood, "cam-2"),
+		lab("a1", fleet.AttackAuthFailures, "th-1"), lab("a2", fleet.AttackAuthFailures, "th-2"), lab("a3", fleet.AttackAuthFailures, "th-3"),
+	}
+	alert := func(id, dev string, after time.Duration) storedAlert {
+		return storedAlert{ID: id, Device: dev, Time: t0.Add(after), Reasons: []string{"r"}, Detectors: []string{"d"}}
+	}
+	alerts := []storedAlert{
+		alert("x1", "cam-1", 10*time.Second),
+		alert("x2", "th-1", 5*time.Second), alert("x3", "th-2", 20*time.Second), alert("x4", "th-3", time.Minute),
+		alert("x5", "th-3", 2*time.Minute),    // a second alert on an attack: true, TTD unchanged
+		alert("x6", "meter-9", 3*time.Minute), // no label: false
+	}
+	ds := []storedDecision{{ID: "d1", AlertID: "x1"}, {ID: "d2", AlertID: "x6"}, {ID: "d3", AlertID: "x6"}}
+	res := summarize(evaluate(labels, alerts, ds, 100, 10*time.Hour))
+
+	want := map[string][5]float64{ // injected, detected, recall, ttd median, ttd max; -1: null
+		fleet.AttackFlood:        {2, 1, 0.5, 10, 10},
+		fleet.AttackAuthFailures: {3, 3, 1, 20, 60},
+	}
+	val := func(p *float64) float64 {
+		if p == nil {
+			return -1
+		}
+		return *p
+	}
+	if len(res.Types) != len(fleet.AttackTypes) {
+		t.Fatalf("%d types, want one row per attack type (%d)", len(res.Types), len(fleet.AttackTypes))
+	}
+	for _, r := range res.Types {
+		w, ok := want[r.Type]
+		if !ok {
+			w = [5]float64{0, 0, -1, -1, -1}
+		}
+		got := [5]float64{float64(r.Injected), float64(r.Detected), val(r.Recall), val(r.TTDMedianS), val(r.TTDMaxS)}
+		if got != w {
+			t.Errorf("%s: got %v, want %v", r.Type, got, w)
+		}
+	}
+	if res.Alerts != 6 || res.TrueAlerts != 5 || res.FalseAlerts != 1 || val(res.Precision) != 5.0/6 {
+		t.Errorf("alerts %d true %d false %d precision %v; want 6, 5, 1, 5/6", res.Alerts, res.TrueAlerts, res.FalseAlerts, val(res.Precision))
+	}
+	if res.FalsePer1000DevHours != 1 { // 1 false alert in 100 devices × 10 h
+		t.Errorf("false alerts per 1,000 device-hours = %v, want 1", res.FalsePer1000DevHours)
+	}
+	if res.Decisions != 3 || res.TrueDecisions != 1 || res.FalseDecisions != 2 {
+		t.Errorf("decisions %d true %d false %d; want 3, 1, 2", res.Decisions, res.TrueDecisions, res.FalseDecisions)
+	}
+	if res.FalseByReason["d/r"] != 1 {
+		t.Errorf("false alerts by reason = %v", res.FalseByReason)
+	}
+
+	// Even TTD counts take the mean of the middle two.
+	labels = append(labels, lab("a4", fleet.AttackAuthFailures, "th-4"))
+	res = summarize(evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour))
+	if r := res.Types[slices.Index(fleet.AttackTypes, fleet.AttackAuthFailures)]; val(r.TTDMedianS) != 30 {
+		t.Errorf("median of 5, 20, 40, 60 s = %v, want 30", val(r.TTDMedianS))
+	}
+
+	// No alerts: precision is undefined, not 0 or NaN.
+	res = summarize(evaluate(labels, nil, nil, 100, 10*time.Hour))
+	if res.Precision != nil || res.TrueAlerts != 0 || res.Types[0].Recall == nil || *res.Types[0].Recall != 0 {
+		t.Errorf("without alerts: precision %v, true alerts %d, flood recall %v", res.Precision, res.TrueAlerts, res.Types[0].Recall)
+	}
+	var out bytes.Buffer
+	res.print(&out)
+	if !strings.Contains(out.String(), "precision n/a (no alerts)") {
+		t.Errorf("output does not say precision is undefined:\n%s", out.String())
+	}
+}
+
+// evalJSON is the documented --json object, decoded strictly.
+type evalJSON struct {
+	Devices     int     `json:"devices"`
+	Hours       float64 `json:"hours"`
+	Seed        int64   `json:"seed"`
+	Attacks     bool    `json:"attacks"`
+	Events      int     `json:"events"`
+	Undecodable int     `json:"undecodable"`
+	DeviceHours float64 `json:"device_hours"`
+	Types       []struct {
+		Type       string   `json:"type"`
+		Injected   int      `json:"injected"`
+		Detected   int      `json:"detected"`
+		Recall     *float64 `json:"recall"`
+		TTDMedianS *float64 `json:"ttd_median_s"`
+		TTDMaxS    *float64 `json:"ttd_max_s"`
+	} `json:"attack_types"`
+	Alerts               int            `json:"alerts"`
+	TrueAlerts           int            `json:"true_alerts"`
+	FalseAlerts          int            `json:"false_alerts"`
+	Precision            *float64       `json:"precision"`
+	FalsePer1000DevHours float64        `json:"false_alerts_per_1000_device_hours"`
+	FalseByReason        map[string]int `json:"false_alerts_by_reason"`
+	Decisions            int            `json:"decisions"`
+	TrueDecisions        int            `json:"true_decisions"`
+	FalseDecisions       int            `json:"false_decisions"`
+	Matching             string         `json:"matching"`
+	Plots                []string       `json:"plots"`
+}
+
+func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
+	t.Helper()
+	var out bytes.Buffer
+	if err := evalCmd(context.Background(), append([]string{"attacks", "--json"}, args...), &out); err != nil {
+		t.Fatalf("eval attacks %v: %v", args, err)
+	}
+	dec := json.NewDecoder(&out)
+	dec.DisallowUnknownFields()
+	var res evalJSON
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("eval attacks --json is not the documented object: %v", err)
+	}
+	if dec.More() {
+		t.Fatalf("eval attacks --json printed more than one object")
+	}
+	return res
+}
+
+func TestEvalAttacksSmallFleet(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "plots")
+	res := runEvalAttacksJSON(t, "--devices", "200", "--hours", "2", "--seed", "3", "--plot", dir)
+
+	// The labels the same simulation injects.
+	sim, err := fleet.New(fleet.Config{Seed: 3, Devices: 200, Duration: 2 * time.Hour, Attacks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := map[string]int{}
+	for _, l := range sim.Labels() {
+		injected[l.Type]++
+	}
+	if res.Devices != 200 || res.Hours != 2 || res.DeviceHours != 400 || !res.Attacks || res.Events == 0 || res.Undecodable != 0 {
+		t.Errorf("run: %+v", res)
+	}
+	detectedTypes := 0
+	for i, r := range res.Types {
+		if r.Type != fleet.AttackTypes[i] || r.Injected != injected[r.Type] || r.Injected == 0 {
+			t.Errorf("row %d: type %q injected %d; want %q injected %d", i, r.Type, r.Injected, fleet.AttackTypes[i], injected[fleet.AttackTypes[i]])
+			continue
+		}
+		if r.Recall == nil || *r.Recall != float64(r.Detected)/float64(r.Injected) {
+			t.Errorf("%s: recall %v, detected %d of %d", r.Type, r.Recall, r.Detected, r.Injected)
+		}
+		if r.Detected > 0 {
+			detectedTypes++
+			if *r.Recall <= 0 || r.TTDMedianS == nil || r.TTDMaxS == nil || *r.TTDMedianS < 0 || *r.TTDMaxS < *r.TTDMedianS {
+				t.Errorf("%s detected: recall %v, TTD median %v max %v", r.Type, *r.Recall, r.TTDMedianS, r.TTDMaxS)
+			}
+		} else if r.TTDMedianS != nil {
+			t.Errorf("%s not detected but has a time to detect", r.Type)
+		}
+	}
+	if detectedTypes == 0 {
+		t.Errorf("no attack type detected: %+v", res.Types)
+	}
+	if res.TrueAlerts == 0 || res.TrueAlerts+res.FalseAlerts != res.Alerts || res.TrueDecisions+res.FalseDecisions != res.Decisions {
+		t.Errorf("alerts %d = %d true + %d false; decisions %d = %d true + %d false",
+			res.Alerts, res.TrueAlerts, res.FalseAlerts, res.Decisions, res.TrueDecisions, res.FalseDecisions)
+	}
+	if res.Precision == nil || math.Abs(*res.Precision-float64(res.TrueAlerts)/float64(res.Alerts)) > 1e-12 {
+		t.Errorf("precision %v, want %d/%d", res.Precision, res.TrueAlerts, res.Alerts)
+	}
+	if want := float64(res.FalseAlerts) / res.DeviceHours * 1000; math.Abs(res.FalsePer1000DevHours-want) > 1e-9 {
+		t.Errorf("false alerts per 1,000 device-hours %v, want %v", res.FalsePer1000DevHours, want)
+	}
+	if !strings.Contains(res.Matching, "API key") {
+		t.Errorf("matching rule not stated: %q", res.Matching)
+	}
+
+	// One volume plot per attack type, one normal device, the score histogram.
+	if len(res.Plots) != len(fleet.AttackTypes)+2 {
+		t.Errorf("plots %v: want %d", res.Plots, len(fleet.AttackTypes)+2)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	if len(files) != len(res.Plots) {
+		t.Errorf("%d PNG files in %s, %d reported", len(files), dir, len(res.Plots))
+	}
+	for _, p := range res.Plots {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Errorf("%s is not a PNG: %v", p, err)
+			continue
+		}
+		if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+			t.Errorf("%s is %v", p, b)
+		}
+	}
+	for _, name := range []string{"scores.png", "volume-" + normalPlot + "-"} {
+		if !slices.ContainsFunc(res.Plots, func(p string) bool { return strings.HasPrefix(filepath.Base(p), name) }) {
+			t.Errorf("no plot %s* in %v", name, res.Plots)
+		}
+	}
+}
+
+func TestEvalAttacksWithoutAttacks(t *testing.T) {
+	res := runEvalAttacksJSON(t, "--devices", "200", "--hours", "2", "--attacks=false")
+	for _, r := range res.Types {
+		if r.Injected != 0 || r.Detected != 0 || r.Recall != nil || r.TTDMedianS != nil {
+			t.Errorf("%s without attacks: %+v", r.Type, r)
+		}
+	}
+	if res.TrueAlerts != 0 || res.FalseAlerts != res.Alerts || res.TrueDecisions != 0 {
+		t.Errorf("without attacks: %d true alerts, %d false of %d, %d true decisions", res.TrueAlerts, res.FalseAlerts, res.Alerts, res.TrueDecisions)
+	}
+	switch {
+	case res.Alerts == 0 && res.Precision != nil:
+		t.Errorf("no alerts, but precision %v (want null)", *res.Precision)
+	case res.Alerts > 0 && (res.Precision == nil || *res.Precision != 0):
+		t.Errorf("%d alerts, all false, but precision %v (want 0)", res.Alerts, res.Precision)
+	}
+
+	var out bytes.Buffer
+	if err := evalCmd(context.Background(), []string{"attacks", "--devices", "200", "--hours", "2", "--attacks=false"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^flood\s+0\s+0\s+n/a\s`).MatchString(out.String()) {
+		t.Errorf("recall of an attack type never injected is not n/a:\n%s", out.String())
+	}
+}
+
+func TestEvalAttacksBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--hours", "0"},
+		{"--hours", "0.1"}, // attacks need a longer attack period
+		{"--devices", "5"},
+		{"--alert-threshold", "2"},
+		{"extra"},
+	} {
+		var out bytes.Buffer
+		err := evalCmd(context.Background(), append([]string{"attacks"}, args...), &out)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("eval attacks %v: %v, want a usage error", args, err)
+		}
+	}
+}
