@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/secrets"
@@ -41,6 +45,13 @@ func connFlagName(key string) string {
 const secretRefHelp = " (file:/path or env:NAME; a literal value is visible in ps)"
 
 func (c *connFlags) register(fs *flag.FlagSet) {
+	c.registerNATS(fs)
+	c.registerClickHouse(fs)
+}
+
+// registerNATS registers the NATS authentication and TLS flags (every command
+// that connects to NATS has them).
+func (c *connFlags) registerNATS(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsUser, "nats-user", "", "NATS user name, with --nats-password")
 	fs.StringVar(&c.natsPassword, "nats-password", "", "NATS password"+secretRefHelp)
 	fs.StringVar(&c.natsToken, "nats-token", "", "NATS authorization token"+secretRefHelp)
@@ -49,12 +60,26 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsCA, "nats-ca", "", "PEM file of the CAs that sign the NATS server's certificate (makes TLS mandatory; default: system roots if the server wants TLS)")
 	fs.StringVar(&c.natsCert, "nats-cert", "", "PEM client certificate for NATS servers that verify clients, with --nats-key")
 	fs.StringVar(&c.natsKey, "nats-key", "", "PEM private key of --nats-cert")
+}
+
+// registerClickHouse registers the ClickHouse authentication and TLS flags.
+func (c *connFlags) registerClickHouse(fs *flag.FlagSet) {
 	fs.StringVar(&c.chUser, "clickhouse-user", "", "ClickHouse user (overrides the DSN's)")
 	fs.StringVar(&c.chPassword, "clickhouse-password", "", "ClickHouse password, overrides the DSN's"+secretRefHelp)
 	fs.BoolVar(&c.chTLS, "clickhouse-tls", false, "use TLS to ClickHouse (the server's secure native port, usually 9440); implied by --clickhouse-ca and --clickhouse-cert")
 	fs.StringVar(&c.chCA, "clickhouse-ca", "", "PEM file of the CAs that sign the ClickHouse server's certificate (default: system roots)")
 	fs.StringVar(&c.chCert, "clickhouse-cert", "", "PEM client certificate for ClickHouse, with --clickhouse-key")
 	fs.StringVar(&c.chKey, "clickhouse-key", "", "PEM private key of --clickhouse-cert")
+}
+
+// connectNATS connects to url with the flags' authentication and TLS; errors
+// name the flags to check.
+func (c *connFlags) connectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := c.natsOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bus.ConnectWith(ctx, url, name, opts, log)
 }
 
 // secret resolves the secret reference of flag name; errors name the flag and

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func TestHelpExplainsEveryFlag(t *testing.T) {
@@ -56,6 +60,37 @@ func TestBadConfigNamesTheFlag(t *testing.T) {
 	}
 	if code := mainExit([]string{"frobnicate"}, &out, &errOut); code != 2 {
 		t.Errorf("unknown command exit %d, want 2", code)
+	}
+}
+
+// TestEveryConnectionHasAuthFlags checks that every command that connects to
+// NATS or ClickHouse takes the authentication flags, and that a secret that
+// cannot be resolved fails before connecting, naming the flag.
+func TestEveryConnectionHasAuthFlags(t *testing.T) {
+	const unset = "env:IOTWATCH_TEST_SURELY_UNSET"
+	priv, _, err := schemas.GenerateKey("soc-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(t.TempDir(), "soc.key")
+	if err := os.WriteFile(key, priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"run", "--nats-password", unset},
+		{"ship", "--once", "--nats-token", unset, "/dev/null"},
+		{"unblock", "--nats-password", unset, "--scope", "device", "--value", "d", "--reason", "r", "--signing-key", key},
+		{"migrate", "--clickhouse-password", unset},
+	} {
+		var out, errOut bytes.Buffer
+		code := mainExit(args, &out, &errOut)
+		flagName := args[len(args)-2]
+		if args[0] == "ship" || args[0] == "unblock" {
+			flagName = args[slices.Index(args, unset)-1]
+		}
+		if code == 0 || !strings.Contains(errOut.String(), flagName) {
+			t.Errorf("%v: exit %d, stderr %q; want a failure naming %s", args, code, errOut.String(), flagName)
+		}
 	}
 }
 

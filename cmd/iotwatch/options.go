@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -19,9 +21,15 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// options are the flags shared by run and demo. Flag names are the config
-// field names that errors quote.
+// options are the flags shared by run, replay and demo. Flag names are the
+// config file's keys and the field names that errors quote.
 type options struct {
+	configFile  string
+	printConfig bool
+	fs          *flag.FlagSet // the command's flags, which --config fills in
+	loaded      bool          // --config has been applied to fs
+	src         *configSource // where the file's values came from (nil without --config)
+
 	natsURL    string
 	clickhouse string
 	database   string
@@ -64,6 +72,9 @@ type options struct {
 func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse string) {
 	dc := decide.DefaultConfig()
 	sc := bus.DefaultStreamsConfig()
+	o.fs = fs
+	fs.StringVar(&o.configFile, configFlag, "", "read settings from this file: 'name = value' lines where every name is a flag of 'iotwatch run'; a flag given on the command line wins (see deploy/iotwatch.conf.example)")
+	fs.BoolVar(&o.printConfig, printConfigFlag, false, "print the effective configuration (defaults, --config, command line) in --config syntax with secrets redacted, and exit")
 	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL(s), comma-separated")
 	fs.StringVar(&o.clickhouse, "clickhouse", defaultClickHouse, "ClickHouse DSN over the native protocol, e.g. clickhouse://user:pass@host:9000/default")
 	fs.StringVar(&o.database, "database", "iotwatch", "ClickHouse database for the tables")
@@ -120,40 +131,80 @@ func splitList(s string) []string {
 	return out
 }
 
-// config validates the flags and builds the pipeline configuration; errors
-// name the flag.
+// config applies --config to the flags the command line did not set,
+// validates them and builds the pipeline configuration. Errors name the flag,
+// and the file and line when the value came from the file. With
+// --print-config it prints the effective configuration and returns
+// errConfigPrinted.
 func (o *options) config() (pipeline.Config, error) {
-	bad := func(format string, args ...any) (pipeline.Config, error) {
-		return pipeline.Config{}, usageError{fmt.Errorf(format, args...)}
+	if err := o.loadConfig(); err != nil {
+		return pipeline.Config{}, usageError{err}
+	}
+	cfg, err := o.build()
+	if err != nil {
+		return pipeline.Config{}, usageError{o.src.locate(err)}
+	}
+	if o.printConfig {
+		if err := writeConfig(o.fs.Output(), o.fs); err != nil {
+			return pipeline.Config{}, err
+		}
+		return pipeline.Config{}, errConfigPrinted
+	}
+	return cfg, nil
+}
+
+// fieldError is an invalid setting. Field is the flag's name, which is also
+// its config key; Err says what is wrong with the value.
+type fieldError struct {
+	Field string
+	Err   error
+}
+
+func (e fieldError) Error() string { return fmt.Sprintf("cannot use --%s: %v", e.Field, e.Err) }
+func (e fieldError) Unwrap() error { return e.Err }
+
+func badField(field, format string, args ...any) error {
+	return fieldError{field, fmt.Errorf(format, args...)}
+}
+
+// build validates the flags and builds the pipeline configuration; every error
+// is a fieldError.
+func (o *options) build() (pipeline.Config, error) {
+	bad := func(field, format string, args ...any) (pipeline.Config, error) {
+		return pipeline.Config{}, badField(field, format, args...)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return bad("log-level", "%q: want debug, info, warn or error", o.logLevel)
 	}
 	switch {
 	case o.workers < 0:
-		return bad("cannot use --workers %d: must be >= 0", o.workers)
+		return bad("workers", "%d must be >= 0", o.workers)
 	case o.fetchBatch <= 0:
-		return bad("cannot use --fetch-batch %d: must be > 0", o.fetchBatch)
+		return bad("fetch-batch", "%d must be > 0", o.fetchBatch)
 	case o.maxInFlight <= 0:
-		return bad("cannot use --max-in-flight %d: must be > 0", o.maxInFlight)
+		return bad("max-in-flight", "%d must be > 0", o.maxInFlight)
 	case o.flushRows <= 0:
-		return bad("cannot use --flush-rows %d: must be > 0", o.flushRows)
+		return bad("flush-rows", "%d must be > 0", o.flushRows)
 	case o.flushInterval <= 0:
-		return bad("cannot use --flush-interval %v: must be > 0", o.flushInterval)
+		return bad("flush-interval", "%v must be > 0", o.flushInterval)
 	case o.stateIdleTTL <= 0:
-		return bad("cannot use --state-idle-ttl %v: must be > 0", o.stateIdleTTL)
+		return bad("state-idle-ttl", "%v must be > 0", o.stateIdleTTL)
 	case o.ckptEvery < 0:
-		return bad("cannot use --checkpoint-every %v: must be >= 0", o.ckptEvery)
+		return bad("checkpoint-every", "%v must be >= 0", o.ckptEvery)
 	case o.stateMaxDevices < 0:
-		return bad("cannot use --state-max-devices %d: must be >= 0", o.stateMaxDevices)
+		return bad("state-max-devices", "%d must be >= 0", o.stateMaxDevices)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
-		return bad("cannot use --database %q: must be a plain identifier", o.database)
+		return bad("database", "%q must be a plain identifier", o.database)
 	}
 	if err := o.streams.Validate(); err != nil {
-		return bad("%v", flagNames.Replace(err.Error()))
+		return pipeline.Config{}, keyedError(err, "cannot use streams config: ")
 	}
 	allow := splitList(o.allowlist)
 	if strings.HasPrefix(o.allowlist, "@") {
 		b, err := os.ReadFile(o.allowlist[1:])
 		if err != nil {
-			return bad("cannot read --allowlist file: %v", err)
+			return bad("allowlist", "cannot read the file: %w", err)
 		}
 		allow = splitList(strings.ReplaceAll(string(b), "\n", ","))
 	}
@@ -163,38 +214,48 @@ func (o *options) config() (pipeline.Config, error) {
 		MaxBlocksPerMinute: o.maxBlocks, Allowlist: allow, Issuer: "iotwatch@" + hostname(),
 	}
 	if err := dc.Validate(); err != nil {
-		return bad("%v", flagNames.Replace(err.Error()))
+		return pipeline.Config{}, keyedError(err, "cannot use decide config: ")
 	}
 	names := splitList(o.detectors)
 	if _, err := worker.NewLayout(names); err != nil {
-		return bad("cannot use --detectors: %v", err)
+		return bad("detectors", "%w", err)
 	}
 	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld}
 	if o.keySecret != "" {
 		b, err := os.ReadFile(o.keySecret)
 		if err != nil {
-			return bad("cannot read --key-secret-file: %v", err)
+			return bad("key-secret-file", "%w", err)
 		}
 		if fo.KeySecret = bytes.TrimSpace(b); len(fo.KeySecret) < 16 {
-			return bad("cannot use --key-secret-file %q: the secret must be at least 16 bytes", o.keySecret)
+			return bad("key-secret-file", "the secret in %q must be at least 16 bytes", o.keySecret)
 		}
 	}
-	if _, err := formats.New(schemas.FormatNginx, fo); err != nil { // a format that uses every option
-		return bad("cannot use --identity, --country-field or --class-field: %v", err)
+	// Each option alone, then together, so that the error names the option at fault.
+	for _, f := range []struct {
+		field string
+		opts  formats.Options
+	}{
+		{"identity", formats.Options{Identity: fo.Identity}},
+		{"country-field", formats.Options{Identity: fo.Identity, CountryField: fo.CountryField}},
+		{"class-field", fo},
+	} {
+		if _, err := formats.New(schemas.FormatNginx, f.opts); err != nil { // a format that uses every option
+			return bad(f.field, "%w", err)
+		}
 	}
 	var keyID string
 	var priv ed25519.PrivateKey
 	if o.signingKey != "" {
 		var err error
 		if keyID, priv, err = schemas.LoadPrivateKey(o.signingKey); err != nil {
-			return bad("cannot use --signing-key: %v", err)
+			return bad("signing-key", "%w", err)
 		}
 	}
 	var geo *geoip.Reader
 	if o.geoip != "" {
 		g, err := geoip.Open(o.geoip)
 		if err != nil {
-			return bad("cannot use --geoip: %v", err)
+			return bad("geoip", "%w", err)
 		}
 		geo = g
 	}
@@ -212,15 +273,38 @@ func (o *options) config() (pipeline.Config, error) {
 	}, nil
 }
 
-// flagNames maps config field names in errors to the flags that set them.
-var flagNames = strings.NewReplacer(
-	"logs.max_age", "--logs-max-age", "logs.max_bytes", "--logs-max-bytes", "logs.storage", "--logs-storage",
-	"logs.replicas", "--replicas", "logs.retention", "--logs-retention", "consumer.max_ack_pending", "--max-ack-pending",
-	"consumer.ack_wait", "--ack-wait",
-	"alert_threshold", "--alert-threshold", "block_threshold", "--block-threshold",
-	"cooldown", "--cooldown", "max_block_ttl", "--max-block-ttl", "block_ttl", "--block-ttl",
-	"scope", "--block-scope", "max_blocks_per_minute", "--max-blocks-per-minute", "allowlist", "--allowlist",
-)
+// configKeys maps the keys that the decide and streams packages name in
+// errors to the flags that set them. A key that contains another comes first.
+var configKeys = [][2]string{
+	{"logs.max_age", "logs-max-age"}, {"logs.max_bytes", "logs-max-bytes"}, {"logs.storage", "logs-storage"},
+	{"logs.replicas", "replicas"}, {"logs.retention", "logs-retention"}, {"consumer.max_ack_pending", "max-ack-pending"},
+	{"consumer.ack_wait", "ack-wait"},
+	{"alert_threshold", "alert-threshold"}, {"block_threshold", "block-threshold"},
+	{"cooldown", "cooldown"}, {"max_block_ttl", "max-block-ttl"}, {"block_ttl", "block-ttl"},
+	{"scope", "block-scope"}, {"max_blocks_per_minute", "max-blocks-per-minute"}, {"allowlist", "allowlist"},
+}
+
+// flagNames rewrites the config keys in a package's error as flags.
+var flagNames = func() *strings.Replacer {
+	var pairs []string
+	for _, k := range configKeys {
+		pairs = append(pairs, k[0], "--"+k[1])
+	}
+	return strings.NewReplacer(pairs...)
+}()
+
+// keyedError turns a decide or streams validation error, which starts with
+// the key at fault after prefix, into a fieldError naming its flag. An error
+// about a key no flag sets is returned with its keys rewritten as flags.
+func keyedError(err error, prefix string) error {
+	msg := strings.TrimPrefix(err.Error(), prefix)
+	for _, k := range configKeys {
+		if rest, ok := strings.CutPrefix(msg, k[0]); ok && (rest == "" || rest[0] == ' ' || rest[0] == ':') {
+			return fieldError{k[1], errors.New(flagNames.Replace(strings.TrimLeft(rest, ": ")))}
+		}
+	}
+	return errors.New(flagNames.Replace(err.Error()))
+}
 
 func hostname() string {
 	h, err := os.Hostname()

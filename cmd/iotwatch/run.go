@@ -27,7 +27,7 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var o options
-	o.register(fs, "nats://127.0.0.1:4222", "clickhouse://127.0.0.1:9000/default")
+	o.register(fs, defaultNATS, defaultClickHouse)
 	o.conn.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch run [flags]
@@ -95,11 +95,8 @@ type stack struct {
 // builds the pipeline. Errors name the server and setting at fault.
 func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.Logger) (*stack, error) {
 	st := &stack{}
-	natsOpts, err := o.conn.natsOptions()
-	if err != nil {
-		return nil, err
-	}
-	st.nc, st.js, err = bus.ConnectWith(ctx, o.natsURL, "iotwatch", natsOpts, log)
+	var err error
+	st.nc, st.js, err = o.conn.connectNATS(ctx, o.natsURL, "iotwatch", log)
 	if err != nil {
 		return nil, err // names the (redacted) URL and, for auth/TLS refusals, the flags to check
 	}
@@ -252,8 +249,10 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	dsn := fs.String("clickhouse", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN over the native protocol")
+	dsn := fs.String("clickhouse", defaultClickHouse, "ClickHouse DSN over the native protocol")
 	db := fs.String("database", "iotwatch", "database to create the tables in")
+	var conn connFlags
+	conn.registerClickHouse(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch migrate [flags]
 
@@ -269,7 +268,11 @@ Flags:
 		return err
 	}
 	log, _ := newLogger(os.Stderr, "info")
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: *dsn, Database: *db, Log: log})
+	chCfg, err := conn.clickhouseConfig(*dsn, *db, log)
+	if err != nil {
+		return err
+	}
+	ch, err := sink.OpenClickHouse(ctx, chCfg)
 	if err != nil {
 		return fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(*dsn), err)
 	}

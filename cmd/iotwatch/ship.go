@@ -43,7 +43,9 @@ func shipMain(ctx context.Context, args []string, stdout, stderr io.Writer, stdi
 		rotWait  = fs.Duration("rotate-wait", d.RotateWait, "keep reading a rotated file until it has not grown for this long")
 		progress = fs.Duration("progress", 5*time.Second, "write a progress line to stderr this often (0: only the final summary)")
 		logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		conn     connFlags
 	)
+	conn.registerNATS(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch ship [flags] FILE... (or - for stdin)
 
@@ -111,9 +113,9 @@ Flags:
 	}
 	cfg.Log, cfg.Stdin = log, stdin
 	cfg.Progress, cfg.ProgressOut = *progress, stderr
-	nc, js, err := bus.Connect(ctx, *natsURL, "iotwatch-ship", log)
+	nc, js, err := conn.connectNATS(ctx, *natsURL, "iotwatch-ship", log)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at --nats %q: %w", *natsURL, err)
+		return err // names the (redacted) URL and, for auth/TLS refusals, the flags to check
 	}
 	defer nc.Close()
 	cfg.MaxLine = int(nc.MaxPayload()) - payloadHeadroom

@@ -47,7 +47,7 @@ func unblockCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.issuer, "issuer", defaultIssuer(), "who lifts the block, stored with the unblock")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up if NATS does not answer within this time")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
-	registerNATSFlags(fs, &o.conn)
+	o.conn.registerNATS(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch unblock --signing-key FILE --scope SCOPE --value V --reason TEXT [flags]
 
@@ -86,13 +86,9 @@ Flags:
 	if err != nil {
 		return usageError{fmt.Errorf("cannot use --signing-key: %w", err)}
 	}
-	natsOpts, err := o.conn.natsOptions()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	nc, js, err := bus.ConnectWith(ctx, o.natsURL, "iotwatch-unblock", natsOpts, log)
+	nc, js, err := o.conn.connectNATS(ctx, o.natsURL, "iotwatch-unblock", log)
 	if err != nil {
 		return err
 	}
@@ -185,18 +181,6 @@ func currentDecision(ctx context.Context, kv jetstream.KeyValue, key string) (*s
 		return nil, fmt.Errorf("cannot decode the decision under %q in KV bucket %q: %w", key, kv.Bucket(), err)
 	}
 	return &d, nil
-}
-
-// registerNATSFlags registers the NATS authentication and TLS flags of
-// connFlags on fs (its ClickHouse flags mean nothing to a NATS-only command).
-func registerNATSFlags(fs *flag.FlagSet, c *connFlags) {
-	all := flag.NewFlagSet("", flag.ContinueOnError)
-	c.register(all)
-	all.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "nats-") {
-			fs.Var(f.Value, f.Name, f.Usage)
-		}
-	})
 }
 
 // defaultIssuer names the analyst running the command: "analyst/$USER".
