@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
@@ -64,16 +63,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return usageError{fmt.Errorf("cannot use --format: %w", err)}
 	}
-	layout, err := worker.NewLayout(cfg.Detectors)
-	if err != nil {
-		return usageError{err}
-	}
-	limiter := decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)
-	eng, err := decide.NewEngine(cfg.Decide, limiter)
-	if err != nil {
-		return usageError{err}
-	}
-	w, err := worker.New(layout, cfg.Worker, detectors.NewClassTable(1<<18, 1<<12), eng)
+	st, err := newReplayStack(cfg)
 	if err != nil {
 		return err
 	}
@@ -87,7 +77,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{w: w, limiter: limiter, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{w: st.w, limiter: st.limiter, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
