@@ -22,7 +22,7 @@ import (
 //	src_id      string   which gateway or broker wrote the log
 //	tenant      string
 //	device      string   device id (REQUIRED unless id_by is "client_ip" and ip is set)
-//	id_by       string   "certificate" | "api_key" | "token" | "mqtt_client_id" | "client_ip"
+//	id_by       string   "certificate" | "api_key" | "token" | "mqtt_client_id" | "mqtt_username" | "client_ip"
 //	api_key     string   API key id (never the secret)
 //	class       string   device model[/firmware]: the cold-start prior
 //	fw          string   firmware version or user agent

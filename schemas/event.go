@@ -32,10 +32,11 @@ const (
 	IDAPIKey
 	IDToken
 	IDMQTTClient
+	IDMQTTUsername // the username an MQTT client logged in with
 	IDClientIP
 )
 
-var idNames = [...]string{"unknown", "certificate", "api_key", "token", "mqtt_client_id", "client_ip"}
+var idNames = [...]string{"unknown", "certificate", "api_key", "token", "mqtt_client_id", "mqtt_username", "client_ip"}
 
 func (m IDMethod) String() string {
 	if int(m) < len(idNames) {

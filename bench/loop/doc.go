@@ -3,9 +3,10 @@
 // enforcement:
 //
 //   - NGINX (loop_test.go): NGINX writes JSON access logs, ship publishes them,
-//     the pipeline decides, an enforcement endpoint answers NGINX's
-//     auth_request, and a flooding device gets 403 while the others keep
-//     getting 200; the block lifts at its TTL.
+//     the pipeline decides, the forward-auth handler of `iotwatch enforce
+//     http` (pipeline/enforce/forwardauth) answers NGINX's auth_request, and a
+//     flooding device gets 403 while the others keep getting 200; the block
+//     lifts at its TTL.
 //   - Mosquitto (mosquitto_test.go): the broker's own log (log_type all) is
 //     shipped, a device that publishes to a privileged command topic it never
 //     used is blocked, `iotwatch enforce mosquitto` disables its username

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +31,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/chserver"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/ship"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -80,10 +80,9 @@ const (
 // Everything after that is real: NGINX's lines, ship, the pipeline's decision,
 // the KV watch and NGINX's auth_request.
 //
-// The forward-auth handler of `iotwatch enforce http` lives in package main
-// (tested with NGINX by cmd/iotwatch TestEnforceWithRealNGINX); here the same
-// enforce.Client answers through a minimal handler that maps its verdict to
-// 200/403 with the same headers.
+// NGINX asks the forward-auth handler of `iotwatch enforce http`
+// (pipeline/enforce/forwardauth, with the command's default configuration)
+// in front of the enforcement client.
 func TestNginxClosedLoop(t *testing.T) {
 	nginxBin := findNginx(t)
 	if _, err := chserver.Available(); err != nil {
@@ -168,7 +167,7 @@ func TestNginxClosedLoop(t *testing.T) {
 	enfCtx, stopEnf := context.WithCancel(ctx)
 	go func() { enfDone <- client.Run(enfCtx, js) }()
 	t.Cleanup(func() { stopEnf(); <-enfDone })
-	auth := httptest.NewServer(authHandler(client))
+	auth := httptest.NewServer(forwardauth.New(client, forwardauth.DefaultConfig()).Mux())
 	t.Cleanup(auth.Close)
 	pollUntil(t, 10*time.Second, "enforcement client synced", func() bool {
 		select {
@@ -392,26 +391,6 @@ func seed(t *testing.T, ctx context.Context, js jetstream.JetStream, devices []s
 	}
 	send()
 	return n
-}
-
-// authHandler answers NGINX's auth_request from c: 200, or 403 with the
-// verdict's headers (as `iotwatch enforce http` does).
-func authHandler(c *enforce.Client) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req := enforce.Request{Device: r.Header.Get(schemas.HeaderDeviceID)}
-		if a, err := netip.ParseAddr(r.Header.Get("X-Real-IP")); err == nil {
-			req.IP = a
-		}
-		v := c.Check(req)
-		if v.Allowed() {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		w.Header().Set(schemas.HeaderEnforceAction, v.Action)
-		w.Header().Set(schemas.HeaderEnforceScope, v.Scope)
-		w.Header().Set(schemas.HeaderEnforceDecision, v.DecisionID)
-		w.WriteHeader(http.StatusForbidden)
-	})
 }
 
 // startNginx runs NGINX in the foreground with deploy/nginx-auth's site (in

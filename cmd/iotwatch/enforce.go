@@ -10,16 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/textproto"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -68,6 +66,8 @@ type enforcerFlags struct {
 	enforcerID    string
 	stateFile     string
 	logLevel      string
+	conn          connFlags          // NATS authentication and TLS
+	natsOpts      bus.ConnectOptions // resolved by clientOptions
 }
 
 func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
@@ -78,6 +78,7 @@ func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
 	fs.StringVar(&e.enforcerID, "enforcer-id", sanitizeID(idPrefix+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
 	fs.StringVar(&e.stateFile, "state", "", stateHelp)
 	fs.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	e.conn.registerNATS(fs)
 }
 
 // clientOptions checks the shared flags and returns the logger and the
@@ -93,6 +94,9 @@ func (e *enforcerFlags) clientOptions() (enforce.Options, *slog.Logger, error) {
 	if !schemas.ValidKeyID(e.enforcerID) {
 		return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", e.enforcerID)}
 	}
+	if e.natsOpts, err = e.conn.natsOptions(); err != nil { // a missing secret fails now, not in the background
+		return enforce.Options{}, nil, err
+	}
 	o := enforce.Options{EnforcerID: e.enforcerID, AllowUnsigned: e.allowUnsigned, StateFile: e.stateFile, Log: log}
 	if e.keys != "" {
 		if o.Keys, err = schemas.LoadPublicKeys(splitList(e.keys)...); err != nil {
@@ -100,6 +104,23 @@ func (e *enforcerFlags) clientOptions() (enforce.Options, *slog.Logger, error) {
 		}
 	}
 	return o, log, nil
+}
+
+// runClient connects to NATS (retrying until ctx ends) and runs client; it
+// logs instead of returning errors: the enforcement point keeps answering
+// from its cache meanwhile.
+func (e *enforcerFlags) runClient(ctx context.Context, client *enforce.Client, log *slog.Logger) {
+	nc, js, err := bus.ConnectWith(ctx, e.natsURL, "iotwatch-enforce-"+e.enforcerID, e.natsOpts, log)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("cannot connect to nats", "error", err)
+		}
+		return
+	}
+	defer nc.Close()
+	if err := client.Run(ctx, js); err != nil {
+		log.Error("enforcement client stopped", "error", err)
+	}
 }
 
 // enforceHTTPOptions are the flags of `enforce http`.
@@ -121,12 +142,13 @@ func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error 
 	var o enforceHTTPOptions
 	o.register(fs, "enforce-", "file keeping the active decisions across restarts (enforced at start, before NATS answers); empty: start empty")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9181", "address of the forward-auth endpoint (/check) and of /healthz and /metrics")
-	fs.StringVar(&o.deviceHeader, "identity-header", schemas.HeaderDeviceID, "request header carrying the device id (matched against device-scoped decisions)")
-	fs.StringVar(&o.keyHeader, "key-header", schemas.HeaderAPIKey, "request header carrying the API key id (matched against api_key-scoped decisions)")
-	fs.StringVar(&o.tenantHeader, "tenant-header", schemas.HeaderTenantID, "request header carrying the tenant (matched against tenant-scoped decisions)")
-	fs.StringVar(&o.ipHeaders, "ip-header", "X-Real-IP,X-Forwarded-For", "request headers carrying the client IP, comma-separated, first present wins; of a list (X-Forwarded-For) the last address is used, the one your gateway appended")
-	fs.IntVar(&o.denyStatus, "deny-status", http.StatusForbidden, "status of a denied check (NGINX auth_request accepts only 401 or 403)")
-	fs.Float64Var(&o.throttleRPS, "throttle-rps", 1, "requests per second let through for a throttled scope (a token bucket per decision); 0 denies throttled requests")
+	def := forwardauth.DefaultConfig()
+	fs.StringVar(&o.deviceHeader, "identity-header", def.DeviceHeader, "request header carrying the device id (matched against device-scoped decisions)")
+	fs.StringVar(&o.keyHeader, "key-header", def.KeyHeader, "request header carrying the API key id (matched against api_key-scoped decisions)")
+	fs.StringVar(&o.tenantHeader, "tenant-header", def.TenantHeader, "request header carrying the tenant (matched against tenant-scoped decisions)")
+	fs.StringVar(&o.ipHeaders, "ip-header", strings.Join(def.IPHeaders, ","), "request headers carrying the client IP, comma-separated, first present wins; of a list (X-Forwarded-For) the last address is used, the one your gateway appended")
+	fs.IntVar(&o.denyStatus, "deny-status", def.DenyStatus, "status of a denied check (NGINX auth_request accepts only 401 or 403)")
+	fs.Float64Var(&o.throttleRPS, "throttle-rps", def.ThrottleRPS, "requests per second let through for a throttled scope (a token bucket per decision); 0 denies throttled requests")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "the pipeline's --key-secret-file: API keys in --key-header are then hashed as the pipeline hashes keys found in logs (HMAC-SHA256, 16 hex digits) before matching; without it they are matched as sent")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce http --keys FILE[,FILE] [flags]
@@ -182,14 +204,17 @@ Flags:
 	if err != nil {
 		return err
 	}
-	h := newAuthHandler(client, o.deviceHeader, o.keyHeader, o.tenantHeader, ipHeaders, o.denyStatus, o.throttleRPS)
-	h.keyHash = formats.KeyHasher(secret)
+	h := forwardauth.New(client, forwardauth.Config{
+		DeviceHeader: o.deviceHeader, KeyHeader: o.keyHeader, TenantHeader: o.tenantHeader,
+		IPHeaders: ipHeaders, DenyStatus: o.denyStatus, ThrottleRPS: o.throttleRPS,
+		KeyHash: formats.KeyHasher(secret),
+	})
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return usageError{fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err)}
 	}
-	srv := &http.Server{Handler: h.mux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h.Mux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("enforce http listening", "addr", ln.Addr().String(), "enforcer", o.enforcerID, "keys", len(copts.Keys))
@@ -200,17 +225,7 @@ Flags:
 	var wg sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(ctx)
 	wg.Go(func() {
-		nc, js, err := bus.Connect(runCtx, o.natsURL, "iotwatch-enforce-"+o.enforcerID, log)
-		if err != nil {
-			if runCtx.Err() == nil {
-				log.Error("cannot connect to nats", "url", o.natsURL, "error", err)
-			}
-			return
-		}
-		defer nc.Close()
-		if err := client.Run(runCtx, js); err != nil {
-			log.Error("enforcement client stopped", "error", err)
-		}
+		o.runClient(runCtx, client, log)
 	})
 	var result error
 	select {
@@ -226,186 +241,6 @@ Flags:
 	st := client.Stats()
 	log.Info("enforce http stopped", "active", st.Active, "applied", st.Applied, "removed", st.Removed, "receipts", st.ReceiptsSent)
 	return result
-}
-
-// authHandler answers forward-auth checks from an enforcement client.
-type authHandler struct {
-	c                                   *enforce.Client
-	deviceHeader, keyHeader, tenantHdr  string // canonical header names
-	ipHeaders                           []string
-	denyStatus                          int
-	throttle                            *throttler
-	keyHash                             func(string) string // nil: API keys matched as sent
-	allowed, blocked, throttled, passed atomic.Uint64       // passed: throttled but within the rate
-}
-
-func newAuthHandler(c *enforce.Client, device, key, tenant string, ipHeaders []string, denyStatus int, throttleRPS float64) *authHandler {
-	h := &authHandler{
-		c:            c,
-		deviceHeader: textproto.CanonicalMIMEHeaderKey(device),
-		keyHeader:    textproto.CanonicalMIMEHeaderKey(key),
-		tenantHdr:    textproto.CanonicalMIMEHeaderKey(tenant),
-		denyStatus:   denyStatus,
-		throttle:     newThrottler(throttleRPS),
-	}
-	for _, name := range ipHeaders {
-		h.ipHeaders = append(h.ipHeaders, textproto.CanonicalMIMEHeaderKey(name))
-	}
-	return h
-}
-
-func (h *authHandler) mux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/check", h)
-	mux.Handle("/check/", h) // Envoy ext_authz appends the original path to path_prefix
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-h.c.Synced():
-			io.WriteString(w, "ok\n")
-		default:
-			http.Error(w, "not synced with NATS yet", http.StatusServiceUnavailable)
-		}
-	})
-	mux.HandleFunc("/metrics", h.writeMetrics)
-	return mux
-}
-
-// ServeHTTP answers one check: 200 to allow, h.denyStatus to deny.
-func (h *authHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req := enforce.Request{
-		Device: first(r.Header[h.deviceHeader]),
-		APIKey: first(r.Header[h.keyHeader]),
-		Tenant: first(r.Header[h.tenantHdr]),
-		IP:     h.clientIP(r.Header),
-	}
-	if req.APIKey != "" && h.keyHash != nil {
-		req.APIKey = h.keyHash(req.APIKey)
-	}
-	v := h.c.Check(req)
-	switch {
-	case v.Allowed():
-		h.allowed.Add(1)
-		w.WriteHeader(http.StatusOK)
-		return
-	case v.Action == schemas.ActionThrottle && h.throttle.allow(v.DecisionID, time.Now()):
-		h.passed.Add(1)
-		w.Header().Set(schemas.HeaderEnforceAction, v.Action)
-		w.WriteHeader(http.StatusOK)
-		return
-	case v.Action == schemas.ActionThrottle:
-		h.throttled.Add(1)
-	default:
-		h.blocked.Add(1)
-	}
-	hd := w.Header()
-	hd.Set(schemas.HeaderEnforceAction, v.Action)
-	hd.Set(schemas.HeaderEnforceScope, v.Scope)
-	hd.Set(schemas.HeaderEnforceDecision, v.DecisionID)
-	hd.Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(h.denyStatus)
-	io.WriteString(w, "denied by iotwatch\n")
-}
-
-// clientIP returns the address in the first of h.ipHeaders present: the last
-// element of a comma-separated list (what the nearest proxy appended).
-func (h *authHandler) clientIP(hd http.Header) netip.Addr {
-	for _, name := range h.ipHeaders {
-		vs := hd[name]
-		if len(vs) == 0 {
-			continue
-		}
-		v := vs[len(vs)-1]
-		if i := strings.LastIndexByte(v, ','); i >= 0 {
-			v = v[i+1:]
-		}
-		v = strings.TrimSpace(v)
-		if a, err := netip.ParseAddr(v); err == nil {
-			return a
-		}
-		if ap, err := netip.ParseAddrPort(v); err == nil {
-			return ap.Addr()
-		}
-		return netip.Addr{}
-	}
-	return netip.Addr{}
-}
-
-func first(vs []string) string {
-	if len(vs) == 0 {
-		return ""
-	}
-	return vs[0]
-}
-
-func (h *authHandler) writeMetrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	st := h.c.Stats()
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceChecks)
-	for _, kv := range []struct {
-		verdict string
-		n       uint64
-	}{{"allow", h.allowed.Load()}, {"block", h.blocked.Load()}, {"throttle", h.throttled.Load()}, {"throttle_passed", h.passed.Load()}} {
-		fmt.Fprintf(w, "%s{verdict=%q} %d\n", schemas.MetricEnforceChecks, kv.verdict, kv.n)
-	}
-	fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricEnforceActive, schemas.MetricEnforceActive, st.Active)
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceApplied, schemas.MetricEnforceApplied, st.Applied)
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceRemoved, schemas.MetricEnforceRemoved, st.Removed)
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceRejected)
-	for _, kv := range []struct {
-		reason string
-		n      uint64
-	}{{"unsigned", st.RejectedUnsigned}, {"bad_signature", st.RejectedBadSig}, {"unknown_key", st.RejectedUnknown}, {"invalid", st.RejectedInvalid}} {
-		fmt.Fprintf(w, "%s{reason=%q} %d\n", schemas.MetricEnforceRejected, kv.reason, kv.n)
-	}
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceResyncs, schemas.MetricEnforceResyncs, st.Resyncs)
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceReceipts)
-	fmt.Fprintf(w, "%s{result=\"published\"} %d\n%s{result=\"error\"} %d\n%s{result=\"dropped\"} %d\n",
-		schemas.MetricEnforceReceipts, st.ReceiptsSent, schemas.MetricEnforceReceipts, st.ReceiptErrors, schemas.MetricEnforceReceipts, st.ReceiptsDropped)
-}
-
-// throttler is a token bucket per throttling decision: rps requests per
-// second, bursts of up to max(1, rps). A zero rps denies every throttled
-// request.
-type throttler struct {
-	rps     float64
-	mu      sync.Mutex
-	buckets map[string]*tokenBucket
-}
-
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// maxBuckets bounds the throttler's memory; beyond it the buckets restart full.
-const maxBuckets = 100_000
-
-func newThrottler(rps float64) *throttler {
-	return &throttler{rps: rps, buckets: map[string]*tokenBucket{}}
-}
-
-func (t *throttler) allow(id string, now time.Time) bool {
-	if t.rps <= 0 {
-		return false
-	}
-	burst := max(1, t.rps)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	b := t.buckets[id]
-	if b == nil {
-		if len(t.buckets) >= maxBuckets {
-			clear(t.buckets)
-		}
-		b = &tokenBucket{tokens: burst, last: now}
-		t.buckets[id] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*t.rps)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
 
 func enforceKeygenCmd(args []string, stdout io.Writer) error {

@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
 	"github.com/iotwatch/iotwatch/pipeline/mqtt"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -127,17 +126,7 @@ Flags:
 
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		nc, js, err := bus.Connect(ctx, o.natsURL, "iotwatch-enforce-"+o.enforcerID, log)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("cannot connect to nats", "url", o.natsURL, "error", err)
-			}
-			return
-		}
-		defer nc.Close()
-		if err := client.Run(ctx, js); err != nil {
-			log.Error("enforcement client stopped", "error", err)
-		}
+		o.runClient(ctx, client, log)
 	})
 	m.run(ctx)
 	wg.Wait()

@@ -81,11 +81,13 @@ func TestEveryConnectionHasAuthFlags(t *testing.T) {
 		{"ship", "--once", "--nats-token", unset, "/dev/null"},
 		{"unblock", "--nats-password", unset, "--scope", "device", "--value", "d", "--reason", "r", "--signing-key", key},
 		{"migrate", "--clickhouse-password", unset},
+		{"enforce", "http", "--allow-unsigned", "--listen", "127.0.0.1:0", "--nats-token", unset},
+		{"enforce", "mosquitto", "--allow-unsigned", "--username", "admin", "--password-file", key, "--nats-token", unset},
 	} {
 		var out, errOut bytes.Buffer
 		code := mainExit(args, &out, &errOut)
 		flagName := args[len(args)-2]
-		if args[0] == "ship" || args[0] == "unblock" {
+		if args[0] == "ship" || args[0] == "unblock" || args[0] == "enforce" {
 			flagName = args[slices.Index(args, unset)-1]
 		}
 		if code == 0 || !strings.Contains(errOut.String(), flagName) {

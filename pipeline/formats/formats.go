@@ -12,10 +12,11 @@
 //
 // Device identity is chosen per source by Options.Identity. When the chosen
 // identity is absent from a record, the decoder falls back to the client IP
-// with IDMethod client_ip (the decision scope then says "ip"). API keys found in
-// clear in a log (an apikey or X-API-Key header) are replaced by a keyed hash
-// (HMAC-SHA256 with Options.KeySecret, first 8 bytes in hex) and never stored;
-// without a KeySecret they are ignored.
+// with IDMethod client_ip (the decision scope then says "ip"); an MQTT
+// username falls back to the client id first (IDMethod mqtt_client_id). API
+// keys found in clear in a log (an apikey or X-API-Key header) are replaced by
+// a keyed hash (HMAC-SHA256 with Options.KeySecret, first 8 bytes in hex) and
+// never stored; without a KeySecret they are ignored.
 package formats
 
 import (
@@ -467,6 +468,9 @@ func (b *base) identity() ([]byte, schemas.IDMethod) {
 		if len(r.username) > 0 {
 			return r.username, usernameMethod(r.proto)
 		}
+		if len(r.clientID) > 0 { // an MQTT client without a username
+			return r.clientID, schemas.IDMQTTClient
+		}
 	case idHeader:
 		if len(r.headerVal) > 0 && !(len(r.headerVal) == 1 && r.headerVal[0] == '-') {
 			return r.headerVal, schemas.IDToken
@@ -478,11 +482,11 @@ func (b *base) identity() ([]byte, schemas.IDMethod) {
 	return nil, schemas.IDUnknown
 }
 
-// usernameMethod: an MQTT username is the client's login; over HTTP a user
-// name is an authenticated principal.
+// usernameMethod: an MQTT username is the client's login (mqtt_username,
+// not its client id); over HTTP a user name is an authenticated principal.
 func usernameMethod(p schemas.Protocol) schemas.IDMethod {
 	if p == schemas.ProtoMQTT {
-		return schemas.IDMQTTClient
+		return schemas.IDMQTTUsername
 	}
 	return schemas.IDToken
 }

@@ -1,6 +1,10 @@
 package formats
 
 import (
+	"bytes"
+	"strconv"
+	"strings"
+
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -15,13 +19,18 @@ func (d *jsonBase) parse(line []byte, ev *schemas.Event) error {
 	if err := d.begin(line, ev); err != nil {
 		return err
 	}
-	if err := d.f.parse(line); err != nil {
-		if err == errNotObject {
-			return d.fail(schemas.ErrReasonNotObject, err.Error())
-		}
-		return d.fail(schemas.ErrReasonMalformed, err.Error())
+	return d.syntax(d.f.parse(line))
+}
+
+// syntax maps a flattener error to the decode failure; nil stays nil.
+func (d *jsonBase) syntax(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case err == errNotObject:
+		return d.fail(schemas.ErrReasonNotObject, err.Error())
 	}
-	return nil
+	return d.fail(schemas.ErrReasonMalformed, err.Error())
 }
 
 // str returns a string token's value ("-" and null as nil).
@@ -71,17 +80,55 @@ func (d *base) unum(t *token, max float64, what string) (uint64, error) {
 // (a good ClassField), authenticated_entity.id (the credential id, kept as
 // the event's API key id). Auth is ok when a consumer is set, failed on 401
 // and 403 without one, none otherwise.
-type kong struct{ jsonBase }
+//
+// A Kong record is mostly what the decoder does not read (the service and
+// route objects, every request and response header), so only the members on
+// the path to a used field or to a configured one (Options.Identity
+// header:<name>, CountryField, ClassField) are flattened; the rest is skipped
+// with its brackets and strings checked but not converted.
+type kong struct {
+	jsonBase
+	want fieldNode
+}
+
+// kongFields are the normalized paths of the fields the decoder reads.
+var kongFields = [...]string{
+	"started_at", "client_ip", "request.method", "request.uri", "request.size",
+	"request.headers.user_agent", "request.headers.apikey", "request.headers.x_api_key",
+	"request.tls.client_verify", "response.status", "response.size", "latencies.request",
+	"consumer.username", "consumer.id", "authenticated_entity.id",
+}
 
 func init() {
 	register(schemas.FormatKong, func(o Options) (Decoder, error) {
 		b, err := newBase(o, schemas.SourceGateway)
-		return &kong{jsonBase{base: b}}, err
+		want := kongFields[:]
+		for _, name := range [...]string{b.configuredHeader(), b.country, b.class} {
+			if name != "" { // everywhere matchField finds it
+				want = append(want, name, "request.headers."+name, "http_"+name)
+			}
+		}
+		d := &kong{jsonBase: jsonBase{base: b}}
+		for _, p := range want {
+			d.want.add(p)
+		}
+		return d, err
 	})
 }
 
+// configuredHeader is the normalized header:<name> identity, if configured.
+func (b *base) configuredHeader() string {
+	if b.mode == idHeader {
+		return b.header
+	}
+	return ""
+}
+
 func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error {
-	if err := d.parse(line, ev); err != nil {
+	if err := d.begin(line, ev); err != nil {
+		return err
+	}
+	if err := d.syntax(d.f.parseSelected(line, &d.want)); err != nil {
 		return err
 	}
 	r := &d.rec
@@ -148,3 +195,226 @@ func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+
+// parseSelected is parse restricted to the members whose normalized path is
+// in want (and the objects on the way to them); every other member is skipped
+// by skipValue. The record must still be one well-formed JSON object, up to
+// the scalars inside skipped members, which are not converted.
+func (f *flattener) parseSelected(line []byte, want *fieldNode) error {
+	f.toks, f.paths, f.vals, f.prefix = f.toks[:0], f.paths[:0], f.vals[:0], f.prefix[:0]
+	f.b, f.i = line, 0
+	f.ws()
+	if f.i >= len(f.b) || f.b[f.i] != '{' {
+		if f.i < len(f.b) && (f.b[f.i] == '[' || f.b[f.i] == '"' || f.b[f.i] == '-' || (f.b[f.i] >= '0' && f.b[f.i] <= '9') || f.b[f.i] == 't' || f.b[f.i] == 'f' || f.b[f.i] == 'n') {
+			return errNotObject
+		}
+		return syntaxError("expected '{' at the start of the record")
+	}
+	if err := f.selectObject(1, want); err != nil {
+		return err
+	}
+	f.ws()
+	if f.i != len(f.b) {
+		return syntaxError("unexpected data after the object at offset " + strconv.Itoa(f.i))
+	}
+	return nil
+}
+
+// selectObject is object for parseSelected.
+func (f *flattener) selectObject(depth int, want *fieldNode) error {
+	f.i++ // '{'
+	f.ws()
+	if f.i < len(f.b) && f.b[f.i] == '}' {
+		f.i++
+		return nil
+	}
+	for {
+		f.ws()
+		if f.i >= len(f.b) || f.b[f.i] != '"' {
+			return syntaxError("expected a string key at offset " + strconv.Itoa(f.i))
+		}
+		plen := len(f.prefix)
+		key, err := f.str()
+		if err != nil {
+			return err
+		}
+		f.prefix = append(f.prefix, key...)
+		w := want.child(key)
+		f.ws()
+		if f.i >= len(f.b) || f.b[f.i] != ':' {
+			return syntaxError("expected ':' at offset " + strconv.Itoa(f.i))
+		}
+		f.i++
+		f.ws()
+		if f.i >= len(f.b) {
+			return syntaxError("unexpected end of the record, expected a value")
+		}
+		switch c := f.b[f.i]; {
+		case w == nil:
+			err = f.skipValue()
+		case c == '{' && depth < maxFlatDepth && len(w.children) > 0:
+			f.prefix = append(f.prefix, '.')
+			err = f.selectObject(depth+1, w)
+		case c != '{' && c != '[' && w.leaf:
+			err = f.value(depth)
+		default:
+			err = f.skipValue()
+		}
+		if err != nil {
+			return err
+		}
+		f.prefix = f.prefix[:plen]
+		f.ws()
+		if f.i >= len(f.b) {
+			return syntaxError("unexpected end of the record inside an object")
+		}
+		switch f.b[f.i] {
+		case ',':
+			f.i++
+		case '}':
+			f.i++
+			return nil
+		default:
+			return syntaxError("expected ',' or '}' at offset " + strconv.Itoa(f.i))
+		}
+	}
+}
+
+// fieldNode is a tree of normalized member paths (see normName): the
+// members of one object that are wanted or lead to wanted ones. Gateways
+// write few of them per object, so a linear search beats hashing. A key
+// holding a '.' never matches (the flattener's path would not tell it from
+// two levels).
+type fieldNode struct {
+	name     string
+	leaf     bool // the member itself is wanted
+	children []fieldNode
+}
+
+// add adds the dotted path below n.
+func (n *fieldNode) add(path string) {
+	name, rest, nested := strings.Cut(path, ".")
+	var c *fieldNode
+	for i := range n.children {
+		if n.children[i].name == name {
+			c = &n.children[i]
+		}
+	}
+	if c == nil {
+		n.children = append(n.children, fieldNode{name: name})
+		c = &n.children[len(n.children)-1]
+	}
+	if nested {
+		c.add(rest)
+	} else {
+		c.leaf = true
+	}
+}
+
+// child returns the member named key (any case, '-' for '_'), or nil.
+func (n *fieldNode) child(key []byte) *fieldNode {
+	if len(key) == 0 {
+		return nil
+	}
+	k0 := key[0] // a cheap first test before eqName
+	if k0 >= 'A' && k0 <= 'Z' {
+		k0 += 'a' - 'A'
+	} else if k0 == '-' {
+		k0 = '_'
+	}
+	for i := range n.children {
+		c := &n.children[i]
+		if len(c.name) == len(key) && c.name[0] == k0 && eqName(key, c.name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// skipValue skips the value at f.i: a string, a balanced object or array
+// (brackets and strings checked), a literal, or a number (its characters
+// checked, not converted).
+func (f *flattener) skipValue() error {
+	switch c := f.b[f.i]; {
+	case c == '"':
+		return f.skipString()
+	case c == '{' || c == '[':
+		return f.skipNested()
+	case c == 't':
+		return f.skipWord("true")
+	case c == 'f':
+		return f.skipWord("false")
+	case c == 'n':
+		return f.skipWord("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		for f.i < len(f.b) && isNumberByte(f.b[f.i]) {
+			f.i++
+		}
+		return nil
+	}
+	return syntaxError("unexpected character at offset " + strconv.Itoa(f.i))
+}
+
+func (f *flattener) skipWord(word string) error {
+	if len(f.b)-f.i < len(word) || string(f.b[f.i:f.i+len(word)]) != word {
+		return syntaxError("invalid literal at offset " + strconv.Itoa(f.i))
+	}
+	f.i += len(word)
+	return nil
+}
+
+// skipString skips the string at f.i (its opening quote) without decoding
+// it: IndexByte finds each candidate closing quote, which ends the string
+// unless an odd number of backslashes precede it.
+func (f *flattener) skipString() error {
+	i := f.i + 1
+	for {
+		j := bytes.IndexByte(f.b[i:], '"')
+		if j < 0 {
+			return syntaxError("unterminated string")
+		}
+		i += j
+		n := 0
+		for k := i - 1; k > f.i && f.b[k] == '\\'; k-- {
+			n++
+		}
+		i++
+		if n%2 == 0 {
+			f.i = i
+			return nil
+		}
+	}
+}
+
+// skipNested is skip with strings skipped by skipString, not decoded.
+func (f *flattener) skipNested() error {
+	var stack [maxNesting]byte
+	depth := 0
+	for f.i < len(f.b) {
+		switch c := f.b[f.i]; c {
+		case '{', '[':
+			if depth == maxNesting {
+				return syntaxError("nesting too deep")
+			}
+			stack[depth] = c
+			depth++
+			f.i++
+		case '}', ']':
+			if depth == 0 || (c == '}') != (stack[depth-1] == '{') {
+				return syntaxError("unbalanced brackets at offset " + strconv.Itoa(f.i))
+			}
+			depth--
+			f.i++
+			if depth == 0 {
+				return nil
+			}
+		case '"':
+			if err := f.skipString(); err != nil {
+				return err
+			}
+		default:
+			f.i++
+		}
+	}
+	return syntaxError("unexpected end of the record inside a nested value")
+}
