@@ -47,6 +47,12 @@ type Fleet interface {
 	// other than device, issued command right after prev (an identifier of
 	// the previous command, as a CommandTracker records it).
 	ClassTransitionDevices(class, prev, command, device uint64) float64
+	// ClassCountryDevices estimates how many distinct devices of the class,
+	// other than device, were seen in the country.
+	ClassCountryDevices(class uint64, country schemas.Country, device uint64) float64
+	// ClassASNDevices estimates how many distinct devices of the class, other
+	// than device, were seen in the autonomous system asn.
+	ClassASNDevices(class uint64, asn uint32, device uint64) float64
 	// ClassSince returns the earliest event time (Unix ns) learned for the
 	// class, 0 if none: with ClassDevices, how established the class is.
 	ClassSince(class uint64) int64

@@ -13,7 +13,9 @@ import (
 // ClassTable is the shared, bounded implementation of Fleet. It keeps, per
 // (class, command) and per (class, previous command, command) transition, a
 // 64-bit sketch of the devices that issued it and, per class, a 1024-bit
-// sketch of its devices and the earliest event time learned; distinct counts are estimated by
+// sketch of its devices and the earliest event time learned, and per (class,
+// country) and (class, ASN) a 64-bit sketch of the devices seen there;
+// distinct counts are estimated by
 // linear counting (accurate to a few percent up to ~100 devices for a command
 // and ~3,000 for a class, saturating beyond). Tables are fixed-size and
 // open-addressed, so memory does not grow with devices or commands. Workers call
@@ -29,15 +31,21 @@ type ClassTable struct {
 	clsKeys   []atomic.Uint64
 	clsBits   []atomic.Uint64 // clsWords per class slot
 	clsFirst  []atomic.Int64  // per class slot: earliest event time learned (0: none)
+	geoKeys   []atomic.Uint64 // (class, country) and (class, ASN): geoPerClass slots per class slot
+	geoBits   []atomic.Uint64
 	saturated atomic.Uint64
 }
 
-const clsWords = 16 // 1024 bits per class
+const (
+	clsWords    = 16 // 1024 bits per class
+	geoPerClass = 16 // (class, country) and (class, ASN) slots per class slot
+)
 
 // NewClassTable returns a table holding up to commandSlots (class, command)
 // pairs, as many (class, previous command, command) transitions, and
-// classSlots classes; both are rounded up to powers of two. It costs 32 bytes
-// per command slot and 144 bytes per class slot.
+// classSlots classes, with 16 (class, country or ASN) slots per class; both
+// are rounded up to powers of two. It costs 32 bytes per command slot and 400
+// bytes per class slot.
 func NewClassTable(commandSlots, classSlots int) *ClassTable {
 	c, k := pow2(commandSlots), pow2(classSlots)
 	return &ClassTable{
@@ -45,6 +53,7 @@ func NewClassTable(commandSlots, classSlots int) *ClassTable {
 		trKeys: make([]atomic.Uint64, c), trBits: make([]atomic.Uint64, c),
 		clsKeys: make([]atomic.Uint64, k), clsBits: make([]atomic.Uint64, k*clsWords),
 		clsFirst: make([]atomic.Int64, k),
+		geoKeys:  make([]atomic.Uint64, k*geoPerClass), geoBits: make([]atomic.Uint64, k*geoPerClass),
 	}
 }
 
@@ -94,6 +103,16 @@ func transitionKey(class, prev, command uint64) uint64 {
 	return (class ^ k ^ k>>29) * 0xd6e8feb86659fd93
 }
 
+// countryKey and asnKey place a country or an ASN of a class in the geo
+// table; the tags keep countries and ASNs apart.
+func countryKey(class uint64, c schemas.Country) uint64 {
+	return pairKey(class, 0x434f0000_00000000|uint64(c[0])<<8|uint64(c[1]))
+}
+
+func asnKey(class uint64, asn uint32) uint64 {
+	return pairKey(class, 0x41530000_00000000|uint64(asn))
+}
+
 // deviceBit is the device's bit in a 64-bit command sketch; deviceBit10 its bit
 // in a class sketch. They use the key's top bits (the shard uses bits 32-63
 // too, but every worker sees every bit value).
@@ -129,6 +148,25 @@ func (t *ClassTable) ClassTransitionDevices(class, prev, command, device uint64)
 	return linearCount(64, bits.OnesCount64(b))
 }
 
+// ClassCountryDevices implements Fleet.
+func (t *ClassTable) ClassCountryDevices(class uint64, country schemas.Country, device uint64) float64 {
+	return t.geoDevices(countryKey(class, country), device)
+}
+
+// ClassASNDevices implements Fleet.
+func (t *ClassTable) ClassASNDevices(class uint64, asn uint32, device uint64) float64 {
+	return t.geoDevices(asnKey(class, asn), device)
+}
+
+func (t *ClassTable) geoDevices(key, device uint64) float64 {
+	j := slot(t.geoKeys, key, false)
+	if j < 0 {
+		return 0
+	}
+	b := t.geoBits[j].Load() &^ (1 << deviceBit(device))
+	return linearCount(64, bits.OnesCount64(b))
+}
+
 // ClassSince implements Fleet.
 func (t *ClassTable) ClassSince(class uint64) int64 {
 	j := slot(t.clsKeys, class, false)
@@ -151,7 +189,8 @@ func (t *ClassTable) ClassDevices(class uint64) float64 {
 	return linearCount(clsWords*64, ones)
 }
 
-// Learn records that ev's device belongs to its class and issued ev's command.
+// Learn records that ev's device belongs to its class, issued ev's command and
+// was seen in ev's country and ASN (when known).
 // Safe for concurrent use; after warm-up it only reads (bits already set).
 func (t *ClassTable) Learn(ev *schemas.Event) {
 	if j := slot(t.clsKeys, ev.ClassKey, true); j >= 0 {
@@ -168,6 +207,20 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 	}
 	if j := slot(t.cmdKeys, pairKey(ev.ClassKey, ev.CommandID), true); j >= 0 {
 		setBit(&t.cmdBits[j], deviceBit(ev.DeviceKey))
+	} else {
+		t.saturated.Add(1)
+	}
+	if ev.Country.Known() {
+		t.learnGeo(countryKey(ev.ClassKey, ev.Country), ev.DeviceKey)
+	}
+	if ev.ASN != 0 {
+		t.learnGeo(asnKey(ev.ClassKey, ev.ASN), ev.DeviceKey)
+	}
+}
+
+func (t *ClassTable) learnGeo(key, device uint64) {
+	if j := slot(t.geoKeys, key, true); j >= 0 {
+		setBit(&t.geoBits[j], deviceBit(device))
 	} else {
 		t.saturated.Add(1)
 	}
@@ -196,11 +249,13 @@ func setBit(w *atomic.Uint64, bit uint) {
 // Saturated returns how many learn calls found their table full.
 func (t *ClassTable) Saturated() uint64 { return t.saturated.Load() }
 
-// snapshotVersion versions ClassTable's snapshot encoding.
-const snapshotVersion = 1
+// snapshotVersion versions ClassTable's snapshot encoding (2: the geo
+// arrays were added after the class arrays).
+const snapshotVersion = 2
 
 // AppendSnapshot appends the table's contents to dst: a version, the slot
-// counts, then every array as little-endian words. Concurrent Learn calls may
+// counts, then every array as little-endian words (the geo arrays after the
+// class arrays, then the class times). Concurrent Learn calls may
 // or may not be included; take it while workers are stopped for an exact copy.
 func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, snapshotVersion)
@@ -218,12 +273,20 @@ func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
 }
 
 // LoadSnapshot replaces the table's contents with a snapshot taken by
-// AppendSnapshot from a table of the same sizes. On error the table is unchanged.
+// AppendSnapshot from a table of the same sizes. A version 1 snapshot (from
+// before the geo arrays) loads with the geo arrays empty: countries and ASNs
+// are then learned again, and a device's own history still knows them. On
+// error the table is unchanged.
 func (t *ClassTable) LoadSnapshot(b []byte) error {
 	if len(b) < 20 {
 		return fmt.Errorf("cannot load class snapshot: %d bytes is too short", len(b))
 	}
-	if v := binary.LittleEndian.Uint32(b); v != snapshotVersion {
+	arrays := t.arrays()
+	switch v := binary.LittleEndian.Uint32(b); v {
+	case snapshotVersion:
+	case 1:
+		arrays = arrays[:len(arrays)-2] // no geoKeys, geoBits
+	default:
 		return fmt.Errorf("cannot load class snapshot: version %d, want %d", v, snapshotVersion)
 	}
 	cmds, classes := binary.LittleEndian.Uint64(b[4:]), binary.LittleEndian.Uint64(b[12:])
@@ -232,7 +295,7 @@ func (t *ClassTable) LoadSnapshot(b []byte) error {
 			cmds, classes, len(t.cmdKeys), len(t.clsKeys))
 	}
 	words := 0
-	for _, arr := range t.arrays() {
+	for _, arr := range arrays {
 		words += len(arr)
 	}
 	words += len(t.clsFirst)
@@ -240,7 +303,7 @@ func (t *ClassTable) LoadSnapshot(b []byte) error {
 		return fmt.Errorf("cannot load class snapshot: %d bytes, want %d", len(b), 20+8*words)
 	}
 	b = b[20:]
-	for _, arr := range t.arrays() {
+	for _, arr := range arrays {
 		for i := range arr {
 			arr[i].Store(binary.LittleEndian.Uint64(b))
 			b = b[8:]
@@ -250,9 +313,14 @@ func (t *ClassTable) LoadSnapshot(b []byte) error {
 		t.clsFirst[i].Store(int64(binary.LittleEndian.Uint64(b)))
 		b = b[8:]
 	}
+	for _, arr := range t.arrays()[len(arrays):] {
+		for i := range arr {
+			arr[i].Store(0)
+		}
+	}
 	return nil
 }
 
 func (t *ClassTable) arrays() [][]atomic.Uint64 {
-	return [][]atomic.Uint64{t.cmdKeys, t.cmdBits, t.trKeys, t.trBits, t.clsKeys, t.clsBits}
+	return [][]atomic.Uint64{t.cmdKeys, t.cmdBits, t.trKeys, t.trBits, t.clsKeys, t.clsBits, t.geoKeys, t.geoBits}
 }

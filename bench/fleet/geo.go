@@ -10,16 +10,22 @@ const (
 )
 
 // Network is an address range the simulator draws client IPs from, with what a
-// GeoIP database (country, ASN) would say about it. The ranges and their
-// country/ASN assignments are made up for the simulation, though they look like
-// real allocations: build a test MMDB from Networks to enrich raw logs the way a
-// gateway with GeoIP would.
+// GeoIP database (country, ASN, city coordinates) would say about it. The
+// ranges and their assignments are made up for the simulation, though they look
+// like real allocations: build a test MMDB from Networks to enrich raw logs the
+// way a gateway with GeoIP would (a City-level one with Lat and Lon).
 type Network struct {
 	Prefix  netip.Prefix
 	Country string // ISO 3166-1 alpha-2
 	ASN     uint32
 	Org     string
 	Kind    string // KindResidential, KindMobile or KindHosting
+	// Lat and Lon (degrees) are where a city-level database would place the
+	// range: a big city for fixed and hosting ranges; for mobile ranges the
+	// border region the simulated vehicles drive in (Saarbrücken/Strasbourg,
+	// Detroit/Toronto, Foz do Iguaçu/Posadas), since a trip abroad switches
+	// network between two consecutive requests.
+	Lat, Lon float32
 }
 
 // country is a home country of devices: its UTC offset (for daily cycles), its
@@ -34,27 +40,27 @@ type country struct {
 }
 
 var networks = []Network{
-	{netip.MustParsePrefix("84.128.0.0/16"), "DE", 3320, "DE fixed broadband", KindResidential},
-	{netip.MustParsePrefix("109.40.0.0/16"), "DE", 3209, "DE mobile", KindMobile},
-	{netip.MustParsePrefix("90.12.0.0/16"), "FR", 3215, "FR fixed broadband", KindResidential},
-	{netip.MustParsePrefix("37.164.0.0/16"), "FR", 51207, "FR mobile", KindMobile},
-	{netip.MustParsePrefix("73.42.0.0/16"), "US", 7922, "US cable broadband", KindResidential},
-	{netip.MustParsePrefix("174.205.0.0/16"), "US", 6167, "US mobile", KindMobile},
-	{netip.MustParsePrefix("24.48.0.0/16"), "CA", 5769, "CA cable broadband", KindResidential},
-	{netip.MustParsePrefix("70.26.0.0/16"), "CA", 577, "CA mobile", KindMobile},
-	{netip.MustParsePrefix("126.33.0.0/16"), "JP", 17676, "JP fixed broadband", KindResidential},
-	{netip.MustParsePrefix("49.98.0.0/16"), "JP", 9605, "JP mobile", KindMobile},
-	{netip.MustParsePrefix("177.92.0.0/16"), "BR", 28573, "BR cable broadband", KindResidential},
-	{netip.MustParsePrefix("179.241.0.0/16"), "BR", 26599, "BR mobile", KindMobile},
-	{netip.MustParsePrefix("181.45.0.0/16"), "AR", 7303, "AR fixed broadband", KindResidential},
-	{netip.MustParsePrefix("186.122.0.0/16"), "AR", 22927, "AR mobile", KindMobile},
+	{netip.MustParsePrefix("84.128.0.0/16"), "DE", 3320, "DE fixed broadband", KindResidential, 50.11, 8.68},
+	{netip.MustParsePrefix("109.40.0.0/16"), "DE", 3209, "DE mobile", KindMobile, 49.23, 7},
+	{netip.MustParsePrefix("90.12.0.0/16"), "FR", 3215, "FR fixed broadband", KindResidential, 48.86, 2.35},
+	{netip.MustParsePrefix("37.164.0.0/16"), "FR", 51207, "FR mobile", KindMobile, 48.58, 7.75},
+	{netip.MustParsePrefix("73.42.0.0/16"), "US", 7922, "US cable broadband", KindResidential, 39.95, -75.17},
+	{netip.MustParsePrefix("174.205.0.0/16"), "US", 6167, "US mobile", KindMobile, 42.33, -83.05},
+	{netip.MustParsePrefix("24.48.0.0/16"), "CA", 5769, "CA cable broadband", KindResidential, 43.65, -79.38},
+	{netip.MustParsePrefix("70.26.0.0/16"), "CA", 577, "CA mobile", KindMobile, 43.65, -79.38},
+	{netip.MustParsePrefix("126.33.0.0/16"), "JP", 17676, "JP fixed broadband", KindResidential, 35.68, 139.69},
+	{netip.MustParsePrefix("49.98.0.0/16"), "JP", 9605, "JP mobile", KindMobile, 34.69, 135.5},
+	{netip.MustParsePrefix("177.92.0.0/16"), "BR", 28573, "BR cable broadband", KindResidential, -23.55, -46.63},
+	{netip.MustParsePrefix("179.241.0.0/16"), "BR", 26599, "BR mobile", KindMobile, -25.55, -54.59},
+	{netip.MustParsePrefix("181.45.0.0/16"), "AR", 7303, "AR fixed broadband", KindResidential, -34.6, -58.38},
+	{netip.MustParsePrefix("186.122.0.0/16"), "AR", 22927, "AR mobile", KindMobile, -27.37, -55.9},
 	// Where attackers come from: hosting providers and VPS ranges.
-	{netip.MustParsePrefix("185.107.56.0/22"), "NL", 43350, "NL hosting", KindHosting},
-	{netip.MustParsePrefix("95.163.208.0/20"), "RU", 49505, "RU hosting", KindHosting},
-	{netip.MustParsePrefix("1.80.0.0/16"), "CN", 4134, "CN backbone", KindHosting},
-	{netip.MustParsePrefix("128.199.0.0/16"), "SG", 14061, "SG cloud", KindHosting},
-	{netip.MustParsePrefix("14.161.0.0/16"), "VN", 45899, "VN backbone", KindHosting},
-	{netip.MustParsePrefix("5.2.64.0/20"), "RO", 9009, "RO hosting", KindHosting},
+	{netip.MustParsePrefix("185.107.56.0/22"), "NL", 43350, "NL hosting", KindHosting, 52.37, 4.9},
+	{netip.MustParsePrefix("95.163.208.0/20"), "RU", 49505, "RU hosting", KindHosting, 55.76, 37.62},
+	{netip.MustParsePrefix("1.80.0.0/16"), "CN", 4134, "CN backbone", KindHosting, 34.34, 108.94},
+	{netip.MustParsePrefix("128.199.0.0/16"), "SG", 14061, "SG cloud", KindHosting, 1.29, 103.85},
+	{netip.MustParsePrefix("14.161.0.0/16"), "VN", 45899, "VN backbone", KindHosting, 10.82, 106.63},
+	{netip.MustParsePrefix("5.2.64.0/20"), "RO", 9009, "RO hosting", KindHosting, 44.43, 26.1},
 }
 
 // hostingNets are the indexes of the hosting networks in networks.
