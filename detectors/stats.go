@@ -67,3 +67,14 @@ func Advance(last *int64, first bool, t int64) float64 {
 	}
 	return dt
 }
+
+// GapSurprise returns how surprising a gap of at least gap seconds without any
+// event is for a Poisson stream with mean inter-arrival time meanGap, in
+// decades: -log10 exp(-gap/meanGap). It returns 0 unless both are finite and
+// positive.
+func GapSurprise(gap, meanGap float64) float64 {
+	if !(gap > 0 && meanGap > 0) || math.IsInf(gap, 1) || math.IsInf(meanGap, 1) {
+		return 0
+	}
+	return gap / meanGap / math.Ln10
+}

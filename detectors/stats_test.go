@@ -102,3 +102,15 @@ func BenchmarkPoissonSurprise(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestGapSurprise(t *testing.T) {
+	// exp(-gap/mean) = 1e-6 at gap = 6 ln 10 mean gaps.
+	if got := GapSurprise(6*math.Ln10*30, 30); math.Abs(got-6) > 1e-9 {
+		t.Errorf("GapSurprise(6 ln10 · 30, 30) = %v; want 6", got)
+	}
+	for _, c := range [][2]float64{{0, 30}, {-5, 30}, {60, 0}, {math.NaN(), 30}, {math.Inf(1), 30}, {60, math.Inf(1)}} {
+		if got := GapSurprise(c[0], c[1]); got != 0 {
+			t.Errorf("GapSurprise(%v, %v) = %v; want 0", c[0], c[1], got)
+		}
+	}
+}

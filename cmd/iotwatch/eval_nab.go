@@ -159,7 +159,7 @@ func scoreNABFile(in, out string, p *volume.CoreParams) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
 		}
-		score, _, _ := c.Step(p, t, v)
+		score, _, _, _ := c.Step(p, t, v)
 		buf = append(buf, ts...)
 		buf = append(buf, ',')
 		buf = strconv.AppendFloat(buf, float64(score), 'g', 7, 32)

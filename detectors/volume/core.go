@@ -3,14 +3,20 @@ package volume
 import (
 	"encoding/binary"
 	"math"
+
+	"github.com/iotwatch/iotwatch/detectors"
 )
 
 // Core is the volume model's core for one series of per-interval totals
 // (requests, bytes, failures in each interval): a robust, daily-cycle-aware
 // baseline of the series and the surprise of each new value against it, at two
-// time scales. It is what `iotwatch eval nab` runs. (The per-event Detector
-// does not use it yet: its 72-byte budget holds Poisson-scored decayed counts,
-// see volume.go; moving it onto closed-bucket Cores is future work.)
+// time scales. It is what `iotwatch eval nab` runs (DefaultCoreParams), and
+// the per-event Detector runs the same code over each device's mean response
+// size per closed 5-minute bucket, in log units (DetectorCoreParams: daily
+// harmonic on, right tail only, absolute surprises), for slow drifts such as
+// gradual exfiltration; the
+// Detector's fast, open-bucket channels are Poisson-scored decayed counts (see
+// volume.go), so a flood is flagged before its bucket closes.
 //
 // Model. Values are variance-stabilised first (y = sqrt(x) for x >= 0, the
 // Anscombe transform under which a Poisson count has unit-ish variance, and an
@@ -45,7 +51,6 @@ import (
 // pointers; MarshalBinary / UnmarshalBinary store it in CoreSize bytes.
 type Core struct {
 	n        uint32
-	last     int64 // time of the last step, Unix ns
 	level    float64
 	cos, sin float64
 	dev      float64 // EW mean absolute residual
@@ -83,6 +88,9 @@ type CoreParams struct {
 	PeakDecay, PeakFloor float64
 	// Daily enables the daily harmonic.
 	Daily bool
+	// Upward makes only values above the baseline surprising (right tail):
+	// for a detector, a drop is another finding's business (silence).
+	Upward bool
 }
 
 // DefaultCoreParams are the parameters `iotwatch eval nab` uses for every file.
@@ -109,13 +117,34 @@ var DefaultCoreParams = CoreParams{
 	Daily:         false,
 }
 
+// DetectorCoreParams are the parameters the per-event Detector uses for its
+// bytes-out drift channel, one step per closed 5-minute bucket with traffic:
+// the same week-long baseline and hour-long drift window as DefaultCoreParams,
+// with the daily harmonic (a device's day is steadier than a tweet stream's),
+// the right tail only, and absolute surprises (the detector thresholds them)
+// rather than surprises relative to the recent peak.
+var DetectorCoreParams = CoreParams{
+	Long:          2000,
+	Short:         12,
+	Warm:          48,
+	Clip:          3,
+	FlagSurprise:  4,
+	FlaggedWeight: 0.05,
+	Refractory:    200,
+	FloorScale:    1,
+	CalCap:        10,
+	Daily:         true,
+	Upward:        true,
+}
+
 // CoreSize is the size of a marshalled Core.
-const CoreSize = 52
+const CoreSize = 44
 
 // Step feeds the value of the interval ending at t (Unix ns; steps must come
-// in order) and returns its score in [0,1], its surprise in decades, and the
-// value the baseline expected. A non-finite value is treated as 0.
-func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, surprise, expected float64) {
+// in order) and returns its score in [0,1], its calibrated point and drift
+// surprises in decades (both 0 before p.Warm steps), and the value the
+// baseline expected. A non-finite value is treated as 0.
+func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, point, drift, expected float64) {
 	if !(x >= 0) { // NaN, negative
 		if x < 0 && !math.IsInf(x, -1) {
 			x = -x // a signed series: model its magnitude
@@ -130,7 +159,7 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, surprise,
 	cs, sn := 0.0, 0.0
 	if p.Daily {
 		ph := 2 * math.Pi * float64(((t%dayNs)+dayNs)%dayNs) / float64(dayNs)
-		cs, sn = math.Cos(ph), math.Sin(ph)
+		sn, cs = math.Sincos(ph)
 	}
 	if c.n == 0 {
 		c.level = y
@@ -159,12 +188,21 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, surprise,
 	// heavier tails than the model, and its surprises are scaled down by as much.
 	sPoint := laplaceSurprise(z)
 	sDrift := gaussSurprise(zd)
+	if p.Upward {
+		if z < 0 {
+			sPoint = 0
+		}
+		if zd < 0 {
+			sDrift = 0
+		}
+	}
 	const calm = 1 / math.Ln10
 	cp, cd := calm/max(c.mPoint, calm), calm/max(c.mDrift, calm)
 	if c.n < p.Warm {
 		cp, cd = 1, 1
 	}
-	surprise = max(sPoint*cp, sDrift*cd)
+	point, drift = sPoint*cp, sDrift*cd
+	surprise := max(point, drift)
 	ec := 1 / min(float64(c.n+1), p.Long)
 	c.mPoint += ec * (min(sPoint, p.CalCap) - c.mPoint)
 	c.mDrift += ec * (min(sDrift, p.CalCap) - c.mDrift)
@@ -184,9 +222,9 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, surprise,
 			c.episode = surprise
 		}
 	}
-	c.episode *= math.Exp(-1 / p.Refractory)
+	c.episode *= detectors.Decay(1 / p.Refractory)
 	if p.PeakDecay > 0 {
-		c.peak = max(c.peak*math.Exp(-1/p.PeakDecay), surprise)
+		c.peak = max(c.peak*detectors.Decay(1/p.PeakDecay), surprise)
 	}
 
 	// Learn, robustly.
@@ -209,11 +247,13 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, surprise,
 	if c.n < p.Warm {
 		c.dev += eta * (math.Abs(r) - c.dev)
 	}
-	c.last = t
 	if c.n < math.MaxUint32 {
 		c.n++
 	}
-	return score, surprise, expected
+	if c.n <= p.Warm { // c.n was incremented above
+		point, drift = 0, 0
+	}
+	return score, point, drift, expected
 }
 
 const dayNs = int64(86400e9)
@@ -260,7 +300,6 @@ func surpriseToScore(z float64) float32 {
 // MarshalBinary appends the core's state in CoreSize bytes to dst.
 func (c *Core) MarshalBinary(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, c.n)
-	dst = binary.LittleEndian.AppendUint64(dst, uint64(c.last))
 	for _, v := range [...]float64{c.level, c.cos, c.sin, c.dev, c.drift, c.driftDev, c.episode, c.mPoint, c.mDrift, c.peak} {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(v)))
 	}
@@ -275,10 +314,9 @@ func (c *Core) UnmarshalBinary(b []byte) {
 		return
 	}
 	c.n = binary.LittleEndian.Uint32(b)
-	c.last = int64(binary.LittleEndian.Uint64(b[4:]))
 	vs := [...]*float64{&c.level, &c.cos, &c.sin, &c.dev, &c.drift, &c.driftDev, &c.episode, &c.mPoint, &c.mDrift, &c.peak}
 	for i, v := range vs {
-		f := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[12+4*i:])))
+		f := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4+4*i:])))
 		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > maxCount {
 			*c = Core{}
 			return

@@ -14,8 +14,8 @@ func TestCoreStep(t *testing.T) {
 	t0 := int64(1.4e18)
 	calm := float32(0)
 	for i := range 500 {
-		s, z, e := c.Step(&p, t0+int64(i)*300e9, 100+float64(i%5))
-		if math.IsNaN(z) || math.IsNaN(e) || !(s >= 0 && s <= 1) {
+		s, z, zd, e := c.Step(&p, t0+int64(i)*300e9, 100+float64(i%5))
+		if math.IsNaN(z) || math.IsNaN(zd) || math.IsNaN(e) || !(s >= 0 && s <= 1) {
 			t.Fatalf("step %d: score %g surprise %g expected %g", i, s, z, e)
 		}
 		if i > 100 {
@@ -28,13 +28,13 @@ func TestCoreStep(t *testing.T) {
 	}
 	var d Core
 	d.UnmarshalBinary(b)
-	s1, _, e1 := c.Step(&p, t0+500*300e9, 900)
-	s2, _, e2 := d.Step(&p, t0+500*300e9, 900)
+	s1, _, _, e1 := c.Step(&p, t0+500*300e9, 900)
+	s2, _, _, e2 := d.Step(&p, t0+500*300e9, 900)
 	if !(s1 > calm) || math.Abs(float64(s1-s2)) > 1e-3 || math.Abs(e1-e2) > 1e-3*e1 {
 		t.Errorf("spike: score %g (restored %g), expected %g (restored %g); max calm score %g", s1, s2, e1, e2, calm)
 	}
 	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -5, 0, 1e300} {
-		if s, z, e := c.Step(&p, t0+600*300e9, v); !(s >= 0 && s <= 1) || math.IsNaN(z) || math.IsNaN(e) || math.IsInf(e, 0) {
+		if s, z, zd, e := c.Step(&p, t0+600*300e9, v); !(s >= 0 && s <= 1) || math.IsNaN(z) || math.IsNaN(zd) || math.IsNaN(e) || math.IsInf(e, 0) {
 			t.Errorf("value %g: score %g surprise %g expected %g", v, s, z, e)
 		}
 	}
@@ -42,6 +42,44 @@ func TestCoreStep(t *testing.T) {
 	g.UnmarshalBinary([]byte{1, 2, 3})
 	if g != (Core{}) {
 		t.Errorf("a short record read as %+v, want no history", g)
+	}
+}
+
+// TestCoreDriftUpward: with the detector's parameters (daily harmonic, right
+// tail), a noisy daily cycle gives no drift surprise above the detector's
+// threshold, a drop gives none at all, and a lasting 2.5x rise does, from its
+// drift (the hour-long mean) rather than from one value.
+func TestCoreDriftUpward(t *testing.T) {
+	p := DetectorCoreParams
+	run := func(level float64) (maxPoint, maxDrift float64) {
+		var c Core
+		t0 := int64(1.4e18)
+		i := 0
+		step := func(factor float64) (float64, float64) {
+			i++
+			ts := t0 + int64(i)*300e9
+			day := 1 + 0.3*math.Sin(2*math.Pi*float64(ts%dayNs)/float64(dayNs))
+			noise := 1 + 0.1*math.Sin(float64(i)*1.7) // deterministic wobble
+			_, z, zd, _ := c.Step(&p, ts, 20000*day*noise*factor)
+			return z, zd
+		}
+		for range 576 * 3 { // three days of 5-minute buckets
+			z, zd := step(1)
+			if i > 576 && max(z, zd) >= 6 {
+				t.Fatalf("step %d of a steady daily cycle: point %.1f drift %.1f decades", i, z, zd)
+			}
+		}
+		for range 24 { // two hours at the new level
+			z, zd := step(level)
+			maxPoint, maxDrift = max(maxPoint, z), max(maxDrift, zd)
+		}
+		return maxPoint, maxDrift
+	}
+	if z, zd := run(0.2); z != 0 || zd != 0 {
+		t.Errorf("a drop to 20%%: point %.2f drift %.2f decades; want 0 (right tail only)", z, zd)
+	}
+	if _, zd := run(2.5); !(zd >= 6) {
+		t.Errorf("a lasting 2.5x rise: drift %.2f decades; want at least 6", zd)
 	}
 }
 

@@ -1,5 +1,5 @@
-// Package volume scores a device's request, authentication-failure and error
-// rates against the device's own baseline.
+// Package volume scores a device's request, authentication-failure, error and
+// bytes-out rates against the device's own baseline, and the gaps it leaves.
 //
 // Each rate is kept twice as a time-decayed count: a short window (time constant
 // TauShort) that says what the device is doing now, and a long baseline (time
@@ -9,10 +9,44 @@
 // with the Poisson right tail (detectors.PoissonSurprise), never a Gaussian
 // z-score, so that small counts are judged correctly.
 //
-// The baseline does not learn from what the detector flags: a flagged event
-// updates the short windows but not the baseline, so a flood cannot teach the
-// device that floods are normal. Long silences count for at most a few typical
+// The baseline does not learn from what the detector flags: an event flagged
+// for its request, failure or error count updates the short windows but not
+// the baselines, so a flood cannot teach the device that floods are normal
+// (an event flagged for its size, or for a drift or silence before it, came
+// at a normal rate and is counted). Long silences count for at most a few typical
 // gaps of exposure, so a device that was off overnight keeps its daytime rate.
+//
+// Bytes out (the response sizes the gateway sends to the client) are
+// heavy-tailed even for a healthy device: a firmware download of a megabyte
+// next to 40-byte telemetry acks, a config read now and then. Neither a mean
+// nor a variance describes them, so the detector keeps the device's typical
+// response size instead: a log-domain tracker of its median (logMid, moved
+// MidStep towards each response). Bytes out are then scored twice, and one
+// large response, however large, is neither:
+//   - bytes_out_spike (fast): a response more than OversizeFactor times the
+//     typical size is oversized; many oversized responses within minutes (the
+//     medium window) are bulk reads, an IDOR returning other owners' data;
+//   - bytes_out_drift (slow): the mean response size of each closed 5-minute
+//     bucket, each response capped at CapFactor times the typical size (so a
+//     download cannot move it), feeds a Core (core.go, the model `iotwatch
+//     eval nab` measures) with a daily harmonic, which catches responses
+//     growing gradually (the tracker follows a lasting rise within dozens of
+//     responses, so the cap does not hide it). The mean, not the total, so
+//     that the daily cycle of request rates is not a drift.
+//
+// Silence: a per-event detector only sees a device when it sends something, so
+// a silence is reported when the device comes back, with the gap against its
+// usual inter-arrival time. Devices whose normal life has long gaps (off
+// overnight) make such gaps, so a silence is scored below the alert threshold:
+// a recorded finding that alerts only together with other evidence. Raising it
+// while the device is still silent needs a sweeper over idle records; the
+// pipeline has none yet.
+//
+// New devices: findings start after warm-up (WarmEvents, WarmExposure), and
+// until the device graduates (GradEvents, GradExposure) its scores are capped
+// at ColdMaxScore, below the default block threshold (0.9): a young baseline
+// may alert but not block. A fleet view that implements ClassRater gives a
+// cold device its class's typical rate as a prior, judged with widened bounds.
 package volume
 
 import (
@@ -58,17 +92,82 @@ const (
 	minGapCap    = 300.0
 	gapCapFactor = 4.0
 	// maxCount bounds decayed counts read from a record; larger or non-finite
-	// values (a corrupt record) read as zero.
-	maxCount = 1e12
+	// values (a corrupt record) read as zero. maxLogBytes bounds the size
+	// tracker likewise (log of maxCount).
+	maxCount    = 1e12
+	maxLogBytes = 27.7
+
+	// MinSilence (seconds) is the shortest gap that can be a silence, and
+	// SilenceMinScore and SilenceMaxScore the score of the shortest and of
+	// the longest (8 h): far below the default alert threshold (0.6,
+	// pipeline/decide), since a device off overnight makes such gaps, and low
+	// enough that the commands of a normal reconnect (a new command scores
+	// about 0.5) do not make an alert with it (scores combine by noisy-or):
+	// a recorded finding for the analyst, which adds to strong evidence only.
+	MinSilence      = 1800.0
+	SilenceMinScore = 0.1
+	SilenceMaxScore = 0.15
+	// MidStep is the step, in natural-log units of bytes, of the tracker of
+	// the device's median response size: small enough that a burst of large
+	// reads stays oversized for dozens of responses, large enough to follow a
+	// lasting change within dozens.
+	MidStep = 0.1
+	// OversizeFactor times the typical size makes a response oversized, if it
+	// is also at least MinOversizeBytes (tiny responses vary by large
+	// factors); legitimate rare large responses (a config, a token, a
+	// download) come alone. MinOversized is the smallest medium-window count
+	// of oversized responses that can be a bytes-out spike, judged against
+	// FloorExpected. CapFactor times the typical size caps a response in the
+	// drift buckets.
+	OversizeFactor   = 16.0
+	MinOversizeBytes = 256.0
+	MinOversized     = 6.0
+	CapFactor        = 2.0
+	// BucketNs is the length of the bytes-out buckets the Core steps on.
+	// LogScale scales the log of a bucket's mean response size for the Core,
+	// whose smallest residual scale is 0.5: a 5% change of size.
+	LogScale = 10.0
+	BucketNs = int64(300e9)
+	// MinDriftSurprise (decades) is the threshold of the Core's calibrated
+	// drift surprise (a single large bucket is the fast channel's business).
+	MinDriftSurprise = 6.0
+	// MinDriftPoint (decades) is the smallest point surprise of the closing
+	// bucket itself for a drift finding: the drift window (an hour) outlives
+	// what it saw, and a bucket back within its usual noise is not reported.
+	MinDriftPoint = 1.0
+	// GradEvents and GradExposure (seconds of decayed exposure, about 50
+	// minutes of history) make a device graduated; before, scores are capped
+	// at ColdMaxScore.
+	GradEvents   = 100
+	GradExposure = 2000.0
+	ColdMaxScore = 0.85
+	// ColdWiden multiplies MinRatio and ColdSurprise replaces MinSurprise when
+	// a cold device is judged against its class's rate: wider bounds.
+	ColdWiden    = 2.0
+	ColdSurprise = 10.0
 )
 
+// logOversize and logCap are log(OversizeFactor) and log(CapFactor), margins
+// over the log-domain tracker.
+var logOversize, logCap = math.Log(OversizeFactor), math.Log(CapFactor)
+
+// ClassRater is implemented by a fleet view that knows a class's typical
+// per-device request rate. It is optional: without it, a device is not judged
+// before its own warm-up.
+type ClassRater interface {
+	// ClassRate returns the typical request rate (per second) of one device of
+	// the class, or 0 when the class is not established.
+	ClassRate(class uint64) float64
+}
+
 // StateSize is the size of the per-device record.
-const StateSize = 44
+const StateSize = 100
 
 // Record layout, little-endian:
 //
 //	0:8   last event time, Unix ns (int64)
-//	8:12  number of events seen, saturating (uint32)
+//	8:10  number of events seen, saturating (uint16)
+//	10:12 responses in the open 5-minute bucket, saturating (uint16)
 //	12:16 short-window request count (float32)
 //	16:20 baseline request count (float32)
 //	20:24 baseline exposure, seconds (float32)
@@ -77,19 +176,30 @@ const StateSize = 44
 //	32:36 short-window error count (float32)
 //	36:40 baseline error count (float32)
 //	40:44 medium-window request count (float32)
+//	44:48 medium-window count of oversized responses (float32)
+//	48:52 log(1 + median response size in bytes), tracked (float32)
+//	52:56 bytes out in the open 5-minute bucket, each response capped (float32)
+//	56:100 the bytes-out Core (Core.MarshalBinary)
 type state struct {
 	last                  int64
-	n                     uint32
+	n, bucketN            uint16
 	short, long, exposure float64
 	failShort, failLong   float64
 	errShort, errLong     float64
 	medium                float64
+	overMedium            float64
+	logMid                float64
+	bucket                float64
+	core                  Core
 }
+
+const coreAt = 56
 
 func (s *state) load(b []byte) {
 	_ = b[StateSize-1]
 	s.last = int64(binary.LittleEndian.Uint64(b[0:]))
-	s.n = binary.LittleEndian.Uint32(b[8:])
+	s.n = binary.LittleEndian.Uint16(b[8:])
+	s.bucketN = binary.LittleEndian.Uint16(b[10:])
 	s.short = f32(b[12:])
 	s.long = f32(b[16:])
 	s.exposure = min(f32(b[20:]), TauLong)
@@ -98,12 +208,17 @@ func (s *state) load(b []byte) {
 	s.errShort = f32(b[32:])
 	s.errLong = f32(b[36:])
 	s.medium = f32(b[40:])
+	s.overMedium = f32(b[44:])
+	s.logMid = min(f32(b[48:]), maxLogBytes)
+	s.bucket = f32(b[52:])
+	s.core.UnmarshalBinary(b[coreAt:])
 }
 
 func (s *state) store(b []byte) {
 	_ = b[StateSize-1]
 	binary.LittleEndian.PutUint64(b[0:], uint64(s.last))
-	binary.LittleEndian.PutUint32(b[8:], s.n)
+	binary.LittleEndian.PutUint16(b[8:], s.n)
+	binary.LittleEndian.PutUint16(b[10:], s.bucketN)
 	putF32(b[12:], s.short)
 	putF32(b[16:], s.long)
 	putF32(b[20:], s.exposure)
@@ -112,6 +227,10 @@ func (s *state) store(b []byte) {
 	putF32(b[32:], s.errShort)
 	putF32(b[36:], s.errLong)
 	putF32(b[40:], s.medium)
+	putF32(b[44:], s.overMedium)
+	putF32(b[48:], s.logMid)
+	putF32(b[52:], s.bucket)
+	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
 }
 
 // f32 reads a count; negative, huge or non-finite values read as 0.
@@ -129,28 +248,43 @@ func putF32(b []byte, v float64) { binary.LittleEndian.PutUint32(b, math.Float32
 type Detector struct{}
 
 // Doc is the catalog paragraph.
-const Doc = "Request, auth-failure (auth failed or HTTP 401) and error (other 4xx/5xx) rates of a device against " +
-	"its own baseline. Each is a time-decayed count over a short window (tau 30 s; requests also over a medium " +
-	"window, tau 5 min, for slower floods) compared with the count the " +
-	"device's long-term rate (tau 1 h, not updated by flagged events, long silences capped) predicts for that " +
-	"window, scored with the Poisson right tail. Observed is the window's count (including this event), " +
-	"Expected the baseline-expected count in the same window (the window that scores higher). Fires when the tail probability is below 1e-6, the " +
-	"count is at least 4x expected and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, rising to 1. " +
-	"No findings until the device has 20 events and 10 minutes of history. An auth-failure or error burst is " +
-	"reported in preference to the rate spike it also causes."
+const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5xx) and bytes-out (response size) rates of a device " +
+	"against its own baseline, and the gaps it leaves. Each rate is a time-decayed count over a short window (tau 30 s; " +
+	"requests also over a medium window, tau 5 min, for slower floods) compared with the count the device's " +
+	"long-term rate (tau 1 h, not updated by flagged events, long silences capped) predicts for that window, scored " +
+	"with the Poisson right tail. Fires when the tail probability is below 1e-6, the count is at least 4x expected " +
+	"and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, rising to 1. Observed is the window's count " +
+	"(including this event), Expected the baseline-expected count in the same window. An auth-failure or error burst " +
+	"is reported in preference to the rate spike it also causes. Bytes out are heavy-tailed (a firmware download " +
+	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
+	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
+	"in the 5-minute window, at a normal request rate, are a bytes_out_spike (Observed: that count, Expected: 0.1); the " +
+	"mean response size of each closed 5-minute bucket (each response capped at 2x the typical size) feeds the volume " +
+	"core (the model of iotwatch eval nab, in log units: a 5% floor; daily harmonic, robust learning, a 1 h drift " +
+	"window, right tail only), and a calibrated drift surprise of 6 decades on a bucket itself above its baseline " +
+	"(1 decade) is a bytes_out_drift (Observed: the bucket's mean response size, Expected: the baseline's), for " +
+	"responses growing gradually. Silence: when a device comes back after at least 30 min and a gap whose Poisson " +
+	"probability exp(-gap/mean gap) is below 1e-6, silence (Observed: the gap in seconds, Expected: the mean gap), " +
+	"score 0.1 at 30 min to 0.15 from 8 h on: a device off overnight makes such gaps, so it never alerts alone; it " +
+	"is seen on the device's next event (no sweeper yet). No findings until the device has 20 events and 10 minutes " +
+	"of history (or, when the fleet view knows its class's rate, rate spikes against that rate at 8x and 1e-10); " +
+	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history. A warm " +
+	"device without a finding returns a finding with no reason whose Observed and Expected are the short request " +
+	"window's (the expected band of plots)."
 
 func init() {
 	detectors.Register(detectors.Spec{
 		Name:      schemas.DetectorVolume,
 		Doc:       Doc,
 		StateSize: StateSize,
-		Reasons:   []string{schemas.ReasonRateSpike, schemas.ReasonAuthFailures, schemas.ReasonErrorBurst},
-		New:       func() detectors.Detector { return Detector{} },
+		Reasons: []string{schemas.ReasonRateSpike, schemas.ReasonAuthFailures, schemas.ReasonErrorBurst,
+			schemas.ReasonBytesOutSpike, schemas.ReasonBytesOutDrift, schemas.ReasonSilence},
+		New: func() detectors.Detector { return Detector{} },
 	})
 }
 
 // Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.Finding {
+func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {
 		return schemas.Finding{}
 	}
@@ -159,7 +293,8 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 
 	// Seconds since the previous event; 0 for the first one and for an event
 	// older than the last one (late events are counted, not time-travelled).
-	dt := detectors.Advance(&s.last, s.n == 0, ev.Time)
+	first, prev := s.n == 0, s.last
+	dt := detectors.Advance(&s.last, first, ev.Time)
 
 	fail := 0.0
 	if ev.Auth == schemas.AuthFailed || ev.Status == 401 {
@@ -169,12 +304,59 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	if fail == 0 && ev.Status >= 400 && ev.Status < 600 {
 		errs = 1
 	}
+	warm := s.n >= WarmEvents && s.exposure >= WarmExposure
+
+	// The response against the device's typical size (before this event
+	// moves it); a large one counts in the drift bucket at the cap.
+	bytes := min(float64(ev.BytesOut), maxCount)
+	lb := math.Log1p(bytes)
+	if first {
+		s.logMid = lb
+	}
+	over := 0.0
+	if bytes >= MinOversizeBytes && lb > s.logMid+logOversize {
+		over = 1
+	}
+	if lb > s.logMid+logCap {
+		bytes = math.Expm1(s.logMid + logCap)
+	}
+
+	// The gap before this event, judged against the baseline before it moves.
+	silence, meanGap := 0.0, 0.0
+	if warm && s.long > 0 && dt >= MinSilence {
+		meanGap = s.exposure / s.long
+		silence = detectors.GapSurprise(dt, meanGap)
+	}
+
+	// A new bucket closes the previous one: its mean response size steps the
+	// Core. The mean, not the total, so that the device's daily cycle of
+	// request rates (the rate channels' business) does not look like a drift;
+	// in log units (the Core takes the square root of what it is fed), so
+	// that sizes drift by ratios whatever the device's typical size.
+	// Buckets without bytes (a device that sends none, a silence) are
+	// skipped; silence has its own finding.
+	point, drift, driftExpected, driftObserved := 0.0, 0.0, 0.0, 0.0
+	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
+		if s.bucket > 0 && s.bucketN > 0 {
+			driftObserved = s.bucket / float64(s.bucketN)
+			y := LogScale * math.Log1p(driftObserved)
+			_, point, drift, driftExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
+			driftExpected = math.Expm1(math.Sqrt(driftExpected) / LogScale)
+		}
+		s.bucket, s.bucketN = 0, 0
+	}
+	if s.bucketN < math.MaxUint16 {
+		s.bucket = min(s.bucket+bytes, maxCount)
+		s.bucketN++
+	}
 
 	ds := detectors.Decay(dt / TauShort)
 	s.short = s.short*ds + 1
 	s.failShort = s.failShort*ds + fail
 	s.errShort = s.errShort*ds + errs
-	s.medium = s.medium*detectors.Decay(dt/TauMedium) + 1
+	dm := detectors.Decay(dt / TauMedium)
+	s.medium = s.medium*dm + 1
+	s.overMedium = s.overMedium*dm + over
 
 	// A silence adds at most a few typical gaps of exposure.
 	gapCap := minGapCap
@@ -187,61 +369,121 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	s.errLong *= dl
 	s.exposure = s.exposure*dl + TauLong*(1-dl)
 
-	var f schemas.Finding
-	if s.n >= WarmEvents && s.exposure >= WarmExposure {
-		// Expected counts in the short window at the baseline rates. A burst of
-		// failures or errors is reported in preference to the spike it causes.
-		perWindow := TauShort / s.exposure
-		reason, observed, expected := schemas.ReasonNone, 0.0, 0.0
-		var score float32
-		switch {
-		case fail > 0:
-			reason, observed, expected = schemas.ReasonAuthFailures, s.failShort, max(s.failLong*perWindow, FloorExpected)
-			score = judge(observed, expected, MinFailures)
-		case errs > 0:
-			reason, observed, expected = schemas.ReasonErrorBurst, s.errShort, max(s.errLong*perWindow, FloorExpected)
-			score = judge(observed, expected, MinErrors)
+	reason, observed, expected := schemas.ReasonNone, 0.0, 0.0
+	var score float32
+	switch {
+	case warm:
+		reason, observed, expected, score = s.judgeWarm(fail, errs, over)
+		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
+			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, driftExpected
+			score = detectors.SurpriseScore(drift, MinDriftSurprise)
 		}
-		if score == 0 {
-			reason, observed, expected = schemas.ReasonRateSpike, s.short, max(s.long*perWindow, FloorExpected)
-			score = judge(observed, expected, MinSpike)
-			// The medium window, for floods too slow to fill the short one,
-			// while they last: the short window must still be running high, so
-			// normal requests after a burst do not inherit its finding.
-			mExpected := max(s.long*TauMedium/s.exposure, FloorExpected)
-			if s.short >= MinRatio*expected {
-				if m := judge(s.medium, mExpected, MinSpike); m > score {
-					observed, expected, score = s.medium, mExpected, m
-				}
-			}
+		if score == 0 && silence >= MinSurprise {
+			reason, observed, expected = schemas.ReasonSilence, dt, meanGap
+			score = silenceScore(dt)
 		}
-		if score > 0 {
-			f = schemas.Finding{
-				Detector: schemas.DetectorVolume,
-				Reason:   reason,
-				Score:    score,
-				Observed: observed,
-				Expected: expected,
+	case !first:
+		// A cold device against its class's typical rate, with wider bounds.
+		if cr, ok := fleet.(ClassRater); ok {
+			if rate := cr.ClassRate(ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
+				reason, observed, expected = schemas.ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
+				score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
 			}
 		}
 	}
-	if f.Reason == schemas.ReasonNone {
+	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
+		score = min(score, ColdMaxScore) // not graduated: alert, never block
+	}
+	f := schemas.Finding{Detector: schemas.DetectorVolume, Reason: reason, Score: score, Observed: observed, Expected: expected}
+	if score == 0 {
+		// No finding; a warm device still reports its short request window
+		// and the baseline's expectation (the plots' band; dropped downstream).
+		f.Reason = schemas.ReasonNone
+		f.Observed, f.Expected = 0, 0
+		if warm {
+			f.Observed, f.Expected = s.short, max(s.long*TauShort/s.exposure, FloorExpected)
+		}
+	}
+	// Learn unless this event is part of what was flagged. The request
+	// baselines learn from all but request-count findings (an oversized
+	// response came at a normal rate; a silence and a bucket's drift are
+	// about earlier events); the size tracker from all but oversized ones.
+	if score == 0 || (reason != schemas.ReasonRateSpike && reason != schemas.ReasonAuthFailures && reason != schemas.ReasonErrorBurst) {
 		s.long++
 		s.failLong += fail
 		s.errLong += errs
 	}
-	if s.n < math.MaxUint32 {
+	if score == 0 || reason != schemas.ReasonBytesOutSpike {
+		if lb > s.logMid {
+			s.logMid = min(s.logMid+MidStep, lb)
+		} else {
+			s.logMid = max(s.logMid-MidStep, lb)
+		}
+	}
+	if s.n < math.MaxUint16 {
 		s.n++
 	}
 	s.store(b)
 	return f
 }
 
+// judgeWarm judges the short and medium windows of a warm device: auth
+// failures and errors first (a burst of them also raises the rate), then the
+// request rate, then oversized responses at a normal rate.
+func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, expected float64, score float32) {
+	// Expected counts in the short window at the baseline rates.
+	perWindow := TauShort / s.exposure
+	switch {
+	case fail > 0:
+		reason, observed, expected = schemas.ReasonAuthFailures, s.failShort, max(s.failLong*perWindow, FloorExpected)
+		score = judge(observed, expected, MinFailures)
+	case errs > 0:
+		reason, observed, expected = schemas.ReasonErrorBurst, s.errShort, max(s.errLong*perWindow, FloorExpected)
+		score = judge(observed, expected, MinErrors)
+	}
+	if score > 0 {
+		return reason, observed, expected, score
+	}
+	reason, observed, expected = schemas.ReasonRateSpike, s.short, max(s.long*perWindow, FloorExpected)
+	score = judge(observed, expected, MinSpike)
+	// The medium window, for floods too slow to fill the short one, while
+	// they last: the short window must still be running high, so normal
+	// requests after a burst do not inherit its finding.
+	mExpected := max(s.long*TauMedium/s.exposure, FloorExpected)
+	if s.short >= MinRatio*expected {
+		if m := judge(s.medium, mExpected, MinSpike); m > score {
+			observed, expected, score = s.medium, mExpected, m
+		}
+	}
+	if score > 0 || over == 0 {
+		return reason, observed, expected, score
+	}
+	// Oversized responses, judged on events that are themselves oversized so
+	// that the responses after a burst do not inherit its finding.
+	if o := judge(s.overMedium, FloorExpected, MinOversized); o > 0 {
+		return schemas.ReasonBytesOutSpike, s.overMedium, FloorExpected, o
+	}
+	return reason, observed, expected, 0
+}
+
+// silenceScore grows with the gap, not its improbability (every long gap of a
+// busy device is improbable): SilenceMinScore at MinSilence, SilenceMaxScore
+// at 16 times that (8 h), halfway at 4 times (2 h).
+func silenceScore(gap float64) float32 {
+	x := min(math.Log2(gap/MinSilence)/4, 1)
+	return float32(SilenceMinScore + (SilenceMaxScore-SilenceMinScore)*max(x, 0))
+}
+
 // judge returns the score of observed against expected: 0 unless observed is
 // a burst of at least minCount and MinRatio times expected.
 func judge(observed, expected, minCount float64) float32 {
-	if observed < minCount || observed < MinRatio*expected {
+	return judgeWith(observed, expected, minCount, MinRatio, MinSurprise)
+}
+
+// judgeWith is judge with the ratio and surprise thresholds given.
+func judgeWith(observed, expected, minCount, minRatio, minSurprise float64) float32 {
+	if observed < minCount || observed < minRatio*expected {
 		return 0
 	}
-	return detectors.SurpriseScore(detectors.PoissonSurprise(observed, expected), MinSurprise)
+	return detectors.SurpriseScore(detectors.PoissonSurprise(observed, expected), minSurprise)
 }

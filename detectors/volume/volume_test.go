@@ -1,0 +1,146 @@
+package volume
+
+import (
+	"testing"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// rater is a fleet view that knows its classes' typical request rate.
+type rater struct {
+	*detectors.ClassTable
+	rate float64
+}
+
+func (r rater) ClassRate(uint64) float64 { return r.rate }
+
+// TestClassPrior: a brand-new device flooding from its first events is caught
+// when the fleet view knows its class's rate (one request a minute), scored
+// below blocking since it has not graduated; without that knowledge, or with
+// traffic at the class's rate, nothing fires before warm-up.
+func TestClassPrior(t *testing.T) {
+	flood := func(fleet detectors.Fleet, every int64) (n int, top float32) {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte("new-1"))
+		ev.SetClass([]byte("meter/x"))
+		state := make([]byte, StateSize)
+		var d Detector
+		tm := int64(1736121600e9)
+		for range 60 {
+			tm += every
+			ev.Time = tm
+			if f := d.Observe(&ev, state, fleet); f.Reason != schemas.ReasonNone {
+				if f.Reason != schemas.ReasonRateSpike {
+					t.Fatalf("cold device: reason %q, want %q", f.Reason, schemas.ReasonRateSpike)
+				}
+				n, top = n+1, max(top, f.Score)
+			}
+		}
+		return n, top
+	}
+	table := detectors.NewClassTable(1024, 1024)
+	if n, top := flood(rater{table, 1.0 / 60}, 1e9); n == 0 || top > ColdMaxScore {
+		t.Errorf("flood at 1/s on a class of 1/min: %d findings, top score %v; want some, at most %v", n, top, ColdMaxScore)
+	}
+	if n, _ := flood(rater{table, 1.0 / 60}, 60e9); n != 0 {
+		t.Errorf("traffic at the class's rate: %d findings; want none", n)
+	}
+	if n, _ := flood(table, 1e9); n != 0 {
+		t.Errorf("flood without a class rate: %d findings; want none before warm-up", n)
+	}
+}
+
+// steadyDevice returns a device record warmed with n responses, one every
+// step ns, of size(i) bytes each, and the time of the last.
+func steadyDevice(t *testing.T, n int, step int64, size func(i int) uint64) (*schemas.Event, []byte, int64) {
+	t.Helper()
+	ev := new(schemas.Event)
+	ev.SetDevice([]byte("acme"), []byte("t-1"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/telemetry"))
+	ev.Status, ev.Auth = 200, schemas.AuthOK
+	state := make([]byte, StateSize)
+	var d Detector
+	tm := int64(1736121600e9)
+	for i := range n {
+		tm += step
+		ev.Time, ev.BytesOut = tm, size(i)
+		if f := d.Observe(ev, state, nil); f.Reason != schemas.ReasonNone {
+			t.Fatalf("warm-up event %d (%d bytes): %+v; want no finding", i, ev.BytesOut, f)
+		}
+	}
+	return ev, state, tm
+}
+
+// TestHeavyTailedResponses: a thermostat's 32-64 byte acks with a 1.4 KB
+// config now and then and one 1.2 MB firmware download produce no finding;
+// 200 KB reads with its key, three a minute (too few for a rate spike), do
+// (bytes_out_spike), and the responses after them do not inherit it.
+func TestHeavyTailedResponses(t *testing.T) {
+	size := func(i int) uint64 {
+		switch {
+		case i == 900:
+			return 1_200_000
+		case i%67 == 0:
+			return 1400
+		}
+		return uint64(32 + i*7%33)
+	}
+	ev, state, tm := steadyDevice(t, 1440, 60e9, size) // a day at one a minute
+	var d Detector
+	spikes := 0
+	for i := range 20 {
+		tm += 20e9
+		ev.Time, ev.BytesOut = tm, 200_000
+		f := d.Observe(ev, state, nil)
+		if f.Reason == schemas.ReasonBytesOutSpike {
+			spikes++
+		} else if f.Reason != schemas.ReasonNone {
+			t.Fatalf("read %d: %+v; want %q or none", i, f, schemas.ReasonBytesOutSpike)
+		}
+	}
+	if spikes == 0 {
+		t.Errorf("20 reads of 200 KB on a device of 50-byte acks: no bytes_out_spike")
+	}
+	for i := range 5 {
+		tm += 60e9
+		ev.Time, ev.BytesOut = tm, 48
+		if f := d.Observe(ev, state, nil); f.Reason == schemas.ReasonBytesOutSpike {
+			t.Errorf("normal ack %d after the reads: %+v; want no bytes_out_spike", i, f)
+		}
+	}
+}
+
+// TestNoReasonBand: a warm device without a finding reports its short
+// request window and the baseline's expectation, with no reason and score,
+// without allocating.
+func TestNoReasonBand(t *testing.T) {
+	ev, state, tm := steadyDevice(t, 120, 60e9, func(int) uint64 { return 48 })
+	var d Detector
+	tm += 60e9
+	ev.Time = tm
+	f := d.Observe(ev, state, nil)
+	if f.Reason != schemas.ReasonNone || f.Score != 0 || !(f.Observed >= 1) || !(f.Expected > 0 && f.Expected < f.Observed*2) {
+		t.Errorf("steady device: %+v; want no reason, score 0, observed >= 1, expected near the window's count", f)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		tm += 60e9
+		ev.Time = tm
+		d.Observe(ev, state, nil)
+	}); a != 0 {
+		t.Errorf("Observe allocates %v times per event; want 0", a)
+	}
+}
+
+// TestSilenceNeverAlerts: a silence of any length scores below the default
+// alert threshold (0.6) and grows with the gap.
+func TestSilenceNeverAlerts(t *testing.T) {
+	prev := float32(0)
+	for _, gap := range []float64{MinSilence, 2 * 3600, 8 * 3600, 30 * 86400} {
+		s := silenceScore(gap)
+		if !(s > 0 && s < 0.6 && s >= prev) {
+			t.Errorf("silenceScore(%v) = %v (previous %v); want in (0, 0.6), non-decreasing", gap, s, prev)
+		}
+		prev = s
+	}
+}
