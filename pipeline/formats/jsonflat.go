@@ -188,7 +188,11 @@ func (f *flattener) lit(word string, k kind) error {
 }
 
 // skip skips a balanced object or array at f.i, checking brackets and strings.
-func (f *flattener) skip() error {
+func (f *flattener) skip() error { return f.skipNested(true) }
+
+// skipNested is skip; with decode false, strings are only scanned (skipString),
+// not unescaped: cheaper for values nobody reads.
+func (f *flattener) skipNested(decode bool) error {
 	var stack [maxNesting]byte
 	depth := 0
 	for f.i < len(f.b) {
@@ -210,7 +214,13 @@ func (f *flattener) skip() error {
 				return nil
 			}
 		case '"':
-			if _, err := f.str(); err != nil {
+			var err error
+			if decode {
+				_, err = f.str()
+			} else {
+				err = f.skipString()
+			}
+			if err != nil {
 				return err
 			}
 		default:

@@ -339,7 +339,7 @@ func (f *flattener) skipValue() error {
 	case c == '"':
 		return f.skipString()
 	case c == '{' || c == '[':
-		return f.skipNested()
+		return f.skipNested(false)
 	case c == 't':
 		return f.skipWord("true")
 	case c == 'f':
@@ -384,37 +384,4 @@ func (f *flattener) skipString() error {
 			return nil
 		}
 	}
-}
-
-// skipNested is skip with strings skipped by skipString, not decoded.
-func (f *flattener) skipNested() error {
-	var stack [maxNesting]byte
-	depth := 0
-	for f.i < len(f.b) {
-		switch c := f.b[f.i]; c {
-		case '{', '[':
-			if depth == maxNesting {
-				return syntaxError("nesting too deep")
-			}
-			stack[depth] = c
-			depth++
-			f.i++
-		case '}', ']':
-			if depth == 0 || (c == '}') != (stack[depth-1] == '{') {
-				return syntaxError("unbalanced brackets at offset " + strconv.Itoa(f.i))
-			}
-			depth--
-			f.i++
-			if depth == 0 {
-				return nil
-			}
-		case '"':
-			if err := f.skipString(); err != nil {
-				return err
-			}
-		default:
-			f.i++
-		}
-	}
-	return syntaxError("unexpected end of the record inside a nested value")
 }
