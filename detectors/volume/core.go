@@ -123,19 +123,12 @@ var DefaultCoreParams = CoreParams{
 // with the daily harmonic (a device's day is steadier than a tweet stream's),
 // the right tail only, and absolute surprises (the detector thresholds them)
 // rather than surprises relative to the recent peak.
-var DetectorCoreParams = CoreParams{
-	Long:          2000,
-	Short:         12,
-	Warm:          48,
-	Clip:          3,
-	FlagSurprise:  4,
-	FlaggedWeight: 0.05,
-	Refractory:    200,
-	FloorScale:    1,
-	CalCap:        10,
-	Daily:         true,
-	Upward:        true,
-}
+var DetectorCoreParams = func() CoreParams {
+	p := DefaultCoreParams
+	p.PeakDecay, p.PeakFloor = 0, 0
+	p.Daily, p.Upward = true, true
+	return p
+}()
 
 // CoreSize is the size of a marshalled Core.
 const CoreSize = 44
