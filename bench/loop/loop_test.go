@@ -50,7 +50,7 @@ const (
 	userAgent   = "acme-meter/1.4.2 (esp32)" // class "acme-meter/1.4.2" (ClassField user_agent_product)
 	class       = "acme-meter/1.4.2"
 	command     = "/v1/telemetry"
-	seedHistory = 11 * time.Minute // more than the volume detector's 10 min warm-up
+	seedHistory = 55 * time.Minute // more than the volume detector's graduation (100 events, ~50 min): younger devices alert but are not blocked
 	seedEvery   = time.Second      // the devices' usual rate: 1 request/s
 	steadyEvery = 2 * time.Second  // each steady device's live rate: below its baseline
 	floodEvery  = 5 * time.Millisecond
@@ -72,8 +72,9 @@ const (
 // line's $msec) to the first 403 is logged as p50/p99 over -floods devices.
 //
 // Baselines: the volume detector judges a device only after 20 events and
-// 10 minutes of event time, and NGINX logs wall-clock time, so a short test
-// cannot grow them live. The test therefore publishes 11 minutes of synthetic
+// 10 minutes of event time, and blocks it only after it has graduated (100
+// events and about 50 minutes), and NGINX logs wall-clock time, so a short test
+// cannot grow them live. The test therefore publishes 55 minutes of synthetic
 // history for the same devices (canonical JSON on iotwatch.logs.json.seed,
 // 1 request/s, same tenant, device ids and class as NGINX's lines decode to),
 // waits until the pipeline has scored it, and only then sends live traffic.
