@@ -74,7 +74,7 @@ const (
 //
 // Baselines: the command detector judges a device's commands only after 20
 // events and 10 minutes of event time, and Mosquitto logs wall-clock seconds,
-// so the test first publishes 11 minutes of synthetic history in Mosquitto's
+// so the test first publishes seedHistory (55 minutes) of synthetic history in Mosquitto's
 // own log format (connect, disconnect, reconnect, then one telemetry PUBLISH
 // per second and device) on iotwatch.logs.mosquitto.seed, decoded by the same
 // decoder with the same options as the live log, and waits until the
