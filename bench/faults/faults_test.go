@@ -772,17 +772,7 @@ func TestKillPipeline(t *testing.T) {
 	waitFor(t, 2*time.Minute, "restarted pipeline catches up", r.caughtUp)
 	caughtUp := time.Since(killed)
 	info := r.consumerInfo()
-	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-second.done:
-		if second.err != nil {
-			t.Errorf("restarted pipeline did not stop cleanly: %v\n%s", second.err, tail(second.output()))
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("restarted pipeline did not stop within a minute of SIGTERM\n%s", tail(second.output()))
-	}
+	second.stop(t, "restarted pipeline")
 
 	c := checkScoredExactlyOnce(t, r.db, want)
 	alerts := counts(t, r.db, schemas.TableAlerts, schemas.ColID)
@@ -856,17 +846,7 @@ func controlRun(t *testing.T, bin string, msgs int, args []string) map[[2]uint64
 	}
 	c := startChild(t, bin, args)
 	waitFor(t, 2*time.Minute, "control pipeline catches up", r.caughtUp)
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-c.done:
-		if c.err != nil {
-			t.Fatalf("control pipeline did not stop cleanly: %v\n%s", c.err, tail(c.output()))
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("control pipeline did not stop within a minute of SIGTERM\n%s", tail(c.output()))
-	}
+	c.stop(t, "control pipeline")
 	return readRecords(t, ckpt)
 }
 
@@ -911,6 +891,22 @@ func compareRecords(t *testing.T, got, want map[[2]uint64][]byte) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("restarted run holds %d devices, control %d", len(got), len(want))
+	}
+}
+
+// stop sends SIGTERM and fails t unless the child exits cleanly within a minute.
+func (c *child) stop(t *testing.T, what string) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+		if c.err != nil {
+			t.Fatalf("%s did not stop cleanly: %v\n%s", what, c.err, tail(c.output()))
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not stop within a minute of SIGTERM\n%s", what, tail(c.output()))
 	}
 }
 
