@@ -28,10 +28,10 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
 	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried), NATS and ClickHouse.", p.SinkErrors())
-	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.Flushes.Load())
+	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.FlushLatency.Count())
 	counter(schemas.MetricInProgress, "Messages reported in progress while waiting for a slow sink.", m.InProgress.Load())
 	fmt.Fprintf(w, "# HELP %s Time spent flushing results.\n# TYPE %s counter\n%s %g\n",
-		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, float64(m.FlushNanos.Load())/1e9)
+		schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, schemas.MetricFlushSeconds, m.FlushLatency.Sum())
 	m.FlushLatency.write(w, schemas.MetricFlushDuration, "Time from the start of a flush (rows, alerts, decisions) to the acks of its messages.")
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
 	counter(schemas.MetricStateEvictions, "Live device records evicted because the device cap was reached (their baselines are lost).", m.Evictions.Load())
@@ -55,8 +55,7 @@ var latencyBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 // without allocating.
 type Histogram struct {
 	buckets [len(latencyBuckets) + 1]atomic.Uint64 // the last is +Inf
-	count   atomic.Uint64
-	sumNs   atomic.Uint64 // sum in nanoseconds
+	sumNs   atomic.Uint64                          // sum in nanoseconds
 }
 
 // Observe adds one observation of v seconds.
@@ -66,9 +65,20 @@ func (h *Histogram) Observe(v float64) {
 		i++
 	}
 	h.buckets[i].Add(1)
-	h.count.Add(1)
 	h.sumNs.Add(uint64(max(v, 0) * 1e9))
 }
+
+// Count returns the number of observations.
+func (h *Histogram) Count() uint64 {
+	var n uint64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return n
+}
+
+// Sum returns the sum of the observations, in seconds.
+func (h *Histogram) Sum() float64 { return float64(h.sumNs.Load()) / 1e9 }
 
 // write writes h in the Prometheus text format (cumulative buckets).
 func (h *Histogram) write(w io.Writer, name, help string) {
@@ -79,7 +89,7 @@ func (h *Histogram) write(w io.Writer, name, help string) {
 		fmt.Fprintf(w, "%s_bucket{le=\"%g\"} %d\n", name, le, cum)
 	}
 	cum += h.buckets[len(latencyBuckets)].Load()
-	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %g\n%s_count %d\n", name, cum, name, float64(h.sumNs.Load())/1e9, name, cum)
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %g\n%s_count %d\n", name, cum, name, h.Sum(), name, cum)
 }
 
 // retrier is implemented by sinks that retry internally (sink.ClickHouse).

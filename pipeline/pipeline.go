@@ -182,9 +182,7 @@ type Metrics struct {
 	Decisions    atomic.Uint64
 	Rows         atomic.Uint64 // scored rows written to ClickHouse
 	Acked        atomic.Uint64 // messages acked
-	Flushes      atomic.Uint64
-	FlushNanos   atomic.Uint64 // total time spent flushing
-	FlushLatency Histogram     // seconds from a flush's start to its acks
+	FlushLatency Histogram     // seconds from a flush's start to its acks (count: flushes)
 	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
 	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
 	Devices      atomic.Int64  // devices with state, all workers
@@ -631,8 +629,7 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 }
 
 // dispatch is decodeMessage; with learn, its events are only learned and
-// undecodable lines are skipped (they were dead-lettered when first seen, or
-// will be when the message is redelivered).
+// undecodable records are skipped (see reject).
 func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) bool {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
@@ -644,18 +641,12 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 	subject, data := msg.Subject(), msg.Data()
 	format, dec, err := p.decoderFor(subject)
 	if err != nil {
-		if learn {
-			return true
-		}
-		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
+		return p.reject(ctx, learn, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
 	now := time.Now().UnixNano()
 	ok, bad := true, 0
 	for i, rec := range p.records {
-		if learn && (bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage) {
-			return true
-		}
 		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
 			// A message of garbage must not stall ingest with one dead letter
 			// per line: its rest goes to the DLQ whole, from this record on.
@@ -663,22 +654,16 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 			if bad < MaxBadLinesPerMessage {
 				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
 			}
-			return p.deadLetter(ctx, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
+			return p.reject(ctx, learn, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
 		}
 		it := <-p.free
 		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
 			p.free <- it
 			if err == formats.ErrSkip {
-				if !learn {
-					p.M.Skipped.Add(1)
-				}
+				p.M.Skipped.Add(1)
 				continue
 			}
-			if learn {
-				bad++
-				continue
-			}
-			ok = p.deadLetter(ctx, subject, seq, uint32(i), err, rec) && ok
+			ok = p.reject(ctx, learn, subject, seq, uint32(i), err, rec) && ok
 			bad++
 			continue
 		}
@@ -689,6 +674,16 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 	}
 	return ok
+}
+
+// reject dead-letters an undecodable record, except when learning only
+// (catch-up): it was dead-lettered when first seen, or will be when its
+// message is redelivered.
+func (p *Pipeline) reject(ctx context.Context, learn bool, subject string, seq uint64, line uint32, err error, payload []byte) bool {
+	if learn {
+		return true
+	}
+	return p.deadLetter(ctx, subject, seq, line, err, payload)
 }
 
 // rest returns data from rec on; rec is a subslice of data (formats.Records).
@@ -972,10 +967,7 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 			p.unacked.remove(b)
 		}
 		p.M.Acked.Add(uint64(acked))
-		p.M.Flushes.Add(1)
-		took := time.Since(f.start)
-		p.M.FlushNanos.Add(uint64(took))
-		p.M.FlushLatency.Observe(took.Seconds())
+		p.M.FlushLatency.Observe(time.Since(f.start).Seconds())
 	}
 	return failed
 }

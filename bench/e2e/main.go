@@ -195,7 +195,7 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	rate := float64(p.M.Events.Load()) / elapsed.Seconds()
 	fmt.Printf("pipeline end to end (decode, detect, decide, ClickHouse, ack): %d events in %.2fs = %.0f events/s; %d rows, %d alerts, %d decisions\n",
 		p.M.Events.Load(), elapsed.Seconds(), rate, p.M.Rows.Load(), p.M.Alerts.Load(), p.M.Decisions.Load())
-	fmt.Printf("flushes: %d taking %.2fs in all (ClickHouse inserts, NATS publishes, acks)\n", p.M.Flushes.Load(), float64(p.M.FlushNanos.Load())/1e9)
+	fmt.Printf("flushes: %d taking %.2fs in all (ClickHouse inserts, NATS publishes, acks)\n", p.M.FlushLatency.Count(), p.M.FlushLatency.Sum())
 	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f\n",
 		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate))
 	return nil
