@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -736,9 +735,7 @@ func TestKillPipeline(t *testing.T) {
 	bin := buildIotwatch(t, tmp)
 	r := newRig(t, "faults_kill", 4*time.Second)
 	ckpt := filepath.Join(tmp, "state.ckpt")
-	args := []string{"run", "--nats", r.ns.URL(), "--clickhouse", chSrv.DSN(), "--database", r.db,
-		"--checkpoint", ckpt, "--checkpoint-every", "1s", "--ack-wait", r.streams.AckWait.String(),
-		"--workers", "1", "--flush-interval", "100ms"}
+	args := r.runArgs(ckpt)
 
 	published, publishedWait := publisher(r.js, msgs, floodMessage, 50*time.Millisecond) // ~9 s
 	first := startChild(t, bin, args)
@@ -810,7 +807,7 @@ func TestKillPipeline(t *testing.T) {
 	if cu := catchUpRe.FindStringSubmatch(second.output()); cu != nil {
 		catchUp = cu[1] + ".." + cu[2]
 	}
-	control := controlRun(t, bin, msgs, args)
+	control := controlRun(t, bin, msgs)
 	got := readRecords(t, ckpt)
 	compareRecords(t, got, control)
 	t.Logf("RESULT kill-9: sent %d events (%d messages, %d published at the kill; ack floor %d, %d ack pending at the kill); "+
@@ -823,23 +820,20 @@ func TestKillPipeline(t *testing.T) {
 		info.NumRedelivered, m[1], m[2], catchUp, len(got), caughtUp.Seconds())
 }
 
+// runArgs are the arguments of the kill test's `iotwatch run` on r's servers.
+func (r *rig) runArgs(ckpt string) []string {
+	return []string{"run", "--nats", r.ns.URL(), "--clickhouse", chSrv.DSN(), "--database", r.db,
+		"--checkpoint", ckpt, "--checkpoint-every", "1s", "--ack-wait", r.streams.AckWait.String(),
+		"--workers", "1", "--flush-interval", "100ms"}
+}
+
 // controlRun consumes the same messages with the same flags on fresh servers,
 // without a crash, and returns its final device records.
-func controlRun(t *testing.T, bin string, msgs int, args []string) map[[2]uint64][]byte {
+func controlRun(t *testing.T, bin string, msgs int) map[[2]uint64][]byte {
 	t.Helper()
 	r := newRig(t, "faults_kill_control", 4*time.Second)
 	ckpt := filepath.Join(t.TempDir(), "control.ckpt")
-	args = slices.Clone(args)
-	for i, a := range args {
-		switch a {
-		case "--nats":
-			args[i+1] = r.ns.URL()
-		case "--database":
-			args[i+1] = r.db
-		case "--checkpoint":
-			args[i+1] = ckpt
-		}
-	}
+	args := r.runArgs(ckpt)
 	_, publishedWait := publisher(r.js, msgs, floodMessage, 0)
 	if err := publishedWait(); err != nil {
 		t.Fatal(err)
