@@ -40,16 +40,11 @@ func TestEnforceMosquitto(t *testing.T) {
 	e := newEnforceEnv(t)
 
 	dir := t.TempDir()
-	privFile, pubFile, err := schemas.GenerateKey("mosq-test")
-	if err != nil {
+	privFile, pubFile := writeKeyPair(t, dir, "mosq-test")
+	if err := os.WriteFile(filepath.Join(dir, "admin.pw"), []byte(mosquittotest.AdminPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{"k.key": privFile, "k.pub": pubFile, "admin.pw": []byte(mosquittotest.AdminPassword + "\n")} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	keyID, priv, err := schemas.LoadPrivateKey(filepath.Join(dir, "k.key"))
+	keyID, priv, err := schemas.LoadPrivateKey(privFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +63,7 @@ func TestEnforceMosquitto(t *testing.T) {
 	go func() {
 		done <- enforceCmd(ctx, []string{"mosquitto", "--nats", e.url, "--broker", b.Addr,
 			"--username", mosquittotest.AdminUser, "--password-file", filepath.Join(dir, "admin.pw"),
-			"--keys", filepath.Join(dir, "k.pub"), "--enforcer-id", "mosq-1", "--state", state, "--log-level", "error"}, stdout)
+			"--keys", pubFile, "--enforcer-id", "mosq-1", "--state", state, "--log-level", "error"}, stdout)
 	}()
 	defer func() {
 		cancel()

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -36,23 +37,10 @@ type enforceEnv struct {
 
 func newEnforceEnv(t *testing.T) *enforceEnv {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	b := bustest.Start(t, bus.EmbeddedOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	nc, js, err := bus.Connect(ctx, srv.URL(), "enforce-cmd-test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	_, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &enforceEnv{ctx: ctx, url: srv.URL(), js: js, pub: sink.NewNATSPublisher(js, kv, nil)}
+	return &enforceEnv{ctx: ctx, url: b.Server.URL(), js: b.JS, pub: sink.NewNATSPublisher(b.JS, b.KV, nil)}
 }
 
 func (e *enforceEnv) publish(t *testing.T, keyID string, priv ed25519.PrivateKey, id, action, scope, value string) {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -35,22 +36,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatalf("cannot start embedded NATS server: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
+	b := bustest.Start(t, bus.EmbeddedOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	nc, js, err := bus.Connect(ctx, srv.URL(), "enforce-test", nil)
-	if err != nil {
-		t.Fatalf("cannot connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	_, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
-	if err != nil {
-		t.Fatalf("cannot ensure streams: %v", err)
-	}
+	srv, js, kv := b.Server, b.JS, b.KV
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -404,23 +393,10 @@ func TestRestartResumes(t *testing.T) {
 // TestReconnect restarts the NATS server under a running client.
 func TestReconnect(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := srv.Port()
-	defer func() { srv.Shutdown() }()
+	first := bustest.Start(t, bus.EmbeddedOptions{StoreDir: dir})
+	nc, js, kv := first.NC, first.JS, first.KV
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	nc, js, err := bus.Connect(ctx, srv.URL(), "enforce-test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &env{ctx: ctx, js: js, kv: kv, pub: sink.NewNATSPublisher(js, kv, nil),
 		clock: newFakeClock()}
 	pub, priv, _ := ed25519.GenerateKey(nil)
@@ -429,11 +405,13 @@ func TestReconnect(t *testing.T) {
 	c := e.start(t, Options{})
 	c.waitSynced(t)
 
-	srv.Shutdown()
-	srv, err = bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: dir, Port: port})
+	port := first.Server.Port()
+	first.Server.Shutdown()
+	again, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: dir, Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer again.Shutdown()
 	waitFor(t, "reconnect", func() bool { return nc.Stats().Reconnects > 0 && nc.IsConnected() })
 	if c.Check(Request{Device: "dev-a"}).Allowed() {
 		t.Fatal("block lost across a server restart")

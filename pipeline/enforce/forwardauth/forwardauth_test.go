@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
 	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
@@ -29,23 +30,10 @@ func defaultConfig(throttleRPS float64) forwardauth.Config {
 // an embedded NATS and checks the answers a gateway gets, by scope, header
 // and path.
 func TestHandler(t *testing.T) {
-	srvNATS, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srvNATS.Shutdown)
+	b := bustest.Start(t, bus.EmbeddedOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	nc, js, err := bus.Connect(ctx, srvNATS.URL(), "forwardauth-test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	_, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubs := sink.NewNATSPublisher(js, kv, nil)
+	pubs := sink.NewNATSPublisher(b.JS, b.KV, nil)
 	pubKey, priv, _ := ed25519.GenerateKey(nil)
 	publish := func(id, action, scope, value string) {
 		t.Helper()
@@ -91,7 +79,7 @@ func TestHandler(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.Run(runCtx, js) }()
+	go func() { defer close(done); c.Run(runCtx, b.JS) }()
 	defer func() { stop(); <-done }()
 	<-c.Synced()
 	if r := get(forwardauth.PathHealth); r.StatusCode != http.StatusOK {
