@@ -85,12 +85,11 @@ type configSource struct {
 	lines map[string]int
 }
 
-// loadConfig applies --config (once) to the flags the command line did not set.
+// loadConfig applies --config to the flags the command line did not set.
 func (o *options) loadConfig() error {
-	if o.loaded || o.fs == nil || o.configFile == "" {
+	if o.configFile == "" {
 		return nil
 	}
-	o.loaded = true
 	f, err := os.Open(o.configFile)
 	if err != nil {
 		return fmt.Errorf("cannot load config: %w", err) // the error names the file

@@ -58,7 +58,7 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 		}
 	}
 	if err := fc.Validate(); err != nil {
-		return usageError{errors.New(simFlagNames.Replace(err.Error()))}
+		return simConfigError(err, "duration")
 	}
 	if *lines <= 0 || *lines > 10000 {
 		return usageError{fmt.Errorf("cannot use --lines-per-message %d: must be in [1,10000]", *lines)}
@@ -208,9 +208,13 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 // demoGeoIP is where 'make geoip' puts the country database.
 const demoGeoIP = "var/geoip/geo-whois-asn-country.mmdb"
 
-// simFlagNames maps the simulator's config fields in errors to demo flags.
-var simFlagNames = strings.NewReplacer("invalid Config.Devices", "cannot use --devices", "invalid Config.Duration", "cannot use --duration",
-	"invalid Config.Start", "cannot use the simulation start", "invalid Config.AttackStart", "cannot use the attack start")
+// simConfigError rewrites an error of fleet.Config.Validate with the flags of
+// demo and eval attacks; durationFlag is the flag that sets Config.Duration.
+func simConfigError(err error, durationFlag string) error {
+	return usageError{errors.New(strings.NewReplacer("invalid Config.Devices", "cannot use --devices",
+		"invalid Config.Duration", "cannot use --"+durationFlag, "invalid Config.Start", "cannot use the simulation start",
+		"invalid Config.AttackStart", "cannot use the attack start").Replace(err.Error()))}
+}
 
 func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false

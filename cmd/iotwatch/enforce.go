@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -72,7 +71,7 @@ type enforcerFlags struct {
 
 func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
 	host, _ := os.Hostname()
-	fs.StringVar(&e.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) holding the decisions, comma-separated")
+	fs.StringVar(&e.natsURL, "nats", defaultNATS, "NATS server URL(s) holding the decisions, comma-separated")
 	fs.StringVar(&e.keys, "keys", "", "trusted public key file(s), comma-separated (see 'iotwatch enforce keygen'); during a key rotation give the old and the new key")
 	fs.BoolVar(&e.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
 	fs.StringVar(&e.enforcerID, "enforcer-id", sanitizeID(idPrefix+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
@@ -192,12 +191,8 @@ Flags:
 	ipHeaders := splitList(o.ipHeaders)
 	var secret []byte
 	if o.keySecret != "" {
-		b, err := os.ReadFile(o.keySecret)
-		if err != nil {
-			return usageError{fmt.Errorf("cannot read --key-secret-file: %w", err)}
-		}
-		if secret = bytes.TrimSpace(b); len(secret) < 16 {
-			return usageError{fmt.Errorf("cannot use --key-secret-file %q: the secret must be at least 16 bytes", o.keySecret)}
+		if secret, err = readKeySecret(o.keySecret); err != nil {
+			return usageError{fmt.Errorf("cannot use --key-secret-file: %w", err)}
 		}
 	}
 	client, err := enforce.New(copts)

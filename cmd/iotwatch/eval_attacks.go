@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -118,7 +117,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	fc.Devices, fc.Seed, fc.Attacks = *devices, *seed, *attacks
 	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
 	if err := fc.Validate(); err != nil {
-		return usageError{errors.New(evalSimFlagNames.Replace(err.Error()))}
+		return simConfigError(err, "hours")
 	}
 	cfg, err := o.config()
 	if err != nil {
@@ -140,10 +139,6 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	return nil
 }
 
-// evalSimFlagNames maps the simulator's config fields in errors to this command's flags.
-var evalSimFlagNames = strings.NewReplacer("invalid Config.Devices", "cannot use --devices", "invalid Config.Duration", "cannot use --hours",
-	"invalid Config.AttackStart", "cannot use the attack start")
-
 // replayStack is the in-process scoring stack that replay uses: one worker
 // over the configured detectors, its class table, and the decision engine
 // with its block limiter.
@@ -151,6 +146,16 @@ type replayStack struct {
 	w       *worker.Worker
 	limiter *decide.Limiter
 	fleet   *detectors.ClassTable
+	capped  []schemas.Alert // process's buffer of the limiter's alerts
+}
+
+// process scores ev and returns its alert and decision (either may be nil)
+// and the alerts the block limiter released, which are valid until the next
+// call.
+func (st *replayStack) process(ev *schemas.Event, sc *schemas.Scored) (*schemas.Alert, *schemas.Decision, []schemas.Alert) {
+	alert, d := st.w.Process(ev, sc)
+	st.capped = st.limiter.AppendAlerts(st.capped[:0])
+	return alert, d, st.capped
 }
 
 func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
@@ -205,7 +210,6 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, pl
 	var (
 		alerts     []storedAlert
 		decisions  []storedDecision
-		capAlerts  []schemas.Alert
 		ev         schemas.Event
 		sc         schemas.Scored
 		buf        []byte
@@ -247,7 +251,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, pl
 		if rec != nil {
 			rec.observe(&ev) // before Process: the fleet view as the worker's detectors see it
 		}
-		alert, d := st.w.Process(&ev, &sc)
+		alert, d, capped := st.process(&ev, &sc)
 		if rec != nil {
 			rec.score(sc.Score)
 		}
@@ -257,9 +261,8 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, pl
 		if d != nil {
 			decisions = append(decisions, storedFromDecision(d))
 		}
-		capAlerts = st.limiter.AppendAlerts(capAlerts[:0])
-		for i := range capAlerts {
-			addAlert(&capAlerts[i])
+		for i := range capped {
+			addAlert(&capped[i])
 		}
 	}
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",

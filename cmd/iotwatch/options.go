@@ -27,7 +27,6 @@ type options struct {
 	configFile  string
 	printConfig bool
 	fs          *flag.FlagSet // the command's flags, which --config fills in
-	loaded      bool          // --config has been applied to fs
 	src         *configSource // where the file's values came from (nil without --config)
 
 	natsURL    string
@@ -222,12 +221,9 @@ func (o *options) build() (pipeline.Config, error) {
 	}
 	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld}
 	if o.keySecret != "" {
-		b, err := os.ReadFile(o.keySecret)
-		if err != nil {
+		var err error
+		if fo.KeySecret, err = readKeySecret(o.keySecret); err != nil {
 			return bad("key-secret-file", "%w", err)
-		}
-		if fo.KeySecret = bytes.TrimSpace(b); len(fo.KeySecret) < 16 {
-			return bad("key-secret-file", "the secret in %q must be at least 16 bytes", o.keySecret)
 		}
 	}
 	// Each option alone, then together, so that the error names the option at fault.
@@ -304,6 +300,19 @@ func keyedError(err error, prefix string) error {
 		}
 	}
 	return errors.New(flagNames.Replace(err.Error()))
+}
+
+// readKeySecret reads the secret of --key-secret-file, which the pipeline and
+// enforce http must read alike to hash API keys alike.
+func readKeySecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if b = bytes.TrimSpace(b); len(b) < 16 {
+		return nil, fmt.Errorf("the secret in %q must be at least 16 bytes", path)
+	}
+	return b, nil
 }
 
 func hostname() string {

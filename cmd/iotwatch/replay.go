@@ -11,10 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
-	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -77,7 +75,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{w: st.w, limiter: st.limiter, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{st: st, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
@@ -92,9 +90,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 }
 
 type replayer struct {
-	w                  *worker.Worker
-	limiter            *decide.Limiter
-	capAlerts          []schemas.Alert
+	st                 *replayStack
 	format             string
 	dec                formats.Decoder
 	recs               [][]byte
@@ -127,7 +123,7 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 	if r.geo != nil {
 		r.geo.Enrich(&r.ev)
 	}
-	alert, d := r.w.Process(&r.ev, &r.sc)
+	alert, d, capped := r.st.process(&r.ev, &r.sc)
 	if alert != nil {
 		r.alerts++
 		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: alert}); err != nil {
@@ -140,10 +136,9 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 			return fmt.Errorf("cannot write output: %w", err)
 		}
 	}
-	r.capAlerts = r.limiter.AppendAlerts(r.capAlerts[:0])
-	for i := range r.capAlerts {
+	for i := range capped {
 		r.alerts++
-		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: &r.capAlerts[i]}); err != nil {
+		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: &capped[i]}); err != nil {
 			return fmt.Errorf("cannot write output: %w", err)
 		}
 	}

@@ -24,11 +24,8 @@ import (
 )
 
 func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	o, fs := newRunFlags()
 	fs.SetOutput(stdout)
-	var o options
-	o.register(fs, defaultNATS, defaultClickHouse)
-	o.conn.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch run [flags]
 
@@ -60,7 +57,7 @@ Flags:
 	if lit := o.conn.literalSecretFlags(); len(lit) > 0 {
 		log.Warn("secrets given literally on the command line are visible in ps: use file: or env:", "flags", lit)
 	}
-	st, err := openStack(ctx, &o, cfg, log)
+	st, err := openStack(ctx, o, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func shipMain(ctx context.Context, args []string, stdout, stderr io.Writer, stdi
 	fs.SetOutput(stdout)
 	d := ship.DefaultConfig()
 	var (
-		natsURL  = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+		natsURL  = fs.String("nats", defaultNATS, "NATS server URL(s), comma-separated")
 		format   = fs.String("format", schemas.FormatJSON, "log format: the <format> token of the subject, which selects the pipeline's decoder")
 		source   = fs.String("source", hostname(), "source id: the <source> token of the subject (gateway or broker name)")
 		follow   = fs.Bool("follow", true, "keep reading files as they grow, across rotation and truncation, until interrupted")

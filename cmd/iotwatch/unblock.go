@@ -39,7 +39,7 @@ func unblockCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("unblock", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var o unblockOptions
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) holding the decisions, comma-separated")
+	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL(s) holding the decisions, comma-separated")
 	fs.StringVar(&o.signingKey, "signing-key", "", "ed25519 private key file to sign the unblock with ('iotwatch enforce keygen'); enforcement points must trust its public key (required)")
 	fs.StringVar(&o.scope, "scope", "", "scope of the block to lift: device, api_key, ip or tenant (required)")
 	fs.StringVar(&o.value, "value", "", "value of the block to lift, exactly as in the block decision: a device id, an API key id (as hashed by the pipeline), an address or CIDR, or a tenant (required)")
