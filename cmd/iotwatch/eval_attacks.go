@@ -20,6 +20,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -146,13 +147,17 @@ type replayStack struct {
 	w       *worker.Worker
 	limiter *decide.Limiter
 	fleet   *detectors.ClassTable
+	geo     *geoip.Reader   // fills what log lines lack, as the pipeline does (nil: none)
 	capped  []schemas.Alert // process's buffer of the limiter's alerts
 }
 
-// process scores ev and returns its alert and decision (either may be nil)
-// and the alerts the block limiter released, which are valid until the next
-// call.
+// process enriches ev from the GeoIP database, scores it and returns its
+// alert and decision (either may be nil) and the alerts the block limiter
+// released, which are valid until the next call.
 func (st *replayStack) process(ev *schemas.Event, sc *schemas.Scored) (*schemas.Alert, *schemas.Decision, []schemas.Alert) {
+	if st.geo != nil {
+		st.geo.Enrich(ev)
+	}
 	alert, d := st.w.Process(ev, sc)
 	st.capped = st.limiter.AppendAlerts(st.capped[:0])
 	return alert, d, st.capped
@@ -173,7 +178,7 @@ func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &replayStack{w: w, limiter: limiter, fleet: fleet}, nil
+	return &replayStack{w: w, limiter: limiter, fleet: fleet, geo: cfg.GeoIP}, nil
 }
 
 // progressEvery is how many events pass between two looks at the wall clock

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"image/png"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+
 	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/geoip/geoiptest"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func TestSummarizeAggregatesPerType(t *testing.T) {
@@ -263,5 +271,32 @@ func TestEvalAttacksBadFlags(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("eval attacks %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestReplayStackEnrichesFromGeoIP checks that the offline stack of replay and
+// eval attacks fills what a log line lacks from --geoip, as the pipeline does.
+func TestReplayStackEnrichesFromGeoIP(t *testing.T) {
+	path := geoiptest.Write(t, "Test-City", []geoiptest.Network{{Prefix: "84.128.0.0/16", Record: mmdbtype.Map{
+		"country":  mmdbtype.Map{"iso_code": mmdbtype.String("JP")},
+		"location": mmdbtype.Map{"latitude": mmdbtype.Float64(35.68), "longitude": mmdbtype.Float64(139.69)},
+	}}})
+	geo, err := geoip.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer geo.Close()
+	st, err := newReplayStack(pipeline.Config{GeoIP: geo, Decide: decide.DefaultConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("cam-1"))
+	ev.ClientIP = netip.MustParseAddr("84.128.3.7")
+	ev.Time = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).UnixNano()
+	var sc schemas.Scored
+	st.process(&ev, &sc)
+	if ev.Country.String() != "JP" || ev.Lat == 0 {
+		t.Errorf("event after process: country %q, coordinates %v,%v; want JP with coordinates", ev.Country, ev.Lat, ev.Lon)
 	}
 }

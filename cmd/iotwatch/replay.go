@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/pipeline/formats"
-	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -75,7 +74,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{st: st, format: *format, dec: dec, geo: cfg.GeoIP, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{st: st, format: *format, dec: dec, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
@@ -94,7 +93,6 @@ type replayer struct {
 	format             string
 	dec                formats.Decoder
 	recs               [][]byte
-	geo                *geoip.Reader
 	enc                *json.Encoder
 	errw               io.Writer
 	ev                 schemas.Event
@@ -120,9 +118,6 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 		return nil
 	}
 	r.events++
-	if r.geo != nil {
-		r.geo.Enrich(&r.ev)
-	}
 	alert, d, capped := r.st.process(&r.ev, &r.sc)
 	if alert != nil {
 		r.alerts++

@@ -17,7 +17,7 @@ func TestSimulatedNetworks(t *testing.T) {
 	nets := fleet.Networks()
 	rows := make([]network, len(nets))
 	for i, n := range nets {
-		rows[i] = network{n.Prefix.String(), mmdbtype.Map{
+		rows[i] = network{Prefix: n.Prefix.String(), Record: mmdbtype.Map{
 			"country":                  mmdbtype.Map{"iso_code": mmdbtype.String(n.Country)},
 			"location":                 mmdbtype.Map{"latitude": mmdbtype.Float64(n.Lat), "longitude": mmdbtype.Float64(n.Lon)},
 			"autonomous_system_number": mmdbtype.Uint32(n.ASN),

@@ -1,7 +1,6 @@
 package geoip_test
 
 import (
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,64 +8,34 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/geoip/geoiptest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// network is one row of a test database.
-type network struct {
-	prefix string
-	rec    mmdbtype.Map
-}
+type network = geoiptest.Network
 
-// writeDB builds an MMDB file in a temporary directory and returns its path.
 func writeDB(t testing.TB, dbType string, nets []network) string {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nets {
-		_, ipnet, err := net.ParseCIDR(n.prefix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tree.Insert(ipnet, n.rec); err != nil {
-			t.Fatalf("cannot insert %q: %v", n.prefix, err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), dbType+".mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return geoiptest.Write(t, dbType, nets)
 }
 
 // cityDB has MaxMind's City+ASN layout (nested country and location).
 func cityDB(t testing.TB) string {
 	return writeDB(t, "Test-City", []network{
-		{"84.128.0.0/16", mmdbtype.Map{
+		{Prefix: "84.128.0.0/16", Record: mmdbtype.Map{
 			"country":                  mmdbtype.Map{"iso_code": mmdbtype.String("DE")},
 			"location":                 mmdbtype.Map{"latitude": mmdbtype.Float64(52.52), "longitude": mmdbtype.Float64(13.40)},
 			"autonomous_system_number": mmdbtype.Uint32(3320),
 		}},
-		{"2400:4050:1::/48", mmdbtype.Map{
+		{Prefix: "2400:4050:1::/48", Record: mmdbtype.Map{
 			"country":                  mmdbtype.Map{"iso_code": mmdbtype.String("JP")},
 			"location":                 mmdbtype.Map{"latitude": mmdbtype.Float64(35.68), "longitude": mmdbtype.Float64(139.69)},
 			"autonomous_system_number": mmdbtype.Uint32(17676),
 		}},
 		// Only a registered country, no location, no ASN.
-		{"95.163.208.0/20", mmdbtype.Map{
+		{Prefix: "95.163.208.0/20", Record: mmdbtype.Map{
 			"registered_country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")},
 		}},
 	})
@@ -75,9 +44,9 @@ func cityDB(t testing.TB) string {
 // flatDB has ip-location-db's layout (country_code only).
 func flatDB(t testing.TB) string {
 	return writeDB(t, "country", []network{
-		{"84.128.0.0/10", mmdbtype.Map{"country_code": mmdbtype.String("de")}},
-		{"73.42.0.0/16", mmdbtype.Map{"country_code": mmdbtype.String("US")}},
-		{"2a01:cb00:2::/48", mmdbtype.Map{"country_code": mmdbtype.String("FR")}},
+		{Prefix: "84.128.0.0/10", Record: mmdbtype.Map{"country_code": mmdbtype.String("de")}},
+		{Prefix: "73.42.0.0/16", Record: mmdbtype.Map{"country_code": mmdbtype.String("US")}},
+		{Prefix: "2a01:cb00:2::/48", Record: mmdbtype.Map{"country_code": mmdbtype.String("FR")}},
 	})
 }
 
