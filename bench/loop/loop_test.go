@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,33 +229,12 @@ func TestNginxClosedLoop(t *testing.T) {
 	})
 
 	// Steady devices: one request every steadyEvery each, all test long.
-	var steadyOK, steadyBad atomic.Uint64
-	var badMu sync.Mutex
-	var bad []string
-	steadyCtx, stopSteady := context.WithCancel(ctx)
-	var steadyWG sync.WaitGroup
-	steadyWG.Go(func() {
-		tick := time.NewTicker(steadyEvery / time.Duration(len(steady)))
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-steadyCtx.Done():
-				return
-			case <-tick.C:
-			}
-			d := steady[i%len(steady)]
-			s, _, err := get(d)
-			if s == 200 {
-				steadyOK.Add(1)
-				continue
-			}
-			steadyBad.Add(1)
-			badMu.Lock()
-			bad = append(bad, fmt.Sprintf("%s: %d %v", d, s, err))
-			badMu.Unlock()
+	steadyLoad := startSteady(t, ctx, steady, steadyEvery, func(_ context.Context, d string) error {
+		if s, _, err := get(d); s != 200 {
+			return fmt.Errorf("%d %v", s, err)
 		}
+		return nil
 	})
-	t.Cleanup(func() { stopSteady(); steadyWG.Wait() })
 
 	// Flooders, one after the other: flood until NGINX answers 403.
 	decisionOf := func(device string) schemas.Decision {
@@ -317,11 +295,8 @@ func TestNginxClosedLoop(t *testing.T) {
 	}
 	t.Logf("%s: block lifted %s after its expiry", dev, lifted.Sub(last.ExpiresAt).Round(time.Millisecond))
 
-	stopSteady()
-	steadyWG.Wait()
-	if steadyOK.Load() == 0 || steadyBad.Load() != 0 {
-		t.Errorf("steady devices: %d answered 200, %d not: %v", steadyOK.Load(), steadyBad.Load(), bad)
-	}
+	steadyLoad.halt()
+	steadyLoad.check(t, "steady devices", "answered 200")
 	decMu.Lock()
 	for _, s := range steady {
 		if d, ok := decisions[s]; ok {
@@ -335,7 +310,7 @@ func TestNginxClosedLoop(t *testing.T) {
 	t.Logf("offending log line → decision applied by the enforcement client: p50 %s, p99 %s",
 		quantile(toApply, 0.50), quantile(toApply, 0.99))
 	t.Logf("ship: %d lines in %d messages; pipeline: %d events, %d alerts, %d decisions; steady devices: %d requests, all 200",
-		shipStats.Lines.Load(), shipStats.Messages.Load(), p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), steadyOK.Load())
+		shipStats.Lines.Load(), shipStats.Messages.Load(), p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), steadyLoad.ok.Load())
 }
 
 // flood sends requests for device every floodEvery until NGINX answers 403,

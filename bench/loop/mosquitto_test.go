@@ -252,43 +252,19 @@ func TestMosquittoClosedLoop(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		live[d] = &liveDevice{c: c}
 	}
-	var telOK, telBad atomic.Uint64
-	var badMu sync.Mutex
-	var bad []string
-	telCtx, stopTel := context.WithCancel(ctx)
-	var telWG sync.WaitGroup
-	telWG.Go(func() {
-		tick := time.NewTicker(telemetryEvery / time.Duration(len(all)))
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-telCtx.Done():
-				return
-			case <-tick.C:
-			}
-			d := all[i%len(all)]
-			ld := live[d]
-			if ld.paused.Load() {
-				continue
-			}
-			pctx, cancel := context.WithTimeout(telCtx, 5*time.Second)
-			err := ld.c.Publish(pctx, "devices/"+d+"/telemetry", []byte(`{"kwh":1.5}`), 1)
-			cancel()
-			if err == nil {
-				telOK.Add(1)
-				ld.lastOK.Store(time.Now().UnixNano())
-				continue
-			}
-			if telCtx.Err() != nil {
-				return
-			}
-			telBad.Add(1)
-			badMu.Lock()
-			bad = append(bad, fmt.Sprintf("%s: %v", d, err))
-			badMu.Unlock()
+	tel := startSteady(t, ctx, all, telemetryEvery, func(ctx context.Context, d string) error {
+		ld := live[d]
+		if ld.paused.Load() {
+			return errSkip
 		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := ld.c.Publish(pctx, "devices/"+d+"/telemetry", []byte(`{"kwh":1.5}`), 1); err != nil {
+			return err
+		}
+		ld.lastOK.Store(time.Now().UnixNano())
+		return nil
 	})
-	t.Cleanup(func() { stopTel(); telWG.Wait() })
 
 	// The live log decodes as the seeded history does: same device, class and
 	// command keys, so the baselines seeded are the ones the live lines meet.
@@ -377,8 +353,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 		}
 		return true
 	})
-	stopTel()
-	telWG.Wait()
+	tel.halt()
 	for _, d := range steady {
 		select {
 		case <-live[d].c.Done():
@@ -389,9 +364,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 			t.Errorf("steady device %s: mosquitto_pub fails: %v: %s", d, err, out)
 		}
 	}
-	if telOK.Load() == 0 || telBad.Load() != 0 {
-		t.Errorf("telemetry: %d publishes acknowledged, %d failed: %v", telOK.Load(), telBad.Load(), bad)
-	}
+	tel.check(t, "telemetry", "publishes acknowledged")
 	evMu.Lock()
 	for _, s := range steady {
 		if d, ok := decisions[s]; ok {
@@ -409,7 +382,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	t.Logf("offending publish → decision on NATS: p50 %s, p99 %s; → apply receipt (username disabled): p50 %s, p99 %s",
 		quantile(toDecision, 0.50), quantile(toDecision, 0.99), quantile(toReceipt, 0.50), quantile(toReceipt, 0.99))
 	t.Logf("ship: %d lines in %d messages; pipeline: %d events, %d alerts, %d decisions; telemetry: %d publishes; enforcer: %s",
-		shipStats.Lines.Load(), shipStats.Messages.Load(), p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), telOK.Load(), st)
+		shipStats.Lines.Load(), shipStats.Messages.Load(), p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), tel.ok.Load(), st)
 }
 
 // commandTopic returns the command topic offender i publishes to (after
