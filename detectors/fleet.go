@@ -128,43 +128,46 @@ func linearCount(m, ones int) float64 {
 	return float64(m) * math.Log(float64(m)/float64(zeros))
 }
 
-// ClassCommandDevices implements Fleet.
-func (t *ClassTable) ClassCommandDevices(class, command, device uint64) float64 {
-	j := slot(t.cmdKeys, pairKey(class, command), false)
+// sketchDevices estimates how many distinct devices other than device are in
+// key's 64-bit sketch (keys and sketches are one table's parallel arrays); 0
+// when key is absent.
+func sketchDevices(keys, sketches []atomic.Uint64, key, device uint64) float64 {
+	j := slot(keys, key, false)
 	if j < 0 {
 		return 0
 	}
-	b := t.cmdBits[j].Load() &^ (1 << deviceBit(device))
+	b := sketches[j].Load() &^ (1 << deviceBit(device))
 	return linearCount(64, bits.OnesCount64(b))
+}
+
+// learnSketch sets device's bit in key's 64-bit sketch, claiming a slot for a
+// new key; a full table counts in Saturated.
+func (t *ClassTable) learnSketch(keys, sketches []atomic.Uint64, key, device uint64) {
+	if j := slot(keys, key, true); j >= 0 {
+		setBit(&sketches[j], deviceBit(device))
+	} else {
+		t.saturated.Add(1)
+	}
+}
+
+// ClassCommandDevices implements Fleet.
+func (t *ClassTable) ClassCommandDevices(class, command, device uint64) float64 {
+	return sketchDevices(t.cmdKeys, t.cmdBits, pairKey(class, command), device)
 }
 
 // ClassTransitionDevices implements Fleet.
 func (t *ClassTable) ClassTransitionDevices(class, prev, command, device uint64) float64 {
-	j := slot(t.trKeys, transitionKey(class, prev, command), false)
-	if j < 0 {
-		return 0
-	}
-	b := t.trBits[j].Load() &^ (1 << deviceBit(device))
-	return linearCount(64, bits.OnesCount64(b))
+	return sketchDevices(t.trKeys, t.trBits, transitionKey(class, prev, command), device)
 }
 
 // ClassCountryDevices implements Fleet.
 func (t *ClassTable) ClassCountryDevices(class uint64, country schemas.Country, device uint64) float64 {
-	return t.geoDevices(countryKey(class, country), device)
+	return sketchDevices(t.geoKeys, t.geoBits, countryKey(class, country), device)
 }
 
 // ClassASNDevices implements Fleet.
 func (t *ClassTable) ClassASNDevices(class uint64, asn uint32, device uint64) float64 {
-	return t.geoDevices(asnKey(class, asn), device)
-}
-
-func (t *ClassTable) geoDevices(key, device uint64) float64 {
-	j := slot(t.geoKeys, key, false)
-	if j < 0 {
-		return 0
-	}
-	b := t.geoBits[j].Load() &^ (1 << deviceBit(device))
-	return linearCount(64, bits.OnesCount64(b))
+	return sketchDevices(t.geoKeys, t.geoBits, asnKey(class, asn), device)
 }
 
 // ClassSince implements Fleet.
@@ -205,24 +208,12 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 	} else {
 		t.saturated.Add(1)
 	}
-	if j := slot(t.cmdKeys, pairKey(ev.ClassKey, ev.CommandID), true); j >= 0 {
-		setBit(&t.cmdBits[j], deviceBit(ev.DeviceKey))
-	} else {
-		t.saturated.Add(1)
-	}
+	t.learnSketch(t.cmdKeys, t.cmdBits, pairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
 	if ev.Country.Known() {
-		t.learnGeo(countryKey(ev.ClassKey, ev.Country), ev.DeviceKey)
+		t.learnSketch(t.geoKeys, t.geoBits, countryKey(ev.ClassKey, ev.Country), ev.DeviceKey)
 	}
 	if ev.ASN != 0 {
-		t.learnGeo(asnKey(ev.ClassKey, ev.ASN), ev.DeviceKey)
-	}
-}
-
-func (t *ClassTable) learnGeo(key, device uint64) {
-	if j := slot(t.geoKeys, key, true); j >= 0 {
-		setBit(&t.geoBits[j], deviceBit(device))
-	} else {
-		t.saturated.Add(1)
+		t.learnSketch(t.geoKeys, t.geoBits, asnKey(ev.ClassKey, ev.ASN), ev.DeviceKey)
 	}
 }
 
@@ -233,11 +224,7 @@ func (t *ClassTable) LearnTransition(ev *schemas.Event, prev uint64) {
 	if prev == 0 {
 		return
 	}
-	if j := slot(t.trKeys, transitionKey(ev.ClassKey, prev, ev.CommandID), true); j >= 0 {
-		setBit(&t.trBits[j], deviceBit(ev.DeviceKey))
-	} else {
-		t.saturated.Add(1)
-	}
+	t.learnSketch(t.trKeys, t.trBits, transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
 }
 
 func setBit(w *atomic.Uint64, bit uint) {
