@@ -244,6 +244,21 @@ func f32(b []byte) float64 {
 
 func putF32(b []byte, v float64) { binary.LittleEndian.PutUint32(b, math.Float32bits(float32(v))) }
 
+// expect returns the count a baseline count long predicts for a window of tau
+// seconds, at least FloorExpected.
+func (s *state) expect(long, tau float64) float64 {
+	return max(long*tau/s.exposure, FloorExpected)
+}
+
+// meanGap returns the baseline's mean gap between requests, in seconds, or 0
+// without a baseline.
+func (s *state) meanGap() float64 {
+	if s.long > 0 {
+		return s.exposure / s.long
+	}
+	return 0
+}
+
 // Detector is the volume detector. The zero value is ready to use.
 type Detector struct{}
 
@@ -323,8 +338,8 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 
 	// The gap before this event, judged against the baseline before it moves.
 	silence, meanGap := 0.0, 0.0
-	if warm && s.long > 0 && dt >= MinSilence {
-		meanGap = s.exposure / s.long
+	if warm && dt >= MinSilence {
+		meanGap = s.meanGap()
 		silence = detectors.GapSurprise(dt, meanGap)
 	}
 
@@ -335,13 +350,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// that sizes drift by ratios whatever the device's typical size.
 	// Buckets without bytes (a device that sends none, a silence) are
 	// skipped; silence has its own finding.
-	point, drift, driftExpected, driftObserved := 0.0, 0.0, 0.0, 0.0
+	point, drift, driftObserved, coreExpected := 0.0, 0.0, 0.0, 0.0
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
 			y := LogScale * math.Log1p(driftObserved)
-			_, point, drift, driftExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
-			driftExpected = math.Expm1(math.Sqrt(driftExpected) / LogScale)
+			_, point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
 		}
 		s.bucket, s.bucketN = 0, 0
 	}
@@ -359,11 +373,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	s.overMedium = s.overMedium*dm + over
 
 	// A silence adds at most a few typical gaps of exposure.
-	gapCap := minGapCap
-	if s.long > 0 {
-		gapCap = max(gapCap, gapCapFactor*s.exposure/s.long)
+	exposed := dt
+	if dt > minGapCap {
+		exposed = min(dt, max(minGapCap, gapCapFactor*s.meanGap()))
 	}
-	dl := detectors.Decay(min(dt, gapCap) / TauLong)
+	dl := detectors.Decay(exposed / TauLong)
 	s.long *= dl
 	s.failLong *= dl
 	s.errLong *= dl
@@ -375,7 +389,8 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	case warm:
 		reason, observed, expected, score = s.judgeWarm(fail, errs, over)
 		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
-			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, driftExpected
+			// Back from the Core's units to bytes.
+			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
 			score = detectors.SurpriseScore(drift, MinDriftSurprise)
 		}
 		if score == 0 && silence >= MinSurprise {
@@ -394,26 +409,26 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
 		score = min(score, ColdMaxScore) // not graduated: alert, never block
 	}
-	f := schemas.Finding{Detector: schemas.DetectorVolume, Reason: reason, Score: score, Observed: observed, Expected: expected}
 	if score == 0 {
 		// No finding; a warm device still reports its short request window
-		// and the baseline's expectation (the plots' band; dropped downstream).
-		f.Reason = schemas.ReasonNone
-		f.Observed, f.Expected = 0, 0
-		if warm {
-			f.Observed, f.Expected = s.short, max(s.long*TauShort/s.exposure, FloorExpected)
+		// and the baseline's expectation (judgeWarm's, the plots' band;
+		// dropped downstream).
+		reason = schemas.ReasonNone
+		if !warm {
+			observed, expected = 0, 0
 		}
 	}
+	f := schemas.Finding{Detector: schemas.DetectorVolume, Reason: reason, Score: score, Observed: observed, Expected: expected}
 	// Learn unless this event is part of what was flagged. The request
 	// baselines learn from all but request-count findings (an oversized
 	// response came at a normal rate; a silence and a bucket's drift are
 	// about earlier events); the size tracker from all but oversized ones.
-	if score == 0 || (reason != schemas.ReasonRateSpike && reason != schemas.ReasonAuthFailures && reason != schemas.ReasonErrorBurst) {
+	if reason != schemas.ReasonRateSpike && reason != schemas.ReasonAuthFailures && reason != schemas.ReasonErrorBurst {
 		s.long++
 		s.failLong += fail
 		s.errLong += errs
 	}
-	if score == 0 || reason != schemas.ReasonBytesOutSpike {
+	if reason != schemas.ReasonBytesOutSpike {
 		if lb > s.logMid {
 			s.logMid = min(s.logMid+MidStep, lb)
 		} else {
@@ -429,28 +444,27 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 
 // judgeWarm judges the short and medium windows of a warm device: auth
 // failures and errors first (a burst of them also raises the rate), then the
-// request rate, then oversized responses at a normal rate.
+// request rate, then oversized responses at a normal rate. With score 0 it
+// returns the short request window and its expected count.
 func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, expected float64, score float32) {
-	// Expected counts in the short window at the baseline rates.
-	perWindow := TauShort / s.exposure
 	switch {
 	case fail > 0:
-		reason, observed, expected = schemas.ReasonAuthFailures, s.failShort, max(s.failLong*perWindow, FloorExpected)
+		reason, observed, expected = schemas.ReasonAuthFailures, s.failShort, s.expect(s.failLong, TauShort)
 		score = judge(observed, expected, MinFailures)
 	case errs > 0:
-		reason, observed, expected = schemas.ReasonErrorBurst, s.errShort, max(s.errLong*perWindow, FloorExpected)
+		reason, observed, expected = schemas.ReasonErrorBurst, s.errShort, s.expect(s.errLong, TauShort)
 		score = judge(observed, expected, MinErrors)
 	}
 	if score > 0 {
 		return reason, observed, expected, score
 	}
-	reason, observed, expected = schemas.ReasonRateSpike, s.short, max(s.long*perWindow, FloorExpected)
+	reason, observed, expected = schemas.ReasonRateSpike, s.short, s.expect(s.long, TauShort)
 	score = judge(observed, expected, MinSpike)
 	// The medium window, for floods too slow to fill the short one, while
 	// they last: the short window must still be running high, so normal
 	// requests after a burst do not inherit its finding.
-	mExpected := max(s.long*TauMedium/s.exposure, FloorExpected)
 	if s.short >= MinRatio*expected {
+		mExpected := s.expect(s.long, TauMedium)
 		if m := judge(s.medium, mExpected, MinSpike); m > score {
 			observed, expected, score = s.medium, mExpected, m
 		}
