@@ -179,15 +179,14 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, point, dr
 	// Calibration: a well-specified model's surprise (-log10 of a tail
 	// probability) averages 1/ln 10; a series whose surprises average more has
 	// heavier tails than the model, and its surprises are scaled down by as much.
-	sPoint := laplaceSurprise(z)
-	sDrift := gaussSurprise(zd)
-	if p.Upward {
-		if z < 0 {
-			sPoint = 0
-		}
-		if zd < 0 {
-			sDrift = 0
-		}
+	// With p.Upward, values below the baseline are not surprising (and the
+	// Gaussian tail's Erfc is not computed for them).
+	sPoint, sDrift := 0.0, 0.0
+	if !(p.Upward && z < 0) {
+		sPoint = laplaceSurprise(z)
+	}
+	if !(p.Upward && zd < 0) {
+		sDrift = gaussSurprise(zd)
 	}
 	const calm = 1 / math.Ln10
 	cp, cd := calm/max(c.mPoint, calm), calm/max(c.mDrift, calm)
