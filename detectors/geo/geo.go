@@ -288,7 +288,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	cls := classView{fleet: fleet, ev: ev}
 	var topLabel schemas.Label
 	if top >= 0 {
-		topLabel = schemas.Label{s.countries[top][0], s.countries[top][1]}
+		topLabel = countryLabel(s.countries[top])
 	}
 
 	// Every reason that applies is a candidate; the highest score is reported.
@@ -301,11 +301,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		h := haversine(s.loc, loc)
 		// A location inside the other's uncertainty (coordinates, then only a
 		// country) is not a move.
-		if s.loc.radius == loc.radius {
-			moved = h >= havMove
-		} else {
-			moved = h >= havKm(MoveKm+math.Abs(s.loc.radiusKm()-loc.radiusKm()))
-		}
+		moved = h >= havKm(MoveKm+math.Abs(s.loc.radiusKm()-loc.radiusKm()))
 		slack := s.loc.radiusKm() + loc.radiusKm()
 		if h >= havKm(slack+TravelMinKm) {
 			excess := havDistanceKm(h) - slack
@@ -317,7 +313,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 					Detector: schemas.DetectorGeo, Reason: schemas.ReasonImpossibleTravel,
 					Score:    float32(score * (1 - TravelMobilityDiscount*mobility)),
 					Observed: kmh, Expected: PlaneKmh,
-					ObservedLabel: schemas.Label{ev.Country[0], ev.Country[1]}, ExpectedLabel: topLabel,
+					ObservedLabel: countryLabel(ev.Country), ExpectedLabel: topLabel,
 				})
 			}
 		}
@@ -348,7 +344,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			c := schemas.Finding{
 				Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry,
 				Score:    float32(min(1, score*stay)),
-				Observed: share, ObservedLabel: schemas.Label{ev.Country[0], ev.Country[1]},
+				Observed: share, ObservedLabel: countryLabel(ev.Country),
 				ExpectedLabel: topLabel,
 			}
 			if top >= 0 && total > 0 {
@@ -386,7 +382,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				Detector: schemas.DetectorGeo, Reason: schemas.ReasonRareFleetCountry,
 				Score:    float32(score * stay),
 				Observed: peers, Expected: cls.devices,
-				ObservedLabel: schemas.Label{ev.Country[0], ev.Country[1]},
+				ObservedLabel: countryLabel(ev.Country),
 			})
 		}
 	}
@@ -470,8 +466,8 @@ func decayByte(b uint8, x float64, seed uint64) uint8 {
 	return uint8(min(lo, 255))
 }
 
-// havMove is haversine's value for MoveKm.
-var havMove = havKm(MoveKm)
+// countryLabel is the country's code as a label.
+func countryLabel(c schemas.Country) schemas.Label { return schemas.Label{c[0], c[1]} }
 
 // asnHash is an 8-bit hash of asn, never 0: enough to recognize a return to
 // the previous network (a collision, 1 in 255, hides one ASN change).

@@ -92,7 +92,7 @@ func haversine(a, b location) float64 {
 	la1, la2 := float64(a.lat)*latUnit, float64(b.lat)*latUnit
 	s1 := sinHalfPi((la2 - la1) / 2)
 	s2 := sinFold(float64(int32(b.lon)-int32(a.lon)) * lonUnit / 2)
-	h := s1*s1 + sinHalfPi(math.Pi/2-abs(la1))*sinHalfPi(math.Pi/2-abs(la2))*s2*s2
+	h := s1*s1 + sinHalfPi(math.Pi/2-math.Abs(la1))*sinHalfPi(math.Pi/2-math.Abs(la2))*s2*s2
 	return min(1, max(0, h))
 }
 
@@ -110,13 +110,6 @@ func havKm(km float64) float64 {
 // havDistanceKm converts haversine's value to km.
 func havDistanceKm(h float64) float64 {
 	return 2 * earthRadiusKm * math.Asin(math.Sqrt(h))
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 // sinFold is sin for x in [-π, π], folded into [-π/2, π/2].
