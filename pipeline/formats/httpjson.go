@@ -65,9 +65,7 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		case "request_uri":
 			r.path = str(t)
 		case "status":
-			var n uint64
-			n, err = d.unum(t, 999, "status")
-			r.status = uint16(n)
+			err = d.status(t, 999, "status")
 		case "request_length":
 			r.bytesIn, err = d.unum(t, 1<<53, "request_length")
 		case "bytes_sent":
@@ -135,9 +133,7 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 		case "path":
 			r.path = str(t)
 		case "response_code":
-			var n uint64
-			n, err = d.unum(t, 999, "response_code")
-			r.status = uint16(n)
+			err = d.status(t, 999, "response_code")
 		case "response_flags":
 			flags = str(t)
 		case "bytes_received":
@@ -145,9 +141,7 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 		case "bytes_sent":
 			r.bytesOut, err = d.unum(t, 1<<53, "bytes_sent")
 		case "duration":
-			var n uint64
-			n, err = d.unum(t, 1<<32/1000-1, "duration")
-			r.latency = uint32(n * 1000)
+			err = d.latencyMs(t, "duration")
 		case "user_agent":
 			r.ua = str(t)
 		case "x_api_key", "apikey":

@@ -49,8 +49,12 @@ func (e syntaxError) Error() string { return string(e) }
 
 var errNotObject = syntaxError("the record is not a JSON object")
 
-// parse flattens line, which must hold exactly one JSON object.
-func (f *flattener) parse(line []byte) error {
+// parse flattens line, which must hold exactly one JSON object. A nil want
+// flattens every member; else only the members whose normalized path is in
+// want (and the objects on the way to them) become tokens, and every other
+// member is skipped by skipValue: the record must still be well-formed, up to
+// the scalars inside skipped members, which are not converted.
+func (f *flattener) parse(line []byte, want *fieldNode) error {
 	f.toks, f.paths, f.vals, f.prefix = f.toks[:0], f.paths[:0], f.vals[:0], f.prefix[:0]
 	f.b, f.i = line, 0
 	f.ws()
@@ -60,7 +64,7 @@ func (f *flattener) parse(line []byte) error {
 		}
 		return syntaxError("expected '{' at the start of the record")
 	}
-	if err := f.object(1); err != nil {
+	if err := f.object(1, want); err != nil {
 		return err
 	}
 	f.ws()
@@ -81,8 +85,9 @@ func (f *flattener) ws() {
 	}
 }
 
-// object scans an object at f.i ('{') whose members are named f.prefix+key.
-func (f *flattener) object(depth int) error {
+// object scans an object at f.i ('{') whose members are named f.prefix+key;
+// want is as for parse, the node of this object.
+func (f *flattener) object(depth int, want *fieldNode) error {
 	f.i++ // '{'
 	f.ws()
 	if f.i < len(f.b) && f.b[f.i] == '}' {
@@ -106,7 +111,26 @@ func (f *flattener) object(depth int) error {
 		}
 		f.i++
 		f.ws()
-		if err := f.value(depth); err != nil {
+		switch {
+		case want == nil:
+			err = f.value(depth)
+		case f.i >= len(f.b):
+			return syntaxError("unexpected end of the record, expected a value")
+		default:
+			w, c := want.child(key), f.b[f.i]
+			switch {
+			case w == nil: // not wanted
+				err = f.skipValue()
+			case c == '{' && depth < maxFlatDepth && len(w.children) > 0:
+				f.prefix = append(f.prefix, '.')
+				err = f.object(depth+1, w)
+			case c != '{' && c != '[' && w.leaf:
+				err = f.value(depth)
+			default:
+				err = f.skipValue()
+			}
+		}
+		if err != nil {
 			return err
 		}
 		f.prefix = f.prefix[:plen]
@@ -159,7 +183,7 @@ func (f *flattener) value(depth int) error {
 	case c == '{':
 		if depth < maxFlatDepth {
 			f.prefix = append(f.prefix, '.')
-			return f.object(depth + 1)
+			return f.object(depth+1, nil)
 		}
 		return f.skip()
 	case c == '[':

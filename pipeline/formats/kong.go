@@ -11,7 +11,8 @@ import (
 // jsonBase is the part shared by the JSON formats: the base plus a flattener.
 type jsonBase struct {
 	base
-	f flattener
+	f    flattener
+	want *fieldNode // the members parse flattens; nil for all
 }
 
 // parse resets ev, checks the line and flattens it.
@@ -19,7 +20,7 @@ func (d *jsonBase) parse(line []byte, ev *schemas.Event) error {
 	if err := d.begin(line, ev); err != nil {
 		return err
 	}
-	return d.syntax(d.f.parse(line))
+	return d.syntax(d.f.parse(line, d.want))
 }
 
 // syntax maps a flattener error to the decode failure; nil stays nil.
@@ -69,6 +70,21 @@ func (d *base) unum(t *token, max float64, what string) (uint64, error) {
 	return uint64(n), nil
 }
 
+// status reads an HTTP status code of at most max into the record.
+func (d *base) status(t *token, max float64, what string) error {
+	n, err := d.unum(t, max, what)
+	d.rec.status = uint16(n)
+	return err
+}
+
+// latencyMs reads a duration in whole milliseconds into the record's latency
+// (microseconds, bounded by its uint32).
+func (d *base) latencyMs(t *token, what string) error {
+	n, err := d.unum(t, 1<<32/1000-1, what)
+	d.rec.latency = uint32(n * 1000)
+	return err
+}
+
 // kong decodes the JSON that Kong's http-log plugin posts (also file-log and
 // tcp-log, which share the serializer): one object per record.
 //
@@ -86,10 +102,7 @@ func (d *base) unum(t *token, max float64, what string) (uint64, error) {
 // the path to a used field or to a configured one (Options.Identity
 // header:<name>, CountryField, ClassField) are flattened; the rest is skipped
 // with its brackets and strings checked but not converted.
-type kong struct {
-	jsonBase
-	want fieldNode
-}
+type kong struct{ jsonBase }
 
 // kongFields are the normalized paths of the fields the decoder reads.
 var kongFields = [...]string{
@@ -108,11 +121,11 @@ func init() {
 				want = append(want, name, "request.headers."+name, "http_"+name)
 			}
 		}
-		d := &kong{jsonBase: jsonBase{base: b}}
+		var tree fieldNode
 		for _, p := range want {
-			d.want.add(p)
+			tree.add(p)
 		}
-		return d, err
+		return &kong{jsonBase{base: b, want: &tree}}, err
 	})
 }
 
@@ -125,10 +138,7 @@ func (b *base) configuredHeader() string {
 }
 
 func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error {
-	if err := d.begin(line, ev); err != nil {
-		return err
-	}
-	if err := d.syntax(d.f.parseSelected(line, &d.want)); err != nil {
+	if err := d.parse(line, ev); err != nil {
 		return err
 	}
 	r := &d.rec
@@ -160,15 +170,11 @@ func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 		case "request.tls.client_verify":
 			clientVerify = str(t)
 		case "response.status":
-			var n uint64
-			n, err = d.unum(t, 65535, "response.status")
-			r.status = uint16(n)
+			err = d.status(t, 65535, "response.status")
 		case "response.size":
 			r.bytesOut, err = d.unum(t, 1<<53, "response.size")
 		case "latencies.request":
-			var n uint64
-			n, err = d.unum(t, 1<<32/1000-1, "latencies.request")
-			r.latency = uint32(n * 1000)
+			err = d.latencyMs(t, "latencies.request")
 		case "consumer.username":
 			r.token = str(t)
 		case "consumer.id":
@@ -195,90 +201,6 @@ func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
-
-// parseSelected is parse restricted to the members whose normalized path is
-// in want (and the objects on the way to them); every other member is skipped
-// by skipValue. The record must still be one well-formed JSON object, up to
-// the scalars inside skipped members, which are not converted.
-func (f *flattener) parseSelected(line []byte, want *fieldNode) error {
-	f.toks, f.paths, f.vals, f.prefix = f.toks[:0], f.paths[:0], f.vals[:0], f.prefix[:0]
-	f.b, f.i = line, 0
-	f.ws()
-	if f.i >= len(f.b) || f.b[f.i] != '{' {
-		if f.i < len(f.b) && (f.b[f.i] == '[' || f.b[f.i] == '"' || f.b[f.i] == '-' || (f.b[f.i] >= '0' && f.b[f.i] <= '9') || f.b[f.i] == 't' || f.b[f.i] == 'f' || f.b[f.i] == 'n') {
-			return errNotObject
-		}
-		return syntaxError("expected '{' at the start of the record")
-	}
-	if err := f.selectObject(1, want); err != nil {
-		return err
-	}
-	f.ws()
-	if f.i != len(f.b) {
-		return syntaxError("unexpected data after the object at offset " + strconv.Itoa(f.i))
-	}
-	return nil
-}
-
-// selectObject is object for parseSelected.
-func (f *flattener) selectObject(depth int, want *fieldNode) error {
-	f.i++ // '{'
-	f.ws()
-	if f.i < len(f.b) && f.b[f.i] == '}' {
-		f.i++
-		return nil
-	}
-	for {
-		f.ws()
-		if f.i >= len(f.b) || f.b[f.i] != '"' {
-			return syntaxError("expected a string key at offset " + strconv.Itoa(f.i))
-		}
-		plen := len(f.prefix)
-		key, err := f.str()
-		if err != nil {
-			return err
-		}
-		f.prefix = append(f.prefix, key...)
-		w := want.child(key)
-		f.ws()
-		if f.i >= len(f.b) || f.b[f.i] != ':' {
-			return syntaxError("expected ':' at offset " + strconv.Itoa(f.i))
-		}
-		f.i++
-		f.ws()
-		if f.i >= len(f.b) {
-			return syntaxError("unexpected end of the record, expected a value")
-		}
-		switch c := f.b[f.i]; {
-		case w == nil:
-			err = f.skipValue()
-		case c == '{' && depth < maxFlatDepth && len(w.children) > 0:
-			f.prefix = append(f.prefix, '.')
-			err = f.selectObject(depth+1, w)
-		case c != '{' && c != '[' && w.leaf:
-			err = f.value(depth)
-		default:
-			err = f.skipValue()
-		}
-		if err != nil {
-			return err
-		}
-		f.prefix = f.prefix[:plen]
-		f.ws()
-		if f.i >= len(f.b) {
-			return syntaxError("unexpected end of the record inside an object")
-		}
-		switch f.b[f.i] {
-		case ',':
-			f.i++
-		case '}':
-			f.i++
-			return nil
-		default:
-			return syntaxError("expected ',' or '}' at offset " + strconv.Itoa(f.i))
-		}
-	}
-}
 
 // fieldNode is a tree of normalized member paths (see normName): the
 // members of one object that are wanted or lead to wanted ones. Gateways
