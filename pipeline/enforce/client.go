@@ -418,11 +418,10 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 		return
 	}
 	if !e.live(c.nowNanos()) {
-		c.expired.Add(1)
 		if old != nil {
-			delete(c.entries, key)
-			c.dirty = true
-			c.expire(&old.d)
+			c.drop(key, old)
+		} else {
+			c.expired.Add(1)
 		}
 		return
 	}
@@ -444,10 +443,7 @@ func (c *Client) dropped(key string, e *entry, why string) {
 	now := c.nowNanos()
 	switch {
 	case !e.live(now):
-		delete(c.entries, key)
-		c.dirty = true
-		c.expired.Add(1)
-		c.expire(&e.d)
+		c.drop(key, e)
 		return
 	case c.o.AllowUnsigned:
 		c.remove(key, e, why, schemas.SignatureKeyID(&e.d))
@@ -455,7 +451,7 @@ func (c *Client) dropped(key string, e *entry, why string) {
 	case e.orphan:
 		return // already counted
 	}
-	ne := *e
+	ne := *e // entries are shared with the published table: copy, never mutate
 	ne.orphan = true
 	c.entries[key] = &ne
 	c.dirty = true
@@ -543,12 +539,17 @@ func (c *Client) sweep() {
 	now := c.nowNanos()
 	for key, e := range c.entries {
 		if !e.live(now) {
-			delete(c.entries, key)
-			c.dirty = true
-			c.expired.Add(1)
-			c.expire(&e.d)
+			c.drop(key, e)
 		}
 	}
+}
+
+// drop removes the expired entry e held under key and reports its expiry.
+func (c *Client) drop(key string, e *entry) {
+	delete(c.entries, key)
+	c.dirty = true
+	c.expired.Add(1)
+	c.expire(&e.d)
 }
 
 // expire calls Options.OnExpire, if set.
