@@ -192,26 +192,36 @@ func first(vs []string) string {
 func (h *Handler) WriteMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	st := h.c.Stats()
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceChecks)
-	for _, kv := range []struct {
-		verdict string
-		n       uint64
-	}{{"allow", h.allowed.Load()}, {"block", h.blocked.Load()}, {"throttle", h.throttled.Load()}, {"throttle_passed", h.passed.Load()}} {
-		fmt.Fprintf(w, "%s{verdict=%q} %d\n", schemas.MetricEnforceChecks, kv.verdict, kv.n)
+	family(w, "counter", schemas.MetricEnforceChecks, "verdict",
+		sample{"allow", h.allowed.Load()}, sample{"block", h.blocked.Load()},
+		sample{"throttle", h.throttled.Load()}, sample{"throttle_passed", h.passed.Load()})
+	family(w, "gauge", schemas.MetricEnforceActive, "", sample{n: uint64(st.Active)})
+	family(w, "counter", schemas.MetricEnforceApplied, "", sample{n: st.Applied})
+	family(w, "counter", schemas.MetricEnforceRemoved, "", sample{n: st.Removed})
+	family(w, "counter", schemas.MetricEnforceIgnoredDeletes, "", sample{n: st.IgnoredDeletes})
+	family(w, "counter", schemas.MetricEnforceRejected, "reason",
+		sample{"unsigned", st.RejectedUnsigned}, sample{"bad_signature", st.RejectedBadSig},
+		sample{"unknown_key", st.RejectedUnknown}, sample{"invalid", st.RejectedInvalid})
+	family(w, "counter", schemas.MetricEnforceResyncs, "", sample{n: st.Resyncs})
+	family(w, "counter", schemas.MetricEnforceReceipts, "result",
+		sample{"published", st.ReceiptsSent}, sample{"error", st.ReceiptErrors}, sample{"dropped", st.ReceiptsDropped})
+}
+
+// sample is one value of a metric family, under a label value.
+type sample struct {
+	label string
+	n     uint64
+}
+
+// family writes a metric family of type typ in the Prometheus text format:
+// "name n", or with a label name "name{label=\"value\"} n" per sample.
+func family(w io.Writer, typ, name, label string, samples ...sample) {
+	fmt.Fprintf(w, "# TYPE %s %s\n", name, typ)
+	for _, s := range samples {
+		if label == "" {
+			fmt.Fprintf(w, "%s %d\n", name, s.n)
+		} else {
+			fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, s.label, s.n)
+		}
 	}
-	fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricEnforceActive, schemas.MetricEnforceActive, st.Active)
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceApplied, schemas.MetricEnforceApplied, st.Applied)
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceRemoved, schemas.MetricEnforceRemoved, st.Removed)
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceIgnoredDeletes, schemas.MetricEnforceIgnoredDeletes, st.IgnoredDeletes)
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceRejected)
-	for _, kv := range []struct {
-		reason string
-		n      uint64
-	}{{"unsigned", st.RejectedUnsigned}, {"bad_signature", st.RejectedBadSig}, {"unknown_key", st.RejectedUnknown}, {"invalid", st.RejectedInvalid}} {
-		fmt.Fprintf(w, "%s{reason=%q} %d\n", schemas.MetricEnforceRejected, kv.reason, kv.n)
-	}
-	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceResyncs, schemas.MetricEnforceResyncs, st.Resyncs)
-	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricEnforceReceipts)
-	fmt.Fprintf(w, "%s{result=\"published\"} %d\n%s{result=\"error\"} %d\n%s{result=\"dropped\"} %d\n",
-		schemas.MetricEnforceReceipts, st.ReceiptsSent, schemas.MetricEnforceReceipts, st.ReceiptErrors, schemas.MetricEnforceReceipts, st.ReceiptsDropped)
 }
