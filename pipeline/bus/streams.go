@@ -281,6 +281,11 @@ func ensureBlocks(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 	return kv, nil
 }
 
+// KVSubject is the subject that JetStream stores key of KV bucket under
+// ($KV.<bucket>.<key>): publishing there is what KeyValue.Put does, and lets a
+// writer add publish options Put does not take (a per-message TTL).
+func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
 // KeyTTL reports whether kv, the bucket of active blocks, accepts per-key
 // TTLs (it was created or updated by Ensure on nats-server 2.11 or later).
 func KeyTTL(ctx context.Context, kv jetstream.KeyValue) (bool, error) {

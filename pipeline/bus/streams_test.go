@@ -277,7 +277,7 @@ func TestEnsureBlocksOldServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := "$KV." + schemas.KVActiveBlocks + "." + key
+	subject := KVSubject(schemas.KVActiveBlocks, key)
 	if _, err := js.Publish(ctx, subject, []byte("unblock"), jetstream.WithExpectLastSequencePerSubject(rev)); err != nil {
 		t.Fatalf("conditional write on nats-server %s: %v", nc.ConnectedServerVersion(), err)
 	}

@@ -184,14 +184,15 @@ func (p *NATSPublisher) putUnblock(ctx context.Context, key string, u *schemas.D
 			rev = cur.Revision()
 			var d schemas.Decision
 			if json.Unmarshal(cur.Value(), &d) == nil {
-				if d.Action == schemas.ActionUnblock && d.ID == u.ID {
-					return nil // a retry: already written
-				}
-				if d.Action != schemas.ActionUnblock && !schemas.Lifts(u, &d) {
+				switch {
+				case d.Action == schemas.ActionUnblock:
+					if d.ID == u.ID {
+						return nil // a retry: already written
+					}
+				case !schemas.Lifts(u, &d):
 					p.log.Info("unblock leaves a newer decision in place", "unblock", u.ID, "decision", d.ID, "key", key)
 					return nil
-				}
-				if d.Action != schemas.ActionUnblock {
+				default:
 					created, expires = d.CreatedAt, d.ExpiresAt
 				}
 			}
@@ -231,17 +232,10 @@ func (p *NATSPublisher) putKV(ctx context.Context, key string, value []byte, cre
 			opts = append(opts, jetstream.WithMsgTTL(keyTTL(created, expires, time.Now())))
 		}
 	}
-	if len(opts) == 0 {
-		_, err := p.kv.Put(ctx, key, value)
-		return err
-	}
-	// KeyValue.Put takes no TTL: publish to the key's subject as Put does.
-	_, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: kvSubjectPrefix + p.kv.Bucket() + "." + key, Data: value}, opts...)
+	// KeyValue.Put takes neither option: publish to the key's subject as Put does.
+	_, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: bus.KVSubject(p.kv.Bucket(), key), Data: value}, opts...)
 	return err
 }
-
-// kvSubjectPrefix starts the subject of a KV key: $KV.<bucket>.<key>.
-const kvSubjectPrefix = "$KV."
 
 // keyTTL is the per-key TTL of a decision created and expiring at those
 // times: the time left until expires, rounded up to a whole second (the

@@ -273,7 +273,7 @@ func TestNATSKeyTTL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := s.GetLastMsgForSubject(env.ctx, "$KV."+schemas.KVActiveBlocks+"."+schemas.KVKey(block.Scope, block.Value))
+		m, err := s.GetLastMsgForSubject(env.ctx, bus.KVSubject(schemas.KVActiveBlocks, schemas.KVKey(block.Scope, block.Value)))
 		if err != nil {
 			t.Fatal(err)
 		}
