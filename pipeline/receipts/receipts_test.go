@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
 	"github.com/iotwatch/iotwatch/pipeline/chserver/chtest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -44,19 +45,7 @@ func newEnv(t *testing.T, db string) *env {
 	chServer := sharedCH.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatalf("cannot start embedded NATS server: %v", err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, js, err := bus.Connect(ctx, e.URL(), "receipts-test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if _, _, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig()); err != nil {
-		t.Fatal(err)
-	}
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	opts, err := clickhouse.ParseDSN(chServer.DSN())
 	if err != nil {
 		t.Fatal(err)
