@@ -9,6 +9,9 @@ package schemas
 // segments such as "v1" or "v2beta"), or is longer than 32 bytes. The query
 // string and fragment are dropped. MQTT wildcards '+' and '#' are kept.
 //
+// Normalizing a normalized command returns it unchanged (FuzzDecode checks
+// this through the codec's round trip).
+//
 // The zero Normalizer is ready to use and allocates nothing beyond dst's growth.
 type Normalizer struct{}
 
@@ -23,6 +26,12 @@ const maxSegment = 32
 // the extended dst and the resource hash (0 when nothing was replaced).
 func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 	method, path = trimSpace(method), trimSpace(path)
+	if len(path) == 0 && !letters(method) {
+		// A method alone that is not a plain word ("0", "GET x") is normalized
+		// as a whole command, so that normalizing the output again gives the
+		// same command. A plain word ("connect") is upper-cased as a method.
+		method, path = nil, method
+	}
 	if len(method) == 0 {
 		// "POST /v1/x": split at the first space.
 		for i, c := range path {
@@ -33,8 +42,12 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 		}
 	}
 	for _, c := range method {
-		if c >= 'a' && c <= 'z' {
+		switch {
+		case c >= 'a' && c <= 'z':
 			c -= 'a' - 'A'
+		case c == ' ':
+			// The first space ends the method when the command is read again.
+			c = '_'
 		}
 		dst = append(dst, c)
 	}
@@ -86,6 +99,16 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// letters reports whether b is ASCII letters only.
+func letters(b []byte) bool {
+	for _, c := range b {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func isIdentifier(seg []byte) bool {

@@ -1,0 +1,28 @@
+package schemas
+
+import "testing"
+
+func TestNormalizeCommand(t *testing.T) {
+	for _, c := range []struct{ method, path, want string }{
+		{"POST", "/v1/devices/d-17/unlock?x=1", "POST /v1/devices/{id}/unlock"},
+		{"get", "/v2beta/status", "GET /v2beta/status"},
+		{"", "post /v1/cars/7f3a9c/start", "POST /v1/cars/{id}/start"},
+		{"PUBLISH", "devices/d-1/cmd/#", "PUBLISH devices/{id}/cmd/#"},
+		{"SUBSCRIBE", "devices/+/telemetry", "SUBSCRIBE devices/+/telemetry"},
+		{"", "  GET   /x/0123456789012345678901234567890123456789  ", "GET /x/{id}"},
+		// A method alone is read as a whole command.
+		{"0", "", "{id}"},
+		{"get x", "", "GET x"},
+		{"connect", "", "CONNECT"},
+		// A space inside a method cannot end up splitting the command differently.
+		{"a 1", "c", "A_1 c"},
+	} {
+		got := NormalizeCommand(c.method, c.path)
+		if got != c.want {
+			t.Errorf("NormalizeCommand(%q, %q) = %q, want %q", c.method, c.path, got, c.want)
+		}
+		if again := NormalizeCommand("", got); again != got {
+			t.Errorf("NormalizeCommand(%q, %q) = %q, normalized again %q", c.method, c.path, got, again)
+		}
+	}
+}
