@@ -31,6 +31,10 @@ const (
 	seqGap  = int64(60e9)
 	// seqEpoch is the event time of the first session's first token (2025-01-06).
 	seqEpoch = int64(1736121600e9)
+	// seqEnd is the default token that closes every session: the device's
+	// disconnect. The class model then learns which commands end a session, so a
+	// session cut short after a command that never ends one is a rare transition.
+	seqEnd = "<end>"
 )
 
 // session is one labelled line of a sequence file; tokens are slices of one
@@ -43,6 +47,7 @@ type session struct {
 // seqResult is what `eval sequences` reports (the --json object).
 type seqResult struct {
 	Detector       string  `json:"detector"`
+	EndToken       string  `json:"end_token"` // appended to every session; empty when off
 	Mode           string  `json:"mode"` // semi-supervised or unsupervised
 	UsedLabels     bool    `json:"used_training_labels"`
 	TrainSessions  int     `json:"train_sessions"`
@@ -75,10 +80,11 @@ func evalSequences(ctx context.Context, args []string, stdout io.Writer) error {
 	test := fs.String("test", "", "test sessions (label<TAB>tokens per line)")
 	unsup := fs.Bool("unsupervised", false, "learn from every training session, ignoring the labels (default: only the Normal ones)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	end := fs.String("end", seqEnd, "token appended to every training and test session as its last command (a disconnect); empty for none")
 	alert := decide.DefaultConfig().AlertThreshold
 	threshold := fs.Float64("threshold", alert, "flag a session whose top finding scores at least this (default: decide's alert threshold)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval sequences --train FILE --test FILE [--unsupervised] [--json]
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval sequences --train FILE --test FILE [--unsupervised] [--end TOKEN] [--json]
 
 Reads two files of sessions, one per line: a label (Normal or Anomaly), a tab, and the
 session's tokens separated by spaces, in order. Each session is a device of one class and
@@ -86,7 +92,8 @@ each token a command it issues (1 s apart; sessions start 1 min apart, training
 first), observed by the command detector exactly as
 the pipeline's worker does: the class model (commands and transitions, counted by
 distinct devices) learns from the training sessions, the Normal ones only unless
---unsupervised. Test sessions are then scored without teaching the class model. A session
+--unsupervised. Every session ends with the --end token, read as the device's
+disconnect, so that the model knows which commands end a session. Test sessions are then scored without teaching the class model. A session
 scores its top finding; it is flagged when that reaches --threshold (decide's alert
 threshold by default, chosen without the test labels). The last line is
 "precision=P recall=R f1=F" (with --json, one JSON object).
@@ -112,7 +119,7 @@ Flags:
 	if err != nil {
 		return err
 	}
-	res, err := runSequences(ctx, trainSet, testSet, !*unsup, *threshold)
+	res, err := runSequences(ctx, trainSet, testSet, !*unsup, *threshold, *end)
 	if err != nil {
 		return err
 	}
@@ -131,8 +138,12 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "training: %d sessions, %d learned (%s); %d of those would have been flagged\n",
 		res.TrainSessions, res.TrainLearned, labels, res.TrainFlagged)
-	fmt.Fprintf(stdout, "test: %d sessions, %d anomalies, scored by the %s detector without learning from them\n",
-		res.TestSessions, res.TestAnomalies, res.Detector)
+	ending := "no end-of-session token"
+	if res.EndToken != "" {
+		ending = fmt.Sprintf("every session ends with %q", res.EndToken)
+	}
+	fmt.Fprintf(stdout, "test: %d sessions, %d anomalies, scored by the %s detector without learning from them; %s\n",
+		res.TestSessions, res.TestAnomalies, res.Detector, ending)
 	reasons := make([]string, 0, len(res.Reasons))
 	for r, n := range res.Reasons {
 		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
@@ -179,8 +190,9 @@ func readSessions(path string) ([]session, error) {
 
 // runSequences feeds the training sessions (the normal ones only when
 // semiSupervised) through the command detector and its class model as the
-// worker does, then scores the test sessions without learning from them.
-func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervised bool, threshold float64) (*seqResult, error) {
+// worker does, then scores the test sessions without learning from them. A
+// non-empty end is observed after each session's last token.
+func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervised bool, threshold float64, end string) (*seqResult, error) {
 	spec, ok := detectors.Lookup(schemas.DetectorCommand)
 	if !ok {
 		return nil, fmt.Errorf("cannot find detector %q", schemas.DetectorCommand)
@@ -199,7 +211,11 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 		start += seqGap
 		name = strconv.AppendInt(append(name[:0], prefix...), int64(i), 10)
 		var top schemas.Finding
-		for j, tok := range s.tokens {
+		tokens := s.tokens
+		if end != "" {
+			tokens = append(tokens[:len(tokens):len(tokens)], []byte(end))
+		}
+		for j, tok := range tokens {
 			ev.Reset()
 			ev.ID = uint64(j)
 			ev.Time = start + int64(j)*seqStep
@@ -222,7 +238,7 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 	}
 
 	res := &seqResult{
-		Detector: spec.Name, Mode: "semi-supervised", UsedLabels: semiSupervised,
+		Detector: spec.Name, EndToken: end, Mode: "semi-supervised", UsedLabels: semiSupervised,
 		TrainSessions: len(trainSet), TestSessions: len(testSet), Threshold: threshold,
 		Reasons: map[string]int{},
 	}

@@ -54,7 +54,7 @@ func TestEvalSequencesFlagsUnseenTokensAndTransitions(t *testing.T) {
 	if len(trainSet) != 151 || len(testSet) != 32 {
 		t.Fatalf("read %d training and %d test sessions; want 151 and 32", len(trainSet), len(testSet))
 	}
-	res, err := runSequences(context.Background(), trainSet, testSet, true, 0.6)
+	res, err := runSequences(context.Background(), trainSet, testSet, true, 0.6, seqEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,41 @@ func TestEvalSequencesFlagsUnseenTokensAndTransitions(t *testing.T) {
 
 	// Unsupervised, the anomalous training session teaches the class "panic"
 	// (one device issued it), so only the unseen transition stays an alert.
-	res, err = runSequences(context.Background(), trainSet, testSet, false, 0.6)
+	res, err = runSequences(context.Background(), trainSet, testSet, false, 0.6, seqEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.TrainLearned != 151 || res.UsedLabels || res.TP != 1 || res.FP != 0 {
 		t.Errorf("unsupervised: learned %d, used labels %v, tp=%d fp=%d; want 151, false, 1, 0",
 			res.TrainLearned, res.UsedLabels, res.TP, res.FP)
+	}
+}
+
+// A session cut short ("open read", a prefix of a normal script) is only
+// visible through how it ends: flagged with the end-of-session token, not
+// without it, while the normal sessions stay quiet either way.
+func TestEvalSequencesEndOfSession(t *testing.T) {
+	train, _ := writeSequences(t)
+	trainSet, err := readSessions(train)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testSet := []session{
+		{anomaly: true, tokens: [][]byte{[]byte("open"), []byte("read")}},
+		{tokens: [][]byte{[]byte("open"), []byte("read"), []byte("close")}},
+		{tokens: [][]byte{[]byte("open"), []byte("write"), []byte("read"), []byte("close")}},
+	}
+	for _, c := range []struct {
+		end    string
+		tp, fp int
+	}{{seqEnd, 1, 0}, {"", 0, 0}} {
+		res, err := runSequences(context.Background(), trainSet, testSet, true, 0.6, c.end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TP != c.tp || res.FP != c.fp || res.EndToken != c.end {
+			t.Errorf("end token %q: tp=%d fp=%d (reasons %v, end %q); want tp=%d fp=%d", c.end, res.TP, res.FP, res.Reasons, res.EndToken, c.tp, c.fp)
+		}
 	}
 }
 
