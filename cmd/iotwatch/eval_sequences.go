@@ -48,7 +48,7 @@ type session struct {
 type seqResult struct {
 	Detector       string  `json:"detector"`
 	EndToken       string  `json:"end_token"` // appended to every session; empty when off
-	Mode           string  `json:"mode"` // semi-supervised or unsupervised
+	Mode           string  `json:"mode"`      // semi-supervised or unsupervised
 	UsedLabels     bool    `json:"used_training_labels"`
 	TrainSessions  int     `json:"train_sessions"`
 	TrainLearned   int     `json:"train_sessions_learned"`
