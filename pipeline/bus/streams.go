@@ -286,6 +286,9 @@ func ensureBlocks(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 // writer add publish options Put does not take (a per-message TTL).
 func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
+// KVStream is the name of the stream that holds KV bucket's entries.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
 // KeyTTL reports whether kv, the bucket of active blocks, accepts per-key
 // TTLs (it was created or updated by Ensure on nats-server 2.11 or later).
 func KeyTTL(ctx context.Context, kv jetstream.KeyValue) (bool, error) {

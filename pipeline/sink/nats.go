@@ -155,7 +155,7 @@ func (p *NATSPublisher) PublishDecisions(ctx context.Context, ds []schemas.Decis
 		switch {
 		case d.DryRun || d.Action == schemas.ActionDryRunBlock:
 		case d.Action == schemas.ActionBlock || d.Action == schemas.ActionThrottle:
-			err = p.putKV(ctx, key, values[i], d.CreatedAt, d.ExpiresAt, 0)
+			err = p.putKV(ctx, key, values[i], d.CreatedAt, d.ExpiresAt, nil)
 		case d.Action == schemas.ActionUnblock:
 			err = p.putUnblock(ctx, key, d, values[i])
 		}
@@ -177,7 +177,12 @@ func (p *NATSPublisher) putUnblock(ctx context.Context, key string, u *schemas.D
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			// Nothing to lift in the bucket; an enforcement point may still
 			// hold the decision (its key deleted by hand): the signed unblock
-			// lets it lift it.
+			// lets it lift it. The write still expects the key's last
+			// revision (a delete marker, or none), so that a block written
+			// meanwhile is seen on the next pass, not overwritten.
+			if rev, err = p.lastRevision(ctx, key); err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		default:
@@ -197,7 +202,7 @@ func (p *NATSPublisher) putUnblock(ctx context.Context, key string, u *schemas.D
 				}
 			}
 		}
-		err = p.putKV(ctx, key, value, created, expires, rev)
+		err = p.putKV(ctx, key, value, created, expires, &rev)
 		if !isWrongLastSequence(err) {
 			return err
 		}
@@ -214,14 +219,33 @@ func isWrongLastSequence(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
+// lastRevision returns the revision of key's last entry, a delete or purge
+// marker included (which KeyValue.Get does not return), or 0 when the key
+// has none.
+func (p *NATSPublisher) lastRevision(ctx context.Context, key string) (uint64, error) {
+	name := bus.KVStream(p.kv.Bucket())
+	stream, err := p.js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("cannot look up stream %q: %w", name, err)
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, bus.KVSubject(p.kv.Bucket(), key))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("cannot read the last entry of key %q: %w", key, err)
+	}
+	return m.Sequence, nil
+}
+
 // putKV writes value under key, with the per-key TTL of a decision created
 // and expiring at those times when the bucket supports it (none for a zero
-// expires), and, when rev is not 0, only if the key's last revision is still
-// rev.
-func (p *NATSPublisher) putKV(ctx context.Context, key string, value []byte, created, expires time.Time, rev uint64) error {
+// expires), and, when rev is not nil, only if the key's last revision is
+// still *rev (0: the key has no entry at all).
+func (p *NATSPublisher) putKV(ctx context.Context, key string, value []byte, created, expires time.Time, rev *uint64) error {
 	var opts []jetstream.PublishOpt
-	if rev != 0 {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(rev))
+	if rev != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*rev))
 	}
 	if !expires.IsZero() {
 		perKey, err := p.perKeyTTL(ctx)

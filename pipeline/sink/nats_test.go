@@ -269,7 +269,7 @@ func TestNATSKeyTTL(t *testing.T) {
 	}
 	ttlOf := func() time.Duration {
 		t.Helper()
-		s, err := env.js.Stream(env.ctx, "KV_"+schemas.KVActiveBlocks)
+		s, err := env.js.Stream(env.ctx, bus.KVStream(schemas.KVActiveBlocks))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -395,5 +395,49 @@ func TestDeadLetterTruncatesToMaxPayload(t *testing.T) {
 	}
 	if m.Header.Get(schemas.HeaderDLQTruncated) != "true" || len(m.Data) >= len(huge) || !bytes.Equal(m.Data, huge[:len(m.Data)]) {
 		t.Errorf("truncated=%q, %d of %d bytes kept", m.Header.Get(schemas.HeaderDLQTruncated), len(m.Data), len(huge))
+	}
+}
+
+// TestNATSUnblockMissingKey: an unblock for a key the bucket does not hold
+// (never written, or deleted by hand) is written, and the revision it expects
+// makes a block written after the lookup win instead of being overwritten.
+func TestNATSUnblockMissingKey(t *testing.T) {
+	env := newNATSEnv(t, true)
+	fresh := testDecision("dec-1", schemas.ActionUnblock, schemas.ScopeDevice, "never-blocked")
+	block := testDecision("dec-2", schemas.ActionBlock, schemas.ScopeDevice, "deleted")
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{block}); err != nil {
+		t.Fatal(err)
+	}
+	deletedKey := schemas.KVKey(block.Scope, block.Value)
+	if err := env.kv.Delete(env.ctx, deletedKey); err != nil {
+		t.Fatal(err)
+	}
+	lift := testDecision(schemas.UnblockID("dec-2"), schemas.ActionUnblock, schemas.ScopeDevice, "deleted")
+	if err := env.pub.PublishDecisions(env.ctx, []schemas.Decision{fresh, lift}); err != nil {
+		t.Fatalf("unblocks of a missing and a deleted key: %v", err)
+	}
+	for _, d := range []schemas.Decision{fresh, lift} {
+		e, err := env.kv.Get(env.ctx, schemas.KVKey(d.Scope, d.Value))
+		if err != nil || !bytes.Contains(e.Value(), []byte(d.ID)) {
+			t.Fatalf("KV entry of %q after its unblock: error %v; want unblock %q", d.Value, err, d.ID)
+		}
+	}
+
+	// The race putUnblock guards against: a block lands between the lookup
+	// (no entry) and the write, which must then fail, not overwrite it.
+	key := schemas.KVKey(schemas.ScopeDevice, "raced")
+	rev, err := env.pub.lastRevision(env.ctx, key)
+	if err != nil || rev != 0 {
+		t.Fatalf("lastRevision of a key never written = %d, %v; want 0", rev, err)
+	}
+	if _, err := env.kv.Put(env.ctx, key, []byte(`{"id":"block"}`)); err != nil {
+		t.Fatal(err)
+	}
+	err = env.pub.putKV(env.ctx, key, []byte(`{"id":"unblock"}`), time.Time{}, time.Time{}, &rev)
+	if !isWrongLastSequence(err) {
+		t.Fatalf("write expecting no entry after a block landed: error %v; want wrong last sequence", err)
+	}
+	if e, err := env.kv.Get(env.ctx, key); err != nil || string(e.Value()) != `{"id":"block"}` {
+		t.Fatalf("the block was overwritten: %v", err)
 	}
 }
