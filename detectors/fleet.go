@@ -21,19 +21,25 @@ import (
 // open-addressed, so memory does not grow with devices or commands. Workers call
 // Learn and LearnTransition for every event; detectors only read through Fleet.
 //
+// Per class it also samples 16 devices' request rates, whose median is the
+// class's typical per-device rate (ClassRate, fleet_rate.go).
+//
 // When a table is full, new keys are not learned (Saturated counts them): an
 // unknown command then keeps looking new, which errs on the side of alerting.
 type ClassTable struct {
-	cmdKeys   []atomic.Uint64
-	cmdBits   []atomic.Uint64
-	trKeys    []atomic.Uint64 // transitions, as many slots as commands
-	trBits    []atomic.Uint64
-	clsKeys   []atomic.Uint64
-	clsBits   []atomic.Uint64 // clsWords per class slot
-	clsFirst  []atomic.Int64  // per class slot: earliest event time learned (0: none)
-	geoKeys   []atomic.Uint64 // (class, country) and (class, ASN): geoPerClass slots per class slot
-	geoBits   []atomic.Uint64
-	saturated atomic.Uint64
+	cmdKeys  []atomic.Uint64
+	cmdBits  []atomic.Uint64
+	trKeys   []atomic.Uint64 // transitions, as many slots as commands
+	trBits   []atomic.Uint64
+	clsKeys  []atomic.Uint64
+	clsBits  []atomic.Uint64 // clsWords per class slot
+	clsFirst []atomic.Uint64 // per class slot: earliest event time learned, Unix ns (0: none)
+	geoKeys  []atomic.Uint64 // (class, country) and (class, ASN): geoPerClass slots per class slot
+	geoBits  []atomic.Uint64
+	// rateSlots sampled devices per class slot (fleet_rate.go): key, last
+	// event time (Unix ns), decayed count and exposure (float64 bits).
+	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
+	saturated                                   atomic.Uint64
 }
 
 const (
@@ -43,17 +49,19 @@ const (
 
 // NewClassTable returns a table holding up to commandSlots (class, command)
 // pairs, as many (class, previous command, command) transitions, and
-// classSlots classes, with 16 (class, country or ASN) slots per class; both
-// are rounded up to powers of two. It costs 32 bytes per command slot and 400
-// bytes per class slot.
+// classSlots classes, with 16 (class, country or ASN) slots and 16 sampled
+// device rates per class; both are rounded up to powers of two. It costs 32
+// bytes per command slot and 912 bytes per class slot.
 func NewClassTable(commandSlots, classSlots int) *ClassTable {
 	c, k := pow2(commandSlots), pow2(classSlots)
 	return &ClassTable{
 		cmdKeys: make([]atomic.Uint64, c), cmdBits: make([]atomic.Uint64, c),
 		trKeys: make([]atomic.Uint64, c), trBits: make([]atomic.Uint64, c),
 		clsKeys: make([]atomic.Uint64, k), clsBits: make([]atomic.Uint64, k*clsWords),
-		clsFirst: make([]atomic.Int64, k),
+		clsFirst: make([]atomic.Uint64, k),
 		geoKeys:  make([]atomic.Uint64, k*geoPerClass), geoBits: make([]atomic.Uint64, k*geoPerClass),
+		rateKeys: make([]atomic.Uint64, k*rateSlots), rateLast: make([]atomic.Uint64, k*rateSlots),
+		rateCount: make([]atomic.Uint64, k*rateSlots), rateExposure: make([]atomic.Uint64, k*rateSlots),
 	}
 }
 
@@ -176,7 +184,7 @@ func (t *ClassTable) ClassSince(class uint64) int64 {
 	if j < 0 {
 		return 0
 	}
-	return t.clsFirst[j].Load()
+	return int64(t.clsFirst[j].Load())
 }
 
 // ClassDevices implements Fleet.
@@ -193,7 +201,8 @@ func (t *ClassTable) ClassDevices(class uint64) float64 {
 }
 
 // Learn records that ev's device belongs to its class, issued ev's command and
-// was seen in ev's country and ASN (when known).
+// was seen in ev's country and ASN (when known), and counts ev in the device's
+// rate sample if it is one.
 // Safe for concurrent use; after warm-up it only reads (bits already set).
 func (t *ClassTable) Learn(ev *schemas.Event) {
 	if j := slot(t.clsKeys, ev.ClassKey, true); j >= 0 {
@@ -201,10 +210,11 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 		setBit(&t.clsBits[j*clsWords+int(b>>6)], b&63)
 		for f := &t.clsFirst[j]; ev.Time > 0; {
 			old := f.Load()
-			if (old != 0 && old <= ev.Time) || f.CompareAndSwap(old, ev.Time) {
+			if (old != 0 && int64(old) <= ev.Time) || f.CompareAndSwap(old, uint64(ev.Time)) {
 				break
 			}
 		}
+		t.learnRate(j, ev)
 	} else {
 		t.saturated.Add(1)
 	}
@@ -236,45 +246,57 @@ func setBit(w *atomic.Uint64, bit uint) {
 // Saturated returns how many learn calls found their table full.
 func (t *ClassTable) Saturated() uint64 { return t.saturated.Load() }
 
-// snapshotVersion versions ClassTable's snapshot encoding (2: the geo
-// arrays were added after the class arrays).
-const snapshotVersion = 2
+// snapshotVersion versions ClassTable's snapshot encoding: 2 added the geo
+// arrays, 3 the rate samples. A new version appends its arrays to
+// snapshotLayout's list.
+const snapshotVersion = 3
+
+// snapshotLayout returns the arrays a snapshot of the given version holds, in
+// order, or nil for an unknown version. Arrays a version lacks load empty.
+func (t *ClassTable) snapshotLayout(version uint32) [][]atomic.Uint64 {
+	base := [][]atomic.Uint64{t.cmdKeys, t.cmdBits, t.trKeys, t.trBits, t.clsKeys, t.clsBits}
+	switch version {
+	case 1:
+		return append(base, t.clsFirst)
+	case 2:
+		return append(base, t.geoKeys, t.geoBits, t.clsFirst)
+	case 3:
+		return append(base, t.geoKeys, t.geoBits, t.clsFirst, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure)
+	}
+	return nil
+}
 
 // AppendSnapshot appends the table's contents to dst: a version, the slot
-// counts, then every array as little-endian words (the geo arrays after the
-// class arrays, then the class times). Concurrent Learn calls may
-// or may not be included; take it while workers are stopped for an exact copy.
+// counts, then every array of snapshotLayout as little-endian words.
+// Concurrent Learn calls may or may not be included; take it while workers
+// are stopped for an exact copy.
 func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, snapshotVersion)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(t.cmdKeys)))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(t.clsKeys)))
-	for _, arr := range t.arrays() {
+	for _, arr := range t.snapshotLayout(snapshotVersion) {
 		for i := range arr {
 			dst = binary.LittleEndian.AppendUint64(dst, arr[i].Load())
 		}
-	}
-	for i := range t.clsFirst {
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(t.clsFirst[i].Load()))
 	}
 	return dst
 }
 
 // LoadSnapshot replaces the table's contents with a snapshot taken by
-// AppendSnapshot from a table of the same sizes. A version 1 snapshot (from
-// before the geo arrays) loads with the geo arrays empty: countries and ASNs
-// are then learned again, and a device's own history still knows them. On
+// AppendSnapshot from a table of the same sizes. An older version loads with
+// the arrays it lacks empty: a version 1 snapshot (from before the geo
+// arrays) learns countries and ASNs again, and a device's own history still
+// knows them; a version 2 snapshot (from before the rate samples) has no
+// class rates until sampled devices have 10 minutes of history again. On
 // error the table is unchanged.
 func (t *ClassTable) LoadSnapshot(b []byte) error {
 	if len(b) < 20 {
 		return fmt.Errorf("cannot load class snapshot: %d bytes is too short", len(b))
 	}
-	arrays := t.arrays()
-	switch v := binary.LittleEndian.Uint32(b); v {
-	case snapshotVersion:
-	case 1:
-		arrays = arrays[:len(arrays)-2] // no geoKeys, geoBits
-	default:
-		return fmt.Errorf("cannot load class snapshot: version %d, want %d", v, snapshotVersion)
+	v := binary.LittleEndian.Uint32(b)
+	arrays := t.snapshotLayout(v)
+	if arrays == nil {
+		return fmt.Errorf("cannot load class snapshot: version %d, want %d or older", v, snapshotVersion)
 	}
 	cmds, classes := binary.LittleEndian.Uint64(b[4:]), binary.LittleEndian.Uint64(b[12:])
 	if cmds != uint64(len(t.cmdKeys)) || classes != uint64(len(t.clsKeys)) {
@@ -285,9 +307,13 @@ func (t *ClassTable) LoadSnapshot(b []byte) error {
 	for _, arr := range arrays {
 		words += len(arr)
 	}
-	words += len(t.clsFirst)
 	if len(b) != 20+8*words {
 		return fmt.Errorf("cannot load class snapshot: %d bytes, want %d", len(b), 20+8*words)
+	}
+	for _, arr := range t.snapshotLayout(snapshotVersion) {
+		for i := range arr {
+			arr[i].Store(0)
+		}
 	}
 	b = b[20:]
 	for _, arr := range arrays {
@@ -296,18 +322,5 @@ func (t *ClassTable) LoadSnapshot(b []byte) error {
 			b = b[8:]
 		}
 	}
-	for i := range t.clsFirst {
-		t.clsFirst[i].Store(int64(binary.LittleEndian.Uint64(b)))
-		b = b[8:]
-	}
-	for _, arr := range t.arrays()[len(arrays):] {
-		for i := range arr {
-			arr[i].Store(0)
-		}
-	}
 	return nil
-}
-
-func (t *ClassTable) arrays() [][]atomic.Uint64 {
-	return [][]atomic.Uint64{t.cmdKeys, t.cmdBits, t.trKeys, t.trBits, t.clsKeys, t.clsBits, t.geoKeys, t.geoBits}
 }

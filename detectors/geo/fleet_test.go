@@ -1,9 +1,7 @@
 package geo_test
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -65,28 +63,6 @@ func TestClassSnapshotKeepsGeo(t *testing.T) {
 		t.Errorf("ASN devices after a snapshot round trip: %v, before %v", b, a)
 	}
 
-	// A version 1 snapshot (no geo arrays) still loads, with no geo knowledge.
-	words := (len(snap) - 20) / 8
-	geoWords := 2 * 1024 * 16
-	v1 := make([]byte, 0, len(snap)-8*geoWords)
-	v1 = binary.LittleEndian.AppendUint32(v1, 1)
-	v1 = append(v1, snap[4:20]...)
-	body := snap[20:]
-	classFirst := 1024
-	v1 = append(v1, body[:8*(words-geoWords-classFirst)]...)
-	v1 = append(v1, body[8*(words-classFirst):]...)
-	tab3 := detectors.NewClassTable(1024, 1024)
-	learnClass(tab3, "x", 5, "FR", 1) // must be cleared by the load
-	if err := tab3.LoadSnapshot(v1); err != nil {
-		t.Fatalf("version 1 snapshot: %v", err)
-	}
-	if got := tab3.ClassDevices(class); math.Abs(got-tab.ClassDevices(class)) > 0 || got == 0 {
-		t.Errorf("class devices from a version 1 snapshot: %v, want %v", got, tab.ClassDevices(class))
-	}
-	if got := tab3.ClassCountryDevices(class, de, 0) + tab3.ClassASNDevices(class, 1, 0); got != 0 {
-		t.Errorf("geo devices from a version 1 snapshot: %v, want 0", got)
-	}
-	if err := tab3.LoadSnapshot(append(binary.LittleEndian.AppendUint32(nil, 9), snap[4:]...)); err == nil {
-		t.Errorf("a version 9 snapshot loaded")
-	}
+	// Older snapshot versions (no geo arrays) are tested with the table in
+	// package detectors.
 }

@@ -9,11 +9,22 @@
 // with the Poisson right tail (detectors.PoissonSurprise), never a Gaussian
 // z-score, so that small counts are judged correctly.
 //
+// A window of fixed length is slow on a flood that is fast for the device but
+// slow in absolute terms (a meter of one request per 5 minutes sending one
+// every 13 s never has more than 3 requests in 30 s). Requests are therefore
+// also followed as a run, a Poisson CUSUM: the stretch of recent requests
+// arriving faster than about 4 times the baseline rate, with its count and the
+// count the baseline expects over the same span. The run picks the span a
+// flood has lasted, so its count is judged with the Poisson tail against the
+// right expectation: 8 requests where 0.3 were expected (1e-7) are flagged
+// after 90 s, where a 5-minute window would wait for 12.
+//
 // The baseline does not learn from what the detector flags: an event flagged
 // for its request, failure or error count updates the short windows but not
 // the baselines, so a flood cannot teach the device that floods are normal
 // (an event flagged for its size, or for a drift or silence before it, came
-// at a normal rate and is counted). Long silences count for at most a few typical
+// at a normal rate and is counted); neither are the requests of a run already
+// suspect (SuspectSurprise) before it is flagged. Long silences count for at most a few typical
 // gaps of exposure, so a device that was off overnight keeps its daytime rate.
 //
 // Bytes out (the response sizes the gateway sends to the client) are
@@ -45,8 +56,11 @@
 // New devices: findings start after warm-up (WarmEvents, WarmExposure), and
 // until the device graduates (GradEvents, GradExposure) its scores are capped
 // at ColdMaxScore, below the default block threshold (0.9): a young baseline
-// may alert but not block. A fleet view that implements ClassRater gives a
-// cold device its class's typical rate as a prior, judged with widened bounds.
+// may alert but not block. A fleet view that implements ClassRater
+// (detectors.ClassTable: the median rate of sampled devices of the class)
+// gives a cold device its class's typical rate as a prior, judged with
+// widened bounds, so a new device flooding from its first request is flagged
+// long before its own warm-up.
 package volume
 
 import (
@@ -61,19 +75,37 @@ import (
 const (
 	// TauShort is the time constant of the short window, in seconds.
 	TauShort = 30.0
-	// TauMedium is the time constant of a second request window, in seconds: a
-	// flood too slow to fill the short window (a meter sending every 13 s
-	// instead of every 5 min) fills this one within minutes.
+	// TauMedium is the time constant of the window of oversized responses, in
+	// seconds.
 	TauMedium = 300.0
+	// RunRatio is the rate ratio of the request run (a Poisson CUSUM): the run
+	// is the stretch of recent requests arriving faster than about
+	// (RunRatio-1)/ln(RunRatio) = 3.9 times the baseline rate, and it ends when
+	// its log-likelihood ratio of RunRatio times the baseline rate against the
+	// baseline rate falls to zero. A flood too slow to fill the short window (a
+	// meter sending every 13 s instead of every 5 min) makes a run of its own
+	// length, judged with the Poisson tail against what the baseline expects
+	// over that span.
+	RunRatio = 10.0
+	// RunMinRatio is the smallest ratio of a run's count to its expected
+	// count for a finding: higher than MinRatio, since a run picks its own
+	// span and a device switching between regimes (a vehicle starting a trip
+	// after hours parked: ten times its hourly rate) makes long runs.
+	RunMinRatio = 16.0
+	// MaxRun bounds the run's count: a longer run keeps its second half (count
+	// and expectation halved, the same ratio), so that the evidence of a long
+	// flood does not outlive it by more than a few dozen requests.
+	MaxRun = 64
 	// TauLong is the time constant of the baseline, in seconds.
 	TauLong = 3600.0
 	// WarmEvents and WarmExposure (seconds) gate findings: a device with less
 	// history produces none.
 	WarmEvents   = 20
 	WarmExposure = 600.0
-	// MinSpike is the smallest short-window request count that can be a rate
-	// spike, and MinRatio the smallest ratio of observed to expected count for
-	// any finding: together they absorb jitter and over-dispersed traffic.
+	// MinSpike is the smallest short-window or run request count that can be
+	// a rate spike, and MinRatio the smallest ratio of observed to expected
+	// count for any finding: together they absorb jitter and over-dispersed
+	// traffic.
 	MinSpike = 8.0
 	MinRatio = 4.0
 	// MinFailures and MinErrors are the smallest short-window counts of auth
@@ -87,6 +119,10 @@ const (
 	// MinSurprise (decades, see detectors.PoissonSurprise) is the tail
 	// probability threshold: 1e-6.
 	MinSurprise = 6.0
+	// SuspectSurprise (decades) is the run's surprise above which its requests
+	// are not learned even before they are flagged, so that the first minutes
+	// of a slow flood do not raise the baseline it is judged against.
+	SuspectSurprise = 3.0
 	// minGapCap bounds the exposure a silence can add, in seconds, together
 	// with gapCapFactor times the device's mean gap between requests.
 	minGapCap    = 300.0
@@ -148,8 +184,14 @@ const (
 )
 
 // logOversize and logCap are log(OversizeFactor) and log(CapFactor), margins
-// over the log-domain tracker.
-var logOversize, logCap = math.Log(OversizeFactor), math.Log(CapFactor)
+// over the log-domain tracker. runStep is the run's log-likelihood ratio per
+// request, ln(RunRatio); runSpan the largest expected count a run of one
+// request can have, runStep/(RunRatio-1).
+var (
+	logOversize, logCap = math.Log(OversizeFactor), math.Log(CapFactor)
+	runStep             = math.Log(RunRatio)
+	runSpan             = runStep / (RunRatio - 1)
+)
 
 // ClassRater is implemented by a fleet view that knows a class's typical
 // per-device request rate. It is optional: without it, a device is not judged
@@ -175,7 +217,9 @@ const StateSize = 100
 //	28:32 baseline auth-failure count (float32)
 //	32:36 short-window error count (float32)
 //	36:40 baseline error count (float32)
-//	40:44 medium-window request count (float32)
+//	40:42 requests in the run, saturating at MaxRun (uint16)
+//	42:44 the run's expected count as a fraction of its largest value,
+//	      count·ln(RunRatio)/(RunRatio-1), in 1/65535 (uint16)
 //	44:48 medium-window count of oversized responses (float32)
 //	48:52 log(1 + median response size in bytes), tracked (float32)
 //	52:56 bytes out in the open 5-minute bucket, each response capped (float32)
@@ -186,7 +230,8 @@ type state struct {
 	short, long, exposure float64
 	failShort, failLong   float64
 	errShort, errLong     float64
-	medium                float64
+	runN                  uint16
+	runExpected           float64
 	overMedium            float64
 	logMid                float64
 	bucket                float64
@@ -207,7 +252,8 @@ func (s *state) load(b []byte) {
 	s.failLong = f32(b[28:])
 	s.errShort = f32(b[32:])
 	s.errLong = f32(b[36:])
-	s.medium = f32(b[40:])
+	s.runN = min(binary.LittleEndian.Uint16(b[40:]), MaxRun)
+	s.runExpected = float64(binary.LittleEndian.Uint16(b[42:])) / math.MaxUint16 * float64(s.runN) * runSpan
 	s.overMedium = f32(b[44:])
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
@@ -226,7 +272,12 @@ func (s *state) store(b []byte) {
 	putF32(b[28:], s.failLong)
 	putF32(b[32:], s.errShort)
 	putF32(b[36:], s.errLong)
-	putF32(b[40:], s.medium)
+	binary.LittleEndian.PutUint16(b[40:], s.runN)
+	q := 0.0
+	if s.runN > 0 {
+		q = min(s.runExpected/(float64(s.runN)*runSpan), 1)
+	}
+	binary.LittleEndian.PutUint16(b[42:], uint16(q*math.MaxUint16+0.5))
 	putF32(b[44:], s.overMedium)
 	putF32(b[48:], s.logMid)
 	putF32(b[52:], s.bucket)
@@ -250,6 +301,39 @@ func (s *state) expect(long, tau float64) float64 {
 	return max(long*tau/s.exposure, FloorExpected)
 }
 
+// rate returns the baseline request rate per second, at least
+// FloorExpected per TauShort.
+func (s *state) rate() float64 {
+	r := 0.0
+	if s.exposure > 0 {
+		r = s.long / s.exposure
+	}
+	return max(r, FloorExpected/TauShort)
+}
+
+// extendRun adds a request dt seconds after the previous one to the run, at
+// the baseline rate, and reports whether the request made the run's evidence
+// grow (it came sooner than ln(RunRatio)/(RunRatio-1) mean gaps): only such a
+// request is judged on the run, so the requests at a normal pace after a
+// flood do not inherit its finding while the run winds down.
+func (s *state) extendRun(dt, rate float64) (grew bool) {
+	s.runExpected += rate * dt
+	if s.runN == 0 || float64(s.runN)*runStep <= (RunRatio-1)*s.runExpected {
+		s.runN, s.runExpected = 0, 0 // the run starts again at this request
+	}
+	if s.runN >= MaxRun {
+		s.runN, s.runExpected = s.runN/2, s.runExpected/2
+	}
+	if span := rate * TauMedium; s.runExpected > span {
+		// Only the last TauMedium seconds of the baseline's expectation: the
+		// same ratio over a shorter span.
+		s.runN = uint16(float64(s.runN)*span/s.runExpected + 0.5)
+		s.runExpected = span
+	}
+	s.runN++
+	return runStep > (RunRatio-1)*rate*dt
+}
+
 // meanGap returns the baseline's mean gap between requests, in seconds, or 0
 // without a baseline.
 func (s *state) meanGap() float64 {
@@ -264,12 +348,17 @@ type Detector struct{}
 
 // Doc is the catalog paragraph.
 const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5xx) and bytes-out (response size) rates of a device " +
-	"against its own baseline, and the gaps it leaves. Each rate is a time-decayed count over a short window (tau 30 s; " +
-	"requests also over a medium window, tau 5 min, for slower floods) compared with the count the device's " +
-	"long-term rate (tau 1 h, not updated by flagged events, long silences capped) predicts for that window, scored " +
-	"with the Poisson right tail. Fires when the tail probability is below 1e-6, the count is at least 4x expected " +
-	"and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, rising to 1. Observed is the window's count " +
-	"(including this event), Expected the baseline-expected count in the same window. An auth-failure or error burst " +
+	"against its own baseline, and the gaps it leaves. Each rate is a time-decayed count over a short window (tau 30 s) " +
+	"compared with the count the device's long-term rate (tau 1 h, not updated by flagged events, long silences " +
+	"capped) predicts for that window, scored with the Poisson right tail. Fires when the tail probability is below " +
+	"1e-6, the count is at least 4x expected and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, " +
+	"rising to 1. Observed is the window's count (including this event), Expected the baseline-expected count in " +
+	"the same window. Requests are also followed as a run (a Poisson CUSUM: recent requests arriving faster than " +
+	"about 4x the baseline rate, at most the last 5 minutes of expectation), so that a flood slow in absolute terms " +
+	"(a meter sending every 13 s instead of every 5 min) is flagged after 8 requests: a rate_spike when the run " +
+	"has at least 8 requests, 16x its expected count and a Poisson tail (of the requests after its first) below " +
+	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
+	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are not learned. An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
@@ -282,7 +371,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"probability exp(-gap/mean gap) is below 1e-6, silence (Observed: the gap in seconds, Expected: the mean gap), " +
 	"score 0.1 at 30 min to 0.15 from 8 h on: a device off overnight makes such gaps, so it never alerts alone; it " +
 	"is seen on the device's next event (no sweeper yet). No findings until the device has 20 events and 10 minutes " +
-	"of history (or, when the fleet view knows its class's rate, rate spikes against that rate at 8x and 1e-10); " +
+	"of history (or, when the fleet view knows its class's rate, the median rate of 16 sampled devices of the class, " +
+	"rate spikes against that rate at 8x and 1e-10); " +
 	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history. A warm " +
 	"device without a finding returns a finding with no reason whose Observed and Expected are the short request " +
 	"window's (the expected band of plots)."
@@ -368,9 +458,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	s.short = s.short*ds + 1
 	s.failShort = s.failShort*ds + fail
 	s.errShort = s.errShort*ds + errs
-	dm := detectors.Decay(dt / TauMedium)
-	s.medium = s.medium*dm + 1
-	s.overMedium = s.overMedium*dm + over
+	s.overMedium = s.overMedium*detectors.Decay(dt/TauMedium) + over
 
 	// A silence adds at most a few typical gaps of exposure.
 	exposed := dt
@@ -382,12 +470,25 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	s.failLong *= dl
 	s.errLong *= dl
 	s.exposure = s.exposure*dl + TauLong*(1-dl)
+	// The run, against the baseline before this request is learned.
+	rate := s.rate()
+	grew := s.extendRun(dt, rate)
+	runObserved, runExpected := float64(s.runN), max(s.runExpected, rate*TauShort)
+	runZ := -1.0 // not computed yet: it costs a Lgamma, needed only when the short window is quiet
 
 	reason, observed, expected := schemas.ReasonNone, 0.0, 0.0
 	var score float32
 	switch {
 	case warm:
 		reason, observed, expected, score = s.judgeWarm(fail, errs, over)
+		// The run, for floods too slow to fill the short window, while the
+		// short window still runs high.
+		if score == 0 && grew && s.runN >= MinSpike && s.short >= MinRatio*s.expect(s.long, TauShort) {
+			runZ = runSurprise(runObserved, runExpected)
+			if r := detectors.SurpriseScore(runZ, MinSurprise); r > 0 {
+				reason, observed, expected, score = schemas.ReasonRateSpike, runObserved, runExpected, r
+			}
+		}
 		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
 			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
@@ -423,7 +524,13 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// baselines learn from all but request-count findings (an oversized
 	// response came at a normal rate; a silence and a bucket's drift are
 	// about earlier events); the size tracker from all but oversized ones.
-	if reason != schemas.ReasonRateSpike && reason != schemas.ReasonAuthFailures && reason != schemas.ReasonErrorBurst {
+	// A request of a suspect run (well above the baseline, not yet flagged)
+	// is not learned either.
+	flagged := reason == schemas.ReasonRateSpike || reason == schemas.ReasonAuthFailures || reason == schemas.ReasonErrorBurst
+	if !flagged && runZ < 0 {
+		runZ = runSurprise(runObserved, runExpected)
+	}
+	if !flagged && runZ < SuspectSurprise {
 		s.long++
 		s.failLong += fail
 		s.errLong += errs
@@ -440,6 +547,16 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	}
 	s.store(b)
 	return f
+}
+
+// runSurprise returns the surprise of a run of observed requests where
+// expected were expected, 0 below RunMinRatio times expected. The run's first
+// request starts its clock: the requests after it are the evidence.
+func runSurprise(observed, expected float64) float64 {
+	if observed < 2 || observed < RunMinRatio*expected {
+		return 0
+	}
+	return detectors.PoissonSurprise(observed-1, expected)
 }
 
 // judgeWarm judges the short and medium windows of a warm device: auth
@@ -460,15 +577,6 @@ func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, ex
 	}
 	reason, observed, expected = schemas.ReasonRateSpike, s.short, s.expect(s.long, TauShort)
 	score = judge(observed, expected, MinSpike)
-	// The medium window, for floods too slow to fill the short one, while
-	// they last: the short window must still be running high, so normal
-	// requests after a burst do not inherit its finding.
-	if s.short >= MinRatio*expected {
-		mExpected := s.expect(s.long, TauMedium)
-		if m := judge(s.medium, mExpected, MinSpike); m > score {
-			observed, expected, score = s.medium, mExpected, m
-		}
-	}
 	if score > 0 || over == 0 {
 		return reason, observed, expected, score
 	}

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -48,6 +49,56 @@ func TestClassPrior(t *testing.T) {
 	}
 	if n, _ := flood(table, 1e9); n != 0 {
 		t.Errorf("flood without a class rate: %d findings; want none before warm-up", n)
+	}
+}
+
+// TestNewDeviceAgainstClass: with the class table's learned rate (50 meters
+// at one request a minute), a brand-new meter sending 30 times that rate
+// alerts (score 0.6 or more) but is not blocked (at most ColdMaxScore) before
+// its own warm-up would let it be judged; a new meter at the class's pace
+// gives nothing. Events reach the table after Observe, as in the worker.
+func TestNewDeviceAgainstClass(t *testing.T) {
+	table := detectors.NewClassTable(1024, 1024)
+	var ev schemas.Event
+	ev.SetClass([]byte("meter/x"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
+	tm := int64(1736121600e9)
+	for i := range 50 {
+		ev.SetDevice([]byte("acme"), fmt.Appendf(nil, "m-%d", i))
+		for k := range 60 {
+			ev.Time = tm + int64(k)*60e9 + int64(i)*1e9
+			table.Learn(&ev)
+		}
+	}
+	if r := table.ClassRate(ev.ClassKey); !(r > 0) {
+		t.Fatalf("class rate %v after an hour of 50 meters; want > 0", r)
+	}
+	newDevice := func(name string, every int64) (alertAt int, top float32) {
+		ev.SetDevice([]byte("acme"), []byte(name))
+		state := make([]byte, StateSize)
+		var d Detector
+		at := tm + 3600e9
+		for i := range WarmEvents {
+			at += every
+			ev.Time = at
+			f := d.Observe(&ev, state, table)
+			table.Learn(&ev)
+			if f.Reason != schemas.ReasonNone && f.Reason != schemas.ReasonRateSpike {
+				t.Fatalf("%s, event %d: reason %q; want %q or none", name, i, f.Reason, schemas.ReasonRateSpike)
+			}
+			if f.Score >= 0.6 && alertAt == 0 {
+				alertAt = i + 1
+			}
+			top = max(top, f.Score)
+		}
+		return alertAt, top
+	}
+	if at, top := newDevice("new-flood", 2e9); at == 0 || top > ColdMaxScore {
+		t.Errorf("new meter at 30x its class's rate: first alerting event %d (0: none) of %d, top score %v; want an alert, at most %v",
+			at, WarmEvents, top, ColdMaxScore)
+	}
+	if _, top := newDevice("new-normal", 60e9); top != 0 {
+		t.Errorf("new meter at its class's rate: top score %v; want no finding", top)
 	}
 }
 

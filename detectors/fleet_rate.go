@@ -1,0 +1,112 @@
+package detectors
+
+import (
+	"math"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// A class's typical per-device request rate (ClassRate) is the median of the
+// rates of a sample of its devices: each class slot has rateSlots sample
+// slots, a device belongs to the one its key's top bits choose, and each
+// sample slot follows one device, the one with the smallest key among those
+// seen recently (a bottom-1 sample per slot, deterministic for a given set of
+// devices). Every device, however many requests it sends, is one sample, so a
+// flooding device, or a few, move the median by at most a rank each.
+//
+// A sample slot keeps its device's key, its last event time and, as volume
+// does, a request count and an exposure time decayed with RateTau.
+// Only the device's own worker writes its slot (one writer per device); a
+// smaller key taking the slot over while the previous owner's worker writes
+// may leave one stale count behind, which decays away.
+const (
+	rateSlots = 16 // sample slots per class slot
+	// RateTau is the time constant, in seconds, of the sampled devices' counts.
+	RateTau = 3600.0
+	// RateMinExposure (seconds of decayed exposure, about 10 minutes) and
+	// RateMinEvents make a sampled device's rate usable.
+	RateMinExposure = 600.0
+	RateMinEvents   = 5.0
+	// RateMinDevices is the smallest number of usable samples for a class
+	// rate; with fewer, ClassRate returns 0 (not established).
+	RateMinDevices = 3
+	// rateStale (seconds) frees a slot whose device has been silent that long,
+	// so that a departed device does not hold it with a rate decaying to 0.
+	rateStale = 2 * RateTau
+	// rateMaxGap bounds the exposure a silence adds, in seconds, as volume's
+	// caps do: a device off for an hour does not halve its rate.
+	rateMaxGap = 1800.0
+)
+
+// rateSlot returns the sample slot index of device in class slot j.
+func rateSlot(j int, device uint64) int { return j*rateSlots + int(device>>60) }
+
+// learnRate counts ev in its device's sample slot of class slot j.
+func (t *ClassTable) learnRate(j int, ev *schemas.Event) {
+	i := rateSlot(j, ev.DeviceKey)
+	key := ev.DeviceKey | 1 // 0 marks an empty slot
+	for {
+		owner := t.rateKeys[i].Load()
+		if owner == key {
+			break
+		}
+		stale := float64(ev.Time-int64(t.rateLast[i].Load()))/1e9 > rateStale
+		if owner != 0 && key > owner && !stale {
+			return // another device is this slot's sample
+		}
+		if t.rateKeys[i].CompareAndSwap(owner, key) {
+			t.rateLast[i].Store(uint64(ev.Time))
+			t.rateCount[i].Store(0)
+			t.rateExposure[i].Store(0)
+			break
+		}
+	}
+	last := int64(t.rateLast[i].Load())
+	dt := 0.0
+	if ev.Time > last {
+		dt = min(float64(ev.Time-last)/1e9, rateMaxGap)
+		t.rateLast[i].Store(uint64(ev.Time))
+	}
+	d := Decay(dt / RateTau)
+	count := math.Float64frombits(t.rateCount[i].Load())*d + 1
+	exposure := math.Float64frombits(t.rateExposure[i].Load())*d + RateTau*(1-d)
+	t.rateCount[i].Store(math.Float64bits(count))
+	t.rateExposure[i].Store(math.Float64bits(exposure))
+}
+
+// ClassRate returns the typical request rate, per second, of one device of
+// the class: the median rate of its usable sampled devices, or 0 when it has
+// fewer than RateMinDevices (the class is not established). It implements
+// volume.ClassRater and does not allocate.
+func (t *ClassTable) ClassRate(class uint64) float64 {
+	j := slot(t.clsKeys, class, false)
+	if j < 0 {
+		return 0
+	}
+	var rates [rateSlots]float64
+	n := 0
+	for i := j * rateSlots; i < (j+1)*rateSlots; i++ {
+		if t.rateKeys[i].Load() == 0 {
+			continue
+		}
+		count := math.Float64frombits(t.rateCount[i].Load())
+		exposure := math.Float64frombits(t.rateExposure[i].Load())
+		if !(count >= RateMinEvents && exposure >= RateMinExposure) || math.IsInf(count, 1) {
+			continue
+		}
+		// Insertion sort: at most 16 values.
+		r, k := count/exposure, n
+		for ; k > 0 && rates[k-1] > r; k-- {
+			rates[k] = rates[k-1]
+		}
+		rates[k] = r
+		n++
+	}
+	if n < RateMinDevices {
+		return 0
+	}
+	if n%2 == 1 {
+		return rates[n/2]
+	}
+	return (rates[n/2-1] + rates[n/2]) / 2
+}
