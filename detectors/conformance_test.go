@@ -146,8 +146,22 @@ func randomEvent(rng *rand.Rand, ev *schemas.Event, base int64) {
 		ev.Status = uint16(200 + 100*rng.IntN(5) + rng.IntN(5))
 	}
 	ev.Auth = schemas.AuthOutcome(rng.UintN(6))
+	for range rng.IntN(3) {
+		// Arguments of every magnitude and sign (SetArg refuses NaN and infinities).
+		v := (rng.Float64() - 0.5) * math.Pow(10, float64(rng.IntN(40)-10))
+		switch rng.IntN(16) {
+		case 0:
+			v = math.NaN()
+		case 1:
+			v = math.Inf(1 - 2*rng.IntN(2))
+		}
+		ev.SetArg([]byte(argNames[rng.IntN(len(argNames))]), v)
+	}
 	ev.CommandID ^= uint64(rng.IntN(2)) * rng.Uint64()
 }
+
+// argNames are the argument names random events draw from.
+var argNames = []string{"temp", "fan", "x"}
 
 func TestRandomEventsAndState(t *testing.T) {
 	const iterations = 20000

@@ -56,6 +56,10 @@ type Fleet interface {
 	// ClassSince returns the earliest event time (Unix ns) learned for the
 	// class, 0 if none: with ClassDevices, how established the class is.
 	ClassSince(class uint64) int64
+	// ClassParam returns the range the class learned for the numeric
+	// argument name (a schemas.Arg Key) of command; the zero ParamRange if
+	// none. Values the range judged out of it were not learned.
+	ClassParam(class, command, name uint64) ParamRange
 }
 
 // CommandTracker is implemented by a detector that records each device's last

@@ -22,7 +22,9 @@ import (
 // Learn and LearnTransition for every event; detectors only read through Fleet.
 //
 // Per class it also samples 16 devices' request rates, whose median is the
-// class's typical per-device rate (ClassRate, fleet_rate.go).
+// class's typical per-device rate (ClassRate, fleet_rate.go), and per (class,
+// command, argument) it learns the range of numeric command arguments
+// (ClassParam, a ParamTable of as many slots as commands, params.go).
 //
 // When a table is full, new keys are not learned (Saturated counts them): an
 // unknown command then keeps looking new, which errs on the side of alerting.
@@ -39,6 +41,7 @@ type ClassTable struct {
 	// rateSlots sampled devices per class slot (fleet_rate.go): key, last
 	// event time (Unix ns), decayed count and exposure (float64 bits).
 	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
+	params                                      *ParamTable
 	saturated                                   atomic.Uint64
 }
 
@@ -50,8 +53,9 @@ const (
 // NewClassTable returns a table holding up to commandSlots (class, command)
 // pairs, as many (class, previous command, command) transitions, and
 // classSlots classes, with 16 (class, country or ASN) slots and 16 sampled
-// device rates per class; both are rounded up to powers of two. It costs 32
-// bytes per command slot and 912 bytes per class slot.
+// device rates per class; both are rounded up to powers of two. It costs 72
+// bytes per command slot (40 of them for argument ranges) and 912 bytes per
+// class slot.
 func NewClassTable(commandSlots, classSlots int) *ClassTable {
 	c, k := pow2(commandSlots), pow2(classSlots)
 	return &ClassTable{
@@ -62,6 +66,7 @@ func NewClassTable(commandSlots, classSlots int) *ClassTable {
 		geoKeys:  make([]atomic.Uint64, k*geoPerClass), geoBits: make([]atomic.Uint64, k*geoPerClass),
 		rateKeys: make([]atomic.Uint64, k*rateSlots), rateLast: make([]atomic.Uint64, k*rateSlots),
 		rateCount: make([]atomic.Uint64, k*rateSlots), rateExposure: make([]atomic.Uint64, k*rateSlots),
+		params: NewParamTable(c),
 	}
 }
 
@@ -201,8 +206,8 @@ func (t *ClassTable) ClassDevices(class uint64) float64 {
 }
 
 // Learn records that ev's device belongs to its class, issued ev's command and
-// was seen in ev's country and ASN (when known), and counts ev in the device's
-// rate sample if it is one.
+// was seen in ev's country and ASN (when known), counts ev in the device's
+// rate sample if it is one, and learns ev's numeric arguments (those in range).
 // Safe for concurrent use; after warm-up it only reads (bits already set).
 func (t *ClassTable) Learn(ev *schemas.Event) {
 	if j := slot(t.clsKeys, ev.ClassKey, true); j >= 0 {
@@ -225,6 +230,7 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 	if ev.ASN != 0 {
 		t.learnSketch(t.geoKeys, t.geoBits, asnKey(ev.ClassKey, ev.ASN), ev.DeviceKey)
 	}
+	t.params.Learn(ev)
 }
 
 // LearnTransition records that ev's device issued ev's command right after
@@ -244,12 +250,17 @@ func setBit(w *atomic.Uint64, bit uint) {
 }
 
 // Saturated returns how many learn calls found their table full.
-func (t *ClassTable) Saturated() uint64 { return t.saturated.Load() }
+func (t *ClassTable) Saturated() uint64 { return t.saturated.Load() + t.params.Saturated() }
+
+// ClassParam implements Fleet.
+func (t *ClassTable) ClassParam(class, command, name uint64) ParamRange {
+	return t.params.ClassParam(class, command, name)
+}
 
 // snapshotVersion versions ClassTable's snapshot encoding: 2 added the geo
-// arrays, 3 the rate samples. A new version appends its arrays to
-// snapshotLayout's list.
-const snapshotVersion = 3
+// arrays, 3 the rate samples, 4 the argument ranges. A new version appends
+// its arrays to snapshotLayout's list.
+const snapshotVersion = 4
 
 // snapshotLayout returns the arrays a snapshot of the given version holds, in
 // order, or nil for an unknown version. Arrays a version lacks load empty.
@@ -262,6 +273,8 @@ func (t *ClassTable) snapshotLayout(version uint32) [][]atomic.Uint64 {
 		return append(base, t.geoKeys, t.geoBits, t.clsFirst)
 	case 3:
 		return append(base, t.geoKeys, t.geoBits, t.clsFirst, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure)
+	case 4:
+		return append(t.snapshotLayout(3), t.params.arrays()...)
 	}
 	return nil
 }
@@ -287,8 +300,10 @@ func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
 // the arrays it lacks empty: a version 1 snapshot (from before the geo
 // arrays) learns countries and ASNs again, and a device's own history still
 // knows them; a version 2 snapshot (from before the rate samples) has no
-// class rates until sampled devices have 10 minutes of history again. On
-// error the table is unchanged.
+// class rates until sampled devices have 10 minutes of history again, and a
+// version 3 snapshot no argument ranges until their classes send 50 values
+// from 5 devices again (nothing is judged meanwhile). On error the table is
+// unchanged.
 func (t *ClassTable) LoadSnapshot(b []byte) error {
 	if len(b) < 20 {
 		return fmt.Errorf("cannot load class snapshot: %d bytes is too short", len(b))

@@ -38,9 +38,15 @@ import (
 //	bytes_in    number
 //	bytes_out   number
 //	latency_ms  number
+//	args        object   numeric command arguments, {"temp": 90.5}: members with
+//	                     number values and names of 1-32 letters, digits, '_',
+//	                     '-', '.' are kept (the first MaxArgs); other members are
+//	                     ignored; a value that is not an object is a bad_field
 //
 // Unknown fields are ignored, so producers may add their own. Commands are always
-// passed through NormalizeCommand, so a raw path in cmd is normalized too.
+// passed through NormalizeCommand, so a raw path in cmd is normalized too; the
+// numeric parameters of its query string ("?temp=90") become args, unless
+// "args" names them already.
 
 // DecodeError is a per-record decode failure. Reason is a stable, machine-readable
 // code (it becomes the dead-letter header); Detail says what was wrong.
@@ -78,16 +84,18 @@ type Decoder struct {
 	MinTime   int64
 	MaxFuture int64
 
-	sc   scanner
-	norm Normalizer
-	err  *DecodeError
-	errv DecodeError
-	ev   *Event
+	sc    scanner
+	argSc scanner // the "args" object, scanned again after sc validated it
+	norm  Normalizer
+	err   *DecodeError
+	errv  DecodeError
+	ev    *Event
 
 	method, path []byte
 	haveCmd      bool
 	haveTime     bool
 	ipText       []byte
+	memberEnd    int // offset in the line just past the last member's value
 }
 
 var errCannotParse = errors.New("cannot parse")
@@ -108,6 +116,7 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 	d.err = nil
 	d.ev = ev
 	d.method, d.path, d.ipText, d.haveCmd, d.haveTime = nil, nil, nil, false, false
+	d.memberEnd = 0
 	max := d.MaxLineBytes
 	if max == 0 {
 		max = DefaultMaxLineBytes
@@ -173,12 +182,18 @@ func (d *Decoder) uint(key []byte, v *jsonValue, max float64) uint64 {
 	return uint64(f)
 }
 
-// field handles one key of the object. Keys are compared as strings without
-// conversion (the compiler does not allocate for string(b) == "const").
+// field handles one member of the object and records where it ended, so that
+// a nested value ("args") can be found again in the line.
 func (d *Decoder) field(key []byte, v *jsonValue) {
-	if d.err != nil {
-		return
+	if d.err == nil {
+		d.member(key, v)
 	}
+	d.memberEnd = d.sc.i
+}
+
+// member handles one key of the object. Keys are compared as strings without
+// conversion (the compiler does not allocate for string(b) == "const").
+func (d *Decoder) member(key []byte, v *jsonValue) {
 	ev := d.ev
 	switch string(key) {
 	case "v":
@@ -305,6 +320,14 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 			return
 		}
 		ev.Latency = uint32(f * 1000)
+	case "args":
+		switch v.kind {
+		case jsonNull:
+		case jsonNested:
+			d.args(valueStart(d.sc.b, d.memberEnd), d.sc.i)
+		default:
+			d.failf(ErrReasonBadField, "args must be an object of numbers")
+		}
 	}
 }
 
@@ -368,6 +391,7 @@ func (d *Decoder) finish(now int64) error {
 		ev.Command = ev.arena[start:len(ev.arena):len(ev.arena)]
 	}
 	ev.Resource = res
+	ev.SetQueryArgs(d.path)
 	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
 	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
 	ev.ClassKey = Hash2(ev.Tenant, ev.Class)

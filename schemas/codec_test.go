@@ -175,6 +175,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"ts":1767607200,"device":"d","proto":"mqtt","op":"PUBLISH","topic":"devices/d-1/cmd/#"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","id_by":"client_ip","ip":"::1"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00.123456789-11:30","device":"\u00e9\n","cmd":"get  //x/12?"}`))
+	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","cmd":"POST /t/1/set?temp=90.5&a=-0","args":{"fan":1e-7,"mode":"eco","t\u0065mp":2}}`))
 	reasons := map[string]bool{ErrReasonTooLarge: true, ErrReasonMalformed: true, ErrReasonNotObject: true, ErrReasonVersion: true,
 		ErrReasonMissing: true, ErrReasonBadField: true, ErrReasonBadTime: true, ErrReasonTimeRange: true, ErrReasonInvalidUTF8: true}
 	f.Fuzz(func(t *testing.T, line []byte) {

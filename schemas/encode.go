@@ -42,6 +42,7 @@ func AppendJSON(dst []byte, ev *Event) []byte {
 		dst = appendStr(dst, "proto", []byte(ev.Protocol.String()))
 	}
 	dst = appendStr(dst, "cmd", ev.Command)
+	dst = appendArgs(dst, ev)
 	if ev.Status != 0 {
 		dst = appendNum(dst, "status", uint64(ev.Status))
 	}

@@ -137,6 +137,11 @@ type Event struct {
 	// Resource is a hash of the identifiers the normalizer replaced (0 if none):
 	// which device or object the command addressed, without growing the vocabulary.
 	Resource uint64
+	// Args are the command's numeric arguments (the log's "args", or numeric
+	// query parameters the normalizer dropped from Command): NArgs of them,
+	// see ArgList and SetArg.
+	Args  [MaxArgs]Arg
+	NArgs uint8
 
 	Status   uint16 // HTTP status, MQTT reason code, CoAP code
 	Auth     AuthOutcome
@@ -193,6 +198,9 @@ func (e *Event) CopyFrom(src *Event) {
 	e.Class = e.set(src.Class)
 	e.Firmware = e.set(src.Firmware)
 	e.Command = e.set(src.Command)
+	for i := range e.NArgs {
+		e.Args[i].Name = e.set(src.Args[i].Name)
+	}
 }
 
 // SetDevice, SetCommand and friends set a field by copying b (for producers

@@ -198,7 +198,9 @@ func (s *scanner) skipNested() error {
 				return nil
 			}
 		case '"':
-			if _, err := s.str(true); err != nil {
+			// A string inside: scanned as a value, so that it cannot
+			// overwrite the key this nested value belongs to.
+			if _, err := s.str(false); err != nil {
 				return err
 			}
 		default:

@@ -66,6 +66,12 @@ const (
 	ScoreDeviceMax       = 0.35 // issued by other devices of the class, few...
 	ScoreDeviceMin       = 0.1  // ...or usual for the class
 	LearnBelow           = 0.5
+	// An out-of-range argument scores from ScoreParamMin at the bound
+	// (detectors.ParamK scales from the class's median) towards
+	// ScoreParamMax: ScoreParamMin + (ScoreParamMax-ScoreParamMin)·(1-ParamK/z)
+	// at z scales (0.73 at twice the bound, 0.9 at ten times).
+	ScoreParamMin = 0.5
+	ScoreParamMax = 0.95
 	// A transition (previous command, command) no other device of the class
 	// made scores from ScoreTransitionMin in a class of ClassWarmDevices
 	// devices to ScoreTransitionMax in one of TransitionWarmDevices or more
@@ -194,7 +200,12 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
 	"1e-6; score 0.5 rising with the count. For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
-	"observed label is the end of the command (\"/{id}/unlock\")."
+	"observed label is the end of the command (\"/{id}/unlock\"). " +
+	"Numeric arguments (the log's args, or numeric query parameters) are judged against the range their class " +
+	"learned for the command and argument (streaming median and mean absolute deviation, in the fleet view; " +
+	"judged after 50 values from 5 devices; values it flags are not learned, and 8 devices contradicting a range " +
+	"restart it): a value more than 8 scales from the median is param_out_of_range, score 0.5 at the bound " +
+	"rising to 0.95 (Observed: the value, label the argument name; Expected: the bound crossed, label the command)."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -202,7 +213,8 @@ func init() {
 		Doc:       Doc,
 		StateSize: StateSize,
 		Reasons: []string{schemas.ReasonNewCommand, schemas.ReasonNewClassCommand,
-			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration, schemas.ReasonRareTransition},
+			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration, schemas.ReasonRareTransition,
+			schemas.ReasonParamOutOfRange},
 		New: func() detectors.Detector { return Detector{} },
 	})
 }
@@ -238,6 +250,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	f := s.command(ev, b[bloomOff:lastOff], b[transOff:StateSize], fleet, warm)
 	if enum.Score > f.Score {
 		f = enum
+	}
+	if ev.NArgs > 0 && fleet != nil {
+		if p := params(ev, fleet); p.Score > f.Score {
+			f = p
+		}
 	}
 	if s.n < math.MaxUint32 {
 		s.n++
@@ -353,6 +370,36 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet detectors.
 	}
 	if tf.Score > f.Score {
 		f = tf
+	}
+	return f
+}
+
+// params judges ev's numeric arguments against the ranges ev's class learned
+// for its command, and returns the finding of the one furthest out.
+func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
+	var f schemas.Finding
+	for _, a := range ev.ArgList() {
+		r := fleet.ClassParam(ev.ClassKey, ev.CommandID, a.Key)
+		if !r.Ready() {
+			continue
+		}
+		z, bound := r.Judge(a.Value)
+		if z == 0 {
+			continue
+		}
+		score := float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z))
+		if score <= f.Score {
+			continue
+		}
+		f = schemas.Finding{
+			Detector:      schemas.DetectorCommand,
+			Reason:        schemas.ReasonParamOutOfRange,
+			Score:         score,
+			Observed:      a.Value,
+			Expected:      bound,
+			ObservedLabel: schemas.MakeLabel(a.Name),
+			ExpectedLabel: commandLabel(ev.Command),
+		}
 	}
 	return f
 }

@@ -9,7 +9,8 @@ import (
 
 // benchObserve warms a device on its usual command and its class (120 peers)
 // on that command, its repetition and a config fetch, then measures Observe on
-// events of raw commands in turn.
+// events of raw commands in turn (numeric query parameters are arguments; the
+// usual command carries temp=19-23, and the class knows its range).
 func benchObserve(b *testing.B, raw ...string) {
 	fleet := detectors.NewClassTable(1<<16, 1<<10)
 	var d Detector
@@ -21,6 +22,7 @@ func benchObserve(b *testing.B, raw ...string) {
 		c, res := schemas.Normalizer{}.Append(nil, nil, []byte(raw))
 		ev.SetCommand(c)
 		ev.Resource = res
+		ev.SetQueryArgs([]byte(raw))
 		return ev
 	}
 	t := int64(1736121600e9)
@@ -34,11 +36,15 @@ func benchObserve(b *testing.B, raw ...string) {
 		peer.SetCommand(config.Command)
 		fleet.Learn(&peer)
 	}
-	for range 2000 {
+	for i := range 2000 {
 		t += 60e9
 		usual.Time = t
+		usual.SetArg([]byte("temp"), 19+float64(i%5))
 		d.Observe(usual, state, fleet)
 		fleet.Learn(usual)
+		peer := *usual // the argument's range, from 8 devices
+		peer.DeviceKey = uint64(i%8+1) * 0x9e3779b97f4a7c15
+		fleet.Learn(&peer)
 	}
 	evs := make([]*schemas.Event, len(raw))
 	for i, r := range raw {
@@ -57,6 +63,8 @@ func benchObserve(b *testing.B, raw ...string) {
 
 func BenchmarkObserve(b *testing.B) {
 	b.Run("steady", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings") })
+	b.Run("args", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings?temp=21&fan=2") })
+	b.Run("out_of_range", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings?temp=90") })
 	b.Run("privileged", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/firmware-update") })
 	// config is known to the class, but no peer went from readings to config
 	// or back: every other event is a rare_transition (the step after it is

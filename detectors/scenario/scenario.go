@@ -20,9 +20,13 @@
 // Commands:
 //
 //	device ID [tenant=T] [class=C] [country=CC] [asn=N] [loc=LAT,LON] [cmd="METHOD /path"]
-//	    [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N]
+//	    [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N] [args="NAME=V ..."]
 //	    selects device ID (each device has its own state record) and sets the
 //	    fields its next events carry; fields not given keep their previous value.
+//	    args are the command's numeric arguments (schemas.Event.Args): V is a
+//	    number, or LO..HI for a value drawn uniformly per event; args= clears
+//	    them. Numeric query parameters in cmd ("?temp=90") are arguments too,
+//	    as the decoders read them.
 //	replay every=D count=N [jitter=D] [cycle=D amp=F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
 //	    emits N events of the current device at now+D, now+2D, ... and moves now
 //	    to the last one. jitter moves each event time by up to ±D (events may then
@@ -57,7 +61,8 @@
 //
 // Events are scored by every detector the Runner drives, in name order, through
 // one record per device (detectors.Layout) and a detectors.ClassTable that
-// learns every event, as the worker does (it counts distinct devices).
+// learns every event, as the worker does (it counts distinct devices and
+// learns commands' argument ranges).
 package scenario
 
 import (
@@ -85,11 +90,18 @@ var Epoch = time.Date(2025, 1, 6, 0, 0, 0, 0, time.UTC)
 // fields are the per-event values a device template carries.
 type fields struct {
 	tenant, device, class, country, cmd string
+	args                                []argSpec
 	status                              uint16
 	auth                                schemas.AuthOutcome
 	bytesIn, bytesOut                   uint64
 	asn                                 uint32
 	lat, lon                            float32
+}
+
+// argSpec is a scenario argument: a value, or a uniform draw in [lo, hi].
+type argSpec struct {
+	name   string
+	lo, hi float64
 }
 
 // Runner executes scenario commands. It is not safe for concurrent use.
@@ -225,12 +237,11 @@ func (r *Runner) peers(args []string) (string, error) {
 			a := p
 			a.cmd = after
 			r.fill(&a, r.now)
-			r.fleet.Learn(&r.ev)
+			r.learn(0)
 			prev = r.ev.CommandID // what the command detector records as the last command
 		}
 		r.fill(&p, r.now)
-		r.fleet.Learn(&r.ev)
-		r.fleet.LearnTransition(&r.ev, prev)
+		r.learn(prev)
 	}
 	if hasAfter {
 		return fmt.Sprintf("class %s: %d peers issued %s then %s\n", f.class, n, expand(after, 0), expand(f.cmd, 0)), nil
@@ -271,6 +282,12 @@ func (f *fields) set(k, v string) error {
 		f.country = v
 	case "cmd":
 		f.cmd = v
+	case "args":
+		args, err := parseArgs(v)
+		if err != nil {
+			return err
+		}
+		f.args = args
 	case "status":
 		n, err := strconv.ParseUint(v, 10, 16)
 		if err != nil {
@@ -435,8 +452,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			open[key] = ru
 			runs = append(runs, ru)
 		}
-		r.fleet.Learn(&r.ev) // as the worker does: every event, counted once per device
-		r.fleet.LearnTransition(&r.ev, prev)
+		r.learn(prev) // as the worker does: every event, counted once per device
 	}
 	var sb strings.Builder
 	switch findings {
@@ -457,6 +473,32 @@ func (r *Runner) replay(args []string) (string, error) {
 	return sb.String(), nil
 }
 
+// learn teaches the fleet view r.ev, as the worker does after scoring it;
+// prev is the device's previous command (0: none).
+func (r *Runner) learn(prev uint64) {
+	r.fleet.Learn(&r.ev)
+	r.fleet.LearnTransition(&r.ev, prev)
+}
+
+// parseArgs parses "NAME=V NAME=LO..HI ...".
+func parseArgs(v string) ([]argSpec, error) {
+	var out []argSpec
+	for _, a := range strings.Fields(v) {
+		name, val, _ := strings.Cut(a, "=")
+		lo, hi, isRange := strings.Cut(val, "..")
+		l, err1 := strconv.ParseFloat(lo, 64)
+		h, err2 := l, error(nil)
+		if isRange {
+			h, err2 = strconv.ParseFloat(hi, 64)
+		}
+		if !schemas.ValidArgName([]byte(name)) || err1 != nil || err2 != nil || h < l || len(out) == schemas.MaxArgs {
+			return nil, fmt.Errorf("cannot parse args %q: want at most %d NAME=V or NAME=LO..HI", v, schemas.MaxArgs)
+		}
+		out = append(out, argSpec{name: name, lo: l, hi: h})
+	}
+	return out, nil
+}
+
 // fill builds r.ev from f at virtual time t, as the decoder would.
 func (r *Runner) fill(f *fields, t time.Duration) {
 	ev := &r.ev
@@ -470,6 +512,14 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 	r.buf, res = schemas.Normalizer{}.Append(r.buf[:0], nil, []byte(cmd))
 	ev.SetCommand(r.buf)
 	ev.Resource = res
+	for _, a := range f.args {
+		v := a.lo
+		if a.hi > a.lo {
+			v += r.rng.Float64() * (a.hi - a.lo)
+		}
+		ev.SetArg([]byte(a.name), v)
+	}
+	ev.SetQueryArgs([]byte(cmd))
 	if len(f.country) == 2 {
 		ev.Country = schemas.Country{f.country[0], f.country[1]}
 	}

@@ -422,6 +422,7 @@ func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) err
 	b.cmd, res = b.norm.Append(b.cmd[:0], r.method, r.path)
 	ev.SetCommand(b.cmd)
 	ev.Resource = res
+	ev.SetQueryArgs(r.path) // the numeric query parameters the command dropped
 	ev.Status, ev.Auth = r.status, r.auth
 	ev.BytesIn, ev.BytesOut, ev.Latency = r.bytesIn, r.bytesOut, r.latency
 	return nil

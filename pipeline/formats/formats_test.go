@@ -249,6 +249,41 @@ var hot = []struct{ format, file string }{
 	{"mosquitto", "mosquitto.log"}, {"emqx", "webhook.log"}, {"json", "canonical.log"},
 }
 
+// TestQueryArgs checks that every gateway format passes a request's numeric
+// query parameters ("?nonce=77" in the samples) through as arguments.
+func TestQueryArgs(t *testing.T) {
+	logs, err := filepath.Glob("testdata/*/*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, path := range logs {
+		format := filepath.Base(filepath.Dir(path))
+		d, err := New(format, readOptions(t, strings.TrimSuffix(path, ".log")+".options"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev schemas.Event
+		for i, rec := range Records(format, nil, msg) {
+			if d.Decode(rec, 7, uint32(i), now, &ev) != nil || !bytes.Contains(rec, []byte("?nonce=77")) {
+				continue
+			}
+			found++
+			args := ev.ArgList()
+			if len(args) != 1 || string(args[0].Name) != "nonce" || args[0].Value != 77 || args[0].Key != schemas.Hash([]byte("nonce")) {
+				t.Errorf("%s record %d: args %v, want nonce=77", path, i, args)
+			}
+		}
+	}
+	if found < 3 {
+		t.Errorf("only %d records with ?nonce=77 decoded: the test checks little", found)
+	}
+}
+
 func TestZeroAllocs(t *testing.T) {
 	for _, h := range hot {
 		opts := Options{Tenant: "acme", CountryField: "CF-IPCountry", ClassField: UserAgentProduct, KeySecret: []byte("k")}

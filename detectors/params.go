@@ -1,0 +1,208 @@
+package detectors
+
+import (
+	"math"
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Parameters of the argument range model.
+const (
+	// ParamK is the half-width of the normal range in scales: a value further
+	// than ParamK·Scale from the center is out of range.
+	ParamK = 8.0
+	// ParamMinEvents and ParamMinDevices: a range is judged (Ready) once this
+	// many in-range values from this many distinct devices (estimated) taught it.
+	ParamMinEvents  = 50
+	ParamMinDevices = 5
+	// ParamShiftDevices: when this many distinct devices (estimated) sent
+	// out-of-range values since the range last restarted or
+	// ParamShiftWindow events ago, the class has moved (a firmware that
+	// reports in Fahrenheit), not one attacker: the range restarts from
+	// scratch. One device, however many values it sends, cannot.
+	ParamShiftDevices = 8
+	ParamShiftWindow  = 4096
+	// ParamFastEvents: the first values teach the center and scale as running
+	// means; later ones as a streaming median (sign steps of ParamRate·Scale)
+	// and an exponentially weighted mean absolute deviation (ParamScaleRate).
+	ParamFastEvents = 32
+	ParamRate       = 1.0 / 32
+	ParamScaleRate  = 1.0 / 64
+	// ParamRelFloor and ParamAbsFloor floor the scale, relative to the center
+	// and absolutely, so that an argument that is always the same value
+	// (interval=60) has a range (±16% of it at ParamK).
+	ParamRelFloor = 0.02
+	ParamAbsFloor = 1e-3
+	// paramMaxAbs bounds learned values (they are stored as float32).
+	paramMaxAbs = 1e30
+)
+
+// ParamRange is what a ParamTable knows of one (class, command, argument).
+type ParamRange struct {
+	Center  float64 // streaming median of the values learned
+	Scale   float64 // mean absolute deviation from Center, floored (ParamRelFloor, ParamAbsFloor); > 0 when Events > 0
+	Events  uint64  // values learned (in range, or before the range was Ready)
+	Devices float64 // estimated distinct devices that taught it
+}
+
+// Ready reports whether the range has enough history to judge a value.
+func (r ParamRange) Ready() bool {
+	return r.Events >= ParamMinEvents && r.Devices >= ParamMinDevices
+}
+
+// Judge returns 0, 0 when x is within the range, else how far x is from the
+// center in scales (> ParamK) and the bound it crossed. It does not check
+// Ready.
+func (r ParamRange) Judge(x float64) (z, bound float64) {
+	d := x - r.Center
+	if !(math.Abs(d) > ParamK*r.Scale) || r.Scale <= 0 {
+		return 0, 0
+	}
+	bound = r.Center + ParamK*r.Scale
+	if d < 0 {
+		bound = r.Center - ParamK*r.Scale
+	}
+	return math.Abs(d) / r.Scale, bound
+}
+
+// ParamTable learns, per (class, command, argument name), the normal range of
+// a command's numeric argument (schemas.Event.Args): a streaming median and
+// mean absolute deviation, the number of values learned and a 64-bit sketch
+// of the devices that taught them. Values out of a Ready range are not
+// learned, so an attacker cannot widen it; instead a 64-bit sketch counts the
+// devices that sent them, and a range that ParamShiftDevices devices
+// contradict restarts (the class changed). The table is fixed-size and
+// open-addressed (40 bytes per slot): when it is full new keys are not
+// learned (Saturated counts them) and their arguments are not judged.
+//
+// Learn is safe for concurrent use: each word is updated atomically (the
+// center and scale together, by compare-and-swap); concurrent learners of
+// one key may interleave, and the result is deterministic given one order of
+// Learn calls.
+type ParamTable struct {
+	keys      []atomic.Uint64
+	stats     []atomic.Uint64 // center (float32 bits) << 32 | scale (float32 bits), unfloored
+	events    []atomic.Uint64 // values learned
+	devs      []atomic.Uint64 // sketch of devices that taught the range
+	outs      []atomic.Uint64 // sketch of devices that sent out-of-range values
+	saturated atomic.Uint64
+}
+
+// NewParamTable returns a table of slots (class, command, argument) keys,
+// rounded up to a power of two (at least 1024).
+func NewParamTable(slots int) *ParamTable {
+	n := pow2(slots)
+	return &ParamTable{
+		keys: make([]atomic.Uint64, n), stats: make([]atomic.Uint64, n),
+		events: make([]atomic.Uint64, n), devs: make([]atomic.Uint64, n), outs: make([]atomic.Uint64, n),
+	}
+}
+
+// paramKey mixes differently from pairKey and transitionKey.
+func paramKey(class, command, name uint64) uint64 {
+	k := (command*0x94d049bb133111eb ^ name) * 0xbf58476d1ce4e5b9
+	return (class ^ k ^ k>>31) * 0x9e3779b97f4a7c15
+}
+
+// ClassParam returns the range learned for the argument name of command in
+// class; the zero ParamRange if none.
+func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
+	j := slot(t.keys, paramKey(class, command, name), false)
+	if j < 0 {
+		return ParamRange{}
+	}
+	return t.load(j)
+}
+
+func (t *ParamTable) load(j int) ParamRange {
+	c, s := unpackStats(t.stats[j].Load())
+	r := ParamRange{Center: c, Events: t.events[j].Load()}
+	if !(math.Abs(c) <= paramMaxAbs) || !(s >= 0 && s <= paramMaxAbs) {
+		return ParamRange{} // a corrupt snapshot: no history
+	}
+	if r.Events > 0 {
+		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
+	}
+	r.Devices = linearCount(64, bits.OnesCount64(t.devs[j].Load()))
+	return r
+}
+
+func packStats(c, s float64) uint64 {
+	return uint64(math.Float32bits(float32(c)))<<32 | uint64(math.Float32bits(float32(s)))
+}
+
+func unpackStats(w uint64) (c, s float64) {
+	return float64(math.Float32frombits(uint32(w >> 32))), float64(math.Float32frombits(uint32(w)))
+}
+
+// Learn teaches the table ev's numeric arguments, unless they are out of
+// their Ready range.
+func (t *ParamTable) Learn(ev *schemas.Event) {
+	for _, a := range ev.ArgList() {
+		if !(math.Abs(a.Value) <= paramMaxAbs) {
+			continue
+		}
+		j := slot(t.keys, paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
+		if j < 0 {
+			t.saturated.Add(1)
+			continue
+		}
+		t.learn(j, a.Value, ev.DeviceKey)
+	}
+}
+
+func (t *ParamTable) learn(j int, x float64, device uint64) {
+	r := t.load(j)
+	if r.Ready() {
+		if z, _ := r.Judge(x); z > 0 {
+			setBit(&t.outs[j], deviceBit(device))
+			if linearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
+				t.stats[j].Store(0)
+				t.events[j].Store(0)
+				t.devs[j].Store(0)
+				t.outs[j].Store(0)
+			}
+			return
+		}
+	}
+	n := t.events[j].Add(1)
+	if n%ParamShiftWindow == 0 {
+		t.outs[j].Store(0) // out-of-range devices count over a window, not forever
+	}
+	setBit(&t.devs[j], deviceBit(device))
+	for {
+		old := t.stats[j].Load()
+		c, s := unpackStats(old)
+		switch {
+		case n == 1 || !(math.Abs(c) <= paramMaxAbs) || !(s >= 0 && s <= paramMaxAbs):
+			c, s = x, 0
+		case n <= ParamFastEvents:
+			c += (x - c) / float64(n)
+			s += (math.Abs(x-c) - s) / float64(n)
+		default:
+			step := ParamRate * max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
+			switch {
+			case x > c:
+				c = min(c+step, x)
+			case x < c:
+				c = max(c-step, x)
+			}
+			s += ParamScaleRate * (math.Abs(x-c) - s)
+		}
+		if t.stats[j].CompareAndSwap(old, packStats(c, s)) {
+			return
+		}
+	}
+}
+
+// Saturated returns how many values found the table full.
+func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
+
+// arrays returns the table's arrays, in the order a ClassTable snapshot
+// holds them (after its own).
+func (t *ParamTable) arrays() [][]atomic.Uint64 {
+	return [][]atomic.Uint64{t.keys, t.stats, t.events, t.devs, t.outs}
+}
+
