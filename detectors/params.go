@@ -205,4 +205,3 @@ func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
 func (t *ParamTable) arrays() [][]atomic.Uint64 {
 	return [][]atomic.Uint64{t.keys, t.stats, t.events, t.devs, t.outs}
 }
-
