@@ -19,8 +19,10 @@ import (
 )
 
 // evalNAB scores every DIR/<category>/<file>.csv (columns timestamp and value,
-// one row per interval, oldest first) with the volume model's core
-// (volume.Core, volume.DefaultCoreParams: one parameter set for every file) and
+// one row per interval, oldest first) with the volume model's core plus a
+// distribution-change channel, calibrated to the series' own tail and held off
+// after an alarm (volume.Series,
+// volume.DefaultSeriesParams: one parameter set for every file), and
 // writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score and
 // one row per input row, scores in [0,1]. That is the layout of the Numenta
 // Anomaly Benchmark; score the output with NAB's rule (nabscore.py).
@@ -33,7 +35,8 @@ func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval nab --data DIR --out DIR
 
 Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
-per interval, oldest first) through the volume model's core, one value per interval, and
+per interval, oldest first) through the volume model's core, one value per interval (its
+surprise calibrated against the series' own history, and one alarm per episode), and
 writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score, one row per
 input row, scores in [0,1]. One parameter set serves every file (no per-file tuning).
 Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.
@@ -58,7 +61,7 @@ Flags:
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := scoreNABFile(filepath.Join(*data, rel), filepath.Join(*out, rel), &volume.DefaultCoreParams)
+		n, err := scoreNABFile(filepath.Join(*data, rel), filepath.Join(*out, rel), &volume.DefaultSeriesParams)
 		if err != nil {
 			return err
 		}
@@ -98,7 +101,7 @@ func nabFiles(dir string) ([]string, error) {
 
 // scoreNABFile scores one series and writes its results; it returns the number
 // of rows. Errors name the file and, for bad rows, the line.
-func scoreNABFile(in, out string, p *volume.CoreParams) (int, error) {
+func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
 	f, err := os.Open(in)
 	if err != nil {
 		return 0, fmt.Errorf("cannot open data file %q: %w", in, err)
@@ -128,7 +131,7 @@ func scoreNABFile(in, out string, p *volume.CoreParams) (int, error) {
 	}
 	var buf []byte
 	buf = append(buf, "timestamp,anomaly_score\n"...)
-	var c volume.Core
+	var series volume.Series
 	n := 0
 	var prev int64
 	for {
@@ -159,7 +162,7 @@ func scoreNABFile(in, out string, p *volume.CoreParams) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
 		}
-		score, _, _, _ := c.Step(p, t, v)
+		score, _ := series.Step(p, t, v)
 		buf = append(buf, ts...)
 		buf = append(buf, ',')
 		buf = strconv.AppendFloat(buf, float64(score), 'g', 7, 32)

@@ -10,7 +10,7 @@ import (
 // Core is the volume model's core for one series of per-interval totals
 // (requests, bytes, failures in each interval): a robust, daily-cycle-aware
 // baseline of the series and the surprise of each new value against it, at two
-// time scales. It is what `iotwatch eval nab` runs (DefaultCoreParams), and
+// time scales. It is what `iotwatch eval nab` runs (inside a Series), and
 // the per-event Detector runs the same code over each device's mean response
 // size per closed 5-minute bucket, in log units (DetectorCoreParams: daily
 // harmonic on, right tail only, absolute surprises), for slow drifts such as
@@ -93,7 +93,9 @@ type CoreParams struct {
 	Upward bool
 }
 
-// DefaultCoreParams are the parameters `iotwatch eval nab` uses for every file.
+// DefaultCoreParams are the core's parameters under `iotwatch eval nab`
+// (DefaultSeriesParams.Core, with the peak scaling off: Series calibrates the
+// surprises itself) and the base of DetectorCoreParams.
 //
 // They were chosen on the NAB development subset (../shared/data/nab) by a
 // handful of runs varying one parameter at a time, for all files at once: a
