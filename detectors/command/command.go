@@ -47,6 +47,11 @@ const (
 	// issued a privileged command before it counts as known to the class.
 	ClassWarmDevices  = 20
 	ClassKnownDevices = 3
+	// RareShare is the largest share of a class's devices that makes a
+	// transition as rare as one no device made: in a class of thousands, a
+	// transition one or two other devices made (1 in 1,000 or fewer) is
+	// judged as one nobody made in a mature class, not as merely uncommon.
+	RareShare = 1e-3
 	// ClassWarmAge (seconds): a class is established, its vocabulary and
 	// transitions trusted to judge devices with no history of their own, once
 	// it has ClassWarmDevices devices and this much history.
@@ -191,7 +196,7 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"never made (192-bit Bloom filter) are judged against the class's transition sketches once the class is " +
 	"established (20 devices and 1 h of history): one no other device of the class made scores 0.3-0.65 by " +
 	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
-	"one that one or two others made 0.25 (rare_transition; Observed and Expected as for commands, label: the " +
+	"one that one or two others made 0.25, or 0.65 when they are at most 1 in 1,000 of the class (rare_transition; Observed and Expected as for commands, label: the " +
 	"second command); a step out of a flagged command or transition is not judged again. Devices with fewer " +
 	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to a warm " +
 	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
@@ -436,6 +441,8 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 	case others < 0.5:
 		score = ScoreTransitionMin + (ScoreTransitionMax-ScoreTransitionMin)*
 			min((devices-ClassWarmDevices)/(TransitionWarmDevices-ClassWarmDevices), 1)
+	case others < ClassKnownDevices && (others+1) <= RareShare*devices:
+		score = ScoreTransitionMax
 	case others < ClassKnownDevices:
 		score = ScoreTransitionRare
 	default:
