@@ -79,6 +79,21 @@ func (env *natsEnv) streamMsgs(t *testing.T, stream string) []*jetstream.RawStre
 	return msgs
 }
 
+// kvDecision returns the decision the bucket holds under key (the error of
+// the lookup when it holds none); a value that is not a decision fails t.
+func (env *natsEnv) kvDecision(t *testing.T, key string) (schemas.Decision, error) {
+	t.Helper()
+	e, err := env.kv.Get(env.ctx, key)
+	if err != nil {
+		return schemas.Decision{}, err
+	}
+	var d schemas.Decision
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		t.Fatalf("KV value of %q is not a decision: %v", key, err)
+	}
+	return d, nil
+}
+
 func testAlerts() []schemas.Alert {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	mk := func(id, device, severity string, score float64) schemas.Alert {
@@ -172,15 +187,7 @@ func TestNATSPublishDecisions(t *testing.T) {
 
 	getKV := func(d schemas.Decision) (schemas.Decision, error) {
 		t.Helper()
-		e, err := env.kv.Get(env.ctx, schemas.KVKey(d.Scope, d.Value))
-		if err != nil {
-			return schemas.Decision{}, err
-		}
-		var got schemas.Decision
-		if err := json.Unmarshal(e.Value(), &got); err != nil {
-			t.Fatalf("KV value of %q is not a decision: %v", e.Key(), err)
-		}
-		return got, nil
+		return env.kvDecision(t, schemas.KVKey(d.Scope, d.Value))
 	}
 	for _, d := range []schemas.Decision{block, throttle} {
 		got, err := getKV(d)
@@ -417,9 +424,9 @@ func TestNATSUnblockMissingKey(t *testing.T) {
 		t.Fatalf("unblocks of a missing and a deleted key: %v", err)
 	}
 	for _, d := range []schemas.Decision{fresh, lift} {
-		e, err := env.kv.Get(env.ctx, schemas.KVKey(d.Scope, d.Value))
-		if err != nil || !bytes.Contains(e.Value(), []byte(d.ID)) {
-			t.Fatalf("KV entry of %q after its unblock: error %v; want unblock %q", d.Value, err, d.ID)
+		got, err := env.kvDecision(t, schemas.KVKey(d.Scope, d.Value))
+		if err != nil || got.ID != d.ID {
+			t.Fatalf("KV entry of %q after its unblock: %q, error %v; want unblock %q", d.Value, got.ID, err, d.ID)
 		}
 	}
 
