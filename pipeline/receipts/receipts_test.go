@@ -24,13 +24,7 @@ import (
 // stopped by TestMain; each test has its own database.
 var sharedCH chtest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := sharedCH.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sharedCH.Main(m)) }
 
 type env struct {
 	ctx context.Context

@@ -27,13 +27,7 @@ import (
 // first test that needs it and stopped by TestMain. Each test uses its own database.
 var sharedCH chtest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := sharedCH.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sharedCH.Main(m)) }
 
 // testClickHouse returns the shared server, starting it on first use.
 func testClickHouse(t testing.TB) *chserver.Server { return sharedCH.Get(t) }

@@ -4,6 +4,8 @@ package chtest
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +14,7 @@ import (
 )
 
 // Shared is one private server for the tests of a package, started by the
-// first test that needs it; TestMain calls Stop after m.Run. The zero value is
+// first test that needs it; TestMain stops it (Main, or Stop after m.Run). The zero value is
 // ready to use.
 type Shared struct {
 	once sync.Once
@@ -37,6 +39,16 @@ func (s *Shared) Get(t testing.TB) *chserver.Server {
 		t.Fatalf("these tests need a real ClickHouse server: %v", s.err)
 	}
 	return s.srv
+}
+
+// Main runs m's tests, then stops the server, and returns m.Run's exit code;
+// a package's TestMain is os.Exit(shared.Main(m)).
+func (s *Shared) Main(m *testing.M) int {
+	code := m.Run()
+	if err := s.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot stop the test clickhouse-server:", err)
+	}
+	return code
 }
 
 // Stop stops the server if a test started it.
