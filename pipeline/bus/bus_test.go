@@ -2,8 +2,8 @@ package bus
 
 import (
 	"context"
-	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,14 +45,29 @@ func testContext(tb testing.TB) context.Context {
 	return ctx
 }
 
-// lockedWriter serializes writes from the server's goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// serverJS starts an embedded server without the iotwatch streams and
+// returns a test context and a JetStream context on it.
+func serverJS(tb testing.TB) (context.Context, jetstream.JetStream) {
+	tb.Helper()
+	_, js := connectTest(tb, startTestServer(tb, EmbeddedOptions{}).URL())
+	return testContext(tb), js
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+// logBuffer is a strings.Builder safe for concurrent Write and String (the
+// server and nats.go log from their own goroutines).
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -35,8 +35,8 @@ func TestEmbeddedRemovesTempStore(t *testing.T) {
 }
 
 func TestEmbeddedLogsThroughSlog(t *testing.T) {
-	var buf strings.Builder
-	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf}, nil))
+	var buf logBuffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
 	e := startTestServer(t, EmbeddedOptions{Log: log})
 	e.Shutdown()
 	if !strings.Contains(buf.String(), `msg="nats server notice"`) {

@@ -6,9 +6,7 @@ import (
 )
 
 func TestRawConsumeRate(t *testing.T) {
-	e := startTestServer(t, EmbeddedOptions{})
-	_, js := connectTest(t, e.URL())
-	ctx := testContext(t)
+	ctx, js := serverJS(t)
 	rate, err := RawConsumeRate(ctx, js, 20000, 300, 1000)
 	if err != nil {
 		t.Fatalf("cannot measure: %v", err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -152,24 +151,6 @@ func newNkeyUser(t *testing.T, dir, name string) (pub, seedFile string, seed []b
 		t.Fatal(err)
 	}
 	return pub, seedFile, seed
-}
-
-// logBuffer is a strings.Builder safe for concurrent Write and String.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // secureCase is one connection attempt. wantFlags empty means it must succeed;

@@ -56,9 +56,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestEnsureIdempotentAndApplied(t *testing.T) {
-	e := startTestServer(t, EmbeddedOptions{})
-	_, js := connectTest(t, e.URL())
-	ctx := testContext(t)
+	ctx, js := serverJS(t)
 
 	cfg := DefaultStreamsConfig()
 	cons, kv, err := Ensure(ctx, js, cfg)
@@ -160,9 +158,7 @@ func TestEnsureIdempotentAndApplied(t *testing.T) {
 }
 
 func TestEnsureRejectsInvalidConfigBeforeTouchingServer(t *testing.T) {
-	e := startTestServer(t, EmbeddedOptions{})
-	_, js := connectTest(t, e.URL())
-	ctx := testContext(t)
+	ctx, js := serverJS(t)
 	cfg := DefaultStreamsConfig()
 	cfg.AckWait = -time.Second
 	if _, _, err := Ensure(ctx, js, cfg); err == nil || !strings.Contains(err.Error(), "consumer.ack_wait") {
@@ -174,9 +170,7 @@ func TestEnsureRejectsInvalidConfigBeforeTouchingServer(t *testing.T) {
 }
 
 func TestEnsureRefusedChangeNamesStream(t *testing.T) {
-	e := startTestServer(t, EmbeddedOptions{})
-	_, js := connectTest(t, e.URL())
-	ctx := testContext(t)
+	ctx, js := serverJS(t)
 	cfg := DefaultStreamsConfig()
 	if _, _, err := Ensure(ctx, js, cfg); err != nil {
 		t.Fatalf("cannot ensure: %v", err)
@@ -192,9 +186,7 @@ func TestEnsureRefusedChangeNamesStream(t *testing.T) {
 // per-key TTLs (an older iotwatch) is updated in place by Ensure on a server
 // that has them, its entries kept; Ensure stays idempotent afterwards.
 func TestEnsureUpgradesBlocksBucket(t *testing.T) {
-	e := startTestServer(t, EmbeddedOptions{})
-	_, js := connectTest(t, e.URL())
-	ctx := testContext(t)
+	ctx, js := serverJS(t)
 	old, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.KVActiveBlocks, History: 1, Storage: jetstream.FileStorage})
 	if err != nil {
 		t.Fatal(err)
@@ -232,10 +224,9 @@ func startExternalServer(t *testing.T) string {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	var out strings.Builder
+	var out logBuffer
 	cmd := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-	w := &lockedWriter{w: &out}
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("cannot start %q: %v", bin, err)
 	}
@@ -243,9 +234,7 @@ func startExternalServer(t *testing.T) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			w.mu.Lock()
 			t.Logf("nats-server output:\n%s", out.String())
-			w.mu.Unlock()
 		}
 	})
 	return "nats://127.0.0.1:" + strconv.Itoa(port)
