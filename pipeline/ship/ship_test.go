@@ -16,32 +16,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 const testTimeout = 20 * time.Second
-
-// startBus starts an embedded server with the iotwatch streams and returns a
-// JetStream context on it.
-func startBus(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})
-	if err != nil {
-		t.Fatalf("cannot start embedded NATS: %v", err)
-	}
-	t.Cleanup(e.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	nc, js, err := bus.Connect(ctx, e.URL(), "ship-test", nil)
-	if err != nil {
-		t.Fatalf("cannot connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if _, _, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig()); err != nil {
-		t.Fatalf("cannot create streams: %v", err)
-	}
-	return js
-}
 
 // streamLines returns every line stored in IOTWATCH_LOGS, in stream order.
 func streamLines(t *testing.T, js jetstream.JetStream) []string {
@@ -145,6 +124,18 @@ func firstDiff(a, b []string) int {
 	return min(len(a), len(b))
 }
 
+// runInBackground runs Run in a goroutine until the returned stop is called;
+// stop returns Run's error.
+func runInBackground(js jetstream.JetStream, cfg Config, st *Stats) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, js, cfg, st) }()
+	return func() error {
+		cancel()
+		return <-errc
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -158,7 +149,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestShipFileOnce(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
 	content := genLines(0, 1000) + `{"n":"last, no newline"}`
@@ -197,7 +188,7 @@ func TestShipFileOnce(t *testing.T) {
 }
 
 func TestMaxBytesAndOverlongLines(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.log")
 	long := strings.Repeat("L", 3000)
@@ -220,20 +211,17 @@ func TestMaxBytesAndOverlongLines(t *testing.T) {
 }
 
 func TestFollowAppendRotateTruncate(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
 	all := genLines(0, 100)
 	writeFile(t, path, all, os.O_TRUNC)
 	cfg := testConfig(path)
 	cfg.StateFile = filepath.Join(dir, "state")
-	ctx, cancel := context.WithCancel(context.Background())
 	var st Stats
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, js, cfg, &st) }()
+	stop := runInBackground(js, cfg, &st)
 	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -301,8 +289,10 @@ func (c *crashingJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) 
 		return nil, errors.New("crashed")
 	}
 	if c.n >= c.after {
+		// Run's goroutine, which calls this, writes the state: the file
+		// read here is the one loadState checked.
 		if files, err := loadState(c.stateFile); c.want == nil || (err == nil && c.want(files)) {
-			c.snapshot, _ = os.ReadFile(c.stateFile) // saved atomically: the same or a later state
+			c.snapshot, _ = os.ReadFile(c.stateFile)
 		}
 	}
 	return c.JetStream.PublishMsgAsync(m, opts...)
@@ -319,7 +309,7 @@ func inFlight(files []*fileState) bool {
 // restarts with more lines per message; that restart crashes too after one
 // publish, and a third run finishes. Every line must be stored once.
 func TestRestartNoLossNoDuplicates(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
 	content := genLines(0, 20000)
@@ -372,7 +362,7 @@ func TestRestartNoLossNoDuplicates(t *testing.T) {
 }
 
 func TestRestartFindsRotatedFile(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
 	writeFile(t, path, genLines(0, 50), os.O_TRUNC)
@@ -389,20 +379,17 @@ func TestRestartFindsRotatedFile(t *testing.T) {
 	}
 	writeFile(t, path, genLines(60, 70), os.O_TRUNC)
 	cfg.Follow = true
-	ctx, cancel := context.WithCancel(context.Background())
 	var st Stats
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, js, cfg, &st) }()
+	stop := runInBackground(js, cfg, &st)
 	waitFor(t, "20 lines acked", func() bool { return st.Lines.Load() >= 20 && st.Pending.Load() == 0 })
-	cancel()
-	if err := <-errc; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	wantExactlyOnce(t, streamLines(t, js), genLines(0, 70), false)
 }
 
 func TestStdin(t *testing.T) {
-	js := startBus(t)
+	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
