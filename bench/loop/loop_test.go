@@ -340,33 +340,46 @@ func flood(t *testing.T, get func(string) (int, string, error), device string, l
 // device, class, identity by header, command), and returns how many.
 func seed(t *testing.T, ctx context.Context, js jetstream.JetStream, devices []string, end time.Time) int {
 	t.Helper()
-	subject := bus.LogSubject(schemas.FormatJSON, "seed")
-	var msg []byte
-	n, lines := 0, 0
-	send := func() {
-		if lines == 0 {
-			return
-		}
-		if _, err := js.Publish(ctx, subject, msg); err != nil {
-			t.Fatalf("cannot publish seeded history: %v", err)
-		}
-		msg, lines = msg[:0], 0
-	}
+	s := seeder{t: t, ctx: ctx, js: js, subject: bus.LogSubject(schemas.FormatJSON, "seed")}
 	for at := end.Add(-seedHistory); !at.After(end); at = at.Add(seedEvery) {
 		for _, d := range devices {
-			if lines > 0 {
-				msg = append(msg, '\n')
-			}
-			msg = fmt.Appendf(msg, `{"ts":%q,"src":"gateway","src_id":"seed","tenant":%q,"device":%q,"id_by":"token","class":%q,"fw":%q,"ip":"127.0.0.1","proto":"http","method":"GET","path":%q,"status":200}`,
+			s.addf(`{"ts":%q,"src":"gateway","src_id":"seed","tenant":%q,"device":%q,"id_by":"token","class":%q,"fw":%q,"ip":"127.0.0.1","proto":"http","method":"GET","path":%q,"status":200}`,
 				at.UTC().Format(time.RFC3339Nano), tenant, d, class, userAgent, command)
-			n++
-			if lines++; lines == 500 {
-				send()
-			}
 		}
 	}
-	send()
-	return n
+	s.flush()
+	return s.n
+}
+
+// seeder publishes seeded history on subject, 500 lines a message.
+type seeder struct {
+	t        *testing.T
+	ctx      context.Context
+	js       jetstream.JetStream
+	subject  string
+	msg      []byte
+	lines, n int // lines in msg, lines added in all
+}
+
+// addf adds the line format and args make.
+func (s *seeder) addf(format string, args ...any) {
+	s.msg = fmt.Appendf(s.msg, format, args...)
+	s.msg = append(s.msg, '\n')
+	s.n++
+	if s.lines++; s.lines == 500 {
+		s.flush()
+	}
+}
+
+// flush publishes the lines added since the last flush.
+func (s *seeder) flush() {
+	if s.lines == 0 {
+		return
+	}
+	if _, err := s.js.Publish(s.ctx, s.subject, s.msg); err != nil {
+		s.t.Fatalf("cannot publish seeded history: %v", err)
+	}
+	s.msg, s.lines = s.msg[:0], 0
 }
 
 // startNginx runs NGINX in the foreground with deploy/nginx-auth's site (in

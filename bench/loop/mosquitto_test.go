@@ -83,7 +83,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	var watchDirs []string
 	t.Cleanup(func() { // registered first: runs after every process was stopped
 		for _, d := range watchDirs {
-			if pids := processesMentioning(d); len(pids) > 0 {
+			if pids := mosquittotest.ProcessesMentioning(d); len(pids) > 0 {
 				t.Errorf("processes left after the test (command line mentions %s): %v", d, pids)
 			}
 		}
@@ -230,7 +230,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	enf := startEnforcer(t, iotwatch, sv.ns.URL(), b.Addr, keyDir)
 	if runtime.GOOS == "linux" { // the leak check at the end must be able to see them
 		for _, d := range watchDirs {
-			if len(processesMentioning(d)) == 0 {
+			if len(mosquittotest.ProcessesMentioning(d)) == 0 {
 				t.Fatalf("no running process mentions %s: the leak check would be blind", d)
 			}
 		}
@@ -401,26 +401,9 @@ func commandTopic(i int) string {
 // subject of source "seed", and returns how many events they decode to.
 func seedMosquitto(t *testing.T, ctx context.Context, js jetstream.JetStream, devices []string, end time.Time) int {
 	t.Helper()
-	subject := bus.LogSubject(schemas.FormatMosquitto, "seed")
-	var msg []byte
-	n, lines := 0, 0
-	send := func() {
-		if lines == 0 {
-			return
-		}
-		if _, err := js.Publish(ctx, subject, msg); err != nil {
-			t.Fatalf("cannot publish seeded history: %v", err)
-		}
-		msg, lines = msg[:0], 0
-	}
+	s := seeder{t: t, ctx: ctx, js: js, subject: bus.LogSubject(schemas.FormatMosquitto, "seed")}
 	add := func(at time.Time, format string, args ...any) {
-		msg = fmt.Appendf(msg, "%d: ", at.Unix())
-		msg = fmt.Appendf(msg, format, args...)
-		msg = append(msg, '\n')
-		n++
-		if lines++; lines == 500 {
-			send()
-		}
+		s.addf("%d: "+format, append([]any{at.Unix()}, args...)...)
 	}
 	start := end.Add(-seedHistory)
 	for i, d := range devices {
@@ -435,8 +418,8 @@ func seedMosquitto(t *testing.T, ctx context.Context, js jetstream.JetStream, de
 			add(at, "Received PUBLISH from %s (d0, q1, r0, m%d, 'devices/%s/telemetry', ... (11 bytes))", d, m%65535+1, d)
 		}
 	}
-	send()
-	return n
+	s.flush()
+	return s.n
 }
 
 // checkSeedMatchesLive decodes the broker's log up to device's first
@@ -606,18 +589,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// processesMentioning returns the pids whose command line contains s
-// (Linux /proc; none elsewhere).
-func processesMentioning(s string) []string {
-	var pids []string
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err == nil && strings.Contains(string(cmd), s) {
-			pids = append(pids, filepath.Base(d))
-		}
-	}
-	return pids
 }

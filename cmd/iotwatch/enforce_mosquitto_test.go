@@ -29,7 +29,7 @@ func TestEnforceMosquitto(t *testing.T) {
 		if brokerDir == "" {
 			return
 		}
-		if pids := processesMentioning(brokerDir); len(pids) > 0 {
+		if pids := mosquittotest.ProcessesMentioning(brokerDir); len(pids) > 0 {
 			t.Errorf("mosquitto processes left after the test: %v", pids)
 		}
 	})
@@ -193,17 +193,4 @@ func percentiles(ds []time.Duration) string {
 	slices.Sort(ds)
 	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 	return fmt.Sprintf("p50 %v, p99 %v, max %v", r(ds[len(ds)/2]), r(ds[(len(ds)*99+99)/100-1]), r(ds[len(ds)-1]))
-}
-
-// processesMentioning returns the pids whose command line contains s.
-func processesMentioning(s string) []string {
-	var pids []string
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err == nil && strings.Contains(string(cmd), s) {
-			pids = append(pids, filepath.Base(d))
-		}
-	}
-	return pids
 }

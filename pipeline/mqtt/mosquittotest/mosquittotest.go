@@ -183,3 +183,18 @@ func (b *Broker) Pub(t testing.TB, username, password, topic, msg string) (strin
 	}
 	return string(out), err
 }
+
+// ProcessesMentioning returns the pids whose command line contains s (Linux
+// /proc; none elsewhere), for a test's check that the broker and the
+// processes it started around it (given a directory they name) are gone.
+func ProcessesMentioning(s string) []string {
+	var pids []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err == nil && strings.Contains(string(cmd), s) {
+			pids = append(pids, filepath.Base(d))
+		}
+	}
+	return pids
+}
