@@ -3,8 +3,6 @@ package volume
 import (
 	"encoding/binary"
 	"math"
-
-	"github.com/iotwatch/iotwatch/detectors"
 )
 
 // Core is the volume model's core for one series of per-interval totals
@@ -36,16 +34,14 @@ import (
 //
 // Calibration. A well-specified model's surprise averages 1/ln 10 decades; a
 // series whose surprises average more (heavier tails than the model) has them
-// scaled down by as much. With PeakDecay set, a surprise is then reported
-// relative to the largest of the recent past ("more surprising than anything
-// in the last week"), which makes one threshold fit series of any kind.
+// scaled down by as much. Judging the surprises is the caller's business: the
+// Detector thresholds them, Series calibrates them against the series' own
+// tail and holds off after an alarm.
 //
 // Robustness. Learning uses residuals clipped to ±Clip scales (Huber), and a
 // value whose surprise reached FlagSurprise teaches the baseline FlaggedWeight
 // of a normal value: an attack does not become the baseline, yet a lasting
-// change of level is learned eventually. After a flag the reported score is
-// held down for Refractory steps unless the surprise grows (one alert per
-// episode, not one per interval).
+// change of level is learned eventually.
 //
 // The zero Core is a series with no history. Core is a value type with no
 // pointers; MarshalBinary / UnmarshalBinary store it in CoreSize bytes.
@@ -56,10 +52,8 @@ type Core struct {
 	dev      float64 // EW mean absolute residual
 	drift    float64 // EW mean of scaled residuals
 	driftDev float64 // EW mean absolute drift (its own scale: residuals are autocorrelated)
-	episode  float64 // surprise of the current episode, decaying
 	mPoint   float64 // EW mean point surprise (calibration)
 	mDrift   float64 // EW mean drift surprise (calibration)
-	peak     float64 // largest recent surprise, decaying
 }
 
 // CoreParams are the core's parameters. One set serves every series.
@@ -76,16 +70,10 @@ type CoreParams struct {
 	// flagged value teaches, relative to a normal one.
 	FlagSurprise  float64
 	FlaggedWeight float64
-	// Refractory is the time constant, in steps, of the decay of an episode's
-	// surprise: while it lasts, only a larger surprise is reported in full.
-	Refractory float64
 	// CalCap bounds a surprise used for calibration, in decades.
 	CalCap float64
 	// FloorScale multiplies the Poisson floor of the residual scale.
 	FloorScale float64
-	// PeakDecay (steps), when positive, scores a surprise relative to the
-	// largest recent one (decaying with this time constant, at least PeakFloor).
-	PeakDecay, PeakFloor float64
 	// Daily enables the daily harmonic.
 	Daily bool
 	// Upward makes only values above the baseline surprising (right tail):
@@ -94,13 +82,13 @@ type CoreParams struct {
 }
 
 // DefaultCoreParams are the core's parameters under `iotwatch eval nab`
-// (DefaultSeriesParams.Core, with the peak scaling off: Series calibrates the
-// surprises itself) and the base of DetectorCoreParams.
+// (DefaultSeriesParams.Core) and the base of DetectorCoreParams.
 //
 // They were chosen on the NAB development subset (../shared/data/nab) by a
 // handful of runs varying one parameter at a time, for all files at once: a
-// week-long baseline (2000 steps of 5 minutes), an hour-long drift window,
-// surprises judged against the largest of the last week. The daily harmonic
+// week-long baseline (2000 steps of 5 minutes), an hour-long drift window
+// (then with surprises judged against the largest of the last week, before
+// Series calibrated them). The daily harmonic
 // is off: on that subset it cost 3 points (its slow fit lags the tweet
 // series' changing daily shape); it stays available for series with a
 // steady cycle.
@@ -111,11 +99,8 @@ var DefaultCoreParams = CoreParams{
 	Clip:          3,
 	FlagSurprise:  4,
 	FlaggedWeight: 0.05,
-	Refractory:    200,
 	FloorScale:    1,
 	CalCap:        10,
-	PeakDecay:     2000,
-	PeakFloor:     1,
 	Daily:         false,
 }
 
@@ -123,23 +108,23 @@ var DefaultCoreParams = CoreParams{
 // bytes-out drift channel, one step per closed 5-minute bucket with traffic:
 // the same week-long baseline and hour-long drift window as DefaultCoreParams,
 // with the daily harmonic (a device's day is steadier than a tweet stream's),
-// the right tail only, and absolute surprises (the detector thresholds them)
-// rather than surprises relative to the recent peak.
+// and the right tail only.
 var DetectorCoreParams = func() CoreParams {
 	p := DefaultCoreParams
-	p.PeakDecay, p.PeakFloor = 0, 0
 	p.Daily, p.Upward = true, true
 	return p
 }()
 
-// CoreSize is the size of a marshalled Core.
+// CoreSize is the size of a marshalled Core. Its words 6 and 9 (bytes 28:32
+// and 40:44) are unused: they held the scoring state of an earlier Core, and
+// keeping their place keeps records written then readable.
 const CoreSize = 44
 
 // Step feeds the value of the interval ending at t (Unix ns; steps must come
-// in order) and returns its score in [0,1], its calibrated point and drift
-// surprises in decades (both 0 before p.Warm steps), and the value the
-// baseline expected. A non-finite value is treated as 0.
-func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, point, drift, expected float64) {
+// in order) and returns its calibrated point and drift surprises in decades
+// (both 0 before p.Warm steps) and the value the baseline expected. A
+// non-finite value is treated as 0.
+func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected float64) {
 	if !(x >= 0) { // NaN, negative
 		if x < 0 && !math.IsInf(x, -1) {
 			x = -x // a signed series: model its magnitude
@@ -196,34 +181,13 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, point, dr
 		cp, cd = 1, 1
 	}
 	point, drift = sPoint*cp, sDrift*cd
-	surprise := max(point, drift)
 	ec := 1 / min(float64(c.n+1), p.Long)
 	c.mPoint += ec * (min(sPoint, p.CalCap) - c.mPoint)
 	c.mDrift += ec * (min(sDrift, p.CalCap) - c.mDrift)
 
-	flagged := false
-	if c.n >= p.Warm {
-		flagged = surprise >= p.FlagSurprise
-		rep := surprise
-		if c.episode > 0 && rep <= c.episode {
-			rep *= 0.25 // the same episode: reported once
-		}
-		if p.PeakDecay > 0 {
-			rep = rep / max(c.peak, p.PeakFloor) * 10 // 0.5 when equal to the recent peak
-		}
-		score = surpriseToScore(rep)
-		if surprise > c.episode {
-			c.episode = surprise
-		}
-	}
-	c.episode *= detectors.Decay(1 / p.Refractory)
-	if p.PeakDecay > 0 {
-		c.peak = max(c.peak*detectors.Decay(1/p.PeakDecay), surprise)
-	}
-
 	// Learn, robustly.
 	w := 1.0
-	if flagged {
+	if c.n >= p.Warm && max(point, drift) >= p.FlagSurprise {
 		w = p.FlaggedWeight
 	}
 	eta := w / min(float64(c.n+1), p.Long)
@@ -247,7 +211,7 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (score float32, point, dr
 	if c.n <= p.Warm { // c.n was incremented above
 		point, drift = 0, 0
 	}
-	return score, point, drift, expected
+	return point, drift, expected
 }
 
 const dayNs = int64(86400e9)
@@ -291,10 +255,11 @@ func surpriseToScore(z float64) float32 {
 	return float32(z / (z + 10))
 }
 
-// MarshalBinary appends the core's state in CoreSize bytes to dst.
+// MarshalBinary appends the core's state in CoreSize bytes to dst (the
+// unused words are 0).
 func (c *Core) MarshalBinary(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, c.n)
-	for _, v := range [...]float64{c.level, c.cos, c.sin, c.dev, c.drift, c.driftDev, c.episode, c.mPoint, c.mDrift, c.peak} {
+	for _, v := range [...]float64{c.level, c.cos, c.sin, c.dev, c.drift, c.driftDev, 0, c.mPoint, c.mDrift, 0} {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(v)))
 	}
 	return dst
@@ -308,8 +273,10 @@ func (c *Core) UnmarshalBinary(b []byte) {
 		return
 	}
 	c.n = binary.LittleEndian.Uint32(b)
-	vs := [...]*float64{&c.level, &c.cos, &c.sin, &c.dev, &c.drift, &c.driftDev, &c.episode, &c.mPoint, &c.mDrift, &c.peak}
-	for i, v := range vs {
+	for i, v := range [...]*float64{&c.level, &c.cos, &c.sin, &c.dev, &c.drift, &c.driftDev, nil, &c.mPoint, &c.mDrift, nil} {
+		if v == nil { // unused word
+			continue
+		}
 		f := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4+4*i:])))
 		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > maxCount {
 			*c = Core{}

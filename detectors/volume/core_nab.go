@@ -56,7 +56,7 @@ type tail struct {
 
 // SeriesParams are the parameters of a Series. One set serves every series.
 type SeriesParams struct {
-	// Core are the core's parameters (PeakDecay should be 0: Series calibrates).
+	// Core are the core's parameters.
 	Core CoreParams
 	// Memory is the time constant, in steps, of the surprise histogram.
 	Memory float64
@@ -74,7 +74,7 @@ type SeriesParams struct {
 }
 
 // DefaultSeriesParams are the parameters `iotwatch eval nab` uses for every file:
-// the core's DefaultCoreParams (its own peak scaling off), a histogram of about
+// the core's DefaultCoreParams, a histogram of about
 // two weeks of 5-minute steps, a tail fitted to its top 2%, an alarm at a
 // per-step exceedance of 10^-2.5 (about once in 300 steps) and a hold-off of
 // one day of 5-minute steps, a divergence window of half a day. The hold-off's
@@ -83,11 +83,7 @@ type SeriesParams struct {
 // then picks), and the others were checked there against nearby values: the
 // divergence window is the most sensitive (see bench/nab/LOG.md).
 var DefaultSeriesParams = SeriesParams{
-	Core: func() CoreParams {
-		p := DefaultCoreParams
-		p.PeakDecay, p.PeakFloor = 0, 0
-		return p
-	}(),
+	Core:       DefaultCoreParams,
 	Memory:     4000,
 	TailMass:   0.02,
 	MinHistory: 200,
@@ -105,7 +101,7 @@ const (
 // returns its score in [0,1] and its calibrated surprise in decades (before
 // the hold-off).
 func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calibrated float64) {
-	_, point, drift, _ := s.core.Step(&p.Core, t, x)
+	point, drift, _ := s.core.Step(&p.Core, t, x)
 	if s.core.n <= p.Core.Warm {
 		return 0, 0
 	}

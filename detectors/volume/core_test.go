@@ -5,21 +5,22 @@ import (
 	"testing"
 )
 
-// TestCoreStep: scores stay in [0,1] and finite whatever the values, a spike
-// after a calm stretch scores above every calm step, and a core restored from
-// its marshalled bytes continues like the original (to float32 precision).
+// TestCoreStep: surprises stay finite and non-negative whatever the values, a
+// spike after a calm stretch is more surprising than every calm step, and a
+// core restored from its marshalled bytes continues like the original (to
+// float32 precision).
 func TestCoreStep(t *testing.T) {
 	p := DefaultCoreParams
 	var c Core
 	t0 := int64(1.4e18)
-	calm := float32(0)
+	calm := 0.0
 	for i := range 500 {
-		s, z, zd, e := c.Step(&p, t0+int64(i)*300e9, 100+float64(i%5))
-		if math.IsNaN(z) || math.IsNaN(zd) || math.IsNaN(e) || !(s >= 0 && s <= 1) {
-			t.Fatalf("step %d: score %g surprise %g expected %g", i, s, z, e)
+		z, zd, e := c.Step(&p, t0+int64(i)*300e9, 100+float64(i%5))
+		if !(z >= 0) || !(zd >= 0) || math.IsNaN(e) {
+			t.Fatalf("step %d: surprises %g, %g expected %g", i, z, zd, e)
 		}
 		if i > 100 {
-			calm = max(calm, s)
+			calm = max(calm, z, zd)
 		}
 	}
 	b := c.MarshalBinary(nil)
@@ -28,14 +29,15 @@ func TestCoreStep(t *testing.T) {
 	}
 	var d Core
 	d.UnmarshalBinary(b)
-	s1, _, _, e1 := c.Step(&p, t0+500*300e9, 900)
-	s2, _, _, e2 := d.Step(&p, t0+500*300e9, 900)
-	if !(s1 > calm) || math.Abs(float64(s1-s2)) > 1e-3 || math.Abs(e1-e2) > 1e-3*e1 {
-		t.Errorf("spike: score %g (restored %g), expected %g (restored %g); max calm score %g", s1, s2, e1, e2, calm)
+	z1, zd1, e1 := c.Step(&p, t0+500*300e9, 900)
+	z2, zd2, e2 := d.Step(&p, t0+500*300e9, 900)
+	s1, s2 := max(z1, zd1), max(z2, zd2)
+	if !(s1 > calm) || math.Abs(s1-s2) > 1e-3*s1 || math.Abs(e1-e2) > 1e-3*e1 {
+		t.Errorf("spike: surprise %g (restored %g), expected %g (restored %g); max calm surprise %g", s1, s2, e1, e2, calm)
 	}
 	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -5, 0, 1e300} {
-		if s, z, zd, e := c.Step(&p, t0+600*300e9, v); !(s >= 0 && s <= 1) || math.IsNaN(z) || math.IsNaN(zd) || math.IsNaN(e) || math.IsInf(e, 0) {
-			t.Errorf("value %g: score %g surprise %g expected %g", v, s, z, e)
+		if z, zd, e := c.Step(&p, t0+600*300e9, v); !(z >= 0) || math.IsInf(z, 0) || !(zd >= 0) || math.IsInf(zd, 0) || math.IsNaN(e) || math.IsInf(e, 0) {
+			t.Errorf("value %g: surprises %g, %g expected %g", v, z, zd, e)
 		}
 	}
 	var g Core
@@ -60,7 +62,7 @@ func TestCoreDriftUpward(t *testing.T) {
 			ts := t0 + int64(i)*300e9
 			day := 1 + 0.3*math.Sin(2*math.Pi*float64(ts%dayNs)/float64(dayNs))
 			noise := 1 + 0.1*math.Sin(float64(i)*1.7) // deterministic wobble
-			_, z, zd, _ := c.Step(&p, ts, 20000*day*noise*factor)
+			z, zd, _ := c.Step(&p, ts, 20000*day*noise*factor)
 			return z, zd
 		}
 		for range 576 * 3 { // three days of 5-minute buckets

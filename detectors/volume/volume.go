@@ -445,7 +445,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
 			y := LogScale * math.Log1p(driftObserved)
-			_, point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
+			point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
 		}
 		s.bucket, s.bucketN = 0, 0
 	}
