@@ -52,12 +52,11 @@ func (r ParamRange) Ready() bool {
 	return r.Events >= ParamMinEvents && r.Devices >= ParamMinDevices
 }
 
-// Judge returns 0, 0 when x is within the range, else how far x is from the
-// center in scales (> ParamK) and the bound it crossed. It does not check
-// Ready.
+// Judge returns 0, 0 when the range is not Ready or x is within it, else how
+// far x is from the center in scales (> ParamK) and the bound it crossed.
 func (r ParamRange) Judge(x float64) (z, bound float64) {
 	d := x - r.Center
-	if !(math.Abs(d) > ParamK*r.Scale) || r.Scale <= 0 {
+	if !r.Ready() || !(math.Abs(d) > ParamK*r.Scale) || r.Scale <= 0 {
 		return 0, 0
 	}
 	bound = r.Center + ParamK*r.Scale
@@ -117,11 +116,11 @@ func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
 }
 
 func (t *ParamTable) load(j int) ParamRange {
-	c, s := unpackStats(t.stats[j].Load())
-	r := ParamRange{Center: c, Events: t.events[j].Load()}
-	if !(math.Abs(c) <= paramMaxAbs) || !(s >= 0 && s <= paramMaxAbs) {
+	c, s, ok := unpackStats(t.stats[j].Load())
+	if !ok {
 		return ParamRange{} // a corrupt snapshot: no history
 	}
+	r := ParamRange{Center: c, Events: t.events[j].Load()}
 	if r.Events > 0 {
 		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
 	}
@@ -133,8 +132,11 @@ func packStats(c, s float64) uint64 {
 	return uint64(math.Float32bits(float32(c)))<<32 | uint64(math.Float32bits(float32(s)))
 }
 
-func unpackStats(w uint64) (c, s float64) {
-	return float64(math.Float32frombits(uint32(w >> 32))), float64(math.Float32frombits(uint32(w)))
+// unpackStats reverses packStats; ok is false for values no Learn stores (a
+// corrupt snapshot).
+func unpackStats(w uint64) (c, s float64, ok bool) {
+	c, s = float64(math.Float32frombits(uint32(w>>32))), float64(math.Float32frombits(uint32(w)))
+	return c, s, math.Abs(c) <= paramMaxAbs && s >= 0 && s <= paramMaxAbs
 }
 
 // Learn teaches the table ev's numeric arguments, unless they are out of
@@ -154,18 +156,15 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 }
 
 func (t *ParamTable) learn(j int, x float64, device uint64) {
-	r := t.load(j)
-	if r.Ready() {
-		if z, _ := r.Judge(x); z > 0 {
-			setBit(&t.outs[j], deviceBit(device))
-			if linearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
-				t.stats[j].Store(0)
-				t.events[j].Store(0)
-				t.devs[j].Store(0)
-				t.outs[j].Store(0)
-			}
-			return
+	if z, _ := t.load(j).Judge(x); z > 0 {
+		setBit(&t.outs[j], deviceBit(device))
+		if linearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
+			t.stats[j].Store(0)
+			t.events[j].Store(0)
+			t.devs[j].Store(0)
+			t.outs[j].Store(0)
 		}
+		return
 	}
 	n := t.events[j].Add(1)
 	if n%ParamShiftWindow == 0 {
@@ -174,9 +173,9 @@ func (t *ParamTable) learn(j int, x float64, device uint64) {
 	setBit(&t.devs[j], deviceBit(device))
 	for {
 		old := t.stats[j].Load()
-		c, s := unpackStats(old)
+		c, s, ok := unpackStats(old)
 		switch {
-		case n == 1 || !(math.Abs(c) <= paramMaxAbs) || !(s >= 0 && s <= paramMaxAbs):
+		case n == 1 || !ok:
 			c, s = x, 0
 		case n <= ParamFastEvents:
 			c += (x - c) / float64(n)

@@ -384,11 +384,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet detectors.
 func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
 	var f schemas.Finding
 	for _, a := range ev.ArgList() {
-		r := fleet.ClassParam(ev.ClassKey, ev.CommandID, a.Key)
-		if !r.Ready() {
-			continue
-		}
-		z, bound := r.Judge(a.Value)
+		z, bound := fleet.ClassParam(ev.ClassKey, ev.CommandID, a.Key).Judge(a.Value)
 		if z == 0 {
 			continue
 		}
@@ -438,11 +434,9 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 	others := fleet.ClassTransitionDevices(ev.ClassKey, prev, ev.CommandID, ev.DeviceKey)
 	var score float64
 	switch {
-	case others < 0.5:
+	case others < 0.5 || others < ClassKnownDevices && others+1 <= RareShare*devices: // none, or as few as none
 		score = ScoreTransitionMin + (ScoreTransitionMax-ScoreTransitionMin)*
 			min((devices-ClassWarmDevices)/(TransitionWarmDevices-ClassWarmDevices), 1)
-	case others < ClassKnownDevices && (others+1) <= RareShare*devices:
-		score = ScoreTransitionMax
 	case others < ClassKnownDevices:
 		score = ScoreTransitionRare
 	default:
