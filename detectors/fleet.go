@@ -272,7 +272,7 @@ func (t *ClassTable) snapshotLayout(version uint32) [][]atomic.Uint64 {
 	case 2:
 		return append(base, t.geoKeys, t.geoBits, t.clsFirst)
 	case 3:
-		return append(base, t.geoKeys, t.geoBits, t.clsFirst, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure)
+		return append(t.snapshotLayout(2), t.rateKeys, t.rateLast, t.rateCount, t.rateExposure)
 	case 4:
 		return append(t.snapshotLayout(3), t.params.arrays()...)
 	}
