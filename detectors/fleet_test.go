@@ -69,6 +69,17 @@ func TestClassRate(t *testing.T) {
 func TestClassSnapshotVersions(t *testing.T) {
 	tab := NewClassTable(1024, 1024)
 	class := learnRates(tab, "meter/x", 50, func(int) float64 { return 30 })
+	// An argument range of the class (version 4).
+	var ev schemas.Event
+	ev.SetClass([]byte("meter/x"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/set"))
+	for i := range 200 {
+		ev.SetDevice([]byte("acme"), fmt.Appendf(nil, "d-%d", i%10))
+		ev.NArgs = 0
+		ev.SetArg([]byte("temp"), 20+float64(i%5))
+		tab.Learn(&ev)
+	}
+	param := func(tab *ClassTable) ParamRange { return tab.ClassParam(ev.ClassKey, ev.CommandID, ev.Args[0].Key) }
 	snap := tab.AppendSnapshot(nil)
 	back := NewClassTable(1024, 1024)
 	if err := back.LoadSnapshot(snap); err != nil {
@@ -76,6 +87,9 @@ func TestClassSnapshotVersions(t *testing.T) {
 	}
 	if a, b := tab.ClassRate(class), back.ClassRate(class); a != b || a == 0 {
 		t.Errorf("class rate after a round trip: %v, before %v", b, a)
+	}
+	if a, b := param(tab), param(back); a != b || !a.Ready() {
+		t.Errorf("argument range after a round trip: %+v, before %+v (want a ready one)", b, a)
 	}
 
 	// An older snapshot: the current one without the arrays that version lacks.
@@ -88,6 +102,17 @@ func TestClassSnapshotVersions(t *testing.T) {
 			}
 		}
 		return old
+	}
+	// Version 3 has the class rates but no argument ranges.
+	v3 := NewClassTable(1024, 1024)
+	if err := v3.LoadSnapshot(older(3)); err != nil {
+		t.Fatalf("version 3 snapshot: %v", err)
+	}
+	if a, b := tab.ClassRate(class), v3.ClassRate(class); a != b {
+		t.Errorf("version 3 snapshot: class rate %v, want %v", b, a)
+	}
+	if r := param(v3); r.Events != 0 {
+		t.Errorf("version 3 snapshot: argument range %+v, want none", r)
 	}
 	for _, v := range []uint32{1, 2} {
 		dst := NewClassTable(1024, 1024)
