@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"unsafe"
@@ -50,15 +51,21 @@ func ValidArgName(name []byte) bool {
 // the same name. It reports false, and changes nothing, when name is not
 // ValidArgName, v is not finite, or the event already carries MaxArgs other
 // arguments.
-func (e *Event) SetArg(name []byte, v float64) bool {
+func (e *Event) SetArg(name []byte, v float64) bool { return e.addArg(name, v, true) }
+
+// addArg is SetArg, except that without replace an argument of the same name
+// keeps its value (and addArg reports false).
+func (e *Event) addArg(name []byte, v float64, replace bool) bool {
 	if !ValidArgName(name) || math.IsNaN(v) || math.IsInf(v, 0) {
 		return false
 	}
 	k := Hash(name)
 	for i := range e.NArgs {
 		if e.Args[i].Key == k {
-			e.Args[i].Value = v
-			return true
+			if replace {
+				e.Args[i].Value = v
+			}
+			return replace
 		}
 	}
 	if e.NArgs == MaxArgs {
@@ -69,63 +76,25 @@ func (e *Event) SetArg(name []byte, v float64) bool {
 	return true
 }
 
-// SetQueryArgs adds the numeric parameters of the query string of a raw
-// request path ("/v1/thermostats/17/set?temp=90&mode=eco" adds temp=90), the
-// part the Normalizer drops from the command. Only plain decimals (an
-// optional '-', digits, an optional fraction; at most 24 bytes) count, so
-// parsing never fails and never allocates; names must be ValidArgName. A name
-// the event already carries (from the log's "args") keeps its value.
-func (e *Event) SetQueryArgs(path []byte) {
-	q := -1
-	for i, c := range path {
-		if c == '?' {
-			q = i
-			break
-		}
-		if c == '#' {
-			return
-		}
+// addQueryArgs adds the numeric parameters of query, the part of a raw
+// request path after '?' that the Normalizer drops ("temp=90&mode=eco" adds
+// temp=90). Only plain decimals (an optional '-', digits, an optional
+// fraction; at most 24 bytes) count, so parsing never fails and never
+// allocates; names must be ValidArgName. A name the event already carries
+// (from the log's "args") keeps its value.
+func (e *Event) addQueryArgs(query []byte) {
+	if h := bytes.IndexByte(query, '#'); h >= 0 {
+		query = query[:h]
 	}
-	if q < 0 {
-		return
-	}
-	rest := path[q+1:]
-	for len(rest) > 0 && e.NArgs < MaxArgs {
-		pair := rest
-		end := len(rest)
-		for i, c := range rest {
-			if c == '&' || c == '#' {
-				pair, end = rest[:i], i
-				break
+	for len(query) > 0 && e.NArgs < MaxArgs {
+		var pair []byte
+		pair, query, _ = bytes.Cut(query, []byte{'&'})
+		if name, num, ok := bytes.Cut(pair, []byte{'='}); ok {
+			if v, ok := parseDecimal(num); ok {
+				e.addArg(name, v, false)
 			}
 		}
-		if end < len(rest) && rest[end] == '#' {
-			rest = nil
-		} else if end < len(rest) {
-			rest = rest[end+1:]
-		} else {
-			rest = nil
-		}
-		for i, c := range pair {
-			if c != '=' {
-				continue
-			}
-			if v, ok := parseDecimal(pair[i+1:]); ok && !e.hasArg(pair[:i]) {
-				e.SetArg(pair[:i], v)
-			}
-			break
-		}
 	}
-}
-
-func (e *Event) hasArg(name []byte) bool {
-	k := Hash(name)
-	for i := range e.NArgs {
-		if e.Args[i].Key == k {
-			return true
-		}
-	}
-	return false
 }
 
 // parseDecimal parses a plain decimal ("-12.5"), rejecting anything else.
@@ -133,15 +102,18 @@ func parseDecimal(b []byte) (float64, bool) {
 	if len(b) == 0 || len(b) > maxQueryNumber {
 		return 0, false
 	}
+	neg := b[0] == '-'
 	i := 0
-	if b[0] == '-' {
+	if neg {
 		i++
 	}
+	var n uint64 // the digits, exact while there are at most 15 of them
 	digits, dot := 0, false
 	for ; i < len(b); i++ {
 		switch c := b[i]; {
 		case c >= '0' && c <= '9':
 			digits++
+			n = n*10 + uint64(c-'0')
 		case c == '.' && !dot:
 			dot = true
 		default:
@@ -150,6 +122,13 @@ func parseDecimal(b []byte) (float64, bool) {
 	}
 	if digits == 0 || b[len(b)-1] == '.' {
 		return 0, false
+	}
+	if !dot && digits <= 15 {
+		v := float64(n)
+		if neg {
+			v = -v
+		}
+		return v, true
 	}
 	v, err := strconv.ParseFloat(unsafe.String(&b[0], len(b)), 64)
 	return v, err == nil
@@ -172,83 +151,27 @@ func appendArgs(dst []byte, ev *Event) []byte {
 	return append(dst, '}')
 }
 
-// args decodes the "args" member, a JSON object whose value starts at
-// d.sc.b[start:] (the scanner has already checked its brackets). Members with
-// numeric values and a ValidArgName are kept (the first MaxArgs distinct
-// names); other members (strings, booleans, nested values, other names) are
-// ignored, so producers may log non-numeric arguments. A value that is not an
-// object is a bad_field; a syntax error inside it is malformed_json.
-func (d *Decoder) args(start, end int) {
-	s := &d.argSc
-	s.b, s.i, s.scratch = d.sc.b[:end], start, s.scratch[:0]
-	if s.b[s.i] != '{' {
+// args decodes the "args" member, the JSON object raw (the scanner has
+// already checked its brackets). Members with numeric values and a
+// ValidArgName are kept (the first MaxArgs distinct names); other members
+// (strings, booleans, nested values, other names) are ignored, so producers
+// may log non-numeric arguments. A value that is not an object is a
+// bad_field; a syntax error inside it is malformed_json.
+func (d *Decoder) args(raw []byte) {
+	if raw[0] != '{' {
 		d.failf(ErrReasonBadField, "args must be an object of numbers")
 		return
 	}
-	s.i++
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		return
-	}
-	var v jsonValue
-	for {
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != '"' {
-			d.failf(ErrReasonMalformed, "args: expected a string key")
-			return
-		}
-		key, err := s.str(true)
-		if err == nil {
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != ':' {
-				err = scanError("expected ':'")
-			} else {
-				s.i++
-				s.ws()
-				err = s.value(&v)
-			}
-		}
-		if err != nil {
-			d.failf(ErrReasonMalformed, "args: %v", err)
-			return
-		}
-		if v.kind == jsonNumber {
-			d.ev.SetArg(key, v.num)
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			d.failf(ErrReasonMalformed, "args: unexpected end of the object")
-			return
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			return
-		default:
-			d.failf(ErrReasonMalformed, "args: expected ',' or '}'")
-			return
-		}
+	s := &d.argSc
+	s.b, s.i, s.scratch = raw, 0, s.scratch[:0]
+	if err := s.members(d, true); err != nil {
+		d.failf(ErrReasonMalformed, "args: %v", err)
 	}
 }
 
-// valueStart returns the offset in b of the value of the member that starts
-// after offset from (just after the previous member's value, or 0 for the
-// first member): past ',' or '{', the key and ':'. The scanner has already
-// read that member, so its syntax is known to be valid.
-func valueStart(b []byte, from int) int {
-	i := from
-	for i < len(b) && b[i] != '"' {
-		i++ // whitespace, ',' or '{'
+// arg handles one member of the "args" object.
+func (d *Decoder) arg(key []byte, v *jsonValue) {
+	if v.kind == jsonNumber {
+		d.ev.SetArg(key, v.num)
 	}
-	for i++; i < len(b) && b[i] != '"'; i++ {
-		if b[i] == '\\' {
-			i++
-		}
-	}
-	for i++; i < len(b) && b[i] != ':'; i++ {
-	}
-	for i++; i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n'); i++ {
-	}
-	return i
 }

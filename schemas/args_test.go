@@ -40,8 +40,11 @@ func TestDecodeArgs(t *testing.T) {
 		a("temp", 90), a("lvl", -1.5))
 	f(head+`"cmd":"POST /v1/t/17/set?temp=90&fan=2","args":{"temp":21}}`, a("temp", 21), a("fan", 2))
 	f(head + `"cmd":"POST /v1/t/17/set#x?temp=90"}`)
-	// An escaped key is found again (the value is located after the key);
-	// "args" inside another member is not the event's.
+	// The query is the one the normalizer drops: read after it trims the
+	// command and splits off the method.
+	f(head+`"cmd":" POST /v1/t/17/set?temp=90 "}`, a("temp", 90))
+	f(head+`"cmd":"GE?T /v1/t/17/set?temp=90"}`, a("temp", 90))
+	// An escaped key counts; "args" inside another member is not the event's.
 	f(head+`"x\"y":{"args":{"no":1}},"\u0061rgs":{"temp":7}}`, a("temp", 7))
 	f(head+`"args":{"t\u0065mp":7}}`, a("temp", 7))
 	// An escaped key whose nested value holds escaped strings keeps its name.

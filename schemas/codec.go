@@ -86,7 +86,6 @@ type Decoder struct {
 
 	sc    scanner
 	argSc scanner // the "args" object, scanned again after sc validated it
-	norm  Normalizer
 	err   *DecodeError
 	errv  DecodeError
 	ev    *Event
@@ -95,7 +94,6 @@ type Decoder struct {
 	haveCmd      bool
 	haveTime     bool
 	ipText       []byte
-	memberEnd    int // offset in the line just past the last member's value
 }
 
 var errCannotParse = errors.New("cannot parse")
@@ -116,7 +114,6 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 	d.err = nil
 	d.ev = ev
 	d.method, d.path, d.ipText, d.haveCmd, d.haveTime = nil, nil, nil, false, false
-	d.memberEnd = 0
 	max := d.MaxLineBytes
 	if max == 0 {
 		max = DefaultMaxLineBytes
@@ -182,18 +179,12 @@ func (d *Decoder) uint(key []byte, v *jsonValue, max float64) uint64 {
 	return uint64(f)
 }
 
-// field handles one member of the object and records where it ended, so that
-// a nested value ("args") can be found again in the line.
-func (d *Decoder) field(key []byte, v *jsonValue) {
-	if d.err == nil {
-		d.member(key, v)
-	}
-	d.memberEnd = d.sc.i
-}
-
-// member handles one key of the object. Keys are compared as strings without
+// field handles one key of the object. Keys are compared as strings without
 // conversion (the compiler does not allocate for string(b) == "const").
-func (d *Decoder) member(key []byte, v *jsonValue) {
+func (d *Decoder) field(key []byte, v *jsonValue) {
+	if d.err != nil {
+		return
+	}
 	ev := d.ev
 	switch string(key) {
 	case "v":
@@ -324,7 +315,7 @@ func (d *Decoder) member(key []byte, v *jsonValue) {
 		switch v.kind {
 		case jsonNull:
 		case jsonNested:
-			d.args(valueStart(d.sc.b, d.memberEnd), d.sc.i)
+			d.args(v.raw)
 		default:
 			d.failf(ErrReasonBadField, "args must be an object of numbers")
 		}
@@ -384,18 +375,10 @@ func (d *Decoder) finish(now int64) error {
 	if ev.Protocol == ProtoUnknown {
 		ev.Protocol = ProtoHTTP
 	}
-	start := len(ev.arena)
-	var res uint64
-	ev.arena, res = d.norm.Append(ev.arena, d.method, d.path)
-	if len(ev.arena) > start {
-		ev.Command = ev.arena[start:len(ev.arena):len(ev.arena)]
-	}
-	ev.Resource = res
-	ev.SetQueryArgs(d.path)
+	ev.SetRawCommand(d.method, d.path) // after "args", which the query does not override
 	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
 	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
 	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
-	ev.CommandID = Hash(ev.Command)
 	if ev.ID == 0 {
 		ev.ID = EventID(ev.Seq, ev.Line)
 	}

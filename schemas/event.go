@@ -224,5 +224,21 @@ func (e *Event) SetCommand(cmd []byte) {
 	e.CommandID = Hash(e.Command)
 }
 
+// SetRawCommand sets Command to the normalized form of a raw request or
+// operation (see Normalizer.Append), with CommandID and Resource, and adds the
+// numeric parameters of the query string it dropped as arguments (see
+// addQueryArgs).
+func (e *Event) SetRawCommand(method, path []byte) {
+	start := len(e.arena)
+	var query []byte
+	e.arena, e.Resource, query = appendCommand(e.arena, method, path)
+	e.Command = nil
+	if len(e.arena) > start {
+		e.Command = e.arena[start:len(e.arena):len(e.arena)]
+	}
+	e.CommandID = Hash(e.Command)
+	e.addQueryArgs(query)
+}
+
 // SetText sets one of the plain text fields.
 func (e *Event) SetText(field *[]byte, b []byte) { *field = e.set(b) }

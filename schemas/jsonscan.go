@@ -11,9 +11,9 @@ import (
 // A minimal, allocation-free scanner for the canonical encoding: one flat JSON
 // object per line whose values the decoder cares about are strings, numbers,
 // booleans and null. Nested objects and arrays (producers' own fields) are
-// validated for balance and skipped. Strings with escapes are unescaped into a
-// scratch buffer owned by the scanner; the returned bytes are valid until the
-// next string is read.
+// validated for balance only and returned whole (the decoder scans "args"
+// again). Strings with escapes are unescaped into a scratch buffer owned by
+// the scanner; the returned bytes are valid until the next string is read.
 
 type jsonKind uint8
 
@@ -27,7 +27,7 @@ const (
 
 type jsonValue struct {
 	kind jsonKind
-	raw  []byte // string contents (unescaped) or number text
+	raw  []byte // string contents (unescaped), number text, or a nested value's bytes
 	num  float64
 }
 
@@ -57,9 +57,8 @@ func (s *scanner) ws() {
 	}
 }
 
-// object scans one object, calling d.field for each member (a direct call: a
-// func value would make the decoder escape and allocate). It returns a scanError
-// describing the first syntax error.
+// object scans one object, calling d.field for each member. It returns a
+// scanError describing the first syntax error.
 func (s *scanner) object(line []byte, d *Decoder) error {
 	s.b, s.i, s.scratch = line, 0, s.scratch[:0]
 	s.ws()
@@ -69,11 +68,21 @@ func (s *scanner) object(line []byte, d *Decoder) error {
 		}
 		return scanError("expected '{' at the start of the line")
 	}
+	if err := s.members(d, false); err != nil {
+		return err
+	}
+	return s.end()
+}
+
+// members scans the members of the object whose '{' is at s.i, up to its
+// '}', calling d.field for each, or d.arg for those of the "args" object (a
+// direct call: a func value would make the decoder escape and allocate).
+func (s *scanner) members(d *Decoder, args bool) error {
 	s.i++
 	s.ws()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
-		return s.end()
+		return nil
 	}
 	var v jsonValue
 	for {
@@ -94,7 +103,11 @@ func (s *scanner) object(line []byte, d *Decoder) error {
 		if err := s.value(&v); err != nil {
 			return err
 		}
-		d.field(key, &v)
+		if args {
+			d.arg(key, &v)
+		} else {
+			d.field(key, &v)
+		}
 		s.ws()
 		if s.i >= len(s.b) {
 			return scanError("unexpected end of line inside the object")
@@ -104,7 +117,7 @@ func (s *scanner) object(line []byte, d *Decoder) error {
 			s.i++
 		case '}':
 			s.i++
-			return s.end()
+			return nil
 		default:
 			return scanError("expected ',' or '}' at offset " + strconv.Itoa(s.i))
 		}
@@ -159,8 +172,10 @@ func (s *scanner) value(v *jsonValue) error {
 	case c == 'n':
 		return s.lit("null", v, jsonNull)
 	case c == '{' || c == '[':
-		*v = jsonValue{kind: jsonNested}
-		return s.skipNested()
+		start := s.i
+		err := s.skipNested()
+		*v = jsonValue{kind: jsonNested, raw: s.b[start:s.i]}
+		return err
 	default:
 		return scanError("unexpected character at offset " + strconv.Itoa(s.i))
 	}

@@ -25,6 +25,13 @@ const maxSegment = 32
 // is assumed to be a whole command, possibly "METHOD path" already). It returns
 // the extended dst and the resource hash (0 when nothing was replaced).
 func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
+	dst, res, _ := appendCommand(dst, method, path)
+	return dst, res
+}
+
+// appendCommand is Append that also returns the query string the command
+// dropped: what follows the path's '?', fragment included (nil if none).
+func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte) {
 	method, path = trimSpace(method), trimSpace(path)
 	if len(path) == 0 && !letters(method) {
 		// A method alone that is not a plain word ("0", "GET x") is normalized
@@ -54,7 +61,6 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 	if len(method) > 0 && len(path) > 0 {
 		dst = append(dst, ' ')
 	}
-	var res uint64
 	start := 0
 	for i := 0; i <= len(path); i++ {
 		if i < len(path) && path[i] != '/' && path[i] != '?' && path[i] != '#' {
@@ -75,7 +81,10 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 		}
 		if path[i] != '/' {
 			// '?' or '#': drop the rest, unless it is an MQTT wildcard '#' segment.
-			if path[i] == '#' && i == start {
+			switch {
+			case path[i] == '?':
+				query = path[i+1:]
+			case i == start:
 				dst = append(dst, '#')
 			}
 			break
@@ -86,7 +95,7 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 	if res != 0 {
 		res = mix(res)
 	}
-	return dst, res
+	return dst, res, query
 }
 
 // trimSpace drops leading and trailing ASCII spaces, so that normalizing a

@@ -19,10 +19,7 @@ func benchObserve(b *testing.B, raw ...string) {
 		ev := new(schemas.Event)
 		ev.SetDevice([]byte("acme"), []byte("d-1"))
 		ev.SetClass([]byte("meter/x"))
-		c, res := schemas.Normalizer{}.Append(nil, nil, []byte(raw))
-		ev.SetCommand(c)
-		ev.Resource = res
-		ev.SetQueryArgs([]byte(raw))
+		ev.SetRawCommand(nil, []byte(raw))
 		return ev
 	}
 	t := int64(1736121600e9)

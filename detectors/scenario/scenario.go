@@ -119,7 +119,6 @@ type Runner struct {
 	seq     uint64
 	seen    map[string]int
 	ev      schemas.Event
-	buf     []byte
 }
 
 // New returns a Runner driving the named registered detectors, or all of them
@@ -507,11 +506,6 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 	ev.Time = Epoch.Add(t).UnixNano()
 	ev.SetDevice([]byte(f.tenant), []byte(f.device))
 	ev.SetClass([]byte(f.class))
-	cmd := expand(f.cmd, r.seq)
-	var res uint64
-	r.buf, res = schemas.Normalizer{}.Append(r.buf[:0], nil, []byte(cmd))
-	ev.SetCommand(r.buf)
-	ev.Resource = res
 	for _, a := range f.args {
 		v := a.lo
 		if a.hi > a.lo {
@@ -519,7 +513,7 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 		}
 		ev.SetArg([]byte(a.name), v)
 	}
-	ev.SetQueryArgs([]byte(cmd))
+	ev.SetRawCommand(nil, []byte(expand(f.cmd, r.seq))) // after the args, which its query does not override
 	if len(f.country) == 2 {
 		ev.Country = schemas.Country{f.country[0], f.country[1]}
 	}

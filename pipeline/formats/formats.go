@@ -225,8 +225,6 @@ type base struct {
 	macBuf [sha256.Size]byte
 	keyHex [16]byte
 
-	norm schemas.Normalizer
-	cmd  []byte
 	errv schemas.DecodeError
 
 	rec record
@@ -418,11 +416,7 @@ func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) err
 	if ev.Protocol == schemas.ProtoUnknown {
 		ev.Protocol = schemas.ProtoHTTP
 	}
-	var res uint64
-	b.cmd, res = b.norm.Append(b.cmd[:0], r.method, r.path)
-	ev.SetCommand(b.cmd)
-	ev.Resource = res
-	ev.SetQueryArgs(r.path) // the numeric query parameters the command dropped
+	ev.SetRawCommand(r.method, r.path)
 	ev.Status, ev.Auth = r.status, r.auth
 	ev.BytesIn, ev.BytesOut, ev.Latency = r.bytesIn, r.bytesOut, r.latency
 	return nil
