@@ -33,17 +33,10 @@ func TestGolden(t *testing.T) {
 		format := filepath.Base(filepath.Dir(path))
 		covered[format] = true
 		t.Run(format+"/"+filepath.Base(path), func(t *testing.T) {
-			d, err := New(format, readOptions(t, strings.TrimSuffix(path, ".log")+".options"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			d, recs := sampleLog(t, path)
 			var out bytes.Buffer
 			var ev schemas.Event
-			for i, rec := range Records(format, nil, msg) {
+			for i, rec := range recs {
 				err := d.Decode(rec, 7, uint32(i), now, &ev)
 				fmt.Fprintf(&out, "%d: ", i)
 				var de *schemas.DecodeError
@@ -81,6 +74,22 @@ func TestGolden(t *testing.T) {
 			t.Errorf("format %q has no testdata/%s/*.log", n, n)
 		}
 	}
+}
+
+// sampleLog returns the records of testdata/<format>/<name>.log and a decoder
+// of that format configured by the .options file next to it.
+func sampleLog(t *testing.T, path string) (Decoder, [][]byte) {
+	t.Helper()
+	format := filepath.Base(filepath.Dir(path))
+	d, err := New(format, readOptions(t, strings.TrimSuffix(path, ".log")+".options"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, Records(format, nil, msg)
 }
 
 func readOptions(t *testing.T, path string) Options {
@@ -258,17 +267,9 @@ func TestQueryArgs(t *testing.T) {
 	}
 	found := 0
 	for _, path := range logs {
-		format := filepath.Base(filepath.Dir(path))
-		d, err := New(format, readOptions(t, strings.TrimSuffix(path, ".log")+".options"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, recs := sampleLog(t, path)
 		var ev schemas.Event
-		for i, rec := range Records(format, nil, msg) {
+		for i, rec := range recs {
 			if d.Decode(rec, 7, uint32(i), now, &ev) != nil || !bytes.Contains(rec, []byte("?nonce=77")) {
 				continue
 			}
