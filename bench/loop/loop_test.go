@@ -1,7 +1,6 @@
 package loop_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -9,11 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,6 +27,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/enforce"
 	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth"
+	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth/nginxtest"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/ship"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -84,7 +81,7 @@ const (
 // (pipeline/enforce/forwardauth, with the command's default configuration)
 // in front of the enforcement client.
 func TestNginxClosedLoop(t *testing.T) {
-	nginxBin := findNginx(t)
+	nginxBin := nginxtest.Find(t)
 	if _, err := chserver.Available(); err != nil {
 		t.Fatalf("the closed-loop test needs a real ClickHouse (run `make deps`): %v", err)
 	}
@@ -192,7 +189,8 @@ func TestNginxClosedLoop(t *testing.T) {
 
 	// NGINX with the shipped auth_request site and JSON log format.
 	dir := t.TempDir()
-	nginxAddr := startNginx(t, nginxBin, dir, strings.TrimPrefix(auth.URL, "http://"))
+	nginxAddr := nginxtest.Start(t, nginxBin, nginxtest.Options{Deploy: "../../deploy", Dir: dir,
+		AuthAddr: strings.TrimPrefix(auth.URL, "http://"), AccessLog: true})
 	accessLog := filepath.Join(dir, "access.log")
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(hc.CloseIdleConnections)
@@ -382,80 +380,6 @@ func (s *seeder) flush() {
 	s.msg, s.lines = s.msg[:0], 0
 }
 
-// startNginx runs NGINX in the foreground with deploy/nginx-auth's site (in
-// front of an NGINX `return 200` upstream, asking the endpoint at authAddr)
-// and deploy/nginx's JSON log format, writing dir/access.log. It returns
-// NGINX's address once it listens; the process is killed at the end of the test.
-func startNginx(t *testing.T, bin, dir, authAddr string) string {
-	t.Helper()
-	format, err := filepath.Abs("../../deploy/nginx/iotwatch-log-format.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	site, err := os.ReadFile("../../deploy/nginx-auth/iotwatch-auth.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, upstream := freeAddr(t), freeAddr(t)
-	conf := strings.NewReplacer("127.0.0.1:9181", authAddr, "127.0.0.1:8081", upstream,
-		"listen 8080;", "listen "+addr+";").Replace(string(site))
-	if conf == string(site) {
-		t.Fatal("deploy/nginx-auth/iotwatch-auth.conf changed: the test's replacements no longer apply")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events {}
-http {
-  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
-  include %[2]s;
-  access_log %[1]s/access.log iotwatch;
-  include %[1]s/site.conf;
-  server {
-    listen %[3]s;
-    access_log off;
-    location / { return 200 "ok\n"; }
-  }
-}
-`, dir, format, upstream)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited at start: %s%s", out.Bytes(), b)
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx does not listen on %s after 10s", addr)
-		}
-		time.Sleep(5 * time.Millisecond) // polling the port with a deadline
-	}
-	return addr
-}
-
 // servers are the real servers behind a closed-loop test.
 type servers struct {
 	ns   *bus.Embedded
@@ -497,29 +421,6 @@ func startServers(t *testing.T, ctx context.Context, log *slog.Logger, client, d
 		t.Fatal(err)
 	}
 	return sv
-}
-
-func findNginx(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	t.Fatal("nginx is not installed: run `make deps` (Debian: apt-get install nginx)")
-	return ""
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // pollUntil polls cond every 5 ms until it holds, failing the test after limit.

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
+	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth/nginxtest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -185,12 +183,7 @@ func TestEnforceUsageErrors(t *testing.T) {
 // get 403 from NGINX while another device's keep getting 200. Fails when nginx
 // is not installed (`make deps`).
 func TestEnforceWithRealNGINX(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		if nginx, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
-			t.Fatal("nginx is not installed: run `make deps` (Debian: apt-get install nginx)")
-		}
-	}
+	nginx := nginxtest.Find(t)
 	e := newEnforceEnv(t)
 	pubKey, priv, _ := ed25519.GenerateKey(nil)
 	dir := t.TempDir()
@@ -217,40 +210,8 @@ func TestEnforceWithRealNGINX(t *testing.T) {
 		return m != nil
 	})
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nginxAddr := ln.Addr().String()
-	ln.Close()
-	site, err := os.ReadFile("../../deploy/nginx-auth/iotwatch-auth.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.NewReplacer("127.0.0.1:9181", enforceAddr, "127.0.0.1:8081", strings.TrimPrefix(backend.URL, "http://"),
-		"listen 8080;", "listen "+nginxAddr+";").Replace(string(site))
-	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	main := fmt.Sprintf(`pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
-  include %[1]s/site.conf;
-}
-`, dir)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(nginx, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off; master_process off;")
-	var nginxOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &nginxOut, &nginxOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	nginxAddr := nginxtest.Start(t, nginx, nginxtest.Options{Deploy: "../../deploy", Dir: dir,
+		AuthAddr: enforceAddr, Upstream: strings.TrimPrefix(backend.URL, "http://")})
 
 	get := func(device string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+nginxAddr+"/v1/telemetry", nil)
