@@ -21,6 +21,12 @@ import (
 // open-addressed, so memory does not grow with devices or commands. Workers call
 // Learn and LearnTransition for every event; detectors only read through Fleet.
 //
+// Every class is also learned as its model, the class across tenants
+// (Event.ModelKey): its devices, commands and transitions, so that a
+// tenant's class too young or too small to know a command can ask whether
+// the model knows it (the locks of one tenant unlock during the day; a
+// tenant whose night it is has not seen it yet).
+//
 // Per class it also samples 16 devices' request rates, whose median is the
 // class's typical per-device rate (ClassRate, fleet_rate.go), and per (class,
 // command, argument) it learns the range of numeric command arguments
@@ -210,20 +216,15 @@ func (t *ClassTable) ClassDevices(class uint64) float64 {
 // rate sample if it is one, and learns ev's numeric arguments (those in range).
 // Safe for concurrent use; after warm-up it only reads (bits already set).
 func (t *ClassTable) Learn(ev *schemas.Event) {
-	if j := slot(t.clsKeys, ev.ClassKey, true); j >= 0 {
-		b := deviceBit10(ev.DeviceKey)
-		setBit(&t.clsBits[j*clsWords+int(b>>6)], b&63)
-		for f := &t.clsFirst[j]; ev.Time > 0; {
-			old := f.Load()
-			if (old != 0 && int64(old) <= ev.Time) || f.CompareAndSwap(old, uint64(ev.Time)) {
-				break
-			}
-		}
+	if j := t.learnClass(ev.ClassKey, ev); j >= 0 {
 		t.learnRate(j, ev)
-	} else {
-		t.saturated.Add(1)
 	}
 	t.learnSketch(t.cmdKeys, t.cmdBits, pairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
+	if hasModel(ev) {
+		// The model across tenants: its devices and commands only.
+		t.learnClass(ev.ModelKey, ev)
+		t.learnSketch(t.cmdKeys, t.cmdBits, pairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
+	}
 	if ev.Country.Known() {
 		t.learnSketch(t.geoKeys, t.geoBits, countryKey(ev.ClassKey, ev.Country), ev.DeviceKey)
 	}
@@ -241,6 +242,32 @@ func (t *ClassTable) LearnTransition(ev *schemas.Event, prev uint64) {
 		return
 	}
 	t.learnSketch(t.trKeys, t.trBits, transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
+	if hasModel(ev) {
+		t.learnSketch(t.trKeys, t.trBits, transitionKey(ev.ModelKey, prev, ev.CommandID), ev.DeviceKey)
+	}
+}
+
+// hasModel reports whether ev's model (its class across tenants) is a view of
+// its own: ev has a class and a tenant.
+func hasModel(ev *schemas.Event) bool { return ev.ModelKey != 0 && ev.ModelKey != ev.ClassKey }
+
+// learnClass records ev's device and time in class key's slot and returns
+// the slot, or -1 (counted in Saturated) when the table is full.
+func (t *ClassTable) learnClass(key uint64, ev *schemas.Event) int {
+	j := slot(t.clsKeys, key, true)
+	if j < 0 {
+		t.saturated.Add(1)
+		return j
+	}
+	b := deviceBit10(ev.DeviceKey)
+	setBit(&t.clsBits[j*clsWords+int(b>>6)], b&63)
+	for f := &t.clsFirst[j]; ev.Time > 0; {
+		old := f.Load()
+		if (old != 0 && int64(old) <= ev.Time) || f.CompareAndSwap(old, uint64(ev.Time)) {
+			break
+		}
+	}
+	return j
 }
 
 func setBit(w *atomic.Uint64, bit uint) {

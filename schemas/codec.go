@@ -379,6 +379,7 @@ func (d *Decoder) finish(now int64) error {
 	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
 	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
 	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
+	ev.ModelKey = ModelKeyOf(ev.Class)
 	if ev.ID == 0 {
 		ev.ID = EventID(ev.Seq, ev.Line)
 	}

@@ -153,9 +153,21 @@ type Event struct {
 	DeviceKey uint64 // Hash2(tenant, device): the shard and state key
 	DeviceAlt uint64 // Hash2Alt(tenant, device): with DeviceKey, a 128-bit state key
 	ClassKey  uint64 // Hash of tenant and class
+	ModelKey  uint64 // ModelKeyOf(class): the class across tenants; 0 without a class
 	CommandID uint64 // Hash of the normalized command
 
 	arena []byte
+}
+
+// ModelKeyOf returns the key of a class across tenants (the device model:
+// "thermostat/acme-t100" in every tenant), 0 for no class. It is the ClassKey
+// of a tenantless event of that class, so that an event without a tenant
+// learns its class once.
+func ModelKeyOf(class []byte) uint64 {
+	if len(class) == 0 {
+		return 0
+	}
+	return Hash2(nil, class)
 }
 
 // EventTime returns the event time.
@@ -216,6 +228,7 @@ func (e *Event) SetDevice(tenant, device []byte) {
 func (e *Event) SetClass(class []byte) {
 	e.Class = e.set(class)
 	e.ClassKey = Hash2(e.Tenant, e.Class)
+	e.ModelKey = ModelKeyOf(e.Class)
 }
 
 // SetCommand sets the already-normalized command and its id.

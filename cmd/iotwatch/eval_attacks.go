@@ -52,6 +52,14 @@ type attackTypeResult struct {
 	TTDMaxS    *float64 `json:"ttd_max_s"`
 }
 
+// falseAlert is an alert that matches no label.
+type falseAlert struct {
+	Time    time.Time `json:"time"`
+	Device  string    `json:"device"`
+	Score   float64   `json:"score"`
+	Reasons string    `json:"reasons"`
+}
+
 // attackEvalResult is what `eval attacks` reports (the --json object).
 type attackEvalResult struct {
 	Devices     int                `json:"devices"`
@@ -74,8 +82,11 @@ type attackEvalResult struct {
 	// FalseByReason counts false alerts by their reasons (detector/reason,
 	// joined by "+").
 	FalseByReason map[string]int `json:"false_alerts_by_reason"`
-	Matching      string         `json:"matching"`
-	Plots         []string       `json:"plots,omitempty"`
+	// FalseList is every false alert, in event-time order, for reading
+	// what the detectors got wrong.
+	FalseList []falseAlert `json:"false_alert_list"`
+	Matching  string       `json:"matching"`
+	Plots     []string     `json:"plots,omitempty"`
 }
 
 func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
@@ -307,9 +318,12 @@ func summarize(r report) *attackEvalResult {
 	res.DeviceHours = float64(r.Devices) * r.Duration.Hours()
 	res.TrueAlerts = res.Alerts - res.FalseAlerts
 	res.FalseByReason = map[string]int{}
+	res.FalseList = []falseAlert{}
 	for _, a := range r.FalseAlerts {
 		res.FalseByReason[reasonKey(a)]++
+		res.FalseList = append(res.FalseList, falseAlert{Time: a.Time, Device: a.Device, Score: a.Score, Reasons: reasonKey(a)})
 	}
+	slices.SortStableFunc(res.FalseList, func(a, b falseAlert) int { return a.Time.Compare(b.Time) })
 	res.TrueDecisions = res.Decisions - res.FalseDecisions
 	if res.Alerts > 0 {
 		res.Precision = ptr(float64(res.TrueAlerts) / float64(res.Alerts))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"image/png"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
@@ -125,11 +126,17 @@ type evalJSON struct {
 	Precision            *float64       `json:"precision"`
 	FalsePer1000DevHours float64        `json:"false_alerts_per_1000_device_hours"`
 	FalseByReason        map[string]int `json:"false_alerts_by_reason"`
-	Decisions            int            `json:"decisions"`
-	TrueDecisions        int            `json:"true_decisions"`
-	FalseDecisions       int            `json:"false_decisions"`
-	Matching             string         `json:"matching"`
-	Plots                []string       `json:"plots"`
+	FalseList            []struct {
+		Time    time.Time `json:"time"`
+		Device  string    `json:"device"`
+		Score   float64   `json:"score"`
+		Reasons string    `json:"reasons"`
+	} `json:"false_alert_list"`
+	Decisions      int      `json:"decisions"`
+	TrueDecisions  int      `json:"true_decisions"`
+	FalseDecisions int      `json:"false_decisions"`
+	Matching       string   `json:"matching"`
+	Plots          []string `json:"plots"`
 }
 
 func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
@@ -148,6 +155,26 @@ func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
 		t.Fatalf("eval attacks --json printed more than one object")
 	}
 	return res
+}
+
+// checkFalseList checks that the false alert list has every false alert, in
+// time order, each with a device, a score at the alert threshold or above,
+// and reasons counted in false_alerts_by_reason.
+func checkFalseList(t *testing.T, res evalJSON) {
+	t.Helper()
+	if len(res.FalseList) != res.FalseAlerts {
+		t.Errorf("false_alert_list has %d alerts, false_alerts %d", len(res.FalseList), res.FalseAlerts)
+	}
+	byReason := map[string]int{}
+	for i, a := range res.FalseList {
+		if a.Device == "" || a.Score < 0.6 || a.Score > 1 || a.Time.IsZero() || (i > 0 && a.Time.Before(res.FalseList[i-1].Time)) {
+			t.Errorf("false alert %d: %+v", i, a)
+		}
+		byReason[a.Reasons]++
+	}
+	if !maps.Equal(byReason, res.FalseByReason) {
+		t.Errorf("false alerts by reason %v, from the list %v", res.FalseByReason, byReason)
+	}
 }
 
 func TestEvalAttacksSmallFleet(t *testing.T) {
@@ -191,6 +218,7 @@ func TestEvalAttacksSmallFleet(t *testing.T) {
 		t.Errorf("alerts %d = %d true + %d false; decisions %d = %d true + %d false",
 			res.Alerts, res.TrueAlerts, res.FalseAlerts, res.Decisions, res.TrueDecisions, res.FalseDecisions)
 	}
+	checkFalseList(t, res)
 	if res.Precision == nil || math.Abs(*res.Precision-float64(res.TrueAlerts)/float64(res.Alerts)) > 1e-12 {
 		t.Errorf("precision %v, want %d/%d", res.Precision, res.TrueAlerts, res.Alerts)
 	}
@@ -238,6 +266,7 @@ func TestEvalAttacksWithoutAttacks(t *testing.T) {
 			t.Errorf("%s without attacks: %+v", r.Type, r)
 		}
 	}
+	checkFalseList(t, res)
 	if res.TrueAlerts != 0 || res.FalseAlerts != res.Alerts || res.TrueDecisions != 0 {
 		t.Errorf("without attacks: %d true alerts, %d false of %d, %d true decisions", res.TrueAlerts, res.FalseAlerts, res.Alerts, res.TrueDecisions)
 	}

@@ -20,6 +20,17 @@
 // and ClassWarmAge of history) need no history of the device: they fire from
 // its first event, as its class is its prior.
 //
+// Classes and models: a class is a device model in one tenant (Event.ClassKey);
+// the fleet view also learns every class as its model across tenants
+// (Event.ModelKey). A command or transition that fewer than ClassKnownDevices
+// other devices of the class issued is judged against the model instead, a
+// superset of the class: a tenant's locks that have not unlocked yet (it is
+// night there, or the tenant is new) are judged by the unlocks of the model's
+// locks elsewhere. A privileged command no device of the model issued is as
+// suspicious as before; while its class (or model) is younger than a day
+// (ClassMatureAge), which may not have seen its whole routine yet, it alerts
+// without blocking.
+//
 // Enumeration: each device tracks its home resource (the identifier it
 // addresses most, normally its own id, with a Misra-Gries counter) and the
 // distinct other resources (ev.Resource) it addressed in the last 30-60
@@ -56,6 +67,10 @@ const (
 	// transitions trusted to judge devices with no history of their own, once
 	// it has ClassWarmDevices devices and this much history.
 	ClassWarmAge = 3600.0
+	// ClassMatureAge (seconds): a privileged command no other device of a
+	// class younger than a day issued scores ScorePrivilegedYoung, not
+	// ScorePrivilegedNew: the class may not have seen its daily routine yet.
+	ClassMatureAge = 86400.0
 	// A command issued by UsualShare of the class's devices (or UsualDevices
 	// devices) is usual for the class: its findings score lowest.
 	UsualShare   = 0.2
@@ -187,9 +202,13 @@ func (s *state) store(b []byte) {
 // Doc is the catalog paragraph.
 const Doc = "Commands the device never issued (256-bit Bloom filter per device), judged against its class. " +
 	"Class knowledge counts distinct devices (sketches in the fleet view), so no single device can teach its " +
-	"class. A privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, " +
+	"class. A class is a device model in one tenant; a command or transition that fewer than three other devices " +
+	"of the class issued is judged against the model across tenants instead (its devices, counts and age), so that " +
+	"the locks of a tenant whose night it is are not flagged for the unlocks the model's other tenants make by day. " +
+	"A privileged command (a word starting with unlock, firmware, credential, password, passwd, reset, " +
 	"config or reconfig, or the word fw or ota; reads such as GET never are) scores 0.95 when no other device of " +
-	"the class issued it and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
+	"the class issued it (0.8 while the class is younger than a day: it may not have seen its whole routine yet) " +
+	"and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
 	"falling to 0.2 as it becomes usual for the class (privileged_command_new). A command no other device of " +
 	"the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one that others " +
 	"issue scores 0.1-0.35, rarer higher (new_command). Transitions (previous command, command) the device " +
@@ -198,7 +217,7 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
 	"one that one or two others made 0.25, or 0.65 when they are at most 1 in 1,000 of the class (rare_transition; Observed and Expected as for commands, label: the " +
 	"second command); a step out of a flagged command or transition is not judged again. Devices with fewer " +
-	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to a warm " +
+	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to an established " +
 	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
 	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
@@ -409,18 +428,38 @@ func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
 type class struct {
 	devices     float64 // estimated distinct devices
 	established bool    // ClassWarmDevices devices and ClassWarmAge of history
+	mature      bool    // established and ClassMatureAge of history
 }
 
-func lookClass(ev *schemas.Event, fleet detectors.Fleet) class {
+func lookClass(ev *schemas.Event, fleet detectors.Fleet) class { return look(ev, fleet, ev.ClassKey) }
+
+// look returns what the fleet view says of the class key (ev's class or
+// model) at ev's time.
+func look(ev *schemas.Event, fleet detectors.Fleet, key uint64) class {
 	if fleet == nil {
 		return class{}
 	}
-	c := class{devices: fleet.ClassDevices(ev.ClassKey)}
+	c := class{devices: fleet.ClassDevices(key)}
 	if c.devices >= ClassWarmDevices {
-		since := fleet.ClassSince(ev.ClassKey)
-		c.established = since != 0 && ev.Time > since && float64(ev.Time-since) >= ClassWarmAge*1e9
+		since := fleet.ClassSince(key)
+		age := float64(ev.Time-since) / 1e9
+		c.established = since != 0 && ev.Time > since && age >= ClassWarmAge
+		c.mature = c.established && age >= ClassMatureAge
 	}
 	return c
+}
+
+// hasModel reports whether ev's model (its class across tenants) is a view
+// of its own: ev has a class and a tenant.
+func hasModel(ev *schemas.Event) bool { return ev.ModelKey != 0 && ev.ModelKey != ev.ClassKey }
+
+// widen reports whether a command or transition that others other devices
+// of ev's class issued is judged in ev's model instead: the class across
+// tenants, a superset of it, when ev has one and the class knows it from
+// fewer than ClassKnownDevices devices (the locks of a tenant whose night it
+// is have not unlocked yet; those of the model have).
+func widen(ev *schemas.Event, others float64) bool {
+	return others < ClassKnownDevices && hasModel(ev)
 }
 
 // transition judges the transition from prev to ev's command, which the device
@@ -430,8 +469,14 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 	if fleet == nil || !cls.established {
 		return f, true // a young class knows too few transitions to judge any
 	}
-	devices := cls.devices
 	others := fleet.ClassTransitionDevices(ev.ClassKey, prev, ev.CommandID, ev.DeviceKey)
+	if widen(ev, others) {
+		if cls = look(ev, fleet, ev.ModelKey); !cls.established {
+			return f, true
+		}
+		others = fleet.ClassTransitionDevices(ev.ModelKey, prev, ev.CommandID, ev.DeviceKey)
+	}
+	devices := cls.devices
 	var score float64
 	switch {
 	case others < 0.5 || others < ClassKnownDevices && others+1 <= RareShare*devices: // none, or as few as none
@@ -456,14 +501,16 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 // class, and learns it into bloom unless flagged high; learned reports
 // whether it did.
 func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls class, warm bool) (schemas.Finding, bool) {
-	devices := cls.devices
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
-	var others float64 // other devices of the class that issued it
+	var others float64 // other devices of the class (or model) that issued it
 	if fleet != nil {
 		others = fleet.ClassCommandDevices(ev.ClassKey, h, ev.DeviceKey)
+		if widen(ev, others) {
+			others, cls = fleet.ClassCommandDevices(ev.ModelKey, h, ev.DeviceKey), look(ev, fleet, ev.ModelKey)
+		}
 	}
-	classWarm := devices >= ClassWarmDevices
+	devices := cls.devices
 	priv := Privileged(ev.Command)
 	var (
 		reason string
@@ -474,11 +521,15 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls clas
 	case !warm:
 		// The device's own vocabulary is not known yet; its class's may be.
 		switch {
-		case priv && others < ClassKnownDevices && classWarm:
+		case priv && others < ClassKnownDevices && cls.established:
 			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		case others < 0.5 && cls.established:
 			reason, score, learn = schemas.ReasonNewClassCommand, ScoreClassMax, false
 		}
+	case priv && others < 0.5 && !cls.mature:
+		// A class younger than a day may not have seen its daily routine
+		// (its updates, its mornings): an alert, not a block.
+		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
 	case priv && others < 0.5:
 		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
 	case priv && others < ClassKnownDevices:
