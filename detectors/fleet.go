@@ -28,7 +28,8 @@ import (
 // tenant whose night it is has not seen it yet).
 //
 // Per class it also samples 16 devices' request rates, whose median is the
-// class's typical per-device rate (ClassRate, fleet_rate.go), and per (class,
+// class's typical per-device rate (ClassRate, fleet_rate.go) and their daily
+// cycle (ClassRamp, fleet_cycle.go), and per (class,
 // command, argument) it learns the range of numeric command arguments
 // (ClassParam, a ParamTable of as many slots as commands, params.go).
 //
@@ -47,8 +48,14 @@ type ClassTable struct {
 	// rateSlots sampled devices per class slot (fleet_rate.go): key, last
 	// event time (Unix ns), decayed count and exposure (float64 bits).
 	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
-	params                                      *ParamTable
-	saturated                                   atomic.Uint64
+	// cycleBins hours per class slot (fleet_cycle.go): the sampled devices'
+	// event count and exposure (float64 bits).
+	cycleCount, cycleExposure []atomic.Uint64
+	// Per class slot: the open hour (hours since the epoch + 1; 0: none)
+	// and its sums, added to its bin when it closes.
+	cycleHour, cycleOpenCount, cycleOpenExposure []atomic.Uint64
+	params                                       *ParamTable
+	saturated                                    atomic.Uint64
 }
 
 const (
@@ -58,10 +65,10 @@ const (
 
 // NewClassTable returns a table holding up to commandSlots (class, command)
 // pairs, as many (class, previous command, command) transitions, and
-// classSlots classes, with 16 (class, country or ASN) slots and 16 sampled
-// device rates per class; both are rounded up to powers of two. It costs 72
-// bytes per command slot (40 of them for argument ranges) and 912 bytes per
-// class slot.
+// classSlots classes, with 16 (class, country or ASN) slots, 16 sampled
+// device rates and a 24-hour cycle per class; both are rounded up to powers
+// of two. It costs 72 bytes per command slot (40 of them for argument
+// ranges) and 1,320 bytes per class slot.
 func NewClassTable(commandSlots, classSlots int) *ClassTable {
 	c, k := pow2(commandSlots), pow2(classSlots)
 	return &ClassTable{
@@ -72,7 +79,10 @@ func NewClassTable(commandSlots, classSlots int) *ClassTable {
 		geoKeys:  make([]atomic.Uint64, k*geoPerClass), geoBits: make([]atomic.Uint64, k*geoPerClass),
 		rateKeys: make([]atomic.Uint64, k*rateSlots), rateLast: make([]atomic.Uint64, k*rateSlots),
 		rateCount: make([]atomic.Uint64, k*rateSlots), rateExposure: make([]atomic.Uint64, k*rateSlots),
-		params: NewParamTable(c),
+		cycleCount: make([]atomic.Uint64, k*cycleBins), cycleExposure: make([]atomic.Uint64, k*cycleBins),
+		cycleHour: make([]atomic.Uint64, k), cycleOpenCount: make([]atomic.Uint64, k),
+		cycleOpenExposure: make([]atomic.Uint64, k),
+		params:            NewParamTable(c),
 	}
 }
 
@@ -285,9 +295,9 @@ func (t *ClassTable) ClassParam(class, command, name uint64) ParamRange {
 }
 
 // snapshotVersion versions ClassTable's snapshot encoding: 2 added the geo
-// arrays, 3 the rate samples, 4 the argument ranges. A new version appends
-// its arrays to snapshotLayout's list.
-const snapshotVersion = 4
+// arrays, 3 the rate samples, 4 the argument ranges, 5 the daily cycles. A
+// new version appends its arrays to snapshotLayout's list.
+const snapshotVersion = 5
 
 // snapshotLayout returns the arrays a snapshot of the given version holds, in
 // order, or nil for an unknown version. Arrays a version lacks load empty.
@@ -302,6 +312,8 @@ func (t *ClassTable) snapshotLayout(version uint32) [][]atomic.Uint64 {
 		return append(t.snapshotLayout(2), t.rateKeys, t.rateLast, t.rateCount, t.rateExposure)
 	case 4:
 		return append(t.snapshotLayout(3), t.params.arrays()...)
+	case 5:
+		return append(t.snapshotLayout(4), t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure)
 	}
 	return nil
 }
@@ -329,8 +341,9 @@ func (t *ClassTable) AppendSnapshot(dst []byte) []byte {
 // knows them; a version 2 snapshot (from before the rate samples) has no
 // class rates until sampled devices have 10 minutes of history again, and a
 // version 3 snapshot no argument ranges until their classes send 50 values
-// from 5 devices again (nothing is judged meanwhile). On error the table is
-// unchanged.
+// from 5 devices again (nothing is judged meanwhile), and a version 4
+// snapshot no daily cycles until their hours are seen again (no ramp
+// meanwhile). On error the table is unchanged.
 func (t *ClassTable) LoadSnapshot(b []byte) error {
 	if len(b) < 20 {
 		return fmt.Errorf("cannot load class snapshot: %d bytes is too short", len(b))

@@ -67,6 +67,7 @@ func (t *ClassTable) learnRate(j int, ev *schemas.Event) {
 		dt = min(float64(ev.Time-last)/1e9, rateMaxGap)
 		t.rateLast[i].Store(uint64(ev.Time))
 	}
+	t.learnCycle(j, ev.Time, dt)
 	d := Decay(dt / RateTau)
 	count := math.Float64frombits(t.rateCount[i].Load())*d + 1
 	exposure := math.Float64frombits(t.rateExposure[i].Load())*d + RateTau*(1-d)

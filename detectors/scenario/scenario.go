@@ -27,11 +27,13 @@
 //	    number, or LO..HI for a value drawn uniformly per event; args= clears
 //	    them. Numeric query parameters in cmd ("?temp=90") are arguments too,
 //	    as the decoders read them.
-//	replay every=D count=N [jitter=D] [cycle=D amp=F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
+//	replay every=D count=N [jitter=D] [cycle=D amp=F] [day=H1-H2:F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
 //	    emits N events of the current device at now+D, now+2D, ... and moves now
 //	    to the last one. jitter moves each event time by up to ±D (events may then
 //	    arrive out of order); cycle and amp modulate the rate as
-//	    1+amp*sin(2π t/cycle) (a daily cycle); errrate sets status errstatus (500)
+//	    1+amp*sin(2π t/cycle) (a daily cycle); day=H1-H2:F multiplies the rate by
+//	    F from hour H1 to hour H2 (UTC) of every day (a sharp daily step: a shop
+//	    opening); errrate sets status errstatus (500)
 //	    on that fraction of events, failrate sets auth=failed status=401. FIELD=V
 //	    overrides a device field for these events only. In cmd, "{i}" is replaced
 //	    by a number unique within the file (to address many resources), "{i%N}"
@@ -66,6 +68,7 @@
 package scenario
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -354,6 +357,42 @@ type run struct {
 	lastEvent   int
 }
 
+// dayStep multiplies a replay's rate by factor from hour from to hour to
+// (UTC, to > from) of every day; the zero value is no step.
+type dayStep struct {
+	from, to int
+	by       float64
+}
+
+// parseDayStep parses H1-H2:F.
+func parseDayStep(v string) (dayStep, error) {
+	hours, f, ok := strings.Cut(v, ":")
+	h1, h2, ok2 := strings.Cut(hours, "-")
+	if !ok || !ok2 {
+		return dayStep{}, fmt.Errorf("want H1-H2:FACTOR")
+	}
+	var d dayStep
+	var err1, err2, err3 error
+	d.from, err1 = strconv.Atoi(h1)
+	d.to, err2 = strconv.Atoi(h2)
+	d.by, err3 = strconv.ParseFloat(f, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return dayStep{}, err
+	}
+	if d.from < 0 || d.to > 24 || d.from >= d.to || !(d.by > 0) {
+		return dayStep{}, fmt.Errorf("want 0 <= H1 < H2 <= 24 and FACTOR > 0")
+	}
+	return d, nil
+}
+
+// factor returns the rate multiplier at t.
+func (d dayStep) factor(t time.Time) float64 {
+	if h := t.UTC().Hour(); d.by > 0 && h >= d.from && h < d.to {
+		return d.by
+	}
+	return 1
+}
+
 func (r *Runner) replay(args []string) (string, error) {
 	if r.cur == "" {
 		return "", fmt.Errorf("cannot replay: no device selected")
@@ -363,6 +402,7 @@ func (r *Runner) replay(args []string) (string, error) {
 		every, jitter, cycle time.Duration
 		count                = -1
 		amp, errRate, fRate  float64
+		day                  dayStep
 		errStatus            = uint16(500)
 		err                  error
 	)
@@ -382,6 +422,8 @@ func (r *Runner) replay(args []string) (string, error) {
 			count, err = strconv.Atoi(v)
 		case "amp":
 			amp, err = strconv.ParseFloat(v, 64)
+		case "day":
+			day, err = parseDayStep(v)
 		case "errrate":
 			errRate, err = strconv.ParseFloat(v, 64)
 		case "failrate":
@@ -415,6 +457,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			phase := 2 * math.Pi * float64(r.now%cycle) / float64(cycle)
 			gap /= 1 + amp*math.Sin(phase)
 		}
+		gap /= day.factor(Epoch.Add(r.now))
 		r.now += time.Duration(gap)
 		t := r.now
 		if jitter > 0 {

@@ -19,13 +19,27 @@
 // right expectation: 8 requests where 0.3 were expected (1e-7) are flagged
 // after 90 s, where a 5-minute window would wait for 12.
 //
-// The baseline does not learn from what the detector flags: an event flagged
-// for its request, failure or error count updates the short windows but not
-// the baselines, so a flood cannot teach the device that floods are normal
-// (an event flagged for its size, or for a drift or silence before it, came
-// at a normal rate and is counted); neither are the requests of a run already
-// suspect (SuspectSurprise) before it is flagged. Long silences count for at most a few typical
-// gaps of exposure, so a device that was off overnight keeps its daytime rate.
+// The baseline learns robustly from what the detector flags: an event flagged
+// for its request, failure or error count counts in the baselines as if it
+// had come at LearnCap (2) times the baseline rate at most, so a flood cannot
+// teach the device that floods are normal (a 5-minute flood raises the
+// baseline by a few percent), while a lasting change of level is learned
+// within about an hour instead of being flagged for ever (learning nothing
+// from flagged events would also let the baseline decay under them, a
+// spiral). The same holds for the requests of a run already suspect
+// (SuspectSurprise) before it is flagged. An event flagged for its size, or
+// for a drift or silence before it, came at a normal rate and is counted.
+// Long silences count for at most a few typical gaps of exposure, so a
+// device that was off overnight keeps its daytime rate.
+//
+// Daily cycles: a baseline of time constant TauLong lags a sharp daily ramp
+// (a shop opening) by about an hour, long enough for the ramp to look like a
+// flood. A fleet view that implements ClassRamper (detectors.ClassTable: the
+// class's 24-hour cycle, learned from its sampled devices) says how much
+// busier the class usually is now than a TauLong ago; the rate, failure and
+// error expectations are multiplied by that ramp (at least 1, so a cycle
+// never lowers an expectation). The device's own baseline still follows its
+// own cycle, with its lag.
 //
 // Bytes out (the response sizes the gateway sends to the client) are
 // heavy-tailed even for a healthy device: a firmware download of a megabyte
@@ -120,9 +134,16 @@ const (
 	// probability threshold: 1e-6.
 	MinSurprise = 6.0
 	// SuspectSurprise (decades) is the run's surprise above which its requests
-	// are not learned even before they are flagged, so that the first minutes
-	// of a slow flood do not raise the baseline it is judged against.
+	// are learned as flagged ones (LearnCap) even before they are flagged, so
+	// that the first minutes of a slow flood do not raise the baseline it is
+	// judged against.
 	SuspectSurprise = 3.0
+	// LearnCap: a flagged or suspect request is learned as if it had come at
+	// most LearnCap times the baseline rate (a count of LearnCap·rate·gap,
+	// at most 1): the baseline then grows by at most LearnCap per TauLong
+	// under a flood, and a lasting change of level of 10x stops being
+	// flagged after about ln(10/MinRatio)/ln(LearnCap)·TauLong (~1.3 h).
+	LearnCap = 2.0
 	// minGapCap bounds the exposure a silence can add, in seconds, together
 	// with gapCapFactor times the device's mean gap between requests.
 	minGapCap    = 300.0
@@ -202,6 +223,15 @@ type ClassRater interface {
 	ClassRate(class uint64) float64
 }
 
+// ClassRamper is implemented by a fleet view that knows a class's daily
+// cycle (detectors.ClassTable). It is optional: without it, a baseline
+// follows a ramp with its own lag.
+type ClassRamper interface {
+	// ClassRamp returns how much busier the class usually is at time now
+	// (Unix ns) than lag seconds before, at least 1 (1 when unknown).
+	ClassRamp(class uint64, now int64, lag float64) float64
+}
+
 // StateSize is the size of the per-device record.
 const StateSize = 100
 
@@ -236,6 +266,11 @@ type state struct {
 	logMid                float64
 	bucket                float64
 	core                  Core
+	// ramp (not stored) multiplies the baselines' expectations: how much
+	// busier the class's daily cycle usually is now than a TauLong ago
+	// (ClassRamper), read only to judge a finding again (rampUp); 0 reads
+	// as 1.
+	ramp float64
 }
 
 const coreAt = 56
@@ -298,7 +333,7 @@ func putF32(b []byte, v float64) { binary.LittleEndian.PutUint32(b, math.Float32
 // expect returns the count a baseline count long predicts for a window of tau
 // seconds, at least FloorExpected.
 func (s *state) expect(long, tau float64) float64 {
-	return max(long*tau/s.exposure, FloorExpected)
+	return max(long*tau/s.exposure*max(s.ramp, 1), FloorExpected)
 }
 
 // rate returns the baseline request rate per second, at least
@@ -306,7 +341,7 @@ func (s *state) expect(long, tau float64) float64 {
 func (s *state) rate() float64 {
 	r := 0.0
 	if s.exposure > 0 {
-		r = s.long / s.exposure
+		r = s.long / s.exposure * max(s.ramp, 1)
 	}
 	return max(r, FloorExpected/TauShort)
 }
@@ -349,16 +384,20 @@ type Detector struct{}
 // Doc is the catalog paragraph.
 const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5xx) and bytes-out (response size) rates of a device " +
 	"against its own baseline, and the gaps it leaves. Each rate is a time-decayed count over a short window (tau 30 s) " +
-	"compared with the count the device's long-term rate (tau 1 h, not updated by flagged events, long silences " +
+	"compared with the count the device's long-term rate (tau 1 h, long silences " +
 	"capped) predicts for that window, scored with the Poisson right tail. Fires when the tail probability is below " +
 	"1e-6, the count is at least 4x expected and at least 8 requests / 6 failures / 6 errors; score 0.5 at 1e-6, " +
 	"rising to 1. Observed is the window's count (including this event), Expected the baseline-expected count in " +
-	"the same window. Requests are also followed as a run (a Poisson CUSUM: recent requests arriving faster than " +
+	"the same window, times the class's daily ramp (how much busier its learned 24-hour cycle usually is now than " +
+	"an hour ago, at least 1, a conservative bound: a class's usual morning is no flood; the cycle never lowers an " +
+	"expectation). Flagged requests are learned as if they came at twice the baseline rate at most, so a flood " +
+	"moves the baseline little and a lasting change of level stops being flagged within about an hour. " +
+	"Requests are also followed as a run (a Poisson CUSUM: recent requests arriving faster than " +
 	"about 4x the baseline rate, at most the last 5 minutes of expectation), so that a flood slow in absolute terms " +
 	"(a meter sending every 13 s instead of every 5 min) is flagged after 8 requests: a rate_spike when the run " +
 	"has at least 8 requests, 16x its expected count and a Poisson tail (of the requests after its first) below " +
 	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
-	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are not learned. An auth-failure or error burst " +
+	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
@@ -481,11 +520,22 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	switch {
 	case warm:
 		reason, observed, expected, score = s.judgeWarm(fail, errs, over)
+		// A count finding is judged again with the class's daily ramp, which
+		// only raises expectations: an event no finding without it needs none.
+		if score > 0 && reason != schemas.ReasonBytesOutSpike && s.rampUp(ev, fleet) {
+			reason, observed, expected, score = s.judgeWarm(fail, errs, over)
+		}
 		// The run, for floods too slow to fill the short window, while the
 		// short window still runs high.
 		if score == 0 && grew && s.runN >= MinSpike && s.short >= MinRatio*s.expect(s.long, TauShort) {
 			runZ = runSurprise(runObserved, runExpected)
-			if r := detectors.SurpriseScore(runZ, MinSurprise); r > 0 {
+			r := detectors.SurpriseScore(runZ, MinSurprise)
+			if r > 0 && s.rampUp(ev, fleet) {
+				runExpected *= s.ramp
+				runZ = runSurprise(runObserved, runExpected)
+				r = detectors.SurpriseScore(runZ, MinSurprise)
+			}
+			if r > 0 {
 				reason, observed, expected, score = schemas.ReasonRateSpike, runObserved, runExpected, r
 			}
 		}
@@ -520,21 +570,28 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		}
 	}
 	f := schemas.Finding{Detector: schemas.DetectorVolume, Reason: reason, Score: score, Observed: observed, Expected: expected}
-	// Learn unless this event is part of what was flagged. The request
-	// baselines learn from all but request-count findings (an oversized
-	// response came at a normal rate; a silence and a bucket's drift are
-	// about earlier events); the size tracker from all but oversized ones.
-	// A request of a suspect run (well above the baseline, not yet flagged)
-	// is not learned either.
+	// Learn; what was flagged, robustly. The request baselines learn fully
+	// from all but request-count findings (an oversized response came at a
+	// normal rate; a silence and a bucket's drift are about earlier events),
+	// and from those and a request of a suspect run (well above the
+	// baseline, not yet flagged) at most LearnCap times their rate; the size
+	// tracker learns from all but oversized responses.
 	flagged := reason == schemas.ReasonRateSpike || reason == schemas.ReasonAuthFailures || reason == schemas.ReasonErrorBurst
 	if !flagged && runZ < 0 {
 		runZ = runSurprise(runObserved, runExpected)
 	}
-	if !flagged && runZ < SuspectSurprise {
-		s.long++
-		s.failLong += fail
-		s.errLong += errs
+	learn := 1.0
+	if flagged || runZ >= SuspectSurprise {
+		// Robust learning: a flagged or suspect request counts as if it had
+		// come at LearnCap times the baseline rate at most, so that a flood
+		// moves the baseline by little and a lasting change of level (a
+		// firmware reporting ten times as often) is learned within about an
+		// hour instead of being flagged for ever.
+		learn = min(1, LearnCap*rate*dt)
 	}
+	s.long += learn
+	s.failLong += learn * fail
+	s.errLong += learn * errs
 	if reason != schemas.ReasonBytesOutSpike {
 		if lb > s.logMid {
 			s.logMid = min(s.logMid+MidStep, lb)
@@ -547,6 +604,18 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	}
 	s.store(b)
 	return f
+}
+
+// rampUp reads the class's daily ramp from the fleet view into s.ramp
+// (once per event) and reports whether it raises expectations.
+func (s *state) rampUp(ev *schemas.Event, fleet detectors.Fleet) bool {
+	if s.ramp == 0 {
+		s.ramp = 1
+		if cr, ok := fleet.(ClassRamper); ok {
+			s.ramp = cr.ClassRamp(ev.ClassKey, ev.Time, TauLong)
+		}
+	}
+	return s.ramp > 1
 }
 
 // runSurprise returns the surprise of a run of observed requests where
