@@ -11,6 +11,16 @@ const (
 	kindPrivileged
 	kindEnumeration
 	kindAuth
+	kindParam
+)
+
+// Setpoints that param_tampering sets, in tenths of °C: a scalding heat in
+// [tamperHeatMin, tamperHeatMax] (0.5 °C steps), or the API's freezing minimum.
+const (
+	tamperHeatMin = 850
+	tamperHeatMax = 950
+	tamperFreeze  = -400
+	tamperFreezes = 0.25 // share of the attacks that freeze rather than heat
 )
 
 // attack is one injected attack: an extra event source in the heap, scheduled
@@ -29,8 +39,9 @@ type attack struct {
 	fw     string
 	apiKey string
 	n      int
-	num    int // enumeration: the next device number to try
-	ncls   int // enumeration: devices in the victim's class
+	num    int  // enumeration: the next device number to try
+	ncls   int  // enumeration: devices in the victim's class
+	freeze bool // param_tampering: sets tamperFreeze rather than a heat
 	idBuf  []byte
 }
 
@@ -82,6 +93,8 @@ func (s *Sim) planAttacks(plan *rng) {
 				d, minLen, maxLen = pick([]*classSpec{vehicle}, apiKeyed), 2, 6
 			case kindAuth:
 				d, minLen, maxLen = pick(apiKeyed, nil), 3, 10
+			case kindParam:
+				d, minLen, maxLen = pick([]*classSpec{thermostat}, nil), 2, 6
 			}
 			if d == nil {
 				panic("BUG: no victim for attack " + AttackTypes[k]) // Validate guarantees enough devices
@@ -125,6 +138,16 @@ func (s *Sim) planAttacks(plan *rng) {
 				a.id, a.fw, a.meanS = identOf(h, plan.next()), "Go-http-client/1.1", plan.uniform(0.8, 3)
 				desc = fmt.Sprintf("credential stuffing: a burst of failed authentications (401) as %s %s from %s %s (AS%d)",
 					d.cls.name, d.id, a.id.country, a.id.ip, a.id.asn)
+			case kindParam:
+				n := plan.between(3, 6)
+				a.meanS = float64(length) / 1e9 / float64(n)
+				a.freeze = plan.float() < tamperFreezes
+				what := fmt.Sprintf("%d-%d °C", tamperHeatMin/10, tamperHeatMax/10)
+				if a.freeze {
+					what = fmt.Sprintf("%d °C", tamperFreeze/10)
+				}
+				desc = fmt.Sprintf("the API key %s of %s %s, from its home address %s, sets PUT /v1/devices/%s/setpoint?temp= to %s (its owner prefers about %.1f °C)",
+					d.apiKey, d.cls.name, d.id, d.home.ip, d.id, what, float64(d.pref)/10)
 			}
 			// Run the timing generator once to find the last event.
 			tr, last, n := a.tr, a.start, 1
@@ -185,6 +208,8 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 		c = &atkEnumStatus
 	case kindAuth:
 		c = &atkToken
+	case kindParam:
+		c = &d.cls.cmds[thermSetpoint] // the class's own command: only its argument is wrong
 	}
 	r.reset(d, t, &a.id, c)
 	r.fw = a.fw
@@ -230,6 +255,12 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 		a.num++
 	case kindAuth:
 		r.auth = "failed"
+	case kindParam:
+		v := tamperFreeze
+		if !a.freeze {
+			v = int(cr.between(tamperHeatMin/setpointStep, tamperHeatMax/setpointStep)) * setpointStep
+		}
+		s.setArg(r, c.arg, v) // accepted (200): the API does not bound the value
 	}
 	dst = s.appendRec(dst, r)
 	a.n++

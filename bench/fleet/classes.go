@@ -23,6 +23,9 @@ type cmdSpec struct {
 	method string // HTTP method or MQTT operation
 	pre    string // path or topic before the device id; "" if the path has no device id
 	post   string // path or topic after the device id (the whole path when pre is "")
+	// arg names the numeric query parameter the request carries ("" if none):
+	// a thermostat's setpoint, see device.setpoint.
+	arg    string
 	status uint16 // normal status (HTTP) or reason code (MQTT)
 	in     [2]int32
 	out    [2]int32
@@ -75,6 +78,15 @@ const (
 	thermFwCheck
 	thermFwDownload
 	thermFwStatus
+	thermSetpoint
+)
+
+// Thermostat setpoints, in tenths of a degree Celsius (see device.setpoint).
+const (
+	setpointMin  = 180 // an owner's preferred temperature is in [setpointMin, setpointMax]
+	setpointMax  = 240
+	setpointStep = 5    // apps step by 0.5 °C
+	setpointEco  = 0.15 // share of settings 3-4 °C below the preference (away, night)
 )
 
 var thermostat = &classSpec{
@@ -83,7 +95,7 @@ var thermostat = &classSpec{
 	cmds: []cmdSpec{
 		thermTelemetry: {name: "telemetry", method: "POST", pre: "/v1/devices/", post: "/telemetry", status: 201,
 			in: [2]int32{180, 420}, out: [2]int32{32, 64}, latMs: [2]float64{8, 40}, after: 60, jitter: 0.1, cyclic: true,
-			next: []edge{{thermTelemetry, 0.975, false}, {thermConfig, 0.015, false}, {thermSchedule, 0.01, true}}},
+			next: []edge{{thermTelemetry, 0.975, false}, {thermConfig, 0.015, false}, {thermSchedule, 0.01, true}, {thermSetpoint, 0.003, true}}},
 		thermConfig: {name: "config", method: "GET", pre: "/v1/devices/", post: "/config", status: 200,
 			in: [2]int32{0, 0}, out: [2]int32{400, 1400}, latMs: [2]float64{5, 30}, after: 60, jitter: 0.1, cyclic: true,
 			next: []edge{{thermTelemetry, 1, false}}},
@@ -98,6 +110,11 @@ var thermostat = &classSpec{
 			next: []edge{{thermTelemetry, 1, false}}},
 		thermFwStatus: {name: "firmware status", method: "POST", pre: "/v1/devices/", post: "/firmware/status", status: 204,
 			in: [2]int32{80, 160}, out: [2]int32{0, 0}, latMs: [2]float64{10, 40}, after: 60, jitter: 0.3,
+			next: []edge{{thermTelemetry, 1, false}}},
+		// The owner's app, on the home network, sets the temperature; the cloud
+		// pushes it to the thermostat, which reports soon after.
+		thermSetpoint: {name: "setpoint", method: "PUT", pre: "/v1/devices/", post: "/setpoint", arg: "temp", status: 200,
+			in: [2]int32{0, 0}, out: [2]int32{60, 140}, latMs: [2]float64{20, 120}, after: 10, jitter: 0.5,
 			next: []edge{{thermTelemetry, 1, false}}},
 	},
 	start: thermTelemetry, main: thermTelemetry,

@@ -113,10 +113,12 @@ const (
 	AttackPrivilegedCommand = "privileged_command"
 	AttackEnumeration       = "enumeration"
 	AttackAuthFailures      = "auth_failures"
+	AttackParamTampering    = "param_tampering"
 )
 
 // AttackTypes lists every attack type, in the order they are planned.
-var AttackTypes = []string{AttackFlood, AttackStolenAPIKey, AttackPrivilegedCommand, AttackEnumeration, AttackAuthFailures}
+var AttackTypes = []string{AttackFlood, AttackStolenAPIKey, AttackPrivilegedCommand, AttackEnumeration, AttackAuthFailures,
+	AttackParamTampering}
 
 // Label describes one injected attack exactly: every event the attack produced
 // has the label's Device (and Tenant) and IP and falls in [Start, End]; Start is

@@ -11,7 +11,9 @@
 // Each event is one canonical JSON line (see schemas/codec.go) as a gateway or
 // broker logs a RAW request: method+path for HTTP, op+topic for MQTT, with the
 // real device ids in the path ("POST /v1/devices/lock-000042/unlock"); the
-// pipeline normalizes them. Every line has ts (RFC 3339, milliseconds, UTC),
+// pipeline normalizes them. A numeric argument travels as a gateway logs it, in
+// the query string ("PUT /v1/devices/therm-000042/setpoint?temp=21.5"), which
+// the decoder turns into Event.Args. Every line has ts (RFC 3339, milliseconds, UTC),
 // src, src_id (kong-<region>-N, emqx-<region>-1), tenant, device, id_by,
 // api_key (API-key devices only), class, fw, ip, country and asn (as a gateway
 // with GeoIP enrichment logs them), proto, status, auth, bytes_in, bytes_out
@@ -42,7 +44,13 @@
 //
 //   - thermostat/acme-t100 (HTTP, api_key): POST …/telemetry every ~60 s, faster
 //     in the morning and evening (×0.7 at night to ×1.3); now and then GET
-//     …/config or GET …/schedule.
+//     …/config or GET …/schedule. About four times a day (a day edge, so
+//     about 3.4 times as often at the morning and evening peaks as at night)
+//     the owner's app, on the home network, sets the temperature: PUT
+//     …/setpoint?temp=21.5, near the owner's preferred temperature (18-24 °C,
+//     drawn per device): within ±1 °C of it, or 3-4 °C below it for an eco
+//     setting 15% of the time, in 0.5 °C steps. The setpoint is the only
+//     command with an argument.
 //   - camera/vistacam-c2 (HTTP, api_key): POST …/media every ~10 s with
 //     120-900 KB bodies (×0.6 at night to ×1.2 by day); motion events (POST
 //     …/events) and GET …/stream-token mostly by day.
@@ -78,7 +86,8 @@
 //     POST …/firmware/status, after which their fw changes;
 //   - about 1% of the vehicles near a border drive abroad for 40-120 minutes
 //     (DE↔FR, US↔CA, BR↔AR) and show the neighbour's mobile network and country;
-//   - locks unlock a few times a day; meters send a rare alarm.
+//   - locks unlock a few times a day; meters send a rare alarm; thermostat
+//     owners change the setpoint, whose value varies by device and by time.
 //
 // # Attacks
 //
@@ -114,4 +123,14 @@
 //     auth "failed") against one device's API key every 0.4-4.5 s for 3-10
 //     minutes from a hosting network: credential stuffing, as against Ring camera
 //     accounts in 2019.
+//   - param_tampering: a thermostat's own API key, from its own home address,
+//     sets PUT /v1/devices/<its id>/setpoint to a dangerous value, 85-95 °C (or,
+//     in a quarter of the attacks, -40 °C), about 3-6 times in 2-6 minutes; the
+//     API accepts it (200). Command, key, address and rate are the device's
+//     usual ones: only the argument is wrong, far outside the 14-25 °C its
+//     class sets. Modelled on the abuse of a device's own control API with
+//     out-of-range values: hijacked smart-home accounts whose thermostats were
+//     turned up to about 90 °F (reported in the US in 2019), and the 2021
+//     intrusion at the Oldsmar, Florida, water treatment plant, where a remote
+//     operator raised a sodium hydroxide setpoint a hundredfold.
 package fleet

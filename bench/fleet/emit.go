@@ -19,11 +19,12 @@ type rec struct {
 	fw     string
 	id     *ident
 	method string
-	// path or topic is pre + pathID + post
+	// path or topic is pre + pathID + post + query
 	pre     string
 	pathID  string
 	pathIDb []byte // used instead of pathID when set
 	post    string
+	query   []byte // "?name=value" after the path, or empty
 	status  uint16
 	auth    string
 	in      int64
@@ -40,6 +41,21 @@ func (r *rec) reset(d *device, t int64, id *ident, c *cmdSpec) {
 	if c.pre != "" {
 		r.pathID = d.id
 	}
+}
+
+// setArg gives r the query string ?name=v (v in tenths, written with one
+// decimal, as gateways log numeric query parameters), in s's buffer.
+func (s *Sim) setArg(r *rec, name string, tenths int) {
+	b := append(s.query[:0], '?')
+	b = append(b, name...)
+	b = append(b, '=')
+	if tenths < 0 {
+		b = append(b, '-')
+		tenths = -tenths
+	}
+	b = strconv.AppendInt(b, int64(tenths/10), 10)
+	s.query = append(b, '.', byte('0'+tenths%10))
+	r.query = s.query
 }
 
 // appendRec appends r as a canonical JSON line.
@@ -87,6 +103,7 @@ func (s *Sim) appendRec(dst []byte, r *rec) []byte {
 	dst = append(dst, r.pathID...)
 	dst = append(dst, r.pathIDb...)
 	dst = append(dst, r.post...)
+	dst = append(dst, r.query...)
 	dst = append(dst, `","status":`...)
 	dst = strconv.AppendUint(dst, uint64(r.status), 10)
 	dst = append(dst, `,"auth":"`...)

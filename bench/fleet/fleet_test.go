@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -24,6 +26,9 @@ type obs struct {
 	pathID  string // the device id in the path or topic, if any
 	status  uint16
 	auth    schemas.AuthOutcome
+	nargs   uint8
+	argName string  // the first argument's name, if any
+	arg     float64 // and its value
 }
 
 // run generates cfg's whole stream, checks every line on the way (it decodes,
@@ -96,7 +101,10 @@ func run(t *testing.T, cfg Config) (*Sim, []obs) {
 		}
 		o := obs{
 			t: ev.Time, device: str(ev.Device), class: str(ev.Class), ip: ev.ClientIP.String(), country: ev.Country.String(),
-			fw: str(ev.Firmware), cmd: str(ev.Command), status: ev.Status, auth: ev.Auth,
+			fw: str(ev.Firmware), cmd: str(ev.Command), status: ev.Status, auth: ev.Auth, nargs: ev.NArgs,
+		}
+		if ev.NArgs > 0 {
+			o.argName, o.arg = str(ev.Args[0].Name), ev.Args[0].Value
 		}
 		o.pathID = pathID(line)
 		if o.pathID != "" {
@@ -185,6 +193,18 @@ func TestDefaultRun(t *testing.T) {
 	labels := s.Labels()
 	checkLabels(t, s, labels, evs)
 	checkGrammars(t, labels, evs)
+	setpoints := checkArgs(t, labels, evs)
+	thermostats := 0
+	for i := range s.devs {
+		if s.devs[i].cls == thermostat {
+			thermostats++
+		}
+	}
+	perDay := float64(setpoints) / (float64(thermostats) * s.Config().Duration.Hours() / 24)
+	if perDay < 1 || perDay > 12 {
+		t.Errorf("%d setpoints from %d thermostats in %s: %.1f per thermostat and day, want a few",
+			setpoints, thermostats, s.Config().Duration, perDay)
+	}
 }
 
 func TestNoAttacks(t *testing.T) {
@@ -195,6 +215,7 @@ func TestNoAttacks(t *testing.T) {
 		t.Fatalf("Attacks=false gave %d labels", len(s.Labels()))
 	}
 	checkGrammars(t, nil, evs)
+	checkArgs(t, nil, evs)
 	for _, e := range evs {
 		if e.auth == schemas.AuthFailed && e.cmd == "POST /v1/auth/token" {
 			t.Fatalf("credential stuffing without attacks: %+v", e)
@@ -221,9 +242,17 @@ func attackEvent(l *Label, e *obs) bool {
 		return e.pathID != "" && e.pathID != e.device
 	case AttackFlood:
 		return e.ip == l.IP && inWindow(l, e.t)
+	case AttackParamTampering:
+		return e.cmd == setpointCmd && e.nargs > 0 && !livable(e.arg)
 	}
 	return false
 }
+
+// setpointCmd is the thermostat's argument-carrying command, normalized.
+const setpointCmd = "PUT /v1/devices/{id}/setpoint"
+
+// livable reports whether a room setpoint (°C) is one a resident could want.
+func livable(c float64) bool { return c >= 5 && c <= 35 }
 
 func checkLabels(t *testing.T, s *Sim, labels []Label, evs []obs) {
 	t.Helper()
@@ -266,6 +295,10 @@ func checkLabels(t *testing.T, s *Sim, labels []Label, evs []obs) {
 			switch l.Type {
 			case AttackPrivilegedCommand, AttackStolenAPIKey:
 				flagged++
+			case AttackParamTampering:
+				if e.ip == l.IP && e.status == 200 {
+					flagged++
+				}
 			case AttackAuthFailures:
 				if e.auth == schemas.AuthFailed && e.status == 401 {
 					flagged++
@@ -323,6 +356,16 @@ func checkLabels(t *testing.T, s *Sim, labels []Label, evs []obs) {
 			if flagged != n {
 				t.Errorf("%s: %d of %d events are failed authentications", l.ID, flagged, n)
 			}
+		case AttackParamTampering:
+			var before int // the victim's own traffic from the same address
+			for j := range evs {
+				if e := &evs[j]; e.device == l.Device && e.t < l.Start.UnixNano() && e.ip == l.IP {
+					before++
+				}
+			}
+			if flagged != n || before == 0 {
+				t.Errorf("%s: %d of %d accepted setpoints from %s, %d earlier events of the device from there", l.ID, flagged, n, l.IP, before)
+			}
 		}
 	}
 	for _, typ := range AttackTypes {
@@ -330,6 +373,63 @@ func checkLabels(t *testing.T, s *Sim, labels []Label, evs []obs) {
 			t.Errorf("no %s attack in the run", typ)
 		}
 	}
+}
+
+// checkArgs checks the numeric arguments and returns how many legitimate
+// setpoints the run has. Only a thermostat's setpoint carries one, temp, and
+// always does; legitimate setpoints are livable, in 0.5 °C steps; those of
+// param_tampering are further than detectors.ParamK scales (mean absolute
+// deviation) from the legitimate ones' median, so that the command detector,
+// once its class learned the range, judges them out of it.
+func checkArgs(t *testing.T, labels []Label, evs []obs) int {
+	t.Helper()
+	var legit, tampered []float64
+	for j := range evs {
+		e := &evs[j]
+		if (e.cmd == setpointCmd) != (e.nargs > 0) {
+			t.Fatalf("%s event with command %q carries %d arguments", e.class, e.cmd, e.nargs)
+		}
+		if e.nargs == 0 {
+			continue
+		}
+		if e.nargs != 1 || e.argName != "temp" || !strings.HasPrefix(e.class, ClassThermostat+"/") {
+			t.Fatalf("%s setpoint with %d arguments, the first %q", e.class, e.nargs, e.argName)
+		}
+		if e.arg*2 != math.Trunc(e.arg*2) {
+			t.Fatalf("setpoint %v °C is not in 0.5 °C steps", e.arg)
+		}
+		attack := slices.ContainsFunc(labels, func(l Label) bool { return attackEvent(&l, e) })
+		switch {
+		case attack:
+			tampered = append(tampered, e.arg)
+		case !livable(e.arg):
+			t.Fatalf("legitimate setpoint of %v °C: %+v", e.arg, e)
+		default:
+			legit = append(legit, e.arg)
+		}
+	}
+	if len(legit) < detectors.ParamMinEvents {
+		return len(legit) // too few to know the range (a small run)
+	}
+	med := median(legit)
+	var dev float64
+	for _, v := range legit {
+		dev += math.Abs(v - med)
+	}
+	dev /= float64(len(legit))
+	t.Logf("%d legitimate setpoints: median %v °C, mean absolute deviation %.2f; %d tampered", len(legit), med, dev, len(tampered))
+	for _, v := range tampered {
+		if math.Abs(v-med) <= detectors.ParamK*dev {
+			t.Errorf("tampered setpoint %v °C is within %v scales of %d legitimate ones (median %v, deviation %.2f)",
+				v, detectors.ParamK, len(legit), med, dev)
+		}
+	}
+	return len(legit)
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
 }
 
 // grammar lists the normalized commands of each class's legitimate traffic.
@@ -573,4 +673,5 @@ func TestSmallFleet(t *testing.T) {
 	s, evs := run(t, cfg)
 	checkLabels(t, s, s.Labels(), evs)
 	checkGrammars(t, s.Labels(), evs)
+	checkArgs(t, s.Labels(), evs)
 }

@@ -51,6 +51,17 @@ type device struct {
 	otaAt     int64 // when the vendor's OTA campaign reaches the device, zero if never
 	otaQueued bool
 	victim    bool
+	pref      int16 // thermostats: the owner's preferred setpoint, tenths of °C
+	arg       int16 // the last argument value sent, which a retry sends again
+}
+
+// setpoint draws the temperature d's owner sets next, in tenths of °C: within
+// ±1 °C of the preference, or an eco setting 3-4 °C below it.
+func (d *device) setpoint() int16 {
+	if d.rng.float() < setpointEco {
+		return d.pref - int16(30+setpointStep*d.rng.intn(3))
+	}
+	return d.pref + int16(setpointStep*(d.rng.intn(5)-2))
 }
 
 func (d *device) identAt(t int64) *ident {
@@ -100,6 +111,7 @@ type Sim struct {
 	rec        rec
 	tsDay      int64
 	tsPrefix   []byte
+	query      []byte // the query string of the current record (rec.query)
 }
 
 // New returns a simulator for cfg (zero fields take their defaults). The whole
@@ -115,6 +127,7 @@ func New(cfg Config) (*Sim, error) {
 		end:        cfg.Start.UnixNano() + int64(cfg.Duration),
 		classCount: map[*classSpec]int{},
 		tsDay:      -1,
+		query:      make([]byte, 0, 32),
 	}
 	plan := newRNG(cfg.Seed, 1)
 	s.makeDevices(&plan)
@@ -198,6 +211,9 @@ func (s *Sim) makeDevices(plan *rng) {
 		d.utcOff = int64(c.utcOffset) * hourNs
 		d.state = cls.start
 		d.retry = -1
+		if cls == thermostat {
+			d.pref = int16(setpointMin + setpointStep*d.rng.intn((setpointMax-setpointMin)/setpointStep+1))
+		}
 		if cls == vehicle {
 			m := cls.daily[d.hour(s.start)]
 			if d.rng.float() < min(0.5, 0.15*m) {
@@ -383,6 +399,12 @@ func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
 	c := &cls.cmds[ci]
 	r := &s.rec
 	r.reset(d, t, d.identAt(t), c)
+	if c.arg != "" {
+		if !isRetry {
+			d.arg = d.setpoint()
+		}
+		s.setArg(r, c.arg, int(d.arg))
+	}
 	r.status = c.status
 	r.in, r.out = d.rng.between(int64(c.in[0]), int64(c.in[1])), d.rng.between(int64(c.out[0]), int64(c.out[1]))
 	r.latUs = int64(d.rng.uniform(c.latMs[0], c.latMs[1]) * 1000)

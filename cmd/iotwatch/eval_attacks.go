@@ -50,6 +50,9 @@ type attackTypeResult struct {
 	// alert, over the detected attacks (null when none was).
 	TTDMedianS *float64 `json:"ttd_median_s"`
 	TTDMaxS    *float64 `json:"ttd_max_s"`
+	// Reasons counts, per detector/reason, the attacks of the type that an
+	// alert with that reason matched: what detected them.
+	Reasons map[string]int `json:"reasons"`
 }
 
 // falseAlert is an alert that matches no label.
@@ -332,13 +335,16 @@ func summarize(r report) *attackEvalResult {
 		res.FalsePer1000DevHours = float64(res.FalseAlerts) / res.DeviceHours * 1000
 	}
 	for _, typ := range fleet.AttackTypes {
-		t := attackTypeResult{Type: typ}
+		t := attackTypeResult{Type: typ, Reasons: map[string]int{}}
 		var ttds []float64
 		for _, a := range r.Attacks {
 			if a.Label.Type != typ {
 				continue
 			}
 			t.Injected++
+			for _, k := range a.Reasons {
+				t.Reasons[k]++
+			}
 			if a.Detected {
 				t.Detected++
 				ttds = append(ttds, a.TTD.Seconds())
@@ -375,6 +381,28 @@ func reasonKey(a storedAlert) string {
 
 func ptr(v float64) *float64 { return &v }
 
+// fmtCounts prints counts as key=n, most frequent first, joined by sep; "-"
+// when there are none.
+func fmtCounts(counts map[string]int, sep string) string {
+	if len(counts) == 0 {
+		return "-"
+	}
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b string) int {
+		if c := cmp.Compare(counts[b], counts[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		fmt.Fprintf(&b, "%s=%d", k, counts[k])
+	}
+	return b.String()
+}
+
 // fmtRatio prints an optional ratio; "n/a" stands for undefined (0/0).
 func fmtRatio(p *float64) string {
 	if p == nil {
@@ -394,9 +422,10 @@ func (r *attackEvalResult) print(w io.Writer) {
 	fmt.Fprintf(w, "Fleet: %d devices, %g h (%.0f device-hours), seed %d, attacks %v; %d events scored.\n\n",
 		r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Events)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX")
+	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tREASONS (ATTACKS)")
 	for _, t := range r.Types {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall), fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall),
+			fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS), fmtCounts(t.Reasons, " "))
 	}
 	tw.Flush()
 	precision := fmtRatio(r.Precision)
@@ -406,17 +435,7 @@ func (r *attackEvalResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\nAlerts: %d, %d on attacks, %d false; precision %s; %.2f false alerts per 1,000 device-hours.\n",
 		r.Alerts, r.TrueAlerts, r.FalseAlerts, precision, r.FalsePer1000DevHours)
 	if len(r.FalseByReason) > 0 {
-		keys := slices.SortedFunc(maps.Keys(r.FalseByReason), func(a, b string) int {
-			if c := cmp.Compare(r.FalseByReason[b], r.FalseByReason[a]); c != 0 {
-				return c
-			}
-			return strings.Compare(a, b)
-		})
-		fmt.Fprintf(w, "False alerts by reason:")
-		for _, k := range keys {
-			fmt.Fprintf(w, " %s=%d", k, r.FalseByReason[k])
-		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "False alerts by reason: %s\n", fmtCounts(r.FalseByReason, " "))
 	}
 	fmt.Fprintf(w, "Decisions: %d, %d on true alerts, %d on false alerts.\n", r.Decisions, r.TrueDecisions, r.FalseDecisions)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)

@@ -80,6 +80,15 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 	if res.Decisions != 3 || res.TrueDecisions != 1 || res.FalseDecisions != 2 {
 		t.Errorf("decisions %d true %d false %d; want 3, 1, 2", res.Decisions, res.TrueDecisions, res.FalseDecisions)
 	}
+	for _, r := range res.Types { // each detected attack counts once per reason
+		reasons := map[string]int{}
+		if r.Detected > 0 {
+			reasons["d/r"] = r.Detected
+		}
+		if !maps.Equal(r.Reasons, reasons) {
+			t.Errorf("%s: reasons %v, want %v", r.Type, r.Reasons, reasons)
+		}
+	}
 	if res.FalseByReason["d/r"] != 1 {
 		t.Errorf("false alerts by reason = %v", res.FalseByReason)
 	}
@@ -113,12 +122,13 @@ type evalJSON struct {
 	Undecodable int     `json:"undecodable"`
 	DeviceHours float64 `json:"device_hours"`
 	Types       []struct {
-		Type       string   `json:"type"`
-		Injected   int      `json:"injected"`
-		Detected   int      `json:"detected"`
-		Recall     *float64 `json:"recall"`
-		TTDMedianS *float64 `json:"ttd_median_s"`
-		TTDMaxS    *float64 `json:"ttd_max_s"`
+		Type       string         `json:"type"`
+		Injected   int            `json:"injected"`
+		Detected   int            `json:"detected"`
+		Recall     *float64       `json:"recall"`
+		TTDMedianS *float64       `json:"ttd_median_s"`
+		TTDMaxS    *float64       `json:"ttd_max_s"`
+		Reasons    map[string]int `json:"reasons"`
 	} `json:"attack_types"`
 	Alerts               int            `json:"alerts"`
 	TrueAlerts           int            `json:"true_alerts"`
@@ -201,6 +211,9 @@ func TestEvalAttacksSmallFleet(t *testing.T) {
 		}
 		if r.Recall == nil || *r.Recall != float64(r.Detected)/float64(r.Injected) {
 			t.Errorf("%s: recall %v, detected %d of %d", r.Type, r.Recall, r.Detected, r.Injected)
+		}
+		if (r.Detected > 0) != (len(r.Reasons) > 0) {
+			t.Errorf("%s: %d detected, reasons %v", r.Type, r.Detected, r.Reasons)
 		}
 		if r.Detected > 0 {
 			detectedTypes++
