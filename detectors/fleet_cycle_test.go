@@ -122,7 +122,7 @@ func TestClassRampOpenHour(t *testing.T) {
 			}
 		}
 		ev.SetClass([]byte("shop/cam")) // after the tenant: the class key is the tenant's
-		if flood { // 300 frames a minute (30 times the hour's rate) for half an hour
+		if flood {                      // 300 frames a minute (30 times the hour's rate) for half an hour
 			for tm := at(56.25); tm < at(56.75); tm += 200e6 {
 				ev.Time = tm
 				tab.Learn(&ev)

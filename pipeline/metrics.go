@@ -38,6 +38,8 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricStateExpired, "Device records reclaimed after the idle TTL.", m.Expired.Load())
 	counter(schemas.MetricRedelivered, "Redelivered events scored again without being learned twice.", m.Relearned.Load())
 	counter(schemas.MetricCaughtUp, "Events re-learned at start, after the checkpoint's stream position (learning a crash lost).", m.CaughtUp.Load())
+	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
+	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
 	fmt.Fprintf(w, "# HELP %s Findings by detector and reason.\n# TYPE %s counter\n", schemas.MetricFindings, schemas.MetricFindings)
 	p.findings.each(func(detector, reason string, n uint64) {
 		fmt.Fprintf(w, "%s{detector=%q,reason=%q} %d\n", schemas.MetricFindings, detector, reason, n)

@@ -190,6 +190,8 @@ type Metrics struct {
 	Expired      atomic.Uint64 // records reclaimed after IdleTTL
 	Relearned    atomic.Uint64 // redelivered events scored again but not learned twice
 	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
+	Silences     atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
+	Unnamed      atomic.Uint64 // silent devices a sweep could not name
 	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
 }
 
@@ -203,6 +205,9 @@ type item struct {
 	b     *batch
 	pause *pause
 	learn bool // learn only (catch-up after a restart): no score, no result
+	// swept: a sweep's synthetic event (a silent device), made by the worker
+	// and not from the free list, so the collector does not return it there.
+	swept bool
 }
 
 // pause stops every worker at the same point of the stream, so that their
@@ -774,12 +779,20 @@ func backoff(attempt int) time.Duration {
 	return min(d, 5*time.Second)
 }
 
-// work runs one shard.
+// work runs one shard. After each scored event it sweeps the shard's silent
+// devices when a minute of event time has passed (worker.SweepDue): their
+// results go to the collector like events', as items of their own that no
+// batch waits for (a lost sweep row is not redelivered; see worker.Sweep).
 func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 	var (
 		n    int
 		last workerCounts
 	)
+	emit := func(ev *schemas.Event, sc *schemas.Scored, alert *schemas.Alert, dec *schemas.Decision) {
+		s := &item{swept: true, sc: *sc, alert: alert, dec: dec}
+		s.ev.CopyFrom(ev)
+		p.results <- s
+	}
 	for it := range in {
 		if it.pause != nil {
 			it.pause.reached.Done()
@@ -799,6 +812,11 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 				continue
 			}
 			it.alert, it.dec = w.Process(&it.ev, &it.sc)
+			p.results <- it
+			if now, ok := w.SweepDue(); ok {
+				w.Sweep(now, emit)
+			}
+			continue
 		}
 		p.results <- it
 	}
@@ -843,17 +861,22 @@ func (c *findingCounts) each(fn func(detector, reason string, n uint64)) {
 type workerCounts struct {
 	devices                       int64
 	evictions, expired, relearned uint64
+	silences, unnamed             uint64
 }
 
 // report adds what w counted since last to the metrics (workers own their
 // counters; the metrics sum them).
 func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
 	st := w.Stats()
-	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned()}
+	sw := w.SweepStats()
+	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned(),
+		silences: sw.Silences, unnamed: sw.Unnamed}
 	p.M.Devices.Add(now.devices - last.devices)
 	p.M.Evictions.Add(now.evictions - last.evictions)
 	p.M.Expired.Add(now.expired - last.expired)
 	p.M.Relearned.Add(now.relearned - last.relearned)
+	p.M.Silences.Add(now.silences - last.silences)
+	p.M.Unnamed.Add(now.unnamed - last.unnamed)
 	return now
 }
 
@@ -895,7 +918,9 @@ func (p *Pipeline) collect() {
 				continue
 			}
 			rows.Append(&it.ev, &it.sc)
-			p.M.Events.Add(1)
+			if !it.swept {
+				p.M.Events.Add(1)
+			}
 			if it.sc.N > 0 {
 				p.findings.add(&it.sc)
 			}
@@ -909,7 +934,9 @@ func (p *Pipeline) collect() {
 				decisions = append(decisions, *it.dec)
 			}
 			it.alert, it.dec = nil, nil
-			p.free <- it
+			if !it.swept {
+				p.free <- it
+			}
 			if rows.Len() >= p.cfg.FlushRows {
 				flush()
 			}

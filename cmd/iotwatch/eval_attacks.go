@@ -283,6 +283,16 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, pl
 		for i := range capped {
 			addAlert(&capped[i])
 		}
+		// Silent devices, swept on event time as the live pipeline does
+		// (replayStack.sweep, replay.go).
+		st.sweep(func(a *schemas.Alert, d *schemas.Decision) {
+			if a != nil {
+				addAlert(a)
+			}
+			if d != nil {
+				decisions = append(decisions, storedFromDecision(d))
+			}
+		})
 	}
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))

@@ -37,8 +37,10 @@ pipeline, in one process, at full speed on event time, without NATS or ClickHous
 writes every alert and decision as one JSON object per line ({"kind":"alert",...} with
 time, device, severity, score and reasons with observed and expected values, or
 {"kind":"decision","decision":{...}} with scope, action, value and expiry). Use it to
-backtest a configuration or a detector change on last week's traffic. FILE - reads
-standard input. Lines that do not decode are counted and reported on standard error.
+backtest a configuration or a detector change on last week's traffic. Silent devices
+are swept every minute of event time, as in 'iotwatch run' (a silence alone scores below
+the alert threshold). FILE - reads standard input. Lines that do not decode are counted
+and reported on standard error.
 
 Flags (the detector and decision flags of 'iotwatch run' apply; connection flags are ignored):
 `)
@@ -83,8 +85,8 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("cannot write --out %q: %w", *out, err)
 	}
-	fmt.Fprintf(os.Stderr, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions\n",
-		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions)
+	fmt.Fprintf(os.Stderr, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions, %d silences swept\n",
+		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions, r.silences)
 	return nil
 }
 
@@ -99,6 +101,7 @@ type replayer struct {
 	sc                 schemas.Scored
 	start              time.Time
 	events, bad, skip  int
+	silences           int // silent devices the sweep reported
 	alerts, decisions  int
 	reportedBadReasons int
 }
@@ -119,6 +122,25 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 	}
 	r.events++
 	alert, d, capped := r.st.process(&r.ev, &r.sc)
+	if err := r.write(alert, d); err != nil {
+		return err
+	}
+	for i := range capped {
+		if err := r.write(&capped[i], nil); err != nil {
+			return err
+		}
+	}
+	var err error
+	r.silences += r.st.sweep(func(alert *schemas.Alert, d *schemas.Decision) {
+		if err == nil {
+			err = r.write(alert, d)
+		}
+	})
+	return err
+}
+
+// write writes an alert and a decision (either may be nil).
+func (r *replayer) write(alert *schemas.Alert, d *schemas.Decision) error {
 	if alert != nil {
 		r.alerts++
 		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: alert}); err != nil {
@@ -131,13 +153,27 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 			return fmt.Errorf("cannot write output: %w", err)
 		}
 	}
-	for i := range capped {
-		r.alerts++
-		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: &capped[i]}); err != nil {
-			return fmt.Errorf("cannot write output: %w", err)
-		}
-	}
 	return nil
+}
+
+// sweep runs the worker's silence sweep when a minute of event time has
+// passed since the last one (worker.SweepDue), as the live pipeline does
+// after each event, and passes emit each silent device's alert and decision
+// (nil when none: a silence alone scores below the alert threshold), then the
+// alerts the block limiter released. It returns the silences found.
+func (st *replayStack) sweep(emit func(*schemas.Alert, *schemas.Decision)) int {
+	now, ok := st.w.SweepDue()
+	if !ok {
+		return 0
+	}
+	n := st.w.Sweep(now, func(_ *schemas.Event, _ *schemas.Scored, alert *schemas.Alert, d *schemas.Decision) {
+		emit(alert, d)
+	})
+	st.capped = st.limiter.AppendAlerts(st.capped[:0])
+	for i := range st.capped {
+		emit(&st.capped[i], nil)
+	}
+	return n
 }
 
 // maxBadReported bounds the undecodable lines reported one by one.

@@ -63,9 +63,10 @@
 // a silence is reported when the device comes back, with the gap against its
 // usual inter-arrival time. Devices whose normal life has long gaps (off
 // overnight) make such gaps, so a silence is scored below the alert threshold:
-// a recorded finding that alerts only together with other evidence. Raising it
-// while the device is still silent needs a sweeper over idle records; the
-// pipeline has none yet.
+// a recorded finding that alerts only together with other evidence. While the
+// device is still silent, the worker's sweep over its records reports the
+// same finding at the moment the gap becomes a silence (silence.go, the
+// detectors.Sweeper methods).
 //
 // New devices: findings start after warm-up (WarmEvents, WarmExposure), and
 // until the device graduates (GradEvents, GradExposure) its scores are capped
@@ -409,7 +410,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"responses growing gradually. Silence: when a device comes back after at least 30 min and a gap whose Poisson " +
 	"probability exp(-gap/mean gap) is below 1e-6, silence (Observed: the gap in seconds, Expected: the mean gap), " +
 	"score 0.1 at 30 min to 0.15 from 8 h on: a device off overnight makes such gaps, so it never alerts alone; it " +
-	"is seen on the device's next event (no sweeper yet). No findings until the device has 20 events and 10 minutes " +
+	"is reported when the gap reaches that threshold by the worker's event-time sweep (every minute of event time; " +
+	"Observed: the gap so far), and again on the device's next event. No findings until the device has 20 events and 10 minutes " +
 	"of history (or, when the fleet view knows its class's rate, the median rate of 16 sampled devices of the class, " +
 	"rate spikes against that rate at 8x and 1e-10); " +
 	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history. A warm " +
@@ -466,10 +468,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	}
 
 	// The gap before this event, judged against the baseline before it moves.
-	silence, meanGap := 0.0, 0.0
+	// (The sweep's threshold, silence.go.)
+	isSilence, meanGap := false, 0.0
 	if warm && dt >= MinSilence {
 		meanGap = s.meanGap()
-		silence = detectors.GapSurprise(dt, meanGap)
+		isSilence = silent(dt, meanGap)
 	}
 
 	// A new bucket closes the previous one: its mean response size steps the
@@ -544,9 +547,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
 			score = detectors.SurpriseScore(drift, MinDriftSurprise)
 		}
-		if score == 0 && silence >= MinSurprise {
-			reason, observed, expected = schemas.ReasonSilence, dt, meanGap
-			score = silenceScore(dt)
+		if score == 0 && isSilence {
+			f := silenceFinding(dt, meanGap)
+			reason, observed, expected, score = f.Reason, f.Observed, f.Expected, f.Score
 		}
 	case !first:
 		// A cold device against its class's typical rate, with wider bounds.

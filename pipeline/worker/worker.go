@@ -6,11 +6,22 @@
 // every detector's Observe on its slice of the record, learning into the shared
 // class table (distinct devices per class and command), and the decision engine. The
 // common path allocates nothing.
+//
+// Silent devices (sweep.go): every SweepEvery of event time, Sweep walks the
+// records and reports each device whose silence began in the window since the
+// previous sweep, as a synthetic event named with the device's last identity
+// (identity.go keeps it, since records hold only hashes). The sweep runs on
+// event time, the largest event time the worker has seen, never the wall
+// clock, so that a replay reports the same silences at the same times and a
+// backlog is swept at its own time. The consequence: when every device of a
+// worker stops, its clock stops too and nothing is swept; a source-level
+// outage is a different finding, left out.
 package worker
 
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -96,6 +107,13 @@ type Worker struct {
 	scratch   []byte         // a record copy, to score a redelivered event without learning
 	discard   schemas.Scored // findings of Learn, thrown away
 	relearned uint64         // redelivered events scored without learning
+
+	// The silence sweep (sweep.go): the devices' last identities (kept only
+	// when a detector is a Sweeper), the worker's event-time clock (the
+	// largest event time seen) and the sweep's state.
+	ids   *identities
+	clock int64
+	sweep sweepState
 }
 
 // New returns a worker for layout, sharing fleet (class statistics) and the
@@ -106,11 +124,13 @@ func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine, scratch: make([]byte, layout.Size)}
+	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine, scratch: make([]byte, layout.Size),
+		ids: newIdentities(), clock: math.MinInt64}
 	for _, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 	}
 	w.trackerAt, w.tracker = detectors.FindCommandTracker(w.dets)
+	w.initSweep()
 	return w, nil
 }
 
@@ -140,6 +160,7 @@ func (w *Worker) Relearned() uint64 { return w.relearned }
 func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
+	w.clock = max(w.clock, ev.Time)
 	if binary.LittleEndian.Uint32(rec) != w.layout.Version {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
@@ -170,6 +191,9 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		}
 	}
 	if learn {
+		if len(w.sweep.detectors) > 0 {
+			w.rememberIdentity(ev)
+		}
 		// Every event teaches the class model, which counts distinct devices: an
 		// attack from one device cannot make its commands look normal for the class.
 		w.fleet.Learn(ev)
