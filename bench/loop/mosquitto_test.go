@@ -64,7 +64,7 @@ const (
 // the others, whose credentials work with mosquitto_pub; it then publishes
 // once to a command topic it never used (devices/<id>/cmd/unlock,
 // .../cmd/firmware, ...). The command detector scores that privileged_command_new 0.95 (a warm device, a
-// privileged word, no other device of its class issued it), the pipeline
+// privileged word, no other device of its class, a day old, issued it), the pipeline
 // blocks the device (scope device, value = the username), the enforcer
 // disables the username, Mosquitto drops the device's connection, and a real
 // `mosquitto_pub -u <dev> -P <pw>` is refused. The time from the offending
@@ -397,7 +397,8 @@ func commandTopic(i int) string {
 
 // seedMosquitto publishes seedHistory of Mosquitto log lines for devices
 // (each connects with its username, disconnects, reconnects, then publishes
-// to devices/<id>/telemetry once a second) ending at end, on the mosquitto
+// to devices/<id>/telemetry once a second) ending at end, after one connect
+// of another device a day before (the class's age), on the mosquitto
 // subject of source "seed", and returns how many events they decode to.
 func seedMosquitto(t *testing.T, ctx context.Context, js jetstream.JetStream, devices []string, end time.Time) int {
 	t.Helper()
@@ -406,6 +407,10 @@ func seedMosquitto(t *testing.T, ctx context.Context, js jetstream.JetStream, de
 		s.addf("%d: "+format, append([]any{at.Unix()}, args...)...)
 	}
 	start := end.Add(-seedHistory)
+	// The class is older than a day (the command detector blocks on a
+	// privileged command new to a class only then): an earlier device
+	// connected a day before.
+	add(start.Add(-25*time.Hour), "New client connected from 127.0.0.1:39999 as founder (p2, c1, k30, u'founder').")
 	for i, d := range devices {
 		add(start, "New client connected from 127.0.0.1:%d as %s (p2, c1, k30, u'%s').", 40000+i, d, d)
 		add(start.Add(seedEvery), "Client %s disconnected.", d)

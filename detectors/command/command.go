@@ -428,7 +428,7 @@ func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
 type class struct {
 	devices     float64 // estimated distinct devices
 	established bool    // ClassWarmDevices devices and ClassWarmAge of history
-	mature      bool    // established and ClassMatureAge of history
+	mature      bool    // ClassMatureAge of history
 }
 
 func lookClass(ev *schemas.Event, fleet detectors.Fleet) class { return look(ev, fleet, ev.ClassKey) }
@@ -440,12 +440,13 @@ func look(ev *schemas.Event, fleet detectors.Fleet, key uint64) class {
 		return class{}
 	}
 	c := class{devices: fleet.ClassDevices(key)}
-	if c.devices >= ClassWarmDevices {
-		since := fleet.ClassSince(key)
-		age := float64(ev.Time-since) / 1e9
-		c.established = since != 0 && ev.Time > since && age >= ClassWarmAge
-		c.mature = c.established && age >= ClassMatureAge
+	since := fleet.ClassSince(key)
+	if since == 0 || ev.Time <= since {
+		return c
 	}
+	age := float64(ev.Time-since) / 1e9
+	c.established = c.devices >= ClassWarmDevices && age >= ClassWarmAge
+	c.mature = age >= ClassMatureAge // whatever its size: the age is what a routine needs
 	return c
 }
 
