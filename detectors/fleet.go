@@ -230,7 +230,7 @@ func (t *ClassTable) Learn(ev *schemas.Event) {
 		t.learnRate(j, ev)
 	}
 	t.learnSketch(t.cmdKeys, t.cmdBits, pairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
-	if hasModel(ev) {
+	if ev.HasModel() {
 		// The model across tenants: its devices and commands only.
 		t.learnClass(ev.ModelKey, ev)
 		t.learnSketch(t.cmdKeys, t.cmdBits, pairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
@@ -252,14 +252,10 @@ func (t *ClassTable) LearnTransition(ev *schemas.Event, prev uint64) {
 		return
 	}
 	t.learnSketch(t.trKeys, t.trBits, transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
-	if hasModel(ev) {
+	if ev.HasModel() {
 		t.learnSketch(t.trKeys, t.trBits, transitionKey(ev.ModelKey, prev, ev.CommandID), ev.DeviceKey)
 	}
 }
-
-// hasModel reports whether ev's model (its class across tenants) is a view of
-// its own: ev has a class and a tenant.
-func hasModel(ev *schemas.Event) bool { return ev.ModelKey != 0 && ev.ModelKey != ev.ClassKey }
 
 // learnClass records ev's device and time in class key's slot and returns
 // the slot, or -1 (counted in Saturated) when the table is full.

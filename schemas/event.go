@@ -170,6 +170,10 @@ func ModelKeyOf(class []byte) uint64 {
 	return Hash2(nil, class)
 }
 
+// HasModel reports whether e's model (its class across tenants) is a view of
+// its own, apart from its class: e has a class and a tenant.
+func (e *Event) HasModel() bool { return e.ModelKey != 0 && e.ModelKey != e.ClassKey }
+
 // EventTime returns the event time.
 func (e *Event) EventTime() time.Time { return time.Unix(0, e.Time).UTC() }
 

@@ -450,17 +450,13 @@ func look(ev *schemas.Event, fleet detectors.Fleet, key uint64) class {
 	return c
 }
 
-// hasModel reports whether ev's model (its class across tenants) is a view
-// of its own: ev has a class and a tenant.
-func hasModel(ev *schemas.Event) bool { return ev.ModelKey != 0 && ev.ModelKey != ev.ClassKey }
-
 // widen reports whether a command or transition that others other devices
 // of ev's class issued is judged in ev's model instead: the class across
 // tenants, a superset of it, when ev has one and the class knows it from
 // fewer than ClassKnownDevices devices (the locks of a tenant whose night it
 // is have not unlocked yet; those of the model have).
 func widen(ev *schemas.Event, others float64) bool {
-	return others < ClassKnownDevices && hasModel(ev)
+	return others < ClassKnownDevices && ev.HasModel()
 }
 
 // transition judges the transition from prev to ev's command, which the device
