@@ -342,7 +342,7 @@ func (s *state) expect(long, tau float64) float64 {
 func (s *state) rate() float64 {
 	r := 0.0
 	if s.exposure > 0 {
-		r = s.long / s.exposure * max(s.ramp, 1)
+		r = s.long / s.exposure
 	}
 	return max(r, FloorExpected/TauShort)
 }
