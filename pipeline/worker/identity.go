@@ -24,9 +24,10 @@ import (
 // change). Rewriting an entry appends it and leaves the old bytes as
 // garbage; the arena is compacted in place when its garbage exceeds its live
 // bytes. Entries of devices the state table no longer holds are dropped by
-// prune, which the worker runs on a sweep after the table dropped records,
-// and whenever the index doubles between sweeps; the store thus holds at most
-// about twice the table's devices (and minPruneAt).
+// prune, which the worker runs on a sweep when the store holds more devices
+// than the table's live records, and whenever the index doubles between
+// sweeps; the store thus holds at most about twice the table's devices (and
+// minPruneAt).
 type identities struct {
 	index   map[[2]uint64]idRef // device key → its entry in arena
 	arena   []byte
@@ -99,8 +100,7 @@ func (s *identities) see(ev *schemas.Event) {
 		if ref.fp == fp {
 			return
 		}
-		s.garbage += len(s.entry(ref.off))
-		delete(s.index, key) // the old entry is garbage: compact drops it
+		s.drop(key, ref)
 	}
 	s.scratch = appendIdentity(s.scratch[:0], ev)
 	if len(s.arena)+len(s.scratch) > math.MaxUint32 {
@@ -112,9 +112,7 @@ func (s *identities) see(ev *schemas.Event) {
 	}
 	s.index[key] = idRef{off: uint32(len(s.arena)), fp: fp}
 	s.arena = append(s.arena, s.scratch...)
-	if s.garbage > minCompact && s.garbage > len(s.arena)-s.garbage {
-		s.compact()
-	}
+	s.compactIfWasteful()
 }
 
 // identityPrint fingerprints what an entry holds of ev beyond its device key:
@@ -194,10 +192,21 @@ func (s *identities) load(key [2]uint64, ev *schemas.Event) bool {
 func (s *identities) prune(live func(key, alt uint64) bool) {
 	for k, ref := range s.index {
 		if !live(k[0], k[1]) {
-			s.garbage += len(s.entry(ref.off))
-			delete(s.index, k)
+			s.drop(k, ref)
 		}
 	}
+	s.compactIfWasteful()
+}
+
+// drop forgets key's entry: its bytes are garbage, which compact reclaims.
+func (s *identities) drop(key [2]uint64, ref idRef) {
+	s.garbage += len(s.entry(ref.off))
+	delete(s.index, key)
+}
+
+// compactIfWasteful compacts the arena when its garbage exceeds its live
+// bytes (and minCompact), so that compactions cost O(1) per garbage byte.
+func (s *identities) compactIfWasteful() {
 	if s.garbage > minCompact && s.garbage > len(s.arena)-s.garbage {
 		s.compact()
 	}

@@ -60,10 +60,8 @@ type sweepState struct {
 	due       []silence           // the silences of the sweep running, reused
 	ev        schemas.Event
 	sc        schemas.Scored
-	// pruneAt is the identity count that prunes identities between sweeps;
-	// dropped is the table's Expired+LiveEvictions at the last prune.
+	// pruneAt is the identity count that prunes identities between sweeps.
 	pruneAt        int
-	dropped        uint64
 	found, unnamed uint64
 }
 
@@ -107,8 +105,6 @@ func (w *Worker) pruneIdentities() {
 		_, ok := w.table.Lookup(key, alt)
 		return ok
 	})
-	st := w.table.Stats()
-	w.sweep.dropped = st.Expired + st.LiveEvictions
 	w.sweep.pruneAt = max(2*w.ids.len(), minPruneAt)
 }
 
@@ -173,7 +169,7 @@ func (w *Worker) Sweep(now int64, emit Emit) int {
 		return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.key, b.key), cmp.Compare(a.alt, b.alt), cmp.Compare(a.det, b.det))
 	})
 	sw.due = due[:0]
-	if st := w.table.Stats(); w.ids.len() > live || st.Expired+st.LiveEvictions != sw.dropped {
+	if w.ids.len() > live { // identities of dropped records: every identity has had a record
 		w.pruneIdentities()
 	}
 	n := 0
@@ -213,15 +209,11 @@ func silenceID(key, alt uint64, at int64, det int) uint64 {
 
 // SweepStats counts what the worker's sweeps found.
 type SweepStats struct {
-	Silences  uint64 // silences reported
-	Unnamed   uint64 // silences not reported: the device's identity was unknown
-	Devices   int    // device identities held
-	IDBytes   int    // bytes of the identities' arena, garbage included
-	LastSwept int64  // end of the last sweep's window (Unix ns), 0 before the first
+	Silences uint64 // silences reported
+	Unnamed  uint64 // silences not reported: the device's identity was unknown
 }
 
 // SweepStats returns the sweep's counters.
 func (w *Worker) SweepStats() SweepStats {
-	return SweepStats{Silences: w.sweep.found, Unnamed: w.sweep.unnamed, Devices: w.ids.len(),
-		IDBytes: w.ids.bytes(), LastSwept: w.sweep.swept}
+	return SweepStats{Silences: w.sweep.found, Unnamed: w.sweep.unnamed}
 }
