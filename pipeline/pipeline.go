@@ -782,7 +782,9 @@ func backoff(attempt int) time.Duration {
 // work runs one shard. After each scored event it sweeps the shard's silent
 // devices when a minute of event time has passed (worker.SweepDue): their
 // results go to the collector like events', as items of their own that no
-// batch waits for (a lost sweep row is not redelivered; see worker.Sweep).
+// batch waits for, sent before the event that made the sweep due, so that
+// they are flushed no later than that event's batch is acked (a sweep row
+// whose flush fails is not redelivered; see worker.Sweep).
 func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 	var (
 		n    int
@@ -812,11 +814,9 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 				continue
 			}
 			it.alert, it.dec = w.Process(&it.ev, &it.sc)
-			p.results <- it
 			if now, ok := w.SweepDue(); ok {
 				w.Sweep(now, emit)
 			}
-			continue
 		}
 		p.results <- it
 	}
