@@ -323,6 +323,22 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
+// waitAcks waits until p acks a message it had not acked when called, and
+// returns how long after up that was.
+func waitAcks(t *testing.T, p *pipeline.Pipeline, up time.Time, timeout time.Duration, what string) time.Duration {
+	t.Helper()
+	before := p.M.Acked.Load()
+	var resumed time.Duration
+	waitFor(t, timeout, what, func() (bool, string) {
+		if n := p.M.Acked.Load(); n > before {
+			resumed = time.Since(up)
+			return true, ""
+		}
+		return false, fmt.Sprintf("acked %d", p.M.Acked.Load())
+	})
+	return resumed
+}
+
 // caughtUp is a waitFor condition: the consumer has nothing pending or unacked.
 func (r *rig) caughtUp() (bool, string) {
 	lag, err := r.lag()
@@ -450,15 +466,7 @@ func TestClickHouseOutage(t *testing.T) {
 	up := time.Now()
 	heapOutage := heap.reset()
 	ackedAtUp := p.M.Acked.Load()
-
-	var resumed time.Duration
-	waitFor(t, 2*time.Minute, "pipeline writes again after ClickHouse is back", func() (bool, string) {
-		if p.M.Acked.Load() > ackedAtUp {
-			resumed = time.Since(up)
-			return true, ""
-		}
-		return false, fmt.Sprintf("acked %d", p.M.Acked.Load())
-	})
+	resumed := waitAcks(t, p, up, 2*time.Minute, "pipeline writes again after ClickHouse is back")
 	if err := publishedWait(); err != nil {
 		t.Fatal(err)
 	}
@@ -530,15 +538,7 @@ func TestNATSRestart(t *testing.T) {
 	}
 	r.ns = ns
 	up := time.Now()
-	ackedAtUp := p.M.Acked.Load()
-	var resumed time.Duration
-	waitFor(t, time.Minute, "pipeline acks again after NATS is back", func() (bool, string) {
-		if p.M.Acked.Load() > ackedAtUp {
-			resumed = time.Since(up)
-			return true, ""
-		}
-		return false, fmt.Sprintf("acked %d", p.M.Acked.Load())
-	})
+	resumed := waitAcks(t, p, up, time.Minute, "pipeline acks again after NATS is back")
 	if err := publishedWait(); err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func TestNginxClosedLoop(t *testing.T) {
 
 	// Servers: private ClickHouse, embedded NATS.
 	sv := startServers(t, ctx, log, "loop-test", "loop")
-	nc, js, cons, kv, ch := sv.nc, sv.js, sv.cons, sv.kv, sv.ch
+	nc, js := sv.nc, sv.js
 
 	// Decisions as the pipeline publishes them, by device.
 	var decMu sync.Mutex
@@ -118,26 +118,8 @@ func TestNginxClosedLoop(t *testing.T) {
 	}
 	dc := decide.DefaultConfig()
 	dc.BlockTTL, dc.MaxBlockTTL = blockTTL, time.Minute
-	p, err := pipeline.New(pipeline.Config{
-		Workers:       2,
-		FlushInterval: 100 * time.Millisecond,
-		Decide:        dc,
-		SigningKeyID:  keyID,
-		SigningKey:    priv,
-		Formats:       formats.Options{Identity: "header:" + schemas.HeaderDeviceID, ClassField: formats.UserAgentProduct, Tenant: tenant},
-	}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipeDone := make(chan error, 1)
-	pipeCtx, stopPipe := context.WithCancel(ctx)
-	go func() { pipeDone <- p.Run(pipeCtx) }()
-	t.Cleanup(func() {
-		stopPipe()
-		if err := <-pipeDone; err != nil {
-			t.Errorf("pipeline: %v", err)
-		}
-	})
+	p := sv.runPipeline(t, ctx, log, dc, keyID, priv,
+		formats.Options{Identity: "header:" + schemas.HeaderDeviceID, ClassField: formats.UserAgentProduct, Tenant: tenant})
 
 	// The enforcement point: a verified local copy of the active decisions.
 	var appliedMu sync.Mutex
@@ -388,6 +370,35 @@ type servers struct {
 	cons jetstream.Consumer
 	kv   jetstream.KeyValue
 	ch   *sink.ClickHouse
+}
+
+// runPipeline runs a pipeline of two workers flushing every 100 ms on sv's
+// servers, signing its decisions with priv, until cleanup (a pipeline that
+// ends with an error fails the test).
+func (sv *servers) runPipeline(t *testing.T, ctx context.Context, log *slog.Logger, dc decide.Config,
+	keyID string, priv ed25519.PrivateKey, fopts formats.Options) *pipeline.Pipeline {
+	t.Helper()
+	p, err := pipeline.New(pipeline.Config{
+		Workers:       2,
+		FlushInterval: 100 * time.Millisecond,
+		Decide:        dc,
+		SigningKeyID:  keyID,
+		SigningKey:    priv,
+		Formats:       fopts,
+	}, sv.cons, sv.ch, sink.NewNATSPublisher(sv.js, sv.kv, log), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipeDone := make(chan error, 1)
+	pipeCtx, stopPipe := context.WithCancel(ctx)
+	go func() { pipeDone <- p.Run(pipeCtx) }()
+	t.Cleanup(func() {
+		stopPipe()
+		if err := <-pipeDone; err != nil {
+			t.Errorf("pipeline: %v", err)
+		}
+	})
+	return p
 }
 
 // startServers starts a private ClickHouse (migrated, database db) and an

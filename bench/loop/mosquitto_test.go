@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/chserver"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
@@ -33,7 +32,6 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/mqtt"
 	"github.com/iotwatch/iotwatch/pipeline/mqtt/mosquittotest"
 	"github.com/iotwatch/iotwatch/pipeline/ship"
-	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -104,7 +102,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 
 	// Servers: private ClickHouse, embedded NATS.
 	sv := startServers(t, ctx, log, "loop-mosquitto-test", "loop_mqtt")
-	nc, js, cons, kv, ch := sv.nc, sv.js, sv.cons, sv.kv, sv.ch
+	nc, js := sv.nc, sv.js
 
 	// Decisions as the pipeline publishes them, and the enforcer's receipts,
 	// by username, with their arrival times.
@@ -172,26 +170,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	fopts := formats.Options{Identity: mqttIdentity, Tenant: tenant}
 	dc := decide.DefaultConfig()
 	dc.BlockTTL, dc.MaxBlockTTL = mqttBlockTTL, mqttBlockTTL
-	p, err := pipeline.New(pipeline.Config{
-		Workers:       2,
-		FlushInterval: 100 * time.Millisecond,
-		Decide:        dc,
-		SigningKeyID:  keyID,
-		SigningKey:    priv,
-		Formats:       fopts,
-	}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipeDone := make(chan error, 1)
-	pipeCtx, stopPipe := context.WithCancel(ctx)
-	go func() { pipeDone <- p.Run(pipeCtx) }()
-	t.Cleanup(func() {
-		stopPipe()
-		if err := <-pipeDone; err != nil {
-			t.Errorf("pipeline: %v", err)
-		}
-	})
+	p := sv.runPipeline(t, ctx, log, dc, keyID, priv, fopts)
 
 	// Devices: broker clients with the device role, and their history.
 	steady := []string{"meter-s0", "meter-s1", "meter-s2", "meter-s3"}
