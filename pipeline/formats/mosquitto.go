@@ -122,7 +122,8 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		}
 		client, r.path, r.method, r.auth = d.subFrom, topic, d.subOp, schemas.AuthOK
 		d.lookup(client)
-	case hasPrefix(msg, "Client ") && hasSuffix(msg, " disconnected, not authorised."):
+	case len(msg) > len("Client  disconnected, not authorised.") && hasPrefix(msg, "Client ") &&
+		hasSuffix(msg, " disconnected, not authorised."): // prefix and suffix share no byte
 		client = msg[len("Client ") : len(msg)-len(" disconnected, not authorised.")]
 		if err := d.setIP(d.lastConn); err != nil {
 			return err
