@@ -36,11 +36,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
 	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/chserver"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -67,7 +68,7 @@ var profile string
 func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPending int) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ns, err := bus.StartEmbedded(bus.EmbeddedOptions{Log: log})
+	ns, err := natsserver.Start(natsserver.Options{Log: log})
 	if err != nil {
 		return err
 	}
@@ -87,10 +88,10 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	defer nc.Close()
 
 	// Build the input first, so both measurements use the same message sizes.
-	fc := fleet.DefaultConfig()
+	fc := sim.DefaultConfig()
 	fc.Devices = devices
 	fc.Duration = 24 * time.Hour
-	sim, err := fleet.New(fc)
+	fl, err := sim.New(fc)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	var buf []byte
 	n, total, bytes := 0, 0, 0
 	for total < events {
-		l, _, ok := sim.Next(buf)
+		l, _, ok := fl.Next(buf)
 		if !ok {
 			break
 		}

@@ -28,8 +28,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/iotwatch/iotwatch/internal/secrets"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/secrets"
 )
 
 const (

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/sim"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/iotwatch.conf.example")
@@ -190,17 +190,17 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 
 // fleetLog writes the canonical JSON log of a small simulated fleet with
 // attacks and returns its path and the simulator (for its labels).
-func fleetLog(t *testing.T, devices int, span time.Duration) (string, *fleet.Sim) {
+func fleetLog(t *testing.T, devices int, span time.Duration) (string, *sim.Sim) {
 	t.Helper()
-	cfg := fleet.DefaultConfig()
+	cfg := sim.DefaultConfig()
 	cfg.Devices, cfg.Duration = devices, span
-	sim, err := fleet.New(cfg)
+	fl, err := sim.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
 	for {
-		l, _, ok := sim.Next(nil)
+		l, _, ok := fl.Next(nil)
 		if !ok {
 			break
 		}
@@ -211,7 +211,7 @@ func fleetLog(t *testing.T, devices int, span time.Duration) (string, *fleet.Sim
 	if err := os.WriteFile(path, logs.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return path, sim
+	return path, fl
 }
 
 // TestReplayConfigAppliesDecidePolicy: replay --config takes the decision

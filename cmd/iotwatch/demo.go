@@ -14,9 +14,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/chserver"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -25,7 +26,7 @@ func demoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	var o options
 	o.register(fs, "", "")
-	fc := fleet.DefaultConfig()
+	fc := sim.DefaultConfig()
 	fc.Duration = 12 * time.Hour // long enough for slow devices (meters: one request per 5 min) to build baselines
 	fs.IntVar(&fc.Devices, "devices", fc.Devices, "simulated devices")
 	fs.DurationVar(&fc.Duration, "duration", fc.Duration, "event-time span of the simulated traffic (replayed as fast as the pipeline goes)")
@@ -82,7 +83,7 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 
 	// Servers.
 	if o.natsURL == "" {
-		ns, err := bus.StartEmbedded(bus.EmbeddedOptions{Log: log})
+		ns, err := natsserver.Start(natsserver.Options{Log: log})
 		if err != nil {
 			return fmt.Errorf("cannot start embedded NATS: %w", err)
 		}
@@ -114,11 +115,11 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 	defer st.Close()
 
 	// Simulated fleet.
-	sim, err := fleet.New(fc)
+	fl, err := sim.New(fc)
 	if err != nil {
 		return usageError{err}
 	}
-	labels := sim.Labels()
+	labels := fl.Labels()
 	labelsPath := filepath.Join(*dir, "labels.jsonl")
 	if err := writeLabels(labelsPath, labels); err != nil {
 		return err
@@ -136,7 +137,7 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 
 	start := time.Now()
 	pubDone := make(chan publishResult, 1)
-	go func() { pubDone <- publishFleet(ctx, st.js, sim, *lines) }()
+	go func() { pubDone <- publishFleet(ctx, st.js, fl, *lines) }()
 
 	// Progress until the pipeline has caught up with everything published.
 	var pub publishResult
@@ -208,7 +209,7 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 // demoGeoIP is where 'make geoip' puts the country database.
 const demoGeoIP = "var/geoip/geo-whois-asn-country.mmdb"
 
-// simConfigError rewrites an error of fleet.Config.Validate with the flags of
+// simConfigError rewrites an error of sim.Config.Validate with the flags of
 // demo and eval attacks; durationFlag is the flag that sets Config.Duration.
 func simConfigError(err error, durationFlag string) error {
 	return usageError{errors.New(strings.NewReplacer("invalid Config.Devices", "cannot use --devices",
@@ -222,12 +223,12 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-func writeLabels(path string, labels []fleet.Label) error {
+func writeLabels(path string, labels []sim.Label) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("cannot create labels file: %w", err)
 	}
-	if err := fleet.WriteLabels(f, labels); err != nil {
+	if err := sim.WriteLabels(f, labels); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write labels file %q: %w", path, err)
 	}
@@ -251,7 +252,7 @@ var demoBadRecords = [][]byte{
 
 // publishFleet publishes the simulator's events in messages of up to perMsg
 // lines with async publishing (bounded by the client's pending limit) and msg ids.
-func publishFleet(ctx context.Context, js jetstream.JetStream, sim *fleet.Sim, perMsg int) publishResult {
+func publishFleet(ctx context.Context, js jetstream.JetStream, fl *sim.Sim, perMsg int) publishResult {
 	subject := bus.LogSubject(schemas.FormatJSON, "sim")
 	var res publishResult
 	buf := make([]byte, 0, perMsg*512)
@@ -276,7 +277,7 @@ func publishFleet(ctx context.Context, js jetstream.JetStream, sim *fleet.Sim, p
 			res.err = ctx.Err()
 			return res
 		}
-		line, _, ok := sim.Next(buf)
+		line, _, ok := fl.Next(buf)
 		if !ok {
 			break
 		}

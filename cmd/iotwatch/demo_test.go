@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
-	"github.com/iotwatch/iotwatch/pipeline/chserver"
+	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/sim"
 )
 
 // TestDemoEndToEnd runs `iotwatch demo` on a small fleet through the real
@@ -33,7 +33,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	labels, err := fleet.ReadLabels(f)
+	labels, err := sim.ReadLabels(f)
 	if err != nil || len(labels) == 0 {
 		t.Fatalf("labels file: %d labels, %v", len(labels), err)
 	}

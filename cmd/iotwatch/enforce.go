@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotwatch/iotwatch/enforce"
+	"github.com/iotwatch/iotwatch/enforce/forwardauth"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/enforce"
-	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/schemas"
 )

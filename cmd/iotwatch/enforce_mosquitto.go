@@ -18,8 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotwatch/iotwatch/pipeline/enforce"
-	"github.com/iotwatch/iotwatch/pipeline/mqtt"
+	"github.com/iotwatch/iotwatch/enforce"
+	"github.com/iotwatch/iotwatch/internal/mqtt"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/pipeline/mqtt"
-	"github.com/iotwatch/iotwatch/pipeline/mqtt/mosquittotest"
+	"github.com/iotwatch/iotwatch/internal/mosquittotest"
+	"github.com/iotwatch/iotwatch/internal/mqtt"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 

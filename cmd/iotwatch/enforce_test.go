@@ -17,9 +17,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
-	"github.com/iotwatch/iotwatch/pipeline/enforce/forwardauth/nginxtest"
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
+	"github.com/iotwatch/iotwatch/internal/nginxtest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -35,7 +35,7 @@ type enforceEnv struct {
 
 func newEnforceEnv(t *testing.T) *enforceEnv {
 	t.Helper()
-	b := bustest.Start(t, bus.EmbeddedOptions{})
+	b := natstest.Start(t, natsserver.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return &enforceEnv{ctx: ctx, url: b.Server.URL(), js: b.JS, pub: sink.NewNATSPublisher(b.JS, b.KV, nil)}

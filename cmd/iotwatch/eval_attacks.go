@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
@@ -106,7 +106,7 @@ func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--devices N] [--hours H] [--seed S] [--plot DIR] [--json]
 
-Runs the simulated fleet (bench/fleet) with its labelled attacks through the same
+Runs the simulated fleet (internal/sim) with its labelled attacks through the same
 decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
 event time (no NATS, no ClickHouse), and prints per attack type the attacks injected and
 detected (recall) and the time to detect (median and max), then the alerts' precision,
@@ -125,10 +125,10 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if !(*hours > 0) || *hours > fleet.MaxDuration.Hours() {
-		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, fleet.MaxDuration.Hours())}
+	if !(*hours > 0) || *hours > sim.MaxDuration.Hours() {
+		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, sim.MaxDuration.Hours())}
 	}
-	fc := fleet.DefaultConfig()
+	fc := sim.DefaultConfig()
 	fc.Devices, fc.Seed, fc.Attacks = *devices, *seed, *attacks
 	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
 	if err := fc.Validate(); err != nil {
@@ -202,13 +202,13 @@ const progressEvery = 1 << 16
 // runAttackEval runs fc's fleet through the scoring stack of cfg and evaluates
 // the alerts and decisions against the labels. With plotDir, it also writes
 // the plots there. Progress lines go to progress about every 5 seconds.
-func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, plotDir string, progress io.Writer) (*attackEvalResult, error) {
-	sim, err := fleet.New(fc)
+func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir string, progress io.Writer) (*attackEvalResult, error) {
+	fl, err := sim.New(fc)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	fc = sim.Config()
-	labels := sim.Labels()
+	fc = fl.Config()
+	labels := fl.Labels()
 	fo := cfg.Formats
 	fo.Source = "eval"
 	dec, err := formats.New(schemas.FormatJSON, fo)
@@ -245,7 +245,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc fleet.Config, pl
 		}
 	}
 	for {
-		line, _, ok := sim.Next(buf[:0])
+		line, _, ok := fl.Next(buf[:0])
 		if !ok {
 			break
 		}
@@ -324,7 +324,7 @@ func storedFromDecision(d *schemas.Decision) storedDecision {
 		Device: d.Device, Time: d.CreatedAt}
 }
 
-// summarize aggregates a report per attack type (in fleet.AttackTypes order).
+// summarize aggregates a report per attack type (in sim.AttackTypes order).
 func summarize(r report) *attackEvalResult {
 	res := &attackEvalResult{Devices: r.Devices, Hours: r.Duration.Hours(), Matching: attackMatchRule,
 		Alerts: r.Alerts, FalseAlerts: len(r.FalseAlerts), Decisions: r.Decisions, FalseDecisions: r.FalseBlocks}
@@ -344,7 +344,7 @@ func summarize(r report) *attackEvalResult {
 	if res.DeviceHours > 0 {
 		res.FalsePer1000DevHours = float64(res.FalseAlerts) / res.DeviceHours * 1000
 	}
-	for _, typ := range fleet.AttackTypes {
+	for _, typ := range sim.AttackTypes {
 		t := attackTypeResult{Type: typ, Reasons: map[string]int{}}
 		var ttds []float64
 		for _, a := range r.Attacks {

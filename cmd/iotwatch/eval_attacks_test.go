@@ -19,22 +19,22 @@ import (
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/geoiptest"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
-	"github.com/iotwatch/iotwatch/pipeline/geoip/geoiptest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func TestSummarizeAggregatesPerType(t *testing.T) {
 	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC)
-	lab := func(id, typ, dev string) fleet.Label {
-		return fleet.Label{ID: id, Type: typ, Device: dev, Start: t0, End: t0.Add(5 * time.Minute)}
+	lab := func(id, typ, dev string) sim.Label {
+		return sim.Label{ID: id, Type: typ, Device: dev, Start: t0, End: t0.Add(5 * time.Minute)}
 	}
-	labels := []fleet.Label{
-		lab("f1", fleet.AttackFlood, "cam-1"), lab("f2", fleet.AttackFlood, "cam-2"),
-		lab("a1", fleet.AttackAuthFailures, "th-1"), lab("a2", fleet.AttackAuthFailures, "th-2"), lab("a3", fleet.AttackAuthFailures, "th-3"),
+	labels := []sim.Label{
+		lab("f1", sim.AttackFlood, "cam-1"), lab("f2", sim.AttackFlood, "cam-2"),
+		lab("a1", sim.AttackAuthFailures, "th-1"), lab("a2", sim.AttackAuthFailures, "th-2"), lab("a3", sim.AttackAuthFailures, "th-3"),
 	}
 	alert := func(id, dev string, after time.Duration) storedAlert {
 		return storedAlert{ID: id, Device: dev, Time: t0.Add(after), Reasons: []string{"r"}, Detectors: []string{"d"}}
@@ -49,8 +49,8 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 	res := summarize(evaluate(labels, alerts, ds, 100, 10*time.Hour))
 
 	want := map[string][5]float64{ // injected, detected, recall, ttd median, ttd max; -1: null
-		fleet.AttackFlood:        {2, 1, 0.5, 10, 10},
-		fleet.AttackAuthFailures: {3, 3, 1, 20, 60},
+		sim.AttackFlood:        {2, 1, 0.5, 10, 10},
+		sim.AttackAuthFailures: {3, 3, 1, 20, 60},
 	}
 	val := func(p *float64) float64 {
 		if p == nil {
@@ -58,8 +58,8 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 		}
 		return *p
 	}
-	if len(res.Types) != len(fleet.AttackTypes) {
-		t.Fatalf("%d types, want one row per attack type (%d)", len(res.Types), len(fleet.AttackTypes))
+	if len(res.Types) != len(sim.AttackTypes) {
+		t.Fatalf("%d types, want one row per attack type (%d)", len(res.Types), len(sim.AttackTypes))
 	}
 	for _, r := range res.Types {
 		w, ok := want[r.Type]
@@ -94,9 +94,9 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 	}
 
 	// Even TTD counts take the mean of the middle two.
-	labels = append(labels, lab("a4", fleet.AttackAuthFailures, "th-4"))
+	labels = append(labels, lab("a4", sim.AttackAuthFailures, "th-4"))
 	res = summarize(evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour))
-	if r := res.Types[slices.Index(fleet.AttackTypes, fleet.AttackAuthFailures)]; val(r.TTDMedianS) != 30 {
+	if r := res.Types[slices.Index(sim.AttackTypes, sim.AttackAuthFailures)]; val(r.TTDMedianS) != 30 {
 		t.Errorf("median of 5, 20, 40, 60 s = %v, want 30", val(r.TTDMedianS))
 	}
 
@@ -192,12 +192,12 @@ func TestEvalAttacksSmallFleet(t *testing.T) {
 	res := runEvalAttacksJSON(t, "--devices", "200", "--hours", "2", "--seed", "3", "--plot", dir)
 
 	// The labels the same simulation injects.
-	sim, err := fleet.New(fleet.Config{Seed: 3, Devices: 200, Duration: 2 * time.Hour, Attacks: true})
+	fl, err := sim.New(sim.Config{Seed: 3, Devices: 200, Duration: 2 * time.Hour, Attacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	injected := map[string]int{}
-	for _, l := range sim.Labels() {
+	for _, l := range fl.Labels() {
 		injected[l.Type]++
 	}
 	if res.Devices != 200 || res.Hours != 2 || res.DeviceHours != 400 || !res.Attacks || res.Events == 0 || res.Undecodable != 0 {
@@ -205,8 +205,8 @@ func TestEvalAttacksSmallFleet(t *testing.T) {
 	}
 	detectedTypes := 0
 	for i, r := range res.Types {
-		if r.Type != fleet.AttackTypes[i] || r.Injected != injected[r.Type] || r.Injected == 0 {
-			t.Errorf("row %d: type %q injected %d; want %q injected %d", i, r.Type, r.Injected, fleet.AttackTypes[i], injected[fleet.AttackTypes[i]])
+		if r.Type != sim.AttackTypes[i] || r.Injected != injected[r.Type] || r.Injected == 0 {
+			t.Errorf("row %d: type %q injected %d; want %q injected %d", i, r.Type, r.Injected, sim.AttackTypes[i], injected[sim.AttackTypes[i]])
 			continue
 		}
 		if r.Recall == nil || *r.Recall != float64(r.Detected)/float64(r.Injected) {
@@ -243,8 +243,8 @@ func TestEvalAttacksSmallFleet(t *testing.T) {
 	}
 
 	// One volume plot per attack type, one normal device, the score histogram.
-	if len(res.Plots) != len(fleet.AttackTypes)+2 {
-		t.Errorf("plots %v: want %d", res.Plots, len(fleet.AttackTypes)+2)
+	if len(res.Plots) != len(sim.AttackTypes)+2 {
+		t.Errorf("plots %v: want %d", res.Plots, len(sim.AttackTypes)+2)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.png"))
 	if len(files) != len(res.Plots) {

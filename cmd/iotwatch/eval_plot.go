@@ -13,9 +13,9 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/detectors/volume"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -50,9 +50,9 @@ type plotRecorder struct {
 // devicePlot is one plotted device.
 type devicePlot struct {
 	device string
-	kind   string       // the attack type, or normalPlot
-	label  *fleet.Label // nil for the normal device
-	count  []float64    // requests per minute
+	kind   string     // the attack type, or normalPlot
+	label  *sim.Label // nil for the normal device
+	count  []float64  // requests per minute
 	// expected is the volume detector's expected request count per minute:
 	// the Expected of the minute's last finding without a reason (a
 	// short-window count, scaled to a minute); NaN where there is none.
@@ -67,7 +67,7 @@ type devicePlot struct {
 	det   detectors.Detector
 }
 
-func newPlotRecorder(fc fleet.Config, labels []fleet.Label, view detectors.Fleet) (*plotRecorder, error) {
+func newPlotRecorder(fc sim.Config, labels []sim.Label, view detectors.Fleet) (*plotRecorder, error) {
 	spec, ok := detectors.Lookup(schemas.DetectorVolume)
 	if !ok {
 		return nil, fmt.Errorf("cannot plot volume: detector %q is not registered", schemas.DetectorVolume)
@@ -77,7 +77,7 @@ func newPlotRecorder(fc fleet.Config, labels []fleet.Label, view detectors.Fleet
 	for i := range labels {
 		r.victims[labels[i].Device] = true
 	}
-	// The first attack of each type (labels come in fleet.AttackTypes order).
+	// The first attack of each type (labels come in sim.AttackTypes order).
 	for i := range labels {
 		l := &labels[i]
 		if r.hasKind(l.Type) || r.devs[l.Device] != nil {
@@ -97,7 +97,7 @@ func (r *plotRecorder) hasKind(kind string) bool {
 	return false
 }
 
-func (r *plotRecorder) add(device, kind string, l *fleet.Label) *devicePlot {
+func (r *plotRecorder) add(device, kind string, l *sim.Label) *devicePlot {
 	d := &devicePlot{device: device, kind: kind, label: l, count: make([]float64, r.minutes),
 		expected: make([]float64, r.minutes), state: make([]byte, r.vol.StateSize), det: r.vol.New()}
 	for i := range d.expected {

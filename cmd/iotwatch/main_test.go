@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -110,10 +110,10 @@ func TestRedactDSN(t *testing.T) {
 
 func TestEvaluateMatchesAlertsToLabels(t *testing.T) {
 	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC)
-	labels := []fleet.Label{
-		{ID: "atk-1", Type: fleet.AttackFlood, Device: "cam-1", Start: t0, End: t0.Add(5 * time.Minute)},
-		{ID: "atk-2", Type: fleet.AttackStolenAPIKey, Device: "lock-2", APIKey: "key-2", Start: t0, End: t0.Add(time.Hour)},
-		{ID: "atk-3", Type: fleet.AttackAuthFailures, Device: "meter-3", Start: t0, End: t0.Add(time.Minute)},
+	labels := []sim.Label{
+		{ID: "atk-1", Type: sim.AttackFlood, Device: "cam-1", Start: t0, End: t0.Add(5 * time.Minute)},
+		{ID: "atk-2", Type: sim.AttackStolenAPIKey, Device: "lock-2", APIKey: "key-2", Start: t0, End: t0.Add(time.Hour)},
+		{ID: "atk-3", Type: sim.AttackAuthFailures, Device: "meter-3", Start: t0, End: t0.Add(time.Minute)},
 	}
 	alerts := []storedAlert{
 		{ID: "a1", Device: "cam-1", Time: t0.Add(7 * time.Second), Reasons: []string{"rate_spike"}, Detectors: []string{"volume"}},

@@ -13,7 +13,7 @@ import (
 // TestReplayIsDeterministic replays a simulated fleet's log twice: the same
 // alerts and decisions, byte for byte, and the injected attacks among them.
 func TestReplayIsDeterministic(t *testing.T) {
-	in, sim := fleetLog(t, 200, 8*time.Hour)
+	in, fl := fleetLog(t, 200, 8*time.Hour)
 	f, err := os.OpenFile(in, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -78,12 +78,12 @@ func TestReplayIsDeterministic(t *testing.T) {
 		t.Fatalf("replay produced %v", kinds)
 	}
 	hit := 0
-	for _, l := range sim.Labels() {
+	for _, l := range fl.Labels() {
 		if devices[l.Device] {
 			hit++
 		}
 	}
 	if hit == 0 {
-		t.Errorf("none of the %d attacked devices has an alert", len(sim.Labels()))
+		t.Errorf("none of the %d attacked devices has an alert", len(fl.Labels()))
 	}
 }

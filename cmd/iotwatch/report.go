@@ -11,7 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -82,7 +82,7 @@ func queryResults(ctx context.Context, dsn, db string) ([]storedAlert, []storedD
 
 // attackResult is one labelled attack and what the pipeline made of it.
 type attackResult struct {
-	Label    fleet.Label
+	Label    sim.Label
 	Detected bool
 	TTD      time.Duration // first matching alert - attack start
 	Reasons  []string      // detector/reason of matching alerts, distinct
@@ -106,14 +106,14 @@ const alertGrace = 2 * time.Minute
 
 // matches reports whether an alert is about an attack: same device, API key or
 // client IP, within the attack's window.
-func matches(l fleet.Label, a storedAlert) bool {
+func matches(l sim.Label, a storedAlert) bool {
 	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
 		return false
 	}
 	return (l.Device != "" && a.Device == l.Device) || (l.APIKey != "" && a.APIKey == l.APIKey) || (l.IP != "" && a.ClientIP == l.IP)
 }
 
-func evaluate(labels []fleet.Label, alerts []storedAlert, ds []storedDecision, devices int, span time.Duration) report {
+func evaluate(labels []sim.Label, alerts []storedAlert, ds []storedDecision, devices int, span time.Duration) report {
 	r := report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
 	byAlert := map[string]storedDecision{}
 	for _, d := range ds {

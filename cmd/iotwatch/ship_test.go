@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -40,7 +41,7 @@ func TestShipBadFlagsNameTheFlag(t *testing.T) {
 }
 
 func TestShipOnceEndToEnd(t *testing.T) {
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	e, err := natsserver.Start(natsserver.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -16,9 +17,9 @@ import (
 const testTimeout = 20 * time.Second
 
 // startTestServer starts an embedded server that the test shuts down.
-func startTestServer(tb testing.TB, o EmbeddedOptions) *Embedded {
+func startTestServer(tb testing.TB, o natsserver.Options) *natsserver.Server {
 	tb.Helper()
-	e, err := StartEmbedded(o)
+	e, err := natsserver.Start(o)
 	if err != nil {
 		tb.Fatalf("cannot start embedded NATS server: %v", err)
 	}
@@ -49,7 +50,7 @@ func testContext(tb testing.TB) context.Context {
 // returns a test context and a JetStream context on it.
 func serverJS(tb testing.TB) (context.Context, jetstream.JetStream) {
 	tb.Helper()
-	_, js := connectTest(tb, startTestServer(tb, EmbeddedOptions{}).URL())
+	_, js := connectTest(tb, startTestServer(tb, natsserver.Options{}).URL())
 	return testContext(tb), js
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/pipeline/secrets"
+	"github.com/iotwatch/iotwatch/internal/secrets"
 )
 
 const (

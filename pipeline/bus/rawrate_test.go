@@ -3,6 +3,8 @@ package bus
 import (
 	"strings"
 	"testing"
+
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 )
 
 func TestRawConsumeRate(t *testing.T) {
@@ -28,7 +30,7 @@ func TestRawConsumeRate(t *testing.T) {
 // BenchmarkRawConsume reports the ceiling of a Fetch(1000) + per-message Ack
 // consume loop on an embedded server, for 300-byte messages.
 func BenchmarkRawConsume(b *testing.B) {
-	e := startTestServer(b, EmbeddedOptions{})
+	e := startTestServer(b, natsserver.Options{})
 	_, js := connectTest(b, e.URL())
 	ctx := b.Context()
 	b.ReportAllocs()

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/nats-io/nkeys"
 )
 
@@ -222,7 +223,7 @@ func TestConnectTLSAndNkey(t *testing.T) {
 	pki := newTestPKI(t)
 	pub, seedFile, seed := newNkeyUser(t, pki.dir, "good")
 	_, wrongSeedFile, wrongSeed := newNkeyUser(t, pki.dir, "unknown")
-	e := startTestServer(t, EmbeddedOptions{TLS: pki.serverTLS(false), Nkeys: []string{pub}})
+	e := startTestServer(t, natsserver.Options{TLS: pki.serverTLS(false), Nkeys: []string{pub}})
 	runSecureCases(t, e.URL(), []secureCase{
 		{name: "verified server and nkey", opts: ConnectOptions{CAFile: pki.caFile, NkeySeedFile: seedFile}},
 		{name: "unknown CA", opts: ConnectOptions{CAFile: pki.otherCAFile, NkeySeedFile: seedFile}, wantFlags: []string{"x509", "--nats-ca"}},
@@ -235,7 +236,7 @@ func TestConnectTLSAndNkey(t *testing.T) {
 func TestConnectUserPassword(t *testing.T) {
 	const password = "s3cret-Pa55word-42"
 	pki := newTestPKI(t)
-	e := startTestServer(t, EmbeddedOptions{TLS: pki.serverTLS(false), Users: map[string]string{"ingest": password}})
+	e := startTestServer(t, natsserver.Options{TLS: pki.serverTLS(false), Users: map[string]string{"ingest": password}})
 	runSecureCases(t, e.URL(), []secureCase{
 		{name: "right password", opts: ConnectOptions{CAFile: pki.caFile, User: "ingest", Password: password}},
 		{name: "wrong password", opts: ConnectOptions{CAFile: pki.caFile, User: "ingest", Password: password + "x"}, wantFlags: []string{"authorization violation", "--nats-user/--nats-password"}},
@@ -251,7 +252,7 @@ func TestConnectUserPassword(t *testing.T) {
 
 func TestConnectToken(t *testing.T) {
 	const token = "tok-9f8e7d6c5b4a"
-	e := startTestServer(t, EmbeddedOptions{Token: token})
+	e := startTestServer(t, natsserver.Options{Token: token})
 	runSecureCases(t, e.URL(), []secureCase{
 		{name: "right token", opts: ConnectOptions{Token: token}},
 		{name: "wrong token", opts: ConnectOptions{Token: "tok-wrong-1234"}, wantFlags: []string{"--nats-token"}},
@@ -260,7 +261,7 @@ func TestConnectToken(t *testing.T) {
 
 func TestConnectClientCertificate(t *testing.T) {
 	pki := newTestPKI(t)
-	e := startTestServer(t, EmbeddedOptions{TLS: pki.serverTLS(true)})
+	e := startTestServer(t, natsserver.Options{TLS: pki.serverTLS(true)})
 	runSecureCases(t, e.URL(), []secureCase{
 		{name: "with certificate", opts: ConnectOptions{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}},
 		{name: "without certificate", opts: ConnectOptions{CAFile: pki.caFile}, wantFlags: []string{"TLS", "--nats-cert"}},

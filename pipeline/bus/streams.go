@@ -1,3 +1,10 @@
+// Package bus is iotwatch's NATS JetStream plumbing: the streams, KV bucket and
+// durable consumer the pipeline needs (Ensure), subject naming (LogSubject), a
+// connection with sane options (Connect), and a raw consume-rate probe that gives
+// the end-to-end benchmark its ceiling. The embedded server of the demo and the
+// tests is package internal/natsserver.
+//
+// Every stream, subject, consumer and bucket name comes from package schemas.
 package bus
 
 import (

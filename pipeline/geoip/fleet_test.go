@@ -6,7 +6,7 @@ import (
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -14,7 +14,7 @@ import (
 // networks, as a demo with coordinates would, and checks that Enrich gives a
 // gateway log line from any of them its country, ASN and coordinates.
 func TestSimulatedNetworks(t *testing.T) {
-	nets := fleet.Networks()
+	nets := sim.Networks()
 	rows := make([]network, len(nets))
 	for i, n := range nets {
 		rows[i] = network{Prefix: n.Prefix.String(), Record: mmdbtype.Map{

@@ -10,8 +10,8 @@ import (
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
+	"github.com/iotwatch/iotwatch/internal/geoiptest"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
-	"github.com/iotwatch/iotwatch/pipeline/geoip/geoiptest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 

@@ -13,9 +13,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/bus/bustest"
-	"github.com/iotwatch/iotwatch/pipeline/chserver/chtest"
+	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -39,7 +39,7 @@ func newEnv(t *testing.T, db string) *env {
 	chServer := sharedCH.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	js := bustest.Start(t, bus.EmbeddedOptions{}).JS
+	js := natstest.Start(t, natsserver.Options{}).JS
 	opts, err := clickhouse.ParseDSN(chServer.DSN())
 	if err != nil {
 		t.Fatal(err)

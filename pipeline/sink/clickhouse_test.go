@@ -18,8 +18,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/iotwatch/iotwatch/pipeline/chserver"
-	"github.com/iotwatch/iotwatch/pipeline/chserver/chtest"
+	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 

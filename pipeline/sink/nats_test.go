@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -27,7 +28,7 @@ type natsEnv struct {
 
 func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
 	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	e, err := natsserver.Start(natsserver.Options{})
 	if err != nil {
 		t.Fatalf("cannot start embedded NATS server: %v", err)
 	}

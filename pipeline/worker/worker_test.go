@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/bench/fleet"
 	"github.com/iotwatch/iotwatch/detectors"
 	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -88,9 +88,9 @@ func TestForeignRecordIsColdStart(t *testing.T) {
 
 // sampleLines returns a day of a quiet simulated fleet (no attacks) as lines.
 func sampleLines(tb testing.TB, devices, n int) [][]byte {
-	cfg := fleet.DefaultConfig()
+	cfg := sim.DefaultConfig()
 	cfg.Devices, cfg.Duration, cfg.Attacks = devices, 24*time.Hour, false
-	sim, err := fleet.New(cfg)
+	sim, err := sim.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,0 +1,20 @@
+// Package loop holds the closed-loop integration tests of iotwatch with real
+// enforcement points, each measuring the time from the offending log line to
+// enforcement:
+//
+//   - NGINX (loop_test.go): NGINX writes JSON access logs, ship publishes them,
+//     the pipeline decides, the forward-auth handler of `iotwatch enforce
+//     http` (enforce/forwardauth) answers NGINX's auth_request, and a
+//     flooding device gets 403 while the others keep getting 200; the block
+//     lifts at its TTL.
+//   - Mosquitto (mosquitto_test.go): the broker's own log (log_type all) is
+//     shipped, a device that publishes to a privileged command topic it never
+//     used is blocked, `iotwatch enforce mosquitto` disables its username
+//     through dynamic security, and a real mosquitto_pub with its credentials
+//     is refused while the other devices keep publishing.
+//
+// Both seed baselines with synthetic history first: the brokers and gateways
+// log wall-clock time, and the detectors need ten minutes of event time.
+//
+//	go test -run 'TestNginxClosedLoop|TestMosquittoClosedLoop' -v ./tests/loop/
+package loop
