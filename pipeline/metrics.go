@@ -1,14 +1,75 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
+
+// Metrics are the pipeline's counters, safe to read at any time.
+type Metrics struct {
+	Messages     atomic.Uint64 // log messages fetched
+	Events       atomic.Uint64 // events decoded and scored
+	DeadLettered atomic.Uint64 // lines sent to the DLQ
+	Skipped      atomic.Uint64 // well-formed records that carry no event (broker keep-alives)
+	Alerts       atomic.Uint64
+	Decisions    atomic.Uint64
+	Rows         atomic.Uint64 // scored rows written to ClickHouse
+	Acked        atomic.Uint64 // messages acked
+	FlushLatency Histogram     // seconds from a flush's start to its acks (count: flushes)
+	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
+	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
+	Devices      atomic.Int64  // devices with state, all workers
+	Evictions    atomic.Uint64 // live records evicted because MaxDevices was reached
+	Expired      atomic.Uint64 // records reclaimed after IdleTTL
+	Relearned    atomic.Uint64 // redelivered events scored again but not learned twice
+	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
+	Silences     atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
+	Unnamed      atomic.Uint64 // silent devices a sweep could not name
+	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
+}
+
+// findingCounts counts findings per detector and reason (the collector adds,
+// metrics read).
+type findingCounts struct {
+	mu sync.Mutex
+	n  map[[2]string]uint64
+}
+
+func (c *findingCounts) add(sc *schemas.Scored) {
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[[2]string]uint64{}
+	}
+	for _, f := range sc.Findings[:sc.N] {
+		c.n[[2]string{f.Detector, f.Reason}]++
+	}
+	c.mu.Unlock()
+}
+
+// each calls fn for every detector and reason counted, in name order.
+func (c *findingCounts) each(fn func(detector, reason string, n uint64)) {
+	c.mu.Lock()
+	keys := slices.SortedFunc(maps.Keys(c.n), func(a, b [2]string) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	counts := make([]uint64, len(keys))
+	for i, k := range keys {
+		counts[i] = c.n[k]
+	}
+	c.mu.Unlock()
+	for i, k := range keys {
+		fn(k[0], k[1], counts[i])
+	}
+}
 
 // WriteMetrics writes the pipeline's counters in the Prometheus text format.
 func (p *Pipeline) WriteMetrics(w io.Writer) {

@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"crypto/ed25519"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
+)
+
+// Config of a pipeline. Zero values take the documented defaults.
+type Config struct {
+	// Workers is the number of shards (default GOMAXPROCS).
+	Workers int
+	// FetchBatch is the most messages one pull fetches (default 256).
+	FetchBatch int
+	// FetchWait bounds how long a pull waits for messages (default 100ms).
+	FetchWait time.Duration
+	// MaxInFlight bounds decoded events not yet flushed (default 16384).
+	MaxInFlight int
+	// FlushRows flushes when this many scored rows are buffered (default 50000:
+	// ClickHouse inserts are much cheaper per row in large batches).
+	FlushRows int
+	// FlushInterval flushes at least this often when anything is buffered (default 500ms).
+	FlushInterval time.Duration
+	// FlushMessages flushes when this many fetched messages wait for their ack
+	// (default 5000). It must stay well below the consumer's MaxAckPending:
+	// messages are acked only after a flush, so the server stops delivering
+	// once MaxAckPending are pending, and throughput would otherwise be capped
+	// at MaxAckPending per FlushInterval.
+	FlushMessages int
+	// ConcurrentInserts bounds the scored-row inserts in flight (default 2).
+	ConcurrentInserts int
+	// AckWait is the consumer's ack wait (default 60s, as bus.DefaultStreamsConfig).
+	// Messages still unacked after half of it are reported in progress, so that a
+	// slow sink does not get them redelivered and counted twice in baselines.
+	AckWait time.Duration
+	// DrainTimeout bounds the final flush on shutdown (default 30s).
+	DrainTimeout time.Duration
+	// Detectors to enable, by name (default: all registered).
+	Detectors []string
+	Worker    worker.Config
+	Decide    decide.Config
+	// Checkpoint, when set, is the file the learned state (device records and
+	// class table) is restored from at start and saved to after a clean drain,
+	// so that a restart neither resets baselines nor counts an event twice.
+	//
+	// Learning is exactly-once across crashes: each device record holds the
+	// stream position it has learned up to, so a redelivered event is scored
+	// but not learned again; and with Stream set, a restart re-learns the
+	// messages after the checkpoint's position that the consumer had already
+	// delivered (acked ones are never redelivered), before consuming.
+	Checkpoint string
+	// CheckpointEvery also saves the checkpoint periodically (wall time),
+	// pausing the workers briefly; 0 saves only after a clean drain.
+	CheckpointEvery time.Duration
+	// Stream is the log stream the consumer reads; with Checkpoint, it lets a
+	// restart catch up the learning a crash lost (see Checkpoint). Without it
+	// that learning is lost: baselines are as of the checkpoint.
+	Stream jetstream.Stream
+	// GeoIP, when set, fills country, ASN and coordinates that a log line
+	// lacks, from a MaxMind-format database (cached per IP).
+	GeoIP *geoip.Reader
+	// SigningKeyID and SigningKey, when set, sign every decision (ed25519, see
+	// schemas.SignDecision) before it is published and stored, so enforcement
+	// points can reject forged or tampered ones.
+	SigningKeyID string
+	SigningKey   ed25519.PrivateKey
+	// Formats configures the decoders (identity, country and class fields, API
+	// key hashing); the format and source come from each message's subject.
+	Formats formats.Options
+	// MaxLineBytes bounds one record (schemas.DefaultMaxLineBytes if 0).
+	MaxLineBytes int
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.FetchBatch <= 0 {
+		c.FetchBatch = 256
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 100 * time.Millisecond // a fetch is received whole before decoding: this bounds the added latency
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 16384
+	}
+	if c.FlushRows <= 0 {
+		c.FlushRows = 50000
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 500 * time.Millisecond
+	}
+	if c.FlushMessages <= 0 {
+		c.FlushMessages = 5000
+	}
+	if c.ConcurrentInserts <= 0 {
+		c.ConcurrentInserts = 2
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Worker.IdleTTL <= 0 {
+		c.Worker.IdleTTL = 7 * 24 * time.Hour
+	}
+}

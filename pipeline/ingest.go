@@ -1,0 +1,223 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// ingest fetches, decodes and dispatches until ctx is done.
+func (p *Pipeline) ingest(ctx context.Context) {
+	var lastErr time.Time
+	lastCheckpoint := time.Now()
+	for ctx.Err() == nil {
+		msgs, err := p.cons.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(p.cfg.FetchWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(lastErr) > 5*time.Second {
+				p.log.Warn("cannot fetch log messages, retrying", "err", err)
+				lastErr = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		// Receive the whole fetch first, registering every message to be kept
+		// alive: decoding may wait for a slow sink, and messages still sitting
+		// in the client's buffer meanwhile would be redelivered by the server
+		// after the ack wait and counted twice in the baselines.
+		b := &batch{left: len(p.shards)}
+		for msg := range msgs.Messages() {
+			p.M.Messages.Add(1)
+			p.unacked.addMsg(b, msg, time.Now())
+		}
+		fetched := b.msgs
+		kept := make([]jetstream.Msg, 0, len(fetched))
+		for _, msg := range fetched {
+			if p.decodeMessage(ctx, msg) {
+				kept = append(kept, msg) // a message whose dead letter failed stays unacked
+			}
+		}
+		p.unacked.setMsgs(b, kept)
+		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			if time.Since(lastErr) > 5*time.Second {
+				p.log.Warn("fetch ended with an error", "err", err)
+				lastErr = time.Now()
+			}
+		}
+		if len(b.msgs) == 0 {
+			p.unacked.remove(b)
+			continue
+		}
+		for _, ch := range p.shards {
+			ch <- &item{b: b}
+		}
+		if p.cfg.Checkpoint != "" && p.cfg.CheckpointEvery > 0 && time.Since(lastCheckpoint) >= p.cfg.CheckpointEvery {
+			p.periodicCheckpoint()
+			lastCheckpoint = time.Now()
+		}
+	}
+}
+
+// decodeMessage splits a message into lines, decodes each into an item and
+// sends it to its shard; undecodable lines go to the DLQ with the reason. It
+// reports false when a line could not be dead-lettered (shutdown): the message
+// must then stay unacked, to be redelivered.
+func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
+	return p.dispatch(ctx, msg, false)
+}
+
+// dispatch is decodeMessage; with learn, its events are only learned and
+// undecodable records are skipped (see reject).
+func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) bool {
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+		if seq > p.lastSeq.Load() {
+			p.lastSeq.Store(seq) // only ingest writes it
+		}
+	}
+	subject, data := msg.Subject(), msg.Data()
+	format, dec, err := p.decoderFor(subject)
+	if err != nil {
+		return p.reject(ctx, learn, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
+	}
+	p.records = formats.Records(format, p.records[:0], data)
+	now := time.Now().UnixNano()
+	ok, bad := true, 0
+	for i, rec := range p.records {
+		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
+			// A message of garbage must not stall ingest with one dead letter
+			// per line: its rest goes to the DLQ whole, from this record on.
+			reason, detail := ReasonTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
+			if bad < MaxBadLinesPerMessage {
+				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
+			}
+			return p.reject(ctx, learn, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
+		}
+		it := <-p.free
+		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
+			p.free <- it
+			if err == formats.ErrSkip {
+				p.M.Skipped.Add(1)
+				continue
+			}
+			ok = p.reject(ctx, learn, subject, seq, uint32(i), err, rec) && ok
+			bad++
+			continue
+		}
+		if p.cfg.GeoIP != nil {
+			p.cfg.GeoIP.Enrich(&it.ev)
+		}
+		it.learn = learn
+		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
+	}
+	return ok
+}
+
+// reject dead-letters an undecodable record, except when learning only
+// (catch-up): it was dead-lettered when first seen, or will be when its
+// message is redelivered.
+func (p *Pipeline) reject(ctx context.Context, learn bool, subject string, seq uint64, line uint32, err error, payload []byte) bool {
+	if learn {
+		return true
+	}
+	return p.deadLetter(ctx, subject, seq, line, err, payload)
+}
+
+// rest returns data from rec on; rec is a subslice of data (formats.Records).
+func rest(data, rec []byte) []byte {
+	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(rec))) - uintptr(unsafe.Pointer(unsafe.SliceData(data))))
+	if off < 0 || off > len(data) {
+		return data // not a subslice: keep the whole message
+	}
+	return data[off:]
+}
+
+// ReasonUnknownFormat dead-letters a message whose subject names no known format.
+const ReasonUnknownFormat = "unknown_format"
+
+// maxDecoders bounds the per-(format, source) decoders kept; beyond it they
+// are rebuilt (a Mosquitto decoder then forgets its client addresses).
+const maxDecoders = 4096
+
+// decoderFor returns the format named by a subject iotwatch.logs.<format>.<source>
+// and that stream's decoder (one per source: some formats keep per-stream state).
+func (p *Pipeline) decoderFor(subject string) (string, formats.Decoder, error) {
+	if d, ok := p.decoders[subject]; ok {
+		return d.format, d.dec, nil
+	}
+	rest, ok := strings.CutPrefix(subject, schemas.SubjectLogsPrefix+".")
+	if !ok {
+		return "", nil, fmt.Errorf("subject %q is not under %s", subject, schemas.SubjectLogsAll)
+	}
+	format, source, _ := strings.Cut(rest, ".")
+	o := p.cfg.Formats
+	o.Source = source
+	if o.MaxLineBytes == 0 {
+		o.MaxLineBytes = p.cfg.MaxLineBytes
+	}
+	dec, err := formats.New(format, o)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(p.decoders) >= maxDecoders {
+		clear(p.decoders)
+	}
+	p.decoders[subject] = subjectDecoder{format: format, dec: dec}
+	return format, dec, nil
+}
+
+type subjectDecoder struct {
+	format string
+	dec    formats.Decoder
+}
+
+// MaxBadLinesPerMessage bounds the dead letters one message produces line by
+// line; the rest of such a message is dead-lettered whole (ReasonTooManyBadLines).
+const MaxBadLinesPerMessage = 100
+
+// ReasonTooManyBadLines dead-letters the rest of a message with too many bad lines.
+const ReasonTooManyBadLines = "too_many_bad_lines"
+
+// ReasonTooManyLines dead-letters lines beyond schemas.MaxLinesPerMessage.
+const ReasonTooManyLines = "too_many_lines"
+
+func (p *Pipeline) deadLetter(ctx context.Context, subject string, seq uint64, line uint32, err error, payload []byte) bool {
+	reason, detail := "undecodable", err.Error()
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		reason, detail = de.Reason, de.Detail
+	}
+	// The DLQ must hold the line before its message is acked: retry until it does.
+	for attempt := 0; ; attempt++ {
+		perr := p.pub.DeadLetter(ctx, subject, seq, line, reason, detail, payload)
+		if perr == nil {
+			p.M.DeadLettered.Add(1)
+			return true
+		}
+		p.M.SinkErrors.Add(1)
+		if attempt%10 == 0 {
+			p.log.Warn("cannot dead-letter a record, retrying", "subject", subject, "seq", seq, "line", line, "err", perr)
+		}
+		if ctx.Err() != nil {
+			// Shutting down: the message stays unacked and will be redelivered.
+			return false
+		}
+		time.Sleep(backoff(attempt))
+	}
+}

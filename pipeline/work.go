@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// newWorkers builds fresh workers and class table: a cold start.
+func (p *Pipeline) newWorkers() error {
+	p.fleet = detectors.NewClassTable(1<<18, 1<<12)
+	p.workers = p.workers[:0]
+	for range p.cfg.Workers {
+		eng, err := decide.NewEngine(p.cfg.Decide, p.limiter)
+		if err != nil {
+			return err
+		}
+		w, err := worker.New(p.layout, p.cfg.Worker, p.fleet, eng)
+		if err != nil {
+			return err
+		}
+		p.workers = append(p.workers, w)
+	}
+	return nil
+}
+
+// work runs one shard. After each scored event it sweeps the shard's silent
+// devices when a minute of event time has passed (worker.SweepDue): their
+// results go to the collector like events', as items of their own that no
+// batch waits for, sent before the event that made the sweep due, so that
+// they are flushed no later than that event's batch is acked (a sweep row
+// whose flush fails is not redelivered; see worker.Sweep).
+func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
+	var (
+		n    int
+		last workerCounts
+	)
+	emit := func(ev *schemas.Event, sc *schemas.Scored, alert *schemas.Alert, dec *schemas.Decision) {
+		s := &item{swept: true, sc: *sc, alert: alert, dec: dec}
+		s.ev.CopyFrom(ev)
+		p.results <- s
+	}
+	for it := range in {
+		if it.pause != nil {
+			it.pause.reached.Done()
+			<-it.pause.resume
+			continue
+		}
+		if it.b == nil {
+			n++
+			if n&4095 == 0 {
+				last = p.report(w, last)
+			}
+			if it.learn {
+				w.Learn(&it.ev)
+				it.learn = false
+				p.M.CaughtUp.Add(1)
+				p.free <- it
+				continue
+			}
+			it.alert, it.dec = w.Process(&it.ev, &it.sc)
+			if now, ok := w.SweepDue(); ok {
+				w.Sweep(now, emit)
+			}
+		}
+		p.results <- it
+	}
+	p.report(w, last)
+}
+
+// workerCounts are a worker's counters as last added to the pipeline's metrics.
+type workerCounts struct {
+	devices                       int64
+	evictions, expired, relearned uint64
+	silences, unnamed             uint64
+}
+
+// report adds what w counted since last to the metrics (workers own their
+// counters; the metrics sum them).
+func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
+	st := w.Stats()
+	sw := w.SweepStats()
+	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned(),
+		silences: sw.Silences, unnamed: sw.Unnamed}
+	p.M.Devices.Add(now.devices - last.devices)
+	p.M.Evictions.Add(now.evictions - last.evictions)
+	p.M.Expired.Add(now.expired - last.expired)
+	p.M.Relearned.Add(now.relearned - last.relearned)
+	p.M.Silences.Add(now.silences - last.silences)
+	p.M.Unnamed.Add(now.unnamed - last.unnamed)
+	return now
+}
