@@ -10,6 +10,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 )
 
@@ -44,8 +45,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Detectors to enable, by name (default: all registered).
 	Detectors []string
-	Worker    worker.Config
-	Decide    decide.Config
+	// Worker configures each worker's state table (IdleTTL default
+	// score.DefaultIdleTTL).
+	Worker worker.Config
+	// Decide configures the decision engines (decide.DefaultConfig() if
+	// neither threshold is set).
+	Decide decide.Config
 	// Checkpoint, when set, is the file the learned state (device records and
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.
@@ -109,7 +114,12 @@ func (c *Config) defaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
-	if c.Worker.IdleTTL <= 0 {
-		c.Worker.IdleTTL = 7 * 24 * time.Hour
-	}
+}
+
+// ScoreConfig returns the configuration of the scoring stack c describes
+// (score.New applies its defaults: an idle TTL of score.DefaultIdleTTL,
+// decide.DefaultConfig() when no threshold is set). Replay and evaluation
+// build their stacks from it, so that they score as the pipeline does.
+func (c *Config) ScoreConfig() score.Config {
+	return score.Config{Detectors: c.Detectors, Workers: c.Workers, Worker: c.Worker, Decide: c.Decide, GeoIP: c.GeoIP}
 }

@@ -120,9 +120,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 			bad++
 			continue
 		}
-		if p.cfg.GeoIP != nil {
-			p.cfg.GeoIP.Enrich(&it.ev)
-		}
+		p.stack.Enrich(&it.ev)
 		it.learn = learn
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 	}

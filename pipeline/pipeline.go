@@ -15,6 +15,7 @@ import (
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -52,16 +53,21 @@ type item struct {
 
 // Pipeline is one running instance. Create with New, start with Run.
 type Pipeline struct {
-	cfg     Config
-	cons    jetstream.Consumer
-	rows    RowWriter
-	pub     Publisher
-	log     *slog.Logger
+	cfg  Config
+	cons jetstream.Consumer
+	rows RowWriter
+	pub  Publisher
+	log  *slog.Logger
+	M    Metrics
+
+	// The scoring stack (score.New): layout, workers, class table and
+	// limiter are its fields, kept here as they were before a cold start
+	// (newWorkers) replaced the stack's workers and class table.
+	stack   *score.Stack
 	layout  *worker.Layout
 	workers []*worker.Worker
 	fleet   *detectors.ClassTable
 	limiter *decide.Limiter
-	M       Metrics
 
 	started  atomic.Bool
 	findings findingCounts
@@ -80,21 +86,15 @@ type Pipeline struct {
 // IOTWATCH_LOGS; rows and pub are the sinks.
 func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
 	cfg.defaults()
-	if cfg.Decide.AlertThreshold == 0 && cfg.Decide.BlockThreshold == 0 {
-		cfg.Decide = decide.DefaultConfig()
-	}
 	if log == nil {
 		log = slog.Default()
 	}
-	layout, err := worker.NewLayout(cfg.Detectors)
+	st, err := score.New(cfg.ScoreConfig())
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, layout: layout,
-		limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)}
-	if err := p.newWorkers(); err != nil {
-		return nil, err
-	}
+	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
+		layout: st.Layout, workers: st.Workers, fleet: st.Fleet, limiter: st.Limiter}
 	if cfg.Checkpoint != "" {
 		if err := p.restore(); err != nil {
 			return nil, err

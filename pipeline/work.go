@@ -1,27 +1,17 @@
 package pipeline
 
 import (
-	"github.com/iotwatch/iotwatch/detectors"
-	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// newWorkers builds fresh workers and class table: a cold start.
+// newWorkers replaces the workers and the class table with fresh ones (a
+// cold start, score.Stack.Reset); the layout and the block limiter stay.
 func (p *Pipeline) newWorkers() error {
-	p.fleet = detectors.NewClassTable(1<<18, 1<<12)
-	p.workers = p.workers[:0]
-	for range p.cfg.Workers {
-		eng, err := decide.NewEngine(p.cfg.Decide, p.limiter)
-		if err != nil {
-			return err
-		}
-		w, err := worker.New(p.layout, p.cfg.Worker, p.fleet, eng)
-		if err != nil {
-			return err
-		}
-		p.workers = append(p.workers, w)
+	if err := p.stack.Reset(); err != nil {
+		return err
 	}
+	p.workers, p.fleet = p.stack.Workers, p.stack.Fleet
 	return nil
 }
 

@@ -20,7 +20,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
-	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -154,14 +154,13 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	return nil
 }
 
-// replayStack is the in-process scoring stack that replay uses: one worker
-// over the configured detectors, its class table, and the decision engine
-// with its block limiter.
+// replayStack is the in-process scoring stack that replay uses: the
+// pipeline's (score.New, from the same configuration) with one worker.
 type replayStack struct {
+	stack   *score.Stack // fills what log lines lack (GeoIP), as the pipeline does
 	w       *worker.Worker
 	limiter *decide.Limiter
 	fleet   *detectors.ClassTable
-	geo     *geoip.Reader   // fills what log lines lack, as the pipeline does (nil: none)
 	capped  []schemas.Alert // process's buffer of the limiter's alerts
 }
 
@@ -169,30 +168,20 @@ type replayStack struct {
 // alert and decision (either may be nil) and the alerts the block limiter
 // released, which are valid until the next call.
 func (st *replayStack) process(ev *schemas.Event, sc *schemas.Scored) (*schemas.Alert, *schemas.Decision, []schemas.Alert) {
-	if st.geo != nil {
-		st.geo.Enrich(ev)
-	}
+	st.stack.Enrich(ev)
 	alert, d := st.w.Process(ev, sc)
 	st.capped = st.limiter.AppendAlerts(st.capped[:0])
 	return alert, d, st.capped
 }
 
 func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
-	layout, err := worker.NewLayout(cfg.Detectors)
+	sc := cfg.ScoreConfig()
+	sc.Workers = 1
+	s, err := score.New(sc)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	limiter := decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute)
-	eng, err := decide.NewEngine(cfg.Decide, limiter)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	fleet := detectors.NewClassTable(1<<18, 1<<12)
-	w, err := worker.New(layout, cfg.Worker, fleet, eng)
-	if err != nil {
-		return nil, err
-	}
-	return &replayStack{w: w, limiter: limiter, fleet: fleet, geo: cfg.GeoIP}, nil
+	return &replayStack{stack: s, w: s.Workers[0], limiter: s.Limiter, fleet: s.Fleet}, nil
 }
 
 // progressEvery is how many events pass between two looks at the wall clock

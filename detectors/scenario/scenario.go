@@ -43,7 +43,7 @@
 //	advance D
 //	    moves the virtual clock forward by D.
 //	evict
-//	    zeroes the current device's state record: a cold start.
+//	    drops the current device's state record: a cold start.
 //	peers N [after="METHOD /path"] [FIELD=V...]
 //	    teaches the fleet view that N other devices of the current device's class
 //	    issued its command (or the cmd given): class knowledge counts distinct
@@ -61,10 +61,13 @@
 //	t=+2h00m18s volume rate_spike score=0.52 observed=9.6 expected=0.50
 //	t=+2h03m20s volume rate_spike score=1.00 observed=15 expected=0.45 (last of 92)
 //
-// Events are scored by every detector the Runner drives, in name order, through
-// one record per device (detectors.Layout) and a detectors.ClassTable that
-// learns every event, as the worker does (it counts distinct devices and
-// learns commands' argument ranges).
+// Events are scored as the live pipeline scores them: by a worker of the
+// pipeline's scoring stack (package score: the same record layout, class
+// table and decision engine), driving every detector the Runner names, in
+// name order, over one record per device. The worker learns every event into
+// the device's record and the class table (which counts distinct devices and
+// learns commands' argument ranges); a record silent for longer than
+// score.DefaultIdleTTL of event time expires, as in the pipeline.
 package scenario
 
 import (
@@ -82,6 +85,8 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/score"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -109,12 +114,9 @@ type argSpec struct {
 
 // Runner executes scenario commands. It is not safe for concurrent use.
 type Runner struct {
-	layout  *detectors.Layout
-	dets    []detectors.Detector
-	fleet   *detectors.ClassTable
-	tracker detectors.CommandTracker // records devices' last commands (at trackAt), or nil
-	trackAt int
-	records map[string][]byte
+	stack   *score.Stack   // the live path's scoring stack, one worker
+	w       *worker.Worker // stack.Workers[0]
+	sc      schemas.Scored // the current event's findings
 	devices map[string]fields
 	cur     string // current device id
 	now     time.Duration
@@ -142,19 +144,21 @@ func New(names ...string) (*Runner, error) {
 		return nil, fmt.Errorf("cannot run scenarios: no detector is registered")
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
-	r := &Runner{
-		layout:  detectors.NewLayout(specs),
-		fleet:   detectors.NewClassTable(1<<16, 1<<10),
-		records: map[string][]byte{},
+	sorted := make([]string, len(specs))
+	for i, s := range specs {
+		sorted[i] = s.Name
+	}
+	st, err := score.New(score.Config{Detectors: sorted})
+	if err != nil {
+		return nil, fmt.Errorf("cannot build the scoring stack: %w", err)
+	}
+	return &Runner{
+		stack:   st,
+		w:       st.Workers[0],
 		devices: map[string]fields{},
 		rng:     rand.New(rand.NewPCG(1, 0)),
 		seen:    map[string]int{},
-	}
-	for _, s := range specs {
-		r.dets = append(r.dets, s.New())
-	}
-	r.trackAt, r.tracker = detectors.FindCommandTracker(r.dets)
-	return r, nil
+	}, nil
 }
 
 // Seen returns how many findings each "detector/reason" produced so far.
@@ -189,7 +193,7 @@ func (r *Runner) Exec(line string) (string, error) {
 		if r.cur == "" {
 			return "", fmt.Errorf("cannot evict: no device selected")
 		}
-		clear(r.record(r.devices[r.cur]))
+		r.evict(r.devices[r.cur])
 		return "", nil
 	case "peers":
 		return r.peers(args)
@@ -339,14 +343,12 @@ func (f *fields) set(k, v string) error {
 	return nil
 }
 
-func (r *Runner) record(f fields) []byte {
-	key := f.tenant + "\x00" + f.device
-	rec, ok := r.records[key]
-	if !ok {
-		rec = make([]byte, r.layout.Size)
-		r.records[key] = rec
-	}
-	return rec
+// evict drops f's device's record from the worker's state table: its next
+// event finds no history.
+func (r *Runner) evict(f fields) {
+	var ev schemas.Event
+	ev.SetDevice([]byte(f.tenant), []byte(f.device))
+	r.w.Table().Delete(ev.DeviceKey, ev.DeviceAlt)
 }
 
 // run is a series of consecutive events with the same finding.
@@ -445,7 +447,6 @@ func (r *Runner) replay(args []string) (string, error) {
 	if amp < 0 || amp >= 1 || (amp > 0 && cycle <= 0) {
 		return "", fmt.Errorf("cannot replay: amp must be in [0,1) and needs cycle=DURATION")
 	}
-	rec := r.record(f)
 	var (
 		runs     []*run
 		open     = map[string]*run{}
@@ -472,17 +473,12 @@ func (r *Runner) replay(args []string) (string, error) {
 		}
 		r.seq++
 		r.fill(&e, t)
-		var prev uint64
-		if r.tracker != nil {
-			prev = r.tracker.LastCommand(r.layout.State(rec, r.trackAt))
-		}
-		for d, det := range r.dets {
-			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.fleet)
-			if fd.Reason == schemas.ReasonNone {
-				continue
-			}
+		// The worker scores the event and learns it (the device's record and
+		// the class table), as in the live pipeline.
+		r.w.Process(&r.ev, &r.sc)
+		for _, fd := range r.sc.Reasons() {
 			findings++
-			name := r.layout.Specs[d].Name
+			name := fd.Detector
 			key := name + "/" + fd.Reason
 			r.seen[key]++
 			line := formatFinding(t, name, fd)
@@ -494,7 +490,6 @@ func (r *Runner) replay(args []string) (string, error) {
 			open[key] = ru
 			runs = append(runs, ru)
 		}
-		r.learn(prev) // as the worker does: every event, counted once per device
 	}
 	var sb strings.Builder
 	switch findings {
@@ -518,8 +513,8 @@ func (r *Runner) replay(args []string) (string, error) {
 // learn teaches the fleet view r.ev, as the worker does after scoring it;
 // prev is the device's previous command (0: none).
 func (r *Runner) learn(prev uint64) {
-	r.fleet.Learn(&r.ev)
-	r.fleet.LearnTransition(&r.ev, prev)
+	r.stack.Fleet.Learn(&r.ev)
+	r.stack.Fleet.LearnTransition(&r.ev, prev)
 }
 
 // parseArgs parses "NAME=V NAME=LO..HI ...".

@@ -1,0 +1,129 @@
+// Package score assembles the in-process scoring stack, in one place for
+// every path that scores events: the live pipeline ('iotwatch run' and the
+// demo), 'iotwatch replay', 'iotwatch eval attacks' and the golden-scenario
+// runner (detectors/scenario). Built here, they cannot drift apart: the same
+// record layout from the same detector names, the same class table, the same
+// decision engine configuration, the same GeoIP enrichment.
+//
+// A Stack is the record layout of the enabled detectors, one class table
+// (class and fleet statistics, shared by the workers: it counts distinct
+// devices), one block limiter (the per-minute cap on new blocks, shared by
+// the workers' decision engines), and N workers, each with its own state table
+// and decision engine. Each worker is driven by one goroutine (see package
+// worker); the class table and the limiter are safe for concurrent use.
+package score
+
+import (
+	"time"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Class table sizes of the live path (detectors.NewClassTable).
+const (
+	// ClassCommands is the number of (class, command) pairs, and as many
+	// transitions, the class table holds by default.
+	ClassCommands = 1 << 18
+	// Classes is the number of classes the class table holds by default.
+	Classes = 1 << 12
+)
+
+// DefaultIdleTTL is how long a silent device keeps its record by default
+// (event time).
+const DefaultIdleTTL = 7 * 24 * time.Hour
+
+// Config of a scoring stack. Zero values take the documented defaults.
+type Config struct {
+	// Detectors to enable, by name (default: all registered). The record
+	// layout follows the order given.
+	Detectors []string
+	// Workers is the number of workers (shards), default 1.
+	Workers int
+	// Worker configures each worker's state table; IdleTTL defaults to
+	// DefaultIdleTTL.
+	Worker worker.Config
+	// Decide configures every worker's decision engine; with both thresholds
+	// zero, decide.DefaultConfig() is used.
+	Decide decide.Config
+	// ClassCommands and Classes size the class table (defaults: the constants
+	// of the same names). They bound capacity, not behaviour, as long as the
+	// table is not full.
+	ClassCommands, Classes int
+	// GeoIP, when set, fills country, ASN and coordinates that a log line
+	// lacks (Enrich), from a MaxMind-format database.
+	GeoIP *geoip.Reader
+}
+
+// Stack is the in-process scoring stack. Its fields are set by New and Reset
+// and must not be replaced by callers.
+type Stack struct {
+	Layout  *worker.Layout
+	Fleet   *detectors.ClassTable
+	Limiter *decide.Limiter
+	Workers []*worker.Worker
+	geo     *geoip.Reader
+	cfg     Config
+}
+
+// New checks cfg and builds a stack with fresh (empty) state. Errors are
+// configuration errors: an unknown detector, an invalid decision or state
+// table configuration.
+func New(cfg Config) (*Stack, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if cfg.Worker.IdleTTL <= 0 {
+		cfg.Worker.IdleTTL = DefaultIdleTTL
+	}
+	if cfg.Decide.AlertThreshold == 0 && cfg.Decide.BlockThreshold == 0 {
+		cfg.Decide = decide.DefaultConfig()
+	}
+	if cfg.ClassCommands <= 0 {
+		cfg.ClassCommands = ClassCommands
+	}
+	if cfg.Classes <= 0 {
+		cfg.Classes = Classes
+	}
+	layout, err := worker.NewLayout(cfg.Detectors)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), geo: cfg.GeoIP, cfg: cfg}
+	if err := s.Reset(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reset replaces the class table and the workers (their state tables and
+// decision engines) with fresh ones: a cold start. The layout and the block
+// limiter are kept. The previous workers must no longer be in use.
+func (s *Stack) Reset() error {
+	fleet := detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes)
+	workers := make([]*worker.Worker, 0, s.cfg.Workers)
+	for range s.cfg.Workers {
+		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
+		if err != nil {
+			return err // decide's own "cannot use decide config: ..."
+		}
+		w, err := worker.New(s.Layout, s.cfg.Worker, fleet, eng)
+		if err != nil {
+			return err // the state table's own "cannot create state table: ..."
+		}
+		workers = append(workers, w)
+	}
+	s.Fleet, s.Workers = fleet, workers
+	return nil
+}
+
+// Enrich fills what ev lacks from the GeoIP database, if the stack has one,
+// as every path does before an event reaches its worker (see geoip.Reader.Enrich).
+func (s *Stack) Enrich(ev *schemas.Event) {
+	if s.geo != nil {
+		s.geo.Enrich(ev)
+	}
+}
