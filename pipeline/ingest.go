@@ -94,7 +94,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 	subject, data := msg.Subject(), msg.Data()
 	format, dec, err := p.decoderFor(subject)
 	if err != nil {
-		return p.reject(ctx, learn, subject, seq, 0, &schemas.DecodeError{Reason: ReasonUnknownFormat, Detail: err.Error()}, data)
+		return p.reject(ctx, learn, subject, seq, 0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
 	now := time.Now().UnixNano()
@@ -103,9 +103,9 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
 			// A message of garbage must not stall ingest with one dead letter
 			// per line: its rest goes to the DLQ whole, from this record on.
-			reason, detail := ReasonTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
+			reason, detail := schemas.DeadLetterTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
 			if bad < MaxBadLinesPerMessage {
-				reason, detail = ReasonTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
+				reason, detail = schemas.DeadLetterTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
 			}
 			return p.reject(ctx, learn, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
 		}
@@ -146,9 +146,6 @@ func rest(data, rec []byte) []byte {
 	return data[off:]
 }
 
-// ReasonUnknownFormat dead-letters a message whose subject names no known format.
-const ReasonUnknownFormat = "unknown_format"
-
 // maxDecoders bounds the per-(format, source) decoders kept; beyond it they
 // are rebuilt (a Mosquitto decoder then forgets its client addresses).
 const maxDecoders = 4096
@@ -186,17 +183,11 @@ type subjectDecoder struct {
 }
 
 // MaxBadLinesPerMessage bounds the dead letters one message produces line by
-// line; the rest of such a message is dead-lettered whole (ReasonTooManyBadLines).
+// line; the rest of such a message is dead-lettered whole (schemas.DeadLetterTooManyBadLines).
 const MaxBadLinesPerMessage = 100
 
-// ReasonTooManyBadLines dead-letters the rest of a message with too many bad lines.
-const ReasonTooManyBadLines = "too_many_bad_lines"
-
-// ReasonTooManyLines dead-letters lines beyond schemas.MaxLinesPerMessage.
-const ReasonTooManyLines = "too_many_lines"
-
 func (p *Pipeline) deadLetter(ctx context.Context, subject string, seq uint64, line uint32, err error, payload []byte) bool {
-	reason, detail := "undecodable", err.Error()
+	reason, detail := schemas.DeadLetterUndecodable, err.Error()
 	var de *schemas.DecodeError
 	if errors.As(err, &de) {
 		reason, detail = de.Reason, de.Detail

@@ -214,7 +214,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("dead letter lacks its origin: %v", m.Header)
 		}
 	}
-	for _, r := range []string{schemas.ErrReasonMalformed, schemas.ErrReasonMissing, schemas.ErrReasonTimeRange, schemas.ErrReasonInvalidUTF8, schemas.ErrReasonTooLarge} {
+	for _, r := range []string{schemas.DeadLetterMalformedJSON, schemas.DeadLetterMissingField, schemas.DeadLetterTimestampOutOfRange, schemas.DeadLetterInvalidUTF8, schemas.DeadLetterTooLarge} {
 		if !reasons[r] {
 			t.Errorf("no dead letter with reason %q (got %v)", r, reasons)
 		}
@@ -346,7 +346,7 @@ func TestGarbageMessageIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := last.Header.Get(schemas.HeaderDLQReason); r != pipeline.ReasonTooManyBadLines {
+	if r := last.Header.Get(schemas.HeaderDLQReason); r != schemas.DeadLetterTooManyBadLines {
 		t.Errorf("last dead letter's reason = %q", r)
 	}
 	if want := strings.Join(lines[pipeline.MaxBadLinesPerMessage:], "\n"); string(last.Data) != want {

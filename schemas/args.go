@@ -159,13 +159,13 @@ func appendArgs(dst []byte, ev *Event) []byte {
 // bad_field; a syntax error inside it is malformed_json.
 func (d *Decoder) args(raw []byte) {
 	if raw[0] != '{' {
-		d.failf(ErrReasonBadField, "args must be an object of numbers")
+		d.failf(DeadLetterBadField, "args must be an object of numbers")
 		return
 	}
 	s := &d.argSc
 	s.b, s.i, s.scratch = raw, 0, s.scratch[:0]
 	if err := s.members(d, true); err != nil {
-		d.failf(ErrReasonMalformed, "args: %v", err)
+		d.failf(DeadLetterMalformedJSON, "args: %v", err)
 	}
 }
 

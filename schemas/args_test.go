@@ -62,11 +62,11 @@ func TestDecodeArgsRejects(t *testing.T) {
 			t.Errorf("%s: err = %v, want reason %q", line, err, reason)
 		}
 	}
-	f(`"args":[1,2]}`, ErrReasonBadField)
-	f(`"args":"temp=90"}`, ErrReasonBadField)
-	f(`"args":{"temp" 90}}`, ErrReasonMalformed)
-	f(`"args":{"temp":1e999}}`, ErrReasonMalformed)
-	f(`"args":{temp:1}}`, ErrReasonMalformed)
+	f(`"args":[1,2]}`, DeadLetterBadField)
+	f(`"args":"temp=90"}`, DeadLetterBadField)
+	f(`"args":{"temp" 90}}`, DeadLetterMalformedJSON)
+	f(`"args":{"temp":1e999}}`, DeadLetterMalformedJSON)
+	f(`"args":{temp:1}}`, DeadLetterMalformedJSON)
 }
 
 func TestArgsRoundTripAndCopy(t *testing.T) {

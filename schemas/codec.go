@@ -48,27 +48,15 @@ import (
 // numeric parameters of its query string ("?temp=90") become args, unless
 // "args" names them already.
 
-// DecodeError is a per-record decode failure. Reason is a stable, machine-readable
-// code (it becomes the dead-letter header); Detail says what was wrong.
+// DecodeError is a per-record decode failure. Reason is one of the DeadLetter*
+// constants (deadletter.go), a stable, machine-readable code that becomes the
+// dead letter's reason header; Detail says what was wrong.
 type DecodeError struct {
 	Reason string
 	Detail string
 }
 
 func (e *DecodeError) Error() string { return "cannot decode event: " + e.Reason + ": " + e.Detail }
-
-// Dead-letter reasons.
-const (
-	ErrReasonTooLarge    = "too_large"
-	ErrReasonMalformed   = "malformed_json"
-	ErrReasonNotObject   = "not_an_object"
-	ErrReasonVersion     = "unsupported_version"
-	ErrReasonMissing     = "missing_field"
-	ErrReasonBadField    = "bad_field"
-	ErrReasonBadTime     = "bad_timestamp"
-	ErrReasonTimeRange   = "timestamp_out_of_range"
-	ErrReasonInvalidUTF8 = "invalid_utf8"
-)
 
 // DefaultMaxLineBytes bounds one encoded event.
 const DefaultMaxLineBytes = 16 << 10
@@ -119,19 +107,19 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 		max = DefaultMaxLineBytes
 	}
 	if len(line) > max {
-		return d.fail(ErrReasonTooLarge, "line is longer than the limit")
+		return d.fail(DeadLetterTooLarge, "line is longer than the limit")
 	}
 	if !utf8.Valid(line) {
-		return d.fail(ErrReasonInvalidUTF8, "line is not valid UTF-8")
+		return d.fail(DeadLetterInvalidUTF8, "line is not valid UTF-8")
 	}
 	if err := d.sc.object(line, d); err != nil {
 		if d.err != nil {
 			return d.err
 		}
 		if err == errNotObject {
-			return d.fail(ErrReasonNotObject, "the line is not a JSON object")
+			return d.fail(DeadLetterNotObject, "the line is not a JSON object")
 		}
-		return d.fail(ErrReasonMalformed, err.Error())
+		return d.fail(DeadLetterMalformedJSON, err.Error())
 	}
 	if d.err != nil {
 		return d.err
@@ -158,13 +146,13 @@ func (d *Decoder) str(key []byte, v *jsonValue) []byte {
 	case jsonNull:
 		return nil
 	}
-	d.failf(ErrReasonBadField, "field %q must be a string", key)
+	d.failf(DeadLetterBadField, "field %q must be a string", key)
 	return nil
 }
 
 func (d *Decoder) num(key []byte, v *jsonValue) float64 {
 	if v.kind != jsonNumber || math.IsNaN(v.num) || math.IsInf(v.num, 0) {
-		d.failf(ErrReasonBadField, "field %q must be a number", key)
+		d.failf(DeadLetterBadField, "field %q must be a number", key)
 		return 0
 	}
 	return v.num
@@ -173,7 +161,7 @@ func (d *Decoder) num(key []byte, v *jsonValue) float64 {
 func (d *Decoder) uint(key []byte, v *jsonValue, max float64) uint64 {
 	f := d.num(key, v)
 	if f < 0 || f > max {
-		d.failf(ErrReasonBadField, "field %q is out of range", key)
+		d.failf(DeadLetterBadField, "field %q is out of range", key)
 		return 0
 	}
 	return uint64(f)
@@ -189,7 +177,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 	switch string(key) {
 	case "v":
 		if d.num(key, v) != SchemaVersion {
-			d.failf(ErrReasonVersion, "encoding version %s is not supported (want %d)", v.raw, SchemaVersion)
+			d.failf(DeadLetterUnsupportedVersion, "encoding version %s is not supported (want %d)", v.raw, SchemaVersion)
 		}
 	case "id":
 		if b := d.str(key, v); len(b) > 0 {
@@ -202,20 +190,20 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 			b := v.raw
 			t, ok := ParseRFC3339(b)
 			if !ok {
-				d.failf(ErrReasonBadTime, "ts %q is not an RFC 3339 time", b)
+				d.failf(DeadLetterBadTimestamp, "ts %q is not an RFC 3339 time", b)
 				return
 			}
 			ev.Time = t
 		case jsonNumber:
 			f := d.num(key, v)
 			if f < 0 || f > 1e11 {
-				d.failf(ErrReasonBadTime, "ts %v is not Unix seconds", f)
+				d.failf(DeadLetterBadTimestamp, "ts %v is not Unix seconds", f)
 				return
 			}
 			sec, frac := math.Modf(f)
 			ev.Time = int64(sec)*1e9 + int64(frac*1e9)
 		default:
-			d.failf(ErrReasonBadTime, "ts must be a string or a number")
+			d.failf(DeadLetterBadTimestamp, "ts must be a string or a number")
 		}
 	case "src":
 		switch string(d.str(key, v)) {
@@ -224,7 +212,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		case "broker":
 			ev.Source = SourceBroker
 		default:
-			d.failf(ErrReasonBadField, "src must be gateway or broker")
+			d.failf(DeadLetterBadField, "src must be gateway or broker")
 		}
 	case "src_id":
 		ev.SourceID = ev.set(d.str(key, v))
@@ -235,7 +223,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 	case "id_by":
 		m, ok := parseIDMethod(d.str(key, v))
 		if !ok {
-			d.failf(ErrReasonBadField, "id_by %q is not a known identification method", v.raw)
+			d.failf(DeadLetterBadField, "id_by %q is not a known identification method", v.raw)
 		}
 		ev.IDMethod = m
 	case "api_key":
@@ -251,7 +239,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		}
 		a, err := parseAddr(b)
 		if err != nil {
-			d.failf(ErrReasonBadField, "ip %q is not an IP address", b)
+			d.failf(DeadLetterBadField, "ip %q is not an IP address", b)
 			return
 		}
 		ev.ClientIP = a
@@ -263,7 +251,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		case len(b) == 2 && isAlpha(b[0]) && isAlpha(b[1]):
 			ev.Country = Country{b[0] &^ 0x20, b[1] &^ 0x20} // upper case
 		default:
-			d.failf(ErrReasonBadField, "country %q is not an ISO 3166-1 alpha-2 code", b)
+			d.failf(DeadLetterBadField, "country %q is not an ISO 3166-1 alpha-2 code", b)
 		}
 	case "asn":
 		ev.ASN = uint32(d.uint(key, v, math.MaxUint32))
@@ -276,7 +264,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		case "coap", "CoAP":
 			ev.Protocol = ProtoCoAP
 		default:
-			d.failf(ErrReasonBadField, "proto %q is not http, mqtt or coap", v.raw)
+			d.failf(DeadLetterBadField, "proto %q is not http, mqtt or coap", v.raw)
 		}
 	case "cmd":
 		d.path = d.str(key, v)
@@ -298,7 +286,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		case "none", "":
 			ev.Auth = AuthNone
 		default:
-			d.failf(ErrReasonBadField, "auth %q is not ok, failed or none", v.raw)
+			d.failf(DeadLetterBadField, "auth %q is not ok, failed or none", v.raw)
 		}
 	case "bytes_in":
 		ev.BytesIn = d.uint(key, v, 1<<53)
@@ -307,7 +295,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 	case "latency_ms":
 		f := d.num(key, v)
 		if f < 0 || f > math.MaxUint32/1000 {
-			d.failf(ErrReasonBadField, "field %q is out of range", key)
+			d.failf(DeadLetterBadField, "field %q is out of range", key)
 			return
 		}
 		ev.Latency = uint32(f * 1000)
@@ -317,7 +305,7 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		case jsonNested:
 			d.args(v.raw)
 		default:
-			d.failf(ErrReasonBadField, "args must be an object of numbers")
+			d.failf(DeadLetterBadField, "args must be an object of numbers")
 		}
 	}
 }
@@ -345,7 +333,7 @@ func parseAddr(b []byte) (netip.Addr, error) {
 func (d *Decoder) finish(now int64) error {
 	ev := d.ev
 	if !d.haveTime {
-		return d.fail(ErrReasonMissing, "ts is required")
+		return d.fail(DeadLetterMissingField, "ts is required")
 	}
 	minT, maxF := d.MinTime, d.MaxFuture
 	if minT == 0 {
@@ -355,13 +343,13 @@ func (d *Decoder) finish(now int64) error {
 		maxF = defaultMaxFuture
 	}
 	if ev.Time < minT || (now > 0 && ev.Time > now+maxF) {
-		return d.fail(ErrReasonTimeRange, "ts is too far in the past or the future")
+		return d.fail(DeadLetterTimestampOutOfRange, "ts is too far in the past or the future")
 	}
 	if len(ev.Device) == 0 {
 		if ev.IDMethod == IDClientIP && len(d.ipText) > 0 {
 			ev.Device = ev.set(d.ipText)
 		} else {
-			return d.fail(ErrReasonMissing, "device is required (or id_by client_ip with ip)")
+			return d.fail(DeadLetterMissingField, "device is required (or id_by client_ip with ip)")
 		}
 	}
 	if ev.IDMethod == IDUnknown {

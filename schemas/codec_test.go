@@ -88,22 +88,22 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: reason = %q (%s), want %q", name, de.Reason, de.Detail, reason)
 		}
 	}
-	f("malformed", `{"ts":`, ErrReasonMalformed)
-	f("array", `[1,2]`, ErrReasonNotObject)
-	f("no device", `{"ts":"2026-01-05T10:00:00Z"}`, ErrReasonMissing)
-	f("no time", `{"device":"d-1"}`, ErrReasonMissing)
-	f("bad time", `{"ts":"yesterday","device":"d-1"}`, ErrReasonBadTime)
-	f("bad date", `{"ts":"2026-02-30T10:00:00Z","device":"d-1"}`, ErrReasonBadTime)
-	f("ancient", `{"ts":"1971-01-05T10:00:00Z","device":"d-1"}`, ErrReasonTimeRange)
-	f("future", `{"ts":"2031-01-05T10:00:00Z","device":"d-1"}`, ErrReasonTimeRange)
-	f("invalid utf8", "{\"ts\":\"2026-01-05T10:00:00Z\",\"device\":\"d-\xff\"}", ErrReasonInvalidUTF8)
-	f("oversized", `{"ts":"2026-01-05T10:00:00Z","device":"`+string(bytes.Repeat([]byte("x"), DefaultMaxLineBytes))+`"}`, ErrReasonTooLarge)
-	f("bad ip", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","ip":"999.1.1.1"}`, ErrReasonBadField)
-	f("bad country", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","country":"Germany"}`, ErrReasonBadField)
-	f("bad version", `{"v":2,"ts":"2026-01-05T10:00:00Z","device":"d-1"}`, ErrReasonVersion)
-	f("string number", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","status":"200"}`, ErrReasonBadField)
-	f("negative bytes", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","bytes_in":-5}`, ErrReasonBadField)
-	f("device not string", `{"ts":"2026-01-05T10:00:00Z","device":17}`, ErrReasonBadField)
+	f("malformed", `{"ts":`, DeadLetterMalformedJSON)
+	f("array", `[1,2]`, DeadLetterNotObject)
+	f("no device", `{"ts":"2026-01-05T10:00:00Z"}`, DeadLetterMissingField)
+	f("no time", `{"device":"d-1"}`, DeadLetterMissingField)
+	f("bad time", `{"ts":"yesterday","device":"d-1"}`, DeadLetterBadTimestamp)
+	f("bad date", `{"ts":"2026-02-30T10:00:00Z","device":"d-1"}`, DeadLetterBadTimestamp)
+	f("ancient", `{"ts":"1971-01-05T10:00:00Z","device":"d-1"}`, DeadLetterTimestampOutOfRange)
+	f("future", `{"ts":"2031-01-05T10:00:00Z","device":"d-1"}`, DeadLetterTimestampOutOfRange)
+	f("invalid utf8", "{\"ts\":\"2026-01-05T10:00:00Z\",\"device\":\"d-\xff\"}", DeadLetterInvalidUTF8)
+	f("oversized", `{"ts":"2026-01-05T10:00:00Z","device":"`+string(bytes.Repeat([]byte("x"), DefaultMaxLineBytes))+`"}`, DeadLetterTooLarge)
+	f("bad ip", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","ip":"999.1.1.1"}`, DeadLetterBadField)
+	f("bad country", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","country":"Germany"}`, DeadLetterBadField)
+	f("bad version", `{"v":2,"ts":"2026-01-05T10:00:00Z","device":"d-1"}`, DeadLetterUnsupportedVersion)
+	f("string number", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","status":"200"}`, DeadLetterBadField)
+	f("negative bytes", `{"ts":"2026-01-05T10:00:00Z","device":"d-1","bytes_in":-5}`, DeadLetterBadField)
+	f("device not string", `{"ts":"2026-01-05T10:00:00Z","device":17}`, DeadLetterBadField)
 }
 
 func TestDecodeClientIPIdentity(t *testing.T) {
@@ -176,8 +176,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","id_by":"client_ip","ip":"::1"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00.123456789-11:30","device":"\u00e9\n","cmd":"get  //x/12?"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","cmd":"POST /t/1/set?temp=90.5&a=-0","args":{"fan":1e-7,"mode":"eco","t\u0065mp":2}}`))
-	reasons := map[string]bool{ErrReasonTooLarge: true, ErrReasonMalformed: true, ErrReasonNotObject: true, ErrReasonVersion: true,
-		ErrReasonMissing: true, ErrReasonBadField: true, ErrReasonBadTime: true, ErrReasonTimeRange: true, ErrReasonInvalidUTF8: true}
+	reasons := map[string]bool{DeadLetterTooLarge: true, DeadLetterMalformedJSON: true, DeadLetterNotObject: true, DeadLetterUnsupportedVersion: true,
+		DeadLetterMissingField: true, DeadLetterBadField: true, DeadLetterBadTimestamp: true, DeadLetterTimestampOutOfRange: true, DeadLetterInvalidUTF8: true}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		var d Decoder
 		var ev, back Event

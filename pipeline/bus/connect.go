@@ -71,7 +71,7 @@ func ConnectWith(ctx context.Context, url string, name string, co ConnectOptions
 		nats.CustomReconnectDelay(backoff),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats disconnected", "error", err)
+				log.Warn("nats disconnected", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -79,7 +79,7 @@ func ConnectWith(ctx context.Context, url string, name string, co ConnectOptions
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
-				log.Warn("nats connection closed", "error", err)
+				log.Warn("nats connection closed", "err", err)
 				return
 			}
 			log.Debug("nats connection closed")
@@ -89,7 +89,7 @@ func ConnectWith(ctx context.Context, url string, name string, co ConnectOptions
 			if sub != nil {
 				subj = sub.Subject
 			}
-			log.Error("nats async error", "subject", subj, "error", err)
+			log.Error("nats async error", "subject", subj, "err", err)
 		}),
 	}
 	opts = append(opts, secOpts...)
@@ -102,7 +102,7 @@ func ConnectWith(ctx context.Context, url string, name string, co ConnectOptions
 		if se := co.classify(err); se != nil {
 			return nil, nil, fmt.Errorf("cannot connect to NATS at %q: %w", safeURL, se)
 		}
-		log.Warn("cannot connect to nats, retrying", "url", safeURL, "attempt", attempt+1, "error", err)
+		log.Warn("cannot connect to nats, retrying", "url", safeURL, "attempt", attempt+1, "err", err)
 		t := time.NewTimer(backoff(attempt))
 		select {
 		case <-ctx.Done():

@@ -51,7 +51,7 @@ func (d *emqx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 		case "timestamp":
 			n, present, ok := num(t)
 			if !ok || !present || n > 1e14 {
-				return d.fail(schemas.ErrReasonBadTime, "timestamp is not Unix milliseconds")
+				return d.fail(schemas.DeadLetterBadTimestamp, "timestamp is not Unix milliseconds")
 			}
 			r.time, r.haveTime = emqxTime(n), true
 		case "publish_received_at", "connected_at", "disconnected_at":
@@ -92,7 +92,7 @@ func (d *emqx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 		event, action = action, nil // EMQX 4 webhook: "action":"message_publish"
 	}
 	if len(event) == 0 {
-		return d.fail(schemas.ErrReasonMissing, "the record has no event")
+		return d.fail(schemas.DeadLetterMissingField, "the record has no event")
 	}
 	switch eventName(event) {
 	case "client.connected":

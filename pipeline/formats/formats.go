@@ -6,7 +6,7 @@
 // and --format of ship and replay); New builds a Decoder for it. Every decoder
 // produces the same derived fields as schemas.Decoder (DeviceKey, DeviceAlt,
 // ClassKey, CommandID, Resource, ID = schemas.EventID(seq, line)), rejects a bad
-// record with a *schemas.DecodeError carrying one of the schemas.ErrReason*
+// record with a *schemas.DecodeError carrying one of the schemas.DeadLetter*
 // codes, and returns ErrSkip for a well-formed line that carries no event (a
 // Mosquitto PINGREQ, an EMQX successful connack): count those, do not dead-letter them.
 //
@@ -51,11 +51,6 @@ type Decoder interface {
 // keep-alive, a start-up message, the first line of a multi-line entry).
 // Callers count it and move on; it is not a decode failure.
 var ErrSkip = errors.New("the record carries no event")
-
-// ErrReasonMalformedLine is the dead-letter reason for a text log line
-// (nginx, mosquitto) that does not have the format's shape; JSON formats use
-// schemas.ErrReasonMalformed. The other reasons are those of schemas.
-const ErrReasonMalformedLine = "malformed_line"
 
 // Options configure a decoder for one source.
 type Options struct {
@@ -358,10 +353,10 @@ func (b *base) begin(line []byte, ev *schemas.Event) error {
 	ev.Reset()
 	b.rec = record{}
 	if len(line) > b.max {
-		return b.fail(schemas.ErrReasonTooLarge, "line is longer than the limit")
+		return b.fail(schemas.DeadLetterTooLarge, "line is longer than the limit")
 	}
 	if !utf8.Valid(line) {
-		return b.fail(schemas.ErrReasonInvalidUTF8, "line is not valid UTF-8")
+		return b.fail(schemas.DeadLetterInvalidUTF8, "line is not valid UTF-8")
 	}
 	return nil
 }
@@ -381,14 +376,14 @@ const (
 func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) error {
 	r := &b.rec
 	if !r.haveTime {
-		return b.fail(schemas.ErrReasonMissing, "the record has no time")
+		return b.fail(schemas.DeadLetterMissingField, "the record has no time")
 	}
 	if r.time < minTime || (now > 0 && r.time > now+maxFuture) {
-		return b.fail(schemas.ErrReasonTimeRange, "the time is too far in the past or the future")
+		return b.fail(schemas.DeadLetterTimestampOutOfRange, "the time is too far in the past or the future")
 	}
 	device, method := b.identity()
 	if len(device) == 0 {
-		return b.fail(schemas.ErrReasonMissing, "the record identifies no device and has no client IP")
+		return b.fail(schemas.DeadLetterMissingField, "the record identifies no device and has no client IP")
 	}
 	ev.Seq, ev.Line, ev.ID = seq, line, schemas.EventID(seq, line)
 	ev.Time = r.time
@@ -530,11 +525,11 @@ func (b *base) setIP(text []byte) error {
 		return nil
 	}
 	if len(text) > 64 {
-		return b.fail(schemas.ErrReasonBadField, "the client address is not an IP address")
+		return b.fail(schemas.DeadLetterBadField, "the client address is not an IP address")
 	}
 	a, err := netip.ParseAddr(unsafe.String(&text[0], len(text)))
 	if err != nil {
-		return b.fail(schemas.ErrReasonBadField, "the client address is not an IP address")
+		return b.fail(schemas.DeadLetterBadField, "the client address is not an IP address")
 	}
 	b.rec.ip, b.rec.ipText = a.Unmap(), text
 	return nil

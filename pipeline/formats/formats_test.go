@@ -344,9 +344,9 @@ func fuzzFormat(f *testing.F, format string) {
 			}
 		}
 	}
-	reasons := map[string]bool{schemas.ErrReasonTooLarge: true, schemas.ErrReasonMalformed: true, schemas.ErrReasonNotObject: true,
-		schemas.ErrReasonVersion: true, schemas.ErrReasonMissing: true, schemas.ErrReasonBadField: true, schemas.ErrReasonBadTime: true,
-		schemas.ErrReasonTimeRange: true, schemas.ErrReasonInvalidUTF8: true, ErrReasonMalformedLine: true}
+	reasons := map[string]bool{schemas.DeadLetterTooLarge: true, schemas.DeadLetterMalformedJSON: true, schemas.DeadLetterNotObject: true,
+		schemas.DeadLetterUnsupportedVersion: true, schemas.DeadLetterMissingField: true, schemas.DeadLetterBadField: true, schemas.DeadLetterBadTimestamp: true,
+		schemas.DeadLetterTimestampOutOfRange: true, schemas.DeadLetterInvalidUTF8: true, schemas.DeadLetterMalformedLine: true}
 	opts := Options{CountryField: "CF-IPCountry", ClassField: UserAgentProduct, KeySecret: []byte("k")}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		d, err := New(format, opts) // per input, so that a stateful decoder's failures reproduce

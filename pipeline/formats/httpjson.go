@@ -53,7 +53,7 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 					continue
 				}
 			}
-			return d.fail(schemas.ErrReasonBadTime, "msec is not Unix seconds")
+			return d.fail(schemas.DeadLetterBadTimestamp, "msec is not Unix seconds")
 		case "time", "time_iso8601":
 			iso = str(t)
 		case "remote_addr":
@@ -74,7 +74,7 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 			if v := str(t); len(v) > 0 {
 				var ok bool
 				if r.latency, ok = secondsToMicros(v); !ok {
-					return d.fail(schemas.ErrReasonBadField, "request_time is not seconds")
+					return d.fail(schemas.DeadLetterBadField, "request_time is not seconds")
 				}
 			}
 		case "http_user_agent":
@@ -95,7 +95,7 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 	if !haveMsec && len(iso) > 0 {
 		t, ok := schemas.ParseRFC3339(iso)
 		if !ok {
-			return d.fail(schemas.ErrReasonBadTime, "time is not an RFC 3339 time")
+			return d.fail(schemas.DeadLetterBadTimestamp, "time is not an RFC 3339 time")
 		}
 		r.time, r.haveTime = t, true
 	}
@@ -123,7 +123,7 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 		case "start_time":
 			ts, ok := schemas.ParseRFC3339(t.val)
 			if t.kind != kString || !ok {
-				return d.fail(schemas.ErrReasonBadTime, "start_time is not an RFC 3339 time")
+				return d.fail(schemas.DeadLetterBadTimestamp, "start_time is not an RFC 3339 time")
 			}
 			r.time, r.haveTime = ts, true
 		case "downstream_remote_address", "downstream_remote_address_without_port":

@@ -29,9 +29,9 @@ func (d *jsonBase) syntax(err error) error {
 	case err == nil:
 		return nil
 	case err == errNotObject:
-		return d.fail(schemas.ErrReasonNotObject, err.Error())
+		return d.fail(schemas.DeadLetterNotObject, err.Error())
 	}
-	return d.fail(schemas.ErrReasonMalformed, err.Error())
+	return d.fail(schemas.DeadLetterMalformedJSON, err.Error())
 }
 
 // str returns a string token's value ("-" and null as nil).
@@ -65,7 +65,7 @@ func num(t *token) (n float64, present, ok bool) {
 func (d *base) unum(t *token, max float64, what string) (uint64, error) {
 	n, _, ok := num(t)
 	if !ok || n > max {
-		return 0, d.fail(schemas.ErrReasonBadField, what+" is not a number in range")
+		return 0, d.fail(schemas.DeadLetterBadField, what+" is not a number in range")
 	}
 	return uint64(n), nil
 }
@@ -152,7 +152,7 @@ func (d *kong) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 		case "started_at":
 			n, present, ok := num(t)
 			if !ok || !present || n > 1e14 {
-				return d.fail(schemas.ErrReasonBadTime, "started_at is not Unix milliseconds")
+				return d.fail(schemas.DeadLetterBadTimestamp, "started_at is not Unix milliseconds")
 			}
 			r.time, r.haveTime = int64(n)*1e6, true
 		case "client_ip":

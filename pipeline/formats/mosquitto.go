@@ -63,7 +63,7 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 	r.proto = schemas.ProtoMQTT
 	msg, ok := d.timestamp(line)
 	if !ok {
-		return d.fail(schemas.ErrReasonBadTime, "the line does not start with a Unix time or %Y-%m-%dT%H:%M:%S, then ': '")
+		return d.fail(schemas.DeadLetterBadTimestamp, "the line does not start with a Unix time or %Y-%m-%dT%H:%M:%S, then ': '")
 	}
 	var client []byte
 	switch {
@@ -71,7 +71,7 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		rest := msg[len("New client connected from "):]
 		i := indexOf(rest, " as ")
 		if i < 0 {
-			return d.fail(ErrReasonMalformedLine, "connect line without ' as '")
+			return d.fail(schemas.DeadLetterMalformedLine, "connect line without ' as '")
 		}
 		addr := rest[:i]
 		rest = rest[i+4:]
@@ -97,7 +97,7 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		q := indexByte(rest, '\'')
 		e := lastIndexOf(rest, "', ... (")
 		if q < 0 || e <= q {
-			return d.fail(ErrReasonMalformedLine, "PUBLISH line without 'topic', ... (n bytes)")
+			return d.fail(schemas.DeadLetterMalformedLine, "PUBLISH line without 'topic', ... (n bytes)")
 		}
 		r.path = rest[q+1 : e]
 		n, _ := field(rest[e+len("', ... ("):], ' ')

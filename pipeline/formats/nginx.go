@@ -31,34 +31,34 @@ func (d *nginx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	p := line
 	addr, p := field(p, ' ')
 	if err := d.setIP(addr); err != nil || len(r.ipText) == 0 {
-		return d.fail(ErrReasonMalformedLine, "the line does not start with a client address")
+		return d.fail(schemas.DeadLetterMalformedLine, "the line does not start with a client address")
 	}
 	if !hasPrefix(p, "- ") {
-		return d.fail(ErrReasonMalformedLine, "expected \"-\" after the client address")
+		return d.fail(schemas.DeadLetterMalformedLine, "expected \"-\" after the client address")
 	}
 	p = p[2:]
 	i := indexByte(p, '[')
 	if i < 1 || p[i-1] != ' ' {
-		return d.fail(ErrReasonMalformedLine, "expected [$time_local]")
+		return d.fail(schemas.DeadLetterMalformedLine, "expected [$time_local]")
 	}
 	r.username = dash(p[:i-1])
 	p = p[i+1:]
 	j := indexByte(p, ']')
 	if j < 0 {
-		return d.fail(ErrReasonMalformedLine, "unterminated [$time_local]")
+		return d.fail(schemas.DeadLetterMalformedLine, "unterminated [$time_local]")
 	}
 	t, ok := parseTimeLocal(p[:j])
 	if !ok {
-		return d.fail(schemas.ErrReasonBadTime, "$time_local is not dd/Mon/yyyy:hh:mm:ss +zzzz")
+		return d.fail(schemas.DeadLetterBadTimestamp, "$time_local is not dd/Mon/yyyy:hh:mm:ss +zzzz")
 	}
 	r.time, r.haveTime = t, true
 	p = p[j+1:]
 	if !hasPrefix(p, ` "`) {
-		return d.fail(ErrReasonMalformedLine, "expected \"$request\"")
+		return d.fail(schemas.DeadLetterMalformedLine, "expected \"$request\"")
 	}
 	req, p, ok := quoted(p[1:])
 	if !ok {
-		return d.fail(ErrReasonMalformedLine, "unterminated \"$request\"")
+		return d.fail(schemas.DeadLetterMalformedLine, "unterminated \"$request\"")
 	}
 	// "GET /path HTTP/1.1"; "-" or junk (a TLS handshake on a plain port) leaves no command.
 	if m, rest := field(req, ' '); len(rest) > 0 {
@@ -66,28 +66,28 @@ func (d *nginx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 		r.method, r.path = m, u
 	}
 	if len(p) == 0 || p[0] != ' ' {
-		return d.fail(ErrReasonMalformedLine, "expected $status")
+		return d.fail(schemas.DeadLetterMalformedLine, "expected $status")
 	}
 	st, p := field(p[1:], ' ')
 	n, ok := atou(st)
 	if !ok || n > 999 {
-		return d.fail(schemas.ErrReasonBadField, "$status is not a number")
+		return d.fail(schemas.DeadLetterBadField, "$status is not a number")
 	}
 	r.status = uint16(n)
 	bs, p := field(p, ' ')
 	if n, ok := atou(bs); ok {
 		r.bytesOut = n
 	} else if dash(bs) != nil {
-		return d.fail(schemas.ErrReasonBadField, "$body_bytes_sent is not a number")
+		return d.fail(schemas.DeadLetterBadField, "$body_bytes_sent is not a number")
 	}
 	if hasPrefix(p, `"`) { // referer
 		if _, p, ok = quoted(p); !ok {
-			return d.fail(ErrReasonMalformedLine, "unterminated \"$http_referer\"")
+			return d.fail(schemas.DeadLetterMalformedLine, "unterminated \"$http_referer\"")
 		}
 		if hasPrefix(p, ` "`) {
 			var ua []byte
 			if ua, _, ok = quoted(p[1:]); !ok {
-				return d.fail(ErrReasonMalformedLine, "unterminated \"$http_user_agent\"")
+				return d.fail(schemas.DeadLetterMalformedLine, "unterminated \"$http_user_agent\"")
 			}
 			r.ua = dash(ua)
 		}
