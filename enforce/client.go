@@ -265,7 +265,7 @@ func (c *Client) Run(ctx context.Context, js jetstream.JetStream) error {
 		first = false
 		wait := backoff(0)
 		if err != nil {
-			c.log.Warn("enforcement watch failed, retrying", "error", err, "attempt", attempt+1)
+			c.log.Warn("enforcement watch failed, retrying", "err", err, "attempt", attempt+1)
 			wait = backoff(attempt)
 		} else {
 			attempt = -1 // the session had synced: the next failure starts the back-off afresh
@@ -352,7 +352,7 @@ func (c *Client) session(ctx context.Context, sweep <-chan time.Time, first bool
 			c.publish()
 		case kve, ok := <-w.Updates():
 			if !ok {
-				c.log.Warn("enforcement watch closed", "error", errWatchClosed)
+				c.log.Warn("enforcement watch closed", "err", errWatchClosed)
 				return nil
 			}
 			if kve != nil {
@@ -377,7 +377,7 @@ func (c *Client) session(ctx context.Context, sweep <-chan time.Time, first bool
 			}
 			c.publish()
 			if closed {
-				c.log.Warn("enforcement watch closed", "error", errWatchClosed)
+				c.log.Warn("enforcement watch closed", "err", errWatchClosed)
 				return nil
 			}
 		}
@@ -402,7 +402,7 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 	}
 	e, err := c.decode(key, rev, kve.Value())
 	if err != nil {
-		c.log.Warn("enforcement decision rejected", "key", key, "revision", rev, "error", err)
+		c.log.Warn("enforcement decision rejected", "key", key, "revision", rev, "err", err)
 		return // a rejected write changes nothing: an older valid decision stays
 	}
 	if e.d.Action == schemas.ActionUnblock {
@@ -600,7 +600,7 @@ func (c *Client) publish() {
 	c.active.Store(int64(len(c.entries)))
 	if c.dirty && c.o.StateFile != "" {
 		if err := c.saveState(); err != nil {
-			c.log.Error("cannot save enforcement state", "path", c.o.StateFile, "error", err)
+			c.log.Error("cannot save enforcement state", "path", c.o.StateFile, "err", err)
 		}
 	}
 	c.dirty = false
@@ -657,7 +657,7 @@ func (c *Client) publishReceipts(ctx context.Context) {
 				return
 			}
 			if attempt == 0 || attempt%20 == 0 {
-				c.log.Warn("cannot publish enforcement receipt, retrying", "decision", r.DecisionID, "subject", schemas.SubjectDecisionsApplied, "attempt", attempt+1, "error", err)
+				c.log.Warn("cannot publish enforcement receipt, retrying", "decision", r.DecisionID, "subject", schemas.SubjectDecisionsApplied, "attempt", attempt+1, "err", err)
 			}
 			t := time.NewTimer(backoff(attempt))
 			select {

@@ -53,7 +53,7 @@ func (c *Client) loadState() error {
 	for _, se := range st.Entries {
 		e, err := c.decode(se.Key, se.Revision, se.Value)
 		if err != nil {
-			c.log.Warn("enforcement state entry rejected", "path", path, "key", se.Key, "error", err)
+			c.log.Warn("enforcement state entry rejected", "path", path, "key", se.Key, "err", err)
 			continue
 		}
 		if e.d.Action == schemas.ActionUnblock {

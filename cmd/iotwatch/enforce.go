@@ -112,13 +112,13 @@ func (e *enforcerFlags) runClient(ctx context.Context, client *enforce.Client, l
 	nc, js, err := bus.ConnectWith(ctx, e.natsURL, "iotwatch-enforce-"+e.enforcerID, e.natsOpts, log)
 	if err != nil {
 		if ctx.Err() == nil {
-			log.Error("cannot connect to nats", "error", err)
+			log.Error("cannot connect to nats", "err", err)
 		}
 		return
 	}
 	defer nc.Close()
 	if err := client.Run(ctx, js); err != nil {
-		log.Error("enforcement client stopped", "error", err)
+		log.Error("enforcement client stopped", "err", err)
 	}
 }
 

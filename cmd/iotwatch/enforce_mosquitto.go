@@ -244,7 +244,7 @@ func (m *dynsecEnforcer) run(ctx context.Context) {
 		if ds != nil {
 			select {
 			case <-ds.Done():
-				m.log.Warn("mosquitto connection lost", "error", ds.Err())
+				m.log.Warn("mosquitto connection lost", "err", ds.Err())
 				ds = nil
 			default:
 			}
@@ -281,7 +281,7 @@ func (m *dynsecEnforcer) reconcile(ctx context.Context, ds **mqtt.DynSec) bool {
 		if err != nil {
 			if ctx.Err() == nil {
 				m.failures.Add(1)
-				m.log.Warn("cannot connect to mosquitto, retrying", "error", err, "pending", len(cmds))
+				m.log.Warn("cannot connect to mosquitto, retrying", "err", err, "pending", len(cmds))
 			}
 			return false
 		}
@@ -291,7 +291,7 @@ func (m *dynsecEnforcer) reconcile(ctx context.Context, ds **mqtt.DynSec) bool {
 	if err != nil {
 		if ctx.Err() == nil {
 			m.failures.Add(1)
-			m.log.Warn("cannot send dynamic-security commands, retrying", "error", err, "pending", len(cmds))
+			m.log.Warn("cannot send dynamic-security commands, retrying", "err", err, "pending", len(cmds))
 		}
 		(*ds).Close()
 		*ds = nil
@@ -312,16 +312,16 @@ func (m *dynsecEnforcer) reconcile(ctx context.Context, ds **mqtt.DynSec) bool {
 		case c.Command == "enableClient" && errors.As(errs[i], &de):
 			delete(m.owned, c.Username) // gone from the broker: nothing left to undo
 			m.refused.Add(1)
-			m.log.Warn("mosquitto refused enableClient", "username", c.Username, "error", errs[i])
+			m.log.Warn("mosquitto refused enableClient", "username", c.Username, "err", errs[i])
 		default:
 			m.refused.Add(1)
 			done = false
-			m.log.Warn("mosquitto refused disableClient, retrying", "username", c.Username, "error", errs[i])
+			m.log.Warn("mosquitto refused disableClient, retrying", "username", c.Username, "err", errs[i])
 		}
 	}
 	if m.ownedFile != "" {
 		if err := m.saveOwned(); err != nil {
-			m.log.Error("cannot save disabled usernames", "path", m.ownedFile, "error", err)
+			m.log.Error("cannot save disabled usernames", "path", m.ownedFile, "err", err)
 		}
 	}
 	return done

@@ -468,7 +468,7 @@ func (p *publisher) reap() error {
 			p.stats.Retries.Add(1)
 			if time.Since(p.lastWarn) > 10*time.Second {
 				p.lastWarn = time.Now()
-				p.log.Warn("publish failed, retrying", "subject", p.cfg.Subject, "msg_id", f.id, "error", f.err)
+				p.log.Warn("publish failed, retrying", "subject", p.cfg.Subject, "msg_id", f.id, "err", f.err)
 			}
 			if err := p.send(f); err != nil {
 				return err
