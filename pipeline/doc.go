@@ -32,4 +32,9 @@
 //	               the unacked bookkeeping and its in-progress keep-alive
 //	checkpoint.go  restore at start, periodic and final checkpoints, catch-up after a crash
 //	metrics.go     Metrics and the Prometheus text output
+//
+// The scoring stack the workers belong to (record layout, class table, block
+// limiter, decision engines, GeoIP enrichment) is built by package score, from
+// Config.ScoreConfig: replay, eval and the golden-scenario runner build theirs
+// there too, so they score as the pipeline does.
 package pipeline
