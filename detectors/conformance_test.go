@@ -13,7 +13,10 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/detectors/command"
+	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/detectors/scenario"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -26,7 +29,7 @@ const maxStateTotal = 256
 func TestRegistry(t *testing.T) {
 	all := detectors.All()
 	names := detectors.Names()
-	for _, want := range []string{schemas.DetectorVolume, schemas.DetectorGeo, schemas.DetectorCommand} {
+	for _, want := range []string{volume.Name, geo.Name, command.Name} {
 		if !slices.Contains(names, want) {
 			t.Errorf("detector %q is not registered; registered: %q", want, names)
 		}

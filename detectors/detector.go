@@ -85,7 +85,8 @@ func FindCommandTracker(dets []Detector) (int, CommandTracker) {
 
 // Spec describes a detector for the registry.
 type Spec struct {
-	// Name is a schemas.Detector* constant.
+	// Name is the detector's Name constant, declared in its own package
+	// (volume.Name): unique, snake_case and user-facing.
 	Name string
 	// Doc is one paragraph for the generated catalog and --help.
 	Doc string

@@ -1,7 +1,8 @@
 // Package schemas defines what flows through iotwatch: the normalized Event, its
 // canonical JSON encoding, the scored result, alerts and decisions, and every
 // user-facing name (streams, subjects, consumers, KV buckets, ClickHouse tables and
-// columns, detector and reason names).
+// columns, the pipeline's own reasons); detector and reason names are
+// declared in each detector's package.
 //
 // Names are part of the product: they end up in dashboards, queries and gateway
 // configs. Renaming one is a migration; add a new name and version it instead.
@@ -91,33 +92,11 @@ const (
 	ScopeTenant = "tenant"
 )
 
-// Detector names. Each detector registers under one of these.
-const (
-	DetectorVolume  = "volume"
-	DetectorGeo     = "geo"
-	DetectorCommand = "command"
-)
-
-// Reason codes. A detector declares the reasons it can return; a finding with no
-// reason (ReasonNone) has score 0.
-const (
-	ReasonNone = ""
-
-	// volume
-	ReasonRateSpike    = "rate_spike"    // request rate far above the device's own baseline
-	ReasonAuthFailures = "auth_failures" // authentication failures far above the baseline
-	ReasonErrorBurst   = "error_burst"   // 4xx/5xx responses far above the baseline
-
-	// geo
-	ReasonNewCountry = "new_country" // a country never seen for this device
-
-	// command
-	ReasonNewCommand      = "new_command"            // a command this device never issued, seen before in its class
-	ReasonNewClassCommand = "new_class_command"      // a command never seen for this device nor its class
-	ReasonPrivilegedNew   = "privileged_command_new" // a privileged command (unlock, firmware, credentials) this device never issued
-	ReasonEnumeration     = "enumeration"            // many distinct resource ids in a short window
-	ReasonRareTransition  = "rare_transition"        // a command following another in an order (almost) no device of the class used
-)
+// ReasonNone is the reason of a finding with no reason (score 0). Detector
+// names and their reasons are declared in each detector's own package
+// (volume.Name, volume.ReasonRateSpike, ...) and registered with
+// detectors.Register: the registry is their one source of truth.
+const ReasonNone = ""
 
 // Metric names (Prometheus text format).
 const (
