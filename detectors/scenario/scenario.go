@@ -122,6 +122,52 @@ type Runner struct {
 	seq     uint64
 	seen    map[string]int
 	ev      schemas.Event
+	index   map[string]int // device record key → its index in Steps
+	steps   []Step         // what happened, when recording (Replay)
+	rec     bool
+}
+
+// Op is what a Step did.
+type Op uint8
+
+const (
+	// OpScore: the detectors scored the event against the device's record,
+	// then the fleet view learned it.
+	OpScore Op = iota
+	// OpLearn: only the fleet view learned the event (a peer's, from peers).
+	OpLearn
+	// OpEvict: the device's record was zeroed (evict); Event is empty.
+	OpEvict
+)
+
+// Step is one thing a scenario did to the detectors' inputs, in order: the
+// steps of a file, replayed from zero records and an empty fleet view
+// (NewFleet) with Teach after each scored event, give the findings the file
+// gave. The conformance tests replay them (deterministic replay, no
+// allocations) so that every detector is exercised on its own scenarios.
+type Step struct {
+	Op    Op
+	Event schemas.Event
+	// Record numbers the device record an OpScore or OpEvict step applies to
+	// (0, 1, ... in the order the scenario first scored each device).
+	Record int
+	// Prev is the device's previous command as the Runner taught the fleet
+	// view its transition (ClassTable.LearnTransition); 0 for none.
+	Prev uint64
+}
+
+// NewFleet returns the empty fleet view a Runner starts from.
+func NewFleet() *detectors.ClassTable { return detectors.NewClassTable(1<<16, 1<<10) }
+
+// Teach teaches fleet the step's event as the Runner (and the worker) does
+// after scoring it: every event, counted once per device, with the device's
+// transition. It does nothing for OpEvict. It does not allocate.
+func (s *Step) Teach(fleet *detectors.ClassTable) {
+	if s.Op == OpEvict {
+		return
+	}
+	fleet.Learn(&s.Event)
+	fleet.LearnTransition(&s.Event, s.Prev)
 }
 
 // New returns a Runner driving the named registered detectors, or all of them
@@ -144,8 +190,9 @@ func New(names ...string) (*Runner, error) {
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	r := &Runner{
 		layout:  detectors.NewLayout(specs),
-		fleet:   detectors.NewClassTable(1<<16, 1<<10),
+		fleet:   NewFleet(),
 		records: map[string][]byte{},
+		index:   map[string]int{},
 		devices: map[string]fields{},
 		rng:     rand.New(rand.NewPCG(1, 0)),
 		seen:    map[string]int{},
@@ -156,6 +203,10 @@ func New(names ...string) (*Runner, error) {
 	r.trackAt, r.tracker = detectors.FindCommandTracker(r.dets)
 	return r, nil
 }
+
+// Steps returns every step of a Runner made by Replay, in order; nil for
+// other Runners. The caller must not modify them.
+func (r *Runner) Steps() []Step { return r.steps }
 
 // Seen returns how many findings each "detector/reason" produced so far.
 func (r *Runner) Seen() map[string]int { return r.seen }
@@ -189,7 +240,11 @@ func (r *Runner) Exec(line string) (string, error) {
 		if r.cur == "" {
 			return "", fmt.Errorf("cannot evict: no device selected")
 		}
-		clear(r.record(r.devices[r.cur]))
+		f := r.devices[r.cur]
+		clear(r.record(f))
+		if r.rec {
+			r.steps = append(r.steps, Step{Op: OpEvict, Record: r.index[f.tenant+"\x00"+f.device]})
+		}
 		return "", nil
 	case "peers":
 		return r.peers(args)
@@ -239,11 +294,11 @@ func (r *Runner) peers(args []string) (string, error) {
 			a := p
 			a.cmd = after
 			r.fill(&a, r.now)
-			r.learn(0)
+			r.learn(OpLearn, &a, 0)
 			prev = r.ev.CommandID // what the command detector records as the last command
 		}
 		r.fill(&p, r.now)
-		r.learn(prev)
+		r.learn(OpLearn, &p, prev)
 	}
 	if hasAfter {
 		return fmt.Sprintf("class %s: %d peers issued %s then %s\n", f.class, n, expand(after, 0), expand(f.cmd, 0)), nil
@@ -345,6 +400,7 @@ func (r *Runner) record(f fields) []byte {
 	if !ok {
 		rec = make([]byte, r.layout.Size)
 		r.records[key] = rec
+		r.index[key] = len(r.index)
 	}
 	return rec
 }
@@ -494,7 +550,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			open[key] = ru
 			runs = append(runs, ru)
 		}
-		r.learn(prev) // as the worker does: every event, counted once per device
+		r.learn(OpScore, &e, prev) // as the worker does: every event, counted once per device
 	}
 	var sb strings.Builder
 	switch findings {
@@ -515,11 +571,20 @@ func (r *Runner) replay(args []string) (string, error) {
 	return sb.String(), nil
 }
 
-// learn teaches the fleet view r.ev, as the worker does after scoring it;
-// prev is the device's previous command (0: none).
-func (r *Runner) learn(prev uint64) {
-	r.fleet.Learn(&r.ev)
-	r.fleet.LearnTransition(&r.ev, prev)
+// learn teaches the fleet view r.ev, an event of device f, as the worker
+// does after scoring it; prev is the device's previous command (0: none).
+// When recording, it records the step.
+func (r *Runner) learn(op Op, f *fields, prev uint64) {
+	st := Step{Op: op, Prev: prev}
+	if r.rec {
+		if op == OpScore {
+			st.Record = r.index[f.tenant+"\x00"+f.device]
+		}
+		st.Event.CopyFrom(&r.ev)
+		r.steps = append(r.steps, st)
+	}
+	st.Event = r.ev // a shallow copy, taught and dropped
+	st.Teach(r.fleet)
 }
 
 // parseArgs parses "NAME=V NAME=LO..HI ...".
@@ -785,7 +850,7 @@ func RunFile(t testing.TB, path string, names ...string) *Runner {
 }
 
 // Replay runs the scenario file at path like RunFile but ignores the expected
-// outputs; it returns the Runner (for Seen) or the first error.
+// outputs; it returns the Runner (for Seen and Steps) or the first error.
 func Replay(path string, names ...string) (*Runner, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -799,6 +864,7 @@ func Replay(path string, names ...string) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.rec = true
 	for _, b := range blocks {
 		if _, err := r.Exec(b.cmd); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, b.line, err)

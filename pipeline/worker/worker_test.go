@@ -38,8 +38,8 @@ func TestLayoutBudgetAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Detectors.Size > 256 {
-		t.Errorf("the detectors need %d bytes of state per device, budget 256", l.Detectors.Size)
+	if l.Detectors.Size > detectors.StateBudget {
+		t.Errorf("the detectors need %d bytes of state per device, budget %d", l.Detectors.Size, detectors.StateBudget)
 	}
 	if _, err := NewLayout([]string{"volume", "astrology"}); err == nil || !strings.Contains(err.Error(), `"astrology"`) {
 		t.Errorf("unknown detector error = %v", err)
