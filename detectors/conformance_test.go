@@ -86,7 +86,7 @@ func catalog() string {
 		fmt.Fprintf(&sb, "| `%s` | %d | `%s` |\n", s.Name, s.StateSize, strings.Join(s.Reasons, "`, `"))
 		total += s.StateSize
 	}
-	fmt.Fprintf(&sb, "| total | %d | |\n", total)
+	fmt.Fprintf(&sb, "| total | %d of %d (`detectors.StateBudget`) | |\n", total, detectors.StateBudget)
 	for _, s := range detectors.All() {
 		fmt.Fprintf(&sb, "\n**%s**: %s\n", s.Name, s.Doc)
 	}
