@@ -11,6 +11,7 @@ package detectors
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 
@@ -85,17 +86,32 @@ func FindCommandTracker(dets []Detector) (int, CommandTracker) {
 
 // Spec describes a detector for the registry.
 type Spec struct {
-	// Name is a schemas.Detector* constant.
+	// Name is the detector's Name constant, declared in its own package
+	// (volume.Name): unique, snake_case and user-facing.
 	Name string
 	// Doc is one paragraph for the generated catalog and --help.
 	Doc string
 	// StateSize is the number of bytes of per-device state the detector needs.
 	StateSize int
-	// Reasons lists every reason the detector can return.
+	// Reasons lists every reason the detector can return, each declared as a
+	// constant in the detector's package: snake_case, unique across
+	// detectors, and none of schemas' own (ReasonNone, ReasonAllowlisted, ...).
 	Reasons []string
+	// Shapes, optional, turn random events into events of the kind this
+	// detector judges (a rare status code, a command word, an argument). The
+	// conformance tests apply every registered detector's shapes to their
+	// stream of random events, so that random state meets the events that
+	// make this detector fire, and every other detector meets them too.
+	Shapes []Shape
 	// New returns a detector with default parameters.
 	New func() Detector
 }
+
+// Shape rewrites some fields of ev, a random event of a random device, into
+// an event of the kind a detector judges, drawing any values from rng. It is
+// test support declared with the detector (Spec.Shapes): it is not called in
+// production.
+type Shape func(rng *rand.Rand, ev *schemas.Event)
 
 var (
 	regMu    sync.Mutex

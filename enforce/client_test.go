@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -67,7 +68,7 @@ func (e *env) decision(t *testing.T, id, action, scope, value string) schemas.De
 	now := e.clock.Now()
 	d := schemas.Decision{
 		ID: id, Action: action, Scope: scope, Value: value, Tenant: "acme",
-		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Reason: schemas.ReasonRateSpike,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Reason: volume.ReasonRateSpike,
 		Score: 0.9, Issuer: "test", SchemaV: schemas.SchemaVersion,
 	}
 	if err := schemas.SignDecision(&d, "k1", e.priv); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/chserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline"
@@ -226,8 +227,8 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no alert for the flooding meter-7: %v", err)
 	}
-	if !strings.Contains(reasonList, schemas.ReasonRateSpike) {
-		t.Errorf("meter-7 alert reasons = %q, want %s", reasonList, schemas.ReasonRateSpike)
+	if !strings.Contains(reasonList, volume.ReasonRateSpike) {
+		t.Errorf("meter-7 alert reasons = %q, want %s", reasonList, volume.ReasonRateSpike)
 	}
 	var others uint64
 	e.conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE device != 'meter-7'", e.db, schemas.TableAlerts)).Scan(&others)
@@ -518,7 +519,7 @@ func TestCheckpointRestart(t *testing.T) {
 	}
 	floodAlerts := func(e *env) uint64 {
 		var n uint64
-		q := fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE device = 'meter-7' AND has(reasons, '%s')", e.db, schemas.TableAlerts, schemas.ReasonRateSpike)
+		q := fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE device = 'meter-7' AND has(reasons, '%s')", e.db, schemas.TableAlerts, volume.ReasonRateSpike)
 		if err := e.conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
 			t.Fatal(err)
 		}

@@ -49,7 +49,7 @@ func TestSilenceIsSweptWhileSilent(t *testing.T) {
 		t.Errorf("%d scored rows for %d events, want one more: the silence", n, events)
 	}
 	q := fmt.Sprintf("SELECT %s, %s, %s, %s FROM %s.%s FINAL WHERE has(%s, '%s')", schemas.ColDevice, schemas.ColAPIKey,
-		schemas.ColCommand, schemas.ColTimeMs, e.db, schemas.TableScored, schemas.ColReasons, schemas.ReasonSilence)
+		schemas.ColCommand, schemas.ColTimeMs, e.db, schemas.TableScored, schemas.ColReasons, volume.ReasonSilence)
 	rows, err := e.conn.Query(ctx, q)
 	if err != nil {
 		t.Fatal(err)

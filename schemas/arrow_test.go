@@ -36,9 +36,9 @@ func testScoredEvent(ev *Event, s *Scored, i int) {
 	ev.Latency = 12500
 
 	*s = Scored{Score: 0.875}
-	s.Add(Finding{Detector: DetectorGeo, Reason: ReasonNewCountry, Score: 0.875,
+	s.Add(Finding{Detector: "geo", Reason: "new_country", Score: 0.875,
 		Observed: 1, Expected: 0, ObservedLabel: LabelString("DE"), ExpectedLabel: LabelString("FR")})
-	s.Add(Finding{Detector: DetectorVolume, Reason: ReasonRateSpike, Score: 0.5, Observed: 120, Expected: 12.5})
+	s.Add(Finding{Detector: "volume", Reason: "rate_spike", Score: 0.5, Observed: 120, Expected: 12.5})
 }
 
 func TestScoredBatch(t *testing.T) {

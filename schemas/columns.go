@@ -40,8 +40,8 @@ const (
 	ColScore      = "score"      // scored events: Float32; alerts and decisions: Float64
 
 	// Findings, as parallel arrays: element i of each array belongs to finding i.
-	ColDetectors      = "detectors"       // Array(String): Detector* constants
-	ColReasons        = "reasons"         // Array(String): Reason* constants
+	ColDetectors      = "detectors"       // Array(String): registered detector names (detectors.Names)
+	ColReasons        = "reasons"         // Array(String): reasons the detectors declared
 	ColScores         = "scores"          // Array(Float32)
 	ColObserved       = "observed"        // Array(Float64)
 	ColExpected       = "expected"        // Array(Float64)

@@ -35,8 +35,8 @@ func (l Label) String() string {
 // from the detector's declared list, and the observed and expected values that
 // explain it. A zero Finding means "nothing unusual".
 type Finding struct {
-	Detector string // a Detector* constant
-	Reason   string // a Reason* constant declared by the detector
+	Detector string // the detector's registered name (its package's Name: volume.Name)
+	Reason   string // one of the reasons the detector declared (volume.ReasonRateSpike), or ReasonNone
 	Score    float32
 	Observed float64
 	Expected float64

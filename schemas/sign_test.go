@@ -18,7 +18,7 @@ func testDecision() Decision {
 		Tenant: "acme", Device: "d-17",
 		CreatedAt: time.Date(2026, 11, 22, 3, 4, 5, 123456789, time.UTC),
 		ExpiresAt: time.Date(2026, 11, 22, 4, 4, 5, 0, time.FixedZone("X", 3600)),
-		Reason:    ReasonRateSpike, Score: 0.93, AlertID: "alert-9", Issuer: "iotwatch@host",
+		Reason:    "rate_spike", Score: 0.93, AlertID: "alert-9", Issuer: "iotwatch@host",
 		SchemaV: SchemaVersion,
 	}
 }

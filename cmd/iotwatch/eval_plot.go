@@ -68,9 +68,9 @@ type devicePlot struct {
 }
 
 func newPlotRecorder(fc sim.Config, labels []sim.Label, view detectors.Fleet) (*plotRecorder, error) {
-	spec, ok := detectors.Lookup(schemas.DetectorVolume)
+	spec, ok := detectors.Lookup(volume.Name)
 	if !ok {
-		return nil, fmt.Errorf("cannot plot volume: detector %q is not registered", schemas.DetectorVolume)
+		return nil, fmt.Errorf("cannot plot volume: detector %q is not registered", volume.Name)
 	}
 	r := &plotRecorder{start: fc.Start.UnixNano(), minutes: int(math.Ceil(fc.Duration.Minutes())) + 1,
 		victims: map[string]bool{}, devs: map[string]*devicePlot{}, vol: spec, fleet: view}

@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/iotwatch/iotwatch/detectors"
-	_ "github.com/iotwatch/iotwatch/detectors/command" // registers the command detector
+	commanddet "github.com/iotwatch/iotwatch/detectors/command" // registers the command detector
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -193,9 +193,9 @@ func readSessions(path string) ([]session, error) {
 // worker does, then scores the test sessions without learning from them. A
 // non-empty end is observed after each session's last token.
 func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervised bool, threshold float64, end string) (*seqResult, error) {
-	spec, ok := detectors.Lookup(schemas.DetectorCommand)
+	spec, ok := detectors.Lookup(commanddet.Name)
 	if !ok {
-		return nil, fmt.Errorf("cannot find detector %q", schemas.DetectorCommand)
+		return nil, fmt.Errorf("cannot find detector %q", commanddet.Name)
 	}
 	det := spec.New()
 	_, tracker := detectors.FindCommandTracker([]detectors.Detector{det})

@@ -70,7 +70,7 @@ func TestReplaySweepsSilentDevices(t *testing.T) {
 	a := alerts[0]
 	wantAt := t0.Add(2*time.Hour - time.Minute).Add(time.Duration(volume.MinSilence) * time.Second)
 	if a.Device != "meter-000157" || a.Tenant != "acme" || a.APIKey != "key-meter-000157" || a.Class != "meter/m1" ||
-		a.Command != "" || len(a.Reasons) != 1 || a.Reasons[0].Reason != schemas.ReasonSilence {
+		a.Command != "" || len(a.Reasons) != 1 || a.Reasons[0].Reason != volume.ReasonSilence {
 		t.Errorf("alert %+v: want meter-000157's silence, named as its last event, without a command", a)
 	}
 	if d := a.Time.Sub(wantAt); d < 0 || d > time.Microsecond {

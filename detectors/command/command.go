@@ -233,12 +233,12 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 
 func init() {
 	detectors.Register(detectors.Spec{
-		Name:      schemas.DetectorCommand,
+		Name:      Name,
 		Doc:       Doc,
 		StateSize: StateSize,
-		Reasons: []string{schemas.ReasonNewCommand, schemas.ReasonNewClassCommand,
-			schemas.ReasonPrivilegedNew, schemas.ReasonEnumeration, schemas.ReasonRareTransition,
-			schemas.ReasonParamOutOfRange},
+		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
+			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
+			ReasonParamOutOfRange},
 		New: func() detectors.Detector { return Detector{} },
 	})
 }
@@ -336,8 +336,8 @@ func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
 		if observed >= MinDistinct && observed >= MinRatio*expected {
 			if score := detectors.SurpriseScore(detectors.PoissonSurprise(observed, expected), MinSurprise); score > 0 {
 				f = schemas.Finding{
-					Detector: schemas.DetectorCommand,
-					Reason:   schemas.ReasonEnumeration,
+					Detector: Name,
+					Reason:   ReasonEnumeration,
 					Score:    score,
 					Observed: observed,
 					Expected: expected,
@@ -412,8 +412,8 @@ func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
 			continue
 		}
 		f = schemas.Finding{
-			Detector:      schemas.DetectorCommand,
-			Reason:        schemas.ReasonParamOutOfRange,
+			Detector:      Name,
+			Reason:        ReasonParamOutOfRange,
 			Score:         score,
 			Observed:      a.Value,
 			Expected:      bound,
@@ -485,8 +485,8 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 		return f, true
 	}
 	return schemas.Finding{
-		Detector:      schemas.DetectorCommand,
-		Reason:        schemas.ReasonRareTransition,
+		Detector:      Name,
+		Reason:        ReasonRareTransition,
 		Score:         float32(score),
 		Observed:      math.Round(others*10) / 10,
 		Expected:      math.Round(devices*10) / 10,
@@ -519,30 +519,30 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls clas
 		// The device's own vocabulary is not known yet; its class's may be.
 		switch {
 		case priv && others < ClassKnownDevices && cls.established:
-			reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
+			reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		case others < 0.5 && cls.established:
-			reason, score, learn = schemas.ReasonNewClassCommand, ScoreClassMax, false
+			reason, score, learn = ReasonNewClassCommand, ScoreClassMax, false
 		}
 	case priv && others < 0.5 && !cls.mature:
 		// A class younger than a day may not have seen its daily routine
 		// (its updates, its mornings): an alert, not a block.
-		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedYoung, false
+		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedYoung, false
 	case priv && others < 0.5:
-		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedNew, false
+		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedNew, false
 	case priv && others < ClassKnownDevices:
 		// One or two others of the class did: rare enough to alert, not to block.
-		reason, score, learn = schemas.ReasonPrivilegedNew, ScorePrivilegedRare, false
+		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedRare, false
 	case priv:
 		// A lock that unlocks for the first time is a lock; a privileged command
 		// few of its class issue is worth a look, not an alert on its own.
-		reason = schemas.ReasonPrivilegedNew
+		reason = ReasonPrivilegedNew
 		score = ScorePrivilegedClass - (ScorePrivilegedClass-ScorePrivilegedUsual)*usual(others, devices)
 	case others < 0.5:
-		reason = schemas.ReasonNewClassCommand
+		reason = ReasonNewClassCommand
 		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1)
 		learn = score < LearnBelow
 	default:
-		reason = schemas.ReasonNewCommand
+		reason = ReasonNewCommand
 		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*usual(others, devices)
 	}
 	if learn {
@@ -553,7 +553,7 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls clas
 		return schemas.Finding{}, learn
 	}
 	return schemas.Finding{
-		Detector:      schemas.DetectorCommand,
+		Detector:      Name,
 		Reason:        reason,
 		Score:         float32(score),
 		Observed:      math.Round(others*10) / 10,

@@ -36,14 +36,14 @@ func TestParamOutOfRange(t *testing.T) {
 		return d.Observe(ev, make([]byte, StateSize), fleet)
 	}
 	for _, temp := range []float64{19, 21.5, 23, 24} {
-		if f := judge(temp); f.Reason == schemas.ReasonParamOutOfRange {
+		if f := judge(temp); f.Reason == ReasonParamOutOfRange {
 			t.Errorf("temp=%v: %+v, want no argument finding", temp, f)
 		}
 	}
 	last := float32(0)
 	for _, temp := range []float64{30, 45, 90, 1e6} {
 		f := judge(temp)
-		if f.Reason != schemas.ReasonParamOutOfRange || f.Observed != temp || f.Expected <= 23 || f.Expected >= 30 ||
+		if f.Reason != ReasonParamOutOfRange || f.Observed != temp || f.Expected <= 23 || f.Expected >= 30 ||
 			f.ObservedLabel.String() != "temp" || f.ExpectedLabel.String() != "/{id}/set" {
 			t.Fatalf("temp=%v: %+v", temp, f)
 		}
@@ -52,7 +52,7 @@ func TestParamOutOfRange(t *testing.T) {
 		}
 		last = f.Score
 	}
-	if f := judge(-40); f.Reason != schemas.ReasonParamOutOfRange || f.Expected >= 19 {
+	if f := judge(-40); f.Reason != ReasonParamOutOfRange || f.Expected >= 19 {
 		t.Errorf("temp=-40: %+v, want out of range below the lower bound", f)
 	}
 }
@@ -60,7 +60,7 @@ func TestParamOutOfRange(t *testing.T) {
 func TestParamNeedsHistory(t *testing.T) {
 	fleet, ev := paramFleet(detectors.ParamMinEvents - 1)
 	ev.SetArg([]byte("temp"), 90)
-	if f := (Detector{}).Observe(ev, make([]byte, StateSize), fleet); f.Reason == schemas.ReasonParamOutOfRange {
+	if f := (Detector{}).Observe(ev, make([]byte, StateSize), fleet); f.Reason == ReasonParamOutOfRange {
 		t.Errorf("judged with %d values of history: %+v", detectors.ParamMinEvents-1, f)
 	}
 }

@@ -3,11 +3,10 @@ package command_test
 import (
 	"testing"
 
-	_ "github.com/iotwatch/iotwatch/detectors/command"
+	"github.com/iotwatch/iotwatch/detectors/command"
 	"github.com/iotwatch/iotwatch/detectors/scenario"
-	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func TestScenarios(t *testing.T) {
-	scenario.RunDir(t, "testdata", schemas.DetectorCommand)
+	scenario.RunDir(t, "testdata", command.Name)
 }

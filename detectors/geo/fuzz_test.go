@@ -34,7 +34,7 @@ func FuzzObserveGeo(f *testing.F) {
 			}
 			switch fd.Reason {
 			case schemas.ReasonNone:
-			case schemas.ReasonNewCountry, schemas.ReasonImpossibleTravel, schemas.ReasonASNChange, schemas.ReasonRareFleetCountry:
+			case ReasonNewCountry, ReasonImpossibleTravel, ReasonASNChange, ReasonRareFleetCountry:
 				if !(fd.Score > 0 && fd.Score <= 1) {
 					t.Fatalf("call %d: score %v", i, fd.Score)
 				}

@@ -211,11 +211,11 @@ const Doc = "Where a device's requests come from (country and ASN from the log o
 
 func init() {
 	detectors.Register(detectors.Spec{
-		Name:      schemas.DetectorGeo,
+		Name:      Name,
 		Doc:       Doc,
 		StateSize: StateSize,
-		Reasons: []string{schemas.ReasonNewCountry, schemas.ReasonImpossibleTravel, schemas.ReasonASNChange,
-			schemas.ReasonRareFleetCountry},
+		Reasons: []string{ReasonNewCountry, ReasonImpossibleTravel, ReasonASNChange,
+			ReasonRareFleetCountry},
 		New: func() detectors.Detector { return Detector{} },
 	})
 }
@@ -310,7 +310,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			if kmh > PlaneKmh {
 				score := TravelScore + (TravelScoreMax-TravelScore)*(1-PlaneKmh/kmh)
 				consider(&f, schemas.Finding{
-					Detector: schemas.DetectorGeo, Reason: schemas.ReasonImpossibleTravel,
+					Detector: Name, Reason: ReasonImpossibleTravel,
 					Score:    float32(score * (1 - TravelMobilityDiscount*mobility)),
 					Observed: kmh, Expected: PlaneKmh,
 					ObservedLabel: countryLabel(ev.Country), ExpectedLabel: topLabel,
@@ -342,7 +342,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		}
 		if score > 0 {
 			c := schemas.Finding{
-				Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry,
+				Detector: Name, Reason: ReasonNewCountry,
 				Score:    float32(min(1, score*stay)),
 				Observed: share, ObservedLabel: countryLabel(ev.Country),
 				ExpectedLabel: topLabel,
@@ -364,7 +364,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				score = ASNScore * (1 - ClassCommonDiscount*cls.common(peers))
 			}
 			consider(&f, schemas.Finding{
-				Detector: schemas.DetectorGeo, Reason: schemas.ReasonASNChange,
+				Detector: Name, Reason: ReasonASNChange,
 				Score:    float32(score * stay),
 				Observed: peers, Expected: float64(s.asnRun),
 				ObservedLabel: asnLabel(ev.ASN), ExpectedLabel: asnLabel(s.asn),
@@ -379,7 +379,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				score /= 2
 			}
 			consider(&f, schemas.Finding{
-				Detector: schemas.DetectorGeo, Reason: schemas.ReasonRareFleetCountry,
+				Detector: Name, Reason: ReasonRareFleetCountry,
 				Score:    float32(score * stay),
 				Observed: peers, Expected: cls.devices,
 				ObservedLabel: countryLabel(ev.Country),

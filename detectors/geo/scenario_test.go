@@ -3,11 +3,10 @@ package geo_test
 import (
 	"testing"
 
-	_ "github.com/iotwatch/iotwatch/detectors/geo"
+	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/detectors/scenario"
-	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func TestScenarios(t *testing.T) {
-	scenario.RunDir(t, "testdata", schemas.DetectorGeo)
+	scenario.RunDir(t, "testdata", geo.Name)
 }

@@ -4,10 +4,9 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors/scenario"
-	_ "github.com/iotwatch/iotwatch/detectors/volume"
-	"github.com/iotwatch/iotwatch/schemas"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 )
 
 func TestScenarios(t *testing.T) {
-	scenario.RunDir(t, "testdata", schemas.DetectorVolume)
+	scenario.RunDir(t, "testdata", volume.Name)
 }

@@ -31,7 +31,7 @@ func silent(dt, meanGap float64) bool {
 // silenceFinding is the finding for a silence of gap seconds where meanGap
 // was usual; gap must be silent.
 func silenceFinding(gap, meanGap float64) schemas.Finding {
-	return schemas.Finding{Detector: schemas.DetectorVolume, Reason: schemas.ReasonSilence,
+	return schemas.Finding{Detector: Name, Reason: ReasonSilence,
 		Score: silenceScore(gap), Observed: gap, Expected: meanGap}
 }
 

@@ -58,7 +58,7 @@ func TestSilentAtAgreesWithObserve(t *testing.T) {
 		if gap := float64(at-last) / 1e9; math.Abs(gap-want) > 1e-6 {
 			t.Errorf("every %v: silent after %.3f s, want %.3f s (mean gap %.1f s)", every, gap, want, s.meanGap())
 		}
-		if f := observeAt(rec, at-1); f.Reason == schemas.ReasonSilence {
+		if f := observeAt(rec, at-1); f.Reason == ReasonSilence {
 			t.Errorf("every %v: a return 1 ns before the silence time is already a silence", every)
 		}
 		if f := (Detector{}).Silence(rec, at-1); f.Reason != schemas.ReasonNone {
@@ -66,7 +66,7 @@ func TestSilentAtAgreesWithObserve(t *testing.T) {
 		}
 		for _, tm := range []int64{at, at + int64(time.Minute), at + int64(7*time.Hour)} {
 			sweep, back := Detector{}.Silence(rec, tm), observeAt(rec, tm)
-			if sweep.Reason != schemas.ReasonSilence || sweep != back {
+			if sweep.Reason != ReasonSilence || sweep != back {
 				t.Errorf("every %v, %v after the threshold: sweep finding %+v, returning device's %+v",
 					every, time.Duration(tm-at), sweep, back)
 			}
@@ -107,7 +107,7 @@ func TestSilentAtNeedsAWarmDevice(t *testing.T) {
 		if f := (Detector{}).Silence(rec, last+int64(48*time.Hour)); f.Reason != schemas.ReasonNone {
 			t.Errorf("%d events every %v (not warm): sweep finding %+v", c.count, c.every, f)
 		}
-		if f := observeAt(rec, last+int64(48*time.Hour)); f.Reason == schemas.ReasonSilence {
+		if f := observeAt(rec, last+int64(48*time.Hour)); f.Reason == ReasonSilence {
 			t.Errorf("%d events every %v (not warm): Observe reports a silence the sweep does not", c.count, c.every)
 		}
 	}

@@ -420,11 +420,11 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 
 func init() {
 	detectors.Register(detectors.Spec{
-		Name:      schemas.DetectorVolume,
+		Name:      Name,
 		Doc:       Doc,
 		StateSize: StateSize,
-		Reasons: []string{schemas.ReasonRateSpike, schemas.ReasonAuthFailures, schemas.ReasonErrorBurst,
-			schemas.ReasonBytesOutSpike, schemas.ReasonBytesOutDrift, schemas.ReasonSilence},
+		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
+			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence},
 		New: func() detectors.Detector { return Detector{} },
 	})
 }
@@ -525,7 +525,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		reason, observed, expected, score = s.judgeWarm(fail, errs, over)
 		// A count finding is judged again with the class's daily ramp, which
 		// only raises expectations: an event no finding without it needs none.
-		if score > 0 && reason != schemas.ReasonBytesOutSpike && s.rampUp(ev, fleet) {
+		if score > 0 && reason != ReasonBytesOutSpike && s.rampUp(ev, fleet) {
 			reason, observed, expected, score = s.judgeWarm(fail, errs, over)
 		}
 		// The run, for floods too slow to fill the short window, while the
@@ -539,12 +539,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				r = detectors.SurpriseScore(runZ, MinSurprise)
 			}
 			if r > 0 {
-				reason, observed, expected, score = schemas.ReasonRateSpike, runObserved, runExpected, r
+				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
 		}
 		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
-			reason, observed, expected = schemas.ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
+			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
 			score = detectors.SurpriseScore(drift, MinDriftSurprise)
 		}
 		if score == 0 && isSilence {
@@ -555,7 +555,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		// A cold device against its class's typical rate, with wider bounds.
 		if cr, ok := fleet.(ClassRater); ok {
 			if rate := cr.ClassRate(ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
-				reason, observed, expected = schemas.ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
+				reason, observed, expected = ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
 				score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
 			}
 		}
@@ -572,14 +572,14 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			observed, expected = 0, 0
 		}
 	}
-	f := schemas.Finding{Detector: schemas.DetectorVolume, Reason: reason, Score: score, Observed: observed, Expected: expected}
+	f := schemas.Finding{Detector: Name, Reason: reason, Score: score, Observed: observed, Expected: expected}
 	// Learn; what was flagged, robustly. The request baselines learn fully
 	// from all but request-count findings (an oversized response came at a
 	// normal rate; a silence and a bucket's drift are about earlier events),
 	// and from those and a request of a suspect run (well above the
 	// baseline, not yet flagged) at most LearnCap times their rate; the size
 	// tracker learns from all but oversized responses.
-	flagged := reason == schemas.ReasonRateSpike || reason == schemas.ReasonAuthFailures || reason == schemas.ReasonErrorBurst
+	flagged := reason == ReasonRateSpike || reason == ReasonAuthFailures || reason == ReasonErrorBurst
 	if !flagged && runZ < 0 {
 		runZ = runSurprise(runObserved, runExpected)
 	}
@@ -595,7 +595,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	s.long += learn
 	s.failLong += learn * fail
 	s.errLong += learn * errs
-	if reason != schemas.ReasonBytesOutSpike {
+	if reason != ReasonBytesOutSpike {
 		if lb > s.logMid {
 			s.logMid = min(s.logMid+MidStep, lb)
 		} else {
@@ -638,16 +638,16 @@ func runSurprise(observed, expected float64) float64 {
 func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, expected float64, score float32) {
 	switch {
 	case fail > 0:
-		reason, observed, expected = schemas.ReasonAuthFailures, s.failShort, s.expect(s.failLong, TauShort)
+		reason, observed, expected = ReasonAuthFailures, s.failShort, s.expect(s.failLong, TauShort)
 		score = judge(observed, expected, MinFailures)
 	case errs > 0:
-		reason, observed, expected = schemas.ReasonErrorBurst, s.errShort, s.expect(s.errLong, TauShort)
+		reason, observed, expected = ReasonErrorBurst, s.errShort, s.expect(s.errLong, TauShort)
 		score = judge(observed, expected, MinErrors)
 	}
 	if score > 0 {
 		return reason, observed, expected, score
 	}
-	reason, observed, expected = schemas.ReasonRateSpike, s.short, s.expect(s.long, TauShort)
+	reason, observed, expected = ReasonRateSpike, s.short, s.expect(s.long, TauShort)
 	score = judge(observed, expected, MinSpike)
 	if score > 0 || over == 0 {
 		return reason, observed, expected, score
@@ -655,7 +655,7 @@ func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, ex
 	// Oversized responses, judged on events that are themselves oversized so
 	// that the responses after a burst do not inherit its finding.
 	if o := judge(s.overMedium, FloorExpected, MinOversized); o > 0 {
-		return schemas.ReasonBytesOutSpike, s.overMedium, FloorExpected, o
+		return ReasonBytesOutSpike, s.overMedium, FloorExpected, o
 	}
 	return reason, observed, expected, 0
 }

@@ -32,8 +32,8 @@ func TestClassPrior(t *testing.T) {
 			tm += every
 			ev.Time = tm
 			if f := d.Observe(&ev, state, fleet); f.Reason != schemas.ReasonNone {
-				if f.Reason != schemas.ReasonRateSpike {
-					t.Fatalf("cold device: reason %q, want %q", f.Reason, schemas.ReasonRateSpike)
+				if f.Reason != ReasonRateSpike {
+					t.Fatalf("cold device: reason %q, want %q", f.Reason, ReasonRateSpike)
 				}
 				n, top = n+1, max(top, f.Score)
 			}
@@ -83,8 +83,8 @@ func TestNewDeviceAgainstClass(t *testing.T) {
 			ev.Time = at
 			f := d.Observe(&ev, state, table)
 			table.Learn(&ev)
-			if f.Reason != schemas.ReasonNone && f.Reason != schemas.ReasonRateSpike {
-				t.Fatalf("%s, event %d: reason %q; want %q or none", name, i, f.Reason, schemas.ReasonRateSpike)
+			if f.Reason != schemas.ReasonNone && f.Reason != ReasonRateSpike {
+				t.Fatalf("%s, event %d: reason %q; want %q or none", name, i, f.Reason, ReasonRateSpike)
 			}
 			if f.Score >= 0.6 && alertAt == 0 {
 				alertAt = i + 1
@@ -144,10 +144,10 @@ func TestHeavyTailedResponses(t *testing.T) {
 		tm += 20e9
 		ev.Time, ev.BytesOut = tm, 200_000
 		f := d.Observe(ev, state, nil)
-		if f.Reason == schemas.ReasonBytesOutSpike {
+		if f.Reason == ReasonBytesOutSpike {
 			spikes++
 		} else if f.Reason != schemas.ReasonNone {
-			t.Fatalf("read %d: %+v; want %q or none", i, f, schemas.ReasonBytesOutSpike)
+			t.Fatalf("read %d: %+v; want %q or none", i, f, ReasonBytesOutSpike)
 		}
 	}
 	if spikes == 0 {
@@ -156,7 +156,7 @@ func TestHeavyTailedResponses(t *testing.T) {
 	for i := range 5 {
 		tm += 60e9
 		ev.Time, ev.BytesOut = tm, 48
-		if f := d.Observe(ev, state, nil); f.Reason == schemas.ReasonBytesOutSpike {
+		if f := d.Observe(ev, state, nil); f.Reason == ReasonBytesOutSpike {
 			t.Errorf("normal ack %d after the reads: %+v; want no bytes_out_spike", i, f)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -440,7 +441,7 @@ func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 	case "auto":
 		if len(ev.APIKey) > 0 {
 			for _, f := range s.Reasons() {
-				if f.Detector == schemas.DetectorGeo {
+				if f.Detector == geo.Name {
 					return schemas.ScopeAPIKey, string(ev.APIKey)
 				}
 			}

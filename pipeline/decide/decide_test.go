@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors/command"
+	"github.com/iotwatch/iotwatch/detectors/geo"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -30,9 +33,9 @@ func scored(fs ...schemas.Finding) *schemas.Scored {
 }
 
 var (
-	flood = schemas.Finding{Detector: schemas.DetectorVolume, Reason: schemas.ReasonRateSpike, Score: 0.95, Observed: 50, Expected: 1}
-	geo   = schemas.Finding{Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry, Score: 0.9}
-	weak  = schemas.Finding{Detector: schemas.DetectorCommand, Reason: schemas.ReasonNewCommand, Score: 0.3}
+	flood  = schemas.Finding{Detector: volume.Name, Reason: volume.ReasonRateSpike, Score: 0.95, Observed: 50, Expected: 1}
+	abroad = schemas.Finding{Detector: geo.Name, Reason: geo.ReasonNewCountry, Score: 0.9}
+	weak   = schemas.Finding{Detector: command.Name, Reason: command.ReasonNewCommand, Score: 0.3}
 )
 
 func engine(t *testing.T, mod func(*Config)) *Engine {
@@ -99,7 +102,7 @@ func TestBlockDeviceThenDedup(t *testing.T) {
 
 func TestStolenKeyBlocksKey(t *testing.T) {
 	e := engine(t, nil)
-	_, d := e.Decide(event("d-2", "key-9", "198.51.100.3", 0), scored(geo, weak))
+	_, d := e.Decide(event("d-2", "key-9", "198.51.100.3", 0), scored(abroad, weak))
 	if d == nil || d.Scope != schemas.ScopeAPIKey || d.Value != "key-9" {
 		t.Fatalf("decision = %+v, want api_key key-9", d)
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -50,7 +51,7 @@ func TestLifts(t *testing.T) {
 	}
 	blk := func(id, action, scope, value string, expires time.Time) schemas.Decision {
 		return schemas.Decision{ID: id, Action: action, Scope: scope, Value: value, Tenant: "acme", Device: "dev-" + id,
-			CreatedAt: now.Add(-time.Minute), ExpiresAt: expires, Reason: schemas.ReasonRateSpike, Score: 0.95,
+			CreatedAt: now.Add(-time.Minute), ExpiresAt: expires, Reason: volume.ReasonRateSpike, Score: 0.95,
 			AlertID: "a-" + id, Issuer: "iotwatch", Signature: "ed25519:k:x", SchemaV: schemas.SchemaVersion}
 	}
 	later := now.Add(time.Hour)

@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/detectors/command"
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
@@ -204,7 +205,7 @@ func TestDecidedToEnforced(t *testing.T) {
 	created := applied.Add(-180 * time.Millisecond)
 	d := schemas.Decision{ID: "d-7f3a", Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "lock-000042",
 		Tenant: "acme", Device: "lock-000042", CreatedAt: created, ExpiresAt: created.Add(15 * time.Minute),
-		Reason: schemas.ReasonPrivilegedNew, Score: 0.98, AlertID: "a-1", Issuer: "iotwatch", SchemaV: schemas.SchemaVersion}
+		Reason: command.ReasonPrivilegedNew, Score: 0.98, AlertID: "a-1", Issuer: "iotwatch", SchemaV: schemas.SchemaVersion}
 	if err := e.ch.WriteDecisions(e.ctx, []schemas.Decision{d}); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/iotwatch/iotwatch/detectors/command"
+	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/internal/chserver"
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -93,7 +95,7 @@ func fillTestEvent(ev *schemas.Event, s *schemas.Scored, i int) {
 	*s = schemas.Scored{Score: float32(i%8) / 8}
 	for k := 0; k < i%3; k++ {
 		s.Add(schemas.Finding{
-			Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry, Score: 0.25 * float32(k+1),
+			Detector: geo.Name, Reason: geo.ReasonNewCountry, Score: 0.25 * float32(k+1),
 			Observed: float64(i) + 0.5, Expected: float64(k),
 			ObservedLabel: schemas.LabelString("DE"), ExpectedLabel: schemas.LabelString(fmt.Sprint("F", k)),
 		})
@@ -352,8 +354,8 @@ func testCHAlerts() []schemas.Alert {
 			Class: "smart_lock/l2", Command: "POST /v1/devices/{id}/unlock", Country: "DE", Score: 0.9375,
 			Severity: schemas.SeverityCritical, FirstEventID: 17, LastEventID: 19,
 			Reasons: []schemas.Explanation{
-				{Detector: schemas.DetectorGeo, Reason: schemas.ReasonNewCountry, Score: 0.875, Observed: 1, Expected: 0, ObservedLabel: "DE", ExpectedLabel: "FR"},
-				{Detector: schemas.DetectorCommand, Reason: schemas.ReasonPrivilegedNew, Score: 0.5, Observed: 3, Expected: 0.25},
+				{Detector: geo.Name, Reason: geo.ReasonNewCountry, Score: 0.875, Observed: 1, Expected: 0, ObservedLabel: "DE", ExpectedLabel: "FR"},
+				{Detector: command.Name, Reason: command.ReasonPrivilegedNew, Score: 0.5, Observed: 3, Expected: 0.25},
 			},
 		},
 		{
@@ -367,10 +369,10 @@ func testCHDecisions() []schemas.Decision {
 	t0 := time.Date(2026, 1, 5, 10, 0, 2, 500e6, time.UTC)
 	return []schemas.Decision{
 		{ID: "dc-1", Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "lock-1", Tenant: "acme", Device: "lock-1",
-			CreatedAt: t0, ExpiresAt: t0.Add(15 * time.Minute).Truncate(time.Second), Reason: schemas.ReasonNewCountry,
+			CreatedAt: t0, ExpiresAt: t0.Add(15 * time.Minute).Truncate(time.Second), Reason: geo.ReasonNewCountry,
 			Score: 0.9375, AlertID: "al-1", Issuer: "iotwatch"},
 		{ID: "dc-2", Action: schemas.ActionDryRunBlock, Scope: schemas.ScopeIP, Value: "203.0.113.7", Tenant: "acme",
-			CreatedAt: t0.Add(time.Second), Reason: schemas.ReasonEnumeration, Score: 0.75, AlertID: "al-3", Issuer: "iotwatch", DryRun: true},
+			CreatedAt: t0.Add(time.Second), Reason: command.ReasonEnumeration, Score: 0.75, AlertID: "al-3", Issuer: "iotwatch", DryRun: true},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -18,7 +19,7 @@ func TestLiftAllowlisted(t *testing.T) {
 	blk := func(id, scope, value string) schemas.Decision {
 		return schemas.Decision{ID: id, Action: schemas.ActionBlock, Scope: scope, Value: value, Tenant: "acme",
 			Device: "dev-" + id, CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour),
-			Reason: schemas.ReasonRateSpike, Score: 0.95, AlertID: "a-" + id, Issuer: "iotwatch", SchemaV: schemas.SchemaVersion}
+			Reason: volume.ReasonRateSpike, Score: 0.95, AlertID: "a-" + id, Issuer: "iotwatch", SchemaV: schemas.SchemaVersion}
 	}
 	active := []schemas.Decision{
 		blk("d-1", schemas.ScopeDevice, "lock-7"),

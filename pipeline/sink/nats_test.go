@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/detectors/command"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -100,7 +102,7 @@ func testAlerts() []schemas.Alert {
 	mk := func(id, device, severity string, score float64) schemas.Alert {
 		return schemas.Alert{
 			ID: id, Time: at, Tenant: "acme", Device: device, Score: score, Severity: severity,
-			Reasons:      []schemas.Explanation{{Detector: schemas.DetectorVolume, Reason: schemas.ReasonRateSpike, Score: score, Observed: 120, Expected: 3}},
+			Reasons:      []schemas.Explanation{{Detector: volume.Name, Reason: volume.ReasonRateSpike, Score: score, Observed: 120, Expected: 3}},
 			FirstEventID: 100, LastEventID: 140, SchemaV: schemas.SchemaVersion,
 		}
 	}
@@ -166,7 +168,7 @@ func testDecision(id, action, scope, value string) schemas.Decision {
 	at := time.Now().UTC().Truncate(time.Second)
 	return schemas.Decision{
 		ID: id, Action: action, Scope: scope, Value: value, Tenant: "acme", Device: "d-1",
-		CreatedAt: at, ExpiresAt: at.Add(time.Hour), Reason: schemas.ReasonPrivilegedNew, Score: 0.95,
+		CreatedAt: at, ExpiresAt: at.Add(time.Hour), Reason: command.ReasonPrivilegedNew, Score: 0.95,
 		AlertID: "a-1", Issuer: "iotwatch", SchemaV: schemas.SchemaVersion,
 	}
 }

@@ -132,7 +132,7 @@ func TestSweepReportsASilenceOnce(t *testing.T) {
 	if s.ev.DeviceKey != want.DeviceKey || s.ev.DeviceAlt != want.DeviceAlt || s.ev.ClassKey != want.ClassKey {
 		t.Error("the silence event's keys are not the device's and its class's")
 	}
-	if s.sc.N != 1 || s.sc.Findings[0].Reason != schemas.ReasonSilence || s.sc.Findings[0].Detector != schemas.DetectorVolume {
+	if s.sc.N != 1 || s.sc.Findings[0].Reason != volume.ReasonSilence || s.sc.Findings[0].Detector != volume.Name {
 		t.Fatalf("silence event findings %+v, want one volume silence", s.sc.Reasons())
 	}
 	if f := s.sc.Findings[0]; f.Observed != float64(s.ev.Time-last.Time)/1e9 || f.Expected < 40 || f.Expected > 80 ||

@@ -9,6 +9,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	_ "github.com/iotwatch/iotwatch/detectors/all"
+	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
@@ -37,13 +38,13 @@ func TestLayoutBudgetAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Detectors.Size > 256 {
-		t.Errorf("the detectors need %d bytes of state per device, budget 256", l.Detectors.Size)
+	if l.Detectors.Size > detectors.StateBudget {
+		t.Errorf("the detectors need %d bytes of state per device, budget %d", l.Detectors.Size, detectors.StateBudget)
 	}
 	if _, err := NewLayout([]string{"volume", "astrology"}); err == nil || !strings.Contains(err.Error(), `"astrology"`) {
 		t.Errorf("unknown detector error = %v", err)
 	}
-	one, _ := NewLayout([]string{schemas.DetectorVolume})
+	one, _ := NewLayout([]string{volume.Name})
 	if one.Version == l.Version {
 		t.Error("layouts of different detector sets share a version")
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	commanddet "github.com/iotwatch/iotwatch/detectors/command"
 	"github.com/iotwatch/iotwatch/internal/chserver"
 	"github.com/iotwatch/iotwatch/internal/mosquittotest"
 	"github.com/iotwatch/iotwatch/internal/mqtt"
@@ -293,7 +294,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 		if !okD {
 			t.Fatalf("%s: refused without a block decision seen on NATS", dev)
 		}
-		if d.v.Reason != schemas.ReasonPrivilegedNew || d.v.Score < dc.BlockThreshold || d.v.Tenant != tenant || schemas.SignatureKeyID(&d.v) != keyID {
+		if d.v.Reason != commanddet.ReasonPrivilegedNew || d.v.Score < dc.BlockThreshold || d.v.Tenant != tenant || schemas.SignatureKeyID(&d.v) != keyID {
 			t.Errorf("%s: decision %+v; want privileged_command_new, score >= %.2f, tenant %q, signed by %q", dev, d.v, dc.BlockThreshold, tenant, keyID)
 		}
 		if !okR {

@@ -1,0 +1,46 @@
+package schemas
+
+// Metric names of the pipeline (Prometheus text format).
+const (
+	MetricEventsIngested  = "iotwatch_events_ingested_total"
+	MetricMessagesFetched = "iotwatch_messages_fetched_total"
+	MetricDeadLettered    = "iotwatch_dead_lettered_total"
+	MetricAlerts          = "iotwatch_alerts_total"
+	MetricDecisions       = "iotwatch_decisions_total"
+	MetricRowsWritten     = "iotwatch_clickhouse_rows_total"
+	MetricFlushSeconds    = "iotwatch_flush_seconds_total"
+	MetricFlushes         = "iotwatch_flushes_total"
+	MetricFlushDuration   = "iotwatch_flush_duration_seconds" // histogram
+	MetricMessagesAcked   = "iotwatch_messages_acked_total"
+	MetricSinkErrors      = "iotwatch_sink_errors_total"
+	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
+	MetricInProgress      = "iotwatch_messages_in_progress_total"
+	MetricSkipped         = "iotwatch_records_skipped_total"
+	MetricConsumerLag     = "iotwatch_consumer_lag_messages"
+	MetricStateDevices    = "iotwatch_state_devices"
+	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
+	MetricStateExpired    = "iotwatch_state_expired_total"
+	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
+	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // re-learned at start after a crash
+	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
+)
+
+// Metric names of the silence sweep (pipeline/worker, Worker.Sweep).
+const (
+	MetricSilencesSwept   = "iotwatch_silences_swept_total"   // silent devices the sweep reported while silent
+	MetricSilencesUnnamed = "iotwatch_silences_unnamed_total" // silent devices the sweep could not name (identity not seen since start)
+)
+
+// Metric names of the enforcement point (`iotwatch enforce`).
+const (
+	MetricEnforceChecks   = "iotwatch_enforce_checks_total" // label verdict=allow|block|throttle
+	MetricEnforceActive   = "iotwatch_enforce_active_decisions"
+	MetricEnforceApplied  = "iotwatch_enforce_applied_total"
+	MetricEnforceRemoved  = "iotwatch_enforce_removed_total"
+	MetricEnforceRejected = "iotwatch_enforce_rejected_total" // label reason=unsigned|malformed|unknown_key|bad_signature|invalid
+	MetricEnforceResyncs  = "iotwatch_enforce_resyncs_total"
+	MetricEnforceReceipts = "iotwatch_enforce_receipts_total" // label result=published|error|dropped
+	// MetricEnforceIgnoredDeletes counts KV deletes and purges of an enforced
+	// decision that an enforcement point requiring signatures did not act on.
+	MetricEnforceIgnoredDeletes = "iotwatch_enforce_ignored_deletes_total"
+)
