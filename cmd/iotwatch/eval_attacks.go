@@ -160,7 +160,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 type replayStack struct {
 	w       *worker.Worker
 	limiter *decide.Limiter
-	fleet   *detectors.ClassTable
+	model   *detectors.ClassModel
 	geo     *geoip.Reader   // fills what log lines lack, as the pipeline does (nil: none)
 	capped  []schemas.Alert // process's buffer of the limiter's alerts
 }
@@ -187,12 +187,12 @@ func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	fleet := detectors.NewClassTable(1<<18, 1<<12)
-	w, err := worker.New(layout, cfg.Worker, fleet, eng)
+	model := detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<18, 1<<12))
+	w, err := worker.New(layout, cfg.Worker, model, eng)
 	if err != nil {
 		return nil, err
 	}
-	return &replayStack{w: w, limiter: limiter, fleet: fleet, geo: cfg.GeoIP}, nil
+	return &replayStack{w: w, limiter: limiter, model: model, geo: cfg.GeoIP}, nil
 }
 
 // progressEvery is how many events pass between two looks at the wall clock
@@ -221,7 +221,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 	}
 	var rec *plotRecorder
 	if plotDir != "" {
-		if rec, err = newPlotRecorder(fc, labels, st.fleet); err != nil {
+		if rec, err = newPlotRecorder(fc, labels, st.model); err != nil {
 			return nil, err
 		}
 	}

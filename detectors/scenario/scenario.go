@@ -62,9 +62,9 @@
 //	t=+2h03m20s volume rate_spike score=1.00 observed=15 expected=0.45 (last of 92)
 //
 // Events are scored by every detector the Runner drives, in name order, through
-// one record per device (detectors.Layout) and a detectors.ClassTable that
-// learns every event, as the worker does (it counts distinct devices and
-// learns commands' argument ranges).
+// one record per device (detectors.Layout) and a detectors.ClassModel (the
+// class table and each detector's class statistics) that learns every
+// event, as the worker does.
 package scenario
 
 import (
@@ -111,9 +111,9 @@ type argSpec struct {
 type Runner struct {
 	layout  *detectors.Layout
 	dets    []detectors.Detector
-	fleet   *detectors.ClassTable
-	tracker detectors.CommandTracker // records devices' last commands (at trackAt), or nil
-	trackAt int
+	model   *detectors.ClassModel
+	before  []byte // a record as it was before the detectors observed the event (ClassModel.Learn)
+	peer    []byte // a peer's record, thrown away after each peer
 	records map[string][]byte
 	devices map[string]fields
 	cur     string // current device id
@@ -144,7 +144,6 @@ func New(names ...string) (*Runner, error) {
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	r := &Runner{
 		layout:  detectors.NewLayout(specs),
-		fleet:   detectors.NewClassTable(1<<16, 1<<10),
 		records: map[string][]byte{},
 		devices: map[string]fields{},
 		rng:     rand.New(rand.NewPCG(1, 0)),
@@ -153,7 +152,8 @@ func New(names ...string) (*Runner, error) {
 	for _, s := range specs {
 		r.dets = append(r.dets, s.New())
 	}
-	r.trackAt, r.tracker = detectors.FindCommandTracker(r.dets)
+	r.model = detectors.NewClassModel(r.layout, detectors.NewClassTable(1<<16, 1<<10))
+	r.before, r.peer = make([]byte, r.layout.Size), make([]byte, r.layout.Size)
 	return r, nil
 }
 
@@ -234,16 +234,15 @@ func (r *Runner) peers(args []string) (string, error) {
 	for i := range n {
 		p := f
 		p.device = fmt.Sprintf("%s-peer-%d", f.device, i)
-		var prev uint64
+		clear(r.peer) // a peer teaches the class only: its findings and record are thrown away
 		if hasAfter {
 			a := p
 			a.cmd = after
 			r.fill(&a, r.now)
-			r.learn(0)
-			prev = r.ev.CommandID // what the command detector records as the last command
+			r.observeAndLearn(r.peer)
 		}
 		r.fill(&p, r.now)
-		r.learn(prev)
+		r.observeAndLearn(r.peer)
 	}
 	if hasAfter {
 		return fmt.Sprintf("class %s: %d peers issued %s then %s\n", f.class, n, expand(after, 0), expand(f.cmd, 0)), nil
@@ -472,12 +471,9 @@ func (r *Runner) replay(args []string) (string, error) {
 		}
 		r.seq++
 		r.fill(&e, t)
-		var prev uint64
-		if r.tracker != nil {
-			prev = r.tracker.LastCommand(r.layout.State(rec, r.trackAt))
-		}
+		copy(r.before, rec)
 		for d, det := range r.dets {
-			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.fleet)
+			fd := det.Observe(&r.ev, r.layout.State(rec, d), r.model.Fleet(d))
 			if fd.Reason == schemas.ReasonNone {
 				continue
 			}
@@ -494,7 +490,7 @@ func (r *Runner) replay(args []string) (string, error) {
 			open[key] = ru
 			runs = append(runs, ru)
 		}
-		r.learn(prev) // as the worker does: every event, counted once per device
+		r.learn() // as the worker does: every event, counted once per device
 	}
 	var sb strings.Builder
 	switch findings {
@@ -515,11 +511,21 @@ func (r *Runner) replay(args []string) (string, error) {
 	return sb.String(), nil
 }
 
-// learn teaches the fleet view r.ev, as the worker does after scoring it;
-// prev is the device's previous command (0: none).
-func (r *Runner) learn(prev uint64) {
-	r.fleet.Learn(&r.ev)
-	r.fleet.LearnTransition(&r.ev, prev)
+// learn teaches the class model r.ev, as the worker does after scoring it;
+// r.before holds the device's record as it was before the detectors observed
+// r.ev.
+func (r *Runner) learn() {
+	r.model.Learn(&r.ev, r.before)
+}
+
+// observeAndLearn runs r.ev through every detector on rec, throwing the
+// findings away, and teaches it to the class model: a peer's event.
+func (r *Runner) observeAndLearn(rec []byte) {
+	copy(r.before, rec)
+	for d, det := range r.dets {
+		det.Observe(&r.ev, r.layout.State(rec, d), r.model.Fleet(d))
+	}
+	r.learn()
 }
 
 // parseArgs parses "NAME=V NAME=LO..HI ...".
