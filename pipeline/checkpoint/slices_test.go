@@ -38,8 +38,10 @@ type teapotStats struct {
 	events atomic.Uint64
 }
 
-func (s *teapotStats) Learn(*schemas.Event, []byte)     { s.events.Add(1) }
-func (s *teapotStats) AppendSnapshot(dst []byte) []byte { return fmt.Appendf(dst, "%d", s.events.Load()) }
+func (s *teapotStats) Learn(*schemas.Event, []byte) { s.events.Add(1) }
+func (s *teapotStats) AppendSnapshot(dst []byte) []byte {
+	return fmt.Appendf(dst, "%d", s.events.Load())
+}
 func (s *teapotStats) LoadSnapshot(b []byte) error {
 	var n uint64
 	if _, err := fmt.Sscanf(string(b), "%d", &n); err != nil {
@@ -194,7 +196,9 @@ func TestAddAndRemoveDetector(t *testing.T) {
 	for key = range before {
 		break
 	}
-	count := func(rec []byte) uint32 { return binary.LittleEndian.Uint32(cur.slice(rec, schemas.DetectorCommand)[8:]) }
+	count := func(rec []byte) uint32 {
+		return binary.LittleEndian.Uint32(cur.slice(rec, schemas.DetectorCommand)[8:])
+	}
 	n := count(after[key])
 	for k := range 3000 {
 		ev.Reset()
