@@ -48,7 +48,11 @@ func FuzzObserve(f *testing.F) {
 	f.Add(int64(1736121600e9), bytes.Repeat([]byte{0xff}, 128), "GET /v1/devices/d-9/status", "FR", uint16(404), uint8(2), uint64(7))
 	f.Add(int64(-1), bytes.Repeat([]byte{0x7f, 0x80, 0, 0}, 32), "", "\x00\x00", uint16(401), uint8(9), ^uint64(0))
 	all := detectors.All()
-	fleet := detectors.NewClassTable(1024, 1024)
+	// One class model over every detector: each observes with its own view
+	// and learns what it is fed, fuzzed state included.
+	layout := detectors.NewLayout(all)
+	model := detectors.NewClassModel(layout, detectors.NewClassTable(1024, 1024))
+	before := make([]byte, layout.Size)
 	f.Fuzz(func(t *testing.T, tm int64, state []byte, cmd, country string, status uint16, auth uint8, res uint64) {
 		var ev schemas.Event
 		ev.SetDevice([]byte("acme"), []byte("d-1"))
@@ -58,12 +62,15 @@ func FuzzObserve(f *testing.F) {
 		if len(country) >= 2 {
 			ev.Country = schemas.Country{country[0], country[1]}
 		}
-		for _, s := range all {
+		for i, s := range all {
 			st := make([]byte, s.StateSize)
 			copy(st, state)
 			d := s.New()
 			for range 3 { // also from the state the first call wrote
-				conformance.Check(t, s, d.Observe(&ev, st, fleet), "fuzz")
+				clear(before)
+				copy(layout.State(before, i), st)
+				conformance.Check(t, s, d.Observe(&ev, st, model.Fleet(i)), "fuzz")
+				model.Learn(&ev, before)
 				ev.Time += 1e9
 			}
 			ev.Time = tm

@@ -30,8 +30,11 @@ type Detector interface {
 	Observe(ev *schemas.Event, state []byte, fleet Fleet) schemas.Finding
 }
 
-// Fleet is a read-only view of class-level statistics shared by all workers.
-// Values may lag the events being scored by a few milliseconds.
+// Fleet is the read-only view of class-level statistics that Observe gets:
+// the class identity every detector shares (ClassTable) and, for a detector
+// whose Spec has Stats, its own class statistics, which then are the view
+// (the detector reads them with a type assertion, not a lookup). Values may
+// lag the events being scored by a few milliseconds.
 //
 // Class statistics count distinct devices, not events: one device, however
 // many requests it sends, counts once. An attacker driving one device (or one
@@ -39,49 +42,34 @@ type Detector interface {
 // while a fleet-wide change of behaviour (vehicles starting their day) is
 // learned after a few devices.
 type Fleet interface {
-	// ClassCommandDevices estimates how many distinct devices of the class,
-	// other than device (a DeviceKey), issued the command.
-	ClassCommandDevices(class, command, device uint64) float64
 	// ClassDevices estimates how many distinct devices of the class were seen.
 	ClassDevices(class uint64) float64
-	// ClassTransitionDevices estimates how many distinct devices of the class,
-	// other than device, issued command right after prev (an identifier of
-	// the previous command, as a CommandTracker records it).
-	ClassTransitionDevices(class, prev, command, device uint64) float64
-	// ClassCountryDevices estimates how many distinct devices of the class,
-	// other than device, were seen in the country.
-	ClassCountryDevices(class uint64, country schemas.Country, device uint64) float64
-	// ClassASNDevices estimates how many distinct devices of the class, other
-	// than device, were seen in the autonomous system asn.
-	ClassASNDevices(class uint64, asn uint32, device uint64) float64
 	// ClassSince returns the earliest event time (Unix ns) learned for the
 	// class, 0 if none: with ClassDevices, how established the class is.
 	ClassSince(class uint64) int64
-	// ClassParam returns the range the class learned for the numeric
-	// argument name (a schemas.Arg Key) of command; the zero ParamRange if
-	// none. Values the range judged out of it were not learned.
-	ClassParam(class, command, name uint64) ParamRange
 }
 
-// CommandTracker is implemented by a detector that records each device's last
-// command in its state, so that the worker can teach the fleet view the
-// device's transitions (ClassTable.LearnTransition) without a state of its own.
-type CommandTracker interface {
-	// LastCommand returns an identifier of the last command recorded in state
-	// (before Observe of the current event: the device's previous command),
-	// or 0 when there is none. It must not allocate or retain state.
-	LastCommand(state []byte) uint64
-}
-
-// FindCommandTracker returns the index in dets of the first detector that is a
-// CommandTracker, and the tracker, or -1 and nil.
-func FindCommandTracker(dets []Detector) (int, CommandTracker) {
-	for i, d := range dets {
-		if t, ok := d.(CommandTracker); ok {
-			return i, t
-		}
-	}
-	return -1, nil
+// ClassStats is what a detector learns of classes from every device's
+// events (commands, countries, rates): its own, kept in its package, made by
+// its Spec's Stats. A pipeline has one instance per detector, shared by every
+// worker (ClassModel), so all methods must be safe for concurrent use.
+//
+// It is the Fleet view the detector's Observe gets: ClassDevices and
+// ClassSince answer from the class table it was made with.
+type ClassStats interface {
+	Fleet
+	// Learn teaches ev, after every detector observed it, on the worker that
+	// owns ev's device (one writer per device), unless ev is a redelivery
+	// already learned. before is the detector's state slice as it was before
+	// Observe of ev (the device's previous command, say); Learn must not
+	// modify or retain it or ev, and must not allocate.
+	Learn(ev *schemas.Event, before []byte)
+	// AppendSnapshot appends the statistics to dst, versioned by the detector;
+	// LoadSnapshot replaces them with a snapshot AppendSnapshot made, or
+	// returns an error and leaves them unchanged (a checkpoint then restores
+	// the detector without them: it relearns its classes).
+	AppendSnapshot(dst []byte) []byte
+	LoadSnapshot(b []byte) error
 }
 
 // Spec describes a detector for the registry.
@@ -93,6 +81,11 @@ type Spec struct {
 	Doc string
 	// StateSize is the number of bytes of per-device state the detector needs.
 	StateSize int
+	// Version versions the detector's state slice: change it whenever the
+	// meaning of the bytes changes. A checkpoint restores a detector's slice
+	// only into a detector of the same name, StateSize and Version; otherwise
+	// that detector alone cold-starts.
+	Version uint32
 	// Reasons lists every reason the detector can return, each declared as a
 	// constant in the detector's package: snake_case, unique across
 	// detectors, and none of schemas' own (ReasonNone, ReasonAllowlisted, ...).
@@ -105,6 +98,11 @@ type Spec struct {
 	Shapes []Shape
 	// New returns a detector with default parameters.
 	New func() Detector
+	// Stats, when set, returns new, empty class statistics of the detector
+	// over classes (its class identity and sizes: CommandSlots, ClassSlots);
+	// see ClassStats. Nil for a detector that learns nothing of classes: its
+	// Observe gets the class table as its Fleet view.
+	Stats func(classes *ClassTable) ClassStats
 }
 
 // Shape rewrites some fields of ev, a random event of a random device, into

@@ -92,7 +92,7 @@ type ParamTable struct {
 // NewParamTable returns a table of slots (class, command, argument) keys,
 // rounded up to a power of two (at least 1024).
 func NewParamTable(slots int) *ParamTable {
-	n := pow2(slots)
+	n := TableSize(slots)
 	return &ParamTable{
 		keys: make([]atomic.Uint64, n), stats: make([]atomic.Uint64, n),
 		events: make([]atomic.Uint64, n), devs: make([]atomic.Uint64, n), outs: make([]atomic.Uint64, n),
@@ -108,7 +108,7 @@ func paramKey(class, command, name uint64) uint64 {
 // ClassParam returns the range learned for the argument name of command in
 // class; the zero ParamRange if none.
 func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
-	j := slot(t.keys, paramKey(class, command, name), false)
+	j := Slot(t.keys, paramKey(class, command, name), false)
 	if j < 0 {
 		return ParamRange{}
 	}
@@ -124,7 +124,7 @@ func (t *ParamTable) load(j int) ParamRange {
 	if r.Events > 0 {
 		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
 	}
-	r.Devices = linearCount(64, bits.OnesCount64(t.devs[j].Load()))
+	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load()))
 	return r
 }
 
@@ -146,7 +146,7 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 		if !(math.Abs(a.Value) <= paramMaxAbs) {
 			continue
 		}
-		j := slot(t.keys, paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
+		j := Slot(t.keys, paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
 		if j < 0 {
 			t.saturated.Add(1)
 			continue
@@ -157,8 +157,8 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 
 func (t *ParamTable) learn(j int, x float64, device uint64) {
 	if z, _ := t.load(j).Judge(x); z > 0 {
-		setBit(&t.outs[j], deviceBit(device))
-		if linearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
+		SetBit(&t.outs[j], DeviceBit(device))
+		if LinearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
 			t.stats[j].Store(0)
 			t.events[j].Store(0)
 			t.devs[j].Store(0)
@@ -170,7 +170,7 @@ func (t *ParamTable) learn(j int, x float64, device uint64) {
 	if n%ParamShiftWindow == 0 {
 		t.outs[j].Store(0) // out-of-range devices count over a window, not forever
 	}
-	setBit(&t.devs[j], deviceBit(device))
+	SetBit(&t.devs[j], DeviceBit(device))
 	for {
 		old := t.stats[j].Load()
 		c, s, ok := unpackStats(old)
@@ -199,8 +199,7 @@ func (t *ParamTable) learn(j int, x float64, device uint64) {
 // Saturated returns how many values found the table full.
 func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
 
-// arrays returns the table's arrays, in the order a ClassTable snapshot
-// holds them (after its own).
-func (t *ParamTable) arrays() [][]atomic.Uint64 {
+// Arrays returns the table's arrays, for snapshots (AppendWords, LoadWords).
+func (t *ParamTable) Arrays() [][]atomic.Uint64 {
 	return [][]atomic.Uint64{t.keys, t.stats, t.events, t.devs, t.outs}
 }

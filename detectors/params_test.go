@@ -115,7 +115,7 @@ func TestParamRangeConstantArgument(t *testing.T) {
 func TestParamCorruptSlot(t *testing.T) {
 	tab := NewParamTable(1024)
 	ev := teach(tab, rand.New(rand.NewPCG(7, 8)), 300, 8, 19, 23)
-	j := slot(tab.keys, paramKey(ev.ClassKey, ev.CommandID, ev.Args[0].Key), false)
+	j := Slot(tab.keys, paramKey(ev.ClassKey, ev.CommandID, ev.Args[0].Key), false)
 	for _, c := range []float64{math.NaN(), math.Inf(1), 1e38} {
 		tab.stats[j].Store(packStats(c, 1))
 		if r := paramRange(tab, ev); r.Ready() {
@@ -146,7 +146,7 @@ func TestParamTableDeterministicAndConcurrent(t *testing.T) {
 		}
 		wg.Wait()
 		var words []byte
-		for _, arr := range tab.arrays() {
+		for _, arr := range tab.Arrays() {
 			for i := range arr {
 				words = binary.LittleEndian.AppendUint64(words, arr[i].Load())
 			}

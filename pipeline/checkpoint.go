@@ -33,18 +33,18 @@ func (p *Pipeline) restore() error {
 		p.log.Info("no checkpoint yet: cold start", "checkpoint", path)
 		return nil
 	}
-	want := checkpoint.Meta{LayoutVersion: p.layout.Version, RecordSize: p.layout.Size}
-	m, err := checkpoint.Read(path, want, func(key, alt uint64, lastSeen int64, rec []byte) {
+	m, err := checkpoint.Read(path, checkpoint.MetaOf(p.layout), func(key, alt uint64, lastSeen int64, rec []byte) {
 		r, _ := p.workers[shard.Of(key, len(p.workers))].Table().Record(key, alt, lastSeen)
 		copy(r, rec)
-	}, p.fleet)
+	}, p.model)
 	if err != nil {
 		p.log.Warn("cannot use checkpoint: cold start", "checkpoint", path, "err", err)
 		return p.newWorkers()
 	}
 	p.M.Devices.Store(int64(m.Records))
 	p.restored = m
-	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created)
+	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created,
+		"cold_detectors", m.Cold)
 	return nil
 }
 
@@ -58,9 +58,10 @@ func (p *Pipeline) saveCheckpoint() error {
 		tables[i] = w.Table()
 	}
 	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
-	meta := checkpoint.Meta{LayoutVersion: p.layout.Version, RecordSize: p.layout.Size, StreamSeq: seq}
+	meta := checkpoint.MetaOf(p.layout)
+	meta.StreamSeq = seq
 	start := time.Now()
-	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.fleet); err != nil {
+	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {
 		return err
 	}
 	p.log.Info("wrote checkpoint", "checkpoint", p.cfg.Checkpoint, "stream_seq", seq, "seconds", time.Since(start).Seconds())

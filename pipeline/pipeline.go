@@ -66,7 +66,7 @@ type Pipeline struct {
 	stack   *score.Stack
 	layout  *worker.Layout
 	workers []*worker.Worker
-	fleet   *detectors.ClassTable
+	model   *detectors.ClassModel
 	limiter *decide.Limiter
 
 	started  atomic.Bool
@@ -94,7 +94,7 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
-		layout: st.Layout, workers: st.Workers, fleet: st.Fleet, limiter: st.Limiter}
+		layout: st.Layout, workers: st.Workers, model: st.Model, limiter: st.Limiter}
 	if cfg.Checkpoint != "" {
 		if err := p.restore(); err != nil {
 			return nil, err

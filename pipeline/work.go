@@ -11,7 +11,7 @@ func (p *Pipeline) newWorkers() error {
 	if err := p.stack.Reset(); err != nil {
 		return err
 	}
-	p.workers, p.fleet = p.stack.Workers, p.stack.Fleet
+	p.workers, p.model = p.stack.Workers, p.stack.Model
 	return nil
 }
 

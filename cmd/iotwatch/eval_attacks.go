@@ -160,7 +160,7 @@ type replayStack struct {
 	stack   *score.Stack // fills what log lines lack (GeoIP), as the pipeline does
 	w       *worker.Worker
 	limiter *decide.Limiter
-	fleet   *detectors.ClassTable
+	model   *detectors.ClassModel
 	capped  []schemas.Alert // process's buffer of the limiter's alerts
 }
 
@@ -181,7 +181,7 @@ func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	return &replayStack{stack: s, w: s.Workers[0], limiter: s.Limiter, fleet: s.Fleet}, nil
+	return &replayStack{stack: s, w: s.Workers[0], limiter: s.Limiter, model: s.Model}, nil
 }
 
 // progressEvery is how many events pass between two looks at the wall clock
@@ -210,7 +210,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 	}
 	var rec *plotRecorder
 	if plotDir != "" {
-		if rec, err = newPlotRecorder(fc, labels, st.fleet); err != nil {
+		if rec, err = newPlotRecorder(fc, labels, st.model); err != nil {
 			return nil, err
 		}
 	}

@@ -42,7 +42,7 @@ type plotRecorder struct {
 	order   []*devicePlot
 	normal  bool // the normal device is chosen
 	vol     detectors.Spec
-	fleet   detectors.Fleet // the worker's class table, read-only
+	fleet   detectors.Fleet // the worker's volume detector's view, read-only
 	scores  [scoreBins]float64
 	events  int
 }
@@ -67,13 +67,16 @@ type devicePlot struct {
 	det   detectors.Detector
 }
 
-func newPlotRecorder(fc sim.Config, labels []sim.Label, view detectors.Fleet) (*plotRecorder, error) {
+func newPlotRecorder(fc sim.Config, labels []sim.Label, model *detectors.ClassModel) (*plotRecorder, error) {
 	spec, ok := detectors.Lookup(volume.Name)
 	if !ok {
 		return nil, fmt.Errorf("cannot plot volume: detector %q is not registered", volume.Name)
 	}
 	r := &plotRecorder{start: fc.Start.UnixNano(), minutes: int(math.Ceil(fc.Duration.Minutes())) + 1,
-		victims: map[string]bool{}, devs: map[string]*devicePlot{}, vol: spec, fleet: view}
+		victims: map[string]bool{}, devs: map[string]*devicePlot{}, vol: spec, fleet: model.FleetOf(spec.Name)}
+	if r.fleet == nil { // volume is not enabled: its shadow learns no class statistics
+		r.fleet = model.Table
+	}
 	for i := range labels {
 		r.victims[labels[i].Device] = true
 	}

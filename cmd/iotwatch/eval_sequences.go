@@ -198,9 +198,8 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 		return nil, fmt.Errorf("cannot find detector %q", commanddet.Name)
 	}
 	det := spec.New()
-	_, tracker := detectors.FindCommandTracker([]detectors.Detector{det})
-	fleet := detectors.NewClassTable(1<<16, 1<<10)
-	state := make([]byte, spec.StateSize)
+	model := detectors.NewClassModel(detectors.NewLayout([]detectors.Spec{spec}), detectors.NewClassTable(1<<16, 1<<10))
+	state, before := make([]byte, spec.StateSize), make([]byte, spec.StateSize)
 	var ev schemas.Event
 	var name []byte
 
@@ -222,16 +221,12 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 			ev.SetDevice([]byte(seqTenant), name)
 			ev.SetClass([]byte(seqClass))
 			ev.SetCommand(tok)
-			var prev uint64
-			if tracker != nil {
-				prev = tracker.LastCommand(state)
-			}
-			if f := det.Observe(&ev, state, fleet); f.Reason != schemas.ReasonNone && f.Score > top.Score {
+			copy(before, state)
+			if f := det.Observe(&ev, state, model.Fleet(0)); f.Reason != schemas.ReasonNone && f.Score > top.Score {
 				top = f
 			}
 			if learn {
-				fleet.Learn(&ev)
-				fleet.LearnTransition(&ev, prev)
+				model.Learn(&ev, before)
 			}
 		}
 		return top

@@ -239,27 +239,23 @@ func init() {
 		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
 			ReasonParamOutOfRange},
-		New: func() detectors.Detector { return Detector{} },
+		Version: 1,
+		New:     func() detectors.Detector { return Detector{} },
+		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
 
 // Detector is the command detector. The zero value is ready to use.
 type Detector struct{}
 
-// LastCommand implements detectors.CommandTracker: the CommandID of the last
-// command Observe recorded in b, 0 if none.
-func (Detector) LastCommand(b []byte) uint64 {
-	if len(b) < StateSize {
-		return 0
-	}
-	return binary.LittleEndian.Uint64(b[lastOff:])
-}
-
-// Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
+// Observe implements detectors.Detector. Class knowledge comes from fleet
+// when it is the detector's *Stats (as a ClassModel hands it); any other
+// view, or nil, judges without it.
+func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {
 		return schemas.Finding{}
 	}
+	fleet, _ := view.(*Stats)
 	var s state
 	s.load(b)
 	if s.n == 0 {
@@ -354,7 +350,7 @@ func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
 
 // command judges ev's command and the transition to it from the device's last
 // command, and records both.
-func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet detectors.Fleet, warm bool) schemas.Finding {
+func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, warm bool) schemas.Finding {
 	h := ev.CommandID
 	var (
 		f       schemas.Finding
@@ -400,7 +396,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet detectors.
 
 // params judges ev's numeric arguments against the ranges ev's class learned
 // for its command, and returns the finding of the one furthest out.
-func params(ev *schemas.Event, fleet detectors.Fleet) schemas.Finding {
+func params(ev *schemas.Event, fleet *Stats) schemas.Finding {
 	var f schemas.Finding
 	for _, a := range ev.ArgList() {
 		z, bound := fleet.ClassParam(ev.ClassKey, ev.CommandID, a.Key).Judge(a.Value)
@@ -431,11 +427,11 @@ type class struct {
 	mature      bool    // ClassMatureAge of history
 }
 
-func lookClass(ev *schemas.Event, fleet detectors.Fleet) class { return look(ev, fleet, ev.ClassKey) }
+func lookClass(ev *schemas.Event, fleet *Stats) class { return look(ev, fleet, ev.ClassKey) }
 
 // look returns what the fleet view says of the class key (ev's class or
 // model) at ev's time.
-func look(ev *schemas.Event, fleet detectors.Fleet, key uint64) class {
+func look(ev *schemas.Event, fleet *Stats, key uint64) class {
 	if fleet == nil {
 		return class{}
 	}
@@ -462,7 +458,7 @@ func widen(ev *schemas.Event, others float64) bool {
 // transition judges the transition from prev to ev's command, which the device
 // never made, against its class; learn reports whether the device should
 // remember it.
-func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class) (f schemas.Finding, learn bool) {
+func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class) (f schemas.Finding, learn bool) {
 	if fleet == nil || !cls.established {
 		return f, true // a young class knows too few transitions to judge any
 	}
@@ -497,7 +493,7 @@ func transition(ev *schemas.Event, prev uint64, fleet detectors.Fleet, cls class
 // newCommand judges ev's command, which the device never issued, against its
 // class, and learns it into bloom unless flagged high; learned reports
 // whether it did.
-func newCommand(ev *schemas.Event, bloom []byte, fleet detectors.Fleet, cls class, warm bool) (schemas.Finding, bool) {
+func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool) (schemas.Finding, bool) {
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
 	var others float64 // other devices of the class (or model) that issued it

@@ -3,7 +3,6 @@ package command
 import (
 	"testing"
 
-	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -12,7 +11,7 @@ import (
 // events of raw commands in turn (numeric query parameters are arguments; the
 // usual command carries temp=19-23, and the class knows its range).
 func benchObserve(b *testing.B, raw ...string) {
-	fleet := detectors.NewClassTable(1<<16, 1<<10)
+	fleet := newTestStats(1<<16, 1<<10)
 	var d Detector
 	state := make([]byte, StateSize)
 	mk := func(raw string) *schemas.Event {
@@ -28,20 +27,19 @@ func benchObserve(b *testing.B, raw ...string) {
 	for i := range 120 {
 		peer := *usual
 		peer.DeviceKey = uint64(i+1) * 0x9e3779b97f4a7c15
-		fleet.Learn(&peer)
-		fleet.LearnTransition(&peer, usual.CommandID)
+		fleet.learn(&peer, usual.CommandID)
 		peer.SetCommand(config.Command)
-		fleet.Learn(&peer)
+		fleet.learn(&peer, 0)
 	}
 	for i := range 2000 {
 		t += 60e9
 		usual.Time = t
 		usual.SetArg([]byte("temp"), 19+float64(i%5))
 		d.Observe(usual, state, fleet)
-		fleet.Learn(usual)
+		fleet.learn(usual, 0)
 		peer := *usual // the argument's range, from 8 devices
 		peer.DeviceKey = uint64(i%8+1) * 0x9e3779b97f4a7c15
-		fleet.Learn(&peer)
+		fleet.learn(&peer, 0)
 	}
 	evs := make([]*schemas.Event, len(raw))
 	for i, r := range raw {

@@ -10,8 +10,8 @@ import (
 
 // paramFleet is a fleet view whose class learned temp in [19, 23) for the
 // thermostats' set command from n events of 8 devices.
-func paramFleet(n int) (*detectors.ClassTable, *schemas.Event) {
-	fleet := detectors.NewClassTable(1024, 1024)
+func paramFleet(n int) (*Stats, *schemas.Event) {
+	fleet := newTestStats(1024, 1024)
 	ev := new(schemas.Event)
 	for i := range n {
 		ev.Reset()
@@ -20,7 +20,7 @@ func paramFleet(n int) (*detectors.ClassTable, *schemas.Event) {
 		ev.SetCommand([]byte("POST /v1/thermostats/{id}/set"))
 		ev.SetArg([]byte("temp"), 19+float64(i%40)/10)
 		ev.Time = int64(1736121600e9) + int64(i)*60e9
-		fleet.Learn(ev)
+		fleet.learn(ev, 0)
 	}
 	ev.SetDevice([]byte("acme"), []byte("t-new"))
 	return fleet, ev

@@ -168,31 +168,54 @@ func Witnesses(t *testing.T) {
 	}
 }
 
+// stepper replays scenario steps on one detector, as the worker did for the
+// scenario Runner: from zero records and an empty class model, each event
+// observed on its device's record, then learned by the model with the record
+// as it was before.
+type stepper struct {
+	d       detectors.Detector
+	model   *detectors.ClassModel
+	records [][]byte
+	before  []byte
+}
+
+func newStepper(s detectors.Spec, steps []scenario.Step) *stepper {
+	st := &stepper{d: s.New(), model: scenario.NewModel(s), before: make([]byte, s.StateSize)}
+	for _, step := range steps {
+		for step.Record >= len(st.records) {
+			st.records = append(st.records, make([]byte, s.StateSize))
+		}
+	}
+	return st
+}
+
+// apply replays step; the finding is meaningful for OpScore only.
+func (st *stepper) apply(step *scenario.Step) schemas.Finding {
+	rec := st.records[step.Record]
+	if step.Op == scenario.OpEvict {
+		clear(rec)
+		return schemas.Finding{}
+	}
+	copy(st.before, rec)
+	f := st.d.Observe(&step.Event, rec, st.model.Fleet(0))
+	st.model.Learn(&step.Event, st.before)
+	return f
+}
+
 // replay scores steps with a new detector of s from zero records and an
-// empty fleet view, as the scenario Runner did, and returns the findings
+// empty class model, as the scenario Runner did, and returns the findings
 // (one per scored event) and the final records.
 func replay(t *testing.T, s detectors.Spec, steps []scenario.Step) ([]schemas.Finding, [][]byte) {
-	d, fleet := s.New(), scenario.NewFleet()
-	var (
-		records [][]byte
-		out     []schemas.Finding
-	)
+	st := newStepper(s, steps)
+	var out []schemas.Finding
 	for i := range steps {
-		st := &steps[i]
-		for st.Op != scenario.OpLearn && st.Record >= len(records) {
-			records = append(records, make([]byte, s.StateSize))
-		}
-		switch st.Op {
-		case scenario.OpEvict:
-			clear(records[st.Record])
-		case scenario.OpScore:
-			f := d.Observe(&st.Event, records[st.Record], fleet)
+		f := st.apply(&steps[i])
+		if steps[i].Op == scenario.OpScore {
 			Check(t, s, f, fmt.Sprintf("step %d", i))
 			out = append(out, f)
 		}
-		st.Teach(fleet)
 	}
-	return out, records
+	return out, st.records
 }
 
 // DeterministicReplay replays the events of each of the detector's golden
@@ -244,23 +267,10 @@ func NoAllocations(t *testing.T) {
 				if len(steps) == 0 {
 					continue
 				}
-				d, fleet := s.New(), scenario.NewFleet()
-				var records [][]byte
-				for _, st := range steps {
-					for st.Op != scenario.OpLearn && st.Record >= len(records) {
-						records = append(records, make([]byte, s.StateSize))
-					}
-				}
+				st := newStepper(s, steps)
 				i := 0
 				allocs := testing.AllocsPerRun(len(steps), func() {
-					st := &steps[i%len(steps)]
-					switch st.Op {
-					case scenario.OpEvict:
-						clear(records[st.Record])
-					case scenario.OpScore:
-						d.Observe(&st.Event, records[st.Record], fleet)
-					}
-					st.Teach(fleet)
+					st.apply(&steps[i%len(steps)])
 					i++
 				})
 				if allocs != 0 {
@@ -343,9 +353,12 @@ func RandomEvents(t *testing.T) {
 	for _, s := range detectors.All() {
 		shapes = append(shapes, s.Shapes...)
 	}
-	fleet := detectors.NewClassTable(1024, 1024)
 	for _, s := range detectors.All() {
 		t.Run(s.Name, func(t *testing.T) {
+			// The detector's own view: its class statistics, learning every
+			// event with the (random) state as it was before, as the worker does.
+			model := detectors.NewClassModel(detectors.NewLayout([]detectors.Spec{s}), detectors.NewClassTable(1024, 1024))
+			before := make([]byte, s.StateSize)
 			rng := rand.New(rand.NewPCG(42, uint64(len(s.Name))))
 			shapeRNG := rand.New(rand.NewPCG(43, uint64(len(s.Name))))
 			d := s.New()
@@ -374,10 +387,11 @@ func RandomEvents(t *testing.T) {
 					shapes[shapeRNG.IntN(len(shapes))](shapeRNG, &ev)
 				}
 				base += rng.Int64N(60e9)
-				f := d.Observe(&ev, state, fleet)
+				copy(before, state)
+				f := d.Observe(&ev, state, model.Fleet(0))
 				Check(t, s, f, fmt.Sprintf("iteration %d", i))
 				reasons[f.Reason]++
-				fleet.Learn(&ev)
+				model.Learn(&ev, before)
 				if !bytes.Equal(buf[s.StateSize:], make([]byte, 8)) {
 					t.Fatalf("iteration %d: Observe wrote past its %d bytes of state", i, s.StateSize)
 				}

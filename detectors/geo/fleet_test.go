@@ -5,25 +5,26 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // learnClass teaches t that n devices of class "meter/x" were seen in country
 // and asn, and returns the class key.
-func learnClass(t *detectors.ClassTable, prefix string, n int, country string, asn uint32) uint64 {
+func learnClass(t *geo.Stats, prefix string, n int, country string, asn uint32) uint64 {
 	var ev schemas.Event
 	ev.SetClass([]byte("meter/x"))
 	for i := range n {
 		ev.SetDevice([]byte("acme"), []byte(fmt.Sprintf("%s-%d", prefix, i)))
 		ev.Time = 1736121600e9
 		ev.Country, ev.ASN = schemas.Country{country[0], country[1]}, asn
-		t.Learn(&ev)
+		t.Learn(&ev, nil)
 	}
 	return ev.ClassKey
 }
 
 func TestClassCountryAndASNDevices(t *testing.T) {
-	tab := detectors.NewClassTable(1024, 1024)
+	tab := geo.NewStats(detectors.NewClassTable(1024, 1024))
 	class := learnClass(tab, "de", 40, "DE", 3320)
 	learnClass(tab, "at", 3, "AT", 8447)
 	learnClass(tab, "unknown", 5, "\x00\x00", 0) // unknown country and ASN: not learned
@@ -48,10 +49,10 @@ func TestClassCountryAndASNDevices(t *testing.T) {
 }
 
 func TestClassSnapshotKeepsGeo(t *testing.T) {
-	tab := detectors.NewClassTable(1024, 1024)
+	tab := geo.NewStats(detectors.NewClassTable(1024, 1024))
 	class := learnClass(tab, "de", 10, "DE", 3320)
 	snap := tab.AppendSnapshot(nil)
-	tab2 := detectors.NewClassTable(1024, 1024)
+	tab2 := geo.NewStats(detectors.NewClassTable(1024, 1024))
 	if err := tab2.LoadSnapshot(snap); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestClassSnapshotKeepsGeo(t *testing.T) {
 	if a, b := tab.ClassASNDevices(class, 3320, 0), tab2.ClassASNDevices(class, 3320, 0); a != b || a == 0 {
 		t.Errorf("ASN devices after a snapshot round trip: %v, before %v", b, a)
 	}
-
-	// Older snapshot versions (no geo arrays) are tested with the table in
-	// package detectors.
+	if err := geo.NewStats(detectors.NewClassTable(1024, 4096)).LoadSnapshot(snap); err == nil {
+		t.Errorf("a snapshot of 1024 class slots loaded into statistics of 4096")
+	}
 }

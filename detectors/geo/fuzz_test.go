@@ -15,7 +15,7 @@ func FuzzObserveGeo(f *testing.F) {
 	f.Add(int64(1736121600e9), make([]byte, StateSize), "DE", uint32(3320), float32(52.5), float32(13.4), int64(60e9))
 	f.Add(int64(-1), []byte{0xff, 0xff, 0xff, 0xff}, "JP", uint32(0), float32(91), float32(-181), int64(-1))
 	f.Add(int64(math.MaxInt64), make([]byte, 64), "\x00A", ^uint32(0), float32(math.NaN()), float32(math.Inf(1)), int64(1))
-	fleet := detectors.NewClassTable(1024, 1024)
+	fleet := NewStats(detectors.NewClassTable(1024, 1024))
 	f.Fuzz(func(t *testing.T, tm int64, state []byte, country string, asn uint32, lat, lon float32, step int64) {
 		st := make([]byte, StateSize)
 		copy(st, state)
@@ -41,7 +41,7 @@ func FuzzObserveGeo(f *testing.F) {
 			default:
 				t.Fatalf("call %d: undeclared reason %q", i, fd.Reason)
 			}
-			fleet.Learn(&ev)
+			fleet.learn(&ev)
 			ev.Time += step
 			ev.Lat, ev.Lon = -ev.Lat, ev.Lon/2
 		}

@@ -216,7 +216,9 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonNewCountry, ReasonImpossibleTravel, ReasonASNChange,
 			ReasonRareFleetCountry},
-		New: func() detectors.Detector { return Detector{} },
+		Version: 1,
+		New:     func() detectors.Detector { return Detector{} },
+		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
 
@@ -226,7 +228,7 @@ type Detector struct{}
 // classView is what the fleet says about the device's class, read only when
 // a judgement needs it (the common path does not).
 type classView struct {
-	fleet       detectors.Fleet
+	fleet       *Stats
 	ev          *schemas.Event
 	loaded      bool
 	devices     float64
@@ -252,11 +254,14 @@ func (c *classView) common(peers float64) float64 {
 	return min(1, peers/max(CommonPeers, CommonShare*c.devices))
 }
 
-// Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
+// Observe implements detectors.Detector. Class knowledge comes from view
+// when it is the detector's *Stats (as a ClassModel hands it); any other
+// view, or nil, judges without it.
+func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize || !ev.Country.Known() {
 		return schemas.Finding{}
 	}
+	fleet, _ := view.(*Stats)
 	var s state
 	s.load(b)
 

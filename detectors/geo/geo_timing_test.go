@@ -10,7 +10,7 @@ import (
 // benchObserve warms a device up in four countries, with a class of 30
 // devices in the fleet view, then scores events changed by attack.
 func benchObserve(b *testing.B, attack func(ev *schemas.Event)) {
-	fleet := detectors.NewClassTable(1<<12, 1<<10)
+	fleet := NewStats(detectors.NewClassTable(1<<12, 1<<10))
 	var ev schemas.Event
 	ev.SetClass([]byte("meter/x"))
 	ev.ASN = 3320
@@ -18,7 +18,7 @@ func benchObserve(b *testing.B, attack func(ev *schemas.Event)) {
 	for i := range 30 {
 		ev.SetDevice([]byte("acme"), []byte{'p', byte('0' + i/10), byte('0' + i%10)})
 		ev.Time, ev.Country = t, schemas.Country{'D', 'E'}
-		fleet.Learn(&ev)
+		fleet.learn(&ev)
 	}
 	ev.SetDevice([]byte("acme"), []byte("d-1"))
 	state := make([]byte, StateSize)
@@ -29,7 +29,7 @@ func benchObserve(b *testing.B, attack func(ev *schemas.Event)) {
 			t += 60e9
 			ev.Time = t
 			d.Observe(&ev, state, fleet)
-			fleet.Learn(&ev)
+			fleet.learn(&ev)
 		}
 	}
 	attack(&ev)

@@ -124,6 +124,45 @@ type Runner struct {
 	seq     uint64
 	seen    map[string]int
 	ev      schemas.Event
+	index   map[string]int // device record key → its index in Steps
+	steps   []Step         // what happened, when recording (Replay)
+	rec     bool
+}
+
+// Op is what a Step did.
+type Op uint8
+
+const (
+	// OpScore: the detectors scored the event against the device's record,
+	// then the class model learned it.
+	OpScore Op = iota
+	// OpLearn: as OpScore, but the findings were thrown away (a peer's event,
+	// from peers).
+	OpLearn
+	// OpEvict: the device's record was zeroed (evict, or a peer's fresh
+	// record); Event is empty.
+	OpEvict
+)
+
+// Step is one thing a scenario did to the detectors' inputs, in order: the
+// steps of a file, replayed from zero records and an empty class model
+// (NewModel), each event observed by the detectors and then learned by the
+// model (ClassModel.Learn with the record as it was before), give the
+// findings the file gave. The conformance tests replay them (deterministic
+// replay, no allocations) so that every detector is exercised on its own
+// scenarios.
+type Step struct {
+	Op    Op
+	Event schemas.Event
+	// Record numbers the device record the step applies to (0, 1, ... in the
+	// order the scenario first used each device, peers included).
+	Record int
+}
+
+// NewModel returns an empty class model for specs, of the sizes a Runner's
+// (the live path's) class table has.
+func NewModel(specs ...detectors.Spec) *detectors.ClassModel {
+	return detectors.NewClassModel(detectors.NewLayout(specs), detectors.NewClassTable(score.ClassCommands, score.Classes))
 }
 
 // New returns a Runner driving the named registered detectors, or all of them
@@ -158,7 +197,35 @@ func New(names ...string) (*Runner, error) {
 		devices: map[string]fields{},
 		rng:     rand.New(rand.NewPCG(1, 0)),
 		seen:    map[string]int{},
+		index:   map[string]int{},
 	}, nil
+}
+
+// Steps returns every step of a Runner made by Replay, in order; nil for
+// other Runners. The caller must not modify them.
+func (r *Runner) Steps() []Step { return r.steps }
+
+// recordOf returns the Steps record number of f's device.
+func (r *Runner) recordOf(f *fields) int {
+	key := f.tenant + "\x00" + f.device
+	i, ok := r.index[key]
+	if !ok {
+		i = len(r.index)
+		r.index[key] = i
+	}
+	return i
+}
+
+// record appends a step when recording; ev is copied.
+func (r *Runner) record(op Op, f *fields, ev *schemas.Event) {
+	if !r.rec {
+		return
+	}
+	st := Step{Op: op, Record: r.recordOf(f)}
+	if ev != nil {
+		st.Event.CopyFrom(ev)
+	}
+	r.steps = append(r.steps, st)
 }
 
 // Seen returns how many findings each "detector/reason" produced so far.
@@ -193,7 +260,9 @@ func (r *Runner) Exec(line string) (string, error) {
 		if r.cur == "" {
 			return "", fmt.Errorf("cannot evict: no device selected")
 		}
-		r.evict(r.devices[r.cur])
+		f := r.devices[r.cur]
+		r.evict(f)
+		r.record(OpEvict, &f, nil)
 		return "", nil
 	case "peers":
 		return r.peers(args)
@@ -238,16 +307,19 @@ func (r *Runner) peers(args []string) (string, error) {
 	for i := range n {
 		p := f
 		p.device = fmt.Sprintf("%s-peer-%d", f.device, i)
-		var prev uint64
+		// A peer teaches the class only: it starts from a fresh record, and
+		// its findings and record are thrown away.
+		r.evict(p)
+		r.record(OpEvict, &p, nil)
 		if hasAfter {
 			a := p
 			a.cmd = after
 			r.fill(&a, r.now)
-			r.learn(0)
-			prev = r.ev.CommandID // what the command detector records as the last command
+			r.learn(&p)
 		}
 		r.fill(&p, r.now)
-		r.learn(prev)
+		r.learn(&p)
+		r.evict(p)
 	}
 	if hasAfter {
 		return fmt.Sprintf("class %s: %d peers issued %s then %s\n", f.class, n, expand(after, 0), expand(f.cmd, 0)), nil
@@ -476,6 +548,7 @@ func (r *Runner) replay(args []string) (string, error) {
 		// The worker scores the event and learns it (the device's record and
 		// the class table), as in the live pipeline.
 		r.w.Process(&r.ev, &r.sc)
+		r.record(OpScore, &f, &r.ev)
 		for _, fd := range r.sc.Reasons() {
 			findings++
 			name := fd.Detector
@@ -510,11 +583,12 @@ func (r *Runner) replay(args []string) (string, error) {
 	return sb.String(), nil
 }
 
-// learn teaches the fleet view r.ev, as the worker does after scoring it;
-// prev is the device's previous command (0: none).
-func (r *Runner) learn(prev uint64) {
-	r.stack.Fleet.Learn(&r.ev)
-	r.stack.Fleet.LearnTransition(&r.ev, prev)
+// learn runs r.ev, an event of the peer p, through the worker without
+// deciding anything (its findings are thrown away): the peer's record and
+// the class model learn it, as the worker learns every event.
+func (r *Runner) learn(p *fields) {
+	r.w.Learn(&r.ev)
+	r.record(OpLearn, p, &r.ev)
 }
 
 // parseArgs parses "NAME=V NAME=LO..HI ...".
@@ -780,7 +854,7 @@ func RunFile(t testing.TB, path string, names ...string) *Runner {
 }
 
 // Replay runs the scenario file at path like RunFile but ignores the expected
-// outputs; it returns the Runner (for Seen) or the first error.
+// outputs; it returns the Runner (for Seen and Steps) or the first error.
 func Replay(path string, names ...string) (*Runner, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -794,6 +868,7 @@ func Replay(path string, names ...string) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.rec = true
 	for _, b := range blocks {
 		if _, err := r.Exec(b.cmd); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, b.line, err)

@@ -34,7 +34,7 @@
 //
 // Daily cycles: a baseline of time constant TauLong lags a sharp daily ramp
 // (a shop opening) by about an hour, long enough for the ramp to look like a
-// flood. A fleet view that implements ClassRamper (detectors.ClassTable: the
+// flood. A fleet view that implements ClassRamper (Stats: the
 // class's 24-hour cycle, learned from its sampled devices) says how much
 // busier the class usually is now than a TauLong ago; the rate, failure and
 // error expectations are multiplied by that ramp (at least 1, so a cycle
@@ -72,7 +72,7 @@
 // until the device graduates (GradEvents, GradExposure) its scores are capped
 // at ColdMaxScore, below the default block threshold (0.9): a young baseline
 // may alert but not block. A fleet view that implements ClassRater
-// (detectors.ClassTable: the median rate of sampled devices of the class)
+// (Stats: the median rate of sampled devices of the class)
 // gives a cold device its class's typical rate as a prior, judged with
 // widened bounds, so a new device flooding from its first request is flagged
 // long before its own warm-up.
@@ -225,7 +225,7 @@ type ClassRater interface {
 }
 
 // ClassRamper is implemented by a fleet view that knows a class's daily
-// cycle (detectors.ClassTable). It is optional: without it, a baseline
+// cycle (Stats). It is optional: without it, a baseline
 // follows a ramp with its own lag.
 type ClassRamper interface {
 	// ClassRamp returns how much busier the class usually is at time now
@@ -425,7 +425,9 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
 			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence},
-		New: func() detectors.Detector { return Detector{} },
+		Version: 1,
+		New:     func() detectors.Detector { return Detector{} },
+		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
 
@@ -553,11 +555,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		}
 	case !first:
 		// A cold device against its class's typical rate, with wider bounds.
-		if cr, ok := fleet.(ClassRater); ok {
-			if rate := cr.ClassRate(ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
-				reason, observed, expected = ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
-				score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
-			}
+		if rate := classRate(fleet, ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
+			reason, observed, expected = ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
+			score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
 		}
 	}
 	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
@@ -614,11 +614,26 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 func (s *state) rampUp(ev *schemas.Event, fleet detectors.Fleet) bool {
 	if s.ramp == 0 {
 		s.ramp = 1
-		if cr, ok := fleet.(ClassRamper); ok {
+		switch cr := fleet.(type) {
+		case *Stats: // the detector's own statistics: no interface lookup
+			s.ramp = cr.ClassRamp(ev.ClassKey, ev.Time, TauLong)
+		case ClassRamper:
 			s.ramp = cr.ClassRamp(ev.ClassKey, ev.Time, TauLong)
 		}
 	}
 	return s.ramp > 1
+}
+
+// classRate returns the class's typical rate from the fleet view, 0 when it
+// does not know it.
+func classRate(fleet detectors.Fleet, class uint64) float64 {
+	switch cr := fleet.(type) {
+	case *Stats: // the detector's own statistics: no interface lookup
+		return cr.ClassRate(class)
+	case ClassRater:
+		return cr.ClassRate(class)
+	}
+	return 0
 }
 
 // runSurprise returns the surprise of a run of observed requests where

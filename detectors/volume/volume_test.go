@@ -58,7 +58,7 @@ func TestClassPrior(t *testing.T) {
 // its own warm-up would let it be judged; a new meter at the class's pace
 // gives nothing. Events reach the table after Observe, as in the worker.
 func TestNewDeviceAgainstClass(t *testing.T) {
-	table := detectors.NewClassTable(1024, 1024)
+	table := newStats()
 	var ev schemas.Event
 	ev.SetClass([]byte("meter/x"))
 	ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
@@ -67,7 +67,7 @@ func TestNewDeviceAgainstClass(t *testing.T) {
 		ev.SetDevice([]byte("acme"), fmt.Appendf(nil, "m-%d", i))
 		for k := range 60 {
 			ev.Time = tm + int64(k)*60e9 + int64(i)*1e9
-			table.Learn(&ev)
+			table.Learn(&ev, nil)
 		}
 	}
 	if r := table.ClassRate(ev.ClassKey); !(r > 0) {
@@ -82,7 +82,7 @@ func TestNewDeviceAgainstClass(t *testing.T) {
 			at += every
 			ev.Time = at
 			f := d.Observe(&ev, state, table)
-			table.Learn(&ev)
+			table.Learn(&ev, nil)
 			if f.Reason != schemas.ReasonNone && f.Reason != ReasonRateSpike {
 				t.Fatalf("%s, event %d: reason %q; want %q or none", name, i, f.Reason, ReasonRateSpike)
 			}

@@ -11,7 +11,7 @@ import (
 // on events step ns apart with the given status, auth outcome and bytes out.
 // With a fleet, the device's class has three days of history there (its
 // daily cycle is known) and Observe reads its ramp.
-func benchObserve(b *testing.B, fleet *detectors.ClassTable, step int64, status uint16, auth schemas.AuthOutcome, bytes uint64) {
+func benchObserve(b *testing.B, fleet *Stats, step int64, status uint16, auth schemas.AuthOutcome, bytes uint64) {
 	var ev schemas.Event
 	ev.SetDevice([]byte("acme"), []byte("d-1"))
 	ev.SetClass([]byte("meter/x"))
@@ -25,7 +25,7 @@ func benchObserve(b *testing.B, fleet *detectors.ClassTable, step int64, status 
 		for range 3 * 1440 {
 			t += 60e9
 			ev.Time = t
-			fleet.Learn(&ev)
+			fleet.Learn(&ev, nil)
 		}
 		view = fleet
 	}
@@ -46,7 +46,7 @@ func benchObserve(b *testing.B, fleet *detectors.ClassTable, step int64, status 
 func BenchmarkObserve(b *testing.B) {
 	b.Run("steady", func(b *testing.B) { benchObserve(b, nil, 60e9, 200, schemas.AuthOK, 2000) })
 	b.Run("steady_cycle", func(b *testing.B) {
-		benchObserve(b, detectors.NewClassTable(1024, 1024), 60e9, 200, schemas.AuthOK, 2000)
+		benchObserve(b, newStats(), 60e9, 200, schemas.AuthOK, 2000)
 	})
 	b.Run("flood", func(b *testing.B) { benchObserve(b, nil, 1e8, 200, schemas.AuthOK, 2000) })
 	b.Run("auth_failures", func(b *testing.B) { benchObserve(b, nil, 1e8, 401, schemas.AuthFailed, 2000) })

@@ -1,20 +1,34 @@
 // Package checkpoint saves and restores the pipeline's learned state: every
-// device's record (from the workers' state tables) and the class table, with the
-// stream position they reflect, so that a restart neither resets baselines nor
-// counts an event twice in them.
+// device's record (from the workers' state tables), the class table and each
+// detector's class statistics, with the stream position they reflect, so that
+// a restart neither resets baselines nor counts an event twice in them.
 //
-// File format, version 1, little-endian:
+// File format, version 2, little-endian:
 //
-//	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | reserved u32
+//	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | slice count u32
 //	stream sequence u64 | created (Unix ns) i64 | record count u64
+//	slice table, per detector slice: name length u32 | name | size u32 | version u32 | offset u32
 //	records: key u64 | alt u64 | last seen (Unix ns) i64 | record [record size]
 //	class table: length u64 | detectors.ClassTable snapshot
+//	per slice, in the slice table's order: length u64 | the detector's ClassStats snapshot (length 0: none)
 //	CRC-32C of everything above, u32
 //
+// A record is the worker's header (worker.HeaderSize bytes, the layout
+// version in its first four) followed by the detectors' slices. Restored
+// under another layout (a detector added, removed, resized or of another
+// Version), each slice of the current layout whose name, size and version
+// match a slice of the file is copied byte for byte, the others read as
+// zeros (a cold start of that detector alone), and the header keeps the
+// record's stream position with the current layout version. A detector's
+// class statistics are restored by name, and only by their own snapshot's
+// version: statistics a detector cannot load are left empty (it relearns its
+// classes) and reported in Meta.Cold.
+//
 // A file is written to a temporary name and renamed, so a crash leaves the
-// previous checkpoint intact. A file that is truncated, corrupt, of another
-// format version or of another record layout is rejected with an error that
-// says which; the caller then cold-starts.
+// previous checkpoint intact. A file that is truncated, corrupt or of another
+// format version (version 1, from before the slice table, included: its
+// class table held every detector's statistics in one snapshot) is rejected
+// with an error that says which; the caller then cold-starts.
 package checkpoint
 
 import (
@@ -26,38 +40,73 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/pipeline/worker"
 )
 
 const (
 	magic         = "IOTWCKPT"
-	formatVersion = 1
+	formatVersion = 2
 	headerSize    = 8 + 4*4 + 8*3
 	recordHeader  = 24
+	// maxSlices and maxName bound the slice table of a file.
+	maxSlices = 1024
+	maxName   = 256
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Slice is one detector's part of a record.
+type Slice struct {
+	Name    string // the detector's name
+	Offset  int    // in the record, header included
+	Size    int    // the detector's StateSize
+	Version uint32 // the detector's Spec.Version
+}
 
 // Meta describes a checkpoint.
 type Meta struct {
 	LayoutVersion uint32
 	RecordSize    int
-	StreamSeq     uint64 // the last stream sequence whose events the state includes
-	Created       time.Time
-	Records       uint64
+	// Slices is the record's slice table; empty for records that are opaque
+	// (restored only into the same LayoutVersion and RecordSize).
+	Slices    []Slice
+	StreamSeq uint64 // the last stream sequence whose events the state includes
+	Created   time.Time
+	Records   uint64
+	// Cold, from Read: the detectors of the current layout whose slices
+	// (new, or of another size or version) or class statistics were not
+	// restored.
+	Cold []string
 }
 
-// ErrIncompatible marks a checkpoint written for another record layout (other
-// detectors or versions): not corrupt, just not usable by this build.
+// MetaOf returns the Meta of records laid out by l.
+func MetaOf(l *worker.Layout) Meta {
+	m := Meta{LayoutVersion: l.Version, RecordSize: l.Size}
+	for i, s := range l.Detectors.Specs {
+		m.Slices = append(m.Slices, Slice{Name: s.Name, Offset: worker.HeaderSize + l.Detectors.Offsets[i],
+			Size: s.StateSize, Version: s.Version})
+	}
+	return m
+}
+
+// ErrIncompatible marks a checkpoint this build cannot use (another format
+// version, or opaque records of another layout): not corrupt, just not
+// usable.
 var ErrIncompatible = errors.New("checkpoint is incompatible")
 
-// Write saves the live records of tables and the class table to path
-// atomically. The tables and fleet must not change during the call (workers
-// stopped).
-func Write(path string, meta Meta, tables []*state.Table, fleet *detectors.ClassTable) error {
+// Write saves the live records of tables, the class table and the detectors'
+// class statistics of model (may be nil) to path atomically. meta.Slices, when
+// set, must be model's layout's (MetaOf). The tables and model must not change
+// during the call (workers stopped).
+func Write(path string, meta Meta, tables []*state.Table, model *detectors.ClassModel) error {
+	if model != nil && len(meta.Slices) != 0 && len(meta.Slices) != len(model.Layout.Specs) {
+		return fmt.Errorf("BUG: %d slices for a class model of %d detectors", len(meta.Slices), len(model.Layout.Specs))
+	}
 	var n uint64
 	for _, t := range tables {
 		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { n++; return true })
@@ -76,10 +125,17 @@ func Write(path string, meta Meta, tables []*state.Table, fleet *detectors.Class
 	hdr = binary.LittleEndian.AppendUint32(hdr, formatVersion)
 	hdr = binary.LittleEndian.AppendUint32(hdr, meta.LayoutVersion)
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(meta.RecordSize))
-	hdr = binary.LittleEndian.AppendUint32(hdr, 0)
+	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(meta.Slices)))
 	hdr = binary.LittleEndian.AppendUint64(hdr, meta.StreamSeq)
 	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(time.Now().UnixNano()))
 	hdr = binary.LittleEndian.AppendUint64(hdr, n)
+	for _, s := range meta.Slices {
+		hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(s.Name)))
+		hdr = append(hdr, s.Name...)
+		hdr = binary.LittleEndian.AppendUint32(hdr, uint32(s.Size))
+		hdr = binary.LittleEndian.AppendUint32(hdr, s.Version)
+		hdr = binary.LittleEndian.AppendUint32(hdr, uint32(s.Offset))
+	}
 	w.Write(hdr)
 
 	var rh [recordHeader]byte
@@ -102,12 +158,22 @@ func Write(path string, meta Meta, tables []*state.Table, fleet *detectors.Class
 			return fmt.Errorf("cannot write checkpoint %q: %w", tmp, werr)
 		}
 	}
-	var fleetSnap []byte
-	if fleet != nil {
-		fleetSnap = fleet.AppendSnapshot(nil)
+	section := func(b []byte) {
+		w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b))))
+		w.Write(b)
 	}
-	w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(fleetSnap))))
-	w.Write(fleetSnap)
+	var snap []byte
+	if model != nil {
+		snap = model.Table.AppendSnapshot(nil)
+	}
+	section(snap)
+	for i := range meta.Slices {
+		snap = snap[:0]
+		if model != nil && model.Stats(i) != nil {
+			snap = model.Stats(i).AppendSnapshot(snap)
+		}
+		section(snap)
+	}
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
@@ -133,11 +199,14 @@ func Write(path string, meta Meta, tables []*state.Table, fleet *detectors.Class
 	return nil
 }
 
-// Read restores a checkpoint: it calls put for every record, then loads the
-// class table. want gives the layout version and record size this build uses.
-// Records are handed to put before the checksum at the end is verified: on
-// any error the caller must discard what put received and cold-start.
-func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec []byte), fleet *detectors.ClassTable) (Meta, error) {
+// Read restores a checkpoint: it calls put for every record, laid out as
+// want says (MetaOf the current layout; see the package doc for how records
+// of another layout are mapped), then loads the class table and the
+// detectors' class statistics into model (may be nil). Records are handed
+// to put before the checksum at the end is verified: on any error the
+// caller must discard what put received and cold-start. rec is valid only
+// during the call.
+func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec []byte), model *detectors.ClassModel) (Meta, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Meta{}, fmt.Errorf("cannot open checkpoint %q: %w", path, err)
@@ -163,28 +232,60 @@ func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec 
 		Created:       time.Unix(0, int64(binary.LittleEndian.Uint64(hdr[32:]))),
 		Records:       binary.LittleEndian.Uint64(hdr[40:]),
 	}
-	if m.LayoutVersion != want.LayoutVersion || m.RecordSize != want.RecordSize {
+	if n := binary.LittleEndian.Uint32(hdr[20:]); n > maxSlices {
+		return m, fmt.Errorf("cannot read checkpoint %q: %d slices is corrupt", path, n)
+	} else if m.Slices, err = readSlices(body, int(n), m.RecordSize); err != nil {
+		return m, fmt.Errorf("cannot read checkpoint %q: slice table: %w", path, err)
+	}
+	same := m.LayoutVersion == want.LayoutVersion && m.RecordSize == want.RecordSize && slices.Equal(m.Slices, want.Slices)
+	if !same && (len(m.Slices) == 0 || len(want.Slices) == 0) {
 		return m, fmt.Errorf("cannot read checkpoint %q: record layout %08x of %d bytes, this build uses %08x of %d bytes: %w",
 			path, m.LayoutVersion, m.RecordSize, want.LayoutVersion, want.RecordSize, ErrIncompatible)
 	}
+	// from[i] is the offset in the file's records of want's slice i, -1 when
+	// it has none to restore.
+	from := make([]int, len(want.Slices))
+	for i, s := range want.Slices {
+		from[i] = -1
+		for _, fs := range m.Slices {
+			if fs.Name == s.Name && fs.Size == s.Size && fs.Version == s.Version {
+				from[i] = fs.Offset
+			}
+		}
+		if from[i] < 0 {
+			m.Cold = append(m.Cold, s.Name)
+		}
+	}
 	buf := make([]byte, recordHeader+m.RecordSize)
+	out := make([]byte, want.RecordSize)
+	hdrBytes := min(worker.HeaderSize, m.RecordSize, want.RecordSize)
 	for i := uint64(0); i < m.Records; i++ {
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: record %d of %d: %w", path, i, m.Records, err)
 		}
-		put(binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]), int64(binary.LittleEndian.Uint64(buf[16:])), buf[recordHeader:])
+		rec := buf[recordHeader:]
+		if !same {
+			clear(out)
+			copy(out[:hdrBytes], rec[:hdrBytes]) // the stream position learned up to
+			binary.LittleEndian.PutUint32(out, want.LayoutVersion)
+			for j, s := range want.Slices {
+				if from[j] >= 0 {
+					copy(out[s.Offset:s.Offset+s.Size], rec[from[j]:from[j]+s.Size])
+				}
+			}
+			rec = out
+		}
+		put(binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]), int64(binary.LittleEndian.Uint64(buf[16:])), rec)
 	}
-	var lb [8]byte
-	if _, err := io.ReadFull(body, lb[:]); err != nil {
-		return m, fmt.Errorf("cannot read checkpoint %q: class table length: %w", path, err)
+	table, err := readSection(body, "class table")
+	if err != nil {
+		return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 	}
-	n := binary.LittleEndian.Uint64(lb[:])
-	if n > 1<<32 {
-		return m, fmt.Errorf("cannot read checkpoint %q: class table of %d bytes is corrupt", path, n)
-	}
-	snap := make([]byte, n)
-	if _, err := io.ReadFull(body, snap); err != nil {
-		return m, fmt.Errorf("cannot read checkpoint %q: class table: %w", path, err)
+	stats := make([][]byte, len(m.Slices))
+	for i, s := range m.Slices {
+		if stats[i], err = readSection(body, "class statistics of "+s.Name); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
 	}
 	sum := h.Sum32()
 	var cb [4]byte
@@ -197,10 +298,68 @@ func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec 
 	if _, err := r.ReadByte(); err != io.EOF {
 		return m, fmt.Errorf("cannot read checkpoint %q: data after the checksum", path)
 	}
-	if fleet != nil && n > 0 {
-		if err := fleet.LoadSnapshot(snap); err != nil {
+	if model == nil {
+		return m, nil
+	}
+	if len(table) > 0 {
+		if err := model.Table.LoadSnapshot(table); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 		}
 	}
+	for i, s := range model.Layout.Specs {
+		st := model.Stats(i)
+		if st == nil {
+			continue
+		}
+		j := slices.IndexFunc(m.Slices, func(fs Slice) bool { return fs.Name == s.Name })
+		if j < 0 || len(stats[j]) == 0 || st.LoadSnapshot(stats[j]) != nil {
+			if !slices.Contains(m.Cold, s.Name) {
+				m.Cold = append(m.Cold, s.Name)
+			}
+		}
+	}
 	return m, nil
+}
+
+// readSlices reads a slice table of n slices of records of recordSize bytes.
+func readSlices(r io.Reader, n, recordSize int) ([]Slice, error) {
+	var out []Slice
+	var b [4]byte
+	for i := range n {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, err
+		}
+		l := binary.LittleEndian.Uint32(b[:])
+		if l > maxName {
+			return nil, fmt.Errorf("slice %d: a name of %d bytes is corrupt", i, l)
+		}
+		rest := make([]byte, l+12)
+		if _, err := io.ReadFull(r, rest); err != nil {
+			return nil, err
+		}
+		s := Slice{Name: string(rest[:l]), Size: int(binary.LittleEndian.Uint32(rest[l:])),
+			Version: binary.LittleEndian.Uint32(rest[l+4:]), Offset: int(binary.LittleEndian.Uint32(rest[l+8:]))}
+		if s.Offset < 0 || s.Size < 0 || s.Offset+s.Size > recordSize {
+			return nil, fmt.Errorf("slice %q: %d bytes at %d do not fit a record of %d", s.Name, s.Size, s.Offset, recordSize)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// readSection reads a length-prefixed section.
+func readSection(r io.Reader, what string) ([]byte, error) {
+	var lb [8]byte
+	if _, err := io.ReadFull(r, lb[:]); err != nil {
+		return nil, fmt.Errorf("%s length: %w", what, err)
+	}
+	n := binary.LittleEndian.Uint64(lb[:])
+	if n > 1<<32 {
+		return nil, fmt.Errorf("%s of %d bytes is corrupt", what, n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
 }

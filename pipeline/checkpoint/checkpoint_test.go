@@ -19,7 +19,7 @@ const recSize = 24
 
 var t0 = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).UnixNano()
 
-func fixture(t *testing.T) ([]*state.Table, *detectors.ClassTable, map[uint64][]byte) {
+func fixture(t *testing.T) ([]*state.Table, *detectors.ClassModel, map[uint64][]byte) {
 	t.Helper()
 	want := map[uint64][]byte{}
 	var tables []*state.Table
@@ -36,7 +36,7 @@ func fixture(t *testing.T) ([]*state.Table, *detectors.ClassTable, map[uint64][]
 		}
 		tables = append(tables, tb)
 	}
-	fleet := detectors.NewClassTable(1024, 1024)
+	fleet := newModel()
 	var ev schemas.Event
 	for i := range 50 {
 		ev.Reset()
@@ -44,9 +44,15 @@ func fixture(t *testing.T) ([]*state.Table, *detectors.ClassTable, map[uint64][]
 		ev.SetClass([]byte("meter"))
 		ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
 		ev.Time = t0
-		fleet.Learn(&ev)
+		fleet.Learn(&ev, nil)
 	}
 	return tables, fleet, want
+}
+
+// newModel returns an empty class model with no detectors: records of these
+// tests are opaque bytes.
+func newModel() *detectors.ClassModel {
+	return detectors.NewClassModel(detectors.NewLayout(nil), detectors.NewClassTable(1024, 1024))
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -57,7 +63,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[uint64][]byte{}
-	fleet2 := detectors.NewClassTable(1024, 1024)
+	fleet2 := newModel()
 	m, err := Read(path, meta, func(key, alt uint64, lastSeen int64, rec []byte) {
 		if alt != key*7 || lastSeen < t0 {
 			t.Errorf("record %d: alt %d, last seen %d", key, alt, lastSeen)
@@ -76,7 +82,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 	cls := schemas.Hash2([]byte("acme"), []byte("meter"))
-	if a, b := fleet.ClassDevices(cls), fleet2.ClassDevices(cls); a != b || a < 40 {
+	if a, b := fleet.Table.ClassDevices(cls), fleet2.Table.ClassDevices(cls); a != b || a < 40 {
 		t.Errorf("class devices %v after restore, %v before", b, a)
 	}
 }
@@ -94,7 +100,7 @@ func TestRejects(t *testing.T) {
 		t.Helper()
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, data, 0o600)
-		_, err := Read(p, want, func(uint64, uint64, int64, []byte) {}, detectors.NewClassTable(1024, 1024))
+		_, err := Read(p, want, func(uint64, uint64, int64, []byte) {}, newModel())
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, wantErr)
 		}
@@ -110,4 +116,12 @@ func TestRejects(t *testing.T) {
 		t.Errorf("other layout: %v is not ErrIncompatible", err)
 	}
 	f("trailing", append(bytes.Clone(good), 0), meta, "after the checksum")
+	// Format version 1 (before the slice table, with every detector's class
+	// statistics in the class table's snapshot) is refused, not guessed at.
+	v1 := bytes.Clone(good)
+	v1[8] = 1
+	f("format 1", v1, meta, "format version 1, this build reads 2")
+	if _, err := Read(filepath.Join(dir, "format 1"), meta, func(uint64, uint64, int64, []byte) {}, nil); !errors.Is(err, ErrIncompatible) {
+		t.Errorf("format 1: %v is not ErrIncompatible", err)
+	}
 }

@@ -62,7 +62,7 @@ type Config struct {
 // and must not be replaced by callers.
 type Stack struct {
 	Layout  *worker.Layout
-	Fleet   *detectors.ClassTable
+	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
 	Workers []*worker.Worker
 	geo     *geoip.Reader
@@ -103,20 +103,20 @@ func New(cfg Config) (*Stack, error) {
 // decision engines) with fresh ones: a cold start. The layout and the block
 // limiter are kept. The previous workers must no longer be in use.
 func (s *Stack) Reset() error {
-	fleet := detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes)
+	model := detectors.NewClassModel(s.Layout.Detectors, detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes))
 	workers := make([]*worker.Worker, 0, s.cfg.Workers)
 	for range s.cfg.Workers {
 		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
 		if err != nil {
 			return err // decide's own "cannot use decide config: ..."
 		}
-		w, err := worker.New(s.Layout, s.cfg.Worker, fleet, eng)
+		w, err := worker.New(s.Layout, s.cfg.Worker, model, eng)
 		if err != nil {
 			return err // the state table's own "cannot create state table: ..."
 		}
 		workers = append(workers, w)
 	}
-	s.Fleet, s.Workers = fleet, workers
+	s.Model, s.Workers = model, workers
 	return nil
 }
 

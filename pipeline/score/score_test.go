@@ -41,16 +41,16 @@ func TestStackSharesClassTableAndLimiter(t *testing.T) {
 		t.Errorf("records: worker 0 %d, worker 1 %d; want 1 and 0", st.Workers[0].Table().Len(), st.Workers[1].Table().Len())
 	}
 
-	layout, limiter, fleet := st.Layout, st.Limiter, st.Fleet
+	layout, limiter, fleet := st.Layout, st.Limiter, st.Model
 	if err := st.Reset(); err != nil {
 		t.Fatal(err)
 	}
 	if st.Layout != layout || st.Limiter != limiter {
 		t.Error("Reset replaced the layout or the limiter")
 	}
-	if st.Fleet == fleet || len(st.Workers) != 3 || st.Workers[0].Table().Len() != 0 {
+	if st.Model == fleet || len(st.Workers) != 3 || st.Workers[0].Table().Len() != 0 {
 		t.Errorf("after Reset: new class table %v, %d workers, %d records in worker 0; want a new table, 3 workers, 0 records",
-			st.Fleet != fleet, len(st.Workers), st.Workers[0].Table().Len())
+			st.Model != fleet, len(st.Workers), st.Workers[0].Table().Len())
 	}
 }
 

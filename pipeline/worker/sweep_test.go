@@ -181,7 +181,7 @@ func TestIdentitiesFollowTheTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	const maxDevices = 500
-	w, err := New(layout, Config{MaxDevices: maxDevices, IdleTTL: time.Hour}, detectors.NewClassTable(1<<16, 1<<10), eng)
+	w, err := New(layout, Config{MaxDevices: maxDevices, IdleTTL: time.Hour}, detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<16, 1<<10)), eng)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,8 @@
 //
 // Per event: one read of the device's record from the state table (in place),
 // every detector's Observe on its slice of the record, learning into the shared
-// class table (distinct devices per class and command), and the decision engine. The
+// class model (the class table and each detector's class statistics, which
+// count distinct devices per class), and the decision engine. The
 // common path allocates nothing.
 //
 // Silent devices (sweep.go): every SweepEvery of event time, Sweep walks the
@@ -39,12 +40,17 @@ const (
 	hdrLine    = 4
 	hdrSeq     = 8
 	headerSize = 16
+	// HeaderSize is the size of the record header, before the detectors'
+	// slices.
+	HeaderSize = headerSize
 )
 
 // Layout is the per-device record layout for a set of detectors: a header
 // holding the layout version, then each detector's slice in name order. A record
-// written under another layout (different detectors, sizes or schema version)
-// reads as all zeros: a cold start.
+// written under another layout (different detectors, sizes, versions or schema
+// version) reads as all zeros: a cold start. Across a restart, a checkpoint
+// maps records onto the new layout slice by slice (package checkpoint), so
+// that only the detectors that changed cold-start.
 type Layout struct {
 	Detectors *detectors.Layout // the detectors' part, after the header
 	Size      int               // the whole record: header and detectors
@@ -77,7 +83,7 @@ func NewLayout(names []string) (*Layout, error) {
 	l.Size = headerSize + l.Detectors.Size
 	v := schemas.HashString(fmt.Sprintf("v%d", schemas.SchemaVersion))
 	for _, s := range specs {
-		v = v*31 ^ schemas.HashString(fmt.Sprintf("%s:%d", s.Name, s.StateSize))
+		v = v*31 ^ schemas.HashString(fmt.Sprintf("%s:%d:v%d", s.Name, s.StateSize, s.Version))
 	}
 	l.Version = uint32(v) | 1 // never 0, so a zeroed record never matches
 	return l, nil
@@ -98,12 +104,12 @@ type Worker struct {
 	layout *Layout
 	dets   []detectors.Detector
 	table  *state.Table
-	fleet  *detectors.ClassTable
+	model  *detectors.ClassModel
+	fleets []detectors.Fleet // by detector: the view its Observe gets (model.Fleet)
 	engine *decide.Engine
-	// tracker (detector trackerAt) records each device's last command, from
-	// which the fleet learns the device's transitions; nil if none does.
-	tracker   detectors.CommandTracker
-	trackerAt int
+	// before is the detectors' part of the record as it was before they
+	// observed the event, for the class model to learn from.
+	before    []byte
 	scratch   []byte         // a record copy, to score a redelivered event without learning
 	discard   schemas.Scored // findings of Learn, thrown away
 	relearned uint64         // redelivered events scored without learning
@@ -116,20 +122,24 @@ type Worker struct {
 	sweep sweepState
 }
 
-// New returns a worker for layout, sharing fleet (class statistics) and the
-// decision limiter with the other workers.
-func New(layout *Layout, cfg Config, fleet *detectors.ClassTable, engine *decide.Engine) (*Worker, error) {
+// New returns a worker for layout, sharing model (the class table and the
+// detectors' class statistics, built for layout.Detectors) and the decision
+// limiter with the other workers.
+func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide.Engine) (*Worker, error) {
+	if model.Layout != layout.Detectors {
+		return nil, fmt.Errorf("cannot build worker: its class model was built for another layout")
+	}
 	t, err := state.NewTable(state.Config{RecordSize: layout.Size, InitialDevices: cfg.InitialDevices,
 		MaxDevices: cfg.MaxDevices, IdleTTL: cfg.IdleTTL})
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{layout: layout, table: t, fleet: fleet, engine: engine, scratch: make([]byte, layout.Size),
-		ids: newIdentities(), clock: math.MinInt64}
-	for _, s := range layout.Detectors.Specs {
+	w := &Worker{layout: layout, table: t, model: model, engine: engine, scratch: make([]byte, layout.Size),
+		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clock: math.MinInt64}
+	for i, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
+		w.fleets = append(w.fleets, model.Fleet(i))
 	}
-	w.trackerAt, w.tracker = detectors.FindCommandTracker(w.dets)
 	w.initSweep()
 	return w, nil
 }
@@ -179,12 +189,11 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		}
 	}
 	body := rec[headerSize:]
-	var prev uint64 // the device's previous command, read before Observe records this one
-	if w.tracker != nil {
-		prev = w.tracker.LastCommand(w.layout.Detectors.State(body, w.trackerAt))
+	if learn && w.model.NeedsBefore() {
+		copy(w.before, body) // what the class statistics learn from (a device's previous command)
 	}
 	for i, d := range w.dets {
-		f := d.Observe(ev, w.layout.Detectors.State(body, i), w.fleet)
+		f := d.Observe(ev, w.layout.Detectors.State(body, i), w.fleets[i])
 		if f.Reason != schemas.ReasonNone {
 			f.Detector = w.layout.Detectors.Specs[i].Name
 			out.Add(f)
@@ -196,8 +205,7 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		}
 		// Every event teaches the class model, which counts distinct devices: an
 		// attack from one device cannot make its commands look normal for the class.
-		w.fleet.Learn(ev)
-		w.fleet.LearnTransition(ev, prev)
+		w.model.Learn(ev, w.before)
 	}
 }
 

@@ -853,9 +853,9 @@ func readRecords(t *testing.T, path string) map[[2]uint64][]byte {
 		t.Fatal(err)
 	}
 	recs := map[[2]uint64][]byte{}
-	_, err = checkpoint.Read(path, checkpoint.Meta{LayoutVersion: layout.Version, RecordSize: layout.Size},
+	_, err = checkpoint.Read(path, checkpoint.MetaOf(layout),
 		func(key, alt uint64, _ int64, rec []byte) { recs[[2]uint64{key, alt}] = bytes.Clone(rec) },
-		detectors.NewClassTable(1<<18, 1<<12)) // the sizes the pipeline uses
+		detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<18, 1<<12))) // the sizes the pipeline uses
 	if err != nil {
 		t.Fatalf("cannot read checkpoint: %v", err)
 	}

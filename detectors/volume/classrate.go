@@ -1,8 +1,9 @@
-package detectors
+package volume
 
 import (
 	"math"
 
+	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -42,7 +43,7 @@ const (
 func rateSlot(j int, device uint64) int { return j*rateSlots + int(device>>60) }
 
 // learnRate counts ev in its device's sample slot of class slot j.
-func (t *ClassTable) learnRate(j int, ev *schemas.Event) {
+func (t *Stats) learnRate(j int, ev *schemas.Event) {
 	i := rateSlot(j, ev.DeviceKey)
 	key := ev.DeviceKey | 1 // 0 marks an empty slot
 	for {
@@ -68,7 +69,7 @@ func (t *ClassTable) learnRate(j int, ev *schemas.Event) {
 		t.rateLast[i].Store(uint64(ev.Time))
 	}
 	t.learnCycle(j, ev.Time, dt)
-	d := Decay(dt / RateTau)
+	d := detectors.Decay(dt / RateTau)
 	count := math.Float64frombits(t.rateCount[i].Load())*d + 1
 	exposure := math.Float64frombits(t.rateExposure[i].Load())*d + RateTau*(1-d)
 	t.rateCount[i].Store(math.Float64bits(count))
@@ -78,9 +79,9 @@ func (t *ClassTable) learnRate(j int, ev *schemas.Event) {
 // ClassRate returns the typical request rate, per second, of one device of
 // the class: the median rate of its usable sampled devices, or 0 when it has
 // fewer than RateMinDevices (the class is not established). It implements
-// volume.ClassRater and does not allocate.
-func (t *ClassTable) ClassRate(class uint64) float64 {
-	j := slot(t.clsKeys, class, false)
+// ClassRater and does not allocate.
+func (t *Stats) ClassRate(class uint64) float64 {
+	j := detectors.Slot(t.keys, class, false)
 	if j < 0 {
 		return 0
 	}

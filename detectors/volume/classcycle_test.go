@@ -1,4 +1,4 @@
-package detectors
+package volume
 
 import (
 	"encoding/binary"
@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -16,7 +17,7 @@ const cycleStart = int64(1736121600e9)
 // learnCycle teaches t a class of devices sending Poisson traffic at a mean
 // gap of gap(hour of day) seconds from cycleStart+from to cycleStart+to
 // (hours), in time order across devices, and returns the class key.
-func learnCycleClass(t *ClassTable, class string, devices int, from, to float64, gap func(hour int) float64) uint64 {
+func learnCycleClass(t *Stats, class string, devices int, from, to float64, gap func(hour int) float64) uint64 {
 	rng := rand.New(rand.NewPCG(1, uint64(devices)))
 	evs := make([]schemas.Event, devices)
 	next := make([]int64, devices)
@@ -39,7 +40,7 @@ func learnCycleClass(t *ClassTable, class string, devices int, from, to float64,
 			return evs[0].ClassKey
 		}
 		evs[d].Time = next[d]
-		t.Learn(&evs[d])
+		t.Learn(&evs[d], nil)
 		hour := int(next[d]/3600e9) % 24
 		next[d] += int64(rng.ExpFloat64() * gap(hour) * 1e9)
 	}
@@ -62,7 +63,7 @@ func shopGap(hour int) float64 {
 // night, and never ramps down; a class that never lived through a morning,
 // an unknown class and a flat one have no ramp.
 func TestClassRamp(t *testing.T) {
-	tab := NewClassTable(1024, 1024)
+	tab := newStats()
 	shop := learnCycleClass(tab, "shop/cam", 20, 0, 48, shopGap)
 	checks := []struct {
 		hour     float64
@@ -85,14 +86,14 @@ func TestClassRamp(t *testing.T) {
 	}
 
 	// A class seen only from 20:00 to 07:00 knows no morning yet.
-	nights := NewClassTable(1024, 1024)
+	nights := newStats()
 	night := learnCycleClass(nights, "shop/cam", 20, 20, 31, shopGap)
 	if r := nights.ClassRamp(night, at(32.5), 3600); r != 1 {
 		t.Errorf("class without a morning in its history: ramp %v at 08:30, want 1", r)
 	}
 
 	// A flat class of two devices (a frame a minute): its Poisson noise is no ramp.
-	flats := NewClassTable(1024, 1024)
+	flats := newStats()
 	flat := learnCycleClass(flats, "meter/x", 2, 0, 72, func(int) float64 { return 60 })
 	for h := 72.0; h < 96; h += 0.5 {
 		if r := flats.ClassRamp(flat, at(h), 3600); r != 1 {
@@ -110,9 +111,9 @@ func TestClassRamp(t *testing.T) {
 // closes, as cycleBurst devices at most.
 func TestClassRampOpenHour(t *testing.T) {
 	run := func(flood bool) (ramp, bin float64, events int) {
-		tab := NewClassTable(1024, 1024)
+		tab := newStats()
 		shop := learnCycleClass(tab, "shop/cam", 20, 0, 56.25, shopGap) // up to 08:15 on day 3
-		j := slot(tab.clsKeys, shop, false)
+		j := detectors.Slot(tab.keys, shop, false)
 		var ev schemas.Event
 		ev.SetCommand([]byte("POST /v1/devices/{id}/frames"))
 		for i := range 20 { // a device of the rate sample
@@ -125,13 +126,13 @@ func TestClassRampOpenHour(t *testing.T) {
 		if flood {                      // 300 frames a minute (30 times the hour's rate) for half an hour
 			for tm := at(56.25); tm < at(56.75); tm += 200e6 {
 				ev.Time = tm
-				tab.Learn(&ev)
+				tab.Learn(&ev, nil)
 				events++
 			}
 		}
 		ramp = tab.ClassRamp(shop, at(56.5), 3600)
 		ev.Time = at(57.01) // closes 08:00-09:00
-		tab.Learn(&ev)
+		tab.Learn(&ev, nil)
 		return ramp, math.Float64frombits(tab.cycleCount[cycleBin(j, at(56.5))].Load()), events
 	}
 	quiet, quietBin, _ := run(false)
@@ -145,31 +146,29 @@ func TestClassRampOpenHour(t *testing.T) {
 	}
 }
 
-// TestClassRampSnapshot: the cycle (version 5) survives a snapshot round
-// trip; a version 4 snapshot loads without it (no ramp until the hours are
-// seen again).
+// TestClassRampSnapshot: the cycle survives a snapshot round trip; a
+// snapshot of another version is refused and leaves the statistics
+// unchanged (a checkpoint then restores the detector without them: no ramp
+// until the hours are seen again).
 func TestClassRampSnapshot(t *testing.T) {
-	tab := NewClassTable(1024, 1024)
+	tab := newStats()
 	shop := learnCycleClass(tab, "shop/cam", 20, 0, 48, shopGap)
 	snap := tab.AppendSnapshot(nil)
-	back := NewClassTable(1024, 1024)
+	back := newStats()
 	if err := back.LoadSnapshot(snap); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := tab.ClassRamp(shop, at(56.5), 3600), back.ClassRamp(shop, at(56.5), 3600); a != b || a <= 1 {
 		t.Errorf("ramp after a round trip %v, before %v (want equal, above 1)", b, a)
 	}
-	v4 := binary.LittleEndian.AppendUint32(nil, 4)
-	v4 = append(v4, snap[4:20]...)
-	for _, arr := range tab.snapshotLayout(4) {
-		for i := range arr {
-			v4 = binary.LittleEndian.AppendUint64(v4, arr[i].Load())
-		}
+	fresh := newStats()
+	if err := fresh.LoadSnapshot(append(binary.LittleEndian.AppendUint32(nil, statsVersion+1), snap[4:]...)); err == nil {
+		t.Errorf("a snapshot of version %d loaded", statsVersion+1)
 	}
-	if err := back.LoadSnapshot(v4); err != nil {
-		t.Fatalf("version 4 snapshot: %v", err)
-	}
-	if r := back.ClassRamp(shop, at(56.5), 3600); r != 1 {
-		t.Errorf("version 4 snapshot: ramp %v, want 1 (no cycle)", r)
+	if r := fresh.ClassRamp(shop, at(56.5), 3600); r != 1 {
+		t.Errorf("after a refused snapshot: ramp %v, want 1 (no cycle)", r)
 	}
 }
+
+// newStats returns empty volume statistics over a fresh class table.
+func newStats() *Stats { return NewStats(detectors.NewClassTable(1024, 1024)) }

@@ -1,12 +1,13 @@
-package detectors
+package volume
 
 import (
 	"math"
-	"sync/atomic"
+
+	"github.com/iotwatch/iotwatch/detectors"
 )
 
 // A class's daily cycle is learned from the devices of its rate sample
-// (fleet_rate.go): per class slot, 24 bins of UTC hours, each a count of
+// (classrate.go): per class slot, 24 bins of UTC hours, each a count of
 // the sampled devices' events and of their exposure (seconds between
 // consecutive events, capped at rateMaxGap, given to the hour of the later
 // event). A bin's rate, count/exposure, is a per-device rate, so devices
@@ -56,7 +57,7 @@ const (
 
 // learnCycle counts one event of a sampled device of class slot j, dt
 // seconds (already capped) after its previous one.
-func (t *ClassTable) learnCycle(j int, time int64, dt float64) {
+func (t *Stats) learnCycle(j int, time int64, dt float64) {
 	if time <= 0 {
 		return
 	}
@@ -77,18 +78,18 @@ func (t *ClassTable) learnCycle(j int, time int64, dt float64) {
 	if r, ok := t.binRate(cycleBin(j, time)); ok {
 		count = min(1, dt*r*cycleBurst)
 	}
-	addFloat(&t.cycleOpenCount[j], count)
-	addFloat(&t.cycleOpenExposure[j], dt)
+	detectors.AddFloat(&t.cycleOpenCount[j], count)
+	detectors.AddFloat(&t.cycleOpenExposure[j], dt)
 }
 
 // closeHour adds class slot j's open sums to the bin of hour (hours since
 // the Unix epoch) and empties them.
-func (t *ClassTable) closeHour(j int, hour uint64) {
+func (t *Stats) closeHour(j int, hour uint64) {
 	i := j*cycleBins + int(hour%cycleBins)
 	c := math.Float64frombits(t.cycleOpenCount[j].Swap(0))
 	e := math.Float64frombits(t.cycleOpenExposure[j].Swap(0))
-	addFloat(&t.cycleCount[i], c)
-	if total := addFloat(&t.cycleExposure[i], e); total > cycleMaxExposure {
+	detectors.AddFloat(&t.cycleCount[i], c)
+	if total := detectors.AddFloat(&t.cycleExposure[i], e); total > cycleMaxExposure {
 		// Halve once: only the closer whose swap succeeds halves the count.
 		if t.cycleExposure[i].CompareAndSwap(math.Float64bits(total), math.Float64bits(total/2)) {
 			for {
@@ -110,22 +111,11 @@ func cycleBin(j int, t int64) int {
 	return j*cycleBins + int(h)
 }
 
-// addFloat adds v to the float64 held in w and returns the new value.
-func addFloat(w *atomic.Uint64, v float64) float64 {
-	for {
-		old := w.Load()
-		n := math.Float64frombits(old) + v
-		if w.CompareAndSwap(old, math.Float64bits(n)) {
-			return n
-		}
-	}
-}
-
 // cycleAt returns the cycle's count and exposure at time t in class slot
 // j, interpolated between the two nearest bins (their centres are at half
 // past each hour), or those of the one usable bin when only one is; ok is
 // false when neither is.
-func (t *ClassTable) cycleAt(j int, time int64) (count, exposure float64, ok bool) {
+func (t *Stats) cycleAt(j int, time int64) (count, exposure float64, ok bool) {
 	// Hours since the centre of bin 0.
 	x := float64(time%(cycleBins*3600e9))/3600e9 - 0.5
 	if x < 0 {
@@ -147,7 +137,7 @@ func (t *ClassTable) cycleAt(j int, time int64) (count, exposure float64, ok boo
 }
 
 // bin returns bin i's count and exposure and whether the bin is usable.
-func (t *ClassTable) bin(i int) (count, exposure float64, ok bool) {
+func (t *Stats) bin(i int) (count, exposure float64, ok bool) {
 	c := math.Float64frombits(t.cycleCount[i].Load())
 	e := math.Float64frombits(t.cycleExposure[i].Load())
 	if !(c >= cycleMinCount && e >= cycleMinExposure) || math.IsInf(c, 1) || math.IsInf(e, 1) {
@@ -157,7 +147,7 @@ func (t *ClassTable) bin(i int) (count, exposure float64, ok bool) {
 }
 
 // binRate returns bin i's rate and whether the bin is usable.
-func (t *ClassTable) binRate(i int) (float64, bool) {
+func (t *Stats) binRate(i int) (float64, bool) {
 	c, e, ok := t.bin(i)
 	if !ok {
 		return 0, false
@@ -170,10 +160,10 @@ func (t *ClassTable) binRate(i int) (float64, bool) {
 // the two times' rates with cycleSigmas Poisson deviations taken against
 // it, 1 when that is not above 1 (a flat or falling cycle, or too few
 // counts to tell) or the cycle is unknown there (a class younger than the
-// hours compared, or not in the table). It implements volume.ClassRamper
+// hours compared, or not in the table). It implements ClassRamper
 // and does not allocate.
-func (t *ClassTable) ClassRamp(class uint64, now int64, lag float64) float64 {
-	j := slot(t.clsKeys, class, false)
+func (t *Stats) ClassRamp(class uint64, now int64, lag float64) float64 {
+	j := detectors.Slot(t.keys, class, false)
 	if j < 0 || now <= 0 {
 		return 1
 	}

@@ -1,0 +1,201 @@
+package detectors
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"sync/atomic"
+)
+
+// The building blocks of class statistics (the ClassTable's and each
+// detector's own, see ClassStats): fixed-size open-addressed tables of
+// uint64 keys with parallel arrays of atomic words, safe for concurrent use,
+// whose memory does not grow with devices or keys, and distinct-device
+// sketches estimated by linear counting.
+
+// TableSize rounds n up to a power of two, at least 1024: the size of a
+// table Slot can probe.
+func TableSize(n int) int {
+	p := 1024
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// MaxProbe bounds linear probing; a key not found within it is absent.
+const MaxProbe = 64
+
+// Slot returns key's index in keys (a table of TableSize slots, 0 marking an
+// empty one; a key 0 is stored as 1), claiming an empty slot when insert is
+// set; -1 when key is absent, or when it is new and its MaxProbe slots are
+// taken. Safe for concurrent use; it does not allocate.
+func Slot(keys []atomic.Uint64, key uint64, insert bool) int {
+	if key == 0 {
+		key = 1 // 0 marks an empty slot
+	}
+	mask := uint64(len(keys) - 1)
+	for i := uint64(0); i < MaxProbe; i++ {
+		j := (key + i) & mask
+		k := keys[j].Load()
+		if k == key {
+			return int(j)
+		}
+		if k == 0 {
+			if !insert {
+				return -1
+			}
+			if keys[j].CompareAndSwap(0, key) || keys[j].Load() == key {
+				return int(j)
+			}
+		}
+	}
+	return -1
+}
+
+// PairKey mixes a class key with another key (a command, a tagged country)
+// into a table key.
+func PairKey(class, x uint64) uint64 {
+	return (class ^ (x * 0x9e3779b97f4a7c15)) * 0xff51afd7ed558ccd
+}
+
+// DeviceBit is the device's bit in a 64-bit device sketch. It uses the
+// key's top bits (the shard uses bits 32-63 too, but every worker sees every
+// bit value).
+func DeviceBit(device uint64) uint { return uint(device >> 58) }
+
+// LinearCount estimates distinct items from a bitmap of m bits with ones set.
+func LinearCount(m, ones int) float64 {
+	zeros := m - ones
+	if zeros <= 0 {
+		zeros = 1 // saturated: the estimator's ceiling, m·ln m
+	}
+	return float64(m) * math.Log(float64(m)/float64(zeros))
+}
+
+// SetBit sets bit in w, writing only when it is not set yet (after warm-up,
+// learning only reads).
+func SetBit(w *atomic.Uint64, bit uint) {
+	if m := uint64(1) << bit; w.Load()&m == 0 {
+		w.Or(m)
+	}
+}
+
+// AddFloat adds v to the float64 held in w (its bits) and returns the new
+// value.
+func AddFloat(w *atomic.Uint64, v float64) float64 {
+	for {
+		old := w.Load()
+		n := math.Float64frombits(old) + v
+		if w.CompareAndSwap(old, math.Float64bits(n)) {
+			return n
+		}
+	}
+}
+
+// DeviceSketches is a fixed-size table of 64-bit sketches of the devices
+// seen with a key (a class's command, country, ASN): distinct devices are
+// estimated by linear counting, accurate to a few percent up to ~100 devices
+// and saturating beyond. When the table is full, new keys are not learned
+// (Saturated counts them): an unknown key then keeps looking new, which errs
+// on the side of alerting. Safe for concurrent use.
+type DeviceSketches struct {
+	keys, bits []atomic.Uint64
+	saturated  atomic.Uint64
+}
+
+// NewDeviceSketches returns a table of TableSize(slots) keys (16 bytes each).
+func NewDeviceSketches(slots int) *DeviceSketches {
+	n := TableSize(slots)
+	return &DeviceSketches{keys: make([]atomic.Uint64, n), bits: make([]atomic.Uint64, n)}
+}
+
+// Learn sets device's bit in key's sketch, claiming a slot for a new key.
+// It does not allocate.
+func (s *DeviceSketches) Learn(key, device uint64) {
+	if j := Slot(s.keys, key, true); j >= 0 {
+		SetBit(&s.bits[j], DeviceBit(device))
+	} else {
+		s.saturated.Add(1)
+	}
+}
+
+// Devices estimates how many distinct devices other than device are in key's
+// sketch; 0 when key is absent. It does not allocate.
+func (s *DeviceSketches) Devices(key, device uint64) float64 {
+	j := Slot(s.keys, key, false)
+	if j < 0 {
+		return 0
+	}
+	b := s.bits[j].Load() &^ (1 << DeviceBit(device))
+	return LinearCount(64, bits.OnesCount64(b))
+}
+
+// Saturated returns how many Learn calls found the table full.
+func (s *DeviceSketches) Saturated() uint64 { return s.saturated.Load() }
+
+// Arrays returns the table's arrays, for snapshots (AppendWords, LoadWords).
+func (s *DeviceSketches) Arrays() [][]atomic.Uint64 { return [][]atomic.Uint64{s.keys, s.bits} }
+
+// AppendWords appends every word of arrays to dst, little-endian, in order.
+// Concurrent writers may or may not be included; take it while workers are
+// stopped for an exact copy.
+func AppendWords(dst []byte, arrays ...[]atomic.Uint64) []byte {
+	for _, arr := range arrays {
+		for i := range arr {
+			dst = binary.LittleEndian.AppendUint64(dst, arr[i].Load())
+		}
+	}
+	return dst
+}
+
+// LoadWords replaces the contents of arrays with the words of b, as
+// AppendWords wrote them for arrays of the same lengths. b of another length
+// is an error, and arrays are then unchanged.
+func LoadWords(b []byte, arrays ...[]atomic.Uint64) error {
+	words := 0
+	for _, arr := range arrays {
+		words += len(arr)
+	}
+	if len(b) != 8*words {
+		return fmt.Errorf("cannot load words: %d bytes, want %d", len(b), 8*words)
+	}
+	for _, arr := range arrays {
+		for i := range arr {
+			arr[i].Store(binary.LittleEndian.Uint64(b))
+			b = b[8:]
+		}
+	}
+	return nil
+}
+
+// AppendStatsHeader appends the header of a class statistics snapshot: its
+// version and the sizes of its tables.
+func AppendStatsHeader(dst []byte, version uint32, sizes ...int) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, version)
+	for _, n := range sizes {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(n))
+	}
+	return dst
+}
+
+// ReadStatsHeader checks the header AppendStatsHeader wrote at the start of
+// b against version and sizes, and returns the rest of b. what names the
+// statistics in the error.
+func ReadStatsHeader(b []byte, what string, version uint32, sizes ...int) ([]byte, error) {
+	if len(b) < 4+8*len(sizes) {
+		return nil, fmt.Errorf("cannot load %s: %d bytes is too short", what, len(b))
+	}
+	if v := binary.LittleEndian.Uint32(b); v != version {
+		return nil, fmt.Errorf("cannot load %s: version %d, want %d", what, v, version)
+	}
+	b = b[4:]
+	for i, n := range sizes {
+		if got := binary.LittleEndian.Uint64(b); got != uint64(n) {
+			return nil, fmt.Errorf("cannot load %s: table %d has %d slots, this one %d", what, i, got, n)
+		}
+		b = b[8:]
+	}
+	return b, nil
+}

@@ -1,0 +1,124 @@
+package command
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Stats is what the command detector learns of classes (its
+// detectors.ClassStats and the Fleet view its Observe gets): per (class,
+// command) and per (class, previous command, command) transition, a 64-bit
+// sketch of the devices that issued it, every class also learned as its
+// model across tenants (Event.ModelKey), and per (class, command, argument)
+// the range of the numeric argument (detectors.ParamTable). It costs 72
+// bytes per command slot (40 of them for argument ranges).
+type Stats struct {
+	classes     *detectors.ClassTable
+	commands    *detectors.DeviceSketches
+	transitions *detectors.DeviceSketches // as many slots as commands
+	params      *detectors.ParamTable
+}
+
+// NewStats returns empty statistics over classes, with classes.CommandSlots()
+// slots each for commands, transitions and argument ranges.
+func NewStats(classes *detectors.ClassTable) *Stats {
+	n := classes.CommandSlots()
+	return &Stats{classes: classes, commands: detectors.NewDeviceSketches(n),
+		transitions: detectors.NewDeviceSketches(n), params: detectors.NewParamTable(n)}
+}
+
+// transitionKey mixes differently from detectors.PairKey, so that a
+// transition and a command never share a key by construction.
+func transitionKey(class, prev, command uint64) uint64 {
+	k := (prev*0xc2b2ae3d27d4eb4f ^ command) * 0x9e3779b97f4a7c15
+	return (class ^ k ^ k>>29) * 0xd6e8feb86659fd93
+}
+
+// ClassDevices implements detectors.Fleet.
+func (s *Stats) ClassDevices(class uint64) float64 { return s.classes.ClassDevices(class) }
+
+// ClassSince implements detectors.Fleet.
+func (s *Stats) ClassSince(class uint64) int64 { return s.classes.ClassSince(class) }
+
+// ClassCommandDevices estimates how many distinct devices of the class (or
+// model), other than device (a DeviceKey), issued the command.
+func (s *Stats) ClassCommandDevices(class, command, device uint64) float64 {
+	return s.commands.Devices(detectors.PairKey(class, command), device)
+}
+
+// ClassTransitionDevices estimates how many distinct devices of the class (or
+// model), other than device, issued command right after prev (the CommandID
+// of the previous command).
+func (s *Stats) ClassTransitionDevices(class, prev, command, device uint64) float64 {
+	return s.transitions.Devices(transitionKey(class, prev, command), device)
+}
+
+// ClassParam returns the range the class learned for the numeric argument
+// name (a schemas.Arg Key) of command; the zero ParamRange if none. Values
+// the range judged out of it were not learned.
+func (s *Stats) ClassParam(class, command, name uint64) detectors.ParamRange {
+	return s.params.ClassParam(class, command, name)
+}
+
+// Learn implements detectors.ClassStats: ev's device issued ev's command in
+// its class and model, its numeric arguments (those in range), and the
+// transition from the device's previous command, the last one recorded in
+// before (none: no transition).
+func (s *Stats) Learn(ev *schemas.Event, before []byte) {
+	s.commands.Learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
+	if ev.HasModel() {
+		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
+	}
+	s.params.Learn(ev)
+	if prev := lastCommand(before); prev != 0 {
+		s.transitions.Learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
+		if ev.HasModel() {
+			s.transitions.Learn(transitionKey(ev.ModelKey, prev, ev.CommandID), ev.DeviceKey)
+		}
+	}
+}
+
+// lastCommand returns the CommandID of the last command Observe recorded in
+// b, 0 if none.
+func lastCommand(b []byte) uint64 {
+	if len(b) < StateSize {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[lastOff:])
+}
+
+// Saturated returns how many learn calls found a table full.
+func (s *Stats) Saturated() uint64 {
+	return s.commands.Saturated() + s.transitions.Saturated() + s.params.Saturated()
+}
+
+// statsVersion versions the snapshot of Stats (1: commands, transitions,
+// argument ranges, as the class table's version 5 held them).
+const statsVersion = 1
+
+func (s *Stats) arrays() [][]atomic.Uint64 {
+	a := append(s.commands.Arrays(), s.transitions.Arrays()...)
+	return append(a, s.params.Arrays()...)
+}
+
+// AppendSnapshot implements detectors.ClassStats.
+func (s *Stats) AppendSnapshot(dst []byte) []byte {
+	dst = detectors.AppendStatsHeader(dst, statsVersion, s.classes.CommandSlots())
+	return detectors.AppendWords(dst, s.arrays()...)
+}
+
+// LoadSnapshot implements detectors.ClassStats.
+func (s *Stats) LoadSnapshot(b []byte) error {
+	rest, err := detectors.ReadStatsHeader(b, "command statistics", statsVersion, s.classes.CommandSlots())
+	if err != nil {
+		return err
+	}
+	if err := detectors.LoadWords(rest, s.arrays()...); err != nil {
+		return fmt.Errorf("cannot load command statistics: %w", err)
+	}
+	return nil
+}

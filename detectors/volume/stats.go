@@ -1,0 +1,92 @@
+package volume
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Stats is what the volume detector learns of classes (its
+// detectors.ClassStats and the Fleet view its Observe gets, implementing
+// ClassRater and ClassRamper): per class, the request rates of a sample of
+// its devices (classrate.go) and their 24-hour cycle (classcycle.go). It has
+// its own table of class keys, as many as the class table's, and costs
+// 928 bytes per class slot.
+type Stats struct {
+	classes *detectors.ClassTable
+	keys    []atomic.Uint64 // class keys (detectors.Slot)
+	// rateSlots sampled devices per class slot: key, last event time (Unix
+	// ns), decayed count and exposure (float64 bits).
+	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
+	// cycleBins hours per class slot: the sampled devices' event count and
+	// exposure (float64 bits).
+	cycleCount, cycleExposure []atomic.Uint64
+	// Per class slot: the open hour (hours since the epoch + 1; 0: none)
+	// and its sums, added to its bin when it closes.
+	cycleHour, cycleOpenCount, cycleOpenExposure []atomic.Uint64
+	saturated                                    atomic.Uint64
+}
+
+// NewStats returns empty statistics over classes, with classes.ClassSlots()
+// class slots.
+func NewStats(classes *detectors.ClassTable) *Stats {
+	k := classes.ClassSlots()
+	return &Stats{
+		classes: classes, keys: make([]atomic.Uint64, k),
+		rateKeys: make([]atomic.Uint64, k*rateSlots), rateLast: make([]atomic.Uint64, k*rateSlots),
+		rateCount: make([]atomic.Uint64, k*rateSlots), rateExposure: make([]atomic.Uint64, k*rateSlots),
+		cycleCount: make([]atomic.Uint64, k*cycleBins), cycleExposure: make([]atomic.Uint64, k*cycleBins),
+		cycleHour: make([]atomic.Uint64, k), cycleOpenCount: make([]atomic.Uint64, k),
+		cycleOpenExposure: make([]atomic.Uint64, k),
+	}
+}
+
+// ClassDevices implements detectors.Fleet.
+func (t *Stats) ClassDevices(class uint64) float64 { return t.classes.ClassDevices(class) }
+
+// ClassSince implements detectors.Fleet.
+func (t *Stats) ClassSince(class uint64) int64 { return t.classes.ClassSince(class) }
+
+// Learn implements detectors.ClassStats: it counts ev in its device's rate
+// sample slot of its class, if the device is the slot's sample, and in the
+// class's cycle.
+func (t *Stats) Learn(ev *schemas.Event, _ []byte) {
+	j := detectors.Slot(t.keys, ev.ClassKey, true)
+	if j < 0 {
+		t.saturated.Add(1)
+		return
+	}
+	t.learnRate(j, ev)
+}
+
+// Saturated returns how many learn calls found the table full.
+func (t *Stats) Saturated() uint64 { return t.saturated.Load() }
+
+// statsVersion versions the snapshot of Stats (1: the class table's version 5
+// rate samples and cycles, with a table of class keys of its own).
+const statsVersion = 1
+
+func (t *Stats) arrays() [][]atomic.Uint64 {
+	return [][]atomic.Uint64{t.keys, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure,
+		t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure}
+}
+
+// AppendSnapshot implements detectors.ClassStats.
+func (t *Stats) AppendSnapshot(dst []byte) []byte {
+	dst = detectors.AppendStatsHeader(dst, statsVersion, len(t.keys))
+	return detectors.AppendWords(dst, t.arrays()...)
+}
+
+// LoadSnapshot implements detectors.ClassStats.
+func (t *Stats) LoadSnapshot(b []byte) error {
+	rest, err := detectors.ReadStatsHeader(b, "volume statistics", statsVersion, len(t.keys))
+	if err != nil {
+		return err
+	}
+	if err := detectors.LoadWords(rest, t.arrays()...); err != nil {
+		return fmt.Errorf("cannot load volume statistics: %w", err)
+	}
+	return nil
+}
