@@ -7,7 +7,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 DEMO_FLAGS ?=
 
-.PHONY: all build deps demo test vet bench bench-e2e bench-state fuzz docs clean help geoip
+.PHONY: all build build-plot deps demo test vet bench bench-e2e bench-state fuzz docs clean help geoip
 
 all: build
 
@@ -15,6 +15,7 @@ help:
 	@echo "make demo       run the end-to-end demo (embedded NATS, private ClickHouse, simulated fleet with attacks)"
 	@echo "make test       run every test (unit, golden scenarios, integration against real NATS and ClickHouse)"
 	@echo "make build      build $(BIN)"
+	@echo "make build-plot build $(BIN) able to plot (eval attacks --plot DIR)"
 	@echo "make deps       install missing system packages (clickhouse-server)"
 	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
 	@echo "make fuzz       run every fuzz target for FUZZTIME each (default 20s)"
@@ -22,6 +23,11 @@ help:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
+
+# build-plot builds $(BIN) with the plotting stack, for 'iotwatch eval attacks --plot DIR'
+# (the production binary leaves gonum.org/v1/plot, its fonts and its PDF and SVG writers out).
+build-plot:
+	$(GO) build -tags plot -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
 
 # deps installs clickhouse-server when no binary is found, and Debian's nats-server (2.9,
 # used by the test that runs against an external NATS process; the demo embeds its own).
@@ -76,6 +82,7 @@ demo: deps build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags plot ./cmd/iotwatch
 
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...

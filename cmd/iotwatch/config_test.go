@@ -38,13 +38,13 @@ func printConfig(t *testing.T, args ...string) map[string]string {
 	if code := mainExit(append(append([]string{"run"}, args...), "--print-config"), &out, &errOut); code != 0 {
 		t.Fatalf("run %v --print-config: exit %d: %s", args, code, errOut.String())
 	}
-	settings, err := parseConfig("printed", &out)
+	settings, err := configSchema().Parse("printed", &out)
 	if err != nil {
 		t.Fatalf("the printed configuration does not load: %v\n%s", err, out.String())
 	}
 	m := map[string]string{}
 	for _, s := range settings {
-		m[s.key] = s.value
+		m[s.Key] = s.Value
 	}
 	return m
 }
@@ -60,7 +60,7 @@ detectors = volume
 detectors = geo
 `)
 	got := printConfig(t, "--config", path, "--workers", "5")
-	def := func(key string) string { return configSchema().Lookup(key).DefValue }
+	def := func(key string) string { return configSchema().Flags.Lookup(key).DefValue }
 	for key, want := range map[string]string{
 		"workers":         "5",                // command line over file
 		"block-threshold": "0.95",             // file over default
@@ -86,8 +86,8 @@ detectors = geo
 
 func countConfigKeys() int {
 	n := 0
-	configSchema().VisitAll(func(f *flag.Flag) {
-		if isConfigKey(f.Name) {
+	configSchema().Flags.VisitAll(func(f *flag.Flag) {
+		if configSchema().IsKey(f.Name) {
 			n++
 		}
 	})
@@ -280,7 +280,7 @@ func TestExampleConfigIsCurrent(t *testing.T) {
 		t.Errorf("the example documents %d keys, want %d", len(got), countConfigKeys())
 	}
 	for key, v := range got {
-		if def := configSchema().Lookup(key).DefValue; v != def {
+		if def := configSchema().Flags.Lookup(key).DefValue; v != def {
 			t.Errorf("example %s = %q, default %q", key, v, def)
 		}
 	}
@@ -315,7 +315,7 @@ func FuzzLoadConfig(f *testing.F) {
 	named := regexp.MustCompile(`line \d+|field "|--[a-z]`)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, fs := newRunFlags()
-		src, err := applyConfig(fs, "fuzz.conf", bytes.NewReader(data))
+		src, err := configSchema().Apply(fs, "fuzz.conf", bytes.NewReader(data))
 		if err != nil {
 			if !named.MatchString(err.Error()) {
 				t.Fatalf("error names no line or field: %v", err)
@@ -326,21 +326,21 @@ func FuzzLoadConfig(f *testing.F) {
 			return
 		}
 		if _, err := o.build(); err != nil {
-			if err = src.locate(err); !named.MatchString(err.Error()) {
+			if err = src.Locate(err); !named.MatchString(err.Error()) {
 				t.Fatalf("error names no line or field: %v", err)
 			}
 			return
 		}
 		var first bytes.Buffer
-		if err := writeConfig(&first, fs); err != nil {
+		if err := configSchema().Write(&first, fs); err != nil {
 			t.Fatal(err)
 		}
 		_, fs2 := newRunFlags()
-		if _, err := applyConfig(fs2, "printed.conf", bytes.NewReader(first.Bytes())); err != nil {
+		if _, err := configSchema().Apply(fs2, "printed.conf", bytes.NewReader(first.Bytes())); err != nil {
 			t.Fatalf("the printed configuration does not load: %v\n%s", err, first.String())
 		}
 		var second bytes.Buffer
-		if err := writeConfig(&second, fs2); err != nil {
+		if err := configSchema().Write(&second, fs2); err != nil {
 			t.Fatal(err)
 		}
 		if first.String() != second.String() {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/eval"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -187,12 +188,12 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 		m.Events.Load(), pub.messages, m.DeadLettered.Load(), elapsed.Seconds(), float64(m.Events.Load())/elapsed.Seconds())
 
 	// Report from what ClickHouse holds, as an analyst would see it.
-	alerts, decisions, err := queryResults(ctx, o.clickhouse, o.database)
+	alerts, decisions, err := eval.QueryResults(ctx, o.clickhouse, o.database)
 	if err != nil {
 		return err
 	}
-	rep := evaluate(labels, alerts, decisions, fc.Devices, fc.Duration)
-	rep.print(stdout)
+	rep := eval.Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration)
+	rep.Print(stdout)
 	if err := os.WriteFile(filepath.Join(*dir, "report.txt"), []byte(rep.String()), 0o644); err != nil {
 		return fmt.Errorf("cannot write report: %w", err)
 	}

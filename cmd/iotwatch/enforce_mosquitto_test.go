@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/enforce/mosquitto"
 	"github.com/iotwatch/iotwatch/internal/mosquittotest"
 	"github.com/iotwatch/iotwatch/internal/mqtt"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -94,7 +95,7 @@ func TestEnforceMosquitto(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close()
-	if err := watch.Subscribe(e.ctx, mqtt.DynSecResponseTopic, 0); err != nil {
+	if err := watch.Subscribe(e.ctx, mosquitto.DynSecResponseTopic, 0); err != nil {
 		t.Fatal(err)
 	}
 

@@ -2,13 +2,27 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"time"
+
+	"github.com/iotwatch/iotwatch/internal/eval"
+	"github.com/iotwatch/iotwatch/internal/sim"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
 )
+
+// plotHelp ends the help of --plot in a binary that cannot plot (plot.go
+// links the plotting stack under the build tag plot).
+var plotHelp = " (only in a binary built with -tags plot: make build-plot)"
 
 // evalCommands are the evaluations on labelled data: the simulated fleet's
 // attacks, and data sets in a documented generic format (so that they work on
-// any such data, not only ours).
+// any such data, not only ours). Package internal/eval runs them; here are
+// their flags.
 var evalCommands = []command{
 	{"attacks", "run the simulated fleet's labelled attacks through the detectors and decide: recall, time to detect, precision", evalAttacks},
 	{"nab", "score time series (NAB layout: DIR/<category>/<file>.csv) with the volume model's core", evalNAB},
@@ -33,4 +47,170 @@ func evalCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	return usageError{fmt.Errorf("unknown evaluation %q", args[0])}
+}
+
+func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("eval attacks", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var o options
+	o.register(fs, "", "")
+	devices := fs.Int("devices", eval.DefaultAttackDevices, "simulated devices (attacks per type: max(1, devices/1000))")
+	hours := fs.Float64("hours", eval.DefaultAttackHours, "event-time span of the simulated traffic, in hours (attacks start after 60% of it)")
+	seed := fs.Int64("seed", 1, "seed of the simulated fleet and its attacks")
+	attacks := fs.Bool("attacks", true, "inject the labelled attacks (false: a clean fleet, every alert is false)")
+	plotDir := fs.String("plot", "", "write PNG plots to this directory: volume against the expected band for attacked devices and one normal device, and the fleet's score distribution"+plotHelp)
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--devices N] [--hours H] [--seed S] [--plot DIR] [--json]
+
+Runs the simulated fleet (internal/sim) with its labelled attacks through the same
+decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
+event time (no NATS, no ClickHouse), and prints per attack type the attacks injected and
+detected (recall) and the time to detect (median and max), then the alerts' precision,
+the false alerts per 1,000 device-hours and the decisions on true and false alerts.
+The labels never reach the detectors. Progress goes to standard error.
+
+Matching: %s.
+
+Flags (the detector and decision flags of 'iotwatch run' apply; connection flags are ignored):
+`, eval.AttackMatchRule)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *plotDir != "" && !eval.CanPlot() {
+		return usageError{errors.New("cannot use --plot: this iotwatch is built without plotting; build it with -tags plot (make build-plot)")}
+	}
+	if !(*hours > 0) || *hours > sim.MaxDuration.Hours() {
+		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, sim.MaxDuration.Hours())}
+	}
+	fc := sim.DefaultConfig()
+	fc.Devices, fc.Seed, fc.Attacks = *devices, *seed, *attacks
+	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
+	if err := fc.Validate(); err != nil {
+		return simConfigError(err, "hours")
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	res, err := eval.RunAttacks(ctx, cfg, fc, *plotDir, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return fmt.Errorf("cannot write result: %w", err)
+		}
+		return nil
+	}
+	res.Print(stdout)
+	return nil
+}
+
+// evalNAB scores a data set in the layout of the Numenta Anomaly Benchmark
+// (eval.NAB).
+func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("eval nab", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	data := fs.String("data", "", "input directory: DIR/<category>/<file>.csv with columns timestamp,value")
+	out := fs.String("out", "", "output directory: OUT/<category>/<file>.csv with columns timestamp,anomaly_score")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval nab --data DIR --out DIR
+
+Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
+per interval, oldest first) through the volume model's core, one value per interval (its
+surprise calibrated against the series' own history, and one alarm per episode), and
+writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score, one row per
+input row, scores in [0,1]. One parameter set serves every file (no per-file tuning).
+Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.
+Score the output with NAB's rule, e.g. ../shared/tools/nabscore.py OUT --windows ... .
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *data == "" || *out == "" || fs.NArg() > 0 {
+		return usageError{errors.New("cannot run eval nab: want --data DIR --out DIR and no other arguments")}
+	}
+	files, rows, err := eval.NAB(ctx, *data, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "scored %d files, %d rows, from %s into %s\n", len(files), rows, *data, *out)
+	return nil
+}
+
+// evalSequences learns command sequences from a training file through the
+// command detector's own model and scores a test file (eval.RunSequences).
+func evalSequences(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("eval sequences", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	train := fs.String("train", "", "training sessions (label<TAB>tokens per line)")
+	test := fs.String("test", "", "test sessions (label<TAB>tokens per line)")
+	unsup := fs.Bool("unsupervised", false, "learn from every training session, ignoring the labels (default: only the Normal ones)")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	end := fs.String("end", eval.DefaultEndToken, "token appended to every training and test session as its last command (a disconnect); empty for none")
+	alert := decide.DefaultConfig().AlertThreshold
+	threshold := fs.Float64("threshold", alert, "flag a session whose top finding scores at least this (default: decide's alert threshold)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval sequences --train FILE --test FILE [--unsupervised] [--end TOKEN] [--json]
+
+Reads two files of sessions, one per line: a label (Normal or Anomaly), a tab, and the
+session's tokens separated by spaces, in order. Each session is a device of one class and
+each token a command it issues (1 s apart; sessions start 1 min apart, training
+first), observed by the command detector exactly as
+the pipeline's worker does: the class model (commands and transitions, counted by
+distinct devices) learns from the training sessions, the Normal ones only unless
+--unsupervised. Every session ends with the --end token, read as the device's
+disconnect, so that the model knows which commands end a session. Test sessions are then scored without teaching the class model. A session
+scores its top finding; it is flagged when that reaches --threshold (decide's alert
+threshold by default, chosen without the test labels). The last line is
+"precision=P recall=R f1=F" (with --json, one JSON object).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *train == "" || *test == "" || fs.NArg() > 0 {
+		return usageError{errors.New("cannot run eval sequences: want --train FILE --test FILE and no other arguments")}
+	}
+	if !(*threshold > 0 && *threshold <= 1) {
+		return usageError{fmt.Errorf("cannot use --threshold %v: want a value in (0,1]", *threshold)}
+	}
+	trainSet, err := eval.ReadSessions(*train)
+	if err != nil {
+		return err
+	}
+	testSet, err := eval.ReadSessions(*test)
+	if err != nil {
+		return err
+	}
+	res, err := eval.RunSequences(ctx, trainSet, testSet, !*unsup, *threshold, *end)
+	if err != nil {
+		return err
+	}
+	if *threshold == alert {
+		res.ThresholdFrom = "decide's alert threshold"
+	} else {
+		res.ThresholdFrom = "--threshold"
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		return enc.Encode(res)
+	}
+	res.Print(stdout)
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	_ "github.com/iotwatch/iotwatch/detectors/all" // register every detector
+	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -89,8 +90,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "iotwatch %s: %v\n", c.name, err)
-			var ue usageError
-			if errors.As(err, &ue) {
+			if isUsageError(err) {
 				return 2
 			}
 			return 1
@@ -102,10 +102,18 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// usageError marks errors in flags or configuration (exit status 2).
+// usageError marks errors in flags or configuration (exit status 2), as
+// config.UsageError does for the packages the commands call.
 type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
+
+// isUsageError reports whether err is an error in flags or configuration.
+func isUsageError(err error) bool {
+	var ue usageError
+	var ce config.UsageError
+	return errors.As(err, &ue) || errors.As(err, &ce)
+}
 
 func versionCmd(_ context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
@@ -26,8 +27,8 @@ import (
 type options struct {
 	configFile  string
 	printConfig bool
-	fs          *flag.FlagSet // the command's flags, which --config fills in
-	src         *configSource // where the file's values came from (nil without --config)
+	fs          *flag.FlagSet  // the command's flags, which --config fills in
+	src         *config.Source // where the file's values came from (nil without --config)
 
 	natsURL    string
 	clickhouse string
@@ -141,10 +142,10 @@ func (o *options) config() (pipeline.Config, error) {
 	}
 	cfg, err := o.build()
 	if err != nil {
-		return pipeline.Config{}, usageError{o.src.locate(err)}
+		return pipeline.Config{}, usageError{o.src.Locate(err)}
 	}
 	if o.printConfig {
-		if err := writeConfig(o.fs.Output(), o.fs); err != nil {
+		if err := configSchema().Write(o.fs.Output(), o.fs); err != nil {
 			return pipeline.Config{}, err
 		}
 		return pipeline.Config{}, errConfigPrinted
@@ -152,25 +153,11 @@ func (o *options) config() (pipeline.Config, error) {
 	return cfg, nil
 }
 
-// fieldError is an invalid setting. Field is the flag's name, which is also
-// its config key; Err says what is wrong with the value.
-type fieldError struct {
-	Field string
-	Err   error
-}
-
-func (e fieldError) Error() string { return fmt.Sprintf("cannot use --%s: %v", e.Field, e.Err) }
-func (e fieldError) Unwrap() error { return e.Err }
-
-func badField(field, format string, args ...any) error {
-	return fieldError{field, fmt.Errorf(format, args...)}
-}
-
 // build validates the flags and builds the pipeline configuration; every error
-// is a fieldError.
+// is a config.FieldError, or names the flags it is about.
 func (o *options) build() (pipeline.Config, error) {
 	bad := func(field, format string, args ...any) (pipeline.Config, error) {
-		return pipeline.Config{}, badField(field, format, args...)
+		return pipeline.Config{}, config.BadField(field, format, args...)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
@@ -197,7 +184,7 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("database", "%q must be a plain identifier", o.database)
 	}
 	if err := o.streams.Validate(); err != nil {
-		return pipeline.Config{}, keyedError(err, "cannot use streams config: ")
+		return pipeline.Config{}, settingError(err)
 	}
 	allow := splitList(o.allowlist)
 	if strings.HasPrefix(o.allowlist, "@") {
@@ -213,7 +200,7 @@ func (o *options) build() (pipeline.Config, error) {
 		MaxBlocksPerMinute: o.maxBlocks, Allowlist: allow, Issuer: "iotwatch@" + hostname(),
 	}
 	if err := dc.Validate(); err != nil {
-		return pipeline.Config{}, keyedError(err, "cannot use decide config: ")
+		return pipeline.Config{}, settingError(err)
 	}
 	names := splitList(o.detectors)
 	if _, err := worker.NewLayout(names); err != nil {
@@ -269,37 +256,47 @@ func (o *options) build() (pipeline.Config, error) {
 	}, nil
 }
 
-// configKeys maps the keys that the decide and streams packages name in
-// errors to the flags that set them. A key that contains another comes first.
-var configKeys = [][2]string{
-	{"logs.max_age", "logs-max-age"}, {"logs.max_bytes", "logs-max-bytes"}, {"logs.storage", "logs-storage"},
-	{"logs.replicas", "replicas"}, {"logs.retention", "logs-retention"}, {"consumer.max_ack_pending", "max-ack-pending"},
-	{"consumer.ack_wait", "ack-wait"},
-	{"alert_threshold", "alert-threshold"}, {"block_threshold", "block-threshold"},
-	{"cooldown", "cooldown"}, {"max_block_ttl", "max-block-ttl"}, {"block_ttl", "block-ttl"},
-	{"scope", "block-scope"}, {"max_blocks_per_minute", "max-blocks-per-minute"}, {"allowlist", "allowlist"},
+// settingFlags maps the config keys of decide.Config and bus.StreamsConfig,
+// which their validation errors name, to the flags that set them.
+var settingFlags = map[string]string{
+	"logs.max_age": "logs-max-age", "logs.max_bytes": "logs-max-bytes", "logs.storage": "logs-storage",
+	"logs.replicas": "replicas", "logs.retention": "logs-retention", "consumer.max_ack_pending": "max-ack-pending",
+	"consumer.ack_wait": "ack-wait",
+	"alert_threshold":   "alert-threshold", "block_threshold": "block-threshold",
+	"cooldown": "cooldown", "max_block_ttl": "max-block-ttl", "block_ttl": "block-ttl",
+	"scope": "block-scope", "max_blocks_per_minute": "max-blocks-per-minute", "allowlist": "allowlist",
 }
 
-// flagNames rewrites the config keys in a package's error as flags.
-var flagNames = func() *strings.Replacer {
-	var pairs []string
-	for _, k := range configKeys {
-		pairs = append(pairs, k[0], "--"+k[1])
+// settingName names a config key of decide or bus as its flag (--name), or
+// as itself when no flag sets it.
+func settingName(key string) string {
+	if f, ok := settingFlags[key]; ok {
+		return "--" + f
 	}
-	return strings.NewReplacer(pairs...)
-}()
+	return key
+}
 
-// keyedError turns a decide or streams validation error, which starts with
-// the key at fault after prefix, into a fieldError naming its flag. An error
-// about a key no flag sets is returned with its keys rewritten as flags.
-func keyedError(err error, prefix string) error {
-	msg := strings.TrimPrefix(err.Error(), prefix)
-	for _, k := range configKeys {
-		if rest, ok := strings.CutPrefix(msg, k[0]); ok && (rest == "" || rest[0] == ' ' || rest[0] == ':') {
-			return fieldError{k[1], errors.New(flagNames.Replace(strings.TrimLeft(rest, ": ")))}
-		}
+// settingError turns a validation error of decide.Config or
+// bus.StreamsConfig (a *decide.FieldError or *bus.FieldError) into a
+// config.FieldError naming the flag at fault, other fields named as flags
+// too. An error about a field no flag sets keeps its package's wording, the
+// fields it names written as flags where they have one.
+func settingError(err error) error {
+	var field, problem, prefix string
+	var de *decide.FieldError
+	var be *bus.FieldError
+	switch {
+	case errors.As(err, &de):
+		field, problem, prefix = de.Field, de.Problem(settingName), "cannot use decide config: "
+	case errors.As(err, &be):
+		field, problem, prefix = be.Field, be.Problem(settingName), "cannot use streams config: "
+	default:
+		return err
 	}
-	return errors.New(flagNames.Replace(err.Error()))
+	if f, ok := settingFlags[field]; ok {
+		return config.FieldError{Field: f, Err: errors.New(problem)}
+	}
+	return errors.New(prefix + field + " " + problem)
 }
 
 // readKeySecret reads the secret of --key-secret-file, which the pipeline and

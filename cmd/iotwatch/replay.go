@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/eval"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -62,7 +63,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return usageError{fmt.Errorf("cannot use --format: %w", err)}
 	}
-	st, err := newReplayStack(cfg)
+	st, err := eval.NewReplayStack(cfg)
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 }
 
 type replayer struct {
-	st                 *replayStack
+	st                 *eval.ReplayStack
 	format             string
 	dec                formats.Decoder
 	recs               [][]byte
@@ -121,7 +122,7 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 		return nil
 	}
 	r.events++
-	alert, d, capped := r.st.process(&r.ev, &r.sc)
+	alert, d, capped := r.st.Process(&r.ev, &r.sc)
 	if err := r.write(alert, d); err != nil {
 		return err
 	}
@@ -131,7 +132,7 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 		}
 	}
 	var err error
-	r.silences += r.st.sweep(func(alert *schemas.Alert, d *schemas.Decision) {
+	r.silences += r.st.Sweep(func(alert *schemas.Alert, d *schemas.Decision) {
 		if err == nil {
 			err = r.write(alert, d)
 		}
@@ -154,26 +155,6 @@ func (r *replayer) write(alert *schemas.Alert, d *schemas.Decision) error {
 		}
 	}
 	return nil
-}
-
-// sweep runs the worker's silence sweep when a minute of event time has
-// passed since the last one (worker.SweepDue), as the live pipeline does
-// after each event, and passes emit each silent device's alert and decision
-// (nil when none: a silence alone scores below the alert threshold), then the
-// alerts the block limiter released. It returns the silences found.
-func (st *replayStack) sweep(emit func(*schemas.Alert, *schemas.Decision)) int {
-	now, ok := st.w.SweepDue()
-	if !ok {
-		return 0
-	}
-	n := st.w.Sweep(now, func(_ *schemas.Event, _ *schemas.Scored, alert *schemas.Alert, d *schemas.Decision) {
-		emit(alert, d)
-	})
-	st.capped = st.limiter.AppendAlerts(st.capped[:0])
-	for i := range st.capped {
-		emit(&st.capped[i], nil)
-	}
-	return n
 }
 
 // maxBadReported bounds the undecodable lines reported one by one.

@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/iotwatch/iotwatch/enforce/unblock"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -97,34 +93,17 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("cannot open KV bucket %q at --nats %q: %w", schemas.KVActiveBlocks, bus.RedactURL(o.natsURL), err)
 	}
-	key := schemas.KVKey(o.scope, o.value)
-	held, err := currentDecision(ctx, kv, key)
+	res, err := unblock.Lift(ctx, js, kv, unblock.Request{
+		Scope: o.scope, Value: o.value, Reason: o.reason, Issuer: o.issuer,
+		KeyID: keyID, Key: priv, Now: time.Now(),
+	}, log)
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	u := schemas.Decision{
-		Action: schemas.ActionUnblock, Scope: o.scope, Value: o.value,
-		CreatedAt: now, Reason: schemas.ReasonAnalystUnblock + ": " + o.reason,
-		Issuer: o.issuer, SchemaV: schemas.SchemaVersion,
-	}
-	switch {
-	case held == nil:
-		// Nothing in the bucket: an id of its own; by its time it still
-		// lifts an older block that enforcement points hold.
-		u.ID = "u-" + strconv.FormatUint(schemas.HashString(key+"/"+now.Format(time.RFC3339Nano)), 16)
-	case held.Action == schemas.ActionUnblock:
+	held, u := res.Held, res.Unblock
+	if !res.Published {
 		fmt.Fprintf(stdout, "%s %s=%q is already lifted by unblock %q (%s)\n", schemas.KVActiveBlocks, o.scope, o.value, held.ID, held.Issuer)
 		return nil
-	default:
-		u.ID = schemas.UnblockID(held.ID)
-		u.Tenant, u.Device, u.AlertID = held.Tenant, held.Device, held.AlertID
-	}
-	if err := schemas.SignDecision(&u, keyID, priv); err != nil {
-		return err
-	}
-	if err := sink.NewNATSPublisher(js, kv, log).PublishDecisions(ctx, []schemas.Decision{u}); err != nil {
-		return fmt.Errorf("cannot publish unblock of %s=%q: %w", o.scope, o.value, err)
 	}
 	if held == nil {
 		fmt.Fprintf(stdout, "no active decision for %s=%q in %s; published unblock %q (key %q): it lifts any older one enforcement points still hold\n",
@@ -164,23 +143,6 @@ func (o *unblockOptions) check() error {
 		return usageError{fmt.Errorf("cannot use --scope %q: want device, api_key, ip or tenant", o.scope)}
 	}
 	return nil
-}
-
-// currentDecision returns the decision the bucket holds under key, nil when
-// it holds none, or an error for a value that is not a decision.
-func currentDecision(ctx context.Context, kv jetstream.KeyValue, key string) (*schemas.Decision, error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %q from KV bucket %q: %w", key, kv.Bucket(), err)
-	}
-	var d schemas.Decision
-	if err := json.Unmarshal(e.Value(), &d); err != nil {
-		return nil, fmt.Errorf("cannot decode the decision under %q in KV bucket %q: %w", key, kv.Bucket(), err)
-	}
-	return &d, nil
 }
 
 // defaultIssuer names the analyst running the command: "analyst/$USER".

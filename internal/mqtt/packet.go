@@ -1,6 +1,6 @@
 // Package mqtt is a minimal MQTT 3.1.1 client over TCP: just what iotwatch
 // needs to drive a broker's control API (Mosquitto's dynamic-security plugin
-// on the $CONTROL topics).
+// on the $CONTROL topics, in package enforce/mosquitto).
 //
 // Supported: CONNECT (clean session, client id, username, password,
 // keep-alive) and CONNACK; PUBLISH with QoS 0 and 1 in both directions

@@ -83,12 +83,10 @@ func DefaultStreamsConfig() StreamsConfig {
 }
 
 // Validate checks every field and names the first bad one with its config key,
-// such as "cannot use streams config: logs.max_age -1s must be >= 0".
+// such as "cannot use streams config: logs.max_age -1s must be >= 0"; the
+// error is a *FieldError.
 func (c StreamsConfig) Validate() error {
-	if err := c.validate(); err != nil {
-		return fmt.Errorf("cannot use streams config: %w", err)
-	}
-	return nil
+	return c.validate()
 }
 
 func (c StreamsConfig) validate() error {
@@ -103,40 +101,40 @@ func (c StreamsConfig) validate() error {
 	}
 	for _, a := range ages {
 		if a.v < 0 {
-			return fmt.Errorf("%s %s must be >= 0", a.key, a.v)
+			return badField(a.key, a.v, "must be >= 0")
 		}
 	}
 	if c.LogsMaxBytes < -1 {
-		return fmt.Errorf("logs.max_bytes %d must be -1 (no limit) or >= 0", c.LogsMaxBytes)
+		return badField("logs.max_bytes", c.LogsMaxBytes, "must be -1 (no limit) or >= 0")
 	}
 	if _, err := storageType(c.LogsStorage); err != nil {
 		return err
 	}
 	if c.LogsReplicas < 1 || c.LogsReplicas > 5 {
-		return fmt.Errorf("logs.replicas %d must be between 1 and 5", c.LogsReplicas)
+		return badField("logs.replicas", c.LogsReplicas, "must be between 1 and 5")
 	}
 	if _, err := retentionPolicy(c.Retention); err != nil {
 		return err
 	}
 	if c.DuplicateWindow < 0 {
-		return fmt.Errorf("duplicate_window %s must be >= 0", c.DuplicateWindow)
+		return badField("duplicate_window", c.DuplicateWindow, "must be >= 0")
 	}
 	for _, a := range ages {
 		if a.v > 0 && c.DuplicateWindow > a.v {
-			return fmt.Errorf("duplicate_window %s must not exceed %s %s", c.DuplicateWindow, a.key, a.v)
+			return badPair("duplicate_window", c.DuplicateWindow, "must not exceed", a.key, a.v)
 		}
 	}
 	if c.BlocksTTL < 0 {
-		return fmt.Errorf("blocks.ttl %s must be >= 0", c.BlocksTTL)
+		return badField("blocks.ttl", c.BlocksTTL, "must be >= 0")
 	}
 	if c.MaxAckPending < 1 {
-		return fmt.Errorf("consumer.max_ack_pending %d must be >= 1", c.MaxAckPending)
+		return badField("consumer.max_ack_pending", c.MaxAckPending, "must be >= 1")
 	}
 	if c.AckWait <= 0 {
-		return fmt.Errorf("consumer.ack_wait %s must be > 0", c.AckWait)
+		return badField("consumer.ack_wait", c.AckWait, "must be > 0")
 	}
 	if c.MaxDeliver != -1 && c.MaxDeliver < 1 {
-		return fmt.Errorf("consumer.max_deliver %d must be -1 (unlimited) or >= 1", c.MaxDeliver)
+		return badField("consumer.max_deliver", c.MaxDeliver, "must be -1 (unlimited) or >= 1")
 	}
 	return nil
 }
@@ -148,7 +146,7 @@ func storageType(s string) (jetstream.StorageType, error) {
 	case "memory":
 		return jetstream.MemoryStorage, nil
 	}
-	return 0, fmt.Errorf("logs.storage %q must be \"file\" or \"memory\"", s)
+	return 0, badField("logs.storage", fmt.Sprintf("%q", s), `must be "file" or "memory"`)
 }
 
 func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
@@ -160,7 +158,7 @@ func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
 	case "interest":
 		return jetstream.InterestPolicy, nil
 	}
-	return 0, fmt.Errorf("logs.retention %q must be \"limits\", \"workqueue\" or \"interest\"", s)
+	return 0, badField("logs.retention", fmt.Sprintf("%q", s), `must be "limits", "workqueue" or "interest"`)
 }
 
 // Ensure creates or updates the four iotwatch streams (IOTWATCH_LOGS,

@@ -61,31 +61,31 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first invalid field.
+// Validate names the first invalid field; its error is a *FieldError.
 func (c Config) Validate() error {
 	switch {
 	case !(c.AlertThreshold > 0 && c.AlertThreshold <= 1):
-		return fmt.Errorf("cannot use decide config: alert_threshold %v must be in (0,1]", c.AlertThreshold)
+		return badField("alert_threshold", c.AlertThreshold, "must be in (0,1]")
 	case !(c.BlockThreshold > 0 && c.BlockThreshold <= 1):
-		return fmt.Errorf("cannot use decide config: block_threshold %v must be in (0,1]", c.BlockThreshold)
+		return badField("block_threshold", c.BlockThreshold, "must be in (0,1]")
 	case c.BlockThreshold < c.AlertThreshold:
-		return fmt.Errorf("cannot use decide config: block_threshold %v must be >= alert_threshold %v", c.BlockThreshold, c.AlertThreshold)
+		return badPair("block_threshold", c.BlockThreshold, "must be >=", "alert_threshold", c.AlertThreshold)
 	case c.Cooldown < 0:
-		return fmt.Errorf("cannot use decide config: cooldown %v must be >= 0", c.Cooldown)
+		return badField("cooldown", c.Cooldown, "must be >= 0")
 	case c.BlockTTL <= 0:
-		return fmt.Errorf("cannot use decide config: block_ttl %v must be > 0", c.BlockTTL)
+		return badField("block_ttl", c.BlockTTL, "must be > 0")
 	case c.MaxBlockTTL < c.BlockTTL:
-		return fmt.Errorf("cannot use decide config: max_block_ttl %v must be >= block_ttl %v", c.MaxBlockTTL, c.BlockTTL)
+		return badPair("max_block_ttl", c.MaxBlockTTL, "must be >=", "block_ttl", c.BlockTTL)
 	case c.MaxBlocksPerMinute < 0:
-		return fmt.Errorf("cannot use decide config: max_blocks_per_minute %d must be >= 0", c.MaxBlocksPerMinute)
+		return badField("max_blocks_per_minute", c.MaxBlocksPerMinute, "must be >= 0")
 	}
 	switch c.Scope {
 	case "auto", schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeIP, schemas.ScopeTenant:
 	default:
-		return fmt.Errorf("cannot use decide config: scope %q must be auto, device, api_key, ip or tenant", c.Scope)
+		return badField("scope", fmt.Sprintf("%q", c.Scope), "must be auto, device, api_key, ip or tenant")
 	}
 	if _, err := ParseAllowlist(c.Allowlist); err != nil {
-		return fmt.Errorf("cannot use decide config: allowlist: %w", err)
+		return &FieldError{Field: "allowlist", Err: err}
 	}
 	return nil
 }

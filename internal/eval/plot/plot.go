@@ -1,4 +1,12 @@
-package main
+// Package plot draws what 'iotwatch eval attacks --plot DIR' shows: attacked
+// devices' request volume against the volume detector's expected band, one
+// normal device's, and the fleet's score distribution, as PNG files.
+//
+// Importing the package registers its plotter with package eval
+// (eval.RegisterPlotter); it is the one package that links gonum.org/v1/plot
+// and its fonts and writers, so that a binary that does not import it stays
+// free of them.
+package plot
 
 import (
 	"fmt"
@@ -15,9 +23,16 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/detectors/volume"
+	"github.com/iotwatch/iotwatch/internal/eval"
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/schemas"
 )
+
+func init() {
+	eval.RegisterPlotter(func(fc sim.Config, labels []sim.Label, model *detectors.ClassModel) (eval.Plotter, error) {
+		return newPlotRecorder(fc, labels, model)
+	})
+}
 
 // scoreBins is the number of bins of the score histogram over [0, 1].
 const scoreBins = 50
@@ -115,16 +130,16 @@ func (r *plotRecorder) minute(t int64) int {
 	return min(max(0, int((t-r.start)/int64(time.Minute))), r.minutes-1)
 }
 
-// score counts an event's combined score (set by the decision engine).
-func (r *plotRecorder) score(s float32) {
+// Score counts an event's combined score (set by the decision engine).
+func (r *plotRecorder) Score(s float32) {
 	r.events++
 	r.scores[min(scoreBins-1, max(0, int(float64(s)*scoreBins)))]++
 }
 
-// observe records ev if its device is plotted. It must be called just before
+// Observe records ev if its device is plotted. It must be called just before
 // the worker processes ev, so that the shadow volume detector reads the same
 // fleet view as the worker's.
-func (r *plotRecorder) observe(ev *schemas.Event) {
+func (r *plotRecorder) Observe(ev *schemas.Event) {
 	d := r.devs[string(ev.Device)]
 	if d == nil {
 		if r.normal || r.victims[string(ev.Device)] {
@@ -144,16 +159,16 @@ func (r *plotRecorder) observe(ev *schemas.Event) {
 	}
 }
 
-// alert records a's time if its device is plotted.
-func (r *plotRecorder) alert(a *schemas.Alert) {
+// Alert records a's time if its device is plotted.
+func (r *plotRecorder) Alert(a *schemas.Alert) {
 	if d := r.devs[a.Device]; d != nil {
 		d.alerts = append(d.alerts, float64(a.Time.UnixNano()-r.start)/float64(time.Minute))
 	}
 }
 
-// write writes one PNG per plotted device and the score histogram into dir
+// Write writes one PNG per plotted device and the score histogram into dir
 // and returns their paths.
-func (r *plotRecorder) write(dir string) ([]string, error) {
+func (r *plotRecorder) Write(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create --plot directory %q: %w", dir, err)
 	}

@@ -1,4 +1,4 @@
-package main
+package eval
 
 import (
 	"context"
@@ -15,22 +15,23 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// storedAlert and storedDecision are what the report reads back from ClickHouse.
-type storedAlert struct {
+// StoredAlert and StoredDecision are the alerts and decisions that Evaluate
+// judges: read back from ClickHouse (QueryResults) or replayed (RunAttacks).
+type StoredAlert struct {
 	ID, Device, APIKey, ClientIP, Severity string
 	Time                                   time.Time
 	Score                                  float64
 	Reasons, Detectors                     []string
 }
 
-type storedDecision struct {
+type StoredDecision struct {
 	ID, AlertID, Action, Scope, Value, Device string
 	Time                                      time.Time
 }
 
-// queryResults reads every alert and decision back from ClickHouse (FINAL:
+// QueryResults reads every alert and decision back from ClickHouse (FINAL:
 // collapsed by id, as an analyst should query them).
-func queryResults(ctx context.Context, dsn, db string) ([]storedAlert, []storedDecision, error) {
+func QueryResults(ctx context.Context, dsn, db string) ([]StoredAlert, []StoredDecision, error) {
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot parse ClickHouse DSN: %w", err)
@@ -47,9 +48,9 @@ func queryResults(ctx context.Context, dsn, db string) ([]storedAlert, []storedD
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot query alerts: %w", err)
 	}
-	var alerts []storedAlert
+	var alerts []StoredAlert
 	for rows.Next() {
-		var a storedAlert
+		var a StoredAlert
 		var ms int64
 		if err := rows.Scan(&a.ID, &a.Device, &a.APIKey, &a.ClientIP, &a.Severity, &ms, &a.Score, &a.Reasons, &a.Detectors); err != nil {
 			rows.Close()
@@ -67,9 +68,9 @@ func queryResults(ctx context.Context, dsn, db string) ([]storedAlert, []storedD
 		return nil, nil, fmt.Errorf("cannot query decisions: %w", err)
 	}
 	defer rows.Close()
-	var ds []storedDecision
+	var ds []StoredDecision
 	for rows.Next() {
-		var d storedDecision
+		var d StoredDecision
 		var ms int64
 		if err := rows.Scan(&d.ID, &d.AlertID, &d.Action, &d.Scope, &d.Value, &d.Device, &ms); err != nil {
 			return nil, nil, fmt.Errorf("cannot read decisions: %w", err)
@@ -89,10 +90,12 @@ type attackResult struct {
 	Blocked  string        // "scope=value" of the first matching block, if any
 }
 
-type report struct {
+// Report is what Evaluate finds: every labelled attack and what the
+// pipeline made of it, the false alerts and the decisions on them.
+type Report struct {
 	Attacks     []attackResult
 	Alerts      int
-	FalseAlerts []storedAlert
+	FalseAlerts []StoredAlert
 	Decisions   int
 	FalseBlocks int
 	Devices     int
@@ -106,16 +109,19 @@ const alertGrace = 2 * time.Minute
 
 // matches reports whether an alert is about an attack: same device, API key or
 // client IP, within the attack's window.
-func matches(l sim.Label, a storedAlert) bool {
+func matches(l sim.Label, a StoredAlert) bool {
 	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
 		return false
 	}
 	return (l.Device != "" && a.Device == l.Device) || (l.APIKey != "" && a.APIKey == l.APIKey) || (l.IP != "" && a.ClientIP == l.IP)
 }
 
-func evaluate(labels []sim.Label, alerts []storedAlert, ds []storedDecision, devices int, span time.Duration) report {
-	r := report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
-	byAlert := map[string]storedDecision{}
+// Evaluate matches alerts and decisions to the labelled attacks (matches:
+// device, API key or client IP, within the attack's window plus alertGrace)
+// over a fleet of devices observed for span.
+func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, devices int, span time.Duration) Report {
+	r := Report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
+	byAlert := map[string]StoredDecision{}
 	for _, d := range ds {
 		byAlert[d.AlertID] = d
 	}
@@ -162,13 +168,15 @@ func evaluate(labels []sim.Label, alerts []storedAlert, ds []storedDecision, dev
 	return r
 }
 
-func (r report) String() string {
+func (r Report) String() string {
 	var b strings.Builder
-	r.print(&b)
+	r.Print(&b)
 	return b.String()
 }
 
-func (r report) print(w io.Writer) {
+// Print writes the report as the demo prints it: a table of the attacks, then
+// the totals and the false alerts by reason.
+func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nInjected attacks (labels never reach the detectors):\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ATTACK\tTYPE\tTARGET\tDETECTED\tTIME TO DETECT\tBLOCKED\tREASONS")

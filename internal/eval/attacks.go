@@ -1,27 +1,29 @@
-package main
+// Package eval measures how the detectors do on labelled data: the simulated
+// fleet's attacks run through the offline scoring stack (RunAttacks, and the
+// demo's report read back from ClickHouse: QueryResults, Evaluate), time
+// series in the layout of the Numenta Anomaly Benchmark (NAB), and command
+// sequences (RunSequences). 'iotwatch eval' is its command line; plotting
+// lives in package eval/plot, which only a binary that plots links.
+package eval
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
-	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
-	"github.com/iotwatch/iotwatch/pipeline/score"
-	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -30,13 +32,13 @@ import (
 // per 5 min) have a baseline before the attacks start (after 60% of the run).
 // About 3.6 million events: 10-25 s on 2 cores.
 const (
-	evalAttackDevices = 5000
-	evalAttackHours   = 12.0
+	DefaultAttackDevices = 5000
+	DefaultAttackHours   = 12.0
 )
 
-// attackMatchRule states how evaluate (report.go) matches an alert to an
+// AttackMatchRule states how Evaluate (report.go) matches an alert to an
 // attack; printed with the results so that the numbers can be read.
-var attackMatchRule = fmt.Sprintf("an alert is on an attack when its device, API key or client IP is the label's "+
+var AttackMatchRule = fmt.Sprintf("an alert is on an attack when its device, API key or client IP is the label's "+
 	"and its event time is in [label start, label end + %s]; an alert matching no label is false; "+
 	"a decision is true when its alert is", alertGrace)
 
@@ -63,8 +65,8 @@ type falseAlert struct {
 	Reasons string    `json:"reasons"`
 }
 
-// attackEvalResult is what `eval attacks` reports (the --json object).
-type attackEvalResult struct {
+// AttacksResult is what `eval attacks` reports (the --json object).
+type AttacksResult struct {
 	Devices     int                `json:"devices"`
 	Hours       float64            `json:"hours"`
 	Seed        int64              `json:"seed"`
@@ -92,109 +94,48 @@ type attackEvalResult struct {
 	Plots     []string     `json:"plots,omitempty"`
 }
 
-func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("eval attacks", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	var o options
-	o.register(fs, "", "")
-	devices := fs.Int("devices", evalAttackDevices, "simulated devices (attacks per type: max(1, devices/1000))")
-	hours := fs.Float64("hours", evalAttackHours, "event-time span of the simulated traffic, in hours (attacks start after 60% of it)")
-	seed := fs.Int64("seed", 1, "seed of the simulated fleet and its attacks")
-	attacks := fs.Bool("attacks", true, "inject the labelled attacks (false: a clean fleet, every alert is false)")
-	plotDir := fs.String("plot", "", "write PNG plots to this directory: volume against the expected band for attacked devices and one normal device, and the fleet's score distribution")
-	asJSON := fs.Bool("json", false, "print the result as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--devices N] [--hours H] [--seed S] [--plot DIR] [--json]
-
-Runs the simulated fleet (internal/sim) with its labelled attacks through the same
-decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
-event time (no NATS, no ClickHouse), and prints per attack type the attacks injected and
-detected (recall) and the time to detect (median and max), then the alerts' precision,
-the false alerts per 1,000 device-hours and the decisions on true and false alerts.
-The labels never reach the detectors. Progress goes to standard error.
-
-Matching: %s.
-
-Flags (the detector and decision flags of 'iotwatch run' apply; connection flags are ignored):
-`, attackMatchRule)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	if !(*hours > 0) || *hours > sim.MaxDuration.Hours() {
-		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, sim.MaxDuration.Hours())}
-	}
-	fc := sim.DefaultConfig()
-	fc.Devices, fc.Seed, fc.Attacks = *devices, *seed, *attacks
-	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
-	if err := fc.Validate(); err != nil {
-		return simConfigError(err, "hours")
-	}
-	cfg, err := o.config()
-	if err != nil {
-		return err
-	}
-	res, err := runAttackEval(ctx, cfg, fc, *plotDir, os.Stderr)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return fmt.Errorf("cannot write result: %w", err)
-		}
-		return nil
-	}
-	res.print(stdout)
-	return nil
+// Plotter draws what RunAttacks saw. It is shown every event before the
+// worker scores it (with the fleet view the worker's detectors see), then the
+// event's combined score, and every alert; at the end, it writes its plots to
+// a directory and returns their paths. It must not retain the event or the
+// alert.
+type Plotter interface {
+	Observe(ev *schemas.Event)
+	Score(score float32)
+	Alert(a *schemas.Alert)
+	Write(dir string) ([]string, error)
 }
 
-// replayStack is the in-process scoring stack that replay uses: the
-// pipeline's (score.New, from the same configuration) with one worker.
-type replayStack struct {
-	stack   *score.Stack // fills what log lines lack (GeoIP), as the pipeline does
-	w       *worker.Worker
-	limiter *decide.Limiter
-	model   *detectors.ClassModel
-	capped  []schemas.Alert // process's buffer of the limiter's alerts
-}
+// NewPlotter returns a Plotter for the fleet fc with its labels; model is the
+// worker's class model (class table and detectors' class statistics), read-only.
+type NewPlotter func(fc sim.Config, labels []sim.Label, model *detectors.ClassModel) (Plotter, error)
 
-// process enriches ev from the GeoIP database, scores it and returns its
-// alert and decision (either may be nil) and the alerts the block limiter
-// released, which are valid until the next call.
-func (st *replayStack) process(ev *schemas.Event, sc *schemas.Scored) (*schemas.Alert, *schemas.Decision, []schemas.Alert) {
-	st.stack.Enrich(ev)
-	alert, d := st.w.Process(ev, sc)
-	st.capped = st.limiter.AppendAlerts(st.capped[:0])
-	return alert, d, st.capped
-}
+// newPlotter is the registered NewPlotter; nil when the binary does not plot.
+var newPlotter NewPlotter
 
-func newReplayStack(cfg pipeline.Config) (*replayStack, error) {
-	sc := cfg.ScoreConfig()
-	sc.Workers = 1
-	s, err := score.New(sc)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return &replayStack{stack: s, w: s.Workers[0], limiter: s.Limiter, model: s.Model}, nil
-}
+// errNoPlotter is RunAttacks's error when asked for plots without a plotter.
+var errNoPlotter = errors.New("cannot plot: no plotter is linked into this binary (package internal/eval/plot)")
+
+// RegisterPlotter makes RunAttacks plot with f. Package internal/eval/plot
+// registers itself in init, so that only a binary that imports it links the
+// plotting stack (gonum.org/v1/plot, fonts, PDF and SVG writers).
+func RegisterPlotter(f NewPlotter) { newPlotter = f }
+
+// CanPlot reports whether a plotter is registered.
+func CanPlot() bool { return newPlotter != nil }
 
 // progressEvery is how many events pass between two looks at the wall clock
 // (for progress and cancellation).
 const progressEvery = 1 << 16
 
-// runAttackEval runs fc's fleet through the scoring stack of cfg and evaluates
+// RunAttacks runs fc's fleet through the scoring stack of cfg and evaluates
 // the alerts and decisions against the labels. With plotDir, it also writes
-// the plots there. Progress lines go to progress about every 5 seconds.
-func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir string, progress io.Writer) (*attackEvalResult, error) {
+// the plots there (only with a registered plotter: RegisterPlotter). Progress
+// lines go to progress about every 5 seconds.
+func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir string, progress io.Writer) (*AttacksResult, error) {
 	fl, err := sim.New(fc)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, config.UsageError{Err: err}
 	}
 	fc = fl.Config()
 	labels := fl.Labels()
@@ -204,20 +145,23 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 	if err != nil {
 		return nil, fmt.Errorf("cannot build the decoder: %w", err)
 	}
-	st, err := newReplayStack(cfg)
+	st, err := NewReplayStack(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var rec *plotRecorder
+	var rec Plotter
 	if plotDir != "" {
-		if rec, err = newPlotRecorder(fc, labels, st.model); err != nil {
+		if newPlotter == nil {
+			return nil, errNoPlotter
+		}
+		if rec, err = newPlotter(fc, labels, st.Model()); err != nil {
 			return nil, err
 		}
 	}
 
 	var (
-		alerts     []storedAlert
-		decisions  []storedDecision
+		alerts     []StoredAlert
+		decisions  []StoredDecision
 		ev         schemas.Event
 		sc         schemas.Scored
 		buf        []byte
@@ -230,7 +174,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 	addAlert := func(a *schemas.Alert) {
 		alerts = append(alerts, storedFromAlert(a))
 		if rec != nil {
-			rec.alert(a)
+			rec.Alert(a)
 		}
 	}
 	for {
@@ -257,11 +201,11 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 		}
 		events++
 		if rec != nil {
-			rec.observe(&ev) // before Process: the fleet view as the worker's detectors see it
+			rec.Observe(&ev) // before Process: the fleet view as the worker's detectors see it
 		}
-		alert, d, capped := st.process(&ev, &sc)
+		alert, d, capped := st.Process(&ev, &sc)
 		if rec != nil {
-			rec.score(sc.Score)
+			rec.Score(sc.Score)
 		}
 		if alert != nil {
 			addAlert(alert)
@@ -274,7 +218,7 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 		}
 		// Silent devices, swept on event time as the live pipeline does
 		// (replayStack.sweep, replay.go).
-		st.sweep(func(a *schemas.Alert, d *schemas.Decision) {
+		st.Sweep(func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
 				addAlert(a)
 			}
@@ -286,10 +230,10 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))
 
-	res := summarize(evaluate(labels, alerts, decisions, fc.Devices, fc.Duration))
+	res := summarize(Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration))
 	res.Seed, res.Attacks, res.Events, res.Undecodable = fc.Seed, fc.Attacks, events, bad
 	if rec != nil {
-		if res.Plots, err = rec.write(plotDir); err != nil {
+		if res.Plots, err = rec.Write(plotDir); err != nil {
 			return nil, err
 		}
 	}
@@ -298,8 +242,8 @@ func runAttackEval(ctx context.Context, cfg pipeline.Config, fc sim.Config, plot
 
 // storedFromAlert and storedFromDecision give replayed results the shape the
 // demo's report reads back from ClickHouse, so both are judged by evaluate.
-func storedFromAlert(a *schemas.Alert) storedAlert {
-	s := storedAlert{ID: a.ID, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
+func storedFromAlert(a *schemas.Alert) StoredAlert {
+	s := StoredAlert{ID: a.ID, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
 		Time: a.Time, Score: a.Score}
 	for _, r := range a.Reasons {
 		s.Reasons = append(s.Reasons, r.Reason)
@@ -308,14 +252,14 @@ func storedFromAlert(a *schemas.Alert) storedAlert {
 	return s
 }
 
-func storedFromDecision(d *schemas.Decision) storedDecision {
-	return storedDecision{ID: d.ID, AlertID: d.AlertID, Action: d.Action, Scope: d.Scope, Value: d.Value,
+func storedFromDecision(d *schemas.Decision) StoredDecision {
+	return StoredDecision{ID: d.ID, AlertID: d.AlertID, Action: d.Action, Scope: d.Scope, Value: d.Value,
 		Device: d.Device, Time: d.CreatedAt}
 }
 
 // summarize aggregates a report per attack type (in sim.AttackTypes order).
-func summarize(r report) *attackEvalResult {
-	res := &attackEvalResult{Devices: r.Devices, Hours: r.Duration.Hours(), Matching: attackMatchRule,
+func summarize(r Report) *AttacksResult {
+	res := &AttacksResult{Devices: r.Devices, Hours: r.Duration.Hours(), Matching: AttackMatchRule,
 		Alerts: r.Alerts, FalseAlerts: len(r.FalseAlerts), Decisions: r.Decisions, FalseDecisions: r.FalseBlocks}
 	res.DeviceHours = float64(r.Devices) * r.Duration.Hours()
 	res.TrueAlerts = res.Alerts - res.FalseAlerts
@@ -364,7 +308,7 @@ func summarize(r report) *attackEvalResult {
 }
 
 // reasonKey names an alert's reasons as detector/reason, joined by "+".
-func reasonKey(a storedAlert) string {
+func reasonKey(a StoredAlert) string {
 	var b strings.Builder
 	for i, r := range a.Reasons {
 		if i > 0 {
@@ -417,7 +361,9 @@ func fmtSeconds(p *float64) string {
 	return time.Duration(math.Round(*p) * float64(time.Second)).String()
 }
 
-func (r *attackEvalResult) print(w io.Writer) {
+// Print writes the result as a table per attack type, then the alerts and
+// decisions on true and false alerts, the matching rule and the plots written.
+func (r *AttacksResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "Fleet: %d devices, %g h (%.0f device-hours), seed %d, attacks %v; %d events scored.\n\n",
 		r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Events)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -1,11 +1,9 @@
-package main
+package eval
 
 import (
 	"bufio"
 	"context"
 	"encoding/csv"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,57 +16,31 @@ import (
 	"github.com/iotwatch/iotwatch/detectors/volume"
 )
 
-// evalNAB scores every DIR/<category>/<file>.csv (columns timestamp and value,
+// NAB scores every DATA/<category>/<file>.csv (columns timestamp and value,
 // one row per interval, oldest first) with the volume model's core plus a
 // distribution-change channel, calibrated to the series' own tail and held off
 // after an alarm (volume.Series,
 // volume.DefaultSeriesParams: one parameter set for every file), and
 // writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score and
 // one row per input row, scores in [0,1]. That is the layout of the Numenta
-// Anomaly Benchmark; score the output with NAB's rule (nabscore.py).
-func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("eval nab", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	data := fs.String("data", "", "input directory: DIR/<category>/<file>.csv with columns timestamp,value")
-	out := fs.String("out", "", "output directory: OUT/<category>/<file>.csv with columns timestamp,anomaly_score")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval nab --data DIR --out DIR
-
-Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
-per interval, oldest first) through the volume model's core, one value per interval (its
-surprise calibrated against the series' own history, and one alarm per episode), and
-writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score, one row per
-input row, scores in [0,1]. One parameter set serves every file (no per-file tuning).
-Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.
-Score the output with NAB's rule, e.g. ../shared/tools/nabscore.py OUT --windows ... .
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *data == "" || *out == "" || fs.NArg() > 0 {
-		return usageError{errors.New("cannot run eval nab: want --data DIR --out DIR and no other arguments")}
-	}
-	files, err := nabFiles(*data)
+// Anomaly Benchmark; score the output with NAB's rule (nabscore.py). It
+// returns the files and rows scored; errors name the file and the line.
+func NAB(ctx context.Context, data, out string) (files []string, rows int, err error) {
+	files, err = nabFiles(data)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	rows := 0
 	for _, rel := range files {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, 0, err
 		}
-		n, err := scoreNABFile(filepath.Join(*data, rel), filepath.Join(*out, rel), &volume.DefaultSeriesParams)
+		n, err := scoreNABFile(filepath.Join(data, rel), filepath.Join(out, rel), &volume.DefaultSeriesParams)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		rows += n
 	}
-	fmt.Fprintf(stdout, "scored %d files, %d rows, from %s into %s\n", len(files), rows, *data, *out)
-	return nil
+	return files, rows, nil
 }
 
 // nabFiles lists the <category>/<file>.csv paths under dir, sorted.

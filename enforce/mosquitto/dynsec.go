@@ -1,4 +1,4 @@
-package mqtt
+package mosquitto
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/iotwatch/iotwatch/internal/mqtt"
 )
 
 // Mosquitto dynamic-security plugin control topics (Mosquitto 2.0 and later).
@@ -38,7 +40,7 @@ func (e *DynSecError) Error() string {
 // DynSecTopic, subscribe to DynSecResponseTopic), as `mosquitto_ctrl dynsec
 // init` creates. Safe for concurrent use; it does not reconnect (see Done).
 type DynSec struct {
-	c   *Client
+	c   *mqtt.Client
 	seq atomic.Uint64
 	tag string
 
@@ -54,10 +56,10 @@ type dynsecResponse struct {
 
 // DialDynSec connects with o (o.OnMessage is replaced) and subscribes to the
 // plugin's responses.
-func DialDynSec(ctx context.Context, o Options) (*DynSec, error) {
+func DialDynSec(ctx context.Context, o mqtt.Options) (*DynSec, error) {
 	d := &DynSec{pending: map[string]chan dynsecResponse{}, tag: o.ClientID}
 	o.OnMessage = d.onMessage
-	c, err := Dial(ctx, o)
+	c, err := mqtt.Dial(ctx, o)
 	if err != nil {
 		return nil, err
 	}

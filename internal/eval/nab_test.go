@@ -1,9 +1,8 @@
-package main
+package eval
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,7 +41,7 @@ func TestEvalNAB(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(data, "README.md"), []byte("not data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := evalNAB(context.Background(), []string{"--data", data, "--out", out}, io.Discard); err != nil {
+	if _, _, err := NAB(context.Background(), data, out); err != nil {
 		t.Fatal(err)
 	}
 	for _, rel := range []string{"catA/spiky.csv", "catB/calm.csv"} {
@@ -107,13 +106,13 @@ func TestEvalNABErrors(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.csv), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			err := evalNAB(context.Background(), []string{"--data", data, "--out", t.TempDir()}, io.Discard)
+			_, _, err := NAB(context.Background(), data, t.TempDir())
 			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one naming %q and containing %q", err, path, tc.want)
 			}
 		})
 	}
-	if err := evalNAB(context.Background(), []string{"--data", t.TempDir(), "--out", t.TempDir()}, io.Discard); err == nil {
+	if _, _, err := NAB(context.Background(), t.TempDir(), t.TempDir()); err == nil {
 		t.Error("an empty data directory gave no error")
 	}
 }

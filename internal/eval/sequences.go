@@ -1,11 +1,8 @@
-package main
+package eval
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +12,6 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	commanddet "github.com/iotwatch/iotwatch/detectors/command" // registers the command detector
-	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -31,21 +27,21 @@ const (
 	seqGap  = int64(60e9)
 	// seqEpoch is the event time of the first session's first token (2025-01-06).
 	seqEpoch = int64(1736121600e9)
-	// seqEnd is the default token that closes every session: the device's
+	// DefaultEndToken is the default token that closes every session: the device's
 	// disconnect. The class model then learns which commands end a session, so a
 	// session cut short after a command that never ends one is a rare transition.
-	seqEnd = "<end>"
+	DefaultEndToken = "<end>"
 )
 
-// session is one labelled line of a sequence file; tokens are slices of one
+// Session is one labelled line of a sequence file; tokens are slices of one
 // buffer per file.
-type session struct {
+type Session struct {
 	anomaly bool
 	tokens  [][]byte
 }
 
-// seqResult is what `eval sequences` reports (the --json object).
-type seqResult struct {
+// SequencesResult is what `eval sequences` reports (the --json object).
+type SequencesResult struct {
 	Detector       string  `json:"detector"`
 	EndToken       string  `json:"end_token"` // appended to every session; empty when off
 	Mode           string  `json:"mode"`      // semi-supervised or unsupervised
@@ -69,69 +65,9 @@ type seqResult struct {
 	Reasons map[string]int `json:"reasons"`
 }
 
-// evalSequences learns command sequences from a training file through the
-// command detector's own model and scores a test file. Both files hold one
-// session per line, "label<TAB>space-separated tokens", label Normal or
-// Anomaly; each session is read as a device and each token as a command.
-func evalSequences(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("eval sequences", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	train := fs.String("train", "", "training sessions (label<TAB>tokens per line)")
-	test := fs.String("test", "", "test sessions (label<TAB>tokens per line)")
-	unsup := fs.Bool("unsupervised", false, "learn from every training session, ignoring the labels (default: only the Normal ones)")
-	asJSON := fs.Bool("json", false, "print the result as one JSON object")
-	end := fs.String("end", seqEnd, "token appended to every training and test session as its last command (a disconnect); empty for none")
-	alert := decide.DefaultConfig().AlertThreshold
-	threshold := fs.Float64("threshold", alert, "flag a session whose top finding scores at least this (default: decide's alert threshold)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval sequences --train FILE --test FILE [--unsupervised] [--end TOKEN] [--json]
-
-Reads two files of sessions, one per line: a label (Normal or Anomaly), a tab, and the
-session's tokens separated by spaces, in order. Each session is a device of one class and
-each token a command it issues (1 s apart; sessions start 1 min apart, training
-first), observed by the command detector exactly as
-the pipeline's worker does: the class model (commands and transitions, counted by
-distinct devices) learns from the training sessions, the Normal ones only unless
---unsupervised. Every session ends with the --end token, read as the device's
-disconnect, so that the model knows which commands end a session. Test sessions are then scored without teaching the class model. A session
-scores its top finding; it is flagged when that reaches --threshold (decide's alert
-threshold by default, chosen without the test labels). The last line is
-"precision=P recall=R f1=F" (with --json, one JSON object).
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *train == "" || *test == "" || fs.NArg() > 0 {
-		return usageError{errors.New("cannot run eval sequences: want --train FILE --test FILE and no other arguments")}
-	}
-	if !(*threshold > 0 && *threshold <= 1) {
-		return usageError{fmt.Errorf("cannot use --threshold %v: want a value in (0,1]", *threshold)}
-	}
-	trainSet, err := readSessions(*train)
-	if err != nil {
-		return err
-	}
-	testSet, err := readSessions(*test)
-	if err != nil {
-		return err
-	}
-	res, err := runSequences(ctx, trainSet, testSet, !*unsup, *threshold, *end)
-	if err != nil {
-		return err
-	}
-	if *threshold == alert {
-		res.ThresholdFrom = "decide's alert threshold"
-	} else {
-		res.ThresholdFrom = "--threshold"
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		return enc.Encode(res)
-	}
+// Print writes the result as text; its last line is
+// "precision=P recall=R f1=F".
+func (res *SequencesResult) Print(stdout io.Writer) {
 	labels := "semi-supervised: learned from the training sessions labelled Normal only"
 	if !res.UsedLabels {
 		labels = "unsupervised: learned from every training session, labels ignored"
@@ -152,17 +88,16 @@ Flags:
 	fmt.Fprintf(stdout, "threshold: %.2f (%s); flagged %d: tp=%d fp=%d fn=%d; by top reason: %s\n",
 		res.Threshold, res.ThresholdFrom, res.Flagged, res.TP, res.FP, res.FN, strings.Join(reasons, " "))
 	fmt.Fprintf(stdout, "precision=%.4f recall=%.4f f1=%.4f\n", res.Precision, res.Recall, res.F1)
-	return nil
 }
 
-// readSessions reads a sequence file. Blank lines are skipped; a line without
+// ReadSessions reads a sequence file. Blank lines are skipped; a line without
 // a tab or with a label other than Normal or Anomaly (any case) is an error.
-func readSessions(path string) ([]session, error) {
+func ReadSessions(path string) ([]Session, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read sessions: %w", err)
 	}
-	var out []session
+	var out []Session
 	for n := 1; len(data) > 0; n++ {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte{'\n'})
@@ -174,7 +109,7 @@ func readSessions(path string) ([]session, error) {
 		if !ok {
 			return nil, fmt.Errorf("cannot parse %q line %d: want label<TAB>tokens", path, n)
 		}
-		var s session
+		var s Session
 		switch string(bytes.ToLower(bytes.TrimSpace(label))) {
 		case "normal":
 		case "anomaly":
@@ -188,11 +123,11 @@ func readSessions(path string) ([]session, error) {
 	return out, nil
 }
 
-// runSequences feeds the training sessions (the normal ones only when
+// RunSequences feeds the training sessions (the normal ones only when
 // semiSupervised) through the command detector and its class model as the
 // worker does, then scores the test sessions without learning from them. A
 // non-empty end is observed after each session's last token.
-func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervised bool, threshold float64, end string) (*seqResult, error) {
+func RunSequences(ctx context.Context, trainSet, testSet []Session, semiSupervised bool, threshold float64, end string) (*SequencesResult, error) {
 	spec, ok := detectors.Lookup(commanddet.Name)
 	if !ok {
 		return nil, fmt.Errorf("cannot find detector %q", commanddet.Name)
@@ -205,7 +140,7 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 
 	// observe runs one session as device id and returns its top finding.
 	start := seqEpoch
-	observe := func(prefix string, i int, s *session, learn bool) schemas.Finding {
+	observe := func(prefix string, i int, s *Session, learn bool) schemas.Finding {
 		clear(state)
 		start += seqGap
 		name = strconv.AppendInt(append(name[:0], prefix...), int64(i), 10)
@@ -232,7 +167,7 @@ func runSequences(ctx context.Context, trainSet, testSet []session, semiSupervis
 		return top
 	}
 
-	res := &seqResult{
+	res := &SequencesResult{
 		Detector: spec.Name, EndToken: end, Mode: "semi-supervised", UsedLabels: semiSupervised,
 		TrainSessions: len(trainSet), TestSessions: len(testSet), Threshold: threshold,
 		Reasons: map[string]int{},

@@ -1,0 +1,135 @@
+package main
+
+// The configuration file of run, replay and demo (--config FILE): which keys
+// it holds and how they are checked and printed. The loader is package
+// internal/config.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	neturl "net/url"
+	"strings"
+	"sync"
+
+	"github.com/iotwatch/iotwatch/internal/config"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+)
+
+const (
+	// The servers 'iotwatch run' connects to by default.
+	defaultNATS       = "nats://127.0.0.1:4222"
+	defaultClickHouse = "clickhouse://127.0.0.1:9000/default"
+
+	configFlag      = config.Flag
+	printConfigFlag = config.PrintFlag
+)
+
+// errConfigPrinted ends a command after --print-config; it wraps flag.ErrHelp
+// so that the command exits with status 0.
+var errConfigPrinted = fmt.Errorf("configuration printed: %w", flag.ErrHelp)
+
+// listKeys are the comma-separated list flags, which a file may repeat.
+var listKeys = map[string]bool{"nats": true, "detectors": true, "allowlist": true}
+
+// configSchema is what a config file may hold: the flags of 'iotwatch run'
+// with their defaults (every command's file is run's, so that one file serves
+// the live pipeline and its backtests), secrets as references only, URLs
+// without credentials.
+var configSchema = sync.OnceValue(func() *config.Schema {
+	_, fs := newRunFlags()
+	return &config.Schema{Flags: fs, Lists: listKeys, Secret: isSecretKey, Check: credentialsInURL, Display: displayURL}
+})
+
+// newRunFlags returns options bound to a flag set with the flags and defaults
+// of 'iotwatch run'.
+func newRunFlags() (*options, *flag.FlagSet) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	o := &options{}
+	o.register(fs, defaultNATS, defaultClickHouse)
+	o.conn.register(fs)
+	return o, fs
+}
+
+// isSecretKey reports whether the flag holds a secret: connflags.go documents
+// exactly those as taking a reference (secretRefHelp).
+func isSecretKey(f *flag.Flag) bool { return strings.HasSuffix(f.Usage, secretRefHelp) }
+
+// loadConfig applies --config to the flags the command line did not set.
+func (o *options) loadConfig() error {
+	if o.configFile == "" {
+		return nil
+	}
+	var err error
+	o.src, err = configSchema().Load(o.fs, o.configFile)
+	return err
+}
+
+// credentialsInURL rejects a NATS URL or ClickHouse DSN that carries a user's
+// credentials: a file is read by more people than a secret should be.
+func credentialsInURL(key, value string) error {
+	var urls []string
+	switch key {
+	case "nats":
+		urls = strings.Split(value, ",")
+	case "clickhouse":
+		urls = []string{value}
+	default:
+		return nil
+	}
+	for _, u := range urls {
+		p, err := neturl.Parse(strings.TrimSpace(u))
+		if err != nil {
+			continue // the connection reports a malformed URL, naming the flag
+		}
+		_, pw := p.User.Password()
+		if pw || (key == "nats" && p.User != nil) || p.Query().Has("password") {
+			return errors.New("credentials are not allowed in a config file's URL: use the user, password and token keys with file: or env: references")
+		}
+	}
+	return nil
+}
+
+// displayURL is the value of --nats or --clickhouse with its credentials
+// redacted; other flags' values are returned as they are.
+func displayURL(f *flag.Flag) string {
+	v := f.Value.String()
+	switch {
+	case f.Name == "nats" && credentialsInURL(f.Name, v) != nil:
+		return bus.RedactURL(v)
+	case f.Name == "clickhouse" && credentialsInURL(f.Name, v) != nil:
+		return redactDSN(v)
+	}
+	return v
+}
+
+// exampleConfigHeader opens deploy/iotwatch.conf.example.
+const exampleConfigHeader = `# iotwatch configuration file: iotwatch run|replay|demo --config FILE
+#
+# Generated from the flags of 'iotwatch run' by
+#   go test ./cmd/iotwatch/ -run TestExampleConfigIsCurrent -update
+# (a test fails when it is stale). Every key below is commented out and shows
+# its built-in default; uncomment and change what you need.
+#
+# Syntax: one "name = value" per line; a line starting with # is a comment
+# (values may contain #); blank lines are ignored; no quotes. Every name is a
+# flag of 'iotwatch run' (see 'iotwatch run --help'). Only list keys may
+# repeat; their values are joined with commas. List keys:
+#   %s
+# A flag given on the command line overrides the file, which overrides the
+# default. replay and demo ignore the connection keys; their own flags
+# (replay --format, demo --devices, ...) are command-line only.
+#
+# Secret keys take only a reference: file:/run/secrets/NAME (a file readable
+# by the service user alone) or env:NAME, never the secret. Secret keys:
+#   %s
+# URLs and DSNs must not carry credentials here. 'iotwatch run --config FILE
+# --print-config' checks a file and prints the effective configuration.
+`
+
+// writeExampleConfig writes the documented example config: every key with its
+// usage and default, commented out.
+func writeExampleConfig(w io.Writer) error {
+	return configSchema().WriteExample(w, exampleConfigHeader)
+}

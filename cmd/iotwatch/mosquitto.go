@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/iotwatch/iotwatch/enforce"
+	"github.com/iotwatch/iotwatch/enforce/mosquitto"
+	"github.com/iotwatch/iotwatch/internal/mqtt"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// enforceMosquittoOptions are the flags of `enforce mosquitto`.
+type enforceMosquittoOptions struct {
+	enforcerFlags
+	broker       string
+	username     string
+	passwordFile string
+	clientID     string
+	scopes       string
+	retry        time.Duration
+}
+
+func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("enforce mosquitto", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var o enforceMosquittoOptions
+	o.register(fs, "mosquitto-", "file keeping the active decisions across restarts; FILE.dynsec then keeps the usernames this enforcer disabled, so that blocks lifted while it was down are lifted at start; empty: start empty")
+	fs.StringVar(&o.broker, "broker", "127.0.0.1:1883", "Mosquitto broker address host:port (plain TCP listener with the dynamic-security plugin)")
+	fs.StringVar(&o.username, "username", "", "dynamic-security admin user to connect as (needs publish on $CONTROL/dynamic-security/# and subscribe to its response topic, as the role mosquitto_ctrl dynsec init creates); required")
+	fs.StringVar(&o.passwordFile, "password-file", "", "file holding that user's password (first line); required")
+	fs.StringVar(&o.clientID, "client-id", "", "MQTT client id of this enforcer; empty: iotwatch-<enforcer-id>")
+	fs.StringVar(&o.scopes, "scopes", schemas.ScopeDevice+","+schemas.ScopeAPIKey, "decision scopes whose value is a broker username, comma-separated (device, api_key)")
+	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command is tried again")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce mosquitto --broker HOST:PORT --username ADMIN --password-file FILE --keys FILE[,FILE] [flags]
+
+Applies iotwatch decisions to a Mosquitto 2 broker through its dynamic-security
+plugin. It keeps a verified copy of the active decisions in KV bucket %[1]s
+(initial sync, then watch; ed25519 signatures checked against --keys) and
+publishes commands on %[2]s:
+
+  block of a device or api_key scope (see --scopes)
+        disableClient <value>: the broker refuses the username's connections
+        and disconnects its connected clients
+  unblock (KV delete), expiry (expires_at; found within a second)
+        enableClient <value>, once no other active block names that username
+
+The decision's value is taken as the broker username: dynamic security disables
+usernames, not client ids, so configure the Mosquitto log source to identify
+devices by username. Decisions of scope ip or tenant, and throttles (dynamic
+security cannot rate-limit), are counted and ignored. Each applied decision is
+acknowledged with a receipt on %[3]s. Commands the broker refuses (an unknown
+username) or cannot receive (broker down) are retried every --retry; the
+connection to the broker is re-established as needed.
+
+Flags:
+`, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if o.username == "" || o.passwordFile == "" {
+		return usageError{errors.New("cannot enforce: --username and --password-file are required")}
+	}
+	pw, err := os.ReadFile(o.passwordFile)
+	if err != nil {
+		return usageError{fmt.Errorf("cannot read --password-file: %w", err)}
+	}
+	if i := bytes.IndexByte(pw, '\n'); i >= 0 {
+		pw = pw[:i]
+	}
+	pw = bytes.TrimRight(pw, "\r")
+	copts, log, err := o.clientOptions()
+	if err != nil {
+		return err
+	}
+	scopes := map[string]bool{}
+	for _, s := range splitList(o.scopes) {
+		if s != schemas.ScopeDevice && s != schemas.ScopeAPIKey {
+			return usageError{fmt.Errorf("cannot use --scopes %q: scope %q is not device or api_key", o.scopes, s)}
+		}
+		scopes[s] = true
+	}
+	if o.retry <= 0 {
+		return usageError{fmt.Errorf("cannot use --retry %s: want > 0", o.retry)}
+	}
+	if o.clientID == "" {
+		o.clientID = "iotwatch-" + o.enforcerID
+	}
+	mopts := mqtt.Options{Addr: o.broker, ClientID: o.clientID, Username: o.username, Password: string(pw)}
+	mc := mosquitto.Config{Scopes: scopes, Retry: o.retry, Log: log,
+		Dial: func(ctx context.Context) (*mosquitto.DynSec, error) { return mosquitto.DialDynSec(ctx, mopts) }}
+	if o.stateFile != "" {
+		mc.OwnedFile = o.stateFile + ".dynsec"
+	}
+	m, err := mosquitto.New(mc)
+	if err != nil {
+		return err
+	}
+
+	copts.OnApply, copts.OnExpire = m.OnApply, m.OnExpire
+	client, err := enforce.New(copts)
+	if err != nil {
+		return err
+	}
+	m.Seed(client.Active())
+	log.Info("enforce mosquitto started", "broker", o.broker, "enforcer", o.enforcerID, "keys", len(copts.Keys))
+	fmt.Fprintf(stdout, "iotwatch enforce mosquitto: broker %s\n", o.broker)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		o.runClient(ctx, client, log)
+	})
+	m.Run(ctx)
+	wg.Wait()
+	st, ms := client.Stats(), m.Stats()
+	log.Info("enforce mosquitto stopped", "active", st.Active, "applied", st.Applied, "removed", st.Removed, "receipts", st.ReceiptsSent,
+		"disabled", ms.Disabled, "enabled", ms.Enabled, "ignored_throttle", ms.IgnoredThrottle, "ignored_scope", ms.IgnoredScope, "refused", ms.Refused)
+	return nil
+}
