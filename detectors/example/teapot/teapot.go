@@ -61,6 +61,7 @@ func init() {
 		Name:      Name,
 		Doc:       Doc,
 		StateSize: StateSize,
+		Version:   1, // bump when the meaning of the state bytes changes
 		Reasons:   []string{ReasonTeapot},
 		// Random events seldom carry a 418: make some.
 		Shapes: []detectors.Shape{func(_ *rand.Rand, ev *schemas.Event) { ev.Status = StatusTeapot }},
