@@ -45,6 +45,7 @@ var commands = []command{
 	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},
 	{"unblock", "lift an active block with a signed unblock decision (SOC analysts)", unblockCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
+	{"detectors", "list the detectors built in: names, state sizes, reasons, what each judges", detectorsCmd},
 	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},
 	{"version", "print the version", versionCmd},
 }
@@ -61,7 +62,7 @@ Usage: iotwatch <command> [flags]
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'iotwatch <command> --help' for the flags of a command.\n")
 }

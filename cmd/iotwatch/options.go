@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -95,7 +94,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 16384, "decoded events in flight before fetching pauses")
 	fs.IntVar(&o.flushRows, "flush-rows", 50000, "scored rows per ClickHouse insert (also flushed every --flush-interval)")
 	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest time results wait before they are written and acked")
-	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables all: "+strings.Join(detectors.Names(), ", "))
+	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables every detector built in ('iotwatch detectors' lists them)")
 
 	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised")
 	fs.Float64Var(&o.blockThreshold, "block-threshold", dc.BlockThreshold, "combined score in (0,1] at which a block is decided")
