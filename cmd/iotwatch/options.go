@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/internal/config"
+	"github.com/iotwatch/iotwatch/internal/setting"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
@@ -276,26 +277,20 @@ func settingName(key string) string {
 }
 
 // settingError turns a validation error of decide.Config or
-// bus.StreamsConfig (a *decide.FieldError or *bus.FieldError) into a
-// config.FieldError naming the flag at fault, other fields named as flags
-// too. An error about a field no flag sets keeps its package's wording, the
-// fields it names written as flags where they have one.
+// bus.StreamsConfig (a *setting.Error) into a config.FieldError naming the
+// flag at fault, other fields named as flags too. An error about a field no
+// flag sets keeps its package's wording, the fields it names written as
+// flags where they have one.
 func settingError(err error) error {
-	var field, problem, prefix string
-	var de *decide.FieldError
-	var be *bus.FieldError
-	switch {
-	case errors.As(err, &de):
-		field, problem, prefix = de.Field, de.Problem(settingName), "cannot use decide config: "
-	case errors.As(err, &be):
-		field, problem, prefix = be.Field, be.Problem(settingName), "cannot use streams config: "
-	default:
+	var se *setting.Error
+	if !errors.As(err, &se) {
 		return err
 	}
-	if f, ok := settingFlags[field]; ok {
+	problem := se.Problem(settingName)
+	if f, ok := settingFlags[se.Field]; ok {
 		return config.FieldError{Field: f, Err: errors.New(problem)}
 	}
-	return errors.New(prefix + field + " " + problem)
+	return errors.New("cannot use " + se.Config + " config: " + se.Field + " " + problem)
 }
 
 // readKeySecret reads the secret of --key-secret-file, which the pipeline and

@@ -2,43 +2,13 @@ package eval
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/iotwatch/iotwatch/internal/eval/evaltest"
 )
 
-// writeSequences writes a tiny synthetic train/test pair. Normal sessions
-// follow three scripts; the test file adds one anomaly with a token never seen
-// in training (panic) and one with known tokens in an order never seen
-// (open then close).
-func writeSequences(t *testing.T) (train, test string) {
-	t.Helper()
-	scripts := []string{"open read read close", "open read close", "open write read close"}
-	var tr, te strings.Builder
-	for i := range 150 {
-		tr.WriteString("Normal\t" + scripts[i%len(scripts)] + "\n")
-	}
-	tr.WriteString("Anomaly\topen read panic close\n") // semi-supervised training skips it
-	for i := range 30 {
-		te.WriteString("normal\t" + scripts[i%len(scripts)] + "\r\n") // any case, CRLF
-	}
-	te.WriteString("Anomaly\topen read panic close\n")
-	te.WriteString("Anomaly\topen close\n")
-	te.WriteString("\n")
-	dir := t.TempDir()
-	train, test = filepath.Join(dir, "train.tsv"), filepath.Join(dir, "test.tsv")
-	if err := os.WriteFile(train, []byte(tr.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(test, []byte(te.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return train, test
-}
-
 func TestEvalSequencesFlagsUnseenTokensAndTransitions(t *testing.T) {
-	train, test := writeSequences(t)
+	train, test := evaltest.WriteSequences(t)
 	trainSet, err := ReadSessions(train)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +50,7 @@ func TestEvalSequencesFlagsUnseenTokensAndTransitions(t *testing.T) {
 // visible through how it ends: flagged with the end-of-session token, not
 // without it, while the normal sessions stay quiet either way.
 func TestEvalSequencesEndOfSession(t *testing.T) {
-	train, _ := writeSequences(t)
+	train, _ := evaltest.WriteSequences(t)
 	trainSet, err := ReadSessions(train)
 	if err != nil {
 		t.Fatal(err)

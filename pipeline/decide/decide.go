@@ -85,7 +85,7 @@ func (c Config) Validate() error {
 		return badField("scope", fmt.Sprintf("%q", c.Scope), "must be auto, device, api_key, ip or tenant")
 	}
 	if _, err := ParseAllowlist(c.Allowlist); err != nil {
-		return &FieldError{Field: "allowlist", Err: err}
+		return &FieldError{Config: "decide", Field: "allowlist", Err: err}
 	}
 	return nil
 }
