@@ -142,11 +142,14 @@ Flags:
 	if *data == "" || *out == "" || fs.NArg() > 0 {
 		return usageError{errors.New("cannot run eval nab: want --data DIR --out DIR and no other arguments")}
 	}
-	files, rows, err := eval.NAB(ctx, *data, *out)
+	sum, err := eval.NAB(ctx, *data, *out)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "scored %d files, %d rows, from %s into %s\n", len(files), rows, *data, *out)
+	fmt.Fprintf(stdout, "scored %d files, %d rows, from %s into %s\n", len(sum.Files), sum.Rows, *data, *out)
+	if sum.Backsteps > 0 {
+		fmt.Fprintf(stdout, "%d rows were stamped before the previous row: scored at the previous row's time, written with their own\n", sum.Backsteps)
+	}
 	return nil
 }
 

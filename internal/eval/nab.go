@@ -23,24 +23,40 @@ import (
 // volume.DefaultSeriesParams: one parameter set for every file), and
 // writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score and
 // one row per input row, scores in [0,1]. That is the layout of the Numenta
-// Anomaly Benchmark; score the output with NAB's rule (nabscore.py). It
-// returns the files and rows scored; errors name the file and the line.
-func NAB(ctx context.Context, data, out string) (files []string, rows int, err error) {
-	files, err = nabFiles(data)
+// Anomaly Benchmark; score the output with NAB's rule (nabscore.py). Errors
+// name the file and the line.
+//
+// Real series repeat timestamps or step back in time (NAB's
+// machine_temperature_system_failure.csv does at row 10151): a row stamped
+// before the previous one is scored as if it came at the previous row's time
+// (the model's clock never moves backwards, as the live pipeline's does not),
+// keeps its own timestamp in the output, and is counted in Backsteps.
+func NAB(ctx context.Context, data, out string) (NABSummary, error) {
+	var sum NABSummary
+	files, err := nabFiles(data)
 	if err != nil {
-		return nil, 0, err
+		return NABSummary{}, err
 	}
 	for _, rel := range files {
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return NABSummary{}, err
 		}
-		n, err := scoreNABFile(filepath.Join(data, rel), filepath.Join(out, rel), &volume.DefaultSeriesParams)
+		n, back, err := scoreNABFile(filepath.Join(data, rel), filepath.Join(out, rel), &volume.DefaultSeriesParams)
 		if err != nil {
-			return nil, 0, err
+			return NABSummary{}, err
 		}
-		rows += n
+		sum.Rows += n
+		sum.Backsteps += back
 	}
-	return files, rows, nil
+	sum.Files = files
+	return sum, nil
+}
+
+// NABSummary is what NAB scored.
+type NABSummary struct {
+	Files     []string // <category>/<file>.csv, sorted
+	Rows      int      // rows scored, one output row each
+	Backsteps int      // rows stamped before the previous row, scored at its time
 }
 
 // nabFiles lists the <category>/<file>.csv paths under dir, sorted.
@@ -72,11 +88,12 @@ func nabFiles(dir string) ([]string, error) {
 }
 
 // scoreNABFile scores one series and writes its results; it returns the number
-// of rows. Errors name the file and, for bad rows, the line.
-func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
+// of rows and of rows that stepped back in time. Errors name the file and, for
+// bad rows, the line.
+func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, err error) {
 	f, err := os.Open(in)
 	if err != nil {
-		return 0, fmt.Errorf("cannot open data file %q: %w", in, err)
+		return 0, 0, fmt.Errorf("cannot open data file %q: %w", in, err)
 	}
 	defer f.Close()
 	r := csv.NewReader(bufio.NewReader(f))
@@ -84,7 +101,7 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if err != nil {
-		return 0, fmt.Errorf("cannot read header of %q: %w", in, err)
+		return 0, 0, fmt.Errorf("cannot read header of %q: %w", in, err)
 	}
 	jt, jv := -1, -1
 	for j, h := range header {
@@ -96,10 +113,10 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
 		}
 	}
 	if jt < 0 || jv < 0 {
-		return 0, fmt.Errorf("cannot read %q line 1: header %q lacks a timestamp or a value column", in, strings.Join(header, ","))
+		return 0, 0, fmt.Errorf("cannot read %q line 1: header %q lacks a timestamp or a value column", in, strings.Join(header, ","))
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return 0, fmt.Errorf("cannot create output directory %q: %w", filepath.Dir(out), err)
+		return 0, 0, fmt.Errorf("cannot create output directory %q: %w", filepath.Dir(out), err)
 	}
 	var buf []byte
 	buf = append(buf, "timestamp,anomaly_score\n"...)
@@ -113,26 +130,27 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
 		}
 		line, _ := r.FieldPos(0)
 		if err != nil {
-			return 0, fmt.Errorf("cannot read %q: %w", in, err)
+			return 0, 0, fmt.Errorf("cannot read %q: %w", in, err)
 		}
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue
 		}
 		if len(rec) <= max(jt, jv) {
-			return 0, fmt.Errorf("cannot read %q line %d: want %d fields, got %d", in, line, len(header), len(rec))
+			return 0, 0, fmt.Errorf("cannot read %q line %d: want %d fields, got %d", in, line, len(header), len(rec))
 		}
 		ts := strings.TrimSpace(rec[jt])
 		t, err := parseNABTime(ts)
 		if err != nil {
-			return 0, fmt.Errorf("cannot read %q line %d: %w", in, line, err)
+			return 0, 0, fmt.Errorf("cannot read %q line %d: %w", in, line, err)
 		}
 		if n > 0 && t < prev {
-			return 0, fmt.Errorf("cannot read %q line %d: timestamp %q is before the previous row's", in, line, ts)
+			t = prev // scored at the previous row's time: the clock never moves backwards
+			backsteps++
 		}
 		prev = t
 		v, err := strconv.ParseFloat(strings.TrimSpace(rec[jv]), 64)
 		if err != nil {
-			return 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
+			return 0, 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
 		}
 		score, _ := series.Step(p, t, v)
 		buf = append(buf, ts...)
@@ -142,9 +160,9 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (int, error) {
 		n++
 	}
 	if err := os.WriteFile(out, buf, 0o644); err != nil {
-		return 0, fmt.Errorf("cannot write results %q: %w", out, err)
+		return 0, 0, fmt.Errorf("cannot write results %q: %w", out, err)
 	}
-	return n, nil
+	return n, backsteps, nil
 }
 
 // nabTimeLayouts are the timestamp layouts eval nab accepts, besides Unix seconds.
