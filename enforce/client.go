@@ -12,8 +12,13 @@
 //
 // Scopes: device, api_key and tenant match the request's value exactly; ip
 // matches an address exactly or a network given in CIDR notation
-// ("10.0.0.0/24", "2001:db8::/32"). A device, API key or tenant value is
-// matched across tenants: the pipeline's KV key is (scope, value) only.
+// ("10.0.0.0/24", "2001:db8::/32"), and cidr a network. A device, API key or
+// tenant value is matched across tenants: the pipeline's KV key is (scope,
+// value) only. The MQTT scopes (mqtt_username, mqtt_client_id) are never
+// matched by Check: a broker's enforcer applies them (Options.Scopes,
+// Options.Deferred). Each enforcement point names the scopes it can match
+// (Options.Scopes); a decision of any other scope is held, never enforced,
+// and acknowledged once with a not_applicable receipt.
 //
 // Delivery guarantees. Changes arrive through an ordered consumer that
 // resumes after reconnects from the last revision it delivered. If the watch
@@ -58,11 +63,16 @@
 // bucket with NATS permissions for those. With AllowUnsigned (tests and
 // demos) a delete of a live decision lifts it, as before signed unblocks.
 //
-// Receipts. When a decision is applied (and when a lifted decision is
-// removed) the Client calls Options.OnApply and publishes a
+// Receipts. When a decision is taken into the cache (and when a lifted
+// decision is removed) the Client calls Options.OnApply and publishes a
 // schemas.ApplyReceipt on schemas.SubjectDecisionsApplied, at most once per
-// (decision id, enforcer id, action). The receipt of an unblock carries the
-// lifted decision's id and the key id that signed the unblock.
+// (decision id, enforcer id, action, result): result applied for a scope in
+// Options.Scopes, not_applicable (reason schemas.ReceiptReasonScope) for any
+// other. With Options.Deferred the Client publishes no receipt for the blocks
+// and throttles it can apply: the enforcement point applies them elsewhere
+// (a broker) and publishes their outcome with Report. The receipt of an
+// unblock carries the lifted decision's id and the key id that signed the
+// unblock.
 package enforce
 
 import (
@@ -73,6 +83,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,8 +124,21 @@ type Options struct {
 	StateFile string
 	// DisableReceipts turns off publishing receipts (OnApply is still called).
 	DisableReceipts bool
+	// Scopes are the decision scopes this enforcement point can match
+	// (schemas.Scope*). A decision of another scope is kept in the cache but
+	// never enforced (Check ignores it, Active omits it) and acknowledged
+	// once with a not_applicable receipt. Empty means what Check matches:
+	// device, api_key, ip, cidr and tenant.
+	Scopes []string
+	// Deferred says that the enforcement point applies the blocks and
+	// throttles of Scopes outside the Client (a broker's client list) and
+	// reports each outcome with Report: the Client publishes no receipt for
+	// them, and passes OnApply their receipt with an empty Result. Receipts of
+	// unblocks and of not_applicable decisions are still the Client's.
+	Deferred bool
 	// OnApply, if set, is called from the watch goroutine with the receipt of
-	// every decision applied (Action block or throttle) or lifted (Action
+	// every decision taken into the cache (Action block or throttle; Result
+	// applied, not_applicable, or empty with Deferred) or lifted (Action
 	// unblock), before the receipt is published. It must not block.
 	OnApply func(schemas.ApplyReceipt)
 	// OnExpire, if set, is called with every decision dropped from the cache
@@ -168,6 +192,8 @@ type Client struct {
 	entries map[string]*entry
 	dirty   bool
 
+	scopes map[string]bool // Options.Scopes
+
 	active                                            atomic.Int64
 	applied, removed, expired                         atomic.Uint64
 	ignoredDeletes, unblocksIgnored                   atomic.Uint64
@@ -194,6 +220,16 @@ func New(o Options) (*Client, error) {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = defaultSweepInterval
 	}
+	scopes := map[string]bool{}
+	if len(o.Scopes) == 0 {
+		o.Scopes = CheckScopes()
+	}
+	for _, sc := range o.Scopes {
+		if !schemas.ValidScope(sc) {
+			return nil, fmt.Errorf("cannot create enforcement client %q: unknown scope %q (want one of %s)", o.EnforcerID, sc, strings.Join(schemas.Scopes(), ", "))
+		}
+		scopes[sc] = true
+	}
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -203,6 +239,7 @@ func New(o Options) (*Client, error) {
 		synced:   make(chan struct{}),
 		receipts: make(chan schemas.ApplyReceipt, receiptQueue),
 		entries:  map[string]*entry{},
+		scopes:   scopes,
 	}
 	now := o.Now
 	c.nowNanos = func() int64 { return now().UnixNano() }
@@ -215,10 +252,20 @@ func New(o Options) (*Client, error) {
 	return c, nil
 }
 
+// CheckScopes returns the scopes Check matches, the default of
+// Options.Scopes: device, api_key, ip, cidr and tenant.
+func CheckScopes() []string {
+	return []string{schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeIP, schemas.ScopeCIDR, schemas.ScopeTenant}
+}
+
+// Applies reports whether the client's enforcement point can match scope
+// (Options.Scopes).
+func (c *Client) Applies(scope string) bool { return c.scopes[scope] }
+
 // Check returns the verdict for r from the local cache: the first live block
 // matching r's device, API key, IP (exact, then networks longest first) or
-// tenant, else the first live throttle, else allow. It never blocks and does
-// not allocate.
+// tenant, else the first live throttle, else allow; decisions of scopes
+// outside Options.Scopes never match. It never blocks and does not allocate.
 func (c *Client) Check(r Request) Verdict {
 	return c.tab.Load().check(&r, c.nowNanos)
 }
@@ -481,12 +528,12 @@ func (c *Client) decode(key string, rev uint64, raw []byte) (*entry, error) {
 		return nil, fmt.Errorf("cannot enforce decision %q: action %q is not block, throttle or unblock", d.ID, d.Action)
 	}
 	switch d.Scope {
-	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant:
-	case schemas.ScopeIP:
+	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant, schemas.ScopeMQTTUsername, schemas.ScopeMQTTClientID:
+	case schemas.ScopeIP, schemas.ScopeCIDR:
 		p, isPrefix, ok := parseIPValue(d.Value)
-		if !ok {
+		if !ok || (d.Scope == schemas.ScopeCIDR && !strings.Contains(d.Value, "/")) {
 			c.rejInvalid.Add(1)
-			return nil, fmt.Errorf("cannot enforce decision %q: ip value %q is not an address or CIDR", d.ID, d.Value)
+			return nil, fmt.Errorf("cannot enforce decision %q: %s value %q is not an address or CIDR", d.ID, d.Scope, d.Value)
 		}
 		e.prefix, e.isPrefix = p, isPrefix
 	default:
@@ -561,7 +608,7 @@ func (c *Client) expire(d *schemas.Decision) {
 
 // Active returns the decisions the cache enforces at the clock's now (one
 // per scope and value: of two KV keys naming the same IP, the stronger), in
-// no particular order. It is safe for concurrent use, also before Run. It
+// no particular order: those of Options.Scopes only. It is safe for concurrent use, also before Run. It
 // reads the same snapshot as Check, published after each batch of changes:
 // while OnApply runs, the change it reports may not be visible yet.
 func (c *Client) Active() []schemas.Decision {
@@ -588,6 +635,9 @@ func (c *Client) Active() []schemas.Decision {
 	for _, e := range t.cidr {
 		add(e)
 	}
+	for _, e := range t.other {
+		add(e)
+	}
 	return out
 }
 
@@ -596,7 +646,7 @@ func (c *Client) publish() {
 	if !c.dirty && c.tab.Load() != nil {
 		return
 	}
-	c.tab.Store(newTable(c.entries))
+	c.tab.Store(newTable(c.entries, c.scopes))
 	c.active.Store(int64(len(c.entries)))
 	if c.dirty && c.o.StateFile != "" {
 		if err := c.saveState(); err != nil {
@@ -607,24 +657,55 @@ func (c *Client) publish() {
 }
 
 // receipt calls OnApply and queues the receipt for publishing: action on d,
-// authorised by a decision signed with keyID.
+// authorised by a decision signed with keyID. Its result is applied for a
+// scope of Options.Scopes (none with Deferred, for a block or throttle: the
+// enforcement point reports it), else not_applicable.
 func (c *Client) receipt(d *schemas.Decision, action, keyID string) {
 	r := schemas.ApplyReceipt{
 		DecisionID: d.ID, EnforcerID: c.o.EnforcerID, Action: action,
 		Scope: d.Scope, Value: d.Value, KeyID: keyID,
-		AppliedAt: c.o.Now().UTC(), SchemaV: schemas.SchemaVersion,
+		AppliedAt: c.o.Now().UTC(), Result: schemas.ReceiptApplied, SchemaV: schemas.SchemaVersion,
+	}
+	switch {
+	case !c.scopes[d.Scope]:
+		r.Result, r.Reason = schemas.ReceiptNotApplicable, schemas.ReceiptReasonScope
+		r.Detail = "this enforcement point cannot match scope " + d.Scope
+	case c.o.Deferred && action != schemas.ActionUnblock:
+		r.Result = "" // the enforcement point reports it (Report)
 	}
 	if c.o.OnApply != nil {
 		c.o.OnApply(r)
 	}
+	if r.Result == "" {
+		return
+	}
+	c.Report(r)
+}
+
+// Report queues r for publishing on schemas.SubjectDecisionsApplied (unless
+// Options.DisableReceipts), retrying until it is stored or Run ends; with
+// Options.Deferred the enforcement point reports the outcome of each block or
+// throttle through it. It does not block: beyond a full queue the receipt is
+// dropped and counted. r.EnforcerID, AppliedAt and SchemaV are filled in when
+// empty. Safe for concurrent use.
+func (c *Client) Report(r schemas.ApplyReceipt) {
 	if c.o.DisableReceipts {
 		return
+	}
+	if r.EnforcerID == "" {
+		r.EnforcerID = c.o.EnforcerID
+	}
+	if r.AppliedAt.IsZero() {
+		r.AppliedAt = c.o.Now().UTC()
+	}
+	if r.SchemaV == 0 {
+		r.SchemaV = schemas.SchemaVersion
 	}
 	select {
 	case c.receipts <- r:
 	default:
 		c.receiptsDrops.Add(1)
-		c.log.Warn("enforcement receipt dropped, queue full", "decision", d.ID, "action", action)
+		c.log.Warn("enforcement receipt dropped, queue full", "decision", r.DecisionID, "action", r.Action)
 	}
 }
 

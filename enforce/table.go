@@ -63,19 +63,26 @@ type table struct {
 	tenant map[string]*entry
 	ip     map[netip.Addr]*entry
 	cidr   map[netip.Prefix]*entry
+	// other holds the decisions Check never matches (MQTT scopes), for Active.
+	other map[string]*entry
 	// v4Bits and v6Bits are the distinct prefix lengths in cidr, longest first:
 	// a lookup masks the address once per length.
 	v4Bits, v6Bits []int
 	n              int
 }
 
-// newTable indexes entries (by KV key).
-func newTable(entries map[string]*entry) *table {
+// newTable indexes the entries (by KV key) of the scopes in applies; the
+// others are left out: Check never matches them, Active omits them.
+func newTable(entries map[string]*entry, applies map[string]bool) *table {
 	t := &table{
 		device: map[string]*entry{}, apiKey: map[string]*entry{}, tenant: map[string]*entry{},
-		ip: map[netip.Addr]*entry{}, cidr: map[netip.Prefix]*entry{}, n: len(entries),
+		ip: map[netip.Addr]*entry{}, cidr: map[netip.Prefix]*entry{}, other: map[string]*entry{},
 	}
-	for _, e := range entries {
+	for key, e := range entries {
+		if !applies[e.d.Scope] {
+			continue
+		}
+		t.n++
 		switch e.d.Scope {
 		case schemas.ScopeDevice:
 			t.device[e.d.Value] = stronger(t.device[e.d.Value], e)
@@ -83,7 +90,9 @@ func newTable(entries map[string]*entry) *table {
 			t.apiKey[e.d.Value] = stronger(t.apiKey[e.d.Value], e)
 		case schemas.ScopeTenant:
 			t.tenant[e.d.Value] = stronger(t.tenant[e.d.Value], e)
-		case schemas.ScopeIP:
+		case schemas.ScopeMQTTUsername, schemas.ScopeMQTTClientID:
+			t.other[key] = e
+		case schemas.ScopeIP, schemas.ScopeCIDR:
 			if e.isPrefix {
 				t.cidr[e.prefix] = stronger(t.cidr[e.prefix], e)
 				if e.prefix.Addr().Is4() {

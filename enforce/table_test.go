@@ -41,7 +41,7 @@ func TestTableCheck(t *testing.T) {
 	add("ip6", schemas.ActionBlock, schemas.ScopeIP, "2001:db9::1", 0)
 	add("ip6-32", schemas.ActionThrottle, schemas.ScopeIP, "192.0.2.9/32", 0) // a single address
 	add("ten", schemas.ActionBlock, schemas.ScopeTenant, "evil", 0)
-	tab := newTable(es)
+	tab := newTable(es, checkScopeSet())
 	clock := func() int64 { return now }
 
 	f := func(r Request, want string) {
@@ -116,7 +116,7 @@ func BenchmarkCheck(b *testing.B) {
 		es[e.key] = e
 	}
 	c := &Client{nowNanos: func() int64 { return time.Now().UnixNano() }}
-	c.tab.Store(newTable(es))
+	c.tab.Store(newTable(es, checkScopeSet()))
 	run := func(name string, r Request, blocked bool) {
 		b.Run(name, func(b *testing.B) {
 			if c.Check(r).Allowed() == blocked {
@@ -131,4 +131,13 @@ func BenchmarkCheck(b *testing.B) {
 	run("allow", Request{Device: "device-x", APIKey: "key", IP: netip.MustParseAddr("192.0.2.1"), Tenant: "t"}, false)
 	run("block-device", Request{Device: "device-77", IP: netip.MustParseAddr("192.0.2.1")}, true)
 	run("block-cidr", Request{Device: "device-x", IP: netip.MustParseAddr("172.16.0.9")}, true)
+}
+
+// checkScopeSet is the default Options.Scopes as a set.
+func checkScopeSet() map[string]bool {
+	m := map[string]bool{}
+	for _, s := range CheckScopes() {
+		m[s] = true
+	}
+	return m
 }

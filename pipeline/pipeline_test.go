@@ -239,7 +239,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry, err := kv.Get(ctx, schemas.KVKey(schemas.ScopeDevice, "meter-7"))
+	entry, err := kv.Get(ctx, schemas.KVKey(schemas.ScopeAPIKey, "key-meter-7")) // identified by its API key: the key is blocked
 	if err != nil {
 		var scores []float64
 		rows, _ := e.conn.Query(ctx, fmt.Sprintf("SELECT score FROM %s.%s FINAL WHERE device = 'meter-7' ORDER BY time_ms", e.db, schemas.TableAlerts))

@@ -5,8 +5,9 @@ package schemas
 // each enforcement point, and when the block was lifted there (action unblock).
 //
 // An enforcement point sends at most one receipt per (decision, enforcer,
-// action), so that triple is the row's stable id and the whole sorting key: a
-// redelivered receipt replaces itself. The partition follows applied_at, which
+// action) and result, so that triple is the row's stable id and the whole
+// sorting key: a redelivered receipt replaces itself, and a failed attempt's
+// row is replaced by the applied one that follows it (the later insert). The partition follows applied_at, which
 // a redelivered copy shares.
 var receiptsTable = Table{
 	Name: TableReceipts,
@@ -17,6 +18,9 @@ var receiptsTable = Table{
 		{ColScope, "String", true},
 		{ColValue, "String", false},
 		{ColKeyID, "String", true},
+		{ColResult, "String", true},
+		{ColReason, "String", true},
+		{ColDetail, "String", false},
 		{ColAppliedAt, "DateTime", false},
 		{ColAppliedMs, "Int64", false},
 		{ColReceivedMs, "Int64", false},

@@ -359,8 +359,10 @@ func parseKeyFile(data []byte) ([]fileKey, error) {
 // SubjectDecisionsApplied when it starts enforcing a decision (Action block or
 // throttle) and when it stops because the decision was lifted (Action
 // unblock, DecisionID the lifted decision's id, KeyID the key that signed the
-// unblock). An expiry has no receipt. An enforcement point
-// publishes at most one receipt per (DecisionID, EnforcerID, Action); its
+// unblock); Result says whether it applied it, cannot apply it (a scope it
+// cannot match: not_applicable) or tried and failed. An expiry has no
+// receipt. An enforcement point publishes at most one receipt per
+// (DecisionID, EnforcerID, Action, Result); its
 // Nats-Msg-Id is ReceiptMsgID, so retries are dropped by the stream's
 // duplicate window. With decisions' CreatedAt and the stream time of the
 // decision message, receipts give the chain decided → delivered → enforced.
@@ -372,12 +374,34 @@ type ApplyReceipt struct {
 	Value      string    `json:"value"`
 	KeyID      string    `json:"key_id,omitempty"` // the key that signed the decision; empty if unsigned (testing only)
 	AppliedAt  time.Time `json:"applied_at"`
-	SchemaV    int       `json:"v"`
+	// Result is ReceiptApplied, ReceiptNotApplicable or ReceiptFailed; empty
+	// (an older enforcement point) means ReceiptApplied.
+	Result string `json:"result,omitempty"`
+	// Reason is one of the ReceiptReason* codes when Result is not applied,
+	// and Detail says the same in words (a broker's error message).
+	Reason  string `json:"reason,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+	SchemaV int    `json:"v"`
 }
 
-// ReceiptMsgID returns the Nats-Msg-Id of a receipt: "<enforcer>.<decision>.<action>".
+// Outcome returns r's Result, ReceiptApplied when it is empty.
+func (r *ApplyReceipt) Outcome() string {
+	if r.Result == "" {
+		return ReceiptApplied
+	}
+	return r.Result
+}
+
+// ReceiptMsgID returns the Nats-Msg-Id of a receipt:
+// "<enforcer>.<decision>.<action>", followed by ".<result>" unless the result
+// is applied, so that a failed attempt does not hide the later success from
+// the stream's duplicate window.
 func ReceiptMsgID(r *ApplyReceipt) string {
-	return r.EnforcerID + "." + r.DecisionID + "." + r.Action
+	id := r.EnforcerID + "." + r.DecisionID + "." + r.Action
+	if out := r.Outcome(); out != ReceiptApplied {
+		id += "." + out
+	}
+	return id
 }
 
 // UnblockID returns the id of the unblock that lifts the decision named

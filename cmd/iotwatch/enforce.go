@@ -162,10 +162,14 @@ Each applied decision is acknowledged with a receipt on %[2]s.
   /healthz   200 once the first sync with NATS is done, 503 before
   /metrics   Prometheus text format
 
-A request matches a decision by its device (--identity-header), API key id
-(--key-header), client IP (--ip-header; exact address or CIDR decisions) or tenant
-(--tenant-header). A decision is enforced until its expires_at even if NATS is
-unreachable; before the first sync (and without --state) every request is allowed.
+A request matches a decision by its device (--identity-header: scope device),
+API key (--key-header, hashed with --key-secret-file as the pipeline hashes
+keys: scope api_key), client IP (--ip-header: scopes ip and cidr) or tenant
+(--tenant-header: scope tenant). Decisions of the MQTT scopes (mqtt_username,
+mqtt_client_id) name broker identities that no HTTP request carries: they are
+acknowledged not_applicable and never enforced here. A decision is enforced
+until its expires_at even if NATS is unreachable; before the first sync (and
+without --state) every request is allowed.
 Gateway configurations: deploy/nginx-auth, deploy/envoy-authz, deploy/traefik.
 
 Flags:
@@ -195,9 +199,13 @@ Flags:
 			return usageError{fmt.Errorf("cannot use --key-secret-file: %w", err)}
 		}
 	}
+	copts.Scopes = forwardauth.Scopes()
 	client, err := enforce.New(copts)
 	if err != nil {
 		return err
+	}
+	if secret == nil {
+		log.Warn("enforce http without --key-secret-file: api_key decisions match the key header as sent, so blocks of API keys the pipeline hashed never match")
 	}
 	h := forwardauth.New(client, forwardauth.Config{
 		DeviceHeader: o.deviceHeader, KeyHeader: o.keyHeader, TenantHeader: o.tenantHeader,

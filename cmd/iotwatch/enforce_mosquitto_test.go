@@ -80,7 +80,7 @@ func TestEnforceMosquitto(t *testing.T) {
 	pollUntil(t, "start line", func() bool { return strings.Contains(stdout.String(), "iotwatch enforce mosquitto: broker") })
 
 	// A throttle cannot be applied by dynamic security: "other" stays enabled.
-	e.publish(t, keyID, priv, "dec-thr", schemas.ActionThrottle, schemas.ScopeDevice, "other")
+	e.publish(t, keyID, priv, "dec-thr", schemas.ActionThrottle, schemas.ScopeMQTTUsername, "other")
 
 	// The broker's dynamic-security responses, timestamped: they time the
 	// enforcer alone, without the mosquitto_pub probe's own run time.
@@ -103,7 +103,7 @@ func TestEnforceMosquitto(t *testing.T) {
 	var lat, applied []time.Duration
 	for i := range reps {
 		t0 := time.Now()
-		e.publish(t, keyID, priv, fmt.Sprintf("dec-block-%d", i), schemas.ActionBlock, schemas.ScopeDevice, "dev")
+		e.publish(t, keyID, priv, fmt.Sprintf("dec-block-%d", i), schemas.ActionBlock, schemas.ScopeMQTTUsername, "dev")
 		pollUntil(t, "dev refused", func() bool {
 			_, err := pub("dev", "dev-pw")
 			return err != nil
@@ -127,7 +127,7 @@ func TestEnforceMosquitto(t *testing.T) {
 				t.Errorf("another device cannot publish while dev is blocked: %v: %s", err, out)
 			}
 		}
-		e.publish(t, keyID, priv, fmt.Sprintf("dec-unblock-%d", i), schemas.ActionUnblock, schemas.ScopeDevice, "dev")
+		e.publish(t, keyID, priv, fmt.Sprintf("dec-unblock-%d", i), schemas.ActionUnblock, schemas.ScopeMQTTUsername, "dev")
 		pollUntil(t, "dev enabled again", func() bool {
 			_, err := pub("dev", "dev-pw")
 			return err == nil
@@ -139,7 +139,7 @@ func TestEnforceMosquitto(t *testing.T) {
 
 	// A block that expires is lifted without an unblock.
 	now := time.Now()
-	d := schemas.Decision{ID: "dec-short", Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "dev",
+	d := schemas.Decision{ID: "dec-short", Action: schemas.ActionBlock, Scope: schemas.ScopeMQTTUsername, Value: "dev",
 		CreatedAt: now, ExpiresAt: now.Add(time.Second), SchemaV: schemas.SchemaVersion}
 	if err := schemas.SignDecision(&d, keyID, priv); err != nil {
 		t.Fatal(err)

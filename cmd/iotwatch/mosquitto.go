@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +40,7 @@ func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) e
 	fs.StringVar(&o.username, "username", "", "dynamic-security admin user to connect as (needs publish on $CONTROL/dynamic-security/# and subscribe to its response topic, as the role mosquitto_ctrl dynsec init creates); required")
 	fs.StringVar(&o.passwordFile, "password-file", "", "file holding that user's password (first line); required")
 	fs.StringVar(&o.clientID, "client-id", "", "MQTT client id of this enforcer; empty: iotwatch-<enforcer-id>")
-	fs.StringVar(&o.scopes, "scopes", schemas.ScopeDevice+","+schemas.ScopeAPIKey, "decision scopes whose value is a broker username, comma-separated (device, api_key)")
+	fs.StringVar(&o.scopes, "scopes", strings.Join(mosquitto.Scopes(), ","), "decision scopes whose value is a broker username, comma-separated: mqtt_username, and device only where HTTP device ids and MQTT usernames are the same identities; every other scope is acknowledged not_applicable")
 	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command is tried again")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce mosquitto --broker HOST:PORT --username ADMIN --password-file FILE --keys FILE[,FILE] [flags]
@@ -47,19 +50,21 @@ plugin. It keeps a verified copy of the active decisions in KV bucket %[1]s
 (initial sync, then watch; ed25519 signatures checked against --keys) and
 publishes commands on %[2]s:
 
-  block of a device or api_key scope (see --scopes)
+  block of scope mqtt_username (see --scopes)
         disableClient <value>: the broker refuses the username's connections
         and disconnects its connected clients
-  unblock (KV delete), expiry (expires_at; found within a second)
+  unblock (signed), expiry (expires_at; found within a second)
         enableClient <value>, once no other active block names that username
 
-The decision's value is taken as the broker username: dynamic security disables
-usernames, not client ids, so configure the Mosquitto log source to identify
-devices by username. Decisions of scope ip or tenant, and throttles (dynamic
-security cannot rate-limit), are counted and ignored. Each applied decision is
-acknowledged with a receipt on %[3]s. Commands the broker refuses (an unknown
-username) or cannot receive (broker down) are retried every --retry; the
-connection to the broker is re-established as needed.
+Dynamic security disables usernames: it cannot block a client id, an address
+or a rate. Each decision is acknowledged on %[3]s with a result:
+applied once the broker confirmed disableClient; failed (with the broker's
+words) while the broker refuses it (an unknown username) or cannot be reached,
+retried every --retry and acknowledged applied when it succeeds; not_applicable
+for every other scope (device, api_key, ip, cidr, tenant, mqtt_client_id) and
+for throttles, which are never sent to the broker nor retried. The pipeline's
+--block-scope auto blocks devices of MQTT sources by mqtt_username when they
+are identified by username (see --identity).
 
 Flags:
 `, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied)
@@ -88,10 +93,13 @@ Flags:
 	}
 	scopes := map[string]bool{}
 	for _, s := range splitList(o.scopes) {
-		if s != schemas.ScopeDevice && s != schemas.ScopeAPIKey {
-			return usageError{fmt.Errorf("cannot use --scopes %q: scope %q is not device or api_key", o.scopes, s)}
+		if s != schemas.ScopeMQTTUsername && s != schemas.ScopeDevice {
+			return usageError{fmt.Errorf("cannot use --scopes %q: scope %q is not mqtt_username or device", o.scopes, s)}
 		}
 		scopes[s] = true
+	}
+	if len(scopes) == 0 {
+		return usageError{fmt.Errorf("cannot use --scopes %q: want mqtt_username (or device)", o.scopes)}
 	}
 	if o.retry <= 0 {
 		return usageError{fmt.Errorf("cannot use --retry %s: want > 0", o.retry)}
@@ -100,7 +108,9 @@ Flags:
 		o.clientID = "iotwatch-" + o.enforcerID
 	}
 	mopts := mqtt.Options{Addr: o.broker, ClientID: o.clientID, Username: o.username, Password: string(pw)}
+	var client *enforce.Client // set below, before Run reports anything
 	mc := mosquitto.Config{Scopes: scopes, Retry: o.retry, Log: log,
+		Report: func(r schemas.ApplyReceipt) { client.Report(r) },
 		Dial: func(ctx context.Context) (*mosquitto.DynSec, error) { return mosquitto.DialDynSec(ctx, mopts) }}
 	if o.stateFile != "" {
 		mc.OwnedFile = o.stateFile + ".dynsec"
@@ -111,7 +121,8 @@ Flags:
 	}
 
 	copts.OnApply, copts.OnExpire = m.OnApply, m.OnExpire
-	client, err := enforce.New(copts)
+	copts.Scopes, copts.Deferred = slices.Sorted(maps.Keys(scopes)), true
+	client, err = enforce.New(copts)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func unblockCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	var o unblockOptions
 	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL(s) holding the decisions, comma-separated")
 	fs.StringVar(&o.signingKey, "signing-key", "", "ed25519 private key file to sign the unblock with ('iotwatch enforce keygen'); enforcement points must trust its public key (required)")
-	fs.StringVar(&o.scope, "scope", "", "scope of the block to lift: device, api_key, ip or tenant (required)")
+	fs.StringVar(&o.scope, "scope", "", "scope of the block to lift, as the decision names it: device, api_key, mqtt_username, mqtt_client_id, ip, cidr or tenant (required)")
 	fs.StringVar(&o.value, "value", "", "value of the block to lift, exactly as in the block decision: a device id, an API key id (as hashed by the pipeline), an address or CIDR, or a tenant (required)")
 	fs.StringVar(&o.reason, "reason", "", "why the block is lifted, stored with the unblock for the audit trail (required)")
 	fs.StringVar(&o.issuer, "issuer", defaultIssuer(), "who lifts the block, stored with the unblock")
@@ -121,7 +121,7 @@ func (o *unblockOptions) check() error {
 	case o.signingKey == "":
 		return usageError{errors.New("cannot unblock: --signing-key is required")}
 	case o.scope == "":
-		return usageError{errors.New("cannot unblock: --scope is required (device, api_key, ip or tenant)")}
+		return usageError{errors.New("cannot unblock: --scope is required (" + strings.Join(schemas.Scopes(), ", ") + ")")}
 	case o.value == "":
 		return usageError{errors.New("cannot unblock: --value is required")}
 	case strings.TrimSpace(o.reason) == "":
@@ -132,15 +132,15 @@ func (o *unblockOptions) check() error {
 		return usageError{fmt.Errorf("cannot use --timeout %s: want > 0", o.timeout)}
 	}
 	switch o.scope {
-	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant:
-	case schemas.ScopeIP:
-		if _, err := netip.ParseAddr(o.value); err != nil {
+	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant, schemas.ScopeMQTTUsername, schemas.ScopeMQTTClientID:
+	case schemas.ScopeIP, schemas.ScopeCIDR:
+		if _, err := netip.ParseAddr(o.value); err != nil || o.scope == schemas.ScopeCIDR {
 			if _, err := netip.ParsePrefix(o.value); err != nil {
-				return usageError{fmt.Errorf("cannot use --value %q with --scope ip: want an address or a CIDR", o.value)}
+				return usageError{fmt.Errorf("cannot use --value %q with --scope %s: want an address or a CIDR", o.value, o.scope)}
 			}
 		}
 	default:
-		return usageError{fmt.Errorf("cannot use --scope %q: want device, api_key, ip or tenant", o.scope)}
+		return usageError{fmt.Errorf("cannot use --scope %q: want one of %s", o.scope, strings.Join(schemas.Scopes(), ", "))}
 	}
 	return nil
 }

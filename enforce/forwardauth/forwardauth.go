@@ -5,8 +5,13 @@
 // put it behind a real NGINX.
 //
 // A check carries the request's identity in headers the gateway sets (device
-// id, API key id, tenant, client IP); the answer is 200 to allow or the
-// configured deny status with headers naming the decision. Answers come from
+// id, API key, tenant, client IP); the answer is 200 to allow or the
+// configured deny status with headers naming the decision. Each header is
+// matched in its own namespace (see schemas.ScopeDevice and friends): the
+// device header against device decisions only, the API key, hashed as the
+// pipeline hashes keys found in logs (Config.KeyHash), against api_key
+// decisions only, so an MQTT client's block (mqtt_username) never denies an
+// HTTP request that happens to send the same name. Answers come from
 // the client's local cache: no network round trip on the check path.
 package forwardauth
 
@@ -43,6 +48,14 @@ type Config struct {
 	// pipeline stores in decisions (formats.KeyHasher); nil matches keys as sent.
 	KeyHash func(string) string
 }
+
+// Scopes returns the decision scopes a forward-auth check matches: device
+// (the device header), api_key (the key header, hashed with Config.KeyHash),
+// ip and cidr (the client IP), tenant (the tenant header). Give them to the
+// enforce.Client as Options.Scopes: it then acknowledges decisions of the
+// MQTT scopes (mqtt_username, mqtt_client_id), which no HTTP request
+// carries, as not_applicable.
+func Scopes() []string { return enforce.CheckScopes() }
 
 // DefaultConfig is what `iotwatch enforce http` uses without flags, and what
 // the shipped gateway configurations in deploy/ send: the headers of schemas,

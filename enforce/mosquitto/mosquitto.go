@@ -1,10 +1,19 @@
 // Package mosquitto applies iotwatch's decisions to a Mosquitto 2 broker
-// through its dynamic-security plugin: a block of a device or API key
-// disables the broker username its value names (disableClient), and the
-// username is enabled again once no active block names it (enableClient).
-// An Enforcer takes the decisions from an enforce.Client (its OnApply and
-// OnExpire hooks) and reconciles the broker with them; DynSec sends the
-// plugin's commands.
+// through its dynamic-security plugin: a block of an MQTT username
+// (schemas.ScopeMQTTUsername) disables that username (disableClient, which
+// also disconnects its clients), and the username is enabled again once no
+// active block names it (enableClient). An Enforcer takes the decisions from
+// an enforce.Client (its OnApply and OnExpire hooks, with Options.Deferred)
+// and reconciles the broker with them; DynSec sends the plugin's commands.
+//
+// What it acknowledges. Dynamic security manages usernames only: it has no
+// command that blocks a client id, an address or a rate. So a block of
+// mqtt_username is acknowledged applied once the broker has confirmed
+// disableClient (failed, with the broker's words, while it refuses or cannot
+// be reached, retried every Config.Retry); every other scope (device,
+// api_key, ip, cidr, tenant, and mqtt_client_id) is not_applicable, which
+// the enforce.Client acknowledges for scopes outside Scopes(); a throttle is
+// not_applicable too. None of them is ever sent to the broker or retried.
 package mosquitto
 
 import (
@@ -38,14 +47,28 @@ type Enforcer struct {
 	dial      func(context.Context) (*DynSec, error)
 	ownedFile string // "" keeps owned in memory only
 
+	report func(schemas.ApplyReceipt)
+
 	mu   sync.Mutex
-	want map[string]string // KV key → username, for active blocks in scopes
+	want map[string]*pending // KV key → active block in scopes
 	wake chan struct{}
 
 	owned map[string]bool // usernames this enforcer disabled (the Run goroutine)
 
 	disabled, enabled, ignoredThrottle, ignoredScope, refused, failures atomic.Uint64
 }
+
+// pending is an active block of a username and what was reported of it.
+type pending struct {
+	user     string
+	r        schemas.ApplyReceipt // the client's receipt (Result empty): decision, scope, value, key id
+	reported string               // result reported so far: "", failed or applied
+}
+
+// Scopes returns the decision scopes an Enforcer applies by default:
+// mqtt_username. Give them to the enforce.Client as Options.Scopes, so that
+// it acknowledges every other scope as not_applicable.
+func Scopes() []string { return []string{schemas.ScopeMQTTUsername} }
 
 // Stats are the enforcer's counters.
 type Stats struct {
@@ -57,10 +80,17 @@ type Stats struct {
 
 // Config is what New needs.
 type Config struct {
-	// Scopes are the decision scopes whose value is a broker username
-	// (schemas.ScopeDevice, schemas.ScopeAPIKey); decisions of other scopes
-	// are counted and ignored.
+	// Scopes are the decision scopes whose value is a broker username: nil
+	// means Scopes() (mqtt_username). schemas.ScopeDevice may be added where
+	// HTTP device ids and MQTT usernames are deliberately the same identity.
+	// Decisions of other scopes are counted and ignored (the enforce.Client,
+	// given the same scopes, acknowledges them as not_applicable).
 	Scopes map[string]bool
+	// Report publishes the outcome of each block (enforce.Client.Report):
+	// applied once the broker disabled the username, failed (once) while it
+	// refuses or cannot be reached, not_applicable for a throttle. Nil
+	// reports nothing.
+	Report func(schemas.ApplyReceipt)
 	// Retry is how soon a refused or failed command is tried again (> 0).
 	Retry time.Duration
 	Log   *slog.Logger
@@ -79,8 +109,20 @@ func New(cfg Config) (*Enforcer, error) {
 	if cfg.Retry <= 0 {
 		return nil, fmt.Errorf("cannot use retry %s: want > 0", cfg.Retry)
 	}
+	if cfg.Scopes == nil {
+		cfg.Scopes = map[string]bool{}
+		for _, s := range Scopes() {
+			cfg.Scopes[s] = true
+		}
+	}
+	if cfg.Report == nil {
+		cfg.Report = func(schemas.ApplyReceipt) {}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	m := &Enforcer{scopes: cfg.Scopes, retry: cfg.Retry, log: cfg.Log, dial: cfg.Dial, ownedFile: cfg.OwnedFile,
-		want: map[string]string{}, wake: make(chan struct{}, 1), owned: map[string]bool{}}
+		report: cfg.Report, want: map[string]*pending{}, wake: make(chan struct{}, 1), owned: map[string]bool{}}
 	if m.ownedFile != "" {
 		if err := m.loadOwned(); err != nil {
 			return nil, err
@@ -95,35 +137,46 @@ func (m *Enforcer) Stats() Stats {
 		IgnoredScope: m.ignoredScope.Load(), Refused: m.refused.Load(), Failures: m.failures.Load()}
 }
 
-// Seed adds the active blocks the client enforces before Run (its state file).
+// Seed adds the active blocks the client enforces before Run (its state
+// file). Their outcome is reported again once the broker confirms it (a
+// receipt sent before the restart is then a duplicate, which the stream and
+// the receipts table drop).
 func (m *Enforcer) Seed(active []schemas.Decision) {
 	for _, d := range active {
-		m.set(d.Action, d.Scope, d.Value)
+		m.set(schemas.ApplyReceipt{DecisionID: d.ID, Action: d.Action, Scope: d.Scope, Value: d.Value,
+			KeyID: schemas.SignatureKeyID(&d)})
 	}
 }
 
 // OnApply is the client's OnApply hook (enforce.Options); it does not block.
-func (m *Enforcer) OnApply(r schemas.ApplyReceipt) { m.set(r.Action, r.Scope, r.Value) }
+func (m *Enforcer) OnApply(r schemas.ApplyReceipt) { m.set(r) }
 
 // OnExpire is the client's OnExpire hook (enforce.Options); it does not block.
-func (m *Enforcer) OnExpire(d schemas.Decision) { m.set(schemas.ActionUnblock, d.Scope, d.Value) }
+func (m *Enforcer) OnExpire(d schemas.Decision) {
+	m.set(schemas.ApplyReceipt{DecisionID: d.ID, Action: schemas.ActionUnblock, Scope: d.Scope, Value: d.Value})
+}
 
-// set records that the KV key of (scope, value) now holds action.
-func (m *Enforcer) set(action, scope, value string) {
-	key := schemas.KVKey(scope, value)
+// set records that the KV key of r's scope and value now holds r's action.
+func (m *Enforcer) set(r schemas.ApplyReceipt) {
+	key := schemas.KVKey(r.Scope, r.Value)
 	m.mu.Lock()
 	switch {
-	case !m.scopes[scope]:
-		if action != schemas.ActionUnblock {
-			m.ignoredScope.Add(1)
-		}
-	case action == schemas.ActionBlock:
-		m.want[key] = value
-	case action == schemas.ActionThrottle:
+	case r.Action == schemas.ActionUnblock:
+		delete(m.want, key)
+	case r.Result == schemas.ReceiptNotApplicable:
+		// The client acknowledged it: a scope outside its Options.Scopes.
+	case !m.scopes[r.Scope]:
+		m.ignoredScope.Add(1)
+	case r.Action == schemas.ActionThrottle:
 		m.ignoredThrottle.Add(1)
 		delete(m.want, key) // a throttle replacing a block under the same key lifts it
-	default:
-		delete(m.want, key)
+		r.Result, r.Reason = schemas.ReceiptNotApplicable, schemas.ReceiptReasonAction
+		r.Detail = "Mosquitto's dynamic security cannot rate-limit a client"
+		r.AppliedAt = time.Time{}
+		m.report(r)
+	case r.Action == schemas.ActionBlock:
+		r.Result, r.Reason, r.Detail = "", "", ""
+		m.want[key] = &pending{user: r.Value, r: r}
 	}
 	m.mu.Unlock()
 	select {
@@ -137,10 +190,38 @@ func (m *Enforcer) target() map[string]bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]bool, len(m.want))
-	for _, u := range m.want {
-		out[u] = true
+	for _, p := range m.want {
+		out[p.user] = true
 	}
 	return out
+}
+
+// acknowledge reports each active block's outcome once it is known and new:
+// applied when its username is disabled (owned), else failed with the
+// broker's refusal of the username, or with unreachable when the broker
+// could not be asked (down == nil: it could be).
+func (m *Enforcer) acknowledge(refused map[string]error, down error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.want {
+		r := p.r
+		switch {
+		case p.reported == schemas.ReceiptApplied:
+			continue
+		case m.owned[p.user]:
+			r.Result = schemas.ReceiptApplied
+		case p.reported == schemas.ReceiptFailed:
+			continue
+		case refused[p.user] != nil:
+			r.Result, r.Reason, r.Detail = schemas.ReceiptFailed, schemas.ReceiptReasonRefused, refused[p.user].Error()
+		case down != nil:
+			r.Result, r.Reason, r.Detail = schemas.ReceiptFailed, schemas.ReceiptReasonUnreachable, down.Error()
+		default:
+			continue
+		}
+		p.reported = r.Result
+		m.report(r)
+	}
 }
 
 // Run reconciles the broker with the target set whenever it changes, and
@@ -192,6 +273,7 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 		}
 	}
 	if len(cmds) == 0 {
+		m.acknowledge(nil, nil)
 		return true
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -202,6 +284,7 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 			if ctx.Err() == nil {
 				m.failures.Add(1)
 				m.log.Warn("cannot connect to mosquitto, retrying", "err", err, "pending", len(cmds))
+				m.acknowledge(nil, err)
 			}
 			return false
 		}
@@ -212,12 +295,14 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 		if ctx.Err() == nil {
 			m.failures.Add(1)
 			m.log.Warn("cannot send dynamic-security commands, retrying", "err", err, "pending", len(cmds))
+			m.acknowledge(nil, err)
 		}
 		(*ds).Close()
 		*ds = nil
 		return false
 	}
 	done := true
+	var refused map[string]error
 	for i, c := range cmds {
 		var de *DynSecError
 		switch {
@@ -236,6 +321,10 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 		default:
 			m.refused.Add(1)
 			done = false
+			if refused == nil {
+				refused = map[string]error{}
+			}
+			refused[c.Username] = errs[i]
 			m.log.Warn("mosquitto refused disableClient, retrying", "username", c.Username, "err", errs[i])
 		}
 	}
@@ -244,6 +333,7 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 			m.log.Error("cannot save disabled usernames", "path", m.ownedFile, "err", err)
 		}
 	}
+	m.acknowledge(refused, nil)
 	return done
 }
 

@@ -12,10 +12,13 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// TestEnforcerTarget: blocks in the configured scopes become usernames to
-// disable, a username stays disabled while any block names it, and
-// throttles and other scopes are counted and ignored. Run (against a real
-// broker) is tested by 'iotwatch enforce mosquitto' in cmd/iotwatch.
+// TestEnforcerTarget: blocks of MQTT usernames become usernames to
+// disable, a username stays disabled while any block names it, throttles
+// are acknowledged not_applicable, other scopes are ignored, and a block is
+// acknowledged applied only once its username is disabled (failed, once,
+// while the broker refuses it). Run (against a real broker) is tested by
+// 'iotwatch enforce mosquitto' in cmd/iotwatch and by enforce's
+// TestOneNamespace.
 func TestEnforcerTarget(t *testing.T) {
 	if _, err := New(Config{Retry: 0}); err == nil {
 		t.Error("New accepted a zero Retry")
@@ -24,8 +27,9 @@ func TestEnforcerTarget(t *testing.T) {
 	if err := os.WriteFile(owned, []byte(`{"v":1,"disabled":["old-dev"]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{Scopes: map[string]bool{schemas.ScopeDevice: true, schemas.ScopeAPIKey: true},
-		Retry: time.Second, Log: slog.New(slog.DiscardHandler), OwnedFile: owned})
+	var reports []schemas.ApplyReceipt
+	m, err := New(Config{Retry: time.Second, Log: slog.New(slog.DiscardHandler), OwnedFile: owned,
+		Report: func(r schemas.ApplyReceipt) { reports = append(reports, r) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,24 +37,46 @@ func TestEnforcerTarget(t *testing.T) {
 		t.Errorf("owned %v: the file's disabled username is not loaded", m.owned)
 	}
 	m.Seed([]schemas.Decision{
-		{Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "dev-1"},
-		{Action: schemas.ActionBlock, Scope: schemas.ScopeAPIKey, Value: "dev-1"},
-		{Action: schemas.ActionBlock, Scope: schemas.ScopeIP, Value: "203.0.113.7"},
-		{Action: schemas.ActionThrottle, Scope: schemas.ScopeDevice, Value: "dev-2"},
+		{ID: "d1", Action: schemas.ActionBlock, Scope: schemas.ScopeMQTTUsername, Value: "dev-1"},
+		{ID: "d2", Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "dev-1"},
+		{ID: "d3", Action: schemas.ActionBlock, Scope: schemas.ScopeAPIKey, Value: "0123456789abcdef"},
+		{ID: "d4", Action: schemas.ActionBlock, Scope: schemas.ScopeIP, Value: "203.0.113.7"},
+		{ID: "d5", Action: schemas.ActionThrottle, Scope: schemas.ScopeMQTTUsername, Value: "dev-2"},
 	})
 	target := func() []string { return slices.Sorted(maps.Keys(m.target())) }
 	if got := target(); !slices.Equal(got, []string{"dev-1"}) {
 		t.Errorf("target %v, want [dev-1]", got)
 	}
-	m.OnApply(schemas.ApplyReceipt{Action: schemas.ActionUnblock, Scope: schemas.ScopeDevice, Value: "dev-1"})
-	if got := target(); !slices.Equal(got, []string{"dev-1"}) {
-		t.Errorf("after one of two blocks naming dev-1 is lifted: target %v, want [dev-1]", got)
+	if len(reports) != 1 || reports[0].DecisionID != "d5" || reports[0].Result != schemas.ReceiptNotApplicable || reports[0].Reason != schemas.ReceiptReasonAction {
+		t.Errorf("reports %+v, want the throttle d5 not_applicable", reports)
 	}
-	m.OnExpire(schemas.Decision{Action: schemas.ActionBlock, Scope: schemas.ScopeAPIKey, Value: "dev-1"})
+	reports = nil
+
+	// The broker refuses, then accepts: failed once, then applied once.
+	m.OnApply(schemas.ApplyReceipt{DecisionID: "d6", Action: schemas.ActionBlock, Scope: schemas.ScopeMQTTUsername, Value: "dev-3"})
+	refusal := &DynSecError{Command: "disableClient", Username: "dev-3", Message: "Client not found"}
+	m.acknowledge(map[string]error{"dev-3": refusal}, nil)
+	m.acknowledge(map[string]error{"dev-3": refusal}, nil)
+	m.owned["dev-1"], m.owned["dev-3"] = true, true
+	m.acknowledge(nil, nil)
+	m.acknowledge(nil, nil)
+	var got []string
+	for _, r := range reports {
+		got = append(got, r.DecisionID+" "+r.Result+" "+r.Reason)
+	}
+	slices.Sort(got)
+	want := []string{"d1 applied ", "d6 applied ", "d6 failed refused"}
+	if !slices.Equal(got, want) {
+		t.Errorf("reports %q, want %q", got, want)
+	}
+
+	m.OnApply(schemas.ApplyReceipt{Action: schemas.ActionBlock, Scope: schemas.ScopeMQTTUsername, Value: "dev-1", DecisionID: "d7"})
+	m.OnApply(schemas.ApplyReceipt{Action: schemas.ActionUnblock, Scope: schemas.ScopeMQTTUsername, Value: "dev-3"})
+	m.OnExpire(schemas.Decision{Action: schemas.ActionBlock, Scope: schemas.ScopeMQTTUsername, Value: "dev-1"})
 	if got := target(); len(got) != 0 {
-		t.Errorf("after both blocks are gone: target %v, want none", got)
+		t.Errorf("after every block is gone: target %v, want none", got)
 	}
-	if st := m.Stats(); st.IgnoredScope != 1 || st.IgnoredThrottle != 1 {
-		t.Errorf("stats %+v, want one decision ignored for its scope and one throttle", st)
+	if st := m.Stats(); st.IgnoredScope != 3 || st.IgnoredThrottle != 1 {
+		t.Errorf("stats %+v, want three decisions ignored for their scope and one throttle", st)
 	}
 }

@@ -33,8 +33,13 @@ type Config struct {
 	// TTLs up to MaxBlockTTL.
 	BlockTTL    time.Duration
 	MaxBlockTTL time.Duration
-	// Scope is "auto" (api_key when a stolen key is suspected, ip when the device
-	// is known only by its IP, else device) or a fixed schemas.Scope* value.
+	// Scope is "auto", "device" or a fixed schemas.ScopeAPIKey, ScopeIP or
+	// ScopeTenant. "device" blocks the device in the namespace of its
+	// identity (IdentityScope), which its source's enforcement point can
+	// match; "auto" does the same, except that a suspected stolen API key (a
+	// geography finding on an event carrying a key) blocks the key. A fixed
+	// scope the event lacks (no key, no IP, no tenant) falls back to
+	// IdentityScope.
 	Scope string
 	// DryRun publishes would_block decisions instead of blocks.
 	DryRun bool
@@ -423,9 +428,9 @@ func idOf(alertID, action string) string {
 	return "d-" + strconv.FormatUint(schemas.HashString(alertID+"/"+action), 16)
 }
 
-// scope picks what to block. "auto": a stolen API key (a geography finding on
-// an event carrying a key) blocks the key; a device known only by its IP blocks
-// the IP; anything else blocks the device.
+// scope picks what to block (see Config.Scope). "auto": a stolen API key (a
+// geography finding on an event carrying a key) blocks the key; anything
+// else blocks the device as its source identified it (IdentityScope).
 func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 	switch e.cfg.Scope {
 	case schemas.ScopeAPIKey:
@@ -437,7 +442,9 @@ func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 			return schemas.ScopeIP, ev.ClientIP.String()
 		}
 	case schemas.ScopeTenant:
-		return schemas.ScopeTenant, string(ev.Tenant)
+		if len(ev.Tenant) > 0 {
+			return schemas.ScopeTenant, string(ev.Tenant)
+		}
 	case "auto":
 		if len(ev.APIKey) > 0 {
 			for _, f := range s.Reasons() {
@@ -446,9 +453,47 @@ func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 				}
 			}
 		}
-		if ev.IDMethod == schemas.IDClientIP && ev.ClientIP.IsValid() {
+	}
+	return IdentityScope(ev)
+}
+
+// IdentityScope returns the decision scope and value that name ev's device
+// in the namespace its source identified it in, one that the source's
+// enforcement point can match:
+//
+//	identified by (ev.IDMethod)            scope            value
+//	api_key                                api_key          ev.APIKey (the keyed hash, or the gateway's key id)
+//	mqtt_username                          mqtt_username    ev.Device
+//	mqtt_client_id                         mqtt_client_id   ev.Device
+//	client_ip                              ip               the client address
+//	certificate, token, header, unknown    device           ev.Device (an HTTP source)
+//	                                       mqtt_username    ev.Device (an MQTT source)
+//
+// A device scope is thus only ever an HTTP gateway's device id (the device
+// header or certificate subject an HTTP enforcement point sees), so a block
+// of an MQTT client never blocks an HTTP client that sends the same id, nor
+// the reverse. An MQTT source identifying clients by certificate or token
+// blocks the username, which is what brokers map them to
+// (use_identity_as_username in Mosquitto, peer_cert_as_username in EMQX).
+func IdentityScope(ev *schemas.Event) (scope, value string) {
+	switch ev.IDMethod {
+	case schemas.IDAPIKey:
+		if len(ev.APIKey) > 0 {
+			return schemas.ScopeAPIKey, string(ev.APIKey)
+		}
+		return schemas.ScopeAPIKey, string(ev.Device)
+	case schemas.IDMQTTUsername:
+		return schemas.ScopeMQTTUsername, string(ev.Device)
+	case schemas.IDMQTTClient:
+		return schemas.ScopeMQTTClientID, string(ev.Device)
+	case schemas.IDClientIP:
+		if ev.ClientIP.IsValid() {
 			return schemas.ScopeIP, ev.ClientIP.String()
 		}
+		return schemas.ScopeIP, string(ev.Device)
+	}
+	if ev.Protocol == schemas.ProtoMQTT || ev.Source == schemas.SourceBroker {
+		return schemas.ScopeMQTTUsername, string(ev.Device)
 	}
 	return schemas.ScopeDevice, string(ev.Device)
 }

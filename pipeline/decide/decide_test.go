@@ -189,3 +189,49 @@ func TestEscalationWithinCooldown(t *testing.T) {
 		t.Fatalf("escalation to 0.95: alert=%v decision=%v, want a high alert and a block", a, d)
 	}
 }
+
+// TestScopeFollowsIdentity: --block-scope auto and device block a device in
+// the namespace its source identified it in, one its enforcement point can
+// match; a stolen key blocks the key; fixed scopes the event lacks fall back
+// to the identity's scope.
+func TestScopeFollowsIdentity(t *testing.T) {
+	type ident struct {
+		method schemas.IDMethod
+		proto  schemas.Protocol
+		source schemas.SourceKind
+	}
+	http := func(m schemas.IDMethod) ident { return ident{m, schemas.ProtoHTTP, schemas.SourceGateway} }
+	mqtt := func(m schemas.IDMethod) ident { return ident{m, schemas.ProtoMQTT, schemas.SourceBroker} }
+	f := func(name, scope string, id ident, device, key, tenant string, fs []schemas.Finding, wantScope, wantValue string) {
+		t.Helper()
+		e := engine(t, func(c *Config) { c.Scope = scope })
+		ev := event(device, key, "203.0.113.7", 0)
+		ev.IDMethod, ev.Protocol, ev.Source = id.method, id.proto, id.source
+		ev.SetDevice([]byte(tenant), []byte(device))
+		_, d := e.Decide(ev, scored(fs...))
+		if d == nil {
+			t.Fatalf("%s: no decision", name)
+		}
+		if d.Scope != wantScope || d.Value != wantValue {
+			t.Errorf("%s: --block-scope %s blocked %s=%q, want %s=%q", name, scope, d.Scope, d.Value, wantScope, wantValue)
+		}
+	}
+	flooded := []schemas.Finding{flood}
+	stolen := []schemas.Finding{abroad, weak}
+	hash := "9f86d081884c7d65"
+	f("API-key device", "auto", http(schemas.IDAPIKey), hash, hash, "acme", flooded, schemas.ScopeAPIKey, hash)
+	f("API-key device named apart (canonical json)", "auto", http(schemas.IDAPIKey), "lock-1", "key-7", "acme", flooded, schemas.ScopeAPIKey, "key-7")
+	f("stolen key of a header device", "auto", http(schemas.IDToken), "lock-1", "key-7", "acme", stolen, schemas.ScopeAPIKey, "key-7")
+	f("header device", "auto", http(schemas.IDToken), "therm-5", "", "acme", flooded, schemas.ScopeDevice, "therm-5")
+	f("certificate device", "auto", http(schemas.IDCertificate), "cam-1", "", "acme", flooded, schemas.ScopeDevice, "cam-1")
+	f("MQTT username", "auto", mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
+	f("MQTT client id", "auto", mqtt(schemas.IDMQTTClient), "therm-5", "", "acme", flooded, schemas.ScopeMQTTClientID, "therm-5")
+	f("MQTT certificate", "auto", mqtt(schemas.IDCertificate), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
+	f("client IP only", "auto", http(schemas.IDClientIP), "203.0.113.7", "", "acme", flooded, schemas.ScopeIP, "203.0.113.7")
+	f("fixed device, API-key device", schemas.ScopeDevice, http(schemas.IDAPIKey), hash, hash, "acme", stolen, schemas.ScopeAPIKey, hash)
+	f("fixed device, MQTT username", schemas.ScopeDevice, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
+	f("fixed api_key without a key", schemas.ScopeAPIKey, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
+	f("fixed ip", schemas.ScopeIP, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeIP, "203.0.113.7")
+	f("fixed tenant", schemas.ScopeTenant, http(schemas.IDToken), "therm-5", "", "acme", flooded, schemas.ScopeTenant, "acme")
+	f("fixed tenant without one", schemas.ScopeTenant, http(schemas.IDToken), "therm-5", "", "", flooded, schemas.ScopeDevice, "therm-5")
+}

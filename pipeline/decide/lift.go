@@ -8,8 +8,8 @@ import (
 )
 
 // Covers reports whether the allowlist covers an active decision's scope and
-// value: a device or api_key scope when the value is an allowlisted name; an
-// ip scope when an allowlisted address or CIDR contains the value's address
+// value: a device, api_key, mqtt_username or mqtt_client_id scope when the
+// value is an allowlisted name; an ip or cidr scope when an allowlisted address or CIDR contains the value's address
 // or, for a CIDR value, the whole of it. A tenant scope is never covered (the
 // allowlist names devices, keys and addresses, not tenants), and neither is a
 // CIDR block that only overlaps an allowlisted range.
@@ -18,9 +18,9 @@ func (a *Allowlist) Covers(scope, value string) bool {
 		return false
 	}
 	switch scope {
-	case schemas.ScopeDevice, schemas.ScopeAPIKey:
+	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeMQTTUsername, schemas.ScopeMQTTClientID:
 		return value != "" && a.names[value]
-	case schemas.ScopeIP:
+	case schemas.ScopeIP, schemas.ScopeCIDR:
 		p, ok := ipValue(value)
 		if !ok {
 			return false

@@ -10,13 +10,21 @@
 // codes, and returns ErrSkip for a well-formed line that carries no event (a
 // Mosquitto PINGREQ, an EMQX successful connack): count those, do not dead-letter them.
 //
-// Device identity is chosen per source by Options.Identity. When the chosen
-// identity is absent from a record, the decoder falls back to the client IP
-// with IDMethod client_ip (the decision scope then says "ip"); an MQTT
-// username falls back to the client id first (IDMethod mqtt_client_id). API
-// keys found in clear in a log (an apikey or X-API-Key header) are replaced by
-// a keyed hash (HMAC-SHA256 with Options.KeySecret, first 8 bytes in hex) and
-// never stored; without a KeySecret they are ignored.
+// Device identity is chosen per source by Options.Identity: one identity for
+// every source, or rules per format and source id (see IdentityFor). When the
+// chosen identity is absent from a record, the decoder falls back to the
+// client IP with IDMethod client_ip (the decision scope then says "ip"); an
+// MQTT username falls back to the client id first (IDMethod mqtt_client_id).
+// "auto" prefers a stable identity: for MQTT the username over the client id,
+// and a client id its client library or broker generated at random
+// (GeneratedClientID: "auto-<uuid>", "mosq-<random>") never names a device:
+// without a username such a client is identified by its IP. The identity
+// decides the namespace a block is issued in (decide.IdentityScope): a device
+// identified by its API key is blocked as api_key, by its MQTT username as
+// mqtt_username. API keys found in clear in a log (an apikey or X-API-Key
+// header) are replaced by a keyed hash (HMAC-SHA256 with Options.KeySecret,
+// first 8 bytes in hex) and never stored; without a KeySecret they are
+// ignored.
 package formats
 
 import (
@@ -55,10 +63,14 @@ var ErrSkip = errors.New("the record carries no event")
 // Options configure a decoder for one source.
 type Options struct {
 	// Identity selects what identifies the device: "auto" (the default: the
-	// strongest identity the record carries), "certificate", "api_key", "token"
+	// strongest stable identity the record carries: certificate, token, API
+	// key, username, client id, client IP), "certificate", "api_key", "token"
 	// (an authenticated principal: token subject, Kong consumer, HTTP basic-auth
 	// user), "mqtt_client_id", "username", "client_ip", or "header:<name>"
 	// (the value of a request header or log field, e.g. "header:X-Device-Id").
+	// It may also be a comma-separated list of rules per source, such as
+	// "auto,nginx=header:X-Device-Id,mosquitto=username,*.edge-2=api_key":
+	// New picks the identity for its format and Source (see IdentityFor).
 	Identity string
 	// CountryField names a header or field holding the client's ISO country
 	// code as set by a CDN or gateway in front (e.g. "CF-IPCountry"). Values
@@ -122,12 +134,19 @@ func Names() []string {
 	return names
 }
 
-// New returns a decoder for format configured by o.
+// New returns a decoder for format configured by o; o.Identity may hold
+// rules per source, of which New takes the one for format and o.Source (every
+// rule is checked, whichever applies).
 func New(format string, o Options) (Decoder, error) {
 	c, ok := registry[format]
 	if !ok {
 		return nil, fmt.Errorf("cannot decode format %q: known formats: %s", format, strings.Join(Names(), ", "))
 	}
+	id, err := IdentityFor(o.Identity, format, o.Source)
+	if err != nil {
+		return nil, err
+	}
+	o.Identity = id
 	d, err := c(o)
 	if err != nil {
 		return nil, fmt.Errorf("cannot configure format %q: %w", format, err)
@@ -255,27 +274,11 @@ func newBase(o Options, kind schemas.SourceKind) (base, error) {
 	if b.max == 0 {
 		b.max = schemas.DefaultMaxLineBytes
 	}
-	switch id := o.Identity; {
-	case id == "" || id == "auto":
-		b.mode = idAuto
-	case id == "certificate":
-		b.mode = idCert
-	case id == "api_key":
-		b.mode = idAPIKey
-	case id == "token":
-		b.mode = idToken
-	case id == "mqtt_client_id":
-		b.mode = idClientID
-	case id == "username":
-		b.mode = idUsername
-	case id == "client_ip":
-		b.mode = idClientIP
-	case strings.HasPrefix(id, "header:") && len(id) > len("header:"):
-		b.mode = idHeader
-		b.header = normName(id[len("header:"):])
-	default:
-		return b, fmt.Errorf("cannot use identity %q: want auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:<name>", id)
+	mode, header, err := parseIdentity(o.Identity)
+	if err != nil {
+		return b, err
 	}
+	b.mode, b.header = mode, header
 	if len(o.KeySecret) > 0 {
 		b.mac = hmac.New(sha256.New, o.KeySecret)
 	}
@@ -286,6 +289,96 @@ func newBase(o Options, kind schemas.SourceKind) (base, error) {
 		b.class = normName(o.ClassField)
 	}
 	return b, nil
+}
+
+// parseIdentity parses one identity (not a list of rules).
+func parseIdentity(id string) (idMode, string, error) {
+	switch {
+	case id == "" || id == "auto":
+		return idAuto, "", nil
+	case id == "certificate":
+		return idCert, "", nil
+	case id == "api_key":
+		return idAPIKey, "", nil
+	case id == "token":
+		return idToken, "", nil
+	case id == "mqtt_client_id":
+		return idClientID, "", nil
+	case id == "username":
+		return idUsername, "", nil
+	case id == "client_ip":
+		return idClientIP, "", nil
+	case strings.HasPrefix(id, "header:") && len(id) > len("header:"):
+		return idHeader, normName(id[len("header:"):]), nil
+	}
+	return idAuto, "", fmt.Errorf("cannot use identity %q: want auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:<name>", id)
+}
+
+// IdentityFor returns the identity that spec (an Options.Identity) selects
+// for a source of format whose source id is source (the <format> and
+// <source> tokens of iotwatch.logs.<format>.<source>), after checking every
+// rule of spec. spec is a comma-separated list of
+//
+//	IDENTITY                 the default for every source ("auto" if none)
+//	FORMAT=IDENTITY          sources of that format ("mosquitto=username")
+//	*.SOURCE=IDENTITY        that source id, whatever its format
+//	FORMAT.SOURCE=IDENTITY   that format from that source id
+//
+// where the most specific rule wins (FORMAT.SOURCE, then *.SOURCE, then
+// FORMAT, then the default). A single identity is the whole spec of the
+// global --identity of old. FORMAT must be a known format, and every
+// IDENTITY one Options.Identity accepts; a key given twice is an error.
+func IdentityFor(spec, format, source string) (string, error) {
+	var def, byFormat, bySource, exact string
+	seen := map[string]bool{}
+	for _, rule := range strings.Split(spec, ",") {
+		rule = strings.TrimSpace(rule)
+		if rule == "" {
+			continue
+		}
+		key, id, keyed := strings.Cut(rule, "=")
+		key, id = strings.TrimSpace(key), strings.TrimSpace(id)
+		if !keyed {
+			key, id = "", rule
+		}
+		if seen[key] {
+			if key == "" {
+				return "", fmt.Errorf("cannot use identity %q: more than one default (an identity without FORMAT= or *.SOURCE=)", spec)
+			}
+			return "", fmt.Errorf("cannot use identity %q: %q is given twice", spec, key)
+		}
+		seen[key] = true
+		if _, _, err := parseIdentity(id); err != nil {
+			return "", err
+		}
+		f, src, hasSource := strings.Cut(key, ".")
+		switch {
+		case key == "":
+			def = id
+		case keyed && f != "*" && registry[f] == nil:
+			return "", fmt.Errorf("cannot use identity rule %q: %q is not a format (known formats: %s; *.SOURCE names a source of any format)", rule, f, strings.Join(Names(), ", "))
+		case hasSource && src == "":
+			return "", fmt.Errorf("cannot use identity rule %q: empty source id", rule)
+		case !hasSource && f == "*":
+			return "", fmt.Errorf("cannot use identity rule %q: write *.SOURCE for a source of any format", rule)
+		case !hasSource:
+			if f == format {
+				byFormat = id
+			}
+		case f == "*":
+			if src == source {
+				bySource = id
+			}
+		case f == format && src == source:
+			exact = id
+		}
+	}
+	for _, id := range [...]string{exact, bySource, byFormat, def} {
+		if id != "" {
+			return id, nil
+		}
+	}
+	return "auto", nil
 }
 
 // normName lower-cases name and maps '-' to '_'.
@@ -430,10 +523,10 @@ func (b *base) identity() ([]byte, schemas.IDMethod) {
 			return r.token, schemas.IDToken
 		case len(r.apiKeyRaw) > 0 && b.mac != nil:
 			return b.hashKey(r.apiKeyRaw), schemas.IDAPIKey
-		case len(r.clientID) > 0:
-			return r.clientID, schemas.IDMQTTClient
-		case len(r.username) > 0:
+		case len(r.username) > 0: // stable across connections, unlike a client id
 			return r.username, usernameMethod(r.proto)
+		case len(r.clientID) > 0 && !(GeneratedClientID(r.clientID) && len(r.ipText) > 0):
+			return r.clientID, schemas.IDMQTTClient
 		}
 	case idCert:
 		if len(r.cert) > 0 {
@@ -458,7 +551,7 @@ func (b *base) identity() ([]byte, schemas.IDMethod) {
 		if len(r.username) > 0 {
 			return r.username, usernameMethod(r.proto)
 		}
-		if len(r.clientID) > 0 { // an MQTT client without a username
+		if len(r.clientID) > 0 && !(GeneratedClientID(r.clientID) && len(r.ipText) > 0) { // an MQTT client without a username
 			return r.clientID, schemas.IDMQTTClient
 		}
 	case idHeader:
@@ -471,6 +564,33 @@ func (b *base) identity() ([]byte, schemas.IDMethod) {
 	}
 	return nil, schemas.IDUnknown
 }
+
+// GeneratedClientID reports whether an MQTT client id was generated at random
+// for one connection rather than chosen for the device: Mosquitto assigns
+// "auto-<UUID>" (auto_id_prefix) to clients that send none, as
+// mosquitto_pub and mosquitto_sub do by default; libmosquitto generates
+// "mosq-<16 letters and digits>" (mosquitto_ctrl, and clients that pass no
+// id); MQTT.js "mqttjs_<8 hex digits>". Such an id is a new cold device on
+// every connection, so identity "auto" and "username" never use it when the
+// record has a username or a client address. It does not allocate.
+func GeneratedClientID(id []byte) bool {
+	tail := func(prefix string, min int, ok func(c byte) bool) bool {
+		if len(id) < len(prefix)+min || string(id[:len(prefix)]) != prefix {
+			return false
+		}
+		for _, c := range id[len(prefix):] {
+			if !ok(c) {
+				return false
+			}
+		}
+		return true
+	}
+	hexDash := func(c byte) bool { return c == '-' || isHex(c) }
+	alnum := func(c byte) bool { return isAlpha(c) || c >= '0' && c <= '9' }
+	return tail("auto-", 8, hexDash) || tail("mosq-", 10, alnum) || tail("mqttjs_", 8, isHex)
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f' }
 
 // usernameMethod: an MQTT username is the client's login (mqtt_username,
 // not its client id); over HTTP a user name is an authenticated principal.

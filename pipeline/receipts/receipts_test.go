@@ -139,6 +139,7 @@ func TestReceiptsStoredOnceAcrossRedelivery(t *testing.T) {
 		receipt("d-1", "nginx-1", schemas.ActionUnblock, applied.Add(15*time.Minute)),
 		receipt("d-2", "nginx-1", schemas.ActionThrottle, applied.Add(time.Second)),
 	}
+	rs[3].Result, rs[3].Reason, rs[3].Detail = schemas.ReceiptNotApplicable, schemas.ReceiptReasonScope, "cannot match scope mqtt_username"
 	for i := range rs {
 		e.publish(t, schemas.SubjectDecisionsApplied, schemas.ReceiptMsgID(&rs[i]), rs[i])
 	}
@@ -184,6 +185,20 @@ func TestReceiptsStoredOnceAcrossRedelivery(t *testing.T) {
 	}
 	if now := time.Now().UnixMilli(); receivedMs < now-60_000 || receivedMs > now {
 		t.Fatalf("received_ms %d is not the stream time (now %d)", receivedMs, now)
+	}
+	// The result: a receipt without one (an older enforcement point) was applied.
+	for _, w := range []struct{ decision, enforcer, result, reason, detail string }{
+		{"d-1", "nginx-2", schemas.ReceiptApplied, "", ""},
+		{"d-2", "nginx-1", schemas.ReceiptNotApplicable, schemas.ReceiptReasonScope, rs[3].Detail},
+	} {
+		var result, reason, detail string
+		row := e.q.QueryRow(e.ctx, "SELECT result, reason, detail FROM "+schemas.QuoteIdent(e.db)+".receipts FINAL WHERE decision_id = ? AND enforcer = ?", w.decision, w.enforcer)
+		if err := row.Scan(&result, &reason, &detail); err != nil {
+			t.Fatal(err)
+		}
+		if result != w.result || reason != w.reason || detail != w.detail {
+			t.Errorf("%s at %s: result %q reason %q detail %q; want %q %q %q", w.decision, w.enforcer, result, reason, detail, w.result, w.reason, w.detail)
+		}
 	}
 
 	// A redelivery of everything (the consumer is recreated from the first

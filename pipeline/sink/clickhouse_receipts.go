@@ -36,6 +36,7 @@ func receiptColumns(rs []Receipt) map[string]any {
 		scopes, values, keyIDs        = make([]string, n), make([]string, n), make([]string, n)
 		applied, appliedMs, received  = make([]int64, n), make([]int64, n), make([]int64, n)
 		seqs                          = make([]uint64, n)
+		results, reasons, details     = make([]string, n), make([]string, n), make([]string, n)
 	)
 	for i := range rs {
 		r := &rs[i]
@@ -43,11 +44,13 @@ func receiptColumns(rs []Receipt) map[string]any {
 		scopes[i], values[i], keyIDs[i] = r.Scope, r.Value, r.KeyID
 		applied[i], appliedMs[i], received[i] = dateTime(r.AppliedAt), unixMilli(r.AppliedAt), unixMilli(r.Received)
 		seqs[i] = r.StreamSeq
+		results[i], reasons[i], details[i] = r.Outcome(), r.Reason, r.Detail
 	}
 	return map[string]any{
 		schemas.ColDecisionID: decisions, schemas.ColEnforcer: enforcers, schemas.ColAction: actions,
 		schemas.ColScope: scopes, schemas.ColValue: values, schemas.ColKeyID: keyIDs,
 		schemas.ColAppliedAt: applied, schemas.ColAppliedMs: appliedMs, schemas.ColReceivedMs: received,
 		schemas.ColStreamSeq: seqs,
+		schemas.ColResult:    results, schemas.ColReason: reasons, schemas.ColDetail: details,
 	}
 }

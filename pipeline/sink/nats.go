@@ -312,9 +312,7 @@ func checkDecision(d *schemas.Decision) error {
 	default:
 		return fmt.Errorf("cannot publish decision %q: unknown action %q", d.ID, d.Action)
 	}
-	switch d.Scope {
-	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeIP, schemas.ScopeTenant:
-	default:
+	if !schemas.ValidScope(d.Scope) {
 		return fmt.Errorf("cannot publish decision %q: unknown scope %q", d.ID, d.Scope)
 	}
 	if d.ID == "" || d.Value == "" {

@@ -64,7 +64,7 @@ const (
 // once to a command topic it never used (devices/<id>/cmd/unlock,
 // .../cmd/firmware, ...). The command detector scores that privileged_command_new 0.95 (a warm device, a
 // privileged word, no other device of its class, a day old, issued it), the pipeline
-// blocks the device (scope device, value = the username), the enforcer
+// blocks the device (scope mqtt_username, value = the username), the enforcer
 // disables the username, Mosquitto drops the device's connection, and a real
 // `mosquitto_pub -u <dev> -P <pw>` is refused. The time from the offending
 // publish (its log line is written as the broker receives it) to the first
@@ -122,7 +122,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 		}
 		evMu.Lock()
 		defer evMu.Unlock()
-		if d.Action != schemas.ActionBlock || d.Scope != schemas.ScopeDevice {
+		if d.Action != schemas.ActionBlock || d.Scope != schemas.ScopeMQTTUsername {
 			otherDecisions = append(otherDecisions, d)
 			return
 		}
@@ -136,7 +136,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 	t.Cleanup(func() { decSub.Unsubscribe() })
 	recSub, err := nc.Subscribe(schemas.SubjectDecisionsApplied, func(m *nats.Msg) {
 		var r schemas.ApplyReceipt
-		if json.Unmarshal(m.Data, &r) != nil || r.Action != schemas.ActionBlock {
+		if json.Unmarshal(m.Data, &r) != nil || r.Action != schemas.ActionBlock || r.Outcome() != schemas.ReceiptApplied {
 			return
 		}
 		evMu.Lock()
@@ -352,7 +352,7 @@ func TestMosquittoClosedLoop(t *testing.T) {
 		}
 	}
 	for _, d := range otherDecisions {
-		t.Logf("other decision (not a device block; not applied by dynamic security): %s %s=%s %s %.2f", d.Action, d.Scope, d.Value, d.Reason, d.Score)
+		t.Logf("other decision (not an mqtt_username block; acknowledged not_applicable by dynamic security): %s %s=%s %s %.2f", d.Action, d.Scope, d.Value, d.Reason, d.Score)
 	}
 	evMu.Unlock()
 
