@@ -25,6 +25,17 @@ const (
 	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
 )
 
+// Metric names of what waits for the sinks: alerts and decisions are published
+// as soon as they are decided; rows wait for ClickHouse in a bounded buffer.
+const (
+	MetricRowsWaiting    = "iotwatch_clickhouse_rows_waiting"        // gauge: scored rows not yet durable in ClickHouse
+	MetricWaitingBytes   = "iotwatch_clickhouse_waiting_bytes"       // gauge: memory held for ClickHouse (rows, results, their messages)
+	MetricWaitingLimit   = "iotwatch_clickhouse_waiting_bytes_limit" // gauge: the bound on it (run --max-waiting-bytes)
+	MetricWaitingSeconds = "iotwatch_clickhouse_waiting_seconds"     // gauge: age of the oldest rows waiting (0: none)
+	MetricWaitingFull    = "iotwatch_clickhouse_waiting_full"        // gauge: 1 while the bound pauses fetching (and deciding)
+	MetricPublishWaiting = "iotwatch_publish_waiting"                // gauge: alert and decision batches decided, not yet acknowledged by NATS
+)
+
 // Metric names of the silence sweep (pipeline/worker, Worker.Sweep).
 const (
 	MetricSilencesSwept   = "iotwatch_silences_swept_total"   // silent devices the sweep reported while silent
