@@ -92,6 +92,13 @@ type Config struct {
 	Formats formats.Options
 	// MaxLineBytes bounds one record (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
+	// NoEnforcement says that nothing applies the decisions (a simulated
+	// fleet): requests a device sends while its block is active are then
+	// judged as its own. By default (and never in dry-run) they are taken as
+	// refused by the enforcement points and are neither scored nor learned
+	// when their log does not carry the enforcement point's verdict
+	// (worker.Config.SkipBlocked); a verdict in the log always decides.
+	NoEnforcement bool
 }
 
 // DefaultMaxWaitingBytes is the default of Config.MaxWaitingBytes.

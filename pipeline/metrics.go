@@ -34,7 +34,9 @@ type Metrics struct {
 	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
 	Silences     atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
 	Unnamed      atomic.Uint64 // silent devices a sweep could not name
-	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
+	// Events stored but not judged as their device's behaviour (worker.Enforced).
+	EnforcedDenied, EnforcedUnavailable, EnforcedActiveBlock atomic.Uint64
+	LastEvent                                                atomic.Int64 // event time (Unix ns) of the latest scored event
 }
 
 // findingCounts counts findings per detector and reason (the collector adds,
@@ -101,6 +103,13 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCaughtUp, "Events re-learned at start, after the checkpoint's stream position (learning a crash lost).", m.CaughtUp.Load())
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
+	fmt.Fprintf(w, "# HELP %s Events stored but neither scored nor learned: the enforcement point's doing, not the device's.\n# TYPE %s counter\n", schemas.MetricEventsEnforced, schemas.MetricEventsEnforced)
+	for _, c := range []struct {
+		cause string
+		n     uint64
+	}{{schemas.VerdictDenied.String(), m.EnforcedDenied.Load()}, {schemas.VerdictUnavailable.String(), m.EnforcedUnavailable.Load()}, {"active_block", m.EnforcedActiveBlock.Load()}} {
+		fmt.Fprintf(w, "%s{cause=%q} %d\n", schemas.MetricEventsEnforced, c.cause, c.n)
+	}
 	fmt.Fprintf(w, "# HELP %s Findings by detector and reason.\n# TYPE %s counter\n", schemas.MetricFindings, schemas.MetricFindings)
 	p.findings.each(func(detector, reason string, n uint64) {
 		fmt.Fprintf(w, "%s{detector=%q,reason=%q} %d\n", schemas.MetricFindings, detector, reason, n)

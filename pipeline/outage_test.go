@@ -126,9 +126,21 @@ func TestDecisionsWithoutClickHouse(t *testing.T) {
 	if info, err := decisions.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Errorf("decisions stream holds %v messages (%v), want the one block", info.State.Msgs, err)
 	}
+	// The flood goes on against the block; the gateway refuses it and logs its
+	// verdict. Stored, not judged: no new alert or decision.
+	const refused = 20
+	var lines []string
+	for i := range refused {
+		l := line("meter-7", 121*time.Minute+time.Duration(i)*200*time.Millisecond, "")
+		lines = append(lines, strings.Replace(l, `"status":200,"auth":"ok"`, `"status":403,"auth":"failed","verdict":"denied"`, 1))
+	}
+	publish(msgs, lines)
+	msgs++
 	// Everything fetched is scored and decided; its rows wait, unacked.
-	waitUntil(t, 30*time.Second, "every event is scored with ClickHouse down", func() (bool, string) {
-		return p.M.Events.Load() == uint64(published), fmt.Sprintf("scored %d of %d", p.M.Events.Load(), published)
+	waitUntil(t, 30*time.Second, "every event is scored and its row waits with ClickHouse down", func() (bool, string) {
+		h := p.Health()
+		return p.M.Events.Load() == uint64(published) && h.RowsWaiting >= int64(published-baseline),
+			fmt.Sprintf("scored %d of %d; %+v", p.M.Events.Load(), published, h)
 	})
 	h := p.Health()
 	if h.RowsWaiting < int64(published-baseline) || h.BytesWaiting <= 0 || h.OldestWaiting <= 0 || h.Full {
@@ -183,6 +195,13 @@ func TestDecisionsWithoutClickHouse(t *testing.T) {
 	q(fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE %s = '%s'", e.db, schemas.TableAlerts, schemas.ColID, block.AlertID), &stored)
 	if stored != 1 {
 		t.Errorf("alerts table holds the block's alert %d times, want once", stored)
+	}
+	q(fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE %s = '%s' AND %s = 0", e.db, schemas.TableScored, schemas.ColVerdict, schemas.VerdictDenied, schemas.ColScore), &stored)
+	if stored != refused {
+		t.Errorf("scored_events holds %d unscored rows with verdict denied, want %d", stored, refused)
+	}
+	if info, err := decisions.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("decisions stream holds %v messages (%v) after the refused requests, want the one block", info.State.Msgs, err)
 	}
 	t.Logf("RESULT decisions-without-clickhouse: flood of %d events published with ClickHouse down, block in KV %.0f ms later; %d rows waited; all %d rows stored once after the restart",
 		published-baseline, blockedAfter.Seconds()*1000, h.RowsWaiting, published)

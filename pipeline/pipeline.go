@@ -94,7 +94,9 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 	if log == nil {
 		log = slog.Default()
 	}
-	st, err := score.New(cfg.ScoreConfig())
+	sc := cfg.ScoreConfig()
+	sc.Worker.SkipBlocked = !cfg.NoEnforcement && !cfg.Decide.DryRun
+	st, err := score.New(sc)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,12 @@ const (
 	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
 	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // re-learned at start after a crash
 	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
+	// MetricEventsEnforced counts events stored but not judged as their
+	// device's behaviour, label cause: denied (the enforcement point refused
+	// them for an iotwatch decision), enforcer_unavailable (the gateway's auth
+	// check failed), active_block (no verdict in the log, the device's block
+	// was active).
+	MetricEventsEnforced = "iotwatch_events_enforced_total"
 )
 
 // Metric names of what waits for the sinks: alerts and decisions are published
