@@ -92,13 +92,16 @@ type Config struct {
 	Formats formats.Options
 	// MaxLineBytes bounds one record (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
-	// NoEnforcement says that nothing applies the decisions (a simulated
-	// fleet): requests a device sends while its block is active are then
-	// judged as its own. By default (and never in dry-run) they are taken as
-	// refused by the enforcement points and are neither scored nor learned
-	// when their log does not carry the enforcement point's verdict
-	// (worker.Config.SkipBlocked); a verdict in the log always decides.
-	NoEnforcement bool
+	// SkipBlocked takes the requests a device sends while a block this
+	// pipeline issued for it is active as refused by the enforcement points,
+	// when their log does not carry the enforcement point's verdict: they are
+	// then neither scored nor learned (worker.Config.SkipBlocked; never in
+	// dry-run). Off by default: the blocks a worker knows are not in
+	// checkpoints, so after a crash the restarted pipeline would learn what
+	// the crashed one skipped, and baselines would no longer be exactly-once.
+	// A verdict in the log (schemas.Event.Verdict, which the shipped gateway
+	// configs log) always decides, crash or not.
+	SkipBlocked bool
 }
 
 // DefaultMaxWaitingBytes is the default of Config.MaxWaitingBytes.

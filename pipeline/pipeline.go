@@ -95,7 +95,7 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 		log = slog.Default()
 	}
 	sc := cfg.ScoreConfig()
-	sc.Worker.SkipBlocked = !cfg.NoEnforcement && !cfg.Decide.DryRun
+	sc.Worker.SkipBlocked = cfg.SkipBlocked && !cfg.Decide.DryRun
 	st, err := score.New(sc)
 	if err != nil {
 		return nil, err

@@ -69,7 +69,6 @@ Flags (pipeline flags as in 'iotwatch run'; --nats empty means embedded):
 	if err != nil {
 		return err
 	}
-	cfg.NoEnforcement = true // a simulated fleet: nothing applies the decisions, blocked devices go on
 	log, err := newLogger(os.Stderr, o.logLevel)
 	if err != nil {
 		return err

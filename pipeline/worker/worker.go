@@ -100,10 +100,12 @@ type Config struct {
 	// SkipBlocked takes the events whose log carries no verdict
 	// (schemas.VerdictNone), sent while a block the worker's engine issued for
 	// their device is active (decide.Engine.Blocked), as refused by the
-	// enforcement points: they are neither scored nor learned. Set it where
-	// enforcement points apply the decisions (the pipeline does, unless
-	// dry-run); leave it off where nothing does (golden scenarios, evaluation
-	// on a simulated fleet), or a block would hide the attack it blocked.
+	// enforcement points: they are neither scored nor learned. Set it only
+	// where enforcement points apply the decisions and logs lack the verdict;
+	// leave it off where nothing does (golden scenarios, evaluation on a
+	// simulated fleet), or a block would hide the attack it blocked.
+	// The engine's blocks are not checkpointed: with it, learning is no
+	// longer exactly-once across a crash (see pipeline.Config.SkipBlocked).
 	SkipBlocked bool
 }
 
@@ -162,7 +164,7 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 // enforcement point denied because of an iotwatch decision or could not check
 // because the enforcer was unavailable (ev.Verdict.Enforced), and, when the
 // log does not carry the verdict, one sent while a block this worker's engine
-// issued for the device is active (decide.Engine.Blocked; with
+// issued for the device is active (decide.Engine.Blocked; only with
 // Config.SkipBlocked). Otherwise the
 // enforcer's own 403s would read as the device's auth failures and its
 // outages as the device's errors, and a block would renew itself on the
