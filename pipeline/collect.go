@@ -8,7 +8,9 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// collect builds columnar batches and hands them to the flusher.
+// collect hands every alert and decision to the publisher as soon as it sees
+// it, and builds columnar batches of rows for the flusher (through the bounded
+// waiting buffer). When it returns, it has closed both.
 func (p *Pipeline) collect() {
 	rows := schemas.NewScoredBatch(memory.DefaultAllocator)
 	defer rows.Release()
@@ -16,16 +18,32 @@ func (p *Pipeline) collect() {
 		alerts    []schemas.Alert
 		decisions []schemas.Decision
 		completed []*batch
-		waiting   int // messages of completed batches
+		waiting   int    // messages of completed batches
+		pubSent   uint64 // publish jobs sent
 	)
+	publish := func(j pubJob) {
+		p.pubs <- j
+		pubSent++
+		p.pubSent.Store(pubSent)
+	}
 	flush := func() {
-		alerts = p.limiter.AppendAlerts(alerts) // fleet "block cap hit" alerts
+		if fleet := p.limiter.AppendAlerts(nil); len(fleet) > 0 { // fleet "block cap hit" alerts
+			publish(pubJob{alerts: fleet})
+			alerts = append(alerts, fleet...)
+		}
 		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 {
 			return
 		}
-		p.jobs <- flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed}
+		job := &flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed,
+			pubSeq: pubSent, start: time.Now()}
+		job.bytes = jobBytes(job)
+		p.waiting.put(job)
 		alerts, decisions, completed, waiting = nil, nil, nil, 0
 	}
+	defer func() {
+		close(p.pubs)
+		p.waiting.close()
+	}()
 	ticker := time.NewTicker(p.cfg.FlushInterval)
 	defer ticker.Stop()
 	for {
@@ -33,7 +51,6 @@ func (p *Pipeline) collect() {
 		case it, ok := <-p.results:
 			if !ok {
 				flush()
-				close(p.jobs)
 				return
 			}
 			if it.b != nil {
@@ -55,11 +72,18 @@ func (p *Pipeline) collect() {
 			if it.ev.Time > p.M.LastEvent.Load() {
 				p.M.LastEvent.Store(it.ev.Time)
 			}
-			if it.alert != nil {
-				alerts = append(alerts, *it.alert)
-			}
-			if it.dec != nil {
-				decisions = append(decisions, *it.dec)
+			if it.alert != nil || it.dec != nil {
+				// Out now, whatever ClickHouse is doing; stored with the rows.
+				var j pubJob
+				if it.alert != nil {
+					j.alerts = []schemas.Alert{*it.alert}
+					alerts = append(alerts, *it.alert)
+				}
+				if it.dec != nil {
+					j.decisions = []schemas.Decision{*it.dec}
+					decisions = append(decisions, *it.dec)
+				}
+				publish(j)
 			}
 			it.alert, it.dec = nil, nil
 			if !it.swept {

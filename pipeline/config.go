@@ -37,6 +37,17 @@ type Config struct {
 	FlushMessages int
 	// ConcurrentInserts bounds the scored-row inserts in flight (default 2).
 	ConcurrentInserts int
+	// MaxWaitingBytes bounds the memory held for ClickHouse (default 256 MiB,
+	// DefaultMaxWaitingBytes): scored rows, alerts and decisions not yet
+	// durable there, and the log messages whose acks wait for them. Alerts and
+	// decisions are published when they are decided, so while ClickHouse is
+	// down or slow the pipeline keeps fetching, scoring and deciding until
+	// this much waits; then fetching pauses until rows are written (and with
+	// it, deciding). A scored event holds about 0.5-1 KB (its row and its
+	// share of the message), so the default rides out an outage of some
+	// 300,000-500,000 events. The consumer's MaxAckPending bounds the waiting
+	// messages too: the server delivers no more beyond it.
+	MaxWaitingBytes int64
 	// AckWait is the consumer's ack wait (default 60s, as bus.DefaultStreamsConfig).
 	// Messages still unacked after half of it are reported in progress, so that a
 	// slow sink does not get them redelivered and counted twice in baselines.
@@ -81,7 +92,20 @@ type Config struct {
 	Formats formats.Options
 	// MaxLineBytes bounds one record (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
+	// SkipBlocked takes the requests a device sends while a block this
+	// pipeline issued for it is active as refused by the enforcement points,
+	// when their log does not carry the enforcement point's verdict: they are
+	// then neither scored nor learned (worker.Config.SkipBlocked; never in
+	// dry-run). Off by default: the blocks a worker knows are not in
+	// checkpoints, so after a crash the restarted pipeline would learn what
+	// the crashed one skipped, and baselines would no longer be exactly-once.
+	// A verdict in the log (schemas.Event.Verdict, which the shipped gateway
+	// configs log) always decides, crash or not.
+	SkipBlocked bool
 }
+
+// DefaultMaxWaitingBytes is the default of Config.MaxWaitingBytes.
+const DefaultMaxWaitingBytes = 256 << 20
 
 func (c *Config) defaults() {
 	if c.Workers <= 0 {
@@ -107,6 +131,9 @@ func (c *Config) defaults() {
 	}
 	if c.ConcurrentInserts <= 0 {
 		c.ConcurrentInserts = 2
+	}
+	if c.MaxWaitingBytes <= 0 {
+		c.MaxWaitingBytes = DefaultMaxWaitingBytes
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 60 * time.Second

@@ -1,25 +1,47 @@
 // Package pipeline connects the stages of iotwatch in one process:
 //
 //	JetStream pull consumer ─▶ ingest (decode, dead-letter) ─▶ shard ─▶ workers (state + detectors + decide)
-//	   ─▶ collector (columnar batch, alerts, decisions) ─▶ flusher (ClickHouse, NATS) ─▶ ack
+//	   ─▶ collector ─┬─▶ publisher (alerts, decisions: NATS, at once) ──────────────┐
+//	                 └─▶ waiting rows (bounded) ─▶ flusher (ClickHouse) ─▶ both done ─┴▶ ack
 //
 // Stages are goroutines joined by bounded channels, so back-pressure flows
-// upstream: a slow ClickHouse fills the flusher's queue, the collector blocks,
-// workers block, the free list of in-flight events runs dry and fetching stops.
-// Nothing is dropped.
+// upstream. Nothing is dropped.
 //
-// Memory is bounded by rows, not by the consumer's MaxAckPending: at most
-// MaxInFlight decoded events, plus the collector's batch, one queued batch and
-// ConcurrentInserts batches being inserted (FlushRows rows each), plus the
-// messages those events came from.
+// Enforcement does not wait for the analyst store. The collector hands every
+// alert and decision to the publisher the moment a worker decides it, and the
+// publisher sends it to NATS (decisions stream, KV bucket of active blocks,
+// alerts stream) whatever ClickHouse is doing. Rows (scored events, and the
+// alerts and decisions again, for analysts) go to the flusher through a
+// buffer bounded in bytes (Config.MaxWaitingBytes, default 256 MiB: rows,
+// alerts, decisions and the log messages whose acks wait for them). While
+// ClickHouse is down or slow the pipeline keeps fetching, scoring, deciding
+// and publishing until that bound is reached; then the collector blocks,
+// workers block, the free list of in-flight events runs dry and fetching
+// pauses (and deciding with it) until ClickHouse takes rows again. The
+// consumer's MaxAckPending is a second bound: the server delivers no more
+// messages once that many wait for their ack. Health and the metrics
+// iotwatch_clickhouse_rows_waiting, _waiting_bytes, _waiting_seconds and
+// _waiting_full say how much waits, for how long, and whether the bound is
+// reached.
 //
-// Ack contract: a log message is acked only after every row, alert and decision
-// derived from it is durable. Ingest follows each fetched batch of messages with
-// a barrier through every worker; when the collector has seen the barrier from
-// all workers, every result of the batch is in the collector's buffer, and the
-// batch's messages are acked after the next flush succeeds. Redelivery after a
-// crash is harmless for storage: rows, alerts and decisions carry ids derived
-// from the stream position (ReplacingMergeTree, JetStream duplicate window).
+// Memory is thus bounded by MaxWaitingBytes, plus at most MaxInFlight decoded
+// events in the channels, the collector's batch (FlushRows rows) and the
+// messages being decoded.
+//
+// Ack contract: a log message is acked once its alerts and decisions are
+// published and its rows are durable. Ingest follows each fetched batch of
+// messages with a barrier through every worker; when the collector has seen
+// the barrier from all workers, every result of the batch is published or
+// queued for the publisher and is in the collector's buffer, and the batch's
+// messages are acked after the next flush is durable in ClickHouse and the
+// publisher has published everything queued before it. Unacked messages are
+// reported in progress every quarter of the ack wait (keepAlive), so an
+// outage does not get them redelivered, which would count them twice in the
+// baselines. Redelivery after a crash is harmless: rows, alerts and decisions
+// carry ids derived from the stream position (ReplacingMergeTree collapses
+// rows; JetStream's duplicate window drops a republished decision, and its KV
+// value is rewritten with the same decision), and device records know the
+// stream position they learned up to, so nothing is learned twice.
 //
 // One file per stage, in the order an event meets them:
 //
@@ -27,11 +49,14 @@
 //	config.go      Config and its defaults
 //	ingest.go      fetch, decode, dispatch to shards, dead-letter (the decoders per subject)
 //	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices
-//	collect.go     the collector: columnar batches, alerts, decisions, completed fetches
-//	flush.go       the flusher: rows, decisions, alerts made durable, then acks; retries,
-//	               the unacked bookkeeping and its in-progress keep-alive
+//	collect.go     the collector: alerts and decisions to the publisher at once; columnar
+//	               batches of rows and completed fetches to the flusher
+//	publish.go     the publisher: alerts and decisions to NATS as soon as they are decided
+//	flush.go       the flusher: rows, alerts and decisions made durable in ClickHouse
+//	               through the bounded waiting buffer, then acks; the unacked
+//	               bookkeeping and its in-progress keep-alive
 //	checkpoint.go  restore at start, periodic and final checkpoints, catch-up after a crash
-//	metrics.go     Metrics and the Prometheus text output
+//	metrics.go     Metrics, Health and the Prometheus text output
 //
 // The scoring stack the workers belong to (record layout, class table, block
 // limiter, decision engines, GeoIP enrichment) is built by package score, from

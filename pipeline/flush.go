@@ -89,30 +89,166 @@ func (p *Pipeline) keepAlive(ctx context.Context) {
 	}
 }
 
+// flushJob is one flush of the collector: scored rows, the alerts and
+// decisions to store with them, and the fetched batches whose every result is
+// in this job or an earlier one.
 type flushJob struct {
 	rec       arrow.RecordBatch
-	alerts    []schemas.Alert
-	decisions []schemas.Decision
+	alerts    []schemas.Alert    // rows for ClickHouse (published already, see pubSeq)
+	decisions []schemas.Decision // likewise
 	acks      []*batch
+	// pubSeq is the number of publish jobs the collector had sent when it made
+	// this job: the job's messages are acked only once the publisher has
+	// published that many, so every alert and decision of its events is out.
+	pubSeq uint64
+	bytes  int64 // what the job holds in memory (rows, alerts, decisions, messages)
+	start  time.Time
 }
 
-// flusher makes each job durable, then acks its messages, in job order. Up to
-// Config.ConcurrentInserts scored-row inserts run at once (ClickHouse spends
-// most of an insert on its side, so two overlap well); decisions, alerts and
-// acks follow in order, one job at a time, so enforcement points see decisions
-// in the order they were made. It returns an error only if ctx ends before a
-// job is durable (its messages stay unacked and JetStream redelivers them).
+// jobBytes estimates what job holds in memory: its Arrow buffers, its alerts
+// and decisions, and the data of the log messages it acks.
+func jobBytes(job *flushJob) int64 {
+	n := recordBytes(job.rec) + int64(len(job.alerts)+len(job.decisions))*resultBytes
+	for _, b := range job.acks {
+		for _, m := range b.msgs {
+			n += int64(len(m.Data())) + msgOverhead
+		}
+	}
+	return n
+}
+
+// recordBytes returns the size of rec's buffers.
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, col := range rec.Columns() {
+		n += dataBytes(col.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}
+
+const (
+	resultBytes = 1024 // an alert or a decision, with its strings and reasons
+	msgOverhead = 256  // a fetched message beyond its data (subject, reply, headers)
+)
+
+// waiting holds the flush jobs that are not durable yet, in order: queued for
+// the flusher or being written. It is the buffer that lets decisions flow
+// while ClickHouse is down, bounded by Config.MaxWaitingBytes: put blocks
+// while the jobs held reach the bound (unless none is held, so that one job
+// larger than the bound still goes through), and that is the back-pressure
+// that eventually pauses fetching. Jobs are done in the order they were put.
+type waiting struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	jobs   []*flushJob // not done, oldest first; jobs[:next] are taken
+	next   int
+	bytes  int64
+	rows   int64
+	limit  int64
+	full   bool // put is waiting for room
+	closed bool
+}
+
+func newWaiting(limit int64) *waiting {
+	w := &waiting{limit: limit}
+	w.cond.L = &w.mu
+	return w
+}
+
+// put appends job, waiting while the bound is reached.
+func (w *waiting) put(job *flushJob) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.bytes > 0 && w.bytes+job.bytes > w.limit {
+		w.full = true
+		w.cond.Wait()
+	}
+	w.full = false
+	w.jobs = append(w.jobs, job)
+	w.bytes += job.bytes
+	w.rows += job.rec.NumRows()
+	w.cond.Broadcast()
+}
+
+// take returns the oldest job not taken yet, waiting for one; nil once closed
+// and every job is taken.
+func (w *waiting) take() *flushJob {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.next == len(w.jobs) && !w.closed {
+		w.cond.Wait()
+	}
+	if w.next == len(w.jobs) {
+		return nil
+	}
+	j := w.jobs[w.next]
+	w.next++
+	return j
+}
+
+// done releases the oldest job, which must be job.
+func (w *waiting) done(job *flushJob) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.jobs) == 0 || w.jobs[0] != job || w.next == 0 {
+		panic("BUG: flush jobs done out of order")
+	}
+	w.jobs[0] = nil
+	w.jobs = w.jobs[1:]
+	w.next--
+	w.bytes -= job.bytes
+	w.rows -= job.rec.NumRows()
+	w.cond.Broadcast()
+}
+
+// close lets take return nil once every job is taken.
+func (w *waiting) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// stats returns the rows and bytes held, the start of the oldest job held
+// (zero when none) and whether put is waiting for room.
+func (w *waiting) stats() (rows, bytes int64, oldest time.Time, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.jobs) > 0 {
+		oldest = w.jobs[0].start
+	}
+	return w.rows, w.bytes, oldest, w.full
+}
+
+// flusher makes each job durable in ClickHouse, then acks its messages once
+// the publisher has published every alert and decision up to the job's
+// pubSeq, in job order. Up to Config.ConcurrentInserts scored-row inserts run
+// at once (ClickHouse spends most of an insert on its side, so two overlap
+// well). It returns an error only if ctx ends before a job is durable and
+// published (its messages stay unacked and JetStream redelivers them).
 func (p *Pipeline) flusher(ctx context.Context) error {
 	type inflight struct {
-		job   flushJob
-		rows  chan error
-		start time.Time
+		job  *flushJob
+		rows chan error
 	}
 	queue := make(chan *inflight, p.cfg.ConcurrentInserts-1)
 	go func() {
 		defer close(queue)
-		for job := range p.jobs {
-			f := &inflight{job: job, rows: make(chan error, 1), start: time.Now()}
+		for job := p.waiting.take(); job != nil; job = p.waiting.take() {
+			f := &inflight{job: job, rows: make(chan error, 1)}
 			queue <- f // first: the queue's bound is the bound on inserts in flight
 			go func() { f.rows <- p.writeRows(ctx, job.rec) }()
 		}
@@ -120,31 +256,34 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 	var failed error
 	for f := range queue {
 		err := <-f.rows
-		f.job.rec.Release()
-		if failed != nil {
-			continue // keep draining so the collector never blocks
+		job := f.job
+		job.rec.Release()
+		if failed == nil && err == nil {
+			err = p.store(ctx, job)
 		}
-		if err == nil {
-			err = p.publish(ctx, f.job)
+		if failed == nil && err == nil {
+			err = p.published.wait(ctx, job.pubSeq)
 		}
-		if err != nil {
+		if failed == nil && err != nil {
 			failed = err
 			p.log.Error("cannot flush results; their messages stay unacked for redelivery", "err", err)
-			continue
 		}
-		acked := 0
-		for _, b := range f.job.acks {
-			for _, m := range b.msgs {
-				if err := m.Ack(); err != nil {
-					p.log.Warn("cannot ack message; it will be redelivered", "err", err)
-					continue
+		if failed == nil {
+			acked := 0
+			for _, b := range job.acks {
+				for _, m := range b.msgs {
+					if err := m.Ack(); err != nil {
+						p.log.Warn("cannot ack message; it will be redelivered", "err", err)
+						continue
+					}
+					acked++
 				}
-				acked++
+				p.unacked.remove(b)
 			}
-			p.unacked.remove(b)
+			p.M.Acked.Add(uint64(acked))
+			p.M.FlushLatency.Observe(time.Since(job.start).Seconds())
 		}
-		p.M.Acked.Add(uint64(acked))
-		p.M.FlushLatency.Observe(time.Since(f.start).Seconds())
+		p.waiting.done(job) // also after a failure: keep draining so the collector never blocks
 	}
 	return failed
 }
@@ -161,33 +300,18 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 	return nil
 }
 
-// publish makes a job's decisions and alerts durable: NATS, then ClickHouse.
-func (p *Pipeline) publish(ctx context.Context, job flushJob) error {
-	// Decisions first: enforcement points are waiting for them.
+// store writes a job's alerts and decisions to ClickHouse, for analysts (they
+// were published to NATS when they were decided).
+func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
 	if len(job.decisions) > 0 {
-		if p.cfg.SigningKey != nil {
-			for i := range job.decisions {
-				if err := schemas.SignDecision(&job.decisions[i], p.cfg.SigningKeyID, p.cfg.SigningKey); err != nil {
-					return fmt.Errorf("cannot sign decision %q: %w", job.decisions[i].ID, err)
-				}
-			}
-		}
-		if err := p.retry(ctx, "publish decisions", func() error { return p.pub.PublishDecisions(ctx, job.decisions) }); err != nil {
-			return err
-		}
 		if err := p.rows.WriteDecisions(ctx, job.decisions); err != nil {
 			return fmt.Errorf("cannot write %d decisions: %w", len(job.decisions), err)
 		}
-		p.M.Decisions.Add(uint64(len(job.decisions)))
 	}
 	if len(job.alerts) > 0 {
-		if err := p.retry(ctx, "publish alerts", func() error { return p.pub.PublishAlerts(ctx, job.alerts) }); err != nil {
-			return err
-		}
 		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
 			return fmt.Errorf("cannot write %d alerts: %w", len(job.alerts), err)
 		}
-		p.M.Alerts.Add(uint64(len(job.alerts)))
 	}
 	return nil
 }

@@ -34,7 +34,9 @@ type Metrics struct {
 	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
 	Silences     atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
 	Unnamed      atomic.Uint64 // silent devices a sweep could not name
-	LastEvent    atomic.Int64  // event time (Unix ns) of the latest scored event
+	// Events stored but not judged as their device's behaviour (worker.Enforced).
+	EnforcedDenied, EnforcedUnavailable, EnforcedActiveBlock atomic.Uint64
+	LastEvent                                                atomic.Int64 // event time (Unix ns) of the latest scored event
 }
 
 // findingCounts counts findings per detector and reason (the collector adds,
@@ -84,8 +86,8 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricEventsIngested, "Events decoded and scored.", m.Events.Load())
 	counter(schemas.MetricDeadLettered, "Undecodable records sent to the dead-letter stream.", m.DeadLettered.Load())
 	counter(schemas.MetricSkipped, "Well-formed records that carry no event (broker keep-alives, start-up lines).", m.Skipped.Load())
-	counter(schemas.MetricAlerts, "Alerts published and stored.", m.Alerts.Load())
-	counter(schemas.MetricDecisions, "Decisions published and stored.", m.Decisions.Load())
+	counter(schemas.MetricAlerts, "Alerts published (stored in ClickHouse when it takes their rows).", m.Alerts.Load())
+	counter(schemas.MetricDecisions, "Decisions published (stored in ClickHouse when it takes their rows).", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
 	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried), NATS and ClickHouse.", p.SinkErrors())
@@ -101,6 +103,13 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCaughtUp, "Events re-learned at start, after the checkpoint's stream position (learning a crash lost).", m.CaughtUp.Load())
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
+	fmt.Fprintf(w, "# HELP %s Events stored but neither scored nor learned: the enforcement point's doing, not the device's.\n# TYPE %s counter\n", schemas.MetricEventsEnforced, schemas.MetricEventsEnforced)
+	for _, c := range []struct {
+		cause string
+		n     uint64
+	}{{schemas.VerdictDenied.String(), m.EnforcedDenied.Load()}, {schemas.VerdictUnavailable.String(), m.EnforcedUnavailable.Load()}, {"active_block", m.EnforcedActiveBlock.Load()}} {
+		fmt.Fprintf(w, "%s{cause=%q} %d\n", schemas.MetricEventsEnforced, c.cause, c.n)
+	}
 	fmt.Fprintf(w, "# HELP %s Findings by detector and reason.\n# TYPE %s counter\n", schemas.MetricFindings, schemas.MetricFindings)
 	p.findings.each(func(detector, reason string, n uint64) {
 		fmt.Fprintf(w, "%s{detector=%q,reason=%q} %d\n", schemas.MetricFindings, detector, reason, n)
@@ -109,6 +118,58 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 		gauge(schemas.MetricConsumerLag, "Log messages not yet delivered or not yet acked (the consumer's pending plus ack-pending).", int64(lag))
 	}
 	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
+	h := p.Health()
+	gauge(schemas.MetricRowsWaiting, "Scored rows not yet durable in ClickHouse (their alerts and decisions are published already).", h.RowsWaiting)
+	gauge(schemas.MetricWaitingBytes, "Memory held for ClickHouse: rows, alerts and decisions not yet durable there and the log messages whose acks wait for them.", h.BytesWaiting)
+	gauge(schemas.MetricWaitingLimit, "The bound on the memory held for ClickHouse; at it, fetching (and deciding) pauses.", h.BytesLimit)
+	fmt.Fprintf(w, "# HELP %s Age of the oldest rows not yet durable in ClickHouse (0: none).\n# TYPE %s gauge\n%s %g\n",
+		schemas.MetricWaitingSeconds, schemas.MetricWaitingSeconds, schemas.MetricWaitingSeconds, h.OldestWaiting.Seconds())
+	full := int64(0)
+	if h.Full {
+		full = 1
+	}
+	gauge(schemas.MetricWaitingFull, "1 while the memory held for ClickHouse is at its bound: fetching and deciding pause until rows are written.", full)
+	gauge(schemas.MetricPublishWaiting, "Batches of alerts and decisions decided and not yet acknowledged by NATS.", int64(h.PublishWaiting))
+}
+
+// Health is what the pipeline's sinks owe it, for readiness probes and
+// operators: decisions flow as long as NATS takes them and the buffer for
+// ClickHouse has room, whether ClickHouse is up or not.
+type Health struct {
+	RowsWaiting   int64         // scored rows not yet durable in ClickHouse
+	BytesWaiting  int64         // memory held for ClickHouse (rows, alerts, decisions, their messages)
+	BytesLimit    int64         // Config.MaxWaitingBytes
+	OldestWaiting time.Duration // how long the oldest of them has waited; 0 when none
+	// Full: the bound is reached, so fetching pauses, and with it scoring and
+	// deciding, until ClickHouse takes rows again.
+	Full bool
+	// PublishWaiting counts batches of alerts and decisions decided and not
+	// yet acknowledged by NATS.
+	PublishWaiting uint64
+}
+
+// StoreBehindAfter is how long rows may wait for ClickHouse before Health
+// reports it behind: a healthy flush takes well under a second.
+const StoreBehindAfter = 10 * time.Second
+
+// StoreBehind reports whether rows have waited for ClickHouse longer than
+// StoreBehindAfter: it is down or far too slow. Alerts and decisions still
+// flow unless Full.
+func (h Health) StoreBehind() bool { return h.OldestWaiting >= StoreBehindAfter }
+
+// Health returns the state of the sinks as the pipeline sees it. It is safe
+// to call at any time.
+func (p *Pipeline) Health() Health {
+	h := Health{BytesLimit: p.cfg.MaxWaitingBytes}
+	var oldest time.Time
+	h.RowsWaiting, h.BytesWaiting, oldest, h.Full = p.waiting.stats()
+	if !oldest.IsZero() {
+		h.OldestWaiting = time.Since(oldest)
+	}
+	if sent, done := p.pubSent.Load(), p.published.count(); sent > done {
+		h.PublishWaiting = sent - done
+	}
+	return h
 }
 
 // latencyBuckets are the upper bounds (seconds) of Histogram's buckets.

@@ -79,7 +79,12 @@ type Pipeline struct {
 	free     chan *item
 	shards   []chan *item
 	results  chan *item
-	jobs     chan flushJob
+	pubs     chan pubJob // collector → publisher
+	// published counts the publish jobs the publisher has published; waiting
+	// holds the flush jobs not yet durable (collector → flusher).
+	published pubProgress
+	pubSent   atomic.Uint64 // publish jobs the collector sent (for Health)
+	waiting   *waiting
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
@@ -89,12 +94,16 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 	if log == nil {
 		log = slog.Default()
 	}
-	st, err := score.New(cfg.ScoreConfig())
+	sc := cfg.ScoreConfig()
+	sc.Worker.SkipBlocked = cfg.SkipBlocked && !cfg.Decide.DryRun
+	st, err := score.New(sc)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
-		layout: st.Layout, workers: st.Workers, model: st.Model, limiter: st.Limiter}
+		layout: st.Layout, workers: st.Workers, model: st.Model, limiter: st.Limiter,
+		waiting: newWaiting(cfg.MaxWaitingBytes)}
+	p.published.init()
 	if cfg.Checkpoint != "" {
 		if err := p.restore(); err != nil {
 			return nil, err
@@ -120,7 +129,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.free <- new(item)
 	}
 	p.results = make(chan *item, 4096)
-	p.jobs = make(chan flushJob, 1)
+	p.pubs = make(chan pubJob, 1024)
 	var wg sync.WaitGroup
 	for i, w := range p.workers {
 		ch := make(chan *item, 1024)
@@ -145,6 +154,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	flushed := make(chan error, 1)
 	go func() { flushed <- p.flusher(drainCtx) }()
+	publishing := make(chan struct{})
+	go func() {
+		p.publisher(drainCtx)
+		close(publishing)
+	}()
 	aliveCtx, stopAlive := context.WithCancel(drainCtx)
 	defer stopAlive()
 	go p.keepAlive(aliveCtx)
@@ -168,6 +182,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	wg.Wait()
 	close(p.results)
 	<-collected
+	<-publishing
 	err := <-flushed
 	if err != nil {
 		// Some events are in the baselines but their messages stay unacked and

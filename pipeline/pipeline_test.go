@@ -57,6 +57,12 @@ type env struct {
 
 func setup(t *testing.T, db string) *env {
 	t.Helper()
+	return setupOn(t, db, chDSN)
+}
+
+// setupOn is setup with the ClickHouse server at dsn.
+func setupOn(t *testing.T, db, dsn string) *env {
+	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	ns, err := natsserver.Start(natsserver.Options{})
@@ -75,7 +81,7 @@ func setup(t *testing.T, db string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chDSN, Database: db, Log: log})
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: db, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +89,7 @@ func setup(t *testing.T, db string) *env {
 	if err := ch.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := clickhouse.ParseDSN(chDSN)
+	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

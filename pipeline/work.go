@@ -64,6 +64,7 @@ type workerCounts struct {
 	devices                       int64
 	evictions, expired, relearned uint64
 	silences, unnamed             uint64
+	enforced                      worker.Enforced
 }
 
 // report adds what w counted since last to the metrics (workers own their
@@ -72,12 +73,15 @@ func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
 	st := w.Stats()
 	sw := w.SweepStats()
 	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned(),
-		silences: sw.Silences, unnamed: sw.Unnamed}
+		silences: sw.Silences, unnamed: sw.Unnamed, enforced: w.Enforced()}
 	p.M.Devices.Add(now.devices - last.devices)
 	p.M.Evictions.Add(now.evictions - last.evictions)
 	p.M.Expired.Add(now.expired - last.expired)
 	p.M.Relearned.Add(now.relearned - last.relearned)
 	p.M.Silences.Add(now.silences - last.silences)
 	p.M.Unnamed.Add(now.unnamed - last.unnamed)
+	p.M.EnforcedDenied.Add(now.enforced.Denied - last.enforced.Denied)
+	p.M.EnforcedUnavailable.Add(now.enforced.Unavailable - last.enforced.Unavailable)
+	p.M.EnforcedActiveBlock.Add(now.enforced.ActiveBlock - last.enforced.ActiveBlock)
 	return now
 }

@@ -85,7 +85,7 @@ type ScoredBatch struct {
 	timeMs                                                         *array.Int64Builder
 	eventID, streamSeq, resource, bytesIn, bytesOut                *array.Uint64Builder
 	tenant, device, idMethod, apiKey, class, firmware, sourceKind  *array.StringBuilder
-	sourceID, clientIP, country, protocol, command, auth           *array.StringBuilder
+	sourceID, clientIP, country, protocol, command, auth, verdict  *array.StringBuilder
 	asn, latency                                                   *array.Uint32Builder
 	status                                                         *array.Uint16Builder
 	score                                                          *array.Float32Builder
@@ -139,6 +139,7 @@ func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
 	b.protocol = str(ColProtocol)
 	b.command = str(ColCommand)
 	b.auth = str(ColAuth)
+	b.verdict = str(ColVerdict)
 	b.asn = field(ColASN).(*array.Uint32Builder)
 	b.latency = field(ColLatencyUS).(*array.Uint32Builder)
 	b.status = field(ColStatus).(*array.Uint16Builder)
@@ -158,7 +159,7 @@ func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
 	b.observedV = b.observed.ValueBuilder().(*array.Float64Builder)
 	b.expectedV = b.expected.ValueBuilder().(*array.Float64Builder)
 	b.strs = []*array.StringBuilder{b.tenant, b.device, b.idMethod, b.apiKey, b.class, b.firmware, b.sourceKind,
-		b.sourceID, b.clientIP, b.country, b.protocol, b.command, b.auth, b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV}
+		b.sourceID, b.clientIP, b.country, b.protocol, b.command, b.auth, b.verdict, b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV}
 	b.strData = make([]int, len(b.strs))
 	return b
 }
@@ -203,6 +204,7 @@ func (b *ScoredBatch) Append(ev *Event, s *Scored) {
 	b.resource.Append(ev.Resource)
 	b.status.Append(ev.Status)
 	b.auth.Append(ev.Auth.String())
+	b.verdict.Append(ev.Verdict.String())
 	b.bytesIn.Append(ev.BytesIn)
 	b.bytesOut.Append(ev.BytesOut)
 	b.latency.Append(ev.Latency)

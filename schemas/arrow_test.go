@@ -31,6 +31,7 @@ func testScoredEvent(ev *Event, s *Scored, i int) {
 	ev.Resource = 0xfeed
 	ev.Status = 200
 	ev.Auth = AuthOK
+	ev.Verdict = VerdictAllowed
 	ev.BytesIn = 312
 	ev.BytesOut = 1024
 	ev.Latency = 12500
@@ -113,6 +114,7 @@ func TestScoredBatch(t *testing.T) {
 		{ColProtocol, str(ColProtocol, 0), "http"},
 		{ColCommand, str(ColCommand, 0), "POST /v1/devices/{id}/unlock"},
 		{ColAuth, str(ColAuth, 0), "ok"},
+		{ColVerdict, str(ColVerdict, 0), "allowed"},
 		{"client_ip row 1", str(ColClientIP, 1), ""},
 		{"country row 1", str(ColCountry, 1), ""},
 	}

@@ -35,6 +35,10 @@ import (
 //	op,topic    string   MQTT operation (PUBLISH, SUBSCRIBE, CONNECT) and topic, likewise
 //	status      number   HTTP status / MQTT reason code / CoAP code
 //	auth        string   "ok" | "failed" | "none"
+//	verdict     string   the enforcement point's own verdict: "none" | "allowed" |
+//	                     "denied" (by an iotwatch decision) | "enforcer_unavailable"
+//	                     (see Verdict); absent means "none". Added in version 1
+//	                     without a bump: older readers ignore it as unknown.
 //	bytes_in    number
 //	bytes_out   number
 //	latency_ms  number
@@ -288,6 +292,12 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 		default:
 			d.failf(DeadLetterBadField, "auth %q is not ok, failed or none", v.raw)
 		}
+	case "verdict":
+		vd, ok := ParseVerdict(d.str(key, v))
+		if !ok {
+			d.failf(DeadLetterBadField, "verdict %q is not none, allowed, denied or enforcer_unavailable", v.raw)
+		}
+		ev.Verdict = vd
 	case "bytes_in":
 		ev.BytesIn = d.uint(key, v, 1<<53)
 	case "bytes_out":

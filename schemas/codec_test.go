@@ -135,6 +135,44 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestVerdict checks the enforcement point's verdict: every name decodes to
+// its value and survives a round trip, absent is none, and an unknown name is
+// a bad field (a producer's typo must not pass as "none").
+func TestVerdict(t *testing.T) {
+	f := func(field string, want Verdict) {
+		t.Helper()
+		var d Decoder
+		var ev, back Event
+		line := `{"ts":1767607200,"device":"d-1","status":403` + field + `}`
+		if err := d.Decode([]byte(line), 1, 0, now, &ev); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if ev.Verdict != want {
+			t.Errorf("%s: verdict %v, want %v", line, ev.Verdict, want)
+		}
+		if want.Enforced() != (want == VerdictDenied || want == VerdictUnavailable) {
+			t.Errorf("%v.Enforced() = %v", want, want.Enforced())
+		}
+		enc := AppendJSON(nil, &ev)
+		if err := d.Decode(enc, 1, 0, now, &back); err != nil || back.Verdict != want {
+			t.Errorf("round trip of %s: verdict %v, err %v; want %v", enc, back.Verdict, err, want)
+		}
+	}
+	f(``, VerdictNone)
+	f(`,"verdict":"none"`, VerdictNone)
+	f(`,"verdict":"allowed"`, VerdictAllowed)
+	f(`,"verdict":"denied"`, VerdictDenied)
+	f(`,"verdict":"enforcer_unavailable"`, VerdictUnavailable)
+
+	var d Decoder
+	var ev Event
+	err := d.Decode([]byte(`{"ts":1767607200,"device":"d-1","verdict":"blocked"}`), 1, 0, now, &ev)
+	var de *DecodeError
+	if !errors.As(err, &de) || de.Reason != DeadLetterBadField {
+		t.Errorf("unknown verdict: err %v, want a %s", err, DeadLetterBadField)
+	}
+}
+
 func equalEvents(a, b *Event) bool {
 	return bytes.Equal(AppendJSON(nil, a), AppendJSON(nil, b)) && a.DeviceKey == b.DeviceKey &&
 		a.CommandID == b.CommandID && a.ClassKey == b.ClassKey && a.Time == b.Time
@@ -172,10 +210,12 @@ func BenchmarkDecode(b *testing.B) {
 // DecodeError with a declared reason, and that accepted events survive a round trip.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(sampleLine))
+	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","status":403,"verdict":"denied"}`))
 	f.Add([]byte(`{"ts":1767607200,"device":"d","proto":"mqtt","op":"PUBLISH","topic":"devices/d-1/cmd/#"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","id_by":"client_ip","ip":"::1"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00.123456789-11:30","device":"\u00e9\n","cmd":"get  //x/12?"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","cmd":"POST /t/1/set?temp=90.5&a=-0","args":{"fan":1e-7,"mode":"eco","t\u0065mp":2}}`))
+	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","status":403,"verdict":"denied"}`))
 	reasons := map[string]bool{DeadLetterTooLarge: true, DeadLetterMalformedJSON: true, DeadLetterNotObject: true, DeadLetterUnsupportedVersion: true,
 		DeadLetterMissingField: true, DeadLetterBadField: true, DeadLetterBadTimestamp: true, DeadLetterTimestampOutOfRange: true, DeadLetterInvalidUTF8: true}
 	f.Fuzz(func(t *testing.T, line []byte) {

@@ -34,6 +34,7 @@ const (
 	ColResource   = "resource"  // UInt64: hash of the identifiers the normalizer replaced
 	ColStatus     = "status"    // UInt16
 	ColAuth       = "auth"      // AuthOutcome.String()
+	ColVerdict    = "verdict"   // Verdict.String(): the enforcement point's own verdict
 	ColBytesIn    = "bytes_in"
 	ColBytesOut   = "bytes_out"
 	ColLatencyUS  = "latency_us" // UInt32, microseconds

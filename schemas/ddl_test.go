@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,11 @@ func TestTablesConsistent(t *testing.T) {
 		for _, name := range tab.OrderBy {
 			if _, ok := types[name]; !ok {
 				t.Errorf("table %q: ORDER BY column %q does not exist", tab.Name, name)
+			}
+		}
+		for _, name := range tab.Added {
+			if _, ok := types[name]; !ok {
+				t.Errorf("table %q: added column %q does not exist", tab.Name, name)
 			}
 		}
 		if types[tab.TimeColumn] != "DateTime" {
@@ -87,6 +93,25 @@ func TestDDLOldServer(t *testing.T) {
 	}
 	if !strings.HasSuffix(stmts[4], "PARTITION BY toYYYYMMDD(`applied_at`)\nORDER BY (`decision_id`, `enforcer`, `action`)") {
 		t.Errorf("receipts DDL:\n%s", stmts[4])
+	}
+}
+
+// TestAddColumn checks the statement that brings a table created before a
+// column was added up to date, and which columns an old table lacks.
+func TestAddColumn(t *testing.T) {
+	tab := ScoredTable()
+	if want := "ALTER TABLE `iotwatch`.`scored_events` ADD COLUMN `verdict` String AFTER `auth`"; tab.AddColumnStatement("iotwatch", ColVerdict, Features("18.16.1")) != want {
+		t.Errorf("got %q, want %q", tab.AddColumnStatement("iotwatch", ColVerdict, Features("18.16.1")), want)
+	}
+	if got := tab.AddColumnStatement("db", ColVerdict, Features("24.8")); !strings.HasSuffix(got, "`verdict` LowCardinality(String) AFTER `auth`") {
+		t.Errorf("new server: %q", got)
+	}
+	old := slices.DeleteFunc(tab.ColumnNames(), func(n string) bool { return n == ColVerdict })
+	if got := tab.MissingAdded(old); !slices.Equal(got, []string{ColVerdict}) {
+		t.Errorf("MissingAdded(old table) = %q, want [verdict]", got)
+	}
+	if got := tab.MissingAdded(tab.ColumnNames()); len(got) != 0 {
+		t.Errorf("MissingAdded(current table) = %q, want none", got)
 	}
 }
 

@@ -49,6 +49,9 @@ func AppendJSON(dst []byte, ev *Event) []byte {
 	if ev.Auth != AuthUnknown {
 		dst = appendStr(dst, "auth", []byte(ev.Auth.String()))
 	}
+	if ev.Verdict != VerdictNone {
+		dst = appendStr(dst, "verdict", []byte(ev.Verdict.String()))
+	}
 	dst = appendNum(dst, "bytes_in", ev.BytesIn)
 	dst = appendNum(dst, "bytes_out", ev.BytesOut)
 	dst = append(dst, `,"latency_ms":`...)

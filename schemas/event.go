@@ -83,6 +83,61 @@ func (a AuthOutcome) String() string {
 	return "unknown"
 }
 
+// Verdict is the enforcement point's own verdict on the request, when its log
+// carries it (the shipped NGINX, Envoy and Traefik configs log the status of
+// the auth subrequest to iotwatch's enforcer and its action header). A request
+// the enforcement point refused because of an iotwatch decision, or could not
+// check because the enforcer was down, is not the device's behaviour: the
+// worker stores it but neither scores nor learns it.
+//
+// The names (String) are user-facing: the canonical JSON field "verdict" and
+// the ClickHouse column verdict hold them.
+type Verdict uint8
+
+const (
+	// VerdictNone: the log does not say (no enforcer in the path, or a format
+	// or config that does not log it). The event is judged as the device's.
+	VerdictNone Verdict = iota
+	// VerdictAllowed: the enforcer was asked and let the request through.
+	VerdictAllowed
+	// VerdictDenied: the enforcement point refused the request because of an
+	// iotwatch decision (HTTP: the auth subrequest answered 403 with the
+	// X-Iotwatch-Action header, schemas.HeaderAction).
+	VerdictDenied
+	// VerdictUnavailable: the enforcer could not be asked (HTTP: the auth
+	// subrequest failed or answered 500, 502, 503 or 504), so the gateway
+	// answered an error of its own.
+	VerdictUnavailable
+)
+
+var verdictNames = [...]string{"none", "allowed", "denied", "enforcer_unavailable"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return "none"
+}
+
+// ParseVerdict returns the verdict named s (see String); "" is VerdictNone.
+// It does not allocate.
+func ParseVerdict(s []byte) (Verdict, bool) {
+	if len(s) == 0 {
+		return VerdictNone, true
+	}
+	for i, n := range verdictNames {
+		if string(s) == n {
+			return Verdict(i), true
+		}
+	}
+	return VerdictNone, false
+}
+
+// Enforced reports whether the request's outcome was the enforcement point's
+// doing rather than the device's: denied by an iotwatch decision, or failed
+// because the enforcer was unavailable.
+func (v Verdict) Enforced() bool { return v == VerdictDenied || v == VerdictUnavailable }
+
 // Country is an ISO 3166-1 alpha-2 code; the zero value means unknown.
 type Country [2]byte
 
@@ -143,8 +198,10 @@ type Event struct {
 	Args  [MaxArgs]Arg
 	NArgs uint8
 
-	Status   uint16 // HTTP status, MQTT reason code, CoAP code
-	Auth     AuthOutcome
+	Status uint16 // HTTP status, MQTT reason code, CoAP code
+	Auth   AuthOutcome
+	// Verdict is the enforcement point's own verdict, when the log carries it.
+	Verdict  Verdict
 	BytesIn  uint64
 	BytesOut uint64
 	Latency  uint32 // microseconds

@@ -23,6 +23,23 @@ const (
 	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
 	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // re-learned at start after a crash
 	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
+	// MetricEventsEnforced counts events stored but not judged as their
+	// device's behaviour, label cause: denied (the enforcement point refused
+	// them for an iotwatch decision), enforcer_unavailable (the gateway's auth
+	// check failed), active_block (no verdict in the log, the device's block
+	// was active).
+	MetricEventsEnforced = "iotwatch_events_enforced_total"
+)
+
+// Metric names of what waits for the sinks: alerts and decisions are published
+// as soon as they are decided; rows wait for ClickHouse in a bounded buffer.
+const (
+	MetricRowsWaiting    = "iotwatch_clickhouse_rows_waiting"        // gauge: scored rows not yet durable in ClickHouse
+	MetricWaitingBytes   = "iotwatch_clickhouse_waiting_bytes"       // gauge: memory held for ClickHouse (rows, results, their messages)
+	MetricWaitingLimit   = "iotwatch_clickhouse_waiting_bytes_limit" // gauge: the bound on it (run --max-waiting-bytes)
+	MetricWaitingSeconds = "iotwatch_clickhouse_waiting_seconds"     // gauge: age of the oldest rows waiting (0: none)
+	MetricWaitingFull    = "iotwatch_clickhouse_waiting_full"        // gauge: 1 while the bound pauses fetching (and deciding)
+	MetricPublishWaiting = "iotwatch_publish_waiting"                // gauge: alert and decision batches decided, not yet acknowledged by NATS
 )
 
 // Metric names of the silence sweep (pipeline/worker, Worker.Sweep).

@@ -50,6 +50,7 @@ type options struct {
 	maxInFlight   int
 	flushRows     int
 	flushInterval time.Duration
+	maxWaiting    int64
 	detectors     string
 
 	alertThreshold float64
@@ -95,6 +96,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 16384, "decoded events in flight before fetching pauses")
 	fs.IntVar(&o.flushRows, "flush-rows", 50000, "scored rows per ClickHouse insert (also flushed every --flush-interval)")
 	fs.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest time results wait before they are written and acked")
+	fs.Int64Var(&o.maxWaiting, "max-waiting-bytes", pipeline.DefaultMaxWaitingBytes, "memory for rows waiting for ClickHouse while decisions flow without it; at the bound fetching (and deciding) pauses")
 	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables every detector built in ('iotwatch detectors' lists them)")
 
 	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised")
@@ -174,6 +176,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("flush-rows", "%d must be > 0", o.flushRows)
 	case o.flushInterval <= 0:
 		return bad("flush-interval", "%v must be > 0", o.flushInterval)
+	case o.maxWaiting <= 0:
+		return bad("max-waiting-bytes", "%d must be > 0", o.maxWaiting)
 	case o.stateIdleTTL <= 0:
 		return bad("state-idle-ttl", "%v must be > 0", o.stateIdleTTL)
 	case o.ckptEvery < 0:
@@ -249,10 +253,11 @@ func (o *options) build() (pipeline.Config, error) {
 		Checkpoint: o.checkpoint, CheckpointEvery: o.ckptEvery,
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
-		AckWait:   o.streams.AckWait,
-		Detectors: names,
-		Worker:    worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
-		Decide:    dc,
+		MaxWaitingBytes: o.maxWaiting,
+		AckWait:         o.streams.AckWait,
+		Detectors:       names,
+		Worker:          worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
+		Decide:          dc,
 	}, nil
 }
 

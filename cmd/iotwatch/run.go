@@ -200,7 +200,9 @@ func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, ev
 }
 
 // serveMetrics serves /metrics (Prometheus text format), /healthz (the process
-// is alive), /readyz (NATS connected and ClickHouse answering) and, with
+// is alive), /readyz (503 when NATS is disconnected or the rows waiting for
+// ClickHouse reached their bound, which pauses decisions; 200 "degraded" while
+// ClickHouse is down or behind and decisions still flow; else 200 "ok") and, with
 // --pprof, /debug/pprof/.
 func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
@@ -218,13 +220,23 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 			http.Error(w, "not ready: NATS disconnected", http.StatusServiceUnavailable)
 			return
 		}
+		// Decisions flow without ClickHouse until the rows waiting for it reach
+		// their bound: ready, but degraded, until then.
+		h := st.p.Health()
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := st.ch.Ping(ctx); err != nil {
-			http.Error(w, "not ready: ClickHouse: "+err.Error(), http.StatusServiceUnavailable)
-			return
+		chErr := st.ch.Ping(ctx)
+		waiting := fmt.Sprintf("%d rows (%d of %d bytes) wait for ClickHouse, the oldest for %s", h.RowsWaiting, h.BytesWaiting, h.BytesLimit, h.OldestWaiting.Round(time.Second))
+		switch {
+		case h.Full:
+			http.Error(w, "not ready: fetching and decisions paused: "+waiting, http.StatusServiceUnavailable)
+		case chErr != nil:
+			fmt.Fprintf(w, "degraded: decisions flow; ClickHouse: %v; %s\n", chErr, waiting)
+		case h.StoreBehind():
+			fmt.Fprintf(w, "degraded: decisions flow; ClickHouse is behind: %s\n", waiting)
+		default:
+			io.WriteString(w, "ok\n")
 		}
-		io.WriteString(w, "ok\n")
 	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

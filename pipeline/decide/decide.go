@@ -265,6 +265,7 @@ type Engine struct {
 
 	lastAlert map[uint64]int64 // hash(device, reason) -> event time of the last alert
 	blocks    map[string]block // scope key -> active block
+	blocked   map[uint64]int64 // device key -> expiry of the latest block issued on its events
 	checked   int64            // event time of the last pruning
 }
 
@@ -280,7 +281,20 @@ func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
 	}
 	allow, _ := ParseAllowlist(cfg.Allowlist)
 	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
-		lastAlert: map[uint64]int64{}, blocks: map[string]block{}}, nil
+		lastAlert: map[uint64]int64{}, blocks: map[string]block{}, blocked: map[uint64]int64{}}, nil
+}
+
+// Blocked reports whether this engine issued a block (not a dry run) on one
+// of ev's device's events, whatever its scope, that is still active at ev's
+// time: the device's requests are then refused by the enforcement points, and
+// what they log is the enforcement, not the device's behaviour. An engine
+// knows only the blocks it issued since it started (not those of other
+// instances or from before a restart), and not that an operator lifted one
+// early: a log that carries the enforcement point's own verdict
+// (schemas.Event.Verdict) says better. It does not allocate.
+func (e *Engine) Blocked(ev *schemas.Event) bool {
+	until, ok := e.blocked[ev.DeviceKey]
+	return ok && ev.Time < until
 }
 
 // Combine returns the noisy-or of the findings' scores: independent evidence
@@ -359,6 +373,9 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	}
 	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1}
 	e.blocks[key] = b
+	if !e.cfg.DryRun {
+		e.blocked[ev.DeviceKey] = max(e.blocked[ev.DeviceKey], b.expires)
+	}
 	action := schemas.ActionBlock
 	if e.cfg.DryRun {
 		action = schemas.ActionDryRunBlock
@@ -508,6 +525,11 @@ func (e *Engine) prune(now int64) {
 	for k, t := range e.lastAlert {
 		if now-t > int64(e.cfg.Cooldown) {
 			delete(e.lastAlert, k)
+		}
+	}
+	for k, until := range e.blocked {
+		if now >= until {
+			delete(e.blocked, k)
 		}
 	}
 	for k, b := range e.blocks {

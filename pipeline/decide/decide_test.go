@@ -235,3 +235,32 @@ func TestScopeFollowsIdentity(t *testing.T) {
 	f("fixed tenant", schemas.ScopeTenant, http(schemas.IDToken), "therm-5", "", "acme", flooded, schemas.ScopeTenant, "acme")
 	f("fixed tenant without one", schemas.ScopeTenant, http(schemas.IDToken), "therm-5", "", "", flooded, schemas.ScopeDevice, "therm-5")
 }
+
+// TestBlocked: an engine knows the devices it blocked until their blocks
+// expire, whatever the scope; a dry run blocks nothing, and other devices
+// are not blocked.
+func TestBlocked(t *testing.T) {
+	f := func(name string, mod func(*Config), ev *schemas.Event, s *schemas.Scored, later time.Duration, want bool) {
+		t.Helper()
+		e := engine(t, mod)
+		_, d := e.Decide(ev, s)
+		if d == nil {
+			t.Fatalf("%s: no decision", name)
+		}
+		next := *ev
+		next.Time = ev.Time + int64(later)
+		if got := e.Blocked(&next); got != want {
+			t.Errorf("%s: Blocked %v later = %v, want %v", name, later, got, want)
+		}
+	}
+	f("device block", nil, event("d-1", "k-1", "10.0.0.1", 0), scored(flood), time.Minute, true)
+	f("api key block", nil, event("d-1", "k-1", "10.0.0.1", 0), scored(flood, abroad), time.Minute, true)
+	f("expired", nil, event("d-1", "k-1", "10.0.0.1", 0), scored(flood), 15*time.Minute, false)
+	f("dry run", func(c *Config) { c.DryRun = true }, event("d-1", "k-1", "10.0.0.1", 0), scored(flood), time.Minute, false)
+
+	e := engine(t, nil)
+	e.Decide(event("d-1", "k-1", "10.0.0.1", 0), scored(flood))
+	if e.Blocked(event("d-2", "k-2", "10.0.0.2", time.Minute)) {
+		t.Error("another device is blocked")
+	}
+}

@@ -292,14 +292,54 @@ func (c *ClickHouse) Version() string { return c.version }
 func (c *ClickHouse) Database() string { return c.db }
 
 // Migrate creates the database and the tables if they do not exist, with the
-// DDL suited to the server's version (schemas.DDL). It never alters an existing table.
+// DDL suited to the server's version (schemas.DDL), and adds to an existing
+// table the columns added since it was created (schemas.Table.Added). It never
+// alters an existing table otherwise.
 func (c *ClickHouse) Migrate(ctx context.Context) error {
 	for _, stmt := range schemas.DDL(c.version, c.db, c.cfg.DDL) {
 		if err := c.conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
 		}
 	}
+	f := schemas.Features(c.version)
+	for _, t := range schemas.Tables() {
+		if len(t.Added) == 0 {
+			continue
+		}
+		have, err := c.columns(ctx, t.Name)
+		if err != nil {
+			return err
+		}
+		for _, name := range t.MissingAdded(have) {
+			stmt := t.AddColumnStatement(c.db, name, f)
+			if err := c.conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
+			}
+			c.log.Info("added a column to a table created by an older version", "table", t.Name, "column", name)
+		}
+	}
 	return nil
+}
+
+// columns returns the names of table's columns.
+func (c *ClickHouse) columns(ctx context.Context, table string) ([]string, error) {
+	rows, err := c.conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", c.db, table)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+	}
+	return names, nil
 }
 
 // ClickHouseStats are the writer's counters since it was opened.

@@ -88,6 +88,7 @@ func fillTestEvent(ev *schemas.Event, s *schemas.Scored, i int) {
 	ev.Resource = uint64(i) * 0x9e3779b97f4a7c15
 	ev.Status = uint16(200 + i%3*100)
 	ev.Auth = schemas.AuthOutcome(1 + i%3)
+	ev.Verdict = schemas.Verdict(i % 4)
 	ev.BytesIn = uint64(100 + i)
 	ev.BytesOut = math.MaxUint64 - uint64(i)
 	ev.Latency = uint32(1000 * i)
@@ -121,7 +122,7 @@ type scoredRow struct {
 	TimeMs                                                        int64
 	EventID, StreamSeq, Resource, BytesIn, BytesOut               uint64
 	Tenant, Device, IDMethod, APIKey, Class, Firmware, SourceKind string
-	SourceID, ClientIP, Country, Protocol, Command, Auth          string
+	SourceID, ClientIP, Country, Protocol, Command, Auth, Verdict string
 	ASN, Latency                                                  uint32
 	Status                                                        uint16
 	Score                                                         float32
@@ -133,7 +134,7 @@ type scoredRow struct {
 func (r *scoredRow) ptrs() []any {
 	return []any{&r.Time, &r.TimeMs, &r.EventID, &r.StreamSeq, &r.Tenant, &r.Device, &r.IDMethod, &r.APIKey,
 		&r.Class, &r.Firmware, &r.SourceKind, &r.SourceID, &r.ClientIP, &r.Country, &r.ASN, &r.Protocol,
-		&r.Command, &r.Resource, &r.Status, &r.Auth, &r.BytesIn, &r.BytesOut, &r.Latency, &r.Score,
+		&r.Command, &r.Resource, &r.Status, &r.Auth, &r.Verdict, &r.BytesIn, &r.BytesOut, &r.Latency, &r.Score,
 		&r.Detectors, &r.Reasons, &r.Scores, &r.Observed, &r.Expected, &r.ObservedLabels, &r.ExpectedLabels}
 }
 
@@ -148,7 +149,7 @@ func expectedScoredRow(i int) scoredRow {
 		Tenant: string(ev.Tenant), Device: string(ev.Device), IDMethod: ev.IDMethod.String(), APIKey: string(ev.APIKey),
 		Class: string(ev.Class), Firmware: string(ev.Firmware), SourceKind: ev.Source.String(),
 		SourceID: string(ev.SourceID), Country: ev.Country.String(), Protocol: ev.Protocol.String(),
-		Command: string(ev.Command), Auth: ev.Auth.String(), ASN: ev.ASN, Latency: ev.Latency, Status: ev.Status,
+		Command: string(ev.Command), Auth: ev.Auth.String(), Verdict: ev.Verdict.String(), ASN: ev.ASN, Latency: ev.Latency, Status: ev.Status,
 		Score:     s.Score,
 		Detectors: []string{}, Reasons: []string{}, ObservedLabels: []string{}, ExpectedLabels: []string{},
 		Scores: []float32{}, Observed: []float64{}, Expected: []float64{},
@@ -231,6 +232,45 @@ func TestClickHouseMigrate(t *testing.T) {
 			t.Errorf("table %q engine %q, want ReplacingMergeTree", table.Name, engine)
 		}
 	}
+}
+
+// TestClickHouseMigrateAddsColumns checks that Migrate brings a table created
+// before a column was added (schemas.Table.Added) up to date, in place, so
+// that the writer's column list fits it.
+func TestClickHouseMigrateAddsColumns(t *testing.T) {
+	srv := testClickHouse(t)
+	c := openTestWriter(t, srv, ClickHouseConfig{})
+	ctx := context.Background()
+	for _, table := range schemas.Tables() {
+		for _, col := range table.Added {
+			stmt := "ALTER TABLE " + schemas.QuoteIdent(c.db) + "." + schemas.QuoteIdent(table.Name) + " DROP COLUMN " + schemas.QuoteIdent(col)
+			if err := c.conn.Exec(ctx, stmt); err != nil {
+				t.Fatalf("cannot make an old table: %v", err)
+			}
+		}
+	}
+	if err := c.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate of old tables: %v", err)
+	}
+	for _, table := range schemas.Tables() {
+		rows, err := c.conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", c.db, table.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, name)
+		}
+		rows.Close()
+		if want := table.ColumnNames(); !reflect.DeepEqual(got, want) {
+			t.Errorf("table %q columns after Migrate:\n got %v\nwant %v", table.Name, got, want)
+		}
+	}
+	checkRoundTrip(t, c, ctx)
 }
 
 func TestClickHouseRoundTrip(t *testing.T) {

@@ -97,6 +97,16 @@ type Config struct {
 	InitialDevices int
 	// IdleTTL is how long a silent device's baseline is kept (event time).
 	IdleTTL time.Duration
+	// SkipBlocked takes the events whose log carries no verdict
+	// (schemas.VerdictNone), sent while a block the worker's engine issued for
+	// their device is active (decide.Engine.Blocked), as refused by the
+	// enforcement points: they are neither scored nor learned. Set it only
+	// where enforcement points apply the decisions and logs lack the verdict;
+	// leave it off where nothing does (golden scenarios, evaluation on a
+	// simulated fleet), or a block would hide the attack it blocked.
+	// The engine's blocks are not checkpointed: with it, learning is no
+	// longer exactly-once across a crash (see pipeline.Config.SkipBlocked).
+	SkipBlocked bool
 }
 
 // Worker scores events of the devices of one shard. Not safe for concurrent use.
@@ -109,10 +119,12 @@ type Worker struct {
 	engine *decide.Engine
 	// before is the detectors' part of the record as it was before they
 	// observed the event, for the class model to learn from.
-	before    []byte
-	scratch   []byte         // a record copy, to score a redelivered event without learning
-	discard   schemas.Scored // findings of Learn, thrown away
-	relearned uint64         // redelivered events scored without learning
+	before      []byte
+	scratch     []byte         // a record copy, to score a redelivered event without learning
+	discard     schemas.Scored // findings of Learn, thrown away
+	relearned   uint64         // redelivered events scored without learning
+	notJudged   Enforced       // events that were the enforcement point's doing
+	skipBlocked bool           // Config.SkipBlocked
 
 	// The silence sweep (sweep.go): the devices' last identities (kept only
 	// when a detector is a Sweeper), the worker's event-time clock (the
@@ -135,7 +147,7 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 		return nil, err
 	}
 	w := &Worker{layout: layout, table: t, model: model, engine: engine, scratch: make([]byte, layout.Size),
-		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clock: math.MinInt64}
+		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clock: math.MinInt64, skipBlocked: cfg.SkipBlocked}
 	for i, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 		w.fleets = append(w.fleets, model.Fleet(i))
@@ -147,20 +159,67 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 // Process scores ev into out (which it resets) and returns the alert and
 // decision it warrants, if any. It does not retain ev or out.
 //
+// An event that is the enforcement point's doing rather than the device's is
+// neither scored nor learned (out is empty, no alert, no decision): one the
+// enforcement point denied because of an iotwatch decision or could not check
+// because the enforcer was unavailable (ev.Verdict.Enforced), and, when the
+// log does not carry the verdict, one sent while a block this worker's engine
+// issued for the device is active (decide.Engine.Blocked; only with
+// Config.SkipBlocked). Otherwise the
+// enforcer's own 403s would read as the device's auth failures and its
+// outages as the device's errors, and a block would renew itself on the
+// first request after it expires. Such events are still stored as rows, with
+// their verdict.
+//
 // An event at or before the stream position the device's record has learned
 // up to (ev.Seq, ev.Line; a redelivery) is scored against a copy of the record:
 // its score is reported again, idempotently, but it is not learned twice.
 // Events with Seq 0 (not from a stream) are always learned.
 func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	if w.enforced(ev) {
+		out.N, out.Score = 0, 0
+		return nil, nil
+	}
 	w.observe(ev, out)
 	return w.engine.Decide(ev, out)
 }
 
 // Learn updates the device's record and the class table with ev, as Process
 // would, without deciding anything: how a restart catches up with the events
-// that were processed after its checkpoint and before the crash.
+// that were processed after its checkpoint and before the crash. It skips
+// the events Process would not judge.
 func (w *Worker) Learn(ev *schemas.Event) {
+	if w.enforced(ev) {
+		return
+	}
 	w.observe(ev, &w.discard)
+}
+
+// Enforced counts the events not judged as their device's behaviour, by cause.
+type Enforced struct {
+	Denied      uint64 // the enforcement point denied them because of an iotwatch decision
+	Unavailable uint64 // the enforcer was unavailable: the gateway answered an error of its own
+	ActiveBlock uint64 // no verdict in the log, but a block of the device was active
+}
+
+// Enforced returns the events Process and Learn did not judge, by cause.
+func (w *Worker) Enforced() Enforced { return w.notJudged }
+
+// enforced reports whether ev is the enforcement point's doing (see Process),
+// counting it; the worker's event-time clock still advances.
+func (w *Worker) enforced(ev *schemas.Event) bool {
+	switch {
+	case ev.Verdict == schemas.VerdictDenied:
+		w.notJudged.Denied++
+	case ev.Verdict == schemas.VerdictUnavailable:
+		w.notJudged.Unavailable++
+	case ev.Verdict == schemas.VerdictNone && w.skipBlocked && w.engine.Blocked(ev):
+		w.notJudged.ActiveBlock++
+	default:
+		return false
+	}
+	w.clock = max(w.clock, ev.Time)
+	return true
 }
 
 // Relearned returns how many redelivered events were scored without being

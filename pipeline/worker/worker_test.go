@@ -194,3 +194,102 @@ func TestRedeliveryIsNotLearnedTwice(t *testing.T) {
 		t.Error("learning the same position twice changed the record")
 	}
 }
+
+// TestEnforcementIsNotTheDevices: what the enforcement point does is not the
+// device's behaviour. A meter with two hours of history floods and is
+// blocked; while the block holds, the flood goes on and is refused (403, the
+// gateway's auth failure), logged with the enforcer's verdict or without it;
+// after the block expires the meter is back to normal: no new alert, no
+// renewed block, and the refused requests taught its record nothing. An
+// enforcer outage (500s from the gateway) on a healthy meter is no error
+// burst either.
+func TestEnforcementIsNotTheDevices(t *testing.T) {
+	const ttl = 2 * time.Minute // the 2-minute block
+	run := func(t *testing.T, verdict schemas.Verdict) {
+		layout, err := NewLayout(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := decide.DefaultConfig()
+		cfg.BlockTTL = ttl
+		eng, err := decide.NewEngine(cfg, decide.NewLimiter(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := New(layout, Config{InitialDevices: 16, IdleTTL: 24 * time.Hour, SkipBlocked: true}, detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<16, 1<<10)), eng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out schemas.Scored
+		seq := uint64(0)
+		process := func(ev *schemas.Event) (*schemas.Alert, *schemas.Decision) {
+			seq++
+			ev.Seq = seq
+			return w.Process(ev, &out)
+		}
+		for i := range 120 {
+			if a, _ := process(meterEvent(time.Duration(i)*time.Minute, "DE")); a != nil {
+				t.Fatalf("alert on the baseline at minute %d: %+v", i, a.Reasons)
+			}
+		}
+		// The flood: 5 requests a second until the block.
+		at := 120 * time.Minute
+		var block *schemas.Decision
+		for ; block == nil && at < 125*time.Minute; at += 200 * time.Millisecond {
+			_, block = process(meterEvent(at, "DE"))
+		}
+		if block == nil || block.Action != schemas.ActionBlock {
+			t.Fatal("the flood was not blocked")
+		}
+		expires := block.ExpiresAt.Sub(time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC))
+		ev := meterEvent(0, "DE")
+		rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt)
+		before := append([]byte(nil), rec[headerSize:]...)
+		// The flood goes on against the block: refused with 403, which the
+		// gateway logs as the device's auth failure.
+		denied := 0
+		for ; at < expires; at += 200 * time.Millisecond {
+			ev := meterEvent(at, "DE")
+			ev.Status, ev.Auth, ev.Verdict = 403, schemas.AuthFailed, verdict
+			a, d := process(ev)
+			if a != nil || d != nil || out.N != 0 {
+				t.Fatalf("a refused request at %v was judged: alert %v, decision %v, %d findings", at, a != nil, d != nil, out.N)
+			}
+			denied++
+		}
+		if rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt); string(rec[headerSize:]) != string(before) {
+			t.Error("refused requests changed the device's record")
+		}
+		if got := w.Enforced(); got.Denied+got.ActiveBlock != uint64(denied) {
+			t.Errorf("Enforced() = %+v, want %d refused requests counted", got, denied)
+		}
+		// After expiry, the meter is back to one reading a minute: nothing to say.
+		for i := range 30 {
+			at := expires + time.Duration(i)*time.Minute + time.Second
+			if a, d := process(meterEvent(at, "DE")); a != nil || d != nil {
+				t.Fatalf("a normal request %v after the block expired raised alert %+v, decision %v", at-expires, a.Reasons, d != nil)
+			}
+		}
+	}
+	t.Run("verdict_denied", func(t *testing.T) { run(t, schemas.VerdictDenied) })
+	t.Run("no_verdict_in_the_log", func(t *testing.T) { run(t, schemas.VerdictNone) })
+
+	t.Run("enforcer_unavailable", func(t *testing.T) {
+		w := newWorker(t, 16)
+		var out schemas.Scored
+		for i := range 120 {
+			w.Process(meterEvent(time.Duration(i)*time.Minute, "DE"), &out)
+		}
+		// The enforcer is down for a minute: the gateway answers every request 500.
+		for i := range 60 {
+			ev := meterEvent(120*time.Minute+time.Duration(i)*time.Second, "DE")
+			ev.Status, ev.Verdict = 500, schemas.VerdictUnavailable
+			if a, d := w.Process(ev, &out); a != nil || d != nil || out.N != 0 {
+				t.Fatalf("a request the enforcer could not check was judged: alert %v, decision %v, %d findings", a != nil, d != nil, out.N)
+			}
+		}
+		if got := w.Enforced().Unavailable; got != 60 {
+			t.Errorf("Enforced().Unavailable = %d, want 60", got)
+		}
+	})
+}

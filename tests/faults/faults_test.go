@@ -428,8 +428,9 @@ func checkScoredExactlyOnce(t *testing.T, db string, want uint64) rowCounts {
 const mb = 1 << 20
 
 // TestClickHouseOutage stops ClickHouse for 30 s while events keep arriving,
-// then starts it again on the same data and ports. The pipeline must hold
-// back (bounded memory, fetching paused), report the outage, keep its
+// then starts it again on the same data and ports. The pipeline must keep
+// deciding while rows wait within their bound (pipeline.Config.MaxWaitingBytes;
+// beyond it fetching pauses), report the outage, keep its
 // fetched messages alive (no redelivery, so no event counted twice), and
 // resume by itself: every event exactly once in ClickHouse.
 func TestClickHouseOutage(t *testing.T) {
