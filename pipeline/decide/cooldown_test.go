@@ -126,7 +126,7 @@ func TestCooldownSpansBounded(t *testing.T) {
 	if c.n != maxCoverSpans {
 		t.Fatalf("spans = %d, want the bound %d", c.n, maxCoverSpans)
 	}
-	if c.covers(0) || !c.covers(int64(3*maxCoverSpans-1) * 10 * cd) {
+	if c.covers(0) || !c.covers(int64(3*maxCoverSpans-1)*10*cd) {
 		t.Errorf("the earliest span must be forgotten first, the latest kept")
 	}
 	c.add(5*cd, cd) // no merge with neighbours 10 cd apart
