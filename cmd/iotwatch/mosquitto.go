@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -26,6 +28,7 @@ type enforceMosquittoOptions struct {
 	clientID     string
 	scopes       string
 	retry        time.Duration
+	metricsAddr  string
 }
 
 func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -38,7 +41,8 @@ func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) e
 	fs.StringVar(&o.passwordFile, "password-file", "", "file holding that user's password (first line); required")
 	fs.StringVar(&o.clientID, "client-id", "", "MQTT client id of this enforcer; empty: iotwatch-<enforcer-id>")
 	fs.StringVar(&o.scopes, "scopes", schemas.ScopeDevice+","+schemas.ScopeAPIKey, "decision scopes whose value is a broker username, comma-separated (device, api_key)")
-	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command is tried again")
+	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command, or a lost broker connection, is tried again")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics (broker connection, commands, decisions) and /healthz (200 while the broker connection is up) here; empty: off")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce mosquitto --broker HOST:PORT --username ADMIN --password-file FILE --keys FILE[,FILE] [flags]
 
@@ -58,11 +62,16 @@ usernames, not client ids, so configure the Mosquitto log source to identify
 devices by username. Decisions of scope ip or tenant, and throttles (dynamic
 security cannot rate-limit), are counted and ignored. Each applied decision is
 acknowledged with a receipt on %[3]s. Commands the broker refuses (an unknown
-username) or cannot receive (broker down) are retried every --retry; the
-connection to the broker is re-established as needed.
+username) or cannot receive (broker down) are retried every --retry.
+
+At start it connects to the broker and runs a read-only dynamic-security
+command: a broker that is down, a wrong password or a user without the admin
+role stops it with an error (exit 1) before it declares itself started. A
+connection lost later is re-established every --retry, logged (at most once a
+minute) and counted in %[4]s (see --metrics-addr).
 
 Flags:
-`, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied)
+`, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied, schemas.MetricMosquittoDisconnects)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -116,10 +125,29 @@ Flags:
 		return err
 	}
 	m.Seed(client.Active())
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("cannot listen on --metrics-addr %q: %w", o.metricsAddr, err)}
+		}
+		srv := &http.Server{Handler: mosquittoMetrics(m, client), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("cannot serve metrics", "addr", o.metricsAddr, "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			srv.Close()
+		})
+	}
 	log.Info("enforce mosquitto started", "broker", o.broker, "enforcer", o.enforcerID, "keys", len(copts.Keys))
 	fmt.Fprintf(stdout, "iotwatch enforce mosquitto: broker %s\n", o.broker)
 
-	var wg sync.WaitGroup
 	wg.Go(func() {
 		o.runClient(ctx, client, log)
 	})
@@ -129,4 +157,25 @@ Flags:
 	log.Info("enforce mosquitto stopped", "active", st.Active, "applied", st.Applied, "removed", st.Removed, "receipts", st.ReceiptsSent,
 		"disabled", ms.Disabled, "enabled", ms.Enabled, "ignored_throttle", ms.IgnoredThrottle, "ignored_scope", ms.IgnoredScope, "refused", ms.Refused)
 	return nil
+}
+
+// mosquittoMetrics serves /metrics (the broker connection's and the
+// decisions' counters) and /healthz (503 while the broker connection is down).
+func mosquittoMetrics(m *mosquitto.Enforcer, c *enforce.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		m.WriteMetrics(w)
+		st := c.Stats()
+		fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricEnforceActive, schemas.MetricEnforceActive, st.Active)
+		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceApplied, schemas.MetricEnforceApplied, st.Applied)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.Stats().Connected {
+			http.Error(w, "mosquitto connection down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
 }
