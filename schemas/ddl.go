@@ -73,6 +73,7 @@ var scoredTable = Table{
 		{ColProtocol, "String", true},
 		{ColCommand, "String", true},
 		{ColResource, "UInt64", false},
+		{ColResourceIDs, "String", false},
 		{ColStatus, "UInt16", false},
 		{ColAuth, "String", true},
 		{ColBytesIn, "UInt64", false},
@@ -220,12 +221,35 @@ type DDLOptions struct {
 // DDL returns the statements that create database db and every table in it, for a
 // server that reports serverVersion. The statements are idempotent (IF NOT EXISTS):
 // they never alter an existing table, so changing RetentionDays later needs an
-// ALTER TABLE ... MODIFY TTL by hand.
+// ALTER TABLE ... MODIFY TTL by hand. Columns added to a table after its first
+// release reach existing tables through AddColumns.
 func DDL(serverVersion, db string, opts DDLOptions) []string {
 	f := Features(serverVersion)
 	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(db)}
 	for _, t := range Tables() {
 		stmts = append(stmts, t.CreateStatement(db, f, opts))
+	}
+	return stmts
+}
+
+// AddColumns returns the ALTER TABLE statements that add to table t in db the
+// columns it lacks, given the columns it has (the names in system.columns),
+// each after its predecessor in t, on a server with features f. Columns are
+// only ever added (never dropped, renamed or retyped), so the statements are
+// the whole migration from any earlier release; with none missing, none are
+// returned. Asking system.columns first, rather than ADD COLUMN IF NOT EXISTS,
+// works on every server from 18.16 on.
+func (t *Table) AddColumns(db string, have map[string]bool, f ServerFeatures) []string {
+	var stmts []string
+	for i, c := range t.Columns {
+		if have[c.Name] {
+			continue
+		}
+		stmt := "ALTER TABLE " + QuoteIdent(db) + "." + QuoteIdent(t.Name) + " ADD COLUMN " + QuoteIdent(c.Name) + " " + c.typeFor(f)
+		if i > 0 {
+			stmt += " AFTER " + QuoteIdent(t.Columns[i-1].Name)
+		}
+		stmts = append(stmts, stmt)
 	}
 	return stmts
 }

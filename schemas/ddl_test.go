@@ -146,3 +146,22 @@ func TestQuoteIdent(t *testing.T) {
 	f("a`b", "`a\\`b`")
 	f(`a\b`, "`a\\\\b`")
 }
+
+// TestAddColumns: the columns a table lacks are added after their
+// predecessors; a complete table needs nothing.
+func TestAddColumns(t *testing.T) {
+	tbl := ScoredTable()
+	have := map[string]bool{}
+	for _, c := range tbl.Columns {
+		have[c.Name] = true
+	}
+	if got := tbl.AddColumns("iotwatch", have, ServerFeatures{}); len(got) != 0 {
+		t.Errorf("complete table: %q, want nothing", got)
+	}
+	delete(have, ColResourceIDs)
+	got := tbl.AddColumns("iotwatch", have, ServerFeatures{})
+	want := "ALTER TABLE `iotwatch`.`scored_events` ADD COLUMN `resource_ids` String AFTER `resource`"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("without %s: %q, want [%q]", ColResourceIDs, got, want)
+	}
+}

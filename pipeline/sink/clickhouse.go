@@ -292,14 +292,53 @@ func (c *ClickHouse) Version() string { return c.version }
 func (c *ClickHouse) Database() string { return c.db }
 
 // Migrate creates the database and the tables if they do not exist, with the
-// DDL suited to the server's version (schemas.DDL). It never alters an existing table.
+// DDL suited to the server's version (schemas.DDL), then adds to existing
+// tables the columns a later release introduced (schemas.Table.AddColumns).
+// It never drops, renames or retypes anything.
 func (c *ClickHouse) Migrate(ctx context.Context) error {
-	for _, stmt := range schemas.DDL(c.version, c.db, c.cfg.DDL) {
+	stmts := schemas.DDL(c.version, c.db, c.cfg.DDL)
+	for _, stmt := range stmts {
 		if err := c.conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
 		}
 	}
+	have, err := c.columns(ctx)
+	if err != nil {
+		return err
+	}
+	f := schemas.Features(c.version)
+	for _, t := range schemas.Tables() {
+		for _, stmt := range t.AddColumns(c.db, have[t.Name], f) {
+			if err := c.conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
+			}
+		}
+	}
 	return nil
+}
+
+// columns returns the column names of the database's tables, by table.
+func (c *ClickHouse) columns(ctx context.Context) (map[string]map[string]bool, error) {
+	rows, err := c.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", c.db)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+	}
+	defer rows.Close()
+	have := map[string]map[string]bool{}
+	for rows.Next() {
+		var table, name string
+		if err := rows.Scan(&table, &name); err != nil {
+			return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+		}
+		if have[table] == nil {
+			have[table] = map[string]bool{}
+		}
+		have[table][name] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+	}
+	return have, nil
 }
 
 // ClickHouseStats are the writer's counters since it was opened.
