@@ -86,6 +86,7 @@ type ScoredBatch struct {
 	eventID, streamSeq, resource, bytesIn, bytesOut                *array.Uint64Builder
 	tenant, device, idMethod, apiKey, class, firmware, sourceKind  *array.StringBuilder
 	sourceID, clientIP, country, protocol, command, auth, verdict  *array.StringBuilder
+	resourceIDs                                                    *array.StringBuilder
 	asn, latency                                                   *array.Uint32Builder
 	status                                                         *array.Uint16Builder
 	score                                                          *array.Float32Builder
@@ -138,6 +139,7 @@ func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
 	b.country = str(ColCountry)
 	b.protocol = str(ColProtocol)
 	b.command = str(ColCommand)
+	b.resourceIDs = str(ColResourceIDs)
 	b.auth = str(ColAuth)
 	b.verdict = str(ColVerdict)
 	b.asn = field(ColASN).(*array.Uint32Builder)
@@ -159,7 +161,7 @@ func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
 	b.observedV = b.observed.ValueBuilder().(*array.Float64Builder)
 	b.expectedV = b.expected.ValueBuilder().(*array.Float64Builder)
 	b.strs = []*array.StringBuilder{b.tenant, b.device, b.idMethod, b.apiKey, b.class, b.firmware, b.sourceKind,
-		b.sourceID, b.clientIP, b.country, b.protocol, b.command, b.auth, b.verdict, b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV}
+		b.sourceID, b.clientIP, b.country, b.protocol, b.command, b.resourceIDs, b.auth, b.verdict, b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV}
 	b.strData = make([]int, len(b.strs))
 	return b
 }
@@ -202,6 +204,7 @@ func (b *ScoredBatch) Append(ev *Event, s *Scored) {
 	b.protocol.Append(ev.Protocol.String())
 	b.command.BinaryBuilder.Append(ev.Command)
 	b.resource.Append(ev.Resource)
+	b.resourceIDs.BinaryBuilder.Append(ev.ResourceText)
 	b.status.Append(ev.Status)
 	b.auth.Append(ev.Auth.String())
 	b.verdict.Append(ev.Verdict.String())

@@ -32,13 +32,17 @@ const (
 	ColProtocol   = "protocol"  // Protocol.String()
 	ColCommand    = "command"   // normalized command
 	ColResource   = "resource"  // UInt64: hash of the identifiers the normalizer replaced
-	ColStatus     = "status"    // UInt16
-	ColAuth       = "auth"      // AuthOutcome.String()
-	ColVerdict    = "verdict"   // Verdict.String(): the enforcement point's own verdict
-	ColBytesIn    = "bytes_in"
-	ColBytesOut   = "bytes_out"
-	ColLatencyUS  = "latency_us" // UInt32, microseconds
-	ColScore      = "score"      // scored events: Float32; alerts and decisions: Float64
+	// ColResourceIDs is the text of those identifiers, '/'-joined, at most
+	// MaxResourceText bytes (Event.ResourceText); added by migration to
+	// tables created before it.
+	ColResourceIDs = "resource_ids"
+	ColStatus      = "status"  // UInt16
+	ColAuth        = "auth"    // AuthOutcome.String()
+	ColVerdict     = "verdict" // Verdict.String(): the enforcement point's own verdict
+	ColBytesIn     = "bytes_in"
+	ColBytesOut    = "bytes_out"
+	ColLatencyUS   = "latency_us" // UInt32, microseconds
+	ColScore       = "score"      // scored events: Float32; alerts and decisions: Float64
 
 	// Findings, as parallel arrays: element i of each array belongs to finding i.
 	ColDetectors      = "detectors"       // Array(String): registered detector names (detectors.Names)

@@ -1,8 +1,6 @@
 package schemas
 
 import (
-	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -41,12 +39,6 @@ type Table struct {
 	OrderBy []string
 	// TimeColumn is the DateTime column that retention (TTL) is computed from.
 	TimeColumn string
-	// Added names the columns added after the table's first release:
-	// migrating adds them to a table created before (AddColumnStatement; old
-	// rows read the type's default), so the writer's explicit column list fits
-	// old and new tables alike. A column is added, never renamed or removed:
-	// that would be a migration.
-	Added []string
 }
 
 // findingColumns are the parallel arrays that hold an event's or an alert's findings.
@@ -81,9 +73,10 @@ var scoredTable = Table{
 		{ColProtocol, "String", true},
 		{ColCommand, "String", true},
 		{ColResource, "UInt64", false},
+		{ColResourceIDs, "String", false},
 		{ColStatus, "UInt16", false},
 		{ColAuth, "String", true},
-		{ColVerdict, "String", true}, // Added: empty in rows written before it existed
+		{ColVerdict, "String", true}, // added after the first release: empty in rows written before it existed
 		{ColBytesIn, "UInt64", false},
 		{ColBytesOut, "UInt64", false},
 		{ColLatencyUS, "UInt32", false},
@@ -92,7 +85,6 @@ var scoredTable = Table{
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColEventID},
 	TimeColumn:  ColTime,
-	Added:       []string{ColVerdict},
 }
 
 var alertsTable = Table{
@@ -229,9 +221,9 @@ type DDLOptions struct {
 
 // DDL returns the statements that create database db and every table in it, for a
 // server that reports serverVersion. The statements are idempotent (IF NOT EXISTS):
-// they never alter an existing table (the writer's Migrate also adds a table's
-// Added columns where they are missing, see AddColumnStatement), so changing
-// RetentionDays later needs an ALTER TABLE ... MODIFY TTL by hand.
+// they never alter an existing table, so changing RetentionDays later needs an
+// ALTER TABLE ... MODIFY TTL by hand. Columns added to a table after its first
+// release reach existing tables through AddColumns.
 func DDL(serverVersion, db string, opts DDLOptions) []string {
 	f := Features(serverVersion)
 	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(db)}
@@ -241,41 +233,26 @@ func DDL(serverVersion, db string, opts DDLOptions) []string {
 	return stmts
 }
 
-// AddColumnStatement returns the ALTER TABLE statement that adds column name
-// (one of t's Added) to a table created before it existed, in place (AFTER the
-// column it follows). ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS: run it
-// only when the table lacks the column (see MissingAdded).
-func (t *Table) AddColumnStatement(db, name string, f ServerFeatures) string {
-	i := slices.IndexFunc(t.Columns, func(c Column) bool { return c.Name == name })
-	if i < 0 {
-		panic(fmt.Sprintf("BUG: table %q has no column %q", t.Name, name))
-	}
-	var sb strings.Builder
-	sb.WriteString("ALTER TABLE ")
-	sb.WriteString(QuoteIdent(db))
-	sb.WriteByte('.')
-	sb.WriteString(QuoteIdent(t.Name))
-	sb.WriteString(" ADD COLUMN ")
-	sb.WriteString(QuoteIdent(name))
-	sb.WriteByte(' ')
-	sb.WriteString(t.Columns[i].typeFor(f))
-	if i > 0 {
-		sb.WriteString(" AFTER ")
-		sb.WriteString(QuoteIdent(t.Columns[i-1].Name))
-	}
-	return sb.String()
-}
-
-// MissingAdded returns the columns of t's Added that are not among have (the
-// column names an existing table has), in table order.
-func (t *Table) MissingAdded(have []string) []string {
-	var out []string
-	for _, c := range t.Columns {
-		if slices.Contains(t.Added, c.Name) && !slices.Contains(have, c.Name) {
-			out = append(out, c.Name)
+// AddColumns returns the ALTER TABLE statements that add to table t in db the
+// columns it lacks, given the columns it has (the names in system.columns),
+// each after its predecessor in t, on a server with features f. Columns are
+// only ever added (never dropped, renamed or retyped), so the statements are
+// the whole migration from any earlier release; with none missing, none are
+// returned. Asking system.columns first, rather than ADD COLUMN IF NOT EXISTS,
+// works on every server from 18.16 on.
+func (t *Table) AddColumns(db string, have map[string]bool, f ServerFeatures) []string {
+	var stmts []string
+	for i, c := range t.Columns {
+		if have[c.Name] {
+			continue
 		}
+		stmt := "ALTER TABLE " + QuoteIdent(db) + "." + QuoteIdent(t.Name) + " ADD COLUMN " + QuoteIdent(c.Name) + " " + c.typeFor(f)
+		if i > 0 {
+			stmt += " AFTER " + QuoteIdent(t.Columns[i-1].Name)
+		}
+		stmts = append(stmts, stmt)
 	}
-	return out
+	return stmts
 }
 
 // CreateStatement returns the CREATE TABLE IF NOT EXISTS statement of t in db for

@@ -44,11 +44,6 @@ func TestTablesConsistent(t *testing.T) {
 				t.Errorf("table %q: ORDER BY column %q does not exist", tab.Name, name)
 			}
 		}
-		for _, name := range tab.Added {
-			if _, ok := types[name]; !ok {
-				t.Errorf("table %q: added column %q does not exist", tab.Name, name)
-			}
-		}
 		if types[tab.TimeColumn] != "DateTime" {
 			t.Errorf("table %q: time column %q has type %q, want DateTime", tab.Name, tab.TimeColumn, types[tab.TimeColumn])
 		}
@@ -96,22 +91,23 @@ func TestDDLOldServer(t *testing.T) {
 	}
 }
 
-// TestAddColumn checks the statement that brings a table created before a
-// column was added up to date, and which columns an old table lacks.
+// TestAddColumn checks the statements that bring a table created before a
+// column was added up to date.
 func TestAddColumn(t *testing.T) {
 	tab := ScoredTable()
-	if want := "ALTER TABLE `iotwatch`.`scored_events` ADD COLUMN `verdict` String AFTER `auth`"; tab.AddColumnStatement("iotwatch", ColVerdict, Features("18.16.1")) != want {
-		t.Errorf("got %q, want %q", tab.AddColumnStatement("iotwatch", ColVerdict, Features("18.16.1")), want)
+	have := map[string]bool{}
+	for _, n := range tab.ColumnNames() {
+		have[n] = n != ColVerdict
 	}
-	if got := tab.AddColumnStatement("db", ColVerdict, Features("24.8")); !strings.HasSuffix(got, "`verdict` LowCardinality(String) AFTER `auth`") {
+	if got, want := tab.AddColumns("iotwatch", have, Features("18.16.1")), []string{"ALTER TABLE `iotwatch`.`scored_events` ADD COLUMN `verdict` String AFTER `auth`"}; !slices.Equal(got, want) {
+		t.Errorf("old server: got %q, want %q", got, want)
+	}
+	if got := tab.AddColumns("db", have, Features("24.8")); len(got) != 1 || !strings.HasSuffix(got[0], "`verdict` LowCardinality(String) AFTER `auth`") {
 		t.Errorf("new server: %q", got)
 	}
-	old := slices.DeleteFunc(tab.ColumnNames(), func(n string) bool { return n == ColVerdict })
-	if got := tab.MissingAdded(old); !slices.Equal(got, []string{ColVerdict}) {
-		t.Errorf("MissingAdded(old table) = %q, want [verdict]", got)
-	}
-	if got := tab.MissingAdded(tab.ColumnNames()); len(got) != 0 {
-		t.Errorf("MissingAdded(current table) = %q, want none", got)
+	have[ColVerdict] = true
+	if got := tab.AddColumns("db", have, Features("24.8")); len(got) != 0 {
+		t.Errorf("current table: %q, want none", got)
 	}
 }
 
@@ -170,4 +166,23 @@ func TestQuoteIdent(t *testing.T) {
 	f("iotwatch", "`iotwatch`")
 	f("a`b", "`a\\`b`")
 	f(`a\b`, "`a\\\\b`")
+}
+
+// TestAddColumns: the columns a table lacks are added after their
+// predecessors; a complete table needs nothing.
+func TestAddColumns(t *testing.T) {
+	tbl := ScoredTable()
+	have := map[string]bool{}
+	for _, c := range tbl.Columns {
+		have[c.Name] = true
+	}
+	if got := tbl.AddColumns("iotwatch", have, ServerFeatures{}); len(got) != 0 {
+		t.Errorf("complete table: %q, want nothing", got)
+	}
+	delete(have, ColResourceIDs)
+	got := tbl.AddColumns("iotwatch", have, ServerFeatures{})
+	want := "ALTER TABLE `iotwatch`.`scored_events` ADD COLUMN `resource_ids` String AFTER `resource`"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("without %s: %q, want [%q]", ColResourceIDs, got, want)
+	}
 }

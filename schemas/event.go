@@ -192,6 +192,12 @@ type Event struct {
 	// Resource is a hash of the identifiers the normalizer replaced (0 if none):
 	// which device or object the command addressed, without growing the vocabulary.
 	Resource uint64
+	// ResourceText is the text of those identifiers ("lock-000042", or
+	// "acct-9/lock-17" for several), joined by '/', at most MaxResourceText
+	// bytes: what an analyst reads for an enumeration's targets. Set by
+	// SetRawCommand; not part of the canonical encoding or the Arrow event
+	// schema (a consumer of those normalizes the raw path itself).
+	ResourceText []byte
 	// Args are the command's numeric arguments (the log's "args", or numeric
 	// query parameters the normalizer dropped from Command): NArgs of them,
 	// see ArgList and SetArg.
@@ -271,6 +277,7 @@ func (e *Event) CopyFrom(src *Event) {
 	e.Class = e.set(src.Class)
 	e.Firmware = e.set(src.Firmware)
 	e.Command = e.set(src.Command)
+	e.ResourceText = e.set(src.ResourceText)
 	for i := range e.NArgs {
 		e.Args[i].Name = e.set(src.Args[i].Name)
 	}
@@ -311,6 +318,14 @@ func (e *Event) SetRawCommand(method, path []byte) {
 		e.Command = e.arena[start:len(e.arena):len(e.arena)]
 	}
 	e.CommandID = Hash(e.Command)
+	e.ResourceText = nil
+	if e.Resource != 0 {
+		start = len(e.arena)
+		e.arena = appendIdentifiers(e.arena, method, path)
+		if len(e.arena) > start {
+			e.ResourceText = e.arena[start:len(e.arena):len(e.arena)]
+		}
+	}
 	e.addQueryArgs(query)
 }
 

@@ -61,3 +61,10 @@ const (
 	// decision that an enforcement point requiring signatures did not act on.
 	MetricEnforceIgnoredDeletes = "iotwatch_enforce_ignored_deletes_total"
 )
+
+// Metric names of `iotwatch enforce mosquitto`'s broker connection.
+const (
+	MetricMosquittoConnected   = "iotwatch_enforce_mosquitto_connected"         // 1 while the dynamic-security connection is up
+	MetricMosquittoDisconnects = "iotwatch_enforce_mosquitto_disconnects_total" // connections lost after they were up
+	MetricMosquittoCommands    = "iotwatch_enforce_mosquitto_commands_total"    // label result=disabled|enabled|refused|failed
+)

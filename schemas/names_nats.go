@@ -38,6 +38,11 @@ const (
 	// ConsumerReceipts is the durable pull consumer that reads apply receipts
 	// (SubjectDecisionsApplied, on IOTWATCH_DECISIONS) into TableReceipts.
 	ConsumerReceipts = "iotwatch-receipts"
+	// ConsumerUnblocks is the durable pull consumer that reads unblock
+	// decisions (SubjectDecisionsPrefix + "." + ActionUnblock, on
+	// IOTWATCH_DECISIONS: analysts' 'iotwatch unblock' and the pipeline's
+	// lifts) into TableDecisions, with their issuer and reason.
+	ConsumerUnblocks = "iotwatch-unblocks"
 )
 
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle

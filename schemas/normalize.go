@@ -32,22 +32,7 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 // appendCommand is Append that also returns the query string the command
 // dropped: what follows the path's '?', fragment included (nil if none).
 func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte) {
-	method, path = trimSpace(method), trimSpace(path)
-	if len(path) == 0 && !letters(method) {
-		// A method alone that is not a plain word ("0", "GET x") is normalized
-		// as a whole command, so that normalizing the output again gives the
-		// same command. A plain word ("connect") is upper-cased as a method.
-		method, path = nil, method
-	}
-	if len(method) == 0 {
-		// "POST /v1/x": split at the first space.
-		for i, c := range path {
-			if c == ' ' {
-				method, path = path[:i], trimSpace(path[i+1:])
-				break
-			}
-		}
-	}
+	method, path = splitCommand(method, path)
 	for _, c := range method {
 		switch {
 		case c >= 'a' && c <= 'z':
@@ -96,6 +81,69 @@ func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte
 		res = mix(res)
 	}
 	return dst, res, query
+}
+
+// splitCommand returns the method and path that appendCommand normalizes.
+func splitCommand(method, path []byte) ([]byte, []byte) {
+	method, path = trimSpace(method), trimSpace(path)
+	if len(path) == 0 && !letters(method) {
+		// A method alone that is not a plain word ("0", "GET x") is normalized
+		// as a whole command, so that normalizing the output again gives the
+		// same command. A plain word ("connect") is upper-cased as a method.
+		method, path = nil, method
+	}
+	if len(method) == 0 {
+		// "POST /v1/x": split at the first space.
+		for i, c := range path {
+			if c == ' ' {
+				method, path = path[:i], trimSpace(path[i+1:])
+				break
+			}
+		}
+	}
+	return method, path
+}
+
+// MaxResourceText bounds Event.ResourceText, in bytes.
+const MaxResourceText = 128
+
+// appendIdentifiers appends to dst the identifiers the normalizer replaces in
+// the command (method, path), in order, joined by '/'; an identifier that
+// would take the text past MaxResourceText bytes ends it (it is cut, and "…"
+// marks the cut, only when it is the first).
+func appendIdentifiers(dst, method, path []byte) []byte {
+	_, path = splitCommand(method, path)
+	start0 := len(dst)
+	start := 0
+	for i := 0; i <= len(path); i++ {
+		if i < len(path) && path[i] != '/' && path[i] != '?' && path[i] != '#' {
+			continue
+		}
+		if seg := path[start:i]; isIdentifier(seg) {
+			sep := 0
+			if len(dst) > start0 {
+				sep = 1
+			}
+			room := MaxResourceText - (len(dst) - start0) - sep
+			if len(seg) > room {
+				if len(dst) == start0 {
+					const ellipsis = "…"
+					dst = append(dst, seg[:MaxResourceText-len(ellipsis)]...)
+					dst = append(dst, ellipsis...)
+				}
+				return dst
+			}
+			if sep == 1 {
+				dst = append(dst, '/')
+			}
+			dst = append(dst, seg...)
+		}
+		if i == len(path) || path[i] != '/' {
+			break
+		}
+		start = i + 1
+	}
+	return dst
 }
 
 // trimSpace drops leading and trailing ASCII spaces, so that normalizing a

@@ -1,6 +1,9 @@
 package schemas
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestNormalizeCommand(t *testing.T) {
 	for _, c := range []struct{ method, path, want string }{
@@ -25,4 +28,30 @@ func TestNormalizeCommand(t *testing.T) {
 			t.Errorf("NormalizeCommand(%q, %q) = %q, normalized again %q", c.method, c.path, got, again)
 		}
 	}
+}
+
+// TestResourceText: the identifiers the normalizer replaced, as an analyst
+// reads them, bounded.
+func TestResourceText(t *testing.T) {
+	f := func(method, path, want string) {
+		t.Helper()
+		var ev Event
+		ev.SetRawCommand([]byte(method), []byte(path))
+		if got := string(ev.ResourceText); got != want {
+			t.Errorf("SetRawCommand(%q, %q): ResourceText %q, want %q", method, path, got, want)
+		}
+		var cp Event
+		cp.CopyFrom(&ev)
+		if string(cp.ResourceText) != want {
+			t.Errorf("CopyFrom lost ResourceText %q", want)
+		}
+	}
+	f("POST", "/v1/devices/lock-000042/unlock?pin=1234", "lock-000042")
+	f("GET", "/v1/accounts/acct-9/devices/lock-17", "acct-9/lock-17")
+	f("PUBLISH", "devices/therm-5/cmd/setpoint", "therm-5")
+	f("", "GET /v1/status", "")
+	f("GET", "/v2beta/status#frag-1", "")
+	long := strings.Repeat("a1", 100)
+	f("GET", "/x/"+long, long[:MaxResourceText-len("…")]+"…")
+	f("GET", "/x/dev-1/"+long, "dev-1")
 }

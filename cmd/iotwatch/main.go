@@ -4,6 +4,7 @@
 //	iotwatch demo     a simulated fleet with attacks through embedded NATS and a private ClickHouse
 //	iotwatch replay   recorded logs through the detectors and decisions, offline
 //	iotwatch unblock  lift an active block with a signed unblock decision
+//	iotwatch keyhash  print the hash that stands for an API key
 //	iotwatch migrate  create or update the ClickHouse tables
 //	iotwatch eval     evaluate detectors on labelled data
 //	iotwatch version  print the version
@@ -44,6 +45,7 @@ var commands = []command{
 	{"ship", "follow log files (or stdin) and publish them to JetStream in batches", shipCmd},
 	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},
 	{"unblock", "lift an active block with a signed unblock decision (SOC analysts)", unblockCmd},
+	{"keyhash", "print the hash that stands for an API key in events, alerts and decisions", keyhashCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
 	{"detectors", "list the detectors built in: names, state sizes, reasons, what each judges", detectorsCmd},
 	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -29,6 +31,7 @@ type enforceMosquittoOptions struct {
 	clientID     string
 	scopes       string
 	retry        time.Duration
+	metricsAddr  string
 }
 
 func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -41,7 +44,8 @@ func enforceMosquittoCmd(ctx context.Context, args []string, stdout io.Writer) e
 	fs.StringVar(&o.passwordFile, "password-file", "", "file holding that user's password (first line); required")
 	fs.StringVar(&o.clientID, "client-id", "", "MQTT client id of this enforcer; empty: iotwatch-<enforcer-id>")
 	fs.StringVar(&o.scopes, "scopes", strings.Join(mosquitto.Scopes(), ","), "decision scopes whose value is a broker username, comma-separated: mqtt_username, and device only where HTTP device ids and MQTT usernames are the same identities; every other scope is acknowledged not_applicable")
-	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command is tried again")
+	fs.DurationVar(&o.retry, "retry", 10*time.Second, "how soon a refused or failed dynamic-security command, or a lost broker connection, is tried again")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics (broker connection, commands, decisions) and /healthz (200 while the broker connection is up) here; empty: off")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce mosquitto --broker HOST:PORT --username ADMIN --password-file FILE --keys FILE[,FILE] [flags]
 
@@ -66,8 +70,14 @@ for throttles, which are never sent to the broker nor retried. The pipeline's
 --block-scope auto blocks devices of MQTT sources by mqtt_username when they
 are identified by username (see --identity).
 
+At start it connects to the broker and runs a read-only dynamic-security
+command: a broker that is down, a wrong password or a user without the admin
+role stops it with an error (exit 1) before it declares itself started. A
+connection lost later is re-established every --retry, logged (at most once a
+minute) and counted in %[4]s (see --metrics-addr).
+
 Flags:
-`, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied)
+`, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied, schemas.MetricMosquittoDisconnects)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,7 +121,7 @@ Flags:
 	var client *enforce.Client // set below, before Run reports anything
 	mc := mosquitto.Config{Scopes: scopes, Retry: o.retry, Log: log,
 		Report: func(r schemas.ApplyReceipt) { client.Report(r) },
-		Dial: func(ctx context.Context) (*mosquitto.DynSec, error) { return mosquitto.DialDynSec(ctx, mopts) }}
+		Dial:   func(ctx context.Context) (*mosquitto.DynSec, error) { return mosquitto.DialDynSec(ctx, mopts) }}
 	if o.stateFile != "" {
 		mc.OwnedFile = o.stateFile + ".dynsec"
 	}
@@ -127,10 +137,29 @@ Flags:
 		return err
 	}
 	m.Seed(client.Active())
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("cannot listen on --metrics-addr %q: %w", o.metricsAddr, err)}
+		}
+		srv := &http.Server{Handler: mosquittoMetrics(m, client), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("cannot serve metrics", "addr", o.metricsAddr, "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			srv.Close()
+		})
+	}
 	log.Info("enforce mosquitto started", "broker", o.broker, "enforcer", o.enforcerID, "keys", len(copts.Keys))
 	fmt.Fprintf(stdout, "iotwatch enforce mosquitto: broker %s\n", o.broker)
 
-	var wg sync.WaitGroup
 	wg.Go(func() {
 		o.runClient(ctx, client, log)
 	})
@@ -140,4 +169,25 @@ Flags:
 	log.Info("enforce mosquitto stopped", "active", st.Active, "applied", st.Applied, "removed", st.Removed, "receipts", st.ReceiptsSent,
 		"disabled", ms.Disabled, "enabled", ms.Enabled, "ignored_throttle", ms.IgnoredThrottle, "ignored_scope", ms.IgnoredScope, "refused", ms.Refused)
 	return nil
+}
+
+// mosquittoMetrics serves /metrics (the broker connection's and the
+// decisions' counters) and /healthz (503 while the broker connection is down).
+func mosquittoMetrics(m *mosquitto.Enforcer, c *enforce.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		m.WriteMetrics(w)
+		st := c.Stats()
+		fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricEnforceActive, schemas.MetricEnforceActive, st.Active)
+		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricEnforceApplied, schemas.MetricEnforceApplied, st.Applied)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.Stats().Connected {
+			http.Error(w, "mosquitto connection down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
 }

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -41,7 +43,8 @@ time, device, severity, score and reasons with observed and expected values, or
 backtest a configuration or a detector change on last week's traffic. Silent devices
 are swept every minute of event time, as in 'iotwatch run' (a silence alone scores below
 the alert threshold). FILE - reads standard input. Lines that do not decode are counted
-and reported on standard error.
+and reported on standard error, with a summary line of records decoded and dead-lettered
+(and the most frequent reasons); when no record decodes, the exit status is 1.
 
 Flags (the detector and decision flags of 'iotwatch run' apply; connection flags are ignored):
 `)
@@ -86,9 +89,51 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("cannot write --out %q: %w", *out, err)
 	}
-	fmt.Fprintf(os.Stderr, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions, %d silences swept\n",
+	fmt.Fprintf(r.errw, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions, %d silences swept\n",
 		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions, r.silences)
+	top := r.topReasons()
+	if top != "" {
+		top = " (" + top + ")"
+	}
+	fmt.Fprintf(r.errw, "decoded %d, dead-lettered %d%s\n", r.events, r.bad, top)
+	if r.events == 0 {
+		if r.bad > 0 {
+			return fmt.Errorf("cannot replay %q: none of its %d records decoded as --format %q; top reasons: %s",
+				strings.Join(fs.Args(), " "), r.bad, *format, r.topReasons())
+		}
+		return fmt.Errorf("cannot replay %q: no records", strings.Join(fs.Args(), " "))
+	}
 	return nil
+}
+
+// maxTopReasons is how many dead-letter reasons replay's summary names.
+const maxTopReasons = 3
+
+// topReasons is "reason n, reason n, ..." for the most frequent dead-letter
+// reasons, or "" when nothing was dead-lettered.
+func (r *replayer) topReasons() string {
+	if len(r.badReasons) == 0 {
+		return ""
+	}
+	reasons := make([]string, 0, len(r.badReasons))
+	for k := range r.badReasons {
+		reasons = append(reasons, k)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		a, b := reasons[i], reasons[j]
+		return r.badReasons[a] > r.badReasons[b] || (r.badReasons[a] == r.badReasons[b] && a < b)
+	})
+	var sb strings.Builder
+	for i, k := range reasons[:min(len(reasons), maxTopReasons)] {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%s %d", k, r.badReasons[k])
+	}
+	if len(reasons) > maxTopReasons {
+		sb.WriteString(", ...")
+	}
+	return sb.String()
 }
 
 type replayer struct {
@@ -105,6 +150,7 @@ type replayer struct {
 	silences           int // silent devices the sweep reported
 	alerts, decisions  int
 	reportedBadReasons int
+	badReasons         map[string]int // dead-letter reason -> undecodable records
 }
 
 // record replays one record; seq and lineNo derive its event id.
@@ -115,6 +161,14 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 			return nil
 		}
 		r.bad++
+		reason := schemas.DeadLetterUndecodable
+		if de, ok := errors.AsType[*schemas.DecodeError](err); ok {
+			reason = de.Reason
+		}
+		if r.badReasons == nil {
+			r.badReasons = map[string]int{}
+		}
+		r.badReasons[reason]++
 		if r.reportedBadReasons < maxBadReported {
 			r.reportedBadReasons++
 			fmt.Fprintf(r.errw, "%s:%d: %v\n", name, seq&(1<<32-1), err)

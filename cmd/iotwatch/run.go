@@ -75,6 +75,11 @@ Flags:
 			log.Error("apply receipts are not stored", "err", err)
 		}
 	}()
+	go func() {
+		if err := receipts.RunUnblocks(ctx, st.js, st.ch, log); err != nil {
+			log.Error("unblocks are not stored", "err", err)
+		}
+	}()
 	log.Info("pipeline running", "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
 	return st.p.Run(ctx)
 }

@@ -20,6 +20,9 @@ import (
 // payloadHeadroom is left under the server's max payload for headers.
 const payloadHeadroom = 4 << 10
 
+// defaultShipGiveUp is how long 'ship --once' waits for NATS before it fails.
+const defaultShipGiveUp = time.Minute
+
 func shipCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	return shipMain(ctx, args, stdout, os.Stderr, nil)
 }
@@ -43,6 +46,7 @@ func shipMain(ctx context.Context, args []string, stdout, stderr io.Writer, stdi
 		rotWait  = fs.Duration("rotate-wait", d.RotateWait, "keep reading a rotated file until it has not grown for this long")
 		progress = fs.Duration("progress", 5*time.Second, "write a progress line to stderr this often (0: only the final summary)")
 		logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		giveUp   = fs.Duration("give-up", defaultShipGiveUp, "with --once (or --follow=false): fail when NATS cannot be reached, or does not acknowledge a message, for this long (0: retry forever); following, NATS is retried forever with back-off")
 		conn     connFlags
 	)
 	conn.registerNATS(fs)
@@ -89,6 +93,8 @@ Flags:
 		return bad("cannot use --rotate-wait %s: must be >= 0", *rotWait)
 	case *progress < 0:
 		return bad("cannot use --progress %s: must be >= 0", *progress)
+	case *giveUp < 0:
+		return bad("cannot use --give-up %s: must be >= 0", *giveUp)
 	case *format == "":
 		return bad("cannot use --format \"\": must name a format")
 	case *source == "":
@@ -113,8 +119,18 @@ Flags:
 	}
 	cfg.Log, cfg.Stdin = log, stdin
 	cfg.Progress, cfg.ProgressOut = *progress, stderr
-	nc, js, err := conn.connectNATS(ctx, *natsURL, "iotwatch-ship", log)
+	connectCtx := ctx
+	if !cfg.Follow && *giveUp > 0 {
+		cfg.GiveUp = *giveUp
+		var cancel context.CancelFunc
+		connectCtx, cancel = context.WithTimeout(ctx, *giveUp)
+		defer cancel()
+	}
+	nc, js, err := conn.connectNATS(connectCtx, *natsURL, "iotwatch-ship", log)
 	if err != nil {
+		if ctx.Err() == nil && connectCtx.Err() != nil {
+			return fmt.Errorf("cannot ship: NATS unreachable for %s (--give-up): %w", *giveUp, err)
+		}
 		return err // names the (redacted) URL and, for auth/TLS refusals, the flags to check
 	}
 	defer nc.Close()

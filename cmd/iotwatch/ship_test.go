@@ -29,6 +29,7 @@ func TestShipBadFlagsNameTheFlag(t *testing.T) {
 	f("--max-pending", "--max-pending", "0", "a.log")
 	f("--poll", "--poll", "0s", "a.log")
 	f("--progress", "--progress", "-1s", "a.log")
+	f("--give-up", "--give-up", "-1s", "a.log")
 	f("--log-level", "--log-level", "loud", "--state", "none", "--nats", "nats://127.0.0.1:1", "a.log")
 	f("no input")
 	var out, errOut bytes.Buffer
@@ -110,5 +111,21 @@ func TestShipOnceEndToEnd(t *testing.T) {
 	}
 	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 3 {
 		t.Errorf("after a second run the stream holds %v messages (%v), want 3", info.State.Msgs, err)
+	}
+}
+
+// TestShipOnceGivesUp: 'ship --once' against a NATS that is not there fails
+// after --give-up with an error that says so, instead of retrying forever.
+func TestShipOnceGivesUp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	if err := os.WriteFile(path, []byte(`{"i":1}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := mainExit([]string{"ship", "--once", "--give-up", "300ms", "--state", "none", "--log-level", "error",
+		"--nats", "nats://127.0.0.1:1", path}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "--give-up") || !strings.Contains(errOut.String(), "127.0.0.1:1") {
+		t.Errorf("ship --once with NATS down: exit %d, stderr %q; want 1 naming --give-up and the URL", code, errOut.String())
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,7 +28,17 @@ type unblockOptions struct {
 	issuer     string
 	timeout    time.Duration
 	logLevel   string
+	// keyValue is an API key in clear, hashed with keySecret into the value.
+	keyValue  string
+	keySecret string
+	ifBlocked bool // exit 0 when nothing is blocked
+	force     bool // publish an unblock even when the bucket holds no active block
+	dryRun    bool // say what would be lifted, publish nothing
 }
+
+// maxActiveListed bounds the active blocks of a scope the command lists when
+// the value asked for is not blocked.
+const maxActiveListed = 10
 
 // unblockCmd publishes a signed unblock for one scope and value: the SOC
 // analyst's way to lift a block before its TTL ends.
@@ -43,6 +54,11 @@ func unblockCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.issuer, "issuer", defaultIssuer(), "who lifts the block, stored with the unblock")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up if NATS does not answer within this time")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	fs.StringVar(&o.keyValue, "key-value", "", "an API key in clear, instead of --value: hashed with --key-secret-file as the pipeline hashes keys (for --scope api_key, or device when devices are identified by their key)")
+	fs.StringVar(&o.keySecret, "key-secret-file", "", "the pipeline's --key-secret-file, for --key-value")
+	fs.BoolVar(&o.ifBlocked, "if-blocked", false, "succeed without publishing anything when the value is not blocked (for scripts; by default that is an error)")
+	fs.BoolVar(&o.force, "force", false, "publish the unblock even when the bucket holds no active block for the value (it still lifts an older block that enforcement points hold)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the value (the key's hash with --key-value) and what the bucket holds for it; publish nothing")
 	o.conn.registerNATS(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch unblock --signing-key FILE --scope SCOPE --value V --reason TEXT [flags]
@@ -53,9 +69,16 @@ block in KV bucket %[2]s. Enforcement points verify its signature, stop
 enforcing the block, and acknowledge on %[3]s.
 
 The unblock names the block it lifts (its id is the block's id followed by %[4]q).
-When the bucket no longer holds a block for the scope and value, the unblock
-still lifts any older one that enforcement points hold. A later block for the
-same scope and value is not affected.
+When the bucket holds no active block for the scope and value, the command
+lists what is blocked for the scope and exits 1 without publishing anything;
+--if-blocked makes that a success (idempotent scripts), and --force publishes
+the unblock anyway (it lifts any older block that enforcement points still
+hold, e.g. after a bare KV delete). A later block for the same scope and value
+is not affected. The pipeline stores the unblock, with its issuer and reason,
+in the ClickHouse table decisions.
+
+An API-key device is known by its key's hash: --key-value KEY with the
+pipeline's --key-secret-file computes it ('iotwatch keyhash' prints it).
 
 Example:
   iotwatch unblock --nats nats://nats.internal:4222 --signing-key /etc/iotwatch/soc.key \
@@ -75,12 +98,18 @@ Flags:
 	if err != nil {
 		return err
 	}
+	if err := o.hashKeyValue(); err != nil {
+		return err
+	}
 	if err := o.check(); err != nil {
 		return err
 	}
-	keyID, priv, err := schemas.LoadPrivateKey(o.signingKey)
-	if err != nil {
-		return usageError{fmt.Errorf("cannot use --signing-key: %w", err)}
+	var keyID string
+	var priv ed25519.PrivateKey
+	if !o.dryRun {
+		if keyID, priv, err = schemas.LoadPrivateKey(o.signingKey); err != nil {
+			return usageError{fmt.Errorf("cannot use --signing-key: %w", err)}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -93,9 +122,31 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("cannot open KV bucket %q at --nats %q: %w", schemas.KVActiveBlocks, bus.RedactURL(o.natsURL), err)
 	}
+	now := time.Now()
+	held, blocked, err := unblock.Held(ctx, kv, o.scope, o.value, now)
+	if err != nil {
+		return err
+	}
+	if o.dryRun {
+		fmt.Fprintf(stdout, "%s=%q: %s\n", o.scope, o.value, describeHeld(held, blocked))
+		return nil
+	}
+	if !blocked && !o.force {
+		msg := fmt.Sprintf("%s=%q is not blocked (%s)", o.scope, o.value, describeHeld(held, blocked))
+		if o.ifBlocked {
+			fmt.Fprintf(stdout, "%s; nothing published (--if-blocked)\n", msg)
+			return nil
+		}
+		active, n, err := unblock.Active(ctx, kv, o.scope, now, maxActiveListed)
+		if err != nil {
+			return fmt.Errorf("cannot unblock: %s, and %w", msg, err)
+		}
+		return fmt.Errorf("cannot unblock: %s; %s; nothing published (--if-blocked makes this a success, --force publishes anyway)",
+			msg, describeActive(o.scope, active, n))
+	}
 	res, err := unblock.Lift(ctx, js, kv, unblock.Request{
 		Scope: o.scope, Value: o.value, Reason: o.reason, Issuer: o.issuer,
-		KeyID: keyID, Key: priv, Now: time.Now(),
+		KeyID: keyID, Key: priv, Now: now,
 	}, log)
 	if err != nil {
 		return err
@@ -115,16 +166,70 @@ Flags:
 	return nil
 }
 
+// describeHeld says what the bucket holds for a value.
+func describeHeld(held *schemas.Decision, active bool) string {
+	switch {
+	case held == nil:
+		return "no decision in " + schemas.KVActiveBlocks
+	case held.Action == schemas.ActionUnblock:
+		return fmt.Sprintf("lifted by unblock %q of %s at %s: %s", held.ID, held.Issuer, held.CreatedAt.Format(time.RFC3339), held.Reason)
+	case !active:
+		return fmt.Sprintf("%s %q expired at %s", held.Action, held.ID, held.ExpiresAt.Format(time.RFC3339))
+	}
+	return fmt.Sprintf("%s %q until %s, reason %s, issuer %s", held.Action, held.ID, held.ExpiresAt.Format(time.RFC3339), held.Reason, held.Issuer)
+}
+
+// describeActive lists the active blocks of a scope (n in all).
+func describeActive(scope string, active []schemas.Decision, n int) string {
+	if n == 0 {
+		return "nothing is blocked for scope " + scope
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d active for scope %s:", n, scope)
+	for i, d := range active {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		fmt.Fprintf(&sb, " %q (%s until %s)", d.Value, d.Action, d.ExpiresAt.Format(time.RFC3339))
+	}
+	if n > len(active) {
+		fmt.Fprintf(&sb, ", and %d more", n-len(active))
+	}
+	return sb.String()
+}
+
+// hashKeyValue turns --key-value into --value with --key-secret-file.
+func (o *unblockOptions) hashKeyValue() error {
+	switch {
+	case o.keyValue == "" && o.keySecret == "":
+		return nil
+	case o.keyValue == "":
+		return usageError{errors.New("cannot use --key-secret-file without --key-value")}
+	case o.value != "":
+		return usageError{errors.New("cannot use --key-value with --value: give one")}
+	case o.keySecret == "":
+		return usageError{errors.New("cannot use --key-value: --key-secret-file is required (the pipeline's)")}
+	}
+	h, err := keyHash(o.keySecret, o.keyValue)
+	if err != nil {
+		return usageError{fmt.Errorf("cannot use --key-secret-file: %w", err)}
+	}
+	o.value = h
+	return nil
+}
+
 // check validates the flags; errors name the flag.
 func (o *unblockOptions) check() error {
 	switch {
-	case o.signingKey == "":
+	case o.ifBlocked && o.force:
+		return usageError{errors.New("cannot use --if-blocked with --force")}
+	case o.signingKey == "" && !o.dryRun:
 		return usageError{errors.New("cannot unblock: --signing-key is required")}
 	case o.scope == "":
 		return usageError{errors.New("cannot unblock: --scope is required (" + strings.Join(schemas.Scopes(), ", ") + ")")}
 	case o.value == "":
 		return usageError{errors.New("cannot unblock: --value is required")}
-	case strings.TrimSpace(o.reason) == "":
+	case strings.TrimSpace(o.reason) == "" && !o.dryRun:
 		return usageError{errors.New("cannot unblock: --reason is required")}
 	case strings.TrimSpace(o.issuer) == "":
 		return usageError{errors.New("cannot unblock: --issuer must not be empty")}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -132,11 +133,69 @@ func TestUnblockCommand(t *testing.T) {
 		t.Errorf("unblock receipt %+v; want d-lock by edge-1 authorised by soc-1", receipt)
 	}
 
-	// Again: nothing left to lift, and the command says so.
+	// Again: nothing left to lift, an error that says what the bucket holds
+	// and what is blocked for the scope; with --if-blocked, a success.
 	out.Reset()
-	if err := unblockCmd(e.ctx, []string{"--nats", e.url, "--signing-key", socKey, "--scope", "device",
-		"--value", "acme/lock-17", "--reason", "again"}, &out); err != nil || !strings.Contains(out.String(), "already lifted") {
-		t.Errorf("second unblock: %v, output %q; want \"already lifted\"", err, out.String())
+	again := []string{"--nats", e.url, "--signing-key", socKey, "--scope", "device", "--value", "acme/lock-17", "--reason", "again"}
+	if err := unblockCmd(e.ctx, again, &out); err == nil || !strings.Contains(err.Error(), "not blocked") ||
+		!strings.Contains(err.Error(), schemas.UnblockID("d-lock")) || !strings.Contains(err.Error(), `1 active for scope device: "acme/lock-18"`) {
+		t.Errorf("second unblock: %v; want an error naming the unblock held and the active block of the scope", err)
+	}
+	out.Reset()
+	if err := unblockCmd(e.ctx, append(again, "--if-blocked"), &out); err != nil || !strings.Contains(out.String(), "nothing published") {
+		t.Errorf("second unblock --if-blocked: %v, output %q; want success and nothing published", err, out.String())
+	}
+	// A value never blocked: an error; --force publishes the unblock anyway.
+	never := []string{"--nats", e.url, "--signing-key", socKey, "--scope", "ip", "--value", "192.0.2.1", "--reason", "r"}
+	if err := unblockCmd(e.ctx, never, &out); err == nil || !strings.Contains(err.Error(), "nothing is blocked for scope ip") {
+		t.Errorf("unblock of a value never blocked: %v; want an error saying nothing is blocked for the scope", err)
+	}
+	out.Reset()
+	if err := unblockCmd(e.ctx, append(never, "--force"), &out); err != nil || !strings.Contains(out.String(), "published unblock") {
+		t.Errorf("unblock --force of a value never blocked: %v, output %q; want the unblock published", err, out.String())
+	}
+}
+
+// TestUnblockKeyValue: --key-value hashes an API key as the pipeline does,
+// and --dry-run shows the hash and the block it names without publishing;
+// 'iotwatch keyhash' prints the same hash.
+func TestUnblockKeyValue(t *testing.T) {
+	e := newEnforceEnv(t)
+	dir := t.TempDir()
+	pipelineKey, _ := writeKeyPair(t, dir, "pipeline-1")
+	pkID, pk, err := schemas.LoadPrivateKey(pipelineKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretFile := filepath.Join(dir, "key.secret")
+	if err := os.WriteFile(secretFile, []byte("0123456789abcdef-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash := formats.KeyHasher([]byte("0123456789abcdef-secret"))("sk-live-42")
+	e.publish(t, pkID, pk, "d-key", schemas.ActionBlock, schemas.ScopeAPIKey, hash)
+
+	var out bytes.Buffer
+	if err := keyhashCmd(e.ctx, []string{"--key-secret-file", secretFile, "sk-live-42"}, &out); err != nil || out.String() != hash+"\n" {
+		t.Errorf("keyhash: %v, output %q; want %q", err, out.String(), hash)
+	}
+	out.Reset()
+	err = unblockCmd(e.ctx, []string{"--nats", e.url, "--dry-run", "--scope", "api_key",
+		"--key-value", "sk-live-42", "--key-secret-file", secretFile}, &out)
+	if err != nil || !strings.Contains(out.String(), hash) || !strings.Contains(out.String(), `block "d-key"`) {
+		t.Errorf("unblock --dry-run --key-value: %v, output %q; want the hash and the block it names", err, out.String())
+	}
+	f := func(want string, args ...string) {
+		t.Helper()
+		err := unblockCmd(e.ctx, append([]string{"--nats", e.url, "--dry-run", "--scope", "api_key"}, args...), &out)
+		if !isUsageError(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("unblock %q: %v; want a usage error naming %s", args, err, want)
+		}
+	}
+	f("--key-secret-file", "--key-value", "sk-live-42")
+	f("--key-value", "--key-value", "sk-live-42", "--value", hash, "--key-secret-file", secretFile)
+	f("--key-value", "--key-secret-file", secretFile)
+	if err := keyhashCmd(e.ctx, []string{"sk-live-42"}, &out); !isUsageError(err) {
+		t.Errorf("keyhash without --key-secret-file: %v; want a usage error", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -56,6 +57,12 @@ type Enforcer struct {
 	owned map[string]bool // usernames this enforcer disabled (the Run goroutine)
 
 	disabled, enabled, ignoredThrottle, ignoredScope, refused, failures atomic.Uint64
+	disconnects                                                         atomic.Uint64
+	connected                                                           atomic.Bool
+
+	ds       *DynSec   // the connection Start opened, for Run
+	lastWarn time.Time // of the last connection warning (Run's goroutine)
+	quiet    int       // connection warnings suppressed since lastWarn
 }
 
 // pending is an active block of a username and what was reported of it.
@@ -76,6 +83,8 @@ type Stats struct {
 	IgnoredThrottle, IgnoredScope uint64 // decisions dynamic security cannot apply
 	Refused                       uint64 // commands the broker refused (such as an unknown username)
 	Failures                      uint64 // connection or transport failures
+	Disconnects                   uint64 // connections to the broker lost after they were up
+	Connected                     bool   // a connection to the broker is up
 }
 
 // Config is what New needs.
@@ -134,7 +143,70 @@ func New(cfg Config) (*Enforcer, error) {
 // Stats returns the enforcer's counters.
 func (m *Enforcer) Stats() Stats {
 	return Stats{Disabled: m.disabled.Load(), Enabled: m.enabled.Load(), IgnoredThrottle: m.ignoredThrottle.Load(),
-		IgnoredScope: m.ignoredScope.Load(), Refused: m.refused.Load(), Failures: m.failures.Load()}
+		IgnoredScope: m.ignoredScope.Load(), Refused: m.refused.Load(), Failures: m.failures.Load(),
+		Disconnects: m.disconnects.Load(), Connected: m.connected.Load()}
+}
+
+// startCheck is the dynamic-security command Start runs to prove the
+// connection works: it needs the plugin and the admin role, and changes
+// nothing.
+var startCheck = DynSecCommand{Command: "getDefaultACLAccess"}
+
+// Start connects to the broker and runs a first, read-only dynamic-security
+// command, so that a broker that is down, a wrong password, a user without
+// the plugin's admin role or a broker without the plugin fails at start-up
+// with an error that says which; the connection is kept for Run. Call it
+// once, before Run.
+func (m *Enforcer) Start(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d, err := m.dial(cctx)
+	if err != nil {
+		return fmt.Errorf("cannot start the mosquitto enforcer: %w", err)
+	}
+	if err := d.Exec(cctx, startCheck); err != nil {
+		d.Close()
+		return fmt.Errorf("cannot start the mosquitto enforcer: %w (the user needs the dynamic-security admin role, and the broker the plugin)", err)
+	}
+	m.ds = d
+	m.connected.Store(true)
+	return nil
+}
+
+// connWarnEvery rate-limits the enforcer's connection warnings.
+const connWarnEvery = time.Minute
+
+// warnConn logs a connection warning, at most one per connWarnEvery; the
+// next one says how many were suppressed.
+func (m *Enforcer) warnConn(msg string, args ...any) {
+	if now := time.Now(); now.Sub(m.lastWarn) >= connWarnEvery {
+		m.lastWarn = now
+		if m.quiet > 0 {
+			args = append(args, "suppressed", m.quiet)
+		}
+		m.quiet = 0
+		m.log.Warn(msg, args...)
+		return
+	}
+	m.quiet++
+}
+
+// WriteMetrics writes the enforcer's counters in the Prometheus text format.
+func (m *Enforcer) WriteMetrics(w io.Writer) {
+	st := m.Stats()
+	connected := 0
+	if st.Connected {
+		connected = 1
+	}
+	fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", schemas.MetricMosquittoConnected, schemas.MetricMosquittoConnected, connected)
+	fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", schemas.MetricMosquittoDisconnects, schemas.MetricMosquittoDisconnects, st.Disconnects)
+	fmt.Fprintf(w, "# TYPE %s counter\n", schemas.MetricMosquittoCommands)
+	for _, r := range []struct {
+		result string
+		n      uint64
+	}{{"disabled", st.Disabled}, {"enabled", st.Enabled}, {"refused", st.Refused}, {"failed", st.Failures}} {
+		fmt.Fprintf(w, "%s{result=%q} %d\n", schemas.MetricMosquittoCommands, r.result, r.n)
+	}
 }
 
 // Seed adds the active blocks the client enforces before Run (its state
@@ -226,31 +298,45 @@ func (m *Enforcer) acknowledge(refused map[string]error, down error) {
 
 // Run reconciles the broker with the target set whenever it changes, and
 // every Config.Retry after a failure, until ctx is done.
+//
+// A lost connection is noticed at once, counted (Stats.Disconnects), logged
+// (at most once a minute) and re-established every Config.Retry until it is
+// back, whether or not commands are pending.
 func (m *Enforcer) Run(ctx context.Context) {
-	var ds *DynSec
+	ds := m.ds
+	m.ds = nil
 	defer func() {
 		if ds != nil {
 			ds.Close()
 		}
+		m.connected.Store(false)
 	}()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
+		var lost <-chan struct{}
+		if ds != nil {
+			lost = ds.Done()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.wake:
 		case <-retry.C:
+		case <-lost:
 		}
 		if ds != nil {
 			select {
 			case <-ds.Done():
-				m.log.Warn("mosquitto connection lost", "err", ds.Err())
+				m.disconnects.Add(1)
+				m.connected.Store(false)
+				m.warnConn("mosquitto connection lost, reconnecting", "err", ds.Err(), "retry", m.retry)
 				ds = nil
 			default:
 			}
 		}
 		ok := m.reconcile(ctx, &ds)
+		m.connected.Store(ds != nil)
 		if !ok && ctx.Err() == nil {
 			retry.Reset(m.retry)
 		}
@@ -272,10 +358,6 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 			cmds = append(cmds, DynSecCommand{Command: "enableClient", Username: u})
 		}
 	}
-	if len(cmds) == 0 {
-		m.acknowledge(nil, nil)
-		return true
-	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if *ds == nil {
@@ -283,18 +365,25 @@ func (m *Enforcer) reconcile(ctx context.Context, ds **DynSec) bool {
 		if err != nil {
 			if ctx.Err() == nil {
 				m.failures.Add(1)
-				m.log.Warn("cannot connect to mosquitto, retrying", "err", err, "pending", len(cmds))
+				m.warnConn("cannot connect to mosquitto, retrying", "err", err, "pending", len(cmds), "retry", m.retry)
 				m.acknowledge(nil, err)
 			}
 			return false
 		}
 		*ds = d
+		if m.disconnects.Load() > 0 || m.failures.Load() > 0 {
+			m.log.Info("mosquitto connection re-established")
+		}
+	}
+	if len(cmds) == 0 {
+		m.acknowledge(nil, nil)
+		return true
 	}
 	errs, err := (*ds).ExecEach(cctx, cmds...)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.failures.Add(1)
-			m.log.Warn("cannot send dynamic-security commands, retrying", "err", err, "pending", len(cmds))
+			m.warnConn("cannot send dynamic-security commands, retrying", "err", err, "pending", len(cmds), "retry", m.retry)
 			m.acknowledge(nil, err)
 		}
 		(*ds).Close()

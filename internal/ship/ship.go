@@ -39,8 +39,15 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// retryPause is the least time between two sends of a message that failed.
-const retryPause = time.Second
+// retryPause is the least time between two sends of a message that failed;
+// it doubles with each failure of the message, up to maxRetryPause.
+const (
+	retryPause    = time.Second
+	maxRetryPause = 30 * time.Second
+)
+
+// retryWarnEvery rate-limits the warning of failed publishes.
+const retryWarnEvery = 10 * time.Second
 
 // Stdin is the input name that reads standard input.
 const Stdin = "-"
@@ -84,6 +91,11 @@ type Config struct {
 	AckTimeout time.Duration
 	// DrainTimeout bounds the wait for outstanding acks when ctx is done.
 	DrainTimeout time.Duration
+	// GiveUp, when positive, makes Run fail (with a *GiveUpError) once the
+	// oldest message in flight has gone unacknowledged for that long, through
+	// publish errors, timeouts and retries; zero retries forever (a follower
+	// outlives NATS outages). Acked offsets are saved, so a rerun resumes.
+	GiveUp time.Duration
 	// Stdin replaces os.Stdin (tests).
 	Stdin *os.File
 	// Log receives operational events; nil discards them.
@@ -129,6 +141,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cannot use ack_timeout %s: must be > 0", c.AckTimeout)
 	case c.Checkpoint <= 0:
 		return fmt.Errorf("cannot use checkpoint %s: must be > 0", c.Checkpoint)
+	case c.GiveUp < 0:
+		return fmt.Errorf("cannot use give_up %s: must be >= 0", c.GiveUp)
 	case c.Subject == "":
 		return errors.New("cannot ship: empty subject")
 	}
@@ -165,7 +179,10 @@ type inflight struct {
 	id   string
 	fut  jetstream.PubAckFuture
 	sent time.Time
-	done bool // the future completed: ack or err is set
+	// first is when the message was first sent, tries how often it was sent.
+	first time.Time
+	tries int
+	done  bool // the future completed: ack or err is set
 	ack  *jetstream.PubAck
 	err  error
 }
@@ -253,8 +270,10 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, stats *Stats) 
 	}()
 	err := p.loop(ctx, out, readersDone, errc)
 	stopReading()
-	if derr := p.drain(); err == nil {
-		err = derr
+	if _, gaveUp := errors.AsType[*GiveUpError](err); !gaveUp {
+		if derr := p.drain(); err == nil {
+			err = derr
+		}
 	}
 	if serr := p.checkpoint(); err == nil {
 		err = serr
@@ -431,7 +450,44 @@ func (p *publisher) send(f *inflight) error {
 		return fmt.Errorf("cannot publish to %q: %w", p.cfg.Subject, err)
 	}
 	f.fut, f.sent, f.done, f.ack, f.err = fut, time.Now(), false, nil, nil
+	if f.tries == 0 {
+		f.first = f.sent
+	}
+	f.tries++
 	return nil
+}
+
+// GiveUpError is Run's error when a message went unacknowledged for
+// Config.GiveUp.
+type GiveUpError struct {
+	Subject string
+	After   time.Duration // since the message was first sent
+	Tries   int
+	Pending int   // messages in flight, unacknowledged
+	Last    error // the last publish error
+}
+
+func (e *GiveUpError) Error() string {
+	return fmt.Sprintf("cannot publish to %q: no acknowledgement from NATS JetStream for %s (%d attempts, %d messages pending; last error: %v); acknowledged offsets are saved, a rerun resumes",
+		e.Subject, e.After.Round(time.Millisecond), e.Tries, e.Pending, e.Last)
+}
+
+func (e *GiveUpError) Unwrap() error { return e.Last }
+
+// retryWait is how long f waits after a failure before it is sent again.
+func (f *inflight) retryWait() time.Duration {
+	return min(retryPause<<min(f.tries-1, 8), maxRetryPause)
+}
+
+// giveUp returns a *GiveUpError when f has waited too long, else nil.
+func (p *publisher) giveUp(f *inflight, last error) error {
+	if p.cfg.GiveUp <= 0 || time.Since(f.first) < p.cfg.GiveUp {
+		return nil
+	}
+	if last == nil {
+		last = errors.New("no acknowledgement in time")
+	}
+	return &GiveUpError{Subject: p.cfg.Subject, After: time.Since(f.first), Tries: f.tries, Pending: len(p.queue), Last: last}
 }
 
 // result stores f's outcome if its future has completed, without blocking.
@@ -456,19 +512,27 @@ func (p *publisher) reap() error {
 	for len(p.queue) > 0 {
 		f := p.queue[0]
 		if !f.result() {
+			if err := p.giveUp(f, nil); err != nil {
+				return err
+			}
 			if time.Since(f.sent) < p.cfg.AckTimeout {
 				return nil
 			}
 			f.err = errors.New("no acknowledgement in time")
 		}
 		if f.err != nil {
-			if time.Since(f.sent) < retryPause {
+			if err := p.giveUp(f, f.err); err != nil {
+				return err
+			}
+			wait := f.retryWait()
+			if time.Since(f.sent) < wait {
 				return nil // the checkpoint tick comes back
 			}
 			p.stats.Retries.Add(1)
-			if time.Since(p.lastWarn) > 10*time.Second {
+			if time.Since(p.lastWarn) > retryWarnEvery {
 				p.lastWarn = time.Now()
-				p.log.Warn("publish failed, retrying", "subject", p.cfg.Subject, "msg_id", f.id, "err", f.err)
+				p.log.Warn("publish failed, retrying", "subject", p.cfg.Subject, "msg_id", f.id, "attempt", f.tries+1,
+					"backoff", wait, "failing_for", time.Since(f.first).Round(time.Second), "err", f.err)
 			}
 			if err := p.send(f); err != nil {
 				return err

@@ -444,3 +444,24 @@ func TestCut(t *testing.T) {
 	f("0123456789abcdefghijklmnop", false, "0123456789abcdefghij")
 	f("", true)
 }
+
+// TestGiveUp: with GiveUp, a server that stops answering makes Run fail with
+// a *GiveUpError instead of retrying forever.
+func TestGiveUp(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	writeFile(t, path, genLines(0, 100), os.O_TRUNC)
+	env.Server.Shutdown()
+	cfg := testConfig(path)
+	cfg.Follow = false
+	cfg.StateFile = filepath.Join(dir, "state")
+	cfg.GiveUp = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout) // a bound on a hang
+	defer cancel()
+	err := Run(ctx, env.JS, cfg, nil)
+	ge, ok := errors.AsType[*GiveUpError](err)
+	if !ok || ge.Tries < 1 || !strings.Contains(err.Error(), "no acknowledgement") || ctx.Err() != nil {
+		t.Fatalf("Run against a stopped server: %v; want a *GiveUpError before the test's deadline", err)
+	}
+}

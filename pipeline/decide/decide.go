@@ -27,7 +27,10 @@ type Config struct {
 	AlertThreshold float64
 	// BlockThreshold is the combined score at or above which a block is decided.
 	BlockThreshold float64
-	// Cooldown suppresses a repeat alert for the same device and reason.
+	// Cooldown suppresses a repeat alert for the same device, reason and
+	// severity: two alerts for one device, reason and severity are at least
+	// Cooldown apart in event time, in whatever order the events arrive (see
+	// ReorderWindow for the bound).
 	Cooldown time.Duration
 	// BlockTTL is how long a first block lasts; repeat offenders get doubled
 	// TTLs up to MaxBlockTTL.
@@ -263,10 +266,11 @@ type Engine struct {
 	allow   *Allowlist
 	limiter *Limiter
 
-	lastAlert map[uint64]int64 // hash(device, reason) -> event time of the last alert
-	blocks    map[string]block // scope key -> active block
-	blocked   map[uint64]int64 // device key -> expiry of the latest block issued on its events
-	checked   int64            // event time of the last pruning
+	cooled  map[uint64]cooldown // hash(device, reason, severity) -> the times its alerts cover
+	blocks  map[string]block    // scope key -> active block
+	blocked map[uint64]int64    // device key -> expiry of the latest block issued on its events
+	checked int64               // event time of the last pruning
+	latest  int64               // the largest event time decided on (the engine's clock)
 }
 
 type block struct {
@@ -281,7 +285,7 @@ func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
 	}
 	allow, _ := ParseAllowlist(cfg.Allowlist)
 	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
-		lastAlert: map[uint64]int64{}, blocks: map[string]block{}, blocked: map[uint64]int64{}}, nil
+		cooled: map[uint64]cooldown{}, blocks: map[string]block{}, blocked: map[uint64]int64{}, latest: math.MinInt64}, nil
 }
 
 // Blocked reports whether this engine issued a block (not a dry run) on one
@@ -332,16 +336,24 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	if score < e.cfg.AlertThreshold {
 		return nil, nil
 	}
-	e.prune(ev.Time)
+	if ev.Time > e.latest {
+		e.latest = ev.Time
+	}
+	e.prune(e.latest)
 	// An alert is news when one of its reasons was not alerted for this device at
-	// this severity within the cool-down: escalation is news, repetition is not.
+	// this severity within the cool-down, before or after the event's time:
+	// escalation is news, repetition is not, and neither is a late event from
+	// the middle of a run of alerts (see cooldown).
 	sev := e.Severity(score)
 	fresh := false
+	cd := int64(e.cfg.Cooldown)
 	for _, f := range s.Reasons() {
 		k := ev.DeviceKey ^ schemas.HashString(f.Reason) ^ schemas.HashString(sev)
-		if last, ok := e.lastAlert[k]; !ok || ev.Time-last >= int64(e.cfg.Cooldown) || ev.Time < last {
+		c := e.cooled[k]
+		if !c.covers(ev.Time) {
 			fresh = true
-			e.lastAlert[k] = ev.Time
+			c.add(ev.Time, cd)
+			e.cooled[k] = c
 		}
 	}
 	// A block is due whenever the score warrants one and the scope is not
@@ -516,15 +528,16 @@ func IdentityScope(ev *schemas.Event) (scope, value string) {
 }
 
 // prune drops cool-down and block entries that can no longer matter, at most
-// once per event-time minute, so the maps stay proportional to active offenders.
+// once per event-time minute of the engine's clock (the largest event time
+// seen), so the maps stay proportional to active offenders.
 func (e *Engine) prune(now int64) {
 	if now-e.checked < int64(time.Minute) {
 		return
 	}
 	e.checked = now
-	for k, t := range e.lastAlert {
-		if now-t > int64(e.cfg.Cooldown) {
-			delete(e.lastAlert, k)
+	for k, c := range e.cooled {
+		if c.prune(now-int64(ReorderWindow)) == 0 {
+			delete(e.cooled, k)
 		}
 	}
 	for k, until := range e.blocked {

@@ -1,6 +1,8 @@
 // Package receipts stores the enforcement points' apply receipts in ClickHouse,
 // so that an analyst sees each decision go from decided (the decisions table)
-// to enforced at each enforcement point, and lifted (the receipts table).
+// to enforced at each enforcement point, and lifted (the receipts table); and
+// it stores the unblocks published on NATS (RunUnblocks) in the decisions
+// table, with who lifted the block and why.
 //
 // Enforcement points publish schemas.ApplyReceipt JSON on
 // schemas.SubjectDecisionsApplied, which the stream IOTWATCH_DECISIONS stores
@@ -55,13 +57,49 @@ func Run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, log *
 }
 
 func run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg config, log *slog.Logger) error {
+	return store(ctx, js, cfg, log, storeSpec[sink.Receipt]{
+		consumer: schemas.ConsumerReceipts, subject: schemas.SubjectDecisionsApplied,
+		table: schemas.TableReceipts, what: "apply receipts",
+		decode: decode, write: ch.WriteReceipts,
+	})
+}
+
+// RunUnblocks is Run for unblock decisions: it creates or updates the durable
+// consumer schemas.ConsumerUnblocks on IOTWATCH_DECISIONS (filter
+// iotwatch.decisions.unblock) and stores every unblock in the decisions table
+// of ch (issuer, reason, the block it lifts by id) until ctx is done. An
+// unblock that does not decode, or lacks its id, scope or value, is logged
+// (rate-limited) and terminated. Signatures are not checked here: the row
+// records what was published (enforcement points verify before they act).
+func RunUnblocks(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, log *slog.Logger) error {
+	return runUnblocks(ctx, js, ch, defaultConfig(), log)
+}
+
+func runUnblocks(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg config, log *slog.Logger) error {
+	return store(ctx, js, cfg, log, storeSpec[schemas.Decision]{
+		consumer: schemas.ConsumerUnblocks, subject: schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock,
+		table: schemas.TableDecisions, what: "unblocks",
+		decode: decodeUnblock, write: ch.WriteDecisions,
+	})
+}
+
+// storeSpec says what store reads from IOTWATCH_DECISIONS and where it goes.
+type storeSpec[T any] struct {
+	consumer, subject, table, what string
+	decode                         func(jetstream.Msg) (T, error)
+	write                          func(context.Context, []T) error
+}
+
+// store runs the durable consumer of spec and writes what it decodes in
+// batches, acking a batch only after its insert succeeded.
+func store[T any](ctx context.Context, js jetstream.JetStream, cfg config, log *slog.Logger, spec storeSpec[T]) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamDecisions, jetstream.ConsumerConfig{
-		Durable:       schemas.ConsumerReceipts,
-		Description:   "iotwatch: apply receipts into ClickHouse",
-		FilterSubject: schemas.SubjectDecisionsApplied,
+		Durable:       spec.consumer,
+		Description:   "iotwatch: " + spec.what + " into ClickHouse",
+		FilterSubject: spec.subject,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.ackWait,
@@ -70,26 +108,26 @@ func run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg c
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("cannot create or update consumer %q on stream %q: %w", schemas.ConsumerReceipts, schemas.StreamDecisions, err)
+		return fmt.Errorf("cannot create or update consumer %q on stream %q: %w", spec.consumer, schemas.StreamDecisions, err)
 	}
-	log.Info("storing apply receipts", "consumer", schemas.ConsumerReceipts, "table", schemas.TableReceipts)
-	s := &storer{ch: ch, log: log}
+	log.Info("storing "+spec.what, "consumer", spec.consumer, "table", spec.table)
+	s := &storer{log: log.With("consumer", spec.consumer)}
 	msgs := make([]jetstream.Msg, 0, cfg.batch)
-	rows := make([]sink.Receipt, 0, cfg.batch)
+	rows := make([]T, 0, cfg.batch)
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(cfg.batch, jetstream.FetchMaxWait(cfg.fetchWait))
 		if err != nil {
-			s.warn("cannot fetch apply receipts, retrying", err)
+			s.warn("cannot fetch, retrying", err)
 			sleep(ctx, cfg.retryWait)
 			continue
 		}
 		msgs, rows = msgs[:0], rows[:0]
 		for m := range batch.Messages() {
-			r, err := decode(m)
+			r, err := spec.decode(m)
 			if err != nil {
-				s.warn("apply receipt rejected", err)
+				s.warn("message rejected", err)
 				if err := m.Term(); err != nil {
-					s.warn("cannot terminate a rejected apply receipt", err)
+					s.warn("cannot terminate a rejected message", err)
 				}
 				continue
 			}
@@ -97,26 +135,38 @@ func run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg c
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
 			!errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			s.warn("cannot fetch apply receipts, retrying", err)
+			s.warn("cannot fetch, retrying", err)
 		}
 		if len(rows) == 0 {
 			continue
 		}
-		if err := ch.WriteReceipts(ctx, rows); err != nil {
-			// Only ctx's end or a permanent error gets here; the receipts stay
+		if err := spec.write(ctx, rows); err != nil {
+			// Only ctx's end or a permanent error gets here; the messages stay
 			// unacked and come back after AckWait.
 			if ctx.Err() == nil {
-				s.warn("cannot store apply receipts", err)
+				s.warn("cannot store a batch", err)
 			}
 			continue
 		}
 		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
-				s.warn("cannot ack an apply receipt", err) // redelivered, rewritten: harmless
+				s.warn("cannot ack", err) // redelivered, rewritten: harmless
 			}
 		}
 	}
 	return nil
+}
+
+// decodeUnblock parses one unblock decision message.
+func decodeUnblock(m jetstream.Msg) (schemas.Decision, error) {
+	var d schemas.Decision
+	if err := json.Unmarshal(m.Data(), &d); err != nil {
+		return d, fmt.Errorf("cannot decode unblock on %q: %w", m.Subject(), err)
+	}
+	if d.ID == "" || d.Scope == "" || d.Value == "" || d.Action != schemas.ActionUnblock {
+		return d, fmt.Errorf("cannot store unblock %q: action %q, scope %q and value %q must be set", d.ID, d.Action, d.Scope, d.Value)
+	}
+	return d, nil
 }
 
 // decode parses one receipt message.
@@ -139,7 +189,6 @@ func decode(m jetstream.Msg) (sink.Receipt, error) {
 
 // storer rate-limits Run's warnings.
 type storer struct {
-	ch         *sink.ClickHouse
 	log        *slog.Logger
 	lastWarn   time.Time
 	suppressed int

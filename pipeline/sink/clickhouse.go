@@ -292,54 +292,53 @@ func (c *ClickHouse) Version() string { return c.version }
 func (c *ClickHouse) Database() string { return c.db }
 
 // Migrate creates the database and the tables if they do not exist, with the
-// DDL suited to the server's version (schemas.DDL), and adds to an existing
-// table the columns added since it was created (schemas.Table.Added). It never
-// alters an existing table otherwise.
+// DDL suited to the server's version (schemas.DDL), then adds to existing
+// tables the columns a later release introduced (schemas.Table.AddColumns).
+// It never drops, renames or retypes anything.
 func (c *ClickHouse) Migrate(ctx context.Context) error {
-	for _, stmt := range schemas.DDL(c.version, c.db, c.cfg.DDL) {
+	stmts := schemas.DDL(c.version, c.db, c.cfg.DDL)
+	for _, stmt := range stmts {
 		if err := c.conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
 		}
 	}
+	have, err := c.columns(ctx)
+	if err != nil {
+		return err
+	}
 	f := schemas.Features(c.version)
 	for _, t := range schemas.Tables() {
-		if len(t.Added) == 0 {
-			continue
-		}
-		have, err := c.columns(ctx, t.Name)
-		if err != nil {
-			return err
-		}
-		for _, name := range t.MissingAdded(have) {
-			stmt := t.AddColumnStatement(c.db, name, f)
+		for _, stmt := range t.AddColumns(c.db, have[t.Name], f) {
 			if err := c.conn.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", c.dsn, c.version, err, stmt)
 			}
-			c.log.Info("added a column to a table created by an older version", "table", t.Name, "column", name)
 		}
 	}
 	return nil
 }
 
-// columns returns the names of table's columns.
-func (c *ClickHouse) columns(ctx context.Context, table string) ([]string, error) {
-	rows, err := c.conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", c.db, table)
+// columns returns the column names of the database's tables, by table.
+func (c *ClickHouse) columns(ctx context.Context) (map[string]map[string]bool, error) {
+	rows, err := c.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", c.db)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
 	}
 	defer rows.Close()
-	var names []string
+	have := map[string]map[string]bool{}
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+		var table, name string
+		if err := rows.Scan(&table, &name); err != nil {
+			return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
 		}
-		names = append(names, name)
+		if have[table] == nil {
+			have[table] = map[string]bool{}
+		}
+		have[table][name] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read the columns of table %q: %w", table, err)
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
 	}
-	return names, nil
+	return have, nil
 }
 
 // ClickHouseStats are the writer's counters since it was opened.

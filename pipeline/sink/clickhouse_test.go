@@ -86,6 +86,9 @@ func fillTestEvent(ev *schemas.Event, s *schemas.Scored, i int) {
 	ev.Protocol = schemas.Protocol(1 + i%3)
 	ev.SetCommand([]byte("POST /v1/devices/{id}/unlock"))
 	ev.Resource = uint64(i) * 0x9e3779b97f4a7c15
+	if i%2 == 0 {
+		ev.SetText(&ev.ResourceText, fmt.Appendf(nil, "lock-%d/acct-%d", i, i%5))
+	}
 	ev.Status = uint16(200 + i%3*100)
 	ev.Auth = schemas.AuthOutcome(1 + i%3)
 	ev.Verdict = schemas.Verdict(i % 4)
@@ -123,6 +126,7 @@ type scoredRow struct {
 	EventID, StreamSeq, Resource, BytesIn, BytesOut               uint64
 	Tenant, Device, IDMethod, APIKey, Class, Firmware, SourceKind string
 	SourceID, ClientIP, Country, Protocol, Command, Auth, Verdict string
+	ResourceIDs                                                   string
 	ASN, Latency                                                  uint32
 	Status                                                        uint16
 	Score                                                         float32
@@ -134,7 +138,7 @@ type scoredRow struct {
 func (r *scoredRow) ptrs() []any {
 	return []any{&r.Time, &r.TimeMs, &r.EventID, &r.StreamSeq, &r.Tenant, &r.Device, &r.IDMethod, &r.APIKey,
 		&r.Class, &r.Firmware, &r.SourceKind, &r.SourceID, &r.ClientIP, &r.Country, &r.ASN, &r.Protocol,
-		&r.Command, &r.Resource, &r.Status, &r.Auth, &r.Verdict, &r.BytesIn, &r.BytesOut, &r.Latency, &r.Score,
+		&r.Command, &r.Resource, &r.ResourceIDs, &r.Status, &r.Auth, &r.Verdict, &r.BytesIn, &r.BytesOut, &r.Latency, &r.Score,
 		&r.Detectors, &r.Reasons, &r.Scores, &r.Observed, &r.Expected, &r.ObservedLabels, &r.ExpectedLabels}
 }
 
@@ -149,7 +153,7 @@ func expectedScoredRow(i int) scoredRow {
 		Tenant: string(ev.Tenant), Device: string(ev.Device), IDMethod: ev.IDMethod.String(), APIKey: string(ev.APIKey),
 		Class: string(ev.Class), Firmware: string(ev.Firmware), SourceKind: ev.Source.String(),
 		SourceID: string(ev.SourceID), Country: ev.Country.String(), Protocol: ev.Protocol.String(),
-		Command: string(ev.Command), Auth: ev.Auth.String(), Verdict: ev.Verdict.String(), ASN: ev.ASN, Latency: ev.Latency, Status: ev.Status,
+		Command: string(ev.Command), ResourceIDs: string(ev.ResourceText), Auth: ev.Auth.String(), Verdict: ev.Verdict.String(), ASN: ev.ASN, Latency: ev.Latency, Status: ev.Status,
 		Score:     s.Score,
 		Detectors: []string{}, Reasons: []string{}, ObservedLabels: []string{}, ExpectedLabels: []string{},
 		Scores: []float32{}, Observed: []float64{}, Expected: []float64{},
@@ -194,6 +198,12 @@ func TestClickHouseMigrate(t *testing.T) {
 		t.Logf("server version %q: the tests here target 18.16", c.Version())
 	}
 	ctx := context.Background()
+	// A table of an earlier release lacks the columns added since: the
+	// second Migrate adds them, in place.
+	if err := c.conn.Exec(ctx, "ALTER TABLE "+schemas.QuoteIdent(c.db)+"."+schemas.QuoteIdent(schemas.TableScored)+
+		" DROP COLUMN "+schemas.QuoteIdent(schemas.ColResourceIDs)); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Migrate(ctx); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
@@ -235,14 +245,15 @@ func TestClickHouseMigrate(t *testing.T) {
 }
 
 // TestClickHouseMigrateAddsColumns checks that Migrate brings a table created
-// before a column was added (schemas.Table.Added) up to date, in place, so
-// that the writer's column list fits it.
+// before a column was added (the verdict and the resource ids of scored
+// events) up to date, in place, so that the writer's column list fits it.
 func TestClickHouseMigrateAddsColumns(t *testing.T) {
 	srv := testClickHouse(t)
 	c := openTestWriter(t, srv, ClickHouseConfig{})
 	ctx := context.Background()
+	later := map[string][]string{schemas.ScoredTable().Name: {schemas.ColVerdict, schemas.ColResourceIDs}}
 	for _, table := range schemas.Tables() {
-		for _, col := range table.Added {
+		for _, col := range later[table.Name] {
 			stmt := "ALTER TABLE " + schemas.QuoteIdent(c.db) + "." + schemas.QuoteIdent(table.Name) + " DROP COLUMN " + schemas.QuoteIdent(col)
 			if err := c.conn.Exec(ctx, stmt); err != nil {
 				t.Fatalf("cannot make an old table: %v", err)
