@@ -106,7 +106,7 @@ func TestDecisionsWithoutClickHouse(t *testing.T) {
 	}
 	var block schemas.Decision
 	waitUntil(t, 30*time.Second, "meter-7's block is in the KV bucket with ClickHouse down", func() (bool, string) {
-		entry, err := kv.Get(ctx, schemas.KVKey(schemas.ScopeDevice, "meter-7"))
+		entry, err := kv.Get(ctx, schemas.KVKey(schemas.ScopeAPIKey, "key-meter-7")) // identified by its API key: the key is blocked
 		if err != nil {
 			return false, fmt.Sprintf("%v; scored %d of %d events, decisions %d", err, p.M.Events.Load(), published, p.M.Decisions.Load())
 		}
@@ -116,8 +116,8 @@ func TestDecisionsWithoutClickHouse(t *testing.T) {
 		return true, ""
 	})
 	blockedAfter := time.Since(floodAt)
-	if block.Action != schemas.ActionBlock || block.Scope != schemas.ScopeDevice || block.Value != "meter-7" {
-		t.Errorf("KV decision = %+v, want a block of device meter-7", block)
+	if block.Action != schemas.ActionBlock || block.Scope != schemas.ScopeAPIKey || block.Value != "key-meter-7" {
+		t.Errorf("KV decision = %+v, want a block of meter-7's API key", block)
 	}
 	decisions, err := e.js.Stream(ctx, schemas.StreamDecisions)
 	if err != nil {
