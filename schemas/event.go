@@ -148,6 +148,8 @@ type Event struct {
 	BytesIn  uint64
 	BytesOut uint64
 	Latency  uint32 // microseconds
+	// Verdict is the enforcement point's own answer, when the log carries it.
+	Verdict Verdict
 
 	// Hashes computed once at decode time so that shards and detectors never rehash.
 	DeviceKey uint64 // Hash2(tenant, device): the shard and state key
