@@ -117,6 +117,8 @@ func readOptions(t *testing.T, path string) Options {
 			o.Source = v
 		case "key_secret":
 			o.KeySecret = []byte(v)
+		case "time_zone":
+			o.TimeZone = v
 		default:
 			t.Fatalf("%s: unknown option %q", path, k)
 		}
@@ -163,6 +165,9 @@ func render(ev *schemas.Event) string {
 		b.WriteString(" resource")
 	}
 	fmt.Fprintf(&b, " status=%d auth=%s in=%d out=%d latency=%dus", ev.Status, ev.Auth, ev.BytesIn, ev.BytesOut, ev.Latency)
+	if ev.Verdict != schemas.VerdictUnknown {
+		fmt.Fprintf(&b, " verdict=%s", ev.Verdict)
+	}
 	return b.String()
 }
 
