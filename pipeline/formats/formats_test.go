@@ -259,7 +259,7 @@ func sample(tb testing.TB, format, file string) []byte {
 }
 
 var hot = []struct{ format, file string }{
-	{"kong", "http-log.log"}, {"kong", "apikey.log"}, {"nginx", "combined.log"}, {"nginx-json", "iotwatch.log"}, {"envoy", "access.log"},
+	{"kong", "http-log.log"}, {"kong", "apikey.log"}, {"nginx", "combined.log"}, {"nginx-json", "iotwatch.log"}, {"envoy", "access.log"}, {"envoy", "text.log"},
 	{"mosquitto", "mosquitto.log"}, {"emqx", "webhook.log"}, {"json", "canonical.log"},
 }
 

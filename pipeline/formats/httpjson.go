@@ -18,7 +18,8 @@ type nginxJSON struct{ jsonBase }
 // format fields). Envoy renders numbers as numbers and an unavailable value as
 // null. Identity "auto": the downstream peer certificate (CN of
 // downstream_peer_subject, else downstream_peer_uri_san, else
-// downstream_peer_fingerprint_256), then the client IP.
+// downstream_peer_fingerprint_256), then the client IP. A line starting with
+// '[' is Envoy's default text format (see decodeText).
 type envoy struct{ jsonBase }
 
 func init() {
@@ -109,6 +110,9 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 }
 
 func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error {
+	if firstNonSpace(line) == '[' {
+		return d.decodeText(line, seq, lineNo, now, ev)
+	}
 	if err := d.parse(line, ev); err != nil {
 		return err
 	}
