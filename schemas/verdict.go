@@ -5,28 +5,29 @@ package schemas
 // NGINX auth_request, Envoy ext_authz, Traefik forwardAuth). An enforced deny
 // or an enforcer outage is not the device's behaviour.
 //
-// This is the minimal version the decoders set; the worker's use of it (not
-// scoring or learning enforced denies) belongs to the pipeline.
+// A minimal version with main's names (VerdictNone, VerdictAllowed,
+// VerdictDenied, VerdictUnavailable) for the decoders to set: on merge, main's
+// definition in event.go replaces this file.
 type Verdict uint8
 
 const (
-	// VerdictUnknown: the log does not say (no enforcement point in front,
+	// VerdictNone: the log does not say (no enforcement point in front,
 	// or a config that does not log it).
-	VerdictUnknown Verdict = iota
+	VerdictNone Verdict = iota
 	// VerdictAllowed: the enforcement point asked and was told to allow.
 	VerdictAllowed
 	// VerdictDenied: denied by an iotwatch decision (403 with X-Iotwatch-Action).
 	VerdictDenied
-	// VerdictEnforcerDown: the enforcer did not answer (the auth subrequest
+	// VerdictUnavailable: the enforcer did not answer (the auth subrequest
 	// failed: 500, 502, 503, 504), so the gateway answered for it.
-	VerdictEnforcerDown
+	VerdictUnavailable
 )
 
-var verdictNames = [...]string{"unknown", "allowed", "denied", "enforcer_down"}
+var verdictNames = [...]string{"none", "allowed", "denied", "enforcer_unavailable"}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
 		return verdictNames[v]
 	}
-	return "unknown"
+	return "none"
 }

@@ -165,7 +165,7 @@ func render(ev *schemas.Event) string {
 		b.WriteString(" resource")
 	}
 	fmt.Fprintf(&b, " status=%d auth=%s in=%d out=%d latency=%dus", ev.Status, ev.Auth, ev.BytesIn, ev.BytesOut, ev.Latency)
-	if ev.Verdict != schemas.VerdictUnknown {
+	if ev.Verdict != schemas.VerdictNone {
 		fmt.Fprintf(&b, " verdict=%s", ev.Verdict)
 	}
 	return b.String()

@@ -133,7 +133,7 @@ func authVerdict(status uint16, action, authStatus []byte) schemas.Verdict {
 		if len(action) > 0 && (status == 403 || status == 429) {
 			return schemas.VerdictDenied
 		}
-		return schemas.VerdictUnknown
+		return schemas.VerdictNone
 	}
 	if i := lastIndexOf(authStatus, " "); i >= 0 {
 		authStatus = authStatus[i+1:]
@@ -145,7 +145,7 @@ func authVerdict(status uint16, action, authStatus []byte) schemas.Verdict {
 	case n == 401 || n == 403 || n == 429:
 		return schemas.VerdictDenied
 	}
-	return schemas.VerdictEnforcerDown // 5xx, or anything NGINX answers 500 for
+	return schemas.VerdictUnavailable // 5xx, or anything NGINX answers 500 for
 }
 
 func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error {
@@ -217,11 +217,11 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	var v schemas.Verdict
 	switch {
 	case string(details) == "ext_authz_error":
-		v = schemas.VerdictEnforcerDown
+		v = schemas.VerdictUnavailable
 	case string(details) == "ext_authz_denied", len(action) > 0 && (r.status == 403 || r.status == 429):
 		v = schemas.VerdictDenied
 	}
-	if v != schemas.VerdictUnknown && r.auth == schemas.AuthFailed {
+	if v != schemas.VerdictNone && r.auth == schemas.AuthFailed {
 		r.auth = schemas.AuthNone // the enforcer's answer, not the device failing to authenticate
 	}
 	if err := d.finish(ev, seq, lineNo, now); err != nil {

@@ -190,7 +190,7 @@ func TestRealNginxVerdicts(t *testing.T) {
 	}{
 		{"lock-ok", 200, schemas.VerdictAllowed},
 		{"lock-blocked", 403, schemas.VerdictDenied},
-		{"lock-down", 500, schemas.VerdictEnforcerDown},
+		{"lock-down", 500, schemas.VerdictUnavailable},
 	}
 	var ev schemas.Event
 	for i, w := range want {
