@@ -3,6 +3,8 @@
 //	iotwatch run      the pipeline against an external NATS and ClickHouse
 //	iotwatch demo     a simulated fleet with attacks through embedded NATS and a private ClickHouse
 //	iotwatch replay   recorded logs through the detectors and decisions, offline
+//	iotwatch ingest-http  receive Kong http-log and other HTTP log pushes
+//	iotwatch inspect  print what the decoders make of a log file or subject
 //	iotwatch unblock  lift an active block with a signed unblock decision
 //	iotwatch keyhash  print the hash that stands for an API key
 //	iotwatch migrate  create or update the ClickHouse tables
@@ -43,6 +45,8 @@ var commands = []command{
 	{"demo", "run a simulated fleet with attacks through embedded NATS and a private ClickHouse", demoCmd},
 	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
 	{"ship", "follow log files (or stdin) and publish them to JetStream in batches", shipCmd},
+	{"ingest-http", "receive log pushes over HTTP (Kong http-log) and publish them to JetStream, acked", ingestHTTPCmd},
+	{"inspect", "print decoded events and dead letters of a log file or a NATS subject, without consuming", inspectCmd},
 	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},
 	{"unblock", "lift an active block with a signed unblock decision (SOC analysts)", unblockCmd},
 	{"keyhash", "print the hash that stands for an API key in events, alerts and decisions", keyhashCmd},
@@ -64,7 +68,7 @@ Usage: iotwatch <command> [flags]
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'iotwatch <command> --help' for the flags of a command.\n")
 }

@@ -105,3 +105,20 @@ func TestRedactDSN(t *testing.T) {
 		}
 	}
 }
+
+func TestInspectFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.log")
+	if err := os.WriteFile(path, []byte("1767607200: Client x [192.0.2.1:5] disconnected: not authorised.\nbad\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := mainExit([]string{"inspect", "--format", "mosquitto", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"auth":"failed"`) || !strings.Contains(out.String(), `"dead_letter":{"reason":"bad_timestamp"`) {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if code := mainExit([]string{"inspect", "--format", "mosquitto", "--log-time-zone", "Mars/Olympus", path}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--log-time-zone") {
+		t.Errorf("a bad zone: exit %d, %s", code, errOut.String())
+	}
+}

@@ -40,6 +40,7 @@ type options struct {
 	checkpoint string
 	identity   string
 	countryFld string
+	logTZ      string
 	classFld   string
 	keySecret  string
 	signingKey string
@@ -85,6 +86,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start)")
 	fs.DurationVar(&o.ckptEvery, "checkpoint-every", 5*time.Minute, "also save the checkpoint this often (0: only at a clean stop); a crash then loses at most this much learning")
 	fs.StringVar(&o.identity, "identity", "auto", "what identifies a device in gateway/broker logs: auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:NAME; or rules per source, comma-separated, most specific first: FORMAT.SOURCE=ID, *.SOURCE=ID, FORMAT=ID, then a bare default (e.g. auto,nginx=header:X-Device-Id,mosquitto=username). The identity decides what a block names: api_key (the key's hash), mqtt_username, mqtt_client_id, ip, or device (the id an HTTP gateway sends in X-Device-Id)")
+	fs.StringVar(&o.logTZ, "log-time-zone", "", "zone of log times written without one (Mosquitto's log_timestamp_format, syslog prefixes): ZONE, or FORMAT=ZONE and SOURCE=ZONE items, comma-separated (e.g. mosquitto=Europe/Berlin,mqtt-7=UTC); ZONE is Local, UTC or an IANA name; default: this machine's local zone")
 	fs.StringVar(&o.countryFld, "country-field", "", "header or log field with the client's country set by a CDN or gateway in front (e.g. CF-IPCountry); the MMDB (--geoip) is the fallback")
 	fs.StringVar(&o.classFld, "class-field", "", "header or log field with the device class (e.g. consumer.custom_id), or user_agent_product")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "file with the secret that keys the hash replacing API keys found in clear in logs (without it such keys are ignored)")
@@ -210,7 +212,7 @@ func (o *options) build() (pipeline.Config, error) {
 	if _, err := worker.NewLayout(names); err != nil {
 		return bad("detectors", "%w", err)
 	}
-	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld}
+	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld, TimeZone: o.logTZ}
 	if o.keySecret != "" {
 		var err error
 		if fo.KeySecret, err = readKeySecret(o.keySecret); err != nil {
@@ -224,7 +226,8 @@ func (o *options) build() (pipeline.Config, error) {
 	}{
 		{"identity", formats.Options{Identity: fo.Identity}},
 		{"country-field", formats.Options{Identity: fo.Identity, CountryField: fo.CountryField}},
-		{"class-field", fo},
+		{"class-field", formats.Options{Identity: fo.Identity, CountryField: fo.CountryField, ClassField: fo.ClassField}},
+		{"log-time-zone", fo},
 	} {
 		if _, err := formats.New(schemas.FormatNginx, f.opts); err != nil { // a format that uses every option
 			return bad(f.field, "%w", err)

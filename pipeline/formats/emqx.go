@@ -18,7 +18,11 @@ import (
 //
 // Successful connacks and authentications, allowed authorizations and the
 // other events (message.delivered, ...) return ErrSkip. Time is "timestamp"
-// (Unix ms; a value below 1e11 is read as seconds, as EMQX 4 wrote some).
+// (Unix ms; a value below 1e11 is read as seconds, as EMQX 4 wrote some),
+// else EMQX 4's "ts" or the event's own publish_received_at/connected_at/
+// disconnected_at; an event with no time at all (EMQX 4's client_disconnected)
+// gets its arrival time (Decode's now; dead-lettered when now is 0). EMQX 4
+// message events name the client from_client_id and from_username.
 // Identity "auto": a certificate common name (cn or cert_common_name, when
 // the rule selects it), then clientid.
 type emqx struct{ jsonBase }
@@ -54,13 +58,19 @@ func (d *emqx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 				return d.fail(schemas.DeadLetterBadTimestamp, "timestamp is not Unix milliseconds")
 			}
 			r.time, r.haveTime = emqxTime(n), true
+		case "ts": // EMQX 4 webhooks: Unix ms
+			n, present, ok := num(t)
+			if !ok || !present || n > 1e14 {
+				return d.fail(schemas.DeadLetterBadTimestamp, "ts is not Unix milliseconds")
+			}
+			tsAlt = n
 		case "publish_received_at", "connected_at", "disconnected_at":
 			if n, present, ok := num(t); ok && present && n <= 1e14 {
 				tsAlt = n
 			}
-		case "clientid":
+		case "clientid", "from_client_id": // from_*: EMQX 4 webhook message_* events
 			r.clientID = str(t)
-		case "username":
+		case "username", "from_username":
 			if u := str(t); string(u) != "undefined" {
 				r.username = u
 			}
@@ -87,6 +97,11 @@ func (d *emqx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sch
 	}
 	if !r.haveTime && tsAlt > 0 {
 		r.time, r.haveTime = emqxTime(tsAlt), true
+	}
+	if !r.haveTime && now > 0 {
+		// EMQX 4's client_disconnected (and others) carry no time: the
+		// arrival time stands for it (the webhook posts as it happens).
+		r.time, r.haveTime = now, true
 	}
 	if len(event) == 0 && len(action) > 0 && indexByte(action, '_') > 0 {
 		event, action = action, nil // EMQX 4 webhook: "action":"message_publish"

@@ -88,6 +88,14 @@ type Options struct {
 	KeySecret []byte
 	// MaxLineBytes rejects longer records (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
+	// TimeZone is the zone of log times written without one (Mosquitto's
+	// log_timestamp_format, RFC 3164 syslog prefixes): a comma-separated
+	// list of ZONE or KEY=ZONE items, KEY a format name or a source id
+	// ("mosquitto=Europe/Berlin,mqtt-7=UTC"), ZONE "Local", "UTC" or an IANA
+	// name. A source's own item wins over its format's, which wins over a
+	// bare ZONE; without any, the machine's local zone (time.Local) is used,
+	// as the broker writing the log on the same machine would.
+	TimeZone string
 }
 
 // Fields are matched case-insensitively with '-' and '_' equal, either as
@@ -234,6 +242,7 @@ type base struct {
 	tenant  []byte
 	source  []byte
 	kind    schemas.SourceKind
+	zones   []zoneRule
 
 	mac    hash.Hash
 	macBuf [sha256.Size]byte
@@ -279,6 +288,9 @@ func newBase(o Options, kind schemas.SourceKind) (base, error) {
 		return b, err
 	}
 	b.mode, b.header = mode, header
+	if b.zones, err = parseTimeZone(o.TimeZone); err != nil {
+		return b, err
+	}
 	if len(o.KeySecret) > 0 {
 		b.mac = hmac.New(sha256.New, o.KeySecret)
 	}

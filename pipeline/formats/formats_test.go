@@ -117,6 +117,8 @@ func readOptions(t *testing.T, path string) Options {
 			o.Source = v
 		case "key_secret":
 			o.KeySecret = []byte(v)
+		case "time_zone":
+			o.TimeZone = v
 		default:
 			t.Fatalf("%s: unknown option %q", path, k)
 		}
@@ -163,6 +165,9 @@ func render(ev *schemas.Event) string {
 		b.WriteString(" resource")
 	}
 	fmt.Fprintf(&b, " status=%d auth=%s in=%d out=%d latency=%dus", ev.Status, ev.Auth, ev.BytesIn, ev.BytesOut, ev.Latency)
+	if ev.Verdict != schemas.VerdictNone {
+		fmt.Fprintf(&b, " verdict=%s", ev.Verdict)
+	}
 	return b.String()
 }
 
@@ -254,7 +259,7 @@ func sample(tb testing.TB, format, file string) []byte {
 }
 
 var hot = []struct{ format, file string }{
-	{"kong", "http-log.log"}, {"kong", "apikey.log"}, {"nginx", "combined.log"}, {"nginx-json", "iotwatch.log"}, {"envoy", "access.log"},
+	{"kong", "http-log.log"}, {"kong", "apikey.log"}, {"nginx", "combined.log"}, {"nginx-json", "iotwatch.log"}, {"envoy", "access.log"}, {"envoy", "text.log"},
 	{"mosquitto", "mosquitto.log"}, {"emqx", "webhook.log"}, {"json", "canonical.log"},
 }
 

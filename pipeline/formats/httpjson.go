@@ -10,7 +10,9 @@ import (
 // extended. Identity "auto": a verified client certificate (CN of
 // ssl_client_s_dn, else ssl_client_fingerprint), then $remote_user, then an
 // API key header if logged (http_x_api_key or http_apikey, hashed), then the
-// client IP.
+// client IP. The enforcement point's verdict (Event.Verdict) comes from
+// iotwatch_action and iotwatch_auth_status (see authVerdict); an iotwatch
+// deny is not an authentication failure.
 type nginxJSON struct{ jsonBase }
 
 // envoy decodes Envoy JSON access logs with the json_format shipped in
@@ -18,7 +20,10 @@ type nginxJSON struct{ jsonBase }
 // format fields). Envoy renders numbers as numbers and an unavailable value as
 // null. Identity "auto": the downstream peer certificate (CN of
 // downstream_peer_subject, else downstream_peer_uri_san, else
-// downstream_peer_fingerprint_256), then the client IP.
+// downstream_peer_fingerprint_256), then the client IP. A line starting with
+// '[' is Envoy's default text format (see decodeText). The verdict of an
+// ext_authz enforcement point comes from response_code_details
+// (ext_authz_denied, ext_authz_error) and iotwatch_action.
 type envoy struct{ jsonBase }
 
 func init() {
@@ -38,7 +43,7 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 	}
 	r := &d.rec
 	r.proto = schemas.ProtoHTTP
-	var verify, dn, fp, iso []byte
+	var verify, dn, fp, iso, action, authStatus []byte
 	haveMsec := false
 	for i := range d.f.toks {
 		t := &d.f.toks[i]
@@ -87,6 +92,10 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 			dn = str(t)
 		case "ssl_client_fingerprint":
 			fp = str(t)
+		case "iotwatch_action":
+			action = dash(str(t))
+		case "iotwatch_auth_status":
+			authStatus = dash(str(t))
 		}
 		if err != nil {
 			return err
@@ -105,16 +114,50 @@ func (d *nginxJSON) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		}
 	}
 	r.auth = httpAuth(r.status, len(r.cert) > 0 || len(r.username) > 0, hasPrefix(verify, "FAILED"))
-	return d.finish(ev, seq, lineNo, now)
+	v := authVerdict(r.status, action, authStatus)
+	if v == schemas.VerdictDenied && r.auth == schemas.AuthFailed && !hasPrefix(verify, "FAILED") {
+		r.auth = schemas.AuthNone // the enforcer's 403 is not the device failing to authenticate
+	}
+	if err := d.finish(ev, seq, lineNo, now); err != nil {
+		return err
+	}
+	ev.Verdict = v
+	return nil
+}
+
+// authVerdict reads an NGINX auth_request verdict: action is the enforcer's
+// X-Iotwatch-Action, authStatus the auth subrequest's $upstream_status
+// ("502, 504" when several servers were tried: the last one counts).
+func authVerdict(status uint16, action, authStatus []byte) schemas.Verdict {
+	if len(authStatus) == 0 {
+		if len(action) > 0 && (status == 403 || status == 429) {
+			return schemas.VerdictDenied
+		}
+		return schemas.VerdictNone
+	}
+	if i := lastIndexOf(authStatus, " "); i >= 0 {
+		authStatus = authStatus[i+1:]
+	}
+	n, _ := atou(authStatus)
+	switch {
+	case n >= 200 && n < 300:
+		return schemas.VerdictAllowed
+	case n == 401 || n == 403 || n == 429:
+		return schemas.VerdictDenied
+	}
+	return schemas.VerdictUnavailable // 5xx, or anything NGINX answers 500 for
 }
 
 func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *schemas.Event) error {
+	if firstNonSpace(line) == '[' {
+		return d.decodeText(line, seq, lineNo, now, ev)
+	}
 	if err := d.parse(line, ev); err != nil {
 		return err
 	}
 	r := &d.rec
 	r.proto = schemas.ProtoHTTP
-	var subject, san, fp, flags []byte
+	var subject, san, fp, flags, details, action []byte
 	for i := range d.f.toks {
 		t := &d.f.toks[i]
 		d.configured(t.path, t.val)
@@ -152,6 +195,10 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 			san = str(t)
 		case "downstream_peer_fingerprint_256":
 			fp = str(t)
+		case "response_code_details":
+			details = str(t)
+		case "iotwatch_action":
+			action = dash(str(t))
 		}
 		if err != nil {
 			return err
@@ -165,9 +212,23 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	default:
 		r.cert = fp
 	}
-	// UAEX: an external authorization service denied the request.
+	// UAEX: an external authorization service denied the request (or failed).
 	r.auth = httpAuth(r.status, len(r.cert) > 0, containsFlag(flags, "UAEX"))
-	return d.finish(ev, seq, lineNo, now)
+	var v schemas.Verdict
+	switch {
+	case string(details) == "ext_authz_error":
+		v = schemas.VerdictUnavailable
+	case string(details) == "ext_authz_denied", len(action) > 0 && (r.status == 403 || r.status == 429):
+		v = schemas.VerdictDenied
+	}
+	if v != schemas.VerdictNone && r.auth == schemas.AuthFailed {
+		r.auth = schemas.AuthNone // the enforcer's answer, not the device failing to authenticate
+	}
+	if err := d.finish(ev, seq, lineNo, now); err != nil {
+		return err
+	}
+	ev.Verdict = v
+	return nil
 }
 
 // httpAuth derives the auth outcome of an HTTP request.

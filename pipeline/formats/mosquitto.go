@@ -1,6 +1,8 @@
 package formats
 
 import (
+	"time"
+
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -28,6 +30,7 @@ import (
 // Mosquitto does not log the client id and address together before auth).
 type mosquitto struct {
 	base
+	loc      *time.Location // of times written without a zone
 	clients  map[string]mqttClient
 	lastConn []byte
 	subFrom  []byte // client of the SUBSCRIBE/UNSUBSCRIBE whose topic lines follow
@@ -51,7 +54,7 @@ const maxMosquittoClients = 1 << 16
 func init() {
 	register(schemas.FormatMosquitto, func(o Options) (Decoder, error) {
 		b, err := newBase(o, schemas.SourceBroker)
-		return &mosquitto{base: b, clients: make(map[string]mqttClient)}, err
+		return &mosquitto{base: b, loc: b.location(schemas.FormatMosquitto), clients: make(map[string]mqttClient)}, err
 	})
 }
 
@@ -61,9 +64,9 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 	}
 	r := &d.rec
 	r.proto = schemas.ProtoMQTT
-	msg, ok := d.timestamp(line)
+	msg, ok := d.timestamp(line, now)
 	if !ok {
-		return d.fail(schemas.DeadLetterBadTimestamp, "the line does not start with a Unix time or %Y-%m-%dT%H:%M:%S, then ': '")
+		return d.fail(schemas.DeadLetterBadTimestamp, "the line does not start with a Unix time, %Y-%m-%dT%H:%M:%S or a syslog/journald prefix, then ': '")
 	}
 	var client []byte
 	switch {
@@ -122,20 +125,26 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 		}
 		client, r.path, r.method, r.auth = d.subFrom, topic, d.subOp, schemas.AuthOK
 		d.lookup(client)
-	case len(msg) > len("Client  disconnected, not authorised.") && hasPrefix(msg, "Client ") &&
-		hasSuffix(msg, " disconnected, not authorised."): // prefix and suffix share no byte
-		client = msg[len("Client ") : len(msg)-len(" disconnected, not authorised.")]
-		if err := d.setIP(d.lastConn); err != nil {
-			return err
+	case hasPrefix(msg, "Client "):
+		var addr []byte
+		var ok bool
+		client, addr, ok = d.clientLine(msg[len("Client "):])
+		if ok && client == nil {
+			return d.fail(schemas.DeadLetterMalformedLine, "client line with '[' and no '] ' after its address")
 		}
-		r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 5 // CONNACK "not authorized"
-	case hasPrefix(msg, "Client ") && (hasSuffix(msg, " disconnected.") || hasSuffix(msg, " closed its connection.") || hasSuffix(msg, " has exceeded timeout, disconnecting.")),
-		hasPrefix(msg, "Socket error on client ") && hasSuffix(msg, ", disconnecting."):
-		if msg[0] == 'C' {
-			client, _ = field(msg[len("Client "):], ' ')
-		} else {
-			client = msg[len("Socket error on client ") : len(msg)-len(", disconnecting.")]
+		if !ok {
+			return ErrSkip // "negotiated ... cipher", "already connected, closing old connection", ...
 		}
+		if r.method[0] == 'D' { // DISCONNECT: the client is gone
+			defer d.forget(client)
+		}
+		if len(addr) > 0 {
+			if err := d.setIP(addr); err != nil {
+				return err
+			}
+		}
+	case hasPrefix(msg, "Socket error on client ") && hasSuffix(msg, ", disconnecting."):
+		client = msg[len("Socket error on client ") : len(msg)-len(", disconnecting.")]
 		d.lookup(client)
 		r.method, r.auth = opDisconnect, schemas.AuthNone
 		defer d.forget(client)
@@ -153,9 +162,26 @@ func (d *mosquitto) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev
 	return nil
 }
 
-// timestamp parses the line's time prefix and returns the message after it.
-func (d *mosquitto) timestamp(line []byte) ([]byte, bool) {
+// timestamp parses the line's time prefix and returns the message after it:
+// Mosquitto's own ("1767607200: ", or log_timestamp_format "%Y-%m-%dT%H:%M:%S: "
+// or "%Y-%m-%d %H:%M:%S: " in the source's zone), after an optional syslog or
+// journald prefix whose time is used when Mosquitto wrote none (log_dest syslog).
+func (d *mosquitto) timestamp(line []byte, now int64) ([]byte, bool) {
 	r := &d.rec
+	msg, st, sys := stripSyslog(line, d.loc, now)
+	if t, rest, ok := d.ownTime(msg); ok {
+		r.time, r.haveTime = t, true
+		return rest, true
+	}
+	if sys && st != 0 {
+		r.time, r.haveTime = st, true
+		return msg, true
+	}
+	return nil, false
+}
+
+// ownTime parses Mosquitto's own time prefix.
+func (d *mosquitto) ownTime(line []byte) (int64, []byte, bool) {
 	i := 0
 	var sec int64
 	for i < len(line) && line[i] >= '0' && line[i] <= '9' && i < 12 {
@@ -163,19 +189,118 @@ func (d *mosquitto) timestamp(line []byte) ([]byte, bool) {
 		i++
 	}
 	if i > 0 && i+1 < len(line) && line[i] == ':' && line[i+1] == ' ' {
-		r.time, r.haveTime = sec*1e9, true
-		return line[i+2:], true
+		return sec * 1e9, line[i+2:], true
 	}
 	if len(line) > 21 && line[19] == ':' && line[20] == ' ' {
-		var buf [20]byte
-		copy(buf[:], line[:19])
-		buf[19] = 'Z'
-		if t, ok := schemas.ParseRFC3339(buf[:]); ok {
-			r.time, r.haveTime = t, true
-			return line[21:], true
+		if t, ok := wallTime(line[:19], d.loc); ok {
+			return t, line[21:], true
 		}
 	}
-	return nil, false
+	return 0, nil, false
+}
+
+// clientLine reads what follows "Client " in a line about one client:
+//
+//	dev-17 disconnected.                                   2.0 (also: closed its connection, has exceeded timeout, ...)
+//	dev-17 disconnected, not authorised.                   2.0: an authentication failure
+//	dev-17 [203.0.113.5:51234] disconnected: not authorised.   2.1: the client's address, then the reason
+//
+// It sets the record's method, auth and status (an MQTT reason code: the
+// CONNACK's for a refused connection, MQTT 5 DISCONNECT's otherwise) and
+// returns the client id and, for 2.1 lines, its address; ok is false for
+// lines that are not about a connection ending, and client nil with ok true
+// for a malformed address.
+func (d *mosquitto) clientLine(p []byte) (client, addr []byte, ok bool) {
+	r := &d.rec
+	client, p = field(p, ' ')
+	if len(p) > 0 && p[0] == '[' {
+		j := lastIndexOf(p, "] ")
+		if j < 0 {
+			return nil, nil, true // malformed
+		}
+		addr, p = hostOnly(p[1:j]), p[j+2:]
+	}
+	r.method, r.auth = opDisconnect, schemas.AuthNone
+	switch string(p) {
+	case "disconnected.", "closed its connection.":
+	case "has exceeded timeout, disconnecting.":
+		r.status = 141 // keep alive timeout
+	case "been disconnected by administrative action.":
+		r.status = 152
+	case "disconnected due to malformed packet.":
+		r.status = 129
+	case "disconnected due to protocol error.":
+		r.status = 130
+	case "disconnected due to oversize packet.", "disconnected due to oversize payload.":
+		r.status = 149
+	case "disconnected due to exceeding the receive maximum.":
+		r.status = 147
+	default:
+		var reason []byte
+		switch {
+		case hasPrefix(p, "disconnected, ") && hasSuffix(p, "."):
+			reason = p[len("disconnected, ") : len(p)-1]
+		case hasPrefix(p, "disconnected: ") && hasSuffix(p, "."):
+			reason = p[len("disconnected: ") : len(p)-1]
+		case hasPrefix(p, "disconnected due to "):
+			r.status = 131 // out of memory, a feature not allowed: implementation specific
+			return client, addr, true
+		default:
+			return nil, nil, false
+		}
+		switch string(reason) {
+		case "not authorised":
+			r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 5 // CONNACK "not authorized"
+		case "bad username or password":
+			r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 4
+		case "client banned":
+			r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 138
+		case "bad authentication method":
+			r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 140
+		case "non-matching http origin":
+			r.method, r.auth, r.status = opConnect, schemas.AuthFailed, 135
+		case "client identifier not valid":
+			r.method, r.status = opConnect, 2 // CONNACK "identifier rejected"
+		case "server unavailable":
+			r.status = 136
+		case "server busy":
+			r.status = 137
+		case "quota exceeded":
+			r.status = 151
+		case "connection rate exceeded":
+			r.status = 159
+		case "session taken over":
+			r.status = 142
+		case "implementation specific error":
+			r.status = 131
+		} // else a socket error in words ("Connection reset by peer"): a plain disconnect
+	}
+	if r.auth == schemas.AuthFailed && len(addr) == 0 {
+		// 2.0 logs no address with the failure: the latest "New connection from".
+		addr = d.lastConn
+	}
+	if len(addr) == 0 {
+		d.lookup(client)
+	} else if c, ok := d.clients[string(client)]; ok {
+		d.rec.username = c.user // 2.1 logs the address, never the username: the connect line's
+	}
+	return client, addr, true
+}
+
+// hostOnly drops the port of "203.0.113.5:51234", "::1:49198" (2.1 writes
+// an IPv6 address unbracketed before its port) and "[::1]:49198".
+func hostOnly(b []byte) []byte {
+	if len(b) > 0 && b[0] == '[' {
+		return stripPort(b)
+	}
+	i := lastIndexOf(b, ":")
+	if i <= 0 {
+		return b
+	}
+	if _, ok := atou(b[i+1:]); !ok {
+		return b
+	}
+	return b[:i]
 }
 
 // lookup fills the IP and username remembered for client.

@@ -1,6 +1,8 @@
 package formats
 
 import (
+	"time"
+
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -13,6 +15,10 @@ import (
 // The format carries no device identity: the device is $remote_user when set
 // (identity "username", method token), else the client IP. CountryField and
 // header identities have nothing to match here; ClassField "user_agent_product" works.
+// A syslog prefix (access_log syslog:server=... through a syslog daemon's
+// file, see stripSyslog) is accepted in front. A line cut short (a status
+// that is not three digits, nothing after the status, an unterminated
+// quoted field) is dead-lettered, never read as a shorter event.
 type nginx struct{ base }
 
 func init() {
@@ -29,6 +35,11 @@ func (d *nginx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	r := &d.rec
 	r.proto = schemas.ProtoHTTP
 	p := line
+	if len(p) > 0 && (p[0] < '0' || p[0] > '9') && p[0] != '[' && indexByte(p[:min(len(p), 40)], ':') > 4 {
+		if msg, _, ok := stripSyslog(p, time.UTC, now); ok { // access_log syslog:... through a syslog daemon
+			p = msg
+		}
+	}
 	addr, p := field(p, ' ')
 	if err := d.setIP(addr); err != nil || len(r.ipText) == 0 {
 		return d.fail(schemas.DeadLetterMalformedLine, "the line does not start with a client address")
@@ -70,10 +81,13 @@ func (d *nginx) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	}
 	st, p := field(p[1:], ' ')
 	n, ok := atou(st)
-	if !ok || n > 999 {
-		return d.fail(schemas.DeadLetterBadField, "$status is not a number")
+	if !ok || len(st) != 3 {
+		return d.fail(schemas.DeadLetterBadField, "$status is not three digits")
 	}
 	r.status = uint16(n)
+	if p == nil { // no space after the status: the line was cut
+		return d.fail(schemas.DeadLetterMalformedLine, "the line ends after $status (truncated?)")
+	}
 	bs, p := field(p, ' ')
 	if n, ok := atou(bs); ok {
 		r.bytesOut = n

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/nginxtest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -124,4 +126,79 @@ http {
 	}
 	check("nginx", Options{}, "127.0.0.1", "dev9", "127.0.0.1")
 	check("nginx-json", Options{Identity: "header:X-Device-Id", CountryField: "CF-IPCountry"}, "lock-7", "127.0.0.1", "127.0.0.1")
+}
+
+// TestRealNginxVerdicts runs a real NGINX with the shipped deploy/nginx-auth
+// site and deploy/nginx's log format in front of a forward-auth endpoint that
+// answers as `iotwatch enforce http` does (200, or 403 with X-Iotwatch-Action),
+// and checks that the lines NGINX writes decode with the enforcement point's
+// verdict: allowed, denied by an iotwatch block, and enforcer down (the auth
+// subrequest cannot connect: NGINX answers 500).
+func TestRealNginxVerdicts(t *testing.T) {
+	bin := nginxtest.Find(t)
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(schemas.HeaderDeviceID) == "lock-blocked" {
+			w.Header().Set(schemas.HeaderEnforceAction, schemas.ActionBlock)
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer auth.Close()
+	dir := t.TempDir()
+	addr := nginxtest.Start(t, bin, nginxtest.Options{Deploy: "../../deploy", Dir: dir,
+		AuthAddr: strings.TrimPrefix(auth.URL, "http://"), AccessLog: true})
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(device string, want int) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/devices/"+device+"/unlock", nil)
+		req.Header.Set(schemas.HeaderDeviceID, device)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: status %d, want %d", device, resp.StatusCode, want)
+		}
+	}
+	send("lock-ok", 200)
+	send("lock-blocked", 403)
+	auth.Close() // the enforcer goes down
+	send("lock-down", 500)
+
+	deadline := time.Now().Add(10 * time.Second)
+	var recs [][]byte
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "access.log"))
+		if recs = Records("", nil, b); len(recs) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access.log: want 3 lines, have %q", b)
+		}
+		time.Sleep(10 * time.Millisecond) // NGINX writes the line after the response: poll the file
+	}
+	d, err := New(schemas.FormatNginxJSON, Options{Identity: "header:" + schemas.HeaderDeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		device  string
+		status  uint16
+		verdict schemas.Verdict
+	}{
+		{"lock-ok", 200, schemas.VerdictAllowed},
+		{"lock-blocked", 403, schemas.VerdictDenied},
+		{"lock-down", 500, schemas.VerdictUnavailable},
+	}
+	var ev schemas.Event
+	for i, w := range want {
+		if err := d.Decode(recs[i], 1, uint32(i), time.Now().UnixNano(), &ev); err != nil {
+			t.Fatalf("line %d: %v\n%s", i, err, recs[i])
+		}
+		if string(ev.Device) != w.device || ev.Status != w.status || ev.Verdict != w.verdict || ev.Auth == schemas.AuthFailed {
+			t.Errorf("line %d: %s, want device %s status %d verdict %s and no auth failure\n%s", i, render(&ev), w.device, w.status, w.verdict, recs[i])
+		}
+	}
 }
