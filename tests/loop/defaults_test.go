@@ -469,4 +469,3 @@ func chCount(s *chserver.Server, query string) (int, error) {
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
-
