@@ -15,7 +15,8 @@ func (p *Pipeline) newWorkers() error {
 	return nil
 }
 
-// work runs one shard. After each scored event it sweeps the shard's silent
+// work runs one shard, adding its counters to the metrics every 4096 events
+// and whenever its input is empty. After each scored event it sweeps the shard's silent
 // devices when a minute of event time has passed (worker.SweepDue): their
 // results go to the collector like events', as items of their own that no
 // batch waits for, sent before the event that made the sweep due, so that
@@ -53,6 +54,9 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 			if now, ok := w.SweepDue(); ok {
 				w.Sweep(now, emit)
 			}
+		}
+		if len(in) == 0 { // idle next: the metrics are current on a quiet pipeline too
+			last = p.report(w, last)
 		}
 		p.results <- it
 	}

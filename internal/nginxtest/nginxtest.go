@@ -44,6 +44,10 @@ type Options struct {
 	Upstream string
 	// AccessLog writes Dir/access.log in deploy/nginx's iotwatch JSON format.
 	AccessLog bool
+	// LogAPIKey adds "http_x_api_key":"$http_x_api_key" to that format, as
+	// deploy/nginx's format file tells operators whose devices authenticate
+	// with an API key header to do (the pipeline keeps only its keyed hash).
+	LogAPIKey bool
 }
 
 // Start runs nginx (from Find) in the foreground and returns its address once
@@ -60,6 +64,21 @@ func Start(t testing.TB, bin string, o Options) string {
 		format, err := filepath.Abs(filepath.Join(o.Deploy, "nginx", "iotwatch-log-format.conf"))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if o.LogAPIKey {
+			b, err := os.ReadFile(format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const after = `'"http_x_device_id":"$http_x_device_id",'`
+			withKey := strings.Replace(string(b), after, after+"\n    '\"http_x_api_key\":\"$http_x_api_key\",'", 1)
+			if withKey == string(b) {
+				t.Fatalf("deploy/nginx/iotwatch-log-format.conf changed: no %s line to add the API key after", after)
+			}
+			format = filepath.Join(o.Dir, "iotwatch-log-format.conf")
+			if err := os.WriteFile(format, []byte(withKey), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		fmt.Fprintf(&http, "  include %s;\n  access_log %s/access.log iotwatch;\n", format, o.Dir)
 	} else {

@@ -12,9 +12,15 @@
 //     used is blocked, `iotwatch enforce mosquitto` disables its username
 //     through dynamic security, and a real mosquitto_pub with its credentials
 //     is refused while the other devices keep publishing.
+//   - Both (defaults_test.go, issue 11's "Done when"): one pipeline with the
+//     default identity and block scope (auto), an API-key HTTP device behind
+//     the real NGINX and an MQTT username on the real Mosquitto, each refused
+//     by its own enforcer and acknowledged not_applicable by the other, also
+//     with the private ClickHouse stopped; blocks lift at their TTL; a 60 s
+//     enforcer outage (NGINX's 500s, in event time) raises no alert.
 //
-// Both seed baselines with synthetic history first: the brokers and gateways
+// All seed baselines with synthetic history first: the brokers and gateways
 // log wall-clock time, and the detectors need ten minutes of event time.
 //
-//	go test -run 'TestNginxClosedLoop|TestMosquittoClosedLoop' -v ./tests/loop/
+//	go test -run 'TestNginxClosedLoop|TestMosquittoClosedLoop|TestEnforcementLoopDefaults' -v ./tests/loop/
 package loop

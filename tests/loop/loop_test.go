@@ -371,6 +371,7 @@ type servers struct {
 	cons jetstream.Consumer
 	kv   jetstream.KeyValue
 	ch   *sink.ClickHouse
+	chs  *chserver.Server // the private ClickHouse (stopClickHouse, restartClickHouse)
 }
 
 // runPipeline runs a pipeline of two workers flushing every 100 ms on sv's
@@ -406,12 +407,13 @@ func (sv *servers) runPipeline(t *testing.T, ctx context.Context, log *slog.Logg
 // embedded NATS with the iotwatch streams; everything stops at cleanup.
 func startServers(t *testing.T, ctx context.Context, log *slog.Logger, client, db string) *servers {
 	t.Helper()
-	chs, err := chserver.Start(ctx, chserver.Options{})
+	sv := &servers{}
+	chs, err := chserver.Start(ctx, chserver.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("cannot start a private clickhouse-server: %v", err)
 	}
-	t.Cleanup(func() { chs.Stop() })
-	sv := &servers{}
+	sv.chs = chs
+	t.Cleanup(func() { sv.chs.Stop() })
 	if sv.ns, err = natsserver.Start(natsserver.Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -456,4 +458,25 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
+}
+
+// stopClickHouse stops the private ClickHouse; restartClickHouse starts it
+// again on its data and ports.
+func (sv *servers) stopClickHouse(t *testing.T) {
+	t.Helper()
+	if err := sv.chs.Stop(); err != nil {
+		t.Fatalf("cannot stop clickhouse-server: %v", err)
+	}
+}
+
+// restartClickHouse starts the private ClickHouse stopped by stopClickHouse
+// on the same data directory and ports.
+func (sv *servers) restartClickHouse(t *testing.T, ctx context.Context) {
+	t.Helper()
+	old := sv.chs
+	chs, err := chserver.Start(ctx, chserver.Options{Dir: old.Dir(), TCPPort: old.TCPPort(), HTTPPort: old.HTTPPort()})
+	if err != nil {
+		t.Fatalf("cannot restart clickhouse-server on its data and ports: %v", err)
+	}
+	sv.chs = chs
 }
