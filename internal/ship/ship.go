@@ -183,8 +183,8 @@ type inflight struct {
 	first time.Time
 	tries int
 	done  bool // the future completed: ack or err is set
-	ack  *jetstream.PubAck
-	err  error
+	ack   *jetstream.PubAck
+	err   error
 }
 
 // Run ships cfg.Inputs to js until the inputs end (cfg.Follow false) or ctx
