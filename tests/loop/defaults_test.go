@@ -224,20 +224,7 @@ func TestEnforcementLoopDefaults(t *testing.T) {
 	nginxAddr := nginxtest.Start(t, nginxBin, nginxtest.Options{Deploy: "../../deploy", Dir: dir,
 		AuthAddr: strings.TrimPrefix(auth.URL, "http://"), AccessLog: true, LogAPIKey: true})
 	accessLog := filepath.Join(dir, "access.log")
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	t.Cleanup(hc.CloseIdleConnections)
-	get := func(key string) (int, string, error) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+nginxAddr+command, nil)
-		req.Header.Set(schemas.HeaderAPIKey, key)
-		req.Header.Set("User-Agent", userAgent)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header.Get(schemas.HeaderEnforceDecision), nil
-	}
+	get := nginxGetter(t, nginxAddr, schemas.HeaderAPIKey)
 	for _, in := range []struct{ file, format, source string }{
 		{accessLog, schemas.FormatNginxJSON, "edge-1"},
 		{filepath.Join(b.Dir, "mosquitto.log"), schemas.FormatMosquitto, mqttSource},

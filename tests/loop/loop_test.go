@@ -175,20 +175,7 @@ func TestNginxClosedLoop(t *testing.T) {
 	nginxAddr := nginxtest.Start(t, nginxBin, nginxtest.Options{Deploy: "../../deploy", Dir: dir,
 		AuthAddr: strings.TrimPrefix(auth.URL, "http://"), AccessLog: true})
 	accessLog := filepath.Join(dir, "access.log")
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	t.Cleanup(hc.CloseIdleConnections)
-	get := func(device string) (int, string, error) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+nginxAddr+command, nil)
-		req.Header.Set(schemas.HeaderDeviceID, device)
-		req.Header.Set("User-Agent", userAgent)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header.Get(schemas.HeaderEnforceDecision), nil
-	}
+	get := nginxGetter(t, nginxAddr, schemas.HeaderDeviceID)
 	pollUntil(t, 10*time.Second, "nginx serving", func() bool { s, _, _ := get("meter-probe"); return s == 200 })
 
 	// ship follows NGINX's access log.
@@ -479,4 +466,24 @@ func (sv *servers) restartClickHouse(t *testing.T, ctx context.Context) {
 		t.Fatalf("cannot restart clickhouse-server on its data and ports: %v", err)
 	}
 	sv.chs = chs
+}
+
+// nginxGetter returns a client of the NGINX at addr that GETs the loop's
+// command with header set to a value, and returns the status and the
+// decision id NGINX passed on (empty when allowed).
+func nginxGetter(t *testing.T, addr, header string) func(value string) (int, string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return func(value string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+command, nil)
+		req.Header.Set(header, value)
+		req.Header.Set("User-Agent", userAgent)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(schemas.HeaderEnforceDecision), nil
+	}
 }
