@@ -283,6 +283,17 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 	return f
 }
 
+// Rearm implements detectors.Rearmer: the enumeration windows (the distinct
+// resources addressed in the last 30-60 s) start empty. Commands and
+// transitions learned, and the enumeration baseline, are kept.
+func (Detector) Rearm(b []byte) {
+	if len(b) < StateSize {
+		return
+	}
+	clear(b[24:40]) // the current and previous windows' resource bitmaps
+	b[46] &^= 1     // the current window is no longer flagged
+}
+
 func window(t int64) uint32 { return uint32(t / (Window * 1e9)) }
 
 // distinct estimates the number of distinct resources set in bitmap m.

@@ -21,6 +21,8 @@
 //     findings the scenarios gave.
 //   - NoAllocations: Observe does not allocate on those events, attacks
 //     included.
+//   - Rearm: a detectors.Rearmer keeps the zero state zero, is idempotent,
+//     stays within its state and does not allocate.
 package conformance
 
 import (
@@ -46,6 +48,7 @@ func Run(t *testing.T) {
 	t.Run("RandomEvents", RandomEvents)
 	t.Run("DeterministicReplay", DeterministicReplay)
 	t.Run("NoAllocations", NoAllocations)
+	t.Run("Rearm", Rearm)
 }
 
 // snake matches a detector or reason name.
@@ -387,6 +390,9 @@ func RandomEvents(t *testing.T) {
 					shapes[shapeRNG.IntN(len(shapes))](shapeRNG, &ev)
 				}
 				base += rng.Int64N(60e9)
+				if r, ok := d.(detectors.Rearmer); ok && rng.IntN(10) == 0 {
+					r.Rearm(state) // a block lifted: random state must survive it too
+				}
 				copy(before, state)
 				f := d.Observe(&ev, state, model.Fleet(0))
 				Check(t, s, f, fmt.Sprintf("iteration %d", i))
@@ -400,6 +406,49 @@ func RandomEvents(t *testing.T) {
 				t.Fatalf("random events produced only %v", reasons)
 			}
 			t.Logf("findings by reason: %v", reasons)
+		})
+	}
+}
+
+// Rearm checks every detector that is a detectors.Rearmer: the zero state
+// (no history) stays zero, Rearm is idempotent, stays within the state and
+// does not allocate, on the records the detector's golden scenarios leave.
+func Rearm(t *testing.T) {
+	for _, s := range detectors.All() {
+		r, ok := s.New().(detectors.Rearmer)
+		if !ok {
+			continue
+		}
+		t.Run(s.Name, func(t *testing.T) {
+			buf := make([]byte, s.StateSize+8)
+			state := buf[:s.StateSize:s.StateSize]
+			r.Rearm(state)
+			if !bytes.Equal(buf, make([]byte, len(buf))) {
+				t.Fatal("Rearm of the zero state (no history) wrote to it")
+			}
+			once := make([]byte, s.StateSize)
+			for _, path := range scenarios(t, s) {
+				rp, err := scenario.Replay(path, s.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, states := replay(t, s, rp.Steps())
+				for i, st := range states {
+					copy(state, st)
+					r.Rearm(state)
+					copy(once, state)
+					r.Rearm(state)
+					if !bytes.Equal(state, once) {
+						t.Fatalf("%s, record %d: Rearm is not idempotent", path, i)
+					}
+					if !bytes.Equal(buf[s.StateSize:], make([]byte, 8)) {
+						t.Fatalf("%s, record %d: Rearm wrote past its %d bytes of state", path, i, s.StateSize)
+					}
+				}
+				if allocs := testing.AllocsPerRun(10, func() { r.Rearm(state) }); allocs != 0 {
+					t.Fatalf("%s: Rearm allocates %v times; want 0", path, allocs)
+				}
+			}
 		})
 	}
 }

@@ -431,6 +431,31 @@ func init() {
 	})
 }
 
+// Rearm implements detectors.Rearmer: the short windows (requests, auth
+// failures, errors) restart at the counts the device's baseline predicts for
+// them, the run of fast requests and the window of oversized responses
+// restart empty. The baselines, the bytes-out model and the silence clock
+// are kept.
+func (Detector) Rearm(b []byte) {
+	if len(b) < StateSize {
+		return
+	}
+	var s state
+	s.load(b)
+	if s.n == 0 {
+		return // no history: nothing to forget, and zeros stay zeros
+	}
+	s.short, s.failShort, s.errShort = 0, 0, 0
+	if s.exposure > 0 {
+		s.short = s.long * TauShort / s.exposure
+		s.failShort = s.failLong * TauShort / s.exposure
+		s.errShort = s.errLong * TauShort / s.exposure
+	}
+	s.runN, s.runExpected = 0, 0
+	s.overMedium = 0
+	s.store(b)
+}
+
 // Observe implements detectors.Detector.
 func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {

@@ -19,7 +19,8 @@
 // Version), each slice of the current layout whose name, size and version
 // match a slice of the file is copied byte for byte, the others read as
 // zeros (a cold start of that detector alone), and the header keeps the
-// record's stream position with the current layout version. A detector's
+// record's stream position with the current layout version (the fields of a
+// header longer than the file's read as zeros). A detector's
 // class statistics are restored by name, and only by their own snapshot's
 // version: statistics a detector cannot load are left empty (it relearns its
 // classes) and reported in Meta.Cold.
@@ -258,7 +259,12 @@ func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec 
 	}
 	buf := make([]byte, recordHeader+m.RecordSize)
 	out := make([]byte, want.RecordSize)
+	// The file's header ends where its first slice starts (an older build's
+	// header may be shorter: its missing fields read as zeros).
 	hdrBytes := min(worker.HeaderSize, m.RecordSize, want.RecordSize)
+	for _, s := range m.Slices {
+		hdrBytes = min(hdrBytes, s.Offset)
+	}
 	for i := uint64(0); i < m.Records; i++ {
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: record %d of %d: %w", path, i, m.Records, err)

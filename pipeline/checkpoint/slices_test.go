@@ -222,3 +222,56 @@ func TestAddAndRemoveDetector(t *testing.T) {
 		t.Errorf("teapot state after a 418: %x, want 1 counted", tp)
 	}
 }
+
+// TestShorterHeaderOfAnOlderBuild: a checkpoint whose records have the
+// 16-byte header of an older build (no block expiry) restores with the
+// stream position kept, the new header field zero (not the first slice's
+// bytes) and every slice intact.
+func TestShorterHeaderOfAnOlderBuild(t *testing.T) {
+	const oldHeader = 16
+	cur := newStack(t)
+	if worker.HeaderSize <= oldHeader {
+		t.Skipf("the header is %d bytes: no older, shorter one to test", worker.HeaderSize)
+	}
+	shift := worker.HeaderSize - oldHeader
+	meta := checkpoint.MetaOf(cur.layout)
+	meta.RecordSize -= shift
+	for i := range meta.Slices {
+		meta.Slices[i].Offset -= shift
+	}
+	old, err := state.NewTable(state.Config{RecordSize: meta.RecordSize, InitialDevices: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64][]byte{}
+	for k := range uint64(40) {
+		rec, _ := old.Record(k+1, k+100, 1e18)
+		for j := range rec {
+			rec[j] = byte(j + 1) // no zero byte anywhere: a misplaced copy shows
+		}
+		binary.LittleEndian.PutUint64(rec[8:], 1000+k) // the stream position
+		full := make([]byte, cur.layout.Size)
+		copy(full[4:oldHeader], rec[4:oldHeader])
+		copy(full[worker.HeaderSize:], rec[oldHeader:])
+		want[k+1] = full
+	}
+	path := filepath.Join(t.TempDir(), "old.ckpt")
+	if err := checkpoint.Write(path, meta, []*state.Table{old}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]byte{}
+	if _, err := checkpoint.Read(path, checkpoint.MetaOf(cur.layout), func(key, _ uint64, _ int64, rec []byte) {
+		got[key] = append([]byte(nil), rec...)
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d records restored, want %d", len(got), len(want))
+	}
+	for k, w := range want {
+		g := got[k]
+		if !bytes.Equal(g[4:], w[4:]) {
+			t.Fatalf("device %d: restored record\n%x\nwant\n%x", k, g, w)
+		}
+	}
+}

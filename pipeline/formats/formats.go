@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 
@@ -89,12 +90,11 @@ type Options struct {
 	// MaxLineBytes rejects longer records (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
 	// TimeZone is the zone of log times written without one (Mosquitto's
-	// log_timestamp_format, RFC 3164 syslog prefixes): a comma-separated
-	// list of ZONE or KEY=ZONE items, KEY a format name or a source id
-	// ("mosquitto=Europe/Berlin,mqtt-7=UTC"), ZONE "Local", "UTC" or an IANA
-	// name. A source's own item wins over its format's, which wins over a
-	// bare ZONE; without any, the machine's local zone (time.Local) is used,
-	// as the broker writing the log on the same machine would.
+	// log_timestamp_format, RFC 3164 syslog prefixes): one zone ("Local",
+	// "UTC" or an IANA name), or rules per format and source id as for
+	// Identity ("Europe/Berlin,*.mqtt-7=UTC"; see TimeZoneFor). Without any,
+	// the machine's local zone (time.Local) is used, as the broker writing
+	// the log on the same machine would.
 	TimeZone string
 }
 
@@ -155,6 +155,11 @@ func New(format string, o Options) (Decoder, error) {
 		return nil, err
 	}
 	o.Identity = id
+	zone, err := RuleFor("time zone", o.TimeZone, format, o.Source, checkZone)
+	if err != nil {
+		return nil, err
+	}
+	o.TimeZone = zone
 	d, err := c(o)
 	if err != nil {
 		return nil, fmt.Errorf("cannot configure format %q: %w", format, err)
@@ -242,7 +247,7 @@ type base struct {
 	tenant  []byte
 	source  []byte
 	kind    schemas.SourceKind
-	zones   []zoneRule
+	loc     *time.Location // Options.TimeZone for the decoder's format and source
 
 	mac    hash.Hash
 	macBuf [sha256.Size]byte
@@ -288,7 +293,8 @@ func newBase(o Options, kind schemas.SourceKind) (base, error) {
 		return b, err
 	}
 	b.mode, b.header = mode, header
-	if b.zones, err = parseTimeZone(o.TimeZone); err != nil {
+	// New has resolved o.TimeZone to this source's one zone (or none).
+	if b.loc, err = TimeZoneFor(o.TimeZone, "", ""); err != nil {
 		return b, err
 	}
 	if len(o.KeySecret) > 0 {
@@ -329,18 +335,54 @@ func parseIdentity(id string) (idMode, string, error) {
 // IdentityFor returns the identity that spec (an Options.Identity) selects
 // for a source of format whose source id is source (the <format> and
 // <source> tokens of iotwatch.logs.<format>.<source>), after checking every
-// rule of spec. spec is a comma-separated list of
+// rule of spec: "auto" when no rule applies. See RuleFor for the rules; each
+// IDENTITY must be one Options.Identity accepts.
+func IdentityFor(spec, format, source string) (string, error) {
+	id, err := RuleFor("identity", spec, format, source, func(id string) error {
+		_, _, err := parseIdentity(id)
+		return err
+	})
+	if id == "" {
+		id = "auto"
+	}
+	return id, err
+}
+
+// TimeZoneFor returns the zone that spec (an Options.TimeZone) selects for a
+// source of format whose source id is source, after checking every rule of
+// spec: time.Local when no rule applies (the machine's zone, as the broker
+// writing the log on the same machine would use). See RuleFor for the rules;
+// each VALUE is "Local", "UTC" or an IANA name ("Europe/Berlin").
+func TimeZoneFor(spec, format, source string) (*time.Location, error) {
+	zone, err := RuleFor("time zone", spec, format, source, checkZone)
+	if err != nil || zone == "" {
+		return time.Local, err
+	}
+	return time.LoadLocation(zone)
+}
+
+// checkZone checks one zone of a TimeZone spec.
+func checkZone(zone string) error {
+	if _, err := time.LoadLocation(zone); err != nil || zone == "" {
+		return fmt.Errorf("cannot load time zone %q: want Local, UTC or an IANA name such as Europe/Berlin", zone)
+	}
+	return nil
+}
+
+// RuleFor returns the value that spec, a per-source setting named what,
+// selects for a source of format whose source id is source ("" when no rule
+// applies), after checking every rule of spec with check. spec is a
+// comma-separated list of
 //
-//	IDENTITY                 the default for every source ("auto" if none)
-//	FORMAT=IDENTITY          sources of that format ("mosquitto=username")
-//	*.SOURCE=IDENTITY        that source id, whatever its format
-//	FORMAT.SOURCE=IDENTITY   that format from that source id
+//	VALUE                 the default for every source
+//	FORMAT=VALUE          sources of that format ("mosquitto=username")
+//	*.SOURCE=VALUE        that source id, whatever its format
+//	FORMAT.SOURCE=VALUE   that format from that source id
 //
 // where the most specific rule wins (FORMAT.SOURCE, then *.SOURCE, then
-// FORMAT, then the default). A single identity is the whole spec of the
-// global --identity of old. FORMAT must be a known format, and every
-// IDENTITY one Options.Identity accepts; a key given twice is an error.
-func IdentityFor(spec, format, source string) (string, error) {
+// FORMAT, then the default). FORMAT must be a known format; a key given
+// twice is an error. --identity and --log-time-zone share this syntax.
+func RuleFor(what, spec, format, source string, check func(value string) error) (string, error) {
 	var def, byFormat, bySource, exact string
 	seen := map[string]bool{}
 	for _, rule := range strings.Split(spec, ",") {
@@ -348,49 +390,52 @@ func IdentityFor(spec, format, source string) (string, error) {
 		if rule == "" {
 			continue
 		}
-		key, id, keyed := strings.Cut(rule, "=")
-		key, id = strings.TrimSpace(key), strings.TrimSpace(id)
+		key, val, keyed := strings.Cut(rule, "=")
+		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
 		if !keyed {
-			key, id = "", rule
+			key, val = "", rule
+		}
+		if keyed && key == "" {
+			return "", fmt.Errorf("cannot use %s rule %q: want VALUE, FORMAT=VALUE, *.SOURCE=VALUE or FORMAT.SOURCE=VALUE", what, rule)
 		}
 		if seen[key] {
 			if key == "" {
-				return "", fmt.Errorf("cannot use identity %q: more than one default (an identity without FORMAT= or *.SOURCE=)", spec)
+				return "", fmt.Errorf("cannot use %s %q: more than one default (a value without FORMAT= or *.SOURCE=)", what, spec)
 			}
-			return "", fmt.Errorf("cannot use identity %q: %q is given twice", spec, key)
+			return "", fmt.Errorf("cannot use %s %q: %q is given twice", what, spec, key)
 		}
 		seen[key] = true
-		if _, _, err := parseIdentity(id); err != nil {
+		if err := check(val); err != nil {
 			return "", err
 		}
 		f, src, hasSource := strings.Cut(key, ".")
 		switch {
 		case key == "":
-			def = id
-		case keyed && f != "*" && registry[f] == nil:
-			return "", fmt.Errorf("cannot use identity rule %q: %q is not a format (known formats: %s; *.SOURCE names a source of any format)", rule, f, strings.Join(Names(), ", "))
+			def = val
+		case f != "*" && registry[f] == nil:
+			return "", fmt.Errorf("cannot use %s rule %q: %q is not a format (known formats: %s; *.SOURCE names a source of any format)", what, rule, f, strings.Join(Names(), ", "))
 		case hasSource && src == "":
-			return "", fmt.Errorf("cannot use identity rule %q: empty source id", rule)
+			return "", fmt.Errorf("cannot use %s rule %q: empty source id", what, rule)
 		case !hasSource && f == "*":
-			return "", fmt.Errorf("cannot use identity rule %q: write *.SOURCE for a source of any format", rule)
+			return "", fmt.Errorf("cannot use %s rule %q: write *.SOURCE for a source of any format", what, rule)
 		case !hasSource:
 			if f == format {
-				byFormat = id
+				byFormat = val
 			}
 		case f == "*":
 			if src == source {
-				bySource = id
+				bySource = val
 			}
 		case f == format && src == source:
-			exact = id
+			exact = val
 		}
 	}
-	for _, id := range [...]string{exact, bySource, byFormat, def} {
-		if id != "" {
-			return id, nil
+	for _, v := range [...]string{exact, bySource, byFormat, def} {
+		if v != "" {
+			return v, nil
 		}
 	}
-	return "auto", nil
+	return "", nil
 }
 
 // normName lower-cases name and maps '-' to '_'.

@@ -54,7 +54,7 @@ const maxMosquittoClients = 1 << 16
 func init() {
 	register(schemas.FormatMosquitto, func(o Options) (Decoder, error) {
 		b, err := newBase(o, schemas.SourceBroker)
-		return &mosquitto{base: b, loc: b.location(schemas.FormatMosquitto), clients: make(map[string]mqttClient)}, err
+		return &mosquitto{base: b, loc: b.loc, clients: make(map[string]mqttClient)}, err
 	})
 }
 

@@ -1,8 +1,6 @@
 package formats
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -185,61 +183,4 @@ func wallTime(b []byte, loc *time.Location) (int64, bool) {
 	}
 	w := time.Unix(0, ns).UTC()
 	return time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), 0, loc).UnixNano(), true
-}
-
-// zoneRule is one item of Options.TimeZone: key (a format name or source
-// id; "" for the default) and its zone.
-type zoneRule struct {
-	key string
-	loc *time.Location
-}
-
-// parseTimeZone reads Options.TimeZone: a comma-separated list of ZONE or
-// KEY=ZONE items, where ZONE is "Local", "UTC" or an IANA name
-// ("Europe/Berlin") and KEY a format name or a source id.
-func parseTimeZone(spec string) ([]zoneRule, error) {
-	var rules []zoneRule
-	for item := range strings.SplitSeq(spec, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		key, zone, found := strings.Cut(item, "=")
-		if !found {
-			key, zone = "", item
-		}
-		key, zone = strings.TrimSpace(key), strings.TrimSpace(zone)
-		if found && key == "" {
-			return nil, fmt.Errorf("cannot read time zone item %q: want ZONE or FORMAT=ZONE or SOURCE=ZONE", item)
-		}
-		loc, err := time.LoadLocation(zone)
-		if err != nil || zone == "" {
-			return nil, fmt.Errorf("cannot load time zone %q: want Local, UTC or an IANA name such as Europe/Berlin", zone)
-		}
-		rules = append(rules, zoneRule{key, loc})
-	}
-	return rules, nil
-}
-
-// location returns the zone of the decoder's source for format: the rule for
-// its source id, else for its format, else the default rule, else time.Local.
-func (b *base) location(format string) *time.Location {
-	var byFormat, def *time.Location
-	for _, r := range b.zones {
-		switch {
-		case b.o.Source != "" && r.key == b.o.Source:
-			return r.loc
-		case r.key == format:
-			byFormat = r.loc
-		case r.key == "":
-			def = r.loc
-		}
-	}
-	switch {
-	case byFormat != nil:
-		return byFormat
-	case def != nil:
-		return def
-	}
-	return time.Local
 }

@@ -28,12 +28,14 @@ func TestTimeZone(t *testing.T) {
 	f("UTC", "m1", "2026-01-05T10:00:00Z")
 	f("Europe/Berlin", "m1", "2026-01-05T09:00:00Z")
 	f("UTC,mosquitto=Europe/Berlin", "m1", "2026-01-05T09:00:00Z")
-	f("mosquitto=Europe/Berlin,m1=America/New_York", "m1", "2026-01-05T15:00:00Z")
-	f("mosquitto=Europe/Berlin,m1=America/New_York", "m2", "2026-01-05T09:00:00Z")
+	f("mosquitto=Europe/Berlin,*.m1=America/New_York", "m1", "2026-01-05T15:00:00Z")
+	f("mosquitto=Europe/Berlin,*.m1=America/New_York", "m2", "2026-01-05T09:00:00Z")
+	f("*.m1=America/New_York,mosquitto.m1=Asia/Tokyo", "m1", "2026-01-05T01:00:00Z")
 	f("nginx=Europe/Berlin,UTC", "m2", "2026-01-05T10:00:00Z")
 	local := time.Date(2026, 1, 5, 10, 0, 0, 0, time.Local).UTC().Format(time.RFC3339)
 	f("", "m1", local)
-	for _, bad := range []string{"Mars/Olympus", "=UTC", "mosquitto="} {
+	// The syntax of --identity: a bare key is a format, not a source id.
+	for _, bad := range []string{"Mars/Olympus", "=UTC", "mosquitto=", "m1=UTC", "UTC,Local", "*=UTC"} {
 		if _, err := New(schemas.FormatNginx, Options{TimeZone: bad}); err == nil || !strings.Contains(err.Error(), "time zone") {
 			t.Errorf("TimeZone %q: err = %v, want a time zone error", bad, err)
 		}

@@ -36,10 +36,15 @@ import (
 // stream sequence (uint64). The position makes learning exactly-once: a
 // redelivered event (JetStream redelivers every message not acked, after a
 // slow sink or a crash) is scored again but does not teach the baseline twice.
+// Then the expiry (event time, Unix ns; 0: none) of the latest block the
+// worker's engine issued on the device's events and that has not lifted yet:
+// the device's first event at or after it rearms the detectors
+// (detectors.Rearmer). Being in the record, it is checkpointed with it.
 const (
 	hdrLine    = 4
 	hdrSeq     = 8
-	headerSize = 16
+	hdrBlocked = 16
+	headerSize = 24
 	// HeaderSize is the size of the record header, before the detectors'
 	// slices.
 	HeaderSize = headerSize
@@ -116,6 +121,11 @@ type Worker struct {
 	table  *state.Table
 	model  *detectors.ClassModel
 	fleets []detectors.Fleet // by detector: the view its Observe gets (model.Fleet)
+	// rearm lists the detectors that are detectors.Rearmer, by layout index.
+	rearm []rearmer
+	// cur is the table record of the event being processed (never the
+	// scratch copy of a redelivery), for Process to note a block in.
+	cur []byte
 	engine *decide.Engine
 	// before is the detectors' part of the record as it was before they
 	// observed the event, for the class model to learn from.
@@ -151,6 +161,9 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 	for i, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 		w.fleets = append(w.fleets, model.Fleet(i))
+		if r, ok := w.dets[i].(detectors.Rearmer); ok {
+			w.rearm = append(w.rearm, rearmer{r, i})
+		}
 	}
 	w.initSweep()
 	return w, nil
@@ -181,7 +194,20 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 		return nil, nil
 	}
 	w.observe(ev, out)
-	return w.engine.Decide(ev, out)
+	alert, dec := w.engine.Decide(ev, out)
+	if dec != nil && dec.Action == schemas.ActionBlock && w.cur != nil {
+		// The block stops the offence; when it lifts, the device's first
+		// event rearms its detectors (see observe).
+		until := dec.ExpiresAt.UnixNano()
+		binary.LittleEndian.PutUint64(w.cur[hdrBlocked:], uint64(max(until, int64(binary.LittleEndian.Uint64(w.cur[hdrBlocked:])))))
+	}
+	return alert, dec
+}
+
+// rearmer is a detector that is a detectors.Rearmer, and its layout index.
+type rearmer struct {
+	detectors.Rearmer
+	at int
 }
 
 // Learn updates the device's record and the class table with ev, as Process
@@ -234,12 +260,14 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
 	}
+	w.cur = rec // nil for a redelivery, which learns nothing
 	learn := true
 	if ev.Seq != 0 {
 		seq, line := binary.LittleEndian.Uint64(rec[hdrSeq:]), binary.LittleEndian.Uint32(rec[hdrLine:])
 		if ev.Seq < seq || ev.Seq == seq && ev.Line <= line {
 			learn = false
 			w.relearned++
+			w.cur = nil
 			copy(w.scratch, rec)
 			rec = w.scratch
 		} else {
@@ -248,6 +276,14 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		}
 	}
 	body := rec[headerSize:]
+	if until := int64(binary.LittleEndian.Uint64(rec[hdrBlocked:])); until != 0 && ev.Time >= until {
+		// A block issued on the device's events has lifted: what its
+		// detectors held of the offence was dealt with (detectors.Rearmer).
+		binary.LittleEndian.PutUint64(rec[hdrBlocked:], 0)
+		for _, r := range w.rearm {
+			r.Rearm(w.layout.Detectors.State(body, r.at))
+		}
+	}
 	if learn && w.model.NeedsBefore() {
 		copy(w.before, body) // what the class statistics learn from (a device's previous command)
 	}

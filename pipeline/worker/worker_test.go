@@ -293,3 +293,97 @@ func TestEnforcementIsNotTheDevices(t *testing.T) {
 		}
 	})
 }
+
+// TestBlockLiftRearms: a block shorter than the volume detector's short
+// window (8 s against its 30 s) lifts while the window still holds the flood
+// and the requests that got through before the block was enforced. The
+// device's first request after the lift, at its normal pace, is judged
+// afresh (detectors.Rearmer) and does not renew the block; a flood that
+// resumes after the lift is blocked again, for twice as long (a repeat
+// offender).
+func TestBlockLiftRearms(t *testing.T) {
+	const ttl = 8 * time.Second
+	t0 := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
+	newW := func(t *testing.T) (process func(ev *schemas.Event) (*schemas.Alert, *schemas.Decision), flood func(from time.Duration) (*schemas.Decision, time.Duration)) {
+		layout, err := NewLayout(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := decide.DefaultConfig()
+		cfg.BlockTTL = ttl
+		eng, err := decide.NewEngine(cfg, decide.NewLimiter(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := New(layout, Config{InitialDevices: 16, IdleTTL: 24 * time.Hour}, detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<16, 1<<10)), eng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out schemas.Scored
+		seq := uint64(0)
+		process = func(ev *schemas.Event) (*schemas.Alert, *schemas.Decision) {
+			seq++
+			ev.Seq = seq
+			return w.Process(ev, &out)
+		}
+		// flood sends 10 requests a second from from until a block, then 2 s
+		// more of them (in flight before the gateway enforces it), then the
+		// gateway's refusals until the block lifts; it returns the block and
+		// the time it lifts.
+		flood = func(from time.Duration) (*schemas.Decision, time.Duration) {
+			at := from
+			var block *schemas.Decision
+			for ; block == nil && at < from+5*time.Minute; at += 100 * time.Millisecond {
+				_, block = process(meterEvent(at, "DE"))
+			}
+			if block == nil || block.Action != schemas.ActionBlock {
+				t.Fatalf("the flood from %v was not blocked", from)
+			}
+			for end := at + 2*time.Second; at < end; at += 100 * time.Millisecond {
+				process(meterEvent(at, "DE"))
+			}
+			lifts := block.ExpiresAt.Sub(t0)
+			for ; at < lifts; at += 100 * time.Millisecond {
+				ev := meterEvent(at, "DE")
+				ev.Status, ev.Auth, ev.Verdict = 403, schemas.AuthFailed, schemas.VerdictDenied
+				process(ev)
+			}
+			return block, lifts
+		}
+		for i := range 120 {
+			if a, _ := process(meterEvent(time.Duration(i)*time.Minute, "DE")); a != nil {
+				t.Fatalf("alert on the baseline at minute %d: %+v", i, a.Reasons)
+			}
+		}
+		return process, flood
+	}
+
+	t.Run("normal_pace_after_the_lift", func(t *testing.T) {
+		process, flood := newW(t)
+		block, lifts := flood(120 * time.Minute)
+		if got := block.ExpiresAt.Sub(block.CreatedAt); got != ttl {
+			t.Fatalf("block TTL %v, want %v", got, ttl)
+		}
+		for i := range 10 {
+			at := lifts + time.Duration(i)*time.Minute
+			if a, d := process(meterEvent(at, "DE")); a != nil || d != nil {
+				var why []schemas.Explanation
+				if a != nil {
+					why = a.Reasons
+				}
+				t.Fatalf("a normal request %v after the block lifted raised alert %v (%+v), decision %v", at-lifts, a != nil, why, d != nil)
+			}
+		}
+	})
+	t.Run("flood_resumes_after_the_lift", func(t *testing.T) {
+		_, flood := newW(t)
+		_, lifts := flood(120 * time.Minute)
+		again, _ := flood(lifts)
+		if got := again.ExpiresAt.Sub(again.CreatedAt); got != 2*ttl {
+			t.Errorf("the repeat offence's block TTL %v, want %v (escalated)", got, 2*ttl)
+		}
+		if d := again.CreatedAt.Sub(t0) - lifts; d > time.Minute {
+			t.Errorf("the resumed flood was blocked again %v after the lift", d)
+		}
+	})
+}
