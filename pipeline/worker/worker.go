@@ -125,7 +125,7 @@ type Worker struct {
 	rearm []rearmer
 	// cur is the table record of the event being processed (never the
 	// scratch copy of a redelivery), for Process to note a block in.
-	cur []byte
+	cur    []byte
 	engine *decide.Engine
 	// before is the detectors' part of the record as it was before they
 	// observed the event, for the class model to learn from.
