@@ -94,9 +94,9 @@ type Table struct {
 	recordSize int
 	capacity   int    // slots
 	seed       uint64 // of home's hash: seedFor(capacity)
-	n          int // used slots
-	maxDevices int // 0 = unlimited
-	maxCap     int // capacity cap derived from maxDevices; 0 = unlimited
+	n          int    // used slots
+	maxDevices int    // 0 = unlimited
+	maxCap     int    // capacity cap derived from maxDevices; 0 = unlimited
 	ttl        int64
 	clock      int64 // seconds since epoch: the largest event time seen by Record
 	hand       int   // sweep and eviction hand
