@@ -238,3 +238,7 @@ func (s *identities) len() int { return len(s.index) }
 
 // bytes returns the arena's size, garbage included.
 func (s *identities) bytes() int { return len(s.arena) }
+
+// memory estimates the bytes s holds: the arena's capacity and the index
+// (a map entry of 24 bytes plus its control byte, at the map's 7/8 load).
+func (s *identities) memory() int { return cap(s.arena) + cap(s.scratch) + len(s.index)*25*8/7 }
