@@ -1,5 +1,5 @@
 // Command devmem measures the memory a pipeline's scoring stack takes per
-// device: it feeds one event per device for a flood of distinct device ids
+// device: it feeds one event per device (or -rounds of them) for a flood of distinct device ids
 // (issue 13: the workers keep a state record and, for the silence sweep, an
 // identity per device) through the workers of a score.Stack, sweeping as the
 // pipeline does, then reports the process's resident memory (RSS from
@@ -10,7 +10,8 @@
 //
 //	go run ./bench/devmem -devices 1000000
 //	go run ./bench/devmem -devices 3000000
-//	go run ./bench/devmem -devices 3000000 -max-devices 500000   # the cap per worker, with eviction
+//	go run ./bench/devmem -devices 3000000 -max-devices 1048576  # the default cap for 2 workers, with eviction
+//	go run ./bench/devmem -devices 2097152 -rounds 25 -max-devices 1048576  # warm devices: each keeps an identity
 package main
 
 import (
@@ -37,7 +38,9 @@ var (
 	devicesFlag = flag.Int("devices", 1_000_000, "distinct device ids, one event each")
 	workersFlag = flag.Int("workers", 2, "workers (shards)")
 	maxFlag     = flag.Int("max-devices", 0, "state cap per worker (worker.Config.MaxDevices; 0: unlimited)")
-	rateFlag    = flag.Int("rate", 1000, "events per second of event time (the sweep runs every minute of it)")
+	rateFlag    = flag.Int("rate", 1000, "events per second of event time (the sweep runs every minute of it); with -rounds > 1, each round takes -round-time instead")
+	roundsFlag  = flag.Int("rounds", 1, "events per device, one per round over all devices: 25 with the default -round-time warms every device (a baseline, so an identity for the silence sweep)")
+	roundFlag   = flag.Duration("round-time", 30*time.Second, "event time a round takes when -rounds > 1")
 )
 
 // base is the virtual time origin: 2025-01-01T00:00:00Z.
@@ -60,7 +63,11 @@ func main() {
 	rss0, _ := procStatus("VmRSS")
 	start := time.Now()
 	step := int64(time.Second) / int64(*rateFlag)
-	for i := range *devicesFlag {
+	if *roundsFlag > 1 {
+		step = max(int64(*roundFlag)/int64(*devicesFlag), 1)
+	}
+	for k := range *devicesFlag * *roundsFlag {
+		i := k % *devicesFlag
 		ev.Reset()
 		buf = strconv.AppendInt(append(buf[:0], "meter-"...), int64(i), 10)
 		ev.SetDevice([]byte("acme-utilities"), buf)
@@ -70,8 +77,8 @@ func main() {
 		ev.SetText(&ev.Firmware, []byte("fw-2.4.1"))
 		ev.ClientIP = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		ev.Country = schemas.Country{'D', 'E'}
-		ev.Time = base + int64(i)*step
-		ev.Seq = uint64(i + 1)
+		ev.Time = base + int64(k)*step
+		ev.Seq = uint64(k + 1)
 		w := st.Workers[shard.Of(ev.DeviceKey, len(st.Workers))]
 		w.Process(&ev, &sc)
 		if now, ok := w.SweepDue(); ok {

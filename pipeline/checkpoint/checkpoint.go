@@ -24,6 +24,11 @@
 // version: statistics a detector cannot load are left empty (it relearns its
 // classes) and reported in Meta.Cold.
 //
+// Restoring takes time linear in the records: Load tells the caller the
+// record count before the first record (Target.Reserve), so that the tables
+// are sized once, reports progress, and stops when its context ends (3M
+// devices: about a second, bench/RESULTS.md).
+//
 // A file is written to a temporary name and renamed, so a crash leaves the
 // previous checkpoint intact. A file that is truncated, corrupt or of another
 // format version (version 1, from before the slice table, included: its

@@ -15,6 +15,11 @@ import (
 // id) and its source kind, id method, protocol, client IP, country and ASN.
 // State records hold only the device's hashes.
 //
+// Only devices a Sweeper could report silent have one (rememberIdentity): a
+// device without a baseline is never reported, so a flood of new device ids
+// costs no identities. An identity takes about 155 bytes (a 46-byte fixed
+// part, the texts, and its index entry; bench/RESULTS.md, "Memory per device").
+//
 // It is built for the garbage collector: the index maps the 128-bit device
 // key to an offset and a fingerprint of the identity (no pointers, so the map
 // is never scanned) and the entries live in one []byte arena. Per event, the
