@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -25,27 +26,64 @@ type pause struct {
 
 // restore loads the checkpoint, if there is one, into the workers' tables
 // (each device into the worker that owns it now, whatever the worker count was)
-// and the class table. A checkpoint that cannot be used is reported and the
-// pipeline cold-starts; only failing to rebuild the workers is an error.
-func (p *Pipeline) restore() error {
+// and the class table. The tables are first sized for the checkpoint's
+// records, so that the restore does not rebuild them, and progress is logged
+// every few seconds. A checkpoint that cannot be used is reported and the
+// pipeline cold-starts; failing to rebuild the workers, or ctx ending during
+// the restore (a SIGTERM at start-up), is an error.
+func (p *Pipeline) restore(ctx context.Context) error {
 	path := p.cfg.Checkpoint
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		p.log.Info("no checkpoint yet: cold start", "checkpoint", path)
 		return nil
 	}
-	m, err := checkpoint.Read(path, checkpoint.MetaOf(p.layout), func(key, alt uint64, lastSeen int64, rec []byte) {
-		r, _ := p.workers[shard.Of(key, len(p.workers))].Table().Record(key, alt, lastSeen)
-		copy(r, rec)
+	start := time.Now()
+	lastLog := start
+	m, err := checkpoint.Load(ctx, path, checkpoint.MetaOf(p.layout), checkpoint.Target{
+		Reserve: func(records uint64) {
+			per := reservePerWorker(records, len(p.workers))
+			for _, w := range p.workers {
+				w.Table().Reserve(per)
+			}
+		},
+		Put: func(key, alt uint64, lastSeen int64, rec []byte) {
+			r, _ := p.workers[shard.Of(key, len(p.workers))].Table().Record(key, alt, lastSeen)
+			copy(r, rec)
+		},
+		Progress: func(done, total uint64) {
+			if now := time.Now(); now.Sub(lastLog) >= restoreLogEvery {
+				lastLog = now
+				p.log.Info("restoring checkpoint", "checkpoint", path, "devices_done", done, "devices", total,
+					"seconds", now.Sub(start).Seconds())
+			}
+		},
 	}, p.model)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("cannot restore checkpoint %q: %w", path, err)
+	}
 	if err != nil {
 		p.log.Warn("cannot use checkpoint: cold start", "checkpoint", path, "err", err)
 		return p.newWorkers()
 	}
-	p.M.Devices.Store(int64(m.Records))
+	for _, w := range p.workers {
+		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
+	}
 	p.restored = m
 	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created,
-		"cold_detectors", m.Cold)
+		"cold_detectors", m.Cold, "seconds", time.Since(start).Seconds())
 	return nil
+}
+
+// restoreLogEvery is the interval between progress logs of a long restore.
+const restoreLogEvery = 5 * time.Second
+
+// reservePerWorker is the room each of workers tables needs for records
+// spread by shard.Of: an even share, plus a margin for the spread (a share's
+// standard deviation is under sqrt(records/workers): 1/16 of the share, and
+// 1024, cover more than 4 of them), so that no table rebuilds during a restore.
+func reservePerWorker(records uint64, workers int) int {
+	share := records / uint64(max(workers, 1))
+	return int(min(share+share/16+1024, math.MaxInt32))
 }
 
 // Restored returns the checkpoint New restored (zero if none).

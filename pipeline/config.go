@@ -57,7 +57,9 @@ type Config struct {
 	// Detectors to enable, by name (default: all registered).
 	Detectors []string
 	// Worker configures each worker's state table (IdleTTL default
-	// score.DefaultIdleTTL).
+	// score.DefaultIdleTTL). Worker.MaxDevices, the cap per worker, defaults
+	// to DefaultMaxDevices shared by the workers; a negative value means no
+	// cap.
 	Worker worker.Config
 	// Decide configures the decision engines (decide.DefaultConfig() if
 	// neither threshold is set).
@@ -107,9 +109,36 @@ type Config struct {
 // DefaultMaxWaitingBytes is the default of Config.MaxWaitingBytes.
 const DefaultMaxWaitingBytes = 256 << 20
 
+// Device state memory (issue 13). A device's cost is measured by
+// bench/devmem as resident memory (RSS, not slab size) at the peak, with
+// the default detectors: its record in a worker's state table (a 296-byte
+// slot; the table stays at most 3/4 full and doubles, and holds the old and
+// the new slab while it does), the identity the silence sweep names it with
+// (once it has a baseline), and the Go runtime's headroom above the live heap.
+// bench/RESULTS.md has the figures; StateBytesPerDevice rounds the largest up.
+const (
+	// StateBytesPerDevice is the resident memory one device takes at the
+	// peak, as measured (bench/RESULTS.md, "Memory per device").
+	StateBytesPerDevice = 1024
+	// DefaultStateBudget is the memory the device state may take by default.
+	DefaultStateBudget = 2 << 30
+	// DefaultMaxDevices is the default cap on the devices the workers hold
+	// together: DefaultStateBudget / StateBytesPerDevice = 2 GiB / 1 KiB =
+	// 2,097,152 devices. Beyond it, inserting a device evicts an
+	// approximately least recently seen one (state.Config.MaxDevices), counted
+	// in the evictions metric: its baseline is lost, as after its idle TTL.
+	DefaultMaxDevices = DefaultStateBudget / StateBytesPerDevice
+)
+
 func (c *Config) defaults() {
 	if c.Workers <= 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	switch {
+	case c.Worker.MaxDevices == 0:
+		c.Worker.MaxDevices = (DefaultMaxDevices + c.Workers - 1) / c.Workers
+	case c.Worker.MaxDevices < 0:
+		c.Worker.MaxDevices = 0 // unlimited
 	}
 	if c.FetchBatch <= 0 {
 		c.FetchBatch = 256
@@ -148,5 +177,7 @@ func (c *Config) defaults() {
 // decide.DefaultConfig() when no threshold is set). Replay and evaluation
 // build their stacks from it, so that they score as the pipeline does.
 func (c *Config) ScoreConfig() score.Config {
-	return score.Config{Detectors: c.Detectors, Workers: c.Workers, Worker: c.Worker, Decide: c.Decide, GeoIP: c.GeoIP}
+	w := c.Worker
+	w.MaxDevices = max(w.MaxDevices, 0) // negative: no cap
+	return score.Config{Detectors: c.Detectors, Workers: c.Workers, Worker: w, Decide: c.Decide, GeoIP: c.GeoIP}
 }

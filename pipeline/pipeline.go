@@ -88,8 +88,16 @@ type Pipeline struct {
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
-// IOTWATCH_LOGS; rows and pub are the sinks.
+// IOTWATCH_LOGS; rows and pub are the sinks. New is NewContext with a context
+// that never ends.
 func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
+	return NewContext(context.Background(), cfg, cons, rows, pub, log)
+}
+
+// NewContext is New with a context for the restore of the checkpoint, which
+// takes seconds for millions of devices: when ctx ends during it, NewContext
+// returns an error that wraps ctx's and builds nothing.
+func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
 	cfg.defaults()
 	if log == nil {
 		log = slog.Default()
@@ -105,7 +113,7 @@ func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log
 		waiting: newWaiting(cfg.MaxWaitingBytes)}
 	p.published.init()
 	if cfg.Checkpoint != "" {
-		if err := p.restore(); err != nil {
+		if err := p.restore(ctx); err != nil {
 			return nil, err
 		}
 	}

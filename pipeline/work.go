@@ -15,8 +15,8 @@ func (p *Pipeline) newWorkers() error {
 	return nil
 }
 
-// work runs one shard, adding its counters to the metrics every 4096 events
-// and whenever its input is empty. After each scored event it sweeps the shard's silent
+// work runs one shard, adding its counters to the metrics every reportEvery
+// events, after every sweep and whenever its input is empty. After each scored event it sweeps the shard's silent
 // devices when a minute of event time has passed (worker.SweepDue): their
 // results go to the collector like events', as items of their own that no
 // batch waits for, sent before the event that made the sweep due, so that
@@ -25,7 +25,7 @@ func (p *Pipeline) newWorkers() error {
 func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 	var (
 		n    int
-		last workerCounts
+		last = p.counts(w) // what restore reported
 	)
 	emit := func(ev *schemas.Event, sc *schemas.Scored, alert *schemas.Alert, dec *schemas.Decision) {
 		s := &item{swept: true, sc: *sc, alert: alert, dec: dec}
@@ -40,7 +40,7 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 		}
 		if it.b == nil {
 			n++
-			if n&4095 == 0 {
+			if n&(reportEvery-1) == 0 {
 				last = p.report(w, last)
 			}
 			if it.learn {
@@ -53,6 +53,7 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 			it.alert, it.dec = w.Process(&it.ev, &it.sc)
 			if now, ok := w.SweepDue(); ok {
 				w.Sweep(now, emit)
+				last = p.report(w, last) // at least once per minute of event time
 			}
 		}
 		if len(in) == 0 { // idle next: the metrics are current on a quiet pipeline too
@@ -71,13 +72,22 @@ type workerCounts struct {
 	enforced                      worker.Enforced
 }
 
+// reportEvery is how many events a worker processes between reports of its
+// counters to the metrics when it is busy (a power of two).
+const reportEvery = 1024
+
+// counts returns w's counters.
+func (p *Pipeline) counts(w *worker.Worker) workerCounts {
+	st := w.Stats()
+	sw := w.SweepStats()
+	return workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned(),
+		silences: sw.Silences, unnamed: sw.Unnamed, enforced: w.Enforced()}
+}
+
 // report adds what w counted since last to the metrics (workers own their
 // counters; the metrics sum them).
 func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
-	st := w.Stats()
-	sw := w.SweepStats()
-	now := workerCounts{devices: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: w.Relearned(),
-		silences: sw.Silences, unnamed: sw.Unnamed, enforced: w.Enforced()}
+	now := p.counts(w)
 	p.M.Devices.Add(now.devices - last.devices)
 	p.M.Evictions.Add(now.evictions - last.evictions)
 	p.M.Expired.Add(now.expired - last.expired)

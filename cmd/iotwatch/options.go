@@ -112,7 +112,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line")
 
 	fs.DurationVar(&o.stateIdleTTL, "state-idle-ttl", 7*24*time.Hour, "keep a silent device's baseline this long (event time)")
-	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, "cap on devices per worker (0: unlimited); beyond it the least recently seen is evicted and counted")
+	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, fmt.Sprintf("cap on devices per worker; beyond it the least recently seen is evicted and counted (0: %d shared by the workers, a 2 GiB budget at ~1 KiB per device; -1: no cap)", pipeline.DefaultMaxDevices))
 
 	fs.DurationVar(&o.streams.LogsMaxAge, "logs-max-age", sc.LogsMaxAge, "how long IOTWATCH_LOGS keeps access logs (0: forever)")
 	fs.Int64Var(&o.streams.LogsMaxBytes, "logs-max-bytes", sc.LogsMaxBytes, "size limit of IOTWATCH_LOGS in bytes (-1: none)")
@@ -184,8 +184,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("state-idle-ttl", "%v must be > 0", o.stateIdleTTL)
 	case o.ckptEvery < 0:
 		return bad("checkpoint-every", "%v must be >= 0", o.ckptEvery)
-	case o.stateMaxDevices < 0:
-		return bad("state-max-devices", "%d must be >= 0", o.stateMaxDevices)
+	case o.stateMaxDevices < -1:
+		return bad("state-max-devices", "%d must be >= -1", o.stateMaxDevices)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}

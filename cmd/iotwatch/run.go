@@ -58,6 +58,12 @@ Flags:
 		log.Warn("secrets given literally on the command line are visible in ps: use file: or env:", "flags", lit)
 	}
 	st, err := openStack(ctx, o, cfg, log)
+	if err != nil && ctx.Err() != nil {
+		// SIGINT/SIGTERM during start-up (a long checkpoint restore): nothing
+		// was consumed and the checkpoint is untouched.
+		log.Info("stopped during start-up", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -142,7 +148,7 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, fmt.Errorf("cannot open stream %s: %w", schemas.StreamLogs, err)
 	}
-	st.p, err = pipeline.New(cfg, cons, st.ch, pub, log)
+	st.p, err = pipeline.NewContext(ctx, cfg, cons, st.ch, pub, log)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -25,6 +25,11 @@
 // version: statistics a detector cannot load are left empty (it relearns its
 // classes) and reported in Meta.Cold.
 //
+// Restoring takes time linear in the records: Load tells the caller the
+// record count before the first record (Target.Reserve), so that the tables
+// are sized once, reports progress, and stops when its context ends (3M
+// devices: about a second, bench/RESULTS.md).
+//
 // A file is written to a temporary name and renamed, so a crash leaves the
 // previous checkpoint intact. A file that is truncated, corrupt or of another
 // format version (version 1, from before the slice table, included: its
@@ -34,6 +39,7 @@ package checkpoint
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -206,8 +212,34 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 // detectors' class statistics into model (may be nil). Records are handed
 // to put before the checksum at the end is verified: on any error the
 // caller must discard what put received and cold-start. rec is valid only
-// during the call.
+// during the call. Read is Load without cancellation, presizing or progress.
 func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec []byte), model *detectors.ClassModel) (Meta, error) {
+	return Load(context.Background(), path, want, Target{Put: put}, model)
+}
+
+// Target receives the records of a checkpoint from Load.
+type Target struct {
+	// Reserve, when set, is called once, before the first Put, with the
+	// number of records the file holds: where to size the state tables
+	// (state.Table.Reserve), so that the restore does not rebuild them.
+	Reserve func(records uint64)
+	// Put receives every record; rec is valid only during the call.
+	Put func(key, alt uint64, lastSeen int64, rec []byte)
+	// Progress, when set, is called after every ProgressEvery records with
+	// the records read so far and the file's record count.
+	Progress func(done, total uint64)
+}
+
+// ProgressEvery is how many records Load reads between calls of
+// Target.Progress (and between checks of its context, every 1/16 of it).
+const ProgressEvery = 1 << 18
+
+// Load is Read with a context, which it checks every few thousand records
+// (a restore of millions of devices takes seconds: a cancelled start, such
+// as a SIGTERM, must not wait for it), and a Target that may presize the
+// tables and report progress. On any error, ctx's included, the caller must
+// discard what Put received.
+func Load(ctx context.Context, path string, want Meta, to Target, model *detectors.ClassModel) (Meta, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Meta{}, fmt.Errorf("cannot open checkpoint %q: %w", path, err)
@@ -265,7 +297,18 @@ func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec 
 	for _, s := range m.Slices {
 		hdrBytes = min(hdrBytes, s.Offset)
 	}
+	if to.Reserve != nil {
+		to.Reserve(m.Records)
+	}
 	for i := uint64(0); i < m.Records; i++ {
+		if i%(ProgressEvery/16) == 0 && i > 0 {
+			if err := ctx.Err(); err != nil {
+				return m, fmt.Errorf("cannot read checkpoint %q: stopped after %d of %d records: %w", path, i, m.Records, err)
+			}
+			if to.Progress != nil && i%ProgressEvery == 0 {
+				to.Progress(i, m.Records)
+			}
+		}
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: record %d of %d: %w", path, i, m.Records, err)
 		}
@@ -281,7 +324,7 @@ func Read(path string, want Meta, put func(key, alt uint64, lastSeen int64, rec 
 			}
 			rec = out
 		}
-		put(binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]), int64(binary.LittleEndian.Uint64(buf[16:])), rec)
+		to.Put(binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]), int64(binary.LittleEndian.Uint64(buf[16:])), rec)
 	}
 	table, err := readSection(body, "class table")
 	if err != nil {

@@ -39,7 +39,7 @@
 //     lastSeen int32 seconds since 2020-01-01 + flags uint32, then the record).
 //     The load factor stays <= 3/4 and the table doubles when it would exceed
 //     it, so bytes per device = slotSize / load, between slotSize*4/3 (just
-//     before a doubling, or when presized with InitialDevices) and
+//     before a doubling, or when presized with InitialDevices or Reserve) and
 //     slotSize*8/3 (just after one). For RecordSize 128: 152 bytes per slot,
 //     203..405 bytes per device. A rebuild briefly holds the old and the new
 //     slab (3x the old slab's size).
@@ -80,6 +80,10 @@ type Stats struct {
 	Grows         uint64 // rebuilds that changed the capacity
 	Expired       uint64 // records reclaimed or reset because they were idle longer than IdleTTL
 	LiveEvictions uint64 // records idle for at most IdleTTL removed because MaxDevices was reached
+	// Probes counts the occupied slots Record stepped over before it found
+	// a device or the empty slot where it inserts one: the cost of
+	// clustering (linear probing at load <= 3/4 averages a few per call).
+	Probes uint64
 }
 
 // Table holds one fixed-size record per device. See the package
@@ -88,10 +92,11 @@ type Table struct {
 	slab       []byte
 	slotSize   int
 	recordSize int
-	capacity   int // slots
-	n          int // used slots
-	maxDevices int // 0 = unlimited
-	maxCap     int // capacity cap derived from maxDevices; 0 = unlimited
+	capacity   int    // slots
+	seed       uint64 // of home's hash: seedFor(capacity)
+	n          int    // used slots
+	maxDevices int    // 0 = unlimited
+	maxCap     int    // capacity cap derived from maxDevices; 0 = unlimited
 	ttl        int64
 	clock      int64 // seconds since epoch: the largest event time seen by Record
 	hand       int   // sweep and eviction hand
@@ -99,6 +104,7 @@ type Table struct {
 	grows         uint64
 	expired       uint64
 	liveEvictions uint64
+	probes        uint64
 }
 
 const (
@@ -166,14 +172,40 @@ func NewTable(cfg Config) (*Table, error) {
 	if capacity > maxSlabBytes/t.slotSize {
 		return nil, fmt.Errorf("cannot create state table: InitialDevices %d needs more than %d slab bytes", cfg.InitialDevices, maxSlabBytes)
 	}
-	t.capacity = capacity
+	t.capacity, t.seed = capacity, seedFor(capacity)
 	t.slab = make([]byte, capacity*t.slotSize)
 	return t, nil
+}
+
+// seedFor returns the hash seed of a table of capacity slots: deterministic,
+// so that a replay lays out (and evicts) alike, and different for each
+// capacity (see home).
+func seedFor(capacity int) uint64 {
+	h := uint64(capacity) * 0x9e3779b97f4a7c15
+	h ^= h >> 32
+	h *= 0xd6e8feb86659fd93
+	return h ^ h>>32
 }
 
 // capacityFor returns the slots needed to hold devices at load <= 3/4.
 func capacityFor(devices int) int {
 	return max((devices*4+2)/3, 2)
+}
+
+// Reserve makes room for devices records (up to the MaxDevices cap) at the
+// table's load bound, rebuilding the table once if it is smaller, so that
+// inserting that many devices, a checkpoint's restore for one, causes no
+// further rebuild. It never shrinks the table.
+func (t *Table) Reserve(devices int) {
+	if t.maxDevices > 0 {
+		devices = min(devices, t.maxDevices)
+	}
+	if c := capacityFor(devices); c > t.capacity {
+		if c > maxSlabBytes/t.slotSize {
+			c = maxSlabBytes / t.slotSize
+		}
+		t.resize(c)
+	}
 }
 
 // Record returns the record of the device (key, alt) for in-place update,
@@ -190,7 +222,7 @@ func (t *Table) Record(key, alt uint64, now int64) (rec []byte, existed bool) {
 		t.clock = int64(sec)
 	}
 	i := t.home(key, alt)
-	for {
+	for ; ; t.probes++ {
 		off := i * t.slotSize
 		slot := t.slab[off : off+t.slotSize : off+t.slotSize]
 		meta := binary.LittleEndian.Uint64(slot[offMeta:])
@@ -288,6 +320,7 @@ func (t *Table) Stats() Stats {
 		Grows:         t.grows,
 		Expired:       t.expired,
 		LiveEvictions: t.liveEvictions,
+		Probes:        t.probes,
 	}
 }
 
@@ -332,9 +365,17 @@ func (t *Table) find(key, alt uint64) (int, bool) {
 
 // home returns the first slot probed for (key, alt). Keys are remixed so
 // that a shard choice made from DeviceKey's bits does not cluster one
-// worker's devices in its table.
+// worker's devices in its table, and with a seed that depends on the
+// capacity, so that records read out of a table of another capacity (Range
+// yields them in slot order, which is the order of the hash) arrive in an
+// order unrelated to this table's slots: inserted in the order of a table
+// with the same hash function into a smaller one, they would all land in its
+// first slots and cluster (issue 13: a 3M-device restore that did not end).
+// Two tables of the same capacity share the function, which is harmless:
+// records come out of one in an order that fills the other exactly as the
+// first was filled.
 func (t *Table) home(key, alt uint64) int {
-	h := key ^ alt*0x9e3779b97f4a7c15
+	h := key ^ t.seed ^ alt*0x9e3779b97f4a7c15
 	h ^= h >> 30
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27
@@ -470,12 +511,18 @@ func (t *Table) rebuild() {
 	if newCap > maxSlabBytes/t.slotSize {
 		panic(fmt.Sprintf("BUG: state table: capacity %d exceeds %d slab bytes", newCap, maxSlabBytes))
 	}
+	t.resize(newCap)
+}
+
+// resize rehashes the table into a new slab of newCap slots, dropping
+// expired records.
+func (t *Table) resize(newCap int) {
 	old := t.slab
 	t.slab = make([]byte, newCap*t.slotSize)
 	if newCap != t.capacity {
 		t.grows++
 	}
-	t.capacity = newCap
+	t.capacity, t.seed = newCap, seedFor(newCap)
 	t.n = 0
 	t.hand = 0
 	for off := 0; off < len(old); off += t.slotSize {

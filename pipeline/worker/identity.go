@@ -15,6 +15,11 @@ import (
 // id) and its source kind, id method, protocol, client IP, country and ASN.
 // State records hold only the device's hashes.
 //
+// Only devices a Sweeper could report silent have one (rememberIdentity): a
+// device without a baseline is never reported, so a flood of new device ids
+// costs no identities. An identity takes about 155 bytes (a 46-byte fixed
+// part, the texts, and its index entry; bench/RESULTS.md, "Memory per device").
+//
 // It is built for the garbage collector: the index maps the 128-bit device
 // key to an offset and a fingerprint of the identity (no pointers, so the map
 // is never scanned) and the entries live in one []byte arena. Per event, the
@@ -238,3 +243,7 @@ func (s *identities) len() int { return len(s.index) }
 
 // bytes returns the arena's size, garbage included.
 func (s *identities) bytes() int { return len(s.arena) }
+
+// memory estimates the bytes s holds: the arena's capacity and the index
+// (a map entry of 24 bytes plus its control byte, at the map's 7/8 load).
+func (s *identities) memory() int { return cap(s.arena) + cap(s.scratch) + len(s.index)*25*8/7 }

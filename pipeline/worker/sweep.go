@@ -89,9 +89,26 @@ func (w *Worker) initSweep() {
 	w.sweep.pruneAt = minPruneAt
 }
 
-// rememberIdentity keeps ev's device identity for the sweep and bounds the
-// identities to the devices the table holds.
-func (w *Worker) rememberIdentity(ev *schemas.Event) {
+// rememberIdentity keeps ev's device identity for the sweep, if a Sweeper
+// could report the device silent from its state body (a record's detectors'
+// part) after ev, and bounds the identities to the devices the table holds.
+//
+// A device no Sweeper can report (a cold one: volume needs 20 events and 10
+// minutes of history) needs no identity: a silence time only comes from the
+// state after a device's last event, so when one is reportable, that event
+// was remembered. A flood of one-event device ids (issue 13: 3M of them) thus
+// costs no identities.
+func (w *Worker) rememberIdentity(ev *schemas.Event, body []byte) {
+	reportable := false
+	for j, d := range w.sweep.detectors {
+		if _, ok := d.SilentAt(w.layout.Detectors.State(body, w.sweep.at[j])); ok {
+			reportable = true
+			break
+		}
+	}
+	if !reportable {
+		return
+	}
 	w.ids.see(ev)
 	if w.ids.len() > w.sweep.pruneAt {
 		w.pruneIdentities()
@@ -207,13 +224,18 @@ func silenceID(key, alt uint64, at int64, det int) uint64 {
 	return schemas.Hash(b[:])
 }
 
-// SweepStats counts what the worker's sweeps found.
+// SweepStats counts what the worker's sweeps found, and the identities they
+// keep to name silent devices.
 type SweepStats struct {
 	Silences uint64 // silences reported
 	Unnamed  uint64 // silences not reported: the device's identity was unknown
+	// Identities is the number of device identities kept, IdentityBytes
+	// the memory they take (arena capacity and index).
+	Identities, IdentityBytes int
 }
 
 // SweepStats returns the sweep's counters.
 func (w *Worker) SweepStats() SweepStats {
-	return SweepStats{Silences: w.sweep.found, Unnamed: w.sweep.unnamed}
+	return SweepStats{Silences: w.sweep.found, Unnamed: w.sweep.unnamed,
+		Identities: w.ids.len(), IdentityBytes: w.ids.memory()}
 }

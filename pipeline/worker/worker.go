@@ -296,7 +296,7 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 	}
 	if learn {
 		if len(w.sweep.detectors) > 0 {
-			w.rememberIdentity(ev)
+			w.rememberIdentity(ev, body)
 		}
 		// Every event teaches the class model, which counts distinct devices: an
 		// attack from one device cannot make its commands look normal for the class.
