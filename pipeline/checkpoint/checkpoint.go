@@ -59,9 +59,9 @@ const (
 	// engines' section, still read.
 	formatNoEngines = 2
 	// maxEngines bounds the engine count of a file.
-	maxEngines = 1 << 16
-	headerSize    = 8 + 4*4 + 8*3
-	recordHeader  = 24
+	maxEngines   = 1 << 16
+	headerSize   = 8 + 4*4 + 8*3
+	recordHeader = 24
 	// maxSlices and maxName bound the slice table of a file.
 	maxSlices = 1024
 	maxName   = 256
