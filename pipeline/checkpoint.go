@@ -41,10 +41,40 @@ func (p *Pipeline) restore() error {
 		p.log.Warn("cannot use checkpoint: cold start", "checkpoint", path, "err", err)
 		return p.newWorkers()
 	}
+	if err := p.restoreEngines(m.Engines); err != nil {
+		p.log.Warn("cannot restore the decision engines' state: cool-downs and blocks start empty", "checkpoint", path, "err", err)
+		for _, w := range p.workers {
+			w.Engine().Reset()
+		}
+		m.Engines = nil
+	}
 	p.M.Devices.Store(int64(m.Records))
 	p.restored = m
 	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created,
-		"cold_detectors", m.Cold)
+		"cold_detectors", m.Cold, "decision_engines", len(m.Engines))
+	return nil
+}
+
+// restoreEngines loads the decision engines' snapshots of a checkpoint into
+// the workers' engines: snapshot i into engine i when the worker count is the
+// one that saved them, otherwise every snapshot into every engine, each
+// keeping the devices its worker owns now (shard.Of), so that a device's
+// cool-downs, blocks and strikes are where its events go.
+func (p *Pipeline) restoreEngines(snaps [][]byte) error {
+	n := len(p.workers)
+	for j, snap := range snaps {
+		for i, w := range p.workers {
+			var owns func(uint64) bool
+			if len(snaps) != n {
+				owns = func(device uint64) bool { return shard.Of(device, n) == i }
+			} else if i != j {
+				continue
+			}
+			if err := w.Engine().LoadState(snap, owns); err != nil {
+				return fmt.Errorf("cannot restore decision engine %d of %d: %w", j, len(snaps), err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -60,6 +90,9 @@ func (p *Pipeline) saveCheckpoint() error {
 	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
 	meta := checkpoint.MetaOf(p.layout)
 	meta.StreamSeq = seq
+	for _, w := range p.workers {
+		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
+	}
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {
 		return err

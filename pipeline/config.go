@@ -96,9 +96,10 @@ type Config struct {
 	// pipeline issued for it is active as refused by the enforcement points,
 	// when their log does not carry the enforcement point's verdict: they are
 	// then neither scored nor learned (worker.Config.SkipBlocked; never in
-	// dry-run). Off by default: the blocks a worker knows are not in
-	// checkpoints, so after a crash the restarted pipeline would learn what
-	// the crashed one skipped, and baselines would no longer be exactly-once.
+	// dry-run). Off by default: where nothing enforces the blocks, skipping
+	// would hide the traffic they were meant to stop. The blocks a worker
+	// knows travel in checkpoints with its decision engine, so a restarted
+	// pipeline skips what the crashed one skipped.
 	// A verdict in the log (schemas.Event.Verdict, which the shipped gateway
 	// configs log) always decides, crash or not.
 	SkipBlocked bool

@@ -160,6 +160,15 @@ func (e *Engine) LoadState(b []byte, owns func(device uint64) bool) error {
 	return nil
 }
 
+// Reset forgets every cool-down, block and blocked device and the engine's
+// clock: the engine is as NewEngine returned it.
+func (e *Engine) Reset() {
+	clear(e.cooled)
+	clear(e.blocks)
+	clear(e.blocked)
+	e.checked, e.latest = 0, math.MinInt64
+}
+
 // stateReader reads a snapshot; the first short read sets err and every
 // later read returns zero.
 type stateReader struct {
