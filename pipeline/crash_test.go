@@ -306,6 +306,10 @@ func TestCrashRestartSameResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := r.results(t)
+	if q.M.CaughtUp.Load() == 0 && q.M.RedeliveredDone.Load() == 0 {
+		t.Error("the restart judged nothing again and took no redelivery as done: the crash left nothing to recover")
+	}
+	t.Logf("caught up %d events, %d redelivered messages done already", q.M.CaughtUp.Load(), q.M.RedeliveredDone.Load())
 	t.Logf("restored stream seq %d; control: %d alerts, %d decisions; after the crash: %d alerts, %d decisions stored, %d and %d on NATS",
 		q.Restored().StreamSeq, len(want.storedAlerts), len(want.storedDecisions), len(got.storedAlerts), len(got.storedDecisions),
 		len(got.natsAlerts), len(got.natsDecisions))
