@@ -65,12 +65,47 @@ func (p *Pipeline) restore(ctx context.Context) error {
 		p.log.Warn("cannot use checkpoint: cold start", "checkpoint", path, "err", err)
 		return p.newWorkers()
 	}
+	if err := p.restoreEngines(m.Engines); err != nil {
+		p.log.Warn("cannot restore the decision engines' state: cool-downs and blocks start empty", "checkpoint", path, "err", err)
+		for _, w := range p.workers {
+			w.Engine().Reset()
+		}
+		m.Engines = nil
+	}
 	for _, w := range p.workers {
 		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
 	}
 	p.restored = m
+	if m.Engines != nil {
+		// Written by a build whose checkpoints wait for the results before
+		// them to be durable (periodicCheckpoint, or after a clean drain).
+		p.doneUpTo = m.StreamSeq
+	}
 	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created,
-		"cold_detectors", m.Cold, "seconds", time.Since(start).Seconds())
+		"cold_detectors", m.Cold, "decision_engines", len(m.Engines), "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// restoreEngines loads the decision engines' snapshots of a checkpoint into
+// the workers' engines: snapshot i into engine i when the worker count is the
+// one that saved them, otherwise every snapshot into every engine, each
+// keeping the devices its worker owns now (shard.Of), so that a device's
+// cool-downs, blocks and strikes are where its events go.
+func (p *Pipeline) restoreEngines(snaps [][]byte) error {
+	n := len(p.workers)
+	for j, snap := range snaps {
+		for i, w := range p.workers {
+			var owns func(uint64) bool
+			if len(snaps) != n {
+				owns = func(device uint64) bool { return shard.Of(device, n) == i }
+			} else if i != j {
+				continue
+			}
+			if err := w.Engine().LoadState(snap, owns); err != nil {
+				return fmt.Errorf("cannot restore decision engine %d of %d: %w", j, len(snaps), err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -98,6 +133,9 @@ func (p *Pipeline) saveCheckpoint() error {
 	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
 	meta := checkpoint.MetaOf(p.layout)
 	meta.StreamSeq = seq
+	for _, w := range p.workers {
+		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
+	}
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {
 		return err
@@ -106,12 +144,17 @@ func (p *Pipeline) saveCheckpoint() error {
 	return nil
 }
 
-// catchUp re-learns, without scoring, the messages after the restored
-// checkpoint's stream position up to the last one the consumer had delivered
-// before this start: a crash lost what they taught (acked ones will not come
-// again; unacked ones come again, to be scored, and the records' positions
-// keep them from being learned twice). It reads them with an ordered
-// consumer of its own; the durable consumer is not touched.
+// catchUp judges again the messages after the restored checkpoint's stream
+// position up to the last one the consumer had delivered before this start,
+// exactly as the crashed run judged them first: in stream order, against
+// the records and decision engines as of the checkpoint. Their scored rows,
+// alerts and decisions are published and stored again under the same ids
+// (idempotent: the crashed run may have published or stored some of them),
+// and dead letters under the same message ids. It reads them with an ordered
+// consumer of its own, and acks nothing; their redeliveries on the durable
+// consumer (the ones the crashed run had not acked) are acked without being
+// judged again (doneUpTo). A crash thus loses neither what the messages
+// taught the baselines nor the alerts they raised, and raises none twice.
 func (p *Pipeline) catchUp(ctx context.Context) error {
 	from := p.restored.StreamSeq + 1
 	if p.cfg.Stream == nil || p.restored.StreamSeq == 0 {
@@ -135,8 +178,11 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 		return fmt.Errorf("cannot read the log stream from sequence %d: %w", from, err)
 	}
 	start := time.Now()
-	p.log.Info("catching up learning after the checkpoint", "from_seq", from, "to_seq", upTo)
+	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo)
 	var seq uint64
+	defer func() {
+		p.log.Info("caught up after the checkpoint", "messages_to_seq", p.doneUpTo, "seconds", time.Since(start).Seconds())
+	}()
 	for seq < upTo && ctx.Err() == nil {
 		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -152,20 +198,28 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 			if seq = md.Sequence.Stream; seq > upTo {
 				break
 			}
-			p.dispatch(ctx, msg, true)
+			before := p.dispatched
+			if !p.dispatch(ctx, msg) {
+				return fmt.Errorf("cannot dead-letter a record of sequence %d: %w", seq, ctx.Err())
+			}
+			p.M.CaughtUp.Add(p.dispatched - before)
+			p.doneUpTo = max(p.doneUpTo, seq)
 		}
 		if n == 0 {
 			break // the stream holds nothing more (messages removed by its limits)
 		}
 	}
-	// The events are queued to the workers ahead of everything ingest fetches.
-	p.log.Info("caught up learning after the checkpoint", "messages_to_seq", min(seq, upTo),
-		"seconds", time.Since(start).Seconds())
 	return nil
 }
 
 // periodicCheckpoint pauses every worker after the events dispatched so far,
-// saves the checkpoint, and resumes them. The collector and the flusher go on.
+// waits until every result before the pause is published and stored, saves
+// the checkpoint, and resumes them. The collector and the flusher go on. A
+// checkpoint is thus never ahead of the durable results: the messages at or
+// below its position that a crash leaves unacked are acked after the restart
+// without being judged again (doneUpTo), and nothing they raised is lost.
+// When the results are not durable within DrainTimeout (ClickHouse or NATS
+// down), the checkpoint is skipped and the previous one stays.
 func (p *Pipeline) periodicCheckpoint() {
 	ps := &pause{resume: make(chan struct{})}
 	ps.reached.Add(len(p.shards))
@@ -173,8 +227,32 @@ func (p *Pipeline) periodicCheckpoint() {
 		ch <- &item{pause: ps}
 	}
 	ps.reached.Wait()
+	defer close(ps.resume)
+	if err := p.durable(p.cfg.DrainTimeout); err != nil {
+		p.log.Warn("cannot save periodic checkpoint: results before it are not durable; the previous one stays", "err", err)
+		return
+	}
 	if err := p.saveCheckpoint(); err != nil {
 		p.log.Warn("cannot save periodic checkpoint; the previous one stays", "err", err)
 	}
-	close(ps.resume)
+}
+
+// durable waits until every result the workers sent so far is published and
+// stored, for at most timeout: a marker follows them through the collector,
+// which flushes at once, and the flusher answers it once that flush is done.
+func (p *Pipeline) durable(timeout time.Duration) error {
+	marker := &item{durable: make(chan error, 1)} // the flusher's answer never blocks it
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case p.results <- marker:
+	case <-t.C:
+		return fmt.Errorf("the collector took no marker within %s", timeout)
+	}
+	select {
+	case err := <-marker.durable:
+		return err
+	case <-t.C:
+		return fmt.Errorf("results not durable within %s", timeout)
+	}
 }

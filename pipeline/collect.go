@@ -18,8 +18,9 @@ func (p *Pipeline) collect() {
 		alerts    []schemas.Alert
 		decisions []schemas.Decision
 		completed []*batch
-		waiting   int    // messages of completed batches
-		pubSent   uint64 // publish jobs sent
+		markers   []chan error // durability markers, answered by the flusher
+		waiting   int          // messages of completed batches
+		pubSent   uint64       // publish jobs sent
 	)
 	publish := func(j pubJob) {
 		p.pubs <- j
@@ -31,14 +32,14 @@ func (p *Pipeline) collect() {
 			publish(pubJob{alerts: fleet})
 			alerts = append(alerts, fleet...)
 		}
-		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 {
+		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 && len(markers) == 0 {
 			return
 		}
 		job := &flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed,
-			pubSeq: pubSent, start: time.Now()}
+			pubSeq: pubSent, start: time.Now(), markers: markers}
 		job.bytes = jobBytes(job)
 		p.waiting.put(job)
-		alerts, decisions, completed, waiting = nil, nil, nil, 0
+		alerts, decisions, completed, markers, waiting = nil, nil, nil, nil, 0
 	}
 	defer func() {
 		close(p.pubs)
@@ -52,6 +53,11 @@ func (p *Pipeline) collect() {
 			if !ok {
 				flush()
 				return
+			}
+			if it.durable != nil {
+				markers = append(markers, it.durable)
+				flush()
+				continue
 			}
 			if it.b != nil {
 				if it.b.left--; it.b.left == 0 {

@@ -68,18 +68,24 @@ type Config struct {
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.
 	//
-	// Learning is exactly-once across crashes: each device record holds the
-	// stream position it has learned up to, so a redelivered event is scored
-	// but not learned again; and with Stream set, a restart re-learns the
-	// messages after the checkpoint's position that the consumer had already
-	// delivered (acked ones are never redelivered), before consuming.
+	// Learning and judging are exactly-once across crashes: each device
+	// record holds the stream position it has learned up to, so a
+	// redelivered event is scored but not learned again; with Stream set, a
+	// restart judges again (same ids) the messages after the checkpoint's
+	// position that the consumer had already delivered, before consuming;
+	// the decision engines' state is in the checkpoint, and redelivered
+	// messages whose results were already durable are acked without being
+	// judged again (see Pipeline.catchUp and periodicCheckpoint).
 	Checkpoint string
 	// CheckpointEvery also saves the checkpoint periodically (wall time),
-	// pausing the workers briefly; 0 saves only after a clean drain.
+	// pausing the workers until the results before it are durable (one
+	// flush; at most DrainTimeout, else that checkpoint is skipped); 0 saves
+	// only after a clean drain.
 	CheckpointEvery time.Duration
 	// Stream is the log stream the consumer reads; with Checkpoint, it lets a
-	// restart catch up the learning a crash lost (see Checkpoint). Without it
-	// that learning is lost: baselines are as of the checkpoint.
+	// restart catch up what a crash lost (see Checkpoint). Without it the
+	// messages acked after the checkpoint are lost to the baselines, and
+	// those not acked are judged when redelivered.
 	Stream jetstream.Stream
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks, from a MaxMind-format database (cached per IP).
@@ -98,9 +104,10 @@ type Config struct {
 	// pipeline issued for it is active as refused by the enforcement points,
 	// when their log does not carry the enforcement point's verdict: they are
 	// then neither scored nor learned (worker.Config.SkipBlocked; never in
-	// dry-run). Off by default: the blocks a worker knows are not in
-	// checkpoints, so after a crash the restarted pipeline would learn what
-	// the crashed one skipped, and baselines would no longer be exactly-once.
+	// dry-run). Off by default: where nothing enforces the blocks, skipping
+	// would hide the traffic they were meant to stop. The blocks a worker
+	// knows travel in checkpoints with its decision engine, so a restarted
+	// pipeline skips what the crashed one skipped.
 	// A verdict in the log (schemas.Event.Verdict, which the shipped gateway
 	// configs log) always decides, crash or not.
 	SkipBlocked bool

@@ -103,6 +103,9 @@ type flushJob struct {
 	pubSeq uint64
 	bytes  int64 // what the job holds in memory (rows, alerts, decisions, messages)
 	start  time.Time
+	// markers are answered once the job (and so every earlier one) is
+	// durable and published, or has failed (see Pipeline.durable).
+	markers []chan error
 }
 
 // jobBytes estimates what job holds in memory: its Arrow buffers, its alerts
@@ -282,6 +285,13 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 			}
 			p.M.Acked.Add(uint64(acked))
 			p.M.FlushLatency.Observe(time.Since(job.start).Seconds())
+		}
+		for _, m := range job.markers {
+			if failed != nil {
+				m <- failed
+			} else {
+				m <- nil
+			}
 		}
 		p.waiting.done(job) // also after a failure: keep draining so the collector never blocks
 	}

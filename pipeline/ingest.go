@@ -77,13 +77,23 @@ func (p *Pipeline) ingest(ctx context.Context) {
 // sends it to its shard; undecodable lines go to the DLQ with the reason. It
 // reports false when a line could not be dead-lettered (shutdown): the message
 // must then stay unacked, to be redelivered.
+//
+// A message at or below doneUpTo (redelivered after a restart: its results
+// are durable already, from before the checkpoint or from catchUp) is not
+// decoded: it is acked with its fetch, after the results queued before it.
+// Judged again, its events would meet records that learned them and later
+// events (a transition from a later command, a rate that counts them twice),
+// and raise alerts the first judging did not.
 func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
-	return p.dispatch(ctx, msg, false)
+	if md, err := msg.Metadata(); err == nil && md.Sequence.Stream <= p.doneUpTo {
+		p.M.RedeliveredDone.Add(1)
+		return true
+	}
+	return p.dispatch(ctx, msg)
 }
 
-// dispatch is decodeMessage; with learn, its events are only learned and
-// undecodable records are skipped (see reject).
-func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) bool {
+// dispatch is decodeMessage without the doneUpTo test (catchUp calls it).
+func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
@@ -94,7 +104,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 	subject, data := msg.Subject(), msg.Data()
 	format, dec, err := p.decoderFor(subject)
 	if err != nil {
-		return p.reject(ctx, learn, subject, seq, 0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
+		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
 	now := time.Now().UnixNano()
@@ -107,7 +117,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 			if bad < MaxBadLinesPerMessage {
 				reason, detail = schemas.DeadLetterTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
 			}
-			return p.reject(ctx, learn, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
+			return p.deadLetter(ctx, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
 		}
 		it := <-p.free
 		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
@@ -116,25 +126,15 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, learn bool) 
 				p.M.Skipped.Add(1)
 				continue
 			}
-			ok = p.reject(ctx, learn, subject, seq, uint32(i), err, rec) && ok
+			ok = p.deadLetter(ctx, subject, seq, uint32(i), err, rec) && ok
 			bad++
 			continue
 		}
 		p.stack.Enrich(&it.ev)
-		it.learn = learn
+		p.dispatched++
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 	}
 	return ok
-}
-
-// reject dead-letters an undecodable record, except when learning only
-// (catch-up): it was dead-lettered when first seen, or will be when its
-// message is redelivered.
-func (p *Pipeline) reject(ctx context.Context, learn bool, subject string, seq uint64, line uint32, err error, payload []byte) bool {
-	if learn {
-		return true
-	}
-	return p.deadLetter(ctx, subject, seq, line, err, payload)
 }
 
 // rest returns data from rec on; rec is a subslice of data (formats.Records).

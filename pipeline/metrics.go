@@ -31,9 +31,12 @@ type Metrics struct {
 	Evictions    atomic.Uint64 // live records evicted because MaxDevices was reached
 	Expired      atomic.Uint64 // records reclaimed after IdleTTL
 	Relearned    atomic.Uint64 // redelivered events scored again but not learned twice
-	CaughtUp     atomic.Uint64 // events re-learned at start, after the checkpoint's position
-	Silences     atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
-	Unnamed      atomic.Uint64 // silent devices a sweep could not name
+	CaughtUp     atomic.Uint64 // events judged again at start, after the checkpoint's position
+	// RedeliveredDone counts messages redelivered after a restart whose
+	// results were durable already: acked without being judged again.
+	RedeliveredDone atomic.Uint64
+	Silences        atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
+	Unnamed         atomic.Uint64 // silent devices a sweep could not name
 	// Events stored but not judged as their device's behaviour (worker.Enforced).
 	EnforcedDenied, EnforcedUnavailable, EnforcedActiveBlock atomic.Uint64
 	LastEvent                                                atomic.Int64 // event time (Unix ns) of the latest scored event
@@ -100,7 +103,8 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricStateEvictions, "Live device records evicted because the device cap was reached (their baselines are lost).", m.Evictions.Load())
 	counter(schemas.MetricStateExpired, "Device records reclaimed after the idle TTL.", m.Expired.Load())
 	counter(schemas.MetricRedelivered, "Redelivered events scored again without being learned twice.", m.Relearned.Load())
-	counter(schemas.MetricCaughtUp, "Events re-learned at start, after the checkpoint's stream position (learning a crash lost).", m.CaughtUp.Load())
+	counter(schemas.MetricCaughtUp, "Events judged again at start, after the checkpoint's stream position (what a crash lost).", m.CaughtUp.Load())
+	counter(schemas.MetricRedeliveredDone, "Messages redelivered after a restart whose results were durable already: acked, not judged again.", m.RedeliveredDone.Load())
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
 	fmt.Fprintf(w, "# HELP %s Events stored but neither scored nor learned: the enforcement point's doing, not the device's.\n# TYPE %s counter\n", schemas.MetricEventsEnforced, schemas.MetricEventsEnforced)

@@ -45,7 +45,10 @@ type item struct {
 	dec   *schemas.Decision
 	b     *batch
 	pause *pause
-	learn bool // learn only (catch-up after a restart): no score, no result
+	// durable, on a marker the checkpoint sends after pausing the workers (no
+	// event), receives nil once every result before it is published and
+	// stored, or the flusher's error (see Pipeline.durable).
+	durable chan error
 	// swept: a sweep's synthetic event (a silent device), made by the worker
 	// and not from the free list, so the collector does not return it there.
 	swept bool
@@ -76,10 +79,17 @@ type Pipeline struct {
 	decoders map[string]subjectDecoder // by subject; ingest only
 	records  [][]byte                  // ingest's scratch
 	restored checkpoint.Meta
-	free     chan *item
-	shards   []chan *item
-	results  chan *item
-	pubs     chan pubJob // collector → publisher
+	// doneUpTo is the stream sequence up to which every message's results
+	// are durable (published and stored) as of this start: the restored
+	// checkpoint's, and the messages catchUp judged again. A redelivered
+	// message at or below it is acked without being judged a second time
+	// against records that learned it already. Set before ingest starts.
+	doneUpTo   uint64
+	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
+	free       chan *item
+	shards     []chan *item
+	results    chan *item
+	pubs       chan pubJob // collector → publisher
 	// published counts the publish jobs the publisher has published; waiting
 	// holds the flush jobs not yet durable (collector → flusher).
 	published pubProgress

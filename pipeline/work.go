@@ -43,13 +43,6 @@ func (p *Pipeline) work(i int, w *worker.Worker, in <-chan *item) {
 			if n&(reportEvery-1) == 0 {
 				last = p.report(w, last)
 			}
-			if it.learn {
-				w.Learn(&it.ev)
-				it.learn = false
-				p.M.CaughtUp.Add(1)
-				p.free <- it
-				continue
-			}
 			it.alert, it.dec = w.Process(&it.ev, &it.sc)
 			if now, ok := w.SweepDue(); ok {
 				w.Sweep(now, emit)

@@ -21,8 +21,11 @@ const (
 	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
 	MetricStateExpired    = "iotwatch_state_expired_total"
 	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
-	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // re-learned at start after a crash
-	MetricFindings        = "iotwatch_findings_total"           // labels detector, reason
+	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // judged again at start after a crash
+	// MetricRedeliveredDone counts messages redelivered after a restart whose
+	// results were already durable: acked without being judged again.
+	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"
+	MetricFindings        = "iotwatch_findings_total" // labels detector, reason
 	// MetricEventsEnforced counts events stored but not judged as their
 	// device's behaviour, label cause: denied (the enforcement point refused
 	// them for an iotwatch decision), enforcer_unavailable (the gateway's auth

@@ -3,7 +3,7 @@
 // detector's class statistics, with the stream position they reflect, so that
 // a restart neither resets baselines nor counts an event twice in them.
 //
-// File format, version 2, little-endian:
+// File format, version 3, little-endian:
 //
 //	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | slice count u32
 //	stream sequence u64 | created (Unix ns) i64 | record count u64
@@ -11,7 +11,11 @@
 //	records: key u64 | alt u64 | last seen (Unix ns) i64 | record [record size]
 //	class table: length u64 | detectors.ClassTable snapshot
 //	per slice, in the slice table's order: length u64 | the detector's ClassStats snapshot (length 0: none)
+//	decision engines: count u32 | per engine, in worker order: length u64 | decide.Engine.AppendState snapshot
 //	CRC-32C of everything above, u32
+//
+// Version 2 is version 3 without the decision engines' section; it is still
+// read (Meta.Engines is then nil: the engines start empty).
 //
 // A record is the worker's header (worker.HeaderSize bytes, the layout
 // version in its first four) followed by the detectors' slices. Restored
@@ -57,9 +61,14 @@ import (
 
 const (
 	magic         = "IOTWCKPT"
-	formatVersion = 2
-	headerSize    = 8 + 4*4 + 8*3
-	recordHeader  = 24
+	formatVersion = 3
+	// formatNoEngines is the previous format version, without the decision
+	// engines' section, still read.
+	formatNoEngines = 2
+	// maxEngines bounds the engine count of a file.
+	maxEngines   = 1 << 16
+	headerSize   = 8 + 4*4 + 8*3
+	recordHeader = 24
 	// maxSlices and maxName bound the slice table of a file.
 	maxSlices = 1024
 	maxName   = 256
@@ -89,6 +98,11 @@ type Meta struct {
 	// (new, or of another size or version) or class statistics were not
 	// restored.
 	Cold []string
+	// Engines are the decision engines' snapshots (decide.Engine.AppendState),
+	// one per worker in worker order: what Write saves and Read returns.
+	// Read returns nil for a file of format version 2, which has none, and a
+	// non-nil slice (possibly empty) otherwise.
+	Engines [][]byte
 }
 
 // MetaOf returns the Meta of records laid out by l.
@@ -181,6 +195,10 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 		}
 		section(snap)
 	}
+	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(meta.Engines))))
+	for _, e := range meta.Engines {
+		section(e)
+	}
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
@@ -255,8 +273,10 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 	if string(hdr[:8]) != magic {
 		return Meta{}, fmt.Errorf("cannot read checkpoint %q: not an iotwatch checkpoint", path)
 	}
-	if v := binary.LittleEndian.Uint32(hdr[8:]); v != formatVersion {
-		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d: %w", path, v, formatVersion, ErrIncompatible)
+	version := binary.LittleEndian.Uint32(hdr[8:])
+	if version != formatVersion && version != formatNoEngines {
+		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d and %d: %w",
+			path, version, formatVersion, formatNoEngines, ErrIncompatible)
 	}
 	m := Meta{
 		LayoutVersion: binary.LittleEndian.Uint32(hdr[12:]),
@@ -334,6 +354,22 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 	for i, s := range m.Slices {
 		if stats[i], err = readSection(body, "class statistics of "+s.Name); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
+	}
+	if version == formatVersion {
+		var nb [4]byte
+		if _, err := io.ReadFull(body, nb[:]); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: decision engines: %w", path, err)
+		}
+		n := binary.LittleEndian.Uint32(nb[:])
+		if n > maxEngines {
+			return m, fmt.Errorf("cannot read checkpoint %q: %d decision engines is corrupt", path, n)
+		}
+		m.Engines = make([][]byte, n)
+		for i := range m.Engines {
+			if m.Engines[i], err = readSection(body, fmt.Sprintf("decision engine %d", i)); err != nil {
+				return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+			}
 		}
 	}
 	sum := h.Sum32()

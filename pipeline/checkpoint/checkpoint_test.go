@@ -2,7 +2,9 @@ package checkpoint
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -120,8 +122,63 @@ func TestRejects(t *testing.T) {
 	// statistics in the class table's snapshot) is refused, not guessed at.
 	v1 := bytes.Clone(good)
 	v1[8] = 1
-	f("format 1", v1, meta, "format version 1, this build reads 2")
+	f("format 1", v1, meta, "format version 1, this build reads 3 and 2")
 	if _, err := Read(filepath.Join(dir, "format 1"), meta, func(uint64, uint64, int64, []byte) {}, nil); !errors.Is(err, ErrIncompatible) {
 		t.Errorf("format 1: %v is not ErrIncompatible", err)
+	}
+}
+
+// TestEngines: the decision engines' snapshots travel with the records, in
+// worker order; a file of format version 2 (before they did) still loads,
+// with no engines, and a corrupt engine count is refused.
+func TestEngines(t *testing.T) {
+	tables, fleet, want := fixture(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.ckpt")
+	meta := Meta{LayoutVersion: 7, RecordSize: recSize, StreamSeq: 99,
+		Engines: [][]byte{[]byte("engine zero"), nil, []byte("engine two")}}
+	if err := Write(path, meta, tables, fleet); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Read(path, meta, func(uint64, uint64, int64, []byte) {}, newModel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Engines) != 3 || string(m.Engines[0]) != "engine zero" || len(m.Engines[1]) != 0 || string(m.Engines[2]) != "engine two" {
+		t.Errorf("engines read back: %q", m.Engines)
+	}
+
+	// Format 2: the same file without the engines' section.
+	noEngines := meta
+	noEngines.Engines = nil
+	if err := Write(path, noEngines, tables, fleet); err != nil {
+		t.Fatal(err)
+	}
+	v3, _ := os.ReadFile(path)
+	if m, err := Read(path, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || len(m.Engines) != 0 {
+		t.Errorf("a format 3 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
+	}
+	body := bytes.Clone(v3[:len(v3)-4-4]) // without the engine count and the checksum
+	binary.LittleEndian.PutUint32(body[8:], 2)
+	v2 := binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	p2 := filepath.Join(dir, "v2.ckpt")
+	os.WriteFile(p2, v2, 0o600)
+	got := map[uint64][]byte{}
+	m, err = Read(p2, noEngines, func(key, _ uint64, _ int64, rec []byte) { got[key] = bytes.Clone(rec) }, newModel())
+	if err != nil {
+		t.Fatalf("a format 2 checkpoint: %v", err)
+	}
+	if m.Engines != nil || len(got) != len(want) || m.StreamSeq != 99 {
+		t.Errorf("format 2: engines %q, %d records (want %d), stream seq %d", m.Engines, len(got), len(want), m.StreamSeq)
+	}
+
+	// A corrupt engine count (checksum made to match) is refused.
+	bad := bytes.Clone(v3[:len(v3)-4])
+	binary.LittleEndian.PutUint32(bad[len(bad)-4:], maxEngines+1)
+	bad = binary.LittleEndian.AppendUint32(bad, crc32.Checksum(bad, crc32.MakeTable(crc32.Castagnoli)))
+	pb := filepath.Join(dir, "bad.ckpt")
+	os.WriteFile(pb, bad, 0o600)
+	if _, err := Read(pb, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err == nil || !strings.Contains(err.Error(), "decision engines is corrupt") {
+		t.Errorf("engine count %d: %v", maxEngines+1, err)
 	}
 }

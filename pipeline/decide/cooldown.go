@@ -55,7 +55,15 @@ func (c *cooldown) add(t, cd int64) {
 	if cd <= 0 {
 		return
 	}
-	lo, hi := t-cd, t+cd
+	c.addSpan(t-cd, t+cd)
+}
+
+// addSpan covers the open interval (lo, hi) as add does (a restored
+// checkpoint's spans, state.go); an empty interval covers nothing.
+func (c *cooldown) addSpan(lo, hi int64) {
+	if hi <= lo {
+		return
+	}
 	for i := 0; i < int(c.n); {
 		s := c.spans[i]
 		if lo < s.hi && s.lo < hi {

@@ -266,16 +266,25 @@ type Engine struct {
 	allow   *Allowlist
 	limiter *Limiter
 
-	cooled  map[uint64]cooldown // hash(device, reason, severity) -> the times its alerts cover
-	blocks  map[string]block    // scope key -> active block
-	blocked map[uint64]int64    // device key -> expiry of the latest block issued on its events
-	checked int64               // event time of the last pruning
-	latest  int64               // the largest event time decided on (the engine's clock)
+	cooled  map[coolKey]cooldown // (device, reason and severity) -> the times its alerts cover
+	blocks  map[string]block     // scope key -> active block
+	blocked map[uint64]int64     // device key -> expiry of the latest block issued on its events
+	checked int64                // event time of the last pruning
+	latest  int64                // the largest event time decided on (the engine's clock)
+}
+
+// coolKey names a cool-down: the device key, and a hash of the reason and
+// the severity. The device key is kept whole so that a checkpoint can move
+// the entry to the engine of the worker that owns the device (state.go).
+type coolKey struct {
+	device uint64
+	cause  uint64
 }
 
 type block struct {
 	expires int64
 	strikes int
+	device  uint64 // the device on whose event the block was issued (its owner, for re-sharding)
 }
 
 // NewEngine returns an engine; cfg must be valid.
@@ -285,7 +294,7 @@ func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
 	}
 	allow, _ := ParseAllowlist(cfg.Allowlist)
 	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
-		cooled: map[uint64]cooldown{}, blocks: map[string]block{}, blocked: map[uint64]int64{}, latest: math.MinInt64}, nil
+		cooled: map[coolKey]cooldown{}, blocks: map[string]block{}, blocked: map[uint64]int64{}, latest: math.MinInt64}, nil
 }
 
 // Blocked reports whether this engine issued a block (not a dry run) on one
@@ -348,7 +357,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	fresh := false
 	cd := int64(e.cfg.Cooldown)
 	for _, f := range s.Reasons() {
-		k := ev.DeviceKey ^ schemas.HashString(f.Reason) ^ schemas.HashString(sev)
+		k := coolKey{device: ev.DeviceKey, cause: schemas.HashString(f.Reason) ^ schemas.HashString(sev)}
 		c := e.cooled[k]
 		if !c.covers(ev.Time) {
 			fresh = true
@@ -383,7 +392,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	if ttl > e.cfg.MaxBlockTTL || ttl <= 0 {
 		ttl = e.cfg.MaxBlockTTL
 	}
-	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1}
+	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1, device: ev.DeviceKey}
 	e.blocks[key] = b
 	if !e.cfg.DryRun {
 		e.blocked[ev.DeviceKey] = max(e.blocked[ev.DeviceKey], b.expires)

@@ -109,8 +109,8 @@ type Config struct {
 	// where enforcement points apply the decisions and logs lack the verdict;
 	// leave it off where nothing does (golden scenarios, evaluation on a
 	// simulated fleet), or a block would hide the attack it blocked.
-	// The engine's blocks are not checkpointed: with it, learning is no
-	// longer exactly-once across a crash (see pipeline.Config.SkipBlocked).
+	// The engine's blocks travel with the records in checkpoints, so the
+	// events skipped stay the same across a crash and a restart.
 	SkipBlocked bool
 }
 
@@ -309,3 +309,6 @@ func (w *Worker) Stats() state.Stats { return w.table.Stats() }
 
 // Table exposes the state table (for checkpoints and tests).
 func (w *Worker) Table() *state.Table { return w.table }
+
+// Engine exposes the decision engine (for checkpoints and tests).
+func (w *Worker) Engine() *decide.Engine { return w.engine }

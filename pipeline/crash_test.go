@@ -1,0 +1,343 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// crashMessage is minute k of a fleet of 40 meters whose commands alternate
+// (readings, config, readings, ...: the class knows those two transitions
+// and no other), and from minute 100 on a flood from meter-0 to meter-2
+// (300 events a minute each, alternating too), so that rate alerts, blocks
+// with strikes and cool-downs are in play when the pipeline crashes. A
+// redelivered event judged against a record that learned later events sees
+// a transition the class never made (readings after readings): the bursts
+// of rare_transition alerts of issue 13.
+func crashMessage(k int) []byte {
+	var b strings.Builder
+	add := func(device string, at time.Duration, n int) {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		cmd := `"method":"POST","path":"/v1/devices/` + device + `/readings"`
+		if n%2 == 1 {
+			cmd = `"method":"PUT","path":"/v1/devices/` + device + `/config/interval"`
+		}
+		fmt.Fprintf(&b, `{"ts":%q,"src":"gateway","tenant":"acme","device":%q,"class":"meter/m1","api_key":"key-%s","ip":"203.0.113.9","country":"DE",%s,"status":200,"auth":"ok"}`,
+			base.Add(at).Format(time.RFC3339Nano), device, device, cmd)
+	}
+	minute := time.Duration(k) * time.Minute
+	for d := range 40 {
+		add(fmt.Sprint("meter-", d), minute+time.Duration(d)*100*time.Millisecond, k)
+	}
+	if k >= 100 {
+		for i := range 300 {
+			add(fmt.Sprint("meter-", i%3), minute+time.Duration(i)*200*time.Millisecond, i/3)
+		}
+	}
+	return []byte(b.String())
+}
+
+const crashMessages = 140
+
+// crashRig is one NATS server with the log streams and a ClickHouse database.
+type crashRig struct {
+	ns      *natsserver.Server
+	streams bus.StreamsConfig
+	js      jetstream.JetStream // the test's own client
+	ch      *sink.ClickHouse
+	e       *env // for count
+}
+
+func newCrashRig(t *testing.T, db string) *crashRig {
+	t.Helper()
+	ctx := context.Background()
+	e := setup(t, db) // ClickHouse database and the test's connection; its NATS server is not used
+	ns, err := natsserver.Start(natsserver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	r := &crashRig{ns: ns, streams: bus.DefaultStreamsConfig(), ch: e.ch, e: e}
+	r.streams.AckWait = 2 * time.Second
+	nc, js, err := bus.Connect(ctx, ns.URL(), "crash-test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r.js = js
+	if _, _, err := bus.Ensure(ctx, js, r.streams); err != nil {
+		t.Fatal(err)
+	}
+	for k := range crashMessages {
+		if _, err := js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "crash"), crashMessage(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// connect returns a pipeline's own NATS client (closing it is the network
+// side of a crash), its consumer and publisher.
+func (r *crashRig) connect(t *testing.T) (*nats.Conn, jetstream.Consumer, *sink.NATSPublisher) {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	nc, js, err := bus.Connect(context.Background(), r.ns.URL(), "crash-pipeline", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cons, kv, err := bus.Ensure(context.Background(), js, r.streams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, cons, sink.NewNATSPublisher(js, kv, log)
+}
+
+// caughtUp waits until the consumer has nothing pending or unacked.
+func (r *crashRig) caughtUp(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute) // a hang bound, not a speed target
+	for {
+		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, schemas.ConsumerPipeline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := cons.CachedInfo()
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= crashMessages {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipeline did not catch up: pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server-side condition
+	}
+}
+
+// results are the ids of the alerts and decisions a run produced: stored in
+// ClickHouse and published on NATS.
+type results struct{ storedAlerts, storedDecisions, natsAlerts, natsDecisions []string }
+
+func (r *crashRig) results(t *testing.T) results {
+	t.Helper()
+	stored := func(table string) []string {
+		rows, err := r.e.conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s FINAL", schemas.ColID, r.e.db, table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	published := func(stream string) []string {
+		ctx := context.Background()
+		s, err := r.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		si, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for seq := si.State.FirstSeq; seq <= si.State.LastSeq && si.State.Msgs > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Subject == schemas.SubjectDecisionsApplied {
+				continue
+			}
+			var v struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(m.Data, &v); err != nil {
+				t.Fatal(err)
+			}
+			seen[v.ID] = true
+		}
+		ids := make([]string, 0, len(seen))
+		for id := range seen {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	return results{stored(schemas.TableAlerts), stored(schemas.TableDecisions), published(schemas.StreamAlerts), published(schemas.StreamDecisions)}
+}
+
+// crashingRows is the real ClickHouse writer until crash is set; then
+// every scored-row insert waits until its context ends, so nothing more is
+// acked (a crash in the middle of a flush).
+type crashingRows struct {
+	*sink.ClickHouse
+	crash *atomic.Bool
+	rows  *atomic.Int64
+	at    int64 // rows after which the crash comes
+}
+
+func (c crashingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
+	if c.crash.Load() || c.rows.Load() >= c.at {
+		c.crash.Store(true)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := c.ClickHouse.WriteScored(ctx, rec); err != nil {
+		return err
+	}
+	c.rows.Add(rec.NumRows())
+	return nil
+}
+
+// TestCrashRestartSameResults: a pipeline that crashes mid-stream (its
+// inserts hang, then its NATS connection drops and it stops without
+// draining, after periodic checkpoints), restarted from its checkpoint, ends
+// with the alerts and decisions of a run that never crashed: the same ids,
+// in ClickHouse and on NATS. The decision engines' cool-downs and blocks
+// travel in the checkpoint, and no event is judged against a record that
+// learned later events.
+func TestCrashRestartSameResults(t *testing.T) {
+	cfg := pipeline.Config{Workers: 1, FlushInterval: 20 * time.Millisecond, FetchBatch: 4, FetchWait: 50 * time.Millisecond}
+	log := slog.New(slog.DiscardHandler)
+
+	control := newCrashRig(t, "crash_control")
+	_, cons, pub := control.connect(t)
+	cfg.AckWait = control.streams.AckWait
+	p, err := pipeline.New(cfg, cons, control.ch, pub, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	control.caughtUp(t)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := control.results(t)
+	if len(want.storedAlerts) == 0 || len(want.storedDecisions) == 0 {
+		t.Fatalf("the control run raised %d alerts and %d decisions: the test checks nothing", len(want.storedAlerts), len(want.storedDecisions))
+	}
+
+	r := newCrashRig(t, "crash_restart")
+	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
+	crashCfg := cfg
+	crashCfg.Checkpoint, crashCfg.CheckpointEvery = ckpt, 10*time.Millisecond
+	crashCfg.MaxWaitingBytes = 1 << 20 // stuck inserts soon stop the pipeline
+	crashCfg.DrainTimeout = 100 * time.Millisecond
+	nc, cons, pub := r.connect(t)
+	var crashed atomic.Bool
+	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110)} // in the flood
+	p, err = pipeline.New(crashCfg, cons, rows, pub, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- p.Run(ctx) }()
+	// Crash once the inserts hang and the pipeline went on scoring for a
+	// while (up to 1,000 events or 2 s: where exactly does not matter).
+	deadline := time.Now().Add(3 * time.Minute)
+	var stuckAt time.Time
+	for {
+		if crashed.Load() && stuckAt.IsZero() {
+			stuckAt = time.Now()
+		}
+		if !stuckAt.IsZero() && (p.M.Events.Load() >= uint64(rows.at)+1000 || time.Since(stuckAt) > 2*time.Second) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first pipeline did not reach its crash: %d events, crashed %v", p.M.Events.Load(), crashed.Load())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the pipeline's progress
+	}
+	nc.Close() // no more acks, publishes or fetches
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the crashed pipeline drained cleanly: no crash was simulated")
+	}
+	t.Logf("crashed after %d events, %d rows stored, %d acked", p.M.Events.Load(), rows.rows.Load(), p.M.Acked.Load())
+
+	_, cons, pub = r.connect(t)
+	restartCfg := cfg
+	restartCfg.Checkpoint = ckpt
+	restartCfg.Stream, err = r.js.Stream(context.Background(), schemas.StreamLogs) // for the catch-up
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := pipeline.New(restartCfg, cons, r.ch, pub, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Restored().StreamSeq == 0 {
+		t.Fatal("the restarted pipeline restored no checkpoint")
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- q.Run(ctx) }()
+	r.caughtUp(t)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := r.results(t)
+	if q.M.CaughtUp.Load() == 0 && q.M.RedeliveredDone.Load() == 0 {
+		t.Error("the restart judged nothing again and took no redelivery as done: the crash left nothing to recover")
+	}
+	t.Logf("caught up %d events, %d redelivered messages done already", q.M.CaughtUp.Load(), q.M.RedeliveredDone.Load())
+	t.Logf("restored stream seq %d; control: %d alerts, %d decisions; after the crash: %d alerts, %d decisions stored, %d and %d on NATS",
+		q.Restored().StreamSeq, len(want.storedAlerts), len(want.storedDecisions), len(got.storedAlerts), len(got.storedDecisions),
+		len(got.natsAlerts), len(got.natsDecisions))
+	compareIDs(t, "alerts in ClickHouse", got.storedAlerts, want.storedAlerts)
+	compareIDs(t, "decisions in ClickHouse", got.storedDecisions, want.storedDecisions)
+	compareIDs(t, "alerts on NATS", got.natsAlerts, want.natsAlerts)
+	compareIDs(t, "decisions on NATS", got.natsDecisions, want.natsDecisions)
+	if n := r.e.count(t, schemas.TableScored); n != control.e.count(t, schemas.TableScored) {
+		t.Errorf("scored rows: %d after the crash, %d in the control run", n, control.e.count(t, schemas.TableScored))
+	}
+}
+
+// compareIDs fails t unless got and want (sorted) are the same ids.
+func compareIDs(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	var extra, missing []string
+	for _, id := range got {
+		if _, ok := slices.BinarySearch(want, id); !ok {
+			extra = append(extra, id)
+		}
+	}
+	for _, id := range want {
+		if _, ok := slices.BinarySearch(got, id); !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(extra) > 0 || len(missing) > 0 {
+		t.Errorf("%s: %d after the crash, %d in the control run: %d not in the control run (%q), %d missing (%q)",
+			what, len(got), len(want), len(extra), extra[:min(5, len(extra))], len(missing), missing[:min(5, len(missing))])
+	}
+}
