@@ -113,10 +113,10 @@ func (w *Worker) pruneIdentities() {
 // last sweep; now is the last such multiple. It costs a comparison, so a
 // caller may ask after every event.
 func (w *Worker) SweepDue() (now int64, due bool) {
-	if w.clock < w.sweep.next {
+	if w.clk.now < w.sweep.next {
 		return 0, false
 	}
-	return floorTo(w.clock, int64(SweepEvery)), true
+	return floorTo(w.clk.now, int64(SweepEvery)), true
 }
 
 // floorTo rounds t down to a multiple of step.
@@ -140,7 +140,7 @@ func (w *Worker) Sweep(now int64, emit Emit) int {
 	if len(sw.detectors) == 0 {
 		return 0
 	}
-	now = min(now, w.clock)
+	now = min(now, w.clk.now)
 	from := sw.swept
 	if !sw.started {
 		from = now - int64(SweepEvery)

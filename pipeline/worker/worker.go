@@ -22,7 +22,6 @@ package worker
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -107,6 +106,10 @@ type Config struct {
 	// The engine's blocks are not checkpointed: with it, learning is no
 	// longer exactly-once across a crash (see pipeline.Config.SkipBlocked).
 	SkipBlocked bool
+	// ClockStep is how far one device's event alone may move the worker's
+	// event-time clock ahead (default DefaultClockStep); farther needs a
+	// second device or a run of that device's events (see clock.go).
+	ClockStep time.Duration
 }
 
 // Worker scores events of the devices of one shard. Not safe for concurrent use.
@@ -127,10 +130,10 @@ type Worker struct {
 	skipBlocked bool           // Config.SkipBlocked
 
 	// The silence sweep (sweep.go): the devices' last identities (kept only
-	// when a detector is a Sweeper), the worker's event-time clock (the
-	// largest event time seen) and the sweep's state.
+	// when a detector is a Sweeper), the worker's event-time clock (clock.go)
+	// and the sweep's state.
 	ids   *identities
-	clock int64
+	clk   eventClock
 	sweep sweepState
 }
 
@@ -147,7 +150,7 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 		return nil, err
 	}
 	w := &Worker{layout: layout, table: t, model: model, engine: engine, scratch: make([]byte, layout.Size),
-		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clock: math.MinInt64, skipBlocked: cfg.SkipBlocked}
+		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clk: newEventClock(cfg.ClockStep), skipBlocked: cfg.SkipBlocked}
 	for i, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 		w.fleets = append(w.fleets, model.Fleet(i))
@@ -218,7 +221,7 @@ func (w *Worker) enforced(ev *schemas.Event) bool {
 	default:
 		return false
 	}
-	w.clock = max(w.clock, ev.Time)
+	w.advanceClock(ev)
 	return true
 }
 
@@ -229,7 +232,7 @@ func (w *Worker) Relearned() uint64 { return w.relearned }
 func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
-	w.clock = max(w.clock, ev.Time)
+	w.advanceClock(ev)
 	if binary.LittleEndian.Uint32(rec) != w.layout.Version {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
