@@ -138,6 +138,24 @@ func ClampEventTime(t, now, maxSkew int64) (_ int64, detail string, ok bool) {
 	return now, "", true
 }
 
+// HasControl reports whether b holds a control character: C0 (NUL, ESC, a
+// newline...), DEL, or C1 (U+0080-U+009F, as UTF-8). Device identities with
+// one are rejected (DetailControlInIdentity): a NUL or a terminal escape
+// sequence in a device id would reach an analyst's terminal, a log and a
+// block's KV key. It does not allocate.
+func HasControl(b []byte) bool {
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f || (c == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f) {
+			return true
+		}
+	}
+	return false
+}
+
+// DetailControlInIdentity is the DeadLetterBadField detail of a record whose
+// device identity holds a control character (HasControl).
+const DetailControlInIdentity = "the device identity holds a control character"
+
 // Decode decodes one line into ev (which it resets first). seq and line locate the
 // record in the stream (they derive ev.ID when the record has no id); now (Unix
 // ns) is the record's arrival time, used only to bound the event time
@@ -403,6 +421,9 @@ func (d *Decoder) finish(now int64) error {
 		} else {
 			return d.fail(DeadLetterMissingField, "device is required (or id_by client_ip with ip)")
 		}
+	}
+	if HasControl(ev.Device) || HasControl(ev.Tenant) {
+		return d.fail(DeadLetterBadField, DetailControlInIdentity)
 	}
 	if ev.IDMethod == IDUnknown {
 		switch {

@@ -500,6 +500,9 @@ func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) err
 	if len(device) == 0 {
 		return b.fail(schemas.DeadLetterMissingField, "the record identifies no device and has no client IP")
 	}
+	if schemas.HasControl(device) {
+		return b.fail(schemas.DeadLetterBadField, schemas.DetailControlInIdentity)
+	}
 	ev.Seq, ev.Line, ev.ID = seq, line, schemas.EventID(seq, line)
 	ev.Time = t
 	ev.Source = b.kind

@@ -55,3 +55,27 @@ func TestClockSkewBound(t *testing.T) {
 		f(0, 23*time.Hour, 0, arrival.Add(23*time.Hour), false) // replay: no arrival, no bound
 	}
 }
+
+// TestControlInIdentity: a device id with a NUL, a terminal escape or a C1
+// control is dead-lettered (bad_field), in the canonical format and in a
+// gateway's.
+func TestControlInIdentity(t *testing.T) {
+	for _, id := range []string{"d\\u0000x", "d\\u001b[31mred", "d\\u009bx", "d\\u007f"} {
+		lines := map[string]string{
+			schemas.FormatJSON:      `{"ts":"2026-01-05T10:00:00Z","device":"` + id + `","cmd":"GET /x"}`,
+			schemas.FormatNginxJSON: `{"time":"2026-01-05T10:00:00+00:00","remote_addr":"192.0.2.1","request_method":"GET","request_uri":"/x","status":"200","http_x_device_id":"` + id + `"}`,
+		}
+		for format, line := range lines {
+			d, err := New(format, Options{Identity: "header:X-Device-Id"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ev schemas.Event
+			err = d.Decode([]byte(line), 1, 0, 0, &ev)
+			var de *schemas.DecodeError
+			if !errors.As(err, &de) || de.Reason != schemas.DeadLetterBadField || de.Detail != schemas.DetailControlInIdentity {
+				t.Errorf("%s: device %s: err %v (device %q), want %s", format, id, err, ev.Device, schemas.DetailControlInIdentity)
+			}
+		}
+	}
+}
