@@ -12,8 +12,9 @@
 // records and reports each device whose silence began in the window since the
 // previous sweep, as a synthetic event named with the device's last identity
 // (identity.go keeps it, since records hold only hashes). The sweep runs on
-// event time, the largest event time the worker has seen, never the wall
-// clock, so that a replay reports the same silences at the same times and a
+// event time, the worker's clock (clock.go: the largest event time it has
+// seen, except a time far ahead that no second device corroborates), never
+// the wall clock, so that a replay reports the same silences at the same times and a
 // backlog is swept at its own time. The consequence: when every device of a
 // worker stops, its clock stops too and nothing is swept; a source-level
 // outage is a different finding, left out.
