@@ -22,7 +22,7 @@ import (
 // event (a volume silence scores 0.1-0.15: it never alerts alone).
 //
 // Event time, never the wall clock: the sweep's clock is the largest event
-// time the worker has seen, so a replay sweeps the same devices at the same
+// time the worker has seen (bar a lone time far ahead, clock.go), so a replay sweeps the same devices at the same
 // times, and a pipeline catching up on a backlog reports the silences of the
 // backlog's time, not of the time it runs. The consequence: when every device
 // of a worker stops (a gateway or the log shipper is down), its clock stops
