@@ -95,10 +95,18 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 // dispatch is decodeMessage without the doneUpTo test (catchUp calls it).
 func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 	var seq uint64
+	// The arrival time bounds event times (formats.Options.MaxClockSkew): the
+	// stream's timestamp of the message, not this moment, so that a backlog
+	// read late, a redelivery and a catch-up after a crash judge a record
+	// alike.
+	arrival := time.Now().UnixNano()
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 		if seq > p.lastSeq.Load() {
 			p.lastSeq.Store(seq) // only ingest writes it
+		}
+		if !md.Timestamp.IsZero() {
+			arrival = md.Timestamp.UnixNano()
 		}
 	}
 	subject, data := msg.Subject(), msg.Data()
@@ -107,7 +115,6 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
-	now := time.Now().UnixNano()
 	ok, bad := true, 0
 	for i, rec := range p.records {
 		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
@@ -120,7 +127,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 			return p.deadLetter(ctx, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
 		}
 		it := <-p.free
-		if err := dec.Decode(rec, seq, uint32(i), now, &it.ev); err != nil {
+		if err := dec.Decode(rec, seq, uint32(i), arrival, &it.ev); err != nil {
 			p.free <- it
 			if err == formats.ErrSkip {
 				p.M.Skipped.Add(1)

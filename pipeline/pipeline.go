@@ -114,6 +114,11 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 	}
 	sc := cfg.ScoreConfig()
 	sc.Worker.SkipBlocked = cfg.SkipBlocked && !cfg.Decide.DryRun
+	if sc.Decide.Now == nil {
+		// Live: a block lasts its TTL from when it is decided, however late
+		// its event is processed (replay keeps event time).
+		sc.Decide.Now = time.Now
+	}
 	st, err := score.New(sc)
 	if err != nil {
 		return nil, err

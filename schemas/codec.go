@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -70,9 +71,11 @@ const DefaultMaxLineBytes = 16 << 10
 type Decoder struct {
 	// MaxLineBytes rejects longer lines (DefaultMaxLineBytes if 0).
 	MaxLineBytes int
-	// MinTime and MaxFuture bound event times: older than MinTime (Unix ns) or
-	// later than now+MaxFuture (ns) is rejected as absurd. Zero values mean
-	// 2000-01-01 and 24 hours.
+	// MinTime and MaxFuture bound event times against the arrival time now
+	// passed to Decode (see ClampEventTime): older than MinTime (Unix ns) or
+	// later than now+MaxFuture (ns) is rejected with
+	// DeadLetterTimestampOutOfRange; later than now but within MaxFuture is
+	// clamped to now. Zero values mean 2000-01-01 and DefaultMaxClockSkew.
 	MinTime   int64
 	MaxFuture int64
 
@@ -90,14 +93,73 @@ type Decoder struct {
 
 var errCannotParse = errors.New("cannot parse")
 
+// MinEventTime is the earliest event time a decoder accepts (Unix ns,
+// 2000-01-01T00:00:00Z): earlier is a broken clock.
+const MinEventTime = 946684800 * int64(1e9)
+
+// DefaultMaxClockSkew is the default bound on how far an event time may be
+// ahead of the arrival of its record (the stream's timestamp of the message
+// that carried it): run's --max-clock-skew. A gateway stamps a log line
+// before the line reaches the stream, so a time after the arrival is the
+// writer's clock running ahead: NTP keeps gateways within milliseconds, an
+// embedded device or an unsynchronized broker may drift by seconds to
+// minutes; five minutes is the tolerance Kerberos settled on. Farther ahead
+// is a broken clock or a forgery, which would move event-time clocks (the
+// silence sweep, cool-downs, a device's baseline) into the future.
+const DefaultMaxClockSkew = 5 * time.Minute
+
+// Timestamp out-of-range details (DecodeError.Detail), one per side.
 const (
-	defaultMinTime   = 946684800 * int64(1e9) // 2000-01-01T00:00:00Z
-	defaultMaxFuture = 24 * 3600 * int64(1e9)
+	DetailTimeTooOld    = "the time is before 2000-01-01"
+	DetailTimeTooFuture = "the time is ahead of the record's arrival by more than the clock-skew bound (max_clock_skew)"
 )
+
+// ClampEventTime bounds an event time t (Unix ns) against its record's
+// arrival time now (Unix ns; 0: unknown, as in a replay of a file, where no
+// bound applies but MinEventTime): a time within maxSkew (ns; 0:
+// DefaultMaxClockSkew) after the arrival is clamped to the arrival, so that
+// no event is later than the moment it was received; one beyond is rejected
+// (ok false, with the detail to dead-letter it with), as is one before
+// MinEventTime. Deterministic for a given arrival time: a redelivered
+// message keeps its stream timestamp.
+func ClampEventTime(t, now, maxSkew int64) (_ int64, detail string, ok bool) {
+	if t < MinEventTime {
+		return t, DetailTimeTooOld, false
+	}
+	if now <= 0 || t <= now {
+		return t, "", true
+	}
+	if maxSkew <= 0 {
+		maxSkew = int64(DefaultMaxClockSkew)
+	}
+	if t-now > maxSkew {
+		return t, DetailTimeTooFuture, false
+	}
+	return now, "", true
+}
+
+// HasControl reports whether b holds a control character: C0 (NUL, ESC, a
+// newline...), DEL, or C1 (U+0080-U+009F, as UTF-8). Device identities with
+// one are rejected (DetailControlInIdentity): a NUL or a terminal escape
+// sequence in a device id would reach an analyst's terminal, a log and a
+// block's KV key. It does not allocate.
+func HasControl(b []byte) bool {
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f || (c == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f) {
+			return true
+		}
+	}
+	return false
+}
+
+// DetailControlInIdentity is the DeadLetterBadField detail of a record whose
+// device identity holds a control character (HasControl).
+const DetailControlInIdentity = "the device identity holds a control character"
 
 // Decode decodes one line into ev (which it resets first). seq and line locate the
 // record in the stream (they derive ev.ID when the record has no id); now (Unix
-// ns) is the arrival time, used only to reject absurd event times. On error ev is left in an
+// ns) is the record's arrival time, used only to bound the event time
+// (ClampEventTime; 0 bounds it by MinEventTime alone). On error ev is left in an
 // unspecified state and the error is a *DecodeError (valid until the next call;
 // copy it to keep it).
 func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *Event) error {
@@ -345,22 +407,23 @@ func (d *Decoder) finish(now int64) error {
 	if !d.haveTime {
 		return d.fail(DeadLetterMissingField, "ts is required")
 	}
-	minT, maxF := d.MinTime, d.MaxFuture
-	if minT == 0 {
-		minT = defaultMinTime
+	if d.MinTime != 0 && ev.Time < d.MinTime {
+		return d.fail(DeadLetterTimestampOutOfRange, "ts is before the decoder's MinTime")
 	}
-	if maxF == 0 {
-		maxF = defaultMaxFuture
+	t, detail, ok := ClampEventTime(ev.Time, now, d.MaxFuture)
+	if !ok {
+		return d.fail(DeadLetterTimestampOutOfRange, detail)
 	}
-	if ev.Time < minT || (now > 0 && ev.Time > now+maxF) {
-		return d.fail(DeadLetterTimestampOutOfRange, "ts is too far in the past or the future")
-	}
+	ev.Time = t
 	if len(ev.Device) == 0 {
 		if ev.IDMethod == IDClientIP && len(d.ipText) > 0 {
 			ev.Device = ev.set(d.ipText)
 		} else {
 			return d.fail(DeadLetterMissingField, "device is required (or id_by client_ip with ip)")
 		}
+	}
+	if HasControl(ev.Device) || HasControl(ev.Tenant) {
+		return d.fail(DeadLetterBadField, DetailControlInIdentity)
 	}
 	if ev.IDMethod == IDUnknown {
 		switch {

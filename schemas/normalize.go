@@ -32,7 +32,8 @@ func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
 // appendCommand is Append that also returns the query string the command
 // dropped: what follows the path's '?', fragment included (nil if none).
 func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte) {
-	method, path = splitCommand(method, path)
+	method, path, query = splitCommand(method, path)
+	start0 := len(dst)
 	for _, c := range method {
 		switch {
 		case c >= 'a' && c <= 'z':
@@ -77,31 +78,50 @@ func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte
 		dst = append(dst, '/')
 		start = i + 1
 	}
+	// A space before a dropped query ("GET /x ?a") would end the command, and
+	// reading it again trims it.
+	for len(dst) > start0 && dst[len(dst)-1] == ' ' {
+		dst = dst[:len(dst)-1]
+	}
 	if res != 0 {
 		res = mix(res)
 	}
 	return dst, res, query
 }
 
-// splitCommand returns the method and path that appendCommand normalizes.
-func splitCommand(method, path []byte) ([]byte, []byte) {
+// splitCommand returns the method and path that appendCommand normalizes,
+// and the query string when the path was a query alone ("GET ?a=1": a path
+// that normalizes to nothing, dropped with its separating space).
+func splitCommand(method, path []byte) (_, _, query []byte) {
 	method, path = trimSpace(method), trimSpace(path)
-	if len(path) == 0 && !letters(method) {
-		// A method alone that is not a plain word ("0", "GET x") is normalized
-		// as a whole command, so that normalizing the output again gives the
-		// same command. A plain word ("connect") is upper-cased as a method.
-		method, path = nil, method
-	}
-	if len(method) == 0 {
-		// "POST /v1/x": split at the first space.
-		for i, c := range path {
-			if c == ' ' {
-				method, path = path[:i], trimSpace(path[i+1:])
-				break
+	// At most three rounds: a method alone that is not a plain word becomes
+	// the whole command, which splits again at most once more.
+	for range 3 {
+		if len(path) == 0 && !letters(method) {
+			// A method alone that is not a plain word ("0", "GET x") is
+			// normalized as a whole command, so that normalizing the output
+			// again gives the same command. A plain word ("connect") is
+			// upper-cased as a method.
+			method, path = nil, method
+		}
+		if len(method) == 0 {
+			// "POST /v1/x": split at the first space.
+			for i, c := range path {
+				if c == ' ' {
+					method, path = path[:i], trimSpace(path[i+1:])
+					break
+				}
 			}
 		}
+		if len(path) == 0 || path[0] != '?' || len(method) == 0 {
+			break
+		}
+		// "0 ?", "GET ?x": the path normalizes to nothing; without it the
+		// command must read as the method alone would, or normalizing the
+		// output ("0 ") again would give another command ("{id}").
+		query, path = path[1:], nil
 	}
-	return method, path
+	return method, path, query
 }
 
 // MaxResourceText bounds Event.ResourceText, in bytes.
@@ -112,7 +132,7 @@ const MaxResourceText = 128
 // would take the text past MaxResourceText bytes ends it (it is cut, and "…"
 // marks the cut, only when it is the first).
 func appendIdentifiers(dst, method, path []byte) []byte {
-	_, path = splitCommand(method, path)
+	_, path, _ = splitCommand(method, path)
 	start0 := len(dst)
 	start := 0
 	for i := 0; i <= len(path); i++ {

@@ -55,3 +55,26 @@ func TestResourceText(t *testing.T) {
 	f("GET", "/x/"+long, long[:MaxResourceText-len("…")]+"…")
 	f("GET", "/x/dev-1/"+long, "dev-1")
 }
+
+// TestNormalizeIdempotent: normalizing a normalized command changes nothing,
+// for the commands whose path is a query alone or ends in a space before it
+// (FuzzDecode found "0 ?" normalizing to "0 ", which normalizes to "{id}").
+func TestNormalizeIdempotent(t *testing.T) {
+	f := func(raw, want string) {
+		t.Helper()
+		got := NormalizeCommand("", raw)
+		if got != want {
+			t.Errorf("NormalizeCommand(%q) = %q, want %q", raw, got, want)
+		}
+		if again := NormalizeCommand("", got); again != got {
+			t.Errorf("NormalizeCommand(%q) = %q, but normalizing it again gives %q", raw, got, again)
+		}
+	}
+	f("0 ?", Placeholder)
+	f("0 ?a=1", Placeholder)
+	f("GET ?x", "GET")
+	f("get  ?", "GET")
+	f("GET /x ?a", "GET /x")
+	f("0 x ?", "0 x")
+	f("POST /v1/d-17/unlock?x=1", "POST /v1/{id}/unlock")
+}

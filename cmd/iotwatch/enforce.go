@@ -133,6 +133,9 @@ type enforceHTTPOptions struct {
 	denyStatus   int
 	throttleRPS  float64
 	keySecret    string
+	maxConns     int
+	maxHeader    int
+	idleTimeout  time.Duration
 }
 
 func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -149,6 +152,9 @@ func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error 
 	fs.IntVar(&o.denyStatus, "deny-status", def.DenyStatus, "status of a denied check (NGINX auth_request accepts only 401 or 403)")
 	fs.Float64Var(&o.throttleRPS, "throttle-rps", def.ThrottleRPS, "requests per second let through for a throttled scope (a token bucket per decision); 0 denies throttled requests")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "the pipeline's --key-secret-file: API keys in --key-header are then hashed as the pipeline hashes keys found in logs (HMAC-SHA256, 16 hex digits) before matching; without it they are matched as sent")
+	fs.IntVar(&o.maxConns, "max-conns", forwardauth.DefaultMaxConns, "most connections open at once; beyond it new ones wait in the kernel's backlog (0: no limit)")
+	fs.IntVar(&o.maxHeader, "max-header-bytes", forwardauth.DefaultMaxHeaderBytes, "largest request header accepted (a larger one is answered 431)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "close a keep-alive connection idle this long")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch enforce http --keys FILE[,FILE] [flags]
 
@@ -192,6 +198,9 @@ Flags:
 	if o.throttleRPS < 0 {
 		return usageError{fmt.Errorf("cannot use --throttle-rps %g: want >= 0", o.throttleRPS)}
 	}
+	if o.maxConns < 0 || o.maxHeader <= 0 || o.idleTimeout <= 0 {
+		return usageError{fmt.Errorf("cannot use --max-conns %d, --max-header-bytes %d, --idle-timeout %v: want >= 0, > 0 and > 0", o.maxConns, o.maxHeader, o.idleTimeout)}
+	}
 	ipHeaders := splitList(o.ipHeaders)
 	var secret []byte
 	if o.keySecret != "" {
@@ -217,7 +226,9 @@ Flags:
 	if err != nil {
 		return usageError{fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err)}
 	}
-	srv := &http.Server{Handler: h.Mux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln = forwardauth.LimitListener(ln, o.maxConns)
+	srv := &http.Server{Handler: h.Mux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: o.idleTimeout,
+		MaxHeaderBytes: o.maxHeader}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("enforce http listening", "addr", ln.Addr().String(), "enforcer", o.enforcerID, "keys", len(copts.Keys))

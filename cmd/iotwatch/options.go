@@ -41,6 +41,7 @@ type options struct {
 	identity   string
 	countryFld string
 	logTZ      string
+	clockSkew  time.Duration
 	classFld   string
 	keySecret  string
 	signingKey string
@@ -87,6 +88,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.DurationVar(&o.ckptEvery, "checkpoint-every", 5*time.Minute, "also save the checkpoint this often (0: only at a clean stop); a crash then loses at most this much learning")
 	fs.StringVar(&o.identity, "identity", "auto", "what identifies a device in gateway/broker logs: auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:NAME; or rules per source, comma-separated, most specific first: FORMAT.SOURCE=ID, *.SOURCE=ID, FORMAT=ID, then a bare default (e.g. auto,nginx=header:X-Device-Id,mosquitto=username). The identity decides what a block names: api_key (the key's hash), mqtt_username, mqtt_client_id, ip, or device (the id an HTTP gateway sends in X-Device-Id)")
 	fs.StringVar(&o.logTZ, "log-time-zone", "", "zone of log times written without one (Mosquitto's log_timestamp_format, syslog prefixes): ZONE, or rules per source as for --identity, comma-separated, most specific first: FORMAT.SOURCE=ZONE, *.SOURCE=ZONE, FORMAT=ZONE, then a bare default (e.g. mosquitto=Europe/Berlin,*.mqtt-7=UTC); ZONE is Local, UTC or an IANA name; default: this machine's local zone")
+	fs.DurationVar(&o.clockSkew, "max-clock-skew", schemas.DefaultMaxClockSkew, "how far a log line's time may be ahead of its arrival in the log stream: within it the time is clamped to the arrival, beyond it the line is dead-lettered (timestamp_out_of_range) and moves no clock; replayed files have no arrival time and are not bounded")
 	fs.StringVar(&o.countryFld, "country-field", "", "header or log field with the client's country set by a CDN or gateway in front (e.g. CF-IPCountry); the MMDB (--geoip) is the fallback")
 	fs.StringVar(&o.classFld, "class-field", "", "header or log field with the device class (e.g. consumer.custom_id), or user_agent_product")
 	fs.StringVar(&o.keySecret, "key-secret-file", "", "file with the secret that keys the hash replacing API keys found in clear in logs (without it such keys are ignored)")
@@ -180,6 +182,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("flush-interval", "%v must be > 0", o.flushInterval)
 	case o.maxWaiting <= 0:
 		return bad("max-waiting-bytes", "%d must be > 0", o.maxWaiting)
+	case o.clockSkew <= 0:
+		return bad("max-clock-skew", "%v must be > 0", o.clockSkew)
 	case o.stateIdleTTL <= 0:
 		return bad("state-idle-ttl", "%v must be > 0", o.stateIdleTTL)
 	case o.ckptEvery < 0:
@@ -212,7 +216,7 @@ func (o *options) build() (pipeline.Config, error) {
 	if _, err := worker.NewLayout(names); err != nil {
 		return bad("detectors", "%w", err)
 	}
-	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld, TimeZone: o.logTZ}
+	fo := formats.Options{Identity: o.identity, CountryField: o.countryFld, ClassField: o.classFld, TimeZone: o.logTZ, MaxClockSkew: o.clockSkew}
 	if o.keySecret != "" {
 		var err error
 		if fo.KeySecret, err = readKeySecret(o.keySecret); err != nil {

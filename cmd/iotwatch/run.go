@@ -210,6 +210,19 @@ func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, ev
 	}
 }
 
+// registerPprof serves Go's profiles under /debug/pprof/, except
+// /debug/pprof/cmdline: the command line may carry secrets (a NATS or
+// ClickHouse password in a URL), and a profile needs none of it.
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not served: the command line may hold secrets", http.StatusNotFound)
+	})
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
 // serveMetrics serves /metrics (Prometheus text format), /healthz (the process
 // is alive), /readyz (503 when NATS is disconnected or the rows waiting for
 // ClickHouse reached their bound, which pauses decisions; 200 "degraded" while
@@ -250,11 +263,7 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 		}
 	})
 	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		registerPprof(mux)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -53,6 +53,15 @@ type Config struct {
 	Allowlist []string
 	// Issuer names this pipeline instance in decisions.
 	Issuer string
+	// Now, when set, is the wall clock a published decision's expiry counts
+	// from: ExpiresAt = max(event time, Now()) + TTL, so that a lagging
+	// pipeline or a backfill does not publish blocks that have already
+	// expired. Nil counts from the event time alone, which keeps replay,
+	// evaluation and golden scenarios deterministic; the live pipeline sets
+	// time.Now. The engine's own bookkeeping (cool-downs, strikes, Blocked)
+	// stays in event time either way, as does CreatedAt (part of the
+	// decisions table's key, so that a redelivery replaces its row).
+	Now func() time.Time
 }
 
 // DefaultConfig returns the policy the demo and `iotwatch run` start from.
@@ -270,7 +279,8 @@ type Engine struct {
 	blocks  map[string]block     // scope key -> active block
 	blocked map[uint64]int64     // device key -> expiry of the latest block issued on its events
 	checked int64                // event time of the last pruning
-	latest  int64                // the largest event time decided on (the engine's clock)
+	latest  int64                // the engine's clock: the largest event time decided on, or Tick's
+	ticked  bool                 // Tick sets the clock: Decide does not move it
 }
 
 // coolKey names a cool-down: the device key, and a hash of the reason and
@@ -310,6 +320,16 @@ func (e *Engine) Blocked(ev *schemas.Event) bool {
 	return ok && ev.Time < until
 }
 
+// Tick moves the engine's clock, which prunes cool-downs and blocks, to now
+// (Unix ns, event time) if later. Once Tick is called, Decide no longer
+// moves the clock by the times of the events it decides on: a caller with a
+// clock no single event can push ahead (the worker's, see worker.Clock)
+// keeps a future-dated event from pruning every cool-down.
+func (e *Engine) Tick(now int64) {
+	e.ticked = true
+	e.latest = max(e.latest, now)
+}
+
 // Combine returns the noisy-or of the findings' scores: independent evidence
 // accumulates, and one certain finding is enough.
 func Combine(s *schemas.Scored) float32 {
@@ -345,7 +365,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	if score < e.cfg.AlertThreshold {
 		return nil, nil
 	}
-	if ev.Time > e.latest {
+	if ev.Time > e.latest && !e.ticked {
 		e.latest = ev.Time
 	}
 	e.prune(e.latest)
@@ -402,6 +422,12 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 		action = schemas.ActionDryRunBlock
 	}
 	t := ev.EventTime()
+	from := t
+	if e.cfg.Now != nil {
+		if now := e.cfg.Now(); now.After(from) {
+			from = now
+		}
+	}
 	d := &schemas.Decision{
 		ID:        idOf(alert.ID, action),
 		Action:    action,
@@ -410,7 +436,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 		Tenant:    string(ev.Tenant),
 		Device:    string(ev.Device),
 		CreatedAt: t,
-		ExpiresAt: t.Add(ttl),
+		ExpiresAt: from.Add(ttl),
 		Reason:    alert.Reasons[0].Reason,
 		Score:     score,
 		AlertID:   alert.ID,

@@ -17,7 +17,7 @@ type canonical struct {
 
 func init() {
 	register(schemas.FormatJSON, func(o Options) (Decoder, error) {
-		return &canonical{d: schemas.Decoder{MaxLineBytes: o.MaxLineBytes}, tenant: []byte(o.Tenant), source: []byte(o.Source)}, nil
+		return &canonical{d: schemas.Decoder{MaxLineBytes: o.MaxLineBytes, MaxFuture: int64(o.MaxClockSkew)}, tenant: []byte(o.Tenant), source: []byte(o.Source)}, nil
 	})
 }
 

@@ -47,8 +47,12 @@ import (
 
 // Decoder decodes one log record of a format into ev, which it resets first.
 // seq and lineNo locate the record in the stream (ev.ID = schemas.EventID(seq,
-// lineNo)); now is the arrival time (Unix ns) used only to reject event times
-// more than a day in the future (0 disables that check). The error is a
+// lineNo)); now is the record's arrival time (Unix ns: the stream's timestamp
+// of its message), used only to bound the event time by
+// schemas.ClampEventTime and Options.MaxClockSkew: a time within the bound
+// after the arrival is clamped to it, one beyond is dead-lettered with
+// schemas.DeadLetterTimestampOutOfRange; 0 (a replay of a file) applies
+// schemas.MinEventTime alone. The error is a
 // *schemas.DecodeError (valid until the next call), or ErrSkip. On error ev is
 // in an unspecified state. A Decoder is not safe for concurrent use, and some
 // (mosquitto) keep per-stream state: give each stream its own.
@@ -89,6 +93,10 @@ type Options struct {
 	KeySecret []byte
 	// MaxLineBytes rejects longer records (schemas.DefaultMaxLineBytes if 0).
 	MaxLineBytes int
+	// MaxClockSkew bounds how far a record's time may be ahead of its
+	// arrival (schemas.DefaultMaxClockSkew if 0; see Decoder and
+	// schemas.ClampEventTime).
+	MaxClockSkew time.Duration
 	// TimeZone is the zone of log times written without one (Mosquitto's
 	// log_timestamp_format, RFC 3164 syslog prefixes): one zone ("Local",
 	// "UTC" or an IANA name), or rules per format and source id as for
@@ -516,10 +524,10 @@ func (b *base) fail(reason, detail string) error {
 	return &b.errv
 }
 
-const (
-	minTime   = 946684800 * int64(1e9) // 2000-01-01T00:00:00Z, as schemas.Decoder
-	maxFuture = 24 * 3600 * int64(1e9)
-)
+// yearSlack is how far ahead of the arrival a time written without a year
+// (RFC 3164 syslog) may be before it is taken as last year's: a day, so that
+// a zone misconfigured by hours does not move a line by a year.
+const yearSlack = 24 * 3600 * int64(1e9)
 
 // finish resolves identity, normalizes the command and derives the same
 // fields schemas.Decoder does.
@@ -528,15 +536,19 @@ func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) err
 	if !r.haveTime {
 		return b.fail(schemas.DeadLetterMissingField, "the record has no time")
 	}
-	if r.time < minTime || (now > 0 && r.time > now+maxFuture) {
-		return b.fail(schemas.DeadLetterTimestampOutOfRange, "the time is too far in the past or the future")
+	t, detail, ok := schemas.ClampEventTime(r.time, now, int64(b.o.MaxClockSkew))
+	if !ok {
+		return b.fail(schemas.DeadLetterTimestampOutOfRange, detail)
 	}
 	device, method := b.identity()
 	if len(device) == 0 {
 		return b.fail(schemas.DeadLetterMissingField, "the record identifies no device and has no client IP")
 	}
+	if schemas.HasControl(device) {
+		return b.fail(schemas.DeadLetterBadField, schemas.DetailControlInIdentity)
+	}
 	ev.Seq, ev.Line, ev.ID = seq, line, schemas.EventID(seq, line)
-	ev.Time = r.time
+	ev.Time = t
 	ev.Source = b.kind
 	ev.SourceID = nil
 	ev.SetText(&ev.SourceID, b.source)

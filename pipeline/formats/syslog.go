@@ -159,7 +159,7 @@ func rfc3164Time(b []byte, loc *time.Location, ref int64) (int64, bool) {
 	// decoders' bound): a log is read after it was written.
 	y := time.Unix(0, ref).In(loc).Year()
 	t := time.Date(y, time.Month(mon), int(day), int(h), int(mi), int(s), 0, loc).UnixNano()
-	if t > ref+maxFuture {
+	if t > ref+yearSlack {
 		t = time.Date(y-1, time.Month(mon), int(day), int(h), int(mi), int(s), 0, loc).UnixNano()
 	}
 	return t, true

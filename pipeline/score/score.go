@@ -80,7 +80,9 @@ func New(cfg Config) (*Stack, error) {
 		cfg.Worker.IdleTTL = DefaultIdleTTL
 	}
 	if cfg.Decide.AlertThreshold == 0 && cfg.Decide.BlockThreshold == 0 {
+		now := cfg.Decide.Now
 		cfg.Decide = decide.DefaultConfig()
+		cfg.Decide.Now = now
 	}
 	if cfg.ClassCommands <= 0 {
 		cfg.ClassCommands = ClassCommands

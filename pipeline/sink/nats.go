@@ -23,6 +23,12 @@ import (
 // dlqHeaderRoom is what a dead letter's headers may take of the max payload.
 const dlqHeaderRoom = 4096
 
+// MaxDeadLetterRecord bounds the copy of a record a dead letter keeps: enough
+// to see what was wrong with it; the whole record stays in IOTWATCH_LOGS at
+// the sequence the dead letter names. A flood of large bad records then
+// costs the DLQ at most this much each.
+const MaxDeadLetterRecord = 4 << 10
+
 // maxDetailLen bounds the schemas.HeaderDLQDetail value.
 const maxDetailLen = 1024
 
@@ -331,9 +337,11 @@ func checkDecision(d *schemas.Decision) error {
 func (p *NATSPublisher) DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error {
 	subject := schemas.SubjectDLQPrefix + "." + bus.SubjectToken(reason)
 	m := nats.NewMsg(subject)
-	// A copy that would not fit the server's max payload with its headers is
-	// truncated (and says so): the original stays in IOTWATCH_LOGS at seq.
-	if max := int(p.js.Conn().MaxPayload()) - dlqHeaderRoom; max > 0 && len(payload) > max {
+	// A copy longer than MaxDeadLetterRecord (or than the server's max payload
+	// with its headers) is truncated, and says so: the original stays in
+	// IOTWATCH_LOGS at seq.
+	max := min(MaxDeadLetterRecord, int(p.js.Conn().MaxPayload())-dlqHeaderRoom)
+	if max > 0 && len(payload) > max {
 		payload = payload[:max]
 		m.Header.Set(schemas.HeaderDLQTruncated, "true")
 	}

@@ -22,7 +22,7 @@ import (
 // event (a volume silence scores 0.1-0.15: it never alerts alone).
 //
 // Event time, never the wall clock: the sweep's clock is the largest event
-// time the worker has seen, so a replay sweeps the same devices at the same
+// time the worker has seen (bar a lone time far ahead, clock.go), so a replay sweeps the same devices at the same
 // times, and a pipeline catching up on a backlog reports the silences of the
 // backlog's time, not of the time it runs. The consequence: when every device
 // of a worker stops (a gateway or the log shipper is down), its clock stops
@@ -130,10 +130,10 @@ func (w *Worker) pruneIdentities() {
 // last sweep; now is the last such multiple. It costs a comparison, so a
 // caller may ask after every event.
 func (w *Worker) SweepDue() (now int64, due bool) {
-	if w.clock < w.sweep.next {
+	if w.clk.now < w.sweep.next {
 		return 0, false
 	}
-	return floorTo(w.clock, int64(SweepEvery)), true
+	return floorTo(w.clk.now, int64(SweepEvery)), true
 }
 
 // floorTo rounds t down to a multiple of step.
@@ -157,7 +157,7 @@ func (w *Worker) Sweep(now int64, emit Emit) int {
 	if len(sw.detectors) == 0 {
 		return 0
 	}
-	now = min(now, w.clock)
+	now = min(now, w.clk.now)
 	from := sw.swept
 	if !sw.started {
 		from = now - int64(SweepEvery)

@@ -12,8 +12,9 @@
 // records and reports each device whose silence began in the window since the
 // previous sweep, as a synthetic event named with the device's last identity
 // (identity.go keeps it, since records hold only hashes). The sweep runs on
-// event time, the largest event time the worker has seen, never the wall
-// clock, so that a replay reports the same silences at the same times and a
+// event time, the worker's clock (clock.go: the largest event time it has
+// seen, except a time far ahead that no second device corroborates), never
+// the wall clock, so that a replay reports the same silences at the same times and a
 // backlog is swept at its own time. The consequence: when every device of a
 // worker stops, its clock stops too and nothing is swept; a source-level
 // outage is a different finding, left out.
@@ -22,7 +23,6 @@ package worker
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -112,6 +112,10 @@ type Config struct {
 	// The engine's blocks travel with the records in checkpoints, so the
 	// events skipped stay the same across a crash and a restart.
 	SkipBlocked bool
+	// ClockStep is how far one device's event alone may move the worker's
+	// event-time clock ahead (default DefaultClockStep); farther needs a
+	// second device or a run of that device's events (see clock.go).
+	ClockStep time.Duration
 }
 
 // Worker scores events of the devices of one shard. Not safe for concurrent use.
@@ -137,10 +141,10 @@ type Worker struct {
 	skipBlocked bool           // Config.SkipBlocked
 
 	// The silence sweep (sweep.go): the devices' last identities (kept only
-	// when a detector is a Sweeper), the worker's event-time clock (the
-	// largest event time seen) and the sweep's state.
+	// when a detector is a Sweeper), the worker's event-time clock (clock.go)
+	// and the sweep's state.
 	ids   *identities
-	clock int64
+	clk   eventClock
 	sweep sweepState
 }
 
@@ -157,7 +161,7 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 		return nil, err
 	}
 	w := &Worker{layout: layout, table: t, model: model, engine: engine, scratch: make([]byte, layout.Size),
-		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clock: math.MinInt64, skipBlocked: cfg.SkipBlocked}
+		before: make([]byte, layout.Detectors.Size), ids: newIdentities(), clk: newEventClock(cfg.ClockStep), skipBlocked: cfg.SkipBlocked}
 	for i, s := range layout.Detectors.Specs {
 		w.dets = append(w.dets, s.New())
 		w.fleets = append(w.fleets, model.Fleet(i))
@@ -244,7 +248,7 @@ func (w *Worker) enforced(ev *schemas.Event) bool {
 	default:
 		return false
 	}
-	w.clock = max(w.clock, ev.Time)
+	w.advanceClock(ev)
 	return true
 }
 
@@ -255,7 +259,7 @@ func (w *Worker) Relearned() uint64 { return w.relearned }
 func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
-	w.clock = max(w.clock, ev.Time)
+	w.advanceClock(ev)
 	if binary.LittleEndian.Uint32(rec) != w.layout.Version {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
