@@ -46,6 +46,32 @@
 //     or was created at or after it. A verified unblock that lifts nothing is
 //     counted in Stats.UnblocksIgnored and changes nothing.
 //
+// Revisions. Every decision carries a Revision (schemas.Decision.Revision),
+// signed with it, that orders the decisions of one KV key: the publisher that
+// signs it (the pipeline, or `iotwatch unblock`) gives it
+// schemas.NextRevision of the revision the key holds, under a KV compare and
+// swap, so blocks and unblocks from different processes share one increasing
+// sequence per key whatever their clocks. The Client remembers the last
+// revision it applied per key, also after the decision ends (at least
+// Options.RevisionRetention, and while any decision it saw for the key could
+// be live; kept in the state file) and rejects a decision with a lower one,
+// or the same one on another decision, as stale (Stats.RejectedStale):
+// replaying an old signed block after its unblock, or over a newer block,
+// changes nothing. Decisions without a revision (signed before revisions)
+// are ordered as before, by the bucket and schemas.Lifts.
+//
+// Trust model. The Client trusts signatures, never the bucket's structure:
+// a value is applied only if it verifies and is newer than what it knows for
+// the key, and the absence of a value (a delete, a purge, a key missing after
+// a resync) lifts nothing. A Client that starts without a state file does not
+// take the bucket's word for what was lifted either: before its first sync it
+// reads the decision history (every block, throttle and unblock still in
+// stream IOTWATCH_DECISIONS, 30 days by default), folds it by the same rules,
+// and enforces what is still live (Stats.HistoryRead); the bucket's sync then
+// adds what is newer. It needs permission to create an ordered consumer on
+// that stream; if the history cannot be read it logs an error, counts
+// Stats.HistoryErrors and falls back to the bucket alone.
+//
 // Threat model. Signatures protect enforcement points against anyone who can
 // write to the KV bucket or the decision stream without holding a signing key
 // (a compromised gateway, a leaked NATS credential): they can neither block
@@ -55,10 +81,10 @@
 // missing after a resync, lifts nothing: the decision stays enforced until its
 // ExpiresAt (or a signed unblock), counted in Stats.IgnoredDeletes and logged.
 // Replaying an old signed unblock from the stream's history cannot lift a
-// block issued after it (schemas.Lifts), and replaying an old block is bounded
-// by its ExpiresAt. What signatures cannot prevent: deleting the whole bucket
-// or its values before an enforcement point first syncs them (it never learns
-// of the block), and withholding messages (an enforcement point that is cut
+// block issued after it (schemas.Lifts), and replaying an old signed block
+// is rejected as stale (Revisions). What signatures cannot prevent: deleting
+// the decision history and the bucket before an enforcement point first
+// learns of a block, and withholding messages (an enforcement point that is cut
 // off keeps its last state until each ExpiresAt); protect write access to the
 // bucket with NATS permissions for those. With AllowUnsigned (tests and
 // demos) a delete of a live decision lifts it, as before signed unblocks.
