@@ -46,6 +46,32 @@
 //     or was created at or after it. A verified unblock that lifts nothing is
 //     counted in Stats.UnblocksIgnored and changes nothing.
 //
+// Revisions. Every decision carries a Revision (schemas.Decision.Revision),
+// signed with it, that orders the decisions of one KV key: the publisher that
+// signs it (the pipeline, or `iotwatch unblock`) gives it
+// schemas.NextRevision of the revision the key holds, under a KV compare and
+// swap, so blocks and unblocks from different processes share one increasing
+// sequence per key whatever their clocks. The Client remembers the last
+// revision it applied per key, also after the decision ends (at least
+// Options.RevisionRetention, and while any decision it saw for the key could
+// be live; kept in the state file) and rejects a decision with a lower one,
+// or the same one on another decision, as stale (Stats.RejectedStale):
+// replaying an old signed block after its unblock, or over a newer block,
+// changes nothing. Decisions without a revision (signed before revisions)
+// are ordered as before, by the bucket and schemas.Lifts.
+//
+// Trust model. The Client trusts signatures, never the bucket's structure:
+// a value is applied only if it verifies and is newer than what it knows for
+// the key, and the absence of a value (a delete, a purge, a key missing after
+// a resync) lifts nothing. A Client that starts without a state file does not
+// take the bucket's word for what was lifted either: before its first sync it
+// reads the decision history (every block, throttle and unblock still in
+// stream IOTWATCH_DECISIONS, 30 days by default), folds it by the same rules,
+// and enforces what is still live (Stats.HistoryRead); the bucket's sync then
+// adds what is newer. It needs permission to create an ordered consumer on
+// that stream; if the history cannot be read it logs an error, counts
+// Stats.HistoryErrors and falls back to the bucket alone.
+//
 // Threat model. Signatures protect enforcement points against anyone who can
 // write to the KV bucket or the decision stream without holding a signing key
 // (a compromised gateway, a leaked NATS credential): they can neither block
@@ -55,10 +81,10 @@
 // missing after a resync, lifts nothing: the decision stays enforced until its
 // ExpiresAt (or a signed unblock), counted in Stats.IgnoredDeletes and logged.
 // Replaying an old signed unblock from the stream's history cannot lift a
-// block issued after it (schemas.Lifts), and replaying an old block is bounded
-// by its ExpiresAt. What signatures cannot prevent: deleting the whole bucket
-// or its values before an enforcement point first syncs them (it never learns
-// of the block), and withholding messages (an enforcement point that is cut
+// block issued after it (schemas.Lifts), and replaying an old signed block
+// is rejected as stale (Revisions). What signatures cannot prevent: deleting
+// the decision history and the bucket before an enforcement point first
+// learns of a block, and withholding messages (an enforcement point that is cut
 // off keeps its last state until each ExpiresAt); protect write access to the
 // bucket with NATS permissions for those. With AllowUnsigned (tests and
 // demos) a delete of a live decision lifts it, as before signed unblocks.
@@ -97,11 +123,15 @@ import (
 // Defaults for Options.
 const (
 	defaultSweepInterval = time.Second
-	receiptQueue         = 4096
-	maxBatch             = 1024
-	minBackoff           = 100 * time.Millisecond
-	maxBackoff           = 5 * time.Second
-	publishTimeout       = 5 * time.Second
+	// defaultRevisionRetention is Options.RevisionRetention's default.
+	defaultRevisionRetention = 30 * 24 * time.Hour
+	// historyBatch is how many decisions one fetch of the history takes.
+	historyBatch   = 256
+	receiptQueue   = 4096
+	maxBatch       = 1024
+	minBackoff     = 100 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	publishTimeout = 5 * time.Second
 	// markerSkew is how early a TTL marker may arrive, by the Client's
 	// clock, and still be an expiry rather than an unexplained delete.
 	markerSkew = 5 * time.Second
@@ -154,6 +184,17 @@ type Options struct {
 	// SweepInterval is how often expired decisions are dropped from the cache
 	// (they are never enforced after ExpiresAt either way); 0 means 1 s.
 	SweepInterval time.Duration
+	// RevisionRetention is how long the Client remembers the revision of a
+	// key's last decision after that decision ended (lifted or expired), so
+	// that an older decision replayed into the bucket is rejected as stale:
+	// at least this long after the last change, and as long as any decision
+	// it saw for the key could still be live. 0 means 30 days (the decision
+	// stream's default retention).
+	RevisionRetention time.Duration
+	// NoHistory skips reading the decision stream's history when the Client
+	// starts without a state file (see the package doc): the bucket alone is
+	// then trusted for what was lifted. For tests.
+	NoHistory bool
 	// Log receives operator logs; nil discards them.
 	Log *slog.Logger
 }
@@ -170,11 +211,14 @@ type Stats struct {
 	RejectedBadSig   uint64 // tampered, or signed by another key under a trusted id
 	RejectedUnknown  uint64 // signed by a key id that is not trusted
 	RejectedInvalid  uint64 // malformed signature, undecodable JSON, unknown scope/action, key mismatch
+	RejectedStale    uint64 // verified decisions older (by Revision) than the last applied for their key: replays
 	Resyncs          uint64 // full syncs after the first
 	ReceiptsSent     uint64
 	ReceiptErrors    uint64 // failed publish attempts (retried)
 	ReceiptsDropped  uint64 // receipts dropped because the queue was full or the client stopped
 	Revision         uint64 // highest KV revision seen
+	HistoryRead      uint64 // decisions read from the decision stream's history at start (no state file)
+	HistoryErrors    uint64 // failed attempts to read that history (the bucket alone was used)
 }
 
 // Client is a local, verified copy of the active decisions. Check is safe for
@@ -190,7 +234,12 @@ type Client struct {
 
 	// Owned by the Run goroutine.
 	entries map[string]*entry
-	dirty   bool
+	// revs holds, per KV key, the last decision applied for it (kept after
+	// it ends, see Options.RevisionRetention): decisions with an older
+	// Revision are stale.
+	revs        map[string]keyRev
+	dirty       bool
+	stateLoaded bool // New found a state file
 
 	scopes map[string]bool // Options.Scopes
 
@@ -198,7 +247,9 @@ type Client struct {
 	applied, removed, expired                         atomic.Uint64
 	ignoredDeletes, unblocksIgnored                   atomic.Uint64
 	rejUnsigned, rejBadSig, rejUnknown, rejInvalid    atomic.Uint64
+	rejStale                                          atomic.Uint64
 	resyncs, receiptsSent, receiptErrs, receiptsDrops atomic.Uint64
+	historyRead, historyErrs                          atomic.Uint64
 	revision                                          atomic.Uint64
 	running                                           atomic.Bool
 }
@@ -220,6 +271,9 @@ func New(o Options) (*Client, error) {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = defaultSweepInterval
 	}
+	if o.RevisionRetention <= 0 {
+		o.RevisionRetention = defaultRevisionRetention
+	}
 	scopes := map[string]bool{}
 	if len(o.Scopes) == 0 {
 		o.Scopes = CheckScopes()
@@ -239,6 +293,7 @@ func New(o Options) (*Client, error) {
 		synced:   make(chan struct{}),
 		receipts: make(chan schemas.ApplyReceipt, receiptQueue),
 		entries:  map[string]*entry{},
+		revs:     map[string]keyRev{},
 		scopes:   scopes,
 	}
 	now := o.Now
@@ -281,9 +336,11 @@ func (c *Client) Stats() Stats {
 		IgnoredDeletes: c.ignoredDeletes.Load(), UnblocksIgnored: c.unblocksIgnored.Load(),
 		RejectedUnsigned: c.rejUnsigned.Load(), RejectedBadSig: c.rejBadSig.Load(),
 		RejectedUnknown: c.rejUnknown.Load(), RejectedInvalid: c.rejInvalid.Load(),
-		Resyncs: c.resyncs.Load(), ReceiptsSent: c.receiptsSent.Load(),
+		RejectedStale: c.rejStale.Load(),
+		Resyncs:       c.resyncs.Load(), ReceiptsSent: c.receiptsSent.Load(),
 		ReceiptErrors: c.receiptErrs.Load(), ReceiptsDropped: c.receiptsDrops.Load(),
-		Revision: c.revision.Load(),
+		Revision:    c.revision.Load(),
+		HistoryRead: c.historyRead.Load(), HistoryErrors: c.historyErrs.Load(),
 	}
 }
 
@@ -342,6 +399,15 @@ func (c *Client) session(ctx context.Context, sweep <-chan time.Time, first bool
 		return fmt.Errorf("cannot watch KV bucket %q: %w", schemas.KVActiveBlocks, err)
 	}
 	defer func() { _ = w.Stop() }()
+	if first && !c.stateLoaded && !c.o.NoHistory {
+		// Without a state file the bucket alone would say what is lifted,
+		// and anyone who can delete a key could lift a block: rebuild from
+		// the signed history first (package doc, "Trust model").
+		if err := c.readHistory(ctx); err != nil {
+			c.historyErrs.Add(1)
+			c.log.Error("cannot read the decision history: the bucket alone says what is active", "stream", schemas.StreamDecisions, "err", err)
+		}
+	}
 	// A reconnect ends the session: the ordered consumer would notice a lost
 	// consumer only after missed heartbeats, a full sync is immediate.
 	var reconnected <-chan nats.Status
@@ -452,11 +518,19 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 		c.log.Warn("enforcement decision rejected", "key", key, "revision", rev, "err", err)
 		return // a rejected write changes nothing: an older valid decision stays
 	}
+	if last, stale := c.stale(key, &e.d); stale {
+		c.rejStale.Add(1)
+		c.log.Warn("enforcement decision rejected: older than the last applied for its key (a replay)",
+			"decision", e.d.ID, "action", e.d.Action, "key", key, "decision_revision", e.d.Revision, "last_revision", last.rev, "last_decision", last.id)
+		return
+	}
 	if e.d.Action == schemas.ActionUnblock {
 		switch {
 		case old == nil:
 			// Nothing held: the unblock of a decision already gone here.
+			c.record(key, &e.d, 0)
 		case schemas.Lifts(&e.d, &old.d):
+			c.record(key, &e.d, old.expires)
 			c.remove(key, old, "unblock "+e.d.ID, schemas.SignatureKeyID(&e.d))
 		default:
 			c.unblocksIgnored.Add(1)
@@ -464,6 +538,7 @@ func (c *Client) apply(kve jetstream.KeyValueEntry) {
 		}
 		return
 	}
+	c.record(key, &e.d, e.expires)
 	if !e.live(c.nowNanos()) {
 		if old != nil {
 			c.drop(key, old)
@@ -513,63 +588,68 @@ func (c *Client) dropped(key string, e *entry, why string) {
 // decode parses and verifies one KV value (a block, throttle or unblock) and
 // counts a rejection.
 func (c *Client) decode(key string, rev uint64, raw []byte) (*entry, error) {
+	e, counter, err := c.parse(key, rev, raw)
+	if err != nil {
+		counter.Add(1)
+		return nil, err
+	}
+	return e, nil
+}
+
+// parse parses and verifies one KV value; on error it also returns the
+// counter of that kind of rejection.
+func (c *Client) parse(key string, rev uint64, raw []byte) (*entry, *atomic.Uint64, error) {
 	e := &entry{key: key, revision: rev, raw: raw}
 	if err := json.Unmarshal(raw, &e.d); err != nil {
-		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot decode decision: %w", err)
+		return nil, &c.rejInvalid, fmt.Errorf("cannot decode decision: %w", err)
 	}
 	d := &e.d
 	switch {
 	case d.DryRun:
-		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot enforce decision %q: a dry run", d.ID)
+		return nil, &c.rejInvalid, fmt.Errorf("cannot enforce decision %q: a dry run", d.ID)
 	case d.Action != schemas.ActionBlock && d.Action != schemas.ActionThrottle && d.Action != schemas.ActionUnblock:
-		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot enforce decision %q: action %q is not block, throttle or unblock", d.ID, d.Action)
+		return nil, &c.rejInvalid, fmt.Errorf("cannot enforce decision %q: action %q is not block, throttle or unblock", d.ID, d.Action)
 	}
 	switch d.Scope {
 	case schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeTenant, schemas.ScopeMQTTUsername, schemas.ScopeMQTTClientID:
 	case schemas.ScopeIP, schemas.ScopeCIDR:
 		p, isPrefix, ok := parseIPValue(d.Value)
 		if !ok || (d.Scope == schemas.ScopeCIDR && !strings.Contains(d.Value, "/")) {
-			c.rejInvalid.Add(1)
-			return nil, fmt.Errorf("cannot enforce decision %q: %s value %q is not an address or CIDR", d.ID, d.Scope, d.Value)
+			return nil, &c.rejInvalid, fmt.Errorf("cannot enforce decision %q: %s value %q is not an address or CIDR", d.ID, d.Scope, d.Value)
 		}
 		e.prefix, e.isPrefix = p, isPrefix
 	default:
-		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot enforce decision %q: unknown scope %q", d.ID, d.Scope)
+		return nil, &c.rejInvalid, fmt.Errorf("cannot enforce decision %q: unknown scope %q", d.ID, d.Scope)
 	}
 	if d.Value == "" || schemas.KVKey(d.Scope, d.Value) != key {
-		c.rejInvalid.Add(1)
-		return nil, fmt.Errorf("cannot enforce decision %q: %s=%q does not belong under key %q", d.ID, d.Scope, d.Value, key)
+		return nil, &c.rejInvalid, fmt.Errorf("cannot enforce decision %q: %s=%q does not belong under key %q", d.ID, d.Scope, d.Value, key)
 	}
-	if err := c.verify(d); err != nil {
-		return nil, err
+	if counter, err := c.verify(d); err != nil {
+		return nil, counter, err
 	}
 	if !d.ExpiresAt.IsZero() {
 		e.expires = d.ExpiresAt.UnixNano()
 	}
-	return e, nil
+	return e, nil, nil
 }
 
-func (c *Client) verify(d *schemas.Decision) error {
+// verify checks d's signature and returns the counter of its rejection.
+func (c *Client) verify(d *schemas.Decision) (*atomic.Uint64, error) {
 	if d.Signature == "" && c.o.AllowUnsigned {
-		return nil
+		return nil, nil
 	}
 	err := schemas.VerifyDecision(d, c.o.Keys)
 	switch {
 	case err == nil:
+		return nil, nil
 	case errors.Is(err, schemas.ErrUnsigned):
-		c.rejUnsigned.Add(1)
+		return &c.rejUnsigned, err
 	case errors.Is(err, schemas.ErrUnknownKey):
-		c.rejUnknown.Add(1)
+		return &c.rejUnknown, err
 	case errors.Is(err, schemas.ErrBadSignature):
-		c.rejBadSig.Add(1)
-	default:
-		c.rejInvalid.Add(1)
+		return &c.rejBadSig, err
 	}
-	return err
+	return &c.rejInvalid, err
 }
 
 // remove drops a lifted decision and acknowledges the unblock, signed by keyID.
@@ -581,12 +661,19 @@ func (c *Client) remove(key string, e *entry, why, keyID string) {
 	c.receipt(&e.d, schemas.ActionUnblock, keyID)
 }
 
-// sweep drops expired decisions (no receipt: they simply ended).
+// sweep drops expired decisions (no receipt: they simply ended) and the
+// revisions of keys past their retention.
 func (c *Client) sweep() {
 	now := c.nowNanos()
 	for key, e := range c.entries {
 		if !e.live(now) {
 			c.drop(key, e)
+		}
+	}
+	for key, r := range c.revs {
+		if now > r.until && c.entries[key] == nil {
+			delete(c.revs, key)
+			c.dirty = true
 		}
 	}
 }

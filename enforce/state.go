@@ -22,6 +22,16 @@ type stateFile struct {
 	EnforcerID string       `json:"enforcer_id"`
 	Revision   uint64       `json:"revision"`
 	Entries    []stateEntry `json:"entries"`
+	// Revisions are the last decision applied per KV key (absent in files
+	// written before revisions existed).
+	Revisions []stateRev `json:"revisions,omitempty"`
+}
+
+type stateRev struct {
+	Key   string `json:"key"`
+	Rev   uint64 `json:"rev"`
+	ID    string `json:"id"`
+	Until int64  `json:"until"`
 }
 
 type stateEntry struct {
@@ -50,6 +60,10 @@ func (c *Client) loadState() error {
 		return fmt.Errorf("cannot load enforcement state %q: version %d, want %d", path, st.V, stateVersion)
 	}
 	now := c.nowNanos()
+	c.stateLoaded = true
+	for _, r := range st.Revisions {
+		c.revs[r.Key] = keyRev{rev: r.Rev, id: r.ID, until: r.Until}
+	}
 	for _, se := range st.Entries {
 		e, err := c.decode(se.Key, se.Revision, se.Value)
 		if err != nil {
@@ -64,6 +78,9 @@ func (c *Client) loadState() error {
 			continue
 		}
 		c.entries[se.Key] = e
+		if _, ok := c.revs[se.Key]; !ok { // a file from before revisions
+			c.record(se.Key, &e.d, e.expires)
+		}
 	}
 	c.revision.Store(st.Revision)
 	c.log.Info("enforcement state loaded", "path", path, "active", len(c.entries), "revision", st.Revision)
@@ -76,6 +93,9 @@ func (c *Client) saveState() error {
 	st := stateFile{V: stateVersion, EnforcerID: c.o.EnforcerID, Revision: c.revision.Load(), Entries: make([]stateEntry, 0, len(c.entries))}
 	for _, e := range c.entries {
 		st.Entries = append(st.Entries, stateEntry{Key: e.key, Revision: e.revision, Value: e.raw})
+	}
+	for key, r := range c.revs {
+		st.Revisions = append(st.Revisions, stateRev{Key: key, Rev: r.rev, ID: r.id, Until: r.until})
 	}
 	data, err := json.Marshal(&st)
 	if err != nil {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,12 @@ type Publisher interface {
 	DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error
 }
 
+// revisingPublisher is a Publisher that gives decisions their per-key
+// revision and signs them itself (sink.NATSPublisher).
+type revisingPublisher interface {
+	SetSigner(keyID string, priv ed25519.PrivateKey) error
+}
+
 // item carries one event through the stages; a nil-event item with b set is a
 // batch barrier.
 type item struct {
@@ -60,8 +67,10 @@ type Pipeline struct {
 	cons jetstream.Consumer
 	rows RowWriter
 	pub  Publisher
-	log  *slog.Logger
-	M    Metrics
+	// pubSigns: pub signs decisions (revisingPublisher); publish does not.
+	pubSigns bool
+	log      *slog.Logger
+	M        Metrics
 
 	// The scoring stack (score.New): layout, workers, class table and
 	// limiter are its fields, kept here as they were before a cold start
@@ -127,6 +136,14 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		layout: st.Layout, workers: st.Workers, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes)}
 	p.published.init()
+	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
+		// The publisher gives each decision its per-key revision before it
+		// signs it (schemas.Decision.Revision): it signs them all.
+		if err := s.SetSigner(cfg.SigningKeyID, cfg.SigningKey); err != nil {
+			return nil, err
+		}
+		p.pubSigns = true
+	}
 	if cfg.Checkpoint != "" {
 		if err := p.restore(ctx); err != nil {
 			return nil, err

@@ -263,6 +263,9 @@ func TestEndToEnd(t *testing.T) {
 	if err := schemas.VerifyDecision(&d, map[string]ed25519.PublicKey{"k1": pub}); err != nil {
 		t.Errorf("the decision enforcement points read does not verify: %v", err)
 	}
+	if d.Revision == 0 {
+		t.Errorf("the decision enforcement points read has no revision: %s", entry.Value())
+	}
 	// The counters operators scrape say the same.
 	var metrics strings.Builder
 	p.WriteMetrics(&metrics)

@@ -66,7 +66,7 @@ func (p *Pipeline) publisher(ctx context.Context) {
 // then alerts, retrying each until the server acknowledged or ctx ends.
 func (p *Pipeline) publish(ctx context.Context, alerts []schemas.Alert, decisions []schemas.Decision) error {
 	if len(decisions) > 0 {
-		if p.cfg.SigningKey != nil {
+		if p.cfg.SigningKey != nil && !p.pubSigns {
 			for i := range decisions {
 				if err := schemas.SignDecision(&decisions[i], p.cfg.SigningKeyID, p.cfg.SigningKey); err != nil {
 					return fmt.Errorf("cannot sign decision %q: %w", decisions[i].ID, err)

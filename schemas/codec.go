@@ -16,7 +16,7 @@ import (
 // separated by '\n'. Fields (all optional unless marked):
 //
 //	v           number   encoding version; 1 if absent, anything else is rejected
-//	id          string   the record's own id; makes Event.ID stable across re-shipping
+//	id          string   the record's own id: accepted and ignored (Event.ID is the stream position's)
 //	ts          string   event time, RFC 3339 with optional fraction (REQUIRED);
 //	            number   or Unix seconds with optional fraction
 //	src         string   "gateway" | "broker"
@@ -246,9 +246,9 @@ func (d *Decoder) field(key []byte, v *jsonValue) {
 			d.failf(DeadLetterUnsupportedVersion, "encoding version %s is not supported (want %d)", v.raw, SchemaVersion)
 		}
 	case "id":
-		if b := d.str(key, v); len(b) > 0 {
-			ev.ID = Hash(b)
-		}
+		// Accepted and ignored: a producer must not choose Event.ID, or it
+		// could overwrite another's row (EventID, from the stream position).
+		d.str(key, v)
 	case "ts":
 		d.haveTime = true
 		switch v.kind {
@@ -441,9 +441,7 @@ func (d *Decoder) finish(now int64) error {
 	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
 	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
 	ev.ModelKey = ModelKeyOf(ev.Class)
-	if ev.ID == 0 {
-		ev.ID = EventID(ev.Seq, ev.Line)
-	}
+	ev.ID = EventID(ev.Seq, ev.Line)
 	return nil
 }
 

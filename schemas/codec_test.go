@@ -55,7 +55,12 @@ func TestDecodeCanonical(t *testing.T) {
 	}
 }
 
-func TestDecodeOwnIDIsStable(t *testing.T) {
+// TestDecodeProducerIDCannotChooseEventID: a record's own "id" does not
+// make its Event.ID (issue 13 item 7: a producer that sent another's id
+// replaced the row behind an alert, ReplacingMergeTree keeping the
+// attacker's version). The id comes from the stream position alone, so two
+// records with the same "id" at different positions never share a row.
+func TestDecodeProducerIDCannotChooseEventID(t *testing.T) {
 	var d Decoder
 	var a, b Event
 	line := []byte(`{"id":"r-1","ts":1767607200.5,"device":"d-1"}`)
@@ -65,8 +70,8 @@ func TestDecodeOwnIDIsStable(t *testing.T) {
 	if err := d.Decode(line, 999, 4, now, &b); err != nil {
 		t.Fatal(err)
 	}
-	if a.ID != b.ID {
-		t.Errorf("record id must make Event.ID independent of the stream position: %x != %x", a.ID, b.ID)
+	if a.ID != EventID(1, 0) || b.ID != EventID(999, 4) {
+		t.Errorf("IDs %x, %x; want %x, %x (the stream positions), whatever the record's own id", a.ID, b.ID, EventID(1, 0), EventID(999, 4))
 	}
 	if a.Time != 1767607200*int64(time.Second)+int64(500*time.Millisecond) {
 		t.Errorf("numeric ts decoded as %v", a.EventTime())

@@ -157,8 +157,9 @@ func (c Country) Known() bool { return c != (Country{}) }
 // Event is reset or decoded into again: a consumer that keeps a value past that
 // must copy it. An Event is owned by one goroutine at a time.
 type Event struct {
-	// ID is stable across redelivery: derived from the record's own "id" when
-	// present, else from the stream sequence and the line within the message.
+	// ID is stable across redelivery: EventID of the stream sequence and the
+	// line within the message, never a producer-supplied id, so no producer
+	// can choose (and overwrite) another's row.
 	ID uint64
 	// Seq is the JetStream stream sequence of the message that carried the event, and
 	// Line its 0-based line in that message.

@@ -124,9 +124,31 @@ type Decision struct {
 	AlertID   string    `json:"alert_id"`
 	Issuer    string    `json:"issuer"`
 	DryRun    bool      `json:"dry_run,omitempty"`
+	// Revision orders the decisions of one KV key (Scope and Value): blocks,
+	// throttles and unblocks share it, and an enforcement point applies a
+	// decision only if its Revision is higher than the last it applied for
+	// the key, so an old signed decision replayed into the bucket cannot
+	// override a newer one. It is a hybrid clock, NextRevision of the key's
+	// current revision: the signer's wall clock in Unix nanoseconds, or one
+	// more than the key's current revision when that is not lower. 0 (a
+	// decision signed before revisions existed) is older than any other.
+	// Covered by the signature (layout v2, see sign.go).
+	Revision uint64 `json:"rev,omitempty"`
 	// Signature is reserved for signed decisions (ed25519); empty in schema v1.
 	Signature string `json:"signature,omitempty"`
 	SchemaV   int    `json:"v"`
+}
+
+// NextRevision returns the revision of a decision that replaces one of
+// revision prev under the same KV key, signed at now: now in Unix nanoseconds,
+// or prev+1 when that is higher (a signer whose clock is behind the previous
+// signer's still moves the key forward).
+func NextRevision(prev uint64, now time.Time) uint64 {
+	r := uint64(max(now.UnixNano(), 0))
+	if r <= prev {
+		r = prev + 1
+	}
+	return r
 }
 
 // KVKey is the key of an active decision in KVActiveBlocks: "<scope>.<hex value>".

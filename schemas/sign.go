@@ -20,13 +20,22 @@ package schemas
 //	str(Reason) f64(Score) str(AlertID) str(Issuer)
 //	u8(DryRun: 0 or 1) i64(SchemaV)
 //
+// # Signed bytes (version 2)
+//
+// A decision with a non-zero Revision is signed with layout version 2: the
+// version-1 fields under the domain "iotwatch-decision-v2\x00", followed by
+// u64(Revision) (8 bytes big-endian). A verifier picks the layout from
+// Revision, so a revision added to, removed from or changed in a signed
+// decision breaks its signature: the revision that orders a decision is the
+// one its signer chose.
+//
 // where str(s) is the 4-byte big-endian length of s followed by its bytes,
 // time(t) is t.Unix() as 8 bytes big-endian two's complement followed by
 // t.Nanosecond() as 4 bytes big-endian (so the time zone and monotonic reading
 // do not matter, and a JSON round trip with RFC 3339 nanoseconds is exact),
 // f64(x) is math.Float64bits(x) as 8 bytes big-endian and i64 is 8 bytes
-// big-endian two's complement. Every field of Decision except Signature is
-// covered. A new Decision field needs a new layout version ("-v2") that
+// big-endian two's complement. Every field of Decision except Signature (and
+// Revision, covered by version 2) is covered. A new Decision field needs a new layout version ("-v2") that
 // verifiers accept alongside v1 before signers use it.
 //
 // # Signature format
@@ -93,6 +102,7 @@ const (
 	keyFilePublic    = "iotwatch-ed25519-public"
 	signaturePrefix  = "ed25519:"
 	signingDomainV1  = "iotwatch-decision-v1\x00"
+	signingDomainV2  = "iotwatch-decision-v2\x00"
 	maxKeyIDLen      = 64
 	ed25519SeedBytes = ed25519.SeedSize
 )
@@ -125,9 +135,9 @@ func ValidKeyID(id string) bool {
 	return true
 }
 
-// AppendDecisionSigningBytes appends the version-1 signed bytes of d under
-// keyID to dst (layout in the comment at the top of this file). Signature is
-// not covered.
+// AppendDecisionSigningBytes appends the signed bytes of d under keyID to
+// dst: layout version 1 when d.Revision is 0, else version 2 (layouts in the
+// comment at the top of this file). Signature is not covered.
 func AppendDecisionSigningBytes(dst []byte, d *Decision, keyID string) []byte {
 	str := func(s string) {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(s)))
@@ -137,7 +147,11 @@ func AppendDecisionSigningBytes(dst []byte, d *Decision, keyID string) []byte {
 		dst = binary.BigEndian.AppendUint64(dst, uint64(t.Unix()))
 		dst = binary.BigEndian.AppendUint32(dst, uint32(t.Nanosecond()))
 	}
-	dst = append(dst, signingDomainV1...)
+	if d.Revision == 0 {
+		dst = append(dst, signingDomainV1...)
+	} else {
+		dst = append(dst, signingDomainV2...)
+	}
 	str(keyID)
 	str(d.ID)
 	str(d.Action)
@@ -157,6 +171,9 @@ func AppendDecisionSigningBytes(dst []byte, d *Decision, keyID string) []byte {
 		dst = append(dst, 0)
 	}
 	dst = binary.BigEndian.AppendUint64(dst, uint64(int64(d.SchemaV)))
+	if d.Revision != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, d.Revision)
+	}
 	return dst
 }
 
@@ -418,18 +435,22 @@ func LiftedID(unblockID string) (string, bool) {
 }
 
 // Lifts reports whether the unblock u lifts the active decision d: they have
-// the same scope and value, and u names d (u.ID is UnblockID(d.ID)) or was
-// created at or after d. An unblock thus lifts exactly the decision it names,
-// and whatever older decision of the same scope and value an enforcement point
-// still holds, but never a newer block: an old unblock replayed from the
-// decision stream cannot lift a block issued after it. Signatures are not
-// checked here (VerifyDecision).
+// the same scope and value, and u names d (u.ID is UnblockID(d.ID)) or is
+// newer: a higher Revision when either has one, else created at or after d.
+// An unblock thus lifts exactly the decision it names, and whatever older
+// decision of the same scope and value an enforcement point still holds, but
+// never a newer block: an old unblock replayed from the decision stream
+// cannot lift a block issued after it. Signatures are not checked here
+// (VerifyDecision).
 func Lifts(u, d *Decision) bool {
 	if u.Action != ActionUnblock || u.DryRun || u.Scope != d.Scope || u.Value != d.Value {
 		return false
 	}
 	if id, ok := LiftedID(u.ID); ok && id == d.ID {
 		return true
+	}
+	if u.Revision != 0 || d.Revision != 0 {
+		return u.Revision > d.Revision
 	}
 	return !u.CreatedAt.Before(d.CreatedAt)
 }

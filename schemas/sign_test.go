@@ -68,6 +68,7 @@ func TestSignVerifyRoundTripThroughJSON(t *testing.T) {
 func TestVerifyRejectsTamperedFields(t *testing.T) {
 	privs, pubs := testKeys(t, "k1")
 	base := testDecision()
+	base.Revision = 1_800_000_000_000_000_000 // layout v2: every field is covered
 	if err := SignDecision(&base, "k1", privs["k1"]); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +89,8 @@ func TestVerifyRejectsTamperedFields(t *testing.T) {
 			v.SetBool(!v.Bool())
 		case reflect.Int:
 			v.SetInt(v.Int() + 1)
+		case reflect.Uint64:
+			v.SetUint(v.Uint() + 1)
 		case reflect.Struct: // time.Time
 			v.Set(reflect.ValueOf(v.Interface().(time.Time).Add(time.Nanosecond)))
 		default:
@@ -305,4 +308,70 @@ func TestUnblockLifts(t *testing.T) {
 			t.Errorf("LiftedID(%q) names a decision", id)
 		}
 	}
+}
+
+// TestRevisionSigned: the revision is covered by the signature (layout v2), so
+// a replayed decision cannot be given a newer revision, nor a revised one be
+// passed off as a v1 decision without one; a v1 decision still verifies.
+func TestRevisionSigned(t *testing.T) {
+	privs, pubs := testKeys(t, "k1")
+	v1 := testDecision()
+	if err := SignDecision(&v1, "k1", privs["k1"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyDecision(&v1, pubs); err != nil {
+		t.Fatalf("v1 decision: %v", err)
+	}
+	d := testDecision()
+	d.Revision = 1_800_000_000_000_000_000
+	if err := SignDecision(&d, "k1", privs["k1"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyDecision(&d, pubs); err != nil {
+		t.Fatalf("v2 decision: %v", err)
+	}
+	for _, rev := range []uint64{0, d.Revision + 1, d.Revision - 1, ^uint64(0)} {
+		x := d
+		x.Revision = rev
+		if err := VerifyDecision(&x, pubs); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("revision changed to %d after signing: %v; want ErrBadSignature", rev, err)
+		}
+	}
+	up := v1
+	up.Revision = d.Revision
+	if err := VerifyDecision(&up, pubs); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("v1 decision given a revision: %v; want ErrBadSignature", err)
+	}
+}
+
+func TestNextRevision(t *testing.T) {
+	now := time.Unix(1_800_000_000, 5)
+	f := func(prev, want uint64) {
+		t.Helper()
+		if got := NextRevision(prev, now); got != want {
+			t.Errorf("NextRevision(%d) = %d; want %d", prev, got, want)
+		}
+	}
+	ns := uint64(now.UnixNano())
+	f(0, ns)
+	f(ns-1, ns)
+	f(ns, ns+1)       // the same clock reading: still moves forward
+	f(ns+500, ns+501) // a previous signer's clock ahead of ours
+}
+
+func TestUnblockLiftsByRevision(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	block := Decision{ID: "d-1", Action: ActionBlock, Scope: ScopeDevice, Value: "dev", CreatedAt: t0, Revision: 100}
+	f := func(id string, created time.Time, rev uint64, want bool) {
+		t.Helper()
+		u := Decision{ID: id, Action: ActionUnblock, Scope: ScopeDevice, Value: "dev", CreatedAt: created, Revision: rev}
+		if got := Lifts(&u, &block); got != want {
+			t.Errorf("Lifts(%s created %s rev %d) = %v; want %v", id, created, rev, got, want)
+		}
+	}
+	f(UnblockID("d-1"), t0, 50, true)                  // names it
+	f("u-x", t0.Add(-time.Hour), 101, true)            // newer revision, whatever its clock says
+	f("u-x", t0.Add(time.Hour), 99, false)             // older revision, whatever its clock says
+	f("u-x", t0.Add(time.Hour), 0, false)              // an unblock from before revisions
+	f(UnblockID("d-0"), t0.Add(time.Hour), 100, false) // same revision, names another
 }

@@ -53,7 +53,9 @@ type Result struct {
 // carries the block's tenant, device and alert); when the bucket holds no
 // decision for the scope and value, it gets an id of its own and, by its
 // time, still lifts any older block that enforcement points hold. When the
-// bucket already holds an unblock, Lift publishes nothing.
+// bucket already holds an unblock, Lift publishes nothing. The unblock's
+// revision follows the key's current one, so enforcement points order it
+// after the block it lifts and reject that block if it is replayed.
 func Lift(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, r Request, log *slog.Logger) (Result, error) {
 	key := schemas.KVKey(r.Scope, r.Value)
 	held, err := currentDecision(ctx, kv, key)
@@ -77,13 +79,17 @@ func Lift(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, r 
 		u.ID = schemas.UnblockID(held.ID)
 		u.Tenant, u.Device, u.AlertID = held.Tenant, held.Device, held.AlertID
 	}
-	if err := schemas.SignDecision(&u, r.KeyID, r.Key); err != nil {
+	// The publisher gives the unblock the revision that follows the key's
+	// (schemas.NextRevision) and signs it with the analyst's key.
+	pub := sink.NewNATSPublisher(js, kv, log)
+	if err := pub.SetSigner(r.KeyID, r.Key); err != nil {
 		return Result{}, err
 	}
-	if err := sink.NewNATSPublisher(js, kv, log).PublishDecisions(ctx, []schemas.Decision{u}); err != nil {
+	ds := []schemas.Decision{u}
+	if err := pub.PublishDecisions(ctx, ds); err != nil {
 		return Result{}, fmt.Errorf("cannot publish unblock of %s=%q: %w", r.Scope, r.Value, err)
 	}
-	return Result{Held: held, Unblock: u, Published: true}, nil
+	return Result{Held: held, Unblock: ds[0], Published: true}, nil
 }
 
 // currentDecision returns the decision the bucket holds under key, nil when

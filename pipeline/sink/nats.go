@@ -67,9 +67,11 @@ func NewNATSPublisher(js jetstream.JetStream, kv jetstream.KeyValue, log *slog.L
 	return &NATSPublisher{js: js, kv: kv, log: log}
 }
 
-// SetSigner makes the publisher sign the decisions it creates itself (the
-// unblocks of LiftAllowlisted) with priv under keyID; decisions given to
-// PublishDecisions are published as they are. Call it before publishing.
+// SetSigner makes the publisher sign decisions with priv under keyID: those
+// it creates itself (the unblocks of LiftAllowlisted) and every decision given
+// to PublishDecisions, after giving it its per-key revision. Without a signer,
+// unsigned decisions get a revision too and signed ones are published as they
+// are. Call it before publishing.
 func (p *NATSPublisher) SetSigner(keyID string, priv ed25519.PrivateKey) error {
 	if !schemas.ValidKeyID(keyID) || len(priv) != ed25519.PrivateKeySize {
 		return fmt.Errorf("cannot sign with key %q: invalid key id or a %d-byte private key", keyID, len(priv))
@@ -77,6 +79,10 @@ func (p *NATSPublisher) SetSigner(keyID string, priv ed25519.PrivateKey) error {
 	p.signKeyID, p.signKey = keyID, priv
 	return nil
 }
+
+// Signs reports whether the publisher signs the decisions it publishes
+// (SetSigner was called).
+func (p *NATSPublisher) Signs() bool { return p.signKey != nil }
 
 // PublishAlerts publishes each alert as JSON on iotwatch.alerts.<severity>
 // (stream IOTWATCH_ALERTS) with Nats-Msg-Id set to the alert's ID, asynchronously,
@@ -117,6 +123,8 @@ func (p *NATSPublisher) PublishAlerts(ctx context.Context, alerts []schemas.Aler
 //     value, and, where the bucket supports per-key TTLs (bus.KeyTTL), with
 //     the time left until its ExpiresAt rounded up to a second, so the server
 //     removes it then (the first write logs which mode the bucket is in);
+//     unless the key already holds it (a retry, a redelivery) or the unblock
+//     that names it (a redelivered block that an analyst already lifted);
 //   - an unblock is put as the value too, replacing the decision it lifts
 //     (schemas.Lifts): a signed value that enforcement points verify, where a
 //     KV delete could not be authenticated. It keeps the lifted decision's
@@ -124,6 +132,18 @@ func (p *NATSPublisher) PublishAlerts(ctx context.Context, alerts []schemas.Aler
 //     the key holds a decision the unblock does not lift (a newer block), the
 //     key is left alone; the unblock stays in the stream's history;
 //   - a dry run (action would_block, or DryRun set) never touches the bucket.
+//
+// Revisions. Every decision that is not a dry run, when the publisher signs
+// (SetSigner) or the decision is unsigned, is given its schemas.Revision
+// before it is published: schemas.NextRevision of the revision of the
+// decision the key holds (read from the bucket), so blocks of the pipeline
+// and unblocks of `iotwatch unblock`, different processes, share one
+// increasing sequence per key. The KV write then expects the key's last
+// entry to be the one read (compare and swap); if another writer got in
+// between, the key is read again, the decision revised and signed again, and
+// written over the newer state (or left out, as above). The stream copy keeps
+// the revision first given (a retry is dropped by the duplicate window).
+// ds[i] is updated in place with the revision and signature written.
 //
 // It returns once every KV write is acknowledged. On error the caller retries
 // the whole slice: stream copies are dropped by the duplicate window and KV
@@ -137,8 +157,19 @@ func (p *NATSPublisher) PublishDecisions(ctx context.Context, ds []schemas.Decis
 	}
 	futures := make([]pending, 0, len(ds))
 	values := make([][]byte, len(ds))
+	keys := make([]keyState, len(ds))
 	for i := range ds {
 		d := &ds[i]
+		if p.revises(d) {
+			st, err := p.readKey(ctx, schemas.KVKey(d.Scope, d.Value))
+			if err != nil {
+				return fmt.Errorf("cannot publish decision %q: %w", d.ID, err)
+			}
+			if err := p.revise(d, st); err != nil {
+				return err
+			}
+			keys[i] = st
+		}
 		data, err := json.Marshal(d)
 		if err != nil {
 			return fmt.Errorf("cannot encode decision %q: %w", d.ID, err)
@@ -156,20 +187,125 @@ func (p *NATSPublisher) PublishDecisions(ctx context.Context, ds []schemas.Decis
 	}
 	for i := range ds {
 		d := &ds[i]
+		if d.DryRun || d.Action == schemas.ActionDryRunBlock {
+			continue
+		}
 		key := schemas.KVKey(d.Scope, d.Value)
 		var err error
-		switch {
-		case d.DryRun || d.Action == schemas.ActionDryRunBlock:
-		case d.Action == schemas.ActionBlock || d.Action == schemas.ActionThrottle:
-			err = p.putKV(ctx, key, values[i], d.CreatedAt, d.ExpiresAt, nil)
-		case d.Action == schemas.ActionUnblock:
+		if p.revises(d) {
+			err = p.putRevised(ctx, key, d, values[i], keys[i])
+		} else if d.Action == schemas.ActionUnblock {
 			err = p.putUnblock(ctx, key, d, values[i])
+		} else {
+			err = p.putKV(ctx, key, values[i], d.CreatedAt, d.ExpiresAt, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("cannot write decision %q to KV bucket %q under %q: %w", d.ID, p.kv.Bucket(), key, err)
 		}
 	}
 	return nil
+}
+
+// revises reports whether PublishDecisions gives d its revision: a decision
+// for the bucket that the publisher signs, or that is unsigned.
+func (p *NATSPublisher) revises(d *schemas.Decision) bool {
+	return !d.DryRun && d.Action != schemas.ActionDryRunBlock && (p.signKey != nil || d.Signature == "")
+}
+
+// keyState is what the bucket holds under a key: the revision of its last
+// entry (a delete or purge marker included; 0: none) and the decision it
+// holds (nil: none, or a value that is not a decision).
+type keyState struct {
+	kvRev uint64
+	cur   *schemas.Decision
+}
+
+// readKey returns what the bucket holds under key.
+func (p *NATSPublisher) readKey(ctx context.Context, key string) (keyState, error) {
+	e, err := p.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err := p.lastRevision(ctx, key)
+		return keyState{kvRev: rev}, err
+	case err != nil:
+		return keyState{}, fmt.Errorf("cannot read %q from KV bucket %q: %w", key, p.kv.Bucket(), err)
+	}
+	st := keyState{kvRev: e.Revision()}
+	var d schemas.Decision
+	if json.Unmarshal(e.Value(), &d) == nil {
+		st.cur = &d
+	}
+	return st, nil
+}
+
+// revise gives d the revision that follows the key's state st, and signs it
+// when the publisher signs.
+func (p *NATSPublisher) revise(d *schemas.Decision, st keyState) error {
+	var prev uint64
+	if st.cur != nil {
+		prev = st.cur.Revision
+	}
+	d.Revision = schemas.NextRevision(prev, time.Now())
+	if p.signKey == nil {
+		return nil
+	}
+	if err := schemas.SignDecision(d, p.signKeyID, p.signKey); err != nil {
+		return fmt.Errorf("cannot publish decision %q: %w", d.ID, err)
+	}
+	return nil
+}
+
+// liftsHeld reports whether the unblock u, about to be revised, lifts the
+// decision cur that the bucket holds: schemas.Lifts by name or by creation
+// time, since u's revision, given now, would make it newer than anything.
+func liftsHeld(u, cur *schemas.Decision) bool {
+	x, y := *u, *cur
+	x.Revision, y.Revision = 0, 0
+	return schemas.Lifts(&x, &y)
+}
+
+// putRevised writes the revised decision d (encoded as value) under key,
+// expecting the key's state st; when the key changed meanwhile, it reads it
+// again, revises d and tries again.
+func (p *NATSPublisher) putRevised(ctx context.Context, key string, d *schemas.Decision, value []byte, st keyState) error {
+	for attempt := range 5 {
+		if attempt > 0 {
+			var err error
+			if st, err = p.readKey(ctx, key); err != nil {
+				return err
+			}
+			if err := p.revise(d, st); err != nil {
+				return err
+			}
+			if value, err = json.Marshal(d); err != nil {
+				return fmt.Errorf("cannot encode decision %q: %w", d.ID, err)
+			}
+		}
+		created, expires := d.CreatedAt, d.ExpiresAt
+		cur := st.cur
+		switch {
+		case cur != nil && cur.ID == d.ID:
+			return nil // already written: a retry or a redelivery
+		case d.Action != schemas.ActionUnblock:
+			if cur != nil && cur.Action == schemas.ActionUnblock && cur.ID == schemas.UnblockID(d.ID) {
+				p.log.Info("block already lifted is not written again", "decision", d.ID, "unblock", cur.ID, "key", key)
+				return nil
+			}
+		case cur == nil, cur.Action == schemas.ActionUnblock:
+			created, expires = time.Time{}, time.Time{}
+		case !liftsHeld(d, cur):
+			p.log.Info("unblock leaves a newer decision in place", "unblock", d.ID, "decision", cur.ID, "key", key)
+			return nil
+		default:
+			created, expires = cur.CreatedAt, cur.ExpiresAt
+		}
+		err := p.putKV(ctx, key, value, created, expires, &st.kvRev)
+		if !isWrongLastSequence(err) {
+			return err
+		}
+		// The key changed between the read and the write: look again.
+	}
+	return fmt.Errorf("cannot write decision %q: key %q keeps changing", d.ID, key)
 }
 
 // putUnblock writes the unblock u (encoded as value) over the decision it
