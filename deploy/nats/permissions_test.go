@@ -449,3 +449,84 @@ func TestRoles(t *testing.T) {
 		t.Fatalf("bucket after the refused purges: %v", err)
 	}
 }
+
+// TestAcksRefused: a pipeline whose user may not publish on $JS.ACK.> (the
+// grant deploy/README.md used to document) counts no message acked, counts
+// the refused acks and is not ready, saying why: before, every ack was
+// silently dropped, the acked counter rose and /readyz said 200.
+func TestAcksRefused(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "server.conf")
+	const cfg = `accounts: { A: { jetstream: enabled, users: [
+  {user: noack, password: pw, permissions: {publish: {allow: ">", deny: "$JS.ACK.>"}, subscribe: {allow: ">"}}}
+]}}
+`
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsserver.StartProcess(natsserver.ProcessOptions{Config: conf, StoreDir: filepath.Join(dir, "js")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	nc, err := nats.Connect(srv.URL(), nats.UserInfo("noack", "pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, kv, err := bus.Ensure(ctx, js, bus.DefaultStreamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), []byte(line("meter-1", time.Date(2026, 1, 5, 8, 0, i, 0, time.UTC)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: clickhouse.Get(t).DSN(), Database: "noack", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(pipeline.Config{Workers: 1, FlushInterval: 20 * time.Millisecond}, cons, ch, sink.NewNATSPublisher(js, kv, log), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+	waitUntil(t, "the pipeline reports the refused acks", func() (bool, string) {
+		h := p.Health()
+		return p.M.AckErrors.Load() > 0 && strings.Contains(h.NotReady(), "acks not confirmed"),
+			fmt.Sprintf("ack errors %d, rows %d, not ready %q", p.M.AckErrors.Load(), p.M.Rows.Load(), h.NotReady())
+	})
+	if n := p.M.Acked.Load(); n != 0 {
+		t.Errorf("acked %d messages the server refused to ack", n)
+	}
+	var out strings.Builder
+	p.WriteMetrics(&out)
+	if !strings.Contains(out.String(), schemas.MetricAckErrors+" ") {
+		t.Errorf("metrics lack %s:\n%s", schemas.MetricAckErrors, out.String())
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending == 0 {
+		t.Errorf("the server holds no unacked message: the acks were not refused (%+v)", info)
+	}
+}
