@@ -58,6 +58,9 @@ var historySubjects = []string{
 	schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock,
 }
 
+// historyTimeout bounds the read of the decision history.
+const historyTimeout = 30 * time.Second
+
 // readHistory rebuilds the cache from the decision stream's history (every
 // block, throttle and unblock still in schemas.StreamDecisions), for a Client
 // that starts without a state file: each verified decision is folded in
@@ -68,6 +71,10 @@ var historySubjects = []string{
 // Decisions that fail verification are skipped silently (the bucket's copy
 // of a bad one is counted).
 func (c *Client) readHistory(ctx context.Context) error {
+	// A server that refuses the consumer (permissions) answers nothing: bound
+	// the wait so the bucket's sync still starts.
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
 	cons, err := c.js.OrderedConsumer(ctx, schemas.StreamDecisions, jetstream.OrderedConsumerConfig{FilterSubjects: historySubjects})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // nothing was ever decided

@@ -34,7 +34,11 @@
 // the barrier from all workers, every result of the batch is published or
 // queued for the publisher and is in the collector's buffer, and the batch's
 // messages are acked after the next flush is durable in ClickHouse and the
-// publisher has published everything queued before it. Unacked messages are
+// publisher has published everything queued before it. A flush's acks count
+// (Metrics.Acked) only once the server confirmed them (the last one is a
+// DoubleAck); unconfirmed ones count in Metrics.AckErrors and make
+// Health.NotReady say so. A publish attempt is bounded by PublishTimeout and
+// retried, in order, while Health reports the stall. Unacked messages are
 // reported in progress every quarter of the ack wait (keepAlive), so an
 // outage does not get them redelivered, which would count them twice in the
 // baselines. Redelivery after a crash is harmless: rows, alerts and decisions

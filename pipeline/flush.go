@@ -272,18 +272,7 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 			p.log.Error("cannot flush results; their messages stay unacked for redelivery", "err", err)
 		}
 		if failed == nil {
-			acked := 0
-			for _, b := range job.acks {
-				for _, m := range b.msgs {
-					if err := m.Ack(); err != nil {
-						p.log.Warn("cannot ack message; it will be redelivered", "err", err)
-						continue
-					}
-					acked++
-				}
-				p.unacked.remove(b)
-			}
-			p.M.Acked.Add(uint64(acked))
+			p.ackJob(ctx, job)
 			p.M.FlushLatency.Observe(time.Since(job.start).Seconds())
 		}
 		for _, m := range job.markers {
@@ -296,6 +285,56 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 		p.waiting.done(job) // also after a failure: keep draining so the collector never blocks
 	}
 	return failed
+}
+
+// AckConfirmTimeout bounds the wait for the server to confirm a flush's acks.
+const AckConfirmTimeout = 10 * time.Second
+
+// ackJob acks job's messages and counts them acked only once the server has
+// confirmed: every message but the last is acked without a reply, the last
+// with one (DoubleAck). The server processes one connection's acks of a
+// consumer in order, so its reply confirms the whole flush at the cost of one
+// round trip per flush. An ack the server refuses (a user without $JS.ACK
+// permission) is never answered: the flush counts as an ack error, Health
+// reports it until a later flush is confirmed, and the messages are
+// redelivered after the ack wait (scored again, not learned twice).
+func (p *Pipeline) ackJob(ctx context.Context, job *flushJob) {
+	var last jetstream.Msg
+	sent := 0
+	var failed error
+	for _, b := range job.acks {
+		for _, m := range b.msgs {
+			if last != nil {
+				if err := last.Ack(); err != nil && failed == nil {
+					failed = err
+				}
+				sent++
+			}
+			last = m
+		}
+		p.unacked.remove(b)
+	}
+	if last == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, AckConfirmTimeout)
+	err := last.DoubleAck(cctx)
+	cancel()
+	if err == nil && failed == nil {
+		p.M.Acked.Add(uint64(sent + 1))
+		p.ackErr.Store(nil)
+		return
+	}
+	err = errors.Join(failed, err)
+	p.M.AckErrors.Add(1)
+	p.ackErr.Store(&ackFailure{err: err, at: time.Now()})
+	p.log.Warn("the server did not confirm the acks of a flush; its messages will be redelivered", "messages", sent+1, "err", err)
+}
+
+// ackFailure is the last unconfirmed flush's error, for Health.
+type ackFailure struct {
+	err error
+	at  time.Time
 }
 
 func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {

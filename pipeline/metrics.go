@@ -23,7 +23,8 @@ type Metrics struct {
 	Alerts       atomic.Uint64
 	Decisions    atomic.Uint64
 	Rows         atomic.Uint64 // scored rows written to ClickHouse
-	Acked        atomic.Uint64 // messages acked
+	Acked        atomic.Uint64 // messages whose acks the server confirmed
+	AckErrors    atomic.Uint64 // flushes whose acks the server did not confirm
 	FlushLatency Histogram     // seconds from a flush's start to its acks (count: flushes)
 	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
 	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
@@ -92,7 +93,9 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricAlerts, "Alerts published (stored in ClickHouse when it takes their rows).", m.Alerts.Load())
 	counter(schemas.MetricDecisions, "Decisions published (stored in ClickHouse when it takes their rows).", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
-	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable.", m.Acked.Load())
+	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable, counted once the server confirmed the acks.", m.Acked.Load())
+	counter(schemas.MetricAckErrors, "Flushes whose acks the server did not confirm (refused: the user lacks $JS.ACK permission; or unanswered); their messages are redelivered.", m.AckErrors.Load())
+	counter(schemas.MetricPublishStalledSeconds, "Time publishing alerts and decisions has been failing (full NATS store, refused publishes), summed over stalls.", uint64(p.pubStall.total().Seconds()))
 	counter(schemas.MetricSinkErrors, "Failed sink attempts (each retried), NATS and ClickHouse.", p.SinkErrors())
 	counter(schemas.MetricFlushes, "Flushes of results to the sinks.", m.FlushLatency.Count())
 	counter(schemas.MetricInProgress, "Messages reported in progress while waiting for a slow sink.", m.InProgress.Load())
@@ -150,6 +153,32 @@ type Health struct {
 	// PublishWaiting counts batches of alerts and decisions decided and not
 	// yet acknowledged by NATS.
 	PublishWaiting uint64
+	// AckError is the error of the last flush whose acks the server did not
+	// confirm, nil once a later flush is confirmed.
+	AckError error
+	// PublishStalled is how long publishing alerts and decisions has been
+	// failing (0 when it is not), and PublishError the last failure.
+	PublishStalled time.Duration
+	PublishError   error
+}
+
+// PublishStalledAfter is how long publishing may fail before NotReady says so.
+const PublishStalledAfter = 10 * time.Second
+
+// NotReady returns why the pipeline is not doing its job, or "" when it is:
+// acks the server does not confirm (its messages are redelivered forever),
+// publishing stalled (a full NATS store: decisions wait, nothing is acked),
+// or the memory held for ClickHouse at its bound (fetching paused).
+func (h Health) NotReady() string {
+	switch {
+	case h.AckError != nil:
+		return fmt.Sprintf("acks not confirmed by NATS (check the user's $JS.ACK permission): %v", h.AckError)
+	case h.PublishStalled >= PublishStalledAfter:
+		return fmt.Sprintf("publishing decisions and alerts has failed for %s (is the NATS store full?): %v", h.PublishStalled.Round(time.Second), h.PublishError)
+	case h.Full:
+		return "fetching and decisions paused: the memory held for ClickHouse is at its bound"
+	}
+	return ""
 }
 
 // StoreBehindAfter is how long rows may wait for ClickHouse before Health
@@ -173,6 +202,10 @@ func (p *Pipeline) Health() Health {
 	if sent, done := p.pubSent.Load(), p.published.count(); sent > done {
 		h.PublishWaiting = sent - done
 	}
+	if f := p.ackErr.Load(); f != nil {
+		h.AckError = f.err
+	}
+	h.PublishStalled, h.PublishError = p.pubStall.current()
 	return h
 }
 

@@ -102,7 +102,9 @@ type Pipeline struct {
 	// published counts the publish jobs the publisher has published; waiting
 	// holds the flush jobs not yet durable (collector → flusher).
 	published pubProgress
-	pubSent   atomic.Uint64 // publish jobs the collector sent (for Health)
+	pubSent   atomic.Uint64              // publish jobs the collector sent (for Health)
+	ackErr    atomic.Pointer[ackFailure] // the last flush whose acks were not confirmed; nil once one is
+	pubStall  pubStall                   // publish rounds failing (full store, refused publishes)
 	waiting   *waiting
 }
 

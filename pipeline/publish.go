@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -73,13 +74,13 @@ func (p *Pipeline) publish(ctx context.Context, alerts []schemas.Alert, decision
 				}
 			}
 		}
-		if err := p.retry(ctx, "publish decisions", func() error { return p.pub.PublishDecisions(ctx, decisions) }); err != nil {
+		if err := p.retryPublish(ctx, "publish decisions", func(ctx context.Context) error { return p.pub.PublishDecisions(ctx, decisions) }); err != nil {
 			return err
 		}
 		p.M.Decisions.Add(uint64(len(decisions)))
 	}
 	if len(alerts) > 0 {
-		if err := p.retry(ctx, "publish alerts", func() error { return p.pub.PublishAlerts(ctx, alerts) }); err != nil {
+		if err := p.retryPublish(ctx, "publish alerts", func(ctx context.Context) error { return p.pub.PublishAlerts(ctx, alerts) }); err != nil {
 			return err
 		}
 		p.M.Alerts.Add(uint64(len(alerts)))
@@ -140,4 +141,75 @@ func (q *pubProgress) wait(ctx context.Context, n uint64) error {
 		return nil
 	}
 	return q.failed
+}
+
+// PublishTimeout bounds one attempt to publish a round of alerts and
+// decisions: a server that does not answer (JetStream out of storage) fails
+// the attempt, which is retried with back-off, instead of hanging.
+const PublishTimeout = 5 * time.Second
+
+// retryPublish is retry for the publisher: each attempt is bounded by
+// PublishTimeout, and the time attempts keep failing is recorded (Health,
+// metrics). Nothing is dropped: the round is retried, in order, until it is
+// acknowledged or ctx ends; later rounds wait behind it, so decisions reach
+// NATS in the order they were decided, and the messages behind them stay
+// unacked (reported in progress, so not redelivered meanwhile).
+func (p *Pipeline) retryPublish(ctx context.Context, what string, f func(context.Context) error) error {
+	err := p.retry(ctx, what, func() error {
+		actx, cancel := context.WithTimeout(ctx, PublishTimeout)
+		defer cancel()
+		err := f(actx)
+		if err != nil {
+			p.pubStall.fail(err)
+		}
+		return err
+	})
+	if err == nil {
+		p.pubStall.ok()
+	}
+	return err
+}
+
+// pubStall measures how long publishing has been failing.
+type pubStall struct {
+	mu    sync.Mutex
+	since time.Time // first failure of the current stall; zero when none
+	last  error
+	sum   time.Duration // ended stalls
+}
+
+func (s *pubStall) fail(err error) {
+	s.mu.Lock()
+	if s.since.IsZero() {
+		s.since = time.Now()
+	}
+	s.last = err
+	s.mu.Unlock()
+}
+
+func (s *pubStall) ok() {
+	s.mu.Lock()
+	if !s.since.IsZero() {
+		s.sum += time.Since(s.since)
+		s.since, s.last = time.Time{}, nil
+	}
+	s.mu.Unlock()
+}
+
+// current returns how long the current stall has lasted (0: none) and its last error.
+func (s *pubStall) current() (time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.since.IsZero() {
+		return 0, nil
+	}
+	return time.Since(s.since), s.last
+}
+
+// total returns the time of every stall, the current one included.
+func (s *pubStall) total() time.Duration {
+	d, _ := s.current()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sum + d
 }

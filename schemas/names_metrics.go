@@ -13,15 +13,21 @@ const (
 	MetricFlushDuration   = "iotwatch_flush_duration_seconds" // histogram
 	MetricMessagesAcked   = "iotwatch_messages_acked_total"
 	MetricSinkErrors      = "iotwatch_sink_errors_total"
-	MetricBlocksCapped    = "iotwatch_blocks_capped_total"
-	MetricInProgress      = "iotwatch_messages_in_progress_total"
-	MetricSkipped         = "iotwatch_records_skipped_total"
-	MetricConsumerLag     = "iotwatch_consumer_lag_messages"
-	MetricStateDevices    = "iotwatch_state_devices"
-	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
-	MetricStateExpired    = "iotwatch_state_expired_total"
-	MetricRedelivered     = "iotwatch_events_redelivered_total" // scored again, not learned twice
-	MetricCaughtUp        = "iotwatch_events_caught_up_total"   // judged again at start after a crash
+	// MetricAckErrors counts flushes whose acks the server did not confirm
+	// (refused by permissions, or unanswered): their messages are redelivered.
+	MetricAckErrors = "iotwatch_ack_errors_total"
+	// MetricPublishStalledSeconds is the time publishing alerts and decisions
+	// has failed (a full NATS store), summed over stalls.
+	MetricPublishStalledSeconds = "iotwatch_publish_stalled_seconds_total"
+	MetricBlocksCapped          = "iotwatch_blocks_capped_total"
+	MetricInProgress            = "iotwatch_messages_in_progress_total"
+	MetricSkipped               = "iotwatch_records_skipped_total"
+	MetricConsumerLag           = "iotwatch_consumer_lag_messages"
+	MetricStateDevices          = "iotwatch_state_devices"
+	MetricStateEvictions        = "iotwatch_state_live_evictions_total"
+	MetricStateExpired          = "iotwatch_state_expired_total"
+	MetricRedelivered           = "iotwatch_events_redelivered_total" // scored again, not learned twice
+	MetricCaughtUp              = "iotwatch_events_caught_up_total"   // judged again at start after a crash
 	// MetricRedeliveredDone counts messages redelivered after a restart whose
 	// results were already durable: acked without being judged again.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"

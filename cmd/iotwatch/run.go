@@ -224,7 +224,8 @@ func registerPprof(mux *http.ServeMux) {
 }
 
 // serveMetrics serves /metrics (Prometheus text format), /healthz (the process
-// is alive), /readyz (503 when NATS is disconnected or the rows waiting for
+// is alive), /readyz (503 when NATS is disconnected, acks are not confirmed,
+// publishing decisions has stalled (a full NATS store) or the rows waiting for
 // ClickHouse reached their bound, which pauses decisions; 200 "degraded" while
 // ClickHouse is down or behind and decisions still flow; else 200 "ok") and, with
 // --pprof, /debug/pprof/.
@@ -254,6 +255,8 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 		switch {
 		case h.Full:
 			http.Error(w, "not ready: fetching and decisions paused: "+waiting, http.StatusServiceUnavailable)
+		case h.NotReady() != "":
+			http.Error(w, "not ready: "+h.NotReady(), http.StatusServiceUnavailable)
 		case chErr != nil:
 			fmt.Fprintf(w, "degraded: decisions flow; ClickHouse: %v; %s\n", chErr, waiting)
 		case h.StoreBehind():

@@ -25,7 +25,8 @@ type StreamsConfig struct {
 	// LogsMaxAge bounds how long access logs stay in IOTWATCH_LOGS (0: forever).
 	LogsMaxAge time.Duration
 	// LogsMaxBytes bounds IOTWATCH_LOGS' size; -1 or 0 means no limit. When the
-	// limit is reached the oldest messages are discarded, processed or not.
+	// limit is reached new logs are refused (DiscardNew: shippers retry and
+	// resume), so the backlog not scored yet is never dropped.
 	LogsMaxBytes int64
 	// LogsStorage is "file" or "memory". JetStream cannot change it on an
 	// existing stream.
@@ -216,6 +217,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 		sc.Replicas = cfg.LogsReplicas
 		sc.Duplicates = cfg.DuplicateWindow
 		sc.Discard = jetstream.DiscardOld
+		if sc.Name == schemas.StreamLogs {
+			// At logs.max_bytes, refuse new logs (shippers retry and resume)
+			// rather than drop the oldest, which are the backlog not scored yet.
+			sc.Discard = jetstream.DiscardNew
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return nil, nil, fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
 		}

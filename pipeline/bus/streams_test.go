@@ -277,3 +277,33 @@ func TestEnsureBlocksOldServer(t *testing.T) {
 		t.Fatalf("KV entry %v; want the unblock", err)
 	}
 }
+
+// TestLogsMaxBytesRefusesNew: at logs.max_bytes the log stream refuses new
+// logs instead of dropping the oldest, which are the backlog not scored yet
+// (DiscardOld lost 20% of a backlog unscored in issue 13).
+func TestLogsMaxBytesRefusesNew(t *testing.T) {
+	_, js := connectTest(t, startExternalServer(t))
+	ctx := testContext(t)
+	cfg := DefaultStreamsConfig()
+	cfg.LogsMaxBytes = 64 << 10
+	if _, _, err := Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 1024)
+	refused := false
+	for i := range 200 {
+		if _, err := js.Publish(ctx, LogSubject(schemas.FormatJSON, "gw1"), line); err != nil {
+			refused = true
+			break
+		} else if i == 199 {
+			t.Fatal("200 KiB published into a 64 KiB log stream")
+		}
+	}
+	s, err := js.Stream(ctx, schemas.StreamLogs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := s.CachedInfo(); !refused || info.State.FirstSeq != 1 {
+		t.Fatalf("refused %v, first sequence %d: the oldest logs were dropped", refused, info.State.FirstSeq)
+	}
+}
