@@ -38,7 +38,7 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 		alert("x6", "meter-9", 3*time.Minute), // no label: false
 	}
 	ds := []StoredDecision{{ID: "d1", AlertID: "x1"}, {ID: "d2", AlertID: "x6"}, {ID: "d3", AlertID: "x6"}}
-	res := summarize(Evaluate(labels, alerts, ds, 100, 10*time.Hour))
+	res := summarize(Evaluate(labels, alerts, ds, 100, 10*time.Hour), sim.AttackTypes)
 
 	want := map[string][5]float64{ // injected, detected, recall, ttd median, ttd max; -1: null
 		sim.AttackFlood:        {2, 1, 0.5, 10, 10},
@@ -87,13 +87,13 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 
 	// Even TTD counts take the mean of the middle two.
 	labels = append(labels, lab("a4", sim.AttackAuthFailures, "th-4"))
-	res = summarize(Evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour))
+	res = summarize(Evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour), sim.AttackTypes)
 	if r := res.Types[slices.Index(sim.AttackTypes, sim.AttackAuthFailures)]; val(r.TTDMedianS) != 30 {
 		t.Errorf("median of 5, 20, 40, 60 s = %v, want 30", val(r.TTDMedianS))
 	}
 
 	// No alerts: precision is undefined, not 0 or NaN.
-	res = summarize(Evaluate(labels, nil, nil, 100, 10*time.Hour))
+	res = summarize(Evaluate(labels, nil, nil, 100, 10*time.Hour), sim.AttackTypes)
 	if res.Precision != nil || res.TrueAlerts != 0 || res.Types[0].Recall == nil || *res.Types[0].Recall != 0 {
 		t.Errorf("without alerts: precision %v, true alerts %d, flood recall %v", res.Precision, res.TrueAlerts, res.Types[0].Recall)
 	}

@@ -252,7 +252,7 @@ func (f *Field) makeDevices(plan *rng) {
 		}
 		d.utcOff = int64(c.utcOffset) * hourNs
 		d.peaks = fieldPeaks[c.code]
-		d.alignOff = int64(d.rng.uniform(0, 120) * 1e9)
+		d.alignOff = int64(d.rng.uniform(0, 120)*1e9) / msNs * msNs
 		if d.rng.float() < cls.carrier {
 			d.carrier = c.mobile
 			d.cur = identOf(&networks[c.mobile], d.rng.next())
@@ -757,7 +757,7 @@ func (f *Field) stepProc(d *fdev, pi int, t int64) (cmd uint8, send bool) {
 	// Session.
 	switch {
 	case d.sessEnd[pi] == 0:
-		d.sessEnd[pi] = t + max(secNs, d.rng.lognormal(p.lenMed*1e9, p.lenSig))
+		d.sessEnd[pi] = t + max(secNs, d.rng.lognormal(p.lenMed*1e9, p.lenSig)/msNs*msNs)
 		d.next[pi] = t + d.rng.expS(p.inGap)
 		if p.open >= 0 {
 			return uint8(p.open), true
