@@ -57,18 +57,21 @@ func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
 	devices := fs.Int("devices", eval.DefaultAttackDevices, "simulated devices (attacks per type: max(1, devices/1000))")
 	hours := fs.Float64("hours", eval.DefaultAttackHours, "event-time span of the simulated traffic, in hours (attacks start after 60% of it)")
 	seed := fs.Int64("seed", 1, "seed of the simulated fleet and its attacks")
+	model := fs.String("model", sim.ModelBasic, fmt.Sprintf("traffic model of the simulated fleet, one of %q: %s is the one the detectors were tuned on (in-sample), %s an independent one they never saw", sim.Models, sim.ModelBasic, sim.ModelField))
 	attacks := fs.Bool("attacks", true, "inject the labelled attacks (false: a clean fleet, every alert is false)")
 	plotDir := fs.String("plot", "", "write PNG plots to this directory: volume against the expected band for attacked devices and one normal device, and the fleet's score distribution"+plotHelp)
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--devices N] [--hours H] [--seed S] [--plot DIR] [--json]
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--model NAME] [--devices N] [--hours H] [--seed S] [--plot DIR] [--json]
 
-Runs the simulated fleet (internal/sim) with its labelled attacks through the same
+Runs the simulated fleet (internal/sim, model --model) with its labelled attacks through the same
 decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
 event time (no NATS, no ClickHouse), and prints per attack type the attacks injected and
 detected (recall) and the time to detect (median and max), then the alerts' precision,
 the false alerts per 1,000 device-hours and the decisions on true and false alerts.
-The labels never reach the detectors. Progress goes to standard error.
+With --model field, the false alerts are also counted per labelled near miss (a rollout,
+a border crossing, a backend incident, an owner back home after a stolen-key use, a
+household's new address, a device joining). The labels never reach the detectors. Progress goes to standard error.
 
 Matching: %s.
 
@@ -89,7 +92,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, sim.MaxDuration.Hours())}
 	}
 	fc := sim.DefaultConfig()
-	fc.Devices, fc.Seed, fc.Attacks = *devices, *seed, *attacks
+	fc.Devices, fc.Seed, fc.Attacks, fc.Model = *devices, *seed, *attacks, *model
 	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
 	if err := fc.Validate(); err != nil {
 		return simConfigError(err, "hours")

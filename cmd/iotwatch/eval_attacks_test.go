@@ -21,6 +21,7 @@ import (
 
 // evalJSON is the documented --json object, decoded strictly.
 type evalJSON struct {
+	Model       string  `json:"model"`
 	Devices     int     `json:"devices"`
 	Hours       float64 `json:"hours"`
 	Seed        int64   `json:"seed"`
@@ -44,16 +45,24 @@ type evalJSON struct {
 	FalsePer1000DevHours float64        `json:"false_alerts_per_1000_device_hours"`
 	FalseByReason        map[string]int `json:"false_alerts_by_reason"`
 	FalseList            []struct {
-		Time    time.Time `json:"time"`
-		Device  string    `json:"device"`
-		Score   float64   `json:"score"`
-		Reasons string    `json:"reasons"`
+		Time     time.Time `json:"time"`
+		Device   string    `json:"device"`
+		Score    float64   `json:"score"`
+		Reasons  string    `json:"reasons"`
+		NearMiss string    `json:"near_miss"`
 	} `json:"false_alert_list"`
-	Decisions      int      `json:"decisions"`
-	TrueDecisions  int      `json:"true_decisions"`
-	FalseDecisions int      `json:"false_decisions"`
-	Matching       string   `json:"matching"`
-	Plots          []string `json:"plots"`
+	NearMisses []struct {
+		Kind        string `json:"kind"`
+		Injected    int    `json:"injected"`
+		Alerted     int    `json:"alerted"`
+		FalseAlerts int    `json:"false_alerts"`
+	} `json:"near_misses"`
+	FalseUnexplained int      `json:"false_alerts_unexplained"`
+	Decisions        int      `json:"decisions"`
+	TrueDecisions    int      `json:"true_decisions"`
+	FalseDecisions   int      `json:"false_decisions"`
+	Matching         string   `json:"matching"`
+	Plots            []string `json:"plots"`
 }
 
 func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
@@ -212,6 +221,8 @@ func TestEvalAttacksBadFlags(t *testing.T) {
 		{"--hours", "0.1"}, // attacks need a longer attack period
 		{"--devices", "5"},
 		{"--alert-threshold", "2"},
+		{"--model", "harsh"},
+		{"--model", "field", "--devices", "50"}, // the field model's attacks need more devices
 		{"extra"},
 	} {
 		var out bytes.Buffer
@@ -219,6 +230,53 @@ func TestEvalAttacksBadFlags(t *testing.T) {
 		var ue usageError
 		if !errors.As(err, &ue) {
 			t.Errorf("eval attacks %v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestEvalAttacksFieldModel runs the second traffic model through eval attacks:
+// one row per field attack type, each injected; every false alert attributed
+// to one near-miss kind or counted as unexplained.
+func TestEvalAttacksFieldModel(t *testing.T) {
+	res := runEvalAttacksJSON(t, "--model", "field", "--devices", "150", "--hours", "4", "--seed", "2")
+	if res.Model != sim.ModelField {
+		t.Errorf("model %q, want %q", res.Model, sim.ModelField)
+	}
+	var types []string
+	for _, r := range res.Types {
+		types = append(types, r.Type)
+		if r.Injected != 1 {
+			t.Errorf("%s: injected %d, want 1", r.Type, r.Injected)
+		}
+	}
+	if !slices.Equal(types, sim.FieldAttackTypes) {
+		t.Errorf("rows %v, want %v", types, sim.FieldAttackTypes)
+	}
+	checkFalseList(t, res)
+	var kinds []string
+	sum, injected := res.FalseUnexplained, 0
+	byKind := map[string]int{}
+	for _, a := range res.FalseList {
+		byKind[a.NearMiss]++
+	}
+	for _, n := range res.NearMisses {
+		kinds = append(kinds, n.Kind)
+		sum += n.FalseAlerts
+		injected += n.Injected
+		if n.FalseAlerts != byKind[n.Kind] || n.Alerted > n.Injected || (n.Alerted == 0) != (n.FalseAlerts == 0) {
+			t.Errorf("near miss %+v; the false alert list has %d on it", n, byKind[n.Kind])
+		}
+	}
+	if !slices.Equal(kinds, sim.NearMissKinds) || sum != res.FalseAlerts || byKind[""] != res.FalseUnexplained || injected == 0 {
+		t.Errorf("near misses %v: %d false alerts attributed + unexplained, of %d; %d injected", kinds, sum, res.FalseAlerts, injected)
+	}
+	var out bytes.Buffer
+	if err := evalCmd(context.Background(), []string{"attacks", "--model", "field", "--devices", "150", "--hours", "4", "--seed", "2"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Fleet: model field,", "NEAR MISS", "backend_incident", "stolen_key_no_geo"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
 }

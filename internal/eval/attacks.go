@@ -63,10 +63,81 @@ type falseAlert struct {
 	Device  string    `json:"device"`
 	Score   float64   `json:"score"`
 	Reasons string    `json:"reasons"`
+	// NearMiss is the kind of the labelled near miss the alert fell on ("" for
+	// none).
+	NearMiss string `json:"near_miss,omitempty"`
+
+	alert StoredAlert
+}
+
+// nearMissRow is one near-miss kind's row: how many the model injected, how
+// many drew at least one false alert, and the false alerts on them.
+type nearMissRow struct {
+	Kind        string `json:"kind"`
+	Injected    int    `json:"injected"`
+	Alerted     int    `json:"alerted"`
+	FalseAlerts int    `json:"false_alerts"`
+}
+
+// matchesNear reports whether a false alert falls on a near miss: like matches,
+// but a label with no device, key or IP (a fleet-wide incident) covers every
+// alert in its window.
+func matchesNear(l sim.Label, a StoredAlert) bool {
+	if l.Device == "" && l.APIKey == "" && l.IP == "" {
+		return !a.Time.Before(l.Start) && !a.Time.After(l.End.Add(alertGrace))
+	}
+	return matches(l, a)
+}
+
+// nearMissOf returns the kind of the first near miss (in sim.NearMissKinds
+// order) that a false alert falls on, "" for none.
+func nearMissOf(near []sim.Label, a StoredAlert) string {
+	for _, k := range sim.NearMissKinds {
+		for _, l := range near {
+			if l.Type == k && matchesNear(l, a) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// nearMissRows counts, per near-miss kind, the near misses injected, those
+// with at least one false alert, and the false alerts attributed to the kind
+// (each false alert to one kind: nearMissOf); unexplained counts the false
+// alerts on no near miss.
+func nearMissRows(near []sim.Label, falses []StoredAlert) (rows []nearMissRow, unexplained int) {
+	if len(near) == 0 {
+		return nil, len(falses)
+	}
+	idx := map[string]int{}
+	for _, k := range sim.NearMissKinds {
+		idx[k] = len(rows)
+		rows = append(rows, nearMissRow{Kind: k})
+	}
+	for _, l := range near {
+		rows[idx[l.Type]].Injected++
+		for _, a := range falses {
+			if matchesNear(l, a) {
+				rows[idx[l.Type]].Alerted++
+				break
+			}
+		}
+	}
+	for _, a := range falses {
+		if k := nearMissOf(near, a); k != "" {
+			rows[idx[k]].FalseAlerts++
+		} else {
+			unexplained++
+		}
+	}
+	return rows, unexplained
 }
 
 // AttacksResult is what `eval attacks` reports (the --json object).
 type AttacksResult struct {
+	// Model is the simulator's traffic model (sim.Models).
+	Model       string             `json:"model"`
 	Devices     int                `json:"devices"`
 	Hours       float64            `json:"hours"`
 	Seed        int64              `json:"seed"`
@@ -90,8 +161,13 @@ type AttacksResult struct {
 	// FalseList is every false alert, in event-time order, for reading
 	// what the detectors got wrong.
 	FalseList []falseAlert `json:"false_alert_list"`
-	Matching  string       `json:"matching"`
-	Plots     []string     `json:"plots,omitempty"`
+	// NearMisses counts the false alerts on the model's labelled near misses
+	// (benign events that look like attacks), per kind; absent when the model
+	// labels none. FalseUnexplained counts the false alerts on no near miss.
+	NearMisses       []nearMissRow `json:"near_misses,omitempty"`
+	FalseUnexplained int           `json:"false_alerts_unexplained"`
+	Matching         string        `json:"matching"`
+	Plots            []string      `json:"plots,omitempty"`
 }
 
 // Plotter draws what RunAttacks saw. It is shown every event before the
@@ -133,12 +209,13 @@ const progressEvery = 1 << 16
 // the plots there (only with a registered plotter: RegisterPlotter). Progress
 // lines go to progress about every 5 seconds.
 func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir string, progress io.Writer) (*AttacksResult, error) {
-	fl, err := sim.New(fc)
+	fl, err := sim.Open(fc)
 	if err != nil {
 		return nil, config.UsageError{Err: err}
 	}
 	fc = fl.Config()
 	labels := fl.Labels()
+	near := fl.NearMisses()
 	fo := cfg.Formats
 	fo.Source = "eval"
 	dec, err := formats.New(schemas.FormatJSON, fo)
@@ -230,8 +307,13 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))
 
-	res := summarize(Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration))
-	res.Seed, res.Attacks, res.Events, res.Undecodable = fc.Seed, fc.Attacks, events, bad
+	rep := Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration)
+	res := summarize(rep, sim.AttackTypesOf(fc.Model))
+	res.Model, res.Seed, res.Attacks, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, events, bad
+	res.NearMisses, res.FalseUnexplained = nearMissRows(near, rep.FalseAlerts)
+	for i := range res.FalseList {
+		res.FalseList[i].NearMiss = nearMissOf(near, res.FalseList[i].alert)
+	}
 	if rec != nil {
 		if res.Plots, err = rec.Write(plotDir); err != nil {
 			return nil, err
@@ -257,8 +339,9 @@ func storedFromDecision(d *schemas.Decision) StoredDecision {
 		Device: d.Device, Time: d.CreatedAt}
 }
 
-// summarize aggregates a report per attack type (in sim.AttackTypes order).
-func summarize(r Report) *AttacksResult {
+// summarize aggregates a report per attack type (in the order of types: the
+// model's attack types).
+func summarize(r Report, types []string) *AttacksResult {
 	res := &AttacksResult{Devices: r.Devices, Hours: r.Duration.Hours(), Matching: AttackMatchRule,
 		Alerts: r.Alerts, FalseAlerts: len(r.FalseAlerts), Decisions: r.Decisions, FalseDecisions: r.FalseBlocks}
 	res.DeviceHours = float64(r.Devices) * r.Duration.Hours()
@@ -267,7 +350,7 @@ func summarize(r Report) *AttacksResult {
 	res.FalseList = []falseAlert{}
 	for _, a := range r.FalseAlerts {
 		res.FalseByReason[reasonKey(a)]++
-		res.FalseList = append(res.FalseList, falseAlert{Time: a.Time, Device: a.Device, Score: a.Score, Reasons: reasonKey(a)})
+		res.FalseList = append(res.FalseList, falseAlert{Time: a.Time, Device: a.Device, Score: a.Score, Reasons: reasonKey(a), alert: a})
 	}
 	slices.SortStableFunc(res.FalseList, func(a, b falseAlert) int { return a.Time.Compare(b.Time) })
 	res.TrueDecisions = res.Decisions - res.FalseDecisions
@@ -277,7 +360,7 @@ func summarize(r Report) *AttacksResult {
 	if res.DeviceHours > 0 {
 		res.FalsePer1000DevHours = float64(res.FalseAlerts) / res.DeviceHours * 1000
 	}
-	for _, typ := range sim.AttackTypes {
+	for _, typ := range types {
 		t := attackTypeResult{Type: typ, Reasons: map[string]int{}}
 		var ttds []float64
 		for _, a := range r.Attacks {
@@ -364,8 +447,8 @@ func fmtSeconds(p *float64) string {
 // Print writes the result as a table per attack type, then the alerts and
 // decisions on true and false alerts, the matching rule and the plots written.
 func (r *AttacksResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "Fleet: %d devices, %g h (%.0f device-hours), seed %d, attacks %v; %d events scored.\n\n",
-		r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Events)
+	fmt.Fprintf(w, "Fleet: model %s, %d devices, %g h (%.0f device-hours), seed %d, attacks %v; %d events scored.\n\n",
+		r.Model, r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Events)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tREASONS (ATTACKS)")
 	for _, t := range r.Types {
@@ -381,6 +464,17 @@ func (r *AttacksResult) Print(w io.Writer) {
 		r.Alerts, r.TrueAlerts, r.FalseAlerts, precision, r.FalsePer1000DevHours)
 	if len(r.FalseByReason) > 0 {
 		fmt.Fprintf(w, "False alerts by reason: %s\n", fmtCounts(r.FalseByReason, " "))
+	}
+	if len(r.NearMisses) > 0 {
+		fmt.Fprintf(w, "\nFalse alerts on labelled near misses (benign look-alikes):\n\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NEAR MISS\tINJECTED\tALERTED\tFALSE ALERTS")
+		for _, n := range r.NearMisses {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", n.Kind, n.Injected, n.Alerted, n.FalseAlerts)
+		}
+		fmt.Fprintf(tw, "(on no near miss)\t\t\t%d\n", r.FalseUnexplained)
+		tw.Flush()
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "Decisions: %d, %d on true alerts, %d on false alerts.\n", r.Decisions, r.TrueDecisions, r.FalseDecisions)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)

@@ -38,7 +38,7 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 		alert("x6", "meter-9", 3*time.Minute), // no label: false
 	}
 	ds := []StoredDecision{{ID: "d1", AlertID: "x1"}, {ID: "d2", AlertID: "x6"}, {ID: "d3", AlertID: "x6"}}
-	res := summarize(Evaluate(labels, alerts, ds, 100, 10*time.Hour))
+	res := summarize(Evaluate(labels, alerts, ds, 100, 10*time.Hour), sim.AttackTypes)
 
 	want := map[string][5]float64{ // injected, detected, recall, ttd median, ttd max; -1: null
 		sim.AttackFlood:        {2, 1, 0.5, 10, 10},
@@ -87,13 +87,13 @@ func TestSummarizeAggregatesPerType(t *testing.T) {
 
 	// Even TTD counts take the mean of the middle two.
 	labels = append(labels, lab("a4", sim.AttackAuthFailures, "th-4"))
-	res = summarize(Evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour))
+	res = summarize(Evaluate(labels, append(alerts, alert("x7", "th-4", 40*time.Second)), nil, 100, 10*time.Hour), sim.AttackTypes)
 	if r := res.Types[slices.Index(sim.AttackTypes, sim.AttackAuthFailures)]; val(r.TTDMedianS) != 30 {
 		t.Errorf("median of 5, 20, 40, 60 s = %v, want 30", val(r.TTDMedianS))
 	}
 
 	// No alerts: precision is undefined, not 0 or NaN.
-	res = summarize(Evaluate(labels, nil, nil, 100, 10*time.Hour))
+	res = summarize(Evaluate(labels, nil, nil, 100, 10*time.Hour), sim.AttackTypes)
 	if res.Precision != nil || res.TrueAlerts != 0 || res.Types[0].Recall == nil || *res.Types[0].Recall != 0 {
 		t.Errorf("without alerts: precision %v, true alerts %d, flood recall %v", res.Precision, res.TrueAlerts, res.Types[0].Recall)
 	}
@@ -128,5 +128,47 @@ func TestReplayStackEnrichesFromGeoIP(t *testing.T) {
 	st.Process(&ev, &sc)
 	if ev.Country.String() != "JP" || ev.Lat == 0 {
 		t.Errorf("event after process: country %q, coordinates %v,%v; want JP with coordinates", ev.Country, ev.Lat, ev.Lon)
+	}
+}
+
+// TestNearMissAttribution checks that a false alert is attributed to one
+// near miss (the first kind in sim.NearMissKinds that it falls on), that a
+// fleet-wide label covers every device in its window, and that alerts on no
+// near miss are counted apart.
+func TestNearMissAttribution(t *testing.T) {
+	t0 := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+	near := []sim.Label{
+		{Type: sim.NearBackendIncident, Start: t0, End: t0.Add(10 * time.Minute)},
+		{Type: sim.NearRollout, Device: "th-1", Start: t0, End: t0.Add(time.Hour)},
+		{Type: sim.NearBorderCrossing, Device: "veh-1", Start: t0.Add(2 * time.Hour), End: t0.Add(3 * time.Hour)},
+	}
+	falses := []StoredAlert{
+		{ID: "a", Device: "th-1", Time: t0.Add(5 * time.Minute)},    // rollout and incident: rollout comes first
+		{ID: "b", Device: "cam-9", Time: t0.Add(11 * time.Minute)},  // the incident, within its grace
+		{ID: "c", Device: "cam-9", Time: t0.Add(30 * time.Minute)},  // nothing
+		{ID: "d", Device: "veh-1", Time: t0.Add(150 * time.Minute)}, // border crossing
+		{ID: "e", Device: "veh-2", Time: t0.Add(150 * time.Minute)}, // nothing: another vehicle
+	}
+	rows, unexplained := nearMissRows(near, falses)
+	got := map[string]nearMissRow{}
+	for _, r := range rows {
+		got[r.Kind] = r
+	}
+	want := map[string]nearMissRow{
+		sim.NearRollout:         {Kind: sim.NearRollout, Injected: 1, Alerted: 1, FalseAlerts: 1},
+		sim.NearBackendIncident: {Kind: sim.NearBackendIncident, Injected: 1, Alerted: 1, FalseAlerts: 1},
+		sim.NearBorderCrossing:  {Kind: sim.NearBorderCrossing, Injected: 1, Alerted: 1, FalseAlerts: 1},
+		sim.NearOwnerHome:       {Kind: sim.NearOwnerHome},
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: %+v, want %+v", k, got[k], w)
+		}
+	}
+	if unexplained != 2 || len(rows) != len(sim.NearMissKinds) {
+		t.Errorf("unexplained %d (want 2), %d rows (want %d)", unexplained, len(rows), len(sim.NearMissKinds))
+	}
+	if rows, unexplained := nearMissRows(nil, falses); rows != nil || unexplained != len(falses) {
+		t.Errorf("without near misses: %v, %d unexplained", rows, unexplained)
 	}
 }

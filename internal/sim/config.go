@@ -17,6 +17,9 @@ const (
 	MaxDevices = 1_000_000
 	// MinAttackDevices is the smallest fleet that can host every attack type.
 	MinAttackDevices = 20
+	// MinFieldAttackDevices is the smallest fleet that can host every attack
+	// type of ModelField (eleven types on distinct victims of fitting classes).
+	MinFieldAttackDevices = 100
 	// MinAttackSpan is the shortest attack period (Duration·(1-AttackStart)) that
 	// fits every attack's window.
 	MinAttackSpan = 15 * time.Minute
@@ -46,6 +49,9 @@ type Config struct {
 	// AttackStart is the fraction of Duration after which attacks may start, in
 	// (0, 1) (default DefaultAttackStart): the warm-up before it is clean.
 	AttackStart float64
+	// Model is the traffic model, one of Models (default ModelBasic). New
+	// builds ModelBasic only; Open builds any.
+	Model string
 }
 
 // DefaultConfig returns the default configuration, with attacks.
@@ -74,6 +80,9 @@ func (c Config) withDefaults() Config {
 	if c.AttackStart == 0 {
 		c.AttackStart = DefaultAttackStart
 	}
+	if c.Model == "" {
+		c.Model = ModelBasic
+	}
 	c.Start = c.Start.UTC().Truncate(time.Millisecond)
 	return c
 }
@@ -93,6 +102,12 @@ func (c Config) Validate() error {
 	}
 	if !(c.AttackStart > 0 && c.AttackStart < 1) {
 		return fmt.Errorf("invalid Config.AttackStart %v: must be in (0, 1)", c.AttackStart)
+	}
+	if AttackTypesOf(c.Model) == nil {
+		return fmt.Errorf("invalid Config.Model %q: must be one of %q", c.Model, Models)
+	}
+	if c.Attacks && c.Model == ModelField && c.Devices < MinFieldAttackDevices {
+		return fmt.Errorf("invalid Config.Devices %d: the field model's attacks need at least %d devices", c.Devices, MinFieldAttackDevices)
 	}
 	if c.Attacks {
 		if c.Devices < MinAttackDevices {

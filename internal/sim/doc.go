@@ -133,4 +133,21 @@
 //     turned up to about 90 °F (reported in the US in 2019), and the 2021
 //     intrusion at the Oldsmar, Florida, water treatment plant, where a remote
 //     operator raised a sodium hydroxide setpoint a hundredfold.
+//
+// # A second model
+//
+// Everything above is ModelBasic, the model the detectors were developed and
+// tuned on: figures on it are in-sample. ModelField (field.go,
+// fieldclasses.go, fieldattack.go; Config.Model, Open) is an independent
+// fleet for judging them on traffic they never saw: other vendors and paths,
+// traffic processes instead of a grammar (periodic, thinned Poisson and
+// heavy-tailed sessions, log-normal sizes), per-country daily peaks,
+// household NAT shared by several devices, carrier NAT moving every ~45
+// minutes, border crossings, devices joining mid-run, a class-wide firmware
+// rollout, fleet-wide 503 incidents with backoff retries, upload-heavy
+// cameras. Its attacks are the six above plus AttackClone, AttackOddHours,
+// AttackUploadExfil, AttackDownloadGrowth and AttackStolenKeyNoGeo (lines
+// without country or ASN); benign look-alikes are labelled as near misses
+// (NearMissKinds, Fleet.NearMisses) so that the false alerts on each can be
+// counted. The field model's lines have the same fields as the basic model's.
 package sim

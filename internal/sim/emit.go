@@ -84,10 +84,14 @@ func (s *Sim) appendRec(dst []byte, r *rec) []byte {
 	dst = append(dst, r.fw...)
 	dst = append(dst, `","ip":"`...)
 	dst = append(dst, r.id.ip...)
-	dst = append(dst, `","country":"`...)
-	dst = append(dst, r.id.country...)
-	dst = append(dst, `","asn":`...)
-	dst = strconv.AppendUint(dst, uint64(r.id.asn), 10)
+	if r.id.country != "" { // the field model's gateways without GeoIP log neither
+		dst = append(dst, `","country":"`...)
+		dst = append(dst, r.id.country...)
+		dst = append(dst, `","asn":`...)
+		dst = strconv.AppendUint(dst, uint64(r.id.asn), 10)
+	} else {
+		dst = append(dst, '"')
+	}
 	if r.mqtt {
 		dst = append(dst, `,"proto":"mqtt","op":"`...)
 		dst = append(dst, r.method...)

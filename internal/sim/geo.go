@@ -61,6 +61,25 @@ var networks = []Network{
 	{netip.MustParsePrefix("128.199.0.0/16"), "SG", 14061, "SG cloud", KindHosting, 1.29, 103.85},
 	{netip.MustParsePrefix("14.161.0.0/16"), "VN", 45899, "VN backbone", KindHosting, 10.82, 106.63},
 	{netip.MustParsePrefix("5.2.64.0/20"), "RO", 9009, "RO hosting", KindHosting, 44.43, 26.1},
+	// The field model's (field.go) second broadband provider per country, so
+	// that a household, a clone or an attacker can be on another network of
+	// the same country.
+	{netip.MustParsePrefix("91.64.0.0/16"), "DE", 31334, "DE cable broadband", KindResidential, 52.52, 13.4},
+	{netip.MustParsePrefix("176.128.0.0/16"), "FR", 5410, "FR fibre broadband", KindResidential, 45.76, 4.84},
+	{netip.MustParsePrefix("98.206.0.0/16"), "US", 7018, "US fibre broadband", KindResidential, 41.88, -87.63},
+	{netip.MustParsePrefix("99.224.0.0/16"), "CA", 812, "CA cable broadband 2", KindResidential, 45.5, -73.57},
+	{netip.MustParsePrefix("60.112.0.0/16"), "JP", 2516, "JP fibre broadband", KindResidential, 34.69, 135.5},
+	{netip.MustParsePrefix("187.36.0.0/16"), "BR", 18881, "BR fibre broadband", KindResidential, -22.91, -43.17},
+	{netip.MustParsePrefix("190.16.0.0/16"), "AR", 10318, "AR cable broadband 2", KindResidential, -31.42, -64.18},
+	// Hosting inside the devices' own countries (field model): a stolen key
+	// used from there is not "abroad".
+	{netip.MustParsePrefix("5.9.0.0/16"), "DE", 24940, "DE hosting", KindHosting, 49.45, 11.08},
+	{netip.MustParsePrefix("51.15.0.0/16"), "FR", 12876, "FR hosting", KindHosting, 48.86, 2.35},
+	{netip.MustParsePrefix("167.99.0.0/16"), "US", 14061, "US cloud", KindHosting, 40.71, -74.01},
+	{netip.MustParsePrefix("158.69.0.0/16"), "CA", 16276, "CA hosting", KindHosting, 45.5, -73.57},
+	{netip.MustParsePrefix("133.242.0.0/16"), "JP", 9370, "JP hosting", KindHosting, 35.68, 139.69},
+	{netip.MustParsePrefix("177.71.128.0/17"), "BR", 16509, "BR cloud", KindHosting, -23.55, -46.63},
+	{netip.MustParsePrefix("200.58.96.0/19"), "AR", 27823, "AR hosting", KindHosting, -34.6, -58.38},
 }
 
 // hostingNets are the indexes of the hosting networks in networks.

@@ -121,6 +121,9 @@ func New(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("cannot create fleet simulator: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Model != ModelBasic {
+		return nil, fmt.Errorf("cannot create fleet simulator: New builds model %q, not %q (use Open)", ModelBasic, cfg.Model)
+	}
 	s := &Sim{
 		cfg:        cfg,
 		start:      cfg.Start.UnixNano(),
@@ -306,6 +309,9 @@ func (s *Sim) interval(d *device, c *cmdSpec, t int64) float64 {
 // Labels returns every attack the run injects, known from the start. The
 // caller may modify the returned slice.
 func (s *Sim) Labels() []Label { return append([]Label(nil), s.labels...) }
+
+// NearMisses returns nil: the basic model labels no near misses.
+func (s *Sim) NearMisses() []Label { return nil }
 
 // Emitted returns how many events Next has returned.
 func (s *Sim) Emitted() int { return s.emitted }
