@@ -18,21 +18,27 @@ type NABCandidate struct {
 }
 
 // NABGrid is the declared grid `iotwatch eval nab --cv` chooses from: the
-// default first (it wins ties), then every combination of a few values of the
-// parameters that matter most (see bench/nab/LOG.md): the alarm level, the
-// divergence window and the hold-off. Small on purpose: every extra candidate
-// is another chance to fit the files rather than the problem.
+// default first (it wins ties), then every combination of a few values of
+// the parameters that matter most (see bench/nab/LOG.md): the floor's
+// quantum, the alarm level, the divergence
+// window and the hold-off. Small on purpose: every extra candidate is
+// another chance to fit the files rather than the problem.
 func NABGrid() []NABCandidate {
 	grid := []NABCandidate{{Name: "default", Params: volume.DefaultSeriesParams}}
-	for _, alarm := range []float64{2.5, 3} {
-		for _, ent := range []float64{100, 144, 200} {
-			for _, hold := range []uint32{144, 288} {
-				p := volume.DefaultSeriesParams
-				p.Alarm, p.EntWindow, p.Hold = alarm, ent, hold
-				if p == volume.DefaultSeriesParams {
-					continue
+	{
+		for _, q := range []bool{false, true} {
+			for _, alarm := range []float64{2.5, 3} {
+				for _, ent := range []float64{100, 144, 200} {
+					for _, hold := range []uint32{144, 288} {
+						p := volume.DefaultSeriesParams
+						p.Quantum, p.Alarm, p.EntWindow, p.Hold = q, alarm, ent, hold
+						if p == volume.DefaultSeriesParams {
+							continue
+						}
+						name := fmt.Sprintf("quantum=%v alarm=%g ent=%g hold=%d", q, alarm, ent, hold)
+						grid = append(grid, NABCandidate{Name: name, Params: p})
+					}
 				}
-				grid = append(grid, NABCandidate{Name: fmt.Sprintf("alarm=%g ent=%g hold=%d", alarm, ent, hold), Params: p})
 			}
 		}
 	}
@@ -62,6 +68,9 @@ type NABCVResult struct {
 	InSample NABFold
 	// InSampleByCategory has one entry per category (Train unused).
 	InSampleByCategory []NABFold
+	// Grid is every candidate's score on all files (first profile), in the
+	// order of Candidates.
+	Grid []NABScore
 	// Folds has one entry per held-out category.
 	Folds []NABFold
 	// LeftOut sums the folds' held-out raw scores over all files, normalised
@@ -158,6 +167,7 @@ func nabCrossValidate(candidates []string, profiles []NABProfile, categories []s
 		return tr, te
 	}
 
+	res.Grid = inAll
 	c := choose(func(c int) NABScore { return inAll[c] })
 	res.InSample = NABFold{Category: "all", Chosen: candidates[c]}
 	res.InSample.Train, res.InSample.Test = score(c, all, all)
@@ -290,6 +300,10 @@ func (r NABCVResult) Print(w io.Writer) {
 	row("  in-sample", r.InSample.Test)
 	row("  left-out (CV, fold thresholds)", r.LeftOut)
 	row("  left-out (CV, corpus threshold)", r.LeftOutCorpusThreshold)
+	fmt.Fprintf(w, "per candidate, all files, %s (in-sample):\n", r.Profiles[0])
+	for i, c := range r.Candidates {
+		fmt.Fprintf(w, "  %6.2f %3d/%-3d fp=%-4d %s\n", r.Grid[i].Normalized, r.Grid[i].Hits, r.Grid[i].Windows, r.Grid[i].FPRows, c)
+	}
 	fmt.Fprintln(w, "per category (in-sample / left-out; left-out chose on the others):")
 	for i, f := range r.Folds {
 		row("  "+f.Category+" in", r.InSampleByCategory[i].Test)
