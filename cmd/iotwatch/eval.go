@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/iotwatch/iotwatch/internal/eval"
@@ -123,9 +124,13 @@ func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("eval nab", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	data := fs.String("data", "", "input directory: DIR/<category>/<file>.csv with columns timestamp,value")
-	out := fs.String("out", "", "output directory: OUT/<category>/<file>.csv with columns timestamp,anomaly_score")
+	out := fs.String("out", "", "output directory: OUT/<category>/<file>.csv with columns timestamp,anomaly_score (with --cv: optional, the held-out scores)")
+	cv := fs.Bool("cv", false, "choose the parameters by leave-one-category-out cross-validation over a small declared grid and print in-sample and left-out NAB scores")
+	windows := fs.String("windows", "", "with --cv: NAB's combined_windows.json (default DIR/../labels/combined_windows.json)")
+	profiles := fs.String("profiles", "", "with --cv: NAB's profiles.json (default DIR/../config/profiles.json)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval nab --data DIR --out DIR
+       iotwatch eval nab --cv --data DIR [--out DIR] [--windows FILE] [--profiles FILE]
 
 Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
 per interval, oldest first) through the volume model's core, one value per interval (its
@@ -135,6 +140,13 @@ input row, scores in [0,1]. One parameter set serves every file (no per-file tun
 Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.
 Score the output with NAB's rule, e.g. ../shared/tools/nabscore.py OUT --windows ... .
 
+With --cv, the parameters are chosen from a small declared grid (eval.NABGrid) by
+leave-one-category-out cross-validation (a category is a directory): for each category
+held out, the candidate scoring best (NAB standard profile, thresholds optimised there)
+on the others scores it at those thresholds. Prints the in-sample scores (chosen on all
+files) and the left-out ones, on all files and per category, for every NAB profile; with
+--out, writes the left-out scores.
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -142,8 +154,22 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *data == "" || *out == "" || fs.NArg() > 0 {
-		return usageError{errors.New("cannot run eval nab: want --data DIR --out DIR and no other arguments")}
+	if *data == "" || (*out == "" && !*cv) || fs.NArg() > 0 {
+		return usageError{errors.New("cannot run eval nab: want --data DIR and --out DIR (or --cv) and no other arguments")}
+	}
+	if *cv {
+		if *windows == "" {
+			*windows = filepath.Join(*data, "..", "labels", "combined_windows.json")
+		}
+		if *profiles == "" {
+			*profiles = filepath.Join(*data, "..", "config", "profiles.json")
+		}
+		res, err := eval.NABCV(ctx, *data, *windows, *profiles, *out, eval.NABGrid())
+		if err != nil {
+			return err
+		}
+		res.Print(stdout)
+		return nil
 	}
 	sum, err := eval.NAB(ctx, *data, *out)
 	if err != nil {

@@ -39,6 +39,9 @@ type Series struct {
 	entHist     tail             // history of the divergence
 	recent, all [entBins]float64 // distributions of log2(1+|x|): recent, long-run
 	hold        uint32           // steps left in the hold-off
+	quantum     float64          // the series' resolution: least change seen, at most 1 (0: none yet)
+	last        float64          // previous value
+	core1       CoreParams       // p.Core with the floor scaled to the quantum
 }
 
 // entBins is the number of log2 bins of the divergence channel: 2^31 and more
@@ -68,6 +71,11 @@ type SeriesParams struct {
 	// EntWindow is the window, in steps, of the recent distribution of the
 	// divergence channel (0: channel off).
 	EntWindow float64
+	// Quantum scales the core's Poisson floor to the series' resolution (the
+	// least change between consecutive values seen, at most 1): a count's
+	// floor stays, a continuous series' (a CPU share, a price) is the noise
+	// its resolution allows, not the noise of a count.
+	Quantum bool
 	// Alarm (calibrated decades) starts a hold-off of Hold steps.
 	Alarm float64
 	Hold  uint32
@@ -101,7 +109,19 @@ const (
 // returns its score in [0,1] and its calibrated surprise in decades (before
 // the hold-off).
 func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calibrated float64) {
-	point, drift, _ := s.core.Step(&p.Core, t, x)
+	cp := &p.Core
+	if p.Quantum {
+		if d := math.Abs(x - s.last); d > 0 && (s.quantum == 0 || d < s.quantum) && s.core.n > 0 {
+			s.quantum = min(d, 1)
+		}
+		s.last = x
+		s.core1 = p.Core
+		if s.quantum > 0 {
+			s.core1.FloorScale *= math.Sqrt(s.quantum)
+		}
+		cp = &s.core1
+	}
+	point, drift, _ := s.core.Step(cp, t, x)
 	if s.core.n <= p.Core.Warm {
 		return 0, 0
 	}

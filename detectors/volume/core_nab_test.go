@@ -158,3 +158,30 @@ func BenchmarkCoreStepSeries(b *testing.B) {
 		s.Step(&p, t, float64(100+t/stepNs%7))
 	}
 }
+
+// TestSeriesQuantum: a continuous series far below 1 (a CPU share, a price)
+// cannot reach the Poisson floor of a count; with Quantum its floor is its
+// own resolution, so a jump to twice its level is an alarm.
+func TestSeriesQuantum(t *testing.T) {
+	run := func(q bool) float64 {
+		p := DefaultSeriesParams
+		p.Quantum = q
+		var s Series
+		top := 0.0
+		for i := range 3000 {
+			x := 0.05 + 0.001*float64(i%5)
+			if i >= 2500 && i < 2510 {
+				x = 0.1
+			}
+			_, cal := s.Step(&p, int64(i)*300e9, x)
+			if i >= 2500 && i < 2510 {
+				top = max(top, cal)
+			}
+		}
+		return top
+	}
+	off, on := run(false), run(true)
+	if !(on >= DefaultSeriesParams.Alarm) || !(on > off) {
+		t.Errorf("jump from 0.05 to 0.1: calibrated surprise %g with Quantum, %g without; want >= alarm %g and above", on, off, DefaultSeriesParams.Alarm)
+	}
+}

@@ -87,13 +87,24 @@ func nabFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
-// scoreNABFile scores one series and writes its results; it returns the number
-// of rows and of rows that stepped back in time. Errors name the file and, for
-// bad rows, the line.
-func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, err error) {
+// nabSeries is one NAB data file in memory.
+type nabSeries struct {
+	rel       string    // <category>/<file>.csv
+	stamps    []string  // timestamps as written, for the output
+	t         []int64   // timestamps, Unix ns, as parsed (may step back)
+	v         []float64 // values
+	backsteps int       // rows stamped before an earlier row
+}
+
+// category is the series' NAB category: its directory.
+func (s *nabSeries) category() string { return filepath.Dir(s.rel) }
+
+// readNABSeries reads one data file. Errors name the file and, for bad rows,
+// the line.
+func readNABSeries(in, rel string) (*nabSeries, error) {
 	f, err := os.Open(in)
 	if err != nil {
-		return 0, 0, fmt.Errorf("cannot open data file %q: %w", in, err)
+		return nil, fmt.Errorf("cannot open data file %q: %w", in, err)
 	}
 	defer f.Close()
 	r := csv.NewReader(bufio.NewReader(f))
@@ -101,7 +112,7 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, 
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if err != nil {
-		return 0, 0, fmt.Errorf("cannot read header of %q: %w", in, err)
+		return nil, fmt.Errorf("cannot read header of %q: %w", in, err)
 	}
 	jt, jv := -1, -1
 	for j, h := range header {
@@ -113,16 +124,10 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, 
 		}
 	}
 	if jt < 0 || jv < 0 {
-		return 0, 0, fmt.Errorf("cannot read %q line 1: header %q lacks a timestamp or a value column", in, strings.Join(header, ","))
+		return nil, fmt.Errorf("cannot read %q line 1: header %q lacks a timestamp or a value column", in, strings.Join(header, ","))
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return 0, 0, fmt.Errorf("cannot create output directory %q: %w", filepath.Dir(out), err)
-	}
-	var buf []byte
-	buf = append(buf, "timestamp,anomaly_score\n"...)
-	var series volume.Series
-	n := 0
-	var prev int64
+	s := &nabSeries{rel: rel}
+	var latest int64
 	for {
 		rec, err := r.Read()
 		if err == io.EOF {
@@ -130,39 +135,86 @@ func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, 
 		}
 		line, _ := r.FieldPos(0)
 		if err != nil {
-			return 0, 0, fmt.Errorf("cannot read %q: %w", in, err)
+			return nil, fmt.Errorf("cannot read %q: %w", in, err)
 		}
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue
 		}
 		if len(rec) <= max(jt, jv) {
-			return 0, 0, fmt.Errorf("cannot read %q line %d: want %d fields, got %d", in, line, len(header), len(rec))
+			return nil, fmt.Errorf("cannot read %q line %d: want %d fields, got %d", in, line, len(header), len(rec))
 		}
 		ts := strings.TrimSpace(rec[jt])
 		t, err := parseNABTime(ts)
 		if err != nil {
-			return 0, 0, fmt.Errorf("cannot read %q line %d: %w", in, line, err)
+			return nil, fmt.Errorf("cannot read %q line %d: %w", in, line, err)
 		}
-		if n > 0 && t < prev {
-			t = prev // scored at the previous row's time: the clock never moves backwards
-			backsteps++
+		switch {
+		case len(s.t) == 0 || t > latest:
+			latest = t
+		case t < latest:
+			s.backsteps++ // scored at latest (see score)
 		}
-		prev = t
 		v, err := strconv.ParseFloat(strings.TrimSpace(rec[jv]), 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
+			return nil, fmt.Errorf("cannot read %q line %d: cannot parse value %q as a number", in, line, rec[jv])
 		}
-		score, _ := series.Step(p, t, v)
-		buf = append(buf, ts...)
+		s.stamps = append(s.stamps, ts)
+		s.t = append(s.t, t)
+		s.v = append(s.v, v)
+	}
+	return s, nil
+}
+
+// score runs a fresh volume.Series with p over the series and writes one
+// score per row into dst (len(s.v) long). A row stamped before the previous
+// one is scored at the previous row's time: the model's clock never moves
+// backwards.
+func (s *nabSeries) score(p *volume.SeriesParams, dst []float32) {
+	var series volume.Series
+	var prev int64
+	for i, v := range s.v {
+		t := s.t[i]
+		if i > 0 && t < prev {
+			t = prev
+		}
+		prev = t
+		dst[i], _ = series.Step(p, t, v)
+	}
+}
+
+// writeNABScores writes one results file: header timestamp,anomaly_score and
+// one row per data row.
+func writeNABScores(out string, s *nabSeries, scores []float32) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("cannot create output directory %q: %w", filepath.Dir(out), err)
+	}
+	buf := make([]byte, 0, 32*len(scores)+32)
+	buf = append(buf, "timestamp,anomaly_score\n"...)
+	for i, sc := range scores {
+		buf = append(buf, s.stamps[i]...)
 		buf = append(buf, ',')
-		buf = strconv.AppendFloat(buf, float64(score), 'g', 7, 32)
+		buf = strconv.AppendFloat(buf, float64(sc), 'g', 7, 32)
 		buf = append(buf, '\n')
-		n++
 	}
 	if err := os.WriteFile(out, buf, 0o644); err != nil {
-		return 0, 0, fmt.Errorf("cannot write results %q: %w", out, err)
+		return fmt.Errorf("cannot write results %q: %w", out, err)
 	}
-	return n, backsteps, nil
+	return nil
+}
+
+// scoreNABFile scores one series with p and writes its results; it returns
+// the number of rows and of rows that stepped back in time.
+func scoreNABFile(in, out string, p *volume.SeriesParams) (rows, backsteps int, err error) {
+	s, err := readNABSeries(in, filepath.Base(in))
+	if err != nil {
+		return 0, 0, err
+	}
+	scores := make([]float32, len(s.v))
+	s.score(p, scores)
+	if err := writeNABScores(out, s, scores); err != nil {
+		return 0, 0, err
+	}
+	return len(s.v), s.backsteps, nil
 }
 
 // nabTimeLayouts are the timestamp layouts eval nab accepts, besides Unix seconds.
