@@ -100,6 +100,14 @@ func (r *running) applyCount(id, action string) int {
 
 func (e *env) start(t *testing.T, o Options) *running {
 	t.Helper()
+	r := e.prepare(t, o)
+	r.run(t, e)
+	return r
+}
+
+// prepare makes a client (its state file loaded) without running it.
+func (e *env) prepare(t *testing.T, o Options) *running {
+	t.Helper()
 	r := &running{applies: map[string]int{}}
 	if o.EnforcerID == "" {
 		o.EnforcerID = "test-enforcer"
@@ -120,9 +128,15 @@ func (e *env) start(t *testing.T, o Options) *running {
 		t.Fatalf("New: %v", err)
 	}
 	r.Client = c
+	return r
+}
+
+// run starts r's Run goroutine; the test's cleanup stops it.
+func (r *running) run(t *testing.T, e *env) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, e.js) }()
+	go func() { done <- r.Client.Run(ctx, e.js) }()
 	var once sync.Once
 	r.stop = func() {
 		once.Do(func() {
@@ -133,7 +147,6 @@ func (e *env) start(t *testing.T, o Options) *running {
 		})
 	}
 	t.Cleanup(r.stop)
-	return r
 }
 
 func (r *running) waitSynced(t *testing.T) {
@@ -367,11 +380,13 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c2 := e.start(t, Options{StateFile: state})
-	// Before the sync: the saved state.
+	c2 := e.prepare(t, Options{StateFile: state})
+	// Before the sync (before Run: a started client may sync at once): the
+	// saved state.
 	if c2.Check(Request{Device: "dev-a"}).Allowed() || c2.Check(Request{IP: ip("198.51.100.7")}).Allowed() {
 		t.Fatal("saved state not enforced at start")
 	}
+	c2.run(t, e)
 	c2.waitSynced(t)
 	if !c2.Check(Request{Device: "dev-a"}).Allowed() {
 		t.Error("unblock made while down was missed")
