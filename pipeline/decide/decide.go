@@ -320,6 +320,12 @@ func (e *Engine) Blocked(ev *schemas.Event) bool {
 	return ok && ev.Time < until
 }
 
+// BlockedUntil returns the event time (Unix ns) the latest block issued on
+// the device's events expires at, 0 if none was: what Blocked judges by,
+// unlike a decision's ExpiresAt, which may count from the wall clock
+// (Config.Now).
+func (e *Engine) BlockedUntil(device uint64) int64 { return e.blocked[device] }
+
 // Tick moves the engine's clock, which prunes cool-downs and blocks, to now
 // (Unix ns, event time) if later. Once Tick is called, Decide no longer
 // moves the clock by the times of the events it decides on: a caller with a

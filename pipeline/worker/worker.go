@@ -201,8 +201,10 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 	alert, dec := w.engine.Decide(ev, out)
 	if dec != nil && dec.Action == schemas.ActionBlock && w.cur != nil {
 		// The block stops the offence; when it lifts, the device's first
-		// event rearms its detectors (see observe).
-		until := dec.ExpiresAt.UnixNano()
+		// event rearms its detectors (see observe). Its expiry in event
+		// time, as the events that reach it are judged (a decision's
+		// ExpiresAt may count from the wall clock).
+		until := w.engine.BlockedUntil(ev.DeviceKey)
 		binary.LittleEndian.PutUint64(w.cur[hdrBlocked:], uint64(max(until, int64(binary.LittleEndian.Uint64(w.cur[hdrBlocked:])))))
 	}
 	return alert, dec

@@ -310,21 +310,36 @@ func (h *heapSampler) end() {
 	<-h.done
 }
 
-// waitFor polls cond every 20 ms until it holds; it fails the test after timeout.
+// waitFor polls cond every 20 ms until it holds. It fails the test when
+// cond's state has not changed for timeout (a hang: a pipeline making
+// progress reports a new lag, count or phase), or after stallRounds times
+// timeout in all (a bound on a state that changes without converging): on a
+// busy machine, slow progress is not a failure.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	last, changed := "", start
 	for {
 		ok, state := cond()
 		if ok {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s (%s)", what, timeout, state)
+		now := time.Now()
+		if state != last {
+			last, changed = state, now
+		}
+		if now.Sub(changed) > timeout {
+			t.Fatalf("%s: no progress for %s (%s)", what, timeout, state)
+		}
+		if now.Sub(start) > stallRounds*timeout {
+			t.Fatalf("%s: not reached within %s (%s)", what, stallRounds*timeout, state)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition
 	}
 }
+
+// stallRounds bounds waitFor's total wait, in units of its stall timeout.
+const stallRounds = 5
 
 // waitAcks waits until p acks a message it had not acked when called, and
 // returns how long after up that was.
@@ -605,7 +620,7 @@ func TestOverload(t *testing.T) {
 				}
 				publishedIn = time.Since(start)
 			default:
-				return false, "publishing"
+				return false, fmt.Sprintf("publishing, lag %d messages", lag)
 			}
 		}
 		return lag == 0, fmt.Sprintf("lag %d messages", lag)
