@@ -442,6 +442,8 @@ func (f *Field) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 	return dst, time.Time{}, false
 }
 
+// heapDown restores the min-heap order of h below i (item.less), for both
+// traffic models' event queues.
 func heapDown(h []item, i int) {
 	n := len(h)
 	x := h[i]

@@ -362,27 +362,7 @@ func (s *Sim) pop() {
 	}
 }
 
-func (s *Sim) down(i int) {
-	h := s.heap
-	n := len(h)
-	x := h[i]
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		c := l
-		if r := l + 1; r < n && h[r].less(h[l]) {
-			c = r
-		}
-		if !h[c].less(x) {
-			break
-		}
-		h[i] = h[c]
-		i = c
-	}
-	h[i] = x
-}
+func (s *Sim) down(i int) { heapDown(s.heap, i) }
 
 // deviceEvent emits d's legitimate event at t and returns its next fire time.
 func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
