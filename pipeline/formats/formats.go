@@ -1,5 +1,5 @@
 // Package formats decodes the access logs that real gateways and brokers write
-// (Kong, NGINX, Envoy, Mosquitto, EMQX) into normalized schemas.Events, next to
+// (Kong, NGINX, Envoy, Traefik, Mosquitto, EMQX) into normalized schemas.Events, next to
 // the canonical JSON encoding of package schemas.
 //
 // A format is chosen by name (the <format> token of iotwatch.logs.<format>.<source>,

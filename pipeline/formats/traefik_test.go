@@ -1,6 +1,7 @@
 package formats
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -51,7 +52,7 @@ func TestTraefikIdentity(t *testing.T) {
 	f(traefikLine, "auto,traefik=header:X-Device-Id", secret, "lock-7", schemas.IDToken)
 	f(traefikLine, "auto,*.traefik-edge-1=username", secret, "meter-7", schemas.IDToken)
 	f(traefikLine, "auto,nginx-json=header:X-Device-Id", secret, "lock-10", schemas.IDCertificate) // another format's rule
-	f(traefikLine, "header:X-Tenant-Id", secret, "203.0.113.7", schemas.IDClientIP)                 // a header not logged
+	f(traefikLine, "header:X-Tenant-Id", secret, "203.0.113.7", schemas.IDClientIP)                // a header not logged
 
 	noCert := strings.Replace(traefikLine, `"TLSClientSubject":"CN=lock-10,O=Acme Devices",`, "", 1)
 	f(noCert, "auto", secret, keyHash, schemas.IDAPIKey)
@@ -112,4 +113,26 @@ func TestTraefikCLFHint(t *testing.T) {
 	f(`203.0.113.7 - - [05/Jan/2026:10:00:09] "GET / HTTP/1.1" 200 1`, schemas.DeadLetterNotObject, "not a JSON object") // no zone: not CLF
 	f(`time="2026-01-05T10:00:00Z" level=error msg="Error calling http://127.0.0.1:9181/check"`, schemas.DeadLetterNotObject, "not a JSON object")
 	f(`<134>Jan  5 10:00:00 edge traefik: {"StartUTC":"2026-01-05T10:00:00Z"}`, schemas.DeadLetterMalformedJSON, "expected '{'")
+}
+
+// TestTraefikShippedConfig: deploy/traefik's static configuration writes the
+// JSON access log and keeps what the decoder reads: the core fields
+// (OriginStatus for outages) and the enforcer's action header.
+func TestTraefikShippedConfig(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/traefik/traefik.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	for _, want := range []string{
+		"format: json",
+		"defaultMode: keep",
+		schemas.HeaderEnforceAction + ": keep",
+		"X-Device-Id: keep",
+		"filename: /etc/traefik/dynamic.yml",
+	} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("deploy/traefik/traefik.yml lacks %q", want)
+		}
+	}
 }
