@@ -108,9 +108,10 @@ type Options struct {
 
 // Fields are matched case-insensitively with '-' and '_' equal, either as
 // the whole dotted path ("consumer.custom_id"), or as a request header
-// ("request.headers.<name>" for Kong, "http_<name>" for NGINX): so
-// "CF-IPCountry" matches Kong's request.headers.cf-ipcountry and NGINX's
-// http_cf_ipcountry.
+// ("request.headers.<name>" for Kong, "http_<name>" for NGINX,
+// "request_<Name>" for Traefik): so "CF-IPCountry" matches Kong's
+// request.headers.cf-ipcountry, NGINX's http_cf_ipcountry and Traefik's
+// request_Cf-Ipcountry.
 
 type idMode uint8
 
