@@ -102,7 +102,7 @@ const (
 	VerdictAllowed
 	// VerdictDenied: the enforcement point refused the request because of an
 	// iotwatch decision (HTTP: the auth subrequest answered 403 with the
-	// X-Iotwatch-Action header, schemas.HeaderAction).
+	// X-Iotwatch-Action header, schemas.HeaderEnforceAction).
 	VerdictDenied
 	// VerdictUnavailable: the enforcer could not be asked (HTTP: the auth
 	// subrequest failed or answered 500, 502, 503 or 504), so the gateway

@@ -12,4 +12,5 @@ const (
 	FormatEnvoy     = "envoy"      // Envoy JSON access log (deploy/envoy)
 	FormatMosquitto = "mosquitto"  // Mosquitto broker log lines (log_type all)
 	FormatEMQX      = "emqx"       // EMQX rule-engine / webhook event JSON
+	FormatTraefik   = "traefik"    // Traefik JSON access log (accessLog.format json, deploy/traefik)
 )

@@ -1,5 +1,5 @@
 // Package formats decodes the access logs that real gateways and brokers write
-// (Kong, NGINX, Envoy, Mosquitto, EMQX) into normalized schemas.Events, next to
+// (Kong, NGINX, Envoy, Traefik, Mosquitto, EMQX) into normalized schemas.Events, next to
 // the canonical JSON encoding of package schemas.
 //
 // A format is chosen by name (the <format> token of iotwatch.logs.<format>.<source>,
@@ -108,9 +108,10 @@ type Options struct {
 
 // Fields are matched case-insensitively with '-' and '_' equal, either as
 // the whole dotted path ("consumer.custom_id"), or as a request header
-// ("request.headers.<name>" for Kong, "http_<name>" for NGINX): so
-// "CF-IPCountry" matches Kong's request.headers.cf-ipcountry and NGINX's
-// http_cf_ipcountry.
+// ("request.headers.<name>" for Kong, "http_<name>" for NGINX,
+// "request_<Name>" for Traefik): so "CF-IPCountry" matches Kong's
+// request.headers.cf-ipcountry, NGINX's http_cf_ipcountry and Traefik's
+// request_Cf-Ipcountry.
 
 type idMode uint8
 

@@ -172,7 +172,7 @@ func render(ev *schemas.Event) string {
 }
 
 func TestNew(t *testing.T) {
-	want := []string{"emqx", "envoy", "json", "kong", "mosquitto", "nginx", "nginx-json"}
+	want := []string{"emqx", "envoy", "json", "kong", "mosquitto", "nginx", "nginx-json", "traefik"}
 	if got := Names(); !slices.Equal(got, want) {
 		t.Errorf("Names() = %q, want %q", got, want)
 	}
@@ -260,7 +260,7 @@ func sample(tb testing.TB, format, file string) []byte {
 
 var hot = []struct{ format, file string }{
 	{"kong", "http-log.log"}, {"kong", "apikey.log"}, {"nginx", "combined.log"}, {"nginx-json", "iotwatch.log"}, {"envoy", "access.log"}, {"envoy", "text.log"},
-	{"mosquitto", "mosquitto.log"}, {"emqx", "webhook.log"}, {"json", "canonical.log"},
+	{"mosquitto", "mosquitto.log"}, {"emqx", "webhook.log"}, {"json", "canonical.log"}, {"traefik", "access.log"},
 }
 
 // TestQueryArgs checks that every gateway format passes a request's numeric
@@ -380,3 +380,4 @@ func FuzzNginxJSON(f *testing.F) { fuzzFormat(f, "nginx-json") }
 func FuzzEnvoy(f *testing.F)     { fuzzFormat(f, "envoy") }
 func FuzzMosquitto(f *testing.F) { fuzzFormat(f, "mosquitto") }
 func FuzzEMQX(f *testing.F)      { fuzzFormat(f, "emqx") }
+func FuzzTraefik(f *testing.F)   { fuzzFormat(f, "traefik") }
