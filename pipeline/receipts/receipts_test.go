@@ -30,6 +30,7 @@ func TestMain(m *testing.M) { os.Exit(sharedCH.Main(m)) }
 type env struct {
 	ctx context.Context
 	js  jetstream.JetStream
+	kv  jetstream.KeyValue // the blocks bucket
 	ch  *sink.ClickHouse
 	q   driver.Conn // for the test's queries
 	db  string
@@ -40,7 +41,8 @@ func newEnv(t *testing.T, db string) *env {
 	chServer := sharedCH.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	js := natstest.Start(t, natsserver.Options{}).JS
+	nb := natstest.Start(t, natsserver.Options{})
+	js := nb.JS
 	opts, err := clickhouse.ParseDSN(chServer.DSN())
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +63,7 @@ func newEnv(t *testing.T, db string) *env {
 	if err := ch.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &env{ctx: ctx, js: js, ch: ch, q: q, db: db}
+	return &env{ctx: ctx, js: js, kv: nb.KV, ch: ch, q: q, db: db}
 }
 
 // start runs the consumer, checking nothing, until the test ends or stop is called.

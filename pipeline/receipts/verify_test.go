@@ -1,11 +1,14 @@
 package receipts
 
 import (
+	"context"
 	"crypto/ed25519"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/enforce"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -102,5 +105,59 @@ func TestForgedReceiptsRejected(t *testing.T) {
 	v.WriteMetrics(&sb)
 	if !strings.Contains(sb.String(), schemas.MetricReceiptsVerified+`{verification="bad_signature"} 2`) {
 		t.Errorf("metrics:\n%s", sb.String())
+	}
+}
+
+// TestEnforcerReceiptsVerified closes the loop: a real enforcement client
+// with its receipt key applies a signed block, and its receipt is stored as
+// verified; a forger then publishes on the receipts subject, under the same
+// enforcer id, that the block failed: the forgery lands in receipts_rejected
+// and the verified "applied" row stands.
+func TestEnforcerReceiptsVerified(t *testing.T) {
+	e := newEnv(t, "t_receipts_enforcer")
+	decPub, decPriv, _ := ed25519.GenerateKey(nil)
+	recPub, recPriv, _ := ed25519.GenerateKey(nil)
+	v := NewVerifier(map[string][]ed25519.PublicKey{"edge-1": {recPub}})
+	e.startVerified(t, v)
+
+	c, err := enforce.New(enforce.Options{EnforcerID: "edge-1", Keys: map[string]ed25519.PublicKey{"k1": decPub}, ReceiptKey: recPriv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, e.js) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("enforcement client: %v", err)
+		}
+	})
+	now := time.Now()
+	d := schemas.Decision{ID: "dec-e2e", Action: schemas.ActionBlock, Scope: schemas.ScopeDevice, Value: "lock-7",
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Issuer: "test", SchemaV: schemas.SchemaVersion}
+	if err := schemas.SignDecision(&d, "k1", decPriv); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.NewNATSPublisher(e.js, e.kv, nil).PublishDecisions(e.ctx, []schemas.Decision{d}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the verified receipt", func() bool {
+		return e.count(t, "SELECT count() FROM %s.receipts FINAL WHERE decision_id = 'dec-e2e' AND verification = 'verified' AND result = 'applied'") == 1
+	})
+
+	forged := receipt("dec-e2e", "edge-1", schemas.ActionBlock, now.Add(time.Second))
+	forged.Result, forged.Reason = schemas.ReceiptFailed, schemas.ReceiptReasonRefused
+	e.publish(t, schemas.SubjectDecisionsApplied, "forged-1", forged)
+	waitFor(t, "the forgery rejected", func() bool {
+		return e.count(t, "SELECT count() FROM %s.receipts_rejected FINAL WHERE decision_id = 'dec-e2e' AND verification = 'unsigned'") == 1
+	})
+	var result, verification string
+	row := e.q.QueryRow(e.ctx, "SELECT result, verification FROM "+schemas.QuoteIdent(e.db)+".receipts FINAL WHERE decision_id = 'dec-e2e' AND enforcer = 'edge-1'")
+	if err := row.Scan(&result, &verification); err != nil {
+		t.Fatal(err)
+	}
+	if result != schemas.ReceiptApplied || verification != schemas.ReceiptVerified {
+		t.Errorf("after the forgery the receipt says %q %q, want applied verified", result, verification)
 	}
 }
