@@ -123,3 +123,19 @@ func TestKeyRingRotation(t *testing.T) {
 		t.Error("empty ring: no error")
 	}
 }
+
+func BenchmarkVerifyReceipt(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	r := testReceipt()
+	r.EnforcerID = "gw-1"
+	if err := SignReceipt(&r, "gw-1", priv); err != nil {
+		b.Fatal(err)
+	}
+	ring := map[string][]ed25519.PublicKey{"gw-1": {pub}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := VerifyReceipt(&r, ring); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
