@@ -107,7 +107,8 @@ const (
 	ed25519SeedBytes = ed25519.SeedSize
 )
 
-// Verification errors. VerifyDecision wraps exactly one of them.
+// Verification errors. VerifyDecision wraps exactly one of the first four,
+// VerifyReceipt one of all five.
 var (
 	// ErrUnsigned: the decision (or receipt) has no signature.
 	ErrUnsigned = errors.New("not signed")
