@@ -98,7 +98,9 @@
 // and throttles it can apply: the enforcement point applies them elsewhere
 // (a broker) and publishes their outcome with Report. The receipt of an
 // unblock carries the lifted decision's id and the key id that signed the
-// unblock.
+// unblock. With Options.ReceiptKey every receipt is signed by this
+// enforcement point's own key, so that the pipeline can tell its receipts
+// from forged ones.
 package enforce
 
 import (
@@ -154,6 +156,14 @@ type Options struct {
 	StateFile string
 	// DisableReceipts turns off publishing receipts (OnApply is still called).
 	DisableReceipts bool
+	// ReceiptKey, when set, signs every published receipt
+	// (schemas.SignReceipt) under the key id EnforcerID: the pipeline stores
+	// as verified only receipts signed by a key it trusts for the enforcer id
+	// they name (`iotwatch run --enforcer-keys`). Its key file's id must be
+	// EnforcerID (`iotwatch enforce keygen --id <enforcer id>`). Without it
+	// receipts are unsigned, New logs a warning, and a pipeline with
+	// enforcement point keys rejects them.
+	ReceiptKey ed25519.PrivateKey
 	// Scopes are the decision scopes this enforcement point can match
 	// (schemas.Scope*). A decision of another scope is kept in the cache but
 	// never enforced (Check ignores it, Active omits it) and acknowledged
@@ -265,6 +275,9 @@ func New(o Options) (*Client, error) {
 	if len(o.Keys) == 0 && !o.AllowUnsigned {
 		return nil, fmt.Errorf("cannot create enforcement client %q: no trusted public keys", o.EnforcerID)
 	}
+	if o.ReceiptKey != nil && len(o.ReceiptKey) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("cannot create enforcement client %q: receipt key has %d bytes, want %d", o.EnforcerID, len(o.ReceiptKey), ed25519.PrivateKeySize)
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -287,6 +300,10 @@ func New(o Options) (*Client, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if o.ReceiptKey == nil && !o.DisableReceipts {
+		log.Warn("receipts are not signed: a pipeline that verifies receipts rejects them; give this enforcement point a receipt key",
+			"enforcer", o.EnforcerID, "subject", schemas.SubjectDecisionsApplied)
 	}
 	c := &Client{
 		o: o, log: log.With("enforcer", o.EnforcerID),
@@ -806,6 +823,14 @@ func (c *Client) publishReceipts(ctx context.Context) {
 			c.receiptsDrops.Add(uint64(len(c.receipts)))
 			return
 		case r = <-c.receipts:
+		}
+		if c.o.ReceiptKey != nil {
+			if err := schemas.SignReceipt(&r, c.o.EnforcerID, c.o.ReceiptKey); err != nil {
+				// Report was given another enforcer's receipt: never sent.
+				c.receiptsDrops.Add(1)
+				c.log.Warn("enforcement receipt dropped, cannot sign it", "decision", r.DecisionID, "err", err)
+				continue
+			}
 		}
 		data, err := json.Marshal(&r)
 		if err != nil {

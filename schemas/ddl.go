@@ -145,7 +145,7 @@ func DecisionsTable() *Table { return &decisionsTable }
 
 // Tables returns every table, in creation order.
 func Tables() []*Table {
-	return []*Table{&scoredTable, &alertsTable, &decisionsTable, &receiptsTable}
+	return []*Table{&scoredTable, &alertsTable, &decisionsTable, &receiptsTable, &rejectedReceiptsTable}
 }
 
 // ColumnNames returns the names of t's columns in table order.

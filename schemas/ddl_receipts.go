@@ -25,12 +25,50 @@ var receiptsTable = Table{
 		{ColAppliedMs, "Int64", false},
 		{ColReceivedMs, "Int64", false},
 		{ColStreamSeq, "UInt64", false},
+		// Added after the first release (iotwatch migrate adds them):
+		// empty in rows written before they existed.
+		{ColVerification, "String", true},
+		{ColReceiptKeyID, "String", true},
 	},
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColAppliedAt) + ")",
 	OrderBy:     []string{ColDecisionID, ColEnforcer, ColAction},
 	TimeColumn:  ColAppliedAt,
 }
 
+// rejectedReceiptsTable holds the receipts that failed verification, with
+// what they claimed and why they were rejected (ColVerification). They are
+// kept apart from receiptsTable so that a forged receipt can never replace a
+// verified row of the same (decision, enforcer, action) there. One row per
+// stream message (its sequence is the row's id); the partition follows the
+// time NATS stored it, which a forger does not choose.
+var rejectedReceiptsTable = Table{
+	Name: TableRejectedReceipts,
+	Columns: []Column{
+		{ColReceivedAt, "DateTime", false},
+		{ColReceivedMs, "Int64", false},
+		{ColStreamSeq, "UInt64", false},
+		{ColVerification, "String", true},
+		{ColReceiptKeyID, "String", false},
+		{ColDecisionID, "String", false},
+		{ColEnforcer, "String", false},
+		{ColAction, "String", false},
+		{ColScope, "String", false},
+		{ColValue, "String", false},
+		{ColKeyID, "String", false},
+		{ColResult, "String", false},
+		{ColReason, "String", false},
+		{ColDetail, "String", false},
+		{ColAppliedMs, "Int64", false},
+	},
+	PartitionBy: "toYYYYMM(" + QuoteIdent(ColReceivedAt) + ")",
+	OrderBy:     []string{ColStreamSeq},
+	TimeColumn:  ColReceivedAt,
+}
+
 // ReceiptsTable is the table of apply receipts (TableReceipts), one row per
 // (decision, enforcer, action).
 func ReceiptsTable() *Table { return &receiptsTable }
+
+// RejectedReceiptsTable is the table of receipts that failed verification
+// (TableRejectedReceipts), one row per stream message.
+func RejectedReceiptsTable() *Table { return &rejectedReceiptsTable }

@@ -53,7 +53,7 @@ func TestTablesConsistent(t *testing.T) {
 	}
 	// Each table's ORDER BY ends with its stable id: that is what makes rewrites collapse.
 	// (Receipts: the whole key (decision_id, enforcer, action) is the id.)
-	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID, TableReceipts: ColAction}
+	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID, TableReceipts: ColAction, TableRejectedReceipts: ColStreamSeq}
 	for _, tab := range Tables() {
 		if last := tab.OrderBy[len(tab.OrderBy)-1]; last != ids[tab.Name] {
 			t.Errorf("table %q: ORDER BY ends with %q, want %q", tab.Name, last, ids[tab.Name])
@@ -63,8 +63,8 @@ func TestTablesConsistent(t *testing.T) {
 
 func TestDDLOldServer(t *testing.T) {
 	stmts := DDL("18.16.1", "iotwatch", DDLOptions{RetentionDays: 30})
-	if len(stmts) != 5 {
-		t.Fatalf("got %d statements, want 5", len(stmts))
+	if len(stmts) != 6 {
+		t.Fatalf("got %d statements, want 6", len(stmts))
 	}
 	if stmts[0] != "CREATE DATABASE IF NOT EXISTS `iotwatch`" {
 		t.Errorf("statement 0 = %q", stmts[0])
@@ -89,6 +89,9 @@ func TestDDLOldServer(t *testing.T) {
 	if !strings.HasSuffix(stmts[4], "PARTITION BY toYYYYMMDD(`applied_at`)\nORDER BY (`decision_id`, `enforcer`, `action`)") {
 		t.Errorf("receipts DDL:\n%s", stmts[4])
 	}
+	if !strings.HasSuffix(stmts[5], "PARTITION BY toYYYYMM(`received_at`)\nORDER BY (`stream_seq`)") {
+		t.Errorf("rejected receipts DDL:\n%s", stmts[5])
+	}
 }
 
 // TestAddColumn checks the statements that bring a table created before a
@@ -111,6 +114,23 @@ func TestAddColumn(t *testing.T) {
 	}
 }
 
+// TestAddReceiptVerification: a receipts table from before receipts were
+// signed gains the verification status and the receipt's key id.
+func TestAddReceiptVerification(t *testing.T) {
+	tab := ReceiptsTable()
+	have := map[string]bool{}
+	for _, n := range tab.ColumnNames() {
+		have[n] = n != ColVerification && n != ColReceiptKeyID
+	}
+	want := []string{
+		"ALTER TABLE `iotwatch`.`receipts` ADD COLUMN `verification` String AFTER `stream_seq`",
+		"ALTER TABLE `iotwatch`.`receipts` ADD COLUMN `receipt_key_id` String AFTER `verification`",
+	}
+	if got := tab.AddColumns("iotwatch", have, Features("18.16.1")); !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestDDLNewServer(t *testing.T) {
 	stmts := DDL("24.8.4.13", "db1", DDLOptions{RetentionDays: 30})
 	for i, tab := range Tables() {
@@ -118,6 +138,9 @@ func TestDDLNewServer(t *testing.T) {
 		wantTTL := "\nTTL " + QuoteIdent(tab.TimeColumn) + " + INTERVAL 30 DAY"
 		if !strings.HasSuffix(s, wantTTL) {
 			t.Errorf("table %q: DDL does not end with %q:\n%s", tab.Name, wantTTL, s)
+		}
+		if tab.Name == TableRejectedReceipts {
+			continue // no tenant or device column
 		}
 		if tab.Name == TableReceipts {
 			if !strings.Contains(s, "`enforcer` LowCardinality(String),") || !strings.Contains(s, "`decision_id` String,") {

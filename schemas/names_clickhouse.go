@@ -8,4 +8,8 @@ const (
 	// TableReceipts holds the enforcement points' apply receipts, one row per
 	// (decision, enforcer, action).
 	TableReceipts = "receipts"
+	// TableRejectedReceipts holds the receipts that failed verification
+	// (forged, tampered, unsigned or signed by an unknown key), one row per
+	// message on the stream: visible as rejected, never as applied.
+	TableRejectedReceipts = "receipts_rejected"
 )

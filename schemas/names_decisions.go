@@ -96,6 +96,40 @@ const (
 	ReceiptReasonUnreachable = "unreachable"
 )
 
+// Receipt verification statuses (ColVerification, and the label of
+// MetricReceiptsVerified): whether the pipeline could check that a receipt
+// comes from the enforcement point it names (VerifyReceipt). Only
+// ReceiptVerified and ReceiptUnverified receipts are stored in the receipts
+// table; the others are forged or broken and go to the rejected receipts
+// table, never counted as applied.
+const (
+	// ReceiptVerified: signed by a trusted key of the enforcement point it names.
+	ReceiptVerified = "verified"
+	// ReceiptUnverified: stored without a check, because the pipeline has no
+	// enforcement point keys (--enforcer-keys): anyone who can publish on
+	// SubjectDecisionsApplied could have written it.
+	ReceiptUnverified = "unverified"
+	// ReceiptUnsigned: no signature, while enforcement point keys are configured.
+	ReceiptUnsigned = "unsigned"
+	// ReceiptMalformedSignature: a signature that does not parse.
+	ReceiptMalformedSignature = "malformed_signature"
+	// ReceiptWrongEnforcer: signed with the key of another enforcement point
+	// than the one the receipt names.
+	ReceiptWrongEnforcer = "wrong_enforcer"
+	// ReceiptUnknownKey: signed with a key id the pipeline does not trust.
+	ReceiptUnknownKey = "unknown_key"
+	// ReceiptBadSignature: the signature does not match the receipt (a field
+	// was changed, or another key signed under the trusted key id).
+	ReceiptBadSignature = "bad_signature"
+)
+
+// ReceiptVerifications returns every receipt verification status, verified
+// and unverified first.
+func ReceiptVerifications() []string {
+	return []string{ReceiptVerified, ReceiptUnverified, ReceiptUnsigned, ReceiptMalformedSignature,
+		ReceiptWrongEnforcer, ReceiptUnknownKey, ReceiptBadSignature}
+}
+
 // UnblockIDSuffix ends the id of an unblock that names the decision it lifts:
 // UnblockID(id) is id + UnblockIDSuffix.
 const UnblockIDSuffix = "/unblock"

@@ -66,6 +66,10 @@ const (
 	MetricEnforceRejected = "iotwatch_enforce_rejected_total" // label reason=unsigned|malformed|unknown_key|bad_signature|invalid
 	MetricEnforceResyncs  = "iotwatch_enforce_resyncs_total"
 	MetricEnforceReceipts = "iotwatch_enforce_receipts_total" // label result=published|error|dropped
+	// MetricReceiptsVerified counts the apply receipts the pipeline read,
+	// label verification (a Receipt* verification status: verified,
+	// unverified, or why it was rejected).
+	MetricReceiptsVerified = "iotwatch_receipts_total"
 	// MetricEnforceIgnoredDeletes counts KV deletes and purges of an enforced
 	// decision that an enforcement point requiring signatures did not act on.
 	MetricEnforceIgnoredDeletes = "iotwatch_enforce_ignored_deletes_total"

@@ -107,17 +107,21 @@ const (
 	ed25519SeedBytes = ed25519.SeedSize
 )
 
-// Verification errors. VerifyDecision wraps exactly one of them.
+// Verification errors. VerifyDecision wraps exactly one of the first four,
+// VerifyReceipt one of all five.
 var (
-	// ErrUnsigned: the decision has no signature.
-	ErrUnsigned = errors.New("decision is not signed")
+	// ErrUnsigned: the decision (or receipt) has no signature.
+	ErrUnsigned = errors.New("not signed")
 	// ErrMalformedSignature: the signature is not "ed25519:<keyID>:<base64 of 64 bytes>".
-	ErrMalformedSignature = errors.New("decision signature is malformed")
+	ErrMalformedSignature = errors.New("signature is malformed")
 	// ErrUnknownKey: the signature names a key id that is not in the trusted set.
-	ErrUnknownKey = errors.New("decision is signed by an unknown key")
-	// ErrBadSignature: the signature does not match the decision (tampered, or
-	// signed by another key under the same id).
-	ErrBadSignature = errors.New("decision signature does not verify")
+	ErrUnknownKey = errors.New("signed by an unknown key")
+	// ErrBadSignature: the signature does not match the decision or receipt
+	// (tampered, or signed by another key under the same id).
+	ErrBadSignature = errors.New("signature does not verify")
+	// ErrWrongEnforcer: a receipt's signing key names another enforcement
+	// point than the receipt's EnforcerID (VerifyReceipt).
+	ErrWrongEnforcer = errors.New("signed by another enforcement point's key")
 )
 
 // ValidKeyID reports whether id may name a signing key: 1 to 64 characters
@@ -288,6 +292,36 @@ func LoadPrivateKey(path string) (keyID string, priv ed25519.PrivateKey, err err
 	return keys[0].id, keys[0].priv, nil
 }
 
+// LoadPublicKeyRing reads public key files like LoadPublicKeys but keeps
+// every key of a key id: the trusted set of enforcement points' receipt keys,
+// whose key id is the enforcement point's id, so that rotating an enforcement
+// point's key means trusting its old and new key under the same id for a
+// while. At least one key must be found.
+func LoadPublicKeyRing(paths ...string) (map[string][]ed25519.PublicKey, error) {
+	ring := make(map[string][]ed25519.PublicKey)
+	n := 0
+	for _, path := range paths {
+		keys, err := loadKeyFile(path)
+		if err != nil {
+			return nil, err
+		}
+	next:
+		for _, k := range keys {
+			for _, old := range ring[k.id] {
+				if old.Equal(k.pub) {
+					continue next
+				}
+			}
+			ring[k.id] = append(ring[k.id], k.pub)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("cannot load public keys from %q: no key found", paths)
+	}
+	return ring, nil
+}
+
 // LoadPublicKeys reads public key files (a private key file contributes its
 // public half) and returns the trusted set by key id. The same key id with two
 // different keys is an error; at least one key must be found.
@@ -399,6 +433,10 @@ type ApplyReceipt struct {
 	Reason  string `json:"reason,omitempty"`
 	Detail  string `json:"detail,omitempty"`
 	SchemaV int    `json:"v"`
+	// Signature is "ed25519:<enforcer id>:<base64>", by the enforcement
+	// point's own receipt key (SignReceipt); empty from an enforcement point
+	// without one. It is not part of ReceiptMsgID.
+	Signature string `json:"sig,omitempty"`
 }
 
 // Outcome returns r's Result, ReceiptApplied when it is empty.

@@ -31,7 +31,7 @@ const (
 var errConfigPrinted = fmt.Errorf("configuration printed: %w", flag.ErrHelp)
 
 // listKeys are the comma-separated list flags, which a file may repeat.
-var listKeys = map[string]bool{"nats": true, "detectors": true, "allowlist": true}
+var listKeys = map[string]bool{"nats": true, "detectors": true, "allowlist": true, "enforcer-keys": true}
 
 // configSchema is what a config file may hold: the flags of 'iotwatch run'
 // with their defaults (every command's file is run's, so that one file serves
@@ -48,6 +48,7 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	o := &options{}
 	o.register(fs, defaultNATS, defaultClickHouse)
+	fs.StringVar(&o.enforcerKeys, "enforcer-keys", "", "enforcement points' public receipt keys ('iotwatch enforce keygen --id ENFORCER-ID'): files or directories of .pub files, comma-separated; receipts are then stored only when signed by the key of the enforcer they name (others go to table receipts_rejected); empty: receipts are stored as unverified")
 	o.conn.register(fs)
 	return o, fs
 }

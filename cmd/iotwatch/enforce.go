@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,7 +34,7 @@ Subcommands:
              and Traefik forwardAuth, answering allow/deny from a local, verified copy
              of the active decisions (KV bucket %s)
   mosquitto  disable/enable Mosquitto clients through its dynamic-security plugin
-  keygen     generate an ed25519 key pair for signing decisions
+  keygen     generate an ed25519 key pair for signing decisions, unblocks or receipts
 
 Run 'iotwatch enforce <subcommand> --help' for its flags.
 `, schemas.KVActiveBlocks)
@@ -63,10 +64,12 @@ type enforcerFlags struct {
 	keys          string
 	allowUnsigned bool
 	enforcerID    string
+	receiptKey    string
 	stateFile     string
 	logLevel      string
 	conn          connFlags          // NATS authentication and TLS
 	natsOpts      bus.ConnectOptions // resolved by clientOptions
+	fs            *flag.FlagSet      // to tell a given --enforcer-id from its default
 }
 
 func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
@@ -74,7 +77,9 @@ func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
 	fs.StringVar(&e.natsURL, "nats", defaultNATS, "NATS server URL(s) holding the decisions, comma-separated")
 	fs.StringVar(&e.keys, "keys", "", "trusted public key file(s), comma-separated (see 'iotwatch enforce keygen'); during a key rotation give the old and the new key")
 	fs.BoolVar(&e.allowUnsigned, "allow-unsigned", false, "also enforce unsigned decisions (testing only: anyone who can write the KV bucket can then block)")
-	fs.StringVar(&e.enforcerID, "enforcer-id", sanitizeID(idPrefix+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64)")
+	fs.StringVar(&e.enforcerID, "enforcer-id", sanitizeID(idPrefix+host), "name of this enforcement point in apply receipts ([A-Za-z0-9._-], at most 64); with --receipt-key, the key's id")
+	fs.StringVar(&e.receiptKey, "receipt-key", "", "ed25519 private key file ('iotwatch enforce keygen --id ENFORCER-ID') to sign apply receipts with; its key id is the enforcer id, and the pipeline trusts its .pub (run --enforcer-keys); without it receipts are unsigned")
+	e.fs = fs
 	fs.StringVar(&e.stateFile, "state", "", stateHelp)
 	fs.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	e.conn.registerNATS(fs)
@@ -90,13 +95,29 @@ func (e *enforcerFlags) clientOptions() (enforce.Options, *slog.Logger, error) {
 	if e.keys == "" && !e.allowUnsigned {
 		return enforce.Options{}, nil, usageError{errors.New("cannot enforce: --keys is required (or --allow-unsigned for tests)")}
 	}
+	var receiptKey ed25519.PrivateKey
+	if e.receiptKey != "" {
+		keyID, priv, err := schemas.LoadPrivateKey(e.receiptKey)
+		if err != nil {
+			return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --receipt-key %q: %w", e.receiptKey, err)}
+		}
+		given := false
+		e.fs.Visit(func(f *flag.Flag) { given = given || f.Name == "enforcer-id" })
+		switch {
+		case !given:
+			e.enforcerID = keyID
+		case keyID != e.enforcerID:
+			return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --receipt-key %q: its key id %q is not --enforcer-id %q (a receipt key's id is its enforcement point's id)", e.receiptKey, keyID, e.enforcerID)}
+		}
+		receiptKey = priv
+	}
 	if !schemas.ValidKeyID(e.enforcerID) {
 		return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --enforcer-id %q: want 1-64 of [A-Za-z0-9._-]", e.enforcerID)}
 	}
 	if e.natsOpts, err = e.conn.natsOptions(); err != nil { // a missing secret fails now, not in the background
 		return enforce.Options{}, nil, err
 	}
-	o := enforce.Options{EnforcerID: e.enforcerID, AllowUnsigned: e.allowUnsigned, StateFile: e.stateFile, Log: log}
+	o := enforce.Options{EnforcerID: e.enforcerID, AllowUnsigned: e.allowUnsigned, StateFile: e.stateFile, Log: log, ReceiptKey: receiptKey}
 	if e.keys != "" {
 		if o.Keys, err = schemas.LoadPublicKeys(splitList(e.keys)...); err != nil {
 			return enforce.Options{}, nil, usageError{fmt.Errorf("cannot use --keys %q: %w", e.keys, err)}
@@ -161,7 +182,8 @@ func enforceHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error 
 Serves a forward-auth endpoint that answers from a local copy of the active
 decisions in KV bucket %[1]s: it loads them all, then watches the bucket, and
 verifies every decision's ed25519 signature against --keys before enforcing it.
-Each applied decision is acknowledged with a receipt on %[2]s.
+Each applied decision is acknowledged with a receipt on %[2]s, signed with
+--receipt-key.
 
   /check (any method, any path below it)   200 allow, --deny-status deny
       with headers %[3]s (block or throttle), %[4]s and %[5]s
@@ -269,6 +291,12 @@ Generates an ed25519 key pair for signing decisions. The pipeline signs with
 PREFIX.key; enforcement points trust PREFIX.pub (--keys). Rotation: give
 enforcement points the new .pub next to the old one, switch the pipeline to the
 new .key, and drop the old .pub once the longest block TTL has passed.
+
+An enforcement point's receipt key has its enforcer id as key id (--id
+nginx-edge-1): it signs receipts with PREFIX.key (enforce --receipt-key), and
+the pipeline trusts PREFIX.pub (run --enforcer-keys). To rotate it, generate a
+new pair under the same id, add its .pub to --enforcer-keys, then switch the
+enforcement point to the new .key and drop the old .pub.
 
 Flags:
 `)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -98,13 +99,22 @@ func TestEnforceHTTPCommand(t *testing.T) {
 	if err != nil || keyID != "iotwatch-test" {
 		t.Fatalf("generated key: %q %v", keyID, err)
 	}
+	// The enforcement point's own receipt key; its id becomes the enforcer id.
+	receiptKey := filepath.Join(t.TempDir(), "edge-1")
+	if err := enforceCmd(e.ctx, []string{"keygen", "--id", "edge-1", "--out", receiptKey}, &out); err != nil {
+		t.Fatalf("keygen: %v", err)
+	}
+	ring, err := schemas.LoadPublicKeyRing(receiptKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- enforceCmd(ctx, []string{"http", "--nats", e.url, "--listen", "127.0.0.1:0", "--keys", prefix + ".pub",
-			"--enforcer-id", "edge-1", "--state", filepath.Join(t.TempDir(), "state"), "--log-level", "error"}, stdout)
+			"--receipt-key", receiptKey + ".key", "--state", filepath.Join(t.TempDir(), "state"), "--log-level", "error"}, stdout)
 	}()
 	addrRE := regexp.MustCompile(`listening on (\S+)`)
 	var base string
@@ -144,6 +154,13 @@ func TestEnforceHTTPCommand(t *testing.T) {
 	if !strings.Contains(string(m.Data()), `"decision_id":"dec-x","enforcer_id":"edge-1","action":"block"`) {
 		t.Errorf("receipt %s", m.Data())
 	}
+	var r schemas.ApplyReceipt
+	if err := json.Unmarshal(m.Data(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.VerifyReceipt(&r, ring); err != nil {
+		t.Errorf("receipt %s: %v", m.Data(), err)
+	}
 
 	cancel()
 	select {
@@ -172,6 +189,12 @@ func TestEnforceUsageErrors(t *testing.T) {
 	f("--deny-status", "http", "--allow-unsigned", "--deny-status", "200")
 	f("--enforcer-id", "http", "--allow-unsigned", "--enforcer-id", "a b")
 	f("--id", "keygen", "--id", "a:b", "--out", filepath.Join(t.TempDir(), "k"))
+	prefix := filepath.Join(t.TempDir(), "gw-1")
+	if code := mainExit([]string{"enforce", "keygen", "--id", "gw-1", "--out", prefix}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("keygen: exit %d", code)
+	}
+	f("is not --enforcer-id", "http", "--allow-unsigned", "--receipt-key", prefix+".key", "--enforcer-id", "gw-2")
+	f("--receipt-key", "http", "--allow-unsigned", "--receipt-key", prefix+".pub")
 	var out bytes.Buffer
 	if code := mainExit([]string{"enforce", "http", "--help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "-identity-header") {
 		t.Errorf("enforce http --help: exit %d\n%s", code, out.String())

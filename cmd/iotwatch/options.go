@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -45,7 +47,9 @@ type options struct {
 	classFld   string
 	keySecret  string
 	signingKey string
-	ckptEvery  time.Duration
+	// enforcerKeys is run's --enforcer-keys (receiptVerifier).
+	enforcerKeys string
+	ckptEvery    time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -125,6 +129,39 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.DurationVar(&o.streams.AckWait, "ack-wait", sc.AckWait, "redeliver a log message not acked within this time")
 	o.streams.DLQMaxAge, o.streams.AlertsMaxAge, o.streams.DecisionsMaxAge = sc.DLQMaxAge, sc.AlertsMaxAge, sc.DecisionsMaxAge
 	o.streams.DuplicateWindow, o.streams.MaxDeliver = sc.DuplicateWindow, sc.MaxDeliver
+}
+
+// receiptVerifier loads --enforcer-keys: each entry a key file, or a
+// directory whose *.pub files are read. Without it receipts are stored
+// unverified.
+func (o *options) receiptVerifier() (*receipts.Verifier, error) {
+	if o.enforcerKeys == "" {
+		return receipts.NewVerifier(nil), nil
+	}
+	var paths []string
+	for _, p := range splitList(o.enforcerKeys) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, config.BadField("enforcer-keys", "%w", err)
+		}
+		if !fi.IsDir() {
+			paths = append(paths, p)
+			continue
+		}
+		pubs, err := filepath.Glob(filepath.Join(p, "*.pub"))
+		if err != nil {
+			return nil, config.BadField("enforcer-keys", "%w", err)
+		}
+		if len(pubs) == 0 {
+			return nil, config.BadField("enforcer-keys", "directory %q holds no .pub file", p)
+		}
+		paths = append(paths, pubs...)
+	}
+	ring, err := schemas.LoadPublicKeyRing(paths...)
+	if err != nil {
+		return nil, config.BadField("enforcer-keys", "%w", err)
+	}
+	return receipts.NewVerifier(ring), nil
 }
 
 func splitList(s string) []string {

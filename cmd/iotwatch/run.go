@@ -50,9 +50,17 @@ Flags:
 	if err != nil {
 		return err
 	}
+	verifier, err := o.receiptVerifier()
+	if err != nil {
+		return err
+	}
 	log, err := newLogger(os.Stderr, o.logLevel)
 	if err != nil {
 		return err
+	}
+	if o.enforcerKeys == "" {
+		log.Warn("apply receipts are stored unverified: anyone who can publish on "+schemas.SubjectDecisionsApplied+" can write them; give --enforcer-keys",
+			"table", schemas.TableReceipts)
 	}
 	if lit := o.conn.literalSecretFlags(); len(lit) > 0 {
 		log.Warn("secrets given literally on the command line are visible in ps: use file: or env:", "flags", lit)
@@ -68,6 +76,7 @@ Flags:
 		return err
 	}
 	defer st.Close()
+	st.receipts = verifier
 	if o.metrics != "" {
 		stopMetrics, err := serveMetrics(o.metrics, st, o.pprof, log)
 		if err != nil {
@@ -77,7 +86,7 @@ Flags:
 	}
 	go logProgress(ctx, st.p, log, 10*time.Second)
 	go func() {
-		if err := receipts.Run(ctx, st.js, st.ch, log); err != nil {
+		if err := receipts.RunVerified(ctx, st.js, st.ch, verifier, log); err != nil {
 			log.Error("apply receipts are not stored", "err", err)
 		}
 	}()
@@ -97,6 +106,9 @@ type stack struct {
 	cons jetstream.Consumer
 	ch   *sink.ClickHouse
 	p    *pipeline.Pipeline
+	// receipts verifies apply receipts (run's --enforcer-keys); nil where
+	// receipts are not stored.
+	receipts *receipts.Verifier
 }
 
 // openStack connects to NATS and ClickHouse, creates what is missing and
@@ -238,6 +250,9 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		st.p.WriteMetrics(w)
+		if st.receipts != nil {
+			st.receipts.WriteMetrics(w)
+		}
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

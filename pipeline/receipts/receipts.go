@@ -11,14 +11,25 @@
 // insert succeeded: a crash or a failed insert leaves the receipts unacked and
 // JetStream redelivers them. Rewriting a receipt is harmless (the table is a
 // ReplacingMergeTree keyed by decision, enforcer and action).
+//
+// Receipts are verified before they are stored (Verifier): given the
+// enforcement points' public keys, a receipt signed by the key of the
+// enforcement point it names is stored as verified; one that is unsigned,
+// badly signed, signed by an unknown key or by another enforcement point's key
+// goes to the rejected receipts table with the reason, is counted
+// (schemas.MetricReceiptsVerified) and logged at a bounded rate, and is never
+// stored as a receipt. Without keys every receipt is stored as unverified.
 package receipts
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +53,60 @@ func defaultConfig() config {
 // warnEvery rate-limits the warnings about bad receipts and failed fetches.
 const warnEvery = 10 * time.Second
 
+// Verifier checks receipts against the enforcement points' public keys and
+// counts the outcomes. Safe for concurrent use.
+type Verifier struct {
+	ring   map[string][]ed25519.PublicKey
+	counts []atomic.Uint64 // by index in schemas.ReceiptVerifications()
+}
+
+// NewVerifier returns a Verifier trusting ring (enforcement point id, which
+// is its key id → its public keys; schemas.LoadPublicKeyRing). With an empty
+// ring nothing is checked: every receipt is schemas.ReceiptUnverified.
+// NewVerifier keeps ring: the caller must not modify it afterwards.
+func NewVerifier(ring map[string][]ed25519.PublicKey) *Verifier {
+	return &Verifier{ring: ring, counts: make([]atomic.Uint64, len(schemas.ReceiptVerifications()))}
+}
+
+// Check returns r's verification status (a schemas.Receipt* verification
+// status) and counts it; err says why it was rejected (nil when verified or
+// unverified).
+func (v *Verifier) Check(r *schemas.ApplyReceipt) (status string, err error) {
+	if len(v.ring) == 0 {
+		status = schemas.ReceiptUnverified
+	} else {
+		err = schemas.VerifyReceipt(r, v.ring)
+		status = schemas.ReceiptVerification(err)
+	}
+	for i, s := range schemas.ReceiptVerifications() {
+		if s == status {
+			v.counts[i].Add(1)
+		}
+	}
+	return status, err
+}
+
+// Count returns how many receipts Check gave status.
+func (v *Verifier) Count(status string) uint64 {
+	for i, s := range schemas.ReceiptVerifications() {
+		if s == status {
+			return v.counts[i].Load()
+		}
+	}
+	return 0
+}
+
+// WriteMetrics writes the counts of Check in the Prometheus text format:
+// schemas.MetricReceiptsVerified with label verification. Receipts read
+// again after a redelivery are counted again.
+func (v *Verifier) WriteMetrics(w io.Writer) {
+	name := schemas.MetricReceiptsVerified
+	fmt.Fprintf(w, "# HELP %s Apply receipts read, by verification status (verified, unverified, or why rejected).\n# TYPE %s counter\n", name, name)
+	for i, s := range schemas.ReceiptVerifications() {
+		fmt.Fprintf(w, "%s{verification=%q} %d\n", name, s, v.counts[i].Load())
+	}
+}
+
 // Run creates or updates the durable consumer schemas.ConsumerReceipts on
 // IOTWATCH_DECISIONS (filter schemas.SubjectDecisionsApplied, explicit acks,
 // from the first message) and stores every receipt in the receipts table of
@@ -50,17 +115,60 @@ const warnEvery = 10 * time.Second
 // enforcer id or action, is logged (rate-limited) and terminated, never
 // retried. A failed insert is retried by ch until ctx is done.
 //
+// Run checks nothing: every receipt is stored as schemas.ReceiptUnverified
+// (RunVerified checks them).
+//
 // Run returns nil when ctx is done and an error only when the consumer cannot
 // be created. log may be nil.
 func Run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, log *slog.Logger) error {
-	return run(ctx, js, ch, defaultConfig(), log)
+	return RunVerified(ctx, js, ch, NewVerifier(nil), log)
 }
 
-func run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg config, log *slog.Logger) error {
+// RunVerified is Run with each receipt checked by v first: verified (and,
+// with no keys in v, unverified) receipts go to the receipts table with
+// their status; rejected ones go to the rejected receipts table
+// (schemas.TableRejectedReceipts) with the reason, and a warning names them
+// at most every 10 s. A batch is acked once both inserts succeeded.
+func RunVerified(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, v *Verifier, log *slog.Logger) error {
+	return run(ctx, js, ch, defaultConfig(), v, log)
+}
+
+func run(ctx context.Context, js jetstream.JetStream, ch *sink.ClickHouse, cfg config, v *Verifier, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rejectLog := &storer{log: log.With("consumer", schemas.ConsumerReceipts)}
+	var good, bad []sink.Receipt
 	return store(ctx, js, cfg, log, storeSpec[sink.Receipt]{
 		consumer: schemas.ConsumerReceipts, subject: schemas.SubjectDecisionsApplied,
 		table: schemas.TableReceipts, what: "apply receipts",
-		decode: decode, write: ch.WriteReceipts,
+		decode: func(m jetstream.Msg) (sink.Receipt, error) {
+			r, err := decode(m)
+			if err != nil {
+				return r, err
+			}
+			var verr error
+			r.Verification, verr = v.Check(&r.ApplyReceipt)
+			if verr != nil {
+				rejectLog.warn("apply receipt rejected, stored in "+schemas.TableRejectedReceipts, verr)
+			}
+			return r, nil
+		},
+		write: func(ctx context.Context, rs []sink.Receipt) error {
+			good, bad = good[:0], bad[:0]
+			for _, r := range rs {
+				switch r.Verification {
+				case schemas.ReceiptVerified, schemas.ReceiptUnverified:
+					good = append(good, r)
+				default:
+					bad = append(bad, r)
+				}
+			}
+			if err := ch.WriteRejectedReceipts(ctx, bad); err != nil {
+				return err
+			}
+			return ch.WriteReceipts(ctx, good)
+		},
 	})
 }
 

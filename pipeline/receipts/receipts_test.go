@@ -30,6 +30,7 @@ func TestMain(m *testing.M) { os.Exit(sharedCH.Main(m)) }
 type env struct {
 	ctx context.Context
 	js  jetstream.JetStream
+	kv  jetstream.KeyValue // the blocks bucket
 	ch  *sink.ClickHouse
 	q   driver.Conn // for the test's queries
 	db  string
@@ -40,7 +41,8 @@ func newEnv(t *testing.T, db string) *env {
 	chServer := sharedCH.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	js := natstest.Start(t, natsserver.Options{}).JS
+	nb := natstest.Start(t, natsserver.Options{})
+	js := nb.JS
 	opts, err := clickhouse.ParseDSN(chServer.DSN())
 	if err != nil {
 		t.Fatal(err)
@@ -61,17 +63,23 @@ func newEnv(t *testing.T, db string) *env {
 	if err := ch.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &env{ctx: ctx, js: js, ch: ch, q: q, db: db}
+	return &env{ctx: ctx, js: js, kv: nb.KV, ch: ch, q: q, db: db}
 }
 
-// start runs the consumer until the test ends or stop is called.
+// start runs the consumer, checking nothing, until the test ends or stop is called.
 func (e *env) start(t *testing.T) (stop func()) {
+	t.Helper()
+	return e.startVerified(t, NewVerifier(nil))
+}
+
+// startVerified runs the consumer with v until the test ends or stop is called.
+func (e *env) startVerified(t *testing.T, v *Verifier) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	cfg := defaultConfig()
 	cfg.fetchWait = 100 * time.Millisecond
-	go func() { done <- run(ctx, e.js, e.ch, cfg, nil) }()
+	go func() { done <- run(ctx, e.js, e.ch, cfg, v, nil) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -185,6 +193,10 @@ func TestReceiptsStoredOnceAcrossRedelivery(t *testing.T) {
 	}
 	if now := time.Now().UnixMilli(); receivedMs < now-60_000 || receivedMs > now {
 		t.Fatalf("received_ms %d is not the stream time (now %d)", receivedMs, now)
+	}
+	// Without enforcement point keys nothing is trusted blindly: every row says unverified.
+	if n := e.count(t, "SELECT count() FROM %s.receipts FINAL WHERE verification = 'unverified' AND receipt_key_id = ''"); n != 4 {
+		t.Errorf("%d rows unverified, want 4", n)
 	}
 	// The result: a receipt without one (an older enforcement point) was applied.
 	for _, w := range []struct{ decision, enforcer, result, reason, detail string }{

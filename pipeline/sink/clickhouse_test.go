@@ -246,12 +246,15 @@ func TestClickHouseMigrate(t *testing.T) {
 
 // TestClickHouseMigrateAddsColumns checks that Migrate brings a table created
 // before a column was added (the verdict and the resource ids of scored
-// events) up to date, in place, so that the writer's column list fits it.
+// events, the verification status of receipts) up to date, in place, so that the writer's column list fits it.
 func TestClickHouseMigrateAddsColumns(t *testing.T) {
 	srv := testClickHouse(t)
 	c := openTestWriter(t, srv, ClickHouseConfig{})
 	ctx := context.Background()
-	later := map[string][]string{schemas.ScoredTable().Name: {schemas.ColVerdict, schemas.ColResourceIDs}}
+	later := map[string][]string{
+		schemas.ScoredTable().Name:   {schemas.ColVerdict, schemas.ColResourceIDs},
+		schemas.ReceiptsTable().Name: {schemas.ColVerification, schemas.ColReceiptKeyID},
+	}
 	for _, table := range schemas.Tables() {
 		for _, col := range later[table.Name] {
 			stmt := "ALTER TABLE " + schemas.QuoteIdent(c.db) + "." + schemas.QuoteIdent(table.Name) + " DROP COLUMN " + schemas.QuoteIdent(col)
