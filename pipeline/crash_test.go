@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -199,11 +200,12 @@ type crashingRows struct {
 	*sink.ClickHouse
 	crash *atomic.Bool
 	rows  *atomic.Int64
-	at    int64 // rows after which the crash comes
+	at    int64       // rows after which the crash comes
+	ready func() bool // and once this holds (a periodic checkpoint was written)
 }
 
 func (c crashingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
-	if c.crash.Load() || c.rows.Load() >= c.at {
+	if c.crash.Load() || c.rows.Load() >= c.at && c.ready() {
 		c.crash.Store(true)
 		<-ctx.Done()
 		return ctx.Err()
@@ -254,7 +256,10 @@ func TestCrashRestartSameResults(t *testing.T) {
 	crashCfg.DrainTimeout = 100 * time.Millisecond
 	nc, cons, pub := r.connect(t)
 	var crashed atomic.Bool
-	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110)} // in the flood
+	// In the flood, after a periodic checkpoint (on a busy machine the first
+	// one may come late: the crash waits for it, a restart needs it).
+	checkpointed := func() bool { _, err := os.Stat(ckpt); return err == nil }
+	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110), ready: checkpointed}
 	p, err = pipeline.New(crashCfg, cons, rows, pub, log)
 	if err != nil {
 		t.Fatal(err)
