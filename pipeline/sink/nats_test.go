@@ -29,7 +29,7 @@ type natsEnv struct {
 	keys map[string]ed25519.PublicKey // the public half of the publisher's signing key "k1"
 }
 
-func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
+func newNATSEnv(t testing.TB, ensure bool) *natsEnv {
 	t.Helper()
 	e, err := natsserver.Start(natsserver.Options{})
 	if err != nil {
