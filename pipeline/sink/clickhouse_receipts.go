@@ -25,7 +25,7 @@ func (c *ClickHouse) WriteReceipts(ctx context.Context, rs []Receipt) error {
 		return nil
 	}
 	table := schemas.ReceiptsTable()
-	return c.insert(ctx, table, len(rs), appendAll(table, receiptColumns(rs)))
+	return c.insertColumns(ctx, table, len(rs), receiptColumns(rs))
 }
 
 // receiptColumns returns the receipts as column slices keyed by column name.
