@@ -214,7 +214,9 @@ const (
 //
 // Writes are idempotent: the tables are ReplacingMergeTree keyed by each row's
 // stable id, so a batch written twice (a retry after a lost acknowledgement, a
-// redelivered message) is counted once by queries that use FINAL.
+// redelivered message) is counted once by queries that use FINAL. One insert
+// carries rows of at most MaxDaysPerInsert days, so that it touches at most
+// 100 daily partitions (max_partitions_per_insert_block).
 type ClickHouse struct {
 	conn    driver.Conn
 	db      string
