@@ -58,6 +58,11 @@ const (
 	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the log message's sequence in IOTWATCH_LOGS
 	HeaderDLQLine     = "Iotwatch-Original-Line"     // the first entry's line in that message
 	HeaderDLQCount    = "Iotwatch-Dlq-Count"         // how many entries (records) the body holds
+
+	// HeaderDLQDetailV1 is the detail of a dead-letter message written before
+	// bodies of entries (no HeaderDLQCount): one record as the payload, its
+	// line in HeaderDLQLine. Read only, while such messages stay in the stream.
+	HeaderDLQDetailV1 = "Iotwatch-Dlq-Detail"
 )
 
 // HeaderSchemaVersion carries SchemaVersion on published results.

@@ -95,14 +95,21 @@ func (p *Printer) Message(subject string, seq uint64, msg []byte, now int64) err
 
 // DeadLetterMessage prints the entries of a message of the dead-letter stream
 // (IOTWATCH_DLQ) with headers h, each with the log message it came from.
+// A message without schemas.HeaderDLQCount is of the earlier shape: one
+// record as its payload.
 func (p *Printer) DeadLetterMessage(h nats.Header, body []byte) error {
-	var err error
-	p.letters, err = schemas.ParseDeadLetters(p.letters[:0], body, h.Get(schemas.HeaderDLQReason))
-	if err != nil {
-		return fmt.Errorf("cannot read a dead-letter message of %q: %w", h.Get(schemas.HeaderDLQSubject), err)
-	}
 	seq, _ := strconv.ParseUint(h.Get(schemas.HeaderDLQSequence), 10, 64)
-	subject := h.Get(schemas.HeaderDLQSubject)
+	subject, reason := h.Get(schemas.HeaderDLQSubject), h.Get(schemas.HeaderDLQReason)
+	if h.Get(schemas.HeaderDLQCount) == "" {
+		line, _ := strconv.Atoi(h.Get(schemas.HeaderDLQLine))
+		p.buf = p.deadLetter(p.buf, reason, h.Get(schemas.HeaderDLQDetailV1), subject, seq, line, body, len(body))
+		return p.flush()
+	}
+	var err error
+	p.letters, err = schemas.ParseDeadLetters(p.letters[:0], body, reason)
+	if err != nil {
+		return fmt.Errorf("cannot read a dead-letter message of %q: %w", subject, err)
+	}
 	for _, d := range p.letters {
 		p.buf = p.deadLetter(p.buf, d.Reason, d.Detail, subject, seq, int(d.Line), d.Record, d.Size)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -124,13 +126,25 @@ func TestDeadLetterStream(t *testing.T) {
 	if err := pub.DeadLetters(ctx, subj, 7, letters); err != nil {
 		t.Fatal(err)
 	}
+	// A dead letter of the earlier shape (one record per message, the detail
+	// in a header), as a stream written before the upgrade still holds.
+	old := nats.NewMsg(schemas.SubjectDLQPrefix + ".bad_timestamp")
+	old.Data = []byte("junk")
+	old.Header.Set(schemas.HeaderDLQReason, schemas.DeadLetterBadTimestamp)
+	old.Header.Set(schemas.HeaderDLQSubject, subj)
+	old.Header.Set(schemas.HeaderDLQSequence, "3")
+	old.Header.Set(schemas.HeaderDLQLine, "1")
+	old.Header.Set(schemas.HeaderDLQDetailV1, "no time")
+	if _, err := env.JS.PublishMsg(ctx, old); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	p := &Printer{W: &out}
 	if err := p.Subject(ctx, env.JS, SubjectOptions{Subject: schemas.SubjectDLQAll}); err != nil {
 		t.Fatal(err)
 	}
 	got := lines(t, out.Bytes())
-	if p.DeadLetters != 3 || len(got) != 3 {
+	if p.DeadLetters != 4 || len(got) != 4 {
 		t.Fatalf("%d dead letters:\n%s", p.DeadLetters, out.Bytes())
 	}
 	want := []struct {
@@ -148,5 +162,9 @@ func TestDeadLetterStream(t *testing.T) {
 	}
 	if dl, _ := got[2]["dead_letter"].(map[string]any); dl["size"] != float64(len(big)) {
 		t.Errorf("the cut record: %v; want its whole size %d", got[2], len(big))
+	}
+	if dl, _ := got[3]["dead_letter"].(map[string]any); dl["reason"] != schemas.DeadLetterBadTimestamp || dl["detail"] != "no time" ||
+		dl["record"] != "junk" || dl["seq"] != 3.0 || dl["line"] != 1.0 {
+		t.Errorf("the dead letter of the earlier shape: %v", got[3])
 	}
 }

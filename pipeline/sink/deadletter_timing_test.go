@@ -77,7 +77,7 @@ func deadLetterPerLine(ctx context.Context, js jetstream.JetStream, origSubject 
 	m.Header.Set(schemas.HeaderDLQSubject, headerValue(origSubject))
 	m.Header.Set(schemas.HeaderDLQSequence, strconv.FormatUint(seq, 10))
 	m.Header.Set(schemas.HeaderDLQLine, strconv.FormatUint(uint64(line), 10))
-	m.Header.Set("Iotwatch-Dlq-Detail", headerValue(detail))
+	m.Header.Set(schemas.HeaderDLQDetailV1, headerValue(detail))
 	id := strconv.FormatUint(seq, 10) + "-" + strconv.FormatUint(uint64(line), 10)
 	_, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectStream(schemas.StreamDLQ))
 	return err
