@@ -61,7 +61,8 @@ func TestFutureLineIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no dead letter for the future line: %v", err)
 	}
-	if d := m.Header.Get(schemas.HeaderDLQDetail); d != schemas.DetailTimeTooFuture {
-		t.Errorf("dead letter detail %q, want %q", d, schemas.DetailTimeTooFuture)
+	letters, err := schemas.ParseDeadLetters(nil, m.Data, schemas.DeadLetterTimestampOutOfRange)
+	if err != nil || len(letters) != 1 || letters[0].Detail != schemas.DetailTimeTooFuture {
+		t.Errorf("dead letters %+v (%v), want one with the detail %q", letters, err, schemas.DetailTimeTooFuture)
 	}
 }

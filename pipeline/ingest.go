@@ -110,21 +110,28 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		}
 	}
 	subject, data := msg.Subject(), msg.Data()
+	// The message's dead letters are collected and published together once
+	// it is decoded (one DLQ message per reason), before the message can be
+	// acked: its records stay valid until then.
+	p.letters = p.letters[:0]
 	format, dec, err := p.decoderFor(subject)
 	if err != nil {
-		return p.deadLetter(ctx, subject, seq, 0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
+		p.addDeadLetter(0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
+		return p.deadLetters(ctx, subject, seq)
 	}
 	p.records = formats.Records(format, p.records[:0], data)
-	ok, bad := true, 0
+	bad := 0
 	for i, rec := range p.records {
 		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
-			// A message of garbage must not stall ingest with one dead letter
-			// per line: its rest goes to the DLQ whole, from this record on.
+			// A message of garbage must not cost one dead letter per line: its
+			// rest goes to the DLQ whole (cut to sink.MaxDeadLetterRecord),
+			// from this record on.
 			reason, detail := schemas.DeadLetterTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
 			if bad < MaxBadLinesPerMessage {
 				reason, detail = schemas.DeadLetterTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
 			}
-			return p.deadLetter(ctx, subject, seq, uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec)) && ok
+			p.addDeadLetter(uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec))
+			break
 		}
 		it := <-p.free
 		if err := dec.Decode(rec, seq, uint32(i), arrival, &it.ev); err != nil {
@@ -133,7 +140,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 				p.M.Skipped.Add(1)
 				continue
 			}
-			ok = p.deadLetter(ctx, subject, seq, uint32(i), err, rec) && ok
+			p.addDeadLetter(uint32(i), err, rec)
 			bad++
 			continue
 		}
@@ -141,7 +148,19 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		p.dispatched++
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 	}
-	return ok
+	return p.deadLetters(ctx, subject, seq)
+}
+
+// addDeadLetter adds record line of the message being dispatched to its dead
+// letters, with the reason err gives (a *schemas.DecodeError) or
+// DeadLetterUndecodable.
+func (p *Pipeline) addDeadLetter(line uint32, err error, record []byte) {
+	reason, detail := schemas.DeadLetterUndecodable, err.Error()
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		reason, detail = de.Reason, de.Detail
+	}
+	p.letters = append(p.letters, schemas.DeadLetter{Line: line, Reason: reason, Detail: detail, Size: len(record), Record: record})
 }
 
 // rest returns data from rec on; rec is a subslice of data (formats.Records).
@@ -193,27 +212,22 @@ type subjectDecoder struct {
 // line; the rest of such a message is dead-lettered whole (schemas.DeadLetterTooManyBadLines).
 const MaxBadLinesPerMessage = 100
 
-func (p *Pipeline) deadLetter(ctx context.Context, subject string, seq uint64, line uint32, err error, payload []byte) bool {
-	reason, detail := schemas.DeadLetterUndecodable, err.Error()
-	var de *schemas.DecodeError
-	if errors.As(err, &de) {
-		reason, detail = de.Reason, de.Detail
+// deadLetters publishes the dead letters of the message dispatched (p.letters)
+// and reports whether the DLQ holds them: the message must not be acked
+// before. It retries until it does or ctx is done (shutting down: the message
+// then stays unacked, to be redelivered).
+func (p *Pipeline) deadLetters(ctx context.Context, subject string, seq uint64) bool {
+	if len(p.letters) == 0 {
+		return true
 	}
-	// The DLQ must hold the line before its message is acked: retry until it does.
-	for attempt := 0; ; attempt++ {
-		perr := p.pub.DeadLetter(ctx, subject, seq, line, reason, detail, payload)
-		if perr == nil {
-			p.M.DeadLettered.Add(1)
-			return true
-		}
-		p.M.SinkErrors.Add(1)
-		if attempt%10 == 0 {
-			p.log.Warn("cannot dead-letter a record, retrying", "subject", subject, "seq", seq, "line", line, "err", perr)
-		}
-		if ctx.Err() != nil {
-			// Shutting down: the message stays unacked and will be redelivered.
-			return false
-		}
-		time.Sleep(backoff(attempt))
+	n := len(p.letters)
+	err := p.retryPublish(ctx, "dead-letter records", func(ctx context.Context) error {
+		return p.pub.DeadLetters(ctx, subject, seq, p.letters)
+	})
+	clear(p.letters) // drop the references to the message's data
+	if err != nil {
+		return false
 	}
+	p.M.DeadLettered.Add(uint64(n))
+	return true
 }

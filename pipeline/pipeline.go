@@ -34,7 +34,9 @@ type RowWriter interface {
 type Publisher interface {
 	PublishAlerts(ctx context.Context, alerts []schemas.Alert) error
 	PublishDecisions(ctx context.Context, ds []schemas.Decision) error
-	DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error
+	// DeadLetters publishes the undecodable records of log message seq on
+	// origSubject; it may reorder and modify letters, and keeps none of them.
+	DeadLetters(ctx context.Context, origSubject string, seq uint64, letters []schemas.DeadLetter) error
 }
 
 // revisingPublisher is a Publisher that gives decisions their per-key
@@ -87,6 +89,7 @@ type Pipeline struct {
 	lastSeq  atomic.Uint64             // highest stream sequence fetched
 	decoders map[string]subjectDecoder // by subject; ingest only
 	records  [][]byte                  // ingest's scratch
+	letters  []schemas.DeadLetter      // ingest's dead letters of the message being dispatched
 	restored checkpoint.Meta
 	// doneUpTo is the stream sequence up to which every message's results
 	// are durable (published and stored) as of this start: the restored

@@ -201,7 +201,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("acked %d messages, want %d", got, len(msgs))
 	}
 
-	// Dead letters: one per bad line, with the reason and where it came from.
+	// Dead letters: one entry per bad line, one message per reason (the bad
+	// lines are in one message), with the reason and where it came from.
 	dlq, err := e.js.Stream(ctx, schemas.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +212,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("DLQ holds %d messages, want %d", info.State.Msgs, len(bad))
 	}
 	reasons := map[string]bool{}
+	var letters []schemas.DeadLetter
 	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
 		m, err := dlq.GetMsg(ctx, seq)
 		if err != nil {
@@ -219,6 +221,17 @@ func TestEndToEnd(t *testing.T) {
 		reasons[m.Header.Get(schemas.HeaderDLQReason)] = true
 		if m.Header.Get(schemas.HeaderDLQSubject) != subject || m.Header.Get(schemas.HeaderDLQSequence) == "" {
 			t.Errorf("dead letter lacks its origin: %v", m.Header)
+		}
+		if letters, err = schemas.ParseDeadLetters(letters, m.Data, m.Header.Get(schemas.HeaderDLQReason)); err != nil {
+			t.Error(err)
+		}
+	}
+	if len(letters) != len(bad) || p.M.DeadLettered.Load() != uint64(len(bad)) {
+		t.Errorf("DLQ holds %d dead letters (counter %d), want %d", len(letters), p.M.DeadLettered.Load(), len(bad))
+	}
+	for _, d := range letters {
+		if d.Reason == schemas.DeadLetterTooLarge && (!d.Truncated() || d.Size <= schemas.DefaultMaxLineBytes) {
+			t.Errorf("too large line: %d of %d bytes kept, want a prefix and its whole length", len(d.Record), d.Size)
 		}
 	}
 	for _, r := range []string{schemas.DeadLetterMalformedJSON, schemas.DeadLetterMissingField, schemas.DeadLetterTimestampOutOfRange, schemas.DeadLetterInvalidUTF8, schemas.DeadLetterTooLarge} {
@@ -349,8 +362,22 @@ func TestGarbageMessageIsBounded(t *testing.T) {
 	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond})
 	dlq, _ := e.js.Stream(ctx, schemas.StreamDLQ)
 	info, _ := dlq.Info(ctx)
-	if info.State.Msgs != pipeline.MaxBadLinesPerMessage+1 || p.M.DeadLettered.Load() != info.State.Msgs {
-		t.Fatalf("DLQ holds %d messages (counter %d), want %d", info.State.Msgs, p.M.DeadLettered.Load(), pipeline.MaxBadLinesPerMessage+1)
+	// Two DLQ messages: the bad lines together, then the rest.
+	if info.State.Msgs != 2 || p.M.DeadLettered.Load() != pipeline.MaxBadLinesPerMessage+1 {
+		t.Fatalf("DLQ holds %d messages (counter %d dead letters), want 2 (%d)", info.State.Msgs, p.M.DeadLettered.Load(), pipeline.MaxBadLinesPerMessage+1)
+	}
+	first, err := dlq.GetMsg(ctx, info.State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	letters, err := schemas.ParseDeadLetters(nil, first.Data, first.Header.Get(schemas.HeaderDLQReason))
+	if err != nil || len(letters) != pipeline.MaxBadLinesPerMessage || first.Header.Get(schemas.HeaderDLQCount) != fmt.Sprint(pipeline.MaxBadLinesPerMessage) {
+		t.Fatalf("first dead-letter message: %d entries (count header %q), %v; want %d", len(letters), first.Header.Get(schemas.HeaderDLQCount), err, pipeline.MaxBadLinesPerMessage)
+	}
+	for i, d := range letters {
+		if d.Line != uint32(i) || string(d.Record) != lines[i] || d.Reason != schemas.DeadLetterMalformedJSON {
+			t.Fatalf("entry %d: line %d record %q reason %q; want line %d, %q, %s", i, d.Line, d.Record, d.Reason, i, lines[i], schemas.DeadLetterMalformedJSON)
+		}
 	}
 	last, err := dlq.GetMsg(ctx, info.State.LastSeq)
 	if err != nil {
@@ -359,11 +386,15 @@ func TestGarbageMessageIsBounded(t *testing.T) {
 	if r := last.Header.Get(schemas.HeaderDLQReason); r != schemas.DeadLetterTooManyBadLines {
 		t.Errorf("last dead letter's reason = %q", r)
 	}
-	if want := strings.Join(lines[pipeline.MaxBadLinesPerMessage:], "\n"); string(last.Data) != want {
-		t.Errorf("the rest of the message was not kept whole: %d bytes, want %d", len(last.Data), len(want))
+	rest, err := schemas.ParseDeadLetters(nil, last.Data, schemas.DeadLetterTooManyBadLines)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("the rest: %d entries, %v; want 1", len(rest), err)
 	}
-	if last.Header.Get(schemas.HeaderDLQLine) != fmt.Sprint(pipeline.MaxBadLinesPerMessage) {
-		t.Errorf("rest starts at line %q, want %d", last.Header.Get(schemas.HeaderDLQLine), pipeline.MaxBadLinesPerMessage)
+	if want := strings.Join(lines[pipeline.MaxBadLinesPerMessage:], "\n"); string(rest[0].Record) != want {
+		t.Errorf("the rest of the message was not kept whole: %d bytes, want %d", len(rest[0].Record), len(want))
+	}
+	if rest[0].Line != pipeline.MaxBadLinesPerMessage || last.Header.Get(schemas.HeaderDLQLine) != fmt.Sprint(pipeline.MaxBadLinesPerMessage) {
+		t.Errorf("rest starts at line %d (header %q), want %d", rest[0].Line, last.Header.Get(schemas.HeaderDLQLine), pipeline.MaxBadLinesPerMessage)
 	}
 	if p.M.Acked.Load() != 1 {
 		t.Errorf("acked %d messages, want 1", p.M.Acked.Load())

@@ -32,7 +32,8 @@ type Column struct {
 type Table struct {
 	Name    string
 	Columns []Column
-	// PartitionBy is the partition key expression.
+	// PartitionBy is the partition key expression: the day of TimeColumn
+	// (the writer, pipeline/sink, bounds the days one insert carries by it).
 	PartitionBy string
 	// OrderBy is the sorting key; its last column is the row's stable id (for
 	// receipts, the whole key is: decision, enforcer, action).

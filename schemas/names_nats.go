@@ -49,13 +49,21 @@ const (
 // decisions, keyed by KVKey(scope, value).
 const KVActiveBlocks = "iotwatch_blocks"
 
-// Headers on dead-lettered messages.
+// Headers on dead-letter messages (IOTWATCH_DLQ). Each message holds the
+// dead letters of one log message with one reason, in the body described by
+// ParseDeadLetters; these say which.
 const (
-	HeaderDLQReason     = "Iotwatch-Dlq-Reason"
-	HeaderDLQSubject    = "Iotwatch-Original-Subject"
-	HeaderDLQSequence   = "Iotwatch-Original-Sequence"
-	HeaderDLQLine       = "Iotwatch-Original-Line"
-	HeaderDLQDetail     = "Iotwatch-Dlq-Detail"    // human-readable detail, one line, at most 1 KiB
-	HeaderDLQTruncated  = "Iotwatch-Dlq-Truncated" // "true" when the payload was cut to fit; the original is at the sequence
-	HeaderSchemaVersion = "Iotwatch-Schema-Version"
+	HeaderDLQReason   = "Iotwatch-Dlq-Reason"        // the reason code of every entry
+	HeaderDLQSubject  = "Iotwatch-Original-Subject"  // the log message's subject
+	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the log message's sequence in IOTWATCH_LOGS
+	HeaderDLQLine     = "Iotwatch-Original-Line"     // the first entry's line in that message
+	HeaderDLQCount    = "Iotwatch-Dlq-Count"         // how many entries (records) the body holds
+
+	// HeaderDLQDetailV1 is the detail of a dead-letter message written before
+	// bodies of entries (no HeaderDLQCount): one record as the payload, its
+	// line in HeaderDLQLine. Read only, while such messages stay in the stream.
+	HeaderDLQDetailV1 = "Iotwatch-Dlq-Detail"
 )
+
+// HeaderSchemaVersion carries SchemaVersion on published results.
+const HeaderSchemaVersion = "Iotwatch-Schema-Version"

@@ -44,7 +44,9 @@ Prints what iotwatch makes of a log, with the pipeline's decoders: one line per
 record, the decoded event as canonical JSON, or {"dead_letter":{"reason":...,
 "detail":...,"record":...}} for a record the pipeline would dead-letter. With
 --subject, it reads a NATS subject through an ephemeral ordered consumer: nothing
-is acked or consumed, the pipeline is not disturbed. A summary goes to stderr.
+is acked or consumed, the pipeline is not disturbed. --subject 'iotwatch.dlq.>'
+prints what the pipeline dead-lettered, one dead_letter line per record (with
+"size" when the stored record is cut). A summary goes to stderr.
 
 Flags:
 `)

@@ -260,7 +260,7 @@ func TestRoles(t *testing.T) {
 	if err := np.PublishAlerts(ctx, []schemas.Alert{{ID: "alert-1", Device: "meter-9", Severity: schemas.SeverityHigh, SchemaV: 1}}); err != nil {
 		t.Fatalf("pipeline cannot publish an alert: %v", err)
 	}
-	if err := np.DeadLetter(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), 1, 0, schemas.DeadLetterUnknownFormat, "test", []byte("x")); err != nil {
+	if err := np.DeadLetters(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), 1, []schemas.DeadLetter{{Reason: schemas.DeadLetterUnknownFormat, Detail: "test", Size: 1, Record: []byte("x")}}); err != nil {
 		t.Fatalf("pipeline cannot dead-letter: %v", err)
 	}
 	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: clickhouse.Get(t).DSN(), Database: "perms", Log: log})

@@ -3,7 +3,9 @@
 // canonical JSON event (one per line) or as the dead letter it would become,
 // with its reason. It reads and never consumes: a subject is read through an
 // ephemeral ordered consumer, so the pipeline's durable consumer and acks are
-// untouched. `iotwatch inspect` is its command.
+// untouched. The dead-letter stream reads the same way: the entries of its
+// messages (schemas.ParseDeadLetters) are printed as dead letters. `iotwatch
+// inspect` is its command.
 package inspect
 
 import (
@@ -12,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/formats"
@@ -25,6 +29,7 @@ import (
 //
 //	{...}                                                   a decoded event (schemas.AppendJSON)
 //	{"dead_letter":{"reason":"malformed_line","detail":"...","subject":"...","seq":7,"line":2,"record":"..."}}
+//	{"dead_letter":{...,"record":"...","size":9000}}       a stored dead letter whose record was cut: its whole length
 //	{"skipped":{"subject":"...","seq":7,"line":3,"record":"..."}}   only with Skipped: a record with no event
 //
 // Counts say how many of each it wrote. A Printer is not safe for concurrent use.
@@ -42,6 +47,7 @@ type Printer struct {
 
 	decoders map[string]formats.Decoder // by subject: some decoders keep per-stream state
 	recs     [][]byte
+	letters  []schemas.DeadLetter
 	buf      []byte
 	ev       schemas.Event
 }
@@ -51,7 +57,7 @@ type Printer struct {
 func (p *Printer) Message(subject string, seq uint64, msg []byte, now int64) error {
 	format, dec, err := p.decoder(subject)
 	if err != nil {
-		p.buf = p.deadLetter(p.buf[:0], schemas.DeadLetterUnknownFormat, err.Error(), subject, seq, 0, msg)
+		p.buf = p.deadLetter(p.buf[:0], schemas.DeadLetterUnknownFormat, err.Error(), subject, seq, 0, msg, len(msg))
 		return p.flush()
 	}
 	p.recs = formats.Records(format, p.recs[:0], msg)
@@ -74,9 +80,9 @@ func (p *Printer) Message(subject string, seq uint64, msg []byte, now int64) err
 			p.buf = schemas.AppendQuoted(p.buf, rec)
 			p.buf = append(p.buf, "}}\n"...)
 		case errors.As(err, &de):
-			p.buf = p.deadLetter(p.buf, de.Reason, de.Detail, subject, seq, i, rec)
+			p.buf = p.deadLetter(p.buf, de.Reason, de.Detail, subject, seq, i, rec, len(rec))
 		default:
-			p.buf = p.deadLetter(p.buf, schemas.DeadLetterUndecodable, err.Error(), subject, seq, i, rec)
+			p.buf = p.deadLetter(p.buf, schemas.DeadLetterUndecodable, err.Error(), subject, seq, i, rec, len(rec))
 		}
 		if len(p.buf) > 64<<10 {
 			if err := p.flush(); err != nil {
@@ -87,7 +93,33 @@ func (p *Printer) Message(subject string, seq uint64, msg []byte, now int64) err
 	return p.flush()
 }
 
-func (p *Printer) deadLetter(dst []byte, reason, detail, subject string, seq uint64, line int, rec []byte) []byte {
+// DeadLetterMessage prints the entries of a message of the dead-letter stream
+// (IOTWATCH_DLQ) with headers h, each with the log message it came from.
+// A message without schemas.HeaderDLQCount is of the earlier shape: one
+// record as its payload.
+func (p *Printer) DeadLetterMessage(h nats.Header, body []byte) error {
+	seq, _ := strconv.ParseUint(h.Get(schemas.HeaderDLQSequence), 10, 64)
+	subject, reason := h.Get(schemas.HeaderDLQSubject), h.Get(schemas.HeaderDLQReason)
+	if h.Get(schemas.HeaderDLQCount) == "" {
+		line, _ := strconv.Atoi(h.Get(schemas.HeaderDLQLine))
+		p.buf = p.deadLetter(p.buf, reason, h.Get(schemas.HeaderDLQDetailV1), subject, seq, line, body, len(body))
+		return p.flush()
+	}
+	var err error
+	p.letters, err = schemas.ParseDeadLetters(p.letters[:0], body, reason)
+	if err != nil {
+		return fmt.Errorf("cannot read a dead-letter message of %q: %w", subject, err)
+	}
+	for _, d := range p.letters {
+		p.buf = p.deadLetter(p.buf, d.Reason, d.Detail, subject, seq, int(d.Line), d.Record, d.Size)
+	}
+	clear(p.letters)
+	return p.flush()
+}
+
+// deadLetter appends the line of a dead letter; size is the whole record's
+// length, printed when rec is only its beginning.
+func (p *Printer) deadLetter(dst []byte, reason, detail, subject string, seq uint64, line int, rec []byte, size int) []byte {
 	p.DeadLetters++
 	dst = append(dst, `{"dead_letter":{"reason":`...)
 	dst = schemas.AppendQuoted(dst, []byte(reason))
@@ -97,6 +129,9 @@ func (p *Printer) deadLetter(dst []byte, reason, detail, subject string, seq uin
 	dst = schemas.AppendQuoted(dst, []byte(subject))
 	dst = fmt.Appendf(dst, `,"seq":%d,"line":%d,"record":`, seq, line)
 	dst = schemas.AppendQuoted(dst, rec)
+	if size > len(rec) {
+		dst = fmt.Appendf(dst, `,"size":%d`, size)
+	}
 	return append(dst, "}}\n"...)
 }
 
@@ -239,6 +274,10 @@ func (p *Printer) read(ctx context.Context, stream jetstream.Stream, cfg jetstre
 			}
 			if skip > 0 {
 				skip--
+			} else if strings.HasPrefix(m.Subject(), schemas.SubjectDLQPrefix+".") {
+				if err := p.DeadLetterMessage(m.Headers(), m.Data()); err != nil {
+					return err
+				}
 			} else if err := p.Message(m.Subject(), md.Sequence.Stream, m.Data(), md.Timestamp.UnixNano()); err != nil {
 				return err
 			}

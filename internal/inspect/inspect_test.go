@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -102,5 +105,66 @@ func TestSubject(t *testing.T) {
 	}
 	if info.NumPending != 3 || info.NumAckPending != 0 {
 		t.Errorf("the pipeline's consumer: %d pending, %d awaiting ack; want 3 and 0 (inspect must not consume)", info.NumPending, info.NumAckPending)
+	}
+}
+
+// TestDeadLetterStream: inspect reads the dead-letter stream as it reads logs,
+// printing each entry of its messages as a dead letter with the log message
+// it came from (and the whole length of a cut record).
+func TestDeadLetterStream(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub := sink.NewNATSPublisher(env.JS, nil, nil)
+	subj := bus.LogSubject(schemas.FormatJSON, "gw-1")
+	big := bytes.Repeat([]byte("y"), sink.MaxDeadLetterRecord+10)
+	letters := []schemas.DeadLetter{
+		{Line: 0, Reason: schemas.DeadLetterMalformedJSON, Detail: "expected '{' at the start of the line", Size: 1, Record: []byte("x")},
+		{Line: 2, Reason: schemas.DeadLetterTooLarge, Detail: "too long", Size: len(big), Record: big},
+		{Line: 5, Reason: schemas.DeadLetterMalformedJSON, Detail: "expected '{' at the start of the line", Size: 1, Record: []byte("z")},
+	}
+	if err := pub.DeadLetters(ctx, subj, 7, letters); err != nil {
+		t.Fatal(err)
+	}
+	// A dead letter of the earlier shape (one record per message, the detail
+	// in a header), as a stream written before the upgrade still holds.
+	old := nats.NewMsg(schemas.SubjectDLQPrefix + ".bad_timestamp")
+	old.Data = []byte("junk")
+	old.Header.Set(schemas.HeaderDLQReason, schemas.DeadLetterBadTimestamp)
+	old.Header.Set(schemas.HeaderDLQSubject, subj)
+	old.Header.Set(schemas.HeaderDLQSequence, "3")
+	old.Header.Set(schemas.HeaderDLQLine, "1")
+	old.Header.Set(schemas.HeaderDLQDetailV1, "no time")
+	if _, err := env.JS.PublishMsg(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	p := &Printer{W: &out}
+	if err := p.Subject(ctx, env.JS, SubjectOptions{Subject: schemas.SubjectDLQAll}); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(t, out.Bytes())
+	if p.DeadLetters != 4 || len(got) != 4 {
+		t.Fatalf("%d dead letters:\n%s", p.DeadLetters, out.Bytes())
+	}
+	want := []struct {
+		reason, record string
+		line           float64
+	}{{schemas.DeadLetterMalformedJSON, "x", 0}, {schemas.DeadLetterMalformedJSON, "z", 5}, {schemas.DeadLetterTooLarge, string(big[:sink.MaxDeadLetterRecord]), 2}}
+	for i, w := range want {
+		dl, _ := got[i]["dead_letter"].(map[string]any)
+		if dl["reason"] != w.reason || dl["record"] != w.record || dl["line"] != w.line || dl["seq"] != 7.0 || dl["subject"] != subj {
+			t.Errorf("dead letter %d: %v; want reason %s line %v of message 7 on %s", i, got[i], w.reason, w.line, subj)
+		}
+		if dl["detail"] == "" {
+			t.Errorf("dead letter %d has no detail: %v", i, got[i])
+		}
+	}
+	if dl, _ := got[2]["dead_letter"].(map[string]any); dl["size"] != float64(len(big)) {
+		t.Errorf("the cut record: %v; want its whole size %d", got[2], len(big))
+	}
+	if dl, _ := got[3]["dead_letter"].(map[string]any); dl["reason"] != schemas.DeadLetterBadTimestamp || dl["detail"] != "no time" ||
+		dl["record"] != "junk" || dl["seq"] != 3.0 || dl["line"] != 1.0 {
+		t.Errorf("the dead letter of the earlier shape: %v", got[3])
 	}
 }

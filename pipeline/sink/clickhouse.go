@@ -214,7 +214,9 @@ const (
 //
 // Writes are idempotent: the tables are ReplacingMergeTree keyed by each row's
 // stable id, so a batch written twice (a retry after a lost acknowledgement, a
-// redelivered message) is counted once by queries that use FINAL.
+// redelivered message) is counted once by queries that use FINAL. One insert
+// carries rows of at most MaxDaysPerInsert days, so that it touches at most
+// 100 daily partitions (max_partitions_per_insert_block).
 type ClickHouse struct {
 	conn    driver.Conn
 	db      string
@@ -224,6 +226,7 @@ type ClickHouse struct {
 	log     *slog.Logger
 
 	rowsWritten atomic.Uint64
+	inserts     atomic.Uint64
 	retries     atomic.Uint64
 
 	warnMu         sync.Mutex
@@ -344,12 +347,13 @@ func (c *ClickHouse) columns(ctx context.Context) (map[string]map[string]bool, e
 // ClickHouseStats are the writer's counters since it was opened.
 type ClickHouseStats struct {
 	RowsWritten uint64 // rows of successful inserts (schemas.MetricRowsWritten)
+	Inserts     uint64 // successful INSERT statements
 	Retries     uint64 // failed attempts that were retried
 }
 
 // Stats returns the writer's counters.
 func (c *ClickHouse) Stats() ClickHouseStats {
-	return ClickHouseStats{RowsWritten: c.rowsWritten.Load(), Retries: c.retries.Load()}
+	return ClickHouseStats{RowsWritten: c.rowsWritten.Load(), Inserts: c.inserts.Load(), Retries: c.retries.Load()}
 }
 
 // Retries returns how many insert attempts failed and were retried.
@@ -370,21 +374,44 @@ func (c *ClickHouse) Ping(ctx context.Context) error {
 // or any record whose fields are named and typed like the scored_events columns)
 // into the scored events table. It does not retain or release rec.
 //
-// It retries failed attempts with back-off and returns only once the rows are
-// written, when ctx is done (the error then wraps ctx.Err() and the caller still
-// holds the whole batch), after MaxRetries retries, or when rec does not fit the
-// table (a permanent error, returned at once).
+// Rows of more than MaxDaysPerInsert days are split into several inserts, each
+// of at most that many days. Each insert retries failed
+// attempts with back-off; WriteScored returns only once every row is written,
+// when ctx is done (the error then wraps ctx.Err() and the caller still holds
+// the whole batch: inserts that succeeded before are written again when it
+// retries, and collapse with their first copy, see ClickHouse), after
+// MaxRetries retries, or when rec does not fit the table (a permanent error,
+// returned at once).
 func (c *ClickHouse) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
 	rows := int(rec.NumRows())
 	if rows == 0 {
 		return nil
 	}
 	table := schemas.ScoredTable()
-	cols, err := arrowColumns(table, rec)
+	groups := scoredDayGroups(table, rec)
+	if groups == nil {
+		return c.insertArrow(ctx, table, rec, nil)
+	}
+	for _, rows := range groups {
+		if err := c.insertArrow(ctx, table, rec, rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertArrow inserts the rows of rec (only rows, when not nil) in one
+// INSERT, retried.
+func (c *ClickHouse) insertArrow(ctx context.Context, table *schemas.Table, rec arrow.RecordBatch, rows []int) error {
+	cols, err := arrowColumns(table, rec, rows)
 	if err != nil {
 		return err
 	}
-	return c.insert(ctx, table, rows, func(b driver.Batch) error {
+	n := int(rec.NumRows())
+	if rows != nil {
+		n = len(rows)
+	}
+	return c.insert(ctx, table, n, func(b driver.Batch) error {
 		for i, col := range cols {
 			if err := col(b.Column(i)); err != nil {
 				return fmt.Errorf("cannot append column %q: %w", table.Columns[i].Name, err)
@@ -400,8 +427,7 @@ func (c *ClickHouse) WriteAlerts(ctx context.Context, alerts []schemas.Alert) er
 		return nil
 	}
 	table := schemas.AlertsTable()
-	cols := alertColumns(alerts)
-	return c.insert(ctx, table, len(alerts), appendAll(table, cols))
+	return c.insertColumns(ctx, table, len(alerts), alertColumns(alerts))
 }
 
 // WriteDecisions inserts decisions into the decisions table, retrying like WriteScored.
@@ -410,8 +436,7 @@ func (c *ClickHouse) WriteDecisions(ctx context.Context, ds []schemas.Decision) 
 		return nil
 	}
 	table := schemas.DecisionsTable()
-	cols := decisionColumns(ds)
-	return c.insert(ctx, table, len(ds), appendAll(table, cols))
+	return c.insertColumns(ctx, table, len(ds), decisionColumns(ds))
 }
 
 // permanentError marks a failure that retrying cannot fix (the data does not
@@ -437,6 +462,7 @@ func (c *ClickHouse) insert(ctx context.Context, table *schemas.Table, rows int,
 		err := c.insertOnce(ctx, query, fill)
 		if err == nil {
 			c.rowsWritten.Add(uint64(rows))
+			c.inserts.Add(1)
 			if attempt > 1 {
 				c.log.Info("ClickHouse insert succeeded after retries", "table", table.Name, "rows", rows, "attempts", attempt)
 			}

@@ -22,7 +22,9 @@ type columnFunc func(driver.BatchColumn) error
 // arrowColumns returns, for each column of table in order, a function that
 // appends the field of rec with the same name. It fails when a column is
 // missing from rec or has an Arrow type that does not fit the column.
-func arrowColumns(table *schemas.Table, rec arrow.RecordBatch) ([]columnFunc, error) {
+//
+// rows, when not nil, selects the rows to append, in that order.
+func arrowColumns(table *schemas.Table, rec arrow.RecordBatch, rows []int) ([]columnFunc, error) {
 	schema := rec.Schema()
 	cols := make([]columnFunc, len(table.Columns))
 	for i, c := range table.Columns {
@@ -30,7 +32,7 @@ func arrowColumns(table *schemas.Table, rec arrow.RecordBatch) ([]columnFunc, er
 		if len(idx) != 1 {
 			return nil, fmt.Errorf("cannot write Arrow record to ClickHouse table %q: it has %d fields named %q, want 1", table.Name, len(idx), c.Name)
 		}
-		f, err := arrowColumn(c.Type, rec.Column(idx[0]))
+		f, err := arrowColumn(c.Type, rec.Column(idx[0]), rows)
 		if err != nil {
 			return nil, fmt.Errorf("cannot write Arrow record to ClickHouse table %q: column %q: %w", table.Name, c.Name, err)
 		}
@@ -44,10 +46,11 @@ func appendSlice(v any) columnFunc {
 	return func(bc driver.BatchColumn) error { return bc.Append(v) }
 }
 
-// arrowColumn converts one Arrow column for a ClickHouse column of type chType.
-// Numeric columns are appended without copying; strings are views into the
-// Arrow buffers (clickhouse-go copies them into its own block).
-func arrowColumn(chType string, arr arrow.Array) (columnFunc, error) {
+// arrowColumn converts one Arrow column for a ClickHouse column of type chType,
+// only its rows (in that order) when rows is not nil. Numeric columns of all
+// rows are appended without copying; strings are views into the Arrow buffers
+// (clickhouse-go copies them into its own block).
+func arrowColumn(chType string, arr arrow.Array, rows []int) (columnFunc, error) {
 	mismatch := func() (columnFunc, error) {
 		return nil, fmt.Errorf("arrow type %s does not fit ClickHouse type %s", arr.DataType(), chType)
 	}
@@ -64,40 +67,40 @@ func arrowColumn(chType string, arr arrow.Array) (columnFunc, error) {
 		for i, v := range vals {
 			secs[i] = clampDateTime(floorDiv(int64(v), div))
 		}
-		return appendSlice(secs), nil
+		return appendRows(secs, rows), nil
 	case "String":
 		a, ok := arr.(*array.String)
 		if !ok {
 			return mismatch()
 		}
-		return appendSlice(stringValues(a)), nil
+		return appendRows(stringValues(a), rows), nil
 	case "Int64":
 		if a, ok := arr.(*array.Int64); ok {
-			return appendSlice(a.Int64Values()), nil
+			return appendRows(a.Int64Values(), rows), nil
 		}
 	case "UInt8":
 		if a, ok := arr.(*array.Uint8); ok {
-			return appendSlice(a.Uint8Values()), nil
+			return appendRows(a.Uint8Values(), rows), nil
 		}
 	case "UInt16":
 		if a, ok := arr.(*array.Uint16); ok {
-			return appendSlice(a.Uint16Values()), nil
+			return appendRows(a.Uint16Values(), rows), nil
 		}
 	case "UInt32":
 		if a, ok := arr.(*array.Uint32); ok {
-			return appendSlice(a.Uint32Values()), nil
+			return appendRows(a.Uint32Values(), rows), nil
 		}
 	case "UInt64":
 		if a, ok := arr.(*array.Uint64); ok {
-			return appendSlice(a.Uint64Values()), nil
+			return appendRows(a.Uint64Values(), rows), nil
 		}
 	case "Float32":
 		if a, ok := arr.(*array.Float32); ok {
-			return appendSlice(a.Float32Values()), nil
+			return appendRows(a.Float32Values(), rows), nil
 		}
 	case "Float64":
 		if a, ok := arr.(*array.Float64); ok {
-			return appendSlice(a.Float64Values()), nil
+			return appendRows(a.Float64Values(), rows), nil
 		}
 	case "Array(String)", "Array(Float32)", "Array(Float64)":
 		l, ok := arr.(*array.List)
@@ -107,27 +110,54 @@ func arrowColumn(chType string, arr arrow.Array) (columnFunc, error) {
 		switch v := l.ListValues().(type) {
 		case *array.String:
 			if chType == "Array(String)" {
-				return appendLists(l, stringValues(v)), nil
+				return appendLists(l, stringValues(v), rows), nil
 			}
 		case *array.Float32:
 			if chType == "Array(Float32)" {
-				return appendLists(l, v.Float32Values()), nil
+				return appendLists(l, v.Float32Values(), rows), nil
 			}
 		case *array.Float64:
 			if chType == "Array(Float64)" {
-				return appendLists(l, v.Float64Values()), nil
+				return appendLists(l, v.Float64Values(), rows), nil
 			}
 		}
 	}
 	return mismatch()
 }
 
-// appendLists returns a columnFunc appending each row of the list array l as a
-// subslice of flat, the list's values.
-func appendLists[T any](l *array.List, flat []T) columnFunc {
+// appendRows returns a columnFunc appending vals, or only vals[rows[0]],
+// vals[rows[1]], ... when rows is not nil.
+func appendRows[T any](vals []T, rows []int) columnFunc {
+	if rows != nil {
+		vals = gather(vals, rows)
+	}
+	return appendSlice(vals)
+}
+
+// gather returns vals[rows[0]], vals[rows[1]], ...
+func gather[T any](vals []T, rows []int) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = vals[r]
+	}
+	return out
+}
+
+// appendLists returns a columnFunc appending each row of the list array l (or
+// only rows, in that order, when not nil) as a subslice of flat, the list's
+// values.
+func appendLists[T any](l *array.List, flat []T, rows []int) columnFunc {
 	return func(bc driver.BatchColumn) error {
-		for i := 0; i < l.Len(); i++ {
-			start, end := l.ValueOffsets(i)
+		n := l.Len()
+		if rows != nil {
+			n = len(rows)
+		}
+		for i := range n {
+			r := i
+			if rows != nil {
+				r = rows[i]
+			}
+			start, end := l.ValueOffsets(r)
 			if err := bc.AppendRow(flat[start:end:end]); err != nil {
 				return err
 			}

@@ -33,7 +33,7 @@ func (c *ClickHouse) WriteReceipts(ctx context.Context, rs []Receipt) error {
 		return nil
 	}
 	table := schemas.ReceiptsTable()
-	return c.insert(ctx, table, len(rs), appendAll(table, receiptColumns(rs)))
+	return c.insertColumns(ctx, table, len(rs), receiptColumns(rs))
 }
 
 // WriteRejectedReceipts inserts receipts that failed verification into the

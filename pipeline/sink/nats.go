@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,16 +21,17 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// dlqHeaderRoom is what a dead letter's headers may take of the max payload.
+// dlqHeaderRoom is what a dead-letter message's headers may take of the max
+// payload.
 const dlqHeaderRoom = 4096
 
 // MaxDeadLetterRecord bounds the copy of a record a dead letter keeps: enough
 // to see what was wrong with it; the whole record stays in IOTWATCH_LOGS at
 // the sequence the dead letter names. A flood of large bad records then
-// costs the DLQ at most this much each.
+// costs the DLQ at most this much each (plus its entry line).
 const MaxDeadLetterRecord = 4 << 10
 
-// maxDetailLen bounds the schemas.HeaderDLQDetail value.
+// maxDetailLen bounds a dead letter's detail.
 const maxDetailLen = 1024
 
 // NATSPublisher publishes the pipeline's results for enforcement points: alerts
@@ -463,33 +465,77 @@ func checkDecision(d *schemas.Decision) error {
 	return nil
 }
 
-// DeadLetter publishes payload, one undecodable record, on
-// iotwatch.dlq.<reason> (stream IOTWATCH_DLQ) with the headers
-// schemas.HeaderDLQReason (the reason code), HeaderDLQSubject (origSubject),
-// HeaderDLQSequence (seq, the record's message in IOTWATCH_LOGS),
-// HeaderDLQLine (line, the record's line in that message) and schemas.HeaderDLQDetail
-// (detail on one line, cut to 1 KiB), and waits for the PubAck. Its Nats-Msg-Id
-// is "<seq>-<line>", so dead-lettering a redelivered message stores nothing new.
-func (p *NATSPublisher) DeadLetter(ctx context.Context, origSubject string, seq uint64, line uint32, reason, detail string, payload []byte) error {
-	subject := schemas.SubjectDLQPrefix + "." + bus.SubjectToken(reason)
-	m := nats.NewMsg(subject)
-	// A copy longer than MaxDeadLetterRecord (or than the server's max payload
-	// with its headers) is truncated, and says so: the original stays in
-	// IOTWATCH_LOGS at seq.
-	max := min(MaxDeadLetterRecord, int(p.js.Conn().MaxPayload())-dlqHeaderRoom)
-	if max > 0 && len(payload) > max {
-		payload = payload[:max]
-		m.Header.Set(schemas.HeaderDLQTruncated, "true")
+// DeadLetters publishes letters, the undecodable records of the log message
+// seq on origSubject (IOTWATCH_LOGS), on iotwatch.dlq.<reason> (stream
+// IOTWATCH_DLQ): those with the same reason together, in one message or, when
+// they do not fit the server's max payload, a few, each in the body
+// schemas.ParseDeadLetters reads, with the headers schemas.HeaderDLQReason,
+// HeaderDLQSubject, HeaderDLQSequence, HeaderDLQLine (its first entry's line)
+// and HeaderDLQCount. A record longer than MaxDeadLetterRecord is cut to it
+// (its entry keeps the whole length); a detail is cut to 1 KiB. It waits for
+// every PubAck. A message's Nats-Msg-Id is "<seq>-<first line>", so
+// dead-lettering a redelivered message again stores nothing new; a caller that
+// gets an error retries the same call.
+//
+// It sorts letters by reason (stably) and may modify their Record, Size and
+// Detail; it does not retain them.
+func (p *NATSPublisher) DeadLetters(ctx context.Context, origSubject string, seq uint64, letters []schemas.DeadLetter) error {
+	if len(letters) == 0 {
+		return nil
 	}
-	m.Data = payload
-	m.Header.Set(schemas.HeaderDLQReason, headerValue(reason))
-	m.Header.Set(schemas.HeaderDLQSubject, headerValue(origSubject))
-	m.Header.Set(schemas.HeaderDLQSequence, strconv.FormatUint(seq, 10))
-	m.Header.Set(schemas.HeaderDLQLine, strconv.FormatUint(uint64(line), 10))
-	m.Header.Set(schemas.HeaderDLQDetail, headerValue(detail))
-	id := strconv.FormatUint(seq, 10) + "-" + strconv.FormatUint(uint64(line), 10)
-	if _, err := p.js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectStream(schemas.StreamDLQ)); err != nil {
-		return fmt.Errorf("cannot dead-letter line %d of message %d from %q to %q: %w", line, seq, origSubject, subject, err)
+	slices.SortStableFunc(letters, func(a, b schemas.DeadLetter) int { return strings.Compare(a.Reason, b.Reason) })
+	// A message holds what the max payload leaves after the headers.
+	maxBody := int(p.js.Conn().MaxPayload()) - dlqHeaderRoom
+	maxRecord := max(0, min(MaxDeadLetterRecord, maxBody-2*maxDetailLen))
+	for i := range letters {
+		d := &letters[i]
+		if d.Size < len(d.Record) {
+			d.Size = len(d.Record)
+		}
+		if len(d.Record) > maxRecord {
+			d.Record = d.Record[:maxRecord]
+		}
+		d.Detail = headerValue(d.Detail)
+	}
+	var acks []jetstream.PubAckFuture
+	for start := 0; start < len(letters); {
+		// One message: letters[start:end], same reason, fitting maxBody.
+		var body []byte
+		end := start
+		var prev *schemas.DeadLetter
+		for end < len(letters) && letters[end].Reason == letters[start].Reason {
+			d := &letters[end]
+			if end > start && len(body)+schemas.DeadLetterEntrySize(d, prev) > maxBody {
+				break
+			}
+			body = schemas.AppendDeadLetter(body, d, prev)
+			prev = d
+			end++
+		}
+		first := &letters[start]
+		m := nats.NewMsg(schemas.SubjectDLQPrefix + "." + bus.SubjectToken(first.Reason))
+		m.Data = body
+		m.Header.Set(schemas.HeaderDLQReason, headerValue(first.Reason))
+		m.Header.Set(schemas.HeaderDLQSubject, headerValue(origSubject))
+		m.Header.Set(schemas.HeaderDLQSequence, strconv.FormatUint(seq, 10))
+		m.Header.Set(schemas.HeaderDLQLine, strconv.FormatUint(uint64(first.Line), 10))
+		m.Header.Set(schemas.HeaderDLQCount, strconv.Itoa(end-start))
+		id := strconv.FormatUint(seq, 10) + "-" + strconv.FormatUint(uint64(first.Line), 10)
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(id), jetstream.WithExpectStream(schemas.StreamDLQ))
+		if err != nil {
+			return fmt.Errorf("cannot dead-letter %d records of message %d from %q: %w", end-start, seq, origSubject, err)
+		}
+		acks = append(acks, f)
+		start = end
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("cannot dead-letter records of message %d from %q to %q: %w", seq, origSubject, f.Msg().Subject, err)
+		case <-ctx.Done():
+			return fmt.Errorf("cannot dead-letter records of message %d from %q: %w", seq, origSubject, ctx.Err())
+		}
 	}
 	return nil
 }

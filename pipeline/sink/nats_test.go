@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ type natsEnv struct {
 	keys map[string]ed25519.PublicKey // the public half of the publisher's signing key "k1"
 }
 
-func newNATSEnv(t *testing.T, ensure bool) *natsEnv {
+func newNATSEnv(t testing.TB, ensure bool) *natsEnv {
 	t.Helper()
 	e, err := natsserver.Start(natsserver.Options{})
 	if err != nil {
@@ -343,29 +344,37 @@ func TestNATSPublishDecisionsRejectsInvalid(t *testing.T) {
 	}
 }
 
-func TestNATSDeadLetter(t *testing.T) {
+// TestNATSDeadLetters: the dead letters of one log message go out as one DLQ
+// message per reason, their entries readable with schemas.ParseDeadLetters,
+// a detail repeated once, and a redelivered message stores nothing new.
+func TestNATSDeadLetters(t *testing.T) {
 	env := newNATSEnv(t, true)
+	const subject = "iotwatch.logs.json.kong-eu1"
 	payload := []byte(`{"time":"2026-03-01T12:00:00Z","device":`)
-	for range 2 { // a redelivered message dead-letters the same line again
-		err := env.pub.DeadLetter(env.ctx, "iotwatch.logs.json.kong-eu1", 42, 3, "bad_json", "unexpected end\r\nof input", payload)
-		if err != nil {
+	letters := func() []schemas.DeadLetter {
+		return []schemas.DeadLetter{
+			{Line: 3, Reason: "bad_json", Detail: "unexpected end\r\nof input", Size: len(payload), Record: payload},
+			{Line: 4, Reason: "bad.time", Detail: strings.Repeat("é", 1000), Size: 1, Record: []byte("x")},
+			{Line: 7, Reason: "bad_json", Detail: "unexpected end\r\nof input", Size: 1, Record: []byte("\n")},
+		}
+	}
+	for range 2 { // a redelivered message dead-letters the same lines again
+		if err := env.pub.DeadLetters(env.ctx, subject, 42, letters()); err != nil {
 			t.Fatalf("cannot dead-letter: %v", err)
 		}
 	}
-	if err := env.pub.DeadLetter(env.ctx, "iotwatch.logs.json.kong-eu1", 42, 4, "bad.time", strings.Repeat("é", 1000), []byte("x")); err != nil {
-		t.Fatalf("cannot dead-letter: %v", err)
-	}
 	msgs := env.streamMsgs(t, schemas.StreamDLQ)
 	if len(msgs) != 2 {
-		t.Fatalf("IOTWATCH_DLQ holds %d messages; want 2", len(msgs))
+		t.Fatalf("IOTWATCH_DLQ holds %d messages; want 2 (one per reason)", len(msgs))
 	}
-	m := msgs[0]
+	// Sorted by reason: bad.time first.
+	m := msgs[1]
 	wantHeaders := map[string]string{
 		schemas.HeaderDLQReason:   "bad_json",
-		schemas.HeaderDLQSubject:  "iotwatch.logs.json.kong-eu1",
+		schemas.HeaderDLQSubject:  subject,
 		schemas.HeaderDLQSequence: "42",
 		schemas.HeaderDLQLine:     "3",
-		schemas.HeaderDLQDetail:   "unexpected end  of input",
+		schemas.HeaderDLQCount:    "2",
 		jetstream.MsgIDHeader:     "42-3",
 	}
 	for k, v := range wantHeaders {
@@ -373,38 +382,72 @@ func TestNATSDeadLetter(t *testing.T) {
 			t.Fatalf("dead letter header %s = %q; want %q", k, got, v)
 		}
 	}
-	if m.Subject != "iotwatch.dlq.bad_json" || string(m.Data) != string(payload) {
-		t.Fatalf("dead letter subject %q payload %q; want iotwatch.dlq.bad_json and the original line", m.Subject, m.Data)
+	wantBody := "3 " + strconv.Itoa(len(payload)) + " unexpected end  of input\n" + string(payload) + "\n7 1\n\n\n"
+	if m.Subject != "iotwatch.dlq.bad_json" || string(m.Data) != wantBody {
+		t.Fatalf("dead letter subject %q body %q; want iotwatch.dlq.bad_json and %q", m.Subject, m.Data, wantBody)
 	}
-	m = msgs[1]
+	got, err := schemas.ParseDeadLetters(nil, m.Data, m.Header.Get(schemas.HeaderDLQReason))
+	if err != nil || len(got) != 2 || got[1].Line != 7 || got[1].Detail != "unexpected end  of input" || string(got[1].Record) != "\n" {
+		t.Fatalf("ParseDeadLetters = %+v, %v", got, err)
+	}
+	m = msgs[0]
 	if m.Subject != "iotwatch.dlq.bad_time" || m.Header.Get(schemas.HeaderDLQReason) != "bad.time" || m.Header.Get(jetstream.MsgIDHeader) != "42-4" {
 		t.Fatalf("second dead letter: subject %q reason %q msg id %q; want iotwatch.dlq.bad_time, bad.time, 42-4",
 			m.Subject, m.Header.Get(schemas.HeaderDLQReason), m.Header.Get(jetstream.MsgIDHeader))
 	}
-	if d := m.Header.Get(schemas.HeaderDLQDetail); len(d) > maxDetailLen || len(d) < maxDetailLen-1 || strings.ContainsRune(d, '\uFFFD') {
-		t.Fatalf("long detail header is %d bytes (valid UTF-8: %v); want it cut to about %d on a rune boundary", len(d), !strings.ContainsRune(d, '\uFFFD'), maxDetailLen)
+	got, err = schemas.ParseDeadLetters(nil, m.Data, "bad.time")
+	if err != nil || len(got) != 1 {
+		t.Fatalf("ParseDeadLetters = %+v, %v", got, err)
+	}
+	if d := got[0].Detail; len(d) > maxDetailLen || len(d) < maxDetailLen-1 || strings.ContainsRune(d, '\uFFFD') {
+		t.Fatalf("long detail is %d bytes (valid UTF-8: %v); want it cut to about %d on a rune boundary", len(d), !strings.ContainsRune(d, '\uFFFD'), maxDetailLen)
 	}
 }
 
-// TestDeadLetterTruncatesToMaxPayload: a record as large as the server's max
-// payload still reaches the DLQ (cut, and marked so) instead of failing forever.
-func TestDeadLetterTruncatesToMaxPayload(t *testing.T) {
+// TestDeadLettersTruncateAndSplit: a record as large as the server's max
+// payload still reaches the DLQ (cut, and its entry says how long it was)
+// instead of failing forever, and letters that do not fit one message are
+// split over several, each under the max payload, none lost.
+func TestDeadLettersTruncateAndSplit(t *testing.T) {
 	env := newNATSEnv(t, true)
 	ctx, js := env.ctx, env.js
-	huge := bytes.Repeat([]byte("x"), int(js.Conn().MaxPayload()))
-	if err := env.pub.DeadLetter(ctx, "iotwatch.logs.json.big", 9, 0, "too_large", "line is longer than the limit", huge); err != nil {
-		t.Fatalf("a max-payload record could not be dead-lettered: %v", err)
+	maxPayload := int(js.Conn().MaxPayload())
+	huge := bytes.Repeat([]byte("x"), maxPayload)
+	var letters []schemas.DeadLetter
+	n := 2*maxPayload/MaxDeadLetterRecord + 1 // more than two messages' worth
+	for i := range n {
+		letters = append(letters, schemas.DeadLetter{Line: uint32(i), Reason: "too_large", Detail: "line is longer than the limit", Size: len(huge), Record: huge})
 	}
-	s, err := js.Stream(ctx, schemas.StreamDLQ)
-	if err != nil {
-		t.Fatal(err)
+	if err := env.pub.DeadLetters(ctx, "iotwatch.logs.json.big", 9, letters); err != nil {
+		t.Fatalf("max-payload records could not be dead-lettered: %v", err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, schemas.SubjectDLQPrefix+".too_large")
-	if err != nil {
-		t.Fatal(err)
+	msgs := env.streamMsgs(t, schemas.StreamDLQ)
+	if len(msgs) < 3 {
+		t.Fatalf("%d records of %d bytes in %d DLQ messages; want them split over at least 3", n, MaxDeadLetterRecord, len(msgs))
 	}
-	if m.Header.Get(schemas.HeaderDLQTruncated) != "true" || len(m.Data) > MaxDeadLetterRecord || !bytes.Equal(m.Data, huge[:len(m.Data)]) {
-		t.Errorf("truncated=%q, %d of %d bytes kept", m.Header.Get(schemas.HeaderDLQTruncated), len(m.Data), len(huge))
+	var lines []uint32
+	for _, m := range msgs {
+		got, err := schemas.ParseDeadLetters(nil, m.Data, m.Header.Get(schemas.HeaderDLQReason))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(schemas.HeaderDLQCount) != strconv.Itoa(len(got)) || m.Header.Get(schemas.HeaderDLQLine) != strconv.Itoa(int(got[0].Line)) {
+			t.Errorf("headers count %s line %s; body holds %d from line %d", m.Header.Get(schemas.HeaderDLQCount), m.Header.Get(schemas.HeaderDLQLine), len(got), got[0].Line)
+		}
+		for _, d := range got {
+			if !d.Truncated() || d.Size != len(huge) || len(d.Record) != MaxDeadLetterRecord || !bytes.Equal(d.Record, huge[:len(d.Record)]) {
+				t.Fatalf("line %d: %d of %d bytes kept (truncated %v); want %d of %d", d.Line, len(d.Record), d.Size, d.Truncated(), MaxDeadLetterRecord, len(huge))
+			}
+			lines = append(lines, d.Line)
+		}
+	}
+	if len(lines) != n {
+		t.Fatalf("%d records in the DLQ; want %d", len(lines), n)
+	}
+	for i, l := range lines {
+		if l != uint32(i) {
+			t.Fatalf("record %d is line %d; want every line once, in order", i, l)
+		}
 	}
 }
 
