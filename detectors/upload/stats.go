@@ -74,7 +74,7 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	bucket := float64(binary.LittleEndian.Uint16(before[14:])) / fixScale
 	if ev.Time > last {
 		d := float64(ev.Time-last) / 1e9 * peakDecay
-		band, bucket = max(band-d, 0), max(bucket-d, 0)
+		band = max(band-d, 0)
 	}
 	i := j*sampleSlots + int(ev.DeviceKey>>60)
 	key := ev.DeviceKey | 1 // 0 marks an empty slot

@@ -100,15 +100,18 @@ const (
 	// GrowthK is the CUSUM's allowance, GrowthH its threshold and
 	// GrowthZCap the cap of one bucket's deviation, in deviations; the sum
 	// is capped at 2·GrowthH so that it winds down within an hour.
-	GrowthK    = 1.0
+	GrowthK    = 1.5
 	GrowthH    = 12.0
-	GrowthZCap = 4.0
+	GrowthZCap = 3.0
 	// GrowthMinZ is the smallest excess of the closing bucket itself over
 	// the band, in deviations, for a growth finding.
 	GrowthMinZ = 1.0
-	// BandStep bounds how much a bucket raises the bucket band once the
-	// device is warm, in natural-log units (5%): growth stays above it.
-	BandStep = 0.05
+	// BandUp is the step, in natural-log units, of the bucket band, a
+	// tracker of the 95th percentile of the buckets' log mean request size
+	// (down by BandUp/19); BandSuspect the step of a bucket while the CUSUM
+	// is above 0.
+	BandUp      = 0.2
+	BandSuspect = 0.02
 	// maxBytes bounds byte counts read from a record or an event, maxLog
 	// its log: larger or non-finite values (a corrupt record) read as 0.
 	maxBytes = 1e12
@@ -139,7 +142,7 @@ const StateSize = 40
 //	8:10  events seen, saturating (uint16)
 //	10:12 closed active buckets, saturating (uint16)
 //	12:14 requests with bytes in in the open bucket, saturating (uint16)
-//	14:16 bucket band: decayed maximum of log(1 + a bucket's mean request size), in 1/2048 (uint16)
+//	14:16 bucket band: the 95th percentile of log(1 + a bucket's mean request size), tracked, in 1/2048 (uint16)
 //	16:20 window of bytes in, decayed with TauWindow (float32)
 //	20:24 band: decayed maximum of log(1 + window) (float32)
 //	24:28 log(1 + typical request size), tracked (float32)
@@ -272,7 +275,6 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	s.load(b)
 	first, prev := s.n == 0, s.last
 	dt := detectors.Advance(&s.last, first, ev.Time)
-	s.bmax = max(s.bmax-dt*peakDecay, 0)
 	own := s.nb >= WarmBuckets
 	var v view // the class's bands, read once if needed
 
@@ -368,8 +370,17 @@ func (s *state) closeBucket(_, classBucket float64) schemas.Finding {
 			f = schemas.Finding{Detector: Name, Reason: ReasonBytesInGrowth,
 				Score: float32(1 - 0.5*GrowthH/s.cusum), Observed: meanSize, Expected: math.Expm1(ref)}
 		}
-		// The band follows a bucket above it by at most BandStep.
-		s.bmax = max(s.bmax, min(x, s.bmax+BandStep))
+		// The band tracks the buckets' 95th percentile (up BandUp, down
+		// BandUp/19), and a bucket of a suspect run (CUSUM above 0) raises
+		// it by BandSuspect at most, so that growth stays above it.
+		switch {
+		case x <= s.bmax:
+			s.bmax = max(s.bmax-BandUp/19, 0)
+		case s.cusum >= GrowthH/2:
+			s.bmax = min(x, s.bmax+BandSuspect)
+		default:
+			s.bmax = min(x, s.bmax+BandUp)
+		}
 	} else {
 		s.bmax = max(s.bmax, x)
 	}
