@@ -110,7 +110,7 @@ const (
 	// tracker of the 95th percentile of the buckets' log mean request size
 	// (down by BandUp/19); BandSuspect the step of a bucket while the CUSUM
 	// is above 0.
-	BandUp      = 0.2
+	BandUp      = 0.05
 	BandSuspect = 0.02
 	// maxBytes bounds byte counts read from a record or an event, maxLog
 	// its log: larger or non-finite values (a corrupt record) read as 0.
@@ -317,7 +317,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	}
 
 	// Learn: the band from the window (a burst by at most PeakLearnStep),
-	// the typical size from all but bursts.
+	// the typical size from all but bursts. The device's ordinary requests
+	// after an upload learn the window as it decays, upload included: a
+	// known limitation (capping them too kept cameras' clip sessions out of
+	// their own and their class's bands, and they alerted by the thousand
+	// on the field model), so an upload is learned within minutes after it
+	// ends and a repeat within hours is judged against it.
 	peak, lw := s.peakAt(dt), math.Log1p(s.win)
 	if burst {
 		lw = min(lw, peak+PeakLearnStep)
