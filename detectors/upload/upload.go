@@ -15,9 +15,10 @@
 //     the evening;
 //   - its typical request size, a log-domain tracker of its median (MidStep
 //     towards each request that carries bytes in);
-//   - the mean request size of each 5-minute bucket, followed by an EWMA of
-//     its log and of its absolute deviation (the device's own burstiness)
-//     and a one-sided CUSUM of the deviations.
+//   - the mean request size of each 5-minute bucket: its band (a tracker of
+//     the 95th percentile of its log), an EWMA of its log and of its
+//     absolute deviation (the device's own burstiness), and a one-sided
+//     CUSUM of its excess over the band.
 //
 // A burst (ReasonBytesInBurst) is an oversized request (OversizeFactor times
 // the typical size) that brings the window to BurstFactor times the band,
@@ -27,19 +28,21 @@
 // thermostat uploading 600 KB where it sends 500 bytes), but a camera's clip
 // is not: its band holds its clip sessions.
 //
-// Growth (ReasonBytesInGrowth) is the CUSUM of closed buckets' deviations
-// (in units of the device's absolute deviation, at least DevFloor, each
-// capped at GrowthZCap so that one large bucket cannot make it alone) minus
-// GrowthK, reaching GrowthH, reported on a bucket itself at least
-// GrowthMinZ deviations above the baseline. The mean size per request, not
+// Growth (ReasonBytesInGrowth) is the CUSUM of closed buckets' excess over
+// the larger of the device's bucket band and its class's (in units of the
+// device's absolute deviation, at least DevFloor, each capped at GrowthZCap
+// so that one large bucket cannot make it alone) minus GrowthK, reaching
+// GrowthH, reported on a bucket itself at least GrowthMinZ deviations above
+// the band. The band moves up by at most BandUp per bucket (BandSuspect
+// while the CUSUM is half-way), so growth faster than that stays above it. The mean size per request, not
 // the total, so that the daily cycle of request rates (the volume detector's
 // business) is no growth.
 //
 // Warm-up and class prior: a device's own band is used once it has
 // WarmBuckets (6) active buckets of history, so within its first half hour
 // of activity. Before, and at all times as a floor, a fleet view that
-// implements ClassBander (Stats: the median band of a sample of the class's
-// warm devices) gives its class's band, so that a new device is judged from
+// implements ClassBander (Stats: the upper quartile of the bands of a
+// sample of the class's warm devices) gives its class's band, so that a new device is judged from
 // its first requests, and a device is never flagged for what its class
 // usually does. Scores of a device judged on its class's band alone are
 // capped at ColdMaxScore: alert, never block.
@@ -47,8 +50,9 @@
 // What is flagged is learned robustly: a burst raises the band by at most
 // PeakLearnStep per request and does not move the typical size, so an
 // exfiltration stays a burst for its length while a lasting change of level
-// is learned within dozens of requests; growth buckets move the baseline by
-// at most twice the deviation per bucket.
+// is learned within dozens of requests. The requests after an upload,
+// though, learn the decaying window, upload included (see Observe): a
+// repeat within hours is judged against the first.
 package upload
 
 import (
@@ -219,17 +223,19 @@ type Detector struct{}
 const Doc = "Upload volume (bytes in, the request sizes) of a device against its own band and its class's. " +
 	"Bytes in are followed as a window decayed over 5 minutes (Observed of a burst: the bytes in of that window), " +
 	"against the device's band, the most its window usually reaches (a decayed maximum that forgets by half every " +
-	"6 h, so a camera's clip sessions count as its normal), and against its class's band (the median band of 16 " +
+	"6 h, so a camera's clip sessions count as its normal), and against its class's band (the upper quartile of the bands of 16 " +
 	"sampled warm devices of the class): Expected is the larger of the two, at least 4 KB. A request more than 8x " +
 	"the device's typical (median, tracked in log units) request size that brings the window to 8x Expected is a " +
 	"bytes_in_burst, score 0.5 there, 0.75 at 16x, 0.95 at 80x; one request can be one (600 KB where 500 bytes are " +
 	"usual), requests of the usual size are never judged, so those after an upload do not inherit its finding. " +
-	"Growth: the mean request size of each closed 5-minute bucket, in log units, against an EWMA baseline (about " +
-	"1 h) of it and of its absolute deviation (the device's own burstiness, at least 10%), feeds a one-sided CUSUM " +
-	"(allowance 1 deviation, a bucket counting at most 4); at 12 deviations, on a bucket itself 2 deviations above " +
-	"the baseline, it is a bytes_in_growth (Observed: the bucket's mean request size, Expected: the baseline's), " +
+	"Growth: the mean request size of each closed 5-minute bucket, in log units, above the larger of the device's " +
+	"bucket band (a tracker of its 95th percentile, up 5% per bucket at most) and its class's, in units of the " +
+	"device's absolute deviation around an EWMA (about 1 h; its own burstiness, at least 10%), feeds a one-sided " +
+	"CUSUM (allowance 1.5 deviations, a bucket counting at most 3); at 12 deviations, on a bucket itself 1 deviation " +
+	"above the band, it is a bytes_in_growth (Observed: the bucket's mean request size, Expected: the band's), " +
 	"score 0.5 at 12 rising to 0.75 at 24. Flagged requests raise the band by at most 10% each and do not move " +
-	"the typical size. Warm-up: the device's own band and growth are judged after 6 active 5-minute buckets; " +
+	"the typical size; the requests after an upload learn the decaying window, upload included, so a repeat within " +
+	"hours is judged against it. Warm-up: the device's own band and growth are judged after 6 active 5-minute buckets; " +
 	"before, a device is judged on its class's band alone (when 3 sampled devices of the class are warm), from " +
 	"its first request, with scores capped at 0.85 (alert, never block), and not at all in a class not yet known. " +
 	"A block rearms the window and the CUSUM."
