@@ -19,7 +19,7 @@ import (
 // slot, deterministic for a given set of devices, as the volume detector's
 // rate sample). Every device is one sample however much it uploads, so a
 // device uploading far more than its class, or a few, move the class's
-// median band by at most a rank each. It costs 8 + 32·16 bytes per class
+// upper-quartile band by at most a rank each. It costs 8 + 32·16 bytes per class
 // slot.
 type Stats struct {
 	classes *detectors.ClassTable
