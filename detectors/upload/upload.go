@@ -44,8 +44,9 @@
 // implements ClassBander (Stats: the upper quartile of the bands of a
 // sample of the class's warm devices) gives its class's band, so that a new device is judged from
 // its first requests, and a device is never flagged for what its class
-// usually does. Scores of a device judged on its class's band alone are
-// capped at ColdMaxScore: alert, never block.
+// usually does. Burst scores of a device with fewer than GradBuckets active
+// buckets (judged on its class's band alone, or on a young band of its
+// own) are capped at ColdMaxScore: alert, never block.
 //
 // What is flagged is learned robustly: a burst raises the band by at most
 // PeakLearnStep per request and does not move the typical size, so an
@@ -89,9 +90,12 @@ const (
 	// WarmBuckets is how many active 5-minute buckets a device needs before
 	// its own band and growth are judged.
 	WarmBuckets = 6
-	// ColdMaxScore caps the score of a device judged on its class's band
-	// alone.
+	// ColdMaxScore caps the score of a young device: one judged on its
+	// class's band alone, or with fewer than GradBuckets active buckets (a
+	// young band has not seen the device's sessions yet: alert, never
+	// block).
 	ColdMaxScore = 0.85
+	GradBuckets  = 24
 	// BucketNs is the length of the growth buckets.
 	BucketNs = int64(300e9)
 	// GrowthAlpha is the EWMA weight of a bucket in the baseline (about an
@@ -237,7 +241,8 @@ const Doc = "Upload volume (bytes in, the request sizes) of a device against its
 	"the typical size; the requests after an upload learn the decaying window, upload included, so a repeat within " +
 	"hours is judged against it. Warm-up: the device's own band and growth are judged after 6 active 5-minute buckets; " +
 	"before, a device is judged on its class's band alone (when 3 sampled devices of the class are warm), from " +
-	"its first request, with scores capped at 0.85 (alert, never block), and not at all in a class not yet known. " +
+	"its first request, and not at all in a class not yet known; bursts score at most 0.85 (alert, never block) " +
+	"until the device has 24 active 5-minute buckets. " +
 	"A block rearms the window and the CUSUM."
 
 func init() {
@@ -311,7 +316,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			expected := max(math.Expm1(band), MinExpectedBytes)
 			if s.win >= BurstFactor*expected {
 				score := float32(1 - 0.5*BurstFactor*expected/s.win)
-				if !own {
+				if s.nb < GradBuckets {
 					score = min(score, ColdMaxScore)
 				}
 				if score > f.Score {
