@@ -75,8 +75,10 @@ const (
 	// NewWeight is the weight below which a network is new.
 	NewWeight = 1.0
 	// FlaggedWeight is what a flagged request adds to its network's weight,
-	// so that an attacker's network stays new for 20 requests.
-	FlaggedWeight = 0.05
+	// so that an attacker's network stays new for 4 requests, scored less
+	// each time (times 1 - weight/NewWeight): supporting evidence at first
+	// sight, not a finding repeated for as long as the network is used.
+	FlaggedWeight = 0.25
 	// minScore is the smallest score reported.
 	minScore = 0.1
 	// maxWeight bounds weights read from a record; larger or non-finite
@@ -97,6 +99,14 @@ const (
 	// episodeFloor is the decayed count below which the next switch starts a
 	// new episode (its switches are what Observed counts).
 	episodeFloor = 0.5
+	// ChurnUp and ChurnTau: churn (0-1) rises by 1/ChurnUp of the way to 1
+	// each time the device moves to a network not in its table (flagged or
+	// not, warm-up included) and decays with time constant ChurnTau (seconds, 1
+	// day); new_network loses that share of its score. A device behind a
+	// carrier NAT whose address changes every 45 minutes is near 1 within
+	// hours; a home device whose NAT changed address once is at 1/ChurnUp.
+	ChurnUp  = 4
+	ChurnTau = 24 * 3600.0
 	// maxAlt bounds the decayed count read from a record.
 	maxAlt = 1e6
 )
@@ -114,7 +124,8 @@ const StateSize = 80
 //	12:14 switches in the current episode, saturating (uint16)
 //	14:18 decayed count of switches back (float32)
 //	18:20 as 10:12, for IPv6
-//	20:24 zero
+//	20:22 churn × 65535: how often the device moves to a new network (uint16)
+//	22:24 zero
 //	24:56 Slots network keys (uint64: 4 and the /24's three bytes, or 6 and the /48's six)
 //	56:72 Slots weights (float32; zero marks a free slot)
 //	72:80 Slots 16-bit ASN hashes (0: unknown)
@@ -123,6 +134,7 @@ type state struct {
 	n           uint16
 	lastSlot    [2]uint8 // per address family: IPv4, IPv6
 	prevSlot    [2]uint8
+	churn       uint16
 	epSwitches  uint16
 	alt         float64
 	keys        [Slots]uint64
@@ -139,6 +151,7 @@ func (s *state) load(b []byte) {
 	s.n = binary.LittleEndian.Uint16(b[8:])
 	s.lastSlot = [2]uint8{slotOf(b[10]), slotOf(b[18])}
 	s.prevSlot = [2]uint8{slotOf(b[11]), slotOf(b[19])}
+	s.churn = binary.LittleEndian.Uint16(b[20:])
 	s.epSwitches = binary.LittleEndian.Uint16(b[12:])
 	s.alt = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[14:])))
 	if !(s.alt >= 0 && s.alt <= maxAlt) {
@@ -163,7 +176,8 @@ func (s *state) store(b []byte) {
 	b[10], b[11], b[18], b[19] = s.lastSlot[0], s.prevSlot[0], s.lastSlot[1], s.prevSlot[1]
 	binary.LittleEndian.PutUint16(b[12:], s.epSwitches)
 	binary.LittleEndian.PutUint32(b[14:], math.Float32bits(float32(s.alt)))
-	clear(b[20:24])
+	binary.LittleEndian.PutUint16(b[20:], s.churn)
+	clear(b[22:24])
 	for i := range Slots {
 		binary.LittleEndian.PutUint64(b[24+8*i:], s.keys[i])
 		binary.LittleEndian.PutUint32(b[56+4*i:], math.Float32bits(float32(s.weights[i])))
@@ -185,12 +199,14 @@ func seconds(t int64) uint32 { return uint32(min(max(t/1e9, 0), math.MaxUint32))
 // Doc is the catalog paragraph.
 const Doc = "The networks a device's requests come from, without a geo database: the client address's IPv4 /24 " +
 	"or IPv6 /48, with the ASN when the log or the GeoIP database gives one. Each device remembers 4 networks with " +
-	"weights decayed over 7 days and the ASN of each. new_network: a network the device was not seen from scores " +
-	"0.5 times the share of the device's weight on its top network (a device seen from one network only: 0.5; a " +
-	"device behind a carrier NAT whose address keeps changing: much less), half of that on a device with under 6 h " +
-	"of history, and half again when the new network is on the ASN of the top one (a home's NAT getting a new " +
-	"address): on its own it stays below the default alert threshold, since a device moving once is no attack. " +
-	"Flagged requests add 1/20 of an ordinary one's weight, so an attacker's network stays new for 20 requests. " +
+	"weights decayed over 7 days, the ASN of each and a churn (how often it moved to a new network, decayed over a " +
+	"day). new_network: a network the device was not seen from scores 0.5 times the share of the device's weight on " +
+	"its top network (a device seen from one network only: 0.5), times 1 - churn (each move takes a quarter of what " +
+	"is left: a device behind a carrier NAT whose address keeps changing soon scores nothing), half of that on a " +
+	"device with under 6 h of history, and half again when the new network is on the ASN of the top one (a home's " +
+	"NAT getting a new address): on its own it stays below the default alert threshold, since a device moving once is no attack. " +
+	"Flagged requests add 1/4 of an ordinary one's weight, so an attacker's network stays new for 4 requests, " +
+	"scored less each time. " +
 	"Observed is the network's share of the device's weight (label: the network), Expected the share of its top " +
 	"network (label: that network). concurrent_networks: the device active from two networks interleaved (A, B, " +
 	"A, B ...), a clone or a stolen key used while the owner keeps calling: each switch back to the network the " +
@@ -250,6 +266,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	}
 	age := max(float64(s.last-s.first)/1e9, 0)
 	d := detectors.Decay(dt / Tau)
+	churn := float64(s.churn) / math.MaxUint16 * detectors.Decay(dt/ChurnTau)
 	s.alt *= detectors.Decay(dt / AltTau)
 
 	slot, top, free, total := -1, -1, -1, 0.0
@@ -327,7 +344,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	}
 	if s.n >= WarmEvents && age >= WarmAge && w < NewWeight && top >= 0 && top != slot && total > 0 {
 		share := s.weights[top] / total
-		score := NewNetworkScore * share * (0.5 + 0.5*min(1, age/EstablishedAge))
+		score := NewNetworkScore * share * (0.5 + 0.5*min(1, age/EstablishedAge)) * (1 - churn) * (1 - w/NewWeight)
 		if asn != 0 && s.asns[top] == asn {
 			score *= NewSameASNFactor
 		}
@@ -345,6 +362,13 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	if f.Reason != schemas.ReasonNone {
 		add = FlaggedWeight
 	}
+	if !first && s.weights[slot] == 0 {
+		// A move to a network not in the table, flagged or not: a device
+		// roaming abroad from address to address soon stops being news. An
+		// attacker calling from one network moves once.
+		churn += (1 - churn) / ChurnUp
+	}
+	s.churn = uint16(math.Round(min(max(churn, 0), 1) * math.MaxUint16))
 	s.weights[slot] = min(s.weights[slot]+add, maxWeight)
 	if s.n < math.MaxUint16 {
 		s.n++
@@ -384,14 +408,14 @@ func NetworkLabel(key uint64) schemas.Label {
 	var l schemas.Label
 	n := 0
 	if family(key) == 4 {
+		// At most "255.255.255.0/24": 16 bytes, the label's size.
 		for _, sh := range [3]uint{16, 8, 0} {
-			n = appendUint(&l, n, uint64(byte(key>>sh)), 10)
-			n = put(&l, n, '.')
+			d := &decimal[byte(key>>sh)]
+			n += copy(l[n:], d.digits[:d.n])
+			l[n] = '.'
+			n++
 		}
-		n = put(&l, n, '0')
-		n = put(&l, n, '/')
-		n = put(&l, n, '2')
-		put(&l, n, '4')
+		copy(l[n:], "0/24")
 		return l
 	}
 	for _, sh := range [3]uint{32, 16, 0} {
@@ -401,6 +425,25 @@ func NetworkLabel(key uint64) schemas.Label {
 	put(&l, n, ':')
 	return l
 }
+
+// decimal holds the decimal digits of every byte value.
+var decimal = func() (t [256]struct {
+	digits [3]byte
+	n      int
+}) {
+	for v := range t {
+		d := &t[v]
+		switch {
+		case v >= 100:
+			d.digits, d.n = [3]byte{byte('0' + v/100), byte('0' + v/10%10), byte('0' + v%10)}, 3
+		case v >= 10:
+			d.digits, d.n = [3]byte{byte('0' + v/10), byte('0' + v%10)}, 2
+		default:
+			d.digits, d.n = [3]byte{byte('0' + v)}, 1
+		}
+	}
+	return t
+}()
 
 // put writes c at l[n] if there is room and returns the next position.
 func put(l *schemas.Label, n int, c byte) int {
