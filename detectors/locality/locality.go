@@ -29,6 +29,7 @@ package locality
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 
@@ -93,6 +94,11 @@ const (
 	AltMin             = 4.0
 	ConcurrentScore    = 0.7
 	ConcurrentScoreMax = 0.95
+	// SwitchGap (seconds) is the longest silence before a switch that still
+	// counts as interleaving: a device heard again from its own network
+	// minutes after someone else used its identity (the owner back home) is
+	// the end of an alternation, not more of it.
+	SwitchGap = 5 * 60.0
 	// SameASNFactor scales concurrent_networks when both networks are on one
 	// known ASN (a carrier's NAT pool, a home's two uplinks of one ISP).
 	SameASNFactor = 0.75
@@ -210,7 +216,8 @@ const Doc = "The networks a device's requests come from, without a geo database:
 	"Observed is the network's share of the device's weight (label: the network), Expected the share of its top " +
 	"network (label: that network). concurrent_networks: the device active from two networks interleaved (A, B, " +
 	"A, B ...), a clone or a stolen key used while the owner keeps calling: each switch back to the network the " +
-	"device came from just before adds 1 to a count decayed over 15 minutes, and a count of 4 scores 0.7, rising " +
+	"device came from just before, within 5 minutes of the previous request, adds 1 to a count decayed over 15 " +
+	"minutes, and a count of 4 scores 0.7, rising " +
 	"to 0.95 as it grows; a device that moves once, or every 45 minutes behind a carrier NAT, never switches back " +
 	"within minutes. Switches between an IPv4 and an IPv6 network (dual stack) are not counted; two networks of " +
 	"one ASN (a carrier's NAT pool) score 75%. Observed is the switches between networks since the alternation " +
@@ -309,7 +316,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		fam = 1
 	}
 	last := s.lastSlot[fam]
-	switched := last != noSlot && int(last) != slot
+	switched := last != noSlot && int(last) != slot && dt <= SwitchGap
 	if switched {
 		if s.alt < episodeFloor {
 			s.epSwitches = 0
@@ -418,11 +425,19 @@ func NetworkLabel(key uint64) schemas.Label {
 		copy(l[n:], "0/24")
 		return l
 	}
+	// At most "ffff:ffff:ffff::": 16 bytes, the label's size.
 	for _, sh := range [3]uint{32, 16, 0} {
-		n = appendUint(&l, n, uint64(uint16(key>>sh)), 16)
-		n = put(&l, n, ':')
+		v := uint16(key >> sh)
+		digits := max(1, (19-bits.LeadingZeros16(v))/4) // hex digits, no leading zeros
+		for i := digits - 1; i >= 0; i-- {
+			l[n+i] = "0123456789abcdef"[v&0xf]
+			v >>= 4
+		}
+		n += digits
+		l[n] = ':'
+		n++
 	}
-	put(&l, n, ':')
+	l[n] = ':'
 	return l
 }
 
@@ -444,29 +459,3 @@ var decimal = func() (t [256]struct {
 	}
 	return t
 }()
-
-// put writes c at l[n] if there is room and returns the next position.
-func put(l *schemas.Label, n int, c byte) int {
-	if n < len(l) {
-		l[n] = c
-	}
-	return n + 1
-}
-
-// appendUint writes v in base 10 or 16 (lower case, no leading zeros).
-func appendUint(l *schemas.Label, n int, v uint64, base uint64) int {
-	var digits [20]byte
-	i := len(digits)
-	for {
-		i--
-		digits[i] = "0123456789abcdef"[v%base]
-		v /= base
-		if v == 0 {
-			break
-		}
-	}
-	for _, c := range digits[i:] {
-		n = put(l, n, c)
-	}
-	return n
-}
