@@ -73,6 +73,10 @@ const (
 	// NewSameASNFactor scales new_network when the new network is on the ASN
 	// of the device's top network.
 	NewSameASNFactor = 0.5
+	// KnownCountryFactor scales new_network when the request's country is
+	// known: geo then judges the place (a new country), and a new network in
+	// a new country is one piece of evidence, not two.
+	KnownCountryFactor = 0.5
 	// NewWeight is the weight below which a network is new.
 	NewWeight = 1.0
 	// FlaggedWeight is what a flagged request adds to its network's weight,
@@ -86,19 +90,27 @@ const (
 	// values (a corrupt record) read as zero.
 	maxWeight = 1e12
 
-	// AltTau (seconds) is the time constant of the count of switches back.
-	AltTau = 15 * 60.0
+	// AltTau (seconds) is the time constant of the count of switches back,
+	// or AltGaps of the device's typical gap between requests if longer: a
+	// meter calling every 15 minutes alternates as slowly as it calls.
+	AltTau  = 15 * 60.0
+	AltGaps = 12
+	// GapUp: the typical gap moves 1/GapUp of the way to each gap seen
+	// (capped at the uint16 it is stored in, 18 hours).
 	// AltMin is the decayed count of switches back at which concurrent use is
 	// found; it then scores ConcurrentScore, rising to ConcurrentScoreMax as
 	// the count grows (ConcurrentScore + (Max-Score)(1-AltMin/count)).
 	AltMin             = 4.0
 	ConcurrentScore    = 0.7
 	ConcurrentScoreMax = 0.95
-	// SwitchGap (seconds) is the longest silence before a switch that still
-	// counts as interleaving: a device heard again from its own network
-	// minutes after someone else used its identity (the owner back home) is
-	// the end of an alternation, not more of it.
-	SwitchGap = 5 * 60.0
+	// SwitchGap (seconds), or SwitchGapGaps of the device's typical gap if
+	// longer, is the longest silence before a switch that still counts as
+	// interleaving: a device heard again from its own network minutes after
+	// someone else used its identity (the owner back home) is the end of an
+	// alternation, not more of it.
+	SwitchGap     = 5 * 60.0
+	SwitchGapGaps = 3
+	GapUp         = 16
 	// SameASNFactor scales concurrent_networks when both networks are on one
 	// known ASN (a carrier's NAT pool, a home's two uplinks of one ISP).
 	SameASNFactor = 0.75
@@ -131,7 +143,7 @@ const StateSize = 80
 //	14:18 decayed count of switches back (float32)
 //	18:20 as 10:12, for IPv6
 //	20:22 churn × 65535: how often the device moves to a new network (uint16)
-//	22:24 zero
+//	22:24 typical gap between requests, seconds (uint16, saturating)
 //	24:56 Slots network keys (uint64: 4 and the /24's three bytes, or 6 and the /48's six)
 //	56:72 Slots weights (float32; zero marks a free slot)
 //	72:80 Slots 16-bit ASN hashes (0: unknown)
@@ -141,6 +153,7 @@ type state struct {
 	lastSlot    [2]uint8 // per address family: IPv4, IPv6
 	prevSlot    [2]uint8
 	churn       uint16
+	gap         float64 // seconds
 	epSwitches  uint16
 	alt         float64
 	keys        [Slots]uint64
@@ -158,6 +171,7 @@ func (s *state) load(b []byte) {
 	s.lastSlot = [2]uint8{slotOf(b[10]), slotOf(b[18])}
 	s.prevSlot = [2]uint8{slotOf(b[11]), slotOf(b[19])}
 	s.churn = binary.LittleEndian.Uint16(b[20:])
+	s.gap = float64(binary.LittleEndian.Uint16(b[22:]))
 	s.epSwitches = binary.LittleEndian.Uint16(b[12:])
 	s.alt = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[14:])))
 	if !(s.alt >= 0 && s.alt <= maxAlt) {
@@ -183,7 +197,7 @@ func (s *state) store(b []byte) {
 	binary.LittleEndian.PutUint16(b[12:], s.epSwitches)
 	binary.LittleEndian.PutUint32(b[14:], math.Float32bits(float32(s.alt)))
 	binary.LittleEndian.PutUint16(b[20:], s.churn)
-	clear(b[22:24])
+	binary.LittleEndian.PutUint16(b[22:], uint16(math.Round(min(max(s.gap, 0), math.MaxUint16))))
 	for i := range Slots {
 		binary.LittleEndian.PutUint64(b[24+8*i:], s.keys[i])
 		binary.LittleEndian.PutUint32(b[56+4*i:], math.Float32bits(float32(s.weights[i])))
@@ -205,25 +219,26 @@ func seconds(t int64) uint32 { return uint32(min(max(t/1e9, 0), math.MaxUint32))
 // Doc is the catalog paragraph.
 const Doc = "The networks a device's requests come from, without a geo database: the client address's IPv4 /24 " +
 	"or IPv6 /48, with the ASN when the log or the GeoIP database gives one. Each device remembers 4 networks with " +
-	"weights decayed over 7 days, the ASN of each and a churn (how often it moved to a new network, decayed over a " +
-	"day). new_network: a network the device was not seen from scores 0.5 times the share of the device's weight on " +
-	"its top network (a device seen from one network only: 0.5), times 1 - churn (each move takes a quarter of what " +
-	"is left: a device behind a carrier NAT whose address keeps changing soon scores nothing), half of that on a " +
-	"device with under 6 h of history, and half again when the new network is on the ASN of the top one (a home's " +
-	"NAT getting a new address): on its own it stays below the default alert threshold, since a device moving once is no attack. " +
-	"Flagged requests add 1/4 of an ordinary one's weight, so an attacker's network stays new for 4 requests, " +
-	"scored less each time. " +
-	"Observed is the network's share of the device's weight (label: the network), Expected the share of its top " +
-	"network (label: that network). concurrent_networks: the device active from two networks interleaved (A, B, " +
-	"A, B ...), a clone or a stolen key used while the owner keeps calling: each switch back to the network the " +
-	"device came from just before, within 5 minutes of the previous request, adds 1 to a count decayed over 15 " +
-	"minutes, and a count of 4 scores 0.7, rising " +
-	"to 0.95 as it grows; a device that moves once, or every 45 minutes behind a carrier NAT, never switches back " +
-	"within minutes. Switches between an IPv4 and an IPv6 network (dual stack) are not counted; two networks of " +
-	"one ASN (a carrier's NAT pool) score 75%. Observed is the switches between networks since the alternation " +
-	"began (label: the less used network of the two), Expected 1, a device that moves once (label: the more used " +
-	"one). Events without a client address are ignored; devices with fewer than 20 events learn every network " +
-	"silently, and new_network also waits for 30 minutes of history."
+	"weights decayed over 7 days, the ASN of each, its typical gap between requests and a churn (how often it moved " +
+	"to a new network, decayed over a day). new_network: a network the device was not seen from scores 0.5 times " +
+	"the share of the device's weight on its top network (a device seen from one network only: 0.5), times 1 - " +
+	"churn (each move takes a quarter of what is left: a device behind a carrier NAT whose address keeps changing " +
+	"soon scores nothing), half of that on a device with under 6 h of history, half again when the new network is " +
+	"on the ASN of the top one (a home's NAT getting a new address) and half again when the request's country is " +
+	"known (geo judges the place then): on its own it stays below the default alert threshold, since a device " +
+	"moving once is no attack. Flagged requests add 1/4 of an ordinary one's weight, so an attacker's network " +
+	"stays new for 4 requests, scored less each time. Observed is the network's share of the device's weight " +
+	"(label: the network), Expected the share of its top network (label: that network). concurrent_networks: the " +
+	"device active from two networks interleaved (A, B, A, B ...), a clone or a stolen key used while the owner " +
+	"keeps calling: each switch back to the network the device came from just before, within 5 minutes (or 3 " +
+	"typical gaps) of the previous request, adds 1 to a count decayed over 15 minutes (or 12 typical gaps), and a " +
+	"count of 4 scores 0.7, rising to 0.95 as it grows; a device that moves once, or every 45 minutes behind a " +
+	"carrier NAT, never switches back within minutes. Switches between an IPv4 and an IPv6 network (dual stack) " +
+	"are not counted; two networks of one ASN (a carrier's NAT pool) score 75%. Observed is the switches between " +
+	"networks since the alternation began (label: the less used network of the two), Expected 1, a device that " +
+	"moves once (label: the more used one). Events without a client address, and identities that are their " +
+	"address, are ignored; devices with fewer than 20 events learn every network silently, and new_network also " +
+	"waits for 30 minutes of history."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -274,7 +289,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	age := max(float64(s.last-s.first)/1e9, 0)
 	d := detectors.Decay(dt / Tau)
 	churn := float64(s.churn) / math.MaxUint16 * detectors.Decay(dt/ChurnTau)
-	s.alt *= detectors.Decay(dt / AltTau)
+	s.alt *= detectors.Decay(dt / max(AltTau, AltGaps*s.gap))
+	switchGap := max(SwitchGap, SwitchGapGaps*s.gap)
+	if dt > 0 {
+		s.gap += (min(dt, math.MaxUint16) - s.gap) / GapUp
+	}
 
 	slot, top, free, total := -1, -1, -1, 0.0
 	for i := range Slots {
@@ -316,7 +335,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		fam = 1
 	}
 	last := s.lastSlot[fam]
-	switched := last != noSlot && int(last) != slot && dt <= SwitchGap
+	switched := last != noSlot && int(last) != slot && dt <= switchGap
 	if switched {
 		if s.alt < episodeFloor {
 			s.epSwitches = 0
@@ -354,6 +373,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		score := NewNetworkScore * share * (0.5 + 0.5*min(1, age/EstablishedAge)) * (1 - churn) * (1 - w/NewWeight)
 		if asn != 0 && s.asns[top] == asn {
 			score *= NewSameASNFactor
+		}
+		if ev.Country.Known() {
+			score *= KnownCountryFactor
 		}
 		if score >= minScore && float32(score) > f.Score {
 			f = schemas.Finding{
