@@ -92,9 +92,12 @@ const (
 
 	// AltTau (seconds) is the time constant of the count of switches back,
 	// or AltGaps of the device's typical gap between requests if longer: a
-	// meter calling every 15 minutes alternates as slowly as it calls.
-	AltTau  = 15 * 60.0
-	AltGaps = 12
+	// meter calling every 15 minutes alternates as slowly as it calls; at
+	// most AltTauMax, so that a carrier NAT moving every 45 minutes within a
+	// few /24s (A, B, A by chance) never adds up.
+	AltTau    = 15 * 60.0
+	AltGaps   = 12
+	AltTauMax = 3600.0
 	// GapUp: the typical gap moves 1/GapUp of the way to each gap seen
 	// (capped at the uint16 it is stored in, 18 hours).
 	// AltMin is the decayed count of switches back at which concurrent use is
@@ -107,9 +110,10 @@ const (
 	// longer, is the longest silence before a switch that still counts as
 	// interleaving: a device heard again from its own network minutes after
 	// someone else used its identity (the owner back home) is the end of an
-	// alternation, not more of it.
+	// alternation, not more of it. It is at most SwitchGapMax.
 	SwitchGap     = 5 * 60.0
 	SwitchGapGaps = 3
+	SwitchGapMax  = 15 * 60.0
 	GapUp         = 16
 	// SameASNFactor scales concurrent_networks when both networks are on one
 	// known ASN (a carrier's NAT pool, a home's two uplinks of one ISP).
@@ -231,9 +235,11 @@ const Doc = "The networks a device's requests come from, without a geo database:
 	"(label: the network), Expected the share of its top network (label: that network). concurrent_networks: the " +
 	"device active from two networks interleaved (A, B, A, B ...), a clone or a stolen key used while the owner " +
 	"keeps calling: each switch back to the network the device came from just before, within 5 minutes (or 3 " +
-	"typical gaps) of the previous request, adds 1 to a count decayed over 15 minutes (or 12 typical gaps), and a " +
+	"typical gaps, at most 15 minutes) of the previous request, adds 1 to a count decayed over 15 minutes (or 12 " +
+	"typical gaps, at most an hour), and a " +
 	"count of 4 scores 0.7, rising to 0.95 as it grows; a device that moves once, or every 45 minutes behind a " +
-	"carrier NAT, never switches back within minutes. Switches between an IPv4 and an IPv6 network (dual stack) " +
+	"carrier NAT, never switches back within minutes. It is reported on the switches back to the less used network " +
+	"of the two (the clone's), not on the owner's requests nor on a move to a third network. Switches between an IPv4 and an IPv6 network (dual stack) " +
 	"are not counted; two networks of one ASN (a carrier's NAT pool) score 75%. Observed is the switches between " +
 	"networks since the alternation began (label: the less used network of the two), Expected 1, a device that " +
 	"moves once (label: the more used one). Events without a client address, and identities that are their " +
@@ -289,8 +295,8 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	age := max(float64(s.last-s.first)/1e9, 0)
 	d := detectors.Decay(dt / Tau)
 	churn := float64(s.churn) / math.MaxUint16 * detectors.Decay(dt/ChurnTau)
-	s.alt *= detectors.Decay(dt / max(AltTau, AltGaps*s.gap))
-	switchGap := max(SwitchGap, SwitchGapGaps*s.gap)
+	s.alt *= detectors.Decay(dt / min(max(AltTau, AltGaps*s.gap), AltTauMax))
+	switchGap := min(max(SwitchGap, SwitchGapGaps*s.gap), SwitchGapMax)
 	if dt > 0 {
 		s.gap += (min(dt, math.MaxUint16) - s.gap) / GapUp
 	}
@@ -336,6 +342,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 	}
 	last := s.lastSlot[fam]
 	switched := last != noSlot && int(last) != slot && dt <= switchGap
+	back := false // a switch back: A, B, A
 	if switched {
 		if s.alt < episodeFloor {
 			s.epSwitches = 0
@@ -345,23 +352,25 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		}
 		if int(s.prevSlot[fam]) == slot {
 			s.alt++
+			back = true
 		}
 		s.prevSlot[fam] = last
 	}
 	s.lastSlot[fam] = uint8(slot)
 
-	// Concurrent use is reported on the switches of a sustained alternation,
-	// so that it ends with the alternation.
+	// Concurrent use is reported on the switches back of a sustained
+	// alternation to the less used network of the two (the clone's, the
+	// stolen key's): it ends with the alternation, and neither the owner's
+	// own requests, the one that ends it included, nor a move to a third
+	// network are flagged.
 	var f schemas.Finding
-	if other := last; switched && s.n >= WarmEvents && s.alt >= AltMin && s.weights[other] > 0 {
+	if other := last; back && s.n >= WarmEvents && s.alt >= AltMin && s.weights[other] > 0 &&
+		s.weights[slot] <= s.weights[other] {
 		score := ConcurrentScore + (ConcurrentScoreMax-ConcurrentScore)*(1-AltMin/s.alt)
 		if s.asns[other] != 0 && s.asns[other] == s.asns[slot] {
 			score *= SameASNFactor
 		}
 		lo, hi := slot, int(other)
-		if s.weights[lo] > s.weights[hi] {
-			lo, hi = hi, lo
-		}
 		f = schemas.Finding{
 			Detector: Name, Reason: ReasonConcurrentNetworks, Score: float32(score),
 			Observed: float64(s.epSwitches), Expected: 1,
