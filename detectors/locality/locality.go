@@ -103,7 +103,7 @@ const (
 	// AltMin is the decayed count of switches back at which concurrent use is
 	// found; it then scores ConcurrentScore, rising to ConcurrentScoreMax as
 	// the count grows (ConcurrentScore + (Max-Score)(1-AltMin/count)).
-	AltMin             = 4.0
+	AltMin             = 3.0
 	ConcurrentScore    = 0.7
 	ConcurrentScoreMax = 0.95
 	// SwitchGap (seconds), or SwitchGapGaps of the device's typical gap if
@@ -237,7 +237,7 @@ const Doc = "The networks a device's requests come from, without a geo database:
 	"keeps calling: each switch back to the network the device came from just before, within 5 minutes (or 3 " +
 	"typical gaps, at most 15 minutes) of the previous request, adds 1 to a count decayed over 15 minutes (or 12 " +
 	"typical gaps, at most an hour), and a " +
-	"count of 4 scores 0.7, rising to 0.95 as it grows; a device that moves once, or every 45 minutes behind a " +
+	"count of 3 scores 0.7, rising to 0.95 as it grows; a device that moves once, or every 45 minutes behind a " +
 	"carrier NAT, never switches back within minutes. It is reported on the switches back to the less used network " +
 	"of the two (the clone's), not on the owner's requests nor on a move to a third network. Switches between an IPv4 and an IPv6 network (dual stack) " +
 	"are not counted; two networks of one ASN (a carrier's NAT pool) score 75%. Observed is the switches between " +
