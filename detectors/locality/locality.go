@@ -370,11 +370,10 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		if s.asns[other] != 0 && s.asns[other] == s.asns[slot] {
 			score *= SameASNFactor
 		}
-		lo, hi := slot, int(other)
 		f = schemas.Finding{
 			Detector: Name, Reason: ReasonConcurrentNetworks, Score: float32(score),
 			Observed: float64(s.epSwitches), Expected: 1,
-			ObservedLabel: NetworkLabel(s.keys[lo]), ExpectedLabel: NetworkLabel(s.keys[hi]),
+			ObservedLabel: NetworkLabel(key), ExpectedLabel: NetworkLabel(s.keys[other]),
 		}
 	}
 	if s.n >= WarmEvents && age >= WarmAge && w < NewWeight && top >= 0 && top != slot && total > 0 {
