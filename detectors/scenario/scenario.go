@@ -19,14 +19,17 @@
 //
 // Commands:
 //
-//	device ID [tenant=T] [class=C] [country=CC] [asn=N] [loc=LAT,LON] [cmd="METHOD /path"]
-//	    [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N] [args="NAME=V ..."]
+//	device ID [tenant=T] [class=C] [country=CC] [asn=N] [loc=LAT,LON] [ip=ADDR[|ADDR...]]
+//	    [cmd="METHOD /path"] [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N]
+//	    [args="NAME=V ..."]
 //	    selects device ID (each device has its own state record) and sets the
 //	    fields its next events carry; fields not given keep their previous value.
 //	    args are the command's numeric arguments (schemas.Event.Args): V is a
 //	    number, or LO..HI for a value drawn uniformly per event; args= clears
 //	    them. Numeric query parameters in cmd ("?temp=90") are arguments too,
-//	    as the decoders read them.
+//	    as the decoders read them. ip is the client address; with several,
+//	    separated by '|', events take them in turn (one identity used from
+//	    two places at once); ip= clears it.
 //	replay every=D count=N [jitter=D] [cycle=D amp=F] [day=H1-H2:F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
 //	    emits N events of the current device at now+D, now+2D, ... and moves now
 //	    to the last one. jitter moves each event time by up to ±D (events may then
@@ -76,6 +79,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -104,6 +108,7 @@ type fields struct {
 	bytesIn, bytesOut                   uint64
 	asn                                 uint32
 	lat, lon                            float32
+	ips                                 []netip.Addr
 }
 
 // argSpec is a scenario argument: a value, or a uniform draw in [lo, hi].
@@ -388,6 +393,18 @@ func (f *fields) set(k, v string) error {
 			return fmt.Errorf("cannot parse asn %q: %w", v, err)
 		}
 		f.asn = uint32(n)
+	case "ip":
+		f.ips = nil
+		for a := range strings.SplitSeq(v, "|") {
+			if a == "" {
+				continue
+			}
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return fmt.Errorf("cannot parse ip %q: %w", a, err)
+			}
+			f.ips = append(f.ips, ip)
+		}
 	case "loc":
 		la, lo, ok := strings.Cut(v, ",")
 		lat, err1 := strconv.ParseFloat(la, 32)
@@ -634,6 +651,9 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 	ev.BytesIn, ev.BytesOut = f.bytesIn, f.bytesOut
 	ev.ASN = f.asn
 	ev.Lat, ev.Lon = f.lat, f.lon
+	if len(f.ips) > 0 {
+		ev.ClientIP = f.ips[r.seq%uint64(len(f.ips))]
+	}
 	ev.Protocol = schemas.ProtoHTTP
 }
 
