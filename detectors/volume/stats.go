@@ -10,10 +10,11 @@ import (
 
 // Stats is what the volume detector learns of classes (its
 // detectors.ClassStats and the Fleet view its Observe gets, implementing
-// ClassRater and ClassRamper): per class, the request rates of a sample of
-// its devices (classrate.go) and their 24-hour cycle (classcycle.go). It has
-// its own table of class keys, as many as the class table's, and costs
-// 928 bytes per class slot.
+// ClassRater, ClassRamper and ClassFailer): per class, the request rates of a
+// sample of its devices (classrate.go), their 24-hour cycle (classcycle.go)
+// and the devices seen and failing in the last minutes (classerrors.go). It
+// has its own table of class keys, as many as the class table's, and costs
+// 1,064 bytes per class slot.
 type Stats struct {
 	classes *detectors.ClassTable
 	keys    []atomic.Uint64 // class keys (detectors.Slot)
@@ -26,7 +27,11 @@ type Stats struct {
 	// Per class slot: the open hour (hours since the epoch + 1; 0: none)
 	// and its sums, added to its bin when it closes.
 	cycleHour, cycleOpenCount, cycleOpenExposure []atomic.Uint64
-	saturated                                    atomic.Uint64
+	// Per class slot: the current failure bucket (its index + 1; 0: none),
+	// and two halves of failWords words each of the sketches of devices
+	// seen and failing.
+	failBucket, failSeen, failFailing []atomic.Uint64
+	saturated                         atomic.Uint64
 }
 
 // NewStats returns empty statistics over classes, with classes.ClassSlots()
@@ -40,6 +45,8 @@ func NewStats(classes *detectors.ClassTable) *Stats {
 		cycleCount: make([]atomic.Uint64, k*cycleBins), cycleExposure: make([]atomic.Uint64, k*cycleBins),
 		cycleHour: make([]atomic.Uint64, k), cycleOpenCount: make([]atomic.Uint64, k),
 		cycleOpenExposure: make([]atomic.Uint64, k),
+		failBucket:        make([]atomic.Uint64, k), failSeen: make([]atomic.Uint64, k*2*failWords),
+		failFailing: make([]atomic.Uint64, k*2*failWords),
 	}
 }
 
@@ -50,8 +57,8 @@ func (t *Stats) ClassDevices(class uint64) float64 { return t.classes.ClassDevic
 func (t *Stats) ClassSince(class uint64) int64 { return t.classes.ClassSince(class) }
 
 // Learn implements detectors.ClassStats: it counts ev in its device's rate
-// sample slot of its class, if the device is the slot's sample, and in the
-// class's cycle.
+// sample slot of its class, if the device is the slot's sample, in the
+// class's cycle, and in its class's failure sketches.
 func (t *Stats) Learn(ev *schemas.Event, _ []byte) {
 	j := detectors.Slot(t.keys, ev.ClassKey, true)
 	if j < 0 {
@@ -59,18 +66,21 @@ func (t *Stats) Learn(ev *schemas.Event, _ []byte) {
 		return
 	}
 	t.learnRate(j, ev)
+	t.learnFail(j, ev)
 }
 
 // Saturated returns how many learn calls found the table full.
 func (t *Stats) Saturated() uint64 { return t.saturated.Load() }
 
 // statsVersion versions the snapshot of Stats (1: the class table's version 5
-// rate samples and cycles, with a table of class keys of its own).
-const statsVersion = 1
+// rate samples and cycles, with a table of class keys of its own; 2: and the
+// failure sketches).
+const statsVersion = 2
 
 func (t *Stats) arrays() [][]atomic.Uint64 {
 	return [][]atomic.Uint64{t.keys, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure,
-		t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure}
+		t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure,
+		t.failBucket, t.failSeen, t.failFailing}
 }
 
 // AppendSnapshot implements detectors.ClassStats.

@@ -59,6 +59,15 @@
 //     responses, so the cap does not hide it). The mean, not the total, so
 //     that the daily cycle of request rates is not a drift.
 //
+// Backend incidents: when the backend fails a whole class at once (a
+// fleet-wide 503 storm), every device of it shows an error burst and the
+// rate spike of its retries against its own baseline. A fleet view that
+// implements ClassFailer (Stats: which devices of the class were answered
+// with a 5xx in the last minute or two, classerrors.go) explains them: such
+// a burst is a fleet_errors finding, scored FleetScore, far below the alert
+// threshold. A device failing alone, or a few of a large class, still has
+// its error burst.
+//
 // Silence: a per-event detector only sees a device when it sends something, so
 // a silence is reported when the device comes back, with the gap against its
 // usual inter-arrival time. Devices whose normal life has long gaps (off
@@ -399,7 +408,11 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"has at least 8 requests, 16x its expected count and a Poisson tail (of the requests after its first) below " +
 	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
 	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. An auth-failure or error burst " +
-	"is reported in preference to the rate spike it also causes. Bytes out are heavy-tailed (a firmware download " +
+	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
+	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
+	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
+	"minute (the fleet view's class failure sketches), is fleet_errors instead, score 0.15 (Observed and Expected the " +
+	"burst's): recorded, never an alert alone, learned as a flagged burst. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
 	"in the 5-minute window, at a normal request rate, are a bytes_out_spike (Observed: that count, Expected: 0.1); the " +
@@ -424,7 +437,7 @@ func init() {
 		Doc:       Doc,
 		StateSize: StateSize,
 		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
-			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence},
+			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence, ReasonFleetErrors},
 		Version: 1,
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
@@ -585,6 +598,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
 		}
 	}
+	// An error burst, or the rate spike of a device's retries, while its
+	// class is failing at once (a backend incident) is the fleet's, not the
+	// device's (classerrors.go).
+	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) {
+		reason, score = ReasonFleetErrors, FleetScore
+	}
 	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
 		score = min(score, ColdMaxScore) // not graduated: alert, never block
 	}
@@ -604,7 +623,8 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// and from those and a request of a suspect run (well above the
 	// baseline, not yet flagged) at most LearnCap times their rate; the size
 	// tracker learns from all but oversized responses.
-	flagged := reason == ReasonRateSpike || reason == ReasonAuthFailures || reason == ReasonErrorBurst
+	flagged := reason == ReasonRateSpike || reason == ReasonAuthFailures || reason == ReasonErrorBurst ||
+		reason == ReasonFleetErrors
 	if !flagged && runZ < 0 {
 		runZ = runSurprise(runObserved, runExpected)
 	}
@@ -647,6 +667,20 @@ func (s *state) rampUp(ev *schemas.Event, fleet detectors.Fleet) bool {
 		}
 	}
 	return s.ramp > 1
+}
+
+// retrying reports whether a finding of reason could be a class failure's:
+// an error burst on a 5xx, or a rate spike of which at least FleetRetryShare
+// of the short window, or FleetRetryMin requests, failed (the retries of
+// failed requests, and those that succeed once the backend is back).
+func (s *state) retrying(ev *schemas.Event, reason string) bool {
+	switch reason {
+	case ReasonErrorBurst:
+		return ev.Status >= 500 && ev.Status < 600
+	case ReasonRateSpike:
+		return s.errShort+s.failShort >= min(FleetRetryShare*s.short, FleetRetryMin)
+	}
+	return false
 }
 
 // classRate returns the class's typical rate from the fleet view, 0 when it

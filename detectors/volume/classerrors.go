@@ -1,0 +1,155 @@
+package volume
+
+import (
+	"math/bits"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// A backend incident (a fleet-wide 503 storm) makes every device of a class
+// fail at once, and each of them, judged against its own baseline, shows an
+// error burst and the rate spike of its retries. Such a burst is explained
+// by the fleet, not by the device: per class, the volume statistics keep two
+// 256-bit sketches of devices per minute of event time, those seen and those
+// answered with a 5xx, for the current and the previous minute (the halves
+// are chosen by the minute's parity, so a new minute clears one half and
+// copies nothing). A class fails when, over those one to two minutes, at
+// least FleetMinDevices other devices, and at least FleetShare of the
+// devices seen, got a 5xx (ClassFailing). The background of 5xx (a retried
+// one in a few hundred requests) makes far fewer; a single device failing
+// alone, or a few of a large class, do not make a class fail.
+//
+// A minute turning over clears its half while another worker may be setting
+// a bit in it: a bit may be lost, which errs on the side of alerting.
+const (
+	// FailBucketNs is the length of a failure bucket of a class (one minute of
+	// event time); the sketches cover the current and the previous one.
+	FailBucketNs = int64(60e9)
+	// FleetMinDevices is the smallest estimated number of other devices of
+	// the class answered with a 5xx in the buckets for a class failure, and
+	// FleetShare the smallest share of the class's devices seen in them.
+	FleetMinDevices = 4.0
+	FleetShare      = 0.1
+	// FleetRetryShare is the smallest share of the device's short-window
+	// requests that failed (errors and auth failures), or FleetRetryMin the
+	// smallest short-window count of them, for its rate spike to be the
+	// retries of a class failure.
+	FleetRetryShare = 0.25
+	FleetRetryMin   = 2.0
+	// FleetScore is the score of an error burst or retry storm explained by a
+	// class failure (ReasonFleetErrors): far below the alert threshold, like
+	// a silence, so that it adds to strong evidence only.
+	FleetScore = 0.15
+	// failWords is the size, in 64-bit words, of a failure sketch (256 bits:
+	// accurate to a few percent up to ~700 devices).
+	failWords = 4
+)
+
+// failIndex returns the index of the first word of half h (0 or 1) of class
+// slot j's sketches.
+func failIndex(j int, h int64) int { return (j*2 + int(h&1)) * failWords }
+
+// failBit returns device's bit in a failure sketch: its word and its bit.
+func failBit(device uint64) (int, uint) { b := uint(device >> 56); return int(b >> 6), b & 63 }
+
+// learnFail records ev's device as seen, and as failing when ev was answered
+// with a 5xx, in the bucket of ev's time of class slot j.
+func (t *Stats) learnFail(j int, ev *schemas.Event) {
+	if ev.Time <= 0 {
+		return
+	}
+	b := ev.Time / FailBucketNs
+	w := &t.failBucket[j]
+	for {
+		cur := int64(w.Load()) - 1 // -1: no bucket yet
+		if cur == b || cur == b+1 {
+			break // this bucket, or a late event of the previous one
+		}
+		if cur > b+1 {
+			return // too late to count
+		}
+		if w.CompareAndSwap(uint64(cur+1), uint64(b+1)) {
+			// b's half held b-2 or older; the other one b-1, or older.
+			t.clearFail(failIndex(j, b))
+			if cur < b-1 {
+				t.clearFail(failIndex(j, b+1))
+			}
+			break
+		}
+	}
+	i, bit := failBit(ev.DeviceKey)
+	at := failIndex(j, b) + i
+	detectors.SetBit(&t.failSeen[at], bit)
+	if ev.Status >= 500 && ev.Status < 600 {
+		detectors.SetBit(&t.failFailing[at], bit)
+	}
+}
+
+// clearFail zeroes one half's sketches from index at.
+func (t *Stats) clearFail(at int) {
+	for i := at; i < at+failWords; i++ {
+		t.failSeen[i].Store(0)
+		t.failFailing[i].Store(0)
+	}
+}
+
+// ClassFailing reports whether the class is failing at time now (Unix ns):
+// whether, over the current and the previous failure bucket, at least
+// FleetMinDevices devices other than device, and at least FleetShare of the
+// class's devices seen, were answered with a 5xx. It also returns those two
+// estimates. It does not allocate.
+func (t *Stats) ClassFailing(class, device uint64, now int64) (failing bool, others, seen float64) {
+	j := detectors.Slot(t.keys, class, false)
+	if j < 0 || now <= 0 {
+		return false, 0, 0
+	}
+	b := now / FailBucketNs
+	cur := int64(t.failBucket[j].Load()) - 1
+	if cur < b-1 || cur > b+1 {
+		return false, 0, 0 // nothing recent (or now is long past)
+	}
+	wi, bit := failBit(device)
+	onesSeen, onesFailing := 0, 0
+	for i := range failWords {
+		var s, f uint64
+		for _, h := range [2]int64{b, b - 1} {
+			if h == cur || h == cur-1 {
+				at := failIndex(j, h) + i
+				s |= t.failSeen[at].Load()
+				f |= t.failFailing[at].Load()
+			}
+		}
+		if i == wi {
+			f &^= 1 << bit
+		}
+		onesSeen += bits.OnesCount64(s)
+		onesFailing += bits.OnesCount64(f)
+	}
+	others = detectors.LinearCount(failWords*64, onesFailing)
+	seen = detectors.LinearCount(failWords*64, onesSeen)
+	return others >= FleetMinDevices && others >= FleetShare*seen, others, seen
+}
+
+// ClassFailer is implemented by a fleet view that knows whether a class is
+// failing at once (Stats). It is optional: without it, a device's error burst
+// is always its own.
+type ClassFailer interface {
+	// ClassFailing reports whether the class is failing at time now: many of
+	// its devices other than device answered with a 5xx in the last minutes
+	// (and how many, against how many were seen).
+	ClassFailing(class, device uint64, now int64) (failing bool, others, seen float64)
+}
+
+// classFailing asks the fleet view whether ev's class is failing at ev's time.
+func classFailing(fleet detectors.Fleet, ev *schemas.Event) bool {
+	switch cf := fleet.(type) {
+	case *Stats: // the detector's own statistics: no interface lookup
+		failing, _, _ := cf.ClassFailing(ev.ClassKey, ev.DeviceKey, ev.Time)
+		return failing
+	case ClassFailer:
+		failing, _, _ := cf.ClassFailing(ev.ClassKey, ev.DeviceKey, ev.Time)
+		return failing
+	}
+	return false
+}
