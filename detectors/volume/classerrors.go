@@ -100,17 +100,38 @@ func (t *Stats) clearFail(at int) {
 // class's devices seen, were answered with a 5xx. It also returns those two
 // estimates. It does not allocate.
 func (t *Stats) ClassFailing(class, device uint64, now int64) (failing bool, others, seen float64) {
+	onesFailing, onesSeen := t.failOnes(class, device, now)
+	others = detectors.LinearCount(failWords*64, onesFailing)
+	seen = detectors.LinearCount(failWords*64, onesSeen)
+	return others >= FleetMinDevices && others >= FleetShare*seen, others, seen
+}
+
+// classFailing is ClassFailing's verdict alone, for the hot path: a class
+// with fewer than FleetMinDevices failing bits (3 bits estimate 3.02
+// devices, 4 bits 4.03) is not failing, with no logarithm computed.
+func (t *Stats) classFailing(class, device uint64, now int64) bool {
+	onesFailing, onesSeen := t.failOnes(class, device, now)
+	if float64(onesFailing) < FleetMinDevices {
+		return false
+	}
+	others := detectors.LinearCount(failWords*64, onesFailing)
+	return others >= FleetMinDevices && others >= FleetShare*detectors.LinearCount(failWords*64, onesSeen)
+}
+
+// failOnes returns the bits set in the class's sketches of failing devices
+// (device's own bit cleared) and of devices seen, over the current and the
+// previous failure bucket of time now.
+func (t *Stats) failOnes(class, device uint64, now int64) (onesFailing, onesSeen int) {
 	j := detectors.Slot(t.keys, class, false)
 	if j < 0 || now <= 0 {
-		return false, 0, 0
+		return 0, 0
 	}
 	b := now / FailBucketNs
 	cur := int64(t.failBucket[j].Load()) - 1
 	if cur < b-1 || cur > b+1 {
-		return false, 0, 0 // nothing recent (or now is long past)
+		return 0, 0 // nothing recent (or now is long past)
 	}
 	wi, bit := failBit(device)
-	onesSeen, onesFailing := 0, 0
 	for i := range failWords {
 		var s, f uint64
 		for _, h := range [2]int64{b, b - 1} {
@@ -126,9 +147,7 @@ func (t *Stats) ClassFailing(class, device uint64, now int64) (failing bool, oth
 		onesSeen += bits.OnesCount64(s)
 		onesFailing += bits.OnesCount64(f)
 	}
-	others = detectors.LinearCount(failWords*64, onesFailing)
-	seen = detectors.LinearCount(failWords*64, onesSeen)
-	return others >= FleetMinDevices && others >= FleetShare*seen, others, seen
+	return onesFailing, onesSeen
 }
 
 // ClassFailer is implemented by a fleet view that knows whether a class is
@@ -145,8 +164,7 @@ type ClassFailer interface {
 func classFailing(fleet detectors.Fleet, ev *schemas.Event) bool {
 	switch cf := fleet.(type) {
 	case *Stats: // the detector's own statistics: no interface lookup
-		failing, _, _ := cf.ClassFailing(ev.ClassKey, ev.DeviceKey, ev.Time)
-		return failing
+		return cf.classFailing(ev.ClassKey, ev.DeviceKey, ev.Time)
 	case ClassFailer:
 		failing, _, _ := cf.ClassFailing(ev.ClassKey, ev.DeviceKey, ev.Time)
 		return failing

@@ -42,6 +42,7 @@ func TestClassFailing(t *testing.T) {
 		{200, 60, true},  // a backend incident
 		{10, 8, true},    // most of a small class
 		{10, 3, false},   // too few devices
+		{10, 4, true},    // just enough
 		{400, 300, true}, // the sketch does not saturate
 	} {
 		tab := newStats()
@@ -50,6 +51,9 @@ func TestClassFailing(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%d of %d devices failing: ClassFailing %v (others %.1f, seen %.1f), want %v",
 				c.failing, c.devices, got, others, seen, c.want)
+		}
+		if fast := tab.classFailing(class, device, at+30e9); fast != got {
+			t.Errorf("%d of %d devices failing: classFailing %v, ClassFailing %v", c.failing, c.devices, fast, got)
 		}
 	}
 

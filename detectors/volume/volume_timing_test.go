@@ -50,6 +50,53 @@ func BenchmarkObserve(b *testing.B) {
 	})
 	b.Run("flood", func(b *testing.B) { benchObserve(b, nil, 1e8, 200, schemas.AuthOK, 2000) })
 	b.Run("auth_failures", func(b *testing.B) { benchObserve(b, nil, 1e8, 401, schemas.AuthFailed, 2000) })
+	b.Run("error_burst", func(b *testing.B) { benchObserve(b, newStats(), 1e9, 503, schemas.AuthOK, 2000) })
+	b.Run("error_burst_incident", benchIncident)
 	b.Run("bytes_out", func(b *testing.B) { benchObserve(b, nil, 60e9, 200, schemas.AuthOK, 5e6) })
 	b.Run("bucket_close", func(b *testing.B) { benchObserve(b, nil, 300e9, 200, schemas.AuthOK, 2000) })
+}
+
+// benchIncident measures a warm device's 503s a second apart while its class
+// is failing (a backend incident): each op is the device's Observe (an
+// error burst scored as fleet_errors after the class failure is read) and
+// the Learn of one of 16 other devices' 503s at the same time, which keeps
+// the class failing. The device's baseline learns a lasting error rate
+// within hours: run it with -benchtime 1000x (the first 1000 s of an
+// incident), where every op after the first few is a fleet_errors finding.
+func benchIncident(b *testing.B) {
+	fleet := newStats()
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("d-1"))
+	ev.SetClass([]byte("meter/x"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
+	ev.Status, ev.Auth, ev.BytesOut = 200, schemas.AuthOK, 2000
+	peers := make([]schemas.Event, 16)
+	for i := range peers {
+		peers[i] = ev
+		peers[i].SetDevice([]byte("acme"), []byte{'p', byte('a' + i)})
+		peers[i].Status = 503
+	}
+	state := make([]byte, StateSize)
+	var d Detector
+	t := int64(1736121600e9)
+	for range 200 {
+		t += 60e9
+		ev.Time = t
+		d.Observe(&ev, state, fleet)
+		fleet.Learn(&ev, nil)
+	}
+	ev.Status = 503
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		t += 1e9
+		ev.Time = t
+		p := &peers[i&15]
+		p.Time = t
+		fleet.Learn(p, nil)
+		if f := d.Observe(&ev, state, fleet); i > 10 && i < 1000 && f.Reason != ReasonFleetErrors {
+			b.Fatalf("event %d of the incident: reason %q, want %q", i, f.Reason, ReasonFleetErrors)
+		}
+		i++
+	}
 }
