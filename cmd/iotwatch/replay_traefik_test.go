@@ -19,9 +19,10 @@ import (
 // ordinary requests, then for 60 s every request of theirs gets an answer
 // that is not their doing: forwardAuth's 500 while the enforcer is down
 // (OriginStatus 0), or the enforcer's 403 with X-Iotwatch-Action. Neither
-// raises an alert. The same minute with the service's own 500s, or the
-// service's own 403s, does (error_burst, auth_failures): the verdict, not
-// the status, makes the difference.
+// raises an alert. The same minute with the service's own 500s on one
+// device, or the service's own 403s, does (error_burst, auth_failures): the
+// verdict, not the status, makes the difference. (The service's own 500s on
+// all ten at once are a backend incident: volume's fleet_errors, no alert.)
 func TestReplayTraefikVerdicts(t *testing.T) {
 	t0 := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
 	rec := func(at time.Time, dev, status, origin int, action string) string {
@@ -34,7 +35,7 @@ func TestReplayTraefikVerdicts(t *testing.T) {
 			`"RequestProtocol":"HTTP/1.1","StartUTC":%q%s,"level":"info","msg":"","request_X-Device-Id":"lock-%d","time":%q}`,
 			dev, dev, status, origin, dev, at.Format(time.RFC3339Nano), extra, dev, at.Format(time.RFC3339))
 	}
-	alerts := func(status, origin int, action string) (int, string) {
+	alerts := func(status, origin int, action string, failing int) (int, string) {
 		t.Helper()
 		var b strings.Builder
 		for i := range 240 { // two hours, a request every 30 s
@@ -45,7 +46,12 @@ func TestReplayTraefikVerdicts(t *testing.T) {
 		t1 := t0.Add(2 * time.Hour)
 		for s := 0; s < 60; s += 2 { // the minute in question, at a retrying client's pace
 			for dev := range 10 {
-				fmt.Fprintln(&b, rec(t1.Add(time.Duration(s)*time.Second+time.Duration(dev)*10*time.Millisecond), dev, status, origin, action))
+				at := t1.Add(time.Duration(s)*time.Second + time.Duration(dev)*10*time.Millisecond)
+				if dev < failing {
+					fmt.Fprintln(&b, rec(at, dev, status, origin, action))
+				} else if s%30 == 0 {
+					fmt.Fprintln(&b, rec(at, dev, 200, 200, ""))
+				}
 			}
 		}
 		dir := t.TempDir()
@@ -64,7 +70,9 @@ func TestReplayTraefikVerdicts(t *testing.T) {
 		}
 		var ev schemas.Event
 		for i, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-			if err := dec.Decode([]byte(line), 1, uint32(i), 0, &ev); err != nil || string(ev.Device) != fmt.Sprint("lock-", i%10) {
+			_, id, _ := strings.Cut(line, `"request_X-Device-Id":"`)
+			id, _, _ = strings.Cut(id, `"`)
+			if err := dec.Decode([]byte(line), 1, uint32(i), 0, &ev); err != nil || id == "" || string(ev.Device) != id {
 				t.Fatalf("line %d: device %q, %v: every line must decode to its device", i, ev.Device, err)
 			}
 		}
@@ -74,16 +82,19 @@ func TestReplayTraefikVerdicts(t *testing.T) {
 		}
 		return strings.Count(string(got), `"kind":"alert"`), string(got)
 	}
-	if n, out := alerts(500, 0, ""); n != 0 {
+	if n, out := alerts(500, 0, "", 10); n != 0 {
 		t.Errorf("enforcer outage (500, OriginStatus 0): %d alerts, want none:\n%.2000s", n, out)
 	}
-	if n, out := alerts(403, 0, "block"); n != 0 {
+	if n, out := alerts(403, 0, "block", 10); n != 0 {
 		t.Errorf("enforced deny (403 with X-Iotwatch-Action): %d alerts, want none:\n%.2000s", n, out)
 	}
-	if n, _ := alerts(500, 500, ""); n == 0 {
+	if n, out := alerts(500, 500, "", 10); n != 0 {
+		t.Errorf("backend incident (the service's own 500s to all ten at once): %d alerts, want none:\n%.2000s", n, out)
+	}
+	if n, _ := alerts(500, 500, "", 1); n == 0 {
 		t.Error("the service's own 500s raised no alert: the test proves nothing")
 	}
-	if n, _ := alerts(403, 403, ""); n == 0 {
+	if n, _ := alerts(403, 403, "", 10); n == 0 {
 		t.Error("the service's own 403s raised no alert: the test proves nothing")
 	}
 }
