@@ -10,9 +10,14 @@ import (
 // A class's typical burstiness (ClassBurst) is the median of the burst
 // memories (BurstMargin) of the devices its rate sample follows
 // (classrate.go) that have one, when at least RateMinDevices and a quarter
-// of the usable samples have one: the sample slot keeps its device's
-// remembered short-window and run ratios, copied from the device's record on
-// each of its events. A class whose devices work in sessions (every vehicle
+// of the usable samples have one (the upper quartile for the ratios, the
+// median for the length): the sample slot keeps its device's remembered
+// short-window and run ratios and length, and those of its open episode,
+// copied from the device's record on each of its events; each device counts
+// with the larger of the two. A class whose devices start their sessions at
+// once (the morning rush hour of a fleet of vehicles) is a class that
+// bursts: the open episodes count before any of them has ended, while a few
+// devices of a steady class flooding at once cannot make it one. A class whose devices work in sessions (every vehicle
 // makes trips, some hours apart) thus gives a device the burstiness of its
 // peers before its own first session, as ClassRate gives a new device its
 // peers' rate; a class of steady devices has no memories and changes
@@ -35,7 +40,8 @@ func (t *Stats) learnBurstSample(i int, before []byte) {
 	if len(before) < StateSize {
 		return
 	}
-	t.rateBurst[i].Store(uint64(binary.LittleEndian.Uint32(before[burstAt:])))
+	t.rateBurst[i].Store(uint64(binary.LittleEndian.Uint32(before[burstAt:])) |
+		uint64(binary.LittleEndian.Uint32(before[peakAt:]))<<32)
 }
 
 // ClassBurst returns the median remembered short-window and run ratios and
@@ -55,22 +61,22 @@ func (t *Stats) ClassBurst(class uint64) (short, run, length float64) {
 			continue
 		}
 		usable++
-		w := uint32(t.rateBurst[i].Load())
-		if w>>16 == 0 {
-			continue // no episode remembered
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], t.rateBurst[i].Load())
+		sh, ru, le := getBurst(b[:4])
+		psh, pru, ple := getBurst(b[4:])
+		if le == 0 && ple == 0 {
+			continue // no episode remembered or open
 		}
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], w)
-		sh, ru, le := getBurst(b[:])
-		insertSorted(shorts[:n+1], sh)
-		insertSorted(runs[:n+1], ru)
-		insertSorted(lengths[:n+1], le)
+		insertSorted(shorts[:n+1], max(sh, psh))
+		insertSorted(runs[:n+1], max(ru, pru))
+		insertSorted(lengths[:n+1], max(le, ple))
 		n++
 	}
 	if n < RateMinDevices || 4*n < usable {
 		return 0, 0, 0
 	}
-	return median(shorts[:n]), median(runs[:n]), median(lengths[:n])
+	return upperQuartile(shorts[:n]), upperQuartile(runs[:n]), median(lengths[:n])
 }
 
 // insertSorted puts v into sorted s[:len(s)-1], making s sorted.
@@ -81,6 +87,9 @@ func insertSorted(s []float64, v float64) {
 	}
 	s[k] = v
 }
+
+// upperQuartile returns the upper quartile of sorted s (not empty).
+func upperQuartile(s []float64) float64 { return s[3*(len(s)-1)/4] }
 
 // median returns the median of sorted s (not empty).
 func median(s []float64) float64 {

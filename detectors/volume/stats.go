@@ -22,8 +22,8 @@ type Stats struct {
 	// rateSlots sampled devices per class slot: key, last event time (Unix
 	// ns), decayed count and exposure (float64 bits).
 	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
-	// rateBurst: each sampled device's burst memory (the word of its record
-	// at burstAt).
+	// rateBurst: each sampled device's burst memory and open episode (the
+	// words of its record at burstAt and peakAt).
 	rateBurst []atomic.Uint64
 	// cycleBins hours per class slot: the sampled devices' event count and
 	// exposure (float64 bits).

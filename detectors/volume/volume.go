@@ -41,8 +41,9 @@
 // itself. A burst within 1.5 times the remembered ratios, no longer than
 // twice the remembered length, is a session; a longer one is judged as if
 // the device had none. A fleet view that implements ClassBurster (Stats:
-// the median memory of the class's sampled devices, classburst.go) gives a
-// device its class's memory before its own first session.
+// the memories and open episodes of the class's sampled devices,
+// classburst.go) gives a device its class's memory before its own first
+// session.
 //
 // Daily cycles: a baseline of time constant TauLong lags a sharp daily ramp
 // (a shop opening) by about an hour, long enough for the ramp to look like a
@@ -484,8 +485,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"remembered (the larger of them and the memory, forgotten with tau 24 h); a rate spike then needs more than " +
 	"1.5x the remembered ratio while the open episode is at most 2x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
-	"with no memory, or a smaller one, takes its class's (the median memory of the sampled devices that have one, " +
-	"when at least 3 and a quarter of them do). An auth-failure or error burst " +
+	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
+	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
