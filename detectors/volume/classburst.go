@@ -54,42 +54,43 @@ func (t *Stats) ClassBurst(class uint64) (short, run, length float64) {
 	if j < 0 {
 		return 0, 0, 0
 	}
-	var shorts, runs, lengths [rateSlots]float64
+	// The stored forms are monotone in the values (putBurst): they are
+	// compared and sorted as they are, and only the three chosen are decoded.
+	var shorts, runs, lengths [rateSlots]uint16
 	n, usable := 0, 0
 	for i := j * rateSlots; i < (j+1)*rateSlots; i++ {
 		if !t.usableSample(i) {
 			continue
 		}
 		usable++
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], t.rateBurst[i].Load())
-		sh, ru, le := getBurst(b[:4])
-		psh, pru, ple := getBurst(b[4:])
+		w := t.rateBurst[i].Load()
+		le, ple := uint16(w>>16), uint16(w>>48)
 		if le == 0 && ple == 0 {
 			continue // no episode remembered or open
 		}
-		insertSorted(shorts[:n+1], max(sh, psh))
-		insertSorted(runs[:n+1], max(ru, pru))
+		insertSorted(shorts[:n+1], max(uint16(w&0xff), uint16(w>>32&0xff)))
+		insertSorted(runs[:n+1], max(uint16(w>>8&0xff), uint16(w>>40&0xff)))
 		insertSorted(lengths[:n+1], max(le, ple))
 		n++
 	}
 	if n < RateMinDevices || 4*n < usable {
 		return 0, 0, 0
 	}
-	return upperQuartile(shorts[:n]), upperQuartile(runs[:n]), median(lengths[:n])
+	q := 3 * (n - 1) / 4 // the upper quartile
+	var b [4]byte
+	b[0], b[1] = uint8(shorts[q]), uint8(runs[q])
+	short, run, _ = getBurst(b[:])
+	return short, run, (float64(lengths[(n-1)/2]) + float64(lengths[n/2])) / 2
 }
 
 // insertSorted puts v into sorted s[:len(s)-1], making s sorted.
-func insertSorted(s []float64, v float64) {
+func insertSorted(s []uint16, v uint16) {
 	k := len(s) - 1
 	for ; k > 0 && s[k-1] > v; k-- {
 		s[k] = s[k-1]
 	}
 	s[k] = v
 }
-
-// upperQuartile returns the upper quartile of sorted s (not empty).
-func upperQuartile(s []float64) float64 { return s[3*(len(s)-1)/4] }
 
 // median returns the median of sorted s (not empty).
 func median(s []float64) float64 {

@@ -225,7 +225,7 @@ const (
 	// a cold device is judged against its class's rate: wider bounds.
 	ColdWiden    = 2.0
 	ColdSurprise = 10.0
-	// BurstMargin, TauBurst and MaxBurst: a device's own burstiness. Devices
+	// BurstMargin, BurstLenMargin and TauBurst: a device's own burstiness. Devices
 	// that work in sessions (a camera's motion clips, a vehicle's trips) burst
 	// far above their long-term rate every time they are used. A burst
 	// episode is a stretch of events whose short window or run holds at least
@@ -243,6 +243,10 @@ const (
 	BurstMargin    = 1.5
 	BurstLenMargin = 2.0
 	TauBurst       = 86400.0
+	// MaxBurst is the largest ratio a burst memory holds (the record keeps
+	// ratios in quarters in a byte): a session at 64 times the baseline or
+	// more is remembered as 63.75.
+	MaxBurst = 63.75
 )
 
 // logOversize and logCap are log(OversizeFactor) and log(CapFactor), margins
@@ -296,7 +300,7 @@ const StateSize = 100
 //	52:56 bytes out in the open 5-minute bucket, each response capped (float32)
 //	56:100 the bytes-out Core (Core.MarshalBinary); the two words it leaves
 //	      unused hold the burst memory: at 84:88 the remembered short-window
-//	      and run ratios (uint8 each, 16·log2(1+ratio)) and episode length
+//	      and run ratios (uint8 each, in quarters, saturating at MaxBurst) and episode length
 //	      (uint16, events), at 96:100 the open episode's
 type state struct {
 	last                  int64
@@ -339,17 +343,16 @@ const (
 	peakAt  = coreAt + 40
 )
 
-// getBurst and putBurst read and write a burst memory: two ratios as
-// 16·log2(1+ratio) in a byte each (steps of 4%, up to 6.3e4), and a length
-// in events (uint16, saturating).
+// getBurst and putBurst read and write a burst memory: two ratios in
+// quarters in a byte each (saturating at MaxBurst), and a length in events
+// (uint16, saturating). No logarithm: they run on every event.
 func getBurst(b []byte) (short, run, length float64) {
-	return math.Exp2(float64(b[0])/16) - 1, math.Exp2(float64(b[1])/16) - 1,
-		float64(binary.LittleEndian.Uint16(b[2:]))
+	return float64(b[0]) / 4, float64(b[1]) / 4, float64(binary.LittleEndian.Uint16(b[2:]))
 }
 
 func putBurst(b []byte, short, run, length float64) {
-	b[0] = uint8(min(16*math.Log2(1+max(short, 0)), math.MaxUint8) + 0.5)
-	b[1] = uint8(min(16*math.Log2(1+max(run, 0)), math.MaxUint8) + 0.5)
+	b[0] = uint8(min(max(short, 0)*4, math.MaxUint8) + 0.5)
+	b[1] = uint8(min(max(run, 0)*4, math.MaxUint8) + 0.5)
 	binary.LittleEndian.PutUint16(b[2:], uint16(min(max(length, 0), math.MaxUint16)+0.5))
 }
 
