@@ -73,6 +73,8 @@ the false alerts per 1,000 device-hours and the decisions on true and false aler
 With --model field, the false alerts are also counted per labelled near miss (a rollout,
 a border crossing, a backend incident, an owner back home after a stolen-key use, a
 household's new address, a device joining). The labels never reach the detectors. Progress goes to standard error.
+With --json, the object also lists every false alert with its device's class and its explanations
+(each finding's observed and expected values), for finding out why benign traffic alerted.
 
 Matching: %s.
 

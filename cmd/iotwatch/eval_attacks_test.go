@@ -50,6 +50,17 @@ type evalJSON struct {
 		Score    float64   `json:"score"`
 		Reasons  string    `json:"reasons"`
 		NearMiss string    `json:"near_miss"`
+		Class    string    `json:"class"`
+		// Explanations: why it fired (observed against expected).
+		Explanations []struct {
+			Detector      string  `json:"detector"`
+			Reason        string  `json:"reason"`
+			Score         float64 `json:"score"`
+			Observed      float64 `json:"observed"`
+			Expected      float64 `json:"expected"`
+			ObservedLabel string  `json:"observed_label"`
+			ExpectedLabel string  `json:"expected_label"`
+		} `json:"explanations"`
 	} `json:"false_alert_list"`
 	NearMisses []struct {
 		Kind        string `json:"kind"`
@@ -85,7 +96,7 @@ func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
 
 // checkFalseList checks that the false alert list has every false alert, in
 // time order, each with a device, a score at the alert threshold or above,
-// and reasons counted in false_alerts_by_reason.
+// reasons counted in false_alerts_by_reason, its class and its explanations.
 func checkFalseList(t *testing.T, res evalJSON) {
 	t.Helper()
 	if len(res.FalseList) != res.FalseAlerts {
@@ -97,6 +108,14 @@ func checkFalseList(t *testing.T, res evalJSON) {
 			t.Errorf("false alert %d: %+v", i, a)
 		}
 		byReason[a.Reasons]++
+		// The explanations are the alert's reasons, in order.
+		var keys []string
+		for _, e := range a.Explanations {
+			keys = append(keys, e.Detector+"/"+e.Reason)
+		}
+		if strings.Join(keys, "+") != a.Reasons || a.Class == "" {
+			t.Errorf("false alert %d: reasons %q, class %q, explanations %+v", i, a.Reasons, a.Class, a.Explanations)
+		}
 	}
 	if !maps.Equal(byReason, res.FalseByReason) {
 		t.Errorf("false alerts by reason %v, from the list %v", res.FalseByReason, byReason)

@@ -43,7 +43,7 @@ const (
 func rateSlot(j int, device uint64) int { return j*rateSlots + int(device>>60) }
 
 // learnRate counts ev in its device's sample slot of class slot j.
-func (t *Stats) learnRate(j int, ev *schemas.Event) {
+func (t *Stats) learnRate(j int, ev *schemas.Event, before []byte) {
 	i := rateSlot(j, ev.DeviceKey)
 	key := ev.DeviceKey | 1 // 0 marks an empty slot
 	for {
@@ -59,6 +59,7 @@ func (t *Stats) learnRate(j int, ev *schemas.Event) {
 			t.rateLast[i].Store(uint64(ev.Time))
 			t.rateCount[i].Store(0)
 			t.rateExposure[i].Store(0)
+			t.rateBurst[i].Store(0)
 			break
 		}
 	}
@@ -69,6 +70,7 @@ func (t *Stats) learnRate(j int, ev *schemas.Event) {
 		t.rateLast[i].Store(uint64(ev.Time))
 	}
 	t.learnCycle(j, ev.Time, dt)
+	t.learnBurstSample(i, before)
 	d := detectors.Decay(dt / RateTau)
 	count := math.Float64frombits(t.rateCount[i].Load())*d + 1
 	exposure := math.Float64frombits(t.rateExposure[i].Load())*d + RateTau*(1-d)
@@ -91,11 +93,11 @@ func (t *Stats) ClassRate(class uint64) float64 {
 		if t.rateKeys[i].Load() == 0 {
 			continue
 		}
-		count := math.Float64frombits(t.rateCount[i].Load())
-		exposure := math.Float64frombits(t.rateExposure[i].Load())
-		if !(count >= RateMinEvents && exposure >= RateMinExposure) || math.IsInf(count, 1) {
+		if !t.usableSample(i) {
 			continue
 		}
+		count := math.Float64frombits(t.rateCount[i].Load())
+		exposure := math.Float64frombits(t.rateExposure[i].Load())
 		// Insertion sort: at most 16 values.
 		r, k := count/exposure, n
 		for ; k > 0 && rates[k-1] > r; k-- {
@@ -107,8 +109,16 @@ func (t *Stats) ClassRate(class uint64) float64 {
 	if n < RateMinDevices {
 		return 0
 	}
-	if n%2 == 1 {
-		return rates[n/2]
+	return median(rates[:n])
+}
+
+// usableSample reports whether sample slot i follows a device with enough
+// history for its rate to count (RateMinEvents, RateMinExposure).
+func (t *Stats) usableSample(i int) bool {
+	if t.rateKeys[i].Load() == 0 {
+		return false
 	}
-	return (rates[n/2-1] + rates[n/2]) / 2
+	count := math.Float64frombits(t.rateCount[i].Load())
+	exposure := math.Float64frombits(t.rateExposure[i].Load())
+	return count >= RateMinEvents && exposure >= RateMinExposure && !math.IsInf(count, 1)
 }

@@ -11,16 +11,20 @@ import (
 // Stats is what the volume detector learns of classes (its
 // detectors.ClassStats and the Fleet view its Observe gets, implementing
 // ClassRater, ClassRamper and ClassFailer): per class, the request rates of a
-// sample of its devices (classrate.go), their 24-hour cycle (classcycle.go)
+// sample of its devices (classrate.go) and their burstiness (classburst.go),
+// their 24-hour cycle (classcycle.go)
 // and the devices seen and failing in the last minutes (classerrors.go). It
 // has its own table of class keys, as many as the class table's, and costs
-// 1,064 bytes per class slot.
+// 1,192 bytes per class slot.
 type Stats struct {
 	classes *detectors.ClassTable
 	keys    []atomic.Uint64 // class keys (detectors.Slot)
 	// rateSlots sampled devices per class slot: key, last event time (Unix
 	// ns), decayed count and exposure (float64 bits).
 	rateKeys, rateLast, rateCount, rateExposure []atomic.Uint64
+	// rateBurst: each sampled device's burst memory and open episode (the
+	// words of its record at burstAt and peakAt).
+	rateBurst []atomic.Uint64
 	// cycleBins hours per class slot: the sampled devices' event count and
 	// exposure (float64 bits).
 	cycleCount, cycleExposure []atomic.Uint64
@@ -42,6 +46,7 @@ func NewStats(classes *detectors.ClassTable) *Stats {
 		classes: classes, keys: make([]atomic.Uint64, k),
 		rateKeys: make([]atomic.Uint64, k*rateSlots), rateLast: make([]atomic.Uint64, k*rateSlots),
 		rateCount: make([]atomic.Uint64, k*rateSlots), rateExposure: make([]atomic.Uint64, k*rateSlots),
+		rateBurst:  make([]atomic.Uint64, k*rateSlots),
 		cycleCount: make([]atomic.Uint64, k*cycleBins), cycleExposure: make([]atomic.Uint64, k*cycleBins),
 		cycleHour: make([]atomic.Uint64, k), cycleOpenCount: make([]atomic.Uint64, k),
 		cycleOpenExposure: make([]atomic.Uint64, k),
@@ -57,15 +62,16 @@ func (t *Stats) ClassDevices(class uint64) float64 { return t.classes.ClassDevic
 func (t *Stats) ClassSince(class uint64) int64 { return t.classes.ClassSince(class) }
 
 // Learn implements detectors.ClassStats: it counts ev in its device's rate
-// sample slot of its class, if the device is the slot's sample, in the
-// class's cycle, and in its class's failure sketches.
-func (t *Stats) Learn(ev *schemas.Event, _ []byte) {
+// sample slot of its class (with the device's burst memory, read from
+// before, its record before the event), if the device is the slot's sample,
+// in the class's cycle, and in its class's failure sketches.
+func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	j := detectors.Slot(t.keys, ev.ClassKey, true)
 	if j < 0 {
 		t.saturated.Add(1)
 		return
 	}
-	t.learnRate(j, ev)
+	t.learnRate(j, ev, before)
 	t.learnFail(j, ev)
 }
 
@@ -74,13 +80,13 @@ func (t *Stats) Saturated() uint64 { return t.saturated.Load() }
 
 // statsVersion versions the snapshot of Stats (1: the class table's version 5
 // rate samples and cycles, with a table of class keys of its own; 2: and the
-// failure sketches).
-const statsVersion = 2
+// failure sketches; 3: and the sampled devices' burst memories).
+const statsVersion = 3
 
 func (t *Stats) arrays() [][]atomic.Uint64 {
 	return [][]atomic.Uint64{t.keys, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure,
 		t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure,
-		t.failBucket, t.failSeen, t.failFailing}
+		t.failBucket, t.failSeen, t.failFailing, t.rateBurst}
 }
 
 // AppendSnapshot implements detectors.ClassStats.

@@ -32,6 +32,19 @@
 // Long silences count for at most a few typical gaps of exposure, so a
 // device that was off overnight keeps its daytime rate.
 //
+// Sessions: a camera uploading its motion clips, a vehicle reporting its
+// track during a trip burst far above their long-term rate each time they
+// are used, and no baseline rate explains it. The detector remembers the
+// device's burst episodes (BurstMargin, learnBurst): their largest ratios
+// to the baseline and their length, learned when an episode ends, so a
+// flood is judged against the device's earlier sessions and never against
+// itself. A burst within 1.5 times the remembered ratios, no longer than
+// twice the remembered length, is a session; a longer one is judged as if
+// the device had none. A fleet view that implements ClassBurster (Stats:
+// the memories and open episodes of the class's sampled devices,
+// classburst.go) gives a device its class's memory before its own first
+// session.
+//
 // Daily cycles: a baseline of time constant TauLong lags a sharp daily ramp
 // (a shop opening) by about an hour, long enough for the ramp to look like a
 // flood. A fleet view that implements ClassRamper (Stats: the
@@ -212,6 +225,28 @@ const (
 	// a cold device is judged against its class's rate: wider bounds.
 	ColdWiden    = 2.0
 	ColdSurprise = 10.0
+	// BurstMargin, BurstLenMargin and TauBurst: a device's own burstiness. Devices
+	// that work in sessions (a camera's motion clips, a vehicle's trips) burst
+	// far above their long-term rate every time they are used. A burst
+	// episode is a stretch of events whose short window or run holds at least
+	// MinSpike requests; when it ends, the largest ratio of its short-window
+	// count, and of its run's count, to their expectations, and its length in
+	// events, are remembered (each the larger of it and the memory, forgotten
+	// with time constant TauBurst), and a rate spike then needs more than
+	// BurstMargin times the remembered ratio (and at least MinRatio,
+	// RunMinRatio) while the open episode is at most BurstLenMargin times the
+	// remembered length: a burst longer than any session of the device is
+	// judged as if it had none (a flood lasts). The memory learns when an
+	// episode is over, never during one, so a flood is judged against the
+	// device's earlier sessions, not against itself; a device's first
+	// session may alert, its next ones of the same kind do not.
+	BurstMargin    = 1.5
+	BurstLenMargin = 2.0
+	TauBurst       = 86400.0
+	// MaxBurst is the largest ratio a burst memory holds (the record keeps
+	// ratios in quarters in a byte): a session at 64 times the baseline or
+	// more is remembered as 63.75.
+	MaxBurst = 63.75
 )
 
 // logOversize and logCap are log(OversizeFactor) and log(CapFactor), margins
@@ -263,7 +298,10 @@ const StateSize = 100
 //	44:48 medium-window count of oversized responses (float32)
 //	48:52 log(1 + median response size in bytes), tracked (float32)
 //	52:56 bytes out in the open 5-minute bucket, each response capped (float32)
-//	56:100 the bytes-out Core (Core.MarshalBinary)
+//	56:100 the bytes-out Core (Core.MarshalBinary); the two words it leaves
+//	      unused hold the burst memory: at 84:88 the remembered short-window
+//	      and run ratios (uint8 each, in quarters, saturating at MaxBurst) and episode length
+//	      (uint16, events), at 96:100 the open episode's
 type state struct {
 	last                  int64
 	n, bucketN            uint16
@@ -276,6 +314,19 @@ type state struct {
 	logMid                float64
 	bucket                float64
 	core                  Core
+	// burstShort and burstRun are the remembered largest ratios of the
+	// short window's and of the run's count to their expectations in the
+	// device's past burst episodes, peakShort and peakRun those of the open
+	// episode (BurstMargin); 0 for none.
+	// burstLen and peakLen are the remembered and the open episode's
+	// lengths, in events.
+	burstShort, burstRun, burstLen float64
+	peakShort, peakRun, peakLen    float64
+	// classShort, classRun and classLen (not stored) are the class's typical
+	// burst memory (ClassBurster), read once classRead, only to judge a rate
+	// spike again (classBurstUp).
+	classShort, classRun, classLen float64
+	classRead                      bool
 	// ramp (not stored) multiplies the baselines' expectations: how much
 	// busier the class's daily cycle usually is now than a TauLong ago
 	// (ClassRamper), read only to judge a finding again (rampUp); 0 reads
@@ -283,7 +334,27 @@ type state struct {
 	ramp float64
 }
 
-const coreAt = 56
+// coreAt is where the Core's record starts; burstAt and peakAt are the
+// Core's unused words (Core.MarshalBinary writes 0 there), which hold the
+// burst memory.
+const (
+	coreAt  = 56
+	burstAt = coreAt + 28
+	peakAt  = coreAt + 40
+)
+
+// getBurst and putBurst read and write a burst memory: two ratios in
+// quarters in a byte each (saturating at MaxBurst), and a length in events
+// (uint16, saturating). No logarithm: they run on every event.
+func getBurst(b []byte) (short, run, length float64) {
+	return float64(b[0]) / 4, float64(b[1]) / 4, float64(binary.LittleEndian.Uint16(b[2:]))
+}
+
+func putBurst(b []byte, short, run, length float64) {
+	b[0] = uint8(min(max(short, 0)*4, math.MaxUint8) + 0.5)
+	b[1] = uint8(min(max(run, 0)*4, math.MaxUint8) + 0.5)
+	binary.LittleEndian.PutUint16(b[2:], uint16(min(max(length, 0), math.MaxUint16)+0.5))
+}
 
 func (s *state) load(b []byte) {
 	_ = b[StateSize-1]
@@ -303,6 +374,8 @@ func (s *state) load(b []byte) {
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
 	s.core.UnmarshalBinary(b[coreAt:])
+	s.burstShort, s.burstRun, s.burstLen = getBurst(b[burstAt:])
+	s.peakShort, s.peakRun, s.peakLen = getBurst(b[peakAt:])
 }
 
 func (s *state) store(b []byte) {
@@ -327,6 +400,8 @@ func (s *state) store(b []byte) {
 	putF32(b[48:], s.logMid)
 	putF32(b[52:], s.bucket)
 	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
+	putBurst(b[burstAt:], s.burstShort, s.burstRun, s.burstLen)
+	putBurst(b[peakAt:], s.peakShort, s.peakRun, s.peakLen)
 }
 
 // f32 reads a count; negative, huge or non-finite values read as 0.
@@ -407,7 +482,14 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"(a meter sending every 13 s instead of every 5 min) is flagged after 8 requests: a rate_spike when the run " +
 	"has at least 8 requests, 16x its expected count and a Poisson tail (of the requests after its first) below " +
 	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
-	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. An auth-failure or error burst " +
+	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. " +
+	"A device's own burstiness: when a burst episode (events whose short window or run holds at least 8 requests, " +
+	"not while requests fail) ends, its largest short-window and run ratios and its length in events are " +
+	"remembered (the larger of them and the memory, forgotten with tau 24 h); a rate spike then needs more than " +
+	"1.5x the remembered ratio while the open episode is at most 2x the remembered length, so a camera's clips or " +
+	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
+	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
+	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
@@ -568,14 +650,23 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		if score > 0 && reason != ReasonBytesOutSpike && s.rampUp(ev, fleet) {
 			reason, observed, expected, score = s.judgeWarm(fail, errs, over)
 		}
+		// A rate spike is judged again with the class's burstiness, which
+		// only raises the ratio it needs (classburst.go).
+		if score > 0 && reason == ReasonRateSpike && s.classBurstUp(ev, fleet) {
+			reason, observed, expected, score = s.judgeWarm(fail, errs, over)
+		}
 		// The run, for floods too slow to fill the short window, while the
 		// short window still runs high.
 		if score == 0 && grew && s.runN >= MinSpike && s.short >= MinRatio*s.expect(s.long, TauShort) {
-			runZ = runSurprise(runObserved, runExpected)
+			runZ = runSurprise(runObserved, runExpected, s.runRatio())
 			r := detectors.SurpriseScore(runZ, MinSurprise)
 			if r > 0 && s.rampUp(ev, fleet) {
 				runExpected *= s.ramp
-				runZ = runSurprise(runObserved, runExpected)
+				runZ = runSurprise(runObserved, runExpected, s.runRatio())
+				r = detectors.SurpriseScore(runZ, MinSurprise)
+			}
+			if r > 0 && s.classBurstUp(ev, fleet) {
+				runZ = runSurprise(runObserved, runExpected, s.runRatio())
 				r = detectors.SurpriseScore(runZ, MinSurprise)
 			}
 			if r > 0 {
@@ -596,6 +687,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		if rate := classRate(fleet, ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
 			reason, observed, expected = ReasonRateSpike, s.short, max(rate*TauShort, FloorExpected)
 			score = judgeWith(observed, expected, MinSpike, ColdWiden*MinRatio, ColdSurprise)
+			if score > 0 && s.classBurstUp(ev, fleet) {
+				score = judgeWith(observed, expected, MinSpike, max(ColdWiden*MinRatio, s.shortRatio()), ColdSurprise)
+			}
 		}
 	}
 	// An error burst, or the rate spike of a device's retries, while its
@@ -626,7 +720,10 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	flagged := reason == ReasonRateSpike || reason == ReasonAuthFailures || reason == ReasonErrorBurst ||
 		reason == ReasonFleetErrors
 	if !flagged && runZ < 0 {
-		runZ = runSurprise(runObserved, runExpected)
+		runZ = runSurprise(runObserved, runExpected, s.runRatio())
+	}
+	if warm {
+		s.learnBurst(dt, runObserved, runExpected)
 	}
 	learn := 1.0
 	if flagged || runZ >= SuspectSurprise {
@@ -695,11 +792,47 @@ func classRate(fleet detectors.Fleet, class uint64) float64 {
 	return 0
 }
 
+// learnBurst follows the device's burst episodes after an event dt seconds
+// after the previous one, with the expectations it was judged against
+// (before the request is learned in the baseline): the memory is forgotten
+// with TauBurst; while the short window or the run holds at least MinSpike
+// requests, the episode keeps its largest ratios and counts its events (not
+// while requests fail: retries); the first event after it moves them into
+// the memory.
+func (s *state) learnBurst(dt, runObserved, runExpected float64) {
+	if s.burstLen > 0 {
+		d := detectors.Decay(dt / TauBurst)
+		s.burstShort *= d
+		s.burstRun *= d
+		s.burstLen *= d
+	}
+	rs, rr := 0.0, 0.0
+	if s.short >= MinSpike {
+		rs = s.short / s.expect(s.long, TauShort)
+	}
+	if runObserved >= MinSpike && runExpected > 0 {
+		rr = runObserved / runExpected
+	}
+	if rs > 0 || rr > 0 {
+		// The retries of failed requests are no session of the device.
+		if s.errShort+s.failShort < 1 {
+			s.peakShort, s.peakRun = max(s.peakShort, rs), max(s.peakRun, rr)
+			s.peakLen++
+		}
+		return
+	}
+	if s.peakLen > 0 {
+		s.burstShort, s.burstRun = max(s.burstShort, s.peakShort), max(s.burstRun, s.peakRun)
+		s.burstLen = max(s.burstLen, s.peakLen)
+	}
+	s.peakShort, s.peakRun, s.peakLen = 0, 0, 0
+}
+
 // runSurprise returns the surprise of a run of observed requests where
-// expected were expected, 0 below RunMinRatio times expected. The run's first
+// expected were expected, 0 below minRatio times expected. The run's first
 // request starts its clock: the requests after it are the evidence.
-func runSurprise(observed, expected float64) float64 {
-	if observed < 2 || observed < RunMinRatio*expected {
+func runSurprise(observed, expected, minRatio float64) float64 {
+	if observed < 2 || observed < minRatio*expected {
 		return 0
 	}
 	return detectors.PoissonSurprise(observed-1, expected)
@@ -722,7 +855,7 @@ func (s *state) judgeWarm(fail, errs, over float64) (reason string, observed, ex
 		return reason, observed, expected, score
 	}
 	reason, observed, expected = ReasonRateSpike, s.short, s.expect(s.long, TauShort)
-	score = judge(observed, expected, MinSpike)
+	score = judgeWith(observed, expected, MinSpike, s.shortRatio(), MinSurprise)
 	if score > 0 || over == 0 {
 		return reason, observed, expected, score
 	}

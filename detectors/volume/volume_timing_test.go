@@ -49,6 +49,13 @@ func BenchmarkObserve(b *testing.B) {
 		benchObserve(b, newStats(), 60e9, 200, schemas.AuthOK, 2000)
 	})
 	b.Run("flood", func(b *testing.B) { benchObserve(b, nil, 1e8, 200, schemas.AuthOK, 2000) })
+	b.Run("flood_session_class", func(b *testing.B) {
+		// A flood in a class whose 16 sampled devices remember sessions
+		// (classburst.go): a flagged event reads the class's burstiness.
+		fleet := newStats()
+		learnBursts(fleet, "meter/x", 200, func(i int) []byte { return record(3, 5, 20, false) })
+		benchObserve(b, fleet, 1e8, 200, schemas.AuthOK, 2000)
+	})
 	b.Run("auth_failures", func(b *testing.B) { benchObserve(b, nil, 1e8, 401, schemas.AuthFailed, 2000) })
 	b.Run("error_burst", func(b *testing.B) { benchObserve(b, newStats(), 1e9, 503, schemas.AuthOK, 2000) })
 	b.Run("error_burst_incident", benchIncident)

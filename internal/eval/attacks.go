@@ -66,6 +66,10 @@ type falseAlert struct {
 	// NearMiss is the kind of the labelled near miss the alert fell on ("" for
 	// none).
 	NearMiss string `json:"near_miss,omitempty"`
+	// Class is the device's class and Explanations the alert's findings,
+	// observed against expected: why it fired.
+	Class        string                `json:"class,omitempty"`
+	Explanations []schemas.Explanation `json:"explanations,omitempty"`
 
 	alert StoredAlert
 }
@@ -326,7 +330,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 // demo's report reads back from ClickHouse, so both are judged by evaluate.
 func storedFromAlert(a *schemas.Alert) StoredAlert {
 	s := StoredAlert{ID: a.ID, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
-		Time: a.Time, Score: a.Score}
+		Time: a.Time, Score: a.Score, Class: a.Class, Explanations: a.Reasons}
 	for _, r := range a.Reasons {
 		s.Reasons = append(s.Reasons, r.Reason)
 		s.Detectors = append(s.Detectors, r.Detector)
@@ -350,7 +354,8 @@ func summarize(r Report, types []string) *AttacksResult {
 	res.FalseList = []falseAlert{}
 	for _, a := range r.FalseAlerts {
 		res.FalseByReason[reasonKey(a)]++
-		res.FalseList = append(res.FalseList, falseAlert{Time: a.Time, Device: a.Device, Score: a.Score, Reasons: reasonKey(a), alert: a})
+		res.FalseList = append(res.FalseList, falseAlert{Time: a.Time, Device: a.Device, Score: a.Score, Reasons: reasonKey(a),
+			Class: a.Class, Explanations: a.Explanations, alert: a})
 	}
 	slices.SortStableFunc(res.FalseList, func(a, b falseAlert) int { return a.Time.Compare(b.Time) })
 	res.TrueDecisions = res.Decisions - res.FalseDecisions

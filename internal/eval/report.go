@@ -22,6 +22,11 @@ type StoredAlert struct {
 	Time                                   time.Time
 	Score                                  float64
 	Reasons, Detectors                     []string
+	// Class and Explanations are the alert's device class and findings
+	// (observed against expected), kept by replays only (eval attacks), for
+	// reading false alerts.
+	Class        string
+	Explanations []schemas.Explanation
 }
 
 type StoredDecision struct {

@@ -1,0 +1,144 @@
+package volume
+
+import (
+	"encoding/binary"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// A class's typical burstiness (ClassBurst) is the median of the burst
+// memories (BurstMargin) of the devices its rate sample follows
+// (classrate.go) that have one, when at least RateMinDevices and a quarter
+// of the usable samples have one (the upper quartile for the ratios, the
+// median for the length): the sample slot keeps its device's remembered
+// short-window and run ratios and length, and those of its open episode,
+// copied from the device's record on each of its events; each device counts
+// with the larger of the two. A class whose devices start their sessions at
+// once (the morning rush hour of a fleet of vehicles) is a class that
+// bursts: the open episodes count before any of them has ended, while a few
+// devices of a steady class flooding at once cannot make it one. A class whose devices work in sessions (every vehicle
+// makes trips, some hours apart) thus gives a device the burstiness of its
+// peers before its own first session, as ClassRate gives a new device its
+// peers' rate; a class of steady devices has no memories and changes
+// nothing: a few of its devices flooding at once cannot give it one.
+
+// ClassBurster is implemented by a fleet view that knows a class's typical
+// burstiness (Stats). It is optional: without it, a device is judged against
+// its own burst memory only.
+type ClassBurster interface {
+	// ClassBurst returns the median remembered ratios of the short window's
+	// and of the run's count to their expectations, and the median episode
+	// length, among the class's sampled devices that remember a burst, 0
+	// when too few do.
+	ClassBurst(class uint64) (short, run, length float64)
+}
+
+// learnBurst copies the burst memory of the device of sample slot i from its
+// record before (the device's state before the event), if it has one.
+func (t *Stats) learnBurstSample(i int, before []byte) {
+	if len(before) < StateSize {
+		return
+	}
+	t.rateBurst[i].Store(uint64(binary.LittleEndian.Uint32(before[burstAt:])) |
+		uint64(binary.LittleEndian.Uint32(before[peakAt:]))<<32)
+}
+
+// ClassBurst returns the median remembered short-window and run ratios and
+// episode lengths of
+// the class's usable sampled devices (those ClassRate counts) that remember
+// a burst, 0 when fewer than RateMinDevices and a quarter of them do. It
+// implements ClassBurster and does not allocate.
+func (t *Stats) ClassBurst(class uint64) (short, run, length float64) {
+	j := detectors.Slot(t.keys, class, false)
+	if j < 0 {
+		return 0, 0, 0
+	}
+	// The stored forms are monotone in the values (putBurst): they are
+	// compared and sorted as they are, and only the three chosen are decoded.
+	var shorts, runs, lengths [rateSlots]uint16
+	n, usable := 0, 0
+	for i := j * rateSlots; i < (j+1)*rateSlots; i++ {
+		if !t.usableSample(i) {
+			continue
+		}
+		usable++
+		w := t.rateBurst[i].Load()
+		le, ple := uint16(w>>16), uint16(w>>48)
+		if le == 0 && ple == 0 {
+			continue // no episode remembered or open
+		}
+		insertSorted(shorts[:n+1], max(uint16(w&0xff), uint16(w>>32&0xff)))
+		insertSorted(runs[:n+1], max(uint16(w>>8&0xff), uint16(w>>40&0xff)))
+		insertSorted(lengths[:n+1], max(le, ple))
+		n++
+	}
+	if n < RateMinDevices || 4*n < usable {
+		return 0, 0, 0
+	}
+	q := 3 * (n - 1) / 4 // the upper quartile
+	var b [4]byte
+	b[0], b[1] = uint8(shorts[q]), uint8(runs[q])
+	short, run, _ = getBurst(b[:])
+	return short, run, (float64(lengths[(n-1)/2]) + float64(lengths[n/2])) / 2
+}
+
+// insertSorted puts v into sorted s[:len(s)-1], making s sorted.
+func insertSorted(s []uint16, v uint16) {
+	k := len(s) - 1
+	for ; k > 0 && s[k-1] > v; k-- {
+		s[k] = s[k-1]
+	}
+	s[k] = v
+}
+
+// median returns the median of sorted s (not empty).
+func median(s []float64) float64 {
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// classBurstUp reads the class's typical burstiness from the fleet view
+// into s.classShort and s.classRun (once per event) and reports whether it
+// raises the thresholds the device's own memory sets.
+func (s *state) classBurstUp(ev *schemas.Event, fleet detectors.Fleet) bool {
+	if !s.classRead {
+		s.classRead = true
+		switch cb := fleet.(type) {
+		case *Stats: // the detector's own statistics: no interface lookup
+			s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ClassKey)
+		case ClassBurster:
+			s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ClassKey)
+		}
+	}
+	return s.classLen > 0 && (s.classShort > s.burstShort || s.classRun > s.burstRun || s.classLen > s.burstLen)
+}
+
+// shortRatio and runRatio return the smallest ratios of a short-window and
+// of a run count to their expectations for a rate spike: MinRatio and
+// RunMinRatio, or BurstMargin times the device's (or, once read, its
+// class's) remembered burst, whichever is larger, while the open episode is
+// no longer than BurstLenMargin times the remembered one.
+func (s *state) shortRatio() float64 {
+	if !s.inSession() {
+		return MinRatio
+	}
+	return max(MinRatio, BurstMargin*max(s.burstShort, s.classShort))
+}
+
+func (s *state) runRatio() float64 {
+	if !s.inSession() {
+		return RunMinRatio
+	}
+	return max(RunMinRatio, BurstMargin*max(s.burstRun, s.classRun))
+}
+
+// inSession reports whether the open burst episode is no longer than
+// BurstLenMargin times the device's (or its class's, once read) remembered
+// episode length.
+func (s *state) inSession() bool {
+	return s.peakLen <= BurstLenMargin*max(s.burstLen, s.classLen)
+}
