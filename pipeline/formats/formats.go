@@ -530,6 +530,20 @@ func (b *base) fail(reason, detail string) error {
 // a zone misconfigured by hours does not move a line by a year.
 const yearSlack = 24 * 3600 * int64(1e9)
 
+// finishVerdict is finish for a record that carries the enforcement
+// point's verdict v: an auth failure that is the enforcer's answer is not the
+// device failing to authenticate.
+func (b *base) finishVerdict(ev *schemas.Event, seq uint64, line uint32, now int64, v schemas.Verdict) error {
+	if v != schemas.VerdictNone && b.rec.auth == schemas.AuthFailed {
+		b.rec.auth = schemas.AuthNone
+	}
+	if err := b.finish(ev, seq, line, now); err != nil {
+		return err
+	}
+	ev.Verdict = v
+	return nil
+}
+
 // finish resolves identity, normalizes the command and derives the same
 // fields schemas.Decoder does.
 func (b *base) finish(ev *schemas.Event, seq uint64, line uint32, now int64) error {

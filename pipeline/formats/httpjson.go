@@ -221,14 +221,7 @@ func (d *envoy) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *sc
 	case string(details) == "ext_authz_denied", len(action) > 0 && (r.status == 403 || r.status == 429):
 		v = schemas.VerdictDenied
 	}
-	if v != schemas.VerdictNone && r.auth == schemas.AuthFailed {
-		r.auth = schemas.AuthNone // the enforcer's answer, not the device failing to authenticate
-	}
-	if err := d.finish(ev, seq, lineNo, now); err != nil {
-		return err
-	}
-	ev.Verdict = v
-	return nil
+	return d.finishVerdict(ev, seq, lineNo, now, v)
 }
 
 // httpAuth derives the auth outcome of an HTTP request.

@@ -161,15 +161,7 @@ func (d *traefik) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 		}
 	}
 	r.auth = httpAuth(r.status, len(r.cert) > 0 || len(r.username) > 0, false)
-	v := traefikVerdict(r.status, origin, action)
-	if v != schemas.VerdictNone && r.auth == schemas.AuthFailed {
-		r.auth = schemas.AuthNone // the enforcer's answer, not the device failing to authenticate
-	}
-	if err := d.finish(ev, seq, lineNo, now); err != nil {
-		return err
-	}
-	ev.Verdict = v
-	return nil
+	return d.finishVerdict(ev, seq, lineNo, now, traefikVerdict(r.status, origin, action))
 }
 
 // normHeaderAction is schemas.HeaderEnforceAction as normName writes it.
