@@ -156,7 +156,7 @@ type Field struct {
 	atks       []fattack
 	labels     []Label
 	near       []Label
-	heap       []item
+	heap       schedule
 	emitted    int
 	classCount map[*fclass]int
 	incidents  [][2]int64
@@ -191,7 +191,7 @@ func NewField(cfg Config) (*Field, error) {
 		f.planAttacks(&plan)
 	}
 	f.planEvents(&plan)
-	f.heap = make([]item, 0, len(f.devs)+len(f.atks))
+	f.heap = make(schedule, 0, len(f.devs)+len(f.atks))
 	for i := range f.devs {
 		d := &f.devs[i]
 		f.startProcs(d, d.joinAt)
@@ -205,9 +205,7 @@ func NewField(cfg Config) (*Field, error) {
 	for i := range f.atks {
 		f.heap = append(f.heap, item{f.atks[i].start, int32(len(f.devs) + i)})
 	}
-	for i := len(f.heap)/2 - 1; i >= 0; i-- {
-		heapDown(f.heap, i)
-	}
+	f.heap.init()
 	return f, nil
 }
 
@@ -421,48 +419,13 @@ func (f *Field) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 		} else {
 			dst, next, emitted = f.attackEvent(dst, &f.atks[int(top.id)-len(f.devs)], top.t)
 		}
-		if next < 0 {
-			n := len(f.heap) - 1
-			f.heap[0] = f.heap[n]
-			f.heap = f.heap[:n]
-		} else {
-			if next <= top.t {
-				panic("BUG: field schedule does not advance")
-			}
-			f.heap[0].t = next
-		}
-		if len(f.heap) > 0 {
-			heapDown(f.heap, 0)
-		}
+		f.heap.reschedule(next, "field")
 		if emitted {
 			f.emitted++
 			return dst, time.Unix(0, top.t).UTC(), true
 		}
 	}
 	return dst, time.Time{}, false
-}
-
-// heapDown restores the min-heap order of h below i (item.less), for both
-// traffic models' event queues.
-func heapDown(h []item, i int) {
-	n := len(h)
-	x := h[i]
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		c := l
-		if r := l + 1; r < n && h[r].less(h[l]) {
-			c = r
-		}
-		if !h[c].less(x) {
-			break
-		}
-		h[i] = h[c]
-		i = c
-	}
-	h[i] = x
 }
 
 // Random draws.

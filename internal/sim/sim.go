@@ -104,7 +104,7 @@ type Sim struct {
 	devs    []device
 	atks    []attack
 	labels  []Label
-	heap    []item
+	heap    schedule
 	emitted int
 
 	classCount map[*classSpec]int
@@ -138,7 +138,7 @@ func New(cfg Config) (*Sim, error) {
 		s.planAttacks(&plan)
 	}
 	s.planIrregularities(&plan)
-	s.heap = make([]item, 0, len(s.devs)+len(s.atks))
+	s.heap = make(schedule, 0, len(s.devs)+len(s.atks))
 	for i := range s.devs {
 		d := &s.devs[i]
 		first := s.start
@@ -150,9 +150,7 @@ func New(cfg Config) (*Sim, error) {
 	for i := range s.atks {
 		s.heap = append(s.heap, item{s.atks[i].start, int32(len(s.devs) + i)})
 	}
-	for i := len(s.heap)/2 - 1; i >= 0; i-- {
-		s.down(i)
-	}
+	s.heap.init()
 	return s, nil
 }
 
@@ -336,15 +334,7 @@ func (s *Sim) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 		} else {
 			dst, next, emitted = s.attackEvent(dst, &s.atks[int(top.id)-len(s.devs)], top.t)
 		}
-		if next < 0 {
-			s.pop()
-		} else {
-			if next <= top.t {
-				panic("BUG: fleet schedule does not advance")
-			}
-			s.heap[0].t = next
-			s.down(0)
-		}
+		s.heap.reschedule(next, "fleet")
 		if emitted {
 			s.emitted++
 			return dst, time.Unix(0, top.t).UTC(), true
@@ -353,16 +343,59 @@ func (s *Sim) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 	return dst, time.Time{}, false
 }
 
-func (s *Sim) pop() {
-	n := len(s.heap) - 1
-	s.heap[0] = s.heap[n]
-	s.heap = s.heap[:n]
-	if n > 0 {
-		s.down(0)
+// schedule is the min-heap of next-fire times through which both traffic
+// models merge their sources (devices and attacks).
+type schedule []item
+
+// init orders h as a heap.
+func (h schedule) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
 	}
 }
 
-func (s *Sim) down(i int) { heapDown(s.heap, i) }
+// reschedule moves the earliest source to next, or removes it when next < 0
+// (its run is over). A source must advance: model names the traffic model in
+// the panic when it does not.
+func (h *schedule) reschedule(next int64, model string) {
+	q := *h
+	if next < 0 {
+		n := len(q) - 1
+		q[0] = q[n]
+		q = q[:n]
+		*h = q
+	} else {
+		if next <= q[0].t {
+			panic("BUG: " + model + " schedule does not advance")
+		}
+		q[0].t = next
+	}
+	if len(q) > 0 {
+		q.down(0)
+	}
+}
+
+// down restores the heap order of h below i (item.less).
+func (h schedule) down(i int) {
+	n := len(h)
+	x := h[i]
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		c := l
+		if r := l + 1; r < n && h[r].less(h[l]) {
+			c = r
+		}
+		if !h[c].less(x) {
+			break
+		}
+		h[i] = h[c]
+		i = c
+	}
+	h[i] = x
+}
 
 // deviceEvent emits d's legitimate event at t and returns its next fire time.
 func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
