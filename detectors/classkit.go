@@ -94,6 +94,32 @@ func AddFloat(w *atomic.Uint64, v float64) float64 {
 	}
 }
 
+// ClaimSample is the bottom-1 device sample of a class's sample slot i
+// (keys: the owning device's key | 1, 0 when empty; last: its last event
+// time, Unix ns): device owns the slot when it already did, or takes it over
+// when the slot is empty, its key is smaller than the owner's, or the owner
+// has been silent more than staleSec at now. Every device is one sample
+// however much it sends, and the sample is deterministic for a set of
+// devices. taken says the slot just changed owner: its values are the
+// previous owner's, for the caller to reset. Only the device's own worker
+// writes its slot's values; it does not allocate.
+func ClaimSample(keys, last []atomic.Uint64, i int, device uint64, now int64, staleSec float64) (owns, taken bool) {
+	key := device | 1 // 0 marks an empty slot
+	for {
+		owner := keys[i].Load()
+		if owner == key {
+			return true, false
+		}
+		stale := float64(now-int64(last[i].Load()))/1e9 > staleSec
+		if owner != 0 && key > owner && !stale {
+			return false, false // another device is this slot's sample
+		}
+		if keys[i].CompareAndSwap(owner, key) {
+			return true, true
+		}
+	}
+}
+
 // DeviceSketches is a fixed-size table of 64-bit sketches of the devices
 // seen with a key (a class's command, country, ASN): distinct devices are
 // estimated by linear counting, accurate to a few percent up to ~100 devices

@@ -77,19 +77,8 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 		band = max(band-d, 0)
 	}
 	i := j*sampleSlots + int(ev.DeviceKey>>60)
-	key := ev.DeviceKey | 1 // 0 marks an empty slot
-	for {
-		owner := t.sampKeys[i].Load()
-		if owner == key {
-			break
-		}
-		stale := float64(ev.Time-int64(t.sampLast[i].Load()))/1e9 > sampleStale
-		if owner != 0 && key > owner && !stale {
-			return // another device is this slot's sample
-		}
-		if t.sampKeys[i].CompareAndSwap(owner, key) {
-			break
-		}
+	if owns, _ := detectors.ClaimSample(t.sampKeys, t.sampLast, i, ev.DeviceKey, ev.Time, sampleStale); !owns {
+		return
 	}
 	if int64(t.sampLast[i].Load()) < ev.Time {
 		t.sampLast[i].Store(uint64(ev.Time))

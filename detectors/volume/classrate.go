@@ -45,23 +45,15 @@ func rateSlot(j int, device uint64) int { return j*rateSlots + int(device>>60) }
 // learnRate counts ev in its device's sample slot of class slot j.
 func (t *Stats) learnRate(j int, ev *schemas.Event, before []byte) {
 	i := rateSlot(j, ev.DeviceKey)
-	key := ev.DeviceKey | 1 // 0 marks an empty slot
-	for {
-		owner := t.rateKeys[i].Load()
-		if owner == key {
-			break
-		}
-		stale := float64(ev.Time-int64(t.rateLast[i].Load()))/1e9 > rateStale
-		if owner != 0 && key > owner && !stale {
-			return // another device is this slot's sample
-		}
-		if t.rateKeys[i].CompareAndSwap(owner, key) {
-			t.rateLast[i].Store(uint64(ev.Time))
-			t.rateCount[i].Store(0)
-			t.rateExposure[i].Store(0)
-			t.rateBurst[i].Store(0)
-			break
-		}
+	owns, taken := detectors.ClaimSample(t.rateKeys, t.rateLast, i, ev.DeviceKey, ev.Time, rateStale)
+	if !owns {
+		return
+	}
+	if taken {
+		t.rateLast[i].Store(uint64(ev.Time))
+		t.rateCount[i].Store(0)
+		t.rateExposure[i].Store(0)
+		t.rateBurst[i].Store(0)
 	}
 	last := int64(t.rateLast[i].Load())
 	dt := 0.0
