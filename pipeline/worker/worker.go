@@ -126,10 +126,7 @@ type Worker struct {
 	model  *detectors.ClassModel
 	fleets []detectors.Fleet // by detector: the view its Observe gets (model.Fleet)
 	// rearm lists the detectors that are detectors.Rearmer, by layout index.
-	rearm []rearmer
-	// cur is the table record of the event being processed (never the
-	// scratch copy of a redelivery), for Process to note a block in.
-	cur    []byte
+	rearm  []rearmer
 	engine *decide.Engine
 	// before is the detectors' part of the record as it was before they
 	// observed the event, for the class model to learn from.
@@ -197,15 +194,15 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 		out.N, out.Score = 0, 0
 		return nil, nil
 	}
-	w.observe(ev, out)
+	rec := w.observe(ev, out)
 	alert, dec := w.engine.Decide(ev, out)
-	if dec != nil && dec.Action == schemas.ActionBlock && w.cur != nil {
+	if dec != nil && dec.Action == schemas.ActionBlock && rec != nil {
 		// The block stops the offence; when it lifts, the device's first
 		// event rearms its detectors (see observe). Its expiry in event
 		// time, as the events that reach it are judged (a decision's
 		// ExpiresAt may count from the wall clock).
 		until := w.engine.BlockedUntil(ev.DeviceKey)
-		binary.LittleEndian.PutUint64(w.cur[hdrBlocked:], uint64(max(until, int64(binary.LittleEndian.Uint64(w.cur[hdrBlocked:])))))
+		binary.LittleEndian.PutUint64(rec[hdrBlocked:], uint64(max(until, int64(binary.LittleEndian.Uint64(rec[hdrBlocked:])))))
 	}
 	return alert, dec
 }
@@ -258,7 +255,10 @@ func (w *Worker) enforced(ev *schemas.Event) bool {
 // learned again.
 func (w *Worker) Relearned() uint64 { return w.relearned }
 
-func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
+// observe runs the detectors on ev into out and returns the device's table
+// record, or nil for a redelivery (scored against a scratch copy, which
+// learns nothing).
+func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) (live []byte) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
 	w.advanceClock(ev)
@@ -266,14 +266,14 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, w.layout.Version)
 	}
-	w.cur = rec // nil for a redelivery, which learns nothing
+	live = rec // nil for a redelivery, which learns nothing
 	learn := true
 	if ev.Seq != 0 {
 		seq, line := binary.LittleEndian.Uint64(rec[hdrSeq:]), binary.LittleEndian.Uint32(rec[hdrLine:])
 		if ev.Seq < seq || ev.Seq == seq && ev.Line <= line {
 			learn = false
 			w.relearned++
-			w.cur = nil
+			live = nil
 			copy(w.scratch, rec)
 			rec = w.scratch
 		} else {
@@ -308,6 +308,7 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) {
 		// attack from one device cannot make its commands look normal for the class.
 		w.model.Learn(ev, w.before)
 	}
+	return live
 }
 
 // Stats returns the state table's statistics.
