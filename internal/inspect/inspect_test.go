@@ -63,7 +63,7 @@ func TestReader(t *testing.T) {
 // still has every message pending afterwards.
 func TestSubject(t *testing.T) {
 	env := natstest.Start(t, natsserver.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang bound
 	defer cancel()
 	subj := bus.LogSubject(schemas.FormatMosquitto, "mqtt-1")
 	for _, msg := range []string{mosquittoLines, "1767607202: Client dev-17 [203.0.113.5:1] disconnected.\n"} {
@@ -113,7 +113,7 @@ func TestSubject(t *testing.T) {
 // it came from (and the whole length of a cut record).
 func TestDeadLetterStream(t *testing.T) {
 	env := natstest.Start(t, natsserver.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang bound
 	defer cancel()
 	pub := sink.NewNATSPublisher(env.JS, nil, nil)
 	subj := bus.LogSubject(schemas.FormatJSON, "gw-1")
