@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -318,31 +319,11 @@ func TestCrashRestartSameResults(t *testing.T) {
 	t.Logf("restored stream seq %d; control: %d alerts, %d decisions; after the crash: %d alerts, %d decisions stored, %d and %d on NATS",
 		q.Restored().StreamSeq, len(want.storedAlerts), len(want.storedDecisions), len(got.storedAlerts), len(got.storedDecisions),
 		len(got.natsAlerts), len(got.natsDecisions))
-	compareIDs(t, "alerts in ClickHouse", got.storedAlerts, want.storedAlerts)
-	compareIDs(t, "decisions in ClickHouse", got.storedDecisions, want.storedDecisions)
-	compareIDs(t, "alerts on NATS", got.natsAlerts, want.natsAlerts)
-	compareIDs(t, "decisions on NATS", got.natsDecisions, want.natsDecisions)
+	testids.Compare(t, "alerts in ClickHouse", "after the crash", got.storedAlerts, want.storedAlerts)
+	testids.Compare(t, "decisions in ClickHouse", "after the crash", got.storedDecisions, want.storedDecisions)
+	testids.Compare(t, "alerts on NATS", "after the crash", got.natsAlerts, want.natsAlerts)
+	testids.Compare(t, "decisions on NATS", "after the crash", got.natsDecisions, want.natsDecisions)
 	if n := r.e.count(t, schemas.TableScored); n != control.e.count(t, schemas.TableScored) {
 		t.Errorf("scored rows: %d after the crash, %d in the control run", n, control.e.count(t, schemas.TableScored))
-	}
-}
-
-// compareIDs fails t unless got and want (sorted) are the same ids.
-func compareIDs(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	var extra, missing []string
-	for _, id := range got {
-		if _, ok := slices.BinarySearch(want, id); !ok {
-			extra = append(extra, id)
-		}
-	}
-	for _, id := range want {
-		if _, ok := slices.BinarySearch(got, id); !ok {
-			missing = append(missing, id)
-		}
-	}
-	if len(extra) > 0 || len(missing) > 0 {
-		t.Errorf("%s: %d after the crash, %d in the control run: %d not in the control run (%q), %d missing (%q)",
-			what, len(got), len(want), len(extra), extra[:min(5, len(extra))], len(missing), missing[:min(5, len(missing))])
 	}
 }

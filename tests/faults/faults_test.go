@@ -26,6 +26,7 @@ import (
 	_ "github.com/iotwatch/iotwatch/detectors/all"
 	"github.com/iotwatch/iotwatch/internal/chserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
@@ -826,10 +827,10 @@ func TestKillPipeline(t *testing.T) {
 	control := controlRun(t, bin, msgs)
 	got := readRecords(t, ckpt)
 	compareRecords(t, got, control.records)
-	compareIDs(t, "alerts in ClickHouse", storedIDs(t, r.db, schemas.TableAlerts), control.alerts)
-	compareIDs(t, "decisions in ClickHouse", storedIDs(t, r.db, schemas.TableDecisions), control.decisions)
-	compareIDs(t, "alerts on NATS", streamIDs(t, r.js, schemas.StreamAlerts), control.natsAlerts)
-	compareIDs(t, "decisions on NATS", streamIDs(t, r.js, schemas.StreamDecisions), control.natsDecisions)
+	testids.Compare(t, "alerts in ClickHouse", "after the kill", storedIDs(t, r.db, schemas.TableAlerts), control.alerts)
+	testids.Compare(t, "decisions in ClickHouse", "after the kill", storedIDs(t, r.db, schemas.TableDecisions), control.decisions)
+	testids.Compare(t, "alerts on NATS", "after the kill", streamIDs(t, r.js, schemas.StreamAlerts), control.natsAlerts)
+	testids.Compare(t, "decisions on NATS", "after the kill", streamIDs(t, r.js, schemas.StreamDecisions), control.natsDecisions)
 	t.Logf("RESULT kill-9: control run without a crash: alerts %d, decisions %d", len(control.alerts), len(control.decisions))
 	t.Logf("RESULT kill-9: alerts on NATS only, published by the killed process for messages it never acked: %d of %d; decisions: %d of %d",
 		streamAlerts.onlyNATS, streamAlerts.published, streamDecisions.onlyNATS, streamDecisions.published)
@@ -934,26 +935,6 @@ func streamIDs(t *testing.T, js jetstream.JetStream, stream string) []string {
 	}
 	slices.Sort(ids)
 	return ids
-}
-
-// compareIDs fails t unless got and want (sorted) are the same ids.
-func compareIDs(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	var extra, missing []string
-	for _, id := range got {
-		if _, ok := slices.BinarySearch(want, id); !ok {
-			extra = append(extra, id)
-		}
-	}
-	for _, id := range want {
-		if _, ok := slices.BinarySearch(got, id); !ok {
-			missing = append(missing, id)
-		}
-	}
-	if len(extra) > 0 || len(missing) > 0 {
-		t.Errorf("%s: %d after the kill, %d in the control run: %d not in the control run (%q), %d missing (%q)",
-			what, len(got), len(want), len(extra), extra[:min(5, len(extra))], len(missing), missing[:min(5, len(missing))])
-	}
 }
 
 // readRecords reads the device records of a checkpoint.
