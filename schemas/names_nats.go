@@ -67,3 +67,17 @@ const (
 
 // HeaderSchemaVersion carries SchemaVersion on published results.
 const HeaderSchemaVersion = "Iotwatch-Schema-Version"
+
+// Reply inbox prefixes, one per role of deploy/nats (`--nats-inbox-prefix`).
+// JetStream answers API requests, publish acks and pulled messages on the
+// client's inbox subjects, so a role that may subscribe to another role's
+// inboxes could read its replies (a pipeline's pulled log messages, say).
+// Each command connects with its role's prefix, and deploy/nats lets each role
+// subscribe to its own prefix only.
+const (
+	InboxPipeline = "_INBOX.pipeline" // run, demo
+	InboxShipper  = "_INBOX.shipper"  // ship, ingest-http
+	InboxEnforcer = "_INBOX.enforcer" // enforce
+	InboxAnalyst  = "_INBOX.analyst"  // inspect
+	InboxSOC      = "_INBOX.soc"      // unblock
+)

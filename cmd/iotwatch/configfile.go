@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 const (
@@ -49,7 +50,7 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	o := &options{}
 	o.register(fs, defaultNATS, defaultClickHouse)
 	fs.StringVar(&o.enforcerKeys, "enforcer-keys", "", "enforcement points' public receipt keys ('iotwatch enforce keygen --id ENFORCER-ID'): files or directories of .pub files, comma-separated; receipts are then stored only when signed by the key of the enforcer they name (others go to table receipts_rejected); empty: receipts are stored as unverified")
-	o.conn.register(fs)
+	o.conn.register(fs, schemas.InboxPipeline)
 	return o, fs
 }
 

@@ -20,6 +20,7 @@ import (
 type connFlags struct {
 	natsUser, natsPassword, natsToken, natsNkeySeed, natsCreds string
 	natsCA, natsCert, natsKey                                  string
+	natsInbox                                                  string
 
 	chUser, chPassword, chCA, chCert, chKey string
 	chTLS                                   bool
@@ -30,6 +31,7 @@ var connFlagNames = map[string]string{
 	bus.SettingURL: "--nats", bus.SettingUser: "--nats-user", bus.SettingPassword: "--nats-password",
 	bus.SettingToken: "--nats-token", bus.SettingNkeySeed: "--nats-nkey-seed", bus.SettingCreds: "--nats-creds",
 	bus.SettingCA: "--nats-ca", bus.SettingCert: "--nats-cert", bus.SettingKey: "--nats-key",
+	bus.SettingInbox:  "--nats-inbox-prefix",
 	sink.CHSettingDSN: "--clickhouse", sink.CHSettingUser: "--clickhouse-user", sink.CHSettingPassword: "--clickhouse-password",
 	sink.CHSettingTLS: "--clickhouse-tls", sink.CHSettingCA: "--clickhouse-ca", sink.CHSettingCert: "--clickhouse-cert",
 	sink.CHSettingKey: "--clickhouse-key",
@@ -44,14 +46,16 @@ func connFlagName(key string) string {
 
 const secretRefHelp = " (file:/path or env:NAME; a literal value is visible in ps)"
 
-func (c *connFlags) register(fs *flag.FlagSet) {
-	c.registerNATS(fs)
+func (c *connFlags) register(fs *flag.FlagSet, inbox string) {
+	c.registerNATS(fs, inbox)
 	c.registerClickHouse(fs)
 }
 
 // registerNATS registers the NATS authentication and TLS flags (every command
-// that connects to NATS has them).
-func (c *connFlags) registerNATS(fs *flag.FlagSet) {
+// that connects to NATS has them); inbox is the default reply inbox prefix of
+// the command's role in deploy/nats (schemas.InboxPipeline and its siblings).
+func (c *connFlags) registerNATS(fs *flag.FlagSet, inbox string) {
+	fs.StringVar(&c.natsInbox, "nats-inbox-prefix", inbox, "subject prefix of this client's reply inboxes (JetStream answers, acks, pulled messages); deploy/nats lets each role subscribe to its own prefix only, so no role reads another's replies")
 	fs.StringVar(&c.natsUser, "nats-user", "", "NATS user name, with --nats-password")
 	fs.StringVar(&c.natsPassword, "nats-password", "", "NATS password"+secretRefHelp)
 	fs.StringVar(&c.natsToken, "nats-token", "", "NATS authorization token"+secretRefHelp)
@@ -107,6 +111,7 @@ func (c *connFlags) natsOptions() (bus.ConnectOptions, error) {
 		User: c.natsUser, Password: pw, Token: tok,
 		NkeySeedFile: c.natsNkeySeed, CredsFile: c.natsCreds,
 		CAFile: c.natsCA, CertFile: c.natsCert, KeyFile: c.natsKey,
+		InboxPrefix: c.natsInbox,
 		SettingName: connFlagName,
 	}, nil
 }

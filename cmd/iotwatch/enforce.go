@@ -82,7 +82,7 @@ func (e *enforcerFlags) register(fs *flag.FlagSet, idPrefix, stateHelp string) {
 	e.fs = fs
 	fs.StringVar(&e.stateFile, "state", "", stateHelp)
 	fs.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	e.conn.registerNATS(fs)
+	e.conn.registerNATS(fs, schemas.InboxEnforcer)
 }
 
 // clientOptions checks the shared flags and returns the logger and the

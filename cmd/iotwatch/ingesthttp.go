@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/internal/ship"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 func ingestHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -25,7 +26,7 @@ func ingestHTTPCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		conn     connFlags
 	)
-	conn.registerNATS(fs)
+	conn.registerNATS(fs, schemas.InboxShipper)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch ingest-http [flags]
 

@@ -35,7 +35,7 @@ func inspectMain(ctx context.Context, args []string, stdout, stderr io.Writer, s
 		logLevel = fs.String("log-level", "warn", "log level: debug, info, warn or error")
 		conn     connFlags
 	)
-	conn.registerNATS(fs)
+	conn.registerNATS(fs, schemas.InboxAnalyst)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch inspect --format F FILE (or - for stdin)
        iotwatch inspect --subject SUBJECT [--last N] [--follow]

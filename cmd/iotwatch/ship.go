@@ -49,7 +49,7 @@ func shipMain(ctx context.Context, args []string, stdout, stderr io.Writer, stdi
 		giveUp   = fs.Duration("give-up", defaultShipGiveUp, "with --once (or --follow=false): fail when NATS cannot be reached, or does not acknowledge a message, for this long (0: retry forever); following, NATS is retried forever with back-off")
 		conn     connFlags
 	)
-	conn.registerNATS(fs)
+	conn.registerNATS(fs, schemas.InboxShipper)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch ship [flags] FILE... (or - for stdin)
 

@@ -59,7 +59,7 @@ func unblockCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.ifBlocked, "if-blocked", false, "succeed without publishing anything when the value is not blocked (for scripts; by default that is an error)")
 	fs.BoolVar(&o.force, "force", false, "publish the unblock even when the bucket holds no active block for the value (it still lifts an older block that enforcement points hold)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the value (the key's hash with --key-value) and what the bucket holds for it; publish nothing")
-	o.conn.registerNATS(fs)
+	o.conn.registerNATS(fs, schemas.InboxSOC)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch unblock --signing-key FILE --scope SCOPE --value V --reason TEXT [flags]
 

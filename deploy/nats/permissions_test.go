@@ -53,6 +53,16 @@ var passwordEnv = map[string]string{
 	userSOC:      "IOTWATCH_SOC_PASSWORD",
 }
 
+// inbox is each role's reply inbox prefix: the default --nats-inbox-prefix of
+// the commands that connect as it.
+var inbox = map[string]string{
+	userPipeline: schemas.InboxPipeline,
+	userShipper:  schemas.InboxShipper,
+	userEnforcer: schemas.InboxEnforcer,
+	userAnalyst:  schemas.InboxAnalyst,
+	userSOC:      schemas.InboxSOC,
+}
+
 func password(user string) string { return "pw-" + user }
 
 // StartServer runs the real nats-server on the shipped accounts.conf (which
@@ -113,7 +123,7 @@ type client struct {
 func connect(t *testing.T, srv *natsserver.Process, user string) *client {
 	t.Helper()
 	c := &client{user: user}
-	nc, err := nats.Connect(srv.URL(), nats.UserInfo(user, password(user)), nats.Name(user),
+	nc, err := nats.Connect(srv.URL(), nats.UserInfo(user, password(user)), nats.Name(user), nats.CustomInboxPrefix(inbox[user]),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()
 			c.errs = append(c.errs, err.Error())
@@ -420,6 +430,14 @@ func TestRoles(t *testing.T) {
 		sh.denied(t, s)
 	}
 	sh.deniedSub(t, schemas.SubjectDecisionsAll)
+	// No role reads another's replies (a pipeline's pulled log messages, an
+	// unblock's answers): each subscribes to its own inbox prefix only.
+	for _, c := range []*client{sh, en, an, soc} {
+		c.deniedSub(t, "_INBOX.>")
+		c.deniedSub(t, schemas.InboxPipeline+".>")
+	}
+	pl.deniedSub(t, schemas.InboxEnforcer+".>")
+	an.deniedSub(t, schemas.InboxSOC+".x")
 	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock, kvKey,
 		"$JS.API.STREAM.PURGE." + kvStream, "$JS.API.STREAM.DELETE." + kvStream, "$JS.API.STREAM.MSG.DELETE." + kvStream,
 		"$JS.API.STREAM.UPDATE." + kvStream, bus.LogSubject(schemas.FormatJSON, "gw1"),

@@ -148,6 +148,7 @@ const (
 	SettingCA       = "nats.ca"
 	SettingCert     = "nats.cert"
 	SettingKey      = "nats.key"
+	SettingInbox    = "nats.inbox_prefix"
 )
 
 // ConnectOptions are the authentication and TLS settings of ConnectWith. The
@@ -172,6 +173,11 @@ type ConnectOptions struct {
 	// CertFile and KeyFile are a PEM client certificate and its private key, for
 	// servers that verify clients (nats-server "verify: true"). Both or neither.
 	CertFile, KeyFile string
+	// InboxPrefix is the subject prefix of the client's reply inboxes
+	// (schemas.InboxPipeline and its siblings); empty keeps NATS's "_INBOX".
+	// Permissions that let a role subscribe to its own prefix only keep
+	// other roles from reading its replies.
+	InboxPrefix string
 	// SettingName maps a Setting* key to the name an operator knows it by, such as
 	// a command-line flag; nil keeps the keys.
 	SettingName func(key string) string
@@ -316,6 +322,12 @@ func (co ConnectOptions) options() ([]nats.Option, error) {
 			cfg.Certificates = []tls.Certificate{cert}
 		}
 		opts = append(opts, nats.Secure(cfg))
+	}
+	if co.InboxPrefix != "" {
+		if strings.ContainsAny(co.InboxPrefix, "*> \t") || strings.HasSuffix(co.InboxPrefix, ".") || strings.HasPrefix(co.InboxPrefix, ".") || strings.Contains(co.InboxPrefix, "..") {
+			return nil, co.setupError(nil, fmt.Sprintf("cannot use inbox prefix %q: want subject tokens without wildcards or spaces, not ending in '.'", co.InboxPrefix), SettingInbox)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(co.InboxPrefix))
 	}
 	return opts, nil
 }

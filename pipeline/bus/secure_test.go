@@ -26,7 +26,7 @@ import (
 // testFlags maps setting keys to flag names, as cmd/iotwatch does.
 var testFlags = map[string]string{
 	SettingURL: "--nats", SettingUser: "--nats-user", SettingPassword: "--nats-password",
-	SettingToken: "--nats-token", SettingNkeySeed: "--nats-nkey-seed", SettingCreds: "--nats-creds",
+	SettingToken: "--nats-token", SettingNkeySeed: "--nats-nkey-seed", SettingCreds: "--nats-creds", SettingInbox: "--nats-inbox-prefix",
 	SettingCA: "--nats-ca", SettingCert: "--nats-cert", SettingKey: "--nats-key",
 }
 
@@ -283,6 +283,8 @@ func TestConnectOptionsChecked(t *testing.T) {
 		{name: "missing creds", opts: ConnectOptions{CredsFile: missing}, wantFlags: []string{"--nats-creds"}},
 		{name: "two methods", opts: ConnectOptions{Token: "t0ken-abc", User: "u", Password: "p4ss-xyz"}, wantFlags: []string{"more than one"}},
 		{name: "user without password", opts: ConnectOptions{User: "u"}, wantFlags: []string{"--nats-password"}},
+		{name: "wildcard inbox prefix", opts: ConnectOptions{InboxPrefix: "_INBOX.>"}, wantFlags: []string{"--nats-inbox-prefix", "wildcards"}},
+		{name: "inbox prefix ending in a dot", opts: ConnectOptions{InboxPrefix: "_INBOX.pipeline."}, wantFlags: []string{"--nats-inbox-prefix"}},
 	}, "t0ken-abc", "p4ss-xyz")
 }
 
