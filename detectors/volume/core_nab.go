@@ -43,9 +43,15 @@ import "math"
 //     surprising than the last. Scores below the alarm are halved, so that a
 //     threshold over the scores either sits above the alarm level, where the
 //     hold-off is in force, or well below it.
+//   - Daily recurrence (recurrence). No alarm is raised at a time of day
+//     within SeriesParams.Recur 5-minute slots of which the series was as
+//     surprising (calibrated, at the alarm level) on at least two of the
+//     three previous days: a nightly job's burst on an on/off series is the
+//     series' habit, not an anomaly, however its shape varies.
 //
 // The zero Series is a series with no history. Step does not allocate; a
-// Series holds about 25 KB (the novelty channels' history).
+// Series holds about 30 KB (the novelty channels' history, the recurrence
+// table).
 type Series struct {
 	core        Core
 	hist        tail             // history of the core's surprise
@@ -59,6 +65,7 @@ type Series struct {
 	novHist     [2]tail          // histories of the novelties
 	novLast     [2]float64       // calibrated novelty of the latest pattern of each scale
 	lastAlarm   float64          // calibrated surprise of the last alarm
+	daily       recurrence       // which times of day were surprising on recent days
 	since       uint32           // steps since the last alarm
 }
 
@@ -100,6 +107,11 @@ type SeriesParams struct {
 	// Refractory is the time constant, in steps, with which the alarm level,
 	// raised to the last alarm's surprise, decays back to Alarm (0: not raised).
 	Refractory float64
+	// Recur (steps of recurrenceSlot, each side) enables the daily
+	// recurrence check: an alarm is not raised at a time of day within Recur
+	// slots of which the series was as surprising on each of the two
+	// previous days (0: off).
+	Recur int
 	// NovBlock and NovLongBlock are the steps per block of the two novelty
 	// channels (NovBlock 0: both off; NovLongBlock 0: the long one off), NovLen
 	// the blocks per pattern, NovHistory the blocks of history searched (at
@@ -117,7 +129,9 @@ type SeriesParams struct {
 // 4 blocks of 3 and of 12 steps searched over the last 1024 blocks, the core
 // and divergence judged at most 1.5 decades above the novelty, an alarm at a
 // per-step exceedance of 10^-2 with a hold-off of 72 steps (6 hours of
-// 5-minute steps) and a raised level decaying over 72 steps. The alarm,
+// 5-minute steps), a raised level decaying over 72 steps, and the daily
+// recurrence check over half an hour each side (set before measuring; 15
+// minutes or an hour each side scored within a point of it). The alarm,
 // hold-off, refractory time and slack are the in-sample choice of
 // `iotwatch eval nab --cv` over the 48 NAB development series (eval.NABGrid);
 // the others were set by a handful of runs on the same series, the first
@@ -138,6 +152,7 @@ var DefaultSeriesParams = SeriesParams{
 	NovLen:       4,
 	NovHistory:   novRing,
 	NovSlack:     1.5,
+	Recur:        6,
 }
 
 const (
@@ -174,6 +189,13 @@ func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calib
 	if p.NovBlock > 0 {
 		calibrated = s.novelty(p, cp, x, calibrated)
 	}
+	recurs := false
+	if p.Recur > 0 {
+		recurs = s.daily.seen(t, p.Recur)
+		if calibrated >= p.Alarm {
+			s.daily.mark(t)
+		}
+	}
 	rep := calibrated
 	bar := p.Alarm
 	if p.Refractory > 0 && s.lastAlarm > p.Alarm {
@@ -183,7 +205,7 @@ func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calib
 		s.since++
 	}
 	switch {
-	case calibrated >= bar && s.hold == 0:
+	case calibrated >= bar && s.hold == 0 && !recurs:
 		s.hold = p.Hold
 		s.lastAlarm, s.since = calibrated, 0
 	default:
