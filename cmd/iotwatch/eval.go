@@ -136,7 +136,8 @@ func evalNAB(ctx context.Context, args []string, stdout io.Writer) error {
 
 Feeds every DIR/<category>/<file>.csv (header with columns timestamp and value, one row
 per interval, oldest first) through the volume model's core, one value per interval (its
-surprise calibrated against the series' own history, and one alarm per episode), and
+surprise calibrated against the series' own history and capped by how novel the recent
+stretch's shape is against the series' past, one alarm per episode), and
 writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score, one row per
 input row, scores in [0,1]. One parameter set serves every file (no per-file tuning).
 Timestamps may be "2006-01-02 15:04:05[.fraction]", RFC 3339, or Unix seconds.

@@ -18,8 +18,8 @@ import (
 
 // NAB scores every DATA/<category>/<file>.csv (columns timestamp and value,
 // one row per interval, oldest first) with the volume model's core plus a
-// distribution-change channel, calibrated to the series' own tail and held off
-// after an alarm (volume.Series,
+// distribution-change channel and a shape-novelty channel, calibrated to the
+// series' own tail and held off after an alarm (volume.Series,
 // volume.DefaultSeriesParams: one parameter set for every file), and
 // writes OUT/<category>/<file>.csv with the header timestamp,anomaly_score and
 // one row per input row, scores in [0,1]. That is the layout of the Numenta
