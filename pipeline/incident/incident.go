@@ -215,6 +215,22 @@ type Grouper struct {
 	lastSweep time.Time
 	keys      []Key // scratch
 	stats     Stats
+	onClose   func(*schemas.Incident)
+}
+
+// OnClose makes g call f with each incident as it closes (idle, evicted, or
+// at Close), in its final state; f may keep it.
+func (g *Grouper) OnClose(f func(*schemas.Incident)) { g.onClose = f }
+
+// Close closes every open incident, oldest slot first (see OnClose); g stays
+// usable.
+func (g *Grouper) Close() {
+	for i, o := range g.slots {
+		if o != nil {
+			g.close(int32(i))
+			g.stats.Closed++
+		}
+	}
 }
 
 // New returns a Grouper bounded by cfg.
@@ -396,13 +412,17 @@ func (g *Grouper) sweep() {
 
 // close removes the incident in slot s and the keys that lead to it.
 func (g *Grouper) close(s int32) {
-	for _, k := range g.slots[s].keys {
+	o := g.slots[s]
+	for _, k := range o.keys {
 		if g.index[k] == s {
 			delete(g.index, k)
 		}
 	}
 	g.slots[s] = nil
 	g.free = append(g.free, s)
+	if g.onClose != nil {
+		g.onClose(&o.inc)
+	}
 }
 
 // severities in rank order.

@@ -160,6 +160,12 @@ func TestBounded(t *testing.T) {
 	if s := g.Stats(); s.Open != 1 || s.Closed != 10 {
 		t.Errorf("after the idle gap: stats %+v, want 1 open, 10 closed", s)
 	}
+	var closed []string
+	g.OnClose(func(inc *schemas.Incident) { closed = append(closed, inc.ID) })
+	g.Close()
+	if s := g.Stats(); s.Open != 0 || len(closed) != 1 || closed[0] != ID("a-late") {
+		t.Errorf("Close: stats %+v, closed %v; want none open, %q closed", s, closed, ID("a-late"))
+	}
 }
 
 func TestPrefixOf(t *testing.T) {
