@@ -39,6 +39,8 @@ type evalJSON struct {
 		TTDMaxS     *float64       `json:"ttd_max_s"`
 		Reasons     map[string]int `json:"reasons"`
 		OneIncident int            `json:"one_incident"`
+		Alerts      int            `json:"alerts"`
+		Incidents   int            `json:"incidents"`
 	} `json:"attack_types"`
 	Incidents            int            `json:"incidents"`
 	FalseIncidents       int            `json:"false_incidents"`
@@ -316,8 +318,8 @@ func TestEvalAttacksEntities(t *testing.T) {
 	got := map[string]int{}
 	for _, ty := range res.Types {
 		got[ty.Type] = ty.Injected
-		if ty.OneIncident > ty.Detected {
-			t.Errorf("%s: %d attacks in one incident, %d detected", ty.Type, ty.OneIncident, ty.Detected)
+		if ty.OneIncident > ty.Detected || ty.Incidents > ty.Alerts || (ty.Detected > 0) != (ty.Alerts > 0) || ty.Incidents < ty.OneIncident {
+			t.Errorf("%s: %d detected, %d alerts in %d incidents, %d attacks in one incident", ty.Type, ty.Detected, ty.Alerts, ty.Incidents, ty.OneIncident)
 		}
 	}
 	for _, ty := range sim.EntityAttackTypes {

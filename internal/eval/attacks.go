@@ -59,8 +59,12 @@ type attackTypeResult struct {
 	// alert with that reason matched: what detected them.
 	Reasons map[string]int `json:"reasons"`
 	// OneIncident counts the detected attacks whose alerts all joined one
-	// incident: what an analyst sees as one case.
+	// incident: what an analyst sees as one case. Alerts and Incidents sum,
+	// over the type's attacks, their matching alerts and the distinct
+	// incidents those joined.
 	OneIncident int `json:"one_incident"`
+	Alerts      int `json:"alerts"`
+	Incidents   int `json:"incidents"`
 }
 
 // falseAlert is an alert that matches no label.
@@ -398,6 +402,8 @@ func summarize(r Report, types []string) *AttacksResult {
 				continue
 			}
 			t.Injected++
+			t.Alerts += a.Alerts
+			t.Incidents += a.Incidents
 			for _, k := range a.Reasons {
 				t.Reasons[k]++
 			}
@@ -483,10 +489,10 @@ func (r *AttacksResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "Fleet: model %s, %d devices, %g h (%.0f device-hours), seed %d, attacks %v, entity attacks %v; %d events scored.\n\n",
 		r.Model, r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Entities, r.Events)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tONE INCIDENT\tREASONS (ATTACKS)")
+	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tALERTS\tINCIDENTS\tONE INCIDENT\tREASONS (ATTACKS)")
 	for _, t := range r.Types {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall),
-			fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS), t.OneIncident, fmtCounts(t.Reasons, " "))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall),
+			fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS), t.Alerts, t.Incidents, t.OneIncident, fmtCounts(t.Reasons, " "))
 	}
 	tw.Flush()
 	precision := fmtRatio(r.Precision)
@@ -509,7 +515,8 @@ func (r *AttacksResult) Print(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "Incidents: %d, %d of them of false alerts only (ONE INCIDENT: detected attacks whose alerts all joined one incident).\n",
+	fmt.Fprintf(w, "Incidents: %d, %d of them of false alerts only (per attack type: ALERTS on its attacks, the INCIDENTS they joined, "+
+		"ONE INCIDENT the detected attacks whose alerts all joined one).\n",
 		r.Incidents, r.FalseIncidents)
 	fmt.Fprintf(w, "Decisions: %d, %d on true alerts, %d on false alerts.\n", r.Decisions, r.TrueDecisions, r.FalseDecisions)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)

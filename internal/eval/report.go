@@ -99,12 +99,12 @@ func QueryResults(ctx context.Context, dsn, db string) ([]StoredAlert, []StoredD
 type attackResult struct {
 	Label    sim.Label
 	Detected bool
-	// Incidents counts the distinct incidents its matching alerts joined
-	// (StoredAlert.Incident; 0 when no alert carries one).
-	Incidents int
-	TTD       time.Duration // first matching alert - attack start
-	Reasons   []string      // detector/reason of matching alerts, distinct
-	Blocked   string        // "scope=value" of the first matching block, if any
+	// Alerts counts its matching alerts, Incidents the distinct incidents
+	// they joined (StoredAlert.Incident; 0 when no alert carries one).
+	Alerts, Incidents int
+	TTD               time.Duration // first matching alert - attack start
+	Reasons           []string      // detector/reason of matching alerts, distinct
+	Blocked           string        // "scope=value" of the first matching block, if any
 }
 
 // Report is what Evaluate finds: every labelled attack and what the
@@ -186,6 +186,7 @@ func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, dev
 				continue
 			}
 			matched[i] = true
+			res.Alerts++
 			if a.Incident != "" && !incidents[a.Incident] {
 				incidents[a.Incident] = true
 				res.Incidents++
