@@ -13,7 +13,10 @@ import "time"
 // incident is rewritten as it grows: every update has the same ID and a higher
 // Version (the number of alerts folded into it), so the table's
 // ReplacingMergeTree keeps the latest and JetStream's duplicate window drops a
-// republished update (Nats-Msg-Id is ID and Version).
+// republished update (Nats-Msg-Id is ID and Version). As its severity rises
+// with its breadth, an incident's later updates may be on a higher severity's
+// subject than its first: consumers key incidents by ID and keep the highest
+// Version.
 type Incident struct {
 	ID      string `json:"id"`
 	Version uint64 `json:"version"`
