@@ -5,12 +5,19 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // collect hands every alert and decision to the publisher as soon as it sees
 // it, and builds columnar batches of rows for the flusher (through the bounded
 // waiting buffer). When it returns, it has closed both.
+//
+// It is also the one writer of the incident grouper: every alert (with the
+// decision taken on it) joins or opens an incident, and the latest update of
+// each incident since the last flush is handed to the publisher at the flush,
+// before the flush's job is made, so the job's acks wait for those updates to
+// be published as they wait for its alerts and decisions; the job stores them.
 func (p *Pipeline) collect() {
 	rows := schemas.NewScoredBatch(memory.DefaultAllocator)
 	defer rows.Release()
@@ -18,10 +25,33 @@ func (p *Pipeline) collect() {
 		alerts    []schemas.Alert
 		decisions []schemas.Decision
 		completed []*batch
-		markers   []chan error // durability markers, answered by the flusher
-		waiting   int          // messages of completed batches
-		pubSent   uint64       // publish jobs sent
+		markers   []chan error       // durability markers, answered by the flusher
+		waiting   int                // messages of completed batches
+		pubSent   uint64             // publish jobs sent
+		incidents []schemas.Incident // the latest update of each incident since the last flush
+		incIndex  = map[string]int{} // incident id -> index in incidents
+		grouper   = incident.New(p.cfg.Incidents)
 	)
+	group := func(a *schemas.Alert, dec *schemas.Decision) {
+		decID := ""
+		if dec != nil && dec.AlertID == a.ID {
+			decID = dec.ID
+		}
+		inc := grouper.Add(a, decID)
+		if inc == nil {
+			return
+		}
+		if i, ok := incIndex[inc.ID]; ok {
+			incidents[i] = *inc
+		} else {
+			incIndex[inc.ID] = len(incidents)
+			incidents = append(incidents, *inc)
+		}
+		st := grouper.Stats()
+		p.M.IncidentsOpened.Store(st.Opened)
+		p.M.IncidentsEvicted.Store(st.Evicted)
+		p.M.IncidentsOpen.Store(int64(st.Open))
+	}
 	publish := func(j pubJob) {
 		p.pubs <- j
 		pubSent++
@@ -31,15 +61,22 @@ func (p *Pipeline) collect() {
 		if fleet := p.limiter.AppendAlerts(nil); len(fleet) > 0 { // fleet "block cap hit" alerts
 			publish(pubJob{alerts: fleet})
 			alerts = append(alerts, fleet...)
+			for i := range fleet {
+				group(&fleet[i], nil)
+			}
 		}
-		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(completed) == 0 && len(markers) == 0 {
+		if len(incidents) > 0 {
+			publish(pubJob{incidents: incidents})
+		}
+		if rows.Len() == 0 && len(alerts) == 0 && len(decisions) == 0 && len(incidents) == 0 && len(completed) == 0 && len(markers) == 0 {
 			return
 		}
-		job := &flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, acks: completed,
+		job := &flushJob{rec: rows.NewRecord(), alerts: alerts, decisions: decisions, incidents: incidents, acks: completed,
 			pubSeq: pubSent, start: time.Now(), markers: markers}
 		job.bytes = jobBytes(job)
 		p.waiting.put(job)
-		alerts, decisions, completed, markers, waiting = nil, nil, nil, nil, 0
+		alerts, decisions, incidents, completed, markers, waiting = nil, nil, nil, nil, nil, 0
+		clear(incIndex)
 	}
 	defer func() {
 		close(p.pubs)
@@ -84,6 +121,7 @@ func (p *Pipeline) collect() {
 				if it.alert != nil {
 					j.alerts = []schemas.Alert{*it.alert}
 					alerts = append(alerts, *it.alert)
+					group(it.alert, it.dec)
 				}
 				if it.dec != nil {
 					j.decisions = []schemas.Decision{*it.dec}

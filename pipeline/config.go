@@ -10,6 +10,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 )
@@ -64,6 +65,9 @@ type Config struct {
 	// Decide configures the decision engines (decide.DefaultConfig() if
 	// neither threshold is set).
 	Decide decide.Config
+	// Incidents bounds the grouping of alerts into incidents (zero fields:
+	// the incident package's defaults).
+	Incidents incident.Config
 	// Checkpoint, when set, is the file the learned state (device records and
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.

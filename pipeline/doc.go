@@ -28,8 +28,9 @@
 // events in the channels, the collector's batch (FlushRows rows) and the
 // messages being decoded.
 //
-// Ack contract: a log message is acked once its alerts and decisions are
-// published and its rows are durable. Ingest follows each fetched batch of
+// Ack contract: a log message is acked once its alerts and decisions (and
+// the updates of the incidents its alerts joined) are published and its rows
+// are durable. Ingest follows each fetched batch of
 // messages with a barrier through every worker; when the collector has seen
 // the barrier from all workers, every result of the batch is published or
 // queued for the publisher and is in the collector's buffer, and the batch's
@@ -54,7 +55,9 @@
 //	ingest.go      fetch, decode, dispatch to shards, dead-letter (the decoders per subject)
 //	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices
 //	collect.go     the collector: alerts and decisions to the publisher at once; columnar
-//	               batches of rows and completed fetches to the flusher
+//	               batches of rows and completed fetches to the flusher; the one writer
+//	               of the incident grouper (package incident), whose latest updates go
+//	               to the publisher at each flush and are stored with the flush
 //	publish.go     the publisher: alerts and decisions to NATS as soon as they are decided
 //	flush.go       the flusher: rows, alerts and decisions made durable in ClickHouse
 //	               through the bounded waiting buffer, then acks; the unacked

@@ -96,6 +96,7 @@ type flushJob struct {
 	rec       arrow.RecordBatch
 	alerts    []schemas.Alert    // rows for ClickHouse (published already, see pubSeq)
 	decisions []schemas.Decision // likewise
+	incidents []schemas.Incident // likewise: the latest update of each incident since the last flush
 	acks      []*batch
 	// pubSeq is the number of publish jobs the collector had sent when it made
 	// this job: the job's messages are acked only once the publisher has
@@ -111,7 +112,7 @@ type flushJob struct {
 // jobBytes estimates what job holds in memory: its Arrow buffers, its alerts
 // and decisions, and the data of the log messages it acks.
 func jobBytes(job *flushJob) int64 {
-	n := recordBytes(job.rec) + int64(len(job.alerts)+len(job.decisions))*resultBytes
+	n := recordBytes(job.rec) + int64(len(job.alerts)+len(job.decisions)+len(job.incidents))*resultBytes
 	for _, b := range job.acks {
 		for _, m := range b.msgs {
 			n += int64(len(m.Data())) + msgOverhead
@@ -349,8 +350,9 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 	return nil
 }
 
-// store writes a job's alerts and decisions to ClickHouse, for analysts (they
-// were published to NATS when they were decided).
+// store writes a job's alerts, decisions and incident updates to ClickHouse,
+// for analysts (they were published to NATS when they were decided, incident
+// updates when the job was made).
 func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
 	if len(job.decisions) > 0 {
 		if err := p.rows.WriteDecisions(ctx, job.decisions); err != nil {
@@ -360,6 +362,11 @@ func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
 	if len(job.alerts) > 0 {
 		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
 			return fmt.Errorf("cannot write %d alerts: %w", len(job.alerts), err)
+		}
+	}
+	if len(job.incidents) > 0 {
+		if err := p.rows.WriteIncidents(ctx, job.incidents); err != nil {
+			return fmt.Errorf("cannot write %d incident updates: %w", len(job.incidents), err)
 		}
 	}
 	return nil

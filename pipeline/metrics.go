@@ -21,18 +21,25 @@ type Metrics struct {
 	DeadLettered atomic.Uint64 // lines sent to the DLQ
 	Skipped      atomic.Uint64 // well-formed records that carry no event (broker keep-alives)
 	Alerts       atomic.Uint64
-	Decisions    atomic.Uint64
-	Rows         atomic.Uint64 // scored rows written to ClickHouse
-	Acked        atomic.Uint64 // messages whose acks the server confirmed
-	AckErrors    atomic.Uint64 // flushes whose acks the server did not confirm
-	FlushLatency Histogram     // seconds from a flush's start to its acks (count: flushes)
-	SinkErrors   atomic.Uint64 // failed sink attempts (each retried)
-	InProgress   atomic.Uint64 // messages reported in progress while waiting for a slow sink
-	Devices      atomic.Int64  // devices with state, all workers
-	Evictions    atomic.Uint64 // live records evicted because MaxDevices was reached
-	Expired      atomic.Uint64 // records reclaimed after IdleTTL
-	Relearned    atomic.Uint64 // redelivered events scored again but not learned twice
-	CaughtUp     atomic.Uint64 // events judged again at start, after the checkpoint's position
+	// Incidents: updates published, incidents opened, open now, and closed
+	// early because incident.Config.MaxOpen were open (the collector's
+	// grouper).
+	IncidentUpdates  atomic.Uint64
+	IncidentsOpened  atomic.Uint64
+	IncidentsOpen    atomic.Int64
+	IncidentsEvicted atomic.Uint64
+	Decisions        atomic.Uint64
+	Rows             atomic.Uint64 // scored rows written to ClickHouse
+	Acked            atomic.Uint64 // messages whose acks the server confirmed
+	AckErrors        atomic.Uint64 // flushes whose acks the server did not confirm
+	FlushLatency     Histogram     // seconds from a flush's start to its acks (count: flushes)
+	SinkErrors       atomic.Uint64 // failed sink attempts (each retried)
+	InProgress       atomic.Uint64 // messages reported in progress while waiting for a slow sink
+	Devices          atomic.Int64  // devices with state, all workers
+	Evictions        atomic.Uint64 // live records evicted because MaxDevices was reached
+	Expired          atomic.Uint64 // records reclaimed after IdleTTL
+	Relearned        atomic.Uint64 // redelivered events scored again but not learned twice
+	CaughtUp         atomic.Uint64 // events judged again at start, after the checkpoint's position
 	// RedeliveredDone counts messages redelivered after a restart whose
 	// results were durable already: acked without being judged again.
 	RedeliveredDone atomic.Uint64
@@ -91,6 +98,10 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricDeadLettered, "Undecodable records sent to the dead-letter stream.", m.DeadLettered.Load())
 	counter(schemas.MetricSkipped, "Well-formed records that carry no event (broker keep-alives, start-up lines).", m.Skipped.Load())
 	counter(schemas.MetricAlerts, "Alerts published (stored in ClickHouse when it takes their rows).", m.Alerts.Load())
+	counter(schemas.MetricIncidentUpdates, "Incident updates published (an incident is republished, with a higher version, as alerts join it).", m.IncidentUpdates.Load())
+	counter(schemas.MetricIncidentsOpened, "Incidents opened by the collector's grouper.", m.IncidentsOpened.Load())
+	gauge(schemas.MetricIncidentsOpen, "Incidents open (closed after their idle gap of event time).", m.IncidentsOpen.Load())
+	counter(schemas.MetricIncidentsEvicted, "Incidents closed early because the cap on open incidents was reached.", m.IncidentsEvicted.Load())
 	counter(schemas.MetricDecisions, "Decisions published (stored in ClickHouse when it takes their rows).", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable, counted once the server confirmed the acks.", m.Acked.Load())

@@ -27,6 +27,9 @@ type RowWriter interface {
 	WriteScored(ctx context.Context, rec arrow.RecordBatch) error
 	WriteAlerts(ctx context.Context, alerts []schemas.Alert) error
 	WriteDecisions(ctx context.Context, ds []schemas.Decision) error
+	// WriteIncidents stores incident updates (every version is a row; the
+	// table keeps the highest).
+	WriteIncidents(ctx context.Context, incs []schemas.Incident) error
 }
 
 // Publisher sends results to enforcement points and dead letters to the DLQ
@@ -34,6 +37,8 @@ type RowWriter interface {
 type Publisher interface {
 	PublishAlerts(ctx context.Context, alerts []schemas.Alert) error
 	PublishDecisions(ctx context.Context, ds []schemas.Decision) error
+	// PublishIncidents publishes incident updates (iotwatch.incidents.<severity>).
+	PublishIncidents(ctx context.Context, incs []schemas.Incident) error
 	// DeadLetters publishes the undecodable records of log message seq on
 	// origSubject; it may reorder and modify letters, and keeps none of them.
 	DeadLetters(ctx context.Context, origSubject string, seq uint64, letters []schemas.DeadLetter) error

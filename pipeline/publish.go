@@ -14,6 +14,7 @@ import (
 type pubJob struct {
 	alerts    []schemas.Alert
 	decisions []schemas.Decision
+	incidents []schemas.Incident
 }
 
 // maxPubBatch bounds the publish jobs one publish round takes.
@@ -32,9 +33,11 @@ func (p *Pipeline) publisher(ctx context.Context) {
 	var failed error
 	var alerts []schemas.Alert
 	var decisions []schemas.Decision
+	var incidents []schemas.Incident
 	for job := range p.pubs {
 		n := uint64(1)
 		alerts, decisions = append(alerts[:0], job.alerts...), append(decisions[:0], job.decisions...)
+		incidents = append(incidents[:0], job.incidents...)
 	more:
 		for n < maxPubBatch {
 			select {
@@ -44,12 +47,13 @@ func (p *Pipeline) publisher(ctx context.Context) {
 				}
 				n++
 				alerts, decisions = append(alerts, j.alerts...), append(decisions, j.decisions...)
+				incidents = append(incidents, j.incidents...)
 			default:
 				break more
 			}
 		}
 		if failed == nil {
-			failed = p.publish(ctx, alerts, decisions)
+			failed = p.publish(ctx, alerts, decisions, incidents)
 			if failed != nil {
 				p.log.Error("cannot publish alerts and decisions; their messages stay unacked for redelivery", "err", failed)
 				p.published.fail(failed)
@@ -60,12 +64,14 @@ func (p *Pipeline) publisher(ctx context.Context) {
 		}
 		clear(alerts)
 		clear(decisions)
+		clear(incidents)
 	}
 }
 
 // publish sends decisions (first: enforcement points are waiting for them),
-// then alerts, retrying each until the server acknowledged or ctx ends.
-func (p *Pipeline) publish(ctx context.Context, alerts []schemas.Alert, decisions []schemas.Decision) error {
+// then alerts, then incident updates, retrying each until the server
+// acknowledged or ctx ends.
+func (p *Pipeline) publish(ctx context.Context, alerts []schemas.Alert, decisions []schemas.Decision, incidents []schemas.Incident) error {
 	if len(decisions) > 0 {
 		if p.cfg.SigningKey != nil && !p.pubSigns {
 			for i := range decisions {
@@ -84,6 +90,12 @@ func (p *Pipeline) publish(ctx context.Context, alerts []schemas.Alert, decision
 			return err
 		}
 		p.M.Alerts.Add(uint64(len(alerts)))
+	}
+	if len(incidents) > 0 {
+		if err := p.retryPublish(ctx, "publish incidents", func(ctx context.Context) error { return p.pub.PublishIncidents(ctx, incidents) }); err != nil {
+			return err
+		}
+		p.M.IncidentUpdates.Add(uint64(len(incidents)))
 	}
 	return nil
 }

@@ -40,6 +40,10 @@ type Table struct {
 	OrderBy []string
 	// TimeColumn is the DateTime column that retention (TTL) is computed from.
 	TimeColumn string
+	// Version, when set, is the UInt64 column the ReplacingMergeTree keeps the
+	// highest of among rows of one sorting key (a row rewritten as it grows:
+	// incidents); empty keeps the last inserted.
+	Version string
 }
 
 // findingColumns are the parallel arrays that hold an event's or an alert's findings.
@@ -146,7 +150,7 @@ func DecisionsTable() *Table { return &decisionsTable }
 
 // Tables returns every table, in creation order.
 func Tables() []*Table {
-	return []*Table{&scoredTable, &alertsTable, &decisionsTable, &receiptsTable, &rejectedReceiptsTable}
+	return []*Table{&scoredTable, &alertsTable, &decisionsTable, &receiptsTable, &rejectedReceiptsTable, &incidentsTable}
 }
 
 // ColumnNames returns the names of t's columns in table order.
@@ -275,7 +279,11 @@ func (t *Table) CreateStatement(db string, f ServerFeatures, opts DDLOptions) st
 		}
 		sb.WriteByte('\n')
 	}
-	sb.WriteString(")\nENGINE = ReplacingMergeTree()\nPARTITION BY ")
+	sb.WriteString(")\nENGINE = ReplacingMergeTree(")
+	if t.Version != "" {
+		sb.WriteString(QuoteIdent(t.Version))
+	}
+	sb.WriteString(")\nPARTITION BY ")
 	sb.WriteString(t.PartitionBy)
 	sb.WriteString("\nORDER BY (")
 	for i, name := range t.OrderBy {

@@ -53,7 +53,7 @@ func TestTablesConsistent(t *testing.T) {
 	}
 	// Each table's ORDER BY ends with its stable id: that is what makes rewrites collapse.
 	// (Receipts: the whole key (decision_id, enforcer, action) is the id.)
-	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID, TableReceipts: ColAction, TableRejectedReceipts: ColStreamSeq}
+	ids := map[string]string{TableScored: ColEventID, TableAlerts: ColID, TableDecisions: ColID, TableReceipts: ColAction, TableRejectedReceipts: ColStreamSeq, TableIncidents: ColID}
 	for _, tab := range Tables() {
 		if last := tab.OrderBy[len(tab.OrderBy)-1]; last != ids[tab.Name] {
 			t.Errorf("table %q: ORDER BY ends with %q, want %q", tab.Name, last, ids[tab.Name])
@@ -63,8 +63,8 @@ func TestTablesConsistent(t *testing.T) {
 
 func TestDDLOldServer(t *testing.T) {
 	stmts := DDL("18.16.1", "iotwatch", DDLOptions{RetentionDays: 30})
-	if len(stmts) != 6 {
-		t.Fatalf("got %d statements, want 6", len(stmts))
+	if len(stmts) != 7 {
+		t.Fatalf("got %d statements, want 7", len(stmts))
 	}
 	if stmts[0] != "CREATE DATABASE IF NOT EXISTS `iotwatch`" {
 		t.Errorf("statement 0 = %q", stmts[0])
@@ -91,6 +91,10 @@ func TestDDLOldServer(t *testing.T) {
 	}
 	if !strings.HasSuffix(stmts[5], "PARTITION BY toYYYYMM(`received_at`)\nORDER BY (`stream_seq`)") {
 		t.Errorf("rejected receipts DDL:\n%s", stmts[5])
+	}
+	// Incidents: rewritten as they grow, the highest version kept.
+	if !strings.HasSuffix(stmts[6], "ENGINE = ReplacingMergeTree(`version`)\nPARTITION BY toYYYYMM(`first_seen`)\nORDER BY (`id`)") {
+		t.Errorf("incidents DDL:\n%s", stmts[6])
 	}
 }
 
@@ -141,6 +145,12 @@ func TestDDLNewServer(t *testing.T) {
 		}
 		if tab.Name == TableRejectedReceipts {
 			continue // no tenant or device column
+		}
+		if tab.Name == TableIncidents {
+			if !strings.Contains(s, "`tenant` LowCardinality(String),") || !strings.Contains(s, "`device_sample` Array(String),") {
+				t.Errorf("table %q: tenant must be LowCardinality, device_sample Array(String):\n%s", tab.Name, s)
+			}
+			continue // devices are a sample, not a column
 		}
 		if tab.Name == TableReceipts {
 			if !strings.Contains(s, "`enforcer` LowCardinality(String),") || !strings.Contains(s, "`decision_id` String,") {

@@ -12,4 +12,7 @@ const (
 	// (forged, tampered, unsigned or signed by an unknown key), one row per
 	// message on the stream: visible as rejected, never as applied.
 	TableRejectedReceipts = "receipts_rejected"
+	// TableIncidents holds incidents, one row per incident after merges
+	// (ReplacingMergeTree by id, keeping the highest version).
+	TableIncidents = "incidents"
 )

@@ -7,12 +7,18 @@ const (
 	MetricDeadLettered    = "iotwatch_dead_lettered_total"
 	MetricAlerts          = "iotwatch_alerts_total"
 	MetricDecisions       = "iotwatch_decisions_total"
-	MetricRowsWritten     = "iotwatch_clickhouse_rows_total"
-	MetricFlushSeconds    = "iotwatch_flush_seconds_total"
-	MetricFlushes         = "iotwatch_flushes_total"
-	MetricFlushDuration   = "iotwatch_flush_duration_seconds" // histogram
-	MetricMessagesAcked   = "iotwatch_messages_acked_total"
-	MetricSinkErrors      = "iotwatch_sink_errors_total"
+	// Incidents (pipeline/incident): updates published, incidents opened,
+	// open now, closed early at the cap on open incidents.
+	MetricIncidentUpdates  = "iotwatch_incident_updates_total"
+	MetricIncidentsOpened  = "iotwatch_incidents_opened_total"
+	MetricIncidentsOpen    = "iotwatch_incidents_open"
+	MetricIncidentsEvicted = "iotwatch_incidents_evicted_total"
+	MetricRowsWritten      = "iotwatch_clickhouse_rows_total"
+	MetricFlushSeconds     = "iotwatch_flush_seconds_total"
+	MetricFlushes          = "iotwatch_flushes_total"
+	MetricFlushDuration    = "iotwatch_flush_duration_seconds" // histogram
+	MetricMessagesAcked    = "iotwatch_messages_acked_total"
+	MetricSinkErrors       = "iotwatch_sink_errors_total"
 	// MetricAckErrors counts flushes whose acks the server did not confirm
 	// (refused by permissions, or unanswered): their messages are redelivered.
 	MetricAckErrors = "iotwatch_ack_errors_total"

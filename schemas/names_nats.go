@@ -12,6 +12,9 @@ const (
 	// StreamDecisions holds block/throttle/unblock decisions: the history that
 	// enforcement points can replay from any point.
 	StreamDecisions = "IOTWATCH_DECISIONS"
+	// StreamIncidents holds incidents (groups of alerts), one subject per
+	// severity; each update of an incident is a message.
+	StreamIncidents = "IOTWATCH_INCIDENTS"
 )
 
 // Subjects. Log subjects are iotwatch.logs.<format>.<source>.
@@ -24,6 +27,8 @@ const (
 	SubjectAlertsAll       = "iotwatch.alerts.>"
 	SubjectDecisionsPrefix = "iotwatch.decisions"
 	SubjectDecisionsAll    = "iotwatch.decisions.>"
+	SubjectIncidentsPrefix = "iotwatch.incidents"
+	SubjectIncidentsAll    = "iotwatch.incidents.>"
 
 	// SubjectDecisionsApplied carries ApplyReceipt JSON from enforcement points.
 	// It is inside SubjectDecisionsAll, so IOTWATCH_DECISIONS stores receipts

@@ -26,18 +26,24 @@ type evalJSON struct {
 	Hours       float64 `json:"hours"`
 	Seed        int64   `json:"seed"`
 	Attacks     bool    `json:"attacks"`
+	Entities    bool    `json:"entities"`
 	Events      int     `json:"events"`
 	Undecodable int     `json:"undecodable"`
 	DeviceHours float64 `json:"device_hours"`
 	Types       []struct {
-		Type       string         `json:"type"`
-		Injected   int            `json:"injected"`
-		Detected   int            `json:"detected"`
-		Recall     *float64       `json:"recall"`
-		TTDMedianS *float64       `json:"ttd_median_s"`
-		TTDMaxS    *float64       `json:"ttd_max_s"`
-		Reasons    map[string]int `json:"reasons"`
+		Type        string         `json:"type"`
+		Injected    int            `json:"injected"`
+		Detected    int            `json:"detected"`
+		Recall      *float64       `json:"recall"`
+		TTDMedianS  *float64       `json:"ttd_median_s"`
+		TTDMaxS     *float64       `json:"ttd_max_s"`
+		Reasons     map[string]int `json:"reasons"`
+		OneIncident int            `json:"one_incident"`
+		Alerts      int            `json:"alerts"`
+		Incidents   int            `json:"incidents"`
 	} `json:"attack_types"`
+	Incidents            int            `json:"incidents"`
+	FalseIncidents       int            `json:"false_incidents"`
 	Alerts               int            `json:"alerts"`
 	TrueAlerts           int            `json:"true_alerts"`
 	FalseAlerts          int            `json:"false_alerts"`
@@ -297,5 +303,31 @@ func TestEvalAttacksFieldModel(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestEvalAttacksEntities: --entities adds the three attacks spread over
+// devices and addresses to the table (one of each on a small fleet), every
+// alert joins an incident, and a detected attack is in one incident at most
+// as often as it is detected.
+func TestEvalAttacksEntities(t *testing.T) {
+	res := runEvalAttacksJSON(t, "--devices", "300", "--hours", "2", "--seed", "3", "--entities")
+	if !res.Entities {
+		t.Errorf("entities: false, want true")
+	}
+	got := map[string]int{}
+	for _, ty := range res.Types {
+		got[ty.Type] = ty.Injected
+		if ty.OneIncident > ty.Detected || ty.Incidents > ty.Alerts || (ty.Detected > 0) != (ty.Alerts > 0) || ty.Incidents < ty.OneIncident {
+			t.Errorf("%s: %d detected, %d alerts in %d incidents, %d attacks in one incident", ty.Type, ty.Detected, ty.Alerts, ty.Incidents, ty.OneIncident)
+		}
+	}
+	for _, ty := range sim.EntityAttackTypes {
+		if got[ty] != 1 {
+			t.Errorf("%s: %d injected, want 1 (types %v)", ty, got[ty], got)
+		}
+	}
+	if res.Alerts > 0 && (res.Incidents == 0 || res.Incidents > res.Alerts || res.FalseIncidents > res.Incidents) {
+		t.Errorf("%d alerts made %d incidents (%d false)", res.Alerts, res.Incidents, res.FalseIncidents)
 	}
 }

@@ -15,14 +15,17 @@ import (
 
 	"github.com/iotwatch/iotwatch/internal/eval"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// replayRecord is one line of replay's output: an alert or a decision.
+// replayRecord is one line of replay's output: an alert, a decision or an
+// incident.
 type replayRecord struct {
-	Kind string `json:"kind"` // "alert" or "decision"
+	Kind string `json:"kind"` // "alert", "decision" or "incident"
 	*schemas.Alert
 	Decision *schemas.Decision `json:"decision,omitempty"`
+	Incident *schemas.Incident `json:"incident,omitempty"`
 }
 
 func replayCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -39,7 +42,12 @@ Runs recorded access logs through the same decode → detectors → decide code 
 pipeline, in one process, at full speed on event time, without NATS or ClickHouse, and
 writes every alert and decision as one JSON object per line ({"kind":"alert",...} with
 time, device, severity, score and reasons with observed and expected values, or
-{"kind":"decision","decision":{...}} with scope, action, value and expiry). Use it to
+{"kind":"decision","decision":{...}} with scope, action, value and expiry), and the
+incidents the alerts make, grouped as 'iotwatch run' groups them (alerts sharing a device,
+client IP, /24 or /48, API key or entity, or the same reason on the same command within
+minutes: pipeline/incident), each once in its final state when it closes (after its idle
+gap of event time, or at the end): {"kind":"incident","incident":{...}} with first and
+last seen, devices, entities, reasons, severity and decisions. Use it to
 backtest a configuration or a detector change on last week's traffic. Silent devices
 are swept every minute of event time, as in 'iotwatch run' (a silence alone scores below
 the alert threshold). FILE - reads standard input. Lines that do not decode are counted
@@ -80,17 +88,23 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		dst = f
 	}
 	bw := bufio.NewWriterSize(dst, 64<<10)
-	r := &replayer{st: st, format: *format, dec: dec, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now()}
+	r := &replayer{st: st, format: *format, dec: dec, enc: json.NewEncoder(bw), errw: os.Stderr, start: time.Now(),
+		incidents: incident.New(cfg.Incidents)}
+	r.incidents.OnClose(r.closed)
 	for i, name := range fs.Args() {
 		if err := r.file(ctx, uint64(i), name); err != nil {
 			return err
 		}
 	}
+	r.incidents.Close()
+	if r.err != nil {
+		return r.err
+	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("cannot write --out %q: %w", *out, err)
 	}
-	fmt.Fprintf(r.errw, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions, %d silences swept\n",
-		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions, r.silences)
+	fmt.Fprintf(r.errw, "replayed %d events (%d undecodable records, %d without an event) in %.1fs: %d alerts, %d decisions, %d incidents, %d silences swept\n",
+		r.events, r.bad, r.skip, time.Since(r.start).Seconds(), r.alerts, r.decisions, r.nIncidents, r.silences)
 	top := r.topReasons()
 	if top != "" {
 		top = " (" + top + ")"
@@ -149,6 +163,9 @@ type replayer struct {
 	events, bad, skip  int
 	silences           int // silent devices the sweep reported
 	alerts, decisions  int
+	incidents          *incident.Grouper
+	nIncidents         int
+	err                error // the first error writing a closed incident
 	reportedBadReasons int
 	badReasons         map[string]int // dead-letter reason -> undecodable records
 }
@@ -177,6 +194,9 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 	}
 	r.events++
 	alert, d, capped := r.st.Process(&r.ev, &r.sc)
+	if r.err != nil {
+		return r.err
+	}
 	if err := r.write(alert, d); err != nil {
 		return err
 	}
@@ -194,9 +214,23 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 	return err
 }
 
-// write writes an alert and a decision (either may be nil).
+// closed writes an incident that closed.
+func (r *replayer) closed(inc *schemas.Incident) {
+	r.nIncidents++
+	if err := r.enc.Encode(replayRecord{Kind: "incident", Incident: inc}); err != nil && r.err == nil {
+		r.err = fmt.Errorf("cannot write output: %w", err)
+	}
+}
+
+// write writes an alert and a decision (either may be nil), and groups the
+// alert into its incident.
 func (r *replayer) write(alert *schemas.Alert, d *schemas.Decision) error {
 	if alert != nil {
+		decID := ""
+		if d != nil && d.AlertID == alert.ID {
+			decID = d.ID
+		}
+		r.incidents.Add(alert, decID)
 		r.alerts++
 		if err := r.enc.Encode(replayRecord{Kind: "alert", Alert: alert}); err != nil {
 			return fmt.Errorf("cannot write output: %w", err)

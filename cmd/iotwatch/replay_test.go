@@ -41,6 +41,7 @@ func TestReplayIsDeterministic(t *testing.T) {
 	}
 	devices := map[string]bool{}
 	kinds := map[string]int{}
+	grouped := 0 // alerts in the incidents
 	sc := bufio.NewScanner(bytes.NewReader(first))
 	for sc.Scan() {
 		var rec struct {
@@ -55,6 +56,11 @@ func TestReplayIsDeterministic(t *testing.T) {
 			Decision *struct {
 				Scope, Value, Action string
 			} `json:"decision"`
+			Incident *struct {
+				ID      string `json:"id"`
+				Alerts  int    `json:"alerts"`
+				Devices int    `json:"devices"`
+			} `json:"incident"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			t.Fatalf("output line %q: %v", sc.Text(), err)
@@ -70,12 +76,21 @@ func TestReplayIsDeterministic(t *testing.T) {
 			if rec.Decision == nil || rec.Decision.Scope == "" || rec.Decision.Value == "" || rec.Decision.Action == "" {
 				t.Errorf("decision without scope, value or action: %s", sc.Text())
 			}
+		case "incident":
+			if rec.Incident == nil || rec.Incident.ID == "" || rec.Incident.Alerts == 0 || rec.Incident.Devices == 0 {
+				t.Errorf("incident without id, alerts or devices: %s", sc.Text())
+			} else {
+				grouped += rec.Incident.Alerts
+			}
 		default:
 			t.Errorf("unknown kind %q", rec.Kind)
 		}
 	}
-	if kinds["alert"] == 0 || kinds["decision"] == 0 {
+	if kinds["alert"] == 0 || kinds["decision"] == 0 || kinds["incident"] == 0 {
 		t.Fatalf("replay produced %v", kinds)
+	}
+	if grouped != kinds["alert"] || kinds["incident"] > kinds["alert"] {
+		t.Errorf("%d incidents group %d alerts; want every one of the %d alerts in one", kinds["incident"], grouped, kinds["alert"])
 	}
 	hit := 0
 	for _, l := range fl.Labels() {

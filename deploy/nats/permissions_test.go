@@ -270,6 +270,9 @@ func TestRoles(t *testing.T) {
 	if err := np.PublishAlerts(ctx, []schemas.Alert{{ID: "alert-1", Device: "meter-9", Severity: schemas.SeverityHigh, SchemaV: 1}}); err != nil {
 		t.Fatalf("pipeline cannot publish an alert: %v", err)
 	}
+	if err := np.PublishIncidents(ctx, []schemas.Incident{{ID: "inc-alert-1", Version: 1, Severity: schemas.SeverityHigh, SchemaV: 1}}); err != nil {
+		t.Fatalf("pipeline cannot publish an incident: %v", err)
+	}
 	if err := np.DeadLetters(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), 1, []schemas.DeadLetter{{Reason: schemas.DeadLetterUnknownFormat, Detail: "test", Size: 1, Record: []byte("x")}}); err != nil {
 		t.Fatalf("pipeline cannot dead-letter: %v", err)
 	}
@@ -394,6 +397,17 @@ func TestRoles(t *testing.T) {
 	if m, err := aoc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || !strings.Contains(string(m.Data()), block.ID) {
 		t.Fatalf("analyst reads %v, want decision %s", err, block.ID)
 	}
+	is, err := an.js.Stream(ctx, schemas.StreamIncidents)
+	if err != nil {
+		t.Fatalf("analyst cannot read stream %s: %v", schemas.StreamIncidents, err)
+	}
+	ioc, err := is.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("analyst cannot read the incidents: %v", err)
+	}
+	if m, err := ioc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || !strings.Contains(string(m.Data()), "inc-alert-1") {
+		t.Fatalf("analyst reads %v, want incident inc-alert-1", err)
+	}
 	akv, err := an.js.KeyValue(ctx, schemas.KVActiveBlocks)
 	if err != nil {
 		t.Fatalf("analyst cannot open the bucket: %v", err)
@@ -424,7 +438,8 @@ func TestRoles(t *testing.T) {
 	decision := schemas.SubjectDecisionsPrefix + "." + schemas.ActionBlock
 	kvKey := bus.KVSubject(schemas.KVActiveBlocks, schemas.KVKey(schemas.ScopeDevice, "meter-1"))
 	kvStream := bus.KVStream(schemas.KVActiveBlocks)
-	for _, s := range []string{decision, schemas.SubjectDecisionsApplied, schemas.SubjectAlertsPrefix + ".high", kvKey,
+	incidents := schemas.SubjectIncidentsPrefix + "." + schemas.SeverityHigh
+	for _, s := range []string{decision, schemas.SubjectDecisionsApplied, schemas.SubjectAlertsPrefix + ".high", incidents, kvKey,
 		"$JS.API.STREAM.CREATE.IOTWATCH_LOGS", "$JS.API.STREAM.PURGE.IOTWATCH_LOGS", "$JS.API.STREAM.DELETE." + kvStream,
 		"$JS.API.CONSUMER.MSG.NEXT.IOTWATCH_LOGS." + schemas.ConsumerPipeline} {
 		sh.denied(t, s)
@@ -438,14 +453,14 @@ func TestRoles(t *testing.T) {
 	}
 	pl.deniedSub(t, schemas.InboxEnforcer+".>")
 	an.deniedSub(t, schemas.InboxSOC+".x")
-	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock, kvKey,
+	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock, kvKey, incidents,
 		"$JS.API.STREAM.PURGE." + kvStream, "$JS.API.STREAM.DELETE." + kvStream, "$JS.API.STREAM.MSG.DELETE." + kvStream,
 		"$JS.API.STREAM.UPDATE." + kvStream, bus.LogSubject(schemas.FormatJSON, "gw1"),
 		"$JS.API.CONSUMER.MSG.NEXT.IOTWATCH_LOGS." + schemas.ConsumerPipeline} {
 		en.denied(t, s)
 	}
 	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionUnblock, schemas.SubjectDecisionsApplied,
-		kvKey, bus.LogSubject(schemas.FormatJSON, "gw1"), schemas.SubjectAlertsPrefix + ".high", schemas.SubjectDLQPrefix + ".x",
+		kvKey, bus.LogSubject(schemas.FormatJSON, "gw1"), schemas.SubjectAlertsPrefix + ".high", incidents, schemas.SubjectDLQPrefix + ".x",
 		"$JS.API.STREAM.PURGE." + kvStream, "$JS.API.STREAM.DELETE.IOTWATCH_LOGS",
 		"$JS.API.CONSUMER.MSG.NEXT.IOTWATCH_LOGS." + schemas.ConsumerPipeline,
 		"$JS.API.CONSUMER.DELETE.IOTWATCH_LOGS." + schemas.ConsumerPipeline,
@@ -454,7 +469,7 @@ func TestRoles(t *testing.T) {
 		"$JS.ACK.IOTWATCH_LOGS." + schemas.ConsumerPipeline + ".1.1.1.1.0"} {
 		an.denied(t, s)
 	}
-	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionThrottle, schemas.SubjectDecisionsApplied,
+	for _, s := range []string{decision, schemas.SubjectDecisionsPrefix + "." + schemas.ActionThrottle, schemas.SubjectDecisionsApplied, incidents,
 		"$JS.API.STREAM.PURGE." + kvStream, "$JS.API.STREAM.DELETE." + kvStream, bus.LogSubject(schemas.FormatJSON, "gw1")} {
 		soc.denied(t, s)
 	}

@@ -41,8 +41,19 @@
 //	    overrides a device field for these events only. In cmd, "{i}" is replaced
 //	    by a number unique within the file (to address many resources), "{i%N}"
 //	    by that number modulo N (to address N resources in turn).
+//	    devices=K sends event i from device ID-(i mod K) instead (K devices
+//	    with the current device's fields, each its own record: one campaign
+//	    across a fleet); ips=M gives event i the address (i mod M) after the
+//	    device's first ip (M addresses counting up: a botnet). With either,
+//	    the first line says how many devices and addresses the events came
+//	    from, and each finding line names its device (dev=ID).
 //	burst ...
 //	    the same as replay; it reads better for attacks.
+//	incidents
+//	    prints how the alerts raised so far group into incidents, as the
+//	    pipeline groups them (package pipeline/incident): per incident, in
+//	    the order they opened, its severity, alerts, devices, entities and
+//	    reasons.
 //	advance D
 //	    moves the virtual clock forward by D.
 //	evict
@@ -89,6 +100,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -132,6 +144,11 @@ type Runner struct {
 	index   map[string]int // device record key → its index in Steps
 	steps   []Step         // what happened, when recording (Replay)
 	rec     bool
+	// alerts raised so far and the incidents they make (incidents).
+	alerts    int
+	grouper   *incident.Grouper
+	incidents []schemas.Incident // the latest of each, in opening order
+	incIndex  map[string]int
 }
 
 // Op is what a Step did.
@@ -197,13 +214,50 @@ func New(names ...string) (*Runner, error) {
 		return nil, fmt.Errorf("cannot build the scoring stack: %w", err)
 	}
 	return &Runner{
-		stack:   st,
-		w:       st.Workers[0],
-		devices: map[string]fields{},
-		rng:     rand.New(rand.NewPCG(1, 0)),
-		seen:    map[string]int{},
-		index:   map[string]int{},
+		stack:    st,
+		w:        st.Workers[0],
+		devices:  map[string]fields{},
+		rng:      rand.New(rand.NewPCG(1, 0)),
+		seen:     map[string]int{},
+		index:    map[string]int{},
+		grouper:  incident.New(incident.Config{}),
+		incIndex: map[string]int{},
 	}, nil
+}
+
+// group adds an alert (and the decision on it) to the incidents.
+func (r *Runner) group(a *schemas.Alert, d *schemas.Decision) {
+	if a == nil {
+		return
+	}
+	r.alerts++
+	decID := ""
+	if d != nil && d.AlertID == a.ID {
+		decID = d.ID
+	}
+	inc := r.grouper.Add(a, decID)
+	if inc == nil {
+		return
+	}
+	if i, ok := r.incIndex[inc.ID]; ok {
+		r.incidents[i] = *inc
+		return
+	}
+	r.incIndex[inc.ID] = len(r.incidents)
+	r.incidents = append(r.incidents, *inc)
+}
+
+// printIncidents is the output of the incidents command.
+func (r *Runner) printIncidents() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d %s in %d %s\n", r.alerts, plural(r.alerts, "alert"), len(r.incidents), plural(len(r.incidents), "incident"))
+	for i, inc := range r.incidents {
+		fmt.Fprintf(&sb, "incident %d: %s, %d %s, %d %s, first t=%s last t=%s, entities %s, reasons %s\n", i+1, inc.Severity,
+			inc.Alerts, plural(inc.Alerts, "alert"), inc.Devices, plural(inc.Devices, "device"),
+			formatOffset(inc.FirstSeen.Sub(Epoch)), formatOffset(inc.LastSeen.Sub(Epoch)),
+			strings.Join(inc.Entities, ","), strings.Join(inc.Reasons, ","))
+	}
+	return sb.String()
 }
 
 // Steps returns every step of a Runner made by Replay, in order; nil for
@@ -271,6 +325,11 @@ func (r *Runner) Exec(line string) (string, error) {
 		return "", nil
 	case "peers":
 		return r.peers(args)
+	case "incidents":
+		if len(args) != 0 {
+			return "", fmt.Errorf("cannot parse %q: want incidents", line)
+		}
+		return r.printIncidents(), nil
 	case "seed":
 		if len(args) != 1 {
 			return "", fmt.Errorf("cannot parse %q: want seed N", line)
@@ -495,6 +554,7 @@ func (r *Runner) replay(args []string) (string, error) {
 		amp, errRate, fRate  float64
 		day                  dayStep
 		errStatus            = uint16(500)
+		nDevs, nIPs          = 1, 1
 		err                  error
 	)
 	for _, a := range args {
@@ -523,6 +583,15 @@ func (r *Runner) replay(args []string) (string, error) {
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 16)
 			errStatus = uint16(n)
+		case "devices", "ips":
+			n, perr := strconv.Atoi(v)
+			if perr != nil || n < 1 {
+				err = fmt.Errorf("want a count >= 1")
+			} else if k == "devices" {
+				nDevs = n
+			} else {
+				nIPs = n
+			}
 		default:
 			err = f.set(k, v)
 		}
@@ -536,6 +605,11 @@ func (r *Runner) replay(args []string) (string, error) {
 	if amp < 0 || amp >= 1 || (amp > 0 && cycle <= 0) {
 		return "", fmt.Errorf("cannot replay: amp must be in [0,1) and needs cycle=DURATION")
 	}
+	if nIPs > 1 && len(f.ips) == 0 {
+		return "", fmt.Errorf("cannot replay: ips=N needs the device's first ip to count up from")
+	}
+	spread := nDevs > 1 || nIPs > 1
+	devs, addrs := map[string]bool{}, map[netip.Addr]bool{}
 	var (
 		runs     []*run
 		open     = map[string]*run{}
@@ -560,18 +634,35 @@ func (r *Runner) replay(args []string) (string, error) {
 		if fRate > 0 && r.rng.Float64() < fRate {
 			e.status, e.auth = 401, schemas.AuthFailed
 		}
+		if nDevs > 1 {
+			e.device = f.device + "-" + strconv.Itoa(i%nDevs)
+		}
+		if nIPs > 1 {
+			a := f.ips[0]
+			for range i % nIPs {
+				a = a.Next()
+			}
+			e.ips = []netip.Addr{a}
+		}
 		r.seq++
 		r.fill(&e, t)
+		devs[e.device] = true
+		if r.ev.ClientIP.IsValid() {
+			addrs[r.ev.ClientIP] = true
+		}
 		// The worker scores the event and learns it (the device's record and
-		// the class table), as in the live pipeline.
-		r.w.Process(&r.ev, &r.sc)
-		r.record(OpScore, &f, &r.ev)
+		// the class table), as in the live pipeline, and decides on it.
+		r.group(r.w.Process(&r.ev, &r.sc))
+		r.record(OpScore, &e, &r.ev)
 		for _, fd := range r.sc.Reasons() {
 			findings++
 			name := fd.Detector
 			key := name + "/" + fd.Reason
 			r.seen[key]++
 			line := formatFinding(t, name, fd)
+			if spread {
+				line = strings.Replace(line, " ", " dev="+e.device+" ", 1)
+			}
 			if ru := open[key]; ru != nil && ru.lastEvent == i-1 {
 				ru.last, ru.n, ru.lastEvent = line, ru.n+1, i
 				continue
@@ -582,13 +673,17 @@ func (r *Runner) replay(args []string) (string, error) {
 		}
 	}
 	var sb strings.Builder
+	events := fmt.Sprintf("%d %s", count, plural(count, "event"))
+	if spread {
+		events += fmt.Sprintf(" from %d %s and %d %s", len(devs), plural(len(devs), "device"), len(addrs), plural(len(addrs), "address"))
+	}
 	switch findings {
 	case 0:
-		fmt.Fprintf(&sb, "%d %s, no findings\n", count, plural(count, "event"))
+		fmt.Fprintf(&sb, "%s, no findings\n", events)
 	case 1:
-		fmt.Fprintf(&sb, "%d %s, 1 finding\n", count, plural(count, "event"))
+		fmt.Fprintf(&sb, "%s, 1 finding\n", events)
 	default:
-		fmt.Fprintf(&sb, "%d %s, %d findings\n", count, plural(count, "event"), findings)
+		fmt.Fprintf(&sb, "%s, %d findings\n", events, findings)
 	}
 	for _, ru := range runs {
 		sb.WriteString(ru.first)
@@ -916,8 +1011,11 @@ func RunDir(t *testing.T, dir string, names ...string) {
 }
 
 func plural(n int, word string) string {
-	if n == 1 {
+	switch {
+	case n == 1:
 		return word
+	case strings.HasSuffix(word, "s"):
+		return word + "es"
 	}
 	return word + "s"
 }

@@ -143,3 +143,35 @@ func TestExecErrors(t *testing.T) {
 		t.Errorf("New(nope) succeeded")
 	}
 }
+
+// TestSpread: devices=K and ips=M spread a replay over K device records and
+// M addresses counting up from the device's first ip, and say so; ips needs
+// an ip to count from.
+func TestSpread(t *testing.T) {
+	r, err := New("test5xx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec("device d status=500 ip=192.0.2.254"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Exec("burst every=1s count=6 devices=3 ips=4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each device has its own record: the sixth event is d-2's second (one
+	// shared record would count 6).
+	if !strings.HasPrefix(out, "6 events from 3 devices and 4 addresses, 6 findings\n") ||
+		!strings.Contains(out, "t=+6s dev=d-2 test5xx server_error score=0.50 observed=2 ") {
+		t.Errorf("output:\n%s\nwant 6 events from 3 devices and 4 addresses, the last d-2's second", out)
+	}
+	if len(r.Steps()) != 0 {
+		t.Errorf("a Runner that is not recording kept %d steps", len(r.Steps()))
+	}
+	if _, err := r.Exec("device e ip="); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec("burst every=1s count=2 ips=2"); err == nil || !strings.Contains(err.Error(), "ips=N needs") {
+		t.Errorf("ips without an ip: error %v", err)
+	}
+}

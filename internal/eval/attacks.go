@@ -24,6 +24,7 @@ import (
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -39,6 +40,8 @@ const (
 // AttackMatchRule states how Evaluate (report.go) matches an alert to an
 // attack; printed with the results so that the numbers can be read.
 var AttackMatchRule = fmt.Sprintf("an alert is on an attack when its device, API key or client IP is the label's "+
+	"(for an attack spread over devices and addresses: one of its devices or addresses; for an entity alert: "+
+	"its entity is the attacking address, a network holding one, or the key) "+
 	"and its event time is in [label start, label end + %s]; an alert matching no label is false; "+
 	"a decision is true when its alert is", alertGrace)
 
@@ -55,6 +58,13 @@ type attackTypeResult struct {
 	// Reasons counts, per detector/reason, the attacks of the type that an
 	// alert with that reason matched: what detected them.
 	Reasons map[string]int `json:"reasons"`
+	// OneIncident counts the detected attacks whose alerts all joined one
+	// incident: what an analyst sees as one case. Alerts and Incidents sum,
+	// over the type's attacks, their matching alerts and the distinct
+	// incidents those joined.
+	OneIncident int `json:"one_incident"`
+	Alerts      int `json:"alerts"`
+	Incidents   int `json:"incidents"`
 }
 
 // falseAlert is an alert that matches no label.
@@ -141,11 +151,14 @@ func nearMissRows(near []sim.Label, falses []StoredAlert) (rows []nearMissRow, u
 // AttacksResult is what `eval attacks` reports (the --json object).
 type AttacksResult struct {
 	// Model is the simulator's traffic model (sim.Models).
-	Model       string             `json:"model"`
-	Devices     int                `json:"devices"`
-	Hours       float64            `json:"hours"`
-	Seed        int64              `json:"seed"`
-	Attacks     bool               `json:"attacks"`
+	Model   string  `json:"model"`
+	Devices int     `json:"devices"`
+	Hours   float64 `json:"hours"`
+	Seed    int64   `json:"seed"`
+	Attacks bool    `json:"attacks"`
+	// Entities: the fleet also carried the attacks spread over devices and
+	// addresses (sim.EntityAttackTypes).
+	Entities    bool               `json:"entities"`
 	Events      int                `json:"events"`
 	Undecodable int                `json:"undecodable"`
 	DeviceHours float64            `json:"device_hours"`
@@ -156,9 +169,14 @@ type AttacksResult struct {
 	// Precision is TrueAlerts/Alerts; null when there is no alert.
 	Precision            *float64 `json:"precision"`
 	FalsePer1000DevHours float64  `json:"false_alerts_per_1000_device_hours"`
-	Decisions            int      `json:"decisions"`
-	TrueDecisions        int      `json:"true_decisions"`
-	FalseDecisions       int      `json:"false_decisions"`
+	// Incidents counts the incidents the alerts were grouped into
+	// (pipeline/incident, as the live pipeline groups them), FalseIncidents
+	// those made of false alerts only.
+	Incidents      int `json:"incidents"`
+	FalseIncidents int `json:"false_incidents"`
+	Decisions      int `json:"decisions"`
+	TrueDecisions  int `json:"true_decisions"`
+	FalseDecisions int `json:"false_decisions"`
 	// FalseByReason counts false alerts by their reasons (detector/reason,
 	// joined by "+").
 	FalseByReason map[string]int `json:"false_alerts_by_reason"`
@@ -230,6 +248,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	if err != nil {
 		return nil, err
 	}
+	grouper := incident.New(cfg.Incidents)
 	var rec Plotter
 	if plotDir != "" {
 		if newPlotter == nil {
@@ -252,8 +271,16 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 		start      = time.Now()
 		lastReport = start
 	)
-	addAlert := func(a *schemas.Alert) {
-		alerts = append(alerts, storedFromAlert(a))
+	addAlert := func(a *schemas.Alert, d *schemas.Decision) {
+		s := storedFromAlert(a)
+		decID := ""
+		if d != nil && d.AlertID == a.ID {
+			decID = d.ID
+		}
+		if inc := grouper.Add(a, decID); inc != nil {
+			s.Incident = inc.ID
+		}
+		alerts = append(alerts, s)
 		if rec != nil {
 			rec.Alert(a)
 		}
@@ -289,19 +316,19 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 			rec.Score(sc.Score)
 		}
 		if alert != nil {
-			addAlert(alert)
+			addAlert(alert, d)
 		}
 		if d != nil {
 			decisions = append(decisions, storedFromDecision(d))
 		}
 		for i := range capped {
-			addAlert(&capped[i])
+			addAlert(&capped[i], nil)
 		}
 		// Silent devices, swept on event time as the live pipeline does
 		// (replayStack.sweep, replay.go).
 		st.Sweep(func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
-				addAlert(a)
+				addAlert(a, d)
 			}
 			if d != nil {
 				decisions = append(decisions, storedFromDecision(d))
@@ -312,8 +339,8 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))
 
 	rep := Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration)
-	res := summarize(rep, sim.AttackTypesOf(fc.Model))
-	res.Model, res.Seed, res.Attacks, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, events, bad
+	res := summarize(rep, sim.AttackTypesFor(fc))
+	res.Model, res.Seed, res.Attacks, res.Entities, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, fc.Entities, events, bad
 	res.NearMisses, res.FalseUnexplained = nearMissRows(near, rep.FalseAlerts)
 	for i := range res.FalseList {
 		res.FalseList[i].NearMiss = nearMissOf(near, res.FalseList[i].alert)
@@ -331,6 +358,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 func storedFromAlert(a *schemas.Alert) StoredAlert {
 	s := StoredAlert{ID: a.ID, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
 		Time: a.Time, Score: a.Score, Class: a.Class, Explanations: a.Reasons}
+	s.EntityKind, s.Entity = incident.EntityOf(a)
 	for _, r := range a.Reasons {
 		s.Reasons = append(s.Reasons, r.Reason)
 		s.Detectors = append(s.Detectors, r.Detector)
@@ -347,7 +375,8 @@ func storedFromDecision(d *schemas.Decision) StoredDecision {
 // model's attack types).
 func summarize(r Report, types []string) *AttacksResult {
 	res := &AttacksResult{Devices: r.Devices, Hours: r.Duration.Hours(), Matching: AttackMatchRule,
-		Alerts: r.Alerts, FalseAlerts: len(r.FalseAlerts), Decisions: r.Decisions, FalseDecisions: r.FalseBlocks}
+		Alerts: r.Alerts, FalseAlerts: len(r.FalseAlerts), Decisions: r.Decisions, FalseDecisions: r.FalseBlocks,
+		Incidents: r.Incidents, FalseIncidents: r.FalseIncidents}
 	res.DeviceHours = float64(r.Devices) * r.Duration.Hours()
 	res.TrueAlerts = res.Alerts - res.FalseAlerts
 	res.FalseByReason = map[string]int{}
@@ -373,12 +402,17 @@ func summarize(r Report, types []string) *AttacksResult {
 				continue
 			}
 			t.Injected++
+			t.Alerts += a.Alerts
+			t.Incidents += a.Incidents
 			for _, k := range a.Reasons {
 				t.Reasons[k]++
 			}
 			if a.Detected {
 				t.Detected++
 				ttds = append(ttds, a.TTD.Seconds())
+				if a.Incidents == 1 {
+					t.OneIncident++
+				}
 			}
 		}
 		if t.Injected > 0 {
@@ -452,13 +486,13 @@ func fmtSeconds(p *float64) string {
 // Print writes the result as a table per attack type, then the alerts and
 // decisions on true and false alerts, the matching rule and the plots written.
 func (r *AttacksResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "Fleet: model %s, %d devices, %g h (%.0f device-hours), seed %d, attacks %v; %d events scored.\n\n",
-		r.Model, r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Events)
+	fmt.Fprintf(w, "Fleet: model %s, %d devices, %g h (%.0f device-hours), seed %d, attacks %v, entity attacks %v; %d events scored.\n\n",
+		r.Model, r.Devices, r.Hours, r.DeviceHours, r.Seed, r.Attacks, r.Entities, r.Events)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tREASONS (ATTACKS)")
+	fmt.Fprintln(tw, "ATTACK TYPE\tINJECTED\tDETECTED\tRECALL\tTTD MEDIAN\tTTD MAX\tALERTS\tINCIDENTS\tONE INCIDENT\tREASONS (ATTACKS)")
 	for _, t := range r.Types {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall),
-			fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS), fmtCounts(t.Reasons, " "))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", t.Type, t.Injected, t.Detected, fmtRatio(t.Recall),
+			fmtSeconds(t.TTDMedianS), fmtSeconds(t.TTDMaxS), t.Alerts, t.Incidents, t.OneIncident, fmtCounts(t.Reasons, " "))
 	}
 	tw.Flush()
 	precision := fmtRatio(r.Precision)
@@ -481,6 +515,9 @@ func (r *AttacksResult) Print(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "Incidents: %d, %d of them of false alerts only (per attack type: ALERTS on its attacks, the INCIDENTS they joined, "+
+		"ONE INCIDENT the detected attacks whose alerts all joined one).\n",
+		r.Incidents, r.FalseIncidents)
 	fmt.Fprintf(w, "Decisions: %d, %d on true alerts, %d on false alerts.\n", r.Decisions, r.TrueDecisions, r.FalseDecisions)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)
 	for _, p := range r.Plots {

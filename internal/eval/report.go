@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/iotwatch/iotwatch/internal/sim"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -27,6 +30,12 @@ type StoredAlert struct {
 	// reading false alerts.
 	Class        string
 	Explanations []schemas.Explanation
+	// EntityKind and Entity are what an entity alert is about
+	// (incident.EntityOf: "ip", "prefix", "api_key", ...); empty for a
+	// device alert.
+	EntityKind, Entity string
+	// Incident is the id of the incident the alert joined (eval attacks).
+	Incident string
 }
 
 type StoredDecision struct {
@@ -90,9 +99,12 @@ func QueryResults(ctx context.Context, dsn, db string) ([]StoredAlert, []StoredD
 type attackResult struct {
 	Label    sim.Label
 	Detected bool
-	TTD      time.Duration // first matching alert - attack start
-	Reasons  []string      // detector/reason of matching alerts, distinct
-	Blocked  string        // "scope=value" of the first matching block, if any
+	// Alerts counts its matching alerts, Incidents the distinct incidents
+	// they joined (StoredAlert.Incident; 0 when no alert carries one).
+	Alerts, Incidents int
+	TTD               time.Duration // first matching alert - attack start
+	Reasons           []string      // detector/reason of matching alerts, distinct
+	Blocked           string        // "scope=value" of the first matching block, if any
 }
 
 // Report is what Evaluate finds: every labelled attack and what the
@@ -105,6 +117,9 @@ type Report struct {
 	FalseBlocks int
 	Devices     int
 	Duration    time.Duration
+	// Incidents counts the distinct incidents of the alerts
+	// (StoredAlert.Incident), FalseIncidents those of false alerts only.
+	Incidents, FalseIncidents int
 }
 
 // alertGrace is how long after an attack's end an alert still counts for it
@@ -112,13 +127,44 @@ type Report struct {
 // attack are still the attack).
 const alertGrace = 2 * time.Minute
 
-// matches reports whether an alert is about an attack: same device, API key or
-// client IP, within the attack's window.
+// matches reports whether an alert is about an attack, within the attack's
+// window: same device, API key or client IP; for an attack spread over
+// devices and addresses, one of its devices or addresses; for an entity
+// alert, its entity is the attack's address, a network holding one of its
+// addresses, or its key.
 func matches(l sim.Label, a StoredAlert) bool {
 	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
 		return false
 	}
-	return (l.Device != "" && a.Device == l.Device) || (l.APIKey != "" && a.APIKey == l.APIKey) || (l.IP != "" && a.ClientIP == l.IP)
+	if (l.Device != "" && a.Device == l.Device) || (l.APIKey != "" && a.APIKey == l.APIKey) || (l.IP != "" && a.ClientIP == l.IP) {
+		return true
+	}
+	if (a.Device != "" && slices.Contains(l.Devices, a.Device)) || (a.ClientIP != "" && slices.Contains(l.IPs, a.ClientIP)) {
+		return true
+	}
+	return a.Entity != "" && entityMatches(l, a.EntityKind, a.Entity)
+}
+
+// entityMatches reports whether an entity (kind, value) is one of l's
+// attackers: its address (or one of them), a network holding one, its key.
+func entityMatches(l sim.Label, kind, value string) bool {
+	switch kind {
+	case incident.KindIP:
+		return value == l.IP || slices.Contains(l.IPs, value)
+	case incident.KindPrefix:
+		p, err := netip.ParsePrefix(value)
+		if err != nil {
+			return false
+		}
+		in := func(ip string) bool {
+			addr, err := netip.ParseAddr(ip)
+			return err == nil && p.Contains(addr.Unmap())
+		}
+		return (l.IP != "" && in(l.IP)) || slices.ContainsFunc(l.IPs, in)
+	case incident.KindAPIKey:
+		return l.APIKey != "" && value == l.APIKey
+	}
+	return false
 }
 
 // Evaluate matches alerts and decisions to the labelled attacks (matches:
@@ -134,11 +180,17 @@ func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, dev
 	for _, l := range labels {
 		res := attackResult{Label: l}
 		seen := map[string]bool{}
+		incidents := map[string]bool{}
 		for i, a := range alerts {
 			if !matches(l, a) {
 				continue
 			}
 			matched[i] = true
+			res.Alerts++
+			if a.Incident != "" && !incidents[a.Incident] {
+				incidents[a.Incident] = true
+				res.Incidents++
+			}
 			if !res.Detected {
 				res.Detected, res.TTD = true, a.Time.Sub(l.Start)
 			}
@@ -158,6 +210,16 @@ func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, dev
 		}
 		r.Attacks = append(r.Attacks, res)
 	}
+	all, onAttack := map[string]bool{}, map[string]bool{}
+	for i, a := range alerts {
+		if a.Incident != "" {
+			all[a.Incident] = true
+			if matched[i] {
+				onAttack[a.Incident] = true
+			}
+		}
+	}
+	r.Incidents, r.FalseIncidents = len(all), len(all)-len(onAttack)
 	falseAlertIDs := map[string]bool{}
 	for i, a := range alerts {
 		if !matched[i] {

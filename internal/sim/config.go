@@ -52,6 +52,11 @@ type Config struct {
 	// Model is the traffic model, one of Models (default ModelBasic). New
 	// builds ModelBasic only; Open builds any.
 	Model string
+	// Entities also injects the attacks spread over many devices and
+	// addresses (EntityAttackTypes: credential stuffing across devices, a
+	// distributed flood, a leaked API key), from their own random stream:
+	// everything else is the same as without it. Needs Attacks.
+	Entities bool
 }
 
 // DefaultConfig returns the default configuration, with attacks.
@@ -109,6 +114,9 @@ func (c Config) Validate() error {
 	if c.Attacks && c.Model == ModelField && c.Devices < MinFieldAttackDevices {
 		return fmt.Errorf("invalid Config.Devices %d: the field model's attacks need at least %d devices", c.Devices, MinFieldAttackDevices)
 	}
+	if c.Entities && !c.Attacks {
+		return fmt.Errorf("invalid Config.Entities: the attacks spread over devices need Config.Attacks")
+	}
 	if c.Attacks {
 		if c.Devices < MinAttackDevices {
 			return fmt.Errorf("invalid Config.Devices %d: attacks need at least %d devices", c.Devices, MinAttackDevices)
@@ -141,12 +149,17 @@ var AttackTypes = []string{AttackFlood, AttackStolenAPIKey, AttackPrivilegedComm
 // attack used ("" for devices identified by certificate). Legitimate traffic of
 // the same device continues during the window.
 type Label struct {
-	ID          string    `json:"id"`
-	Type        string    `json:"type"`
-	Tenant      string    `json:"tenant"`
-	Device      string    `json:"device"`
-	APIKey      string    `json:"api_key,omitempty"`
-	IP          string    `json:"ip"`
+	ID     string `json:"id"`
+	Type   string `json:"type"`
+	Tenant string `json:"tenant"`
+	Device string `json:"device"`
+	APIKey string `json:"api_key,omitempty"`
+	IP     string `json:"ip"`
+	// Devices and IPs name every device and address of an attack spread over
+	// several (EntityAttackTypes); empty for the others, which have one
+	// Device and one IP.
+	Devices     []string  `json:"devices,omitempty"`
+	IPs         []string  `json:"ips,omitempty"`
 	Start       time.Time `json:"start"`
 	End         time.Time `json:"end"`
 	Description string    `json:"description"`

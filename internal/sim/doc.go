@@ -134,6 +134,19 @@
 //     intrusion at the Oldsmar, Florida, water treatment plant, where a remote
 //     operator raised a sodium hydroxide setpoint a hundredfold.
 //
+// # Attacks spread over devices and addresses
+//
+// With Config.Entities (and Attacks), both models also inject max(1,
+// Devices/1000) of each of EntityAttackTypes, from their own random streams,
+// so that every other line of the run is the line of the same Config without
+// it: credential stuffing (one hosting address, one failed login against each
+// of 250-350 devices' API keys), a distributed flood (1,000-1,500 addresses
+// never seen, residential and mobile, each sending 4-8 requests within
+// seconds on one class's main route of 20-40 devices, in 3-6 minutes) and a
+// leaked API key (one device's key used from 40-80 addresses of several
+// countries over 20-40 minutes). Their labels list every device
+// (Label.Devices) and address (Label.IPs) involved (campaign.go).
+//
 // # A second model
 //
 // Everything above is ModelBasic, the model the detectors were developed and

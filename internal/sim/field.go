@@ -154,6 +154,7 @@ type Field struct {
 	devs       []fdev
 	homes      []household
 	atks       []fattack
+	camps      []campaign // Config.Entities
 	labels     []Label
 	near       []Label
 	heap       schedule
@@ -191,7 +192,12 @@ func NewField(cfg Config) (*Field, error) {
 		f.planAttacks(&plan)
 	}
 	f.planEvents(&plan)
-	f.heap = make(schedule, 0, len(f.devs)+len(f.atks))
+	if cfg.Entities {
+		var labels []Label
+		f.camps, labels = planCampaigns(cfg, f, f.start, f.end, len(f.labels))
+		f.labels = append(f.labels, labels...)
+	}
+	f.heap = make(schedule, 0, len(f.devs)+len(f.atks)+len(f.camps))
 	for i := range f.devs {
 		d := &f.devs[i]
 		f.startProcs(d, d.joinAt)
@@ -204,6 +210,9 @@ func NewField(cfg Config) (*Field, error) {
 	}
 	for i := range f.atks {
 		f.heap = append(f.heap, item{f.atks[i].start, int32(len(f.devs) + i)})
+	}
+	for i := range f.camps {
+		f.heap = append(f.heap, item{f.camps[i].start, int32(len(f.devs) + len(f.atks) + i)})
 	}
 	f.heap.init()
 	return f, nil
@@ -416,8 +425,10 @@ func (f *Field) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 		var emitted bool
 		if int(top.id) < len(f.devs) {
 			dst, next, emitted = f.deviceEvent(dst, &f.devs[top.id], top.t)
+		} else if i := int(top.id) - len(f.devs); i < len(f.atks) {
+			dst, next, emitted = f.attackEvent(dst, &f.atks[i], top.t)
 		} else {
-			dst, next, emitted = f.attackEvent(dst, &f.atks[int(top.id)-len(f.devs)], top.t)
+			dst, next, emitted = f.campaignEvent(dst, &f.camps[i-len(f.atks)], top.t)
 		}
 		f.heap.reschedule(next, "field")
 		if emitted {

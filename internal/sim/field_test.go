@@ -2,6 +2,7 @@ package sim
 
 import (
 	"crypto/sha256"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -120,7 +121,7 @@ func TestFieldDeterminism(t *testing.T) {
 	cfg := fieldConfig(5)
 	f1, evs1, a := runField(t, cfg)
 	f2, _, b := runField(t, cfg)
-	if a != b || !slices.Equal(f1.Labels(), f2.Labels()) || !slices.Equal(f1.NearMisses(), f2.NearMisses()) {
+	if a != b || !reflect.DeepEqual(f1.Labels(), f2.Labels()) || !reflect.DeepEqual(f1.NearMisses(), f2.NearMisses()) {
 		t.Fatalf("the same Config gave different runs")
 	}
 	_, _, c := runField(t, fieldConfig(6))

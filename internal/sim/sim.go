@@ -103,6 +103,7 @@ type Sim struct {
 	end     int64
 	devs    []device
 	atks    []attack
+	camps   []campaign // Config.Entities
 	labels  []Label
 	heap    schedule
 	emitted int
@@ -138,7 +139,12 @@ func New(cfg Config) (*Sim, error) {
 		s.planAttacks(&plan)
 	}
 	s.planIrregularities(&plan)
-	s.heap = make(schedule, 0, len(s.devs)+len(s.atks))
+	if cfg.Entities {
+		var labels []Label
+		s.camps, labels = planCampaigns(cfg, s, s.start, s.end, len(s.labels))
+		s.labels = append(s.labels, labels...)
+	}
+	s.heap = make(schedule, 0, len(s.devs)+len(s.atks)+len(s.camps))
 	for i := range s.devs {
 		d := &s.devs[i]
 		first := s.start
@@ -149,6 +155,9 @@ func New(cfg Config) (*Sim, error) {
 	}
 	for i := range s.atks {
 		s.heap = append(s.heap, item{s.atks[i].start, int32(len(s.devs) + i)})
+	}
+	for i := range s.camps {
+		s.heap = append(s.heap, item{s.camps[i].start, int32(len(s.devs) + len(s.atks) + i)})
 	}
 	s.heap.init()
 	return s, nil
@@ -331,8 +340,10 @@ func (s *Sim) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 		if int(top.id) < len(s.devs) {
 			dst, next = s.deviceEvent(dst, &s.devs[top.id], top.t)
 			emitted = true
+		} else if i := int(top.id) - len(s.devs); i < len(s.atks) {
+			dst, next, emitted = s.attackEvent(dst, &s.atks[i], top.t)
 		} else {
-			dst, next, emitted = s.attackEvent(dst, &s.atks[int(top.id)-len(s.devs)], top.t)
+			dst, next, emitted = s.campaignEvent(dst, &s.camps[i-len(s.atks)], top.t)
 		}
 		s.heap.reschedule(next, "fleet")
 		if emitted {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -171,14 +172,14 @@ func TestDeterminism(t *testing.T) {
 	if a != b || na != nb {
 		t.Fatalf("the same seed gave different streams (%d and %d events)", na, nb)
 	}
-	if !slices.Equal(la, lb) {
+	if !reflect.DeepEqual(la, lb) {
 		t.Fatalf("the same seed gave different labels:\n%v\n%v", la, lb)
 	}
 	c, lc, _ := digest(t, smallConfig(8))
 	if a == c {
 		t.Fatalf("seeds 7 and 8 gave the same stream")
 	}
-	if slices.Equal(la, lc) {
+	if reflect.DeepEqual(la, lc) {
 		t.Fatalf("seeds 7 and 8 gave the same labels")
 	}
 }

@@ -41,7 +41,8 @@ type StreamsConfig struct {
 	Retention string
 	// DLQMaxAge bounds how long dead letters stay in IOTWATCH_DLQ (0: forever).
 	DLQMaxAge time.Duration
-	// AlertsMaxAge bounds how long alerts stay in IOTWATCH_ALERTS (0: forever).
+	// AlertsMaxAge bounds how long alerts stay in IOTWATCH_ALERTS, and
+	// incidents in IOTWATCH_INCIDENTS (0: forever).
 	AlertsMaxAge time.Duration
 	// DecisionsMaxAge bounds how long decisions stay in IOTWATCH_DECISIONS (0: forever).
 	DecisionsMaxAge time.Duration
@@ -162,8 +163,8 @@ func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
 	return 0, badField("logs.retention", fmt.Sprintf("%q", s), `must be "limits", "workqueue" or "interest"`)
 }
 
-// Ensure creates or updates the four iotwatch streams (IOTWATCH_LOGS,
-// IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS), the KV bucket of active
+// Ensure creates or updates the five iotwatch streams (IOTWATCH_LOGS,
+// IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS, IOTWATCH_INCIDENTS), the KV bucket of active
 // blocks (history 1; per-key TTL where the server supports it, see
 // BlocksMarkerTTL) and the pipeline's durable pull consumer on IOTWATCH_LOGS
 // (explicit acks, MaxAckPending, AckWait, MaxDeliver, delivering from the
@@ -210,6 +211,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 			Description: "iotwatch: block, throttle and unblock decisions",
 			Subjects:    []string{schemas.SubjectDecisionsAll},
 			MaxAge:      cfg.DecisionsMaxAge,
+			Storage:     jetstream.FileStorage,
+		},
+		{
+			Name:        schemas.StreamIncidents,
+			Description: "iotwatch: incidents (groups of alerts), one subject per severity, a message per update",
+			Subjects:    []string{schemas.SubjectIncidentsAll},
+			MaxAge:      cfg.AlertsMaxAge, // incidents live as long as the alerts they group
 			Storage:     jetstream.FileStorage,
 		},
 	}

@@ -430,6 +430,17 @@ func (c *ClickHouse) WriteAlerts(ctx context.Context, alerts []schemas.Alert) er
 	return c.insertColumns(ctx, table, len(alerts), alertColumns(alerts))
 }
 
+// WriteIncidents inserts incident updates into the incidents table, retrying
+// like WriteScored. Every update is a row; the table keeps the highest
+// version of each id.
+func (c *ClickHouse) WriteIncidents(ctx context.Context, incs []schemas.Incident) error {
+	if len(incs) == 0 {
+		return nil
+	}
+	table := schemas.IncidentsTable()
+	return c.insertColumns(ctx, table, len(incs), incidentColumns(incs))
+}
+
 // WriteDecisions inserts decisions into the decisions table, retrying like WriteScored.
 func (c *ClickHouse) WriteDecisions(ctx context.Context, ds []schemas.Decision) error {
 	if len(ds) == 0 {

@@ -306,6 +306,44 @@ func decisionColumns(ds []schemas.Decision) map[string]any {
 	}
 }
 
+// incidentColumns returns the incidents as column slices keyed by column name.
+func incidentColumns(incs []schemas.Incident) map[string]any {
+	n := len(incs)
+	var (
+		ids, tenants, sevs, firstAlerts, lastAlerts = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		versions                                    = make([]uint64, n)
+		first, firstMs, last, lastMs                = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		scores                                      = make([]float64, n)
+		alerts, devices, entityCount, decisionCount = make([]uint32, n), make([]uint32, n), make([]uint32, n), make([]uint32, n)
+		sample, entities, kinds, decisions          = make([][]string, n), make([][]string, n), make([][]string, n), make([][]string, n)
+	)
+	for i := range incs {
+		x := &incs[i]
+		ids[i], tenants[i], sevs[i], firstAlerts[i], lastAlerts[i] = x.ID, x.Tenant, x.Severity, x.FirstAlertID, x.LastAlertID
+		versions[i] = x.Version
+		first[i], firstMs[i], last[i], lastMs[i] = dateTime(x.FirstSeen), unixMilli(x.FirstSeen), dateTime(x.LastSeen), unixMilli(x.LastSeen)
+		scores[i] = x.Score
+		alerts[i], devices[i], entityCount[i], decisionCount[i] = uint32(x.Alerts), uint32(x.Devices), uint32(x.EntityCount), uint32(x.DecisionCount)
+		sample[i], entities[i], kinds[i], decisions[i] = nonNil(x.DeviceSample), nonNil(x.Entities), nonNil(x.Reasons), nonNil(x.Decisions)
+	}
+	return map[string]any{
+		schemas.ColID: ids, schemas.ColVersion: versions, schemas.ColTenant: tenants,
+		schemas.ColFirstSeen: first, schemas.ColFirstSeenMs: firstMs, schemas.ColLastSeen: last, schemas.ColLastSeenMs: lastMs,
+		schemas.ColSeverity: sevs, schemas.ColScore: scores, schemas.ColAlertCount: alerts, schemas.ColDeviceCount: devices,
+		schemas.ColDeviceSample: sample, schemas.ColEntities: entities, schemas.ColEntityCount: entityCount,
+		schemas.ColFindingKinds: kinds, schemas.ColDecisionIDs: decisions, schemas.ColDecisionCount: decisionCount,
+		schemas.ColFirstAlertID: firstAlerts, schemas.ColLastAlertID: lastAlerts,
+	}
+}
+
+// nonNil returns s, or an empty slice for nil.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 // appendAll returns a fill function appending cols, keyed by column name, in
 // table order.
 func appendAll(table *schemas.Table, cols map[string]any) func(driver.Batch) error {

@@ -116,6 +116,36 @@ func (p *NATSPublisher) PublishAlerts(ctx context.Context, alerts []schemas.Aler
 	return p.waitAcks(ctx, futures)
 }
 
+// PublishIncidents publishes each incident update as JSON on
+// iotwatch.incidents.<severity> (stream IOTWATCH_INCIDENTS) with Nats-Msg-Id
+// set to its ID and Version, so that a retried or redelivered update is
+// dropped and every later version is stored, and returns once every update
+// is stored. An incident with an empty ID or severity is rejected before
+// anything is published.
+func (p *NATSPublisher) PublishIncidents(ctx context.Context, incs []schemas.Incident) error {
+	for i := range incs {
+		if incs[i].ID == "" || incs[i].Severity == "" {
+			return fmt.Errorf("cannot publish incident %q: id and severity must be set (severity %q)", incs[i].ID, incs[i].Severity)
+		}
+	}
+	futures := make([]pending, 0, len(incs))
+	for i := range incs {
+		inc := &incs[i]
+		data, err := json.Marshal(inc)
+		if err != nil {
+			return fmt.Errorf("cannot encode incident %q: %w", inc.ID, err)
+		}
+		subject := schemas.SubjectIncidentsPrefix + "." + bus.SubjectToken(inc.Severity)
+		msgID := inc.ID + "/" + strconv.FormatUint(inc.Version, 10)
+		f, err := p.js.PublishMsgAsync(newMsg(subject, data), jetstream.WithMsgID(msgID), jetstream.WithExpectStream(schemas.StreamIncidents))
+		if err != nil {
+			return fmt.Errorf("cannot publish incident %q to %q: %w", inc.ID, subject, err)
+		}
+		futures = append(futures, pending{f, "incident", msgID, subject})
+	}
+	return p.waitAcks(ctx, futures)
+}
+
 // PublishDecisions publishes each decision as JSON on
 // iotwatch.decisions.<action> (stream IOTWATCH_DECISIONS) with Nats-Msg-Id set
 // to its ID, waits for every PubAck, then applies the decisions in order to the

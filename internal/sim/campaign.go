@@ -1,0 +1,333 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+)
+
+// Attacks spread over many devices or addresses (Label.Type), injected with
+// Config.Entities in both models. No single device's traffic shows them
+// clearly: they are for judges of entities (a client IP, its network, an API
+// key) and for incidents. Their labels name every device (Label.Devices) and
+// address (Label.IPs) involved.
+const (
+	// AttackCredentialStuffing: one address from a hosting network tries one
+	// failed login (401) against each of 250-350 devices' API keys, about one
+	// a second: the 2019 Ring camera credential-stuffing runs, against a fleet.
+	AttackCredentialStuffing = "credential_stuffing"
+	// AttackDistributedFlood: 1,000-1,500 addresses never seen before, from
+	// residential and mobile networks of every country (a botnet), each send
+	// a burst of 4-8 requests within seconds on one route (one class's main
+	// command) of 20-40 devices, all within 3-6 minutes: the Mirai floods.
+	AttackDistributedFlood = "distributed_flood"
+	// AttackLeakedKey: one device's API key, leaked (a public repository, a
+	// decompiled app), is used from 40-80 addresses on networks of several
+	// countries over 20-40 minutes, each a few times, for the device's normal
+	// command.
+	AttackLeakedKey = "leaked_api_key"
+)
+
+// EntityAttackTypes lists the attacks spread over devices and addresses, in
+// planning order (after each model's own attack types).
+var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey}
+
+// AttackTypesFor returns the attack types a fleet of cfg injects: its model's
+// (AttackTypesOf), then EntityAttackTypes with Config.Entities.
+func AttackTypesFor(cfg Config) []string {
+	types := AttackTypesOf(cfg.Model)
+	if cfg.Entities && types != nil {
+		types = append(append([]string(nil), types...), EntityAttackTypes...)
+	}
+	return types
+}
+
+// Campaign kinds, in EntityAttackTypes order.
+const (
+	ckStuffing = iota
+	ckDistFlood
+	ckLeakedKey
+)
+
+// floodWave is how many bots of a distributed flood are active at once.
+const floodWave = 50
+
+// campaign is one attack spread over devices or addresses: an event source of
+// the schedule like an attack, with its own timing and content streams. Event
+// n targets devs[target(n)] from addrs[addr(n)].
+type campaign struct {
+	kind   int
+	start  int64
+	end    int64 // no event after end
+	meanS  float64
+	tr, cr rng
+	devs   []int // device indexes (the model's)
+	addrs  []ident
+	burst  int // distributed flood: requests per bot
+	fw     string
+	n      int
+}
+
+// gap returns the time to the campaign's next event.
+func (c *campaign) gap() int64 { return max(msNs, int64(c.meanS*(0.5+c.tr.float())*1e9)/msNs*msNs) }
+
+// target returns the index in c.devs and c.addrs of event n's device and address.
+func (c *campaign) target(n int) (dev, addr int) {
+	switch c.kind {
+	case ckStuffing: // every device once, from the one address
+		return n % len(c.devs), 0
+	case ckDistFlood: // waves of floodWave bots, each sending its burst
+		wave, i := n/(floodWave*c.burst), n%floodWave
+		bot := min(wave*floodWave+i, len(c.addrs)-1)
+		return bot % len(c.devs), bot
+	default: // the leaked key's device, from each address in turn
+		return 0, n % len(c.addrs)
+	}
+}
+
+// events returns how many events c sends.
+func (c *campaign) events() int {
+	switch c.kind {
+	case ckStuffing:
+		return len(c.devs)
+	case ckDistFlood:
+		return len(c.addrs) * c.burst
+	default:
+		return len(c.addrs) * 3
+	}
+}
+
+// campaignFleet is what planning campaigns needs of a model's devices.
+type campaignFleet interface {
+	numDevices() int
+	// eligible: present from the start, not an attack victim.
+	eligible(i int) bool
+	// keyed: an HTTP device with an API key.
+	keyed(i int) bool
+	// floodable: an HTTP device whose main command has its id in the path.
+	floodable(i int) bool
+	sameClass(i, j int) bool
+	deviceID(i int) string
+	tenant(i int) string
+	apiKey(i int) string
+}
+
+// planCampaigns plans max(1, devices/1000) campaigns of each entity attack
+// type in the attack period, from their own random stream (so that the
+// fleet's other plans, and so every other figure, are those of the same seed
+// without Config.Entities), and returns them with their labels, numbered
+// after the first firstLabel labels. Campaign devices are never attack
+// victims; they may be each other's.
+func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel int) ([]campaign, []Label) {
+	plan := newRNG(cfg.Seed, 11<<32)
+	perType := min(20, max(1, cfg.Devices/1000))
+	span := int64(float64(end-start) * (1 - cfg.AttackStart))
+	from := end - span
+	var keyed, floodable []int
+	for i := range fl.numDevices() {
+		if !fl.eligible(i) {
+			continue
+		}
+		if fl.keyed(i) {
+			keyed = append(keyed, i)
+		}
+		if fl.floodable(i) {
+			floodable = append(floodable, i)
+		}
+	}
+	// sample returns n distinct members of set (fewer if set is smaller).
+	sample := func(set []int, n int) []int {
+		s := append([]int(nil), set...)
+		n = min(n, len(s))
+		for i := range n {
+			j := i + plan.intn(len(s)-i)
+			s[i], s[j] = s[j], s[i]
+		}
+		return s[:n]
+	}
+	var residential []int
+	for i := range networks {
+		if networks[i].Kind != KindHosting {
+			residential = append(residential, i)
+		}
+	}
+	// fresh returns n distinct addresses on networks picked from nets.
+	fresh := func(nets []int, n int) []ident {
+		seen := map[string]bool{}
+		out := make([]ident, 0, n)
+		for len(out) < n {
+			id := identOf(&networks[nets[plan.intn(len(nets))]], plan.next())
+			if !seen[id.ip] {
+				seen[id.ip] = true
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	var cs []campaign
+	var labels []Label
+	for k, typ := range EntityAttackTypes {
+		for range perType {
+			c := campaign{kind: k,
+				tr: newRNG(cfg.Seed, uint64(len(cs))+12<<32),
+				cr: newRNG(cfg.Seed, uint64(len(cs))+13<<32)}
+			var desc string
+			switch k {
+			case ckStuffing:
+				c.devs = sample(keyed, int(plan.between(250, 350)))
+				c.addrs = fresh(hostingNets, 1)
+				c.meanS, c.fw = plan.uniform(0.6, 1.4), "python-requests/2.31.0"
+				desc = fmt.Sprintf("credential stuffing: %s %s (AS%d) fails one login (401) against each of %d devices' API keys",
+					c.addrs[0].country, c.addrs[0].ip, c.addrs[0].asn, len(c.devs))
+			case ckDistFlood:
+				if len(floodable) == 0 {
+					continue
+				}
+				first := floodable[plan.intn(len(floodable))]
+				var same []int
+				for _, i := range floodable {
+					if fl.sameClass(i, first) {
+						same = append(same, i)
+					}
+				}
+				c.devs = sample(same, int(plan.between(20, 40)))
+				bots := int(plan.between(1000/floodWave, 1500/floodWave)) * floodWave
+				c.addrs = fresh(residential, bots)
+				c.burst = int(plan.between(4, 8))
+				length := plan.uniform(3, 6) * 60
+				c.meanS, c.fw = length/float64(bots*c.burst), "Mozilla/5.0"
+				desc = fmt.Sprintf("distributed flood: %d new addresses on residential and mobile networks each send %d requests within seconds on the main route of %d devices (class of %s)",
+					bots, c.burst, len(c.devs), fl.deviceID(first))
+			case ckLeakedKey:
+				c.devs = sample(keyed, 1)
+				nets := int(plan.between(40, 80))
+				c.addrs = fresh(residential, nets)
+				length := plan.uniform(20, 40) * 60
+				c.meanS, c.fw = length/float64(nets*3), "okhttp/4.12.0"
+				desc = fmt.Sprintf("the API key %s of %s, leaked, is used from %d addresses on networks of several countries for its normal command",
+					fl.apiKey(c.devs[0]), fl.deviceID(c.devs[0]), nets)
+			}
+			if len(c.devs) == 0 {
+				continue
+			}
+			total := c.events()
+			length := int64(float64(total) * c.meanS * 1e9)
+			c.start = (from + int64(plan.float()*float64(max(0, span-length)))) / msNs * msNs
+			// Run the timing stream once to find the last event.
+			tr, last := c.tr, c.start
+			for range total - 1 {
+				last += c.gap()
+			}
+			c.tr = tr
+			c.end = last
+			l := Label{
+				ID:   fmt.Sprintf("atk-%03d-%s", firstLabel+len(labels)+1, typ),
+				Type: typ, Tenant: fl.tenant(c.devs[0]), Device: fl.deviceID(c.devs[0]),
+				Start: time.Unix(0, c.start).UTC(), End: time.Unix(0, last).UTC(),
+				Description: desc, Events: total,
+			}
+			for _, i := range c.devs {
+				l.Devices = append(l.Devices, fl.deviceID(i))
+			}
+			for _, a := range c.addrs {
+				l.IPs = append(l.IPs, a.ip)
+			}
+			switch k {
+			case ckStuffing:
+				l.IP = c.addrs[0].ip
+			case ckLeakedKey:
+				l.APIKey = fl.apiKey(c.devs[0])
+			}
+			cs = append(cs, c)
+			labels = append(labels, l)
+		}
+	}
+	return cs, labels
+}
+
+// next returns the time of c's event after the one at t, -1 when done.
+func (c *campaign) next(t int64) int64 {
+	c.n++
+	if c.n >= c.events() {
+		return -1
+	}
+	return t + c.gap()
+}
+
+// Basic model.
+
+func (s *Sim) numDevices() int         { return len(s.devs) }
+func (s *Sim) eligible(i int) bool     { return !s.devs[i].victim }
+func (s *Sim) keyed(i int) bool        { return s.devs[i].apiKey != "" && !s.devs[i].cls.mqtt }
+func (s *Sim) sameClass(i, j int) bool { return s.devs[i].cls == s.devs[j].cls }
+func (s *Sim) deviceID(i int) string   { return s.devs[i].id }
+func (s *Sim) tenant(i int) string     { return s.devs[i].tenant }
+func (s *Sim) apiKey(i int) string     { return s.devs[i].apiKey }
+func (s *Sim) floodable(i int) bool {
+	d := &s.devs[i]
+	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
+}
+
+// campaignEvent emits c's event at t and returns its next time (-1 when done).
+func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bool) {
+	di, ai := c.target(c.n)
+	d := &s.devs[c.devs[di]]
+	cr := &c.cr
+	cmd := &atkToken
+	if c.kind != ckStuffing {
+		cmd = &d.cls.cmds[d.cls.main]
+	}
+	r := &s.rec
+	r.reset(d, t, &c.addrs[ai], cmd)
+	r.fw, r.status = c.fw, cmd.status
+	r.in, r.out = cr.between(int64(cmd.in[0]), int64(cmd.in[1])), cr.between(int64(cmd.out[0]), int64(cmd.out[1]))
+	r.latUs = int64(cr.uniform(cmd.latMs[0], cmd.latMs[1]) * 1000)
+	switch c.kind {
+	case ckStuffing:
+		r.auth = "failed"
+	case ckDistFlood:
+		if u := cr.float(); u < 0.3 {
+			r.status, r.out = 429, cr.between(60, 120)
+		} else if u < 0.45 {
+			r.status, r.out = 503, cr.between(80, 200)
+		}
+	}
+	return s.appendRec(dst, r), c.next(t), true
+}
+
+// Field model.
+
+func (f *Field) numDevices() int         { return len(f.devs) }
+func (f *Field) eligible(i int) bool     { return !f.devs[i].victim && f.devs[i].joinAt <= f.start }
+func (f *Field) keyed(i int) bool        { return f.devs[i].apiKey != "" && !f.devs[i].cls.mqtt }
+func (f *Field) sameClass(i, j int) bool { return f.devs[i].cls == f.devs[j].cls }
+func (f *Field) deviceID(i int) string   { return f.devs[i].id }
+func (f *Field) tenant(i int) string     { return f.devs[i].tenant }
+func (f *Field) apiKey(i int) string     { return f.devs[i].apiKey }
+func (f *Field) floodable(i int) bool {
+	d := &f.devs[i]
+	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
+}
+
+// campaignEvent emits c's event at t and returns its next time (-1 when done).
+func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bool) {
+	di, ai := c.target(c.n)
+	d := &f.devs[c.devs[di]]
+	cr := &c.cr
+	cmd := &fAtkToken
+	if c.kind != ckStuffing {
+		cmd = &d.cls.cmds[d.cls.main]
+	}
+	r := &f.rec
+	f.fill(r, d, cr, t, &c.addrs[ai], cmd, c.fw)
+	switch c.kind {
+	case ckStuffing:
+		r.auth = "failed"
+	case ckDistFlood:
+		if u := cr.float(); u < 0.3 {
+			r.status, r.out = 429, cr.lognormal(90, 0.2)
+		} else if u < 0.45 {
+			r.status, r.out = 503, cr.lognormal(150, 0.2)
+		}
+	}
+	return f.sim.appendRec(dst, r), c.next(t), true
+}

@@ -1,0 +1,128 @@
+package sim
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runLines returns every line of cfg's fleet and its labels.
+func runLines(t *testing.T, cfg Config) ([]string, []Label) {
+	t.Helper()
+	fl, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var buf []byte
+	for {
+		line, _, ok := fl.Next(buf[:0])
+		if !ok {
+			break
+		}
+		buf = line
+		out = append(out, string(line))
+	}
+	return out, fl.Labels()
+}
+
+// TestCampaigns: with Entities, each model injects the three attacks spread
+// over devices and addresses as their labels say (credential stuffing: one
+// address, one failed login per device, 250+ devices; distributed flood:
+// 1,000+ new addresses on one route within minutes; leaked key: one key from
+// 40+ addresses), and every other line is exactly the line of the run
+// without Entities, in the same order: the other figures cannot move.
+func TestCampaigns(t *testing.T) {
+	for _, model := range Models {
+		t.Run(model, func(t *testing.T) {
+			cfg := Config{Model: model, Seed: 3, Devices: 800, Duration: 2 * time.Hour, Attacks: true, AttackStart: 0.5}
+			base, baseLabels := runLines(t, cfg)
+			cfg.Entities = true
+			lines, labels := runLines(t, cfg)
+			if len(labels) != len(baseLabels)+len(EntityAttackTypes) {
+				t.Fatalf("%d labels with Entities, want %d", len(labels), len(baseLabels)+len(EntityAttackTypes))
+			}
+			extra, want, j := 0, 0, 0
+			for _, l := range labels[len(baseLabels):] {
+				want += l.Events
+			}
+			for _, line := range lines {
+				if j < len(base) && line == base[j] {
+					j++
+				} else {
+					extra++
+				}
+			}
+			if j != len(base) || extra != want {
+				t.Fatalf("with Entities: %d of %d lines of the run without, %d more (want all, and %d more)", j, len(base), extra, want)
+			}
+			for _, l := range labels[len(baseLabels):] {
+				checkCampaign(t, l, lines)
+			}
+		})
+	}
+}
+
+// checkCampaign checks the lines of one campaign against its label.
+func checkCampaign(t *testing.T, l Label, lines []string) {
+	t.Helper()
+	devs, ips := map[string]bool{}, map[string]bool{}
+	for _, d := range l.Devices {
+		devs[d] = true
+	}
+	for _, ip := range l.IPs {
+		ips[ip] = true
+	}
+	seenDevs, seenIPs, routes, keys := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+	n, failed := 0, 0
+	var first, last time.Time
+	for _, line := range lines {
+		var ev struct {
+			TS     string `json:"ts"`
+			Device string `json:"device"`
+			IP     string `json:"ip"`
+			Method string `json:"method"`
+			Path   string `json:"path"`
+			Auth   string `json:"auth"`
+			APIKey string `json:"api_key"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		at, _ := time.Parse(time.RFC3339, ev.TS)
+		if !devs[ev.Device] || !ips[ev.IP] || at.Before(l.Start) || at.After(l.End) {
+			continue
+		}
+		n++
+		if first.IsZero() {
+			first = at
+		}
+		last = at
+		seenDevs[ev.Device], seenIPs[ev.IP] = true, true
+		routes[ev.Method+" "+strings.ReplaceAll(ev.Path, ev.Device, "{id}")] = true
+		keys[ev.APIKey] = true
+		if ev.Auth == "failed" {
+			failed++
+		}
+	}
+	if n != l.Events || !first.Equal(l.Start) || !last.Equal(l.End) {
+		t.Errorf("%s: %d events in [%v, %v]; label says %d in [%v, %v]", l.ID, n, first, last, l.Events, l.Start, l.End)
+	}
+	switch l.Type {
+	case AttackCredentialStuffing:
+		if len(seenIPs) != 1 || l.IP == "" || !seenIPs[l.IP] || len(seenDevs) < 250 || failed != n || len(routes) != 1 {
+			t.Errorf("%s: %d addresses, %d devices, %d of %d failed, routes %v; want 1 address, 250+ devices, all failed, one route", l.ID, len(seenIPs), len(seenDevs), failed, n, routes)
+		}
+	case AttackDistributedFlood:
+		if len(seenIPs) < 1000 || len(routes) != 1 || last.Sub(first) > 7*time.Minute || len(seenDevs) < 20 {
+			t.Errorf("%s: %d addresses on %d routes (%v) over %v, %d devices; want 1000+ on one route within minutes, 20+ devices", l.ID, len(seenIPs), len(routes), routes, last.Sub(first), len(seenDevs))
+		}
+	case AttackLeakedKey:
+		if len(seenIPs) < 40 || len(keys) != 1 || !keys[l.APIKey] || l.APIKey == "" {
+			t.Errorf("%s: key %q used as %v from %d addresses; want one key from 40+", l.ID, l.APIKey, keys, len(seenIPs))
+		}
+	default:
+		t.Errorf("%s: type %q is no entity attack", l.ID, l.Type)
+	}
+}
