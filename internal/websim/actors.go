@@ -138,7 +138,7 @@ func (l *Log) addBenign(i int, kind string, start int64) {
 	case KindGateway:
 		ua := pick(&r, gatewayUAs)
 		period := sec(float64(pick(&r, []int{30, 60, 300})))
-		for d := range r.between(10, 120) {
+		for d := range r.between(5, 40) {
 			a := l.newActor(label, kind, ua, stream+uint64(1+d))
 			a.ids = []string{"dev-" + pad6(r.intn(900000))}
 			a.plan, a.period = planDevice, period

@@ -32,7 +32,7 @@
 //   - KindDevice: an IoT device on its own address, identified by HTTP basic
 //     auth ($remote_user is its id) or only by the id in its paths, posting
 //     telemetry periodically and fetching its config hourly.
-//   - KindGateway: an IoT gateway forwarding the telemetry of 10-120 devices
+//   - KindGateway: an IoT gateway forwarding the telemetry of 5-40 devices
 //     behind it, each device on its own period.
 //
 // # Attackers (Label.Attack)
@@ -84,7 +84,7 @@ var (
 // Defaults.
 const (
 	DefaultIPs       = 2000
-	DefaultHours     = 6.0
+	DefaultHours     = 4.0
 	DefaultAttackIPs = 32
 )
 
