@@ -20,6 +20,7 @@
 package abuse
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 
@@ -141,7 +142,7 @@ func (Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) sche
 			consider(ReasonAuthFailureBurst, ramp(af, MinAuthFailures), float64(af), MinAuthFailures)
 		}
 	}
-	if KnownBad(ev.Command) || KnownBad(ev.ResourceText) {
+	if KnownBad(ev.Command) || (payload(ev.ResourceText) && KnownBad(ev.ResourceText)) {
 		kb := inc8(&b[22]) + uint32(b[23])
 		consider(ReasonKnownBadRequest, 0.6+0.1*float32(kb-1), float64(kb), 0)
 	}
@@ -183,11 +184,31 @@ func inc8(b *byte) uint32 {
 // everywhere (WordPress, phpMyAdmin, PHPUnit, routers' CGI), and traversal
 // and injection payloads that survive in a path (the query string is not
 // part of a normalized command).
-var knownBad = []string{
+var knownBad = bytesOf(
 	"/.env", "/.git", "/.svn", "/.aws", "/.ds_store", "/.htpasswd", "wp-login", "wp-admin", "wp-content", "xmlrpc.php",
 	"phpmyadmin", "/pma/", "phpunit", "/cgi-bin/", "/boaform", "/hnap1", "/server-status", "/actuator", "web.config",
 	"eval-stdin", "shell.php", "/manager/html", "../", "..%2f", "%2e%2e", "etc/passwd", "etc/shadow", "php://",
 	"%27%20or", "%27%20and", "union%20select", "union+select", "sleep(", "%3cscript", "drop%20table",
+)
+
+func bytesOf(ss ...string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
+}
+
+// payload reports whether identifiers the normalizer took out of a path
+// (ev.ResourceText) may hold a payload: an escape, a dot or a quote. Plain
+// ids ("dev-000042") are not searched.
+func payload(b []byte) bool {
+	for _, c := range b {
+		if c == '%' || c == '.' || c == '\'' {
+			return true
+		}
+	}
+	return false
 }
 
 // KnownBad reports whether b (a normalized command or a path) contains a
@@ -216,11 +237,11 @@ func KnownBad(b []byte) bool {
 
 // plainKnownBad are the entries of knownBad with none of '.', '%', '-', '(':
 // a command without those characters is checked against these only.
-var plainKnownBad = func() []string {
-	var out []string
+var plainKnownBad = func() [][]byte {
+	var out [][]byte
 	for _, s := range knownBad {
 		plain := true
-		for _, c := range []byte(s) {
+		for _, c := range s {
 			if c == '.' || c == '%' || c == '-' || c == '(' {
 				plain = false
 			}
@@ -232,18 +253,9 @@ var plainKnownBad = func() []string {
 	return out
 }()
 
-func containsAny(b []byte, subs []string) bool {
+func containsAny(b []byte, subs [][]byte) bool {
 	for _, s := range subs {
-		if indexOf(b, s) {
-			return true
-		}
-	}
-	return false
-}
-
-func indexOf(b []byte, s string) bool {
-	for i := 0; i+len(s) <= len(b); i++ {
-		if b[i] == s[0] && string(b[i:i+len(s)]) == s {
+		if bytes.Contains(b, s) {
 			return true
 		}
 	}
