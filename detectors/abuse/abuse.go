@@ -23,6 +23,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -142,7 +143,7 @@ func (Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) sche
 			consider(ReasonAuthFailureBurst, ramp(af, MinAuthFailures), float64(af), MinAuthFailures)
 		}
 	}
-	if KnownBad(ev.Command) || (payload(ev.ResourceText) && KnownBad(ev.ResourceText)) {
+	if knownBadMemo(ev.CommandID, ev.Command) || (ev.Resource != 0 && knownBadMemo(ev.Resource^resourceSalt, ev.ResourceText)) {
 		kb := inc8(&b[22]) + uint32(b[23])
 		consider(ReasonKnownBadRequest, 0.6+0.1*float32(kb-1), float64(kb), 0)
 	}
@@ -199,17 +200,36 @@ func bytesOf(ss ...string) [][]byte {
 	return out
 }
 
-// payload reports whether identifiers the normalizer took out of a path
-// (ev.ResourceText) may hold a payload: an escape, a dot or a quote. Plain
-// ids ("dev-000042") are not searched.
-func payload(b []byte) bool {
-	for _, c := range b {
-		if c == '%' || c == '.' || c == '\'' {
-			return true
-		}
+// verdicts memoizes KnownBad of commands by their CommandID, and of the
+// identifiers taken out of paths by their hash (ev.Resource, salted), direct-mapped:
+// a slot holds the id with its lowest bit replaced by the verdict (0: empty).
+// A command vocabulary is small and repeats, so the search runs about once
+// per command and slot, not once per event. KnownBad is a pure function of
+// the command, so the cache changes no result, whatever the workers that
+// share it do (each slot is one atomic word).
+var verdicts [1 << 12]atomic.Uint64
+
+// resourceSalt keeps identifiers' hashes apart from commands' in verdicts.
+const resourceSalt = 0x5bd1e9955bd1e995
+
+// knownBadMemo is KnownBad(b), memoized in verdicts under id, b's hash.
+func knownBadMemo(id uint64, b []byte) bool {
+	key := id | 1 // never 0
+	slot := &verdicts[id%uint64(len(verdicts))]
+	if v := slot.Load(); v|1 == key {
+		return v&1 == 1
 	}
-	return false
+	bad := KnownBad(b)
+	v := key &^ 1
+	if bad {
+		v |= 1
+	}
+	if v != 0 {
+		slot.Store(v)
+	}
+	return bad
 }
+
 
 // KnownBad reports whether b (a normalized command or a path) contains a
 // known-bad substring, ignoring ASCII case. It does not allocate.
