@@ -230,7 +230,6 @@ func knownBadMemo(id uint64, b []byte) bool {
 	return bad
 }
 
-
 // KnownBad reports whether b (a normalized command or a path) contains a
 // known-bad substring, ignoring ASCII case. It does not allocate.
 func KnownBad(b []byte) bool {
