@@ -60,8 +60,14 @@ type WebResult struct {
 	Attacks []WebAttackRow `json:"attack_types"`
 	Benign  []WebBenignRow `json:"benign_kinds"`
 	// Totals over the rows.
-	Attackers, AttackersAlerted, AttackersBlocked, AttackersSignature int
-	BenignIPs, BenignAlerted, BenignBlocked, BenignSignature          int
+	Attackers          int `json:"attackers"`
+	AttackersAlerted   int `json:"attackers_alerted"`
+	AttackersBlocked   int `json:"attackers_blocked"`
+	AttackersSignature int `json:"attackers_signature"`
+	BenignIPs          int `json:"benign_ips"`
+	BenignAlerted      int `json:"benign_alerted"`
+	BenignBlocked      int `json:"benign_blocked"`
+	BenignSignature    int `json:"benign_signature"`
 	// BenignAlertReasons counts, per detector/reason, the benign addresses an
 	// alert with that reason named.
 	BenignAlertReasons map[string]int `json:"benign_alert_reasons"`
