@@ -3,6 +3,12 @@
 // over a cool-down, and issues block decisions above a threshold, subject to an
 // allowlist, dry-run and a cap on new blocks per minute.
 //
+// What judges a client depends on what it is (detectors.SubjectOf): a device
+// its source identified is judged by every finding and blocked at the block
+// threshold; any other client (an address, or a person's or a script's
+// login) is judged by absolute findings alone (KeepAbsolute) and blocked
+// only on one scoring at least AddressBlockScore.
+//
 // An Engine holds per-device bookkeeping and belongs to one worker (one writer per
 // device); the block-rate Limiter is shared by all engines. All times are event
 // times, so replaying the same events yields the same alerts and decisions.
