@@ -33,7 +33,7 @@ func run(t *testing.T, cfg Config) ([]byte, []Label) {
 
 // TestDeterministic: the same Config gives the same bytes; another seed does not.
 func TestDeterministic(t *testing.T) {
-	cfg := Config{Seed: 3, IPs: 60, Hours: 0.5}
+	cfg := Config{Seed: 3, IPs: 60, Hours: 0.5, AttackIPs: 5}
 	a, _ := run(t, cfg)
 	b, _ := run(t, cfg)
 	if !bytes.Equal(a, b) {
@@ -48,7 +48,7 @@ func TestDeterministic(t *testing.T) {
 // TestMix: every kind and attack type is present, each attacker made
 // requests, and the lines look like NGINX's combined format.
 func TestMix(t *testing.T) {
-	out, labels := run(t, Config{Seed: 1, IPs: 300, Hours: 1})
+	out, labels := run(t, Config{Seed: 1, IPs: 300, Hours: 1, AttackIPs: 16})
 	kinds := map[string]int{}
 	for _, l := range labels {
 		kinds[l.Kind]++
