@@ -90,6 +90,13 @@ type Spec struct {
 	// constant in the detector's package: snake_case, unique across
 	// detectors, and none of schemas' own (ReasonNone, ReasonAllowlisted, ...).
 	Reasons []string
+	// Absolute lists the reasons, among Reasons, that are absolute evidence:
+	// judged against fixed bounds no benign client of any kind reaches (a
+	// request for a known-bad path, dozens of authentication failures in
+	// minutes), not against the identity's own baseline. They alone judge
+	// and can block a client that is no device identity (Subject.Device is
+	// false: an address, a person's or a script's login; package decide).
+	Absolute []string
 	// Shapes, optional, turn random events into events of the kind this
 	// detector judges (a rare status code, a command word, an argument). The
 	// conformance tests apply every registered detector's shapes to their
@@ -126,6 +133,12 @@ func Register(s Spec) {
 	}
 	if _, dup := registry[s.Name]; dup {
 		panic(fmt.Sprintf("BUG: detector %q registered twice", s.Name))
+	}
+	for _, r := range s.Absolute {
+		if !slices.Contains(s.Reasons, r) {
+			panic(fmt.Sprintf("BUG: detector %q declares absolute reason %q that is not among its reasons", s.Name, r))
+		}
+		absolute[r] = true
 	}
 	registry[s.Name] = s
 }

@@ -27,6 +27,7 @@ var plotHelp = " (only in a binary built with -tags plot: make build-plot)"
 // their flags.
 var evalCommands = []command{
 	{"attacks", "run the simulated fleet's labelled attacks through the detectors and decide: recall, time to detect, precision", evalAttacks},
+	{"web", "replay a generated NGINX log of people, crawlers, integrations, devices and attackers: benign addresses alerted and blocked, attackers caught, next to a signature tool", evalWeb},
 	{"nab", "score time series (NAB layout: DIR/<category>/<file>.csv) with the volume model's core", evalNAB},
 	{"sequences", "learn command sequences from a training file and score a test file (label<TAB>tokens)", evalSequences},
 }

@@ -21,7 +21,7 @@
 //
 //	device ID [tenant=T] [class=C] [country=CC] [asn=N] [loc=LAT,LON] [ip=ADDR[|ADDR...]]
 //	    [cmd="METHOD /path"] [status=N] [auth=ok|failed|none] [bytes=N (out)] [bytesin=N]
-//	    [args="NAME=V ..."]
+//	    [args="NAME=V ..."] [idby=METHOD] [ua="USER AGENT"]
 //	    selects device ID (each device has its own state record) and sets the
 //	    fields its next events carry; fields not given keep their previous value.
 //	    args are the command's numeric arguments (schemas.Event.Args): V is a
@@ -29,7 +29,11 @@
 //	    them. Numeric query parameters in cmd ("?temp=90") are arguments too,
 //	    as the decoders read them. ip is the client address; with several,
 //	    separated by '|', events take them in turn (one identity used from
-//	    two places at once); ip= clears it.
+//	    two places at once); ip= clears it. idby is how the source identified
+//	    the device (schemas.IDMethod's names: api_key, token, client_ip, ...;
+//	    default unknown), ua its user agent (schemas.Event.Firmware): together
+//	    they make a client that is no device identity (detectors.SubjectOf),
+//	    whose findings decide keeps only if absolute (decide.KeepAbsolute).
 //	replay every=D count=N [jitter=D] [cycle=D amp=F] [day=H1-H2:F] [errrate=F [errstatus=N]] [failrate=F] [FIELD=V...]
 //	    emits N events of the current device at now+D, now+2D, ... and moves now
 //	    to the last one. jitter moves each event time by up to ±D (events may then
@@ -121,6 +125,8 @@ type fields struct {
 	asn                                 uint32
 	lat, lon                            float32
 	ips                                 []netip.Addr
+	idBy                                schemas.IDMethod
+	ua                                  string
 }
 
 // argSpec is a scenario argument: a value, or a uniform draw in [lo, hi].
@@ -446,6 +452,14 @@ func (f *fields) set(k, v string) error {
 		} else {
 			f.bytesIn = n
 		}
+	case "idby":
+		m, ok := parseIDMethod(v)
+		if !ok {
+			return fmt.Errorf("cannot parse idby %q: want one of schemas.IDMethod's names", v)
+		}
+		f.idBy = m
+	case "ua":
+		f.ua = v
 	case "asn":
 		n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToUpper(v), "AS"), 10, 32)
 		if err != nil {
@@ -750,6 +764,18 @@ func (r *Runner) fill(f *fields, t time.Duration) {
 		ev.ClientIP = f.ips[r.seq%uint64(len(f.ips))]
 	}
 	ev.Protocol = schemas.ProtoHTTP
+	ev.IDMethod = f.idBy
+	ev.SetText(&ev.Firmware, []byte(f.ua))
+}
+
+// parseIDMethod returns the schemas.IDMethod named v.
+func parseIDMethod(v string) (schemas.IDMethod, bool) {
+	for m := schemas.IDUnknown; m.String() != "unknown" || m == schemas.IDUnknown; m++ {
+		if m.String() == v {
+			return m, true
+		}
+	}
+	return schemas.IDUnknown, false
 }
 
 // expand replaces "{i}" in cmd with seq and "{i%N}" with seq modulo N.

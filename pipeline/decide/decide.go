@@ -3,6 +3,12 @@
 // over a cool-down, and issues block decisions above a threshold, subject to an
 // allowlist, dry-run and a cap on new blocks per minute.
 //
+// What judges a client depends on what it is (detectors.SubjectOf): a device
+// its source identified is judged by every finding and blocked at the block
+// threshold; any other client (an address, or a person's or a script's
+// login) is judged by absolute findings alone (KeepAbsolute) and blocked
+// only on one scoring at least AddressBlockScore.
+//
 // An Engine holds per-device bookkeeping and belongs to one worker (one writer per
 // device); the block-rate Limiter is shared by all engines. All times are event
 // times, so replaying the same events yields the same alerts and decisions.
@@ -17,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -336,6 +343,45 @@ func (e *Engine) Tick(now int64) {
 	e.latest = max(e.latest, now)
 }
 
+// AddressBlockScore is the evidence a block of a client that is no device
+// identity needs (detectors.Subject.Device is false: an address, or a
+// person's or a script's login): one absolute finding (detectors.Absolute)
+// scoring at least this, whatever the combined score. An address may be a
+// NAT shared by a household, an office or a gateway's devices, and nothing
+// but its own requests vouches for what it is: several weaker findings
+// together never block it. A device its source identified blocks at the
+// block threshold, as before.
+const AddressBlockScore = 0.95
+
+// KeepAbsolute drops from s the findings whose reasons are not absolute
+// (detectors.Absolute), keeping the order of the rest: what judges a client
+// that is no device identity (detectors.Subject.Device is false). Such a
+// client has no baseline worth judging against (page loads are bursts, an
+// export runs at the top of the hour, an office or a gateway shares one
+// address), so its rate spikes, new commands and response sizes are not
+// findings about it. It does not allocate.
+func KeepAbsolute(s *schemas.Scored) {
+	n := 0
+	for i := range s.N {
+		if detectors.Absolute(s.Findings[i].Reason) {
+			s.Findings[n] = s.Findings[i]
+			n++
+		}
+	}
+	s.N = n
+}
+
+// absoluteScore returns the highest score of s's absolute findings, 0 if none.
+func absoluteScore(s *schemas.Scored) float32 {
+	var top float32
+	for _, f := range s.Reasons() {
+		if f.Score > top && detectors.Absolute(f.Reason) {
+			top = f.Score
+		}
+	}
+	return top
+}
+
 // Combine returns the noisy-or of the findings' scores: independent evidence
 // accumulates, and one certain finding is enough.
 func Combine(s *schemas.Scored) float32 {
@@ -366,6 +412,10 @@ func (e *Engine) Severity(score float64) string {
 // otherwise). It does not retain ev or s. The common path (score below the
 // alert threshold) does not allocate.
 func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	subject := detectors.SubjectOf(ev)
+	if !subject.Device() {
+		KeepAbsolute(s)
+	}
 	s.Score = Combine(s)
 	score := float64(s.Score)
 	if score < e.cfg.AlertThreshold {
@@ -393,7 +443,8 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	}
 	// A block is due whenever the score warrants one and the scope is not
 	// blocked yet, even if the alert itself is a repeat.
-	wantBlock := score >= e.cfg.BlockThreshold && !e.allow.Allows(ev)
+	wantBlock := score >= e.cfg.BlockThreshold && !e.allow.Allows(ev) &&
+		(subject.Device() || absoluteScore(s) >= float32(AddressBlockScore))
 	var scope, value, key string
 	var b block
 	if wantBlock {

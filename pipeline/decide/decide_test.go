@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/detectors/abuse"
 	"github.com/iotwatch/iotwatch/detectors/command"
 	"github.com/iotwatch/iotwatch/detectors/geo"
 	"github.com/iotwatch/iotwatch/detectors/volume"
@@ -227,7 +228,9 @@ func TestScopeFollowsIdentity(t *testing.T) {
 	f("MQTT username", "auto", mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
 	f("MQTT client id", "auto", mqtt(schemas.IDMQTTClient), "therm-5", "", "acme", flooded, schemas.ScopeMQTTClientID, "therm-5")
 	f("MQTT certificate", "auto", mqtt(schemas.IDCertificate), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
-	f("client IP only", "auto", http(schemas.IDClientIP), "203.0.113.7", "", "acme", flooded, schemas.ScopeIP, "203.0.113.7")
+	// An address is blocked only on absolute evidence (AddressBlockScore).
+	probed := []schemas.Finding{{Detector: abuse.Name, Reason: abuse.ReasonKnownBadRequest, Score: 0.99}}
+	f("client IP only", "auto", http(schemas.IDClientIP), "203.0.113.7", "", "acme", probed, schemas.ScopeIP, "203.0.113.7")
 	f("fixed device, API-key device", schemas.ScopeDevice, http(schemas.IDAPIKey), hash, hash, "acme", stolen, schemas.ScopeAPIKey, hash)
 	f("fixed device, MQTT username", schemas.ScopeDevice, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
 	f("fixed api_key without a key", schemas.ScopeAPIKey, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
