@@ -71,6 +71,10 @@ type Options struct {
 	// had. Default (0): free ports picked by the kernel.
 	TCPPort  int
 	HTTPPort int
+	// ExtraConfig is XML inserted into config.xml's root element, such as the
+	// remote_servers, macros and zookeeper sections of a cluster member (see
+	// StartCluster). It is written as given: escape what it quotes.
+	ExtraConfig string
 }
 
 // Server is a running private clickhouse-server. Its methods are safe for
@@ -88,6 +92,7 @@ type Server struct {
 	stopOnce   sync.Once
 	stopErr    error
 	outputFile *os.File
+	extra      string
 }
 
 // startAttempts bounds the retries when a freshly picked port was taken by
@@ -124,7 +129,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("cannot resolve clickhouse-server directory %q: %w", o.Dir, err)
 	}
 	for attempt := 1; ; attempt++ {
-		s := &Server{bin: bin, dir: dir, removeDir: removeDir, log: o.Log, tcpPort: o.TCPPort, httpPort: o.HTTPPort}
+		s := &Server{bin: bin, dir: dir, removeDir: removeDir, log: o.Log, tcpPort: o.TCPPort, httpPort: o.HTTPPort, extra: o.ExtraConfig}
 		err = s.start(ctx, o.StartTimeout)
 		if err == nil {
 			return s, nil
@@ -276,6 +281,7 @@ func (s *Server) writeConfig() (string, error) {
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
+` + s.extra + `
 </yandex>
 `
 	users := `<?xml version="1.0"?>
