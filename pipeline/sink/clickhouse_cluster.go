@@ -25,7 +25,9 @@ func (h ClusterHost) Addr() string { return net.JoinHostPort(h.Host, strconv.Ito
 
 // ClusterHosts returns the hosts of the writer's cluster, by shard then
 // replica, as the server it is connected to lists them.
-func (c *ClickHouse) ClusterHosts(ctx context.Context) ([]ClusterHost, error) { return c.clusterHosts(ctx) }
+func (c *ClickHouse) ClusterHosts(ctx context.Context) ([]ClusterHost, error) {
+	return c.clusterHosts(ctx)
+}
 
 func (c *ClickHouse) clusterHosts(ctx context.Context) ([]ClusterHost, error) {
 	rows, err := c.conn.Query(ctx, "SELECT shard_num, replica_num, host_name, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", c.cfg.Cluster)
@@ -45,8 +47,8 @@ func (c *ClickHouse) clusterHosts(ctx context.Context) ([]ClusterHost, error) {
 		return nil, fmt.Errorf("cannot list the hosts of ClickHouse cluster %q on %q: %w", c.cfg.Cluster, c.dsn, err)
 	}
 	if len(hosts) == 0 {
-		var names []string
-		if err := c.conn.Select(ctx, &names, "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster"); err != nil {
+		names, err := queryStrings(ctx, c.conn, "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster")
+		if err != nil {
 			names = []string{"(cannot list them: " + err.Error() + ")"}
 		}
 		return nil, fmt.Errorf("cannot use ClickHouse cluster %q: the server at %q has no such cluster in its remote_servers (it has: %s)",
@@ -239,4 +241,22 @@ func distributedCluster(engineFull string) string {
 	}
 	first, _, _ := strings.Cut(args, ",")
 	return strings.Trim(strings.TrimSpace(first), "'`\"")
+}
+
+// queryStrings returns the one String column of query's rows.
+func queryStrings(ctx context.Context, conn driver.Conn, query string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }

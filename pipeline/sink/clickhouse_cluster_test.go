@@ -1,0 +1,395 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// The cluster tests run against two private servers on loopback that know
+// each other as the two shards of cluster "iotwatch" (sharedCluster): no
+// ZooKeeper, so Migrate applies the DDL on each host and the local parts are
+// plain ReplacingMergeTree tables.
+
+// openClusterWriter opens a writer on the first server of cl for cluster
+// cl.Name(), with a database of the test's own (dropped first on every host),
+// migrated.
+func openClusterWriter(t testing.TB, cl *chserver.Cluster, cfg ClickHouseConfig) *ClickHouse {
+	t.Helper()
+	cfg.DSN = cl.Servers()[0].DSN()
+	cfg.Cluster = cl.Name()
+	if cfg.Database == "" {
+		cfg.Database = "t_" + strings.ToLower(nonIdent.ReplaceAllString(t.Name(), "_"))
+	}
+	ctx := context.Background()
+	for _, s := range cl.Servers() {
+		if err := hostConn(t, s).Exec(ctx, "DROP DATABASE IF EXISTS "+schemas.QuoteIdent(cfg.Database)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := OpenClickHouse(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// hostConn is a plain connection to one server of a cluster.
+func hostConn(t testing.TB, s *chserver.Server) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{net.JoinHostPort("127.0.0.1", fmt.Sprint(s.TCPPort()))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// fleetRecord is rows first..first+n-1 of testRecord's sequence, spread over
+// devices devices of two tenants.
+func fleetRecord(t testing.TB, first, n, devices int) arrow.RecordBatch {
+	t.Helper()
+	b := schemas.NewScoredBatch(memory.DefaultAllocator)
+	defer b.Release()
+	var ev schemas.Event
+	var s schemas.Scored
+	for i := first; i < first+n; i++ {
+		fillTestEvent(&ev, &s, i)
+		ev.SetDevice([]byte([]string{"acme", "globex"}[i%2]), fmt.Appendf(nil, "dev-%04d", (i/2)%devices))
+		b.Append(&ev, &s)
+	}
+	return b.NewRecord()
+}
+
+// uint64Query runs a query of one UInt64 on conn.
+func uint64Query(t testing.TB, conn driver.Conn, q string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// deviceKeys returns the distinct "tenant/device" of table on conn.
+func deviceKeys(t testing.TB, conn driver.Conn, db, table string) []string {
+	t.Helper()
+	q := "SELECT DISTINCT concat(tenant, '/', device) AS k FROM " + schemas.QuoteIdent(db) + "." + schemas.QuoteIdent(table) + " ORDER BY k"
+	keys, err := queryStrings(context.Background(), conn, q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return keys
+}
+
+// TestClusterWrites writes a fleet's scored events and alerts through the
+// Distributed tables of a two-shard cluster: as soon as each write returns,
+// every row is stored once (raw count, FINAL count and distinct ids equal
+// what was sent), each device's rows (events and alerts) are on exactly one
+// shard, and both shards hold some. A batch written again (a retry after a
+// lost acknowledgement) collapses: FINAL and distinct counts are unchanged.
+func TestClusterWrites(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	c := openClusterWriter(t, cl, ClickHouseConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const (
+		batches   = 3
+		perBatch  = 2000
+		devices   = 150 // per tenant, two tenants: 300 device keys
+		sent      = batches * perBatch
+		deviceKey = 2 * devices
+	)
+	for b := range batches {
+		rec := fleetRecord(t, b*perBatch, perBatch, devices)
+		err := c.WriteScored(ctx, rec)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := schemas.QuoteIdent(c.db)
+	local := cl.Servers()
+	dist := hostConn(t, local[1]) // the other server answers for the whole cluster too
+	count := func(conn driver.Conn, table, mod string) uint64 {
+		return uint64Query(t, conn, "SELECT count() FROM "+db+"."+schemas.QuoteIdent(table)+mod)
+	}
+	// Synchronous inserts: the rows are on the shards when WriteScored returns, no wait.
+	var onShards uint64
+	for _, s := range local {
+		onShards += count(hostConn(t, s), schemas.ScoredTable().LocalName(), "")
+	}
+	if onShards != sent {
+		t.Errorf("right after the writes returned, the shards hold %d rows, want %d (inserts must be synchronous)", onShards, sent)
+	}
+	check := func(when string, wantRaw bool) {
+		t.Helper()
+		raw := count(dist, schemas.TableScored, "")
+		final := count(dist, schemas.TableScored, " FINAL")
+		ids := uint64Query(t, dist, "SELECT uniqExact(event_id) FROM "+db+"."+schemas.QuoteIdent(schemas.TableScored))
+		if final != sent || ids != sent || (wantRaw && raw != sent) || raw < sent {
+			t.Errorf("%s: raw %d, FINAL %d, distinct ids %d; want %d each", when, raw, final, ids, sent)
+		}
+		keys := map[string]int{}
+		var all []string
+		for i, s := range local {
+			shard := deviceKeys(t, hostConn(t, s), c.db, schemas.ScoredTable().LocalName())
+			if len(shard) == 0 {
+				t.Errorf("%s: shard %d holds no device: the shard key does not spread the fleet", when, i+1)
+			}
+			for _, k := range shard {
+				if prev, dup := keys[k]; dup {
+					t.Errorf("%s: device %s has rows on shards %d and %d", when, k, prev, i+1)
+				}
+				keys[k] = i + 1
+				all = append(all, k)
+			}
+		}
+		if len(keys) != deviceKey {
+			t.Errorf("%s: %d devices on the shards, want %d", when, len(keys), deviceKey)
+		}
+		t.Logf("%s: %d rows, devices per shard: %d of %d", when, raw, len(deviceKeys(t, hostConn(t, local[0]), c.db, schemas.ScoredTable().LocalName())), len(all))
+	}
+	check("after the writes", true)
+
+	// A retry of the second batch: its rows go to the shards they went to and collapse there.
+	rec := fleetRecord(t, perBatch, perBatch, devices)
+	err := c.WriteScored(ctx, rec)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after a batch was written again", false)
+
+	// Alerts of the fleet's devices land on the shard of the device's events.
+	var alerts []schemas.Alert
+	for i := range deviceKey {
+		alerts = append(alerts, schemas.Alert{ID: fmt.Sprintf("al-%d", i), Time: testBase.Add(time.Duration(i) * time.Second),
+			Tenant: []string{"acme", "globex"}[i%2], Device: fmt.Sprintf("dev-%04d", i/2), Score: 0.9, Severity: schemas.SeverityHigh,
+			Reasons: []schemas.Explanation{}})
+	}
+	if err := c.WriteAlerts(ctx, alerts); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteAlerts(ctx, alerts[:10]); err != nil { // a retry
+		t.Fatal(err)
+	}
+	if n := count(dist, schemas.TableAlerts, " FINAL"); n != uint64(len(alerts)) {
+		t.Errorf("alerts FINAL = %d, want %d", n, len(alerts))
+	}
+	for i, s := range local {
+		events := deviceKeys(t, hostConn(t, s), c.db, schemas.ScoredTable().LocalName())
+		for _, k := range deviceKeys(t, hostConn(t, s), c.db, schemas.AlertsTable().LocalName()) {
+			if !slices.Contains(events, k) {
+				t.Errorf("shard %d holds an alert of device %s whose events are on the other shard", i+1, k)
+			}
+		}
+	}
+
+	// Decisions and receipts reach the cluster too.
+	if err := c.WriteDecisions(ctx, testCHDecisions()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(dist, schemas.TableDecisions, " FINAL"); n != uint64(len(testCHDecisions())) {
+		t.Errorf("decisions FINAL = %d, want %d", n, len(testCHDecisions()))
+	}
+	rs := []Receipt{{ApplyReceipt: schemas.ApplyReceipt{DecisionID: "dc-1", EnforcerID: "gw-1", Action: schemas.ActionBlock,
+		Scope: schemas.ScopeDevice, Value: "lock-1", AppliedAt: testBase}, Received: testBase, StreamSeq: 7, Verification: schemas.ReceiptUnverified}}
+	if err := c.WriteReceipts(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteRejectedReceipts(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(dist, schemas.TableReceipts, " FINAL") + count(dist, schemas.TableRejectedReceipts, " FINAL"); n != 2 {
+		t.Errorf("receipts FINAL = %d, want 2 (one verified, one rejected)", n)
+	}
+	if err := c.CheckCluster(ctx); err != nil {
+		t.Errorf("CheckCluster after Migrate: %v", err)
+	}
+}
+
+// TestClusterReadmeQueries runs the READMEs' queries against the
+// Distributed tables, under the names analysts use on one server.
+func TestClusterReadmeQueries(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	c := openClusterWriter(t, cl, ClickHouseConfig{Database: "iotwatch"})
+	readmeQueries(t, c)
+}
+
+// TestClusterMigrateAgain: Migrate is idempotent on a cluster, and adds a
+// column a later release introduced to the local parts and the Distributed
+// tables of every host.
+func TestClusterMigrateAgain(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	c := openClusterWriter(t, cl, ClickHouseConfig{})
+	ctx := context.Background()
+	tab := schemas.ScoredTable()
+	for _, s := range cl.Servers() {
+		for _, name := range []string{tab.LocalName(), tab.Name} {
+			if err := hostConn(t, s).Exec(ctx, "ALTER TABLE "+schemas.QuoteIdent(c.db)+"."+schemas.QuoteIdent(name)+" DROP COLUMN "+schemas.QuoteIdent(schemas.ColVerdict)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := c.CheckCluster(ctx); err == nil || !strings.Contains(err.Error(), schemas.ColVerdict) || !strings.Contains(err.Error(), "iotwatch migrate --cluster "+cl.Name()) {
+		t.Errorf("CheckCluster with a column missing: %v; want an error naming it and the migrate command", err)
+	}
+	m, err := c.MigrateCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Mode != ClusterDDLPerHost || len(m.Hosts) != 2 {
+		t.Errorf("migration %+v: want per host, 2 hosts (no ZooKeeper)", m)
+	}
+	for i, s := range cl.Servers() {
+		have, err := columnsOf(ctx, hostConn(t, s), c.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{tab.LocalName(), tab.Name} {
+			if !have[name][schemas.ColVerdict] {
+				t.Errorf("host %d: %s lacks %s after Migrate", i+1, name, schemas.ColVerdict)
+			}
+		}
+	}
+	if err := c.CheckCluster(ctx); err != nil {
+		t.Errorf("CheckCluster after Migrate: %v", err)
+	}
+	rec := fleetRecord(t, 0, 100, 10)
+	defer rec.Release()
+	if err := c.WriteScored(ctx, rec); err != nil {
+		t.Errorf("write after the column was added back: %v", err)
+	}
+}
+
+// TestClusterRefusesSingleServerTables: a database migrated for one server
+// (plain tables under the names the Distributed tables need) is not
+// migrated to a cluster silently; the error says how to convert it, and
+// CheckCluster refuses to write there.
+func TestClusterRefusesSingleServerTables(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	ctx := context.Background()
+	const db = "t_single_server"
+	plain, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	for _, s := range cl.Servers() {
+		if err := hostConn(t, s).Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := plain.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: db, Cluster: cl.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.CheckCluster(ctx); err == nil || !strings.Contains(err.Error(), "not Distributed") {
+		t.Errorf("CheckCluster on single-server tables: %v, want an error", err)
+	}
+	if err := c.Migrate(ctx); err == nil || !strings.Contains(err.Error(), "RENAME TABLE `"+db+"`.`scored_events` TO `"+db+"`.`scored_events_local`") {
+		t.Errorf("Migrate on single-server tables: %v, want an error with the RENAME to run", err)
+	}
+}
+
+// TestClusterUnknown: a cluster the server does not know is refused at open,
+// with the clusters it knows.
+func TestClusterUnknown(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	_, err := OpenClickHouse(context.Background(), ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Cluster: "nosuch"})
+	if err == nil || !strings.Contains(err.Error(), `"nosuch"`) || !strings.Contains(err.Error(), cl.Name()) {
+		t.Errorf("open with an unknown cluster: %v, want an error naming it and %q", err, cl.Name())
+	}
+}
+
+// TestClusterOnClusterDDLParses sends every ON CLUSTER statement of the
+// cluster DDL (plain and Replicated) to a server without distributed DDL:
+// each must fail because distributed DDL is not set up there, never as a
+// syntax error, which shows that the server's parser accepts the text.
+func TestClusterOnClusterDDLParses(t *testing.T) {
+	cl := sharedCluster.Get(t)
+	ctx := context.Background()
+	conn := hostConn(t, cl.Servers()[0])
+	var version string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	f := schemas.Features(version)
+	for _, replicated := range []bool{false, true} {
+		opts := schemas.DDLOptions{Cluster: cl.Name(), OnCluster: true, Replicated: replicated}
+		stmts := schemas.DDL(version, "t_on_cluster", opts)
+		tab := schemas.ScoredTable()
+		stmts = append(stmts, tab.AddColumnsTo("t_on_cluster", tab.LocalName(), map[string]bool{}, f, opts)[1])
+		for _, stmt := range stmts {
+			err := conn.Exec(ctx, stmt)
+			var ex *clickhouse.Exception
+			if !errors.As(err, &ex) {
+				t.Errorf("%v (want a server error: no distributed DDL here)\n%s", err, stmt)
+				continue
+			}
+			if ex.Code == chSyntaxError {
+				t.Errorf("the server cannot parse: %v\n%s", err, stmt)
+			}
+		}
+	}
+}
+
+// chSyntaxError is ClickHouse's SYNTAX_ERROR code.
+const chSyntaxError = 62
+
+// TestClusterReplicatedDDL migrates a cluster whose servers name a ZooKeeper
+// that does not answer, with Replicated local parts, per host: the server
+// accepts the ReplicatedReplacingMergeTree statement (parser, engine
+// arguments, macros) and fails only on connecting to ZooKeeper. (Replicated
+// tables with a real ZooKeeper are not tested here: Debian's zookeeper
+// package is not installed by make.)
+func TestClusterReplicatedDDL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl, err := chserver.StartCluster(ctx, chserver.ClusterOptions{Name: "replicated", Shards: 1, ZooKeeper: nowhere})
+	if err != nil {
+		t.Fatalf("these tests need a real ClickHouse cluster: %v", err)
+	}
+	defer cl.Stop()
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: "t_replicated", Cluster: cl.Name(),
+		ClusterDDL: ClusterDDLPerHost, DDL: schemas.DDLOptions{Replicated: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Migrate(ctx)
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) || ex.Code == chSyntaxError || !strings.Contains(err.Error(), "ZooKeeper") ||
+		!strings.Contains(err.Error(), "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/t_replicated/scored_events_local', '{replica}')") {
+		t.Errorf("Migrate with Replicated tables and no ZooKeeper: %v\nwant the server to refuse the Replicated statement only for want of ZooKeeper", err)
+	}
+	t.Logf("as expected: %s", strings.SplitN(err.Error(), "\n", 2)[0])
+}
