@@ -37,7 +37,7 @@ type options struct {
 	database   string
 	// chCluster is run's --clickhouse-cluster: the ClickHouse cluster whose
 	// Distributed tables the sink writes to (empty: one server).
-	chCluster string
+	chCluster  string
 	logLevel   string
 	metrics    string
 	pprof      bool
