@@ -203,6 +203,15 @@ func TestClusterWrites(t *testing.T) {
 		}
 	}
 
+	// Events and alerts share their shard key, so a subquery on alerts may run
+	// per shard (distributed_product_mode = 'local') and agree with GLOBAL IN.
+	sub := "(tenant, device) %s (SELECT tenant, device FROM " + db + ".alerts WHERE endsWith(id, '7'))"
+	global := uint64Query(t, dist, "SELECT count() FROM "+db+".scored_events FINAL WHERE "+fmt.Sprintf(sub, "GLOBAL IN"))
+	perShard := uint64Query(t, dist, "SELECT count() FROM "+db+".scored_events FINAL WHERE "+fmt.Sprintf(sub, "IN")+" SETTINGS distributed_product_mode = 'local'")
+	if global == 0 || global >= sent || perShard != global {
+		t.Errorf("events of alerted devices: GLOBAL IN %d, per shard %d; want equal, above 0 and below %d", global, perShard, sent)
+	}
+
 	// Decisions and receipts reach the cluster too.
 	if err := c.WriteDecisions(ctx, testCHDecisions()); err != nil {
 		t.Fatal(err)
