@@ -68,3 +68,51 @@ func TestCluster(t *testing.T) {
 		t.Errorf("sum over the Distributed table = %d (%v), want 3 (1 from each shard)", sum, err)
 	}
 }
+
+// TestReplicatedCluster starts a ZooKeeper and one shard of two replicas
+// with distributed DDL: a Replicated table created ON CLUSTER exists on both
+// replicas, and a row inserted into one reaches the other.
+func TestReplicatedCluster(t *testing.T) {
+	if _, _, err := ZooKeeperAvailable(); err != nil {
+		t.Fatalf("this test needs ZooKeeper: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	zk, err := StartZooKeeper(ctx, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zk.Stop()
+	c, err := StartCluster(ctx, ClusterOptions{Name: "rep", Shards: 1, Replicas: 2, ZooKeeper: zk.Addr(), DistributedDDL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if len(c.Servers()) != 2 || c.Replicas() != 2 {
+		t.Fatalf("%d servers, %d replicas; want 2 and 2", len(c.Servers()), c.Replicas())
+	}
+	a, b := open(t, c.Servers()[0].DSN()), open(t, c.Servers()[1].DSN())
+	for _, stmt := range []string{
+		"CREATE DATABASE IF NOT EXISTS r ON CLUSTER rep",
+		"CREATE TABLE IF NOT EXISTS r.t ON CLUSTER rep (x UInt32) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/r/t', '{replica}') ORDER BY x",
+	} {
+		if err := a.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := a.Exec(ctx, "INSERT INTO r.t (x) SELECT 7"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute) // a hang bound
+	for {
+		var n uint64
+		err := b.QueryRow(ctx, "SELECT count() FROM r.t WHERE x = 7").Scan(&n)
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the row inserted on replica 1 is not on replica 2 after a minute (count %d, %v)", n, err)
+		}
+		time.Sleep(100 * time.Millisecond) // poll
+	}
+}
