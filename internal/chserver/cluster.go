@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // ClusterOptions configures StartCluster. The zero value is ready to use.
@@ -117,12 +120,50 @@ func startCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		})
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err == nil && o.ZooKeeper != "" {
+		for i, s := range c.servers {
+			if errs[i] = s.waitZooKeeper(ctx, o.StartTimeout); errs[i] != nil {
+				break
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("cannot start cluster %q of %d shards × %d replicas: %w", o.Name, o.Shards, o.Replicas, err)
 	}
 	c.replicas = o.Replicas
 	return c, nil
+}
+
+// waitZooKeeper polls system.zookeeper until the server's ZooKeeper session
+// works, at most timeout (default 60s). ClickHouse 18.16 answers queries
+// before that, and crashes (a null pointer in zkutil::ZooKeeper::createImpl)
+// on an ON CLUSTER statement that arrives in between.
+func (s *Server) waitZooKeeper(ctx context.Context, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))}, DialTimeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("cannot create a client: %w", err)
+	}
+	defer conn.Close()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var n uint64
+		err := conn.QueryRow(ctx, "SELECT count() FROM system.zookeeper WHERE path = '/'").Scan(&n)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("clickhouse-server on port %d has no ZooKeeper session: %w (last error: %v)", s.tcpPort, ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
 }
 
 func containsInt(s []int, v int) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -72,7 +73,11 @@ type ClusterMigration struct {
 // (schemas.DDL with DDLOptions.Cluster), then the columns a later release
 // added, to both. ClickHouseConfig.ClusterDDL says how the statements reach
 // the hosts; ClusterDDLAuto picks ClusterDDLOnCluster when the server has a
-// ZooKeeper, else ClusterDDLPerHost. A table that exists under a Distributed
+// ZooKeeper, else ClusterDDLPerHost. With ClusterDDLOnCluster, columns are
+// added ON CLUSTER to the local parts, but host by host to the Distributed
+// tables (ClickHouse refuses ALTER ... ON CLUSTER of a Distributed table when
+// shards have replicas), which then needs every host reachable, as
+// ClusterDDLPerHost always does. A table that exists under a Distributed
 // table's name with another engine (the table of a single-server install) is
 // an error that says how to convert it; nothing is dropped or renamed.
 func (c *ClickHouse) MigrateCluster(ctx context.Context) (ClusterMigration, error) {
@@ -95,13 +100,40 @@ func (c *ClickHouse) MigrateCluster(ctx context.Context) (ClusterMigration, erro
 		}
 	}
 	opts := c.cfg.DDL
+	local := func(t *schemas.Table) []string { return []string{t.LocalName()} }
+	distributed := func(t *schemas.Table) []string { return []string{t.Name} }
+	both := func(t *schemas.Table) []string { return []string{t.LocalName(), t.Name} }
 	if m.Mode == ClusterDDLOnCluster {
+		// Open this server's ZooKeeper session first: ClickHouse 18.16 crashes
+		// on an ON CLUSTER statement when it has none yet (just started) or
+		// cannot get one (ZooKeeper down); this query fails instead.
+		var nodes uint64
+		if err := c.conn.QueryRow(ctx, "SELECT count() FROM system.zookeeper WHERE path = '/'").Scan(&nodes); err != nil {
+			return m, fmt.Errorf("cannot migrate ClickHouse cluster %q with ON CLUSTER: the server at %q cannot reach its ZooKeeper: %w "+
+				"(start ZooKeeper, or use per-host DDL if the tables are not Replicated)", c.cfg.Cluster, c.dsn, err)
+		}
 		opts.OnCluster = true
-		if err := migrateHost(ctx, c.conn, c.version, c.db, opts, c.dsn); err != nil {
+		if err := createTables(ctx, c.conn, c.version, c.db, opts, c.dsn); err != nil {
 			return m, err
 		}
-		c.log.Info("ClickHouse cluster migrated with ON CLUSTER", "cluster", c.cfg.Cluster, "hosts", len(hosts), "replicated", opts.Replicated)
-		return m, nil
+		if err := addColumns(ctx, c.conn, c.version, c.db, opts, c.dsn, local); err != nil {
+			return m, err
+		}
+		// ClickHouse runs an ALTER ... ON CLUSTER on one replica of each shard
+		// and refuses it for a table that does not replicate itself: a
+		// Distributed table gets its new columns host by host, when this
+		// host's lacks any.
+		opts.OnCluster = false
+		have, err := c.columns(ctx)
+		if err != nil {
+			return m, err
+		}
+		if !slices.ContainsFunc(schemas.Tables(), func(t *schemas.Table) bool {
+			return len(t.AddColumnsTo(c.db, t.Name, have[t.Name], schemas.ServerFeatures{}, opts)) > 0
+		}) {
+			c.log.Info("ClickHouse cluster migrated with ON CLUSTER", "cluster", c.cfg.Cluster, "hosts", len(hosts), "replicated", opts.Replicated)
+			return m, nil
+		}
 	}
 	for _, h := range hosts {
 		o := *c.opts
@@ -110,19 +142,24 @@ func (c *ClickHouse) MigrateCluster(ctx context.Context) (ClusterMigration, erro
 		if err != nil {
 			return m, fmt.Errorf("cannot migrate host %s (shard %d, replica %d) of ClickHouse cluster %q: %w", h.Addr(), h.Shard, h.Replica, c.cfg.Cluster, err)
 		}
-		err = migrateHost(ctx, conn, version, c.db, opts, h.Addr())
+		if m.Mode == ClusterDDLOnCluster {
+			err = addColumns(ctx, conn, version, c.db, opts, h.Addr(), distributed)
+		} else if err = createTables(ctx, conn, version, c.db, opts, h.Addr()); err == nil {
+			err = addColumns(ctx, conn, version, c.db, opts, h.Addr(), both)
+		}
 		conn.Close()
 		if err != nil {
 			return m, err
 		}
-		c.log.Info("ClickHouse host migrated", "cluster", c.cfg.Cluster, "host", h.Addr(), "shard", h.Shard, "replica", h.Replica, "version", version, "replicated", opts.Replicated)
+		c.log.Info("ClickHouse host migrated", "cluster", c.cfg.Cluster, "mode", m.Mode, "host", h.Addr(), "shard", h.Shard, "replica", h.Replica, "version", version, "replicated", opts.Replicated)
 	}
 	return m, nil
 }
 
-// migrateHost runs the cluster DDL opts for database db on conn, a server of
-// version version named where in errors.
-func migrateHost(ctx context.Context, conn driver.Conn, version, db string, opts schemas.DDLOptions, where string) error {
+// createTables runs the cluster DDL opts for database db on conn, a server
+// of version version named where in errors, after checking that no table of
+// a single-server install stands in the way.
+func createTables(ctx context.Context, conn driver.Conn, version, db string, opts schemas.DDLOptions, where string) error {
 	engines, err := tableEngines(ctx, conn, db)
 	if err != nil {
 		return fmt.Errorf("cannot migrate ClickHouse %q: %w", where, err)
@@ -140,13 +177,20 @@ func migrateHost(ctx context.Context, conn driver.Conn, version, db string, opts
 			return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", where, version, err, stmt)
 		}
 	}
+	return nil
+}
+
+// addColumns adds, on conn, the columns that the tables names(t) of every
+// table t lack (schemas.Table.AddColumnsTo), with ON CLUSTER when
+// opts.OnCluster.
+func addColumns(ctx context.Context, conn driver.Conn, version, db string, opts schemas.DDLOptions, where string, names func(*schemas.Table) []string) error {
 	have, err := columnsOf(ctx, conn, db)
 	if err != nil {
 		return err
 	}
 	f := schemas.Features(version)
 	for _, t := range schemas.Tables() {
-		for _, name := range []string{t.LocalName(), t.Name} {
+		for _, name := range names(t) {
 			for _, stmt := range t.AddColumnsTo(db, name, have[name], f, opts) {
 				if err := conn.Exec(ctx, stmt); err != nil {
 					return fmt.Errorf("cannot migrate ClickHouse %q (server %s): %w\nstatement: %s", where, version, err, stmt)

@@ -22,7 +22,8 @@ import (
 // The cluster tests run against two private servers on loopback that know
 // each other as the two shards of cluster "iotwatch" (sharedCluster): no
 // ZooKeeper, so Migrate applies the DDL on each host and the local parts are
-// plain ReplacingMergeTree tables.
+// plain ReplacingMergeTree tables. TestClusterReplicated starts its own
+// ZooKeeper and two shards of two replicas.
 
 // openClusterWriter opens a writer on the first server of cl for cluster
 // cl.Name(), with a database of the test's own (dropped first on every host),
@@ -368,37 +369,131 @@ func TestClusterOnClusterDDLParses(t *testing.T) {
 // chSyntaxError is ClickHouse's SYNTAX_ERROR code.
 const chSyntaxError = 62
 
-// TestClusterReplicatedDDL migrates a cluster whose servers name a ZooKeeper
-// that does not answer, with Replicated local parts, per host: the server
-// accepts the ReplicatedReplacingMergeTree statement (parser, engine
-// arguments, macros) and fails only on connecting to ZooKeeper. (Replicated
-// tables with a real ZooKeeper are not tested here: Debian's zookeeper
-// package is not installed by make.)
-func TestClusterReplicatedDDL(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// TestClusterReplicated runs a real ZooKeeper and a cluster of two shards
+// of two replicas each, with distributed DDL: Migrate picks ON CLUSTER by
+// itself and creates ReplicatedReplacingMergeTree local tables on all four
+// hosts; a fleet written through the Distributed tables is stored once (raw,
+// FINAL, distinct ids), each device on one shard, both replicas of a shard
+// end up with the same rows, and a column dropped everywhere is added back by
+// a second Migrate (ALTER ... ON CLUSTER).
+func TestClusterReplicated(t *testing.T) {
+	if _, _, err := chserver.ZooKeeperAvailable(); err != nil {
+		t.Fatalf("this test needs ZooKeeper: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	zk, err := chserver.StartZooKeeper(ctx, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nowhere := ln.Addr().String()
-	ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cl, err := chserver.StartCluster(ctx, chserver.ClusterOptions{Name: "replicated", Shards: 1, ZooKeeper: nowhere})
+	defer zk.Stop()
+	cl, err := chserver.StartCluster(ctx, chserver.ClusterOptions{Name: "replicated", Shards: 2, Replicas: 2, ZooKeeper: zk.Addr(), DistributedDDL: true})
 	if err != nil {
 		t.Fatalf("these tests need a real ClickHouse cluster: %v", err)
 	}
 	defer cl.Stop()
-	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: "t_replicated", Cluster: cl.Name(),
-		ClusterDDL: ClusterDDLPerHost, DDL: schemas.DDLOptions{Replicated: true}})
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[3].DSN(), Database: "t_replicated", Cluster: cl.Name(),
+		DDL: schemas.DDLOptions{Replicated: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	err = c.Migrate(ctx)
-	var ex *clickhouse.Exception
-	if !errors.As(err, &ex) || ex.Code == chSyntaxError || !strings.Contains(err.Error(), "ZooKeeper") ||
-		!strings.Contains(err.Error(), "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/t_replicated/scored_events_local', '{replica}')") {
-		t.Errorf("Migrate with Replicated tables and no ZooKeeper: %v\nwant the server to refuse the Replicated statement only for want of ZooKeeper", err)
+	m, err := c.MigrateCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("as expected: %s", strings.SplitN(err.Error(), "\n", 2)[0])
+	if m.Mode != ClusterDDLOnCluster || len(m.Hosts) != 4 {
+		t.Errorf("migration %+v: want ON CLUSTER (the server has a ZooKeeper) over 4 hosts", m)
+	}
+	scoredLocal := "t_replicated." + schemas.QuoteIdent(schemas.ScoredTable().LocalName())
+	for i, s := range cl.Servers() {
+		var engine string
+		if err := hostConn(t, s).QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = 't_replicated' AND name = ?", schemas.ScoredTable().LocalName()).Scan(&engine); err != nil || engine != "ReplicatedReplacingMergeTree" {
+			t.Errorf("host %d: local scored table engine %q (%v), want ReplicatedReplacingMergeTree", i+1, engine, err)
+		}
+	}
+
+	const batches, perBatch, devices = 2, 2000, 100
+	const sent = batches * perBatch
+	for b := range batches {
+		rec := fleetRecord(t, b*perBatch, perBatch, devices)
+		err := c.WriteScored(ctx, rec)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := fleetRecord(t, 0, perBatch, devices) // a retry of the first batch
+	err = c.WriteScored(ctx, rec)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dist := hostConn(t, cl.Servers()[0])
+	final := uint64Query(t, dist, "SELECT count() FROM t_replicated.scored_events FINAL")
+	ids := uint64Query(t, dist, "SELECT uniqExact(event_id) FROM t_replicated.scored_events")
+	if final != sent || ids != sent {
+		t.Errorf("FINAL %d, distinct ids %d; want %d", final, ids, sent)
+	}
+	// One replica of each shard has its rows when the write returns; the other
+	// catches up from ZooKeeper's log.
+	deadline := time.Now().Add(time.Minute) // a hang bound
+	for {
+		var counts []uint64
+		for _, s := range cl.Servers() {
+			counts = append(counts, uint64Query(t, hostConn(t, s), "SELECT count() FROM "+scoredLocal))
+		}
+		if counts[0] == counts[1] && counts[2] == counts[3] {
+			// A retried block that Replicated deduplication dropped leaves raw = sent.
+			if raw := counts[0] + counts[2]; raw != sent && raw != sent+perBatch {
+				t.Errorf("the shards hold %d rows, want %d (or %d before the retried batch collapses)", raw, sent, sent+perBatch)
+			}
+			t.Logf("rows per replica: %v", counts)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas did not converge in a minute: rows per replica %v", counts)
+		}
+		time.Sleep(100 * time.Millisecond) // poll
+	}
+	keys := map[string]int{}
+	for shard := range 2 {
+		for _, k := range deviceKeys(t, hostConn(t, cl.Servers()[2*shard]), "t_replicated", schemas.ScoredTable().LocalName()) {
+			if prev, dup := keys[k]; dup {
+				t.Errorf("device %s has rows on shards %d and %d", k, prev, shard+1)
+			}
+			keys[k] = shard + 1
+		}
+	}
+	if len(keys) != 2*devices {
+		t.Errorf("%d devices on the shards, want %d", len(keys), 2*devices)
+	}
+
+	// A column lost everywhere comes back with a second migrate, ON CLUSTER.
+	// (ALTER ... ON CLUSTER of the Distributed table is refused with replicas: host by host.)
+	if err := dist.Exec(ctx, "ALTER TABLE "+scoredLocal+" ON CLUSTER replicated DROP COLUMN "+schemas.QuoteIdent(schemas.ColVerdict)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cl.Servers() {
+		if err := hostConn(t, s).Exec(ctx, "ALTER TABLE t_replicated.scored_events DROP COLUMN "+schemas.QuoteIdent(schemas.ColVerdict)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.MigrateCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range cl.Servers() {
+		have, err := columnsOf(ctx, hostConn(t, s), "t_replicated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{schemas.ScoredTable().LocalName(), schemas.TableScored} {
+			if !have[name][schemas.ColVerdict] {
+				t.Errorf("host %d: %s lacks %s after the second migrate", i+1, name, schemas.ColVerdict)
+			}
+		}
+	}
+	if err := c.CheckCluster(ctx); err != nil {
+		t.Errorf("CheckCluster: %v", err)
+	}
 }
