@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -32,6 +33,7 @@ func openClusterWriter(t testing.TB, cl *chserver.Cluster, cfg ClickHouseConfig)
 	t.Helper()
 	cfg.DSN = cl.Servers()[0].DSN()
 	cfg.Cluster = cl.Name()
+	cfg.Log = quiet
 	if cfg.Database == "" {
 		cfg.Database = "t_" + strings.ToLower(nonIdent.ReplaceAllString(t.Name(), "_"))
 	}
@@ -51,6 +53,9 @@ func openClusterWriter(t testing.TB, cl *chserver.Cluster, cfg ClickHouseConfig)
 	}
 	return c
 }
+
+// quiet discards the writers' logs (one line per migrated host).
+var quiet = slog.New(slog.DiscardHandler)
 
 // hostConn is a plain connection to one server of a cluster.
 func hostConn(t testing.TB, s *chserver.Server) driver.Conn {
@@ -311,7 +316,7 @@ func TestClusterRefusesSingleServerTables(t *testing.T) {
 	if err := plain.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: db, Cluster: cl.Name()})
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: db, Cluster: cl.Name(), Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +397,7 @@ func TestClusterReplicated(t *testing.T) {
 		t.Fatalf("these tests need a real ClickHouse cluster: %v", err)
 	}
 	defer cl.Stop()
-	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[3].DSN(), Database: "t_replicated", Cluster: cl.Name(),
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[3].DSN(), Database: "t_replicated", Cluster: cl.Name(), Log: quiet,
 		DDL: schemas.DDLOptions{Replicated: true}})
 	if err != nil {
 		t.Fatal(err)
