@@ -502,3 +502,27 @@ func TestClusterReplicated(t *testing.T) {
 		t.Errorf("CheckCluster: %v", err)
 	}
 }
+
+// BenchmarkClusterWriteScored inserts batches of 50k scored events of 1,000
+// devices (run's default --flush-rows) into one server, and through the
+// Distributed table of two shards (insert_distributed_sync). Both shards run
+// on the same machine as the one server: the ratio is the cost of the
+// synchronous fan-out, not the gain of a second machine.
+func BenchmarkClusterWriteScored(b *testing.B) {
+	const rows = 50_000
+	rec := fleetRecord(b, 0, rows, 500)
+	defer rec.Release()
+	ctx := context.Background()
+	run := func(b *testing.B, c *ClickHouse) {
+		b.ReportAllocs()
+		start := time.Now()
+		for b.Loop() {
+			if err := c.WriteScored(ctx, rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(rows*b.N)/time.Since(start).Seconds(), "rows/s")
+	}
+	b.Run("one-server", func(b *testing.B) { run(b, openTestWriter(b, testClickHouse(b), ClickHouseConfig{Log: quiet})) })
+	b.Run("two-shards", func(b *testing.B) { run(b, openClusterWriter(b, sharedCluster.Get(b), ClickHouseConfig{})) })
+}
