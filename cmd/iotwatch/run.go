@@ -308,7 +308,7 @@ func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	db := fs.String("database", "iotwatch", "database to create the tables in")
 	cluster := fs.String("cluster", "", "create the tables on this ClickHouse cluster (a name in the servers' remote_servers): for every table T, on every host, a local table T"+schemas.TableLocalSuffix+" and a Distributed table T over them")
 	replicated := fs.Bool("replicated", false, "with --cluster: the local tables are ReplicatedReplacingMergeTree (needs ZooKeeper and the macros {shard} and {replica} on every host)")
-	ddlMode := fs.String("cluster-ddl", sink.ClusterDDLAuto, "with --cluster, how the DDL reaches the hosts: "+sink.ClusterDDLOnCluster+" (ON CLUSTER: the server runs it on every host; needs ZooKeeper and distributed_ddl), "+sink.ClusterDDLPerHost+" (connect to each host system.clusters lists, with the same credentials and TLS), or "+sink.ClusterDDLAuto+" ("+sink.ClusterDDLOnCluster+" when the server has a ZooKeeper, else "+sink.ClusterDDLPerHost+")")
+	ddlMode := fs.String("cluster-ddl", sink.ClusterDDLAuto, "with --cluster, how the DDL reaches the hosts: "+sink.ClusterDDLOnCluster+" (ON CLUSTER: the server runs it on every host; needs ZooKeeper and distributed_ddl), "+sink.ClusterDDLPerHost+" (connect to each host system.clusters lists, with the same credentials and TLS), or "+sink.ClusterDDLAuto+" ("+sink.ClusterDDLOnCluster+" when the server has a ZooKeeper and distributed DDL, else "+sink.ClusterDDLPerHost+")")
 	zkPath := fs.String("zookeeper-path", schemas.DefaultZooKeeperPath, "with --replicated: ZooKeeper path of each local table; {shard} and {replica} are the servers' macros, {database} and {table} are replaced by iotwatch")
 	replica := fs.String("replica-name", schemas.DefaultReplicaName, "with --replicated: replica name of each local table")
 	var conn connFlags
@@ -327,10 +327,11 @@ table T`+schemas.TableLocalSuffix+` (ReplacingMergeTree, or ReplicatedReplacingM
 --replicated) and a Distributed table T over them, sharded by the device key
 (cityHash64(tenant, device) for scored_events and alerts; see deploy/clickhouse), so
 queries keep the names above. How the DDL reaches the hosts (--cluster-ddl auto):
-when the server at --clickhouse has a ZooKeeper (its system.zookeeper table exists),
-each statement is sent once with ON CLUSTER and the servers run it everywhere;
-otherwise iotwatch connects to each host that system.clusters lists for NAME
-(host_name:port, with these credentials and TLS settings) and runs it there.
+when the server at --clickhouse has a ZooKeeper (its system.zookeeper table exists)
+and distributed DDL (the distributed_ddl section), each statement is sent once with
+ON CLUSTER and the servers run it everywhere; otherwise iotwatch connects to each host
+that system.clusters lists for NAME (host_name:port, with these credentials and TLS
+settings) and runs it there, as it also does to add columns to the Distributed tables.
 Then run 'iotwatch run --clickhouse-cluster NAME'.
 
 Flags:

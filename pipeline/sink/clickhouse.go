@@ -213,7 +213,9 @@ func (cfg ClickHouseConfig) explainConnectError(err error) error {
 // How Migrate applies the DDL on a cluster (ClickHouseConfig.ClusterDDL).
 const (
 	// ClusterDDLAuto is ClusterDDLOnCluster when the server has a ZooKeeper
-	// (its system.zookeeper table exists), else ClusterDDLPerHost.
+	// (its system.zookeeper table exists) and distributed DDL (it does not
+	// refuse ON CLUSTER for want of a distributed_ddl section), else
+	// ClusterDDLPerHost.
 	ClusterDDLAuto = "auto"
 	// ClusterDDLOnCluster sends each statement once, with ON CLUSTER: the
 	// server runs it on every host (distributed DDL: needs ZooKeeper and the

@@ -2,12 +2,14 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -73,7 +75,8 @@ type ClusterMigration struct {
 // (schemas.DDL with DDLOptions.Cluster), then the columns a later release
 // added, to both. ClickHouseConfig.ClusterDDL says how the statements reach
 // the hosts; ClusterDDLAuto picks ClusterDDLOnCluster when the server has a
-// ZooKeeper, else ClusterDDLPerHost. With ClusterDDLOnCluster, columns are
+// ZooKeeper, and falls back to ClusterDDLPerHost when it has none or refuses
+// ON CLUSTER for want of distributed DDL. With ClusterDDLOnCluster, columns are
 // added ON CLUSTER to the local parts, but host by host to the Distributed
 // tables (ClickHouse refuses ALTER ... ON CLUSTER of a Distributed table when
 // shards have replicas), which then needs every host reachable, as
@@ -113,9 +116,16 @@ func (c *ClickHouse) MigrateCluster(ctx context.Context) (ClusterMigration, erro
 				"(start ZooKeeper, or use per-host DDL if the tables are not Replicated)", c.cfg.Cluster, c.dsn, err)
 		}
 		opts.OnCluster = true
-		if err := createTables(ctx, c.conn, c.version, c.db, opts, c.dsn); err != nil {
+		err := createTables(ctx, c.conn, c.version, c.db, opts, c.dsn)
+		if err != nil && c.cfg.ClusterDDL == ClusterDDLAuto && noDistributedDDL(err) {
+			// A ZooKeeper but no distributed_ddl section: nothing ran.
+			c.log.Info("ClickHouse has no distributed DDL: migrating host by host", "cluster", c.cfg.Cluster, "dsn", c.dsn)
+			m.Mode, opts.OnCluster = ClusterDDLPerHost, false
+		} else if err != nil {
 			return m, err
 		}
+	}
+	if m.Mode == ClusterDDLOnCluster {
 		if err := addColumns(ctx, c.conn, c.version, c.db, opts, c.dsn, local); err != nil {
 			return m, err
 		}
@@ -154,6 +164,23 @@ func (c *ClickHouse) MigrateCluster(ctx context.Context) (ClusterMigration, erro
 		c.log.Info("ClickHouse host migrated", "cluster", c.cfg.Cluster, "mode", m.Mode, "host", h.Addr(), "shard", h.Shard, "replica", h.Replica, "version", version, "replicated", opts.Replicated)
 	}
 	return m, nil
+}
+
+// chLogicalError is ClickHouse's LOGICAL_ERROR code, which 18.16 returns for
+// ON CLUSTER on a server without the distributed_ddl section.
+const chLogicalError = 49
+
+// noDistributedDDL reports whether err is a server's refusal of ON CLUSTER
+// because it has no distributed DDL (18.16: "DDL background thread is not
+// initialized"; later releases: "no DistributedDDL configuration").
+func noDistributedDDL(err error) bool {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return false
+	}
+	msg := strings.ToLower(ex.Message)
+	return (ex.Code == chLogicalError && strings.Contains(msg, "ddl background thread is not initialized")) ||
+		strings.Contains(msg, "distributedddl configuration")
 }
 
 // createTables runs the cluster DDL opts for database db on conn, a server

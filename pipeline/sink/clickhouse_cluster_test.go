@@ -503,6 +503,47 @@ func TestClusterReplicated(t *testing.T) {
 	}
 }
 
+// TestClusterZooKeeperWithoutDistributedDDL: a server with a ZooKeeper but no
+// distributed_ddl section refuses ON CLUSTER before running anything, and
+// Migrate (auto) then goes host by host, creating the Replicated tables.
+func TestClusterZooKeeperWithoutDistributedDDL(t *testing.T) {
+	if _, _, err := chserver.ZooKeeperAvailable(); err != nil {
+		t.Fatalf("this test needs ZooKeeper: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	zk, err := chserver.StartZooKeeper(ctx, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zk.Stop()
+	cl, err := chserver.StartCluster(ctx, chserver.ClusterOptions{Name: "noddl", Shards: 1, ZooKeeper: zk.Addr()})
+	if err != nil {
+		t.Fatalf("these tests need a real ClickHouse cluster: %v", err)
+	}
+	defer cl.Stop()
+	c, err := OpenClickHouse(ctx, ClickHouseConfig{DSN: cl.Servers()[0].DSN(), Database: "t_noddl", Cluster: cl.Name(), Log: quiet,
+		DDL: schemas.DDLOptions{Replicated: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.MigrateCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Mode != ClusterDDLPerHost {
+		t.Errorf("migration %+v: want per host (no distributed DDL)", m)
+	}
+	var engine string
+	if err := c.conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = 't_noddl' AND name = 'alerts_local'").Scan(&engine); err != nil || engine != "ReplicatedReplacingMergeTree" {
+		t.Errorf("alerts_local engine %q (%v), want ReplicatedReplacingMergeTree", engine, err)
+	}
+	if err := c.CheckCluster(ctx); err != nil {
+		t.Errorf("CheckCluster: %v", err)
+	}
+}
+
 // BenchmarkClusterWriteScored inserts batches of 50k scored events of 1,000
 // devices (run's default --flush-rows) into one server, and through the
 // Distributed table of two shards (insert_distributed_sync). Both shards run
