@@ -1,7 +1,10 @@
 // Package chserver starts and stops a private clickhouse-server process: its own
 // data directory, its own free ports on 127.0.0.1, no password. The demo uses it
 // when no ClickHouse DSN is given, and integration tests use it so that they run
-// against the real server rather than a mock of it.
+// against the real server rather than a mock of it. StartCluster starts several
+// that know each other as the shards and replicas of one cluster, and
+// StartZooKeeper the private ZooKeeper their Replicated tables and ON CLUSTER
+// statements need.
 package chserver
 
 import (
