@@ -16,7 +16,7 @@ help:
 	@echo "make test       run every test (unit, golden scenarios, integration against real NATS and ClickHouse)"
 	@echo "make build      build $(BIN)"
 	@echo "make build-plot build $(BIN) able to plot (eval attacks --plot DIR)"
-	@echo "make deps       install missing system packages (clickhouse-server)"
+	@echo "make deps       install missing system packages (clickhouse-server, zookeeper, nginx, mosquitto, nats-server)"
 	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
 	@echo "make fuzz       run every fuzz target for FUZZTIME each (default 20s)"
 	@echo "make geoip      fetch a free country database (ip-location-db, via npm) into $(GEOIP_DB)"
@@ -29,8 +29,10 @@ build:
 build-plot:
 	$(GO) build -tags plot -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/iotwatch
 
-# deps installs clickhouse-server when no binary is found, and Debian's nats-server (2.9,
-# used by the test that runs against an external NATS process; the demo embeds its own).
+# deps installs clickhouse-server when no binary is found, Debian's zookeeper (the tests of
+# Replicated tables and ON CLUSTER start a private one; it does not run as a service), and
+# Debian's nats-server (2.9, used by the test that runs against an external NATS process;
+# the demo embeds its own).
 # Elsewhere than Debian/Ubuntu, install them yourself: https://clickhouse.com/docs/en/install
 # (any release from 18.16 on works) and https://docs.nats.io/running-a-nats-service/introduction/installation.
 deps:
@@ -64,6 +66,16 @@ deps:
 			$$SUDO service mosquitto stop >/dev/null 2>&1 || true; \
 		else \
 			echo "mosquitto is missing: install Mosquitto 2 with its clients (https://mosquitto.org/download/)"; exit 1; \
+		fi; \
+	fi
+	@if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "zookeeper is missing: installing the Debian package (the ClickHouse cluster tests run Replicated tables and ON CLUSTER, which need it on 18.16)"; \
+			SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq zookeeper >/dev/null \
+			|| { echo "cannot install zookeeper; install it by hand"; exit 1; }; \
+		else \
+			echo "zookeeper is missing: install Apache ZooKeeper 3.x so that /usr/share/java/zookeeper.jar exists (https://zookeeper.apache.org/releases.html)"; exit 1; \
 		fi; \
 	fi
 	@if ! command -v nats-server >/dev/null 2>&1 && [ -z "$$IOTWATCH_NATS_SERVER" ]; then \

@@ -44,6 +44,13 @@ type Table struct {
 	// highest of among rows of one sorting key (a row rewritten as it grows:
 	// incidents); empty keeps the last inserted.
 	Version string
+	// ShardKey are the columns whose cityHash64 shards the table's rows on a
+	// ClickHouse cluster (DDLOptions.Cluster). They are a subset of OrderBy,
+	// so that every copy of a row (all rows of one sorting key, which
+	// ReplacingMergeTree collapses into one) lands on the same shard; for the
+	// tables of events and alerts they are the device key (tenant, device),
+	// so that one device's rows are on one shard.
+	ShardKey []string
 }
 
 // findingColumns are the parallel arrays that hold an event's or an alert's findings.
@@ -90,6 +97,7 @@ var scoredTable = Table{
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColEventID},
 	TimeColumn:  ColTime,
+	ShardKey:    []string{ColTenant, ColDevice},
 }
 
 var alertsTable = Table{
@@ -114,6 +122,7 @@ var alertsTable = Table{
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColID},
 	TimeColumn:  ColTime,
+	ShardKey:    []string{ColTenant, ColDevice},
 }
 
 var decisionsTable = Table{
@@ -137,6 +146,9 @@ var decisionsTable = Table{
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColCreatedAt) + ")",
 	OrderBy:     []string{ColScope, ColValue, ColCreatedAt, ColID},
 	TimeColumn:  ColCreatedAt,
+	// A block, its renewals and its unblock are on one shard: the active
+	// set per (scope, value) is computed there.
+	ShardKey: []string{ColScope, ColValue},
 }
 
 // ScoredTable is the table of scored events (TableScored), one row per event.
@@ -222,18 +234,42 @@ type DDLOptions struct {
 	// table's TimeColumn). It needs table TTL, so it is ignored on servers without
 	// it (18.16): there, drop old partitions instead (ALTER TABLE ... DROP PARTITION).
 	RetentionDays int
+
+	// Cluster, when set, is the name of a ClickHouse cluster (the server's
+	// remote_servers section): every table then has a local part on each host,
+	// named Name+TableLocalSuffix, and a Distributed table over them under its
+	// own name, sharded by cityHash64 of its ShardKey (see ClusterDDL).
+	Cluster string
+	// Replicated makes the local parts ReplicatedReplacingMergeTree tables at
+	// ZooKeeperPath with replica name ReplicaName; it needs Cluster and a
+	// ZooKeeper in every server's configuration.
+	Replicated bool
+	// ZooKeeperPath is the template of a Replicated table's ZooKeeper path;
+	// default DefaultZooKeeperPath.
+	ZooKeeperPath string
+	// ReplicaName is a Replicated table's replica name; default DefaultReplicaName.
+	ReplicaName string
+	// OnCluster adds ON CLUSTER Cluster to every statement: distributed DDL,
+	// which the server runs on every host of the cluster (it needs ZooKeeper
+	// and the distributed_ddl section). Without it, the statements are to be
+	// run on each host.
+	OnCluster bool
 }
 
 // DDL returns the statements that create database db and every table in it, for a
-// server that reports serverVersion. The statements are idempotent (IF NOT EXISTS):
+// server that reports serverVersion; with opts.Cluster, each table's local part
+// followed by its Distributed table. The statements are idempotent (IF NOT EXISTS):
 // they never alter an existing table, so changing RetentionDays later needs an
 // ALTER TABLE ... MODIFY TTL by hand. Columns added to a table after its first
 // release reach existing tables through AddColumns.
 func DDL(serverVersion, db string, opts DDLOptions) []string {
 	f := Features(serverVersion)
-	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(db)}
+	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(db) + opts.onCluster()}
 	for _, t := range Tables() {
 		stmts = append(stmts, t.CreateStatement(db, f, opts))
+		if opts.Cluster != "" {
+			stmts = append(stmts, t.CreateDistributedStatement(db, f, opts))
+		}
 	}
 	return stmts
 }
@@ -246,12 +282,19 @@ func DDL(serverVersion, db string, opts DDLOptions) []string {
 // returned. Asking system.columns first, rather than ADD COLUMN IF NOT EXISTS,
 // works on every server from 18.16 on.
 func (t *Table) AddColumns(db string, have map[string]bool, f ServerFeatures) []string {
+	return t.AddColumnsTo(db, t.Name, have, f, DDLOptions{})
+}
+
+// AddColumnsTo is AddColumns for table name, which holds t's columns (t's
+// local part or its Distributed table on a cluster), with ON CLUSTER when
+// opts.OnCluster.
+func (t *Table) AddColumnsTo(db, name string, have map[string]bool, f ServerFeatures, opts DDLOptions) []string {
 	var stmts []string
 	for i, c := range t.Columns {
 		if have[c.Name] {
 			continue
 		}
-		stmt := "ALTER TABLE " + QuoteIdent(db) + "." + QuoteIdent(t.Name) + " ADD COLUMN " + QuoteIdent(c.Name) + " " + c.typeFor(f)
+		stmt := "ALTER TABLE " + QuoteIdent(db) + "." + QuoteIdent(name) + opts.onCluster() + " ADD COLUMN " + QuoteIdent(c.Name) + " " + c.typeFor(f)
 		if i > 0 {
 			stmt += " AFTER " + QuoteIdent(t.Columns[i-1].Name)
 		}
@@ -261,29 +304,31 @@ func (t *Table) AddColumns(db string, have map[string]bool, f ServerFeatures) []
 }
 
 // CreateStatement returns the CREATE TABLE IF NOT EXISTS statement of t in db for
-// a server with features f.
+// a server with features f; with opts.Cluster, of t's local part (LocalName),
+// ReplicatedReplacingMergeTree when opts.Replicated.
 func (t *Table) CreateStatement(db string, f ServerFeatures, opts DDLOptions) string {
 	var sb strings.Builder
-	sb.WriteString("CREATE TABLE IF NOT EXISTS ")
-	sb.WriteString(QuoteIdent(db))
-	sb.WriteByte('.')
-	sb.WriteString(QuoteIdent(t.Name))
-	sb.WriteString("\n(\n")
-	for i, c := range t.Columns {
-		sb.WriteString("    ")
-		sb.WriteString(QuoteIdent(c.Name))
-		sb.WriteByte(' ')
-		sb.WriteString(c.typeFor(f))
-		if i < len(t.Columns)-1 {
-			sb.WriteByte(',')
-		}
-		sb.WriteByte('\n')
-	}
-	sb.WriteString(")\nENGINE = ReplacingMergeTree(")
+	// ReplacingMergeTree keeps the row of the highest Version, or the last
+	// inserted without one.
+	version := ""
 	if t.Version != "" {
-		sb.WriteString(QuoteIdent(t.Version))
+		version = QuoteIdent(t.Version)
 	}
-	sb.WriteString(")\nPARTITION BY ")
+	name, engine := t.Name, "ReplacingMergeTree("+version+")"
+	if opts.Cluster != "" {
+		name = t.LocalName()
+		if opts.Replicated {
+			args := QuoteString(opts.zooKeeperPath(db, name)) + ", " + QuoteString(opts.replicaName())
+			if version != "" {
+				args += ", " + version
+			}
+			engine = "ReplicatedReplacingMergeTree(" + args + ")"
+		}
+	}
+	t.writeCreateColumns(&sb, db, name, f, opts)
+	sb.WriteString("ENGINE = ")
+	sb.WriteString(engine)
+	sb.WriteString("\nPARTITION BY ")
 	sb.WriteString(t.PartitionBy)
 	sb.WriteString("\nORDER BY (")
 	for i, name := range t.OrderBy {

@@ -53,6 +53,7 @@ var incidentsTable = Table{
 	OrderBy:     []string{ColID},
 	TimeColumn:  ColFirstSeen,
 	Version:     ColVersion,
+	ShardKey:    []string{ColID},
 }
 
 // IncidentsTable is the table of incidents (TableIncidents), one row per

@@ -33,6 +33,7 @@ var receiptsTable = Table{
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColAppliedAt) + ")",
 	OrderBy:     []string{ColDecisionID, ColEnforcer, ColAction},
 	TimeColumn:  ColAppliedAt,
+	ShardKey:    []string{ColDecisionID},
 }
 
 // rejectedReceiptsTable holds the receipts that failed verification, with
@@ -63,6 +64,7 @@ var rejectedReceiptsTable = Table{
 	PartitionBy: "toYYYYMM(" + QuoteIdent(ColReceivedAt) + ")",
 	OrderBy:     []string{ColStreamSeq},
 	TimeColumn:  ColReceivedAt,
+	ShardKey:    []string{ColStreamSeq},
 }
 
 // ReceiptsTable is the table of apply receipts (TableReceipts), one row per

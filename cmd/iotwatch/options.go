@@ -35,6 +35,9 @@ type options struct {
 	natsURL    string
 	clickhouse string
 	database   string
+	// chCluster is run's --clickhouse-cluster: the ClickHouse cluster whose
+	// Distributed tables the sink writes to (empty: one server).
+	chCluster  string
 	logLevel   string
 	metrics    string
 	pprof      bool

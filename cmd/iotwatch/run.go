@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -131,12 +132,19 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, err
 	}
+	chCfg.Cluster = o.chCluster
 	st.ch, err = sink.OpenClickHouse(ctx, chCfg)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(o.clickhouse), err)
 	}
-	if err := st.ch.Migrate(ctx); err != nil {
+	// One server: create or update the tables. A cluster: check them; its
+	// DDL is the operator's (iotwatch migrate --cluster), not N instances'.
+	prepare := st.ch.Migrate
+	if o.chCluster != "" {
+		prepare = st.ch.CheckCluster
+	}
+	if err := prepare(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -298,14 +306,33 @@ func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	dsn := fs.String("clickhouse", defaultClickHouse, "ClickHouse DSN over the native protocol")
 	db := fs.String("database", "iotwatch", "database to create the tables in")
+	cluster := fs.String("cluster", "", "create the tables on this ClickHouse cluster (a name in the servers' remote_servers): for every table T, on every host, a local table T"+schemas.TableLocalSuffix+" and a Distributed table T over them")
+	replicated := fs.Bool("replicated", false, "with --cluster: the local tables are ReplicatedReplacingMergeTree (needs ZooKeeper and the macros {shard} and {replica} on every host)")
+	ddlMode := fs.String("cluster-ddl", sink.ClusterDDLAuto, "with --cluster, how the DDL reaches the hosts: "+sink.ClusterDDLOnCluster+" (ON CLUSTER: the server runs it on every host; needs ZooKeeper and distributed_ddl), "+sink.ClusterDDLPerHost+" (connect to each host system.clusters lists, with the same credentials and TLS), or "+sink.ClusterDDLAuto+" ("+sink.ClusterDDLOnCluster+" when the server has a ZooKeeper and distributed DDL, else "+sink.ClusterDDLPerHost+")")
+	zkPath := fs.String("zookeeper-path", schemas.DefaultZooKeeperPath, "with --replicated: ZooKeeper path of each local table; {shard} and {replica} are the servers' macros, {database} and {table} are replaced by iotwatch")
+	replica := fs.String("replica-name", schemas.DefaultReplicaName, "with --replicated: replica name of each local table")
 	var conn connFlags
 	conn.registerClickHouse(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch migrate [flags]
 
-Creates the database and the tables (scored_events, alerts, decisions, receipts) when absent.
+Creates the database and the tables (scored_events, alerts, decisions, receipts,
+receipts_rejected) when absent, and adds the columns a later release introduced.
 The DDL adapts to the server's version: it runs on ClickHouse 18.16 and on current
-releases, using newer features only where the server has them. Safe to run again.
+releases, using newer features only where the server has them. Safe to run again;
+it never drops, renames or retypes anything.
+
+With --cluster NAME, every table T becomes, on every host of the cluster, a local
+table T`+schemas.TableLocalSuffix+` (ReplacingMergeTree, or ReplicatedReplacingMergeTree with
+--replicated) and a Distributed table T over them, sharded by the device key
+(cityHash64(tenant, device) for scored_events and alerts; see deploy/clickhouse), so
+queries keep the names above. How the DDL reaches the hosts (--cluster-ddl auto):
+when the server at --clickhouse has a ZooKeeper (its system.zookeeper table exists)
+and distributed DDL (the distributed_ddl section), each statement is sent once with
+ON CLUSTER and the servers run it everywhere; otherwise iotwatch connects to each host
+that system.clusters lists for NAME (host_name:port, with these credentials and TLS
+settings) and runs it there, as it also does to add columns to the Distributed tables.
+Then run 'iotwatch run --clickhouse-cluster NAME'.
 
 Flags:
 `)
@@ -314,19 +341,40 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if *cluster == "" && *replicated {
+		return usageError{fmt.Errorf("--replicated needs --cluster")}
+	}
 	log, _ := newLogger(os.Stderr, "info")
 	chCfg, err := conn.clickhouseConfig(*dsn, *db, log)
 	if err != nil {
 		return err
 	}
+	chCfg.Cluster, chCfg.ClusterDDL = *cluster, *ddlMode
+	chCfg.DDL.Replicated, chCfg.DDL.ZooKeeperPath, chCfg.DDL.ReplicaName = *replicated, *zkPath, *replica
 	ch, err := sink.OpenClickHouse(ctx, chCfg)
 	if err != nil {
 		return fmt.Errorf("cannot connect to ClickHouse at --clickhouse %q: %w", redactDSN(*dsn), err)
 	}
 	defer ch.Close()
-	if err := ch.Migrate(ctx); err != nil {
+	if *cluster == "" {
+		if err := ch.Migrate(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "migrated database %q on ClickHouse %s\n", *db, ch.Version())
+		return nil
+	}
+	m, err := ch.MigrateCluster(ctx)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "migrated database %q on ClickHouse %s\n", *db, ch.Version())
+	engine := "ReplacingMergeTree"
+	if *replicated {
+		engine = "ReplicatedReplacingMergeTree"
+	}
+	fmt.Fprintf(stdout, "migrated database %q on ClickHouse cluster %q (%s, %d hosts: %s): local %s tables *%s, Distributed tables by the documented names\n",
+		*db, *cluster, m.Mode, len(m.Hosts), strings.Join(m.Hosts, ", "), engine, schemas.TableLocalSuffix)
 	return nil
 }

@@ -1,7 +1,10 @@
 // Package chserver starts and stops a private clickhouse-server process: its own
 // data directory, its own free ports on 127.0.0.1, no password. The demo uses it
 // when no ClickHouse DSN is given, and integration tests use it so that they run
-// against the real server rather than a mock of it.
+// against the real server rather than a mock of it. StartCluster starts several
+// that know each other as the shards and replicas of one cluster, and
+// StartZooKeeper the private ZooKeeper their Replicated tables and ON CLUSTER
+// statements need.
 package chserver
 
 import (
@@ -71,6 +74,10 @@ type Options struct {
 	// had. Default (0): free ports picked by the kernel.
 	TCPPort  int
 	HTTPPort int
+	// ExtraConfig is XML inserted into config.xml's root element, such as the
+	// remote_servers, macros and zookeeper sections of a cluster member (see
+	// StartCluster). It is written as given: escape what it quotes.
+	ExtraConfig string
 }
 
 // Server is a running private clickhouse-server. Its methods are safe for
@@ -88,6 +95,7 @@ type Server struct {
 	stopOnce   sync.Once
 	stopErr    error
 	outputFile *os.File
+	extra      string
 }
 
 // startAttempts bounds the retries when a freshly picked port was taken by
@@ -124,7 +132,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("cannot resolve clickhouse-server directory %q: %w", o.Dir, err)
 	}
 	for attempt := 1; ; attempt++ {
-		s := &Server{bin: bin, dir: dir, removeDir: removeDir, log: o.Log, tcpPort: o.TCPPort, httpPort: o.HTTPPort}
+		s := &Server{bin: bin, dir: dir, removeDir: removeDir, log: o.Log, tcpPort: o.TCPPort, httpPort: o.HTTPPort, extra: o.ExtraConfig}
 		err = s.start(ctx, o.StartTimeout)
 		if err == nil {
 			return s, nil
@@ -276,6 +284,7 @@ func (s *Server) writeConfig() (string, error) {
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
+` + s.extra + `
 </yandex>
 `
 	users := `<?xml version="1.0"?>

@@ -36,8 +36,21 @@ type ClickHouseConfig struct {
 	// RetryBackoff is the wait after the first failed attempt; it doubles after
 	// each further failure, capped at 10s. Default 100ms.
 	RetryBackoff time.Duration
-	// DDL tunes the tables Migrate creates (retention, where the server has TTL).
+	// DDL tunes the tables Migrate creates (retention, where the server has
+	// TTL; on a cluster, Replicated local tables and their ZooKeeper path).
+	// Its Cluster and OnCluster fields are set from Cluster and ClusterDDL.
 	DDL schemas.DDLOptions
+	// Cluster, when set, names the ClickHouse cluster (the servers'
+	// remote_servers) that holds the tables: each table is then a Distributed
+	// table over local parts on every shard (see schemas.DDLOptions.Cluster),
+	// Migrate creates them on every host (ClusterDDL says how), and every
+	// insert goes through the Distributed table synchronously
+	// (insert_distributed_sync = 1): it returns only once each shard it
+	// touches has stored its rows. See ClickHouse.
+	Cluster string
+	// ClusterDDL says how Migrate applies the DDL on a cluster:
+	// ClusterDDLAuto (the default), ClusterDDLOnCluster or ClusterDDLPerHost.
+	ClusterDDL string
 	// Log receives rate-limited warnings about failed attempts. Default slog.Default().
 	Log *slog.Logger
 
@@ -197,6 +210,23 @@ func (cfg ClickHouseConfig) explainConnectError(err error) error {
 	return err
 }
 
+// How Migrate applies the DDL on a cluster (ClickHouseConfig.ClusterDDL).
+const (
+	// ClusterDDLAuto is ClusterDDLOnCluster when the server has a ZooKeeper
+	// (its system.zookeeper table exists) and distributed DDL (it does not
+	// refuse ON CLUSTER for want of a distributed_ddl section), else
+	// ClusterDDLPerHost.
+	ClusterDDLAuto = "auto"
+	// ClusterDDLOnCluster sends each statement once, with ON CLUSTER: the
+	// server runs it on every host (distributed DDL: needs ZooKeeper and the
+	// distributed_ddl section in every server's configuration).
+	ClusterDDLOnCluster = "on-cluster"
+	// ClusterDDLPerHost connects to each host of the cluster as
+	// system.clusters lists it (host_name and port, with the same
+	// credentials and TLS settings) and runs the statements there.
+	ClusterDDLPerHost = "per-host"
+)
+
 // Defaults of ClickHouseConfig and of connection options the DSN leaves unset.
 const (
 	DefaultDatabase     = "iotwatch"
@@ -212,6 +242,16 @@ const (
 // batched, column-wise inserts over the native protocol. Its methods are safe
 // for concurrent use.
 //
+// On a cluster (ClickHouseConfig.Cluster) it inserts into the Distributed
+// tables with insert_distributed_sync = 1: the server that receives an insert
+// splits the rows by shard (cityHash64 of the table's ShardKey: a device's
+// events and alerts on one shard) and returns only once every shard's part is
+// stored (on one replica of each shard when they are Replicated; the others
+// copy it from there). So a write that returned holds the same promise as on
+// one server, and the pipeline acks a log message only after it. A write that
+// failed on one shard after another had stored its rows is retried whole: the
+// rows written twice are on the same shard and collapse there.
+//
 // Writes are idempotent: the tables are ReplacingMergeTree keyed by each row's
 // stable id, so a batch written twice (a retry after a lost acknowledgement, a
 // redelivered message) is counted once by queries that use FINAL. One insert
@@ -219,6 +259,7 @@ const (
 // 100 daily partitions (max_partitions_per_insert_block).
 type ClickHouse struct {
 	conn    driver.Conn
+	opts    *clickhouse.Options // for connections to the other hosts of a cluster
 	db      string
 	dsn     string // without password, for messages
 	version string
@@ -263,20 +304,59 @@ func OpenClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, err
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = defaultReadTimeout
 	}
+	cfg.DDL.Cluster = cfg.Cluster
+	if cfg.Cluster != "" {
+		switch cfg.ClusterDDL {
+		case "":
+			cfg.ClusterDDL = ClusterDDLAuto
+		case ClusterDDLAuto, ClusterDDLOnCluster, ClusterDDLPerHost:
+		default:
+			return nil, fmt.Errorf("cannot use cluster DDL mode %q: want %s, %s or %s", cfg.ClusterDDL, ClusterDDLAuto, ClusterDDLOnCluster, ClusterDDLPerHost)
+		}
+		if opts.Settings == nil {
+			opts.Settings = clickhouse.Settings{}
+		}
+		if _, set := opts.Settings[settingInsertDistributedSync]; !set {
+			opts.Settings[settingInsertDistributedSync] = 1
+		}
+	}
+	conn, version, err := openConn(ctx, opts, dsn, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &ClickHouse{conn: conn, opts: opts, db: cfg.Database, dsn: dsn, version: version, cfg: cfg, log: cfg.Log}
+	if cfg.Cluster != "" {
+		if _, err := c.clusterHosts(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// settingInsertDistributedSync makes an INSERT into a Distributed table
+// return only once every shard has stored its rows (ClickHouse 18.16 and
+// later; renamed distributed_foreground_insert in 23.x, which keeps this
+// name as an alias).
+const settingInsertDistributedSync = "insert_distributed_sync"
+
+// openConn connects with opts, checks that the server answers and reads its
+// version. dsn names the server in errors.
+func openConn(ctx context.Context, opts *clickhouse.Options, dsn string, cfg ClickHouseConfig) (driver.Conn, string, error) {
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open ClickHouse %q: %w", dsn, err)
+		return nil, "", fmt.Errorf("cannot open ClickHouse %q: %w", dsn, err)
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cannot connect to ClickHouse %q: %w", dsn, cfg.explainConnectError(err))
+		return nil, "", fmt.Errorf("cannot connect to ClickHouse %q: %w", dsn, cfg.explainConnectError(err))
 	}
 	var version string
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cannot read the version of ClickHouse %q: %w", dsn, err)
+		return nil, "", fmt.Errorf("cannot read the version of ClickHouse %q: %w", dsn, err)
 	}
-	return &ClickHouse{conn: conn, db: cfg.Database, dsn: dsn, version: version, cfg: cfg, log: cfg.Log}, nil
+	return conn, version, nil
 }
 
 // redactDSN returns dsn without its password.
@@ -298,7 +378,14 @@ func (c *ClickHouse) Database() string { return c.db }
 // DDL suited to the server's version (schemas.DDL), then adds to existing
 // tables the columns a later release introduced (schemas.Table.AddColumns).
 // It never drops, renames or retypes anything.
+//
+// On a cluster (ClickHouseConfig.Cluster) it does so on every host: see
+// MigrateCluster.
 func (c *ClickHouse) Migrate(ctx context.Context) error {
+	if c.cfg.Cluster != "" {
+		_, err := c.MigrateCluster(ctx)
+		return err
+	}
 	stmts := schemas.DDL(c.version, c.db, c.cfg.DDL)
 	for _, stmt := range stmts {
 		if err := c.conn.Exec(ctx, stmt); err != nil {
@@ -322,16 +409,21 @@ func (c *ClickHouse) Migrate(ctx context.Context) error {
 
 // columns returns the column names of the database's tables, by table.
 func (c *ClickHouse) columns(ctx context.Context) (map[string]map[string]bool, error) {
-	rows, err := c.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", c.db)
+	return columnsOf(ctx, c.conn, c.db)
+}
+
+// columnsOf returns the column names of database db's tables on conn, by table.
+func columnsOf(ctx context.Context, conn driver.Conn, db string) (map[string]map[string]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", db)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", db, err)
 	}
 	defer rows.Close()
 	have := map[string]map[string]bool{}
 	for rows.Next() {
 		var table, name string
 		if err := rows.Scan(&table, &name); err != nil {
-			return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+			return nil, fmt.Errorf("cannot list the columns of database %q: %w", db, err)
 		}
 		if have[table] == nil {
 			have[table] = map[string]bool{}
@@ -339,7 +431,7 @@ func (c *ClickHouse) columns(ctx context.Context) (map[string]map[string]bool, e
 		have[table][name] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot list the columns of database %q: %w", c.db, err)
+		return nil, fmt.Errorf("cannot list the columns of database %q: %w", db, err)
 	}
 	return have, nil
 }

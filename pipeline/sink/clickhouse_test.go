@@ -29,7 +29,18 @@ import (
 // first test that needs it and stopped by TestMain. Each test uses its own database.
 var sharedCH chtest.Shared
 
-func TestMain(m *testing.M) { os.Exit(sharedCH.Main(m)) }
+// sharedCluster is a cluster of two shards for the cluster tests, started by
+// the first that needs it.
+var sharedCluster chtest.SharedCluster
+
+func TestMain(m *testing.M) {
+	code := sharedCH.Main(m)
+	if err := sharedCluster.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot stop the test ClickHouse cluster:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // testClickHouse returns the shared server, starting it on first use.
 func testClickHouse(t testing.TB) *chserver.Server { return sharedCH.Get(t) }

@@ -80,6 +80,13 @@ func sqlStatements(t *testing.T, path string) []string {
 func TestReadmeQueries(t *testing.T) {
 	srv := testClickHouse(t)
 	c := openTestWriter(t, srv, ClickHouseConfig{Database: "iotwatch"}) // the database the READMEs name
+	readmeQueries(t, c)
+}
+
+// readmeQueries writes a few rows of each kind with c, whose database is
+// iotwatch, then runs the READMEs' statements on them.
+func readmeQueries(t *testing.T, c *ClickHouse) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rec := testRecord(t, 40)

@@ -58,3 +58,40 @@ func (s *Shared) Stop() error {
 	}
 	return s.srv.Stop()
 }
+
+// SharedCluster is one private cluster (chserver.StartCluster) for the tests
+// of a package, started by the first test that needs it with Options; stop it
+// after m.Run with Stop. The zero value is a cluster of two shards named
+// "iotwatch".
+type SharedCluster struct {
+	Options chserver.ClusterOptions
+	once    sync.Once
+	c       *chserver.Cluster
+	err     error
+}
+
+// Get returns the cluster, starting it on first use. A missing or failing
+// server fails the test with the reason: tests that need ClickHouse never skip.
+func (s *SharedCluster) Get(t testing.TB) *chserver.Cluster {
+	t.Helper()
+	s.once.Do(func() {
+		if _, s.err = chserver.Available(); s.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		s.c, s.err = chserver.StartCluster(ctx, s.Options)
+	})
+	if s.err != nil {
+		t.Fatalf("these tests need a real ClickHouse cluster: %v", s.err)
+	}
+	return s.c
+}
+
+// Stop stops the cluster if a test started it.
+func (s *SharedCluster) Stop() error {
+	if s.c == nil {
+		return nil
+	}
+	return s.c.Stop()
+}
