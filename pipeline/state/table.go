@@ -28,7 +28,8 @@
 //     2. With Config.MaxDevices > 0 and the table full, inserting a new device
 //     evicts an old one: the least recently seen record among at least
 //     evictWindow consecutive slots at the sweep hand (an approximation of
-//     LRU that costs O(evictWindow) instead of an index per event). Counted
+//     LRU that costs O(evictWindow) instead of an index per event), one
+//     that Config.Keep does not keep if there is one among them. Counted
 //     in Stats.LiveEvictions (or Stats.Expired if that record had expired).
 //     3. Delete removes a record.
 //     Nothing else removes a record.
@@ -70,6 +71,14 @@ type Config struct {
 	// IdleTTL is how long (in event time) a record survives without an event
 	// before it may be reclaimed (default 24h).
 	IdleTTL time.Duration
+	// Keep, when set, tells eviction which records are worth more than
+	// others (a learned baseline, an offender being watched): when
+	// MaxDevices is reached, the least recently seen record for which Keep
+	// reports false is evicted among the slots searched, and a kept record
+	// only when every one searched is kept. Keep must be pure and must not
+	// retain rec. Nil: every record is worth the same (least recently seen
+	// goes first).
+	Keep func(rec []byte) bool
 }
 
 // Stats describes a Table.
@@ -100,6 +109,7 @@ type Table struct {
 	ttl        int64
 	clock      int64 // seconds since epoch: the largest event time seen by Record
 	hand       int   // sweep and eviction hand
+	keep       func(rec []byte) bool
 
 	grows         uint64
 	expired       uint64
@@ -151,6 +161,7 @@ func NewTable(cfg Config) (*Table, error) {
 		slotSize:   slotHeader + (cfg.RecordSize+7)&^7,
 		maxDevices: cfg.MaxDevices,
 		clock:      math.MinInt32,
+		keep:       cfg.Keep,
 	}
 	ttl := cfg.IdleTTL
 	if ttl == 0 {
@@ -459,12 +470,14 @@ func (t *Table) sweep(steps int) bool {
 }
 
 // evict removes the least recently seen record among at least evictWindow
-// consecutive slots starting at the hand (the table is full, so it is not empty).
+// consecutive slots starting at the hand (the table is full, so it is not
+// empty), preferring records that Config.Keep does not keep.
 func (t *Table) evict() {
 	if t.n == 0 {
 		panic("BUG: state table: evict called on an empty table")
 	}
 	best, bestLast := -1, int32(math.MaxInt32)
+	bestKept := true // best is a record Keep keeps (or there is none yet)
 	if t.hand >= t.capacity {
 		t.hand = 0
 	}
@@ -473,8 +486,10 @@ func (t *Table) evict() {
 		off := i * t.slotSize
 		meta := binary.LittleEndian.Uint64(t.slab[off+offMeta:])
 		if meta&flagUsed != 0 {
-			if last := int32(uint32(meta)); best < 0 || last < bestLast {
-				best, bestLast = i, last
+			last := int32(uint32(meta))
+			kept := t.keep != nil && !t.isExpired(last) && t.keep(t.slab[off+slotHeader:off+slotHeader+t.recordSize])
+			if best < 0 || (bestKept && !kept) || (kept == bestKept && last < bestLast) {
+				best, bestLast, bestKept = i, last, kept
 			}
 		}
 		if i++; i == t.capacity {
