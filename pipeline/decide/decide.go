@@ -157,6 +157,34 @@ func (a *Allowlist) Allows(ev *schemas.Event) bool {
 	return false
 }
 
+// AllowsEntity reports whether a block of scope and value would hit an
+// allowlisted entry: the same name, or for an IP or CIDR scope, an address
+// range that overlaps an allowlisted one (a /24 that holds one allowlisted
+// address is not blocked).
+func (a *Allowlist) AllowsEntity(scope, value string) bool {
+	if a == nil {
+		return false
+	}
+	if a.names[value] {
+		return true
+	}
+	if scope != schemas.ScopeIP && scope != schemas.ScopeCIDR {
+		return false
+	}
+	var p netip.Prefix
+	if ip, err := netip.ParseAddr(value); err == nil {
+		p = netip.PrefixFrom(ip, ip.BitLen())
+	} else if p, err = netip.ParsePrefix(value); err != nil {
+		return false
+	}
+	for _, q := range a.prefixes {
+		if q.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Limiter caps new blocks per event-time minute across all engines. The first
 // refusal of a minute also raises one fleet alert "block cap hit" (see
 // AppendAlerts): the cap is a safety net, and an operator must know when it
@@ -366,6 +394,34 @@ func (e *Engine) Severity(score float64) string {
 // otherwise). It does not retain ev or s. The common path (score below the
 // alert threshold) does not allocate.
 func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	return e.decide(ev, s, Entity{})
+}
+
+// Entity names what an entity decision is about (DecideEntity).
+type Entity struct {
+	// Kind is the entity kind (schemas.EntityIP, schemas.EntityPrefix, ...).
+	Kind string
+	// Value is the entity's text: an address, a CIDR, a key id.
+	Value string
+	// Scope is the decision scope that blocks it (schemas.ScopeIP,
+	// schemas.ScopeCIDR, schemas.ScopeAPIKey).
+	Scope string
+}
+
+// DecideEntity is Decide for an entity rather than a device: ev is the
+// entity's synthetic event, whose DeviceKey is the entity's key (cool-downs,
+// blocks and strikes are kept by it, as a device's), ID the event that
+// judged it, Time its time and ClientIP its address (for an IP or a
+// prefix). The alert names the entity (EntityKind, Entity) and no device;
+// a block is of scope ent.Scope and value ent.Value, under the same
+// allowlist (an IP or a prefix that overlaps an allowlisted one is never
+// blocked), dry-run, per-minute cap (the limiter is shared with the
+// devices' engines) and escalation as devices' blocks.
+func (e *Engine) DecideEntity(ev *schemas.Event, s *schemas.Scored, ent Entity) (*schemas.Alert, *schemas.Decision) {
+	return e.decide(ev, s, ent)
+}
+
+func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*schemas.Alert, *schemas.Decision) {
 	s.Score = Combine(s)
 	score := float64(s.Score)
 	if score < e.cfg.AlertThreshold {
@@ -393,11 +449,19 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	}
 	// A block is due whenever the score warrants one and the scope is not
 	// blocked yet, even if the alert itself is a repeat.
-	wantBlock := score >= e.cfg.BlockThreshold && !e.allow.Allows(ev)
+	wantBlock := score >= e.cfg.BlockThreshold
+	if ent.Kind == "" {
+		wantBlock = wantBlock && !e.allow.Allows(ev)
+	} else {
+		wantBlock = wantBlock && !e.allow.AllowsEntity(ent.Scope, ent.Value)
+	}
 	var scope, value, key string
 	var b block
 	if wantBlock {
-		scope, value = e.scope(ev, s)
+		scope, value = ent.Scope, ent.Value
+		if ent.Kind == "" {
+			scope, value = e.scope(ev, s)
+		}
 		key = scope + "\x00" + value
 		b = e.blocks[key]
 		wantBlock = b.expires <= ev.Time
@@ -406,6 +470,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 		return nil, nil
 	}
 	alert := e.alert(ev, s)
+	alert.EntityKind, alert.Entity = ent.Kind, ent.Value
 	if !wantBlock {
 		return alert, nil
 	}

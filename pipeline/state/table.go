@@ -138,6 +138,9 @@ const (
 	// evictWindow is how many consecutive slots are searched for the least
 	// recently seen record when MaxDevices is reached.
 	evictWindow = 64
+	// keepWindow bounds the slots searched for a record Config.Keep does
+	// not keep.
+	keepWindow = 16 * evictWindow
 
 	maxSlabBytes = 1 << 40
 )
@@ -482,7 +485,9 @@ func (t *Table) evict() {
 		t.hand = 0
 	}
 	i := t.hand
-	for scanned := 0; scanned < t.capacity && (scanned < evictWindow || best < 0); scanned++ {
+	// Past the window, the search goes on (up to keepWindow slots) while it
+	// has found only kept records.
+	for scanned := 0; scanned < t.capacity && (scanned < evictWindow || best < 0 || bestKept && t.keep != nil && scanned < keepWindow); scanned++ {
 		off := i * t.slotSize
 		meta := binary.LittleEndian.Uint64(t.slab[off+offMeta:])
 		if meta&flagUsed != 0 {
