@@ -222,9 +222,12 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 // down), the checkpoint is skipped and the previous one stays.
 func (p *Pipeline) periodicCheckpoint() {
 	ps := &pause{resume: make(chan struct{})}
-	ps.reached.Add(len(p.shards))
+	ps.reached.Add(len(p.shards) + len(p.entityIn))
 	for _, ch := range p.shards {
 		ch <- &item{pause: ps}
+	}
+	for _, ch := range p.entityIn {
+		ch <- entityItem{ctl: &item{pause: ps}}
 	}
 	ps.reached.Wait()
 	defer close(ps.resume)
