@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,21 @@ func TestCredentialStuffingAcrossDevices(t *testing.T) {
 			attack+time.Duration(i)*50*time.Millisecond, 401, "failed"))
 	}
 	publishLines(t, e, lines)
-	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond})
+	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
+	p := e.run(t, pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, Checkpoint: ckpt})
+
+	// The entities are checkpointed with the devices: a restart with
+	// another worker count restores them all, each into its owner.
+	restored, err := pipeline.New(pipeline.Config{Workers: 3, Checkpoint: ckpt}, e.cons, e.ch, e.pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := restored.M.Entities.Load(), p.M.Entities.Load(); got != want || got < 31 {
+		t.Errorf("restored %d entities, the run held %d", got, want)
+	}
+	if restored.Restored().Entities != uint64(p.M.Entities.Load()) {
+		t.Errorf("the checkpoint holds %d entities, the run %d", restored.Restored().Entities, p.M.Entities.Load())
+	}
 
 	alerts := entityAlerts(t, e)
 	var stuffing *storedEntityAlert
@@ -103,7 +118,7 @@ func TestCredentialStuffingAcrossDevices(t *testing.T) {
 		t.Errorf("the alert counts %v distinct identities", stuffing.observed)
 	}
 	var created time.Time
-	err := e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT min(%s) FROM %s.%s FINAL WHERE %s = ? AND %s = ? AND %s = ?",
+	err = e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT min(%s) FROM %s.%s FINAL WHERE %s = ? AND %s = ? AND %s = ?",
 		schemas.ColCreatedAt, e.db, schemas.TableDecisions, schemas.ColScope, schemas.ColValue, schemas.ColAction),
 		schemas.ScopeIP, "198.51.100.7", schemas.ActionBlock).Scan(&created)
 	if err != nil || created.Unix() <= 0 {

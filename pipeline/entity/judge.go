@@ -48,6 +48,8 @@ func Reasons() []string {
 //	116:118 windows learned (uint16, saturating)
 //	118     flags (flagWindow: a finding in this window; flagEver: ever one)
 //	119     kind (kindIP, kindPrefix)
+//	120:128 route: the key its owner is chosen by (its prefix's, see Shard),
+//	        so that a checkpoint restores it into the owner of any count
 const (
 	offLine     = 4
 	offSeq      = 8
@@ -63,8 +65,9 @@ const (
 	offWindows  = 116
 	offFlags    = 118
 	offKind     = 119
+	offRoute    = 120
 	// RecordSize is the size of an entity record.
-	RecordSize = 120
+	RecordSize = 128
 
 	flagWindow = 1
 	flagEver   = 2
@@ -109,7 +112,8 @@ type Config struct {
 }
 
 // DefaultMaxEntities is the default cap on entity records: at
-// RecordSize 120 (a 144-byte slot), about 190 MB at the cap.
+// RecordSize 128 (a 152-byte slot, at most 4/3 of them per record at the
+// cap), about 210 MB at the cap.
 const DefaultMaxEntities = 1 << 20
 
 // WithDefaults returns c with its zero fields set to the defaults.

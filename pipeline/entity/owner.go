@@ -88,6 +88,12 @@ func Shard(ob *Obs, n int) int {
 	return shard.Of(k, n)
 }
 
+// ShardOf returns the owner (in [0, n)) of the entity whose record is rec
+// (a checkpoint's), as Shard chose it for its observations.
+func ShardOf(rec []byte, n int) int {
+	return shard.Of(binary.LittleEndian.Uint64(rec[offRoute:]), n)
+}
+
 // Stats counts an owner's entities and what became of them.
 type Stats struct {
 	state.Stats
@@ -134,19 +140,20 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // entity learned up to (a redelivery) is judged against a copy of its
 // record, which learns nothing. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
+	pk, pa := keyOf(kindPrefix, ob.prefixAddr())
 	if !ob.IPDev {
 		k, a := keyOf(kindIP, ob.Addr)
-		o.judge(k, a, ob, false, emit)
+		o.judge(k, a, pk, ob, false, emit)
 	}
-	k, a := keyOf(kindPrefix, ob.prefixAddr())
-	o.judge(k, a, ob, true, emit)
+	o.judge(pk, pa, pk, ob, true, emit)
 }
 
-func (o *Owner) judge(key, alt uint64, ob *Obs, prefix bool, emit Emit) {
+func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 	rec, _ := o.table.Record(key, alt, ob.Time)
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, recordVersion)
+		binary.LittleEndian.PutUint64(rec[offRoute:], route)
 	}
 	if ob.Seq != 0 {
 		seq, line := binary.LittleEndian.Uint64(rec[offSeq:]), binary.LittleEndian.Uint32(rec[offLine:])
@@ -198,6 +205,10 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, prefix bool, emit Emit) {
 
 // Stats returns the owner's counters.
 func (o *Owner) Stats() Stats { return Stats{Stats: o.table.Stats(), Relearned: o.relearned} }
+
+// RecordVersion is the layout version in an entity record's first four
+// bytes: a checkpoint's records of another version are not restored.
+const RecordVersion = recordVersion
 
 // Table exposes the entity table (for checkpoints and tests).
 func (o *Owner) Table() *state.Table { return o.table }
