@@ -27,7 +27,7 @@
 //     one second; it never expires early.
 //     2. With Config.MaxDevices > 0 and the table full, inserting a new device
 //     evicts an old one: the least recently seen record among at least
-//     evictWindow consecutive slots at the sweep hand (an approximation of
+//     evictWindow consecutive slots from the new record's home (an approximation of
 //     LRU that costs O(evictWindow) instead of an index per event), one
 //     that Config.Keep does not keep if there is one among them. Counted
 //     in Stats.LiveEvictions (or Stats.Expired if that record had expired).
@@ -269,7 +269,7 @@ func (t *Table) Record(key, alt uint64, now int64) (rec []byte, existed bool) {
 func (t *Table) insert(key, alt uint64, sec int32, i int) []byte {
 	moved := t.sweep(sweepStep)
 	if t.maxDevices > 0 && t.n >= t.maxDevices {
-		t.evict()
+		t.evict(t.home(key, alt))
 		moved = true
 	} else if (t.n+1)*4 > t.capacity*3 {
 		t.rebuild()
@@ -473,18 +473,20 @@ func (t *Table) sweep(steps int) bool {
 }
 
 // evict removes the least recently seen record among at least evictWindow
-// consecutive slots starting at the hand (the table is full, so it is not
-// empty), preferring records that Config.Keep does not keep.
-func (t *Table) evict() {
+// consecutive slots from start, the home slot of the record about to be
+// inserted (the table is full, so it is not empty), preferring records that
+// Config.Keep does not keep. Evicting where the insertion lands keeps the
+// clusters of linear probing as short as without evictions: evicting at a
+// hand that walks the table, as before, let the clusters where insertions
+// land grow (a flood of new keys at a 100,000-record cap averaged 37 probes
+// per insertion, with runs of 700 occupied slots; now a few).
+func (t *Table) evict(start int) {
 	if t.n == 0 {
 		panic("BUG: state table: evict called on an empty table")
 	}
 	best, bestLast := -1, int32(math.MaxInt32)
 	bestKept := true // best is a record Keep keeps (or there is none yet)
-	if t.hand >= t.capacity {
-		t.hand = 0
-	}
-	i := t.hand
+	i := start
 	// Past the window, the search goes on (up to keepWindow slots) while it
 	// has found only kept records.
 	for scanned := 0; scanned < t.capacity && (scanned < evictWindow || best < 0 || bestKept && t.keep != nil && scanned < keepWindow); scanned++ {
@@ -501,7 +503,6 @@ func (t *Table) evict() {
 			i = 0
 		}
 	}
-	t.hand = i
 	if t.isExpired(bestLast) {
 		t.expired++
 	} else {

@@ -12,6 +12,7 @@ import (
 	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -129,6 +130,62 @@ func BenchmarkEventPath(b *testing.B) {
 				}
 				ev.Time += shift
 				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+				i++
+			}
+			for range len(lines) { // warm up: every device has a record
+				step()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				step()
+			}
+		})
+	}
+}
+
+// BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
+// (issue 14): each event's entity observation (entity.ObsOf), its owner
+// (entity.Shard, of two as there are two workers) and the owner judging
+// the client IP and its prefix. In the pipeline the owners run on their own
+// goroutines; here everything runs in one, so the difference from
+// BenchmarkEventPath is the CPU the entity stage adds per event (the
+// channel send from ingest to the owner, ~50-100 ns, is not in either).
+func BenchmarkEventPathEntities(b *testing.B) {
+	for _, devices := range []int{2000, 20000} {
+		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+			lines := sampleLines(b, devices, 200000)
+			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
+			var owners []*entity.Owner
+			for range 2 {
+				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				o, err := entity.NewOwner(entity.Config{}, 2, eng)
+				if err != nil {
+					b.Fatal(err)
+				}
+				owners = append(owners, o)
+			}
+			emit := func(*schemas.Alert, *schemas.Decision) {}
+			var dec schemas.Decoder
+			var ev schemas.Event
+			var out schemas.Scored
+			span := int64(48 * time.Hour)
+			i, shift := 0, int64(0)
+			step := func() {
+				if i == len(lines) {
+					i, shift = 0, shift+span
+				}
+				if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
+					b.Fatal(err)
+				}
+				ev.Time += shift
+				ob, ok := entity.ObsOf(&ev)
+				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+				if ok {
+					owners[entity.Shard(&ob, len(owners))].Observe(&ob, emit)
+				}
 				i++
 			}
 			for range len(lines) { // warm up: every device has a record
