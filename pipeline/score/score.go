@@ -153,3 +153,18 @@ func (s *Stack) Enrich(ev *schemas.Event) {
 		s.geo.Enrich(ev)
 	}
 }
+
+// ObserveEntities hands ev's entity observation (its client IP and prefix)
+// to the owner of its entities, which judges them and passes their alerts
+// and decisions to emit: what the pipeline's entity stage does for every
+// event, for paths that score in one goroutine (replay, evaluation). Like a
+// worker, an owner must be driven by one goroutine at a time. Call it for
+// every event, in stream order, next to the event's worker.
+func (s *Stack) ObserveEntities(ev *schemas.Event, emit entity.Emit) {
+	if len(s.Owners) == 0 {
+		return
+	}
+	if ob, ok := entity.ObsOf(ev); ok {
+		s.Owners[entity.Shard(&ob, len(s.Owners))].Observe(&ob, emit)
+	}
+}
