@@ -285,3 +285,31 @@ func TestFloodOfDistinctIPs(t *testing.T) {
 		}
 	}
 }
+
+// TestShardOfRecord: a record's owner, as a checkpoint restore computes it
+// from the record, is the owner its observations go to, for addresses and
+// prefixes, IPv4 and IPv6, and any owner count.
+func TestShardOfRecord(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7} {
+		for i := range 200 {
+			ip := netip.AddrFrom4([4]byte{byte(i), byte(i * 7), byte(i * 13), byte(i * 29)})
+			if i%2 == 1 {
+				ip = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i), byte(i * 3), 9: byte(i), 15: byte(i * 5)})
+			}
+			o := newOwner(t, Config{}, decide.Config{})
+			ob := obsOf(t, ip.String(), uint64(i), false, t0, 1)
+			o.Observe(&ob, func(*schemas.Alert, *schemas.Decision) {})
+			want, recs := Shard(&ob, n), 0
+			o.Table().Range(func(_, _ uint64, _ int64, rec []byte) bool {
+				recs++
+				if got := ShardOf(rec, n); got != want {
+					t.Errorf("%s, %d owners: record's owner %d, observations' %d", ip, n, got, want)
+				}
+				return true
+			})
+			if recs != 2 {
+				t.Fatalf("%s: %d records, want the address's and its prefix's", ip, recs)
+			}
+		}
+	}
+}
