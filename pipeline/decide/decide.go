@@ -309,6 +309,7 @@ type Engine struct {
 	checked int64                // event time of the last pruning
 	latest  int64                // the engine's clock: the largest event time decided on, or Tick's
 	ticked  bool                 // Tick sets the clock: Decide does not move it
+	keyBuf  []byte               // a block's scope key being looked up (scope, 0, value)
 }
 
 // coolKey names a cool-down: the device key, and a hash of the reason and
@@ -455,15 +456,17 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	} else {
 		wantBlock = wantBlock && !e.allow.AllowsEntity(ent.Scope, ent.Value)
 	}
-	var scope, value, key string
+	var scope, value string
 	var b block
 	if wantBlock {
 		scope, value = ent.Scope, ent.Value
 		if ent.Kind == "" {
 			scope, value = e.scope(ev, s)
 		}
-		key = scope + "\x00" + value
-		b = e.blocks[key]
+		// The scope key in a reused buffer: looking up a block already in
+		// force (every event of an ongoing attack) allocates nothing.
+		e.keyBuf = append(append(append(e.keyBuf[:0], scope...), 0), value...)
+		b = e.blocks[string(e.keyBuf)]
 		wantBlock = b.expires <= ev.Time
 	}
 	if !fresh && !wantBlock {
@@ -484,7 +487,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		ttl = e.cfg.MaxBlockTTL
 	}
 	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1, device: ev.DeviceKey}
-	e.blocks[key] = b
+	e.blocks[string(e.keyBuf)] = b
 	if !e.cfg.DryRun {
 		e.blocked[ev.DeviceKey] = max(e.blocked[ev.DeviceKey], b.expires)
 	}
