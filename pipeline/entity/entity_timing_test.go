@@ -2,6 +2,8 @@ package entity
 
 import (
 	"net/netip"
+	"runtime"
+	"syscall"
 	"strconv"
 	"testing"
 	"time"
@@ -31,6 +33,7 @@ func BenchmarkObserve(b *testing.B) {
 	run := func(b *testing.B, o *Owner, next func(i int) *schemas.Event) {
 		b.ReportAllocs()
 		i := 0
+		cpu := startThreadCPU()
 		for b.Loop() {
 			ev := next(i)
 			if ob, ok := ObsOf(ev); ok {
@@ -39,6 +42,7 @@ func BenchmarkObserve(b *testing.B) {
 			}
 			i++
 		}
+		cpu.report(b)
 	}
 	b.Run("steady", func(b *testing.B) {
 		o := newOwner(b, Config{}, decide.Config{})
@@ -85,4 +89,75 @@ func BenchmarkObserve(b *testing.B) {
 			b.ReportMetric(float64(st.Bytes)/float64(st.Devices), "slab-bytes/entity")
 		})
 	}
+}
+
+// BenchmarkFloodMemory feeds 5 million distinct addresses (one request
+// each, 20,000 /24s) to two owners with the default cap
+// (DefaultMaxEntities shared): run with -benchtime 1x. It reports the
+// entities held, the live evictions, the slab bytes and the Go heap in use
+// after the flood (the slabs are the heap: records hold no pointers).
+func BenchmarkFloodMemory(b *testing.B) {
+	emit := func(*schemas.Alert, *schemas.Decision) {}
+	const n = 5_000_000
+	for b.Loop() {
+		var owners []*Owner
+		for range 2 {
+			eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			o, err := NewOwner(Config{}, 2, eng)
+			if err != nil {
+				b.Fatal(err)
+			}
+			owners = append(owners, o)
+		}
+		var ev schemas.Event
+		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		for i := range n {
+			ev.ClientIP = netip.AddrFrom4([4]byte{byte(11 + i>>24), byte(i >> 16), byte(i >> 8), byte(i)})
+			ev.DeviceKey, ev.Time, ev.Seq = uint64(i), t0+int64(i)*int64(time.Microsecond), uint64(i+1)
+			ob, _ := ObsOf(&ev)
+			owners[Shard(&ob, 2)].Observe(&ob, emit)
+		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		var entities, evictions, bytes float64
+		for _, o := range owners {
+			st := o.Stats()
+			entities += float64(st.Devices)
+			evictions += float64(st.LiveEvictions)
+			bytes += float64(st.Bytes)
+		}
+		b.ReportMetric(entities, "entities")
+		b.ReportMetric(evictions, "evictions")
+		b.ReportMetric(bytes/(1<<20), "slab-MiB")
+		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/address")
+		runtime.KeepAlive(owners)
+	}
+}
+
+// threadCPU measures the CPU time of the benchmark's OS thread (cpu-ns/op),
+// which on a shared, oversubscribed machine says more than the wall time.
+type threadCPU struct{ start int64 }
+
+func startThreadCPU() threadCPU {
+	runtime.LockOSThread()
+	return threadCPU{start: threadCPUNanos()}
+}
+
+func (c threadCPU) report(b *testing.B) {
+	b.ReportMetric(float64(threadCPUNanos()-c.start)/float64(b.N), "cpu-ns/op")
+	runtime.UnlockOSThread()
+}
+
+func threadCPUNanos() int64 {
+	var ru syscall.Rusage
+	const rusageThread = 1 // RUSAGE_THREAD (Linux)
+	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
