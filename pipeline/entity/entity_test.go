@@ -181,6 +181,11 @@ func TestPrefixSpread(t *testing.T) {
 	if !cidr {
 		t.Errorf("decisions %+v, want a cidr block of 198.51.100.0/24", r.decisions)
 	}
+	for _, a := range r.alerts {
+		if a.EntityKind == schemas.EntityPrefix && (a.Entity != "198.51.100.0/24" || a.ClientIP != "") {
+			t.Errorf("prefix alert names %q, client ip %q", a.Entity, a.ClientIP)
+		}
+	}
 }
 
 // TestAllowlistedPrefix: an attacker inside an allowlisted range is alerted,
@@ -310,6 +315,29 @@ func TestShardOfRecord(t *testing.T) {
 			if recs != 2 {
 				t.Fatalf("%s: %d records, want the address's and its prefix's", ip, recs)
 			}
+		}
+	}
+}
+
+// TestSkipBlocked: with SkipBlocked, an address's requests while its own
+// block holds (refused by the enforcement points, logged without a verdict)
+// are not judged: no repeat, and no renewal of the block when it expires.
+func TestSkipBlocked(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		o := newOwner(t, Config{SkipBlocked: skip}, decide.Config{})
+		var r results
+		for i := range 2000 { // 200 s of failures: the block (15 min) holds throughout
+			ob := obsOf(t, "198.51.100.7", mix(uint64(i)+7), true, t0+int64(i)*int64(100*time.Millisecond), uint64(i+1))
+			o.Observe(&ob, r.emit)
+		}
+		skipped := o.Stats().Skipped
+		switch {
+		case len(r.decisions) != 1:
+			t.Errorf("skip %v: %d decisions, want one block", skip, len(r.decisions))
+		case skip && skipped == 0:
+			t.Error("SkipBlocked: nothing skipped while the block held")
+		case !skip && skipped != 0:
+			t.Errorf("without SkipBlocked: %d skipped", skipped)
 		}
 	}
 }

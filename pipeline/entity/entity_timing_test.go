@@ -3,8 +3,8 @@ package entity
 import (
 	"net/netip"
 	"runtime"
-	"syscall"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 

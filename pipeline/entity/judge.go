@@ -109,6 +109,12 @@ type Config struct {
 	// window for it to be judged (default 4).
 	PrefixFactor float64
 	MinPrefixIPs int
+	// SkipBlocked ignores an entity's observations while a block its
+	// owner's engine issued on it is active (worker.Config.SkipBlocked's
+	// rule, for logs that do not carry the enforcement point's verdict):
+	// the refusals the block causes are the enforcement's doing, and must
+	// neither renew the block when it expires nor teach the baseline.
+	SkipBlocked bool
 }
 
 // DefaultMaxEntities is the default cap on entity records: at

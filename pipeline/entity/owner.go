@@ -98,6 +98,7 @@ func ShardOf(rec []byte, n int) int {
 type Stats struct {
 	state.Stats
 	Relearned uint64 // redelivered observations judged without learning
+	Skipped   uint64 // observations of entities under their own block (Config.SkipBlocked)
 }
 
 // Owner keeps and judges the entities of one shard. Driven by one goroutine:
@@ -110,6 +111,7 @@ type Owner struct {
 	ev        schemas.Event  // the entity's synthetic event, for the engine
 	sc        schemas.Scored // findings of one entity
 	relearned uint64
+	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
 	// Index 0 for addresses, 1 for prefixes.
@@ -149,6 +151,10 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 }
 
 func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
+	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
+		o.skipped++
+		return
+	}
 	rec, _ := o.table.Record(key, alt, ob.Time)
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
@@ -185,11 +191,11 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 		if ob.Is4 {
 			bitsLen = schemas.EntityPrefixBits4
 		}
-		addr = netip.PrefixFrom(addr, bitsLen).Masked().Addr()
 		if o.lastKey[1] != [2]uint64{key, alt} {
-			o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).String()
+			o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
 		}
 		ent.Value = o.lastText[1]
+		addr = netip.Addr{} // a network's alert has no client address
 	} else {
 		if o.lastKey[0] != [2]uint64{key, alt} {
 			o.lastKey[0], o.lastText[0] = [2]uint64{key, alt}, addr.String()
@@ -204,7 +210,9 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 }
 
 // Stats returns the owner's counters.
-func (o *Owner) Stats() Stats { return Stats{Stats: o.table.Stats(), Relearned: o.relearned} }
+func (o *Owner) Stats() Stats {
+	return Stats{Stats: o.table.Stats(), Relearned: o.relearned, Skipped: o.skipped}
+}
 
 // RecordVersion is the layout version in an entity record's first four
 // bytes: a checkpoint's records of another version are not restored.

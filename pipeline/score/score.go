@@ -136,7 +136,9 @@ func (s *Stack) Reset() error {
 		if err != nil {
 			return err
 		}
-		o, err := entity.NewOwner(s.cfg.Entities, s.cfg.EntityOwners, eng)
+		ec := s.cfg.Entities
+		ec.SkipBlocked = ec.SkipBlocked || s.cfg.Worker.SkipBlocked
+		o, err := entity.NewOwner(ec, s.cfg.EntityOwners, eng)
 		if err != nil {
 			return err
 		}
