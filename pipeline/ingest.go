@@ -152,9 +152,13 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		p.dispatched++
 		// The entity observation is taken before the worker owns the event.
 		ob, hasEntity := entity.ObsOf(&it.ev)
+		kob, hasKey := entity.KeyObsOf(&it.ev)
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
 		if hasEntity && len(p.entityIn) > 0 {
 			p.entityIn[entity.Shard(&ob, len(p.entityIn))] <- entityItem{ob: ob}
+		}
+		if hasKey && len(p.entityIn) > 0 {
+			p.entityIn[entity.Shard(&kob, len(p.entityIn))] <- entityItem{ob: kob}
 		}
 	}
 	return p.deadLetters(ctx, subject, seq)

@@ -1,5 +1,5 @@
-// Package entity keeps baselines for what is not a device: the client IP and
-// its network (/24 for IPv4, /48 for IPv6), so that what spreads over many
+// Package entity keeps baselines for what is not a device: the client IP, its
+// network (/24 for IPv4, /48 for IPv6) and the API key, so that what spreads over many
 // devices (credential stuffing from one address against hundreds of
 // devices, one address using hundreds of identities) is seen.
 //
@@ -39,6 +39,15 @@
 //   - rate spike (ReasonRateSpike): requests in a window far beyond the
 //     entity's own learned rate (once it has one). Alert only.
 //
+// An API key (KeyObsOf: an event whose device is not identified by its key,
+// such as a device id header sent with a tenant's key) is an entity of its
+// own, owned by its own key's owner: a key used by more distinct devices,
+// or from more distinct networks, in one window than the most it had in any
+// window before (ReasonKeySpread: a leaked key) is alerted, and blocked
+// (scope api_key) when the spread is wide. A device identified by its key is
+// the key's device: the device detectors judge it (locality sees its
+// networks), and it makes no key observation.
+//
 // A prefix is judged like an IP (but for many devices, which its addresses
 // each judge), with higher floors, and only when at least MinPrefixIPs
 // distinct addresses of it take part: one address's attack is the
@@ -58,5 +67,6 @@
 // Decisions: an Owner's findings go through its own decide.Engine
 // (DecideEntity) with the pipeline's policy and the limiter shared with the
 // devices' engines: an IP is blocked with scope ip, a prefix with scope
-// cidr, under the same allowlist, dry-run, per-minute cap and escalation.
+// cidr, an API key with scope api_key, under the same allowlist, dry-run,
+// per-minute cap and escalation.
 package entity

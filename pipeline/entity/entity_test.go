@@ -341,3 +341,72 @@ func TestSkipBlocked(t *testing.T) {
 		}
 	}
 }
+
+func keyEvent(key string, dev uint64, ip netip.Addr, at int64, seq uint64) *schemas.Event {
+	var ev schemas.Event
+	ev.SetText(&ev.APIKey, []byte(key))
+	ev.IDMethod = schemas.IDToken
+	ev.ClientIP, ev.DeviceKey, ev.Time, ev.Seq, ev.ID = ip, dev, at, seq, seq
+	ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+	return &ev
+}
+
+// TestKeySpread: a key one device used for two hours from its own address,
+// then leaked and used by 60 devices from 60 networks within minutes, is
+// alerted and blocked (scope api_key); a key 30 devices share every window
+// is not.
+func TestKeySpread(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	var r results
+	seq := uint64(0)
+	observe := func(ev *schemas.Event) {
+		ob, ok := KeyObsOf(ev)
+		if !ok {
+			t.Fatal("no key observation")
+		}
+		o.Observe(&ob, r.emit)
+	}
+	home := netip.MustParseAddr("192.0.2.10")
+	for m := range 120 {
+		for d := range 30 { // the shared key, from the site's NAT
+			seq++
+			observe(keyEvent("k-shared", mix(uint64(d)+500), home, t0+int64(m)*int64(time.Minute)+int64(d), seq))
+		}
+		seq++
+		observe(keyEvent("k-lock7", 7, home, t0+int64(m)*int64(time.Minute), seq))
+	}
+	if len(r.alerts) != 0 {
+		t.Fatalf("%d alerts before the leak, first %+v", len(r.alerts), r.alerts[0])
+	}
+	leak := t0 + 120*int64(time.Minute)
+	for i := range 60 {
+		seq++
+		ip := netip.AddrFrom4([4]byte{100, byte(i), 7, 1})
+		observe(keyEvent("k-lock7", mix(uint64(i)+9000), ip, leak+int64(i)*int64(2*time.Second), seq))
+	}
+	var blocked bool
+	for _, d := range r.decisions {
+		if d.Scope == schemas.ScopeAPIKey && d.Value == "k-lock7" && d.Action == schemas.ActionBlock {
+			blocked = true
+		}
+	}
+	if !blocked {
+		t.Errorf("decisions %+v, want a block of api_key k-lock7", r.decisions)
+	}
+	for _, a := range r.alerts {
+		if a.EntityKind != schemas.EntityAPIKey || a.Entity != "k-lock7" || a.Reasons[0].Reason != ReasonKeySpread {
+			t.Errorf("alert on %s %q (%s): only the leaked key should be", a.EntityKind, a.Entity, a.Reasons[0].Reason)
+		}
+	}
+	if len(r.alerts) > 0 {
+		if s := Sentence(&r.alerts[0]); !strings.HasPrefix(s, "API key k-lock7 used by ") {
+			t.Errorf("explanation %q", s)
+		}
+	}
+	// A device identified by its key is the key's device: no key entity.
+	ev := keyEvent("k-lock7", 7, home, leak, seq+1)
+	ev.IDMethod = schemas.IDAPIKey
+	if _, ok := KeyObsOf(ev); ok {
+		t.Error("a key that identifies its device got a key observation")
+	}
+}

@@ -26,11 +26,16 @@ const (
 	// own learned rate. Observed: requests in the window; Expected: its
 	// learned requests per window.
 	ReasonRateSpike = "entity_rate_spike"
+	// ReasonKeySpread: an API key was used by more distinct devices, or
+	// from more distinct networks (/24, /48), in one window than it ever
+	// was (a leaked key). Observed: the distinct devices or networks;
+	// Expected: the most it had in a window before (at least 1).
+	ReasonKeySpread = "key_spread"
 )
 
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
-	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike}
+	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -40,14 +45,17 @@ func Reasons() []string {
 //	16:24   window start, event time (Unix ns; 0: none yet)
 //	24:28   requests in the window, 28:32 failed authentications in it
 //	32:64   distinct devices addressed in the window (Distinct sketch)
-//	64:96   distinct identities that failed authentication in it (Distinct)
+//	64:96   distinct identities that failed authentication in it (Distinct);
+//	        for an API key: the distinct networks it was used from
 //	96:104  distinct addresses in the window (a prefix's: 64-bit bitmap)
-//	104:108 learned distinct devices per window (float32)
-//	108:112 learned distinct failed identities per window (float32)
+//	104:108 learned distinct devices per window (float32; an API key's:
+//	        the most in any window)
+//	108:112 learned distinct failed identities per window (float32; an API
+//	        key's: the most networks in any window)
 //	112:116 learned requests per window (float32)
 //	116:118 windows learned (uint16, saturating)
 //	118     flags (flagWindow: a finding in this window; flagEver: ever one)
-//	119     kind (kindIP, kindPrefix)
+//	119     kind (kindIP, kindPrefix, kindKey)
 //	120:128 route: the key its owner is chosen by (its prefix's, see Shard),
 //	        so that a checkpoint restores it into the owner of any count
 const (
@@ -74,6 +82,7 @@ const (
 
 	kindIP     = 1
 	kindPrefix = 2
+	kindKey    = 3
 
 	// recordVersion is the layout version in a record's first 4 bytes.
 	recordVersion = 0x454e5401 // "ENT" 1
@@ -109,6 +118,11 @@ type Config struct {
 	// window for it to be judged (default 4).
 	PrefixFactor float64
 	MinPrefixIPs int
+	// KeySpread is the fewest distinct devices, or networks, using one API
+	// key in a window for a key-spread finding (default 10), which also
+	// needs twice the most the key had in a window before (and a window
+	// before: a key's first window is learned, not judged).
+	KeySpread float64
 	// SkipBlocked ignores an entity's observations while a block its
 	// owner's engine issued on it is active (worker.Config.SkipBlocked's
 	// rule, for logs that do not carry the enforcement point's verdict):
@@ -143,6 +157,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.ManyDevices, 50)
 	def(&c.RateEvents, 1000)
 	def(&c.PrefixFactor, 2)
+	def(&c.KeySpread, 10)
 	if c.RateWindows <= 0 {
 		c.RateWindows = 3
 	}
@@ -156,14 +171,15 @@ func (c Config) WithDefaults() Config {
 // normally speaks for one or two identities.
 const usualFloor = 2
 
-// Judge adds ob to the entity record rec (RecordSize bytes: an IP's, or a
-// prefix's when prefix is set) and appends to out the findings of the
-// entity's window so far. When ob opens a new window, the previous one is
+// Judge adds ob to the entity record rec (RecordSize bytes) of kind (an
+// address's, its prefix's, or an API key's) and appends to out the findings
+// of the entity's window so far. When ob opens a new window, the previous one is
 // learned into the entity's baseline first, unless it had a finding. c must
 // have its defaults (Config.WithDefaults). Judge is pure (a function of rec,
 // ob and c), never reads the clock and does not allocate.
-func Judge(rec []byte, ob *Obs, prefix bool, c *Config, out *schemas.Scored) {
+func Judge(rec []byte, ob *Obs, kind byte, c *Config, out *schemas.Scored) {
 	_ = rec[RecordSize-1]
+	rec[offKind] = kind
 	window := int64(c.Window)
 	start := int64(binary.LittleEndian.Uint64(rec[offStart:]))
 	if start == 0 || ob.Time >= start+window {
@@ -172,6 +188,11 @@ func Judge(rec []byte, ob *Obs, prefix bool, c *Config, out *schemas.Scored) {
 	}
 	events := binary.LittleEndian.Uint32(rec[offEvents:]) + 1
 	binary.LittleEndian.PutUint32(rec[offEvents:], events)
+	if kind == kindKey {
+		judgeKey(rec, ob, events, c, out)
+		return
+	}
+	prefix := kind == kindPrefix
 	failures := binary.LittleEndian.Uint32(rec[offFailures:])
 	if ob.Failed {
 		failures++
@@ -181,13 +202,10 @@ func Judge(rec []byte, ob *Obs, prefix bool, c *Config, out *schemas.Scored) {
 	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
 	factor := 1.0
 	if prefix {
-		rec[offKind] = kindPrefix
 		factor = c.PrefixFactor
 		if bitmap64Add(rec[offIPs:], ob.addrHash()) < c.MinPrefixIPs {
 			return
 		}
-	} else {
-		rec[offKind] = kindIP
 	}
 	found := false
 	// Credential stuffing. The distinct count is at most the failures:
@@ -231,7 +249,44 @@ func Judge(rec []byte, ob *Obs, prefix bool, c *Config, out *schemas.Scored) {
 	}
 }
 
-var labelUsual = schemas.LabelString("usual")
+// judgeKey is Judge for an API key: the distinct devices using it and the
+// distinct networks it is used from, against the most it ever had.
+func judgeKey(rec []byte, ob *Obs, events uint32, c *Config, out *schemas.Scored) {
+	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
+	if ob.hasAddr() {
+		k, _ := keyOf(kindPrefix, ob.prefixAddr())
+		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], k)
+	}
+	if float64(events) < c.KeySpread || binary.LittleEndian.Uint16(rec[offWindows:]) == 0 {
+		// The distinct counts are at most the requests; and a key with no
+		// past window has no "ever" to exceed (its first window is learned).
+		return
+	}
+	found := false
+	for _, f := range [2]struct {
+		sketch, learned int
+		label           schemas.Label
+	}{{offDevices, offLDevices, labelDevices}, {offFailed, offLFailed, labelNetworks}} {
+		most := math.Max(1, float64(math.Float32frombits(binary.LittleEndian.Uint32(rec[f.learned:]))))
+		lo := math.Max(c.KeySpread, 2*most)
+		if d := DistinctCount(rec[f.sketch : f.sketch+DistinctBytes]); d >= lo {
+			score := 0.6 + 0.35*math.Min(1, (d-lo)/(2*lo))
+			out.Add(schemas.Finding{Detector: Name, Reason: ReasonKeySpread, Score: float32(score),
+				Observed: math.Round(d), Expected: math.Round(most), ObservedLabel: f.label, ExpectedLabel: labelMost})
+			found = true
+		}
+	}
+	if found {
+		rec[offFlags] |= flagWindow | flagEver
+	}
+}
+
+var (
+	labelUsual    = schemas.LabelString("usual")
+	labelMost     = schemas.LabelString("most before")
+	labelDevices  = schemas.LabelString("devices")
+	labelNetworks = schemas.LabelString("networks")
+)
 
 // labelWindow is the label of a count over window w: "in 5m".
 func labelWindow(w time.Duration) schemas.Label {
@@ -265,10 +320,13 @@ func roll(rec []byte) {
 	events := binary.LittleEndian.Uint32(rec[offEvents:])
 	if events > 0 && rec[offFlags]&flagWindow == 0 {
 		n := binary.LittleEndian.Uint16(rec[offWindows:])
+		key := rec[offKind] == kindKey
 		learn := func(off int, x float64) {
 			old := float64(math.Float32frombits(binary.LittleEndian.Uint32(rec[off:])))
 			v := x
-			if n > 0 {
+			if key && off != offLEvents {
+				v = math.Max(old, x) // the most it ever had
+			} else if n > 0 {
 				// A slow average up, a slower one down: a usual level, not a
 				// peak an attacker could raise in one window.
 				if x > old {

@@ -25,6 +25,11 @@ type Obs struct {
 	Time   int64  // event time, Unix ns
 	// Device is the device key (schemas.Event.DeviceKey): the identity used.
 	Device uint64
+	// ForKey marks the observation of the event's API key (KeyObsOf)
+	// rather than of its address; Key[:KeyLen] is then the key id.
+	ForKey bool
+	KeyLen uint8
+	Key    [MaxKeyText]byte
 }
 
 // ObsOf returns the observation of ev and whether ev has one: an event
@@ -82,8 +87,13 @@ func mix(h uint64) uint64 {
 }
 
 // Shard returns the owner (in [0, n)) of ob's entities: a pure function of
-// its prefix, so that an address and its prefix share an owner.
+// its prefix, so that an address and its prefix share an owner, or, for an
+// API key's observation, of the key.
 func Shard(ob *Obs, n int) int {
+	if ob.ForKey {
+		k, _ := ob.keyKey()
+		return shard.Of(k, n)
+	}
 	k, _ := keyOf(kindPrefix, ob.prefixAddr())
 	return shard.Of(k, n)
 }
@@ -114,9 +124,9 @@ type Owner struct {
 	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
-	// Index 0 for addresses, 1 for prefixes.
-	lastKey  [2][2]uint64
-	lastText [2]string
+	// Index 0 for addresses, 1 for prefixes, 2 for API keys.
+	lastKey  [3][2]uint64
+	lastText [3]string
 }
 
 // NewOwner returns an owner of one of owners shards with policy cfg (its
@@ -142,15 +152,20 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // entity learned up to (a redelivery) is judged against a copy of its
 // record, which learns nothing. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
+	if ob.ForKey {
+		k, a := ob.keyKey()
+		o.judge(k, a, k, ob, kindKey, emit)
+		return
+	}
 	pk, pa := keyOf(kindPrefix, ob.prefixAddr())
 	if !ob.IPDev {
 		k, a := keyOf(kindIP, ob.Addr)
-		o.judge(k, a, pk, ob, false, emit)
+		o.judge(k, a, pk, ob, kindIP, emit)
 	}
-	o.judge(pk, pa, pk, ob, true, emit)
+	o.judge(pk, pa, pk, ob, kindPrefix, emit)
 }
 
-func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
+func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
 		o.skipped++
 		return
@@ -173,7 +188,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 		}
 	}
 	o.sc.N, o.sc.Score = 0, 0
-	Judge(rec, ob, prefix, &o.cfg, &o.sc)
+	Judge(rec, ob, kind, &o.cfg, &o.sc)
 	if o.sc.N == 0 {
 		return
 	}
@@ -185,7 +200,17 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 		addr = addr.Unmap()
 	}
 	ent := decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP}
-	if prefix {
+	switch kind {
+	case kindKey:
+		ent = decide.Entity{Kind: schemas.EntityAPIKey, Scope: schemas.ScopeAPIKey}
+		if o.lastKey[2] != [2]uint64{key, alt} {
+			o.lastKey[2], o.lastText[2] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
+		}
+		ent.Value = o.lastText[2]
+		if !ob.hasAddr() {
+			addr = netip.Addr{}
+		}
+	case kindPrefix:
 		ent = decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR}
 		bitsLen := schemas.EntityPrefixBits6
 		if ob.Is4 {
@@ -196,7 +221,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, prefix bool, emit Emit) {
 		}
 		ent.Value = o.lastText[1]
 		addr = netip.Addr{} // a network's alert has no client address
-	} else {
+	default:
 		if o.lastKey[0] != [2]uint64{key, alt} {
 			o.lastKey[0], o.lastText[0] = [2]uint64{key, alt}, addr.String()
 		}
@@ -240,6 +265,8 @@ func Sentence(a *schemas.Alert) string {
 		what = "addressed %d distinct devices %s; expected <= %d"
 	case ReasonRateSpike:
 		what = "sent %d requests %s; expected about %d"
+	case ReasonKeySpread:
+		return fmt.Sprintf("API key %s used by %d distinct %s in one window; most before: %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	default:
 		return ""
 	}

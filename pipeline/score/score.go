@@ -156,8 +156,8 @@ func (s *Stack) Enrich(ev *schemas.Event) {
 	}
 }
 
-// ObserveEntities hands ev's entity observation (its client IP and prefix)
-// to the owner of its entities, which judges them and passes their alerts
+// ObserveEntities hands ev's entity observations (its client IP and prefix;
+// its API key) to the owners of its entities, which judges them and passes their alerts
 // and decisions to emit: what the pipeline's entity stage does for every
 // event, for paths that score in one goroutine (replay, evaluation). Like a
 // worker, an owner must be driven by one goroutine at a time. Call it for
@@ -167,6 +167,9 @@ func (s *Stack) ObserveEntities(ev *schemas.Event, emit entity.Emit) {
 		return
 	}
 	if ob, ok := entity.ObsOf(ev); ok {
+		s.Owners[entity.Shard(&ob, len(s.Owners))].Observe(&ob, emit)
+	}
+	if ob, ok := entity.KeyObsOf(ev); ok {
 		s.Owners[entity.Shard(&ob, len(s.Owners))].Observe(&ob, emit)
 	}
 }
