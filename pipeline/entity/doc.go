@@ -48,10 +48,11 @@
 // the key's device: the device detectors judge it (locality sees its
 // networks), and it makes no key observation.
 //
-// A prefix is judged like an IP (but for many devices, which its addresses
-// each judge), with higher floors, and only when at least MinPrefixIPs
-// distinct addresses of it take part: one address's attack is the
-// address's, not its network's.
+// A prefix counts only the failed authentications of its addresses (the
+// normal path touches one record per event, the address's), and is judged
+// for credential stuffing (and a rate spike of failures) with higher floors,
+// and only when at least MinPrefixIPs distinct addresses of it take part:
+// one address's attack is the address's, not its network's.
 //
 // Windows with a finding are not learned, so an attack does not teach that
 // the attack is normal. A backend incident (a route answering 503 to many

@@ -210,7 +210,7 @@ func TestRedeliveryLearnsOnce(t *testing.T) {
 	o := newOwner(t, Config{}, decide.Config{})
 	var r results
 	for i := range 50 {
-		ob := obsOf(t, "192.0.2.9", 42, false, t0+int64(i)*int64(time.Minute), uint64(i+1))
+		ob := obsOf(t, "192.0.2.9", 42, true, t0+int64(i)*int64(time.Minute), uint64(i+1))
 		o.Observe(&ob, r.emit)
 	}
 	k, a := keyOf(kindIP, netip.MustParseAddr("192.0.2.9").As16())
@@ -237,7 +237,7 @@ func TestIPIdentifiedDevice(t *testing.T) {
 	o := newOwner(t, Config{}, decide.Config{})
 	var ev schemas.Event
 	ev.ClientIP = netip.MustParseAddr("192.0.2.77")
-	ev.IDMethod, ev.Time, ev.DeviceKey = schemas.IDClientIP, t0, 5
+	ev.IDMethod, ev.Time, ev.DeviceKey, ev.Auth = schemas.IDClientIP, t0, 5, schemas.AuthFailed
 	ob, _ := ObsOf(&ev)
 	o.Observe(&ob, func(*schemas.Alert, *schemas.Decision) {})
 	k, a := keyOf(kindIP, ob.Addr)
@@ -302,7 +302,7 @@ func TestShardOfRecord(t *testing.T) {
 				ip = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i), byte(i * 3), 9: byte(i), 15: byte(i * 5)})
 			}
 			o := newOwner(t, Config{}, decide.Config{})
-			ob := obsOf(t, ip.String(), uint64(i), false, t0, 1)
+			ob := obsOf(t, ip.String(), uint64(i), true, t0, 1)
 			o.Observe(&ob, func(*schemas.Alert, *schemas.Decision) {})
 			want, recs := Shard(&ob, n), 0
 			o.Table().Range(func(_, _ uint64, _ int64, rec []byte) bool {

@@ -147,7 +147,8 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 type Emit func(*schemas.Alert, *schemas.Decision)
 
 // Observe judges ob's address (unless the address is its device's identity,
-// see the package documentation) and its prefix, and hands their alerts and
+// see the package documentation) and, for a failed authentication, its
+// prefix (or ob's API key, for a KeyObsOf observation), and hands their alerts and
 // decisions to emit. An observation at or before the stream position an
 // entity learned up to (a redelivery) is judged against a copy of its
 // record, which learns nothing. It allocates only for an alert.
@@ -162,7 +163,12 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 		k, a := keyOf(kindIP, ob.Addr)
 		o.judge(k, a, pk, ob, kindIP, emit)
 	}
-	o.judge(pk, pa, pk, ob, kindPrefix, emit)
+	if ob.Failed {
+		// A prefix counts failed authentications only: what it judges is
+		// credential stuffing spread over its addresses, and the normal
+		// path touches one record, not two.
+		o.judge(pk, pa, pk, ob, kindPrefix, emit)
+	}
 }
 
 func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {

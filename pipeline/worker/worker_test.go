@@ -148,9 +148,10 @@ func BenchmarkEventPath(b *testing.B) {
 }
 
 // BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
-// (issue 14): each event's entity observation (entity.ObsOf), its owner
-// (entity.Shard, of two as there are two workers) and the owner judging
-// the client IP and its prefix. In the pipeline the owners run on their own
+// (issue 14): each event's entity observations (entity.ObsOf, KeyObsOf),
+// their owners (entity.Shard, of two as there are two workers) and the
+// owners judging the client IP, its prefix and the API key (when it does
+// not identify the device). In the pipeline the owners run on their own
 // goroutines; here everything runs in one, so the difference from
 // BenchmarkEventPath is the CPU the entity stage adds per event (the
 // channel send from ingest to the owner, ~50-100 ns, is not in either).
@@ -186,9 +187,13 @@ func BenchmarkEventPathEntities(b *testing.B) {
 				}
 				ev.Time += shift
 				ob, ok := entity.ObsOf(&ev)
+				kob, kok := entity.KeyObsOf(&ev)
 				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
 				if ok {
 					owners[entity.Shard(&ob, len(owners))].Observe(&ob, emit)
+				}
+				if kok {
+					owners[entity.Shard(&kob, len(owners))].Observe(&kob, emit)
 				}
 				i++
 			}
