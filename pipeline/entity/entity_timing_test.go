@@ -51,6 +51,11 @@ func BenchmarkObserve(b *testing.B) {
 		for d := range devices {
 			evs[d] = event(netip.AddrFrom4([4]byte{10, byte(d >> 16), byte(d >> 8), byte(d)}), mix(uint64(d)+1), false, 0, 0)
 		}
+		for d, ev := range evs { // every address has its record: no growth in the loop
+			ob, _ := ObsOf(ev)
+			ob.Time = t0 - int64(time.Hour) + int64(d)
+			o.Observe(&ob, emit)
+		}
 		run(b, o, func(i int) *schemas.Event {
 			ev := evs[i%devices]
 			ev.Time = t0 + int64(i)*int64(10*time.Millisecond)
