@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/pipeline/state"
 )
@@ -50,6 +52,15 @@ func (p *Pipeline) restore(ctx context.Context) error {
 			r, _ := p.workers[shard.Of(key, len(p.workers))].Table().Record(key, alt, lastSeen)
 			copy(r, rec)
 		},
+		PutEntity: func(key, alt uint64, lastSeen int64, rec []byte) {
+			// Into the owner that its observations go to now; records of
+			// another size or layout are a cold start of the entity.
+			if len(rec) != entity.RecordSize || binary.LittleEndian.Uint32(rec) != entity.RecordVersion || len(p.owners) == 0 {
+				return
+			}
+			r, _ := p.owners[entity.ShardOf(rec, len(p.owners))].Table().Record(key, alt, lastSeen)
+			copy(r, rec)
+		},
 		Progress: func(done, total uint64) {
 			if now := time.Now(); now.Sub(lastLog) >= restoreLogEvery {
 				lastLog = now
@@ -72,8 +83,17 @@ func (p *Pipeline) restore(ctx context.Context) error {
 		}
 		m.Engines = nil
 	}
+	if err := p.restoreOwnerEngines(m.EntityEngines); err != nil {
+		p.log.Warn("cannot restore the entity owners' decision state: their cool-downs and blocks start empty", "checkpoint", path, "err", err)
+		for _, o := range p.owners {
+			o.Engine().Reset()
+		}
+	}
 	for _, w := range p.workers {
 		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
+	}
+	for _, o := range p.owners {
+		p.reportOwner(o, ownerCounts{})
 	}
 	p.restored = m
 	if m.Engines != nil {
@@ -81,7 +101,7 @@ func (p *Pipeline) restore(ctx context.Context) error {
 		// them to be durable (periodicCheckpoint, or after a clean drain).
 		p.doneUpTo = m.StreamSeq
 	}
-	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "stream_seq", m.StreamSeq, "created", m.Created,
+	p.log.Info("restored checkpoint", "checkpoint", path, "devices", m.Records, "entities", m.Entities, "stream_seq", m.StreamSeq, "created", m.Created,
 		"cold_detectors", m.Cold, "decision_engines", len(m.Engines), "seconds", time.Since(start).Seconds())
 	return nil
 }
@@ -103,6 +123,25 @@ func (p *Pipeline) restoreEngines(snaps [][]byte) error {
 			}
 			if err := w.Engine().LoadState(snap, owns); err != nil {
 				return fmt.Errorf("cannot restore decision engine %d of %d: %w", j, len(snaps), err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreOwnerEngines loads the entity owners' decision engines' snapshots:
+// snapshot i into owner i when the owner count is the one that saved them,
+// otherwise every snapshot into every owner (an engine's entries are keyed by
+// entity key, which does not say its owner: an owner then holds cool-downs
+// and strikes of entities it does not own, which cost memory until pruned).
+func (p *Pipeline) restoreOwnerEngines(snaps [][]byte) error {
+	for j, snap := range snaps {
+		for i, o := range p.owners {
+			if len(snaps) == len(p.owners) && i != j {
+				continue
+			}
+			if err := o.Engine().LoadState(snap, nil); err != nil {
+				return fmt.Errorf("cannot restore entity decision engine %d of %d: %w", j, len(snaps), err)
 			}
 		}
 	}
@@ -135,6 +174,11 @@ func (p *Pipeline) saveCheckpoint() error {
 	meta.StreamSeq = seq
 	for _, w := range p.workers {
 		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
+	}
+	meta.EntityRecordSize = entity.RecordSize
+	for _, o := range p.owners {
+		meta.EntityTables = append(meta.EntityTables, o.Table())
+		meta.EntityEngines = append(meta.EntityEngines, o.Engine().AppendState(nil))
 	}
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {
@@ -222,9 +266,12 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 // down), the checkpoint is skipped and the previous one stays.
 func (p *Pipeline) periodicCheckpoint() {
 	ps := &pause{resume: make(chan struct{})}
-	ps.reached.Add(len(p.shards))
+	ps.reached.Add(len(p.shards) + len(p.entityIn))
 	for _, ch := range p.shards {
 		ch <- &item{pause: ps}
+	}
+	for _, ch := range p.entityIn {
+		ch <- entityItem{ctl: &item{pause: ps}}
 	}
 	ps.reached.Wait()
 	defer close(ps.resume)

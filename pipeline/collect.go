@@ -105,6 +105,19 @@ func (p *Pipeline) collect() {
 				}
 				continue
 			}
+			if it.noRow { // an entity's alert or decision
+				var j pubJob
+				if it.alert != nil {
+					j.alerts = []schemas.Alert{*it.alert}
+					alerts = append(alerts, *it.alert)
+				}
+				if it.dec != nil {
+					j.decisions = []schemas.Decision{*it.dec}
+					decisions = append(decisions, *it.dec)
+				}
+				publish(j)
+				continue
+			}
 			rows.Append(&it.ev, &it.sc)
 			if !it.swept {
 				p.M.Events.Add(1)

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/incident"
@@ -68,6 +69,10 @@ type Config struct {
 	// Incidents bounds the grouping of alerts into incidents (zero fields:
 	// the incident package's defaults).
 	Incidents incident.Config
+	// Entities configures the entity owners (client IPs and their /24 or
+	// /48, package entity): one per worker, fed by ingest, their alerts and
+	// decisions published and stored like the devices'.
+	Entities entity.Config
 	// Checkpoint, when set, is the file the learned state (device records and
 	// class table) is restored from at start and saved to after a clean drain,
 	// so that a restart neither resets baselines nor counts an event twice.
@@ -190,5 +195,6 @@ func (c *Config) defaults() {
 func (c *Config) ScoreConfig() score.Config {
 	w := c.Worker
 	w.MaxDevices = max(w.MaxDevices, 0) // negative: no cap
-	return score.Config{Detectors: c.Detectors, Workers: c.Workers, Worker: w, Decide: c.Decide, GeoIP: c.GeoIP}
+	return score.Config{Detectors: c.Detectors, Workers: c.Workers, Worker: w, Decide: c.Decide, GeoIP: c.GeoIP,
+		Entities: c.Entities}
 }

@@ -1,6 +1,7 @@
 // Package pipeline connects the stages of iotwatch in one process:
 //
-//	JetStream pull consumer ─▶ ingest (decode, dead-letter) ─▶ shard ─▶ workers (state + detectors + decide)
+//	JetStream pull consumer ─▶ ingest (decode, dead-letter) ─┬▶ shard ─▶ workers (state + detectors + decide)
+//	                                                        └▶ entity owners (client IP and prefix + decide)
 //	   ─▶ collector ─┬─▶ publisher (alerts, decisions: NATS, at once) ──────────────┐
 //	                 └─▶ waiting rows (bounded) ─▶ flusher (ClickHouse) ─▶ both done ─┴▶ ack
 //
@@ -32,7 +33,9 @@
 // the updates of the incidents its alerts joined) are published and its rows
 // are durable. Ingest follows each fetched batch of
 // messages with a barrier through every worker; when the collector has seen
-// the barrier from all workers, every result of the batch is published or
+// the barrier from all workers and all entity owners (package entity: ingest
+// sends each event's entity observation, by value, to the owner of its
+// client IP and prefix), every result of the batch is published or
 // queued for the publisher and is in the collector's buffer, and the batch's
 // messages are acked after the next flush is durable in ClickHouse and the
 // publisher has published everything queued before it. A flush's acks count
@@ -53,7 +56,8 @@
 //	pipeline.go    the Pipeline, New and Run (starting and draining the stages); the sinks' interfaces
 //	config.go      Config and its defaults
 //	ingest.go      fetch, decode, dispatch to shards, dead-letter (the decoders per subject)
-//	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices
+//	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices;
+//	               the entity owners' goroutines: one per entity shard, judging its entities
 //	collect.go     the collector: alerts and decisions to the publisher at once; columnar
 //	               batches of rows and completed fetches to the flusher; the one writer
 //	               of the incident grouper (package incident), whose latest updates go

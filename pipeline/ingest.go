@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -40,7 +41,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		// alive: decoding may wait for a slow sink, and messages still sitting
 		// in the client's buffer meanwhile would be redelivered by the server
 		// after the ack wait and counted twice in the baselines.
-		b := &batch{left: len(p.shards)}
+		b := &batch{left: len(p.shards) + len(p.entityIn)}
 		for msg := range msgs.Messages() {
 			p.M.Messages.Add(1)
 			p.unacked.addMsg(b, msg, time.Now())
@@ -65,6 +66,9 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		}
 		for _, ch := range p.shards {
 			ch <- &item{b: b}
+		}
+		for _, ch := range p.entityIn {
+			ch <- entityItem{ctl: &item{b: b}}
 		}
 		if p.cfg.Checkpoint != "" && p.cfg.CheckpointEvery > 0 && time.Since(lastCheckpoint) >= p.cfg.CheckpointEvery {
 			p.periodicCheckpoint()
@@ -146,7 +150,16 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		}
 		p.stack.Enrich(&it.ev)
 		p.dispatched++
+		// The entity observation is taken before the worker owns the event.
+		ob, hasEntity := entity.ObsOf(&it.ev)
+		kob, hasKey := entity.KeyObsOf(&it.ev)
 		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
+		if hasEntity && len(p.entityIn) > 0 {
+			p.entityIn[entity.Shard(&ob, len(p.entityIn))] <- entityItem{ob: ob}
+		}
+		if hasKey && len(p.entityIn) > 0 {
+			p.entityIn[entity.Shard(&kob, len(p.entityIn))] <- entityItem{ob: kob}
+		}
 	}
 	return p.deadLetters(ctx, subject, seq)
 }

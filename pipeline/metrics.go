@@ -38,8 +38,13 @@ type Metrics struct {
 	Devices          atomic.Int64  // devices with state, all workers
 	Evictions        atomic.Uint64 // live records evicted because MaxDevices was reached
 	Expired          atomic.Uint64 // records reclaimed after IdleTTL
-	Relearned        atomic.Uint64 // redelivered events scored again but not learned twice
-	CaughtUp         atomic.Uint64 // events judged again at start, after the checkpoint's position
+	// Entities are the entity records held (client IPs and prefixes, all
+	// owners); EntityEvictions counts live ones evicted at the entity cap,
+	// EntityExpired those reclaimed after their idle TTL.
+	Entities                       atomic.Int64
+	EntityEvictions, EntityExpired atomic.Uint64
+	Relearned                      atomic.Uint64 // redelivered events scored again but not learned twice
+	CaughtUp                       atomic.Uint64 // events judged again at start, after the checkpoint's position
 	// RedeliveredDone counts messages redelivered after a restart whose
 	// results were durable already: acked without being judged again.
 	RedeliveredDone atomic.Uint64
@@ -116,6 +121,9 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	gauge(schemas.MetricStateDevices, "Devices with a state record.", m.Devices.Load())
 	counter(schemas.MetricStateEvictions, "Live device records evicted because the device cap was reached (their baselines are lost).", m.Evictions.Load())
 	counter(schemas.MetricStateExpired, "Device records reclaimed after the idle TTL.", m.Expired.Load())
+	gauge(schemas.MetricStateEntities, "Entity records (client IPs and their /24 or /48) held.", m.Entities.Load())
+	counter(schemas.MetricStateEntityEvictions, "Live entity records evicted because the entity cap was reached (entities without a baseline go first).", m.EntityEvictions.Load())
+	counter(schemas.MetricStateEntityExpired, "Entity records reclaimed after the idle TTL.", m.EntityExpired.Load())
 	counter(schemas.MetricRedelivered, "Redelivered events scored again without being learned twice.", m.Relearned.Load())
 	counter(schemas.MetricCaughtUp, "Events judged again at start, after the checkpoint's stream position (what a crash lost).", m.CaughtUp.Load())
 	counter(schemas.MetricRedeliveredDone, "Messages redelivered after a restart whose results were durable already: acked, not judged again.", m.RedeliveredDone.Load())

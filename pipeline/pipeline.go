@@ -16,6 +16,7 @@ import (
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -66,6 +67,16 @@ type item struct {
 	// swept: a sweep's synthetic event (a silent device), made by the worker
 	// and not from the free list, so the collector does not return it there.
 	swept bool
+	// noRow: an entity owner's alert or decision, with no event row (not
+	// from the free list either).
+	noRow bool
+}
+
+// entityItem carries an event's entity observation to its owner by value
+// (no allocation), or, with ctl set, a batch barrier or a pause.
+type entityItem struct {
+	ob  entity.Obs
+	ctl *item
 }
 
 // Pipeline is one running instance. Create with New, start with Run.
@@ -85,6 +96,7 @@ type Pipeline struct {
 	stack   *score.Stack
 	layout  *worker.Layout
 	workers []*worker.Worker
+	owners  []*entity.Owner
 	model   *detectors.ClassModel
 	limiter *decide.Limiter
 
@@ -105,6 +117,7 @@ type Pipeline struct {
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item
+	entityIn   []chan entityItem // by entity owner (entity.Shard)
 	results    chan *item
 	pubs       chan pubJob // collector → publisher
 	// published counts the publish jobs the publisher has published; waiting
@@ -143,7 +156,7 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
-		layout: st.Layout, workers: st.Workers, model: st.Model, limiter: st.Limiter,
+		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes)}
 	p.published.init()
 	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
@@ -190,6 +203,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.work(i, w, ch)
 		}()
 	}
+	for i, o := range p.owners {
+		ch := make(chan entityItem, 1024)
+		p.entityIn = append(p.entityIn, ch)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.own(i, o, ch)
+		}()
+	}
 	// The drain deadline starts when ctx ends, not when ingest returns: ingest
 	// may itself be waiting for a stuck sink to free in-flight slots.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -227,6 +249,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 	// Drain: workers finish their queues, the collector flushes the rest.
 	for _, ch := range p.shards {
+		close(ch)
+	}
+	for _, ch := range p.entityIn {
 		close(ch)
 	}
 	wg.Wait()

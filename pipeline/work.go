@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -11,7 +12,7 @@ func (p *Pipeline) newWorkers() error {
 	if err := p.stack.Reset(); err != nil {
 		return err
 	}
-	p.workers, p.model = p.stack.Workers, p.stack.Model
+	p.workers, p.model, p.owners = p.stack.Workers, p.stack.Model, p.stack.Owners
 	return nil
 }
 
@@ -90,5 +91,58 @@ func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
 	p.M.EnforcedDenied.Add(now.enforced.Denied - last.enforced.Denied)
 	p.M.EnforcedUnavailable.Add(now.enforced.Unavailable - last.enforced.Unavailable)
 	p.M.EnforcedActiveBlock.Add(now.enforced.ActiveBlock - last.enforced.ActiveBlock)
+	return now
+}
+
+// own runs one entity owner: the one writer of its entities' records (see
+// package entity). Batch barriers and pauses pass through it as through a
+// worker, so a message is acked only once its entities' alerts and
+// decisions, sent to the collector before the barrier, are published.
+func (p *Pipeline) own(i int, o *entity.Owner, in <-chan entityItem) {
+	var (
+		n    int
+		last = p.ownerCounts(o)
+	)
+	emit := func(a *schemas.Alert, d *schemas.Decision) {
+		p.results <- &item{noRow: true, alert: a, dec: d}
+	}
+	for ei := range in {
+		if it := ei.ctl; it != nil {
+			if it.pause != nil {
+				it.pause.reached.Done()
+				<-it.pause.resume
+				continue
+			}
+			p.results <- it
+			continue
+		}
+		o.Observe(&ei.ob, emit)
+		if n++; n&(reportEvery-1) == 0 || len(in) == 0 {
+			last = p.reportOwner(o, last)
+		}
+	}
+	p.reportOwner(o, last)
+}
+
+// ownerCounts are an entity owner's counters as last added to the metrics.
+type ownerCounts struct {
+	entities  int64
+	evictions uint64
+	expired   uint64
+	relearned uint64
+}
+
+func (p *Pipeline) ownerCounts(o *entity.Owner) ownerCounts {
+	st := o.Stats()
+	return ownerCounts{entities: int64(st.Devices), evictions: st.LiveEvictions, expired: st.Expired, relearned: st.Relearned}
+}
+
+// reportOwner adds what o counted since last to the metrics.
+func (p *Pipeline) reportOwner(o *entity.Owner, last ownerCounts) ownerCounts {
+	now := p.ownerCounts(o)
+	p.M.Entities.Add(now.entities - last.entities)
+	p.M.EntityEvictions.Add(now.evictions - last.evictions)
+	p.M.EntityExpired.Add(now.expired - last.expired)
+	p.M.Relearned.Add(now.relearned - last.relearned)
 	return now
 }

@@ -54,7 +54,12 @@ const (
 	ColExpectedLabels = "expected_labels" // Array(String)
 
 	// Alerts.
-	ColID           = "id" // alerts and decisions: the deterministic id
+	ColID = "id" // alerts and decisions: the deterministic id
+	// ColEntityKind and ColEntity name the entity of an entity alert
+	// (Alert.EntityKind, Alert.Entity): empty for a device's alert. Added
+	// by migration to alerts tables created before them.
+	ColEntityKind   = "entity_kind"
+	ColEntity       = "entity"
 	ColSeverity     = "severity"
 	ColFirstEventID = "first_event_id"
 	ColLastEventID  = "last_event_id"

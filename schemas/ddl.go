@@ -118,6 +118,10 @@ var alertsTable = Table{
 	}, findingColumns...),
 		Column{ColFirstEventID, "UInt64", false},
 		Column{ColLastEventID, "UInt64", false},
+		// Added after the first release (AddColumns): empty in older rows,
+		// and for devices' alerts.
+		Column{ColEntityKind, "String", true},
+		Column{ColEntity, "String", false},
 	),
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColID},

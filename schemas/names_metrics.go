@@ -31,9 +31,14 @@ const (
 	MetricConsumerLag           = "iotwatch_consumer_lag_messages"
 	MetricStateDevices          = "iotwatch_state_devices"
 	MetricStateEvictions        = "iotwatch_state_live_evictions_total"
-	MetricStateExpired          = "iotwatch_state_expired_total"
-	MetricRedelivered           = "iotwatch_events_redelivered_total" // scored again, not learned twice
-	MetricCaughtUp              = "iotwatch_events_caught_up_total"   // judged again at start after a crash
+	// Entity records (client IPs and prefixes): held, live ones evicted at
+	// the entity cap, and reclaimed after their idle TTL.
+	MetricStateEntities        = "iotwatch_state_entities"
+	MetricStateEntityEvictions = "iotwatch_state_entity_evictions_total"
+	MetricStateEntityExpired   = "iotwatch_state_entity_expired_total"
+	MetricStateExpired         = "iotwatch_state_expired_total"
+	MetricRedelivered          = "iotwatch_events_redelivered_total" // scored again, not learned twice
+	MetricCaughtUp             = "iotwatch_events_caught_up_total"   // judged again at start after a crash
 	// MetricRedeliveredDone counts messages redelivered after a restart whose
 	// results were already durable: acked without being judged again.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"

@@ -91,10 +91,16 @@ func Explain(f Finding) Explanation {
 // ID is deterministic (device, reasons, first event id), so a redelivered event
 // produces the same alert id and JetStream's duplicate window drops the copy.
 type Alert struct {
-	ID           string        `json:"id"`
-	Time         time.Time     `json:"time"`
-	Tenant       string        `json:"tenant"`
-	Device       string        `json:"device"`
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Tenant string    `json:"tenant"`
+	Device string    `json:"device"`
+	// EntityKind and Entity name the entity the alert is about when it is
+	// not a device (EntityIP, EntityPrefix, ...; see EntityKinds): Entity
+	// is its text ("198.51.100.7", "198.51.100.0/24"). Both are empty for a
+	// device's alert (EntityDevice).
+	EntityKind   string        `json:"entity_kind,omitempty"`
+	Entity       string        `json:"entity,omitempty"`
 	APIKey       string        `json:"api_key,omitempty"`
 	ClientIP     string        `json:"client_ip,omitempty"`
 	Class        string        `json:"class,omitempty"`

@@ -17,6 +17,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/formats"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/receipts"
@@ -72,8 +73,10 @@ type options struct {
 	maxBlocks      int
 	allowlist      string
 
-	stateIdleTTL    time.Duration
-	stateMaxDevices int
+	stateIdleTTL     time.Duration
+	stateMaxDevices  int
+	stateMaxEntities int
+	entityWindow     time.Duration
 
 	streams bus.StreamsConfig
 	conn    connFlags // NATS and ClickHouse authentication and TLS (flags registered by run only)
@@ -122,6 +125,8 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 
 	fs.DurationVar(&o.stateIdleTTL, "state-idle-ttl", 7*24*time.Hour, "keep a silent device's baseline this long (event time)")
 	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, fmt.Sprintf("cap on devices per worker; beyond it the least recently seen is evicted and counted (0: %d shared by the workers, a 2 GiB budget at ~1 KiB per device; -1: no cap)", pipeline.DefaultMaxDevices))
+	fs.IntVar(&o.stateMaxEntities, "state-max-entities", entity.DefaultMaxEntities, "cap on entity records (client IPs and their /24 or /48), all owners together; beyond it entities without a baseline are evicted first, and counted")
+	fs.DurationVar(&o.entityWindow, "entity-window", 5*time.Minute, "window over which an entity's distinct devices, failed identities and requests are counted")
 
 	fs.DurationVar(&o.streams.LogsMaxAge, "logs-max-age", sc.LogsMaxAge, "how long IOTWATCH_LOGS keeps access logs (0: forever)")
 	fs.Int64Var(&o.streams.LogsMaxBytes, "logs-max-bytes", sc.LogsMaxBytes, "size limit of IOTWATCH_LOGS in bytes (-1: none)")
@@ -230,6 +235,10 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("checkpoint-every", "%v must be >= 0", o.ckptEvery)
 	case o.stateMaxDevices < -1:
 		return bad("state-max-devices", "%d must be >= -1", o.stateMaxDevices)
+	case o.stateMaxEntities <= 0:
+		return bad("state-max-entities", "%d must be > 0", o.stateMaxEntities)
+	case o.entityWindow < time.Minute:
+		return bad("entity-window", "%v must be >= 1m", o.entityWindow)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}
@@ -304,6 +313,7 @@ func (o *options) build() (pipeline.Config, error) {
 		AckWait:         o.streams.AckWait,
 		Detectors:       names,
 		Worker:          worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
+		Entities:        entity.Config{MaxEntities: o.stateMaxEntities, Window: o.entityWindow},
 		Decide:          dc,
 	}, nil
 }

@@ -3,7 +3,7 @@
 // detector's class statistics, with the stream position they reflect, so that
 // a restart neither resets baselines nor counts an event twice in them.
 //
-// File format, version 3, little-endian:
+// File format, version 4, little-endian:
 //
 //	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | slice count u32
 //	stream sequence u64 | created (Unix ns) i64 | record count u64
@@ -12,10 +12,15 @@
 //	class table: length u64 | detectors.ClassTable snapshot
 //	per slice, in the slice table's order: length u64 | the detector's ClassStats snapshot (length 0: none)
 //	decision engines: count u32 | per engine, in worker order: length u64 | decide.Engine.AppendState snapshot
+//	entities: record size u32 | record count u64 | records: key u64 | alt u64 | last seen (Unix ns) i64 | record [record size]
+//	entity decision engines: count u32 | per entity owner, in order: length u64 | decide.Engine.AppendState snapshot
 //	CRC-32C of everything above, u32
 //
-// Version 2 is version 3 without the decision engines' section; it is still
-// read (Meta.Engines is then nil: the engines start empty).
+// Version 3 is version 4 without the entities' sections, version 2 version 3
+// without the decision engines' section; both are still read (no entities
+// are restored; with version 2, Meta.Engines is nil: the engines start
+// empty). Entity records (package entity) are opaque here: they are handed
+// to Target.PutEntity as they are, and the caller checks their version.
 //
 // A record is the worker's header (worker.HeaderSize bytes, the layout
 // version in its first four) followed by the detectors' slices. Restored
@@ -61,10 +66,15 @@ import (
 
 const (
 	magic         = "IOTWCKPT"
-	formatVersion = 3
-	// formatNoEngines is the previous format version, without the decision
+	formatVersion = 4
+	// formatNoEntities is the previous format version, without the
+	// entities' sections, still read.
+	formatNoEntities = 3
+	// formatNoEngines is the version before, without the decision
 	// engines' section, still read.
 	formatNoEngines = 2
+	// maxEntityRecord bounds an entity record's size in a file.
+	maxEntityRecord = 4096
 	// maxEngines bounds the engine count of a file.
 	maxEngines   = 1 << 16
 	headerSize   = 8 + 4*4 + 8*3
@@ -103,6 +113,15 @@ type Meta struct {
 	// Read returns nil for a file of format version 2, which has none, and a
 	// non-nil slice (possibly empty) otherwise.
 	Engines [][]byte
+	// EntityTables are the entity owners' tables Write saves (records of
+	// EntityRecordSize bytes); Read does not set them.
+	EntityTables     []*state.Table
+	EntityRecordSize int
+	// Entities is the number of entity records Read found (0 in a file of
+	// format version 3 or older), and EntityEngines the entity owners'
+	// decision engines' snapshots (nil in such a file).
+	Entities      uint64
+	EntityEngines [][]byte
 }
 
 // MetaOf returns the Meta of records laid out by l.
@@ -199,6 +218,34 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	for _, e := range meta.Engines {
 		section(e)
 	}
+	var ne uint64
+	for _, t := range meta.EntityTables {
+		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { ne++; return true })
+	}
+	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(meta.EntityRecordSize)))
+	w.Write(binary.LittleEndian.AppendUint64(nil, ne))
+	for _, t := range meta.EntityTables {
+		t.Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+			if len(rec) != meta.EntityRecordSize {
+				werr = fmt.Errorf("BUG: entity record of %d bytes, want %d", len(rec), meta.EntityRecordSize)
+				return false
+			}
+			binary.LittleEndian.PutUint64(rh[0:], key)
+			binary.LittleEndian.PutUint64(rh[8:], alt)
+			binary.LittleEndian.PutUint64(rh[16:], uint64(lastSeen))
+			w.Write(rh[:])
+			_, werr = w.Write(rec)
+			return werr == nil
+		})
+		if werr != nil {
+			f.Close()
+			return fmt.Errorf("cannot write checkpoint %q: %w", tmp, werr)
+		}
+	}
+	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(meta.EntityEngines))))
+	for _, e := range meta.EntityEngines {
+		section(e)
+	}
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
@@ -243,6 +290,9 @@ type Target struct {
 	Reserve func(records uint64)
 	// Put receives every record; rec is valid only during the call.
 	Put func(key, alt uint64, lastSeen int64, rec []byte)
+	// PutEntity, when set, receives every entity record (format version 4)
+	// as it was written; rec is valid only during the call.
+	PutEntity func(key, alt uint64, lastSeen int64, rec []byte)
 	// Progress, when set, is called after every ProgressEvery records with
 	// the records read so far and the file's record count.
 	Progress func(done, total uint64)
@@ -274,9 +324,9 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 		return Meta{}, fmt.Errorf("cannot read checkpoint %q: not an iotwatch checkpoint", path)
 	}
 	version := binary.LittleEndian.Uint32(hdr[8:])
-	if version != formatVersion && version != formatNoEngines {
-		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d and %d: %w",
-			path, version, formatVersion, formatNoEngines, ErrIncompatible)
+	if version != formatVersion && version != formatNoEntities && version != formatNoEngines {
+		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d to %d: %w",
+			path, version, formatNoEngines, formatVersion, ErrIncompatible)
 	}
 	m := Meta{
 		LayoutVersion: binary.LittleEndian.Uint32(hdr[12:]),
@@ -356,7 +406,7 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 		}
 	}
-	if version == formatVersion {
+	if version >= formatNoEntities {
 		var nb [4]byte
 		if _, err := io.ReadFull(body, nb[:]); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: decision engines: %w", path, err)
@@ -370,6 +420,11 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 			if m.Engines[i], err = readSection(body, fmt.Sprintf("decision engine %d", i)); err != nil {
 				return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 			}
+		}
+	}
+	if version >= formatVersion {
+		if err := loadEntities(ctx, body, &m, to); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 		}
 	}
 	sum := h.Sum32()
@@ -447,4 +502,47 @@ func readSection(r io.Reader, what string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return b, nil
+}
+
+// loadEntities reads the entities' sections into m and to.PutEntity.
+func loadEntities(ctx context.Context, body io.Reader, m *Meta, to Target) error {
+	var hb [12]byte
+	if _, err := io.ReadFull(body, hb[:]); err != nil {
+		return fmt.Errorf("entities: %w", err)
+	}
+	size := int(binary.LittleEndian.Uint32(hb[:]))
+	m.EntityRecordSize, m.Entities = size, binary.LittleEndian.Uint64(hb[4:])
+	if size > maxEntityRecord || (size == 0 && m.Entities > 0) {
+		return fmt.Errorf("entity records of %d bytes is corrupt", size)
+	}
+	buf := make([]byte, recordHeader+size)
+	for i := uint64(0); i < m.Entities; i++ {
+		if i%(ProgressEvery/16) == 0 && i > 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("stopped after %d of %d entity records: %w", i, m.Entities, err)
+			}
+		}
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return fmt.Errorf("entity record %d of %d: %w", i, m.Entities, err)
+		}
+		if to.PutEntity != nil {
+			to.PutEntity(binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]), int64(binary.LittleEndian.Uint64(buf[16:])), buf[recordHeader:])
+		}
+	}
+	var nb [4]byte
+	if _, err := io.ReadFull(body, nb[:]); err != nil {
+		return fmt.Errorf("entity decision engines: %w", err)
+	}
+	n := binary.LittleEndian.Uint32(nb[:])
+	if n > maxEngines {
+		return fmt.Errorf("%d entity decision engines is corrupt", n)
+	}
+	m.EntityEngines = make([][]byte, n)
+	for i := range m.EntityEngines {
+		var err error
+		if m.EntityEngines[i], err = readSection(body, fmt.Sprintf("entity decision engine %d", i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -122,7 +122,7 @@ func TestRejects(t *testing.T) {
 	// statistics in the class table's snapshot) is refused, not guessed at.
 	v1 := bytes.Clone(good)
 	v1[8] = 1
-	f("format 1", v1, meta, "format version 1, this build reads 3 and 2")
+	f("format 1", v1, meta, "format version 1, this build reads 2 to 4")
 	if _, err := Read(filepath.Join(dir, "format 1"), meta, func(uint64, uint64, int64, []byte) {}, nil); !errors.Is(err, ErrIncompatible) {
 		t.Errorf("format 1: %v is not ErrIncompatible", err)
 	}
@@ -154,9 +154,18 @@ func TestEngines(t *testing.T) {
 	if err := Write(path, noEngines, tables, fleet); err != nil {
 		t.Fatal(err)
 	}
-	v3, _ := os.ReadFile(path)
+	v4, _ := os.ReadFile(path)
 	if m, err := Read(path, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || len(m.Engines) != 0 {
-		t.Errorf("a format 3 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
+		t.Errorf("a format 4 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
+	}
+	// Format 3: the same without the (empty) entities' sections, 16 bytes.
+	b3 := bytes.Clone(v4[:len(v4)-4-16])
+	binary.LittleEndian.PutUint32(b3[8:], 3)
+	v3 := binary.LittleEndian.AppendUint32(b3, crc32.Checksum(b3, crc32.MakeTable(crc32.Castagnoli)))
+	p3 := filepath.Join(dir, "v3.ckpt")
+	os.WriteFile(p3, v3, 0o600)
+	if m, err := Read(p3, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || m.Entities != 0 || m.EntityEngines != nil {
+		t.Errorf("a format 3 file: engines %q, %d entities, entity engines %q, err %v", m.Engines, m.Entities, m.EntityEngines, err)
 	}
 	body := bytes.Clone(v3[:len(v3)-4-4]) // without the engine count and the checksum
 	binary.LittleEndian.PutUint32(body[8:], 2)
@@ -180,5 +189,47 @@ func TestEngines(t *testing.T) {
 	os.WriteFile(pb, bad, 0o600)
 	if _, err := Read(pb, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err == nil || !strings.Contains(err.Error(), "decision engines is corrupt") {
 		t.Errorf("engine count %d: %v", maxEngines+1, err)
+	}
+}
+
+// TestEntities: the entity owners' records and decision engines travel in
+// format 4, and reach Target.PutEntity as written.
+func TestEntities(t *testing.T) {
+	tables, fleet, _ := fixture(t)
+	et, err := state.NewTable(state.Config{RecordSize: 40, IdleTTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]string{}
+	for i := range 300 {
+		key := uint64(i + 1)
+		rec, _ := et.Record(key, ^key, t0)
+		copy(rec, "entity-"+strconv.Itoa(i))
+		want[key] = string(rec)
+	}
+	path := filepath.Join(t.TempDir(), "state.ckpt")
+	meta := Meta{LayoutVersion: 7, RecordSize: recSize, EntityTables: []*state.Table{et}, EntityRecordSize: 40,
+		EntityEngines: [][]byte{[]byte("owner zero")}}
+	if err := Write(path, meta, tables, fleet); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]string{}
+	m, err := Load(t.Context(), path, meta, Target{Put: func(uint64, uint64, int64, []byte) {},
+		PutEntity: func(key, alt uint64, lastSeen int64, rec []byte) {
+			if alt != ^key || lastSeen != t0 {
+				t.Errorf("entity %d: alt %x, last seen %d", key, alt, lastSeen)
+			}
+			got[key] = string(rec)
+		}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Entities != 300 || m.EntityRecordSize != 40 || len(got) != 300 || len(m.EntityEngines) != 1 || string(m.EntityEngines[0]) != "owner zero" {
+		t.Fatalf("meta %+v, %d entities read", m, len(got))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("entity %d: %q, want %q", k, got[k], v)
+		}
 	}
 }

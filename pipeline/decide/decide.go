@@ -164,6 +164,34 @@ func (a *Allowlist) Allows(ev *schemas.Event) bool {
 	return false
 }
 
+// AllowsEntity reports whether a block of scope and value would hit an
+// allowlisted entry: the same name, or for an IP or CIDR scope, an address
+// range that overlaps an allowlisted one (a /24 that holds one allowlisted
+// address is not blocked).
+func (a *Allowlist) AllowsEntity(scope, value string) bool {
+	if a == nil {
+		return false
+	}
+	if a.names[value] {
+		return true
+	}
+	if scope != schemas.ScopeIP && scope != schemas.ScopeCIDR {
+		return false
+	}
+	var p netip.Prefix
+	if ip, err := netip.ParseAddr(value); err == nil {
+		p = netip.PrefixFrom(ip, ip.BitLen())
+	} else if p, err = netip.ParsePrefix(value); err != nil {
+		return false
+	}
+	for _, q := range a.prefixes {
+		if q.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Limiter caps new blocks per event-time minute across all engines. The first
 // refusal of a minute also raises one fleet alert "block cap hit" (see
 // AppendAlerts): the cap is a safety net, and an operator must know when it
@@ -288,6 +316,7 @@ type Engine struct {
 	checked int64                // event time of the last pruning
 	latest  int64                // the engine's clock: the largest event time decided on, or Tick's
 	ticked  bool                 // Tick sets the clock: Decide does not move it
+	keyBuf  []byte               // a block's scope key being looked up (scope, 0, value)
 }
 
 // coolKey names a cool-down: the device key, and a hash of the reason and
@@ -412,8 +441,39 @@ func (e *Engine) Severity(score float64) string {
 // otherwise). It does not retain ev or s. The common path (score below the
 // alert threshold) does not allocate.
 func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
+	return e.decide(ev, s, Entity{})
+}
+
+// Entity names what an entity decision is about (DecideEntity).
+type Entity struct {
+	// Kind is the entity kind (schemas.EntityIP, schemas.EntityPrefix, ...).
+	Kind string
+	// Value is the entity's text: an address, a CIDR, a key id.
+	Value string
+	// Scope is the decision scope that blocks it (schemas.ScopeIP,
+	// schemas.ScopeCIDR, schemas.ScopeAPIKey).
+	Scope string
+}
+
+// DecideEntity is Decide for an entity rather than a device: ev is the
+// entity's synthetic event, whose DeviceKey is the entity's key (cool-downs,
+// blocks and strikes are kept by it, as a device's), ID the event that
+// judged it, Time its time and ClientIP its address (for an IP or a
+// prefix). The alert names the entity (EntityKind, Entity) and no device;
+// a block is of scope ent.Scope and value ent.Value, under the same
+// allowlist (an IP or a prefix that overlaps an allowlisted one is never
+// blocked), dry-run, per-minute cap (the limiter is shared with the
+// devices' engines) and escalation as devices' blocks.
+func (e *Engine) DecideEntity(ev *schemas.Event, s *schemas.Scored, ent Entity) (*schemas.Alert, *schemas.Decision) {
+	return e.decide(ev, s, ent)
+}
+
+func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*schemas.Alert, *schemas.Decision) {
+	// A client that is not a device (an address alone, a browser) is judged
+	// only by absolute findings. An entity's findings are about the entity
+	// itself (an IP failing auth for many identities) and are kept.
 	subject := detectors.SubjectOf(ev)
-	if !subject.Device() {
+	if ent.Kind == "" && !subject.Device() {
 		KeepAbsolute(s)
 	}
 	s.Score = Combine(s)
@@ -443,20 +503,33 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	}
 	// A block is due whenever the score warrants one and the scope is not
 	// blocked yet, even if the alert itself is a repeat.
-	wantBlock := score >= e.cfg.BlockThreshold && !e.allow.Allows(ev) &&
-		(subject.Device() || absoluteScore(s) >= float32(AddressBlockScore))
-	var scope, value, key string
+	wantBlock := score >= e.cfg.BlockThreshold
+	if ent.Kind == "" {
+		// An address-only client needs one absolute finding at
+		// AddressBlockScore; several weaker findings never block it.
+		wantBlock = wantBlock && !e.allow.Allows(ev) &&
+			(subject.Device() || absoluteScore(s) >= float32(AddressBlockScore))
+	} else {
+		wantBlock = wantBlock && !e.allow.AllowsEntity(ent.Scope, ent.Value)
+	}
+	var scope, value string
 	var b block
 	if wantBlock {
-		scope, value = e.scope(ev, s)
-		key = scope + "\x00" + value
-		b = e.blocks[key]
+		scope, value = ent.Scope, ent.Value
+		if ent.Kind == "" {
+			scope, value = e.scope(ev, s)
+		}
+		// The scope key in a reused buffer: looking up a block already in
+		// force (every event of an ongoing attack) allocates nothing.
+		e.keyBuf = append(append(append(e.keyBuf[:0], scope...), 0), value...)
+		b = e.blocks[string(e.keyBuf)]
 		wantBlock = b.expires <= ev.Time
 	}
 	if !fresh && !wantBlock {
 		return nil, nil
 	}
 	alert := e.alert(ev, s)
+	alert.EntityKind, alert.Entity = ent.Kind, ent.Value
 	if !wantBlock {
 		return alert, nil
 	}
@@ -470,7 +543,7 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 		ttl = e.cfg.MaxBlockTTL
 	}
 	b = block{expires: ev.Time + int64(ttl), strikes: b.strikes + 1, device: ev.DeviceKey}
-	e.blocks[key] = b
+	e.blocks[string(e.keyBuf)] = b
 	if !e.cfg.DryRun {
 		e.blocked[ev.DeviceKey] = max(e.blocked[ev.DeviceKey], b.expires)
 	}

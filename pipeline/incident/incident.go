@@ -132,17 +132,15 @@ func (k Key) String() string { return k.Kind + ":" + k.Value }
 func (k Key) entity() bool { return k.Kind != KindDevice && k.Kind != KindCampaign }
 
 // EntityOf returns the entity an alert is about when it is not its device:
-// its kind ("ip", "prefix", "api_key", "asn", "tenant") and value, or "", ""
-// for a device alert.
-//
-// ENTITY ALERTS: this is the one place that reads the alert's entity. Once
-// schemas.Alert carries EntityKind and Entity (json "entity_kind", "entity"),
-// it returns a.EntityKind, a.Entity, and both the incidents (Keys) and the
-// evaluation (internal/eval, which counts an attack detected when an alert
-// names its entity) pick entity alerts up without another change.
+// its kind (schemas.EntityIP, EntityPrefix, EntityAPIKey, ...) and value, or
+// "", "" for a device alert. It is the one place that reads the alert's
+// entity: the incidents (Keys) and the evaluation (internal/eval, which counts
+// an attack detected when an alert names its entity) go through it.
 func EntityOf(a *schemas.Alert) (kind, value string) {
-	_ = a
-	return "", ""
+	if a.EntityKind == schemas.EntityDevice {
+		return "", ""
+	}
+	return a.EntityKind, a.Entity
 }
 
 // Keys appends the grouping keys of a to dst, in the order Add tries them:

@@ -18,6 +18,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/detectors"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -56,6 +57,12 @@ type Config struct {
 	// GeoIP, when set, fills country, ASN and coordinates that a log line
 	// lacks (Enrich), from a MaxMind-format database.
 	GeoIP *geoip.Reader
+	// Entities configures the entity owners (client IPs and their
+	// prefixes, package entity); EntityOwners is their number (default:
+	// Workers). Each owner has its own decision engine with Decide and the
+	// shared limiter.
+	Entities     entity.Config
+	EntityOwners int
 }
 
 // Stack is the in-process scoring stack. Its fields are set by New and Reset
@@ -65,8 +72,10 @@ type Stack struct {
 	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
 	Workers []*worker.Worker
-	geo     *geoip.Reader
-	cfg     Config
+	// Owners judge the entities (package entity), one goroutine each.
+	Owners []*entity.Owner
+	geo    *geoip.Reader
+	cfg    Config
 }
 
 // New checks cfg and builds a stack with fresh (empty) state. Errors are
@@ -90,6 +99,9 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Classes <= 0 {
 		cfg.Classes = Classes
 	}
+	if cfg.EntityOwners <= 0 {
+		cfg.EntityOwners = cfg.Workers
+	}
 	layout, err := worker.NewLayout(cfg.Detectors)
 	if err != nil {
 		return nil, err
@@ -101,8 +113,8 @@ func New(cfg Config) (*Stack, error) {
 	return s, nil
 }
 
-// Reset replaces the class table and the workers (their state tables and
-// decision engines) with fresh ones: a cold start. The layout and the block
+// Reset replaces the class table, the workers (their state tables and
+// decision engines) and the entity owners with fresh ones: a cold start. The layout and the block
 // limiter are kept. The previous workers must no longer be in use.
 func (s *Stack) Reset() error {
 	model := detectors.NewClassModel(s.Layout.Detectors, detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes))
@@ -118,7 +130,21 @@ func (s *Stack) Reset() error {
 		}
 		workers = append(workers, w)
 	}
-	s.Model, s.Workers = model, workers
+	owners := make([]*entity.Owner, 0, s.cfg.EntityOwners)
+	for range s.cfg.EntityOwners {
+		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
+		if err != nil {
+			return err
+		}
+		ec := s.cfg.Entities
+		ec.SkipBlocked = ec.SkipBlocked || s.cfg.Worker.SkipBlocked
+		o, err := entity.NewOwner(ec, s.cfg.EntityOwners, eng)
+		if err != nil {
+			return err
+		}
+		owners = append(owners, o)
+	}
+	s.Model, s.Workers, s.Owners = model, workers, owners
 	return nil
 }
 
@@ -127,5 +153,23 @@ func (s *Stack) Reset() error {
 func (s *Stack) Enrich(ev *schemas.Event) {
 	if s.geo != nil {
 		s.geo.Enrich(ev)
+	}
+}
+
+// ObserveEntities hands ev's entity observations (its client IP and prefix;
+// its API key) to the owners of its entities, which judges them and passes their alerts
+// and decisions to emit: what the pipeline's entity stage does for every
+// event, for paths that score in one goroutine (replay, evaluation). Like a
+// worker, an owner must be driven by one goroutine at a time. Call it for
+// every event, in stream order, next to the event's worker.
+func (s *Stack) ObserveEntities(ev *schemas.Event, emit entity.Emit) {
+	if len(s.Owners) == 0 {
+		return
+	}
+	if ob, ok := entity.ObsOf(ev); ok {
+		s.Owners[entity.Shard(&ob, len(s.Owners))].Observe(&ob, emit)
+	}
+	if ob, ok := entity.KeyObsOf(ev); ok {
+		s.Owners[entity.Shard(&ob, len(s.Owners))].Observe(&ob, emit)
 	}
 }

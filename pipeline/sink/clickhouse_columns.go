@@ -253,6 +253,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 	var (
 		ids, tenants, devices, apiKeys, ips = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		classes, commands, countries, sevs  = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		entityKinds, entities               = make([]string, n), make([]string, n)
 		times, timesMs                      = make([]int64, n), make([]int64, n)
 		scores                              = make([]float64, n)
 		first, last                         = make([]uint64, n), make([]uint64, n)
@@ -265,6 +266,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		times[i], timesMs[i] = dateTime(a.Time), unixMilli(a.Time)
 		scores[i] = a.Score
 		first[i], last[i] = a.FirstEventID, a.LastEventID
+		entityKinds[i], entities[i] = a.EntityKind, a.Entity
 		findings.add(a.Reasons)
 	}
 	m := map[string]any{
@@ -273,6 +275,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		schemas.ColClientIP: ips, schemas.ColClass: classes, schemas.ColCommand: commands,
 		schemas.ColCountry: countries, schemas.ColScore: scores, schemas.ColSeverity: sevs,
 		schemas.ColFirstEventID: first, schemas.ColLastEventID: last,
+		schemas.ColEntityKind: entityKinds, schemas.ColEntity: entities,
 	}
 	findings.columns(m)
 	return m

@@ -264,6 +264,7 @@ func TestClickHouseMigrateAddsColumns(t *testing.T) {
 	ctx := context.Background()
 	later := map[string][]string{
 		schemas.ScoredTable().Name:   {schemas.ColVerdict, schemas.ColResourceIDs},
+		schemas.AlertsTable().Name:   {schemas.ColEntityKind, schemas.ColEntity},
 		schemas.ReceiptsTable().Name: {schemas.ColVerification, schemas.ColReceiptKeyID},
 	}
 	for _, table := range schemas.Tables() {
@@ -424,7 +425,7 @@ func testCHAlerts() []schemas.Alert {
 			},
 		},
 		{
-			ID: "al-2", Time: t0.Add(time.Hour), Tenant: "globex", Device: "cam-9", Score: 0.5,
+			ID: "al-2", Time: t0.Add(time.Hour), Tenant: "globex", EntityKind: schemas.EntityIP, Entity: "198.51.100.7", Score: 0.5,
 			Severity: schemas.SeverityLow, FirstEventID: 20, LastEventID: 20, Reasons: []schemas.Explanation{},
 		},
 	}
@@ -457,7 +458,7 @@ func readAlerts(t *testing.T, c *ClickHouse) []schemas.Alert {
 		var sc []float32
 		var ob, ex []float64
 		if err := rows.Scan(&a.ID, &tm, &ms, &a.Tenant, &a.Device, &a.APIKey, &a.ClientIP, &a.Class, &a.Command,
-			&a.Country, &a.Score, &a.Severity, &det, &rea, &sc, &ob, &ex, &ol, &el, &a.FirstEventID, &a.LastEventID); err != nil {
+			&a.Country, &a.Score, &a.Severity, &det, &rea, &sc, &ob, &ex, &ol, &el, &a.FirstEventID, &a.LastEventID, &a.EntityKind, &a.Entity); err != nil {
 			t.Fatal(err)
 		}
 		if tm.Unix() != ms/1000 {

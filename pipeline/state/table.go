@@ -27,8 +27,9 @@
 //     one second; it never expires early.
 //     2. With Config.MaxDevices > 0 and the table full, inserting a new device
 //     evicts an old one: the least recently seen record among at least
-//     evictWindow consecutive slots at the sweep hand (an approximation of
-//     LRU that costs O(evictWindow) instead of an index per event). Counted
+//     evictWindow consecutive slots from the new record's home (an approximation of
+//     LRU that costs O(evictWindow) instead of an index per event), one
+//     that Config.Keep does not keep if there is one among them. Counted
 //     in Stats.LiveEvictions (or Stats.Expired if that record had expired).
 //     3. Delete removes a record.
 //     Nothing else removes a record.
@@ -70,6 +71,14 @@ type Config struct {
 	// IdleTTL is how long (in event time) a record survives without an event
 	// before it may be reclaimed (default 24h).
 	IdleTTL time.Duration
+	// Keep, when set, tells eviction which records are worth more than
+	// others (a learned baseline, an offender being watched): when
+	// MaxDevices is reached, the least recently seen record for which Keep
+	// reports false is evicted among the slots searched, and a kept record
+	// only when every one searched is kept. Keep must be pure and must not
+	// retain rec. Nil: every record is worth the same (least recently seen
+	// goes first).
+	Keep func(rec []byte) bool
 }
 
 // Stats describes a Table.
@@ -100,6 +109,7 @@ type Table struct {
 	ttl        int64
 	clock      int64 // seconds since epoch: the largest event time seen by Record
 	hand       int   // sweep and eviction hand
+	keep       func(rec []byte) bool
 
 	grows         uint64
 	expired       uint64
@@ -128,6 +138,9 @@ const (
 	// evictWindow is how many consecutive slots are searched for the least
 	// recently seen record when MaxDevices is reached.
 	evictWindow = 64
+	// keepWindow bounds the slots searched for a record Config.Keep does
+	// not keep.
+	keepWindow = 16 * evictWindow
 
 	maxSlabBytes = 1 << 40
 )
@@ -151,6 +164,7 @@ func NewTable(cfg Config) (*Table, error) {
 		slotSize:   slotHeader + (cfg.RecordSize+7)&^7,
 		maxDevices: cfg.MaxDevices,
 		clock:      math.MinInt32,
+		keep:       cfg.Keep,
 	}
 	ttl := cfg.IdleTTL
 	if ttl == 0 {
@@ -255,7 +269,7 @@ func (t *Table) Record(key, alt uint64, now int64) (rec []byte, existed bool) {
 func (t *Table) insert(key, alt uint64, sec int32, i int) []byte {
 	moved := t.sweep(sweepStep)
 	if t.maxDevices > 0 && t.n >= t.maxDevices {
-		t.evict()
+		t.evict(t.home(key, alt))
 		moved = true
 	} else if (t.n+1)*4 > t.capacity*3 {
 		t.rebuild()
@@ -459,29 +473,36 @@ func (t *Table) sweep(steps int) bool {
 }
 
 // evict removes the least recently seen record among at least evictWindow
-// consecutive slots starting at the hand (the table is full, so it is not empty).
-func (t *Table) evict() {
+// consecutive slots from start, the home slot of the record about to be
+// inserted (the table is full, so it is not empty), preferring records that
+// Config.Keep does not keep. Evicting where the insertion lands keeps the
+// clusters of linear probing as short as without evictions: evicting at a
+// hand that walks the table, as before, let the clusters where insertions
+// land grow (a flood of new keys at a 100,000-record cap averaged 37 probes
+// per insertion, with runs of 700 occupied slots; now a few).
+func (t *Table) evict(start int) {
 	if t.n == 0 {
 		panic("BUG: state table: evict called on an empty table")
 	}
 	best, bestLast := -1, int32(math.MaxInt32)
-	if t.hand >= t.capacity {
-		t.hand = 0
-	}
-	i := t.hand
-	for scanned := 0; scanned < t.capacity && (scanned < evictWindow || best < 0); scanned++ {
+	bestKept := true // best is a record Keep keeps (or there is none yet)
+	i := start
+	// Past the window, the search goes on (up to keepWindow slots) while it
+	// has found only kept records.
+	for scanned := 0; scanned < t.capacity && (scanned < evictWindow || best < 0 || bestKept && t.keep != nil && scanned < keepWindow); scanned++ {
 		off := i * t.slotSize
 		meta := binary.LittleEndian.Uint64(t.slab[off+offMeta:])
 		if meta&flagUsed != 0 {
-			if last := int32(uint32(meta)); best < 0 || last < bestLast {
-				best, bestLast = i, last
+			last := int32(uint32(meta))
+			kept := t.keep != nil && !t.isExpired(last) && t.keep(t.slab[off+slotHeader:off+slotHeader+t.recordSize])
+			if best < 0 || (bestKept && !kept) || (kept == bestKept && last < bestLast) {
+				best, bestLast, bestKept = i, last, kept
 			}
 		}
 		if i++; i == t.capacity {
 			i = 0
 		}
 	}
-	t.hand = i
 	if t.isExpired(bestLast) {
 		t.expired++
 	} else {

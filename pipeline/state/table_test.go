@@ -457,3 +457,29 @@ func TestTableRecordAllocs(t *testing.T) {
 		t.Fatalf("Record of a new device allocates %.1f times per call, want 0", allocs)
 	}
 }
+
+// TestKeepIsEvictedLast checks Config.Keep: at the cap, a flood of new
+// records evicts the unkept ones, however recently seen, before a kept one.
+func TestKeepIsEvictedLast(t *testing.T) {
+	tab, err := NewTable(Config{RecordSize: 8, MaxDevices: 1000, InitialDevices: 1000,
+		Keep: func(rec []byte) bool { return rec[0] == 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = int64(1_800_000_000) * int64(time.Second)
+	for k := range uint64(10) {
+		rec, _ := tab.Record(k, 0, base)
+		rec[0] = 1 // kept, and the least recently seen
+	}
+	for k := uint64(100); k < 100_000; k++ {
+		tab.Record(k, 0, base+int64(k)*int64(time.Millisecond)) // within the TTL
+	}
+	for k := range uint64(10) {
+		if _, ok := tab.Lookup(k, 0); !ok {
+			t.Errorf("kept record %d was evicted", k)
+		}
+	}
+	if st := tab.Stats(); st.Devices != 1000 || st.LiveEvictions == 0 {
+		t.Errorf("stats %+v: want 1000 devices and evictions", st)
+	}
+}

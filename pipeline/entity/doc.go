@@ -1,0 +1,73 @@
+// Package entity keeps baselines for what is not a device: the client IP, its
+// network (/24 for IPv4, /48 for IPv6) and the API key, so that what spreads over many
+// devices (credential stuffing from one address against hundreds of
+// devices, one address using hundreds of identities) is seen.
+//
+// Flow: the ingest stage turns every decoded event into an Obs (ObsOf: a
+// fixed-size, pointer-free observation of its client address, device key,
+// auth outcome, time and stream position) and sends it to the Owner of its
+// entities (Shard). An Owner is driven by one goroutine: it is the one
+// writer of its entities' records, as a worker is of its devices'.
+//
+// Invariant (one writer per entity): an IP and its prefix are owned by the
+// owner Shard picks from the prefix's key, a pure function of the address
+// and of the owner count; an IP therefore always lands where its prefix is,
+// and one Obs updates both. Across machines (issue 15) the prefix key is the
+// entity partition key.
+//
+// State: one fixed-size record of RecordSize bytes per entity in a
+// state.Table (pointer-free slab, never scanned by the garbage collector),
+// with the same header contract as device records: a layout version, then
+// the stream position (sequence, line) learned up to, so that a redelivered
+// event is judged against a copy and learned once. Records expire after
+// Config.IdleTTL of event time; Config.MaxEntities caps them, and at the cap
+// eviction takes the least recently seen entity that has no learned
+// baseline and was never flagged (state.Config.Keep) before any other:
+// under a flood of one-shot addresses, the flood evicts itself.
+//
+// Judging (judge.go) is pure, deterministic and allocation-free, over a
+// tumbling window of Config.Window (5 minutes) per entity:
+//
+//   - credential stuffing (ReasonCredentialStuffing): failed authentication
+//     for many distinct identities (devices), with most of the entity's
+//     requests failing. Distinct counts are linear-counting sketches of 256
+//     bits in the record (Distinct).
+//   - many devices (ReasonManyDevices): many distinct devices addressed from
+//     one entity, beyond what it addressed in its own past windows (a NAT
+//     gateway learns its level). Alert only: its score stays under the
+//     block threshold, since a shared address is not proof of an attack.
+//   - rate spike (ReasonRateSpike): requests in a window far beyond the
+//     entity's own learned rate (once it has one). Alert only.
+//
+// An API key (KeyObsOf: an event whose device is not identified by its key,
+// such as a device id header sent with a tenant's key) is an entity of its
+// own, owned by its own key's owner: a key used by more distinct devices,
+// or from more distinct networks, in one window than the most it had in any
+// window before (ReasonKeySpread: a leaked key) is alerted, and blocked
+// (scope api_key) when the spread is wide. A device identified by its key is
+// the key's device: the device detectors judge it (locality sees its
+// networks), and it makes no key observation.
+//
+// A prefix counts only the failed authentications of its addresses (the
+// normal path touches one record per event, the address's), and is judged
+// for credential stuffing (and a rate spike of failures) with higher floors,
+// and only when at least MinPrefixIPs distinct addresses of it take part:
+// one address's attack is the address's, not its network's.
+//
+// Windows with a finding are not learned, so an attack does not teach that
+// the attack is normal. A backend incident (a route answering 503 to many
+// devices from their usual addresses) raises nothing here: errors are not
+// authentication failures, and each address still addresses its own few
+// devices.
+//
+// An event whose device is identified only by its client IP
+// (schemas.IDClientIP) is that IP's device: the device detectors judge it,
+// and the IP entity skips it (it would judge the same requests twice). Its
+// prefix still counts it.
+//
+// Decisions: an Owner's findings go through its own decide.Engine
+// (DecideEntity) with the pipeline's policy and the limiter shared with the
+// devices' engines: an IP is blocked with scope ip, a prefix with scope
+// cidr, an API key with scope api_key, under the same allowlist, dry-run,
+// per-minute cap and escalation.
+package entity

@@ -1,0 +1,280 @@
+package entity
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Obs is what an entity owner learns of one event: fixed-size and
+// pointer-free, so that it travels by value on a channel and costs no
+// allocation.
+type Obs struct {
+	Addr   [16]byte // the client address (As16)
+	Is4    bool
+	IPDev  bool   // the device is identified by this address (schemas.IDClientIP)
+	Failed bool   // authentication failed
+	Line   uint32 // position in the log stream: sequence and line
+	Seq    uint64
+	ID     uint64 // the event's id
+	Time   int64  // event time, Unix ns
+	// Device is the device key (schemas.Event.DeviceKey): the identity used.
+	Device uint64
+	// ForKey marks the observation of the event's API key (KeyObsOf)
+	// rather than of its address; Key[:KeyLen] is then the key id.
+	ForKey bool
+	KeyLen uint8
+	Key    [MaxKeyText]byte
+}
+
+// ObsOf returns the observation of ev and whether ev has one: an event
+// without a valid client address, or whose outcome was the enforcement
+// point's doing (schemas.Verdict.Enforced), has none. It does not allocate.
+func ObsOf(ev *schemas.Event) (Obs, bool) {
+	if !ev.ClientIP.IsValid() || ev.Verdict.Enforced() {
+		return Obs{}, false
+	}
+	return Obs{
+		Addr:   ev.ClientIP.As16(),
+		Is4:    ev.ClientIP.Is4() || ev.ClientIP.Is4In6(),
+		IPDev:  ev.IDMethod == schemas.IDClientIP,
+		Failed: ev.Auth == schemas.AuthFailed || (ev.Status == 401 && ev.Protocol != schemas.ProtoMQTT),
+		Line:   ev.Line,
+		Seq:    ev.Seq,
+		ID:     ev.ID,
+		Time:   ev.Time,
+		Device: ev.DeviceKey,
+	}, true
+}
+
+// prefixAddr returns ob's address masked to its prefix.
+func (ob *Obs) prefixAddr() [16]byte {
+	a := ob.Addr
+	if ob.Is4 {
+		a[15] = 0 // the /24 of ::ffff:a.b.c.d
+	} else {
+		clear(a[6:]) // the /48
+	}
+	return a
+}
+
+// addrHash is a hash of ob's address (a prefix's distinct addresses).
+func (ob *Obs) addrHash() uint64 {
+	k, _ := keyOf(kindIP, ob.Addr)
+	return k
+}
+
+// keyOf returns the 128-bit state key of the entity of kind with address a.
+func keyOf(kind byte, a [16]byte) (key, alt uint64) {
+	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	key = mix(mix(uint64(kind)*0x9e3779b97f4a7c15^lo) ^ hi)
+	alt = mix(mix(hi^0xd6e8feb86659fd93^uint64(kind)) ^ lo*0xbf58476d1ce4e5b9)
+	return key, alt
+}
+
+// mix is a 64-bit finalizer (splitmix64's).
+func mix(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
+}
+
+// Shard returns the owner (in [0, n)) of ob's entities: a pure function of
+// its prefix, so that an address and its prefix share an owner, or, for an
+// API key's observation, of the key.
+func Shard(ob *Obs, n int) int {
+	if ob.ForKey {
+		k, _ := ob.keyKey()
+		return shard.Of(k, n)
+	}
+	k, _ := keyOf(kindPrefix, ob.prefixAddr())
+	return shard.Of(k, n)
+}
+
+// ShardOf returns the owner (in [0, n)) of the entity whose record is rec
+// (a checkpoint's), as Shard chose it for its observations.
+func ShardOf(rec []byte, n int) int {
+	return shard.Of(binary.LittleEndian.Uint64(rec[offRoute:]), n)
+}
+
+// Stats counts an owner's entities and what became of them.
+type Stats struct {
+	state.Stats
+	Relearned uint64 // redelivered observations judged without learning
+	Skipped   uint64 // observations of entities under their own block (Config.SkipBlocked)
+}
+
+// Owner keeps and judges the entities of one shard. Driven by one goroutine:
+// it is the only writer of its records. Not safe for concurrent use.
+type Owner struct {
+	cfg       Config
+	table     *state.Table
+	engine    *decide.Engine
+	scratch   []byte
+	ev        schemas.Event  // the entity's synthetic event, for the engine
+	sc        schemas.Scored // findings of one entity
+	relearned uint64
+	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
+	// The text of the last entity that reached the engine, so that an
+	// attack's events do not format it again each.
+	// Index 0 for addresses, 1 for prefixes, 2 for API keys.
+	lastKey  [3][2]uint64
+	lastText [3]string
+}
+
+// NewOwner returns an owner of one of owners shards with policy cfg (its
+// MaxEntities is shared among the owners) and decision engine eng (built
+// with the pipeline's decide.Config and shared limiter).
+func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
+	cfg = cfg.WithDefaults()
+	perOwner := max(cfg.MaxEntities/max(owners, 1), 1)
+	t, err := state.NewTable(state.Config{RecordSize: RecordSize, InitialDevices: min(perOwner, 4096),
+		MaxDevices: perOwner, IdleTTL: cfg.IdleTTL, Keep: keep})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create entity table: %w", err)
+	}
+	return &Owner{cfg: cfg, table: t, engine: eng, scratch: make([]byte, RecordSize)}, nil
+}
+
+// Emit receives an entity's alert and decision (either may be nil).
+type Emit func(*schemas.Alert, *schemas.Decision)
+
+// Observe judges ob's address (unless the address is its device's identity,
+// see the package documentation) and, for a failed authentication, its
+// prefix (or ob's API key, for a KeyObsOf observation), and hands their alerts and
+// decisions to emit. An observation at or before the stream position an
+// entity learned up to (a redelivery) is judged against a copy of its
+// record, which learns nothing. It allocates only for an alert.
+func (o *Owner) Observe(ob *Obs, emit Emit) {
+	if ob.ForKey {
+		k, a := ob.keyKey()
+		o.judge(k, a, k, ob, kindKey, emit)
+		return
+	}
+	pk, pa := keyOf(kindPrefix, ob.prefixAddr())
+	if !ob.IPDev {
+		k, a := keyOf(kindIP, ob.Addr)
+		o.judge(k, a, pk, ob, kindIP, emit)
+	}
+	if ob.Failed {
+		// A prefix counts failed authentications only: what it judges is
+		// credential stuffing spread over its addresses, and the normal
+		// path touches one record, not two.
+		o.judge(pk, pa, pk, ob, kindPrefix, emit)
+	}
+}
+
+func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
+	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
+		o.skipped++
+		return
+	}
+	rec, _ := o.table.Record(key, alt, ob.Time)
+	if binary.LittleEndian.Uint32(rec) != recordVersion {
+		clear(rec)
+		binary.LittleEndian.PutUint32(rec, recordVersion)
+		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+	}
+	if ob.Seq != 0 {
+		seq, line := binary.LittleEndian.Uint64(rec[offSeq:]), binary.LittleEndian.Uint32(rec[offLine:])
+		if ob.Seq < seq || ob.Seq == seq && ob.Line <= line {
+			o.relearned++
+			copy(o.scratch, rec)
+			rec = o.scratch
+		} else {
+			binary.LittleEndian.PutUint64(rec[offSeq:], ob.Seq)
+			binary.LittleEndian.PutUint32(rec[offLine:], ob.Line)
+		}
+	}
+	o.sc.N, o.sc.Score = 0, 0
+	Judge(rec, ob, kind, &o.cfg, &o.sc)
+	if o.sc.N == 0 {
+		return
+	}
+	ev := &o.ev
+	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
+	ev.DeviceKey, ev.DeviceAlt = key, alt
+	addr := netip.AddrFrom16(ob.Addr)
+	if ob.Is4 {
+		addr = addr.Unmap()
+	}
+	ent := decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP}
+	switch kind {
+	case kindKey:
+		ent = decide.Entity{Kind: schemas.EntityAPIKey, Scope: schemas.ScopeAPIKey}
+		if o.lastKey[2] != [2]uint64{key, alt} {
+			o.lastKey[2], o.lastText[2] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
+		}
+		ent.Value = o.lastText[2]
+		if !ob.hasAddr() {
+			addr = netip.Addr{}
+		}
+	case kindPrefix:
+		ent = decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR}
+		bitsLen := schemas.EntityPrefixBits6
+		if ob.Is4 {
+			bitsLen = schemas.EntityPrefixBits4
+		}
+		if o.lastKey[1] != [2]uint64{key, alt} {
+			o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
+		}
+		ent.Value = o.lastText[1]
+		addr = netip.Addr{} // a network's alert has no client address
+	default:
+		if o.lastKey[0] != [2]uint64{key, alt} {
+			o.lastKey[0], o.lastText[0] = [2]uint64{key, alt}, addr.String()
+		}
+		ent.Value = o.lastText[0]
+	}
+	ev.ClientIP = addr
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, ent)
+	if alert != nil || dec != nil {
+		emit(alert, dec)
+	}
+}
+
+// Stats returns the owner's counters.
+func (o *Owner) Stats() Stats {
+	return Stats{Stats: o.table.Stats(), Relearned: o.relearned, Skipped: o.skipped}
+}
+
+// RecordVersion is the layout version in an entity record's first four
+// bytes: a checkpoint's records of another version are not restored.
+const RecordVersion = recordVersion
+
+// Table exposes the entity table (for checkpoints and tests).
+func (o *Owner) Table() *state.Table { return o.table }
+
+// Engine exposes the owner's decision engine.
+func (o *Owner) Engine() *decide.Engine { return o.engine }
+
+// Sentence renders an entity alert's strongest reason as an analyst reads
+// it: "198.51.100.7 failed auth for 212 distinct devices in 5m; expected <= 2".
+// For another alert it returns "".
+func Sentence(a *schemas.Alert) string {
+	if a.Entity == "" || len(a.Reasons) == 0 {
+		return ""
+	}
+	r := a.Reasons[0]
+	what := ""
+	switch r.Reason {
+	case ReasonCredentialStuffing:
+		what = "failed auth for %d distinct devices %s; expected <= %d"
+	case ReasonManyDevices:
+		what = "addressed %d distinct devices %s; expected <= %d"
+	case ReasonRateSpike:
+		what = "sent %d requests %s; expected about %d"
+	case ReasonKeySpread:
+		return fmt.Sprintf("API key %s used by %d distinct %s in one window; most before: %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	default:
+		return ""
+	}
+	return a.Entity + " " + fmt.Sprintf(what, int(r.Observed), r.ObservedLabel, int(r.Expected))
+}

@@ -1,0 +1,33 @@
+package schemas
+
+// Entity kinds: what an alert (Alert.EntityKind) or an entity record is about
+// besides a device. They are user-facing (the alerts table's entity_kind
+// column, the JSON field entity_kind): renaming one is a migration.
+const (
+	// EntityDevice is a device; an alert about a device leaves EntityKind
+	// empty, which means the same.
+	EntityDevice = "device"
+	// EntityIP is one client address ("198.51.100.7").
+	EntityIP = "ip"
+	// EntityPrefix is the network of a client address: its /24 for IPv4,
+	// its /48 for IPv6 ("198.51.100.0/24").
+	EntityPrefix = "prefix"
+	// EntityAPIKey is an API key or credential (its id as the pipeline stores it).
+	EntityAPIKey = "api_key"
+	// EntityASN is an autonomous system ("AS64500").
+	EntityASN = "asn"
+	// EntityTenant is a tenant.
+	EntityTenant = "tenant"
+)
+
+// EntityKinds returns every entity kind, in a fixed order.
+func EntityKinds() []string {
+	return []string{EntityDevice, EntityIP, EntityPrefix, EntityAPIKey, EntityASN, EntityTenant}
+}
+
+// EntityPrefixBits are the prefix lengths of EntityPrefix: an IPv4 address's
+// /24, an IPv6 address's /48.
+const (
+	EntityPrefixBits4 = 24
+	EntityPrefixBits6 = 48
+)
