@@ -206,11 +206,13 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 		}
 	}
 	var err error
-	r.silences += r.st.Sweep(func(alert *schemas.Alert, d *schemas.Decision) {
+	emit := func(alert *schemas.Alert, d *schemas.Decision) {
 		if err == nil {
 			err = r.write(alert, d)
 		}
-	})
+	}
+	r.st.Entities(&r.ev, emit)
+	r.silences += r.st.Sweep(emit)
 	return err
 }
 

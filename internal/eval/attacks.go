@@ -324,16 +324,18 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 		for i := range capped {
 			addAlert(&capped[i], nil)
 		}
-		// Silent devices, swept on event time as the live pipeline does
-		// (replayStack.sweep, replay.go).
-		st.Sweep(func(a *schemas.Alert, d *schemas.Decision) {
+		// The event's entities, then silent devices, swept on event time as
+		// the live pipeline does (replayStack.sweep, replay.go).
+		emit := func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
 				addAlert(a, d)
 			}
 			if d != nil {
 				decisions = append(decisions, storedFromDecision(d))
 			}
-		})
+		}
+		st.Entities(&ev, emit)
+		st.Sweep(emit)
 	}
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))

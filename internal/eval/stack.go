@@ -30,6 +30,18 @@ func (st *ReplayStack) Process(ev *schemas.Event, sc *schemas.Scored) (*schemas.
 	return alert, d, st.capped
 }
 
+// Entities judges ev's entities (its client IP and prefix, its API key: the
+// pipeline's entity stage) and passes their alerts and decisions to emit, then
+// the alerts the block limiter released. Call it for every event, after
+// Process.
+func (st *ReplayStack) Entities(ev *schemas.Event, emit func(*schemas.Alert, *schemas.Decision)) {
+	st.stack.ObserveEntities(ev, emit)
+	st.capped = st.limiter.AppendAlerts(st.capped[:0])
+	for i := range st.capped {
+		emit(&st.capped[i], nil)
+	}
+}
+
 // Model returns the stack's class model (read-only for callers).
 func (st *ReplayStack) Model() *detectors.ClassModel { return st.stack.Model }
 

@@ -173,14 +173,16 @@ func RunWeb(ctx context.Context, cfg pipeline.Config, wc websim.Config, progress
 		for i := range capped {
 			addAlert(&capped[i])
 		}
-		st.Sweep(func(a *schemas.Alert, d *schemas.Decision) {
+		emit := func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
 				addAlert(a)
 			}
 			if d != nil {
 				addDecision(d)
 			}
-		})
+		}
+		st.Entities(&ev, emit)
+		st.Sweep(emit)
 	}
 	res.Lines = int(seq)
 	fmt.Fprintf(progress, "eval web: %d lines (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
