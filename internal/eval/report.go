@@ -123,7 +123,9 @@ func matches(l sim.Label, a StoredAlert) bool {
 
 // Evaluate matches alerts and decisions to the labelled attacks (matches:
 // device, API key or client IP, within the attack's window plus alertGrace)
-// over a fleet of devices observed for span.
+// over a fleet of devices observed for span. Alerts are counted as groups:
+// the alerts of one ID (an alert and its updates) are one, true when any of
+// them matches a label.
 func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, devices int, span time.Duration) Report {
 	r := Report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
 	byAlert := map[string]StoredDecision{}
@@ -158,9 +160,19 @@ func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, dev
 		}
 		r.Attacks = append(r.Attacks, res)
 	}
-	falseAlertIDs := map[string]bool{}
+	// An alert group (one ID: an alert and its updates, see decide.Engine.Decide)
+	// is true when any of its alerts matches a label, and counts once.
+	trueIDs, ids := map[string]bool{}, map[string]bool{}
 	for i, a := range alerts {
-		if !matched[i] {
+		ids[a.ID] = true
+		if matched[i] {
+			trueIDs[a.ID] = true
+		}
+	}
+	r.Alerts = len(ids)
+	falseAlertIDs := map[string]bool{}
+	for _, a := range alerts {
+		if !trueIDs[a.ID] && !falseAlertIDs[a.ID] {
 			r.FalseAlerts = append(r.FalseAlerts, a)
 			falseAlertIDs[a.ID] = true
 		}

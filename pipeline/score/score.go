@@ -64,9 +64,12 @@ type Stack struct {
 	Layout  *worker.Layout
 	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
-	Workers []*worker.Worker
-	geo     *geoip.Reader
-	cfg     Config
+	// Calibration maps scores to estimated false-alarm rates for every
+	// worker's engine (decide.Config.AlertBudget); replaced by Reset.
+	Calibration *decide.Calibration
+	Workers     []*worker.Worker
+	geo         *geoip.Reader
+	cfg         Config
 }
 
 // New checks cfg and builds a stack with fresh (empty) state. Errors are
@@ -106,19 +109,21 @@ func New(cfg Config) (*Stack, error) {
 // limiter are kept. The previous workers must no longer be in use.
 func (s *Stack) Reset() error {
 	model := detectors.NewClassModel(s.Layout.Detectors, detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes))
+	cal := decide.NewCalibration(s.cfg.Decide.AlertBudget)
 	workers := make([]*worker.Worker, 0, s.cfg.Workers)
 	for range s.cfg.Workers {
 		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
 		if err != nil {
 			return err // decide's own "cannot use decide config: ..."
 		}
+		eng.UseCalibration(cal)
 		w, err := worker.New(s.Layout, s.cfg.Worker, model, eng)
 		if err != nil {
 			return err // the state table's own "cannot create state table: ..."
 		}
 		workers = append(workers, w)
 	}
-	s.Model, s.Workers = model, workers
+	s.Model, s.Workers, s.Calibration = model, workers, cal
 	return nil
 }
 

@@ -256,6 +256,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		times, timesMs                      = make([]int64, n), make([]int64, n)
 		scores                              = make([]float64, n)
 		first, last                         = make([]uint64, n), make([]uint64, n)
+		falseRates                          = make([]float64, n)
 		findings                            = newFindingArrays(n)
 	)
 	for i := range alerts {
@@ -265,6 +266,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		times[i], timesMs[i] = dateTime(a.Time), unixMilli(a.Time)
 		scores[i] = a.Score
 		first[i], last[i] = a.FirstEventID, a.LastEventID
+		falseRates[i] = a.FalseRate
 		findings.add(a.Reasons)
 	}
 	m := map[string]any{
@@ -272,7 +274,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		schemas.ColTenant: tenants, schemas.ColDevice: devices, schemas.ColAPIKey: apiKeys,
 		schemas.ColClientIP: ips, schemas.ColClass: classes, schemas.ColCommand: commands,
 		schemas.ColCountry: countries, schemas.ColScore: scores, schemas.ColSeverity: sevs,
-		schemas.ColFirstEventID: first, schemas.ColLastEventID: last,
+		schemas.ColFirstEventID: first, schemas.ColLastEventID: last, schemas.ColFalseRate: falseRates,
 	}
 	findings.columns(m)
 	return m
