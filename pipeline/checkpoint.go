@@ -72,6 +72,11 @@ func (p *Pipeline) restore(ctx context.Context) error {
 		}
 		m.Engines = nil
 	}
+	if m.Calibration != nil {
+		if err := p.stack.Calibration.LoadSnapshot(m.Calibration); err != nil {
+			p.log.Warn("cannot restore the alert calibration: it warms up again", "checkpoint", path, "err", err)
+		}
+	}
 	for _, w := range p.workers {
 		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
 	}
@@ -135,6 +140,9 @@ func (p *Pipeline) saveCheckpoint() error {
 	meta.StreamSeq = seq
 	for _, w := range p.workers {
 		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
+	}
+	if c := p.stack.Calibration; c != nil {
+		meta.Calibration = c.AppendSnapshot(nil)
 	}
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {

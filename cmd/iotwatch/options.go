@@ -108,7 +108,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.Int64Var(&o.maxWaiting, "max-waiting-bytes", pipeline.DefaultMaxWaitingBytes, "memory for rows waiting for ClickHouse while decisions flow without it; at the bound fetching (and deciding) pauses")
 	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables every detector built in ('iotwatch detectors' lists them)")
 
-	fs.Float64Var(&o.alertBudget, "alert-budget", dc.AlertBudget, "alert when a score is as rare as this many false alerts per 1,000 device-hours allows: the threshold is learned from the traffic per device class and cause (an alert carries its estimated rate); until the first 1,000 device-hours, and with 0, --alert-threshold applies")
+	fs.Float64Var(&o.alertBudget, "alert-budget", dc.AlertBudget, "alert when a score is as rare as this many false alerts per 1,000 device-hours allows: the threshold is learned from the traffic per device model and cause (an alert carries its estimated rate, false_alerts_per_1000h); until enough complete device-hours are seen (the larger of 1,000 and 2,000 divided by the budget: 4,000 at 0.5), and with 0, --alert-threshold applies")
 	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised while --alert-budget warms up; given alone, a fixed threshold instead of the budget")
 	fs.Float64Var(&o.blockThreshold, "block-threshold", dc.BlockThreshold, "combined score in (0,1] at which a block is decided")
 	fs.DurationVar(&o.cooldown, "cooldown", dc.Cooldown, "suppress repeat alerts for the same device and reason for this long (event time)")

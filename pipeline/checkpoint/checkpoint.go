@@ -3,7 +3,7 @@
 // detector's class statistics, with the stream position they reflect, so that
 // a restart neither resets baselines nor counts an event twice in them.
 //
-// File format, version 3, little-endian:
+// File format, version 4, little-endian:
 //
 //	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | slice count u32
 //	stream sequence u64 | created (Unix ns) i64 | record count u64
@@ -12,10 +12,13 @@
 //	class table: length u64 | detectors.ClassTable snapshot
 //	per slice, in the slice table's order: length u64 | the detector's ClassStats snapshot (length 0: none)
 //	decision engines: count u32 | per engine, in worker order: length u64 | decide.Engine.AppendState snapshot
+//	calibration: length u64 | decide.Calibration.AppendSnapshot snapshot (length 0: none)
 //	CRC-32C of everything above, u32
 //
-// Version 2 is version 3 without the decision engines' section; it is still
-// read (Meta.Engines is then nil: the engines start empty).
+// Version 3 is version 4 without the calibration section, and version 2 is
+// version 3 without the decision engines' section; both are still read
+// (Meta.Calibration is then nil: the calibration warms up again; with
+// version 2 Meta.Engines is nil too: the engines start empty).
 //
 // A record is the worker's header (worker.HeaderSize bytes, the layout
 // version in its first four) followed by the detectors' slices. Restored
@@ -61,10 +64,12 @@ import (
 
 const (
 	magic         = "IOTWCKPT"
-	formatVersion = 3
-	// formatNoEngines is the previous format version, without the decision
-	// engines' section, still read.
-	formatNoEngines = 2
+	formatVersion = 4
+	// formatNoCalibration and formatNoEngines are the previous format
+	// versions, without the calibration section and without the decision
+	// engines' section too, still read.
+	formatNoCalibration = 3
+	formatNoEngines     = 2
 	// maxEngines bounds the engine count of a file.
 	maxEngines   = 1 << 16
 	headerSize   = 8 + 4*4 + 8*3
@@ -103,6 +108,10 @@ type Meta struct {
 	// Read returns nil for a file of format version 2, which has none, and a
 	// non-nil slice (possibly empty) otherwise.
 	Engines [][]byte
+	// Calibration is the decision engines' shared calibration snapshot
+	// (decide.Calibration.AppendSnapshot): what Write saves and Read
+	// returns; nil when none was saved (or from a file of format 2 or 3).
+	Calibration []byte
 }
 
 // MetaOf returns the Meta of records laid out by l.
@@ -199,6 +208,7 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	for _, e := range meta.Engines {
 		section(e)
 	}
+	section(meta.Calibration)
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
@@ -274,9 +284,9 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 		return Meta{}, fmt.Errorf("cannot read checkpoint %q: not an iotwatch checkpoint", path)
 	}
 	version := binary.LittleEndian.Uint32(hdr[8:])
-	if version != formatVersion && version != formatNoEngines {
-		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d and %d: %w",
-			path, version, formatVersion, formatNoEngines, ErrIncompatible)
+	if version != formatVersion && version != formatNoCalibration && version != formatNoEngines {
+		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d to %d: %w",
+			path, version, formatNoEngines, formatVersion, ErrIncompatible)
 	}
 	m := Meta{
 		LayoutVersion: binary.LittleEndian.Uint32(hdr[12:]),
@@ -356,7 +366,7 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 		}
 	}
-	if version == formatVersion {
+	if version >= formatNoCalibration {
 		var nb [4]byte
 		if _, err := io.ReadFull(body, nb[:]); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: decision engines: %w", path, err)
@@ -370,6 +380,14 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 			if m.Engines[i], err = readSection(body, fmt.Sprintf("decision engine %d", i)); err != nil {
 				return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 			}
+		}
+	}
+	if version >= formatVersion {
+		if m.Calibration, err = readSection(body, "calibration"); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
+		if len(m.Calibration) == 0 {
+			m.Calibration = nil
 		}
 	}
 	sum := h.Sum32()
