@@ -106,6 +106,7 @@ var alertsTable = Table{
 	}, findingColumns...),
 		Column{ColFirstEventID, "UInt64", false},
 		Column{ColLastEventID, "UInt64", false},
+		Column{ColGroup, "String", false},      // added after the first release: empty in rows written before it existed
 		Column{ColFalseRate, "Float64", false}, // added after the first release: 0 in rows written before it existed
 	),
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",

@@ -200,9 +200,9 @@ func TestCalibratedDecideDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestGroupUpdate: within a group, a higher severity is an update of the
-// group (same ID and first event), not a new group; a new group after the
-// cool-down has a new ID.
+// TestGroupUpdate: within a group, a higher severity is a further alert of
+// the group (its Group and first event), not a new group; after the
+// cool-down a new group opens.
 func TestGroupUpdate(t *testing.T) {
 	e := engine(t, nil)
 	low := schemas.Finding{Detector: volume.Name, Reason: volume.ReasonRateSpike, Score: 0.62}
@@ -216,14 +216,17 @@ func TestGroupUpdate(t *testing.T) {
 		t.Fatalf("a repeat at the same severity alerted: %+v", a)
 	}
 	up, _ := e.Decide(event("d-1", "k", "203.0.113.1", 2*time.Minute), scored(mid))
-	if up == nil || up.ID != first.ID || up.FirstEventID != first.FirstEventID || up.Severity != schemas.SeverityMedium {
-		t.Fatalf("escalation: %+v, want an update of group %s (first event %d) at medium", up, first.ID, first.FirstEventID)
+	if first.Group != first.ID {
+		t.Errorf("a group's first alert: group %q, want its own ID %q", first.Group, first.ID)
+	}
+	if up == nil || up.Group != first.ID || up.ID == first.ID || up.FirstEventID != first.FirstEventID || up.Severity != schemas.SeverityMedium {
+		t.Fatalf("escalation: %+v, want an alert of group %s (first event %d) at medium, with its own ID", up, first.ID, first.FirstEventID)
 	}
 	if a, _ := e.Decide(event("d-1", "k", "203.0.113.1", 3*time.Minute), scored(mid)); a != nil {
 		t.Fatalf("a repeat at the group's severity alerted: %+v", a)
 	}
 	later, _ := e.Decide(event("d-1", "k", "203.0.113.1", 20*time.Minute), scored(low))
-	if later == nil || later.ID == first.ID {
+	if later == nil || later.Group == first.ID || later.Group != later.ID {
 		t.Fatalf("after the cool-down: %+v, want a new group", later)
 	}
 }

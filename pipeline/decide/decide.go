@@ -1,10 +1,13 @@
 // Package decide turns scored events into alerts and block decisions: it combines
-// detector scores, assigns a severity, deduplicates alerts per device and reason
-// over a cool-down, and issues block decisions above a threshold, subject to an
-// allowlist, dry-run and a cap on new blocks per minute.
+// detector scores, alerts on the combined scores its calibration rates as rare
+// enough for the alert budget (calibration.go; a fixed threshold while it warms
+// up, or when no budget is set), assigns a severity, groups alerts per device
+// and reason over a cool-down (a higher severity updates the group), and
+// issues block decisions above a threshold, subject to an allowlist, dry-run
+// and a cap on new blocks per minute.
 //
 // An Engine holds per-device bookkeeping and belongs to one worker (one writer per
-// device); the block-rate Limiter is shared by all engines. All times are event
+// device); the block-rate Limiter and the Calibration are shared by all engines. All times are event
 // times, so replaying the same events yields the same alerts and decisions.
 package decide
 
@@ -262,8 +265,10 @@ func floorDiv(a, b int64) int64 {
 // iotwatch_blocks_capped_total metric counts them all.
 func capAlert(m, t int64, eventID uint64, max int) schemas.Alert {
 	minute := time.Unix(0, m*int64(time.Minute)).UTC()
+	id := "a-" + strconv.FormatUint(schemas.HashString(ReasonBlockCapHit+"/"+minute.Format(time.RFC3339)), 16)
 	return schemas.Alert{
-		ID:       "a-" + strconv.FormatUint(schemas.HashString(ReasonBlockCapHit+"/"+minute.Format(time.RFC3339)), 16),
+		ID:       id,
+		Group:    id,
 		Time:     time.Unix(0, t).UTC(),
 		Score:    1,
 		Severity: schemas.SeverityHigh,
@@ -427,10 +432,11 @@ func (e *Engine) Severity(score float64) string {
 // run of such events at most Cooldown apart. A later event of the device with reasons
 // that all have an open group is news only when its severity is higher than
 // the group's, or when it warrants a block: it is then an update of the
-// group (the alert of the group of its first covered reason, same ID and
-// FirstEventID, this event's time, score, severity and reasons), so that one
-// device and cause over a span is one alert group, whatever its severity
-// does. An event with a reason that has no open group opens new groups.
+// group: an alert of its own (ID, time, score, severity, reasons) whose
+// Group and FirstEventID are those of the group of its first covered
+// reason, so that one device and cause over a span is one alert group,
+// whatever its severity does. An event with a reason that has no open group
+// opens new groups (its Group is its own ID).
 func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
 	s.Score = Combine(s)
 	score := float64(s.Score)
@@ -493,9 +499,9 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 	}
 	alert := e.alert(ev, s)
 	alert.FalseRate = rate * 1000
-	update := !fresh && group != 0
-	if update {
-		alert.ID = "a-" + strconv.FormatUint(group, 16)
+	alert.Group = alert.ID
+	if !fresh && group != 0 {
+		alert.Group = "a-" + strconv.FormatUint(group, 16)
 		alert.FirstEventID = first
 	} else if fresh {
 		h := alertHash(alert.ID)
@@ -536,14 +542,8 @@ func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *
 			from = now
 		}
 	}
-	id := idOf(alert.ID, action)
-	if update {
-		// A group may block more than once (after a block expired): each
-		// decision of it has its own ID.
-		id = idOf(alert.ID+"/"+strconv.FormatUint(ev.ID, 16), action)
-	}
 	d := &schemas.Decision{
-		ID:        id,
+		ID:        idOf(alert.ID, action),
 		Action:    action,
 		Scope:     scope,
 		Value:     value,

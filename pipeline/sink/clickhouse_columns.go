@@ -257,6 +257,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		scores                              = make([]float64, n)
 		first, last                         = make([]uint64, n), make([]uint64, n)
 		falseRates                          = make([]float64, n)
+		groups                              = make([]string, n)
 		findings                            = newFindingArrays(n)
 	)
 	for i := range alerts {
@@ -266,7 +267,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		times[i], timesMs[i] = dateTime(a.Time), unixMilli(a.Time)
 		scores[i] = a.Score
 		first[i], last[i] = a.FirstEventID, a.LastEventID
-		falseRates[i] = a.FalseRate
+		falseRates[i], groups[i] = a.FalseRate, a.Group
 		findings.add(a.Reasons)
 	}
 	m := map[string]any{
@@ -274,7 +275,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		schemas.ColTenant: tenants, schemas.ColDevice: devices, schemas.ColAPIKey: apiKeys,
 		schemas.ColClientIP: ips, schemas.ColClass: classes, schemas.ColCommand: commands,
 		schemas.ColCountry: countries, schemas.ColScore: scores, schemas.ColSeverity: sevs,
-		schemas.ColFirstEventID: first, schemas.ColLastEventID: last, schemas.ColFalseRate: falseRates,
+		schemas.ColFirstEventID: first, schemas.ColLastEventID: last, schemas.ColFalseRate: falseRates, schemas.ColGroup: groups,
 	}
 	findings.columns(m)
 	return m

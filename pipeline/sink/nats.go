@@ -86,21 +86,8 @@ func (p *NATSPublisher) SetSigner(keyID string, priv ed25519.PrivateKey) error {
 // (SetSigner was called).
 func (p *NATSPublisher) Signs() bool { return p.signKey != nil }
 
-// AlertMsgID is the Nats-Msg-Id of an alert: its ID, and for an update of
-// its group (decide.Engine.Decide: same ID, another last event) the ID and
-// the last event, so that the stream's duplicate window drops a redelivered
-// copy but not the group's update.
-func AlertMsgID(a *schemas.Alert) string {
-	if a.LastEventID == a.FirstEventID {
-		return a.ID
-	}
-	return a.ID + "/" + strconv.FormatUint(a.LastEventID, 16)
-}
-
 // PublishAlerts publishes each alert as JSON on iotwatch.alerts.<severity>
-// (stream IOTWATCH_ALERTS) with Nats-Msg-Id set to the alert's ID (for an
-// update of an alert group, whose LastEventID is not its FirstEventID, the ID
-// and the LastEventID: AlertMsgID), asynchronously,
+// (stream IOTWATCH_ALERTS) with Nats-Msg-Id set to the alert's ID, asynchronously,
 // and returns once every alert is stored (its PubAck received). On error some
 // alerts may be stored and others not: the caller retries the whole slice and
 // the duplicate window drops the copies. An alert with an empty ID or severity
@@ -120,7 +107,7 @@ func (p *NATSPublisher) PublishAlerts(ctx context.Context, alerts []schemas.Aler
 			return fmt.Errorf("cannot encode alert %q: %w", a.ID, err)
 		}
 		subject := schemas.SubjectAlertsPrefix + "." + bus.SubjectToken(a.Severity)
-		f, err := p.js.PublishMsgAsync(newMsg(subject, data), jetstream.WithMsgID(AlertMsgID(a)), jetstream.WithExpectStream(schemas.StreamAlerts))
+		f, err := p.js.PublishMsgAsync(newMsg(subject, data), jetstream.WithMsgID(a.ID), jetstream.WithExpectStream(schemas.StreamAlerts))
 		if err != nil {
 			return fmt.Errorf("cannot publish alert %q to %q: %w", a.ID, subject, err)
 		}
