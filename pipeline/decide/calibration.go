@@ -17,8 +17,10 @@ import (
 // What it counts. A device-hour is one device's traffic in one hour of event
 // time, counted (for the fleet and for the device's class) once complete:
 // at the device's first event of a later hour, so that the first hour of a
-// fleet counts none and a warm-up in device-hours is one of observed time. The cause of a scored event is its strongest finding's
-// detector and reason. For each class and cause, and for each cause
+// fleet counts none and a warm-up in device-hours is one of observed time.
+// A class here is the device's model across tenants (CalibrationClass).
+// The cause of a scored event is its strongest finding's detector and
+// reason. For each class and cause, and for each cause
 // fleet-wide, an exceedance histogram counts the device-hours whose largest
 // combined score for that cause reached each of CalibrationBins score bins
 // from MinCalibratedScore up: a device adds at most one to a bin per hour and
@@ -34,8 +36,8 @@ import (
 // per device-hour: the class's own exceedance frequency, shrunk toward the
 // fleet's for a class with few device-hours (k = calPriorHours pseudo
 // device-hours), after discounting the first m = CalibrationMargin
-// device-hours of every tail. Scores at or above the estimate's cause were
-// seen m times or fewer in the class: the estimate is then 0, rare.
+// device-hours of every tail. A score of a cause seen m times or fewer in
+// the class (and the fleet) at or above its bin is rated 0: rare.
 //
 // Robustness: an attacking device adds at most one device-hour per hour and
 // cause, and the first m of them in a class and cause change nothing; beyond
@@ -53,8 +55,10 @@ import (
 // every class and cause, each time the fleet's device-hours grow by
 // max(calSolveEvery, 3%) (the fleet's level, not a per-class one:
 // classes with noisy causes get high thresholds, quiet ones low). Before
-// CalibrationWarmup device-hours, the level is not used (the engine's fixed
-// AlertThreshold applies), so a cold start alerts as a fixed threshold does.
+// the warm-up (CalibrationWarmup complete device-hours, and calWarmupTail
+// divided by the budget per device-hour: 4,000 at 0.5), the level is not
+// used (the engine's fixed AlertThreshold applies), so a cold start alerts
+// as a fixed threshold does.
 //
 // Concurrency and cost: one Calibration is shared by every worker's engine,
 // like the class model (fixed-size open-addressed tables of atomic words,
