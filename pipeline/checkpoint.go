@@ -89,6 +89,11 @@ func (p *Pipeline) restore(ctx context.Context) error {
 			o.Engine().Reset()
 		}
 	}
+	if m.Calibration != nil {
+		if err := p.stack.Calibration.LoadSnapshot(m.Calibration); err != nil {
+			p.log.Warn("cannot restore the alert calibration: it warms up again", "checkpoint", path, "err", err)
+		}
+	}
 	for _, w := range p.workers {
 		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
 	}
@@ -179,6 +184,9 @@ func (p *Pipeline) saveCheckpoint() error {
 	for _, o := range p.owners {
 		meta.EntityTables = append(meta.EntityTables, o.Table())
 		meta.EntityEngines = append(meta.EntityEngines, o.Engine().AppendState(nil))
+	}
+	if c := p.stack.Calibration; c != nil {
+		meta.Calibration = c.AppendSnapshot(nil)
 	}
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {

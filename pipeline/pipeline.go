@@ -178,6 +178,10 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 // Layout returns the per-device record layout in use.
 func (p *Pipeline) Layout() *worker.Layout { return p.layout }
 
+// Calibration returns the alert calibration the workers' engines share
+// (restored from the checkpoint when it held one).
+func (p *Pipeline) Calibration() *decide.Calibration { return p.stack.Calibration }
+
 // Run consumes until ctx is done, then drains: it stops fetching, scores what
 // was fetched, flushes and acks within DrainTimeout of ctx's end (results not
 // durable by then stay unacked, for redelivery). It returns nil after a clean

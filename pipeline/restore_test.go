@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // writeCheckpoint writes a checkpoint of devices records of layout's size
@@ -61,5 +64,57 @@ func TestRestoreLarge(t *testing.T) {
 	}
 	if got := p.M.Devices.Load(); got != devices {
 		t.Fatalf("device metric %d after the restore, want %d", got, devices)
+	}
+}
+
+// TestRestoreCalibration: the alert calibration saved in a checkpoint is the
+// pipeline's after a restore (its device-hours, and so its warm-up, kept),
+// and a checkpoint without one leaves it cold.
+func TestRestoreCalibration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.ckpt")
+	quiet := slog.New(slog.DiscardHandler)
+	cold, err := pipeline.New(pipeline.Config{Workers: 1, Checkpoint: path}, nil, nil, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cal := decide.NewCalibration(decide.DefaultAlertBudget)
+	var s schemas.Scored
+	for d := range 3000 {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte(fmt.Sprintf("d-%d", d)))
+		var mem [decide.CalibrationStateSize]byte
+		for h := range 2 { // one complete device-hour each
+			ev.Time = time.Date(2026, 1, 5, h, 0, 0, 0, time.UTC).UnixNano()
+			cal.Learn(&ev, &s, mem[:])
+		}
+	}
+	if cal.DeviceHours() != 3000 {
+		t.Fatalf("%d device-hours learned, want 3000", cal.DeviceHours())
+	}
+	l := cold.Layout()
+	tb, err := state.NewTable(state.Config{RecordSize: l.Size, InitialDevices: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := checkpoint.MetaOf(l)
+	meta.Calibration = cal.AppendSnapshot(nil)
+	if err := checkpoint.Write(path, meta, []*state.Table{tb}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(pipeline.Config{Workers: 2, Checkpoint: path}, nil, nil, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Calibration().DeviceHours(); got != 3000 {
+		t.Errorf("restored calibration: %d device-hours, want 3000", got)
+	}
+	if err := checkpoint.Write(path, checkpoint.MetaOf(l), []*state.Table{tb}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = pipeline.New(pipeline.Config{Workers: 2, Checkpoint: path}, nil, nil, nil, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Calibration().DeviceHours(); got != 0 {
+		t.Errorf("a checkpoint without a calibration restored %d device-hours", got)
 	}
 }

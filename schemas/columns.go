@@ -63,6 +63,13 @@ const (
 	ColSeverity     = "severity"
 	ColFirstEventID = "first_event_id"
 	ColLastEventID  = "last_event_id"
+	// ColGroup is an alert's group (Alert.Group): the ID of the alert that
+	// opened it.
+	ColGroup = "group_id"
+	// ColFalseRate is an alert's estimated false-alarm rate (Float64): false
+	// alerts per 1,000 device-hours of its class at its score for its
+	// cause (Alert.FalseRate).
+	ColFalseRate = "false_alerts_per_1000h"
 
 	// Decisions.
 	ColAction  = "action"

@@ -122,6 +122,8 @@ var alertsTable = Table{
 		// and for devices' alerts.
 		Column{ColEntityKind, "String", true},
 		Column{ColEntity, "String", false},
+		Column{ColGroup, "String", false},      // added after the first release: empty in rows written before it existed
+		Column{ColFalseRate, "Float64", false}, // added after the first release: 0 in rows written before it existed
 	),
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColID},

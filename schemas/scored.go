@@ -111,7 +111,19 @@ type Alert struct {
 	Reasons      []Explanation `json:"reasons"`
 	FirstEventID uint64        `json:"first_event_id"`
 	LastEventID  uint64        `json:"last_event_id"`
-	SchemaV      int           `json:"v"`
+	// Group is the alert group the alert belongs to: the ID of the alert that
+	// opened it (the alert's own ID for the first). One device and reason
+	// over a span of findings less than a cool-down apart is one group; a
+	// higher severity or a block within it is a further alert of the group
+	// (pipeline/decide.Engine.Decide). Count groups, not alerts, for "how
+	// many times was the SOC alerted".
+	Group string `json:"group"`
+	// FalseRate is the estimated false-alarm rate of the alert's class and
+	// cause at its score, in false alerts per 1,000 device-hours, from the
+	// pipeline's calibration (pipeline/decide.Calibration): 0 when the
+	// pipeline has none, or its tail is rarer than the margin it discounts.
+	FalseRate float64 `json:"false_alerts_per_1000h"`
+	SchemaV   int     `json:"v"`
 }
 
 // Decision is published on iotwatch.decisions.<action> and, while active, kept in

@@ -64,6 +64,7 @@ type options struct {
 	detectors     string
 
 	alertThreshold float64
+	alertBudget    float64
 	blockThreshold float64
 	cooldown       time.Duration
 	blockTTL       time.Duration
@@ -113,7 +114,8 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.Int64Var(&o.maxWaiting, "max-waiting-bytes", pipeline.DefaultMaxWaitingBytes, "memory for rows waiting for ClickHouse while decisions flow without it; at the bound fetching (and deciding) pauses")
 	fs.StringVar(&o.detectors, "detectors", "", "comma-separated detectors to enable; empty enables every detector built in ('iotwatch detectors' lists them)")
 
-	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised")
+	fs.Float64Var(&o.alertBudget, "alert-budget", dc.AlertBudget, "alert when a score is as rare as this many false alerts per 1,000 device-hours allows: the threshold is learned from the traffic per device model and cause (an alert carries its estimated rate, false_alerts_per_1000h); until enough complete device-hours are seen (the larger of 1,000 and 2,000 divided by the budget: 4,000 at 0.5), and with 0, --alert-threshold applies")
+	fs.Float64Var(&o.alertThreshold, "alert-threshold", dc.AlertThreshold, "combined score in (0,1] at which an alert is raised while --alert-budget warms up; given alone, a fixed threshold instead of the budget")
 	fs.Float64Var(&o.blockThreshold, "block-threshold", dc.BlockThreshold, "combined score in (0,1] at which a block is decided")
 	fs.DurationVar(&o.cooldown, "cooldown", dc.Cooldown, "suppress repeat alerts for the same device and reason for this long (event time)")
 	fs.DurationVar(&o.blockTTL, "block-ttl", dc.BlockTTL, "duration of a first block; repeat offenders get doubled durations")
@@ -253,8 +255,17 @@ func (o *options) build() (pipeline.Config, error) {
 		}
 		allow = splitList(strings.ReplaceAll(string(b), "\n", ","))
 	}
+	given := map[string]bool{}
+	if o.fs != nil {
+		o.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	}
+	budget := o.alertBudget
+	if given["alert-threshold"] && !given["alert-budget"] {
+		budget = 0 // a threshold given alone is fixed
+	}
 	dc := decide.Config{
-		AlertThreshold: o.alertThreshold, BlockThreshold: o.blockThreshold, Cooldown: o.cooldown,
+		AlertThreshold: o.alertThreshold, AlertBudget: budget, MinAlertScore: decide.DefaultMinAlertScore,
+		BlockThreshold: o.blockThreshold, Cooldown: o.cooldown,
 		BlockTTL: o.blockTTL, MaxBlockTTL: o.maxBlockTTL, Scope: o.blockScope, DryRun: o.dryRun,
 		MaxBlocksPerMinute: o.maxBlocks, Allowlist: allow, Issuer: "iotwatch@" + hostname(),
 	}
@@ -324,7 +335,7 @@ var settingFlags = map[string]string{
 	"logs.max_age": "logs-max-age", "logs.max_bytes": "logs-max-bytes", "logs.storage": "logs-storage",
 	"logs.replicas": "replicas", "logs.retention": "logs-retention", "consumer.max_ack_pending": "max-ack-pending",
 	"consumer.ack_wait": "ack-wait",
-	"alert_threshold":   "alert-threshold", "block_threshold": "block-threshold",
+	"alert_threshold":   "alert-threshold", "block_threshold": "block-threshold", "alert_budget": "alert-budget",
 	"cooldown": "cooldown", "max_block_ttl": "max-block-ttl", "block_ttl": "block-ttl",
 	"scope": "block-scope", "max_blocks_per_minute": "max-blocks-per-minute", "allowlist": "allowlist",
 }

@@ -358,7 +358,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 // storedFromAlert and storedFromDecision give replayed results the shape the
 // demo's report reads back from ClickHouse, so both are judged by evaluate.
 func storedFromAlert(a *schemas.Alert) StoredAlert {
-	s := StoredAlert{ID: a.ID, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
+	s := StoredAlert{ID: a.ID, Group: a.Group, Device: a.Device, APIKey: a.APIKey, ClientIP: a.ClientIP, Severity: a.Severity,
 		Time: a.Time, Score: a.Score, Class: a.Class, Explanations: a.Reasons}
 	s.EntityKind, s.Entity = incident.EntityOf(a)
 	for _, r := range a.Reasons {

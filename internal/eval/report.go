@@ -22,9 +22,12 @@ import (
 // judges: read back from ClickHouse (QueryResults) or replayed (RunAttacks).
 type StoredAlert struct {
 	ID, Device, APIKey, ClientIP, Severity string
-	Time                                   time.Time
-	Score                                  float64
-	Reasons, Detectors                     []string
+	// Group is the alert's group (schemas.Alert.Group); empty in rows
+	// written before groups existed (the alert is then a group of its own).
+	Group              string
+	Time               time.Time
+	Score              float64
+	Reasons, Detectors []string
 	// Class and Explanations are the alert's device class and findings
 	// (observed against expected), kept by replays only (eval attacks), for
 	// reading false alerts.
@@ -36,6 +39,14 @@ type StoredAlert struct {
 	EntityKind, Entity string
 	// Incident is the id of the incident the alert joined (eval attacks).
 	Incident string
+}
+
+// group is the alert's group, its ID when it has none.
+func (a StoredAlert) group() string {
+	if a.Group == "" {
+		return a.ID
+	}
+	return a.Group
 }
 
 type StoredDecision struct {
@@ -55,8 +66,8 @@ func QueryResults(ctx context.Context, dsn, db string) ([]StoredAlert, []StoredD
 		return nil, nil, fmt.Errorf("cannot open ClickHouse: %w", err)
 	}
 	defer conn.Close()
-	q := fmt.Sprintf("SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s FROM %s.%s FINAL ORDER BY %s",
-		schemas.ColID, schemas.ColDevice, schemas.ColAPIKey, schemas.ColClientIP, schemas.ColSeverity,
+	q := fmt.Sprintf("SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM %s.%s FINAL ORDER BY %s",
+		schemas.ColID, schemas.ColGroup, schemas.ColDevice, schemas.ColAPIKey, schemas.ColClientIP, schemas.ColSeverity,
 		schemas.ColTimeMs, schemas.ColScore, schemas.ColReasons, schemas.ColDetectors, db, schemas.TableAlerts, schemas.ColTimeMs)
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
@@ -66,7 +77,7 @@ func QueryResults(ctx context.Context, dsn, db string) ([]StoredAlert, []StoredD
 	for rows.Next() {
 		var a StoredAlert
 		var ms int64
-		if err := rows.Scan(&a.ID, &a.Device, &a.APIKey, &a.ClientIP, &a.Severity, &ms, &a.Score, &a.Reasons, &a.Detectors); err != nil {
+		if err := rows.Scan(&a.ID, &a.Group, &a.Device, &a.APIKey, &a.ClientIP, &a.Severity, &ms, &a.Score, &a.Reasons, &a.Detectors); err != nil {
 			rows.Close()
 			return nil, nil, fmt.Errorf("cannot read alerts: %w", err)
 		}
@@ -169,7 +180,9 @@ func entityMatches(l sim.Label, kind, value string) bool {
 
 // Evaluate matches alerts and decisions to the labelled attacks (matches:
 // device, API key or client IP, within the attack's window plus alertGrace)
-// over a fleet of devices observed for span.
+// over a fleet of devices observed for span. Alerts are counted as groups
+// (StoredAlert.Group): the alerts of one group are one, true when any of
+// them matches a label; a decision is false when its alert's group is.
 func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, devices int, span time.Duration) Report {
 	r := Report{Alerts: len(alerts), Decisions: len(ds), Devices: devices, Duration: span}
 	byAlert := map[string]StoredDecision{}
@@ -220,11 +233,26 @@ func Evaluate(labels []sim.Label, alerts []StoredAlert, ds []StoredDecision, dev
 		}
 	}
 	r.Incidents, r.FalseIncidents = len(all), len(all)-len(onAttack)
-	falseAlertIDs := map[string]bool{}
+	// An alert group (schemas.Alert.Group: an alert and the later alerts of
+	// its group, see decide.Engine.Decide) is true when any of its alerts
+	// matches a label, and counts once.
+	trueGroups, groups := map[string]bool{}, map[string]bool{}
 	for i, a := range alerts {
-		if !matched[i] {
+		groups[a.group()] = true
+		if matched[i] {
+			trueGroups[a.group()] = true
+		}
+	}
+	r.Alerts = len(groups)
+	falseGroups, falseAlertIDs := map[string]bool{}, map[string]bool{}
+	for _, a := range alerts {
+		if trueGroups[a.group()] {
+			continue
+		}
+		falseAlertIDs[a.ID] = true
+		if !falseGroups[a.group()] {
 			r.FalseAlerts = append(r.FalseAlerts, a)
-			falseAlertIDs[a.ID] = true
+			falseGroups[a.group()] = true
 		}
 	}
 	for _, d := range ds {

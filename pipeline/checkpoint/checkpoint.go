@@ -14,13 +14,16 @@
 //	decision engines: count u32 | per engine, in worker order: length u64 | decide.Engine.AppendState snapshot
 //	entities: record size u32 | record count u64 | records: key u64 | alt u64 | last seen (Unix ns) i64 | record [record size]
 //	entity decision engines: count u32 | per entity owner, in order: length u64 | decide.Engine.AppendState snapshot
+//	calibration: length u64 | decide.Calibration.AppendSnapshot snapshot (length 0: none)
 //	CRC-32C of everything above, u32
 //
-// Version 3 is version 4 without the entities' sections, version 2 version 3
-// without the decision engines' section; both are still read (no entities
-// are restored; with version 2, Meta.Engines is nil: the engines start
-// empty). Entity records (package entity) are opaque here: they are handed
-// to Target.PutEntity as they are, and the caller checks their version.
+// Version 3 is version 4 without the entities' and the calibration's
+// sections, version 2 version 3 without the decision engines' section; both
+// are still read (no entities are restored and Meta.Calibration is nil: the
+// calibration warms up again; with version 2, Meta.Engines is nil: the
+// engines start empty). Entity records (package entity) are opaque here:
+// they are handed to Target.PutEntity as they are, and the caller checks
+// their version.
 //
 // A record is the worker's header (worker.HeaderSize bytes, the layout
 // version in its first four) followed by the detectors' slices. Restored
@@ -122,6 +125,10 @@ type Meta struct {
 	// decision engines' snapshots (nil in such a file).
 	Entities      uint64
 	EntityEngines [][]byte
+	// Calibration is the decision engines' shared calibration snapshot
+	// (decide.Calibration.AppendSnapshot): what Write saves and Read
+	// returns; nil when none was saved (or from a file of format 2 or 3).
+	Calibration []byte
 }
 
 // MetaOf returns the Meta of records laid out by l.
@@ -246,6 +253,7 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	for _, e := range meta.EntityEngines {
 		section(e)
 	}
+	section(meta.Calibration)
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
@@ -425,6 +433,12 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 	if version >= formatVersion {
 		if err := loadEntities(ctx, body, &m, to); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
+		if m.Calibration, err = readSection(body, "calibration"); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
+		if len(m.Calibration) == 0 {
+			m.Calibration = nil
 		}
 	}
 	sum := h.Sum32()

@@ -128,15 +128,17 @@ func TestRejects(t *testing.T) {
 	}
 }
 
-// TestEngines: the decision engines' snapshots travel with the records, in
-// worker order; a file of format version 2 (before they did) still loads,
-// with no engines, and a corrupt engine count is refused.
+// TestEngines: the decision engines' snapshots and the calibration travel
+// with the records, the engines in worker order; a file of format version 3
+// (before the calibration did) still loads, without a calibration, and one
+// of version 2 (before the engines did) with no engines; a corrupt engine
+// count is refused.
 func TestEngines(t *testing.T) {
 	tables, fleet, want := fixture(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.ckpt")
 	meta := Meta{LayoutVersion: 7, RecordSize: recSize, StreamSeq: 99,
-		Engines: [][]byte{[]byte("engine zero"), nil, []byte("engine two")}}
+		Engines: [][]byte{[]byte("engine zero"), nil, []byte("engine two")}, Calibration: []byte("calibration")}
 	if err := Write(path, meta, tables, fleet); err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +149,23 @@ func TestEngines(t *testing.T) {
 	if len(m.Engines) != 3 || string(m.Engines[0]) != "engine zero" || len(m.Engines[1]) != 0 || string(m.Engines[2]) != "engine two" {
 		t.Errorf("engines read back: %q", m.Engines)
 	}
+	if string(m.Calibration) != "calibration" {
+		t.Errorf("calibration read back: %q", m.Calibration)
+	}
+	// Format 3: the same file without the calibration section.
+	full, _ := os.ReadFile(path)
+	body3 := bytes.Clone(full[:len(full)-8-len("calibration")-16-4]) // without the (empty) entities' sections, the calibration and the checksum
+	binary.LittleEndian.PutUint32(body3[8:], 3)
+	v3file := binary.LittleEndian.AppendUint32(body3, crc32.Checksum(body3, crc32.MakeTable(crc32.Castagnoli)))
+	p3 := filepath.Join(dir, "v3.ckpt")
+	os.WriteFile(p3, v3file, 0o600)
+	if m, err := Read(p3, meta, func(uint64, uint64, int64, []byte) {}, newModel()); err != nil || m.Calibration != nil || len(m.Engines) != 3 {
+		t.Errorf("a format 3 checkpoint: calibration %q, %d engines, err %v; want none, 3", m.Calibration, len(m.Engines), err)
+	}
 
 	// Format 2: the same file without the engines' section.
 	noEngines := meta
-	noEngines.Engines = nil
+	noEngines.Engines, noEngines.Calibration = nil, nil
 	if err := Write(path, noEngines, tables, fleet); err != nil {
 		t.Fatal(err)
 	}
@@ -158,11 +173,12 @@ func TestEngines(t *testing.T) {
 	if m, err := Read(path, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || len(m.Engines) != 0 {
 		t.Errorf("a format 4 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
 	}
-	// Format 3: the same without the (empty) entities' sections, 16 bytes.
-	b3 := bytes.Clone(v4[:len(v4)-4-16])
+	// Format 3: the same without the (empty) entities' sections, 16 bytes,
+	// and the calibration's empty section, 8.
+	b3 := bytes.Clone(v4[:len(v4)-4-8-16])
 	binary.LittleEndian.PutUint32(b3[8:], 3)
 	v3 := binary.LittleEndian.AppendUint32(b3, crc32.Checksum(b3, crc32.MakeTable(crc32.Castagnoli)))
-	p3 := filepath.Join(dir, "v3.ckpt")
+	p3 = filepath.Join(dir, "v3-no-engines.ckpt")
 	os.WriteFile(p3, v3, 0o600)
 	if m, err := Read(p3, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || m.Entities != 0 || m.EntityEngines != nil {
 		t.Errorf("a format 3 file: engines %q, %d entities, entity engines %q, err %v", m.Engines, m.Entities, m.EntityEngines, err)
@@ -183,7 +199,7 @@ func TestEngines(t *testing.T) {
 
 	// A corrupt engine count (checksum made to match) is refused.
 	bad := bytes.Clone(v3[:len(v3)-4])
-	binary.LittleEndian.PutUint32(bad[len(bad)-4:], maxEngines+1)
+	binary.LittleEndian.PutUint32(bad[len(bad)-4:], maxEngines+1) // the format 3 file ends with the engine count
 	bad = binary.LittleEndian.AppendUint32(bad, crc32.Checksum(bad, crc32.MakeTable(crc32.Castagnoli)))
 	pb := filepath.Join(dir, "bad.ckpt")
 	os.WriteFile(pb, bad, 0o600)

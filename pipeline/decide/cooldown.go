@@ -35,6 +35,9 @@ const maxCoverSpans = 8
 // It is a value (no pointers), so the engine's map is not scanned by the GC.
 type cooldown struct {
 	n     uint8
+	sev   uint8  // the highest severity rank (sevRank) the group was alerted at
+	group uint64 // the alert group: the hash of the ID of the alert that opened it (0: unknown)
+	first uint64 // the event that opened the group
 	spans [maxCoverSpans]struct{ lo, hi int64 }
 }
 

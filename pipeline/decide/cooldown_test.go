@@ -26,11 +26,13 @@ func TestCooldownOutOfOrder(t *testing.T) {
 			}
 		}
 	}
-	f("in order", step{0, true}, step{4 * time.Minute, false}, step{5 * time.Minute, true}, step{9 * time.Minute, false})
+	// A suppressed repeat extends the group to a cool-down after it: a run of
+	// findings less than a cool-down apart is one alert group.
+	f("in order", step{0, true}, step{4 * time.Minute, false}, step{8 * time.Minute, false}, step{13*time.Minute + time.Second, true})
 	f("late, within the cool-down before the alert",
 		step{10 * time.Minute, true}, step{6 * time.Minute, false}, step{5*time.Minute + time.Second, false})
 	f("late, a cool-down or more before the alert",
-		step{10 * time.Minute, true}, step{5 * time.Minute, true}, step{3 * time.Minute, false}, step{0, true})
+		step{10 * time.Minute, true}, step{5 * time.Minute, true}, step{3 * time.Minute, false}, step{-3 * time.Minute, true})
 	f("late, between two alerts' cool-downs",
 		step{0, true}, step{20 * time.Minute, true}, step{10 * time.Minute, true}, step{13 * time.Minute, false}, step{7 * time.Minute, false})
 	f("a run of alerts covers its whole span",
@@ -45,10 +47,9 @@ func TestCooldownOutOfOrder(t *testing.T) {
 	}
 }
 
-// TestCooldownShuffled: a flood alerting every 10 s for an hour yields alerts
-// at least a cool-down apart whatever the order of its events, and every
-// event is within a cool-down of an alert; in time order, one alert every
-// cool-down exactly.
+// TestCooldownShuffled: a flood alerting every 10 s for an hour is one alert
+// group in time order (each repeat extends it); in any order, its alerts are
+// at least a cool-down apart and no more than an alert every cool-down.
 func TestCooldownShuffled(t *testing.T) {
 	low := flood
 	low.Score = 0.64
@@ -69,8 +70,8 @@ func TestCooldownShuffled(t *testing.T) {
 		return alerts
 	}
 	sorted := run(times)
-	if want := int(time.Hour / cd); len(sorted) != want {
-		t.Errorf("in time order: %d alerts, want %d", len(sorted), want)
+	if len(sorted) != 1 {
+		t.Errorf("in time order: %d alerts, want 1 (one group)", len(sorted))
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, shuffle := range []struct {
@@ -102,16 +103,8 @@ func TestCooldownShuffled(t *testing.T) {
 				t.Errorf("%s: alerts at %v and %v, closer than the cool-down", shuffle.name, alerts[i-1], alerts[i])
 			}
 		}
-		for _, at := range times {
-			i, _ := slices.BinarySearch(alerts, at)
-			near := (i < len(alerts) && alerts[i]-at < cd) || (i > 0 && at-alerts[i-1] < cd)
-			if !near {
-				t.Errorf("%s: event at %v is not within a cool-down of any alert %v", shuffle.name, at, alerts)
-				break
-			}
-		}
-		if len(alerts) > len(sorted)+1 {
-			t.Errorf("%s: %d alerts, in time order %d", shuffle.name, len(alerts), len(sorted))
+		if max := int(time.Hour / cd); len(alerts) > max {
+			t.Errorf("%s: %d alerts, more than one every cool-down (%d)", shuffle.name, len(alerts), max)
 		}
 		t.Logf("%s: %d alerts (in time order %d)", shuffle.name, len(alerts), len(sorted))
 	}

@@ -1,7 +1,10 @@
 // Package decide turns scored events into alerts and block decisions: it combines
-// detector scores, assigns a severity, deduplicates alerts per device and reason
-// over a cool-down, and issues block decisions above a threshold, subject to an
-// allowlist, dry-run and a cap on new blocks per minute.
+// detector scores, alerts on the combined scores its calibration rates as rare
+// enough for the alert budget (calibration.go; a fixed threshold while it warms
+// up, or when no budget is set), assigns a severity, groups alerts per device
+// and reason over a cool-down (a higher severity updates the group), and
+// issues block decisions above a threshold, subject to an allowlist, dry-run
+// and a cap on new blocks per minute.
 //
 // What judges a client depends on what it is (detectors.SubjectOf): a device
 // its source identified is judged by every finding and blocked at the block
@@ -10,7 +13,7 @@
 // only on one scoring at least AddressBlockScore.
 //
 // An Engine holds per-device bookkeeping and belongs to one worker (one writer per
-// device); the block-rate Limiter is shared by all engines. All times are event
+// device); the block-rate Limiter and the Calibration are shared by all engines. All times are event
 // times, so replaying the same events yields the same alerts and decisions.
 package decide
 
@@ -30,14 +33,30 @@ import (
 
 // Config is the alert and block policy.
 type Config struct {
-	// AlertThreshold is the combined score at or above which an alert is raised.
+	// AlertThreshold is the combined score at or above which an alert is
+	// raised when AlertBudget is 0, and while the calibration warms up.
 	AlertThreshold float64
+	// AlertBudget, when > 0, sets the alert threshold from the calibration
+	// (Calibration, shared by the engines: UseCalibration) instead: the
+	// estimated false alerts per 1,000 device-hours the alerts may cost. An
+	// event alerts when its combined score is at least MinAlertScore and its
+	// estimated false-alarm rate (Calibration.Rate, for its class and
+	// cause) is at most the level the budget solves to. Until the
+	// calibration has CalibrationWarmup device-hours, AlertThreshold
+	// applies. Blocks keep BlockThreshold and are decided only on an event
+	// that alerts: the budget can raise the bar of a block, never lower it.
+	AlertBudget float64
+	// MinAlertScore is the lowest combined score that alerts under
+	// AlertBudget, at least MinCalibratedScore.
+	MinAlertScore float64
 	// BlockThreshold is the combined score at or above which a block is decided.
 	BlockThreshold float64
-	// Cooldown suppresses a repeat alert for the same device, reason and
-	// severity: two alerts for one device, reason and severity are at least
-	// Cooldown apart in event time, in whatever order the events arrive (see
-	// ReorderWindow for the bound).
+	// Cooldown makes the alerts of one device and reason an alert group:
+	// two groups of one device and reason are at least Cooldown apart in
+	// event time, in whatever order the events arrive (see ReorderWindow for
+	// the bound). Within a group, a higher severity, or a block the score
+	// warrants, is an update of the group: an alert with the group's ID (the
+	// ID of the alert that opened it) and FirstEventID, not a new group.
 	Cooldown time.Duration
 	// BlockTTL is how long a first block lasts; repeat offenders get doubled
 	// TTLs up to MaxBlockTTL.
@@ -71,10 +90,24 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultAlertBudget is the default AlertBudget, in estimated false alerts
+// per 1,000 device-hours (bench/RESULTS.md, "Calibrated alert threshold",
+// has the measurements it was chosen on): 0.5, the issue's target, that is
+// one false alert group an hour for a fleet of 2,000 devices.
+const DefaultAlertBudget = 0.5
+
+// DefaultMinAlertScore is the default MinAlertScore: under the budget, a
+// rare cause may alert below the fixed AlertThreshold (0.6), down to this.
+// Chosen with the budget (bench/RESULTS.md): 0.5 added false alerts on the
+// basic traffic model, 0.6 missed a parameter tampering on the field one.
+const DefaultMinAlertScore = 0.55
+
 // DefaultConfig returns the policy the demo and `iotwatch run` start from.
 func DefaultConfig() Config {
 	return Config{
 		AlertThreshold:     0.6,
+		AlertBudget:        DefaultAlertBudget,
+		MinAlertScore:      DefaultMinAlertScore,
 		BlockThreshold:     0.9,
 		Cooldown:           5 * time.Minute,
 		BlockTTL:           15 * time.Minute,
@@ -94,6 +127,10 @@ func (c Config) Validate() error {
 		return badField("block_threshold", c.BlockThreshold, "must be in (0,1]")
 	case c.BlockThreshold < c.AlertThreshold:
 		return badPair("block_threshold", c.BlockThreshold, "must be >=", "alert_threshold", c.AlertThreshold)
+	case !(c.AlertBudget >= 0 && c.AlertBudget <= 1000):
+		return badField("alert_budget", c.AlertBudget, "must be in [0,1000]")
+	case c.AlertBudget > 0 && !(c.MinAlertScore >= MinCalibratedScore && c.MinAlertScore <= 1):
+		return badField("min_alert_score", c.MinAlertScore, fmt.Sprintf("must be in [%g,1]", MinCalibratedScore))
 	case c.Cooldown < 0:
 		return badField("cooldown", c.Cooldown, "must be >= 0")
 	case c.BlockTTL <= 0:
@@ -263,8 +300,10 @@ func floorDiv(a, b int64) int64 {
 // iotwatch_blocks_capped_total metric counts them all.
 func capAlert(m, t int64, eventID uint64, max int) schemas.Alert {
 	minute := time.Unix(0, m*int64(time.Minute)).UTC()
+	id := "a-" + strconv.FormatUint(schemas.HashString(ReasonBlockCapHit+"/"+minute.Format(time.RFC3339)), 16)
 	return schemas.Alert{
-		ID:       "a-" + strconv.FormatUint(schemas.HashString(ReasonBlockCapHit+"/"+minute.Format(time.RFC3339)), 16),
+		ID:       id,
+		Group:    id,
 		Time:     time.Unix(0, t).UTC(),
 		Score:    1,
 		Severity: schemas.SeverityHigh,
@@ -309,6 +348,7 @@ type Engine struct {
 	cfg     Config
 	allow   *Allowlist
 	limiter *Limiter
+	cal     *Calibration // nil: none (AlertThreshold only)
 
 	cooled  map[coolKey]cooldown // (device, reason and severity) -> the times its alerts cover
 	blocks  map[string]block     // scope key -> active block
@@ -341,6 +381,24 @@ func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
 	allow, _ := ParseAllowlist(cfg.Allowlist)
 	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
 		cooled: map[coolKey]cooldown{}, blocks: map[string]block{}, blocked: map[uint64]int64{}, latest: math.MinInt64}, nil
+}
+
+// UseCalibration makes e learn into and (with Config.AlertBudget) alert by
+// c, shared with the other engines of the pipeline.
+func (e *Engine) UseCalibration(c *Calibration) { e.cal = c }
+
+// Calibration returns the calibration e uses, nil if none.
+func (e *Engine) Calibration() *Calibration { return e.cal }
+
+// calibrated reports whether the budget sets the threshold now.
+func (e *Engine) calibrated() bool { return e.cfg.AlertBudget > 0 && e.cal.Ready() }
+
+// floor is the lowest score that may alert now.
+func (e *Engine) floor() float64 {
+	if e.calibrated() {
+		return e.cfg.MinAlertScore
+	}
+	return e.cfg.AlertThreshold
 }
 
 // Blocked reports whether this engine issued a block (not a dry run) on one
@@ -421,10 +479,12 @@ func Combine(s *schemas.Scored) float32 {
 	return float32(1 - p)
 }
 
-// Severity maps a combined score to a severity ("" below the alert threshold).
+// Severity maps a combined score to a severity ("" below the lowest score
+// that may alert: AlertThreshold, or MinAlertScore once the budget sets
+// the threshold).
 func (e *Engine) Severity(score float64) string {
 	switch {
-	case score < e.cfg.AlertThreshold:
+	case score < e.floor():
 		return ""
 	case score >= 0.97:
 		return schemas.SeverityCritical
@@ -439,7 +499,19 @@ func (e *Engine) Severity(score float64) string {
 
 // Decide sets s.Score and returns an alert and a decision when warranted (nil
 // otherwise). It does not retain ev or s. The common path (score below the
-// alert threshold) does not allocate.
+// lowest that may alert) does not allocate.
+//
+// Alert groups: an alert opens a group per reason of its event (device and
+// reason). Every later event of the device that scores an alert with the
+// reason extends the group to Config.Cooldown after it, so a group spans a
+// run of such events at most Cooldown apart. A later event of the device with reasons
+// that all have an open group is news only when its severity is higher than
+// the group's, or when it warrants a block: it is then an update of the
+// group: an alert of its own (ID, time, score, severity, reasons) whose
+// Group and FirstEventID are those of the group of its first covered
+// reason, so that one device and cause over a span is one alert group,
+// whatever its severity does. An event with a reason that has no open group
+// opens new groups (its Group is its own ID).
 func (e *Engine) Decide(ev *schemas.Event, s *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
 	return e.decide(ev, s, Entity{})
 }
@@ -478,28 +550,48 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	}
 	s.Score = Combine(s)
 	score := float64(s.Score)
-	if score < e.cfg.AlertThreshold {
+	if score < e.floor() {
 		return nil, nil
+	}
+	rate := 0.0
+	if e.cal != nil {
+		rate = e.cal.Rate(CalibrationClass(ev), CauseOf(s), score)
+		if e.calibrated() && rate > e.cal.Level() {
+			return nil, nil // as common for its class and cause as the budget allows no alert for
+		}
 	}
 	if ev.Time > e.latest && !e.ticked {
 		e.latest = ev.Time
 	}
 	e.prune(e.latest)
-	// An alert is news when one of its reasons was not alerted for this device at
-	// this severity within the cool-down, before or after the event's time:
-	// escalation is news, repetition is not, and neither is a late event from
-	// the middle of a run of alerts (see cooldown).
+	// An alert is news when one of its reasons was not alerted for this device
+	// within the cool-down, before or after the event's time (see cooldown);
+	// a higher severity is an update of the group.
 	sev := e.Severity(score)
-	fresh := false
+	rank := sevRank(sev)
+	fresh, escalate := false, false
+	var group, first uint64
 	cd := int64(e.cfg.Cooldown)
-	for _, f := range s.Reasons() {
-		k := coolKey{device: ev.DeviceKey, cause: schemas.HashString(f.Reason) ^ schemas.HashString(sev)}
+	var opened [schemas.MaxFindings]bool
+	for i, f := range s.Reasons() {
+		k := coolKey{device: ev.DeviceKey, cause: schemas.HashString(f.Reason)}
 		c := e.cooled[k]
 		if !c.covers(ev.Time) {
 			fresh = true
+			opened[i] = true
 			c.add(ev.Time, cd)
 			e.cooled[k] = c
+			continue
 		}
+		if group == 0 && c.group != 0 {
+			group, first = c.group, c.first
+		}
+		if rank > c.sev {
+			escalate = true
+			c.sev = rank
+		}
+		c.add(ev.Time, cd) // the group lasts as long as its findings keep coming
+		e.cooled[k] = c
 	}
 	// A block is due whenever the score warrants one and the scope is not
 	// blocked yet, even if the alert itself is a repeat.
@@ -525,11 +617,27 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		b = e.blocks[string(e.keyBuf)]
 		wantBlock = b.expires <= ev.Time
 	}
-	if !fresh && !wantBlock {
+	if !fresh && !wantBlock && !escalate {
 		return nil, nil
 	}
 	alert := e.alert(ev, s)
 	alert.EntityKind, alert.Entity = ent.Kind, ent.Value
+	alert.FalseRate = rate * 1000
+	alert.Group = alert.ID
+	if !fresh && group != 0 {
+		alert.Group = "a-" + strconv.FormatUint(group, 16)
+		alert.FirstEventID = first
+	} else if fresh {
+		h := alertHash(alert.ID)
+		for i, f := range s.Reasons() {
+			if opened[i] {
+				k := coolKey{device: ev.DeviceKey, cause: schemas.HashString(f.Reason)}
+				c := e.cooled[k]
+				c.group, c.first, c.sev = h, ev.ID, rank
+				e.cooled[k] = c
+			}
+		}
+	}
 	if !wantBlock {
 		return alert, nil
 	}
@@ -616,6 +724,27 @@ func (e *Engine) alert(ev *schemas.Event, s *schemas.Scored) *schemas.Alert {
 	}
 	a.ID = "a-" + strconv.FormatUint(h, 16)
 	return a
+}
+
+// sevRank orders severities ("" lowest).
+func sevRank(sev string) uint8 {
+	switch sev {
+	case schemas.SeverityLow:
+		return 1
+	case schemas.SeverityMedium:
+		return 2
+	case schemas.SeverityHigh:
+		return 3
+	case schemas.SeverityCritical:
+		return 4
+	}
+	return 0
+}
+
+// alertHash is the hash an alert ID ("a-" and hex) spells.
+func alertHash(id string) uint64 {
+	h, _ := strconv.ParseUint(strings.TrimPrefix(id, "a-"), 16, 64)
+	return h
 }
 
 func idOf(alertID, action string) string {

@@ -16,17 +16,27 @@ import (
 // it, into the engine of the worker that owns each device now (the worker
 // count may differ from the run that saved it).
 //
-// Snapshot format, version 1, little-endian:
+// Snapshot format, version 2, little-endian:
 //
 //	version u32 | latest (the engine's clock) i64 | checked (last pruning) i64
-//	cool-downs: count u32, each: device u64 | cause u64 | spans u8 | spans × (lo i64 | hi i64)
+//	cool-downs: count u32, each: device u64 | cause u64 | group u64 | first event u64 | severity rank u8 |
+//	            spans u8 | spans × (lo i64 | hi i64)
 //	blocks: count u32, each: scope key length u16 | scope key | device u64 | expires i64 | strikes u32
 //	blocked devices: count u32, each: device u64 | until i64
 //
 // Entries are sorted (by key), so the same state gives the same bytes.
+//
+// Version 1 had no group, first event and severity, and keyed a cool-down by
+// reason and severity (this build by reason alone): it is read, and its
+// cool-downs then do not match this build's (a restored engine may alert
+// once more within a cool-down).
 
-// stateVersion is the version of the snapshot AppendState writes.
-const stateVersion = 1
+// stateVersion is the version of the snapshot AppendState writes;
+// stateVersionNoGroups is the previous one, still read.
+const (
+	stateVersion         = 2
+	stateVersionNoGroups = 1
+)
 
 // maxScopeKey bounds a block's scope key in a snapshot.
 const maxScopeKey = math.MaxUint16
@@ -52,7 +62,9 @@ func (e *Engine) AppendState(dst []byte) []byte {
 		c := e.cooled[k]
 		dst = le.AppendUint64(dst, k.device)
 		dst = le.AppendUint64(dst, k.cause)
-		dst = append(dst, c.n)
+		dst = le.AppendUint64(dst, c.group)
+		dst = le.AppendUint64(dst, c.first)
+		dst = append(dst, c.sev, c.n)
 		for _, s := range c.spans[:c.n] {
 			dst = le.AppendUint64(dst, uint64(s.lo))
 			dst = le.AppendUint64(dst, uint64(s.hi))
@@ -103,8 +115,9 @@ var errShortState = errors.New("snapshot ends early")
 // engine.
 func (e *Engine) LoadState(b []byte, owns func(device uint64) bool) error {
 	r := stateReader{b: b}
-	if v := r.u32(); r.err == nil && v != stateVersion {
-		return fmt.Errorf("cannot load decision state: version %d, this build reads %d", v, stateVersion)
+	v := r.u32()
+	if r.err == nil && v != stateVersion && v != stateVersionNoGroups {
+		return fmt.Errorf("cannot load decision state: version %d, this build reads %d and %d", v, stateVersion, stateVersionNoGroups)
 	}
 	latest, checked := int64(r.u64()), int64(r.u64())
 	if r.err != nil {
@@ -113,6 +126,11 @@ func (e *Engine) LoadState(b []byte, owns func(device uint64) bool) error {
 	mine := func(d uint64) bool { return owns == nil || owns(d) }
 	for n := r.u32(); n > 0 && r.err == nil; n-- {
 		k := coolKey{device: r.u64(), cause: r.u64()}
+		var group, first uint64
+		var sev uint8
+		if v == stateVersion {
+			group, first, sev = r.u64(), r.u64(), r.u8()
+		}
 		spans := int(r.u8())
 		if spans > maxCoverSpans {
 			return fmt.Errorf("cannot load decision state: a cool-down of %d spans (at most %d)", spans, maxCoverSpans)
@@ -125,6 +143,9 @@ func (e *Engine) LoadState(b []byte, owns func(device uint64) bool) error {
 			}
 		}
 		if r.err == nil && mine(k.device) && c.n > 0 {
+			if sev >= c.sev {
+				c.group, c.first, c.sev = group, first, sev
+			}
 			e.cooled[k] = c
 		}
 	}

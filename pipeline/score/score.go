@@ -71,7 +71,12 @@ type Stack struct {
 	Layout  *worker.Layout
 	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
-	Workers []*worker.Worker
+	// Calibration maps scores to estimated false-alarm rates for every
+	// worker's engine (decide.Config.AlertBudget); replaced by Reset. The
+	// entity owners' engines alert by the fixed threshold: the calibration
+	// counts device-hours.
+	Calibration *decide.Calibration
+	Workers     []*worker.Worker
 	// Owners judge the entities (package entity), one goroutine each.
 	Owners []*entity.Owner
 	geo    *geoip.Reader
@@ -118,12 +123,14 @@ func New(cfg Config) (*Stack, error) {
 // limiter are kept. The previous workers must no longer be in use.
 func (s *Stack) Reset() error {
 	model := detectors.NewClassModel(s.Layout.Detectors, detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes))
+	cal := decide.NewCalibration(s.cfg.Decide.AlertBudget)
 	workers := make([]*worker.Worker, 0, s.cfg.Workers)
 	for range s.cfg.Workers {
 		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
 		if err != nil {
 			return err // decide's own "cannot use decide config: ..."
 		}
+		eng.UseCalibration(cal)
 		w, err := worker.New(s.Layout, s.cfg.Worker, model, eng)
 		if err != nil {
 			return err // the state table's own "cannot create state table: ..."
@@ -144,7 +151,7 @@ func (s *Stack) Reset() error {
 		}
 		owners = append(owners, o)
 	}
-	s.Model, s.Workers, s.Owners = model, workers, owners
+	s.Model, s.Workers, s.Owners, s.Calibration = model, workers, owners, cal
 	return nil
 }
 

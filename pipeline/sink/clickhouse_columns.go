@@ -257,6 +257,8 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		times, timesMs                      = make([]int64, n), make([]int64, n)
 		scores                              = make([]float64, n)
 		first, last                         = make([]uint64, n), make([]uint64, n)
+		falseRates                          = make([]float64, n)
+		groups                              = make([]string, n)
 		findings                            = newFindingArrays(n)
 	)
 	for i := range alerts {
@@ -267,6 +269,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		scores[i] = a.Score
 		first[i], last[i] = a.FirstEventID, a.LastEventID
 		entityKinds[i], entities[i] = a.EntityKind, a.Entity
+		falseRates[i], groups[i] = a.FalseRate, a.Group
 		findings.add(a.Reasons)
 	}
 	m := map[string]any{
@@ -276,6 +279,7 @@ func alertColumns(alerts []schemas.Alert) map[string]any {
 		schemas.ColCountry: countries, schemas.ColScore: scores, schemas.ColSeverity: sevs,
 		schemas.ColFirstEventID: first, schemas.ColLastEventID: last,
 		schemas.ColEntityKind: entityKinds, schemas.ColEntity: entities,
+		schemas.ColFalseRate: falseRates, schemas.ColGroup: groups,
 	}
 	findings.columns(m)
 	return m

@@ -257,14 +257,15 @@ func TestClickHouseMigrate(t *testing.T) {
 
 // TestClickHouseMigrateAddsColumns checks that Migrate brings a table created
 // before a column was added (the verdict and the resource ids of scored
-// events, the verification status of receipts) up to date, in place, so that the writer's column list fits it.
+// events, the verification status of receipts, the estimated false-alarm
+// rate of alerts) up to date, in place, so that the writer's column list fits it.
 func TestClickHouseMigrateAddsColumns(t *testing.T) {
 	srv := testClickHouse(t)
 	c := openTestWriter(t, srv, ClickHouseConfig{})
 	ctx := context.Background()
 	later := map[string][]string{
 		schemas.ScoredTable().Name:   {schemas.ColVerdict, schemas.ColResourceIDs},
-		schemas.AlertsTable().Name:   {schemas.ColEntityKind, schemas.ColEntity},
+		schemas.AlertsTable().Name:   {schemas.ColEntityKind, schemas.ColEntity, schemas.ColGroup, schemas.ColFalseRate},
 		schemas.ReceiptsTable().Name: {schemas.ColVerification, schemas.ColReceiptKeyID},
 	}
 	for _, table := range schemas.Tables() {
@@ -418,7 +419,7 @@ func testCHAlerts() []schemas.Alert {
 		{
 			ID: "al-1", Time: t0, Tenant: "acme", Device: "lock-1", APIKey: "key-1", ClientIP: "203.0.113.7",
 			Class: "smart_lock/l2", Command: "POST /v1/devices/{id}/unlock", Country: "DE", Score: 0.9375,
-			Severity: schemas.SeverityCritical, FirstEventID: 17, LastEventID: 19,
+			Severity: schemas.SeverityCritical, FirstEventID: 17, LastEventID: 19, FalseRate: 0.125, Group: "al-0",
 			Reasons: []schemas.Explanation{
 				{Detector: geo.Name, Reason: geo.ReasonNewCountry, Score: 0.875, Observed: 1, Expected: 0, ObservedLabel: "DE", ExpectedLabel: "FR"},
 				{Detector: command.Name, Reason: command.ReasonPrivilegedNew, Score: 0.5, Observed: 3, Expected: 0.25},
@@ -458,7 +459,7 @@ func readAlerts(t *testing.T, c *ClickHouse) []schemas.Alert {
 		var sc []float32
 		var ob, ex []float64
 		if err := rows.Scan(&a.ID, &tm, &ms, &a.Tenant, &a.Device, &a.APIKey, &a.ClientIP, &a.Class, &a.Command,
-			&a.Country, &a.Score, &a.Severity, &det, &rea, &sc, &ob, &ex, &ol, &el, &a.FirstEventID, &a.LastEventID, &a.EntityKind, &a.Entity); err != nil {
+			&a.Country, &a.Score, &a.Severity, &det, &rea, &sc, &ob, &ex, &ol, &el, &a.FirstEventID, &a.LastEventID, &a.EntityKind, &a.Entity, &a.Group, &a.FalseRate); err != nil {
 			t.Fatal(err)
 		}
 		if tm.Unix() != ms/1000 {

@@ -205,6 +205,9 @@ func (w *Worker) Sweep(now int64, emit Emit) int {
 		f.Detector = w.layout.Detectors.Specs[s.det].Name
 		sw.sc.Add(f)
 		alert, dec := w.engine.Decide(&sw.ev, &sw.sc)
+		if rec, ok := w.table.Lookup(s.key, s.alt); ok && binary.LittleEndian.Uint32(rec) == w.layout.Version {
+			w.engine.Calibration().Learn(&sw.ev, &sw.sc, rec[hdrCal:headerSize])
+		}
 		emit(&sw.ev, &sw.sc, alert, dec)
 		n++
 	}

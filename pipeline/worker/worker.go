@@ -40,11 +40,16 @@ import (
 // worker's engine issued on the device's events and that has not lifted yet:
 // the device's first event at or after it rearms the detectors
 // (detectors.Rearmer). Being in the record, it is checkpointed with it.
+//
+// Then the device's calibration memory (decide.CalibrationStateSize bytes):
+// the hour of event time it last counted and the largest score bins of that
+// hour's causes (decide.Calibration.Learn).
 const (
 	hdrLine    = 4
 	hdrSeq     = 8
 	hdrBlocked = 16
-	headerSize = 24
+	hdrCal     = 24
+	headerSize = hdrCal + decide.CalibrationStateSize
 	// HeaderSize is the size of the record header, before the detectors'
 	// slices.
 	HeaderSize = headerSize
@@ -196,6 +201,11 @@ func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert
 	}
 	rec := w.observe(ev, out)
 	alert, dec := w.engine.Decide(ev, out)
+	if rec != nil {
+		// After the decision: an event is judged against the calibration of
+		// the traffic before it.
+		w.engine.Calibration().Learn(ev, out, rec[hdrCal:headerSize])
+	}
 	if dec != nil && dec.Action == schemas.ActionBlock && rec != nil {
 		// The block stops the offence; when it lifts, the device's first
 		// event rearms its detectors (see observe). Its expiry in event
@@ -221,7 +231,10 @@ func (w *Worker) Learn(ev *schemas.Event) {
 	if w.enforced(ev) {
 		return
 	}
-	w.observe(ev, &w.discard)
+	if rec := w.observe(ev, &w.discard); rec != nil {
+		w.discard.Score = decide.Combine(&w.discard)
+		w.engine.Calibration().Learn(ev, &w.discard, rec[hdrCal:headerSize])
+	}
 }
 
 // Enforced counts the events not judged as their device's behaviour, by cause.

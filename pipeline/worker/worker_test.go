@@ -29,6 +29,7 @@ func newWorker(tb testing.TB, devices int) *Worker {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	eng.UseCalibration(decide.NewCalibration(decide.DefaultAlertBudget)) // as score.Stack does: learned on every event
 	w, err := New(layout, Config{InitialDevices: devices, IdleTTL: 24 * time.Hour}, detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<16, 1<<10)), eng)
 	if err != nil {
 		tb.Fatal(err)
