@@ -12,6 +12,11 @@ const (
 	// StreamDecisions holds block/throttle/unblock decisions: the history that
 	// enforcement points can replay from any point.
 	StreamDecisions = "IOTWATCH_DECISIONS"
+	// StreamEvents holds decoded events as Arrow IPC record batches (see
+	// EventArrowSchema), one subject per device partition
+	// (iotwatch.events.<partition>, PartitionOf): what the ingest stage
+	// publishes and scorers consume.
+	StreamEvents = "IOTWATCH_EVENTS"
 )
 
 // Subjects. Log subjects are iotwatch.logs.<format>.<source>.
@@ -24,6 +29,9 @@ const (
 	SubjectAlertsAll       = "iotwatch.alerts.>"
 	SubjectDecisionsPrefix = "iotwatch.decisions"
 	SubjectDecisionsAll    = "iotwatch.decisions.>"
+	// SubjectEventsPrefix is followed by ".<partition>" (EventsSubject).
+	SubjectEventsPrefix = "iotwatch.events"
+	SubjectEventsAll    = "iotwatch.events.>"
 
 	// SubjectDecisionsApplied carries ApplyReceipt JSON from enforcement points.
 	// It is inside SubjectDecisionsAll, so IOTWATCH_DECISIONS stores receipts
@@ -43,6 +51,14 @@ const (
 	// IOTWATCH_DECISIONS: analysts' 'iotwatch unblock' and the pipeline's
 	// lifts) into TableDecisions, with their issuer and reason.
 	ConsumerUnblocks = "iotwatch-unblocks"
+	// ConsumerIngest is the durable pull consumer on IOTWATCH_LOGS that every
+	// ingest instance ('iotwatch ingest') shares: each log message goes to one
+	// of them.
+	ConsumerIngest = "iotwatch-ingest"
+	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS that a
+	// scorer ('iotwatch run --source events') reads the partitions it scores
+	// with.
+	ConsumerScorer = "iotwatch-scorer"
 )
 
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle
