@@ -49,7 +49,9 @@ type options struct {
 	signingKey string
 	// enforcerKeys is run's --enforcer-keys (receiptVerifier).
 	enforcerKeys string
-	ckptEvery    time.Duration
+	// source is run's --source: sourceLogs or sourceEvents.
+	source    string
+	ckptEvery time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -227,6 +229,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("checkpoint-every", "%v must be >= 0", o.ckptEvery)
 	case o.stateMaxDevices < -1:
 		return bad("state-max-devices", "%d must be >= -1", o.stateMaxDevices)
+	case o.source != "" && o.source != sourceLogs && o.source != sourceEvents:
+		return bad("source", "%q: want %s or %s", o.source, sourceLogs, sourceEvents)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}
