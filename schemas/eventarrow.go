@@ -193,137 +193,6 @@ func EventArrowSchema() *arrow.Schema {
 	return eventSchema
 }
 
-// EventBatch accumulates events into an Arrow record batch of
-// EventArrowSchema and writes them as Arrow IPC stream bytes. It is not safe
-// for concurrent use.
-type EventBatch struct {
-	mem memory.Allocator
-	rb  *array.RecordBuilder
-	n   int
-
-	u8     [ecCount]*array.Uint8Builder
-	u16    *array.Uint16Builder
-	u32    [ecCount]*array.Uint32Builder
-	u64    [ecCount]*array.Uint64Builder
-	f32    [ecCount]*array.Float32Builder
-	str    [ecCount]*array.StringBuilder
-	time   *array.TimestampBuilder
-	ip     *array.BinaryBuilder
-	ctry   *array.FixedSizeBinaryBuilder
-	names  *array.ListBuilder
-	values *array.ListBuilder
-	nameV  *array.StringBuilder
-	valueV *array.Float64Builder
-
-	out bytes.Buffer
-}
-
-// NewEventBatch returns an empty batch that allocates from mem
-// (memory.DefaultAllocator when nil). Release it when done.
-func NewEventBatch(mem memory.Allocator) *EventBatch {
-	if mem == nil {
-		mem = memory.DefaultAllocator
-	}
-	b := &EventBatch{mem: mem, rb: array.NewRecordBuilder(mem, EventArrowSchema())}
-	for i := range ecCount {
-		switch f := b.rb.Field(i).(type) {
-		case *array.Uint8Builder:
-			b.u8[i] = f
-		case *array.Uint16Builder:
-			b.u16 = f
-		case *array.Uint32Builder:
-			b.u32[i] = f
-		case *array.Uint64Builder:
-			b.u64[i] = f
-		case *array.Float32Builder:
-			b.f32[i] = f
-		case *array.StringBuilder:
-			b.str[i] = f
-		case *array.TimestampBuilder:
-			b.time = f
-		case *array.BinaryBuilder:
-			b.ip = f
-		case *array.FixedSizeBinaryBuilder:
-			b.ctry = f
-		}
-	}
-	b.names = b.rb.Field(ecArgNames).(*array.ListBuilder)
-	b.values = b.rb.Field(ecArgValues).(*array.ListBuilder)
-	b.nameV = b.names.ValueBuilder().(*array.StringBuilder)
-	b.valueV = b.values.ValueBuilder().(*array.Float64Builder)
-	return b
-}
-
-// Append adds ev as one row. It copies what it needs: ev may be reused as soon
-// as Append returns. Apart from the builders' growth it does not allocate.
-func (b *EventBatch) Append(ev *Event) {
-	b.u64[ecSeq].Append(ev.Seq)
-	b.u32[ecLine].Append(ev.Line)
-	b.time.Append(arrow.Timestamp(ev.Time))
-	b.u8[ecSource].Append(uint8(ev.Source))
-	b.str[ecSourceID].BinaryBuilder.Append(ev.SourceID)
-	b.str[ecTenant].BinaryBuilder.Append(ev.Tenant)
-	b.str[ecDevice].BinaryBuilder.Append(ev.Device)
-	b.u8[ecIDMethod].Append(uint8(ev.IDMethod))
-	b.str[ecAPIKey].BinaryBuilder.Append(ev.APIKey)
-	b.str[ecClass].BinaryBuilder.Append(ev.Class)
-	b.str[ecFirmware].BinaryBuilder.Append(ev.Firmware)
-	switch {
-	case ev.ClientIP.Is4():
-		a := ev.ClientIP.As4()
-		b.ip.Append(a[:])
-	case ev.ClientIP.Is6():
-		a := ev.ClientIP.As16()
-		b.ip.Append(a[:])
-	default:
-		b.ip.Append(nil)
-	}
-	b.ctry.Append(ev.Country[:])
-	b.u32[ecASN].Append(ev.ASN)
-	b.f32[ecLat].Append(ev.Lat)
-	b.f32[ecLon].Append(ev.Lon)
-	b.u8[ecProtocol].Append(uint8(ev.Protocol))
-	b.str[ecCommand].BinaryBuilder.Append(ev.Command)
-	b.u64[ecResource].Append(ev.Resource)
-	b.str[ecResourceText].BinaryBuilder.Append(ev.ResourceText)
-	b.names.Append(true)
-	b.values.Append(true)
-	for _, a := range ev.ArgList() {
-		b.nameV.BinaryBuilder.Append(a.Name)
-		b.valueV.Append(a.Value)
-	}
-	b.u16.Append(ev.Status)
-	b.u8[ecAuth].Append(uint8(ev.Auth))
-	b.u8[ecVerdict].Append(uint8(ev.Verdict))
-	b.u64[ecBytesIn].Append(ev.BytesIn)
-	b.u64[ecBytesOut].Append(ev.BytesOut)
-	b.u32[ecLatency].Append(ev.Latency)
-	b.n++
-}
-
-// Len returns the number of rows appended since the last AppendIPC.
-func (b *EventBatch) Len() int { return b.n }
-
-// AppendIPC appends the rows appended so far to dst as one Arrow IPC stream
-// (schema, one record batch, end-of-stream) and resets b for the next batch.
-func (b *EventBatch) AppendIPC(dst []byte) ([]byte, error) {
-	rec := b.rb.NewRecordBatch()
-	defer rec.Release()
-	b.n = 0
-	b.out.Reset()
-	w := ipc.NewWriter(&b.out, ipc.WithSchema(EventArrowSchema()), ipc.WithAllocator(b.mem))
-	if err := w.Write(rec); err != nil {
-		return dst, fmt.Errorf("cannot write Arrow event batch: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return dst, fmt.Errorf("cannot write Arrow event batch: %w", err)
-	}
-	return append(dst, b.out.Bytes()...), nil
-}
-
-// Release frees the builders' memory. b must not be used afterwards.
-func (b *EventBatch) Release() { b.rb.Release() }
-
 // ErrArrowVersion is wrapped by the error an EventReader returns for a batch
 // of another major event schema version (or without one).
 var ErrArrowVersion = errors.New("unsupported Arrow event schema version")
@@ -345,6 +214,10 @@ type EventReader struct {
 	row    int // next row of rec
 	n      int // rows of rec
 	cols   eventCols
+	// fast: the current batch was read by openFast into cols (scratch holds
+	// its body); no arrow-go reader or record.
+	fast    bool
+	scratch []uint64
 }
 
 // eventCols are the typed columns of the current record.
@@ -354,7 +227,7 @@ type eventCols struct {
 	status                           []uint16
 	source, idMethod, proto, auth    []uint8
 	verdict                          []uint8
-	time                             []arrow.Timestamp
+	time                             []arrowTimestamp
 	lat, lon                         []float32
 	str                              [ecCount]binCol // utf8 columns and client_ip, by index
 	country                          []byte
@@ -396,6 +269,14 @@ func (r *EventReader) Open(data []byte) (err error) {
 	}()
 	// A message cannot be larger than the data: a length field claiming more
 	// is refused before anything is allocated for it.
+	switch err := r.openFast(data); err {
+	case nil:
+		return nil
+	case errNotFast:
+	default:
+		r.Close()
+		return err
+	}
 	if err := checkSchemaMessage(data); err != nil {
 		return fmt.Errorf("cannot read Arrow event batch: %w", err)
 	}
@@ -582,19 +463,35 @@ func (c *eventCols) load(rec arrow.RecordBatch) error {
 	if err := checkOffsets(EvColArgNames, c.argNames.off, nv.Len(), len(c.argNames.data)); err != nil {
 		return err
 	}
+	if err := c.checkArgs(n); err != nil {
+		return err
+	}
+	return c.checkLens(n)
+}
+
+// checkArgs checks that every row has as many argument names as values.
+func (c *eventCols) checkArgs(n int) error {
 	for i := range n {
 		if c.argOff[i+1]-c.argOff[i] != c.valOff[i+1]-c.valOff[i] {
 			return fmt.Errorf("cannot read Arrow event batch: row %d has %d argument names and %d values", i,
 				c.argOff[i+1]-c.argOff[i], c.valOff[i+1]-c.valOff[i])
 		}
 	}
+	return nil
+}
+
+// checkLens checks that every fixed-width column holds n values.
+func (c *eventCols) checkLens(n int) error {
 	if len(c.seq) < n || len(c.resource) < n || len(c.bytesIn) < n || len(c.bytesOut) < n || len(c.line) < n || len(c.asn) < n ||
 		len(c.latency) < n || len(c.status) < n || len(c.source) < n || len(c.idMethod) < n || len(c.proto) < n ||
-		len(c.auth) < n || len(c.verdict) < n || len(c.time) < n || len(c.lat) < n || len(c.lon) < n {
+		len(c.auth) < n || len(c.verdict) < n || len(c.time) < n || len(c.lat) < n || len(c.lon) < n || len(c.country) < 2*n {
 		return fmt.Errorf("cannot read Arrow event batch: a column's values are shorter than the batch")
 	}
 	return nil
 }
+
+// arrowTimestamp is arrow.Timestamp (an int64), for typed.
+type arrowTimestamp = arrow.Timestamp
 
 // checkOffsets checks that offsets describe n values within size bytes (or
 // child values).
@@ -622,6 +519,14 @@ func checkOffsets(name string, off []int32, n, size int) error {
 // (shared: do not modify it); the reader then goes on with the next row. A
 // malformed stream is another error, after which Next returns io.EOF.
 func (r *EventReader) Next(ev *Event) error {
+	if r.fast {
+		if r.row >= r.n {
+			return io.EOF
+		}
+		i := r.row
+		r.row++
+		return r.cols.read(i, ev)
+	}
 	if r.rd == nil {
 		return io.EOF
 	}
@@ -719,6 +624,6 @@ func (r *EventReader) Close() {
 		r.rd.Release()
 		r.rd = nil
 	}
-	r.row, r.n = 0, 0
+	r.row, r.n, r.fast = 0, 0, false
 	r.cols = eventCols{}
 }

@@ -300,3 +300,102 @@ func FuzzEventArrowRead(f *testing.F) {
 		r.Close()
 	})
 }
+
+func TestEventArrowWriteZeroAllocs(t *testing.T) {
+	evs := arrowTestEvents()
+	b := NewEventBatch(nil)
+	var out []byte
+	write := func() {
+		for _, ev := range evs {
+			b.Append(ev)
+		}
+		var err error
+		if out, err = b.AppendIPC(out[:0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	if allocs := testing.AllocsPerRun(100, write); allocs != 0 {
+		t.Fatalf("Append and AppendIPC allocate %v times per batch in steady state", allocs)
+	}
+}
+
+// BenchmarkEventArrow measures writing and reading a batch of 8 events (a
+// log message of 100 lines spread over 16 partitions makes batches of about 6).
+func BenchmarkEventArrow(b *testing.B) {
+	evs := append(arrowTestEvents(), arrowTestEvents()...)
+	b.Run("write", func(b *testing.B) {
+		eb := NewEventBatch(nil)
+		var out []byte
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, ev := range evs {
+				eb.Append(ev)
+			}
+			out, _ = eb.AppendIPC(out[:0])
+		}
+		b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("read", func(b *testing.B) {
+		data := encodeArrow(b, evs)
+		r := NewEventReader(nil)
+		var ev Event
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := r.Open(data); err != nil {
+				b.Fatal(err)
+			}
+			for r.Next(&ev) == nil {
+			}
+		}
+		b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+// TestEventArrowRoundTripGeneric reads the events through arrow-go's reader
+// (the path for streams other than EventBatch's own): the same record
+// batch twice in one stream, as arrow-go writes it.
+func TestEventArrowRoundTripGeneric(t *testing.T) {
+	want := arrowTestEvents()
+	rd, err := ipc.NewReader(strings.NewReader(string(encodeArrow(t, want))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Release()
+	if !rd.Next() {
+		t.Fatal("no record batch in EventBatch's stream")
+	}
+	var buf strings.Builder
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rd.Schema()))
+	for range 2 {
+		if err := w.Write(rd.RecordBatch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	r := NewEventReader(nil)
+	defer r.Close()
+	if err := r.Open([]byte(buf.String())); err != nil {
+		t.Fatal(err)
+	}
+	if r.fast {
+		t.Fatal("a stream of two batches took the fast path")
+	}
+	var got Event
+	for round := range 2 {
+		for i, w := range want {
+			if err := r.Next(&got); err != nil {
+				t.Fatalf("round %d, event %d: %v", round, i, err)
+			}
+			g, e := exported(&got), exported(w)
+			for k := range e {
+				if !reflect.DeepEqual(g[k], e[k]) {
+					t.Errorf("round %d, event %d: field %s = %v, want %v", round, i, k, g[k], e[k])
+				}
+			}
+		}
+	}
+	if err := r.Next(&got); err != io.EOF {
+		t.Fatalf("after the last event: %v, want io.EOF", err)
+	}
+}
