@@ -51,7 +51,9 @@
 //
 //	pipeline.go    the Pipeline, New and Run (starting and draining the stages); the sinks' interfaces
 //	config.go      Config and its defaults
-//	ingest.go      fetch, decode, dispatch to shards, dead-letter (the decoders per subject)
+//	ingest.go      fetch, decode, dispatch to shards, dead-letter (with package ingest's Decoder,
+//	               which 'iotwatch ingest' shares: log messages, or the Arrow event batches
+//	               of IOTWATCH_EVENTS with 'run --source events')
 //	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices
 //	collect.go     the collector: alerts and decisions to the publisher at once; columnar
 //	               batches of rows and completed fetches to the flusher
