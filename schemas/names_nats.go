@@ -71,7 +71,7 @@ const KVActiveBlocks = "iotwatch_blocks"
 const (
 	HeaderDLQReason   = "Iotwatch-Dlq-Reason"        // the reason code of every entry
 	HeaderDLQSubject  = "Iotwatch-Original-Subject"  // the log message's subject
-	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the log message's sequence in IOTWATCH_LOGS
+	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the message's sequence in its stream: IOTWATCH_LOGS, or IOTWATCH_EVENTS for an Arrow batch (see HeaderDLQSubject)
 	HeaderDLQLine     = "Iotwatch-Original-Line"     // the first entry's line in that message
 	HeaderDLQCount    = "Iotwatch-Dlq-Count"         // how many entries (records) the body holds
 
