@@ -91,7 +91,9 @@ type Config struct {
 	// flush; at most DrainTimeout, else that checkpoint is skipped); 0 saves
 	// only after a clean drain.
 	CheckpointEvery time.Duration
-	// Stream is the log stream the consumer reads; with Checkpoint, it lets a
+	// Stream is the stream the consumer reads (IOTWATCH_LOGS, or
+	// IOTWATCH_EVENTS for a scorer of the ingest stage's batches: the
+	// checkpoint's position is then that stream's); with Checkpoint, it lets a
 	// restart catch up what a crash lost (see Checkpoint). Without it the
 	// messages acked after the checkpoint are lost to the baselines, and
 	// those not acked are judged when redelivered.

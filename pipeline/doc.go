@@ -55,7 +55,10 @@
 //
 //	pipeline.go    the Pipeline, New and Run (starting and draining the stages); the sinks' interfaces
 //	config.go      Config and its defaults
-//	ingest.go      fetch, decode, dispatch to shards, dead-letter (the decoders per subject)
+//	ingest.go      fetch, decode, dispatch to shards, dead-letter (with package ingest's Decoder,
+//	               which 'iotwatch ingest' shares: log messages, or the Arrow event batches
+//	               of IOTWATCH_EVENTS with 'run --source events'); each event's entity
+//	               observations to the entity owners
 //	work.go        the workers' goroutines: one per shard, scoring and sweeping its devices;
 //	               the entity owners' goroutines: one per entity shard, judging its entities
 //	collect.go     the collector: alerts and decisions to the publisher at once; columnar

@@ -3,15 +3,13 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline/entity"
-	"github.com/iotwatch/iotwatch/pipeline/formats"
+	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -77,8 +75,10 @@ func (p *Pipeline) ingest(ctx context.Context) {
 	}
 }
 
-// decodeMessage splits a message into lines, decodes each into an item and
-// sends it to its shard; undecodable lines go to the DLQ with the reason. It
+// decodeMessage decodes a message (a log message, or an Arrow event batch of
+// the ingest stage) into items and sends each to its shard (ingest.Decoder,
+// the path 'iotwatch ingest' shares); undecodable records go to the DLQ with
+// the reason. It
 // reports false when a line could not be dead-lettered (shutdown): the message
 // must then stay unacked, to be redelivered.
 //
@@ -117,127 +117,73 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 	// The message's dead letters are collected and published together once
 	// it is decoded (one DLQ message per reason), before the message can be
 	// acked: its records stay valid until then.
-	p.letters = p.letters[:0]
-	format, dec, err := p.decoderFor(subject)
-	if err != nil {
-		p.addDeadLetter(0, &schemas.DecodeError{Reason: schemas.DeadLetterUnknownFormat, Detail: err.Error()}, data)
-		return p.deadLetters(ctx, subject, seq)
+	out := &p.out
+	out.p = p
+	var c ingest.Counts
+	if strings.HasPrefix(subject, schemas.SubjectEventsPrefix+".") {
+		// An Arrow event batch of the ingest stage ('run --source events'):
+		// decoded, bounded and enriched there already; ids and stream
+		// positions are the log stream's, carried in the batch.
+		c = p.dec.Arrow(data, out)
+	} else {
+		c = p.dec.Logs(subject, data, seq, arrival, out)
 	}
-	p.records = formats.Records(format, p.records[:0], data)
-	bad := 0
-	for i, rec := range p.records {
-		if bad == MaxBadLinesPerMessage || i >= schemas.MaxLinesPerMessage {
-			// A message of garbage must not cost one dead letter per line: its
-			// rest goes to the DLQ whole (cut to sink.MaxDeadLetterRecord),
-			// from this record on.
-			reason, detail := schemas.DeadLetterTooManyBadLines, fmt.Sprintf("%d undecodable records; the rest of the message from this one on is kept here whole", bad)
-			if bad < MaxBadLinesPerMessage {
-				reason, detail = schemas.DeadLetterTooManyLines, fmt.Sprintf("a message may carry at most %d records", schemas.MaxLinesPerMessage)
-			}
-			p.addDeadLetter(uint32(i), &schemas.DecodeError{Reason: reason, Detail: detail}, rest(data, rec))
-			break
-		}
-		it := <-p.free
-		if err := dec.Decode(rec, seq, uint32(i), arrival, &it.ev); err != nil {
-			p.free <- it
-			if err == formats.ErrSkip {
-				p.M.Skipped.Add(1)
-				continue
-			}
-			p.addDeadLetter(uint32(i), err, rec)
-			bad++
-			continue
-		}
-		p.stack.Enrich(&it.ev)
-		p.dispatched++
-		// The entity observation is taken before the worker owns the event.
-		ob, hasEntity := entity.ObsOf(&it.ev)
-		kob, hasKey := entity.KeyObsOf(&it.ev)
-		p.shards[shard.Of(it.ev.DeviceKey, len(p.shards))] <- it
-		if hasEntity && len(p.entityIn) > 0 {
-			p.entityIn[entity.Shard(&ob, len(p.entityIn))] <- entityItem{ob: ob}
-		}
-		if hasKey && len(p.entityIn) > 0 {
-			p.entityIn[entity.Shard(&kob, len(p.entityIn))] <- entityItem{ob: kob}
-		}
-	}
+	p.M.Skipped.Add(uint64(c.Skipped))
 	return p.deadLetters(ctx, subject, seq)
 }
 
-// addDeadLetter adds record line of the message being dispatched to its dead
-// letters, with the reason err gives (a *schemas.DecodeError) or
-// DeadLetterUndecodable.
-func (p *Pipeline) addDeadLetter(line uint32, err error, record []byte) {
-	reason, detail := schemas.DeadLetterUndecodable, err.Error()
-	var de *schemas.DecodeError
-	if errors.As(err, &de) {
-		reason, detail = de.Reason, de.Detail
-	}
-	p.letters = append(p.letters, schemas.DeadLetter{Line: line, Reason: reason, Detail: detail, Size: len(record), Record: record})
+// shardEvents hands decoded events to their workers: each is decoded into
+// an item of the free list and sent to its device's shard.
+type shardEvents struct {
+	p  *Pipeline
+	it *item
 }
 
-// rest returns data from rec on; rec is a subslice of data (formats.Records).
-func rest(data, rec []byte) []byte {
-	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(rec))) - uintptr(unsafe.Pointer(unsafe.SliceData(data))))
-	if off < 0 || off > len(data) {
-		return data // not a subslice: keep the whole message
-	}
-	return data[off:]
+func (s *shardEvents) Next() *schemas.Event {
+	s.it = <-s.p.free
+	return &s.it.ev
 }
 
-// maxDecoders bounds the per-(format, source) decoders kept; beyond it they
-// are rebuilt (a Mosquitto decoder then forgets its client addresses).
-const maxDecoders = 4096
-
-// decoderFor returns the format named by a subject iotwatch.logs.<format>.<source>
-// and that stream's decoder (one per source: some formats keep per-stream state).
-func (p *Pipeline) decoderFor(subject string) (string, formats.Decoder, error) {
-	if d, ok := p.decoders[subject]; ok {
-		return d.format, d.dec, nil
-	}
-	rest, ok := strings.CutPrefix(subject, schemas.SubjectLogsPrefix+".")
+func (s *shardEvents) Done(ok bool) {
+	it := s.it
+	s.it = nil
 	if !ok {
-		return "", nil, fmt.Errorf("subject %q is not under %s", subject, schemas.SubjectLogsAll)
+		s.p.free <- it
+		return
 	}
-	format, source, _ := strings.Cut(rest, ".")
-	o := p.cfg.Formats
-	o.Source = source
-	if o.MaxLineBytes == 0 {
-		o.MaxLineBytes = p.cfg.MaxLineBytes
+	s.p.dispatched++
+	// The entity observations are taken before the worker owns the event.
+	ob, hasEntity := entity.ObsOf(&it.ev)
+	kob, hasKey := entity.KeyObsOf(&it.ev)
+	s.p.shards[shard.Of(it.ev.DeviceKey, len(s.p.shards))] <- it
+	if in := s.p.entityIn; len(in) > 0 {
+		if hasEntity {
+			in[entity.Shard(&ob, len(in))] <- entityItem{ob: ob}
+		}
+		if hasKey {
+			in[entity.Shard(&kob, len(in))] <- entityItem{ob: kob}
+		}
 	}
-	dec, err := formats.New(format, o)
-	if err != nil {
-		return "", nil, err
-	}
-	if len(p.decoders) >= maxDecoders {
-		clear(p.decoders)
-	}
-	p.decoders[subject] = subjectDecoder{format: format, dec: dec}
-	return format, dec, nil
-}
-
-type subjectDecoder struct {
-	format string
-	dec    formats.Decoder
 }
 
 // MaxBadLinesPerMessage bounds the dead letters one message produces line by
 // line; the rest of such a message is dead-lettered whole (schemas.DeadLetterTooManyBadLines).
-const MaxBadLinesPerMessage = 100
+const MaxBadLinesPerMessage = ingest.MaxBadLinesPerMessage
 
-// deadLetters publishes the dead letters of the message dispatched (p.letters)
+// deadLetters publishes the dead letters of the message dispatched (p.dec.Letters)
 // and reports whether the DLQ holds them: the message must not be acked
 // before. It retries until it does or ctx is done (shutting down: the message
 // then stays unacked, to be redelivered).
 func (p *Pipeline) deadLetters(ctx context.Context, subject string, seq uint64) bool {
-	if len(p.letters) == 0 {
+	letters := p.dec.Letters()
+	if len(letters) == 0 {
 		return true
 	}
-	n := len(p.letters)
+	n := len(letters)
 	err := p.retryPublish(ctx, "dead-letter records", func(ctx context.Context) error {
-		return p.pub.DeadLetters(ctx, subject, seq, p.letters)
+		return p.pub.DeadLetters(ctx, subject, seq, letters)
 	})
-	clear(p.letters) // drop the references to the message's data
+	p.dec.ClearLetters() // drop the references to the message's data
 	if err != nil {
 		return false
 	}

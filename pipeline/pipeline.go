@@ -17,6 +17,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
+	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -103,10 +104,9 @@ type Pipeline struct {
 	started  atomic.Bool
 	findings findingCounts
 	unacked  unacked
-	lastSeq  atomic.Uint64             // highest stream sequence fetched
-	decoders map[string]subjectDecoder // by subject; ingest only
-	records  [][]byte                  // ingest's scratch
-	letters  []schemas.DeadLetter      // ingest's dead letters of the message being dispatched
+	lastSeq  atomic.Uint64   // highest stream sequence fetched
+	dec      *ingest.Decoder // ingest's (and catchUp's): log messages and Arrow batches to events
+	out      shardEvents     // where dec hands them (to the shards)
 	restored checkpoint.Meta
 	// doneUpTo is the stream sequence up to which every message's results
 	// are durable (published and stored) as of this start: the restored
@@ -244,7 +244,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		close(collected)
 	}()
 
-	p.decoders = map[string]subjectDecoder{} // ingest's (and catchUp's, which runs first)
+	// ingest's decoder (and catchUp's, which runs first)
+	p.dec = ingest.NewDecoder(ingest.Options{Formats: cfg.Formats, MaxLineBytes: cfg.MaxLineBytes, Enrich: p.stack.Enrich})
 	if err := p.catchUp(ctx); err != nil {
 		// Not fatal: baselines are then as of the checkpoint, as without Stream.
 		p.log.Warn("cannot catch up learning after the checkpoint: baselines are as of the checkpoint", "err", err)

@@ -27,6 +27,13 @@ const (
 
 	DeadLetterMalformedLine = "malformed_line" // a line without the format's shape
 
+	// Arrow event batches (IOTWATCH_EVENTS, or a producer's own).
+
+	// DeadLetterBadArrow: a message that is not a readable Arrow IPC stream
+	// of the event schema (EventArrowSchema), or of another major version of
+	// it; the whole message is kept.
+	DeadLetterBadArrow = "bad_arrow"
+
 	// Messages, dead-lettered whole or from a record on.
 
 	// DeadLetterUnknownFormat: a message whose subject names no known format.

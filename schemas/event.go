@@ -196,8 +196,8 @@ type Event struct {
 	// ResourceText is the text of those identifiers ("lock-000042", or
 	// "acct-9/lock-17" for several), joined by '/', at most MaxResourceText
 	// bytes: what an analyst reads for an enumeration's targets. Set by
-	// SetRawCommand; not part of the canonical encoding or the Arrow event
-	// schema (a consumer of those normalizes the raw path itself).
+	// SetRawCommand; not part of the canonical encoding (a consumer of it
+	// normalizes the raw path itself), carried by the Arrow event schema.
 	ResourceText []byte
 	// Args are the command's numeric arguments (the log's "args", or numeric
 	// query parameters the normalizer dropped from Command): NArgs of them,

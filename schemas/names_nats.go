@@ -15,6 +15,11 @@ const (
 	// StreamIncidents holds incidents (groups of alerts), one subject per
 	// severity; each update of an incident is a message.
 	StreamIncidents = "IOTWATCH_INCIDENTS"
+	// StreamEvents holds decoded events as Arrow IPC record batches (see
+	// EventArrowSchema), one subject per device partition
+	// (iotwatch.events.<partition>, PartitionOf): what the ingest stage
+	// publishes and scorers consume.
+	StreamEvents = "IOTWATCH_EVENTS"
 )
 
 // Subjects. Log subjects are iotwatch.logs.<format>.<source>.
@@ -29,6 +34,9 @@ const (
 	SubjectDecisionsAll    = "iotwatch.decisions.>"
 	SubjectIncidentsPrefix = "iotwatch.incidents"
 	SubjectIncidentsAll    = "iotwatch.incidents.>"
+	// SubjectEventsPrefix is followed by ".<partition>" (EventsSubject).
+	SubjectEventsPrefix = "iotwatch.events"
+	SubjectEventsAll    = "iotwatch.events.>"
 
 	// SubjectDecisionsApplied carries ApplyReceipt JSON from enforcement points.
 	// It is inside SubjectDecisionsAll, so IOTWATCH_DECISIONS stores receipts
@@ -48,6 +56,14 @@ const (
 	// IOTWATCH_DECISIONS: analysts' 'iotwatch unblock' and the pipeline's
 	// lifts) into TableDecisions, with their issuer and reason.
 	ConsumerUnblocks = "iotwatch-unblocks"
+	// ConsumerIngest is the durable pull consumer on IOTWATCH_LOGS that every
+	// ingest instance ('iotwatch ingest') shares: each log message goes to one
+	// of them.
+	ConsumerIngest = "iotwatch-ingest"
+	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS that a
+	// scorer ('iotwatch run --source events') reads the partitions it scores
+	// with.
+	ConsumerScorer = "iotwatch-scorer"
 )
 
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle
@@ -60,7 +76,7 @@ const KVActiveBlocks = "iotwatch_blocks"
 const (
 	HeaderDLQReason   = "Iotwatch-Dlq-Reason"        // the reason code of every entry
 	HeaderDLQSubject  = "Iotwatch-Original-Subject"  // the log message's subject
-	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the log message's sequence in IOTWATCH_LOGS
+	HeaderDLQSequence = "Iotwatch-Original-Sequence" // the message's sequence in its stream: IOTWATCH_LOGS, or IOTWATCH_EVENTS for an Arrow batch (see HeaderDLQSubject)
 	HeaderDLQLine     = "Iotwatch-Original-Line"     // the first entry's line in that message
 	HeaderDLQCount    = "Iotwatch-Dlq-Count"         // how many entries (records) the body holds
 

@@ -1,5 +1,9 @@
 // Package schemas defines what flows through iotwatch: the normalized Event, its
-// canonical JSON encoding, the scored result, alerts and decisions, and every
+// canonical JSON encoding, its Arrow form (eventarrow.go: EventArrowSchema,
+// documented field by field and versioned, the wire format between the
+// ingest stage and the scorers, with EventBatch to write it and EventReader
+// to read it) and the device partitions it travels in (partition.go:
+// PartitionOf), the scored result, alerts and decisions, and every
 // pipeline-wide user-facing name, one file per topic: NATS streams, subjects,
 // consumers, KV buckets and headers (names_nats.go), ClickHouse tables
 // (names_clickhouse.go; columns in columns.go), metrics (names_metrics.go),

@@ -51,9 +51,16 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	o.register(fs, defaultNATS, defaultClickHouse)
 	fs.StringVar(&o.enforcerKeys, "enforcer-keys", "", "enforcement points' public receipt keys ('iotwatch enforce keygen --id ENFORCER-ID'): files or directories of .pub files, comma-separated; receipts are then stored only when signed by the key of the enforcer they name (others go to table receipts_rejected); empty: receipts are stored as unverified")
 	fs.StringVar(&o.chCluster, "clickhouse-cluster", "", "ClickHouse cluster (remote_servers) holding the tables, created by 'iotwatch migrate --cluster NAME': rows go through its Distributed tables, each insert returning once every shard stored its rows (insert_distributed_sync); run then checks the tables rather than migrating them; empty: one server")
+	fs.StringVar(&o.source, "source", sourceLogs, "what to score: logs (decode IOTWATCH_LOGS in this process) or events (the Arrow event batches 'iotwatch ingest' publishes to IOTWATCH_EVENTS, every partition); both give the same rows, alerts and decisions")
 	o.conn.register(fs, schemas.InboxPipeline)
 	return o, fs
 }
+
+// run's --source values.
+const (
+	sourceLogs   = "logs"
+	sourceEvents = "events"
+)
 
 // isSecretKey reports whether the flag holds a secret: connflags.go documents
 // exactly those as taking a reference (secretRefHelp).

@@ -45,6 +45,7 @@ var commands = []command{
 	{"demo", "run a simulated fleet with attacks through embedded NATS and a private ClickHouse", demoCmd},
 	{"replay", "run recorded logs through the detectors and decisions, without NATS or ClickHouse", replayCmd},
 	{"ship", "follow log files (or stdin) and publish them to JetStream in batches", shipCmd},
+	{"ingest", "the stateless ingest stage: decode logs, publish events by device partition as Arrow batches", ingestCmd},
 	{"ingest-http", "receive log pushes over HTTP (Kong http-log) and publish them to JetStream, acked", ingestHTTPCmd},
 	{"inspect", "print decoded events and dead letters of a log file or a NATS subject, without consuming", inspectCmd},
 	{"enforce", "apply decisions at an enforcement point (forward-auth endpoint for gateways)", enforceCmd},

@@ -53,7 +53,9 @@ type options struct {
 	signingKey string
 	// enforcerKeys is run's --enforcer-keys (receiptVerifier).
 	enforcerKeys string
-	ckptEvery    time.Duration
+	// source is run's --source: sourceLogs or sourceEvents.
+	source    string
+	ckptEvery time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -241,6 +243,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("state-max-entities", "%d must be > 0", o.stateMaxEntities)
 	case o.entityWindow < time.Minute:
 		return bad("entity-window", "%v must be >= 1m", o.entityWindow)
+	case o.source != "" && o.source != sourceLogs && o.source != sourceEvents:
+		return bad("source", "%q: want %s or %s", o.source, sourceLogs, sourceEvents)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}

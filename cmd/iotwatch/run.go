@@ -32,7 +32,8 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 Runs the pipeline against an external NATS JetStream server and ClickHouse:
 consumes access logs from stream IOTWATCH_LOGS (subjects iotwatch.logs.<format>.<source>,
-canonical JSON lines), scores every event, writes results to ClickHouse and publishes
+canonical JSON lines) or, with --source events, the Arrow event batches of
+'iotwatch ingest' from stream IOTWATCH_EVENTS (every partition), scores every event, writes results to ClickHouse and publishes
 alerts (iotwatch.alerts.<severity>) and decisions (iotwatch.decisions.<action>, KV bucket
 iotwatch_blocks). Streams, the consumer and the tables are created when absent.
 Stops cleanly on SIGINT/SIGTERM: stops fetching, drains, flushes and acks.
@@ -121,7 +122,16 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	if err != nil {
 		return nil, err // names the (redacted) URL and, for auth/TLS refusals, the flags to check
 	}
-	cons, kv, err := bus.Ensure(ctx, st.js, o.streams)
+	stream := schemas.StreamLogs
+	var cons jetstream.Consumer
+	var kv jetstream.KeyValue
+	if o.source == sourceEvents {
+		// Every partition: one scorer for the whole fleet.
+		stream = schemas.StreamEvents
+		cons, kv, err = bus.EnsureScorer(ctx, st.js, o.streams, nil)
+	} else {
+		cons, kv, err = bus.Ensure(ctx, st.js, o.streams)
+	}
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("cannot set up JetStream streams: %w", err)
@@ -164,9 +174,9 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	if lifted > 0 {
 		log.Info("allowlisted blocks lifted", "blocks", lifted)
 	}
-	if cfg.Stream, err = st.js.Stream(ctx, schemas.StreamLogs); err != nil { // to catch up learning after a crash
+	if cfg.Stream, err = st.js.Stream(ctx, stream); err != nil { // to catch up learning after a crash
 		st.Close()
-		return nil, fmt.Errorf("cannot open stream %s: %w", schemas.StreamLogs, err)
+		return nil, fmt.Errorf("cannot open stream %s: %w", stream, err)
 	}
 	st.p, err = pipeline.NewContext(ctx, cfg, cons, st.ch, pub, log)
 	if err != nil {

@@ -163,8 +163,9 @@ func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
 	return 0, badField("logs.retention", fmt.Sprintf("%q", s), `must be "limits", "workqueue" or "interest"`)
 }
 
-// Ensure creates or updates the five iotwatch streams (IOTWATCH_LOGS,
-// IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS, IOTWATCH_INCIDENTS), the KV bucket of active
+// Ensure creates or updates the iotwatch streams (IOTWATCH_LOGS,
+// IOTWATCH_DLQ, IOTWATCH_ALERTS, IOTWATCH_DECISIONS, IOTWATCH_INCIDENTS, and
+// IOTWATCH_EVENTS, the ingest stage's output, kept like the logs), the KV bucket of active
 // blocks (history 1; per-key TTL where the server supports it, see
 // BlocksMarkerTTL) and the pipeline's durable pull consumer on IOTWATCH_LOGS
 // (explicit acks, MaxAckPending, AckWait, MaxDeliver, delivering from the
@@ -173,6 +174,10 @@ func retentionPolicy(s string) (jetstream.RetentionPolicy, error) {
 // state survive; a change JetStream refuses (storage type, retention to or
 // from workqueue) is returned as an error naming the stream.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, jetstream.KeyValue, error) {
+	return ensure(ctx, js, cfg, true)
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, withConsumer bool) (jetstream.Consumer, jetstream.KeyValue, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -220,12 +225,25 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 			MaxAge:      cfg.AlertsMaxAge, // incidents live as long as the alerts they group
 			Storage:     jetstream.FileStorage,
 		},
+		{
+			// The ingest stage's output: kept and bounded like the logs it
+			// comes from, and deduplicated by message id (log sequence and
+			// partition, schemas.EventsMsgID) over the duplicate window, so
+			// that an ingest instance re-running a log message after a
+			// crash republishes nothing twice.
+			Name:        schemas.StreamEvents,
+			Description: "iotwatch: decoded events as Arrow IPC batches, one subject per device partition",
+			Subjects:    []string{schemas.SubjectEventsAll},
+			MaxAge:      cfg.LogsMaxAge,
+			MaxBytes:    maxBytes,
+			Storage:     storage,
+		},
 	}
 	for _, sc := range streams {
 		sc.Replicas = cfg.LogsReplicas
 		sc.Duplicates = cfg.DuplicateWindow
 		sc.Discard = jetstream.DiscardOld
-		if sc.Name == schemas.StreamLogs {
+		if sc.Name == schemas.StreamLogs || sc.Name == schemas.StreamEvents {
 			// At logs.max_bytes, refuse new logs (shippers retry and resume)
 			// rather than drop the oldest, which are the backlog not scored yet.
 			sc.Discard = jetstream.DiscardNew
@@ -239,21 +257,70 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jet
 	if err != nil {
 		return nil, nil, err
 	}
+	if !withConsumer {
+		return nil, kv, nil
+	}
 
-	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamLogs, jetstream.ConsumerConfig{
-		Durable:       schemas.ConsumerPipeline,
-		Description:   "iotwatch: the pipeline's durable pull consumer",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		MaxAckPending: cfg.MaxAckPending,
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	})
+	cons, err := durable(ctx, js, cfg, schemas.StreamLogs, schemas.ConsumerPipeline, "iotwatch: the pipeline's durable pull consumer", nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", schemas.ConsumerPipeline, schemas.StreamLogs, err)
+		return nil, nil, err
 	}
 	return cons, kv, nil
+}
+
+// EnsureIngest is Ensure for the ingest stage ('iotwatch ingest'): the
+// streams and the bucket, and the durable pull consumer on IOTWATCH_LOGS that
+// every ingest instance shares (schemas.ConsumerIngest, configured as the
+// pipeline's).
+func EnsureIngest(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, error) {
+	if _, _, err := ensureStreams(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	return durable(ctx, js, cfg, schemas.StreamLogs, schemas.ConsumerIngest, "iotwatch: the ingest stage's durable pull consumer, shared by every ingest instance", nil)
+}
+
+// EnsureScorer is Ensure for a scorer of the ingest stage's events ('iotwatch
+// run --source events'): the streams and the bucket, and the durable pull
+// consumer on IOTWATCH_EVENTS (schemas.ConsumerScorer) filtered to the
+// subjects of partitions (every partition when nil).
+func EnsureScorer(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, partitions []int) (jetstream.Consumer, jetstream.KeyValue, error) {
+	_, kv, err := ensureStreams(ctx, js, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var filters []string
+	for _, p := range partitions {
+		filters = append(filters, schemas.EventsSubject(p))
+	}
+	cons, err := durable(ctx, js, cfg, schemas.StreamEvents, schemas.ConsumerScorer, "iotwatch: the scorer's durable pull consumer of event partitions", filters)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cons, kv, nil
+}
+
+// ensureStreams is Ensure without the consumer.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, jetstream.KeyValue, error) {
+	return ensure(ctx, js, cfg, false)
+}
+
+// durable creates or updates the durable pull consumer name on stream.
+func durable(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, stream, name, desc string, filters []string) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:        name,
+		Description:    desc,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		MaxAckPending:  cfg.MaxAckPending,
+		ReplayPolicy:   jetstream.ReplayInstantPolicy,
+		FilterSubjects: filters,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", name, stream, err)
+	}
+	return cons, nil
 }
 
 // BlocksMarkerTTL is how long the bucket of active blocks keeps the marker the

@@ -82,6 +82,7 @@ func TestEnsureIdempotentAndApplied(t *testing.T) {
 		schemas.StreamDLQ:       {schemas.SubjectDLQAll, 7 * 24 * time.Hour},
 		schemas.StreamAlerts:    {schemas.SubjectAlertsAll, 30 * 24 * time.Hour},
 		schemas.StreamDecisions: {schemas.SubjectDecisionsAll, 30 * 24 * time.Hour},
+		schemas.StreamEvents:    {schemas.SubjectEventsAll, 24 * time.Hour},
 	}
 	for name, want := range wantStreams {
 		s, err := js.Stream(ctx, name)

@@ -1,0 +1,356 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// DeadLetterer publishes the undecodable records of log message seq on
+// origSubject to the DLQ stream, returning once JetStream acknowledged them
+// (sink.NATSPublisher).
+type DeadLetterer interface {
+	DeadLetters(ctx context.Context, origSubject string, seq uint64, letters []schemas.DeadLetter) error
+}
+
+// StageConfig configures the ingest stage. Zero values take the defaults.
+type StageConfig struct {
+	// Partitions is the number of device partitions events are published to
+	// (default schemas.DefaultPartitions, at most schemas.MaxPartitions).
+	Partitions int
+	// FetchBatch is the most log messages one pull fetches (default 256).
+	FetchBatch int
+	// FetchWait bounds how long a pull waits for messages (default 100ms).
+	FetchWait time.Duration
+	// MaxPending bounds the batches published and not yet acknowledged by
+	// JetStream (default 1024): beyond it the stage waits for their acks
+	// before it decodes further.
+	MaxPending int
+	// PublishTimeout bounds one publish attempt (default 10s); failed
+	// publishes are retried until they succeed or the stage stops.
+	PublishTimeout time.Duration
+	// DrainTimeout bounds the publishing and acking of the last fetch when
+	// the stage stops (default 30s).
+	DrainTimeout time.Duration
+}
+
+func (c *StageConfig) defaults() {
+	if c.Partitions <= 0 {
+		c.Partitions = schemas.DefaultPartitions
+	}
+	if c.FetchBatch <= 0 {
+		c.FetchBatch = 256
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 100 * time.Millisecond
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 1024
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+}
+
+// StageMetrics are the stage's counters.
+type StageMetrics struct {
+	Messages       atomic.Uint64 // log messages fetched
+	Acked          atomic.Uint64 // log messages acked (every batch and dead letter of theirs durable)
+	Events         atomic.Uint64 // events published
+	Batches        atomic.Uint64 // Arrow batches published (acknowledged by JetStream)
+	Bytes          atomic.Uint64 // bytes of those batches
+	DeadLettered   atomic.Uint64 // records dead-lettered
+	Skipped        atomic.Uint64 // records without an event
+	PublishRetries atomic.Uint64 // batch publishes retried after a failure
+}
+
+// Stage is the stateless ingest stage: it consumes IOTWATCH_LOGS with the
+// durable consumer every ingest instance shares (schemas.ConsumerIngest),
+// decodes each log message with the Decoder 'run' uses (same formats, same
+// dead letters), puts each event into the Arrow batch of its partition
+// (schemas.PartitionOf) and publishes one batch per partition per log
+// message to iotwatch.events.<partition> (stream IOTWATCH_EVENTS) with the
+// message id schemas.EventsMsgID(log sequence, partition). A log message is
+// acked only after every batch it produced, and its dead letters, are
+// acknowledged by JetStream; a crash before that gets it redelivered, and
+// its batches republished under the same ids are dropped by the stream's
+// duplicate window.
+//
+// Order: one instance publishes the batches of a partition in the order of
+// the log stream, and JetStream keeps the order of one connection's
+// publishes, so a device's events reach its partition in log order. Several
+// instances interleave their log messages; a scorer then scores a device's
+// event that arrives after a later one of the same device but does not learn
+// from it (its record has learned past it: see worker.Process).
+type Stage struct {
+	cfg  StageConfig
+	cons jetstream.Consumer
+	js   jetstream.JetStream
+	dlq  DeadLetterer
+	dec  *Decoder
+	log  *slog.Logger
+	M    StageMetrics
+
+	parts   partitioner
+	pending []pendingBatch
+	msgs    []fetched
+}
+
+// fetched is a log message of the fetch being processed.
+type fetched struct {
+	msg jetstream.Msg
+	ok  bool // its dead letters are published (or it had none)
+}
+
+// pendingBatch is a batch published and not yet acknowledged.
+type pendingBatch struct {
+	msg    int // index in Stage.msgs
+	events int
+	pub    *nats.Msg
+	ack    jetstream.PubAckFuture
+}
+
+// NewStage returns a stage consuming cons (the durable consumer on
+// IOTWATCH_LOGS, bus.EnsureIngest) and publishing with js; dec configures
+// its Decoder.
+func NewStage(cfg StageConfig, dec Options, cons jetstream.Consumer, js jetstream.JetStream, dlq DeadLetterer, log *slog.Logger) (*Stage, error) {
+	cfg.defaults()
+	if cfg.Partitions > schemas.MaxPartitions {
+		return nil, fmt.Errorf("cannot use %d partitions: at most %d", cfg.Partitions, schemas.MaxPartitions)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Stage{cfg: cfg, cons: cons, js: js, dlq: dlq, dec: NewDecoder(dec), log: log}
+	s.parts.init(cfg.Partitions)
+	return s, nil
+}
+
+// Partitions returns the partition count in use.
+func (s *Stage) Partitions() int { return s.cfg.Partitions }
+
+// Run consumes until ctx is done, then publishes and acks what it fetched
+// last (within DrainTimeout) and returns nil.
+func (s *Stage) Run(ctx context.Context) error {
+	defer s.parts.release()
+	var lastErr time.Time
+	for ctx.Err() == nil {
+		batch, err := s.cons.Fetch(s.cfg.FetchBatch, jetstream.FetchMaxWait(s.cfg.FetchWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if time.Since(lastErr) > 5*time.Second {
+				s.log.Warn("cannot fetch log messages, retrying", "err", err)
+				lastErr = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		s.msgs = s.msgs[:0]
+		for msg := range batch.Messages() {
+			s.M.Messages.Add(1)
+			s.msgs = append(s.msgs, fetched{msg: msg})
+		}
+		if len(s.msgs) == 0 {
+			continue
+		}
+		// The fetch is published and acked even when ctx ends meanwhile:
+		// the drain context outlives it by DrainTimeout.
+		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
+		s.process(dctx)
+		cancel()
+	}
+	return nil
+}
+
+// drainContext returns a context that ends DrainTimeout after ctx does.
+func drainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drain, cancel) })
+	return dctx, func() { stop(); cancel() }
+}
+
+// process decodes, publishes and acks the fetched messages s.msgs.
+func (s *Stage) process(ctx context.Context) {
+	first := 0 // the first message whose batches are not all acknowledged
+	for i := range s.msgs {
+		f := &s.msgs[i]
+		seq, arrival := position(f.msg)
+		c := s.dec.Logs(f.msg.Subject(), f.msg.Data(), seq, arrival, &s.parts)
+		s.M.Skipped.Add(uint64(c.Skipped))
+		f.ok = s.deadLetters(ctx, f.msg.Subject(), seq)
+		for p, b := range s.parts.batches {
+			if b.Len() == 0 {
+				continue
+			}
+			n := b.Len()
+			data, err := b.AppendIPC(nil)
+			if err != nil { // BUG: encoding what the builders hold cannot fail
+				s.log.Error("cannot encode an Arrow event batch", "err", err, "log_seq", seq, "partition", p)
+				f.ok = false
+				continue
+			}
+			m := &nats.Msg{Subject: schemas.EventsSubject(p), Data: data, Header: nats.Header{}}
+			m.Header.Set(jetstream.MsgIDHeader, schemas.EventsMsgID(seq, p))
+			s.pending = append(s.pending, pendingBatch{msg: i, events: n, pub: m, ack: s.publishAsync(m)})
+		}
+		if len(s.pending) >= s.cfg.MaxPending {
+			s.settle(ctx, first, i+1)
+			first = i + 1
+		}
+	}
+	s.settle(ctx, first, len(s.msgs))
+}
+
+// settle waits for the pending batches (retrying failed ones in order) and
+// acks messages [from, to) whose batches and dead letters are all durable.
+func (s *Stage) settle(ctx context.Context, from, to int) {
+	for _, pb := range s.pending {
+		if !s.confirm(ctx, pb) {
+			s.msgs[pb.msg].ok = false
+			continue
+		}
+		s.M.Batches.Add(1)
+		s.M.Events.Add(uint64(pb.events))
+		s.M.Bytes.Add(uint64(len(pb.pub.Data)))
+	}
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	for i := from; i < to; i++ {
+		f := &s.msgs[i]
+		if !f.ok {
+			continue // redelivered after the ack wait; republished under the same ids
+		}
+		if err := f.msg.Ack(); err != nil {
+			s.log.Warn("cannot ack a log message: it will be redelivered and republished (idempotently)", "err", err)
+			continue
+		}
+		s.M.Acked.Add(1)
+	}
+}
+
+// publishAsync publishes m, returning nil when it could not even be sent
+// (confirm then retries it).
+func (s *Stage) publishAsync(m *nats.Msg) jetstream.PubAckFuture {
+	f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(schemas.StreamEvents))
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// confirm waits for pb's acknowledgement, republishing it (same message id)
+// until JetStream acknowledges it or ctx is done.
+func (s *Stage) confirm(ctx context.Context, pb pendingBatch) bool {
+	if pb.ack != nil {
+		select {
+		case <-pb.ack.Ok():
+			return true
+		case err := <-pb.ack.Err():
+			s.log.Warn("cannot publish an Arrow event batch, retrying", "err", err, "subject", pb.pub.Subject)
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		s.M.PublishRetries.Add(1)
+		actx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+		_, err := s.js.PublishMsg(actx, pb.pub, jetstream.WithExpectStream(schemas.StreamEvents))
+		cancel()
+		if err == nil {
+			return true
+		}
+		s.log.Warn("cannot publish an Arrow event batch, retrying", "err", err, "subject", pb.pub.Subject)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+	}
+	return false
+}
+
+// deadLetters publishes the dead letters of the message decoded last,
+// retrying until they are durable or ctx is done (then the message stays
+// unacked, to be redelivered).
+func (s *Stage) deadLetters(ctx context.Context, subject string, seq uint64) bool {
+	letters := s.dec.Letters()
+	if len(letters) == 0 {
+		return true
+	}
+	defer s.dec.ClearLetters()
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+		err := s.dlq.DeadLetters(actx, subject, seq, letters)
+		cancel()
+		if err == nil {
+			s.M.DeadLettered.Add(uint64(len(letters)))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Warn("cannot dead-letter records, retrying", "err", err, "log_seq", seq)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// position returns a log message's stream sequence and arrival time (the
+// stream's timestamp; now when the metadata is missing).
+func position(msg jetstream.Msg) (seq uint64, arrival int64) {
+	arrival = time.Now().UnixNano()
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+		if !md.Timestamp.IsZero() {
+			arrival = md.Timestamp.UnixNano()
+		}
+	}
+	return seq, arrival
+}
+
+// partitioner receives decoded events (Events) into the Arrow batch of
+// their partition.
+type partitioner struct {
+	ev      schemas.Event
+	batches []*schemas.EventBatch
+}
+
+func (p *partitioner) init(n int) {
+	p.batches = make([]*schemas.EventBatch, n)
+	for i := range p.batches {
+		p.batches[i] = schemas.NewEventBatch(nil)
+	}
+}
+
+func (p *partitioner) release() {
+	for _, b := range p.batches {
+		b.Release()
+	}
+}
+
+// Next implements Events.
+func (p *partitioner) Next() *schemas.Event { return &p.ev }
+
+// Done implements Events.
+func (p *partitioner) Done(ok bool) {
+	if ok {
+		p.batches[schemas.PartitionOf(p.ev.DeviceAlt, len(p.batches))].Append(&p.ev)
+	}
+}

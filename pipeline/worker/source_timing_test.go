@@ -1,0 +1,190 @@
+package worker
+
+import (
+	"io"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// sourceInput is a simulated fleet's day as log messages of 100 canonical
+// JSON lines and, the same events, as the ingest stage's Arrow batches: per
+// message, one batch per partition (schemas.DefaultPartitions).
+type sourceInput struct {
+	lines   [][]byte // line i is record i%100 of message i/100 (stream sequence i/100+1)
+	batches [][]byte
+	events  int
+}
+
+func newSourceInput(b *testing.B, devices, n int) *sourceInput {
+	in := &sourceInput{lines: sampleLines(b, devices, n)}
+	parts := make([]*schemas.EventBatch, schemas.DefaultPartitions)
+	for i := range parts {
+		parts[i] = schemas.NewEventBatch(nil)
+	}
+	var dec schemas.Decoder
+	var ev schemas.Event
+	flush := func() {
+		for _, p := range parts {
+			if p.Len() > 0 {
+				data, err := p.AppendIPC(nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				in.batches = append(in.batches, data)
+			}
+		}
+	}
+	for i, l := range in.lines {
+		if err := dec.Decode(l, uint64(i/100+1), uint32(i%100), 0, &ev); err != nil {
+			b.Fatal(err)
+		}
+		parts[schemas.PartitionOf(ev.DeviceAlt, len(parts))].Append(&ev)
+		if i%100 == 99 {
+			flush()
+		}
+	}
+	flush()
+	in.events = len(in.lines)
+	return in
+}
+
+// source feeds one worker's events from JSON lines or Arrow batches, in
+// rounds over the input with event times and stream positions moved on, so
+// that time never goes back and every event is learned.
+type source struct {
+	in     *sourceInput
+	arrow  bool
+	keep   func(*schemas.Event) bool // the worker's share
+	dec    schemas.Decoder
+	r      *schemas.EventReader
+	i      int // next line or batch
+	open   bool
+	round  int64
+	ev     schemas.Event
+	events int
+}
+
+const roundSpan = int64(48 * time.Hour)
+
+// next returns the next event of the worker's share.
+func (s *source) next(b *testing.B) *schemas.Event {
+	for {
+		ev := &s.ev
+		if s.arrow {
+			if !s.open {
+				if s.i == len(s.in.batches) {
+					s.i, s.round = 0, s.round+1
+				}
+				if err := s.r.Open(s.in.batches[s.i]); err != nil {
+					b.Fatal(err)
+				}
+				s.i++
+				s.open = true
+			}
+			if err := s.r.Next(ev); err == io.EOF {
+				s.open = false
+				continue
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		} else {
+			if s.i == len(s.in.lines) {
+				s.i, s.round = 0, s.round+1
+			}
+			if err := s.dec.Decode(s.in.lines[s.i], uint64(s.i/100+1), uint32(s.i%100), 0, ev); err != nil {
+				b.Fatal(err)
+			}
+			s.i++
+		}
+		if !s.keep(ev) {
+			continue
+		}
+		ev.Time += s.round * roundSpan
+		ev.Seq += uint64(s.round) * uint64(len(s.in.lines)/100+1)
+		return ev
+	}
+}
+
+// cpuTime returns the CPU time (user and system) the process has used: on a
+// shared, oversubscribed machine, events per CPU-second is the per-core
+// figure, where events per wall-clock second depends on the other load.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkScoreSource scores a fleet's events into the collector's
+// columnar batch (decode, shard, the device's record, every detector,
+// decide, ScoredBatch.Append), once from the canonical JSON lines ('run'
+// decoding logs) and once from the ingest stage's Arrow batches ('run
+// --source events'), in the same run. workers=1 is one core; workers=2 runs
+// two workers on their own goroutines (each its share of the devices, as
+// the pipeline's shards) and reports events/s for the two cores.
+// events/cpu-s divides by the CPU time the process used instead of the
+// wall-clock time.
+func BenchmarkScoreSource(b *testing.B) {
+	const devices = 20000
+	in := newSourceInput(b, devices, 200000)
+	for _, workers := range []int{1, 2} {
+		for _, arrow := range []bool{false, true} {
+			name := "json"
+			if arrow {
+				name = "arrow"
+			}
+			b.Run(name+"/workers="+strconv.Itoa(workers), func(b *testing.B) {
+				type lane struct {
+					w   *Worker
+					src *source
+					sb  *schemas.ScoredBatch
+					out schemas.Scored
+				}
+				lanes := make([]*lane, workers)
+				for k := range lanes {
+					l := &lane{w: newWorker(b, devices), sb: schemas.NewScoredBatch(nil)}
+					l.src = &source{in: in, arrow: arrow, r: schemas.NewEventReader(nil),
+						keep: func(ev *schemas.Event) bool { return shard.Of(ev.DeviceKey, workers) == k }}
+					lanes[k] = l
+				}
+				step := func(l *lane) {
+					ev := l.src.next(b)
+					l.w.Process(ev, &l.out)
+					l.sb.Append(ev, &l.out)
+					if l.sb.Len() == 50000 {
+						l.sb.NewRecord().Release()
+					}
+				}
+				for _, l := range lanes { // warm up: every device has a record
+					for range in.events / workers {
+						step(l)
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				start, cpu0 := time.Now(), cpuTime()
+				var wg sync.WaitGroup
+				per := b.N / workers
+				for _, l := range lanes {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range per {
+							step(l)
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(per*workers)/time.Since(start).Seconds(), "events/s")
+				b.ReportMetric(float64(per*workers)/(cpuTime()-cpu0).Seconds(), "events/cpu-s")
+			})
+		}
+	}
+}
