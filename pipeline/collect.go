@@ -110,6 +110,7 @@ func (p *Pipeline) collect() {
 				if it.alert != nil {
 					j.alerts = []schemas.Alert{*it.alert}
 					alerts = append(alerts, *it.alert)
+					group(it.alert, it.dec) // incidents group on the alert's entity too
 				}
 				if it.dec != nil {
 					j.decisions = []schemas.Decision{*it.dec}
