@@ -556,8 +556,14 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	rate := 0.0
 	if e.cal != nil {
 		rate = e.cal.Rate(CalibrationClass(ev), CauseOf(s), score)
-		if e.calibrated() && rate > e.cal.Level() {
-			return nil, nil // as common for its class and cause as the budget allows no alert for
+		// The budget hides what is as common for its class and cause as it
+		// allows no alert for, but never a score that warrants a block nor
+		// an absolute finding (a known-bad probe, a burst of failed logins):
+		// a campaign of many devices or addresses of one cause would
+		// otherwise raise its own class's threshold and hide itself, and
+		// another attack of that cause with it.
+		if e.calibrated() && rate > e.cal.Level() && score < e.cfg.BlockThreshold && float64(absoluteScore(s)) < e.floor() {
+			return nil, nil
 		}
 	}
 	if ev.Time > e.latest && !e.ticked {
