@@ -47,7 +47,7 @@ type attack struct {
 
 // gap returns the time to the attack's next event.
 func (a *attack) gap() int64 {
-	return max(msNs, int64(a.meanS*(0.5+a.tr.float())*1e9)/msNs*msNs)
+	return max(msNs, int64(a.meanS*(0.5+a.tr.Float())*1e9)/msNs*msNs)
 }
 
 func (s *Sim) planAttacks(plan *rng) {
@@ -69,7 +69,7 @@ func (s *Sim) planAttacks(plan *rng) {
 				}
 			}
 			if len(cands) > 0 {
-				i := cands[plan.intn(len(cands))]
+				i := cands[plan.Intn(len(cands))]
 				used[i] = true
 				s.devs[i].victim = true
 				return &s.devs[i]
@@ -102,7 +102,7 @@ func (s *Sim) planAttacks(plan *rng) {
 			length := min(int64(plan.uniform(minLen, maxLen)*float64(time.Minute)), span)
 			a := attack{
 				kind: k, dev: d, fw: d.fw, apiKey: d.apiKey, id: d.home,
-				start: (from + int64(plan.float()*float64(span-length))) / msNs * msNs,
+				start: (from + int64(plan.Float()*float64(span-length))) / msNs * msNs,
 				tr:    newRNG(s.cfg.Seed, uint64(len(s.atks))+2<<32),
 				cr:    newRNG(s.cfg.Seed, uint64(len(s.atks))+3<<32),
 			}
@@ -116,8 +116,8 @@ func (s *Sim) planAttacks(plan *rng) {
 				desc = fmt.Sprintf("%s %s floods the backend with %s at about %.0fx its normal rate (one every %.2fs instead of %.0fs)",
 					d.cls.name, d.id, cmdText(main), factor, a.meanS, main.after)
 			case kindStolen:
-				h := &networks[hostingNets[plan.intn(len(hostingNets))]]
-				a.id, a.fw, a.meanS = identOf(h, plan.next()), "python-requests/2.31.0", plan.uniform(8, 16)
+				h := &networks[hostingNets[plan.Intn(len(hostingNets))]]
+				a.id, a.fw, a.meanS = identOf(h, plan.Next()), "python-requests/2.31.0", plan.uniform(8, 16)
 				desc = fmt.Sprintf("the API key %s of %s %s (home %s) is used from %s %s (AS%d) for its normal commands and reads of owner, history and account data",
 					d.apiKey, d.cls.name, d.id, d.home.country, a.id.country, a.id.ip, a.id.asn)
 			case kindPrivileged:
@@ -128,20 +128,20 @@ func (s *Sim) planAttacks(plan *rng) {
 				n := plan.between(80, 300)
 				a.meanS = float64(length) / 1e9 / float64(n)
 				a.ncls = s.classCount[d.cls]
-				a.num = max(0, d.num-plan.intn(50))
+				a.num = max(0, d.num-plan.Intn(50))
 				c := &countries[countryIndex(d.home.country)]
-				a.id, a.fw = identOf(&networks[c.residential], plan.next()), "curl/8.5.0"
+				a.id, a.fw = identOf(&networks[c.residential], plan.Next()), "curl/8.5.0"
 				desc = fmt.Sprintf("the credential of %s %s requests GET /v1/devices/<id>/status for sequential %s-NNNNNN ids from %s-%s upwards (IDOR enumeration), mostly 403/404",
 					d.cls.name, d.id, d.cls.prefix, d.cls.prefix, pad6(a.num))
 			case kindAuth:
-				h := &networks[hostingNets[plan.intn(len(hostingNets))]]
-				a.id, a.fw, a.meanS = identOf(h, plan.next()), "Go-http-client/1.1", plan.uniform(0.8, 3)
+				h := &networks[hostingNets[plan.Intn(len(hostingNets))]]
+				a.id, a.fw, a.meanS = identOf(h, plan.Next()), "Go-http-client/1.1", plan.uniform(0.8, 3)
 				desc = fmt.Sprintf("credential stuffing: a burst of failed authentications (401) as %s %s from %s %s (AS%d)",
 					d.cls.name, d.id, a.id.country, a.id.ip, a.id.asn)
 			case kindParam:
 				n := plan.between(3, 6)
 				a.meanS = float64(length) / 1e9 / float64(n)
-				a.freeze = plan.float() < tamperFreezes
+				a.freeze = plan.Float() < tamperFreezes
 				what := fmt.Sprintf("%d-%d °C", tamperHeatMin/10, tamperHeatMax/10)
 				if a.freeze {
 					what = fmt.Sprintf("%d °C", tamperFreeze/10)
@@ -189,15 +189,15 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 	case kindFlood:
 		c = &d.cls.cmds[d.cls.main]
 	case kindStolen:
-		if cr.float() < 0.4 {
+		if cr.Float() < 0.4 {
 			edges := d.cls.cmds[d.cls.start].next
-			c = &d.cls.cmds[edges[cr.intn(len(edges))].to]
+			c = &d.cls.cmds[edges[cr.Intn(len(edges))].to]
 		} else {
 			reads := atkReads
 			if d.cls != camera {
 				reads = reads[:len(reads)-1] // recordings are a camera's
 			}
-			c = &reads[cr.intn(len(reads))]
+			c = &reads[cr.Intn(len(reads))]
 		}
 	case kindPrivileged:
 		c = &atkUnlock
@@ -218,7 +218,7 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 	r.latUs = int64(cr.uniform(c.latMs[0], c.latMs[1]) * 1000)
 	switch a.kind {
 	case kindFlood:
-		u := cr.float()
+		u := cr.Float()
 		switch {
 		case t-a.start > 60*secNs && u < 0.3:
 			r.status, r.out = 429, cr.between(60, 120) // the gateway's rate limit kicks in
@@ -226,7 +226,7 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 			r.status, r.out = 503, cr.between(80, 200)
 		}
 	case kindPrivileged:
-		u := cr.float()
+		u := cr.Float()
 		if c == &atkUnlock {
 			r.status = 200
 			if u < 0.6 {
@@ -247,7 +247,7 @@ func (s *Sim) attackEvent(dst []byte, a *attack, t int64) ([]byte, int64, bool) 
 		switch {
 		case a.num >= a.ncls:
 			r.status = 404
-		case cr.float() < 0.07:
+		case cr.Float() < 0.07:
 			r.status, r.out = 200, cr.between(400, 1200) // the IDOR works: another owner's device
 		default:
 			r.status = 403

@@ -68,7 +68,7 @@ type campaign struct {
 }
 
 // gap returns the time to the campaign's next event.
-func (c *campaign) gap() int64 { return max(msNs, int64(c.meanS*(0.5+c.tr.float())*1e9)/msNs*msNs) }
+func (c *campaign) gap() int64 { return max(msNs, int64(c.meanS*(0.5+c.tr.Float())*1e9)/msNs*msNs) }
 
 // target returns the index in c.devs and c.addrs of event n's device and address.
 func (c *campaign) target(n int) (dev, addr int) {
@@ -139,7 +139,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 		s := append([]int(nil), set...)
 		n = min(n, len(s))
 		for i := range n {
-			j := i + plan.intn(len(s)-i)
+			j := i + plan.Intn(len(s)-i)
 			s[i], s[j] = s[j], s[i]
 		}
 		return s[:n]
@@ -155,7 +155,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 		seen := map[string]bool{}
 		out := make([]ident, 0, n)
 		for len(out) < n {
-			id := identOf(&networks[nets[plan.intn(len(nets))]], plan.next())
+			id := identOf(&networks[nets[plan.Intn(len(nets))]], plan.Next())
 			if !seen[id.ip] {
 				seen[id.ip] = true
 				out = append(out, id)
@@ -182,7 +182,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 				if len(floodable) == 0 {
 					continue
 				}
-				first := floodable[plan.intn(len(floodable))]
+				first := floodable[plan.Intn(len(floodable))]
 				var same []int
 				for _, i := range floodable {
 					if fl.sameClass(i, first) {
@@ -211,7 +211,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 			}
 			total := c.events()
 			length := int64(float64(total) * c.meanS * 1e9)
-			c.start = (from + int64(plan.float()*float64(max(0, span-length)))) / msNs * msNs
+			c.start = (from + int64(plan.Float()*float64(max(0, span-length)))) / msNs * msNs
 			// Run the timing stream once to find the last event.
 			tr, last := c.tr, c.start
 			for range total - 1 {
@@ -285,7 +285,7 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	case ckStuffing:
 		r.auth = "failed"
 	case ckDistFlood:
-		if u := cr.float(); u < 0.3 {
+		if u := cr.Float(); u < 0.3 {
 			r.status, r.out = 429, cr.between(60, 120)
 		} else if u < 0.45 {
 			r.status, r.out = 503, cr.between(80, 200)
@@ -323,7 +323,7 @@ func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, 
 	case ckStuffing:
 		r.auth = "failed"
 	case ckDistFlood:
-		if u := cr.float(); u < 0.3 {
+		if u := cr.Float(); u < 0.3 {
 			r.status, r.out = 429, cr.lognormal(90, 0.2)
 		} else if u < 0.45 {
 			r.status, r.out = 503, cr.lognormal(150, 0.2)

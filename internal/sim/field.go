@@ -232,42 +232,42 @@ func (f *Field) makeDevices(plan *rng) {
 		totalW += t.weight
 	}
 	for i := range f.devs {
-		cls := wheel[plan.intn(len(wheel))] // drawn, not dealt: class shares vary by seed
+		cls := wheel[plan.Intn(len(wheel))] // drawn, not dealt: class shares vary by seed
 		num := f.classCount[cls]
 		f.classCount[cls] = num + 1
-		w := plan.intn(totalW)
+		w := plan.Intn(totalW)
 		ti := 0
 		for w >= tenants[ti].weight {
 			w -= tenants[ti].weight
 			ti++
 		}
 		t := &tenants[ti]
-		ci := countryIndex(t.countries[plan.intn(len(t.countries))])
+		ci := countryIndex(t.countries[plan.Intn(len(t.countries))])
 		c := &countries[ci]
 		d := &f.devs[i]
 		d.id = cls.prefix + "-" + pad6(num)
 		d.num, d.cls, d.tenant, d.ctry, d.hh, d.carrier = num, cls, t.name, ci, -1, -1
 		d.rng = newRNG(f.cfg.Seed, uint64(i)+8<<32)
 		if cls.idBy == idByAPIKey {
-			d.apiKey = "ak_" + strconv.FormatUint(d.rng.next()|1<<63, 36)[:12]
+			d.apiKey = "ak_" + strconv.FormatUint(d.rng.Next()|1<<63, 36)[:12]
 		}
-		d.fw = cls.fws[d.rng.intn(len(cls.fws))]
+		d.fw = cls.fws[d.rng.Intn(len(cls.fws))]
 		if cls.mqtt {
 			d.srcID = brokerIDs[c.region]
 		} else {
-			d.srcID = gatewayIDs[c.region][d.rng.intn(2)]
+			d.srcID = gatewayIDs[c.region][d.rng.Intn(2)]
 		}
 		d.utcOff = int64(c.utcOffset) * hourNs
 		d.peaks = fieldPeaks[c.code]
 		d.alignOff = int64(d.rng.uniform(0, 120)*1e9) / msNs * msNs
-		if d.rng.float() < cls.carrier {
+		if d.rng.Float() < cls.carrier {
 			d.carrier = c.mobile
-			d.cur = identOf(&networks[c.mobile], d.rng.next())
+			d.cur = identOf(&networks[c.mobile], d.rng.Next())
 			d.natNext = f.start + int64(d.rng.uniform(0, 55)*float64(time.Minute))
 		}
-		d.pref = int16(170 + 5*d.rng.intn(17))
+		d.pref = int16(170 + 5*d.rng.Intn(17))
 		d.joinAt = f.start
-		if plan.float() < 0.06 {
+		if plan.Float() < 0.06 {
 			d.joinAt = f.start + int64(plan.uniform(0.05, 0.9)*float64(f.end-f.start))/msNs*msNs
 		}
 	}
@@ -296,12 +296,12 @@ func (f *Field) makeHouseholds(plan *rng) {
 	for _, k := range order {
 		g := groups[k]
 		for j := len(g) - 1; j > 0; j-- {
-			m := plan.intn(j + 1)
+			m := plan.Intn(j + 1)
 			g[j], g[m] = g[m], g[j]
 		}
 		for len(g) > 0 {
 			size := 1
-			switch u := plan.float(); {
+			switch u := plan.Float(); {
 			case u < 0.3:
 			case u < 0.6:
 				size = 2
@@ -313,10 +313,10 @@ func (f *Field) makeHouseholds(plan *rng) {
 			size = min(size, len(g))
 			c := &countries[k.ctry]
 			net := c.residential
-			if plan.float() < 0.35 {
+			if plan.Float() < 0.35 {
 				net = fieldPlaces[c.code].broadband2
 			}
-			f.homes = append(f.homes, household{addr: identOf(&networks[net], plan.next()), country: c.code, net: net})
+			f.homes = append(f.homes, household{addr: identOf(&networks[net], plan.Next()), country: c.code, net: net})
 			for _, i := range g[:size] {
 				f.devs[i].hh = len(f.homes) - 1
 			}
@@ -344,7 +344,7 @@ func (f *Field) planEvents(plan *rng) {
 	ro := attackFrom + int64(plan.uniform(0.1, 0.5)*float64(f.end-attackFrom))/msNs*msNs
 	for i := range f.devs {
 		d := &f.devs[i]
-		if d.cls != fThermostat || d.victim || d.joinAt > ro || plan.float() >= 0.85 {
+		if d.cls != fThermostat || d.victim || d.joinAt > ro || plan.Float() >= 0.85 {
 			continue
 		}
 		d.upAt = ro + int64(plan.uniform(0, 40)*float64(time.Minute))/msNs*msNs
@@ -354,7 +354,7 @@ func (f *Field) planEvents(plan *rng) {
 	// Border crossings: 8% of the vehicles of countries with a neighbour.
 	for i := range f.devs {
 		d := &f.devs[i]
-		if d.cls != fVehicle || d.victim || countries[d.ctry].neighbor == "" || plan.float() >= 0.08 {
+		if d.cls != fVehicle || d.victim || countries[d.ctry].neighbor == "" || plan.Float() >= 0.08 {
 			continue
 		}
 		d.abroadStart = max(d.joinAt, at(0.05, 0.85))
@@ -370,12 +370,12 @@ func (f *Field) planEvents(plan *rng) {
 		}
 	}
 	for h := range f.homes {
-		if victimHome[h] || plan.float() >= 0.02 {
+		if victimHome[h] || plan.Float() >= 0.02 {
 			continue
 		}
 		hm := &f.homes[h]
 		hm.altAt = at(0.05, 0.95)
-		hm.alt = identOf(&networks[hm.net], plan.next())
+		hm.alt = identOf(&networks[hm.net], plan.Next())
 		for i := range f.devs {
 			if f.devs[i].hh == h {
 				f.near = append(f.near, f.nearLabel(NearHouseholdIPChange, &f.devs[i], hm.altAt, hm.altAt+30*int64(time.Minute), hm.alt.ip,
@@ -442,11 +442,11 @@ func (f *Field) Next(dst []byte) (line []byte, t time.Time, ok bool) {
 // Random draws.
 
 func (r *rng) expS(meanS float64) int64 {
-	return max(msNs, int64(-meanS*math.Log(1-r.float())*1e9)/msNs*msNs)
+	return max(msNs, int64(-meanS*math.Log(1-r.Float())*1e9)/msNs*msNs)
 }
 
 func (r *rng) normal() float64 {
-	u1, u2 := 1-r.float(), r.float()
+	u1, u2 := 1-r.Float(), r.Float()
 	return math.Sqrt(-2*math.Log(u1)) * math.Cos(2*math.Pi*u2)
 }
 
@@ -508,7 +508,7 @@ func (f *Field) poissonNext(d *fdev, p *fproc, t int64) int64 {
 		if t >= f.end {
 			return f.end
 		}
-		if d.rng.float()*bound < (1-mix)+mix*d.profile(p.prof, t) {
+		if d.rng.Float()*bound < (1-mix)+mix*d.profile(p.prof, t) {
 			return t
 		}
 	}
@@ -522,8 +522,8 @@ func (f *Field) periodicNext(d *fdev, p *fproc, t int64) int64 {
 		base := (t-d.alignOff)/period*period + period + d.alignOff
 		return max(t+msNs, base+d.rng.expS(3))
 	}
-	g := p.mean * (1 + p.jitter*(2*d.rng.float()-1))
-	if d.rng.float() < 0.01 {
+	g := p.mean * (1 + p.jitter*(2*d.rng.Float()-1))
+	if d.rng.Float() < 0.01 {
 		g *= 2 // a missed report
 	}
 	return t + max(msNs, int64(g*1e9)/msNs*msNs)
@@ -542,7 +542,7 @@ func (f *Field) startProcs(d *fdev, t int64) {
 			if p.align {
 				d.next[i] = f.periodicNext(d, p, t)
 			} else {
-				d.next[i] = t + int64(d.rng.float()*p.mean*1e9)/msNs*msNs
+				d.next[i] = t + int64(d.rng.Float()*p.mean*1e9)/msNs*msNs
 			}
 		default:
 			d.next[i] = f.poissonNext(d, p, t)
@@ -593,7 +593,7 @@ func (f *Field) addrAt(d *fdev, t int64) *ident {
 		if abroad {
 			net = countries[countryIndex(countries[d.ctry].neighbor)].mobile
 		}
-		d.cur = identOf(&networks[net], d.rng.next())
+		d.cur = identOf(&networks[net], d.rng.Next())
 		d.curAbroad = abroad
 		d.natNext = t + int64(d.rng.uniform(35, 55)*float64(time.Minute))
 	}
@@ -654,20 +654,20 @@ func (f *Field) deviceEvent(dst []byte, d *fdev, t int64) ([]byte, int64, bool) 
 		r.out = d.rng.lognormal(c.outMed*c.outUp, c.outSig)
 	}
 	if c.arg != "" {
-		v := int(d.pref) + 5*(d.rng.intn(7)-3)
-		if d.rng.float() < 0.2 {
-			v = int(d.pref) - 30 - 5*d.rng.intn(4) // away / night setting
+		v := int(d.pref) + 5*(d.rng.Intn(7)-3)
+		if d.rng.Float() < 0.2 {
+			v = int(d.pref) - 30 - 5*d.rng.Intn(4) // away / night setting
 		}
 		f.sim.setArg(r, c.arg, v)
 	}
 	// Failures: a backend incident, the background 5xx, an expired token.
 	if !cls.mqtt {
-		u := d.rng.float()
+		u := d.rng.Float()
 		switch {
 		case f.inIncident(t) && u < 0.75:
 			r.status, r.out, r.latUs = 503, d.rng.lognormal(120, 0.2), d.rng.lognormal(3000, 0.5)
 		case u < 0.0015:
-			r.status, r.out = [...]uint16{500, 502, 503, 504}[d.rng.intn(4)], d.rng.lognormal(150, 0.2)
+			r.status, r.out = [...]uint16{500, 502, 503, 504}[d.rng.Intn(4)], d.rng.lognormal(150, 0.2)
 		case u < 0.0018:
 			r.status, r.auth, r.out = 401, "failed", d.rng.lognormal(60, 0.1)
 		}
@@ -724,7 +724,7 @@ func (f *Field) stepProc(d *fdev, pi int, t int64) (cmd uint8, send bool) {
 			d.push(qitem{t: t + int64(d.rng.uniform(p.pairS[0], p.pairS[1])*1e9)/msNs*msNs, cmd: uint8(p.pair)})
 		}
 		for k := range p.batch {
-			if d.rng.float() < 0.4 {
+			if d.rng.Float() < 0.4 {
 				d.push(qitem{t: t + int64(k+1)*int64(d.rng.uniform(3, 20)*1e9)/msNs*msNs, cmd: p.cmd})
 			}
 		}

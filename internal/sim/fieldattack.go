@@ -80,7 +80,7 @@ func (f *Field) planAttacks(plan *rng) {
 		if len(cands) == 0 {
 			return nil
 		}
-		d := &f.devs[cands[plan.intn(len(cands))]]
+		d := &f.devs[cands[plan.Intn(len(cands))]]
 		d.victim = true
 		return d
 	}
@@ -121,7 +121,7 @@ func (f *Field) planAttacks(plan *rng) {
 				tr: newRNG(f.cfg.Seed, uint64(len(f.atks))+9<<32),
 				cr: newRNG(f.cfg.Seed, uint64(len(f.atks))+10<<32),
 			}
-			a.start = (from + int64(plan.float()*float64(span-length))) / msNs * msNs
+			a.start = (from + int64(plan.Float()*float64(span-length))) / msNs * msNs
 			if d.hh >= 0 {
 				a.addr = f.homes[d.hh].addr
 			}
@@ -134,8 +134,8 @@ func (f *Field) planAttacks(plan *rng) {
 				a.meanS = meanOf(d.cls, a.cmd) / factor
 				desc = fmt.Sprintf("floods %s at about %.0fx its rate from its home address", d.cls.cmds[a.cmd].name, factor)
 			case fkStolen:
-				h := &networks[hostingNets[plan.intn(len(hostingNets))]]
-				a.addr, a.fw, a.meanS = identOf(h, plan.next()), "python-httpx/0.27.0", plan.uniform(10, 20)
+				h := &networks[hostingNets[plan.Intn(len(hostingNets))]]
+				a.addr, a.fw, a.meanS = identOf(h, plan.Next()), "python-httpx/0.27.0", plan.uniform(10, 20)
 				desc = fmt.Sprintf("its API key %s is used from %s %s (AS%d) for its commands and reads of owner, history, account and network data",
 					d.apiKey, a.addr.country, a.addr.ip, a.addr.asn)
 			case fkPrivileged:
@@ -145,13 +145,13 @@ func (f *Field) planAttacks(plan *rng) {
 				n := plan.between(60, 200)
 				a.meanS = float64(length) / 1e9 / float64(n)
 				a.ncls = f.classCount[d.cls]
-				a.num = max(0, d.num-plan.intn(40))
-				a.addr, a.fw = identOf(&networks[fieldPlaces[c.code].broadband2], plan.next()), "okhttp/4.12.0"
+				a.num = max(0, d.num-plan.Intn(40))
+				a.addr, a.fw = identOf(&networks[fieldPlaces[c.code].broadband2], plan.Next()), "okhttp/4.12.0"
 				desc = fmt.Sprintf("its credential requests GET /v2/vehicles/<id>/location for other vehicles' ids (from %s-%s, strides of 1-3) from %s",
 					d.cls.prefix, pad6(a.num), a.addr.ip)
 			case fkAuth:
-				h := &networks[hostingNets[plan.intn(len(hostingNets))]]
-				a.addr, a.fw, a.meanS = identOf(h, plan.next()), "axios/1.6.7", plan.uniform(1.5, 6)
+				h := &networks[hostingNets[plan.Intn(len(hostingNets))]]
+				a.addr, a.fw, a.meanS = identOf(h, plan.Next()), "axios/1.6.7", plan.uniform(1.5, 6)
 				desc = fmt.Sprintf("credential stuffing: failed POST /v2/auth/token (401) with its key from %s %s (AS%d)", a.addr.country, a.addr.ip, a.addr.asn)
 			case fkParam:
 				n := plan.between(3, 7)
@@ -162,7 +162,7 @@ func (f *Field) planAttacks(plan *rng) {
 				if f.homes[d.hh].net == net {
 					net = fieldPlaces[c.code].broadband2
 				}
-				a.addr = identOf(&networks[net], plan.next())
+				a.addr = identOf(&networks[net], plan.Next())
 				a.cmd = d.cls.main
 				a.meanS = meanOf(d.cls, a.cmd)
 				desc = fmt.Sprintf("a clone with its identity calls from %s (AS%d, same country) at its rate while the real device keeps calling from %s",
@@ -183,7 +183,7 @@ func (f *Field) planAttacks(plan *rng) {
 				a.meanS = plan.uniform(60, 150)
 				desc = fmt.Sprintf("its %s downloads grow from 1.5x to about 20x their size (bytes out) over the attack", d.cls.cmds[a.cmd].name)
 			case fkNoGeo:
-				a.addr = identOf(&networks[fieldPlaces[c.code].hosting], plan.next())
+				a.addr = identOf(&networks[fieldPlaces[c.code].hosting], plan.Next())
 				a.addr.country, a.addr.asn = "", 0
 				a.meanS = plan.uniform(15, 30)
 				desc = fmt.Sprintf("its API key %s, with its own user agent, is used from hosting range %s in its own country; the lines carry no country or ASN",
@@ -255,7 +255,7 @@ func (f *Field) pickNight(plan *rng, from, span int64) *fdev {
 	if len(cands) == 0 {
 		return nil
 	}
-	d := &f.devs[cands[plan.intn(len(cands))]]
+	d := &f.devs[cands[plan.Intn(len(cands))]]
 	d.victim = true
 	return d
 }
@@ -274,7 +274,7 @@ func (f *Field) nightStart(d *fdev, plan *rng, from, span, length int64) int64 {
 		}
 	}
 	if len(ok) > 0 {
-		return ok[plan.intn(len(ok))] / msNs * msNs
+		return ok[plan.Intn(len(ok))] / msNs * msNs
 	}
 	return best / msNs * msNs
 }
@@ -292,18 +292,18 @@ func (f *Field) attackEvent(dst []byte, a *fattack, t int64) ([]byte, int64, boo
 		if a.kind == fkOddHours && cls == fLock && a.n%2 == 1 {
 			c = &cls.cmds[flLocked]
 		}
-		if a.kind == fkClone && cr.float() < 0.1 {
-			p := &cls.procs[cr.intn(len(cls.procs))]
+		if a.kind == fkClone && cr.Float() < 0.1 {
+			p := &cls.procs[cr.Intn(len(cls.procs))]
 			if !p.newFw {
 				c = &cls.cmds[p.cmd]
 			}
 		}
 	case fkStolen, fkNoGeo:
-		if cr.float() < 0.4 {
-			p := &cls.procs[cr.intn(len(cls.procs))]
+		if cr.Float() < 0.4 {
+			p := &cls.procs[cr.Intn(len(cls.procs))]
 			c = &cls.cmds[p.cmd]
 		} else {
-			c = &fAtkReads[cr.intn(len(fAtkReads))]
+			c = &fAtkReads[cr.Intn(len(fAtkReads))]
 		}
 	case fkPrivileged:
 		c = &fAtkReset
@@ -323,11 +323,11 @@ func (f *Field) attackEvent(dst []byte, a *fattack, t int64) ([]byte, int64, boo
 	}
 	switch a.kind {
 	case fkFlood:
-		if !cls.mqtt && t-a.start > 90*secNs && cr.float() < 0.35 {
+		if !cls.mqtt && t-a.start > 90*secNs && cr.Float() < 0.35 {
 			r.status, r.out = 429, cr.lognormal(90, 0.2)
 		}
 	case fkPrivileged:
-		if cr.float() < 0.4 {
+		if cr.Float() < 0.4 {
 			r.status = 403
 		}
 	case fkEnum:
@@ -339,10 +339,10 @@ func (f *Field) attackEvent(dst []byte, a *fattack, t int64) ([]byte, int64, boo
 		switch {
 		case a.num >= a.ncls:
 			r.status = 404
-		case cr.float() < 0.08:
+		case cr.Float() < 0.08:
 			r.status, r.out = 200, cr.lognormal(600, 0.3)
 		}
-		a.num += 1 + cr.intn(3)
+		a.num += 1 + cr.Intn(3)
 	case fkAuth:
 		r.auth = "failed"
 	case fkParam:

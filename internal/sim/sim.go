@@ -58,10 +58,10 @@ type device struct {
 // setpoint draws the temperature d's owner sets next, in tenths of °C: within
 // ±1 °C of the preference, or an eco setting 3-4 °C below it.
 func (d *device) setpoint() int16 {
-	if d.rng.float() < setpointEco {
-		return d.pref - int16(30+setpointStep*d.rng.intn(3))
+	if d.rng.Float() < setpointEco {
+		return d.pref - int16(30+setpointStep*d.rng.Intn(3))
 	}
-	return d.pref + int16(setpointStep*(d.rng.intn(5)-2))
+	return d.pref + int16(setpointStep*(d.rng.Intn(5)-2))
 }
 
 func (d *device) identAt(t int64) *ident {
@@ -149,7 +149,7 @@ func New(cfg Config) (*Sim, error) {
 		d := &s.devs[i]
 		first := s.start
 		if i > 0 {
-			first += int64(d.rng.float()*s.interval(d, &d.cls.cmds[d.state], s.start)*1e9) / msNs * msNs
+			first += int64(d.rng.Float()*s.interval(d, &d.cls.cmds[d.state], s.start)*1e9) / msNs * msNs
 		}
 		s.heap = append(s.heap, item{first, int32(i)})
 	}
@@ -181,7 +181,7 @@ func (s *Sim) makeDevices(plan *rng) {
 		if i%len(wheel) == 0 {
 			copy(order, wheel)
 			for j := len(order) - 1; j > 0; j-- {
-				k := plan.intn(j + 1)
+				k := plan.Intn(j + 1)
 				order[j], order[k] = order[k], order[j]
 			}
 		}
@@ -189,14 +189,14 @@ func (s *Sim) makeDevices(plan *rng) {
 		num := s.classCount[cls]
 		s.classCount[cls] = num + 1
 
-		w := plan.intn(totalW)
+		w := plan.Intn(totalW)
 		ti := 0
 		for w >= tenants[ti].weight {
 			w -= tenants[ti].weight
 			ti++
 		}
 		t := &tenants[ti]
-		ci := countryIndex(t.countries[plan.intn(len(t.countries))])
+		ci := countryIndex(t.countries[plan.Intn(len(t.countries))])
 		c := &countries[ci]
 		netIdx := c.residential
 		if cls.mobile {
@@ -209,24 +209,24 @@ func (s *Sim) makeDevices(plan *rng) {
 		d.tenant = t.name
 		d.rng = newRNG(s.cfg.Seed, uint64(i)+1<<32)
 		if cls.idBy == idByAPIKey {
-			d.apiKey = "key-" + strconv.FormatUint(d.rng.next()|1<<63, 16)[:16]
+			d.apiKey = "key-" + strconv.FormatUint(d.rng.Next()|1<<63, 16)[:16]
 		}
-		d.fw = cls.fws[d.rng.intn(len(cls.fws))]
+		d.fw = cls.fws[d.rng.Intn(len(cls.fws))]
 		if cls.mqtt {
 			d.srcID = brokerIDs[c.region]
 		} else {
-			d.srcID = gatewayIDs[c.region][d.rng.intn(2)]
+			d.srcID = gatewayIDs[c.region][d.rng.Intn(2)]
 		}
-		d.home = identOf(&networks[netIdx], d.rng.next())
+		d.home = identOf(&networks[netIdx], d.rng.Next())
 		d.utcOff = int64(c.utcOffset) * hourNs
 		d.state = cls.start
 		d.retry = -1
 		if cls == thermostat {
-			d.pref = int16(setpointMin + setpointStep*d.rng.intn((setpointMax-setpointMin)/setpointStep+1))
+			d.pref = int16(setpointMin + setpointStep*d.rng.Intn((setpointMax-setpointMin)/setpointStep+1))
 		}
 		if cls == vehicle {
 			m := cls.daily[d.hour(s.start)]
-			if d.rng.float() < min(0.5, 0.15*m) {
+			if d.rng.Float() < min(0.5, 0.15*m) {
 				d.state = vehTelemetry
 			}
 		}
@@ -259,7 +259,7 @@ func (s *Sim) planIrregularities(plan *rng) {
 	pick := func(cands []int, k int) []int {
 		var out []int
 		for tries := 0; len(out) < k && tries < 20*k+20 && len(cands) > 0; tries++ {
-			i := cands[plan.intn(len(cands))]
+			i := cands[plan.Intn(len(cands))]
 			if !used[i] {
 				used[i] = true
 				out = append(out, i)
@@ -275,7 +275,7 @@ func (s *Sim) planIrregularities(plan *rng) {
 	for _, i := range pick(travelCands, max(1, len(travelCands)/100)) {
 		d := &s.devs[i]
 		nb := &countries[countryIndex(countries[countryIndex(d.home.country)].neighbor)]
-		d.alt = identOf(&networks[nb.mobile], plan.next())
+		d.alt = identOf(&networks[nb.mobile], plan.Next())
 		d.altStart = at(0.1, 0.8)
 		d.altEnd = d.altStart + int64(plan.uniform(40, 120)*float64(time.Minute))
 	}
@@ -292,7 +292,7 @@ func (s *Sim) planIrregularities(plan *rng) {
 		if d.cls.mobile {
 			n = &networks[countries[countryIndex(d.home.country)].mobile]
 		}
-		d.alt = identOf(n, plan.next())
+		d.alt = identOf(n, plan.Next())
 		d.altStart = at(0.05, 0.95)
 		d.altEnd = s.end + 1
 	}
@@ -310,7 +310,7 @@ func (s *Sim) interval(d *device, c *cmdSpec, t int64) float64 {
 	if c.cyclic {
 		after /= d.cls.daily[d.hour(t)]
 	}
-	return after * (1 + c.jitter*(2*d.rng.float()-1))
+	return after * (1 + c.jitter*(2*d.rng.Float()-1))
 }
 
 // Labels returns every attack the run injects, known from the start. The
@@ -442,7 +442,7 @@ func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
 	// Benign noise: server errors and rate limits with retries, expired tokens.
 	var gap float64 // seconds; 0 means the command's own interval
 	if !isRetry {
-		u := d.rng.float()
+		u := d.rng.Float()
 		switch {
 		case cls.mqtt && u < 0.001:
 			r.status = 128 // unspecified error
@@ -452,7 +452,7 @@ func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
 			d.retry, gap = int16(ci), d.rng.uniform(1, 3)
 		case cls.mqtt:
 		case u < 0.002:
-			r.status = [...]uint16{503, 503, 503, 502, 502, 500, 504}[d.rng.intn(7)]
+			r.status = [...]uint16{503, 503, 503, 502, 502, 500, 504}[d.rng.Intn(7)]
 			r.out = d.rng.between(80, 200)
 			switch r.status {
 			case 503:
@@ -464,7 +464,7 @@ func (s *Sim) deviceEvent(dst []byte, d *device, t int64) ([]byte, int64) {
 			}
 			d.retry, gap = int16(ci), d.rng.uniform(1, 4)
 		case u < 0.0028:
-			r.status = [...]uint16{400, 404, 409, 429}[d.rng.intn(4)]
+			r.status = [...]uint16{400, 404, 409, 429}[d.rng.Intn(4)]
 			r.out = d.rng.between(80, 200)
 			if r.status == 429 {
 				d.retry, gap = int16(ci), d.rng.uniform(10, 30)
@@ -514,7 +514,7 @@ func (s *Sim) step(d *device, ci uint8, t int64) uint8 {
 			sum += e.w
 		}
 	}
-	u := d.rng.float() * sum
+	u := d.rng.Float() * sum
 	for _, e := range edges {
 		w := e.w
 		if e.day {

@@ -97,52 +97,52 @@ func (l *Log) addBenign(i int, kind string, start int64) {
 		for p := range people {
 			a := l.newActor(label, kind, pick(&r, browserUAs), stream+uint64(1+p))
 			a.plan = planPerson
-			a.next = start + int64(a.rng.float()*float64(30*time.Minute))
+			a.next = start + int64(a.rng.Float()*float64(30*time.Minute))
 			login := 0.3
 			if kind == KindOffice {
 				login = 0.5
-				if a.rng.float() < 0.12 {
+				if a.rng.Float() < 0.12 {
 					a.phase = 1 // an administrator
 				}
 			}
-			if a.rng.float() < login {
+			if a.rng.Float() < login {
 				for range a.rng.between(1, 5) {
-					a.ids = append(a.ids, "dev-"+pad6(a.rng.intn(900000)))
+					a.ids = append(a.ids, "dev-"+pad6(a.rng.Intn(900000)))
 				}
 			}
 		}
 	case KindCrawler:
 		a := l.newActor(label, kind, pick(&r, crawlerUAs), stream+1)
-		a.plan, a.period = planCrawler, sec(2+18*r.float())
-		a.next = start + int64(r.float()*float64(a.period))
+		a.plan, a.period = planCrawler, sec(2+18*r.Float())
+		a.next = start + int64(r.Float()*float64(a.period))
 	case KindIntegration:
 		a := l.newActor(label, kind, pick(&r, integrationUAs), stream+1)
-		if r.float() < 0.3 {
+		if r.Float() < 0.3 {
 			a.user = "svc-" + pick(&r, words) + "-" + strconv.Itoa(r.between(1, 99))
 		}
-		a.plan, a.period, a.phase = planIntegration, sec(float64(60*r.between(1, 5))), sec(60*r.float())
-		a.next = start + int64(r.float()*float64(a.period))
+		a.plan, a.period, a.phase = planIntegration, sec(float64(60*r.between(1, 5))), sec(60*r.Float())
+		a.next = start + int64(r.Float()*float64(a.period))
 	case KindMonitor:
 		a := l.newActor(label, kind, pick(&r, monitorUAs), stream+1)
 		a.plan, a.period = planMonitor, sec(float64(pick(&r, []int{30, 60, 60, 300})))
-		a.next = start + int64(r.float()*float64(a.period))
+		a.next = start + int64(r.Float()*float64(a.period))
 	case KindDevice:
 		a := l.newActor(label, kind, pick(&r, deviceUAs), stream+1)
-		id := "dev-" + pad6(r.intn(900000))
-		if r.float() < 0.5 {
+		id := "dev-" + pad6(r.Intn(900000))
+		if r.Float() < 0.5 {
 			a.user = id
 		}
 		a.ids = []string{id}
 		a.plan, a.period = planDevice, sec(float64(pick(&r, []int{30, 60, 60, 120, 300})))
-		a.next = start + int64(r.float()*float64(a.period))
+		a.next = start + int64(r.Float()*float64(a.period))
 	case KindGateway:
 		ua := pick(&r, gatewayUAs)
 		period := sec(float64(pick(&r, []int{30, 60, 300})))
 		for d := range r.between(5, 40) {
 			a := l.newActor(label, kind, ua, stream+uint64(1+d))
-			a.ids = []string{"dev-" + pad6(r.intn(900000))}
+			a.ids = []string{"dev-" + pad6(r.Intn(900000))}
 			a.plan, a.period = planDevice, period
-			a.next = start + int64(a.rng.float()*float64(period))
+			a.next = start + int64(a.rng.Float()*float64(period))
 		}
 	}
 	_ = span
@@ -157,11 +157,11 @@ func (l *Log) addAttacker(i int, typ string, start int64) {
 	l.labels = append(l.labels, Label{IP: ip, Kind: typ, Attack: typ})
 	span := l.end - start
 	ua := pick(&r, attackUAs)
-	if r.float() < 0.4 || typ == AttackFlood {
+	if r.Float() < 0.4 || typ == AttackFlood {
 		ua = pick(&r, browserUAs) // spoofed
 	}
 	a := l.newActor(label, typ, ua, uint64(1+i)<<40+1)
-	a.next = start + int64((0.2+0.65*r.float())*float64(span))
+	a.next = start + int64((0.2+0.65*r.Float())*float64(span))
 	switch typ {
 	case AttackStuffing:
 		a.plan = planStuffing
@@ -173,7 +173,7 @@ func (l *Log) addAttacker(i int, typ string, start int64) {
 		a.plan = planFlood
 	case AttackEnumeration:
 		a.plan = planEnumeration
-		a.next = start + int64((0.2+0.4*r.float())*float64(span))
+		a.next = start + int64((0.2+0.4*r.Float())*float64(span))
 	}
 }
 
@@ -198,7 +198,7 @@ func planPerson(a *actor, from int64) bool {
 	if a.state == 0 { // between sessions
 		first := a.period == 0
 		a.period = 1
-		if !first || r.float() < 0.6 { // some are already browsing when the log starts
+		if !first || r.Float() < 0.6 { // some are already browsing when the log starts
 			gap := r.lognormal(1800, 1.0) / dayFactor(from)
 			t = from + sec(math.Min(gap, 8*3600))
 		}
@@ -208,12 +208,12 @@ func planPerson(a *actor, from int64) bool {
 		a.state = 1 + int(math.Min(r.lognormal(6, 0.8), 80))
 		a.n = 0
 		if len(a.ids) > 0 { // a user with an account logs in
-			if r.float() < 0.05 {
+			if r.Float() < 0.05 {
 				a.add(t, "POST", "/login", 401, 612, site+"/login")
-				t += sec(4 + 10*r.float())
+				t += sec(4 + 10*r.Float())
 			}
 			a.add(t, "POST", "/login", 302, 0, site+"/login")
-			t += sec(0.3 + r.float())
+			t += sec(0.3 + r.Float())
 		}
 	} else {
 		t = from + sec(math.Min(r.lognormal(15, 1.0), 600))
@@ -232,41 +232,41 @@ func (a *actor) page(t int64) {
 	r := &a.rng
 	var path string
 	switch {
-	case a.phase == 1 && r.float() < 0.3:
+	case a.phase == 1 && r.Float() < 0.3:
 		path = pick(r, []string{"/admin", "/admin/users", "/admin/settings", "/admin/audit"})
-	case len(a.ids) > 0 && r.float() < 0.5:
+	case len(a.ids) > 0 && r.Float() < 0.5:
 		path = pick(r, []string{"/dashboard", "/dashboard/devices", "/account"})
 	default:
 		path = sitePath(r)
 	}
 	status := 200
-	if r.float() < 0.01 {
+	if r.Float() < 0.01 {
 		status = 404 // a stale link
 	}
-	a.add(t, "GET", path, status, 8000+r.intn(70000), site+"/")
+	a.add(t, "GET", path, status, 8000+r.Intn(70000), site+"/")
 	ref := site + path
 	assets := int(math.Min(r.lognormal(25, 0.6), 120))
 	if a.n > 0 {
 		assets = max(1, assets/4) // cached
 	}
-	at := t + sec(0.05+0.2*r.float())
+	at := t + sec(0.05+0.2*r.Float())
 	for k := range assets {
 		at += sec(r.exp(0.03))
 		st := 200
-		if a.n > 0 && r.float() < 0.5 {
+		if a.n > 0 && r.Float() < 0.5 {
 			st = 304
 		}
-		a.add(at, "GET", assetPath(r, k), st, 500+r.intn(200000), ref)
+		a.add(at, "GET", assetPath(r, k), st, 500+r.Intn(200000), ref)
 	}
-	if a.n == 0 && r.float() < 0.05 {
+	if a.n == 0 && r.Float() < 0.05 {
 		a.add(at+sec(0.01), "GET", "/favicon.ico", 404, 162, ref)
 	}
 	if len(a.ids) > 0 && (path == "/dashboard" || path == "/dashboard/devices") {
 		at += sec(0.1)
-		a.add(at, "GET", "/api/v1/devices?page=1", 200, 2000+r.intn(5000), ref)
+		a.add(at, "GET", "/api/v1/devices?page=1", 200, 2000+r.Intn(5000), ref)
 		for _, id := range a.ids {
 			at += sec(r.exp(0.05))
-			a.add(at, "GET", "/api/v1/devices/"+id+"/status", 200, 300+r.intn(400), ref)
+			a.add(at, "GET", "/api/v1/devices/"+id+"/status", 200, 300+r.Intn(400), ref)
 		}
 	}
 }
@@ -275,7 +275,7 @@ func sitePath(r *rng) string {
 	k := pick(r, pageKinds)
 	switch {
 	case k == "/products/%d" || k == "/products/%d/reviews":
-		return fmt.Sprintf(k, 1000+r.intn(4000))
+		return fmt.Sprintf(k, 1000+r.Intn(4000))
 	case k == "/blog/%s-%s":
 		return fmt.Sprintf(k, pick(r, words), pick(r, words))
 	case k == "/docs/%s":
@@ -287,16 +287,16 @@ func sitePath(r *rng) string {
 }
 
 func assetPath(r *rng, k int) string {
-	f := assetKinds[(k+r.intn(3))%len(assetKinds)]
+	f := assetKinds[(k+r.Intn(3))%len(assetKinds)]
 	switch f {
 	case "/img/%s-%d.webp", "/img/%s-%d.jpg":
-		return fmt.Sprintf(f, pick(r, words), r.intn(400))
+		return fmt.Sprintf(f, pick(r, words), r.Intn(400))
 	case "/fonts/inter-%d.woff2":
-		return fmt.Sprintf(f, 100*(1+r.intn(9)))
+		return fmt.Sprintf(f, 100*(1+r.Intn(9)))
 	case "/img/icons/%s.svg":
 		return fmt.Sprintf(f, pick(r, words))
 	}
-	return fmt.Sprintf(f, 0x10000000+r.intn(1<<20))
+	return fmt.Sprintf(f, 0x10000000+r.Intn(1<<20))
 }
 
 // planCrawler: robots.txt every hour, pages at a steady pace.
@@ -312,7 +312,7 @@ func planCrawler(a *actor, from int64) bool {
 	if a.n == 0 || t-a.phase >= int64(time.Hour) {
 		a.phase = t
 		a.add(t, "GET", "/robots.txt", 200, 312, "")
-		if r.float() < 0.5 {
+		if r.Float() < 0.5 {
 			a.add(t+sec(1), "GET", "/sitemap.xml", 200, 48000, "")
 		}
 		a.n++
@@ -320,13 +320,13 @@ func planCrawler(a *actor, from int64) bool {
 	}
 	a.n++
 	path, st := sitePath(r), 200
-	switch u := r.float(); {
+	switch u := r.Float(); {
 	case u < 0.04:
-		path, st = fmt.Sprintf("/products/%d", 1000+r.intn(20000)), 404
+		path, st = fmt.Sprintf("/products/%d", 1000+r.Intn(20000)), 404
 	case u < 0.07:
 		st = 301
 	}
-	a.add(t, "GET", path, st, 6000+r.intn(60000), "")
+	a.add(t, "GET", path, st, 6000+r.Intn(60000), "")
 	return true
 }
 
@@ -335,7 +335,7 @@ func planIntegration(a *actor, from int64) bool {
 	r := &a.rng
 	t := from
 	if a.n > 0 {
-		t += a.period + sec(4*r.float()-2)
+		t += a.period + sec(4*r.Float()-2)
 	}
 	if t >= a.end {
 		return false
@@ -345,19 +345,19 @@ func planIntegration(a *actor, from int64) bool {
 		a.state = hour
 		at := max(int64(hour)*int64(time.Hour)+a.phase, from)
 		for p := range r.between(50, 400) {
-			at += sec(0.02 + 0.06*r.float())
+			at += sec(0.02 + 0.06*r.Float())
 			st := 200
-			if r.float() < 0.04 {
+			if r.Float() < 0.04 {
 				st = 429
 				a.add(at, "GET", fmt.Sprintf("/api/v1/devices?page=%d&per_page=100", p+1), st, 120, "")
 				at += sec(1)
 				st = 200
 			}
 			if p%5 == 4 {
-				a.add(at, "GET", fmt.Sprintf("/api/v1/reports/usage?day=2026-01-%02d&page=%d", 1+r.intn(4), p/5), st, 20000+r.intn(90000), "")
+				a.add(at, "GET", fmt.Sprintf("/api/v1/reports/usage?day=2026-01-%02d&page=%d", 1+r.Intn(4), p/5), st, 20000+r.Intn(90000), "")
 				continue
 			}
-			a.add(at, "GET", fmt.Sprintf("/api/v1/devices?page=%d&per_page=100", p+1), st, 20000+r.intn(60000), "")
+			a.add(at, "GET", fmt.Sprintf("/api/v1/devices?page=%d&per_page=100", p+1), st, 20000+r.Intn(60000), "")
 		}
 		a.n++
 		return true
@@ -366,9 +366,9 @@ func planIntegration(a *actor, from int64) bool {
 		a.state = hour
 	}
 	a.n++
-	a.add(t, "GET", "/api/v1/devices?page=1&per_page=100", 200, 20000+r.intn(60000), "")
-	if r.float() < 0.5 {
-		a.add(t+sec(0.1+0.2*r.float()), "GET", "/api/v1/events?since=5m", 200, 500+r.intn(9000), "")
+	a.add(t, "GET", "/api/v1/devices?page=1&per_page=100", 200, 20000+r.Intn(60000), "")
+	if r.Float() < 0.5 {
+		a.add(t+sec(0.1+0.2*r.Float()), "GET", "/api/v1/events?since=5m", 200, 500+r.Intn(9000), "")
 	}
 	return true
 }
@@ -400,7 +400,7 @@ func planDevice(a *actor, from int64) bool {
 	r := &a.rng
 	t := from
 	if a.n > 0 {
-		t += a.period + sec(2*r.float()-1)
+		t += a.period + sec(2*r.Float()-1)
 	}
 	if t >= a.end {
 		return false
@@ -410,14 +410,14 @@ func planDevice(a *actor, from int64) bool {
 		a.phase = t
 	}
 	a.n++
-	if r.float() < 0.003 {
+	if r.Float() < 0.003 {
 		a.add(t, "POST", "/api/v1/devices/"+id+"/telemetry", 502, 157, "")
-		t += sec(1 + 3*r.float())
+		t += sec(1 + 3*r.Float())
 	}
-	a.add(t, "POST", "/api/v1/devices/"+id+"/telemetry", 201, 40+r.intn(40), "")
+	a.add(t, "POST", "/api/v1/devices/"+id+"/telemetry", 201, 40+r.Intn(40), "")
 	if hour := int((t - a.phase) / int64(time.Hour)); a.n == 1 || hour != a.state {
 		a.state = hour
-		a.add(t+sec(0.2), "GET", "/api/v1/devices/"+id+"/config", 200, 800+r.intn(400), "")
+		a.add(t+sec(0.2), "GET", "/api/v1/devices/"+id+"/config", 200, 800+r.Intn(400), "")
 	}
 	return true
 }
@@ -426,7 +426,7 @@ func planDevice(a *actor, from int64) bool {
 func planStuffing(a *actor, from int64) bool {
 	r := &a.rng
 	if a.n == 0 {
-		a.state = 150 + r.intn(900)
+		a.state = 150 + r.Intn(900)
 	}
 	if a.n >= a.state {
 		return false
@@ -437,7 +437,7 @@ func planStuffing(a *actor, from int64) bool {
 	}
 	a.n++
 	st := 401
-	if r.float() < 0.02 {
+	if r.Float() < 0.02 {
 		st = 302 // a working pair
 	}
 	a.add(t, "POST", "/login", st, 612, site+"/login")
@@ -448,8 +448,8 @@ func planStuffing(a *actor, from int64) bool {
 func planScanner(a *actor, from int64) bool {
 	r := &a.rng
 	if a.n == 0 {
-		a.state = 60 + r.intn(340)
-		a.period = sec(0.2 + 2.8*r.float())
+		a.state = 60 + r.Intn(340)
+		a.period = sec(0.2 + 2.8*r.Float())
 	}
 	if a.n >= a.state {
 		return false
@@ -460,7 +460,7 @@ func planScanner(a *actor, from int64) bool {
 	}
 	a.n++
 	path, st := pick(r, probePaths), 404
-	switch u := r.float(); {
+	switch u := r.Float(); {
 	case u < 0.3:
 		path = "/" + pick(r, words) + pick(r, []string{".php", ".bak", ".old", "/", ".zip", ".tar.gz"})
 	case path == "/admin" || path == "/admin/login":
@@ -468,7 +468,7 @@ func planScanner(a *actor, from int64) bool {
 	case u < 0.4:
 		st = 403
 	}
-	a.add(t, "GET", path, st, 150+r.intn(400), "")
+	a.add(t, "GET", path, st, 150+r.Intn(400), "")
 	return true
 }
 
@@ -476,8 +476,8 @@ func planScanner(a *actor, from int64) bool {
 func planInjection(a *actor, from int64) bool {
 	r := &a.rng
 	if a.n == 0 {
-		a.state = 20 + r.intn(130)
-		a.period = sec(1 + 4*r.float())
+		a.state = 20 + r.Intn(130)
+		a.period = sec(1 + 4*r.Float())
 	}
 	if a.n >= a.state {
 		return false
@@ -488,7 +488,7 @@ func planInjection(a *actor, from int64) bool {
 	}
 	a.n++
 	st := 200
-	switch u := r.float(); {
+	switch u := r.Float(); {
 	case u < 0.3:
 		st = 400
 	case u < 0.55:
@@ -498,7 +498,7 @@ func planInjection(a *actor, from int64) bool {
 	case u < 0.8:
 		st = 403
 	}
-	a.add(t, "GET", pick(r, injectPaths), st, 150+r.intn(3000), "")
+	a.add(t, "GET", pick(r, injectPaths), st, 150+r.Intn(3000), "")
 	return true
 }
 
@@ -506,9 +506,9 @@ func planInjection(a *actor, from int64) bool {
 func planFlood(a *actor, from int64) bool {
 	r := &a.rng
 	if a.n == 0 {
-		rate := 40 + 210*r.float()
+		rate := 40 + 210*r.Float()
 		a.period = sec(1 / rate)
-		a.phase = from + sec(120+240*r.float()) // end
+		a.phase = from + sec(120+240*r.Float()) // end
 	}
 	t := from
 	if a.n > 0 {
@@ -519,10 +519,10 @@ func planFlood(a *actor, from int64) bool {
 	}
 	a.n++
 	st := 200
-	if t-from > 0 && r.float() < 0.3 {
+	if t-from > 0 && r.Float() < 0.3 {
 		st = 503
 	}
-	a.add(t, "GET", pick(r, []string{"/", "/search?q=" + pick(r, words), "/products"}), st, 150+r.intn(30000), "")
+	a.add(t, "GET", pick(r, []string{"/", "/search?q=" + pick(r, words), "/products"}), st, 150+r.Intn(30000), "")
 	return true
 }
 
@@ -530,8 +530,8 @@ func planFlood(a *actor, from int64) bool {
 func planEnumeration(a *actor, from int64) bool {
 	r := &a.rng
 	if a.n == 0 {
-		a.state = 200 + r.intn(600)
-		a.phase = int64(r.intn(800000))
+		a.state = 200 + r.Intn(600)
+		a.phase = int64(r.Intn(800000))
 	}
 	if a.n >= a.state {
 		return false
@@ -542,12 +542,12 @@ func planEnumeration(a *actor, from int64) bool {
 	}
 	a.n++
 	st := 404
-	switch u := r.float(); {
+	switch u := r.Float(); {
 	case u < 0.25:
 		st = 403
 	case u < 0.3:
 		st = 200
 	}
-	a.add(t, "GET", "/api/v1/devices/dev-"+pad6(int(a.phase)+a.n), st, 120+r.intn(600), "")
+	a.add(t, "GET", "/api/v1/devices/dev-"+pad6(int(a.phase)+a.n), st, 120+r.Intn(600), "")
 	return true
 }

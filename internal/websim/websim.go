@@ -53,6 +53,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/iotwatch/iotwatch/internal/splitmix"
 )
 
 // Benign kinds (Label.Kind of a benign address).
@@ -206,7 +208,7 @@ func New(cfg Config) (*Log, error) {
 	r := newRNG(cfg.Seed, 0)
 	// The mix of benign addresses.
 	for i := range cfg.IPs {
-		u := r.float()
+		u := r.Float()
 		var kind string
 		switch {
 		case u < 0.50:
@@ -333,46 +335,29 @@ func (h *actorHeap) Pop() any {
 	return a
 }
 
-// rng is splitmix64, stable across Go releases.
-type rng struct{ s uint64 }
+// rng is splitmix64 (package splitmix): a seed yields the same log forever.
+type rng struct{ splitmix.RNG }
 
-func newRNG(seed int64, stream uint64) rng {
-	r := rng{s: uint64(seed)*0x9e3779b97f4a7c15 ^ mix64(stream+0x632be59bd9b4e019)}
-	r.next()
-	return r
-}
+func newRNG(seed int64, stream uint64) rng { return rng{splitmix.New(seed, stream)} }
 
-func (r *rng) next() uint64 {
-	r.s += 0x9e3779b97f4a7c15
-	return mix64(r.s)
-}
-
-func mix64(z uint64) uint64 {
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
-}
-
-func (r *rng) float() float64 { return float64(r.next()>>11) * (1.0 / (1 << 53)) }
-func (r *rng) intn(n int) int { return int(r.next() % uint64(n)) }
 func (r *rng) between(lo, hi int) int {
 	if hi <= lo {
 		return lo
 	}
-	return lo + r.intn(hi-lo+1)
+	return lo + r.Intn(hi-lo+1)
 }
 
 // exp draws an exponential duration of the given mean.
-func (r *rng) exp(mean float64) float64 { return -mean * math.Log(1-r.float()) }
+func (r *rng) exp(mean float64) float64 { return -mean * math.Log(1-r.Float()) }
 
 // lognormal draws exp(N(ln median, sigma)).
 func (r *rng) lognormal(median, sigma float64) float64 {
 	// Box-Muller.
-	u1, u2 := 1-r.float(), r.float()
+	u1, u2 := 1-r.Float(), r.Float()
 	z := math.Sqrt(-2*math.Log(u1)) * math.Cos(2*math.Pi*u2)
 	return median * math.Exp(sigma*z)
 }
 
-func pick[T any](r *rng, xs []T) T { return xs[r.intn(len(xs))] }
+func pick[T any](r *rng, xs []T) T { return xs[r.Intn(len(xs))] }
 
 func sec(s float64) int64 { return int64(s * float64(time.Second)) }
