@@ -738,7 +738,7 @@ func buildIotwatch(t *testing.T, dir string) string {
 }
 
 var (
-	restoredRe = regexp.MustCompile(`msg="restored checkpoint".* devices=(\d+) stream_seq=(\d+)`)
+	restoredRe = regexp.MustCompile(`msg="restored checkpoint".* devices=(\d+) .*stream_seq=(\d+)`)
 	catchUpRe  = regexp.MustCompile(`msg="catching up after the checkpoint" from_seq=(\d+) to_seq=(\d+)`)
 )
 
