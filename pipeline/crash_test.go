@@ -254,7 +254,12 @@ func TestCrashRestartSameResults(t *testing.T) {
 	crashCfg := cfg
 	crashCfg.Checkpoint, crashCfg.CheckpointEvery = ckpt, 10*time.Millisecond
 	crashCfg.MaxWaitingBytes = 1 << 20 // stuck inserts soon stop the pipeline
-	crashCfg.DrainTimeout = 100 * time.Millisecond
+	// DrainTimeout also bounds how long a periodic checkpoint waits for the
+	// results before it to be durable: on a loaded machine a flush may take
+	// longer than a short bound every time, and then no checkpoint is ever
+	// written and the crash never comes. The drain after the crash cannot
+	// finish anyway (inserts hang), so a longer bound only delays the stop.
+	crashCfg.DrainTimeout = 5 * time.Second
 	nc, cons, pub := r.connect(t)
 	var crashed atomic.Bool
 	// In the flood, after a periodic checkpoint (on a busy machine the first
