@@ -110,7 +110,10 @@ func (p *Pipeline) collect() {
 				if it.alert != nil {
 					j.alerts = []schemas.Alert{*it.alert}
 					alerts = append(alerts, *it.alert)
-					group(it.alert, it.dec) // incidents group on the alert's entity too
+					// Entity alerts join no incident yet: an incident's id is
+					// its first alert's, and entity alerts reach the collector
+					// from the owners' goroutines, in an order against the
+					// workers' alerts that a redelivery does not repeat.
 				}
 				if it.dec != nil {
 					j.decisions = []schemas.Decision{*it.dec}

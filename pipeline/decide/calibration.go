@@ -54,7 +54,12 @@ import (
 // lowest bin whose rate is ≤ q. It is solved again, by bisection over
 // every class and cause, each time the fleet's device-hours grow by
 // max(calSolveEvery, 3%) (the fleet's level, not a per-class one:
-// classes with noisy causes get high thresholds, quiet ones low). Before
+// classes with noisy causes get high thresholds, quiet ones low). Each solve
+// also fixes every class and cause's threshold (Alerts): the lowest bin whose
+// rate is at most the level then. Between solves the thresholds stay put, so
+// a score alerts or not the same way until the next solve: compared live, a
+// rate sitting at the level (the class and cause the bisection stops on)
+// would flip with every device-hour counted. Before
 // the warm-up (CalibrationWarmup complete device-hours, and calWarmupTail
 // divided by the budget per device-hour: 4,000 at 0.5), the level is not
 // used (the engine's fixed AlertThreshold applies), so a cold start alerts
@@ -82,6 +87,9 @@ type Calibration struct {
 	hours atomic.Uint64   // the fleet's device-hours
 	next  atomic.Uint64   // device-hours at which the level is solved next
 	level atomic.Uint64   // float64 bits of the level (per device-hour)
+	// thr holds, per class-cause slot, the lowest bin alerted at the last
+	// solve, plus one (0: not solved yet; CalibrationBins+1: none).
+	thr []atomic.Uint32
 	full  atomic.Uint64   // keys not learned: the table was full
 }
 
@@ -125,7 +133,8 @@ const (
 // Its tables take about 1.4 MB.
 func NewCalibration(budget float64) *Calibration {
 	c := &Calibration{budget: budget / 1000, keys: make([]atomic.Uint64, calSlots),
-		meta: make([]atomic.Uint64, calSlots), cum: make([]atomic.Uint64, calSlots*CalibrationBins)}
+		meta: make([]atomic.Uint64, calSlots), cum: make([]atomic.Uint64, calSlots*CalibrationBins),
+		thr: make([]atomic.Uint32, calSlots)}
 	c.warmup = CalibrationWarmup
 	if budget > 0 {
 		c.warmup = max(c.warmup, uint64(math.Ceil(calWarmupTail/c.budget)))
@@ -294,7 +303,47 @@ func (c *Calibration) maybeSolve() {
 	if h < next || !c.next.CompareAndSwap(next, h+uint64(max(calSolveEvery, 0.03*float64(h)))) {
 		return
 	}
-	c.level.Store(math.Float64bits(c.solve()))
+	c.setLevel(c.solve())
+}
+
+// setLevel stores the level q and fixes every class and cause's threshold
+// bin at it (see Alerts).
+func (c *Calibration) setLevel(q float64) {
+	c.level.Store(math.Float64bits(q))
+	d := float64(c.hours.Load())
+	for j := range c.meta {
+		m := c.meta[j].Load()
+		if m == 0 || d == 0 {
+			continue
+		}
+		hj, fj := int(uint32(m))-1, int(m>>32)-1
+		dc := float64(c.cum[hj*CalibrationBins].Load())
+		t := uint32(CalibrationBins + 1)
+		for b := range CalibrationBins {
+			if (excess(c.cum[j*CalibrationBins+b].Load())+calPriorHours*excess(c.cum[fj*CalibrationBins+b].Load())/d)/(dc+calPriorHours) <= q {
+				t = uint32(b + 1)
+				break
+			}
+		}
+		c.thr[j].Store(t)
+	}
+}
+
+// Alerts reports whether a score of class and cause is rare enough for the
+// budget: its bin is at or above the class and cause's threshold fixed at
+// the last solve, or, for a class and cause first seen since, its rate is at
+// most the level. It does not allocate.
+func (c *Calibration) Alerts(class, cause uint64, score float64) bool {
+	b := calBin(score)
+	if b < 0 {
+		return false
+	}
+	if j := detectors.Slot(c.keys, detectors.PairKey(class, cause), false); j >= 0 {
+		if t := c.thr[j].Load(); t != 0 {
+			return uint32(b+1) >= t
+		}
+	}
+	return c.Rate(class, cause, score) <= c.Level()
 }
 
 // spent is the alert device-hours per fleet device-hour that level q would
@@ -377,8 +426,11 @@ func (c *Calibration) LoadSnapshot(b []byte) error {
 	c.hours.Store(le.Uint64(b[12:]))
 	c.next.Store(le.Uint64(b[20:]))
 	c.level.Store(le.Uint64(b[28:]))
+	for j := range c.thr {
+		c.thr[j].Store(0)
+	}
 	if c.budget > 0 && c.Ready() {
-		c.level.Store(math.Float64bits(c.solve())) // the budget may differ from the run that saved it
+		c.setLevel(c.solve()) // the budget may differ from the run that saved it
 	}
 	return nil
 }

@@ -562,7 +562,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		// a campaign of many devices or addresses of one cause would
 		// otherwise raise its own class's threshold and hide itself, and
 		// another attack of that cause with it.
-		if e.calibrated() && rate > e.cal.Level() && score < e.cfg.BlockThreshold && float64(absoluteScore(s)) < e.floor() {
+		if e.calibrated() && !e.cal.Alerts(CalibrationClass(ev), CauseOf(s), score) && score < e.cfg.BlockThreshold && float64(absoluteScore(s)) < e.floor() {
 			return nil, nil
 		}
 	}
