@@ -89,8 +89,8 @@ type Calibration struct {
 	level atomic.Uint64   // float64 bits of the level (per device-hour)
 	// thr holds, per class-cause slot, the lowest bin alerted at the last
 	// solve, plus one (0: not solved yet; CalibrationBins+1: none).
-	thr []atomic.Uint32
-	full  atomic.Uint64   // keys not learned: the table was full
+	thr  []atomic.Uint32
+	full atomic.Uint64 // keys not learned: the table was full
 }
 
 // Calibration constants. They are documented on Calibration; changing one
