@@ -390,7 +390,28 @@ func TestEnforcementLoopDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.UnixMilli(int64(msec * 1000))
+	// Every log message so far acked, so every alert of the phases before is
+	// counted: a message is acked only after the workers and the entity
+	// owners passed it and its alerts were published (an entity owner's
+	// alert could otherwise land after the snapshot below).
+	logStream, err := js.Stream(ctx, schemas.StreamLogs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, hangBound, "every log message before the outage acked", func() bool {
+		info, err := logStream.Info(ctx)
+		return err == nil && p.M.Acked.Load() >= info.State.Msgs
+	})
 	alerts, unavailable := p.M.Alerts.Load(), p.M.EnforcedUnavailable.Load()
+	alertStream, err := js.Stream(ctx, schemas.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := alertStream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alertsBefore := info.State.LastSeq
 	s = seeder{t: t, ctx: ctx, js: js, subject: bus.LogSubject(schemas.FormatNginxJSON, "edge-1")}
 	for at := start.Add(outageEvery); !at.After(start.Add(outageEventTime)); at = at.Add(outageEvery) {
 		for _, k := range keys {
@@ -405,6 +426,13 @@ func TestEnforcementLoopDefaults(t *testing.T) {
 	})
 	if got := p.M.Alerts.Load() - alerts; got != 0 {
 		t.Errorf("%d alerts during a %s enforcer outage (%d lines); want none", got, outageEventTime, s.n)
+		if info, err := alertStream.Info(ctx); err == nil {
+			for seq := alertsBefore + 1; seq <= info.State.LastSeq; seq++ {
+				if m, err := alertStream.GetMsg(ctx, seq); err == nil {
+					t.Logf("alert published since the outage began: %s", m.Data)
+				}
+			}
+		}
 	}
 	t.Logf("pipeline: %d events, %d alerts, %d decisions; enforced denies ignored %d, enforcer_unavailable ignored %d",
 		p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), p.M.EnforcedDenied.Load(), p.M.EnforcedUnavailable.Load())
