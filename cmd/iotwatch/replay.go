@@ -193,26 +193,15 @@ func (r *replayer) record(name string, seq uint64, lineNo uint32, rec []byte) er
 		return nil
 	}
 	r.events++
-	alert, d, capped := r.st.Process(&r.ev, &r.sc)
-	if r.err != nil {
-		return r.err
-	}
-	if err := r.write(alert, d); err != nil {
-		return err
-	}
-	for i := range capped {
-		if err := r.write(&capped[i], nil); err != nil {
-			return err
-		}
-	}
 	var err error
-	emit := func(alert *schemas.Alert, d *schemas.Decision) {
+	r.silences += r.st.Score(&r.ev, &r.sc, func(alert *schemas.Alert, d *schemas.Decision) {
 		if err == nil {
 			err = r.write(alert, d)
 		}
+	})
+	if r.err != nil {
+		return r.err
 	}
-	r.st.Entities(&r.ev, emit)
-	r.silences += r.st.Sweep(emit)
 	return err
 }
 

@@ -311,31 +311,17 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 		if rec != nil {
 			rec.Observe(&ev) // before Process: the fleet view as the worker's detectors see it
 		}
-		alert, d, capped := st.Process(&ev, &sc)
-		if rec != nil {
-			rec.Score(sc.Score)
-		}
-		if alert != nil {
-			addAlert(alert, d)
-		}
-		if d != nil {
-			decisions = append(decisions, storedFromDecision(d))
-		}
-		for i := range capped {
-			addAlert(&capped[i], nil)
-		}
-		// The event's entities, then silent devices, swept on event time as
-		// the live pipeline does (replayStack.sweep, replay.go).
-		emit := func(a *schemas.Alert, d *schemas.Decision) {
+		st.Score(&ev, &sc, func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
 				addAlert(a, d)
 			}
 			if d != nil {
 				decisions = append(decisions, storedFromDecision(d))
 			}
+		})
+		if rec != nil {
+			rec.Score(sc.Score)
 		}
-		st.Entities(&ev, emit)
-		st.Sweep(emit)
 	}
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))

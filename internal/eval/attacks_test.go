@@ -125,7 +125,7 @@ func TestReplayStackEnrichesFromGeoIP(t *testing.T) {
 	ev.ClientIP = netip.MustParseAddr("84.128.3.7")
 	ev.Time = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).UnixNano()
 	var sc schemas.Scored
-	st.Process(&ev, &sc)
+	st.Score(&ev, &sc, func(*schemas.Alert, *schemas.Decision) {})
 	if ev.Country.String() != "JP" || ev.Lat == 0 {
 		t.Errorf("event after process: country %q, coordinates %v,%v; want JP with coordinates", ev.Country, ev.Lat, ev.Lon)
 	}

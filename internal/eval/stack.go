@@ -20,22 +20,36 @@ type ReplayStack struct {
 	capped  []schemas.Alert // process's buffer of the limiter's alerts
 }
 
-// Process enriches ev from the GeoIP database (as the pipeline does), scores
-// it and returns its alert and decision (either may be nil) and the alerts
-// the block limiter released, which are valid until the next call.
-func (st *ReplayStack) Process(ev *schemas.Event, sc *schemas.Scored) (*schemas.Alert, *schemas.Decision, []schemas.Alert) {
+// Score enriches ev from the GeoIP database (as the pipeline does), scores it,
+// and passes to emit what follows from it, in the pipeline's order: the
+// event's own alert and decision (when either is set), the alerts the block
+// limiter released, its entities' alerts and decisions (client IP and prefix,
+// API key), and, once a minute of event time has passed since the last
+// sweep (worker.SweepDue), each silent device's. Alerts passed to emit are
+// valid until it returns. It returns the silences found.
+func (st *ReplayStack) Score(ev *schemas.Event, sc *schemas.Scored, emit func(*schemas.Alert, *schemas.Decision)) int {
 	st.stack.Enrich(ev)
-	alert, d := st.w.Process(ev, sc)
-	st.capped = st.limiter.AppendAlerts(st.capped[:0])
-	return alert, d, st.capped
+	if alert, d := st.w.Process(ev, sc); alert != nil || d != nil {
+		emit(alert, d)
+	}
+	st.released(emit)
+	st.stack.ObserveEntities(ev, emit)
+	st.released(emit)
+	now, ok := st.w.SweepDue()
+	if !ok {
+		return 0
+	}
+	n := st.w.Sweep(now, func(_ *schemas.Event, _ *schemas.Scored, alert *schemas.Alert, d *schemas.Decision) {
+		if alert != nil || d != nil {
+			emit(alert, d)
+		}
+	})
+	st.released(emit)
+	return n
 }
 
-// Entities judges ev's entities (its client IP and prefix, its API key: the
-// pipeline's entity stage) and passes their alerts and decisions to emit, then
-// the alerts the block limiter released. Call it for every event, after
-// Process.
-func (st *ReplayStack) Entities(ev *schemas.Event, emit func(*schemas.Alert, *schemas.Decision)) {
-	st.stack.ObserveEntities(ev, emit)
+// released passes emit the alerts the block limiter released.
+func (st *ReplayStack) released(emit func(*schemas.Alert, *schemas.Decision)) {
 	st.capped = st.limiter.AppendAlerts(st.capped[:0])
 	for i := range st.capped {
 		emit(&st.capped[i], nil)
@@ -56,24 +70,4 @@ func NewReplayStack(cfg pipeline.Config) (*ReplayStack, error) {
 		return nil, config.UsageError{Err: err}
 	}
 	return &ReplayStack{stack: s, w: s.Workers[0], limiter: s.Limiter}, nil
-}
-
-// Sweep runs the worker's silence sweep when a minute of event time has
-// passed since the last one (worker.SweepDue), as the live pipeline does
-// after each event, and passes emit each silent device's alert and decision
-// (nil when none: a silence alone scores below the alert threshold), then the
-// alerts the block limiter released. It returns the silences found.
-func (st *ReplayStack) Sweep(emit func(*schemas.Alert, *schemas.Decision)) int {
-	now, ok := st.w.SweepDue()
-	if !ok {
-		return 0
-	}
-	n := st.w.Sweep(now, func(_ *schemas.Event, _ *schemas.Scored, alert *schemas.Alert, d *schemas.Decision) {
-		emit(alert, d)
-	})
-	st.capped = st.limiter.AppendAlerts(st.capped[:0])
-	for i := range st.capped {
-		emit(&st.capped[i], nil)
-	}
-	return n
 }

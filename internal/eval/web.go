@@ -163,26 +163,14 @@ func RunWeb(ctx context.Context, cfg pipeline.Config, wc websim.Config, progress
 			res.Undecodable++
 			continue
 		}
-		alert, d, capped := st.Process(&ev, &sc)
-		if alert != nil {
-			addAlert(alert)
-		}
-		if d != nil {
-			addDecision(d)
-		}
-		for i := range capped {
-			addAlert(&capped[i])
-		}
-		emit := func(a *schemas.Alert, d *schemas.Decision) {
+		st.Score(&ev, &sc, func(a *schemas.Alert, d *schemas.Decision) {
 			if a != nil {
 				addAlert(a)
 			}
 			if d != nil {
 				addDecision(d)
 			}
-		}
-		st.Entities(&ev, emit)
-		st.Sweep(emit)
+		})
 	}
 	res.Lines = int(seq)
 	fmt.Fprintf(progress, "eval web: %d lines (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
