@@ -331,9 +331,10 @@ func (c *Calibration) setLevel(q float64) {
 
 // Alerts reports whether a score of class and cause is rare enough for the
 // budget: its bin is at or above the class and cause's threshold fixed at
-// the last solve, or, for a class and cause first seen since, its rate is at
-// most the level. It does not allocate.
-func (c *Calibration) Alerts(class, cause uint64, score float64) bool {
+// the last solve, or, for a class and cause first seen since, its rate (Rate
+// of the same class, cause and score) is at most the level. It does not
+// allocate.
+func (c *Calibration) Alerts(class, cause uint64, score, rate float64) bool {
 	b := calBin(score)
 	if b < 0 {
 		return false
@@ -343,7 +344,7 @@ func (c *Calibration) Alerts(class, cause uint64, score float64) bool {
 			return uint32(b+1) >= t
 		}
 	}
-	return c.Rate(class, cause, score) <= c.Level()
+	return rate <= c.Level()
 }
 
 // spent is the alert device-hours per fleet device-hour that level q would

@@ -544,9 +544,15 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	// A client that is not a device (an address alone, a browser) is judged
 	// only by absolute findings. An entity's findings are about the entity
 	// itself (an IP failing auth for many identities) and are kept.
-	subject := detectors.SubjectOf(ev)
-	if ent.Kind == "" && !subject.Device() {
-		KeepAbsolute(s)
+	if len(s.Reasons()) == 0 { // nearly every event: no user agent to classify
+		s.Score = 0
+		return nil, nil
+	}
+	device := true
+	if ent.Kind == "" {
+		if device = detectors.SubjectOf(ev).Device(); !device {
+			KeepAbsolute(s)
+		}
 	}
 	s.Score = Combine(s)
 	score := float64(s.Score)
@@ -555,14 +561,15 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	}
 	rate := 0.0
 	if e.cal != nil {
-		rate = e.cal.Rate(CalibrationClass(ev), CauseOf(s), score)
+		class, cause := CalibrationClass(ev), CauseOf(s)
+		rate = e.cal.Rate(class, cause, score)
 		// The budget hides what is as common for its class and cause as it
 		// allows no alert for, but never a score that warrants a block nor
 		// an absolute finding (a known-bad probe, a burst of failed logins):
 		// a campaign of many devices or addresses of one cause would
 		// otherwise raise its own class's threshold and hide itself, and
 		// another attack of that cause with it.
-		if e.calibrated() && !e.cal.Alerts(CalibrationClass(ev), CauseOf(s), score) && score < e.cfg.BlockThreshold && float64(absoluteScore(s)) < e.floor() {
+		if e.calibrated() && !e.cal.Alerts(class, cause, score, rate) && score < e.cfg.BlockThreshold && float64(absoluteScore(s)) < e.floor() {
 			return nil, nil
 		}
 	}
@@ -606,7 +613,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		// An address-only client needs one absolute finding at
 		// AddressBlockScore; several weaker findings never block it.
 		wantBlock = wantBlock && !e.allow.Allows(ev) &&
-			(subject.Device() || absoluteScore(s) >= float32(AddressBlockScore))
+			(device || absoluteScore(s) >= float32(AddressBlockScore))
 	} else {
 		wantBlock = wantBlock && !e.allow.AllowsEntity(ent.Scope, ent.Value)
 	}
