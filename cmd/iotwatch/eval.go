@@ -123,15 +123,21 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return fmt.Errorf("cannot write result: %w", err)
-		}
+	return printResult(stdout, res, *asJSON)
+}
+
+// printResult writes an evaluation's result to w: its table, or with asJSON
+// the result as indented JSON.
+func printResult(w io.Writer, res interface{ Print(io.Writer) }, asJSON bool) error {
+	if !asJSON {
+		res.Print(w)
 		return nil
 	}
-	res.Print(stdout)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(res); err != nil {
+		return fmt.Errorf("cannot write result: %w", err)
+	}
 	return nil
 }
 

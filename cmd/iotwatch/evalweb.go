@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -67,14 +66,5 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return fmt.Errorf("cannot write result: %w", err)
-		}
-		return nil
-	}
-	res.Print(stdout)
-	return nil
+	return printResult(stdout, res, *asJSON)
 }
