@@ -302,10 +302,7 @@ func assetPath(r *rng, k int) string {
 // planCrawler: robots.txt every hour, pages at a steady pace.
 func planCrawler(a *actor, from int64) bool {
 	r := &a.rng
-	t := from
-	if a.n > 0 {
-		t += sec(r.exp(float64(a.period) / 1e9))
-	}
+	t := a.poisson(from)
 	if t >= a.end {
 		return false
 	}
@@ -444,20 +441,32 @@ func planStuffing(a *actor, from int64) bool {
 	return true
 }
 
+// startBurst, before an actor's first request, draws how many requests it
+// sends (n0 to n0+span-1) and their mean gap (g0 to g0+gspan seconds).
+func (a *actor) startBurst(n0, span int, g0, gspan float64) {
+	if a.n == 0 {
+		a.state = n0 + a.rng.Intn(span)
+		a.period = sec(g0 + gspan*a.rng.Float())
+	}
+}
+
+// poisson returns the time of the actor's next request: from for its first,
+// then from plus an exponential gap of mean a.period.
+func (a *actor) poisson(from int64) int64 {
+	if a.n == 0 {
+		return from
+	}
+	return from + sec(a.rng.exp(float64(a.period)/1e9))
+}
+
 // planScanner: the probe list and a few guesses, quickly.
 func planScanner(a *actor, from int64) bool {
 	r := &a.rng
-	if a.n == 0 {
-		a.state = 60 + r.Intn(340)
-		a.period = sec(0.2 + 2.8*r.Float())
-	}
+	a.startBurst(60, 340, 0.2, 2.8)
 	if a.n >= a.state {
 		return false
 	}
-	t := from
-	if a.n > 0 {
-		t += sec(r.exp(float64(a.period) / 1e9))
-	}
+	t := a.poisson(from)
 	a.n++
 	path, st := pick(r, probePaths), 404
 	switch u := r.Float(); {
@@ -475,17 +484,11 @@ func planScanner(a *actor, from int64) bool {
 // planInjection: SQL injection and traversal payloads on the site's pages.
 func planInjection(a *actor, from int64) bool {
 	r := &a.rng
-	if a.n == 0 {
-		a.state = 20 + r.Intn(130)
-		a.period = sec(1 + 4*r.Float())
-	}
+	a.startBurst(20, 130, 1, 4)
 	if a.n >= a.state {
 		return false
 	}
-	t := from
-	if a.n > 0 {
-		t += sec(r.exp(float64(a.period) / 1e9))
-	}
+	t := a.poisson(from)
 	a.n++
 	st := 200
 	switch u := r.Float(); {
@@ -510,10 +513,7 @@ func planFlood(a *actor, from int64) bool {
 		a.period = sec(1 / rate)
 		a.phase = from + sec(120+240*r.Float()) // end
 	}
-	t := from
-	if a.n > 0 {
-		t += sec(r.exp(float64(a.period) / 1e9))
-	}
+	t := a.poisson(from)
 	if t >= a.phase {
 		return false
 	}
