@@ -359,6 +359,15 @@ func (r *EventReader) nextRecord() (err error) {
 	}
 }
 
+// values returns the values of a primitive column, nil for nil (a column
+// that load's get refused). The schema was checked: the type is T's.
+func values[T any](a arrow.Array) []T {
+	if a == nil {
+		return nil
+	}
+	return a.(interface{ Values() []T }).Values()
+}
+
 // load takes rec's columns, checking that every one has rec's rows, no nulls
 // and offsets within its data, so that reading rows cannot go out of bounds.
 func (c *eventCols) load(rec arrow.RecordBatch) error {
@@ -383,40 +392,12 @@ func (c *eventCols) load(rec arrow.RecordBatch) error {
 		a, err = col(name)
 		return a
 	}
-	u64 := func(name string) []uint64 {
-		if a := get(name); a != nil {
-			return a.(*array.Uint64).Uint64Values()
-		}
-		return nil
-	}
-	u32 := func(name string) []uint32 {
-		if a := get(name); a != nil {
-			return a.(*array.Uint32).Uint32Values()
-		}
-		return nil
-	}
-	u8 := func(name string) []uint8 {
-		if a := get(name); a != nil {
-			return a.(*array.Uint8).Uint8Values()
-		}
-		return nil
-	}
-	f32 := func(name string) []float32 {
-		if a := get(name); a != nil {
-			return a.(*array.Float32).Float32Values()
-		}
-		return nil
-	}
-	c.seq, c.resource, c.bytesIn, c.bytesOut = u64(EvColSeq), u64(EvColResource), u64(EvColBytesIn), u64(EvColBytesOut)
-	c.line, c.asn, c.latency = u32(EvColLine), u32(EvColASN), u32(EvColLatencyUS)
-	c.source, c.idMethod, c.proto, c.auth, c.verdict = u8(EvColSource), u8(EvColIDMethod), u8(EvColProtocol), u8(EvColAuth), u8(EvColVerdict)
-	c.lat, c.lon = f32(EvColLat), f32(EvColLon)
-	if a := get(EvColStatus); a != nil {
-		c.status = a.(*array.Uint16).Uint16Values()
-	}
-	if a := get(EvColTime); a != nil {
-		c.time = a.(*array.Timestamp).TimestampValues()
-	}
+	c.seq, c.resource, c.bytesIn, c.bytesOut = values[uint64](get(EvColSeq)), values[uint64](get(EvColResource)), values[uint64](get(EvColBytesIn)), values[uint64](get(EvColBytesOut))
+	c.line, c.asn, c.latency = values[uint32](get(EvColLine)), values[uint32](get(EvColASN)), values[uint32](get(EvColLatencyUS))
+	c.source, c.idMethod, c.proto = values[uint8](get(EvColSource)), values[uint8](get(EvColIDMethod)), values[uint8](get(EvColProtocol))
+	c.auth, c.verdict = values[uint8](get(EvColAuth)), values[uint8](get(EvColVerdict))
+	c.lat, c.lon = values[float32](get(EvColLat)), values[float32](get(EvColLon))
+	c.status, c.time = values[uint16](get(EvColStatus)), values[arrow.Timestamp](get(EvColTime))
 	if a := get(EvColCountry); a != nil {
 		c.country = nil
 		if buf := a.Data().Buffers()[1]; buf != nil && len(buf.Bytes()) >= 2*a.Data().Offset() {
