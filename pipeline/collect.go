@@ -57,6 +57,27 @@ func (p *Pipeline) collect() {
 		pubSent++
 		p.pubSent.Store(pubSent)
 	}
+	// out publishes it's alert and decision now, whatever ClickHouse is
+	// doing; they are stored with the next flush. A device's alert joins its
+	// incident. An entity's (it.noRow) joins none yet: an incident's id is its
+	// first alert's, and entity alerts reach the collector from the owners'
+	// goroutines, in an order against the workers' alerts that a redelivery
+	// does not repeat.
+	out := func(it *item) {
+		var j pubJob
+		if it.alert != nil {
+			j.alerts = []schemas.Alert{*it.alert}
+			alerts = append(alerts, *it.alert)
+			if !it.noRow {
+				group(it.alert, it.dec)
+			}
+		}
+		if it.dec != nil {
+			j.decisions = []schemas.Decision{*it.dec}
+			decisions = append(decisions, *it.dec)
+		}
+		publish(j)
+	}
 	flush := func() {
 		if fleet := p.limiter.AppendAlerts(nil); len(fleet) > 0 { // fleet "block cap hit" alerts
 			publish(pubJob{alerts: fleet})
@@ -106,20 +127,7 @@ func (p *Pipeline) collect() {
 				continue
 			}
 			if it.noRow { // an entity's alert or decision
-				var j pubJob
-				if it.alert != nil {
-					j.alerts = []schemas.Alert{*it.alert}
-					alerts = append(alerts, *it.alert)
-					// Entity alerts join no incident yet: an incident's id is
-					// its first alert's, and entity alerts reach the collector
-					// from the owners' goroutines, in an order against the
-					// workers' alerts that a redelivery does not repeat.
-				}
-				if it.dec != nil {
-					j.decisions = []schemas.Decision{*it.dec}
-					decisions = append(decisions, *it.dec)
-				}
-				publish(j)
+				out(it)
 				continue
 			}
 			rows.Append(&it.ev, &it.sc)
@@ -133,18 +141,7 @@ func (p *Pipeline) collect() {
 				p.M.LastEvent.Store(it.ev.Time)
 			}
 			if it.alert != nil || it.dec != nil {
-				// Out now, whatever ClickHouse is doing; stored with the rows.
-				var j pubJob
-				if it.alert != nil {
-					j.alerts = []schemas.Alert{*it.alert}
-					alerts = append(alerts, *it.alert)
-					group(it.alert, it.dec)
-				}
-				if it.dec != nil {
-					j.decisions = []schemas.Decision{*it.dec}
-					decisions = append(decisions, *it.dec)
-				}
-				publish(j)
+				out(it)
 			}
 			it.alert, it.dec = nil, nil
 			if !it.swept {
