@@ -146,6 +146,41 @@ func MetaOf(l *worker.Layout) Meta {
 // usable.
 var ErrIncompatible = errors.New("checkpoint is incompatible")
 
+// countRecords returns the live records of tables (Range's: expired ones
+// not yet reclaimed are left out, as writeRecords leaves them).
+func countRecords(tables []*state.Table) uint64 {
+	var n uint64
+	for _, t := range tables {
+		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { n++; return true })
+	}
+	return n
+}
+
+// writeRecords writes the live records of tables to w, each as key u64 | alt
+// u64 | last seen i64 | the record of size bytes.
+func writeRecords(w io.Writer, tables []*state.Table, size int) error {
+	var rh [recordHeader]byte
+	var err error
+	for _, t := range tables {
+		t.Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+			if len(rec) != size {
+				err = fmt.Errorf("BUG: record of %d bytes in a layout of %d", len(rec), size)
+				return false
+			}
+			binary.LittleEndian.PutUint64(rh[0:], key)
+			binary.LittleEndian.PutUint64(rh[8:], alt)
+			binary.LittleEndian.PutUint64(rh[16:], uint64(lastSeen))
+			w.Write(rh[:])
+			_, err = w.Write(rec)
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Write saves the live records of tables, the class table and the detectors'
 // class statistics of model (may be nil) to path atomically. meta.Slices, when
 // set, must be model's layout's (MetaOf). The tables and model must not change
@@ -154,10 +189,7 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	if model != nil && len(meta.Slices) != 0 && len(meta.Slices) != len(model.Layout.Specs) {
 		return fmt.Errorf("BUG: %d slices for a class model of %d detectors", len(meta.Slices), len(model.Layout.Specs))
 	}
-	var n uint64
-	for _, t := range tables {
-		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { n++; return true })
-	}
+	n := countRecords(tables)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -185,25 +217,9 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	}
 	w.Write(hdr)
 
-	var rh [recordHeader]byte
-	var werr error
-	for _, t := range tables {
-		t.Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
-			if len(rec) != meta.RecordSize {
-				werr = fmt.Errorf("BUG: record of %d bytes in a layout of %d", len(rec), meta.RecordSize)
-				return false
-			}
-			binary.LittleEndian.PutUint64(rh[0:], key)
-			binary.LittleEndian.PutUint64(rh[8:], alt)
-			binary.LittleEndian.PutUint64(rh[16:], uint64(lastSeen))
-			w.Write(rh[:])
-			_, werr = w.Write(rec)
-			return werr == nil
-		})
-		if werr != nil {
-			f.Close()
-			return fmt.Errorf("cannot write checkpoint %q: %w", tmp, werr)
-		}
+	if err := writeRecords(w, tables, meta.RecordSize); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
 	}
 	section := func(b []byte) {
 		w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b))))
@@ -225,29 +241,11 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	for _, e := range meta.Engines {
 		section(e)
 	}
-	var ne uint64
-	for _, t := range meta.EntityTables {
-		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { ne++; return true })
-	}
 	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(meta.EntityRecordSize)))
-	w.Write(binary.LittleEndian.AppendUint64(nil, ne))
-	for _, t := range meta.EntityTables {
-		t.Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
-			if len(rec) != meta.EntityRecordSize {
-				werr = fmt.Errorf("BUG: entity record of %d bytes, want %d", len(rec), meta.EntityRecordSize)
-				return false
-			}
-			binary.LittleEndian.PutUint64(rh[0:], key)
-			binary.LittleEndian.PutUint64(rh[8:], alt)
-			binary.LittleEndian.PutUint64(rh[16:], uint64(lastSeen))
-			w.Write(rh[:])
-			_, werr = w.Write(rec)
-			return werr == nil
-		})
-		if werr != nil {
-			f.Close()
-			return fmt.Errorf("cannot write checkpoint %q: %w", tmp, werr)
-		}
+	w.Write(binary.LittleEndian.AppendUint64(nil, countRecords(meta.EntityTables)))
+	if err := writeRecords(w, meta.EntityTables, meta.EntityRecordSize); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write checkpoint %q: entities: %w", tmp, err)
 	}
 	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(meta.EntityEngines))))
 	for _, e := range meta.EntityEngines {
