@@ -114,19 +114,12 @@ Flags:
 }
 
 func logIngestProgress(ctx context.Context, st *ingest.Stage, log interface{ Info(string, ...any) }, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
 	var last uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick(ctx, every, func() {
 		n := st.M.Events.Load()
 		log.Info("progress", "messages", st.M.Messages.Load(), "events", n, "events_per_s", float64(n-last)/every.Seconds(),
 			"batches", st.M.Batches.Load(), "bytes", st.M.Bytes.Load(), "dead_lettered", st.M.DeadLettered.Load(),
 			"publish_retries", st.M.PublishRetries.Load())
 		last = n
-	}
+	})
 }

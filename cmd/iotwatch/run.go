@@ -222,21 +222,28 @@ func redactDSN(dsn string) string {
 }
 
 func logProgress(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
 	var last uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick(ctx, every, func() {
 		n := p.M.Events.Load()
 		lag, _ := p.Lag()
 		log.Info("progress", "events", n, "lag_messages", lag, "events_per_s", float64(n-last)/every.Seconds(),
 			"alerts", p.M.Alerts.Load(), "decisions", p.M.Decisions.Load(), "dead_lettered", p.M.DeadLettered.Load(),
 			"rows", p.M.Rows.Load(), "devices", p.M.Devices.Load(), "sink_errors", p.SinkErrors())
 		last = n
+	})
+}
+
+// tick calls f every interval until ctx is done.
+func tick(ctx context.Context, every time.Duration, f func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
 	}
 }
 
