@@ -259,7 +259,7 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// longer than a short bound every time, and then no checkpoint is ever
 	// written and the crash never comes. The drain after the crash cannot
 	// finish anyway (inserts hang), so a longer bound only delays the stop.
-	crashCfg.DrainTimeout = 5 * time.Second
+	crashCfg.DrainTimeout = 10 * time.Second
 	nc, cons, pub := r.connect(t)
 	var crashed atomic.Bool
 	// In the flood, after a periodic checkpoint (on a busy machine the first

@@ -11,7 +11,7 @@ import (
 // cluster: each lists both in system.clusters, itself as local, and has its
 // own shard macro; a Distributed table on one reaches the other's rows.
 func TestCluster(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 	defer cancel()
 	c, err := StartCluster(ctx, ClusterOptions{Name: "pair"})
 	if err != nil {
@@ -76,7 +76,7 @@ func TestReplicatedCluster(t *testing.T) {
 	if _, _, err := ZooKeeperAvailable(); err != nil {
 		t.Fatalf("this test needs ZooKeeper: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 	defer cancel()
 	zk, err := StartZooKeeper(ctx, nil, 0)
 	if err != nil {

@@ -114,7 +114,7 @@ func deviceKeys(t testing.TB, conn driver.Conn, db, table string) []string {
 func TestClusterWrites(t *testing.T) {
 	cl := sharedCluster.Get(t)
 	c := openClusterWriter(t, cl, ClickHouseConfig{})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 	defer cancel()
 	const (
 		batches   = 3
@@ -385,7 +385,7 @@ func TestClusterReplicated(t *testing.T) {
 	if _, _, err := chserver.ZooKeeperAvailable(); err != nil {
 		t.Fatalf("this test needs ZooKeeper: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 	defer cancel()
 	zk, err := chserver.StartZooKeeper(ctx, nil, 0)
 	if err != nil {
@@ -512,7 +512,7 @@ func TestClusterZooKeeperWithoutDistributedDDL(t *testing.T) {
 	if _, _, err := chserver.ZooKeeperAvailable(); err != nil {
 		t.Fatalf("this test needs ZooKeeper: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 	defer cancel()
 	zk, err := chserver.StartZooKeeper(ctx, nil, 0)
 	if err != nil {

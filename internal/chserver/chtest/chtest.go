@@ -31,7 +31,7 @@ func (s *Shared) Get(t testing.TB) *chserver.Server {
 		if _, s.err = chserver.Available(); s.err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 		defer cancel()
 		s.srv, s.err = chserver.Start(ctx, chserver.Options{})
 	})
@@ -78,7 +78,7 @@ func (s *SharedCluster) Get(t testing.TB) *chserver.Cluster {
 		if _, s.err = chserver.Available(); s.err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang bound
 		defer cancel()
 		s.c, s.err = chserver.StartCluster(ctx, s.Options)
 	})
