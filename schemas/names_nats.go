@@ -1,5 +1,7 @@
 package schemas
 
+import "strconv"
+
 // JetStream streams.
 const (
 	// StreamLogs holds access logs from gateways and brokers.
@@ -69,6 +71,28 @@ const (
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle
 // decisions, keyed by KVKey(scope, value).
 const KVActiveBlocks = "iotwatch_blocks"
+
+// KVBudgets is the KV bucket of the cluster-wide caps (package
+// pipeline/cluster): one key per cap and event-time minute,
+// KVBudgetKey(cap, minute), whose value lists the takes granted in it (8
+// bytes each, little-endian token ids). Every instance increments it with
+// revision checks, so that a cap such as the blocks per minute holds for
+// the cluster, not per process.
+const KVBudgets = "iotwatch_budgets"
+
+// BudgetBlocks is the name of the cap on new blocks per minute in KVBudgets.
+const BudgetBlocks = "blocks"
+
+// KVBudgetKey is the key of cap's count for event-time minute m (minutes
+// since the Unix epoch, rounded down) in KVBudgets: "<cap>.<m>".
+func KVBudgetKey(cap string, m int64) string { return cap + "." + strconv.FormatInt(m, 10) }
+
+// KVAllowlist is the KV bucket of the allowlist every instance shares: each
+// key is an operator's label (such as "office-vpn"), its value one or more
+// entries, one per line (device ids, API key ids, IPs or CIDRs, as
+// --allowlist takes them). Every instance watches it and applies a change
+// within seconds, merged with its own --allowlist.
+const KVAllowlist = "iotwatch_allowlist"
 
 // Headers on dead-letter messages (IOTWATCH_DLQ). Each message holds the
 // dead letters of one log message with one reason, in the body described by

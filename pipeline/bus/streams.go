@@ -181,6 +181,34 @@ func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, with
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	for _, sc := range streamConfigs(cfg) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, nil, fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
+		}
+	}
+
+	kv, err := ensureBlocks(ctx, js, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, kc := range []jetstream.KeyValueConfig{budgetsConfig(cfg), allowlistConfig(cfg)} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return nil, nil, fmt.Errorf("cannot create or update KV bucket %q: %w", kc.Bucket, err)
+		}
+	}
+	if !withConsumer {
+		return nil, kv, nil
+	}
+
+	cons, err := durable(ctx, js, schemas.StreamLogs, pipelineConsumer(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cons, kv, nil
+}
+
+// streamConfigs are the streams Ensure creates or updates, for cfg (valid).
+func streamConfigs(cfg StreamsConfig) []jetstream.StreamConfig {
 	storage, _ := storageType(cfg.LogsStorage)
 	retention, _ := retentionPolicy(cfg.Retention)
 	maxBytes := cfg.LogsMaxBytes
@@ -239,7 +267,8 @@ func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, with
 			Storage:     storage,
 		},
 	}
-	for _, sc := range streams {
+	for i := range streams {
+		sc := &streams[i]
 		sc.Replicas = cfg.LogsReplicas
 		sc.Duplicates = cfg.DuplicateWindow
 		sc.Discard = jetstream.DiscardOld
@@ -248,24 +277,8 @@ func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, with
 			// rather than drop the oldest, which are the backlog not scored yet.
 			sc.Discard = jetstream.DiscardNew
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, nil, fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
-		}
 	}
-
-	kv, err := ensureBlocks(ctx, js, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !withConsumer {
-		return nil, kv, nil
-	}
-
-	cons, err := durable(ctx, js, cfg, schemas.StreamLogs, schemas.ConsumerPipeline, "iotwatch: the pipeline's durable pull consumer", nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cons, kv, nil
+	return streams
 }
 
 // EnsureIngest is Ensure for the ingest stage ('iotwatch ingest'): the
@@ -276,7 +289,7 @@ func EnsureIngest(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 	if _, _, err := ensureStreams(ctx, js, cfg); err != nil {
 		return nil, err
 	}
-	return durable(ctx, js, cfg, schemas.StreamLogs, schemas.ConsumerIngest, "iotwatch: the ingest stage's durable pull consumer, shared by every ingest instance", nil)
+	return durable(ctx, js, schemas.StreamLogs, ingestConsumer(cfg))
 }
 
 // EnsureScorer is Ensure for a scorer of the ingest stage's events ('iotwatch
@@ -288,11 +301,7 @@ func EnsureScorer(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 	if err != nil {
 		return nil, nil, err
 	}
-	var filters []string
-	for _, p := range partitions {
-		filters = append(filters, schemas.EventsSubject(p))
-	}
-	cons, err := durable(ctx, js, cfg, schemas.StreamEvents, schemas.ConsumerScorer, "iotwatch: the scorer's durable pull consumer of event partitions", filters)
+	cons, err := durable(ctx, js, schemas.StreamEvents, scorerConsumer(cfg, partitions))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,9 +313,20 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 	return ensure(ctx, js, cfg, false)
 }
 
-// durable creates or updates the durable pull consumer name on stream.
-func durable(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, stream, name, desc string, filters []string) (jetstream.Consumer, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+// durable creates or updates the durable pull consumer cc on stream.
+func durable(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", cc.Durable, stream, err)
+	}
+	return cons, nil
+}
+
+// durableConfig is the configuration of iotwatch's durable pull consumers:
+// explicit acks, cfg's AckWait, MaxDeliver and MaxAckPending, delivering
+// from the first message, filtered to filters (nil: every subject).
+func durableConfig(cfg StreamsConfig, name, desc string, filters []string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable:        name,
 		Description:    desc,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -316,11 +336,27 @@ func durable(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, str
 		MaxAckPending:  cfg.MaxAckPending,
 		ReplayPolicy:   jetstream.ReplayInstantPolicy,
 		FilterSubjects: filters,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cannot create or update consumer %q on stream %q: %w", name, stream, err)
 	}
-	return cons, nil
+}
+
+// pipelineConsumer is the pipeline's consumer of IOTWATCH_LOGS (Ensure).
+func pipelineConsumer(cfg StreamsConfig) jetstream.ConsumerConfig {
+	return durableConfig(cfg, schemas.ConsumerPipeline, "iotwatch: the pipeline's durable pull consumer", nil)
+}
+
+// ingestConsumer is the ingest stage's consumer of IOTWATCH_LOGS (EnsureIngest).
+func ingestConsumer(cfg StreamsConfig) jetstream.ConsumerConfig {
+	return durableConfig(cfg, schemas.ConsumerIngest, "iotwatch: the ingest stage's durable pull consumer, shared by every ingest instance", nil)
+}
+
+// scorerConsumer is a scorer's consumer of IOTWATCH_EVENTS, filtered to the
+// subjects of partitions (every partition when nil; EnsureScorer).
+func scorerConsumer(cfg StreamsConfig, partitions []int) jetstream.ConsumerConfig {
+	var filters []string
+	for _, p := range partitions {
+		filters = append(filters, schemas.EventsSubject(p))
+	}
+	return durableConfig(cfg, schemas.ConsumerScorer, "iotwatch: the scorer's durable pull consumer of event partitions", filters)
 }
 
 // BlocksMarkerTTL is how long the bucket of active blocks keeps the marker the
@@ -343,15 +379,7 @@ const BlocksMarkerTTL = 15 * time.Minute
 // server refuses to load it: recreate the bucket, and the pipeline re-issues
 // active blocks as they recur).
 func ensureBlocks(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.KeyValue, error) {
-	kc := jetstream.KeyValueConfig{
-		Bucket:         schemas.KVActiveBlocks,
-		Description:    "iotwatch: active block and throttle decisions by scope and value",
-		History:        1,
-		TTL:            cfg.BlocksTTL,
-		Storage:        jetstream.FileStorage,
-		Replicas:       cfg.LogsReplicas,
-		LimitMarkerTTL: BlocksMarkerTTL,
-	}
+	kc := blocksConfig(cfg)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
 	if err == nil {
 		return kv, nil
@@ -365,6 +393,49 @@ func ensureBlocks(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 		return nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVActiveBlocks, err)
 	}
 	return kv, nil
+}
+
+// blocksConfig is the bucket of active blocks (ensureBlocks; without
+// LimitMarkerTTL on a server that has no per-key TTLs).
+func blocksConfig(cfg StreamsConfig) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         schemas.KVActiveBlocks,
+		Description:    "iotwatch: active block and throttle decisions by scope and value",
+		History:        1,
+		TTL:            cfg.BlocksTTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       cfg.LogsReplicas,
+		LimitMarkerTTL: BlocksMarkerTTL,
+	}
+}
+
+// BudgetsTTL is how long the bucket of cluster-wide caps keeps a minute's
+// count after its last take: long enough for a redelivery (the consumers'
+// AckWait, a minute by default) to find the take it was granted, short
+// enough that the bucket holds about an hour of minutes per cap.
+const BudgetsTTL = time.Hour
+
+// budgetsConfig is the bucket of cluster-wide caps (schemas.KVBudgets).
+func budgetsConfig(cfg StreamsConfig) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      schemas.KVBudgets,
+		Description: "iotwatch: cluster-wide caps, one key per cap and event-time minute",
+		History:     1,
+		TTL:         BudgetsTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.LogsReplicas,
+	}
+}
+
+// allowlistConfig is the bucket of the shared allowlist (schemas.KVAllowlist).
+func allowlistConfig(cfg StreamsConfig) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      schemas.KVAllowlist,
+		Description: "iotwatch: the allowlist every instance shares, one label per key, entries one per line",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.LogsReplicas,
+	}
 }
 
 // KVSubject is the subject that JetStream stores key of KV bucket under

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -183,6 +184,49 @@ func ParseAllowlist(entries []string) (*Allowlist, error) {
 	return a, nil
 }
 
+// Len returns the number of entries of a (names, addresses and CIDRs).
+func (a *Allowlist) Len() int {
+	if a == nil {
+		return 0
+	}
+	return len(a.names) + len(a.prefixes)
+}
+
+// Merge returns an allowlist of a's entries and b's; either may be nil.
+func (a *Allowlist) Merge(b *Allowlist) *Allowlist {
+	m := &Allowlist{names: map[string]bool{}}
+	for _, x := range []*Allowlist{a, b} {
+		if x == nil {
+			continue
+		}
+		for n := range x.names {
+			m.names[n] = true
+		}
+		m.prefixes = append(m.prefixes, x.prefixes...)
+	}
+	return m
+}
+
+// AllowlistRef holds the allowlist in force for engines that share it
+// (Engine.UseAllowlist). Store replaces it as a whole while engines read it:
+// how a shared allowlist (package cluster's bucket) reaches running engines
+// without a restart. A block decided before a Store is not undone by it.
+// Safe for concurrent use.
+type AllowlistRef struct{ p atomic.Pointer[Allowlist] }
+
+// NewAllowlistRef returns a reference holding a (nil: nothing allowlisted).
+func NewAllowlistRef(a *Allowlist) *AllowlistRef {
+	r := &AllowlistRef{}
+	r.p.Store(a)
+	return r
+}
+
+// Load returns the allowlist in force.
+func (r *AllowlistRef) Load() *Allowlist { return r.p.Load() }
+
+// Store puts a in force; a must not be changed afterwards.
+func (r *AllowlistRef) Store(a *Allowlist) { r.p.Store(a) }
+
 // Allows reports whether the event's device, API key or IP is allowlisted.
 func (a *Allowlist) Allows(ev *schemas.Event) bool {
 	if a == nil {
@@ -229,54 +273,115 @@ func (a *Allowlist) AllowsEntity(scope, value string) bool {
 	return false
 }
 
-// Limiter caps new blocks per event-time minute across all engines. The first
-// refusal of a minute also raises one fleet alert "block cap hit" (see
+// Limiter caps new blocks per event-time minute across all engines. The
+// count itself is a Budget's: LocalBudget, in this process (NewLimiter, what
+// replay and evaluation use), or one shared by every instance of a cluster
+// (package cluster's KV budget), so that the cap holds for the cluster. The
+// first refusal of a minute also raises one fleet alert "block cap hit" (see
 // AppendAlerts): the cap is a safety net, and an operator must know when it
 // holds blocks back.
 type Limiter struct {
+	max    int
+	budget Budget
+
 	mu      sync.Mutex
-	max     int
 	minute  int64
-	n       int
 	refused int // in the current minute
 	denied  uint64
 	pending []schemas.Alert // fleet alerts not yet taken by AppendAlerts
+}
+
+// A Budget grants at most a fixed number of takes per event-time minute:
+// the count behind a cap (the Limiter's new blocks; a second cap, such as one
+// on blocks of never-seen addresses, is a second Budget). Implementations
+// must be safe for concurrent use, must answer in bounded time (a shared
+// budget whose store is unreachable answers from a local share, never
+// waits for it indefinitely), and should be idempotent per token within a
+// minute: a take asked again with the token it was granted with is granted
+// again without counting twice (a redelivered event gets the decision it
+// got the first time).
+type Budget interface {
+	// Take reports whether one more take, named token, fits in minute m
+	// (event-time minutes since the Unix epoch, rounded down), and counts it
+	// when it does.
+	Take(m int64, token uint64) bool
+}
+
+// LocalBudget is a Budget of one process: max takes per minute (0:
+// unlimited), counted for the minute last asked: a take of another minute
+// starts that minute's count over (the engines' clocks move forward). It is
+// deterministic (the same takes in the same order get the same answers),
+// which replay and evaluation need. It does not remember tokens: one
+// engine never asks twice for a block in force.
+type LocalBudget struct {
+	mu     sync.Mutex
+	max    int
+	minute int64
+	n      int
+}
+
+// NewLocalBudget returns a budget of max takes a minute (0: unlimited).
+func NewLocalBudget(max int) *LocalBudget { return &LocalBudget{max: max} }
+
+// Take implements Budget.
+func (b *LocalBudget) Take(m int64, _ uint64) bool {
+	if b.max == 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m != b.minute {
+		b.minute, b.n = m, 0
+	}
+	if b.n >= b.max {
+		return false
+	}
+	b.n++
+	return true
 }
 
 // maxPendingAlerts bounds the fleet alerts a Limiter keeps for AppendAlerts;
 // beyond it the oldest is dropped (a caller that never takes them leaks nothing).
 const maxPendingAlerts = 64
 
-// NewLimiter returns a limiter allowing max blocks per minute (0: unlimited).
-func NewLimiter(max int) *Limiter { return &Limiter{max: max} }
+// NewLimiter returns a limiter allowing max blocks per minute (0: unlimited),
+// counted in this process (LocalBudget).
+func NewLimiter(max int) *Limiter { return NewBudgetLimiter(max, NewLocalBudget(max)) }
+
+// NewBudgetLimiter returns a limiter allowing the blocks b grants, at most
+// max per minute (0: unlimited, b is then not asked): max names the cap in
+// the fleet alert and must be the cap b counts to.
+func NewBudgetLimiter(max int, b Budget) *Limiter { return &Limiter{max: max, budget: b} }
 
 // Allow reports whether one more block may be issued in t's minute.
-func (l *Limiter) Allow(t int64) bool { return l.allow(t, 0) }
+func (l *Limiter) Allow(t int64) bool { return l.allow(t, 0, 0) }
 
-// allow is Allow for the event eventID at t (the fleet alert names the event).
-func (l *Limiter) allow(t int64, eventID uint64) bool {
+// allow is Allow for the event eventID at t (the fleet alert names the
+// event), for the block named token (the budget's idempotency key).
+func (l *Limiter) allow(t int64, eventID, token uint64) bool {
 	if l == nil || l.max == 0 {
 		return true
 	}
+	m := floorDiv(t, int64(time.Minute))
+	// Outside the lock: a shared budget may ask its store.
+	ok := l.budget.Take(m, token)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	m := floorDiv(t, int64(time.Minute))
 	if m != l.minute {
-		l.minute, l.n, l.refused = m, 0, 0
+		l.minute, l.refused = m, 0
 	}
-	if l.n >= l.max {
-		l.denied++
-		l.refused++
-		if l.refused == 1 {
-			if len(l.pending) == maxPendingAlerts {
-				l.pending = append(l.pending[:0], l.pending[1:]...)
-			}
-			l.pending = append(l.pending, capAlert(m, t, eventID, l.max))
+	if ok {
+		return true
+	}
+	l.denied++
+	l.refused++
+	if l.refused == 1 {
+		if len(l.pending) == maxPendingAlerts {
+			l.pending = append(l.pending[:0], l.pending[1:]...)
 		}
-		return false
+		l.pending = append(l.pending, capAlert(m, t, eventID, l.max))
 	}
-	l.n++
-	return true
+	return false
 }
 
 // floorDiv is a / b rounded down (b > 0), so minutes before 1970 are whole too.
@@ -346,7 +451,7 @@ func (l *Limiter) Denied() uint64 {
 // Engine decides for the devices of one worker. Not safe for concurrent use.
 type Engine struct {
 	cfg     Config
-	allow   *Allowlist
+	allow   *AllowlistRef
 	limiter *Limiter
 	cal     *Calibration // nil: none (AlertThreshold only)
 
@@ -379,9 +484,14 @@ func NewEngine(cfg Config, limiter *Limiter) (*Engine, error) {
 		return nil, err
 	}
 	allow, _ := ParseAllowlist(cfg.Allowlist)
-	return &Engine{cfg: cfg, allow: allow, limiter: limiter,
+	return &Engine{cfg: cfg, allow: NewAllowlistRef(allow), limiter: limiter,
 		cooled: map[coolKey]cooldown{}, blocks: map[string]block{}, blocked: map[uint64]int64{}, latest: math.MinInt64}, nil
 }
+
+// UseAllowlist makes e read its allowlist from r, shared with the other
+// engines of the pipeline, instead of its own from Config.Allowlist (r
+// should hold those entries too: cluster.WatchAllowlist merges them).
+func (e *Engine) UseAllowlist(r *AllowlistRef) { e.allow = r }
 
 // UseCalibration makes e learn into and (with Config.AlertBudget) alert by
 // c, shared with the other engines of the pipeline.
@@ -612,10 +722,10 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	if ent.Kind == "" {
 		// An address-only client needs one absolute finding at
 		// AddressBlockScore; several weaker findings never block it.
-		wantBlock = wantBlock && !e.allow.Allows(ev) &&
+		wantBlock = wantBlock && !e.allow.Load().Allows(ev) &&
 			(device || absoluteScore(s) >= float32(AddressBlockScore))
 	} else {
-		wantBlock = wantBlock && !e.allow.AllowsEntity(ent.Scope, ent.Value)
+		wantBlock = wantBlock && !e.allow.Load().AllowsEntity(ent.Scope, ent.Value)
 	}
 	var scope, value string
 	var b block
@@ -654,7 +764,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	if !wantBlock {
 		return alert, nil
 	}
-	if !e.limiter.allow(ev.Time, ev.ID) {
+	if !e.limiter.allow(ev.Time, ev.ID, alertHash(alert.ID)) {
 		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: detectorDecide, Reason: ReasonBlockCapHit,
 			Observed: float64(e.cfg.MaxBlocksPerMinute), Expected: float64(e.cfg.MaxBlocksPerMinute)})
 		return alert, nil

@@ -76,7 +76,7 @@ func TestBlockCapFleetAlertDeterministic(t *testing.T) {
 	run := func(offset time.Duration) []schemas.Alert {
 		lim := NewLimiter(1)
 		for i := range 3 {
-			lim.allow(t0+int64(offset)+int64(i)*int64(time.Second), uint64(i))
+			lim.allow(t0+int64(offset)+int64(i)*int64(time.Second), uint64(i), uint64(i))
 		}
 		return lim.AppendAlerts(nil)
 	}

@@ -63,6 +63,11 @@ type Config struct {
 	// shared limiter.
 	Entities     entity.Config
 	EntityOwners int
+	// BlockBudget, when set, counts the new blocks of Decide.MaxBlocksPerMinute
+	// (decide.NewBudgetLimiter): a budget shared by a cluster's instances
+	// (package cluster). Nil counts them in this process (decide.NewLimiter),
+	// as replay and evaluation do.
+	BlockBudget decide.Budget
 }
 
 // Stack is the in-process scoring stack. Its fields are set by New and Reset
@@ -71,6 +76,10 @@ type Stack struct {
 	Layout  *worker.Layout
 	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
+	// Allowlist is the allowlist of every engine (workers' and entity
+	// owners'), from Decide.Allowlist; a caller may Store another one
+	// (cluster.WatchAllowlist) while the engines run.
+	Allowlist *decide.AllowlistRef
 	// Calibration maps scores to estimated false-alarm rates for every
 	// worker's engine (decide.Config.AlertBudget); replaced by Reset. The
 	// entity owners' engines alert by the fixed threshold: the calibration
@@ -111,7 +120,14 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), geo: cfg.GeoIP, cfg: cfg}
+	allow, err := decide.ParseAllowlist(cfg.Decide.Allowlist)
+	if err != nil {
+		return nil, &decide.FieldError{Config: "decide", Field: "allowlist", Err: err}
+	}
+	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), Allowlist: decide.NewAllowlistRef(allow), geo: cfg.GeoIP, cfg: cfg}
+	if cfg.BlockBudget != nil {
+		s.Limiter = decide.NewBudgetLimiter(cfg.Decide.MaxBlocksPerMinute, cfg.BlockBudget)
+	}
 	if err := s.Reset(); err != nil {
 		return nil, err
 	}
@@ -119,8 +135,8 @@ func New(cfg Config) (*Stack, error) {
 }
 
 // Reset replaces the class table, the workers (their state tables and
-// decision engines) and the entity owners with fresh ones: a cold start. The layout and the block
-// limiter are kept. The previous workers must no longer be in use.
+// decision engines) and the entity owners with fresh ones: a cold start. The layout, the block
+// limiter and the allowlist are kept. The previous workers must no longer be in use.
 func (s *Stack) Reset() error {
 	model := detectors.NewClassModel(s.Layout.Detectors, detectors.NewClassTable(s.cfg.ClassCommands, s.cfg.Classes))
 	cal := decide.NewCalibration(s.cfg.Decide.AlertBudget)
@@ -131,6 +147,7 @@ func (s *Stack) Reset() error {
 			return err // decide's own "cannot use decide config: ..."
 		}
 		eng.UseCalibration(cal)
+		eng.UseAllowlist(s.Allowlist)
 		w, err := worker.New(s.Layout, s.cfg.Worker, model, eng)
 		if err != nil {
 			return err // the state table's own "cannot create state table: ..."
@@ -143,6 +160,7 @@ func (s *Stack) Reset() error {
 		if err != nil {
 			return err
 		}
+		eng.UseAllowlist(s.Allowlist)
 		ec := s.cfg.Entities
 		ec.SkipBlocked = ec.SkipBlocked || s.cfg.Worker.SkipBlocked
 		o, err := entity.NewOwner(ec, s.cfg.EntityOwners, eng)
