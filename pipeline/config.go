@@ -66,6 +66,9 @@ type Config struct {
 	// Decide configures the decision engines (decide.DefaultConfig() if
 	// neither threshold is set).
 	Decide decide.Config
+	// BlockBudget, when set, counts Decide.MaxBlocksPerMinute for the whole
+	// cluster (cluster.KVBudget); nil counts in this process.
+	BlockBudget decide.Budget
 	// Incidents bounds the grouping of alerts into incidents (zero fields:
 	// the incident package's defaults).
 	Incidents incident.Config

@@ -145,6 +145,7 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		log = slog.Default()
 	}
 	sc := cfg.ScoreConfig()
+	sc.BlockBudget = cfg.BlockBudget
 	sc.Worker.SkipBlocked = cfg.SkipBlocked && !cfg.Decide.DryRun
 	if sc.Decide.Now == nil {
 		// Live: a block lasts its TTL from when it is decided, however late
@@ -177,6 +178,10 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 
 // Layout returns the per-device record layout in use.
 func (p *Pipeline) Layout() *worker.Layout { return p.layout }
+
+// Allowlist returns the allowlist every engine reads; Store another one
+// (cluster.Allowlist) to change it while the pipeline runs.
+func (p *Pipeline) Allowlist() *decide.AllowlistRef { return p.stack.Allowlist }
 
 // Calibration returns the alert calibration the workers' engines share
 // (restored from the checkpoint when it held one).

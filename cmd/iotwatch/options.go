@@ -75,6 +75,9 @@ type options struct {
 	dryRun         bool
 	maxBlocks      int
 	allowlist      string
+	// instances is run's --cluster-instances: how many instances share the
+	// cluster-wide caps (the local share while NATS is unreachable).
+	instances int
 
 	stateIdleTTL     time.Duration
 	stateMaxDevices  int
@@ -125,7 +128,8 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto (the device as its source identified it, see --identity, and the key of a suspected stolen API key), device (the device as identified, always), api_key, ip or tenant")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "publish would_block decisions instead of blocks")
 	fs.IntVar(&o.maxBlocks, "max-blocks-per-minute", dc.MaxBlocksPerMinute, "cap on new blocks per minute fleet-wide; beyond it alert only (0: no cap)")
-	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line")
+	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line; 'run' merges them with the shared KV bucket "+schemas.KVAllowlist+", which it watches")
+	fs.IntVar(&o.instances, "cluster-instances", 1, "instances of 'run' sharing --max-blocks-per-minute through the KV bucket "+schemas.KVBudgets+"; while NATS is unreachable each grants at most the cap divided by this")
 
 	fs.DurationVar(&o.stateIdleTTL, "state-idle-ttl", 7*24*time.Hour, "keep a silent device's baseline this long (event time)")
 	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, fmt.Sprintf("cap on devices per worker; beyond it the least recently seen is evicted and counted (0: %d shared by the workers, a 2 GiB budget at ~1 KiB per device; -1: no cap)", pipeline.DefaultMaxDevices))
@@ -239,6 +243,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("checkpoint-every", "%v must be >= 0", o.ckptEvery)
 	case o.stateMaxDevices < -1:
 		return bad("state-max-devices", "%d must be >= -1", o.stateMaxDevices)
+	case o.instances < 1:
+		return bad("cluster-instances", "%d must be >= 1", o.instances)
 	case o.stateMaxEntities <= 0:
 		return bad("state-max-entities", "%d must be > 0", o.stateMaxEntities)
 	case o.entityWindow < time.Minute:

@@ -18,6 +18,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/cluster"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -165,14 +166,14 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 			return nil, err
 		}
 	}
-	allow, _ := decide.ParseAllowlist(cfg.Decide.Allowlist) // validated with the flags
-	lifted, err := sink.LiftAllowlisted(ctx, kv, allow, pub, cfg.Decide.Issuer, time.Now())
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	if lifted > 0 {
-		log.Info("allowlisted blocks lifted", "blocks", lifted)
+	if cfg.Decide.MaxBlocksPerMinute > 0 {
+		budgets, err := st.js.KeyValue(ctx, schemas.KVBudgets)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("cannot open KV bucket %q: %w", schemas.KVBudgets, err)
+		}
+		cfg.BlockBudget = cluster.NewKVBudget(budgets, cluster.BudgetConfig{
+			Name: schemas.BudgetBlocks, Max: cfg.Decide.MaxBlocksPerMinute, Instances: o.instances}, log)
 	}
 	if cfg.Stream, err = st.js.Stream(ctx, stream); err != nil { // to catch up learning after a crash
 		st.Close()
@@ -183,7 +184,58 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, err
 	}
+	if err := watchAllowlist(ctx, st, kv, cfg, log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return st, nil
+}
+
+// allowlistReadTimeout bounds how long start-up waits for the shared
+// allowlist's first reading; beyond it the pipeline starts with its own
+// --allowlist and applies the bucket once the watch has read it.
+const allowlistReadTimeout = 30 * time.Second
+
+// watchAllowlist keeps the pipeline's allowlist equal to --allowlist merged
+// with the shared bucket (schemas.KVAllowlist) until ctx ends, and lifts the
+// active blocks (in blocks, the bucket of active blocks) that each new
+// allowlist covers, with a publisher of its own. It returns once the bucket
+// was read (or allowlistReadTimeout passed).
+func watchAllowlist(ctx context.Context, st *stack, blocks jetstream.KeyValue, cfg pipeline.Config, log *slog.Logger) error {
+	kv, err := st.js.KeyValue(ctx, schemas.KVAllowlist)
+	if err != nil {
+		return fmt.Errorf("cannot open KV bucket %q: %w", schemas.KVAllowlist, err)
+	}
+	pub := sink.NewNATSPublisher(st.js, blocks, log)
+	if cfg.SigningKey != nil { // allowlist lifts are unblocks: sign them too
+		if err := pub.SetSigner(cfg.SigningKeyID, cfg.SigningKey); err != nil {
+			return err
+		}
+	}
+	lift := func(allow *decide.Allowlist) {
+		lctx, cancel := context.WithTimeout(ctx, allowlistReadTimeout)
+		defer cancel()
+		lifted, err := sink.LiftAllowlisted(lctx, blocks, allow, pub, cfg.Decide.Issuer, time.Now())
+		if err != nil {
+			log.Error("cannot lift allowlisted blocks", "err", err)
+		} else if lifted > 0 {
+			log.Info("allowlisted blocks lifted", "blocks", lifted)
+		}
+	}
+	w := cluster.NewAllowlist(kv, cfg.Decide.Allowlist, st.p.Allowlist(), lift, log)
+	ready := make(chan struct{})
+	go func() {
+		if err := w.Run(ctx, ready); err != nil {
+			log.Error("the shared allowlist is not watched", "bucket", schemas.KVAllowlist, "err", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-time.After(allowlistReadTimeout):
+		log.Warn("the shared allowlist is not read yet: starting with --allowlist alone", "bucket", schemas.KVAllowlist)
+	}
+	return nil
 }
 
 func (s *stack) Close() {
