@@ -125,4 +125,6 @@ const (
 	InboxEnforcer = "_INBOX.enforcer" // enforce
 	InboxAnalyst  = "_INBOX.analyst"  // inspect
 	InboxSOC      = "_INBOX.soc"      // unblock
+	InboxIngest   = "_INBOX.ingest"   // ingest
+	InboxScorer   = "_INBOX.scorer"   // run --source events
 )

@@ -33,6 +33,9 @@ func ingestCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			fs.Var(f.Value, f.Name, f.Usage)
 		}
 	})
+	// The ingest role's reply inboxes (deploy/nats/ingest.conf).
+	o.conn.natsInbox = schemas.InboxIngest
+	fs.Lookup("nats-inbox-prefix").DefValue = schemas.InboxIngest
 	partitions := fs.Int("partitions", schemas.DefaultPartitions, fmt.Sprintf("device partitions to publish events to (iotwatch.events.0 to .N-1; at most %d); every ingest instance of a deployment must use the same count", schemas.MaxPartitions))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch ingest [flags]

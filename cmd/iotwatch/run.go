@@ -119,6 +119,11 @@ type stack struct {
 func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.Logger) (*stack, error) {
 	st := &stack{}
 	var err error
+	if o.source == sourceEvents && o.conn.natsInbox == schemas.InboxPipeline {
+		// A scorer connects as the scorer role (deploy/nats/scorer.conf),
+		// with its reply inboxes, unless given another prefix.
+		o.conn.natsInbox = schemas.InboxScorer
+	}
 	st.nc, st.js, err = o.conn.connectNATS(ctx, o.natsURL, "iotwatch", log)
 	if err != nil {
 		return nil, err // names the (redacted) URL and, for auth/TLS refusals, the flags to check

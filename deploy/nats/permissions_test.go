@@ -26,6 +26,7 @@ import (
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/cluster"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -43,6 +44,8 @@ const (
 	userEnforcer = "iotwatch-enforcer"
 	userAnalyst  = "iotwatch-analyst"
 	userSOC      = "iotwatch-soc"
+	userIngest   = "iotwatch-ingest"
+	userScorer   = "iotwatch-scorer"
 )
 
 var passwordEnv = map[string]string{
@@ -51,6 +54,8 @@ var passwordEnv = map[string]string{
 	userEnforcer: "IOTWATCH_ENFORCER_PASSWORD",
 	userAnalyst:  "IOTWATCH_ANALYST_PASSWORD",
 	userSOC:      "IOTWATCH_SOC_PASSWORD",
+	userIngest:   "IOTWATCH_INGEST_PASSWORD",
+	userScorer:   "IOTWATCH_SCORER_PASSWORD",
 }
 
 // inbox is each role's reply inbox prefix: the default --nats-inbox-prefix of
@@ -61,6 +66,8 @@ var inbox = map[string]string{
 	userEnforcer: schemas.InboxEnforcer,
 	userAnalyst:  schemas.InboxAnalyst,
 	userSOC:      schemas.InboxSOC,
+	userIngest:   schemas.InboxIngest,
+	userScorer:   schemas.InboxScorer,
 }
 
 func password(user string) string { return "pw-" + user }
@@ -430,6 +437,45 @@ func TestRoles(t *testing.T) {
 	waitUntil(t, "the enforcement point lifted the block", func() (bool, string) {
 		return ec.Check(enforce.Request{Device: "meter-9", Tenant: "acme"}).Action == "", fmt.Sprintf("%+v", ec.Stats())
 	})
+
+	// The pipeline counts the cluster-wide block cap and watches the shared
+	// allowlist, as `run` does; the SOC writes the allowlist.
+	bkv, err := pl.js.KeyValue(ctx, schemas.KVBudgets)
+	if err != nil {
+		t.Fatalf("pipeline cannot open the budgets bucket: %v", err)
+	}
+	budget := cluster.NewKVBudget(bkv, cluster.BudgetConfig{Name: schemas.BudgetBlocks, Max: 1, Timeout: 30 * time.Second}, log)
+	if !budget.Take(1, 1) || budget.Take(1, 2) || budget.Fallbacks.Load() != 0 {
+		t.Fatalf("pipeline cannot count the block cap in the bucket (%d takes answered locally)", budget.Fallbacks.Load())
+	}
+	pkv, err := pl.js.KeyValue(ctx, schemas.KVAllowlist)
+	if err != nil {
+		t.Fatalf("pipeline cannot open the allowlist bucket: %v", err)
+	}
+	ref := decide.NewAllowlistRef(nil)
+	ready := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := cluster.NewAllowlist(pkv, nil, ref, nil, log).Run(runCtx, ready); err != nil {
+			t.Errorf("pipeline cannot watch the allowlist: %v", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(2 * time.Minute): // a hang bound
+		t.Fatal("the pipeline never read the allowlist bucket")
+	}
+	sakv, err := soc.js.KeyValue(ctx, schemas.KVAllowlist)
+	if err != nil {
+		t.Fatalf("soc cannot open the allowlist bucket: %v", err)
+	}
+	if _, err := sakv.Put(ctx, "ticket-2", []byte("meter-allowed-2")); err != nil {
+		t.Fatalf("soc cannot write the allowlist: %v", err)
+	}
+	waitUntil(t, "the pipeline applied the SOC's allowlist entry", func() (bool, string) {
+		return ref.Load().AllowsEntity(schemas.ScopeDevice, "meter-allowed-2"), fmt.Sprintf("%d entries", ref.Load().Len())
+	})
 	for _, c := range []*client{pl, sh, en, an, soc} {
 		c.noViolations(t)
 	}
@@ -439,6 +485,7 @@ func TestRoles(t *testing.T) {
 	kvKey := bus.KVSubject(schemas.KVActiveBlocks, schemas.KVKey(schemas.ScopeDevice, "meter-1"))
 	kvStream := bus.KVStream(schemas.KVActiveBlocks)
 	incidents := schemas.SubjectIncidentsPrefix + "." + schemas.SeverityHigh
+	allowKey := bus.KVSubject(schemas.KVAllowlist, "x")
 	for _, s := range []string{decision, schemas.SubjectDecisionsApplied, schemas.SubjectAlertsPrefix + ".high", incidents, kvKey,
 		"$JS.API.STREAM.CREATE.IOTWATCH_LOGS", "$JS.API.STREAM.PURGE.IOTWATCH_LOGS", "$JS.API.STREAM.DELETE." + kvStream,
 		"$JS.API.CONSUMER.MSG.NEXT.IOTWATCH_LOGS." + schemas.ConsumerPipeline} {
@@ -474,8 +521,14 @@ func TestRoles(t *testing.T) {
 		soc.denied(t, s)
 	}
 	for _, s := range []string{schemas.SubjectDecisionsApplied, "$JS.API.STREAM.PURGE." + kvStream, "$JS.API.STREAM.DELETE.IOTWATCH_LOGS",
-		"$JS.API.STREAM.PURGE.IOTWATCH_LOGS", bus.LogSubject(schemas.FormatJSON, "gw1")} {
+		"$JS.API.STREAM.PURGE.IOTWATCH_LOGS", bus.LogSubject(schemas.FormatJSON, "gw1"), allowKey,
+		"$JS.API.STREAM.PURGE." + bus.KVStream(schemas.KVBudgets)} {
 		pl.denied(t, s)
+	}
+	// Only the SOC writes the allowlist; no one else counts the caps.
+	for _, c := range []*client{sh, en, an} {
+		c.denied(t, allowKey)
+		c.denied(t, bus.KVSubject(schemas.KVBudgets, schemas.KVBudgetKey(schemas.BudgetBlocks, 1)))
 	}
 	// The bucket survived the attempts: the lift is still there.
 	if e, err := kv.Get(ctx, schemas.KVKey(schemas.ScopeDevice, "meter-9")); err != nil || !strings.Contains(string(e.Value()), schemas.ActionUnblock) {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -181,10 +182,8 @@ func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, with
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	for _, sc := range streamConfigs(cfg) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, nil, fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
-		}
+	if err := ensureStreamsNamed(ctx, js, cfg, nil); err != nil {
+		return nil, nil, err
 	}
 
 	kv, err := ensureBlocks(ctx, js, cfg)
@@ -205,6 +204,20 @@ func ensure(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, with
 		return nil, nil, err
 	}
 	return cons, kv, nil
+}
+
+// ensureStreamsNamed creates or updates the streams of streamConfigs(cfg)
+// whose names are in names (every one when nil).
+func ensureStreamsNamed(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, names []string) error {
+	for _, sc := range streamConfigs(cfg) {
+		if names != nil && !slices.Contains(names, sc.Name) {
+			continue
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("cannot create or update stream %q: %w", sc.Name, err)
+		}
+	}
+	return nil
 }
 
 // streamConfigs are the streams Ensure creates or updates, for cfg (valid).
@@ -282,11 +295,15 @@ func streamConfigs(cfg StreamsConfig) []jetstream.StreamConfig {
 }
 
 // EnsureIngest is Ensure for the ingest stage ('iotwatch ingest'): the
-// streams and the bucket, and the durable pull consumer on IOTWATCH_LOGS that
-// every ingest instance shares (schemas.ConsumerIngest, configured as the
-// pipeline's).
+// streams it reads and writes (IOTWATCH_LOGS, IOTWATCH_DLQ, IOTWATCH_EVENTS;
+// not the others, nor the buckets, which its role in deploy/nats may not
+// touch), and the durable pull consumer on IOTWATCH_LOGS that every ingest
+// instance shares (schemas.ConsumerIngest, configured as the pipeline's).
 func EnsureIngest(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, error) {
-	if _, _, err := ensureStreams(ctx, js, cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ensureStreamsNamed(ctx, js, cfg, []string{schemas.StreamLogs, schemas.StreamDLQ, schemas.StreamEvents}); err != nil {
 		return nil, err
 	}
 	return durable(ctx, js, schemas.StreamLogs, ingestConsumer(cfg))
