@@ -52,6 +52,7 @@ var commands = []command{
 	{"unblock", "lift an active block with a signed unblock decision (SOC analysts)", unblockCmd},
 	{"keyhash", "print the hash that stands for an API key in events, alerts and decisions", keyhashCmd},
 	{"migrate", "create or update the ClickHouse tables", migrateCmd},
+	{"nats-config", "export the JetStream streams, consumers and KV buckets iotwatch creates, as JSON files", natsConfigCmd},
 	{"detectors", "list the detectors built in: names, state sizes, reasons, what each judges", detectorsCmd},
 	{"eval", "evaluate detectors on labelled data (NAB time series, command sequences)", evalCmd},
 	{"version", "print the version", versionCmd},
