@@ -112,6 +112,8 @@ type stack struct {
 	// receipts verifies apply receipts (run's --enforcer-keys); nil where
 	// receipts are not stored.
 	receipts *receipts.Verifier
+	// budget counts the block cap for the cluster; nil without a cap.
+	budget *cluster.KVBudget
 }
 
 // openStack connects to NATS and ClickHouse, creates what is missing and
@@ -177,8 +179,9 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 			st.Close()
 			return nil, fmt.Errorf("cannot open KV bucket %q: %w", schemas.KVBudgets, err)
 		}
-		cfg.BlockBudget = cluster.NewKVBudget(budgets, cluster.BudgetConfig{
+		st.budget = cluster.NewKVBudget(budgets, cluster.BudgetConfig{
 			Name: schemas.BudgetBlocks, Max: cfg.Decide.MaxBlocksPerMinute, Instances: o.instances}, log)
+		cfg.BlockBudget = st.budget
 	}
 	if cfg.Stream, err = st.js.Stream(ctx, stream); err != nil { // to catch up learning after a crash
 		st.Close()
@@ -334,6 +337,9 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 		st.p.WriteMetrics(w)
 		if st.receipts != nil {
 			st.receipts.WriteMetrics(w)
+		}
+		if st.budget != nil {
+			st.budget.WriteMetrics(w)
 		}
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -97,6 +99,20 @@ func NewKVBudget(kv jetstream.KeyValue, cfg BudgetConfig, log *slog.Logger) *KVB
 	}
 	return &KVBudget{kv: kv, cfg: cfg, log: log.With("budget", cfg.Name),
 		full: map[int64][]byte{}, granted: map[int64]int{}}
+}
+
+// WriteMetrics writes b's counters in the Prometheus text format, labelled
+// with its name.
+func (b *KVBudget) WriteMetrics(w io.Writer) {
+	for _, m := range []struct {
+		name, help string
+		v          uint64
+	}{
+		{schemas.MetricBudgetLocal, "Takes of a cluster-wide cap answered from this instance's local share (the KV bucket was unreachable).", b.Fallbacks.Load()},
+		{schemas.MetricBudgetConflicts, "Revision conflicts met counting a cluster-wide cap (another instance wrote first).", b.Conflicts.Load()},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s{budget=%q} %d\n", m.name, m.help, m.name, m.name, b.cfg.Name, m.v)
+	}
 }
 
 // LocalShare is what this instance grants per minute on its own while the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,6 +203,11 @@ func TestBudgetFallback(t *testing.T) {
 	}
 	if f := b.Fallbacks.Load(); f != 200 {
 		t.Fatalf("%d takes answered from the local share, want 200", f)
+	}
+	var metrics strings.Builder
+	b.WriteMetrics(&metrics)
+	if want := schemas.MetricBudgetLocal + `{budget="blocks"} 200`; !strings.Contains(metrics.String(), want) {
+		t.Fatalf("metrics lack %q:\n%s", want, metrics.String())
 	}
 }
 
