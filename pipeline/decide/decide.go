@@ -13,8 +13,14 @@
 // only on one scoring at least AddressBlockScore.
 //
 // An Engine holds per-device bookkeeping and belongs to one worker (one writer per
-// device); the block-rate Limiter and the Calibration are shared by all engines. All times are event
+// device); the block-rate Limiter, the AllowlistRef and the Calibration are shared by all engines. All times are event
 // times, so replaying the same events yields the same alerts and decisions.
+//
+// What spans the instances of a cluster is injected, so that the engine
+// stays pure: the Limiter counts through a Budget (LocalBudget in this
+// process, the default, which replay and evaluation use; package cluster's
+// KV budget for every instance), and the allowlist is read from an
+// AllowlistRef that package cluster keeps equal to a shared KV bucket.
 package decide
 
 import (
