@@ -17,7 +17,8 @@ type Definitions struct {
 	Streams []jetstream.StreamConfig
 	// Consumers are the durable consumers: the pipeline's and the ingest
 	// stage's on IOTWATCH_LOGS, the scorers' on IOTWATCH_EVENTS (every
-	// partition).
+	// partition), and those of IOTWATCH_DECISIONS that store apply receipts
+	// and unblocks (StoreConsumer, with its defaults).
 	Consumers []ConsumerDefinition
 	// Buckets are the KV buckets: active blocks (with per-key TTLs, as on
 	// nats-server 2.11 and later), the cluster-wide caps and the shared
@@ -36,7 +37,7 @@ func Define(cfg StreamsConfig) (Definitions, error) {
 	if err := cfg.Validate(); err != nil {
 		return Definitions{}, err
 	}
-	return Definitions{
+	d := Definitions{
 		Streams: streamConfigs(cfg),
 		Consumers: []ConsumerDefinition{
 			{Stream: schemas.StreamLogs, Config: pipelineConsumer(cfg)},
@@ -44,7 +45,9 @@ func Define(cfg StreamsConfig) (Definitions, error) {
 			{Stream: schemas.StreamEvents, Config: scorerConsumer(cfg, nil)},
 		},
 		Buckets: []jetstream.KeyValueConfig{blocksConfig(cfg), budgetsConfig(cfg), allowlistConfig(cfg)},
-	}, nil
+	}
+	d.Consumers = append(d.Consumers, storeConsumers()...)
+	return d, nil
 }
 
 // Files returns d as JSON files by name, in the JetStream API's field names

@@ -36,6 +36,11 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 	if _, _, err := EnsureScorer(ctx, js, cfg, nil); err != nil {
 		t.Fatal(err)
 	}
+	for _, c := range storeConsumers() { // as package receipts creates them, with StoreConsumer
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d, err := Define(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -376,6 +376,40 @@ func scorerConsumer(cfg StreamsConfig, partitions []int) jetstream.ConsumerConfi
 	return durableConfig(cfg, schemas.ConsumerScorer, "iotwatch: the scorer's durable pull consumer of event partitions", filters)
 }
 
+// The durable consumers of IOTWATCH_DECISIONS that 'run' stores apply
+// receipts and unblocks with (package receipts): explicit acks, unlimited
+// deliveries, StoreAckWait, and at most 4 batches of StoreBatch unacked.
+const (
+	StoreAckWait = 2 * time.Minute
+	StoreBatch   = 1000
+)
+
+// StoreConsumer is the configuration of the durable consumer name of
+// IOTWATCH_DECISIONS that stores what (receipts, unblocks) published on
+// subject, acked once batches of batch are stored, redelivered after
+// ackWait.
+func StoreConsumer(name, subject, what string, ackWait time.Duration, batch int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "iotwatch: " + what + " into ClickHouse",
+		FilterSubject: subject,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * batch,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
+
+// storeConsumers are the receipts' and unblocks' consumers with their defaults.
+func storeConsumers() []ConsumerDefinition {
+	return []ConsumerDefinition{
+		{Stream: schemas.StreamDecisions, Config: StoreConsumer(schemas.ConsumerReceipts, schemas.SubjectDecisionsApplied, "apply receipts", StoreAckWait, StoreBatch)},
+		{Stream: schemas.StreamDecisions, Config: StoreConsumer(schemas.ConsumerUnblocks, schemas.SubjectDecisionsPrefix+"."+schemas.ActionUnblock, "unblocks", StoreAckWait, StoreBatch)},
+	}
+}
+
 // BlocksMarkerTTL is how long the bucket of active blocks keeps the marker the
 // server leaves when a key's TTL ends. Ensure asks for markers, which turns on
 // per-key TTLs (JetStream AllowMsgTTL, nats-server 2.11 and later): the

@@ -34,6 +34,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -47,7 +48,7 @@ type config struct {
 }
 
 func defaultConfig() config {
-	return config{batch: 1000, fetchWait: 500 * time.Millisecond, ackWait: 2 * time.Minute, retryWait: time.Second}
+	return config{batch: bus.StoreBatch, fetchWait: 500 * time.Millisecond, ackWait: bus.StoreAckWait, retryWait: time.Second}
 }
 
 // warnEvery rate-limits the warnings about bad receipts and failed fetches.
@@ -204,17 +205,7 @@ func store[T any](ctx context.Context, js jetstream.JetStream, cfg config, log *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamDecisions, jetstream.ConsumerConfig{
-		Durable:       spec.consumer,
-		Description:   "iotwatch: " + spec.what + " into ClickHouse",
-		FilterSubject: spec.subject,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.ackWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * cfg.batch,
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	})
+	cons, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamDecisions, bus.StoreConsumer(spec.consumer, spec.subject, spec.what, cfg.ackWait, cfg.batch))
 	if err != nil {
 		return fmt.Errorf("cannot create or update consumer %q on stream %q: %w", spec.consumer, schemas.StreamDecisions, err)
 	}
