@@ -71,6 +71,9 @@ type Stack struct {
 	Layout  *worker.Layout
 	Model   *detectors.ClassModel // the class table and every detector's class statistics
 	Limiter *decide.Limiter
+	// FreshLimiter is the entity owners' second budget, for blocks of fresh
+	// addresses (decide.Entity.Fresh: a botnet wave's bots).
+	FreshLimiter *decide.FreshLimiter
 	// Calibration maps scores to estimated false-alarm rates for every
 	// worker's engine (decide.Config.AlertBudget); replaced by Reset. The
 	// entity owners' engines alert by the fixed threshold: the calibration
@@ -111,7 +114,8 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), geo: cfg.GeoIP, cfg: cfg}
+	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute),
+		FreshLimiter: decide.NewFreshLimiter(cfg.Decide.MaxFreshBlocksPerMinute), geo: cfg.GeoIP, cfg: cfg}
 	if err := s.Reset(); err != nil {
 		return nil, err
 	}
@@ -143,6 +147,7 @@ func (s *Stack) Reset() error {
 		if err != nil {
 			return err
 		}
+		eng.UseFreshLimiter(s.FreshLimiter)
 		ec := s.cfg.Entities
 		ec.SkipBlocked = ec.SkipBlocked || s.cfg.Worker.SkipBlocked
 		o, err := entity.NewOwner(ec, s.cfg.EntityOwners, eng)
