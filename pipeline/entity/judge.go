@@ -133,7 +133,9 @@ type Config struct {
 	// address in its first BurstWindow (default 30s) since first seen that
 	// sent more requests than a benign new address of the route does (the
 	// most learned outside waves, at least BurstFloor-1; BurstFloor
-	// default 3) is found (ReasonNewIPWave). NoWave turns this off.
+	// default 4: a device's first contact, a provisioning call and a report
+	// or two, stays under it) is found (ReasonNewIPWave). NoWave turns
+	// this off.
 	WaveNewIPs  float64
 	WaveHold    time.Duration
 	BurstWindow time.Duration
@@ -188,7 +190,7 @@ func (c Config) WithDefaults() Config {
 		c.BurstWindow = 30 * time.Second
 	}
 	if c.BurstFloor <= 0 {
-		c.BurstFloor = 3
+		c.BurstFloor = 4
 	}
 	return c
 }

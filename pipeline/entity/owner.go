@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
@@ -126,6 +127,7 @@ type Owner struct {
 	scratchRt []byte         // a route record's copy, for a redelivery
 	waveFloor float64        // Config.WaveNewIPs, this owner's share
 	swarm     swarm          // new addresses per route and device (swarm.go)
+	start     *Start         // shared with the other owners (ShareStart); nil: its own
 	since     int64          // event time of the first observation since the owner started (0: none)
 	ev        schemas.Event  // the entity's synthetic event, for the engine
 	sc        schemas.Scored // findings of one entity
@@ -163,6 +165,9 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // entity learned up to (a redelivery) is judged against a copy of its
 // record, which learns nothing. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
+	if o.since == 0 {
+		o.since = o.start.since(ob.Time)
+	}
 	if ob.ForKey {
 		k, a := ob.keyKey()
 		o.judge(k, a, k, ob, kindKey, emit)
@@ -297,13 +302,32 @@ func (o *Owner) wave(ob *Obs, owner uint64, created bool, n uint32) {
 		copy(o.scratchRt, rt)
 		rt = o.scratchRt
 	}
-	if o.since == 0 {
-		o.since = ob.Time
-	}
 	warm := ob.Time-o.since >= waveWarm*waveBucket
 	swarmed := o.swarm.count(ob.Route, ob.Device, ob.Time, created) >= swarmMin
 	JudgeWave(rt, ob, created, n, o.waveFloor, warm, swarmed, &o.cfg, &o.sc)
 }
+
+// Start is the event time the owners of a pipeline first observed
+// something: its start-up, during which every address is new and no wave
+// is found (waveWarm). Safe for concurrent use.
+type Start struct{ t atomic.Int64 }
+
+// since returns the start, set to t if none yet; a nil Start returns t.
+func (s *Start) since(t int64) int64 {
+	if s == nil {
+		return t
+	}
+	if s.t.CompareAndSwap(0, t) {
+		return t
+	}
+	return s.t.Load()
+}
+
+// ShareStart makes o count its start-up from s, shared with the other
+// owners of its pipeline: an owner whose first observation comes late (its
+// addresses were quiet) is not in a start-up of its own. Call it before
+// the first Observe.
+func (o *Owner) ShareStart(s *Start) { o.start = s }
 
 // Stats returns the owner's counters.
 func (o *Owner) Stats() Stats {
@@ -337,6 +361,10 @@ func Sentence(a *schemas.Alert) string {
 	case ReasonRateSpike:
 		what = "sent %d requests %s; expected about %d"
 	case ReasonNewIPWave:
+		if r.ExpectedLabel == LabelSwarmed {
+			return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s to a device other new addresses hit at once",
+				a.Entity, int(r.Observed), r.ObservedLabel)
+		}
 		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonKeySpread:

@@ -14,7 +14,10 @@ import (
 // of that route does (a botnet's bot: the Mirai floods). Observed: its
 // requests since it was first seen (within Config.BurstWindow); Expected:
 // the most a new address of the route sent in as long outside waves (at
-// least Config.BurstFloor-1). An address whose device other new addresses
+// least Config.BurstFloor-1), or BurstFloor-1 with the label LabelSwarmed.
+// A burst beyond the route's counts only once that most stands on
+// waveSamples new addresses at the owner (fewer are no evidence of what
+// benign new addresses do). An address whose device other new addresses
 // address at once (swarm.go: a bot's target; a benign new address is one
 // device's new address, and its device sees one at a time) needs only
 // Config.BurstFloor requests: on a route whose benign new addresses burst as
@@ -52,6 +55,8 @@ const ReasonNewIPWave = "new_ip_wave"
 //	        count last exceeded the band
 //	56:58   minutes learned (uint16, saturating)
 //	58      flags of the current minute (rflagWave: a wave in it)
+//	60:62   new addresses seen outside waves (uint16, saturating): the
+//	        sample the learned burst stands on
 //	119     kind (kindRoute), 120:128 owner route (see Shard)
 const (
 	rOffBucket  = 16
@@ -64,6 +69,7 @@ const (
 	rOffWave    = 48
 	rOffBuckets = 56
 	rOffFlags   = 58
+	rOffSamples = 60
 
 	rflagWave = 1
 
@@ -71,6 +77,9 @@ const (
 
 	// waveBucket is the span new addresses are counted over.
 	waveBucket = int64(time.Minute)
+	// waveSamples is the fewest new addresses a route's learned burst must
+	// stand on before a burst beyond it is a finding without a swarm.
+	waveSamples = 50
 	// waveWarm is the minutes of event time an owner must have observed
 	// before a route can be in a wave (at start-up every address is new),
 	// and the minutes a route must have learned for its record to be kept
@@ -137,20 +146,33 @@ func JudgeWave(rt []byte, ob *Obs, fresh bool, n uint32, floor float64, warm, sw
 		binary.LittleEndian.PutUint64(rt[rOffWave:], uint64(until))
 	}
 	inWave := t < until
+	samples := binary.LittleEndian.Uint16(rt[rOffSamples:])
 	if inWave {
 		rt[rOffFlags] |= rflagWave
-	} else if n > binary.LittleEndian.Uint32(rt[rOffBurst:]) {
-		binary.LittleEndian.PutUint32(rt[rOffBurst:], n)
+	} else {
+		if n > binary.LittleEndian.Uint32(rt[rOffBurst:]) {
+			binary.LittleEndian.PutUint32(rt[rOffBurst:], n)
+		}
+		if fresh && samples < math.MaxUint16 {
+			binary.LittleEndian.PutUint16(rt[rOffSamples:], samples+1)
+		}
 	}
 	if !inWave {
 		return false
 	}
 	usual := math.Max(float64(c.BurstFloor-1), float64(math.Float32frombits(binary.LittleEndian.Uint32(rt[rOffLBurst:]))))
-	if float64(n) <= math.Ceil(usual) && !(swarmed && int(n) >= c.BurstFloor) {
+	f := schemas.Finding{Detector: Name, Reason: ReasonNewIPWave, Score: 0.95,
+		Observed: float64(n), Expected: math.Ceil(usual), ObservedLabel: labelFirst(c.BurstWindow), ExpectedLabel: labelNewIP}
+	if int(n) < c.BurstFloor {
 		return false
 	}
-	out.Add(schemas.Finding{Detector: Name, Reason: ReasonNewIPWave, Score: 0.95,
-		Observed: float64(n), Expected: math.Ceil(usual), ObservedLabel: labelFirst(c.BurstWindow), ExpectedLabel: labelNewIP})
+	if float64(n) <= f.Expected || samples < waveSamples {
+		if !swarmed {
+			return false
+		}
+		f.Expected, f.ExpectedLabel = float64(c.BurstFloor-1), labelSwarmed
+	}
+	out.Add(f)
 	return true
 }
 
@@ -212,7 +234,15 @@ func routeKey(route uint64) (key, alt uint64) {
 	return keyOf(kindRoute, a)
 }
 
-var labelNewIP = schemas.LabelString("new IP most")
+var (
+	labelNewIP   = schemas.LabelString("new IP most")
+	labelSwarmed = schemas.LabelString(LabelSwarmed)
+)
+
+// LabelSwarmed is the expected label of a ReasonNewIPWave finding on an
+// address whose device other new addresses address at once (its Expected
+// is then Config.BurstFloor-1).
+const LabelSwarmed = "device swarmed"
 
 // labelFirst is the label of a count since first seen, within w: "first 30s".
 func labelFirst(w time.Duration) schemas.Label {

@@ -142,6 +142,7 @@ func (s *Stack) Reset() error {
 		workers = append(workers, w)
 	}
 	owners := make([]*entity.Owner, 0, s.cfg.EntityOwners)
+	start := new(entity.Start)
 	for range s.cfg.EntityOwners {
 		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
 		if err != nil {
@@ -154,6 +155,7 @@ func (s *Stack) Reset() error {
 		if err != nil {
 			return err
 		}
+		o.ShareStart(start)
 		owners = append(owners, o)
 	}
 	s.Model, s.Workers, s.Owners, s.Calibration = model, workers, owners, cal
