@@ -166,7 +166,13 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // record, which learns nothing. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
 	if o.since == 0 {
-		o.since = o.start.since(ob.Time)
+		t := ob.Time
+		if o.table.Len() > 0 {
+			// Records restored from a checkpoint: the addresses are known,
+			// this is no start-up.
+			t -= waveWarm * waveBucket
+		}
+		o.since = o.start.since(t)
 	}
 	if ob.ForKey {
 		k, a := ob.keyKey()
@@ -200,7 +206,8 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 		rec[offFlags] = flagFirst
 		created = true
 	}
-	if o.atOrBefore(rec, ob) {
+	redelivered := o.atOrBefore(rec, ob)
+	if redelivered {
 		o.relearned++
 		copy(o.scratch, rec)
 		rec = o.scratch
@@ -208,7 +215,10 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	o.sc.N, o.sc.Score = 0, 0
 	Judge(rec, ob, kind, &o.cfg, &o.sc)
 	fresh := false
-	if kind == kindIP && !o.cfg.NoWave {
+	// A redelivered observation is not judged for a wave: the address's
+	// record already counts its later requests, and the first delivery
+	// judged each of them in its place.
+	if kind == kindIP && !o.cfg.NoWave && !redelivered {
 		var n uint32
 		if fresh, n = young(rec, ob, &o.cfg); fresh {
 			o.wave(ob, route, created, n)
@@ -309,7 +319,10 @@ func (o *Owner) wave(ob *Obs, owner uint64, created bool, n uint32) {
 
 // Start is the event time the owners of a pipeline first observed
 // something: its start-up, during which every address is new and no wave
-// is found (waveWarm). Safe for concurrent use.
+// is found (waveWarm). An owner whose table holds records before its first
+// observation (restored from a checkpoint) counts it as waveWarm earlier:
+// its addresses are known, and a restart is no start-up. Safe for
+// concurrent use.
 type Start struct{ t atomic.Int64 }
 
 // since returns the start, set to t if none yet; a nil Start returns t.

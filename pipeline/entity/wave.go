@@ -26,10 +26,12 @@ import (
 // fresh-address budget, decide.FreshLimiter).
 //
 // What it trusts: the client address as the format set it
-// (schemas.Event.ClientIP). Formats take the peer address, or the first
-// X-Forwarded-For entry only where a proxy in front is trusted to write it
-// (Traefik's ClientHost, Envoy's text format without the downstream
-// address); where a client can write that header, it can name any address.
+// (schemas.Event.ClientIP). Most formats log the peer address (NGINX's
+// $remote_addr, Envoy's downstream remote address), but some take the first
+// X-Forwarded-For entry (Traefik's ClientHost; Envoy's text format when the
+// downstream address is not logged), which is the client's own only when the
+// proxy in front overwrites that header; where a client can write it, it
+// can name any address.
 // That cannot get a device's usual address blocked: only an address with no
 // record (never seen within Config.IdleTTL, or evicted before any learned
 // window), in its first BurstWindow, can be; an address a device's events

@@ -218,3 +218,51 @@ func TestWaveWarmUp(t *testing.T) {
 		t.Errorf("%d decisions in the first 5 minutes, want none", len(r.decisions))
 	}
 }
+
+// TestWaveRedelivery: a redelivered stretch of the flood (the same stream
+// positions again, as after a consumer's redelivery) is judged against
+// copies: the decisions are those of one delivery, with the same ids.
+func TestWaveRedelivery(t *testing.T) {
+	evs, _, _ := waveFleet()
+	run := func(redeliver bool) map[string]string {
+		o := newOwner(t, Config{}, decide.Config{})
+		o.Engine().UseFreshLimiter(decide.NewFreshLimiter(decide.DefaultMaxFreshBlocksPerMinute))
+		got := map[string]string{}
+		emit := func(_ *schemas.Alert, d *schemas.Decision) {
+			if d != nil {
+				got[d.ID] = d.Value
+			}
+		}
+		observe := func(i int) {
+			e := evs[i]
+			var ev schemas.Event
+			ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
+			ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
+			ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+			ob, _ := ObsOf(&ev)
+			o.Observe(&ob, emit)
+		}
+		from := slices.IndexFunc(evs, func(e waveEvent) bool { return e.bot }) // the flood's first request
+		for i := range evs {
+			observe(i)
+			if redeliver && i == from+2000 {
+				for j := from + 500; j <= i; j++ {
+					observe(j)
+				}
+			}
+		}
+		return got
+	}
+	once, twice := run(false), run(true)
+	if len(once) < 1000 {
+		t.Fatalf("%d decisions in one delivery, want the flood's", len(once))
+	}
+	for id, v := range twice {
+		if once[id] != v {
+			t.Errorf("redelivery decided %s on %s, which one delivery did not", id, v)
+		}
+	}
+	if len(twice) != len(once) {
+		t.Errorf("%d decisions with a redelivery, %d without", len(twice), len(once))
+	}
+}
