@@ -266,3 +266,43 @@ func TestWaveRedelivery(t *testing.T) {
 		t.Errorf("%d decisions with a redelivery, %d without", len(twice), len(once))
 	}
 }
+
+// TestWaveAfterRestore: an owner restored from a checkpoint (its records
+// copied, as pipeline's restore does) a minute before a flood is not in a
+// start-up: it finds the wave and blocks the bots.
+func TestWaveAfterRestore(t *testing.T) {
+	evs, _, _ := waveFleet()
+	from := slices.IndexFunc(evs, func(e waveEvent) bool { return e.bot })
+	cut := slices.IndexFunc(evs, func(e waveEvent) bool { return e.at >= evs[from].at-int64(time.Minute) })
+	observe := func(o *Owner, i int, emit Emit) {
+		e := evs[i]
+		var ev schemas.Event
+		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
+		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
+		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+	}
+	before := newOwner(t, Config{}, decide.Config{})
+	for i := range cut {
+		observe(before, i, func(*schemas.Alert, *schemas.Decision) {})
+	}
+	after := newOwner(t, Config{}, decide.Config{})
+	after.Engine().UseFreshLimiter(decide.NewFreshLimiter(decide.DefaultMaxFreshBlocksPerMinute))
+	before.Table().Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+		r, _ := after.Table().Record(key, alt, lastSeen)
+		copy(r, rec)
+		return true
+	})
+	blocked := 0
+	for i := cut; i < len(evs); i++ {
+		observe(after, i, func(_ *schemas.Alert, d *schemas.Decision) {
+			if d != nil {
+				blocked++
+			}
+		})
+	}
+	if blocked < 1000 {
+		t.Errorf("%d bots blocked after the restore, want most of the 1,200", blocked)
+	}
+}
