@@ -141,8 +141,10 @@ func TestCredentialStuffingAcrossDevices(t *testing.T) {
 	}
 	var metrics strings.Builder
 	p.WriteMetrics(&metrics)
-	if !strings.Contains(metrics.String(), schemas.MetricStateEntities+" ") {
-		t.Errorf("metrics lack %s", schemas.MetricStateEntities)
+	for _, m := range []string{schemas.MetricStateEntities, schemas.MetricFreshBlocksCapped} {
+		if !strings.Contains(metrics.String(), m+" ") {
+			t.Errorf("metrics lack %s", m)
+		}
 	}
 	if p.M.Entities.Load() < 31 {
 		t.Errorf("%d entities, want the 31 addresses and their prefixes", p.M.Entities.Load())

@@ -144,6 +144,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 		gauge(schemas.MetricConsumerLag, "Log messages not yet delivered or not yet acked (the consumer's pending plus ack-pending).", int64(lag))
 	}
 	counter(schemas.MetricBlocksCapped, "Blocks refused by the per-minute cap (alert only).", p.limiter.Denied())
+	counter(schemas.MetricFreshBlocksCapped, "Blocks of fresh addresses (a botnet wave's) refused by their own per-minute cap, --max-fresh-blocks-per-minute (alert only).", p.stack.FreshLimiter.Denied())
 	h := p.Health()
 	gauge(schemas.MetricRowsWaiting, "Scored rows not yet durable in ClickHouse (their alerts and decisions are published already).", h.RowsWaiting)
 	gauge(schemas.MetricWaitingBytes, "Memory held for ClickHouse: rows, alerts and decisions not yet durable there and the log messages whose acks wait for them.", h.BytesWaiting)

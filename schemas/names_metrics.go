@@ -32,11 +32,14 @@ const (
 	// conflicts met counting it (another instance wrote first).
 	MetricBudgetLocal     = "iotwatch_cluster_budget_local_total"
 	MetricBudgetConflicts = "iotwatch_cluster_budget_conflicts_total"
-	MetricInProgress      = "iotwatch_messages_in_progress_total"
-	MetricSkipped         = "iotwatch_records_skipped_total"
-	MetricConsumerLag     = "iotwatch_consumer_lag_messages"
-	MetricStateDevices    = "iotwatch_state_devices"
-	MetricStateEvictions  = "iotwatch_state_live_evictions_total"
+	// MetricFreshBlocksCapped counts blocks of fresh addresses (a botnet
+	// wave's) refused by their own per-minute cap (decide.FreshLimiter).
+	MetricFreshBlocksCapped = "iotwatch_fresh_blocks_capped_total"
+	MetricInProgress        = "iotwatch_messages_in_progress_total"
+	MetricSkipped           = "iotwatch_records_skipped_total"
+	MetricConsumerLag       = "iotwatch_consumer_lag_messages"
+	MetricStateDevices      = "iotwatch_state_devices"
+	MetricStateEvictions    = "iotwatch_state_live_evictions_total"
 	// Entity records (client IPs and prefixes): held, live ones evicted at
 	// the entity cap, and reclaimed after their idle TTL.
 	MetricStateEntities        = "iotwatch_state_entities"

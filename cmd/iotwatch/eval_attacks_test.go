@@ -75,10 +75,21 @@ type evalJSON struct {
 		Alerted     int    `json:"alerted"`
 		FalseAlerts int    `json:"false_alerts"`
 	} `json:"near_misses"`
-	FalseUnexplained int      `json:"false_alerts_unexplained"`
-	Decisions        int      `json:"decisions"`
-	TrueDecisions    int      `json:"true_decisions"`
-	FalseDecisions   int      `json:"false_decisions"`
+	FalseUnexplained int `json:"false_alerts_unexplained"`
+	Decisions        int `json:"decisions"`
+	TrueDecisions    int `json:"true_decisions"`
+	FalseDecisions   int `json:"false_decisions"`
+	Floods           []struct {
+		ID       string  `json:"id"`
+		Type     string  `json:"type"`
+		IPs      int     `json:"ips"`
+		Seen     int     `json:"ips_seen"`
+		Blocked  int     `json:"ips_blocked"`
+		InTime   int     `json:"ips_blocked_within_30s"`
+		Fraction float64 `json:"fraction_blocked_within_30s"`
+	} `json:"floods"`
+	BenignIPBlocks   int      `json:"benign_ip_blocks"`
+	BenignCIDRBlocks int      `json:"benign_cidr_blocks"`
 	Matching         string   `json:"matching"`
 	Plots            []string `json:"plots"`
 }
@@ -310,7 +321,9 @@ func TestEvalAttacksFieldModel(t *testing.T) {
 // TestEvalAttacksEntities: --entities adds the three attacks spread over
 // devices and addresses to the table (one of each on a small fleet), every
 // alert joins an incident, and a detected attack is in one incident at most
-// as often as it is detected.
+// as often as it is detected. The distributed flood (1,000+ new addresses)
+// has >= 90% of its addresses blocked within 30 s of their first request,
+// and no benign address or network is blocked (issue 14's done-when).
 func TestEvalAttacksEntities(t *testing.T) {
 	res := runEvalAttacksJSON(t, "--devices", "300", "--hours", "2", "--seed", "3", "--entities")
 	if !res.Entities {
@@ -330,6 +343,15 @@ func TestEvalAttacksEntities(t *testing.T) {
 	}
 	if res.Alerts > 0 && (res.Incidents == 0 || res.Incidents > res.Alerts || res.FalseIncidents > res.Incidents) {
 		t.Errorf("%d alerts made %d incidents (%d false)", res.Alerts, res.Incidents, res.FalseIncidents)
+	}
+	if len(res.Floods) != 1 {
+		t.Fatalf("%d floods reported, want 1: %+v", len(res.Floods), res.Floods)
+	}
+	if f := res.Floods[0]; f.IPs < 1000 || f.Seen != f.IPs || f.Fraction < 0.9 || f.Fraction != float64(f.InTime)/float64(f.IPs) {
+		t.Errorf("flood %s: %d of %d addresses (%d seen) blocked within 30s (%.3f), want >= 90%%", f.ID, f.InTime, f.IPs, f.Seen, f.Fraction)
+	}
+	if res.BenignIPBlocks != 0 || res.BenignCIDRBlocks != 0 {
+		t.Errorf("benign blocks: %d addresses, %d networks, want none", res.BenignIPBlocks, res.BenignCIDRBlocks)
 	}
 }
 

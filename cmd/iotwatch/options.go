@@ -74,6 +74,7 @@ type options struct {
 	blockScope     string
 	dryRun         bool
 	maxBlocks      int
+	maxFreshBlocks int
 	allowlist      string
 	// instances is run's --cluster-instances: how many instances share the
 	// cluster-wide caps (the local share while NATS is unreachable).
@@ -83,6 +84,7 @@ type options struct {
 	stateMaxDevices  int
 	stateMaxEntities int
 	entityWindow     time.Duration
+	entityWave       bool
 
 	streams bus.StreamsConfig
 	conn    connFlags // NATS and ClickHouse authentication and TLS (flags registered by run only)
@@ -128,6 +130,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto (the device as its source identified it, see --identity, and the key of a suspected stolen API key), device (the device as identified, always), api_key, ip or tenant")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "publish would_block decisions instead of blocks")
 	fs.IntVar(&o.maxBlocks, "max-blocks-per-minute", dc.MaxBlocksPerMinute, "cap on new blocks per minute fleet-wide; beyond it alert only (0: no cap)")
+	fs.IntVar(&o.maxFreshBlocks, "max-fresh-blocks-per-minute", dc.MaxFreshBlocksPerMinute, "cap on new blocks per minute of fresh addresses (first seen seconds before, no device's own: a botnet wave's), a budget apart from --max-blocks-per-minute since such blocks lock no device out; beyond it alert only (0: no cap)")
 	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line; 'run' merges them with the shared KV bucket "+schemas.KVAllowlist+", which it watches")
 	fs.IntVar(&o.instances, "cluster-instances", 1, "instances of 'run' sharing --max-blocks-per-minute through the KV bucket "+schemas.KVBudgets+"; while NATS is unreachable each grants at most the cap divided by this")
 
@@ -135,6 +138,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.IntVar(&o.stateMaxDevices, "state-max-devices", 0, fmt.Sprintf("cap on devices per worker; beyond it the least recently seen is evicted and counted (0: %d shared by the workers, a 2 GiB budget at ~1 KiB per device; -1: no cap)", pipeline.DefaultMaxDevices))
 	fs.IntVar(&o.stateMaxEntities, "state-max-entities", entity.DefaultMaxEntities, "cap on entity records (client IPs and their /24 or /48), all owners together; beyond it entities without a baseline are evicted first, and counted")
 	fs.DurationVar(&o.entityWindow, "entity-window", 5*time.Minute, "window over which an entity's distinct devices, failed identities and requests are counted")
+	fs.BoolVar(&o.entityWave, "entity-wave", true, "find botnet waves: during a wave of new addresses on one route, block each new address that bursts beyond what a benign new address of the route does (entity reason "+entity.ReasonNewIPWave+"; blocks count against --max-fresh-blocks-per-minute)")
 
 	fs.DurationVar(&o.streams.LogsMaxAge, "logs-max-age", sc.LogsMaxAge, "how long IOTWATCH_LOGS keeps access logs (0: forever)")
 	fs.Int64Var(&o.streams.LogsMaxBytes, "logs-max-bytes", sc.LogsMaxBytes, "size limit of IOTWATCH_LOGS in bytes (-1: none)")
@@ -278,6 +282,7 @@ func (o *options) build() (pipeline.Config, error) {
 		BlockThreshold: o.blockThreshold, Cooldown: o.cooldown,
 		BlockTTL: o.blockTTL, MaxBlockTTL: o.maxBlockTTL, Scope: o.blockScope, DryRun: o.dryRun,
 		MaxBlocksPerMinute: o.maxBlocks, Allowlist: allow, Issuer: "iotwatch@" + hostname(),
+		MaxFreshBlocksPerMinute: o.maxFreshBlocks,
 	}
 	if err := dc.Validate(); err != nil {
 		return pipeline.Config{}, settingError(err)
@@ -334,7 +339,7 @@ func (o *options) build() (pipeline.Config, error) {
 		AckWait:         o.streams.AckWait,
 		Detectors:       names,
 		Worker:          worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
-		Entities:        entity.Config{MaxEntities: o.stateMaxEntities, Window: o.entityWindow},
+		Entities:        entity.Config{MaxEntities: o.stateMaxEntities, Window: o.entityWindow, NoWave: !o.entityWave},
 		Decide:          dc,
 	}, nil
 }
@@ -348,6 +353,7 @@ var settingFlags = map[string]string{
 	"alert_threshold":   "alert-threshold", "block_threshold": "block-threshold", "alert_budget": "alert-budget",
 	"cooldown": "cooldown", "max_block_ttl": "max-block-ttl", "block_ttl": "block-ttl",
 	"scope": "block-scope", "max_blocks_per_minute": "max-blocks-per-minute", "allowlist": "allowlist",
+	"max_fresh_blocks_per_minute": "max-fresh-blocks-per-minute",
 }
 
 // settingName names a config key of decide or bus as its flag (--name), or

@@ -188,8 +188,16 @@ type AttacksResult struct {
 	// labels none. FalseUnexplained counts the false alerts on no near miss.
 	NearMisses       []nearMissRow `json:"near_misses,omitempty"`
 	FalseUnexplained int           `json:"false_alerts_unexplained"`
-	Matching         string        `json:"matching"`
-	Plots            []string      `json:"plots,omitempty"`
+	// Floods is, per distributed flood (sim.AttackDistributedFlood), how many
+	// of its addresses were blocked, and within IPBlockWithin of their
+	// first request. BenignIPBlocks counts the distinct addresses of no
+	// attack blocked (scope ip), BenignCIDRBlocks the networks holding no
+	// attack's address (scope cidr).
+	Floods           []ipAttackResult `json:"floods,omitempty"`
+	BenignIPBlocks   int              `json:"benign_ip_blocks"`
+	BenignCIDRBlocks int              `json:"benign_cidr_blocks"`
+	Matching         string           `json:"matching"`
+	Plots            []string         `json:"plots,omitempty"`
 }
 
 // Plotter draws what RunAttacks saw. It is shown every event before the
@@ -249,6 +257,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 		return nil, err
 	}
 	grouper := incident.New(cfg.Incidents)
+	seen := newFirstSeen(labels)
 	var rec Plotter
 	if plotDir != "" {
 		if newPlotter == nil {
@@ -308,6 +317,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 			continue
 		}
 		events++
+		seen.observe(&ev)
 		if rec != nil {
 			rec.Observe(&ev) // before Process: the fleet view as the worker's detectors see it
 		}
@@ -330,6 +340,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	res := summarize(rep, sim.AttackTypesFor(fc))
 	res.Model, res.Seed, res.Attacks, res.Entities, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, fc.Entities, events, bad
 	res.NearMisses, res.FalseUnexplained = nearMissRows(near, rep.FalseAlerts)
+	res.Floods, res.BenignIPBlocks, res.BenignCIDRBlocks = ipBlocks(labels, seen, decisions, map[string]bool{sim.AttackDistributedFlood: true})
 	for i := range res.FalseList {
 		res.FalseList[i].NearMiss = nearMissOf(near, res.FalseList[i].alert)
 	}
@@ -507,6 +518,18 @@ func (r *AttacksResult) Print(w io.Writer) {
 		"ONE INCIDENT the detected attacks whose alerts all joined one).\n",
 		r.Incidents, r.FalseIncidents)
 	fmt.Fprintf(w, "Decisions: %d, %d on true alerts, %d on false alerts.\n", r.Decisions, r.TrueDecisions, r.FalseDecisions)
+	if len(r.Floods) > 0 {
+		fmt.Fprintf(w, "\nDistributed floods: their addresses blocked (scope ip, or cidr holding them), and within %s of each address's first request:\n\n", IPBlockWithin)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "FLOOD\tIPS\tBLOCKED\tBLOCKED <=30S\tFRACTION <=30S")
+		for _, f := range r.Floods {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\n", f.ID, f.IPs, f.Blocked, f.InTime, f.Fraction)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "Benign addresses blocked: %d (scope ip, on no attack's address), %d networks (scope cidr, holding no attack's address).\n",
+		r.BenignIPBlocks, r.BenignCIDRBlocks)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)
 	for _, p := range r.Plots {
 		fmt.Fprintf(w, "wrote %s\n", p)

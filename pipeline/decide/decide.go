@@ -82,6 +82,10 @@ type Config struct {
 	// MaxBlocksPerMinute caps new blocks fleet-wide (by event-time minute);
 	// beyond it the engine alerts only. 0 means no cap.
 	MaxBlocksPerMinute int
+	// MaxFreshBlocksPerMinute caps new blocks of fresh addresses
+	// (Entity.Fresh) per minute, a budget of its own
+	// (DefaultMaxFreshBlocksPerMinute says why). 0 means no cap.
+	MaxFreshBlocksPerMinute int
 	// Allowlist entries are never blocked: device ids, API key ids, IPs or CIDRs.
 	Allowlist []string
 	// Issuer names this pipeline instance in decisions.
@@ -122,6 +126,8 @@ func DefaultConfig() Config {
 		Scope:              "auto",
 		MaxBlocksPerMinute: 100,
 		Issuer:             "iotwatch",
+
+		MaxFreshBlocksPerMinute: DefaultMaxFreshBlocksPerMinute,
 	}
 }
 
@@ -146,6 +152,8 @@ func (c Config) Validate() error {
 		return badPair("max_block_ttl", c.MaxBlockTTL, "must be >=", "block_ttl", c.BlockTTL)
 	case c.MaxBlocksPerMinute < 0:
 		return badField("max_blocks_per_minute", c.MaxBlocksPerMinute, "must be >= 0")
+	case c.MaxFreshBlocksPerMinute < 0:
+		return badField("max_fresh_blocks_per_minute", c.MaxFreshBlocksPerMinute, "must be >= 0")
 	}
 	switch c.Scope {
 	case "auto", schemas.ScopeDevice, schemas.ScopeAPIKey, schemas.ScopeIP, schemas.ScopeTenant:
@@ -459,7 +467,8 @@ type Engine struct {
 	cfg     Config
 	allow   *AllowlistRef
 	limiter *Limiter
-	cal     *Calibration // nil: none (AlertThreshold only)
+	fresh   *FreshLimiter // nil: fresh addresses count against limiter (fresh.go)
+	cal     *Calibration  // nil: none (AlertThreshold only)
 
 	cooled  map[coolKey]cooldown // (device, reason and severity) -> the times its alerts cover
 	blocks  map[string]block     // scope key -> active block
@@ -641,6 +650,11 @@ type Entity struct {
 	// Scope is the decision scope that blocks it (schemas.ScopeIP,
 	// schemas.ScopeCIDR, schemas.ScopeAPIKey).
 	Scope string
+	// Fresh marks an address first seen moments before (see package entity:
+	// new, in its first seconds, and no device's identity): its block counts
+	// against the engine's FreshLimiter (UseFreshLimiter), not the device
+	// budget.
+	Fresh bool
 }
 
 // DecideEntity is Decide for an entity rather than a device: ev is the
@@ -651,7 +665,8 @@ type Entity struct {
 // a block is of scope ent.Scope and value ent.Value, under the same
 // allowlist (an IP or a prefix that overlaps an allowlisted one is never
 // blocked), dry-run, per-minute cap (the limiter is shared with the
-// devices' engines) and escalation as devices' blocks.
+// devices' engines; a fresh address's block has its own, FreshLimiter) and
+// escalation as devices' blocks.
 func (e *Engine) DecideEntity(ev *schemas.Event, s *schemas.Scored, ent Entity) (*schemas.Alert, *schemas.Decision) {
 	return e.decide(ev, s, ent)
 }
@@ -770,9 +785,9 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	if !wantBlock {
 		return alert, nil
 	}
-	if !e.limiter.allow(ev.Time, ev.ID, alertHash(alert.ID)) {
+	if ok, max := e.allowBlock(ent, ev.Time, ev.ID, alertHash(alert.ID)); !ok {
 		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: detectorDecide, Reason: ReasonBlockCapHit,
-			Observed: float64(e.cfg.MaxBlocksPerMinute), Expected: float64(e.cfg.MaxBlocksPerMinute)})
+			Observed: float64(max), Expected: float64(max)})
 		return alert, nil
 	}
 	ttl := e.cfg.BlockTTL << min(b.strikes, 16)

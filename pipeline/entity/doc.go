@@ -54,6 +54,20 @@
 // and only when at least MinPrefixIPs distinct addresses of it take part:
 // one address's attack is the address's, not its network's.
 //
+// A botnet wave (wave.go, ReasonNewIPWave: "appears suddenly with many
+// others of its kind") is judged per route (the command, schemas.Event.
+// CommandID): each owner keeps, in one record per route, the addresses
+// first seen a minute on it against the route's own band (learned outside
+// waves; the start-up, when every address is new, is not judged), and the
+// most requests a benign new address of the route sent in its first 30 s.
+// During a wave, an address first seen at most 30 s before that sent more
+// than that (and at least 4), or at least 4 to a device other new addresses
+// address at once (swarm.go: a flood's few targets), is blocked with scope
+// ip. Only an address with no record can be: a device's usual address, an
+// address with a learned baseline or one that identifies its device never
+// is. Such a fresh address's block counts against a budget of its own
+// (decide.FreshLimiter), not the devices' per-minute cap.
+//
 // Windows with a finding are not learned, so an attack does not teach that
 // the attack is normal. A backend incident (a route answering 503 to many
 // devices from their usual addresses) raises nothing here: errors are not

@@ -292,8 +292,9 @@ func TestFloodOfDistinctIPs(t *testing.T) {
 }
 
 // TestShardOfRecord: a record's owner, as a checkpoint restore computes it
-// from the record, is the owner its observations go to, for addresses and
-// prefixes, IPv4 and IPv6, and any owner count.
+// from the record, is the owner its observations go to, for addresses,
+// prefixes and the route record a new address makes, IPv4 and IPv6, and any
+// owner count.
 func TestShardOfRecord(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 7} {
 		for i := range 200 {
@@ -312,8 +313,8 @@ func TestShardOfRecord(t *testing.T) {
 				}
 				return true
 			})
-			if recs != 2 {
-				t.Fatalf("%s: %d records, want the address's and its prefix's", ip, recs)
+			if recs != 3 {
+				t.Fatalf("%s: %d records, want the address's, its prefix's and its route's (a new address)", ip, recs)
 			}
 		}
 	}

@@ -35,7 +35,7 @@ const (
 
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
-	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread}
+	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -54,7 +54,8 @@ func Reasons() []string {
 //	        key's: the most networks in any window)
 //	112:116 learned requests per window (float32)
 //	116:118 windows learned (uint16, saturating)
-//	118     flags (flagWindow: a finding in this window; flagEver: ever one)
+//	118     flags (flagWindow: a finding in this window; flagEver: ever one;
+//	        flagFirst: an address's first window, see wave.go)
 //	119     kind (kindIP, kindPrefix, kindKey)
 //	120:128 route: the key its owner is chosen by (its prefix's, see Shard),
 //	        so that a checkpoint restores it into the owner of any count
@@ -123,6 +124,23 @@ type Config struct {
 	// needs twice the most the key had in a window before (and a window
 	// before: a key's first window is learned, not judged).
 	KeySpread float64
+	// WaveNewIPs is the fewest addresses first seen within a minute on one
+	// route (schemas.Event.CommandID), all owners together, for a wave
+	// (default 30; each owner judges its share, at least 5), which also
+	// needs 4 times the route's learned new addresses a minute and 8 of
+	// their mean deviations above it. WaveHold is how long a wave lasts
+	// after its count last exceeded that (default 2m). During a wave, an
+	// address in its first BurstWindow (default 30s) since first seen that
+	// sent more requests than a benign new address of the route does (the
+	// most learned outside waves, at least BurstFloor-1; BurstFloor
+	// default 4: a device's first contact, a provisioning call and a report
+	// or two, stays under it) is found (ReasonNewIPWave). NoWave turns
+	// this off.
+	WaveNewIPs  float64
+	WaveHold    time.Duration
+	BurstWindow time.Duration
+	BurstFloor  int
+	NoWave      bool
 	// SkipBlocked ignores an entity's observations while a block its
 	// owner's engine issued on it is active (worker.Config.SkipBlocked's
 	// rule, for logs that do not carry the enforcement point's verdict):
@@ -163,6 +181,16 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MinPrefixIPs <= 0 {
 		c.MinPrefixIPs = 4
+	}
+	def(&c.WaveNewIPs, 30)
+	if c.WaveHold <= 0 {
+		c.WaveHold = 2 * time.Minute
+	}
+	if c.BurstWindow <= 0 {
+		c.BurstWindow = 30 * time.Second
+	}
+	if c.BurstFloor <= 0 {
+		c.BurstFloor = 4
 	}
 	return c
 }
@@ -345,12 +373,21 @@ func roll(rec []byte) {
 		}
 	}
 	rec[offFlags] &^= flagWindow
+	if events > 0 {
+		rec[offFlags] &^= flagFirst // a window of its own ended: no longer new
+	}
 	clear(rec[offEvents : offIPs+8])
 }
 
 // keep reports whether an entity record is worth keeping over others at the
 // cap: it has a learned baseline or was flagged.
+// A route's record is worth keeping once it has learned its band.
 func keep(rec []byte) bool {
-	return binary.LittleEndian.Uint32(rec) == recordVersion &&
-		(binary.LittleEndian.Uint16(rec[offWindows:]) > 0 || rec[offFlags]&flagEver != 0)
+	if binary.LittleEndian.Uint32(rec) != recordVersion {
+		return false
+	}
+	if rec[offKind] == kindRoute {
+		return binary.LittleEndian.Uint16(rec[rOffBuckets:]) >= waveWarm
+	}
+	return binary.LittleEndian.Uint16(rec[offWindows:]) > 0 || rec[offFlags]&flagEver != 0
 }

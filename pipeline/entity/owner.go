@@ -3,7 +3,9 @@ package entity
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
@@ -25,6 +27,9 @@ type Obs struct {
 	Time   int64  // event time, Unix ns
 	// Device is the device key (schemas.Event.DeviceKey): the identity used.
 	Device uint64
+	// Route is the command (schemas.Event.CommandID): what a wave of new
+	// addresses is counted on (wave.go).
+	Route uint64
 	// ForKey marks the observation of the event's API key (KeyObsOf)
 	// rather than of its address; Key[:KeyLen] is then the key id.
 	ForKey bool
@@ -49,6 +54,7 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 		ID:     ev.ID,
 		Time:   ev.Time,
 		Device: ev.DeviceKey,
+		Route:  ev.CommandID,
 	}, true
 }
 
@@ -118,6 +124,11 @@ type Owner struct {
 	table     *state.Table
 	engine    *decide.Engine
 	scratch   []byte
+	scratchRt []byte         // a route record's copy, for a redelivery
+	waveFloor float64        // Config.WaveNewIPs, this owner's share
+	swarm     swarm          // new addresses per route and device (swarm.go)
+	start     *Start         // shared with the other owners (ShareStart); nil: its own
+	since     int64          // event time of the first observation since the owner started (0: none)
 	ev        schemas.Event  // the entity's synthetic event, for the engine
 	sc        schemas.Scored // findings of one entity
 	relearned uint64
@@ -140,7 +151,8 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratch: make([]byte, RecordSize)}, nil
+	return &Owner{cfg: cfg, table: t, engine: eng, scratch: make([]byte, RecordSize), scratchRt: make([]byte, RecordSize),
+		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1)))}, nil
 }
 
 // Emit receives an entity's alert and decision (either may be nil).
@@ -153,6 +165,15 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // entity learned up to (a redelivery) is judged against a copy of its
 // record, which learns nothing. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
+	if o.since == 0 {
+		t := ob.Time
+		if o.table.Len() > 0 {
+			// Records restored from a checkpoint: the addresses are known,
+			// this is no start-up.
+			t -= waveWarm * waveBucket
+		}
+		o.since = o.start.since(t)
+	}
 	if ob.ForKey {
 		k, a := ob.keyKey()
 		o.judge(k, a, k, ob, kindKey, emit)
@@ -177,24 +198,32 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 		return
 	}
 	rec, _ := o.table.Record(key, alt, ob.Time)
+	created := false
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, recordVersion)
 		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+		rec[offFlags] = flagFirst
+		created = true
 	}
-	if ob.Seq != 0 {
-		seq, line := binary.LittleEndian.Uint64(rec[offSeq:]), binary.LittleEndian.Uint32(rec[offLine:])
-		if ob.Seq < seq || ob.Seq == seq && ob.Line <= line {
-			o.relearned++
-			copy(o.scratch, rec)
-			rec = o.scratch
-		} else {
-			binary.LittleEndian.PutUint64(rec[offSeq:], ob.Seq)
-			binary.LittleEndian.PutUint32(rec[offLine:], ob.Line)
-		}
+	redelivered := o.atOrBefore(rec, ob)
+	if redelivered {
+		o.relearned++
+		copy(o.scratch, rec)
+		rec = o.scratch
 	}
 	o.sc.N, o.sc.Score = 0, 0
 	Judge(rec, ob, kind, &o.cfg, &o.sc)
+	fresh := false
+	// A redelivered observation is not judged for a wave: the address's
+	// record already counts its later requests, and the first delivery
+	// judged each of them in its place.
+	if kind == kindIP && !o.cfg.NoWave && !redelivered {
+		var n uint32
+		if fresh, n = young(rec, ob, &o.cfg); fresh {
+			o.wave(ob, route, created, n)
+		}
+	}
 	if o.sc.N == 0 {
 		return
 	}
@@ -205,7 +234,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	if ob.Is4 {
 		addr = addr.Unmap()
 	}
-	ent := decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP}
+	ent := decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP, Fresh: fresh}
 	switch kind {
 	case kindKey:
 		ent = decide.Entity{Kind: schemas.EntityAPIKey, Scope: schemas.ScopeAPIKey}
@@ -240,6 +269,79 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	}
 }
 
+// atOrBefore reports whether ob is at or before the stream position rec
+// learned up to (a redelivery, judged against a copy), and otherwise
+// advances rec's position to ob's.
+func (o *Owner) atOrBefore(rec []byte, ob *Obs) bool {
+	if ob.Seq == 0 {
+		return false
+	}
+	seq, line := binary.LittleEndian.Uint64(rec[offSeq:]), binary.LittleEndian.Uint32(rec[offLine:])
+	if ob.Seq < seq || ob.Seq == seq && ob.Line <= line {
+		return true
+	}
+	binary.LittleEndian.PutUint64(rec[offSeq:], ob.Seq)
+	binary.LittleEndian.PutUint32(rec[offLine:], ob.Line)
+	return false
+}
+
+// wave judges a young address's observation ob (n requests since it was
+// first seen; created: this is its first) on its route's record
+// (JudgeWave), adding a finding to o.sc. The route's record is made only for
+// an address's first observation: an address's later requests on other
+// routes cannot make records. owner is a key Shard maps to this owner (the
+// address's prefix key), stored as the route record's owner route so that a
+// checkpoint restores it here.
+func (o *Owner) wave(ob *Obs, owner uint64, created bool, n uint32) {
+	key, alt := routeKey(ob.Route)
+	var rt []byte
+	if created {
+		rt, _ = o.table.Record(key, alt, ob.Time)
+		if binary.LittleEndian.Uint32(rt) != recordVersion {
+			clear(rt)
+			binary.LittleEndian.PutUint32(rt, recordVersion)
+			binary.LittleEndian.PutUint64(rt[offRoute:], owner)
+		}
+	} else {
+		if _, ok := o.table.Lookup(key, alt); !ok {
+			return
+		}
+		rt, _ = o.table.Record(key, alt, ob.Time)
+	}
+	if o.atOrBefore(rt, ob) {
+		copy(o.scratchRt, rt)
+		rt = o.scratchRt
+	}
+	warm := ob.Time-o.since >= waveWarm*waveBucket
+	swarmed := o.swarm.count(ob.Route, ob.Device, ob.Time, created) >= swarmMin
+	JudgeWave(rt, ob, created, n, o.waveFloor, warm, swarmed, &o.cfg, &o.sc)
+}
+
+// Start is the event time the owners of a pipeline first observed
+// something: its start-up, during which every address is new and no wave
+// is found (waveWarm). An owner whose table holds records before its first
+// observation (restored from a checkpoint) counts it as waveWarm earlier:
+// its addresses are known, and a restart is no start-up. Safe for
+// concurrent use.
+type Start struct{ t atomic.Int64 }
+
+// since returns the start, set to t if none yet; a nil Start returns t.
+func (s *Start) since(t int64) int64 {
+	if s == nil {
+		return t
+	}
+	if s.t.CompareAndSwap(0, t) {
+		return t
+	}
+	return s.t.Load()
+}
+
+// ShareStart makes o count its start-up from s, shared with the other
+// owners of its pipeline: an owner whose first observation comes late (its
+// addresses were quiet) is not in a start-up of its own. Call it before
+// the first Observe.
+func (o *Owner) ShareStart(s *Start) { o.start = s }
+
 // Stats returns the owner's counters.
 func (o *Owner) Stats() Stats {
 	return Stats{Stats: o.table.Stats(), Relearned: o.relearned, Skipped: o.skipped}
@@ -271,6 +373,13 @@ func Sentence(a *schemas.Alert) string {
 		what = "addressed %d distinct devices %s; expected <= %d"
 	case ReasonRateSpike:
 		what = "sent %d requests %s; expected about %d"
+	case ReasonNewIPWave:
+		if r.ExpectedLabel == LabelSwarmed {
+			return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s to a device other new addresses hit at once",
+				a.Entity, int(r.Observed), r.ObservedLabel)
+		}
+		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
+			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonKeySpread:
 		return fmt.Sprintf("API key %s used by %d distinct %s in one window; most before: %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	default:

@@ -80,6 +80,9 @@ type Stack struct {
 	// owners'), from Decide.Allowlist; a caller may Store another one
 	// (cluster.WatchAllowlist) while the engines run.
 	Allowlist *decide.AllowlistRef
+	// FreshLimiter is the entity owners' second budget, for blocks of fresh
+	// addresses (decide.Entity.Fresh: a botnet wave's bots).
+	FreshLimiter *decide.FreshLimiter
 	// Calibration maps scores to estimated false-alarm rates for every
 	// worker's engine (decide.Config.AlertBudget); replaced by Reset. The
 	// entity owners' engines alert by the fixed threshold: the calibration
@@ -124,7 +127,8 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, &decide.FieldError{Config: "decide", Field: "allowlist", Err: err}
 	}
-	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), Allowlist: decide.NewAllowlistRef(allow), geo: cfg.GeoIP, cfg: cfg}
+	s := &Stack{Layout: layout, Limiter: decide.NewLimiter(cfg.Decide.MaxBlocksPerMinute), Allowlist: decide.NewAllowlistRef(allow),
+		FreshLimiter: decide.NewFreshLimiter(cfg.Decide.MaxFreshBlocksPerMinute), geo: cfg.GeoIP, cfg: cfg}
 	if cfg.BlockBudget != nil {
 		s.Limiter = decide.NewBudgetLimiter(cfg.Decide.MaxBlocksPerMinute, cfg.BlockBudget)
 	}
@@ -155,18 +159,21 @@ func (s *Stack) Reset() error {
 		workers = append(workers, w)
 	}
 	owners := make([]*entity.Owner, 0, s.cfg.EntityOwners)
+	start := new(entity.Start)
 	for range s.cfg.EntityOwners {
 		eng, err := decide.NewEngine(s.cfg.Decide, s.Limiter)
 		if err != nil {
 			return err
 		}
 		eng.UseAllowlist(s.Allowlist)
+		eng.UseFreshLimiter(s.FreshLimiter)
 		ec := s.cfg.Entities
 		ec.SkipBlocked = ec.SkipBlocked || s.cfg.Worker.SkipBlocked
 		o, err := entity.NewOwner(ec, s.cfg.EntityOwners, eng)
 		if err != nil {
 			return err
 		}
+		o.ShareStart(start)
 		owners = append(owners, o)
 	}
 	s.Model, s.Workers, s.Owners, s.Calibration = model, workers, owners, cal
