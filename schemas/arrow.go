@@ -82,13 +82,14 @@ func ArrowType(chType string) arrow.DataType {
 //
 // It writes every column's Arrow buffers itself (values, utf8 and list
 // offsets, little-endian, as the Arrow format lays them out) into plain Go
-// slices that are reused from batch to batch: arrow-go's builders cost half
-// of the scoring step (an interface call and a bounds check per value, and
-// buffers zeroed on every growth and reservation; bench/RESULTS.md, "Scoring
-// from Arrow batches"). NewRecord copies the buffers once into memory from
-// the batch's allocator, so a record outlives the batch's next rows.
+// slices: arrow-go's builders cost half of the scoring step (an interface
+// call and a bounds check per value, and buffers zeroed on every growth and
+// reservation; bench/RESULTS.md, "Scoring from Arrow batches"). NewRecord
+// hands the buffers to the record and takes others, of the sizes the batch
+// needed, from those of records already released, so a record outlives the
+// batch's next rows and steady batches neither allocate nor zero memory.
 type ScoredBatch struct {
-	mem  memory.Allocator
+	pool *recycler
 	n    int
 	cols []*scoredCol // in schema order
 
@@ -191,14 +192,12 @@ func (c *scoredCol) f32(v float32)   { c.u32(math.Float32bits(v)) }
 func (c *scoredCol) f64(v float64)   { c.u64(math.Float64bits(v)) }
 func (c *scoredCol) lastOffset() int { return int(binary.LittleEndian.Uint32(c.offs[c.no-4:])) }
 
-// NewScoredBatch returns an empty batch whose records allocate from mem
-// (memory.DefaultAllocator when nil). Release it when done.
-func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
-	if mem == nil {
-		mem = memory.DefaultAllocator
-	}
+// NewScoredBatch returns an empty batch. The allocator is not used (the
+// batch's records own Go slices that return to the batch when released);
+// the parameter stays for the callers that pass one. Release it when done.
+func NewScoredBatch(memory.Allocator) *ScoredBatch {
 	schema := ScoredArrowSchema()
-	b := &ScoredBatch{mem: mem, cols: make([]*scoredCol, schema.NumFields())}
+	b := &ScoredBatch{pool: &recycler{}, cols: make([]*scoredCol, schema.NumFields())}
 	for i, f := range schema.Fields() {
 		b.cols[i] = newScoredCol(f.Type)
 	}
@@ -294,7 +293,8 @@ func (b *ScoredBatch) Len() int { return b.n }
 
 // NewRecord returns the rows appended so far as a record batch (arrow.Record is
 // its deprecated alias) and resets b for the next batch. The caller owns the
-// record and must Release it.
+// record and must Release it: that returns its buffers to b for later
+// batches. Releasing it from another goroutine is safe.
 func (b *ScoredBatch) NewRecord() arrow.RecordBatch {
 	schema := ScoredArrowSchema()
 	arrs := make([]arrow.Array, len(b.cols))
@@ -304,29 +304,28 @@ func (b *ScoredBatch) NewRecord() arrow.RecordBatch {
 		data.Release()
 	}
 	rec := array.NewRecordBatch(schema, arrs, int64(b.n))
-	for i, a := range arrs {
+	for _, a := range arrs {
 		a.Release()
-		b.cols[i].reset()
 	}
 	b.n = 0
 	return rec
 }
 
-// arrayData returns c's n values as Arrow array data over buffers copied
-// from c. The caller releases it.
+// arrayData returns c's n values as Arrow array data that owns c's buffers,
+// gives c others from the pool and resets it. The caller releases the data.
 func (b *ScoredBatch) arrayData(c *scoredCol, n int) arrow.ArrayData {
 	var bufs []*memory.Buffer
 	var children []arrow.ArrayData
 	switch c.typ.ID() {
 	case arrow.STRING:
-		bufs = []*memory.Buffer{nil, b.buffer(c.offs[:c.no]), b.buffer(c.vals[:c.nv])}
+		bufs = []*memory.Buffer{nil, b.handOver(&c.offs, c.no), b.handOver(&c.vals, c.nv)}
 	case arrow.LIST:
 		child := b.arrayData(c.child, c.lastOffset())
 		defer child.Release()
-		bufs = []*memory.Buffer{nil, b.buffer(c.offs[:c.no])}
+		bufs = []*memory.Buffer{nil, b.handOver(&c.offs, c.no)}
 		children = []arrow.ArrayData{child}
 	default:
-		bufs = []*memory.Buffer{nil, b.buffer(c.vals[:c.nv])}
+		bufs = []*memory.Buffer{nil, b.handOver(&c.vals, c.nv)}
 	}
 	data := array.NewData(c.typ, n, bufs, children, 0, 0)
 	for _, buf := range bufs {
@@ -334,15 +333,75 @@ func (b *ScoredBatch) arrayData(c *scoredCol, n int) arrow.ArrayData {
 			buf.Release()
 		}
 	}
+	c.reset()
 	return data
 }
 
-// buffer returns a copy of p in memory from b's allocator.
-func (b *ScoredBatch) buffer(p []byte) *memory.Buffer {
-	buf := memory.NewResizableBuffer(b.mem)
-	buf.Resize(len(p))
-	copy(buf.Bytes(), p)
+// handOver returns the first n bytes of *p as a buffer that goes back to the
+// pool when released, and replaces *p with a pooled slice of at least n bytes.
+func (b *ScoredBatch) handOver(p *[]byte, n int) *memory.Buffer {
+	buf := memory.NewBufferWithAllocator((*p)[:n], b.pool)
+	*p = b.pool.get(n)
 	return buf
+}
+
+// recycler is the memory.Allocator of a ScoredBatch's records: Free keeps
+// a released record's buffers (up to maxFree of them) for the batch's next
+// ones. Arrow only calls Free on them.
+type recycler struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+// maxFree bounds the buffers kept: those of about four records (52 each).
+const maxFree = 256
+
+// get returns a kept slice of at least n bytes (the smallest such), or a new one.
+func (r *recycler) get(n int) []byte {
+	r.mu.Lock()
+	best := -1
+	for i, f := range r.free {
+		if cap(f) >= n && (best < 0 || cap(f) < cap(r.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		f := r.free[best]
+		last := len(r.free) - 1
+		r.free[best], r.free[last] = r.free[last], nil
+		r.free = r.free[:last]
+		r.mu.Unlock()
+		return f[:cap(f)]
+	}
+	r.mu.Unlock()
+	return make([]byte, n)
+}
+
+// Allocate returns a slice of size bytes (arrow-go does not call it for
+// these buffers, which are never resized).
+func (r *recycler) Allocate(size int) []byte { return r.get(size)[:size] }
+
+// Reallocate returns b grown to size bytes, its contents kept.
+func (r *recycler) Reallocate(size int, b []byte) []byte {
+	if cap(b) >= size {
+		return b[:size]
+	}
+	nb := r.Allocate(size)
+	copy(nb, b)
+	r.Free(b)
+	return nb
+}
+
+// Free keeps b for a later batch.
+func (r *recycler) Free(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if len(r.free) < maxFree {
+		r.free = append(r.free, b[:cap(b)])
+	}
+	r.mu.Unlock()
 }
 
 // Release frees the batch's buffers. b must not be used afterwards.
