@@ -171,9 +171,12 @@ func (f *flattener) value(depth int) error {
 			f.i++
 		}
 		raw := f.b[start:f.i]
-		n, err := strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64)
-		if err != nil {
-			return syntaxError("invalid number at offset " + strconv.Itoa(start))
+		n, ok := smallUint(raw)
+		if !ok {
+			var err error
+			if n, err = strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64); err != nil {
+				return syntaxError("invalid number at offset " + strconv.Itoa(start))
+			}
 		}
 		t = token{kind: kNumber, val: raw, num: n}
 	case c == 't':
@@ -358,6 +361,23 @@ func (f *flattener) unescape(start int) ([]byte, error) {
 		}
 	}
 	return nil, syntaxError("unterminated string")
+}
+
+// smallUint returns the value of raw when it is 1 to 15 decimal digits (the
+// common case: times, sizes, statuses), which ParseFloat would give exactly;
+// ok is false for anything else.
+func smallUint(raw []byte) (float64, bool) {
+	if len(raw) == 0 || len(raw) > 15 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return float64(n), true
 }
 
 func isNumberByte(c byte) bool {
