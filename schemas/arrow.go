@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -77,98 +79,154 @@ func ArrowType(chType string) arrow.DataType {
 
 // ScoredBatch accumulates scored events into an Arrow record batch with schema
 // ScoredArrowSchema. It is not safe for concurrent use.
+//
+// It writes every column's Arrow buffers itself (values, utf8 and list
+// offsets, little-endian, as the Arrow format lays them out) into plain Go
+// slices: arrow-go's builders cost half of the scoring step (an interface
+// call and a bounds check per value, and buffers zeroed on every growth and
+// reservation; bench/RESULTS.md, "Scoring from Arrow batches"). NewRecord
+// hands the buffers to the record and takes others, of the sizes the batch
+// needed, from those of records already released, so a record outlives the
+// batch's next rows and steady batches neither allocate nor zero memory.
 type ScoredBatch struct {
-	rb *array.RecordBuilder
-	n  int
+	pool *recycler
+	n    int
+	cols []*scoredCol // in schema order
 
-	time                                                           *array.TimestampBuilder
-	timeMs                                                         *array.Int64Builder
-	eventID, streamSeq, resource, bytesIn, bytesOut                *array.Uint64Builder
-	tenant, device, idMethod, apiKey, class, firmware, sourceKind  *array.StringBuilder
-	sourceID, clientIP, country, protocol, command, auth, verdict  *array.StringBuilder
-	resourceIDs                                                    *array.StringBuilder
-	asn, latency                                                   *array.Uint32Builder
-	status                                                         *array.Uint16Builder
-	score                                                          *array.Float32Builder
-	detectors, reasons, scores, observed, expected, obsLbl, expLbl *array.ListBuilder
-	detectorsV, reasonsV, obsLblV, expLblV                         *array.StringBuilder
-	scoresV                                                        *array.Float32Builder
-	observedV, expectedV                                           *array.Float64Builder
-
-	strs    []*array.StringBuilder // every string builder, for NewRecord's reservations
-	strData []int
+	time, timeMs, eventID, streamSeq, resource, bytesIn, bytesOut *scoredCol
+	tenant, device, idMethod, apiKey, class, firmware, sourceKind *scoredCol
+	sourceID, clientIP, country, protocol, command, auth, verdict *scoredCol
+	resourceIDs, asn, latency, status, score                      *scoredCol
+	// The seven finding lists have one offsets buffer each, all equal.
+	lists                                       []*scoredCol
+	detectorsV, reasonsV, obsLblV, expLblV      *scoredCol
+	scoresV, observedV, expectedV               *scoredCol
+	detectors, reasons, scores, observed, expec *scoredCol
 
 	ipBuf [64]byte
 }
 
-// NewScoredBatch returns an empty batch that allocates from mem
-// (memory.DefaultAllocator when nil). Release it when done.
-func NewScoredBatch(mem memory.Allocator) *ScoredBatch {
-	if mem == nil {
-		mem = memory.DefaultAllocator
+// scoredCol is one column's buffers: for fixed-width types the values in
+// vals; for utf8 the bytes in vals and the offsets (int32, starting with 0)
+// in offs; for a list the offsets in offs and the values in child. The
+// buffers hold nv and no bytes: appending writes into their capacity and
+// moves the counts, so the per-value path stores no pointer (no GC write
+// barrier) until a buffer has to grow.
+type scoredCol struct {
+	typ    arrow.DataType
+	vals   []byte
+	offs   []byte
+	nv, no int
+	child  *scoredCol
+}
+
+func newScoredCol(typ arrow.DataType) *scoredCol {
+	c := &scoredCol{typ: typ}
+	if l, ok := typ.(*arrow.ListType); ok {
+		c.child = newScoredCol(l.Elem())
 	}
+	c.reset()
+	return c
+}
+
+func (c *scoredCol) reset() {
+	c.nv, c.no = 0, 0
+	if c.typ.ID() == arrow.STRING || c.typ.ID() == arrow.LIST {
+		c.end(0)
+	}
+	if c.child != nil {
+		c.child.reset()
+	}
+}
+
+// grown returns buf, holding n bytes, with room for extra more.
+func grown(buf []byte, n, extra int) []byte {
+	nb := make([]byte, max(2*len(buf), n+extra, 4096))
+	copy(nb, buf[:n])
+	return nb
+}
+
+// end appends the offset that closes the current value of a utf8 column
+// (ending at n bytes) or a list (ending at n values).
+func (c *scoredCol) end(n int) {
+	if n > math.MaxInt32 {
+		panic("BUG: scored batch column over 2 GiB: flush before")
+	}
+	if c.no+4 > len(c.offs) {
+		c.offs = grown(c.offs, c.no, 4)
+	}
+	binary.LittleEndian.PutUint32(c.offs[c.no:], uint32(n))
+	c.no += 4
+}
+
+func (c *scoredCol) bytes(v []byte) {
+	if c.nv+len(v) > len(c.vals) {
+		c.vals = grown(c.vals, c.nv, len(v))
+	}
+	c.nv += copy(c.vals[c.nv:], v)
+	c.end(c.nv)
+}
+
+func (c *scoredCol) str(v string) {
+	if c.nv+len(v) > len(c.vals) {
+		c.vals = grown(c.vals, c.nv, len(v))
+	}
+	c.nv += copy(c.vals[c.nv:], v)
+	c.end(c.nv)
+}
+
+// room makes room for n more value bytes and returns where they go.
+func (c *scoredCol) room(n int) []byte {
+	if c.nv+n > len(c.vals) {
+		c.vals = grown(c.vals, c.nv, n)
+	}
+	p := c.vals[c.nv : c.nv+n]
+	c.nv += n
+	return p
+}
+
+func (c *scoredCol) u16(v uint16)    { binary.LittleEndian.PutUint16(c.room(2), v) }
+func (c *scoredCol) u32(v uint32)    { binary.LittleEndian.PutUint32(c.room(4), v) }
+func (c *scoredCol) u64(v uint64)    { binary.LittleEndian.PutUint64(c.room(8), v) }
+func (c *scoredCol) f32(v float32)   { c.u32(math.Float32bits(v)) }
+func (c *scoredCol) f64(v float64)   { c.u64(math.Float64bits(v)) }
+func (c *scoredCol) lastOffset() int { return int(binary.LittleEndian.Uint32(c.offs[c.no-4:])) }
+
+// NewScoredBatch returns an empty batch. The allocator is not used (the
+// batch's records own Go slices that return to the batch when released);
+// the parameter stays for the callers that pass one. Release it when done.
+func NewScoredBatch(memory.Allocator) *ScoredBatch {
 	schema := ScoredArrowSchema()
-	b := &ScoredBatch{rb: array.NewRecordBuilder(mem, schema)}
-	field := func(name string) array.Builder {
+	b := &ScoredBatch{pool: &recycler{}, cols: make([]*scoredCol, schema.NumFields())}
+	for i, f := range schema.Fields() {
+		b.cols[i] = newScoredCol(f.Type)
+	}
+	col := func(name string) *scoredCol {
 		idx := schema.FieldIndices(name)
 		if len(idx) != 1 {
 			panic(fmt.Sprintf("BUG: scored schema has %d fields named %q", len(idx), name))
 		}
-		return b.rb.Field(idx[0])
+		return b.cols[idx[0]]
 	}
-	str := func(name string) *array.StringBuilder { return field(name).(*array.StringBuilder) }
-	u64 := func(name string) *array.Uint64Builder { return field(name).(*array.Uint64Builder) }
-	list := func(name string) *array.ListBuilder { return field(name).(*array.ListBuilder) }
-
-	b.time = field(ColTime).(*array.TimestampBuilder)
-	b.timeMs = field(ColTimeMs).(*array.Int64Builder)
-	b.eventID = u64(ColEventID)
-	b.streamSeq = u64(ColStreamSeq)
-	b.resource = u64(ColResource)
-	b.bytesIn = u64(ColBytesIn)
-	b.bytesOut = u64(ColBytesOut)
-	b.tenant = str(ColTenant)
-	b.device = str(ColDevice)
-	b.idMethod = str(ColIDMethod)
-	b.apiKey = str(ColAPIKey)
-	b.class = str(ColClass)
-	b.firmware = str(ColFirmware)
-	b.sourceKind = str(ColSourceKind)
-	b.sourceID = str(ColSourceID)
-	b.clientIP = str(ColClientIP)
-	b.country = str(ColCountry)
-	b.protocol = str(ColProtocol)
-	b.command = str(ColCommand)
-	b.resourceIDs = str(ColResourceIDs)
-	b.auth = str(ColAuth)
-	b.verdict = str(ColVerdict)
-	b.asn = field(ColASN).(*array.Uint32Builder)
-	b.latency = field(ColLatencyUS).(*array.Uint32Builder)
-	b.status = field(ColStatus).(*array.Uint16Builder)
-	b.score = field(ColScore).(*array.Float32Builder)
-	b.detectors = list(ColDetectors)
-	b.reasons = list(ColReasons)
-	b.scores = list(ColScores)
-	b.observed = list(ColObserved)
-	b.expected = list(ColExpected)
-	b.obsLbl = list(ColObservedLabels)
-	b.expLbl = list(ColExpectedLabels)
-	b.detectorsV = b.detectors.ValueBuilder().(*array.StringBuilder)
-	b.reasonsV = b.reasons.ValueBuilder().(*array.StringBuilder)
-	b.obsLblV = b.obsLbl.ValueBuilder().(*array.StringBuilder)
-	b.expLblV = b.expLbl.ValueBuilder().(*array.StringBuilder)
-	b.scoresV = b.scores.ValueBuilder().(*array.Float32Builder)
-	b.observedV = b.observed.ValueBuilder().(*array.Float64Builder)
-	b.expectedV = b.expected.ValueBuilder().(*array.Float64Builder)
-	b.strs = []*array.StringBuilder{b.tenant, b.device, b.idMethod, b.apiKey, b.class, b.firmware, b.sourceKind,
-		b.sourceID, b.clientIP, b.country, b.protocol, b.command, b.resourceIDs, b.auth, b.verdict, b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV}
-	b.strData = make([]int, len(b.strs))
+	b.time, b.timeMs, b.eventID, b.streamSeq = col(ColTime), col(ColTimeMs), col(ColEventID), col(ColStreamSeq)
+	b.resource, b.bytesIn, b.bytesOut = col(ColResource), col(ColBytesIn), col(ColBytesOut)
+	b.tenant, b.device, b.idMethod, b.apiKey = col(ColTenant), col(ColDevice), col(ColIDMethod), col(ColAPIKey)
+	b.class, b.firmware, b.sourceKind, b.sourceID = col(ColClass), col(ColFirmware), col(ColSourceKind), col(ColSourceID)
+	b.clientIP, b.country, b.protocol, b.command = col(ColClientIP), col(ColCountry), col(ColProtocol), col(ColCommand)
+	b.resourceIDs, b.auth, b.verdict = col(ColResourceIDs), col(ColAuth), col(ColVerdict)
+	b.asn, b.latency, b.status, b.score = col(ColASN), col(ColLatencyUS), col(ColStatus), col(ColScore)
+	b.detectors, b.reasons, b.scores = col(ColDetectors), col(ColReasons), col(ColScores)
+	b.observed, b.expec = col(ColObserved), col(ColExpected)
+	obsLbl, expLbl := col(ColObservedLabels), col(ColExpectedLabels)
+	b.lists = []*scoredCol{b.detectors, b.reasons, b.scores, b.observed, b.expec, obsLbl, expLbl}
+	b.detectorsV, b.reasonsV, b.scoresV = b.detectors.child, b.reasons.child, b.scores.child
+	b.observedV, b.expectedV, b.obsLblV, b.expLblV = b.observed.child, b.expec.child, obsLbl.child, expLbl.child
 	return b
 }
 
 // Append adds one row for ev and its result s. It copies everything it needs, so
-// ev may be reused as soon as Append returns. Apart from the builders' growth it
-// does not allocate.
+// ev may be reused as soon as Append returns. Once the batch's buffers have
+// grown to a batch's size it does not allocate.
 func (b *ScoredBatch) Append(ev *Event, s *Scored) {
 	sec := ev.Time / 1e9
 	ms := ev.Time / 1e6
@@ -178,57 +236,54 @@ func (b *ScoredBatch) Append(ev *Event, s *Scored) {
 	if ev.Time < 0 && ev.Time%1e6 != 0 {
 		ms--
 	}
-	b.time.Append(arrow.Timestamp(sec))
-	b.timeMs.Append(ms)
-	b.eventID.Append(ev.ID)
-	b.streamSeq.Append(ev.Seq)
-	b.tenant.BinaryBuilder.Append(ev.Tenant)
-	b.device.BinaryBuilder.Append(ev.Device)
-	b.idMethod.Append(ev.IDMethod.String())
-	b.apiKey.BinaryBuilder.Append(ev.APIKey)
-	b.class.BinaryBuilder.Append(ev.Class)
-	b.firmware.BinaryBuilder.Append(ev.Firmware)
-	b.sourceKind.Append(ev.Source.String())
-	b.sourceID.BinaryBuilder.Append(ev.SourceID)
+	b.time.u64(uint64(sec))
+	b.timeMs.u64(uint64(ms))
+	b.eventID.u64(ev.ID)
+	b.streamSeq.u64(ev.Seq)
+	b.tenant.bytes(ev.Tenant)
+	b.device.bytes(ev.Device)
+	b.idMethod.str(ev.IDMethod.String())
+	b.apiKey.bytes(ev.APIKey)
+	b.class.bytes(ev.Class)
+	b.firmware.bytes(ev.Firmware)
+	b.sourceKind.str(ev.Source.String())
+	b.sourceID.bytes(ev.SourceID)
 	if ev.ClientIP.IsValid() {
-		b.clientIP.BinaryBuilder.Append(ev.ClientIP.AppendTo(b.ipBuf[:0]))
+		b.clientIP.bytes(ev.ClientIP.AppendTo(b.ipBuf[:0]))
 	} else {
-		b.clientIP.BinaryBuilder.Append(nil)
+		b.clientIP.bytes(nil)
 	}
 	if ev.Country.Known() {
-		b.country.BinaryBuilder.Append(ev.Country[:])
+		b.country.bytes(ev.Country[:])
 	} else {
-		b.country.BinaryBuilder.Append(nil)
+		b.country.bytes(nil)
 	}
-	b.asn.Append(ev.ASN)
-	b.protocol.Append(ev.Protocol.String())
-	b.command.BinaryBuilder.Append(ev.Command)
-	b.resource.Append(ev.Resource)
-	b.resourceIDs.BinaryBuilder.Append(ev.ResourceText)
-	b.status.Append(ev.Status)
-	b.auth.Append(ev.Auth.String())
-	b.verdict.Append(ev.Verdict.String())
-	b.bytesIn.Append(ev.BytesIn)
-	b.bytesOut.Append(ev.BytesOut)
-	b.latency.Append(ev.Latency)
-	b.score.Append(s.Score)
+	b.asn.u32(ev.ASN)
+	b.protocol.str(ev.Protocol.String())
+	b.command.bytes(ev.Command)
+	b.resource.u64(ev.Resource)
+	b.resourceIDs.bytes(ev.ResourceText)
+	b.status.u16(ev.Status)
+	b.auth.str(ev.Auth.String())
+	b.verdict.str(ev.Verdict.String())
+	b.bytesIn.u64(ev.BytesIn)
+	b.bytesOut.u64(ev.BytesOut)
+	b.latency.u32(ev.Latency)
+	b.score.f32(s.Score)
 
-	b.detectors.Append(true)
-	b.reasons.Append(true)
-	b.scores.Append(true)
-	b.observed.Append(true)
-	b.expected.Append(true)
-	b.obsLbl.Append(true)
-	b.expLbl.Append(true)
 	for i := range s.Reasons() {
 		f := &s.Findings[i]
-		b.detectorsV.Append(f.Detector)
-		b.reasonsV.Append(f.Reason)
-		b.scoresV.Append(f.Score)
-		b.observedV.Append(f.Observed)
-		b.expectedV.Append(f.Expected)
-		b.obsLblV.BinaryBuilder.Append(labelBytes(&f.ObservedLabel))
-		b.expLblV.BinaryBuilder.Append(labelBytes(&f.ExpectedLabel))
+		b.detectorsV.str(f.Detector)
+		b.reasonsV.str(f.Reason)
+		b.scoresV.f32(f.Score)
+		b.observedV.f64(f.Observed)
+		b.expectedV.f64(f.Expected)
+		b.obsLblV.bytes(labelBytes(&f.ObservedLabel))
+		b.expLblV.bytes(labelBytes(&f.ExpectedLabel))
+	}
+	nf := b.detectors.lastOffset() + s.N
+	for _, l := range b.lists {
+		l.end(nf)
 	}
 	b.n++
 }
@@ -238,28 +293,119 @@ func (b *ScoredBatch) Len() int { return b.n }
 
 // NewRecord returns the rows appended so far as a record batch (arrow.Record is
 // its deprecated alias) and resets b for the next batch. The caller owns the
-// record and must Release it.
+// record and must Release it: that returns its buffers to b for later
+// batches. Releasing it from another goroutine is safe.
 func (b *ScoredBatch) NewRecord() arrow.RecordBatch {
-	// Batches tend to have the same size: reserve what this one needed so that
-	// the next one does not grow its buffers step by step.
-	n, nf := b.n, b.detectorsV.Len()
-	for i, sb := range b.strs {
-		b.strData[i] = sb.DataLen()
+	schema := ScoredArrowSchema()
+	arrs := make([]arrow.Array, len(b.cols))
+	for i, c := range b.cols {
+		data := b.arrayData(c, b.n)
+		arrs[i] = array.MakeFromData(data)
+		data.Release()
 	}
-	rec := b.rb.NewRecordBatch()
+	rec := array.NewRecordBatch(schema, arrs, int64(b.n))
+	for _, a := range arrs {
+		a.Release()
+	}
 	b.n = 0
-	b.rb.Reserve(n)
-	for _, vb := range []array.Builder{b.detectorsV, b.reasonsV, b.obsLblV, b.expLblV, b.scoresV, b.observedV, b.expectedV} {
-		vb.Reserve(nf)
-	}
-	for i, sb := range b.strs {
-		sb.ReserveData(b.strData[i])
-	}
 	return rec
 }
 
-// Release frees the builders' memory. b must not be used afterwards.
-func (b *ScoredBatch) Release() { b.rb.Release() }
+// arrayData returns c's n values as Arrow array data that owns c's buffers,
+// gives c others from the pool and resets it. The caller releases the data.
+func (b *ScoredBatch) arrayData(c *scoredCol, n int) arrow.ArrayData {
+	var bufs []*memory.Buffer
+	var children []arrow.ArrayData
+	switch c.typ.ID() {
+	case arrow.STRING:
+		bufs = []*memory.Buffer{nil, b.handOver(&c.offs, c.no), b.handOver(&c.vals, c.nv)}
+	case arrow.LIST:
+		child := b.arrayData(c.child, c.lastOffset())
+		defer child.Release()
+		bufs = []*memory.Buffer{nil, b.handOver(&c.offs, c.no)}
+		children = []arrow.ArrayData{child}
+	default:
+		bufs = []*memory.Buffer{nil, b.handOver(&c.vals, c.nv)}
+	}
+	data := array.NewData(c.typ, n, bufs, children, 0, 0)
+	for _, buf := range bufs {
+		if buf != nil {
+			buf.Release()
+		}
+	}
+	c.reset()
+	return data
+}
+
+// handOver returns the first n bytes of *p as a buffer that goes back to the
+// pool when released, and replaces *p with a pooled slice of at least n bytes.
+func (b *ScoredBatch) handOver(p *[]byte, n int) *memory.Buffer {
+	buf := memory.NewBufferWithAllocator((*p)[:n], b.pool)
+	*p = b.pool.get(n)
+	return buf
+}
+
+// recycler is the memory.Allocator of a ScoredBatch's records: Free keeps
+// a released record's buffers (up to maxFree of them) for the batch's next
+// ones. Arrow only calls Free on them.
+type recycler struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+// maxFree bounds the buffers kept: those of about four records (52 each).
+const maxFree = 256
+
+// get returns a kept slice of at least n bytes (the smallest such), or a new one.
+func (r *recycler) get(n int) []byte {
+	r.mu.Lock()
+	best := -1
+	for i, f := range r.free {
+		if cap(f) >= n && (best < 0 || cap(f) < cap(r.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		f := r.free[best]
+		last := len(r.free) - 1
+		r.free[best], r.free[last] = r.free[last], nil
+		r.free = r.free[:last]
+		r.mu.Unlock()
+		return f[:cap(f)]
+	}
+	r.mu.Unlock()
+	return make([]byte, n)
+}
+
+// Allocate returns a slice of size bytes (arrow-go does not call it for
+// these buffers, which are never resized).
+func (r *recycler) Allocate(size int) []byte { return r.get(size)[:size] }
+
+// Reallocate returns b grown to size bytes, its contents kept.
+func (r *recycler) Reallocate(size int, b []byte) []byte {
+	if cap(b) >= size {
+		return b[:size]
+	}
+	nb := r.Allocate(size)
+	copy(nb, b)
+	r.Free(b)
+	return nb
+}
+
+// Free keeps b for a later batch.
+func (r *recycler) Free(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if len(r.free) < maxFree {
+		r.free = append(r.free, b[:cap(b)])
+	}
+	r.mu.Unlock()
+}
+
+// Release frees the batch's buffers. b must not be used afterwards.
+func (b *ScoredBatch) Release() { *b = ScoredBatch{} }
 
 // labelBytes returns the label's text without copying.
 func labelBytes(l *Label) []byte {

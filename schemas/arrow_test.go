@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -184,6 +185,61 @@ func TestScoredBatch(t *testing.T) {
 	if rec2.NumRows() != 1 || rec2.Column(rec2.Schema().FieldIndices(ColEventID)[0]).(*array.Uint64).Value(0) != 1002 {
 		t.Errorf("second record has %d rows, want 1 with event 1002", rec2.NumRows())
 	}
+}
+
+// TestScoredBatchRecordsOutliveTheBatch checks that a record keeps its rows
+// while the batch fills and hands out later records, some of them on the
+// buffers of records released meanwhile.
+func TestScoredBatchRecordsOutliveTheBatch(t *testing.T) {
+	b := NewScoredBatch(nil)
+	defer b.Release()
+	var ev Event
+	var s Scored
+	batch := func(first, rows int) arrow.RecordBatch {
+		for i := range rows {
+			testScoredEvent(&ev, &s, first+i)
+			ev.SetDevice([]byte("acme"), fmt.Appendf(nil, "dev-%d", first+i))
+			s.N = (first + i) % 3 // 0 to 2 findings
+			b.Append(&ev, &s)
+		}
+		return b.NewRecord()
+	}
+	check := func(rec arrow.RecordBatch, first, rows int) {
+		t.Helper()
+		if int(rec.NumRows()) != rows {
+			t.Fatalf("record of %d has %d rows, want %d", first, rec.NumRows(), rows)
+		}
+		dev := rec.Column(rec.Schema().FieldIndices(ColDevice)[0]).(*array.String)
+		ids := rec.Column(rec.Schema().FieldIndices(ColEventID)[0]).(*array.Uint64)
+		reasons := rec.Column(rec.Schema().FieldIndices(ColReasons)[0]).(*array.List)
+		for i := range rows {
+			if got, want := dev.Value(i), fmt.Sprintf("dev-%d", first+i); got != want {
+				t.Fatalf("record of %d, row %d: device %q, want %q", first, i, got, want)
+			}
+			if got := ids.Value(i); got != 1000+uint64(first+i) {
+				t.Fatalf("record of %d, row %d: event id %d", first, i, got)
+			}
+			if lo, hi := reasons.ValueOffsets(i); int(hi-lo) != (first+i)%3 {
+				t.Fatalf("record of %d, row %d: %d reasons, want %d", first, i, hi-lo, (first+i)%3)
+			}
+		}
+	}
+	r1 := batch(0, 500)
+	r2 := batch(500, 700) // larger: buffers grow
+	check(r1, 0, 500)
+	r1.Release()
+	r3 := batch(1200, 300) // on r1's buffers
+	r4 := batch(1500, 900)
+	check(r2, 500, 700)
+	check(r3, 1200, 300)
+	check(r4, 1500, 900)
+	r2.Release()
+	r3.Release()
+	r5 := batch(2400, 600)
+	check(r4, 1500, 900)
+	check(r5, 2400, 600)
+	r4.Release()
+	r5.Release()
 }
 
 func equalStrings(a, b []string) bool {

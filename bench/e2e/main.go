@@ -1,7 +1,7 @@
 // Command e2e measures the whole pipeline's throughput next to the raw
 // JetStream consume rate, in the same run on the same machine.
 //
-//	go run ./bench/e2e [-events 500000] [-lines 100] [-clickhouse DSN]
+//	go run ./bench/e2e [-events 500000] [-lines 100] [-source logs|events] [-clickhouse DSN]
 //
 // It starts an embedded NATS server and (unless -clickhouse is given) a private
 // clickhouse-server, then:
@@ -15,6 +15,12 @@
 //  3. pipeline: publishes the simulated fleet's events (-lines per message) to
 //     IOTWATCH_LOGS first, then runs the pipeline until everything is scored,
 //     written to ClickHouse and acked, giving events/s end to end.
+//
+// With -source events the pipeline's input is what the ingest stage publishes
+// instead ('iotwatch run --source events'): each log message's events as one
+// Arrow IPC batch per partition (schemas.DefaultPartitions) on
+// iotwatch.events.<p>, and the ceiling of step 1 is measured on messages of
+// those batches' number and average size.
 //
 // It prints all three and the pipeline's ratio to each ceiling. On one small
 // machine the servers share the cores with the pipeline, so the ceilings are
@@ -55,15 +61,55 @@ func main() {
 	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows (the default)")
 	maxAckPending := flag.Int("max-ack-pending", bus.DefaultStreamsConfig().MaxAckPending, "consumer MaxAckPending (the default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
+	source := flag.String("source", "logs", "pipeline input: logs (JSON lines on IOTWATCH_LOGS) or events (the ingest stage's Arrow batches on IOTWATCH_EVENTS)")
 	flag.Parse()
 	profile = *cpuProfile
+	if *source != "logs" && *source != "events" {
+		fmt.Fprintf(os.Stderr, "e2e: -source %q: want logs or events\n", *source)
+		os.Exit(2)
+	}
+	arrowInput = *source == "events"
 	if err := run(*events, *lines, *devices, *dsn, *workers, *flushRows, *maxAckPending); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 }
 
-var profile string
+var (
+	profile    string
+	arrowInput bool // -source events
+)
+
+// eventBatches returns, for each log message of msgs (its stream sequence
+// is its index + 1), the ingest stage's Arrow batches: one per partition
+// that holds events of it, with the partition.
+func eventBatches(msgs [][]byte) (batches [][]byte, parts []int, err error) {
+	bs := make([]*schemas.EventBatch, schemas.DefaultPartitions)
+	for i := range bs {
+		bs[i] = schemas.NewEventBatch(nil)
+	}
+	var dec schemas.Decoder
+	var ev schemas.Event
+	for i, m := range msgs {
+		for j, l := range bytes.Split(bytes.TrimSpace(m), []byte("\n")) {
+			if err := dec.Decode(l, uint64(i+1), uint32(j), 0, &ev); err != nil {
+				return nil, nil, err
+			}
+			bs[schemas.PartitionOf(ev.DeviceAlt, len(bs))].Append(&ev)
+		}
+		for p, b := range bs {
+			if b.Len() == 0 {
+				continue
+			}
+			data, err := b.AppendIPC(nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			batches, parts = append(batches, data), append(parts, p)
+		}
+	}
+	return batches, parts, nil
+}
 
 func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPending int) error {
 	ctx := context.Background()
@@ -120,13 +166,29 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	fmt.Printf("input: %d events in %d messages of %d lines (%d bytes on average), %d devices\n", total, len(msgs), lines, avg, devices)
 	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 
+	// The pipeline's messages: the log messages, or their Arrow batches.
+	in, inAvg := msgs, avg
+	var parts []int
+	if arrowInput {
+		if in, parts, err = eventBatches(msgs); err != nil {
+			return err
+		}
+		size := 0
+		for _, b := range in {
+			size += len(b)
+		}
+		inAvg = size / len(in)
+		fmt.Printf("events: %d Arrow batches on %d partitions (%d bytes on average, %.1f events per batch)\n",
+			len(in), schemas.DefaultPartitions, inAvg, float64(total)/float64(len(in)))
+	}
+
 	// 1. Ceiling.
-	rawMsgs, err := bus.RawConsumeRate(ctx, js, len(msgs), avg, 256)
+	rawMsgs, err := bus.RawConsumeRate(ctx, js, len(in), inAvg, 256)
 	if err != nil {
 		return fmt.Errorf("cannot measure the raw consume rate: %w", err)
 	}
-	rawEvents := rawMsgs * float64(total) / float64(len(msgs))
-	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each): %.0f msgs/s = %.0f events/s at %d lines/msg\n", rawMsgs, rawEvents, lines)
+	rawEvents := rawMsgs * float64(total) / float64(len(in))
+	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each): %.0f msgs/s = %.0f events/s at %.1f events/msg\n", rawMsgs, rawEvents, float64(total)/float64(len(in)))
 
 	// 2. The sink's ceiling: the same rows, decoded but not scored, inserted in
 	// batches of flushRows into a scratch database.
@@ -139,14 +201,27 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	// 3. Pipeline.
 	sc := bus.DefaultStreamsConfig()
 	sc.MaxAckPending = maxAckPending
-	cons, kv, err := bus.Ensure(ctx, js, sc)
+	var cons jetstream.Consumer
+	var kv jetstream.KeyValue
+	if arrowInput {
+		cons, kv, err = bus.EnsureScorer(ctx, js, sc, nil)
+	} else {
+		cons, kv, err = bus.Ensure(ctx, js, sc)
+	}
 	if err != nil {
 		return err
 	}
 	subject := bus.LogSubject(schemas.FormatJSON, "bench")
-	for i, m := range msgs {
-		if _, err := js.PublishAsync(subject, m, jetstream.WithMsgID(fmt.Sprint("b-", i))); err != nil {
+	for i, m := range in {
+		subj := subject
+		if arrowInput {
+			subj = schemas.EventsSubject(parts[i])
+		}
+		if _, err := js.PublishAsync(subj, m, jetstream.WithMsgID(fmt.Sprint("b-", i))); err != nil {
 			return err
+		}
+		if i%1000 == 999 { // stay under the client's async window on a loaded machine
+			<-js.PublishAsyncComplete()
 		}
 	}
 	<-js.PublishAsyncComplete()
@@ -183,7 +258,7 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 		if err != nil {
 			return err
 		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && p.M.Acked.Load() >= uint64(len(msgs)) {
+		if info.NumPending == 0 && info.NumAckPending == 0 && p.M.Acked.Load() >= uint64(len(in)) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -28,6 +28,7 @@
 package formats
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -194,7 +195,7 @@ func Records(format string, dst [][]byte, msg []byte) [][]byte {
 	arrays := isJSONArrayFormat(format)
 	for len(msg) > 0 {
 		line := msg
-		if i := indexByte(msg, '\n'); i >= 0 {
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
 			line, msg = msg[:i], msg[i+1:]
 		} else {
 			msg = nil
@@ -214,15 +215,6 @@ func Records(format string, dst [][]byte, msg []byte) [][]byte {
 		dst = append(dst, line)
 	}
 	return dst
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func isBlank(b []byte) bool {
@@ -841,4 +833,15 @@ func secondsToMicros(b []byte) (uint32, bool) {
 		total = 1<<32 - 1
 	}
 	return uint32(total), true
+}
+
+// indexByte is bytes.IndexByte for the short spans the text decoders scan,
+// where a plain loop beats the call; Records uses bytes.IndexByte.
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
 }

@@ -1,6 +1,8 @@
 package formats
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -169,9 +171,12 @@ func (f *flattener) value(depth int) error {
 			f.i++
 		}
 		raw := f.b[start:f.i]
-		n, err := strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64)
-		if err != nil {
-			return syntaxError("invalid number at offset " + strconv.Itoa(start))
+		n, ok := smallUint(raw)
+		if !ok {
+			var err error
+			if n, err = strconv.ParseFloat(unsafe.String(&raw[0], len(raw)), 64); err != nil {
+				return syntaxError("invalid number at offset " + strconv.Itoa(start))
+			}
 		}
 		t = token{kind: kNumber, val: raw, num: n}
 	case c == 't':
@@ -259,17 +264,43 @@ func (f *flattener) skipNested(decode bool) error {
 func (f *flattener) str() ([]byte, error) {
 	f.i++
 	start := f.i
-	for i := start; i < len(f.b); i++ {
-		switch f.b[i] {
-		case '"':
-			f.i = i + 1
-			return f.b[start:i], nil
-		case '\\':
-			f.i = i
-			return f.unescape(start)
+	i := quoteOrBackslash(f.b, start)
+	switch {
+	case i == len(f.b):
+		return nil, syntaxError("unterminated string")
+	case f.b[i] == '"':
+		f.i = i + 1
+		return f.b[start:i], nil
+	}
+	f.i = i
+	return f.unescape(start)
+}
+
+// quoteOrBackslash returns the index of the first '"' or '\\' in b at or
+// after i, or len(b). It tests eight bytes at a time: most of a gateway's
+// JSON record is string contents, and a byte loop over them was the decoders'
+// largest cost.
+func quoteOrBackslash(b []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q, s := x^(ones*'"'), x^(ones*'\\')
+		// A byte of q or s is zero where x holds '"' or '\\'. The zero-byte
+		// test can also flag a byte above a zero byte (the borrow), never
+		// one below it, so the lowest flag is exact.
+		if m := ((q-ones)&^q | (s-ones)&^s) & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
-	return nil, syntaxError("unterminated string")
+	for ; i < len(b); i++ {
+		if b[i] == '"' || b[i] == '\\' {
+			return i
+		}
+	}
+	return len(b)
 }
 
 func (f *flattener) unescape(start int) ([]byte, error) {
@@ -330,6 +361,23 @@ func (f *flattener) unescape(start int) ([]byte, error) {
 		}
 	}
 	return nil, syntaxError("unterminated string")
+}
+
+// smallUint returns the value of raw when it is 1 to 15 decimal digits (the
+// common case: times, sizes, statuses), which ParseFloat would give exactly;
+// ok is false for anything else.
+func smallUint(raw []byte) (float64, bool) {
+	if len(raw) == 0 || len(raw) > 15 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return float64(n), true
 }
 
 func isNumberByte(c byte) bool {

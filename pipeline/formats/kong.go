@@ -1,7 +1,6 @@
 package formats
 
 import (
-	"bytes"
 	"strconv"
 	"strings"
 
@@ -286,24 +285,22 @@ func (f *flattener) skipWord(word string) error {
 }
 
 // skipString skips the string at f.i (its opening quote) without decoding
-// it: IndexByte finds each candidate closing quote, which ends the string
-// unless an odd number of backslashes precede it.
+// it: quoteOrBackslash finds each quote or backslash; a backslash escapes
+// the byte after it, the first unescaped quote ends the string.
 func (f *flattener) skipString() error {
 	i := f.i + 1
 	for {
-		j := bytes.IndexByte(f.b[i:], '"')
-		if j < 0 {
+		i = quoteOrBackslash(f.b, i)
+		switch {
+		case i == len(f.b):
 			return syntaxError("unterminated string")
-		}
-		i += j
-		n := 0
-		for k := i - 1; k > f.i && f.b[k] == '\\'; k-- {
-			n++
-		}
-		i++
-		if n%2 == 0 {
-			f.i = i
+		case f.b[i] == '"':
+			f.i = i + 1
 			return nil
+		}
+		i += 2 // the backslash and the byte it escapes
+		if i > len(f.b) {
+			return syntaxError("unterminated string")
 		}
 	}
 }
