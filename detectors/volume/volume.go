@@ -79,7 +79,10 @@
 // with a 5xx in the last minute or two, classerrors.go) explains them: such
 // a burst is a fleet_errors finding, scored FleetScore, far below the alert
 // threshold. A device failing alone, or a few of a large class, still has
-// its error burst.
+// its error burst. When the backend is back, the devices it failed send
+// their queued retries and held-back requests at once: for FleetRecoverNs
+// after the class last failed, a rate spike of a device that itself got a
+// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer).
 //
 // Silence: a per-event detector only sees a device when it sends something, so
 // a silence is reported when the device comes back, with the gap against its
@@ -278,7 +281,7 @@ type ClassRamper interface {
 }
 
 // StateSize is the size of the per-device record.
-const StateSize = 100
+const StateSize = 104
 
 // Record layout, little-endian:
 //
@@ -302,6 +305,9 @@ const StateSize = 100
 //	      unused hold the burst memory: at 84:88 the remembered short-window
 //	      and run ratios (uint8 each, in quarters, saturating at MaxBurst) and episode length
 //	      (uint16, events), at 96:100 the open episode's
+//	100:104 the time of the device's latest 5xx response, Unix seconds
+//	      (uint32, 0: none), for the catch-up after a class failure
+//	      (FleetRecoverNs)
 type state struct {
 	last                  int64
 	n, bucketN            uint16
@@ -327,6 +333,9 @@ type state struct {
 	// spike again (classBurstUp).
 	classShort, classRun, classLen float64
 	classRead                      bool
+	// last5xx is the time of the device's latest 5xx response, Unix
+	// seconds (0: none).
+	last5xx uint32
 	// ramp (not stored) multiplies the baselines' expectations: how much
 	// busier the class's daily cycle usually is now than a TauLong ago
 	// (ClassRamper), read only to judge a finding again (rampUp); 0 reads
@@ -341,6 +350,8 @@ const (
 	coreAt  = 56
 	burstAt = coreAt + 28
 	peakAt  = coreAt + 40
+	// last5xxAt is where the time of the device's latest 5xx is.
+	last5xxAt = 100
 )
 
 // getBurst and putBurst read and write a burst memory: two ratios in
@@ -376,6 +387,7 @@ func (s *state) load(b []byte) {
 	s.core.UnmarshalBinary(b[coreAt:])
 	s.burstShort, s.burstRun, s.burstLen = getBurst(b[burstAt:])
 	s.peakShort, s.peakRun, s.peakLen = getBurst(b[peakAt:])
+	s.last5xx = binary.LittleEndian.Uint32(b[last5xxAt:])
 }
 
 func (s *state) store(b []byte) {
@@ -402,6 +414,7 @@ func (s *state) store(b []byte) {
 	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
 	putBurst(b[burstAt:], s.burstShort, s.burstRun, s.burstLen)
 	putBurst(b[peakAt:], s.peakShort, s.peakRun, s.peakLen)
+	binary.LittleEndian.PutUint32(b[last5xxAt:], s.last5xx)
 }
 
 // f32 reads a count; negative, huge or non-finite values read as 0.
@@ -493,7 +506,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
-	"minute (the fleet view's class failure sketches), is fleet_errors instead, score 0.15 (Observed and Expected the " +
+	"minute (the fleet view's class failure sketches), and, for 10 minutes after the class's last such minute, a rate " +
+	"spike of a device that itself got a 5xx in those 10 minutes (the catch-up of its retries once the backend is back), " +
+	"is fleet_errors instead, score 0.15 (Observed and Expected the " +
 	"burst's): recorded, never an alert alone, learned as a flagged burst. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
@@ -520,7 +535,7 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
 			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence, ReasonFleetErrors},
-		Version: 1,
+		Version: 2, // 2: the latest 5xx's time at 100:104
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
@@ -698,6 +713,15 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
+	// The catch-up of a device the failure hit, once the backend is back:
+	// its queued retries and held-back requests at once, with no error
+	// left in its short window (FleetRecoverNs).
+	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
+		reason, score = ReasonFleetErrors, FleetScore
+	}
+	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {
+		s.last5xx = uint32(min(ev.Time/1e9, math.MaxUint32))
+	}
 	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
 		score = min(score, ColdMaxScore) // not graduated: alert, never block
 	}
@@ -778,6 +802,12 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 		return s.errShort+s.failShort >= min(FleetRetryShare*s.short, FleetRetryMin)
 	}
 	return false
+}
+
+// failedWithin reports whether the device got a 5xx within window
+// nanoseconds before now.
+func (s *state) failedWithin(now, window int64) bool {
+	return s.last5xx > 0 && now/1e9-int64(s.last5xx) <= window/1e9
 }
 
 // classRate returns the class's typical rate from the fleet view, 0 when it
