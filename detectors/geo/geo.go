@@ -217,7 +217,9 @@ const Doc = "Where a device's requests come from (country and ASN from the log o
 	"class's devices on the new ASN (label: it), Expected the streak on the usual ASN (label: it). Devices with " +
 	"fewer than 20 events or 30 minutes of history learn every country and ASN silently, except rare_fleet_country: " +
 	"a country no other device of an established class (20 devices, 1 h) uses scores 0.6, 0.3 when one or two do; " +
-	"Observed is the class's devices in the country (label: it), Expected the class's devices."
+	"Observed is the class's devices in the country (label: it), Expected the class's devices. Roaming: in a country " +
+	"neighbouring the device's top country (centroid uncertainty regions overlap) on an ASN at least 3 other devices " +
+	"of its model (the class across tenants) use, new_country and rare_fleet_country score half."
 
 func init() {
 	detectors.Register(detectors.Spec{
