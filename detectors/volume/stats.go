@@ -76,6 +76,14 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 	t.learnRate(j, ev, before)
 	t.learnFail(j, ev)
+	// The model (the class across tenants) samples devices too, so that a
+	// tenant's class too young to know its burstiness asks its model
+	// (ClassBurst).
+	if ev.HasModel() {
+		if m := detectors.Slot(t.keys, ev.ModelKey, true); m >= 0 {
+			t.learnRate(m, ev, before)
+		}
+	}
 }
 
 // Saturated returns how many learn calls found the table full.

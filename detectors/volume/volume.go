@@ -100,7 +100,10 @@
 // (Stats: the median rate of sampled devices of the class)
 // gives a cold device its class's typical rate as a prior, judged with
 // widened bounds, so a new device flooding from its first request is flagged
-// long before its own warm-up.
+// long before its own warm-up; a warm device not yet graduated has its
+// short-window rate spike judged that way too, against the larger of its
+// young baseline's and its class's expectation, so that its first session
+// is not judged against a baseline that has seen none.
 package volume
 
 import (
@@ -524,7 +527,10 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"Observed: the gap so far), and again on the device's next event. No findings until the device has 20 events and 10 minutes " +
 	"of history (or, when the fleet view knows its class's rate, the median rate of 16 sampled devices of the class, " +
 	"rate spikes against that rate at 8x and 1e-10); " +
-	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history. A warm " +
+	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history, and until " +
+	"then a short-window rate spike must also pass the cold bounds against the larger of its baseline's and its " +
+	"class's expectation. A class whose devices remember too few bursts borrows its model's burstiness (the class " +
+	"across tenants). A warm " +
 	"device without a finding returns a finding with no reason whose Observed and Expected are the short request " +
 	"window's (the expected band of plots)."
 
@@ -688,6 +694,16 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
 		}
+		// A young baseline (not graduated) has seen few of the device's
+		// sessions: its short-window rate spike is also judged as a cold
+		// device's is, against the larger of its own and its class's
+		// typical rate with the cold bounds, and scores the lower.
+		if score > 0 && reason == ReasonRateSpike && observed == s.short && !s.graduated() {
+			if rate := classRate(fleet, ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
+				e := max(expected, rate*TauShort*max(s.ramp, 1), FloorExpected)
+				score = min(score, judgeWith(observed, e, MinSpike, max(ColdWiden*MinRatio, s.shortRatio()), ColdSurprise))
+			}
+		}
 		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
 			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
@@ -722,7 +738,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {
 		s.last5xx = uint32(min(ev.Time/1e9, math.MaxUint32))
 	}
-	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
+	if score > 0 && !s.graduated() {
 		score = min(score, ColdMaxScore) // not graduated: alert, never block
 	}
 	if score == 0 {
@@ -803,6 +819,10 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 	}
 	return false
 }
+
+// graduated reports whether the device's baseline has GradEvents and
+// GradExposure of history.
+func (s *state) graduated() bool { return s.n >= GradEvents && s.exposure >= GradExposure }
 
 // failedWithin reports whether the device got a 5xx within window
 // nanoseconds before now.
