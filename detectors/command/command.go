@@ -136,7 +136,8 @@ const StateSize = 112
 //	44:46 home resource counter (uint16)
 //	46    flags: 1 = the current window was flagged as enumeration,
 //	      2 = the last command, or the transition to it, was flagged and not learned
-//	47    unused
+//	47    requests left before transitions are judged again after a 5xx
+//	      (RetryQuiet; 0: judged)
 //	48:80 Bloom filter of issued commands (256 bits)
 //	80:88 last command, ev.CommandID (0: none)
 //	88:112 Bloom filter of transitions made (192 bits)
@@ -151,12 +152,19 @@ type state struct {
 	flagged   bool
 	last      uint64
 	lastBad   bool
+	// quiet is how many more requests after the device's latest 5xx make
+	// transitions that are neither judged nor learned (RetryQuiet).
+	quiet uint8
 }
 
 const (
 	bloomOff = 48
 	lastOff  = 80
 	transOff = 88
+	// RetryQuiet is how many requests after a 5xx make transitions that
+	// are not judged: a device retries a failed request up to six times
+	// with backoff, between its other requests.
+	RetryQuiet = 16
 	// transBits is the size of the transition Bloom filter.
 	transBits = (StateSize - transOff) * 8
 )
@@ -176,6 +184,7 @@ func (s *state) load(b []byte) {
 	s.homeCnt = min(binary.LittleEndian.Uint16(b[44:]), maxHome)
 	s.flagged = b[46]&1 != 0
 	s.lastBad = b[46]&2 != 0
+	s.quiet = min(b[47], RetryQuiet)
 	s.last = binary.LittleEndian.Uint64(b[lastOff:])
 }
 
@@ -189,7 +198,7 @@ func (s *state) store(b []byte) {
 	binary.LittleEndian.PutUint64(b[32:], s.prev)
 	binary.LittleEndian.PutUint32(b[40:], s.win)
 	binary.LittleEndian.PutUint16(b[44:], s.homeCnt)
-	b[46], b[47] = 0, 0
+	b[46], b[47] = 0, s.quiet
 	if s.flagged {
 		b[46] |= 1
 	}
@@ -216,7 +225,8 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"established (20 devices and 1 h of history): one no other device of the class made scores 0.3-0.65 by " +
 	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
 	"one that one or two others made 0.25, or 0.65 when they are at most 1 in 1,000 of the class (rare_transition; Observed and Expected as for commands, label: the " +
-	"second command); a step out of a flagged command or transition is not judged again. Devices with fewer " +
+	"second command); a step out of a flagged command or transition is not judged again, nor are the transitions of " +
+	"the 16 requests after a 5xx (retries with backoff, a backend incident's catch-up). Devices with fewer " +
 	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to an established " +
 	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
 	"Enumeration: distinct " +
@@ -239,7 +249,7 @@ func init() {
 		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
 			ReasonParamOutOfRange},
-		Version: 1,
+		Version: 2, // 2: byte 47 counts the requests after a 5xx (RetryQuiet)
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
@@ -376,9 +386,20 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	}
 	prev, prevBad := s.last, s.lastBad
 	s.last, s.lastBad = h, !learned
+	// After a request the backend failed, the device's retries (with
+	// backoff, between its other requests) and its catch-up break its
+	// grammar: the next RetryQuiet transitions are not the device's own,
+	// neither judged nor learned.
+	quiet := s.quiet > 0
+	switch {
+	case ev.Status >= 500 && ev.Status < 600:
+		s.quiet = RetryQuiet
+	case quiet:
+		s.quiet--
+	}
 	// A transition out of or into a command or transition the device was
 	// flagged for (and did not learn) is part of that finding, not a second one.
-	if prev == 0 || prevBad || !learned {
+	if prev == 0 || prevBad || !learned || quiet {
 		return f
 	}
 	t := prev*0xc2b2ae3d27d4eb4f ^ h

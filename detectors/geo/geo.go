@@ -115,6 +115,16 @@ const (
 	// physically impossible whatever the device, loses TravelMobilityDiscount.
 	MobilityDiscount       = 0.5
 	TravelMobilityDiscount = 0.3
+	// NeighbourDiscount is the share of a new-country or rare_fleet_country
+	// score a roaming device loses: one seen in a country neighbouring its
+	// top country (their centroids' uncertainty regions, as impossible
+	// travel draws them, overlap) on a network (ASN) that at least
+	// CommonPeers other devices of its model (the class across tenants)
+	// use: a vehicle driving across a border onto the neighbour's carrier,
+	// which its model's devices of that country use. A key used from the
+	// neighbour's hosting range, or a stationary device's from a network
+	// its model never uses, is not roaming.
+	NeighbourDiscount = 0.5
 )
 
 // StateSize is the size of the per-device record.
@@ -207,7 +217,9 @@ const Doc = "Where a device's requests come from (country and ASN from the log o
 	"class's devices on the new ASN (label: it), Expected the streak on the usual ASN (label: it). Devices with " +
 	"fewer than 20 events or 30 minutes of history learn every country and ASN silently, except rare_fleet_country: " +
 	"a country no other device of an established class (20 devices, 1 h) uses scores 0.6, 0.3 when one or two do; " +
-	"Observed is the class's devices in the country (label: it), Expected the class's devices."
+	"Observed is the class's devices in the country (label: it), Expected the class's devices. Roaming: in a country " +
+	"neighbouring the device's top country (centroid uncertainty regions overlap) on an ASN at least 3 other devices " +
+	"of its model (the class across tenants) use, new_country and rare_fleet_country score half."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -324,6 +336,14 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 		}
 	}
 
+	// Roaming into a neighbouring country (NeighbourDiscount).
+	roam := 1.0
+	if top >= 0 && s.countries[top] != ev.Country && ev.ASN != 0 && fleet != nil && ev.HasModel() &&
+		neighbours(s.countries[top], ev.Country) &&
+		fleet.ModelASNDevices(ev.ModelKey, ev.ASN, ev.DeviceKey) >= CommonPeers {
+		roam = 1 - NeighbourDiscount
+	}
+
 	if warm {
 		// A new or rare country for this device.
 		var score float64
@@ -348,7 +368,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 		if score > 0 {
 			c := schemas.Finding{
 				Detector: Name, Reason: ReasonNewCountry,
-				Score:    float32(min(1, score*stay)),
+				Score:    float32(min(1, score*stay*roam)),
 				Observed: share, ObservedLabel: countryLabel(ev.Country),
 				ExpectedLabel: topLabel,
 			}
@@ -385,7 +405,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 			}
 			consider(&f, schemas.Finding{
 				Detector: Name, Reason: ReasonRareFleetCountry,
-				Score:    float32(score * stay),
+				Score:    float32(score * stay * roam),
 				Observed: peers, Expected: cls.devices,
 				ObservedLabel: countryLabel(ev.Country),
 			})

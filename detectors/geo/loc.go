@@ -138,3 +138,16 @@ func sinHalfPi(x float64) float64 {
 	x2 := x * x
 	return x * (1 + x2*(c3+x2*(c5+x2*(c7+x2*(c9+x2*(c11+x2*c13))))))
 }
+
+// neighbours reports whether countries a and b neighbour each other: their
+// centroids' uncertainty regions (centroidLocs) overlap, so that one is
+// reached from the other without impossible travel. It is false when either
+// is not in the table.
+func neighbours(a, b schemas.Country) bool {
+	i, j := countryIndex(a), countryIndex(b)
+	if i < 0 || j < 0 || !centroidLocs[i].known() || !centroidLocs[j].known() {
+		return false
+	}
+	l, m := centroidLocs[i], centroidLocs[j]
+	return haversine(l, m) < havKm(l.radiusKm()+m.radiusKm())
+}

@@ -9,7 +9,7 @@ import (
 
 // Stats is what the geo detector learns of classes (its
 // detectors.ClassStats and the Fleet view its Observe gets): per (class,
-// country) and (class, ASN), a 64-bit sketch of the devices seen there,
+// country), (class, ASN) and (model, ASN), a 64-bit sketch of the devices seen there,
 // perClass slots per class slot of the class table (256 bytes per class
 // slot).
 type Stats struct {
@@ -55,14 +55,24 @@ func (s *Stats) ClassASNDevices(class uint64, asn uint32, device uint64) float64
 }
 
 // Learn implements detectors.ClassStats: ev's device was seen in ev's country
-// and ASN, when known.
+// and ASN, when known, and its model (across tenants) in that ASN.
 func (s *Stats) Learn(ev *schemas.Event, _ []byte) {
 	if ev.Country.Known() {
 		s.places.Learn(countryKey(ev.ClassKey, ev.Country), ev.DeviceKey)
 	}
 	if ev.ASN != 0 {
 		s.places.Learn(asnKey(ev.ClassKey, ev.ASN), ev.DeviceKey)
+		if ev.HasModel() {
+			s.places.Learn(asnKey(ev.ModelKey, ev.ASN), ev.DeviceKey)
+		}
 	}
+}
+
+// ModelASNDevices estimates how many distinct devices of the model (the
+// class across tenants, Event.ModelKey), other than device, were seen in the
+// autonomous system asn.
+func (s *Stats) ModelASNDevices(model uint64, asn uint32, device uint64) float64 {
+	return s.places.Devices(asnKey(model, asn), device)
 }
 
 // Saturated returns how many learn calls found the table full.

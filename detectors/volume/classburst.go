@@ -21,7 +21,11 @@ import (
 // makes trips, some hours apart) thus gives a device the burstiness of its
 // peers before its own first session, as ClassRate gives a new device its
 // peers' rate; a class of steady devices has no memories and changes
-// nothing: a few of its devices flooding at once cannot give it one.
+// nothing: a few of its devices flooding at once cannot give it one. The
+// model (the class across tenants, Event.ModelKey) samples devices as a
+// class does, and a class that knows no burstiness borrows its model's: a
+// tenant's vehicles at night are judged with the sessions of the model's
+// vehicles where it is day.
 
 // ClassBurster is implemented by a fleet view that knows a class's typical
 // burstiness (Stats). It is optional: without it, a device is judged against
@@ -110,8 +114,14 @@ func (s *state) classBurstUp(ev *schemas.Event, fleet detectors.Fleet) bool {
 		switch cb := fleet.(type) {
 		case *Stats: // the detector's own statistics: no interface lookup
 			s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ClassKey)
+			if s.classLen == 0 && ev.HasModel() {
+				s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ModelKey)
+			}
 		case ClassBurster:
 			s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ClassKey)
+			if s.classLen == 0 && ev.HasModel() {
+				s.classShort, s.classRun, s.classLen = cb.ClassBurst(ev.ModelKey)
+			}
 		}
 	}
 	return s.classLen > 0 && (s.classShort > s.burstShort || s.classRun > s.burstRun || s.classLen > s.burstLen)

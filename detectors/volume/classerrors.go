@@ -41,6 +41,14 @@ const (
 	// class failure (ReasonFleetErrors): far below the alert threshold, like
 	// a silence, so that it adds to strong evidence only.
 	FleetScore = 0.15
+	// FleetRecoverNs is how long a class failure explains the rate spikes of
+	// the devices it failed: the retries a device queued with exponential
+	// backoff (up to a few minutes), and its own requests held back, arrive
+	// together when the backend is back, with no error left in its short
+	// window. For FleetRecoverNs after the last minute its class was
+	// failing, a rate spike of a device that itself got a 5xx within
+	// FleetRecoverNs is the failure's catch-up, a fleet_errors finding.
+	FleetRecoverNs = int64(10 * 60e9)
 	// failWords is the size, in 64-bit words, of a failure sketch (256 bits:
 	// accurate to a few percent up to ~700 devices).
 	failWords = 4
@@ -83,7 +91,32 @@ func (t *Stats) learnFail(j int, ev *schemas.Event) {
 	detectors.SetBit(&t.failSeen[at], bit)
 	if ev.Status >= 500 && ev.Status < 600 {
 		detectors.SetBit(&t.failFailing[at], bit)
+		// Remember the latest bucket in which the class was failing
+		// (judged on 5xx events only: the background makes few).
+		if t.failingAt(j, ev.DeviceKey, ev.Time) {
+			for l := &t.failLast[j]; ; {
+				old := l.Load()
+				if int64(old) >= b+1 || l.CompareAndSwap(old, uint64(b+1)) {
+					break
+				}
+			}
+		}
 	}
+}
+
+// ClassFailedAt returns the start (Unix ns) of the latest failure bucket in
+// which the class was failing (ClassFailing, judged on its 5xx events), 0
+// when none is known. It implements ClassRecoverer and does not allocate.
+func (t *Stats) ClassFailedAt(class uint64) int64 {
+	j := detectors.Slot(t.keys, class, false)
+	if j < 0 {
+		return 0
+	}
+	b := int64(t.failLast[j].Load())
+	if b <= 0 {
+		return 0
+	}
+	return (b - 1) * FailBucketNs
 }
 
 // clearFail zeroes one half's sketches from index at.
@@ -110,7 +143,16 @@ func (t *Stats) ClassFailing(class, device uint64, now int64) (failing bool, oth
 // with fewer than FleetMinDevices failing bits (3 bits estimate 3.02
 // devices, 4 bits 4.03) is not failing, with no logarithm computed.
 func (t *Stats) classFailing(class, device uint64, now int64) bool {
-	onesFailing, onesSeen := t.failOnes(class, device, now)
+	j := detectors.Slot(t.keys, class, false)
+	if j < 0 {
+		return false
+	}
+	return t.failingAt(j, device, now)
+}
+
+// failingAt is classFailing for class slot j.
+func (t *Stats) failingAt(j int, device uint64, now int64) bool {
+	onesFailing, onesSeen := t.failOnesAt(j, device, now)
 	if float64(onesFailing) < FleetMinDevices {
 		return false
 	}
@@ -123,7 +165,15 @@ func (t *Stats) classFailing(class, device uint64, now int64) bool {
 // previous failure bucket of time now.
 func (t *Stats) failOnes(class, device uint64, now int64) (onesFailing, onesSeen int) {
 	j := detectors.Slot(t.keys, class, false)
-	if j < 0 || now <= 0 {
+	if j < 0 {
+		return 0, 0
+	}
+	return t.failOnesAt(j, device, now)
+}
+
+// failOnesAt is failOnes for class slot j.
+func (t *Stats) failOnesAt(j int, device uint64, now int64) (onesFailing, onesSeen int) {
+	if now <= 0 {
 		return 0, 0
 	}
 	b := now / FailBucketNs
@@ -158,6 +208,28 @@ type ClassFailer interface {
 	// its devices other than device answered with a 5xx in the last minutes
 	// (and how many, against how many were seen).
 	ClassFailing(class, device uint64, now int64) (failing bool, others, seen float64)
+}
+
+// ClassRecoverer is implemented by a fleet view that remembers when a class
+// last failed at once (Stats). It is optional: without it, the catch-up of a
+// device's retries after a class failure is judged as the device's own.
+type ClassRecoverer interface {
+	// ClassFailedAt returns the start (Unix ns) of the latest minute in
+	// which the class was failing, 0 when none is known.
+	ClassFailedAt(class uint64) int64
+}
+
+// classRecovering reports whether ev's class was failing within
+// FleetRecoverNs before ev's time (FleetRecoverNs).
+func classRecovering(fleet detectors.Fleet, ev *schemas.Event) bool {
+	var at int64
+	switch cr := fleet.(type) {
+	case *Stats: // the detector's own statistics: no interface lookup
+		at = cr.ClassFailedAt(ev.ClassKey)
+	case ClassRecoverer:
+		at = cr.ClassFailedAt(ev.ClassKey)
+	}
+	return at > 0 && ev.Time-(at+FailBucketNs) < FleetRecoverNs
 }
 
 // classFailing asks the fleet view whether ev's class is failing at ev's time.

@@ -15,7 +15,7 @@ import (
 // their 24-hour cycle (classcycle.go)
 // and the devices seen and failing in the last minutes (classerrors.go). It
 // has its own table of class keys, as many as the class table's, and costs
-// 1,192 bytes per class slot.
+// 1,200 bytes per class slot.
 type Stats struct {
 	classes *detectors.ClassTable
 	keys    []atomic.Uint64 // class keys (detectors.Slot)
@@ -35,7 +35,10 @@ type Stats struct {
 	// and two halves of failWords words each of the sketches of devices
 	// seen and failing.
 	failBucket, failSeen, failFailing []atomic.Uint64
-	saturated                         atomic.Uint64
+	// Per class slot: the latest failure bucket (its index + 1; 0: none) in
+	// which the class was failing (ClassFailedAt).
+	failLast  []atomic.Uint64
+	saturated atomic.Uint64
 }
 
 // NewStats returns empty statistics over classes, with classes.ClassSlots()
@@ -51,7 +54,7 @@ func NewStats(classes *detectors.ClassTable) *Stats {
 		cycleHour: make([]atomic.Uint64, k), cycleOpenCount: make([]atomic.Uint64, k),
 		cycleOpenExposure: make([]atomic.Uint64, k),
 		failBucket:        make([]atomic.Uint64, k), failSeen: make([]atomic.Uint64, k*2*failWords),
-		failFailing: make([]atomic.Uint64, k*2*failWords),
+		failFailing: make([]atomic.Uint64, k*2*failWords), failLast: make([]atomic.Uint64, k),
 	}
 }
 
@@ -73,6 +76,14 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 	t.learnRate(j, ev, before)
 	t.learnFail(j, ev)
+	// The model (the class across tenants) samples devices too, so that a
+	// tenant's class too young to know its burstiness asks its model
+	// (ClassBurst).
+	if ev.HasModel() {
+		if m := detectors.Slot(t.keys, ev.ModelKey, true); m >= 0 {
+			t.learnRate(m, ev, before)
+		}
+	}
 }
 
 // Saturated returns how many learn calls found the table full.
@@ -80,13 +91,14 @@ func (t *Stats) Saturated() uint64 { return t.saturated.Load() }
 
 // statsVersion versions the snapshot of Stats (1: the class table's version 5
 // rate samples and cycles, with a table of class keys of its own; 2: and the
-// failure sketches; 3: and the sampled devices' burst memories).
-const statsVersion = 3
+// failure sketches; 3: and the sampled devices' burst memories; 4: and each
+// class's latest failing minute).
+const statsVersion = 4
 
 func (t *Stats) arrays() [][]atomic.Uint64 {
 	return [][]atomic.Uint64{t.keys, t.rateKeys, t.rateLast, t.rateCount, t.rateExposure,
 		t.cycleCount, t.cycleExposure, t.cycleHour, t.cycleOpenCount, t.cycleOpenExposure,
-		t.failBucket, t.failSeen, t.failFailing, t.rateBurst}
+		t.failBucket, t.failSeen, t.failFailing, t.rateBurst, t.failLast}
 }
 
 // AppendSnapshot implements detectors.ClassStats.

@@ -79,7 +79,10 @@
 // with a 5xx in the last minute or two, classerrors.go) explains them: such
 // a burst is a fleet_errors finding, scored FleetScore, far below the alert
 // threshold. A device failing alone, or a few of a large class, still has
-// its error burst.
+// its error burst. When the backend is back, the devices it failed send
+// their queued retries and held-back requests at once: for FleetRecoverNs
+// after the class last failed, a rate spike of a device that itself got a
+// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer).
 //
 // Silence: a per-event detector only sees a device when it sends something, so
 // a silence is reported when the device comes back, with the gap against its
@@ -97,7 +100,10 @@
 // (Stats: the median rate of sampled devices of the class)
 // gives a cold device its class's typical rate as a prior, judged with
 // widened bounds, so a new device flooding from its first request is flagged
-// long before its own warm-up.
+// long before its own warm-up; a warm device not yet graduated has its
+// short-window rate spike judged that way too, against the larger of its
+// young baseline's and its class's expectation, so that its first session
+// is not judged against a baseline that has seen none.
 package volume
 
 import (
@@ -278,7 +284,7 @@ type ClassRamper interface {
 }
 
 // StateSize is the size of the per-device record.
-const StateSize = 100
+const StateSize = 104
 
 // Record layout, little-endian:
 //
@@ -302,6 +308,9 @@ const StateSize = 100
 //	      unused hold the burst memory: at 84:88 the remembered short-window
 //	      and run ratios (uint8 each, in quarters, saturating at MaxBurst) and episode length
 //	      (uint16, events), at 96:100 the open episode's
+//	100:104 the time of the device's latest 5xx response, Unix seconds
+//	      (uint32, 0: none), for the catch-up after a class failure
+//	      (FleetRecoverNs)
 type state struct {
 	last                  int64
 	n, bucketN            uint16
@@ -327,6 +336,9 @@ type state struct {
 	// spike again (classBurstUp).
 	classShort, classRun, classLen float64
 	classRead                      bool
+	// last5xx is the time of the device's latest 5xx response, Unix
+	// seconds (0: none).
+	last5xx uint32
 	// ramp (not stored) multiplies the baselines' expectations: how much
 	// busier the class's daily cycle usually is now than a TauLong ago
 	// (ClassRamper), read only to judge a finding again (rampUp); 0 reads
@@ -341,6 +353,8 @@ const (
 	coreAt  = 56
 	burstAt = coreAt + 28
 	peakAt  = coreAt + 40
+	// last5xxAt is where the time of the device's latest 5xx is.
+	last5xxAt = 100
 )
 
 // getBurst and putBurst read and write a burst memory: two ratios in
@@ -376,6 +390,7 @@ func (s *state) load(b []byte) {
 	s.core.UnmarshalBinary(b[coreAt:])
 	s.burstShort, s.burstRun, s.burstLen = getBurst(b[burstAt:])
 	s.peakShort, s.peakRun, s.peakLen = getBurst(b[peakAt:])
+	s.last5xx = binary.LittleEndian.Uint32(b[last5xxAt:])
 }
 
 func (s *state) store(b []byte) {
@@ -402,6 +417,7 @@ func (s *state) store(b []byte) {
 	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
 	putBurst(b[burstAt:], s.burstShort, s.burstRun, s.burstLen)
 	putBurst(b[peakAt:], s.peakShort, s.peakRun, s.peakLen)
+	binary.LittleEndian.PutUint32(b[last5xxAt:], s.last5xx)
 }
 
 // f32 reads a count; negative, huge or non-finite values read as 0.
@@ -493,7 +509,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
-	"minute (the fleet view's class failure sketches), is fleet_errors instead, score 0.15 (Observed and Expected the " +
+	"minute (the fleet view's class failure sketches), and, for 10 minutes after the class's last such minute, a rate " +
+	"spike of a device that itself got a 5xx in those 10 minutes (the catch-up of its retries once the backend is back), " +
+	"is fleet_errors instead, score 0.15 (Observed and Expected the " +
 	"burst's): recorded, never an alert alone, learned as a flagged burst. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
@@ -509,7 +527,10 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"Observed: the gap so far), and again on the device's next event. No findings until the device has 20 events and 10 minutes " +
 	"of history (or, when the fleet view knows its class's rate, the median rate of 16 sampled devices of the class, " +
 	"rate spikes against that rate at 8x and 1e-10); " +
-	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history. A warm " +
+	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history, and until " +
+	"then a short-window rate spike must also pass the cold bounds against the larger of its baseline's and its " +
+	"class's expectation. A class whose devices remember too few bursts borrows its model's burstiness (the class " +
+	"across tenants). A warm " +
 	"device without a finding returns a finding with no reason whose Observed and Expected are the short request " +
 	"window's (the expected band of plots)."
 
@@ -520,7 +541,7 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
 			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence, ReasonFleetErrors},
-		Version: 1,
+		Version: 2, // 2: the latest 5xx's time at 100:104
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
@@ -673,6 +694,16 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
 		}
+		// A young baseline (not graduated) has seen few of the device's
+		// sessions: its short-window rate spike is also judged as a cold
+		// device's is, against the larger of its own and its class's
+		// typical rate with the cold bounds, and scores the lower.
+		if score > 0 && reason == ReasonRateSpike && observed == s.short && !s.graduated() {
+			if rate := classRate(fleet, ev.ClassKey); rate > 0 && !math.IsInf(rate, 1) {
+				e := max(expected, rate*TauShort*max(s.ramp, 1), FloorExpected)
+				score = min(score, judgeWith(observed, e, MinSpike, max(ColdWiden*MinRatio, s.shortRatio()), ColdSurprise))
+			}
+		}
 		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
 			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
@@ -698,7 +729,16 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
-	if score > 0 && !(s.n >= GradEvents && s.exposure >= GradExposure) {
+	// The catch-up of a device the failure hit, once the backend is back:
+	// its queued retries and held-back requests at once, with no error
+	// left in its short window (FleetRecoverNs).
+	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
+		reason, score = ReasonFleetErrors, FleetScore
+	}
+	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {
+		s.last5xx = uint32(min(ev.Time/1e9, math.MaxUint32))
+	}
+	if score > 0 && !s.graduated() {
 		score = min(score, ColdMaxScore) // not graduated: alert, never block
 	}
 	if score == 0 {
@@ -778,6 +818,16 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 		return s.errShort+s.failShort >= min(FleetRetryShare*s.short, FleetRetryMin)
 	}
 	return false
+}
+
+// graduated reports whether the device's baseline has GradEvents and
+// GradExposure of history.
+func (s *state) graduated() bool { return s.n >= GradEvents && s.exposure >= GradExposure }
+
+// failedWithin reports whether the device got a 5xx within window
+// nanoseconds before now.
+func (s *state) failedWithin(now, window int64) bool {
+	return s.last5xx > 0 && now/1e9-int64(s.last5xx) <= window/1e9
 }
 
 // classRate returns the class's typical rate from the fleet view, 0 when it
