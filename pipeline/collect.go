@@ -54,6 +54,8 @@ func (p *Pipeline) collect() {
 		st := grouper.Stats()
 		p.M.IncidentsOpened.Store(st.Opened)
 		p.M.IncidentsEvicted.Store(st.Evicted)
+		p.M.IncidentsMerged.Store(st.Merged)
+		p.M.IncidentsRetired.Store(st.Retired)
 		p.M.IncidentsOpen.Store(int64(st.Open))
 	}
 	publish := func(j pubJob) {
