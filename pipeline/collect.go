@@ -32,6 +32,15 @@ func (p *Pipeline) collect() {
 		incIndex  = map[string]int{} // incident id -> index in incidents
 		grouper   = incident.New(p.cfg.Incidents)
 	)
+	pending := func(inc *schemas.Incident) {
+		if i, ok := incIndex[inc.ID]; ok {
+			incidents[i] = *inc
+		} else {
+			incIndex[inc.ID] = len(incidents)
+			incidents = append(incidents, *inc)
+		}
+	}
+	grouper.OnRetire(pending) // a merged or renamed id's retirement is stored and published as its updates are
 	group := func(a *schemas.Alert, dec *schemas.Decision) {
 		decID := ""
 		if dec != nil && dec.AlertID == a.ID {
@@ -41,15 +50,12 @@ func (p *Pipeline) collect() {
 		if inc == nil {
 			return
 		}
-		if i, ok := incIndex[inc.ID]; ok {
-			incidents[i] = *inc
-		} else {
-			incIndex[inc.ID] = len(incidents)
-			incidents = append(incidents, *inc)
-		}
+		pending(inc)
 		st := grouper.Stats()
 		p.M.IncidentsOpened.Store(st.Opened)
 		p.M.IncidentsEvicted.Store(st.Evicted)
+		p.M.IncidentsMerged.Store(st.Merged)
+		p.M.IncidentsRetired.Store(st.Retired)
 		p.M.IncidentsOpen.Store(int64(st.Open))
 	}
 	publish := func(j pubJob) {
@@ -57,20 +63,17 @@ func (p *Pipeline) collect() {
 		pubSent++
 		p.pubSent.Store(pubSent)
 	}
-	// out publishes it's alert and decision now, whatever ClickHouse is
-	// doing; they are stored with the next flush. A device's alert joins its
-	// incident. An entity's (it.noRow) joins none yet: an incident's id is its
-	// first alert's, and entity alerts reach the collector from the owners'
-	// goroutines, in an order against the workers' alerts that a redelivery
-	// does not repeat.
+	// out publishes its alert and decision now, whatever ClickHouse is
+	// doing; they are stored with the next flush. The alert, a device's or an
+	// entity's (it.noRow), joins its incident: the grouping does not depend
+	// on the order in which the workers' and the entity owners' alerts
+	// arrive here (pipeline/incident).
 	out := func(it *item) {
 		var j pubJob
 		if it.alert != nil {
 			j.alerts = []schemas.Alert{*it.alert}
 			alerts = append(alerts, *it.alert)
-			if !it.noRow {
-				group(it.alert, it.dec)
-			}
+			group(it.alert, it.dec)
 		}
 		if it.dec != nil {
 			j.decisions = []schemas.Decision{*it.dec}

@@ -63,8 +63,10 @@
 //	               the entity owners' goroutines: one per entity shard, judging its entities
 //	collect.go     the collector: alerts and decisions to the publisher at once; columnar
 //	               batches of rows and completed fetches to the flusher; the one writer
-//	               of the incident grouper (package incident), whose latest updates go
-//	               to the publisher at each flush and are stored with the flush
+//	               of the incident grouper (package incident), which every alert joins,
+//	               devices' and entities' alike; its latest updates (and the ids it
+//	               retires when incidents merge) go to the publisher at each flush and
+//	               are stored with the flush
 //	publish.go     the publisher: alerts and decisions to NATS as soon as they are decided
 //	flush.go       the flusher: rows, alerts and decisions made durable in ClickHouse
 //	               through the bounded waiting buffer, then acks; the unacked

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -127,6 +129,53 @@ func TestCredentialStuffingAcrossDevices(t *testing.T) {
 	if d := created.Sub(base.Add(attack)); d > 10*time.Second {
 		t.Errorf("blocked %v after the first failure (event time), want within 10s", d)
 	}
+	// One incident: the address's alerts and the device alerts from it,
+	// naming the address and holding the block's decision.
+	var blockID string
+	if err := e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT %s FROM %s.%s FINAL WHERE %s = ? AND %s = ? AND %s = ? LIMIT 1",
+		schemas.ColID, e.db, schemas.TableDecisions, schemas.ColScope, schemas.ColValue, schemas.ColAction),
+		schemas.ScopeIP, "198.51.100.7", schemas.ActionBlock).Scan(&blockID); err != nil {
+		t.Fatal(err)
+	}
+	type incRow struct {
+		id        string
+		alerts    uint32
+		entities  []string
+		decisions []string
+	}
+	var incs []incRow
+	deadline := time.Now().Add(60 * time.Second) // a hang bound: the run above already stored every result
+	for {
+		rows, err := e.conn.Query(context.Background(), fmt.Sprintf("SELECT %s, %s, %s, %s FROM %s.%s FINAL WHERE %s = '' AND has(%s, ?)",
+			schemas.ColID, schemas.ColAlertCount, schemas.ColEntities, schemas.ColDecisionIDs, e.db, schemas.TableIncidents,
+			schemas.ColMergedInto, schemas.ColEntities), incident.KindIP+":198.51.100.7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		incs = incs[:0]
+		for rows.Next() {
+			var r incRow
+			if err := rows.Scan(&r.id, &r.alerts, &r.entities, &r.decisions); err != nil {
+				t.Fatal(err)
+			}
+			incs = append(incs, r)
+		}
+		rows.Close()
+		if len(incs) == 1 && slices.Contains(incs[0].decisions, blockID) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(incs) != 1 || !slices.Contains(incs[0].decisions, blockID) {
+		t.Fatalf("live incidents naming 198.51.100.7: %+v; want one, with the block %s", incs, blockID)
+	}
+	var withIP uint64
+	e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE %s = ?", e.db, schemas.TableAlerts, schemas.ColClientIP),
+		"198.51.100.7").Scan(&withIP)
+	if withIP == 0 || uint64(incs[0].alerts) < withIP {
+		t.Errorf("the incident holds %d alerts; %d alerts came from the address", incs[0].alerts, withIP)
+	}
+	t.Logf("incident %s: %d alerts (%d from the address), entities %v, decisions %v", incs[0].id, incs[0].alerts, withIP, incs[0].entities, incs[0].decisions)
 	kv, err := e.js.KeyValue(context.Background(), schemas.KVActiveBlocks)
 	if err != nil {
 		t.Fatal(err)

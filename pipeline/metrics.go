@@ -21,10 +21,13 @@ type Metrics struct {
 	DeadLettered atomic.Uint64 // lines sent to the DLQ
 	Skipped      atomic.Uint64 // well-formed records that carry no event (broker keep-alives)
 	Alerts       atomic.Uint64
-	// Incidents: updates published, incidents opened, open now, and closed
-	// early because incident.Config.MaxOpen were open (the collector's
-	// grouper).
+	// Incidents: updates published, incidents opened, open now, closed
+	// early because incident.Config.MaxOpen were open, merged into another
+	// (by an alert that belongs to both), and ids retired (merged or
+	// renamed: incident.Grouper.OnRetire); the collector's grouper.
 	IncidentUpdates  atomic.Uint64
+	IncidentsMerged  atomic.Uint64
+	IncidentsRetired atomic.Uint64
 	IncidentsOpened  atomic.Uint64
 	IncidentsOpen    atomic.Int64
 	IncidentsEvicted atomic.Uint64
@@ -107,6 +110,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricIncidentsOpened, "Incidents opened by the collector's grouper.", m.IncidentsOpened.Load())
 	gauge(schemas.MetricIncidentsOpen, "Incidents open (closed after their idle gap of event time).", m.IncidentsOpen.Load())
 	counter(schemas.MetricIncidentsEvicted, "Incidents closed early because the cap on open incidents was reached.", m.IncidentsEvicted.Load())
+	counter(schemas.MetricIncidentsRetired, "Incident ids retired: merged into another incident, or renamed after an earlier alert (merged_into set).", m.IncidentsRetired.Load())
 	counter(schemas.MetricDecisions, "Decisions published (stored in ClickHouse when it takes their rows).", m.Decisions.Load())
 	counter(schemas.MetricRowsWritten, "Scored rows written to ClickHouse.", m.Rows.Load())
 	counter(schemas.MetricMessagesAcked, "Log messages acked after their results were durable, counted once the server confirmed the acks.", m.Acked.Load())

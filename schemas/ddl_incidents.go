@@ -11,14 +11,15 @@ const (
 	ColLastSeenMs    = "last_seen_ms"   // Int64: the same time, Unix milliseconds
 	ColAlertCount    = "alerts"         // UInt32: alerts grouped
 	ColDeviceCount   = "devices"        // UInt32: distinct devices (exact up to a bound)
-	ColDeviceSample  = "device_sample"  // Array(String): the first distinct devices
-	ColEntities      = "entities"       // Array(String): the first distinct entities, kind:value
+	ColDeviceSample  = "device_sample"  // Array(String): a sample of the distinct devices (the smallest)
+	ColEntities      = "entities"       // Array(String): a sample of the distinct entities, kind:value (addresses first)
 	ColEntityCount   = "entity_count"   // UInt32: distinct entities (exact up to a bound)
 	ColFindingKinds  = "finding_kinds"  // Array(String): distinct detector/reason of the alerts' findings
-	ColDecisionIDs   = "decision_ids"   // Array(String): the first decisions taken on the alerts
+	ColDecisionIDs   = "decision_ids"   // Array(String): a sample of the decisions taken on the alerts (the smallest ids)
 	ColDecisionCount = "decision_count" // UInt32: decisions taken on the alerts
-	ColFirstAlertID  = "first_alert_id" // String: the alert that opened the incident (its id derives from it)
+	ColFirstAlertID  = "first_alert_id" // String: the earliest alert (event time, then id); the id derives from it
 	ColLastAlertID   = "last_alert_id"  // String: the latest alert grouped
+	ColMergedInto    = "merged_into"    // String: the incident that holds this one's alerts now ('' for a live one)
 )
 
 // incidentsTable holds incidents. An incident's row is rewritten as it grows:
@@ -48,6 +49,7 @@ var incidentsTable = Table{
 		{ColDecisionCount, "UInt32", false},
 		{ColFirstAlertID, "String", false},
 		{ColLastAlertID, "String", false},
+		{ColMergedInto, "String", false}, // added after the first release: empty in rows written before it existed
 	},
 	PartitionBy: "toYYYYMM(" + QuoteIdent(ColFirstSeen) + ")",
 	OrderBy:     []string{ColID},

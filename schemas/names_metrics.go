@@ -8,7 +8,9 @@ const (
 	MetricAlerts          = "iotwatch_alerts_total"
 	MetricDecisions       = "iotwatch_decisions_total"
 	// Incidents (pipeline/incident): updates published, incidents opened,
-	// open now, closed early at the cap on open incidents.
+	// open now, closed early at the cap on open incidents, and ids retired
+	// (an incident merged into another, or renamed after an earlier alert).
+	MetricIncidentsRetired = "iotwatch_incidents_retired_total"
 	MetricIncidentUpdates  = "iotwatch_incident_updates_total"
 	MetricIncidentsOpened  = "iotwatch_incidents_opened_total"
 	MetricIncidentsOpen    = "iotwatch_incidents_open"

@@ -97,6 +97,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,7 +220,7 @@ func New(names ...string) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot build the scoring stack: %w", err)
 	}
-	return &Runner{
+	r := &Runner{
 		stack:    st,
 		w:        st.Workers[0],
 		devices:  map[string]fields{},
@@ -228,7 +229,16 @@ func New(names ...string) (*Runner, error) {
 		index:    map[string]int{},
 		grouper:  incident.New(incident.Config{}),
 		incIndex: map[string]int{},
-	}, nil
+	}
+	r.grouper.OnRetire(r.retire)
+	return r, nil
+}
+
+// retire drops an incident merged into another (or renamed) from the list.
+func (r *Runner) retire(inc *schemas.Incident) {
+	if i, ok := r.incIndex[inc.ID]; ok {
+		r.incidents[i] = *inc
+	}
 }
 
 // group adds an alert (and the decision on it) to the incidents.
@@ -256,8 +266,9 @@ func (r *Runner) group(a *schemas.Alert, d *schemas.Decision) {
 // printIncidents is the output of the incidents command.
 func (r *Runner) printIncidents() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d %s in %d %s\n", r.alerts, plural(r.alerts, "alert"), len(r.incidents), plural(len(r.incidents), "incident"))
-	for i, inc := range r.incidents {
+	live := slices.DeleteFunc(slices.Clone(r.incidents), func(inc schemas.Incident) bool { return inc.MergedInto != "" })
+	fmt.Fprintf(&sb, "%d %s in %d %s\n", r.alerts, plural(r.alerts, "alert"), len(live), plural(len(live), "incident"))
+	for i, inc := range live {
 		fmt.Fprintf(&sb, "incident %d: %s, %d %s, %d %s, first t=%s last t=%s, entities %s, reasons %s\n", i+1, inc.Severity,
 			inc.Alerts, plural(inc.Alerts, "alert"), inc.Devices, plural(inc.Devices, "device"),
 			formatOffset(inc.FirstSeen.Sub(Epoch)), formatOffset(inc.LastSeen.Sub(Epoch)),

@@ -258,6 +258,8 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	}
 	grouper := incident.New(cfg.Incidents)
 	seen := newFirstSeen(labels)
+	merged := map[string]string{} // retired incident id -> the id that took its alerts
+	grouper.OnRetire(func(inc *schemas.Incident) { merged[inc.ID] = inc.MergedInto })
 	var rec Plotter
 	if plotDir != "" {
 		if newPlotter == nil {
@@ -336,6 +338,11 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	fmt.Fprintf(progress, "eval attacks: scored %d events (%d undecodable) in %.1fs: %d alerts, %d decisions\n",
 		events, bad, time.Since(start).Seconds(), len(alerts), len(decisions))
 
+	for i := range alerts { // each alert's incident as it ended: after the merges and renames since it joined
+		for id, ok := merged[alerts[i].Incident]; ok; id, ok = merged[id] {
+			alerts[i].Incident = id
+		}
+	}
 	rep := Evaluate(labels, alerts, decisions, fc.Devices, fc.Duration)
 	res := summarize(rep, sim.AttackTypesFor(fc))
 	res.Model, res.Seed, res.Attacks, res.Entities, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, fc.Entities, events, bad

@@ -2,20 +2,35 @@
 // incident for one credential-stuffing run rather than 300 device alerts.
 //
 // Alerts are grouped when they share a key (Keys): an entity (the device, the
-// client IP, its /24 or /48, the API key, and, once entity alerts exist, the
-// alert's entity), or a campaign signature (the same detector/reason on the
-// same command, across devices) within a short span (Config.CampaignSpan of
-// the incident's latest alert). An alert joins the open incident of its first
-// key that has one (keys in Keys order: entities before the campaign
-// signature), adds its keys to it, and otherwise opens a new incident. Open
-// incidents never merge, so an incident keeps the id it was opened with.
+// client IP, its /24 or /48, the API key, and an entity alert's entity: so
+// the credential_stuffing alert on 198.51.100.7 and the device alerts whose
+// client IP is 198.51.100.7 are one incident), or a campaign signature (the
+// same detector/reason on the same command, across devices). Each key has
+// sessions: alerts carrying it no further apart than a window of event time
+// (Config.IdleGap for an entity, Config.CampaignSpan for a campaign signature)
+// are one session. An alert joins every open incident one of its keys'
+// sessions reaches (by the window either side, so an alert that arrives late
+// still finds its session); when it reaches several, they merge into one; when
+// it reaches none, it opens a new incident.
 //
-// The id derives from the alert that opened the incident (ID), and every
-// update carries the number of alerts folded in as its version, so that a
-// redelivery, which brings the same alerts in the same order, names the same
-// incident, and the incidents table (ReplacingMergeTree by id, highest version
-// kept) collapses the rewrites. An alert id seen recently (RecentAlerts) is a
+// The grouping does not depend on the order alerts arrive in, only on the
+// set of alerts, so the interleaving of device workers and entity owners
+// feeding the collector does not change it. An incident is named after its
+// earliest alert (ID; by event time, then alert id), whichever arrives
+// first; every other field is a function of the set too (samples are the
+// smallest values, entities addresses first). An id that stops naming a live
+// incident (its incident merged into another, or an alert earlier than its
+// first joined it) is retired: OnRetire gets its last state with MergedInto
+// set and a higher version, so the incidents table (ReplacingMergeTree by
+// id, highest version kept) ends with one live row per incident and the
+// retired ids pointing at it. Every update carries the number of alerts
+// folded in as its version. An alert id seen recently (RecentAlerts) is a
 // redelivery and changes nothing.
+//
+// Order independence assumes alerts arrive less out of event-time order than
+// the windows (minutes, where the pipeline's sources differ by seconds): an
+// alert later than its key's window, or one arriving after its incident
+// closed, or once the bounds below are hit, is grouped by what is still open.
 //
 // Time is the alerts' event time: a Grouper never reads the wall clock, so a
 // replay groups exactly as the live pipeline did for the same alert order.
@@ -32,8 +47,10 @@
 package incident
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -104,6 +121,8 @@ type Stats struct {
 	Updates     uint64 // incident updates returned by Add
 	Duplicates  uint64 // redelivered alerts ignored
 	KeysDropped uint64 // keys not indexed because MaxKeys were
+	Merged      uint64 // incidents merged into another by an alert joining both
+	Retired     uint64 // ids retired (OnRetire): merged, or renamed by an earlier alert
 	Open        int    // incidents open now
 }
 
@@ -188,8 +207,16 @@ func PrefixOf(ip string) (string, bool) {
 	return p.String(), true
 }
 
-// ID returns the id of the incident opened by the alert with id alertID.
+// ID returns the id of an incident whose earliest alert (by event time, then
+// id) has id alertID.
 func ID(alertID string) string { return "inc-" + alertID }
+
+// keyEntry is where a key leads: the incident of its latest session, and the
+// event times of the first and latest alerts of that session carrying it.
+type keyEntry struct {
+	slot        int32
+	first, last time.Time
+}
 
 // open is one open incident.
 type open struct {
@@ -205,20 +232,30 @@ type Grouper struct {
 	cfg       Config
 	slots     []*open // open incidents; nil slots are free
 	free      []int32
-	index     map[string]int32 // key -> slot
+	index     map[string]keyEntry
 	recent    map[string]struct{}
 	ring      []string // recent alert ids, oldest at ringNext once full
 	ringNext  int
 	clock     time.Time // latest alert time seen
 	lastSweep time.Time
-	keys      []Key // scratch
+	keys      []Key   // scratch
+	matched   []int32 // scratch
 	stats     Stats
 	onClose   func(*schemas.Incident)
+	onRetire  func(*schemas.Incident)
 }
 
 // OnClose makes g call f with each incident as it closes (idle, evicted, or
 // at Close), in its final state; f may keep it.
 func (g *Grouper) OnClose(f func(*schemas.Incident)) { g.onClose = f }
+
+// OnRetire makes g call f with each incident id that stops naming a live
+// incident: an incident merged into another, or renamed because an alert
+// earlier than its first joined it. f gets the incident's last state with
+// MergedInto set to the id that now holds its alerts and Version one above
+// its last, so that the retirement replaces every update published under that
+// id; f may keep it. A retired incident is not closed again (OnClose).
+func (g *Grouper) OnRetire(f func(*schemas.Incident)) { g.onRetire = f }
 
 // Close closes every open incident, oldest slot first (see OnClose); g stays
 // usable.
@@ -234,7 +271,7 @@ func (g *Grouper) Close() {
 // New returns a Grouper bounded by cfg.
 func New(cfg Config) *Grouper {
 	cfg.defaults()
-	return &Grouper{cfg: cfg, index: map[string]int32{}, recent: map[string]struct{}{}}
+	return &Grouper{cfg: cfg, index: map[string]keyEntry{}, recent: map[string]struct{}{}}
 }
 
 // Stats returns what g did so far.
@@ -244,10 +281,22 @@ func (g *Grouper) Stats() Stats {
 	return s
 }
 
+// window returns how far (event time) from a key's session an alert may be to
+// join it by that key.
+func (g *Grouper) window(k Key) time.Duration {
+	if k.Kind == KindCampaign {
+		return g.cfg.CampaignSpan
+	}
+	return g.cfg.IdleGap
+}
+
 // Add groups alert a, with the decision taken on it (decisionID, "" for
 // none), and returns the incident it joined or opened, updated: a copy the
 // caller owns. It returns nil for an alert without an id and for a
-// redelivered alert (its id was seen among the last RecentAlerts).
+// redelivered alert (its id was seen among the last RecentAlerts). When a
+// joins several open incidents they merge into one, and when a is earlier
+// than the first alert of its incident the incident is renamed: the ids that
+// stop naming a live incident are handed to OnRetire first.
 func (g *Grouper) Add(a *schemas.Alert, decisionID string) *schemas.Incident {
 	if a.ID == "" {
 		return nil
@@ -264,46 +313,143 @@ func (g *Grouper) Add(a *schemas.Alert, decisionID string) *schemas.Incident {
 		g.sweep()
 	}
 	g.keys = Keys(g.keys[:0], a)
-	slot := int32(-1)
+	g.matched = g.matched[:0]
 	for _, k := range g.keys {
-		s, ok := g.index[k.String()]
+		e, ok := g.index[k.String()]
 		if !ok {
 			continue
 		}
-		o := g.slots[s]
-		window := g.cfg.IdleGap
-		if k.Kind == KindCampaign {
-			window = g.cfg.CampaignSpan
-		}
-		if d := a.Time.Sub(o.inc.LastSeen); d <= window {
-			slot = s
-			break
-		}
-	}
-	if slot < 0 {
-		slot = g.open(a)
-	}
-	o := g.slots[slot]
-	g.fold(o, a, decisionID)
-	for _, k := range g.keys {
-		ks := k.String()
-		if s, ok := g.index[ks]; ok && s == slot {
+		w := g.window(k)
+		if a.Time.Before(e.first.Add(-w)) || a.Time.After(e.last.Add(w)) {
 			continue
 		}
-		if len(g.index) >= g.cfg.MaxKeys {
-			if _, ok := g.index[ks]; !ok {
-				g.stats.KeysDropped++
-				continue
+		if !slices.Contains(g.matched, e.slot) {
+			g.matched = append(g.matched, e.slot)
+		}
+	}
+	var slot int32
+	if len(g.matched) == 0 {
+		slot = g.open(a)
+	} else {
+		// The survivor is the incident with the earliest first alert: its
+		// id is the merged incident's (unless a is earlier still).
+		slot = g.matched[0]
+		for _, s := range g.matched[1:] {
+			if before(&g.slots[s].inc, &g.slots[slot].inc) {
+				slot = s
 			}
 		}
-		// A key of another incident now leads to this one, the latest to
-		// use it; the other keeps the key in its list, and its close
-		// deletes the key only while it still leads there.
-		g.index[ks] = slot
-		o.keys = append(o.keys, ks)
+	}
+	o := g.slots[slot]
+	if len(g.matched) > 0 && earlier(a.Time, a.ID, o.inc.FirstSeen, o.inc.FirstAlertID) {
+		g.retire(&o.inc, ID(a.ID))
+	}
+	g.fold(o, a, decisionID)
+	for _, s := range g.matched {
+		if s != slot {
+			g.merge(slot, s)
+		}
+	}
+	for _, k := range g.keys {
+		ks := k.String()
+		e, ok := g.index[ks]
+		w := g.window(k)
+		switch {
+		case ok && e.slot == slot && !a.Time.Before(e.first.Add(-w)) && !a.Time.After(e.last.Add(w)):
+			// The key's session goes on.
+			if a.Time.Before(e.first) {
+				e.first = a.Time
+			}
+			if a.Time.After(e.last) {
+				e.last = a.Time
+			}
+			g.index[ks] = e
+			continue
+		case ok && a.Time.Before(e.first):
+			// An alert later than the key's window: the key's latest
+			// session stays where it is.
+			continue
+		case !ok && len(g.index) >= g.cfg.MaxKeys:
+			g.stats.KeysDropped++
+			continue
+		}
+		// A new session of the key, in this incident: a key of another
+		// (older) incident now leads here; the other keeps the key in its
+		// list, and its close deletes the key only while it still leads
+		// there.
+		g.index[ks] = keyEntry{slot: slot, first: a.Time, last: a.Time}
+		if !ok || e.slot != slot {
+			o.keys = append(o.keys, ks)
+		}
 	}
 	g.stats.Updates++
 	return clone(&o.inc)
+}
+
+// before reports whether incident x's first alert is earlier than y's.
+func before(x, y *schemas.Incident) bool {
+	return earlier(x.FirstSeen, x.FirstAlertID, y.FirstSeen, y.FirstAlertID)
+}
+
+// earlier orders alerts by event time, then id: the order that names an
+// incident after its earliest alert whatever order the alerts arrive in.
+func earlier(t time.Time, id string, u time.Time, uid string) bool {
+	if !t.Equal(u) {
+		return t.Before(u)
+	}
+	return id < uid
+}
+
+// retire hands inc, whose id stops naming a live incident, to OnRetire, as
+// merged into into.
+func (g *Grouper) retire(inc *schemas.Incident, into string) {
+	g.stats.Retired++
+	if g.onRetire == nil {
+		return
+	}
+	r := clone(inc)
+	r.MergedInto = into
+	r.Version++
+	g.onRetire(r)
+}
+
+// merge folds the incident in slot s into the one in slot into, retires s's
+// id, and frees s; the keys leading to s lead to into.
+func (g *Grouper) merge(into, s int32) {
+	dst, src := g.slots[into], g.slots[s]
+	g.retire(&src.inc, dst.inc.ID)
+	g.stats.Merged++
+	d, x := &dst.inc, &src.inc
+	d.Alerts += x.Alerts
+	d.Version = uint64(d.Alerts)
+	if earlier(d.LastSeen, d.LastAlertID, x.LastSeen, x.LastAlertID) {
+		d.LastSeen, d.LastAlertID = x.LastSeen, x.LastAlertID
+	}
+	d.Score = max(d.Score, x.Score)
+	dst.rank = max(dst.rank, src.rank)
+	for dev := range src.devices {
+		addDevice(dst, dev)
+	}
+	for e := range src.entities {
+		addEntity(dst, e)
+	}
+	for _, r := range x.Reasons {
+		d.Reasons = insertSorted(d.Reasons, r, MaxReasons, cmp.Compare[string])
+	}
+	d.DecisionCount += x.DecisionCount
+	for _, id := range x.Decisions {
+		d.Decisions = insertSorted(d.Decisions, id, MaxSample, cmp.Compare[string])
+	}
+	d.Severity = severity(dst.rank, max(d.Devices, d.EntityCount))
+	for _, k := range src.keys {
+		if e, ok := g.index[k]; ok && e.slot == s {
+			e.slot = into
+			g.index[k] = e
+			dst.keys = append(dst.keys, k)
+		}
+	}
+	g.slots[s] = nil
+	g.free = append(g.free, s)
 }
 
 // remember records an alert id among the recent ones.
@@ -333,7 +479,7 @@ func (g *Grouper) open(a *schemas.Alert) int32 {
 	}
 	o := &open{
 		inc: schemas.Incident{ID: ID(a.ID), Tenant: a.Tenant, FirstSeen: a.Time, LastSeen: a.Time,
-			FirstAlertID: a.ID, SchemaV: schemas.SchemaVersion},
+			FirstAlertID: a.ID, LastAlertID: a.ID, SchemaV: schemas.SchemaVersion},
 		rank:     -1,
 		devices:  map[string]struct{}{},
 		entities: map[string]struct{}{},
@@ -349,52 +495,94 @@ func (g *Grouper) open(a *schemas.Alert) int32 {
 	return int32(len(g.slots) - 1)
 }
 
-// fold adds a (and its decision) to o.
+// fold adds a (and its decision) to o. Every field it sets is a function of
+// the set of alerts folded in, not of their order: first and last by event
+// time then id, samples the smallest values (entities by kind, then value).
 func (g *Grouper) fold(o *open, a *schemas.Alert, decisionID string) {
 	inc := &o.inc
 	inc.Alerts++
 	inc.Version = uint64(inc.Alerts)
-	if a.Time.After(inc.LastSeen) {
-		inc.LastSeen = a.Time
+	if earlier(a.Time, a.ID, inc.FirstSeen, inc.FirstAlertID) {
+		inc.ID, inc.FirstSeen, inc.FirstAlertID, inc.Tenant = ID(a.ID), a.Time, a.ID, a.Tenant
 	}
-	inc.LastAlertID = a.ID
+	if earlier(inc.LastSeen, inc.LastAlertID, a.Time, a.ID) {
+		inc.LastSeen, inc.LastAlertID = a.Time, a.ID
+	}
 	inc.Score = max(inc.Score, a.Score)
 	o.rank = max(o.rank, rank(a.Severity))
 	if a.Device != "" {
-		if _, ok := o.devices[a.Device]; !ok && len(o.devices) < MaxDistinct {
-			o.devices[a.Device] = struct{}{}
-			inc.Devices++
-			if len(inc.DeviceSample) < MaxSample {
-				inc.DeviceSample = append(inc.DeviceSample, a.Device)
-			}
-		}
+		addDevice(o, a.Device)
 	}
 	for _, k := range g.keys {
-		if !k.entity() {
-			continue
-		}
-		ks := k.String()
-		if _, ok := o.entities[ks]; !ok && len(o.entities) < MaxDistinct {
-			o.entities[ks] = struct{}{}
-			inc.EntityCount++
-			if len(inc.Entities) < MaxSample {
-				inc.Entities = append(inc.Entities, ks)
-			}
+		if k.entity() {
+			addEntity(o, k.String())
 		}
 	}
 	for _, r := range a.Reasons {
-		k := r.Detector + "/" + r.Reason
-		if len(inc.Reasons) < MaxReasons && !slices.Contains(inc.Reasons, k) {
-			inc.Reasons = append(inc.Reasons, k)
-		}
+		inc.Reasons = insertSorted(inc.Reasons, r.Detector+"/"+r.Reason, MaxReasons, cmp.Compare[string])
 	}
 	if decisionID != "" {
 		inc.DecisionCount++
-		if len(inc.Decisions) < MaxSample {
-			inc.Decisions = append(inc.Decisions, decisionID)
-		}
+		inc.Decisions = insertSorted(inc.Decisions, decisionID, MaxSample, cmp.Compare[string])
 	}
 	inc.Severity = severity(o.rank, max(inc.Devices, inc.EntityCount))
+}
+
+// addDevice counts a distinct device of o and samples it.
+func addDevice(o *open, dev string) {
+	if _, ok := o.devices[dev]; ok || len(o.devices) >= MaxDistinct {
+		return
+	}
+	o.devices[dev] = struct{}{}
+	o.inc.Devices++
+	o.inc.DeviceSample = insertSorted(o.inc.DeviceSample, dev, MaxSample, cmp.Compare[string])
+}
+
+// addEntity counts a distinct entity (kind:value) of o and samples it.
+func addEntity(o *open, e string) {
+	if _, ok := o.entities[e]; ok || len(o.entities) >= MaxDistinct {
+		return
+	}
+	o.entities[e] = struct{}{}
+	o.inc.EntityCount++
+	o.inc.Entities = insertSorted(o.inc.Entities, e, MaxSample, compareEntities)
+}
+
+// entityRank orders entity kinds in an incident's sample: addresses, then
+// networks, then keys, then the rest.
+func entityRank(e string) int {
+	kind, _, _ := strings.Cut(e, ":")
+	switch kind {
+	case KindIP:
+		return 0
+	case KindPrefix:
+		return 1
+	case KindAPIKey:
+		return 2
+	}
+	return 3
+}
+
+// compareEntities orders entities (kind:value) by entityRank, then value.
+func compareEntities(x, y string) int {
+	if c := cmp.Compare(entityRank(x), entityRank(y)); c != 0 {
+		return c
+	}
+	return cmp.Compare(x, y)
+}
+
+// insertSorted inserts v into s, kept sorted by compare and at most n long
+// (the n smallest), unless v is there already.
+func insertSorted(s []string, v string, n int, compare func(string, string) int) []string {
+	i, found := slices.BinarySearchFunc(s, v, compare)
+	if found || i >= n {
+		return s
+	}
+	s = slices.Insert(s, i, v)
+	if len(s) > n {
+		s = s[:n]
+	}
+	return s
 }
 
 // sweep closes the incidents idle for IdleGap of the clock.
@@ -412,7 +600,7 @@ func (g *Grouper) sweep() {
 func (g *Grouper) close(s int32) {
 	o := g.slots[s]
 	for _, k := range o.keys {
-		if g.index[k] == s {
+		if e, ok := g.index[k]; ok && e.slot == s {
 			delete(g.index, k)
 		}
 	}

@@ -2,6 +2,9 @@ package incident
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -196,5 +199,263 @@ func BenchmarkAdd(b *testing.B) {
 		a.ID = fmt.Sprint("a-", i)
 		g.Add(&a, "")
 		i++
+	}
+}
+
+// mixed is a day's alerts from several sources, as the collector gets them
+// from device workers and entity owners: a credential-stuffing run from one
+// address (a device alert per victim and the address's own entity alerts,
+// one with the block), a flood over many addresses with one signature, a
+// device's own alerts, unrelated alerts, and a second run of the stuffer two
+// hours later.
+func mixed() []schemas.Alert {
+	var out []schemas.Alert
+	for i := range 120 {
+		a := stuffing(i)
+		out = append(out, a)
+	}
+	entityAlert := func(id string, at time.Duration, reason string) schemas.Alert {
+		return schemas.Alert{ID: id, Time: t0.Add(at), Tenant: "acme", EntityKind: schemas.EntityIP, Entity: "198.51.100.7",
+			ClientIP: "198.51.100.7", Score: 0.95, Severity: schemas.SeverityHigh,
+			Reasons: []schemas.Explanation{{Detector: "entity", Reason: reason}}}
+	}
+	out = append(out, entityAlert("e-stuff-1", 20*time.Second, "credential_stuffing"), entityAlert("e-stuff-2", 90*time.Second, "many_devices"))
+	for i := range 80 { // a flood: new addresses in many networks, one signature
+		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-flood-%d", i), Time: t0.Add(20*time.Minute + time.Duration(i)*3*time.Second),
+			Tenant: "acme", Device: fmt.Sprintf("cam-%d", i%7), ClientIP: fmt.Sprintf("100.%d.%d.1", 64+i%50, i), Command: "GET /v1/stream",
+			Score: 0.8, Severity: schemas.SeverityHigh, Reasons: []schemas.Explanation{{Detector: "volume", Reason: "rate_spike"}}})
+	}
+	for i := range 10 { // one device's own alerts, from its own address
+		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-own-%d", i), Time: t0.Add(time.Duration(i) * 4 * time.Minute), Tenant: "acme",
+			Device: "meter-1", ClientIP: "10.0.0.5", Command: fmt.Sprintf("GET /own/%d", i), Severity: schemas.SeverityLow,
+			Reasons: []schemas.Explanation{{Detector: "command", Reason: fmt.Sprintf("new_command_%d", i)}}})
+	}
+	for i := range 30 { // unrelated
+		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-x-%d", i), Time: t0.Add(time.Duration(i) * 7 * time.Minute), Tenant: "acme",
+			Device: fmt.Sprintf("x-%d", i), ClientIP: fmt.Sprintf("172.16.%d.9", i), Command: fmt.Sprintf("GET /x/%d", i),
+			Severity: schemas.SeverityMedium, Reasons: []schemas.Explanation{{Detector: "geo", Reason: fmt.Sprintf("r%d", i)}}})
+	}
+	for i := range 40 { // the stuffer again, two hours later
+		a := stuffing(1000 + i)
+		a.Time = t0.Add(2*time.Hour + time.Duration(i)*time.Second)
+		out = append(out, a)
+	}
+	out = append(out, entityAlert("e-stuff-3", 2*time.Hour+10*time.Second, "credential_stuffing"))
+	return out
+}
+
+// decisionOf returns the decision taken on the alert with id, "" for none:
+// the entity alerts and every tenth device alert have one.
+func decisionOf(id string) string {
+	if id[0] == 'e' || len(id)%10 == 3 {
+		return "d-" + id
+	}
+	return ""
+}
+
+// arrival returns alerts in an order the collector may see them: by event
+// time plus a random delay of up to disorder each (sources interleaving, a
+// worker behind another), the seed choosing the delays.
+func arrival(alerts []schemas.Alert, seed uint64, disorder time.Duration) []schemas.Alert {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	type late struct {
+		at time.Time
+		a  schemas.Alert
+	}
+	ls := make([]late, len(alerts))
+	for i, a := range alerts {
+		ls[i] = late{a.Time.Add(time.Duration(rng.Int64N(int64(disorder)))), a}
+	}
+	rng.Shuffle(len(ls), func(i, j int) { ls[i], ls[j] = ls[j], ls[i] })
+	slices.SortStableFunc(ls, func(x, y late) int { return x.at.Compare(y.at) })
+	out := make([]schemas.Alert, len(ls))
+	for i := range ls {
+		out[i] = ls[i].a
+	}
+	return out
+}
+
+// outcome is what grouping an arrival order produces: the incidents in
+// their final state (closed at the end), keyed by id; the incidents table
+// as ReplacingMergeTree leaves it (every update and retirement, highest
+// version of each id); and each alert's incident, retirements followed.
+type outcome struct {
+	retired int
+	final   map[string]schemas.Incident
+	table   map[string]schemas.Incident
+	ofAlert map[string]string
+}
+
+func group(alerts []schemas.Alert) outcome {
+	out := outcome{final: map[string]schemas.Incident{}, table: map[string]schemas.Incident{}, ofAlert: map[string]string{}}
+	store := func(inc *schemas.Incident) {
+		if old, ok := out.table[inc.ID]; !ok || inc.Version > old.Version {
+			out.table[inc.ID] = *inc
+		}
+	}
+	g := New(Config{})
+	merged := map[string]string{}
+	g.OnRetire(func(inc *schemas.Incident) { store(inc); merged[inc.ID] = inc.MergedInto })
+	g.OnClose(func(inc *schemas.Incident) { out.final[inc.ID] = *clone(inc) })
+	for i := range alerts {
+		if inc := g.Add(&alerts[i], decisionOf(alerts[i].ID)); inc != nil {
+			store(inc)
+			out.ofAlert[alerts[i].ID] = inc.ID
+		}
+	}
+	g.Close()
+	out.retired = int(g.Stats().Retired)
+	for a, id := range out.ofAlert {
+		for next, ok := merged[id]; ok; next, ok = merged[id] {
+			id = next
+		}
+		out.ofAlert[a] = id
+	}
+	return out
+}
+
+// TestOrderIndependent is a property test: whatever order the alerts arrive
+// in (sources interleaved, each alert up to two minutes late), the same
+// incidents come out, with the same ids and contents; the table holds one
+// live row per incident, in its final state, and every other id it holds is
+// retired into a live one; every alert's incident is a live one.
+func TestOrderIndependent(t *testing.T) {
+	alerts := mixed()
+	want := group(alerts) // in event-time order
+	if len(want.final) < 5 {
+		t.Fatalf("the mixed day made %d incidents; the test needs several", len(want.final))
+	}
+	// The stuffer's device and entity alerts are one incident per run.
+	first, second := want.ofAlert["a-stuff-0"], want.ofAlert["a-stuff-1000"]
+	for _, id := range []string{"e-stuff-1", "e-stuff-2", "a-stuff-119"} {
+		if want.ofAlert[id] != first {
+			t.Errorf("alert %s joined %s, the stuffing run is %s", id, want.ofAlert[id], first)
+		}
+	}
+	if want.ofAlert["e-stuff-3"] != second || second == first {
+		t.Errorf("second run: %s and %s, first %s; want one incident apart from the first", want.ofAlert["e-stuff-3"], second, first)
+	}
+	if inc := want.final[first]; inc.Alerts != 122 || !slices.Contains(inc.Decisions, "d-e-stuff-1") || inc.Entities[0] != "ip:198.51.100.7" {
+		t.Errorf("stuffing incident: %d alerts, decisions %v, entities %v; want 122, the entity block, the address first", inc.Alerts, inc.Decisions, inc.Entities)
+	}
+	for _, id := range []string{"a-flood-0", "a-flood-79"} {
+		if want.ofAlert[id] != want.ofAlert["a-flood-40"] {
+			t.Errorf("flood alert %s joined %s, not the flood's %s", id, want.ofAlert[id], want.ofAlert["a-flood-40"])
+		}
+	}
+	retired := 0
+	for seed := range uint64(12) {
+		got := group(arrival(alerts, seed, 2*time.Minute))
+		retired += got.retired
+		if len(got.final) != len(want.final) {
+			t.Errorf("order %d: %d incidents, want %d", seed, len(got.final), len(want.final))
+		}
+		for id, w := range want.final {
+			g, ok := got.final[id]
+			if !ok {
+				t.Errorf("order %d: no incident %s (%d alerts)", seed, id, w.Alerts)
+				continue
+			}
+			w.Version, g.Version = 0, 0 // the count of alerts; Alerts compares it
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("order %d: incident %s\n got %+v\nwant %+v", seed, id, g, w)
+			}
+		}
+		live := 0
+		for id, row := range got.table {
+			if row.MergedInto == "" {
+				live++
+				if f, ok := got.final[id]; !ok || f.Alerts != row.Alerts {
+					t.Errorf("order %d: live row %s with %d alerts, final %d", seed, id, row.Alerts, f.Alerts)
+				}
+			} else if _, ok := got.final[row.MergedInto]; !ok {
+				if _, ok := got.table[row.MergedInto]; !ok {
+					t.Errorf("order %d: %s retired into %s, which is nowhere", seed, id, row.MergedInto)
+				}
+			}
+		}
+		if live != len(got.final) {
+			t.Errorf("order %d: %d live rows, %d incidents", seed, live, len(got.final))
+		}
+		if !maps.Equal(got.ofAlert, want.ofAlert) {
+			t.Errorf("order %d: alerts joined other incidents", seed)
+		}
+	}
+	if retired == 0 {
+		t.Errorf("no order renamed or merged an incident: the orders test nothing")
+	}
+	t.Logf("12 orders: %d ids retired on the way", retired)
+}
+
+// TestEntityAlertJoinsDeviceAlerts: an address's entity alert (with its
+// block) and the device alerts from that address are one incident, whichever
+// comes first; it names the address and the block, and its id is the
+// earliest alert's.
+func TestEntityAlertJoinsDeviceAlerts(t *testing.T) {
+	ent := schemas.Alert{ID: "e-1", Time: t0.Add(5 * time.Second), EntityKind: schemas.EntityIP, Entity: "198.51.100.7",
+		ClientIP: "198.51.100.7", Severity: schemas.SeverityHigh, Reasons: []schemas.Explanation{{Detector: "entity", Reason: "credential_stuffing"}}}
+	for _, entityFirst := range []bool{true, false} {
+		g := New(Config{})
+		var retired []string
+		g.OnRetire(func(inc *schemas.Incident) { retired = append(retired, inc.ID+">"+inc.MergedInto) })
+		var last *schemas.Incident
+		if entityFirst {
+			last = g.Add(&ent, "d-block")
+		}
+		for i := range 10 {
+			a := stuffing(i)
+			last = g.Add(&a, "")
+		}
+		if !entityFirst {
+			last = g.Add(&ent, "d-block")
+		}
+		if s := g.Stats(); s.Open != 1 {
+			t.Errorf("entity first %v: %d incidents open, want 1", entityFirst, s.Open)
+		}
+		if last.ID != ID("a-stuff-0") || last.Alerts != 11 || last.Devices != 10 || last.Entities[0] != "ip:198.51.100.7" ||
+			!slices.Equal(last.Decisions, []string{"d-block"}) || !slices.Contains(last.Reasons, "entity/credential_stuffing") {
+			t.Errorf("entity first %v: %+v", entityFirst, last)
+		}
+		if entityFirst && !slices.Equal(retired, []string{ID("e-1") + ">" + ID("a-stuff-0")}) {
+			t.Errorf("renamed after the earlier device alert: retired %v, want %s into %s", retired, ID("e-1"), ID("a-stuff-0"))
+		}
+		if !entityFirst && len(retired) != 0 {
+			t.Errorf("in event order nothing is retired: %v", retired)
+		}
+	}
+}
+
+// TestBridgeMerges: an alert sharing a key with each of two open incidents
+// merges them into the one with the earliest alert, and retires the other's
+// id with a version above its last.
+func TestBridgeMerges(t *testing.T) {
+	g := New(Config{})
+	var retired []schemas.Incident
+	g.OnRetire(func(inc *schemas.Incident) { retired = append(retired, *inc) })
+	a := schemas.Alert{ID: "a-1", Time: t0, Device: "d-1", ClientIP: "192.0.2.1", Severity: schemas.SeverityLow}
+	b := schemas.Alert{ID: "b-1", Time: t0.Add(time.Minute), Device: "d-2", ClientIP: "203.0.113.1", Severity: schemas.SeverityLow}
+	b2 := b
+	b2.ID, b2.Time = "b-2", t0.Add(2*time.Minute)
+	for _, x := range []*schemas.Alert{&b, &b2, &a} {
+		g.Add(x, "")
+	}
+	if s := g.Stats(); s.Open != 2 {
+		t.Fatalf("%d open, want 2", s.Open)
+	}
+	bridge := schemas.Alert{ID: "c-1", Time: t0.Add(3 * time.Minute), Device: "d-1", ClientIP: "203.0.113.1", Severity: schemas.SeverityHigh}
+	inc := g.Add(&bridge, "d-x")
+	if inc.ID != ID("a-1") || inc.Alerts != 4 || inc.Devices != 2 || inc.Version != 4 || inc.LastAlertID != "c-1" {
+		t.Errorf("merged: %+v", inc)
+	}
+	if len(retired) != 1 || retired[0].ID != ID("b-1") || retired[0].MergedInto != ID("a-1") || retired[0].Version != 3 {
+		t.Errorf("retired %+v; want %s into %s at version 3", retired, ID("b-1"), ID("a-1"))
+	}
+	if s := g.Stats(); s.Open != 1 || s.Merged != 1 || s.Retired != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	// The merged incident's keys all lead to it.
+	late := schemas.Alert{ID: "d-1", Time: t0.Add(4 * time.Minute), Device: "d-2", Severity: schemas.SeverityLow}
+	if inc := g.Add(&late, ""); inc.ID != ID("a-1") || inc.Alerts != 5 {
+		t.Errorf("d-2's next alert joined %s (%d alerts), want %s", inc.ID, inc.Alerts, ID("a-1"))
 	}
 }

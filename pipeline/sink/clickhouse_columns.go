@@ -318,6 +318,7 @@ func incidentColumns(incs []schemas.Incident) map[string]any {
 	n := len(incs)
 	var (
 		ids, tenants, sevs, firstAlerts, lastAlerts = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		mergedInto                                  = make([]string, n)
 		versions                                    = make([]uint64, n)
 		first, firstMs, last, lastMs                = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		scores                                      = make([]float64, n)
@@ -327,7 +328,7 @@ func incidentColumns(incs []schemas.Incident) map[string]any {
 	for i := range incs {
 		x := &incs[i]
 		ids[i], tenants[i], sevs[i], firstAlerts[i], lastAlerts[i] = x.ID, x.Tenant, x.Severity, x.FirstAlertID, x.LastAlertID
-		versions[i] = x.Version
+		versions[i], mergedInto[i] = x.Version, x.MergedInto
 		first[i], firstMs[i], last[i], lastMs[i] = dateTime(x.FirstSeen), unixMilli(x.FirstSeen), dateTime(x.LastSeen), unixMilli(x.LastSeen)
 		scores[i] = x.Score
 		alerts[i], devices[i], entityCount[i], decisionCount[i] = uint32(x.Alerts), uint32(x.Devices), uint32(x.EntityCount), uint32(x.DecisionCount)
@@ -339,7 +340,7 @@ func incidentColumns(incs []schemas.Incident) map[string]any {
 		schemas.ColSeverity: sevs, schemas.ColScore: scores, schemas.ColAlertCount: alerts, schemas.ColDeviceCount: devices,
 		schemas.ColDeviceSample: sample, schemas.ColEntities: entities, schemas.ColEntityCount: entityCount,
 		schemas.ColFindingKinds: kinds, schemas.ColDecisionIDs: decisions, schemas.ColDecisionCount: decisionCount,
-		schemas.ColFirstAlertID: firstAlerts, schemas.ColLastAlertID: lastAlerts,
+		schemas.ColFirstAlertID: firstAlerts, schemas.ColLastAlertID: lastAlerts, schemas.ColMergedInto: mergedInto,
 	}
 }
 
