@@ -107,7 +107,7 @@ func ShardOf(rec []byte, n int) int {
 // Stats counts an owner's entities and what became of them.
 type Stats struct {
 	state.Stats
-	Relearned uint64 // redelivered observations judged without learning
+	Relearned uint64 // redelivered observations, neither judged nor learned
 	Skipped   uint64 // observations of entities under their own block (Config.SkipBlocked)
 }
 
@@ -117,7 +117,6 @@ type Owner struct {
 	cfg       Config
 	table     *state.Table
 	engine    *decide.Engine
-	scratch   []byte
 	ev        schemas.Event  // the entity's synthetic event, for the engine
 	sc        schemas.Scored // findings of one entity
 	relearned uint64
@@ -140,7 +139,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratch: make([]byte, RecordSize)}, nil
+	return &Owner{cfg: cfg, table: t, engine: eng}, nil
 }
 
 // Emit receives an entity's alert and decision (either may be nil).
@@ -150,8 +149,8 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // see the package documentation) and, for a failed authentication, its
 // prefix (or ob's API key, for a KeyObsOf observation), and hands their alerts and
 // decisions to emit. An observation at or before the stream position an
-// entity learned up to (a redelivery) is judged against a copy of its
-// record, which learns nothing. It allocates only for an alert.
+// entity learned up to (a redelivery) is not judged: it learns nothing and
+// raises no alert or decision. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
 	if ob.ForKey {
 		k, a := ob.keyKey()
@@ -185,13 +184,14 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	if ob.Seq != 0 {
 		seq, line := binary.LittleEndian.Uint64(rec[offSeq:]), binary.LittleEndian.Uint32(rec[offLine:])
 		if ob.Seq < seq || ob.Seq == seq && ob.Line <= line {
+			// Judged against a record that has moved on, it would get
+			// alerts its first judging did not: none, and nothing learned
+			// (as worker.Process does for a device).
 			o.relearned++
-			copy(o.scratch, rec)
-			rec = o.scratch
-		} else {
-			binary.LittleEndian.PutUint64(rec[offSeq:], ob.Seq)
-			binary.LittleEndian.PutUint32(rec[offLine:], ob.Line)
+			return
 		}
+		binary.LittleEndian.PutUint64(rec[offSeq:], ob.Seq)
+		binary.LittleEndian.PutUint32(rec[offLine:], ob.Line)
 	}
 	o.sc.N, o.sc.Score = 0, 0
 	Judge(rec, ob, kind, &o.cfg, &o.sc)
