@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
@@ -25,8 +26,9 @@ const ModulePath = "github.com/nats-io/nats-server/v2"
 // ModulePath at the go.mod version (the Makefile sets it: make nats-server).
 const ModuleBinaryEnv = "IOTWATCH_NATS_SERVER_MODULE"
 
-// ModuleVersion returns the version of ModulePath this binary was built
-// with (the one go.mod requires), such as "v2.15.2".
+// ModuleVersion returns the version of ModulePath go.mod requires, such as
+// "v2.15.2": from this binary's build information, else (test binaries
+// record no dependencies) from `go list -m` in the working directory.
 func ModuleVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
@@ -38,7 +40,11 @@ func ModuleVersion() string {
 			}
 		}
 	}
-	return ""
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", ModulePath).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // ModuleBinaryPath is where `make nats-server` builds the nats-server of
