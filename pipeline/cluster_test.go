@@ -27,8 +27,10 @@ const clusterHang = 5 * time.Minute
 // TestStreamLeaderKill is issue 15's leader-kill test (items 4 and 7): a
 // simulated fleet goes through one pipeline on a 3-node cluster of the real
 // nats-server (at the go.mod version) with R3 streams and a short ack wait.
-// Mid-run, the leader of IOTWATCH_LOGS, which the pipeline is connected to, is
-// killed with SIGKILL, and started again once another node leads. Acks lost
+// Mid-run (half the input published, a third of it fetched), the leader of
+// IOTWATCH_LOGS, which the pipeline is connected to, is killed with SIGKILL;
+// the rest is published through the new leader, and the killed node started
+// again. Acks lost
 // with it get messages redelivered (the test fails if none is), which must
 // not be judged again: the alerts and decisions are those of an undisturbed
 // run of the same input on one embedded server (identical ids and count), and
@@ -78,7 +80,10 @@ func TestStreamLeaderKill(t *testing.T) {
 	if _, _, err := bus.Ensure(ctx, ajs, scfg); err != nil {
 		t.Fatalf("cannot create the R3 streams: %v", err)
 	}
-	publishLogs(t, ajs, msgs)
+	// Half the input before the run, the rest after the kill: the kill
+	// comes mid-run however fast the pipeline is.
+	half := len(msgs) / 2
+	publishLogs(t, ajs, msgs[:half])
 	leader, err := c.StreamLeader(ctx, admin, schemas.StreamLogs)
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +127,18 @@ func TestStreamLeaderKill(t *testing.T) {
 		next, err := c.StreamLeader(actx, admin, schemas.StreamLogs)
 		return err == nil && next != leader
 	})
+	// The second half, through the new leader: a publish the election
+	// refused is retried under the same message id (the control run's), so
+	// the stream sequences, and with them the event ids, are the control's.
+	subject := bus.LogSubject(schemas.FormatJSON, "sim")
+	for i := half; i < len(msgs); i++ {
+		waitFor(t, ctx, fmt.Sprintf("message %d stored", i), func() bool {
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			defer acancel()
+			_, err := ajs.Publish(actx, subject, msgs[i], jetstream.WithMsgID(fmt.Sprint("m-", i)))
+			return err == nil
+		})
+	}
 	if err := c.Restart(leader); err != nil {
 		t.Fatal(err)
 	}
