@@ -7,7 +7,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 DEMO_FLAGS ?=
 
-.PHONY: all build build-plot deps demo test vet bench bench-e2e bench-state fuzz docs clean help geoip
+.PHONY: all build build-plot deps nats-server demo test vet bench bench-e2e bench-state fuzz docs clean help geoip
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make build      build $(BIN)"
 	@echo "make build-plot build $(BIN) able to plot (eval attacks --plot DIR)"
 	@echo "make deps       install missing system packages (clickhouse-server, zookeeper, nginx, mosquitto, nats-server)"
+	@echo "make nats-server build the real nats-server at the go.mod version into $(NATS_SERVER_MODULE) (cluster tests)"
 	@echo "make bench      run the Go benchmarks and the end-to-end benchmark (results in bench/out/)"
 	@echo "make fuzz       run every fuzz target for FUZZTIME each (default 20s)"
 	@echo "make geoip      fetch a free country database (ip-location-db, via npm) into $(GEOIP_DB)"
@@ -89,6 +90,23 @@ deps:
 		fi; \
 	fi
 
+# The real nats-server at the version go.mod requires, built from the module cache (a
+# dependency of this module) into a per-version cache path: the cluster tests run three
+# of it (internal/natsserver.FindModuleBinary reads IOTWATCH_NATS_SERVER_MODULE, else
+# this same default path). Debian's 2.9 (deps) stays for the tests of an older server.
+NATS_SERVER_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2 2>/dev/null)
+IOTWATCH_NATS_SERVER_MODULE ?= $(HOME)/.cache/iotwatch/nats-server-$(NATS_SERVER_VERSION)
+NATS_SERVER_MODULE := $(IOTWATCH_NATS_SERVER_MODULE)
+export IOTWATCH_NATS_SERVER_MODULE
+
+nats-server:
+	@if [ ! -x "$(NATS_SERVER_MODULE)" ]; then \
+		echo "building nats-server $(NATS_SERVER_VERSION) into $(NATS_SERVER_MODULE)"; \
+		mkdir -p "$(dir $(NATS_SERVER_MODULE))" && \
+		$(GO) build -o "$(NATS_SERVER_MODULE).tmp" github.com/nats-io/nats-server/v2 && \
+		mv "$(NATS_SERVER_MODULE).tmp" "$(NATS_SERVER_MODULE)"; \
+	fi
+
 demo: deps build
 	./$(BIN) demo $(DEMO_FLAGS)
 
@@ -96,7 +114,7 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags plot ./cmd/iotwatch
 
-test: deps vet
+test: deps nats-server vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 bench: deps

@@ -49,7 +49,11 @@
 // carry ids derived from the stream position (ReplacingMergeTree collapses
 // rows; JetStream's duplicate window drops a republished decision, and its KV
 // value is rewritten with the same decision), and device records know the
-// stream position they learned up to, so nothing is learned twice.
+// stream position they learned up to, so nothing is learned twice. A
+// message this run has dispatched already is not judged again when it is
+// redelivered (an ack lost with a killed stream leader; seen.go), and an
+// event that reaches a worker at or before its record's position gets no
+// alert or decision (worker.Process): redelivery never invents alerts.
 //
 // One file per stage, in the order an event meets them:
 //

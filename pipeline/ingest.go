@@ -88,10 +88,18 @@ func (p *Pipeline) ingest(ctx context.Context) {
 // Judged again, its events would meet records that learned them and later
 // events (a transition from a later command, a rate that counts them twice),
 // and raise alerts the first judging did not.
+//
+// A message this run has dispatched already (seenSeqs: redelivered after
+// its ack was lost or late, as when a stream leader is killed) is not
+// dispatched again either, for the same reason; it is acked the same way.
 func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
-	if md, err := msg.Metadata(); err == nil && md.Sequence.Stream <= p.doneUpTo {
-		p.M.RedeliveredDone.Add(1)
-		return true
+	if md, err := msg.Metadata(); err == nil {
+		seq := md.Sequence.Stream
+		if seq <= p.doneUpTo || p.seen.has(seq) {
+			p.M.RedeliveredDone.Add(1)
+			return true
+		}
+		p.seen.add(seq)
 	}
 	return p.dispatch(ctx, msg)
 }

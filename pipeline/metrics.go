@@ -46,10 +46,11 @@ type Metrics struct {
 	// EntityExpired those reclaimed after their idle TTL.
 	Entities                       atomic.Int64
 	EntityEvictions, EntityExpired atomic.Uint64
-	Relearned                      atomic.Uint64 // redelivered events scored again but not learned twice
+	Relearned                      atomic.Uint64 // events at or before their record's position: scored for the row, not learned, no alert or decision
 	CaughtUp                       atomic.Uint64 // events judged again at start, after the checkpoint's position
-	// RedeliveredDone counts messages redelivered after a restart whose
-	// results were durable already: acked without being judged again.
+	// RedeliveredDone counts redelivered messages acked without being
+	// judged again: after a restart, those whose results were durable
+	// already; in a run, those it had dispatched already (an ack lost or late).
 	RedeliveredDone atomic.Uint64
 	Silences        atomic.Uint64 // silent devices the workers' sweeps reported (worker.Sweep)
 	Unnamed         atomic.Uint64 // silent devices a sweep could not name
@@ -128,9 +129,9 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	gauge(schemas.MetricStateEntities, "Entity records (client IPs and their /24 or /48) held.", m.Entities.Load())
 	counter(schemas.MetricStateEntityEvictions, "Live entity records evicted because the entity cap was reached (entities without a baseline go first).", m.EntityEvictions.Load())
 	counter(schemas.MetricStateEntityExpired, "Entity records reclaimed after the idle TTL.", m.EntityExpired.Load())
-	counter(schemas.MetricRedelivered, "Redelivered events scored again without being learned twice.", m.Relearned.Load())
+	counter(schemas.MetricRedelivered, "Events at or before their record's learned position (redelivered): scored for their row, not learned twice, no alert or decision.", m.Relearned.Load())
 	counter(schemas.MetricCaughtUp, "Events judged again at start, after the checkpoint's stream position (what a crash lost).", m.CaughtUp.Load())
-	counter(schemas.MetricRedeliveredDone, "Messages redelivered after a restart whose results were durable already: acked, not judged again.", m.RedeliveredDone.Load())
+	counter(schemas.MetricRedeliveredDone, "Redelivered messages acked without being judged again: dispatched already in this run, or durable before a restart.", m.RedeliveredDone.Load())
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
 	fmt.Fprintf(w, "# HELP %s Events stored but neither scored nor learned: the enforcement point's doing, not the device's.\n# TYPE %s counter\n", schemas.MetricEventsEnforced, schemas.MetricEventsEnforced)

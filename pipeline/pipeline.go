@@ -113,7 +113,10 @@ type Pipeline struct {
 	// checkpoint's, and the messages catchUp judged again. A redelivered
 	// message at or below it is acked without being judged a second time
 	// against records that learned it already. Set before ingest starts.
-	doneUpTo   uint64
+	doneUpTo uint64
+	// seen: the stream sequences this run has dispatched (only ingest
+	// uses it): their redeliveries are acked, not judged again.
+	seen       seenSeqs
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item

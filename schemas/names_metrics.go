@@ -48,10 +48,10 @@ const (
 	MetricStateEntityEvictions = "iotwatch_state_entity_evictions_total"
 	MetricStateEntityExpired   = "iotwatch_state_entity_expired_total"
 	MetricStateExpired         = "iotwatch_state_expired_total"
-	MetricRedelivered          = "iotwatch_events_redelivered_total" // scored again, not learned twice
+	MetricRedelivered          = "iotwatch_events_redelivered_total" // scored for the row, not learned twice, no alert
 	MetricCaughtUp             = "iotwatch_events_caught_up_total"   // judged again at start after a crash
-	// MetricRedeliveredDone counts messages redelivered after a restart whose
-	// results were already durable: acked without being judged again.
+	// MetricRedeliveredDone counts redelivered messages acked without being
+	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"
 	MetricFindings        = "iotwatch_findings_total" // labels detector, reason
 	// MetricEventsEnforced counts events stored but not judged as their

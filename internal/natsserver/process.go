@@ -25,6 +25,11 @@ type ProcessOptions struct {
 	StoreDir string
 	// Env is added to the server's environment (variables the file refers to).
 	Env []string
+	// Port is the client port on 127.0.0.1; 0 picks a free one. A cluster
+	// node restarted on its port is found again by the clients that knew it.
+	Port int
+	// Args are added to the command line after the options above.
+	Args []string
 }
 
 // Process is a nats-server process listening on a free port of 127.0.0.1.
@@ -64,16 +69,18 @@ func StartProcess(o ProcessOptions) (*Process, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("cannot start nats-server: no JetStream store directory")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("cannot pick a free port: %w", err)
+	port := o.Port
+	if port == 0 {
+		var err error
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", o.StoreDir}
 	if o.Config != "" {
 		args = append([]string{"-c", o.Config}, args...)
 	}
+	args = append(args, o.Args...)
 	p := &Process{url: "nats://127.0.0.1:" + strconv.Itoa(port), out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), o.Env...)
@@ -104,13 +111,24 @@ func StartProcess(o ProcessOptions) (*Process, error) {
 	}
 }
 
+// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("cannot pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
 // URL returns the client URL, such as nats://127.0.0.1:43127.
 func (p *Process) URL() string { return p.url }
 
 // Output returns what the server has logged so far.
 func (p *Process) Output() string { return p.out.String() }
 
-// Stop kills the server and waits for it to exit. It is safe to call twice.
+// Stop kills the server (SIGKILL: no clean shutdown, as kill -9 would) and
+// waits for it to exit. It is safe to call twice.
 func (p *Process) Stop() {
 	_ = p.cmd.Process.Kill()
 	<-p.done

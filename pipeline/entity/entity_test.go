@@ -231,6 +231,41 @@ func TestRedeliveryLearnsOnce(t *testing.T) {
 	}
 }
 
+// TestRedeliveryRaisesNothing: an address fails auth for one device a minute
+// for 40 minutes (no finding), then for 60 devices in 6 s (credential
+// stuffing: alerted and blocked). Observations of the slow phase redelivered
+// then would be judged against the burst's record and alerted again; at or
+// before the address's position, they raise nothing.
+func TestRedeliveryRaisesNothing(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	var r results
+	slow := func(i int) Obs {
+		return obsOf(t, "192.0.2.9", mix(uint64(i)+7), true, t0+int64(i)*int64(time.Minute), uint64(i+1))
+	}
+	for i := range 40 {
+		ob := slow(i)
+		o.Observe(&ob, r.emit)
+	}
+	if len(r.alerts) != 0 {
+		t.Fatalf("the slow phase raised %d alerts, want none", len(r.alerts))
+	}
+	for i := range 60 {
+		ob := obsOf(t, "192.0.2.9", mix(uint64(i)+1000), true, t0+int64(40*time.Minute)+int64(i)*int64(100*time.Millisecond), uint64(100+i))
+		o.Observe(&ob, r.emit)
+	}
+	alerts, decisions := len(r.alerts), len(r.decisions)
+	if alerts == 0 {
+		t.Fatal("the burst raised no alert: the test shows nothing")
+	}
+	for i := 30; i < 40; i++ {
+		ob := slow(i)
+		o.Observe(&ob, r.emit)
+	}
+	if len(r.alerts) != alerts || len(r.decisions) != decisions {
+		t.Errorf("redelivered observations raised %d alerts and %d decisions, want none", len(r.alerts)-alerts, len(r.decisions)-decisions)
+	}
+}
+
 // TestIPIdentifiedDevice: an address that is its device's identity is not
 // judged as an IP entity as well.
 func TestIPIdentifiedDevice(t *testing.T) {

@@ -113,7 +113,7 @@ func ShardOf(rec []byte, n int) int {
 // Stats counts an owner's entities and what became of them.
 type Stats struct {
 	state.Stats
-	Relearned uint64 // redelivered observations judged without learning
+	Relearned uint64 // redelivered observations, neither judged nor learned
 	Skipped   uint64 // observations of entities under their own block (Config.SkipBlocked)
 }
 
@@ -123,7 +123,6 @@ type Owner struct {
 	cfg       Config
 	table     *state.Table
 	engine    *decide.Engine
-	scratch   []byte
 	scratchRt []byte         // a route record's copy, for a redelivery
 	waveFloor float64        // Config.WaveNewIPs, this owner's share
 	swarm     swarm          // new addresses per route and device (swarm.go)
@@ -151,7 +150,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratch: make([]byte, RecordSize), scratchRt: make([]byte, RecordSize),
+	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize),
 		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1)))}, nil
 }
 
@@ -162,8 +161,8 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // see the package documentation) and, for a failed authentication, its
 // prefix (or ob's API key, for a KeyObsOf observation), and hands their alerts and
 // decisions to emit. An observation at or before the stream position an
-// entity learned up to (a redelivery) is judged against a copy of its
-// record, which learns nothing. It allocates only for an alert.
+// entity learned up to (a redelivery) is not judged: it learns nothing and
+// raises no alert or decision. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
 	if o.since == 0 {
 		t := ob.Time
@@ -206,19 +205,17 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 		rec[offFlags] = flagFirst
 		created = true
 	}
-	redelivered := o.atOrBefore(rec, ob)
-	if redelivered {
+	if o.atOrBefore(rec, ob) {
+		// Judged against a record that has moved on, it would get alerts
+		// its first judging did not: none, and nothing learned (as
+		// worker.Process does for a device), and no wave judging either.
 		o.relearned++
-		copy(o.scratch, rec)
-		rec = o.scratch
+		return
 	}
 	o.sc.N, o.sc.Score = 0, 0
 	Judge(rec, ob, kind, &o.cfg, &o.sc)
 	fresh := false
-	// A redelivered observation is not judged for a wave: the address's
-	// record already counts its later requests, and the first delivery
-	// judged each of them in its place.
-	if kind == kindIP && !o.cfg.NoWave && !redelivered {
+	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
 		if fresh, n = young(rec, ob, &o.cfg); fresh {
 			o.wave(ob, route, created, n)

@@ -138,7 +138,7 @@ type Worker struct {
 	before      []byte
 	scratch     []byte         // a record copy, to score a redelivered event without learning
 	discard     schemas.Scored // findings of Learn, thrown away
-	relearned   uint64         // redelivered events scored without learning
+	relearned   uint64         // redelivered events scored without learning or deciding
 	notJudged   Enforced       // events that were the enforcement point's doing
 	skipBlocked bool           // Config.SkipBlocked
 
@@ -191,15 +191,26 @@ func New(layout *Layout, cfg Config, model *detectors.ClassModel, engine *decide
 // their verdict.
 //
 // An event at or before the stream position the device's record has learned
-// up to (ev.Seq, ev.Line; a redelivery) is scored against a copy of the record:
-// its score is reported again, idempotently, but it is not learned twice.
+// up to (ev.Seq, ev.Line; a redelivery, or an event that arrives after a later
+// one of its device) is scored against a copy of the record, for its row, but
+// it is not learned twice, and it gets no alert and no decision: judged
+// against later state, it would get ones its first judging did not (the
+// pipeline does not hand a message it has judged to the workers again, see
+// pipeline.seenSeqs; this is the guard for what reaches them anyway).
 // Events with Seq 0 (not from a stream) are always learned.
 func (w *Worker) Process(ev *schemas.Event, out *schemas.Scored) (*schemas.Alert, *schemas.Decision) {
 	if w.enforced(ev) {
 		out.N, out.Score = 0, 0
 		return nil, nil
 	}
-	rec := w.observe(ev, out)
+	rec, redelivered := w.observe(ev, out)
+	if redelivered {
+		// Judged against a record that has moved on (a transition from a
+		// later command back to this one, a rate that counts it twice): its
+		// findings are not the ones its first judging had, so it raises no
+		// alert and no decision (ARCHITECTURE.md, Redelivery).
+		return nil, nil
+	}
 	alert, dec := w.engine.Decide(ev, out)
 	if rec != nil {
 		// After the decision: an event is judged against the calibration of
@@ -231,7 +242,7 @@ func (w *Worker) Learn(ev *schemas.Event) {
 	if w.enforced(ev) {
 		return
 	}
-	if rec := w.observe(ev, &w.discard); rec != nil {
+	if rec, _ := w.observe(ev, &w.discard); rec != nil {
 		w.discard.Score = decide.Combine(&w.discard)
 		w.engine.Calibration().Learn(ev, &w.discard, rec[hdrCal:headerSize])
 	}
@@ -264,14 +275,15 @@ func (w *Worker) enforced(ev *schemas.Event) bool {
 	return true
 }
 
-// Relearned returns how many redelivered events were scored without being
-// learned again.
+// Relearned returns how many events at or before their record's position
+// (redelivered) were scored without being learned again, and without an
+// alert or a decision.
 func (w *Worker) Relearned() uint64 { return w.relearned }
 
 // observe runs the detectors on ev into out and returns the device's table
-// record, or nil for a redelivery (scored against a scratch copy, which
-// learns nothing).
-func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) (live []byte) {
+// record, or nil and redelivered true for an event at or before the record's
+// position (scored against a scratch copy, which learns nothing).
+func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) (live []byte, redelivered bool) {
 	out.N, out.Score = 0, 0 // findings past N are never read: no need to clear 700 bytes
 	rec, _ := w.table.Record(ev.DeviceKey, ev.DeviceAlt, ev.Time)
 	w.advanceClock(ev)
@@ -284,7 +296,7 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) (live []byte) {
 	if ev.Seq != 0 {
 		seq, line := binary.LittleEndian.Uint64(rec[hdrSeq:]), binary.LittleEndian.Uint32(rec[hdrLine:])
 		if ev.Seq < seq || ev.Seq == seq && ev.Line <= line {
-			learn = false
+			learn, redelivered = false, true
 			w.relearned++
 			live = nil
 			copy(w.scratch, rec)
@@ -321,7 +333,7 @@ func (w *Worker) observe(ev *schemas.Event, out *schemas.Scored) (live []byte) {
 		// attack from one device cannot make its commands look normal for the class.
 		w.model.Learn(ev, w.before)
 	}
-	return live
+	return live, redelivered
 }
 
 // Stats returns the state table's statistics.

@@ -482,3 +482,49 @@ func threadCPUNanos() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// TestRedeliveryInventsNoAlert: a device's record moves on (two hours from
+// DE, then an hour from BR), and messages of its first hours are redelivered
+// unchanged. Judged again against the later record, they are news (back in
+// DE right after BR); their first judging raised no alert. They are scored for
+// their rows, but raise no alert and no decision, and teach nothing.
+func TestRedeliveryInventsNoAlert(t *testing.T) {
+	w := newWorker(t, 16)
+	var out schemas.Scored
+	at := func(i int, country string) *schemas.Event {
+		ev := meterEvent(time.Duration(i)*time.Minute, country)
+		ev.Seq, ev.Line = uint64(10+i), 0
+		return ev
+	}
+	first := map[int]bool{} // the DE events that alerted when first judged
+	for i := range 120 {
+		if a, d := w.Process(at(i, "DE"), &out); a != nil || d != nil {
+			first[i] = true
+		}
+	}
+	for i := 120; i < 240; i++ {
+		w.Process(at(i, "BR"), &out)
+	}
+	ev := at(0, "DE")
+	rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt)
+	before := append([]byte(nil), rec...)
+	scored := 0
+	for i := 60; i < 120; i++ {
+		a, d := w.Process(at(i, "DE"), &out)
+		if a != nil || d != nil {
+			t.Fatalf("redelivered event %d raised alert %v, decision %v (first judging: alert %v)", i, a, d, first[i])
+		}
+		if out.N > 0 {
+			scored++
+		}
+	}
+	if scored == 0 {
+		t.Error("no redelivered event had a finding against the later record: the test shows nothing")
+	}
+	if rec, _ := w.Table().Lookup(ev.DeviceKey, ev.DeviceAlt); string(rec) != string(before) {
+		t.Error("redelivered events changed the device's record")
+	}
+	if got := w.Relearned(); got != 60 {
+		t.Errorf("Relearned = %d, want 60", got)
+	}
+}
