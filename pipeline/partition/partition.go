@@ -115,14 +115,18 @@ type Consumer struct {
 	cfg    Config
 	stream jetstream.Stream
 	cons   []jetstream.Consumer
-	// out holds messages handed on and not fetched yet (at most PullBatch).
-	out    chan jetstream.Msg
-	parts  []part
-	owned  atomic.Int64
-	acq    atomic.Uint64
-	lost   atomic.Uint64
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// notify wakes Fetch when a puller handed a message on.
+	notify chan struct{}
+	// heads[p] is partition p's next message taken from its channel and not
+	// fetched yet (Fetch's, like headSeq).
+	heads   []jetstream.Msg
+	headSeq []uint64
+	parts   []part
+	owned   atomic.Int64
+	acq     atomic.Uint64
+	lost    atomic.Uint64
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool
@@ -141,6 +145,13 @@ type part struct {
 	until   time.Time
 	pending atomic.Uint64
 	waiting atomic.Int64
+	// ch holds messages handed on and not fetched yet (at most PullBatch).
+	ch chan jetstream.Msg
+	// last is the stream sequence of the last message pulled, and backlog
+	// whether the consumer had more pending then: while it has, a message
+	// of another partition after last waits (Fetch's merge).
+	last    atomic.Uint64
+	backlog atomic.Bool
 }
 
 // New starts pulling every partition of cons (by partition, from
@@ -171,7 +182,14 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 		cfg.Owner = LogOwner{Log: cfg.Log}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	c := &Consumer{cfg: cfg, stream: stream, cons: cons, out: make(chan jetstream.Msg, cfg.PullBatch), parts: make([]part, len(cons)), cancel: cancel}
+	c := &Consumer{cfg: cfg, stream: stream, cons: cons, notify: make(chan struct{}, 1), parts: make([]part, len(cons)), cancel: cancel,
+		heads: make([]jetstream.Msg, len(cons)), headSeq: make([]uint64, len(cons))}
+	for p := range c.parts {
+		c.parts[p].ch = make(chan jetstream.Msg, cfg.PullBatch)
+		// Unknown until the first pull answers: wait for it, so that no
+		// partition starts ahead of another's backlog.
+		c.parts[p].backlog.Store(true)
+	}
 	for p := range cons {
 		c.wg.Add(1)
 		go func() {
@@ -196,12 +214,18 @@ func (c *Consumer) Stop(ctx context.Context) {
 	c.stopping.Store(true)
 	c.cancel()
 	c.wg.Wait()
-	for drained := false; !drained; {
-		select {
-		case m := <-c.out:
+	for p := range c.parts {
+		if m := c.heads[p]; m != nil {
 			nak(m)
-		default:
-			drained = true
+			c.heads[p] = nil
+		}
+		for drained := false; !drained; {
+			select {
+			case m := <-c.parts[p].ch:
+				nak(m)
+			default:
+				drained = true
+			}
 		}
 	}
 	for p := range c.parts {
@@ -248,7 +272,9 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			}
 			continue
 		}
+		n := 0
 		for msg := range batch.Messages() {
+			n++
 			c.saw(p, msg)
 			if !c.handOn(ctx, p, msg) {
 				if c.stopping.Load() { // Stop, not a cancelled ctx (a crash leaves them to the ack wait)
@@ -259,6 +285,11 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 				}
 				return
 			}
+		}
+		if n == 0 && c.parts[p].backlog.Swap(false) {
+			// Nothing came although more was pending (the stream's limits
+			// removed it, or another client holds the pin): nothing to wait for.
+			c.wake()
 		}
 		if err := batch.Error(); errors.Is(err, jetstream.ErrPinIDMismatch) {
 			c.lose(p, "pull refused: pin id mismatch")
@@ -282,13 +313,22 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	defer keep.Stop()
 	for {
 		select {
-		case c.out <- msg:
+		case c.parts[p].ch <- msg:
+			c.wake()
 			return true
 		case <-ctx.Done():
 			return false
 		case <-keep.C:
 			c.keepPin(p)
 		}
+	}
+}
+
+// wake tells a waiting Fetch that a partition's state changed.
+func (c *Consumer) wake() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
 	}
 }
 
@@ -307,8 +347,15 @@ func (c *Consumer) keepPin(p int) {
 	}()
 }
 
-// saw notes msg's pin id: a new one means p is (again) this instance's.
+// saw notes msg's position and pin id: a new pin means p is (again) this
+// instance's.
 func (c *Consumer) saw(p int, msg jetstream.Msg) {
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+		c.parts[p].last.Store(seq)
+		c.parts[p].backlog.Store(md.NumPending > 0)
+	}
 	pin := msg.Headers().Get(PinIDHeader)
 	if pin == "" {
 		return
@@ -330,10 +377,6 @@ func (c *Consumer) saw(p int, msg jetstream.Msg) {
 	} else {
 		c.owned.Add(1)
 	}
-	var seq uint64
-	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-	}
 	c.acq.Add(1)
 	c.cfg.Owner.Acquired(p, seq)
 }
@@ -354,6 +397,7 @@ func (c *Consumer) disown(p int) bool {
 	pt.pin = ""
 	pt.releasing = false
 	pt.mu.Unlock()
+	pt.backlog.Store(false) // its messages no longer come here: none to wait for
 	if had {
 		c.owned.Add(-1)
 		c.lost.Add(1)
@@ -393,29 +437,72 @@ func (c *Consumer) Owned() []int {
 
 // Fetch returns up to batch messages of the owned partitions, waiting at
 // most Config.FetchWait for the first (opts are ignored: the wait is the
-// Config's). Messages of one partition come in its stream order; partitions
-// interleave. The pipeline calls it as it calls a jetstream.Consumer's.
+// Config's). Fetch must not be called concurrently.
+//
+// The partitions are merged in stream order: a message is returned only
+// when no owned partition with a backlog (its last message pulled had more
+// pending after it) may still deliver an earlier one. So a scorer owning
+// every partition sees the stream's order, as with one consumer, and a
+// backlog of one partition never runs ahead of another's in event time (the
+// silence sweep and the entity windows judge by event time across
+// partitions). At the live tail (no backlog) messages published within a
+// pull's round trip may come out of stream order across partitions, never
+// within one.
 func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
-	ch := make(chan jetstream.Msg, batch)
+	out := make(chan jetstream.Msg, batch)
 	t := time.NewTimer(c.cfg.FetchWait)
 	defer t.Stop()
-	select {
-	case m := <-c.out:
-		ch <- m
-	case <-t.C:
-	}
-	// Then what the pullers handed on meanwhile, without waiting.
-	for len(ch) > 0 && len(ch) < batch {
-		select {
-		case m := <-c.out:
-			ch <- m
+	for len(out) < batch {
+		if p := c.next(); p >= 0 {
+			out <- c.heads[p]
+			c.heads[p] = nil
 			continue
-		default:
+		}
+		if len(out) > 0 {
+			break
+		}
+		select {
+		case <-c.notify:
+			continue
+		case <-t.C:
 		}
 		break
 	}
-	close(ch)
-	return fetched(ch), nil
+	close(out)
+	return fetched(out), nil
+}
+
+// next returns the partition whose head is the next message in stream
+// order, or -1 when there is none yet.
+func (c *Consumer) next() int {
+	best := -1
+	for p := range c.parts {
+		if c.heads[p] == nil {
+			select {
+			case m := <-c.parts[p].ch:
+				c.heads[p] = m
+				c.headSeq[p] = 0
+				if md, err := m.Metadata(); err == nil {
+					c.headSeq[p] = md.Sequence.Stream
+				}
+			default:
+				continue
+			}
+		}
+		if best < 0 || c.headSeq[p] < c.headSeq[best] {
+			best = p
+		}
+	}
+	if best < 0 {
+		return -1
+	}
+	for p := range c.parts {
+		pt := &c.parts[p]
+		if c.heads[p] == nil && pt.backlog.Load() && pt.last.Load() < c.headSeq[best] {
+			return -1 // p's next message may come before best's
+		}
+	}
+	return best
 }
 
 // fetched is a jetstream.MessageBatch whose messages are all received.
@@ -529,6 +616,7 @@ func (c *Consumer) check(ctx context.Context) {
 				pt.mu.Lock()
 				pt.releasing = true
 				pt.mu.Unlock()
+				pt.backlog.Store(false) // no more pulls: none to wait for
 				c.cfg.Log.Info("releasing a partition for balance", "partition", p, "owned", owned, "instances", n, "fair_share", fair)
 				break
 			}
@@ -550,22 +638,20 @@ func (c *Consumer) anyReleasing() bool {
 	return false
 }
 
-// release unpins p, whose messages are all acked, and sits it out for two
-// PinnedTTLs so that another instance's waiting pull gets it.
+// release gives up p, whose messages are all acked: it stops counting p as
+// its own (Owner.Lost) before it unpins p, so that its view of ownership
+// never overlaps the next owner's, and sits p out for two PinnedTTLs so that
+// another instance's waiting pull gets it. When the unpin fails, the pin
+// ends after PinnedTTL without pulls.
 func (c *Consumer) release(ctx context.Context, p int) {
 	pt := &c.parts[p]
 	pt.mu.Lock()
 	pt.until = time.Now().Add(2 * c.cfg.PinnedTTL)
 	pt.mu.Unlock()
-	if err := c.stream.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
-		c.cfg.Log.Warn("cannot unpin a partition for balance; keeping it", "partition", p, "err", err)
-		pt.mu.Lock()
-		pt.releasing = false
-		pt.until = time.Time{}
-		pt.mu.Unlock()
-		return
-	}
 	c.lose(p, "released for balance")
+	if err := c.stream.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
+		c.cfg.Log.Warn("cannot unpin a partition released for balance; it moves after its pinned TTL", "partition", p, "err", err)
+	}
 }
 
 // WriteMetrics writes the ownership metrics in the Prometheus text format:
