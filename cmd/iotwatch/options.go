@@ -59,7 +59,7 @@ type options struct {
 	// (--source events: the partitions this instance may own).
 	partitions int
 	pinnedTTL  time.Duration
-	ckptEvery time.Duration
+	ckptEvery  time.Duration
 
 	workers       int
 	fetchBatch    int
