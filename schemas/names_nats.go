@@ -60,9 +60,10 @@ const (
 	// ingest instance ('iotwatch ingest') shares: each log message goes to one
 	// of them.
 	ConsumerIngest = "iotwatch-ingest"
-	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS that a
-	// scorer ('iotwatch run --source events') reads the partitions it scores
-	// with.
+	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS of
+	// every partition (bus.EnsureScorer); 'iotwatch run --source events'
+	// reads each partition with its own, ScorerConsumer(p), pinned to one
+	// scorer at a time.
 	ConsumerScorer = "iotwatch-scorer"
 )
 
