@@ -25,10 +25,11 @@
 //
 // Balance: a pinned client would keep every partition it ever got. Every
 // Rebalance interval an instance estimates the number of instances N as the
-// smallest count of waiting pulls over the partitions it owns (each live
-// instance keeps one pull waiting on every partition; an estimate errs low
-// while a pull is in flight, which only delays a release); when it owns more
-// than ceil(P/N) and saw the same N the interval before, it releases one
+// largest count of waiting pulls on any partition (NumWaiting: each live
+// instance keeps one pull waiting on every partition, but for the moments
+// its pull is in flight; a keep-alive pull may add one for a moment, which
+// the next rule absorbs); when it owns more than ceil(P/N) and saw the same
+// N the interval before, it releases one
 // partition: it stops pulling it, waits until none of its messages is unacked
 // (the server's NumAckPending: what it handed on is scored and durable), then
 // unpins it (the server's unpin API) and sits it out for two PinnedTTLs, so
@@ -389,10 +390,25 @@ func (c *Consumer) lose(p int, why string) {
 	}
 }
 
+// loseIf is lose if p's pin is still pin.
+func (c *Consumer) loseIf(p int, pin, why string) {
+	if c.disownIf(p, pin) {
+		c.cfg.Log.Info("partition ownership ended", "partition", p, "reason", why)
+		c.cfg.Owner.Lost(p)
+	}
+}
+
 // disown clears p's pin and reports whether this instance held it.
-func (c *Consumer) disown(p int) bool {
+func (c *Consumer) disown(p int) bool { return c.disownIf(p, "") }
+
+// disownIf is disown if p's pin is pin ("": whatever it is).
+func (c *Consumer) disownIf(p int, pin string) bool {
 	pt := &c.parts[p]
 	pt.mu.Lock()
+	if pin != "" && pt.pin != pin {
+		pt.mu.Unlock()
+		return false
+	}
 	had := pt.pin != ""
 	pt.pin = ""
 	pt.releasing = false
@@ -566,6 +582,12 @@ func (c *Consumer) check(ctx context.Context) {
 	n := 0
 	owned := 0
 	for p, cons := range c.cons {
+		pt := &c.parts[p]
+		// The pin before the info: a pin acquired meanwhile is not
+		// mistaken for one the server no longer names.
+		pt.mu.Lock()
+		mine, releasing := pt.pin, pt.releasing
+		pt.mu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(cctx)
 		cancel()
@@ -575,29 +597,26 @@ func (c *Consumer) check(ctx context.Context) {
 			}
 			return
 		}
-		pt := &c.parts[p]
 		pt.pending.Store(info.NumPending)
 		pt.waiting.Store(int64(info.NumWaiting))
+		// Every live instance keeps a pull waiting on every partition,
+		// but for moments (its pull in flight; a partition it sits out):
+		// the most waiting pulls on any partition estimates the instances.
+		n = max(n, info.NumWaiting)
 		pinned := ""
 		for _, g := range info.PriorityGroups {
 			if g.Group == schemas.ScorerGroup {
 				pinned = g.PinnedClientID
 			}
 		}
-		pt.mu.Lock()
-		mine, releasing := pt.pin, pt.releasing
-		pt.mu.Unlock()
-		if mine != "" && pinned != mine {
-			c.lose(p, "the server pins another client")
-			continue
-		}
 		if mine == "" {
 			continue
 		}
-		owned++
-		if w := info.NumWaiting; !releasing && (n == 0 || w < n) {
-			n = w
+		if pinned != mine {
+			c.loseIf(p, mine, "the server pins another client or none")
+			continue
 		}
+		owned++
 		if releasing && info.NumAckPending == 0 {
 			c.release(ctx, p)
 		}
