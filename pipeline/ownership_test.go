@@ -45,7 +45,8 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	const pinnedTTL = time.Second
-	if _, _, err := bus.EnsurePartitions(ctx, e.js, scfg, 8, pinnedTTL); err != nil {
+	presence, err := ensurePresence(ctx, e.js, scfg, pinnedTTL)
+	if err != nil {
 		t.Fatal(err)
 	}
 	chB, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chDSN, Database: "own_b", Log: slog.New(slog.DiscardHandler)})
@@ -71,7 +72,7 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		c, err := partition.New(ctx, es, cons, partition.Config{PinnedTTL: pinnedTTL, Log: slog.New(slog.DiscardHandler)})
+		c, err := partition.New(ctx, es, cons, partition.Config{PinnedTTL: pinnedTTL, Presence: presence, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,4 +124,11 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		t.Errorf("%d events scored by both", both)
 	}
 	t.Logf("%d events: a scored %d (owning %v at the end), b %d (owning %v)", na+nb, na, ownedA, nb, ownedB)
+}
+
+// ensurePresence creates the partition consumers and returns the scorers'
+// presence bucket.
+func ensurePresence(ctx context.Context, js jetstream.JetStream, scfg bus.StreamsConfig, pinnedTTL time.Duration) (jetstream.KeyValue, error) {
+	_, presence, _, err := bus.EnsurePartitions(ctx, js, scfg, 8, pinnedTTL)
+	return presence, err
 }

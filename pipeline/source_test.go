@@ -143,11 +143,11 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 			t.Fatalf("IOTWATCH_EVENTS holds %d partitions' subjects, want 8", n)
 		}
 		if owned {
-			pcons, _, err := bus.EnsurePartitions(ctx, staged.js, scfg, 8, 0)
+			pcons, presence, _, err := bus.EnsurePartitions(ctx, staged.js, scfg, 8, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			pc, err := partition.New(ctx, es, pcons, partition.Config{Log: slog.New(slog.DiscardHandler)})
+			pc, err := partition.New(ctx, es, pcons, partition.Config{Presence: presence, Log: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}

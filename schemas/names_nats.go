@@ -67,6 +67,13 @@ const (
 	ConsumerScorer = "iotwatch-scorer"
 )
 
+// KVScorers is the KV bucket in which each scorer owning partitions ('run
+// --source events') keeps a presence key, rewritten every pinned TTL and
+// expiring after two: the number of keys is the number of live scorers,
+// from which each computes its fair share of partitions (package
+// pipeline/partition).
+const KVScorers = "iotwatch_scorers"
+
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle
 // decisions, keyed by KVKey(scope, value).
 const KVActiveBlocks = "iotwatch_blocks"

@@ -131,10 +131,11 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	var kv jetstream.KeyValue
 	var src pipeline.Source
 	var parts []jetstream.Consumer
+	var presence jetstream.KeyValue
 	if o.source == sourceEvents {
 		// One consumer per partition; the server pins each to one instance.
 		stream = schemas.StreamEvents
-		parts, kv, err = bus.EnsurePartitions(ctx, st.js, o.streams, o.partitions, o.pinnedTTL)
+		parts, presence, kv, err = bus.EnsurePartitions(ctx, st.js, o.streams, o.partitions, o.pinnedTTL)
 	} else {
 		cons, kv, err = bus.Ensure(ctx, st.js, o.streams)
 		src = cons
@@ -189,7 +190,7 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
 		// Stopped by Close; a crash leaves the partitions to the others after --pinned-ttl.
 		st.parts, err = partition.New(context.WithoutCancel(ctx), cfg.Stream, parts,
-			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Log: log})
+			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err

@@ -23,17 +23,19 @@
 //     sends keep-alive pulls that can deliver nothing (max bytes 1), which
 //     reset the server's PinnedTTL timer.
 //
-// Balance: a pinned client would keep every partition it ever got. Every
-// Rebalance interval an instance estimates the number of instances N as the
-// largest count of waiting pulls on any partition (NumWaiting: each live
-// instance keeps one pull waiting on every partition, but for the moments
-// its pull is in flight; a keep-alive pull may add one for a moment, which
-// the next rule absorbs); when it owns more than ceil(P/N) and saw the same
-// N the interval before, it releases one
-// partition: it stops pulling it, waits until none of its messages is unacked
-// (the server's NumAckPending: what it handed on is scored and durable), then
-// unpins it (the server's unpin API) and sits it out for two PinnedTTLs, so
-// that another instance's waiting pull is pinned. The one-writer rule thus
+// Balance: a pinned client would keep every partition it ever got. Each
+// instance keeps a presence key in KV bucket schemas.KVScorers (rewritten
+// every Rebalance interval, expiring after two PinnedTTLs, deleted at
+// Stop); the number of keys is the number of instances N. (The consumers'
+// NumWaiting, one waiting pull per instance, was tried first: an owner's
+// pull sent ahead and its keep-alives count twice, and an estimate too high
+// made two instances pass partitions back and forth.) Every Rebalance
+// interval, an instance that owns more than ceil(P/N), having seen the same
+// N the interval before, releases one partition: it stops pulling it, waits
+// until none of its messages is unacked (the server's NumAckPending: what it
+// handed on is scored and durable), stops counting it as its own
+// (Owner.Lost), unpins it (the server's unpin API) and sits it out for two
+// PinnedTTLs, so that another instance's waiting pull is pinned. The one-writer rule thus
 // holds through a release as well.
 package partition
 
@@ -49,6 +51,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -95,16 +98,23 @@ type Config struct {
 	// bus.DefaultPinnedTTL's 5 s.
 	PinnedTTL time.Duration
 	// PullBatch is the most messages one pull of one partition asks for
-	// (default 64).
+	// (default 256).
 	PullBatch int
 	// FetchWait is how long Fetch waits for its first message (default
 	// 100 ms, as the pipeline's FetchWait).
 	FetchWait time.Duration
-	// Rebalance is how often lag, ownership and balance are checked
-	// (default PinnedTTL); 0 keeps the default, < 0 never releases.
+	// Rebalance is how often lag, ownership and balance are checked and
+	// the presence key rewritten (default and at most PinnedTTL); < 0 never
+	// releases (checked every PinnedTTL).
 	Rebalance time.Duration
 	// Owner hears of acquired and lost partitions (default LogOwner).
 	Owner Owner
+	// Presence is the bucket of scorers' presence keys (bus.EnsurePartitions)
+	// from which the instance count for balance is read; nil: no release for
+	// balance.
+	Presence jetstream.KeyValue
+	// Instance names this instance's presence key (default a unique id).
+	Instance string
 	// Log is for operators (default slog.Default()).
 	Log *slog.Logger
 }
@@ -168,19 +178,28 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 		cfg.PinnedTTL = 5 * time.Second
 	}
 	if cfg.PullBatch <= 0 {
-		cfg.PullBatch = 64
+		cfg.PullBatch = 256
 	}
 	if cfg.FetchWait <= 0 {
 		cfg.FetchWait = 100 * time.Millisecond
 	}
-	if cfg.Rebalance == 0 {
-		cfg.Rebalance = cfg.PinnedTTL
+	if cfg.Rebalance == 0 || cfg.Rebalance > cfg.PinnedTTL {
+		cfg.Rebalance = cfg.PinnedTTL // the presence key expires after two
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Owner == nil {
 		cfg.Owner = LogOwner{Log: cfg.Log}
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = nuid.Next()
+	}
+	if cfg.Presence != nil {
+		// Counted by the others from now on.
+		if _, err := cfg.Presence.Put(ctx, cfg.Instance, nil); err != nil {
+			return nil, fmt.Errorf("cannot write this scorer's presence key in %q: %w", cfg.Presence.Bucket(), err)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Consumer{cfg: cfg, stream: stream, cons: cons, notify: make(chan struct{}, 1), parts: make([]part, len(cons)), cancel: cancel,
@@ -229,6 +248,11 @@ func (c *Consumer) Stop(ctx context.Context) {
 			}
 		}
 	}
+	if c.cfg.Presence != nil {
+		if err := c.cfg.Presence.Delete(ctx, c.cfg.Instance); err != nil {
+			c.cfg.Log.Warn("cannot delete this scorer's presence key; it expires by itself", "err", err)
+		}
+	}
 	for p := range c.parts {
 		if c.disown(p) {
 			if err := c.stream.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
@@ -245,43 +269,59 @@ func (c *Consumer) pullWait() time.Duration { return c.cfg.PinnedTTL / 3 }
 // pull pulls partition p until ctx ends, handing on its messages.
 func (c *Consumer) pull(ctx context.Context, p int) {
 	var lastErr time.Time
-	cons := c.cons[p]
+	warn := func(msg string, err error) {
+		if time.Since(lastErr) > 5*time.Second {
+			c.cfg.Log.Warn(msg, "partition", p, "err", err)
+			lastErr = time.Now()
+		}
+	}
+	// batch is the pull being handed on; next, one sent ahead once batch's
+	// first message came, so that the partition's messages keep flowing
+	// while batch is handed on (else every PullBatch messages would wait a
+	// round trip, and Fetch's merge with them).
+	var batch jetstream.MessageBatch
 	for ctx.Err() == nil {
-		if wait := c.idle(p); wait > 0 {
-			// Releasing or sitting out a release: no pull; keep the pin while
-			// the release waits for acks.
-			if c.owns(p) {
-				c.keepPin(p)
+		if batch == nil {
+			if wait := c.idle(p); wait > 0 {
+				// Releasing or sitting out a release: no pull; keep the pin
+				// while the release waits for acks.
+				if c.owns(p) {
+					c.keepPin(p)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
+			var err error
+			if batch, err = c.fetch(p); err != nil {
+				warn("cannot pull a partition, retrying", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				continue
 			}
-			continue
 		}
-		batch, err := cons.Fetch(c.cfg.PullBatch, jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
-		if err != nil {
-			if time.Since(lastErr) > 5*time.Second {
-				c.cfg.Log.Warn("cannot pull a partition, retrying", "partition", p, "err", err)
-				lastErr = time.Now()
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
+		var next jetstream.MessageBatch
 		n := 0
 		for msg := range batch.Messages() {
-			n++
+			if n++; n == 1 && c.idle(p) <= 0 {
+				next, _ = c.fetch(p) // on error, the next pull is sent after this batch
+			}
 			c.saw(p, msg)
 			if !c.handOn(ctx, p, msg) {
 				if c.stopping.Load() { // Stop, not a cancelled ctx (a crash leaves them to the ack wait)
 					nak(msg)
-					for m := range batch.Messages() {
-						nak(m)
+					for _, b := range []jetstream.MessageBatch{batch, next} {
+						if b != nil {
+							for m := range b.Messages() {
+								nak(m)
+							}
+						}
 					}
 				}
 				return
@@ -295,12 +335,16 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 		if err := batch.Error(); errors.Is(err, jetstream.ErrPinIDMismatch) {
 			c.lose(p, "pull refused: pin id mismatch")
 		} else if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			if time.Since(lastErr) > 5*time.Second {
-				c.cfg.Log.Warn("a partition's pull ended with an error", "partition", p, "err", err)
-				lastErr = time.Now()
-			}
+			warn("a partition's pull ended with an error", err)
 		}
+		batch = next
 	}
+}
+
+// fetch sends a pull of partition p in the scorers' group, with this
+// instance's pin id when it has one (the jetstream consumer keeps it).
+func (c *Consumer) fetch(p int) (jetstream.MessageBatch, error) {
+	return c.cons[p].Fetch(c.cfg.PullBatch, jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
 }
 
 // nak asks for msg's redelivery now (to whoever owns its partition next);
@@ -310,6 +354,12 @@ func nak(m jetstream.Msg) { _ = m.Nak() }
 // handOn gives msg to Fetch, sending keep-alive pulls while Fetch does not
 // take it (the pipeline is busy). It reports false when ctx ended first.
 func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
+	select {
+	case c.parts[p].ch <- msg:
+		c.wake()
+		return true
+	default:
+	}
 	keep := time.NewTicker(c.pullWait())
 	defer keep.Stop()
 	for {
@@ -599,10 +649,6 @@ func (c *Consumer) check(ctx context.Context) {
 		}
 		pt.pending.Store(info.NumPending)
 		pt.waiting.Store(int64(info.NumWaiting))
-		// Every live instance keeps a pull waiting on every partition,
-		// but for moments (its pull in flight; a partition it sits out):
-		// the most waiting pulls on any partition estimates the instances.
-		n = max(n, info.NumWaiting)
 		pinned := ""
 		for _, g := range info.PriorityGroups {
 			if g.Group == schemas.ScorerGroup {
@@ -621,6 +667,7 @@ func (c *Consumer) check(ctx context.Context) {
 			c.release(ctx, p)
 		}
 	}
+	n = c.instances(ctx)
 	if c.cfg.Rebalance < 0 || n == 0 {
 		c.lastN = 0
 		return
@@ -642,6 +689,32 @@ func (c *Consumer) check(ctx context.Context) {
 		}
 	}
 	c.lastN = n
+}
+
+// instances rewrites this instance's presence key and counts the keys: the
+// live scorers (0 without a Presence bucket, or when it cannot be read).
+func (c *Consumer) instances(ctx context.Context) int {
+	kv := c.cfg.Presence
+	if kv == nil {
+		return 0
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := kv.Put(cctx, c.cfg.Instance, nil); err != nil {
+		c.cfg.Log.Warn("cannot rewrite this scorer's presence key", "err", err)
+		return 0
+	}
+	keys, err := kv.ListKeys(cctx)
+	if err != nil {
+		c.cfg.Log.Warn("cannot count the scorers' presence keys", "err", err)
+		return 0
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	_ = keys.Stop()
+	return n
 }
 
 func (c *Consumer) anyReleasing() bool {

@@ -73,6 +73,9 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.Presence, err = js.KeyValue(ctx, schemas.KVScorers); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Log = slog.New(slog.DiscardHandler)
 	c, err := partition.New(ctx, stream, cons, cfg)
 	if err != nil {
@@ -131,7 +134,7 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 	const pinnedTTL = time.Second
 	scfg := bus.DefaultStreamsConfig()
 	scfg.AckWait = 3 * time.Second
-	if _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
+	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
 		t.Fatal(err)
 	}
 
@@ -228,6 +231,7 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a condition
 	}
 	stopSample()
+	t.Logf("every event acked %.2f s after a crashed (ack wait %s: its unacked messages are redelivered then)", time.Since(crashed).Seconds(), scfg.AckWait)
 
 	got := res.snapshot()
 	byID := map[string][]string{}
