@@ -163,7 +163,11 @@ type part struct {
 	// of another partition after last waits (Fetch's merge).
 	last    atomic.Uint64
 	backlog atomic.Bool
+	// pulled is when the last pull or keep-alive of p was sent (UnixNano).
+	pulled atomic.Int64
 }
+
+func (pt *part) lastPull() time.Time { return time.Unix(0, pt.pulled.Load()) }
 
 // New starts pulling every partition of cons (by partition, from
 // bus.EnsurePartitions) on stream (IOTWATCH_EVENTS) until Stop or ctx's end.
@@ -344,6 +348,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 // fetch sends a pull of partition p in the scorers' group, with this
 // instance's pin id when it has one (the jetstream consumer keeps it).
 func (c *Consumer) fetch(p int) (jetstream.MessageBatch, error) {
+	c.parts[p].pulled.Store(time.Now().UnixNano())
 	return c.cons[p].Fetch(c.cfg.PullBatch, jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
 }
 
@@ -354,6 +359,11 @@ func nak(m jetstream.Msg) { _ = m.Nak() }
 // handOn gives msg to Fetch, sending keep-alive pulls while Fetch does not
 // take it (the pipeline is busy). It reports false when ctx ended first.
 func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
+	if c.owns(p) && time.Since(c.parts[p].lastPull()) >= c.pullWait() {
+		// Handing on a batch can take longer than PinnedTTL: the server
+		// must hear from this instance meanwhile.
+		c.keepPin(p)
+	}
 	select {
 	case c.parts[p].ch <- msg:
 		c.wake()
@@ -388,6 +398,7 @@ func (c *Consumer) wake() {
 // it expire): it resets the server's PinnedTTL timer. It does not wait for
 // the answer.
 func (c *Consumer) keepPin(p int) {
+	c.parts[p].pulled.Store(time.Now().UnixNano())
 	b, err := c.cons[p].Fetch(1, jetstream.FetchMaxBytes(1), jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
 	if err != nil {
 		return
