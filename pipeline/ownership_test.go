@@ -26,7 +26,9 @@ import (
 // some, and the consumers end with nothing pending or unacked.
 func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	msgs := fleetMessages(t, 300, 3*time.Hour)
-	e := setup(t, "own_a")
+	ownRuns++ // fresh databases for each run of the test (-count)
+	dbA, dbB := fmt.Sprintf("own_a_%d", ownRuns), fmt.Sprintf("own_b_%d", ownRuns)
+	e := setup(t, dbA)
 	publishLogs(t, e.js, msgs)
 	ctx := context.Background()
 	scfg := bus.DefaultStreamsConfig()
@@ -48,7 +50,7 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chB, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chDSN, Database: "own_b", Log: slog.New(slog.DiscardHandler)})
+	chB, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chDSN, Database: dbB, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +122,8 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		t.Errorf("events scored: a %d, b %d, together %d; ingested %d (want equal, both > 0)", na, nb, na+nb, st.M.Events.Load())
 	}
 	var both uint64
-	q := fmt.Sprintf("SELECT count() FROM own_a.%s WHERE %s IN (SELECT %s FROM own_b.%s)",
-		schemas.TableScored, schemas.ColEventID, schemas.ColEventID, schemas.TableScored)
+	q := fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s IN (SELECT %s FROM %s.%s)",
+		dbA, schemas.TableScored, schemas.ColEventID, schemas.ColEventID, dbB, schemas.TableScored)
 	if err := e.conn.QueryRow(ctx, q).Scan(&both); err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +132,9 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	}
 	t.Logf("%d events: a scored %d (owning %v at the end), b %d (owning %v)", na+nb, na, ownedA, nb, ownedB)
 }
+
+// ownRuns counts the runs of TestTwoPipelinesOwnPartitions in this process.
+var ownRuns int
 
 // ensurePresence creates the partition consumers and returns the scorers'
 // presence bucket.
