@@ -135,9 +135,11 @@ type Consumer struct {
 	parts   []part
 	owned   atomic.Int64
 	acq     atomic.Uint64
-	lost    atomic.Uint64
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// keptBack counts messages a keep-alive pull received (and nakked).
+	keptBack atomic.Uint64
+	lost     atomic.Uint64
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool
@@ -279,10 +281,10 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			lastErr = time.Now()
 		}
 	}
-	// batch is the pull being handed on; next, one sent ahead once batch's
-	// first message came, so that the partition's messages keep flowing
-	// while batch is handed on (else every PullBatch messages would wait a
-	// round trip, and Fetch's merge with them).
+	// batch is the pull being handed on; next, one sent ahead once batch
+	// is complete, so that the partition's messages keep flowing while
+	// batch is handed on (else every PullBatch messages would wait a round
+	// trip, and Fetch's merge with them).
 	var batch jetstream.MessageBatch
 	for ctx.Err() == nil {
 		if batch == nil {
@@ -312,8 +314,14 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 		}
 		var next jetstream.MessageBatch
 		n := 0
-		for msg := range batch.Messages() {
-			if n++; n == 1 && c.idle(p) <= 0 {
+		msgs := batch.Messages()
+		for msg := range msgs {
+			// Pull ahead only once the server has delivered the whole
+			// batch (the rest is buffered here): it serves a client's
+			// waiting pulls in turn, one message each, so two pulls waiting
+			// at once would split a partition's messages between them, and
+			// they would be handed on out of stream order.
+			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 {
 				next, _ = c.fetch(p) // on error, the next pull is sent after this batch
 			}
 			c.saw(p, msg)
@@ -404,7 +412,11 @@ func (c *Consumer) keepPin(p int) {
 		return
 	}
 	go func() {
-		for range b.Messages() { // none fits in 1 byte; drained to end the request
+		for m := range b.Messages() {
+			// None should fit in 1 byte; one that came anyway is given
+			// back at once rather than left to the ack wait.
+			c.keptBack.Add(1)
+			nak(m)
 		}
 	}()
 }
@@ -500,6 +512,10 @@ func (c *Consumer) idle(p int) time.Duration {
 	}
 	return time.Until(pt.until)
 }
+
+// KeptBack returns how many messages keep-alive pulls received and gave
+// back (nak): none is expected.
+func (c *Consumer) KeptBack() uint64 { return c.keptBack.Load() }
 
 // Owned returns the partitions this instance owns, in order.
 func (c *Consumer) Owned() []int {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,8 +30,10 @@ type scored struct {
 
 // results is what both scorers acked, shared.
 type results struct {
-	mu  sync.Mutex
-	all []scored
+	mu      sync.Mutex
+	all     []scored
+	ackErrs int   // acks not confirmed
+	lastErr error // the last of them
 }
 
 func (r *results) add(s scored) {
@@ -100,6 +103,10 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 				// Not ctx: an ack sent is waited for, as a process alive at
 				// that point would.
 				if err := m.DoubleAck(context.Background()); err != nil {
+					res.mu.Lock()
+					res.ackErrs++
+					res.lastErr = err
+					res.mu.Unlock()
 					continue // not durable: it will be redelivered
 				}
 				res.add(scored{id: string(m.Data()), p: p, seq: md.Sequence.Stream, scorer: name})
@@ -263,14 +270,23 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 			}
 		}
 		slices.SortFunc(ps, func(x, y scored) int { return int(x.seq) - int(y.seq) })
+		runs := ""
 		for i := 1; i < len(ps); i++ {
 			if ps[i].scorer != ps[i-1].scorer {
 				switches++
+				runs += fmt.Sprintf(" %s..%d|%s %d..", ps[i-1].scorer, ps[i-1].seq, ps[i].scorer, ps[i].seq)
 			}
 		}
+		if strings.Count(runs, "|") > 2 {
+			t.Logf("partition %d: %d events, changes of scorer at:%s", p, len(ps), runs)
+		}
 	}
+	// More changes mean a partition's messages were handed on out of
+	// stream order (two pulls of one instance waiting at once: the server
+	// serves them in turn), and a crash left gaps in what a acked.
 	if switches > 8+4 {
 		t.Errorf("%d changes of scorer along the partitions' stream order; at most 12 ownership changes happened", switches)
 	}
-	t.Logf("%d events: a acked %d, b %d; %d changes of scorer along stream order", want, perScorer["a"], perScorer["b"], switches)
+	t.Logf("%d events: a acked %d, b %d; %d changes of scorer along stream order; keep-alive pulls received %d and %d; %d acks not confirmed (%v)",
+		want, perScorer["a"], perScorer["b"], switches, a.c.KeptBack(), b.c.KeptBack(), res.ackErrs, res.lastErr)
 }
