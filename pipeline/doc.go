@@ -57,7 +57,9 @@
 //
 // One file per stage, in the order an event meets them:
 //
-//	pipeline.go    the Pipeline, New and Run (starting and draining the stages); the sinks' interfaces
+//	pipeline.go    the Pipeline, New and Run (starting and draining the stages); the sinks' interfaces;
+//	               Source, what it fetches from: a durable consumer, or the event partitions
+//	               this scorer owns (package partition, merged in stream order)
 //	config.go      Config and its defaults
 //	ingest.go      fetch, decode, dispatch to shards, dead-letter (with package ingest's Decoder,
 //	               which 'iotwatch ingest' shares: log messages, or the Arrow event batches

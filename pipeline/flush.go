@@ -300,6 +300,10 @@ const AckConfirmTimeout = 10 * time.Second
 // reports it until a later flush is confirmed, and the messages are
 // redelivered after the ack wait (scored again, not learned twice).
 func (p *Pipeline) ackJob(ctx context.Context, job *flushJob) {
+	if p.ackPerConsumer {
+		p.ackPerPartition(ctx, job)
+		return
+	}
 	var last jetstream.Msg
 	sent := 0
 	var failed error
@@ -321,15 +325,57 @@ func (p *Pipeline) ackJob(ctx context.Context, job *flushJob) {
 	cctx, cancel := context.WithTimeout(ctx, AckConfirmTimeout)
 	err := last.DoubleAck(cctx)
 	cancel()
-	if err == nil && failed == nil {
-		p.M.Acked.Add(uint64(sent + 1))
+	p.acked(sent+1, errors.Join(failed, err))
+}
+
+// ackPerPartition is ackJob for a Source that merges several consumers (a
+// scorer's partitions): the server orders the acks of one consumer, not
+// across consumers, so the last message of each consumer is acked with a
+// reply (one round trip per partition in the flush).
+func (p *Pipeline) ackPerPartition(ctx context.Context, job *flushJob) {
+	last := map[string]jetstream.Msg{}
+	sent := 0
+	var failed error
+	for _, b := range job.acks {
+		for _, m := range b.msgs {
+			md, err := m.Metadata()
+			if err != nil { // not a JetStream message: nothing to confirm it with
+				continue
+			}
+			if prev := last[md.Consumer]; prev != nil {
+				if err := prev.Ack(); err != nil && failed == nil {
+					failed = err
+				}
+				sent++
+			}
+			last[md.Consumer] = m
+		}
+		p.unacked.remove(b)
+	}
+	if len(last) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, AckConfirmTimeout)
+	defer cancel()
+	for _, m := range last {
+		if err := m.DoubleAck(cctx); err != nil && failed == nil {
+			failed = err
+		}
+		sent++
+	}
+	p.acked(sent, failed)
+}
+
+// acked counts a flush's n acks confirmed, or its failure (err).
+func (p *Pipeline) acked(n int, err error) {
+	if err == nil {
+		p.M.Acked.Add(uint64(n))
 		p.ackErr.Store(nil)
 		return
 	}
-	err = errors.Join(failed, err)
 	p.M.AckErrors.Add(1)
 	p.ackErr.Store(&ackFailure{err: err, at: time.Now()})
-	p.log.Warn("the server did not confirm the acks of a flush; its messages will be redelivered", "messages", sent+1, "err", err)
+	p.log.Warn("the server did not confirm the acks of a flush; its messages will be redelivered", "messages", n, "err", err)
 }
 
 // ackFailure is the last unconfirmed flush's error, for Health.

@@ -18,6 +18,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
+	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -80,12 +81,25 @@ type entityItem struct {
 	ctl *item
 }
 
+// Source is what the pipeline fetches messages from: a durable pull
+// consumer (jetstream.Consumer: the logs, or every event partition), or a
+// *partition.Consumer, the event partitions this instance owns. Info gives
+// the lag and the delivered position a catch-up after a checkpoint reads
+// up to.
+type Source interface {
+	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
+	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
+}
+
 // Pipeline is one running instance. Create with New, start with Run.
 type Pipeline struct {
 	cfg  Config
-	cons jetstream.Consumer
-	rows RowWriter
-	pub  Publisher
+	cons Source
+	// ackPerConsumer: cons merges several consumers (partitions), so a
+	// flush's acks are confirmed consumer by consumer.
+	ackPerConsumer bool
+	rows           RowWriter
+	pub            Publisher
 	// pubSigns: pub signs decisions (revisingPublisher); publish does not.
 	pubSigns bool
 	log      *slog.Logger
@@ -133,16 +147,16 @@ type Pipeline struct {
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
-// IOTWATCH_LOGS; rows and pub are the sinks. New is NewContext with a context
-// that never ends.
-func New(cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
+// IOTWATCH_LOGS (or a Source of event batches); rows and pub are the sinks.
+// New is NewContext with a context that never ends.
+func New(cfg Config, cons Source, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
 	return NewContext(context.Background(), cfg, cons, rows, pub, log)
 }
 
 // NewContext is New with a context for the restore of the checkpoint, which
 // takes seconds for millions of devices: when ctx ends during it, NewContext
 // returns an error that wraps ctx's and builds nothing.
-func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
+func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pub Publisher, log *slog.Logger) (*Pipeline, error) {
 	cfg.defaults()
 	if log == nil {
 		log = slog.Default()
@@ -162,6 +176,7 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes)}
+	_, p.ackPerConsumer = cons.(*partition.Consumer)
 	p.published.init()
 	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
 		// The publisher gives each decision its per-key revision before it

@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 type env struct {
 	js   jetstream.JetStream
-	cons jetstream.Consumer
+	cons pipeline.Source
 	ch   *sink.ClickHouse
 	conn clickhouse.Conn
 	db   string

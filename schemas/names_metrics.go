@@ -103,3 +103,17 @@ const (
 	MetricMosquittoDisconnects = "iotwatch_enforce_mosquitto_disconnects_total" // connections lost after they were up
 	MetricMosquittoCommands    = "iotwatch_enforce_mosquitto_commands_total"    // label result=disabled|enabled|refused|failed
 )
+
+// Metric names of partition ownership ('run --source events', package
+// pipeline/partition).
+const (
+	// MetricPartitionsOwned is the number of event partitions this instance
+	// owns (the server pinned them to it).
+	MetricPartitionsOwned = "iotwatch_partitions_owned"
+	// MetricPartitionChanges counts partitions acquired and lost by this
+	// instance (label change=acquired|lost).
+	MetricPartitionChanges = "iotwatch_partition_ownership_changes_total"
+	// MetricPartitionPending is each partition's messages not yet delivered
+	// to any scorer (label partition), read from its consumer.
+	MetricPartitionPending = "iotwatch_partition_pending_messages"
+)

@@ -62,11 +62,19 @@ const (
 	// ingest instance ('iotwatch ingest') shares: each log message goes to one
 	// of them.
 	ConsumerIngest = "iotwatch-ingest"
-	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS that a
-	// scorer ('iotwatch run --source events') reads the partitions it scores
-	// with.
+	// ConsumerScorer is the durable pull consumer on IOTWATCH_EVENTS of
+	// every partition (bus.EnsureScorer); 'iotwatch run --source events'
+	// reads each partition with its own, ScorerConsumer(p), pinned to one
+	// scorer at a time.
 	ConsumerScorer = "iotwatch-scorer"
 )
+
+// KVScorers is the KV bucket in which each scorer owning partitions ('run
+// --source events') keeps a presence key, rewritten every pinned TTL and
+// expiring after two: the number of keys is the number of live scorers,
+// from which each computes its fair share of partitions (package
+// pipeline/partition).
+const KVScorers = "iotwatch_scorers"
 
 // KVActiveBlocks is the KV bucket holding the active set of block/throttle
 // decisions, keyed by KVKey(scope, value).

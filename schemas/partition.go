@@ -45,3 +45,17 @@ func EventsSubject(p int) string {
 func EventsMsgID(logSeq uint64, p int) string {
 	return strconv.FormatUint(logSeq, 10) + "." + strconv.Itoa(p)
 }
+
+// ScorerConsumer returns the name of partition p's durable consumer on
+// IOTWATCH_EVENTS ("iotwatch-scorer-<p>"), filtered to EventsSubject(p), with
+// the pinned-client priority policy: every scorer instance pulls from every
+// partition's consumer, in priority group ScorerGroup, and the server
+// delivers each partition to one instance at a time (package
+// pipeline/partition).
+func ScorerConsumer(p int) string {
+	return ConsumerScorer + "-" + strconv.Itoa(p)
+}
+
+// ScorerGroup is the priority group the scorers pull partitions' consumers
+// in (ScorerConsumer). The server pins one client per consumer and group.
+const ScorerGroup = "scorers"

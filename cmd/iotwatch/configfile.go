@@ -52,6 +52,8 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	fs.StringVar(&o.enforcerKeys, "enforcer-keys", "", "enforcement points' public receipt keys ('iotwatch enforce keygen --id ENFORCER-ID'): files or directories of .pub files, comma-separated; receipts are then stored only when signed by the key of the enforcer they name (others go to table receipts_rejected); empty: receipts are stored as unverified")
 	fs.StringVar(&o.chCluster, "clickhouse-cluster", "", "ClickHouse cluster (remote_servers) holding the tables, created by 'iotwatch migrate --cluster NAME': rows go through its Distributed tables, each insert returning once every shard stored its rows (insert_distributed_sync); run then checks the tables rather than migrating them; empty: one server")
 	fs.StringVar(&o.source, "source", sourceLogs, "what to score: logs (decode IOTWATCH_LOGS in this process) or events (the Arrow event batches 'iotwatch ingest' publishes to IOTWATCH_EVENTS, every partition); both give the same rows, alerts and decisions")
+	fs.IntVar(&o.partitions, "partitions", schemas.DefaultPartitions, "with --source events: the event partitions of the deployment, as 'iotwatch ingest --partitions' (every instance the same count); each instance pulls every partition and the NATS server pins each partition to one instance at a time (nats-server 2.11+)")
+	fs.DurationVar(&o.pinnedTTL, "pinned-ttl", bus.DefaultPinnedTTL, "with --source events: how long the NATS server keeps a partition pinned to an instance that stopped pulling it (a crashed one) before another instance takes it over")
 	o.conn.register(fs, schemas.InboxPipeline)
 	return o, fs
 }

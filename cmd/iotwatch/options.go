@@ -54,8 +54,12 @@ type options struct {
 	// enforcerKeys is run's --enforcer-keys (receiptVerifier).
 	enforcerKeys string
 	// source is run's --source: sourceLogs or sourceEvents.
-	source    string
-	ckptEvery time.Duration
+	source string
+	// partitions and pinnedTTL are run's --partitions and --pinned-ttl
+	// (--source events: the partitions this instance may own).
+	partitions int
+	pinnedTTL  time.Duration
+	ckptEvery  time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -255,6 +259,10 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("entity-window", "%v must be >= 1m", o.entityWindow)
 	case o.source != "" && o.source != sourceLogs && o.source != sourceEvents:
 		return bad("source", "%q: want %s or %s", o.source, sourceLogs, sourceEvents)
+	case o.source == sourceEvents && (o.partitions < 1 || o.partitions > schemas.MaxPartitions):
+		return bad("partitions", "%d must be between 1 and %d", o.partitions, schemas.MaxPartitions)
+	case o.source == sourceEvents && o.pinnedTTL < 3*time.Millisecond:
+		return bad("pinned-ttl", "%v must be >= 3ms", o.pinnedTTL)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}

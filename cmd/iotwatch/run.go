@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/cluster"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/pipeline/receipts"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -107,8 +109,10 @@ type stack struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	cons jetstream.Consumer
-	ch   *sink.ClickHouse
-	p    *pipeline.Pipeline
+	// parts is --source events' partitions this instance owns (nil otherwise).
+	parts *partition.Consumer
+	ch    *sink.ClickHouse
+	p     *pipeline.Pipeline
 	// receipts verifies apply receipts (run's --enforcer-keys); nil where
 	// receipts are not stored.
 	receipts *receipts.Verifier
@@ -133,12 +137,16 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	stream := schemas.StreamLogs
 	var cons jetstream.Consumer
 	var kv jetstream.KeyValue
+	var src pipeline.Source
+	var parts []jetstream.Consumer
+	var presence jetstream.KeyValue
 	if o.source == sourceEvents {
-		// Every partition: one scorer for the whole fleet.
+		// One consumer per partition; the server pins each to one instance.
 		stream = schemas.StreamEvents
-		cons, kv, err = bus.EnsureScorer(ctx, st.js, o.streams, nil)
+		parts, presence, kv, err = bus.EnsurePartitions(ctx, st.js, o.streams, o.partitions, o.pinnedTTL)
 	} else {
 		cons, kv, err = bus.Ensure(ctx, st.js, o.streams)
+		src = cons
 	}
 	if err != nil {
 		st.Close()
@@ -187,7 +195,18 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, fmt.Errorf("cannot open stream %s: %w", stream, err)
 	}
-	st.p, err = pipeline.NewContext(ctx, cfg, cons, st.ch, pub, log)
+	if parts != nil {
+		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
+		// Stopped by Close; a crash leaves the partitions to the others after --pinned-ttl.
+		st.parts, err = partition.New(context.WithoutCancel(ctx), cfg.Stream, parts,
+			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		src = st.parts
+	}
+	st.p, err = pipeline.NewContext(ctx, cfg, src, st.ch, pub, log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -247,6 +266,13 @@ func watchAllowlist(ctx context.Context, st *stack, blocks jetstream.KeyValue, c
 }
 
 func (s *stack) Close() {
+	if s.parts != nil {
+		// After the pipeline drained: nak what was pulled and not scored,
+		// unpin the partitions so that the others take them at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.parts.Stop(ctx)
+		cancel()
+	}
 	if s.ch != nil {
 		s.ch.Close()
 	}
@@ -335,6 +361,9 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		st.p.WriteMetrics(w)
+		if st.parts != nil {
+			st.parts.WriteMetrics(w)
+		}
 		if st.receipts != nil {
 			st.receipts.WriteMetrics(w)
 		}
@@ -457,4 +486,22 @@ Flags:
 	fmt.Fprintf(stdout, "migrated database %q on ClickHouse cluster %q (%s, %d hosts: %s): local %s tables *%s, Distributed tables by the documented names\n",
 		*db, *cluster, m.Mode, len(m.Hosts), strings.Join(m.Hosts, ", "), engine, schemas.TableLocalSuffix)
 	return nil
+}
+
+// warnPartitionsBeyond warns when stream (IOTWATCH_EVENTS) holds events of
+// partitions at or above n: an ingest stage with a higher --partitions
+// publishes there, and no scorer with this --partitions reads them.
+func warnPartitionsBeyond(ctx context.Context, stream jetstream.Stream, n int, log *slog.Logger) {
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(schemas.SubjectEventsAll))
+	if err != nil {
+		log.Warn("cannot list the partitions holding events", "err", err)
+		return
+	}
+	for subj, msgs := range info.State.Subjects {
+		p, err := strconv.Atoi(strings.TrimPrefix(subj, schemas.SubjectEventsPrefix+"."))
+		if err == nil && p >= n {
+			log.Warn("events of a partition beyond --partitions are not scored: give every instance ingest's --partitions",
+				"subject", subj, "messages", msgs, "partitions", n)
+		}
+	}
 }

@@ -63,7 +63,7 @@ func TestIngestAndScorerCommands(t *testing.T) {
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() {
-		runDone <- runCmd(runCtx, []string{"--source", sourceEvents, "--nats", ns.URL(), "--clickhouse", dsn, "--database", "cmd_events",
+		runDone <- runCmd(runCtx, []string{"--source", sourceEvents, "--partitions", "4", "--nats", ns.URL(), "--clickhouse", dsn, "--database", "cmd_events",
 			"--workers", "2", "--flush-interval", "50ms", "--log-level", "warn"}, io.Discard)
 	}()
 

@@ -325,6 +325,74 @@ func EnsureScorer(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig
 	return cons, kv, nil
 }
 
+// DefaultPinnedTTL is the PinnedTTL of the partition consumers
+// (EnsurePartitions): how long the server keeps a partition pinned to a
+// scorer that sent no pull request for it, so the bound, with one pull
+// expiry, on how long a dead scorer's partitions stay unscored.
+const DefaultPinnedTTL = 5 * time.Second
+
+// EnsurePartitions is Ensure for scorers that own partitions ('iotwatch run
+// --source events'): the streams and the bucket, and one durable pull
+// consumer per partition (schemas.ScorerConsumer(p), filtered to
+// schemas.EventsSubject(p)) with the pinned-client priority policy in group
+// schemas.ScorerGroup and pinnedTTL (DefaultPinnedTTL when 0). It needs
+// nats-server 2.11 or later. It returns the consumers by partition and the
+// bucket of active blocks.
+//
+// Why one consumer per partition: the server pins a consumer (per group) to
+// one client, so the pin is the unit of ownership; a consumer per partition
+// makes it one partition, each delivered in stream order to its one owner.
+// One consumer over every partition would pin the whole fleet to one
+// instance.
+//
+// It also creates or updates the bucket of scorers' presence keys
+// (schemas.KVScorers, entries expiring after two pinnedTTLs), which it
+// returns as presence.
+func EnsurePartitions(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig, partitions int, pinnedTTL time.Duration) (cons []jetstream.Consumer, presence, blocks jetstream.KeyValue, err error) {
+	if partitions < 1 || partitions > schemas.MaxPartitions {
+		return nil, nil, nil, fmt.Errorf("cannot create partition consumers: %d partitions, want 1 to %d", partitions, schemas.MaxPartitions)
+	}
+	if pinnedTTL <= 0 {
+		pinnedTTL = DefaultPinnedTTL
+	}
+	if _, blocks, err = ensureStreams(ctx, js, cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	presence, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      schemas.KVScorers,
+		Description: "iotwatch: one key per live scorer owning partitions",
+		History:     1,
+		TTL:         2 * pinnedTTL,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    cfg.LogsReplicas,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVScorers, err)
+	}
+	cons = make([]jetstream.Consumer, partitions)
+	for p := range cons {
+		name := schemas.ScorerConsumer(p)
+		cons[p], err = js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, jetstream.ConsumerConfig{
+			Durable:        name,
+			Description:    fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p),
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     cfg.MaxDeliver,
+			MaxAckPending:  cfg.MaxAckPending,
+			ReplayPolicy:   jetstream.ReplayInstantPolicy,
+			FilterSubject:  schemas.EventsSubject(p),
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PriorityGroups: []string{schemas.ScorerGroup},
+			PinnedTTL:      pinnedTTL,
+		})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("cannot create or update consumer %q on stream %q (pinned clients need nats-server 2.11+): %w", name, schemas.StreamEvents, err)
+		}
+	}
+	return cons, presence, blocks, nil
+}
+
 // ensureStreams is Ensure without the consumer.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.Consumer, jetstream.KeyValue, error) {
 	return ensure(ctx, js, cfg, false)

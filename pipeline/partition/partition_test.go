@@ -1,0 +1,292 @@
+package partition_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/partition"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// scored is one message a scorer acked: its results durable.
+type scored struct {
+	id     string
+	p      int
+	seq    uint64
+	scorer string
+}
+
+// results is what both scorers acked, shared.
+type results struct {
+	mu      sync.Mutex
+	all     []scored
+	ackErrs int   // acks not confirmed
+	lastErr error // the last of them
+}
+
+func (r *results) add(s scored) {
+	r.mu.Lock()
+	r.all = append(r.all, s)
+	r.mu.Unlock()
+}
+
+func (r *results) snapshot() []scored {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.all)
+}
+
+// scorer is a scorer instance of its own connection: a partition.Consumer
+// and a loop that fetches, records and acks, as the pipeline does once a
+// message's results are durable.
+type scorer struct {
+	name   string
+	c      *partition.Consumer
+	cancel context.CancelFunc
+	done   chan struct{}
+	close  func()
+}
+
+func startScorer(t *testing.T, url, name string, res *results, cfg partition.Config) *scorer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	nc, js, err := bus.Connect(ctx, url, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons := make([]jetstream.Consumer, 8)
+	for p := range cons {
+		if cons[p], err = js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := js.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Presence, err = js.KeyValue(ctx, schemas.KVScorers); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Log = slog.New(slog.DiscardHandler)
+	c, err := partition.New(ctx, stream, cons, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scorer{name: name, c: c, cancel: cancel, done: make(chan struct{}), close: nc.Close}
+	go func() {
+		defer close(s.done)
+		for ctx.Err() == nil {
+			b, _ := c.Fetch(32)
+			for m := range b.Messages() {
+				md, err := m.Metadata()
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				var p int
+				fmt.Sscanf(m.Subject(), schemas.SubjectEventsPrefix+".%d", &p)
+				if ctx.Err() != nil {
+					continue // crashed: in-flight messages are never acked
+				}
+				// Not ctx: an ack sent is waited for, as a process alive at
+				// that point would.
+				if err := m.DoubleAck(context.Background()); err != nil {
+					res.mu.Lock()
+					res.ackErrs++
+					res.lastErr = err
+					res.mu.Unlock()
+					continue // not durable: it will be redelivered
+				}
+				res.add(scored{id: string(m.Data()), p: p, seq: md.Sequence.Stream, scorer: name})
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-s.done
+		nc.Close()
+	})
+	return s
+}
+
+// crash ends the scorer as kill -9 would: no ack of what it holds, no nak,
+// no unpin, its connection gone.
+func (s *scorer) crash() {
+	s.cancel()
+	<-s.done
+	s.close()
+}
+
+// TestTwoScorersOwnPartitions runs two scorers over 8 partitions while
+// events keep arriving: every partition is owned by one scorer at a time (no
+// event acked by both; the two Owned sets never overlap), both own some, and
+// when one crashes the other owns all 8 within PinnedTTL plus a pull expiry
+// (and a publish interval), and every event published is acked by one of
+// them (the crashed one's unacked messages after the ack wait).
+func TestTwoScorersOwnPartitions(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx := context.Background()
+	const pinnedTTL = time.Second
+	scfg := bus.DefaultStreamsConfig()
+	scfg.AckWait = 3 * time.Second
+	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
+		t.Fatal(err)
+	}
+
+	// A publisher: one event per partition every 20 ms until stopped.
+	var published atomic.Int64
+	pubCtx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		for i := 0; pubCtx.Err() == nil; i++ {
+			for p := range 8 {
+				id := fmt.Sprintf("e-%d-%d", p, i)
+				if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+					t.Error(err)
+					return
+				}
+				published.Add(1)
+			}
+			select {
+			case <-pubCtx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopPub(); <-pubDone }()
+
+	res := &results{}
+	cfg := partition.Config{PinnedTTL: pinnedTTL}
+	a := startScorer(t, env.Server.URL(), "a", res, cfg)
+	b := startScorer(t, env.Server.URL(), "b", res, cfg)
+
+	// Owned sets sampled every 5 ms never overlap (until a crashes).
+	var aCrashed atomic.Bool
+	sampleCtx, stopSample := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		// a, b, a and b, a, b: a partition in the middle sample and in
+		// both around it was owned by both at once.
+		both := func(x1, y, x2 []int, xn, yn string) {
+			for _, p := range y {
+				if slices.Contains(x1, p) && slices.Contains(x2, p) {
+					t.Errorf("partition %d owned by both: %s %v then %s %v then %s %v", p, xn, x1, yn, y, xn, x2)
+				}
+			}
+		}
+		for sampleCtx.Err() == nil && !aCrashed.Load() {
+			oa1, ob, oa2 := a.c.Owned(), b.c.Owned(), a.c.Owned()
+			both(oa1, ob, oa2, "a", "b")
+			ob1, oa, ob2 := ob, oa2, b.c.Owned()
+			both(ob1, oa, ob2, "b", "a")
+			time.Sleep(5 * time.Millisecond) // a sampling period, not a wait for work
+		}
+	}()
+
+	// Balance: each gets 4 (one release per rebalance interval).
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(a.c.Owned()) != 4 || len(b.c.Owned()) != 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not balanced: a owns %v, b owns %v", a.c.Owned(), b.c.Owned())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	t.Logf("balanced: a owns %v, b owns %v", a.c.Owned(), b.c.Owned())
+
+	// Crash a; b takes all 8 over.
+	aCrashed.Store(true) // a crashed instance's view is frozen: it is not sampled after
+	<-sampled
+	crashed := time.Now()
+	a.crash()
+	for len(b.c.Owned()) != 8 {
+		if time.Now().After(crashed.Add(2 * time.Minute)) {
+			t.Fatalf("b owns %v two minutes after a crashed", b.c.Owned())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	takeover := time.Since(crashed)
+	t.Logf("b owns all 8 partitions %.2f s after a crashed (pinned TTL %s, pull expiry %s)", takeover.Seconds(), pinnedTTL, pinnedTTL/3)
+
+	// A little more traffic, then every event published must be acked once.
+	time.Sleep(200 * time.Millisecond) // traffic after the takeover, not a wait for a result
+	stopPub()
+	<-pubDone
+	want := int(published.Load())
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		got := res.snapshot()
+		if len(got) >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events acked two minutes after the last publish", len(got), want)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	stopSample()
+	t.Logf("every event acked %.2f s after a crashed (ack wait %s: its unacked messages are redelivered then)", time.Since(crashed).Seconds(), scfg.AckWait)
+
+	got := res.snapshot()
+	byID := map[string][]string{}
+	perScorer := map[string]int{}
+	for _, s := range got {
+		byID[s.id] = append(byID[s.id], s.scorer)
+		perScorer[s.scorer]++
+	}
+	if len(byID) != want || len(got) != want {
+		t.Errorf("%d distinct events acked (%d acks), %d published", len(byID), len(got), want)
+	}
+	for id, by := range byID {
+		if len(by) > 1 {
+			t.Errorf("event %s scored by %v", id, by)
+		}
+	}
+	if perScorer["a"] == 0 || perScorer["b"] == 0 {
+		t.Errorf("events scored: %v; want both", perScorer)
+	}
+	// Within a partition, ownership is a few contiguous runs of stream
+	// order: each switch is an ownership change (the release that balanced
+	// them, the crash), not interleaving.
+	switches := 0
+	for p := range 8 {
+		var ps []scored
+		for _, s := range got {
+			if s.p == p {
+				ps = append(ps, s)
+			}
+		}
+		slices.SortFunc(ps, func(x, y scored) int { return int(x.seq) - int(y.seq) })
+		runs := ""
+		for i := 1; i < len(ps); i++ {
+			if ps[i].scorer != ps[i-1].scorer {
+				switches++
+				runs += fmt.Sprintf(" %s..%d|%s %d..", ps[i-1].scorer, ps[i-1].seq, ps[i].scorer, ps[i].seq)
+			}
+		}
+		if strings.Count(runs, "|") > 2 {
+			t.Logf("partition %d: %d events, changes of scorer at:%s", p, len(ps), runs)
+		}
+	}
+	// More changes mean a partition's messages were handed on out of
+	// stream order (two pulls of one instance waiting at once: the server
+	// serves them in turn), and a crash left gaps in what a acked.
+	if switches > 8+4 {
+		t.Errorf("%d changes of scorer along the partitions' stream order; at most 12 ownership changes happened", switches)
+	}
+	t.Logf("%d events: a acked %d, b %d; %d changes of scorer along stream order; keep-alive pulls received %d and %d; %d acks not confirmed (%v)",
+		want, perScorer["a"], perScorer["b"], switches, a.c.KeptBack(), b.c.KeptBack(), res.ackErrs, res.lastErr)
+}
