@@ -353,11 +353,22 @@ type recycler struct {
 	free [][]byte
 }
 
+// minBuf is the smallest buffer a recycler hands out: Arrow's 64-byte
+// alignment and padding unit, and more than any fixed-width value.
+const minBuf = 64
+
 // maxFree bounds the buffers kept: those of about four records (52 each).
 const maxFree = 256
 
 // get returns a kept slice of at least n bytes (the smallest such), or a new one.
+//
+// Every slice it hands out holds at least minBuf bytes: arrow-go reads a
+// fixed-width column's buffer through a pointer to its first value even when
+// the column is empty, so a pooled slice of a few bytes (a uint8 column's)
+// handed to a float64 column would make that pointer straddle the end of its
+// allocation (checkptr, under -race, aborts on it).
 func (r *recycler) get(n int) []byte {
+	n = max(n, minBuf)
 	r.mu.Lock()
 	best := -1
 	for i, f := range r.free {

@@ -276,3 +276,20 @@ func BenchmarkScoredBatchAppend(b *testing.B) {
 		}
 	}
 }
+
+// TestRecyclerNeverHandsOutTinyBuffers: a buffer of a few bytes given back
+// (a one-row int32 column's) is never handed out again smaller than a value
+// of any fixed-width type. arrow-go reads a fixed-width column through a
+// pointer to its first value even when the column is empty: with -race
+// (checkptr) an empty float64 column on a 4-byte buffer aborted the collector
+// ("converted pointer straddles multiple allocations").
+func TestRecyclerNeverHandsOutTinyBuffers(t *testing.T) {
+	var r recycler
+	r.Free(make([]byte, 4))
+	r.Free(make([]byte, 1))
+	for _, n := range []int{0, 1, 4, 8} {
+		if b := r.get(n); cap(b) < 8 || len(b) < n {
+			t.Errorf("get(%d) handed out a buffer of len %d, cap %d; want cap >= 8", n, len(b), cap(b))
+		}
+	}
+}
