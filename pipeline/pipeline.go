@@ -113,7 +113,14 @@ type Pipeline struct {
 	// checkpoint's, and the messages catchUp judged again. A redelivered
 	// message at or below it is acked without being judged a second time
 	// against records that learned it already. Set before ingest starts.
-	doneUpTo   uint64
+	doneUpTo uint64
+	// skip, during a catch-up, is each restored partition's position (the
+	// Object Store's partitions need not all be at one); nil otherwise.
+	skip *catchSkip
+	// ops are the partition hooks' operations for the ingest loop; stopped
+	// is closed when it has ended.
+	ops        chan partOp
+	stopped    chan struct{}
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item
@@ -157,7 +164,7 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
-		waiting: newWaiting(cfg.MaxWaitingBytes)}
+		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{})}
 	p.published.init()
 	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
 		// The publisher gives each decision its per-key revision before it
@@ -167,7 +174,7 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		}
 		p.pubSigns = true
 	}
-	if cfg.Checkpoint != "" {
+	if p.checkpointing() {
 		if err := p.restore(ctx); err != nil {
 			return nil, err
 		}
@@ -251,6 +258,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.log.Warn("cannot catch up learning after the checkpoint: baselines are as of the checkpoint", "err", err)
 	}
 	p.ingest(ctx)
+	close(p.stopped)
 
 	// Drain: workers finish their queues, the collector flushes the rest.
 	for _, ch := range p.shards {
@@ -269,7 +277,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// will be redelivered: saving now would count them twice.
 		return fmt.Errorf("cannot drain pipeline: %w", err)
 	}
-	if cfg.Checkpoint != "" {
+	if p.checkpointing() {
 		if err := p.saveCheckpoint(); err != nil {
 			return fmt.Errorf("cannot save checkpoint after draining: %w", err)
 		}
