@@ -1,8 +1,11 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -100,6 +103,12 @@ func newCrashRig(t *testing.T, db string) *crashRig {
 // connect returns a pipeline's own NATS client (closing it is the network
 // side of a crash), its consumer and publisher.
 func (r *crashRig) connect(t *testing.T) (*nats.Conn, jetstream.Consumer, *sink.NATSPublisher) {
+	nc, _, cons, pub := r.connectJS(t)
+	return nc, cons, pub
+}
+
+// connectJS is connect that also returns the client's JetStream context.
+func (r *crashRig) connectJS(t *testing.T) (*nats.Conn, jetstream.JetStream, jetstream.Consumer, *sink.NATSPublisher) {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	nc, js, err := bus.Connect(context.Background(), r.ns.URL(), "crash-pipeline", log)
@@ -111,7 +120,7 @@ func (r *crashRig) connect(t *testing.T) (*nats.Conn, jetstream.Consumer, *sink.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, cons, sink.NewNATSPublisher(js, kv, log)
+	return nc, js, cons, sink.NewNATSPublisher(js, kv, log)
 }
 
 // caughtUp waits until the consumer has nothing pending or unacked.
@@ -133,6 +142,37 @@ func (r *crashRig) caughtUp(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition
 	}
 }
+
+// object returns the checkpoint object name and its contents, or nils when
+// the store has none yet.
+func (r *crashRig) object(t *testing.T, name string) (*jetstream.ObjectInfo, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	objects, err := r.js.ObjectStore(ctx, schemas.BucketCheckpoints)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := objects.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := objects.GetBytes(ctx, name)
+	if err != nil {
+		return nil, nil // replaced while it was read (a save every 10 ms): the next poll gets it
+	}
+	return info, data
+}
+
+// objectSeq returns the stream position in the header of a checkpoint
+// object (package checkpoint's format: after magic, three versions and the
+// slice count).
+func objectSeq(data []byte) uint64 { return binary.LittleEndian.Uint64(data[24:]) }
 
 // results are the ids of the alerts and decisions a run produced: stored in
 // ClickHouse and published on NATS.
@@ -225,7 +265,16 @@ func (c crashingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) er
 // in ClickHouse and on NATS. The decision engines' cool-downs and blocks
 // travel in the checkpoint, and no event is judged against a record that
 // learned later events.
-func TestCrashRestartSameResults(t *testing.T) {
+func TestCrashRestartSameResults(t *testing.T) { testCrashRestart(t, false) }
+
+// TestCrashRestartObjectStore is TestCrashRestartSameResults with the
+// checkpoint in the JetStream Object Store (one object per partition, the
+// entities' and the global one) instead of a file: the restart restores
+// every partition from NATS and ends with the same ids as the undisturbed
+// run.
+func TestCrashRestartObjectStore(t *testing.T) { testCrashRestart(t, true) }
+
+func testCrashRestart(t *testing.T, store bool) {
 	cfg := pipeline.Config{Workers: 1, FlushInterval: 20 * time.Millisecond, FetchBatch: 4, FetchWait: 50 * time.Millisecond}
 	log := slog.New(slog.DiscardHandler)
 
@@ -249,10 +298,17 @@ func TestCrashRestartSameResults(t *testing.T) {
 		t.Fatalf("the control run raised %d alerts and %d decisions: the test checks nothing", len(want.storedAlerts), len(want.storedDecisions))
 	}
 
-	r := newCrashRig(t, "crash_restart")
+	db := "crash_restart"
+	if store {
+		db = "crash_restart_store"
+	}
+	r := newCrashRig(t, db)
 	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
 	crashCfg := cfg
-	crashCfg.Checkpoint, crashCfg.CheckpointEvery = ckpt, 10*time.Millisecond
+	crashCfg.CheckpointEvery = 10 * time.Millisecond
+	if !store {
+		crashCfg.Checkpoint = ckpt
+	}
 	crashCfg.MaxWaitingBytes = 1 << 20 // stuck inserts soon stop the pipeline
 	// DrainTimeout also bounds how long a periodic checkpoint waits for the
 	// results before it to be durable: on a loaded machine a flush may take
@@ -260,11 +316,21 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// written and the crash never comes. The drain after the crash cannot
 	// finish anyway (inserts hang), so a longer bound only delays the stop.
 	crashCfg.DrainTimeout = 10 * time.Second
-	nc, cons, pub := r.connect(t)
+	nc, js, cons, pub := r.connectJS(t)
 	var crashed atomic.Bool
 	// In the flood, after a periodic checkpoint (on a busy machine the first
 	// one may come late: the crash waits for it, a restart needs it).
 	checkpointed := func() bool { _, err := os.Stat(ckpt); return err == nil }
+	if store {
+		if crashCfg.CheckpointStore, err = bus.EnsureCheckpoints(context.Background(), js, r.streams); err != nil {
+			t.Fatal(err)
+		}
+		checkpointed = func() bool {
+			// The global object is the last one a save puts.
+			_, err := crashCfg.CheckpointStore.GetInfo(context.Background(), schemas.CheckpointGlobalObject)
+			return err == nil
+		}
+	}
 	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110), ready: checkpointed}
 	p, err = pipeline.New(crashCfg, cons, rows, pub, log)
 	if err != nil {
@@ -276,7 +342,17 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// while (up to 1,000 events or 2 s: where exactly does not matter).
 	deadline := time.Now().Add(3 * time.Minute)
 	var stuckAt time.Time
+	// With the Object Store, the first save's object of a flooded meter's
+	// partition is kept, and put back after the crash: a save torn between
+	// its puts, that partition's object at an earlier position than the
+	// others'. Each partition must then be caught up from its own position.
+	torn := schemas.CheckpointDevicesObject(schemas.PartitionOf(schemas.Hash2Alt([]byte("acme"), []byte("meter-0")), crashCfg.Partitions))
+	var tornObject []byte
+	var tornInfo *jetstream.ObjectInfo
 	for {
+		if store && tornObject == nil {
+			tornInfo, tornObject = r.object(t, torn)
+		}
 		if crashed.Load() && stuckAt.IsZero() {
 			stuckAt = time.Now()
 		}
@@ -294,10 +370,33 @@ func TestCrashRestartSameResults(t *testing.T) {
 		t.Fatal("the crashed pipeline drained cleanly: no crash was simulated")
 	}
 	t.Logf("crashed after %d events, %d rows stored, %d acked", p.M.Events.Load(), rows.rows.Load(), p.M.Acked.Load())
+	if store {
+		_, last := r.object(t, schemas.CheckpointGlobalObject)
+		if tornObject == nil || last == nil || objectSeq(tornObject) >= objectSeq(last) {
+			t.Fatalf("no earlier object of %s than the last save's: the torn save is not tested", torn)
+		}
+		if _, err := crashCfg.CheckpointStore.Put(context.Background(), tornInfo.ObjectMeta, bytes.NewReader(tornObject)); err == nil {
+			t.Fatal("the crashed pipeline's connection still puts objects")
+		}
+		objects, err := r.js.ObjectStore(context.Background(), schemas.BucketCheckpoints)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := objects.Put(context.Background(), tornInfo.ObjectMeta, bytes.NewReader(tornObject)); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("object %s put back at position %d, the others at %d", torn, objectSeq(tornObject), objectSeq(last))
+	}
 
-	_, cons, pub = r.connect(t)
+	_, js, cons, pub = r.connectJS(t)
 	restartCfg := cfg
-	restartCfg.Checkpoint = ckpt
+	if store {
+		if restartCfg.CheckpointStore, err = bus.EnsureCheckpoints(context.Background(), js, r.streams); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		restartCfg.Checkpoint = ckpt
+	}
 	restartCfg.Stream, err = r.js.Stream(context.Background(), schemas.StreamLogs) // for the catch-up
 	if err != nil {
 		t.Fatal(err)

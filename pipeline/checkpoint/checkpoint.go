@@ -42,6 +42,12 @@
 // are sized once, reports progress, and stops when its context ends (3M
 // devices: about a second, bench/RESULTS.md).
 //
+// Encode and Decode write and read the same format on any stream: the
+// Object Store checkpoint (pipeline.Config.CheckpointStore) saves one per
+// partition, each holding a subset of the records (Meta.Keep,
+// Meta.KeepEntity) with the stream position it covers, and one holding the
+// class statistics and the calibration with no records.
+//
 // A file is written to a temporary name and renamed, so a crash leaves the
 // previous checkpoint intact. A file that is truncated, corrupt or of another
 // format version (version 1, from before the slice table, included: its
