@@ -94,6 +94,15 @@ type Config struct {
 	// Pipeline.SavePartition and the schemas.Checkpoint* names), with the
 	// same exactly-once catch-up as the file, partition by partition.
 	CheckpointStore jetstream.ObjectStore
+	// PartitionOwnership: this instance owns only the device partitions a
+	// partition owner hands it (Pipeline.RestorePartition when it acquires
+	// one, DropPartition when it loses one), not all of them. New then
+	// restores only the global object (class statistics, calibration), and
+	// checkpoints save only the owned partitions' objects, plus the global
+	// and entity objects when it owns partition 0 (their one writer while
+	// class statistics are not merged across instances and entities not
+	// partitioned by their own key; see store.go). Needs CheckpointStore.
+	PartitionOwnership bool
 	// Partitions is the device partition count the Object Store checkpoint
 	// is split by (schemas.DefaultPartitions if 0): the ingest stage's
 	// --partitions, so that an object is what one partition owner restores.

@@ -74,6 +74,22 @@ type crashRig struct {
 
 func newCrashRig(t *testing.T, db string) *crashRig {
 	t.Helper()
+	return newCrashRigOf(t, db, crashMessages)
+}
+
+// publish publishes the fleet's minutes from to to (not included).
+func (r *crashRig) publish(t *testing.T, from, to int) {
+	t.Helper()
+	for k := from; k < to; k++ {
+		if _, err := r.js.Publish(context.Background(), bus.LogSubject(schemas.FormatJSON, "crash"), crashMessage(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newCrashRigOf is newCrashRig with the first messages of the fleet only.
+func newCrashRigOf(t *testing.T, db string, messages int) *crashRig {
+	t.Helper()
 	ctx := context.Background()
 	e := setup(t, db) // ClickHouse database and the test's connection; its NATS server is not used
 	ns, err := natsserver.Start(natsserver.Options{})
@@ -92,11 +108,7 @@ func newCrashRig(t *testing.T, db string) *crashRig {
 	if _, _, err := bus.Ensure(ctx, js, r.streams); err != nil {
 		t.Fatal(err)
 	}
-	for k := range crashMessages {
-		if _, err := js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "crash"), crashMessage(k)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.publish(t, 0, messages)
 	return r
 }
 
@@ -126,14 +138,21 @@ func (r *crashRig) connectJS(t *testing.T) (*nats.Conn, jetstream.JetStream, jet
 // caughtUp waits until the consumer has nothing pending or unacked.
 func (r *crashRig) caughtUp(t *testing.T) {
 	t.Helper()
+	r.caughtUpTo(t, schemas.ConsumerPipeline, crashMessages)
+}
+
+// caughtUpTo waits until the consumer durable has delivered messages up to
+// seq and has nothing pending or unacked.
+func (r *crashRig) caughtUpTo(t *testing.T, durable string, seq uint64) {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute) // a hang bound, not a speed target
 	for {
-		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, schemas.ConsumerPipeline)
+		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, durable)
 		if err != nil {
 			t.Fatal(err)
 		}
 		info := cons.CachedInfo()
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= crashMessages {
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= seq {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -119,7 +119,14 @@ type Pipeline struct {
 	skip *catchSkip
 	// ops are the partition hooks' operations for the ingest loop; stopped
 	// is closed when it has ended.
-	ops        chan partOp
+	ops chan partOp
+	// owned are the device partitions whose objects this instance saves:
+	// all of them, or with Config.PartitionOwnership those it acquired.
+	// Only the ingest loop (and New) touches it.
+	owned []bool
+	// partSeq is each device partition's restored position: a save before
+	// anything newer is fetched keeps it rather than going back.
+	partSeq    []uint64
 	stopped    chan struct{}
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
@@ -166,6 +173,13 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{})}
 	p.published.init()
+	if cfg.PartitionOwnership && cfg.CheckpointStore == nil {
+		return nil, errors.New("cannot own partitions without a checkpoint store (Config.CheckpointStore)")
+	}
+	p.owned, p.partSeq = make([]bool, cfg.Partitions), make([]uint64, cfg.Partitions)
+	for i := range p.owned {
+		p.owned[i] = !cfg.PartitionOwnership
+	}
 	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
 		// The publisher gives each decision its per-key revision before it
 		// signs it (schemas.Decision.Revision): it signs them all.

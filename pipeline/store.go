@@ -41,6 +41,7 @@ package pipeline
 // device partitions only.
 
 import (
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -101,11 +102,20 @@ func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.M
 	encoded := make(chan struct{})
 	go func() {
 		defer close(encoded)
-		pw.CloseWithError(checkpoint.Encode(pw, meta, tables, model))
+		// Deflated: the detectors' class statistics are dense tables, mostly
+		// zeros (80 MB raw, bench/RESULTS.md), and records hold many zeros.
+		zw, err := flate.NewWriter(pw, flate.BestSpeed)
+		if err == nil {
+			if err = checkpoint.Encode(zw, meta, tables, model); err == nil {
+				err = zw.Close()
+			}
+		}
+		pw.CloseWithError(err)
 	}()
 	info, err := p.cfg.CheckpointStore.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
 		schemas.CheckpointMetaPartitions: strconv.Itoa(p.cfg.Partitions),
 		schemas.CheckpointMetaStreamSeq:  strconv.FormatUint(meta.StreamSeq, 10),
+		schemas.CheckpointMetaEncoding:   schemas.CheckpointEncodingDeflate,
 	}}, pr)
 	pr.CloseWithError(errors.New("the put ended")) // unblocks the encoder when the put stopped early
 	<-encoded                                      // the tables are not read after this returns
@@ -137,7 +147,25 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 	}
 	// The object reader checks the object's digest at its end; Decode checks
 	// the checkpoint's own checksum and reads to the end.
-	return checkpoint.Decode(ctx, r, p.objectName(name), checkpoint.MetaOf(p.layout), to, model)
+	var in io.Reader = r
+	switch enc := info.Metadata[schemas.CheckpointMetaEncoding]; enc {
+	case "":
+	case schemas.CheckpointEncodingDeflate:
+		zr := flate.NewReader(r)
+		defer zr.Close()
+		in = zr
+	default:
+		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: encoding %q, this build reads %q: %w",
+			p.objectName(name), enc, schemas.CheckpointEncodingDeflate, checkpoint.ErrIncompatible)
+	}
+	m, err := checkpoint.Decode(ctx, in, p.objectName(name), checkpoint.MetaOf(p.layout), to, model)
+	if err == nil {
+		// The digest is checked when the object's reader reaches its end.
+		if _, err = io.Copy(io.Discard, r); err != nil {
+			err = fmt.Errorf("cannot restore %q: %w", p.objectName(name), err)
+		}
+	}
+	return m, err
 }
 
 // saveStore saves every partition's objects, the entities' and the global
@@ -148,11 +176,20 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
 	var bytes uint64
 	for part := range p.cfg.Partitions {
+		if !p.owned[part] {
+			continue
+		}
 		n, err := p.savePartition(ctx, part, seq)
 		if err != nil {
 			return err
 		}
 		bytes += n
+	}
+	if !p.owned[0] {
+		// The global and entity objects' writer is partition 0's owner.
+		p.log.Info("wrote checkpoint", "checkpoint", p.objectName("devices.*"), "partitions", p.cfg.Partitions, "stream_seq", seq,
+			"bytes", bytes, "seconds", time.Since(start).Seconds())
+		return nil
 	}
 	if len(p.owners) > 0 {
 		ents := checkpoint.MetaOf(p.layout)
@@ -192,7 +229,7 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uint64, error) {
 	tables := make([]*state.Table, len(p.workers))
 	meta := checkpoint.MetaOf(p.layout)
-	meta.StreamSeq = seq
+	meta.StreamSeq = max(seq, p.partSeq[part])
 	for i, w := range p.workers {
 		tables[i] = w.Table()
 		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
@@ -325,6 +362,12 @@ func (p *Pipeline) restoreStore(ctx context.Context) error {
 			}
 		}
 	}
+	if p.cfg.PartitionOwnership {
+		// The partitions come with their owner's hooks.
+		p.log.Info("restored global checkpoint: partitions are restored as they are acquired", "checkpoint", p.objectName(schemas.CheckpointGlobalObject),
+			"stream_seq", global.StreamSeq, "seconds", time.Since(start).Seconds())
+		return nil
+	}
 	skip := &catchSkip{devices: make([]uint64, P)}
 	restored := checkpoint.Meta{StreamSeq: math.MaxUint64, Created: global.Created, Cold: global.Cold}
 	var cold []int
@@ -340,6 +383,9 @@ func (p *Pipeline) restoreStore(ctx context.Context) error {
 			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "state", what, "err", err)
 			cold = append(cold, part)
 			return math.MaxUint64, nil
+		}
+		if what == "devices" {
+			p.partSeq[part] = m.StreamSeq
 		}
 		restored.StreamSeq = min(restored.StreamSeq, m.StreamSeq)
 		restored.Records += m.Records
@@ -476,14 +522,18 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 // read from Config.Stream: on the partition's subject when that is
 // IOTWATCH_EVENTS, else (log messages mixing partitions) on the consumer's
 // subjects, keeping only the partition's events. The partition's records
-// must not be in the tables already (DropPartition, or a fresh instance).
+// must not be in the tables already (DropPartition, or a fresh instance),
+// and none of the partition's messages after upTo may be dispatched before
+// RestorePartition returns. With Config.PartitionOwnership, acquiring
+// partition 0 also restores the entity objects, whose one writer partition
+// 0's owner is (their catch-up is not built: the entities learn again from
+// upTo on).
 //
 // A missing object is a cold start of the partition: nil. An object that
 // cannot be used (corrupt, truncated, of another partition count or
 // layout) is a cold start of the partition too, logged as an error and
 // returned (wrapped) for the caller to report: the pipeline goes on, and
-// none of the partition's messages up to upTo is judged again. The
-// entity owners' state is not restored here (see the package notes above).
+// none of the partition's messages up to upTo is judged again.
 // It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
@@ -493,17 +543,30 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		resume := p.pauseWorkers()
 		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		m, err := p.loadPartition(lctx, part)
+		if part == 0 && p.cfg.PartitionOwnership {
+			// Partition 0's owner is the entity objects' one writer.
+			for q := range p.cfg.Partitions {
+				if _, err := p.loadEntities(lctx, q); err != nil && !errors.Is(err, ErrNoCheckpointObject) {
+					p.log.Error("cannot use an entity partition's checkpoint: cold start of its entities", "partition", q, "err", err)
+				}
+			}
+		}
 		cancel()
 		resume()
+		p.owned[part] = true
+		// A cold start of the partition starts at upTo: its messages up to
+		// there are never judged again here, nor by a later owner.
+		p.partSeq[part] = upTo
 		name := p.objectName(schemas.CheckpointDevicesObject(part))
 		if errors.Is(err, ErrNoCheckpointObject) {
-			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name)
+			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1)
 			return nil
 		}
 		if err != nil {
-			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "checkpoint", name, "err", err)
+			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1, "err", err)
 			return err
 		}
+		p.partSeq[part] = m.StreamSeq
 		p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
 		if p.cfg.Stream == nil || upTo <= m.StreamSeq {
 			return nil
@@ -519,7 +582,11 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		skip.devices[part] = m.StreamSeq
 		p.skip = skip
 		defer func() { p.skip = nil }()
-		return p.catchUpRange(ctx, filters, m.StreamSeq+1, upTo, false)
+		if err := p.catchUpRange(ctx, filters, m.StreamSeq+1, upTo, false); err != nil {
+			return fmt.Errorf("cannot catch up partition %d: %w", part, err)
+		}
+		p.partSeq[part] = upTo
+		return nil
 	})
 }
 
@@ -551,6 +618,7 @@ func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
 	return p.do(ctx, func(context.Context) error {
 		resume := p.pauseWorkers()
 		defer resume()
+		p.owned[part] = false
 		n := 0
 		for _, w := range p.workers {
 			n += dropPartition(w.Table(), part, p.cfg.Partitions)

@@ -21,6 +21,13 @@ const (
 	// CheckpointMetaStreamSeq is the object metadata key holding the stream
 	// position the object covers (also in its header), for operators.
 	CheckpointMetaStreamSeq = "stream_seq"
+	// CheckpointMetaEncoding is the object metadata key naming how the
+	// checkpoint is encoded in the object: CheckpointEncodingDeflate, or
+	// none (absent) for the checkpoint's own bytes.
+	CheckpointMetaEncoding = "encoding"
+	// CheckpointEncodingDeflate: the checkpoint compressed with DEFLATE
+	// (RFC 1951).
+	CheckpointEncodingDeflate = "deflate"
 )
 
 // CheckpointDevicesObject names the object holding the device records of
