@@ -30,15 +30,19 @@ package pipeline
 // messages after its own object's position (catchSkip).
 //
 // One writer per device holds across instances as long as one instance owns
-// a partition at a time (the ownership's job): only the owner of device
-// partition p saves devices.<p>. Entity records are not partitioned by
-// device: an IP's observations come from devices of every partition, so one
-// writer per entity across instances needs the observations re-keyed to
-// entity partitions (iotwatch.entities.<q>, owned like device partitions),
-// which is not built. Until then only a single instance, owning every
-// partition, saves entity and global objects (Pipeline.saveStore); the
-// partition hooks (SavePartition, RestorePartition, DropPartition) handle
-// device partitions only.
+// a partition at a time (the ownership's job, Config.PartitionOwnership):
+// only the owner of device partition p saves devices.<p>. Entity records are
+// not partitioned by device: an IP's observations come from devices of every
+// partition, so one writer per entity across instances needs the
+// observations re-keyed to entity partitions (iotwatch.entities.<q>, owned
+// like device partitions), which is not built; nor is the merge of class
+// statistics across instances. Until then, with ownership, partition 0's
+// owner is the one writer of the entity and global objects (its own view of
+// the entities and classes), and acquiring partition 0 restores the entity
+// objects; a single instance (no ownership) owns everything.
+//
+// Objects are deflated (schemas.CheckpointEncodingDeflate): the detectors'
+// class statistics are dense, mostly zero tables (80 MB raw).
 
 import (
 	"compress/flate"
