@@ -173,6 +173,9 @@ func NewContext(ctx context.Context, cfg Config, cons jetstream.Consumer, rows R
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{})}
 	p.published.init()
+	if cfg.Partitions > schemas.MaxPartitions {
+		return nil, fmt.Errorf("cannot split the state into %d partitions: at most %d", cfg.Partitions, schemas.MaxPartitions)
+	}
 	if cfg.PartitionOwnership && cfg.CheckpointStore == nil {
 		return nil, errors.New("cannot own partitions without a checkpoint store (Config.CheckpointStore)")
 	}

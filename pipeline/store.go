@@ -439,7 +439,8 @@ type partOp struct {
 
 // do hands op to the ingest loop and waits for its result: the partition
 // hooks may be called from any goroutine while Run runs (an op sent before
-// Run starts waits for its ingest loop).
+// Run starts waits for its ingest loop), but not from the ingest loop
+// itself (a RowWriter or Publisher call), which would wait for itself.
 func (p *Pipeline) do(ctx context.Context, run func(ctx context.Context) error) error {
 	if p.cfg.CheckpointStore == nil {
 		return errors.New("cannot checkpoint a partition: no checkpoint store (Config.CheckpointStore)")

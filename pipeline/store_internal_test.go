@@ -179,9 +179,13 @@ func TestStorePartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	info, err := st.GetInfo(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	put := func(data []byte) {
 		t.Helper()
-		if _, err := st.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{schemas.CheckpointMetaPartitions: "4"}}, bytes.NewReader(data)); err != nil {
+		if _, err := st.Put(ctx, info.ObjectMeta, bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -98,6 +98,17 @@ func BenchmarkCheckpointStore(b *testing.B) {
 			}
 		}
 	})
+	b.Run("restore/one-partition", func(b *testing.B) {
+		defer cpuPerOp(b)()
+		for b.Loop() {
+			for _, w := range p.workers {
+				dropPartition(w.Table(), 3, p.cfg.Partitions)
+			}
+			if m, err := p.loadPartition(ctx, 3); err != nil || m.Records == 0 {
+				b.Fatalf("restored %d devices: %v", m.Records, err)
+			}
+		}
+	})
 }
 
 // cpuPerOp reports the process's CPU time (user and system, the embedded
