@@ -41,11 +41,10 @@ package pipeline
 // the entities and classes), and acquiring partition 0 restores the entity
 // objects; a single instance (no ownership) owns everything.
 //
-// Objects are deflated (schemas.CheckpointEncodingDeflate): the detectors'
-// class statistics are dense, mostly zero tables (80 MB raw).
+// Objects are compressed with S2 (schemas.CheckpointEncodingS2): the
+// detectors' class statistics are dense, mostly zero tables (80 MB raw).
 
 import (
-	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -55,6 +54,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -106,20 +106,20 @@ func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.M
 	encoded := make(chan struct{})
 	go func() {
 		defer close(encoded)
-		// Deflated: the detectors' class statistics are dense tables, mostly
-		// zeros (80 MB raw, bench/RESULTS.md), and records hold many zeros.
-		zw, err := flate.NewWriter(pw, flate.BestSpeed)
+		// Compressed (S2): the detectors' class statistics are dense tables,
+		// mostly zeros (80 MB raw, bench/RESULTS.md), and records hold many
+		// zeros.
+		zw := s2.NewWriter(pw, s2.WriterConcurrency(1))
+		err := checkpoint.Encode(zw, meta, tables, model)
 		if err == nil {
-			if err = checkpoint.Encode(zw, meta, tables, model); err == nil {
-				err = zw.Close()
-			}
+			err = zw.Close()
 		}
 		pw.CloseWithError(err)
 	}()
 	info, err := p.cfg.CheckpointStore.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
 		schemas.CheckpointMetaPartitions: strconv.Itoa(p.cfg.Partitions),
 		schemas.CheckpointMetaStreamSeq:  strconv.FormatUint(meta.StreamSeq, 10),
-		schemas.CheckpointMetaEncoding:   schemas.CheckpointEncodingDeflate,
+		schemas.CheckpointMetaEncoding:   schemas.CheckpointEncodingS2,
 	}}, pr)
 	pr.CloseWithError(errors.New("the put ended")) // unblocks the encoder when the put stopped early
 	<-encoded                                      // the tables are not read after this returns
@@ -154,13 +154,11 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 	var in io.Reader = r
 	switch enc := info.Metadata[schemas.CheckpointMetaEncoding]; enc {
 	case "":
-	case schemas.CheckpointEncodingDeflate:
-		zr := flate.NewReader(r)
-		defer zr.Close()
-		in = zr
+	case schemas.CheckpointEncodingS2:
+		in = s2.NewReader(r)
 	default:
 		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: encoding %q, this build reads %q: %w",
-			p.objectName(name), enc, schemas.CheckpointEncodingDeflate, checkpoint.ErrIncompatible)
+			p.objectName(name), enc, schemas.CheckpointEncodingS2, checkpoint.ErrIncompatible)
 	}
 	m, err := checkpoint.Decode(ctx, in, p.objectName(name), checkpoint.MetaOf(p.layout), to, model)
 	if err == nil {

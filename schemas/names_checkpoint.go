@@ -22,12 +22,12 @@ const (
 	// position the object covers (also in its header), for operators.
 	CheckpointMetaStreamSeq = "stream_seq"
 	// CheckpointMetaEncoding is the object metadata key naming how the
-	// checkpoint is encoded in the object: CheckpointEncodingDeflate, or
-	// none (absent) for the checkpoint's own bytes.
+	// checkpoint is encoded in the object: CheckpointEncodingS2, or none
+	// (absent) for the checkpoint's own bytes.
 	CheckpointMetaEncoding = "encoding"
-	// CheckpointEncodingDeflate: the checkpoint compressed with DEFLATE
-	// (RFC 1951).
-	CheckpointEncodingDeflate = "deflate"
+	// CheckpointEncodingS2: the checkpoint compressed as an S2 stream
+	// (github.com/klauspost/compress/s2, Snappy-compatible framing).
+	CheckpointEncodingS2 = "s2"
 )
 
 // CheckpointDevicesObject names the object holding the device records of
