@@ -194,16 +194,18 @@ func TestStorePartitions(t *testing.T) {
 	for _, c := range []struct {
 		what string
 		data []byte
-		err  string
 	}{
-		{"truncated", good[:len(good)/2], "unexpected EOF"},
-		{"corrupt", flipped, "corrupt"},
+		{"truncated", good[:len(good)/2]},
+		{"corrupt", flipped},
 	} {
 		put(c.data)
+		// The S2 stream's own checks (a block's CRC, its framing) or the
+		// checkpoint's (its length, its checksum) refuse it.
 		_, err := b.loadPartition(ctx, 1)
-		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), c.err) {
-			t.Fatalf("%s object: err = %v, want one naming %q and saying %q", c.what, err, name, c.err)
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "corrupt") && !strings.Contains(err.Error(), "unexpected EOF") {
+			t.Fatalf("%s object: err = %v, want one naming %q and saying it is corrupt or cut short", c.what, err, name)
 		}
+		t.Logf("%s object refused: %v", c.what, err)
 		before := logs.String()
 		d, err := New(cfg, nil, nil, nil, log)
 		if err != nil {
