@@ -119,7 +119,8 @@ type Pipeline struct {
 	skip *catchSkip
 	// ops are the partition hooks' operations for the ingest loop; stopped
 	// is closed when it has ended.
-	ops chan partOp
+	ops     chan partOp
+	stopped chan struct{}
 	// owned are the device partitions whose objects this instance saves:
 	// all of them, or with Config.PartitionOwnership those it acquired.
 	// Only the ingest loop (and New) touches it.
@@ -127,7 +128,6 @@ type Pipeline struct {
 	// partSeq is each device partition's restored position: a save before
 	// anything newer is fetched keeps it rather than going back.
 	partSeq    []uint64
-	stopped    chan struct{}
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item
