@@ -66,6 +66,10 @@ func crashMessage(k int) []byte {
 
 const crashMessages = 140
 
+// crashPartitions is the partition count the Object Store variant of the
+// crash test splits its checkpoint into.
+const crashPartitions = 2
+
 // crashRig is one NATS server with the log streams and a ClickHouse database.
 type crashRig struct {
 	ns      *natsserver.Server
@@ -338,11 +342,12 @@ func testCrashRestart(t *testing.T, store bool) {
 	if !store {
 		crashCfg.Checkpoint = ckpt
 	} else {
-		// A save to the Object Store puts 33 objects, the class statistics'
-		// 80 MB compressed among them: under -race on a loaded machine one
-		// takes seconds, and saving after every fetch left the pipeline no
-		// time to reach its crash.
-		crashCfg.CheckpointEvery = 500 * time.Millisecond
+		// A save to the Object Store puts an object per device and entity
+		// partition and the global one: with 16 partitions (33 puts) under
+		// -race on a loaded machine, saving after every fetch left the
+		// pipeline no time to reach its crash. Two partitions keep the
+		// test's point (a save torn between its partitions) at 5 puts.
+		crashCfg.Partitions = crashPartitions
 	}
 	crashCfg.MaxWaitingBytes = 1 << 20 // stuck inserts soon stop the pipeline
 	// DrainTimeout also bounds how long a periodic checkpoint waits for the
@@ -387,7 +392,7 @@ func testCrashRestart(t *testing.T, store bool) {
 	// partition is kept, and put back after the crash: a save torn between
 	// its puts, that partition's object at an earlier position than the
 	// others'. Each partition must then be caught up from its own position.
-	torn := schemas.CheckpointDevicesObject(schemas.PartitionOf(schemas.Hash2Alt([]byte("acme"), []byte("meter-0")), schemas.DefaultPartitions))
+	torn := schemas.CheckpointDevicesObject(schemas.PartitionOf(schemas.Hash2Alt([]byte("acme"), []byte("meter-0")), crashPartitions))
 	var tornObject []byte
 	var tornInfo *jetstream.ObjectInfo
 	for {
@@ -434,6 +439,7 @@ func testCrashRestart(t *testing.T, store bool) {
 	_, js, cons, pub = r.connectJS(t)
 	restartCfg := cfg
 	if store {
+		restartCfg.Partitions = crashPartitions
 		if restartCfg.CheckpointStore, err = bus.EnsureCheckpoints(context.Background(), js, r.streams); err != nil {
 			t.Fatal(err)
 		}
