@@ -34,6 +34,9 @@ type pause struct {
 // pipeline cold-starts; failing to rebuild the workers, or ctx ending during
 // the restore (a SIGTERM at start-up), is an error.
 func (p *Pipeline) restore(ctx context.Context) error {
+	if p.cfg.CheckpointStore != nil {
+		return p.restoreStore(ctx)
+	}
 	path := p.cfg.Checkpoint
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		p.log.Info("no checkpoint yet: cold start", "checkpoint", path)
@@ -168,8 +171,14 @@ func reservePerWorker(records uint64, workers int) int {
 // Restored returns the checkpoint New restored (zero if none).
 func (p *Pipeline) Restored() checkpoint.Meta { return p.restored }
 
-// saveCheckpoint writes the checkpoint; the workers must be stopped.
+// saveCheckpoint writes the checkpoint (the file, or every object of the
+// Object Store); the workers must be stopped or paused.
 func (p *Pipeline) saveCheckpoint() error {
+	if p.cfg.CheckpointStore != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		return p.saveStore(ctx)
+	}
 	tables := make([]*state.Table, len(p.workers))
 	for i, w := range p.workers {
 		tables[i] = w.Table()
@@ -209,6 +218,7 @@ func (p *Pipeline) saveCheckpoint() error {
 // taught the baselines nor the alerts they raised, and raises none twice.
 func (p *Pipeline) catchUp(ctx context.Context) error {
 	from := p.restored.StreamSeq + 1
+	defer func() { p.skip = nil }() // the restored partitions' positions serve this catch-up only
 	if p.cfg.Stream == nil || p.restored.StreamSeq == 0 {
 		return nil
 	}
@@ -216,13 +226,21 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot read the consumer's delivered position: %w", err)
 	}
-	upTo := info.Delivered.Stream
-	if upTo < from {
-		return nil
-	}
 	filters := info.Config.FilterSubjects
 	if info.Config.FilterSubject != "" {
 		filters = append(filters, info.Config.FilterSubject)
+	}
+	return p.catchUpRange(ctx, filters, from, info.Delivered.Stream, true)
+}
+
+// catchUpRange judges again the messages of Config.Stream on filters from
+// sequence from to upTo, in stream order (catchUp's way), without the events
+// p.skip says are in the restored state already. With markDone, the
+// messages it judged are done (doneUpTo): their redeliveries on the durable
+// consumer are acked without being judged again.
+func (p *Pipeline) catchUpRange(ctx context.Context, filters []string, from, upTo uint64, markDone bool) error {
+	if upTo < from {
+		return nil
 	}
 	oc, err := p.cfg.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
@@ -230,10 +248,10 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 		return fmt.Errorf("cannot read the log stream from sequence %d: %w", from, err)
 	}
 	start := time.Now()
-	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo)
+	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo, "subjects", filters)
 	var seq uint64
 	defer func() {
-		p.log.Info("caught up after the checkpoint", "messages_to_seq", p.doneUpTo, "seconds", time.Since(start).Seconds())
+		p.log.Info("caught up after the checkpoint", "messages_to_seq", seq, "seconds", time.Since(start).Seconds())
 	}()
 	for seq < upTo && ctx.Err() == nil {
 		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
@@ -255,7 +273,9 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 				return fmt.Errorf("cannot dead-letter a record of sequence %d: %w", seq, ctx.Err())
 			}
 			p.M.CaughtUp.Add(p.dispatched - before)
-			p.doneUpTo = max(p.doneUpTo, seq)
+			if markDone {
+				p.doneUpTo = max(p.doneUpTo, seq)
+			}
 		}
 		if n == 0 {
 			break // the stream holds nothing more (messages removed by its limits)
@@ -273,16 +293,7 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 // When the results are not durable within DrainTimeout (ClickHouse or NATS
 // down), the checkpoint is skipped and the previous one stays.
 func (p *Pipeline) periodicCheckpoint() {
-	ps := &pause{resume: make(chan struct{})}
-	ps.reached.Add(len(p.shards) + len(p.entityIn))
-	for _, ch := range p.shards {
-		ch <- &item{pause: ps}
-	}
-	for _, ch := range p.entityIn {
-		ch <- entityItem{ctl: &item{pause: ps}}
-	}
-	ps.reached.Wait()
-	defer close(ps.resume)
+	defer p.pauseWorkers()()
 	if err := p.durable(p.cfg.DrainTimeout); err != nil {
 		p.log.Warn("cannot save periodic checkpoint: results before it are not durable; the previous one stays", "err", err)
 		return

@@ -14,6 +14,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/pipeline/score"
 	"github.com/iotwatch/iotwatch/pipeline/worker"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // Config of a pipeline. Zero values take the documented defaults.
@@ -89,6 +90,26 @@ type Config struct {
 	// messages whose results were already durable are acked without being
 	// judged again (see Pipeline.catchUp and periodicCheckpoint).
 	Checkpoint string
+	// CheckpointStore, when set, replaces the Checkpoint file: the state is
+	// saved to and restored from this JetStream Object Store bucket
+	// (schemas.BucketCheckpoints), one object per device partition, one per
+	// entity partition and one for the state that spans them (see
+	// Pipeline.SavePartition and the schemas.Checkpoint* names), with the
+	// same exactly-once catch-up as the file, partition by partition.
+	CheckpointStore jetstream.ObjectStore
+	// PartitionOwnership: this instance owns only the device partitions a
+	// partition owner hands it (Pipeline.RestorePartition when it acquires
+	// one, DropPartition when it loses one), not all of them. New then
+	// restores only the global object (class statistics, calibration), and
+	// checkpoints save only the owned partitions' objects, plus the global
+	// and entity objects when it owns partition 0 (their one writer while
+	// class statistics are not merged across instances and entities not
+	// partitioned by their own key; see store.go). Needs CheckpointStore.
+	PartitionOwnership bool
+	// Partitions is the device partition count the Object Store checkpoint
+	// is split by (schemas.DefaultPartitions if 0): the ingest stage's
+	// --partitions, so that an object is what one partition owner restores.
+	Partitions int
 	// CheckpointEvery also saves the checkpoint periodically (wall time),
 	// pausing the workers until the results before it are durable (one
 	// flush; at most DrainTimeout, else that checkpoint is skipped); 0 saves
@@ -160,6 +181,9 @@ func (c *Config) defaults() {
 		c.Worker.MaxDevices = (DefaultMaxDevices + c.Workers - 1) / c.Workers
 	case c.Worker.MaxDevices < 0:
 		c.Worker.MaxDevices = 0 // unlimited
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = schemas.DefaultPartitions
 	}
 	if c.FetchBatch <= 0 {
 		c.FetchBatch = 256

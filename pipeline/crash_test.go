@@ -1,19 +1,25 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -60,6 +66,10 @@ func crashMessage(k int) []byte {
 
 const crashMessages = 140
 
+// crashPartitions is the partition count the Object Store variant of the
+// crash test splits its checkpoint into.
+const crashPartitions = 2
+
 // crashRig is one NATS server with the log streams and a ClickHouse database.
 type crashRig struct {
 	ns      *natsserver.Server
@@ -70,6 +80,22 @@ type crashRig struct {
 }
 
 func newCrashRig(t *testing.T, db string) *crashRig {
+	t.Helper()
+	return newCrashRigOf(t, db, crashMessages)
+}
+
+// publish publishes the fleet's minutes from to to (not included).
+func (r *crashRig) publish(t *testing.T, from, to int) {
+	t.Helper()
+	for k := from; k < to; k++ {
+		if _, err := r.js.Publish(context.Background(), bus.LogSubject(schemas.FormatJSON, "crash"), crashMessage(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newCrashRigOf is newCrashRig with the first messages of the fleet only.
+func newCrashRigOf(t *testing.T, db string, messages int) *crashRig {
 	t.Helper()
 	ctx := context.Background()
 	e := setup(t, db) // ClickHouse database and the test's connection; its NATS server is not used
@@ -89,17 +115,19 @@ func newCrashRig(t *testing.T, db string) *crashRig {
 	if _, _, err := bus.Ensure(ctx, js, r.streams); err != nil {
 		t.Fatal(err)
 	}
-	for k := range crashMessages {
-		if _, err := js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "crash"), crashMessage(k)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.publish(t, 0, messages)
 	return r
 }
 
 // connect returns a pipeline's own NATS client (closing it is the network
 // side of a crash), its consumer and publisher.
 func (r *crashRig) connect(t *testing.T) (*nats.Conn, jetstream.Consumer, *sink.NATSPublisher) {
+	nc, _, cons, pub := r.connectJS(t)
+	return nc, cons, pub
+}
+
+// connectJS is connect that also returns the client's JetStream context.
+func (r *crashRig) connectJS(t *testing.T) (*nats.Conn, jetstream.JetStream, jetstream.Consumer, *sink.NATSPublisher) {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	nc, js, err := bus.Connect(context.Background(), r.ns.URL(), "crash-pipeline", log)
@@ -111,20 +139,27 @@ func (r *crashRig) connect(t *testing.T) (*nats.Conn, jetstream.Consumer, *sink.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, cons, sink.NewNATSPublisher(js, kv, log)
+	return nc, js, cons, sink.NewNATSPublisher(js, kv, log)
 }
 
 // caughtUp waits until the consumer has nothing pending or unacked.
 func (r *crashRig) caughtUp(t *testing.T) {
 	t.Helper()
+	r.caughtUpTo(t, schemas.ConsumerPipeline, crashMessages)
+}
+
+// caughtUpTo waits until the consumer durable has delivered messages up to
+// seq and has nothing pending or unacked.
+func (r *crashRig) caughtUpTo(t *testing.T, durable string, seq uint64) {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute) // a hang bound, not a speed target
 	for {
-		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, schemas.ConsumerPipeline)
+		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, durable)
 		if err != nil {
 			t.Fatal(err)
 		}
 		info := cons.CachedInfo()
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= crashMessages {
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= seq {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -132,6 +167,44 @@ func (r *crashRig) caughtUp(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition
 	}
+}
+
+// object returns the checkpoint object name and its contents, or nils when
+// the store has none yet.
+func (r *crashRig) object(t *testing.T, name string) (*jetstream.ObjectInfo, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	objects, err := r.js.ObjectStore(ctx, schemas.BucketCheckpoints)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := objects.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := objects.GetBytes(ctx, name)
+	if err != nil {
+		return nil, nil // replaced while it was read (a save every 10 ms): the next poll gets it
+	}
+	return info, data
+}
+
+// objectSeq returns the stream position in the header of a checkpoint
+// object (S2-compressed; package checkpoint's format: after magic, three
+// versions and the slice count).
+func objectSeq(t *testing.T, data []byte) uint64 {
+	t.Helper()
+	var hdr [32]byte
+	if _, err := io.ReadFull(s2.NewReader(bytes.NewReader(data)), hdr[:]); err != nil {
+		t.Fatalf("cannot read a checkpoint object's header: %v", err)
+	}
+	return binary.LittleEndian.Uint64(hdr[24:])
 }
 
 // results are the ids of the alerts and decisions a run produced: stored in
@@ -225,7 +298,16 @@ func (c crashingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) er
 // in ClickHouse and on NATS. The decision engines' cool-downs and blocks
 // travel in the checkpoint, and no event is judged against a record that
 // learned later events.
-func TestCrashRestartSameResults(t *testing.T) {
+func TestCrashRestartSameResults(t *testing.T) { testCrashRestart(t, false) }
+
+// TestCrashRestartObjectStore is TestCrashRestartSameResults with the
+// checkpoint in the JetStream Object Store (one object per partition, the
+// entities' and the global one) instead of a file: the restart restores
+// every partition from NATS and ends with the same ids as the undisturbed
+// run.
+func TestCrashRestartObjectStore(t *testing.T) { testCrashRestart(t, true) }
+
+func testCrashRestart(t *testing.T, store bool) {
 	cfg := pipeline.Config{Workers: 1, FlushInterval: 20 * time.Millisecond, FetchBatch: 4, FetchWait: 50 * time.Millisecond}
 	log := slog.New(slog.DiscardHandler)
 
@@ -249,7 +331,11 @@ func TestCrashRestartSameResults(t *testing.T) {
 		t.Fatalf("the control run raised %d alerts and %d decisions: the test checks nothing", len(want.storedAlerts), len(want.storedDecisions))
 	}
 
-	r := newCrashRig(t, "crash_restart")
+	db := "crash_restart"
+	if store {
+		db = "crash_restart_store"
+	}
+	r := newCrashRig(t, db)
 	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
 	crashCfg := cfg
 	// A periodic checkpoint pauses the workers until the results before it
@@ -257,7 +343,17 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// was paused nearly all the time and crawled (1,440 events in 3 minutes).
 	// 300 ms leaves it scoring between checkpoints on any machine; the crash
 	// still waits for one (ready).
-	crashCfg.Checkpoint, crashCfg.CheckpointEvery = ckpt, 300*time.Millisecond
+	crashCfg.CheckpointEvery = 300 * time.Millisecond
+	if !store {
+		crashCfg.Checkpoint = ckpt
+	} else {
+		// A save to the Object Store puts an object per device and entity
+		// partition and the global one: with 16 partitions (33 puts) under
+		// -race on a loaded machine, saving after every fetch left the
+		// pipeline no time to reach its crash. Two partitions keep the
+		// test's point (a save torn between its partitions) at 5 puts.
+		crashCfg.Partitions = crashPartitions
+	}
 	crashCfg.MaxWaitingBytes = 1 << 20 // stuck inserts soon stop the pipeline
 	// DrainTimeout also bounds how long a periodic checkpoint waits for the
 	// results before it to be durable: on a loaded machine a flush may take
@@ -265,11 +361,27 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// written and the crash never comes. The drain after the crash cannot
 	// finish anyway (inserts hang), so a longer bound only delays the stop.
 	crashCfg.DrainTimeout = 10 * time.Second
-	nc, cons, pub := r.connect(t)
+	nc, js, cons, pub := r.connectJS(t)
 	var crashed atomic.Bool
+	var tornSeq atomic.Uint64 // the position of the torn partition's early object, once kept
 	// In the flood, after a periodic checkpoint (on a busy machine the first
 	// one may come late: the crash waits for it, a restart needs it).
 	checkpointed := func() bool { _, err := os.Stat(ckpt); return err == nil }
+	if store {
+		if crashCfg.CheckpointStore, err = bus.EnsureCheckpoints(context.Background(), js, r.streams); err != nil {
+			t.Fatal(err)
+		}
+		checkpointed = func() bool {
+			// Once the torn partition's early object is kept (below), after a
+			// later save: the global object is the last one a save puts.
+			info, err := crashCfg.CheckpointStore.GetInfo(context.Background(), schemas.CheckpointGlobalObject)
+			if err != nil || tornSeq.Load() == 0 {
+				return false
+			}
+			seq, err := strconv.ParseUint(info.Metadata[schemas.CheckpointMetaStreamSeq], 10, 64)
+			return err == nil && seq > tornSeq.Load()
+		}
+	}
 	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110), ready: checkpointed}
 	p, err = pipeline.New(crashCfg, cons, rows, pub, log)
 	if err != nil {
@@ -281,7 +393,19 @@ func TestCrashRestartSameResults(t *testing.T) {
 	// while (up to 1,000 events or 2 s: where exactly does not matter).
 	deadline := time.Now().Add(6 * time.Minute) // a hang bound, not a speed check
 	var stuckAt time.Time
+	// With the Object Store, the first save's object of a flooded meter's
+	// partition is kept, and put back after the crash: a save torn between
+	// its puts, that partition's object at an earlier position than the
+	// others'. Each partition must then be caught up from its own position.
+	torn := schemas.CheckpointDevicesObject(schemas.PartitionOf(schemas.Hash2Alt([]byte("acme"), []byte("meter-0")), crashPartitions))
+	var tornObject []byte
+	var tornInfo *jetstream.ObjectInfo
 	for {
+		if store && tornObject == nil {
+			if tornInfo, tornObject = r.object(t, torn); tornObject != nil {
+				tornSeq.Store(max(objectSeq(t, tornObject), 1))
+			}
+		}
 		if crashed.Load() && stuckAt.IsZero() {
 			stuckAt = time.Now()
 		}
@@ -299,10 +423,34 @@ func TestCrashRestartSameResults(t *testing.T) {
 		t.Fatal("the crashed pipeline drained cleanly: no crash was simulated")
 	}
 	t.Logf("crashed after %d events, %d rows stored, %d acked", p.M.Events.Load(), rows.rows.Load(), p.M.Acked.Load())
+	if store {
+		_, last := r.object(t, schemas.CheckpointGlobalObject)
+		if tornObject == nil || last == nil || objectSeq(t, tornObject) >= objectSeq(t, last) {
+			t.Fatalf("no earlier object of %s than the last save's: the torn save is not tested", torn)
+		}
+		if _, err := crashCfg.CheckpointStore.Put(context.Background(), tornInfo.ObjectMeta, bytes.NewReader(tornObject)); err == nil {
+			t.Fatal("the crashed pipeline's connection still puts objects")
+		}
+		objects, err := r.js.ObjectStore(context.Background(), schemas.BucketCheckpoints)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := objects.Put(context.Background(), tornInfo.ObjectMeta, bytes.NewReader(tornObject)); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("object %s put back at position %d, the others at %d", torn, objectSeq(t, tornObject), objectSeq(t, last))
+	}
 
-	_, cons, pub = r.connect(t)
+	_, js, cons, pub = r.connectJS(t)
 	restartCfg := cfg
-	restartCfg.Checkpoint = ckpt
+	if store {
+		restartCfg.Partitions = crashPartitions
+		if restartCfg.CheckpointStore, err = bus.EnsureCheckpoints(context.Background(), js, r.streams); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		restartCfg.Checkpoint = ckpt
+	}
 	restartCfg.Stream, err = r.js.Stream(context.Background(), schemas.StreamLogs) // for the catch-up
 	if err != nil {
 		t.Fatal(err)

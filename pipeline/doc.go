@@ -78,6 +78,10 @@
 //	               through the bounded waiting buffer, then acks; the unacked
 //	               bookkeeping and its in-progress keep-alive
 //	checkpoint.go  restore at start, periodic and final checkpoints, catch-up after a crash
+//	store.go       the checkpoint in the JetStream Object Store (run --checkpoint nats:): one
+//	               object per device partition, per entity partition and one global,
+//	               each caught up from its own position; the partition owner's hooks
+//	               SavePartition, RestorePartition and DropPartition
 //	metrics.go     Metrics, Health and the Prometheus text output
 //
 // The scoring stack the workers belong to (record layout, class table, block

@@ -19,6 +19,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 	var lastErr time.Time
 	lastCheckpoint := time.Now()
 	for ctx.Err() == nil {
+		p.runOps(ctx)
 		msgs, err := p.cons.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(p.cfg.FetchWait))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -68,7 +69,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		for _, ch := range p.entityIn {
 			ch <- entityItem{ctl: &item{b: b}}
 		}
-		if p.cfg.Checkpoint != "" && p.cfg.CheckpointEvery > 0 && time.Since(lastCheckpoint) >= p.cfg.CheckpointEvery {
+		if p.checkpointing() && p.cfg.CheckpointEvery > 0 && time.Since(lastCheckpoint) >= p.cfg.CheckpointEvery {
 			p.periodicCheckpoint()
 			lastCheckpoint = time.Now()
 		}
@@ -126,7 +127,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 	// it is decoded (one DLQ message per reason), before the message can be
 	// acked: its records stay valid until then.
 	out := &p.out
-	out.p = p
+	out.p, out.seq = p, seq
 	var c ingest.Counts
 	if strings.HasPrefix(subject, schemas.SubjectEventsPrefix+".") {
 		// An Arrow event batch of the ingest stage ('run --source events'):
@@ -143,8 +144,9 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 // shardEvents hands decoded events to their workers: each is decoded into
 // an item of the free list and sent to its device's shard.
 type shardEvents struct {
-	p  *Pipeline
-	it *item
+	p   *Pipeline
+	it  *item
+	seq uint64 // the stream sequence of the message the events are of
 }
 
 func (s *shardEvents) Next() *schemas.Event {
@@ -159,11 +161,23 @@ func (s *shardEvents) Done(ok bool) {
 		s.p.free <- it
 		return
 	}
-	s.p.dispatched++
 	// The entity observations are taken before the worker owns the event.
 	ob, hasEntity := entity.ObsOf(&it.ev)
 	kob, hasKey := entity.KeyObsOf(&it.ev)
-	s.p.shards[shard.Of(it.ev.DeviceKey, len(s.p.shards))] <- it
+	if sk := s.p.skip; sk != nil {
+		// A catch-up after a restore of partitions at different positions:
+		// what a partition's state holds already is not judged again.
+		hasEntity = hasEntity && sk.entity(&ob, s.seq)
+		hasKey = hasKey && sk.entity(&kob, s.seq)
+		if !sk.device(it.ev.DeviceAlt, s.seq) {
+			s.p.free <- it
+			it = nil
+		}
+	}
+	if it != nil {
+		s.p.dispatched++
+		s.p.shards[shard.Of(it.ev.DeviceKey, len(s.p.shards))] <- it
+	}
 	if in := s.p.entityIn; len(in) > 0 {
 		if hasEntity {
 			in[entity.Shard(&ob, len(in))] <- entityItem{ob: ob}

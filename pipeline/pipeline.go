@@ -130,7 +130,21 @@ type Pipeline struct {
 	doneUpTo uint64
 	// seen: the stream sequences this run has dispatched (only ingest
 	// uses it): their redeliveries are acked, not judged again.
-	seen       seenSeqs
+	seen seenSeqs
+	// skip, during a catch-up, is each restored partition's position (the
+	// Object Store's partitions need not all be at one); nil otherwise.
+	skip *catchSkip
+	// ops are the partition hooks' operations for the ingest loop; stopped
+	// is closed when it has ended.
+	ops     chan partOp
+	stopped chan struct{}
+	// owned are the device partitions whose objects this instance saves:
+	// all of them, or with Config.PartitionOwnership those it acquired.
+	// Only the ingest loop (and New) touches it.
+	owned []bool
+	// partSeq is each device partition's restored position: a save before
+	// anything newer is fetched keeps it rather than going back.
+	partSeq    []uint64
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item
@@ -175,9 +189,19 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
-		waiting: newWaiting(cfg.MaxWaitingBytes)}
+		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{})}
 	_, p.ackPerConsumer = cons.(*partition.Consumer)
 	p.published.init()
+	if cfg.Partitions > schemas.MaxPartitions {
+		return nil, fmt.Errorf("cannot split the state into %d partitions: at most %d", cfg.Partitions, schemas.MaxPartitions)
+	}
+	if cfg.PartitionOwnership && cfg.CheckpointStore == nil {
+		return nil, errors.New("cannot own partitions without a checkpoint store (Config.CheckpointStore)")
+	}
+	p.owned, p.partSeq = make([]bool, cfg.Partitions), make([]uint64, cfg.Partitions)
+	for i := range p.owned {
+		p.owned[i] = !cfg.PartitionOwnership
+	}
 	if s, ok := pub.(revisingPublisher); ok && cfg.SigningKey != nil {
 		// The publisher gives each decision its per-key revision before it
 		// signs it (schemas.Decision.Revision): it signs them all.
@@ -186,7 +210,7 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 		}
 		p.pubSigns = true
 	}
-	if cfg.Checkpoint != "" {
+	if p.checkpointing() {
 		if err := p.restore(ctx); err != nil {
 			return nil, err
 		}
@@ -274,6 +298,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.log.Warn("cannot catch up learning after the checkpoint: baselines are as of the checkpoint", "err", err)
 	}
 	p.ingest(ctx)
+	close(p.stopped)
 
 	// Drain: workers finish their queues, the collector flushes the rest.
 	for _, ch := range p.shards {
@@ -292,7 +317,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// will be redelivered: saving now would count them twice.
 		return fmt.Errorf("cannot drain pipeline: %w", err)
 	}
-	if cfg.Checkpoint != "" {
+	if p.checkpointing() {
 		if err := p.saveCheckpoint(); err != nil {
 			return fmt.Errorf("cannot save checkpoint after draining: %w", err)
 		}

@@ -106,7 +106,8 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464); empty disables")
 	fs.StringVar(&o.geoip, "geoip", "", "MaxMind-format MMDB (e.g. from 'make geoip') to fill country and ASN that logs lack; empty: logs' own only")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start)")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "file to restore learned baselines from at start and save them to after a clean stop (empty: every start is a cold start); "+
+		checkpointStoreSpec+" for the JetStream Object Store bucket "+schemas.BucketCheckpoints+" of the NATS server, one object per partition, so that another host can restore it")
 	fs.DurationVar(&o.ckptEvery, "checkpoint-every", 5*time.Minute, "also save the checkpoint this often (0: only at a clean stop); a crash then loses at most this much learning")
 	fs.StringVar(&o.identity, "identity", "auto", "what identifies a device in gateway/broker logs: auto, certificate, api_key, token, mqtt_client_id, username, client_ip or header:NAME; or rules per source, comma-separated, most specific first: FORMAT.SOURCE=ID, *.SOURCE=ID, FORMAT=ID, then a bare default (e.g. auto,nginx=header:X-Device-Id,mosquitto=username). The identity decides what a block names: api_key (the key's hash), mqtt_username, mqtt_client_id, ip, or device (the id an HTTP gateway sends in X-Device-Id)")
 	fs.StringVar(&o.logTZ, "log-time-zone", "", "zone of log times written without one (Mosquitto's log_timestamp_format, syslog prefixes): ZONE, or rules per source as for --identity, comma-separated, most specific first: FORMAT.SOURCE=ZONE, *.SOURCE=ZONE, FORMAT=ZONE, then a bare default (e.g. mosquitto=Europe/Berlin,*.mqtt-7=UTC); ZONE is Local, UTC or an IANA name; default: this machine's local zone")
@@ -340,7 +341,7 @@ func (o *options) build() (pipeline.Config, error) {
 		GeoIP:        geo,
 		Formats:      fo,
 		SigningKeyID: keyID, SigningKey: priv,
-		Checkpoint: o.checkpoint, CheckpointEvery: o.ckptEvery,
+		Checkpoint: o.checkpointFile(), CheckpointEvery: o.ckptEvery,
 		Workers: o.workers, FetchBatch: o.fetchBatch, MaxInFlight: o.maxInFlight,
 		FlushRows: o.flushRows, FlushInterval: o.flushInterval, FlushMessages: max(1, o.streams.MaxAckPending/4),
 		MaxWaitingBytes: o.maxWaiting,

@@ -104,6 +104,20 @@ Flags:
 	return st.p.Run(ctx)
 }
 
+// checkpointStoreSpec is the --checkpoint value that keeps the checkpoint in
+// the NATS server's Object Store (schemas.BucketCheckpoints) rather than a
+// file.
+const checkpointStoreSpec = "nats:"
+
+// checkpointFile returns the checkpoint file of --checkpoint: none when the
+// checkpoint is in the Object Store.
+func (o *options) checkpointFile() string {
+	if o.checkpoint == checkpointStoreSpec {
+		return ""
+	}
+	return o.checkpoint
+}
+
 // stack is a connected pipeline with its servers' clients.
 type stack struct {
 	nc   *nats.Conn
@@ -190,6 +204,12 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.budget = cluster.NewKVBudget(budgets, cluster.BudgetConfig{
 			Name: schemas.BudgetBlocks, Max: cfg.Decide.MaxBlocksPerMinute, Instances: o.instances}, log)
 		cfg.BlockBudget = st.budget
+	}
+	if o.checkpoint == checkpointStoreSpec {
+		if cfg.CheckpointStore, err = bus.EnsureCheckpoints(ctx, st.js, o.streams); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	if cfg.Stream, err = st.js.Stream(ctx, stream); err != nil { // to catch up learning after a crash
 		st.Close()

@@ -42,6 +42,12 @@
 // are sized once, reports progress, and stops when its context ends (3M
 // devices: about a second, bench/RESULTS.md).
 //
+// Encode and Decode write and read the same format on any stream: the
+// Object Store checkpoint (pipeline.Config.CheckpointStore) saves one per
+// partition, each holding a subset of the records (Meta.Keep,
+// Meta.KeepEntity) with the stream position it covers, and one holding the
+// class statistics and the calibration with no records.
+//
 // A file is written to a temporary name and renamed, so a crash leaves the
 // previous checkpoint intact. A file that is truncated, corrupt or of another
 // format version (version 1, from before the slice table, included: its
@@ -129,6 +135,11 @@ type Meta struct {
 	// (decide.Calibration.AppendSnapshot): what Write saves and Read
 	// returns; nil when none was saved (or from a file of format 2 or 3).
 	Calibration []byte
+	// Keep, when set, selects the device records Write and Encode save (a
+	// partition's, see package doc): the others are left out. KeepEntity
+	// does the same for entity records. Read does not set them.
+	Keep       func(key, alt uint64) bool
+	KeepEntity func(rec []byte) bool
 }
 
 // MetaOf returns the Meta of records laid out by l.
@@ -146,23 +157,34 @@ func MetaOf(l *worker.Layout) Meta {
 // usable.
 var ErrIncompatible = errors.New("checkpoint is incompatible")
 
-// countRecords returns the live records of tables (Range's: expired ones
-// not yet reclaimed are left out, as writeRecords leaves them).
-func countRecords(tables []*state.Table) uint64 {
+// keepFunc is a record filter: nil keeps every record.
+type keepFunc func(key, alt uint64, rec []byte) bool
+
+// countRecords returns the live records of tables that keep accepts (Range's:
+// expired ones not yet reclaimed are left out, as writeRecords leaves them).
+func countRecords(tables []*state.Table, keep keepFunc) uint64 {
 	var n uint64
 	for _, t := range tables {
-		t.Range(func(_, _ uint64, _ int64, _ []byte) bool { n++; return true })
+		t.Range(func(key, alt uint64, _ int64, rec []byte) bool {
+			if keep == nil || keep(key, alt, rec) {
+				n++
+			}
+			return true
+		})
 	}
 	return n
 }
 
-// writeRecords writes the live records of tables to w, each as key u64 | alt
-// u64 | last seen i64 | the record of size bytes.
-func writeRecords(w io.Writer, tables []*state.Table, size int) error {
+// writeRecords writes the live records of tables that keep accepts to w,
+// each as key u64 | alt u64 | last seen i64 | the record of size bytes.
+func writeRecords(w io.Writer, tables []*state.Table, size int, keep keepFunc) error {
 	var rh [recordHeader]byte
 	var err error
 	for _, t := range tables {
 		t.Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+			if keep != nil && !keep(key, alt, rec) {
+				return true
+			}
 			if len(rec) != size {
 				err = fmt.Errorf("BUG: record of %d bytes in a layout of %d", len(rec), size)
 				return false
@@ -181,23 +203,58 @@ func writeRecords(w io.Writer, tables []*state.Table, size int) error {
 	return nil
 }
 
-// Write saves the live records of tables, the class table and the detectors'
-// class statistics of model (may be nil) to path atomically. meta.Slices, when
-// set, must be model's layout's (MetaOf). The tables and model must not change
-// during the call (workers stopped).
+// Write saves the live records of tables (those meta.Keep accepts), the
+// class table and the detectors' class statistics of model (may be nil) to
+// path atomically: Encode into a temporary file, synced and renamed. The
+// tables and model must not change during the call (workers stopped).
 func Write(path string, meta Meta, tables []*state.Table, model *detectors.ClassModel) error {
-	if model != nil && len(meta.Slices) != 0 && len(meta.Slices) != len(model.Layout.Specs) {
-		return fmt.Errorf("BUG: %d slices for a class model of %d detectors", len(meta.Slices), len(model.Layout.Specs))
-	}
-	n := countRecords(tables)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("cannot create checkpoint %q: %w", tmp, err)
 	}
 	defer os.Remove(tmp) // after a successful rename this is a no-op
+	if err := Encode(f, meta, tables, model); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot sync checkpoint %q: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("cannot close checkpoint %q: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("cannot rename checkpoint into %q: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Encode writes a checkpoint (the format of the package doc, checksum
+// included) of the live records of tables that meta.Keep accepts, the entity
+// records of meta.EntityTables that meta.KeepEntity accepts, and the class
+// table and class statistics of model (may be nil: empty sections) to w.
+// meta.Slices, when set, must be model's layout's (MetaOf). The tables and
+// model must not change during the call (workers stopped).
+func Encode(out io.Writer, meta Meta, tables []*state.Table, model *detectors.ClassModel) error {
+	if model != nil && len(meta.Slices) != 0 && len(meta.Slices) != len(model.Layout.Specs) {
+		return fmt.Errorf("BUG: %d slices for a class model of %d detectors", len(meta.Slices), len(model.Layout.Specs))
+	}
+	var keep, keepEntity keepFunc
+	if meta.Keep != nil {
+		keep = func(key, alt uint64, _ []byte) bool { return meta.Keep(key, alt) }
+	}
+	if meta.KeepEntity != nil {
+		keepEntity = func(_, _ uint64, rec []byte) bool { return meta.KeepEntity(rec) }
+	}
+	n := countRecords(tables, keep)
 	h := crc32.New(crcTable)
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	w := bufio.NewWriterSize(io.MultiWriter(out, h), 1<<20)
 
 	hdr := make([]byte, 0, headerSize)
 	hdr = append(hdr, magic...)
@@ -217,9 +274,8 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	}
 	w.Write(hdr)
 
-	if err := writeRecords(w, tables, meta.RecordSize); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
+	if err := writeRecords(w, tables, meta.RecordSize, keep); err != nil {
+		return err
 	}
 	section := func(b []byte) {
 		w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b))))
@@ -242,10 +298,9 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 		section(e)
 	}
 	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(meta.EntityRecordSize)))
-	w.Write(binary.LittleEndian.AppendUint64(nil, countRecords(meta.EntityTables)))
-	if err := writeRecords(w, meta.EntityTables, meta.EntityRecordSize); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write checkpoint %q: entities: %w", tmp, err)
+	w.Write(binary.LittleEndian.AppendUint64(nil, countRecords(meta.EntityTables, keepEntity)))
+	if err := writeRecords(w, meta.EntityTables, meta.EntityRecordSize, keepEntity); err != nil {
+		return fmt.Errorf("entities: %w", err)
 	}
 	w.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(meta.EntityEngines))))
 	for _, e := range meta.EntityEngines {
@@ -253,26 +308,10 @@ func Write(path string, meta Meta, tables []*state.Table, model *detectors.Class
 	}
 	section(meta.Calibration)
 	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
+		return err
 	}
-	if _, err := f.Write(binary.LittleEndian.AppendUint32(nil, h.Sum32())); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write checkpoint %q: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot sync checkpoint %q: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cannot close checkpoint %q: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("cannot rename checkpoint into %q: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
+	if _, err := out.Write(binary.LittleEndian.AppendUint32(nil, h.Sum32())); err != nil {
+		return err
 	}
 	return nil
 }
@@ -319,8 +358,16 @@ func Load(ctx context.Context, path string, want Meta, to Target, model *detecto
 		return Meta{}, fmt.Errorf("cannot open checkpoint %q: %w", path, err)
 	}
 	defer f.Close()
+	return Decode(ctx, f, path, want, to, model)
+}
+
+// Decode is Load from a reader: path names the checkpoint in errors (a file,
+// or an object of the Object Store). It reads in to its end: data after the
+// checksum is an error.
+func Decode(ctx context.Context, in io.Reader, path string, want Meta, to Target, model *detectors.ClassModel) (Meta, error) {
+	var err error
 	h := crc32.New(crcTable)
-	r := bufio.NewReaderSize(f, 1<<20)
+	r := bufio.NewReaderSize(in, 1<<20)
 	body := io.TeeReader(r, h)
 	hdr := make([]byte, headerSize)
 	if _, err := io.ReadFull(body, hdr); err != nil {

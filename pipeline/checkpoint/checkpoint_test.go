@@ -249,3 +249,50 @@ func TestEntities(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodeSubset: Encode with Keep writes only the records it accepts
+// (a partition's), with their count in the header, and Decode reads them
+// back from a stream; a stream cut short or followed by more data is
+// refused.
+func TestEncodeSubset(t *testing.T) {
+	tables, _, want := fixture(t)
+	meta := Meta{LayoutVersion: 0xabcd, RecordSize: recSize, StreamSeq: 99,
+		Keep: func(key, alt uint64) bool { return alt%3 == 0 }}
+	var buf bytes.Buffer
+	if err := Encode(&buf, meta, tables, nil); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for key := range want {
+		if key*7%3 == 0 {
+			kept++
+		}
+	}
+	got := map[uint64][]byte{}
+	m, err := Decode(t.Context(), bytes.NewReader(buf.Bytes()), "subset", meta, Target{Put: func(key, alt uint64, _ int64, rec []byte) {
+		got[key] = append([]byte(nil), rec...)
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Records != uint64(kept) || len(got) != kept || kept == 0 || kept == len(want) || m.StreamSeq != 99 {
+		t.Fatalf("%d records in the header, %d decoded, want %d of %d, at 99 (got %d)", m.Records, len(got), kept, len(want), m.StreamSeq)
+	}
+	for key, rec := range got {
+		if key*7%3 != 0 || !bytes.Equal(rec, want[key]) {
+			t.Fatalf("record %d: not kept, or not its bytes", key)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		data []byte
+		err  string
+	}{
+		{"cut short", buf.Bytes()[:buf.Len()-10], "unexpected EOF"},
+		{"followed by data", append(bytes.Clone(buf.Bytes()), 0), "data after the checksum"},
+	} {
+		if _, err := Decode(t.Context(), bytes.NewReader(c.data), "subset", meta, Target{Put: func(uint64, uint64, int64, []byte) {}}, nil); err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), `"subset"`) {
+			t.Errorf("%s: err = %v, want one naming the checkpoint and saying %q", c.what, err, c.err)
+		}
+	}
+}

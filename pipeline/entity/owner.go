@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"sync/atomic"
 
@@ -383,4 +384,28 @@ func Sentence(a *schemas.Alert) string {
 		return ""
 	}
 	return a.Entity + " " + fmt.Sprintf(what, int(r.Observed), r.ObservedLabel, int(r.Expected))
+}
+
+// PartitionOf returns the entity partition (in [0, n)) of the entity whose
+// record is rec: the unit in which entity records are checkpointed (object
+// schemas.CheckpointEntitiesObject). It is a pure function of the record's
+// route (the key Shard chooses its owner by, so an IP and its prefix share
+// a partition), from the route's low bits, independent of the owner.
+func PartitionOf(rec []byte, n int) int {
+	return routePartition(binary.LittleEndian.Uint64(rec[offRoute:]), n)
+}
+
+// ObsPartition returns the entity partition of ob's entities: PartitionOf of
+// the records its observation writes.
+func ObsPartition(ob *Obs, n int) int {
+	if ob.ForKey {
+		k, _ := ob.keyKey()
+		return routePartition(k, n)
+	}
+	k, _ := keyOf(kindPrefix, ob.prefixAddr())
+	return routePartition(k, n)
+}
+
+func routePartition(route uint64, n int) int {
+	return schemas.PartitionOf(bits.RotateLeft64(route, 32), n)
 }

@@ -1,0 +1,647 @@
+package pipeline
+
+// Checkpoints in the JetStream Object Store (Config.CheckpointStore): the
+// state a file checkpoint holds, split so that a partition's owner saves and
+// restores its own part.
+//
+// What is per partition and what is global:
+//   - devices.<p> (schemas.CheckpointDevicesObject): the records of the
+//     devices of device partition p (schemas.PartitionOf of the record's
+//     DeviceAlt, which the state table keeps as the record's alt key), and
+//     the saving instance's decision engines (cool-downs, blocks, strikes).
+//     The engines' entries are keyed by DeviceKey, which does not say its
+//     partition: each object carries the engines whole (they hold only
+//     devices that alerted recently: small), and a restore keeps the entries
+//     of the devices whose records the object holds.
+//   - entities.<q> (schemas.CheckpointEntitiesObject): the entity records
+//     of entity partition q (entity.PartitionOf, by the entity's route key:
+//     an IP and its prefix share it).
+//   - global (schemas.CheckpointGlobalObject): the class table and the
+//     detectors' class statistics (a class spans partitions), the alert
+//     calibration, and the entity owners' decision engines (keyed by entity
+//     key, which does not name its partition either).
+//
+// Each object is a format-4 checkpoint (package checkpoint) with the
+// stream position it covers in its header (and, for operators, in its
+// metadata with the partition count). A put replaces an object whole: a
+// reader that gets it sees the old object or the new one. Objects of one
+// save need not all land (a crash between puts): each is used at its own
+// position, and the catch-up judges again, for each partition, only the
+// messages after its own object's position (catchSkip).
+//
+// One writer per device holds across instances as long as one instance owns
+// a partition at a time (the ownership's job, Config.PartitionOwnership):
+// only the owner of device partition p saves devices.<p>. Entity records are
+// not partitioned by device: an IP's observations come from devices of every
+// partition, so one writer per entity across instances needs the
+// observations re-keyed to entity partitions (iotwatch.entities.<q>, owned
+// like device partitions), which is not built; nor is the merge of class
+// statistics across instances. Until then, with ownership, partition 0's
+// owner is the one writer of the entity and global objects (its own view of
+// the entities and classes), and acquiring partition 0 restores the entity
+// objects; a single instance (no ownership) owns everything.
+//
+// Objects are compressed with S2 (schemas.CheckpointEncodingS2): the
+// detectors' class statistics are dense, mostly zero tables (80 MB raw).
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
+	"github.com/iotwatch/iotwatch/pipeline/entity"
+	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/pipeline/state"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// ErrNoCheckpointObject reports that the Object Store holds no checkpoint
+// object of that name (never saved): a cold start of what it would hold.
+var ErrNoCheckpointObject = errors.New("no checkpoint object")
+
+// catchSkip holds, during a catch-up, the position each partition's restored
+// state covers: an event of a message at or below its partition's position
+// is in that state already and is not judged again. A partition that
+// cold-started has math.MaxUint64: its events before the restart are not
+// judged against a state that never learned what preceded them.
+type catchSkip struct {
+	devices  []uint64 // by device partition
+	entities []uint64 // by entity partition; nil: no entity observation is fed
+}
+
+func (s *catchSkip) device(alt, seq uint64) bool {
+	return seq > s.devices[schemas.PartitionOf(alt, len(s.devices))]
+}
+
+func (s *catchSkip) entity(ob *entity.Obs, seq uint64) bool {
+	return s.entities != nil && seq > s.entities[entity.ObsPartition(ob, len(s.entities))]
+}
+
+// checkpointing reports whether the pipeline saves checkpoints (to a file
+// or to the Object Store).
+func (p *Pipeline) checkpointing() bool {
+	return p.cfg.Checkpoint != "" || p.cfg.CheckpointStore != nil
+}
+
+// objectName is how logs and errors name an object of the store.
+func (p *Pipeline) objectName(name string) string {
+	return "nats:" + schemas.BucketCheckpoints + "/" + name
+}
+
+// putObject saves a checkpoint of meta's subset (checkpoint.Encode) as the
+// object name, streamed, and returns its size. The tables and model must not
+// change during the call.
+func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.Meta, tables []*state.Table, model *detectors.ClassModel) (uint64, error) {
+	pr, pw := io.Pipe()
+	encoded := make(chan struct{})
+	go func() {
+		defer close(encoded)
+		// Compressed (S2): the detectors' class statistics are dense tables,
+		// mostly zeros (80 MB raw, bench/RESULTS.md), and records hold many
+		// zeros.
+		zw := s2.NewWriter(pw, s2.WriterConcurrency(1))
+		err := checkpoint.Encode(zw, meta, tables, model)
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	info, err := p.cfg.CheckpointStore.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
+		schemas.CheckpointMetaPartitions: strconv.Itoa(p.cfg.Partitions),
+		schemas.CheckpointMetaStreamSeq:  strconv.FormatUint(meta.StreamSeq, 10),
+		schemas.CheckpointMetaEncoding:   schemas.CheckpointEncodingS2,
+	}}, pr)
+	pr.CloseWithError(errors.New("the put ended")) // unblocks the encoder when the put stopped early
+	<-encoded                                      // the tables are not read after this returns
+	if err != nil {
+		return 0, fmt.Errorf("cannot put checkpoint %q: %w", p.objectName(name), err)
+	}
+	return info.Size, nil
+}
+
+// getObject restores the object name (checkpoint.Decode) into to and model.
+// A missing object is ErrNoCheckpointObject; an object split by another
+// partition count is checkpoint.ErrIncompatible.
+func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Target, model *detectors.ClassModel) (checkpoint.Meta, error) {
+	r, err := p.cfg.CheckpointStore.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: %w", p.objectName(name), ErrNoCheckpointObject)
+	}
+	if err != nil {
+		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), err)
+	}
+	defer r.Close()
+	info, err := r.Info()
+	if err != nil {
+		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), err)
+	}
+	if got := info.Metadata[schemas.CheckpointMetaPartitions]; got != strconv.Itoa(p.cfg.Partitions) {
+		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: saved with %q partitions, this scorer uses %d: %w",
+			p.objectName(name), got, p.cfg.Partitions, checkpoint.ErrIncompatible)
+	}
+	// The object reader checks the object's digest at its end; Decode checks
+	// the checkpoint's own checksum and reads to the end.
+	var in io.Reader = r
+	switch enc := info.Metadata[schemas.CheckpointMetaEncoding]; enc {
+	case "":
+	case schemas.CheckpointEncodingS2:
+		in = s2.NewReader(r)
+	default:
+		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: encoding %q, this build reads %q: %w",
+			p.objectName(name), enc, schemas.CheckpointEncodingS2, checkpoint.ErrIncompatible)
+	}
+	m, err := checkpoint.Decode(ctx, in, p.objectName(name), checkpoint.MetaOf(p.layout), to, model)
+	if err == nil {
+		// The digest is checked when the object's reader reaches its end.
+		if _, err = io.Copy(io.Discard, r); err != nil {
+			err = fmt.Errorf("cannot restore %q: %w", p.objectName(name), err)
+		}
+	}
+	return m, err
+}
+
+// saveStore saves every partition's objects, the entities' and the global
+// one at the position of everything dispatched so far; the workers must be
+// stopped or paused.
+func (p *Pipeline) saveStore(ctx context.Context) error {
+	start := time.Now()
+	seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
+	var bytes uint64
+	for part := range p.cfg.Partitions {
+		if !p.owned[part] {
+			continue
+		}
+		n, err := p.savePartition(ctx, part, seq)
+		if err != nil {
+			return err
+		}
+		bytes += n
+	}
+	if !p.owned[0] {
+		// The global and entity objects' writer is partition 0's owner.
+		p.log.Info("wrote checkpoint", "checkpoint", p.objectName("devices.*"), "partitions", p.cfg.Partitions, "stream_seq", seq,
+			"bytes", bytes, "seconds", time.Since(start).Seconds())
+		return nil
+	}
+	if len(p.owners) > 0 {
+		ents := checkpoint.MetaOf(p.layout)
+		ents.StreamSeq, ents.EntityRecordSize = seq, entity.RecordSize
+		for _, o := range p.owners {
+			ents.EntityTables = append(ents.EntityTables, o.Table())
+		}
+		for q := range p.cfg.Partitions {
+			ents.KeepEntity = func(rec []byte) bool { return entity.PartitionOf(rec, p.cfg.Partitions) == q }
+			n, err := p.putObject(ctx, schemas.CheckpointEntitiesObject(q), ents, nil, nil)
+			if err != nil {
+				return err
+			}
+			bytes += n
+		}
+	}
+	global := checkpoint.MetaOf(p.layout)
+	global.StreamSeq = seq
+	for _, o := range p.owners {
+		global.EntityEngines = append(global.EntityEngines, o.Engine().AppendState(nil))
+	}
+	if c := p.stack.Calibration; c != nil {
+		global.Calibration = c.AppendSnapshot(nil)
+	}
+	n, err := p.putObject(ctx, schemas.CheckpointGlobalObject, global, nil, p.model)
+	if err != nil {
+		return err
+	}
+	bytes += n
+	p.log.Info("wrote checkpoint", "checkpoint", p.objectName("*"), "partitions", p.cfg.Partitions, "stream_seq", seq,
+		"bytes", bytes, "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// savePartition saves object devices.<part> at position seq: the records of
+// the partition's devices and the decision engines.
+func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uint64, error) {
+	tables := make([]*state.Table, len(p.workers))
+	meta := checkpoint.MetaOf(p.layout)
+	meta.StreamSeq = max(seq, p.partSeq[part])
+	for i, w := range p.workers {
+		tables[i] = w.Table()
+		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
+	}
+	meta.Keep = func(_, alt uint64) bool { return schemas.PartitionOf(alt, p.cfg.Partitions) == part }
+	return p.putObject(ctx, schemas.CheckpointDevicesObject(part), meta, tables, nil)
+}
+
+// loadPartition restores object devices.<part> into the workers' tables and
+// engines; the workers must be stopped or paused. The records it put are
+// taken out again when the object cannot be used (the partition then
+// cold-starts); records of the partition already in the tables are
+// overwritten by the object's.
+func (p *Pipeline) loadPartition(ctx context.Context, part int) (checkpoint.Meta, error) {
+	type dev struct{ key, alt uint64 }
+	var put []dev
+	misplaced := 0
+	n := len(p.workers)
+	m, err := p.getObject(ctx, schemas.CheckpointDevicesObject(part), checkpoint.Target{
+		Reserve: func(records uint64) {
+			per := reservePerWorker(records, n)
+			for _, w := range p.workers {
+				w.Table().Reserve(w.Table().Len() + per)
+			}
+		},
+		Put: func(key, alt uint64, lastSeen int64, rec []byte) {
+			if schemas.PartitionOf(alt, p.cfg.Partitions) != part {
+				misplaced++
+				return
+			}
+			r, _ := p.workers[shard.Of(key, n)].Table().Record(key, alt, lastSeen)
+			copy(r, rec)
+			put = append(put, dev{key, alt})
+		},
+	}, nil)
+	if err == nil && misplaced > 0 {
+		err = fmt.Errorf("cannot restore %q: %d of its %d records are of other partitions", p.objectName(schemas.CheckpointDevicesObject(part)), misplaced, m.Records)
+	}
+	if err != nil {
+		for _, d := range put {
+			p.workers[shard.Of(d.key, n)].Table().Delete(d.key, d.alt)
+		}
+		return m, err
+	}
+	if len(m.Engines) > 0 {
+		mine := make(map[uint64]struct{}, len(put))
+		for _, d := range put {
+			mine[d.key] = struct{}{}
+		}
+		for j, snap := range m.Engines {
+			for i, w := range p.workers {
+				owns := func(device uint64) bool {
+					_, ok := mine[device]
+					return ok && shard.Of(device, n) == i
+				}
+				if err := w.Engine().LoadState(snap, owns); err != nil {
+					p.log.Warn("cannot restore a decision engine of a partition: its devices' cool-downs and blocks start empty",
+						"checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "engine", j, "err", err)
+				}
+			}
+		}
+	}
+	return m, nil
+}
+
+// loadEntities restores object entities.<q> into the entity owners' tables,
+// taking the records out again when the object cannot be used.
+func (p *Pipeline) loadEntities(ctx context.Context, q int) (checkpoint.Meta, error) {
+	type ent struct {
+		owner    int
+		key, alt uint64
+	}
+	var put []ent
+	misplaced := 0
+	m, err := p.getObject(ctx, schemas.CheckpointEntitiesObject(q), checkpoint.Target{
+		Put: func(uint64, uint64, int64, []byte) {},
+		PutEntity: func(key, alt uint64, lastSeen int64, rec []byte) {
+			// Records of another size or layout are a cold start of the entity.
+			if len(rec) != entity.RecordSize || binary.LittleEndian.Uint32(rec) != entity.RecordVersion {
+				return
+			}
+			if entity.PartitionOf(rec, p.cfg.Partitions) != q {
+				misplaced++
+				return
+			}
+			o := entity.ShardOf(rec, len(p.owners))
+			r, _ := p.owners[o].Table().Record(key, alt, lastSeen)
+			copy(r, rec)
+			put = append(put, ent{owner: o, key: key, alt: alt})
+		},
+	}, nil)
+	if err == nil && misplaced > 0 {
+		err = fmt.Errorf("cannot restore %q: %d of its %d entity records are of other partitions", p.objectName(schemas.CheckpointEntitiesObject(q)), misplaced, m.Entities)
+	}
+	if err != nil {
+		for _, e := range put {
+			p.owners[e.owner].Table().Delete(e.key, e.alt)
+		}
+	}
+	return m, err
+}
+
+// restoreStore restores the checkpoint of the Object Store: the global
+// object, then every device partition's and entity partition's object,
+// each at its own position. An object that is missing is a cold start of
+// its part (logged); one that cannot be used (corrupt, truncated, of
+// another partition count or layout) too, logged as an error: the rest is
+// restored. Only ctx ending is an error.
+func (p *Pipeline) restoreStore(ctx context.Context) error {
+	start := time.Now()
+	P := p.cfg.Partitions
+	global, err := p.getObject(ctx, schemas.CheckpointGlobalObject, checkpoint.Target{Put: func(uint64, uint64, int64, []byte) {}}, p.model)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("cannot restore the checkpoint: %w", err)
+	case errors.Is(err, ErrNoCheckpointObject):
+		p.log.Info("no global checkpoint object: class statistics and the calibration start cold", "checkpoint", p.objectName(schemas.CheckpointGlobalObject))
+	case err != nil:
+		p.log.Error("cannot use the global checkpoint object: class statistics and the calibration start cold", "checkpoint", p.objectName(schemas.CheckpointGlobalObject), "err", err)
+	default:
+		if err := p.restoreOwnerEngines(global.EntityEngines); err != nil {
+			p.log.Warn("cannot restore the entity owners' decision state: their cool-downs and blocks start empty", "err", err)
+			for _, o := range p.owners {
+				o.Engine().Reset()
+			}
+		}
+		if global.Calibration != nil {
+			if err := p.stack.Calibration.LoadSnapshot(global.Calibration); err != nil {
+				p.log.Warn("cannot restore the alert calibration: it warms up again", "err", err)
+			}
+		}
+	}
+	if p.cfg.PartitionOwnership {
+		// The partitions come with their owner's hooks.
+		p.log.Info("restored global checkpoint: partitions are restored as they are acquired", "checkpoint", p.objectName(schemas.CheckpointGlobalObject),
+			"stream_seq", global.StreamSeq, "seconds", time.Since(start).Seconds())
+		return nil
+	}
+	skip := &catchSkip{devices: make([]uint64, P)}
+	restored := checkpoint.Meta{StreamSeq: math.MaxUint64, Created: global.Created, Cold: global.Cold}
+	var cold []int
+	load := func(part int, what string, get func() (checkpoint.Meta, error)) (uint64, error) {
+		m, err := get()
+		switch {
+		case ctx.Err() != nil:
+			return 0, fmt.Errorf("cannot restore the checkpoint: %w", err)
+		case errors.Is(err, ErrNoCheckpointObject):
+			cold = append(cold, part)
+			return math.MaxUint64, nil
+		case err != nil:
+			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "state", what, "err", err)
+			cold = append(cold, part)
+			return math.MaxUint64, nil
+		}
+		if what == "devices" {
+			p.partSeq[part] = m.StreamSeq
+		}
+		restored.StreamSeq = min(restored.StreamSeq, m.StreamSeq)
+		restored.Records += m.Records
+		restored.Entities += m.Entities
+		return m.StreamSeq, nil
+	}
+	for part := range P {
+		if skip.devices[part], err = load(part, "devices", func() (checkpoint.Meta, error) { return p.loadPartition(ctx, part) }); err != nil {
+			return err
+		}
+	}
+	if len(p.owners) > 0 {
+		skip.entities = make([]uint64, P)
+		for q := range P {
+			if skip.entities[q], err = load(q, "entities", func() (checkpoint.Meta, error) { return p.loadEntities(ctx, q) }); err != nil {
+				return err
+			}
+		}
+	}
+	for _, w := range p.workers {
+		p.report(w, workerCounts{})
+	}
+	for _, o := range p.owners {
+		p.reportOwner(o, ownerCounts{})
+	}
+	if restored.StreamSeq == math.MaxUint64 {
+		p.log.Info("no checkpoint yet: cold start", "checkpoint", p.objectName("*"))
+		return nil
+	}
+	restored.Engines = [][]byte{} // the device engines came with the partitions
+	p.restored, p.skip, p.doneUpTo = restored, skip, restored.StreamSeq
+	p.log.Info("restored checkpoint", "checkpoint", p.objectName("*"), "devices", restored.Records, "entities", restored.Entities,
+		"stream_seq", restored.StreamSeq, "cold_partitions", len(cold), "cold_detectors", restored.Cold, "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// storeTimeout bounds one save to or restore of a partition from the Object
+// Store, so that a NATS outage cannot hold the workers paused for ever.
+const storeTimeout = 5 * time.Minute
+
+// partOp is a partition operation that Run's ingest loop runs between
+// fetches, where everything fetched so far has been dispatched.
+type partOp struct {
+	run  func(ctx context.Context) error
+	done chan error
+}
+
+// do hands op to the ingest loop and waits for its result: the partition
+// hooks may be called from any goroutine while Run runs (an op sent before
+// Run starts waits for its ingest loop), but not from the ingest loop
+// itself (a RowWriter or Publisher call), which would wait for itself.
+func (p *Pipeline) do(ctx context.Context, run func(ctx context.Context) error) error {
+	if p.cfg.CheckpointStore == nil {
+		return errors.New("cannot checkpoint a partition: no checkpoint store (Config.CheckpointStore)")
+	}
+	op := partOp{run: run, done: make(chan error, 1)}
+	select {
+	case p.ops <- op:
+	case <-p.stopped:
+		return errors.New("cannot run a partition operation: the pipeline stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the op still runs to its end
+	}
+}
+
+// runOps runs the partition operations waiting (ingest's loop calls it).
+func (p *Pipeline) runOps(ctx context.Context) {
+	for {
+		select {
+		case op := <-p.ops:
+			op.done <- op.run(ctx)
+		default:
+			return
+		}
+	}
+}
+
+// pauseWorkers stops every worker and entity owner after the events
+// dispatched so far; the returned function resumes them. Only the ingest
+// loop (the one sender to the shards) may call it.
+func (p *Pipeline) pauseWorkers() (resume func()) {
+	ps := &pause{resume: make(chan struct{})}
+	ps.reached.Add(len(p.shards) + len(p.entityIn))
+	for _, ch := range p.shards {
+		ch <- &item{pause: ps}
+	}
+	for _, ch := range p.entityIn {
+		ch <- entityItem{ctl: &item{pause: ps}}
+	}
+	ps.reached.Wait()
+	return func() { close(ps.resume) }
+}
+
+// SavePartition saves the state of device partition part (its devices'
+// records and the decision engines) to object devices.<part> of the
+// checkpoint store, at the position of every message fetched so far: the
+// workers pause after the events dispatched so far, and the save waits
+// until every result before it is published and stored (as a periodic
+// checkpoint does), so that the object is never ahead of the durable
+// results. A partition owner calls it periodically and before it lets a
+// partition go. It may be called from any goroutine while Run runs.
+func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
+	if part < 0 || part >= p.cfg.Partitions {
+		return fmt.Errorf("cannot save partition %d: there are %d", part, p.cfg.Partitions)
+	}
+	return p.do(ctx, func(context.Context) error {
+		resume := p.pauseWorkers()
+		defer resume()
+		if err := p.durable(p.cfg.DrainTimeout); err != nil {
+			return fmt.Errorf("cannot save partition %d: results before it are not durable: %w", part, err)
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
+		n, err := p.savePartition(sctx, part, seq)
+		if err == nil {
+			p.log.Info("wrote partition checkpoint", "checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "stream_seq", seq, "bytes", n)
+		}
+		return err
+	})
+}
+
+// RestorePartition makes device partition part's state this instance's, for
+// an owner that acquired it: it loads object devices.<part> (its devices'
+// records, and the engines' entries of those devices) into the workers, with
+// the workers paused, then judges again, exactly once and in stream order,
+// the partition's messages after the object's position up to upTo (the last
+// sequence before the first one the owner's consumer delivers, firstSeq-1),
+// read from Config.Stream: on the partition's subject when that is
+// IOTWATCH_EVENTS, else (log messages mixing partitions) on the consumer's
+// subjects, keeping only the partition's events. The partition's records
+// must not be in the tables already (DropPartition, or a fresh instance),
+// and none of the partition's messages after upTo may be dispatched before
+// RestorePartition returns. With Config.PartitionOwnership, acquiring
+// partition 0 also restores the entity objects, whose one writer partition
+// 0's owner is (their catch-up is not built: the entities learn again from
+// upTo on).
+//
+// A missing object is a cold start of the partition: nil. An object that
+// cannot be used (corrupt, truncated, of another partition count or
+// layout) is a cold start of the partition too, logged as an error and
+// returned (wrapped) for the caller to report: the pipeline goes on, and
+// none of the partition's messages up to upTo is judged again.
+// It may be called from any goroutine while Run runs.
+func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
+	if part < 0 || part >= p.cfg.Partitions {
+		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
+	}
+	return p.do(ctx, func(ctx context.Context) error {
+		resume := p.pauseWorkers()
+		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		m, err := p.loadPartition(lctx, part)
+		if part == 0 && p.cfg.PartitionOwnership {
+			// Partition 0's owner is the entity objects' one writer.
+			for q := range p.cfg.Partitions {
+				if _, err := p.loadEntities(lctx, q); err != nil && !errors.Is(err, ErrNoCheckpointObject) {
+					p.log.Error("cannot use an entity partition's checkpoint: cold start of its entities", "partition", q, "err", err)
+				}
+			}
+		}
+		cancel()
+		resume()
+		p.owned[part] = true
+		// A cold start of the partition starts at upTo: its messages up to
+		// there are never judged again here, nor by a later owner.
+		p.partSeq[part] = upTo
+		name := p.objectName(schemas.CheckpointDevicesObject(part))
+		if errors.Is(err, ErrNoCheckpointObject) {
+			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1)
+			return nil
+		}
+		if err != nil {
+			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1, "err", err)
+			return err
+		}
+		p.partSeq[part] = m.StreamSeq
+		p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
+		if p.cfg.Stream == nil || upTo <= m.StreamSeq {
+			return nil
+		}
+		filters, err := p.partitionSubjects(ctx, part)
+		if err != nil {
+			return err
+		}
+		skip := &catchSkip{devices: make([]uint64, p.cfg.Partitions)}
+		for i := range skip.devices {
+			skip.devices[i] = math.MaxUint64
+		}
+		skip.devices[part] = m.StreamSeq
+		p.skip = skip
+		defer func() { p.skip = nil }()
+		if err := p.catchUpRange(ctx, filters, m.StreamSeq+1, upTo, false); err != nil {
+			return fmt.Errorf("cannot catch up partition %d: %w", part, err)
+		}
+		p.partSeq[part] = upTo
+		return nil
+	})
+}
+
+// partitionSubjects returns the subjects a catch-up of partition part reads.
+func (p *Pipeline) partitionSubjects(ctx context.Context, part int) ([]string, error) {
+	if p.cfg.Stream.CachedInfo().Config.Name == schemas.StreamEvents {
+		return []string{schemas.EventsSubject(part)}, nil
+	}
+	info, err := p.cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the consumer's subjects: %w", err)
+	}
+	filters := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		filters = append(filters, info.Config.FilterSubject)
+	}
+	return filters, nil
+}
+
+// DropPartition removes the records of device partition part from the
+// workers' tables, for an owner that lost it (after SavePartition when it
+// lets it go in order): another owner writes them now. The decision
+// engines' entries of its devices stay until they expire. It may be called
+// from any goroutine while Run runs.
+func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
+	if part < 0 || part >= p.cfg.Partitions {
+		return fmt.Errorf("cannot drop partition %d: there are %d", part, p.cfg.Partitions)
+	}
+	return p.do(ctx, func(context.Context) error {
+		resume := p.pauseWorkers()
+		defer resume()
+		p.owned[part] = false
+		n := 0
+		for _, w := range p.workers {
+			n += dropPartition(w.Table(), part, p.cfg.Partitions)
+		}
+		p.log.Info("dropped partition", "partition", part, "devices", n)
+		return nil
+	})
+}
+
+// dropPartition deletes t's records of partition part and returns how many.
+func dropPartition(t *state.Table, part, partitions int) int {
+	var keys [][2]uint64
+	t.Range(func(key, alt uint64, _ int64, _ []byte) bool {
+		if schemas.PartitionOf(alt, partitions) == part {
+			keys = append(keys, [2]uint64{key, alt})
+		}
+		return true
+	})
+	for _, k := range keys {
+		t.Delete(k[0], k[1])
+	}
+	return len(keys)
+}

@@ -1,0 +1,41 @@
+package schemas
+
+import "strconv"
+
+// Checkpoints in the JetStream Object Store ('iotwatch run --checkpoint
+// nats:'): the learned state travels through NATS, so that a scorer on
+// another host restores it. Each object is a checkpoint of format 4
+// (package pipeline/checkpoint) holding a subset of the state, with the
+// stream position it covers in its header; a put replaces an object whole,
+// so a reader sees the old object or the new one, never a mix.
+const (
+	// BucketCheckpoints is the Object Store bucket holding the checkpoints.
+	BucketCheckpoints = "IOTWATCH_CHECKPOINTS"
+	// CheckpointGlobalObject holds the state that spans partitions: the
+	// class table, the detectors' class statistics, the alert calibration
+	// and the entity owners' decision engines.
+	CheckpointGlobalObject = "global"
+	// CheckpointMetaPartitions is the object metadata key holding the
+	// partition count its objects were split by.
+	CheckpointMetaPartitions = "partitions"
+	// CheckpointMetaStreamSeq is the object metadata key holding the stream
+	// position the object covers (also in its header), for operators.
+	CheckpointMetaStreamSeq = "stream_seq"
+	// CheckpointMetaEncoding is the object metadata key naming how the
+	// checkpoint is encoded in the object: CheckpointEncodingS2, or none
+	// (absent) for the checkpoint's own bytes.
+	CheckpointMetaEncoding = "encoding"
+	// CheckpointEncodingS2: the checkpoint compressed as an S2 stream
+	// (github.com/klauspost/compress/s2, Snappy-compatible framing).
+	CheckpointEncodingS2 = "s2"
+)
+
+// CheckpointDevicesObject names the object holding the device records of
+// device partition p (PartitionOf) and the decision engines' cool-downs,
+// blocks and strikes of its devices: "devices.<p>".
+func CheckpointDevicesObject(p int) string { return "devices." + strconv.Itoa(p) }
+
+// CheckpointEntitiesObject names the object holding the entity records of
+// entity partition p (entity.PartitionOf, by the entity's route key, not by
+// device): "entities.<p>".
+func CheckpointEntitiesObject(p int) string { return "entities." + strconv.Itoa(p) }
