@@ -204,11 +204,8 @@ Flags:
 `, schemas.KVActiveBlocks, schemas.SubjectDecisionsApplied, schemas.HeaderEnforceAction, schemas.HeaderEnforceScope, schemas.HeaderEnforceDecision)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	copts, log, err := o.clientOptions()
 	if err != nil {
@@ -302,11 +299,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	if *out == "" {
 		return usageError{errors.New("cannot generate key: --out is required")}

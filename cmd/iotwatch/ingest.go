@@ -72,11 +72,8 @@ Flags:
 `, schemas.StreamLogs, schemas.ConsumerIngest, schemas.StreamDLQ, schemas.StreamEvents, schemas.DefaultPartitions)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	if *partitions < 1 || *partitions > schemas.MaxPartitions {
 		return usageError{fmt.Errorf("--partitions %d must be between 1 and %d", *partitions, schemas.MaxPartitions)}

@@ -117,6 +117,18 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
+// parseNoArgs parses a command's flags from args and refuses arguments left
+// after them (a usage error naming them): every command takes flags only.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	return nil
+}
+
 // isUsageError reports whether err is an error in flags or configuration.
 func isUsageError(err error) bool {
 	var ue usageError

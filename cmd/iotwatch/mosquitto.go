@@ -80,11 +80,8 @@ Flags:
 `, schemas.KVActiveBlocks, mosquitto.DynSecTopic, schemas.SubjectDecisionsApplied, schemas.MetricMosquittoDisconnects)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	if o.username == "" || o.passwordFile == "" {
 		return usageError{errors.New("cannot enforce: --username and --password-file are required")}

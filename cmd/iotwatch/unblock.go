@@ -88,11 +88,8 @@ Flags:
 `, schemas.SubjectDecisionsPrefix, schemas.KVActiveBlocks, schemas.SubjectDecisionsApplied, schemas.UnblockIDSuffix)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	log, err := newLogger(os.Stderr, o.logLevel)
 	if err != nil {
