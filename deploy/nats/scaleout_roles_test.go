@@ -107,6 +107,7 @@ func TestScaleOutRoles(t *testing.T) {
 	a := startScorer(t, bin, srv, dsn, "a")
 	b := startScorer(t, bin, srv, dsn, "b")
 	waitUntil(t, "both scorers own partitions", func() (bool, string) {
+		running(t, a, b)
 		trickle()
 		na, nb := a.metric(schemas.MetricPartitionsOwned), b.metric(schemas.MetricPartitionsOwned)
 		return na > 0 && nb > 0 && na+nb == scaleOutPartitions, fmt.Sprintf("a owns %v, b owns %v", na, nb)
@@ -134,6 +135,7 @@ func TestScaleOutRoles(t *testing.T) {
 		return len(state) == len(owners), strings.Join(state, "; ")
 	}
 	waitUntil(t, "every partition is scored and acked", func() (bool, string) {
+		running(t, a, b)
 		ok, state := drained(a, b)
 		return ok && a.metric(schemas.MetricEventsIngested) > 0 && b.metric(schemas.MetricEventsIngested) > 0, state
 	})
@@ -141,6 +143,7 @@ func TestScaleOutRoles(t *testing.T) {
 	// Their checkpoints are in the Object Store (--checkpoint-every, taken
 	// after a fetch: a log now and then), which the role reads too.
 	waitUntil(t, "a checkpoint in the Object Store", func() (bool, string) {
+		running(t, a, b)
 		trickle()
 		obs, err := sc.js.ObjectStore(ctx, schemas.BucketCheckpoints)
 		if err != nil {
@@ -161,12 +164,14 @@ func TestScaleOutRoles(t *testing.T) {
 	// other takes them all; a third starts from the checkpoints.
 	a.stop(t)
 	waitUntil(t, "b owns every partition", func() (bool, string) {
+		running(t, b)
 		trickle()
 		n := b.metric(schemas.MetricPartitionsOwned)
 		return n == scaleOutPartitions, fmt.Sprintf("b owns %v", n)
 	})
 	c := startScorer(t, bin, srv, dsn, "c")
 	waitUntil(t, "c restored the checkpoints", func() (bool, string) {
+		running(t, b, c)
 		return restoredRe.MatchString(c.out.String()), "no restore logged yet"
 	})
 	publish(16, 64)
@@ -340,6 +345,19 @@ func startScorer(t *testing.T, bin string, srv *natsserver.Process, dsn, name st
 		}
 	})
 	return s
+}
+
+// running fails the test at once if a scorer exited (refused at start-up,
+// say), rather than at a wait's hang bound.
+func running(t *testing.T, ps ...*scorerProc) {
+	t.Helper()
+	for _, s := range ps {
+		select {
+		case <-s.done:
+			t.Fatalf("scorer %s exited: %v", s.name, s.err)
+		default:
+		}
+	}
 }
 
 // stop ends the scorer as an operator does (SIGTERM: drain, final
