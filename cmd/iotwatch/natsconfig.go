@@ -15,7 +15,8 @@ import (
 
 // natsConfigFlags are the flags of 'iotwatch run' that 'iotwatch
 // nats-config' takes too: what shapes the streams, consumers and buckets.
-var natsConfigFlags = []string{"logs-max-age", "logs-max-bytes", "logs-storage", "logs-retention", "replicas", "max-ack-pending", "ack-wait"}
+var natsConfigFlags = []string{"logs-max-age", "logs-max-bytes", "logs-storage", "logs-retention", "replicas", "max-ack-pending", "ack-wait",
+	"partitions", "pinned-ttl"}
 
 func natsConfigCmd(_ context.Context, args []string, stdout io.Writer) error {
 	o, runFS := newRunFlags()
@@ -30,14 +31,17 @@ func natsConfigCmd(_ context.Context, args []string, stdout io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: iotwatch nats-config [--out DIR] [flags]
 
-Exports the JetStream streams, durable consumers and KV buckets that iotwatch
-creates (run, ingest and run --source events set them up at start), as JSON
-files, for operators who create them themselves or review them: the same
+Exports the JetStream streams, durable consumers, KV buckets and Object Store
+buckets that iotwatch creates (run, ingest and run --source events set them
+up at start; run --checkpoint nats: the checkpoints' bucket), as JSON files,
+for operators who create them themselves or review them: the same
 definitions the commands apply (package bus, Define), shaped by the same
-flags. Streams and consumers are in the JetStream API's JSON, which
+flags (--partitions: one pinned consumer iotwatch-scorer-<p> per partition).
+Streams and consumers are in the JetStream API's JSON, which
 'nats stream add --config FILE' and 'nats consumer add STREAM --config FILE'
-read; buckets are nats.go KeyValueConfig JSON (give their fields to
-'nats kv add'). deploy/nats/jetstream holds the files of the defaults.
+read; buckets are nats.go KeyValueConfig and ObjectStoreConfig JSON (give
+their fields to 'nats kv add' and 'nats object add'). deploy/nats/jetstream
+holds the files of the defaults.
 
 Flags:
 `)
@@ -46,7 +50,7 @@ Flags:
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	d, err := bus.Define(o.streams)
+	d, err := bus.Define(o.streams, o.partitions, o.pinnedTTL)
 	if err != nil {
 		return usageError{settingError(err)}
 	}

@@ -52,6 +52,15 @@ func TestNATSConfigExport(t *testing.T) {
 	if n := strings.Count(out.String(), `"num_replicas": 3`); n != len(want)-consumers { // every stream and bucket; consumers inherit
 		t.Fatalf("%d definitions with 3 replicas, want %d:\n%s", n, len(want)-consumers, out.String())
 	}
+	// --partitions and --pinned-ttl shape the scorers' consumers and presence bucket as run's do.
+	out.Reset()
+	if err := natsConfigCmd(context.Background(), []string{"--partitions", "3", "--pinned-ttl", "4s"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "# consumer-IOTWATCH_EVENTS-iotwatch-scorer-"); n != 3 || !strings.Contains(out.String(), `"priority_timeout": 4000000000`) ||
+		!strings.Contains(out.String(), "# kv-iotwatch_scorers.json") || !strings.Contains(out.String(), "# obj-IOTWATCH_CHECKPOINTS.json") {
+		t.Fatalf("--partitions 3 --pinned-ttl 4s: %d partition consumers, want 3, each with a 4 s pinned TTL, and the two buckets:\n%s", n, out.String())
+	}
 	if err := natsConfigCmd(context.Background(), []string{"--replicas", "9"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--replicas") {
 		t.Fatalf("--replicas 9: error %v, want one naming the flag", err)
 	}

@@ -78,6 +78,27 @@ func password(user string) string { return "pw-" + user }
 // includes it the same way, must pass the server's own check (-t).
 func StartServer(t *testing.T) *natsserver.Process {
 	t.Helper()
+	bin, err := natsserver.FindBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, bin)
+}
+
+// StartModuleServer is StartServer on the nats-server of go.mod's version
+// (natsserver.FindModuleBinary, `make nats-server`): the scale-out features
+// (pinned consumers, per-key TTLs) need 2.11 or later, Debian's is 2.9.
+func StartModuleServer(t *testing.T) *natsserver.Process {
+	t.Helper()
+	bin, err := natsserver.FindModuleBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, bin)
+}
+
+func startServer(t *testing.T, bin string) *natsserver.Process {
+	t.Helper()
 	accounts, err := filepath.Abs("accounts.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -85,10 +106,6 @@ func StartServer(t *testing.T) *natsserver.Process {
 	var env []string
 	for user, name := range passwordEnv {
 		env = append(env, name+"="+password(user))
-	}
-	bin, err := natsserver.FindBinary()
-	if err != nil {
-		t.Fatal(err)
 	}
 	check := exec.Command(bin, "-c", "nats-server.conf", "-t")
 	check.Env = append(os.Environ(), env...)

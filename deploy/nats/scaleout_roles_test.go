@@ -1,35 +1,55 @@
 package permissions_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
-	"github.com/iotwatch/iotwatch/pipeline/cluster"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
+// scaleOutPartitions is the partition count of TestScaleOutRoles' ingest
+// stage and scorers.
+const scaleOutPartitions = 4
+
 // TestScaleOutRoles: the ingest and scorer roles of accounts.conf do their
-// jobs with iotwatch's code on the real nats-server (an ingest instance sets
-// up its streams and consumer, decodes the shipper's logs and publishes the
-// events; a scorer, `run --source events`, sets up the rest, scores and acks
-// every batch, counts the cluster-wide cap and watches the shared
-// allowlist) and are refused what is not their job.
+// jobs on the real nats-server of go.mod's version (pinned consumers need
+// 2.11+): an ingest instance sets up its streams and consumer, decodes the
+// shipper's logs and publishes the events; two `iotwatch run --source
+// events --checkpoint nats:` processes under the scorer role set up the
+// rest, share the partitions (pinned consumers, presence keys, unpin on
+// release), score and ack every batch, count the cluster-wide cap, watch
+// the shared allowlist and save their checkpoints in the Object Store; a
+// third restores them. The server reports no permission violation while
+// they work, and each role is refused what is not its job.
 func TestScaleOutRoles(t *testing.T) {
-	srv := StartServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	srv := StartModuleServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	cfg := bus.DefaultStreamsConfig()
+	bin := buildIotwatch(t)
 
 	// The ingest stage starts first, on a server with nothing set up.
 	in := connect(t, srv, userIngest)
@@ -37,7 +57,7 @@ func TestScaleOutRoles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ingest cannot set up its streams and consumer: %v", err)
 	}
-	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 4}, ingest.Options{}, icons, in.js, sink.NewNATSPublisher(in.js, nil, log), log)
+	st, err := ingest.NewStage(ingest.StageConfig{Partitions: scaleOutPartitions}, ingest.Options{}, icons, in.js, sink.NewNATSPublisher(in.js, nil, log), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,111 +72,356 @@ func TestScaleOutRoles(t *testing.T) {
 			t.Errorf("ingest stage: %v", err)
 		}
 	})
-
 	sh := connect(t, srv, userShipper)
-	const msgs = 20
 	start := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
-	for i := range msgs {
-		data := line(fmt.Sprintf("meter-%d", i%4), start.Add(time.Duration(i)*time.Second))
-		if _, err := sh.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), []byte(data),
-			jetstream.WithMsgID(fmt.Sprint("gw1-", i)), jetstream.WithExpectStream(schemas.StreamLogs)); err != nil {
-			t.Fatalf("shipper cannot publish a log: %v", err)
+	published := 0
+	publish := func(msgs, devices int) {
+		t.Helper()
+		for range msgs {
+			i := published
+			data := line(fmt.Sprintf("meter-%d", i%devices), start.Add(time.Duration(i)*time.Second))
+			if _, err := sh.js.Publish(ctx, bus.LogSubject(schemas.FormatJSON, "gw1"), []byte(data),
+				jetstream.WithMsgID(fmt.Sprint("gw1-", i)), jetstream.WithExpectStream(schemas.StreamLogs)); err != nil {
+				t.Fatalf("shipper cannot publish a log: %v", err)
+			}
+			published++
+		}
+		waitUntil(t, "the ingest stage acked every log", func() (bool, string) {
+			return st.M.Acked.Load() == uint64(published), fmt.Sprintf("acked %d of %d", st.M.Acked.Load(), published)
+		})
+	}
+	publish(20, 16)
+	// trickle publishes a log now and then while the test waits: a
+	// partition is acquired with its first message under a new pin, and a
+	// periodic checkpoint is taken after a fetch.
+	var lastLog time.Time
+	trickle := func() {
+		if time.Since(lastLog) > time.Second {
+			publish(1, 64)
+			lastLog = time.Now()
 		}
 	}
-	waitUntil(t, "the ingest stage acked every log", func() (bool, string) {
-		return st.M.Acked.Load() == msgs, fmt.Sprintf("acked %d of %d", st.M.Acked.Load(), msgs)
+
+	// Two scorers, as an operator starts them, under the scorer role.
+	dsn := clickhouse.Get(t).DSN()
+	a := startScorer(t, bin, srv, dsn, "a")
+	b := startScorer(t, bin, srv, dsn, "b")
+	waitUntil(t, "both scorers own partitions", func() (bool, string) {
+		running(t, a, b)
+		trickle()
+		na, nb := a.metric(schemas.MetricPartitionsOwned), b.metric(schemas.MetricPartitionsOwned)
+		return na > 0 && nb > 0 && na+nb == scaleOutPartitions, fmt.Sprintf("a owns %v, b owns %v", na, nb)
+	})
+	publish(64, 64) // every partition gets events
+	sc := connect(t, srv, userScorer)
+	drained := func(owners ...*scorerProc) (bool, string) {
+		var state []string
+		for p := range scaleOutPartitions {
+			info, err := sc.js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p))
+			if err != nil {
+				return false, fmt.Sprintf("scorer cannot read consumer %s: %v", schemas.ScorerConsumer(p), err)
+			}
+			ci, err := info.Info(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			if ci.NumPending > 0 || ci.NumAckPending > 0 || ci.Delivered.Consumer == 0 {
+				state = append(state, fmt.Sprintf("partition %d: pending %d, ack-pending %d, delivered %d", p, ci.NumPending, ci.NumAckPending, ci.Delivered.Consumer))
+			}
+		}
+		for _, o := range owners {
+			state = append(state, fmt.Sprintf("%s scored %v events", o.name, o.metric(schemas.MetricEventsIngested)))
+		}
+		return len(state) == len(owners), strings.Join(state, "; ")
+	}
+	waitUntil(t, "every partition is scored and acked", func() (bool, string) {
+		running(t, a, b)
+		ok, state := drained(a, b)
+		return ok && a.metric(schemas.MetricEventsIngested) > 0 && b.metric(schemas.MetricEventsIngested) > 0, state
 	})
 
-	// A scorer: `run --source events`, with the cluster-wide cap and the
-	// shared allowlist.
-	sc := connect(t, srv, userScorer)
-	scons, kv, err := bus.EnsureScorer(ctx, sc.js, cfg, nil)
-	if err != nil {
-		t.Fatalf("scorer cannot set up its streams, buckets and consumer: %v", err)
-	}
-	bkv, err := sc.js.KeyValue(ctx, schemas.KVBudgets)
-	if err != nil {
-		t.Fatalf("scorer cannot open the budgets bucket: %v", err)
-	}
-	budget := cluster.NewKVBudget(bkv, cluster.BudgetConfig{Name: schemas.BudgetBlocks, Max: 100, Timeout: 30 * time.Second}, log)
-	if !budget.Take(1, 1) || budget.Fallbacks.Load() != 0 {
-		t.Fatal("scorer cannot count the block cap in the bucket")
-	}
-	events, err := sc.js.Stream(ctx, schemas.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: clickhouse.Get(t).DSN(), Database: "scaleout_roles", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { // after the scorer stopped writing
-		stop()
-		wg.Wait()
-		ch.Close()
-	}()
-	if err := ch.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{Workers: 2, FlushInterval: 20 * time.Millisecond, Stream: events, BlockBudget: budget},
-		scons, ch, sink.NewNATSPublisher(sc.js, kv, log), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	akv, err := sc.js.KeyValue(ctx, schemas.KVAllowlist)
-	if err != nil {
-		t.Fatalf("scorer cannot open the allowlist bucket: %v", err)
-	}
-	ready := make(chan struct{})
-	wg.Go(func() {
-		if err := cluster.NewAllowlist(akv, nil, p.Allowlist(), nil, log).Run(runCtx, ready); err != nil {
-			t.Errorf("scorer cannot watch the allowlist: %v", err)
-		}
-	})
-	select {
-	case <-ready:
-	case <-time.After(2 * time.Minute): // a hang bound
-		t.Fatal("the scorer never read the allowlist bucket")
-	}
-	wg.Go(func() {
-		if err := p.Run(runCtx); err != nil {
-			t.Errorf("scorer run: %v", err)
-		}
-	})
-	waitUntil(t, "the scorer acked every event batch", func() (bool, string) {
-		info, err := scons.Info(ctx)
+	// Their checkpoints are in the Object Store (--checkpoint-every, taken
+	// after a fetch: a log now and then), which the role reads too.
+	waitUntil(t, "a checkpoint in the Object Store", func() (bool, string) {
+		running(t, a, b)
+		trickle()
+		obs, err := sc.js.ObjectStore(ctx, schemas.BucketCheckpoints)
 		if err != nil {
 			return false, err.Error()
 		}
-		return info.Delivered.Consumer > 0 && info.NumAckPending == 0 && info.NumPending == 0 && p.M.Events.Load() == msgs,
-			fmt.Sprintf("events %d of %d; server: pending %d, ack-pending %d", p.M.Events.Load(), msgs, info.NumPending, info.NumAckPending)
+		infos, err := obs.List(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		names := make([]string, 0, len(infos))
+		for _, i := range infos {
+			names = append(names, i.Name)
+		}
+		return strings.Contains(strings.Join(names, " "), schemas.CheckpointGlobalObject), fmt.Sprintf("objects %q", names)
 	})
-	in.noViolations(t)
-	sc.noViolations(t)
+
+	// One stops cleanly (its final checkpoint, its partitions unpinned): the
+	// other takes them all; a third starts from the checkpoints.
+	a.stop(t)
+	waitUntil(t, "b owns every partition", func() (bool, string) {
+		running(t, b)
+		trickle()
+		n := b.metric(schemas.MetricPartitionsOwned)
+		return n == scaleOutPartitions, fmt.Sprintf("b owns %v", n)
+	})
+	c := startScorer(t, bin, srv, dsn, "c")
+	waitUntil(t, "c restored the checkpoints", func() (bool, string) {
+		running(t, b, c)
+		return restoredRe.MatchString(c.out.String()), "no restore logged yet"
+	})
+	publish(16, 64)
+	waitUntil(t, "every partition is scored and acked", func() (bool, string) { return drained() })
+	b.stop(t)
+	c.stop(t)
+
+	// The pipeline role keeps its checkpoints in the same bucket
+	// (`run --checkpoint nats:`): create, put, replace, get.
+	pl := connect(t, srv, userPipeline)
+	obs, err := bus.EnsureCheckpoints(ctx, pl.js, cfg)
+	if err != nil {
+		t.Fatalf("pipeline cannot set up the checkpoints' bucket: %v", err)
+	}
+	for _, v := range []string{"first", "second"} { // the second put purges the first's chunks
+		if _, err := obs.PutString(ctx, "pipeline-test", strings.Repeat(v, 100_000)); err != nil {
+			t.Fatalf("pipeline cannot put a checkpoint: %v", err)
+		}
+	}
+	if got, err := obs.GetString(ctx, "pipeline-test"); err != nil || got != strings.Repeat("second", 100_000) {
+		t.Fatalf("pipeline cannot get its checkpoint back: %d bytes, %v", len(got), err)
+	}
+	if err := obs.Delete(ctx, "pipeline-test"); err != nil {
+		t.Fatalf("pipeline cannot delete its test object: %v", err)
+	}
+
+	// While they worked, the server refused nothing to anyone.
+	for _, cl := range []*client{in, sh, sc, pl} {
+		cl.noViolations(t)
+	}
+	if v := violationRe.FindAllString(srv.Output(), -1); len(v) > 0 {
+		t.Errorf("the server refused the roles while they did their jobs: %q", v)
+	}
 
 	// And nothing else.
 	decision := schemas.SubjectDecisionsPrefix + "." + schemas.ActionBlock
+	checkpointChunk := "$O." + schemas.BucketCheckpoints + ".C.x"
+	checkpointStream := "OBJ_" + schemas.BucketCheckpoints
+	presenceKey := bus.KVSubject(schemas.KVScorers, "x")
 	for _, s := range []string{decision, schemas.SubjectAlertsPrefix + ".high", schemas.SubjectIncidentsPrefix + ".high",
 		bus.LogSubject(schemas.FormatJSON, "gw1"), schemas.SubjectDecisionsApplied,
 		bus.KVSubject(schemas.KVActiveBlocks, "x"), bus.KVSubject(schemas.KVBudgets, "x"), bus.KVSubject(schemas.KVAllowlist, "x"),
+		presenceKey, checkpointChunk,
 		"$JS.API.STREAM.CREATE." + schemas.StreamDecisions, "$JS.API.STREAM.PURGE." + schemas.StreamLogs,
 		"$JS.API.STREAM.DELETE." + schemas.StreamEvents,
-		"$JS.API.CONSUMER.MSG.NEXT." + schemas.StreamEvents + "." + schemas.ConsumerScorer,
+		"$JS.API.CONSUMER.MSG.NEXT." + schemas.StreamEvents + "." + schemas.ScorerConsumer(0),
+		"$JS.API.CONSUMER.UNPIN." + schemas.StreamEvents + "." + schemas.ScorerConsumer(0),
 		"$JS.API.CONSUMER.MSG.NEXT." + schemas.StreamLogs + "." + schemas.ConsumerPipeline,
 		"$JS.API.CONSUMER.DELETE." + schemas.StreamLogs + "." + schemas.ConsumerIngest} {
 		in.denied(t, s)
 	}
 	for _, s := range []string{schemas.EventsSubject(0), bus.LogSubject(schemas.FormatJSON, "gw1"), schemas.SubjectDecisionsApplied,
-		bus.KVSubject(schemas.KVAllowlist, "x"), "$JS.API.STREAM.PURGE." + schemas.StreamEvents,
+		bus.KVSubject(schemas.KVAllowlist, "x"), "$O.OTHER.C.x", "$O.OTHER.M.x",
+		// No stream is deleted, nor a stream but the checkpoints' purged.
+		"$JS.API.STREAM.PURGE." + schemas.StreamEvents, "$JS.API.STREAM.PURGE." + bus.KVStream(schemas.KVScorers),
+		"$JS.API.STREAM.DELETE." + schemas.StreamEvents, "$JS.API.STREAM.DELETE." + schemas.StreamLogs,
+		"$JS.API.STREAM.DELETE." + checkpointStream, "$JS.API.STREAM.DELETE." + bus.KVStream(schemas.KVScorers),
+		"$JS.API.STREAM.DELETE." + bus.KVStream(schemas.KVActiveBlocks),
+		// Not the logs, nor the others' consumers.
 		"$JS.API.CONSUMER.MSG.NEXT." + schemas.StreamLogs + "." + schemas.ConsumerPipeline,
 		"$JS.API.CONSUMER.MSG.NEXT." + schemas.StreamLogs + "." + schemas.ConsumerIngest,
-		"$JS.API.CONSUMER.DELETE." + schemas.StreamEvents + "." + schemas.ConsumerScorer} {
+		"$JS.API.CONSUMER.CREATE." + schemas.StreamLogs + ".x",
+		"$JS.API.CONSUMER.CREATE." + schemas.StreamLogs + ".x.>",
+		"$JS.API.CONSUMER.UNPIN." + schemas.StreamLogs + "." + schemas.ConsumerIngest,
+		"$JS.ACK." + schemas.StreamLogs + "." + schemas.ConsumerIngest + ".1.1.1.1.0",
+		// Its partition consumers are never deleted by it.
+		"$JS.API.CONSUMER.DELETE." + schemas.StreamEvents + "." + schemas.ScorerConsumer(0),
+		"$JS.API.CONSUMER.DELETE." + schemas.StreamEvents + "." + schemas.ScorerConsumer(scaleOutPartitions-1)} {
 		sc.denied(t, s)
 	}
-	for _, c := range []*client{in, sc} {
-		c.deniedSub(t, "_INBOX.>")
-		c.deniedSub(t, schemas.InboxPipeline+".>")
+	for _, s := range []string{presenceKey, "$JS.API.STREAM.DELETE." + checkpointStream, "$JS.API.STREAM.PURGE." + schemas.StreamEvents,
+		"$JS.API.CONSUMER.UNPIN." + schemas.StreamEvents + "." + schemas.ScorerConsumer(0), "$O.OTHER.C.x"} {
+		pl.denied(t, s)
+	}
+	for _, cl := range []*client{sh, in} {
+		cl.denied(t, checkpointChunk)
+		cl.denied(t, "$JS.API.STREAM.PURGE."+checkpointStream)
+	}
+	for _, cl := range []*client{in, sc} {
+		cl.deniedSub(t, "_INBOX.>")
+		cl.deniedSub(t, schemas.InboxPipeline+".>")
 	}
 	in.deniedSub(t, schemas.InboxScorer+".>")
 	sc.deniedSub(t, schemas.InboxIngest+".>")
+	sc.deniedSub(t, schemas.SubjectLogsAll)
+}
+
+var (
+	// restoredRe matches a scorer's log line of a restored Object Store
+	// checkpoint (the whole state, or the global object of an owner of
+	// partitions).
+	restoredRe = regexp.MustCompile(`msg="restored (global )?checkpoint"`)
+	// violationRe matches the server's log line of a refused publish or
+	// subscription.
+	violationRe = regexp.MustCompile(`(Publish|Subscription) Violation[^\n]*`)
+)
+
+// buildIotwatch builds cmd/iotwatch, once per test binary.
+var buildIotwatch = func() func(t *testing.T) string {
+	var (
+		once sync.Once
+		bin  string
+		err  error
+		out  []byte
+	)
+	return func(t *testing.T) string {
+		t.Helper()
+		once.Do(func() {
+			dir, derr := os.MkdirTemp("", "iotwatch-perms-")
+			if derr != nil {
+				err = derr
+				return
+			}
+			goBin, lerr := exec.LookPath("go")
+			if lerr != nil {
+				goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			}
+			bin = filepath.Join(dir, "iotwatch")
+			cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/iotwatch")
+			cmd.Dir = filepath.Join("..", "..")
+			out, err = cmd.CombinedOutput()
+		})
+		if err != nil {
+			t.Fatalf("cannot build cmd/iotwatch: %v\n%s", err, out)
+		}
+		return bin
+	}
+}()
+
+// scorerProc is one `iotwatch run --source events` process.
+type scorerProc struct {
+	name    string
+	cmd     *exec.Cmd
+	out     *lockedBuffer
+	metrics string
+	done    chan struct{}
+	err     error
+}
+
+// startScorer starts `iotwatch run --source events --checkpoint nats:` as
+// the scorer role (with its commands' default reply inboxes), saving a
+// checkpoint every second and serving its metrics.
+func startScorer(t *testing.T, bin string, srv *natsserver.Process, dsn, name string) *scorerProc {
+	t.Helper()
+	port, err := natsserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scorerProc{name: name, out: &lockedBuffer{}, metrics: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+	s.cmd = exec.Command(bin, "run", "--source", "events", "--partitions", strconv.Itoa(scaleOutPartitions), "--pinned-ttl", "2s",
+		"--nats", srv.URL(), "--nats-user", userScorer, "--nats-password", password(userScorer),
+		"--clickhouse", dsn, "--database", "scaleout_roles", "--workers", "1", "--flush-interval", "50ms",
+		"--checkpoint", "nats:", "--checkpoint-every", "1s", "--metrics-addr", s.metrics)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("cannot start scorer %s: %v", name, err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("scorer %s output:\n%s", name, s.out.String())
+		}
+	})
+	return s
+}
+
+// running fails the test at once if a scorer exited (refused at start-up,
+// say), rather than at a wait's hang bound.
+func running(t *testing.T, ps ...*scorerProc) {
+	t.Helper()
+	for _, s := range ps {
+		select {
+		case <-s.done:
+			t.Fatalf("scorer %s exited: %v", s.name, s.err)
+		default:
+		}
+	}
+}
+
+// stop ends the scorer as an operator does (SIGTERM: drain, final
+// checkpoint, partitions unpinned) and checks it exited cleanly.
+func (s *scorerProc) stop(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(2 * time.Minute): // a hang bound
+		t.Fatalf("scorer %s did not stop", s.name)
+	}
+	if s.err != nil {
+		t.Fatalf("scorer %s: %v\n%s", s.name, s.err, s.out.String())
+	}
+}
+
+// metric returns the sum of name's samples on the scorer's /metrics, or -1
+// while it cannot be read.
+func (s *scorerProc) metric(name string) float64 {
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	sum, found := 0.0, false
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name+" ") && !strings.HasPrefix(l, name+"{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err == nil {
+			sum, found = sum+v, true
+		}
+	}
+	if !found {
+		return -1
+	}
+	return sum
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's writes and the
+// test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -21,8 +21,8 @@ var update = flag.Bool("update", false, "rewrite the exported NATS definitions i
 const exportDir = "../../deploy/nats/jetstream"
 
 // TestDefinitionsAreWhatEnsureCreates: every field a definition sets is
-// what the server holds after Ensure, EnsureIngest and EnsureScorer, so the
-// exported files are the objects iotwatch creates.
+// what the server holds after Ensure, EnsureIngest, EnsurePartitions and
+// EnsureCheckpoints, so the exported files are the objects iotwatch creates.
 func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 	ctx, js := serverJS(t)
 	cfg := DefaultStreamsConfig()
@@ -33,7 +33,10 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 	if _, err := EnsureIngest(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := EnsureScorer(ctx, js, cfg, nil); err != nil {
+	if _, _, _, err := EnsurePartitions(ctx, js, cfg, schemas.DefaultPartitions, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureCheckpoints(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range storeConsumers() { // as package receipts creates them, with StoreConsumer
@@ -41,7 +44,7 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d, err := Define(cfg)
+	d, err := Define(cfg, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +58,9 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 	}
 	for _, k := range d.Buckets {
 		want = append(want, KVStream(k.Bucket))
+	}
+	for _, o := range d.ObjectStores {
+		want = append(want, "OBJ_"+o.Bucket)
 	}
 	slices.Sort(names)
 	slices.Sort(want)
@@ -85,6 +91,16 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 			got.Replicas != kc.Replicas || got.Storage != kc.Storage ||
 			got.SubjectDeleteMarkerTTL != kc.LimitMarkerTTL {
 			t.Fatalf("bucket %s: its stream is %+v; defined %+v", kc.Bucket, got, kc)
+		}
+	}
+	for _, oc := range d.ObjectStores {
+		s, err := js.Stream(ctx, "OBJ_"+oc.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.CachedInfo().Config
+		if got.Description != oc.Description || got.Replicas != oc.Replicas || got.Storage != oc.Storage || got.MaxAge != oc.TTL {
+			t.Fatalf("object store %s: its stream is %+v; defined %+v", oc.Bucket, got, oc)
 		}
 	}
 }
@@ -119,7 +135,7 @@ func subset(t *testing.T, what string, want, got any) {
 // TestExportedDefinitions: deploy/nats/jetstream holds the definitions of
 // the default configuration, no more and no less (rewrite with -update).
 func TestExportedDefinitions(t *testing.T) {
-	d, err := Define(DefaultStreamsConfig())
+	d, err := Define(DefaultStreamsConfig(), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +143,8 @@ func TestExportedDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != len(d.Streams)+len(d.Consumers)+len(d.Buckets) {
-		t.Fatalf("%d files for %d definitions: two share a name", len(files), len(d.Streams)+len(d.Consumers)+len(d.Buckets))
+	if n := len(d.Streams) + len(d.Consumers) + len(d.Buckets) + len(d.ObjectStores); len(files) != n {
+		t.Fatalf("%d files for %d definitions: two share a name", len(files), n)
 	}
 	if _, ok := files["stream-"+schemas.StreamLogs+".json"]; !ok {
 		t.Fatalf("no file for %s among %v", schemas.StreamLogs, slices.Sorted(maps.Keys(files)))

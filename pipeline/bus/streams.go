@@ -358,39 +358,53 @@ func EnsurePartitions(ctx context.Context, js jetstream.JetStream, cfg StreamsCo
 	if _, blocks, err = ensureStreams(ctx, js, cfg); err != nil {
 		return nil, nil, nil, err
 	}
-	presence, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      schemas.KVScorers,
-		Description: "iotwatch: one key per live scorer owning partitions",
-		History:     1,
-		TTL:         2 * pinnedTTL,
-		Storage:     jetstream.MemoryStorage,
-		Replicas:    cfg.LogsReplicas,
-	})
+	presence, err = js.CreateOrUpdateKeyValue(ctx, scorersConfig(cfg, pinnedTTL))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("cannot create or update KV bucket %q: %w", schemas.KVScorers, err)
 	}
 	cons = make([]jetstream.Consumer, partitions)
 	for p := range cons {
 		name := schemas.ScorerConsumer(p)
-		cons[p], err = js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, jetstream.ConsumerConfig{
-			Durable:        name,
-			Description:    fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p),
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        cfg.AckWait,
-			MaxDeliver:     cfg.MaxDeliver,
-			MaxAckPending:  cfg.MaxAckPending,
-			ReplayPolicy:   jetstream.ReplayInstantPolicy,
-			FilterSubject:  schemas.EventsSubject(p),
-			PriorityPolicy: jetstream.PriorityPolicyPinned,
-			PriorityGroups: []string{schemas.ScorerGroup},
-			PinnedTTL:      pinnedTTL,
-		})
+		cons[p], err = js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, partitionConsumer(cfg, p, pinnedTTL))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("cannot create or update consumer %q on stream %q (pinned clients need nats-server 2.11+): %w", name, schemas.StreamEvents, err)
 		}
 	}
 	return cons, presence, blocks, nil
+}
+
+// scorersConfig is the bucket of scorers' presence keys (EnsurePartitions):
+// one key per live scorer, expiring after two pinnedTTLs.
+func scorersConfig(cfg StreamsConfig, pinnedTTL time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      schemas.KVScorers,
+		Description: "iotwatch: one key per live scorer owning partitions",
+		History:     1,
+		TTL:         2 * pinnedTTL,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    cfg.LogsReplicas,
+	}
+}
+
+// partitionConsumer is partition p's consumer of IOTWATCH_EVENTS
+// (EnsurePartitions): filtered to the partition's subject, pinned to one
+// client of group schemas.ScorerGroup at a time, unpinned after pinnedTTL
+// without a pull.
+func partitionConsumer(cfg StreamsConfig, p int, pinnedTTL time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        schemas.ScorerConsumer(p),
+		Description:    fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		MaxAckPending:  cfg.MaxAckPending,
+		ReplayPolicy:   jetstream.ReplayInstantPolicy,
+		FilterSubject:  schemas.EventsSubject(p),
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{schemas.ScorerGroup},
+		PinnedTTL:      pinnedTTL,
+	}
 }
 
 // ensureStreams is Ensure without the consumer.
