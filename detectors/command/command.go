@@ -352,7 +352,12 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
-	"1e-6; score 0.5 rising with the count. For command findings Observed is the estimated number of other " +
+	"1e-6; score 0.5 rising with the count. A rollout is not an attack: a device past its warm-up that issues a " +
+	"command for the first time from its home network (the /24 or /48 it calls from most, or another on that " +
+	"network's ASN) while at least 5 other devices of its class adopted the same command from theirs in the last " +
+	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command, and " +
+	"learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
+	"the device never issued, from away, scores 0.75 however usual it is for the class. For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\"). " +
 	"Numeric arguments (the log's args, or numeric query parameters) are judged against the range their class " +
