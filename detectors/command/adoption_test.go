@@ -1,6 +1,8 @@
 package command
 
 import (
+	"fmt"
+	"math"
 	"net/netip"
 	"testing"
 
@@ -86,5 +88,80 @@ func TestWhere(t *testing.T) {
 	}
 	if p := s.where(away); p != placeHome {
 		t.Errorf("after moving for good: place %d, want home", p)
+	}
+}
+
+// TestRolloutStep: a transition no other device made, in an established
+// class of 120, scores 0.65; it is a rollout's step (ScoreRollout) when its
+// command is adopted by AdoptMin others, or by one other while the class
+// adopts commands broadly; never away from home, nor when only unrelated
+// commands are being adopted.
+func TestRolloutStep(t *testing.T) {
+	const t0 = int64(1736121600e9)
+	ip := netip.MustParseAddr("192.0.2.10")
+	mk := func(device, cmd string, at int64) *schemas.Event {
+		ev := new(schemas.Event)
+		ev.SetDevice([]byte("acme"), []byte(device))
+		ev.SetClass([]byte("thermostat/x"))
+		ev.SetRawCommand(nil, []byte(cmd))
+		ev.ClientIP, ev.ASN, ev.Time = ip, 3320, at
+		return ev
+	}
+	// home is a warm device's record at home, that never issued anything
+	// but its state report.
+	home := func(ev *schemas.Event) []byte {
+		b := make([]byte, StateSize)
+		s := state{first: ev.Time - 2*3600e9, n: 200, homeNet: netHash(ev.ClientIP), homeNetCnt: homeNetMax, homeASN: asnHash(ev.ASN)}
+		s.store(b)
+		return b
+	}
+	const (
+		stateCmd = "POST /v2/devices/th-1/state"
+		report   = "POST /v2/devices/th-1/firmware/report"
+		health   = "POST /v2/devices/th-1/health"
+		unknown  = "POST /v2/devices/th-1/calibrate"
+	)
+	setup := func(adopt map[string]int) *Stats {
+		fleet := newTestStats(1<<12, 1<<10)
+		for i := range 120 {
+			ev := mk(fmt.Sprintf("th-%d", i), stateCmd, t0-3*3600e9)
+			fleet.learn(ev, 0)
+		}
+		i := 1000
+		for cmd, n := range adopt {
+			for range n {
+				ev := mk(fmt.Sprintf("th-%d", i), cmd, t0-60e9)
+				fleet.classes.Learn(ev)
+				fleet.Learn(ev, home(ev))
+				i++
+			}
+		}
+		return fleet
+	}
+	prev := mk("d", stateCmd, t0).CommandID
+	for _, c := range []struct {
+		name  string
+		adopt map[string]int
+		cmd   string
+		asn   uint32
+		ip    string
+		want  float32
+	}{
+		{"nobody adopts", nil, health, 3320, "192.0.2.10", 0.65},
+		{"the command adopted by 5", map[string]int{health: 5}, health, 3320, "192.0.2.10", ScoreRollout},
+		{"the same, away from home", map[string]int{health: 5}, health, 64500, "203.0.113.50", 0.65},
+		{"adopted by 1, the class by 6", map[string]int{health: 1, report: 5}, health, 3320, "192.0.2.10", ScoreRollout},
+		{"adopted by 1, the class by 1", map[string]int{health: 1}, health, 3320, "192.0.2.10", 0.65},
+		{"another command adopted by 6", map[string]int{report: 6}, unknown, 3320, "192.0.2.10", 0.65},
+	} {
+		fleet := setup(c.adopt)
+		ev := mk("d", c.cmd, t0)
+		ev.ASN, ev.ClientIP = c.asn, netip.MustParseAddr(c.ip)
+		var s state
+		s.load(home(mk("d", stateCmd, t0)))
+		f, _ := transition(ev, prev, fleet, lookClass(ev, fleet), s.where(ev))
+		if f.Reason != ReasonRareTransition || math.Abs(float64(f.Score-c.want)) > 1e-6 {
+			t.Errorf("%s: %s %.2f, want rare_transition %.2f", c.name, f.Reason, f.Score, c.want)
+		}
 	}
 }

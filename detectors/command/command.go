@@ -320,6 +320,24 @@ func adopting(ev *schemas.Event, before []byte) bool {
 	return !known && s.warm(ev) && s.where(ev) == placeHome
 }
 
+// rolloutStep reports whether the transition from prev to ev's command is a
+// step of a rollout across ev's class: either command is adopted as a
+// rollout (see rollout), or, while at least AdoptMin other devices of the
+// class adopt commands (any), another device adopts either of them too.
+func rolloutStep(ev *schemas.Event, fleet *Stats, at place, prev uint64) bool {
+	if rollout(ev, fleet, at, ev.CommandID) || rollout(ev, fleet, at, prev) {
+		return true
+	}
+	return fleet != nil && at == placeHome &&
+		fleet.ClassAdopters(ev.ClassKey, anyCommand, ev.DeviceKey, ev.Time) >= AdoptMin &&
+		(fleet.ClassAdopters(ev.ClassKey, ev.CommandID, ev.DeviceKey, ev.Time) >= 0.5 ||
+			prev != 0 && fleet.ClassAdopters(ev.ClassKey, prev, ev.DeviceKey, ev.Time) >= 0.5)
+}
+
+// anyCommand is the CommandID under which the adoptions of every command of
+// a class are counted too (no command hashes to it in practice).
+const anyCommand = 0x6164_6f70_7421_2a2a
+
 // rollout reports whether ev's device, at place at, takes part in a
 // rollout of command (a CommandID) across its class: at home, with at least
 // AdoptMin other devices of the class adopting it.
@@ -355,8 +373,8 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"1e-6; score 0.5 rising with the count. A rollout is not an attack: a device past its warm-up that issues a " +
 	"command for the first time from its home network (the /24 or /48 it calls from most, or another on that " +
 	"network's ASN) while at least 5 other devices of its class adopted the same command from theirs in the last " +
-	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command, and " +
-	"learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
+	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command (or of " +
+	"one another device adopts while 5 others of the class adopt commands), and learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
 	"the device never issued, from away, scores 0.75 however usual it is for the class. For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\"). " +
@@ -639,7 +657,7 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 	default:
 		return f, true
 	}
-	if score > ScoreRollout && (rollout(ev, fleet, at, ev.CommandID) || rollout(ev, fleet, at, prev)) {
+	if score > ScoreRollout && rolloutStep(ev, fleet, at, prev) {
 		score = ScoreRollout // a step of a rollout across the class
 	}
 	return schemas.Finding{

@@ -84,6 +84,7 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	s.commands.Learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
 	if adopting(ev, before) {
 		s.adopted.learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey, ev.Time)
+		s.adopted.learn(detectors.PairKey(ev.ClassKey, anyCommand), ev.DeviceKey, ev.Time)
 	}
 	if ev.HasModel() {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
