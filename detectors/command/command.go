@@ -42,8 +42,10 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"net/netip"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/detectors/locality"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -101,6 +103,27 @@ const (
 	ScoreTransitionMin    = 0.3
 	ScoreTransitionMax    = 0.65
 	ScoreTransitionRare   = 0.25
+	// Rollouts: a device that adopts a command (issues it for the first
+	// time, after its warm-up) from its home network while at least
+	// AdoptMin other devices of its class adopted it from theirs in the
+	// last one to two AdoptWindow (seconds) takes part in a rollout: its
+	// command finding, or its transition finding when either of the
+	// transition's commands is so adopted, scores at most ScoreRollout and
+	// is learned. One device alone, or one away from its home network, is
+	// judged as before. The home network is the IPv4 /24 or IPv6 /48
+	// (locality.NetworkKey) the device's requests come from most, kept
+	// with a Misra-Gries counter capped at homeNetMax, and the ASN it is
+	// on; it is known once the counter reaches HomeNetStable, and another
+	// network on its ASN counts as home. A privileged command the device
+	// never issued, from another network than a known home, scores
+	// ScorePrivilegedAway however usual it is for the class, and is not
+	// learned: a rollout's command from a new network is not a rollout.
+	AdoptWindow         = 1800
+	AdoptMin            = 5
+	ScoreRollout        = 0.25
+	HomeNetStable       = 16
+	homeNetMax          = 256
+	ScorePrivilegedAway = 0.75
 	// Window is the enumeration window, in seconds; the observed count covers
 	// the current and the previous window.
 	Window = 30
@@ -122,7 +145,7 @@ const (
 )
 
 // StateSize is the size of the per-device record.
-const StateSize = 112
+const StateSize = 120
 
 // Record layout, little-endian:
 //
@@ -141,6 +164,9 @@ const StateSize = 112
 //	48:80 Bloom filter of issued commands (256 bits)
 //	80:88 last command, ev.CommandID (0: none)
 //	88:112 Bloom filter of transitions made (192 bits)
+//	112:116 home network, a hash of locality.NetworkKey (uint32, nonzero; 0: none)
+//	116:118 home network counter (uint16, at most homeNetMax)
+//	118:120 the home network's ASN, hashed (uint16; 0: none known)
 type state struct {
 	first     int64
 	n         uint32
@@ -155,18 +181,24 @@ type state struct {
 	// quiet is how many more requests after the device's latest 5xx make
 	// transitions that are neither judged nor learned (RetryQuiet).
 	quiet uint8
+	// homeNet and homeNetCnt: the device's home network (netHash) and
+	// its Misra-Gries counter.
+	homeNet    uint32
+	homeNetCnt uint16
+	homeASN    uint16
 }
 
 const (
 	bloomOff = 48
 	lastOff  = 80
 	transOff = 88
+	netOff   = 112
 	// RetryQuiet is how many requests after a 5xx make transitions that
 	// are not judged: a device retries a failed request up to six times
 	// with backoff, between its other requests.
 	RetryQuiet = 16
 	// transBits is the size of the transition Bloom filter.
-	transBits = (StateSize - transOff) * 8
+	transBits = (netOff - transOff) * 8
 )
 
 func (s *state) load(b []byte) {
@@ -186,6 +218,9 @@ func (s *state) load(b []byte) {
 	s.lastBad = b[46]&2 != 0
 	s.quiet = min(b[47], RetryQuiet)
 	s.last = binary.LittleEndian.Uint64(b[lastOff:])
+	s.homeNet = binary.LittleEndian.Uint32(b[netOff:])
+	s.homeNetCnt = min(binary.LittleEndian.Uint16(b[netOff+4:]), homeNetMax)
+	s.homeASN = binary.LittleEndian.Uint16(b[netOff+6:])
 }
 
 func (s *state) store(b []byte) {
@@ -206,6 +241,109 @@ func (s *state) store(b []byte) {
 		b[46] |= 2
 	}
 	binary.LittleEndian.PutUint64(b[lastOff:], s.last)
+	binary.LittleEndian.PutUint32(b[netOff:], s.homeNet)
+	binary.LittleEndian.PutUint16(b[netOff+4:], s.homeNetCnt)
+	binary.LittleEndian.PutUint16(b[netOff+6:], s.homeASN)
+}
+
+// Where a request comes from, relative to the device's home network.
+type place uint8
+
+const (
+	placeUnknown place = iota // no home network known yet
+	placeHome                 // the home network
+	placeAway                 // another network than a known home
+)
+
+// netHash is the nonzero 32-bit hash of a's network (locality.NetworkKey).
+func netHash(a netip.Addr) uint32 {
+	return uint32((locality.NetworkKey(a)*0x9e3779b97f4a7c15)>>32) | 1
+}
+
+// asnHash is the nonzero 16-bit hash of a known ASN; 0 for none.
+func asnHash(asn uint32) uint16 {
+	if asn == 0 {
+		return 0
+	}
+	return uint16((uint64(asn)*0x9e3779b97f4a7c15)>>48) | 1
+}
+
+// where tells where ev comes from, relative to the home network before ev:
+// a network on the home network's ASN is home too (a household's provider
+// giving it a new address, a carrier's NAT pool).
+func (s *state) where(ev *schemas.Event) place {
+	switch {
+	case s.homeNetCnt < HomeNetStable:
+		return placeUnknown
+	case netHash(ev.ClientIP) == s.homeNet:
+		return placeHome
+	case s.homeASN != 0 && asnHash(ev.ASN) == s.homeASN:
+		return placeHome
+	}
+	return placeAway
+}
+
+// learnNet counts ev's network towards the home network (Misra-Gries).
+func (s *state) learnNet(ev *schemas.Event) {
+	switch h := netHash(ev.ClientIP); {
+	case h == s.homeNet:
+		s.homeNetCnt = min(s.homeNetCnt+1, homeNetMax)
+		if a := asnHash(ev.ASN); a != 0 {
+			s.homeASN = a
+		}
+	case s.homeNetCnt == 0:
+		s.homeNet, s.homeNetCnt, s.homeASN = h, 1, asnHash(ev.ASN)
+	default:
+		s.homeNetCnt--
+	}
+}
+
+// warm reports whether the device is past its warm-up at ev (WarmEvents
+// and WarmAge).
+func (s *state) warm(ev *schemas.Event) bool {
+	return s.n >= WarmEvents && ev.Time > s.first && float64(uint64(ev.Time)-uint64(s.first)) >= WarmAge*1e9
+}
+
+// adopting reports whether ev adopts its command, judged from before (the
+// device's record before ev): the device is past its warm-up, never issued
+// the command and comes from its home network.
+func adopting(ev *schemas.Event, before []byte) bool {
+	if len(before) < StateSize {
+		return false
+	}
+	var s state
+	s.load(before)
+	h := ev.CommandID
+	b1, b2 := byte(h), byte(h>>8)
+	bloom := before[bloomOff:lastOff]
+	known := bloom[b1>>3]&(1<<(b1&7)) != 0 && bloom[b2>>3]&(1<<(b2&7)) != 0
+	return !known && s.warm(ev) && s.where(ev) == placeHome
+}
+
+// rolloutStep reports whether the transition from prev to ev's command is a
+// step of a rollout across ev's class: either command is adopted as a
+// rollout (see rollout), or, while at least AdoptMin other devices of the
+// class adopt commands (any), another device adopts either of them too.
+func rolloutStep(ev *schemas.Event, fleet *Stats, at place, prev uint64) bool {
+	if rollout(ev, fleet, at, ev.CommandID) || rollout(ev, fleet, at, prev) {
+		return true
+	}
+	return fleet != nil && at == placeHome &&
+		fleet.ClassAdopters(ev.ClassKey, anyCommand, ev.DeviceKey, ev.Time) >= AdoptMin &&
+		(fleet.ClassAdopters(ev.ClassKey, ev.CommandID, ev.DeviceKey, ev.Time) >= 0.5 ||
+			prev != 0 && fleet.ClassAdopters(ev.ClassKey, prev, ev.DeviceKey, ev.Time) >= 0.5)
+}
+
+// anyCommand is the CommandID under which the adoptions of every command of
+// a class are counted too (no command hashes to it in practice).
+const anyCommand = 0x6164_6f70_7421_2a2a
+
+// rollout reports whether ev's device, at place at, takes part in a
+// rollout of command (a CommandID) across its class: at home, with at least
+// AdoptMin other devices of the class adopting it.
+func rollout(ev *schemas.Event, fleet *Stats, at place, command uint64) bool {
+	return fleet != nil && at == placeHome && command != 0 &&
+		fleet.ClassAdopters(ev.ClassKey, command, ev.DeviceKey, ev.Time) >= AdoptMin
 }
 
 // Doc is the catalog paragraph.
@@ -232,7 +370,12 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
-	"1e-6; score 0.5 rising with the count. For command findings Observed is the estimated number of other " +
+	"1e-6; score 0.5 rising with the count. A rollout is not an attack: a device past its warm-up that issues a " +
+	"command for the first time from its home network (the /24 or /48 it calls from most, or another on that " +
+	"network's ASN) while at least 5 other devices of its class adopted the same command from theirs in the last " +
+	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command (or of " +
+	"one another device adopts while 5 others of the class adopt commands), and learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
+	"the device never issued, from away, scores 0.75 however usual it is for the class. For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\"). " +
 	"Numeric arguments (the log's args, or numeric query parameters) are judged against the range their class " +
@@ -249,7 +392,7 @@ func init() {
 		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
 			ReasonParamOutOfRange},
-		Version: 2, // 2: byte 47 counts the requests after a 5xx (RetryQuiet)
+		Version: 3, // 2: byte 47 counts the requests after a 5xx (RetryQuiet); 3: the home network
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
@@ -274,10 +417,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 		s.cur, s.prev, s.flagged = 0, 0, false
 		s.last, s.lastBad = 0, false
 	}
-	warm := s.n >= WarmEvents && ev.Time > s.first && float64(uint64(ev.Time)-uint64(s.first)) >= WarmAge*1e9
+	warm := s.warm(ev)
+	at := s.where(ev)
+	s.learnNet(ev)
 
 	enum := s.enumeration(ev, warm)
-	f := s.command(ev, b[bloomOff:lastOff], b[transOff:StateSize], fleet, warm)
+	f := s.command(ev, b[bloomOff:lastOff], b[transOff:netOff], fleet, warm, at)
 	if enum.Score > f.Score {
 		f = enum
 	}
@@ -371,7 +516,7 @@ func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
 
 // command judges ev's command and the transition to it from the device's last
 // command, and records both.
-func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, warm bool) schemas.Finding {
+func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, warm bool, at place) schemas.Finding {
 	h := ev.CommandID
 	var (
 		f       schemas.Finding
@@ -382,7 +527,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	b1, b2 := byte(h), byte(h>>8)
 	if bloom[b1>>3]&(1<<(b1&7)) == 0 || bloom[b2>>3]&(1<<(b2&7)) == 0 {
 		cls, looked = lookClass(ev, fleet), true
-		f, learned = newCommand(ev, bloom, fleet, cls, warm)
+		f, learned = newCommand(ev, bloom, fleet, cls, warm, at)
 	}
 	prev, prevBad := s.last, s.lastBad
 	s.last, s.lastBad = h, !learned
@@ -413,7 +558,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	if !looked {
 		cls = lookClass(ev, fleet)
 	}
-	tf, learn := transition(ev, prev, fleet, cls)
+	tf, learn := transition(ev, prev, fleet, cls, at)
 	if learn {
 		trans[i1>>3] |= 1 << (i1 & 7)
 		trans[i2>>3] |= 1 << (i2 & 7)
@@ -490,7 +635,7 @@ func widen(ev *schemas.Event, others float64) bool {
 // transition judges the transition from prev to ev's command, which the device
 // never made, against its class; learn reports whether the device should
 // remember it.
-func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class) (f schemas.Finding, learn bool) {
+func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at place) (f schemas.Finding, learn bool) {
 	if fleet == nil || !cls.established {
 		return f, true // a young class knows too few transitions to judge any
 	}
@@ -512,6 +657,9 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class) (f sche
 	default:
 		return f, true
 	}
+	if score > ScoreRollout && rolloutStep(ev, fleet, at, prev) {
+		score = ScoreRollout // a step of a rollout across the class
+	}
 	return schemas.Finding{
 		Detector:      Name,
 		Reason:        ReasonRareTransition,
@@ -525,7 +673,7 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class) (f sche
 // newCommand judges ev's command, which the device never issued, against its
 // class, and learns it into bloom unless flagged high; learned reports
 // whether it did.
-func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool) (schemas.Finding, bool) {
+func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool, at place) (schemas.Finding, bool) {
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
 	var others float64 // other devices of the class (or model) that issued it
@@ -560,6 +708,10 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 	case priv && others < ClassKnownDevices:
 		// One or two others of the class did: rare enough to alert, not to block.
 		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedRare, false
+	case priv && at == placeAway:
+		// Usual for the class, but from another network than the device's
+		// home: a rollout's command is not issued from elsewhere.
+		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedAway, false
 	case priv:
 		// A lock that unlocks for the first time is a lock; a privileged command
 		// few of its class issue is worth a look, not an alert on its own.
@@ -572,6 +724,9 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 	default:
 		reason = ReasonNewCommand
 		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*usual(others, devices)
+	}
+	if reason != schemas.ReasonNone && score > ScoreRollout && rollout(ev, fleet, at, h) {
+		score, learn = ScoreRollout, true // adopted across the class from home networks at once
 	}
 	if learn {
 		bloom[b1>>3] |= 1 << (b1 & 7)

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -83,5 +84,46 @@ func BenchmarkPrivileged(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Privileged(cmd)
+	}
+}
+
+// BenchmarkStatsLearn measures what a worker's class model adds per event
+// for the command detector: learning the command, the transition and, when
+// the device adopts a command from its home network, the adoption (new: a
+// command the warm device never issued, one of 1,024 in turn).
+func BenchmarkStatsLearn(b *testing.B) {
+	for _, name := range []string{"known", "new"} {
+		b.Run(name, func(b *testing.B) {
+			fleet := newTestStats(1<<16, 1<<10)
+			var d Detector
+			state := make([]byte, StateSize)
+			ev := new(schemas.Event)
+			ev.SetDevice([]byte("acme"), []byte("d-1"))
+			ev.SetClass([]byte("meter/x"))
+			ev.SetRawCommand(nil, []byte("POST /v1/devices/d-1/readings"))
+			ev.ClientIP = netip.MustParseAddr("192.0.2.10")
+			t := int64(1736121600e9)
+			for range 100 {
+				t += 60e9
+				ev.Time = t
+				d.Observe(ev, state, fleet)
+			}
+			ids := [...]uint64{ev.CommandID, 0}
+			b.ReportAllocs()
+			i := uint64(0)
+			for b.Loop() {
+				i++
+				if name == "new" {
+					ids[1] = (i%1024 + 1) * 0x9e3779b97f4a7c15 // within the table's slots
+					ev.CommandID = ids[1]
+				}
+				t += 1e8
+				ev.Time = t
+				fleet.Learn(ev, state)
+			}
+			if name == "new" && fleet.ClassAdopters(ev.ClassKey, ev.CommandID, 1, t) == 0 {
+				b.Fatal("no adoption learned")
+			}
+		})
 	}
 }

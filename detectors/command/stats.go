@@ -14,13 +14,16 @@ import (
 // command) and per (class, previous command, command) transition, a 64-bit
 // sketch of the devices that issued it, every class also learned as its
 // model across tenants (Event.ModelKey), and per (class, command, argument)
-// the range of the numeric argument (detectors.ParamTable). It costs 72
-// bytes per command slot (40 of them for argument ranges).
+// the range of the numeric argument (detectors.ParamTable), and per (class,
+// command) the devices that adopted it in the last AdoptWindow or two (a
+// rollout: see ClassAdopters). It costs 104 bytes per command slot (40 of
+// them for argument ranges, 32 for adoptions).
 type Stats struct {
 	classes     *detectors.ClassTable
 	commands    *detectors.DeviceSketches
 	transitions *detectors.DeviceSketches // as many slots as commands
 	params      *detectors.ParamTable
+	adopted     *adoptions
 }
 
 // NewStats returns empty statistics over classes, with classes.CommandSlots()
@@ -28,7 +31,7 @@ type Stats struct {
 func NewStats(classes *detectors.ClassTable) *Stats {
 	n := classes.CommandSlots()
 	return &Stats{classes: classes, commands: detectors.NewDeviceSketches(n),
-		transitions: detectors.NewDeviceSketches(n), params: detectors.NewParamTable(n)}
+		transitions: detectors.NewDeviceSketches(n), params: detectors.NewParamTable(n), adopted: newAdoptions(n)}
 }
 
 // transitionKey mixes differently from detectors.PairKey, so that a
@@ -57,6 +60,14 @@ func (s *Stats) ClassTransitionDevices(class, prev, command, device uint64) floa
 	return s.transitions.Devices(transitionKey(class, prev, command), device)
 }
 
+// ClassAdopters estimates how many distinct devices of the class, other
+// than device, adopted command in the AdoptWindow of event time t or the one
+// before: issued it for the first time, after their warm-up, from their home
+// networks. Many at once is a rollout.
+func (s *Stats) ClassAdopters(class, command, device uint64, t int64) float64 {
+	return s.adopted.devices(detectors.PairKey(class, command), device, t)
+}
+
 // ClassParam returns the range the class learned for the numeric argument
 // name (a schemas.Arg Key) of command; the zero ParamRange if none. Values
 // the range judged out of it were not learned.
@@ -67,9 +78,14 @@ func (s *Stats) ClassParam(class, command, name uint64) detectors.ParamRange {
 // Learn implements detectors.ClassStats: ev's device issued ev's command in
 // its class and model, its numeric arguments (those in range), and the
 // transition from the device's previous command, the last one recorded in
-// before (none: no transition).
+// before (none: no transition); and, when before shows that the device
+// adopted the command (see adopting), the adoption.
 func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	s.commands.Learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
+	if adopting(ev, before) {
+		s.adopted.learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey, ev.Time)
+		s.adopted.learn(detectors.PairKey(ev.ClassKey, anyCommand), ev.DeviceKey, ev.Time)
+	}
 	if ev.HasModel() {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
 	}
@@ -93,16 +109,18 @@ func lastCommand(b []byte) uint64 {
 
 // Saturated returns how many learn calls found a table full.
 func (s *Stats) Saturated() uint64 {
-	return s.commands.Saturated() + s.transitions.Saturated() + s.params.Saturated()
+	return s.commands.Saturated() + s.transitions.Saturated() + s.params.Saturated() + s.adopted.saturated.Load()
 }
 
 // statsVersion versions the snapshot of Stats (1: commands, transitions,
-// argument ranges, as the class table's version 5 held them).
-const statsVersion = 1
+// argument ranges, as the class table's version 5 held them; 2: and
+// adoptions).
+const statsVersion = 2
 
 func (s *Stats) arrays() [][]atomic.Uint64 {
 	a := append(s.commands.Arrays(), s.transitions.Arrays()...)
-	return append(a, s.params.Arrays()...)
+	a = append(a, s.params.Arrays()...)
+	return append(a, s.adopted.arrays()...)
 }
 
 // AppendSnapshot implements detectors.ClassStats.
