@@ -45,7 +45,14 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const pinnedTTL = time.Second
+	// A scorer that does not pull for a pinned TTL loses its pin while it
+	// still holds the partition's unacked messages, and the new owner
+	// scores them again after the ack wait: nothing fences the old owner
+	// yet. In CI at a load of 15 with -race, a 1 s TTL made the two scorers
+	// trade partitions and score 20,074 events twice. 3 s leaves a margin
+	// for a loaded machine's stalls while balance (checked once a TTL)
+	// still happens within the run; 15 s left it no time to.
+	const pinnedTTL = 3 * time.Second
 	presence, err := ensurePresence(ctx, e.js, scfg, pinnedTTL)
 	if err != nil {
 		t.Fatal(err)
