@@ -85,7 +85,8 @@ func (ob *Obs) tenantKey() (key, alt uint64) {
 // against the band. Server errors (5xx) are counted but never judged: they
 // are the backend's (a backend incident fails every device at once from its
 // usual network). Findings score at most 0.8: they alert, never block (a
-// tenant is a customer). c must have its defaults. JudgeTenant is pure
+// tenant is a customer). A finding's Observed and Expected are the tenant's,
+// estimated from the share (divided by share). c must have its defaults. JudgeTenant is pure
 // and does not allocate.
 func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out *schemas.Scored) {
 	_ = rec[RecordSize-1]
@@ -112,7 +113,7 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 			usualErr := learned(offLFailed)
 			if lo := math.Max(math.Max(c.TenantErrors*share, 10), 5*usualErr); float64(n) >= lo && float64(n) >= 0.1*float64(events) {
 				out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantErrors, Score: 0.6,
-					Observed: float64(n), Expected: math.Round(usualErr),
+					Observed: math.Round(float64(n) / share), Expected: math.Round(usualErr / share),
 					ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 				found = true
 			}
@@ -133,7 +134,7 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 					DistinctCount(rec[offFailed:offFailed+DistinctBytes]) >= float64(c.MinPrefixIPs) {
 					score := 0.6 + 0.2*math.Min(1, (d-lo)/(2*lo))
 					out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantAuthFailures, Score: float32(score),
-						Observed: math.Round(d), Expected: math.Round(usualDev),
+						Observed: math.Round(d / share), Expected: math.Round(usualDev / share),
 						ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 					found = true
 				}
@@ -144,7 +145,7 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 		usualEv := learned(offLEvents)
 		if lo := math.Max(math.Max(c.TenantRateEvents*share, 100), c.TenantRateFactor*usualEv); float64(events) >= lo {
 			out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantRate, Score: 0.6,
-				Observed: float64(events), Expected: math.Round(usualEv),
+				Observed: math.Round(float64(events) / share), Expected: math.Round(usualEv / share),
 				ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 			found = true
 		}
