@@ -154,7 +154,8 @@ type Config struct {
 	// authentication from unusual addresses in a window (default 50; also 4
 	// times the usual level, and failures from MinPrefixIPs networks);
 	// TenantErrors the fewest client errors in a window (default 200; also
-	// 5 times the usual level and a tenth of the requests); TenantRateEvents
+	// 5 times the usual level, a tenth of the requests, and on
+	// TenantFailDevices distinct devices); TenantRateEvents
 	// the fewest requests (default 2000) and TenantRateFactor the multiple
 	// of the usual level (default 5) for a rate finding, which needs
 	// TenantWindows learned windows (default 12: an hour). NoTenant turns

@@ -3,6 +3,7 @@ package entity
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -16,8 +17,8 @@ const (
 	// its usual level.
 	ReasonTenantAuthFailures = "tenant_auth_failures"
 	// ReasonTenantErrors: a tenant's client errors (4xx other than 401 and
-	// 403) in one window far beyond its band (enumeration spread over many
-	// devices). Observed: errors in the window; Expected: its usual level.
+	// 403) in one window far beyond its band, on many of its devices
+	// (enumeration spread over many devices). Observed: errors in the window; Expected: its usual level.
 	ReasonTenantErrors = "tenant_client_errors"
 	// ReasonTenantRate: a tenant's requests in one window far beyond its
 	// band (a flood spread over many devices). Observed: requests in the
@@ -32,15 +33,16 @@ const (
 //	16:24   window start, 24:28 requests, 28:32 failed authentications
 //	32:64   distinct devices that failed authentication from an unusual
 //	        address in the window (Distinct)
-//	64:96   distinct networks (/24, /48) of those failures (Distinct)
-//	96:100  client errors (4xx but 401, 403), 100:104 server errors (5xx)
+//	64:96   distinct devices with client errors in the window (Distinct)
+//	96:100  client errors (4xx but 401, 403)
+//	100:104 networks (/24, /48) of the unusual failures (32-bit bitmap)
 //	104:108 learned distinct failing devices per window (float32)
 //	108:112 learned client errors per window (float32)
 //	112:116 learned requests per window (float32)
 //	116:118 windows learned, 118 flags, 119 kind, 120:128 owner route
 const (
 	tOffClientErr = 96
-	tOffServerErr = 100
+	tOffNetworks  = 100
 
 	kindTenant = 5
 )
@@ -82,7 +84,7 @@ func (ob *Obs) tenantKey() (key, alt uint64) {
 // device's identity): a failed authentication from a usual address is a
 // device failing from where it always is (a backend or a credential
 // rotation gone wrong, an incident), not an attack, and is not counted
-// against the band. Server errors (5xx) are counted but never judged: they
+// against the band. Server errors (5xx) are never judged: they
 // are the backend's (a backend incident fails every device at once from its
 // usual network). Findings score at most 0.8: they alert, never block (a
 // tenant is a customer). A finding's Observed and Expected are the tenant's,
@@ -103,15 +105,16 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 		return float64(math.Float32frombits(binary.LittleEndian.Uint32(rec[off:])))
 	}
 	found := false
-	switch ob.Outcome {
-	case outcomeServerErr:
-		binary.LittleEndian.PutUint32(rec[tOffServerErr:], binary.LittleEndian.Uint32(rec[tOffServerErr:])+1)
-	case outcomeClientErr:
+	if ob.Outcome == outcomeClientErr {
 		n := binary.LittleEndian.Uint32(rec[tOffClientErr:]) + 1
 		binary.LittleEndian.PutUint32(rec[tOffClientErr:], n)
+		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], ob.Device)
+		// Spread over many devices: one device's enumeration is its own
+		// detectors'.
 		if windows >= c.RateWindows {
 			usualErr := learned(offLFailed)
-			if lo := math.Max(math.Max(c.TenantErrors*share, 10), 5*usualErr); float64(n) >= lo && float64(n) >= 0.1*float64(events) {
+			if lo := math.Max(math.Max(c.TenantErrors*share, 10), 5*usualErr); float64(n) >= lo && float64(n) >= 0.1*float64(events) &&
+				DistinctCount(rec[offFailed:offFailed+DistinctBytes]) >= math.Max(c.TenantFailDevices*share, 10) {
 				out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantErrors, Score: 0.6,
 					Observed: math.Round(float64(n) / share), Expected: math.Round(usualErr / share),
 					ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
@@ -124,14 +127,15 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 		if !usual {
 			DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
 			k, _ := keyOf(kindPrefix, ob.prefixAddr())
-			DistinctAdd(rec[offFailed:offFailed+DistinctBytes], k)
+			nets := binary.LittleEndian.Uint32(rec[tOffNetworks:]) | 1<<((k*0x9e3779b97f4a7c15)>>59)
+			binary.LittleEndian.PutUint32(rec[tOffNetworks:], nets)
 			// A tenant's first window is learned, not judged: at a
 			// pipeline's start every address is new.
 			if windows > 0 {
 				usualDev := math.Max(usualFloor, learned(offLDevices))
 				lo := math.Max(math.Max(c.TenantFailDevices*share, 10), 4*usualDev)
 				if d := DistinctCount(rec[offDevices : offDevices+DistinctBytes]); d >= lo &&
-					DistinctCount(rec[offFailed:offFailed+DistinctBytes]) >= float64(c.MinPrefixIPs) {
+					bits.OnesCount32(binary.LittleEndian.Uint32(rec[tOffNetworks:])) >= c.MinPrefixIPs {
 					score := 0.6 + 0.2*math.Min(1, (d-lo)/(2*lo))
 					out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantAuthFailures, Score: float32(score),
 						Observed: math.Round(d / share), Expected: math.Round(usualDev / share),

@@ -220,3 +220,37 @@ func TestTenantDiurnal(t *testing.T) {
 		t.Errorf("decisions %+v: a tenant is never blocked", f.r.decisions)
 	}
 }
+
+// TestTenantClientErrors: one device's enumeration (404s) raises no tenant
+// alert (its own detectors judge it); 404s spread over 200 of the tenant's
+// devices do, and are not blocked.
+func TestTenantClientErrors(t *testing.T) {
+	f := newTenantFleet(t, 600, 1)
+	for m := range 60 {
+		f.minute(m, ok200)
+	}
+	for m := 60; m < 65; m++ { // one device: 100 404s a minute
+		f.minute(m, ok200)
+		for i := range 100 {
+			f.step(usualAddr(7), mix(8), t0+int64(m)*int64(time.Minute)+int64(i)*int64(500*time.Millisecond), 404, schemas.AuthOK)
+		}
+	}
+	if got := f.tenantAlerts(); len(got) != 0 {
+		t.Fatalf("one device's enumeration raised a tenant alert: %q", Sentence(&got[0]))
+	}
+	for m := 70; m < 75; m++ { // 200 devices: each 404s every call
+		f.minute(m, func(d int) uint16 {
+			if d%3 == 0 {
+				return 404
+			}
+			return 200
+		})
+	}
+	got := f.tenantAlerts()
+	if len(got) == 0 || got[0].Reasons[0].Reason != ReasonTenantErrors || got[0].Entity != "acme" {
+		t.Fatalf("404s on 200 devices raised %+v, want a %s alert on acme", got, ReasonTenantErrors)
+	}
+	if len(f.r.decisions) != 0 {
+		t.Errorf("decisions %+v: a tenant is never blocked", f.r.decisions)
+	}
+}
