@@ -149,6 +149,10 @@ type Owner struct {
 	lastKey  [4][2]uint64
 	lastText [4]string
 	share    float64 // this owner's share of a tenant's traffic (1/owners)
+	// The last tenant observed and its key.
+	tenantID  [MaxKeyText]byte
+	tenantLen uint8
+	tenantK   [2]uint64
 }
 
 // NewOwner returns an owner of one of owners shards with policy cfg (its
@@ -296,7 +300,13 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (us
 // threshold and its entity has no decision scope, since blocking a tenant
 // is blocking a customer.
 func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
-	key, alt := ob.tenantKey()
+	// Most events are of the tenant before: its key is not hashed again.
+	t := ob.Key[:ob.KeyLen]
+	if o.tenantLen != ob.KeyLen || string(o.tenantID[:o.tenantLen]) != string(t) {
+		o.tenantLen = uint8(copy(o.tenantID[:], t))
+		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
+	}
+	key, alt := o.tenantK[0], o.tenantK[1]
 	rec, _ := o.table.Record(key, alt, ob.Time)
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
