@@ -648,7 +648,8 @@ type Entity struct {
 	// Value is the entity's text: an address, a CIDR, a key id.
 	Value string
 	// Scope is the decision scope that blocks it (schemas.ScopeIP,
-	// schemas.ScopeCIDR, schemas.ScopeAPIKey).
+	// schemas.ScopeCIDR, schemas.ScopeAPIKey); empty: the entity is alerted
+	// on, never blocked (a tenant).
 	Scope string
 	// Fresh marks an address first seen moments before (see package entity:
 	// new, in its first seconds, and no device's identity): its block counts
@@ -746,7 +747,8 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		wantBlock = wantBlock && !e.allow.Load().Allows(ev) &&
 			(device || absoluteScore(s) >= float32(AddressBlockScore))
 	} else {
-		wantBlock = wantBlock && !e.allow.Load().AllowsEntity(ent.Scope, ent.Value)
+		// An entity without a scope (a tenant: a customer) is never blocked.
+		wantBlock = wantBlock && ent.Scope != "" && !e.allow.Load().AllowsEntity(ent.Scope, ent.Value)
 	}
 	var scope, value string
 	var b block

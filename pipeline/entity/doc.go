@@ -1,5 +1,5 @@
 // Package entity keeps baselines for what is not a device: the client IP, its
-// network (/24 for IPv4, /48 for IPv6) and the API key, so that what spreads over many
+// network (/24 for IPv4, /48 for IPv6), the API key and the tenant, so that what spreads over many
 // devices (credential stuffing from one address against hundreds of
 // devices, one address using hundreds of identities) is seen.
 //
@@ -73,6 +73,25 @@
 // devices from their usual addresses) raises nothing here: errors are not
 // authentication failures, and each address still addresses its own few
 // devices.
+//
+// A tenant (tenant.go) is judged from its addresses' observations (an
+// address's Obs carries its event's tenant, so a tenant costs no message of
+// its own): each owner keeps one record per tenant for its share of the
+// tenant's traffic (the addresses it owns), made with the owner route of the
+// address that first brought it, as a route's record is, and judges that
+// share against floors scaled by it (1/owners). It finds, against the
+// tenant's own band learned outside findings: many distinct devices failing
+// authentication from unusual addresses (ReasonTenantAuthFailures: an
+// attack spread thin over many devices, each failing once or twice from
+// addresses no device uses, which no address or network sees), client
+// errors (ReasonTenantErrors) and requests (ReasonTenantRate) far beyond
+// it. It is told apart from a backend incident: a server error (5xx) is the
+// backend's and never judged, and a failure from a usual address (one with
+// a learned window, or its device's identity) is a device failing from
+// where it always is, not counted. A tenant's alert has no decision (its
+// findings score under the block threshold and decide.Entity has no scope
+// for it): blocking a tenant is blocking a customer. Config.NoTenant turns
+// it off. A tenant id longer than MaxKeyText is not judged.
 //
 // An event whose device is identified only by its client IP
 // (schemas.IDClientIP) is that IP's device: the device detectors judge it,

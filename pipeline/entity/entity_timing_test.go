@@ -19,12 +19,15 @@ import (
 // then blocked, then in its cool-down); flood: a new address each event, at
 // the cap (1M entities in one owner: every event inserts two records and
 // evicts).
+var benchTenant = []byte("acme")
+
 func BenchmarkObserve(b *testing.B) {
 	emit := func(*schemas.Alert, *schemas.Decision) {}
 	event := func(ip netip.Addr, dev uint64, failed bool, at int64, seq uint64) *schemas.Event {
 		var ev schemas.Event
 		ev.ClientIP, ev.DeviceKey, ev.Time, ev.Seq, ev.ID = ip, dev, at, seq, seq
 		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ev.Tenant = benchTenant // every event has its tenant (the tenant entity)
 		if failed {
 			ev.Status, ev.Auth = 401, schemas.AuthFailed
 		}

@@ -35,7 +35,8 @@ const (
 
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
-	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave}
+	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave,
+		ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -147,6 +148,24 @@ type Config struct {
 	// the refusals the block causes are the enforcement's doing, and must
 	// neither renew the block when it expires nor teach the baseline.
 	SkipBlocked bool
+	// Tenant judging (tenant.go), over each owner's share of a tenant's
+	// traffic, floors for the whole tenant scaled by that share:
+	// TenantFailDevices is the fewest distinct devices failing
+	// authentication from unusual addresses in a window (default 50; also 4
+	// times the usual level, and failures from MinPrefixIPs networks);
+	// TenantErrors the fewest client errors in a window (default 200; also
+	// 5 times the usual level, a tenth of the requests, and on
+	// TenantFailDevices distinct devices); TenantRateEvents
+	// the fewest requests (default 2000) and TenantRateFactor the multiple
+	// of the usual level (default 5) for a rate finding, which needs
+	// TenantWindows learned windows (default 12: an hour). NoTenant turns
+	// tenant judging off.
+	TenantFailDevices float64
+	TenantErrors      float64
+	TenantRateEvents  float64
+	TenantRateFactor  float64
+	TenantWindows     int
+	NoTenant          bool
 }
 
 // DefaultMaxEntities is the default cap on entity records: at
@@ -183,6 +202,13 @@ func (c Config) WithDefaults() Config {
 		c.MinPrefixIPs = 4
 	}
 	def(&c.WaveNewIPs, 30)
+	def(&c.TenantFailDevices, 50)
+	def(&c.TenantErrors, 200)
+	def(&c.TenantRateEvents, 2000)
+	def(&c.TenantRateFactor, 5)
+	if c.TenantWindows <= 0 {
+		c.TenantWindows = 12
+	}
 	if c.WaveHold <= 0 {
 		c.WaveHold = 2 * time.Minute
 	}
@@ -366,7 +392,11 @@ func roll(rec []byte) {
 			binary.LittleEndian.PutUint32(rec[off:], math.Float32bits(float32(v)))
 		}
 		learn(offLDevices, DistinctCount(rec[offDevices:offDevices+DistinctBytes]))
-		learn(offLFailed, DistinctCount(rec[offFailed:offFailed+DistinctBytes]))
+		if rec[offKind] == kindTenant {
+			learn(offLFailed, float64(binary.LittleEndian.Uint32(rec[tOffClientErr:])))
+		} else {
+			learn(offLFailed, DistinctCount(rec[offFailed:offFailed+DistinctBytes]))
+		}
 		learn(offLEvents, float64(events))
 		if n < math.MaxUint16 {
 			binary.LittleEndian.PutUint16(rec[offWindows:], n+1)

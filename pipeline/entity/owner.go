@@ -31,8 +31,13 @@ type Obs struct {
 	// Route is the command (schemas.Event.CommandID): what a wave of new
 	// addresses is counted on (wave.go).
 	Route uint64
+	// Outcome classifies the request's status for its tenant's error band
+	// (outcomeOK, outcomeClientErr, outcomeServerErr).
+	Outcome uint8
 	// ForKey marks the observation of the event's API key (KeyObsOf)
-	// rather than of its address; Key[:KeyLen] is then the key id.
+	// rather than of its address; Key[:KeyLen] is then the key id. In an
+	// address's observation Key[:KeyLen] is the event's tenant (none when
+	// KeyLen is 0, or the tenant is longer than MaxKeyText).
 	ForKey bool
 	KeyLen uint8
 	Key    [MaxKeyText]byte
@@ -45,18 +50,23 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 	if !ev.ClientIP.IsValid() || ev.Verdict.Enforced() {
 		return Obs{}, false
 	}
-	return Obs{
-		Addr:   ev.ClientIP.As16(),
-		Is4:    ev.ClientIP.Is4() || ev.ClientIP.Is4In6(),
-		IPDev:  ev.IDMethod == schemas.IDClientIP,
-		Failed: ev.Auth == schemas.AuthFailed || (ev.Status == 401 && ev.Protocol != schemas.ProtoMQTT),
-		Line:   ev.Line,
-		Seq:    ev.Seq,
-		ID:     ev.ID,
-		Time:   ev.Time,
-		Device: ev.DeviceKey,
-		Route:  ev.CommandID,
-	}, true
+	ob := Obs{
+		Addr:    ev.ClientIP.As16(),
+		Is4:     ev.ClientIP.Is4() || ev.ClientIP.Is4In6(),
+		IPDev:   ev.IDMethod == schemas.IDClientIP,
+		Failed:  ev.Auth == schemas.AuthFailed || (ev.Status == 401 && ev.Protocol != schemas.ProtoMQTT),
+		Line:    ev.Line,
+		Seq:     ev.Seq,
+		ID:      ev.ID,
+		Time:    ev.Time,
+		Device:  ev.DeviceKey,
+		Route:   ev.CommandID,
+		Outcome: outcomeOf(ev),
+	}
+	if len(ev.Tenant) <= MaxKeyText {
+		ob.KeyLen = uint8(copy(ob.Key[:], ev.Tenant))
+	}
+	return ob, true
 }
 
 // prefixAddr returns ob's address masked to its prefix.
@@ -135,9 +145,14 @@ type Owner struct {
 	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
-	// Index 0 for addresses, 1 for prefixes, 2 for API keys.
-	lastKey  [3][2]uint64
-	lastText [3]string
+	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants.
+	lastKey  [4][2]uint64
+	lastText [4]string
+	share    float64 // this owner's share of a tenant's traffic (1/owners)
+	// The last tenant observed and its key.
+	tenantID  [MaxKeyText]byte
+	tenantLen uint8
+	tenantK   [2]uint64
 }
 
 // NewOwner returns an owner of one of owners shards with policy cfg (its
@@ -152,7 +167,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
 	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize),
-		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1)))}, nil
+		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1))}, nil
 }
 
 // Emit receives an entity's alert and decision (either may be nil).
@@ -180,9 +195,13 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 		return
 	}
 	pk, pa := keyOf(kindPrefix, ob.prefixAddr())
+	usual, skip := true, false // an address that identifies its device is its usual one
 	if !ob.IPDev {
 		k, a := keyOf(kindIP, ob.Addr)
-		o.judge(k, a, pk, ob, kindIP, emit)
+		usual, skip = o.judge(k, a, pk, ob, kindIP, emit)
+	}
+	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
+		o.tenant(ob, pk, usual, emit)
 	}
 	if ob.Failed {
 		// A prefix counts failed authentications only: what it judges is
@@ -192,10 +211,14 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 	}
 }
 
-func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
+// judge judges ob on the record of the entity (key, alt) of kind, made with
+// owner route route if new. It reports whether that entity is a usual one
+// (a record with a learned window before ob's) and whether ob was skipped
+// (its entity under its own block, Config.SkipBlocked).
+func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (usual, skip bool) {
 	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
 		o.skipped++
-		return
+		return false, true
 	}
 	rec, _ := o.table.Record(key, alt, ob.Time)
 	created := false
@@ -211,10 +234,11 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 		// its first judging did not: none, and nothing learned (as
 		// worker.Process does for a device), and no wave judging either.
 		o.relearned++
-		return
+		return false, false
 	}
 	o.sc.N, o.sc.Score = 0, 0
 	Judge(rec, ob, kind, &o.cfg, &o.sc)
+	usual = binary.LittleEndian.Uint16(rec[offWindows:]) > 0
 	fresh := false
 	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
@@ -223,7 +247,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 		}
 	}
 	if o.sc.N == 0 {
-		return
+		return usual, false
 	}
 	ev := &o.ev
 	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
@@ -262,6 +286,50 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) {
 	}
 	ev.ClientIP = addr
 	alert, dec := o.engine.DecideEntity(ev, &o.sc, ent)
+	if alert != nil || dec != nil {
+		emit(alert, dec)
+	}
+	return usual, false
+}
+
+// tenant judges ob on its owner's share of ob's tenant (JudgeTenant); usual
+// reports whether ob's address is a usual one. The tenant's record is made
+// with owner route route (ob's prefix key, which Shard maps to this owner),
+// as a route's record is, so that a checkpoint restores it here. A tenant's
+// alert never comes with a decision: its findings score under the block
+// threshold and its entity has no decision scope, since blocking a tenant
+// is blocking a customer.
+func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
+	// Most events are of the tenant before: its key is not hashed again.
+	t := ob.Key[:ob.KeyLen]
+	if o.tenantLen != ob.KeyLen || string(o.tenantID[:o.tenantLen]) != string(t) {
+		o.tenantLen = uint8(copy(o.tenantID[:], t))
+		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
+	}
+	key, alt := o.tenantK[0], o.tenantK[1]
+	rec, _ := o.table.Record(key, alt, ob.Time)
+	if binary.LittleEndian.Uint32(rec) != recordVersion {
+		clear(rec)
+		binary.LittleEndian.PutUint32(rec, recordVersion)
+		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+	}
+	if o.atOrBefore(rec, ob) {
+		o.relearned++
+		return
+	}
+	o.sc.N, o.sc.Score = 0, 0
+	JudgeTenant(rec, ob, usual, o.share, &o.cfg, &o.sc)
+	if o.sc.N == 0 {
+		return
+	}
+	ev := &o.ev
+	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
+	ev.DeviceKey, ev.DeviceAlt = key, alt
+	ev.ClientIP = netip.Addr{}
+	if o.lastKey[3] != [2]uint64{key, alt} {
+		o.lastKey[3], o.lastText[3] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
+	}
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, decide.Entity{Kind: schemas.EntityTenant, Value: o.lastText[3]})
 	if alert != nil || dec != nil {
 		emit(alert, dec)
 	}
@@ -378,6 +446,13 @@ func Sentence(a *schemas.Alert) string {
 		}
 		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonTenantAuthFailures:
+		return fmt.Sprintf("tenant %s: %d distinct devices failed auth from unusual addresses %s; expected about %d",
+			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonTenantErrors:
+		return fmt.Sprintf("tenant %s: %d client errors %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonTenantRate:
+		return fmt.Sprintf("tenant %s: %d requests %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonKeySpread:
 		return fmt.Sprintf("API key %s used by %d distinct %s in one window; most before: %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	default:
