@@ -49,6 +49,13 @@ const (
 	// failing, a rate spike of a device that itself got a 5xx within
 	// FleetRecoverNs is the failure's catch-up, a fleet_errors finding.
 	FleetRecoverNs = int64(10 * 60e9)
+	// catchUpRatio bounds a catch-up: a device that held back FleetRecoverNs
+	// of requests and sends them all in one short window, next to that
+	// window's own, sends at most this many times its expected short-window
+	// count. A rate spike above it is not a catch-up (with an attack's
+	// flood, the device's own 5xx and a class failure near it in time had
+	// a flood of basic seed 1 with --entities scored fleet_errors: missed).
+	catchUpRatio = float64(FleetRecoverNs)/1e9/TauShort + 1
 	// failWords is the size, in 64-bit words, of a failure sketch (256 bits:
 	// accurate to a few percent up to ~700 devices).
 	failWords = 4

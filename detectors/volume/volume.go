@@ -732,7 +732,12 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// The catch-up of a device the failure hit, once the backend is back:
 	// its queued retries and held-back requests at once, with no error
 	// left in its short window (FleetRecoverNs).
-	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
+	// Bounded by what the device could have held back: its expected rate
+	// over the whole recovery span, sent at once (catchUpRatio); a flood
+	// that made the device fail (or met a class failure by chance) is far
+	// above that and stays a rate spike.
+	if score > 0 && reason == ReasonRateSpike && observed <= catchUpRatio*expected &&
+		s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
 	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {

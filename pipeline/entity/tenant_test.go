@@ -254,3 +254,26 @@ func TestTenantClientErrors(t *testing.T) {
 		t.Errorf("decisions %+v: a tenant is never blocked", f.r.decisions)
 	}
 }
+
+// TestAuthOutageBlocksNoNetwork: when the authentication backend fails
+// every device (401) for five minutes, each from its usual address, the
+// fleet's own networks are neither found stuffing nor blocked: a failure
+// from a usual address does not count toward its network's distinct
+// failing devices.
+func TestAuthOutageBlocksNoNetwork(t *testing.T) {
+	f := newTenantFleet(t, 600, 1)
+	for m := range 60 {
+		f.minute(m, ok200)
+	}
+	for m := 75; m < 80; m++ {
+		f.minute(m, func(int) uint16 { return 401 })
+	}
+	for _, d := range f.r.decisions {
+		t.Errorf("an authentication outage made a decision: %s %s %s", d.Action, d.Scope, d.Value)
+	}
+	for _, a := range f.r.alerts {
+		if a.EntityKind == schemas.EntityPrefix {
+			t.Errorf("an authentication outage alerted on the fleet's network: %s", Sentence(&a))
+		}
+	}
+}
