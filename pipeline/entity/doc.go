@@ -52,7 +52,10 @@
 // normal path touches one record per event, the address's), and is judged
 // for credential stuffing (and a rate spike of failures) with higher floors,
 // and only when at least MinPrefixIPs distinct addresses of it take part:
-// one address's attack is the address's, not its network's.
+// one address's attack is the address's, not its network's. A failure from
+// a usual address (learned over a window, never found doing anything) does
+// not count: when an authentication backend fails every device from its
+// own network, that network is the fleet's, not a stuffing source.
 //
 // A botnet wave (wave.go, ReasonNewIPWave: "appears suddenly with many
 // others of its kind") is judged per route (the command, schemas.Event.
