@@ -1,7 +1,7 @@
 package decide
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,20 +25,21 @@ const DefaultMaxFreshBlocksPerMinute = 5000
 
 // FreshLimiter caps new blocks of fresh addresses (Entity.Fresh) per
 // event-time minute across the engines sharing it: the second budget next
-// to Limiter's (see DefaultMaxFreshBlocksPerMinute for why). A refusal
-// raises no fleet alert of its own: the refused block's alert carries
+// to Limiter's (see DefaultMaxFreshBlocksPerMinute for why), counted by a
+// Budget as Limiter's is (a LocalBudget: per process). A refusal raises no
+// fleet alert of its own: the refused block's alert carries
 // ReasonBlockCapHit, and Denied counts the refusals. Safe for concurrent use.
 type FreshLimiter struct {
-	mu     sync.Mutex
 	max    int
-	minute int64
-	n      int
-	denied uint64
+	budget Budget
+	denied atomic.Uint64
 }
 
 // NewFreshLimiter returns a limiter allowing max fresh-address blocks per
 // minute (0: unlimited).
-func NewFreshLimiter(max int) *FreshLimiter { return &FreshLimiter{max: max} }
+func NewFreshLimiter(max int) *FreshLimiter {
+	return &FreshLimiter{max: max, budget: NewLocalBudget(max)}
+}
 
 // Allow reports whether one more fresh-address block may be issued in t's
 // minute (t in Unix ns, event time), and counts it if so.
@@ -46,16 +47,10 @@ func (l *FreshLimiter) Allow(t int64) bool {
 	if l == nil || l.max == 0 {
 		return true
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if m := floorDiv(t, int64(time.Minute)); m != l.minute {
-		l.minute, l.n = m, 0
-	}
-	if l.n >= l.max {
-		l.denied++
+	if !l.budget.Take(floorDiv(t, int64(time.Minute)), 0) {
+		l.denied.Add(1)
 		return false
 	}
-	l.n++
 	return true
 }
 
@@ -64,9 +59,7 @@ func (l *FreshLimiter) Denied() uint64 {
 	if l == nil {
 		return 0
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.denied
+	return l.denied.Load()
 }
 
 // UseFreshLimiter makes e count blocks of fresh addresses (Entity.Fresh)
