@@ -391,20 +391,12 @@ func scorersConfig(cfg StreamsConfig, pinnedTTL time.Duration) jetstream.KeyValu
 // client of group schemas.ScorerGroup at a time, unpinned after pinnedTTL
 // without a pull.
 func partitionConsumer(cfg StreamsConfig, p int, pinnedTTL time.Duration) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:        schemas.ScorerConsumer(p),
-		Description:    fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.MaxDeliver,
-		MaxAckPending:  cfg.MaxAckPending,
-		ReplayPolicy:   jetstream.ReplayInstantPolicy,
-		FilterSubject:  schemas.EventsSubject(p),
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{schemas.ScorerGroup},
-		PinnedTTL:      pinnedTTL,
-	}
+	cc := durableConfig(cfg, schemas.ScorerConsumer(p), fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p), nil)
+	cc.FilterSubject = schemas.EventsSubject(p)
+	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+	cc.PriorityGroups = []string{schemas.ScorerGroup}
+	cc.PinnedTTL = pinnedTTL
+	return cc
 }
 
 // ensureStreams is Ensure without the consumer.

@@ -22,7 +22,7 @@ func KeyObsOf(ev *schemas.Event) (Obs, bool) {
 	}
 	ob := Obs{
 		ForKey: true,
-		Failed: ev.Auth == schemas.AuthFailed || (ev.Status == 401 && ev.Protocol != schemas.ProtoMQTT),
+		Failed: failedAuth(ev),
 		Line:   ev.Line,
 		Seq:    ev.Seq,
 		ID:     ev.ID,
