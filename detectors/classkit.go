@@ -126,9 +126,14 @@ func ClaimSample(keys, last []atomic.Uint64, i int, device uint64, now int64, st
 // and saturating beyond. When the table is full, new keys are not learned
 // (Saturated counts them): an unknown key then keeps looking new, which errs
 // on the side of alerting. Safe for concurrent use.
+//
+// Merged across instances (MergeFrom, SetOverlay), the sketches OR: a key's
+// devices are the union of this instance's and the others', exactly the
+// sketch one instance seeing every device would hold.
 type DeviceSketches struct {
 	keys, bits []atomic.Uint64
 	saturated  atomic.Uint64
+	overlay    atomic.Pointer[DeviceSketches] // other instances' (nil: none)
 }
 
 // NewDeviceSketches returns a table of TableSize(slots) keys (16 bytes each).
@@ -149,14 +154,55 @@ func (s *DeviceSketches) Learn(key, device uint64) {
 
 // Devices estimates how many distinct devices other than device are in key's
 // sketch; 0 when key is absent. It does not allocate.
+// With an overlay, it counts the union of this instance's and the others'.
 func (s *DeviceSketches) Devices(key, device uint64) float64 {
-	j := Slot(s.keys, key, false)
-	if j < 0 {
+	b, found := s.Sketch(key)
+	if !found {
 		return 0
 	}
-	b := s.bits[j].Load() &^ (1 << DeviceBit(device))
+	b &^= 1 << DeviceBit(device)
 	return LinearCount(64, bits.OnesCount64(b))
 }
+
+// Sketch returns key's sketch, the OR of this instance's and the overlay's,
+// and whether either has the key. It does not allocate.
+func (s *DeviceSketches) Sketch(key uint64) (uint64, bool) {
+	var b uint64
+	found := false
+	if j := Slot(s.keys, key, false); j >= 0 {
+		b, found = s.bits[j].Load(), true
+	}
+	if o := s.overlay.Load(); o != nil {
+		if j := Slot(o.keys, key, false); j >= 0 {
+			b, found = b|o.bits[j].Load(), true
+		}
+	}
+	return b, found
+}
+
+// MergeFrom ORs other's own sketches (a table of the same size, another
+// instance's contribution) into s's. It is for an accumulator no worker
+// uses; keys that find s full are counted in Saturated.
+func (s *DeviceSketches) MergeFrom(other *DeviceSketches) {
+	for i := range other.keys {
+		key := other.keys[i].Load()
+		if key == 0 {
+			continue
+		}
+		j := Slot(s.keys, key, true)
+		if j < 0 {
+			s.saturated.Add(1)
+			continue
+		}
+		if b := other.bits[i].Load(); b != 0 {
+			s.bits[j].Or(b)
+		}
+	}
+}
+
+// SetOverlay makes o (filled by MergeFrom, never written after) the other
+// instances' sketches that Devices adds to s's own; nil removes them.
+func (s *DeviceSketches) SetOverlay(o *DeviceSketches) { s.overlay.Store(o) }
 
 // Saturated returns how many Learn calls found the table full.
 func (s *DeviceSketches) Saturated() uint64 { return s.saturated.Load() }

@@ -72,6 +72,33 @@ type ClassStats interface {
 	LoadSnapshot(b []byte) error
 }
 
+// ClassMerger is implemented by the ClassStats of a detector whose class
+// statistics are merged across scorer instances (see ClassModel.Merge and
+// merge.go): what the other instances' devices taught is added to what its
+// Fleet view reads, so that a class sees all its devices. A detector whose
+// statistics do not implement it stays instance-local.
+//
+// The statistics s keep two parts: their own learning (what Learn writes and
+// AppendSnapshot saves: this instance's contribution, never the merge) and an
+// overlay, read-only, built off the hot path from the others' contributions.
+// Reads combine both as the structure allows (sketches OR, earliest times
+// take the minimum, windows align); a detector documents its rule per
+// structure.
+type ClassMerger interface {
+	ClassStats
+	// MergeFrom adds other's own learning (statistics of the same detector
+	// and sizes, loaded from another instance's snapshot) to s's own
+	// learning: it is called on an accumulator that no worker uses, never on
+	// live statistics. It must not retain other.
+	MergeFrom(other ClassStats)
+	// SetOverlay makes o (an accumulator MergeFrom filled, of the same
+	// detector and sizes) the overlay s's reads add to its own learning,
+	// replacing the previous one; nil removes it. Safe while workers learn
+	// and read: the overlay is swapped through an atomic pointer, and o must
+	// not be written after.
+	SetOverlay(o ClassStats)
+}
+
 // Spec describes a detector for the registry.
 type Spec struct {
 	// Name is the detector's Name constant, declared in its own package

@@ -33,6 +33,9 @@ type ClassTable struct {
 	clsFirst     []atomic.Uint64 // per class slot: earliest event time learned, Unix ns (0: none)
 	commandSlots int
 	saturated    atomic.Uint64
+	// overlay is the other instances' classes (MergeFrom, SetOverlay): nil
+	// when the model is not merged.
+	overlay atomic.Pointer[ClassTable]
 }
 
 const clsWords = 16 // 1024 bits per class
@@ -61,26 +64,80 @@ func (t *ClassTable) ClassSlots() int { return len(t.clsKeys) }
 func deviceBit10(device uint64) uint { return uint(device >> 54) }
 
 // ClassSince implements Fleet.
+// With an overlay, it is the earlier of this instance's and the others'.
 func (t *ClassTable) ClassSince(class uint64) int64 {
-	j := Slot(t.clsKeys, class, false)
-	if j < 0 {
-		return 0
+	since := int64(0)
+	if j := Slot(t.clsKeys, class, false); j >= 0 {
+		since = int64(t.clsFirst[j].Load())
 	}
-	return int64(t.clsFirst[j].Load())
+	if o := t.overlay.Load(); o != nil {
+		if j := Slot(o.clsKeys, class, false); j >= 0 {
+			if f := int64(o.clsFirst[j].Load()); f != 0 && (since == 0 || f < since) {
+				since = f
+			}
+		}
+	}
+	return since
 }
 
-// ClassDevices implements Fleet.
+// ClassDevices implements Fleet. With an overlay, it counts the union of
+// this instance's devices of the class and the others' (the sketches OR).
 func (t *ClassTable) ClassDevices(class uint64) float64 {
 	j := Slot(t.clsKeys, class, false)
-	if j < 0 {
+	o := t.overlay.Load()
+	k := -1
+	if o != nil {
+		k = Slot(o.clsKeys, class, false)
+	}
+	if j < 0 && k < 0 {
 		return 0
 	}
 	ones := 0
-	for i := j * clsWords; i < (j+1)*clsWords; i++ {
-		ones += bits.OnesCount64(t.clsBits[i].Load())
+	for i := range clsWords {
+		var w uint64
+		if j >= 0 {
+			w = t.clsBits[j*clsWords+i].Load()
+		}
+		if k >= 0 {
+			w |= o.clsBits[k*clsWords+i].Load()
+		}
+		ones += bits.OnesCount64(w)
 	}
 	return LinearCount(clsWords*64, ones)
 }
+
+// MergeFrom adds other's own classes (a table of the same size, another
+// instance's contribution) to t's: device sketches OR, the earliest event
+// time is the minimum. It is for an accumulator no worker uses
+// (ClassModel.Merge); classes that find t full are counted in Saturated.
+func (t *ClassTable) MergeFrom(other *ClassTable) {
+	for i := range other.clsKeys {
+		key := other.clsKeys[i].Load()
+		if key == 0 {
+			continue
+		}
+		j := Slot(t.clsKeys, key, true)
+		if j < 0 {
+			t.saturated.Add(1)
+			continue
+		}
+		for w := range clsWords {
+			if b := other.clsBits[i*clsWords+w].Load(); b != 0 {
+				t.clsBits[j*clsWords+w].Or(b)
+			}
+		}
+		if f := other.clsFirst[i].Load(); f != 0 {
+			if old := t.clsFirst[j].Load(); old == 0 || f < old {
+				t.clsFirst[j].Store(f)
+			}
+		}
+	}
+}
+
+// SetOverlay makes o (filled by MergeFrom, never written after) the other
+// instances' classes that ClassDevices and ClassSince add to t's own; nil
+// removes them. What t learns and snapshots stays its own.
+func (t *ClassTable) SetOverlay(o *ClassTable) { t.overlay.Store(o) }
 
 // Learn records that ev's device belongs to its class and, when ev has one,
 // to its model, and ev's time. Safe for concurrent use; after warm-up it only

@@ -20,6 +20,9 @@ type adoptions struct {
 	cur, prev []atomic.Uint64
 	win       []atomic.Uint64 // the window cur belongs to, event time / AdoptWindow
 	saturated atomic.Uint64
+	// overlay is the other instances' adoptions (mergeFrom), nil when not
+	// merged: devices ORs its window masks with the local ones.
+	overlay atomic.Pointer[adoptions]
 }
 
 func newAdoptions(slots int) *adoptions {
@@ -66,10 +69,27 @@ func (a *adoptions) learn(key, device uint64, t int64) {
 // devices estimates how many distinct devices other than device adopted
 // key's command in the window of t and the one before; 0 when none. It does
 // not allocate.
+// With an overlay, the other instances' adopters of the same windows are
+// counted too.
 func (a *adoptions) devices(key, device uint64, t int64) float64 {
+	m, found := a.mask(key, t)
+	if o := a.overlay.Load(); o != nil {
+		om, ofound := o.mask(key, t)
+		m, found = m|om, found || ofound
+	}
+	if !found {
+		return 0
+	}
+	m &^= 1 << detectors.DeviceBit(device)
+	return detectors.LinearCount(64, bits.OnesCount64(m))
+}
+
+// mask returns the sketch of key's adopters in the window of t and the one
+// before, and whether key has a slot.
+func (a *adoptions) mask(key uint64, t int64) (uint64, bool) {
 	j := detectors.Slot(a.keys, key, false)
 	if j < 0 {
-		return 0
+		return 0, false
 	}
 	var m uint64
 	switch w, old := adoptWindow(t), a.win[j].Load(); {
@@ -80,8 +100,41 @@ func (a *adoptions) devices(key, device uint64, t int64) float64 {
 	case w+1 == old: // a late event: the windows it saw
 		m = a.prev[j].Load()
 	}
-	m &^= 1 << detectors.DeviceBit(device)
-	return detectors.LinearCount(64, bits.OnesCount64(m))
+	return m, true
+}
+
+// mergeFrom adds other's adoptions (another instance's) to a, an
+// accumulator no worker uses: per key the windows align on the later of the
+// two (a window that falls out of the pair is dropped, as learn drops it),
+// and the sketches of one window OR.
+func (a *adoptions) mergeFrom(other *adoptions) {
+	for i := range other.keys {
+		key := other.keys[i].Load()
+		if key == 0 {
+			continue
+		}
+		j := detectors.Slot(a.keys, key, true)
+		if j < 0 {
+			a.saturated.Add(1)
+			continue
+		}
+		ow, ocur, oprev := other.win[i].Load(), other.cur[i].Load(), other.prev[i].Load()
+		switch w := a.win[j].Load(); {
+		case ow == w:
+			a.cur[j].Or(ocur)
+			a.prev[j].Or(oprev)
+		case ow == w+1:
+			a.prev[j].Store(a.cur[j].Load() | oprev)
+			a.cur[j].Store(ocur)
+			a.win[j].Store(ow)
+		case ow > w+1:
+			a.prev[j].Store(oprev)
+			a.cur[j].Store(ocur)
+			a.win[j].Store(ow)
+		case ow+1 == w:
+			a.prev[j].Or(ocur)
+		}
+	}
 }
 
 func (a *adoptions) arrays() [][]atomic.Uint64 {

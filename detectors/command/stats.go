@@ -98,6 +98,31 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 }
 
+// MergeFrom implements detectors.ClassMerger: other's command and
+// transition sketches OR into s's, and its adoptions merge window by window
+// (see adoptions.mergeFrom). The argument ranges are not merged: they stay
+// each instance's own.
+func (s *Stats) MergeFrom(other detectors.ClassStats) {
+	o := other.(*Stats)
+	s.commands.MergeFrom(o.commands)
+	s.transitions.MergeFrom(o.transitions)
+	s.adopted.mergeFrom(o.adopted)
+}
+
+// SetOverlay implements detectors.ClassMerger: ClassCommandDevices,
+// ClassTransitionDevices and ClassAdopters count the overlay's devices too.
+func (s *Stats) SetOverlay(o detectors.ClassStats) {
+	if o, ok := o.(*Stats); ok && o != nil {
+		s.commands.SetOverlay(o.commands)
+		s.transitions.SetOverlay(o.transitions)
+		s.adopted.overlay.Store(o.adopted)
+		return
+	}
+	s.commands.SetOverlay(nil)
+	s.transitions.SetOverlay(nil)
+	s.adopted.overlay.Store(nil)
+}
+
 // lastCommand returns the CommandID of the last command Observe recorded in
 // b, 0 if none.
 func lastCommand(b []byte) uint64 {

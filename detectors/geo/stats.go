@@ -75,6 +75,20 @@ func (s *Stats) ModelASNDevices(model uint64, asn uint32, device uint64) float64
 	return s.places.Devices(asnKey(model, asn), device)
 }
 
+// MergeFrom implements detectors.ClassMerger: other's country and ASN
+// sketches OR into s's.
+func (s *Stats) MergeFrom(other detectors.ClassStats) { s.places.MergeFrom(other.(*Stats).places) }
+
+// SetOverlay implements detectors.ClassMerger: ClassCountryDevices,
+// ClassASNDevices and ModelASNDevices count the overlay's devices too.
+func (s *Stats) SetOverlay(o detectors.ClassStats) {
+	if o, ok := o.(*Stats); ok && o != nil {
+		s.places.SetOverlay(o.places)
+		return
+	}
+	s.places.SetOverlay(nil)
+}
+
 // Saturated returns how many learn calls found the table full.
 func (s *Stats) Saturated() uint64 { return s.places.Saturated() }
 
