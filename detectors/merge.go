@@ -28,8 +28,8 @@ import (
 // A detector whose statistics do not implement ClassMerger (volume,
 // time-of-day, upload; command's argument ranges) stays instance-local.
 
-// contributionVersion versions AppendContribution's encoding.
-const contributionVersion = 1
+// ContributionVersion versions AppendContribution's encoding.
+const ContributionVersion = 1
 
 // AppendContribution appends this instance's contribution to dst: the class
 // table's snapshot and, for each detector whose statistics implement
@@ -40,7 +40,7 @@ const contributionVersion = 1
 //
 // Concurrent Learn calls may or may not be included (as for checkpoints).
 func (m *ClassModel) AppendContribution(dst []byte) []byte {
-	dst = binary.LittleEndian.AppendUint32(dst, contributionVersion)
+	dst = binary.LittleEndian.AppendUint32(dst, ContributionVersion)
 	dst = appendSection(dst, func(b []byte) []byte { return m.Table.AppendSnapshot(b) })
 	n := 0
 	for _, i := range m.learn {
@@ -123,8 +123,8 @@ func (g *Merge) Add(b []byte) error {
 	if g.scratch == nil {
 		g.scratch = g.newModel()
 	}
-	if len(b) < 4 || binary.LittleEndian.Uint32(b) != contributionVersion {
-		return fmt.Errorf("cannot merge class contribution: not version %d", contributionVersion)
+	if len(b) < 4 || binary.LittleEndian.Uint32(b) != ContributionVersion {
+		return fmt.Errorf("cannot merge class contribution: not version %d", ContributionVersion)
 	}
 	b = b[4:]
 	table, b, err := readSection(b)

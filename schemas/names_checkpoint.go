@@ -39,3 +39,18 @@ func CheckpointDevicesObject(p int) string { return "devices." + strconv.Itoa(p)
 // entity partition p (entity.PartitionOf, by the entity's route key, not by
 // device): "entities.<p>".
 func CheckpointEntitiesObject(p int) string { return "entities." + strconv.Itoa(p) }
+
+// Class statistics merged across scorer instances (package pipeline/cluster,
+// ClassSync): every scorer puts its contribution, what the devices of its
+// partitions taught its classes (detectors.ClassModel.AppendContribution,
+// S2-compressed as CheckpointEncodingS2), as one object named after the
+// instance, every ClassSyncInterval, and merges the others' latest objects
+// into what its detectors read. An object not rewritten for the expiry is
+// no longer merged; the bucket's TTL removes it from the server.
+const (
+	// BucketClassStats is the Object Store bucket of the contributions.
+	BucketClassStats = "IOTWATCH_CLASS_STATS"
+	// ClassStatsMetaVersion is the object metadata key holding the
+	// contribution's encoding version, for operators.
+	ClassStatsMetaVersion = "version"
+)

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,5 +30,34 @@ func checkpointsConfig(cfg StreamsConfig) jetstream.ObjectStoreConfig {
 		Description: "iotwatch: checkpoints of the learned state, one object per partition",
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(cfg.LogsReplicas, 1),
+	}
+}
+
+// ClassStatsTTL is how long the server keeps an object of the bucket of
+// class contributions that is not rewritten (a stopped instance's): longer
+// than any merge expiry.
+const ClassStatsTTL = 24 * time.Hour
+
+// EnsureClassStats creates or updates the Object Store bucket of the class
+// statistics contributions (schemas.BucketClassStats, memory storage: every
+// object is rewritten within seconds, and a lost one is rewritten at the
+// next interval; cfg.LogsReplicas replicas) and returns it.
+func EnsureClassStats(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.ObjectStore, error) {
+	st, err := js.CreateOrUpdateObjectStore(ctx, classStatsConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("cannot create or update object store %q: %w", schemas.BucketClassStats, err)
+	}
+	return st, nil
+}
+
+// classStatsConfig is the Object Store bucket of the class contributions
+// (EnsureClassStats).
+func classStatsConfig(cfg StreamsConfig) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      schemas.BucketClassStats,
+		Description: "iotwatch: class statistics each scorer contributes, one object per instance, merged by the others",
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    max(cfg.LogsReplicas, 1),
+		TTL:         ClassStatsTTL,
 	}
 }

@@ -28,7 +28,8 @@ type Definitions struct {
 	// allowlist and the scorers' presence keys.
 	Buckets []jetstream.KeyValueConfig
 	// ObjectStores are the Object Store buckets: the checkpoints of
-	// --checkpoint nats:.
+	// --checkpoint nats: and the scorers' class statistics contributions
+	// (merged across instances).
 	ObjectStores []jetstream.ObjectStoreConfig
 }
 
@@ -62,7 +63,7 @@ func Define(cfg StreamsConfig, partitions int, pinnedTTL time.Duration) (Definit
 			{Stream: schemas.StreamLogs, Config: ingestConsumer(cfg)},
 		},
 		Buckets:      []jetstream.KeyValueConfig{blocksConfig(cfg), budgetsConfig(cfg), allowlistConfig(cfg), scorersConfig(cfg, pinnedTTL)},
-		ObjectStores: []jetstream.ObjectStoreConfig{checkpointsConfig(cfg)},
+		ObjectStores: []jetstream.ObjectStoreConfig{checkpointsConfig(cfg), classStatsConfig(cfg)},
 	}
 	for p := range partitions {
 		d.Consumers = append(d.Consumers, ConsumerDefinition{Stream: schemas.StreamEvents, Config: partitionConsumer(cfg, p, pinnedTTL)})
