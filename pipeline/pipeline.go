@@ -225,6 +225,11 @@ func (p *Pipeline) Layout() *worker.Layout { return p.layout }
 // (cluster.Allowlist) to change it while the pipeline runs.
 func (p *Pipeline) Allowlist() *decide.AllowlistRef { return p.stack.Allowlist }
 
+// ClassModel returns the class model the workers learn and read (restored
+// from the checkpoint when it held one); cluster.ClassSync merges the other
+// instances' class statistics into it.
+func (p *Pipeline) ClassModel() *detectors.ClassModel { return p.model }
+
 // Calibration returns the alert calibration the workers' engines share
 // (restored from the checkpoint when it held one).
 func (p *Pipeline) Calibration() *decide.Calibration { return p.stack.Calibration }

@@ -117,3 +117,22 @@ const (
 	// to any scorer (label partition), read from its consumer.
 	MetricPartitionPending = "iotwatch_partition_pending_messages"
 )
+
+// Metric names of the class statistics merged across scorer instances
+// ('run --source events', package pipeline/cluster, ClassSync).
+const (
+	// MetricClassContributionAge is the age in seconds, at the last merge,
+	// of each other instance's contribution merged (label instance): how
+	// stale what this instance knows of the others' devices is.
+	MetricClassContributionAge = "iotwatch_class_contribution_age_seconds"
+	// MetricClassMergeSeconds is how long the last merge took (fetch,
+	// decode, merge, swap), off the hot path.
+	MetricClassMergeSeconds = "iotwatch_class_merge_seconds"
+	// MetricClassPublishBytes is the size of this instance's last
+	// contribution put, compressed.
+	MetricClassPublishBytes = "iotwatch_class_contribution_bytes"
+	// MetricClassMerged is how many other instances' contributions the last
+	// merge held, and MetricClassSyncFailures the rounds that failed.
+	MetricClassMerged       = "iotwatch_class_contributions_merged"
+	MetricClassSyncFailures = "iotwatch_class_sync_failures_total"
+)

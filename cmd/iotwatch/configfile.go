@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotwatch/iotwatch/internal/config"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/cluster"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -54,6 +55,8 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	fs.StringVar(&o.source, "source", sourceLogs, "what to score: logs (decode IOTWATCH_LOGS in this process) or events (the Arrow event batches 'iotwatch ingest' publishes to IOTWATCH_EVENTS, every partition); both give the same rows, alerts and decisions")
 	fs.IntVar(&o.partitions, "partitions", schemas.DefaultPartitions, "with --source events: the event partitions of the deployment, as 'iotwatch ingest --partitions' (every instance the same count); each instance pulls every partition and the NATS server pins each partition to one instance at a time (nats-server 2.11+)")
 	fs.DurationVar(&o.pinnedTTL, "pinned-ttl", bus.DefaultPinnedTTL, "with --source events: how long the NATS server keeps a partition pinned to an instance that stopped pulling it (a crashed one) before another instance takes it over")
+	fs.DurationVar(&o.classSync, "class-sync", cluster.DefaultClassSyncInterval, "with --source events: how often each instance publishes its class statistics (what the devices of its partitions taught) to the Object Store bucket "+schemas.BucketClassStats+" and merges the other instances' into what its detectors read, so that a class sees all its devices (0: no merge, each instance learns its classes from its own partitions)")
+	fs.DurationVar(&o.classSyncExpiry, "class-sync-expiry", cluster.DefaultClassSyncExpiry, "with --class-sync: an instance's class statistics not rewritten for this long (the instance stopped) are no longer merged")
 	o.conn.register(fs, schemas.InboxPipeline)
 	return o, fs
 }

@@ -60,6 +60,10 @@ type options struct {
 	partitions int
 	pinnedTTL  time.Duration
 	ckptEvery  time.Duration
+	// classSync and classSyncExpiry are run's --class-sync and
+	// --class-sync-expiry (--source events: class statistics merged across
+	// instances; 0: not merged).
+	classSync, classSyncExpiry time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -262,6 +266,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("source", "%q: want %s or %s", o.source, sourceLogs, sourceEvents)
 	case o.source == sourceEvents && (o.partitions < 1 || o.partitions > schemas.MaxPartitions):
 		return bad("partitions", "%d must be between 1 and %d", o.partitions, schemas.MaxPartitions)
+	case o.classSync < 0 || o.classSyncExpiry < 0:
+		return bad("class-sync", "%v and --class-sync-expiry %v must not be negative", o.classSync, o.classSyncExpiry)
 	case o.source == sourceEvents && o.pinnedTTL < 3*time.Millisecond:
 		return bad("pinned-ttl", "%v must be >= 3ms", o.pinnedTTL)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -129,6 +130,9 @@ type stack struct {
 	receipts *receipts.Verifier
 	// budget counts the block cap for the cluster; nil without a cap.
 	budget *cluster.KVBudget
+	// classes merges the class statistics across instances (--source
+	// events with --class-sync); nil otherwise.
+	classes *cluster.ClassSync
 }
 
 // openStack connects to NATS and ClickHouse, creates what is missing and
@@ -212,11 +216,12 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, fmt.Errorf("cannot open stream %s: %w", stream, err)
 	}
+	instance := nuid.Next() // its presence key and its class statistics' object
 	if parts != nil {
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
 		// Stopped by Close; a crash leaves the partitions to the others after --pinned-ttl.
 		st.parts, err = partition.New(context.WithoutCancel(ctx), cfg.Stream, parts,
-			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log})
+			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -232,7 +237,29 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, err
 	}
+	if parts != nil && o.classSync > 0 {
+		if err := syncClasses(ctx, st, o, instance, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return st, nil
+}
+
+// syncClasses publishes the pipeline's class statistics every --class-sync
+// and merges the other instances' (cluster.ClassSync), until ctx ends.
+func syncClasses(ctx context.Context, st *stack, o *options, instance string, log *slog.Logger) error {
+	store, err := bus.EnsureClassStats(ctx, st.js, o.streams)
+	if err != nil {
+		return err
+	}
+	st.classes, err = cluster.NewClassSync(st.p.ClassModel(), cluster.ClassSyncConfig{
+		Store: store, Instance: instance, Interval: o.classSync, Expiry: o.classSyncExpiry, Log: log})
+	if err != nil {
+		return err
+	}
+	go st.classes.Run(ctx)
+	return nil
 }
 
 // allowlistReadTimeout bounds how long start-up waits for the shared
@@ -386,6 +413,9 @@ func serveMetrics(addr string, st *stack, withPprof bool, log *slog.Logger) (fun
 		}
 		if st.budget != nil {
 			st.budget.WriteMetrics(w)
+		}
+		if st.classes != nil {
+			st.classes.WriteMetrics(w)
 		}
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })

@@ -140,6 +140,14 @@ func TestScaleOutRoles(t *testing.T) {
 		return ok && a.metric(schemas.MetricEventsIngested) > 0 && b.metric(schemas.MetricEventsIngested) > 0, state
 	})
 
+	// Each publishes its class statistics and merges the other's
+	// (--class-sync, bucket IOTWATCH_CLASS_STATS).
+	waitUntil(t, "each scorer merged the other's class statistics", func() (bool, string) {
+		running(t, a, b)
+		na, nb := a.metric(schemas.MetricClassMerged), b.metric(schemas.MetricClassMerged)
+		return na == 1 && nb == 1, fmt.Sprintf("a merged %v, b merged %v", na, nb)
+	})
+
 	// Their checkpoints are in the Object Store (--checkpoint-every, taken
 	// after a fetch: a log now and then), which the role reads too.
 	waitUntil(t, "a checkpoint in the Object Store", func() (bool, string) {
@@ -324,7 +332,7 @@ func startScorer(t *testing.T, bin string, srv *natsserver.Process, dsn, name st
 	s.cmd = exec.Command(bin, "run", "--source", "events", "--partitions", strconv.Itoa(scaleOutPartitions), "--pinned-ttl", "2s",
 		"--nats", srv.URL(), "--nats-user", userScorer, "--nats-password", password(userScorer),
 		"--clickhouse", dsn, "--database", "scaleout_roles", "--workers", "1", "--flush-interval", "50ms",
-		"--checkpoint", "nats:", "--checkpoint-every", "1s", "--metrics-addr", s.metrics)
+		"--checkpoint", "nats:", "--checkpoint-every", "1s", "--class-sync", "1s", "--metrics-addr", s.metrics)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("cannot start scorer %s: %v", name, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -278,4 +279,25 @@ func (s *ClassSync) Stats() ClassSyncStats {
 		st.Ages[k] = v
 	}
 	return st
+}
+
+// WriteMetrics writes the sync's metrics in the Prometheus text format: the
+// age of each merged contribution, the last merge's time, the last
+// contribution's size, the contributions merged and the failed rounds.
+func (s *ClassSync) WriteMetrics(w io.Writer) {
+	st := s.Stats()
+	fmt.Fprintf(w, "# HELP %s Age of each other instance's class contribution at the last merge.\n# TYPE %s gauge\n",
+		schemas.MetricClassContributionAge, schemas.MetricClassContributionAge)
+	names := slices.Sorted(maps.Keys(st.Ages))
+	for _, n := range names {
+		fmt.Fprintf(w, "%s{instance=%q} %g\n", schemas.MetricClassContributionAge, n, st.Ages[n])
+	}
+	fmt.Fprintf(w, "# HELP %s Seconds the last class statistics merge took.\n# TYPE %s gauge\n%s %g\n",
+		schemas.MetricClassMergeSeconds, schemas.MetricClassMergeSeconds, schemas.MetricClassMergeSeconds, st.MergeSeconds)
+	fmt.Fprintf(w, "# HELP %s Bytes of this instance's last class contribution, compressed.\n# TYPE %s gauge\n%s %d\n",
+		schemas.MetricClassPublishBytes, schemas.MetricClassPublishBytes, schemas.MetricClassPublishBytes, st.PublishedBytes)
+	fmt.Fprintf(w, "# HELP %s Other instances' class contributions in the last merge.\n# TYPE %s gauge\n%s %d\n",
+		schemas.MetricClassMerged, schemas.MetricClassMerged, schemas.MetricClassMerged, st.Merged)
+	fmt.Fprintf(w, "# HELP %s Class statistics rounds that failed.\n# TYPE %s counter\n%s %d\n",
+		schemas.MetricClassSyncFailures, schemas.MetricClassSyncFailures, schemas.MetricClassSyncFailures, st.Failures)
 }
