@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 )
 
@@ -213,11 +214,21 @@ func (s *DeviceSketches) Arrays() [][]atomic.Uint64 { return [][]atomic.Uint64{s
 // AppendWords appends every word of arrays to dst, little-endian, in order.
 // Concurrent writers may or may not be included; take it while workers are
 // stopped for an exact copy.
+// It grows dst once, then writes in place (a contribution or a checkpoint
+// is tens of megabytes of words).
 func AppendWords(dst []byte, arrays ...[]atomic.Uint64) []byte {
+	words := 0
+	for _, arr := range arrays {
+		words += len(arr)
+	}
+	at := len(dst)
+	dst = slices.Grow(dst, 8*words)[:at+8*words]
+	b := dst[at:]
 	for _, arr := range arrays {
 		for i := range arr {
-			dst = binary.LittleEndian.AppendUint64(dst, arr[i].Load())
+			binary.LittleEndian.PutUint64(b[8*i:], arr[i].Load())
 		}
+		b = b[8*len(arr):]
 	}
 	return dst
 }

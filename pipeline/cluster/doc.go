@@ -1,5 +1,5 @@
 // Package cluster holds what the instances of one iotwatch deployment share
-// through NATS JetStream KV, so that a safety rule holds for the cluster and
+// through NATS JetStream (KV and the Object Store), so that a safety rule holds for the cluster and
 // not per process, with no coordination service of iotwatch's own:
 //
 //   - KVBudget, a decide.Budget in the bucket schemas.KVBudgets: the cap on
@@ -15,6 +15,13 @@
 //     engines' decide.AllowlistRef equal to the instance's own --allowlist
 //     merged with the bucket's entries, applying a change within a second
 //     or so, without a restart.
+//   - ClassSync, the class statistics merged across scorers: every
+//     interval each instance puts its own contribution
+//     (detectors.ClassModel.AppendContribution, S2-compressed) as its object
+//     in the Object Store bucket schemas.BucketClassStats and merges the
+//     others' latest objects into its model's read-only overlay, so that a
+//     class sees all its devices; an object older than the expiry is no
+//     longer merged.
 //
 // The decision engine stays pure: replay, evaluation and golden scenarios
 // use decide.LocalBudget and a fixed allowlist, with no NATS.
