@@ -23,10 +23,15 @@ import (
 //   - DeviceSketches (command: commands and transitions; geo: countries and
 //     ASNs): OR;
 //   - command's adoptions: the windows align on the latest, sketches of the
-//     same window OR.
+//     same window OR;
+//   - volume's rate samples (the class's typical rate, young devices'
+//     prior, and burstiness): per sample slot the smaller device key, the
+//     bottom-1 sample of the union.
 //
-// A detector whose statistics do not implement ClassMerger (volume,
-// time-of-day, upload; command's argument ranges) stays instance-local.
+// A detector whose statistics do not implement ClassMerger (time-of-day,
+// upload) stays instance-local, and so do the parts of a merging detector
+// its MergeFrom leaves out (command's argument ranges, volume's class
+// cycles and failure sketches).
 
 // ContributionVersion versions AppendContribution's encoding.
 const ContributionVersion = 1

@@ -54,20 +54,21 @@ func (t *Stats) learnBurstSample(i int, before []byte) {
 // a burst, 0 when fewer than RateMinDevices and a quarter of them do. It
 // implements ClassBurster and does not allocate.
 func (t *Stats) ClassBurst(class uint64) (short, run, length float64) {
-	j := detectors.Slot(t.keys, class, false)
-	if j < 0 {
+	j, o, jo := t.sampleSlots(class)
+	if j < 0 && jo < 0 {
 		return 0, 0, 0
 	}
 	// The stored forms are monotone in the values (putBurst): they are
 	// compared and sorted as they are, and only the three chosen are decoded.
 	var shorts, runs, lengths [rateSlots]uint16
 	n, usable := 0, 0
-	for i := j * rateSlots; i < (j+1)*rateSlots; i++ {
-		if !t.usableSample(i) {
+	for s := range rateSlots {
+		src, i := pickSample(t, j, o, jo, s)
+		if src == nil || !src.usableSample(i) {
 			continue
 		}
 		usable++
-		w := t.rateBurst[i].Load()
+		w := src.rateBurst[i].Load()
 		le, ple := uint16(w>>16), uint16(w>>48)
 		if le == 0 && ple == 0 {
 			continue // no episode remembered or open

@@ -75,21 +75,19 @@ func (t *Stats) learnRate(j int, ev *schemas.Event, before []byte) {
 // fewer than RateMinDevices (the class is not established). It implements
 // ClassRater and does not allocate.
 func (t *Stats) ClassRate(class uint64) float64 {
-	j := detectors.Slot(t.keys, class, false)
-	if j < 0 {
+	j, o, jo := t.sampleSlots(class)
+	if j < 0 && jo < 0 {
 		return 0
 	}
 	var rates [rateSlots]float64
 	n := 0
-	for i := j * rateSlots; i < (j+1)*rateSlots; i++ {
-		if t.rateKeys[i].Load() == 0 {
+	for s := range rateSlots {
+		src, i := pickSample(t, j, o, jo, s)
+		if src == nil || !src.usableSample(i) {
 			continue
 		}
-		if !t.usableSample(i) {
-			continue
-		}
-		count := math.Float64frombits(t.rateCount[i].Load())
-		exposure := math.Float64frombits(t.rateExposure[i].Load())
+		count := math.Float64frombits(src.rateCount[i].Load())
+		exposure := math.Float64frombits(src.rateExposure[i].Load())
 		// Insertion sort: at most 16 values.
 		r, k := count/exposure, n
 		for ; k > 0 && rates[k-1] > r; k-- {
@@ -113,4 +111,77 @@ func (t *Stats) usableSample(i int) bool {
 	count := math.Float64frombits(t.rateCount[i].Load())
 	exposure := math.Float64frombits(t.rateExposure[i].Load())
 	return count >= RateMinEvents && exposure >= RateMinExposure && !math.IsInf(count, 1)
+}
+
+// sampleSlots returns the class's slot in t (-1: none) and, when t has an
+// overlay of other instances' samples (SetOverlay), the overlay and the
+// class's slot in it (-1: none).
+func (t *Stats) sampleSlots(class uint64) (j int, o *Stats, jo int) {
+	j, jo = detectors.Slot(t.keys, class, false), -1
+	if o = t.overlay.Load(); o != nil {
+		jo = detectors.Slot(o.keys, class, false)
+	}
+	return j, o, jo
+}
+
+// pickSample returns which of sample slot s of class slot j of t and of
+// class slot jo of o (either -1 or nil: none) follows the class's sample
+// device, and its index: the smaller key, as each instance's bottom-1
+// sample keeps the smallest key it saw, unless that device has been silent
+// rateStale longer than the other (a departed device, which the slot's
+// next event would have freed). nil when neither holds a device.
+func pickSample(t *Stats, j int, o *Stats, jo, s int) (*Stats, int) {
+	var ka, kb uint64
+	if j >= 0 {
+		ka = t.rateKeys[j*rateSlots+s].Load()
+	}
+	if jo >= 0 {
+		kb = o.rateKeys[jo*rateSlots+s].Load()
+	}
+	switch {
+	case ka == 0 && kb == 0:
+		return nil, 0
+	case kb == 0:
+		return t, j*rateSlots + s
+	case ka == 0:
+		return o, jo*rateSlots + s
+	}
+	ia, ib := j*rateSlots+s, jo*rateSlots+s
+	la, lb := int64(t.rateLast[ia].Load()), int64(o.rateLast[ib].Load())
+	switch {
+	case float64(lb-la)/1e9 > rateStale:
+		return o, ib
+	case float64(la-lb)/1e9 > rateStale:
+		return t, ia
+	case kb < ka:
+		return o, ib
+	}
+	return t, ia
+}
+
+// mergeRates adds other's rate samples to t, an accumulator no worker uses:
+// per class and sample slot, the sample pickSample would read (keys,
+// last times, counts, exposures and burst memories move together).
+func (t *Stats) mergeRates(other *Stats) {
+	for c := range other.keys {
+		key := other.keys[c].Load()
+		if key == 0 {
+			continue
+		}
+		j := detectors.Slot(t.keys, key, true)
+		if j < 0 {
+			t.saturated.Add(1)
+			continue
+		}
+		for s := range rateSlots {
+			if src, i := pickSample(t, j, other, c, s); src == other {
+				d := j*rateSlots + s
+				t.rateKeys[d].Store(other.rateKeys[i].Load())
+				t.rateLast[d].Store(other.rateLast[i].Load())
+				t.rateCount[d].Store(other.rateCount[i].Load())
+				t.rateExposure[d].Store(other.rateExposure[i].Load())
+				t.rateBurst[d].Store(other.rateBurst[i].Load())
+			}
+		}
+	}
 }

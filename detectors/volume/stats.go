@@ -39,6 +39,9 @@ type Stats struct {
 	// which the class was failing (ClassFailedAt).
 	failLast  []atomic.Uint64
 	saturated atomic.Uint64
+	// overlay is the other instances' rate samples (MergeFrom, SetOverlay),
+	// nil when not merged.
+	overlay atomic.Pointer[Stats]
 }
 
 // NewStats returns empty statistics over classes, with classes.ClassSlots()
@@ -84,6 +87,24 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 			t.learnRate(m, ev, before)
 		}
 	}
+}
+
+// MergeFrom implements detectors.ClassMerger: other's rate samples (and
+// their burst memories) merge into s's slot by slot, each slot keeping the
+// sample of the smaller device key (see pickSample): the bottom-1 sample of
+// the union of the instances' devices, as one instance of the whole fleet
+// keeps it. The class cycles and failure sketches are not merged: they stay
+// each instance's own.
+func (t *Stats) MergeFrom(other detectors.ClassStats) { t.mergeRates(other.(*Stats)) }
+
+// SetOverlay implements detectors.ClassMerger: ClassRate and ClassBurst
+// read the overlay's samples too.
+func (t *Stats) SetOverlay(o detectors.ClassStats) {
+	if o, ok := o.(*Stats); ok && o != nil {
+		t.overlay.Store(o)
+		return
+	}
+	t.overlay.Store(nil)
 }
 
 // Saturated returns how many learn calls found the table full.
