@@ -45,7 +45,9 @@ type scorer struct {
 
 func newScorer(t *testing.T, owns func(p int) bool) *scorer {
 	t.Helper()
-	st, err := score.New(score.Config{Detectors: []string{command.Name}})
+	// Small class tables (the live default holds 2^18 commands, 28 MB a
+	// contribution): the test's fleet needs few, and -race is slow.
+	st, err := score.New(score.Config{Detectors: []string{command.Name}, ClassCommands: 1 << 12, Classes: 1 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
