@@ -11,7 +11,7 @@ import (
 
 // Definitions are the JetStream objects iotwatch creates, as the Ensure
 // functions create them: one source of truth for Ensure, EnsureIngest,
-// EnsurePartitions, EnsureCheckpoints and the files 'iotwatch nats-config'
+// EnsurePartitions, EnsureCheckpoints, EnsureClassStats and the files 'iotwatch nats-config'
 // writes for operators who create them themselves (with the nats CLI,
 // Terraform or their own code).
 type Definitions struct {

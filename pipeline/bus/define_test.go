@@ -21,8 +21,8 @@ var update = flag.Bool("update", false, "rewrite the exported NATS definitions i
 const exportDir = "../../deploy/nats/jetstream"
 
 // TestDefinitionsAreWhatEnsureCreates: every field a definition sets is
-// what the server holds after Ensure, EnsureIngest, EnsurePartitions and
-// EnsureCheckpoints, so the exported files are the objects iotwatch creates.
+// what the server holds after Ensure, EnsureIngest, EnsurePartitions,
+// EnsureCheckpoints and EnsureClassStats, so the exported files are the objects iotwatch creates.
 func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 	ctx, js := serverJS(t)
 	cfg := DefaultStreamsConfig()
@@ -37,6 +37,9 @@ func TestDefinitionsAreWhatEnsureCreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := EnsureCheckpoints(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureClassStats(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range storeConsumers() { // as package receipts creates them, with StoreConsumer
