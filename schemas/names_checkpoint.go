@@ -44,7 +44,7 @@ func CheckpointEntitiesObject(p int) string { return "entities." + strconv.Itoa(
 // ClassSync): every scorer puts its contribution, what the devices of its
 // partitions taught its classes (detectors.ClassModel.AppendContribution,
 // S2-compressed as CheckpointEncodingS2), as one object named after the
-// instance, every ClassSyncInterval, and merges the others' latest objects
+// instance, every --class-sync interval, and merges the others' latest objects
 // into what its detectors read. An object not rewritten for the expiry is
 // no longer merged; the bucket's TTL removes it from the server.
 const (

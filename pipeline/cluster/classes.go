@@ -239,31 +239,18 @@ func (s *ClassSync) fetch(ctx context.Context, info *jetstream.ObjectInfo) ([]by
 	if c, ok := s.cache[info.Name]; ok && c.digest == info.Digest {
 		return c.data, nil
 	}
-	r, err := s.cfg.Store.Get(ctx, info.Name)
+	data, err := s.cfg.Store.GetBytes(ctx, info.Name)
 	if err != nil {
 		return nil, fmt.Errorf("cannot fetch: %w", err)
 	}
-	defer r.Close()
-	var in io.Reader = r
 	switch enc := info.Metadata[schemas.CheckpointMetaEncoding]; enc {
 	case schemas.CheckpointEncodingS2:
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return nil, fmt.Errorf("cannot fetch: %w", err)
-		}
-		data, err := s2.Decode(nil, b)
-		if err != nil {
+		if data, err = s2.Decode(nil, data); err != nil {
 			return nil, fmt.Errorf("cannot decode: %w", err)
 		}
-		s.cache[info.Name] = cached{digest: info.Digest, data: data}
-		return data, nil
 	case "":
 	default:
 		return nil, fmt.Errorf("cannot decode: encoding %q", enc)
-	}
-	data, err := io.ReadAll(in)
-	if err != nil {
-		return nil, fmt.Errorf("cannot fetch: %w", err)
 	}
 	s.cache[info.Name] = cached{digest: info.Digest, data: data}
 	return data, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,6 +240,21 @@ func TestClassSyncRunAndExpiry(t *testing.T) {
 	}
 	if st := ca.Stats(); st.Rounds < 1 || st.Merged != 1 {
 		t.Errorf("a's stats after merging: %+v", st)
+	}
+	// An object that does not decode is reported and left out; the others
+	// still merge.
+	store := classStore(t, env)
+	if _, err := store.PutBytes(ctx, "garbage", []byte("not a contribution")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Merge(ctx); err == nil || !strings.Contains(err.Error(), `"garbage"`) {
+		t.Errorf("merging a garbage object: error %v, want one naming it", err)
+	}
+	if st := ca.Stats(); st.Merged != 1 || a.stack.Model.Table.ClassDevices(class) == 0 {
+		t.Errorf("with a garbage object: merged %d, want b's alone still merged", st.Merged)
+	}
+	if err := store.Delete(ctx, "garbage"); err != nil {
+		t.Fatal(err)
 	}
 	// b stops publishing: two minutes on, its contribution has expired.
 	clock = clock.Add(2 * time.Minute)
