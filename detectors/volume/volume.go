@@ -82,7 +82,14 @@
 // its error burst. When the backend is back, the devices it failed send
 // their queued retries and held-back requests at once: for FleetRecoverNs
 // after the class last failed, a rate spike of a device that itself got a
-// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer).
+// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer). Both only
+// as far as a failure explains them: retries resend what failed, so a
+// device's short window holds at most its failures plus its own requests
+// (its usual burst, or MinSpike); a catch-up is at most what it held back
+// (catchUpRatio times its expectation, plus its usual burst once the class
+// is served again). A flood that meets (or makes) a class failure sends far
+// more and stays the device's. Requests judged the fleet's restart the run
+// and teach no burst memory.
 //
 // Silence: a per-event detector only sees a device when it sends something, so
 // a silence is reported when the device comes back, with the gap against its
@@ -512,7 +519,12 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"minute (the fleet view's class failure sketches), and, for 10 minutes after the class's last such minute, a rate " +
 	"spike of a device that itself got a 5xx in those 10 minutes (the catch-up of its retries once the backend is back), " +
 	"is fleet_errors instead, score 0.15 (Observed and Expected the " +
-	"burst's): recorded, never an alert alone, learned as a flagged burst. Bytes out are heavy-tailed (a firmware download " +
+	"burst's): recorded, never an alert alone, learned as a flagged burst, restarting the run, never remembered as a " +
+	"burst of the device's. Only as far as the failure explains it: retries resend what failed, so the short window " +
+	"may hold at most its failed requests plus the device's own (its usual burst: 1.5x the largest remembered ratio, " +
+	"its own or its class's, or 8 requests); a catch-up at most 21 times its expected count (10 minutes held back), " +
+	"plus its usual burst once the class is served again. A flood that meets or makes a class failure is the " +
+	"device's. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
 	"in the 5-minute window, at a normal request rate, are a bytes_out_spike (Observed: that count, Expected: 0.1); the " +
@@ -726,7 +738,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// An error burst, or the rate spike of a device's retries, while its
 	// class is failing at once (a backend incident) is the fleet's, not the
 	// device's (classerrors.go).
-	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) {
+	// Only as far as retries go: a device resends what failed, so its
+	// requests beyond its usual burst are at most its failures (retriesOnly);
+	// a flood that met a class failure (or made it) sends far more than it
+	// failed and stays the device's.
+	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) && s.retriesOnly(ev, fleet) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
 	// The catch-up of a device the failure hit, once the backend is back:
@@ -735,10 +751,19 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// Bounded by what the device could have held back: its expected rate
 	// over the whole recovery span, sent at once (catchUpRatio); a flood
 	// that made the device fail (or met a class failure by chance) is far
-	// above that and stays a rate spike.
-	if score > 0 && reason == ReasonRateSpike && observed <= catchUpRatio*expected &&
-		s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
+	// above that and stays a rate spike. Once its class is served again, a
+	// device that works in sessions also sends the session it held back:
+	// its usual burst (usualBurst) is added.
+	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) &&
+		observed <= s.catchUpBound(ev, fleet, observed != s.short)*expected {
 		reason, score = ReasonFleetErrors, FleetScore
+	}
+	if reason == ReasonFleetErrors {
+		// Requests explained as the fleet's are no evidence of the
+		// device's own: its run starts again after them, so that the
+		// retries of an incident do not make a rate spike of the session
+		// after it.
+		s.runN, s.runExpected = 0, 0
 	}
 	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {
 		s.last5xx = uint32(min(ev.Time/1e9, math.MaxUint32))
@@ -768,7 +793,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		runZ = runSurprise(runObserved, runExpected, s.runRatio())
 	}
 	if warm {
-		s.learnBurst(dt, runObserved, runExpected)
+		s.learnBurst(dt, runObserved, runExpected, reason == ReasonFleetErrors)
 	}
 	learn := 1.0
 	if flagged || runZ >= SuspectSurprise {
@@ -825,6 +850,40 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 	return false
 }
 
+// usualBurst returns how many times its baseline's expectation the device
+// (or its class, ClassBurster) is known to send in a burst of its own: 1
+// for none, else BurstMargin times the largest remembered ratio of a short
+// window, or of a run (run).
+func (s *state) usualBurst(ev *schemas.Event, fleet detectors.Fleet, run bool) float64 {
+	s.classBurstUp(ev, fleet)
+	if run {
+		return max(1, BurstMargin*max(s.burstRun, s.classRun))
+	}
+	return max(1, BurstMargin*max(s.burstShort, s.classShort))
+}
+
+// catchUpBound returns the largest ratio of a rate spike (of the short
+// window, or of a run) to its expectation that is a class failure's
+// catch-up: catchUpRatio, and once the class is no longer failing, plus
+// the device's usual burst beyond its baseline (usualBurst).
+func (s *state) catchUpBound(ev *schemas.Event, fleet detectors.Fleet, run bool) float64 {
+	if classFailing(fleet, ev) {
+		return catchUpRatio
+	}
+	return catchUpRatio - 1 + s.usualBurst(ev, fleet, run)
+}
+
+// retriesOnly reports whether the device's short window is no more than
+// the requests in it that failed plus its own: each failure is resent once
+// at most, so retries add at most as many requests as failed, and its own
+// are its usual burst (usualBurst), or MinSpike requests (the fewest a rate
+// spike has) when that is more. A flood that meets (or makes) a class
+// failure sends far more than it failed.
+func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
+	own := max(s.usualBurst(ev, fleet, false)*s.expect(s.long, TauShort), MinSpike)
+	return s.short <= own+s.errShort+s.failShort
+}
+
 // graduated reports whether the device's baseline has GradEvents and
 // GradExposure of history.
 func (s *state) graduated() bool { return s.n >= GradEvents && s.exposure >= GradExposure }
@@ -853,8 +912,8 @@ func classRate(fleet detectors.Fleet, class uint64) float64 {
 // with TauBurst; while the short window or the run holds at least MinSpike
 // requests, the episode keeps its largest ratios and counts its events (not
 // while requests fail: retries); the first event after it moves them into
-// the memory.
-func (s *state) learnBurst(dt, runObserved, runExpected float64) {
+// the memory. Neither do an episode's events judged the fleet's (fleet).
+func (s *state) learnBurst(dt, runObserved, runExpected float64, fleet bool) {
 	if s.burstLen > 0 {
 		d := detectors.Decay(dt / TauBurst)
 		s.burstShort *= d
@@ -869,8 +928,9 @@ func (s *state) learnBurst(dt, runObserved, runExpected float64) {
 		rr = runObserved / runExpected
 	}
 	if rs > 0 || rr > 0 {
-		// The retries of failed requests are no session of the device.
-		if s.errShort+s.failShort < 1 {
+		// The retries of failed requests, and a class failure's catch-up
+		// (fleet_errors), are no session of the device.
+		if s.errShort+s.failShort < 1 && !fleet {
 			s.peakShort, s.peakRun = max(s.peakShort, rs), max(s.peakRun, rr)
 			s.peakLen++
 		}
