@@ -76,7 +76,8 @@
 // fleet-wide 503 storm), every device of it shows an error burst and the
 // rate spike of its retries against its own baseline. A fleet view that
 // implements ClassFailer (Stats: which devices of the class were answered
-// with a 5xx in the last minute or two, classerrors.go) explains them: such
+// with a 5xx in the last minute or two, or as many of the whole fleet's,
+// classerrors.go) explains them: such
 // a burst is a fleet_errors finding, scored FleetScore, far below the alert
 // threshold. A device failing alone, or a few of a large class, still has
 // its error burst. When the backend is back, the devices it failed send
@@ -516,7 +517,7 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
-	"minute (the fleet view's class failure sketches), and, for 10 minutes after the class's last such minute, a rate " +
+	"minute (the fleet view's class failure sketches), or as many of the fleet's (one device in 16 sampled, in a class slot of its own: a small class shows a fleet-wide incident late), and, for 10 minutes after the class's last such minute, a rate " +
 	"spike of a device that itself got a 5xx in those 10 minutes (the catch-up of its retries once the backend is back), " +
 	"is fleet_errors instead, score 0.15 (Observed and Expected the " +
 	"burst's): recorded, never an alert alone, learned as a flagged burst, restarting the run, never remembered as a " +
