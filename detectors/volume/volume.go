@@ -508,9 +508,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
 	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. " +
 	"A device's own burstiness: when a burst episode (events whose short window or run holds at least 8 requests, " +
-	"not while requests fail) ends, its largest short-window and run ratios and its length in events are " +
+	"not while requests fail or are judged the fleet's) ends, its largest short-window and run ratios and its length in events are " +
 	"remembered (the larger of them and the memory, forgotten with tau 24 h); a rate spike then needs more than " +
-	"1.5x the remembered ratio while the open episode is at most 2x the remembered length, so a camera's clips or " +
+	"1.5x the remembered ratio (a short window: the larger of the short and the run ratios, as a run at R times the baseline fills a short window R times over) while the open episode is at most 2x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
 	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
