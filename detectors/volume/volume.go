@@ -756,7 +756,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// device that works in sessions also sends the session it held back:
 	// its usual burst (usualBurst) is added.
 	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) &&
-		observed <= s.catchUpBound(ev, fleet, observed != s.short)*expected {
+		s.catchUpBound(ev, fleet, observed, expected, observed != s.short) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
 	if reason == ReasonFleetErrors {
@@ -852,37 +852,47 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 }
 
 // usualBurst returns how many times its baseline's expectation the device
-// (or its class, ClassBurster) is known to send in a burst of its own: 1
-// for none, else BurstMargin times the largest remembered ratio of a short
-// window, or of a run (run).
-func (s *state) usualBurst(ev *schemas.Event, fleet detectors.Fleet, run bool) float64 {
-	s.classBurstUp(ev, fleet)
+// (or its class, once read: classBurstUp) is known to send in a burst of
+// its own: 1 for none, else BurstMargin times the largest remembered ratio
+// of a short window, or of a run (run).
+func (s *state) usualBurst(run bool) float64 {
 	if run {
 		return max(1, BurstMargin*max(s.burstRun, s.classRun))
 	}
 	return max(1, BurstMargin*max(s.burstShort, s.classShort))
 }
 
-// catchUpBound returns the largest ratio of a rate spike (of the short
-// window, or of a run) to its expectation that is a class failure's
-// catch-up: catchUpRatio, and once the class is no longer failing, plus
-// the device's usual burst beyond its baseline (usualBurst).
-func (s *state) catchUpBound(ev *schemas.Event, fleet detectors.Fleet, run bool) float64 {
-	if classFailing(fleet, ev) {
-		return catchUpRatio
+// catchUpBound reports whether observed, a rate spike (of the short window,
+// or of a run) against expected, is within what a class failure's catch-up
+// can send: catchUpRatio times expected, and once the class is no longer
+// failing, plus the device's usual burst beyond its baseline (usualBurst,
+// its class's read only when its own is not enough).
+func (s *state) catchUpBound(ev *schemas.Event, fleet detectors.Fleet, observed, expected float64, run bool) bool {
+	if observed <= catchUpRatio*expected {
+		return true
 	}
-	return catchUpRatio - 1 + s.usualBurst(ev, fleet, run)
+	if classFailing(fleet, ev) {
+		return false
+	}
+	if observed <= (catchUpRatio-1+s.usualBurst(run))*expected {
+		return true
+	}
+	return s.classBurstUp(ev, fleet) && observed <= (catchUpRatio-1+s.usualBurst(run))*expected
 }
 
 // retriesOnly reports whether the device's short window is no more than
 // the requests in it that failed plus its own: each failure is resent once
 // at most, so retries add at most as many requests as failed, and its own
-// are its usual burst (usualBurst), or MinSpike requests (the fewest a rate
-// spike has) when that is more. A flood that meets (or makes) a class
-// failure sends far more than it failed.
+// are its usual burst (usualBurst, its class's read only when its own is
+// not enough), or MinSpike requests (the fewest a rate spike has) when that
+// is more. A flood that meets (or makes) a class failure sends far more
+// than it failed.
 func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
-	own := max(s.usualBurst(ev, fleet, false)*s.expect(s.long, TauShort), MinSpike)
-	return s.short <= own+s.errShort+s.failShort
+	e, failed := s.expect(s.long, TauShort), s.errShort+s.failShort
+	if s.short <= max(s.usualBurst(false)*e, MinSpike)+failed {
+		return true
+	}
+	return s.classBurstUp(ev, fleet) && s.short <= max(s.usualBurst(false)*e, MinSpike)+failed
 }
 
 // graduated reports whether the device's baseline has GradEvents and
