@@ -132,12 +132,16 @@ func (s *state) classBurstUp(ev *schemas.Event, fleet detectors.Fleet) bool {
 // of a run count to their expectations for a rate spike: MinRatio and
 // RunMinRatio, or BurstMargin times the device's (or, once read, its
 // class's) remembered burst, whichever is larger, while the open episode is
-// no longer than BurstLenMargin times the remembered one.
+// no longer than BurstLenMargin times the remembered one. The short window
+// takes the remembered run ratio too: a run at R times the baseline fills
+// a short window R times over (a vehicle's trips keep fewer than MinSpike
+// requests in most short windows, so its short memory stays empty while
+// its run memory knows the trips).
 func (s *state) shortRatio() float64 {
 	if !s.inSession() {
 		return MinRatio
 	}
-	return max(MinRatio, BurstMargin*max(s.burstShort, s.classShort))
+	return max(MinRatio, BurstMargin*max(s.burstShort, s.classShort, s.burstRun, s.classRun))
 }
 
 func (s *state) runRatio() float64 {

@@ -59,6 +59,14 @@ const (
 	// failWords is the size, in 64-bit words, of a failure sketch (256 bits:
 	// accurate to a few percent up to ~700 devices).
 	failWords = 4
+	// fleetKey is the key of the fleet-wide failure sketches (a slot of the
+	// class table like a class's), which sample the devices whose key has
+	// its low fleetSampleBits bits zero (one in 16: accurate up to ~11,000
+	// devices active in two minutes). A backend incident fails the whole
+	// fleet at once: a small class, or one few of whose devices are active,
+	// shows it only after its devices' first error bursts, the fleet at once.
+	fleetKey        = uint64(0x6a09e667f3bcc908)
+	fleetSampleBits = 4
 )
 
 // failIndex returns the index of the first word of half h (0 or 1) of class
@@ -98,9 +106,10 @@ func (t *Stats) learnFail(j int, ev *schemas.Event) {
 	detectors.SetBit(&t.failSeen[at], bit)
 	if ev.Status >= 500 && ev.Status < 600 {
 		detectors.SetBit(&t.failFailing[at], bit)
-		// Remember the latest bucket in which the class was failing
-		// (judged on 5xx events only: the background makes few).
-		if t.failingAt(j, ev.DeviceKey, ev.Time) {
+		// Remember the latest bucket in which the class (or the fleet)
+		// was failing (judged on 5xx events only: the background makes
+		// few).
+		if t.failingAt(j, ev.DeviceKey, ev.Time) || t.fleetFailing(ev.DeviceKey, ev.Time) {
 			for l := &t.failLast[j]; ; {
 				old := l.Load()
 				if int64(old) >= b+1 || l.CompareAndSwap(old, uint64(b+1)) {
@@ -137,24 +146,43 @@ func (t *Stats) clearFail(at int) {
 // ClassFailing reports whether the class is failing at time now (Unix ns):
 // whether, over the current and the previous failure bucket, at least
 // FleetMinDevices devices other than device, and at least FleetShare of the
-// class's devices seen, were answered with a 5xx. It also returns those two
-// estimates. It does not allocate.
+// class's devices seen, were answered with a 5xx, or the fleet is failing
+// so (fleetKey). It also returns the class's two estimates. It does not
+// allocate.
 func (t *Stats) ClassFailing(class, device uint64, now int64) (failing bool, others, seen float64) {
 	onesFailing, onesSeen := t.failOnes(class, device, now)
 	others = detectors.LinearCount(failWords*64, onesFailing)
 	seen = detectors.LinearCount(failWords*64, onesSeen)
-	return others >= FleetMinDevices && others >= FleetShare*seen, others, seen
+	failing = others >= FleetMinDevices && others >= FleetShare*seen
+	return failing || t.fleetFailing(device, now), others, seen
+}
+
+// fleetFailing reports whether the fleet is failing at time now: the
+// fleet-wide sketches (fleetKey) judged as a class's.
+func (t *Stats) fleetFailing(device uint64, now int64) bool {
+	j := detectors.Slot(t.keys, fleetKey, false)
+	return j >= 0 && t.failingAt(j, device, now)
+}
+
+// learnFleetFail records ev in the fleet-wide failure sketches when its
+// device is one of their sample.
+func (t *Stats) learnFleetFail(ev *schemas.Event) {
+	if ev.DeviceKey&(1<<fleetSampleBits-1) != 0 {
+		return
+	}
+	if j := detectors.Slot(t.keys, fleetKey, true); j >= 0 {
+		t.learnFail(j, ev)
+	}
 }
 
 // classFailing is ClassFailing's verdict alone, for the hot path: a class
 // with fewer than FleetMinDevices failing bits (3 bits estimate 3.02
 // devices, 4 bits 4.03) is not failing, with no logarithm computed.
 func (t *Stats) classFailing(class, device uint64, now int64) bool {
-	j := detectors.Slot(t.keys, class, false)
-	if j < 0 {
-		return false
+	if j := detectors.Slot(t.keys, class, false); j >= 0 && t.failingAt(j, device, now) {
+		return true
 	}
-	return t.failingAt(j, device, now)
+	return t.fleetFailing(device, now)
 }
 
 // failingAt is classFailing for class slot j.

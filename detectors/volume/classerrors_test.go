@@ -87,3 +87,38 @@ func TestClassFailing(t *testing.T) {
 		t.Errorf("ClassFailing allocates %v times; want 0", a)
 	}
 }
+
+// TestFleetFailing: a backend incident fails the whole fleet at once; a
+// class with too few active devices to show it on its own (two locks) is
+// failing when the fleet's sampled devices are, and not when only the small
+// class fails.
+func TestFleetFailing(t *testing.T) {
+	const at = int64(1736121600e9)
+	for _, c := range []struct {
+		fleetFailing int
+		want         bool
+	}{
+		{0, false},  // the two locks fail alone
+		{20, false}, // a few of the fleet's 800 devices: the background
+		{600, true}, // a backend incident
+	} {
+		tab := newStats()
+		learnMinute(tab, 800, c.fleetFailing, at)
+		var ev schemas.Event
+		ev.SetClass([]byte("lock/q"))
+		ev.SetCommand([]byte("POST /v1/devices/{id}/state"))
+		for i := range 2 {
+			ev.SetDevice([]byte("acme"), fmt.Appendf(nil, "l-%d", i))
+			ev.Time, ev.Status = at+int64(i)*1e8, 503
+			tab.Learn(&ev, nil)
+		}
+		ev.SetDevice([]byte("acme"), []byte("l-outsider"))
+		got, _, _ := tab.ClassFailing(ev.ClassKey, ev.DeviceKey, at+30e9)
+		if got != c.want {
+			t.Errorf("%d of the fleet's 800 devices and 2 locks failing: the locks' class failing %v, want %v", c.fleetFailing, got, c.want)
+		}
+		if fast := tab.classFailing(ev.ClassKey, ev.DeviceKey, at+30e9); fast != got {
+			t.Errorf("%d failing: classFailing %v, ClassFailing %v", c.fleetFailing, fast, got)
+		}
+	}
+}

@@ -79,6 +79,7 @@ func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 	t.learnRate(j, ev, before)
 	t.learnFail(j, ev)
+	t.learnFleetFail(ev)
 	// The model (the class across tenants) samples devices too, so that a
 	// tenant's class too young to know its burstiness asks its model
 	// (ClassBurst).

@@ -76,13 +76,21 @@
 // fleet-wide 503 storm), every device of it shows an error burst and the
 // rate spike of its retries against its own baseline. A fleet view that
 // implements ClassFailer (Stats: which devices of the class were answered
-// with a 5xx in the last minute or two, classerrors.go) explains them: such
+// with a 5xx in the last minute or two, or as many of the whole fleet's,
+// classerrors.go) explains them: such
 // a burst is a fleet_errors finding, scored FleetScore, far below the alert
 // threshold. A device failing alone, or a few of a large class, still has
 // its error burst. When the backend is back, the devices it failed send
 // their queued retries and held-back requests at once: for FleetRecoverNs
 // after the class last failed, a rate spike of a device that itself got a
-// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer).
+// 5xx within FleetRecoverNs is fleet_errors too (ClassRecoverer). Both only
+// as far as a failure explains them: retries resend what failed, so a
+// device's short window holds at most its failures plus its own requests
+// (its usual burst, or MinSpike); a catch-up is at most what it held back
+// (catchUpRatio times its expectation, plus its usual burst once the class
+// is served again). A flood that meets (or makes) a class failure sends far
+// more and stays the device's. Requests judged the fleet's restart the run
+// and teach no burst memory.
 //
 // Silence: a per-event detector only sees a device when it sends something, so
 // a silence is reported when the device comes back, with the gap against its
@@ -500,19 +508,24 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"1e-6, judged on requests that extend it while the short window is 4x expected (Observed: the run's requests, " +
 	"Expected: the baseline's count over its span); requests of a run already at 1e-3 are learned as flagged ones. " +
 	"A device's own burstiness: when a burst episode (events whose short window or run holds at least 8 requests, " +
-	"not while requests fail) ends, its largest short-window and run ratios and its length in events are " +
+	"not while requests fail or are judged the fleet's) ends, its largest short-window and run ratios and its length in events are " +
 	"remembered (the larger of them and the memory, forgotten with tau 24 h); a rate spike then needs more than " +
-	"1.5x the remembered ratio while the open episode is at most 2x the remembered length, so a camera's clips or " +
+	"1.5x the remembered ratio (a short window: the larger of the short and the run ratios, as a run at R times the baseline fills a short window R times over) while the open episode is at most 2x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
 	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
-	"minute (the fleet view's class failure sketches), and, for 10 minutes after the class's last such minute, a rate " +
+	"minute (the fleet view's class failure sketches), or as many of the fleet's (one device in 16 sampled, in a class slot of its own: a small class shows a fleet-wide incident late), and, for 10 minutes after the class's last such minute, a rate " +
 	"spike of a device that itself got a 5xx in those 10 minutes (the catch-up of its retries once the backend is back), " +
 	"is fleet_errors instead, score 0.15 (Observed and Expected the " +
-	"burst's): recorded, never an alert alone, learned as a flagged burst. Bytes out are heavy-tailed (a firmware download " +
+	"burst's): recorded, never an alert alone, learned as a flagged burst, restarting the run, never remembered as a " +
+	"burst of the device's. Only as far as the failure explains it: retries resend what failed, so the short window " +
+	"may hold at most its failed requests plus the device's own (its usual burst: 1.5x the largest remembered ratio, " +
+	"its own or its class's, or 8 requests); a catch-up at most 21 times its expected count (10 minutes held back), " +
+	"plus its usual burst once the class is served again. A flood that meets or makes a class failure is the " +
+	"device's. Bytes out are heavy-tailed (a firmware download " +
 	"next to 40-byte acks), so they are judged against the device's typical (median, tracked in log units) response " +
 	"size, and one large response is never a finding: at least 6 responses over 16x the typical size (and 256 bytes) " +
 	"in the 5-minute window, at a normal request rate, are a bytes_out_spike (Observed: that count, Expected: 0.1); the " +
@@ -726,7 +739,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// An error burst, or the rate spike of a device's retries, while its
 	// class is failing at once (a backend incident) is the fleet's, not the
 	// device's (classerrors.go).
-	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) {
+	// Only as far as retries go: a device resends what failed, so its
+	// requests beyond its usual burst are at most its failures (retriesOnly);
+	// a flood that met a class failure (or made it) sends far more than it
+	// failed and stays the device's.
+	if score > 0 && s.retrying(ev, reason) && classFailing(fleet, ev) && s.retriesOnly(ev, fleet) {
 		reason, score = ReasonFleetErrors, FleetScore
 	}
 	// The catch-up of a device the failure hit, once the backend is back:
@@ -735,10 +752,19 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	// Bounded by what the device could have held back: its expected rate
 	// over the whole recovery span, sent at once (catchUpRatio); a flood
 	// that made the device fail (or met a class failure by chance) is far
-	// above that and stays a rate spike.
-	if score > 0 && reason == ReasonRateSpike && observed <= catchUpRatio*expected &&
-		s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) {
+	// above that and stays a rate spike. Once its class is served again, a
+	// device that works in sessions also sends the session it held back:
+	// its usual burst (usualBurst) is added.
+	if score > 0 && reason == ReasonRateSpike && s.failedWithin(ev.Time, FleetRecoverNs) && classRecovering(fleet, ev) &&
+		s.catchUpBound(ev, fleet, observed, expected, observed != s.short) {
 		reason, score = ReasonFleetErrors, FleetScore
+	}
+	if reason == ReasonFleetErrors {
+		// Requests explained as the fleet's are no evidence of the
+		// device's own: its run starts again after them, so that the
+		// retries of an incident do not make a rate spike of the session
+		// after it.
+		s.runN, s.runExpected = 0, 0
 	}
 	if ev.Status >= 500 && ev.Status < 600 && ev.Time > 0 {
 		s.last5xx = uint32(min(ev.Time/1e9, math.MaxUint32))
@@ -768,7 +794,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 		runZ = runSurprise(runObserved, runExpected, s.runRatio())
 	}
 	if warm {
-		s.learnBurst(dt, runObserved, runExpected)
+		s.learnBurst(dt, runObserved, runExpected, reason == ReasonFleetErrors)
 	}
 	learn := 1.0
 	if flagged || runZ >= SuspectSurprise {
@@ -825,6 +851,50 @@ func (s *state) retrying(ev *schemas.Event, reason string) bool {
 	return false
 }
 
+// usualBurst returns how many times its baseline's expectation the device
+// (or its class, once read: classBurstUp) is known to send in a burst of
+// its own: 1 for none, else BurstMargin times the largest remembered ratio
+// of a short window, or of a run (run).
+func (s *state) usualBurst(run bool) float64 {
+	if run {
+		return max(1, BurstMargin*max(s.burstRun, s.classRun))
+	}
+	return max(1, BurstMargin*max(s.burstShort, s.classShort))
+}
+
+// catchUpBound reports whether observed, a rate spike (of the short window,
+// or of a run) against expected, is within what a class failure's catch-up
+// can send: catchUpRatio times expected, and once the class is no longer
+// failing, plus the device's usual burst beyond its baseline (usualBurst,
+// its class's read only when its own is not enough).
+func (s *state) catchUpBound(ev *schemas.Event, fleet detectors.Fleet, observed, expected float64, run bool) bool {
+	if observed <= catchUpRatio*expected {
+		return true
+	}
+	if classFailing(fleet, ev) {
+		return false
+	}
+	if observed <= (catchUpRatio-1+s.usualBurst(run))*expected {
+		return true
+	}
+	return s.classBurstUp(ev, fleet) && observed <= (catchUpRatio-1+s.usualBurst(run))*expected
+}
+
+// retriesOnly reports whether the device's short window is no more than
+// the requests in it that failed plus its own: each failure is resent once
+// at most, so retries add at most as many requests as failed, and its own
+// are its usual burst (usualBurst, its class's read only when its own is
+// not enough), or MinSpike requests (the fewest a rate spike has) when that
+// is more. A flood that meets (or makes) a class failure sends far more
+// than it failed.
+func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
+	e, failed := s.expect(s.long, TauShort), s.errShort+s.failShort
+	if s.short <= max(s.usualBurst(false)*e, MinSpike)+failed {
+		return true
+	}
+	return s.classBurstUp(ev, fleet) && s.short <= max(s.usualBurst(false)*e, MinSpike)+failed
+}
+
 // graduated reports whether the device's baseline has GradEvents and
 // GradExposure of history.
 func (s *state) graduated() bool { return s.n >= GradEvents && s.exposure >= GradExposure }
@@ -853,8 +923,8 @@ func classRate(fleet detectors.Fleet, class uint64) float64 {
 // with TauBurst; while the short window or the run holds at least MinSpike
 // requests, the episode keeps its largest ratios and counts its events (not
 // while requests fail: retries); the first event after it moves them into
-// the memory.
-func (s *state) learnBurst(dt, runObserved, runExpected float64) {
+// the memory. Neither do an episode's events judged the fleet's (fleet).
+func (s *state) learnBurst(dt, runObserved, runExpected float64, fleet bool) {
 	if s.burstLen > 0 {
 		d := detectors.Decay(dt / TauBurst)
 		s.burstShort *= d
@@ -869,8 +939,9 @@ func (s *state) learnBurst(dt, runObserved, runExpected float64) {
 		rr = runObserved / runExpected
 	}
 	if rs > 0 || rr > 0 {
-		// The retries of failed requests are no session of the device.
-		if s.errShort+s.failShort < 1 {
+		// The retries of failed requests, and a class failure's catch-up
+		// (fleet_errors), are no session of the device.
+		if s.errShort+s.failShort < 1 && !fleet {
 			s.peakShort, s.peakRun = max(s.peakShort, rs), max(s.peakRun, rr)
 			s.peakLen++
 		}
