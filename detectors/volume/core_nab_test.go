@@ -98,6 +98,57 @@ func TestCoreSeriesLevelShiftHoldOff(t *testing.T) {
 	}
 }
 
+// TestSeriesEscalation: during the hold-off of a small alarm, a far larger
+// surprise raises an alarm of its own when SeriesParams.Escalate allows it
+// (the first, small alarm must not hide the larger event just after it), and
+// stays held off without it.
+func TestSeriesEscalation(t *testing.T) {
+	run := func(escalate float64) (alarms int) {
+		p := DefaultSeriesParams
+		p.Escalate = escalate
+		r := rand.New(rand.NewPCG(5, 6))
+		var s Series
+		t0 := int64(1.4e18)
+		i := 0
+		step := func(x float64) float32 {
+			i++
+			sc, _ := s.Step(&p, t0+int64(i)*stepNs, x)
+			return sc
+		}
+		for range 3000 {
+			step(poisson(r, 20))
+		}
+		for s.hold > 0 {
+			step(poisson(r, 20))
+		}
+		alarm := surpriseToScore(p.Alarm)
+		// A small rise, enough for an alarm, then a 20x burst 10 steps later.
+		for x := 36.0; alarms == 0 && x < 80; x += 4 {
+			if step(x) >= alarm {
+				alarms++
+			}
+		}
+		if alarms == 0 {
+			t.Fatal("a rise to 80 raised no alarm")
+		}
+		for range 10 {
+			step(poisson(r, 20))
+		}
+		for range 6 { // novelty is judged when its block closes
+			if step(400) >= alarm {
+				alarms++
+			}
+		}
+		return alarms
+	}
+	if n := run(DefaultSeriesParams.Escalate); n != 2 {
+		t.Errorf("with escalation: %d alarms, want 2 (the burst escalates the hold-off)", n)
+	}
+	if n := run(0); n != 1 {
+		t.Errorf("without escalation: %d alarms, want 1 (the burst is held off)", n)
+	}
+}
+
 // TestCoreSeriesDivergence: the divergence channel stays near zero on a
 // series alternating between two ranges; it rises within an hour, and past half
 // a nat within six, when values arrive in a range the series has not visited;
