@@ -1,4 +1,4 @@
-package pipeline_test
+package restart_test
 
 import (
 	"bytes"
@@ -104,7 +104,7 @@ func newCrashRigOf(t *testing.T, db string, messages int) *crashRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	r := &crashRig{ns: ns, streams: bus.DefaultStreamsConfig(), ch: e.ch, e: e}
+	r := &crashRig{ns: ns, streams: bus.DefaultStreamsConfig(), ch: e.CH, e: e}
 	r.streams.AckWait = 2 * time.Second
 	nc, js, err := bus.Connect(ctx, ns.URL(), "crash-test", slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -214,7 +214,7 @@ type results struct{ storedAlerts, storedDecisions, natsAlerts, natsDecisions []
 func (r *crashRig) results(t *testing.T) results {
 	t.Helper()
 	stored := func(table string) []string {
-		rows, err := r.e.conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s FINAL", schemas.ColID, r.e.db, table))
+		rows, err := r.e.Conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s FINAL", schemas.ColID, r.e.DB, table))
 		if err != nil {
 			t.Fatal(err)
 		}
