@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
+	_ "github.com/iotwatch/iotwatch/detectors/all" // the detectors the pipeline runs
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"

@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	_ "github.com/iotwatch/iotwatch/detectors/all" // the detectors the pipeline runs
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/internal/pipetest"
 )
