@@ -18,9 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // Env is one test's servers: an embedded NATS server with the pipeline's
@@ -147,4 +149,117 @@ func (s SlowRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error 
 		return ctx.Err()
 	}
 	return s.ClickHouse.WriteScored(ctx, rec)
+}
+
+// FleetMessages returns a simulated fleet of devices over span, with
+// attacks, as log messages of 100 canonical JSON lines, with a few
+// undecodable records mixed in (a line without a device every 1,000).
+func FleetMessages(t testing.TB, devices int, span time.Duration) [][]byte {
+	t.Helper()
+	fc := sim.DefaultConfig()
+	fc.Devices, fc.Duration = devices, span
+	fl, err := sim.New(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	var buf []byte
+	n := 0
+	for {
+		l, _, ok := fl.Next(buf)
+		if !ok {
+			break
+		}
+		buf = append(l, '\n')
+		if n++; n%1000 == 0 {
+			buf = append(buf, `{"ts":"2026-01-05T10:00:00Z"}`+"\n"...) // no device: a dead letter
+		}
+		if n%100 == 0 {
+			msgs = append(msgs, append([]byte(nil), buf...))
+			buf = buf[:0]
+		}
+	}
+	if len(buf) > 0 {
+		msgs = append(msgs, buf)
+	}
+	return msgs
+}
+
+// PublishLogs publishes msgs as JSON log messages (message ids m-0, m-1, ...).
+func PublishLogs(t testing.TB, js jetstream.JetStream, msgs [][]byte) {
+	t.Helper()
+	subject := bus.LogSubject(schemas.FormatJSON, "sim")
+	for i, m := range msgs {
+		if _, err := js.Publish(context.Background(), subject, m, jetstream.WithMsgID(fmt.Sprint("m-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// RunUntilDone runs run until cons has nothing pending or unacked, then
+// stops it.
+func RunUntilDone(t testing.TB, cons pipeline.Source, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute) // a hang bound: -race on a loaded machine is slow
+	for {
+		info, err := cons.Info(context.Background())
+		if err != nil { // a loaded machine may time an info request out: ask again
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatal(err)
+			}
+			continue
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Outcome is what a run left in ClickHouse and NATS.
+type Outcome struct {
+	Rows        uint64   // scored rows (FINAL)
+	Alerts      []string // alert ids, sorted
+	Decisions   []string // decision ids, sorted
+	DeadLetters uint64   // dead-letter messages
+}
+
+// Outcome returns what the runs on e left.
+func (e *Env) Outcome(t testing.TB) Outcome {
+	t.Helper()
+	ctx := context.Background()
+	ids := func(table string) []string {
+		rows, err := e.Conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s.%s FINAL ORDER BY %s", schemas.ColID, e.DB, table, schemas.ColID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	s, err := e.JS.Stream(ctx, schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Outcome{Rows: e.Count(t, schemas.TableScored), Alerts: ids(schemas.TableAlerts), Decisions: ids(schemas.TableDecisions),
+		DeadLetters: s.CachedInfo().State.Msgs}
 }
