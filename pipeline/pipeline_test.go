@@ -20,7 +20,7 @@ import (
 	_ "github.com/iotwatch/iotwatch/detectors/all"
 	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/chserver"
-	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -63,91 +63,26 @@ func setup(t *testing.T, db string) *env {
 // setupOn is setup with the ClickHouse server at dsn.
 func setupOn(t *testing.T, db, dsn string) *env {
 	t.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	ns, err := natsserver.Start(natsserver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, js, err := bus.Connect(ctx, ns.URL(), "test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	cfg := bus.DefaultStreamsConfig()
-	cfg.AckWait = 30 * time.Second
-	cons, kv, err := bus.Ensure(ctx, js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: db, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	if err := ch.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := clickhouse.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &env{js: js, cons: cons, ch: ch, conn: conn, db: db, pub: sink.NewNATSPublisher(js, kv, log)}
+	e := pipetest.Setup(t, dsn, db)
+	return &env{js: e.JS, cons: e.Cons, ch: e.CH, conn: e.Conn, db: e.DB, pub: e.Pub}
 }
 
-func (e *env) count(t *testing.T, table string) uint64 {
-	t.Helper()
-	var n uint64
-	if err := e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count() FROM %s.%s FINAL", e.db, table)).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+// test is e as a pipetest.Env.
+func (e *env) test() *pipetest.Env {
+	return &pipetest.Env{JS: e.js, Cons: e.cons, CH: e.ch, Conn: e.conn, DB: e.db, Pub: e.pub}
 }
+
+func (e *env) count(t *testing.T, table string) uint64 { return e.test().Count(t, table) }
 
 // run runs a pipeline until the consumer has nothing pending or unacked.
 func (e *env) run(t *testing.T, cfg pipeline.Config) *pipeline.Pipeline {
 	t.Helper()
-	p, err := pipeline.New(cfg, e.cons, e.ch, e.pub, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute) // a hang bound: 51k events under -race on a loaded machine took over a minute
-	for {
-		info, err := e.cons.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("pipeline did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return e.test().Run(t, cfg)
 }
 
-var base = time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+var base = pipetest.Base
 
-func line(device string, at time.Duration, extra string) string {
-	return fmt.Sprintf(`{"ts":%q,"src":"gateway","tenant":"acme","device":%q,"class":"meter/m1","api_key":"key-%s","ip":"203.0.113.9","country":"DE","method":"POST","path":"/v1/devices/%s/readings","status":200,"auth":"ok"%s}`,
-		base.Add(at).Format(time.RFC3339Nano), device, device, device, extra)
-}
+var line = pipetest.Line
 
 // TestEndToEnd publishes a quiet device's baseline, then a flood from it and a
 // few bad records, and checks every stage's output in the real servers.
@@ -461,12 +396,7 @@ type slowRows struct {
 }
 
 func (s slowRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
-	select {
-	case <-s.release:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return s.ClickHouse.WriteScored(ctx, rec)
+	return pipetest.SlowRows{ClickHouse: s.ClickHouse, Release: s.release}.WriteScored(ctx, rec)
 }
 
 // TestSlowSinkNoRedelivery: a sink slower than the ack wait must not get the

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,16 +118,38 @@ func runField(t *testing.T, cfg Config) (*Field, []fobs, [32]byte) {
 	return f, out, sum
 }
 
+// fieldRun3 is runField of fieldConfig(3), run once for the tests that
+// read it (a run of the field model is seconds under -race).
+var fieldRun3 struct {
+	sync.Mutex
+	f   *Field
+	evs []fobs
+	sum [32]byte
+}
+
+// sharedField returns runField(t, fieldConfig(3)), running it on first use;
+// callers must not change what it returns.
+func sharedField(t *testing.T) (*Field, []fobs, [32]byte) {
+	t.Helper()
+	r := &fieldRun3
+	r.Lock()
+	defer r.Unlock()
+	if r.f == nil {
+		r.f, r.evs, r.sum = runField(t, fieldConfig(3))
+	}
+	return r.f, r.evs, r.sum
+}
+
 func TestFieldDeterminism(t *testing.T) {
-	cfg := fieldConfig(5)
-	f1, evs1, a := runField(t, cfg)
-	f2, _, b := runField(t, cfg)
+	cfg := fieldConfig(3)
+	f1, evs1, a := sharedField(t)
+	f2, _, b := runField(t, cfg) // a run of its own
 	if a != b || !reflect.DeepEqual(f1.Labels(), f2.Labels()) || !reflect.DeepEqual(f1.NearMisses(), f2.NearMisses()) {
 		t.Fatalf("the same Config gave different runs")
 	}
 	_, _, c := runField(t, fieldConfig(6))
 	if a == c {
-		t.Fatalf("seeds 5 and 6 gave the same stream")
+		t.Fatalf("seeds 3 and 6 gave the same stream")
 	}
 	if len(evs1) < 150*8*20 {
 		t.Fatalf("%d events from 150 devices in 8 h: too few", len(evs1))
@@ -164,7 +187,7 @@ func TestFieldValidate(t *testing.T) {
 // exactly: its events are where the label says, and they carry what makes
 // the type what it is.
 func TestFieldAttacks(t *testing.T) {
-	f, evs, _ := runField(t, fieldConfig(3))
+	f, evs, _ := sharedField(t)
 	labels := f.Labels()
 	cfg := f.Config()
 	from := cfg.Start.Add(time.Duration(float64(cfg.Duration) * cfg.AttackStart))
@@ -274,7 +297,7 @@ func normalized(c *fcmd, cls *fclass) string {
 // TestFieldNearMisses checks that the benign look-alikes are there, labelled,
 // and look as described.
 func TestFieldNearMisses(t *testing.T) {
-	f, evs, _ := runField(t, fieldConfig(3))
+	f, evs, _ := sharedField(t)
 	near := f.NearMisses()
 	kinds := map[string]int{}
 	for _, l := range near {

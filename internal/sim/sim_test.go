@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,10 +185,32 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
+// defaultRun is run(t, DefaultConfig()), generated once for the tests that
+// read it (hundreds of thousands of events: over a minute under -race on a
+// loaded machine).
+var defaultRun struct {
+	sync.Mutex
+	s   *Sim
+	evs []obs
+}
+
+// sharedDefaultRun returns run(t, DefaultConfig()), running it on first use;
+// callers must not change what it returns.
+func sharedDefaultRun(t *testing.T) (*Sim, []obs) {
+	t.Helper()
+	r := &defaultRun
+	r.Lock()
+	defer r.Unlock()
+	if r.s == nil {
+		r.s, r.evs = run(t, DefaultConfig())
+	}
+	return r.s, r.evs
+}
+
 // TestDefaultRun checks the default run end to end: size, decoding, time order,
 // every attack type, the labels against the events, and the class grammars.
 func TestDefaultRun(t *testing.T) {
-	s, evs := run(t, DefaultConfig())
+	s, evs := sharedDefaultRun(t)
 	if n := len(evs); n < 200_000 || n > 800_000 {
 		t.Fatalf("the default run has %d events, want a few hundred thousand", n)
 	}
@@ -507,7 +530,7 @@ func checkGrammars(t *testing.T, labels []Label, evs []obs) {
 // alerts can be counted: firmware updates, trips abroad, new DHCP leases,
 // offline gaps, errors with retries, unlocks by locks.
 func TestIrregularities(t *testing.T) {
-	s, evs := run(t, DefaultConfig())
+	s, evs := sharedDefaultRun(t)
 	labels := s.Labels()
 	victim := map[string]bool{}
 	for _, l := range labels {

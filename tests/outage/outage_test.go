@@ -1,4 +1,4 @@
-package pipeline_test
+package outage_test
 
 import (
 	"context"

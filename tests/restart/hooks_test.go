@@ -1,4 +1,4 @@
-package pipeline_test
+package restart_test
 
 import (
 	"context"

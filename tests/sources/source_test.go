@@ -1,101 +1,19 @@
-package pipeline_test
+package sources_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/iotwatch/iotwatch/internal/sim"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/schemas"
 )
-
-// fleetMessages returns a simulated fleet with attacks as log messages of
-// 100 canonical JSON lines, with a few undecodable records mixed in.
-func fleetMessages(t *testing.T, devices int, span time.Duration) [][]byte {
-	t.Helper()
-	fc := sim.DefaultConfig()
-	fc.Devices, fc.Duration = devices, span
-	fl, err := sim.New(fc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs [][]byte
-	var buf []byte
-	n := 0
-	for {
-		l, _, ok := fl.Next(buf)
-		if !ok {
-			break
-		}
-		buf = append(l, '\n')
-		if n++; n%1000 == 0 {
-			buf = append(buf, `{"ts":"2026-01-05T10:00:00Z"}`+"\n"...) // no device: a dead letter
-		}
-		if n%100 == 0 {
-			msgs = append(msgs, append([]byte(nil), buf...))
-			buf = buf[:0]
-		}
-	}
-	if len(buf) > 0 {
-		msgs = append(msgs, buf)
-	}
-	return msgs
-}
-
-// outcome is what a run left in ClickHouse and NATS.
-type outcome struct {
-	rows        uint64
-	alerts      []string
-	decisions   []string
-	deadLetters uint64
-}
-
-func (e *env) outcome(t *testing.T) outcome {
-	t.Helper()
-	ctx := context.Background()
-	ids := func(table string) []string {
-		rows, err := e.conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s.%s FINAL ORDER BY %s", schemas.ColID, e.db, table, schemas.ColID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, id)
-		}
-		return out
-	}
-	s, err := e.js.Stream(ctx, schemas.StreamDLQ)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return outcome{rows: e.count(t, schemas.TableScored), alerts: ids(schemas.TableAlerts), decisions: ids(schemas.TableDecisions),
-		deadLetters: s.CachedInfo().State.Msgs}
-}
-
-func publishLogs(t *testing.T, js jetstream.JetStream, msgs [][]byte) {
-	t.Helper()
-	subject := bus.LogSubject(schemas.FormatJSON, "sim")
-	for i, m := range msgs {
-		if _, err := js.Publish(context.Background(), subject, m, jetstream.WithMsgID(fmt.Sprint("m-", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // TestEventsSourceMatchesLogs runs the same fleet through 'run' (decoding the
 // logs itself) and through the ingest stage and a scorer of its Arrow
@@ -184,37 +102,6 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 	}
 	t.Logf("%d log messages: %d rows, %d alerts, %d decisions, %d dead-letter messages either way", len(msgs), want.rows,
 		len(want.alerts), len(want.decisions), want.deadLetters)
-}
-
-// runUntilDone runs run until cons has nothing pending or unacked.
-func runUntilDone(t *testing.T, cons pipeline.Source, run func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute) // a hang bound: -race on a loaded machine is slow
-	for {
-		info, err := cons.Info(context.Background())
-		if err != nil { // a loaded machine may time an info request out: ask again
-			if time.Now().After(deadline) {
-				cancel()
-				t.Fatal(err)
-			}
-			continue
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 func diff(a, b []string) string {

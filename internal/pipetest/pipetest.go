@@ -1,0 +1,269 @@
+// Package pipetest is test support for the end-to-end tests of package
+// pipeline (like net/http/httptest): a private NATS server with the
+// pipeline's streams and a ClickHouse database per test, a run until the
+// consumer has caught up, and the log lines those tests publish. The tests
+// live in package pipeline and in the packages under tests/ (grouped by what
+// they test, so that `go test ./...` runs the groups side by side).
+package pipetest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/sim"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// Env is one test's servers: an embedded NATS server with the pipeline's
+// streams, a migrated ClickHouse database and the test's own connection to
+// it.
+type Env struct {
+	JS   jetstream.JetStream
+	Cons pipeline.Source
+	CH   *sink.ClickHouse
+	Conn clickhouse.Conn
+	DB   string
+	Pub  *sink.NATSPublisher
+}
+
+// Setup starts a NATS server with the pipeline's streams (ack wait 30 s) and
+// migrates database db on the ClickHouse server at dsn; t's cleanup stops and
+// closes them.
+func Setup(t testing.TB, dsn, db string) *Env {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	ns, err := natsserver.Start(natsserver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, js, err := bus.Connect(ctx, ns.URL(), "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := bus.DefaultStreamsConfig()
+	cfg.AckWait = 30 * time.Second
+	cons, kv, err := bus.Ensure(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: db, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	if err := ch.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &Env{JS: js, Cons: cons, CH: ch, Conn: conn, DB: db, Pub: sink.NewNATSPublisher(js, kv, log)}
+}
+
+// Count returns the rows of table (FINAL) in the test's database.
+func (e *Env) Count(t testing.TB, table string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := e.Conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count() FROM %s.%s FINAL", e.DB, table)).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Run runs a pipeline of cfg on e.Cons until the consumer has nothing
+// pending or unacked, stops it and returns it.
+func (e *Env) Run(t testing.TB, cfg pipeline.Config) *pipeline.Pipeline {
+	t.Helper()
+	p, err := pipeline.New(cfg, e.Cons, e.CH, e.Pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute) // a hang bound: 51k events under -race on a loaded machine took over a minute
+	for {
+		info, err := e.Cons.Info(context.Background())
+		if err != nil { // a loaded machine may time an info request out: ask again
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatal(err)
+			}
+			continue
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("pipeline did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Base is the event time the tests' log lines start at.
+var Base = time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+
+// Line is a canonical JSON log line of meter device (class meter/m1, its own
+// API key, one address) at Base+at; extra is appended to its fields
+// (`,"fw":"..."`).
+func Line(device string, at time.Duration, extra string) string {
+	return fmt.Sprintf(`{"ts":%q,"src":"gateway","tenant":"acme","device":%q,"class":"meter/m1","api_key":"key-%s","ip":"203.0.113.9","country":"DE","method":"POST","path":"/v1/devices/%s/readings","status":200,"auth":"ok"%s}`,
+		Base.Add(at).Format(time.RFC3339Nano), device, device, device, extra)
+}
+
+// SlowRows is a ClickHouse that hangs for a while (fault injection around
+// the real writer): every scored-row insert waits until Release is closed.
+type SlowRows struct {
+	*sink.ClickHouse
+	Release <-chan struct{}
+}
+
+// WriteScored waits for Release (or ctx), then writes rec.
+func (s SlowRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
+	select {
+	case <-s.Release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.ClickHouse.WriteScored(ctx, rec)
+}
+
+// FleetMessages returns a simulated fleet of devices over span, with
+// attacks, as log messages of 100 canonical JSON lines, with a few
+// undecodable records mixed in (a line without a device every 1,000).
+func FleetMessages(t testing.TB, devices int, span time.Duration) [][]byte {
+	t.Helper()
+	fc := sim.DefaultConfig()
+	fc.Devices, fc.Duration = devices, span
+	fl, err := sim.New(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	var buf []byte
+	n := 0
+	for {
+		l, _, ok := fl.Next(buf)
+		if !ok {
+			break
+		}
+		buf = append(l, '\n')
+		if n++; n%1000 == 0 {
+			buf = append(buf, `{"ts":"2026-01-05T10:00:00Z"}`+"\n"...) // no device: a dead letter
+		}
+		if n%100 == 0 {
+			msgs = append(msgs, append([]byte(nil), buf...))
+			buf = buf[:0]
+		}
+	}
+	if len(buf) > 0 {
+		msgs = append(msgs, buf)
+	}
+	return msgs
+}
+
+// PublishLogs publishes msgs as JSON log messages (message ids m-0, m-1, ...).
+func PublishLogs(t testing.TB, js jetstream.JetStream, msgs [][]byte) {
+	t.Helper()
+	subject := bus.LogSubject(schemas.FormatJSON, "sim")
+	for i, m := range msgs {
+		if _, err := js.Publish(context.Background(), subject, m, jetstream.WithMsgID(fmt.Sprint("m-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// RunUntilDone runs run until cons has nothing pending or unacked, then
+// stops it.
+func RunUntilDone(t testing.TB, cons pipeline.Source, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute) // a hang bound: -race on a loaded machine is slow
+	for {
+		info, err := cons.Info(context.Background())
+		if err != nil { // a loaded machine may time an info request out: ask again
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatal(err)
+			}
+			continue
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Outcome is what a run left in ClickHouse and NATS.
+type Outcome struct {
+	Rows        uint64   // scored rows (FINAL)
+	Alerts      []string // alert ids, sorted
+	Decisions   []string // decision ids, sorted
+	DeadLetters uint64   // dead-letter messages
+}
+
+// Outcome returns what the runs on e left.
+func (e *Env) Outcome(t testing.TB) Outcome {
+	t.Helper()
+	ctx := context.Background()
+	ids := func(table string) []string {
+		rows, err := e.Conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s.%s FINAL ORDER BY %s", schemas.ColID, e.DB, table, schemas.ColID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	s, err := e.JS.Stream(ctx, schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Outcome{Rows: e.Count(t, schemas.TableScored), Alerts: ids(schemas.TableAlerts), Decisions: ids(schemas.TableDecisions),
+		DeadLetters: s.CachedInfo().State.Msgs}
+}
