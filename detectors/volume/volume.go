@@ -703,6 +703,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
 				r = detectors.SurpriseScore(runZ, MinSurprise)
 			}
+			if r > 0 && !s.sessionKnown() {
+				r = 0
+			}
 			if r > 0 {
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
@@ -893,6 +896,17 @@ func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
 		return true
 	}
 	return s.classBurstUp(ev, fleet) && s.short <= max(s.usualBurst(false)*e, MinSpike)+failed
+}
+
+// sessionKnown reports whether the device, or its class (read by
+// classBurstUp), is known to work in sessions, or the device has graduated.
+// A young device's first long session is not judged as a run until then: a
+// baseline of a few dozen requests cannot tell a vehicle's first trip from a
+// slow flood, nor can a class none of whose sampled devices has shown a
+// session yet. A flood fast enough to fill the short window is still judged
+// there, against the class's rates.
+func (s *state) sessionKnown() bool {
+	return s.graduated() || s.burstLen > 0 || s.classLen > 0 || int(s.n) >= WarmEvents+int(s.runN)
 }
 
 // graduated reports whether the device's baseline has GradEvents and
