@@ -112,6 +112,8 @@
 // short-window rate spike judged that way too, against the larger of its
 // young baseline's and its class's expectation, so that its first session
 // is not judged against a baseline that has seen none.
+// A run that began before the device's warm-up is not judged until the
+// device graduates or it or its class remembers a session (sessionKnown).
 package volume
 
 import (
@@ -542,7 +544,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"rate spikes against that rate at 8x and 1e-10); " +
 	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history, and until " +
 	"then a short-window rate spike must also pass the cold bounds against the larger of its baseline's and its " +
-	"class's expectation. A class whose devices remember too few bursts borrows its model's burstiness (the class " +
+	"class's expectation, and a run that began before its 20th event is not judged until it graduates or it or " +
+	"its class remembers a session (the baseline was built from that run's own first requests: a vehicle's first " +
+	"trip is no flood). A class whose devices remember too few bursts borrows its model's burstiness (the class " +
 	"across tenants). A warm " +
 	"device without a finding returns a finding with no reason whose Observed and Expected are the short request " +
 	"window's (the expected band of plots)."
@@ -702,6 +706,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			if r > 0 && s.classBurstUp(ev, fleet) {
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
 				r = detectors.SurpriseScore(runZ, MinSurprise)
+			}
+			if r > 0 && !s.sessionKnown() {
+				r = 0
 			}
 			if r > 0 {
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
@@ -893,6 +900,18 @@ func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
 		return true
 	}
 	return s.classBurstUp(ev, fleet) && s.short <= max(s.usualBurst(false)*e, MinSpike)+failed
+}
+
+// sessionKnown reports whether a run may be judged: the device has
+// graduated, it or its class (read by classBurstUp) remembers a session, or
+// its run began after its warm-up (WarmEvents requests before the run). A
+// young device whose run began before it was warm is judged on a baseline
+// built from that run's own first requests and the quiet before it: it
+// cannot tell a vehicle's first trip from a slow flood, nor can a class
+// none of whose sampled devices has shown a session yet. A flood fast enough
+// to fill the short window is still judged there, against the class's rate.
+func (s *state) sessionKnown() bool {
+	return s.graduated() || s.burstLen > 0 || s.classLen > 0 || int(s.n) >= WarmEvents+int(s.runN)
 }
 
 // graduated reports whether the device's baseline has GradEvents and

@@ -195,3 +195,40 @@ func TestSilenceNeverAlerts(t *testing.T) {
 		prev = s
 	}
 }
+
+// TestRunBeforeWarmUp: a device parked (one request every 5 minutes) that
+// starts its first trip (one request every 6 s, too slow to fill the short
+// window, a run of 50 times its rate) before its warm-up ends is not flagged
+// for that run, which its young baseline was built on; the same trip started
+// by the same device once warm (and no longer in its first session) is a
+// rate spike. With no fleet view, neither the device nor its class knows any
+// session.
+func TestRunBeforeWarmUp(t *testing.T) {
+	trip := func(parked int) (spikes int) {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte("rov-1"))
+		ev.SetCommand([]byte("POST /v1/vehicles/{id}/position"))
+		ev.Status, ev.Auth = 200, schemas.AuthOK
+		state := make([]byte, StateSize)
+		var d Detector
+		tm := int64(1736121600e9)
+		for i := range parked + 60 {
+			step := int64(300e9)
+			if i >= parked {
+				step = 6e9
+			}
+			tm += step
+			ev.Time = tm
+			if f := d.Observe(&ev, state, nil); f.Reason == ReasonRateSpike && f.Score > 0 {
+				spikes++
+			}
+		}
+		return spikes
+	}
+	if n := trip(10); n != 0 {
+		t.Errorf("trip started at event 11 (warm-up is %d events): %d rate spikes; want none", WarmEvents, n)
+	}
+	if n := trip(WarmEvents + 5); n == 0 {
+		t.Errorf("trip started at event %d, once warm: no rate spike; want the run flagged", WarmEvents+6)
+	}
+}
