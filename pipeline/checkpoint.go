@@ -278,7 +278,19 @@ func (p *Pipeline) catchUpRange(ctx context.Context, filters []string, from, upT
 			}
 		}
 		if n == 0 {
-			break // the stream holds nothing more (messages removed by its limits)
+			// An empty fetch is the end only when the server says nothing
+			// matching is left: on a loaded machine a fetch can come back
+			// empty while messages up to upTo are still there, and stopping
+			// then would leave them to be judged as new after the catch-up
+			// (alerts raised twice). Messages the stream's limits removed
+			// are not pending.
+			info, err := oc.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
+			}
+			if info.NumPending == 0 {
+				break
+			}
 		}
 	}
 	return nil
