@@ -25,11 +25,18 @@ const (
 	// countries over 20-40 minutes, each a few times, for the device's normal
 	// command.
 	AttackLeakedKey = "leaked_api_key"
+	// AttackTenantSpread: a credential attack spread thin over one tenant's
+	// fleet: 150-250 of its keyed devices each see two failed logins (401),
+	// every attempt from its own address never seen before, on residential
+	// and mobile networks of every country, within 4-6 minutes. No address
+	// fails for more than one identity and no network for more than a few:
+	// only the tenant sees it (its label's Tenant names it).
+	AttackTenantSpread = "tenant_spread_thin"
 )
 
 // EntityAttackTypes lists the attacks spread over devices and addresses, in
 // planning order (after each model's own attack types).
-var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey}
+var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey, AttackTenantSpread}
 
 // AttackTypesFor returns the attack types a fleet of cfg injects: its model's
 // (AttackTypesOf), then EntityAttackTypes with Config.Entities.
@@ -46,6 +53,7 @@ const (
 	ckStuffing = iota
 	ckDistFlood
 	ckLeakedKey
+	ckTenantSpread
 )
 
 // floodWave is how many bots of a distributed flood are active at once.
@@ -79,6 +87,8 @@ func (c *campaign) target(n int) (dev, addr int) {
 		wave, i := n/(floodWave*c.burst), n%floodWave
 		bot := min(wave*floodWave+i, len(c.addrs)-1)
 		return bot % len(c.devs), bot
+	case ckTenantSpread: // every device twice, each attempt from its own address
+		return n % len(c.devs), n % len(c.addrs)
 	default: // the leaked key's device, from each address in turn
 		return 0, n % len(c.addrs)
 	}
@@ -91,6 +101,8 @@ func (c *campaign) events() int {
 		return len(c.devs)
 	case ckDistFlood:
 		return len(c.addrs) * c.burst
+	case ckTenantSpread:
+		return 2 * len(c.devs)
 	default:
 		return len(c.addrs) * 3
 	}
@@ -197,6 +209,23 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 				c.meanS, c.fw = length/float64(bots*c.burst), "Mozilla/5.0"
 				desc = fmt.Sprintf("distributed flood: %d new addresses on residential and mobile networks each send %d requests within seconds on the main route of %d devices (class of %s)",
 					bots, c.burst, len(c.devs), fl.deviceID(first))
+			case ckTenantSpread:
+				if len(keyed) == 0 {
+					continue
+				}
+				tenant := fl.tenant(keyed[plan.Intn(len(keyed))])
+				var own []int
+				for _, i := range keyed {
+					if fl.tenant(i) == tenant {
+						own = append(own, i)
+					}
+				}
+				c.devs = sample(own, int(plan.between(150, 250)))
+				c.addrs = fresh(residential, 2*len(c.devs))
+				length := plan.uniform(4, 6) * 60
+				c.meanS, c.fw = length/float64(2*len(c.devs)), "python-requests/2.31.0"
+				desc = fmt.Sprintf("credential attack spread thin over tenant %s: %d of its devices each fail two logins (401), every attempt from its own new address on residential and mobile networks",
+					tenant, len(c.devs))
 			case ckLeakedKey:
 				c.devs = sample(keyed, 1)
 				nets := int(plan.between(40, 80))
@@ -273,7 +302,7 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	d := &s.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &atkToken
-	if c.kind != ckStuffing {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &s.rec
@@ -282,7 +311,7 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	r.in, r.out = cr.between(int64(cmd.in[0]), int64(cmd.in[1])), cr.between(int64(cmd.out[0]), int64(cmd.out[1]))
 	r.latUs = int64(cr.uniform(cmd.latMs[0], cmd.latMs[1]) * 1000)
 	switch c.kind {
-	case ckStuffing:
+	case ckStuffing, ckTenantSpread:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {
@@ -314,13 +343,13 @@ func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, 
 	d := &f.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &fAtkToken
-	if c.kind != ckStuffing {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &f.rec
 	f.fill(r, d, cr, t, &c.addrs[ai], cmd, c.fw)
 	switch c.kind {
-	case ckStuffing:
+	case ckStuffing, ckTenantSpread:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {

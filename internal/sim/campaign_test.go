@@ -27,11 +27,12 @@ func runLines(t *testing.T, cfg Config) ([]string, []Label) {
 	return out, fl.Labels()
 }
 
-// TestCampaigns: with Entities, each model injects the three attacks spread
+// TestCampaigns: with Entities, each model injects the four attacks spread
 // over devices and addresses as their labels say (credential stuffing: one
 // address, one failed login per device, 250+ devices; distributed flood:
 // 1,000+ new addresses on one route within minutes; leaked key: one key from
-// 40+ addresses), and every other line is exactly the line of the run
+// 40+ addresses; a tenant spread: two failed logins on each of 50+ devices of
+// one tenant, each from its own new address), and every other line is exactly the line of the run
 // without Entities, in the same order: the other figures cannot move.
 func TestCampaigns(t *testing.T) {
 	for _, model := range Models {
@@ -74,7 +75,7 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 	for _, ip := range l.IPs {
 		ips[ip] = true
 	}
-	seenDevs, seenIPs, routes, keys := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+	seenDevs, seenIPs, routes, keys, tenants := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	n, failed := 0, 0
 	var first, last time.Time
 	for _, line := range lines {
@@ -86,6 +87,7 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 			Path   string `json:"path"`
 			Auth   string `json:"auth"`
 			APIKey string `json:"api_key"`
+			Tenant string `json:"tenant"`
 		}
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatal(err)
@@ -102,6 +104,7 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 		seenDevs[ev.Device], seenIPs[ev.IP] = true, true
 		routes[ev.Method+" "+strings.ReplaceAll(ev.Path, ev.Device, "{id}")] = true
 		keys[ev.APIKey] = true
+		tenants[ev.Tenant] = true
 		if ev.Auth == "failed" {
 			failed++
 		}
@@ -121,6 +124,11 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 	case AttackLeakedKey:
 		if len(seenIPs) < 40 || len(keys) != 1 || !keys[l.APIKey] || l.APIKey == "" {
 			t.Errorf("%s: key %q used as %v from %d addresses; want one key from 40+", l.ID, l.APIKey, keys, len(seenIPs))
+		}
+	case AttackTenantSpread:
+		if len(seenIPs) != n || 2*len(seenDevs) != n || failed != n || len(tenants) != 1 || !tenants[l.Tenant] || len(seenDevs) < 50 || last.Sub(first) > 7*time.Minute {
+			t.Errorf("%s: %d events from %d addresses on %d devices of tenants %v, %d failed, over %v; want each from its own address, two per device, all failed, one tenant (%s), 50+ devices, within minutes",
+				l.ID, n, len(seenIPs), len(seenDevs), tenants, failed, last.Sub(first), l.Tenant)
 		}
 	default:
 		t.Errorf("%s: type %q is no entity attack", l.ID, l.Type)

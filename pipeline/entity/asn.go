@@ -19,19 +19,21 @@ const (
 	// usual level.
 	ReasonASNAuthFailures = "asn_auth_failures"
 	// ReasonASNManyDevices: unusual addresses of one autonomous system, over
-	// several of its networks, addressed many more distinct devices in one
-	// window than the AS's band (enumeration spread over many prefixes).
+	// several of its networks, addressed many more distinct devices with
+	// requests that failed authentication or got a client error (4xx) in
+	// one window than the AS's band (enumeration spread over many
+	// prefixes: probed device ids answer 404 or 401).
 	// Observed: distinct devices; Expected: its usual level.
 	ReasonASNManyDevices = "asn_many_devices"
 )
 
 // ASN record layout (kindASN), little-endian, RecordSize bytes: one owner's
-// share of the requests of one autonomous system's unusual addresses (see
-// the package documentation). Judge's layout, read as:
+// share of the failed and client-error requests of one autonomous system's
+// unusual addresses (see the package documentation). Judge's layout, read as:
 //
 //	0:16    header (version, position), as every entity record
-//	16:24   window start, 24:28 requests, 28:32 failed authentications
-//	32:64   distinct devices addressed in the window (Distinct)
+//	16:24   window start, 24:28 requests judged, 28:32 failed authentications
+//	32:64   distinct devices addressed by them in the window (Distinct)
 //	64:96   distinct devices that failed authentication in it (Distinct)
 //	96:104  networks (/24, /48) of its addresses in the window (64-bit bitmap)
 //	104:116 learned devices, failing devices, requests per window (float32)
@@ -58,10 +60,11 @@ func bitmap64Estimate(n int) float64 {
 	return -64 * math.Log(1-float64(n)/64)
 }
 
-// JudgeASN adds ob, a request of an unusual address (one with no learned
-// baseline, or ever found doing something: a device's usual address is not
-// judged here, so that an outage failing every device from where it always
-// is raises nothing) of autonomous system ob.ASN, to the AS's record rec
+// JudgeASN adds ob, a request that failed authentication or got a client
+// error (4xx) from an unusual address (one with no learned baseline, or ever
+// found doing something: a device's usual address is not judged here, so
+// that an outage failing every device from where it always is raises
+// nothing) of autonomous system ob.ASN, to the AS's record rec
 // (RecordSize bytes: this owner's share of the AS, share of its traffic,
 // 1 for one owner), and appends to out the findings of the window so far.
 // warm reports that the owner is past its start-up (every address is new

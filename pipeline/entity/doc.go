@@ -98,14 +98,16 @@
 //
 // An autonomous system (asn.go; an Obs carries its address's ASN when the
 // log or the GeoIP database knows it) is judged as a tenant is, from each
-// owner's share, but only from requests of unusual addresses (no learned
-// window, or ever found doing something): many distinct devices failing
-// authentication (ReasonASNAuthFailures) or addressed (ReasonASNManyDevices)
-// over at least MinPrefixIPs of its networks, beyond its own band: credential
+// owner's share, but only from the failed logins and client errors (4xx) of
+// unusual addresses (no learned window, or ever found doing something): many
+// distinct devices failing authentication (ReasonASNAuthFailures) or
+// addressed with such requests (ReasonASNManyDevices: enumeration) over at
+// least MinPrefixIPs of its networks, beyond its own band: credential
 // stuffing and enumeration spread over many prefixes of one hosting AS, each
 // too thin for its addresses and networks. A device's usual address never
 // counts (an authentication outage fails devices from where they always
-// are), and the normal path (a known address) touches no AS record. An AS
+// are), and the normal path (a success, or a known address) touches no AS
+// record. An AS
 // is judged once it learned a window or once its owner is past start-up, so
 // that an AS first seen in an attack is. Its alert names it
 // ("AS64500 (ExampleHost)", Owner.NameAS) and never comes with a decision:

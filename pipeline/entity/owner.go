@@ -217,7 +217,10 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
 		o.tenant(ob, pk, usual, emit)
 	}
-	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN {
+	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN && (ob.Failed || ob.Outcome == outcomeClientErr) {
+		// Only what an attack spread over an AS's networks shows (failed
+		// logins, probes answered 4xx) touches the AS's record: a success
+		// from a new address (a device's new lease) costs nothing more.
 		o.asn(ob, pk, emit)
 	}
 	if ob.Failed && (ob.IPDev || !usual) {
@@ -361,7 +364,7 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 	}
 }
 
-// asn judges ob, a request of an unusual address, on its owner's share of
+// asn judges ob, a failed or client-error request of an unusual address, on its owner's share of
 // ob's autonomous system (JudgeASN); its record is made with owner route
 // route (ob's prefix key), as a tenant's is. An AS's alert never comes with
 // a decision: an AS holds many customers' networks (a hosting provider's,
