@@ -54,6 +54,9 @@ const (
 	ckDistFlood
 	ckLeakedKey
 	ckTenantSpread
+	// ckAuthOutage is no attack: the benign counterpart of ckTenantSpread
+	// (NearAuthOutage), planned after the attacks.
+	ckAuthOutage
 )
 
 // floodWave is how many bots of a distributed flood are active at once.
@@ -89,6 +92,8 @@ func (c *campaign) target(n int) (dev, addr int) {
 		return bot % len(c.devs), bot
 	case ckTenantSpread: // every device twice, each attempt from its own address
 		return n % len(c.devs), n % len(c.addrs)
+	case ckAuthOutage: // every device twice, from its usual address
+		return n % len(c.devs), n % len(c.devs)
 	default: // the leaked key's device, from each address in turn
 		return 0, n % len(c.addrs)
 	}
@@ -101,7 +106,7 @@ func (c *campaign) events() int {
 		return len(c.devs)
 	case ckDistFlood:
 		return len(c.addrs) * c.burst
-	case ckTenantSpread:
+	case ckTenantSpread, ckAuthOutage:
 		return 2 * len(c.devs)
 	default:
 		return len(c.addrs) * 3
@@ -121,15 +126,19 @@ type campaignFleet interface {
 	deviceID(i int) string
 	tenant(i int) string
 	apiKey(i int) string
+	// usualAddr is the device's usual address, if it has one fixed (not a
+	// carrier's NAT).
+	usualAddr(i int) (ident, bool)
 }
 
 // planCampaigns plans max(1, devices/1000) campaigns of each entity attack
 // type in the attack period, from their own random stream (so that the
 // fleet's other plans, and so every other figure, are those of the same seed
 // without Config.Entities), and returns them with their labels, numbered
-// after the first firstLabel labels. Campaign devices are never attack
-// victims; they may be each other's.
-func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel int) ([]campaign, []Label) {
+// after the first firstLabel labels, and the benign campaigns' near-miss
+// labels (NearAuthOutage). Campaign devices are never attack victims; they
+// may be each other's.
+func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel int) ([]campaign, []Label, []Label) {
 	plan := newRNG(cfg.Seed, 11<<32)
 	perType := min(20, max(1, cfg.Devices/1000))
 	span := int64(float64(end-start) * (1 - cfg.AttackStart))
@@ -176,7 +185,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 		return out
 	}
 	var cs []campaign
-	var labels []Label
+	var labels, near []Label
 	for k, typ := range EntityAttackTypes {
 		for range perType {
 			c := campaign{kind: k,
@@ -270,7 +279,43 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 			labels = append(labels, l)
 		}
 	}
-	return cs, labels
+	// The authentication outage: one tenant's keyed devices with a usual
+	// address each fail two logins (401) from it within 5 minutes, as an
+	// authentication backend failing them all would; from its own random
+	// stream, after the attacks, so that they are planned as before.
+	op := newRNG(cfg.Seed, 14<<32)
+	if len(keyed) > 0 {
+		tenant := fl.tenant(keyed[op.Intn(len(keyed))])
+		c := campaign{kind: ckAuthOutage, tr: newRNG(cfg.Seed, 15<<32), cr: newRNG(cfg.Seed, 16<<32)}
+		for _, i := range keyed {
+			if a, ok := fl.usualAddr(i); ok && fl.tenant(i) == tenant && len(c.devs) < 300 {
+				c.devs, c.addrs = append(c.devs, i), append(c.addrs, a)
+			}
+		}
+		if len(c.devs) > 0 {
+			c.meanS, c.fw = 300/float64(2*len(c.devs)), ""
+			total := c.events()
+			length := int64(float64(total) * c.meanS * 1e9)
+			c.start = (from + int64(op.Float()*float64(max(0, span-length)))) / msNs * msNs
+			tr, last := c.tr, c.start
+			for range total - 1 {
+				last += c.gap()
+			}
+			c.tr, c.end = tr, last
+			l := Label{ID: fmt.Sprintf("near-auth-outage-%s", tenant), Type: NearAuthOutage, Tenant: tenant, Device: fl.deviceID(c.devs[0]),
+				Start: time.Unix(0, c.start).UTC(), End: time.Unix(0, last+5*int64(time.Minute)).UTC(), Events: total,
+				Description: fmt.Sprintf("the authentication backend of tenant %s fails its %d devices' logins (401) for 5 minutes; each retries from its usual address", tenant, len(c.devs))}
+			for _, i := range c.devs {
+				l.Devices = append(l.Devices, fl.deviceID(i))
+			}
+			for _, a := range c.addrs {
+				l.IPs = append(l.IPs, a.ip)
+			}
+			cs = append(cs, c)
+			near = append(near, l)
+		}
+	}
+	return cs, labels, near
 }
 
 // next returns the time of c's event after the one at t, -1 when done.
@@ -284,13 +329,14 @@ func (c *campaign) next(t int64) int64 {
 
 // Basic model.
 
-func (s *Sim) numDevices() int         { return len(s.devs) }
-func (s *Sim) eligible(i int) bool     { return !s.devs[i].victim }
-func (s *Sim) keyed(i int) bool        { return s.devs[i].apiKey != "" && !s.devs[i].cls.mqtt }
-func (s *Sim) sameClass(i, j int) bool { return s.devs[i].cls == s.devs[j].cls }
-func (s *Sim) deviceID(i int) string   { return s.devs[i].id }
-func (s *Sim) tenant(i int) string     { return s.devs[i].tenant }
-func (s *Sim) apiKey(i int) string     { return s.devs[i].apiKey }
+func (s *Sim) numDevices() int               { return len(s.devs) }
+func (s *Sim) eligible(i int) bool           { return !s.devs[i].victim }
+func (s *Sim) keyed(i int) bool              { return s.devs[i].apiKey != "" && !s.devs[i].cls.mqtt }
+func (s *Sim) sameClass(i, j int) bool       { return s.devs[i].cls == s.devs[j].cls }
+func (s *Sim) deviceID(i int) string         { return s.devs[i].id }
+func (s *Sim) tenant(i int) string           { return s.devs[i].tenant }
+func (s *Sim) apiKey(i int) string           { return s.devs[i].apiKey }
+func (s *Sim) usualAddr(i int) (ident, bool) { return s.devs[i].home, true }
 func (s *Sim) floodable(i int) bool {
 	d := &s.devs[i]
 	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
@@ -302,16 +348,19 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	d := &s.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &atkToken
-	if c.kind != ckStuffing && c.kind != ckTenantSpread {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread && c.kind != ckAuthOutage {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &s.rec
 	r.reset(d, t, &c.addrs[ai], cmd)
-	r.fw, r.status = c.fw, cmd.status
+	r.status = cmd.status
+	if c.fw != "" { // an outage's requests are the device's own
+		r.fw = c.fw
+	}
 	r.in, r.out = cr.between(int64(cmd.in[0]), int64(cmd.in[1])), cr.between(int64(cmd.out[0]), int64(cmd.out[1]))
 	r.latUs = int64(cr.uniform(cmd.latMs[0], cmd.latMs[1]) * 1000)
 	switch c.kind {
-	case ckStuffing, ckTenantSpread:
+	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {
@@ -332,6 +381,12 @@ func (f *Field) sameClass(i, j int) bool { return f.devs[i].cls == f.devs[j].cls
 func (f *Field) deviceID(i int) string   { return f.devs[i].id }
 func (f *Field) tenant(i int) string     { return f.devs[i].tenant }
 func (f *Field) apiKey(i int) string     { return f.devs[i].apiKey }
+func (f *Field) usualAddr(i int) (ident, bool) {
+	if d := &f.devs[i]; d.carrier < 0 {
+		return f.homes[d.hh].addr, true
+	}
+	return ident{}, false
+}
 func (f *Field) floodable(i int) bool {
 	d := &f.devs[i]
 	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
@@ -343,13 +398,17 @@ func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, 
 	d := &f.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &fAtkToken
-	if c.kind != ckStuffing && c.kind != ckTenantSpread {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread && c.kind != ckAuthOutage {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &f.rec
-	f.fill(r, d, cr, t, &c.addrs[ai], cmd, c.fw)
+	fw := c.fw
+	if fw == "" { // an outage's requests are the device's own
+		fw = d.fw
+	}
+	f.fill(r, d, cr, t, &c.addrs[ai], cmd, fw)
 	switch c.kind {
-	case ckStuffing, ckTenantSpread:
+	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {

@@ -9,6 +9,12 @@ import (
 
 // runLines returns every line of cfg's fleet and its labels.
 func runLines(t *testing.T, cfg Config) ([]string, []Label) {
+	lines, labels, _ := runLinesNear(t, cfg)
+	return lines, labels
+}
+
+// runLinesNear is runLines with the fleet's near misses.
+func runLinesNear(t *testing.T, cfg Config) ([]string, []Label, []Label) {
 	t.Helper()
 	fl, err := Open(cfg)
 	if err != nil {
@@ -24,7 +30,7 @@ func runLines(t *testing.T, cfg Config) ([]string, []Label) {
 		buf = line
 		out = append(out, string(line))
 	}
-	return out, fl.Labels()
+	return out, fl.Labels(), fl.NearMisses()
 }
 
 // TestCampaigns: with Entities, each model injects the four attacks spread
@@ -38,14 +44,24 @@ func TestCampaigns(t *testing.T) {
 	for _, model := range Models {
 		t.Run(model, func(t *testing.T) {
 			cfg := Config{Model: model, Seed: 3, Devices: 800, Duration: 2 * time.Hour, Attacks: true, AttackStart: 0.5}
-			base, baseLabels := runLines(t, cfg)
+			base, baseLabels, baseNear := runLinesNear(t, cfg)
 			cfg.Entities = true
-			lines, labels := runLines(t, cfg)
+			lines, labels, near := runLinesNear(t, cfg)
+			var outages []Label
+			for _, l := range near[len(baseNear):] {
+				if l.Type != NearAuthOutage {
+					t.Errorf("near miss %s of type %s with Entities", l.ID, l.Type)
+				}
+				outages = append(outages, l)
+			}
+			if len(outages) != 1 {
+				t.Fatalf("%d authentication outages with Entities, want 1", len(outages))
+			}
 			if len(labels) != len(baseLabels)+len(EntityAttackTypes) {
 				t.Fatalf("%d labels with Entities, want %d", len(labels), len(baseLabels)+len(EntityAttackTypes))
 			}
 			extra, want, j := 0, 0, 0
-			for _, l := range labels[len(baseLabels):] {
+			for _, l := range append(labels[len(baseLabels):], outages...) {
 				want += l.Events
 			}
 			for _, line := range lines {
@@ -58,7 +74,7 @@ func TestCampaigns(t *testing.T) {
 			if j != len(base) || extra != want {
 				t.Fatalf("with Entities: %d of %d lines of the run without, %d more (want all, and %d more)", j, len(base), extra, want)
 			}
-			for _, l := range labels[len(baseLabels):] {
+			for _, l := range append(labels[len(baseLabels):], outages...) {
 				checkCampaign(t, l, lines)
 			}
 		})
@@ -96,6 +112,9 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 		if !devs[ev.Device] || !ips[ev.IP] || at.Before(l.Start) || at.After(l.End) {
 			continue
 		}
+		if l.Type == NearAuthOutage && !strings.HasSuffix(ev.Path, "/auth/token") {
+			continue // the devices' own traffic goes on from the same addresses
+		}
 		n++
 		if first.IsZero() {
 			first = at
@@ -109,7 +128,11 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 			failed++
 		}
 	}
-	if n != l.Events || !first.Equal(l.Start) || !last.Equal(l.End) {
+	end := l.End
+	if l.Type == NearAuthOutage {
+		end = end.Add(-5 * time.Minute) // its label covers 5 minutes of retries after it
+	}
+	if n != l.Events || !first.Equal(l.Start) || !last.Equal(end) {
 		t.Errorf("%s: %d events in [%v, %v]; label says %d in [%v, %v]", l.ID, n, first, last, l.Events, l.Start, l.End)
 	}
 	switch l.Type {
@@ -129,6 +152,11 @@ func checkCampaign(t *testing.T, l Label, lines []string) {
 		if len(seenIPs) != n || 2*len(seenDevs) != n || failed != n || len(tenants) != 1 || !tenants[l.Tenant] || len(seenDevs) < 50 || last.Sub(first) > 7*time.Minute {
 			t.Errorf("%s: %d events from %d addresses on %d devices of tenants %v, %d failed, over %v; want each from its own address, two per device, all failed, one tenant (%s), 50+ devices, within minutes",
 				l.ID, n, len(seenIPs), len(seenDevs), tenants, failed, last.Sub(first), l.Tenant)
+		}
+	case NearAuthOutage:
+		if len(seenIPs) > len(seenDevs) || 2*len(seenDevs) != n || failed != n || len(tenants) != 1 || !tenants[l.Tenant] || len(seenDevs) == 0 {
+			t.Errorf("%s: %d events from %d addresses on %d devices of tenants %v, %d failed; want two per device from its usual address (a household's devices share one), all failed, one tenant (%s)",
+				l.ID, n, len(seenIPs), len(seenDevs), tenants, failed, l.Tenant)
 		}
 	default:
 		t.Errorf("%s: type %q is no entity attack", l.ID, l.Type)
