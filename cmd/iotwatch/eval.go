@@ -91,7 +91,9 @@ failed logins on each of 150-250 of its devices, every attempt from its own new 
 Their labels name every device and address involved; an alert detects one when it names one
 of its devices, its address or key, or (an entity alert) the attacking address, its network,
 the key, or the tenant an attack spreads over. Without --entities every figure is that of
-the same seed before these attacks existed.
+the same seed before these attacks existed. With --entities, both models also carry the benign
+counterpart of the tenant attack, a near miss: one tenant's authentication backend fails two
+logins of each of its devices, from their usual addresses, within 5 minutes (auth_outage).
 
 Matching: %s.
 
