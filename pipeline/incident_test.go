@@ -264,7 +264,20 @@ func testIncidentsSurviveRestart(t *testing.T, store bool) {
 		t.Fatal(err)
 	}
 	if n := liveIncidents(t, e); n != 1 {
-		t.Fatalf("ClickHouse holds %d live incidents after the restart (%d before it), want 1", n, first)
+		rows, err := e.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s, %s FROM %s.%s FINAL WHERE %s = ''", schemas.ColID, schemas.ColAlertCount,
+			schemas.ColEntities, e.db, schemas.TableIncidents, schemas.ColMergedInto))
+		if err == nil {
+			for rows.Next() {
+				var id string
+				var n uint32
+				var ents []string
+				if rows.Scan(&id, &n, &ents) == nil {
+					t.Logf("live incident %s: %d alerts, entities %v", id, n, ents)
+				}
+			}
+			rows.Close()
+		}
+		t.Fatalf("ClickHouse holds %d live incidents after the restart (%d before it, %d opened after it), want 1", n, first, q.M.IncidentsOpened.Load())
 	}
 	var id string
 	var version uint64
