@@ -97,6 +97,7 @@ func (p *Pipeline) restore(ctx context.Context) error {
 			p.log.Warn("cannot restore the alert calibration: it warms up again", "checkpoint", path, "err", err)
 		}
 	}
+	p.restoreIncidents(m.Incidents)
 	for _, w := range p.workers {
 		p.report(w, workerCounts{}) // the workers' first counts: devices restored, evicted by the cap
 	}
@@ -156,6 +157,24 @@ func (p *Pipeline) restoreOwnerEngines(snaps [][]byte) error {
 	return nil
 }
 
+// restoreIncidents loads the incident grouper's state of a checkpoint (nil:
+// none, the grouper starts with no open incident), before the collector
+// starts: the alerts after the restart join the incidents they would have
+// joined without it, and the alerts the catch-up raises again that the
+// grouper holds already are redeliveries to it. A state that cannot be
+// loaded is logged and the grouper starts empty.
+func (p *Pipeline) restoreIncidents(state []byte) {
+	if state == nil {
+		return
+	}
+	if err := p.grouper.LoadState(state); err != nil {
+		p.log.Warn("cannot restore the open incidents: alerts after the restart open new ones", "err", err)
+		return
+	}
+	p.incidentState = state
+	p.log.Info("restored open incidents", "open", p.grouper.Stats().Open)
+}
+
 // restoreLogEvery is the interval between progress logs of a long restore.
 const restoreLogEvery = 5 * time.Second
 
@@ -197,6 +216,7 @@ func (p *Pipeline) saveCheckpoint() error {
 	if c := p.stack.Calibration; c != nil {
 		meta.Calibration = c.AppendSnapshot(nil)
 	}
+	meta.Incidents = p.incidentState
 	start := time.Now()
 	if err := checkpoint.Write(p.cfg.Checkpoint, meta, tables, p.model); err != nil {
 		return err
@@ -329,6 +349,9 @@ func (p *Pipeline) durable(timeout time.Duration) error {
 	}
 	select {
 	case err := <-marker.durable:
+		if err == nil {
+			p.incidentState = marker.incidents
+		}
 		return err
 	case <-t.C:
 		return fmt.Errorf("results not durable within %s", timeout)

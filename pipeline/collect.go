@@ -5,7 +5,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -18,6 +17,9 @@ import (
 // each incident since the last flush is handed to the publisher at the flush,
 // before the flush's job is made, so the job's acks wait for those updates to
 // be published as they wait for its alerts and decisions; the job stores them.
+// Its state travels with the checkpoints: a durability marker takes it as of
+// the results before the marker, and the collector leaves it in
+// p.incidentState when it ends.
 func (p *Pipeline) collect() {
 	rows := schemas.NewScoredBatch(memory.DefaultAllocator)
 	defer rows.Release()
@@ -30,7 +32,7 @@ func (p *Pipeline) collect() {
 		pubSent   uint64             // publish jobs sent
 		incidents []schemas.Incident // the latest update of each incident since the last flush
 		incIndex  = map[string]int{} // incident id -> index in incidents
-		grouper   = incident.New(p.cfg.Incidents)
+		grouper   = p.grouper
 	)
 	pending := func(inc *schemas.Incident) {
 		if i, ok := incIndex[inc.ID]; ok {
@@ -113,9 +115,14 @@ func (p *Pipeline) collect() {
 		case it, ok := <-p.results:
 			if !ok {
 				flush()
+				p.incidentState = grouper.AppendState(nil) // for the checkpoint after the drain
 				return
 			}
 			if it.durable != nil {
+				// The grouper as of the results before the marker: what the
+				// checkpoint after it saves (its stream position covers
+				// exactly those results).
+				it.incidents = grouper.AppendState(nil)
 				markers = append(markers, it.durable)
 				flush()
 				continue

@@ -72,7 +72,9 @@
 //	               of the incident grouper (package incident), which every alert joins,
 //	               devices' and entities' alike; its latest updates (and the ids it
 //	               retires when incidents merge) go to the publisher at each flush and
-//	               are stored with the flush
+//	               are stored with the flush; the grouper's open incidents travel in
+//	               the checkpoint (taken at its durability marker), so alerts after a
+//	               restart join the incidents opened before it
 //	publish.go     the publisher: alerts and decisions to NATS as soon as they are decided
 //	flush.go       the flusher: rows, alerts and decisions made durable in ClickHouse
 //	               through the bounded waiting buffer, then acks; the unacked

@@ -17,6 +17,7 @@ import (
 	"github.com/iotwatch/iotwatch/pipeline/checkpoint"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
+	"github.com/iotwatch/iotwatch/pipeline/incident"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/pipeline/score"
@@ -66,6 +67,10 @@ type item struct {
 	// event), receives nil once every result before it is published and
 	// stored, or the flusher's error (see Pipeline.durable).
 	durable chan error
+	// incidents, on such a marker, is the incident grouper's state as of
+	// the results before it (incident.Grouper.AppendState), set by the
+	// collector before it flushes them.
+	incidents []byte
 	// swept: a sweep's synthetic event (a silent device), made by the worker
 	// and not from the free list, so the collector does not return it there.
 	swept bool
@@ -158,6 +163,12 @@ type Pipeline struct {
 	ackErr    atomic.Pointer[ackFailure] // the last flush whose acks were not confirmed; nil once one is
 	pubStall  pubStall                   // publish rounds failing (full store, refused publishes)
 	waiting   *waiting
+	// grouper groups alerts into incidents: its one writer is the collector
+	// (restore loads it before the collector starts). incidentState is its
+	// state as of the last durability marker (Pipeline.durable), or as the
+	// collector left it when it ended: what a checkpoint saves.
+	grouper       *incident.Grouper
+	incidentState []byte
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
@@ -189,7 +200,8 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 	}
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
-		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{})}
+		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{}),
+		grouper: incident.New(cfg.Incidents)}
 	_, p.ackPerConsumer = cons.(*partition.Consumer)
 	p.published.init()
 	if cfg.Partitions > schemas.MaxPartitions {

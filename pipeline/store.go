@@ -216,6 +216,7 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 	if c := p.stack.Calibration; c != nil {
 		global.Calibration = c.AppendSnapshot(nil)
 	}
+	global.Incidents = p.incidentState
 	n, err := p.putObject(ctx, schemas.CheckpointGlobalObject, global, nil, p.model)
 	if err != nil {
 		return err
@@ -362,6 +363,12 @@ func (p *Pipeline) restoreStore(ctx context.Context) error {
 			if err := p.stack.Calibration.LoadSnapshot(global.Calibration); err != nil {
 				p.log.Warn("cannot restore the alert calibration: it warms up again", "err", err)
 			}
+		}
+		if !p.cfg.PartitionOwnership {
+			// With partition owners, each instance's collector groups its
+			// own alerts: partition 0's owner's open incidents are not
+			// another instance's.
+			p.restoreIncidents(global.Incidents)
 		}
 	}
 	if p.cfg.PartitionOwnership {

@@ -14,7 +14,8 @@ const (
 	EntityPrefix = "prefix"
 	// EntityAPIKey is an API key or credential (its id as the pipeline stores it).
 	EntityAPIKey = "api_key"
-	// EntityASN is an autonomous system ("AS64500").
+	// EntityASN is an autonomous system ("AS64500", or "AS64500
+	// (ExampleHost)" when the GeoIP database names it).
 	EntityASN = "asn"
 	// EntityTenant is a tenant.
 	EntityTenant = "tenant"

@@ -4,7 +4,7 @@ import "strconv"
 
 // Checkpoints in the JetStream Object Store ('iotwatch run --checkpoint
 // nats:'): the learned state travels through NATS, so that a scorer on
-// another host restores it. Each object is a checkpoint of format 4
+// another host restores it. Each object is a checkpoint of format 5
 // (package pipeline/checkpoint) holding a subset of the state, with the
 // stream position it covers in its header; a put replaces an object whole,
 // so a reader sees the old object or the new one, never a mix.
@@ -12,8 +12,10 @@ const (
 	// BucketCheckpoints is the Object Store bucket holding the checkpoints.
 	BucketCheckpoints = "IOTWATCH_CHECKPOINTS"
 	// CheckpointGlobalObject holds the state that spans partitions: the
-	// class table, the detectors' class statistics, the alert calibration
-	// and the entity owners' decision engines.
+	// class table, the detectors' class statistics, the alert calibration,
+	// the entity owners' decision engines and the collector's open incidents
+	// (restored only without partition owners: each owner groups its own
+	// alerts).
 	CheckpointGlobalObject = "global"
 	// CheckpointMetaPartitions is the object metadata key holding the
 	// partition count its objects were split by.

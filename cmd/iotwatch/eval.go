@@ -85,11 +85,15 @@ detected attacks whose alerts all fall into one incident (ONE INCIDENT).
 
 With --entities, the fleet also carries attacks spread over many devices and addresses:
 credential stuffing (one address, one failed login against each of 250-350 devices), a
-distributed flood (1,000-1,500 new addresses on one route within minutes) and a leaked API
-key (used from 40-80 addresses). Their labels name every device and address involved; an
-alert detects one when it names one of its devices, its address or key, or (an entity alert)
-the attacking address, its network or the key. Without --entities every figure is that of
-the same seed before these attacks existed.
+distributed flood (1,000-1,500 new addresses on one route within minutes), a leaked API
+key (used from 40-80 addresses) and a credential attack spread thin over one tenant (two
+failed logins on each of 150-250 of its devices, every attempt from its own new address).
+Their labels name every device and address involved; an alert detects one when it names one
+of its devices, its address or key, or (an entity alert) the attacking address, its network,
+the key, or the tenant an attack spreads over. Without --entities every figure is that of
+the same seed before these attacks existed. With --entities, both models also carry the benign
+counterpart of the tenant attack, a near miss: one tenant's authentication backend fails two
+logins of each of its devices, from their usual addresses, within 5 minutes (auth_outage).
 
 Matching: %s.
 

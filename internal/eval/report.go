@@ -142,7 +142,8 @@ const alertGrace = 2 * time.Minute
 // window: same device, API key or client IP; for an attack spread over
 // devices and addresses, one of its devices or addresses; for an entity
 // alert, its entity is the attack's address, a network holding one of its
-// addresses, or its key.
+// addresses, or its key; for a tenant alert, the tenant of an attack spread
+// thin over it (sim.AttackTenantSpread).
 func matches(l sim.Label, a StoredAlert) bool {
 	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
 		return false
@@ -157,7 +158,8 @@ func matches(l sim.Label, a StoredAlert) bool {
 }
 
 // entityMatches reports whether an entity (kind, value) is one of l's
-// attackers: its address (or one of them), a network holding one, its key.
+// attackers: its address (or one of them), a network holding one, its key,
+// the tenant it spreads over.
 func entityMatches(l sim.Label, kind, value string) bool {
 	switch kind {
 	case incident.KindIP:
@@ -174,6 +176,10 @@ func entityMatches(l sim.Label, kind, value string) bool {
 		return (l.IP != "" && in(l.IP)) || slices.ContainsFunc(l.IPs, in)
 	case incident.KindAPIKey:
 		return l.APIKey != "" && value == l.APIKey
+	case schemas.EntityTenant:
+		// Only an attack on the tenant as a whole: a tenant alert during
+		// one device's attack is not that attack's finding.
+		return l.Type == sim.AttackTenantSpread && value == l.Tenant
 	}
 	return false
 }

@@ -39,3 +39,30 @@ func TestEvaluateMatchesAlertsToLabels(t *testing.T) {
 		t.Errorf("report:\n%s", s)
 	}
 }
+
+// TestTenantAlertMatchesTenantAttackOnly: a tenant alert is the finding of
+// an attack spread thin over that tenant, within its window; not of another
+// tenant's, nor of one device's attack in the same tenant (a false alert
+// there).
+func TestTenantAlertMatchesTenantAttackOnly(t *testing.T) {
+	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC)
+	labels := []sim.Label{
+		{ID: "atk-1", Type: sim.AttackTenantSpread, Tenant: "acme", Devices: []string{"cam-1", "cam-2"}, Start: t0, End: t0.Add(5 * time.Minute)},
+		{ID: "atk-2", Type: sim.AttackFlood, Tenant: "globex", Device: "cam-9", Start: t0, End: t0.Add(5 * time.Minute)},
+	}
+	alerts := []StoredAlert{
+		{ID: "a1", EntityKind: "tenant", Entity: "acme", Time: t0.Add(3 * time.Minute), Reasons: []string{"tenant_auth_failures"}, Detectors: []string{"entity"}},
+		{ID: "a2", EntityKind: "tenant", Entity: "globex", Time: t0.Add(3 * time.Minute), Reasons: []string{"tenant_rate_spike"}, Detectors: []string{"entity"}},
+		{ID: "a3", EntityKind: "tenant", Entity: "acme", Time: t0.Add(time.Hour), Reasons: []string{"tenant_auth_failures"}, Detectors: []string{"entity"}},
+	}
+	r := Evaluate(labels, alerts, nil, 100, 3*time.Hour)
+	if !r.Attacks[0].Detected || r.Attacks[0].Reasons[0] != "entity/tenant_auth_failures" {
+		t.Errorf("tenant spread result = %+v", r.Attacks[0])
+	}
+	if r.Attacks[1].Detected {
+		t.Errorf("a tenant alert detected one device's flood: %+v", r.Attacks[1])
+	}
+	if len(r.FalseAlerts) != 2 {
+		t.Errorf("false alerts %+v; want the other tenant's and the late one", r.FalseAlerts)
+	}
+}

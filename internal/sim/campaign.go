@@ -25,11 +25,18 @@ const (
 	// countries over 20-40 minutes, each a few times, for the device's normal
 	// command.
 	AttackLeakedKey = "leaked_api_key"
+	// AttackTenantSpread: a credential attack spread thin over one tenant's
+	// fleet: 150-250 of its keyed devices each see two failed logins (401),
+	// every attempt from its own address never seen before, on residential
+	// and mobile networks of every country, within 4-6 minutes. No address
+	// fails for more than one identity and no network for more than a few:
+	// only the tenant sees it (its label's Tenant names it).
+	AttackTenantSpread = "tenant_spread_thin"
 )
 
 // EntityAttackTypes lists the attacks spread over devices and addresses, in
 // planning order (after each model's own attack types).
-var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey}
+var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey, AttackTenantSpread}
 
 // AttackTypesFor returns the attack types a fleet of cfg injects: its model's
 // (AttackTypesOf), then EntityAttackTypes with Config.Entities.
@@ -46,6 +53,10 @@ const (
 	ckStuffing = iota
 	ckDistFlood
 	ckLeakedKey
+	ckTenantSpread
+	// ckAuthOutage is no attack: the benign counterpart of ckTenantSpread
+	// (NearAuthOutage), planned after the attacks.
+	ckAuthOutage
 )
 
 // floodWave is how many bots of a distributed flood are active at once.
@@ -79,6 +90,10 @@ func (c *campaign) target(n int) (dev, addr int) {
 		wave, i := n/(floodWave*c.burst), n%floodWave
 		bot := min(wave*floodWave+i, len(c.addrs)-1)
 		return bot % len(c.devs), bot
+	case ckTenantSpread: // every device twice, each attempt from its own address
+		return n % len(c.devs), n % len(c.addrs)
+	case ckAuthOutage: // every device twice, from its usual address
+		return n % len(c.devs), n % len(c.devs)
 	default: // the leaked key's device, from each address in turn
 		return 0, n % len(c.addrs)
 	}
@@ -91,6 +106,8 @@ func (c *campaign) events() int {
 		return len(c.devs)
 	case ckDistFlood:
 		return len(c.addrs) * c.burst
+	case ckTenantSpread, ckAuthOutage:
+		return 2 * len(c.devs)
 	default:
 		return len(c.addrs) * 3
 	}
@@ -109,15 +126,19 @@ type campaignFleet interface {
 	deviceID(i int) string
 	tenant(i int) string
 	apiKey(i int) string
+	// usualAddr is the device's usual address, if it has one fixed (not a
+	// carrier's NAT).
+	usualAddr(i int) (ident, bool)
 }
 
 // planCampaigns plans max(1, devices/1000) campaigns of each entity attack
 // type in the attack period, from their own random stream (so that the
 // fleet's other plans, and so every other figure, are those of the same seed
 // without Config.Entities), and returns them with their labels, numbered
-// after the first firstLabel labels. Campaign devices are never attack
-// victims; they may be each other's.
-func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel int) ([]campaign, []Label) {
+// after the first firstLabel labels, and the benign campaigns' near-miss
+// labels (NearAuthOutage). Campaign devices are never attack victims; they
+// may be each other's.
+func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel int) ([]campaign, []Label, []Label) {
 	plan := newRNG(cfg.Seed, 11<<32)
 	perType := min(20, max(1, cfg.Devices/1000))
 	span := int64(float64(end-start) * (1 - cfg.AttackStart))
@@ -164,7 +185,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 		return out
 	}
 	var cs []campaign
-	var labels []Label
+	var labels, near []Label
 	for k, typ := range EntityAttackTypes {
 		for range perType {
 			c := campaign{kind: k,
@@ -197,6 +218,23 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 				c.meanS, c.fw = length/float64(bots*c.burst), "Mozilla/5.0"
 				desc = fmt.Sprintf("distributed flood: %d new addresses on residential and mobile networks each send %d requests within seconds on the main route of %d devices (class of %s)",
 					bots, c.burst, len(c.devs), fl.deviceID(first))
+			case ckTenantSpread:
+				if len(keyed) == 0 {
+					continue
+				}
+				tenant := fl.tenant(keyed[plan.Intn(len(keyed))])
+				var own []int
+				for _, i := range keyed {
+					if fl.tenant(i) == tenant {
+						own = append(own, i)
+					}
+				}
+				c.devs = sample(own, int(plan.between(150, 250)))
+				c.addrs = fresh(residential, 2*len(c.devs))
+				length := plan.uniform(4, 6) * 60
+				c.meanS, c.fw = length/float64(2*len(c.devs)), "python-requests/2.31.0"
+				desc = fmt.Sprintf("credential attack spread thin over tenant %s: %d of its devices each fail two logins (401), every attempt from its own new address on residential and mobile networks",
+					tenant, len(c.devs))
 			case ckLeakedKey:
 				c.devs = sample(keyed, 1)
 				nets := int(plan.between(40, 80))
@@ -241,7 +279,43 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 			labels = append(labels, l)
 		}
 	}
-	return cs, labels
+	// The authentication outage: one tenant's keyed devices with a usual
+	// address each fail two logins (401) from it within 5 minutes, as an
+	// authentication backend failing them all would; from its own random
+	// stream, after the attacks, so that they are planned as before.
+	op := newRNG(cfg.Seed, 14<<32)
+	if len(keyed) > 0 {
+		tenant := fl.tenant(keyed[op.Intn(len(keyed))])
+		c := campaign{kind: ckAuthOutage, tr: newRNG(cfg.Seed, 15<<32), cr: newRNG(cfg.Seed, 16<<32)}
+		for _, i := range keyed {
+			if a, ok := fl.usualAddr(i); ok && fl.tenant(i) == tenant && len(c.devs) < 300 {
+				c.devs, c.addrs = append(c.devs, i), append(c.addrs, a)
+			}
+		}
+		if len(c.devs) > 0 {
+			c.meanS, c.fw = 300/float64(2*len(c.devs)), ""
+			total := c.events()
+			length := int64(float64(total) * c.meanS * 1e9)
+			c.start = (from + int64(op.Float()*float64(max(0, span-length)))) / msNs * msNs
+			tr, last := c.tr, c.start
+			for range total - 1 {
+				last += c.gap()
+			}
+			c.tr, c.end = tr, last
+			l := Label{ID: fmt.Sprintf("near-auth-outage-%s", tenant), Type: NearAuthOutage, Tenant: tenant, Device: fl.deviceID(c.devs[0]),
+				Start: time.Unix(0, c.start).UTC(), End: time.Unix(0, last+5*int64(time.Minute)).UTC(), Events: total,
+				Description: fmt.Sprintf("the authentication backend of tenant %s fails its %d devices' logins (401) for 5 minutes; each retries from its usual address", tenant, len(c.devs))}
+			for _, i := range c.devs {
+				l.Devices = append(l.Devices, fl.deviceID(i))
+			}
+			for _, a := range c.addrs {
+				l.IPs = append(l.IPs, a.ip)
+			}
+			cs = append(cs, c)
+			near = append(near, l)
+		}
+	}
+	return cs, labels, near
 }
 
 // next returns the time of c's event after the one at t, -1 when done.
@@ -255,13 +329,14 @@ func (c *campaign) next(t int64) int64 {
 
 // Basic model.
 
-func (s *Sim) numDevices() int         { return len(s.devs) }
-func (s *Sim) eligible(i int) bool     { return !s.devs[i].victim }
-func (s *Sim) keyed(i int) bool        { return s.devs[i].apiKey != "" && !s.devs[i].cls.mqtt }
-func (s *Sim) sameClass(i, j int) bool { return s.devs[i].cls == s.devs[j].cls }
-func (s *Sim) deviceID(i int) string   { return s.devs[i].id }
-func (s *Sim) tenant(i int) string     { return s.devs[i].tenant }
-func (s *Sim) apiKey(i int) string     { return s.devs[i].apiKey }
+func (s *Sim) numDevices() int               { return len(s.devs) }
+func (s *Sim) eligible(i int) bool           { return !s.devs[i].victim }
+func (s *Sim) keyed(i int) bool              { return s.devs[i].apiKey != "" && !s.devs[i].cls.mqtt }
+func (s *Sim) sameClass(i, j int) bool       { return s.devs[i].cls == s.devs[j].cls }
+func (s *Sim) deviceID(i int) string         { return s.devs[i].id }
+func (s *Sim) tenant(i int) string           { return s.devs[i].tenant }
+func (s *Sim) apiKey(i int) string           { return s.devs[i].apiKey }
+func (s *Sim) usualAddr(i int) (ident, bool) { return s.devs[i].home, true }
 func (s *Sim) floodable(i int) bool {
 	d := &s.devs[i]
 	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
@@ -273,16 +348,19 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	d := &s.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &atkToken
-	if c.kind != ckStuffing {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread && c.kind != ckAuthOutage {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &s.rec
 	r.reset(d, t, &c.addrs[ai], cmd)
-	r.fw, r.status = c.fw, cmd.status
+	r.status = cmd.status
+	if c.fw != "" { // an outage's requests are the device's own
+		r.fw = c.fw
+	}
 	r.in, r.out = cr.between(int64(cmd.in[0]), int64(cmd.in[1])), cr.between(int64(cmd.out[0]), int64(cmd.out[1]))
 	r.latUs = int64(cr.uniform(cmd.latMs[0], cmd.latMs[1]) * 1000)
 	switch c.kind {
-	case ckStuffing:
+	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {
@@ -303,6 +381,12 @@ func (f *Field) sameClass(i, j int) bool { return f.devs[i].cls == f.devs[j].cls
 func (f *Field) deviceID(i int) string   { return f.devs[i].id }
 func (f *Field) tenant(i int) string     { return f.devs[i].tenant }
 func (f *Field) apiKey(i int) string     { return f.devs[i].apiKey }
+func (f *Field) usualAddr(i int) (ident, bool) {
+	if d := &f.devs[i]; d.carrier < 0 {
+		return f.homes[d.hh].addr, true
+	}
+	return ident{}, false
+}
 func (f *Field) floodable(i int) bool {
 	d := &f.devs[i]
 	return !d.cls.mqtt && d.cls.cmds[d.cls.main].pre != ""
@@ -314,13 +398,17 @@ func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, 
 	d := &f.devs[c.devs[di]]
 	cr := &c.cr
 	cmd := &fAtkToken
-	if c.kind != ckStuffing {
+	if c.kind != ckStuffing && c.kind != ckTenantSpread && c.kind != ckAuthOutage {
 		cmd = &d.cls.cmds[d.cls.main]
 	}
 	r := &f.rec
-	f.fill(r, d, cr, t, &c.addrs[ai], cmd, c.fw)
+	fw := c.fw
+	if fw == "" { // an outage's requests are the device's own
+		fw = d.fw
+	}
+	f.fill(r, d, cr, t, &c.addrs[ai], cmd, fw)
 	switch c.kind {
-	case ckStuffing:
+	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
 	case ckDistFlood:
 		if u := cr.Float(); u < 0.3 {

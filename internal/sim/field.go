@@ -193,9 +193,10 @@ func NewField(cfg Config) (*Field, error) {
 	}
 	f.planEvents(&plan)
 	if cfg.Entities {
-		var labels []Label
-		f.camps, labels = planCampaigns(cfg, f, f.start, f.end, len(f.labels))
+		var labels, near []Label
+		f.camps, labels, near = planCampaigns(cfg, f, f.start, f.end, len(f.labels))
 		f.labels = append(f.labels, labels...)
+		f.near = append(f.near, near...)
 	}
 	f.heap = make(schedule, 0, len(f.devs)+len(f.atks)+len(f.camps))
 	for i := range f.devs {

@@ -66,12 +66,18 @@ const (
 	// NearHouseholdIPChange: a household's NAT gets a new public address;
 	// every device behind it moves at once.
 	NearHouseholdIPChange = "household_ip_change"
+	// NearAuthOutage (with Config.Entities): one tenant's authentication
+	// backend fails its devices' logins (401) for 5 minutes; each retries
+	// from its usual address. The benign counterpart of AttackTenantSpread:
+	// nothing tells a tenant's devices failing from where they always are
+	// apart from an attack but that.
+	NearAuthOutage = "auth_outage"
 )
 
 // NearMissKinds lists the near-miss kinds, in the order a false alert is
 // attributed to them when several match.
 var NearMissKinds = []string{NearOwnerHome, NearRollout, NearBorderCrossing, NearBackendIncident,
-	NearHouseholdIPChange, NearJoined}
+	NearHouseholdIPChange, NearJoined, NearAuthOutage}
 
 // AttackTypesOf returns the attack types of a model, in planning order; nil for
 // an unknown model. "" is ModelBasic.

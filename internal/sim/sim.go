@@ -104,6 +104,7 @@ type Sim struct {
 	devs    []device
 	atks    []attack
 	camps   []campaign // Config.Entities
+	near    []Label    // the benign campaigns' near misses (Config.Entities)
 	labels  []Label
 	heap    schedule
 	emitted int
@@ -141,7 +142,7 @@ func New(cfg Config) (*Sim, error) {
 	s.planIrregularities(&plan)
 	if cfg.Entities {
 		var labels []Label
-		s.camps, labels = planCampaigns(cfg, s, s.start, s.end, len(s.labels))
+		s.camps, labels, s.near = planCampaigns(cfg, s, s.start, s.end, len(s.labels))
 		s.labels = append(s.labels, labels...)
 	}
 	s.heap = make(schedule, 0, len(s.devs)+len(s.atks)+len(s.camps))
@@ -317,8 +318,9 @@ func (s *Sim) interval(d *device, c *cmdSpec, t int64) float64 {
 // caller may modify the returned slice.
 func (s *Sim) Labels() []Label { return append([]Label(nil), s.labels...) }
 
-// NearMisses returns nil: the basic model labels no near misses.
-func (s *Sim) NearMisses() []Label { return nil }
+// NearMisses returns the basic model's near misses: only, with
+// Config.Entities, the authentication outage (NearAuthOutage).
+func (s *Sim) NearMisses() []Label { return append([]Label(nil), s.near...) }
 
 // Emitted returns how many events Next has returned.
 func (s *Sim) Emitted() int { return s.emitted }

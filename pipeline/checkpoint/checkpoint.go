@@ -3,7 +3,7 @@
 // detector's class statistics, with the stream position they reflect, so that
 // a restart neither resets baselines nor counts an event twice in them.
 //
-// File format, version 4, little-endian:
+// File format, version 5, little-endian:
 //
 //	magic "IOTWCKPT" | format version u32 | layout version u32 | record size u32 | slice count u32
 //	stream sequence u64 | created (Unix ns) i64 | record count u64
@@ -15,8 +15,11 @@
 //	entities: record size u32 | record count u64 | records: key u64 | alt u64 | last seen (Unix ns) i64 | record [record size]
 //	entity decision engines: count u32 | per entity owner, in order: length u64 | decide.Engine.AppendState snapshot
 //	calibration: length u64 | decide.Calibration.AppendSnapshot snapshot (length 0: none)
+//	incidents: length u64 | incident.Grouper.AppendState snapshot (length 0: none)
 //	CRC-32C of everything above, u32
 //
+// Version 4 is version 5 without the incidents' section (still read:
+// Meta.Incidents is nil, and the grouper starts with no open incident).
 // Version 3 is version 4 without the entities' and the calibration's
 // sections, version 2 version 3 without the decision engines' section; both
 // are still read (no entities are restored and Meta.Calibration is nil: the
@@ -75,8 +78,11 @@ import (
 
 const (
 	magic         = "IOTWCKPT"
-	formatVersion = 4
-	// formatNoEntities is the previous format version, without the
+	formatVersion = 5
+	// formatNoIncidents is the previous format version, without the
+	// incident grouper's section, still read.
+	formatNoIncidents = 4
+	// formatNoEntities is the version before, without the
 	// entities' sections, still read.
 	formatNoEntities = 3
 	// formatNoEngines is the version before, without the decision
@@ -135,6 +141,11 @@ type Meta struct {
 	// (decide.Calibration.AppendSnapshot): what Write saves and Read
 	// returns; nil when none was saved (or from a file of format 2 or 3).
 	Calibration []byte
+	// Incidents is the incident grouper's state (incident.Grouper.
+	// AppendState, the collector's open incidents): what Write saves and
+	// Read returns; nil when none was saved (or from a file of format 4 or
+	// older).
+	Incidents []byte
 	// Keep, when set, selects the device records Write and Encode save (a
 	// partition's, see package doc): the others are left out. KeepEntity
 	// does the same for entity records. Read does not set them.
@@ -307,6 +318,7 @@ func Encode(out io.Writer, meta Meta, tables []*state.Table, model *detectors.Cl
 		section(e)
 	}
 	section(meta.Calibration)
+	section(meta.Incidents)
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -377,7 +389,7 @@ func Decode(ctx context.Context, in io.Reader, path string, want Meta, to Target
 		return Meta{}, fmt.Errorf("cannot read checkpoint %q: not an iotwatch checkpoint", path)
 	}
 	version := binary.LittleEndian.Uint32(hdr[8:])
-	if version != formatVersion && version != formatNoEntities && version != formatNoEngines {
+	if version != formatVersion && version != formatNoIncidents && version != formatNoEntities && version != formatNoEngines {
 		return Meta{}, fmt.Errorf("cannot read checkpoint %q: format version %d, this build reads %d to %d: %w",
 			path, version, formatNoEngines, formatVersion, ErrIncompatible)
 	}
@@ -475,7 +487,7 @@ func Decode(ctx context.Context, in io.Reader, path string, want Meta, to Target
 			}
 		}
 	}
-	if version >= formatVersion {
+	if version >= formatNoIncidents {
 		if err := loadEntities(ctx, body, &m, to); err != nil {
 			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
 		}
@@ -484,6 +496,14 @@ func Decode(ctx context.Context, in io.Reader, path string, want Meta, to Target
 		}
 		if len(m.Calibration) == 0 {
 			m.Calibration = nil
+		}
+	}
+	if version >= formatVersion {
+		if m.Incidents, err = readSection(body, "incidents"); err != nil {
+			return m, fmt.Errorf("cannot read checkpoint %q: %w", path, err)
+		}
+		if len(m.Incidents) == 0 {
+			m.Incidents = nil
 		}
 	}
 	sum := h.Sum32()

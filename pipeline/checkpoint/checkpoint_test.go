@@ -122,7 +122,7 @@ func TestRejects(t *testing.T) {
 	// statistics in the class table's snapshot) is refused, not guessed at.
 	v1 := bytes.Clone(good)
 	v1[8] = 1
-	f("format 1", v1, meta, "format version 1, this build reads 2 to 4")
+	f("format 1", v1, meta, "format version 1, this build reads 2 to 5")
 	if _, err := Read(filepath.Join(dir, "format 1"), meta, func(uint64, uint64, int64, []byte) {}, nil); !errors.Is(err, ErrIncompatible) {
 		t.Errorf("format 1: %v is not ErrIncompatible", err)
 	}
@@ -138,7 +138,8 @@ func TestEngines(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.ckpt")
 	meta := Meta{LayoutVersion: 7, RecordSize: recSize, StreamSeq: 99,
-		Engines: [][]byte{[]byte("engine zero"), nil, []byte("engine two")}, Calibration: []byte("calibration")}
+		Engines: [][]byte{[]byte("engine zero"), nil, []byte("engine two")}, Calibration: []byte("calibration"),
+		Incidents: []byte("open incidents")}
 	if err := Write(path, meta, tables, fleet); err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +150,20 @@ func TestEngines(t *testing.T) {
 	if len(m.Engines) != 3 || string(m.Engines[0]) != "engine zero" || len(m.Engines[1]) != 0 || string(m.Engines[2]) != "engine two" {
 		t.Errorf("engines read back: %q", m.Engines)
 	}
-	if string(m.Calibration) != "calibration" {
-		t.Errorf("calibration read back: %q", m.Calibration)
+	if string(m.Calibration) != "calibration" || string(m.Incidents) != "open incidents" {
+		t.Errorf("calibration read back: %q, incidents %q", m.Calibration, m.Incidents)
+	}
+	full, _ := os.ReadFile(path)
+	// Format 4: the same file without the incidents' section.
+	body4 := bytes.Clone(full[:len(full)-8-len("open incidents")-4])
+	binary.LittleEndian.PutUint32(body4[8:], 4)
+	p4 := filepath.Join(dir, "v4.ckpt")
+	os.WriteFile(p4, binary.LittleEndian.AppendUint32(body4, crc32.Checksum(body4, crc32.MakeTable(crc32.Castagnoli))), 0o600)
+	if m, err := Read(p4, meta, func(uint64, uint64, int64, []byte) {}, newModel()); err != nil || m.Incidents != nil || string(m.Calibration) != "calibration" {
+		t.Errorf("a format 4 checkpoint: incidents %q, calibration %q, err %v; want none, the calibration", m.Incidents, m.Calibration, err)
 	}
 	// Format 3: the same file without the calibration section.
-	full, _ := os.ReadFile(path)
-	body3 := bytes.Clone(full[:len(full)-8-len("calibration")-16-4]) // without the (empty) entities' sections, the calibration and the checksum
+	body3 := bytes.Clone(full[:len(full)-8-len("open incidents")-8-len("calibration")-16-4]) // without the (empty) entities' sections, the calibration, the incidents and the checksum
 	binary.LittleEndian.PutUint32(body3[8:], 3)
 	v3file := binary.LittleEndian.AppendUint32(body3, crc32.Checksum(body3, crc32.MakeTable(crc32.Castagnoli)))
 	p3 := filepath.Join(dir, "v3.ckpt")
@@ -165,17 +174,17 @@ func TestEngines(t *testing.T) {
 
 	// Format 2: the same file without the engines' section.
 	noEngines := meta
-	noEngines.Engines, noEngines.Calibration = nil, nil
+	noEngines.Engines, noEngines.Calibration, noEngines.Incidents = nil, nil, nil
 	if err := Write(path, noEngines, tables, fleet); err != nil {
 		t.Fatal(err)
 	}
-	v4, _ := os.ReadFile(path)
+	v5, _ := os.ReadFile(path)
 	if m, err := Read(path, noEngines, func(uint64, uint64, int64, []byte) {}, nil); err != nil || m.Engines == nil || len(m.Engines) != 0 {
-		t.Errorf("a format 4 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
+		t.Errorf("a format 5 file without engines: engines %q (nil: %v), err %v; want an empty, non-nil list", m.Engines, m.Engines == nil, err)
 	}
 	// Format 3: the same without the (empty) entities' sections, 16 bytes,
-	// and the calibration's empty section, 8.
-	b3 := bytes.Clone(v4[:len(v4)-4-8-16])
+	// and the calibration's and the incidents' empty sections, 8 each.
+	b3 := bytes.Clone(v5[:len(v5)-4-8-8-16])
 	binary.LittleEndian.PutUint32(b3[8:], 3)
 	v3 := binary.LittleEndian.AppendUint32(b3, crc32.Checksum(b3, crc32.MakeTable(crc32.Castagnoli)))
 	p3 = filepath.Join(dir, "v3-no-engines.ckpt")

@@ -1,5 +1,5 @@
 // Package entity keeps baselines for what is not a device: the client IP, its
-// network (/24 for IPv4, /48 for IPv6), the API key and the tenant, so that what spreads over many
+// network (/24 for IPv4, /48 for IPv6), the API key, the autonomous system and the tenant, so that what spreads over many
 // devices (credential stuffing from one address against hundreds of
 // devices, one address using hundreds of identities) is seen.
 //
@@ -95,6 +95,25 @@
 // findings score under the block threshold and decide.Entity has no scope
 // for it): blocking a tenant is blocking a customer. Config.NoTenant turns
 // it off. A tenant id longer than MaxKeyText is not judged.
+//
+// An autonomous system (asn.go; an Obs carries its address's ASN when the
+// log or the GeoIP database knows it) is judged as a tenant is, from each
+// owner's share, but only from the failed logins and client errors (4xx) of
+// unusual addresses (no learned window, or ever found doing something): many
+// distinct devices failing authentication (ReasonASNAuthFailures) or
+// addressed with such requests (ReasonASNManyDevices: enumeration) over at
+// least MinPrefixIPs of its networks, beyond its own band: credential
+// stuffing and enumeration spread over many prefixes of one hosting AS, each
+// too thin for its addresses and networks. A device's usual address never
+// counts (an authentication outage fails devices from where they always
+// are), and the normal path (a success, or a known address) touches no AS
+// record. An AS
+// is judged once it learned a window or once its owner is past start-up, so
+// that an AS first seen in an attack is. Its alert names it
+// ("AS64500 (ExampleHost)", Owner.NameAS) and never comes with a decision:
+// an AS holds many customers' networks, enforcement points match addresses
+// and CIDRs, and the attack's addresses and networks are blocked as
+// entities of their own. Config.NoASN turns it off.
 //
 // An event whose device is identified only by its client IP
 // (schemas.IDClientIP) is that IP's device: the device detectors judge it,

@@ -36,7 +36,7 @@ const (
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
 	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave,
-		ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate}
+		ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate, ReasonASNAuthFailures, ReasonASNManyDevices}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -166,6 +166,17 @@ type Config struct {
 	TenantRateFactor  float64
 	TenantWindows     int
 	NoTenant          bool
+	// Autonomous-system judging (asn.go), over each owner's share of the
+	// requests of an AS's unusual addresses, floors for the whole AS scaled
+	// by that share: ASNFailDevices is the fewest distinct devices failing
+	// authentication in a window (default 30; also 4 times the usual
+	// level, most of the requests failing and MinPrefixIPs networks), and
+	// ASNManyDevices the fewest distinct devices addressed (default 100;
+	// also 4 times the usual level). Only events whose ASN is known (a
+	// GeoIP database with ASNs, or the log) are judged. NoASN turns it off.
+	ASNFailDevices float64
+	ASNManyDevices float64
+	NoASN          bool
 }
 
 // DefaultMaxEntities is the default cap on entity records: at
@@ -206,6 +217,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.TenantErrors, 200)
 	def(&c.TenantRateEvents, 2000)
 	def(&c.TenantRateFactor, 5)
+	def(&c.ASNFailDevices, 30)
+	def(&c.ASNManyDevices, 100)
 	if c.TenantWindows <= 0 {
 		c.TenantWindows = 12
 	}

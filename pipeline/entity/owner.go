@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/pipeline/decide"
@@ -34,6 +35,9 @@ type Obs struct {
 	// Outcome classifies the request's status for its tenant's error band
 	// (outcomeOK, outcomeClientErr, outcomeServerErr).
 	Outcome uint8
+	// ASN is the client address's autonomous system (schemas.Event.ASN;
+	// 0: unknown).
+	ASN uint32
 	// ForKey marks the observation of the event's API key (KeyObsOf)
 	// rather than of its address; Key[:KeyLen] is then the key id. In an
 	// address's observation Key[:KeyLen] is the event's tenant (none when
@@ -69,6 +73,7 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 		Device:  ev.DeviceKey,
 		Route:   ev.CommandID,
 		Outcome: outcomeOf(ev),
+		ASN:     ev.ASN,
 	}
 	if len(ev.Tenant) <= MaxKeyText {
 		ob.KeyLen = uint8(copy(ob.Key[:], ev.Tenant))
@@ -152,10 +157,12 @@ type Owner struct {
 	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
-	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants.
-	lastKey  [4][2]uint64
-	lastText [4]string
-	share    float64 // this owner's share of a tenant's traffic (1/owners)
+	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants,
+	// 4 for autonomous systems.
+	lastKey  [5][2]uint64
+	lastText [5]string
+	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
+	share    float64                 // this owner's share of a tenant's traffic (1/owners)
 	// The last tenant observed and its key.
 	tenantID  [MaxKeyText]byte
 	tenantLen uint8
@@ -209,6 +216,12 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
 		o.tenant(ob, pk, usual, emit)
+	}
+	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN && (ob.Failed || ob.Outcome == outcomeClientErr) {
+		// Only what an attack spread over an AS's networks shows (failed
+		// logins, probes answered 4xx) touches the AS's record: a success
+		// from a new address (a device's new lease) costs nothing more.
+		o.asn(ob, pk, emit)
 	}
 	if ob.Failed && (ob.IPDev || !usual) {
 		// A prefix counts failed authentications only: what it judges is
@@ -351,6 +364,59 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 	}
 }
 
+// asn judges ob, a failed or client-error request of an unusual address, on its owner's share of
+// ob's autonomous system (JudgeASN); its record is made with owner route
+// route (ob's prefix key), as a tenant's is. An AS's alert never comes with
+// a decision: an AS holds many customers' networks (a hosting provider's,
+// a mobile carrier's, the fleet's own backends'), enforcement points match
+// addresses and CIDRs rather than AS numbers, and the attack's own
+// addresses and networks are judged, and blocked, as entities of their
+// own. The alert names the AS so that an analyst (and the incident
+// grouper) sees the campaign behind them.
+func (o *Owner) asn(ob *Obs, route uint64, emit Emit) {
+	key, alt := asnKey(ob.ASN)
+	rec, _ := o.table.Record(key, alt, ob.Time)
+	if binary.LittleEndian.Uint32(rec) != recordVersion {
+		clear(rec)
+		binary.LittleEndian.PutUint32(rec, recordVersion)
+		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+	}
+	if o.atOrBefore(rec, ob) {
+		o.relearned++
+		return
+	}
+	o.sc.N, o.sc.Score = 0, 0
+	JudgeASN(rec, ob, o.share, ob.Time-o.since >= waveWarm*waveBucket, &o.cfg, &o.sc)
+	if o.sc.N == 0 {
+		return
+	}
+	ev := &o.ev
+	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
+	ev.DeviceKey, ev.DeviceAlt = key, alt
+	ev.ClientIP = netip.Addr{}
+	if o.lastKey[4] != [2]uint64{key, alt} {
+		name := ""
+		if o.asName != nil {
+			addr := netip.AddrFrom16(ob.Addr)
+			if ob.Is4 {
+				addr = addr.Unmap()
+			}
+			name = o.asName(addr)
+		}
+		o.lastKey[4], o.lastText[4] = [2]uint64{key, alt}, asnText(ob.ASN, name)
+	}
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, decide.Entity{Kind: schemas.EntityASN, Value: o.lastText[4]})
+	if alert != nil || dec != nil {
+		emit(alert, dec)
+	}
+}
+
+// NameAS makes o name an autonomous system in its alerts by name(addr), addr
+// an address of it ("AS64500 (ExampleHost)"; "" from name: the number
+// alone), such as geoip.Reader.ASOrg. name is called only when an AS
+// alerts, from o's goroutine. Call it before the first Observe.
+func (o *Owner) NameAS(name func(netip.Addr) string) { o.asName = name }
+
 // atOrBefore reports whether ob is at or before the stream position rec
 // learned up to (a redelivery, judged against a copy), and otherwise
 // advances rec's position to ob's.
@@ -469,6 +535,13 @@ func Sentence(a *schemas.Alert) string {
 		return fmt.Sprintf("tenant %s: %d client errors %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonTenantRate:
 		return fmt.Sprintf("tenant %s: %d requests %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonASNAuthFailures, ReasonASNManyDevices:
+		verb := "failed auth for"
+		if r.Reason == ReasonASNManyDevices {
+			verb = "addressed"
+		}
+		return fmt.Sprintf("%s %s %d distinct devices from %s; expected <= %d", a.Entity, verb, int(r.Observed),
+			strings.Replace(r.ObservedLabel, " nets ", " networks ", 1), int(r.Expected))
 	case ReasonKeySpread:
 		return fmt.Sprintf("API key %s used by %d distinct %s in one window; most before: %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	default:

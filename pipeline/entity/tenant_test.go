@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/pipeline/decide"
+	"github.com/iotwatch/iotwatch/pipeline/geoip"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -20,6 +21,7 @@ type tenantFleet struct {
 	r       results
 	seq     uint64
 	devices int
+	geo     *geoip.Reader // enriches each event (its ASN), when set
 }
 
 // newTenantFleet drives owners owners (1: newOwner's).
@@ -47,6 +49,9 @@ func (f *tenantFleet) step(ip netip.Addr, dev uint64, at int64, status uint16, a
 	var ev schemas.Event
 	ev.ClientIP, ev.Tenant, ev.Protocol = ip, tenantAcme, schemas.ProtoHTTP
 	ev.DeviceKey, ev.Time, ev.Seq, ev.ID, ev.Status, ev.Auth = dev, at, f.seq, f.seq, status, auth
+	if f.geo != nil {
+		f.geo.Enrich(&ev)
+	}
 	ob, ok := ObsOf(&ev)
 	if !ok {
 		f.t.Fatalf("no observation of %s", ip)

@@ -205,3 +205,20 @@ func (r *Reader) Enrich(ev *schemas.Event) {
 		ev.Lat, ev.Lon = lat, lon
 	}
 }
+
+// ASOrg returns the name of ip's autonomous system in the database
+// (autonomous_system_organization), or "" when it does not say. It is not
+// cached and allocates: for explanations (an AS's alert), not per event.
+func (r *Reader) ASOrg(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return ""
+	}
+	var rec struct {
+		Org string `maxminddb:"autonomous_system_organization"`
+	}
+	res := r.db.Lookup(ip.Unmap().WithZone(""))
+	if res.Err() != nil || !res.Found() || res.Decode(&rec) != nil {
+		return ""
+	}
+	return rec.Org
+}

@@ -286,18 +286,35 @@ type outcome struct {
 	ofAlert map[string]string
 }
 
-func group(alerts []schemas.Alert) outcome {
+func group(alerts []schemas.Alert) outcome { return groupRestarting(alerts, nil) }
+
+// groupRestarting is group with a restart before each alert index in
+// restarts: the grouper's state is saved (AppendState) and loaded into a new
+// Grouper (LoadState), which goes on, as the pipeline does from its
+// checkpoint.
+func groupRestarting(alerts []schemas.Alert, restarts []int) outcome {
 	out := outcome{final: map[string]schemas.Incident{}, table: map[string]schemas.Incident{}, ofAlert: map[string]string{}}
 	store := func(inc *schemas.Incident) {
 		if old, ok := out.table[inc.ID]; !ok || inc.Version > old.Version {
 			out.table[inc.ID] = *inc
 		}
 	}
-	g := New(Config{})
 	merged := map[string]string{}
-	g.OnRetire(func(inc *schemas.Incident) { store(inc); merged[inc.ID] = inc.MergedInto })
-	g.OnClose(func(inc *schemas.Incident) { out.final[inc.ID] = *clone(inc) })
+	newGrouper := func() *Grouper {
+		g := New(Config{})
+		g.OnRetire(func(inc *schemas.Incident) { store(inc); merged[inc.ID] = inc.MergedInto })
+		g.OnClose(func(inc *schemas.Incident) { out.final[inc.ID] = *clone(inc) })
+		return g
+	}
+	g := newGrouper()
 	for i := range alerts {
+		if slices.Contains(restarts, i) {
+			state := g.AppendState(nil)
+			g = newGrouper()
+			if err := g.LoadState(state); err != nil {
+				panic(err)
+			}
+		}
 		if inc := g.Add(&alerts[i], decisionOf(alerts[i].ID)); inc != nil {
 			store(inc)
 			out.ofAlert[alerts[i].ID] = inc.ID

@@ -174,6 +174,9 @@ func (s *Stack) Reset() error {
 			return err
 		}
 		o.ShareStart(start)
+		if s.geo != nil {
+			o.NameAS(s.geo.ASOrg)
+		}
 		owners = append(owners, o)
 	}
 	s.Model, s.Workers, s.Owners, s.Calibration = model, workers, owners, cal

@@ -209,8 +209,10 @@ func objectSeq(t *testing.T, data []byte) uint64 {
 }
 
 // results are the ids of the alerts and decisions a run produced: stored in
-// ClickHouse and published on NATS.
-type results struct{ storedAlerts, storedDecisions, natsAlerts, natsDecisions []string }
+// ClickHouse and published on NATS; and its live incidents in ClickHouse
+// (id, version and alert count: a restart that lost the open incidents
+// opens new ones for the alerts after it).
+type results struct{ storedAlerts, storedDecisions, natsAlerts, natsDecisions, incidents []string }
 
 func (r *crashRig) results(t *testing.T) results {
 	t.Helper()
@@ -265,7 +267,24 @@ func (r *crashRig) results(t *testing.T) results {
 		slices.Sort(ids)
 		return ids
 	}
-	return results{stored(schemas.TableAlerts), stored(schemas.TableDecisions), published(schemas.StreamAlerts), published(schemas.StreamDecisions)}
+	var incidents []string
+	rows, err := r.e.Conn.Query(context.Background(), fmt.Sprintf("SELECT %s, %s, %s FROM %s.%s FINAL WHERE %s = ''",
+		schemas.ColID, schemas.ColVersion, schemas.ColAlertCount, r.e.DB, schemas.TableIncidents, schemas.ColMergedInto))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var version uint64
+		var alerts uint32
+		if err := rows.Scan(&id, &version, &alerts); err != nil {
+			t.Fatal(err)
+		}
+		incidents = append(incidents, fmt.Sprintf("%s v%d alerts=%d", id, version, alerts))
+	}
+	slices.Sort(incidents)
+	return results{stored(schemas.TableAlerts), stored(schemas.TableDecisions), published(schemas.StreamAlerts), published(schemas.StreamDecisions), incidents}
 }
 
 // crashingRows is the real ClickHouse writer until crash is set; then
@@ -517,6 +536,9 @@ func testCrashRestart(t *testing.T, store bool) {
 	testids.Compare(t, "decisions in ClickHouse", "after the crash", got.storedDecisions, want.storedDecisions)
 	testids.Compare(t, "alerts on NATS", "after the crash", got.natsAlerts, want.natsAlerts)
 	testids.Compare(t, "decisions on NATS", "after the crash", got.natsDecisions, want.natsDecisions)
+	// The open incidents travel in the checkpoint: the alerts after the
+	// restart join the incidents the crashed run had opened.
+	testids.Compare(t, "live incidents in ClickHouse", "after the crash", got.incidents, want.incidents)
 	if n := r.e.count(t, schemas.TableScored); n != wantScored {
 		t.Errorf("scored rows: %d after the crash, %d in the control run", n, wantScored)
 	}
