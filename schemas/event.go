@@ -238,6 +238,13 @@ func ModelKeyOf(class []byte) uint64 {
 // its own, apart from its class: e has a class and a tenant.
 func (e *Event) HasModel() bool { return e.ModelKey != 0 && e.ModelKey != e.ClassKey }
 
+// FailedAuth reports whether the request failed authentication: an outcome
+// the format decoded as failed, or an HTTP 401 (MQTT has no 401: its outcome
+// says it). Such a request proves nothing about the identity it claims.
+func (e *Event) FailedAuth() bool {
+	return e.Auth == AuthFailed || (e.Status == 401 && e.Protocol != ProtoMQTT)
+}
+
 // EventTime returns the event time.
 func (e *Event) EventTime() time.Time { return time.Unix(0, e.Time).UTC() }
 

@@ -136,7 +136,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.DurationVar(&o.cooldown, "cooldown", dc.Cooldown, "suppress repeat alerts for the same device and reason for this long (event time)")
 	fs.DurationVar(&o.blockTTL, "block-ttl", dc.BlockTTL, "duration of a first block; repeat offenders get doubled durations")
 	fs.DurationVar(&o.maxBlockTTL, "max-block-ttl", dc.MaxBlockTTL, "longest block duration for repeat offenders")
-	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto (the device as its source identified it, see --identity, and the key of a suspected stolen API key), device (the device as identified, always), api_key, ip or tenant")
+	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto (the device as its source identified it, see --identity; the client address of a request that failed authentication; the key of a suspected stolen API key), device (the device as identified, always), api_key, ip or tenant")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "publish would_block decisions instead of blocks")
 	fs.IntVar(&o.maxBlocks, "max-blocks-per-minute", dc.MaxBlocksPerMinute, "cap on new blocks per minute fleet-wide; beyond it alert only (0: no cap)")
 	fs.IntVar(&o.maxFreshBlocks, "max-fresh-blocks-per-minute", dc.MaxFreshBlocksPerMinute, "cap on new blocks per minute of fresh addresses (first seen seconds before, no device's own: a botnet wave's), a budget apart from --max-blocks-per-minute since such blocks lock no device out; beyond it alert only (0: no cap)")

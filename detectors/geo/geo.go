@@ -412,6 +412,13 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 		}
 	}
 	flagged := f.Reason != schemas.ReasonNone
+	if ev.FailedAuth() {
+		// A refused request is judged but teaches nothing: it did not prove
+		// to be the device, so an attacker's failed login from afar neither
+		// moves the device (its return home is no travel) nor makes the
+		// attacker's country its own.
+		return f
+	}
 
 	// Learn: fully from an unflagged request, a little from a new country,
 	// the more from a known one the less it was flagged.

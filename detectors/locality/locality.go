@@ -394,6 +394,13 @@ func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.
 		}
 	}
 
+	if ev.FailedAuth() {
+		// A refused request is judged but teaches nothing: it did not prove
+		// to be the device, so an attacker's failed logins neither become a
+		// network of the device's nor an alternation with it.
+		return f
+	}
+
 	// Learn: a flagged request barely counts towards its network.
 	add := 1.0
 	if f.Reason != schemas.ReasonNone {

@@ -72,7 +72,9 @@ type Config struct {
 	// Scope is "auto", "device" or a fixed schemas.ScopeAPIKey, ScopeIP or
 	// ScopeTenant. "device" blocks the device in the namespace of its
 	// identity (IdentityScope), which its source's enforcement point can
-	// match; "auto" does the same, except that a suspected stolen API key (a
+	// match; "auto" does the same, except that a request that failed
+	// authentication blocks its client address (an attacker's failed login
+	// must not lock the real device out) and a suspected stolen API key (a
 	// geography finding on an event carrying a key) blocks the key. A fixed
 	// scope the event lacks (no key, no IP, no tenant) falls back to
 	// IdentityScope.
@@ -744,8 +746,11 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	if ent.Kind == "" {
 		// An address-only client needs one absolute finding at
 		// AddressBlockScore; several weaker findings never block it.
+		// A refused request blocks its address (scope), so it needs the
+		// same.
+		byAddress := !device || (e.cfg.Scope == "auto" && ev.FailedAuth() && ev.ClientIP.IsValid())
 		wantBlock = wantBlock && !e.allow.Load().Allows(ev) &&
-			(device || absoluteScore(s) >= float32(AddressBlockScore))
+			(!byAddress || absoluteScore(s) >= float32(AddressBlockScore))
 	} else {
 		// An entity without a scope (a tenant: a customer) is never blocked.
 		wantBlock = wantBlock && ent.Scope != "" && !e.allow.Load().AllowsEntity(ent.Scope, ent.Value)
@@ -897,9 +902,11 @@ func idOf(alertID, action string) string {
 	return "d-" + strconv.FormatUint(schemas.HashString(alertID+"/"+action), 16)
 }
 
-// scope picks what to block (see Config.Scope). "auto": a stolen API key (a
-// geography finding on an event carrying a key) blocks the key; anything
-// else blocks the device as its source identified it (IdentityScope).
+// scope picks what to block (see Config.Scope). "auto": a request that failed
+// authentication blocks its client address (whoever sent it, not the
+// identity it claimed); a stolen API key (a geography finding on an event
+// carrying a key) blocks the key; anything else blocks the device as its
+// source identified it (IdentityScope).
 func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 	switch e.cfg.Scope {
 	case schemas.ScopeAPIKey:
@@ -915,6 +922,12 @@ func (e *Engine) scope(ev *schemas.Event, s *schemas.Scored) (string, string) {
 			return schemas.ScopeTenant, string(ev.Tenant)
 		}
 	case "auto":
+		if ev.FailedAuth() && ev.ClientIP.IsValid() {
+			// The request was refused: it proves nothing about the identity
+			// it claims, so blocking that identity would lock the real
+			// device out for an attacker's attempt. Its source is blocked.
+			return schemas.ScopeIP, ev.ClientIP.String()
+		}
 		if len(ev.APIKey) > 0 {
 			for _, f := range s.Reasons() {
 				if f.Detector == geo.Name {

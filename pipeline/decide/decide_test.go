@@ -231,6 +231,31 @@ func TestScopeFollowsIdentity(t *testing.T) {
 	// An address is blocked only on absolute evidence (AddressBlockScore).
 	probed := []schemas.Finding{{Detector: abuse.Name, Reason: abuse.ReasonKnownBadRequest, Score: 0.99}}
 	f("client IP only", "auto", http(schemas.IDClientIP), "203.0.113.7", "", "acme", probed, schemas.ScopeIP, "203.0.113.7")
+	// A request that failed authentication proves nothing about the
+	// identity it claims: its address is blocked, on an address's evidence,
+	// never the device it named (an attacker's failed login would lock the
+	// real device out).
+	refused := func(name string, fs []schemas.Finding, wantBlock bool) {
+		t.Helper()
+		e := engine(t, func(c *Config) { c.Scope = "auto" })
+		ev := event("therm-5", "key-7", "203.0.113.7", 0)
+		ev.IDMethod, ev.Protocol, ev.Source = schemas.IDToken, schemas.ProtoHTTP, schemas.SourceGateway
+		ev.SetDevice([]byte("acme"), []byte("therm-5"))
+		ev.Status, ev.Auth = 401, schemas.AuthFailed
+		a, d := e.Decide(ev, scored(fs...))
+		if a == nil {
+			t.Fatalf("%s: no alert", name)
+		}
+		switch {
+		case !wantBlock && d != nil:
+			t.Errorf("%s: blocked %s=%q; want an alert only", name, d.Scope, d.Value)
+		case wantBlock && (d == nil || d.Scope != schemas.ScopeIP || d.Value != "203.0.113.7"):
+			t.Errorf("%s: decision %+v; want a block of ip=203.0.113.7", name, d)
+		}
+	}
+	refused("refused login, stolen-key findings", stolen, false)
+	refused("refused login, flood", flooded, false)
+	refused("refused login, known-bad request", probed, true)
 	f("fixed device, API-key device", schemas.ScopeDevice, http(schemas.IDAPIKey), hash, hash, "acme", stolen, schemas.ScopeAPIKey, hash)
 	f("fixed device, MQTT username", schemas.ScopeDevice, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")
 	f("fixed api_key without a key", schemas.ScopeAPIKey, mqtt(schemas.IDMQTTUsername), "therm-5", "", "acme", flooded, schemas.ScopeMQTTUsername, "therm-5")

@@ -22,7 +22,7 @@ func KeyObsOf(ev *schemas.Event) (Obs, bool) {
 	}
 	ob := Obs{
 		ForKey: true,
-		Failed: failedAuth(ev),
+		Failed: ev.FailedAuth(),
 		Line:   ev.Line,
 		Seq:    ev.Seq,
 		ID:     ev.ID,

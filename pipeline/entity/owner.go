@@ -47,13 +47,6 @@ type Obs struct {
 	Key    [MaxKeyText]byte
 }
 
-// failedAuth reports whether ev is a failed authentication: an outcome
-// the format decoded as failed, or an HTTP 401 (MQTT has no 401: its
-// outcome says it).
-func failedAuth(ev *schemas.Event) bool {
-	return ev.Auth == schemas.AuthFailed || (ev.Status == 401 && ev.Protocol != schemas.ProtoMQTT)
-}
-
 // ObsOf returns the observation of ev and whether ev has one: an event
 // without a valid client address, or whose outcome was the enforcement
 // point's doing (schemas.Verdict.Enforced), has none. It does not allocate.
@@ -65,7 +58,7 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 		Addr:    ev.ClientIP.As16(),
 		Is4:     ev.ClientIP.Is4() || ev.ClientIP.Is4In6(),
 		IPDev:   ev.IDMethod == schemas.IDClientIP,
-		Failed:  failedAuth(ev),
+		Failed:  ev.FailedAuth(),
 		Line:    ev.Line,
 		Seq:     ev.Seq,
 		ID:      ev.ID,
