@@ -232,6 +232,12 @@ func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uin
 	tables := make([]*state.Table, len(p.workers))
 	meta := checkpoint.MetaOf(p.layout)
 	meta.StreamSeq = max(seq, p.partSeq[part])
+	if p.cfg.PartitionOwnership {
+		// The partition's own position (the last of its messages
+		// dispatched, or its restore's): the others' messages may be ahead
+		// of its messages not fetched yet, which the next owner must judge.
+		meta.StreamSeq = p.partSeq[part]
+	}
 	for i, w := range p.workers {
 		tables[i] = w.Table()
 		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
