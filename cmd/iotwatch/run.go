@@ -125,8 +125,8 @@ type stack struct {
 	// handover moves the partitions' state with their ownership (--source
 	// events with --checkpoint nats:; nil otherwise).
 	handover *pipeline.Handover
-	ch    *sink.ClickHouse
-	p     *pipeline.Pipeline
+	ch       *sink.ClickHouse
+	p        *pipeline.Pipeline
 	// receipts verifies apply receipts (run's --enforcer-keys); nil where
 	// receipts are not stored.
 	receipts *receipts.Verifier
