@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -36,13 +39,13 @@ type handoverRig struct {
 // wait for it.
 const handoverPinnedTTL = 5 * time.Second
 
-func newHandoverRig(t *testing.T, db string, msgs [][]byte) *handoverRig {
+func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duration) *handoverRig {
 	t.Helper()
 	ctx := context.Background()
 	e := setup(t, db)
 	publishLogs(t, e.js, msgs)
 	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 30 * time.Second
+	scfg.AckWait = ackWait
 	icons, err := bus.EnsureIngest(ctx, e.js, scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +75,9 @@ type handoverScorer struct {
 	h    *pipeline.Handover
 	p    *pipeline.Pipeline
 	stop context.CancelFunc
-	done chan error
+	// crash ends the partition consumer without Stop (no nak, no unpin).
+	crash context.CancelFunc
+	done  chan error
 }
 
 // start starts a scorer whose partitions' state travels with their
@@ -80,37 +85,52 @@ type handoverScorer struct {
 // reference).
 func (r *handoverRig) start(t *testing.T, plain bool) *handoverScorer {
 	t.Helper()
+	return r.startOn(t, plain, r.e.js, r.e.ch, r.e.pub)
+}
+
+// startOn is start with the scorer's own NATS client, row writer and
+// publisher.
+func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, rows pipeline.RowWriter, pub pipeline.Publisher) *handoverScorer {
+	t.Helper()
 	ctx := context.Background()
+	events, err := js.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(&testWriter{t}, nil))
 	}
 	cons := make([]jetstream.Consumer, 8)
 	for p := range cons {
-		var err error
-		if cons[p], err = r.e.js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p)); err != nil {
+		if cons[p], err = js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	h := pipeline.NewHandover(log)
 	pcfg := partition.Config{PinnedTTL: handoverPinnedTTL, Presence: r.presence, Owner: h, Log: log}
-	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, CheckpointStore: r.store,
-		PartitionOwnership: true, Partitions: 8, Stream: r.events, CheckpointEvery: time.Second, DrainTimeout: 10 * time.Second}
+	store, err := js.ObjectStore(ctx, schemas.BucketCheckpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, CheckpointStore: store,
+		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: time.Second, DrainTimeout: 10 * time.Second}
 	if plain {
 		pcfg.Owner = nil
 		cfg = pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}
 	}
-	c, err := partition.New(ctx, r.events, cons, pcfg)
+	pctx, crash := context.WithCancel(ctx)
+	c, err := partition.New(pctx, events, cons, pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := pipeline.New(cfg, c, r.e.ch, r.e.pub, log)
+	p, err := pipeline.New(cfg, c, rows, pub, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.Attach(p)
 	runCtx, stop := context.WithCancel(ctx)
-	s := &handoverScorer{c: c, h: h, p: p, stop: stop, done: make(chan error, 1)}
+	s := &handoverScorer{c: c, h: h, p: p, stop: stop, crash: crash, done: make(chan error, 1)}
 	go func() { s.done <- p.Run(runCtx) }()
 	return s
 }
@@ -144,20 +164,30 @@ func (r *handoverRig) waitDone(t *testing.T, s *handoverScorer) {
 	}
 }
 
-// scoredCounts returns the scored rows raw, FINAL and by distinct event id.
-func (r *handoverRig) scoredCounts(t *testing.T) (raw, final, distinct uint64) {
+// scoredCounts returns the scored rows matching where, raw, FINAL and by
+// distinct event id.
+func (r *handoverRig) scoredCounts(t *testing.T, where string) (raw, final, distinct uint64) {
 	t.Helper()
-	ctx := context.Background()
-	q := func(sql string) uint64 {
-		var n uint64
-		if err := r.e.conn.QueryRow(ctx, sql).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	tbl := r.e.db + "." + schemas.TableScored
-	return q("SELECT count() FROM " + tbl), q("SELECT count() FROM " + tbl + " FINAL"),
-		q(fmt.Sprintf("SELECT uniqExact(%s) FROM %s", schemas.ColEventID, tbl))
+	return r.query(t, "SELECT count() FROM "+tbl+" WHERE "+where), r.query(t, "SELECT count() FROM "+tbl+" FINAL WHERE "+where),
+		r.query(t, fmt.Sprintf("SELECT uniqExact(%s) FROM %s WHERE %s", schemas.ColEventID, tbl, where))
+}
+
+// missing counts the scored rows matching where of database db that r's
+// database lacks.
+func (r *handoverRig) missing(t *testing.T, db, where string) uint64 {
+	t.Helper()
+	return r.query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s AND %s NOT IN (SELECT %s FROM %s.%s)",
+		db, schemas.TableScored, where, schemas.ColEventID, schemas.ColEventID, r.e.db, schemas.TableScored))
+}
+
+func (r *handoverRig) query(t *testing.T, sql string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := r.e.conn.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestHandoverResumesPartitions: a scorer stopped mid-stream saves the
@@ -165,31 +195,74 @@ func (r *handoverRig) scoredCounts(t *testing.T) (raw, final, distinct uint64) {
 // partition's object and catches up from its position, and the two runs
 // together give what one undisturbed scorer gives over the same events: the
 // same alert and decision ids, and every event scored once (raw = FINAL =
-// distinct = events ingested). Alerts raised after the handover by devices
-// that learned their baselines before it are raised again only if their
-// records travelled: a cold start would miss them and raise first-seen
-// alerts of its own.
-func TestHandoverResumesPartitions(t *testing.T) {
+// distinct). A cold start of the moved partitions fails it: their devices'
+// late alerts need the baselines learned before the handover (checked by
+// deleting the objects before the takeover: alerts and decisions differ).
+func TestHandoverResumesPartitions(t *testing.T) { testHandover(t, false) }
+
+// TestHandoverAfterCrash: as TestHandoverResumesPartitions, but the first
+// scorer crashes (its inserts hang, its NATS connection drops, nothing
+// saved at the end, no unpin): the next owner restores the last periodic
+// save, catches up to its first message, and acks the crashed scorer's
+// unacked messages, redelivered after the ack wait, without judging them
+// again.
+func TestHandoverAfterCrash(t *testing.T) { testHandover(t, true) }
+
+func testHandover(t *testing.T, crash bool) {
 	msgs := fleetMessages(t, 300, 3*time.Hour)
 	handoverRuns++
+	ackWait := 30 * time.Second
+	if crash {
+		ackWait = 5 * time.Second // the crashed scorer's unacked messages come back within the test
+	}
 
-	ref := newHandoverRig(t, fmt.Sprintf("handover_ref_%d", handoverRuns), msgs)
+	ref := newHandoverRig(t, fmt.Sprintf("handover_ref_%d", handoverRuns), msgs, ackWait)
 	one := ref.start(t, true)
 	ref.waitDone(t, one)
 	one.stopClean(t)
 	want := ref.e.outcome(t)
 
-	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs)
-	a := r.start(t, false)
+	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs, ackWait)
 	half := r.ingested / 2
+	var a *handoverScorer
+	var crashed atomic.Bool
+	var ncA *nats.Conn
+	if !crash {
+		a = r.start(t, false)
+	} else {
+		var jsA jetstream.JetStream
+		var err error
+		if ncA, jsA, err = bus.Connect(context.Background(), r.e.js.Conn().ConnectedUrl(), "crashing scorer", slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatal(err)
+		}
+		defer ncA.Close()
+		blocks, err := jsA.KeyValue(context.Background(), schemas.KVActiveBlocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := func() bool { // a periodic save came after some scoring
+			info, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0))
+			return err == nil && info.Metadata[schemas.CheckpointMetaStreamSeq] != "0"
+		}
+		rows := crashingRows{ClickHouse: r.e.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(half), ready: saved}
+		a = r.startOn(t, false, jsA, rows, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
+	}
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
-	for a.p.M.Events.Load() < half {
+	for !crash && a.p.M.Events.Load() < half || crash && !crashed.Load() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the first scorer scored only %d events", a.p.M.Events.Load())
 		}
 		time.Sleep(5 * time.Millisecond) // polling the scorer's progress
 	}
-	a.stopClean(t)
+	if !crash {
+		a.stopClean(t)
+	} else {
+		ncA.Close() // no more acks, publishes, pulls or keep-alives
+		a.crash()
+		a.stop()
+		<-a.done // a drain that cannot finish: its error is the crash's
+		a.h.Close()
+	}
 	scoredA := a.p.M.Events.Load()
 	stopped := time.Now()
 	b := r.start(t, false)
@@ -212,34 +285,28 @@ func TestHandoverResumesPartitions(t *testing.T) {
 	if scoredA == 0 || scoredA >= r.ingested || scoredB == 0 {
 		t.Errorf("scored: a %d, b %d of %d: want both some, a not all", scoredA, scoredB, r.ingested)
 	}
-	raw, final, distinct := r.scoredCounts(t)
-	if raw != want.rows || final != want.rows || distinct != want.rows {
-		t.Errorf("scored rows: raw %d, FINAL %d, distinct %d; want %d each", raw, final, distinct, want.rows)
-		var n, lo, hi uint64
-		q := fmt.Sprintf("SELECT count(), min(%s), max(%s) FROM %s.%s WHERE %s NOT IN (SELECT %s FROM %s.%s)", schemas.ColStreamSeq, schemas.ColStreamSeq,
-			ref.e.db, schemas.TableScored, schemas.ColEventID, schemas.ColEventID, r.e.db, schemas.TableScored)
-		if err := r.e.conn.QueryRow(context.Background(), q).Scan(&n, &lo, &hi); err != nil {
-			t.Fatal(err)
+	// Events (stream_seq > 0) and the sweep's synthetic silence rows
+	// (stream_seq = 0) apart: a worker's sweep window is its own, not a
+	// partition's, so after a crash a silence that falls between the
+	// restored save and the catch-up of another partition can be passed
+	// over (a known gap, logged; see Handover).
+	for _, kind := range []struct {
+		name, where string
+		strict      bool
+	}{{"events", schemas.ColStreamSeq + " > 0", true}, {"silence rows", schemas.ColStreamSeq + " = 0", !crash}} {
+		_, wantN, _ := ref.scoredCounts(t, kind.where)
+		raw, final, distinct := r.scoredCounts(t, kind.where)
+		missing := r.missing(t, ref.e.db, kind.where)
+		switch {
+		case raw == wantN && final == wantN && distinct == wantN && missing == 0:
+			t.Logf("scored %s: raw = FINAL = distinct = %d, as undisturbed", kind.name, raw)
+		case kind.strict:
+			t.Errorf("scored %s: raw %d, FINAL %d, distinct %d, %d of the undisturbed run's missing; want %d each, none missing",
+				kind.name, raw, final, distinct, missing, wantN)
+		default:
+			t.Logf("KNOWN GAP: scored %s: raw %d, FINAL %d, distinct %d, %d of the undisturbed run's missing; undisturbed %d",
+				kind.name, raw, final, distinct, missing, wantN)
 		}
-		t.Logf("%d events missing, of log messages %d to %d", n, lo, hi)
-		q = fmt.Sprintf("SELECT count(), min(%s), max(%s) FROM %s.%s WHERE %s NOT IN (SELECT %s FROM %s.%s)", schemas.ColStreamSeq, schemas.ColStreamSeq,
-			r.e.db, schemas.TableScored, schemas.ColEventID, schemas.ColEventID, ref.e.db, schemas.TableScored)
-		if err := r.e.conn.QueryRow(context.Background(), q).Scan(&n, &lo, &hi); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%d events not in the undisturbed run, of log messages %d to %d", n, lo, hi)
-		rows, err := r.e.conn.Query(context.Background(), fmt.Sprintf("SELECT toString(%s), %s, %s FROM %s.%s WHERE %s NOT IN (SELECT %s FROM %s.%s) LIMIT 5",
-			schemas.ColEventID, schemas.ColDevice, schemas.ColStreamSeq, r.e.db, schemas.TableScored, schemas.ColEventID, schemas.ColEventID, ref.e.db, schemas.TableScored))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id, dev string
-			var seq uint64
-			_ = rows.Scan(&id, &dev, &seq)
-			t.Logf("extra: id %s device %s seq %d", id, dev, seq)
-		}
-		rows.Close()
 	}
 	if d := diff(want.alerts, got.alerts); d != "" {
 		t.Errorf("alerts differ from an undisturbed run (%d vs %d):\n%s", len(got.alerts), len(want.alerts), d)
