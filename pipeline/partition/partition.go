@@ -155,8 +155,8 @@ type Consumer struct {
 	gate sync.RWMutex
 	// noFence turns the fence off (a test's "before").
 	noFence atomic.Bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool

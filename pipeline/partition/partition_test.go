@@ -61,10 +61,10 @@ type scorer struct {
 	// hand: a test's stall of the whole scorer (partition.Stall).
 	stallAt chan func()
 	name    string
-	c      *partition.Consumer
-	cancel context.CancelFunc
-	done   chan struct{}
-	close  func()
+	c       *partition.Consumer
+	cancel  context.CancelFunc
+	done    chan struct{}
+	close   func()
 }
 
 func startScorer(t *testing.T, url, name string, res *results, cfg partition.Config) *scorer {
