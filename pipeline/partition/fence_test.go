@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -132,10 +133,13 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 		}
 		judged[s.id][s.scorer]++
 	}
-	ackedTwice, judgedByBoth := 0, 0
+	ackedTwice, ackedByBoth, judgedByBoth := 0, 0, 0
 	for id, by := range acked {
 		if len(by) > 1 {
 			ackedTwice++
+			if slices.Contains(by, "a") && slices.Contains(by, "b") {
+				ackedByBoth++
+			}
 			if !before {
 				t.Errorf("event %s acked by %v", id, by)
 			}
@@ -148,8 +152,8 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	}
 	fencedMsgs, fencedParts := a.c.Fenced()
 	t.Logf("fence off: %v; %d events; b owned all 8 partitions %.2f s after a stalled (pinned TTL %s); a let go of them %.3f s after it woke; "+
-		"a fenced %d partitions and gave back %d messages (%d acks refused); acked by both: %d; judged by both: %d",
-		before, want, takeover.Seconds(), pinnedTTL, fenceTook.Seconds(), fencedParts, fencedMsgs, res.fenced, ackedTwice, judgedByBoth)
+		"a fenced %d partitions and gave back %d messages (%d acks refused); acked twice: %d, by a and b: %d; judged by both: %d",
+		before, want, takeover.Seconds(), pinnedTTL, fenceTook.Seconds(), fencedParts, fencedMsgs, res.fenced, ackedTwice, ackedByBoth, judgedByBoth)
 	if before {
 		return
 	}

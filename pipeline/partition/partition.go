@@ -23,6 +23,57 @@
 //     sends keep-alive pulls that can deliver nothing (max bytes 1), which
 //     reset the server's PinnedTTL timer.
 //
+// Fencing a stalled owner. An instance that stalls (a GC pause, a loaded
+// machine, SIGSTOP, a network cut) for PinnedTTL is unpinned by the server
+// while it still holds p's messages, and another instance is pinned. So
+// that the stalled one never goes on judging p, each pin carries a local
+// lease: it runs PinnedTTL minus Config.LeaseMargin from the moment the last
+// pull under that pin was sent that the server answered (a message
+// delivered, or a status before the client's own timeout), and a pull
+// renews it only if sent while the lease ran (else the server may have
+// unpinned it before the pull arrived). The server resets its PinnedTTL
+// timer when it receives such a pull, no earlier than it was sent, so
+// while the lease runs the server has pinned no other instance, provided a
+// pull reaches the server within LeaseMargin of being sent. An idle
+// partition's lease is renewed by short keep-alive pulls. The instance:
+//
+//   - hands a message of p on (to Fetch's merge), and Fetch returns it,
+//     only while the lease of the pin it was delivered under runs;
+//   - acks it only while that lease runs: a message Fetch returned whose
+//     ack comes later is given back (nak) instead and its Ack returns
+//     ErrFenced, for the new owner to score (the pipeline had already
+//     written its results: see below);
+//   - once the lease ended, counts p lost (Owner.Lost), gives back the
+//     messages of p it holds, gives back or refuses everything still
+//     delivered under that pin, and unpins it if the server still names
+//     it: p is this instance's again only under a new pin (Owner.Acquired,
+//     with a restore). A nak is skipped for a message whose ack wait may
+//     have passed (the server redelivered it already: a nak of the old
+//     delivery would deliver it once more).
+//
+// Lost and Acquired of one partition are serialised with the ownership
+// change they report: never concurrent, and in the order of the changes.
+//
+// What can still happen, and its bound: a message this instance handed on
+// within the lease is judged by it even if the stall falls between the
+// hand-on and the judging (a worker that took it before stalling): its
+// results (rows, alerts, decisions) are written, its ack is refused, and
+// the new owner judges it again. Such events are at most those in the
+// pipeline between Fetch and ack when the stall began (per partition, at
+// most the unacked messages of p; in the pipeline, its batches in flight).
+// Rows carry deterministic ids and are ReplacingMergeTree by id: the
+// second write replaces the first (FINAL and distinct ids show one row;
+// raw counts show both until a merge). An alert or decision judged the same
+// way twice has the same id (published twice, stored once); one judged
+// differently (the new owner restored an older state) stays as the first
+// owner published it. Nothing fences what the stalled instance had already
+// written to ClickHouse or NATS before it learned of its loss. The lease
+// rests on one assumption: a pull reaches the server within LeaseMargin of
+// the time it is recorded as sent (a process stalled between the two longer
+// than that, with no other pull of p in between, breaks it), and on the
+// ack wait being longer than PinnedTTL (else the server redelivers held
+// messages while the lease still runs, fenced or not).
+//
 // Balance: a pinned client would keep every partition it ever got. Each
 // instance keeps a presence key in KV bucket schemas.KVScorers (rewritten
 // every Rebalance interval, expiring after two PinnedTTLs, deleted at
@@ -61,15 +112,18 @@ import (
 // devices' state on Lost).
 //
 // Calls for one partition come from that partition's goroutine (or the
-// rebalancer, for a release), never two at once for the same partition;
+// rebalancer, for a release or a fence), never two at once for the same
+// partition and always in the order of the ownership changes they report;
 // calls for different partitions may be concurrent. Acquired(p, firstSeq) is
 // called before the message of stream sequence firstSeq, the first this
 // instance gets under its new pin, is handed on: it may block (a restore),
 // and the partition's messages wait. Lost(p) is called once the instance
 // learns it lost p (refused pull, another pin in the consumer's info, or
-// its own release); messages of p handed on before may still be in the
-// pipeline: after a crash-free release none are unacked, after a pin lost
-// to the PinnedTTL (this instance stalled that long) some may be.
+// its own release, or its lease on the pin ended: the fence in the package
+// doc); messages of p handed on before may still be in the pipeline: after
+// a crash-free release none are unacked, after a pin lost to the PinnedTTL
+// (this instance stalled that long) some may be, and their acks will be
+// refused (ErrFenced).
 type Owner interface {
 	Acquired(p int, firstSeq uint64)
 	Lost(p int)
@@ -148,8 +202,13 @@ type Consumer struct {
 	// lost that way.
 	fenced atomic.Uint64
 	fences atomic.Uint64
+	// refused counts the acks among fenced: messages the pipeline had
+	// scored when their partition's lease had ended.
+	refused atomic.Uint64
 	// headPin[p] is the pin id heads[p] was delivered under (Fetch's).
 	headPin []string
+	// ackWait[p] is partition p's consumer's AckWait (0: unknown).
+	ackWait []time.Duration
 	// gate is held by a test to stall this instance as a stopped process
 	// would: no pull, keep-alive, hand-on or Fetch while it is.
 	gate sync.RWMutex
@@ -241,6 +300,12 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Consumer{cfg: cfg, stream: stream, cons: cons, notify: make(chan struct{}, 1), parts: make([]part, len(cons)), cancel: cancel,
 		heads: make([]jetstream.Msg, len(cons)), headSeq: make([]uint64, len(cons)), headPin: make([]string, len(cons))}
+	c.ackWait = make([]time.Duration, len(cons))
+	for p, cn := range cons {
+		if info := cn.CachedInfo(); info != nil {
+			c.ackWait[p] = info.Config.AckWait
+		}
+	}
 	for p := range c.parts {
 		c.parts[p].ch = make(chan jetstream.Msg, cfg.PullBatch)
 		// Unknown until the first pull answers: wait for it, so that no
@@ -368,6 +433,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 				nak(msg) // delivered under a pin this instance fenced off
 				continue
 			}
+			msg = owned{Msg: msg, c: c, p: p, pin: pinOf(msg), sent: sent}
 			if !c.handOn(ctx, p, msg) {
 				if c.stopping.Load() { // Stop, not a cancelled ctx (a crash leaves them to the ack wait)
 					nak(msg)
@@ -477,7 +543,7 @@ func (c *Consumer) fence(ctx context.Context, p int, pin string) {
 		select {
 		case m := <-pt.ch:
 			c.fenced.Add(1)
-			nak(m)
+			c.giveBack(m)
 		default:
 			drained = true
 		}
@@ -544,7 +610,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	if !c.valid(p, pin) {
 		c.fenceExpired(ctx, p)
 		c.fenced.Add(1)
-		nak(msg)
+		c.giveBack(msg)
 		return true
 	}
 	select {
@@ -567,7 +633,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 			if !c.valid(p, pin) {
 				c.fenceExpired(ctx, p)
 				c.fenced.Add(1)
-				nak(msg)
+				c.giveBack(msg)
 				return true
 			}
 			c.keepPin(p)
@@ -772,6 +838,12 @@ func (c *Consumer) KeptBack() uint64 { return c.keptBack.Load() }
 // ended, and how many times a partition was lost that way.
 func (c *Consumer) Fenced() (messages, partitions uint64) { return c.fenced.Load(), c.fences.Load() }
 
+// RefusedAcks returns how many of the messages Fenced counts were refused at
+// their ack: scored by this instance (their results written) after their
+// partition's lease ended, and given back to be scored again by its next
+// owner.
+func (c *Consumer) RefusedAcks() uint64 { return c.refused.Load() }
+
 // Owned returns the partitions this instance owns, in order.
 func (c *Consumer) Owned() []int {
 	var out []int
@@ -803,7 +875,7 @@ func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageB
 	c.stall()
 	for len(out) < batch {
 		if p := c.next(); p >= 0 {
-			out <- owned{Msg: c.heads[p], c: c, p: p, pin: c.headPin[p]}
+			out <- c.heads[p] // an owned: its ack is fenced
 			c.heads[p] = nil
 			continue
 		}
@@ -830,7 +902,7 @@ func (c *Consumer) next() int {
 		// to its next owner (fence).
 		for c.heads[p] != nil && !c.valid(p, c.headPin[p]) {
 			c.fenced.Add(1)
-			nak(c.heads[p])
+			c.giveBack(c.heads[p])
 			c.heads[p] = nil
 			select {
 			case m := <-c.parts[p].ch:
@@ -844,7 +916,7 @@ func (c *Consumer) next() int {
 				c.setHead(p, m)
 				if !c.valid(p, c.headPin[p]) {
 					c.fenced.Add(1)
-					nak(m)
+					c.giveBack(m)
 					c.heads[p] = nil
 					continue
 				}
@@ -888,6 +960,9 @@ type owned struct {
 	c   *Consumer
 	p   int
 	pin string
+	// sent is when the pull that delivered it was sent: the server
+	// delivered it no earlier.
+	sent time.Time
 }
 
 // Ack acks the message if its partition is still this instance's, else
@@ -909,8 +984,20 @@ func (m owned) DoubleAck(ctx context.Context) error {
 
 func (m owned) giveBack() error {
 	m.c.fenced.Add(1)
-	nak(m.Msg)
+	m.c.refused.Add(1)
+	m.c.giveBack(m)
 	return ErrFenced
+}
+
+// giveBack naks m, fenced off, so that the partition's next owner gets it at
+// once, unless the server may already have redelivered it for its ack wait
+// (a nak of that older delivery would make the server deliver it once more,
+// to an owner that may hold it already): that one is left alone.
+func (c *Consumer) giveBack(m jetstream.Msg) {
+	if o, ok := m.(owned); ok && c.ackWait[o.p] > 0 && time.Since(o.sent) >= c.ackWait[o.p]-c.cfg.LeaseMargin {
+		return
+	}
+	nak(m)
 }
 
 // fetched is a jetstream.MessageBatch whose messages are all received.
