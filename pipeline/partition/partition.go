@@ -387,7 +387,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 	// trip, and Fetch's merge with them). sent and nextSent are when they
 	// were sent.
 	var batch jetstream.MessageBatch
-	var sent time.Time
+	var sent, unpinned time.Time
 	for ctx.Err() == nil {
 		c.stall()
 		if batch == nil {
@@ -431,6 +431,13 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			if !c.saw(p, msg, sent) {
 				c.fenced.Add(1)
 				nak(msg) // delivered under a pin this instance fenced off
+				if time.Since(unpinned) > c.pullWait() {
+					// The server still pins this instance under the dead
+					// pin (the fence's unpin failed): unpin it again, or
+					// every message would come back here to be nakked.
+					unpinned = time.Now()
+					c.unpinIf(ctx, p, pinOf(msg))
+				}
 				continue
 			}
 			msg = owned{Msg: msg, c: c, p: p, pin: pinOf(msg), sent: sent}
@@ -552,16 +559,22 @@ func (c *Consumer) fence(ctx context.Context, p int, pin string) {
 		"lease", c.leaseTerm(), "since_last_answered_pull", time.Since(time.Unix(0, c.leaseOf(p))))
 	c.cfg.Owner.Lost(p)
 	pt.hook.Unlock()
+	c.unpinIf(ctx, p, pin)
+}
+
+// unpinIf unpins partition p if the server still pins it to pin (checked
+// first: an unpin would end another instance's pin as well).
+func (c *Consumer) unpinIf(ctx context.Context, p int, pin string) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := c.cons[p].Info(cctx)
 	if err != nil {
-		return // the pin ends by itself after PinnedTTL without pulls
+		return // retried when a message comes under the dead pin
 	}
 	for _, g := range info.PriorityGroups {
 		if g.Group == schemas.ScorerGroup && g.PinnedClientID == pin {
 			if err := c.stream.UnpinConsumer(cctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
-				c.cfg.Log.Warn("cannot unpin a fenced partition; its pin ends after its pinned TTL", "partition", p, "err", err)
+				c.cfg.Log.Warn("cannot unpin a fenced partition; retried when a message comes under its pin", "partition", p, "err", err)
 			}
 		}
 	}
