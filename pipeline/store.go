@@ -245,6 +245,16 @@ func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uin
 		// dispatched, or its restore's): the others' messages may be ahead
 		// of its messages not fetched yet, which the next owner must judge.
 		meta.StreamSeq = p.partSeq[part]
+		// An object further on was saved by a later owner (this instance
+		// stalled and was fenced off the partition, see partition): it is
+		// not overwritten with older state.
+		name := schemas.CheckpointDevicesObject(part)
+		if info, err := p.cfg.CheckpointStore.GetInfo(ctx, name); err == nil {
+			if at, err := strconv.ParseUint(info.Metadata[schemas.CheckpointMetaStreamSeq], 10, 64); err == nil && at > meta.StreamSeq {
+				p.log.Warn("partition checkpoint not saved: the stored one is further on (a later owner's)", "checkpoint", p.objectName(name), "stored_seq", at, "this_seq", meta.StreamSeq)
+				return 0, nil
+			}
+		}
 	}
 	for i, w := range p.workers {
 		tables[i] = w.Table()
