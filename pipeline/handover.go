@@ -20,7 +20,10 @@ import (
 //
 // A clean stop saves the owned partitions with the drain's checkpoint; a
 // crash saves nothing, and the next owner restores the last periodic save
-// (Config.CheckpointEvery) and catches up from its position.
+// (Config.CheckpointEvery) and catches up from its position. An owner
+// fenced off after a stall (partition's package doc) gets Lost too, possibly
+// after the next owner restored and saved: its save is skipped when the
+// stored object is further on than its own position.
 //
 // The hooks run partition operations on the pipeline's ingest loop
 // (Pipeline.do) and wait for them, from the partition consumer's goroutines,
