@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -54,7 +55,12 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	// and is allowed: the fence keeps it from scoring them twice. (Before
 	// the fence, in CI at a load of 15 with -race and a 1 s TTL, the two
 	// scorers traded partitions and scored 20,074 events twice.)
-	const pinnedTTL = 3 * time.Second
+	pinnedTTL := 3 * time.Second
+	if v := os.Getenv("IOTWATCH_OWNERSHIP_TTL"); v != "" { // to measure churn under load: 1s
+		if pinnedTTL, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
 	presence, err := ensurePresence(ctx, e.js, scfg, pinnedTTL)
 	if err != nil {
 		t.Fatal(err)
