@@ -542,9 +542,6 @@ func (c *Consumer) fence(ctx context.Context, p int, pin string) {
 		pt.hook.Unlock()
 		return
 	}
-	pt.mu.Lock()
-	pt.dead = pin
-	pt.mu.Unlock()
 	c.fences.Add(1)
 	for drained := false; !drained; {
 		select {
@@ -621,9 +618,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	}
 	pin := pinOf(msg)
 	if !c.valid(p, pin) {
-		c.fenceExpired(ctx, p)
-		c.fenced.Add(1)
-		c.giveBack(msg)
+		c.drop(ctx, p, msg)
 		return true
 	}
 	select {
@@ -644,13 +639,23 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 		case <-keep.C:
 			c.stall()
 			if !c.valid(p, pin) {
-				c.fenceExpired(ctx, p)
-				c.fenced.Add(1)
-				c.giveBack(msg)
+				c.drop(ctx, p, msg)
 				return true
 			}
 			c.keepPin(p)
 		}
+	}
+}
+
+// drop gives back msg, of partition p, that may no longer be handed on:
+// p's lease ended (p is fenced off) or p is no longer this instance's.
+func (c *Consumer) drop(ctx context.Context, p int, msg jetstream.Msg) {
+	c.fenceExpired(ctx, p)
+	c.fenced.Add(1)
+	c.giveBack(msg)
+	if !c.owns(p) {
+		c.parts[p].backlog.Store(false) // none of p's messages to wait for
+		c.wake()
 	}
 }
 
@@ -740,22 +745,24 @@ func (c *Consumer) keepLeases(ctx context.Context) {
 // message delivered under a pin this instance fenced off (it must not be
 // handed on).
 func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
-	var seq uint64
-	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-		c.parts[p].last.Store(seq)
-		c.parts[p].backlog.Store(md.NumPending > 0)
-	}
 	pin := pinOf(msg)
-	if pin == "" {
-		return true
-	}
 	pt := &c.parts[p]
 	pt.mu.Lock()
 	old, dead := pt.pin, pt.dead
 	pt.mu.Unlock()
-	if pin == dead {
+	if pin != "" && pin == dead {
+		// Not this instance's: its position and backlog must not hold
+		// Fetch's merge back.
 		return false
+	}
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+		pt.last.Store(seq)
+		pt.backlog.Store(md.NumPending > 0)
+	}
+	if pin == "" {
+		return true
 	}
 	if old == pin {
 		c.renew(p, pin, sent)
@@ -812,6 +819,11 @@ func (c *Consumer) disownIf(p int, pin string) bool {
 		return false
 	}
 	had := pt.pin != ""
+	if had {
+		// Lost for good (refused, another pin named, released, fenced):
+		// the partition is this instance's again only under a new pin.
+		pt.dead = pt.pin
+	}
 	pt.pin = ""
 	pt.releasing = false
 	pt.mu.Unlock()
