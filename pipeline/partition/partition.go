@@ -482,7 +482,10 @@ func (c *Consumer) answered(p int, b jetstream.MessageBatch, sent time.Time, n i
 	case n > 0:
 		// Renewed at the first message (saw).
 	case err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded):
-		if time.Since(sent) < wait+time.Second/2 {
+		// nats.go's own timer starts after the pull is sent and ends it
+		// at its expiry plus 1 s: seen ended before that, the server
+		// ended it.
+		if time.Since(sent) < wait+time.Second-10*time.Millisecond {
 			c.renew(p, "", sent)
 		}
 	}
