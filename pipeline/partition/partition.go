@@ -97,6 +97,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1222,4 +1223,20 @@ func (c *Consumer) WriteMetrics(w io.Writer) {
 	for p := range c.parts {
 		fmt.Fprintf(w, "%s{partition=\"%s\"} %d\n", schemas.MetricPartitionPending, strconv.Itoa(p), c.parts[p].pending.Load())
 	}
+}
+
+// State describes each partition's ownership as this instance sees it, for
+// diagnostics: pin, lease left, dead pin, last sequence pulled, backlog,
+// messages waiting for Fetch, and Fetch's head.
+func (c *Consumer) State() string {
+	var b strings.Builder
+	for p := range c.parts {
+		pt := &c.parts[p]
+		pt.mu.Lock()
+		pin, dead, left := pt.pin, pt.dead, time.Until(time.Unix(0, pt.lease+int64(c.leaseTerm())))
+		pt.mu.Unlock()
+		fmt.Fprintf(&b, "p%d pin=%q lease_left=%s dead=%q last=%d backlog=%v queued=%d releasing_wait=%s\n",
+			p, pin, left.Round(time.Millisecond), dead, pt.last.Load(), pt.backlog.Load(), len(pt.ch), c.idle(p).Round(time.Millisecond))
+	}
+	return b.String()
 }
