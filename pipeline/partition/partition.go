@@ -320,14 +320,10 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 			c.pull(ctx, p)
 		}()
 	}
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.watch(ctx)
-	}()
-	go func() {
-		defer c.wg.Done()
-		c.keepLeases(ctx)
 	}()
 	return c, nil
 }
@@ -718,31 +714,6 @@ func (c *Consumer) keepPin(p int) {
 // probeWait is the expiry of keep-alive pulls: short, so that their answer
 // (408 at expiry when nothing is pending) renews the lease soon after.
 func (c *Consumer) probeWait() time.Duration { return min(c.pullWait(), 100*time.Millisecond) }
-
-// keepLeases sends a keep-alive pull for each owned partition whose lease
-// was last renewed more than a third of its term ago (an idle partition's
-// pull waits PullWait for its answer, too long to renew the lease on time).
-func (c *Consumer) keepLeases(ctx context.Context) {
-	t := time.NewTicker(c.leaseTerm() / 6)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.stall()
-		for p := range c.parts {
-			pt := &c.parts[p]
-			pt.mu.Lock()
-			old := pt.pin != "" && time.Now().UnixNano()-pt.lease > int64(c.leaseTerm()/3)
-			pt.mu.Unlock()
-			if old {
-				c.keepPin(p)
-			}
-		}
-	}
-}
 
 // saw notes msg's position and pin id, pulled by a pull sent at sent: a new
 // pin means p is (again) this instance's, from then. It reports false for a
