@@ -35,7 +35,11 @@
 // timer when it receives such a pull, no earlier than it was sent, so
 // while the lease runs the server has pinned no other instance, provided a
 // pull reaches the server within LeaseMargin of being sent. An idle
-// partition's lease is renewed by short keep-alive pulls. The instance:
+// partition's lease is renewed by the answers to its pulls (408 at their
+// expiry, PinnedTTL/3), a busy pipeline's by keep-alive pulls of short
+// expiry. (Keep-alives sent alongside every waiting pull to renew idle
+// leases sooner were tried: they starved the pulls and a scorer fell
+// behind on partitions it owned.) The instance:
 //
 //   - hands a message of p on (to Fetch's merge), and Fetch returns it,
 //     only while the lease of the pin it was delivered under runs;
