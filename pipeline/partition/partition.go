@@ -37,9 +37,10 @@
 // pull reaches the server within LeaseMargin of being sent. An idle
 // partition's lease is renewed by the answers to its pulls (408 at their
 // expiry, PinnedTTL/3), a busy pipeline's by keep-alive pulls of short
-// expiry. (Keep-alives sent alongside every waiting pull to renew idle
-// leases sooner were tried: they starved the pulls and a scorer fell
-// behind on partitions it owned.) The instance:
+// expiry. (Keep-alives sent alongside waiting pulls to renew idle leases
+// sooner were tried: a scorer then stopped receiving messages of
+// partitions it owned, with valid leases; the cause was not found.) The
+// instance:
 //
 //   - hands a message of p on (to Fetch's merge), and Fetch returns it,
 //     only while the lease of the pin it was delivered under runs;
