@@ -432,7 +432,10 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			}
 			if !c.saw(p, msg, sent) {
 				c.fenced.Add(1)
-				nak(msg) // delivered under a pin this instance fenced off
+				// Delivered under a pin this instance lost: given back,
+				// unless it may have been redelivered already (buffered
+				// here through a stall).
+				c.giveBack(owned{Msg: msg, c: c, p: p, pin: pinOf(msg), sent: sent})
 				if time.Since(unpinned) > c.pullWait() {
 					// The server still pins this instance under the dead
 					// pin (the fence's unpin failed): unpin it again, or
