@@ -137,11 +137,14 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	for id, by := range acked {
 		if len(by) > 1 {
 			ackedTwice++
+			// One scorer acking an event twice is its own redelivery
+			// after the ack wait (a slow loop on a loaded machine, one
+			// round trip per ack): not what the fence is about.
 			if slices.Contains(by, "a") && slices.Contains(by, "b") {
 				ackedByBoth++
-			}
-			if !before {
-				t.Errorf("event %s acked by %v", id, by)
+				if !before {
+					t.Errorf("event %s acked by %v", id, by)
+				}
 			}
 		}
 	}
