@@ -215,7 +215,12 @@ func TestHandoverResumesPartitions(t *testing.T) { testHandover(t, false) }
 // failed under -race at load 14 (with a 5 s pinned TTL the survivor lost and
 // re-took its own pins, and 212 events went missing), and once never reached
 // its crash (the crash waits for a periodic save of devices.0 while rows are
-// still being written). Run it with IOTWATCH_HANDOVER_CRASH=1.
+// still being written). With the fence (session 21), at load ~20 without
+// -race, it failed again: 14 of 51,400 events had no row (alerts and
+// decisions identical; b acked 2,626 redeliveries unjudged, at or below the
+// positions it restored), so the crash path leaves rows out somewhere
+// between a's last periodic save and b's catch-up: not found yet. Run it
+// with IOTWATCH_HANDOVER_CRASH=1.
 func TestHandoverAfterCrash(t *testing.T) {
 	if os.Getenv("IOTWATCH_HANDOVER_CRASH") == "" {
 		t.Skip("not reliable yet (see the comment): set IOTWATCH_HANDOVER_CRASH=1 to run it")
