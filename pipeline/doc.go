@@ -84,6 +84,9 @@
 //	               object per device partition, per entity partition and one global,
 //	               each caught up from its own position; the partition owner's hooks
 //	               SavePartition, RestorePartition and DropPartition
+//	handover.go    Handover, the partition.Owner that calls them: a partition's state
+//	               travels with its ownership (restore and catch up on Acquired, save
+//	               and drop on Lost)
 //	metrics.go     Metrics, Health and the Prometheus text output
 //
 // The scoring stack the workers belong to (record layout, class table, block

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -343,7 +344,7 @@ func (p *Pipeline) ackPerPartition(ctx context.Context, job *flushJob) {
 				continue
 			}
 			if prev := last[md.Consumer]; prev != nil {
-				if err := prev.Ack(); err != nil && failed == nil {
+				if err := prev.Ack(); err != nil && !errors.Is(err, partition.ErrFenced) && failed == nil {
 					failed = err
 				}
 				sent++
@@ -358,7 +359,9 @@ func (p *Pipeline) ackPerPartition(ctx context.Context, job *flushJob) {
 	cctx, cancel := context.WithTimeout(ctx, AckConfirmTimeout)
 	defer cancel()
 	for _, m := range last {
-		if err := m.DoubleAck(cctx); err != nil && failed == nil {
+		// A fenced message was given back to the partition's next owner
+		// (partition.ErrFenced): not an ack failure of this instance.
+		if err := m.DoubleAck(cctx); err != nil && !errors.Is(err, partition.ErrFenced) && failed == nil {
 			failed = err
 		}
 		sent++

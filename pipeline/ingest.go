@@ -96,13 +96,27 @@ func (p *Pipeline) ingest(ctx context.Context) {
 func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 	if md, err := msg.Metadata(); err == nil {
 		seq := md.Sequence.Stream
-		if seq <= p.doneUpTo || p.seen.has(seq) {
+		if seq <= p.doneUpTo || p.seen.has(seq) || p.partitionDone(msg.Subject(), seq) {
 			p.M.RedeliveredDone.Add(1)
 			return true
 		}
 		p.seen.add(seq)
 	}
 	return p.dispatch(ctx, msg)
+}
+
+// partitionDone reports whether a message of an event partition this
+// instance acquired is at or below the position its restore covers (its
+// object's, then the catch-up's up to the first message delivered here):
+// its results are durable already (the previous owner's, or the catch-up's),
+// and a redelivery is acked without being judged again, as at or below
+// doneUpTo.
+func (p *Pipeline) partitionDone(subject string, seq uint64) bool {
+	if !p.cfg.PartitionOwnership {
+		return false
+	}
+	part, ok := schemas.EventsSubjectPartition(subject)
+	return ok && part < len(p.partSeq) && seq <= p.partSeq[part]
 }
 
 // dispatch is decodeMessage without the doneUpTo test (catchUp calls it).
@@ -117,6 +131,13 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		seq = md.Sequence.Stream
 		if seq > p.lastSeq.Load() {
 			p.lastSeq.Store(seq) // only ingest writes it
+		}
+		if p.cfg.PartitionOwnership {
+			// A partition's object is saved at its own position: the other
+			// partitions' may run ahead of its messages not fetched yet.
+			if part, ok := schemas.EventsSubjectPartition(msg.Subject()); ok && part < len(p.partSeq) {
+				p.partSeq[part] = max(p.partSeq[part], seq)
+			}
 		}
 		if !md.Timestamp.IsZero() {
 			arrival = md.Timestamp.UnixNano()

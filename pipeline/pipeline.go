@@ -148,7 +148,11 @@ type Pipeline struct {
 	// Only the ingest loop (and New) touches it.
 	owned []bool
 	// partSeq is each device partition's restored position: a save before
-	// anything newer is fetched keeps it rather than going back.
+	// anything newer is fetched keeps it rather than going back. With
+	// Config.PartitionOwnership it is the position the partition's state
+	// covers (its restore's, then its last message dispatched), at which
+	// its object is saved, and at or below which a redelivery of its
+	// messages is acked without being judged (partitionDone).
 	partSeq    []uint64
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item

@@ -257,3 +257,39 @@ func TestStorePartitions(t *testing.T) {
 		t.Fatalf("an object of 4 partitions loaded into a pipeline of 8: err = %v", err)
 	}
 }
+
+// TestFencedOwnerKeepsLaterCheckpoint: with partition ownership, an owner
+// whose position in a partition is behind the stored object's (it was
+// fenced off after a stall, and the next owner saved since) does not
+// overwrite it; one at or past it does.
+func TestFencedOwnerKeepsLaterCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	st := checkpointStore(t)
+	cfg := Config{Workers: 2, CheckpointStore: st, Partitions: 4, PartitionOwnership: true}
+	p, err := New(cfg, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillDevices(p, 400, 0)
+	name := schemas.CheckpointDevicesObject(1)
+	stored := func() string {
+		t.Helper()
+		info, err := st.GetInfo(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Metadata[schemas.CheckpointMetaStreamSeq]
+	}
+	for _, c := range []struct {
+		seq  uint64
+		want string
+	}{{100, "100"}, {50, "100"}, {100, "100"}, {120, "120"}} {
+		p.partSeq[1] = c.seq
+		if _, err := p.savePartition(ctx, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := stored(); got != c.want {
+			t.Fatalf("saved at position %d: the stored object is at %s, want %s", c.seq, got, c.want)
+		}
+	}
+}

@@ -113,6 +113,11 @@ const (
 	// MetricPartitionChanges counts partitions acquired and lost by this
 	// instance (label change=acquired|lost).
 	MetricPartitionChanges = "iotwatch_partition_ownership_changes_total"
+	// MetricPartitionFenced counts the partitions this instance fenced
+	// itself off (its lease on the pin ended: it stalled) and the messages
+	// it gave back instead of handing them on or acking them (label
+	// what=partitions|messages).
+	MetricPartitionFenced = "iotwatch_partition_fenced_total"
 	// MetricPartitionPending is each partition's messages not yet delivered
 	// to any scorer (label partition), read from its consumer.
 	MetricPartitionPending = "iotwatch_partition_pending_messages"

@@ -1,6 +1,9 @@
 package schemas
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Device partitions: the unit in which events travel between the ingest
 // stage and the scorers (subject iotwatch.events.<partition> of stream
@@ -35,6 +38,17 @@ func PartitionOf(deviceAlt uint64, n int) int {
 // EventsSubject returns the subject of partition p: iotwatch.events.<p>.
 func EventsSubject(p int) string {
 	return SubjectEventsPrefix + "." + strconv.Itoa(p)
+}
+
+// EventsSubjectPartition returns the partition of an EventsSubject, and
+// false for any other subject.
+func EventsSubjectPartition(subject string) (int, bool) {
+	rest, ok := strings.CutPrefix(subject, SubjectEventsPrefix+".")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(rest)
+	return p, err == nil && p >= 0
 }
 
 // EventsMsgID returns the Nats-Msg-Id of the Arrow batch holding the events

@@ -123,8 +123,11 @@ type stack struct {
 	cons jetstream.Consumer
 	// parts is --source events' partitions this instance owns (nil otherwise).
 	parts *partition.Consumer
-	ch    *sink.ClickHouse
-	p     *pipeline.Pipeline
+	// handover moves the partitions' state with their ownership (--source
+	// events with --checkpoint nats:; nil otherwise).
+	handover *pipeline.Handover
+	ch       *sink.ClickHouse
+	p        *pipeline.Pipeline
 	// receipts verifies apply receipts (run's --enforcer-keys); nil where
 	// receipts are not stored.
 	receipts *receipts.Verifier
@@ -219,9 +222,17 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	instance := nuid.Next() // its presence key and its class statistics' object
 	if parts != nil {
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
+		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}
+		cfg.Partitions = o.partitions
+		if cfg.CheckpointStore != nil {
+			// Each partition's object travels with its ownership: restored
+			// and caught up when acquired, saved and dropped when lost.
+			cfg.PartitionOwnership = true
+			st.handover = pipeline.NewHandover(log)
+			pcfg.Owner = st.handover
+		}
 		// Stopped by Close; a crash leaves the partitions to the others after --pinned-ttl.
-		st.parts, err = partition.New(context.WithoutCancel(ctx), cfg.Stream, parts,
-			partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance})
+		st.parts, err = partition.New(context.WithoutCancel(ctx), cfg.Stream, parts, pcfg)
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -232,6 +243,9 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if st.handover != nil {
+		st.handover.Attach(st.p)
 	}
 	if err := watchAllowlist(ctx, st, kv, cfg, log); err != nil {
 		st.Close()
@@ -310,6 +324,9 @@ func watchAllowlist(ctx context.Context, st *stack, blocks jetstream.KeyValue, c
 }
 
 func (s *stack) Close() {
+	if s.handover != nil {
+		s.handover.Close() // hooks still waiting for a pipeline give up
+	}
 	if s.parts != nil {
 		// After the pipeline drained: nak what was pulled and not scored,
 		// unpin the partitions so that the others take them at once.

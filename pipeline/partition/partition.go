@@ -23,6 +23,62 @@
 //     sends keep-alive pulls that can deliver nothing (max bytes 1), which
 //     reset the server's PinnedTTL timer.
 //
+// Fencing a stalled owner. An instance that stalls (a GC pause, a loaded
+// machine, SIGSTOP, a network cut) for PinnedTTL is unpinned by the server
+// while it still holds p's messages, and another instance is pinned. So
+// that the stalled one never goes on judging p, each pin carries a local
+// lease: it runs PinnedTTL minus Config.LeaseMargin from the moment the last
+// pull under that pin was sent that the server answered (a message
+// delivered, or a status before the client's own timeout), and a pull
+// renews it only if sent while the lease ran (else the server may have
+// unpinned it before the pull arrived). The server resets its PinnedTTL
+// timer when it receives such a pull, no earlier than it was sent, so
+// while the lease runs the server has pinned no other instance, provided a
+// pull reaches the server within LeaseMargin of being sent. An idle
+// partition's lease is renewed by the answers to its pulls (408 at their
+// expiry, PinnedTTL/3), a busy pipeline's by keep-alive pulls of short
+// expiry. (Keep-alives sent alongside waiting pulls to renew idle leases
+// sooner were tried: a scorer then stopped receiving messages of
+// partitions it owned, with valid leases; the cause was not found.) The
+// instance:
+//
+//   - hands a message of p on (to Fetch's merge), and Fetch returns it,
+//     only while the lease of the pin it was delivered under runs;
+//   - acks it only while that lease runs: a message Fetch returned whose
+//     ack comes later is given back (nak) instead and its Ack returns
+//     ErrFenced, for the new owner to score (the pipeline had already
+//     written its results: see below);
+//   - once the lease ended, counts p lost (Owner.Lost), gives back the
+//     messages of p it holds, gives back or refuses everything still
+//     delivered under that pin, and unpins it if the server still names
+//     it: p is this instance's again only under a new pin (Owner.Acquired,
+//     with a restore). A nak is skipped for a message whose ack wait may
+//     have passed (the server redelivered it already: a nak of the old
+//     delivery would deliver it once more).
+//
+// Lost and Acquired of one partition are serialised with the ownership
+// change they report: never concurrent, and in the order of the changes.
+//
+// What can still happen, and its bound: a message this instance handed on
+// within the lease is judged by it even if the stall falls between the
+// hand-on and the judging (a worker that took it before stalling): its
+// results (rows, alerts, decisions) are written, its ack is refused, and
+// the new owner judges it again. Such events are at most those in the
+// pipeline between Fetch and ack when the stall began (per partition, at
+// most the unacked messages of p; in the pipeline, its batches in flight).
+// Rows carry deterministic ids and are ReplacingMergeTree by id: the
+// second write replaces the first (FINAL and distinct ids show one row;
+// raw counts show both until a merge). An alert or decision judged the same
+// way twice has the same id (published twice, stored once); one judged
+// differently (the new owner restored an older state) stays as the first
+// owner published it. Nothing fences what the stalled instance had already
+// written to ClickHouse or NATS before it learned of its loss. The lease
+// rests on one assumption: a pull reaches the server within LeaseMargin of
+// the time it is recorded as sent (a process stalled between the two longer
+// than that, with no other pull of p in between, breaks it), and on the
+// ack wait being longer than PinnedTTL (else the server redelivers held
+// messages while the lease still runs, fenced or not).
+//
 // Balance: a pinned client would keep every partition it ever got. Each
 // instance keeps a presence key in KV bucket schemas.KVScorers (rewritten
 // every Rebalance interval, expiring after two PinnedTTLs, deleted at
@@ -46,6 +102,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,15 +118,18 @@ import (
 // devices' state on Lost).
 //
 // Calls for one partition come from that partition's goroutine (or the
-// rebalancer, for a release), never two at once for the same partition;
+// rebalancer, for a release or a fence), never two at once for the same
+// partition and always in the order of the ownership changes they report;
 // calls for different partitions may be concurrent. Acquired(p, firstSeq) is
 // called before the message of stream sequence firstSeq, the first this
 // instance gets under its new pin, is handed on: it may block (a restore),
 // and the partition's messages wait. Lost(p) is called once the instance
 // learns it lost p (refused pull, another pin in the consumer's info, or
-// its own release); messages of p handed on before may still be in the
-// pipeline: after a crash-free release none are unacked, after a pin lost
-// to the PinnedTTL (this instance stalled that long) some may be.
+// its own release, or its lease on the pin ended: the fence in the package
+// doc); messages of p handed on before may still be in the pipeline: after
+// a crash-free release none are unacked, after a pin lost to the PinnedTTL
+// (this instance stalled that long) some may be, and their acks will be
+// refused (ErrFenced).
 type Owner interface {
 	Acquired(p int, firstSeq uint64)
 	Lost(p int)
@@ -115,6 +175,11 @@ type Config struct {
 	Presence jetstream.KeyValue
 	// Instance names this instance's presence key (default a unique id).
 	Instance string
+	// LeaseMargin is how much earlier than the server this instance
+	// considers a partition's pin ended (the fence, see the package doc):
+	// it bounds a pull's transit to the server and clock-rate differences.
+	// Default PinnedTTL/5.
+	LeaseMargin time.Duration
 	// Log is for operators (default slog.Default()).
 	Log *slog.Logger
 }
@@ -138,8 +203,25 @@ type Consumer struct {
 	// keptBack counts messages a keep-alive pull received (and nakked).
 	keptBack atomic.Uint64
 	lost     atomic.Uint64
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// fenced counts messages given back (nak) instead of being handed on
+	// or acked because their pin's lease had ended; fences, the partitions
+	// lost that way.
+	fenced atomic.Uint64
+	fences atomic.Uint64
+	// refused counts the acks among fenced: messages the pipeline had
+	// scored when their partition's lease had ended.
+	refused atomic.Uint64
+	// headPin[p] is the pin id heads[p] was delivered under (Fetch's).
+	headPin []string
+	// ackWait[p] is partition p's consumer's AckWait (0: unknown).
+	ackWait []time.Duration
+	// gate is held by a test to stall this instance as a stopped process
+	// would: no pull, keep-alive, hand-on or Fetch while it is.
+	gate sync.RWMutex
+	// noFence turns the fence off (a test's "before").
+	noFence atomic.Bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool
@@ -149,9 +231,18 @@ type Consumer struct {
 
 // part is one partition's ownership, guarded by its mu.
 type part struct {
-	mu sync.Mutex
+	// hook serialises ownership changes with their Owner calls: taken
+	// before mu, never by Fetch.
+	hook sync.Mutex
+	mu   sync.Mutex
 	// pin is the pin id this instance holds, "" when it does not own it.
 	pin string
+	// lease is when the last pull under pin that the server answered was
+	// sent (UnixNano): the server reset its PinnedTTL timer no earlier.
+	lease int64
+	// dead is the last pin this instance fenced itself off: messages still
+	// delivered under it are given back, never handed on.
+	dead string
 	// releasing: the rebalancer is giving it up; the puller stops pulling.
 	releasing bool
 	// until: after a release, no pull before then.
@@ -167,6 +258,8 @@ type part struct {
 	backlog atomic.Bool
 	// pulled is when the last pull or keep-alive of p was sent (UnixNano).
 	pulled atomic.Int64
+	// probing: a keep-alive pull of p is waiting for its answer.
+	probing atomic.Bool
 }
 
 func (pt *part) lastPull() time.Time { return time.Unix(0, pt.pulled.Load()) }
@@ -192,6 +285,9 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 	if cfg.Rebalance == 0 || cfg.Rebalance > cfg.PinnedTTL {
 		cfg.Rebalance = cfg.PinnedTTL // the presence key expires after two
 	}
+	if cfg.LeaseMargin <= 0 || cfg.LeaseMargin >= cfg.PinnedTTL {
+		cfg.LeaseMargin = cfg.PinnedTTL / 5
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -209,7 +305,13 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Consumer{cfg: cfg, stream: stream, cons: cons, notify: make(chan struct{}, 1), parts: make([]part, len(cons)), cancel: cancel,
-		heads: make([]jetstream.Msg, len(cons)), headSeq: make([]uint64, len(cons))}
+		heads: make([]jetstream.Msg, len(cons)), headSeq: make([]uint64, len(cons)), headPin: make([]string, len(cons))}
+	c.ackWait = make([]time.Duration, len(cons))
+	for p, cn := range cons {
+		if info := cn.CachedInfo(); info != nil {
+			c.ackWait[p] = info.Config.AckWait
+		}
+	}
 	for p := range c.parts {
 		c.parts[p].ch = make(chan jetstream.Msg, cfg.PullBatch)
 		// Unknown until the first pull answers: wait for it, so that no
@@ -284,9 +386,12 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 	// batch is the pull being handed on; next, one sent ahead once batch
 	// is complete, so that the partition's messages keep flowing while
 	// batch is handed on (else every PullBatch messages would wait a round
-	// trip, and Fetch's merge with them).
+	// trip, and Fetch's merge with them). sent and nextSent are when they
+	// were sent.
 	var batch jetstream.MessageBatch
+	var sent, unpinned time.Time
 	for ctx.Err() == nil {
+		c.stall()
 		if batch == nil {
 			if wait := c.idle(p); wait > 0 {
 				// Releasing or sitting out a release: no pull; keep the pin
@@ -302,7 +407,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 				continue
 			}
 			var err error
-			if batch, err = c.fetch(p); err != nil {
+			if batch, sent, err = c.fetch(p); err != nil {
 				warn("cannot pull a partition, retrying", err)
 				select {
 				case <-ctx.Done():
@@ -313,6 +418,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			}
 		}
 		var next jetstream.MessageBatch
+		var nextSent time.Time
 		n := 0
 		msgs := batch.Messages()
 		for msg := range msgs {
@@ -322,9 +428,24 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			// at once would split a partition's messages between them, and
 			// they would be handed on out of stream order.
 			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 {
-				next, _ = c.fetch(p) // on error, the next pull is sent after this batch
+				next, nextSent, _ = c.fetch(p) // on error, the next pull is sent after this batch
 			}
-			c.saw(p, msg)
+			if !c.saw(p, msg, sent) {
+				c.fenced.Add(1)
+				// Delivered under a pin this instance lost: given back,
+				// unless it may have been redelivered already (buffered
+				// here through a stall).
+				c.giveBack(owned{Msg: msg, c: c, p: p, pin: pinOf(msg), sent: sent})
+				if time.Since(unpinned) > c.pullWait() {
+					// The server still pins this instance under the dead
+					// pin (the fence's unpin failed): unpin it again, or
+					// every message would come back here to be nakked.
+					unpinned = time.Now()
+					c.unpinIf(ctx, p, pinOf(msg))
+				}
+				continue
+			}
+			msg = owned{Msg: msg, c: c, p: p, pin: pinOf(msg), sent: sent}
 			if !c.handOn(ctx, p, msg) {
 				if c.stopping.Load() { // Stop, not a cancelled ctx (a crash leaves them to the ack wait)
 					nak(msg)
@@ -344,20 +465,148 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			// removed it, or another client holds the pin): nothing to wait for.
 			c.wake()
 		}
-		if err := batch.Error(); errors.Is(err, jetstream.ErrPinIDMismatch) {
-			c.lose(p, "pull refused: pin id mismatch")
-		} else if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		c.answered(p, batch, sent, n, c.pullWait())
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrPinIDMismatch) && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			warn("a partition's pull ended with an error", err)
 		}
-		batch = next
+		batch, sent = next, nextSent
 	}
 }
 
+// answered renews p's lease with a pull sent at sent that has ended after n
+// messages, or loses p if the server refused it (pin id mismatch). The
+// server answered the pull if it delivered a message, or ended it before the
+// client's own timeout (the request's expiry plus 1 s in nats.go) could: a
+// status (408 at expiry, 409 for max bytes). A pull that ended later may
+// never have reached the server and renews nothing.
+func (c *Consumer) answered(p int, b jetstream.MessageBatch, sent time.Time, n int, wait time.Duration) {
+	err := b.Error()
+	switch {
+	case errors.Is(err, jetstream.ErrPinIDMismatch):
+		c.lose(p, "pull refused: pin id mismatch")
+	case n > 0:
+		// Renewed at the first message (saw).
+	case err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded):
+		// nats.go's own timer starts after the pull is sent and ends it
+		// at its expiry plus 1 s: seen ended before that, the server
+		// ended it.
+		if time.Since(sent) < wait+time.Second-10*time.Millisecond {
+			c.renew(p, "", sent)
+		}
+	}
+}
+
+// renew extends p's lease to a pull sent at sent under pin ("": the pin p
+// has), if this instance still holds that pin and the lease had not ended
+// when the pull was sent (else the server may have unpinned it before the
+// pull arrived, and pinned the next pull anew).
+func (c *Consumer) renew(p int, pin string, sent time.Time) {
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.pin == "" || (pin != "" && pt.pin != pin) {
+		return
+	}
+	if s := sent.UnixNano(); s > pt.lease && s < pt.lease+int64(c.leaseTerm()) {
+		pt.lease = s
+	}
+}
+
+// leaseTerm is how long after a pull the server answered this instance
+// still counts the pull's pin as its own.
+func (c *Consumer) leaseTerm() time.Duration { return c.cfg.PinnedTTL - c.cfg.LeaseMargin }
+
+// valid reports whether this instance holds partition p under pin and its
+// lease has not ended: only then does it hand on or ack p's messages.
+func (c *Consumer) valid(p int, pin string) bool {
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pin != "" && pt.pin == pin && (c.noFence.Load() || time.Now().UnixNano() < pt.lease+int64(c.leaseTerm()))
+}
+
+// expired returns p's pin if this instance holds it and its lease ended.
+func (c *Consumer) expired(p int) string {
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.pin != "" && !c.noFence.Load() && time.Now().UnixNano() >= pt.lease+int64(c.leaseTerm()) {
+		return pt.pin
+	}
+	return ""
+}
+
+// fence ends this instance's ownership of p under pin, whose lease ended
+// (the instance stalled, or the server did not answer its pulls, for
+// PinnedTTL minus LeaseMargin): the server may have pinned another
+// instance already. It gives back (nak) the messages of p pulled and not
+// fetched, calls Owner.Lost, and unpins pin if the server still names it,
+// so that the next pull is pinned anew (this instance's or another's).
+// Messages of p fetched and not acked are given back by their Ack.
+func (c *Consumer) fence(ctx context.Context, p int, pin string) {
+	pt := &c.parts[p]
+	pt.hook.Lock()
+	if !c.disownIf(p, pin) {
+		pt.hook.Unlock()
+		return
+	}
+	c.fences.Add(1)
+	for drained := false; !drained; {
+		select {
+		case m := <-pt.ch:
+			c.fenced.Add(1)
+			c.giveBack(m)
+		default:
+			drained = true
+		}
+	}
+	c.cfg.Log.Warn("partition fenced off: no pull answered within its lease, another instance may own it", "partition", p,
+		"lease", c.leaseTerm(), "since_last_answered_pull", time.Since(time.Unix(0, c.leaseOf(p))))
+	c.cfg.Owner.Lost(p)
+	pt.hook.Unlock()
+	c.unpinIf(ctx, p, pin)
+}
+
+// unpinIf unpins partition p if the server still pins it to pin (checked
+// first: an unpin would end another instance's pin as well).
+func (c *Consumer) unpinIf(ctx context.Context, p int, pin string) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := c.cons[p].Info(cctx)
+	if err != nil {
+		return // retried when a message comes under the dead pin
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == schemas.ScorerGroup && g.PinnedClientID == pin {
+			if err := c.stream.UnpinConsumer(cctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
+				c.cfg.Log.Warn("cannot unpin a fenced partition; retried when a message comes under its pin", "partition", p, "err", err)
+			}
+		}
+	}
+}
+
+func (c *Consumer) leaseOf(p int) int64 {
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pt.lease
+}
+
+// stall waits while a test holds the gate.
+func (c *Consumer) stall() {
+	c.gate.RLock()
+	c.gate.RUnlock() //nolint:staticcheck // an empty critical section: waits for the gate
+}
+
 // fetch sends a pull of partition p in the scorers' group, with this
-// instance's pin id when it has one (the jetstream consumer keeps it).
-func (c *Consumer) fetch(p int) (jetstream.MessageBatch, error) {
-	c.parts[p].pulled.Store(time.Now().UnixNano())
-	return c.cons[p].Fetch(c.cfg.PullBatch, jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
+// instance's pin id when it has one (the jetstream consumer keeps it), and
+// returns when it was sent.
+func (c *Consumer) fetch(p int) (jetstream.MessageBatch, time.Time, error) {
+	c.stall()
+	now := time.Now()
+	c.parts[p].pulled.Store(now.UnixNano())
+	b, err := c.cons[p].Fetch(c.cfg.PullBatch, jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
+	return b, now, err
 }
 
 // nak asks for msg's redelivery now (to whoever owns its partition next);
@@ -365,12 +614,20 @@ func (c *Consumer) fetch(p int) (jetstream.MessageBatch, error) {
 func nak(m jetstream.Msg) { _ = m.Nak() }
 
 // handOn gives msg to Fetch, sending keep-alive pulls while Fetch does not
-// take it (the pipeline is busy). It reports false when ctx ended first.
+// take it (the pipeline is busy). It reports false when ctx ended first. A
+// message whose pin's lease ended meanwhile is not handed on: p is fenced
+// off, and the message given back.
 func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
+	c.stall()
 	if c.owns(p) && time.Since(c.parts[p].lastPull()) >= c.pullWait() {
 		// Handing on a batch can take longer than PinnedTTL: the server
 		// must hear from this instance meanwhile.
 		c.keepPin(p)
+	}
+	pin := pinOf(msg)
+	if !c.valid(p, pin) {
+		c.drop(ctx, p, msg)
+		return true
 	}
 	select {
 	case c.parts[p].ch <- msg:
@@ -388,10 +645,36 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 		case <-ctx.Done():
 			return false
 		case <-keep.C:
+			c.stall()
+			if !c.valid(p, pin) {
+				c.drop(ctx, p, msg)
+				return true
+			}
 			c.keepPin(p)
 		}
 	}
 }
+
+// drop gives back msg, of partition p, that may no longer be handed on:
+// p's lease ended (p is fenced off) or p is no longer this instance's.
+func (c *Consumer) drop(ctx context.Context, p int, msg jetstream.Msg) {
+	c.fenceExpired(ctx, p)
+	c.fenced.Add(1)
+	c.giveBack(msg)
+	if !c.owns(p) {
+		c.parts[p].backlog.Store(false) // none of p's messages to wait for
+		c.wake()
+	}
+}
+
+// fenceExpired fences p off if its lease ended.
+func (c *Consumer) fenceExpired(ctx context.Context, p int) {
+	if pin := c.expired(p); pin != "" {
+		c.fence(ctx, p, pin)
+	}
+}
+
+func pinOf(m jetstream.Msg) string { return m.Headers().Get(PinIDHeader) }
 
 // wake tells a waiting Fetch that a partition's state changed.
 func (c *Consumer) wake() {
@@ -403,45 +686,82 @@ func (c *Consumer) wake() {
 
 // keepPin sends a pull of partition p with this instance's pin id that can
 // deliver nothing (max bytes 1: the server answers 409 to a message, or lets
-// it expire): it resets the server's PinnedTTL timer. It does not wait for
-// the answer.
+// it expire): it resets the server's PinnedTTL timer, and its answer renews
+// the lease. It does not wait for the answer.
 func (c *Consumer) keepPin(p int) {
-	c.parts[p].pulled.Store(time.Now().UnixNano())
-	b, err := c.cons[p].Fetch(1, jetstream.FetchMaxBytes(1), jetstream.FetchMaxWait(c.pullWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
+	c.stall()
+	pt := &c.parts[p]
+	if !pt.probing.CompareAndSwap(false, true) {
+		return // one in flight: its answer comes within probeWait
+	}
+	now := time.Now()
+	pt.pulled.Store(now.UnixNano())
+	b, err := c.cons[p].Fetch(1, jetstream.FetchMaxBytes(1), jetstream.FetchMaxWait(c.probeWait()), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
 	if err != nil {
+		pt.probing.Store(false)
 		return
 	}
 	go func() {
+		defer pt.probing.Store(false)
+		n := 0
 		for m := range b.Messages() {
 			// None should fit in 1 byte; one that came anyway is given
 			// back at once rather than left to the ack wait.
 			c.keptBack.Add(1)
 			nak(m)
+			n++
 		}
+		c.stall()
+		if n > 0 {
+			return // the pin it came under is seen by the puller's next pull
+		}
+		c.answered(p, b, now, 0, c.probeWait())
 	}()
 }
 
-// saw notes msg's position and pin id: a new pin means p is (again) this
-// instance's.
-func (c *Consumer) saw(p int, msg jetstream.Msg) {
+// probeWait is the expiry of keep-alive pulls: short, so that their answer
+// (408 at expiry when nothing is pending) renews the lease soon after.
+func (c *Consumer) probeWait() time.Duration { return min(c.pullWait(), 100*time.Millisecond) }
+
+// saw notes msg's position and pin id, pulled by a pull sent at sent: a new
+// pin means p is (again) this instance's, from then. It reports false for a
+// message delivered under a pin this instance fenced off (it must not be
+// handed on).
+func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
+	pin := pinOf(msg)
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	old, dead := pt.pin, pt.dead
+	pt.mu.Unlock()
+	if pin != "" && pin == dead {
+		// Not this instance's: its position and backlog must not hold
+		// Fetch's merge back.
+		return false
+	}
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
-		c.parts[p].last.Store(seq)
-		c.parts[p].backlog.Store(md.NumPending > 0)
+		pt.last.Store(seq)
+		pt.backlog.Store(md.NumPending > 0)
 	}
-	pin := msg.Headers().Get(PinIDHeader)
 	if pin == "" {
-		return
+		return true
 	}
-	pt := &c.parts[p]
-	pt.mu.Lock()
-	old := pt.pin
 	if old == pin {
+		c.renew(p, pin, sent)
+		return true
+	}
+	pt.hook.Lock()
+	defer pt.hook.Unlock()
+	pt.mu.Lock()
+	old = pt.pin
+	if old == pin { // a concurrent change: already this pin
 		pt.mu.Unlock()
-		return
+		return true
 	}
 	pt.pin = pin
+	// The server pinned pin when it delivered msg, after the pull arrived.
+	pt.lease = sent.UnixNano()
 	pt.mu.Unlock()
 	if old != "" {
 		// Pinned anew without a refused pull in between: the old pin
@@ -453,18 +773,17 @@ func (c *Consumer) saw(p int, msg jetstream.Msg) {
 	}
 	c.acq.Add(1)
 	c.cfg.Owner.Acquired(p, seq)
+	return true
 }
 
 // lose records that p is no longer this instance's, if it was.
-func (c *Consumer) lose(p int, why string) {
-	if c.disown(p) {
-		c.cfg.Log.Info("partition ownership ended", "partition", p, "reason", why)
-		c.cfg.Owner.Lost(p)
-	}
-}
+func (c *Consumer) lose(p int, why string) { c.loseIf(p, "", why) }
 
-// loseIf is lose if p's pin is still pin.
+// loseIf is lose if p's pin is still pin ("": whatever it is).
 func (c *Consumer) loseIf(p int, pin, why string) {
+	pt := &c.parts[p]
+	pt.hook.Lock()
+	defer pt.hook.Unlock()
 	if c.disownIf(p, pin) {
 		c.cfg.Log.Info("partition ownership ended", "partition", p, "reason", why)
 		c.cfg.Owner.Lost(p)
@@ -483,6 +802,11 @@ func (c *Consumer) disownIf(p int, pin string) bool {
 		return false
 	}
 	had := pt.pin != ""
+	if had {
+		// Lost for good (refused, another pin named, released, fenced):
+		// the partition is this instance's again only under a new pin.
+		pt.dead = pt.pin
+	}
 	pt.pin = ""
 	pt.releasing = false
 	pt.mu.Unlock()
@@ -517,6 +841,17 @@ func (c *Consumer) idle(p int) time.Duration {
 // back (nak): none is expected.
 func (c *Consumer) KeptBack() uint64 { return c.keptBack.Load() }
 
+// Fenced returns how many messages this instance gave back (nak) instead of
+// handing them on or acking them because their partition's lease had
+// ended, and how many times a partition was lost that way.
+func (c *Consumer) Fenced() (messages, partitions uint64) { return c.fenced.Load(), c.fences.Load() }
+
+// RefusedAcks returns how many of the messages Fenced counts were refused at
+// their ack: scored by this instance (their results written) after their
+// partition's lease ended, and given back to be scored again by its next
+// owner.
+func (c *Consumer) RefusedAcks() uint64 { return c.refused.Load() }
+
 // Owned returns the partitions this instance owns, in order.
 func (c *Consumer) Owned() []int {
 	var out []int
@@ -545,9 +880,10 @@ func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageB
 	out := make(chan jetstream.Msg, batch)
 	t := time.NewTimer(c.cfg.FetchWait)
 	defer t.Stop()
+	c.stall()
 	for len(out) < batch {
 		if p := c.next(); p >= 0 {
-			out <- c.heads[p]
+			out <- c.heads[p] // an owned: its ack is fenced
 			c.heads[p] = nil
 			continue
 		}
@@ -570,13 +906,27 @@ func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageB
 func (c *Consumer) next() int {
 	best := -1
 	for p := range c.parts {
+		// A head whose pin's lease ended is given back: p's messages go
+		// to its next owner (fence).
+		for c.heads[p] != nil && !c.valid(p, c.headPin[p]) {
+			c.fenced.Add(1)
+			c.giveBack(c.heads[p])
+			c.heads[p] = nil
+			select {
+			case m := <-c.parts[p].ch:
+				c.setHead(p, m)
+			default:
+			}
+		}
 		if c.heads[p] == nil {
 			select {
 			case m := <-c.parts[p].ch:
-				c.heads[p] = m
-				c.headSeq[p] = 0
-				if md, err := m.Metadata(); err == nil {
-					c.headSeq[p] = md.Sequence.Stream
+				c.setHead(p, m)
+				if !c.valid(p, c.headPin[p]) {
+					c.fenced.Add(1)
+					c.giveBack(m)
+					c.heads[p] = nil
+					continue
 				}
 			default:
 				continue
@@ -596,6 +946,66 @@ func (c *Consumer) next() int {
 		}
 	}
 	return best
+}
+
+func (c *Consumer) setHead(p int, m jetstream.Msg) {
+	c.heads[p], c.headSeq[p], c.headPin[p] = m, 0, pinOf(m)
+	if md, err := m.Metadata(); err == nil {
+		c.headSeq[p] = md.Sequence.Stream
+	}
+}
+
+// ErrFenced is returned by the Ack and DoubleAck of a message Fetch
+// returned when its partition's lease had ended before the ack (the
+// instance stalled, see the package doc): the message was given back (nak)
+// instead, for the partition's next owner to score.
+var ErrFenced = errors.New("cannot ack: the partition's lease ended (fenced off); the message was given back to its next owner")
+
+// owned is a message Fetch returned: acked only while this instance still
+// holds the pin it was delivered under within its lease.
+type owned struct {
+	jetstream.Msg
+	c   *Consumer
+	p   int
+	pin string
+	// sent is when the pull that delivered it was sent: the server
+	// delivered it no earlier.
+	sent time.Time
+}
+
+// Ack acks the message if its partition is still this instance's, else
+// gives it back (ErrFenced).
+func (m owned) Ack() error {
+	if !m.c.valid(m.p, m.pin) {
+		return m.giveBack()
+	}
+	return m.Msg.Ack()
+}
+
+// DoubleAck is Ack waiting for the server's confirmation.
+func (m owned) DoubleAck(ctx context.Context) error {
+	if !m.c.valid(m.p, m.pin) {
+		return m.giveBack()
+	}
+	return m.Msg.DoubleAck(ctx)
+}
+
+func (m owned) giveBack() error {
+	m.c.fenced.Add(1)
+	m.c.refused.Add(1)
+	m.c.giveBack(m)
+	return ErrFenced
+}
+
+// giveBack naks m, fenced off, so that the partition's next owner gets it at
+// once, unless the server may already have redelivered it for its ack wait
+// (a nak of that older delivery would make the server deliver it once more,
+// to an owner that may hold it already): that one is left alone.
+func (c *Consumer) giveBack(m jetstream.Msg) {
+	if o, ok := m.(owned); ok && c.ackWait[o.p] > 0 && time.Since(o.sent) >= c.ackWait[o.p]-c.cfg.LeaseMargin {
+		return
+	}
+	nak(m)
 }
 
 // fetched is a jetstream.MessageBatch whose messages are all received.
@@ -647,6 +1057,7 @@ func (c *Consumer) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			c.stall()
 			c.check(ctx)
 		}
 	}
@@ -683,6 +1094,10 @@ func (c *Consumer) check(ctx context.Context) {
 			}
 		}
 		if mine == "" {
+			continue
+		}
+		if pin := c.expired(p); pin != "" {
+			c.fence(ctx, p, pin)
 			continue
 		}
 		if pinned != mine {
@@ -781,8 +1196,26 @@ func (c *Consumer) WriteMetrics(w io.Writer) {
 		schemas.MetricPartitionsOwned, schemas.MetricPartitionsOwned, schemas.MetricPartitionsOwned, c.owned.Load())
 	fmt.Fprintf(w, "# HELP %s Partitions acquired and lost by this instance.\n# TYPE %s counter\n%s{change=\"acquired\"} %d\n%s{change=\"lost\"} %d\n",
 		schemas.MetricPartitionChanges, schemas.MetricPartitionChanges, schemas.MetricPartitionChanges, c.acq.Load(), schemas.MetricPartitionChanges, c.lost.Load())
+	fmt.Fprintf(w, "# HELP %s Partitions this instance fenced itself off (no pull answered within the lease: it may have stalled) and messages it gave back instead of handing them on or acking them.\n# TYPE %s counter\n%s{what=\"partitions\"} %d\n%s{what=\"messages\"} %d\n",
+		schemas.MetricPartitionFenced, schemas.MetricPartitionFenced, schemas.MetricPartitionFenced, c.fences.Load(), schemas.MetricPartitionFenced, c.fenced.Load())
 	fmt.Fprintf(w, "# HELP %s Messages of each partition not yet delivered to a scorer.\n# TYPE %s gauge\n", schemas.MetricPartitionPending, schemas.MetricPartitionPending)
 	for p := range c.parts {
 		fmt.Fprintf(w, "%s{partition=\"%s\"} %d\n", schemas.MetricPartitionPending, strconv.Itoa(p), c.parts[p].pending.Load())
 	}
+}
+
+// State describes each partition's ownership as this instance sees it, for
+// diagnostics: pin, lease left, dead pin, last sequence pulled, backlog,
+// messages waiting for Fetch, and Fetch's head.
+func (c *Consumer) State() string {
+	var b strings.Builder
+	for p := range c.parts {
+		pt := &c.parts[p]
+		pt.mu.Lock()
+		pin, dead, left := pt.pin, pt.dead, time.Until(time.Unix(0, pt.lease+int64(c.leaseTerm())))
+		pt.mu.Unlock()
+		fmt.Fprintf(&b, "p%d pin=%q lease_left=%s dead=%q last=%d backlog=%v queued=%d releasing_wait=%s\n",
+			p, pin, left.Round(time.Millisecond), dead, pt.last.Load(), pt.backlog.Load(), len(pt.ch), c.idle(p).Round(time.Millisecond))
+	}
+	return b.String()
 }

@@ -2,6 +2,7 @@ package partition_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -30,8 +31,12 @@ type scored struct {
 
 // results is what both scorers acked, shared.
 type results struct {
-	mu      sync.Mutex
-	all     []scored
+	mu  sync.Mutex
+	all []scored
+	// judged is every message a scorer processed before its ack (what a
+	// pipeline scores), fenced the acks refused by the fence.
+	judged  []scored
+	fenced  int
 	ackErrs int   // acks not confirmed
 	lastErr error // the last of them
 }
@@ -52,11 +57,14 @@ func (r *results) snapshot() []scored {
 // and a loop that fetches, records and acks, as the pipeline does once a
 // message's results are durable.
 type scorer struct {
-	name   string
-	c      *partition.Consumer
-	cancel context.CancelFunc
-	done   chan struct{}
-	close  func()
+	// stallAt takes a function the loop calls with the next message in
+	// hand: a test's stall of the whole scorer (partition.Stall).
+	stallAt chan func()
+	name    string
+	c       *partition.Consumer
+	cancel  context.CancelFunc
+	done    chan struct{}
+	close   func()
 }
 
 func startScorer(t *testing.T, url, name string, res *results, cfg partition.Config) *scorer {
@@ -84,12 +92,17 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scorer{name: name, c: c, cancel: cancel, done: make(chan struct{}), close: nc.Close}
+	s := &scorer{stallAt: make(chan func(), 1), name: name, c: c, cancel: cancel, done: make(chan struct{}), close: nc.Close}
 	go func() {
 		defer close(s.done)
 		for ctx.Err() == nil {
 			b, _ := c.Fetch(32)
 			for m := range b.Messages() {
+				select {
+				case hold := <-s.stallAt:
+					hold()
+				default:
+				}
 				md, err := m.Metadata()
 				if err != nil {
 					t.Error(err)
@@ -100,9 +113,17 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 				if ctx.Err() != nil {
 					continue // crashed: in-flight messages are never acked
 				}
+				res.mu.Lock()
+				res.judged = append(res.judged, scored{id: string(m.Data()), p: p, seq: md.Sequence.Stream, scorer: name})
+				res.mu.Unlock()
 				// Not ctx: an ack sent is waited for, as a process alive at
 				// that point would.
-				if err := m.DoubleAck(context.Background()); err != nil {
+				if err := m.DoubleAck(context.Background()); errors.Is(err, partition.ErrFenced) {
+					res.mu.Lock()
+					res.fenced++
+					res.mu.Unlock()
+					continue // given back to the partition's next owner
+				} else if err != nil {
 					res.mu.Lock()
 					res.ackErrs++
 					res.lastErr = err
