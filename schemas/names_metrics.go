@@ -117,3 +117,7 @@ const (
 	// to any scorer (label partition), read from its consumer.
 	MetricPartitionPending = "iotwatch_partition_pending_messages"
 )
+
+// MetricObsRejected counts entity observation batches (schemas.ObsSubject)
+// a scorer could not read (another layout version, a torn length).
+const MetricObsRejected = "iotwatch_entity_obs_batches_rejected_total"
