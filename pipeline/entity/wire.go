@@ -3,6 +3,7 @@ package entity
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -92,4 +93,14 @@ func ReadObs(batch []byte, i int, ob *Obs) {
 	ob.Is4, ob.IPDev, ob.Failed, ob.ForKey = f&wireIs4 != 0, f&wireIPDev != 0, f&wireFailed != 0, f&wireForKey != 0
 	ob.Outcome, ob.KeyLen = r[61], min(r[62], MaxKeyText)
 	copy(ob.Key[:], r[63:63+MaxKeyText])
+}
+
+// AddrKeys returns the state keys (key, alt) of the records of addr and of
+// its prefix (/24 or /48): where tools and tests find an address's entity
+// records in a table or a checkpoint.
+func AddrKeys(addr netip.Addr) (ip, prefix [2]uint64) {
+	ob := Obs{Addr: addr.As16(), Is4: addr.Is4() || addr.Is4In6()}
+	ip[0], ip[1] = keyOf(kindIP, ob.Addr)
+	prefix[0], prefix[1] = keyOf(kindPrefix, ob.prefixAddr())
+	return ip, prefix
 }
