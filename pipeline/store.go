@@ -499,7 +499,8 @@ func (p *Pipeline) pauseWorkers() (resume func()) {
 
 // SavePartition saves the state of device partition part (its devices'
 // records and the decision engines) to object devices.<part> of the
-// checkpoint store, and entity partition part's records to entities.<part>, at the position of every message fetched so far: the
+// checkpoint store, and entity partition part's records to
+// entities.<part>, at the position of every message fetched so far: the
 // workers pause after the events dispatched so far, and the save waits
 // until every result before it is published and stored (as a periodic
 // checkpoint does), so that the object is never ahead of the durable
@@ -642,8 +643,8 @@ func (p *Pipeline) partitionSubjects(ctx context.Context, part int) ([]string, e
 
 // DropPartition removes the records of device partition part from the
 // workers' tables (and, with Config.PartitionOwnership, entity partition
-// part's from the entity owners'), for an owner that lost it (after SavePartition when it
-// lets it go in order): another owner writes them now. The decision
+// part's from the entity owners'), for an owner that lost it (after
+// SavePartition when it lets it go in order): another owner writes them now. The decision
 // engines' entries of its devices stay until they expire. It may be called
 // from any goroutine while Run runs.
 func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
