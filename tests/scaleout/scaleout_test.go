@@ -61,8 +61,8 @@ type outcome struct {
 // they were published), each scorer judges the share of the attack its
 // devices saw: the address has a writer in both.
 func TestOneWriterPerEntity(t *testing.T) {
-	one := scenario(t, 1, false)
-	two := scenario(t, 2, false)
+	one := stableScenario(t, 1, false)
+	two := stableScenario(t, 2, false)
 	if len(one.alerts) != 1 || len(one.decisions) != 1 {
 		t.Errorf("one scorer: alerts %v, decisions %v on %s; want one of each", one.alerts, one.decisions, attacker)
 	}
@@ -72,7 +72,7 @@ func TestOneWriterPerEntity(t *testing.T) {
 	if one.holders != 1 || two.holders != 1 {
 		t.Errorf("the address's records are held by %d scorer(s) of one, %d of two; want 1", one.holders, two.holders)
 	}
-	split := scenario(t, 2, true)
+	split := stableScenario(t, 2, true)
 	if split.holders != 2 {
 		t.Errorf("observations taken by each scorer from its own events: the address's records are held by %d scorers, want 2 (the attack spread over both)", split.holders)
 	}
@@ -82,13 +82,32 @@ func TestOneWriterPerEntity(t *testing.T) {
 	}
 }
 
+// stableScenario is scenario run again (at most twice more) when ownership
+// moved during the attack: a scorer that stalls past the pinned TTL loses
+// partitions while it holds their messages, and until fencing exists
+// (pipeline/partition) what the test asserts needs ownership to stay put.
+func stableScenario(t *testing.T, n int, noObs bool) outcome {
+	t.Helper()
+	for range 2 {
+		if out, ok := scenario(t, n, noObs); ok {
+			return out
+		}
+	}
+	out, ok := scenario(t, n, noObs)
+	if !ok {
+		t.Fatalf("%d scorers: ownership moved during the attack in three runs", n)
+	}
+	return out
+}
+
 // runs counts the scenarios of this process (a fresh database each).
 var runs int
 
 // scenario runs the ingest stage and n scorers over partitions on a fresh
 // NATS server and ClickHouse database: 30 minutes of 30 locks, fillers
-// messages one at a time while the scorers balance, then the attack.
-func scenario(t *testing.T, n int, noObs bool) outcome {
+// messages one at a time while the scorers balance, then the attack. It
+// reports false when ownership moved during the attack.
+func scenario(t *testing.T, n int, noObs bool) (outcome, bool) {
 	t.Helper()
 	runs++
 	ctx := context.Background()
@@ -234,7 +253,7 @@ func scenario(t *testing.T, n int, noObs bool) outcome {
 	// the ids) of the attack's events.
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
 	var since time.Time                         // since when the scorers are balanced
-	for f := 0; since.IsZero() || time.Since(since) < 2*pinnedTTL; f++ {
+	for f := 0; since.IsZero() || time.Since(since) < 2*pinnedTTL || !drainedBalanced(drained, balanced); f++ {
 		switch {
 		case !balanced():
 			since = time.Time{}
@@ -252,7 +271,6 @@ func scenario(t *testing.T, n int, noObs bool) outcome {
 		publish(lines)
 		time.Sleep(100 * time.Millisecond) // pacing the input, not waiting for work
 	}
-	drained()
 	before := make([][]int, n)
 	for i, s := range scorers {
 		before[i] = s.c.Owned()
@@ -264,9 +282,11 @@ func scenario(t *testing.T, n int, noObs bool) outcome {
 	}
 	publish(attack)
 	drained()
+	stable := true
 	for i, s := range scorers {
 		if got := s.c.Owned(); !slices.Equal(got, before[i]) {
-			t.Fatalf("scorer %d owned %v before the attack, %v after: ownership moved during it", i, before[i], got)
+			t.Logf("scorer %d owned %v before the attack, %v after: ownership moved during it; running the scenario again", i, before[i], got)
+			stable = false
 		}
 	}
 	stop()
@@ -336,5 +356,12 @@ func scenario(t *testing.T, n int, noObs bool) outcome {
 	for i, d := range out.decisions {
 		out.decisions[i] = d[strings.IndexByte(d, ' ')+1:]
 	}
-	return out
+	return out, stable
+}
+
+// drainedBalanced waits until everything published is scored, then reports
+// whether the scorers are still balanced.
+func drainedBalanced(drained func(), balanced func() bool) bool {
+	drained()
+	return balanced()
 }
