@@ -144,11 +144,19 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		}
 	}
 	subject, data := msg.Subject(), msg.Data()
+	if strings.HasPrefix(subject, schemas.SubjectObsPrefix+".") {
+		p.observe(data, seq)
+		return true
+	}
 	// The message's dead letters are collected and published together once
 	// it is decoded (one DLQ message per reason), before the message can be
 	// acked: its records stay valid until then.
 	out := &p.out
 	out.p, out.seq = p, seq
+	// An event batch whose observations the ingest stage published to
+	// their entity partitions (observe takes them there): not taken again
+	// from its events.
+	out.obsPublished = msg.Headers().Get(schemas.HeaderObs) == schemas.HeaderObsPublished
 	var c ingest.Counts
 	if strings.HasPrefix(subject, schemas.SubjectEventsPrefix+".") {
 		// An Arrow event batch of the ingest stage ('run --source events'):
@@ -168,6 +176,9 @@ type shardEvents struct {
 	p   *Pipeline
 	it  *item
 	seq uint64 // the stream sequence of the message the events are of
+	// obsPublished: the events' entity observations come in messages of
+	// their own (schemas.HeaderObs), not from the events.
+	obsPublished bool
 }
 
 func (s *shardEvents) Next() *schemas.Event {
@@ -183,8 +194,12 @@ func (s *shardEvents) Done(ok bool) {
 		return
 	}
 	// The entity observations are taken before the worker owns the event.
-	ob, hasEntity := entity.ObsOf(&it.ev)
-	kob, hasKey := entity.KeyObsOf(&it.ev)
+	var ob, kob entity.Obs
+	hasEntity, hasKey := false, false
+	if !s.obsPublished {
+		ob, hasEntity = entity.ObsOf(&it.ev)
+		kob, hasKey = entity.KeyObsOf(&it.ev)
+	}
 	if sk := s.p.skip; sk != nil {
 		// A catch-up after a restore of partitions at different positions:
 		// what a partition's state holds already is not judged again.
@@ -206,6 +221,37 @@ func (s *shardEvents) Done(ok bool) {
 		if hasKey {
 			in[entity.Shard(&kob, len(in))] <- entityItem{ob: kob}
 		}
+	}
+}
+
+// observe hands the entity observations of batch (a message of stream
+// sequence seq on schemas.ObsSubject: the ingest stage's, in the layout of
+// schemas.ObsBatchVersion) to their owners, as shardEvents.Done does for
+// the observations it takes from events; during a catch-up, those whose
+// entity partition's restored state covers seq are not judged again. A
+// batch that cannot be read is counted (Metrics.ObsRejected) and logged:
+// its observations are not judged, and it is acked with its fetch.
+func (p *Pipeline) observe(batch []byte, seq uint64) {
+	n, err := entity.ObsCount(batch)
+	if err != nil {
+		p.M.ObsRejected.Add(1)
+		if time.Since(p.obsErrLogged) > 5*time.Second {
+			p.log.Error("cannot read an entity observation batch: its observations are not judged", "stream_seq", seq, "err", err)
+			p.obsErrLogged = time.Now()
+		}
+		return
+	}
+	in := p.entityIn
+	if len(in) == 0 {
+		return
+	}
+	var ob entity.Obs
+	for i := range n {
+		entity.ReadObs(batch, i, &ob)
+		if sk := p.skip; sk != nil && !sk.entity(&ob, seq) {
+			continue
+		}
+		in[entity.Shard(&ob, len(in))] <- entityItem{ob: ob}
 	}
 }
 

@@ -20,6 +20,7 @@ type Metrics struct {
 	Events       atomic.Uint64 // events decoded and scored
 	DeadLettered atomic.Uint64 // lines sent to the DLQ
 	Skipped      atomic.Uint64 // well-formed records that carry no event (broker keep-alives)
+	ObsRejected  atomic.Uint64 // entity observation batches that could not be read
 	Alerts       atomic.Uint64
 	// Incidents: updates published, incidents opened, open now, closed
 	// early because incident.Config.MaxOpen were open, merged into another
@@ -106,6 +107,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricEventsIngested, "Events decoded and scored.", m.Events.Load())
 	counter(schemas.MetricDeadLettered, "Undecodable records sent to the dead-letter stream.", m.DeadLettered.Load())
 	counter(schemas.MetricSkipped, "Well-formed records that carry no event (broker keep-alives, start-up lines).", m.Skipped.Load())
+	counter(schemas.MetricObsRejected, "Entity observation batches of the ingest stage that could not be read (another layout version, a torn length): their observations are not judged.", m.ObsRejected.Load())
 	counter(schemas.MetricAlerts, "Alerts published (stored in ClickHouse when it takes their rows).", m.Alerts.Load())
 	counter(schemas.MetricIncidentUpdates, "Incident updates published (an incident is republished, with a higher version, as alerts join it).", m.IncidentUpdates.Load())
 	counter(schemas.MetricIncidentsOpened, "Incidents opened by the collector's grouper.", m.IncidentsOpened.Load())

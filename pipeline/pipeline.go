@@ -127,6 +127,11 @@ type Pipeline struct {
 	dec      *ingest.Decoder // ingest's (and catchUp's): log messages and Arrow batches to events
 	out      shardEvents     // where dec hands them (to the shards)
 	restored checkpoint.Meta
+
+	// obsErrLogged is when an unreadable observation batch was last logged
+	// (observe: ingest's goroutine only).
+	obsErrLogged time.Time
+
 	// doneUpTo is the stream sequence up to which every message's results
 	// are durable (published and stored) as of this start: the restored
 	// checkpoint's, and the messages catchUp judged again. A redelivered

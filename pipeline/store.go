@@ -39,15 +39,19 @@ package pipeline
 // worker's silence sweep window is the worker's, not a partition's, so a
 // silence that falls between a restored object's position and the event
 // time the new owner's worker reached (catching up another partition first)
-// is not reported (TestHandoverAfterCrash logs it when it happens). Entity records are
-// not partitioned by device: an IP's observations come from devices of every
-// partition, so one writer per entity across instances needs the
-// observations re-keyed to entity partitions (iotwatch.entities.<q>, owned
-// like device partitions), which is not built; nor is the merge of class
-// statistics across instances. Until then, with ownership, partition 0's
-// owner is the one writer of the entity and global objects (its own view of
-// the entities and classes), and acquiring partition 0 restores the entity
-// objects; a single instance (no ownership) owns everything.
+// is not reported (TestHandoverAfterCrash logs it when it happens).
+// One writer per entity holds the same way: the ingest stage publishes each event's entity
+// observations to their entity partition's subject (schemas.ObsSubject),
+// which partition q's consumer filters with its events, so the owner of
+// partition q is the one writer of entity partition q's records: it saves
+// entities.<q> with devices.<q>, restores it when it acquires q, and drops
+// its records when it loses q. (Observations a scorer takes from events
+// without schemas.HeaderObs, a producer's own Arrow batches, have a writer
+// per scorer, and only those of owned partitions are saved.) The class
+// statistics are merged across instances by pipeline/cluster.ClassSync, not
+// here: partition 0's owner writes the global object (its own view of the
+// classes, and its entity owners' decision engines); a single instance (no
+// ownership) owns everything.
 //
 // Objects are compressed with S2 (schemas.CheckpointEncodingS2): the
 // detectors' class statistics are dense, mostly zero tables (80 MB raw).
@@ -195,26 +199,21 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 		}
 		bytes += n
 	}
+	for q := range p.cfg.Partitions {
+		if !p.owned[q] || len(p.owners) == 0 {
+			continue
+		}
+		n, err := p.saveEntities(ctx, q, seq)
+		if err != nil {
+			return err
+		}
+		bytes += n
+	}
 	if !p.owned[0] {
-		// The global and entity objects' writer is partition 0's owner.
-		p.log.Info("wrote checkpoint", "checkpoint", p.objectName("devices.*"), "partitions", p.cfg.Partitions, "stream_seq", seq,
+		// The global object's writer is partition 0's owner.
+		p.log.Info("wrote checkpoint", "checkpoint", p.objectName("*"), "global", false, "partitions", p.cfg.Partitions, "stream_seq", seq,
 			"bytes", bytes, "seconds", time.Since(start).Seconds())
 		return nil
-	}
-	if len(p.owners) > 0 {
-		ents := checkpoint.MetaOf(p.layout)
-		ents.StreamSeq, ents.EntityRecordSize = seq, entity.RecordSize
-		for _, o := range p.owners {
-			ents.EntityTables = append(ents.EntityTables, o.Table())
-		}
-		for q := range p.cfg.Partitions {
-			ents.KeepEntity = func(rec []byte) bool { return entity.PartitionOf(rec, p.cfg.Partitions) == q }
-			n, err := p.putObject(ctx, schemas.CheckpointEntitiesObject(q), ents, nil, nil)
-			if err != nil {
-				return err
-			}
-			bytes += n
-		}
 	}
 	global := checkpoint.MetaOf(p.layout)
 	global.StreamSeq = seq
@@ -263,6 +262,18 @@ func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uin
 	}
 	meta.Keep = func(_, alt uint64) bool { return schemas.PartitionOf(alt, p.cfg.Partitions) == part }
 	return p.putObject(ctx, schemas.CheckpointDevicesObject(part), meta, tables, nil)
+}
+
+// saveEntities saves object entities.<q> at position seq: the records of
+// entity partition q. The entity owners must be stopped or paused.
+func (p *Pipeline) saveEntities(ctx context.Context, q int, seq uint64) (uint64, error) {
+	ents := checkpoint.MetaOf(p.layout)
+	ents.StreamSeq, ents.EntityRecordSize = max(seq, p.partSeq[q]), entity.RecordSize
+	for _, o := range p.owners {
+		ents.EntityTables = append(ents.EntityTables, o.Table())
+	}
+	ents.KeepEntity = func(rec []byte) bool { return entity.PartitionOf(rec, p.cfg.Partitions) == q }
+	return p.putObject(ctx, schemas.CheckpointEntitiesObject(q), ents, nil, nil)
 }
 
 // loadPartition restores object devices.<part> into the workers' tables and
@@ -520,7 +531,8 @@ func (p *Pipeline) pauseWorkers() (resume func()) {
 
 // SavePartition saves the state of device partition part (its devices'
 // records and the decision engines) to object devices.<part> of the
-// checkpoint store, at the position of every message fetched so far: the
+// checkpoint store, and entity partition part's records to
+// entities.<part>, at the position of every message fetched so far: the
 // workers pause after the events dispatched so far, and the save waits
 // until every result before it is published and stored (as a periodic
 // checkpoint does), so that the object is never ahead of the durable
@@ -540,6 +552,11 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 		defer cancel()
 		seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
 		n, err := p.savePartition(sctx, part, seq)
+		if err == nil && len(p.owners) > 0 {
+			var m uint64
+			m, err = p.saveEntities(sctx, part, seq)
+			n += m
+		}
 		if err == nil {
 			p.log.Info("wrote partition checkpoint", "checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "stream_seq", seq, "bytes", n)
 		}
@@ -558,10 +575,12 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 // subjects, keeping only the partition's events. The partition's records
 // must not be in the tables already (DropPartition, or a fresh instance),
 // and none of the partition's messages after upTo may be dispatched before
-// RestorePartition returns. With Config.PartitionOwnership, acquiring
-// partition 0 also restores the entity objects, whose one writer partition
-// 0's owner is (their catch-up is not built: the entities learn again from
-// upTo on).
+// RestorePartition returns. With Config.PartitionOwnership, it also
+// restores entity partition part (object entities.<part>), whose one writer
+// the partition's owner is, and catches its observations up from that
+// object's own position (when the devices' object is missing, the
+// partition cold-starts and the entities are not caught up: they learn
+// again from upTo on).
 //
 // A missing object is a cold start of the partition: nil. An object that
 // cannot be used (corrupt, truncated, of another partition count or
@@ -577,12 +596,15 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		resume := p.pauseWorkers()
 		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		m, err := p.loadPartition(lctx, part)
-		if part == 0 && p.cfg.PartitionOwnership {
-			// Partition 0's owner is the entity objects' one writer.
-			for q := range p.cfg.Partitions {
-				if _, err := p.loadEntities(lctx, q); err != nil && !errors.Is(err, ErrNoCheckpointObject) {
-					p.log.Error("cannot use an entity partition's checkpoint: cold start of its entities", "partition", q, "err", err)
-				}
+		entSeq := uint64(math.MaxUint64) // the entities' position: cold, none judged again
+		if p.cfg.PartitionOwnership && len(p.owners) > 0 {
+			// Partition part's owner is entity partition part's one writer.
+			em, eerr := p.loadEntities(lctx, part)
+			switch {
+			case eerr == nil:
+				entSeq = em.StreamSeq
+			case !errors.Is(eerr, ErrNoCheckpointObject):
+				p.log.Error("cannot use an entity partition's checkpoint: cold start of its entities", "partition", part, "err", eerr)
 			}
 		}
 		cancel()
@@ -602,7 +624,11 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		}
 		p.partSeq[part] = m.StreamSeq
 		p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
-		if p.cfg.Stream == nil || upTo <= m.StreamSeq {
+		from := m.StreamSeq
+		if entSeq != math.MaxUint64 {
+			from = min(from, entSeq)
+		}
+		if p.cfg.Stream == nil || upTo <= from {
 			return nil
 		}
 		filters, err := p.partitionSubjects(ctx, part)
@@ -614,9 +640,16 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 			skip.devices[i] = math.MaxUint64
 		}
 		skip.devices[part] = m.StreamSeq
+		if p.cfg.PartitionOwnership && len(p.owners) > 0 {
+			skip.entities = make([]uint64, p.cfg.Partitions)
+			for i := range skip.entities {
+				skip.entities[i] = math.MaxUint64
+			}
+			skip.entities[part] = entSeq
+		}
 		p.skip = skip
 		defer func() { p.skip = nil }()
-		if err := p.catchUpRange(ctx, filters, m.StreamSeq+1, upTo, false); err != nil {
+		if err := p.catchUpRange(ctx, filters, from+1, upTo, false); err != nil {
 			return fmt.Errorf("cannot catch up partition %d: %w", part, err)
 		}
 		p.partSeq[part] = upTo
@@ -627,7 +660,7 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 // partitionSubjects returns the subjects a catch-up of partition part reads.
 func (p *Pipeline) partitionSubjects(ctx context.Context, part int) ([]string, error) {
 	if p.cfg.Stream.CachedInfo().Config.Name == schemas.StreamEvents {
-		return []string{schemas.EventsSubject(part)}, nil
+		return schemas.PartitionSubjects(part), nil // its devices' events, its entities' observations
 	}
 	info, err := p.cons.Info(ctx)
 	if err != nil {
@@ -641,8 +674,9 @@ func (p *Pipeline) partitionSubjects(ctx context.Context, part int) ([]string, e
 }
 
 // DropPartition removes the records of device partition part from the
-// workers' tables, for an owner that lost it (after SavePartition when it
-// lets it go in order): another owner writes them now. The decision
+// workers' tables (and, with Config.PartitionOwnership, entity partition
+// part's from the entity owners'), for an owner that lost it (after
+// SavePartition when it lets it go in order): another owner writes them now. The decision
 // engines' entries of its devices stay until they expire. It may be called
 // from any goroutine while Run runs.
 func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
@@ -657,9 +691,32 @@ func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
 		for _, w := range p.workers {
 			n += dropPartition(w.Table(), part, p.cfg.Partitions)
 		}
-		p.log.Info("dropped partition", "partition", part, "devices", n)
+		ents := 0
+		if p.cfg.PartitionOwnership {
+			// Entity partition part's writer is the partition's new owner.
+			for _, o := range p.owners {
+				ents += dropEntities(o.Table(), part, p.cfg.Partitions)
+			}
+		}
+		p.log.Info("dropped partition", "partition", part, "devices", n, "entities", ents)
 		return nil
 	})
+}
+
+// dropEntities deletes the entity table t's records of entity partition
+// part and returns how many.
+func dropEntities(t *state.Table, part, partitions int) int {
+	var keys [][2]uint64
+	t.Range(func(key, alt uint64, _ int64, rec []byte) bool {
+		if entity.PartitionOf(rec, partitions) == part {
+			keys = append(keys, [2]uint64{key, alt})
+		}
+		return true
+	})
+	for _, k := range keys {
+		t.Delete(k[0], k[1])
+	}
+	return len(keys)
 }
 
 // dropPartition deletes t's records of partition part and returns how many.

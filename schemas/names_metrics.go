@@ -141,3 +141,7 @@ const (
 	MetricClassMerged       = "iotwatch_class_contributions_merged"
 	MetricClassSyncFailures = "iotwatch_class_sync_failures_total"
 )
+
+// MetricObsRejected counts entity observation batches (schemas.ObsSubject)
+// a scorer could not read (another layout version, a torn length).
+const MetricObsRejected = "iotwatch_entity_obs_batches_rejected_total"

@@ -50,7 +50,11 @@ dead letters to %s), and publishes the events, partitioned by device, as Arrow
 IPC record batches to iotwatch.events.<partition> on stream %s: one batch per
 partition per log message, with the message id <log sequence>.<partition>, so
 that a log message redelivered after a crash is republished without
-duplicates (within the streams' duplicate window, 2 minutes). A log message
+duplicates (within the streams' duplicate window, 2 minutes). Each event's
+entity observations (client address and network, API key) go, in batches
+of fixed-size records, to iotwatch.obs.<entity partition> on the same stream
+(message id <log sequence>.o<partition>): the scorer owning that partition is
+the one judge of those entities. A log message
 is acked once all its batches and dead letters are stored by JetStream.
 Events keep the ids of the log stream: scoring them gives the rows, alerts and
 decisions that scoring the logs gives.
@@ -118,7 +122,7 @@ func logIngestProgress(ctx context.Context, st *ingest.Stage, log interface{ Inf
 	tick(ctx, every, func() {
 		n := st.M.Events.Load()
 		log.Info("progress", "messages", st.M.Messages.Load(), "events", n, "events_per_s", float64(n-last)/every.Seconds(),
-			"batches", st.M.Batches.Load(), "bytes", st.M.Bytes.Load(), "dead_lettered", st.M.DeadLettered.Load(),
+			"batches", st.M.Batches.Load(), "observations", st.M.Obs.Load(), "bytes", st.M.Bytes.Load(), "dead_lettered", st.M.DeadLettered.Load(),
 			"publish_retries", st.M.PublishRetries.Load())
 		last = n
 	})

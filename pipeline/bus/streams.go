@@ -271,10 +271,13 @@ func streamConfigs(cfg StreamsConfig) []jetstream.StreamConfig {
 			// comes from, and deduplicated by message id (log sequence and
 			// partition, schemas.EventsMsgID) over the duplicate window, so
 			// that an ingest instance re-running a log message after a
-			// crash republishes nothing twice.
+			// crash republishes nothing twice. Entity observations
+			// (schemas.SubjectObsAll) share the stream, so that partition
+			// q's consumer delivers its devices' events and its entities'
+			// observations in one order to one owner.
 			Name:        schemas.StreamEvents,
-			Description: "iotwatch: decoded events as Arrow IPC batches, one subject per device partition",
-			Subjects:    []string{schemas.SubjectEventsAll},
+			Description: "iotwatch: decoded events as Arrow IPC batches, one subject per device partition, and entity observations, one subject per entity partition",
+			Subjects:    []string{schemas.SubjectEventsAll, schemas.SubjectObsAll},
 			MaxAge:      cfg.LogsMaxAge,
 			MaxBytes:    maxBytes,
 			Storage:     storage,
@@ -334,7 +337,8 @@ const DefaultPinnedTTL = 5 * time.Second
 // EnsurePartitions is Ensure for scorers that own partitions ('iotwatch run
 // --source events'): the streams and the bucket, and one durable pull
 // consumer per partition (schemas.ScorerConsumer(p), filtered to
-// schemas.EventsSubject(p)) with the pinned-client priority policy in group
+// schemas.PartitionSubjects(p): its devices' events and its entities'
+// observations; several filter subjects need nats-server 2.10) with the pinned-client priority policy in group
 // schemas.ScorerGroup and pinnedTTL (DefaultPinnedTTL when 0). It needs
 // nats-server 2.11 or later. It returns the consumers by partition and the
 // bucket of active blocks.
@@ -387,12 +391,13 @@ func scorersConfig(cfg StreamsConfig, pinnedTTL time.Duration) jetstream.KeyValu
 }
 
 // partitionConsumer is partition p's consumer of IOTWATCH_EVENTS
-// (EnsurePartitions): filtered to the partition's subject, pinned to one
+// (EnsurePartitions): filtered to the partition's subjects (events and
+// entity observations, schemas.PartitionSubjects), pinned to one
 // client of group schemas.ScorerGroup at a time, unpinned after pinnedTTL
 // without a pull.
 func partitionConsumer(cfg StreamsConfig, p int, pinnedTTL time.Duration) jetstream.ConsumerConfig {
-	cc := durableConfig(cfg, schemas.ScorerConsumer(p), fmt.Sprintf("iotwatch: partition %d's events, pinned to one scorer at a time", p), nil)
-	cc.FilterSubject = schemas.EventsSubject(p)
+	cc := durableConfig(cfg, schemas.ScorerConsumer(p), fmt.Sprintf("iotwatch: partition %d's events and entity observations, pinned to one scorer at a time", p),
+		schemas.PartitionSubjects(p))
 	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
 	cc.PriorityGroups = []string{schemas.ScorerGroup}
 	cc.PinnedTTL = pinnedTTL
@@ -445,7 +450,7 @@ func ingestConsumer(cfg StreamsConfig) jetstream.ConsumerConfig {
 func scorerConsumer(cfg StreamsConfig, partitions []int) jetstream.ConsumerConfig {
 	var filters []string
 	for _, p := range partitions {
-		filters = append(filters, schemas.EventsSubject(p))
+		filters = append(filters, schemas.PartitionSubjects(p)...)
 	}
 	return durableConfig(cfg, schemas.ConsumerScorer, "iotwatch: the scorer's durable pull consumer of event partitions", filters)
 }

@@ -75,14 +75,14 @@ func TestEnsureIdempotentAndApplied(t *testing.T) {
 			ci.Config.AckPolicy, ci.Config.MaxAckPending, ci.Config.AckWait, ci.Config.MaxDeliver)
 	}
 	wantStreams := map[string]struct {
-		subject string
-		maxAge  time.Duration
+		subjects []string
+		maxAge   time.Duration
 	}{
-		schemas.StreamLogs:      {schemas.SubjectLogsAll, 24 * time.Hour},
-		schemas.StreamDLQ:       {schemas.SubjectDLQAll, 7 * 24 * time.Hour},
-		schemas.StreamAlerts:    {schemas.SubjectAlertsAll, 30 * 24 * time.Hour},
-		schemas.StreamDecisions: {schemas.SubjectDecisionsAll, 30 * 24 * time.Hour},
-		schemas.StreamEvents:    {schemas.SubjectEventsAll, 24 * time.Hour},
+		schemas.StreamLogs:      {[]string{schemas.SubjectLogsAll}, 24 * time.Hour},
+		schemas.StreamDLQ:       {[]string{schemas.SubjectDLQAll}, 7 * 24 * time.Hour},
+		schemas.StreamAlerts:    {[]string{schemas.SubjectAlertsAll}, 30 * 24 * time.Hour},
+		schemas.StreamDecisions: {[]string{schemas.SubjectDecisionsAll}, 30 * 24 * time.Hour},
+		schemas.StreamEvents:    {[]string{schemas.SubjectEventsAll, schemas.SubjectObsAll}, 24 * time.Hour},
 	}
 	for name, want := range wantStreams {
 		s, err := js.Stream(ctx, name)
@@ -90,9 +90,9 @@ func TestEnsureIdempotentAndApplied(t *testing.T) {
 			t.Fatalf("stream %q missing after Ensure: %v", name, err)
 		}
 		sc := s.CachedInfo().Config
-		if !slices.Equal(sc.Subjects, []string{want.subject}) || sc.MaxAge != want.maxAge || sc.Duplicates != 2*time.Minute || sc.Storage != jetstream.FileStorage {
-			t.Fatalf("stream %q subjects=%v max_age=%s duplicates=%s storage=%v; want [%s], %s, 2m, file",
-				name, sc.Subjects, sc.MaxAge, sc.Duplicates, sc.Storage, want.subject, want.maxAge)
+		if !slices.Equal(sc.Subjects, want.subjects) || sc.MaxAge != want.maxAge || sc.Duplicates != 2*time.Minute || sc.Storage != jetstream.FileStorage {
+			t.Fatalf("stream %q subjects=%v max_age=%s duplicates=%s storage=%v; want %v, %s, 2m, file",
+				name, sc.Subjects, sc.MaxAge, sc.Duplicates, sc.Storage, want.subjects, want.maxAge)
 		}
 	}
 	st, err := kv.Status(ctx)

@@ -12,8 +12,13 @@
 // Invariant (one writer per entity): an IP and its prefix are owned by the
 // owner Shard picks from the prefix's key, a pure function of the address
 // and of the owner count; an IP therefore always lands where its prefix is,
-// and one Obs updates both. Across machines (issue 15) the prefix key is the
-// entity partition key.
+// and one Obs updates both. Across machines (issue 15) the prefix key (or
+// the API key) is the entity partition key (ObsPartition): the ingest stage
+// publishes each observation to its entity partition's subject
+// (schemas.ObsSubject, batches of AppendObs records, wire.go), and the one
+// owner of that partition judges it. An Obs is taken from its event alone
+// (nothing of the device's record), so its judging needs nothing that only
+// the device's owner knows.
 //
 // State: one fixed-size record of RecordSize bytes per entity in a
 // state.Table (pointer-free slab, never scanned by the garbage collector),

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -39,6 +40,9 @@ type StageConfig struct {
 	// DrainTimeout bounds the publishing and acking of the last fetch when
 	// the stage stops (default 30s).
 	DrainTimeout time.Duration
+	// NoObs stops the publishing of entity observations (schemas.ObsSubject):
+	// scorers then take them from the events, one writer per scorer.
+	NoObs bool
 }
 
 func (c *StageConfig) defaults() {
@@ -68,6 +72,8 @@ type StageMetrics struct {
 	Acked          atomic.Uint64 // log messages acked (every batch and dead letter of theirs durable)
 	Events         atomic.Uint64 // events published
 	Batches        atomic.Uint64 // Arrow batches published (acknowledged by JetStream)
+	Obs            atomic.Uint64 // entity observations published (acknowledged by JetStream)
+	ObsBatches     atomic.Uint64 // observation batches published (acknowledged by JetStream)
 	Bytes          atomic.Uint64 // bytes of those batches
 	DeadLettered   atomic.Uint64 // records dead-lettered
 	Skipped        atomic.Uint64 // records without an event
@@ -85,6 +91,16 @@ type StageMetrics struct {
 // acknowledged by JetStream; a crash before that gets it redelivered, and
 // its batches republished under the same ids are dropped by the stream's
 // duplicate window.
+//
+// Entity observations (unless StageConfig.NoObs): each event's observations
+// (entity.ObsOf, entity.KeyObsOf) go to the batch of their entity partition
+// (entity.ObsPartition, with the same partition count), published after
+// the message's event batches to iotwatch.obs.<q> (schemas.ObsSubject) with
+// the message id schemas.ObsMsgID(log sequence, q), in the layout of
+// schemas.ObsBatchVersion; the event batches then carry the header
+// schemas.HeaderObs, so that a scorer does not take them again from the
+// events. Partition q's owner thus is the one writer of entity partition
+// q's records, whichever scorers own the devices an address addresses.
 //
 // Order: one instance publishes the batches of a partition in the order of
 // the log stream, and JetStream keeps the order of one connection's
@@ -116,6 +132,7 @@ type fetched struct {
 type pendingBatch struct {
 	msg    int // index in Stage.msgs
 	events int
+	obs    int // observations, in an observation batch
 	pub    *nats.Msg
 	ack    jetstream.PubAckFuture
 }
@@ -132,7 +149,7 @@ func NewStage(cfg StageConfig, dec Options, cons jetstream.Consumer, js jetstrea
 		log = slog.Default()
 	}
 	s := &Stage{cfg: cfg, cons: cons, js: js, dlq: dlq, dec: NewDecoder(dec), log: log}
-	s.parts.init(cfg.Partitions)
+	s.parts.init(cfg.Partitions, !cfg.NoObs)
 	return s, nil
 }
 
@@ -206,7 +223,22 @@ func (s *Stage) process(ctx context.Context) {
 			}
 			m := &nats.Msg{Subject: schemas.EventsSubject(p), Data: data, Header: nats.Header{}}
 			m.Header.Set(jetstream.MsgIDHeader, schemas.EventsMsgID(seq, p))
+			if s.parts.obs != nil {
+				m.Header.Set(schemas.HeaderObs, schemas.HeaderObsPublished)
+			}
 			s.pending = append(s.pending, pendingBatch{msg: i, events: n, pub: m, ack: s.publishAsync(m)})
+		}
+		for q, ob := range s.parts.obs {
+			if len(ob) == schemas.ObsHeaderSize {
+				continue
+			}
+			// The batch's bytes are the message's: a fresh header begins
+			// the next one (the pending message keeps these until acked).
+			s.parts.obs[q] = entity.AppendObsHeader(make([]byte, 0, len(ob)))
+			m := &nats.Msg{Subject: schemas.ObsSubject(q), Data: ob, Header: nats.Header{}}
+			m.Header.Set(jetstream.MsgIDHeader, schemas.ObsMsgID(seq, q))
+			n := (len(ob) - schemas.ObsHeaderSize) / schemas.ObsRecordSize
+			s.pending = append(s.pending, pendingBatch{msg: i, obs: n, pub: m, ack: s.publishAsync(m)})
 		}
 		if len(s.pending) >= s.cfg.MaxPending {
 			s.settle(ctx, first, i+1)
@@ -224,8 +256,13 @@ func (s *Stage) settle(ctx context.Context, from, to int) {
 			s.msgs[pb.msg].ok = false
 			continue
 		}
-		s.M.Batches.Add(1)
-		s.M.Events.Add(uint64(pb.events))
+		if pb.obs > 0 {
+			s.M.ObsBatches.Add(1)
+			s.M.Obs.Add(uint64(pb.obs))
+		} else {
+			s.M.Batches.Add(1)
+			s.M.Events.Add(uint64(pb.events))
+		}
 		s.M.Bytes.Add(uint64(len(pb.pub.Data)))
 	}
 	clear(s.pending)
@@ -326,16 +363,24 @@ func position(msg jetstream.Msg) (seq uint64, arrival int64) {
 }
 
 // partitioner receives decoded events (Events) into the Arrow batch of
-// their partition.
+// their partition, and their entity observations into the observation
+// batch of their entity partition.
 type partitioner struct {
 	ev      schemas.Event
 	batches []*schemas.EventBatch
+	obs     [][]byte // by entity partition, each begun with its header; nil: none kept
 }
 
-func (p *partitioner) init(n int) {
+func (p *partitioner) init(n int, obs bool) {
 	p.batches = make([]*schemas.EventBatch, n)
 	for i := range p.batches {
 		p.batches[i] = schemas.NewEventBatch(nil)
+	}
+	if obs {
+		p.obs = make([][]byte, n)
+		for q := range p.obs {
+			p.obs[q] = entity.AppendObsHeader(nil)
+		}
 	}
 }
 
@@ -350,7 +395,19 @@ func (p *partitioner) Next() *schemas.Event { return &p.ev }
 
 // Done implements Events.
 func (p *partitioner) Done(ok bool) {
-	if ok {
-		p.batches[schemas.PartitionOf(p.ev.DeviceAlt, len(p.batches))].Append(&p.ev)
+	if !ok {
+		return
+	}
+	p.batches[schemas.PartitionOf(p.ev.DeviceAlt, len(p.batches))].Append(&p.ev)
+	if p.obs == nil {
+		return
+	}
+	if ob, has := entity.ObsOf(&p.ev); has {
+		q := entity.ObsPartition(&ob, len(p.obs))
+		p.obs[q] = entity.AppendObs(p.obs[q], &ob)
+	}
+	if ob, has := entity.KeyObsOf(&p.ev); has {
+		q := entity.ObsPartition(&ob, len(p.obs))
+		p.obs[q] = entity.AppendObs(p.obs[q], &ob)
 	}
 }

@@ -3,7 +3,7 @@
 //
 // Each partition p has its own durable consumer on IOTWATCH_EVENTS
 // (bus.EnsurePartitions: schemas.ScorerConsumer(p), filtered to
-// iotwatch.events.<p>) with the pinned-client priority policy. Every scorer
+// iotwatch.events.<p> and iotwatch.obs.<p>, its entities' observations) with the pinned-client priority policy. Every scorer
 // instance pulls from every partition's consumer in group
 // schemas.ScorerGroup; the server delivers a partition's messages to one
 // client only, the pinned one, identified by the pin id that every message
@@ -1017,8 +1017,8 @@ func (f fetched) Error() error                   { return nil }
 // Info sums the partition consumers' states: NumPending, NumAckPending and
 // NumWaiting are sums, Delivered and AckFloor the highest stream and
 // consumer sequences, and Config the first consumer's with FilterSubjects
-// set to every partition's subject (what a catch-up after a checkpoint
-// reads).
+// set to every partition's subjects (schemas.PartitionSubjects: what a
+// catch-up after a checkpoint reads).
 func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	var sum *jetstream.ConsumerInfo
 	for p, cons := range c.cons {
@@ -1039,7 +1039,7 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 			sum.Delivered.Stream = max(sum.Delivered.Stream, info.Delivered.Stream)
 			sum.AckFloor.Stream = max(sum.AckFloor.Stream, info.AckFloor.Stream)
 		}
-		sum.Config.FilterSubjects = append(sum.Config.FilterSubjects, schemas.EventsSubject(p))
+		sum.Config.FilterSubjects = append(sum.Config.FilterSubjects, schemas.PartitionSubjects(p)...)
 	}
 	return sum, nil
 }

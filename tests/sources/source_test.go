@@ -57,8 +57,8 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := es.CachedInfo().State.NumSubjects; n != 8 {
-			t.Fatalf("IOTWATCH_EVENTS holds %d partitions' subjects, want 8", n)
+		if n := es.CachedInfo().State.NumSubjects; n != 2*8 { // events and entity observations
+			t.Fatalf("IOTWATCH_EVENTS holds %d subjects, want 16 (8 partitions' events and observations)", n)
 		}
 		if owned {
 			pcons, presence, _, err := bus.EnsurePartitions(ctx, staged.js, scfg, 8, 0)
