@@ -706,24 +706,19 @@ func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
 // dropEntities deletes the entity table t's records of entity partition
 // part and returns how many.
 func dropEntities(t *state.Table, part, partitions int) int {
-	var keys [][2]uint64
-	t.Range(func(key, alt uint64, _ int64, rec []byte) bool {
-		if entity.PartitionOf(rec, partitions) == part {
-			keys = append(keys, [2]uint64{key, alt})
-		}
-		return true
-	})
-	for _, k := range keys {
-		t.Delete(k[0], k[1])
-	}
-	return len(keys)
+	return deleteWhere(t, func(_ uint64, rec []byte) bool { return entity.PartitionOf(rec, partitions) == part })
 }
 
 // dropPartition deletes t's records of partition part and returns how many.
 func dropPartition(t *state.Table, part, partitions int) int {
+	return deleteWhere(t, func(alt uint64, _ []byte) bool { return schemas.PartitionOf(alt, partitions) == part })
+}
+
+// deleteWhere deletes t's records for which drop holds and returns how many.
+func deleteWhere(t *state.Table, drop func(alt uint64, rec []byte) bool) int {
 	var keys [][2]uint64
-	t.Range(func(key, alt uint64, _ int64, _ []byte) bool {
-		if schemas.PartitionOf(alt, partitions) == part {
+	t.Range(func(key, alt uint64, _ int64, rec []byte) bool {
+		if drop(alt, rec) {
 			keys = append(keys, [2]uint64{key, alt})
 		}
 		return true

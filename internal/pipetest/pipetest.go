@@ -98,32 +98,7 @@ func (e *Env) Run(t testing.TB, cfg pipeline.Config) *pipeline.Pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute) // a hang bound: 51k events under -race on a loaded machine took over a minute
-	for {
-		info, err := e.Cons.Info(context.Background())
-		if err != nil { // a loaded machine may time an info request out: ask again
-			if time.Now().After(deadline) {
-				cancel()
-				t.Fatal(err)
-			}
-			continue
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("pipeline did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	RunUntilDone(t, e.Cons, p.Run)
 	return p
 }
 

@@ -15,11 +15,7 @@ import (
 // replicas: a checkpoint must outlive the server that took it, as the logs
 // it points into do) and returns it.
 func EnsureCheckpoints(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.ObjectStore, error) {
-	st, err := js.CreateOrUpdateObjectStore(ctx, checkpointsConfig(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("cannot create or update object store %q: %w", schemas.BucketCheckpoints, err)
-	}
-	return st, nil
+	return ensureObjectStore(ctx, js, checkpointsConfig(cfg))
 }
 
 // checkpointsConfig is the Object Store bucket of the checkpoints
@@ -43,9 +39,14 @@ const ClassStatsTTL = 24 * time.Hour
 // object is rewritten within seconds, and a lost one is rewritten at the
 // next interval; cfg.LogsReplicas replicas) and returns it.
 func EnsureClassStats(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) (jetstream.ObjectStore, error) {
-	st, err := js.CreateOrUpdateObjectStore(ctx, classStatsConfig(cfg))
+	return ensureObjectStore(ctx, js, classStatsConfig(cfg))
+}
+
+// ensureObjectStore creates or updates the Object Store bucket c.
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, c jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	st, err := js.CreateOrUpdateObjectStore(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create or update object store %q: %w", schemas.BucketClassStats, err)
+		return nil, fmt.Errorf("cannot create or update object store %q: %w", c.Bucket, err)
 	}
 	return st, nil
 }

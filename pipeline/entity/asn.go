@@ -60,6 +60,21 @@ func bitmap64Estimate(n int) float64 {
 	return -64 * math.Log(1-float64(n)/64)
 }
 
+// countShare marks rec, a share record, of kind, rolls its window when ob
+// falls past it (c.Window) and counts ob: it returns the window's events.
+func countShare(rec []byte, kind byte, ob *Obs, c *Config) uint32 {
+	_ = rec[RecordSize-1]
+	rec[offKind] = kind
+	start := int64(binary.LittleEndian.Uint64(rec[offStart:]))
+	if start == 0 || ob.Time >= start+int64(c.Window) {
+		roll(rec)
+		binary.LittleEndian.PutUint64(rec[offStart:], uint64(ob.Time))
+	}
+	events := binary.LittleEndian.Uint32(rec[offEvents:]) + 1
+	binary.LittleEndian.PutUint32(rec[offEvents:], events)
+	return events
+}
+
 // JudgeASN adds ob, a request that failed authentication or got a client
 // error (4xx) from an unusual address (one with no learned baseline, or ever
 // found doing something: a device's usual address is not judged here, so
@@ -75,15 +90,7 @@ func bitmap64Estimate(n int) float64 {
 // ObservedLabel carries its networks ("41 nets in 5m"). c must have its
 // defaults. JudgeASN is pure and does not allocate.
 func JudgeASN(rec []byte, ob *Obs, share float64, warm bool, c *Config, out *schemas.Scored) {
-	_ = rec[RecordSize-1]
-	rec[offKind] = kindASN
-	start := int64(binary.LittleEndian.Uint64(rec[offStart:]))
-	if start == 0 || ob.Time >= start+int64(c.Window) {
-		roll(rec)
-		binary.LittleEndian.PutUint64(rec[offStart:], uint64(ob.Time))
-	}
-	events := binary.LittleEndian.Uint32(rec[offEvents:]) + 1
-	binary.LittleEndian.PutUint32(rec[offEvents:], events)
+	events := countShare(rec, kindASN, ob, c)
 	failures := binary.LittleEndian.Uint32(rec[offFailures:])
 	if ob.Failed {
 		failures++

@@ -329,17 +329,10 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
 	}
 	key, alt := o.tenantK[0], o.tenantK[1]
-	rec, _ := o.table.Record(key, alt, ob.Time)
-	if binary.LittleEndian.Uint32(rec) != recordVersion {
-		clear(rec)
-		binary.LittleEndian.PutUint32(rec, recordVersion)
-		binary.LittleEndian.PutUint64(rec[offRoute:], route)
-	}
-	if o.atOrBefore(rec, ob) {
-		o.relearned++
+	rec, ok := o.shareRecord(key, alt, route, ob)
+	if !ok {
 		return
 	}
-	o.sc.N, o.sc.Score = 0, 0
 	JudgeTenant(rec, ob, usual, o.share, &o.cfg, &o.sc)
 	if o.sc.N == 0 {
 		return
@@ -357,6 +350,25 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 	}
 }
 
+// shareRecord returns the owner's record of its share of an entity (a
+// tenant's, an AS's) made with owner route route, and false when ob is at
+// or before what the record learned (a redelivery: nothing is judged). It
+// resets the owner's scored findings for the judgement.
+func (o *Owner) shareRecord(key, alt, route uint64, ob *Obs) ([]byte, bool) {
+	rec, _ := o.table.Record(key, alt, ob.Time)
+	if binary.LittleEndian.Uint32(rec) != recordVersion {
+		clear(rec)
+		binary.LittleEndian.PutUint32(rec, recordVersion)
+		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+	}
+	if o.atOrBefore(rec, ob) {
+		o.relearned++
+		return nil, false
+	}
+	o.sc.N, o.sc.Score = 0, 0
+	return rec, true
+}
+
 // asn judges ob, a failed or client-error request of an unusual address, on its owner's share of
 // ob's autonomous system (JudgeASN); its record is made with owner route
 // route (ob's prefix key), as a tenant's is. An AS's alert never comes with
@@ -368,17 +380,10 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 // grouper) sees the campaign behind them.
 func (o *Owner) asn(ob *Obs, route uint64, emit Emit) {
 	key, alt := asnKey(ob.ASN)
-	rec, _ := o.table.Record(key, alt, ob.Time)
-	if binary.LittleEndian.Uint32(rec) != recordVersion {
-		clear(rec)
-		binary.LittleEndian.PutUint32(rec, recordVersion)
-		binary.LittleEndian.PutUint64(rec[offRoute:], route)
-	}
-	if o.atOrBefore(rec, ob) {
-		o.relearned++
+	rec, ok := o.shareRecord(key, alt, route, ob)
+	if !ok {
 		return
 	}
-	o.sc.N, o.sc.Score = 0, 0
 	JudgeASN(rec, ob, o.share, ob.Time-o.since >= waveWarm*waveBucket, &o.cfg, &o.sc)
 	if o.sc.N == 0 {
 		return

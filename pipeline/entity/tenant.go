@@ -91,15 +91,7 @@ func (ob *Obs) tenantKey() (key, alt uint64) {
 // estimated from the share (divided by share). c must have its defaults. JudgeTenant is pure
 // and does not allocate.
 func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out *schemas.Scored) {
-	_ = rec[RecordSize-1]
-	rec[offKind] = kindTenant
-	start := int64(binary.LittleEndian.Uint64(rec[offStart:]))
-	if start == 0 || ob.Time >= start+int64(c.Window) {
-		roll(rec)
-		binary.LittleEndian.PutUint64(rec[offStart:], uint64(ob.Time))
-	}
-	events := binary.LittleEndian.Uint32(rec[offEvents:]) + 1
-	binary.LittleEndian.PutUint32(rec[offEvents:], events)
+	events := countShare(rec, kindTenant, ob, c)
 	windows := int(binary.LittleEndian.Uint16(rec[offWindows:]))
 	learned := func(off int) float64 {
 		return float64(math.Float32frombits(binary.LittleEndian.Uint32(rec[off:])))

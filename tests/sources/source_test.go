@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
@@ -20,13 +21,13 @@ import (
 // batches ('run --source events'), each on a fresh NATS server and database:
 // the same scored rows, alert ids, decision ids and dead letters.
 func TestEventsSourceMatchesLogs(t *testing.T) {
-	msgs := fleetMessages(t, 300, 3*time.Hour)
+	msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
 	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}
 
-	direct := setup(t, "src_logs")
-	publishLogs(t, direct.js, msgs)
-	dp := direct.run(t, cfg)
-	want := direct.outcome(t)
+	direct := pipetest.Setup(t, sharedCH.Get(t).DSN(), "src_logs")
+	pipetest.PublishLogs(t, direct.JS, msgs)
+	dp := direct.Run(t, cfg)
+	want := direct.Outcome(t)
 
 	// The scorer reads the events with one consumer of every partition,
 	// and as the sole owner of every partition (partition.Consumer).
@@ -35,25 +36,25 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 		if owned {
 			db = "src_owned"
 		}
-		staged := setup(t, db)
-		publishLogs(t, staged.js, msgs)
+		staged := pipetest.Setup(t, sharedCH.Get(t).DSN(), db)
+		pipetest.PublishLogs(t, staged.JS, msgs)
 		ctx := context.Background()
 		scfg := bus.DefaultStreamsConfig()
 		scfg.AckWait = 30 * time.Second
-		icons, err := bus.EnsureIngest(ctx, staged.js, scfg)
+		icons, err := bus.EnsureIngest(ctx, staged.JS, scfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, staged.js, staged.pub, slog.New(slog.DiscardHandler))
+		st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, staged.JS, staged.Pub, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
-		runUntilDone(t, icons, st.Run)
+		pipetest.RunUntilDone(t, icons, st.Run)
 		if st.M.Acked.Load() != uint64(len(msgs)) || st.M.Events.Load() != dp.M.Events.Load() {
 			t.Fatalf("ingest acked %d of %d log messages and published %d events (run decoded %d)",
 				st.M.Acked.Load(), len(msgs), st.M.Events.Load(), dp.M.Events.Load())
 		}
-		es, err := staged.js.Stream(ctx, schemas.StreamEvents)
+		es, err := staged.JS.Stream(ctx, schemas.StreamEvents)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +62,7 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 			t.Fatalf("IOTWATCH_EVENTS holds %d subjects, want 16 (8 partitions' events and observations)", n)
 		}
 		if owned {
-			pcons, presence, _, err := bus.EnsurePartitions(ctx, staged.js, scfg, 8, 0)
+			pcons, presence, _, err := bus.EnsurePartitions(ctx, staged.JS, scfg, 8, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,38 +71,38 @@ func TestEventsSourceMatchesLogs(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pc.Stop(ctx)
-			staged.cons = pc
+			staged.Cons = pc
 		} else {
-			scons, _, err := bus.EnsureScorer(ctx, staged.js, scfg, nil)
+			scons, _, err := bus.EnsureScorer(ctx, staged.JS, scfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			staged.cons = scons
+			staged.Cons = scons
 		}
 		cfg.Stream = es
-		p := staged.run(t, cfg)
-		got := staged.outcome(t)
+		p := staged.Run(t, cfg)
+		got := staged.Outcome(t)
 
-		if got.rows != want.rows || p.M.Events.Load() != dp.M.Events.Load() || p.M.Silences.Load() != dp.M.Silences.Load() {
-			t.Errorf("owned %v: scored rows: %d from events (%d events, %d silences), %d from logs (%d, %d)", owned, got.rows, p.M.Events.Load(),
-				p.M.Silences.Load(), want.rows, dp.M.Events.Load(), dp.M.Silences.Load())
+		if got.Rows != want.Rows || p.M.Events.Load() != dp.M.Events.Load() || p.M.Silences.Load() != dp.M.Silences.Load() {
+			t.Errorf("owned %v: scored rows: %d from events (%d events, %d silences), %d from logs (%d, %d)", owned, got.Rows, p.M.Events.Load(),
+				p.M.Silences.Load(), want.Rows, dp.M.Events.Load(), dp.M.Silences.Load())
 		}
-		if len(want.alerts) == 0 {
+		if len(want.Alerts) == 0 {
 			t.Fatal("the fleet raised no alert: the comparison would prove nothing")
 		}
-		if !slices.Equal(got.alerts, want.alerts) {
+		if !slices.Equal(got.Alerts, want.Alerts) {
 			t.Errorf("owned %v: alerts differ: %d from events, %d from logs; only from events: %v; only from logs: %v",
-				owned, len(got.alerts), len(want.alerts), diff(got.alerts, want.alerts), diff(want.alerts, got.alerts))
+				owned, len(got.Alerts), len(want.Alerts), diff(got.Alerts, want.Alerts), diff(want.Alerts, got.Alerts))
 		}
-		if !slices.Equal(got.decisions, want.decisions) {
-			t.Errorf("owned %v: decisions differ: %d from events, %d from logs", owned, len(got.decisions), len(want.decisions))
+		if !slices.Equal(got.Decisions, want.Decisions) {
+			t.Errorf("owned %v: decisions differ: %d from events, %d from logs", owned, len(got.Decisions), len(want.Decisions))
 		}
-		if got.deadLetters != want.deadLetters || want.deadLetters == 0 {
-			t.Errorf("owned %v: dead-letter messages: %d through ingest, %d through run (want equal, > 0)", owned, got.deadLetters, want.deadLetters)
+		if got.DeadLetters != want.DeadLetters || want.DeadLetters == 0 {
+			t.Errorf("owned %v: dead-letter messages: %d through ingest, %d through run (want equal, > 0)", owned, got.DeadLetters, want.DeadLetters)
 		}
 	}
-	t.Logf("%d log messages: %d rows, %d alerts, %d decisions, %d dead-letter messages either way", len(msgs), want.rows,
-		len(want.alerts), len(want.decisions), want.deadLetters)
+	t.Logf("%d log messages: %d rows, %d alerts, %d decisions, %d dead-letter messages either way", len(msgs), want.Rows,
+		len(want.Alerts), len(want.Decisions), want.DeadLetters)
 }
 
 func diff(a, b []string) string {
