@@ -93,6 +93,10 @@
 // (Owner.Lost), unpins it (the server's unpin API) and sits it out for two
 // PinnedTTLs, so that another instance's waiting pull is pinned. The one-writer rule thus
 // holds through a release as well.
+//
+// Static assignment (Config.Only): an instance told which partitions to pull
+// owns those only, and releases none for balance; ownership, the lease and
+// the fence work as above.
 package partition
 
 import (
@@ -101,6 +105,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,6 +185,13 @@ type Config struct {
 	// it bounds a pull's transit to the server and clock-rate differences.
 	// Default PinnedTTL/5.
 	LeaseMargin time.Duration
+	// Only lists the partitions this instance pulls (nil: every one): a
+	// static assignment, with no release for balance. An instance still
+	// owns a partition only while the server pins it, and is fenced as
+	// usual; a partition no instance lists is not read. For deployments
+	// that assign partitions themselves, and for tests whose assertions
+	// need ownership to stay put.
+	Only []int
 	// Log is for operators (default slog.Default()).
 	Log *slog.Logger
 }
@@ -316,9 +328,12 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 		c.parts[p].ch = make(chan jetstream.Msg, cfg.PullBatch)
 		// Unknown until the first pull answers: wait for it, so that no
 		// partition starts ahead of another's backlog.
-		c.parts[p].backlog.Store(true)
+		c.parts[p].backlog.Store(c.pulls(p))
 	}
 	for p := range cons {
+		if !c.pulls(p) {
+			continue
+		}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -331,6 +346,11 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 		c.watch(ctx)
 	}()
 	return c, nil
+}
+
+// pulls reports whether this instance pulls partition p (Config.Only).
+func (c *Consumer) pulls(p int) bool {
+	return c.cfg.Only == nil || slices.Contains(c.cfg.Only, p)
 }
 
 // Stop stops pulling, naks the messages pulled but not handed on (so that
@@ -1070,6 +1090,9 @@ func (c *Consumer) check(ctx context.Context) {
 	n := 0
 	owned := 0
 	for p, cons := range c.cons {
+		if !c.pulls(p) {
+			continue
+		}
 		pt := &c.parts[p]
 		// The pin before the info: a pin acquired meanwhile is not
 		// mistaken for one the server no longer names.
@@ -1110,7 +1133,7 @@ func (c *Consumer) check(ctx context.Context) {
 		}
 	}
 	n = c.instances(ctx)
-	if c.cfg.Rebalance < 0 || n == 0 {
+	if c.cfg.Rebalance < 0 || n == 0 || c.cfg.Only != nil {
 		c.lastN = 0
 		return
 	}

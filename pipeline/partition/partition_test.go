@@ -311,3 +311,66 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 	t.Logf("%d events: a acked %d, b %d; %d changes of scorer along stream order; keep-alive pulls received %d and %d; %d acks not confirmed (%v)",
 		want, perScorer["a"], perScorer["b"], switches, a.c.KeptBack(), b.c.KeptBack(), res.ackErrs, res.lastErr)
 }
+
+// TestStaticAssignment: two scorers told which partitions to pull
+// (Config.Only) own exactly those, release none for balance, and together
+// ack every event once; a partition neither lists is not read.
+func TestStaticAssignment(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx := context.Background()
+	const pinnedTTL = 2 * time.Second
+	scfg := bus.DefaultStreamsConfig()
+	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
+		t.Fatal(err)
+	}
+	res := &results{}
+	a := startScorer(t, env.Server.URL(), "a", res, partition.Config{PinnedTTL: pinnedTTL, Rebalance: 100 * time.Millisecond, Only: []int{0, 1, 2}})
+	b := startScorer(t, env.Server.URL(), "b", res, partition.Config{PinnedTTL: pinnedTTL, Rebalance: 100 * time.Millisecond, Only: []int{3, 4, 5, 6}})
+	want := 0
+	for i := range 40 {
+		for p := range 8 {
+			id := fmt.Sprintf("e-%d-%d", p, i)
+			if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+				t.Fatal(err)
+			}
+			if p != 7 {
+				want++
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute) // a hang bound
+	for len(res.snapshot()) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events acked", len(res.snapshot()), want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	// Several rebalance intervals: an instance owning more than its share
+	// (4 of 8 with two instances) would release one by now.
+	for range 10 {
+		if oa := a.c.Owned(); len(oa) > 0 && !slices.Equal(oa, []int{0, 1, 2}) {
+			t.Fatalf("a owns %v, told to pull 0-2", oa)
+		}
+		if ob := b.c.Owned(); len(ob) > 0 && !slices.Equal(ob, []int{3, 4, 5, 6}) {
+			t.Fatalf("b owns %v, told to pull 3-6", ob)
+		}
+		time.Sleep(100 * time.Millisecond) // sampling over rebalance intervals
+	}
+	got := res.snapshot()
+	seen := map[string]string{}
+	for _, s := range got {
+		if other, ok := seen[s.id]; ok {
+			t.Errorf("event %s acked by %s and %s", s.id, other, s.scorer)
+		}
+		seen[s.id] = s.scorer
+		if s.p == 7 {
+			t.Errorf("event %s of partition 7, which no scorer lists, acked by %s", s.id, s.scorer)
+		}
+		if wantBy := map[bool]string{true: "a", false: "b"}[s.p <= 2]; s.scorer != wantBy {
+			t.Errorf("event %s of partition %d acked by %s", s.id, s.p, s.scorer)
+		}
+	}
+	if len(seen) != want {
+		t.Errorf("%d distinct events acked, want %d", len(seen), want)
+	}
+}
