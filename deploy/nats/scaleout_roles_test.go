@@ -271,7 +271,7 @@ var (
 	// restoredRe matches a scorer's log line of a restored Object Store
 	// checkpoint (the whole state, or the global object of an owner of
 	// partitions).
-	restoredRe = regexp.MustCompile(`msg="restored (global )?checkpoint"`)
+	restoredRe = regexp.MustCompile(`msg="restored (global )?checkpoint[:"]`)
 	// violationRe matches the server's log line of a refused publish or
 	// subscription.
 	violationRe = regexp.MustCompile(`(Publish|Subscription) Violation[^\n]*`)

@@ -46,6 +46,24 @@ import (
 // the class's rate at every score up to s (and 1/k-th of that, weighted by
 // the class's share, to other classes through the fleet prior).
 //
+// Bursts. Many devices of one class scoring one cause in the same hour are
+// one event (a campaign spread over the class's devices, such as a
+// distributed flood on their route, or a fleet incident), not that many
+// independent false alarms: within one hour of event time each score bin of
+// a class and cause counts at most max(calBurstMin, calBurstShare of the
+// class's devices seen in that hour) device-hours; the device-hours beyond
+// are not counted in that bin (for the class nor the fleet). A bin's hourly
+// count is min(its true count, the cap), so the counts still fall with the
+// score. Without the cap, a distributed flood on 27
+// thermostats' route raised the thermostats' rate_spike threshold above
+// 0.88 for the rest of the run, and hid a one-device flood minutes later
+// (basic seed 1 with --entities). A bin whose benign device-hours per hour
+// stay under the cap counts as before: where the level of a budget up to
+// calBurstShare per device-hour sits, a class of D devices has D times that
+// level device-hours an hour, under the cap. The per-hour counts (burst,
+// binBurst) are not in the snapshot: a restart counts the hour it lands in
+// afresh.
+//
 // The level. Given a budget B (false alerts per 1,000 device-hours), the
 // level q is the largest rate such that alerting on every event whose
 // rate(c, r, s) ≤ q would have raised at most B/1000 alert device-hours per
@@ -89,8 +107,14 @@ type Calibration struct {
 	level atomic.Uint64   // float64 bits of the level (per device-hour)
 	// thr holds, per class-cause slot, the lowest bin alerted at the last
 	// solve, plus one (0: not solved yet; CalibrationBins+1: none).
-	thr  []atomic.Uint32
-	full atomic.Uint64 // keys not learned: the table was full
+	thr []atomic.Uint32
+	// burst holds, per class device-hour slot, the hour (as Learn numbers
+	// it) in its high 32 bits and the class's devices seen in that hour;
+	// binBurst, per slot and bin, the hour and the device-hours counted in
+	// the bin in that hour (see Bursts).
+	burst    []atomic.Uint64
+	binBurst []atomic.Uint64
+	full     atomic.Uint64 // keys not learned: the table was full
 }
 
 // Calibration constants. They are documented on Calibration; changing one
@@ -126,15 +150,23 @@ const (
 	calFleet      = 0x6a09e667f3bcc909 // the "class" of fleet-wide causes
 	calHourTag    = 0xbb67ae8584caa73b // the "cause" of a class's device-hour count
 	calSnapshotV  = 1
+	// calBurstMin and calBurstShare bound the device-hours a class and cause
+	// count in one hour (see Bursts on Calibration): at least calBurstMin,
+	// or calBurstShare of the class's devices seen in the hour (ten times
+	// the default budget's rate, so no level at or under 5 per 1,000
+	// device-hours is set by a capped bin).
+	calBurstMin   = 3
+	calBurstShare = 0.005
 )
 
 // NewCalibration returns an empty calibration that solves the level for
 // budget false alerts per 1,000 device-hours (0: none, Rate still works).
-// Its tables take about 1.4 MB.
+// Its tables take about 2.8 MB.
 func NewCalibration(budget float64) *Calibration {
 	c := &Calibration{budget: budget / 1000, keys: make([]atomic.Uint64, calSlots),
 		meta: make([]atomic.Uint64, calSlots), cum: make([]atomic.Uint64, calSlots*CalibrationBins),
-		thr: make([]atomic.Uint32, calSlots)}
+		thr: make([]atomic.Uint32, calSlots), burst: make([]atomic.Uint64, calSlots),
+		binBurst: make([]atomic.Uint64, calSlots*CalibrationBins)}
 	c.warmup = CalibrationWarmup
 	if budget > 0 {
 		c.warmup = max(c.warmup, uint64(math.Ceil(calWarmupTail/c.budget)))
@@ -198,6 +230,9 @@ func (c *Calibration) Learn(ev *schemas.Event, s *schemas.Scored, mem []byte) {
 		binary.LittleEndian.PutUint32(mem, hour)
 		clear(mem[4:CalibrationStateSize])
 		j := detectors.Slot(c.keys, detectors.PairKey(class, calHourTag), true)
+		if j >= 0 {
+			bump(&c.burst[j], hour, math.MaxUint32)
+		}
 		if j < 0 {
 			c.full.Add(1)
 		} else if seen != 0 {
@@ -244,10 +279,42 @@ func (c *Calibration) Learn(ev *schemas.Event, s *schemas.Scored, mem []byte) {
 	if c.meta[cj].Load() == 0 {
 		c.meta[cj].Store(uint64(hj+1) | uint64(fj+1)<<32)
 	}
+	limit := uint32(max(calBurstMin, math.Ceil(calBurstShare*float64(inHour(&c.burst[hj], hour)))))
 	for i := had; i <= b; i++ {
+		if !bump(&c.binBurst[cj*CalibrationBins+i], hour, limit) {
+			continue // one burst of the class: the bin counted its cap this hour
+		}
 		c.cum[fj*CalibrationBins+i].Add(1)
 		c.cum[cj*CalibrationBins+i].Add(1)
 	}
+}
+
+// bump counts one in w's count for hour (an hour in its high 32 bits, the
+// count in the low; starting the hour's count afresh when it holds another)
+// unless that count reached limit, and reports whether it counted.
+func bump(w *atomic.Uint64, hour, limit uint32) bool {
+	for {
+		old := w.Load()
+		n := uint32(old)
+		if uint32(old>>32) != hour {
+			n = 0
+		}
+		if n >= limit {
+			return false
+		}
+		if w.CompareAndSwap(old, uint64(hour)<<32|uint64(n+1)) {
+			return true
+		}
+	}
+}
+
+// inHour returns w's count for hour (see bump), 0 when it holds another.
+func inHour(w *atomic.Uint64, hour uint32) uint32 {
+	v := w.Load()
+	if uint32(v>>32) != hour {
+		return 0
+	}
+	return uint32(v)
 }
 
 // Ready reports whether CalibrationWarmup device-hours have been counted:

@@ -265,3 +265,50 @@ func TestGroupUpdate(t *testing.T) {
 		t.Fatalf("after the cool-down: %+v, want a new group", later)
 	}
 }
+
+// TestCalibrationBurstIsOneEvent: a campaign spread over many devices of a
+// class in one hour (a distributed flood on 30 of 600 thermostats' route,
+// rate spikes at 0.85 for minutes) is one event, not 30 false alarms: it
+// must not raise the class's threshold and hide a one-device flood at the
+// same score an hour later. Before the burst cap, the 30 device-hours gave
+// the class's rate_spike at 0.85 a rate of about 5 per 1,000 device-hours,
+// ten times the budget of 0.5, and the flood was not alerted (basic seed 1
+// with --entities missed its therm-000434 flood this way).
+func TestCalibrationBurstIsOneEvent(t *testing.T) {
+	const devices, burst = 600, 30
+	e := engine(t, func(c *Config) { c.AlertBudget = 0.5 })
+	cal := NewCalibration(0.5)
+	e.UseCalibration(cal)
+	mem := make([][CalibrationStateSize]byte, devices)
+	spike := flood
+	spike.Score = 0.85
+	var id uint64
+	alerted := false
+	for step := range 11 * 6 { // an event per device every 10 minutes, 11 hours
+		at := time.Duration(step) * 10 * time.Minute
+		for d := range devices {
+			ev := event(fmt.Sprintf("d-%d", d), "k", "203.0.113.1", at+time.Duration(d)*time.Millisecond)
+			id++
+			ev.ID = id
+			s := scored()
+			switch {
+			case step == 9*6+1 && d < burst: // 09:10, the campaign
+				s = scored(spike)
+			case step == 10*6+1 && d == devices-1: // 10:10, one device floods
+				s = scored(spike)
+			}
+			a, _ := e.Decide(ev, s)
+			cal.Learn(ev, s, mem[d][:])
+			if step == 10*6+1 && d == devices-1 {
+				alerted = a != nil
+			}
+		}
+	}
+	if !cal.Ready() {
+		t.Fatalf("calibration not ready after %d device-hours", cal.DeviceHours())
+	}
+	if !alerted {
+		t.Errorf("a one-device rate spike at 0.85 an hour after a campaign on %d of %d devices at 0.85 was not alerted (rate %.4f per device-hour, level %.4f)",
+			burst, devices, cal.Rate(CalibrationClass(event("d-0", "k", "203.0.113.1", 0)), CauseOf(scored(spike)), 0.85), cal.Level())
+	}
+}
