@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
@@ -104,7 +106,12 @@ func TestStreamLeaderKill(t *testing.T) {
 	disturbed := clusterEnv(t, "leaderkill_cluster", ajs)
 	disturbed.cons, disturbed.pub = cons, sink.NewNATSPublisher(js, kv, log)
 
-	p, err := pipeline.New(cfg, cons, disturbed.ch, disturbed.pub, log)
+	// The scored rows' inserts are held from just before the kill until the
+	// server has redelivered some of what was fetched (its ack wait passed
+	// unacked): on a quiet machine the pipeline would otherwise ack
+	// everything before the kill, and nothing would be redelivered.
+	rows := &heldRows{ClickHouse: disturbed.ch, release: make(chan struct{})}
+	p, err := pipeline.New(cfg, cons, rows, disturbed.pub, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +127,7 @@ func TestStreamLeaderKill(t *testing.T) {
 	}()
 
 	waitFor(t, ctx, "a third of the messages fetched", func() bool { return p.M.Messages.Load() >= uint64(len(msgs)/3) })
+	rows.hold.Store(true)
 	killedAt, redeliveredBefore := p.M.Messages.Load(), p.M.RedeliveredDone.Load()
 	c.Kill(leader)
 	waitFor(t, ctx, "a new leader of "+schemas.StreamLogs, func() bool {
@@ -128,6 +136,13 @@ func TestStreamLeaderKill(t *testing.T) {
 		next, err := c.StreamLeader(actx, admin, schemas.StreamLogs)
 		return err == nil && next != leader
 	})
+	waitFor(t, ctx, "messages redelivered while the inserts are held", func() bool {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		defer acancel()
+		info, err := cons.Info(actx)
+		return err == nil && info.NumRedelivered > 0
+	})
+	close(rows.release)
 	// The second half, through the new leader: a publish the election
 	// refused is retried under the same message id (the control run's), so
 	// the stream sequences, and with them the event ids, are the control's.
@@ -252,4 +267,23 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, not waiting for work by time
 	}
+}
+
+// heldRows is the real ClickHouse writer; while hold is set, each scored-row
+// insert waits until release is closed.
+type heldRows struct {
+	*sink.ClickHouse
+	hold    atomic.Bool
+	release chan struct{}
+}
+
+func (h *heldRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
+	if h.hold.Load() {
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return h.ClickHouse.WriteScored(ctx, rec)
 }
