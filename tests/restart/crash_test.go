@@ -67,6 +67,11 @@ func crashMessage(k int) []byte {
 
 const crashMessages = 140
 
+// crashFirst is how many of them the crash tests publish before their first
+// save: the flood's first messages included, whose rows reach the crash's
+// (crashingRows.at).
+const crashFirst = 104
+
 // crashPartitions is the partition count the Object Store variant of the
 // crash test splits its checkpoint into.
 const crashPartitions = 2
@@ -385,7 +390,12 @@ func testCrashRestart(t *testing.T, store bool) {
 	if store {
 		db = "crash_restart_store"
 	}
-	r := newCrashRig(t, db)
+	// The input comes in two parts: crashFirst messages, then, once a
+	// checkpoint is saved, one message after each save until the crash. On a quiet machine
+	// the whole fleet was scored before the first save, and nothing was
+	// left to crash on (the rest is published after the restart).
+	r := newCrashRigOf(t, db, crashFirst)
+	next, lastMark, lastPub := crashFirst, "", time.Now()
 	ckpt := filepath.Join(t.TempDir(), "state.ckpt")
 	crashCfg := cfg
 	// A periodic checkpoint pauses the workers until the results before it
@@ -437,6 +447,21 @@ func testCrashRestart(t *testing.T, store bool) {
 			return err == nil && seq > tornSeq.Load()
 		}
 	}
+	// saveMark names the last save ("" before the first).
+	saveMark := func() string {
+		if store {
+			info, err := crashCfg.CheckpointStore.GetInfo(context.Background(), schemas.CheckpointGlobalObject)
+			if err != nil {
+				return ""
+			}
+			return info.NUID
+		}
+		fi, err := os.Stat(ckpt)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
+	}
 	rows := crashingRows{ClickHouse: r.ch, crash: &crashed, rows: new(atomic.Int64), at: int64(40 * 110), ready: checkpointed}
 	p, err := pipeline.New(crashCfg, cons, rows, pub, log)
 	if err != nil {
@@ -460,6 +485,17 @@ func testCrashRestart(t *testing.T, store bool) {
 			if tornInfo, tornObject = r.object(t, torn); tornObject != nil {
 				tornSeq.Store(max(objectSeq(t, tornObject), 1))
 			}
+		}
+		// One message after each save: the crash's ready condition (a save
+		// later than the torn object's, with the Object Store) then holds
+		// while messages are still to come, however fast or slow the
+		// machine.
+		// A save comes only after a fetch: with nothing new to fetch, a
+		// message every two seconds brings the next one.
+		if m := saveMark(); (m != "" && m != lastMark && (!store || tornObject != nil) || time.Since(lastPub) > 2*time.Second) &&
+			!crashed.Load() && next < crashMessages {
+			r.publish(t, next, next+1)
+			next, lastMark, lastPub = next+1, m, time.Now()
 		}
 		if crashed.Load() && stuckAt.IsZero() {
 			stuckAt = time.Now()
@@ -519,6 +555,7 @@ func testCrashRestart(t *testing.T, store bool) {
 	}
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() { done <- q.Run(ctx) }()
+	r.publish(t, next, crashMessages) // the rest of the fleet
 	r.caughtUp(t)
 	cancel()
 	if err := <-done; err != nil {
