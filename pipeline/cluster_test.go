@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -226,24 +226,7 @@ func (e *env) describeAlerts(t *testing.T, ids []string) string {
 // whose consumer and publisher the caller sets; js reads the dead letters.
 func clusterEnv(t *testing.T, db string, js jetstream.JetStream) *env {
 	t.Helper()
-	ctx := context.Background()
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: chDSN, Database: db, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	if err := ch.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := clickhouse.ParseDSN(chDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ch, conn := pipetest.OpenDB(t, chDSN, db)
 	return &env{js: js, ch: ch, conn: conn, db: db}
 }
 

@@ -60,7 +60,17 @@ func Setup(t testing.TB, dsn, db string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: db, Log: log})
+	ch, conn := OpenDB(t, dsn, db)
+	return &Env{JS: js, Cons: cons, CH: ch, Conn: conn, DB: db, Pub: sink.NewNATSPublisher(js, kv, log)}
+}
+
+// OpenDB migrates database db on the ClickHouse server at dsn and returns the
+// pipeline's writer to it and a connection for the test's queries; t's
+// cleanup closes both.
+func OpenDB(t testing.TB, dsn, db string) (*sink.ClickHouse, clickhouse.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	ch, err := sink.OpenClickHouse(ctx, sink.ClickHouseConfig{DSN: dsn, Database: db, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +87,7 @@ func Setup(t testing.TB, dsn, db string) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &Env{JS: js, Cons: cons, CH: ch, Conn: conn, DB: db, Pub: sink.NewNATSPublisher(js, kv, log)}
+	return ch, conn
 }
 
 // Count returns the rows of table (FINAL) in the test's database.
