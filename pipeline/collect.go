@@ -23,6 +23,7 @@ import (
 func (p *Pipeline) collect() {
 	rows := schemas.NewScoredBatch(memory.DefaultAllocator)
 	defer rows.Release()
+	rows.SetScorer(p.cfg.Instance)
 	var (
 		alerts    []schemas.Alert
 		decisions []schemas.Decision

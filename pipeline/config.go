@@ -106,6 +106,10 @@ type Config struct {
 	// class statistics are not merged across instances and entities not
 	// partitioned by their own key; see store.go). Needs CheckpointStore.
 	PartitionOwnership bool
+	// Instance names this instance in the rows it writes (column
+	// schemas.ColScorer of scored_events): with several scorers, which one
+	// owned a device's partition when it scored an event. Empty: none.
+	Instance string
 	// Partitions is the device partition count the Object Store checkpoint
 	// is split by (schemas.DefaultPartitions if 0): the ingest stage's
 	// --partitions, so that an object is what one partition owner restores.

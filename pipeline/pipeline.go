@@ -242,6 +242,9 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 // Layout returns the per-device record layout in use.
 func (p *Pipeline) Layout() *worker.Layout { return p.layout }
 
+// Instance returns Config.Instance: the name stored with the rows it scores.
+func (p *Pipeline) Instance() string { return p.cfg.Instance }
+
 // Allowlist returns the allowlist every engine reads; Store another one
 // (cluster.Allowlist) to change it while the pipeline runs.
 func (p *Pipeline) Allowlist() *decide.AllowlistRef { return p.stack.Allowlist }

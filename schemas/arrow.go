@@ -96,7 +96,7 @@ type ScoredBatch struct {
 	time, timeMs, eventID, streamSeq, resource, bytesIn, bytesOut *scoredCol
 	tenant, device, idMethod, apiKey, class, firmware, sourceKind *scoredCol
 	sourceID, clientIP, country, protocol, command, auth, verdict *scoredCol
-	resourceIDs, asn, latency, status, score                      *scoredCol
+	resourceIDs, asn, latency, status, score, scorer              *scoredCol
 	// The seven finding lists have one offsets buffer each, all equal.
 	lists                                       []*scoredCol
 	detectorsV, reasonsV, obsLblV, expLblV      *scoredCol
@@ -104,7 +104,13 @@ type ScoredBatch struct {
 	detectors, reasons, scores, observed, expec *scoredCol
 
 	ipBuf [64]byte
+	// scorerName is every row's ColScorer (SetScorer).
+	scorerName string
 }
+
+// SetScorer names the instance that scores the rows appended from now on
+// (column ColScorer); empty until set.
+func (b *ScoredBatch) SetScorer(name string) { b.scorerName = name }
 
 // scoredCol is one column's buffers: for fixed-width types the values in
 // vals; for utf8 the bytes in vals and the offsets (int32, starting with 0)
@@ -215,6 +221,7 @@ func NewScoredBatch(memory.Allocator) *ScoredBatch {
 	b.clientIP, b.country, b.protocol, b.command = col(ColClientIP), col(ColCountry), col(ColProtocol), col(ColCommand)
 	b.resourceIDs, b.auth, b.verdict = col(ColResourceIDs), col(ColAuth), col(ColVerdict)
 	b.asn, b.latency, b.status, b.score = col(ColASN), col(ColLatencyUS), col(ColStatus), col(ColScore)
+	b.scorer = col(ColScorer)
 	b.detectors, b.reasons, b.scores = col(ColDetectors), col(ColReasons), col(ColScores)
 	b.observed, b.expec = col(ColObserved), col(ColExpected)
 	obsLbl, expLbl := col(ColObservedLabels), col(ColExpectedLabels)
@@ -270,6 +277,7 @@ func (b *ScoredBatch) Append(ev *Event, s *Scored) {
 	b.bytesOut.u64(ev.BytesOut)
 	b.latency.u32(ev.Latency)
 	b.score.f32(s.Score)
+	b.scorer.str(b.scorerName)
 
 	for i := range s.Reasons() {
 		f := &s.Findings[i]

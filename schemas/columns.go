@@ -43,6 +43,11 @@ const (
 	ColBytesOut    = "bytes_out"
 	ColLatencyUS   = "latency_us" // UInt32, microseconds
 	ColScore       = "score"      // scored events: Float32; alerts and decisions: Float64
+	// ColScorer is the instance that scored the event (run's --instance):
+	// with several scorers sharing partitions, which one owned the device's
+	// partition when the row was written. Empty in rows written before it
+	// existed.
+	ColScorer = "scorer"
 
 	// Findings, as parallel arrays: element i of each array belongs to finding i.
 	ColDetectors      = "detectors"       // Array(String): registered detector names (detectors.Names)

@@ -93,7 +93,9 @@ var scoredTable = Table{
 		{ColBytesOut, "UInt64", false},
 		{ColLatencyUS, "UInt32", false},
 		{ColScore, "Float32", false},
-	}, findingColumns...),
+	}, append(findingColumns[:len(findingColumns):len(findingColumns)],
+		Column{ColScorer, "String", true}, // added after the first release: empty in rows written before it existed
+	)...),
 	PartitionBy: "toYYYYMMDD(" + QuoteIdent(ColTime) + ")",
 	OrderBy:     []string{ColTenant, ColDevice, ColTime, ColEventID},
 	TimeColumn:  ColTime,

@@ -79,7 +79,7 @@ func TestDDLOldServer(t *testing.T) {
 	if !strings.HasPrefix(stmts[1], want) {
 		t.Errorf("scored DDL starts with\n%s\nwant\n%s", stmts[1][:len(want)], want)
 	}
-	wantTail := "    `expected_labels` Array(String)\n)\nENGINE = ReplacingMergeTree()\nPARTITION BY toYYYYMMDD(`time`)\nORDER BY (`tenant`, `device`, `time`, `event_id`)"
+	wantTail := "    `expected_labels` Array(String),\n    `scorer` String\n)\nENGINE = ReplacingMergeTree()\nPARTITION BY toYYYYMMDD(`time`)\nORDER BY (`tenant`, `device`, `time`, `event_id`)"
 	if !strings.HasSuffix(stmts[1], wantTail) {
 		t.Errorf("scored DDL ends with\n%s\nwant\n%s", stmts[1][len(stmts[1])-len(wantTail):], wantTail)
 	}

@@ -55,6 +55,8 @@ type options struct {
 	enforcerKeys string
 	// source is run's --source: sourceLogs or sourceEvents.
 	source string
+	// instance is run's --instance (empty: a random id per start).
+	instance string
 	// partitions and pinnedTTL are run's --partitions and --pinned-ttl
 	// (--source events: the partitions this instance may own).
 	partitions int
@@ -264,6 +266,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("entity-window", "%v must be >= 1m", o.entityWindow)
 	case o.source != "" && o.source != sourceLogs && o.source != sourceEvents:
 		return bad("source", "%q: want %s or %s", o.source, sourceLogs, sourceEvents)
+	case o.instance != "" && !validInstance(o.instance):
+		return bad("instance", "%q: want letters, digits, '-', '_' and '.' only", o.instance)
 	case o.source == sourceEvents && (o.partitions < 1 || o.partitions > schemas.MaxPartitions):
 		return bad("partitions", "%d must be between 1 and %d", o.partitions, schemas.MaxPartitions)
 	case o.classSync < 0 || o.classSyncExpiry < 0:
@@ -408,6 +412,16 @@ func readKeySecret(path string) ([]byte, error) {
 		return nil, fmt.Errorf("the secret in %q must be at least 16 bytes", path)
 	}
 	return b, nil
+}
+
+// validInstance reports whether name fits in a KV key and an object name.
+func validInstance(name string) bool {
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func hostname() string {

@@ -98,7 +98,7 @@ Flags:
 			log.Error("unblocks are not stored", "err", err)
 		}
 	}()
-	log.Info("pipeline running", "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
+	log.Info("pipeline running", "instance", st.p.Instance(), "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
 	return st.p.Run(ctx)
 }
 
@@ -219,7 +219,11 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		st.Close()
 		return nil, fmt.Errorf("cannot open stream %s: %w", stream, err)
 	}
-	instance := nuid.Next() // its presence key and its class statistics' object
+	instance := o.instance // its presence key, its class statistics' object and its rows' scorer
+	if instance == "" {
+		instance = nuid.Next()
+	}
+	cfg.Instance = instance
 	if parts != nil {
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
 		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}

@@ -256,15 +256,15 @@ func TestClickHouseMigrate(t *testing.T) {
 }
 
 // TestClickHouseMigrateAddsColumns checks that Migrate brings a table created
-// before a column was added (the verdict and the resource ids of scored
-// events, the verification status of receipts, the estimated false-alarm
+// before a column was added (the verdict, the resource ids and the scorer
+// of scored events, the verification status of receipts, the estimated false-alarm
 // rate of alerts) up to date, in place, so that the writer's column list fits it.
 func TestClickHouseMigrateAddsColumns(t *testing.T) {
 	srv := testClickHouse(t)
 	c := openTestWriter(t, srv, ClickHouseConfig{})
 	ctx := context.Background()
 	later := map[string][]string{
-		schemas.ScoredTable().Name:   {schemas.ColVerdict, schemas.ColResourceIDs},
+		schemas.ScoredTable().Name:   {schemas.ColVerdict, schemas.ColResourceIDs, schemas.ColScorer},
 		schemas.AlertsTable().Name:   {schemas.ColEntityKind, schemas.ColEntity, schemas.ColGroup, schemas.ColFalseRate},
 		schemas.ReceiptsTable().Name: {schemas.ColVerification, schemas.ColReceiptKeyID},
 	}
