@@ -135,6 +135,7 @@ type pendingBatch struct {
 	obs    int // observations, in an observation batch
 	pub    *nats.Msg
 	ack    jetstream.PubAckFuture
+	sent   time.Time // when ack's publish was sent
 }
 
 // NewStage returns a stage consuming cons (the durable consumer on
@@ -226,7 +227,7 @@ func (s *Stage) process(ctx context.Context) {
 			if s.parts.obs != nil {
 				m.Header.Set(schemas.HeaderObs, schemas.HeaderObsPublished)
 			}
-			s.pending = append(s.pending, pendingBatch{msg: i, events: n, pub: m, ack: s.publishAsync(m)})
+			s.pending = append(s.pending, pendingBatch{msg: i, events: n, pub: m, ack: s.publishAsync(m), sent: time.Now()})
 		}
 		for q, ob := range s.parts.obs {
 			if len(ob) == schemas.ObsHeaderSize {
@@ -238,7 +239,7 @@ func (s *Stage) process(ctx context.Context) {
 			m := &nats.Msg{Subject: schemas.ObsSubject(q), Data: ob, Header: nats.Header{}}
 			m.Header.Set(jetstream.MsgIDHeader, schemas.ObsMsgID(seq, q))
 			n := (len(ob) - schemas.ObsHeaderSize) / schemas.ObsRecordSize
-			s.pending = append(s.pending, pendingBatch{msg: i, obs: n, pub: m, ack: s.publishAsync(m)})
+			s.pending = append(s.pending, pendingBatch{msg: i, obs: n, pub: m, ack: s.publishAsync(m), sent: time.Now()})
 		}
 		if len(s.pending) >= s.cfg.MaxPending {
 			s.settle(ctx, first, i+1)
@@ -291,14 +292,23 @@ func (s *Stage) publishAsync(m *nats.Msg) jetstream.PubAckFuture {
 }
 
 // confirm waits for pb's acknowledgement, republishing it (same message id)
-// until JetStream acknowledges it or ctx is done.
+// until JetStream acknowledges it or ctx is done. An acknowledgement that
+// does not come within PublishTimeout is taken as lost: the async future of
+// a publish whose PubAck died with a killed stream leader resolves neither
+// way (the JetStream context sets no async timeout), and the stage hung on it
+// for good (tests/scaleout TestClusterKills: 94 log messages unacked, none
+// fetched for 5 minutes).
 func (s *Stage) confirm(ctx context.Context, pb pendingBatch) bool {
 	if pb.ack != nil {
+		lost := time.NewTimer(s.cfg.PublishTimeout - time.Since(pb.sent))
+		defer lost.Stop()
 		select {
 		case <-pb.ack.Ok():
 			return true
 		case err := <-pb.ack.Err():
 			s.log.Warn("cannot publish an Arrow event batch, retrying", "err", err, "subject", pb.pub.Subject)
+		case <-lost.C:
+			s.log.Warn("no acknowledgement of an Arrow event batch, publishing it again", "after", s.cfg.PublishTimeout, "subject", pb.pub.Subject)
 		case <-ctx.Done():
 			return false
 		}
