@@ -59,14 +59,18 @@ const (
 //   - the alerts and decisions are those of one instance scoring the same
 //     input: identical ids and count.
 //
-// Opt-in (IOTWATCH_CLUSTER=1) until a bug is found: after the node kill, a
-// partition's consumer kept messages unacked and never redelivered them
-// (three runs of 2026-12-07, on main and with branch h1's handover: 250,
-// 86 and 94 messages, 0 redelivered in 5 minutes with a 30 s ack wait), so
-// the test hangs for its bound and fails.
+// Opt-in (IOTWATCH_CLUSTER=1): it fails on main (2026-12-07). In three of
+// five runs, after the scorer kill, a partition's consumer kept 250 or 86
+// messages unacked and never redelivered them (0 redeliveries in 5 minutes
+// with a 30 s ack wait; also with the node kill left out), while the
+// surviving owner released that partition for balance: the run hangs for
+// its bound. The run that completed (-race) found 1,854 events scored by
+// both the killed scorer and its successor (rows written, not acked), one
+// survivor that never owned a partition, and 25 alerts for the one-instance
+// run's 29 (8 extra, 12 missing). See bench/RESULTS.md, c1.
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("a partition's unacked messages are never redelivered after a NATS node kill (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails on main: a partition's unacked messages are never redelivered after a scorer kill, events are scored twice, alerts differ (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
@@ -217,7 +221,7 @@ func TestClusterKills(t *testing.T) {
 	got.deadLetters = info.State.Msgs
 	runs, perScorer := ownerRuns(t, conn, db)
 	t.Logf("three instances: %d events (%d rows inserted, %d FINAL, %d distinct ids), %d scored by two instances, %d dead letters; "+
-		"rows by scorer %v; %d runs of one scorer in the partitions' event order, %.0f acquisitions; %d alerts, %d decisions; %.0fs in all",
+		"events by scorer %v; %d runs of one scorer in the partitions' event order, %.0f acquisitions; %d alerts, %d decisions; %.0fs in all",
 		got.events, got.copies, got.final, got.distinct, got.twice, got.deadLetters, perScorer, runs, acquired,
 		len(got.alerts), len(got.decisions), time.Since(started).Seconds())
 
@@ -232,7 +236,7 @@ func TestClusterKills(t *testing.T) {
 		t.Errorf("%d dead letters, want %d (the one-instance run's)", got.deadLetters, want.deadLetters)
 	}
 	if perScorer[victim.name] == 0 || len(perScorer) != len(names) {
-		t.Errorf("rows by scorer %v: want rows from each of %q (the killed %s too)", perScorer, names, victim.name)
+		t.Errorf("events by scorer %v: want some from each of %q (the killed %s too)", perScorer, names, victim.name)
 	}
 	if float64(runs) > acquired {
 		t.Errorf("the partitions' events change scorer %d times (runs of one scorer), but the scorers acquired partitions only %.0f times: two owners scored a partition at once",
@@ -458,12 +462,16 @@ func readOutcome(t *testing.T, conn clickhouse.Conn, db string) clusterOutcome {
 
 // ownerRuns reads every event row every insert wrote and returns, over all
 // partitions, the runs of one scorer in the partition's event order (a
-// partition scored by one owner, then another, has two), and the rows of
-// each scorer.
+// partition scored by one owner, then another, has two), and the events of
+// each scorer (an event inserted twice counted once, for either).
 func ownerRuns(t *testing.T, conn clickhouse.Conn, db string) (runs int, perScorer map[string]int) {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT %s, %s, %s FROM %s.%s WHERE %s > 0 ORDER BY %s, %s",
-		schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, db, insertsView, schemas.ColStreamSeq, schemas.ColEventID, schemas.ColScorer))
+	// Events inserted more than once are left out of the runs (the test
+	// counts them apart): after a kill, the next owner scoring what the dead
+	// one wrote but did not ack is a second insert, not a second owner at
+	// the same time, and each such event would count as two runs.
+	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT any(%s), any(%s), any(%s), count() FROM %s.%s WHERE %s > 0 GROUP BY %s ORDER BY %s",
+		schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, db, insertsView, schemas.ColStreamSeq, schemas.ColEventID, schemas.ColEventID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,15 +480,19 @@ func ownerRuns(t *testing.T, conn clickhouse.Conn, db string) (runs int, perScor
 	perScorer = map[string]int{}
 	for rows.Next() {
 		var tenant, device, by string
-		if err := rows.Scan(&tenant, &device, &by); err != nil {
+		var copies uint64
+		if err := rows.Scan(&tenant, &device, &by, &copies); err != nil {
 			t.Fatal(err)
+		}
+		perScorer[by]++
+		if copies > 1 {
+			continue
 		}
 		p := schemas.PartitionOf(schemas.Hash2Alt([]byte(tenant), []byte(device)), clusterPartitions)
 		if by != last[p] {
 			runs++
 			last[p] = by
 		}
-		perScorer[by]++
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
