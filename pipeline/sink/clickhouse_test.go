@@ -121,6 +121,7 @@ func testRecord(t testing.TB, n int) arrow.RecordBatch {
 	t.Helper()
 	b := schemas.NewScoredBatch(memory.DefaultAllocator)
 	defer b.Release()
+	b.SetScorer(testScorer)
 	var ev schemas.Event
 	var s schemas.Scored
 	for i := range n {
@@ -129,6 +130,9 @@ func testRecord(t testing.TB, n int) arrow.RecordBatch {
 	}
 	return b.NewRecord()
 }
+
+// testScorer is the instance testRecord's rows name (column scorer).
+const testScorer = "scorer-1"
 
 // scoredRow is a scored_events row as read back.
 type scoredRow struct {
@@ -144,13 +148,14 @@ type scoredRow struct {
 	Detectors, Reasons, ObservedLabels, ExpectedLabels            []string
 	Scores                                                        []float32
 	Observed, Expected                                            []float64
+	Scorer                                                        string
 }
 
 func (r *scoredRow) ptrs() []any {
 	return []any{&r.Time, &r.TimeMs, &r.EventID, &r.StreamSeq, &r.Tenant, &r.Device, &r.IDMethod, &r.APIKey,
 		&r.Class, &r.Firmware, &r.SourceKind, &r.SourceID, &r.ClientIP, &r.Country, &r.ASN, &r.Protocol,
 		&r.Command, &r.Resource, &r.ResourceIDs, &r.Status, &r.Auth, &r.Verdict, &r.BytesIn, &r.BytesOut, &r.Latency, &r.Score,
-		&r.Detectors, &r.Reasons, &r.Scores, &r.Observed, &r.Expected, &r.ObservedLabels, &r.ExpectedLabels}
+		&r.Detectors, &r.Reasons, &r.Scores, &r.Observed, &r.Expected, &r.ObservedLabels, &r.ExpectedLabels, &r.Scorer}
 }
 
 // expectedScoredRow is what row i of testRecord must read back as.
@@ -168,6 +173,7 @@ func expectedScoredRow(i int) scoredRow {
 		Score:     s.Score,
 		Detectors: []string{}, Reasons: []string{}, ObservedLabels: []string{}, ExpectedLabels: []string{},
 		Scores: []float32{}, Observed: []float64{}, Expected: []float64{},
+		Scorer: testScorer,
 	}
 	if ev.ClientIP.IsValid() {
 		r.ClientIP = ev.ClientIP.String()
