@@ -114,39 +114,7 @@ func sampleLines(tb testing.TB, devices, n int) [][]byte {
 // decode a canonical JSON line, pick the shard, read the device's record, run
 // every detector, update the record, decide. Workers = 2 as on this machine.
 // Replays wrap around with event times shifted forward, so time never goes back.
-func BenchmarkEventPath(b *testing.B) {
-	for _, devices := range []int{2000, 20000} {
-		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			lines := sampleLines(b, devices, 200000)
-			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
-			var dec schemas.Decoder
-			var ev schemas.Event
-			var out schemas.Scored
-			span := int64(48 * time.Hour)
-			i, shift := 0, int64(0)
-			step := func() {
-				if i == len(lines) {
-					i, shift = 0, shift+span
-				}
-				if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
-					b.Fatal(err)
-				}
-				ev.Time += shift
-				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
-				i++
-			}
-			for range len(lines) { // warm up: every device has a record
-				step()
-			}
-			b.ReportAllocs()
-			cpu := startThreadCPU()
-			for b.Loop() {
-				step()
-			}
-			cpu.report(b)
-		})
-	}
-}
+func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
 
 // BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
 // (issue 14): each event's entity observations (entity.ObsOf, KeyObsOf),
@@ -156,13 +124,18 @@ func BenchmarkEventPath(b *testing.B) {
 // goroutines; here everything runs in one, so the difference from
 // BenchmarkEventPath is the CPU the entity stage adds per event (the
 // channel send from ingest to the owner, ~50-100 ns, is not in either).
-func BenchmarkEventPathEntities(b *testing.B) {
+func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true) }
+
+func benchEventPath(b *testing.B, entities bool) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			lines := sampleLines(b, devices, 200000)
 			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
 			var owners []*entity.Owner
 			for range 2 {
+				if !entities {
+					break
+				}
 				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
 				if err != nil {
 					b.Fatal(err)
@@ -187,6 +160,11 @@ func BenchmarkEventPathEntities(b *testing.B) {
 					b.Fatal(err)
 				}
 				ev.Time += shift
+				if !entities {
+					workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+					i++
+					return
+				}
 				ob, ok := entity.ObsOf(&ev)
 				kob, kok := entity.KeyObsOf(&ev)
 				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
