@@ -2,10 +2,8 @@ package worker
 
 import (
 	"encoding/binary"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	_ "github.com/iotwatch/iotwatch/detectors/all"
 	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/sim"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
@@ -180,11 +179,11 @@ func benchEventPath(b *testing.B, entities bool) {
 				step()
 			}
 			b.ReportAllocs()
-			cpu := startThreadCPU()
+			cpu := threadcpu.Start()
 			for b.Loop() {
 				step()
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
@@ -433,32 +432,6 @@ func TestBlockLiftRearms(t *testing.T) {
 			t.Errorf("the resumed flood was blocked again %v after the lift", d)
 		}
 	})
-}
-
-// threadCPU measures the CPU time of the benchmark's OS thread, which on a
-// shared, oversubscribed machine says more than the wall time ns/op (a
-// goroutine waiting for a core costs wall time, not CPU time). Reported as
-// cpu-ns/op.
-type threadCPU struct{ start int64 }
-
-func startThreadCPU() threadCPU {
-	runtime.LockOSThread()
-	return threadCPU{start: threadCPUNanos()}
-}
-
-func (c threadCPU) report(b *testing.B) {
-	b.ReportMetric(float64(threadCPUNanos()-c.start)/float64(b.N), "cpu-ns/op")
-	runtime.UnlockOSThread()
-}
-
-// threadCPUNanos returns the calling thread's user and system CPU time.
-func threadCPUNanos() int64 {
-	var ru syscall.Rusage
-	const rusageThread = 1 // RUSAGE_THREAD (Linux)
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // TestRedeliveryInventsNoAlert: a device's record moves on (two hours from
