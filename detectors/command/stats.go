@@ -3,6 +3,7 @@ package command
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -90,6 +91,9 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
 	}
 	s.params.Learn(ev)
+	if sizeJudged(ev) {
+		s.params.LearnValue(ev.ClassKey, ev.CommandID, sizeKey(ev), math.Log1p(float64(ev.BytesOut)), SizeLearnK, ev.DeviceKey)
+	}
 	if prev := lastCommand(before); prev != 0 {
 		s.transitions.Learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
 		if ev.HasModel() {
