@@ -94,6 +94,19 @@ const (
 	// at z scales (0.73 at twice the bound, 0.9 at ten times).
 	ScoreParamMin = 0.5
 	ScoreParamMax = 0.95
+	// A response's size (bytes out of a request answered with content:
+	// status below 400, at least one byte) is judged, in log units, against
+	// the range its class learned for the command, as an argument is: out
+	// of it when more than detectors.ParamK scales above the class's median,
+	// and also at least SizeMinRatio times the median and SizeMinBytes
+	// (small answers vary by large factors). Scored as an argument.
+	SizeMinRatio = 4.0
+	SizeMinBytes = 1024.0
+	// SizeLearnK: a response more than SizeLearnK scales above or below its
+	// class's median for the command teaches the range nothing (see
+	// detectors.ParamTable.LearnValue), so that a device's growing
+	// downloads do not widen the range before they leave it.
+	SizeLearnK = detectors.ParamK / 2
 	// A transition (previous command, command) no other device of the class
 	// made scores from ScoreTransitionMin in a class of ClassWarmDevices
 	// devices to ScoreTransitionMax in one of TransitionWarmDevices or more
@@ -382,7 +395,14 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"learned for the command and argument (streaming median and mean absolute deviation, in the fleet view; " +
 	"judged after 50 values from 5 devices; values it flags are not learned, and 8 devices contradicting a range " +
 	"restart it): a value more than 8 scales from the median is param_out_of_range, score 0.5 at the bound " +
-	"rising to 0.95 (Observed: the value, label the argument name; Expected: the bound crossed, label the command)."
+	"rising to 0.95 (Observed: the value, label the argument name; Expected: the bound crossed, label the command). " +
+	"Response sizes are judged the same way, per class, command and firmware (user agent): the size of a response " +
+	"with content (bytes out, status below 400, on a device of a known class) in log units against the range its " +
+	"class's devices get for the command; more than 8 scales above the median, and at least 4x the median and " +
+	"1 KB, is response_size_out_of_range (downloads growing through a command the device uses; Observed: the " +
+	"bytes, label bytes_out; Expected: the bound crossed, in bytes, label the command). A response more than 4 " +
+	"scales from the median teaches the range nothing, and 8 devices sending such responses restart it (a new " +
+	"firmware's larger answers)."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -391,7 +411,7 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
-			ReasonParamOutOfRange},
+			ReasonParamOutOfRange, ReasonResponseSize},
 		Version: 3, // 2: byte 47 counts the requests after a 5xx (RetryQuiet); 3: the home network
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
@@ -428,6 +448,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 	}
 	if ev.NArgs > 0 && fleet != nil {
 		if p := params(ev, fleet); p.Score > f.Score {
+			f = p
+		}
+	}
+	if fleet != nil && sizeJudged(ev) {
+		if p := responseSize(ev, fleet); p.Score > f.Score {
 			f = p
 		}
 	}
@@ -595,6 +620,63 @@ func params(ev *schemas.Event, fleet *Stats) schemas.Finding {
 		}
 	}
 	return f
+}
+
+// responseSizeKey is the name key under which the argument table
+// (detectors.ParamTable) keeps the range of a command's response sizes,
+// ln(1+bytes out), per class: a constant, where an argument's key is the
+// hash of its name.
+const responseSizeKey = 0x7265_7370_6f6e_7365 // "response"
+
+// sizeKey is the name key of ev's response size range: per firmware (the
+// user agent), since what a command returns changes with the firmware that
+// asks (a new firmware's larger config document): a class in the middle of
+// a rollout keeps one range per version, not one wide range of both.
+func sizeKey(ev *schemas.Event) uint64 { return responseSizeKey ^ schemas.Hash(ev.Firmware) }
+
+// logSizeMinRatio is ln(SizeMinRatio); bytesOutLabel labels a response
+// size finding's Observed.
+var (
+	logSizeMinRatio = math.Log(SizeMinRatio)
+	bytesOutLabel   = schemas.LabelString("bytes_out")
+)
+
+// sizeJudged reports whether ev's response size is learned and judged: a
+// request answered with content. An empty answer (a 204, an acknowledged
+// publish) and an error's body say nothing of what the command returns.
+// Only a device of a class: what makes "the same command, the same size"
+// (a person's browser fetches pages of every size).
+func sizeJudged(ev *schemas.Event) bool {
+	return ev.BytesOut > 0 && ev.Status < 400 && len(ev.Class) > 0
+}
+
+// responseSize judges ev's response size against the range ev's class
+// learned for its command. Why per command and class: a device's own
+// responses mix empty acknowledgements, small answers and its occasional
+// download, so no size of its own tells a config grown twentyfold from the
+// device's usual traffic (its median answer is often 0 bytes); its class's
+// devices get about the same size for the same command. A class-wide change
+// (a new firmware's larger config) restarts the range, as a class moving
+// its arguments does (detectors.ParamShiftDevices).
+func responseSize(ev *schemas.Event, fleet *Stats) schemas.Finding {
+	if float64(ev.BytesOut) < SizeMinBytes {
+		return schemas.Finding{}
+	}
+	x := math.Log1p(float64(ev.BytesOut))
+	r := fleet.ClassParam(ev.ClassKey, ev.CommandID, sizeKey(ev))
+	z, bound := r.Judge(x)
+	if z == 0 || x < r.Center+logSizeMinRatio {
+		return schemas.Finding{} // in range, below it, or not SizeMinRatio times the median
+	}
+	return schemas.Finding{
+		Detector:      Name,
+		Reason:        ReasonResponseSize,
+		Score:         float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z)),
+		Observed:      float64(ev.BytesOut),
+		Expected:      math.Expm1(max(bound, r.Center+logSizeMinRatio)),
+		ObservedLabel: bytesOutLabel,
+		ExpectedLabel: commandLabel(ev.Command),
+	}
 }
 
 // class is what the fleet view says of ev's class.
