@@ -14,8 +14,9 @@
 // filter of the transitions (previous command, command) it made. A transition
 // missing from it is judged against the class's transition sketches (distinct
 // devices, in the fleet view): one no other device of an established class made
-// is rare_transition, scored by the class's maturity, and not learned when it
-// scores LearnBelow or more. Class-level findings (a command or a transition
+// is rare_transition, scored by the class's maturity (its size, and its age up
+// to a day: routine), and not learned when it would score LearnBelow or more
+// in a class a day old. Class-level findings (a command or a transition
 // no other device of an established class issued: ClassWarmDevices devices
 // and ClassWarmAge of history) need no history of the device: they fire from
 // its first event, as its class is its prior.
@@ -370,16 +371,20 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"the class issued it (0.8 while the class is younger than a day: it may not have seen its whole routine yet) " +
 	"and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
 	"falling to 0.2 as it becomes usual for the class (privileged_command_new). A command no other device of " +
-	"the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one that others " +
+	"the class issued scores 0.4-0.7 by the class's maturity (20 devices, and a day of history: a class seen for " +
+	"hours has not seen its devices' daily routine, so the score grows with its age up to a day) " +
+	"(new_class_command), and is learned by the device only when its class has fewer than 7 devices; one that others " +
 	"issue scores 0.1-0.35, rarer higher (new_command). Transitions (previous command, command) the device " +
 	"never made (192-bit Bloom filter) are judged against the class's transition sketches once the class is " +
 	"established (20 devices and 1 h of history): one no other device of the class made scores 0.3-0.65 by " +
-	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
+	"the class's maturity (20-100 devices, and a day of history, whichever is less) and is not learned when its " +
+	"class has more than about 65 devices, " +
 	"one that one or two others made 0.25, or 0.65 when they are at most 1 in 1,000 of the class (rare_transition; Observed and Expected as for commands, label: the " +
 	"second command); a step out of a flagged command or transition is not judged again, nor are the transitions of " +
 	"the 16 requests after a 5xx (retries with backoff, a backend incident's catch-up). Devices with fewer " +
 	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to an established " +
-	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
+	"class (0.8) and commands (0.4-0.7 by the class's age, up to a day) and transitions unknown to an established " +
+	"one, flagged from the first event. " +
 	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
@@ -684,6 +689,22 @@ type class struct {
 	devices     float64 // estimated distinct devices
 	established bool    // ClassWarmDevices devices and ClassWarmAge of history
 	mature      bool    // ClassMatureAge of history
+	// age is the share of ClassMatureAge the class has been seen, in
+	// [0,1]: how much of its devices' daily routine its vocabulary and
+	// transitions can hold (routine).
+	age float64
+}
+
+// routine scales a class-level novelty score (a command or a transition no
+// other device of the class issued) from lo to hi by how much of a day the
+// class has been seen (class.age) and by size (size, in [0,1]), whichever
+// is less: a class seen for an hour has not seen its devices' daily routine
+// (a vehicle's trip ends, an activation, a camera's live view, the steps of
+// a monthly update), so what none of its devices did yet is weak evidence
+// on its own, as ClassMatureAge already makes a privileged command alert
+// without blocking. The score reaches hi once the class is a day old.
+func routine(lo, hi, size float64, cls class) float64 {
+	return lo + (hi-lo)*min(size, cls.age, 1)
 }
 
 func lookClass(ev *schemas.Event, fleet *Stats) class { return look(ev, fleet, ev.ClassKey) }
@@ -702,6 +723,7 @@ func look(ev *schemas.Event, fleet *Stats, key uint64) class {
 	age := float64(ev.Time-since) / 1e9
 	c.established = c.devices >= ClassWarmDevices && age >= ClassWarmAge
 	c.mature = age >= ClassMatureAge // whatever its size: the age is what a routine needs
+	c.age = min(age/ClassMatureAge, 1)
 	return c
 }
 
@@ -730,17 +752,22 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 	}
 	devices := cls.devices
 	var score float64
+	learn = true
 	switch {
 	case others < 0.5 || others < ClassKnownDevices && others+1 <= RareShare*devices: // none, or as few as none
-		score = ScoreTransitionMin + (ScoreTransitionMax-ScoreTransitionMin)*
-			min((devices-ClassWarmDevices)/(TransitionWarmDevices-ClassWarmDevices), 1)
+		size := (devices - ClassWarmDevices) / (TransitionWarmDevices - ClassWarmDevices)
+		// Learned or not by the class's size alone: a young class's low
+		// score (routine) does not teach the device a step no other
+		// device took.
+		learn = ScoreTransitionMin+(ScoreTransitionMax-ScoreTransitionMin)*min(size, 1) < LearnBelow
+		score = routine(ScoreTransitionMin, ScoreTransitionMax, size, cls)
 	case others < ClassKnownDevices:
 		score = ScoreTransitionRare
 	default:
 		return f, true
 	}
 	if score > ScoreRollout && rolloutStep(ev, fleet, at, prev) {
-		score = ScoreRollout // a step of a rollout across the class
+		score, learn = ScoreRollout, true // a step of a rollout across the class
 	}
 	return schemas.Finding{
 		Detector:      Name,
@@ -749,7 +776,7 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 		Observed:      math.Round(others*10) / 10,
 		Expected:      math.Round(devices*10) / 10,
 		ObservedLabel: commandLabel(ev.Command),
-	}, score < LearnBelow
+	}, learn && score < LearnBelow
 }
 
 // newCommand judges ev's command, which the device never issued, against its
@@ -779,7 +806,7 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 		case priv && others < ClassKnownDevices && cls.established:
 			reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		case others < 0.5 && cls.established:
-			reason, score, learn = ReasonNewClassCommand, ScoreClassMax, false
+			reason, score, learn = ReasonNewClassCommand, routine(ScoreClassMin, ScoreClassMax, 1, cls), false
 		}
 	case priv && others < 0.5 && !cls.mature:
 		// A class younger than a day may not have seen its daily routine
@@ -801,8 +828,11 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 		score = ScorePrivilegedClass - (ScorePrivilegedClass-ScorePrivilegedUsual)*usual(others, devices)
 	case others < 0.5:
 		reason = ReasonNewClassCommand
-		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1)
-		learn = score < LearnBelow
+		// Learned or not by the class's size alone: a young class's low
+		// score (routine) does not teach the device a command no other
+		// device issued.
+		learn = ScoreClassMin+(ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1) < LearnBelow
+		score = routine(ScoreClassMin, ScoreClassMax, devices/ClassWarmDevices, cls)
 	default:
 		reason = ReasonNewCommand
 		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*usual(others, devices)
