@@ -318,21 +318,20 @@ func (e *Event) SetCommand(cmd []byte) {
 // numeric parameters of the query string it dropped as arguments (see
 // addQueryArgs).
 func (e *Event) SetRawCommand(method, path []byte) {
+	var ids resourceText
 	start := len(e.arena)
 	var query []byte
-	e.arena, e.Resource, query = appendCommand(e.arena, method, path)
+	e.arena, e.Resource, query = appendCommand(e.arena, &ids, method, path)
 	e.Command = nil
 	if len(e.arena) > start {
 		e.Command = e.arena[start:len(e.arena):len(e.arena)]
 	}
 	e.CommandID = Hash(e.Command)
 	e.ResourceText = nil
-	if e.Resource != 0 {
+	if ids.n > 0 {
 		start = len(e.arena)
-		e.arena = appendIdentifiers(e.arena, method, path)
-		if len(e.arena) > start {
-			e.ResourceText = e.arena[start:len(e.arena):len(e.arena)]
-		}
+		e.arena = append(e.arena, ids.b[:ids.n]...)
+		e.ResourceText = e.arena[start:len(e.arena):len(e.arena)]
 	}
 	e.addQueryArgs(query)
 }

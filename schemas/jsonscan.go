@@ -155,6 +155,21 @@ func (s *scanner) value(v *jsonValue) error {
 			*v = jsonValue{kind: jsonNumber, raw: s.b[start:s.i], num: float64(n)}
 			return nil
 		}
+		// And a plain decimal fraction ("18.4"), 15 digits in all: n and
+		// 10^k are exact in a float64, so their quotient, rounded once, is
+		// what strconv.ParseFloat returns (its own exact fast path).
+		if s.i > start && s.i < len(s.b) && s.b[s.i] == '.' {
+			j, k := s.i+1, 0
+			for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' && j-start-1 < 15 {
+				n = n*10 + uint64(s.b[j]-'0')
+				j, k = j+1, k+1
+			}
+			if k > 0 && (j == len(s.b) || !isNumberByte(s.b[j])) {
+				s.i = j
+				*v = jsonValue{kind: jsonNumber, raw: s.b[start:s.i], num: float64(n) / pow10[k]}
+				return nil
+			}
+		}
 		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
 			s.i++
 		}
@@ -354,3 +369,7 @@ func (s *scanner) hex4() (rune, bool) {
 	s.i += 4
 	return r, true
 }
+
+// pow10 holds the powers of ten a float64 represents exactly that the
+// scanner's decimal fast path divides by.
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
