@@ -437,10 +437,7 @@ func (d *Decoder) finish(now int64) error {
 		ev.Protocol = ProtoHTTP
 	}
 	ev.SetRawCommand(d.method, d.path) // after "args", which the query does not override
-	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
-	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
-	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
-	ev.ModelKey = ModelKeyOf(ev.Class)
+	ev.setKeys()
 	ev.ID = EventID(ev.Seq, ev.Line)
 	return nil
 }

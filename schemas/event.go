@@ -307,6 +307,23 @@ func (e *Event) SetClass(class []byte) {
 	e.ModelKey = ModelKeyOf(e.Class)
 }
 
+// setKeys sets the keys of the identity fields, as SetDevice and SetClass
+// do: DeviceKey, DeviceAlt, ClassKey and ModelKey. The tenant is hashed once
+// for the two keys that start with it.
+func (e *Event) setKeys() {
+	t := hash2Prefix(e.Tenant)
+	e.DeviceKey = hash2Of(t, e.Device)
+	e.DeviceAlt = Hash2Alt(e.Tenant, e.Device)
+	e.ClassKey = hash2Of(t, e.Class)
+	e.ModelKey = 0 // ModelKeyOf(e.Class):
+	if len(e.Class) > 0 {
+		e.ModelKey = e.ClassKey // the same hash without a tenant
+		if len(e.Tenant) > 0 {
+			e.ModelKey = hash2Of(noTenant, e.Class)
+		}
+	}
+}
+
 // SetCommand sets the already-normalized command and its id.
 func (e *Event) SetCommand(cmd []byte) {
 	e.Command = e.set(cmd)

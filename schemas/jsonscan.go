@@ -144,11 +144,12 @@ func (s *scanner) value(v *jsonValue) error {
 		*v = jsonValue{kind: jsonString, raw: b}
 		return err
 	case c == '-' || (c >= '0' && c <= '9'):
-		// Fast path: a plain integer, parsed while scanning.
+		// Fast path: a plain integer, parsed while scanning (int64, whose
+		// conversion to float64 is one instruction, where uint64's is not).
 		start := s.i
-		var n uint64
+		var n int64
 		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 15 {
-			n = n*10 + uint64(s.b[s.i]-'0')
+			n = n*10 + int64(s.b[s.i]-'0')
 			s.i++
 		}
 		if s.i > start && (s.i == len(s.b) || !isNumberByte(s.b[s.i])) {
@@ -161,7 +162,7 @@ func (s *scanner) value(v *jsonValue) error {
 		if s.i > start && s.i < len(s.b) && s.b[s.i] == '.' {
 			j, k := s.i+1, 0
 			for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' && j-start-1 < 15 {
-				n = n*10 + uint64(s.b[j]-'0')
+				n = n*10 + int64(s.b[j]-'0')
 				j, k = j+1, k+1
 			}
 			if k > 0 && (j == len(s.b) || !isNumberByte(s.b[j])) {
