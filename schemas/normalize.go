@@ -60,17 +60,20 @@ func appendCommand(dst []byte, ids *resourceText, method, path []byte) (_ []byte
 	if len(method) > 0 && len(path) > 0 {
 		dst = append(dst, ' ')
 	}
-	start, digits := 0, uint8(0)
-	for i := 0; i <= len(path); i++ {
+	// The path is copied in runs, from kept (the first byte not copied
+	// yet) to an identifier, which is replaced, or to the end.
+	start, kept, digits := 0, 0, uint8(0)
+	for i := 0; ; i++ {
 		if i < len(path) {
 			if k := pathClass[path[i]]; k&pathSep == 0 {
 				digits |= k
 				continue
 			}
 		}
-		seg := path[start:i]
-		if isIdentifier(seg, digits != 0) {
+		if seg := path[start:i]; isIdentifier(seg, digits != 0) {
+			dst = append(dst, path[kept:start]...)
 			dst = append(dst, Placeholder...)
+			kept = i
 			if res == 0 {
 				res = seedMain
 			}
@@ -78,15 +81,12 @@ func appendCommand(dst []byte, ids *resourceText, method, path []byte) (_ []byte
 			if ids != nil {
 				ids.add(seg)
 			}
-		} else {
-			dst = append(dst, seg...)
 		}
-		if i == len(path) {
-			break
-		}
-		if path[i] != '/' {
+		if i == len(path) || path[i] != '/' {
+			dst = append(dst, path[kept:i]...)
 			// '?' or '#': drop the rest, unless it is an MQTT wildcard '#' segment.
 			switch {
+			case i == len(path):
 			case path[i] == '?':
 				query = path[i+1:]
 			case i == start:
@@ -94,7 +94,6 @@ func appendCommand(dst []byte, ids *resourceText, method, path []byte) (_ []byte
 			}
 			break
 		}
-		dst = append(dst, '/')
 		start, digits = i+1, 0
 	}
 	// A space before a dropped query ("GET /x ?a") would end the command, and
