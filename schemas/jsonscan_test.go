@@ -3,6 +3,7 @@ package schemas
 import (
 	"bytes"
 	"math"
+	"net/netip"
 	"strconv"
 	"testing"
 )
@@ -37,6 +38,26 @@ func FuzzScanNumber(f *testing.F) {
 		}
 		if v.kind != jsonNumber || math.Float64bits(v.num) != math.Float64bits(want) || !bytes.Equal(v.raw, text[:end]) || s.i != end {
 			t.Fatalf("%q: %v %q end %d, want %v %q end %d", text, v.num, v.raw, s.i, want, text[:end], end)
+		}
+	})
+}
+
+// FuzzParseDottedQuad checks the decoder's IPv4 fast path against
+// netip.ParseAddr: whatever it accepts, netip accepts as the same address,
+// and it accepts every IPv4 address netip parses without a zone.
+func FuzzParseDottedQuad(f *testing.F) {
+	for _, s := range []string{"203.0.113.7", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5",
+		"1..2.3", "1.2.3.4 ", "1.2.3.04", "::ffff:1.2.3.4", "1.2.3.4%eth0", "9.99.199.249", "1.2.3.4567"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseDottedQuad([]byte(s))
+		want, err := netip.ParseAddr(s)
+		if ok && (err != nil || got != want) {
+			t.Fatalf("parseDottedQuad(%q) = %v, netip.ParseAddr %v, %v", s, got, want, err)
+		}
+		if !ok && err == nil && want.Is4() && want.Zone() == "" {
+			t.Fatalf("parseDottedQuad(%q) refused what netip.ParseAddr parses as %v", s, want)
 		}
 	})
 }
