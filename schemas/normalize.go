@@ -83,8 +83,9 @@ func appendCommand(dst []byte, ids *resourceText, method, path []byte) (_ []byte
 			}
 		}
 		if i == len(path) || path[i] != '/' {
+			// The end of the path, or '?' or '#': the rest is dropped,
+			// unless it is an MQTT wildcard '#' segment.
 			dst = append(dst, path[kept:i]...)
-			// '?' or '#': drop the rest, unless it is an MQTT wildcard '#' segment.
 			switch {
 			case i == len(path):
 			case path[i] == '?':
