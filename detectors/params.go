@@ -124,9 +124,19 @@ func (t *ParamTable) load(j int) ParamRange {
 	if r.Events > 0 {
 		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
 	}
-	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load()))
+	r.Devices = sketchDevices[bits.OnesCount64(t.devs[j].Load())]
 	return r
 }
+
+// sketchDevices[n] is LinearCount(64, n): a range is read on every event
+// whose command has arguments or a response with content, and a logarithm
+// per read was a third of the response-size check's cost.
+var sketchDevices = func() (d [65]float64) {
+	for n := range d {
+		d[n] = LinearCount(64, n)
+	}
+	return d
+}()
 
 func packStats(c, s float64) uint64 {
 	return uint64(math.Float32bits(float32(c)))<<32 | uint64(math.Float32bits(float32(s)))
@@ -151,12 +161,35 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 			t.saturated.Add(1)
 			continue
 		}
-		t.learn(j, a.Value, ev.DeviceKey)
+		t.learn(j, a.Value, ParamK, ev.DeviceKey)
 	}
 }
 
-func (t *ParamTable) learn(j int, x float64, device uint64) {
-	if z, _ := t.load(j).Judge(x); z > 0 {
+// LearnValue teaches the range of (class, command, name) the value x of
+// device (a DeviceKey), for a quantity that is no argument of the event (a
+// response's size, see package command), more guardedly than an argument:
+// a value more than learnK scales from the center of a Ready range is not
+// learned, and counts as contradicting it (ParamShiftDevices), as one out
+// of it does. A device that repeats values between learnK and ParamK scales
+// (a download growing, response by response, before it is out of range)
+// then cannot widen the range it will be judged against; a class whose
+// devices all moved restarts it.
+func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, device uint64) {
+	if !(math.Abs(x) <= paramMaxAbs) {
+		return
+	}
+	j := Slot(t.keys, paramKey(class, command, name), true)
+	if j < 0 {
+		t.saturated.Add(1)
+		return
+	}
+	t.learn(j, x, min(learnK, ParamK), device)
+}
+
+// learn teaches slot j the value x unless it is more than learnK (at most
+// ParamK) scales from the center of a Ready range.
+func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
+	if r := t.load(j); r.Ready() && r.Scale > 0 && math.Abs(x-r.Center) > learnK*r.Scale {
 		SetBit(&t.outs[j], DeviceBit(device))
 		if LinearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
 			t.stats[j].Store(0)

@@ -202,7 +202,7 @@ func TestCredentialStuffingAcrossDevices(t *testing.T) {
 
 // TestBackendIncidentNoEntityAlert: for five minutes a third of 200 devices'
 // calls to one route get 503, every device from its usual address: no
-// entity alert, no entity decision.
+// alert (device or entity), no entity decision.
 func TestBackendIncidentNoEntityAlert(t *testing.T) {
 	e := setup(t, "entity_incident")
 	var lines []string
@@ -223,6 +223,11 @@ func TestBackendIncidentNoEntityAlert(t *testing.T) {
 	}
 	if alerts := entityAlerts(t, e); len(alerts) != 0 {
 		t.Errorf("a backend incident raised %d entity alerts: %+v", len(alerts), alerts)
+	}
+	// Nor a device alert: every device fails at once from its usual
+	// address, which is the backend's incident, not the devices'.
+	if n := e.count(t, schemas.TableAlerts); n != 0 {
+		t.Errorf("a backend incident raised %d alerts in all (devices and entities)", n)
 	}
 	var n uint64
 	e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count() FROM %s.%s FINAL WHERE %s IN ('ip', 'cidr')",

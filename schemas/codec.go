@@ -393,13 +393,47 @@ func parseIDMethod(b []byte) (IDMethod, bool) {
 	return IDUnknown, len(b) == 0
 }
 
-// parseAddr parses an IP without allocating. netip.ParseAddr does not retain its
-// argument (an IPv6 zone is interned as a copy), so viewing b as a string is safe.
+// parseAddr parses an IP without allocating: a plain dotted quad itself,
+// anything else with netip.ParseAddr, which does not retain its argument (an
+// IPv6 zone is interned as a copy), so viewing b as a string is safe.
 func parseAddr(b []byte) (netip.Addr, error) {
+	if a, ok := parseDottedQuad(b); ok {
+		return a, nil
+	}
 	if len(b) == 0 || len(b) > 64 {
 		return netip.Addr{}, errCannotParse
 	}
 	return netip.ParseAddr(unsafe.String(&b[0], len(b)))
+}
+
+// parseDottedQuad parses an IPv4 address of four decimal fields of 1-3
+// digits, each at most 255 and without a leading zero, which is the IPv4
+// netip.ParseAddr accepts and the address it returns. ok is false for
+// anything else (which may still be an address, or an error, for netip).
+func parseDottedQuad(b []byte) (_ netip.Addr, ok bool) {
+	var ip [4]byte
+	i := 0
+	for f := range ip {
+		if f > 0 {
+			if i == len(b) || b[i] != '.' {
+				return netip.Addr{}, false
+			}
+			i++
+		}
+		start, v := i, 0
+		for i < len(b) && i-start < 3 && b[i]-'0' <= 9 {
+			v = v*10 + int(b[i]-'0')
+			i++
+		}
+		if i == start || v > 255 || (b[start] == '0' && i-start > 1) {
+			return netip.Addr{}, false
+		}
+		ip[f] = byte(v)
+	}
+	if i != len(b) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(ip), true
 }
 
 func (d *Decoder) finish(now int64) error {
@@ -437,10 +471,7 @@ func (d *Decoder) finish(now int64) error {
 		ev.Protocol = ProtoHTTP
 	}
 	ev.SetRawCommand(d.method, d.path) // after "args", which the query does not override
-	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
-	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
-	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
-	ev.ModelKey = ModelKeyOf(ev.Class)
+	ev.setKeys()
 	ev.ID = EventID(ev.Seq, ev.Line)
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 )
 
 const sampleLine = `{"v":1,"ts":"2026-01-05T10:00:00.250Z","src":"gateway","src_id":"kong-eu-1","tenant":"acme","device":"lock-000042","id_by":"api_key","api_key":"key-7f3a","class":"smart_lock/acme-l2","fw":"2.4.1","ip":"203.0.113.7","country":"de","asn":3320,"proto":"http","method":"post","path":"/v1/devices/lock-000042/unlock?nonce=77","status":200,"auth":"ok","bytes_in":312,"bytes_out":1024,"latency_ms":12.5,"extra":{"ignored":[1,2]}}`
@@ -204,17 +206,40 @@ func BenchmarkDecode(b *testing.B) {
 	line := []byte(sampleLine)
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		if err := d.Decode(line, 1, 0, now, &ev); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu.Report(b)
+}
+
+// fleetLine is a line of the simulated fleet (internal/sim), as the
+// per-event path benchmark decodes: no query, no args, no nested member.
+const fleetLine = `{"ts":"2026-01-05T00:00:00.026Z","src":"gateway","src_id":"kong-ap-1","tenant":"globex","device":"therm-000337","id_by":"api_key","api_key":"key-ebf1f75e44c7e166","class":"thermostat/acme-t100","fw":"2.4.1","ip":"126.33.46.153","country":"JP","asn":17676,"proto":"http","method":"POST","path":"/v1/devices/therm-000337/telemetry","status":201,"auth":"ok","bytes_in":393,"bytes_out":52,"latency_ms":25.0}`
+
+// BenchmarkDecodeFleetLine is BenchmarkDecode on fleetLine.
+func BenchmarkDecodeFleetLine(b *testing.B) {
+	var d Decoder
+	var ev Event
+	line := []byte(fleetLine)
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		if err := d.Decode(line, 1, 0, now, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.Report(b)
 }
 
 // FuzzDecode checks that no input panics the decoder, that every rejection is a
 // DecodeError with a declared reason, and that accepted events survive a round trip.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(sampleLine))
+	f.Add([]byte(fleetLine))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","device":"t","status":403,"verdict":"denied"}`))
 	f.Add([]byte(`{"ts":1767607200,"device":"d","proto":"mqtt","op":"PUBLISH","topic":"devices/d-1/cmd/#"}`))
 	f.Add([]byte(`{"ts":"2026-01-05T10:00:00Z","id_by":"client_ip","ip":"::1"}`))

@@ -307,6 +307,23 @@ func (e *Event) SetClass(class []byte) {
 	e.ModelKey = ModelKeyOf(e.Class)
 }
 
+// setKeys sets the keys of the identity fields, as SetDevice and SetClass
+// do: DeviceKey, DeviceAlt, ClassKey and ModelKey. The tenant is hashed once
+// for the two keys that start with it.
+func (e *Event) setKeys() {
+	t := hash2Prefix(e.Tenant)
+	e.DeviceKey = hash2Of(t, e.Device)
+	e.DeviceAlt = Hash2Alt(e.Tenant, e.Device)
+	e.ClassKey = hash2Of(t, e.Class)
+	e.ModelKey = 0 // ModelKeyOf(e.Class):
+	if len(e.Class) > 0 {
+		e.ModelKey = e.ClassKey // the same hash without a tenant
+		if len(e.Tenant) > 0 {
+			e.ModelKey = hash2Of(noTenant, e.Class)
+		}
+	}
+}
+
 // SetCommand sets the already-normalized command and its id.
 func (e *Event) SetCommand(cmd []byte) {
 	e.Command = e.set(cmd)
@@ -318,21 +335,20 @@ func (e *Event) SetCommand(cmd []byte) {
 // numeric parameters of the query string it dropped as arguments (see
 // addQueryArgs).
 func (e *Event) SetRawCommand(method, path []byte) {
+	var ids resourceText
 	start := len(e.arena)
 	var query []byte
-	e.arena, e.Resource, query = appendCommand(e.arena, method, path)
+	e.arena, e.Resource, query = appendCommand(e.arena, &ids, method, path)
 	e.Command = nil
 	if len(e.arena) > start {
 		e.Command = e.arena[start:len(e.arena):len(e.arena)]
 	}
 	e.CommandID = Hash(e.Command)
 	e.ResourceText = nil
-	if e.Resource != 0 {
+	if ids.n > 0 {
 		start = len(e.arena)
-		e.arena = appendIdentifiers(e.arena, method, path)
-		if len(e.arena) > start {
-			e.ResourceText = e.arena[start:len(e.arena):len(e.arena)]
-		}
+		e.arena = append(e.arena, ids.b[:ids.n]...)
+		e.ResourceText = e.arena[start:len(e.arena):len(e.arena)]
 	}
 	e.addQueryArgs(query)
 }

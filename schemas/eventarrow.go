@@ -576,10 +576,7 @@ func (c *eventCols) read(i int, ev *Event) error {
 	ev.Status = c.status[i]
 	ev.BytesIn, ev.BytesOut = c.bytesIn[i], c.bytesOut[i]
 	ev.Latency = c.latency[i]
-	ev.DeviceKey = Hash2(ev.Tenant, ev.Device)
-	ev.DeviceAlt = Hash2Alt(ev.Tenant, ev.Device)
-	ev.ClassKey = Hash2(ev.Tenant, ev.Class)
-	ev.ModelKey = ModelKeyOf(ev.Class)
+	ev.setKeys()
 	ev.CommandID = Hash(ev.Command)
 	ev.ID = EventID(ev.Seq, ev.Line)
 	return nil

@@ -27,7 +27,15 @@ func HashString(s string) uint64 {
 }
 
 // Hash2 hashes two fields, so that ("ab","c") and ("a","bc") differ.
-func Hash2(a, b []byte) uint64 { return mix(hashBytes(hashBytes(seedMain, a)^m2, b)) }
+func Hash2(a, b []byte) uint64 { return hash2Of(hash2Prefix(a), b) }
+
+// hash2Prefix and hash2Of split Hash2 after its first field, so that keys
+// sharing it hash it once: Hash2(a, b) == hash2Of(hash2Prefix(a), b).
+func hash2Prefix(a []byte) uint64            { return hashBytes(seedMain, a) ^ m2 }
+func hash2Of(prefix uint64, b []byte) uint64 { return mix(hashBytes(prefix, b)) }
+
+// noTenant is hash2Prefix(nil): the prefix of ModelKeyOf.
+var noTenant = hash2Prefix(nil)
 
 // HashAlt is a second hash of b, with other seeds, so that Hash and HashAlt
 // together form a 128-bit key (used where two devices must never share a record).

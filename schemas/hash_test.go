@@ -47,3 +47,21 @@ func BenchmarkHash2(b *testing.B) {
 		Hash2(t, d)
 	}
 }
+
+// TestSetKeysMatchesHash2: the keys a decoder derives with the tenant hashed
+// once are those of SetDevice and SetClass (Hash2, Hash2Alt, ModelKeyOf).
+func TestSetKeysMatchesHash2(t *testing.T) {
+	for _, tenant := range []string{"", "acme", "a-tenant-longer-than-eight"} {
+		for _, class := range []string{"", "m", "thermostat/acme-t100"} {
+			var ev, want Event
+			want.SetDevice([]byte(tenant), []byte("therm-000042"))
+			want.SetClass([]byte(class))
+			ev.Tenant, ev.Device, ev.Class = want.Tenant, want.Device, want.Class
+			ev.setKeys()
+			if ev.DeviceKey != want.DeviceKey || ev.DeviceAlt != want.DeviceAlt || ev.ClassKey != want.ClassKey || ev.ModelKey != want.ModelKey {
+				t.Errorf("tenant %q class %q: keys %x %x %x %x, want %x %x %x %x", tenant, class,
+					ev.DeviceKey, ev.DeviceAlt, ev.ClassKey, ev.ModelKey, want.DeviceKey, want.DeviceAlt, want.ClassKey, want.ModelKey)
+			}
+		}
+	}
+}

@@ -144,16 +144,32 @@ func (s *scanner) value(v *jsonValue) error {
 		*v = jsonValue{kind: jsonString, raw: b}
 		return err
 	case c == '-' || (c >= '0' && c <= '9'):
-		// Fast path: a plain integer, parsed while scanning.
+		// Fast path: a plain integer, parsed while scanning (int64, whose
+		// conversion to float64 is one instruction, where uint64's is not).
 		start := s.i
-		var n uint64
+		var n int64
 		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 15 {
-			n = n*10 + uint64(s.b[s.i]-'0')
+			n = n*10 + int64(s.b[s.i]-'0')
 			s.i++
 		}
 		if s.i > start && (s.i == len(s.b) || !isNumberByte(s.b[s.i])) {
 			*v = jsonValue{kind: jsonNumber, raw: s.b[start:s.i], num: float64(n)}
 			return nil
+		}
+		// And a plain decimal fraction ("18.4"), 15 digits in all: n and
+		// 10^k are exact in a float64, so their quotient, rounded once, is
+		// what strconv.ParseFloat returns (its own exact fast path).
+		if s.i > start && s.i < len(s.b) && s.b[s.i] == '.' {
+			j, k := s.i+1, 0
+			for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' && j-start-1 < 15 {
+				n = n*10 + int64(s.b[j]-'0')
+				j, k = j+1, k+1
+			}
+			if k > 0 && (j == len(s.b) || !isNumberByte(s.b[j])) {
+				s.i = j
+				*v = jsonValue{kind: jsonNumber, raw: s.b[start:s.i], num: float64(n) / pow10[k]}
+				return nil
+			}
 		}
 		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
 			s.i++
@@ -354,3 +370,7 @@ func (s *scanner) hex4() (rune, bool) {
 	s.i += 4
 	return r, true
 }
+
+// pow10 holds the powers of ten a float64 represents exactly that the
+// scanner's decimal fast path divides by.
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}

@@ -25,13 +25,26 @@ const maxSegment = 32
 // is assumed to be a whole command, possibly "METHOD path" already). It returns
 // the extended dst and the resource hash (0 when nothing was replaced).
 func (Normalizer) Append(dst, method, path []byte) ([]byte, uint64) {
-	dst, res, _ := appendCommand(dst, method, path)
+	dst, res, _ := appendCommand(dst, nil, method, path)
 	return dst, res
 }
 
+// Byte classes of a path, for the normalizer's one pass: what ends a
+// segment, and digits (which make a segment an identifier).
+const (
+	pathSep   = 1 // '/', '?', '#'
+	pathDigit = 2
+)
+
+var pathClass = [256]uint8{'/': pathSep, '?': pathSep, '#': pathSep,
+	'0': pathDigit, '1': pathDigit, '2': pathDigit, '3': pathDigit, '4': pathDigit,
+	'5': pathDigit, '6': pathDigit, '7': pathDigit, '8': pathDigit, '9': pathDigit}
+
 // appendCommand is Append that also returns the query string the command
-// dropped: what follows the path's '?', fragment included (nil if none).
-func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte) {
+// dropped: what follows the path's '?', fragment included (nil if none);
+// with ids, it adds the identifiers it replaced to ids (the resource text),
+// in the same pass.
+func appendCommand(dst []byte, ids *resourceText, method, path []byte) (_ []byte, res uint64, query []byte) {
 	method, path, query = splitCommand(method, path)
 	start0 := len(dst)
 	for _, c := range method {
@@ -47,27 +60,34 @@ func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte
 	if len(method) > 0 && len(path) > 0 {
 		dst = append(dst, ' ')
 	}
-	start := 0
-	for i := 0; i <= len(path); i++ {
-		if i < len(path) && path[i] != '/' && path[i] != '?' && path[i] != '#' {
-			continue
+	// The path is copied in runs, from kept (the first byte not copied
+	// yet) to an identifier, which is replaced, or to the end.
+	start, kept, digits := 0, 0, uint8(0)
+	for i := 0; ; i++ {
+		if i < len(path) {
+			if k := pathClass[path[i]]; k&pathSep == 0 {
+				digits |= k
+				continue
+			}
 		}
-		seg := path[start:i]
-		if isIdentifier(seg) {
+		if seg := path[start:i]; isIdentifier(seg, digits != 0) {
+			dst = append(dst, path[kept:start]...)
 			dst = append(dst, Placeholder...)
+			kept = i
 			if res == 0 {
 				res = seedMain
 			}
 			res = hashBytes(res, seg)
-		} else {
-			dst = append(dst, seg...)
+			if ids != nil {
+				ids.add(seg)
+			}
 		}
-		if i == len(path) {
-			break
-		}
-		if path[i] != '/' {
-			// '?' or '#': drop the rest, unless it is an MQTT wildcard '#' segment.
+		if i == len(path) || path[i] != '/' {
+			// The end of the path, or '?' or '#': the rest is dropped,
+			// unless it is an MQTT wildcard '#' segment.
+			dst = append(dst, path[kept:i]...)
 			switch {
+			case i == len(path):
 			case path[i] == '?':
 				query = path[i+1:]
 			case i == start:
@@ -75,8 +95,7 @@ func appendCommand(dst, method, path []byte) (_ []byte, res uint64, query []byte
 			}
 			break
 		}
-		dst = append(dst, '/')
-		start = i + 1
+		start, digits = i+1, 0
 	}
 	// A space before a dropped query ("GET /x ?a") would end the command, and
 	// reading it again trims it.
@@ -127,43 +146,38 @@ func splitCommand(method, path []byte) (_, _, query []byte) {
 // MaxResourceText bounds Event.ResourceText, in bytes.
 const MaxResourceText = 128
 
-// appendIdentifiers appends to dst the identifiers the normalizer replaces in
-// the command (method, path), in order, joined by '/'; an identifier that
-// would take the text past MaxResourceText bytes ends it (it is cut, and "…"
-// marks the cut, only when it is the first).
-func appendIdentifiers(dst, method, path []byte) []byte {
-	_, path, _ = splitCommand(method, path)
-	start0 := len(dst)
-	start := 0
-	for i := 0; i <= len(path); i++ {
-		if i < len(path) && path[i] != '/' && path[i] != '?' && path[i] != '#' {
-			continue
-		}
-		if seg := path[start:i]; isIdentifier(seg) {
-			sep := 0
-			if len(dst) > start0 {
-				sep = 1
-			}
-			room := MaxResourceText - (len(dst) - start0) - sep
-			if len(seg) > room {
-				if len(dst) == start0 {
-					const ellipsis = "…"
-					dst = append(dst, seg[:MaxResourceText-len(ellipsis)]...)
-					dst = append(dst, ellipsis...)
-				}
-				return dst
-			}
-			if sep == 1 {
-				dst = append(dst, '/')
-			}
-			dst = append(dst, seg...)
-		}
-		if i == len(path) || path[i] != '/' {
-			break
-		}
-		start = i + 1
+// resourceText collects the identifiers the normalizer replaces in a
+// command, in order, joined by '/'; an identifier that would take the text
+// past MaxResourceText bytes ends it (it is cut, and "…" marks the cut, only
+// when it is the first).
+type resourceText struct {
+	b    [MaxResourceText]byte
+	n    int
+	full bool // an identifier did not fit: the text is complete
+}
+
+func (r *resourceText) add(seg []byte) {
+	if r.full {
+		return
 	}
-	return dst
+	sep := 0
+	if r.n > 0 {
+		sep = 1
+	}
+	if len(seg) > MaxResourceText-r.n-sep {
+		if r.n == 0 {
+			const ellipsis = "…"
+			r.n = copy(r.b[:], seg[:MaxResourceText-len(ellipsis)])
+			r.n += copy(r.b[r.n:], ellipsis)
+		}
+		r.full = true
+		return
+	}
+	if sep == 1 {
+		r.b[r.n] = '/'
+		r.n++
+	}
+	r.n += copy(r.b[r.n:], seg)
 }
 
 // trimSpace drops leading and trailing ASCII spaces, so that normalizing a
@@ -188,16 +202,11 @@ func letters(b []byte) bool {
 	return true
 }
 
-func isIdentifier(seg []byte) bool {
+// isIdentifier reports whether the path segment seg, which holds a digit
+// when digits is set, is an identifier.
+func isIdentifier(seg []byte, digits bool) bool {
 	if len(seg) > maxSegment {
 		return true
-	}
-	digits := false
-	for _, c := range seg {
-		if c >= '0' && c <= '9' {
-			digits = true
-			break
-		}
 	}
 	if !digits {
 		return false

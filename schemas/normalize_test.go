@@ -3,6 +3,8 @@ package schemas
 import (
 	"strings"
 	"testing"
+
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 )
 
 func TestNormalizeCommand(t *testing.T) {
@@ -77,4 +79,18 @@ func TestNormalizeIdempotent(t *testing.T) {
 	f("GET /x ?a", "GET /x")
 	f("0 x ?", "0 x")
 	f("POST /v1/d-17/unlock?x=1", "POST /v1/{id}/unlock")
+}
+
+// BenchmarkSetRawCommand normalizes a simulated fleet's request: the
+// normalizer's share of decoding a line.
+func BenchmarkSetRawCommand(b *testing.B) {
+	var ev Event
+	method, path := []byte("POST"), []byte("/v1/devices/therm-000042/telemetry")
+	b.ReportAllocs()
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		ev.Reset()
+		ev.SetRawCommand(method, path)
+	}
+	cpu.Report(b)
 }

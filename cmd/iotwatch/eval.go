@@ -228,7 +228,8 @@ func evalSequences(ctx context.Context, args []string, stdout io.Writer) error {
 Reads two files of sessions, one per line: a label (Normal or Anomaly), a tab, and the
 session's tokens separated by spaces, in order. Each session is a device of one class and
 each token a command it issues (1 s apart; sessions start 1 min apart, training
-first), observed by the command detector exactly as
+first, or further apart so that the training sessions span a day: the command
+detector trusts a class's vocabulary in full once it has seen a day of it), observed by the command detector exactly as
 the pipeline's worker does: the class model (commands and transitions, counted by
 distinct devices) learns from the training sessions, the Normal ones only unless
 --unsupervised. Every session ends with the --end token, read as the device's

@@ -20,7 +20,6 @@
 package abuse
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"sync/atomic"
@@ -185,19 +184,11 @@ func inc8(b *byte) uint32 {
 // everywhere (WordPress, phpMyAdmin, PHPUnit, routers' CGI), and traversal
 // and injection payloads that survive in a path (the query string is not
 // part of a normalized command).
-var knownBad = bytesOf(
+var knownBad = []string{
 	"/.env", "/.git", "/.svn", "/.aws", "/.ds_store", "/.htpasswd", "wp-login", "wp-admin", "wp-content", "xmlrpc.php",
 	"phpmyadmin", "/pma/", "phpunit", "/cgi-bin/", "/boaform", "/hnap1", "/server-status", "/actuator", "web.config",
 	"eval-stdin", "shell.php", "/manager/html", "../", "..%2f", "%2e%2e", "etc/passwd", "etc/shadow", "php://",
 	"%27%20or", "%27%20and", "union%20select", "union+select", "sleep(", "%3cscript", "drop%20table",
-)
-
-func bytesOf(ss ...string) [][]byte {
-	out := make([][]byte, len(ss))
-	for i, s := range ss {
-		out[i] = []byte(s)
-	}
-	return out
 }
 
 // verdicts memoizes KnownBad of commands by their CommandID, and of the
@@ -231,7 +222,8 @@ func knownBadMemo(id uint64, b []byte) bool {
 }
 
 // KnownBad reports whether b (a normalized command or a path) contains a
-// known-bad substring, ignoring ASCII case. It does not allocate.
+// known-bad substring, ignoring ASCII case; only its first 256 bytes are
+// searched. It does not allocate.
 func KnownBad(b []byte) bool {
 	if len(b) == 0 {
 		return false
@@ -239,47 +231,39 @@ func KnownBad(b []byte) bool {
 	var buf [256]byte
 	n := copy(buf[:], b)
 	low := buf[:n]
-	interesting := false
 	for i, c := range low {
-		switch {
-		case c >= 'A' && c <= 'Z':
+		if c >= 'A' && c <= 'Z' {
 			low[i] = c + 'a' - 'A'
-		case c == '.' || c == '%' || c == '-' || c == '(':
-			interesting = true
 		}
 	}
-	if !interesting && !containsAny(low, plainKnownBad) {
-		return false
-	}
-	return containsAny(low, knownBad)
-}
-
-// plainKnownBad are the entries of knownBad with none of '.', '%', '-', '(':
-// a command without those characters is checked against these only.
-var plainKnownBad = func() [][]byte {
-	var out [][]byte
-	for _, s := range knownBad {
-		plain := true
-		for _, c := range s {
-			if c == '.' || c == '%' || c == '-' || c == '(' {
-				plain = false
+	// One pass over b: at each byte, only the entries that begin with it
+	// and the byte after it are compared, instead of one search of b per
+	// entry. Identifiers taken out of paths are unique
+	// per device, so the memo of verdicts misses for them on large fleets
+	// and this search runs on most events.
+	for i, c := range low[:n-1] {
+		if next := low[i+1]; knownBadSecond[c][next>>6]&(1<<(next&63)) == 0 {
+			continue
+		}
+		for _, s := range knownBadByFirst[c] {
+			if len(s) <= len(low)-i && string(low[i:i+len(s)]) == s {
+				return true
 			}
-		}
-		if plain {
-			out = append(out, s)
-		}
-	}
-	return out
-}()
-
-func containsAny(b []byte, subs [][]byte) bool {
-	for _, s := range subs {
-		if bytes.Contains(b, s) {
-			return true
 		}
 	}
 	return false
 }
+
+// knownBadByFirst holds the entries of knownBad by their first byte, and
+// knownBadSecond, by first byte, the set of their second bytes (every entry
+// has at least two).
+var knownBadByFirst, knownBadSecond = func() (first [256][]string, second [256][4]uint64) {
+	for _, s := range knownBad {
+		first[s[0]] = append(first[s[0]], s)
+		second[s[0]][s[1]>>6] |= 1 << (s[1] & 63)
+	}
+	return first, second
+}()
 
 func init() {
 	reasons := []string{ReasonKnownBadRequest, ReasonNotFoundBurst, ReasonAuthFailureBurst, ReasonRequestFlood}

@@ -124,7 +124,7 @@ func TestRolloutStep(t *testing.T) {
 	setup := func(adopt map[string]int) *Stats {
 		fleet := newTestStats(1<<12, 1<<10)
 		for i := range 120 {
-			ev := mk(fmt.Sprintf("th-%d", i), stateCmd, t0-3*3600e9)
+			ev := mk(fmt.Sprintf("th-%d", i), stateCmd, t0-25*3600e9) // a class a day old (ClassMatureAge)
 			fleet.learn(ev, 0)
 		}
 		i := 1000

@@ -14,8 +14,9 @@
 // filter of the transitions (previous command, command) it made. A transition
 // missing from it is judged against the class's transition sketches (distinct
 // devices, in the fleet view): one no other device of an established class made
-// is rare_transition, scored by the class's maturity, and not learned when it
-// scores LearnBelow or more. Class-level findings (a command or a transition
+// is rare_transition, scored by the class's maturity (its size, and its age up
+// to a day: routine), and not learned when it would score LearnBelow or more
+// in a class a day old. Class-level findings (a command or a transition
 // no other device of an established class issued: ClassWarmDevices devices
 // and ClassWarmAge of history) need no history of the device: they fire from
 // its first event, as its class is its prior.
@@ -94,6 +95,19 @@ const (
 	// at z scales (0.73 at twice the bound, 0.9 at ten times).
 	ScoreParamMin = 0.5
 	ScoreParamMax = 0.95
+	// A response's size (bytes out of a request answered with content:
+	// status below 400, at least one byte) is judged, in log units, against
+	// the range its class learned for the command, as an argument is: out
+	// of it when more than detectors.ParamK scales above the class's median,
+	// and also at least SizeMinRatio times the median and SizeMinBytes
+	// (small answers vary by large factors). Scored as an argument.
+	SizeMinRatio = 4.0
+	SizeMinBytes = 1024.0
+	// SizeLearnK: a response more than SizeLearnK scales above or below its
+	// class's median for the command teaches the range nothing (see
+	// detectors.ParamTable.LearnValue), so that a device's growing
+	// downloads do not widen the range before they leave it.
+	SizeLearnK = detectors.ParamK / 2
 	// A transition (previous command, command) no other device of the class
 	// made scores from ScoreTransitionMin in a class of ClassWarmDevices
 	// devices to ScoreTransitionMax in one of TransitionWarmDevices or more
@@ -357,16 +371,20 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"the class issued it (0.8 while the class is younger than a day: it may not have seen its whole routine yet) " +
 	"and 0.75 when one or two did, and is then not learned; issued by more, it scores 0.5 " +
 	"falling to 0.2 as it becomes usual for the class (privileged_command_new). A command no other device of " +
-	"the class issued scores 0.4-0.7 by the class's maturity (20 devices) (new_class_command); one that others " +
+	"the class issued scores 0.4-0.7 by the class's maturity (20 devices, and a day of history: a class seen for " +
+	"hours has not seen its devices' daily routine, so the score grows with its age up to a day) " +
+	"(new_class_command), and is learned by the device only when its class has fewer than 7 devices; one that others " +
 	"issue scores 0.1-0.35, rarer higher (new_command). Transitions (previous command, command) the device " +
 	"never made (192-bit Bloom filter) are judged against the class's transition sketches once the class is " +
 	"established (20 devices and 1 h of history): one no other device of the class made scores 0.3-0.65 by " +
-	"the class's maturity (20-100 devices) and is not learned above 0.5, " +
+	"the class's maturity (20-100 devices, and a day of history, whichever is less) and is not learned when its " +
+	"class has more than about 65 devices, " +
 	"one that one or two others made 0.25, or 0.65 when they are at most 1 in 1,000 of the class (rare_transition; Observed and Expected as for commands, label: the " +
 	"second command); a step out of a flagged command or transition is not judged again, nor are the transitions of " +
 	"the 16 requests after a 5xx (retries with backoff, a backend incident's catch-up). Devices with fewer " +
 	"than 20 events or 10 minutes of history learn silently, except privileged commands unknown to an established " +
-	"class (0.8) and commands (0.7) and transitions unknown to an established one, flagged from the first event. " +
+	"class (0.8) and commands (0.4-0.7 by the class's age, up to a day) and transitions unknown to an established " +
+	"one, flagged from the first event. " +
 	"Enumeration: distinct " +
 	"resources other than the device's own addressed in the last 30-60 s (Observed, estimated) against the " +
 	"device's baseline for that span (Expected), fires at 10 or more, 4x expected and a Poisson tail below " +
@@ -382,7 +400,14 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"learned for the command and argument (streaming median and mean absolute deviation, in the fleet view; " +
 	"judged after 50 values from 5 devices; values it flags are not learned, and 8 devices contradicting a range " +
 	"restart it): a value more than 8 scales from the median is param_out_of_range, score 0.5 at the bound " +
-	"rising to 0.95 (Observed: the value, label the argument name; Expected: the bound crossed, label the command)."
+	"rising to 0.95 (Observed: the value, label the argument name; Expected: the bound crossed, label the command). " +
+	"Response sizes are judged the same way, per class, command and firmware (user agent): the size of a response " +
+	"with content (bytes out, status below 400, on a device of a known class) in log units against the range its " +
+	"class's devices get for the command; more than 8 scales above the median, and at least 4x the median and " +
+	"1 KB, is response_size_out_of_range (downloads growing through a command the device uses; Observed: the " +
+	"bytes, label bytes_out; Expected: the bound crossed, in bytes, label the command). A response more than 4 " +
+	"scales from the median teaches the range nothing, and 8 devices sending such responses restart it (a new " +
+	"firmware's larger answers)."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -391,7 +416,7 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonNewCommand, ReasonNewClassCommand,
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
-			ReasonParamOutOfRange},
+			ReasonParamOutOfRange, ReasonResponseSize},
 		Version: 3, // 2: byte 47 counts the requests after a 5xx (RetryQuiet); 3: the home network
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
@@ -428,6 +453,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 	}
 	if ev.NArgs > 0 && fleet != nil {
 		if p := params(ev, fleet); p.Score > f.Score {
+			f = p
+		}
+	}
+	if fleet != nil && sizeJudged(ev) {
+		if p := responseSize(ev, fleet); p.Score > f.Score {
 			f = p
 		}
 	}
@@ -597,11 +627,84 @@ func params(ev *schemas.Event, fleet *Stats) schemas.Finding {
 	return f
 }
 
+// responseSizeKey is the name key under which the argument table
+// (detectors.ParamTable) keeps the range of a command's response sizes,
+// ln(1+bytes out), per class: a constant, where an argument's key is the
+// hash of its name.
+const responseSizeKey = 0x7265_7370_6f6e_7365 // "response"
+
+// sizeKey is the name key of ev's response size range: per firmware (the
+// user agent), since what a command returns changes with the firmware that
+// asks (a new firmware's larger config document): a class in the middle of
+// a rollout keeps one range per version, not one wide range of both.
+func sizeKey(ev *schemas.Event) uint64 { return responseSizeKey ^ schemas.Hash(ev.Firmware) }
+
+// logSizeMinRatio is ln(SizeMinRatio); bytesOutLabel labels a response
+// size finding's Observed.
+var (
+	logSizeMinRatio = math.Log(SizeMinRatio)
+	bytesOutLabel   = schemas.LabelString("bytes_out")
+)
+
+// sizeJudged reports whether ev's response size is learned and judged: a
+// request answered with content. An empty answer (a 204, an acknowledged
+// publish) and an error's body say nothing of what the command returns.
+// Only a device of a class: what makes "the same command, the same size"
+// (a person's browser fetches pages of every size).
+func sizeJudged(ev *schemas.Event) bool {
+	return ev.BytesOut > 0 && ev.Status < 400 && len(ev.Class) > 0
+}
+
+// responseSize judges ev's response size against the range ev's class
+// learned for its command. Why per command and class: a device's own
+// responses mix empty acknowledgements, small answers and its occasional
+// download, so no size of its own tells a config grown twentyfold from the
+// device's usual traffic (its median answer is often 0 bytes); its class's
+// devices get about the same size for the same command. A class-wide change
+// (a new firmware's larger config) restarts the range, as a class moving
+// its arguments does (detectors.ParamShiftDevices).
+func responseSize(ev *schemas.Event, fleet *Stats) schemas.Finding {
+	if float64(ev.BytesOut) < SizeMinBytes {
+		return schemas.Finding{}
+	}
+	x := math.Log1p(float64(ev.BytesOut))
+	r := fleet.ClassParam(ev.ClassKey, ev.CommandID, sizeKey(ev))
+	z, bound := r.Judge(x)
+	if z == 0 || x < r.Center+logSizeMinRatio {
+		return schemas.Finding{} // in range, below it, or not SizeMinRatio times the median
+	}
+	return schemas.Finding{
+		Detector:      Name,
+		Reason:        ReasonResponseSize,
+		Score:         float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z)),
+		Observed:      float64(ev.BytesOut),
+		Expected:      math.Expm1(max(bound, r.Center+logSizeMinRatio)),
+		ObservedLabel: bytesOutLabel,
+		ExpectedLabel: commandLabel(ev.Command),
+	}
+}
+
 // class is what the fleet view says of ev's class.
 type class struct {
 	devices     float64 // estimated distinct devices
 	established bool    // ClassWarmDevices devices and ClassWarmAge of history
 	mature      bool    // ClassMatureAge of history
+	// age is the share of ClassMatureAge the class has been seen, in
+	// [0,1]: how much of its devices' daily routine its vocabulary and
+	// transitions can hold (routine).
+	age float64
+}
+
+// routine scales a class-level novelty score (a command or a transition no
+// other device of the class issued) from lo to hi by how much of a day the
+// class has been seen (class.age) and by size (size, in [0,1]), whichever
+// is less: a class seen for an hour has not seen its devices' daily routine
+// (a vehicle's trip ends, an activation, a camera's live view, the steps of
+// a monthly update), so what none of its devices did yet is weak evidence
+// on its own, as ClassMatureAge already makes a privileged command alert
+// without blocking. The score reaches hi once the class is a day old.
+func routine(lo, hi, size float64, cls class) float64 {
+	return lo + (hi-lo)*min(size, cls.age, 1)
 }
 
 func lookClass(ev *schemas.Event, fleet *Stats) class { return look(ev, fleet, ev.ClassKey) }
@@ -620,6 +723,7 @@ func look(ev *schemas.Event, fleet *Stats, key uint64) class {
 	age := float64(ev.Time-since) / 1e9
 	c.established = c.devices >= ClassWarmDevices && age >= ClassWarmAge
 	c.mature = age >= ClassMatureAge // whatever its size: the age is what a routine needs
+	c.age = min(age/ClassMatureAge, 1)
 	return c
 }
 
@@ -648,17 +752,22 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 	}
 	devices := cls.devices
 	var score float64
+	learn = true
 	switch {
 	case others < 0.5 || others < ClassKnownDevices && others+1 <= RareShare*devices: // none, or as few as none
-		score = ScoreTransitionMin + (ScoreTransitionMax-ScoreTransitionMin)*
-			min((devices-ClassWarmDevices)/(TransitionWarmDevices-ClassWarmDevices), 1)
+		size := (devices - ClassWarmDevices) / (TransitionWarmDevices - ClassWarmDevices)
+		// Learned or not by the class's size alone: a young class's low
+		// score (routine) does not teach the device a step no other
+		// device took.
+		learn = ScoreTransitionMin+(ScoreTransitionMax-ScoreTransitionMin)*min(size, 1) < LearnBelow
+		score = routine(ScoreTransitionMin, ScoreTransitionMax, size, cls)
 	case others < ClassKnownDevices:
 		score = ScoreTransitionRare
 	default:
 		return f, true
 	}
 	if score > ScoreRollout && rolloutStep(ev, fleet, at, prev) {
-		score = ScoreRollout // a step of a rollout across the class
+		score, learn = ScoreRollout, true // a step of a rollout across the class
 	}
 	return schemas.Finding{
 		Detector:      Name,
@@ -667,7 +776,7 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 		Observed:      math.Round(others*10) / 10,
 		Expected:      math.Round(devices*10) / 10,
 		ObservedLabel: commandLabel(ev.Command),
-	}, score < LearnBelow
+	}, learn && score < LearnBelow
 }
 
 // newCommand judges ev's command, which the device never issued, against its
@@ -697,7 +806,7 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 		case priv && others < ClassKnownDevices && cls.established:
 			reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedYoung, false
 		case others < 0.5 && cls.established:
-			reason, score, learn = ReasonNewClassCommand, ScoreClassMax, false
+			reason, score, learn = ReasonNewClassCommand, routine(ScoreClassMin, ScoreClassMax, 1, cls), false
 		}
 	case priv && others < 0.5 && !cls.mature:
 		// A class younger than a day may not have seen its daily routine
@@ -719,8 +828,11 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 		score = ScorePrivilegedClass - (ScorePrivilegedClass-ScorePrivilegedUsual)*usual(others, devices)
 	case others < 0.5:
 		reason = ReasonNewClassCommand
-		score = ScoreClassMin + (ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1)
-		learn = score < LearnBelow
+		// Learned or not by the class's size alone: a young class's low
+		// score (routine) does not teach the device a command no other
+		// device issued.
+		learn = ScoreClassMin+(ScoreClassMax-ScoreClassMin)*min(devices/ClassWarmDevices, 1) < LearnBelow
+		score = routine(ScoreClassMin, ScoreClassMax, devices/ClassWarmDevices, cls)
 	default:
 		reason = ReasonNewCommand
 		score = ScoreDeviceMax - (ScoreDeviceMax-ScoreDeviceMin)*usual(others, devices)

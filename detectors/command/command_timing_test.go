@@ -11,7 +11,11 @@ import (
 // on that command, its repetition and a config fetch, then measures Observe on
 // events of raw commands in turn (numeric query parameters are arguments; the
 // usual command carries temp=19-23, and the class knows its range).
-func benchObserve(b *testing.B, raw ...string) {
+func benchObserve(b *testing.B, raw ...string) { benchObserveOut(b, 0, raw...) }
+
+// benchObserveOut is benchObserve with responses of out bytes (status 200);
+// the class knows the config fetch's sizes (800-1,000 bytes, 120 peers).
+func benchObserveOut(b *testing.B, out uint64, raw ...string) {
 	fleet := newTestStats(1<<16, 1<<10)
 	var d Detector
 	state := make([]byte, StateSize)
@@ -30,6 +34,7 @@ func benchObserve(b *testing.B, raw ...string) {
 		peer.DeviceKey = uint64(i+1) * 0x9e3779b97f4a7c15
 		fleet.learn(&peer, usual.CommandID)
 		peer.SetCommand(config.Command)
+		peer.Status, peer.BytesOut = 200, uint64(800+200*(i%3)/2)
 		fleet.learn(&peer, 0)
 	}
 	for i := range 2000 {
@@ -45,6 +50,7 @@ func benchObserve(b *testing.B, raw ...string) {
 	evs := make([]*schemas.Event, len(raw))
 	for i, r := range raw {
 		evs[i] = mk(r)
+		evs[i].Status, evs[i].BytesOut = 200, out
 	}
 	b.ReportAllocs()
 	i := 0
@@ -61,6 +67,10 @@ func BenchmarkObserve(b *testing.B) {
 	b.Run("steady", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings") })
 	b.Run("args", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings?temp=21&fan=2") })
 	b.Run("out_of_range", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/readings?temp=90") })
+	// A config fetch of the usual size (the class's range read), and one
+	// twenty times it (response_size_out_of_range).
+	b.Run("response", func(b *testing.B) { benchObserveOut(b, 900, "GET /v1/devices/d-1/config") })
+	b.Run("response_out_of_range", func(b *testing.B) { benchObserveOut(b, 18000, "GET /v1/devices/d-1/config") })
 	b.Run("privileged", func(b *testing.B) { benchObserve(b, "POST /v1/devices/d-1/firmware-update") })
 	// config is known to the class, but no peer went from readings to config
 	// or back: every other event is a rare_transition (the step after it is

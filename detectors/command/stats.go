@@ -3,6 +3,7 @@ package command
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -14,7 +15,9 @@ import (
 // command) and per (class, previous command, command) transition, a 64-bit
 // sketch of the devices that issued it, every class also learned as its
 // model across tenants (Event.ModelKey), and per (class, command, argument)
-// the range of the numeric argument (detectors.ParamTable), and per (class,
+// the range of the numeric argument (detectors.ParamTable), in the same
+// table per (class, command, firmware) the range of the response sizes
+// (sizeKey), and per (class,
 // command) the devices that adopted it in the last AdoptWindow or two (a
 // rollout: see ClassAdopters). It costs 104 bytes per command slot (40 of
 // them for argument ranges, 32 for adoptions).
@@ -76,7 +79,8 @@ func (s *Stats) ClassParam(class, command, name uint64) detectors.ParamRange {
 }
 
 // Learn implements detectors.ClassStats: ev's device issued ev's command in
-// its class and model, its numeric arguments (those in range), and the
+// its class and model, its numeric arguments (those in range), its response's
+// size (when it carries content: within SizeLearnK scales), and the
 // transition from the device's previous command, the last one recorded in
 // before (none: no transition); and, when before shows that the device
 // adopted the command (see adopting), the adoption.
@@ -90,6 +94,9 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
 	}
 	s.params.Learn(ev)
+	if sizeJudged(ev) {
+		s.params.LearnValue(ev.ClassKey, ev.CommandID, sizeKey(ev), math.Log1p(float64(ev.BytesOut)), SizeLearnK, ev.DeviceKey)
+	}
 	if prev := lastCommand(before); prev != 0 {
 		s.transitions.Learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
 		if ev.HasModel() {

@@ -128,7 +128,7 @@ const (
 )
 
 // StateSize is the size of the per-device record.
-const StateSize = 44
+const StateSize = 45
 
 // Record layout, little-endian:
 //
@@ -144,6 +144,8 @@ const StateSize = 44
 //	39    last location's uncertainty radius in RadiusUnitKm (0: no location)
 //	40:42 last location, latitude in 1/360 degree (int16)
 //	42:44 last location, longitude in 1/180 degree (int16)
+//	44    1 when the last location came from a request this detector flagged
+//	      (an excursion: Away), else 0
 type state struct {
 	last      int64 // Unix ns, whole seconds
 	age       uint32
@@ -155,6 +157,12 @@ type state struct {
 	mobility  uint8
 	asnPrev   uint8
 	loc       location
+	// away: the last location was learned from a request this detector
+	// flagged (an attacker's, or a device's real trip the detector found
+	// unusual). A request back in the device's top country after it is no
+	// travel: the excursion was the finding (the owner coming home after
+	// its stolen key was used elsewhere).
+	away bool
 }
 
 const maxAge = 1<<24 - 1
@@ -179,6 +187,7 @@ func (s *state) load(b []byte) {
 		lat:    int16(binary.LittleEndian.Uint16(b[40:])),
 		lon:    int16(binary.LittleEndian.Uint16(b[42:])),
 	}
+	s.away = b[44] == 1
 }
 
 func (s *state) store(b []byte) {
@@ -195,6 +204,10 @@ func (s *state) store(b []byte) {
 	b[36], b[37], b[38], b[39] = s.asnRun, s.mobility, s.asnPrev, s.loc.radius
 	binary.LittleEndian.PutUint16(b[40:], uint16(s.loc.lat))
 	binary.LittleEndian.PutUint16(b[42:], uint16(s.loc.lon))
+	b[44] = 0
+	if s.away {
+		b[44] = 1
+	}
 }
 
 // Doc is the catalog paragraph.
@@ -219,7 +232,9 @@ const Doc = "Where a device's requests come from (country and ASN from the log o
 	"a country no other device of an established class (20 devices, 1 h) uses scores 0.6, 0.3 when one or two do; " +
 	"Observed is the class's devices in the country (label: it), Expected the class's devices. Roaming: in a country " +
 	"neighbouring the device's top country (centroid uncertainty regions overlap) on an ASN at least 3 other devices " +
-	"of its model (the class across tenants) use, new_country and rare_fleet_country score half."
+	"of its model (the class across tenants) use, new_country and rare_fleet_country score half. Coming home: a " +
+	"request in the device's top country right after a request this detector flagged (an excursion, such as a " +
+	"stolen key used elsewhere) is no impossible travel: the excursion was the finding, the owner's return is not."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -228,7 +243,7 @@ func init() {
 		StateSize: StateSize,
 		Reasons: []string{ReasonNewCountry, ReasonImpossibleTravel, ReasonASNChange,
 			ReasonRareFleetCountry},
-		Version: 1,
+		Version: 2, // 2: the away flag at 44
 		New:     func() detectors.Detector { return Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
@@ -314,6 +329,10 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 	// Impossible travel, from the previous request's location.
 	loc := eventLocation(ev)
 	moved := false
+	// Back in its top country after a flagged excursion (Away): the
+	// excursion was the finding, the return is not a second one.
+	home := s.away && top >= 0 && s.countries[top] == ev.Country
+	cameHome := false // a travel not judged for that
 	if loc.known() && s.loc.known() && !first && loc != s.loc {
 		h := haversine(s.loc, loc)
 		// A location inside the other's uncertainty (coordinates, then only a
@@ -324,7 +343,9 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 			excess := havDistanceKm(h) - slack
 			gap := math.Abs(float64(ev.Time-prevTime)) / 1e9
 			kmh := excess / max(gap, 1) * 3600
-			if kmh > PlaneKmh {
+			if kmh > PlaneKmh && home {
+				cameHome = true
+			} else if kmh > PlaneKmh {
 				score := TravelScore + (TravelScoreMax-TravelScore)*(1-PlaneKmh/kmh)
 				consider(&f, schemas.Finding{
 					Detector: Name, Reason: ReasonImpossibleTravel,
@@ -457,11 +478,11 @@ func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schem
 
 	if ev.Time >= prevTime || first {
 		s.mobility = decayByte(s.mobility, dt/MobilityTau, uint64(ev.Time)^ev.DeviceKey)
-		if moved && !flagged {
+		if moved && !flagged && !cameHome { // nor is an impossible return from an excursion
 			s.mobility += max(1, (255-s.mobility)/MobilityUp)
 		}
 		if loc.known() {
-			s.loc = loc
+			s.loc, s.away = loc, flagged
 		}
 	}
 	if s.n < math.MaxUint8 {

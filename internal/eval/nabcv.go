@@ -24,7 +24,8 @@ type NABCandidate struct {
 // purpose: every extra candidate is another chance to fit the files rather
 // than the problem. The rest (the floor's quantum on, a divergence window of
 // 100 steps, novelty blocks of 3 and 12 steps, patterns of 4 blocks, 1024
-// blocks of history) is fixed at the default's values.
+// blocks of history, escalation by 2 decades, a level shift adopted after 36
+// steps) is fixed at the default's values.
 func NABGrid() []NABCandidate {
 	grid := []NABCandidate{{Name: "default", Params: volume.DefaultSeriesParams}}
 	for _, alarm := range []float64{2, 2.25} {

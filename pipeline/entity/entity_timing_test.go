@@ -4,10 +4,10 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -36,7 +36,7 @@ func BenchmarkObserve(b *testing.B) {
 	run := func(b *testing.B, o *Owner, next func(i int) *schemas.Event) {
 		b.ReportAllocs()
 		i := 0
-		cpu := startThreadCPU()
+		cpu := threadcpu.Start()
 		for b.Loop() {
 			ev := next(i)
 			if ob, ok := ObsOf(ev); ok {
@@ -45,7 +45,7 @@ func BenchmarkObserve(b *testing.B) {
 			}
 			i++
 		}
-		cpu.report(b)
+		cpu.Report(b)
 	}
 	b.Run("steady", func(b *testing.B) {
 		o := newOwner(b, Config{}, decide.Config{})
@@ -145,27 +145,4 @@ func BenchmarkFloodMemory(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/address")
 		runtime.KeepAlive(owners)
 	}
-}
-
-// threadCPU measures the CPU time of the benchmark's OS thread (cpu-ns/op),
-// which on a shared, oversubscribed machine says more than the wall time.
-type threadCPU struct{ start int64 }
-
-func startThreadCPU() threadCPU {
-	runtime.LockOSThread()
-	return threadCPU{start: threadCPUNanos()}
-}
-
-func (c threadCPU) report(b *testing.B) {
-	b.ReportMetric(float64(threadCPUNanos()-c.start)/float64(b.N), "cpu-ns/op")
-	runtime.UnlockOSThread()
-}
-
-func threadCPUNanos() int64 {
-	var ru syscall.Rusage
-	const rusageThread = 1 // RUSAGE_THREAD (Linux)
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -120,6 +120,13 @@ func (s *identities) see(ev *schemas.Event) {
 	s.compactIfWasteful()
 }
 
+// current reports whether ev's device has an entry that holds ev's identity
+// (as far as the fingerprint tells): then see(ev) would change nothing.
+func (s *identities) current(ev *schemas.Event) bool {
+	ref, ok := s.index[[2]uint64{ev.DeviceKey, ev.DeviceAlt}]
+	return ok && ref.fp == identityPrint(ev)
+}
+
 // identityPrint fingerprints what an entry holds of ev beyond its device key:
 // the class through ClassKey, the other texts through schemas.Hash.
 func identityPrint(ev *schemas.Event) uint32 {

@@ -98,7 +98,15 @@ func (w *Worker) initSweep() {
 // state after a device's last event, so when one is reportable, that event
 // was remembered. A flood of one-event device ids (issue 13: 3M of them) thus
 // costs no identities.
+//
+// The common case, a device whose stored identity is ev's, returns before
+// asking the Sweepers: whatever they answer, see would change nothing, and
+// the prune check could not fire (the identity count only grows in see, which
+// is followed by the check, and pruneIdentities leaves it at most pruneAt).
 func (w *Worker) rememberIdentity(ev *schemas.Event, body []byte) {
+	if w.ids.current(ev) {
+		return
+	}
 	reportable := false
 	for j, d := range w.sweep.detectors {
 		if _, ok := d.SilentAt(w.layout.Detectors.State(body, w.sweep.at[j])); ok {

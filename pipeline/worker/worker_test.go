@@ -2,10 +2,8 @@ package worker
 
 import (
 	"encoding/binary"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	_ "github.com/iotwatch/iotwatch/detectors/all"
 	"github.com/iotwatch/iotwatch/detectors/volume"
 	"github.com/iotwatch/iotwatch/internal/sim"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/pipeline/entity"
 	"github.com/iotwatch/iotwatch/pipeline/shard"
@@ -114,39 +113,7 @@ func sampleLines(tb testing.TB, devices, n int) [][]byte {
 // decode a canonical JSON line, pick the shard, read the device's record, run
 // every detector, update the record, decide. Workers = 2 as on this machine.
 // Replays wrap around with event times shifted forward, so time never goes back.
-func BenchmarkEventPath(b *testing.B) {
-	for _, devices := range []int{2000, 20000} {
-		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			lines := sampleLines(b, devices, 200000)
-			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
-			var dec schemas.Decoder
-			var ev schemas.Event
-			var out schemas.Scored
-			span := int64(48 * time.Hour)
-			i, shift := 0, int64(0)
-			step := func() {
-				if i == len(lines) {
-					i, shift = 0, shift+span
-				}
-				if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
-					b.Fatal(err)
-				}
-				ev.Time += shift
-				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
-				i++
-			}
-			for range len(lines) { // warm up: every device has a record
-				step()
-			}
-			b.ReportAllocs()
-			cpu := startThreadCPU()
-			for b.Loop() {
-				step()
-			}
-			cpu.report(b)
-		})
-	}
-}
+func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
 
 // BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
 // (issue 14): each event's entity observations (entity.ObsOf, KeyObsOf),
@@ -156,13 +123,18 @@ func BenchmarkEventPath(b *testing.B) {
 // goroutines; here everything runs in one, so the difference from
 // BenchmarkEventPath is the CPU the entity stage adds per event (the
 // channel send from ingest to the owner, ~50-100 ns, is not in either).
-func BenchmarkEventPathEntities(b *testing.B) {
+func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true) }
+
+func benchEventPath(b *testing.B, entities bool) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			lines := sampleLines(b, devices, 200000)
 			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
 			var owners []*entity.Owner
 			for range 2 {
+				if !entities {
+					break
+				}
 				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
 				if err != nil {
 					b.Fatal(err)
@@ -187,6 +159,11 @@ func BenchmarkEventPathEntities(b *testing.B) {
 					b.Fatal(err)
 				}
 				ev.Time += shift
+				if !entities {
+					workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+					i++
+					return
+				}
 				ob, ok := entity.ObsOf(&ev)
 				kob, kok := entity.KeyObsOf(&ev)
 				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
@@ -202,11 +179,11 @@ func BenchmarkEventPathEntities(b *testing.B) {
 				step()
 			}
 			b.ReportAllocs()
-			cpu := startThreadCPU()
+			cpu := threadcpu.Start()
 			for b.Loop() {
 				step()
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
@@ -455,32 +432,6 @@ func TestBlockLiftRearms(t *testing.T) {
 			t.Errorf("the resumed flood was blocked again %v after the lift", d)
 		}
 	})
-}
-
-// threadCPU measures the CPU time of the benchmark's OS thread, which on a
-// shared, oversubscribed machine says more than the wall time ns/op (a
-// goroutine waiting for a core costs wall time, not CPU time). Reported as
-// cpu-ns/op.
-type threadCPU struct{ start int64 }
-
-func startThreadCPU() threadCPU {
-	runtime.LockOSThread()
-	return threadCPU{start: threadCPUNanos()}
-}
-
-func (c threadCPU) report(b *testing.B) {
-	b.ReportMetric(float64(threadCPUNanos()-c.start)/float64(b.N), "cpu-ns/op")
-	runtime.UnlockOSThread()
-}
-
-// threadCPUNanos returns the calling thread's user and system CPU time.
-func threadCPUNanos() int64 {
-	var ru syscall.Rusage
-	const rusageThread = 1 // RUSAGE_THREAD (Linux)
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // TestRedeliveryInventsNoAlert: a device's record moves on (two hours from
