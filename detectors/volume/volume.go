@@ -114,6 +114,9 @@
 // is not judged against a baseline that has seen none.
 // A run that began before the device's warm-up is not judged until the
 // device graduates or it or its class remembers a session (sessionKnown).
+// A device with no session of its own that leans on its class's memory has
+// its run judged against a class session, not only against its baseline
+// (classSessionRun).
 package volume
 
 import (
@@ -707,6 +710,14 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
 				r = detectors.SurpriseScore(runZ, MinSurprise)
 			}
+			// A device with no session of its own leaning on its class's:
+			// the run must be improbable as a class session too
+			// (classSessionRun).
+			if r > 0 {
+				if rs := s.classSessionRun(); rs > 0 {
+					r = min(r, detectors.SurpriseScore(runSurprise(runObserved, rs*runExpected, 0), MinSurprise))
+				}
+			}
 			if r > 0 && !s.sessionKnown() {
 				r = 0
 			}
@@ -904,14 +915,27 @@ func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
 
 // sessionKnown reports whether a run may be judged: the device has
 // graduated, it or its class (read by classBurstUp) remembers a session, or
-// its run began after its warm-up (WarmEvents requests before the run). A
-// young device whose run began before it was warm is judged on a baseline
-// built from that run's own first requests and the quiet before it: it
-// cannot tell a vehicle's first trip from a slow flood, nor can a class
-// none of whose sampled devices has shown a session yet. A flood fast enough
-// to fill the short window is still judged there, against the class's rate.
+// its burst began after its warm-up. A young device whose burst began before
+// it was warm is judged on a baseline built from that burst's own first
+// requests and the quiet before it: it cannot tell a vehicle's first trip
+// from a slow flood, nor can a class none of whose sampled devices has shown
+// a session yet. A flood fast enough to fill the short window is still judged
+// there, against the class's rate.
+//
+// The burst began before the warm-up when its run did (fewer than
+// WarmEvents requests before the run), or when its open episode opened
+// within MinSpike requests of the warm-up (an episode is followed from the
+// warm-up on and opens once its short window or run holds MinSpike
+// requests, so one opened that soon was under way before). The run alone
+// does not tell: it keeps only its last TauMedium seconds of expectation
+// (extendRun), so during a long first trip its count shrinks and its start
+// seems to move past the warm-up while the trip goes on.
 func (s *state) sessionKnown() bool {
-	return s.graduated() || s.burstLen > 0 || s.classLen > 0 || int(s.n) >= WarmEvents+int(s.runN)
+	if s.graduated() || s.burstLen > 0 || s.classLen > 0 {
+		return true
+	}
+	episodeBefore := s.peakLen > 0 && int(s.n) < WarmEvents+MinSpike+int(s.peakLen)
+	return int(s.n) >= WarmEvents+int(s.runN) && !episodeBefore
 }
 
 // graduated reports whether the device's baseline has GradEvents and
