@@ -518,7 +518,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"1.5x the remembered ratio (a short window: the larger of the short and the run ratios, as a run at R times the baseline fills a short window R times over) while the open episode is at most 2x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
-	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
+	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length); a device with no memory of its own " +
+	"leaning on its class's also needs its run's Poisson tail below 1e-6 against a class session (the class's run ratio times " +
+	"the expected count), as a handful of requests does not know its ratio. An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
@@ -547,7 +549,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"rate spikes against that rate at 8x and 1e-10); " +
 	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history, and until " +
 	"then a short-window rate spike must also pass the cold bounds against the larger of its baseline's and its " +
-	"class's expectation, and a run that began before its 20th event is not judged until it graduates or it or " +
+	"class's expectation, and a run that began before its 20th event, or whose burst episode opened within 8 " +
+	"events of it (a long first trip whose run keeps only its last 5 minutes), is not judged until it graduates or it or " +
 	"its class remembers a session (the baseline was built from that run's own first requests: a vehicle's first " +
 	"trip is no flood). A class whose devices remember too few bursts borrows its model's burstiness (the class " +
 	"across tenants). A warm " +
