@@ -151,6 +151,27 @@ func (s *state) runRatio() float64 {
 	return max(RunMinRatio, BurstMargin*max(s.burstRun, s.classRun))
 }
 
+// classSessionRun returns the class's remembered run ratio (read by
+// classBurstUp) when the device remembers no session of its own and the
+// open episode is a session by the class's length (inSession); 0 otherwise.
+// Such a device's run is then judged with the Poisson tail of its count
+// against the count a class session would send over its span (this ratio
+// times the baseline's expectation), as well as against its baseline: its
+// first session leans on the class's evidence, which says what a session
+// of the class sends, not how this device's sessions go. A ratio margin
+// alone (runRatio) judges a handful of requests as if their ratio were
+// known: the first 8 requests of a vehicle's trip, 40 times a parked
+// rate, are 2 times its class's remembered sessions by their ratio but as
+// probable as not under one (8 where 4 are expected). A device with its own
+// memory is judged by the ratio margin as before: its memory is its own
+// sessions', measured against its own baseline.
+func (s *state) classSessionRun() float64 {
+	if s.burstLen > 0 || s.classRun <= 1 || !s.inSession() {
+		return 0
+	}
+	return s.classRun
+}
+
 // inSession reports whether the open burst episode is no longer than
 // BurstLenMargin times the device's (or its class's, once read) remembered
 // episode length.

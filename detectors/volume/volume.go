@@ -114,6 +114,9 @@
 // is not judged against a baseline that has seen none.
 // A run that began before the device's warm-up is not judged until the
 // device graduates or it or its class remembers a session (sessionKnown).
+// A device with no session of its own that leans on its class's memory has
+// its run judged against a class session, not only against its baseline
+// (classSessionRun).
 package volume
 
 import (
@@ -515,7 +518,9 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"1.5x the remembered ratio (a short window: the larger of the short and the run ratios, as a run at R times the baseline fills a short window R times over) while the open episode is at most 2x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
-	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length). An auth-failure or error burst " +
+	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length); a device with no memory of its own " +
+	"leaning on its class's also needs its run's Poisson tail below 1e-6 against a class session (the class's run ratio times " +
+	"the expected count), as a handful of requests does not know its ratio. An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +
@@ -544,7 +549,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"rate spikes against that rate at 8x and 1e-10); " +
 	"scores stay at most 0.85 (below blocking) until it has 100 events and about 50 minutes of history, and until " +
 	"then a short-window rate spike must also pass the cold bounds against the larger of its baseline's and its " +
-	"class's expectation, and a run that began before its 20th event is not judged until it graduates or it or " +
+	"class's expectation, and a run that began before its 20th event, or whose burst episode opened within 8 " +
+	"events of it (a long first trip whose run keeps only its last 5 minutes), is not judged until it graduates or it or " +
 	"its class remembers a session (the baseline was built from that run's own first requests: a vehicle's first " +
 	"trip is no flood). A class whose devices remember too few bursts borrows its model's burstiness (the class " +
 	"across tenants). A warm " +
@@ -706,6 +712,14 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 			if r > 0 && s.classBurstUp(ev, fleet) {
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
 				r = detectors.SurpriseScore(runZ, MinSurprise)
+			}
+			// A device with no session of its own leaning on its class's:
+			// the run must be improbable as a class session too
+			// (classSessionRun).
+			if r > 0 {
+				if rs := s.classSessionRun(); rs > 0 {
+					r = min(r, detectors.SurpriseScore(runSurprise(runObserved, rs*runExpected, 0), MinSurprise))
+				}
 			}
 			if r > 0 && !s.sessionKnown() {
 				r = 0
@@ -904,14 +918,27 @@ func (s *state) retriesOnly(ev *schemas.Event, fleet detectors.Fleet) bool {
 
 // sessionKnown reports whether a run may be judged: the device has
 // graduated, it or its class (read by classBurstUp) remembers a session, or
-// its run began after its warm-up (WarmEvents requests before the run). A
-// young device whose run began before it was warm is judged on a baseline
-// built from that run's own first requests and the quiet before it: it
-// cannot tell a vehicle's first trip from a slow flood, nor can a class
-// none of whose sampled devices has shown a session yet. A flood fast enough
-// to fill the short window is still judged there, against the class's rate.
+// its burst began after its warm-up. A young device whose burst began before
+// it was warm is judged on a baseline built from that burst's own first
+// requests and the quiet before it: it cannot tell a vehicle's first trip
+// from a slow flood, nor can a class none of whose sampled devices has shown
+// a session yet. A flood fast enough to fill the short window is still judged
+// there, against the class's rate.
+//
+// The burst began before the warm-up when its run did (fewer than
+// WarmEvents requests before the run), or when its open episode opened
+// within MinSpike requests of the warm-up (an episode is followed from the
+// warm-up on and opens once its short window or run holds MinSpike
+// requests, so one opened that soon was under way before). The run alone
+// does not tell: it keeps only its last TauMedium seconds of expectation
+// (extendRun), so during a long first trip its count shrinks and its start
+// seems to move past the warm-up while the trip goes on.
 func (s *state) sessionKnown() bool {
-	return s.graduated() || s.burstLen > 0 || s.classLen > 0 || int(s.n) >= WarmEvents+int(s.runN)
+	if s.graduated() || s.burstLen > 0 || s.classLen > 0 {
+		return true
+	}
+	episodeBefore := s.peakLen > 0 && int(s.n) < WarmEvents+MinSpike+int(s.peakLen)
+	return int(s.n) >= WarmEvents+int(s.runN) && !episodeBefore
 }
 
 // graduated reports whether the device's baseline has GradEvents and

@@ -232,3 +232,98 @@ func TestRunBeforeWarmUp(t *testing.T) {
 		t.Errorf("trip started at event %d, once warm: no rate spike; want the run flagged", WarmEvents+6)
 	}
 }
+
+// TestLongTripBeforeWarmUp: a parked device (one request every 5 minutes)
+// whose first trip (one every 10 s for 12 minutes) began
+// before its warm-up is not flagged for it, however long the trip lasts:
+// its run keeps only its last TauMedium seconds of expectation, so the run
+// seems to begin after the warm-up while the trip, begun before it, goes
+// on (the open episode tells). The same trip begun once the device is warm
+// is flagged. No fleet view: neither the device nor its class knows any
+// session.
+func TestLongTripBeforeWarmUp(t *testing.T) {
+	trip := func(parked int) (spikes int) {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte("rov-2"))
+		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
+		ev.Status, ev.Auth = 200, schemas.AuthOK
+		state := make([]byte, StateSize)
+		var d Detector
+		tm := int64(1736121600e9)
+		for i := range parked + 75 {
+			step := int64(300e9)
+			if i >= parked {
+				step = 10e9
+			}
+			tm += step
+			ev.Time = tm
+			if f := d.Observe(&ev, state, nil); f.Reason == ReasonRateSpike && f.Score > 0 {
+				spikes++
+			}
+		}
+		return spikes
+	}
+	if n := trip(10); n != 0 {
+		t.Errorf("12-minute trip started at event 11 (warm-up is %d events): %d rate spikes; want none", WarmEvents, n)
+	}
+	if n := trip(WarmEvents + 5); n == 0 {
+		t.Errorf("the same trip started at event %d, once warm: no rate spike; want it flagged", WarmEvents+6)
+	}
+}
+
+// burster is a fleet view that knows its classes' typical burstiness.
+type burster struct {
+	*detectors.ClassTable
+	short, run, length float64
+}
+
+func (b burster) ClassBurst(uint64) (short, run, length float64) { return b.short, b.run, b.length }
+
+// TestFirstSessionAgainstClass: a graduated device parked at one request
+// every 5 minutes, which remembers no session of its own, starts its first
+// trip (a request every 7 s for 12 requests: 40 times its rate, too slow to
+// fill the short window). Its class's vehicles remember trips at 20 times
+// their baselines: the run's ratio is twice that, but 12 requests where a
+// class session sends 6 are no evidence against a session, and it is not
+// flagged. Without the class's memory it is a rate spike; a run at one
+// request every 3 s for 40 requests (three times the class's sessions,
+// judged on 40 requests) is one even with it.
+func TestFirstSessionAgainstClass(t *testing.T) {
+	run := func(fleet detectors.Fleet, gap int64, count int) (spikes int) {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte("rov-3"))
+		ev.SetClass([]byte("vehicle/x"))
+		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
+		ev.Status, ev.Auth = 200, schemas.AuthOK
+		state := make([]byte, StateSize)
+		var d Detector
+		tm := int64(1736121600e9)
+		for i := range 150 + count {
+			step := int64(300e9)
+			if i >= 150 {
+				step = gap
+			}
+			tm += step
+			ev.Time = tm
+			f := d.Observe(&ev, state, fleet)
+			if i < 150 && f.Reason != schemas.ReasonNone {
+				t.Fatalf("parked request %d: finding %q; want none", i, f.Reason)
+			}
+			if f.Reason == ReasonRateSpike && f.Score > 0 {
+				spikes++
+			}
+		}
+		return spikes
+	}
+	table := detectors.NewClassTable(1024, 1024)
+	trips := burster{table, 0, 20, 40}
+	if n := run(trips, 7e9, 12); n != 0 {
+		t.Errorf("first trip, 2x the class's remembered sessions over 12 requests: %d rate spikes; want none", n)
+	}
+	if n := run(table, 7e9, 12); n == 0 {
+		t.Errorf("the same trip, the class remembering no session: no rate spike; want it flagged")
+	}
+	if n := run(trips, 3e9, 40); n == 0 {
+		t.Errorf("a run at 3x the class's remembered sessions over 40 requests: no rate spike; want it flagged")
+	}
+}

@@ -56,6 +56,7 @@ func BenchmarkObserve(b *testing.B) {
 		learnBursts(fleet, "meter/x", 200, func(i int) []byte { return record(3, 5, 20, false) })
 		benchObserve(b, fleet, 1e8, 200, schemas.AuthOK, 2000)
 	})
+	b.Run("first_session_class", benchFirstSession)
 	b.Run("auth_failures", func(b *testing.B) { benchObserve(b, nil, 1e8, 401, schemas.AuthFailed, 2000) })
 	b.Run("error_burst", func(b *testing.B) { benchObserve(b, newStats(), 1e9, 503, schemas.AuthOK, 2000) })
 	b.Run("error_burst_incident", benchIncident)
@@ -104,6 +105,43 @@ func benchIncident(b *testing.B) {
 		if f := d.Observe(&ev, state, fleet); i > 10 && i < 1000 && f.Reason != ReasonFleetErrors {
 			b.Fatalf("event %d of the incident: reason %q, want %q", i, f.Reason, ReasonFleetErrors)
 		}
+		i++
+	}
+}
+
+// benchFirstSession measures a parked device's first trip (a request every
+// 7 s after one every 5 minutes, too slow for the short window: the run
+// path) in a class whose devices remember trips at 20 times their baselines
+// (classSessionRun): each op is one request of the trip; every 12 requests
+// the device is parked again (its record restored), so every op is on a
+// first session's run.
+func benchFirstSession(b *testing.B) {
+	var fleet detectors.Fleet = burster{detectors.NewClassTable(1024, 1024), 0, 20, 40}
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("rov-1"))
+	ev.SetClass([]byte("vehicle/x"))
+	ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
+	ev.Status, ev.Auth, ev.BytesOut = 200, schemas.AuthOK, 90
+	state, parked := make([]byte, StateSize), make([]byte, StateSize)
+	var d Detector
+	t := int64(1736121600e9)
+	for range 150 {
+		t += 300e9
+		ev.Time = t
+		d.Observe(&ev, state, fleet)
+	}
+	copy(parked, state)
+	t0 := t
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%12 == 0 {
+			copy(state, parked)
+			t = t0
+		}
+		t += 7e9
+		ev.Time = t
+		d.Observe(&ev, state, fleet)
 		i++
 	}
 }
