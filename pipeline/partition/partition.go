@@ -256,7 +256,11 @@ type part struct {
 	// delivered under it are given back, never handed on.
 	dead string
 	// releasing: the rebalancer is giving it up; the puller stops pulling.
-	releasing bool
+	// releaseFrom is when it started to; keepUntil, after a release given
+	// up, when the rebalancer may choose it again.
+	releasing   bool
+	releaseFrom time.Time
+	keepUntil   time.Time
 	// until: after a release, no pull before then.
 	until   time.Time
 	pending atomic.Uint64
@@ -1130,6 +1134,18 @@ func (c *Consumer) check(ctx context.Context) {
 		owned++
 		if releasing && info.NumAckPending == 0 {
 			c.release(ctx, p)
+		} else if releasing && c.releaseStuck(p) {
+			// Messages a previous owner took and never acked are
+			// redelivered only to a pull, after their AckWait: while
+			// this instance does not pull, they stay pending for ever
+			// and the release never completes. Pull again for an
+			// AckWait (the redeliveries come, are scored and acked);
+			// the rebalancer then may choose it again.
+			c.cfg.Log.Info("abandoning a partition's release: messages still unacked are redelivered only to a pull",
+				"partition", p, "ack_pending", info.NumAckPending)
+			pt.mu.Lock()
+			pt.releasing, pt.keepUntil = false, time.Now().Add(c.releaseWait(p))
+			pt.mu.Unlock()
 		}
 	}
 	n = c.instances(ctx)
@@ -1142,10 +1158,13 @@ func (c *Consumer) check(ctx context.Context) {
 		// The highest partition owned goes first: a newcomer then gets
 		// the same share whichever instance gives it up.
 		for p := len(c.parts) - 1; p >= 0; p-- {
-			if c.owns(p) {
-				pt := &c.parts[p]
+			pt := &c.parts[p]
+			pt.mu.Lock()
+			kept := time.Now().Before(pt.keepUntil)
+			pt.mu.Unlock()
+			if c.owns(p) && !kept {
 				pt.mu.Lock()
-				pt.releasing = true
+				pt.releasing, pt.releaseFrom = true, time.Now()
 				pt.mu.Unlock()
 				pt.backlog.Store(false) // no more pulls: none to wait for
 				c.cfg.Log.Info("releasing a partition for balance", "partition", p, "owned", owned, "instances", n, "fair_share", fair)
@@ -1180,6 +1199,27 @@ func (c *Consumer) instances(ctx context.Context) int {
 	}
 	_ = keys.Stop()
 	return n
+}
+
+// releaseStuck reports whether p's release has waited longer than its
+// consumer's AckWait (two PinnedTTLs when unknown) for its acks: whatever is
+// still pending then was not delivered to this instance's workers since the
+// release began, or was, and is due for redelivery.
+func (c *Consumer) releaseStuck(p int) bool {
+	wait := c.releaseWait(p)
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pt.releasing && time.Since(pt.releaseFrom) > wait
+}
+
+// releaseWait is p's consumer's AckWait (two PinnedTTLs when unknown), at
+// least a Rebalance interval.
+func (c *Consumer) releaseWait(p int) time.Duration {
+	if p < len(c.ackWait) && c.ackWait[p] > 0 {
+		return max(c.ackWait[p], c.cfg.Rebalance)
+	}
+	return max(2*c.cfg.PinnedTTL, c.cfg.Rebalance)
 }
 
 func (c *Consumer) anyReleasing() bool {

@@ -374,3 +374,85 @@ func TestStaticAssignment(t *testing.T) {
 		t.Errorf("%d distinct events acked, want %d", len(seen), want)
 	}
 }
+
+// TestReleaseAfterACrash: a crashes holding messages of every partition
+// (taken from the server, never acked) while events keep arriving; b takes
+// the 8 partitions over; c joins and b releases one for balance. The
+// crashed owner's messages stay pending at the server until their AckWait
+// and are then redelivered only to a pull of the pinned instance: a release
+// that stopped pulling until nothing was pending waited for ever, and the
+// partition was never scored again. Every event must be acked. (Where the
+// partitions end up is logged, not asserted.)
+func TestReleaseAfterACrash(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx := context.Background()
+	const pinnedTTL = time.Second
+	scfg := bus.DefaultStreamsConfig()
+	scfg.AckWait = 15 * time.Second // longer than b's take-over and first release
+	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
+		t.Fatal(err)
+	}
+	var published atomic.Int64
+	pubCtx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		for i := 0; pubCtx.Err() == nil; i++ {
+			for p := range 8 {
+				id := fmt.Sprintf("e-%d-%d", p, i)
+				if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+					t.Error(err)
+					return
+				}
+				published.Add(1)
+			}
+			select {
+			case <-pubCtx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopPub(); <-pubDone }()
+
+	res := &results{}
+	cfg := partition.Config{PinnedTTL: pinnedTTL}
+	a := startScorer(t, env.Server.URL(), "a", res, cfg)
+	held := make(chan struct{})
+	release := make(chan struct{})
+	a.stallAt <- func() { close(held); <-release }
+	<-held // a holds a batch, its partitions' next messages pulled behind it
+	b := startScorer(t, env.Server.URL(), "b", res, cfg)
+	a.cancel() // crash: what a holds is never acked
+	close(release)
+	<-a.done
+	a.close()
+	for len(b.c.Owned()) != 8 {
+		time.Sleep(10 * time.Millisecond) // polling a condition; the test's timeout bounds a hang
+	}
+	c := startScorer(t, env.Server.URL(), "c", res, cfg)
+	// b releases a partition within a few rebalance intervals of c's
+	// arrival, long before a's messages are due for redelivery.
+	joined := time.Now()
+	for len(b.c.Owned()) == 8 && len(c.c.Owned()) == 0 && time.Since(joined) < 2*time.Minute {
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	stopPub()
+	<-pubDone
+
+	want := int(published.Load())
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		byID := map[string]bool{}
+		for _, s := range res.snapshot() {
+			byID[s.id] = true
+		}
+		if len(byID) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events acked three minutes after the last publish; b owns %v, c %v\nb:\n%s", len(byID), want, b.c.Owned(), c.c.Owned(), b.c.State())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	t.Logf("every event acked; b owns %v, c %v", b.c.Owned(), c.c.Owned())
+}
