@@ -272,6 +272,9 @@ type part struct {
 	pulled atomic.Int64
 	// probing: a keep-alive pull of p is waiting for its answer.
 	probing atomic.Bool
+	// firstRedelivered: the message p's current pin began with had been
+	// delivered before (FirstRedelivered).
+	firstRedelivered atomic.Bool
 }
 
 func (pt *part) lastPull() time.Time { return time.Unix(0, pt.pulled.Load()) }
@@ -759,10 +762,12 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 		return false
 	}
 	var seq uint64
+	redelivered := false
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 		pt.last.Store(seq)
 		pt.backlog.Store(md.NumPending > 0)
+		redelivered = md.NumDelivered > 1
 	}
 	if pin == "" {
 		return true
@@ -792,8 +797,21 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 		c.owned.Add(1)
 	}
 	c.acq.Add(1)
+	pt.firstRedelivered.Store(redelivered)
 	c.cfg.Owner.Acquired(p, seq)
 	return true
+}
+
+// FirstRedelivered reports whether the first message of partition p under
+// this instance's current pin (Owner.Acquired's firstSeq) had been
+// delivered before: to a previous owner that did not ack it (it stopped
+// and gave it back, or crashed and its ack wait passed). Then other
+// messages that owner was delivered may still be unacked and come back
+// after later ones; otherwise every message delivered before is below the
+// first one (a partition's first deliveries are in stream order). Call it
+// from Owner.Acquired.
+func (c *Consumer) FirstRedelivered(p int) bool {
+	return p >= 0 && p < len(c.parts) && c.parts[p].firstRedelivered.Load()
 }
 
 // lose records that p is no longer this instance's, if it was.
@@ -1062,6 +1080,23 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 		sum.Config.FilterSubjects = append(sum.Config.FilterSubjects, schemas.PartitionSubjects(p)...)
 	}
 	return sum, nil
+}
+
+// PartitionInfo returns partition p's consumer state as the server has it:
+// Delivered.Stream, the highest stream sequence delivered to any instance
+// (a new owner catches up to it, see pipeline.RestorePartition), and
+// AckFloor.Stream, at or below which every message of p is acked (the
+// position up to which an owner's state is known to hold every message of
+// p, see pipeline.SavePartition).
+func (c *Consumer) PartitionInfo(ctx context.Context, p int) (*jetstream.ConsumerInfo, error) {
+	if p < 0 || p >= len(c.cons) {
+		return nil, fmt.Errorf("cannot read partition %d's consumer: there are %d", p, len(c.cons))
+	}
+	info, err := c.cons[p].Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read partition %d's consumer: %w", p, err)
+	}
+	return info, nil
 }
 
 // watch checks lag, ownership and balance every Rebalance interval.

@@ -383,3 +383,58 @@ func idDiff(a, b []string) []string {
 	}
 	return out
 }
+
+// TestTakeoverJudgesWhatWasLeftUnacked: messages a previous owner was
+// delivered and never acked (it crashed with them in hand, or they went to
+// a pull of its that had given up) come back to the next owner after their
+// ack wait, after later messages of their partition. The next owner must
+// judge them, once: here the "previous owner" is a pull of the first 10
+// messages of every partition that gives the first 5 back and never acks
+// the others, and the scorer that acquires the partitions right after it
+// must store a row for every event. (Before the fix, the scorer acked the
+// 5 unacked ones without judging them, as at or below the last message of
+// their partition it had dispatched: 200 of 4,271 events had no row.)
+func TestTakeoverJudgesWhatWasLeftUnacked(t *testing.T) {
+	msgs := pipetest.FleetMessages(t, 60, time.Hour)
+	r := newHandoverRig(t, "handover_unacked", msgs, 15*time.Second)
+	ctx := context.Background()
+	held := 0
+	for p := range 8 {
+		cons, err := r.e.JS.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := cons.Fetch(10, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			// The first half given back (nak: redelivered at once, the next
+			// owner's first message), the rest never acked: redelivered
+			// after the ack wait, after later messages.
+			if n++; n <= 5 {
+				if err := m.Nak(); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			held++
+		}
+		if err := r.events.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held == 0 {
+		t.Fatal("the previous owner was delivered nothing")
+	}
+	s := r.start(t, false)
+	r.waitDone(t, s)
+	s.stopClean(t)
+	raw, final, distinct := r.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+	t.Logf("%d messages left unacked; %d events: rows raw %d, FINAL %d, distinct %d; %d caught up, %d redeliveries acked as done",
+		held, r.ingested, raw, final, distinct, s.p.M.CaughtUp.Load(), s.p.M.RedeliveredDone.Load())
+	if raw != r.ingested || final != r.ingested || distinct != r.ingested {
+		t.Errorf("scored rows: raw %d, FINAL %d, distinct %d; want %d each (every event judged once)", raw, final, distinct, r.ingested)
+	}
+}
