@@ -35,6 +35,7 @@ type handoverRig struct {
 	events   jetstream.Stream
 	presence jetstream.KeyValue
 	store    jetstream.ObjectStore
+	icons    jetstream.Consumer // the ingest stage's
 	ingested uint64
 }
 
@@ -50,19 +51,14 @@ func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duratio
 	t.Helper()
 	ctx := context.Background()
 	e := setup(t, db)
-	pipetest.PublishLogs(t, e.JS, msgs)
 	scfg := bus.DefaultStreamsConfig()
 	scfg.AckWait = ackWait
 	icons, err := bus.EnsureIngest(ctx, e.JS, scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, e.JS, e.Pub, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipetest.RunUntilDone(t, icons, st.Run) // the scorers read a backlog
-	r := &handoverRig{e: e, ingested: st.M.Events.Load()}
+	r := &handoverRig{e: e, icons: icons}
+	r.ingest(t, msgs, 0) // the scorers read a backlog
 	if r.events, err = e.JS.Stream(ctx, schemas.StreamEvents); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +69,24 @@ func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duratio
 		t.Fatal(err)
 	}
 	return r
+}
+
+// ingest publishes msgs, log messages from number from of the fleet on,
+// and runs the ingest stage until it has republished them as events.
+func (r *handoverRig) ingest(t *testing.T, msgs [][]byte, from int) {
+	t.Helper()
+	subject := bus.LogSubject(schemas.FormatJSON, "sim")
+	for i, m := range msgs {
+		if _, err := r.e.JS.Publish(context.Background(), subject, m, jetstream.WithMsgID(fmt.Sprint("m-", from+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, r.icons, r.e.JS, r.e.Pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipetest.RunUntilDone(t, r.icons, st.Run)
+	r.ingested += st.M.Events.Load()
 }
 
 // handoverScorer is one scorer instance: a partition consumer whose Owner
@@ -254,7 +268,16 @@ func testHandover(t *testing.T, crash bool) {
 	one.stopClean(t)
 	want := ref.e.Outcome(t)
 
-	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs, ackWait)
+	// The crash comes after a periodic save (the next owner restores it)
+	// while messages are still to come: the fleet's first half is there at
+	// the start, then one message after each save until the crash, then
+	// the rest. (On a quiet machine the whole fleet was scored before the
+	// first save, which comes only after a fetch, and the crash never came.)
+	first := len(msgs)
+	if crash {
+		first = len(msgs) / 2
+	}
+	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs[:first], ackWait)
 	half := r.ingested / 2
 	var a *handoverScorer
 	var crashed atomic.Bool
@@ -280,9 +303,22 @@ func testHandover(t *testing.T, crash bool) {
 		a = r.startOn(t, false, jsA, rows, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
 	}
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
+	next, lastSave, lastPub := first, "", time.Now()
 	for !crash && a.p.M.Events.Load() < half || crash && !crashed.Load() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the first scorer scored only %d events", a.p.M.Events.Load())
+		}
+		if crash && next < len(msgs) {
+			// A save comes only after a fetch: one message after each save
+			// (or every two seconds, when none comes).
+			info, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0))
+			if err == nil && info.NUID != lastSave || time.Since(lastPub) > 2*time.Second {
+				if err == nil {
+					lastSave = info.NUID
+				}
+				r.ingest(t, msgs[next:next+1], next)
+				next, lastPub = next+1, time.Now()
+			}
 		}
 		time.Sleep(5 * time.Millisecond) // polling the scorer's progress
 	}
@@ -294,6 +330,9 @@ func testHandover(t *testing.T, crash bool) {
 		a.stop()
 		<-a.done // a drain that cannot finish: its error is the crash's
 		a.h.Close()
+	}
+	if next < len(msgs) {
+		r.ingest(t, msgs[next:], next)
 	}
 	scoredA := a.p.M.Events.Load()
 	stopped := time.Now()
