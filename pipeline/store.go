@@ -32,8 +32,10 @@ package pipeline
 // One writer per device holds across instances as long as one instance owns
 // a partition at a time (the ownership's job, Config.PartitionOwnership):
 // only the owner of device partition p saves devices.<p>, at p's own
-// position (the last of p's messages dispatched, or its restore's: the
-// other partitions' messages may be ahead of p's not fetched yet). Handover
+// position (savePosition: the partition consumer's ack floor, bounded by
+// the last of p's messages dispatched; the other partitions' messages may
+// be ahead of p's not fetched yet, and p's own do not all come in stream
+// order). Handover
 // connects the ownership's hooks to SavePartition, RestorePartition and
 // DropPartition. After a crash, one thing does not travel exactly: a
 // worker's silence sweep window is the worker's, not a partition's, so a

@@ -224,7 +224,7 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
 		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}
 		cfg.Partitions = o.partitions
-		if cfg.CheckpointStore != nil && moveStateWithOwnership {
+		if cfg.CheckpointStore != nil {
 			// Each partition's object travels with its ownership: restored
 			// and caught up when acquired, saved and dropped when lost.
 			cfg.PartitionOwnership = true
@@ -566,9 +566,3 @@ func warnPartitionsBeyond(ctx context.Context, stream jetstream.Stream, n int, l
 		}
 	}
 }
-
-// moveStateWithOwnership wires pipeline.Handover into `run --source events
-// --checkpoint nats:`. Off: in CI (TestHandoverResumesPartitions) a clean
-// handover acked 720 messages (9,434 events) without judging them, so until
-// that is found each scorer restores the objects at its start, as before.
-const moveStateWithOwnership = false
