@@ -798,7 +798,26 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 	}
 	c.acq.Add(1)
 	pt.firstRedelivered.Store(redelivered)
+	// A restore and catch-up can take longer than PinnedTTL (several
+	// partitions acquired at once wait for each other): keep the pin, as
+	// handOn does while the pipeline is busy, or the lease would end
+	// before the first message is handed on, and the partition would be
+	// fenced off and acquired (restored) again.
+	acquired := make(chan struct{})
+	go func() {
+		t := time.NewTicker(c.pullWait())
+		defer t.Stop()
+		for {
+			select {
+			case <-acquired:
+				return
+			case <-t.C:
+				c.keepPin(p)
+			}
+		}
+	}()
 	c.cfg.Owner.Acquired(p, seq)
+	close(acquired)
 	return true
 }
 
