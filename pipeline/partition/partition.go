@@ -237,6 +237,12 @@ type Consumer struct {
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool
+	// quiescing: Quiesce was called: no new pull; what was pulled is
+	// handed on. handedOn counts the messages put in a partition's ch,
+	// released those Fetch returned or gave back: equal, none is held.
+	quiescing atomic.Bool
+	handedOn  atomic.Uint64
+	released  atomic.Uint64
 	// lastN is the instance estimate of the previous rebalance check.
 	lastN int
 }
@@ -275,6 +281,9 @@ type part struct {
 	// firstRedelivered: the message p's current pin began with had been
 	// delivered before (FirstRedelivered).
 	firstRedelivered atomic.Bool
+	// quiet: after Quiesce, p's puller has handed on all it pulled and
+	// sends no more pulls.
+	quiet atomic.Bool
 }
 
 func (pt *part) lastPull() time.Time { return time.Unix(0, pt.pulled.Load()) }
@@ -393,6 +402,60 @@ func (c *Consumer) Stop(ctx context.Context) {
 	}
 }
 
+// Quiesce prepares a clean stop that leaves the next owners nothing to
+// catch up: it stops sending pulls, lets the pulls under way end (at most
+// a pull expiry, PinnedTTL/3) and returns once Fetch has returned every
+// message they delivered (or ctx ended). The partitions stay this
+// instance's meanwhile (keep-alive pulls), so the pipeline scores and acks
+// them; then it drains and saves, and Stop unpins with nothing to give
+// back. Without it, Stop gives back (nak) what was pulled and not handed
+// on, and the next owner catches those messages up partition by
+// partition, ahead of the other partitions' messages that came before them
+// in the stream (see pipeline.RestorePartition). Fetch must go on being
+// called until Quiesce returns.
+func (c *Consumer) Quiesce(ctx context.Context) error {
+	c.quiescing.Store(true)
+	c.wake()
+	for {
+		quiet := true
+		for p := range c.parts {
+			if c.pulls(p) && !c.parts[p].quiet.Load() {
+				quiet = false
+			}
+		}
+		if quiet && c.handedOn.Load() == c.released.Load() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot quiesce the partition consumer: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond): // polling the pullers and Fetch
+		}
+	}
+}
+
+// quiet is partition p's puller after Quiesce: it pulls no more, and keeps
+// p's pin (keep-alive pulls that deliver nothing) while p's messages are
+// scored and acked, until ctx ends.
+func (c *Consumer) quiet(ctx context.Context, p int) {
+	pt := &c.parts[p]
+	pt.backlog.Store(false) // none of p's messages to wait for in Fetch's merge
+	pt.quiet.Store(true)
+	c.wake()
+	t := time.NewTicker(c.pullWait())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c.owns(p) {
+				c.keepPin(p)
+			}
+		}
+	}
+}
+
 // pullWait is the expiry of every pull, well within PinnedTTL so that a
 // pinned instance's pulls keep its pin.
 func (c *Consumer) pullWait() time.Duration { return c.cfg.PinnedTTL / 3 }
@@ -415,6 +478,10 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 	var sent, unpinned time.Time
 	for ctx.Err() == nil {
 		c.stall()
+		if batch == nil && c.quiescing.Load() {
+			c.quiet(ctx, p)
+			return
+		}
 		if batch == nil {
 			if wait := c.idle(p); wait > 0 {
 				// Releasing or sitting out a release: no pull; keep the pin
@@ -450,7 +517,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			// waiting pulls in turn, one message each, so two pulls waiting
 			// at once would split a partition's messages between them, and
 			// they would be handed on out of stream order.
-			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 {
+			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 && !c.quiescing.Load() {
 				next, nextSent, _ = c.fetch(p) // on error, the next pull is sent after this batch
 			}
 			if !c.saw(p, msg, sent) {
@@ -578,6 +645,7 @@ func (c *Consumer) fence(ctx context.Context, p int, pin string) {
 		select {
 		case m := <-pt.ch:
 			c.fenced.Add(1)
+			c.released.Add(1)
 			c.giveBack(m)
 		default:
 			drained = true
@@ -654,6 +722,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	}
 	select {
 	case c.parts[p].ch <- msg:
+		c.handedOn.Add(1)
 		c.wake()
 		return true
 	default:
@@ -663,6 +732,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	for {
 		select {
 		case c.parts[p].ch <- msg:
+			c.handedOn.Add(1)
 			c.wake()
 			return true
 		case <-ctx.Done():
@@ -942,6 +1012,7 @@ func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageB
 		if p := c.next(); p >= 0 {
 			out <- c.heads[p] // an owned: its ack is fenced
 			c.heads[p] = nil
+			c.released.Add(1)
 			continue
 		}
 		if len(out) > 0 {
@@ -967,6 +1038,7 @@ func (c *Consumer) next() int {
 		// to its next owner (fence).
 		for c.heads[p] != nil && !c.valid(p, c.headPin[p]) {
 			c.fenced.Add(1)
+			c.released.Add(1)
 			c.giveBack(c.heads[p])
 			c.heads[p] = nil
 			select {
@@ -981,6 +1053,7 @@ func (c *Consumer) next() int {
 				c.setHead(p, m)
 				if !c.valid(p, c.headPin[p]) {
 					c.fenced.Add(1)
+					c.released.Add(1)
 					c.giveBack(m)
 					c.heads[p] = nil
 					continue

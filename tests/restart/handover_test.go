@@ -128,7 +128,10 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 		}
 	}
 	h := pipeline.NewHandover(log)
-	pcfg := partition.Config{PinnedTTL: handoverPinnedTTL, Presence: r.presence, Owner: h, Log: log}
+	// Pulls of 32: a clean stop scores what its pulls under way deliver
+	// (Quiesce), at most two pulls per partition, which must leave the
+	// fleet's second half mostly to the next owner.
+	pcfg := partition.Config{PinnedTTL: handoverPinnedTTL, Presence: r.presence, Owner: h, Log: log, PullBatch: 32}
 	store, err := js.ObjectStore(ctx, schemas.BucketCheckpoints)
 	if err != nil {
 		t.Fatal(err)
@@ -155,10 +158,18 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 	return s
 }
 
-// stopClean drains s (its results durable, its owned partitions saved),
-// then gives its partitions back (nak, unpin).
+// stopClean stops s as `run` does on SIGTERM: no more pulls, what was
+// pulled is scored (partition.Consumer.Quiesce), then s drains (its results
+// durable, its owned partitions saved) and gives its partitions back
+// (unpin).
 func (s *handoverScorer) stopClean(t *testing.T) {
 	t.Helper()
+	qctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hang bound
+	err := s.c.Quiesce(qctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.stop()
 	if err := <-s.done; err != nil {
 		t.Fatal(err)
