@@ -377,18 +377,27 @@ func testHandover(t *testing.T, crash bool) {
 				kind.name, raw, final, distinct, missing, wantN)
 		}
 	}
-	// Alerts: the devices' records move with their partitions, but what
-	// is learned per instance does not (the class statistics, which
-	// ClassSync merges only at an interval, and the alert budget's
-	// calibration): b judged a's devices against a class view learned
-	// from another mix of devices, so an alert near its threshold can
-	// come out either way (2 of 29 in one CI run). A cold start of the
-	// moved partitions differs by far more. Up to a tenth (at least 2)
-	// is logged as that known gap; more fails.
-	if extra, missing := idDiff(got.Alerts, want.Alerts), idDiff(want.Alerts, got.Alerts); len(extra)+len(missing) > max(2, len(want.Alerts)/10) {
+	// Alerts. After a clean stop (a quiesced: it scored what its pulls
+	// delivered, then drained and saved), b restores each partition at a's
+	// position with nothing to catch up and judges every event in the
+	// stream's order against a's state: the alerts are the undisturbed
+	// run's, exactly. After a crash, b catches each partition up from a's
+	// last periodic save to its first message, one partition after the
+	// other, ahead of the other partitions' messages before them in the
+	// stream: per device the order holds, but what spans partitions (the
+	// class statistics, the calibration, an engine's clock) sees another
+	// order than one instance, so an alert near its threshold can come out
+	// either way (bench/RESULTS.md, h1: 1 extra and 1 missing of 29 in one
+	// crash run under -race). There, up to a tenth (at least 2) is logged
+	// as that known gap; more fails.
+	allowed := 0
+	if crash {
+		allowed = max(2, len(want.Alerts)/10)
+	}
+	if extra, missing := idDiff(got.Alerts, want.Alerts), idDiff(want.Alerts, got.Alerts); len(extra)+len(missing) > allowed {
 		testids.Compare(t, "alerts", "after the handover", got.Alerts, want.Alerts)
 	} else if len(extra)+len(missing) > 0 {
-		t.Logf("KNOWN GAP: alerts: %d after the handover, %d undisturbed: %d not undisturbed %q, %d missing %q (per-instance class statistics and calibration)",
+		t.Logf("KNOWN GAP: alerts: %d after the handover, %d undisturbed: %d not undisturbed %q, %d missing %q (the crash's catch-up order across partitions)",
 			len(got.Alerts), len(want.Alerts), len(extra), extra, len(missing), missing)
 	}
 	testids.Compare(t, "decisions", "after the handover", got.Decisions, want.Decisions)
