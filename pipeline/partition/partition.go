@@ -374,6 +374,16 @@ func (c *Consumer) Stop(ctx context.Context) {
 	c.stopping.Store(true)
 	c.cancel()
 	c.wg.Wait()
+	// A keep-alive pull still at the server when the partition is unpinned
+	// below would be pinned anew, to this stopped instance, and the others
+	// would wait PinnedTTL for it: wait for the answers first (each comes
+	// within probeWait, or nats.go's own timeout a second later).
+	until := time.Now().Add(c.probeWait() + 2*time.Second)
+	for p := range c.parts {
+		for c.parts[p].probing.Load() && time.Now().Before(until) {
+			time.Sleep(5 * time.Millisecond) // polling the probe's goroutine
+		}
+	}
 	for p := range c.parts {
 		if m := c.heads[p]; m != nil {
 			nak(m)
