@@ -693,6 +693,16 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		case err == nil:
 			pos = m.StreamSeq
 			p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
+			if consumerKnown && acked < pos {
+				// Saved past the ack floor: not by savePosition (an
+				// object of a build that saved every partition at the
+				// position of all it had fetched): the messages after the
+				// ack floor are judged again; what the records learned
+				// already is not learned twice (worker.Process).
+				p.log.Warn("partition checkpoint ahead of its consumer's ack floor: the messages after the ack floor are judged again",
+					"partition", part, "stream_seq", pos, "ack_floor", acked)
+				pos = acked
+			}
 		case !consumerKnown:
 			// Nothing says which messages up to upTo were judged: none is
 			// judged again, here or by a later owner.
