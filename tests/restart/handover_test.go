@@ -41,6 +41,11 @@ type handoverRig struct {
 	// 8-26 s, the pipeline paused, and one every second left it saving
 	// most of the time, its leases lapsing.
 	checkpointEvery time.Duration
+	// drainTimeout bounds a scorer's drain (Config.DrainTimeout): a hang
+	// bound for a clean stop (under -race -cpu 1 at load 20 the last
+	// flush took more than 10 s), short for the crash, whose drain cannot
+	// finish (its inserts hang).
+	drainTimeout time.Duration
 }
 
 // handoverPinnedTTL is long enough that a scorer stalled by -race on a
@@ -61,7 +66,7 @@ func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &handoverRig{e: e, icons: icons}
+	r := &handoverRig{e: e, icons: icons, drainTimeout: 2 * time.Minute}
 	r.ingest(t, msgs, 0) // the scorers read a backlog
 	if r.events, err = e.JS.Stream(ctx, schemas.StreamEvents); err != nil {
 		t.Fatal(err)
@@ -142,7 +147,7 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 		t.Fatal(err)
 	}
 	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, CheckpointStore: store,
-		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: r.checkpointEvery, DrainTimeout: 10 * time.Second}
+		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: r.checkpointEvery, DrainTimeout: r.drainTimeout}
 	if plain {
 		pcfg.Owner = nil
 		cfg = pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}
@@ -282,6 +287,7 @@ func testHandover(t *testing.T, crash bool) {
 	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs[:first], ackWait)
 	if crash {
 		r.checkpointEvery = time.Second // the restart restores the last periodic save
+		r.drainTimeout = 10 * time.Second
 	}
 	half := r.ingested / 2
 	var a *handoverScorer
