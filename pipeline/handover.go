@@ -10,10 +10,12 @@ import (
 // Handover moves a device partition's state with its ownership
 // (partition.Owner, for Config.PartitionOwnership with a CheckpointStore):
 //   - Acquired(p, firstSeq) restores object devices.<p> and catches up the
-//     partition to firstSeq-1 (Pipeline.RestorePartition) before the
-//     partition consumer hands on p's first message: the new owner resumes
-//     where the previous one saved, and its messages up to firstSeq-1 that
-//     the previous owner left unacked are acked without being judged again.
+//     partition to firstSeq-1, or, when that first message is a redelivery,
+//     to the last message the partition's consumer delivered to anyone
+//     (Pipeline.RestorePartition), before the partition consumer hands on
+//     p's first message: the new owner resumes where the previous one
+//     saved, and the messages the previous owner left unacked that the
+//     catch-up judged are acked without being judged again when they come.
 //   - Lost(p) saves devices.<p> (Pipeline.SavePartition: the results before
 //     it are durable first) and takes p's records out of the tables
 //     (DropPartition): the next owner restores what this one learned.
@@ -24,6 +26,14 @@ import (
 // fenced off after a stall (partition's package doc) gets Lost too, possibly
 // after the next owner restored and saved: its save is skipped when the
 // stored object is further on than its own position.
+//
+// What does not move with a partition: the instance's class statistics and
+// alert calibration (aggregates over the devices of a class, whatever their
+// partition: ClassSync merges part of them across instances at an
+// interval), the entity owners' decision engines (in the global object),
+// and the workers' silence-sweep clocks. A new owner judges the moved
+// devices against its own of these, so an alert near its threshold can
+// come out differently than in one undisturbed run.
 //
 // The hooks run partition operations on the pipeline's ingest loop
 // (Pipeline.do) and wait for them, from the partition consumer's goroutines,

@@ -105,18 +105,20 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 	return p.dispatch(ctx, msg)
 }
 
-// partitionDone reports whether a message of an event partition this
-// instance acquired is at or below the position its restore covers (its
-// object's, then the catch-up's up to the first message delivered here):
-// its results are durable already (the previous owner's, or the catch-up's),
-// and a redelivery is acked without being judged again, as at or below
-// doneUpTo.
+// partitionDone reports whether a message of a partition this instance
+// acquired (its events or its entities' observations) is at or below the
+// position its restore covers (its object's, then the catch-up's:
+// partFloor): its results are durable already (the previous owner's, or
+// the catch-up's), and a redelivery is acked without being judged again,
+// as at or below doneUpTo. Not the last message of the partition
+// dispatched: one below it may come for the first time (a redelivery after
+// the ack wait of a message never judged), and must be judged.
 func (p *Pipeline) partitionDone(subject string, seq uint64) bool {
 	if !p.cfg.PartitionOwnership {
 		return false
 	}
-	part, ok := schemas.EventsSubjectPartition(subject)
-	return ok && part < len(p.partSeq) && seq <= p.partSeq[part]
+	part, ok := schemas.SubjectPartition(subject)
+	return ok && part < len(p.partFloor) && seq <= p.partFloor[part]
 }
 
 // dispatch is decodeMessage without the doneUpTo test (catchUp calls it).
@@ -135,7 +137,7 @@ func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
 		if p.cfg.PartitionOwnership {
 			// A partition's object is saved at its own position: the other
 			// partitions' may run ahead of its messages not fetched yet.
-			if part, ok := schemas.EventsSubjectPartition(msg.Subject()); ok && part < len(p.partSeq) {
+			if part, ok := schemas.SubjectPartition(msg.Subject()); ok && part < len(p.partSeq) {
 				p.partSeq[part] = max(p.partSeq[part], seq)
 			}
 		}

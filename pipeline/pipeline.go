@@ -154,11 +154,18 @@ type Pipeline struct {
 	owned []bool
 	// partSeq is each device partition's restored position: a save before
 	// anything newer is fetched keeps it rather than going back. With
-	// Config.PartitionOwnership it is the position the partition's state
-	// covers (its restore's, then its last message dispatched), at which
-	// its object is saved, and at or below which a redelivery of its
-	// messages is acked without being judged (partitionDone).
-	partSeq    []uint64
+	// Config.PartitionOwnership it is the partition's last message in the
+	// state (its restore's, then its last message dispatched): a bound on
+	// the position its object is saved at (savePosition).
+	partSeq []uint64
+	// partFloor, with Config.PartitionOwnership, is the position at or
+	// below which every message of the partition is in this instance's
+	// state through its restore and catch-up (RestorePartition): a
+	// redelivery of one of them is acked without being judged
+	// (partitionDone). Messages after it that this instance judged are
+	// recognised by seen: the partition's messages do not all come in
+	// stream order, so the last one dispatched (partSeq) is no such floor.
+	partFloor  []uint64
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	free       chan *item
 	shards     []chan *item
@@ -219,7 +226,7 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 	if cfg.PartitionOwnership && cfg.CheckpointStore == nil {
 		return nil, errors.New("cannot own partitions without a checkpoint store (Config.CheckpointStore)")
 	}
-	p.owned, p.partSeq = make([]bool, cfg.Partitions), make([]uint64, cfg.Partitions)
+	p.owned, p.partSeq, p.partFloor = make([]bool, cfg.Partitions), make([]uint64, cfg.Partitions), make([]uint64, cfg.Partitions)
 	for i := range p.owned {
 		p.owned[i] = !cfg.PartitionOwnership
 	}

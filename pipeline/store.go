@@ -32,8 +32,10 @@ package pipeline
 // One writer per device holds across instances as long as one instance owns
 // a partition at a time (the ownership's job, Config.PartitionOwnership):
 // only the owner of device partition p saves devices.<p>, at p's own
-// position (the last of p's messages dispatched, or its restore's: the
-// other partitions' messages may be ahead of p's not fetched yet). Handover
+// position (savePosition: the partition consumer's ack floor, bounded by
+// the last of p's messages dispatched; the other partitions' messages may
+// be ahead of p's not fetched yet, and p's own do not all come in stream
+// order). Handover
 // connects the ownership's hooks to SavePartition, RestorePartition and
 // DropPartition. After a crash, one thing does not travel exactly: a
 // worker's silence sweep window is the worker's, not a partition's, so a
@@ -193,18 +195,16 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 		if !p.owned[part] {
 			continue
 		}
-		n, err := p.savePartition(ctx, part, seq)
+		at := p.savePosition(ctx, part, seq)
+		n, err := p.savePartition(ctx, part, at)
 		if err != nil {
 			return err
 		}
 		bytes += n
-	}
-	for q := range p.cfg.Partitions {
-		if !p.owned[q] || len(p.owners) == 0 {
+		if len(p.owners) == 0 {
 			continue
 		}
-		n, err := p.saveEntities(ctx, q, seq)
-		if err != nil {
+		if n, err = p.saveEntities(ctx, part, at); err != nil {
 			return err
 		}
 		bytes += n
@@ -234,17 +234,56 @@ func (p *Pipeline) saveStore(ctx context.Context) error {
 	return nil
 }
 
-// savePartition saves object devices.<part> at position seq: the records of
-// the partition's devices and the decision engines.
-func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uint64, error) {
+// savePosition returns the stream position at which partition part's
+// objects are saved when everything dispatched up to seq is durable: seq
+// (or the partition's restored position, if further on) for a pipeline that
+// owns every partition, which reads one stream in order.
+//
+// With Config.PartitionOwnership, the position must be one at or below
+// which every message of the partition is in this instance's state: the
+// next owner restores the object, judges again only the messages after it,
+// and acks their redeliveries at or below it without judging them. The last
+// message of the partition dispatched (partSeq) is not such a position: a
+// partition's messages do not all come in stream order (a message given
+// back, or delivered to a pull that had given up, comes back after the ack
+// wait, after later ones), so one below it may never have been judged here.
+// The position is the partition consumer's ack floor (every message of the
+// partition at or below it acked: judged, and its results durable), taken
+// after the results before the save were made durable and their acks
+// confirmed (Pipeline.durable), bounded by partSeq, and never below what
+// this instance's restore covered (partFloor). Without the consumer's state
+// (a Source that does not give it, or an error), it is partFloor.
+func (p *Pipeline) savePosition(ctx context.Context, part int, seq uint64) uint64 {
+	if !p.cfg.PartitionOwnership {
+		return max(seq, p.partSeq[part])
+	}
+	src, ok := p.cons.(partitionSource)
+	if !ok {
+		return p.partSeq[part]
+	}
+	info, err := src.PartitionInfo(ctx, part)
+	if err != nil {
+		p.log.Warn("cannot read a partition's ack floor: its checkpoint is saved at its restored position", "partition", part,
+			"stream_seq", p.partFloor[part], "err", err)
+		return p.partFloor[part]
+	}
+	return max(p.partFloor[part], min(info.AckFloor.Stream, p.partSeq[part]))
+}
+
+// partitionSource is a Source whose partitions' consumers can be read one
+// by one (partition.Consumer).
+type partitionSource interface {
+	PartitionInfo(ctx context.Context, p int) (*jetstream.ConsumerInfo, error)
+	FirstRedelivered(p int) bool
+}
+
+// savePartition saves object devices.<part> at position at (savePosition):
+// the records of the partition's devices and the decision engines.
+func (p *Pipeline) savePartition(ctx context.Context, part int, at uint64) (uint64, error) {
 	tables := make([]*state.Table, len(p.workers))
 	meta := checkpoint.MetaOf(p.layout)
-	meta.StreamSeq = max(seq, p.partSeq[part])
+	meta.StreamSeq = at
 	if p.cfg.PartitionOwnership {
-		// The partition's own position (the last of its messages
-		// dispatched, or its restore's): the others' messages may be ahead
-		// of its messages not fetched yet, which the next owner must judge.
-		meta.StreamSeq = p.partSeq[part]
 		// An object further on was saved by a later owner (this instance
 		// stalled and was fenced off the partition, see partition): it is
 		// not overwritten with older state.
@@ -264,11 +303,13 @@ func (p *Pipeline) savePartition(ctx context.Context, part int, seq uint64) (uin
 	return p.putObject(ctx, schemas.CheckpointDevicesObject(part), meta, tables, nil)
 }
 
-// saveEntities saves object entities.<q> at position seq: the records of
-// entity partition q. The entity owners must be stopped or paused.
-func (p *Pipeline) saveEntities(ctx context.Context, q int, seq uint64) (uint64, error) {
+// saveEntities saves object entities.<q> at position at (savePosition: the
+// observations of entity partition q come through partition q's consumer,
+// with its devices' events): the records of entity partition q. The entity
+// owners must be stopped or paused.
+func (p *Pipeline) saveEntities(ctx context.Context, q int, at uint64) (uint64, error) {
 	ents := checkpoint.MetaOf(p.layout)
-	ents.StreamSeq, ents.EntityRecordSize = max(seq, p.partSeq[q]), entity.RecordSize
+	ents.StreamSeq, ents.EntityRecordSize = at, entity.RecordSize
 	for _, o := range p.owners {
 		ents.EntityTables = append(ents.EntityTables, o.Table())
 	}
@@ -550,15 +591,15 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		defer cancel()
-		seq := max(p.lastSeq.Load(), p.restored.StreamSeq)
-		n, err := p.savePartition(sctx, part, seq)
+		at := p.savePosition(sctx, part, max(p.lastSeq.Load(), p.restored.StreamSeq))
+		n, err := p.savePartition(sctx, part, at)
 		if err == nil && len(p.owners) > 0 {
 			var m uint64
-			m, err = p.saveEntities(sctx, part, seq)
+			m, err = p.saveEntities(sctx, part, at)
 			n += m
 		}
 		if err == nil {
-			p.log.Info("wrote partition checkpoint", "checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "stream_seq", seq, "bytes", n)
+			p.log.Info("wrote partition checkpoint", "checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "stream_seq", at, "bytes", n)
 		}
 		return err
 	})
@@ -568,41 +609,76 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 // an owner that acquired it: it loads object devices.<part> (its devices'
 // records, and the engines' entries of those devices) into the workers, with
 // the workers paused, then judges again, exactly once and in stream order,
-// the partition's messages after the object's position up to upTo (the last
-// sequence before the first one the owner's consumer delivers, firstSeq-1),
-// read from Config.Stream: on the partition's subject when that is
+// the partition's messages after the object's position up to upTo, read
+// from Config.Stream: on the partition's subject when that is
 // IOTWATCH_EVENTS, else (log messages mixing partitions) on the consumer's
-// subjects, keeping only the partition's events. The partition's records
-// must not be in the tables already (DropPartition, or a fresh instance),
-// and none of the partition's messages after upTo may be dispatched before
-// RestorePartition returns. With Config.PartitionOwnership, it also
-// restores entity partition part (object entities.<part>), whose one writer
-// the partition's owner is, and catches its observations up from that
-// object's own position (when the devices' object is missing, the
-// partition cold-starts and the entities are not caught up: they learn
-// again from upTo on).
+// subjects, keeping only the partition's events. Afterwards a redelivery of
+// one of the partition's messages at or below upTo is acked without being
+// judged again (partitionDone). The partition's records must not be in the
+// tables already (DropPartition, or a fresh instance), and none of the
+// partition's messages after upTo may be dispatched before RestorePartition
+// returns. With Config.PartitionOwnership, it also restores entity
+// partition part (object entities.<part>), whose one writer the
+// partition's owner is, and catches its observations up from that object's
+// own position.
+//
+// upTo is at least the last sequence before the first one the owner's
+// consumer delivers (firstSeq-1): every message delivered before to a
+// previous owner is below it when that first message is a first delivery
+// (a partition's first deliveries are in stream order). When it is a
+// redelivery (partition.Consumer.FirstRedelivered: the previous owner gave
+// it back, or crashed with it unacked), other messages the previous owner
+// was delivered may still be unacked (they went to a pull of its that had
+// given up, or their ack wait has not passed yet) and come back to this
+// owner after their ack wait, after later ones: judged then, they would
+// meet records that moved on, and acked unjudged (as at or below the last
+// message dispatched) they would have no results at all. So upTo is then
+// raised to the highest sequence the partition's consumer has delivered,
+// and the catch-up judges them in stream order. (It judges this owner's
+// first pull of the partition too, ahead of the other partitions' messages
+// before it in the stream: what spans partitions, the class statistics
+// and the calibration, sees them in another order than one instance
+// would.)
 //
 // A missing object is a cold start of the partition: nil. An object that
 // cannot be used (corrupt, truncated, of another partition count or
 // layout) is a cold start of the partition too, logged as an error and
-// returned (wrapped) for the caller to report: the pipeline goes on, and
-// none of the partition's messages up to upTo is judged again.
+// returned (wrapped) for the caller to report: the pipeline goes on. A cold
+// start judges, against the empty state, the messages after the consumer's
+// ack floor (every message at or below it was judged by a previous owner,
+// with its results durable) up to upTo; without the consumer's state, none
+// up to upTo is judged again.
 // It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
 	}
 	return p.do(ctx, func(ctx context.Context) error {
+		acked, consumerKnown := uint64(0), false
+		if src, ok := p.cons.(partitionSource); ok {
+			ictx, cancel := context.WithTimeout(ctx, storeTimeout)
+			info, err := src.PartitionInfo(ictx, part)
+			cancel()
+			if err != nil {
+				p.log.Warn("cannot read a partition's delivered position: messages the previous owner left unacked are judged when they are redelivered",
+					"partition", part, "err", err)
+			} else {
+				if src.FirstRedelivered(part) {
+					upTo = max(upTo, info.Delivered.Stream)
+				}
+				acked, consumerKnown = info.AckFloor.Stream, true
+			}
+		}
 		resume := p.pauseWorkers()
 		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		m, err := p.loadPartition(lctx, part)
-		entSeq := uint64(math.MaxUint64) // the entities' position: cold, none judged again
+		entSeq, entCold := uint64(0), true // the entities' position
 		if p.cfg.PartitionOwnership && len(p.owners) > 0 {
 			// Partition part's owner is entity partition part's one writer.
 			em, eerr := p.loadEntities(lctx, part)
 			switch {
 			case eerr == nil:
-				entSeq = em.StreamSeq
+				entSeq, entCold = em.StreamSeq, false
 			case !errors.Is(eerr, ErrNoCheckpointObject):
 				p.log.Error("cannot use an entity partition's checkpoint: cold start of its entities", "partition", part, "err", eerr)
 			}
@@ -610,36 +686,61 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		cancel()
 		resume()
 		p.owned[part] = true
-		// A cold start of the partition starts at upTo: its messages up to
-		// there are never judged again here, nor by a later owner.
-		p.partSeq[part] = upTo
 		name := p.objectName(schemas.CheckpointDevicesObject(part))
+		// pos is the position the restored devices' state covers.
+		var pos uint64
+		switch {
+		case err == nil:
+			pos = m.StreamSeq
+			p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
+			if consumerKnown && acked < pos {
+				// Saved past the ack floor: not by savePosition (an
+				// object of a build that saved every partition at the
+				// position of all it had fetched): the messages after the
+				// ack floor are judged again; what the records learned
+				// already is not learned twice (worker.Process).
+				p.log.Warn("partition checkpoint ahead of its consumer's ack floor: the messages after the ack floor are judged again",
+					"partition", part, "stream_seq", pos, "ack_floor", acked)
+				pos = acked
+			}
+		case !consumerKnown:
+			// Nothing says which messages up to upTo were judged: none is
+			// judged again, here or by a later owner.
+			pos = upTo
+		default:
+			// Every message at or below the ack floor has its results;
+			// those after it are judged again against the empty state.
+			pos = min(acked, upTo)
+		}
 		if errors.Is(err, ErrNoCheckpointObject) {
-			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1)
-			return nil
+			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", pos+1)
+			err = nil
+		} else if err != nil {
+			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", pos+1, "err", err)
 		}
-		if err != nil {
-			p.log.Error("cannot use a partition's checkpoint: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", upTo+1, "err", err)
+		if entCold {
+			entSeq = pos // cold entities learn from where the devices do
+		}
+		from := min(pos, entSeq)
+		// Until the catch-up is done, only what the objects hold.
+		p.partSeq[part], p.partFloor[part] = from, from
+		if upTo <= from {
+			// The object is at or past every message delivered so far.
+			p.partSeq[part], p.partFloor[part] = max(pos, entSeq), max(pos, entSeq)
 			return err
 		}
-		p.partSeq[part] = m.StreamSeq
-		p.log.Info("restored partition checkpoint", "partition", part, "checkpoint", name, "devices", m.Records, "stream_seq", m.StreamSeq)
-		from := m.StreamSeq
-		if entSeq != math.MaxUint64 {
-			from = min(from, entSeq)
-		}
-		if p.cfg.Stream == nil || upTo <= from {
-			return nil
-		}
-		filters, err := p.partitionSubjects(ctx, part)
-		if err != nil {
+		if p.cfg.Stream == nil {
 			return err
+		}
+		filters, ferr := p.partitionSubjects(ctx, part)
+		if ferr != nil {
+			return errors.Join(err, ferr)
 		}
 		skip := &catchSkip{devices: make([]uint64, p.cfg.Partitions)}
 		for i := range skip.devices {
 			skip.devices[i] = math.MaxUint64
 		}
-		skip.devices[part] = m.StreamSeq
+		skip.devices[part] = pos
 		if p.cfg.PartitionOwnership && len(p.owners) > 0 {
 			skip.entities = make([]uint64, p.cfg.Partitions)
 			for i := range skip.entities {
@@ -649,11 +750,12 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		}
 		p.skip = skip
 		defer func() { p.skip = nil }()
-		if err := p.catchUpRange(ctx, filters, from+1, upTo, false); err != nil {
-			return fmt.Errorf("cannot catch up partition %d: %w", part, err)
+		if cerr := p.catchUpRange(ctx, filters, from+1, upTo, false); cerr != nil {
+			// The messages after from that come again are judged then.
+			return errors.Join(err, fmt.Errorf("cannot catch up partition %d: %w", part, cerr))
 		}
-		p.partSeq[part] = upTo
-		return nil
+		p.partSeq[part], p.partFloor[part] = max(p.partSeq[part], upTo), upTo
+		return err
 	})
 }
 

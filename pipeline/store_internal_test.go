@@ -284,12 +284,59 @@ func TestFencedOwnerKeepsLaterCheckpoint(t *testing.T) {
 		seq  uint64
 		want string
 	}{{100, "100"}, {50, "100"}, {100, "100"}, {120, "120"}} {
-		p.partSeq[1] = c.seq
-		if _, err := p.savePartition(ctx, 1, 0); err != nil {
+		if _, err := p.savePartition(ctx, 1, c.seq); err != nil {
 			t.Fatal(err)
 		}
 		if got := stored(); got != c.want {
 			t.Fatalf("saved at position %d: the stored object is at %s, want %s", c.seq, got, c.want)
+		}
+	}
+}
+
+// partitionInfos is a Source whose partition consumers have the given ack
+// floors (err: unreadable).
+type partitionInfos struct {
+	Source
+	ackFloor uint64
+	err      error
+}
+
+func (partitionInfos) FirstRedelivered(int) bool { return false }
+
+func (s partitionInfos) PartitionInfo(context.Context, int) (*jetstream.ConsumerInfo, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	return &jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: s.ackFloor}}, nil
+}
+
+// TestSavePositionHasNoGap: with partition ownership, a partition's objects
+// are saved at a position at or below which every message of the partition
+// is in the state: not the last message dispatched (30 here) when the
+// partition's consumer has a message below it unacked (a message never
+// judged here, redelivered after later ones), but its ack floor; never
+// below what the restore covered (10), and that when the consumer cannot
+// be read. (Saved at the last message dispatched, the next owner acked the
+// unjudged message's redelivery without judging it: no row.)
+func TestSavePositionHasNoGap(t *testing.T) {
+	st := checkpointStore(t)
+	for _, c := range []struct {
+		name string
+		src  Source
+		want uint64
+	}{
+		{"a message after the floor unacked", partitionInfos{ackFloor: 20}, 20},
+		{"all acked", partitionInfos{ackFloor: 40}, 30},
+		{"floor below the restore", partitionInfos{ackFloor: 5}, 10},
+		{"consumer unreadable", partitionInfos{err: errors.New("no responders")}, 10},
+	} {
+		p, err := New(Config{Workers: 1, CheckpointStore: st, Partitions: 4, PartitionOwnership: true}, c.src, nil, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.partSeq[1], p.partFloor[1] = 30, 10
+		if got := p.savePosition(context.Background(), 1, 50); got != c.want {
+			t.Errorf("%s: saved at %d, want %d", c.name, got, c.want)
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package schemas
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Entity observations between the ingest stage and the entity owners.
 //
@@ -84,6 +87,21 @@ func ObsSubject(q int) string {
 // nothing twice.
 func ObsMsgID(logSeq uint64, q int) string {
 	return strconv.FormatUint(logSeq, 10) + ".o" + strconv.Itoa(q)
+}
+
+// SubjectPartition returns the partition whose consumer (ScorerConsumer)
+// filters subject, an EventsSubject or an ObsSubject, and false for any
+// other subject.
+func SubjectPartition(subject string) (int, bool) {
+	if p, ok := EventsSubjectPartition(subject); ok {
+		return p, true
+	}
+	rest, ok := strings.CutPrefix(subject, SubjectObsPrefix+".")
+	if !ok {
+		return 0, false
+	}
+	q, err := strconv.Atoi(rest)
+	return q, err == nil && q >= 0
 }
 
 // PartitionSubjects returns the subjects partition p's consumer filters

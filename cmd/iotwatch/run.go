@@ -99,8 +99,36 @@ Flags:
 		}
 	}()
 	log.Info("pipeline running", "instance", st.p.Instance(), "nats", bus.RedactURL(o.natsURL), "clickhouse", redactDSN(o.clickhouse), "detectors", len(st.p.Layout().Detectors.Specs), "record_bytes", st.p.Layout().Size)
-	return st.p.Run(ctx)
+	runCtx := ctx
+	if st.handover != nil {
+		// A clean stop hands the partitions over with nothing pulled left
+		// unscored (the next owners would catch it up out of the stream's
+		// order): no more pulls, score what was pulled, then drain.
+		var stop context.CancelFunc
+		runCtx, stop = context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-runCtx.Done():
+				return
+			}
+			qctx, cancel := context.WithTimeout(context.Background(), quiesceTimeout)
+			if err := st.parts.Quiesce(qctx); err != nil {
+				log.Warn("stopping with pulled messages not scored: the next owners catch them up", "err", err)
+			}
+			cancel()
+			stop()
+		}()
+	}
+	return st.p.Run(runCtx)
 }
+
+// quiesceTimeout bounds how long a clean stop of a scorer that moves state
+// with its partitions waits for the messages it pulled to be scored
+// (partition.Consumer.Quiesce: at most a pull expiry, then the pipeline's
+// pace) before it drains anyway.
+const quiesceTimeout = time.Minute
 
 // checkpointStoreSpec is the --checkpoint value that keeps the checkpoint in
 // the NATS server's Object Store (schemas.BucketCheckpoints) rather than a
@@ -228,7 +256,7 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
 		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}
 		cfg.Partitions = o.partitions
-		if cfg.CheckpointStore != nil && moveStateWithOwnership {
+		if cfg.CheckpointStore != nil {
 			// Each partition's object travels with its ownership: restored
 			// and caught up when acquired, saved and dropped when lost.
 			cfg.PartitionOwnership = true
@@ -570,9 +598,3 @@ func warnPartitionsBeyond(ctx context.Context, stream jetstream.Stream, n int, l
 		}
 	}
 }
-
-// moveStateWithOwnership wires pipeline.Handover into `run --source events
-// --checkpoint nats:`. Off: in CI (TestHandoverResumesPartitions) a clean
-// handover acked 720 messages (9,434 events) without judging them, so until
-// that is found each scorer restores the objects at its start, as before.
-const moveStateWithOwnership = false

@@ -237,6 +237,12 @@ type Consumer struct {
 	// stopping: Stop was called (messages pulled and not handed on are
 	// nakked); a cancelled ctx alone leaves them to the ack wait.
 	stopping atomic.Bool
+	// quiescing: Quiesce was called: no new pull; what was pulled is
+	// handed on. handedOn counts the messages put in a partition's ch,
+	// released those Fetch returned or gave back: equal, none is held.
+	quiescing atomic.Bool
+	handedOn  atomic.Uint64
+	released  atomic.Uint64
 	// lastN is the instance estimate of the previous rebalance check.
 	lastN int
 }
@@ -276,6 +282,12 @@ type part struct {
 	pulled atomic.Int64
 	// probing: a keep-alive pull of p is waiting for its answer.
 	probing atomic.Bool
+	// firstRedelivered: the message p's current pin began with had been
+	// delivered before (FirstRedelivered).
+	firstRedelivered atomic.Bool
+	// quiet: after Quiesce, p's puller has handed on all it pulled and
+	// sends no more pulls.
+	quiet atomic.Bool
 }
 
 func (pt *part) lastPull() time.Time { return time.Unix(0, pt.pulled.Load()) }
@@ -366,6 +378,16 @@ func (c *Consumer) Stop(ctx context.Context) {
 	c.stopping.Store(true)
 	c.cancel()
 	c.wg.Wait()
+	// A keep-alive pull still at the server when the partition is unpinned
+	// below would be pinned anew, to this stopped instance, and the others
+	// would wait PinnedTTL for it: wait for the answers first (each comes
+	// within probeWait, or nats.go's own timeout a second later).
+	until := time.Now().Add(c.probeWait() + 2*time.Second)
+	for p := range c.parts {
+		for c.parts[p].probing.Load() && time.Now().Before(until) {
+			time.Sleep(5 * time.Millisecond) // polling the probe's goroutine
+		}
+	}
 	for p := range c.parts {
 		if m := c.heads[p]; m != nil {
 			nak(m)
@@ -394,6 +416,60 @@ func (c *Consumer) Stop(ctx context.Context) {
 	}
 }
 
+// Quiesce prepares a clean stop that leaves the next owners nothing to
+// catch up: it stops sending pulls, lets the pulls under way end (at most
+// a pull expiry, PinnedTTL/3) and returns once Fetch has returned every
+// message they delivered (or ctx ended). The partitions stay this
+// instance's meanwhile (keep-alive pulls), so the pipeline scores and acks
+// them; then it drains and saves, and Stop unpins with nothing to give
+// back. Without it, Stop gives back (nak) what was pulled and not handed
+// on, and the next owner catches those messages up partition by
+// partition, ahead of the other partitions' messages that came before them
+// in the stream (see pipeline.RestorePartition). Fetch must go on being
+// called until Quiesce returns.
+func (c *Consumer) Quiesce(ctx context.Context) error {
+	c.quiescing.Store(true)
+	c.wake()
+	for {
+		quiet := true
+		for p := range c.parts {
+			if c.pulls(p) && !c.parts[p].quiet.Load() {
+				quiet = false
+			}
+		}
+		if quiet && c.handedOn.Load() == c.released.Load() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot quiesce the partition consumer: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond): // polling the pullers and Fetch
+		}
+	}
+}
+
+// quiet is partition p's puller after Quiesce: it pulls no more, and keeps
+// p's pin (keep-alive pulls that deliver nothing) while p's messages are
+// scored and acked, until ctx ends.
+func (c *Consumer) quiet(ctx context.Context, p int) {
+	pt := &c.parts[p]
+	pt.backlog.Store(false) // none of p's messages to wait for in Fetch's merge
+	pt.quiet.Store(true)
+	c.wake()
+	t := time.NewTicker(c.pullWait())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c.owns(p) {
+				c.keepPin(p)
+			}
+		}
+	}
+}
+
 // pullWait is the expiry of every pull, well within PinnedTTL so that a
 // pinned instance's pulls keep its pin.
 func (c *Consumer) pullWait() time.Duration { return c.cfg.PinnedTTL / 3 }
@@ -416,6 +492,10 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 	var sent, unpinned time.Time
 	for ctx.Err() == nil {
 		c.stall()
+		if batch == nil && c.quiescing.Load() {
+			c.quiet(ctx, p)
+			return
+		}
 		if batch == nil {
 			if wait := c.idle(p); wait > 0 {
 				// Releasing or sitting out a release: no pull; keep the pin
@@ -451,7 +531,7 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 			// waiting pulls in turn, one message each, so two pulls waiting
 			// at once would split a partition's messages between them, and
 			// they would be handed on out of stream order.
-			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 {
+			if n++; next == nil && n+len(msgs) >= c.cfg.PullBatch && c.idle(p) <= 0 && !c.quiescing.Load() {
 				next, nextSent, _ = c.fetch(p) // on error, the next pull is sent after this batch
 			}
 			if !c.saw(p, msg, sent) {
@@ -579,6 +659,7 @@ func (c *Consumer) fence(ctx context.Context, p int, pin string) {
 		select {
 		case m := <-pt.ch:
 			c.fenced.Add(1)
+			c.released.Add(1)
 			c.giveBack(m)
 		default:
 			drained = true
@@ -655,6 +736,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	}
 	select {
 	case c.parts[p].ch <- msg:
+		c.handedOn.Add(1)
 		c.wake()
 		return true
 	default:
@@ -664,6 +746,7 @@ func (c *Consumer) handOn(ctx context.Context, p int, msg jetstream.Msg) bool {
 	for {
 		select {
 		case c.parts[p].ch <- msg:
+			c.handedOn.Add(1)
 			c.wake()
 			return true
 		case <-ctx.Done():
@@ -763,10 +846,12 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 		return false
 	}
 	var seq uint64
+	redelivered := false
 	if md, err := msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 		pt.last.Store(seq)
 		pt.backlog.Store(md.NumPending > 0)
+		redelivered = md.NumDelivered > 1
 	}
 	if pin == "" {
 		return true
@@ -796,8 +881,40 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 		c.owned.Add(1)
 	}
 	c.acq.Add(1)
+	pt.firstRedelivered.Store(redelivered)
+	// A restore and catch-up can take longer than PinnedTTL (several
+	// partitions acquired at once wait for each other): keep the pin, as
+	// handOn does while the pipeline is busy, or the lease would end
+	// before the first message is handed on, and the partition would be
+	// fenced off and acquired (restored) again.
+	acquired := make(chan struct{})
+	go func() {
+		t := time.NewTicker(c.pullWait())
+		defer t.Stop()
+		for {
+			select {
+			case <-acquired:
+				return
+			case <-t.C:
+				c.keepPin(p)
+			}
+		}
+	}()
 	c.cfg.Owner.Acquired(p, seq)
+	close(acquired)
 	return true
+}
+
+// FirstRedelivered reports whether the first message of partition p under
+// this instance's current pin (Owner.Acquired's firstSeq) had been
+// delivered before: to a previous owner that did not ack it (it stopped
+// and gave it back, or crashed and its ack wait passed). Then other
+// messages that owner was delivered may still be unacked and come back
+// after later ones; otherwise every message delivered before is below the
+// first one (a partition's first deliveries are in stream order). Call it
+// from Owner.Acquired.
+func (c *Consumer) FirstRedelivered(p int) bool {
+	return p >= 0 && p < len(c.parts) && c.parts[p].firstRedelivered.Load()
 }
 
 // lose records that p is no longer this instance's, if it was.
@@ -909,6 +1026,7 @@ func (c *Consumer) Fetch(batch int, _ ...jetstream.FetchOpt) (jetstream.MessageB
 		if p := c.next(); p >= 0 {
 			out <- c.heads[p] // an owned: its ack is fenced
 			c.heads[p] = nil
+			c.released.Add(1)
 			continue
 		}
 		if len(out) > 0 {
@@ -934,6 +1052,7 @@ func (c *Consumer) next() int {
 		// to its next owner (fence).
 		for c.heads[p] != nil && !c.valid(p, c.headPin[p]) {
 			c.fenced.Add(1)
+			c.released.Add(1)
 			c.giveBack(c.heads[p])
 			c.heads[p] = nil
 			select {
@@ -948,6 +1067,7 @@ func (c *Consumer) next() int {
 				c.setHead(p, m)
 				if !c.valid(p, c.headPin[p]) {
 					c.fenced.Add(1)
+					c.released.Add(1)
 					c.giveBack(m)
 					c.heads[p] = nil
 					continue
@@ -1066,6 +1186,23 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 		sum.Config.FilterSubjects = append(sum.Config.FilterSubjects, schemas.PartitionSubjects(p)...)
 	}
 	return sum, nil
+}
+
+// PartitionInfo returns partition p's consumer state as the server has it:
+// Delivered.Stream, the highest stream sequence delivered to any instance
+// (a new owner catches up to it, see pipeline.RestorePartition), and
+// AckFloor.Stream, at or below which every message of p is acked (the
+// position up to which an owner's state is known to hold every message of
+// p, see pipeline.SavePartition).
+func (c *Consumer) PartitionInfo(ctx context.Context, p int) (*jetstream.ConsumerInfo, error) {
+	if p < 0 || p >= len(c.cons) {
+		return nil, fmt.Errorf("cannot read partition %d's consumer: there are %d", p, len(c.cons))
+	}
+	info, err := c.cons[p].Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read partition %d's consumer: %w", p, err)
+	}
+	return info, nil
 }
 
 // watch checks lag, ownership and balance every Rebalance interval.

@@ -456,3 +456,57 @@ func TestReleaseAfterACrash(t *testing.T) {
 	}
 	t.Logf("every event acked; b owns %v, c %v", b.c.Owned(), c.c.Owned())
 }
+
+// slowOwner is an Owner whose Acquired takes hold (a restore and catch-up
+// of a large partition) and counts the partitions lost.
+type slowOwner struct {
+	hold time.Duration
+	lost atomic.Int64
+}
+
+func (o *slowOwner) Acquired(int, uint64) { time.Sleep(o.hold) } // the restore's work
+func (o *slowOwner) Lost(int)             { o.lost.Add(1) }
+
+// TestSlowAcquiredKeepsPin: an Owner.Acquired (the new owner's restore and
+// catch-up) that takes three pinned TTLs does not cost the partitions: the
+// instance keeps its pins meanwhile, so it is not fenced off before it
+// hands on the first message, and every message is acked once. (Without
+// keep-alives during the hook, the lease ended in it: every partition was
+// fenced off, lost and acquired, restored, again.)
+func TestSlowAcquiredKeepsPin(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx := context.Background()
+	const pinnedTTL = time.Second
+	scfg := bus.DefaultStreamsConfig()
+	scfg.AckWait = 10 * time.Second
+	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for p := range 8 {
+		for i := range 5 {
+			id := fmt.Sprintf("e-%d-%d", p, i)
+			if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+				t.Fatal(err)
+			}
+			want++
+		}
+	}
+	res := &results{}
+	owner := &slowOwner{hold: 3 * pinnedTTL}
+	s := startScorer(t, env.Server.URL(), "a", res, partition.Config{PinnedTTL: pinnedTTL, Owner: owner, Rebalance: -1})
+	deadline := time.Now().Add(2 * time.Minute) // a hang bound
+	for len(res.snapshot()) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages acked; owns %v\n%s", len(res.snapshot()), want, s.c.Owned(), s.c.State())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	_, fences := s.c.Fenced()
+	if fences != 0 || owner.lost.Load() != 0 {
+		t.Errorf("fenced off %d times, %d partitions lost while their restore ran (want none)", fences, owner.lost.Load())
+	}
+	if got := len(res.snapshot()); got != want {
+		t.Errorf("%d acks, want %d (each message once)", got, want)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -35,7 +34,18 @@ type handoverRig struct {
 	events   jetstream.Stream
 	presence jetstream.KeyValue
 	store    jetstream.ObjectStore
+	icons    jetstream.Consumer // the ingest stage's
 	ingested uint64
+	// checkpointEvery is the scorers' periodic save (0: only at a clean
+	// stop). Only the crash needs one: under -race at load 17 a save took
+	// 8-26 s, the pipeline paused, and one every second left it saving
+	// most of the time, its leases lapsing.
+	checkpointEvery time.Duration
+	// drainTimeout bounds a scorer's drain (Config.DrainTimeout): a hang
+	// bound for a clean stop (under -race -cpu 1 at load 20 the last
+	// flush took more than 10 s), short for the crash, whose drain cannot
+	// finish (its inserts hang).
+	drainTimeout time.Duration
 }
 
 // handoverPinnedTTL is long enough that a scorer stalled by -race on a
@@ -50,19 +60,14 @@ func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duratio
 	t.Helper()
 	ctx := context.Background()
 	e := setup(t, db)
-	pipetest.PublishLogs(t, e.JS, msgs)
 	scfg := bus.DefaultStreamsConfig()
 	scfg.AckWait = ackWait
 	icons, err := bus.EnsureIngest(ctx, e.JS, scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, e.JS, e.Pub, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipetest.RunUntilDone(t, icons, st.Run) // the scorers read a backlog
-	r := &handoverRig{e: e, ingested: st.M.Events.Load()}
+	r := &handoverRig{e: e, icons: icons, drainTimeout: 2 * time.Minute}
+	r.ingest(t, msgs, 0) // the scorers read a backlog
 	if r.events, err = e.JS.Stream(ctx, schemas.StreamEvents); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +78,24 @@ func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duratio
 		t.Fatal(err)
 	}
 	return r
+}
+
+// ingest publishes msgs, log messages from number from of the fleet on,
+// and runs the ingest stage until it has republished them as events.
+func (r *handoverRig) ingest(t *testing.T, msgs [][]byte, from int) {
+	t.Helper()
+	subject := bus.LogSubject(schemas.FormatJSON, "sim")
+	for i, m := range msgs {
+		if _, err := r.e.JS.Publish(context.Background(), subject, m, jetstream.WithMsgID(fmt.Sprint("m-", from+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, r.icons, r.e.JS, r.e.Pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipetest.RunUntilDone(t, r.icons, st.Run)
+	r.ingested += st.M.Events.Load()
 }
 
 // handoverScorer is one scorer instance: a partition consumer whose Owner
@@ -115,13 +138,16 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 		}
 	}
 	h := pipeline.NewHandover(log)
-	pcfg := partition.Config{PinnedTTL: handoverPinnedTTL, Presence: r.presence, Owner: h, Log: log}
+	// Pulls of 32: a clean stop scores what its pulls under way deliver
+	// (Quiesce), at most two pulls per partition, which must leave the
+	// fleet's second half mostly to the next owner.
+	pcfg := partition.Config{PinnedTTL: handoverPinnedTTL, Presence: r.presence, Owner: h, Log: log, PullBatch: 32}
 	store, err := js.ObjectStore(ctx, schemas.BucketCheckpoints)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, CheckpointStore: store,
-		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: time.Second, DrainTimeout: 10 * time.Second}
+		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: r.checkpointEvery, DrainTimeout: r.drainTimeout}
 	if plain {
 		pcfg.Owner = nil
 		cfg = pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}
@@ -142,10 +168,18 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 	return s
 }
 
-// stopClean drains s (its results durable, its owned partitions saved),
-// then gives its partitions back (nak, unpin).
+// stopClean stops s as `run` does on SIGTERM: no more pulls, what was
+// pulled is scored (partition.Consumer.Quiesce), then s drains (its results
+// durable, its owned partitions saved) and gives its partitions back
+// (unpin).
 func (s *handoverScorer) stopClean(t *testing.T) {
 	t.Helper()
+	qctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hang bound
+	err := s.c.Quiesce(qctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.stop()
 	if err := <-s.done; err != nil {
 		t.Fatal(err)
@@ -206,15 +240,11 @@ func (r *handoverRig) query(t *testing.T, sql string) uint64 {
 // late alerts need the baselines learned before the handover (checked by
 // deleting the objects before the takeover: alerts and decisions differ).
 //
-// Opt-in (IOTWATCH_HANDOVER=1) until a bug is found: in one CI run the new
-// owner acked 720 redelivered messages (9,434 events) without judging them,
-// which run therefore does not wire (moveStateWithOwnership in cmd).
-func TestHandoverResumesPartitions(t *testing.T) {
-	if os.Getenv("IOTWATCH_HANDOVER") == "" {
-		t.Skip("a known bug loses events in the handover (see the comment): set IOTWATCH_HANDOVER=1 to run it")
-	}
-	testHandover(t, false)
-}
+// (In one CI run the new owner acked 720 redelivered messages, 9,434
+// events, without judging them: messages the first scorer had been
+// delivered and not acked came back after later ones, see
+// TestTakeoverJudgesWhatWasLeftUnacked.)
+func TestHandoverResumesPartitions(t *testing.T) { testHandover(t, false) }
 
 // TestHandoverAfterCrash: as TestHandoverResumesPartitions, but the first
 // scorer crashes (its inserts hang, its NATS connection drops, nothing
@@ -223,22 +253,13 @@ func TestHandoverResumesPartitions(t *testing.T) {
 // unacked messages, redelivered after the ack wait, without judging them
 // again.
 //
-// Not reliable yet, so skipped (visibly): it passed twice without -race,
-// failed under -race at load 14 (with a 5 s pinned TTL the survivor lost and
-// re-took its own pins, and 212 events went missing), and once never reached
-// its crash (the crash waits for a periodic save of devices.0 while rows are
-// still being written). With the fence (session 21), at load ~20 without
-// -race, it failed again: 14 of 51,400 events had no row (alerts and
-// decisions identical; b acked 2,626 redeliveries unjudged, at or below the
-// positions it restored), so the crash path leaves rows out somewhere
-// between a's last periodic save and b's catch-up: not found yet. Run it
-// with IOTWATCH_HANDOVER_CRASH=1.
-func TestHandoverAfterCrash(t *testing.T) {
-	if os.Getenv("IOTWATCH_HANDOVER_CRASH") == "" {
-		t.Skip("not reliable yet (see the comment): set IOTWATCH_HANDOVER_CRASH=1 to run it")
-	}
-	testHandover(t, true)
-}
+// Earlier failures: the crash never came on a quiet machine (the whole
+// fleet scored before the first save: the second half now comes one
+// message after each save), and at load ~20 without -race 14 of 51,400
+// events had no row (the crashed scorer's unacked messages came back after
+// later ones and were acked unjudged, as in
+// TestTakeoverJudgesWhatWasLeftUnacked).
+func TestHandoverAfterCrash(t *testing.T) { testHandover(t, true) }
 
 func testHandover(t *testing.T, crash bool) {
 	msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
@@ -254,7 +275,20 @@ func testHandover(t *testing.T, crash bool) {
 	one.stopClean(t)
 	want := ref.e.Outcome(t)
 
-	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs, ackWait)
+	// The crash comes after a periodic save (the next owner restores it)
+	// while messages are still to come: the fleet's first half is there at
+	// the start, then one message after each save until the crash, then
+	// the rest. (On a quiet machine the whole fleet was scored before the
+	// first save, which comes only after a fetch, and the crash never came.)
+	first := len(msgs)
+	if crash {
+		first = len(msgs) / 2
+	}
+	r := newHandoverRig(t, fmt.Sprintf("handover_%d", handoverRuns), msgs[:first], ackWait)
+	if crash {
+		r.checkpointEvery = time.Second // the restart restores the last periodic save
+		r.drainTimeout = 10 * time.Second
+	}
 	half := r.ingested / 2
 	var a *handoverScorer
 	var crashed atomic.Bool
@@ -280,9 +314,22 @@ func testHandover(t *testing.T, crash bool) {
 		a = r.startOn(t, false, jsA, rows, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
 	}
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
+	next, lastSave, lastPub := first, "", time.Now()
 	for !crash && a.p.M.Events.Load() < half || crash && !crashed.Load() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the first scorer scored only %d events", a.p.M.Events.Load())
+		}
+		if crash && next < len(msgs) {
+			// A save comes only after a fetch: one message after each save
+			// (or every two seconds, when none comes).
+			info, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0))
+			if err == nil && info.NUID != lastSave || time.Since(lastPub) > 2*time.Second {
+				if err == nil {
+					lastSave = info.NUID
+				}
+				r.ingest(t, msgs[next:next+1], next)
+				next, lastPub = next+1, time.Now()
+			}
 		}
 		time.Sleep(5 * time.Millisecond) // polling the scorer's progress
 	}
@@ -294,6 +341,9 @@ func testHandover(t *testing.T, crash bool) {
 		a.stop()
 		<-a.done // a drain that cannot finish: its error is the crash's
 		a.h.Close()
+	}
+	if next < len(msgs) {
+		r.ingest(t, msgs[next:], next)
 	}
 	scoredA := a.p.M.Events.Load()
 	stopped := time.Now()
@@ -341,18 +391,27 @@ func testHandover(t *testing.T, crash bool) {
 				kind.name, raw, final, distinct, missing, wantN)
 		}
 	}
-	// Alerts: the devices' records move with their partitions, but what
-	// is learned per instance does not (the class statistics, which
-	// ClassSync merges only at an interval, and the alert budget's
-	// calibration): b judged a's devices against a class view learned
-	// from another mix of devices, so an alert near its threshold can
-	// come out either way (2 of 29 in one CI run). A cold start of the
-	// moved partitions differs by far more. Up to a tenth (at least 2)
-	// is logged as that known gap; more fails.
-	if extra, missing := idDiff(got.Alerts, want.Alerts), idDiff(want.Alerts, got.Alerts); len(extra)+len(missing) > max(2, len(want.Alerts)/10) {
+	// Alerts. After a clean stop (a quiesced: it scored what its pulls
+	// delivered, then drained and saved), b restores each partition at a's
+	// position with nothing to catch up and judges every event in the
+	// stream's order against a's state: the alerts are the undisturbed
+	// run's, exactly. After a crash, b catches each partition up from a's
+	// last periodic save to its first message, one partition after the
+	// other, ahead of the other partitions' messages before them in the
+	// stream: per device the order holds, but what spans partitions (the
+	// class statistics, the calibration, an engine's clock) sees another
+	// order than one instance, so an alert near its threshold can come out
+	// either way (bench/RESULTS.md, h1: 1 extra and 1 missing of 29 in one
+	// crash run under -race). There, up to a tenth (at least 2) is logged
+	// as that known gap; more fails.
+	allowed := 0
+	if crash {
+		allowed = max(2, len(want.Alerts)/10)
+	}
+	if extra, missing := idDiff(got.Alerts, want.Alerts), idDiff(want.Alerts, got.Alerts); len(extra)+len(missing) > allowed {
 		testids.Compare(t, "alerts", "after the handover", got.Alerts, want.Alerts)
 	} else if len(extra)+len(missing) > 0 {
-		t.Logf("KNOWN GAP: alerts: %d after the handover, %d undisturbed: %d not undisturbed %q, %d missing %q (per-instance class statistics and calibration)",
+		t.Logf("KNOWN GAP: alerts: %d after the handover, %d undisturbed: %d not undisturbed %q, %d missing %q (the crash's catch-up order across partitions)",
 			len(got.Alerts), len(want.Alerts), len(extra), extra, len(missing), missing)
 	}
 	testids.Compare(t, "decisions", "after the handover", got.Decisions, want.Decisions)
@@ -382,4 +441,59 @@ func idDiff(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// TestTakeoverJudgesWhatWasLeftUnacked: messages a previous owner was
+// delivered and never acked (it crashed with them in hand, or they went to
+// a pull of its that had given up) come back to the next owner after their
+// ack wait, after later messages of their partition. The next owner must
+// judge them, once: here the "previous owner" is a pull of the first 10
+// messages of every partition that gives the first 5 back and never acks
+// the others, and the scorer that acquires the partitions right after it
+// must store a row for every event. (Before the fix, the scorer acked the
+// 5 unacked ones without judging them, as at or below the last message of
+// their partition it had dispatched: 200 of 4,271 events had no row.)
+func TestTakeoverJudgesWhatWasLeftUnacked(t *testing.T) {
+	msgs := pipetest.FleetMessages(t, 60, time.Hour)
+	r := newHandoverRig(t, "handover_unacked", msgs, 15*time.Second)
+	ctx := context.Background()
+	held := 0
+	for p := range 8 {
+		cons, err := r.e.JS.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := cons.Fetch(10, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(schemas.ScorerGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			// The first half given back (nak: redelivered at once, the next
+			// owner's first message), the rest never acked: redelivered
+			// after the ack wait, after later messages.
+			if n++; n <= 5 {
+				if err := m.Nak(); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			held++
+		}
+		if err := r.events.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held == 0 {
+		t.Fatal("the previous owner was delivered nothing")
+	}
+	s := r.start(t, false)
+	r.waitDone(t, s)
+	s.stopClean(t)
+	raw, final, distinct := r.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+	t.Logf("%d messages left unacked; %d events: rows raw %d, FINAL %d, distinct %d; %d caught up, %d redeliveries acked as done",
+		held, r.ingested, raw, final, distinct, s.p.M.CaughtUp.Load(), s.p.M.RedeliveredDone.Load())
+	if raw != r.ingested || final != r.ingested || distinct != r.ingested {
+		t.Errorf("scored rows: raw %d, FINAL %d, distinct %d; want %d each (every event judged once)", raw, final, distinct, r.ingested)
+	}
 }
