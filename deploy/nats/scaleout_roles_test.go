@@ -1,28 +1,20 @@
 package permissions_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
@@ -49,7 +41,7 @@ func TestScaleOutRoles(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	cfg := bus.DefaultStreamsConfig()
-	bin := buildIotwatch(t)
+	bin := pipetest.BuildIotwatch(t)
 
 	// The ingest stage starts first, on a server with nothing set up.
 	in := connect(t, srv, userIngest)
@@ -130,7 +122,7 @@ func TestScaleOutRoles(t *testing.T) {
 			}
 		}
 		for _, o := range owners {
-			state = append(state, fmt.Sprintf("%s scored %v events", o.name, o.metric(schemas.MetricEventsIngested)))
+			state = append(state, fmt.Sprintf("%s scored %v events", o.Name, o.metric(schemas.MetricEventsIngested)))
 		}
 		return len(state) == len(owners), strings.Join(state, "; ")
 	}
@@ -180,7 +172,7 @@ func TestScaleOutRoles(t *testing.T) {
 	c := startScorer(t, bin, srv, dsn, "c")
 	waitUntil(t, "c restored the checkpoints", func() (bool, string) {
 		running(t, b, c)
-		return restoredRe.MatchString(c.out.String()), "no restore logged yet"
+		return restoredRe.MatchString(c.Output()), "no restore logged yet"
 	})
 	publish(16, 64)
 	waitUntil(t, "every partition is scored and acked", func() (bool, string) { return drained() })
@@ -277,46 +269,11 @@ var (
 	violationRe = regexp.MustCompile(`(Publish|Subscription) Violation[^\n]*`)
 )
 
-// buildIotwatch builds cmd/iotwatch, once per test binary.
-var buildIotwatch = func() func(t *testing.T) string {
-	var (
-		once sync.Once
-		bin  string
-		err  error
-		out  []byte
-	)
-	return func(t *testing.T) string {
-		t.Helper()
-		once.Do(func() {
-			dir, derr := os.MkdirTemp("", "iotwatch-perms-")
-			if derr != nil {
-				err = derr
-				return
-			}
-			goBin, lerr := exec.LookPath("go")
-			if lerr != nil {
-				goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-			}
-			bin = filepath.Join(dir, "iotwatch")
-			cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/iotwatch")
-			cmd.Dir = filepath.Join("..", "..")
-			out, err = cmd.CombinedOutput()
-		})
-		if err != nil {
-			t.Fatalf("cannot build cmd/iotwatch: %v\n%s", err, out)
-		}
-		return bin
-	}
-}()
-
-// scorerProc is one `iotwatch run --source events` process.
+// scorerProc is one `iotwatch run --source events` process and the address
+// of its metrics.
 type scorerProc struct {
-	name    string
-	cmd     *exec.Cmd
-	out     *lockedBuffer
+	*pipetest.Proc
 	metrics string
-	done    chan struct{}
-	err     error
 }
 
 // startScorer starts `iotwatch run --source events --checkpoint nats:` as
@@ -328,31 +285,12 @@ func startScorer(t *testing.T, bin string, srv *natsserver.Process, dsn, name st
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scorerProc{name: name, out: &lockedBuffer{}, metrics: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "run", "--source", "events", "--partitions", strconv.Itoa(scaleOutPartitions), "--pinned-ttl", "2s",
+	metrics := "127.0.0.1:" + strconv.Itoa(port)
+	return &scorerProc{metrics: metrics, Proc: pipetest.StartProc(t, bin, "scorer "+name,
+		"run", "--source", "events", "--partitions", strconv.Itoa(scaleOutPartitions), "--pinned-ttl", "2s",
 		"--nats", srv.URL(), "--nats-user", userScorer, "--nats-password", password(userScorer),
 		"--clickhouse", dsn, "--database", "scaleout_roles", "--workers", "1", "--flush-interval", "50ms",
-		"--checkpoint", "nats:", "--checkpoint-every", "1s", "--class-sync", "1s", "--metrics-addr", s.metrics)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("cannot start scorer %s: %v", name, err)
-	}
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-s.done:
-		default:
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("scorer %s output:\n%s", name, s.out.String())
-		}
-	})
-	return s
+		"--checkpoint", "nats:", "--checkpoint-every", "1s", "--class-sync", "1s", "--metrics-addr", metrics)}
 }
 
 // running fails the test at once if a scorer exited (refused at start-up,
@@ -360,10 +298,8 @@ func startScorer(t *testing.T, bin string, srv *natsserver.Process, dsn, name st
 func running(t *testing.T, ps ...*scorerProc) {
 	t.Helper()
 	for _, s := range ps {
-		select {
-		case <-s.done:
-			t.Fatalf("scorer %s exited: %v", s.name, s.err)
-		default:
+		if err, exited := s.Exited(); exited {
+			t.Fatalf("%s exited: %v", s.Name, err)
 		}
 	}
 }
@@ -372,64 +308,11 @@ func running(t *testing.T, ps ...*scorerProc) {
 // checkpoint, partitions unpinned) and checks it exited cleanly.
 func (s *scorerProc) stop(t *testing.T) {
 	t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(2 * time.Minute): // a hang bound
-		t.Fatalf("scorer %s did not stop", s.name)
-	}
-	if s.err != nil {
-		t.Fatalf("scorer %s: %v\n%s", s.name, s.err, s.out.String())
-	}
+	s.Stop(t, 2*time.Minute) // a hang bound
 }
 
 // metric returns the sum of name's samples on the scorer's /metrics, or -1
 // while it cannot be read.
 func (s *scorerProc) metric(name string) float64 {
-	resp, err := http.Get("http://" + s.metrics + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return -1
-	}
-	sum, found := 0.0, false
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, name+" ") && !strings.HasPrefix(l, name+"{") {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-		if err == nil {
-			sum, found = sum+v, true
-		}
-	}
-	if !found {
-		return -1
-	}
-	return sum
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return pipetest.Metric("http://"+s.metrics+"/metrics", name, "")
 }
