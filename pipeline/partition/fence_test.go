@@ -2,20 +2,15 @@ package partition_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
-	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // TestStalledOwnerIsFenced stalls a scorer that owns all 8 partitions, in
@@ -39,27 +34,8 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	}
 	before := os.Getenv("IOTWATCH_FENCE_BEFORE") == "1"
 
-	var published atomic.Int64
-	pubCtx, stopPub := context.WithCancel(ctx)
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		for i := 0; pubCtx.Err() == nil; i++ {
-			for p := range 8 {
-				id := fmt.Sprintf("e-%d-%d", p, i)
-				if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
-					t.Error(err)
-					return
-				}
-				published.Add(1)
-			}
-			select {
-			case <-pubCtx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stopPub(); <-pubDone }()
+	published, stopPub := publishEvery(t, env.JS)
+	defer stopPub()
 
 	res := &results{}
 	cfg := partition.Config{PinnedTTL: pinnedTTL, PullBatch: 16, Rebalance: -1}
@@ -101,7 +77,6 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 
 	time.Sleep(300 * time.Millisecond) // traffic after the stall, not a wait for a result
 	stopPub()
-	<-pubDone
 	want := int(published.Load())
 	deadline = time.Now().Add(2 * time.Minute)
 	for {

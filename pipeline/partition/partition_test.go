@@ -21,6 +21,32 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
+// publishEvery publishes one event per partition every 20 ms until stop,
+// which waits for the last publish; published counts the events.
+func publishEvery(t *testing.T, js jetstream.JetStream) (published *atomic.Int64, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	published = &atomic.Int64{}
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			for p := range 8 {
+				id := fmt.Sprintf("e-%d-%d", p, i)
+				if _, err := js.Publish(context.Background(), schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+					t.Error(err)
+					return
+				}
+				published.Add(1)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return published, func() { cancel(); <-done }
+}
+
 // scored is one message a scorer acked: its results durable.
 type scored struct {
 	id     string
@@ -167,27 +193,8 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 	}
 
 	// A publisher: one event per partition every 20 ms until stopped.
-	var published atomic.Int64
-	pubCtx, stopPub := context.WithCancel(ctx)
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		for i := 0; pubCtx.Err() == nil; i++ {
-			for p := range 8 {
-				id := fmt.Sprintf("e-%d-%d", p, i)
-				if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
-					t.Error(err)
-					return
-				}
-				published.Add(1)
-			}
-			select {
-			case <-pubCtx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stopPub(); <-pubDone }()
+	published, stopPub := publishEvery(t, env.JS)
+	defer stopPub()
 
 	res := &results{}
 	cfg := partition.Config{PinnedTTL: pinnedTTL}
@@ -245,7 +252,6 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 	// A little more traffic, then every event published must be acked once.
 	time.Sleep(200 * time.Millisecond) // traffic after the takeover, not a wait for a result
 	stopPub()
-	<-pubDone
 	want := int(published.Load())
 	deadline = time.Now().Add(2 * time.Minute)
 	for {
@@ -392,27 +398,8 @@ func TestReleaseAfterACrash(t *testing.T) {
 	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
 		t.Fatal(err)
 	}
-	var published atomic.Int64
-	pubCtx, stopPub := context.WithCancel(ctx)
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		for i := 0; pubCtx.Err() == nil; i++ {
-			for p := range 8 {
-				id := fmt.Sprintf("e-%d-%d", p, i)
-				if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
-					t.Error(err)
-					return
-				}
-				published.Add(1)
-			}
-			select {
-			case <-pubCtx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stopPub(); <-pubDone }()
+	published, stopPub := publishEvery(t, env.JS)
+	defer stopPub()
 
 	res := &results{}
 	cfg := partition.Config{PinnedTTL: pinnedTTL}
@@ -437,7 +424,6 @@ func TestReleaseAfterACrash(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling a condition
 	}
 	stopPub()
-	<-pubDone
 
 	want := int(published.Load())
 	deadline := time.Now().Add(3 * time.Minute)
