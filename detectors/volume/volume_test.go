@@ -204,27 +204,7 @@ func TestSilenceNeverAlerts(t *testing.T) {
 // rate spike. With no fleet view, neither the device nor its class knows any
 // session.
 func TestRunBeforeWarmUp(t *testing.T) {
-	trip := func(parked int) (spikes int) {
-		var ev schemas.Event
-		ev.SetDevice([]byte("acme"), []byte("rov-1"))
-		ev.SetCommand([]byte("POST /v1/vehicles/{id}/position"))
-		ev.Status, ev.Auth = 200, schemas.AuthOK
-		state := make([]byte, StateSize)
-		var d Detector
-		tm := int64(1736121600e9)
-		for i := range parked + 60 {
-			step := int64(300e9)
-			if i >= parked {
-				step = 6e9
-			}
-			tm += step
-			ev.Time = tm
-			if f := d.Observe(&ev, state, nil); f.Reason == ReasonRateSpike && f.Score > 0 {
-				spikes++
-			}
-		}
-		return spikes
-	}
+	trip := func(parked int) int { return tripSpikes("rov-1", parked, 60, 6e9) }
 	if n := trip(10); n != 0 {
 		t.Errorf("trip started at event 11 (warm-up is %d events): %d rate spikes; want none", WarmEvents, n)
 	}
@@ -242,33 +222,38 @@ func TestRunBeforeWarmUp(t *testing.T) {
 // is flagged. No fleet view: neither the device nor its class knows any
 // session.
 func TestLongTripBeforeWarmUp(t *testing.T) {
-	trip := func(parked int) (spikes int) {
-		var ev schemas.Event
-		ev.SetDevice([]byte("acme"), []byte("rov-2"))
-		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
-		ev.Status, ev.Auth = 200, schemas.AuthOK
-		state := make([]byte, StateSize)
-		var d Detector
-		tm := int64(1736121600e9)
-		for i := range parked + 75 {
-			step := int64(300e9)
-			if i >= parked {
-				step = 10e9
-			}
-			tm += step
-			ev.Time = tm
-			if f := d.Observe(&ev, state, nil); f.Reason == ReasonRateSpike && f.Score > 0 {
-				spikes++
-			}
-		}
-		return spikes
-	}
+	trip := func(parked int) int { return tripSpikes("rov-2", parked, 75, 10e9) }
 	if n := trip(10); n != 0 {
 		t.Errorf("12-minute trip started at event 11 (warm-up is %d events): %d rate spikes; want none", WarmEvents, n)
 	}
 	if n := trip(WarmEvents + 5); n == 0 {
 		t.Errorf("the same trip started at event %d, once warm: no rate spike; want it flagged", WarmEvents+6)
 	}
+}
+
+// tripSpikes counts the rate spikes a vehicle gets (no fleet view) when it
+// reports every 5 minutes for parked requests, then makes a trip of
+// requests one every step nanoseconds.
+func tripSpikes(id string, parked, trip int, step int64) (spikes int) {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte(id))
+	ev.SetCommand([]byte("POST /v1/vehicles/{id}/position"))
+	ev.Status, ev.Auth = 200, schemas.AuthOK
+	state := make([]byte, StateSize)
+	var d Detector
+	tm := int64(1736121600e9)
+	for i := range parked + trip {
+		if i < parked {
+			tm += 300e9
+		} else {
+			tm += step
+		}
+		ev.Time = tm
+		if f := d.Observe(&ev, state, nil); f.Reason == ReasonRateSpike && f.Score > 0 {
+			spikes++
+		}
+	}
+	return spikes
 }
 
 // burster is a fleet view that knows its classes' typical burstiness.
