@@ -229,26 +229,30 @@ type Outcome struct {
 func (e *Env) Outcome(t testing.TB) Outcome {
 	t.Helper()
 	ctx := context.Background()
-	ids := func(table string) []string {
-		rows, err := e.Conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s.%s FINAL ORDER BY %s", schemas.ColID, e.DB, table, schemas.ColID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, id)
-		}
-		return out
-	}
 	s, err := e.JS.Stream(ctx, schemas.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Outcome{Rows: e.Count(t, schemas.TableScored), Alerts: ids(schemas.TableAlerts), Decisions: ids(schemas.TableDecisions),
+	return Outcome{Rows: e.Count(t, schemas.TableScored), Alerts: IDs(t, e.Conn, e.DB, schemas.TableAlerts), Decisions: IDs(t, e.Conn, e.DB, schemas.TableDecisions),
 		DeadLetters: s.CachedInfo().State.Msgs}
+}
+
+// IDs returns the distinct ids (schemas.ColID) of table in database db,
+// sorted: what testids.Compare compares.
+func IDs(t testing.TB, conn clickhouse.Conn, db, table string) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s ORDER BY %s", schemas.ColID, db, table, schemas.ColID))
+	if err != nil {
+		t.Fatalf("cannot read the ids of %s: %v", table, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id)
+	}
+	return out
 }

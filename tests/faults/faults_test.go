@@ -26,6 +26,7 @@ import (
 	_ "github.com/iotwatch/iotwatch/detectors/all"
 	"github.com/iotwatch/iotwatch/internal/chserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -882,21 +883,7 @@ func storedIDs(t *testing.T, db, table string) []string {
 	t.Helper()
 	conn := queryConn(t)
 	defer conn.Close()
-	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s", schemas.ColID, db, table))
-	if err != nil {
-		t.Fatalf("cannot read the ids of %s: %v", table, err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return pipetest.IDs(t, conn, db, table)
 }
 
 // streamIDs returns the distinct ids of the alerts or decisions (not
@@ -1015,21 +1002,10 @@ type published struct{ published, onlyNATS int }
 func publishedUnstored(t *testing.T, js jetstream.JetStream, stream, db, table string, killed time.Time) published {
 	t.Helper()
 	ctx := context.Background()
-	conn := queryConn(t)
-	defer conn.Close()
-	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s", schemas.ColID, db, table))
-	if err != nil {
-		t.Fatalf("cannot read the ids of %s: %v", table, err)
-	}
 	stored := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
+	for _, id := range storedIDs(t, db, table) {
 		stored[id] = true
 	}
-	rows.Close()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -221,23 +222,7 @@ type results struct{ storedAlerts, storedDecisions, natsAlerts, natsDecisions, i
 
 func (r *crashRig) results(t *testing.T) results {
 	t.Helper()
-	stored := func(table string) []string {
-		rows, err := r.e.Conn.Query(context.Background(), fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s FINAL", schemas.ColID, r.e.DB, table))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		return ids
-	}
+	stored := func(table string) []string { return pipetest.IDs(t, r.e.Conn, r.e.DB, table) }
 	published := func(stream string) []string {
 		ctx := context.Background()
 		s, err := r.js.Stream(ctx, stream)

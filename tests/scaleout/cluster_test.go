@@ -442,23 +442,7 @@ func readOutcome(t *testing.T, conn clickhouse.Conn, db string) clusterOutcome {
 	out.distinct = count(fmt.Sprintf("SELECT uniqExact(%s) FROM %s WHERE %s", schemas.ColEventID, inserts, events))
 	out.twice = count(fmt.Sprintf("SELECT count() FROM (SELECT %s FROM %s WHERE %s GROUP BY %s HAVING uniqExact(%s) > 1)",
 		schemas.ColEventID, inserts, events, schemas.ColEventID, schemas.ColScorer))
-	ids := func(table string) []string {
-		rows, err := conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT %s FROM %s.%s FINAL ORDER BY %s", schemas.ColID, db, table, schemas.ColID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, id)
-		}
-		return out
-	}
-	out.alerts, out.decisions = ids(schemas.TableAlerts), ids(schemas.TableDecisions)
+	out.alerts, out.decisions = pipetest.IDs(t, conn, db, schemas.TableAlerts), pipetest.IDs(t, conn, db, schemas.TableDecisions)
 	return out
 }
 
