@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/internal/mosquittotest"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -56,7 +57,7 @@ func TestEnforceMosquittoReconnects(t *testing.T) {
 	px := startCutProxy(t, b.Addr)
 	metrics := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &lockedBuffer{}
+	stdout := &pipetest.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- enforceCmd(ctx, []string{"mosquitto", "--nats", e.url, "--broker", px.addr, "--username", mosquittotest.AdminUser,

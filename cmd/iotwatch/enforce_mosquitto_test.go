@@ -15,6 +15,7 @@ import (
 	"github.com/iotwatch/iotwatch/enforce/mosquitto"
 	"github.com/iotwatch/iotwatch/internal/mosquittotest"
 	"github.com/iotwatch/iotwatch/internal/mqtt"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -58,7 +59,7 @@ func TestEnforceMosquitto(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &lockedBuffer{}
+	stdout := &pipetest.LockedBuffer{}
 	done := make(chan error, 1)
 	state := filepath.Join(dir, "state")
 	go func() {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/iotwatch/iotwatch/internal/natsserver"
 	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/internal/nginxtest"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline/sink"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -65,24 +65,6 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the command's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestEnforceHTTPCommand runs `enforce keygen` and `enforce http` as a user
 // would, and blocks a device through NATS.
 func TestEnforceHTTPCommand(t *testing.T) {
@@ -110,7 +92,7 @@ func TestEnforceHTTPCommand(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &lockedBuffer{}
+	stdout := &pipetest.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- enforceCmd(ctx, []string{"http", "--nats", e.url, "--listen", "127.0.0.1:0", "--keys", prefix + ".pub",
@@ -218,7 +200,7 @@ func TestEnforceWithRealNGINX(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &lockedBuffer{}
+	stdout := &pipetest.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- enforceCmd(ctx, []string{"http", "--nats", e.url, "--listen", "127.0.0.1:0", "--keys", filepath.Join(dir, "k.pub"), "--log-level", "error"}, stdout)

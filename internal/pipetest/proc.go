@@ -66,7 +66,7 @@ func BuildIotwatch(t testing.TB) string {
 type Proc struct {
 	Name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *LockedBuffer
 	done chan struct{}
 	err  error // the exit, valid once done is closed
 }
@@ -75,7 +75,7 @@ type Proc struct {
 // it still runs, and logs its output if t failed.
 func StartProc(t testing.TB, bin, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, out: &LockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -167,20 +167,20 @@ func Metric(url, name, labels string) float64 {
 	return sum
 }
 
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for the writes of a process (or of
+// a command's goroutine) and the test's reads.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
