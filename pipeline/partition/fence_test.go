@@ -1,15 +1,11 @@
 package partition_test
 
 import (
-	"context"
 	"os"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/internal/natsserver"
-	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
-	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
 )
 
@@ -24,14 +20,8 @@ import (
 // refused. IOTWATCH_FENCE_BEFORE=1 runs the same stall with the fence
 // off and logs what is acked twice (the behaviour before the fence).
 func TestStalledOwnerIsFenced(t *testing.T) {
-	env := natstest.Start(t, natsserver.Options{})
-	ctx := context.Background()
 	const pinnedTTL = time.Second
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 3 * time.Second
-	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
-		t.Fatal(err)
-	}
+	env := startPartitions(t, pinnedTTL, 3*time.Second)
 	before := os.Getenv("IOTWATCH_FENCE_BEFORE") == "1"
 
 	published, stopPub := publishEvery(t, env.JS)

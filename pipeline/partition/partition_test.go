@@ -21,6 +21,21 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
+// startPartitions starts an embedded server with the 8 event partitions'
+// consumers (pinned TTL pinnedTTL; AckWait ackWait, or the default for 0).
+func startPartitions(t *testing.T, pinnedTTL, ackWait time.Duration) *natstest.Env {
+	t.Helper()
+	env := natstest.Start(t, natsserver.Options{})
+	scfg := bus.DefaultStreamsConfig()
+	if ackWait > 0 {
+		scfg.AckWait = ackWait
+	}
+	if _, _, _, err := bus.EnsurePartitions(context.Background(), env.JS, scfg, 8, pinnedTTL); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
 // publishEvery publishes one event per partition every 20 ms until stop,
 // which waits for the last publish; published counts the events.
 func publishEvery(t *testing.T, js jetstream.JetStream) (published *atomic.Int64, stop func()) {
@@ -183,14 +198,8 @@ func (s *scorer) crash() {
 // (and a publish interval), and every event published is acked by one of
 // them (the crashed one's unacked messages after the ack wait).
 func TestTwoScorersOwnPartitions(t *testing.T) {
-	env := natstest.Start(t, natsserver.Options{})
-	ctx := context.Background()
-	const pinnedTTL = time.Second
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 3 * time.Second
-	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
-		t.Fatal(err)
-	}
+	const pinnedTTL, ackWait = time.Second, 3 * time.Second
+	env := startPartitions(t, pinnedTTL, ackWait)
 
 	// A publisher: one event per partition every 20 ms until stopped.
 	published, stopPub := publishEvery(t, env.JS)
@@ -203,7 +212,7 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 
 	// Owned sets sampled every 5 ms never overlap (until a crashes).
 	var aCrashed atomic.Bool
-	sampleCtx, stopSample := context.WithCancel(ctx)
+	sampleCtx, stopSample := context.WithCancel(context.Background())
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
@@ -265,7 +274,7 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a condition
 	}
 	stopSample()
-	t.Logf("every event acked %.2f s after a crashed (ack wait %s: its unacked messages are redelivered then)", time.Since(crashed).Seconds(), scfg.AckWait)
+	t.Logf("every event acked %.2f s after a crashed (ack wait %s: its unacked messages are redelivered then)", time.Since(crashed).Seconds(), ackWait)
 
 	got := res.snapshot()
 	byID := map[string][]string{}
@@ -322,13 +331,8 @@ func TestTwoScorersOwnPartitions(t *testing.T) {
 // (Config.Only) own exactly those, release none for balance, and together
 // ack every event once; a partition neither lists is not read.
 func TestStaticAssignment(t *testing.T) {
-	env := natstest.Start(t, natsserver.Options{})
-	ctx := context.Background()
 	const pinnedTTL = 2 * time.Second
-	scfg := bus.DefaultStreamsConfig()
-	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
-		t.Fatal(err)
-	}
+	env := startPartitions(t, pinnedTTL, 0)
 	res := &results{}
 	a := startScorer(t, env.Server.URL(), "a", res, partition.Config{PinnedTTL: pinnedTTL, Rebalance: 100 * time.Millisecond, Only: []int{0, 1, 2}})
 	b := startScorer(t, env.Server.URL(), "b", res, partition.Config{PinnedTTL: pinnedTTL, Rebalance: 100 * time.Millisecond, Only: []int{3, 4, 5, 6}})
@@ -336,7 +340,7 @@ func TestStaticAssignment(t *testing.T) {
 	for i := range 40 {
 		for p := range 8 {
 			id := fmt.Sprintf("e-%d-%d", p, i)
-			if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+			if _, err := env.JS.Publish(context.Background(), schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
 				t.Fatal(err)
 			}
 			if p != 7 {
@@ -390,14 +394,8 @@ func TestStaticAssignment(t *testing.T) {
 // partition was never scored again. Every event must be acked. (Where the
 // partitions end up is logged, not asserted.)
 func TestReleaseAfterACrash(t *testing.T) {
-	env := natstest.Start(t, natsserver.Options{})
-	ctx := context.Background()
 	const pinnedTTL = time.Second
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 15 * time.Second // longer than b's take-over and first release
-	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
-		t.Fatal(err)
-	}
+	env := startPartitions(t, pinnedTTL, 15*time.Second) // longer than b's take-over and first release
 	published, stopPub := publishEvery(t, env.JS)
 	defer stopPub()
 
@@ -460,19 +458,13 @@ func (o *slowOwner) Lost(int)             { o.lost.Add(1) }
 // keep-alives during the hook, the lease ended in it: every partition was
 // fenced off, lost and acquired, restored, again.)
 func TestSlowAcquiredKeepsPin(t *testing.T) {
-	env := natstest.Start(t, natsserver.Options{})
-	ctx := context.Background()
 	const pinnedTTL = time.Second
-	scfg := bus.DefaultStreamsConfig()
-	scfg.AckWait = 10 * time.Second
-	if _, _, _, err := bus.EnsurePartitions(ctx, env.JS, scfg, 8, pinnedTTL); err != nil {
-		t.Fatal(err)
-	}
+	env := startPartitions(t, pinnedTTL, 10*time.Second)
 	want := 0
 	for p := range 8 {
 		for i := range 5 {
 			id := fmt.Sprintf("e-%d-%d", p, i)
-			if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+			if _, err := env.JS.Publish(context.Background(), schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
 				t.Fatal(err)
 			}
 			want++
