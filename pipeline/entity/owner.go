@@ -337,14 +337,21 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 	if o.sc.N == 0 {
 		return
 	}
+	if o.lastKey[3] != [2]uint64{key, alt} {
+		o.lastKey[3], o.lastText[3] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
+	}
+	o.decideShare(ob, key, alt, schemas.EntityTenant, o.lastText[3], emit)
+}
+
+// decideShare decides on the findings o.sc of ob about the shared entity
+// (key, alt) of kind, named value (a tenant, an AS: alerted on, never
+// blocked), and emits what it decides.
+func (o *Owner) decideShare(ob *Obs, key, alt uint64, kind, value string, emit Emit) {
 	ev := &o.ev
 	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
 	ev.DeviceKey, ev.DeviceAlt = key, alt
 	ev.ClientIP = netip.Addr{}
-	if o.lastKey[3] != [2]uint64{key, alt} {
-		o.lastKey[3], o.lastText[3] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
-	}
-	alert, dec := o.engine.DecideEntity(ev, &o.sc, decide.Entity{Kind: schemas.EntityTenant, Value: o.lastText[3]})
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, decide.Entity{Kind: kind, Value: value})
 	if alert != nil || dec != nil {
 		emit(alert, dec)
 	}
@@ -388,10 +395,6 @@ func (o *Owner) asn(ob *Obs, route uint64, emit Emit) {
 	if o.sc.N == 0 {
 		return
 	}
-	ev := &o.ev
-	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
-	ev.DeviceKey, ev.DeviceAlt = key, alt
-	ev.ClientIP = netip.Addr{}
 	if o.lastKey[4] != [2]uint64{key, alt} {
 		name := ""
 		if o.asName != nil {
@@ -403,10 +406,7 @@ func (o *Owner) asn(ob *Obs, route uint64, emit Emit) {
 		}
 		o.lastKey[4], o.lastText[4] = [2]uint64{key, alt}, asnText(ob.ASN, name)
 	}
-	alert, dec := o.engine.DecideEntity(ev, &o.sc, decide.Entity{Kind: schemas.EntityASN, Value: o.lastText[4]})
-	if alert != nil || dec != nil {
-		emit(alert, dec)
-	}
+	o.decideShare(ob, key, alt, schemas.EntityASN, o.lastText[4], emit)
 }
 
 // NameAS makes o name an autonomous system in its alerts by name(addr), addr
