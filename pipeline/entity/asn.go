@@ -91,13 +91,7 @@ func countShare(rec []byte, kind byte, ob *Obs, c *Config) uint32 {
 // defaults. JudgeASN is pure and does not allocate.
 func JudgeASN(rec []byte, ob *Obs, share float64, warm bool, c *Config, out *schemas.Scored) {
 	events := countShare(rec, kindASN, ob, c)
-	failures := binary.LittleEndian.Uint32(rec[offFailures:])
-	if ob.Failed {
-		failures++
-		binary.LittleEndian.PutUint32(rec[offFailures:], failures)
-		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], ob.Device)
-	}
-	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
+	failures := countDevices(rec, ob)
 	k, _ := keyOf(kindPrefix, ob.prefixAddr())
 	nets := bitmap64Add(rec[offIPs:], k)
 	windows := binary.LittleEndian.Uint16(rec[offWindows:])

@@ -260,13 +260,7 @@ func Judge(rec []byte, ob *Obs, kind byte, c *Config, out *schemas.Scored) {
 		return
 	}
 	prefix := kind == kindPrefix
-	failures := binary.LittleEndian.Uint32(rec[offFailures:])
-	if ob.Failed {
-		failures++
-		binary.LittleEndian.PutUint32(rec[offFailures:], failures)
-		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], ob.Device)
-	}
-	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
+	failures := countDevices(rec, ob)
 	factor := 1.0
 	if prefix {
 		factor = c.PrefixFactor
@@ -433,4 +427,18 @@ func keep(rec []byte) bool {
 		return binary.LittleEndian.Uint16(rec[rOffBuckets:]) >= waveWarm
 	}
 	return binary.LittleEndian.Uint16(rec[offWindows:]) > 0 || rec[offFlags]&flagEver != 0
+}
+
+// countDevices adds ob's device to rec's distinct devices, and to its
+// distinct failed devices and failure count when ob failed authentication;
+// it returns the failures counted.
+func countDevices(rec []byte, ob *Obs) uint32 {
+	failures := binary.LittleEndian.Uint32(rec[offFailures:])
+	if ob.Failed {
+		failures++
+		binary.LittleEndian.PutUint32(rec[offFailures:], failures)
+		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], ob.Device)
+	}
+	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
+	return failures
 }
