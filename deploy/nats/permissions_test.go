@@ -24,6 +24,7 @@ import (
 	"github.com/iotwatch/iotwatch/enforce/unblock"
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/cluster"
@@ -605,13 +606,7 @@ func TestAcksRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() {
-		stop()
-		<-done
-	}()
+	defer pipetest.Background(p)()
 	waitUntil(t, "the pipeline reports the refused acks", func() (bool, string) {
 		h := p.Health()
 		return p.M.AckErrors.Load() > 0 && strings.Contains(h.NotReady(), "acks not confirmed"),

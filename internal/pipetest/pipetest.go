@@ -256,3 +256,16 @@ func IDs(t testing.TB, conn clickhouse.Conn, db, table string) []string {
 	}
 	return out
 }
+
+// Background runs p until the returned stop is called, which cancels the run
+// and returns Run's error: for a test that watches a running pipeline
+// (`defer pipetest.Background(p)()`).
+func Background(p *pipeline.Pipeline) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/chserver"
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/schemas"
@@ -73,13 +74,7 @@ func TestDecisionsWithoutClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer pipetest.Background(p)()
 	waitUntil(t, time.Minute, "the baseline is acked", func() (bool, string) {
 		return p.M.Acked.Load() == uint64(msgs), fmt.Sprintf("acked %d of %d", p.M.Acked.Load(), msgs)
 	})
@@ -231,13 +226,7 @@ func TestWaitingIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer pipetest.Background(p)()
 	waitUntil(t, 30*time.Second, "the waiting rows reach their bound", func() (bool, string) {
 		h := p.Health()
 		return h.Full, fmt.Sprintf("%+v", h)
