@@ -85,6 +85,22 @@ func (ob *Obs) prefixAddr() [16]byte {
 	return a
 }
 
+// prefixKey returns the state key of ob's prefix.
+func (ob *Obs) prefixKey() (key, alt uint64) { return keyOf(kindPrefix, ob.prefixAddr()) }
+
+// routeOf returns the owner route of a new record of the entity of kind with
+// key that ob made: the key itself for an API key or a prefix, else ob's
+// prefix's key (which Shard maps to this owner), so that a checkpoint restores the record
+// to the owner of its observations. Computed only when a record is made:
+// the prefix's key is not hashed on every event.
+func (ob *Obs) routeOf(kind byte, key uint64) uint64 {
+	if kind == kindKey || kind == kindPrefix {
+		return key
+	}
+	k, _ := ob.prefixKey()
+	return k
+}
+
 // addrHash is a hash of ob's address (a prefix's distinct addresses).
 func (ob *Obs) addrHash() uint64 {
 	k, _ := keyOf(kindIP, ob.Addr)
@@ -198,23 +214,22 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 	}
 	if ob.ForKey {
 		k, a := ob.keyKey()
-		o.judge(k, a, k, ob, kindKey, emit)
+		o.judge(k, a, ob, kindKey, emit)
 		return
 	}
-	pk, pa := keyOf(kindPrefix, ob.prefixAddr())
 	usual, skip := true, false // an address that identifies its device is its usual one
 	if !ob.IPDev {
 		k, a := keyOf(kindIP, ob.Addr)
-		usual, skip = o.judge(k, a, pk, ob, kindIP, emit)
+		usual, skip = o.judge(k, a, ob, kindIP, emit)
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
-		o.tenant(ob, pk, usual, emit)
+		o.tenant(ob, usual, emit)
 	}
 	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN && (ob.Failed || ob.Outcome == outcomeClientErr) {
 		// Only what an attack spread over an AS's networks shows (failed
 		// logins, probes answered 4xx) touches the AS's record: a success
 		// from a new address (a device's new lease) costs nothing more.
-		o.asn(ob, pk, emit)
+		o.asn(ob, emit)
 	}
 	if ob.Failed && (ob.IPDev || !usual) {
 		// A prefix counts failed authentications only: what it judges is
@@ -226,15 +241,16 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 		// blocked 8 of them: TestAuthOutageBlocksNoNetwork). An address
 		// that is its device's identity still counts: whether it is usual
 		// is its device record's to say, which this owner does not see.
-		o.judge(pk, pa, pk, ob, kindPrefix, emit)
+		pk, pa := ob.prefixKey()
+		o.judge(pk, pa, ob, kindPrefix, emit)
 	}
 }
 
-// judge judges ob on the record of the entity (key, alt) of kind, made with
-// owner route route if new. It reports whether that entity is a usual one
+// judge judges ob on the record of the entity (key, alt) of kind (its owner
+// route, if new, is ob's routeOf). It reports whether that entity is a usual one
 // (a record with a learned window before ob's) and whether ob was skipped
 // (its entity under its own block, Config.SkipBlocked).
-func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (usual, skip bool) {
+func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, skip bool) {
 	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
 		o.skipped++
 		return false, true
@@ -244,7 +260,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (us
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, recordVersion)
-		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+		binary.LittleEndian.PutUint64(rec[offRoute:], ob.routeOf(kind, key))
 		rec[offFlags] = flagFirst
 		created = true
 	}
@@ -265,7 +281,7 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (us
 	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
 		if fresh, n = young(rec, ob, &o.cfg); fresh {
-			o.wave(ob, route, created, n)
+			o.wave(ob, created, n)
 		}
 	}
 	if o.sc.N == 0 {
@@ -316,12 +332,12 @@ func (o *Owner) judge(key, alt, route uint64, ob *Obs, kind byte, emit Emit) (us
 
 // tenant judges ob on its owner's share of ob's tenant (JudgeTenant); usual
 // reports whether ob's address is a usual one. The tenant's record is made
-// with owner route route (ob's prefix key, which Shard maps to this owner),
+// with owner route ob's prefix key (which Shard maps to this owner),
 // as a route's record is, so that a checkpoint restores it here. A tenant's
 // alert never comes with a decision: its findings score under the block
 // threshold and its entity has no decision scope, since blocking a tenant
 // is blocking a customer.
-func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
+func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
 	// Most events are of the tenant before: its key is not hashed again.
 	t := ob.Key[:ob.KeyLen]
 	if o.tenantLen != ob.KeyLen || string(o.tenantID[:o.tenantLen]) != string(t) {
@@ -329,7 +345,7 @@ func (o *Owner) tenant(ob *Obs, route uint64, usual bool, emit Emit) {
 		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
 	}
 	key, alt := o.tenantK[0], o.tenantK[1]
-	rec, ok := o.shareRecord(key, alt, route, ob)
+	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return
 	}
@@ -358,15 +374,15 @@ func (o *Owner) decideShare(ob *Obs, key, alt uint64, kind, value string, emit E
 }
 
 // shareRecord returns the owner's record of its share of an entity (a
-// tenant's, an AS's) made with owner route route, and false when ob is at
+// tenant's, an AS's) made with owner route ob's prefix key, and false when ob is at
 // or before what the record learned (a redelivery: nothing is judged). It
 // resets the owner's scored findings for the judgement.
-func (o *Owner) shareRecord(key, alt, route uint64, ob *Obs) ([]byte, bool) {
+func (o *Owner) shareRecord(key, alt uint64, ob *Obs) ([]byte, bool) {
 	rec, _ := o.table.Record(key, alt, ob.Time)
 	if binary.LittleEndian.Uint32(rec) != recordVersion {
 		clear(rec)
 		binary.LittleEndian.PutUint32(rec, recordVersion)
-		binary.LittleEndian.PutUint64(rec[offRoute:], route)
+		binary.LittleEndian.PutUint64(rec[offRoute:], ob.routeOf(kindIP, 0))
 	}
 	if o.atOrBefore(rec, ob) {
 		o.relearned++
@@ -378,16 +394,16 @@ func (o *Owner) shareRecord(key, alt, route uint64, ob *Obs) ([]byte, bool) {
 
 // asn judges ob, a failed or client-error request of an unusual address, on its owner's share of
 // ob's autonomous system (JudgeASN); its record is made with owner route
-// route (ob's prefix key), as a tenant's is. An AS's alert never comes with
+// ob's prefix key, as a tenant's is. An AS's alert never comes with
 // a decision: an AS holds many customers' networks (a hosting provider's,
 // a mobile carrier's, the fleet's own backends'), enforcement points match
 // addresses and CIDRs rather than AS numbers, and the attack's own
 // addresses and networks are judged, and blocked, as entities of their
 // own. The alert names the AS so that an analyst (and the incident
 // grouper) sees the campaign behind them.
-func (o *Owner) asn(ob *Obs, route uint64, emit Emit) {
+func (o *Owner) asn(ob *Obs, emit Emit) {
 	key, alt := asnKey(ob.ASN)
-	rec, ok := o.shareRecord(key, alt, route, ob)
+	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return
 	}
@@ -435,10 +451,9 @@ func (o *Owner) atOrBefore(rec []byte, ob *Obs) bool {
 // first seen; created: this is its first) on its route's record
 // (JudgeWave), adding a finding to o.sc. The route's record is made only for
 // an address's first observation: an address's later requests on other
-// routes cannot make records. owner is a key Shard maps to this owner (the
-// address's prefix key), stored as the route record's owner route so that a
-// checkpoint restores it here.
-func (o *Owner) wave(ob *Obs, owner uint64, created bool, n uint32) {
+// routes cannot make records. Its owner route is the address's prefix key
+// (which Shard maps to this owner), so that a checkpoint restores it here.
+func (o *Owner) wave(ob *Obs, created bool, n uint32) {
 	key, alt := routeKey(ob.Route)
 	var rt []byte
 	if created {
@@ -446,7 +461,7 @@ func (o *Owner) wave(ob *Obs, owner uint64, created bool, n uint32) {
 		if binary.LittleEndian.Uint32(rt) != recordVersion {
 			clear(rt)
 			binary.LittleEndian.PutUint32(rt, recordVersion)
-			binary.LittleEndian.PutUint64(rt[offRoute:], owner)
+			binary.LittleEndian.PutUint64(rt[offRoute:], ob.routeOf(kindIP, 0))
 		}
 	} else {
 		if _, ok := o.table.Lookup(key, alt); !ok {
