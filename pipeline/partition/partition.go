@@ -1353,7 +1353,7 @@ func (c *Consumer) releaseStuck(p int) bool {
 // releaseWait is p's consumer's AckWait (two PinnedTTLs when unknown), at
 // least a Rebalance interval.
 func (c *Consumer) releaseWait(p int) time.Duration {
-	if p < len(c.ackWait) && c.ackWait[p] > 0 {
+	if c.ackWait[p] > 0 {
 		return max(c.ackWait[p], c.cfg.Rebalance)
 	}
 	return max(2*c.cfg.PinnedTTL, c.cfg.Rebalance)
