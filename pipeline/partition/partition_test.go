@@ -411,8 +411,11 @@ func TestReleaseAfterACrash(t *testing.T) {
 	close(release)
 	<-a.done
 	a.close()
-	for len(b.c.Owned()) != 8 {
-		time.Sleep(10 * time.Millisecond) // polling a condition; the test's timeout bounds a hang
+	for took := time.Now(); len(b.c.Owned()) != 8; {
+		if time.Since(took) > 3*time.Minute { // a hang bound, not a speed
+			t.Fatalf("b owns %v three minutes after a crashed\n%s", b.c.Owned(), b.c.State())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
 	}
 	c := startScorer(t, env.Server.URL(), "c", res, cfg)
 	// b releases a partition within a few rebalance intervals of c's
