@@ -108,10 +108,45 @@ type Cluster struct {
 // meta leader and every peer to be current: generous, for a busy machine.
 const clusterReadyTimeout = 60 * time.Second
 
+// clusterStartAttempts is how many times StartCluster forms a cluster from
+// fresh stores and ports before it gives up. One attempt in CI (stop 21)
+// had a meta leader that saw one of its two peers as current for a whole
+// minute after a simultaneous start; a fresh start forms in about a second.
+const clusterStartAttempts = 3
+
 // StartCluster starts o.Nodes nodes and returns once the JetStream meta
 // group has a leader that every node knows and every peer is current, or
-// fails with the nodes' output (all of them stopped).
+// fails with the nodes' output (all of them stopped). A cluster that does not
+// form within clusterReadyTimeout is stopped and started again from fresh
+// stores and ports, up to clusterStartAttempts times in all.
 func StartCluster(o ClusterOptions) (*Cluster, error) {
+	if o.Dir == "" {
+		return nil, errors.New("cannot start a nats-server cluster: no directory")
+	}
+	var errs []error
+	for attempt := 1; attempt <= clusterStartAttempts; attempt++ {
+		ao := o
+		ao.Dir = filepath.Join(o.Dir, fmt.Sprintf("attempt%d", attempt))
+		c, err := startCluster(ao)
+		if err == nil {
+			return c, nil
+		}
+		var nf *notFormedError
+		if !errors.As(err, &nf) {
+			return nil, err
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w", attempt, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// notFormedError is a cluster whose nodes started but did not form.
+type notFormedError struct{ err error }
+
+func (e *notFormedError) Error() string { return e.err.Error() }
+func (e *notFormedError) Unwrap() error { return e.err }
+
+func startCluster(o ClusterOptions) (*Cluster, error) {
 	n := o.Nodes
 	if n == 0 {
 		n = 3
@@ -122,9 +157,6 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 		if bin, err = FindModuleBinary(); err != nil {
 			return nil, err
 		}
-	}
-	if o.Dir == "" {
-		return nil, errors.New("cannot start a nats-server cluster: no directory")
 	}
 	c := &Cluster{bin: bin}
 	routes := make([]string, n)
@@ -171,7 +203,7 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 	if err := c.WaitReady(clusterReadyTimeout); err != nil {
 		out := c.Output()
 		c.Stop()
-		return nil, fmt.Errorf("%w\n%s", err, out)
+		return nil, &notFormedError{fmt.Errorf("%w\n%s", err, out)}
 	}
 	return c, nil
 }
@@ -295,13 +327,16 @@ func (c *Cluster) notReady(client *http.Client) string {
 		leader = j.Meta.Leader
 		if j.Meta.Leader == nd.name {
 			current := 0
+			var seen []string
 			for _, r := range j.Meta.Replicas {
 				if r.Current && !r.Offline {
 					current++
 				}
+				seen = append(seen, fmt.Sprintf("%s current=%t offline=%t", r.Name, r.Current, r.Offline))
 			}
 			if current != c.running()-1 {
-				return fmt.Sprintf("meta leader %s sees %d current peers of %d", nd.name, current, c.running()-1)
+				return fmt.Sprintf("meta leader %s sees %d current peers of %d (%s)", nd.name, current, c.running()-1,
+					strings.Join(seen, ", "))
 			}
 		}
 	}
