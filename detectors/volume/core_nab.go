@@ -66,28 +66,26 @@ import "math"
 // Series holds about 32 KB (the novelty channels' history, the recurrence
 // table, the record of a shift's run).
 type Series struct {
-	core         Core
-	hist         tail                // history of the core's surprise
-	entHist      tail                // history of the divergence
-	recent, all  [entBins]float64    // distributions of log2(1+|x|): recent, long-run
-	hold         uint32              // steps left in the hold-off
-	quantum      float64             // the series' resolution: least change seen, at most 1 (0: none yet)
-	last         float64             // previous value
-	core1        CoreParams          // p.Core with the floor scaled to the quantum
-	nov          [2]novelty          // shape novelty: short and long blocks
-	novHist      [2]tail             // histories of the novelties
-	novLast      [2]float64          // calibrated novelty of the latest pattern of each scale
-	lastAlarm    float64             // calibrated surprise of the last alarm
-	daily        recurrence          // which times of day were surprising on recent days
-	since        uint32              // steps since the last alarm
-	alarms       float64             // decayed count of alarms raised (time constant AlarmMemory)
-	holdLevel    float64             // judged surprise of the alarm that started the hold-off
-	shiftRun     uint32              // consecutive steps the core's drift has been flagged, one way
-	shiftUp      bool                // that way
-	recentY      float64             // EW mean of sqrt(|x|) over Core.Short steps
-	shiftHist    [seriesBins]float64 // what hist learned during the current shift run
-	shiftMass    float64             // total of shiftHist
-	shiftPending uint32              // steps since an adopted shift whose record awaits forgetting, + 1 (0: none)
+	core        Core
+	hist        tail             // history of the core's surprise
+	entHist     tail             // history of the divergence
+	recent, all [entBins]float64 // distributions of log2(1+|x|): recent, long-run
+	hold        uint32           // steps left in the hold-off
+	quantum     float64          // the series' resolution: least change seen, at most 1 (0: none yet)
+	last        float64          // previous value
+	core1       CoreParams       // p.Core with the floor scaled to the quantum
+	nov         [2]novelty       // shape novelty: short and long blocks
+	novHist     [2]tail          // histories of the novelties
+	novLast     [2]float64       // calibrated novelty of the latest pattern of each scale
+	lastAlarm   float64          // calibrated surprise of the last alarm
+	daily       recurrence       // which times of day were surprising on recent days
+	since       uint32           // steps since the last alarm
+	alarms      float64          // decayed count of alarms raised (time constant AlarmMemory)
+	holdLevel   float64          // judged surprise of the alarm that started the hold-off
+	shiftRun    uint32           // consecutive steps the core's drift has been flagged, one way
+	shiftUp     bool             // that way
+	recentY     float64          // EW mean of sqrt(|x|) over Core.Short steps
+	shift       shiftRecord      // what hist learned during the current shift's run
 }
 
 // entBins is the number of log2 bins of the divergence channel: 2^31 and more
@@ -227,20 +225,19 @@ func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calib
 		cp = &s.core1
 	}
 	point, drift, _ := s.core.Step(cp, t, x)
+	adopted := false
 	if p.Rebase > 0 {
-		s.rebase(p.Rebase, p.RebaseForget, cp, x, drift)
+		adopted = s.rebase(p.Rebase, cp, x, drift)
 	}
 	if s.core.n <= p.Core.Warm {
 		return 0, 0
 	}
-	w0 := s.hist.w
-	if w0 == 0 {
-		w0 = 1
-	}
-	sv := max(point, drift)
-	calibrated = s.hist.calibrate(p, sv)
-	if p.Rebase > 0 && p.RebaseForget {
-		s.trackShift(p.Memory, sv, w0, p.RebaseConfirm)
+	forget := p.Rebase > 0 && p.RebaseForget
+	w := max(s.hist.w, 1) // the weight learn gives the next value: 1 on its first
+	v := max(point, drift)
+	calibrated = s.hist.calibrate(p, v)
+	if forget {
+		s.shift.track(&s.hist, p.Memory, v, w, s.shiftRun, adopted, p.RebaseConfirm)
 	}
 	if p.EntWindow > 0 {
 		// In decinats, so that the histogram's bins resolve it.
@@ -297,7 +294,7 @@ func (s *Series) Step(p *SeriesParams, t int64, x float64) (score float32, calib
 // and its calibration is brought back to a well-specified model's, as if the
 // episode had not taught it that everything is surprising. The episode itself
 // has been judged (and alarmed on) before that.
-func (s *Series) rebase(steps uint32, forget bool, cp *CoreParams, x, drift float64) {
+func (s *Series) rebase(steps uint32, cp *CoreParams, x, drift float64) (adopted bool) {
 	y := math.Sqrt(min(math.Abs(x), maxCount))
 	if y != y {
 		y = 0 // NaN, as Core reads it
@@ -316,14 +313,13 @@ func (s *Series) rebase(steps uint32, forget bool, cp *CoreParams, x, drift floa
 		s.shiftRun++
 	}
 	if s.shiftRun >= steps {
-		if forget && s.shiftMass > 0 {
-			s.shiftPending = 1
-		}
 		const calm = 1 / math.Ln10 // see Core.Step
 		s.core.level, s.core.drift = s.recentY, 0
 		s.core.mPoint, s.core.mDrift = min(s.core.mPoint, calm), min(s.core.mDrift, calm)
 		s.shiftRun = 0
+		return true
 	}
+	return false
 }
 
 // novelty feeds x to the novelty channels and returns c (the calibrated
@@ -459,47 +455,55 @@ func (h *tail) learn(memory, v float64) {
 	}
 }
 
-// trackShift keeps the record of what hist learned during the current shift
-// run (surprise v at weight w, before learn grew w) and, once an adopted shift
-// has held for confirm steps, makes hist forget it. A new run before then
-// (the adopted level did not hold: a burst, not a shift) drops the record.
-func (s *Series) trackShift(memory, v, w float64, confirm uint32) {
-	if s.hist.w < w { // learn rescaled the histogram by the grown weight
+// shiftRecord is what a surprise history learned during the current run of
+// flagged drift (a shift under way): once the shift has been adopted and has
+// held, the history forgets it. Fixed size.
+type shiftRecord struct {
+	hist    [seriesBins]float64 // weights learned, per bin
+	mass    float64             // total of hist
+	pending uint32              // steps since the shift was adopted, + 1 (0: not adopted)
+}
+
+// track is called after h learned surprise v at weight w (h's weight before
+// learn grew it), with run the steps of the current run of flagged drift (0:
+// none). While a run is under way it records what h learned; once the run's
+// shift has been adopted (adopt) and has held for confirm steps with no new
+// run, h forgets the record. A new run before then (the adopted level did
+// not hold: a burst, not a shift) drops the record.
+func (r *shiftRecord) track(h *tail, memory, v, w float64, run uint32, adopt bool, confirm uint32) {
+	if h.w < w { // learn rescaled the histogram by the grown weight
 		f := w / (1 - 1/max(memory, 2))
 		w /= f
-		if s.shiftMass > 0 {
-			for i := range s.shiftHist {
-				s.shiftHist[i] /= f
+		if r.mass > 0 {
+			for i := range r.hist {
+				r.hist[i] /= f
 			}
-			s.shiftMass /= f
+			r.mass /= f
 		}
 	}
-	if s.shiftPending > 0 {
-		if s.shiftRun == 0 {
-			if s.shiftPending++; s.shiftPending > confirm {
-				s.forgetShift()
+	if adopt && r.mass > 0 {
+		r.pending = 1
+	}
+	if r.pending > 0 {
+		if run == 0 {
+			if r.pending++; r.pending > confirm {
+				for i := range r.hist {
+					h.hist[i] = max(h.hist[i]-r.hist[i], 0)
+				}
+				h.mass = max(h.mass-r.mass, 0)
+				*r = shiftRecord{}
 			}
 			return
 		}
-		s.shiftPending = 0
-		s.shiftHist, s.shiftMass = [seriesBins]float64{}, 0
+		*r = shiftRecord{}
 	}
-	if s.shiftRun == 0 {
-		if s.shiftMass > 0 {
-			s.shiftHist, s.shiftMass = [seriesBins]float64{}, 0
+	if run == 0 {
+		if r.mass > 0 {
+			*r = shiftRecord{}
 		}
 		return
 	}
 	b := min(int(max(v, 0)/seriesBinWidth), seriesBins-1)
-	s.shiftHist[b] += w
-	s.shiftMass += w
-}
-
-// forgetShift takes what hist learned during an adopted shift's run out of it.
-func (s *Series) forgetShift() {
-	for i := range s.shiftHist {
-		s.hist.hist[i] = max(s.hist.hist[i]-s.shiftHist[i], 0)
-	}
-	s.hist.mass = max(s.hist.mass-s.shiftMass, 0)
-	s.shiftHist, s.shiftMass, s.shiftPending = [seriesBins]float64{}, 0, 0
+	r.hist[b] += w
+	r.mass += w
 }
