@@ -63,7 +63,7 @@ import "math"
 //     series' habit, not an anomaly, however its shape varies.
 //
 // The zero Series is a series with no history. Step does not allocate; a
-// Series holds about 32 KB (the novelty channels' history, the recurrence
+// Series holds about 36 KB (the novelty channels' history, the recurrence
 // table, the record of a shift's run).
 type Series struct {
 	core        Core
