@@ -65,8 +65,9 @@ func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
 	entities := fs.Bool("entities", false, "also inject the attacks spread over many devices and addresses ("+strings.Join(sim.EntityAttackTypes, ", ")+"), from their own random stream; off by default so that the other figures stay comparable")
 	plotDir := fs.String("plot", "", "write PNG plots to this directory: volume against the expected band for attacked devices and one normal device, and the fleet's score distribution"+plotHelp)
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	explainFalse := fs.Bool("explain-false", false, "after the result, list every false alert: its time, device, class, the near miss it fell on, and each finding's observed and expected values (with --json, the object's false_alert_list holds the same)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--model NAME] [--devices N] [--hours H] [--seed S] [--entities] [--plot DIR] [--json]
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--model NAME] [--devices N] [--hours H] [--seed S] [--entities] [--plot DIR] [--json] [--explain-false]
 
 Runs the simulated fleet (internal/sim, model --model) with its labelled attacks through the same
 decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
@@ -77,7 +78,8 @@ With --model field, the false alerts are also counted per labelled near miss (a 
 a border crossing, a backend incident, an owner back home after a stolen-key use, a
 household's new address, a device joining). The labels never reach the detectors. Progress goes to standard error.
 With --json, the object also lists every false alert with its device's class and its explanations
-(each finding's observed and expected values), for finding out why benign traffic alerted.
+(each finding's observed and expected values), for finding out why benign traffic alerted;
+--explain-false prints the same list as a table after the result.
 
 Alerts are grouped into incidents as the live pipeline groups them (pipeline/incident): the
 result counts the incidents, the incidents made of false alerts only, and per attack type the
@@ -127,7 +129,13 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 	if err != nil {
 		return err
 	}
-	return printResult(stdout, res, *asJSON)
+	if err := printResult(stdout, res, *asJSON); err != nil {
+		return err
+	}
+	if *explainFalse && !*asJSON {
+		res.PrintFalse(stdout)
+	}
+	return nil
 }
 
 // printResult writes an evaluation's result to w: its table, or with asJSON

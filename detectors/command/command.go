@@ -129,9 +129,13 @@ const (
 	// with a Misra-Gries counter capped at homeNetMax, and the ASN it is
 	// on; it is known once the counter reaches HomeNetStable, and another
 	// network on its ASN counts as home. A privileged command the device
-	// never issued, from another network than a known home, scores
-	// ScorePrivilegedAway however usual it is for the class, and is not
-	// learned: a rollout's command from a new network is not a rollout.
+	// never issued, from another network than a known home, while AdoptMin
+	// other devices of its class adopt it, scores ScorePrivilegedAway
+	// however usual it is for the class, and is not learned: a rollout's
+	// command from a new network is not a rollout. Away from home outside
+	// a rollout, it is judged as at home (by how usual it is for the
+	// class): a vehicle abroad unlocks its doors on another carrier's
+	// network, and the network is the locality and geo detectors' to judge.
 	AdoptWindow         = 1800
 	AdoptMin            = 5
 	ScoreRollout        = 0.25
@@ -393,7 +397,8 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"network's ASN) while at least 5 other devices of its class adopted the same command from theirs in the last " +
 	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command (or of " +
 	"one another device adopts while 5 others of the class adopt commands), and learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
-	"the device never issued, from away, scores 0.75 however usual it is for the class. For command findings Observed is the estimated number of other " +
+	"the device never issued, from away while the class adopts it, scores 0.75 however usual it is for the class " +
+	"(away outside a rollout, it is judged as at home: the network is locality's and geo's to judge). For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\"). " +
 	"Numeric arguments (the log's args, or numeric query parameters) are judged against the range their class " +
@@ -817,9 +822,13 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 	case priv && others < ClassKnownDevices:
 		// One or two others of the class did: rare enough to alert, not to block.
 		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedRare, false
-	case priv && at == placeAway:
-		// Usual for the class, but from another network than the device's
-		// home: a rollout's command is not issued from elsewhere.
+	case priv && at == placeAway && fleet != nil &&
+		fleet.ClassAdopters(ev.ClassKey, h, ev.DeviceKey, ev.Time) >= AdoptMin:
+		// The class adopts it now, but the device is away from its home
+		// network: a rollout's command is not issued from elsewhere. Away
+		// alone is not the finding (a vehicle abroad unlocks its doors on
+		// the neighbour's carrier; the network is locality's and geo's to
+		// judge): it only withholds the rollout's discount.
 		reason, score, learn = ReasonPrivilegedNew, ScorePrivilegedAway, false
 	case priv:
 		// A lock that unlocks for the first time is a lock; a privileged command

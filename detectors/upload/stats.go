@@ -20,7 +20,8 @@ import (
 // rate sample). Every device is one sample however much it uploads, so a
 // device uploading far more than its class, or a few, move the class's
 // upper-quartile band by at most a rank each. It costs 8 + 32·16 bytes per class
-// slot.
+// slot, and 40 per (class, command) slot of request size ranges
+// (ClassRequestSize; CommandSlots of them).
 type Stats struct {
 	classes *detectors.ClassTable
 	keys    []atomic.Uint64 // class keys (detectors.Slot)
@@ -28,6 +29,9 @@ type Stats struct {
 	// ns) and band (float64 bits, as of that time).
 	sampKeys, sampLast, sampBand, sampBucket []atomic.Uint64
 	saturated                                atomic.Uint64
+	// sizes is the range of log(1 + bytes in) per class and command
+	// (ClassRequestSize).
+	sizes *detectors.ParamTable
 }
 
 const (
@@ -48,7 +52,29 @@ func NewStats(classes *detectors.ClassTable) *Stats {
 		classes: classes, keys: make([]atomic.Uint64, k),
 		sampKeys: make([]atomic.Uint64, k*sampleSlots), sampLast: make([]atomic.Uint64, k*sampleSlots),
 		sampBand: make([]atomic.Uint64, k*sampleSlots), sampBucket: make([]atomic.Uint64, k*sampleSlots),
+		sizes: detectors.NewParamTable(classes.CommandSlots()),
 	}
+}
+
+// requestSizeKey is the name key under which the range of a command's
+// request sizes, log(1 + bytes in), is kept per class (a constant: no
+// argument's name hashes to it in practice).
+const requestSizeKey = 0x7265_7175_6573_7473 // "requests"
+
+// SizeLearnK: a request more than SizeLearnK scales from its class's median
+// for the command teaches the range nothing and counts as contradicting it
+// (detectors.ParamTable.LearnValue), so that one device's growing or
+// oversized uploads do not widen the range it is judged against.
+const SizeLearnK = detectors.ParamK / 2
+
+// sizeLearned reports whether ev's request size teaches its class's range:
+// a request with a body, of a device of a known class.
+func sizeLearned(ev *schemas.Event) bool { return ev.BytesIn > 0 && len(ev.Class) > 0 }
+
+// ClassRequestSize returns the range of log(1 + bytes in) the class's
+// devices send with command; the zero range (not Ready) if none.
+func (t *Stats) ClassRequestSize(class, command uint64) detectors.ParamRange {
+	return t.sizes.ClassParam(class, command, requestSizeKey)
 }
 
 // ClassDevices implements detectors.Fleet.
@@ -57,10 +83,14 @@ func (t *Stats) ClassDevices(class uint64) float64 { return t.classes.ClassDevic
 // ClassSince implements detectors.Fleet.
 func (t *Stats) ClassSince(class uint64) int64 { return t.classes.ClassSince(class) }
 
-// Learn implements detectors.ClassStats: a warm device (before, its state
-// before ev, has WarmBuckets) offers its band to its sample slot of its
-// class.
+// Learn implements detectors.ClassStats: every request with a body teaches
+// its class's range of request sizes for its command (ClassRequestSize); a
+// warm device (before, its state before ev, has WarmBuckets) offers its band
+// to its sample slot of its class.
 func (t *Stats) Learn(ev *schemas.Event, before []byte) {
+	if sizeLearned(ev) {
+		t.sizes.LearnValue(ev.ClassKey, ev.CommandID, requestSizeKey, math.Log1p(float64(ev.BytesIn)), SizeLearnK, ev.DeviceKey)
+	}
 	if len(before) < StateSize || binary.LittleEndian.Uint16(before[10:]) < WarmBuckets {
 		return
 	}
@@ -132,24 +162,24 @@ func insert(a *[sampleSlots]float64, n int, v float64) {
 }
 
 // Saturated returns how many learn calls found the table full.
-func (t *Stats) Saturated() uint64 { return t.saturated.Load() }
+func (t *Stats) Saturated() uint64 { return t.saturated.Load() + t.sizes.Saturated() }
 
 // statsVersion versions the snapshot of Stats.
-const statsVersion = 1
+const statsVersion = 2 // 2: the request size ranges
 
 func (t *Stats) arrays() [][]atomic.Uint64 {
-	return [][]atomic.Uint64{t.keys, t.sampKeys, t.sampLast, t.sampBand, t.sampBucket}
+	return append([][]atomic.Uint64{t.keys, t.sampKeys, t.sampLast, t.sampBand, t.sampBucket}, t.sizes.Arrays()...)
 }
 
 // AppendSnapshot implements detectors.ClassStats.
 func (t *Stats) AppendSnapshot(dst []byte) []byte {
-	dst = detectors.AppendStatsHeader(dst, statsVersion, len(t.keys))
+	dst = detectors.AppendStatsHeader(dst, statsVersion, len(t.keys), t.classes.CommandSlots())
 	return detectors.AppendWords(dst, t.arrays()...)
 }
 
 // LoadSnapshot implements detectors.ClassStats.
 func (t *Stats) LoadSnapshot(b []byte) error {
-	rest, err := detectors.ReadStatsHeader(b, "upload statistics", statsVersion, len(t.keys))
+	rest, err := detectors.ReadStatsHeader(b, "upload statistics", statsVersion, len(t.keys), t.classes.CommandSlots())
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,11 @@
 // its first requests, and a device is never flagged for what its class
 // usually does. Burst scores of a device with fewer than GradBuckets active
 // buckets (judged on its class's band alone, or on a young band of its
-// own) are capped at ColdMaxScore: alert, never block.
+// own) are capped at ColdMaxScore: alert, never block. Until then, too, a
+// request the size its class's devices send with the same command (Stats
+// keeps, per class and command, the range of log(1 + bytes in):
+// detectors.ParamTable) is not judged for a burst (classSized): a young
+// band has not seen the device's sessions.
 //
 // What is flagged is learned robustly: a burst raises the band by at most
 // PeakLearnStep per request and does not move the typical size, so an
@@ -242,7 +246,11 @@ const Doc = "Upload volume (bytes in, the request sizes) of a device against its
 	"hours is judged against it. Warm-up: the device's own band and growth are judged after 6 active 5-minute buckets; " +
 	"before, a device is judged on its class's band alone (when 3 sampled devices of the class are warm), from " +
 	"its first request, and not at all in a class not yet known; bursts score at most 0.85 (alert, never block) " +
-	"until the device has 24 active 5-minute buckets. " +
+	"until the device has 24 active 5-minute buckets. Until then, too, a request the size its class's devices send " +
+	"with the same command (the class's range of log(1 + bytes in) per command: median and mean absolute deviation, " +
+	"judged after 50 requests from 5 devices, within 8 scales; a request more than 4 scales out teaches it nothing) " +
+	"is not judged for a burst: a young camera's first clip is what its class uploads with /clips, where the same " +
+	"bytes through a command that carries small bodies are not. " +
 	"A block rearms the window and the CUSUM."
 
 func init() {
@@ -305,7 +313,7 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 
 	// The burst, on oversized requests, against the band before this one.
 	burst := false
-	if bytes > 0 && (s.mid == 0 || lb > s.mid+logOversize) {
+	if bytes > 0 && (s.mid == 0 || lb > s.mid+logOversize) && !(s.nb < GradBuckets && classSized(fleet, ev, lb)) {
 		band := 0.0
 		if own {
 			band = s.peakAt(dt)
@@ -354,6 +362,25 @@ func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sche
 	}
 	s.store(b)
 	return f
+}
+
+// classSized reports whether a request of lb, log(1 + bytes in), is the
+// size ev's class's devices send with ev's command (a Ready range that
+// holds it: see Stats.ClassRequestSize). A young device's band (GradBuckets)
+// has not seen its sessions yet, and its class's band is the upper quartile
+// of devices about as young in a young class: a camera's first clip, 2 MB
+// where its pings were 90 bytes, is what every camera of its class uploads
+// with that command, not a burst. An upload through a command that carries
+// small bodies (an exfiltration through the device's state reports) is
+// far out of that command's range and judged as before.
+func classSized(fleet detectors.Fleet, ev *schemas.Event, lb float64) bool {
+	st, ok := fleet.(*Stats)
+	if !ok || st == nil {
+		return false
+	}
+	r := st.ClassRequestSize(ev.ClassKey, ev.CommandID)
+	z, _ := r.Judge(lb)
+	return r.Ready() && z == 0
 }
 
 // peakAt returns the band decayed over dt seconds.

@@ -15,6 +15,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -541,4 +542,45 @@ func (r *AttacksResult) Print(w io.Writer) {
 	for _, p := range r.Plots {
 		fmt.Fprintf(w, "wrote %s\n", p)
 	}
+}
+
+// PrintFalse writes every false alert, in event-time order, one line each:
+// its time, device, class, the labelled near miss it fell on ("-" for
+// none), its combined score and each finding with its score and what was
+// observed against what was expected. It is the analyst's reading of why
+// benign traffic alerted (the same list as the JSON's false_alert_list).
+func (r *AttacksResult) PrintFalse(w io.Writer) {
+	fmt.Fprintf(w, "\nFalse alerts (%d), by event time:\n\n", len(r.FalseList))
+	if len(r.FalseList) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tDEVICE\tCLASS\tNEAR MISS\tSCORE\tFINDINGS (OBSERVED / EXPECTED)")
+	var b strings.Builder
+	for _, a := range r.FalseList {
+		b.Reset()
+		for i, e := range a.Explanations {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "%s/%s %.2f (%s / %s)", e.Detector, e.Reason, e.Score,
+				labelled(e.Observed, e.ObservedLabel), labelled(e.Expected, e.ExpectedLabel))
+		}
+		if len(a.Explanations) == 0 {
+			b.WriteString(a.Reasons)
+		}
+		near := cmp.Or(a.NearMiss, "-")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\n", a.Time.UTC().Format(time.DateTime), a.Device, cmp.Or(a.Class, "-"),
+			near, a.Score, b.String())
+	}
+	tw.Flush()
+}
+
+// labelled formats a finding's observed or expected value with its label.
+func labelled(v float64, label string) string {
+	s := strconv.FormatFloat(v, 'g', 4, 64)
+	if label == "" {
+		return s
+	}
+	return label + " " + s
 }
