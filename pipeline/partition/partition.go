@@ -619,6 +619,11 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 				return
 			}
 		}
+		if n == 0 && !c.owns(p) {
+			// An orphan pulled with nothing delivered: another instance
+			// took it. Probed again before the next pull (mayPull).
+			c.parts[p].orphan.Store(false)
+		}
 		if n == 0 && c.parts[p].backlog.Swap(false) {
 			// Nothing came although more was pending (the stream's limits
 			// removed it, or another client holds the pin): nothing to wait for.
