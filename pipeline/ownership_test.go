@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,8 +51,9 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Balance is checked once a TTL: 3 s lets it happen within the run.
-	// A stall of a scorer longer than its lease (2.4 s) moves partitions
+	// Balance is checked every 300 ms (Rebalance): the run takes 2.5-5 s
+	// here, and with the default (once a TTL, 3 s) it ended before the
+	// first release (a scored every event, b none). A stall of a scorer longer than its lease (2.4 s) moves partitions
 	// and is allowed: the fence keeps it from scoring them twice. (Before
 	// the fence, in CI at a load of 15 with -race and a 1 s TTL, the two
 	// scorers traded partitions and scored 20,074 events twice.)
@@ -81,14 +83,28 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		p    *pipeline.Pipeline
 		done chan error
 	}
-	start := func(rows pipeline.RowWriter) *scorer {
+	began := time.Now()
+	// IOTWATCH_PARTITION_LOG=1 logs the scorers' ownership changes with
+	// their times (since the scorers started).
+	partLog := func(name string) *slog.Logger {
+		if os.Getenv("IOTWATCH_PARTITION_LOG") != "1" {
+			return slog.New(slog.DiscardHandler)
+		}
+		return slog.New(slog.NewTextHandler(timedLog{t: t, since: began, name: name}, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	}
+	start := func(name string, rows pipeline.RowWriter) *scorer {
 		cons := make([]jetstream.Consumer, 8)
 		for p := range cons {
 			if cons[p], err = e.js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		c, err := partition.New(ctx, es, cons, partition.Config{PinnedTTL: pinnedTTL, Presence: presence, Log: slog.New(slog.DiscardHandler)})
+		c, err := partition.New(ctx, es, cons, partition.Config{PinnedTTL: pinnedTTL, Rebalance: 300 * time.Millisecond, Presence: presence, Instance: fmt.Sprintf("%s-%d", name, ownRuns), Log: partLog(name)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,10 +116,11 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		go func() { s.done <- p.Run(runCtx) }()
 		return s
 	}
-	a, b := start(e.ch), start(chB)
+	a, b := start("a", e.ch), start("b", chB)
 	// The scorers pull before the first event exists and score while the
 	// ingest stage publishes.
 	runUntilDone(t, icons, st.Run)
+	ingested := time.Since(began)
 
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -124,6 +141,7 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition
 	}
 	ownedA, ownedB := a.c.Owned(), b.c.Owned()
+	caughtUp := time.Since(began)
 	stop()
 	for _, s := range []*scorer{a, b} {
 		if err := <-s.done; err != nil {
@@ -164,8 +182,8 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	}
 	fa, pa := a.c.Fenced()
 	fb, pb := b.c.Fenced()
-	t.Logf("%d events: a scored %d (owning %v at the end), b %d (owning %v); fenced partitions %d and %d, messages given back %d and %d, acks refused %d; events in both databases %d",
-		st.M.Events.Load(), na, ownedA, nb, ownedB, pa, pb, fa, fb, refused, both)
+	t.Logf("%d events: a scored %d (owning %v at the end), b %d (owning %v); fenced partitions %d and %d, messages given back %d and %d, acks refused %d; events in both databases %d; ingest done after %.2f s, scorers caught up after %.2f s",
+		st.M.Events.Load(), na, ownedA, nb, ownedB, pa, pb, fa, fb, refused, both, ingested.Seconds(), caughtUp.Seconds())
 }
 
 // ownRuns counts the runs of TestTwoPipelinesOwnPartitions in this process.
@@ -176,4 +194,17 @@ var ownRuns int
 func ensurePresence(ctx context.Context, js jetstream.JetStream, scfg bus.StreamsConfig, pinnedTTL time.Duration) (jetstream.KeyValue, error) {
 	_, presence, _, err := bus.EnsurePartitions(ctx, js, scfg, 8, pinnedTTL)
 	return presence, err
+}
+
+// timedLog writes each log record to the test's log with the time since
+// since and the scorer's name.
+type timedLog struct {
+	t     *testing.T
+	since time.Time
+	name  string
+}
+
+func (w timedLog) Write(b []byte) (int, error) {
+	w.t.Logf("%7.2fs %s: %s", time.Since(w.since).Seconds(), w.name, strings.TrimSpace(string(b)))
+	return len(b), nil
 }

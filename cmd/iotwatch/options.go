@@ -61,7 +61,10 @@ type options struct {
 	// (--source events: the partitions this instance may own).
 	partitions int
 	pinnedTTL  time.Duration
-	ckptEvery  time.Duration
+	// rebalance is run's --rebalance (partition.Config.Rebalance; 0: every
+	// pinnedTTL).
+	rebalance time.Duration
+	ckptEvery time.Duration
 	// classSync and classSyncExpiry are run's --class-sync and
 	// --class-sync-expiry (--source events: class statistics merged across
 	// instances; 0: not merged).
@@ -274,6 +277,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("class-sync", "%v and --class-sync-expiry %v must not be negative", o.classSync, o.classSyncExpiry)
 	case o.source == sourceEvents && o.pinnedTTL < 3*time.Millisecond:
 		return bad("pinned-ttl", "%v must be >= 3ms", o.pinnedTTL)
+	case o.rebalance < 0 || (o.source == sourceEvents && o.rebalance > o.pinnedTTL):
+		return bad("rebalance", "%v must be between 0 and --pinned-ttl %v", o.rebalance, o.pinnedTTL)
 	case o.database == "" || strings.ContainsAny(o.database, " `.;'\""):
 		return bad("database", "%q must be a plain identifier", o.database)
 	}

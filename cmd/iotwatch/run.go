@@ -254,7 +254,7 @@ func openStack(ctx context.Context, o *options, cfg pipeline.Config, log *slog.L
 	cfg.Instance = instance
 	if parts != nil {
 		warnPartitionsBeyond(ctx, cfg.Stream, o.partitions, log)
-		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}
+		pcfg := partition.Config{PinnedTTL: o.pinnedTTL, Rebalance: o.rebalance, FetchWait: cfg.FetchWait, Presence: presence, Log: log, Instance: instance}
 		cfg.Partitions = o.partitions
 		if cfg.CheckpointStore != nil {
 			// Each partition's object travels with its ownership: restored

@@ -80,19 +80,43 @@
 // messages while the lease still runs, fenced or not).
 //
 // Balance: a pinned client would keep every partition it ever got. Each
-// instance keeps a presence key in KV bucket schemas.KVScorers (rewritten
-// every Rebalance interval, expiring after two PinnedTTLs, deleted at
-// Stop); the number of keys is the number of instances N. (The consumers'
-// NumWaiting, one waiting pull per instance, was tried first: an owner's
-// pull sent ahead and its keep-alives count twice, and an estimate too high
-// made two instances pass partitions back and forth.) Every Rebalance
-// interval, an instance that owns more than ceil(P/N), having seen the same
-// N the interval before, releases one partition: it stops pulling it, waits
-// until none of its messages is unacked (the server's NumAckPending: what it
-// handed on is scored and durable), stops counting it as its own
-// (Owner.Lost), unpins it (the server's unpin API) and sits it out for two
-// PinnedTTLs, so that another instance's waiting pull is pinned. The one-writer rule thus
-// holds through a release as well.
+// instance keeps a presence key in KV bucket schemas.KVScorers whose value
+// is the number of partitions it owns (rewritten every Rebalance interval,
+// expiring after two PinnedTTLs, deleted at Stop); the number of keys is the
+// number of instances N, and a fair share of P partitions is floor(P/N) or
+// ceil(P/N) each. (The consumers' NumWaiting, one waiting pull per
+// instance, was tried first: an owner's pull sent ahead and its keep-alives
+// count twice, and an estimate too high made two instances pass partitions
+// back and forth.) Every Rebalance interval each instance reads the
+// partitions' consumer info and the keys, and:
+//
+//   - gives up what it owns beyond ceil, or one partition when it owns more
+//     than floor and another instance owns two fewer than it (6, 6, 4 of 16
+//     partitions is not fair although none owns more than ceil): for each,
+//     it stops pulling the partition, waits until none of its messages is
+//     unacked (the server's NumAckPending, polled by the partition's puller:
+//     what it handed on is scored and durable), stops counting it as its own
+//     (Owner.Lost), unpins it (the server's unpin API) and sits it out for
+//     two PinnedTTLs, so that another instance's waiting pull is pinned. The
+//     one-writer rule thus holds through a release as well. A partition with
+//     no unacked message is given up first; one whose acks do not come
+//     within the consumer's AckWait (a crashed previous owner's messages,
+//     redelivered only to a pull) is pulled again and kept for an AckWait.
+//   - keeps waiting pulls on the partitions it does not own only while it is
+//     short of its share (fewer than floor, or fewer than ceil when no other
+//     instance has fewer than floor): a released partition goes to an
+//     instance short of its share, never to one that has it. An instance
+//     with its share reads, every pull expiry, the info of each partition it
+//     does not own, and pulls one that has messages pending and no pinned
+//     client (an orphan: after a crash, while the crashed instance's key
+//     still counts, every survivor may have its share).
+//
+// So N instances reach a fair share within a few Rebalance intervals (the
+// server may pin every released partition to one waiting instance, which
+// then gives its excess on: TestShareConverges bounds the rounds), and an
+// instance that joins gets its first partition about one Rebalance interval
+// after it starts (the others' next check) plus the time the giver's
+// pipeline takes to ack what it was handed of the partition.
 //
 // Static assignment (Config.Only): an instance told which partitions to pull
 // owns those only, and releases none for balance; ownership, the lease and
@@ -169,8 +193,10 @@ type Config struct {
 	// 100 ms, as the pipeline's FetchWait).
 	FetchWait time.Duration
 	// Rebalance is how often lag, ownership and balance are checked and
-	// the presence key rewritten (default and at most PinnedTTL); < 0 never
-	// releases (checked every PinnedTTL).
+	// the presence key rewritten (default and at most PinnedTTL; run's
+	// --rebalance): a newcomer waits about this long for its first
+	// partition; each check reads every partition consumer's info. < 0 never
+	// releases and always pulls every partition (checked every PinnedTTL).
 	Rebalance time.Duration
 	// Owner hears of acquired and lost partitions (default LogOwner).
 	Owner Owner
@@ -243,8 +269,9 @@ type Consumer struct {
 	quiescing atomic.Bool
 	handedOn  atomic.Uint64
 	released  atomic.Uint64
-	// lastN is the instance estimate of the previous rebalance check.
-	lastN int
+	// share is the fair share as the last rebalance check saw it (nil:
+	// not known, or no balance).
+	share atomic.Pointer[share]
 }
 
 // part is one partition's ownership, guarded by its mu.
@@ -271,6 +298,11 @@ type part struct {
 	until   time.Time
 	pending atomic.Uint64
 	waiting atomic.Int64
+	// ackPending is the consumer's NumAckPending at the last check;
+	// orphan, whether that check found messages pending and no client
+	// pinned (mayPull).
+	ackPending atomic.Uint64
+	orphan     atomic.Bool
 	// ch holds messages handed on and not fetched yet (at most PullBatch).
 	ch chan jetstream.Msg
 	// last is the stream sequence of the last message pulled, and backlog
@@ -327,7 +359,7 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 	}
 	if cfg.Presence != nil {
 		// Counted by the others from now on.
-		if _, err := cfg.Presence.Put(ctx, cfg.Instance, nil); err != nil {
+		if _, err := cfg.Presence.Put(ctx, cfg.Instance, []byte("0")); err != nil {
 			return nil, fmt.Errorf("cannot write this scorer's presence key in %q: %w", cfg.Presence.Bucket(), err)
 		}
 	}
@@ -499,15 +531,38 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 		if batch == nil {
 			if wait := c.idle(p); wait > 0 {
 				// Releasing or sitting out a release: no pull; keep the pin
-				// while the release waits for acks.
-				if c.owns(p) {
+				// while the release waits for acks, and complete it as soon
+				// as they are in.
+				if c.owns(p) && time.Since(c.parts[p].lastPull()) >= c.pullWait()/2 {
 					c.keepPin(p)
+				}
+				if c.releasingNow(p) {
+					c.releaseIfAcked(ctx, p)
+					wait = min(wait, c.probeWait())
 				}
 				select {
 				case <-ctx.Done():
 					return
 				case <-time.After(wait):
 				}
+				continue
+			}
+			if !c.owns(p) && !c.mayPull(p) {
+				// This instance has its share: p goes to one short of
+				// theirs (balance), unless no one takes it (a crashed
+				// owner's partition when every survivor has its share by
+				// an instance count that still counts the crashed one):
+				// checked every pull expiry, as often as a waiting pull
+				// would be sent.
+				if c.parts[p].backlog.Swap(false) {
+					c.wake()
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(c.pullWait()):
+				}
+				c.orphaned(ctx, p)
 				continue
 			}
 			var err error
@@ -563,6 +618,11 @@ func (c *Consumer) pull(ctx context.Context, p int) {
 				}
 				return
 			}
+		}
+		if n == 0 && !c.owns(p) {
+			// An orphan pulled with nothing delivered: another instance
+			// took it. Probed again before the next pull (mayPull).
+			c.parts[p].orphan.Store(false)
 		}
 		if n == 0 && c.parts[p].backlog.Swap(false) {
 			// Nothing came although more was pending (the stream's limits
@@ -966,6 +1026,32 @@ func (c *Consumer) owns(p int) bool {
 	return pt.pin != ""
 }
 
+// orphaned reads p's consumer info and notes whether p is an orphan: no
+// client pinned, messages pending (mayPull).
+func (c *Consumer) orphaned(ctx context.Context, p int) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	info, err := c.cons[p].Info(cctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	pinned := ""
+	for _, g := range info.PriorityGroups {
+		if g.Group == schemas.ScorerGroup {
+			pinned = g.PinnedClientID
+		}
+	}
+	c.parts[p].orphan.Store(pinned == "" && info.NumPending > 0)
+}
+
+// releasingNow reports whether p's release is under way.
+func (c *Consumer) releasingNow(p int) bool {
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pt.releasing
+}
+
 // idle reports how long p's puller should wait before pulling: while a
 // release is under way, and during the sit-out after one.
 func (c *Consumer) idle(p int) time.Duration {
@@ -1228,7 +1314,6 @@ func (c *Consumer) watch(ctx context.Context) {
 // the server's pinned id (an instance that thinks it owns a partition pinned
 // to another pin has lost it), the instance estimate, and releases.
 func (c *Consumer) check(ctx context.Context) {
-	n := 0
 	owned := 0
 	for p, cons := range c.cons {
 		if !c.pulls(p) {
@@ -1251,12 +1336,14 @@ func (c *Consumer) check(ctx context.Context) {
 		}
 		pt.pending.Store(info.NumPending)
 		pt.waiting.Store(int64(info.NumWaiting))
+		pt.ackPending.Store(uint64(info.NumAckPending))
 		pinned := ""
 		for _, g := range info.PriorityGroups {
 			if g.Group == schemas.ScorerGroup {
 				pinned = g.PinnedClientID
 			}
 		}
+		pt.orphan.Store(pinned == "" && info.NumPending > 0)
 		if mine == "" {
 			continue
 		}
@@ -1285,57 +1372,166 @@ func (c *Consumer) check(ctx context.Context) {
 			pt.mu.Unlock()
 		}
 	}
-	n = c.instances(ctx)
+	n, others := c.instances(ctx)
 	if c.cfg.Rebalance < 0 || n == 0 || c.cfg.Only != nil {
-		c.lastN = 0
+		c.share.Store(nil)
 		return
 	}
-	fair := (len(c.cons) + n - 1) / n
-	if owned > fair && n == c.lastN && !c.anyReleasing() {
-		// The highest partition owned goes first: a newcomer then gets
-		// the same share whichever instance gives it up.
-		for p := len(c.parts) - 1; p >= 0; p-- {
-			pt := &c.parts[p]
-			pt.mu.Lock()
-			kept := time.Now().Before(pt.keepUntil)
-			pt.mu.Unlock()
-			if c.owns(p) && !kept {
-				pt.mu.Lock()
-				pt.releasing, pt.releaseFrom = true, time.Now()
-				pt.mu.Unlock()
-				pt.backlog.Store(false) // no more pulls: none to wait for
-				c.cfg.Log.Info("releasing a partition for balance", "partition", p, "owned", owned, "instances", n, "fair_share", fair)
-				break
-			}
+	sh := shareOf(len(c.cons), n, others)
+	c.share.Store(&sh)
+	// Releases already under way count towards what this instance gives.
+	give := sh.give(owned) - c.releasing()
+	for ; give > 0; give-- {
+		p := c.toRelease()
+		if p < 0 {
+			break
 		}
+		pt := &c.parts[p]
+		pt.mu.Lock()
+		pt.releasing, pt.releaseFrom = true, time.Now()
+		pt.mu.Unlock()
+		pt.backlog.Store(false) // no more pulls: none to wait for
+		c.wake()
+		c.cfg.Log.Info("releasing a partition for balance", "partition", p, "owned", owned, "instances", n,
+			"fair_share_min", sh.floor, "fair_share_max", sh.ceil, "least_owned_by_another", sh.least)
 	}
-	c.lastN = n
 }
 
-// instances rewrites this instance's presence key and counts the keys: the
-// live scorers (0 without a Presence bucket, or when it cannot be read).
-func (c *Consumer) instances(ctx context.Context) int {
+// share is the fair share of the partitions among the instances, as the
+// last check saw them: each owns floor or ceil of partitions/instances.
+type share struct {
+	floor, ceil int
+	// least is the fewest partitions another instance owned (its presence
+	// key's count; -1 when there is no other instance).
+	least int
+}
+
+func shareOf(parts, n int, others []int) share {
+	sh := share{floor: parts / n, ceil: (parts + n - 1) / n, least: -1}
+	for _, o := range others {
+		if sh.least < 0 || o < sh.least {
+			sh.least = o
+		}
+	}
+	return sh
+}
+
+// give is how many of owned partitions an instance gives up for balance:
+// what it owns beyond ceil, or one when it owns more than floor and another
+// instance owns two fewer (a fair share is then not reached, although no
+// instance owns more than ceil: 6, 6, 4 of 16 partitions). Each release
+// moves a partition from an instance to one owning at least two fewer (see
+// takes), so the spread shrinks until every instance owns floor or ceil.
+func (sh share) give(owned int) int {
+	switch {
+	case owned > sh.ceil:
+		return owned - sh.ceil
+	case owned > sh.floor && sh.least >= 0 && sh.least <= owned-2:
+		return 1
+	}
+	return 0
+}
+
+// takes reports whether an instance owning owned partitions pulls the
+// partitions it does not own (its waiting pulls get a released partition's
+// pin): while it owns fewer than floor, or fewer than ceil when no other
+// instance owns fewer than floor. An instance with its share does not
+// compete with those short of theirs for a released partition.
+func (sh share) takes(owned int) bool {
+	return owned < sh.floor || (owned < sh.ceil && (sh.least < 0 || sh.least >= sh.floor))
+}
+
+// mayPull reports whether partition p, which this instance does not own, is
+// pulled now: always without balance (no presence bucket, Rebalance < 0,
+// Config.Only, before the first check), else when this instance takes
+// partitions (share.takes) or when the last check found p with messages
+// pending and no pinned client (an orphan: the instances short of their
+// share did not take it, or their counts were stale, as after a crash).
+func (c *Consumer) mayPull(p int) bool {
+	sh := c.share.Load()
+	return sh == nil || sh.takes(int(c.owned.Load())) || c.parts[p].orphan.Load()
+}
+
+// releasing counts the partitions whose release is under way.
+func (c *Consumer) releasing() int {
+	n := 0
+	for p := range c.parts {
+		pt := &c.parts[p]
+		pt.mu.Lock()
+		if pt.releasing {
+			n++
+		}
+		pt.mu.Unlock()
+	}
+	return n
+}
+
+// toRelease chooses the partition to release next: owned, not releasing
+// and not kept (after a release given up), with no unacked message at the
+// last check if there is one (a partition whose previous owner crashed with
+// messages unacked cannot complete its release before their AckWait), the
+// highest such; -1 if none.
+func (c *Consumer) toRelease() int {
+	best := -1
+	for p := len(c.parts) - 1; p >= 0; p-- {
+		pt := &c.parts[p]
+		pt.mu.Lock()
+		ok := pt.pin != "" && !pt.releasing && !time.Now().Before(pt.keepUntil)
+		pt.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if pt.ackPending.Load() == 0 {
+			return p
+		}
+		if best < 0 {
+			best = p
+		}
+	}
+	return best
+}
+
+// instances rewrites this instance's presence key, whose value is the
+// number of partitions it owns, and reads the keys (an ordered consumer of
+// the bucket, as a key listing): n counts them, the live scorers (0 without
+// a Presence bucket, or when it cannot be read); others are the counts of
+// the other instances' keys that hold one (a key written by a version that
+// did not is counted in n only).
+func (c *Consumer) instances(ctx context.Context) (n int, others []int) {
 	kv := c.cfg.Presence
 	if kv == nil {
-		return 0
+		return 0, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := kv.Put(cctx, c.cfg.Instance, nil); err != nil {
+	if _, err := kv.Put(cctx, c.cfg.Instance, strconv.AppendInt(nil, c.owned.Load(), 10)); err != nil {
 		c.cfg.Log.Warn("cannot rewrite this scorer's presence key", "err", err)
-		return 0
+		return 0, nil
 	}
-	keys, err := kv.ListKeys(cctx)
+	w, err := kv.WatchAll(cctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		c.cfg.Log.Warn("cannot count the scorers' presence keys", "err", err)
-		return 0
+		return 0, nil
 	}
-	n := 0
-	for range keys.Keys() {
-		n++
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil { // the keys' current values are all read
+				return n, others
+			}
+			n++
+			if e.Key() == c.cfg.Instance {
+				continue
+			}
+			if owned, err := strconv.Atoi(string(e.Value())); err == nil {
+				others = append(others, owned)
+			}
+		case <-cctx.Done():
+			c.cfg.Log.Warn("cannot count the scorers' presence keys", "err", cctx.Err())
+			return 0, nil
+		}
 	}
-	_ = keys.Stop()
-	return n
 }
 
 // releaseStuck reports whether p's release has waited longer than its
@@ -1359,32 +1555,43 @@ func (c *Consumer) releaseWait(p int) time.Duration {
 	return max(2*c.cfg.PinnedTTL, c.cfg.Rebalance)
 }
 
-func (c *Consumer) anyReleasing() bool {
-	for p := range c.parts {
-		pt := &c.parts[p]
-		pt.mu.Lock()
-		r := pt.releasing
-		pt.mu.Unlock()
-		if r {
-			return true
-		}
-	}
-	return false
-}
-
-// release gives up p, whose messages are all acked: it stops counting p as
-// its own (Owner.Lost) before it unpins p, so that its view of ownership
-// never overlaps the next owner's, and sits p out for two PinnedTTLs so that
-// another instance's waiting pull gets it. When the unpin fails, the pin
-// ends after PinnedTTL without pulls.
+// release gives up p, whose messages are all acked, if its release is
+// still under way (the puller and the rebalancer both complete releases):
+// it stops counting p as its own (Owner.Lost) before it unpins p, so that
+// its view of ownership never overlaps the next owner's, and sits p out for
+// two PinnedTTLs so that another instance's waiting pull gets it. When the
+// unpin fails, the pin ends after PinnedTTL without pulls.
 func (c *Consumer) release(ctx context.Context, p int) {
 	pt := &c.parts[p]
+	pt.hook.Lock()
 	pt.mu.Lock()
-	pt.until = time.Now().Add(2 * c.cfg.PinnedTTL)
+	pin := pt.pin
+	ok := pt.releasing && pin != ""
+	if ok {
+		pt.until = time.Now().Add(2 * c.cfg.PinnedTTL)
+	}
 	pt.mu.Unlock()
-	c.lose(p, "released for balance")
-	if err := c.stream.UnpinConsumer(ctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
-		c.cfg.Log.Warn("cannot unpin a partition released for balance; it moves after its pinned TTL", "partition", p, "err", err)
+	if !ok || !c.disownIf(p, pin) {
+		pt.hook.Unlock()
+		return
+	}
+	c.cfg.Log.Info("partition ownership ended", "partition", p, "reason", "released for balance",
+		"release_took", time.Since(pt.releaseFrom).Round(time.Millisecond))
+	c.cfg.Owner.Lost(p)
+	pt.hook.Unlock()
+	c.unpinIf(ctx, p, pin)
+}
+
+// releaseIfAcked completes p's release, if it is under way and the server
+// counts none of p's messages unacked: polled by p's puller between
+// rebalance checks, so that a release takes about the pipeline's time to
+// ack what it was handed, not a rebalance interval more.
+func (c *Consumer) releaseIfAcked(ctx context.Context, p int) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	info, err := c.cons[p].Info(cctx)
+	cancel()
+	if err == nil && info.NumAckPending == 0 {
+		c.release(ctx, p)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -25,27 +26,38 @@ import (
 // consumers (pinned TTL pinnedTTL; AckWait ackWait, or the default for 0).
 func startPartitions(t *testing.T, pinnedTTL, ackWait time.Duration) *natstest.Env {
 	t.Helper()
+	return startPartitionsN(t, 8, pinnedTTL, ackWait)
+}
+
+// startPartitionsN is startPartitions with parts partitions.
+func startPartitionsN(t *testing.T, parts int, pinnedTTL, ackWait time.Duration) *natstest.Env {
+	t.Helper()
 	env := natstest.Start(t, natsserver.Options{})
 	scfg := bus.DefaultStreamsConfig()
 	if ackWait > 0 {
 		scfg.AckWait = ackWait
 	}
-	if _, _, _, err := bus.EnsurePartitions(context.Background(), env.JS, scfg, 8, pinnedTTL); err != nil {
+	if _, _, _, err := bus.EnsurePartitions(context.Background(), env.JS, scfg, parts, pinnedTTL); err != nil {
 		t.Fatal(err)
 	}
 	return env
 }
 
-// publishEvery publishes one event per partition every 20 ms until stop,
-// which waits for the last publish; published counts the events.
+// publishEvery publishes one event per partition of 8 every 20 ms until
+// stop, which waits for the last publish; published counts the events.
 func publishEvery(t *testing.T, js jetstream.JetStream) (published *atomic.Int64, stop func()) {
+	return publishEveryN(t, js, 8)
+}
+
+// publishEveryN is publishEvery over parts partitions.
+func publishEveryN(t *testing.T, js jetstream.JetStream, parts int) (published *atomic.Int64, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	published = &atomic.Int64{}
 	go func() {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
-			for p := range 8 {
+			for p := range parts {
 				id := fmt.Sprintf("e-%d-%d", p, i)
 				if _, err := js.Publish(context.Background(), schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
 					t.Error(err)
@@ -110,12 +122,19 @@ type scorer struct {
 
 func startScorer(t *testing.T, url, name string, res *results, cfg partition.Config) *scorer {
 	t.Helper()
+	return startScorerN(t, 8, url, name, res, cfg)
+}
+
+// startScorerN is startScorer over parts partitions. cfg.Log, when set, is
+// kept (a test that logs ownership changes).
+func startScorerN(t *testing.T, parts int, url, name string, res *results, cfg partition.Config) *scorer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	nc, js, err := bus.Connect(ctx, url, name, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons := make([]jetstream.Consumer, 8)
+	cons := make([]jetstream.Consumer, parts)
 	for p := range cons {
 		if cons[p], err = js.Consumer(ctx, schemas.StreamEvents, schemas.ScorerConsumer(p)); err != nil {
 			t.Fatal(err)
@@ -128,7 +147,9 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 	if cfg.Presence, err = js.KeyValue(ctx, schemas.KVScorers); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Log = slog.New(slog.DiscardHandler)
+	if cfg.Log == nil {
+		cfg.Log = testLog(t, name)
+	}
 	c, err := partition.New(ctx, stream, cons, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +203,32 @@ func startScorer(t *testing.T, url, name string, res *results, cfg partition.Con
 	})
 	return s
 }
+
+// testStart is when this process's tests started (the time testLog shows).
+var testStart = time.Now()
+
+// testLog is a scorer's log: discarded unless IOTWATCH_PARTITION_LOG=1,
+// then written to the test's log with the time since the tests started
+// and the scorer's name (ownership changes, releases and their reasons).
+func testLog(t *testing.T, name string) *slog.Logger {
+	if os.Getenv("IOTWATCH_PARTITION_LOG") != "1" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(logWriter(func(line string) {
+		t.Logf("%7.2fs %s: %s", time.Since(testStart).Seconds(), name, strings.TrimSpace(line))
+	}), &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+}
+
+// logWriter is an io.Writer calling its function with each write (a slog
+// handler writes one record per call).
+type logWriter func(string)
+
+func (w logWriter) Write(b []byte) (int, error) { w(string(b)); return len(b), nil }
 
 // crash ends the scorer as kill -9 would: no ack of what it holds, no nak,
 // no unpin, its connection gone.
@@ -424,6 +471,7 @@ func TestReleaseAfterACrash(t *testing.T) {
 	for len(b.c.Owned()) == 8 && len(c.c.Owned()) == 0 && time.Since(joined) < 2*time.Minute {
 		time.Sleep(10 * time.Millisecond) // polling a condition
 	}
+	t.Logf("c owns %v %.2f s after it joined (b %v)", c.c.Owned(), time.Since(joined).Seconds(), b.c.Owned())
 	stopPub()
 
 	want := int(published.Load())
