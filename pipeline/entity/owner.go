@@ -172,10 +172,33 @@ type Owner struct {
 	lastText [5]string
 	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
 	share    float64                 // this owner's share of a tenant's traffic (1/owners)
-	// The last tenant observed and its key.
-	tenantID  [MaxKeyText]byte
-	tenantLen uint8
-	tenantK   [2]uint64
+	// The keys of the tenants last observed (tenantSlots), so that an
+	// event's tenant key is not hashed again when a few tenants' events
+	// interleave.
+	tenants [tenantSlots]tenantSlot
+}
+
+// tenantSlots is the size of an owner's direct-mapped cache of tenant keys
+// (a power of two).
+const tenantSlots = 8
+
+// tenantSlot is a tenant's id and state key in an owner's cache.
+type tenantSlot struct {
+	n  uint8 // length of id; 0: empty
+	id [MaxKeyText]byte
+	k  [2]uint64
+}
+
+// tenantKeyOf returns the state key of ob's tenant (ob.KeyLen > 0), from
+// the owner's cache when it holds it.
+func (o *Owner) tenantKeyOf(ob *Obs) (key, alt uint64) {
+	t := ob.Key[:ob.KeyLen]
+	sl := &o.tenants[(uint(ob.KeyLen)^uint(t[0])^uint(t[len(t)-1])<<1)&(tenantSlots-1)]
+	if sl.n != ob.KeyLen || string(sl.id[:sl.n]) != string(t) {
+		sl.n = uint8(copy(sl.id[:], t))
+		sl.k[0], sl.k[1] = ob.tenantKey()
+	}
+	return sl.k[0], sl.k[1]
 }
 
 // NewOwner returns an owner of one of owners shards with policy cfg (its
@@ -338,13 +361,7 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 // threshold and its entity has no decision scope, since blocking a tenant
 // is blocking a customer.
 func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
-	// Most events are of the tenant before: its key is not hashed again.
-	t := ob.Key[:ob.KeyLen]
-	if o.tenantLen != ob.KeyLen || string(o.tenantID[:o.tenantLen]) != string(t) {
-		o.tenantLen = uint8(copy(o.tenantID[:], t))
-		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
-	}
-	key, alt := o.tenantK[0], o.tenantK[1]
+	key, alt := o.tenantKeyOf(ob)
 	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return

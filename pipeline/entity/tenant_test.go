@@ -282,3 +282,23 @@ func TestAuthOutageBlocksNoNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantKeyCache: an owner's cache of tenant keys (tenantKeyOf) returns
+// each tenant's own key while more tenants than it has slots interleave,
+// including ids that differ only past their first byte and in length.
+func TestTenantKeyCache(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	ids := []string{"acme", "acmf", "acme-eu", "a", "b", "northstar", "sakura-iot", "hausnetz",
+		"maison-connectee", "x" + strings.Repeat("y", MaxKeyText-2) + "z", "xx", "xyz"}
+	for round := range 3 {
+		for i := range ids {
+			id := ids[(i*7+round)%len(ids)]
+			var ob Obs
+			ob.KeyLen = uint8(copy(ob.Key[:], id))
+			wk, wa := ob.tenantKey()
+			if k, a := o.tenantKeyOf(&ob); k != wk || a != wa {
+				t.Fatalf("round %d: the cached key of tenant %q is another tenant's", round, id)
+			}
+		}
+	}
+}
