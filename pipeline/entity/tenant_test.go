@@ -285,7 +285,8 @@ func TestAuthOutageBlocksNoNetwork(t *testing.T) {
 
 // TestTenantKeyCache: an owner's cache of tenant keys (tenantKeyOf) returns
 // each tenant's own key while more tenants than it has slots interleave,
-// including ids that differ only past their first byte and in length.
+// including ids that differ only in their last byte or in length, with other
+// bytes past the id in the observation.
 func TestTenantKeyCache(t *testing.T) {
 	o := newOwner(t, Config{}, decide.Config{})
 	ids := []string{"acme", "acmf", "acme-eu", "a", "b", "northstar", "sakura-iot", "hausnetz",
@@ -294,6 +295,9 @@ func TestTenantKeyCache(t *testing.T) {
 		for i := range ids {
 			id := ids[(i*7+round)%len(ids)]
 			var ob Obs
+			for j := range ob.Key {
+				ob.Key[j] = byte('a' + (i+j)%26) // bytes past KeyLen are not the tenant's
+			}
 			ob.KeyLen = uint8(copy(ob.Key[:], id))
 			wk, wa := ob.tenantKey()
 			if k, a := o.tenantKeyOf(&ob); k != wk || a != wa {
