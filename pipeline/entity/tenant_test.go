@@ -290,10 +290,13 @@ func TestAuthOutageBlocksNoNetwork(t *testing.T) {
 func TestTenantKeyCache(t *testing.T) {
 	o := newOwner(t, Config{}, decide.Config{})
 	ids := []string{"acme", "acmf", "acme-eu", "a", "b", "northstar", "sakura-iot", "hausnetz",
-		"maison-connectee", "x" + strings.Repeat("y", MaxKeyText-2) + "z", "xx", "xyz"}
+		"maison-connectee", "northstar-eu", "northstar-us", "x" + strings.Repeat("y", MaxKeyText-2) + "z", "xx", "xyz"}
 	for round := range 3 {
 		for i := range ids {
-			id := ids[(i*7+round)%len(ids)]
+			id := ids[i] // every id, forwards and then backwards
+			if round%2 == 1 {
+				id = ids[len(ids)-1-i]
+			}
 			var ob Obs
 			for j := range ob.Key {
 				ob.Key[j] = byte('a' + (i+j)%26) // bytes past KeyLen are not the tenant's
