@@ -92,7 +92,7 @@ func countShare(rec []byte, kind byte, ob *Obs, c *Config) uint32 {
 func JudgeASN(rec []byte, ob *Obs, share float64, warm bool, c *Config, out *schemas.Scored) {
 	events := countShare(rec, kindASN, ob, c)
 	failures := countDevices(rec, ob)
-	k, _ := keyOf(kindPrefix, ob.prefixAddr())
+	k := keyHalf(kindPrefix, ob.prefixAddr())
 	nets := bitmap64Add(rec[offIPs:], k)
 	windows := binary.LittleEndian.Uint16(rec[offWindows:])
 	if nets < c.MinPrefixIPs || (windows == 0 && !warm) {

@@ -315,7 +315,7 @@ func Judge(rec []byte, ob *Obs, kind byte, c *Config, out *schemas.Scored) {
 func judgeKey(rec []byte, ob *Obs, events uint32, c *Config, out *schemas.Scored) {
 	DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
 	if ob.hasAddr() {
-		k, _ := keyOf(kindPrefix, ob.prefixAddr())
+		k := keyHalf(kindPrefix, ob.prefixAddr())
 		DistinctAdd(rec[offFailed:offFailed+DistinctBytes], k)
 	}
 	if float64(events) < c.KeySpread || binary.LittleEndian.Uint16(rec[offWindows:]) == 0 {

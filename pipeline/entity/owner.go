@@ -97,22 +97,26 @@ func (ob *Obs) routeOf(kind byte, key uint64) uint64 {
 	if kind == kindKey || kind == kindPrefix {
 		return key
 	}
-	k, _ := ob.prefixKey()
-	return k
+	return keyHalf(kindPrefix, ob.prefixAddr())
 }
 
 // addrHash is a hash of ob's address (a prefix's distinct addresses).
 func (ob *Obs) addrHash() uint64 {
-	k, _ := keyOf(kindIP, ob.Addr)
-	return k
+	return keyHalf(kindIP, ob.Addr)
 }
 
 // keyOf returns the 128-bit state key of the entity of kind with address a.
 func keyOf(kind byte, a [16]byte) (key, alt uint64) {
 	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
-	key = mix(mix(uint64(kind)*0x9e3779b97f4a7c15^lo) ^ hi)
 	alt = mix(mix(hi^0xd6e8feb86659fd93^uint64(kind)) ^ lo*0xbf58476d1ce4e5b9)
-	return key, alt
+	return keyHalf(kind, a), alt
+}
+
+// keyHalf returns the first half of keyOf (what Shard picks an owner by),
+// without the second.
+func keyHalf(kind byte, a [16]byte) uint64 {
+	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return mix(mix(uint64(kind)*0x9e3779b97f4a7c15^lo) ^ hi)
 }
 
 // mix is a 64-bit finalizer (splitmix64's).
@@ -132,8 +136,7 @@ func Shard(ob *Obs, n int) int {
 		k, _ := ob.keyKey()
 		return shard.Of(k, n)
 	}
-	k, _ := keyOf(kindPrefix, ob.prefixAddr())
-	return shard.Of(k, n)
+	return shard.Of(keyHalf(kindPrefix, ob.prefixAddr()), n)
 }
 
 // ShardOf returns the owner (in [0, n)) of the entity whose record is rec
@@ -172,10 +175,47 @@ type Owner struct {
 	lastText [5]string
 	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
 	share    float64                 // this owner's share of a tenant's traffic (1/owners)
-	// The last tenant observed and its key.
-	tenantID  [MaxKeyText]byte
-	tenantLen uint8
-	tenantK   [2]uint64
+	// The keys of the tenants last observed (tenantSlots of them), so
+	// that an event's tenant key is not hashed again when a few tenants'
+	// events interleave; tenantNext is the slot a new tenant takes.
+	tenants    [tenantSlots]tenantSlot
+	tenantNext uint8
+}
+
+// tenantSlots is the size of an owner's cache of tenant keys: more than the
+// tenants whose events interleave on one owner in a fleet of a few
+// customers.
+const tenantSlots = 8
+
+// tenantSlot is a tenant's id and state key in an owner's cache.
+type tenantSlot struct {
+	head uint64 // the id's first 8 bytes (zero-padded), compared first
+	n    uint8  // length of id; 0: empty
+	id   [MaxKeyText]byte
+	k    [2]uint64
+}
+
+// tenantKeyOf returns the state key of ob's tenant (ob.KeyLen > 0), from
+// the owner's cache when it holds it (searched whole: a direct-mapped cache
+// of 8 slots would put two of 6 tenants in one slot most of the time), and
+// otherwise hashes it into the cache's oldest slot.
+func (o *Owner) tenantKeyOf(ob *Obs) (key, alt uint64) {
+	t := ob.Key[:ob.KeyLen]
+	head := le64(ob.Key[:8])
+	if ob.KeyLen < 8 {
+		head &= 1<<(8*ob.KeyLen) - 1 // Key past KeyLen may hold another's bytes
+	}
+	for i := range o.tenants {
+		sl := &o.tenants[i]
+		if sl.head == head && sl.n == ob.KeyLen && string(sl.id[:sl.n]) == string(t) {
+			return sl.k[0], sl.k[1]
+		}
+	}
+	sl := &o.tenants[o.tenantNext%tenantSlots]
+	o.tenantNext++
+	sl.head, sl.n = head, uint8(copy(sl.id[:], t))
+	sl.k[0], sl.k[1] = ob.tenantKey()
+	return sl.k[0], sl.k[1]
 }
 
 // NewOwner returns an owner of one of owners shards with policy cfg (its
@@ -338,13 +378,7 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 // threshold and its entity has no decision scope, since blocking a tenant
 // is blocking a customer.
 func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
-	// Most events are of the tenant before: its key is not hashed again.
-	t := ob.Key[:ob.KeyLen]
-	if o.tenantLen != ob.KeyLen || string(o.tenantID[:o.tenantLen]) != string(t) {
-		o.tenantLen = uint8(copy(o.tenantID[:], t))
-		o.tenantK[0], o.tenantK[1] = ob.tenantKey()
-	}
-	key, alt := o.tenantK[0], o.tenantK[1]
+	key, alt := o.tenantKeyOf(ob)
 	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return
@@ -579,7 +613,7 @@ func ObsPartition(ob *Obs, n int) int {
 		k, _ := ob.keyKey()
 		return routePartition(k, n)
 	}
-	k, _ := keyOf(kindPrefix, ob.prefixAddr())
+	k := keyHalf(kindPrefix, ob.prefixAddr())
 	return routePartition(k, n)
 }
 

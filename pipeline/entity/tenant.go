@@ -118,7 +118,7 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 		binary.LittleEndian.PutUint32(rec[offFailures:], binary.LittleEndian.Uint32(rec[offFailures:])+1)
 		if !usual {
 			DistinctAdd(rec[offDevices:offDevices+DistinctBytes], ob.Device)
-			k, _ := keyOf(kindPrefix, ob.prefixAddr())
+			k := keyHalf(kindPrefix, ob.prefixAddr())
 			nets := binary.LittleEndian.Uint32(rec[tOffNetworks:]) | 1<<((k*0x9e3779b97f4a7c15)>>59)
 			binary.LittleEndian.PutUint32(rec[tOffNetworks:], nets)
 			// A tenant's first window is learned, not judged: at a

@@ -282,3 +282,30 @@ func TestAuthOutageBlocksNoNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantKeyCache: an owner's cache of tenant keys (tenantKeyOf) returns
+// each tenant's own key while more tenants than it has slots interleave,
+// including ids that differ only in their last byte or in length, with other
+// bytes past the id in the observation.
+func TestTenantKeyCache(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	ids := []string{"acme", "acmf", "acme-eu", "a", "b", "northstar", "sakura-iot", "hausnetz",
+		"maison-connectee", "northstar-eu", "northstar-us", "x" + strings.Repeat("y", MaxKeyText-2) + "z", "xx", "xyz"}
+	for round := range 3 {
+		for i := range ids {
+			id := ids[i] // every id, forwards and then backwards
+			if round%2 == 1 {
+				id = ids[len(ids)-1-i]
+			}
+			var ob Obs
+			for j := range ob.Key {
+				ob.Key[j] = byte('a' + (i+j)%26) // bytes past KeyLen are not the tenant's
+			}
+			ob.KeyLen = uint8(copy(ob.Key[:], id))
+			wk, wa := ob.tenantKey()
+			if k, a := o.tenantKeyOf(&ob); k != wk || a != wa {
+				t.Fatalf("round %d: the cached key of tenant %q is another tenant's", round, id)
+			}
+		}
+	}
+}

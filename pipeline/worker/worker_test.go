@@ -188,6 +188,62 @@ func benchEventPath(b *testing.B, entities bool) {
 	}
 }
 
+// BenchmarkEntityStage is the entity stage of BenchmarkEventPathEntities
+// alone: the same fleet's observations (taken once, before the timer), their
+// owner (entity.Shard, of two) and the owners judging them, replayed as that
+// benchmark replays its lines (event times shifted 48h a pass). Without the
+// device path in between, the entity tables stay in the caches: it is the
+// stage's own work, a floor under the end-to-end difference.
+func BenchmarkEntityStage(b *testing.B) {
+	for _, devices := range []int{2000, 20000} {
+		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+			var obs []entity.Obs
+			var dec schemas.Decoder
+			var ev schemas.Event
+			for i, l := range sampleLines(b, devices, 200000) {
+				if err := dec.Decode(l, uint64(i), 0, 0, &ev); err != nil {
+					b.Fatal(err)
+				}
+				if ob, ok := entity.ObsOf(&ev); ok {
+					obs = append(obs, ob)
+				}
+			}
+			var owners []*entity.Owner
+			for range 2 {
+				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				o, err := entity.NewOwner(entity.Config{}, 2, eng)
+				if err != nil {
+					b.Fatal(err)
+				}
+				owners = append(owners, o)
+			}
+			emit := func(*schemas.Alert, *schemas.Decision) {}
+			i, shift := 0, int64(0)
+			step := func() {
+				if i == len(obs) {
+					i, shift = 0, shift+int64(48*time.Hour)
+				}
+				ob := obs[i]
+				ob.Time += shift
+				owners[entity.Shard(&ob, len(owners))].Observe(&ob, emit)
+				i++
+			}
+			for range len(obs) {
+				step()
+			}
+			b.ReportAllocs()
+			cpu := threadcpu.Start()
+			for b.Loop() {
+				step()
+			}
+			cpu.Report(b)
+		})
+	}
+}
+
 // TestRedeliveryIsNotLearnedTwice checks exactly-once learning: an event at or
 // before the stream position a record has learned up to is scored, but leaves
 // the record and the class table as they were; Learn teaches like Process.
