@@ -114,9 +114,9 @@
 // is not judged against a baseline that has seen none.
 // A run that began before the device's warm-up is not judged until the
 // device graduates or it or its class remembers a session (sessionKnown).
-// A device with no session of its own that leans on its class's memory has
-// its run judged against a class session, not only against its baseline
-// (classSessionRun).
+// A device with no session of its own, or a memory whose margin is below
+// its class's sessions, that leans on its class's memory has its run judged
+// against a class session, not only against its baseline (classSessionRun).
 package volume
 
 import (
@@ -523,8 +523,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"1.5x the remembered ratio (a short window: the larger of the short and the run ratios, as a run at R times the baseline fills a short window R times over) while the open episode is at most 3x the remembered length, so a camera's clips or " +
 	"a vehicle's trips alert at most the first time and a flood, longer than any session, is still flagged; a device " +
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
-	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length); a device with no memory of its own " +
-	"leaning on its class's also needs its run's Poisson tail below 1e-6 against a class session (the class's run ratio times " +
+	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length); a device with no memory of its own, " +
+	"or one whose 1.5x margin is still below its class's run ratio (a young memory), leaning on its class's also needs its run's Poisson tail below 1e-6 against a class session (the class's run ratio times " +
 	"the expected count), as a handful of requests does not know its ratio. An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +

@@ -312,3 +312,62 @@ func TestFirstSessionAgainstClass(t *testing.T) {
 		t.Errorf("a run at 3x the class's remembered sessions over 40 requests: no rate spike; want it flagged")
 	}
 }
+
+// TestYoungMemoryAgainstClass: a graduated vehicle parked at one request
+// every 5 minutes remembers one trip of its own at 10 times its baseline
+// (a memory measured against a baseline that had learned part of the
+// trip), while its class's vehicles remember trips at 20 times theirs. The
+// next trip's start, a request every 7 s for 12 requests (40 times the
+// parked rate), is 2.7 times the device's memory by its ratio, but 12
+// requests where a class session sends about 5 are no evidence against a
+// session: not flagged (field seed 1's rov-000106; flagged before f2). A
+// device whose own memory's margin covers the class's sessions (14 times,
+// margin 21, class 16) is judged by its own margin as before and the same
+// trip is flagged; so is a flood at a trip's start (a request a second for
+// 40 requests) with the young memory and the class's.
+func TestYoungMemoryAgainstClass(t *testing.T) {
+	run := func(fleet detectors.Fleet, own float64, gap int64, count int) (spikes int) {
+		var ev schemas.Event
+		ev.SetDevice([]byte("acme"), []byte("rov-4"))
+		ev.SetClass([]byte("vehicle/x"))
+		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
+		ev.Status, ev.Auth = 200, schemas.AuthOK
+		rec := make([]byte, StateSize)
+		var d Detector
+		tm := int64(1736121600e9)
+		for i := range 150 + count {
+			step := int64(300e9)
+			if i >= 150 {
+				step = gap
+			}
+			if i == 150 {
+				// The device's own memory: one trip at own times its
+				// baseline, 30 events long.
+				var s state
+				s.load(rec)
+				s.burstRun, s.burstLen = own, 30
+				s.store(rec)
+			}
+			tm += step
+			ev.Time = tm
+			f := d.Observe(&ev, rec, fleet)
+			if i < 150 && f.Reason != schemas.ReasonNone {
+				t.Fatalf("parked request %d: finding %q; want none", i, f.Reason)
+			}
+			if f.Reason == ReasonRateSpike && f.Score > 0 {
+				spikes++
+			}
+		}
+		return spikes
+	}
+	table := detectors.NewClassTable(1024, 1024)
+	if n := run(burster{table, 0, 20, 40}, 10, 7e9, 12); n != 0 {
+		t.Errorf("a trip's start at 4x a young memory of 10x, class at 20x: %d rate spikes; want none", n)
+	}
+	if n := run(burster{table, 0, 16, 40}, 14, 7e9, 12); n == 0 {
+		t.Errorf("the same trip, own memory 14x covering the class's 16x: no rate spike; want it flagged")
+	}
+	if n := run(burster{table, 0, 20, 40}, 10, 1e9, 40); n == 0 {
+		t.Errorf("a flood at a trip's start (a request a second), young memory 10x, class 20x: no rate spike; want it flagged")
+	}
+}
