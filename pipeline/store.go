@@ -750,6 +750,10 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		}
 		p.skip = skip
 		defer func() { p.skip = nil }()
+		// What the previous owner stored of the events judged again is
+		// not written again (written.go).
+		p.lookUpWritten(ctx, part, filters, from+1, upTo, pos)
+		defer p.written.clearEvents()
 		if cerr := p.catchUpRange(ctx, filters, from+1, upTo, false); cerr != nil {
 			// The messages after from that come again are judged then.
 			return errors.Join(err, fmt.Errorf("cannot catch up partition %d: %w", part, cerr))
