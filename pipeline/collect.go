@@ -79,21 +79,34 @@ func (p *Pipeline) collect() {
 	//
 	// An alert or decision a partition's previous owner stored already
 	// (written.go) is published again (its id makes the copy a duplicate
-	// the server drops), not stored again.
+	// the server drops), not stored again. An event whose row the previous
+	// owner stored (it.written) keeps the previous owner's judgement: an
+	// alert or decision its judging again raised that the previous owner
+	// did not store is dropped (counted), never invented.
 	out := func(it *item) {
 		var j pubJob
 		if it.alert != nil {
-			j.alerts = []schemas.Alert{*it.alert}
 			stored := p.written.take(it.alert.ID, false)
+			if it.written && !stored {
+				p.M.CatchUpDropped.Add(1)
+				it.alert, it.dec = nil, nil
+				return
+			}
+			j.alerts = []schemas.Alert{*it.alert}
 			if !stored {
 				alerts = append(alerts, *it.alert)
 			}
 			group(it.alert, it.dec, stored)
 		}
 		if it.dec != nil {
-			j.decisions = []schemas.Decision{*it.dec}
-			if !p.written.take(it.dec.ID, true) {
-				decisions = append(decisions, *it.dec)
+			stored := p.written.take(it.dec.ID, true)
+			if it.written && !stored {
+				p.M.CatchUpDropped.Add(1)
+			} else {
+				j.decisions = []schemas.Decision{*it.dec}
+				if !stored {
+					decisions = append(decisions, *it.dec)
+				}
 			}
 		}
 		publish(j)

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -27,12 +29,21 @@ import (
 // writtenChunk ids) which of their scored rows, alerts and decisions are
 // stored; the catch-up then judges those events with their rows, alert
 // rows, decision rows and incident updates left out (writtenResults).
-// Alerts and decisions are published to NATS again: a row stored says
-// nothing about its alert's publication (the publisher and the flusher run
-// apart), and their ids are derived from the event's identity and
-// findings, so a copy within the streams' duplicate window is dropped by
-// the server (Nats-Msg-Id) and the bucket of active blocks is left alone
-// when it holds the decision already (sink.NATSPublisher).
+// Stored alerts and decisions are published to NATS again: a row stored
+// says nothing about its alert's publication (the publisher and the
+// flusher run apart), and their ids are derived from the event's identity
+// and findings, so a copy within the streams' duplicate window is dropped
+// by the server (Nats-Msg-Id) and the bucket of active blocks is left
+// alone when it holds the decision already (sink.NATSPublisher).
+//
+// An event whose row is stored keeps the previous owner's judgement: an
+// alert or decision that judging it again raises and that the previous
+// owner did not store is dropped and counted (Metrics.CatchUpDropped), not
+// invented. Judged again against what does not move with a partition (the
+// new owner's class statistics and calibration, see Handover), an event
+// near a threshold can come out differently. (The flusher stores a job's
+// rows before its alerts and decisions: an owner killed between the two
+// leaves alerts it published without their rows, and those stay unstored.)
 //
 // When the lookup fails (ClickHouse unreachable at the takeover), the
 // catch-up writes everything again, as before: rows with the same ids,
@@ -156,42 +167,43 @@ func (s *eventSpan) Done(ok bool) {
 // lookUpWritten reads the messages of the catch-up range (filters, from
 // from to upTo) once, collects the events of device partition part after
 // pos (those the catch-up judges), and adds to p.written the results the
-// row writer has stored of them. It reports how many events it looked up;
-// when the row writer cannot say (no WrittenReader, NATS or ClickHouse
-// unreachable), they are written again, counted and logged.
-func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string, from, upTo, pos uint64) {
+// row writer has stored of them. It returns how many events it collected;
+// an error when the row writer cannot say (no WrittenReader, NATS or
+// ClickHouse unreachable): then nothing is added.
+func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string, from, upTo, pos uint64) (int, error) {
 	wr, ok := p.rows.(WrittenReader)
-	if !ok || upTo < max(from, pos+1) {
-		return
+	if !ok {
+		return 0, errors.New("the row writer cannot tell what is stored")
+	}
+	if upTo < max(from, pos+1) {
+		return 0, nil
 	}
 	span := &eventSpan{from: math.MaxInt64, to: math.MinInt64, keep: func(ev *schemas.Event) bool {
 		return schemas.PartitionOf(ev.DeviceAlt, p.cfg.Partitions) == part
 	}}
 	start := time.Now()
 	n, err := p.readRange(ctx, filters, max(from, pos+1), upTo, span)
-	if err == nil && len(span.ids) > 0 {
-		var got Written
-		for i := 0; i < len(span.ids) && err == nil; i += writtenChunk {
-			var g Written
-			if g, err = wr.Written(ctx, span.ids[i:min(i+writtenChunk, len(span.ids))], span.from, span.to); err == nil {
-				got.Events = append(got.Events, g.Events...)
-				got.Alerts = append(got.Alerts, g.Alerts...)
-				got.Decisions = append(got.Decisions, g.Decisions...)
-			}
-		}
-		if err == nil {
-			p.written.add(got)
-			p.log.Info("caught-up events stored already: judged without writing them again", "partition", part, "events", len(span.ids),
-				"stored_rows", len(got.Events), "stored_alerts", len(got.Alerts), "stored_decisions", len(got.Decisions),
-				"messages", n, "seconds", time.Since(start).Seconds())
-			return
-		}
-	}
 	if err != nil {
-		p.M.CatchUpUnchecked.Add(uint64(len(span.ids)))
-		p.log.Warn("cannot tell which caught-up events are stored already: their results are written again (FINAL collapses the copies)",
-			"partition", part, "from_seq", max(from, pos+1), "to_seq", upTo, "events", len(span.ids), "err", err)
+		return len(span.ids), fmt.Errorf("cannot read the catch-up's events: %w", err)
 	}
+	var got Written
+	for i := 0; i < len(span.ids); i += writtenChunk {
+		g, err := wr.Written(ctx, span.ids[i:min(i+writtenChunk, len(span.ids))], span.from, span.to)
+		if err != nil {
+			return len(span.ids), err
+		}
+		got.Events = append(got.Events, g.Events...)
+		got.Alerts = append(got.Alerts, g.Alerts...)
+		got.Decisions = append(got.Decisions, g.Decisions...)
+	}
+	p.written.add(got)
+	if len(span.ids) == 0 {
+		return 0, nil
+	}
+	p.log.Info("caught-up events stored already: judged without writing them again", "partition", part, "events", len(span.ids),
+		"stored_rows", len(got.Events), "stored_alerts", len(got.Alerts), "stored_decisions", len(got.Decisions),
+		"messages", n, "seconds", time.Since(start).Seconds())
+	return len(span.ids), nil
 }
 
 // readRange decodes the messages of Config.Stream on filters from sequence

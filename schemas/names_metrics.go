@@ -56,6 +56,10 @@ const (
 	// again).
 	MetricCatchUpStored    = "iotwatch_events_caught_up_stored_total"
 	MetricCatchUpUnchecked = "iotwatch_events_caught_up_unchecked_total"
+	// MetricCatchUpDropped counts the alerts and decisions a catch-up
+	// raised again for stored events that the previous owner had not
+	// stored: dropped, never invented.
+	MetricCatchUpDropped = "iotwatch_caught_up_results_dropped_total"
 	// MetricRedeliveredDone counts redelivered messages acked without being
 	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"
