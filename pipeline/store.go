@@ -739,6 +739,7 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		// not written again (written.go).
 		looked := false
 		if learn {
+			p.log.Info("learning a never-saved partition from the stream's start", "partition", part, "ack_floor", acked, "to_seq", upTo)
 			if n, lerr := p.lookUpWritten(ctx, part, filters, 1, upTo, 0); lerr == nil {
 				pos, looked = 0, true
 			} else {

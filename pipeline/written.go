@@ -182,6 +182,8 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 		return schemas.PartitionOf(ev.DeviceAlt, p.cfg.Partitions) == part
 	}}
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, lookUpTimeout)
+	defer cancel()
 	n, err := p.readRange(ctx, filters, max(from, pos+1), upTo, span)
 	if err != nil {
 		return len(span.ids), fmt.Errorf("cannot read the catch-up's events: %w", err)
@@ -206,6 +208,14 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 	return len(span.ids), nil
 }
 
+// lookUpTimeout bounds a takeover's look-up of what is stored: past it,
+// the catch-up writes its results again (counted).
+const lookUpTimeout = 2 * time.Minute
+
+// maxEmptyFetches bounds the empty fetches in a row readRange accepts while
+// the server says messages are pending (a stream whose leader just died).
+const maxEmptyFetches = 30
+
 // readRange decodes the messages of Config.Stream on filters from sequence
 // from to upTo into out, without dispatching anything; it returns how many
 // messages it read.
@@ -215,7 +225,7 @@ func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo u
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	n, empty := 0, 0
 	var seq uint64
 	for seq < upTo && ctx.Err() == nil {
 		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
@@ -248,14 +258,19 @@ func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo u
 			}
 			p.dec.ClearLetters()
 		}
-		if got == 0 {
-			info, err := oc.Info(ctx)
-			if err != nil {
-				return n, err
-			}
-			if info.NumPending == 0 {
-				break
-			}
+		if got > 0 {
+			empty = 0
+			continue
+		}
+		info, err := oc.Info(ctx)
+		if err != nil {
+			return n, err
+		}
+		if info.NumPending == 0 {
+			break
+		}
+		if empty++; empty >= maxEmptyFetches {
+			return n, fmt.Errorf("%d empty fetches after sequence %d with %d messages pending", empty, seq, info.NumPending)
 		}
 	}
 	return n, ctx.Err()
