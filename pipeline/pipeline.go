@@ -360,7 +360,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot drain pipeline: %w", err)
 	}
 	if p.checkpointing() {
-		if err := p.saveCheckpoint(); err != nil {
+		if err := p.saveCheckpoint(storeTimeout); err != nil {
 			return fmt.Errorf("cannot save checkpoint after draining: %w", err)
 		}
 	}
