@@ -44,7 +44,10 @@ func (p *Pipeline) collect() {
 		}
 	}
 	grouper.OnRetire(pending) // a merged or renamed id's retirement is stored and published as its updates are
-	group := func(a *schemas.Alert, dec *schemas.Decision) {
+	// group adds an alert to its incident; stored: the alert is stored
+	// already (a partition's previous owner's, written.go), and so is the
+	// incident update it made.
+	group := func(a *schemas.Alert, dec *schemas.Decision, stored bool) {
 		decID := ""
 		if dec != nil && dec.AlertID == a.ID {
 			decID = dec.ID
@@ -53,7 +56,9 @@ func (p *Pipeline) collect() {
 		if inc == nil {
 			return
 		}
-		pending(inc)
+		if !stored {
+			pending(inc)
+		}
 		st := grouper.Stats()
 		p.M.IncidentsOpened.Store(st.Opened)
 		p.M.IncidentsEvicted.Store(st.Evicted)
@@ -71,16 +76,38 @@ func (p *Pipeline) collect() {
 	// entity's (it.noRow), joins its incident: the grouping does not depend
 	// on the order in which the workers' and the entity owners' alerts
 	// arrive here (pipeline/incident).
+	//
+	// An alert or decision a partition's previous owner stored already
+	// (written.go) is published again (its id makes the copy a duplicate
+	// the server drops), not stored again. An event whose row the previous
+	// owner stored (it.written) keeps the previous owner's judgement: an
+	// alert or decision its judging again raised that the previous owner
+	// did not store is dropped (counted), never invented.
 	out := func(it *item) {
 		var j pubJob
 		if it.alert != nil {
+			stored := p.written.take(it.alert.ID, false)
+			if it.written && !stored {
+				p.M.CatchUpDropped.Add(1)
+				it.alert, it.dec = nil, nil
+				return
+			}
 			j.alerts = []schemas.Alert{*it.alert}
-			alerts = append(alerts, *it.alert)
-			group(it.alert, it.dec)
+			if !stored {
+				alerts = append(alerts, *it.alert)
+			}
+			group(it.alert, it.dec, stored)
 		}
 		if it.dec != nil {
-			j.decisions = []schemas.Decision{*it.dec}
-			decisions = append(decisions, *it.dec)
+			stored := p.written.take(it.dec.ID, true)
+			if it.written && !stored {
+				p.M.CatchUpDropped.Add(1)
+			} else {
+				j.decisions = []schemas.Decision{*it.dec}
+				if !stored {
+					decisions = append(decisions, *it.dec)
+				}
+			}
 		}
 		publish(j)
 	}
@@ -89,7 +116,7 @@ func (p *Pipeline) collect() {
 			publish(pubJob{alerts: fleet})
 			alerts = append(alerts, fleet...)
 			for i := range fleet {
-				group(&fleet[i], nil)
+				group(&fleet[i], nil, false)
 			}
 		}
 		if len(incidents) > 0 {
@@ -141,7 +168,11 @@ func (p *Pipeline) collect() {
 				out(it)
 				continue
 			}
-			rows.Append(&it.ev, &it.sc)
+			if it.written {
+				p.M.CatchUpStored.Add(1) // its row is stored already
+			} else {
+				rows.Append(&it.ev, &it.sc)
+			}
 			if !it.swept {
 				p.M.Events.Add(1)
 			}

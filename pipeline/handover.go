@@ -22,7 +22,11 @@ import (
 //
 // A clean stop saves the owned partitions with the drain's checkpoint; a
 // crash saves nothing, and the next owner restores the last periodic save
-// (Config.CheckpointEvery) and catches up from its position. An owner
+// (Config.CheckpointEvery) and catches up from its position: the events the
+// crashed owner stored after that save are judged again so that the
+// records learn them, but their rows, stored alerts and decisions and
+// incident updates are not written again (written.go; written again, and
+// counted, when ClickHouse cannot say at the takeover). An owner
 // fenced off after a stall (partition's package doc) gets Lost too, possibly
 // after the next owner restored and saved: its save is skipped when the
 // stored object is further on than its own position.

@@ -202,6 +202,7 @@ func (s *shardEvents) Done(ok bool) {
 		ob, hasEntity = entity.ObsOf(&it.ev)
 		kob, hasKey = entity.KeyObsOf(&it.ev)
 	}
+	it.written = false
 	if sk := s.p.skip; sk != nil {
 		// A catch-up after a restore of partitions at different positions:
 		// what a partition's state holds already is not judged again.
@@ -210,6 +211,10 @@ func (s *shardEvents) Done(ok bool) {
 		if !sk.device(it.ev.DeviceAlt, s.seq) {
 			s.p.free <- it
 			it = nil
+		} else {
+			// Stored by the partition's previous owner: judged to learn
+			// from it, not written again.
+			it.written = s.p.written.event(it.ev.ID)
 		}
 	}
 	if it != nil {

@@ -49,6 +49,14 @@ type Metrics struct {
 	EntityEvictions, EntityExpired atomic.Uint64
 	Relearned                      atomic.Uint64 // events at or before their record's position: scored for the row, not learned, no alert or decision
 	CaughtUp                       atomic.Uint64 // events judged again at start, after the checkpoint's position
+	// CatchUpStored counts the events a partition's catch-up judged again
+	// whose rows its previous owner had stored: not written again
+	// (written.go). CatchUpUnchecked counts those it judged again without
+	// knowing (ClickHouse unreachable at the takeover): written again.
+	// CatchUpDropped counts the alerts and decisions the judging again of
+	// such stored events raised that the previous owner had not stored:
+	// dropped (the previous owner's judgement stands).
+	CatchUpStored, CatchUpUnchecked, CatchUpDropped atomic.Uint64
 	// RedeliveredDone counts redelivered messages acked without being
 	// judged again: after a restart, those whose results were durable
 	// already; in a run, those it had dispatched already (an ack lost or late).
@@ -133,6 +141,9 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricStateEntityExpired, "Entity records reclaimed after the idle TTL.", m.EntityExpired.Load())
 	counter(schemas.MetricRedelivered, "Events at or before their record's learned position (redelivered): scored for their row, not learned twice, no alert or decision.", m.Relearned.Load())
 	counter(schemas.MetricCaughtUp, "Events judged again at start, after the checkpoint's stream position (what a crash lost).", m.CaughtUp.Load())
+	counter(schemas.MetricCatchUpStored, "Events a partition's catch-up judged again whose rows the previous owner had stored: not written again.", m.CatchUpStored.Load())
+	counter(schemas.MetricCatchUpDropped, "Alerts and decisions a partition's catch-up raised for events the previous owner had stored, that it had not stored: dropped.", m.CatchUpDropped.Load())
+	counter(schemas.MetricCatchUpUnchecked, "Events a partition's catch-up judged again without knowing whether the previous owner had stored them (ClickHouse unreachable): written again.", m.CatchUpUnchecked.Load())
 	counter(schemas.MetricRedeliveredDone, "Redelivered messages acked without being judged again: dispatched already in this run, or durable before a restart.", m.RedeliveredDone.Load())
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())

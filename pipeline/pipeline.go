@@ -77,6 +77,9 @@ type item struct {
 	// noRow: an entity owner's alert or decision, with no event row (not
 	// from the free list either).
 	noRow bool
+	// written: a caught-up event whose row a partition's previous owner
+	// stored already (written.go): judged, its row not written again.
+	written bool
 }
 
 // entityItem carries an event's entity observation to its owner by value
@@ -185,6 +188,9 @@ type Pipeline struct {
 	// collector left it when it ended: what a checkpoint saves.
 	grouper       *incident.Grouper
 	incidentState []byte
+	// written holds the results a partition's previous owner stored of
+	// the events a takeover's catch-up judges again (written.go).
+	written writtenResults
 }
 
 // New checks cfg and builds the workers. cons is the durable pull consumer on
@@ -354,7 +360,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot drain pipeline: %w", err)
 	}
 	if p.checkpointing() {
-		if err := p.saveCheckpoint(); err != nil {
+		if err := p.saveCheckpoint(storeTimeout); err != nil {
 			return fmt.Errorf("cannot save checkpoint after draining: %w", err)
 		}
 	}

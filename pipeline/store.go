@@ -647,7 +647,15 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 // start judges, against the empty state, the messages after the consumer's
 // ack floor (every message at or below it was judged by a previous owner,
 // with its results durable) up to upTo; without the consumer's state, none
-// up to upTo is judged again.
+// up to upTo is judged again. When the ack floor is past 0 (a previous
+// owner judged messages and never saved: killed before its first save)
+// and the row writer can tell what is stored (WrittenReader), it judges
+// instead every message of the partition the stream holds up to upTo, so
+// that the records learn what the previous owner's did, without writing
+// again what is stored (written.go).
+//
+// Before the catch-up, the results the previous owner stored of the events
+// it judges again are looked up (written.go): they are not written again.
 // It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
@@ -689,6 +697,7 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		name := p.objectName(schemas.CheckpointDevicesObject(part))
 		// pos is the position the restored devices' state covers.
 		var pos uint64
+		learn := false // a cold start that learns what a previous owner judged
 		switch {
 		case err == nil:
 			pos = m.StreamSeq
@@ -710,7 +719,33 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		default:
 			// Every message at or below the ack floor has its results;
 			// those after it are judged again against the empty state.
+			// A previous owner that judged some and never saved (killed
+			// before its first save) leaves them to be learned from the
+			// stream's start, their stored results not written again.
 			pos = min(acked, upTo)
+			learn = acked > 0
+		}
+		if p.cfg.Stream == nil || upTo <= min(pos, entSeq) && !learn {
+			learn = false
+		}
+		var filters []string
+		if learn || upTo > min(pos, entSeq) && p.cfg.Stream != nil {
+			var ferr error
+			if filters, ferr = p.partitionSubjects(ctx, part); ferr != nil {
+				return errors.Join(err, ferr)
+			}
+		}
+		// What the previous owner stored of the events judged again is
+		// not written again (written.go).
+		looked := false
+		if learn {
+			p.log.Info("learning a never-saved partition from the stream's start", "partition", part, "ack_floor", acked, "to_seq", upTo)
+			if n, lerr := p.lookUpWritten(ctx, part, filters, 1, upTo, 0); lerr == nil {
+				pos, looked = 0, true
+			} else {
+				p.log.Warn("cannot tell which of a never-saved partition's events are stored: cold start from its ack floor",
+					"partition", part, "ack_floor", acked, "events", n, "err", lerr)
+			}
 		}
 		if errors.Is(err, ErrNoCheckpointObject) {
 			p.log.Info("no checkpoint of the partition: cold start of the partition", "partition", part, "checkpoint", name, "from_seq", pos+1)
@@ -732,10 +767,6 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		if p.cfg.Stream == nil {
 			return err
 		}
-		filters, ferr := p.partitionSubjects(ctx, part)
-		if ferr != nil {
-			return errors.Join(err, ferr)
-		}
 		skip := &catchSkip{devices: make([]uint64, p.cfg.Partitions)}
 		for i := range skip.devices {
 			skip.devices[i] = math.MaxUint64
@@ -750,6 +781,14 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		}
 		p.skip = skip
 		defer func() { p.skip = nil }()
+		if !looked {
+			if n, lerr := p.lookUpWritten(ctx, part, filters, from+1, upTo, pos); lerr != nil {
+				p.M.CatchUpUnchecked.Add(uint64(n))
+				p.log.Warn("cannot tell which caught-up events are stored already: their results are written again (FINAL collapses the copies)",
+					"partition", part, "from_seq", pos+1, "to_seq", upTo, "events", n, "err", lerr)
+			}
+		}
+		defer p.written.clearEvents()
 		if cerr := p.catchUpRange(ctx, filters, from+1, upTo, false); cerr != nil {
 			// The messages after from that come again are judged then.
 			return errors.Join(err, fmt.Errorf("cannot catch up partition %d: %w", part, cerr))

@@ -73,7 +73,7 @@ func BenchmarkCheckpointStore(b *testing.B) {
 	b.Run("save/file", func(b *testing.B) {
 		defer cpuPerOp(b)()
 		for b.Loop() {
-			if err := f.saveCheckpoint(); err != nil {
+			if err := f.saveCheckpoint(storeTimeout); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -50,6 +50,16 @@ const (
 	MetricStateExpired         = "iotwatch_state_expired_total"
 	MetricRedelivered          = "iotwatch_events_redelivered_total" // scored for the row, not learned twice, no alert
 	MetricCaughtUp             = "iotwatch_events_caught_up_total"   // judged again at start after a crash
+	// MetricCatchUpStored and MetricCatchUpUnchecked count the events a
+	// partition's catch-up judged again whose rows the previous owner had
+	// stored (not written again), and those it could not check (written
+	// again).
+	MetricCatchUpStored    = "iotwatch_events_caught_up_stored_total"
+	MetricCatchUpUnchecked = "iotwatch_events_caught_up_unchecked_total"
+	// MetricCatchUpDropped counts the alerts and decisions a catch-up
+	// raised again for stored events that the previous owner had not
+	// stored: dropped, never invented.
+	MetricCatchUpDropped = "iotwatch_caught_up_results_dropped_total"
 	// MetricRedeliveredDone counts redelivered messages acked without being
 	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"

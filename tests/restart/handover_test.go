@@ -46,6 +46,9 @@ type handoverRig struct {
 	// flush took more than 10 s), short for the crash, whose drain cannot
 	// finish (its inserts hang).
 	drainTimeout time.Duration
+	// wrapStore, when set, wraps the checkpoint store of the next scorer
+	// started (a test's faults).
+	wrapStore func(jetstream.ObjectStore) jetstream.ObjectStore
 }
 
 // handoverPinnedTTL is long enough that a scorer stalled by -race on a
@@ -145,6 +148,9 @@ func (r *handoverRig) startOn(t *testing.T, plain bool, js jetstream.JetStream, 
 	store, err := js.ObjectStore(ctx, schemas.BucketCheckpoints)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.wrapStore != nil {
+		store, r.wrapStore = r.wrapStore(store), nil
 	}
 	cfg := pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond, CheckpointStore: store,
 		PartitionOwnership: true, Partitions: 8, Stream: events, CheckpointEvery: r.checkpointEvery, DrainTimeout: r.drainTimeout}

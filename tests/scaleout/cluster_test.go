@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,20 +60,21 @@ const (
 //   - the alerts and decisions are those of one instance scoring the same
 //     input: identical ids and count.
 //
-// Opt-in (IOTWATCH_CLUSTER=1): it fails on main (2026-12-07). The stall c1
-// found (a survivor releasing a partition for balance waited for ever for
-// the killed scorer's unacked messages, which are redelivered only to a
-// pull) is fixed in pipeline/partition, and state now moves with the
-// partitions. The last run completed in 80 s: nothing lost (51,400 FINAL =
-// distinct ids), decisions identical, one owner at a time (16 runs of one
-// scorer for 16 acquisitions), but 13,804 events inserted by two instances
-// (the killed scorer wrote them after its last checkpoint; its successor
-// restores that checkpoint and judges them again, writing rows with the
-// same ids) and 26 alerts for the one-instance run's 25 (1 extra). See
-// bench/RESULTS.md, c1, and the lead's note.
+// Opt-in (IOTWATCH_CLUSTER=1): it fails on main (2026-12-07). Rows are
+// now exact: a partition's new owner learns from what the killed scorer
+// stored after its last checkpoint (or, never saved, from the stream's
+// start) without writing it again (pipeline/written.go), and in 6 runs
+// after that change no event was inserted twice (51,400 rows inserted =
+// FINAL = distinct ids). What still fails (bench/RESULTS.md, s1): alerts
+// differ in 3 of 4 completed runs after the last fix (3-4 of 25, every
+// time one vehicle's alerts, with reason new_class_command in the
+// one-instance run only, and in one run the decision on one of them: the
+// class statistics span partitions, and the scorers' partitions run at
+// their own pace), a scorer acquired no partition in one run (balance),
+// and runs stalled (one before the periodic save was bounded).
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("fails on main: after a scorer kill its successor judges again, and writes again, the events the killed scorer wrote after its last checkpoint; one alert differs (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails on main: alerts that depend on class statistics differ from one instance's (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
@@ -155,13 +157,14 @@ func TestClusterKills(t *testing.T) {
 		return sum
 	}
 	// One scorer is killed while it scores: it owns partitions and has
-	// scored some of their events, and the fleet's first part is not all
-	// scored yet.
+	// stored rows of some of their events. (Killed when it had scored
+	// events but stored none, in one run: its successors stored them
+	// all, and the check that every scorer has rows failed.)
 	var victim *scorer
 	waitUntil(t, ctx, "a scorer scoring", func() (bool, string) {
 		alive(t, scorers...)
 		for _, s := range scorers {
-			if s.metric(schemas.MetricPartitionsOwned, "") > 0 && s.metric(schemas.MetricEventsIngested, "") > 0 {
+			if s.metric(schemas.MetricPartitionsOwned, "") > 0 && s.metric(schemas.MetricRowsWritten, "") > 0 {
 				victim = s
 				return true, ""
 			}
@@ -246,6 +249,43 @@ func TestClusterKills(t *testing.T) {
 	}
 	testids.Compare(t, "alerts in ClickHouse", "with three instances and the kills", got.alerts, want.alerts)
 	testids.Compare(t, "decisions in ClickHouse", "with three instances and the kills", got.decisions, want.decisions)
+	if extra, missing := idsNotIn(got.alerts, want.alerts), idsNotIn(want.alerts, got.alerts); len(extra)+len(missing) > 0 {
+		logAlerts(t, conn, db, "not in the one-instance run", extra)
+		logAlerts(t, conn, "scaleout_one", "missing", missing)
+	}
+}
+
+// idsNotIn returns the ids of a not in b.
+func idsNotIn(a, b []string) []string {
+	var out []string
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// logAlerts logs what tells alerts apart (device, time, severity, reasons,
+// the events' scorers) for an analysis of a difference.
+func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		var device, at, sev, reasons, scorer string
+		var last uint64
+		q := fmt.Sprintf("SELECT %s, toString(%s), %s, arrayStringConcat(%s, ','), %s FROM %s.%s WHERE %s = %s LIMIT 1",
+			schemas.ColDevice, schemas.ColTime, schemas.ColSeverity, schemas.ColReasons, schemas.ColLastEventID,
+			schemas.QuoteIdent(db), schemas.TableAlerts, schemas.ColID, schemas.QuoteString(id))
+		if err := conn.QueryRow(context.Background(), q).Scan(&device, &at, &sev, &reasons, &last); err != nil {
+			t.Logf("alert %s (%s): %v", id, what, err)
+			continue
+		}
+		q = fmt.Sprintf("SELECT %s FROM %s.%s WHERE %s = %d LIMIT 1", schemas.ColScorer, schemas.QuoteIdent(db), schemas.TableScored, schemas.ColEventID, last)
+		if err := conn.QueryRow(context.Background(), q).Scan(&scorer); err != nil {
+			scorer = err.Error()
+		}
+		t.Logf("alert %s (%s): device %s at %s, %s, reasons %s, last event %d scored by %s", id, what, device, at, sev, reasons, last, scorer)
+	}
 }
 
 // clusterOutcome is what a run left in ClickHouse and NATS.

@@ -1,0 +1,276 @@
+package restart_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotwatch/iotwatch/internal/pipetest"
+	"github.com/iotwatch/iotwatch/internal/testids"
+	"github.com/iotwatch/iotwatch/pipeline"
+	"github.com/iotwatch/iotwatch/pipeline/bus"
+	"github.com/iotwatch/iotwatch/pipeline/sink"
+	"github.com/iotwatch/iotwatch/schemas"
+)
+
+// TestTakeoverDoesNotWriteAgain: a partition owner that stored results
+// after its last checkpoint and was then killed leaves them to its
+// successor, which restores that checkpoint and judges those events again
+// (to learn what they taught the killed owner's records) without writing
+// them again: every event row, alert row and decision row is written once
+// in all (counted through a non-replacing view of every insert, and by the
+// writers), and the alerts and decisions are the undisturbed run's.
+//
+// Before the fix, the successor wrote again every row, alert and decision
+// of the events after the checkpoint (in the 3-node cluster test, 13,804
+// and 1,433 events written by two instances).
+func TestTakeoverDoesNotWriteAgain(t *testing.T) { testTakeoverWrites(t, false, false) }
+
+// TestTakeoverWritesAgainWithoutClickHouse: as TestTakeoverDoesNotWriteAgain,
+// but the successor cannot ask ClickHouse which events are stored at the
+// takeover: it writes their results again (the same ids: FINAL and the
+// distinct ids are still exact), and counts them
+// (pipeline.Metrics.CatchUpUnchecked).
+func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites(t, true, false) }
+
+// TestTakeoverOfANeverSavedPartition: as TestTakeoverDoesNotWriteAgain, but
+// the killed owner never saved a checkpoint (killed before its first): the
+// successor learns the partitions from the stream's start, without writing
+// again what the killed owner stored. (Before, it cold-started from the
+// partitions' ack floors: in a run of the 3-node cluster test, whose
+// killed scorer had stored 17,100 events and saved nothing, 6 alerts of 25
+// were not the one-instance run's and 10 were missing.)
+func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, false, true) }
+
+func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
+	msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
+	handoverRuns++
+	const ackWait = 5 * time.Second
+
+	ref := newHandoverRig(t, fmt.Sprintf("takeover_ref_%d", handoverRuns), msgs, ackWait)
+	one := ref.start(t, true)
+	ref.waitDone(t, one)
+	one.stopClean(t)
+	want := ref.e.Outcome(t)
+	_, wantEvents, _ := ref.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+
+	// The fleet in thirds: a scores the first and saves a checkpoint after
+	// it; its checkpoints then fail (frozen) while it scores and stores the
+	// second, all of it acked; then it is killed. b takes every partition
+	// over, restores the checkpoint, catches up the second third, and
+	// scores the last.
+	third := len(msgs) / 3
+	r := newHandoverRig(t, fmt.Sprintf("takeover_%d", handoverRuns), msgs[:third], ackWait)
+	createInsertsView(t, r)
+	r.checkpointEvery = time.Second
+	r.drainTimeout = 10 * time.Second
+	var frozen, hang atomic.Bool
+	var globals atomic.Int64
+	frozen.Store(neverSaved)
+	r.wrapStore = func(s jetstream.ObjectStore) jetstream.ObjectStore {
+		return frozenStore{ObjectStore: s, frozen: &frozen, globals: &globals}
+	}
+	ncA, jsA, err := bus.Connect(context.Background(), r.e.JS.Conn().ConnectedUrl(), "killed scorer", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ncA.Close()
+	blocks, err := jsA.KeyValue(context.Background(), schemas.KVActiveBlocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowsA := &countingRows{ClickHouse: r.e.CH, hang: &hang}
+	a := r.startOn(t, false, jsA, rowsA, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
+	r.waitDone(t, a)
+	// A periodic save comes after a fetch, at most once a second: one
+	// message at a time until a save ends, then no more saves.
+	deadline := time.Now().Add(5 * time.Minute) // a hang bound
+	next := third
+	for saved := globals.Load(); !neverSaved && globals.Load() == saved; next++ {
+		if time.Now().After(deadline) || next == 2*third {
+			t.Fatalf("the first scorer saved no checkpoint (%d messages fed)", next-third)
+		}
+		r.ingest(t, msgs[next:next+1], next)
+		r.waitDone(t, a)
+		for wait := time.Now().Add(1500 * time.Millisecond); globals.Load() == saved && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond) // polling for the save; the next message makes one due
+		}
+	}
+	frozen.Store(true)
+	atCheckpoint := rowsA.scored.Load()
+	if neverSaved {
+		atCheckpoint = 0
+	}
+	r.ingest(t, msgs[next:2*third], next)
+	r.waitDone(t, a) // stored and acked, after the checkpoint
+	pastCheckpoint := rowsA.scored.Load() - atCheckpoint
+	hang.Store(true)
+	ncA.Close() // killed: no more acks, publishes, pulls or saves
+	a.crash()
+	a.stop()
+	<-a.done
+	a.h.Close()
+	if pastCheckpoint == 0 {
+		t.Fatal("the first scorer stored no row after its checkpoint: the test proves nothing")
+	}
+
+	r.ingest(t, msgs[2*third:], 2*third)
+	rowsB := &countingRows{ClickHouse: r.e.CH}
+	if neverSaved {
+		if _, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0)); err == nil {
+			t.Fatal("the first scorer saved a checkpoint: the test froze them from its start")
+		}
+	}
+	if lookupFails {
+		rowsB.lookupErr = errors.New("the test's ClickHouse is unreachable at the takeover")
+	}
+	b := r.startOn(t, false, r.e.JS, rowsB, r.e.Pub)
+	for len(b.c.Owned()) < 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second scorer owns only %v", b.c.Owned())
+		}
+		time.Sleep(5 * time.Millisecond) // polling ownership
+	}
+	r.waitDone(t, b)
+	b.stopClean(t)
+	got := r.e.Outcome(t)
+
+	inserted := r.query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s > 0", r.e.DB, insertsView, schemas.ColStreamSeq))
+	_, final, distinct := r.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+	stored, unchecked := b.p.M.CatchUpStored.Load(), b.p.M.CatchUpUnchecked.Load()
+	t.Logf("a stored %d rows after its checkpoint; b caught up %d events, %d of them stored already, %d unchecked; "+
+		"event rows inserted %d, FINAL %d, distinct %d (undisturbed %d); alert rows written a %d + b %d, decision rows a %d + b %d",
+		pastCheckpoint, b.p.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
+		rowsA.alerts.Load(), rowsB.alerts.Load(), rowsA.decisions.Load(), rowsB.decisions.Load())
+	if final != wantEvents || distinct != wantEvents {
+		t.Errorf("event rows: FINAL %d, distinct %d; want %d each", final, distinct, wantEvents)
+	}
+	if lookupFails {
+		if unchecked == 0 || stored != 0 {
+			t.Errorf("without ClickHouse at the takeover: %d events unchecked, %d left out as stored; want some unchecked, none left out", unchecked, stored)
+		}
+		if inserted <= wantEvents {
+			t.Errorf("without ClickHouse at the takeover: %d event rows inserted for %d events; want the caught-up ones written again", inserted, wantEvents)
+		}
+	} else {
+		if inserted != wantEvents {
+			t.Errorf("event rows inserted %d for %d events: %d written twice", inserted, wantEvents, inserted-wantEvents)
+		}
+		if stored == 0 || unchecked != 0 {
+			t.Errorf("b left out %d caught-up events as stored, %d unchecked; want some left out, none unchecked", stored, unchecked)
+		}
+		if n := rowsA.alerts.Load() + rowsB.alerts.Load(); n != int64(len(got.Alerts)) {
+			t.Errorf("alert rows written %d (a %d, b %d) for %d alerts", n, rowsA.alerts.Load(), rowsB.alerts.Load(), len(got.Alerts))
+		}
+		if n := rowsA.decisions.Load() + rowsB.decisions.Load(); n != int64(len(got.Decisions)) {
+			t.Errorf("decision rows written %d (a %d, b %d) for %d decisions", n, rowsA.decisions.Load(), rowsB.decisions.Load(), len(got.Decisions))
+		}
+	}
+	testids.Compare(t, "alerts", "after the takeover", got.Alerts, want.Alerts)
+	testids.Compare(t, "decisions", "after the takeover", got.Decisions, want.Decisions)
+	if len(want.Alerts) == 0 {
+		t.Error("the undisturbed run raised no alert: the comparison proves nothing")
+	}
+}
+
+// insertsView is the test's materialized view over scored_events: a plain
+// MergeTree that keeps every row every insert wrote, which the
+// ReplacingMergeTree's background merges would collapse out of sight.
+const insertsView = "scored_inserts"
+
+func createInsertsView(t *testing.T, r *handoverRig) {
+	t.Helper()
+	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s FROM %s.%s",
+		schemas.QuoteIdent(r.e.DB), insertsView, schemas.ColEventID, schemas.ColEventID, schemas.ColStreamSeq,
+		schemas.QuoteIdent(r.e.DB), schemas.TableScored)
+	if err := r.e.Conn.Exec(context.Background(), q); err != nil {
+		t.Fatalf("cannot create the view of every insert: %v", err)
+	}
+}
+
+// frozenStore is a checkpoint store whose puts fail once frozen is set; it
+// counts the puts of the global object that succeeded (each ends a
+// checkpoint of every owned partition).
+type frozenStore struct {
+	jetstream.ObjectStore
+	frozen  *atomic.Bool
+	globals *atomic.Int64
+}
+
+func (s frozenStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
+	if s.frozen.Load() {
+		return nil, errors.New("the test froze the checkpoints")
+	}
+	info, err := s.ObjectStore.Put(ctx, meta, r)
+	if err == nil && meta.Name == schemas.CheckpointGlobalObject {
+		s.globals.Add(1)
+	}
+	return info, err
+}
+
+// countingRows is the real ClickHouse writer, counting the rows it wrote;
+// once hang is set, every write waits until its context ends (killed).
+// lookupErr, when set, is what Written returns (ClickHouse unreachable at
+// a takeover).
+type countingRows struct {
+	*sink.ClickHouse
+	hang                      *atomic.Bool
+	scored, alerts, decisions atomic.Int64
+	lookupErr                 error
+}
+
+func (c *countingRows) hung(ctx context.Context) error {
+	if c.hang == nil || !c.hang.Load() {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (c *countingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) error {
+	if err := c.hung(ctx); err != nil {
+		return err
+	}
+	if err := c.ClickHouse.WriteScored(ctx, rec); err != nil {
+		return err
+	}
+	c.scored.Add(rec.NumRows())
+	return nil
+}
+
+func (c *countingRows) WriteAlerts(ctx context.Context, as []schemas.Alert) error {
+	if err := c.hung(ctx); err != nil {
+		return err
+	}
+	if err := c.ClickHouse.WriteAlerts(ctx, as); err != nil {
+		return err
+	}
+	c.alerts.Add(int64(len(as)))
+	return nil
+}
+
+func (c *countingRows) WriteDecisions(ctx context.Context, ds []schemas.Decision) error {
+	if err := c.hung(ctx); err != nil {
+		return err
+	}
+	if err := c.ClickHouse.WriteDecisions(ctx, ds); err != nil {
+		return err
+	}
+	c.decisions.Add(int64(len(ds)))
+	return nil
+}
+
+func (c *countingRows) Written(ctx context.Context, events []uint64, from, to int64) (pipeline.Written, error) {
+	if c.lookupErr != nil {
+		return pipeline.Written{}, c.lookupErr
+	}
+	return c.ClickHouse.Written(ctx, events, from, to)
+}
