@@ -262,58 +262,21 @@ func (p *Pipeline) catchUpRange(ctx context.Context, filters []string, from, upT
 	if upTo < from {
 		return nil
 	}
-	oc, err := p.cfg.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters,
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		return fmt.Errorf("cannot read the log stream from sequence %d: %w", from, err)
-	}
 	start := time.Now()
 	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo, "subjects", filters)
-	var seq uint64
-	defer func() {
-		p.log.Info("caught up after the checkpoint", "messages_to_seq", seq, "seconds", time.Since(start).Seconds())
-	}()
-	for seq < upTo && ctx.Err() == nil {
-		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
+	seq, err := p.eachMessage(ctx, filters, from, upTo, 0, func(msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+		before := p.dispatched
+		if !p.dispatch(ctx, msg) {
+			return fmt.Errorf("cannot dead-letter a record of sequence %d: %w", md.Sequence.Stream, ctx.Err())
 		}
-		n := 0
-		for msg := range msgs.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			if seq = md.Sequence.Stream; seq > upTo {
-				break
-			}
-			before := p.dispatched
-			if !p.dispatch(ctx, msg) {
-				return fmt.Errorf("cannot dead-letter a record of sequence %d: %w", seq, ctx.Err())
-			}
-			p.M.CaughtUp.Add(p.dispatched - before)
-			if markDone {
-				p.doneUpTo = max(p.doneUpTo, seq)
-			}
+		p.M.CaughtUp.Add(p.dispatched - before)
+		if markDone {
+			p.doneUpTo = max(p.doneUpTo, md.Sequence.Stream)
 		}
-		if n == 0 {
-			// An empty fetch is the end only when the server says nothing
-			// matching is left: on a loaded machine a fetch can come back
-			// empty while messages up to upTo are still there, and stopping
-			// then would leave them to be judged as new after the catch-up
-			// (alerts raised twice). Messages the stream's limits removed
-			// are not pending.
-			info, err := oc.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
-			}
-			if info.NumPending == 0 {
-				break
-			}
-		}
-	}
-	return nil
+		return nil
+	})
+	p.log.Info("caught up after the checkpoint", "messages_to_seq", seq, "seconds", time.Since(start).Seconds())
+	return err
 }
 
 // periodicCheckpoint pauses every worker after the events dispatched so far,

@@ -220,17 +220,49 @@ const maxEmptyFetches = 30
 // from to upTo into out, without dispatching anything; it returns how many
 // messages it read.
 func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo uint64, out *eventSpan) (int, error) {
+	n := 0
+	_, err := p.eachMessage(ctx, filters, from, upTo, maxEmptyFetches, func(msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+		n++
+		subject, data := msg.Subject(), msg.Data()
+		switch {
+		case strings.HasPrefix(subject, schemas.SubjectObsPrefix+"."):
+			// entity observations: no row of their own
+		case strings.HasPrefix(subject, schemas.SubjectEventsPrefix+"."):
+			p.dec.Arrow(data, out)
+		default:
+			arrival := time.Now().UnixNano()
+			if !md.Timestamp.IsZero() {
+				arrival = md.Timestamp.UnixNano()
+			}
+			p.dec.Logs(subject, data, md.Sequence.Stream, arrival, out)
+		}
+		p.dec.ClearLetters()
+		return nil
+	})
+	return n, err
+}
+
+// eachMessage reads Config.Stream on filters from sequence from to upTo in
+// stream order (an ordered consumer) and calls fn with each message and its
+// metadata, stopping at upTo, at fn's error, or when a fetch comes back
+// empty and the server says nothing matching is pending. An empty fetch is
+// the end only then: on a loaded machine a fetch can come back empty while
+// messages up to upTo are still there (messages the stream's limits
+// removed are not pending). maxEmpty > 0 bounds the empty fetches in a row
+// with messages pending (a stream whose leader just died). It returns the
+// last sequence read.
+func (p *Pipeline) eachMessage(ctx context.Context, filters []string, from, upTo uint64, maxEmpty int,
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) error) (seq uint64, err error) {
 	oc, err := p.cfg.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("cannot read the log stream from sequence %d: %w", from, err)
 	}
-	n, empty := 0, 0
-	var seq uint64
+	empty := 0
 	for seq < upTo && ctx.Err() == nil {
 		msgs, err := oc.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return n, err
+			return seq, fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
 		}
 		got := 0
 		for msg := range msgs.Messages() {
@@ -242,21 +274,9 @@ func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo u
 			if seq = md.Sequence.Stream; seq > upTo {
 				break
 			}
-			n++
-			subject, data := msg.Subject(), msg.Data()
-			switch {
-			case strings.HasPrefix(subject, schemas.SubjectObsPrefix+"."):
-				// entity observations: no row of their own
-			case strings.HasPrefix(subject, schemas.SubjectEventsPrefix+"."):
-				p.dec.Arrow(data, out)
-			default:
-				arrival := time.Now().UnixNano()
-				if !md.Timestamp.IsZero() {
-					arrival = md.Timestamp.UnixNano()
-				}
-				p.dec.Logs(subject, data, seq, arrival, out)
+			if err := fn(msg, md); err != nil {
+				return seq, err
 			}
-			p.dec.ClearLetters()
 		}
 		if got > 0 {
 			empty = 0
@@ -264,14 +284,14 @@ func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo u
 		}
 		info, err := oc.Info(ctx)
 		if err != nil {
-			return n, err
+			return seq, fmt.Errorf("cannot read the log stream after sequence %d: %w", seq, err)
 		}
 		if info.NumPending == 0 {
 			break
 		}
-		if empty++; empty >= maxEmptyFetches {
-			return n, fmt.Errorf("%d empty fetches after sequence %d with %d messages pending", empty, seq, info.NumPending)
+		if empty++; maxEmpty > 0 && empty >= maxEmpty {
+			return seq, fmt.Errorf("%d empty fetches after sequence %d with %d messages pending", empty, seq, info.NumPending)
 		}
 	}
-	return n, ctx.Err()
+	return seq, nil
 }

@@ -264,6 +264,45 @@ type burster struct {
 
 func (b burster) ClassBurst(uint64) (short, run, length float64) { return b.short, b.run, b.length }
 
+// parkedThenRun feeds a vehicle parked at one request every 5 minutes for
+// 150 requests (no finding allowed), then count requests gap apart, and
+// returns how many of those were rate spikes. own > 0 gives the device a
+// memory of one trip of its own at own times its baseline, 30 events long,
+// before the run.
+func parkedThenRun(t *testing.T, device string, fleet detectors.Fleet, own float64, gap int64, count int) (spikes int) {
+	t.Helper()
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte(device))
+	ev.SetClass([]byte("vehicle/x"))
+	ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
+	ev.Status, ev.Auth = 200, schemas.AuthOK
+	rec := make([]byte, StateSize)
+	var d Detector
+	tm := int64(1736121600e9)
+	for i := range 150 + count {
+		step := int64(300e9)
+		if i >= 150 {
+			step = gap
+		}
+		if i == 150 && own > 0 {
+			var s state
+			s.load(rec)
+			s.burstRun, s.burstLen = own, 30
+			s.store(rec)
+		}
+		tm += step
+		ev.Time = tm
+		f := d.Observe(&ev, rec, fleet)
+		if i < 150 && f.Reason != schemas.ReasonNone {
+			t.Fatalf("parked request %d: finding %q; want none", i, f.Reason)
+		}
+		if f.Reason == ReasonRateSpike && f.Score > 0 {
+			spikes++
+		}
+	}
+	return spikes
+}
+
 // TestFirstSessionAgainstClass: a graduated device parked at one request
 // every 5 minutes, which remembers no session of its own, starts its first
 // trip (a request every 7 s for 12 requests: 40 times its rate, too slow to
@@ -274,31 +313,8 @@ func (b burster) ClassBurst(uint64) (short, run, length float64) { return b.shor
 // request every 3 s for 40 requests (three times the class's sessions,
 // judged on 40 requests) is one even with it.
 func TestFirstSessionAgainstClass(t *testing.T) {
-	run := func(fleet detectors.Fleet, gap int64, count int) (spikes int) {
-		var ev schemas.Event
-		ev.SetDevice([]byte("acme"), []byte("rov-3"))
-		ev.SetClass([]byte("vehicle/x"))
-		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
-		ev.Status, ev.Auth = 200, schemas.AuthOK
-		state := make([]byte, StateSize)
-		var d Detector
-		tm := int64(1736121600e9)
-		for i := range 150 + count {
-			step := int64(300e9)
-			if i >= 150 {
-				step = gap
-			}
-			tm += step
-			ev.Time = tm
-			f := d.Observe(&ev, state, fleet)
-			if i < 150 && f.Reason != schemas.ReasonNone {
-				t.Fatalf("parked request %d: finding %q; want none", i, f.Reason)
-			}
-			if f.Reason == ReasonRateSpike && f.Score > 0 {
-				spikes++
-			}
-		}
-		return spikes
+	run := func(fleet detectors.Fleet, gap int64, count int) int {
+		return parkedThenRun(t, "rov-3", fleet, 0, gap, count)
 	}
 	table := detectors.NewClassTable(1024, 1024)
 	trips := burster{table, 0, 20, 40}
@@ -326,39 +342,8 @@ func TestFirstSessionAgainstClass(t *testing.T) {
 // trip is flagged; so is a flood at a trip's start (a request a second for
 // 40 requests) with the young memory and the class's.
 func TestYoungMemoryAgainstClass(t *testing.T) {
-	run := func(fleet detectors.Fleet, own float64, gap int64, count int) (spikes int) {
-		var ev schemas.Event
-		ev.SetDevice([]byte("acme"), []byte("rov-4"))
-		ev.SetClass([]byte("vehicle/x"))
-		ev.SetCommand([]byte("POST /v1/vehicles/{id}/track"))
-		ev.Status, ev.Auth = 200, schemas.AuthOK
-		rec := make([]byte, StateSize)
-		var d Detector
-		tm := int64(1736121600e9)
-		for i := range 150 + count {
-			step := int64(300e9)
-			if i >= 150 {
-				step = gap
-			}
-			if i == 150 {
-				// The device's own memory: one trip at own times its
-				// baseline, 30 events long.
-				var s state
-				s.load(rec)
-				s.burstRun, s.burstLen = own, 30
-				s.store(rec)
-			}
-			tm += step
-			ev.Time = tm
-			f := d.Observe(&ev, rec, fleet)
-			if i < 150 && f.Reason != schemas.ReasonNone {
-				t.Fatalf("parked request %d: finding %q; want none", i, f.Reason)
-			}
-			if f.Reason == ReasonRateSpike && f.Score > 0 {
-				spikes++
-			}
-		}
-		return spikes
+	run := func(fleet detectors.Fleet, own float64, gap int64, count int) int {
+		return parkedThenRun(t, "rov-4", fleet, own, gap, count)
 	}
 	table := detectors.NewClassTable(1024, 1024)
 	if n := run(burster{table, 0, 20, 40}, 10, 7e9, 12); n != 0 {
