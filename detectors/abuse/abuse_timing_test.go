@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors/abuse"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -23,10 +24,12 @@ func BenchmarkObserve(b *testing.B) {
 			state := make([]byte, abuse.StateSize)
 			var d abuse.Detector
 			b.ReportAllocs()
+			cpu := threadcpu.Start()
 			for b.Loop() {
 				ev.Time += 50e6
 				d.Observe(&ev, state, nil)
 			}
+			cpu.Report(b)
 		})
 	}
 }
