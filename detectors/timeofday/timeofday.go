@@ -123,7 +123,7 @@ func zoneHour(ev *schemas.Event) (zone uint64, hour, minute int) {
 }
 
 // Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, state []byte, fleet detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, state []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(state) < StateSize {
 		return schemas.Finding{}
 	}
@@ -198,7 +198,7 @@ func init() {
 		// Random events come from one device at random hours: make a fleet
 		// of locks that unlock by day, and now and then one at night.
 		Shapes: []detectors.Shape{shapeFleet},
-		New:    func() detectors.Detector { return Detector{} },
+		New:    func() detectors.Detector { return &Detector{} },
 		Stats:  func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }

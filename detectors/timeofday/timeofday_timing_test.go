@@ -101,7 +101,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	ev.SetCommand([]byte("PUBLISH locks/{id}/unlocked"))
 	ev.Time = epoch + 86400e9 + 2*3600e9
-	if f := (Detector{}).Observe(ev, state, restored); f.Reason != ReasonOddHourCommand {
+	if f := (&Detector{}).Observe(ev, state, restored); f.Reason != ReasonOddHourCommand {
 		t.Fatalf("restored statistics: reason %q, want %q", f.Reason, ReasonOddHourCommand)
 	}
 	if err := restored.LoadSnapshot(stats.AppendSnapshot(nil)[:40]); err == nil {
