@@ -175,14 +175,10 @@ func (d *Decoder) Decode(line []byte, seq uint64, lineNo uint32, now int64, ev *
 	if len(line) > max {
 		return d.fail(DeadLetterTooLarge, "line is longer than the limit")
 	}
-	// Invalid UTF-8 is the reason whatever else is wrong with the line: the
-	// scanner notes whether it passed a byte of 0x80 or more, and only then,
-	// or on an error, is the line validated (an ASCII line is read once).
-	err := d.sc.object(line, d)
-	if (err != nil || d.err != nil || d.sc.sawHigh()) && !utf8.Valid(line) {
+	if !utf8.Valid(line) {
 		return d.fail(DeadLetterInvalidUTF8, "line is not valid UTF-8")
 	}
-	if err != nil {
+	if err := d.sc.object(line, d); err != nil {
 		if d.err != nil {
 			return d.err
 		}

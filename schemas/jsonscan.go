@@ -42,17 +42,7 @@ type scanner struct {
 	i       int
 	scratch []byte // unescaped string values; reset per object
 	keyBuf  []byte
-	// high ORs bytes the scanner passed over inside strings and nested
-	// values (whole words of the line, perhaps a few bytes past a string's
-	// end): its high bit clear means the object it scanned was ASCII, so
-	// valid UTF-8 (sawHigh). Bytes elsewhere are JSON syntax, where a byte
-	// of 0x80 or more is an error.
-	high uint64
 }
-
-// sawHigh reports whether the last object scanned may hold a byte of 0x80
-// or more (then it may be invalid UTF-8); false means it holds none.
-func (s *scanner) sawHigh() bool { return s.high&(ones*0x80) != 0 }
 
 func (s *scanner) ws() {
 	for s.i < len(s.b) {
@@ -70,7 +60,7 @@ func (s *scanner) ws() {
 // object scans one object, calling d.field for each member. It returns a
 // scanError describing the first syntax error.
 func (s *scanner) object(line []byte, d *Decoder) error {
-	s.b, s.i, s.scratch, s.high = line, 0, s.scratch[:0], 0
+	s.b, s.i, s.scratch = line, 0, s.scratch[:0]
 	s.ws()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		if s.i < len(s.b) && (s.b[s.i] == '[' || s.b[s.i] == '"' || s.b[s.i] == '-' || (s.b[s.i] >= '0' && s.b[s.i] <= '9') || s.b[s.i] == 't' || s.b[s.i] == 'f' || s.b[s.i] == 'n') {
@@ -245,7 +235,6 @@ func (s *scanner) skipNested() error {
 				return err
 			}
 		default:
-			s.high |= uint64(c)
 			s.i++
 		}
 	}
@@ -265,28 +254,23 @@ func (s *scanner) str(isKey bool) ([]byte, error) {
 	// time (SWAR), then byte by byte for the tail.
 	b := s.b
 	i := start
-	high := s.high
 	for ; i+8 <= len(b); i += 8 {
 		w := binary.LittleEndian.Uint64(b[i:])
-		high |= w
 		if m := zeroByte(w^(ones*'"')) | zeroByte(w^(ones*'\\')); m != 0 {
 			i += bits.TrailingZeros64(m) / 8 // the lowest flag is always a true match
 			break
 		}
 	}
 	for ; i < len(b); i++ {
-		switch c := b[i]; c {
+		switch b[i] {
 		case '"':
-			s.i, s.high = i+1, high
+			s.i = i + 1
 			return b[start:i], nil
 		case '\\':
-			s.i, s.high = i, high
+			s.i = i
 			return s.unescape(start, isKey)
-		default:
-			high |= uint64(c)
 		}
 	}
-	s.high = high
 	return nil, scanError("unterminated string")
 }
 
@@ -318,7 +302,6 @@ func (s *scanner) unescape(start int, isKey bool) ([]byte, error) {
 			return (*buf)[from:], nil
 		case c != '\\':
 			*buf = append(*buf, c)
-			s.high |= uint64(c)
 			s.i++
 			continue
 		}
