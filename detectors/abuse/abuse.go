@@ -97,7 +97,7 @@ const Doc = "What is certain whatever the client, from its first request, agains
 type Detector struct{}
 
 // Observe counts ev in state and returns the strongest of its findings.
-func (Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) schemas.Finding {
 	b := state[:StateSize]
 	minute := uint32(ev.Time / 60e9)
 	bucket := minute / BucketMinutes
@@ -280,6 +280,6 @@ func init() {
 			},
 			func(_ *rand.Rand, ev *schemas.Event) { ev.Status = 404 },
 		},
-		New: func() detectors.Detector { return Detector{} },
+		New: func() detectors.Detector { return &Detector{} },
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -54,6 +55,7 @@ func benchObserveOut(b *testing.B, out uint64, raw ...string) {
 	}
 	b.ReportAllocs()
 	i := 0
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		ev := evs[i%len(evs)]
 		i++
@@ -61,6 +63,7 @@ func benchObserveOut(b *testing.B, out uint64, raw ...string) {
 		ev.Time = t
 		d.Observe(ev, state, fleet)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {
@@ -92,9 +95,11 @@ func BenchmarkObserve(b *testing.B) {
 func BenchmarkPrivileged(b *testing.B) {
 	cmd := []byte("POST /v1/devices/{id}/telemetry/batch")
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		Privileged(cmd)
 	}
+	cpu.Report(b)
 }
 
 // BenchmarkStatsLearn measures what a worker's class model adds per event
@@ -121,6 +126,7 @@ func BenchmarkStatsLearn(b *testing.B) {
 			ids := [...]uint64{ev.CommandID, 0}
 			b.ReportAllocs()
 			i := uint64(0)
+			cpu := threadcpu.Start()
 			for b.Loop() {
 				i++
 				if name == "new" {
@@ -131,6 +137,7 @@ func BenchmarkStatsLearn(b *testing.B) {
 				ev.Time = t
 				fleet.Learn(ev, state)
 			}
+			cpu.Report(b)
 			if name == "new" && fleet.ClassAdopters(ev.ClassKey, ev.CommandID, 1, t) == 0 {
 				b.Fatal("no adoption learned")
 			}

@@ -244,7 +244,7 @@ func init() {
 		Reasons: []string{ReasonNewCountry, ReasonImpossibleTravel, ReasonASNChange,
 			ReasonRareFleetCountry},
 		Version: 2, // 2: the away flag at 44
-		New:     func() detectors.Detector { return Detector{} },
+		New:     func() detectors.Detector { return &Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
@@ -284,7 +284,7 @@ func (c *classView) common(peers float64) float64 {
 // Observe implements detectors.Detector. Class knowledge comes from view
 // when it is the detector's *Stats (as a ClassModel hands it); any other
 // view, or nil, judges without it.
-func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize || !ev.Country.Known() {
 		return schemas.Finding{}
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -34,11 +35,13 @@ func benchObserve(b *testing.B, attack func(ev *schemas.Event)) {
 	}
 	attack(&ev)
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += 1e9
 		ev.Time = t
 		d.Observe(&ev, state, fleet)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {
@@ -64,6 +67,7 @@ func BenchmarkObserveTravel(b *testing.B) {
 	t := int64(1736121600e9)
 	b.ReportAllocs()
 	i := 0
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += 1e9
 		ev.Time = t
@@ -74,4 +78,5 @@ func BenchmarkObserveTravel(b *testing.B) {
 		}
 		d.Observe(&ev, state, nil)
 	}
+	cpu.Report(b)
 }

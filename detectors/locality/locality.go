@@ -261,7 +261,7 @@ func init() {
 				ev.ASN = uint32(64500 + rng.IntN(2))
 			}
 		}},
-		New: func() detectors.Detector { return Detector{} },
+		New: func() detectors.Detector { return &Detector{} },
 	})
 }
 
@@ -277,7 +277,7 @@ var shapeAddrs = []netip.Addr{
 type Detector struct{}
 
 // Observe implements detectors.Detector. It needs no fleet view.
-func (Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, b []byte, _ detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize || !ev.ClientIP.IsValid() || ev.IDMethod == schemas.IDClientIP {
 		// An identity that is its address never changes network.
 		return schemas.Finding{}

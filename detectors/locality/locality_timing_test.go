@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -24,6 +25,7 @@ func benchObserve(b *testing.B, addrs ...netip.Addr) {
 	}
 	b.ReportAllocs()
 	i := 0
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += 1e9
 		ev.Time = t
@@ -31,6 +33,7 @@ func benchObserve(b *testing.B, addrs ...netip.Addr) {
 		i++
 		d.Observe(&ev, state, nil)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {

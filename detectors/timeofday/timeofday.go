@@ -65,6 +65,36 @@ var offsets = map[schemas.Country]int16{
 	{'C', 'L'}: -240, {'C', 'O'}: -300, {'P', 'E'}: -300,
 }
 
+// offsetTable is offsets indexed by a country's two letters (A-Z each),
+// noOffset where the map has none: what offsetOf reads per event, without a
+// map lookup.
+var offsetTable = func() (t [26 * 26]int16) {
+	for i := range t {
+		t[i] = noOffset
+	}
+	for c, o := range offsets {
+		if c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' || o == noOffset {
+			panic("BUG: timeofday: offsets holds a country that is not two capital letters")
+		}
+		t[int(c[0]-'A')*26+int(c[1]-'A')] = o
+	}
+	return t
+}()
+
+const noOffset = math.MinInt16
+
+// offsetOf returns offsets[c] and whether c is listed.
+func offsetOf(c schemas.Country) (int, bool) {
+	a, b := c[0]-'A', c[1]-'A'
+	if a >= 26 || b >= 26 {
+		return 0, false
+	}
+	if o := offsetTable[int(a)*26+int(b)]; o != noOffset {
+		return int(o), true
+	}
+	return 0, false
+}
+
 // classOf returns the class ev's hours are learned and judged in: its
 // model across tenants (Event.ModelKey), else its class.
 func classOf(ev *schemas.Event) uint64 {
@@ -78,8 +108,8 @@ func classOf(ev *schemas.Event) uint64 {
 // place is unknown), its local hour of day (0-23) and minute of the day.
 func zoneHour(ev *schemas.Event) (zone uint64, hour, minute int) {
 	off, local := 0, false
-	if o, ok := offsets[ev.Country]; ok {
-		off, local = int(o), true
+	if o, ok := offsetOf(ev.Country); ok {
+		off, local = o, true
 	} else if (ev.Lat != 0 || ev.Lon != 0) && ev.Lon >= -180 && ev.Lon <= 180 {
 		off, local = int(math.Round(float64(ev.Lon)/15))*60, true
 	}
@@ -93,7 +123,7 @@ func zoneHour(ev *schemas.Event) (zone uint64, hour, minute int) {
 }
 
 // Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, state []byte, fleet detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, state []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(state) < StateSize {
 		return schemas.Finding{}
 	}
@@ -168,7 +198,7 @@ func init() {
 		// Random events come from one device at random hours: make a fleet
 		// of locks that unlock by day, and now and then one at night.
 		Shapes: []detectors.Shape{shapeFleet},
-		New:    func() detectors.Detector { return Detector{} },
+		New:    func() detectors.Detector { return &Detector{} },
 		Stats:  func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }

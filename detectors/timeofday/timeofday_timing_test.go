@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -51,10 +52,12 @@ func benchObserve(b *testing.B, cmd string, local int64) {
 	ev.Time = epoch + 86400e9 + (local-1)*3600e9
 	var d Detector
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		ev.Time++
 		d.Observe(ev, state, stats)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {
@@ -98,7 +101,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	ev.SetCommand([]byte("PUBLISH locks/{id}/unlocked"))
 	ev.Time = epoch + 86400e9 + 2*3600e9
-	if f := (Detector{}).Observe(ev, state, restored); f.Reason != ReasonOddHourCommand {
+	if f := (&Detector{}).Observe(ev, state, restored); f.Reason != ReasonOddHourCommand {
 		t.Fatalf("restored statistics: reason %q, want %q", f.Reason, ReasonOddHourCommand)
 	}
 	if err := restored.LoadSnapshot(stats.AppendSnapshot(nil)[:40]); err == nil {

@@ -264,7 +264,7 @@ func init() {
 		Shapes: []detectors.Shape{
 			func(rng *rand.Rand, ev *schemas.Event) { ev.BytesIn = uint64(rng.ExpFloat64() * 2e6) },
 		},
-		New:   func() detectors.Detector { return Detector{} },
+		New:   func() detectors.Detector { return &Detector{} },
 		Stats: func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
@@ -286,7 +286,7 @@ func (Detector) Rearm(b []byte) {
 }
 
 // Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {
 		return schemas.Finding{}
 	}

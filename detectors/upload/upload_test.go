@@ -24,7 +24,7 @@ func feed(state []byte, stats *Stats, dev string, t *int64, n int, gap int64, by
 		*t += gap
 		ev.Time = *t
 		before := [StateSize]byte(state)
-		f = Detector{}.Observe(&ev, state, view)
+		f = (&Detector{}).Observe(&ev, state, view)
 		if stats != nil {
 			stats.Learn(&ev, before[:])
 		}

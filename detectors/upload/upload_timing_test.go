@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -40,11 +41,13 @@ func benchObserve(b *testing.B, withFleet bool, step int64, bytesIn uint64) {
 	t := int64(1736121600e9 + 180*60e9)
 	ev.BytesIn = bytesIn
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += step
 		ev.Time = t
 		d.Observe(&ev, state, view)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {

@@ -38,7 +38,7 @@ func observeAt(rec []byte, tm int64) schemas.Finding {
 	ev.SetDevice([]byte("acme"), []byte("meter-1"))
 	ev.SetClass([]byte("meter/m1"))
 	ev.Auth, ev.Status, ev.BytesOut, ev.Time = schemas.AuthOK, 200, 120, tm
-	return Detector{}.Observe(&ev, append([]byte(nil), rec...), detectors.NewClassTable(1024, 1024))
+	return (&Detector{}).Observe(&ev, append([]byte(nil), rec...), detectors.NewClassTable(1024, 1024))
 }
 
 // TestSilentAtAgreesWithObserve: the sweep's silence time is the first time

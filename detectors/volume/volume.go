@@ -570,7 +570,7 @@ func init() {
 		Reasons: []string{ReasonRateSpike, ReasonAuthFailures, ReasonErrorBurst,
 			ReasonBytesOutSpike, ReasonBytesOutDrift, ReasonSilence, ReasonFleetErrors},
 		Version: 2, // 2: the latest 5xx's time at 100:104
-		New:     func() detectors.Detector { return Detector{} },
+		New:     func() detectors.Detector { return &Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
@@ -601,7 +601,7 @@ func (Detector) Rearm(b []byte) {
 }
 
 // Observe implements detectors.Detector.
-func (Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {
 		return schemas.Finding{}
 	}

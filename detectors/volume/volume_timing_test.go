@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -36,11 +37,13 @@ func benchObserve(b *testing.B, fleet *Stats, step int64, status uint16, auth sc
 	}
 	ev.Status, ev.Auth, ev.BytesOut = status, auth, bytes
 	b.ReportAllocs()
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += step
 		ev.Time = t
 		d.Observe(&ev, state, view)
 	}
+	cpu.Report(b)
 }
 
 func BenchmarkObserve(b *testing.B) {
@@ -96,6 +99,7 @@ func benchIncident(b *testing.B) {
 	ev.Status = 503
 	b.ReportAllocs()
 	i := 0
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		t += 1e9
 		ev.Time = t
@@ -107,6 +111,7 @@ func benchIncident(b *testing.B) {
 		}
 		i++
 	}
+	cpu.Report(b)
 }
 
 // benchFirstSession measures a parked device's first trip (a request every
@@ -134,6 +139,7 @@ func benchFirstSession(b *testing.B) {
 	t0 := t
 	b.ReportAllocs()
 	i := 0
+	cpu := threadcpu.Start()
 	for b.Loop() {
 		if i%12 == 0 {
 			copy(state, parked)
@@ -144,4 +150,5 @@ func benchFirstSession(b *testing.B) {
 		d.Observe(&ev, state, fleet)
 		i++
 	}
+	cpu.Report(b)
 }
