@@ -423,7 +423,7 @@ func init() {
 			ReasonPrivilegedNew, ReasonEnumeration, ReasonRareTransition,
 			ReasonParamOutOfRange, ReasonResponseSize},
 		Version: 3, // 2: byte 47 counts the requests after a 5xx (RetryQuiet); 3: the home network
-		New:     func() detectors.Detector { return Detector{} },
+		New:     func() detectors.Detector { return &Detector{} },
 		Stats:   func(classes *detectors.ClassTable) detectors.ClassStats { return NewStats(classes) },
 	})
 }
@@ -434,7 +434,7 @@ type Detector struct{}
 // Observe implements detectors.Detector. Class knowledge comes from fleet
 // when it is the detector's *Stats (as a ClassModel hands it); any other
 // view, or nil, judges without it.
-func (Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) schemas.Finding {
 	if len(b) < StateSize {
 		return schemas.Finding{}
 	}

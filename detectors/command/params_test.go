@@ -60,7 +60,7 @@ func TestParamOutOfRange(t *testing.T) {
 func TestParamNeedsHistory(t *testing.T) {
 	fleet, ev := paramFleet(detectors.ParamMinEvents - 1)
 	ev.SetArg([]byte("temp"), 90)
-	if f := (Detector{}).Observe(ev, make([]byte, StateSize), fleet); f.Reason == ReasonParamOutOfRange {
+	if f := (&Detector{}).Observe(ev, make([]byte, StateSize), fleet); f.Reason == ReasonParamOutOfRange {
 		t.Errorf("judged with %d values of history: %+v", detectors.ParamMinEvents-1, f)
 	}
 }

@@ -44,7 +44,7 @@ type Detector struct{}
 
 // Observe counts the device's 418 responses in state and flags each one.
 // Any 4 bytes are a valid count, so a garbage record reads as some history.
-func (Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) schemas.Finding {
+func (*Detector) Observe(ev *schemas.Event, state []byte, _ detectors.Fleet) schemas.Finding {
 	if ev.Status != StatusTeapot {
 		return schemas.Finding{}
 	}
@@ -65,6 +65,6 @@ func init() {
 		Reasons:   []string{ReasonTeapot},
 		// Random events seldom carry a 418: make some.
 		Shapes: []detectors.Shape{func(_ *rand.Rand, ev *schemas.Event) { ev.Status = StatusTeapot }},
-		New:    func() detectors.Detector { return Detector{} },
+		New:    func() detectors.Detector { return &Detector{} },
 	})
 }
