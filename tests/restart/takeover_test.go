@@ -50,17 +50,34 @@ func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites
 // were not the one-instance run's and 10 were missing.)
 func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, false, true) }
 
-func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
-	msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
-	handoverRuns++
-	const ackWait = 5 * time.Second
+// takeoverRef is the takeover tests' undisturbed one-instance run of their
+// fleet: the three tests share one fleet, so it runs once (it is most of a
+// test's time under -race).
+var takeoverRef struct {
+	done       bool
+	msgs       [][]byte
+	want       pipetest.Outcome
+	wantEvents uint64
+}
 
-	ref := newHandoverRig(t, fmt.Sprintf("takeover_ref_%d", handoverRuns), msgs, ackWait)
-	one := ref.start(t, true)
-	ref.waitDone(t, one)
-	one.stopClean(t)
-	want := ref.e.Outcome(t)
-	_, wantEvents, _ := ref.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+func undisturbedTakeoverRun(t *testing.T, ackWait time.Duration) ([][]byte, pipetest.Outcome, uint64) {
+	if !takeoverRef.done {
+		msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
+		ref := newHandoverRig(t, "takeover_ref", msgs, ackWait)
+		one := ref.start(t, true)
+		ref.waitDone(t, one)
+		one.stopClean(t)
+		want := ref.e.Outcome(t)
+		_, wantEvents, _ := ref.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+		takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents, takeoverRef.done = msgs, want, wantEvents, true
+	}
+	return takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents
+}
+
+func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
+	const ackWait = 5 * time.Second
+	msgs, want, wantEvents := undisturbedTakeoverRun(t, ackWait)
+	handoverRuns++
 
 	// The fleet in thirds: a scores the first and saves a checkpoint after
 	// it; its checkpoints then fail (frozen) while it scores and stores the
