@@ -115,7 +115,7 @@ vet:
 	$(GO) vet -tags plot ./cmd/iotwatch
 
 test: deps nats-server vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 bench: deps
 	mkdir -p bench/out

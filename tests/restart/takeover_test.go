@@ -62,7 +62,7 @@ var takeoverRef struct {
 
 func undisturbedTakeoverRun(t *testing.T, ackWait time.Duration) ([][]byte, pipetest.Outcome, uint64) {
 	if !takeoverRef.done {
-		msgs := pipetest.FleetMessages(t, 300, 3*time.Hour)
+		msgs := pipetest.FleetMessages(t, 150, 3*time.Hour)
 		ref := newHandoverRig(t, "takeover_ref", msgs, ackWait)
 		one := ref.start(t, true)
 		ref.waitDone(t, one)
