@@ -748,12 +748,12 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 	if fleet == nil || !cls.established {
 		return f, true // a young class knows too few transitions to judge any
 	}
-	others := fleet.ClassTransitionDevices(ev.ClassKey, prev, ev.CommandID, ev.DeviceKey)
+	others := fleet.classTransitionOthers(ev.ClassKey, prev, ev.CommandID, ev.DeviceKey, ev.Time)
 	if widen(ev, others) {
 		if cls = look(ev, fleet, ev.ModelKey); !cls.established {
 			return f, true
 		}
-		others = fleet.ClassTransitionDevices(ev.ModelKey, prev, ev.CommandID, ev.DeviceKey)
+		others = fleet.classTransitionOthers(ev.ModelKey, prev, ev.CommandID, ev.DeviceKey, ev.Time)
 	}
 	devices := cls.devices
 	var score float64
@@ -792,9 +792,9 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 	b1, b2 := byte(h), byte(h>>8)
 	var others float64 // other devices of the class (or model) that issued it
 	if fleet != nil {
-		others = fleet.ClassCommandDevices(ev.ClassKey, h, ev.DeviceKey)
+		others = fleet.classCommandOthers(ev.ClassKey, h, ev.DeviceKey, ev.Time)
 		if widen(ev, others) {
-			others, cls = fleet.ClassCommandDevices(ev.ModelKey, h, ev.DeviceKey), look(ev, fleet, ev.ModelKey)
+			others, cls = fleet.classCommandOthers(ev.ModelKey, h, ev.DeviceKey, ev.Time), look(ev, fleet, ev.ModelKey)
 		}
 	}
 	devices := cls.devices

@@ -19,14 +19,20 @@ import (
 // table per (class, command, firmware) the range of the response sizes
 // (sizeKey), and per (class,
 // command) the devices that adopted it in the last AdoptWindow or two (a
-// rollout: see ClassAdopters). It costs 104 bytes per command slot (40 of
-// them for argument ranges, 32 for adoptions).
+// rollout: see ClassAdopters), and per (class, command) and per (class,
+// previous command, command) the earliest event time any device of the class
+// was learned with it (see firstSeen: what was new at an event's time stays
+// new to it whatever the class learned of later times). It costs 136 bytes
+// per command slot (40 of them for argument ranges, 32 for adoptions, 32 for
+// first times).
 type Stats struct {
 	classes     *detectors.ClassTable
 	commands    *detectors.DeviceSketches
 	transitions *detectors.DeviceSketches // as many slots as commands
 	params      *detectors.ParamTable
 	adopted     *adoptions
+	firstCmd    *firstSeen // per PairKey(class, command)
+	firstStep   *firstSeen // per transitionKey
 }
 
 // NewStats returns empty statistics over classes, with classes.CommandSlots()
@@ -34,7 +40,8 @@ type Stats struct {
 func NewStats(classes *detectors.ClassTable) *Stats {
 	n := classes.CommandSlots()
 	return &Stats{classes: classes, commands: detectors.NewDeviceSketches(n),
-		transitions: detectors.NewDeviceSketches(n), params: detectors.NewParamTable(n), adopted: newAdoptions(n)}
+		transitions: detectors.NewDeviceSketches(n), params: detectors.NewParamTable(n), adopted: newAdoptions(n),
+		firstCmd: newFirstSeen(n), firstStep: newFirstSeen(n)}
 }
 
 // transitionKey mixes differently from detectors.PairKey, so that a
@@ -54,6 +61,30 @@ func (s *Stats) ClassSince(class uint64) int64 { return s.classes.ClassSince(cla
 // model), other than device (a DeviceKey), issued the command.
 func (s *Stats) ClassCommandDevices(class, command, device uint64) float64 {
 	return s.commands.Devices(detectors.PairKey(class, command), device)
+}
+
+// classCommandOthers is ClassCommandDevices as of event time t: none when
+// every device the class (or model) learned with the command issued it at t
+// or later (the class learned it from events after t: another partition
+// ahead in event time).
+func (s *Stats) classCommandOthers(class, command, device uint64, t int64) float64 {
+	key := detectors.PairKey(class, command)
+	others := s.commands.Devices(key, device)
+	if others > 0 && s.firstCmd.learnedAfter(key, t) {
+		return 0
+	}
+	return others
+}
+
+// classTransitionOthers is ClassTransitionDevices as of event time t (see
+// classCommandOthers).
+func (s *Stats) classTransitionOthers(class, prev, command, device uint64, t int64) float64 {
+	key := transitionKey(class, prev, command)
+	others := s.transitions.Devices(key, device)
+	if others > 0 && s.firstStep.learnedAfter(key, t) {
+		return 0
+	}
+	return others
 }
 
 // ClassTransitionDevices estimates how many distinct devices of the class (or
@@ -86,12 +117,14 @@ func (s *Stats) ClassParam(class, command, name uint64) detectors.ParamRange {
 // adopted the command (see adopting), the adoption.
 func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	s.commands.Learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey)
+	s.firstCmd.learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.Time)
 	if adopting(ev, before) {
 		s.adopted.learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey, ev.Time)
 		s.adopted.learn(detectors.PairKey(ev.ClassKey, anyCommand), ev.DeviceKey, ev.Time)
 	}
 	if ev.HasModel() {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)
+		s.firstCmd.learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.Time)
 	}
 	s.params.Learn(ev)
 	if sizeJudged(ev) {
@@ -99,21 +132,25 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 	if prev := lastCommand(before); prev != 0 {
 		s.transitions.Learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)
+		s.firstStep.learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.Time)
 		if ev.HasModel() {
 			s.transitions.Learn(transitionKey(ev.ModelKey, prev, ev.CommandID), ev.DeviceKey)
+			s.firstStep.learn(transitionKey(ev.ModelKey, prev, ev.CommandID), ev.Time)
 		}
 	}
 }
 
 // MergeFrom implements detectors.ClassMerger: other's command and
-// transition sketches OR into s's, and its adoptions merge window by window
-// (see adoptions.mergeFrom). The argument ranges are not merged: they stay
+// transition sketches OR into s's, its first times by minimum, and its
+// adoptions merge window by window (see adoptions.mergeFrom). The argument ranges are not merged: they stay
 // each instance's own.
 func (s *Stats) MergeFrom(other detectors.ClassStats) {
 	o := other.(*Stats)
 	s.commands.MergeFrom(o.commands)
 	s.transitions.MergeFrom(o.transitions)
 	s.adopted.mergeFrom(o.adopted)
+	s.firstCmd.mergeFrom(o.firstCmd)
+	s.firstStep.mergeFrom(o.firstStep)
 }
 
 // SetOverlay implements detectors.ClassMerger: ClassCommandDevices,
@@ -123,11 +160,15 @@ func (s *Stats) SetOverlay(o detectors.ClassStats) {
 		s.commands.SetOverlay(o.commands)
 		s.transitions.SetOverlay(o.transitions)
 		s.adopted.overlay.Store(o.adopted)
+		s.firstCmd.overlay.Store(o.firstCmd)
+		s.firstStep.overlay.Store(o.firstStep)
 		return
 	}
 	s.commands.SetOverlay(nil)
 	s.transitions.SetOverlay(nil)
 	s.adopted.overlay.Store(nil)
+	s.firstCmd.overlay.Store(nil)
+	s.firstStep.overlay.Store(nil)
 }
 
 // lastCommand returns the CommandID of the last command Observe recorded in
@@ -141,18 +182,21 @@ func lastCommand(b []byte) uint64 {
 
 // Saturated returns how many learn calls found a table full.
 func (s *Stats) Saturated() uint64 {
-	return s.commands.Saturated() + s.transitions.Saturated() + s.params.Saturated() + s.adopted.saturated.Load()
+	return s.commands.Saturated() + s.transitions.Saturated() + s.params.Saturated() + s.adopted.saturated.Load() +
+		s.firstCmd.saturated.Load() + s.firstStep.saturated.Load()
 }
 
 // statsVersion versions the snapshot of Stats (1: commands, transitions,
 // argument ranges, as the class table's version 5 held them; 2: and
-// adoptions).
-const statsVersion = 2
+// adoptions; 3: and first times of commands and transitions).
+const statsVersion = 3
 
 func (s *Stats) arrays() [][]atomic.Uint64 {
 	a := append(s.commands.Arrays(), s.transitions.Arrays()...)
 	a = append(a, s.params.Arrays()...)
-	return append(a, s.adopted.arrays()...)
+	a = append(a, s.adopted.arrays()...)
+	a = append(a, s.firstCmd.arrays()...)
+	return append(a, s.firstStep.arrays()...)
 }
 
 // AppendSnapshot implements detectors.ClassStats.

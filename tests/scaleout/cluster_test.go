@@ -250,8 +250,8 @@ func TestClusterKills(t *testing.T) {
 	testids.Compare(t, "alerts in ClickHouse", "with three instances and the kills", got.alerts, want.alerts)
 	testids.Compare(t, "decisions in ClickHouse", "with three instances and the kills", got.decisions, want.decisions)
 	if extra, missing := idsNotIn(got.alerts, want.alerts), idsNotIn(want.alerts, got.alerts); len(extra)+len(missing) > 0 {
-		logAlerts(t, conn, db, "not in the one-instance run", extra)
-		logAlerts(t, conn, "scaleout_one", "missing", missing)
+		logAlerts(t, conn, db, "not in the one-instance run", extra, "scaleout_one")
+		logAlerts(t, conn, "scaleout_one", "missing", missing, db)
 	}
 }
 
@@ -267,8 +267,9 @@ func idsNotIn(a, b []string) []string {
 }
 
 // logAlerts logs what tells alerts apart (device, time, severity, reasons,
-// the events' scorers) for an analysis of a difference.
-func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string) {
+// the events' scorers) for an analysis of a difference, and how the other
+// run (database other) scored the alert's last event.
+func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string, other string) {
 	t.Helper()
 	for _, id := range ids {
 		var device, at, sev, reasons, scorer string
@@ -285,6 +286,15 @@ func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string
 			scorer = err.Error()
 		}
 		t.Logf("alert %s (%s): device %s at %s, %s, reasons %s, last event %d scored by %s", id, what, device, at, sev, reasons, last, scorer)
+		var oscorer, oreasons string
+		var oscores string
+		q = fmt.Sprintf("SELECT %s, arrayStringConcat(%s, ','), toString(%s) FROM %s.%s FINAL WHERE %s = %d LIMIT 1",
+			schemas.ColScorer, schemas.ColReasons, schemas.ColScores, schemas.QuoteIdent(other), schemas.TableScored, schemas.ColEventID, last)
+		if err := conn.QueryRow(context.Background(), q).Scan(&oscorer, &oreasons, &oscores); err != nil {
+			t.Logf("alert %s: its last event in %s: %v", id, other, err)
+			continue
+		}
+		t.Logf("alert %s: its last event in %s: scored by %s, reasons %s, scores %s", id, other, oscorer, oreasons, oscores)
 	}
 }
 
