@@ -99,14 +99,7 @@ func TestWhere(t *testing.T) {
 func TestRolloutStep(t *testing.T) {
 	const t0 = int64(1736121600e9)
 	ip := netip.MustParseAddr("192.0.2.10")
-	mk := func(device, cmd string, at int64) *schemas.Event {
-		ev := new(schemas.Event)
-		ev.SetDevice([]byte("acme"), []byte(device))
-		ev.SetClass([]byte("thermostat/x"))
-		ev.SetRawCommand(nil, []byte(cmd))
-		ev.ClientIP, ev.ASN, ev.Time = ip, 3320, at
-		return ev
-	}
+	mk := func(device, cmd string, at int64) *schemas.Event { return thermostatAt(device, cmd, at, ip) }
 	// home is a warm device's record at home, that never issued anything
 	// but its state report.
 	home := func(ev *schemas.Event) []byte {
@@ -164,4 +157,15 @@ func TestRolloutStep(t *testing.T) {
 			t.Errorf("%s: %s %.2f, want rare_transition %.2f", c.name, f.Reason, f.Score, c.want)
 		}
 	}
+}
+
+// thermostatAt is a request of device (tenant acme, class thermostat/x)
+// with the raw command cmd at event time at, from ip in AS 3320.
+func thermostatAt(device, cmd string, at int64, ip netip.Addr) *schemas.Event {
+	ev := new(schemas.Event)
+	ev.SetDevice([]byte("acme"), []byte(device))
+	ev.SetClass([]byte("thermostat/x"))
+	ev.SetRawCommand(nil, []byte(cmd))
+	ev.ClientIP, ev.ASN, ev.Time = ip, 3320, at
+	return ev
 }

@@ -22,14 +22,7 @@ func TestClassNoveltyByEventTime(t *testing.T) {
 		stateCmd = "POST /v2/devices/th-1/state"
 		x        = "POST /v2/devices/th-1/calibrate"
 	)
-	mk := func(device, cmd string, at int64) *schemas.Event {
-		ev := new(schemas.Event)
-		ev.SetDevice([]byte("acme"), []byte(device))
-		ev.SetClass([]byte("thermostat/x"))
-		ev.SetRawCommand(nil, []byte(cmd))
-		ev.ClientIP, ev.ASN, ev.Time = ip, 3320, at
-		return ev
-	}
+	mk := func(device, cmd string, at int64) *schemas.Event { return thermostatAt(device, cmd, at, ip) }
 	// home is a warm device's record at home that issued only its state
 	// report.
 	home := func(at int64) []byte {
