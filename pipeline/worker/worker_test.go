@@ -131,19 +131,8 @@ func benchEventPath(b *testing.B, entities bool) {
 			lines := sampleLines(b, devices, 200000)
 			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
 			var owners []*entity.Owner
-			for range 2 {
-				if !entities {
-					break
-				}
-				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				o, err := entity.NewOwner(entity.Config{}, 2, eng)
-				if err != nil {
-					b.Fatal(err)
-				}
-				owners = append(owners, o)
+			if entities {
+				owners = benchOwners(b)
 			}
 			emit := func(*schemas.Alert, *schemas.Decision) {}
 			var dec schemas.Decoder
@@ -208,18 +197,7 @@ func BenchmarkEntityStage(b *testing.B) {
 					obs = append(obs, ob)
 				}
 			}
-			var owners []*entity.Owner
-			for range 2 {
-				eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				o, err := entity.NewOwner(entity.Config{}, 2, eng)
-				if err != nil {
-					b.Fatal(err)
-				}
-				owners = append(owners, o)
-			}
+			owners := benchOwners(b)
 			emit := func(*schemas.Alert, *schemas.Decision) {}
 			i, shift := 0, int64(0)
 			step := func() {
@@ -534,4 +512,22 @@ func TestRedeliveryInventsNoAlert(t *testing.T) {
 	if got := w.Relearned(); got != 60 {
 		t.Errorf("Relearned = %d, want 60", got)
 	}
+}
+
+// benchOwners returns the two entity owners the benchmarks judge with, as a
+// pipeline of two entity shards makes them.
+func benchOwners(b *testing.B) []*entity.Owner {
+	var owners []*entity.Owner
+	for range 2 {
+		eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o, err := entity.NewOwner(entity.Config{}, 2, eng)
+		if err != nil {
+			b.Fatal(err)
+		}
+		owners = append(owners, o)
+	}
+	return owners
 }
