@@ -741,11 +741,9 @@ func (c *Consumer) unpinIf(ctx context.Context, p int, pin string) {
 	if err != nil {
 		return // retried when a message comes under the dead pin
 	}
-	for _, g := range info.PriorityGroups {
-		if g.Group == schemas.ScorerGroup && g.PinnedClientID == pin {
-			if err := c.stream.UnpinConsumer(cctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
-				c.cfg.Log.Warn("cannot unpin a fenced partition; retried when a message comes under its pin", "partition", p, "err", err)
-			}
+	if pinnedClient(info) == pin {
+		if err := c.stream.UnpinConsumer(cctx, schemas.ScorerConsumer(p), schemas.ScorerGroup); err != nil {
+			c.cfg.Log.Warn("cannot unpin a fenced partition; retried when a message comes under its pin", "partition", p, "err", err)
 		}
 	}
 }
@@ -1035,13 +1033,24 @@ func (c *Consumer) orphaned(ctx context.Context, p int) {
 	if err != nil {
 		return
 	}
-	pinned := ""
+	c.parts[p].orphan.Store(isOrphan(info))
+}
+
+// pinnedClient returns the client a partition's consumer pins in the
+// scorers' priority group, or "".
+func pinnedClient(info *jetstream.ConsumerInfo) string {
 	for _, g := range info.PriorityGroups {
 		if g.Group == schemas.ScorerGroup {
-			pinned = g.PinnedClientID
+			return g.PinnedClientID
 		}
 	}
-	c.parts[p].orphan.Store(pinned == "" && info.NumPending > 0)
+	return ""
+}
+
+// isOrphan reports whether a partition's consumer has messages pending and
+// no client pinned (mayPull).
+func isOrphan(info *jetstream.ConsumerInfo) bool {
+	return pinnedClient(info) == "" && info.NumPending > 0
 }
 
 // releasingNow reports whether p's release is under way.
@@ -1337,13 +1346,7 @@ func (c *Consumer) check(ctx context.Context) {
 		pt.pending.Store(info.NumPending)
 		pt.waiting.Store(int64(info.NumWaiting))
 		pt.ackPending.Store(uint64(info.NumAckPending))
-		pinned := ""
-		for _, g := range info.PriorityGroups {
-			if g.Group == schemas.ScorerGroup {
-				pinned = g.PinnedClientID
-			}
-		}
-		pt.orphan.Store(pinned == "" && info.NumPending > 0)
+		pt.orphan.Store(isOrphan(info))
 		if mine == "" {
 			continue
 		}
@@ -1351,7 +1354,7 @@ func (c *Consumer) check(ctx context.Context) {
 			c.fence(ctx, p, pin)
 			continue
 		}
-		if pinned != mine {
+		if pinnedClient(info) != mine {
 			c.loseIf(p, mine, "the server pins another client or none")
 			continue
 		}
