@@ -83,6 +83,21 @@ func SetBit(w *atomic.Uint64, bit uint) {
 	}
 }
 
+// KeepEarliest lowers the event time (Unix ns) in w to t when t is earlier
+// or w holds none (0); a t at or before the epoch is not recorded. Safe for
+// concurrent use; it does not allocate.
+func KeepEarliest(w *atomic.Uint64, t int64) {
+	if t <= 0 {
+		return
+	}
+	for {
+		old := w.Load()
+		if old != 0 && int64(old) <= t || w.CompareAndSwap(old, uint64(t)) {
+			return
+		}
+	}
+}
+
 // AddFloat adds v to the float64 held in w (its bits) and returns the new
 // value.
 func AddFloat(w *atomic.Uint64, v float64) float64 {

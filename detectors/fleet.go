@@ -126,11 +126,7 @@ func (t *ClassTable) MergeFrom(other *ClassTable) {
 				t.clsBits[j*clsWords+w].Or(b)
 			}
 		}
-		if f := other.clsFirst[i].Load(); f != 0 {
-			if old := t.clsFirst[j].Load(); old == 0 || f < old {
-				t.clsFirst[j].Store(f)
-			}
-		}
+		KeepEarliest(&t.clsFirst[j], int64(other.clsFirst[i].Load()))
 	}
 }
 
@@ -158,12 +154,7 @@ func (t *ClassTable) learnClass(key uint64, ev *schemas.Event) {
 	}
 	b := deviceBit10(ev.DeviceKey)
 	SetBit(&t.clsBits[j*clsWords+int(b>>6)], b&63)
-	for f := &t.clsFirst[j]; ev.Time > 0; {
-		old := f.Load()
-		if (old != 0 && int64(old) <= ev.Time) || f.CompareAndSwap(old, uint64(ev.Time)) {
-			break
-		}
-	}
+	KeepEarliest(&t.clsFirst[j], ev.Time)
 }
 
 // Saturated returns how many learn calls found the table full.

@@ -29,16 +29,6 @@ func newFirstSeen(slots int) *firstSeen {
 	return &firstSeen{keys: make([]atomic.Uint64, n), times: make([]atomic.Uint64, n)}
 }
 
-// lower sets *w to t when t is earlier than it or *w is 0 (none).
-func lower(w *atomic.Uint64, t uint64) {
-	for {
-		cur := w.Load()
-		if cur != 0 && cur <= t || w.CompareAndSwap(cur, t) {
-			return
-		}
-	}
-}
-
 // learn records key at event time t (kept when earlier than what key
 // holds). It does not allocate.
 func (f *firstSeen) learn(key uint64, t int64) {
@@ -50,7 +40,7 @@ func (f *firstSeen) learn(key uint64, t int64) {
 		f.saturated.Add(1)
 		return
 	}
-	lower(&f.times[j], uint64(t))
+	detectors.KeepEarliest(&f.times[j], t)
 }
 
 // first returns the earliest event time key was learned at, here or in the
@@ -93,7 +83,7 @@ func (f *firstSeen) mergeFrom(other *firstSeen) {
 			f.saturated.Add(1)
 			continue
 		}
-		lower(&f.times[j], t)
+		detectors.KeepEarliest(&f.times[j], int64(t))
 	}
 }
 

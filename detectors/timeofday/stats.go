@@ -75,16 +75,7 @@ func (s *Stats) Learn(ev *schemas.Event, _ []byte) {
 		s.saturated.Add(1)
 		return
 	}
-	w := &s.hours[j*24+h]
-	for {
-		old := w.Load()
-		if old != 0 && int64(old) <= ev.Time {
-			return
-		}
-		if ev.Time <= 0 || w.CompareAndSwap(old, uint64(ev.Time)) {
-			return
-		}
-	}
+	detectors.KeepEarliest(&s.hours[j*24+h], ev.Time)
 }
 
 // View is what the class knows of a command at a local hour, for one device
