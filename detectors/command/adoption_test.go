@@ -152,7 +152,7 @@ func TestRolloutStep(t *testing.T) {
 		ev.ASN, ev.ClientIP = c.asn, netip.MustParseAddr(c.ip)
 		var s state
 		s.load(home(mk("d", stateCmd, t0)))
-		f, _ := transition(ev, prev, fleet, lookClass(ev, fleet), s.where(ev))
+		f, _ := transition(ev, prev, fleet, lookClass(ev, fleet), s.where(ev), false)
 		if f.Reason != ReasonRareTransition || math.Abs(float64(f.Score-c.want)) > 1e-6 {
 			t.Errorf("%s: %s %.2f, want rare_transition %.2f", c.name, f.Reason, f.Score, c.want)
 		}

@@ -136,8 +136,23 @@ const (
 	// a rollout, it is judged as at home (by how usual it is for the
 	// class): a vehicle abroad unlocks its doors on another carrier's
 	// network, and the network is the locality and geo detectors' to judge.
-	AdoptWindow         = 1800
-	AdoptMin            = 5
+	AdoptWindow = 1800
+	AdoptMin    = 5
+	// A rollout's first reporters: a firmware update is a sequence (check
+	// the manifest, fetch the image, report), and the first devices to
+	// reach its privileged step have too few peers that issued it for the
+	// rollout discount. A device that adopted, from its home network, a
+	// command new to its model (the class across tenants: a vendor's update
+	// reaches every tenant; first issued by any of its devices less than
+	// AdoptWindow before) that at least one other device of the model
+	// adopted at the time is in a rollout's sequence for its next
+	// RolloutSteps requests; a
+	// privileged command it never issued within them, from its home
+	// network, while at least AdoptMin other devices of its model adopt
+	// commands, is the sequence's next step: it scores ScoreRollout and is
+	// learned. A privileged command out of the blue (no shared adoption
+	// before it) is judged as before, however many devices adopt commands.
+	RolloutSteps        = 6
 	ScoreRollout        = 0.25
 	HomeNetStable       = 16
 	homeNetMax          = 256
@@ -176,7 +191,8 @@ const StateSize = 120
 //	40:44 current window index, event time / Window (uint32, wrapping)
 //	44:46 home resource counter (uint16)
 //	46    flags: 1 = the current window was flagged as enumeration,
-//	      2 = the last command, or the transition to it, was flagged and not learned
+//	      2 = the last command, or the transition to it, was flagged and not learned;
+//	      bits 2-4: requests left in a rollout's sequence (RolloutSteps; 0: none)
 //	47    requests left before transitions are judged again after a 5xx
 //	      (RetryQuiet; 0: judged)
 //	48:80 Bloom filter of issued commands (256 bits)
@@ -199,6 +215,9 @@ type state struct {
 	// quiet is how many more requests after the device's latest 5xx make
 	// transitions that are neither judged nor learned (RetryQuiet).
 	quiet uint8
+	// seq is how many more requests the device is in a rollout's sequence
+	// (RolloutSteps).
+	seq uint8
 	// homeNet and homeNetCnt: the device's home network (netHash) and
 	// its Misra-Gries counter.
 	homeNet    uint32
@@ -235,6 +254,7 @@ func (s *state) load(b []byte) {
 	s.flagged = b[46]&1 != 0
 	s.lastBad = b[46]&2 != 0
 	s.quiet = min(b[47], RetryQuiet)
+	s.seq = min(b[46]>>2&7, RolloutSteps)
 	s.last = binary.LittleEndian.Uint64(b[lastOff:])
 	s.homeNet = binary.LittleEndian.Uint32(b[netOff:])
 	s.homeNetCnt = min(binary.LittleEndian.Uint16(b[netOff+4:]), homeNetMax)
@@ -251,7 +271,7 @@ func (s *state) store(b []byte) {
 	binary.LittleEndian.PutUint64(b[32:], s.prev)
 	binary.LittleEndian.PutUint32(b[40:], s.win)
 	binary.LittleEndian.PutUint16(b[44:], s.homeCnt)
-	b[46], b[47] = 0, s.quiet
+	b[46], b[47] = s.seq<<2, s.quiet
 	if s.flagged {
 		b[46] |= 1
 	}
@@ -364,6 +384,24 @@ func rollout(ev *schemas.Event, fleet *Stats, at place, command uint64) bool {
 		fleet.ClassAdopters(ev.ClassKey, command, ev.DeviceKey, ev.Time) >= AdoptMin
 }
 
+// modelKey is the key of ev's model (its class across tenants), or of its
+// class when it has none.
+func modelKey(ev *schemas.Event) uint64 {
+	if ev.HasModel() {
+		return ev.ModelKey
+	}
+	return ev.ClassKey
+}
+
+// rolloutNext reports whether a privileged command of a device in a
+// rollout's sequence (see RolloutSteps) is the sequence's next step: from
+// its home network, while at least AdoptMin other devices of its model
+// adopt commands.
+func rolloutNext(ev *schemas.Event, fleet *Stats, at place) bool {
+	return fleet != nil && at == placeHome &&
+		fleet.ClassAdopters(modelKey(ev), anyCommand, ev.DeviceKey, ev.Time) >= AdoptMin
+}
+
 // Doc is the catalog paragraph.
 const Doc = "Commands the device never issued (256-bit Bloom filter per device), judged against its class. " +
 	"Class knowledge counts distinct devices (sketches in the fleet view), so no single device can teach its " +
@@ -398,7 +436,12 @@ const Doc = "Commands the device never issued (256-bit Bloom filter per device),
 	"30-60 minutes scores at most 0.25 for the command, and for a transition into or out of such a command (or of " +
 	"one another device adopts while 5 others of the class adopt commands), and learns it; one device alone, or one away from its home network, is judged as before, and a privileged command " +
 	"the device never issued, from away while the class adopts it, scores 0.75 however usual it is for the class " +
-	"(away outside a rollout, it is judged as at home: the network is locality's and geo's to judge). For command findings Observed is the estimated number of other " +
+	"(away outside a rollout, it is judged as at home: the network is locality's and geo's to judge). " +
+	"A rollout's first reporters: a device that, from its home network, adopted a command new to its model (first " +
+	"issued by a device of the class across tenants less than 30 minutes before) that another device of the model " +
+	"adopted too, is in the rollout's sequence while its next requests (up to 6) are commands it never issued; a " +
+	"privileged command among them, from home, while 5 other devices of the model adopt commands, and the transition " +
+	"into it, score at most 0.25 and are learned; a request of its routine in between ends the sequence. For command findings Observed is the estimated number of other " +
 	"devices of the class that issued the command and Expected the class's estimated device count; the " +
 	"observed label is the end of the command (\"/{id}/unlock\"). " +
 	"Numeric arguments (the log's args, or numeric query parameters) are judged against the range their class " +
@@ -558,11 +601,22 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 		learned = true
 		cls     class
 		looked  bool
+		step    bool // ev's command is a rollout sequence's next step
 	)
 	b1, b2 := byte(h), byte(h>>8)
 	if bloom[b1>>3]&(1<<(b1&7)) == 0 || bloom[b2>>3]&(1<<(b2&7)) == 0 {
 		cls, looked = lookClass(ev, fleet), true
-		f, learned = newCommand(ev, bloom, fleet, cls, warm, at)
+		f, learned, step = newCommand(ev, bloom, fleet, cls, warm, at, s.seq > 0)
+	}
+	switch {
+	case looked && learned && warm && at == placeHome && fleet != nil &&
+		fleet.ClassAdopters(modelKey(ev), h, ev.DeviceKey, ev.Time) >= 0.5 &&
+		fleet.classCommandNew(modelKey(ev), h, ev.Time):
+		s.seq = RolloutSteps // adopted what is new to its model, with others
+	case !looked:
+		s.seq = 0 // a command it knew: its routine, not the sequence
+	case s.seq > 0:
+		s.seq--
 	}
 	prev, prevBad := s.last, s.lastBad
 	s.last, s.lastBad = h, !learned
@@ -593,7 +647,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	if !looked {
 		cls = lookClass(ev, fleet)
 	}
-	tf, learn := transition(ev, prev, fleet, cls, at)
+	tf, learn := transition(ev, prev, fleet, cls, at, step)
 	if learn {
 		trans[i1>>3] |= 1 << (i1 & 7)
 		trans[i2>>3] |= 1 << (i2 & 7)
@@ -744,7 +798,9 @@ func widen(ev *schemas.Event, others float64) bool {
 // transition judges the transition from prev to ev's command, which the device
 // never made, against its class; learn reports whether the device should
 // remember it.
-func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at place) (f schemas.Finding, learn bool) {
+// step reports whether ev's command was judged the next step of a rollout's
+// sequence (see RolloutSteps): the transition into it is part of that step.
+func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at place, step bool) (f schemas.Finding, learn bool) {
 	if fleet == nil || !cls.established {
 		return f, true // a young class knows too few transitions to judge any
 	}
@@ -771,7 +827,7 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 	default:
 		return f, true
 	}
-	if score > ScoreRollout && rolloutStep(ev, fleet, at, prev) {
+	if score > ScoreRollout && (step || rolloutStep(ev, fleet, at, prev)) {
 		score, learn = ScoreRollout, true // a step of a rollout across the class
 	}
 	return schemas.Finding{
@@ -787,7 +843,10 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 // newCommand judges ev's command, which the device never issued, against its
 // class, and learns it into bloom unless flagged high; learned reports
 // whether it did.
-func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool, at place) (schemas.Finding, bool) {
+//
+// inSeq reports whether the device is in a rollout's sequence (see
+// RolloutSteps).
+func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool, at place, inSeq bool) (f schemas.Finding, learned, step bool) {
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
 	var others float64 // other devices of the class (or model) that issued it
@@ -849,12 +908,15 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 	if reason != schemas.ReasonNone && score > ScoreRollout && rollout(ev, fleet, at, h) {
 		score, learn = ScoreRollout, true // adopted across the class from home networks at once
 	}
+	if reason == ReasonPrivilegedNew && score > ScoreRollout && inSeq && warm && rolloutNext(ev, fleet, at) {
+		score, learn, step = ScoreRollout, true, true // the next step of a sequence the device's model adopts
+	}
 	if learn {
 		bloom[b1>>3] |= 1 << (b1 & 7)
 		bloom[b2>>3] |= 1 << (b2 & 7)
 	}
 	if reason == schemas.ReasonNone {
-		return schemas.Finding{}, learn
+		return schemas.Finding{}, learn, step
 	}
 	return schemas.Finding{
 		Detector:      Name,
@@ -863,7 +925,7 @@ func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm b
 		Observed:      math.Round(others*10) / 10,
 		Expected:      math.Round(devices*10) / 10,
 		ObservedLabel: commandLabel(ev.Command),
-	}, learn
+	}, learn, step
 }
 
 // usual is how usual a command is for its class, in [0,1]: the share of the

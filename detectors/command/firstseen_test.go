@@ -71,7 +71,7 @@ func TestClassNoveltyByEventTime(t *testing.T) {
 			}
 			var s state
 			s.load(home(c.at))
-			tf, _ := transition(ev, prev, fl.fleet, lookClass(ev, fl.fleet), s.where(ev))
+			tf, _ := transition(ev, prev, fl.fleet, lookClass(ev, fl.fleet), s.where(ev), false)
 			if tf.Reason != ReasonRareTransition || tf.Observed < c.transition-0.2 || tf.Observed > c.transition+0.2 {
 				t.Errorf("%s, b at t0+%ds: transition %s observed %v, want rare_transition observed %v",
 					fl.name, (c.at-t0)/1e9, tf.Reason, tf.Observed, c.transition)

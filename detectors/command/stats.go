@@ -24,7 +24,8 @@ import (
 // was learned with it (see firstSeen: what was new at an event's time stays
 // new to it whatever the class learned of later times). It costs 136 bytes
 // per command slot (40 of them for argument ranges, 32 for adoptions, 32 for
-// first times).
+// first times). Adoptions are counted per class and per model (a vendor's
+// rollout reaches every tenant of the model).
 type Stats struct {
 	classes     *detectors.ClassTable
 	commands    *detectors.DeviceSketches
@@ -76,6 +77,13 @@ func (s *Stats) classCommandOthers(class, command, device uint64, t int64) float
 	return others
 }
 
+// classCommandNew reports whether the class (or model) first issued command
+// less than AdoptWindow before event time t: something new to it spreading.
+func (s *Stats) classCommandNew(class, command uint64, t int64) bool {
+	first := s.firstCmd.first(detectors.PairKey(class, command))
+	return first != 0 && t-first < AdoptWindow*1e9
+}
+
 // classTransitionOthers is ClassTransitionDevices as of event time t (see
 // classCommandOthers).
 func (s *Stats) classTransitionOthers(class, prev, command, device uint64, t int64) float64 {
@@ -121,6 +129,10 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	if adopting(ev, before) {
 		s.adopted.learn(detectors.PairKey(ev.ClassKey, ev.CommandID), ev.DeviceKey, ev.Time)
 		s.adopted.learn(detectors.PairKey(ev.ClassKey, anyCommand), ev.DeviceKey, ev.Time)
+		if ev.HasModel() {
+			s.adopted.learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey, ev.Time)
+			s.adopted.learn(detectors.PairKey(ev.ModelKey, anyCommand), ev.DeviceKey, ev.Time)
+		}
 	}
 	if ev.HasModel() {
 		s.commands.Learn(detectors.PairKey(ev.ModelKey, ev.CommandID), ev.DeviceKey)

@@ -159,7 +159,7 @@ type state struct {
 	loc       location
 	// away: the last location was learned from a request this detector
 	// flagged (an attacker's, or a device's real trip the detector found
-	// unusual). A request back in the device's top country after it is no
+	// unusual), or from requests that did not move from there since. A request back in the device's top country after it is no
 	// travel: the excursion was the finding (the owner coming home after
 	// its stolen key was used elsewhere).
 	away bool
@@ -233,8 +233,10 @@ const Doc = "Where a device's requests come from (country and ASN from the log o
 	"Observed is the class's devices in the country (label: it), Expected the class's devices. Roaming: in a country " +
 	"neighbouring the device's top country (centroid uncertainty regions overlap) on an ASN at least 3 other devices " +
 	"of its model (the class across tenants) use, new_country and rare_fleet_country score half. Coming home: a " +
-	"request in the device's top country right after a request this detector flagged (an excursion, such as a " +
-	"stolen key used elsewhere) is no impossible travel: the excursion was the finding, the owner's return is not."
+	"request in the device's top country right after a request this detector flagged, or after requests that " +
+	"stayed where such a request came from (an excursion, such as a stolen key used elsewhere for half an hour, " +
+	"flagged when it began and learned as it went on), is no impossible travel: the excursion was the finding, " +
+	"the owner's return is not."
 
 func init() {
 	detectors.Register(detectors.Spec{
@@ -482,7 +484,11 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) sche
 			s.mobility += max(1, (255-s.mobility)/MobilityUp)
 		}
 		if loc.known() {
-			s.loc, s.away = loc, flagged
+			// An excursion lasts while the device stays where its flagged
+			// request came from: a stolen key used from one place for half
+			// an hour is flagged at first and learned as it goes on, and
+			// the owner's next request from home is still its return.
+			s.loc, s.away = loc, flagged || s.away && !moved
 		}
 	}
 	if s.n < math.MaxUint8 {
