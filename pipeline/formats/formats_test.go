@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -328,11 +329,13 @@ func BenchmarkDecode(b *testing.B) {
 			var ev schemas.Event
 			b.SetBytes(int64(len(line)))
 			b.ReportAllocs()
+			cpu := threadcpu.Start()
 			for b.Loop() {
 				if err := d.Decode(line, 1, 0, now, &ev); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.Report(b)
 		})
 	}
 }

@@ -77,6 +77,9 @@ func (f *flattener) parse(line []byte, want *fieldNode) error {
 }
 
 func (f *flattener) ws() {
+	if f.i < len(f.b) && f.b[f.i] > ' ' { // the common case: no whitespace
+		return
+	}
 	for f.i < len(f.b) {
 		switch f.b[f.i] {
 		case ' ', '\t', '\r', '\n':
@@ -106,7 +109,6 @@ func (f *flattener) object(depth int, want *fieldNode) error {
 		if err != nil {
 			return err
 		}
-		f.prefix = append(f.prefix, key...)
 		f.ws()
 		if f.i >= len(f.b) || f.b[f.i] != ':' {
 			return syntaxError("expected ':' at offset " + strconv.Itoa(f.i))
@@ -115,18 +117,20 @@ func (f *flattener) object(depth int, want *fieldNode) error {
 		f.ws()
 		switch {
 		case want == nil:
+			f.prefix = append(f.prefix, key...)
 			err = f.value(depth)
 		case f.i >= len(f.b):
 			return syntaxError("unexpected end of the record, expected a value")
 		default:
 			w, c := want.child(key), f.b[f.i]
 			switch {
-			case w == nil: // not wanted
+			case w == nil: // not wanted: its name is never needed
 				err = f.skipValue()
 			case c == '{' && depth < maxFlatDepth && len(w.children) > 0:
-				f.prefix = append(f.prefix, '.')
+				f.prefix = append(append(f.prefix, key...), '.')
 				err = f.object(depth+1, w)
 			case c != '{' && c != '[' && w.leaf:
+				f.prefix = append(f.prefix, key...)
 				err = f.value(depth)
 			default:
 				err = f.skipValue()
@@ -157,14 +161,13 @@ func (f *flattener) value(depth int) error {
 	if f.i >= len(f.b) {
 		return syntaxError("unexpected end of the record, expected a value")
 	}
-	var t token
 	switch c := f.b[f.i]; {
 	case c == '"':
 		s, err := f.str()
 		if err != nil {
 			return err
 		}
-		t = token{kind: kString, val: s}
+		f.emit(kString, s, 0)
 	case c == '-' || (c >= '0' && c <= '9'):
 		start := f.i
 		for f.i < len(f.b) && isNumberByte(f.b[f.i]) {
@@ -178,7 +181,7 @@ func (f *flattener) value(depth int) error {
 				return syntaxError("invalid number at offset " + strconv.Itoa(start))
 			}
 		}
-		t = token{kind: kNumber, val: raw, num: n}
+		f.emit(kNumber, raw, n)
 	case c == 't':
 		return f.lit("true", kBool)
 	case c == 'f':
@@ -196,32 +199,37 @@ func (f *flattener) value(depth int) error {
 	default:
 		return syntaxError("unexpected character at offset " + strconv.Itoa(f.i))
 	}
-	f.emit(t)
 	return nil
 }
 
-func (f *flattener) emit(t token) {
+// emit appends the token named f.prefix. It fills the new element in place:
+// building a token and copying it cost a stalled 64-byte copy per token
+// (the copy reads back what was just written in narrower stores).
+func (f *flattener) emit(k kind, val []byte, num float64) {
 	start := len(f.paths)
 	f.paths = append(f.paths, f.prefix...)
+	if len(f.toks) == cap(f.toks) {
+		f.toks = append(f.toks, token{})
+	} else {
+		f.toks = f.toks[:len(f.toks)+1]
+	}
+	t := &f.toks[len(f.toks)-1]
 	t.path = f.paths[start:len(f.paths):len(f.paths)]
-	f.toks = append(f.toks, t)
+	t.val, t.num, t.kind = val, num, k
 }
 
 func (f *flattener) lit(word string, k kind) error {
 	if len(f.b)-f.i < len(word) || string(f.b[f.i:f.i+len(word)]) != word {
 		return syntaxError("invalid literal at offset " + strconv.Itoa(f.i))
 	}
-	f.emit(token{kind: k, val: f.b[f.i : f.i+len(word)]})
+	f.emit(k, f.b[f.i:f.i+len(word)], 0)
 	f.i += len(word)
 	return nil
 }
 
-// skip skips a balanced object or array at f.i, checking brackets and strings.
-func (f *flattener) skip() error { return f.skipNested(true) }
-
-// skipNested is skip; with decode false, strings are only scanned (skipString),
-// not unescaped: cheaper for values nobody reads.
-func (f *flattener) skipNested(decode bool) error {
+// skip skips a balanced object or array at f.i, checking brackets and
+// strings (unescaped, so their escapes are checked too).
+func (f *flattener) skip() error {
 	var stack [maxNesting]byte
 	depth := 0
 	for f.i < len(f.b) {
@@ -243,13 +251,7 @@ func (f *flattener) skipNested(decode bool) error {
 				return nil
 			}
 		case '"':
-			var err error
-			if decode {
-				_, err = f.str()
-			} else {
-				err = f.skipString()
-			}
-			if err != nil {
+			if _, err := f.str(); err != nil {
 				return err
 			}
 		default:
@@ -264,7 +266,12 @@ func (f *flattener) skipNested(decode bool) error {
 func (f *flattener) str() ([]byte, error) {
 	f.i++
 	start := f.i
-	i := quoteOrBackslash(f.b, start)
+	var i int
+	if m := firstLanes(f.b, start); m != 0 {
+		i = start + bits.TrailingZeros64(m)>>3
+	} else {
+		i = quoteOrBackslash(f.b, start)
+	}
 	switch {
 	case i == len(f.b):
 		return nil, syntaxError("unterminated string")
@@ -281,17 +288,8 @@ func (f *flattener) str() ([]byte, error) {
 // JSON record is string contents, and a byte loop over them was the decoders'
 // largest cost.
 func quoteOrBackslash(b []byte, i int) int {
-	const (
-		ones  = 0x0101010101010101
-		highs = 0x8080808080808080
-	)
 	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
-		q, s := x^(ones*'"'), x^(ones*'\\')
-		// A byte of q or s is zero where x holds '"' or '\\'. The zero-byte
-		// test can also flag a byte above a zero byte (the borrow), never
-		// one below it, so the lowest flag is exact.
-		if m := ((q-ones)&^q | (s-ones)&^s) & highs; m != 0 {
+		if m := quoteOrBackslashLanes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
 			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
@@ -301,6 +299,25 @@ func quoteOrBackslash(b []byte, i int) int {
 		}
 	}
 	return len(b)
+}
+
+// quoteOrBackslashLanes flags the lanes of the little-endian word x that may
+// hold '"' or '\\': a byte of q or s is zero where x holds one. The zero-byte
+// test can also flag a byte above a zero byte (the borrow), never one below
+// it, so the lowest flag is exact.
+func quoteOrBackslashLanes(x uint64) uint64 {
+	q, s := x^(ones*'"'), x^(ones*'\\')
+	return ((q-ones)&^q | (s-ones)&^s) & highs
+}
+
+// firstLanes is quoteOrBackslashLanes of the eight bytes of b at i, or 0
+// when fewer remain. Most keys and many values end within them, so testing
+// them where the call inlines saves the call to quoteOrBackslash.
+func firstLanes(b []byte, i int) uint64 {
+	if i+8 > len(b) {
+		return 0
+	}
+	return quoteOrBackslashLanes(binary.LittleEndian.Uint64(b[i:]))
 }
 
 func (f *flattener) unescape(start int) ([]byte, error) {

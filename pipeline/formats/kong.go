@@ -1,6 +1,7 @@
 package formats
 
 import (
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -260,7 +261,7 @@ func (f *flattener) skipValue() error {
 	case c == '"':
 		return f.skipString()
 	case c == '{' || c == '[':
-		return f.skipNested(false)
+		return f.skipBalanced()
 	case c == 't':
 		return f.skipWord("true")
 	case c == 'f':
@@ -289,8 +290,12 @@ func (f *flattener) skipWord(word string) error {
 // the byte after it, the first unescaped quote ends the string.
 func (f *flattener) skipString() error {
 	i := f.i + 1
-	for {
+	if m := firstLanes(f.b, i); m != 0 {
+		i += bits.TrailingZeros64(m) >> 3
+	} else {
 		i = quoteOrBackslash(f.b, i)
+	}
+	for {
 		switch {
 		case i == len(f.b):
 			return syntaxError("unterminated string")
@@ -302,5 +307,6 @@ func (f *flattener) skipString() error {
 		if i > len(f.b) {
 			return syntaxError("unterminated string")
 		}
+		i = quoteOrBackslash(f.b, i)
 	}
 }

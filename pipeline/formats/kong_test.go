@@ -1,9 +1,12 @@
 package formats
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -145,4 +148,131 @@ func FuzzKongSelected(f *testing.F) {
 			checkKongSelected(t, o, rec)
 		}
 	})
+}
+
+// skipScan is the byte-by-byte scan skipBalanced replaces, kept as its
+// reference: brackets balanced and matching outside strings, strings ended
+// by their first unescaped quote.
+func skipScan(f *flattener) error {
+	var stack [maxNesting]byte
+	depth := 0
+	for f.i < len(f.b) {
+		switch c := f.b[f.i]; c {
+		case '{', '[':
+			if depth == maxNesting {
+				return syntaxError("nesting too deep")
+			}
+			stack[depth] = c
+			depth++
+			f.i++
+		case '}', ']':
+			if depth == 0 || (c == '}') != (stack[depth-1] == '{') {
+				return syntaxError("unbalanced brackets at offset " + strconv.Itoa(f.i))
+			}
+			depth--
+			f.i++
+			if depth == 0 {
+				return nil
+			}
+		case '"':
+			if err := f.skipString(); err != nil {
+				return err
+			}
+		default:
+			f.i++
+		}
+	}
+	return syntaxError("unexpected end of the record inside a nested value")
+}
+
+// checkSkipBalanced checks skipBalanced against skipScan from every bracket
+// of b: the same end, or the same error.
+func checkSkipBalanced(t *testing.T, b []byte) {
+	t.Helper()
+	for at, c := range b {
+		if c != '{' && c != '[' {
+			continue
+		}
+		want, got := flattener{b: b, i: at}, flattener{b: b, i: at}
+		wantErr, gotErr := skipScan(&want), got.skipBalanced()
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || (wantErr == nil && got.i != want.i) {
+			t.Fatalf("skipping %q from offset %d: end %d, error %v; want end %d, error %v", b, at, got.i, gotErr, want.i, wantErr)
+		}
+	}
+}
+
+// skipEdgeRecords put escapes, quotes and brackets at every lane of a word
+// and across word boundaries, brackets inside strings, the bytes the
+// bracket test confuses with brackets ('Y', 'y', '_', DEL) outside strings,
+// mismatched kinds, nesting past the limit, and records cut short.
+var skipEdgeRecords = []string{
+	`{}`, `[]`, `{"a":"}"}`, `["]","[",{"}":"{"}]`, `{"a":"\"}"}`, `{"a":"\\"}`, `{"a":"\\\"}"}`,
+	`{"abcdef":"\\"}x`, `{"abcdefg":"x\"y]"}`, `{"a":[1,2,{"b":[true,null]}],"c":"d"}`,
+	`{"a":1]`, `[1,2}`, `{"a":{"b":1}`, `{"a":"unterminated`, `{"a":"ends in a backslash\`, `{"a":"x"`,
+	`{y:_,Y:` + "\x7f" + `}`, `{"a":[_y]}`, `{"k":"v\u005d"}`, `{"a":` + strings.Repeat("[", maxNesting+1) + strings.Repeat("]", maxNesting+1) + `}`,
+	`[` + strings.Repeat(`"\\",`, 9) + `"]"]`, `{"` + strings.Repeat(`\"`, 11) + `":{}}`,
+}
+
+func TestSkipBalanced(t *testing.T) {
+	for _, rec := range kongRecords(t) {
+		checkSkipBalanced(t, rec)
+	}
+	for _, rec := range skipEdgeRecords {
+		for cut := 1; cut <= len(rec); cut++ { // every prefix, so that each byte falls in every lane
+			checkSkipBalanced(t, []byte(rec[:cut]))
+			checkSkipBalanced(t, []byte("  "+rec[:cut])) // shifted by two lanes
+		}
+	}
+}
+
+// FuzzSkipBalanced checks skipBalanced against skipScan on any input.
+func FuzzSkipBalanced(f *testing.F) {
+	for _, rec := range kongRecords(f) {
+		f.Add(rec)
+	}
+	for _, rec := range skipEdgeRecords {
+		f.Add([]byte(rec))
+	}
+	f.Fuzz(checkSkipBalanced)
+}
+
+// TestBlockMasks checks blockMasks (assembly on amd64) and
+// blockMasksGeneric against a byte loop: every byte value at every
+// position, and the blocks of the Kong records.
+func TestBlockMasks(t *testing.T) {
+	check := func(p *[64]byte) {
+		t.Helper()
+		var q, bs, br uint64
+		for k, c := range p {
+			switch c {
+			case '"':
+				q |= 1 << k
+			case '\\':
+				bs |= 1 << k
+			case '{', '}', '[', ']':
+				br |= 1 << k
+			}
+		}
+		if gq, gbs, gbr := blockMasks(p); gq != q || gbs != bs || gbr != br {
+			t.Fatalf("blockMasks(%q) = %x %x %x, want %x %x %x", p[:], gq, gbs, gbr, q, bs, br)
+		}
+		if gq, gbs, gbr := blockMasksGeneric(p); gq != q || gbs != bs || gbr != br {
+			t.Fatalf("blockMasksGeneric(%q) = %x %x %x, want %x %x %x", p[:], gq, gbs, gbr, q, bs, br)
+		}
+	}
+	var p [64]byte
+	for c := range 256 {
+		for k := range p {
+			for j := range p { // the byte among neighbours that match and that do not
+				p[j] = "\"\\{}[]x\x00"[(j+c)%8]
+			}
+			p[k] = byte(c)
+			check(&p)
+		}
+	}
+	for _, rec := range kongRecords(t) {
+		for i := 0; i+64 <= len(rec); i++ {
+			check((*[64]byte)(rec[i : i+64]))
+		}
+	}
 }
