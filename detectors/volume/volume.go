@@ -340,7 +340,10 @@ type state struct {
 	overMedium            float64
 	logMid                float64
 	bucket                float64
-	core                  Core
+	// core is the bytes-out Core, read from the record only when a bucket
+	// closes (coreRead), and then written back: most events close none.
+	core     Core
+	coreRead bool
 	// burstShort and burstRun are the remembered largest ratios of the
 	// short window's and of the run's count to their expectations in the
 	// device's past burst episodes, peakShort and peakRun those of the open
@@ -405,7 +408,6 @@ func (s *state) load(b []byte) {
 	s.overMedium = f32(b[44:])
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
-	s.core.UnmarshalBinary(b[coreAt:])
 	s.burstShort, s.burstRun, s.burstLen = getBurst(b[burstAt:])
 	s.peakShort, s.peakRun, s.peakLen = getBurst(b[peakAt:])
 	s.last5xx = binary.LittleEndian.Uint32(b[last5xxAt:])
@@ -432,7 +434,9 @@ func (s *state) store(b []byte) {
 	putF32(b[44:], s.overMedium)
 	putF32(b[48:], s.logMid)
 	putF32(b[52:], s.bucket)
-	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
+	if s.coreRead {
+		s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
+	}
 	putBurst(b[burstAt:], s.burstShort, s.burstRun, s.burstLen)
 	putBurst(b[peakAt:], s.peakShort, s.peakRun, s.peakLen)
 	binary.LittleEndian.PutUint32(b[last5xxAt:], s.last5xx)
@@ -658,6 +662,8 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
 			y := LogScale * math.Log1p(driftObserved)
+			s.core.UnmarshalBinary(b[coreAt:])
+			s.coreRead = true
 			point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
 		}
 		s.bucket, s.bucketN = 0, 0
