@@ -713,29 +713,34 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 		// The run, for floods too slow to fill the short window, while the
 		// short window still runs high.
 		if score == 0 && grew && s.runN >= MinSpike && s.short >= MinRatio*s.expect(s.long, TauShort) {
+			// A surprise scores (above 0) from MinSurprise on; the score
+			// itself (an Exp2) is computed only for the finding kept.
 			runZ = runSurprise(runObserved, runExpected, s.runRatio())
-			r := detectors.SurpriseScore(runZ, MinSurprise)
-			if r > 0 && s.rampUp(ev, fleet) {
+			found := runZ >= MinSurprise
+			if found && s.rampUp(ev, fleet) {
 				runExpected *= s.ramp
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
-				r = detectors.SurpriseScore(runZ, MinSurprise)
+				found = runZ >= MinSurprise
 			}
-			if r > 0 && s.classBurstUp(ev, fleet) {
+			if found && s.classBurstUp(ev, fleet) {
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
-				r = detectors.SurpriseScore(runZ, MinSurprise)
+				found = runZ >= MinSurprise
 			}
 			// A device with no session of its own leaning on its class's:
 			// the run must be improbable as a class session too
 			// (classSessionRun).
-			if r > 0 {
+			sessionZ, asSession := 0.0, false
+			if found {
 				if rs := s.classSessionRun(); rs > 0 {
-					r = min(r, detectors.SurpriseScore(runSurprise(runObserved, rs*runExpected, 0), MinSurprise))
+					sessionZ, asSession = runSurprise(runObserved, rs*runExpected, 0), true
+					found = sessionZ >= MinSurprise
 				}
 			}
-			if r > 0 && !s.sessionKnown() {
-				r = 0
-			}
-			if r > 0 {
+			if found && s.sessionKnown() {
+				r := detectors.SurpriseScore(runZ, MinSurprise)
+				if asSession {
+					r = min(r, detectors.SurpriseScore(sessionZ, MinSurprise))
+				}
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
 		}
