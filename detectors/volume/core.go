@@ -138,8 +138,7 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 	y := math.Sqrt(x)
 	cs, sn := 0.0, 0.0
 	if p.Daily {
-		ph := 2 * math.Pi * float64(((t%dayNs)+dayNs)%dayNs) / float64(dayNs)
-		sn, cs = math.Sincos(ph)
+		sn, cs = dayPhase(t)
 	}
 	if c.n == 0 {
 		c.level = y
@@ -215,6 +214,31 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 }
 
 const dayNs = int64(86400e9)
+
+// dayPhase returns the sine and cosine of t's time of day as an angle (a
+// day is 2π). A time on a BucketNs boundary (where the Detector's buckets
+// close) reads them from a table computed by the same expression.
+func dayPhase(t int64) (sn, cs float64) {
+	tod := ((t % dayNs) + dayNs) % dayNs
+	if tod%BucketNs == 0 {
+		p := &dayPhases[tod/BucketNs]
+		return p[0], p[1]
+	}
+	return dayPhaseOf(tod)
+}
+
+// dayPhaseOf is dayPhase of a time of day tod in [0, dayNs).
+func dayPhaseOf(tod int64) (sn, cs float64) {
+	return math.Sincos(2 * math.Pi * float64(tod) / float64(dayNs))
+}
+
+// dayPhases holds dayPhaseOf of every BucketNs boundary of a day.
+var dayPhases = func() (d [dayNs / BucketNs][2]float64) {
+	for i := range d {
+		d[i][0], d[i][1] = dayPhaseOf(int64(i) * BucketNs)
+	}
+	return d
+}()
 
 func clip(v, lim float64) float64 {
 	if v > lim {

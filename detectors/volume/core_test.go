@@ -95,3 +95,25 @@ func BenchmarkCoreStep(b *testing.B) {
 		c.Step(&p, t, float64(100+t%7))
 	}
 }
+
+// TestDayPhaseTable checks dayPhase against Step's former expression, bit
+// for bit: at every bucket boundary of two days (the table), around them,
+// and at times before 1970.
+func TestDayPhaseTable(t *testing.T) {
+	old := func(t int64) (float64, float64) {
+		return math.Sincos(2 * math.Pi * float64(((t%dayNs)+dayNs)%dayNs) / float64(dayNs))
+	}
+	base := int64(1736121600e9)
+	for _, t0 := range []int64{base, -base - 7*dayNs} {
+		for i := int64(0); i <= 2*dayNs/BucketNs; i++ {
+			for _, d := range []int64{0, 1, -1, 1e9, BucketNs / 2} {
+				at := t0 + i*BucketNs + d
+				sn, cs := dayPhase(at)
+				wsn, wcs := old(at)
+				if math.Float64bits(sn) != math.Float64bits(wsn) || math.Float64bits(cs) != math.Float64bits(wcs) {
+					t.Fatalf("dayPhase(%d) = %v, %v; want %v, %v", at, sn, cs, wsn, wcs)
+				}
+			}
+		}
+	}
+}
