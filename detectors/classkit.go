@@ -67,14 +67,16 @@ func PairKey(class, x uint64) uint64 {
 func DeviceBit(device uint64) uint { return uint(device >> 58) }
 
 // LinearCount estimates distinct items from a bitmap of m bits with ones set.
-// The sketch sizes in use (64 bits, and a class's clsWords*64) read a table
-// of the same values: classes' and commands' sketches are counted on every
-// event, and a logarithm per count was a third of the command detector's
-// cost on a new command's path.
+// The sketch sizes in use (64 bits, 256 for volume's class failures, and a
+// class's clsWords*64) read a table of the same values: sketches are counted
+// on every event, and a logarithm per count was a third of the command
+// detector's cost on a new command's path.
 func LinearCount(m, ones int) float64 {
 	switch {
 	case m == 64 && uint(ones) <= 64:
 		return linearCounts64[ones]
+	case m == 256 && uint(ones) <= 256:
+		return linearCounts256[ones]
 	case m == clsWords*64 && uint(ones) <= clsWords*64:
 		return linearCountsClass[ones]
 	}
@@ -90,12 +92,18 @@ func linearCount(m, ones int) float64 {
 	return float64(m) * math.Log(float64(m)/float64(zeros))
 }
 
-// linearCounts64 and linearCountsClass are linearCount(m, ones) by ones for
-// m = 64 and m = clsWords*64.
+// linearCounts64, linearCounts256 and linearCountsClass are
+// linearCount(m, ones) by ones for m = 64, 256 and clsWords*64.
 var (
 	linearCounts64 = func() (c [64 + 1]float64) {
 		for ones := range c {
 			c[ones] = linearCount(64, ones)
+		}
+		return c
+	}()
+	linearCounts256 = func() (c [256 + 1]float64) {
+		for ones := range c {
+			c[ones] = linearCount(256, ones)
 		}
 		return c
 	}()

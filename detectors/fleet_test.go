@@ -57,7 +57,7 @@ func TestClassSnapshotVersions(t *testing.T) {
 // give the computed estimate bit for bit, and that other sizes, and counts
 // out of a table's range, are still computed.
 func TestLinearCountTable(t *testing.T) {
-	for _, m := range []int{64, clsWords * 64, 128, 256} {
+	for _, m := range []int{64, 256, clsWords * 64, 128, 512} {
 		for ones := -1; ones <= m+1; ones++ {
 			got, want := LinearCount(m, ones), linearCount(m, ones)
 			if math.Float64bits(got) != math.Float64bits(want) {
