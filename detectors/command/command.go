@@ -575,13 +575,11 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	var (
 		f       schemas.Finding
 		learned = true
-		cls     class
-		looked  bool
+		cls     classLook
 	)
 	b1, b2 := byte(h), byte(h>>8)
 	if bloom[b1>>3]&(1<<(b1&7)) == 0 || bloom[b2>>3]&(1<<(b2&7)) == 0 {
-		cls, looked = lookClass(ev, fleet), true
-		f, learned = newCommand(ev, bloom, fleet, cls, warm, at)
+		f, learned = newCommand(ev, bloom, fleet, &cls, warm, at)
 	}
 	prev, prevBad := s.last, s.lastBad
 	s.last, s.lastBad = h, !learned
@@ -609,10 +607,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	if trans[i1>>3]&(1<<(i1&7)) != 0 && trans[i2>>3]&(1<<(i2&7)) != 0 {
 		return f
 	}
-	if !looked {
-		cls = lookClass(ev, fleet)
-	}
-	tf, learn := transition(ev, prev, fleet, cls, at)
+	tf, learn := transition(ev, prev, fleet, cls.get(ev, fleet), at)
 	if learn {
 		trans[i1>>3] |= 1 << (i1 & 7)
 		trans[i2>>3] |= 1 << (i2 & 7)
@@ -733,6 +728,20 @@ func routine(lo, hi, size float64, cls class) float64 {
 
 func lookClass(ev *schemas.Event, fleet *Stats) class { return look(ev, fleet, ev.ClassKey) }
 
+// classLook is lookClass of one event, looked up when first needed (a
+// command judged in its model needs it only for the transition after it).
+type classLook struct {
+	c      class
+	looked bool
+}
+
+func (l *classLook) get(ev *schemas.Event, fleet *Stats) class {
+	if !l.looked {
+		l.c, l.looked = lookClass(ev, fleet), true
+	}
+	return l.c
+}
+
 // look returns what the fleet view says of the class key (ev's class or
 // model) at ev's time.
 func look(ev *schemas.Event, fleet *Stats, key uint64) class {
@@ -806,14 +815,19 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 // newCommand judges ev's command, which the device never issued, against its
 // class, and learns it into bloom unless flagged high; learned reports
 // whether it did.
-func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool, at place) (schemas.Finding, bool) {
+func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, lc *classLook, warm bool, at place) (schemas.Finding, bool) {
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
-	var others float64 // other devices of the class (or model) that issued it
+	var (
+		others float64 // other devices of the class (or model) that issued it
+		cls    class   // what the fleet view says of the class (or model)
+	)
 	if fleet != nil {
 		others = fleet.classCommandOthers(ev.ClassKey, h, ev.DeviceKey, ev.Time)
 		if widen(ev, others) {
 			others, cls = fleet.classCommandOthers(ev.ModelKey, h, ev.DeviceKey, ev.Time), look(ev, fleet, ev.ModelKey)
+		} else {
+			cls = lc.get(ev, fleet)
 		}
 	}
 	devices := cls.devices
