@@ -469,9 +469,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) sche
 		}
 	}
 	if fleet != nil && sizeJudged(ev) {
-		if p := responseSize(ev, fleet); p.Score > f.Score {
-			f = p
-		}
+		responseSize(ev, fleet, &f)
 	}
 	if s.n < math.MaxUint32 {
 		s.n++
@@ -682,20 +680,26 @@ func sizeJudged(ev *schemas.Event) bool {
 // devices get about the same size for the same command. A class-wide change
 // (a new firmware's larger config) restarts the range, as a class moving
 // its arguments does (detectors.ParamShiftDevices).
-func responseSize(ev *schemas.Event, fleet *Stats) schemas.Finding {
+// The finding replaces *f when it scores higher (in place: it is built
+// only then, and not copied back).
+func responseSize(ev *schemas.Event, fleet *Stats, f *schemas.Finding) {
 	if float64(ev.BytesOut) < SizeMinBytes {
-		return schemas.Finding{}
+		return
 	}
 	x := math.Log1p(float64(ev.BytesOut))
 	r := fleet.ClassParam(ev.ClassKey, ev.CommandID, sizeKey(ev))
 	z, bound := r.Judge(x)
 	if z == 0 || x < r.Center+logSizeMinRatio {
-		return schemas.Finding{} // in range, below it, or not SizeMinRatio times the median
+		return // in range, below it, or not SizeMinRatio times the median
 	}
-	return schemas.Finding{
+	score := float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z))
+	if score <= f.Score {
+		return
+	}
+	*f = schemas.Finding{
 		Detector:      Name,
 		Reason:        ReasonResponseSize,
-		Score:         float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z)),
+		Score:         score,
 		Observed:      float64(ev.BytesOut),
 		Expected:      math.Expm1(max(bound, r.Center+logSizeMinRatio)),
 		ObservedLabel: bytesOutLabel,
