@@ -630,7 +630,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// The response against the device's typical size (before this event
 	// moves it); a large one counts in the drift bucket at the cap.
 	bytes := min(float64(ev.BytesOut), maxCount)
-	lb := math.Log1p(bytes)
+	lb, sent := math.Log1p(bytes), bytes // lb is log(1 + sent), before the cap
 	if first {
 		s.logMid = lb
 	}
@@ -661,7 +661,14 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
-			y := LogScale * math.Log1p(driftObserved)
+			// log(1 + the bucket's mean size): this response's, already
+			// computed, when they are equal (a device whose responses
+			// have one size, one per bucket or many).
+			lm := lb
+			if driftObserved != sent {
+				lm = math.Log1p(driftObserved)
+			}
+			y := LogScale * lm
 			s.core.UnmarshalBinary(b[coreAt:])
 			s.coreRead = true
 			point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)

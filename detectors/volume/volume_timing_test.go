@@ -65,6 +65,7 @@ func BenchmarkObserve(b *testing.B) {
 	b.Run("error_burst_incident", benchIncident)
 	b.Run("bytes_out", func(b *testing.B) { benchObserve(b, nil, 60e9, 200, schemas.AuthOK, 5e6) })
 	b.Run("bucket_close", func(b *testing.B) { benchObserve(b, nil, 300e9, 200, schemas.AuthOK, 2000) })
+	b.Run("bucket_close_sizes", benchSizes)
 	b.Run("drift", benchDrift)
 }
 
@@ -205,4 +206,34 @@ func benchDrift(b *testing.B) {
 	if drift != i {
 		b.Fatalf("%d bytes_out_drift findings in %d ops; want every op", drift, i)
 	}
+}
+
+// benchSizes is bucket_close with responses of 2,000 and 2,100 bytes in
+// turn: the closed bucket's mean size is never the closing response's (its
+// logarithm is computed again).
+func benchSizes(b *testing.B) {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("d-1"))
+	ev.SetClass([]byte("meter/x"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
+	ev.Status, ev.Auth = 200, schemas.AuthOK
+	state := make([]byte, StateSize)
+	var d Detector
+	t := int64(1736121600e9)
+	sizes := [2]uint64{2000, 2100}
+	for i := range 200 {
+		t += 300e9
+		ev.Time, ev.BytesOut = t, sizes[i%2]
+		d.Observe(&ev, state, nil)
+	}
+	b.ReportAllocs()
+	i := 0
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		t += 300e9
+		ev.Time, ev.BytesOut = t, sizes[i%2]
+		d.Observe(&ev, state, nil)
+		i++
+	}
+	cpu.Report(b)
 }
