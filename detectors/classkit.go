@@ -67,13 +67,53 @@ func PairKey(class, x uint64) uint64 {
 func DeviceBit(device uint64) uint { return uint(device >> 58) }
 
 // LinearCount estimates distinct items from a bitmap of m bits with ones set.
+// The sketch sizes in use (64 bits, 256 for volume's class failures, and a
+// class's clsWords*64) read a table of the same values: sketches are counted
+// on every event, and a logarithm per count was a third of the command
+// detector's cost on a new command's path.
 func LinearCount(m, ones int) float64 {
+	switch {
+	case m == 64 && uint(ones) <= 64:
+		return linearCounts64[ones]
+	case m == 256 && uint(ones) <= 256:
+		return linearCounts256[ones]
+	case m == clsWords*64 && uint(ones) <= clsWords*64:
+		return linearCountsClass[ones]
+	}
+	return linearCount(m, ones)
+}
+
+// linearCount is LinearCount computed.
+func linearCount(m, ones int) float64 {
 	zeros := m - ones
 	if zeros <= 0 {
 		zeros = 1 // saturated: the estimator's ceiling, m·ln m
 	}
 	return float64(m) * math.Log(float64(m)/float64(zeros))
 }
+
+// linearCounts64, linearCounts256 and linearCountsClass are
+// linearCount(m, ones) by ones for m = 64, 256 and clsWords*64.
+var (
+	linearCounts64 = func() (c [64 + 1]float64) {
+		for ones := range c {
+			c[ones] = linearCount(64, ones)
+		}
+		return c
+	}()
+	linearCounts256 = func() (c [256 + 1]float64) {
+		for ones := range c {
+			c[ones] = linearCount(256, ones)
+		}
+		return c
+	}()
+	linearCountsClass = func() (c [clsWords*64 + 1]float64) {
+		for ones := range c {
+			c[ones] = linearCount(clsWords*64, ones)
+		}
+		return c
+	}()
+)
 
 // SetBit sets bit in w, writing only when it is not set yet (after warm-up,
 // learning only reads).

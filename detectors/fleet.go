@@ -89,19 +89,25 @@ func (t *ClassTable) ClassDevices(class uint64) float64 {
 	if o != nil {
 		k = Slot(o.clsKeys, class, false)
 	}
-	if j < 0 && k < 0 {
+	var ones int
+	switch {
+	case j < 0 && k < 0:
 		return 0
-	}
-	ones := 0
-	for i := range clsWords {
-		var w uint64
-		if j >= 0 {
-			w = t.clsBits[j*clsWords+i].Load()
+	case k < 0: // the common case: no overlay, or a class only this instance knows
+		mine := t.clsBits[j*clsWords:][:clsWords]
+		for i := range mine {
+			ones += bits.OnesCount64(mine[i].Load())
 		}
-		if k >= 0 {
-			w |= o.clsBits[k*clsWords+i].Load()
+	case j < 0:
+		theirs := o.clsBits[k*clsWords:][:clsWords]
+		for i := range theirs {
+			ones += bits.OnesCount64(theirs[i].Load())
 		}
-		ones += bits.OnesCount64(w)
+	default:
+		mine, theirs := t.clsBits[j*clsWords:][:clsWords], o.clsBits[k*clsWords:][:clsWords]
+		for i := range mine {
+			ones += bits.OnesCount64(mine[i].Load() | theirs[i].Load())
+		}
 	}
 	return LinearCount(clsWords*64, ones)
 }

@@ -3,6 +3,7 @@ package detectors
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/schemas"
@@ -49,5 +50,22 @@ func TestClassSnapshotVersions(t *testing.T) {
 	}
 	if empty.ClassDevices(class) != 0 {
 		t.Errorf("a refused snapshot changed the table")
+	}
+}
+
+// TestLinearCountTable checks that the sizes LinearCount reads from a table
+// give the computed estimate bit for bit, and that other sizes, and counts
+// out of a table's range, are still computed.
+func TestLinearCountTable(t *testing.T) {
+	for _, m := range []int{64, 256, clsWords * 64, 128, 512} {
+		for ones := -1; ones <= m+1; ones++ {
+			got, want := LinearCount(m, ones), linearCount(m, ones)
+			if math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("LinearCount(%d, %d) = %v, computed %v", m, ones, got, want)
+			}
+		}
+	}
+	if got, want := LinearCount(64, 64), 64*math.Log(64); got != want {
+		t.Errorf("LinearCount(64, 64) = %v, want the ceiling %v", got, want)
 	}
 }

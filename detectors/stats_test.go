@@ -63,6 +63,16 @@ func TestSurpriseScore(t *testing.T) {
 	f(1e9, 1)
 	f(math.Inf(1), 1)
 	f(math.NaN(), 0)
+	// A surprise scores exactly when it reaches zMin (volume decides
+	// whether a run scores by the comparison, and scores only the one kept).
+	for _, zMin := range []float64{3, 6} {
+		for _, z := range []float64{math.NaN(), math.Inf(-1), -1, 0, zMin - 1e-9, math.Nextafter(zMin, 0), zMin,
+			math.Nextafter(zMin, 100), zMin + 1e-9, zMin + 50, zMin + 99.999, zMin + 100, zMin + 101, 1e300, math.Inf(1)} {
+			if got := SurpriseScore(z, zMin); (got > 0) != (z >= zMin) || got < 0 || got > 1 {
+				t.Errorf("SurpriseScore(%v, %v) = %v; want > 0 exactly when z >= zMin, in [0,1]", z, zMin, got)
+			}
+		}
+	}
 }
 
 func TestDecay(t *testing.T) {

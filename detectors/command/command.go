@@ -309,11 +309,14 @@ func asnHash(asn uint32) uint16 {
 // where tells where ev comes from, relative to the home network before ev:
 // a network on the home network's ASN is home too (a household's provider
 // giving it a new address, a carrier's NAT pool).
-func (s *state) where(ev *schemas.Event) place {
+func (s *state) where(ev *schemas.Event) place { return s.whereNet(ev, netHash(ev.ClientIP)) }
+
+// whereNet is where, given net, the netHash of ev's client IP.
+func (s *state) whereNet(ev *schemas.Event, net uint32) place {
 	switch {
 	case s.homeNetCnt < HomeNetStable:
 		return placeUnknown
-	case netHash(ev.ClientIP) == s.homeNet:
+	case net == s.homeNet:
 		return placeHome
 	case s.homeASN != 0 && asnHash(ev.ASN) == s.homeASN:
 		return placeHome
@@ -322,8 +325,11 @@ func (s *state) where(ev *schemas.Event) place {
 }
 
 // learnNet counts ev's network towards the home network (Misra-Gries).
-func (s *state) learnNet(ev *schemas.Event) {
-	switch h := netHash(ev.ClientIP); {
+func (s *state) learnNet(ev *schemas.Event) { s.learnNetOf(ev, netHash(ev.ClientIP)) }
+
+// learnNetOf is learnNet, given h, the netHash of ev's client IP.
+func (s *state) learnNetOf(ev *schemas.Event, h uint32) {
+	switch {
 	case h == s.homeNet:
 		s.homeNetCnt = min(s.homeNetCnt+1, homeNetMax)
 		if a := asnHash(ev.ASN); a != 0 {
@@ -491,8 +497,9 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) sche
 		s.last, s.lastBad = 0, false
 	}
 	warm := s.warm(ev)
-	at := s.where(ev)
-	s.learnNet(ev)
+	net := netHash(ev.ClientIP) // once: where before ev, then learned
+	at := s.whereNet(ev, net)
+	s.learnNetOf(ev, net)
 
 	enum := s.enumeration(ev, warm)
 	f := s.command(ev, b[bloomOff:lastOff], b[transOff:netOff], fleet, warm, at)
@@ -505,9 +512,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, view detectors.Fleet) sche
 		}
 	}
 	if fleet != nil && sizeJudged(ev) {
-		if p := responseSize(ev, fleet); p.Score > f.Score {
-			f = p
-		}
+		responseSize(ev, fleet, &f)
 	}
 	if s.n < math.MaxUint32 {
 		s.n++
@@ -530,8 +535,20 @@ func (Detector) Rearm(b []byte) {
 func window(t int64) uint32 { return uint32(t / (Window * 1e9)) }
 
 // distinct estimates the number of distinct resources set in bitmap m.
-func distinct(m uint64) float64 {
-	zeros := 64 - bits.OnesCount64(m)
+func distinct(m uint64) float64 { return distinctByOnes[bits.OnesCount64(m)] }
+
+// distinctByOnes is distinct's estimate by the bitmap's ones, computed once:
+// a logarithm per event was a tenth of an enumeration's cost.
+var distinctByOnes = func() (d [65]float64) {
+	for ones := range d {
+		d[ones] = distinctOf(ones)
+	}
+	return d
+}()
+
+// distinctOf is the linear-counting estimate of a 64-bit bitmap with ones set.
+func distinctOf(ones int) float64 {
+	zeros := 64 - ones
 	if zeros == 0 {
 		return 64 * math.Ln2 * 6 // 64·ln 64: the estimator's limit
 	}
@@ -597,23 +614,23 @@ func (s *state) enumeration(ev *schemas.Event, warm bool) schemas.Finding {
 func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, warm bool, at place) schemas.Finding {
 	h := ev.CommandID
 	var (
-		f       schemas.Finding
-		learned = true
-		cls     class
-		looked  bool
-		step    bool // ev's command is a rollout sequence's next step
+		f        schemas.Finding
+		learned  = true
+		cls      classLook
+		newToDev bool // a command the device never issued
+		step     bool // ev's command is a rollout sequence's next step
 	)
 	b1, b2 := byte(h), byte(h>>8)
 	if bloom[b1>>3]&(1<<(b1&7)) == 0 || bloom[b2>>3]&(1<<(b2&7)) == 0 {
-		cls, looked = lookClass(ev, fleet), true
-		f, learned, step = newCommand(ev, bloom, fleet, cls, warm, at, s.seq > 0)
+		newToDev = true
+		f, learned, step = newCommand(ev, bloom, fleet, &cls, warm, at, s.seq > 0)
 	}
 	switch {
-	case looked && learned && warm && at == placeHome && fleet != nil &&
+	case newToDev && learned && warm && at == placeHome && fleet != nil &&
 		fleet.ClassAdopters(modelKey(ev), h, ev.DeviceKey, ev.Time) >= 0.5 &&
 		fleet.classCommandNew(modelKey(ev), h, ev.Time):
 		s.seq = RolloutSteps // adopted what is new to its model, with others
-	case !looked:
+	case !newToDev:
 		s.seq = 0 // a command it knew: its routine, not the sequence
 	case s.seq > 0:
 		s.seq--
@@ -644,10 +661,7 @@ func (s *state) command(ev *schemas.Event, bloom, trans []byte, fleet *Stats, wa
 	if trans[i1>>3]&(1<<(i1&7)) != 0 && trans[i2>>3]&(1<<(i2&7)) != 0 {
 		return f
 	}
-	if !looked {
-		cls = lookClass(ev, fleet)
-	}
-	tf, learn := transition(ev, prev, fleet, cls, at, step)
+	tf, learn := transition(ev, prev, fleet, cls.get(ev, fleet), at, step)
 	if learn {
 		trans[i1>>3] |= 1 << (i1 & 7)
 		trans[i2>>3] |= 1 << (i2 & 7)
@@ -722,20 +736,26 @@ func sizeJudged(ev *schemas.Event) bool {
 // devices get about the same size for the same command. A class-wide change
 // (a new firmware's larger config) restarts the range, as a class moving
 // its arguments does (detectors.ParamShiftDevices).
-func responseSize(ev *schemas.Event, fleet *Stats) schemas.Finding {
+// The finding replaces *f when it scores higher (in place: it is built
+// only then, and not copied back).
+func responseSize(ev *schemas.Event, fleet *Stats, f *schemas.Finding) {
 	if float64(ev.BytesOut) < SizeMinBytes {
-		return schemas.Finding{}
+		return
 	}
 	x := math.Log1p(float64(ev.BytesOut))
 	r := fleet.ClassParam(ev.ClassKey, ev.CommandID, sizeKey(ev))
 	z, bound := r.Judge(x)
 	if z == 0 || x < r.Center+logSizeMinRatio {
-		return schemas.Finding{} // in range, below it, or not SizeMinRatio times the median
+		return // in range, below it, or not SizeMinRatio times the median
 	}
-	return schemas.Finding{
+	score := float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z))
+	if score <= f.Score {
+		return
+	}
+	*f = schemas.Finding{
 		Detector:      Name,
 		Reason:        ReasonResponseSize,
-		Score:         float32(ScoreParamMin + (ScoreParamMax-ScoreParamMin)*(1-detectors.ParamK/z)),
+		Score:         score,
 		Observed:      float64(ev.BytesOut),
 		Expected:      math.Expm1(max(bound, r.Center+logSizeMinRatio)),
 		ObservedLabel: bytesOutLabel,
@@ -767,6 +787,20 @@ func routine(lo, hi, size float64, cls class) float64 {
 }
 
 func lookClass(ev *schemas.Event, fleet *Stats) class { return look(ev, fleet, ev.ClassKey) }
+
+// classLook is lookClass of one event, looked up when first needed (a
+// command judged in its model needs it only for the transition after it).
+type classLook struct {
+	c      class
+	looked bool
+}
+
+func (l *classLook) get(ev *schemas.Event, fleet *Stats) class {
+	if !l.looked {
+		l.c, l.looked = lookClass(ev, fleet), true
+	}
+	return l.c
+}
 
 // look returns what the fleet view says of the class key (ev's class or
 // model) at ev's time.
@@ -846,14 +880,19 @@ func transition(ev *schemas.Event, prev uint64, fleet *Stats, cls class, at plac
 //
 // inSeq reports whether the device is in a rollout's sequence (see
 // RolloutSteps).
-func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, cls class, warm bool, at place, inSeq bool) (f schemas.Finding, learned, step bool) {
+func newCommand(ev *schemas.Event, bloom []byte, fleet *Stats, lc *classLook, warm bool, at place, inSeq bool) (f schemas.Finding, learned, step bool) {
 	h := ev.CommandID
 	b1, b2 := byte(h), byte(h>>8)
-	var others float64 // other devices of the class (or model) that issued it
+	var (
+		others float64 // other devices of the class (or model) that issued it
+		cls    class   // what the fleet view says of the class (or model)
+	)
 	if fleet != nil {
 		others = fleet.classCommandOthers(ev.ClassKey, h, ev.DeviceKey, ev.Time)
 		if widen(ev, others) {
 			others, cls = fleet.classCommandOthers(ev.ModelKey, h, ev.DeviceKey, ev.Time), look(ev, fleet, ev.ModelKey)
+		} else {
+			cls = lc.get(ev, fleet)
 		}
 	}
 	devices := cls.devices
@@ -995,6 +1034,11 @@ func privilegedWord(w []byte) bool {
 		return hasPrefixFold(w, "fw")
 	case 3:
 		return hasPrefixFold(w, "ota")
+	}
+	switch w[0] | 0x20 {
+	case 'u', 'f', 'c', 'p', 'r': // the prefixes' first letters
+	default:
+		return false // most words: no prefix to compare
 	}
 	for _, p := range privilegedPrefixes {
 		if hasPrefixFold(w, p) {

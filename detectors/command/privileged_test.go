@@ -1,6 +1,10 @@
 package command
 
-import "testing"
+import (
+	"math"
+	"strings"
+	"testing"
+)
 
 func TestPrivileged(t *testing.T) {
 	f := func(cmd string, want bool) {
@@ -32,4 +36,38 @@ func TestPrivileged(t *testing.T) {
 	f("GET /v1/devices/{id}/fwversion", false)
 	f("", false)
 	f("fw", true)
+}
+
+// TestPrivilegedWordEveryPrefix checks every prefix, in both cases and
+// followed by more letters, against privilegedWord's first-letter shortcut:
+// a prefix added with a new first letter fails here until the shortcut
+// knows it.
+func TestPrivilegedWordEveryPrefix(t *testing.T) {
+	for _, p := range privilegedPrefixes {
+		for _, w := range []string{p, p + "s", strings.ToUpper(p[:1]) + p[1:], strings.ToUpper(p)} {
+			if !privilegedWord([]byte(w)) {
+				t.Errorf("privilegedWord(%q) = false; want true", w)
+			}
+		}
+	}
+}
+
+// TestDistinctTable checks the enumeration's estimate by ones against the
+// computed one, for a bitmap of every count.
+func TestDistinctTable(t *testing.T) {
+	for ones := 0; ones <= 64; ones++ {
+		m := uint64(1)<<ones - 1
+		if ones == 64 {
+			m = ^uint64(0)
+		}
+		if got, want := distinct(m), distinctOf(ones); math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("distinct of %d ones = %v, computed %v", ones, got, want)
+		}
+	}
+	if got, want := distinct(^uint64(0)), 64*math.Log(64); math.Abs(got-want) > 1e-9 {
+		t.Errorf("distinct of a full bitmap = %v, want the limit 64·ln 64 = %v", got, want)
+	}
+	if got, want := distinct(1), 64*math.Log(64.0/63); got != want {
+		t.Errorf("distinct of one bit = %v, want %v", got, want)
+	}
 }

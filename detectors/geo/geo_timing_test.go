@@ -56,6 +56,42 @@ func BenchmarkObserve(b *testing.B) {
 	})
 }
 
+// BenchmarkObserveYoung measures a young device's first request from a
+// country no device of its class uses (FR, where the class's 30 devices use
+// DE): every op is a fresh record's rare_fleet_country finding (checked).
+func BenchmarkObserveYoung(b *testing.B) {
+	fleet := NewStats(detectors.NewClassTable(1<<12, 1<<10))
+	var ev schemas.Event
+	ev.SetClass([]byte("meter/x"))
+	ev.ASN = 3320
+	t := int64(1736121600e9)
+	for i := range 30 {
+		ev.SetDevice([]byte("acme"), []byte{'p', byte('0' + i/10), byte('0' + i%10)})
+		ev.Time, ev.Country = t, schemas.Country{'D', 'E'}
+		fleet.learn(&ev)
+	}
+	t += 86400e9 // the class is established
+	ev.SetDevice([]byte("acme"), []byte("d-1"))
+	ev.Country = schemas.Country{'F', 'R'}
+	state := make([]byte, StateSize)
+	var d Detector
+	b.ReportAllocs()
+	rare := 0
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		clear(state)
+		t += 1e9
+		ev.Time = t
+		if d.Observe(&ev, state, fleet).Reason == ReasonRareFleetCountry {
+			rare++
+		}
+	}
+	cpu.Report(b)
+	if rare != b.N {
+		b.Fatalf("%d rare_fleet_country findings in %d ops; want every op", rare, b.N)
+	}
+}
+
 // BenchmarkObserveTravel alternates Berlin and Tokyo coordinates: every event
 // is an impossible_travel finding (the slowest path: distance, arcsine).
 func BenchmarkObserveTravel(b *testing.B) {

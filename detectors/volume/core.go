@@ -94,7 +94,7 @@ type CoreParams struct {
 // steady cycle.
 var DefaultCoreParams = CoreParams{
 	Long:          2000,
-	Short:         12,
+	Short:         defaultShort,
 	Warm:          48,
 	Clip:          3,
 	FlagSurprise:  4,
@@ -138,8 +138,7 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 	y := math.Sqrt(x)
 	cs, sn := 0.0, 0.0
 	if p.Daily {
-		ph := 2 * math.Pi * float64(((t%dayNs)+dayNs)%dayNs) / float64(dayNs)
-		sn, cs = math.Sincos(ph)
+		sn, cs = dayPhase(t)
 	}
 	if c.n == 0 {
 		c.level = y
@@ -155,12 +154,12 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 	z := r / scale
 
 	// Drift: EW mean of scaled residuals (clipped) and its standard error.
-	a := 1 / p.Short
+	a, iid := driftWeight(p.Short)
 	c.drift = (1-a)*c.drift + a*clip(z, 2*p.Clip)
 	// The drift's scale is learned too: residuals of real series are
 	// autocorrelated, so the iid standard error would be far too small. The
 	// iid value is its floor.
-	se := max(1.2533*c.driftDev, math.Sqrt(a/(2-a)))
+	se := max(1.2533*c.driftDev, iid)
 	zd := c.drift / se
 
 	// Calibration: a well-specified model's surprise (-log10 of a tail
@@ -216,6 +215,56 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 
 const dayNs = int64(86400e9)
 
+// driftWeight returns the drift's weight per step, a = 1/short, and the iid
+// standard error of its mean of unit residuals, sqrt(a/(2-a)). The default
+// window's (every parameter set in use) are computed once, by the same
+// expressions: two divisions and a square root were on the path of every
+// step's drift surprise.
+func driftWeight(short float64) (a, iid float64) {
+	if short == defaultShort {
+		return defaultDrift[0], defaultDrift[1]
+	}
+	return driftWeightOf(short)
+}
+
+func driftWeightOf(short float64) (a, iid float64) {
+	a = 1 / short
+	return a, math.Sqrt(a / (2 - a))
+}
+
+// defaultShort is DefaultCoreParams.Short; defaultDrift its driftWeight.
+const defaultShort = 12
+
+var defaultDrift = func() [2]float64 {
+	a, iid := driftWeightOf(defaultShort)
+	return [2]float64{a, iid}
+}()
+
+// dayPhase returns the sine and cosine of t's time of day as an angle (a
+// day is 2π). A time on a BucketNs boundary (where the Detector's buckets
+// close) reads them from a table computed by the same expression.
+func dayPhase(t int64) (sn, cs float64) {
+	tod := ((t % dayNs) + dayNs) % dayNs
+	if tod%BucketNs == 0 {
+		p := &dayPhases[tod/BucketNs]
+		return p[0], p[1]
+	}
+	return dayPhaseOf(tod)
+}
+
+// dayPhaseOf is dayPhase of a time of day tod in [0, dayNs).
+func dayPhaseOf(tod int64) (sn, cs float64) {
+	return math.Sincos(2 * math.Pi * float64(tod) / float64(dayNs))
+}
+
+// dayPhases holds dayPhaseOf of every BucketNs boundary of a day.
+var dayPhases = func() (d [dayNs / BucketNs][2]float64) {
+	for i := range d {
+		d[i][0], d[i][1] = dayPhaseOf(int64(i) * BucketNs)
+	}
+	return d
+}()
+
 func clip(v, lim float64) float64 {
 	if v > lim {
 		return lim
@@ -268,20 +317,19 @@ func (c *Core) MarshalBinary(dst []byte) []byte {
 // UnmarshalBinary reads a core from b; a short b, or non-finite values, read
 // as no history.
 func (c *Core) UnmarshalBinary(b []byte) {
-	*c = Core{}
 	if len(b) < CoreSize {
+		*c = Core{}
 		return
 	}
+	b = b[:CoreSize]
+	word := func(i int) float64 { return float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4+4*i:]))) }
 	c.n = binary.LittleEndian.Uint32(b)
-	for i, v := range [...]*float64{&c.level, &c.cos, &c.sin, &c.dev, &c.drift, &c.driftDev, nil, &c.mPoint, &c.mDrift, nil} {
-		if v == nil { // unused word
-			continue
-		}
-		f := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4+4*i:])))
-		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > maxCount {
-			*c = Core{}
-			return
-		}
-		*v = f
+	c.level, c.cos, c.sin, c.dev, c.drift, c.driftDev = word(0), word(1), word(2), word(3), word(4), word(5)
+	c.mPoint, c.mDrift = word(7), word(8) // words 6 and 9 are unused
+	// NaN, infinities and values beyond maxCount all fail the comparison.
+	if !(math.Abs(c.level) <= maxCount && math.Abs(c.cos) <= maxCount && math.Abs(c.sin) <= maxCount &&
+		math.Abs(c.dev) <= maxCount && math.Abs(c.drift) <= maxCount && math.Abs(c.driftDev) <= maxCount &&
+		math.Abs(c.mPoint) <= maxCount && math.Abs(c.mDrift) <= maxCount) {
+		*c = Core{}
 	}
 }

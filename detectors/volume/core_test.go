@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"encoding/binary"
 	"math"
 	"testing"
 )
@@ -93,5 +94,73 @@ func BenchmarkCoreStep(b *testing.B) {
 	for b.Loop() {
 		t += 300e9
 		c.Step(&p, t, float64(100+t%7))
+	}
+}
+
+// TestDayPhaseTable checks dayPhase against Step's former expression, bit
+// for bit: at every bucket boundary of two days (the table), around them,
+// and at times before 1970.
+func TestDayPhaseTable(t *testing.T) {
+	old := func(t int64) (float64, float64) {
+		return math.Sincos(2 * math.Pi * float64(((t%dayNs)+dayNs)%dayNs) / float64(dayNs))
+	}
+	base := int64(1736121600e9)
+	for _, t0 := range []int64{base, -base - 7*dayNs} {
+		for i := int64(0); i <= 2*dayNs/BucketNs; i++ {
+			for _, d := range []int64{0, 1, -1, 1e9, BucketNs / 2} {
+				at := t0 + i*BucketNs + d
+				sn, cs := dayPhase(at)
+				wsn, wcs := old(at)
+				if math.Float64bits(sn) != math.Float64bits(wsn) || math.Float64bits(cs) != math.Float64bits(wcs) {
+					t.Fatalf("dayPhase(%d) = %v, %v; want %v, %v", at, sn, cs, wsn, wcs)
+				}
+			}
+		}
+	}
+}
+
+// TestDriftWeight checks the default window's precomputed drift weight and
+// iid floor against the expressions Step computed them by, bit for bit, and
+// that another window is still computed.
+func TestDriftWeight(t *testing.T) {
+	for _, short := range []float64{DefaultCoreParams.Short, DetectorCoreParams.Short, 6, 24, 1} {
+		a, iid := driftWeight(short)
+		wa := 1 / short
+		wiid := math.Sqrt(wa / (2 - wa))
+		if math.Float64bits(a) != math.Float64bits(wa) || math.Float64bits(iid) != math.Float64bits(wiid) {
+			t.Errorf("driftWeight(%v) = %v, %v; want %v, %v", short, a, iid, wa, wiid)
+		}
+	}
+}
+
+// TestCoreUnmarshalRejects checks that a non-finite or huge value in any
+// word the core uses reads as no history, and that the unused words (the
+// detector's burst memory) are ignored.
+func TestCoreUnmarshalRejects(t *testing.T) {
+	var c Core
+	p := DefaultCoreParams
+	for i := range 100 {
+		c.Step(&p, int64(i)*300e9, float64(10+i%7))
+	}
+	good := c.MarshalBinary(nil)
+	var want Core
+	want.UnmarshalBinary(good)
+	if want == (Core{}) {
+		t.Fatal("a valid core read as no history")
+	}
+	for w := range 10 {
+		for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 2e12, -2e12} {
+			b := append([]byte(nil), good...)
+			binary.LittleEndian.PutUint32(b[4+4*w:], math.Float32bits(v))
+			var d Core
+			d.UnmarshalBinary(b)
+			unused := w == 6 || w == 9
+			if unused && d != want {
+				t.Errorf("word %d (unused) = %v: read %+v; want %+v", w, v, d, want)
+			}
+			if !unused && d != (Core{}) {
+				t.Errorf("word %d = %v: read %+v; want no history", w, v, d)
+			}
+		}
 	}
 }

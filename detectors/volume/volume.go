@@ -340,7 +340,10 @@ type state struct {
 	overMedium            float64
 	logMid                float64
 	bucket                float64
-	core                  Core
+	// core is the bytes-out Core, read from the record only when a bucket
+	// closes (coreRead), and then written back: most events close none.
+	core     Core
+	coreRead bool
 	// burstShort and burstRun are the remembered largest ratios of the
 	// short window's and of the run's count to their expectations in the
 	// device's past burst episodes, peakShort and peakRun those of the open
@@ -405,7 +408,6 @@ func (s *state) load(b []byte) {
 	s.overMedium = f32(b[44:])
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
-	s.core.UnmarshalBinary(b[coreAt:])
 	s.burstShort, s.burstRun, s.burstLen = getBurst(b[burstAt:])
 	s.peakShort, s.peakRun, s.peakLen = getBurst(b[peakAt:])
 	s.last5xx = binary.LittleEndian.Uint32(b[last5xxAt:])
@@ -432,7 +434,9 @@ func (s *state) store(b []byte) {
 	putF32(b[44:], s.overMedium)
 	putF32(b[48:], s.logMid)
 	putF32(b[52:], s.bucket)
-	s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
+	if s.coreRead {
+		s.core.MarshalBinary(b[coreAt:coreAt:StateSize])
+	}
 	putBurst(b[burstAt:], s.burstShort, s.burstRun, s.burstLen)
 	putBurst(b[peakAt:], s.peakShort, s.peakRun, s.peakLen)
 	binary.LittleEndian.PutUint32(b[last5xxAt:], s.last5xx)
@@ -626,7 +630,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// The response against the device's typical size (before this event
 	// moves it); a large one counts in the drift bucket at the cap.
 	bytes := min(float64(ev.BytesOut), maxCount)
-	lb := math.Log1p(bytes)
+	lb, sent := math.Log1p(bytes), bytes // lb is log(1 + sent), before the cap
 	if first {
 		s.logMid = lb
 	}
@@ -657,7 +661,16 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
-			y := LogScale * math.Log1p(driftObserved)
+			// log(1 + the bucket's mean size): this response's, already
+			// computed, when they are equal (a device whose responses
+			// have one size, one per bucket or many).
+			lm := lb
+			if driftObserved != sent {
+				lm = math.Log1p(driftObserved)
+			}
+			y := LogScale * lm
+			s.core.UnmarshalBinary(b[coreAt:])
+			s.coreRead = true
 			point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
 		}
 		s.bucket, s.bucketN = 0, 0
@@ -707,29 +720,34 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 		// The run, for floods too slow to fill the short window, while the
 		// short window still runs high.
 		if score == 0 && grew && s.runN >= MinSpike && s.short >= MinRatio*s.expect(s.long, TauShort) {
+			// A surprise scores (above 0) from MinSurprise on; the score
+			// itself (an Exp2) is computed only for the finding kept.
 			runZ = runSurprise(runObserved, runExpected, s.runRatio())
-			r := detectors.SurpriseScore(runZ, MinSurprise)
-			if r > 0 && s.rampUp(ev, fleet) {
+			found := runZ >= MinSurprise
+			if found && s.rampUp(ev, fleet) {
 				runExpected *= s.ramp
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
-				r = detectors.SurpriseScore(runZ, MinSurprise)
+				found = runZ >= MinSurprise
 			}
-			if r > 0 && s.classBurstUp(ev, fleet) {
+			if found && s.classBurstUp(ev, fleet) {
 				runZ = runSurprise(runObserved, runExpected, s.runRatio())
-				r = detectors.SurpriseScore(runZ, MinSurprise)
+				found = runZ >= MinSurprise
 			}
 			// A device with no session of its own leaning on its class's:
 			// the run must be improbable as a class session too
 			// (classSessionRun).
-			if r > 0 {
+			sessionZ, asSession := 0.0, false
+			if found {
 				if rs := s.classSessionRun(); rs > 0 {
-					r = min(r, detectors.SurpriseScore(runSurprise(runObserved, rs*runExpected, 0), MinSurprise))
+					sessionZ, asSession = runSurprise(runObserved, rs*runExpected, 0), true
+					found = sessionZ >= MinSurprise
 				}
 			}
-			if r > 0 && !s.sessionKnown() {
-				r = 0
-			}
-			if r > 0 {
+			if found && s.sessionKnown() {
+				r := detectors.SurpriseScore(runZ, MinSurprise)
+				if asSession {
+					r = min(r, detectors.SurpriseScore(sessionZ, MinSurprise))
+				}
 				reason, observed, expected, score = ReasonRateSpike, runObserved, runExpected, r
 			}
 		}

@@ -65,6 +65,8 @@ func BenchmarkObserve(b *testing.B) {
 	b.Run("error_burst_incident", benchIncident)
 	b.Run("bytes_out", func(b *testing.B) { benchObserve(b, nil, 60e9, 200, schemas.AuthOK, 5e6) })
 	b.Run("bucket_close", func(b *testing.B) { benchObserve(b, nil, 300e9, 200, schemas.AuthOK, 2000) })
+	b.Run("bucket_close_sizes", benchSizes)
+	b.Run("drift", benchDrift)
 }
 
 // benchIncident measures a warm device's 503s a second apart while its class
@@ -148,6 +150,89 @@ func benchFirstSession(b *testing.B) {
 		t += 7e9
 		ev.Time = t
 		d.Observe(&ev, state, fleet)
+		i++
+	}
+	cpu.Report(b)
+}
+
+// benchDrift measures bucket closes (one response per 5-minute bucket) of
+// a device drifting as exfiltration.txt's does: warmed for two days at
+// 2,000-byte responses, then at 2,200 until its first bytes_out_drift, then
+// (the timed ops) at 2,420, restored to the record of that first finding
+// every 12 buckets (an hour): every op a bytes_out_drift finding (checked).
+func benchDrift(b *testing.B) {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("cam-3"))
+	ev.SetClass([]byte("camera/z"))
+	ev.SetCommand([]byte("GET /v1/devices/{id}/settings"))
+	ev.Status, ev.Auth, ev.BytesOut = 200, schemas.AuthOK, 2000
+	state := make([]byte, StateSize)
+	var d Detector
+	t := int64(1736121600e9)
+	for range 2 * 288 {
+		t += BucketNs
+		ev.Time = t
+		d.Observe(&ev, state, nil)
+	}
+	ev.BytesOut = 2200
+	for i := 0; ; i++ {
+		if i == 48 {
+			b.Fatal("no bytes_out_drift within 4 hours of 10% larger responses")
+		}
+		t += BucketNs
+		ev.Time = t
+		if d.Observe(&ev, state, nil).Reason == ReasonBytesOutDrift {
+			break
+		}
+	}
+	drifting, t0 := append([]byte(nil), state...), t
+	ev.BytesOut = 2420
+	b.ReportAllocs()
+	i, drift := 0, 0
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		if i%12 == 0 {
+			copy(state, drifting)
+			t = t0
+		}
+		t += BucketNs
+		ev.Time = t
+		if d.Observe(&ev, state, nil).Reason == ReasonBytesOutDrift {
+			drift++
+		}
+		i++
+	}
+	cpu.Report(b)
+	if drift != i {
+		b.Fatalf("%d bytes_out_drift findings in %d ops; want every op", drift, i)
+	}
+}
+
+// benchSizes is bucket_close with responses of 2,000 and 2,100 bytes in
+// turn: the closed bucket's mean size is never the closing response's (its
+// logarithm is computed again).
+func benchSizes(b *testing.B) {
+	var ev schemas.Event
+	ev.SetDevice([]byte("acme"), []byte("d-1"))
+	ev.SetClass([]byte("meter/x"))
+	ev.SetCommand([]byte("POST /v1/devices/{id}/readings"))
+	ev.Status, ev.Auth = 200, schemas.AuthOK
+	state := make([]byte, StateSize)
+	var d Detector
+	t := int64(1736121600e9)
+	sizes := [2]uint64{2000, 2100}
+	for i := range 200 {
+		t += 300e9
+		ev.Time, ev.BytesOut = t, sizes[i%2]
+		d.Observe(&ev, state, nil)
+	}
+	b.ReportAllocs()
+	i := 0
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		t += 300e9
+		ev.Time, ev.BytesOut = t, sizes[i%2]
+		d.Observe(&ev, state, nil)
 		i++
 	}
 	cpu.Report(b)
