@@ -113,7 +113,7 @@ func sampleLines(tb testing.TB, devices, n int) [][]byte {
 // decode a canonical JSON line, pick the shard, read the device's record, run
 // every detector, update the record, decide. Workers = 2 as on this machine.
 // Replays wrap around with event times shifted forward, so time never goes back.
-func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
+func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false, 0) }
 
 // BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
 // (issue 14): each event's entity observations (entity.ObsOf, KeyObsOf),
@@ -123,9 +123,18 @@ func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
 // goroutines; here everything runs in one, so the difference from
 // BenchmarkEventPath is the CPU the entity stage adds per event (the
 // channel send from ingest to the owner, ~50-100 ns, is not in either).
-func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true) }
+// Each owner judges its observations as a busy pipeline's owner judges what
+// waits in its input: entity.MaxPrefetchBatch at a time (ObserveBatch).
+func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true, entity.MaxPrefetchBatch) }
 
-func benchEventPath(b *testing.B, entities bool) {
+// BenchmarkEventPathEntitiesOneByOne is BenchmarkEventPathEntities with
+// each observation judged right after its event (Observe, as the replay
+// stack does, and the pipeline's owners did before they judged batches).
+func BenchmarkEventPathEntitiesOneByOne(b *testing.B) { benchEventPath(b, true, 1) }
+
+// benchEventPath runs the event path, with the entity stage if entities
+// (each owner judging batch observations at a time).
+func benchEventPath(b *testing.B, entities bool, batch int) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			lines := sampleLines(b, devices, 200000)
@@ -135,6 +144,21 @@ func benchEventPath(b *testing.B, entities bool) {
 				owners = benchOwners(b)
 			}
 			emit := func(*schemas.Alert, *schemas.Decision) {}
+			queued := make([][]entity.Obs, len(owners)) // by owner: its input
+			for j := range queued {
+				queued[j] = make([]entity.Obs, 0, batch)
+			}
+			observe := func(ob *entity.Obs) {
+				s := entity.Shard(ob, len(owners))
+				if batch == 1 {
+					owners[s].Observe(ob, emit)
+					return
+				}
+				if queued[s] = append(queued[s], *ob); len(queued[s]) == batch {
+					owners[s].ObserveBatch(queued[s], emit)
+					queued[s] = queued[s][:0]
+				}
+			}
 			var dec schemas.Decoder
 			var ev schemas.Event
 			var out schemas.Scored
@@ -157,10 +181,10 @@ func benchEventPath(b *testing.B, entities bool) {
 				kob, kok := entity.KeyObsOf(&ev)
 				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
 				if ok {
-					owners[entity.Shard(&ob, len(owners))].Observe(&ob, emit)
+					observe(&ob)
 				}
 				if kok {
-					owners[entity.Shard(&kob, len(owners))].Observe(&kob, emit)
+					observe(&kob)
 				}
 				i++
 			}
