@@ -306,26 +306,16 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 	return k
 }
 
-// Prefetch starts loading the record ob's observation reads first (its
-// address's, or its API key's) into the CPU's caches, so that Observe(ob)
-// soon after does not wait for memory: the common observation, a request
-// from a known address, touches one record at random in a table of many
-// (the tenant's is hot), and that cache miss was most of the entity stage's
-// cost per event (bench/RESULTS.md, e1). It changes nothing: Observe
-// judges alike whether Prefetch was called or not, and however long before.
-func (o *Owner) Prefetch(ob *Obs) {
-	if ob.ForKey || !ob.IPDev {
-		k := o.firstKey(ob)
-		o.table.Prefetch(k[0], k[1])
-	}
-}
-
 // ObserveBatch observes obs in order, as Observe does each, prefetching
-// every one's first record (Prefetch) before it judges the first, so that
-// their cache misses overlap instead of following one another: it judges
-// exactly as Observe, one observation after the other, would. Batches of
-// up to MaxPrefetchBatch observations gain; a longer obs is taken
-// MaxPrefetchBatch at a time.
+// every one's first record (its address's, or its API key's:
+// state.Table.Prefetch) before it judges the first, so that their cache
+// misses overlap instead of following one another. The common observation,
+// a request from a known address, touches one record at random in a table
+// of many (the tenant's is hot), and that miss was most of the entity
+// stage's cost per event (bench/RESULTS.md, e1). A prefetch changes
+// nothing: ObserveBatch judges exactly as Observe, one observation after
+// the other, would. Batches of up to MaxPrefetchBatch observations gain; a
+// longer obs is taken MaxPrefetchBatch at a time.
 func (o *Owner) ObserveBatch(obs []Obs, emit Emit) {
 	for len(obs) > 0 {
 		n := min(len(obs), MaxPrefetchBatch)
