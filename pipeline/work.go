@@ -98,15 +98,35 @@ func (p *Pipeline) report(w *worker.Worker, last workerCounts) workerCounts {
 // package entity). Batch barriers and pauses pass through it as through a
 // worker, so a message is acked only once its entities' alerts and
 // decisions, sent to the collector before the barrier, are published.
+//
+// The observations waiting in its input, up to entity.MaxPrefetchBatch and
+// up to the next barrier or pause, are judged together (ObserveBatch), in
+// their order: their records' cache misses overlap. A busy owner judges
+// full batches; an idle one, each observation as it comes.
 func (p *Pipeline) own(i int, o *entity.Owner, in <-chan entityItem) {
 	var (
-		n    int
-		last = p.ownerCounts(o)
+		n     int
+		last  = p.ownerCounts(o)
+		batch = make([]entity.Obs, 0, entity.MaxPrefetchBatch)
 	)
 	emit := func(a *schemas.Alert, d *schemas.Decision) {
 		p.results <- &item{noRow: true, alert: a, dec: d}
 	}
 	for ei := range in {
+		for ei.ctl == nil {
+			batch = append(batch, ei.ob)
+			if len(batch) == cap(batch) || len(in) == 0 {
+				break
+			}
+			ei = <-in // an item is there: this goroutine is in's only receiver
+		}
+		if len(batch) > 0 {
+			o.ObserveBatch(batch, emit)
+			if n += len(batch); n >= reportEvery || len(in) == 0 {
+				n, last = 0, p.reportOwner(o, last)
+			}
+			batch = batch[:0]
+		}
 		if it := ei.ctl; it != nil {
 			if it.pause != nil {
 				it.pause.reached.Done()
@@ -114,11 +134,6 @@ func (p *Pipeline) own(i int, o *entity.Owner, in <-chan entityItem) {
 				continue
 			}
 			p.results <- it
-			continue
-		}
-		o.Observe(&ei.ob, emit)
-		if n++; n&(reportEvery-1) == 0 || len(in) == 0 {
-			last = p.reportOwner(o, last)
 		}
 	}
 	p.reportOwner(o, last)

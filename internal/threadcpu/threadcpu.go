@@ -35,3 +35,7 @@ func nanos() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// Nanos returns the thread's CPU time since Start, in nanoseconds (before
+// Report: Start's goroutine is on Start's thread until then).
+func (m Meter) Nanos() int64 { return nanos() - m.start }

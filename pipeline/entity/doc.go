@@ -7,7 +7,10 @@
 // fixed-size, pointer-free observation of its client address, device key,
 // auth outcome, time and stream position) and sends it to the Owner of its
 // entities (Shard). An Owner is driven by one goroutine: it is the one
-// writer of its entities' records, as a worker is of its devices'.
+// writer of its entities' records, as a worker is of its devices'. A busy
+// owner judges the observations waiting in its input in batches
+// (ObserveBatch): their addresses' records, one random cache miss each, are
+// prefetched together, then judged in order, exactly as one by one.
 //
 // Invariant (one writer per entity): an IP and its prefix are owned by the
 // owner Shard picks from the prefix's key, a pure function of the address

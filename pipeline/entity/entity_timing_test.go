@@ -88,6 +88,41 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		run(b, o, func(i int) *schemas.Event { return next(addresses + i) })
 	})
+	// steady/addresses=1M/batch=16: the same, judged as the pipeline's owner
+	// judges what its input holds (ObserveBatch, MaxPrefetchBatch at a time):
+	// the batch's misses overlap.
+	b.Run("steady/addresses=1M/batch="+strconv.Itoa(MaxPrefetchBatch), func(b *testing.B) {
+		const addresses = 1_000_000
+		o := newOwner(b, Config{MaxEntities: 2 * addresses}, decide.Config{})
+		ev := event(netip.IPv4Unspecified(), 0, false, 0, 0)
+		next := func(i int) *schemas.Event {
+			d := i % addresses
+			ev.ClientIP = netip.AddrFrom4([4]byte{10, byte(d >> 16), byte(d >> 8), byte(d)})
+			ev.DeviceKey = mix(uint64(d) + 1)
+			ev.Time = t0 + int64(i)*int64(100*time.Microsecond)
+			ev.Seq = uint64(i + 1)
+			return ev
+		}
+		for d := range addresses {
+			ob, _ := ObsOf(next(d))
+			o.Observe(&ob, emit)
+		}
+		batch := make([]Obs, 0, MaxPrefetchBatch)
+		b.ReportAllocs()
+		i := 0
+		cpu := threadcpu.Start()
+		for b.Loop() {
+			if ob, ok := ObsOf(next(addresses + i)); ok {
+				_ = Shard(&ob, 2)
+				if batch = append(batch, ob); len(batch) == cap(batch) {
+					o.ObserveBatch(batch, emit)
+					batch = batch[:0]
+				}
+			}
+			i++
+		}
+		cpu.Report(b)
+	})
 	b.Run("stuffing", func(b *testing.B) {
 		o := newOwner(b, Config{}, decide.Config{})
 		ev := event(netip.MustParseAddr("198.51.100.7"), 0, true, 0, 0)

@@ -294,6 +294,25 @@ func (t *Table) insert(key, alt uint64, sec int32, i int) []byte {
 	return rec
 }
 
+// Prefetch starts bringing the slot where the probe for (key, alt) begins
+// (the record is there or in the slots just after it, at the table's load)
+// into the CPU's caches, without waiting for it, so that a Record or Lookup
+// of it soon after does not wait for memory: the misses of several slots
+// prefetched in a row, and the work that follows them, overlap (see
+// entity.Owner.ObserveBatch). It only reads (the table and its statistics
+// are unchanged), so calling it or not changes no result; like every
+// method, it is for the table's one goroutine. At most the slot's first
+// prefetchMax bytes are fetched.
+func (t *Table) Prefetch(key, alt uint64) {
+	off := t.home(key, alt) * t.slotSize
+	n := min(t.slotSize, prefetchMax)
+	prefetchBytes(t.slab[off : off+n : off+n])
+}
+
+// prefetchMax bounds the bytes of a slot Prefetch fetches: four cache lines
+// (an entity's slot is 152 bytes).
+const prefetchMax = 256
+
 // Lookup returns the live record of (key, alt) without inserting it and
 // without touching the clock or lastSeen. rec aliases the table: treat it as
 // read-only, and do not retain it past the next call on t.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -481,5 +482,32 @@ func TestKeepIsEvictedLast(t *testing.T) {
 	}
 	if st := tab.Stats(); st.Devices != 1000 || st.LiveEvictions == 0 {
 		t.Errorf("stats %+v: want 1000 devices and evictions", st)
+	}
+}
+
+// TestPrefetchChangesNothing: Prefetch, of present and absent keys, of
+// every slot of tables of small and large records (the last slot's reach
+// included), leaves the table's records, clock and statistics as they were.
+func TestPrefetchChangesNothing(t *testing.T) {
+	for _, size := range []int{1, 40, 128, 300, 4096} {
+		tb := mustTable(t, Config{RecordSize: size, InitialDevices: 64, IdleTTL: time.Hour})
+		for k := range uint64(200) {
+			rec, _ := tb.Record(k, ^k, at(int64(k)))
+			rec[0], rec[len(rec)-1] = byte(k), byte(k)
+		}
+		before, stats := slices.Clone(tb.slab), tb.Stats()
+		r := rand.New(rand.NewPCG(1, uint64(size)))
+		for k := range uint64(200) {
+			tb.Prefetch(k, ^k)
+			tb.Prefetch(r.Uint64(), r.Uint64())
+		}
+		if !bytes.Equal(tb.slab, before) || tb.Stats() != stats {
+			t.Errorf("record size %d: Prefetch changed the table", size)
+		}
+		for k := range uint64(200) {
+			if rec, ok := tb.Lookup(k, ^k); !ok || rec[0] != byte(k) || rec[len(rec)-1] != byte(k) {
+				t.Fatalf("record size %d: record %d lost or changed", size, k)
+			}
+		}
 	}
 }

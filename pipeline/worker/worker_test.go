@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/binary"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -113,7 +114,7 @@ func sampleLines(tb testing.TB, devices, n int) [][]byte {
 // decode a canonical JSON line, pick the shard, read the device's record, run
 // every detector, update the record, decide. Workers = 2 as on this machine.
 // Replays wrap around with event times shifted forward, so time never goes back.
-func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
+func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false, 0) }
 
 // BenchmarkEventPathEntities is BenchmarkEventPath with the entity stage
 // (issue 14): each event's entity observations (entity.ObsOf, KeyObsOf),
@@ -123,50 +124,21 @@ func BenchmarkEventPath(b *testing.B) { benchEventPath(b, false) }
 // goroutines; here everything runs in one, so the difference from
 // BenchmarkEventPath is the CPU the entity stage adds per event (the
 // channel send from ingest to the owner, ~50-100 ns, is not in either).
-func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true) }
+// Each owner judges its observations as a busy pipeline's owner judges what
+// waits in its input: entity.MaxPrefetchBatch at a time (ObserveBatch).
+func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true, entity.MaxPrefetchBatch) }
 
-func benchEventPath(b *testing.B, entities bool) {
+// BenchmarkEventPathEntitiesOneByOne is BenchmarkEventPathEntities with
+// each observation judged right after its event (Observe, as the replay
+// stack does, and the pipeline's owners did before they judged batches).
+func BenchmarkEventPathEntitiesOneByOne(b *testing.B) { benchEventPath(b, true, 1) }
+
+// benchEventPath runs the event path, with the entity stage if entities
+// (each owner judging batch observations at a time).
+func benchEventPath(b *testing.B, entities bool, batch int) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			lines := sampleLines(b, devices, 200000)
-			workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
-			var owners []*entity.Owner
-			if entities {
-				owners = benchOwners(b)
-			}
-			emit := func(*schemas.Alert, *schemas.Decision) {}
-			var dec schemas.Decoder
-			var ev schemas.Event
-			var out schemas.Scored
-			span := int64(48 * time.Hour)
-			i, shift := 0, int64(0)
-			step := func() {
-				if i == len(lines) {
-					i, shift = 0, shift+span
-				}
-				if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
-					b.Fatal(err)
-				}
-				ev.Time += shift
-				if !entities {
-					workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
-					i++
-					return
-				}
-				ob, ok := entity.ObsOf(&ev)
-				kob, kok := entity.KeyObsOf(&ev)
-				workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
-				if ok {
-					owners[entity.Shard(&ob, len(owners))].Observe(&ob, emit)
-				}
-				if kok {
-					owners[entity.Shard(&kob, len(owners))].Observe(&kob, emit)
-				}
-				i++
-			}
-			for range len(lines) { // warm up: every device has a record
-				step()
-			}
+			step := newEventPath(b, sampleLines(b, devices, 200000), devices, entities, batch)
 			b.ReportAllocs()
 			cpu := threadcpu.Start()
 			for b.Loop() {
@@ -176,6 +148,133 @@ func benchEventPath(b *testing.B, entities bool) {
 		})
 	}
 }
+
+// newEventPath returns the step of benchEventPath's path over lines (one
+// event a call), warmed up with a pass over them (every device has a
+// record). Replays wrap around with event times shifted 48h a pass.
+func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batch int) (step func()) {
+	workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
+	var owners []*entity.Owner
+	if entities {
+		owners = benchOwners(b)
+	}
+	emit := func(*schemas.Alert, *schemas.Decision) {}
+	queued := make([][]entity.Obs, len(owners)) // by owner: its input
+	for j := range queued {
+		queued[j] = make([]entity.Obs, 0, batch)
+	}
+	observe := func(ob *entity.Obs) {
+		s := entity.Shard(ob, len(owners))
+		if batch == 1 {
+			owners[s].Observe(ob, emit)
+			return
+		}
+		if queued[s] = append(queued[s], *ob); len(queued[s]) == batch {
+			owners[s].ObserveBatch(queued[s], emit)
+			queued[s] = queued[s][:0]
+		}
+	}
+	var dec schemas.Decoder
+	var ev schemas.Event
+	var out schemas.Scored
+	span := int64(48 * time.Hour)
+	i, shift := 0, int64(0)
+	step = func() {
+		if i == len(lines) {
+			i, shift = 0, shift+span
+		}
+		if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
+			b.Fatal(err)
+		}
+		ev.Time += shift
+		if !entities {
+			workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+			i++
+			return
+		}
+		ob, ok := entity.ObsOf(&ev)
+		kob, kok := entity.KeyObsOf(&ev)
+		workers[shard.Of(ev.DeviceKey, len(workers))].Process(&ev, &out)
+		if ok {
+			observe(&ob)
+		}
+		if kok {
+			observe(&kob)
+		}
+		i++
+	}
+	for range len(lines) {
+		step()
+	}
+	return step
+}
+
+// BenchmarkEntityCost is the CPU the entity stage adds per event, measured
+// in one process so that the machine's load falls alike on what is
+// compared: three event paths over the same lines (without entities, with
+// each observation judged one by one, and with each owner's judged
+// entity.MaxPrefetchBatch at a time), run in turn for chunks of
+// costChunk events (the order rotating each round), each chunk's thread CPU
+// time taken. It reports the median over the rounds of the per-round
+// differences from the path without entities (one-added-ns/event,
+// batch-added-ns/event) and of batched from one by one
+// (batch-minus-one-ns/event), and the medians of the three paths' costs.
+// Run it with -benchtime Nx: N rounds, N*costChunk events per path.
+func BenchmarkEntityCost(b *testing.B) {
+	for _, devices := range []int{2000, 20000} {
+		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+			lines := sampleLines(b, devices, 200000)
+			steps := [3]func(){
+				newEventPath(b, lines, devices, false, 0),
+				newEventPath(b, lines, devices, true, 1),
+				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch),
+			}
+			var per [3][]float64 // ns per event, by path, by round
+			for p := range per {
+				per[p] = make([]float64, 0, 1024) // no allocation in the loop below 1024 rounds
+			}
+			b.ReportAllocs()
+			cpu := threadcpu.Start()
+			for round := 0; b.Loop(); round++ {
+				// b.Loop counts rounds; each runs costChunk events of each path.
+				for k := range 3 {
+					p := (round + k) % 3
+					t := cpu.Nanos()
+					for range costChunk {
+						steps[p]()
+					}
+					per[p] = append(per[p], float64(cpu.Nanos()-t)/costChunk)
+				}
+			}
+			cpu.Report(b)
+			median := func(v []float64) float64 {
+				v = slices.Clone(v)
+				slices.Sort(v)
+				return v[len(v)/2]
+			}
+			diff := func(p int) []float64 {
+				d := make([]float64, len(per[0]))
+				for r := range d {
+					d[r] = per[p][r] - per[0][r]
+				}
+				return d
+			}
+			b.ReportMetric(median(per[0]), "none-ns/event")
+			b.ReportMetric(median(per[1]), "one-ns/event")
+			b.ReportMetric(median(per[2]), "batch-ns/event")
+			b.ReportMetric(median(diff(1)), "one-added-ns/event")
+			b.ReportMetric(median(diff(2)), "batch-added-ns/event")
+			change := make([]float64, len(per[0]))
+			for r := range change {
+				change[r] = per[2][r] - per[1][r]
+			}
+			b.ReportMetric(median(change), "batch-minus-one-ns/event")
+		})
+	}
+}
+
+// costChunk is the events of one path BenchmarkEntityCost runs at a time.
+const costChunk = 20000
 
 // BenchmarkEntityStage is the entity stage of BenchmarkEventPathEntities
 // alone: the same fleet's observations (taken once, before the timer), their
