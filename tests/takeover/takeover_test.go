@@ -1,4 +1,4 @@
-package restart_test
+package takeover_test
 
 import (
 	"context"
@@ -73,6 +73,10 @@ const (
 	killedBeforeAlerts                         // killed with a job's rows stored, its alerts not
 )
 
+// takeoverRuns counts the takeover tests' runs (fresh databases for
+// -count).
+var takeoverRuns int
+
 // takeoverRef is the takeover tests' undisturbed one-instance run of their
 // fleet: the three tests share one fleet, so it runs once (it is most of a
 // test's time under -race).
@@ -87,11 +91,11 @@ func undisturbedTakeoverRun(t *testing.T, ackWait time.Duration) ([][]byte, pipe
 	if !takeoverRef.done {
 		msgs := pipetest.FleetMessages(t, 150, 3*time.Hour)
 		ref := newHandoverRig(t, "takeover_ref", msgs, ackWait)
-		one := ref.start(t, true)
-		ref.waitDone(t, one)
-		one.stopClean(t)
-		want := ref.e.Outcome(t)
-		_, wantEvents, _ := ref.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+		one := ref.Start(t, true)
+		ref.WaitDone(t, one)
+		one.StopClean(t)
+		want := ref.Env.Outcome(t)
+		_, wantEvents, _ := ref.ScoredCounts(t, schemas.ColStreamSeq+" > 0")
 		takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents, takeoverRef.done = msgs, want, wantEvents, true
 	}
 	return takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents
@@ -100,7 +104,7 @@ func undisturbedTakeoverRun(t *testing.T, ackWait time.Duration) ([][]byte, pipe
 func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	const ackWait = 5 * time.Second
 	msgs, want, wantEvents := undisturbedTakeoverRun(t, ackWait)
-	handoverRuns++
+	takeoverRuns++
 
 	// The fleet in thirds: a scores the first and saves a checkpoint after
 	// it; its checkpoints then fail (frozen) while it scores and stores the
@@ -108,17 +112,17 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	// over, restores the checkpoint, catches up the second third, and
 	// scores the last.
 	third := len(msgs) / 3
-	r := newHandoverRig(t, fmt.Sprintf("takeover_%d", handoverRuns), msgs[:third], ackWait)
+	r := newHandoverRig(t, fmt.Sprintf("takeover_%d", takeoverRuns), msgs[:third], ackWait)
 	createInsertsView(t, r)
-	r.checkpointEvery = time.Second
-	r.drainTimeout = 10 * time.Second
+	r.CheckpointEvery = time.Second
+	r.DrainTimeout = 10 * time.Second
 	var frozen, hang atomic.Bool
 	var globals atomic.Int64
 	frozen.Store(fault == neverSaved)
-	r.wrapStore = func(s jetstream.ObjectStore) jetstream.ObjectStore {
+	r.WrapStore = func(s jetstream.ObjectStore) jetstream.ObjectStore {
 		return frozenStore{ObjectStore: s, frozen: &frozen, globals: &globals}
 	}
-	ncA, jsA, err := bus.Connect(context.Background(), r.e.JS.Conn().ConnectedUrl(), "killed scorer", slog.New(slog.DiscardHandler))
+	ncA, jsA, err := bus.Connect(context.Background(), r.Env.JS.Conn().ConnectedUrl(), "killed scorer", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +131,9 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rowsA := &countingRows{ClickHouse: r.e.CH, hang: &hang}
-	a := r.startOn(t, false, jsA, rowsA, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
-	r.waitDone(t, a)
+	rowsA := &countingRows{ClickHouse: r.Env.CH, hang: &hang}
+	a := r.StartOn(t, false, jsA, rowsA, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
+	r.WaitDone(t, a)
 	// A periodic save comes after a fetch, at most once a second: one
 	// message at a time until a save ends, then no more saves.
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
@@ -138,8 +142,8 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 		if time.Now().After(deadline) || next == 2*third {
 			t.Fatalf("the first scorer saved no checkpoint (%d messages fed)", next-third)
 		}
-		r.ingest(t, msgs[next:next+1], next)
-		r.waitDone(t, a)
+		r.Ingest(t, msgs[next:next+1], next)
+		r.WaitDone(t, a)
 		for wait := time.Now().Add(1500 * time.Millisecond); globals.Load() == saved && time.Now().Before(wait); {
 			time.Sleep(10 * time.Millisecond) // polling for the save; the next message makes one due
 		}
@@ -150,9 +154,9 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 		atCheckpoint = 0
 	}
 	rowsA.holdAlerts.Store(fault == killedBeforeAlerts)
-	r.ingest(t, msgs[next:2*third], next)
+	r.Ingest(t, msgs[next:2*third], next)
 	if fault != killedBeforeAlerts {
-		r.waitDone(t, a) // stored and acked, after the checkpoint
+		r.WaitDone(t, a) // stored and acked, after the checkpoint
 	} else {
 		// The first job with alerts after the checkpoint: its rows stored,
 		// its alerts' write hangs until the kill.
@@ -166,44 +170,44 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	pastCheckpoint := rowsA.scored.Load() - atCheckpoint
 	hang.Store(true)
 	ncA.Close() // killed: no more acks, publishes, pulls or saves
-	a.crash()
-	a.stop()
-	<-a.done
-	a.h.Close()
+	a.Crash()
+	a.Stop()
+	<-a.Done
+	a.H.Close()
 	if pastCheckpoint == 0 {
 		t.Fatal("the first scorer stored no row after its checkpoint: the test proves nothing")
 	}
 
-	r.ingest(t, msgs[2*third:], 2*third)
-	rowsB := &countingRows{ClickHouse: r.e.CH}
+	r.Ingest(t, msgs[2*third:], 2*third)
+	rowsB := &countingRows{ClickHouse: r.Env.CH}
 	if fault == neverSaved {
-		if _, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0)); err == nil {
+		if _, err := r.Store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0)); err == nil {
 			t.Fatal("the first scorer saved a checkpoint: the test froze them from its start")
 		}
 	}
 	if fault == lookupFails {
 		rowsB.lookupErr = errors.New("the test's ClickHouse is unreachable at the takeover")
 	}
-	b := r.startOn(t, false, r.e.JS, rowsB, r.e.Pub)
-	for len(b.c.Owned()) < 8 {
+	b := r.StartOn(t, false, r.Env.JS, rowsB, r.Env.Pub)
+	for len(b.C.Owned()) < 8 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the second scorer owns only %v", b.c.Owned())
+			t.Fatalf("the second scorer owns only %v", b.C.Owned())
 		}
 		time.Sleep(5 * time.Millisecond) // polling ownership
 	}
-	r.waitDone(t, b)
-	b.stopClean(t)
-	got := r.e.Outcome(t)
+	r.WaitDone(t, b)
+	b.StopClean(t)
+	got := r.Env.Outcome(t)
 
-	inserted := r.query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s > 0", r.e.DB, insertsView, schemas.ColStreamSeq))
-	_, final, distinct := r.scoredCounts(t, schemas.ColStreamSeq+" > 0")
-	stored, unchecked := b.p.M.CatchUpStored.Load(), b.p.M.CatchUpUnchecked.Load()
+	inserted := r.Query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s > 0", r.Env.DB, insertsView, schemas.ColStreamSeq))
+	_, final, distinct := r.ScoredCounts(t, schemas.ColStreamSeq+" > 0")
+	stored, unchecked := b.P.M.CatchUpStored.Load(), b.P.M.CatchUpUnchecked.Load()
 	t.Logf("a stored %d rows after its checkpoint; b caught up %d events, %d of them stored already, %d unchecked; "+
 		"event rows inserted %d, FINAL %d, distinct %d (undisturbed %d); alert rows written a %d + b %d, decision rows a %d + b %d; "+
 		"b raised again %d alerts and decisions of stored events, dropped %d",
-		pastCheckpoint, b.p.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
+		pastCheckpoint, b.P.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
 		rowsA.alerts.Load(), rowsB.alerts.Load(), rowsA.decisions.Load(), rowsB.decisions.Load(),
-		b.p.M.CatchUpRaised.Load(), b.p.M.CatchUpDropped.Load())
+		b.P.M.CatchUpRaised.Load(), b.P.M.CatchUpDropped.Load())
 	if fault == killedBeforeAlerts {
 		held := rowsA.held()
 		t.Logf("a was killed writing alerts %q", held)
@@ -212,7 +216,7 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 				t.Errorf("alert %s, whose write the kill cut, was not written by b", id)
 			}
 		}
-		if n := b.p.M.CatchUpRaised.Load(); n < uint64(len(held)) {
+		if n := b.P.M.CatchUpRaised.Load(); n < uint64(len(held)) {
 			t.Errorf("b counted %d alerts and decisions raised again for stored events; want at least the %d cut", n, len(held))
 		}
 	}
@@ -252,12 +256,12 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 // ReplacingMergeTree's background merges would collapse out of sight.
 const insertsView = "scored_inserts"
 
-func createInsertsView(t *testing.T, r *handoverRig) {
+func createInsertsView(t *testing.T, r *pipetest.HandoverRig) {
 	t.Helper()
 	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s FROM %s.%s",
-		schemas.QuoteIdent(r.e.DB), insertsView, schemas.ColEventID, schemas.ColEventID, schemas.ColStreamSeq,
-		schemas.QuoteIdent(r.e.DB), schemas.TableScored)
-	if err := r.e.Conn.Exec(context.Background(), q); err != nil {
+		schemas.QuoteIdent(r.Env.DB), insertsView, schemas.ColEventID, schemas.ColEventID, schemas.ColStreamSeq,
+		schemas.QuoteIdent(r.Env.DB), schemas.TableScored)
+	if err := r.Env.Conn.Exec(context.Background(), q); err != nil {
 		t.Fatalf("cannot create the view of every insert: %v", err)
 	}
 }
