@@ -49,10 +49,11 @@ import (
 //     on the event's alert is stored;
 //   - no alert of the event stored: the alert is written and published
 //     (with its decision), counted (Metrics.CatchUpRaised). The flusher
-//     stores a job's rows before its decisions and alerts, so an owner
-//     killed between the two leaves events with rows and without their
+//     stores a job's rows, then its alerts, then their decisions, so an
+//     owner killed in between leaves events with rows and without their
 //     alerts (the alert lock-000006 lost in the 3-node cluster test,
-//     bench/RESULTS.md c2). Alert and decision ids derive from the device,
+//     bench/RESULTS.md c2), or alerts without their decisions (then
+//     written by the next owner the same way). Alert and decision ids derive from the device,
 //     the event and the findings: when the judging again matches the
 //     previous owner's, the alert is the one it would have stored, and a
 //     copy of what it published is dropped by the streams' duplicate window
