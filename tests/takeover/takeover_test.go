@@ -55,9 +55,9 @@ func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, ne
 // TestTakeoverWritesTheAlertsNotStored: as TestTakeoverDoesNotWriteAgain,
 // but the first scorer is killed between an event's row and its alert: its
 // flusher stored a job's scored rows and hung on the job's alerts (the
-// decisions come after them). The successor's catch-up judges those events again, finds their
-// rows stored and no alert of them, and writes the alerts it raises again,
-// once, under the undisturbed run's ids. (Before, it kept "the previous
+// decisions come after them). The successor's catch-up judges those events
+// again, finds their rows stored and no alert of them, and writes the
+// alerts it raises again, once, under the undisturbed run's ids. (Before, it kept "the previous
 // judgement" of a stored event and dropped them: the alert of lock-000006
 // lost in the 3-node cluster test, bench/RESULTS.md c2.)
 func TestTakeoverWritesTheAlertsNotStored(t *testing.T) { testTakeoverWrites(t, killedBeforeAlerts) }
