@@ -401,16 +401,19 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 
 // store writes a job's alerts, decisions and incident updates to ClickHouse,
 // for analysts (they were published to NATS when they were decided, incident
-// updates when the job was made).
+// updates when the job was made). Alerts come before the decisions taken on
+// them: a partition's next owner finds the decisions an owner killed between
+// the two did not store by their alerts, which it finds by their events
+// (written.go); a decision stored without its alert it would not find.
 func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
-	if len(job.decisions) > 0 {
-		if err := p.rows.WriteDecisions(ctx, job.decisions); err != nil {
-			return fmt.Errorf("cannot write %d decisions: %w", len(job.decisions), err)
-		}
-	}
 	if len(job.alerts) > 0 {
 		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
 			return fmt.Errorf("cannot write %d alerts: %w", len(job.alerts), err)
+		}
+	}
+	if len(job.decisions) > 0 {
+		if err := p.rows.WriteDecisions(ctx, job.decisions); err != nil {
+			return fmt.Errorf("cannot write %d decisions: %w", len(job.decisions), err)
 		}
 	}
 	if len(job.incidents) > 0 {

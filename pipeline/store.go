@@ -66,6 +66,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -145,31 +146,40 @@ func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.M
 
 // getObject restores the object name (checkpoint.Decode) into to and model.
 // A missing object is ErrNoCheckpointObject; an object split by another
-// partition count is checkpoint.ErrIncompatible.
+// partition count is checkpoint.ErrIncompatible; a get that receives
+// nothing for objectStall is errObjectStalled.
 func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Target, model *detectors.ClassModel) (checkpoint.Meta, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := newStallWatch(objectStall, cancel)
+	defer w.stop()
+	w.waiting(true)
 	r, err := p.cfg.CheckpointStore.Get(ctx, name)
+	w.waiting(false)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: %w", p.objectName(name), ErrNoCheckpointObject)
 	}
 	if err != nil {
-		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), err)
+		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), w.cause(err))
 	}
-	defer r.Close()
 	info, err := r.Info()
 	if err != nil {
+		r.Close()
 		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), err)
 	}
+	body := w.reader(r) // closes r
+	defer body.Close()
 	if got := info.Metadata[schemas.CheckpointMetaPartitions]; got != strconv.Itoa(p.cfg.Partitions) {
 		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: saved with %q partitions, this scorer uses %d: %w",
 			p.objectName(name), got, p.cfg.Partitions, checkpoint.ErrIncompatible)
 	}
 	// The object reader checks the object's digest at its end; Decode checks
 	// the checkpoint's own checksum and reads to the end.
-	var in io.Reader = r
+	var in io.Reader = body
 	switch enc := info.Metadata[schemas.CheckpointMetaEncoding]; enc {
 	case "":
 	case schemas.CheckpointEncodingS2:
-		in = s2.NewReader(r)
+		in = s2.NewReader(body)
 	default:
 		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: encoding %q, this build reads %q: %w",
 			p.objectName(name), enc, schemas.CheckpointEncodingS2, checkpoint.ErrIncompatible)
@@ -177,11 +187,113 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 	m, err := checkpoint.Decode(ctx, in, p.objectName(name), checkpoint.MetaOf(p.layout), to, model)
 	if err == nil {
 		// The digest is checked when the object's reader reaches its end.
-		if _, err = io.Copy(io.Discard, r); err != nil {
+		if _, err = io.Copy(io.Discard, body); err != nil {
 			err = fmt.Errorf("cannot restore %q: %w", p.objectName(name), err)
 		}
 	}
-	return m, err
+	return m, w.cause(err)
+}
+
+// objectStall bounds how long a checkpoint object's get may wait for the
+// server without receiving a byte (the get's request, then each read of its
+// chunks): after a NATS node was killed, a restore's get whose chunks'
+// consumer was lost with the node waited for its whole timeout
+// (storeTimeout, 5 min) in the 3-node cluster test, the scorer's ingest
+// loop waiting with it (bench/RESULTS.md, c2 run 10). Time the decoder
+// spends is not counted: a large object that keeps arriving is never cut.
+// A get that stalls fails with errObjectStalled; loadPartition and
+// loadEntities get the object once more (a new get, a new consumer), then
+// the partition cold-starts (RestorePartition: learned from the stream when
+// its previous owner judged messages). The global object's get at start is
+// not made again: its class statistics start cold, as with any object that
+// cannot be used. The goroutine of a stalled read ends at the get's
+// deadline.
+var objectStall = 30 * time.Second
+
+// errObjectStalled reports a checkpoint object's get that received nothing
+// for objectStall.
+var errObjectStalled = errors.New("the object store sent nothing")
+
+// stallWatch cancels a get (and ends its reader with errObjectStalled) once
+// it has waited for the server for longer than its bound.
+type stallWatch struct {
+	since   atomic.Int64 // when the wait under way began (Unix ns), 0 when none
+	stalled atomic.Bool
+	cancel  context.CancelFunc
+	pw      atomic.Pointer[io.PipeWriter]
+	done    chan struct{}
+}
+
+func newStallWatch(bound time.Duration, cancel context.CancelFunc) *stallWatch {
+	w := &stallWatch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(bound / 8)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.done:
+				return
+			case now := <-t.C:
+				if at := w.since.Load(); at != 0 && now.UnixNano()-at > bound.Nanoseconds() {
+					w.stalled.Store(true)
+					if pw := w.pw.Load(); pw != nil {
+						pw.CloseWithError(fmt.Errorf("nothing for %s: %w", bound, errObjectStalled))
+					}
+					w.cancel()
+					return
+				}
+			}
+		}
+	}()
+	return w
+}
+
+// waiting marks the start (and the end) of a wait for the server.
+func (w *stallWatch) waiting(on bool) {
+	if on {
+		w.since.Store(time.Now().UnixNano())
+	} else {
+		w.since.Store(0)
+	}
+}
+
+func (w *stallWatch) stop() { close(w.done) }
+
+// cause returns errObjectStalled (wrapped) for an error of a get w cut.
+func (w *stallWatch) cause(err error) error {
+	if err != nil && w.stalled.Load() && !errors.Is(err, errObjectStalled) {
+		return fmt.Errorf("nothing for %s: %w", objectStall, errors.Join(errObjectStalled, err))
+	}
+	return err
+}
+
+// reader returns r's bytes through a pipe filled by a goroutine, so that a
+// read blocked on the server can be given up: the object's reader does not
+// return before its context's deadline however it is cancelled, and its
+// Close waits for that read. The goroutine closes r once its read returns
+// (at the latest at the get's deadline, storeTimeout).
+func (w *stallWatch) reader(r io.ReadCloser) io.ReadCloser {
+	pr, pw := io.Pipe()
+	w.pw.Store(pw)
+	go func() {
+		defer r.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			w.waiting(true)
+			n, err := r.Read(buf)
+			w.waiting(false)
+			if n > 0 {
+				if _, werr := pw.Write(buf[:n]); werr != nil {
+					return // the reader is closed
+				}
+			}
+			if err != nil {
+				pw.CloseWithError(err) // io.EOF: a clean end
+				return
+			}
+		}
+	}()
+	return pr
 }
 
 // saveStore saves every partition's objects, the entities' and the global
@@ -321,8 +433,24 @@ func (p *Pipeline) saveEntities(ctx context.Context, q int, at uint64) (uint64, 
 // engines; the workers must be stopped or paused. The records it put are
 // taken out again when the object cannot be used (the partition then
 // cold-starts); records of the partition already in the tables are
-// overwritten by the object's.
+// overwritten by the object's. A get that stalls is made once more.
 func (p *Pipeline) loadPartition(ctx context.Context, part int) (checkpoint.Meta, error) {
+	return p.againIfStalled(ctx, schemas.CheckpointDevicesObject(part), func() (checkpoint.Meta, error) { return p.loadPartitionOnce(ctx, part) })
+}
+
+// againIfStalled returns load's results, calling it once more when its get
+// of object name stalled (errObjectStalled: a new get, with a new consumer
+// of the object's chunks). load must leave nothing of a failed load behind.
+func (p *Pipeline) againIfStalled(ctx context.Context, name string, load func() (checkpoint.Meta, error)) (checkpoint.Meta, error) {
+	m, err := load()
+	if errors.Is(err, errObjectStalled) && ctx.Err() == nil {
+		p.log.Warn("a checkpoint object's get stalled: getting it again", "checkpoint", p.objectName(name), "err", err)
+		m, err = load()
+	}
+	return m, err
+}
+
+func (p *Pipeline) loadPartitionOnce(ctx context.Context, part int) (checkpoint.Meta, error) {
 	type dev struct{ key, alt uint64 }
 	var put []dev
 	misplaced := 0
@@ -375,8 +503,13 @@ func (p *Pipeline) loadPartition(ctx context.Context, part int) (checkpoint.Meta
 }
 
 // loadEntities restores object entities.<q> into the entity owners' tables,
-// taking the records out again when the object cannot be used.
+// taking the records out again when the object cannot be used. A get that
+// stalls is made once more.
 func (p *Pipeline) loadEntities(ctx context.Context, q int) (checkpoint.Meta, error) {
+	return p.againIfStalled(ctx, schemas.CheckpointEntitiesObject(q), func() (checkpoint.Meta, error) { return p.loadEntitiesOnce(ctx, q) })
+}
+
+func (p *Pipeline) loadEntitiesOnce(ctx context.Context, q int) (checkpoint.Meta, error) {
 	type ent struct {
 		owner    int
 		key, alt uint64

@@ -36,14 +36,36 @@ import (
 // by the server (Nats-Msg-Id) and the bucket of active blocks is left
 // alone when it holds the decision already (sink.NATSPublisher).
 //
-// An event whose row is stored keeps the previous owner's judgement: an
-// alert or decision that judging it again raises and that the previous
-// owner did not store is dropped and counted (Metrics.CatchUpDropped), not
-// invented. Judged again against what does not move with a partition (the
-// new owner's class statistics and calibration, see Handover), an event
-// near a threshold can come out differently. (The flusher stores a job's
-// rows before its alerts and decisions: an owner killed between the two
-// leaves alerts it published without their rows, and those stay unstored.)
+// An event whose row is stored is judged again like any other; what that
+// judging raises is kept or dropped by what the previous owner stored of the
+// event's results (stored):
+//
+//   - an alert or decision stored already (the same id): published again,
+//     not stored again;
+//   - the event's device alert stored, with another id (the judging again
+//     differs from a judgement the previous owner completed): the stored
+//     one stands; the new alert and its decision are dropped and counted
+//     (Metrics.CatchUpDropped). Likewise a decision when another decision
+//     on the event's alert is stored;
+//   - no alert of the event stored: the alert is written and published
+//     (with its decision), counted (Metrics.CatchUpRaised). The flusher
+//     stores a job's rows, then its alerts, then their decisions, so an
+//     owner killed in between leaves events with rows and without their
+//     alerts (the alert lock-000006 lost in the 3-node cluster test,
+//     bench/RESULTS.md c2), or alerts without their decisions (then
+//     written by the next owner the same way). Alert and decision ids derive from the device,
+//     the event and the findings: when the judging again matches the
+//     previous owner's, the alert is the one it would have stored, and a
+//     copy of what it published is dropped by the streams' duplicate window
+//     (Nats-Msg-Id; past the window, a second message with the same id).
+//
+// Judged again against what does not move with a partition (the new owner's
+// class statistics and calibration, see Handover), an event near a
+// threshold can come out differently. In the last case nothing tells an
+// alert the previous owner raised and did not store from none: an alert it
+// did not raise is then written by the new owner, and an alert it published
+// without storing it, that the judging again does not raise (or raises with
+// other findings, so another id), stays on NATS only.
 //
 // When the lookup fails (ClickHouse unreachable at the takeover), the
 // catch-up writes everything again, as before: rows with the same ids,
@@ -57,16 +79,30 @@ type WrittenReader interface {
 	// [from, to] Unix nanoseconds), the ids of those with a scored row, the
 	// ids of the alerts they raised (Alert.LastEventID among them) that
 	// are stored, and the ids of the decisions taken on those alerts that
-	// are stored.
+	// are stored; and the events whose device alert (EntityKind empty) is
+	// stored, and those with a decision on it stored.
 	Written(ctx context.Context, events []uint64, from, to int64) (Written, error)
 }
 
-// Written is what WrittenReader.Written found stored.
+// Written is what WrittenReader.Written found stored: the events with a
+// scored row, the alerts and decisions, and the events whose device alert
+// (AlertEvents) and a decision on it (DecidedEvents) are stored.
 type Written struct {
-	Events    []uint64
-	Alerts    []string
-	Decisions []string
+	Events                     []uint64
+	Alerts                     []string
+	Decisions                  []string
+	AlertEvents, DecidedEvents []uint64
 }
+
+// stored says which of a caught-up event's results its partition's previous
+// owner stored (item.written).
+type stored uint8
+
+const (
+	storedRow      stored = 1 << iota // its scored row
+	storedAlert                       // a device alert it raised
+	storedDecision                    // a decision on that alert
+)
 
 // writtenChunk bounds the event ids of one lookup: the query's text stays
 // within ClickHouse's default max_query_size (256 KiB).
@@ -74,12 +110,12 @@ const writtenChunk = 8192
 
 // writtenResults are the results of caught-up events that are stored
 // already. The ingest loop adds to it (before a catch-up dispatches) and
-// marks the caught-up events whose rows are stored (item.written); the
+// marks what of each caught-up event is stored (item.written); the
 // collector takes alert and decision ids out of it as it meets them, so
 // each is left out once.
 type writtenResults struct {
 	mu        sync.Mutex
-	events    map[uint64]struct{} // only the ingest loop reads it
+	events    map[uint64]stored // only the ingest loop reads it
 	alerts    map[string]struct{}
 	decisions map[string]struct{}
 	// results counts the alert and decision ids held, so that the collector
@@ -91,10 +127,16 @@ func (w *writtenResults) add(got Written) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.events == nil {
-		w.events, w.alerts, w.decisions = map[uint64]struct{}{}, map[string]struct{}{}, map[string]struct{}{}
+		w.events, w.alerts, w.decisions = map[uint64]stored{}, map[string]struct{}{}, map[string]struct{}{}
 	}
 	for _, id := range got.Events {
-		w.events[id] = struct{}{}
+		w.events[id] |= storedRow
+	}
+	for _, id := range got.AlertEvents {
+		w.events[id] |= storedAlert
+	}
+	for _, id := range got.DecidedEvents {
+		w.events[id] |= storedDecision
 	}
 	for _, id := range got.Alerts {
 		if _, ok := w.alerts[id]; !ok {
@@ -110,12 +152,12 @@ func (w *writtenResults) add(got Written) {
 	}
 }
 
-// event reports whether event id's row is stored (the ingest loop's).
-func (w *writtenResults) event(id uint64) bool {
+// event returns what of event id's results is stored (the ingest loop's).
+func (w *writtenResults) event(id uint64) stored {
 	w.mu.Lock()
-	_, ok := w.events[id]
+	s := w.events[id]
 	w.mu.Unlock()
-	return ok
+	return s
 }
 
 // clearEvents forgets the events (after a catch-up has dispatched them).
@@ -197,6 +239,8 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 		got.Events = append(got.Events, g.Events...)
 		got.Alerts = append(got.Alerts, g.Alerts...)
 		got.Decisions = append(got.Decisions, g.Decisions...)
+		got.AlertEvents = append(got.AlertEvents, g.AlertEvents...)
+		got.DecidedEvents = append(got.DecidedEvents, g.DecidedEvents...)
 	}
 	p.written.add(got)
 	if len(span.ids) == 0 {

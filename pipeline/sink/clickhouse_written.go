@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -18,10 +20,12 @@ const writtenMargin = time.Minute
 // Written returns which results of events (ids with event times within
 // [from, to], Unix nanoseconds) are stored (pipeline.WrittenReader): the ids
 // of those with a scored row, the ids of the alerts they raised
-// (last_event_id among them), and the ids of the decisions taken on those
-// alerts. A partition's new owner asks it before it judges again what the
-// previous owner may have written. Three queries, bounded by the events'
-// days (the tables' partitions); the caller bounds the ids of one call.
+// (last_event_id among them) and the events of the devices' ones among
+// them, and the ids of the decisions taken on those alerts and the events
+// of the devices' alerts they were taken on. A partition's new owner asks
+// it before it judges again what the previous owner may have written. Three
+// queries, bounded by the events' days (the tables' partitions); the caller
+// bounds the ids of one call.
 func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int64) (pipeline.Written, error) {
 	var got pipeline.Written
 	if len(events) == 0 {
@@ -39,25 +43,33 @@ func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int6
 	inTime := fmt.Sprintf("%s >= toDateTime(%d) AND %s <= toDateTime(%d)", schemas.QuoteIdent(schemas.ColTime), lo, schemas.QuoteIdent(schemas.ColTime), hi)
 	q := fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s AND %s IN (%s)", schemas.QuoteIdent(schemas.ColEventID),
 		c.table(schemas.TableScored), inTime, schemas.QuoteIdent(schemas.ColEventID), ids.String())
-	rows, err := c.conn.Query(ctx, q)
-	if err != nil {
-		return got, fmt.Errorf("cannot read which events are stored: %w", err)
-	}
-	for rows.Next() {
+	if err := queryRows(ctx, c.conn, q, func(scan func(...any) error) error {
 		var id uint64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return got, fmt.Errorf("cannot read which events are stored: %w", err)
+		if err := scan(&id); err != nil {
+			return err
 		}
 		got.Events = append(got.Events, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return got, fmt.Errorf("cannot read which events are stored: %w", err)
 	}
-	q = fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s AND %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
+	q = fmt.Sprintf("SELECT DISTINCT %s, %s, %s FROM %s WHERE %s AND %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
+		schemas.QuoteIdent(schemas.ColLastEventID), schemas.QuoteIdent(schemas.ColEntityKind),
 		c.table(schemas.TableAlerts), inTime, schemas.QuoteIdent(schemas.ColLastEventID), ids.String())
-	if got.Alerts, err = queryStrings(ctx, c.conn, q); err != nil {
+	deviceAlert := map[string]uint64{} // a device's alert id -> its event
+	if err := queryRows(ctx, c.conn, q, func(scan func(...any) error) error {
+		var id, kind string
+		var event uint64
+		if err := scan(&id, &event, &kind); err != nil {
+			return err
+		}
+		got.Alerts = append(got.Alerts, id)
+		if kind == "" {
+			deviceAlert[id] = event
+			got.AlertEvents = append(got.AlertEvents, event)
+		}
+		return nil
+	}); err != nil {
 		return got, fmt.Errorf("cannot read which alerts are stored: %w", err)
 	}
 	if len(got.Alerts) == 0 {
@@ -67,9 +79,19 @@ func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int6
 	for i, id := range got.Alerts {
 		quoted[i] = schemas.QuoteString(id)
 	}
-	q = fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
+	q = fmt.Sprintf("SELECT DISTINCT %s, %s FROM %s WHERE %s IN (%s)", schemas.QuoteIdent(schemas.ColID), schemas.QuoteIdent(schemas.ColAlertID),
 		c.table(schemas.TableDecisions), schemas.QuoteIdent(schemas.ColAlertID), strings.Join(quoted, ","))
-	if got.Decisions, err = queryStrings(ctx, c.conn, q); err != nil {
+	if err := queryRows(ctx, c.conn, q, func(scan func(...any) error) error {
+		var id, alert string
+		if err := scan(&id, &alert); err != nil {
+			return err
+		}
+		got.Decisions = append(got.Decisions, id)
+		if event, ok := deviceAlert[alert]; ok {
+			got.DecidedEvents = append(got.DecidedEvents, event)
+		}
+		return nil
+	}); err != nil {
 		return got, fmt.Errorf("cannot read which decisions are stored: %w", err)
 	}
 	return got, nil
@@ -78,4 +100,19 @@ func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int6
 // table is the quoted name of one of the database's tables.
 func (c *ClickHouse) table(name string) string {
 	return schemas.QuoteIdent(c.db) + "." + schemas.QuoteIdent(name)
+}
+
+// queryRows runs query and calls fn with each row's Scan.
+func queryRows(ctx context.Context, conn driver.Conn, query string, fn func(scan func(...any) error) error) error {
+	rows, err := conn.Query(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -11,7 +11,8 @@ import (
 // scored row, the stored alerts they raised (by last_event_id) and the
 // stored decisions taken on those alerts, and nothing else: not an event
 // outside the time bounds, not an alert of another event, not a decision
-// on another alert.
+// on another alert; and the events whose device alert is stored and has a
+// stored decision, not those of an entity's alert.
 func TestClickHouseWritten(t *testing.T) {
 	c := openTestWriter(t, testClickHouse(t), ClickHouseConfig{})
 	ctx := context.Background()
@@ -20,14 +21,19 @@ func TestClickHouseWritten(t *testing.T) {
 	if err := c.WriteScored(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	alerts := testCHAlerts() // al-1 raised by event 19, al-2 by event 20
+	alerts := testCHAlerts() // al-1 a device's, al-2 an address's
 	alerts[0].LastEventID = 1_000_003
-	alerts[1].LastEventID = 1_000_004
+	alerts[1].LastEventID = 1_000_009
 	alerts[1].Time = alerts[0].Time
-	if err := c.WriteAlerts(ctx, alerts); err != nil {
+	other := alerts[0] // another event's
+	other.ID, other.LastEventID = "al-9", 1_000_004
+	if err := c.WriteAlerts(ctx, append(alerts, other)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteDecisions(ctx, testCHDecisions()); err != nil { // dc-1 on al-1, dc-2 on al-3
+	decisions := testCHDecisions() // dc-1 on al-1, dc-2 on al-3
+	onEntity := decisions[1]
+	onEntity.ID, onEntity.AlertID = "dc-3", "al-2"
+	if err := c.WriteDecisions(ctx, append(decisions, onEntity)); err != nil {
 		t.Fatal(err)
 	}
 	from, to := testBase.UnixNano(), testBase.Add(time.Minute).UnixNano()
@@ -39,11 +45,16 @@ func TestClickHouseWritten(t *testing.T) {
 	if want := []uint64{1_000_001, 1_000_003, 1_000_009}; !slices.Equal(got.Events, want) {
 		t.Errorf("events stored: %v, want %v", got.Events, want)
 	}
-	if want := []string{"al-1"}; !slices.Equal(got.Alerts, want) {
+	slices.Sort(got.Alerts)
+	slices.Sort(got.Decisions)
+	if want := []string{"al-1", "al-2"}; !slices.Equal(got.Alerts, want) {
 		t.Errorf("alerts stored: %q, want %q", got.Alerts, want)
 	}
-	if want := []string{"dc-1"}; !slices.Equal(got.Decisions, want) {
+	if want := []string{"dc-1", "dc-3"}; !slices.Equal(got.Decisions, want) {
 		t.Errorf("decisions stored: %q, want %q", got.Decisions, want)
+	}
+	if want := []uint64{1_000_003}; !slices.Equal(got.AlertEvents, want) || !slices.Equal(got.DecidedEvents, want) {
+		t.Errorf("events with a device alert stored %v, with a decision on it %v; want %v each", got.AlertEvents, got.DecidedEvents, want)
 	}
 	// Bounds a day later: the rows are outside them.
 	day := 24 * time.Hour.Nanoseconds()

@@ -3,6 +3,7 @@ package restart_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	_ "github.com/iotwatch/iotwatch/detectors/all" // the detectors the pipeline runs
 	"github.com/iotwatch/iotwatch/internal/chserver/chtest"
@@ -26,3 +27,9 @@ func setup(t *testing.T, db string) *env {
 }
 
 var base = pipetest.Base
+
+// newHandoverRig is pipetest.NewHandoverRig on a fresh database db.
+func newHandoverRig(t *testing.T, db string, msgs [][]byte, ackWait time.Duration) *pipetest.HandoverRig {
+	t.Helper()
+	return pipetest.NewHandoverRig(t, setup(t, db).Env, msgs, ackWait)
+}

@@ -1,4 +1,4 @@
-package restart_test
+package takeover_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,14 +34,14 @@ import (
 // Before the fix, the successor wrote again every row, alert and decision
 // of the events after the checkpoint (in the 3-node cluster test, 13,804
 // and 1,433 events written by two instances).
-func TestTakeoverDoesNotWriteAgain(t *testing.T) { testTakeoverWrites(t, false, false) }
+func TestTakeoverDoesNotWriteAgain(t *testing.T) { testTakeoverWrites(t, killedAfterItsResults) }
 
 // TestTakeoverWritesAgainWithoutClickHouse: as TestTakeoverDoesNotWriteAgain,
 // but the successor cannot ask ClickHouse which events are stored at the
 // takeover: it writes their results again (the same ids: FINAL and the
 // distinct ids are still exact), and counts them
 // (pipeline.Metrics.CatchUpUnchecked).
-func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites(t, true, false) }
+func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites(t, lookupFails) }
 
 // TestTakeoverOfANeverSavedPartition: as TestTakeoverDoesNotWriteAgain, but
 // the killed owner never saved a checkpoint (killed before its first): the
@@ -48,7 +50,32 @@ func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites
 // partitions' ack floors: in a run of the 3-node cluster test, whose
 // killed scorer had stored 17,100 events and saved nothing, 6 alerts of 25
 // were not the one-instance run's and 10 were missing.)
-func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, false, true) }
+func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, neverSaved) }
+
+// TestTakeoverWritesTheAlertsNotStored: as TestTakeoverDoesNotWriteAgain,
+// but the first scorer is killed between an event's row and its alert: its
+// flusher stored a job's scored rows and hung on the job's alerts (the
+// decisions come after them). The successor's catch-up judges those events
+// again, finds their rows stored and no alert of them, and writes the
+// alerts it raises again, once, under the undisturbed run's ids. (Before, it kept "the previous
+// judgement" of a stored event and dropped them: the alert of lock-000006
+// lost in the 3-node cluster test, bench/RESULTS.md c2.)
+func TestTakeoverWritesTheAlertsNotStored(t *testing.T) { testTakeoverWrites(t, killedBeforeAlerts) }
+
+// takeoverFault is how a takeover test's first scorer dies, or its
+// successor's look-up fails.
+type takeoverFault int
+
+const (
+	killedAfterItsResults takeoverFault = iota // every result stored and acked, no checkpoint after
+	lookupFails                                // as killedAfterItsResults; the successor cannot ask ClickHouse
+	neverSaved                                 // as killedAfterItsResults, no checkpoint ever saved
+	killedBeforeAlerts                         // killed with a job's rows stored, its alerts not
+)
+
+// takeoverRuns counts the takeover tests' runs (fresh databases for
+// -count).
+var takeoverRuns int
 
 // takeoverRef is the takeover tests' undisturbed one-instance run of their
 // fleet: the three tests share one fleet, so it runs once (it is most of a
@@ -64,20 +91,20 @@ func undisturbedTakeoverRun(t *testing.T, ackWait time.Duration) ([][]byte, pipe
 	if !takeoverRef.done {
 		msgs := pipetest.FleetMessages(t, 150, 3*time.Hour)
 		ref := newHandoverRig(t, "takeover_ref", msgs, ackWait)
-		one := ref.start(t, true)
-		ref.waitDone(t, one)
-		one.stopClean(t)
-		want := ref.e.Outcome(t)
-		_, wantEvents, _ := ref.scoredCounts(t, schemas.ColStreamSeq+" > 0")
+		one := ref.Start(t, true)
+		ref.WaitDone(t, one)
+		one.StopClean(t)
+		want := ref.Env.Outcome(t)
+		_, wantEvents, _ := ref.ScoredCounts(t, schemas.ColStreamSeq+" > 0")
 		takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents, takeoverRef.done = msgs, want, wantEvents, true
 	}
 	return takeoverRef.msgs, takeoverRef.want, takeoverRef.wantEvents
 }
 
-func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
+func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	const ackWait = 5 * time.Second
 	msgs, want, wantEvents := undisturbedTakeoverRun(t, ackWait)
-	handoverRuns++
+	takeoverRuns++
 
 	// The fleet in thirds: a scores the first and saves a checkpoint after
 	// it; its checkpoints then fail (frozen) while it scores and stores the
@@ -85,17 +112,17 @@ func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
 	// over, restores the checkpoint, catches up the second third, and
 	// scores the last.
 	third := len(msgs) / 3
-	r := newHandoverRig(t, fmt.Sprintf("takeover_%d", handoverRuns), msgs[:third], ackWait)
+	r := newHandoverRig(t, fmt.Sprintf("takeover_%d", takeoverRuns), msgs[:third], ackWait)
 	createInsertsView(t, r)
-	r.checkpointEvery = time.Second
-	r.drainTimeout = 10 * time.Second
+	r.CheckpointEvery = time.Second
+	r.DrainTimeout = 10 * time.Second
 	var frozen, hang atomic.Bool
 	var globals atomic.Int64
-	frozen.Store(neverSaved)
-	r.wrapStore = func(s jetstream.ObjectStore) jetstream.ObjectStore {
+	frozen.Store(fault == neverSaved)
+	r.WrapStore = func(s jetstream.ObjectStore) jetstream.ObjectStore {
 		return frozenStore{ObjectStore: s, frozen: &frozen, globals: &globals}
 	}
-	ncA, jsA, err := bus.Connect(context.Background(), r.e.JS.Conn().ConnectedUrl(), "killed scorer", slog.New(slog.DiscardHandler))
+	ncA, jsA, err := bus.Connect(context.Background(), r.Env.JS.Conn().ConnectedUrl(), "killed scorer", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,73 +131,99 @@ func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rowsA := &countingRows{ClickHouse: r.e.CH, hang: &hang}
-	a := r.startOn(t, false, jsA, rowsA, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
-	r.waitDone(t, a)
+	rowsA := &countingRows{ClickHouse: r.Env.CH, hang: &hang}
+	a := r.StartOn(t, false, jsA, rowsA, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
+	r.WaitDone(t, a)
 	// A periodic save comes after a fetch, at most once a second: one
 	// message at a time until a save ends, then no more saves.
 	deadline := time.Now().Add(5 * time.Minute) // a hang bound
 	next := third
-	for saved := globals.Load(); !neverSaved && globals.Load() == saved; next++ {
+	for saved := globals.Load(); fault != neverSaved && globals.Load() == saved; next++ {
 		if time.Now().After(deadline) || next == 2*third {
 			t.Fatalf("the first scorer saved no checkpoint (%d messages fed)", next-third)
 		}
-		r.ingest(t, msgs[next:next+1], next)
-		r.waitDone(t, a)
+		r.Ingest(t, msgs[next:next+1], next)
+		r.WaitDone(t, a)
 		for wait := time.Now().Add(1500 * time.Millisecond); globals.Load() == saved && time.Now().Before(wait); {
 			time.Sleep(10 * time.Millisecond) // polling for the save; the next message makes one due
 		}
 	}
 	frozen.Store(true)
 	atCheckpoint := rowsA.scored.Load()
-	if neverSaved {
+	if fault == neverSaved {
 		atCheckpoint = 0
 	}
-	r.ingest(t, msgs[next:2*third], next)
-	r.waitDone(t, a) // stored and acked, after the checkpoint
+	rowsA.holdAlerts.Store(fault == killedBeforeAlerts)
+	r.Ingest(t, msgs[next:2*third], next)
+	if fault != killedBeforeAlerts {
+		r.WaitDone(t, a) // stored and acked, after the checkpoint
+	} else {
+		// The first job with alerts after the checkpoint: its rows stored,
+		// its alerts' write hangs until the kill.
+		for rowsA.held() == nil {
+			if time.Now().After(deadline) {
+				t.Fatal("the first scorer stored no alert after its checkpoint: the test proves nothing")
+			}
+			time.Sleep(10 * time.Millisecond) // polling the writer
+		}
+	}
 	pastCheckpoint := rowsA.scored.Load() - atCheckpoint
 	hang.Store(true)
 	ncA.Close() // killed: no more acks, publishes, pulls or saves
-	a.crash()
-	a.stop()
-	<-a.done
-	a.h.Close()
+	a.Crash()
+	a.Stop()
+	<-a.Done
+	a.H.Close()
 	if pastCheckpoint == 0 {
 		t.Fatal("the first scorer stored no row after its checkpoint: the test proves nothing")
 	}
 
-	r.ingest(t, msgs[2*third:], 2*third)
-	rowsB := &countingRows{ClickHouse: r.e.CH}
-	if neverSaved {
-		if _, err := r.store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0)); err == nil {
+	r.Ingest(t, msgs[2*third:], 2*third)
+	rowsB := &countingRows{ClickHouse: r.Env.CH}
+	if fault == neverSaved {
+		if _, err := r.Store.GetInfo(context.Background(), schemas.CheckpointDevicesObject(0)); err == nil {
 			t.Fatal("the first scorer saved a checkpoint: the test froze them from its start")
 		}
 	}
-	if lookupFails {
+	if fault == lookupFails {
 		rowsB.lookupErr = errors.New("the test's ClickHouse is unreachable at the takeover")
 	}
-	b := r.startOn(t, false, r.e.JS, rowsB, r.e.Pub)
-	for len(b.c.Owned()) < 8 {
+	b := r.StartOn(t, false, r.Env.JS, rowsB, r.Env.Pub)
+	for len(b.C.Owned()) < 8 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the second scorer owns only %v", b.c.Owned())
+			t.Fatalf("the second scorer owns only %v", b.C.Owned())
 		}
 		time.Sleep(5 * time.Millisecond) // polling ownership
 	}
-	r.waitDone(t, b)
-	b.stopClean(t)
-	got := r.e.Outcome(t)
+	r.WaitDone(t, b)
+	b.StopClean(t)
+	got := r.Env.Outcome(t)
 
-	inserted := r.query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s > 0", r.e.DB, insertsView, schemas.ColStreamSeq))
-	_, final, distinct := r.scoredCounts(t, schemas.ColStreamSeq+" > 0")
-	stored, unchecked := b.p.M.CatchUpStored.Load(), b.p.M.CatchUpUnchecked.Load()
+	inserted := r.Query(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s > 0", r.Env.DB, insertsView, schemas.ColStreamSeq))
+	_, final, distinct := r.ScoredCounts(t, schemas.ColStreamSeq+" > 0")
+	stored, unchecked := b.P.M.CatchUpStored.Load(), b.P.M.CatchUpUnchecked.Load()
 	t.Logf("a stored %d rows after its checkpoint; b caught up %d events, %d of them stored already, %d unchecked; "+
-		"event rows inserted %d, FINAL %d, distinct %d (undisturbed %d); alert rows written a %d + b %d, decision rows a %d + b %d",
-		pastCheckpoint, b.p.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
-		rowsA.alerts.Load(), rowsB.alerts.Load(), rowsA.decisions.Load(), rowsB.decisions.Load())
+		"event rows inserted %d, FINAL %d, distinct %d (undisturbed %d); alert rows written a %d + b %d, decision rows a %d + b %d; "+
+		"b raised again %d alerts and decisions of stored events, dropped %d",
+		pastCheckpoint, b.P.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
+		rowsA.alerts.Load(), rowsB.alerts.Load(), rowsA.decisions.Load(), rowsB.decisions.Load(),
+		b.P.M.CatchUpRaised.Load(), b.P.M.CatchUpDropped.Load())
+	if fault == killedBeforeAlerts {
+		held := rowsA.held()
+		t.Logf("a was killed writing alerts %q", held)
+		for _, id := range held {
+			if _, ok := slices.BinarySearch(rowsB.alertIDs(), id); !ok {
+				t.Errorf("alert %s, whose write the kill cut, was not written by b", id)
+			}
+		}
+		if n := b.P.M.CatchUpRaised.Load(); n < uint64(len(held)) {
+			t.Errorf("b counted %d alerts and decisions raised again for stored events; want at least the %d cut", n, len(held))
+		}
+	}
 	if final != wantEvents || distinct != wantEvents {
 		t.Errorf("event rows: FINAL %d, distinct %d; want %d each", final, distinct, wantEvents)
 	}
-	if lookupFails {
+	if fault == lookupFails {
 		if unchecked == 0 || stored != 0 {
 			t.Errorf("without ClickHouse at the takeover: %d events unchecked, %d left out as stored; want some unchecked, none left out", unchecked, stored)
 		}
@@ -203,12 +256,12 @@ func testTakeoverWrites(t *testing.T, lookupFails, neverSaved bool) {
 // ReplacingMergeTree's background merges would collapse out of sight.
 const insertsView = "scored_inserts"
 
-func createInsertsView(t *testing.T, r *handoverRig) {
+func createInsertsView(t *testing.T, r *pipetest.HandoverRig) {
 	t.Helper()
 	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s FROM %s.%s",
-		schemas.QuoteIdent(r.e.DB), insertsView, schemas.ColEventID, schemas.ColEventID, schemas.ColStreamSeq,
-		schemas.QuoteIdent(r.e.DB), schemas.TableScored)
-	if err := r.e.Conn.Exec(context.Background(), q); err != nil {
+		schemas.QuoteIdent(r.Env.DB), insertsView, schemas.ColEventID, schemas.ColEventID, schemas.ColStreamSeq,
+		schemas.QuoteIdent(r.Env.DB), schemas.TableScored)
+	if err := r.Env.Conn.Exec(context.Background(), q); err != nil {
 		t.Fatalf("cannot create the view of every insert: %v", err)
 	}
 }
@@ -233,19 +286,43 @@ func (s frozenStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Re
 	return info, err
 }
 
-// countingRows is the real ClickHouse writer, counting the rows it wrote;
-// once hang is set, every write waits until its context ends (killed).
-// lookupErr, when set, is what Written returns (ClickHouse unreachable at
-// a takeover).
+// countingRows is the real ClickHouse writer, counting the rows it wrote
+// and keeping the alert ids; once hang is set, every write waits until its
+// context ends (killed); while holdAlerts is set, the first write of alerts
+// (and every write after it) waits so. lookupErr, when set, is what Written
+// returns (ClickHouse unreachable at a takeover).
 type countingRows struct {
 	*sink.ClickHouse
 	hang                      *atomic.Bool
+	holdAlerts                atomic.Bool
 	scored, alerts, decisions atomic.Int64
 	lookupErr                 error
+
+	mu       sync.Mutex
+	written  []string // alert ids written
+	heldBack []string // alert ids of the write held
+}
+
+// held returns the ids of the alerts whose write waits (holdAlerts), nil
+// before that write.
+func (c *countingRows) held() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heldBack
+}
+
+// alertIDs returns the ids of the alerts written, sorted.
+func (c *countingRows) alertIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(slices.Values(c.written))
 }
 
 func (c *countingRows) hung(ctx context.Context) error {
-	if c.hang == nil || !c.hang.Load() {
+	c.mu.Lock()
+	held := c.heldBack != nil
+	c.mu.Unlock()
+	if !held && (c.hang == nil || !c.hang.Load()) {
 		return nil
 	}
 	<-ctx.Done()
@@ -264,6 +341,17 @@ func (c *countingRows) WriteScored(ctx context.Context, rec arrow.RecordBatch) e
 }
 
 func (c *countingRows) WriteAlerts(ctx context.Context, as []schemas.Alert) error {
+	ids := make([]string, len(as))
+	for i := range as {
+		ids[i] = as[i].ID
+	}
+	if c.holdAlerts.Load() && len(as) > 0 {
+		c.mu.Lock()
+		if c.heldBack == nil {
+			c.heldBack = ids
+		}
+		c.mu.Unlock()
+	}
 	if err := c.hung(ctx); err != nil {
 		return err
 	}
@@ -271,6 +359,9 @@ func (c *countingRows) WriteAlerts(ctx context.Context, as []schemas.Alert) erro
 		return err
 	}
 	c.alerts.Add(int64(len(as)))
+	c.mu.Lock()
+	c.written = append(c.written, ids...)
+	c.mu.Unlock()
 	return nil
 }
 
