@@ -269,3 +269,29 @@ func Background(p *pipeline.Pipeline) (stop func() error) {
 		return <-done
 	}
 }
+
+// Progress bounds a wait by the absence of progress rather than by its
+// length: on a machine whose CPUs are oversubscribed a catch-up may take many
+// minutes, but one that makes no progress for Quiet is hung.
+type Progress struct {
+	quiet time.Duration
+	last  uint64
+	at    time.Time
+}
+
+// NewProgress returns a Progress that reports a stall after quiet without
+// progress.
+func NewProgress(quiet time.Duration) *Progress {
+	return &Progress{quiet: quiet, at: time.Now()}
+}
+
+// Stalled reports whether mark, a counter that grows while work is being
+// done (a consumer's delivered and acknowledged positions), has not moved
+// for the quiet span.
+func (p *Progress) Stalled(mark uint64) bool {
+	if mark != p.last {
+		p.last, p.at = mark, time.Now()
+		return false
+	}
+	return time.Since(p.at) > p.quiet
+}

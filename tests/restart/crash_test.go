@@ -159,7 +159,7 @@ func (r *crashRig) caughtUp(t *testing.T) {
 // seq and has nothing pending or unacked.
 func (r *crashRig) caughtUpTo(t *testing.T, durable string, seq uint64) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute) // a hang bound, not a speed target
+	stall := pipetest.NewProgress(3 * time.Minute) // a hang bound: no progress at all for 3 minutes
 	for {
 		cons, err := r.js.Consumer(context.Background(), schemas.StreamLogs, durable)
 		if err != nil {
@@ -169,8 +169,8 @@ func (r *crashRig) caughtUpTo(t *testing.T, durable string, seq uint64) {
 		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= seq {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pipeline did not catch up: pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		if stall.Stalled(info.Delivered.Stream + info.AckFloor.Stream) {
+			t.Fatalf("pipeline made no progress for 3 minutes: pending %d, ack pending %d", info.NumPending, info.NumAckPending)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition
 	}

@@ -105,11 +105,11 @@ func testHandover(t *testing.T, crash bool) {
 		rows := crashingRows{ClickHouse: r.Env.CH, crash: &crashed, rows: new(atomic.Int64), at: int64(half), ready: saved}
 		a = r.StartOn(t, false, jsA, rows, sink.NewNATSPublisher(jsA, blocks, slog.New(slog.DiscardHandler)))
 	}
-	deadline := time.Now().Add(5 * time.Minute) // a hang bound
+	stall := pipetest.NewProgress(3 * time.Minute) // a hang bound: no event scored for 3 minutes
 	next, lastSave, lastPub := first, "", time.Now()
 	for !crash && a.P.M.Events.Load() < half || crash && !crashed.Load() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the first scorer scored only %d events", a.P.M.Events.Load())
+		if stall.Stalled(uint64(a.P.M.Events.Load())) {
+			t.Fatalf("the first scorer scored only %d events, none for 3 minutes", a.P.M.Events.Load())
 		}
 		if crash && next < len(msgs) {
 			// A save comes only after a fetch: one message after each save
@@ -140,6 +140,7 @@ func testHandover(t *testing.T, crash bool) {
 	scoredA := a.P.M.Events.Load()
 	stopped := time.Now()
 	b := r.Start(t, false)
+	deadline := time.Now().Add(5 * time.Minute) // a hang bound on ownership
 	for len(b.C.Owned()) < 8 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the second scorer owns only %v", b.C.Owned())
