@@ -189,7 +189,8 @@ type AttacksResult struct {
 	// labels none. FalseUnexplained counts the false alerts on no near miss.
 	NearMisses       []nearMissRow `json:"near_misses,omitempty"`
 	FalseUnexplained int           `json:"false_alerts_unexplained"`
-	// Floods is, per distributed flood (sim.AttackDistributedFlood), how many
+	// Floods is, per distributed flood (sim.AttackDistributedFlood,
+	// sim.AttackThinFlood), how many
 	// of its addresses were blocked, and within IPBlockWithin of their
 	// first request. BenignIPBlocks counts the distinct addresses of no
 	// attack blocked (scope ip), BenignCIDRBlocks the networks holding no
@@ -348,7 +349,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	res := summarize(rep, sim.AttackTypesFor(fc))
 	res.Model, res.Seed, res.Attacks, res.Entities, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, fc.Entities, events, bad
 	res.NearMisses, res.FalseUnexplained = nearMissRows(near, rep.FalseAlerts)
-	res.Floods, res.BenignIPBlocks, res.BenignCIDRBlocks = ipBlocks(labels, seen, decisions, map[string]bool{sim.AttackDistributedFlood: true})
+	res.Floods, res.BenignIPBlocks, res.BenignCIDRBlocks = ipBlocks(labels, seen, decisions, map[string]bool{sim.AttackDistributedFlood: true, sim.AttackThinFlood: true})
 	for i := range res.FalseList {
 		res.FalseList[i].NearMiss = nearMissOf(near, res.FalseList[i].alert)
 	}
