@@ -158,15 +158,19 @@ type Owner struct {
 	cfg       Config
 	table     *state.Table
 	engine    *decide.Engine
-	scratchRt []byte         // a route record's copy, for a redelivery
-	waveFloor float64        // Config.WaveNewIPs, this owner's share
-	swarm     swarm          // new addresses per route and device (swarm.go)
-	start     *Start         // shared with the other owners (ShareStart); nil: its own
-	since     int64          // event time of the first observation since the owner started (0: none)
-	ev        schemas.Event  // the entity's synthetic event, for the engine
-	sc        schemas.Scored // findings of one entity
-	relearned uint64
-	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
+	scratchRt []byte  // a route record's copy, for a redelivery
+	waveFloor float64 // Config.WaveNewIPs, this owner's share
+	swarm     swarm   // new addresses per route and device (swarm.go)
+	nets      netWave // new addresses per network and route (netwave.go)
+	// Set by judge for an address's first observation (newAddr), with
+	// whether its device was swarmed: what netWave counts.
+	newAddr, newSwarmed bool
+	start               *Start         // shared with the other owners (ShareStart); nil: its own
+	since               int64          // event time of the first observation since the owner started (0: none)
+	ev                  schemas.Event  // the entity's synthetic event, for the engine
+	sc                  schemas.Scored // findings of one entity
+	relearned           uint64
+	skipped             uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
 	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants,
@@ -260,7 +264,11 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 	usual, skip := true, false // an address that identifies its device is its usual one
 	if !ob.IPDev {
 		k, a := keyOf(kindIP, ob.Addr)
+		o.newAddr = false
 		usual, skip = o.judge(k, a, ob, kindIP, emit)
+		if o.newAddr && !o.cfg.NoPrefixWave {
+			o.prefixWave(ob, emit)
+		}
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
 		o.tenant(ob, usual, emit)
@@ -321,7 +329,8 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
 		if fresh, n = young(rec, ob, &o.cfg); fresh {
-			o.wave(ob, created, n)
+			o.newSwarmed = o.wave(ob, created, n)
+			o.newAddr = created
 		}
 	}
 	if o.sc.N == 0 {
@@ -347,14 +356,7 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 		}
 	case kindPrefix:
 		ent = decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR}
-		bitsLen := schemas.EntityPrefixBits6
-		if ob.Is4 {
-			bitsLen = schemas.EntityPrefixBits4
-		}
-		if o.lastKey[1] != [2]uint64{key, alt} {
-			o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
-		}
-		ent.Value = o.lastText[1]
+		ent.Value = o.prefixText(ob, key, alt)
 		addr = netip.Addr{} // a network's alert has no client address
 	default:
 		if o.lastKey[0] != [2]uint64{key, alt} {
@@ -483,11 +485,12 @@ func (o *Owner) atOrBefore(rec []byte, ob *Obs) bool {
 
 // wave judges a young address's observation ob (n requests since it was
 // first seen; created: this is its first) on its route's record
-// (JudgeWave), adding a finding to o.sc. The route's record is made only for
+// (JudgeWave), adding a finding to o.sc, and reports whether ob's device
+// is swarmed (on its route, other new addresses address it at once). The route's record is made only for
 // an address's first observation: an address's later requests on other
 // routes cannot make records. Its owner route is the address's prefix key
 // (which Shard maps to this owner), so that a checkpoint restores it here.
-func (o *Owner) wave(ob *Obs, created bool, n uint32) {
+func (o *Owner) wave(ob *Obs, created bool, n uint32) bool {
 	key, alt := routeKey(ob.Route)
 	var rt []byte
 	if created {
@@ -499,7 +502,7 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) {
 		}
 	} else {
 		if _, ok := o.table.Lookup(key, alt); !ok {
-			return
+			return false
 		}
 		rt, _ = o.table.Record(key, alt, ob.Time)
 	}
@@ -510,6 +513,48 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) {
 	warm := ob.Time-o.since >= waveWarm*waveBucket
 	swarmed := o.swarm.count(ob.Route, ob.Device, ob.Time, created) >= swarmMin
 	JudgeWave(rt, ob, created, n, o.waveFloor, warm, swarmed, &o.cfg, &o.sc)
+	return swarmed
+}
+
+// prefixWave counts ob, an address's first observation, on its network's
+// new addresses on its route (netWave) and, when they are a wave
+// (JudgePrefixWave), decides on the network (scope cidr) and emits what
+// it decides. The network is owned here (Shard picks an address's owner by
+// its network), so its count is whole.
+func (o *Owner) prefixWave(ob *Obs, emit Emit) {
+	key, alt := ob.prefixKey()
+	n, sw := o.nets.count(key, ob.Route, ob.Time, o.newSwarmed)
+	o.sc.N, o.sc.Score = 0, 0
+	if !JudgePrefixWave(n, sw, ob.Time-o.since >= waveWarm*waveBucket, &o.cfg, &o.sc) {
+		return
+	}
+	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
+		o.skipped++
+		return
+	}
+	ev := &o.ev
+	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
+	ev.DeviceKey, ev.DeviceAlt = key, alt
+	ev.ClientIP = netip.Addr{} // a network's alert has no client address
+	ent := decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR, Value: o.prefixText(ob, key, alt)}
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, ent)
+	if alert != nil || dec != nil {
+		emit(alert, dec)
+	}
+}
+
+// prefixText returns the text of ob's network (key, alt): "203.0.113.0/24",
+// formatted only when it is not the last network that reached the engine.
+func (o *Owner) prefixText(ob *Obs, key, alt uint64) string {
+	if o.lastKey[1] != [2]uint64{key, alt} {
+		addr := netip.AddrFrom16(ob.Addr)
+		bitsLen := schemas.EntityPrefixBits6
+		if ob.Is4 {
+			addr, bitsLen = addr.Unmap(), schemas.EntityPrefixBits4
+		}
+		o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
+	}
+	return o.lastText[1]
 }
 
 // Start is the event time the owners of a pipeline first observed
@@ -575,6 +620,9 @@ func Sentence(a *schemas.Alert) string {
 		}
 		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonPrefixWave:
+		return fmt.Sprintf("%s: %d new addresses on one route in the last minute; expected <= %d",
+			a.Entity, int(r.Observed), int(r.Expected))
 	case ReasonTenantAuthFailures:
 		return fmt.Sprintf("tenant %s: %d distinct devices failed auth from unusual addresses %s; expected about %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
