@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/iotwatch/iotwatch/internal/splitmix"
+	"github.com/iotwatch/iotwatch/internal/threadcpu"
 	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -197,4 +198,39 @@ func TestThinFlood(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkPrefixWave is the cost of a thin flood's event at its owner: each
+// event a new address of one of eight /24s hitting one of 30 devices on one
+// route, its network found and blocked (after the first few, every event
+// is judged, found and decided on: cooled and already blocked), at an owner
+// of 100,000 entities at most.
+func BenchmarkPrefixWave(b *testing.B) {
+	o := newOwner(b, Config{MaxEntities: 100_000}, decide.Config{})
+	emit := func(*schemas.Alert, *schemas.Decision) {}
+	var ev schemas.Event
+	ev.Protocol, ev.Status, ev.Auth, ev.CommandID = schemas.ProtoHTTP, 200, schemas.AuthOK, 1
+	// Warm the owner past its start-up with one device's requests.
+	ev.ClientIP, ev.DeviceKey = netip.MustParseAddr("10.0.0.1"), 1
+	for i := range 20 {
+		ev.Time, ev.Seq, ev.ID = t0+int64(i)*int64(time.Minute), uint64(i+1), uint64(i+1)
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+	}
+	start := t0 + 20*int64(time.Minute)
+	b.ReportAllocs()
+	i := 0
+	cpu := threadcpu.Start()
+	for b.Loop() {
+		// 8 x 254 addresses a round; a round later the table has moved
+		// on (every 2,032 events), so that addresses stay new.
+		round, k := i/(8*254), i%(8*254)
+		ev.ClientIP = netip.AddrFrom4([4]byte{byte(20 + round%200), byte(round / 200), byte(k % 8), byte(1 + k/8)})
+		ev.DeviceKey = uint64(100 + i%30)
+		ev.Time, ev.Seq, ev.ID = start+int64(i)*int64(100*time.Millisecond), uint64(i+100), uint64(i+100)
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+		i++
+	}
+	cpu.Report(b)
 }

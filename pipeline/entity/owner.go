@@ -165,16 +165,17 @@ type Owner struct {
 	// Set by judge for an address's first observation (newAddr), with
 	// whether its device was swarmed: what netWave counts.
 	newAddr, newSwarmed bool
-	start               *Start         // shared with the other owners (ShareStart); nil: its own
-	since               int64          // event time of the first observation since the owner started (0: none)
-	ev                  schemas.Event  // the entity's synthetic event, for the engine
-	sc                  schemas.Scored // findings of one entity
+	netText             [netTextSlots]netTextSlot // the texts of networks (prefixText)
+	start               *Start                    // shared with the other owners (ShareStart); nil: its own
+	since               int64                     // event time of the first observation since the owner started (0: none)
+	ev                  schemas.Event             // the entity's synthetic event, for the engine
+	sc                  schemas.Scored            // findings of one entity
 	relearned           uint64
 	skipped             uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
-	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants,
-	// 4 for autonomous systems.
+	// Index 0 for addresses, 2 for API keys, 3 for tenants, 4 for
+	// autonomous systems (1, for networks, unused: see prefixText).
 	lastKey  [5][2]uint64
 	lastText [5]string
 	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
@@ -544,17 +545,30 @@ func (o *Owner) prefixWave(ob *Obs, emit Emit) {
 }
 
 // prefixText returns the text of ob's network (key, alt): "203.0.113.0/24",
-// formatted only when it is not the last network that reached the engine.
+// formatted only when the owner's cache of the networks that last reached
+// the engine (netTextSlots, direct-mapped) does not hold it: a thin flood's
+// networks interleave, and each of their events reaches the engine.
 func (o *Owner) prefixText(ob *Obs, key, alt uint64) string {
-	if o.lastKey[1] != [2]uint64{key, alt} {
+	sl := &o.netText[key%netTextSlots]
+	if sl.key != [2]uint64{key, alt} || sl.text == "" {
 		addr := netip.AddrFrom16(ob.Addr)
 		bitsLen := schemas.EntityPrefixBits6
 		if ob.Is4 {
 			addr, bitsLen = addr.Unmap(), schemas.EntityPrefixBits4
 		}
-		o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
+		sl.key, sl.text = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
 	}
-	return o.lastText[1]
+	return sl.text
+}
+
+// netTextSlots is the size of an owner's cache of network texts: more than
+// the networks of one thin flood at one owner.
+const netTextSlots = 32
+
+// netTextSlot is a network's key and text in an owner's cache.
+type netTextSlot struct {
+	key  [2]uint64
+	text string
 }
 
 // Start is the event time the owners of a pipeline first observed
