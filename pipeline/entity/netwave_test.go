@@ -234,3 +234,78 @@ func BenchmarkPrefixWave(b *testing.B) {
 	}
 	cpu.Report(b)
 }
+
+// TestPrefixWaveCapAndEscalation: a network's block (ReasonPrefixWave)
+// counts against the devices' per-minute cap (3 here: five networks
+// flooding at once get 3 blocks in a minute, the rest a "block cap hit"
+// reason and their blocks in a later minute), and a network that floods
+// again after its block expired is blocked again for twice as long.
+func TestPrefixWaveCapAndEscalation(t *testing.T) {
+	dc := decide.DefaultConfig()
+	dc.MaxBlocksPerMinute = 3
+	o := newOwner(t, Config{}, dc)
+	min := int64(time.Minute)
+	seq := uint64(0)
+	observe := func(ip netip.Addr, device uint64, at int64, emit Emit) {
+		seq++
+		var ev schemas.Event
+		ev.ClientIP, ev.DeviceKey, ev.CommandID = ip, device, 1
+		ev.Time, ev.Seq, ev.ID = at, seq, seq
+		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+	}
+	for m := range 15 { // past the start-up
+		observe(netip.MustParseAddr("10.0.0.1"), 1, t0+int64(m)*min, func(*schemas.Alert, *schemas.Decision) {})
+	}
+	type block struct{ at, ttl int64 }
+	// flood sends 60 new addresses of each of 198.18.0-4.0/24 (hosts from
+	// host0) to 10 devices within 2 minutes from start, and returns the
+	// networks' blocks and the cap hits.
+	flood := func(start int64, host0 int) (map[string][]block, int) {
+		blocks, capHits := map[string][]block{}, 0
+		emit := func(a *schemas.Alert, d *schemas.Decision) {
+			for _, r := range a.Reasons {
+				if r.Reason == decide.ReasonBlockCapHit {
+					capHits++
+				}
+			}
+			if d != nil {
+				blocks[d.Value] = append(blocks[d.Value], block{d.CreatedAt.UnixNano(), int64(d.ExpiresAt.Sub(d.CreatedAt))})
+			}
+		}
+		for i := range 300 {
+			ip := netip.AddrFrom4([4]byte{198, 18, byte(i % 5), byte(host0 + i/5)})
+			observe(ip, uint64(100+i%10), start+int64(i)*2*min/300, emit)
+		}
+		return blocks, capHits
+	}
+	perMinute := func(blocks map[string][]block) map[int64]int {
+		n := map[int64]int{}
+		for _, bs := range blocks {
+			for _, b := range bs {
+				n[b.at/min]++
+			}
+		}
+		return n
+	}
+	first, capHits := flood(t0+15*min, 1)
+	if len(first) != 5 || capHits == 0 {
+		t.Errorf("first flood: %d networks blocked (%v), %d cap hits; want 5, and cap hits", len(first), first, capHits)
+	}
+	for m, n := range perMinute(first) {
+		if n > 3 {
+			t.Errorf("minute %d: %d networks blocked, want <= 3 (the cap)", m, n)
+		}
+	}
+	second, _ := flood(t0+60*min, 101) // the first blocks (15 minutes) have expired
+	for v, bs := range second {
+		if want := 2 * first[v][0].ttl; bs[0].ttl != want {
+			t.Errorf("%s blocked again for %v, want %v (twice its first block)", v, time.Duration(bs[0].ttl), time.Duration(want))
+		}
+	}
+	t.Logf("first flood: %v (%d cap hits); second: %v", first, capHits, second)
+	if len(second) != 5 {
+		t.Errorf("second flood: %d networks blocked, want 5", len(second))
+	}
+}
