@@ -80,7 +80,7 @@
 // requests each from a few networks (a rented /24, a residential proxy
 // pool), bursts from no address; what its network shows is many addresses
 // first seen within a minute on one route: at least Config.PrefixNewIPs, at
-// least half of them on devices other new addresses hit at once (swarm.go).
+// least a third of them on devices other new addresses hit at once (swarm.go).
 // The network is owned where its addresses are (Shard), so each owner counts
 // its networks whole, in a transient fixed-size table (netWave: no record,
 // no checkpoint), only on an address's first observation; a finding blocks

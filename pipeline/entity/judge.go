@@ -145,7 +145,7 @@ type Config struct {
 	// PrefixNewIPs is the fewest addresses first seen within a minute from
 	// one network (/24, /48) on one route for a network's wave
 	// (ReasonPrefixWave, netwave.go: a flood spread thin), which also needs
-	// at least half of them on devices other new addresses hit at once
+	// at least a third of them on devices other new addresses hit at once
 	// (default 12). NoPrefixWave turns it off (so does NoWave).
 	PrefixNewIPs float64
 	NoPrefixWave bool

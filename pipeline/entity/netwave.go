@@ -11,7 +11,7 @@ import (
 // spread thin (a rented range, a residential proxy pool), whose bots send
 // 1-3 requests each, so that no address bursts and none is found by
 // ReasonNewIPWave. Observed: the network's new addresses on the route in the
-// last minute, at least half of them on devices other new addresses hit at
+// last minute, at least a third of them on devices other new addresses hit at
 // once (swarm.go: a flood's few targets); Expected: Config.PrefixNewIPs-1.
 // It blocks the network (scope cidr), under the devices' per-minute cap,
 // allowlist, dry-run and escalation.
@@ -92,12 +92,12 @@ func (w *netWave) count(net, route uint64, t int64, swarmed bool) (n, sw float64
 
 // JudgePrefixWave appends to out a ReasonPrefixWave finding when a network's
 // new addresses on one route in the last minute (n, sw of them swarmed: see
-// netWave.count) are a wave: at least Config.PrefixNewIPs, at least half of
+// netWave.count) are a wave: at least Config.PrefixNewIPs, at least a third of
 // them swarmed. warm reports whether the owner is past its start-up
 // (before, every address is new and nothing is found). c must have its
 // defaults. It is pure and does not allocate; it reports whether it found.
 func JudgePrefixWave(n, sw float64, warm bool, c *Config, out *schemas.Scored) bool {
-	if !warm || n < c.PrefixNewIPs || 2*sw < n {
+	if !warm || n < c.PrefixNewIPs || 3*sw < n {
 		return false
 	}
 	out.Add(schemas.Finding{Detector: Name, Reason: ReasonPrefixWave, Score: 0.95,
@@ -108,4 +108,10 @@ func JudgePrefixWave(n, sw float64, warm bool, c *Config, out *schemas.Scored) b
 var (
 	labelNewLastMin = schemas.LabelString("new IPs in 1m")
 	labelBenignNet  = schemas.LabelString("benign net most")
+	labelUsualNet   = schemas.LabelString(LabelUsualNet)
 )
+
+// LabelUsualNet is the expected label of a ReasonPrefixWave finding on a
+// new address (scope ip) rather than its network: the network holds usual
+// addresses (a household's, a carrier NAT's), which its block would block.
+const LabelUsualNet = "usual IPs in net"

@@ -26,6 +26,9 @@ import (
 //   - at minute 52, during the flood, a household's 30 devices renumbered into
 //     a new IPv6 /48 (2001:db8:cafe::/48), each on its own new address with
 //     3 requests on route 1 within 20 s;
+//   - a household inside a bot network, 198.18.3.200, one request a minute
+//     on route 2 from t0: its network holds a usual address, so that the
+//     network's bots are blocked one by one, not the network;
 //   - the thin flood: from minute 50 to 54, 1,200 addresses never seen
 //     before, 180 in each of six /24s (198.18.0-5.0/24) and 120 in one /48
 //     (2001:db8:77::/48), the networks interleaved, each sending 1-3
@@ -40,6 +43,9 @@ func thinFleet() (evs []waveEvent) {
 			at := t0 + int64(m)*min + int64(d)*min/devices
 			evs = append(evs, waveEvent{at: at, ip: netip.AddrFrom4([4]byte{10, 1, byte(d >> 8), byte(d)}), device: dev(d), route: uint64(1 + d%2)})
 		}
+	}
+	for m := range minutes { // the household inside a bot network
+		evs = append(evs, waveEvent{at: t0 + int64(m)*min + 7*int64(time.Second), ip: netip.AddrFrom4([4]byte{198, 18, 3, 200}), device: mix(40_000), route: 2})
 	}
 	for v := range 180 { // the carrier's vehicles
 		at := t0 + 12*min + int64(v)*45*min/180
@@ -86,9 +92,11 @@ func thinFleet() (evs []waveEvent) {
 // 30 s of event time of their first request, and no benign address is in a
 // blocked network: not the carrier NAT's /24 with as many new addresses on
 // the same route over its churn, not the household's /48 with 30 new
-// addresses at once, not the devices' usual network. It holds with four
-// owners and in dry-run; an allowlisted bot network is never blocked; and
-// without the network's judgement (NoPrefixWave) no bot is blocked at all.
+// addresses at once, not the devices' usual network, and not a bot network
+// that holds a household's usual address (its new addresses are blocked
+// one by one instead: scope ip). It holds with four owners and in dry-run;
+// an allowlisted bot network is never blocked; and without the network's
+// judgement (NoPrefixWave) no bot is blocked at all.
 func TestThinFlood(t *testing.T) {
 	evs := thinFleet()
 	allowNet := netip.MustParsePrefix("198.18.4.0/24")
@@ -133,7 +141,8 @@ func TestThinFlood(t *testing.T) {
 			bots := map[netip.Addr]bool{}
 			var nets []netip.Prefix
 			blockedAt := map[netip.Prefix]int64{}
-			var sentence string
+			ipBlocked := map[netip.Addr]int64{}
+			var sentence, ipSentence string
 			for i, e := range evs {
 				var ev schemas.Event
 				ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
@@ -147,10 +156,21 @@ func TestThinFlood(t *testing.T) {
 				}
 				ob, _ := ObsOf(&ev)
 				owners[Shard(&ob, len(owners))].Observe(&ob, func(a *schemas.Alert, d *schemas.Decision) {
-					if a != nil && len(a.Reasons) > 0 && a.Reasons[0].Reason == ReasonPrefixWave && sentence == "" {
-						sentence = Sentence(a)
+					if a != nil && len(a.Reasons) > 0 && a.Reasons[0].Reason == ReasonPrefixWave {
+						if a.EntityKind == schemas.EntityIP && ipSentence == "" {
+							ipSentence = Sentence(a)
+						} else if a.EntityKind == schemas.EntityPrefix && sentence == "" {
+							sentence = Sentence(a)
+						}
 					}
 					if d == nil {
+						return
+					}
+					if d.Scope == schemas.ScopeIP && d.Action == tc.wantBlock {
+						ip := netip.MustParseAddr(d.Value)
+						if _, ok := ipBlocked[ip]; !ok {
+							ipBlocked[ip] = d.CreatedAt.UnixNano()
+						}
 						return
 					}
 					if d.Scope != schemas.ScopeCIDR || d.Action != tc.wantBlock {
@@ -172,24 +192,39 @@ func TestThinFlood(t *testing.T) {
 						covered = &nets[i]
 					}
 				}
+				blockAt, blocked := int64(0), false
+				if covered != nil {
+					blockAt, blocked = blockedAt[*covered], true
+				}
+				if b, ok := ipBlocked[ip]; ok && (!blocked || b < blockAt) {
+					blockAt, blocked = b, true
+				}
 				switch {
 				case !bots[ip]:
-					if covered != nil {
-						t.Errorf("benign address %s in the blocked network %s", ip, *covered)
+					if blocked {
+						t.Errorf("benign address %s blocked (network %v)", ip, covered)
 					}
 				case tc.allow && allowNet.Contains(ip):
-					if covered != nil {
-						t.Errorf("allowlisted %s in the blocked network %s", ip, *covered)
+					if blocked {
+						t.Errorf("allowlisted %s blocked (network %v)", ip, covered)
 					}
 				default:
 					judged++
-					if covered != nil && blockedAt[*covered]-at <= int64(30*time.Second) {
+					if blocked && blockAt-at <= int64(30*time.Second) {
 						inTime++
 					}
 				}
 			}
+			for _, p := range nets {
+				if p.Contains(netip.MustParseAddr("198.18.3.200")) {
+					t.Errorf("the network %s of a usual address blocked", p)
+				}
+			}
+			if tc.wantHeld && ipSentence == "" {
+				t.Error("no bot of the network with a usual address blocked as an address")
+			}
 			frac := float64(inTime) / float64(judged)
-			t.Logf("%d of %d bots covered by a block within 30s (%.3f); networks blocked: %v; %q", inTime, judged, frac, nets, sentence)
+			t.Logf("%d of %d bots covered by a block within 30s (%.3f); networks blocked: %v, addresses %d; %q; %q", inTime, judged, frac, nets, len(ipBlocked), sentence, ipSentence)
 			if held := frac >= 0.9; held != tc.wantHeld {
 				t.Errorf("%.3f of the bots blocked within 30s: held %v, want %v", frac, held, tc.wantHeld)
 			}

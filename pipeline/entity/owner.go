@@ -166,12 +166,16 @@ type Owner struct {
 	// whether its device was swarmed: what netWave counts.
 	newAddr, newSwarmed bool
 	netText             [netTextSlots]netTextSlot // the texts of networks (prefixText)
-	start               *Start                    // shared with the other owners (ShareStart); nil: its own
-	since               int64                     // event time of the first observation since the owner started (0: none)
-	ev                  schemas.Event             // the entity's synthetic event, for the engine
-	sc                  schemas.Scored            // findings of one entity
-	relearned           uint64
-	skipped             uint64 // observations of blocked entities (Config.SkipBlocked)
+	// usualNets marks, by a hash of the network, the networks a usual
+	// address was observed in (a household's, a carrier NAT's): a wave of
+	// new addresses there blocks the new addresses, not the network.
+	usualNets [usualNetWords]uint64
+	start     *Start         // shared with the other owners (ShareStart); nil: its own
+	since     int64          // event time of the first observation since the owner started (0: none)
+	ev        schemas.Event  // the entity's synthetic event, for the engine
+	sc        schemas.Scored // findings of one entity
+	relearned uint64
+	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
 	// Index 0 for addresses, 2 for API keys, 3 for tenants, 4 for
@@ -268,7 +272,7 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 		o.newAddr = false
 		usual, skip = o.judge(k, a, ob, kindIP, emit)
 		if o.newAddr && !o.cfg.NoPrefixWave {
-			o.prefixWave(ob, emit)
+			o.prefixWave(ob, k, a, emit)
 		}
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
@@ -326,6 +330,11 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	// anything (an attacker's address that stays is not made usual by
 	// staying).
 	usual = binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0
+	if usual && kind == kindIP && binary.LittleEndian.Uint32(rec[offEvents:]) == 1 && !o.cfg.NoPrefixWave {
+		// Once a window per usual address (so that a restart's lost marks
+		// are back within a window): its network holds a usual address.
+		o.markUsualNet(ob)
+	}
 	fresh := false
 	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
@@ -517,12 +526,35 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) bool {
 	return swarmed
 }
 
-// prefixWave counts ob, an address's first observation, on its network's
-// new addresses on its route (netWave) and, when they are a wave
-// (JudgePrefixWave), decides on the network (scope cidr) and emits what
-// it decides. The network is owned here (Shard picks an address's owner by
-// its network), so its count is whole.
-func (o *Owner) prefixWave(ob *Obs, emit Emit) {
+// usualNetWords is the size in words of an owner's marks of networks that
+// hold usual addresses (1M bits, 128 KiB): a network is a bit chosen by its
+// key's hash, so a network that never held one may share another's bit (a
+// few percent of them with 50,000 marked), and is then treated as holding
+// one: its new addresses are blocked one by one.
+const usualNetWords = 1 << 14
+
+// markUsualNet marks ob's network as holding a usual address.
+func (o *Owner) markUsualNet(ob *Obs) {
+	h := keyHalf(kindPrefix, ob.prefixAddr())
+	o.usualNets[h%usualNetWords] |= 1 << (h >> 58)
+}
+
+// usualNet reports whether the network of key (its keyHalf) was marked as
+// holding a usual address (markUsualNet).
+func (o *Owner) usualNet(key uint64) bool {
+	return o.usualNets[key%usualNetWords]&(1<<(key>>58)) != 0
+}
+
+// prefixWave counts ob, an address's first observation (its record's key
+// ipKey, ipAlt), on its network's new addresses on its route (netWave)
+// and, when they are a wave (JudgePrefixWave), decides on the network
+// (scope cidr) and emits what it decides. The network is owned here (Shard
+// picks an address's owner by its network), so its count is whole. A
+// network that holds a usual address (a household's, a carrier NAT's:
+// usualNet) is not blocked, since its block would be theirs too: the new
+// address is, as a fresh address (scope ip, the fresh-address budget),
+// and so is each new address of the network after it during the wave.
+func (o *Owner) prefixWave(ob *Obs, ipKey, ipAlt uint64, emit Emit) {
 	key, alt := ob.prefixKey()
 	n, sw := o.nets.count(key, ob.Route, ob.Time, o.newSwarmed)
 	o.sc.N, o.sc.Score = 0, 0
@@ -538,6 +570,15 @@ func (o *Owner) prefixWave(ob *Obs, emit Emit) {
 	ev.DeviceKey, ev.DeviceAlt = key, alt
 	ev.ClientIP = netip.Addr{} // a network's alert has no client address
 	ent := decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR, Value: o.prefixText(ob, key, alt)}
+	if o.usualNet(key) {
+		addr := netip.AddrFrom16(ob.Addr)
+		if ob.Is4 {
+			addr = addr.Unmap()
+		}
+		ev.DeviceKey, ev.DeviceAlt, ev.ClientIP = ipKey, ipAlt, addr
+		o.sc.Findings[0].ExpectedLabel = labelUsualNet
+		ent = decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP, Fresh: true, Value: addr.String()}
+	}
 	alert, dec := o.engine.DecideEntity(ev, &o.sc, ent)
 	if alert != nil || dec != nil {
 		emit(alert, dec)
@@ -635,6 +676,10 @@ func Sentence(a *schemas.Alert) string {
 		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonPrefixWave:
+		if r.ExpectedLabel == LabelUsualNet {
+			return fmt.Sprintf("%s, new in a network from which %d new addresses hit one route in the last minute (expected <= %d); the network holds usual addresses, so the address is blocked, not the network",
+				a.Entity, int(r.Observed), int(r.Expected))
+		}
 		return fmt.Sprintf("%s: %d new addresses on one route in the last minute; expected <= %d",
 			a.Entity, int(r.Observed), int(r.Expected))
 	case ReasonTenantAuthFailures:
