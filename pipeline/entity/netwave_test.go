@@ -344,3 +344,43 @@ func TestPrefixWaveCapAndEscalation(t *testing.T) {
 		t.Errorf("second flood: %d networks blocked, want 5", len(second))
 	}
 }
+
+// TestPrefixWaveUsualNetAfterRestore: an owner restored from a checkpoint
+// (its records copied, as pipeline's restore does) a minute before the thin
+// flood knows which networks hold usual addresses: the bot network with a
+// household in it (198.18.3.0/24) is not blocked, the others are.
+func TestPrefixWaveUsualNetAfterRestore(t *testing.T) {
+	evs := thinFleet()
+	from := slices.IndexFunc(evs, func(e waveEvent) bool { return e.bot })
+	cut := slices.IndexFunc(evs, func(e waveEvent) bool { return e.at >= evs[from].at-int64(time.Minute) })
+	observe := func(o *Owner, i int, emit Emit) {
+		e := evs[i]
+		var ev schemas.Event
+		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
+		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
+		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+	}
+	before := newOwner(t, Config{}, decide.Config{})
+	for i := range cut {
+		observe(before, i, func(*schemas.Alert, *schemas.Decision) {})
+	}
+	after := newOwner(t, Config{}, decide.Config{})
+	before.Table().Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+		r, _ := after.Table().Record(key, alt, lastSeen)
+		copy(r, rec)
+		return true
+	})
+	nets := map[string]bool{}
+	for i := cut; i < len(evs); i++ {
+		observe(after, i, func(_ *schemas.Alert, d *schemas.Decision) {
+			if d != nil && d.Scope == schemas.ScopeCIDR {
+				nets[d.Value] = true
+			}
+		})
+	}
+	if nets["198.18.3.0/24"] || len(nets) < 5 {
+		t.Errorf("networks blocked after the restore: %v; want the bot networks but 198.18.3.0/24 (a usual address's)", nets)
+	}
+}

@@ -167,8 +167,9 @@ type Owner struct {
 	newAddr, newSwarmed bool
 	netText             [netTextSlots]netTextSlot // the texts of networks (prefixText)
 	// usualNets marks, by a hash of the network, the networks a usual
-	// address was observed in (a household's, a carrier NAT's): a wave of
-	// new addresses there blocks the new addresses, not the network.
+	// address was observed in (a household's, a carrier NAT's), when it
+	// became usual or was restored: a wave of new addresses there blocks
+	// the new addresses, not the network. Marks are never cleared.
 	usualNets [usualNetWords]uint64
 	start     *Start         // shared with the other owners (ShareStart); nil: its own
 	since     int64          // event time of the first observation since the owner started (0: none)
@@ -258,6 +259,7 @@ func (o *Owner) Observe(ob *Obs, emit Emit) {
 			// Records restored from a checkpoint: the addresses are known,
 			// this is no start-up.
 			t -= waveWarm * waveBucket
+			o.markRestored()
 		}
 		o.since = o.start.since(t)
 	}
@@ -330,10 +332,10 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	// anything (an attacker's address that stays is not made usual by
 	// staying).
 	usual = binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0
-	if usual && kind == kindIP && binary.LittleEndian.Uint32(rec[offEvents:]) == 1 && !o.cfg.NoPrefixWave {
-		// Once a window per usual address (so that a restart's lost marks
-		// are back within a window): its network holds a usual address.
-		o.markUsualNet(ob)
+	if usual && kind == kindIP && binary.LittleEndian.Uint16(rec[offWindows:]) == 1 && binary.LittleEndian.Uint32(rec[offEvents:]) == 1 {
+		// The event that made the address usual (it learned its first
+		// window): its network holds a usual address.
+		o.markUsualNet(binary.LittleEndian.Uint64(rec[offRoute:]))
 	}
 	fresh := false
 	if kind == kindIP && !o.cfg.NoWave {
@@ -533,10 +535,22 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) bool {
 // one: its new addresses are blocked one by one.
 const usualNetWords = 1 << 14
 
-// markUsualNet marks ob's network as holding a usual address.
-func (o *Owner) markUsualNet(ob *Obs) {
-	h := keyHalf(kindPrefix, ob.prefixAddr())
-	o.usualNets[h%usualNetWords] |= 1 << (h >> 58)
+// markUsualNet marks the network of key (its keyHalf, an address record's
+// owner route) as holding a usual address.
+func (o *Owner) markUsualNet(key uint64) {
+	o.usualNets[key%usualNetWords] |= 1 << (key >> 58)
+}
+
+// markRestored marks the networks of the usual addresses among the records
+// in the table (restored from a checkpoint: the marks are not in it).
+func (o *Owner) markRestored() {
+	o.table.Range(func(_, _ uint64, _ int64, rec []byte) bool {
+		if binary.LittleEndian.Uint32(rec) == recordVersion && rec[offKind] == kindIP &&
+			binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0 {
+			o.markUsualNet(binary.LittleEndian.Uint64(rec[offRoute:]))
+		}
+		return true
+	})
 }
 
 // usualNet reports whether the network of key (its keyHalf) was marked as
