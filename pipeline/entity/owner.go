@@ -498,9 +498,9 @@ func (o *Owner) atOrBefore(rec []byte, ob *Obs) bool {
 // wave judges a young address's observation ob (n requests since it was
 // first seen; created: this is its first) on its route's record
 // (JudgeWave), adding a finding to o.sc, and reports whether ob's device
-// is swarmed (on its route, other new addresses address it at once). The route's record is made only for
-// an address's first observation: an address's later requests on other
-// routes cannot make records. Its owner route is the address's prefix key
+// is swarmed (on its route, other new addresses address it at once). The
+// route's record is made only for an address's first observation: an
+// address's later requests on other routes cannot make records. Its owner route is the address's prefix key
 // (which Shard maps to this owner), so that a checkpoint restores it here.
 func (o *Owner) wave(ob *Obs, created bool, n uint32) bool {
 	key, alt := routeKey(ob.Route)
