@@ -216,7 +216,8 @@ func simConfigError(err error, durationFlag string) error {
 	return usageError{errors.New(strings.NewReplacer("invalid Config.Devices", "cannot use --devices",
 		"invalid Config.Duration", "cannot use --"+durationFlag, "invalid Config.Start", "cannot use the simulation start",
 		"invalid Config.AttackStart", "cannot use the attack start", "invalid Config.Model", "cannot use --model",
-		"invalid Config.Entities", "cannot use --entities").Replace(err.Error()))}
+		"invalid Config.Entities", "cannot use --entities",
+		"invalid Config.ThinFlood", "cannot use --thin-flood").Replace(err.Error()))}
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {

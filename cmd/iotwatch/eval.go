@@ -63,11 +63,12 @@ func evalAttacks(ctx context.Context, args []string, stdout io.Writer) error {
 	model := fs.String("model", sim.ModelBasic, fmt.Sprintf("traffic model of the simulated fleet, one of %q: %s is the one the detectors were tuned on (in-sample), %s an independent one they never saw", sim.Models, sim.ModelBasic, sim.ModelField))
 	attacks := fs.Bool("attacks", true, "inject the labelled attacks (false: a clean fleet, every alert is false)")
 	entities := fs.Bool("entities", false, "also inject the attacks spread over many devices and addresses ("+strings.Join(sim.EntityAttackTypes, ", ")+"), from their own random stream; off by default so that the other figures stay comparable")
+	thin := fs.Bool("thin-flood", false, "with --entities, also inject "+sim.AttackThinFlood+": a distributed flood whose 1,000-1,400 bots share 5-8 /24s and 1-2 /48s and send 1-3 requests each, from its own random stream (the other attacks and figures are those without it)")
 	plotDir := fs.String("plot", "", "write PNG plots to this directory: volume against the expected band for attacked devices and one normal device, and the fleet's score distribution"+plotHelp)
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	explainFalse := fs.Bool("explain-false", false, "after the result, list every false alert: its time, device, class, the near miss it fell on, and each finding's observed and expected values (with --json, the object's false_alert_list holds the same)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--model NAME] [--devices N] [--hours H] [--seed S] [--entities] [--plot DIR] [--json] [--explain-false]
+		fmt.Fprintf(fs.Output(), `Usage: iotwatch eval attacks [--model NAME] [--devices N] [--hours H] [--seed S] [--entities [--thin-flood]] [--plot DIR] [--json] [--explain-false]
 
 Runs the simulated fleet (internal/sim, model --model) with its labelled attacks through the same
 decode → detectors → decide code as 'iotwatch replay', in one process, at full speed on
@@ -116,7 +117,7 @@ Flags (the detector and decision flags of 'iotwatch run' apply; connection flags
 		return usageError{fmt.Errorf("cannot use --hours %v: must be in (0, %v]", *hours, sim.MaxDuration.Hours())}
 	}
 	fc := sim.DefaultConfig()
-	fc.Devices, fc.Seed, fc.Attacks, fc.Model, fc.Entities = *devices, *seed, *attacks, *model, *entities
+	fc.Devices, fc.Seed, fc.Attacks, fc.Model, fc.Entities, fc.ThinFlood = *devices, *seed, *attacks, *model, *entities, *thin
 	fc.Duration = time.Duration(*hours * float64(time.Hour)).Truncate(time.Second)
 	if err := fc.Validate(); err != nil {
 		return simConfigError(err, "hours")

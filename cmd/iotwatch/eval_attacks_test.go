@@ -88,10 +88,11 @@ type evalJSON struct {
 		InTime   int     `json:"ips_blocked_within_30s"`
 		Fraction float64 `json:"fraction_blocked_within_30s"`
 	} `json:"floods"`
-	BenignIPBlocks   int      `json:"benign_ip_blocks"`
-	BenignCIDRBlocks int      `json:"benign_cidr_blocks"`
-	Matching         string   `json:"matching"`
-	Plots            []string `json:"plots"`
+	BenignIPBlocks       int      `json:"benign_ip_blocks"`
+	BenignCIDRBlocks     int      `json:"benign_cidr_blocks"`
+	BenignInBlockedCIDRs int      `json:"benign_ips_in_blocked_cidrs"`
+	Matching             string   `json:"matching"`
+	Plots                []string `json:"plots"`
 }
 
 func runEvalAttacksJSON(t *testing.T, args ...string) evalJSON {
@@ -352,6 +353,33 @@ func TestEvalAttacksEntities(t *testing.T) {
 	}
 	if res.BenignIPBlocks != 0 || res.BenignCIDRBlocks != 0 {
 		t.Errorf("benign blocks: %d addresses, %d networks, want none", res.BenignIPBlocks, res.BenignCIDRBlocks)
+	}
+}
+
+// TestEvalAttacksThinFlood: --thin-flood adds a distributed flood spread
+// thin (1,000+ new addresses in a few /24s and /48s, 1-3 requests each: no
+// address bursts) to --entities; >= 90% of its addresses are covered by a
+// block (its networks', scope cidr) within 30 s of their first request, and
+// no benign address or network is blocked, nor is any benign address seen
+// in the run inside a blocked network.
+func TestEvalAttacksThinFlood(t *testing.T) {
+	res := runEvalAttacksJSON(t, "--devices", "300", "--hours", "2", "--seed", "3", "--entities", "--thin-flood")
+	var thin int
+	for _, f := range res.Floods {
+		if f.Type != sim.AttackThinFlood {
+			continue
+		}
+		thin++
+		if f.IPs < 1000 || f.Seen != f.IPs || f.Fraction < 0.9 {
+			t.Errorf("thin flood %s: %d of %d addresses (%d seen) blocked within 30s (%.3f), want >= 90%%", f.ID, f.InTime, f.IPs, f.Seen, f.Fraction)
+		}
+	}
+	if thin != 1 {
+		t.Fatalf("%d thin floods reported, want 1: %+v", thin, res.Floods)
+	}
+	if res.BenignIPBlocks != 0 || res.BenignCIDRBlocks != 0 || res.BenignInBlockedCIDRs != 0 {
+		t.Errorf("benign blocks: %d addresses, %d networks, %d benign addresses in blocked networks, want none",
+			res.BenignIPBlocks, res.BenignCIDRBlocks, res.BenignInBlockedCIDRs)
 	}
 }
 

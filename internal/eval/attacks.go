@@ -189,7 +189,8 @@ type AttacksResult struct {
 	// labels none. FalseUnexplained counts the false alerts on no near miss.
 	NearMisses       []nearMissRow `json:"near_misses,omitempty"`
 	FalseUnexplained int           `json:"false_alerts_unexplained"`
-	// Floods is, per distributed flood (sim.AttackDistributedFlood), how many
+	// Floods is, per distributed flood (sim.AttackDistributedFlood,
+	// sim.AttackThinFlood), how many
 	// of its addresses were blocked, and within IPBlockWithin of their
 	// first request. BenignIPBlocks counts the distinct addresses of no
 	// attack blocked (scope ip), BenignCIDRBlocks the networks holding no
@@ -197,8 +198,12 @@ type AttacksResult struct {
 	Floods           []ipAttackResult `json:"floods,omitempty"`
 	BenignIPBlocks   int              `json:"benign_ip_blocks"`
 	BenignCIDRBlocks int              `json:"benign_cidr_blocks"`
-	Matching         string           `json:"matching"`
-	Plots            []string         `json:"plots,omitempty"`
+	// BenignInBlockedCIDRs counts the addresses of no attack seen in the run
+	// inside a blocked network (scope cidr): what a network's block covers
+	// beyond the attack's own addresses.
+	BenignInBlockedCIDRs int      `json:"benign_ips_in_blocked_cidrs"`
+	Matching             string   `json:"matching"`
+	Plots                []string `json:"plots,omitempty"`
 }
 
 // Plotter draws what RunAttacks saw. It is shown every event before the
@@ -348,7 +353,7 @@ func RunAttacks(ctx context.Context, cfg pipeline.Config, fc sim.Config, plotDir
 	res := summarize(rep, sim.AttackTypesFor(fc))
 	res.Model, res.Seed, res.Attacks, res.Entities, res.Events, res.Undecodable = fc.Model, fc.Seed, fc.Attacks, fc.Entities, events, bad
 	res.NearMisses, res.FalseUnexplained = nearMissRows(near, rep.FalseAlerts)
-	res.Floods, res.BenignIPBlocks, res.BenignCIDRBlocks = ipBlocks(labels, seen, decisions, map[string]bool{sim.AttackDistributedFlood: true})
+	res.Floods, res.BenignIPBlocks, res.BenignCIDRBlocks, res.BenignInBlockedCIDRs = ipBlocks(labels, seen, decisions, map[string]bool{sim.AttackDistributedFlood: true, sim.AttackThinFlood: true})
 	for i := range res.FalseList {
 		res.FalseList[i].NearMiss = nearMissOf(near, res.FalseList[i].alert)
 	}
@@ -536,8 +541,8 @@ func (r *AttacksResult) Print(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "Benign addresses blocked: %d (scope ip, on no attack's address), %d networks (scope cidr, holding no attack's address).\n",
-		r.BenignIPBlocks, r.BenignCIDRBlocks)
+	fmt.Fprintf(w, "Benign addresses blocked: %d (scope ip, on no attack's address), %d networks (scope cidr, holding no attack's address); %d addresses of no attack seen inside a blocked network.\n",
+		r.BenignIPBlocks, r.BenignCIDRBlocks, r.BenignInBlockedCIDRs)
 	fmt.Fprintf(w, "Matching: %s.\n", r.Matching)
 	for _, p := range r.Plots {
 		fmt.Fprintf(w, "wrote %s\n", p)

@@ -29,14 +29,16 @@ type ipAttackResult struct {
 }
 
 // firstSeen records the first event time of each address of the labels'
-// attacks spread over addresses (Label.IPs).
+// attacks spread over addresses (Label.IPs), and, when there are such
+// attacks, every other address seen (other).
 type firstSeen struct {
 	want  map[netip.Addr]bool
 	first map[netip.Addr]time.Time
+	other map[netip.Addr]bool
 }
 
 func newFirstSeen(labels []sim.Label) *firstSeen {
-	f := &firstSeen{want: map[netip.Addr]bool{}, first: map[netip.Addr]time.Time{}}
+	f := &firstSeen{want: map[netip.Addr]bool{}, first: map[netip.Addr]time.Time{}, other: map[netip.Addr]bool{}}
 	for _, l := range labels {
 		for _, ip := range l.IPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
@@ -47,9 +49,16 @@ func newFirstSeen(labels []sim.Label) *firstSeen {
 	return f
 }
 
-// observe notes ev's address if it is one of the labels' and is new.
+// observe notes ev's address: its first time if it is one of the labels'
+// and is new, else that it was seen.
 func (f *firstSeen) observe(ev *schemas.Event) {
-	if len(f.want) == 0 || !f.want[ev.ClientIP] {
+	if len(f.want) == 0 {
+		return
+	}
+	if !f.want[ev.ClientIP] {
+		if ev.ClientIP.IsValid() && !f.other[ev.ClientIP] {
+			f.other[ev.ClientIP] = true
+		}
 		return
 	}
 	if _, ok := f.first[ev.ClientIP]; !ok {
@@ -60,8 +69,11 @@ func (f *firstSeen) observe(ev *schemas.Event) {
 // ipBlocks measures, per attack with addresses of a type in types, the
 // addresses blocked and blocked in time; and the benign blocks: decisions
 // of scope ip on an address of no label, or of scope cidr on a network
-// holding no label's address (distinct values).
-func ipBlocks(labels []sim.Label, f *firstSeen, ds []StoredDecision, types map[string]bool) (res []ipAttackResult, benignIP, benignCIDR int) {
+// holding no label's address (distinct values); and the addresses of no
+// label seen in the run (at any time) inside a network blocked (scope cidr):
+// benign addresses a network's block covers, whether or not the network also
+// holds an attack's.
+func ipBlocks(labels []sim.Label, f *firstSeen, ds []StoredDecision, types map[string]bool) (res []ipAttackResult, benignIP, benignCIDR, benignInCIDR int) {
 	// The earliest block of each address, and of each network.
 	ipBlock := map[netip.Addr]time.Time{}
 	var cidrs []struct {
@@ -148,5 +160,16 @@ func ipBlocks(labels []sim.Label, f *firstSeen, ds []StoredDecision, types map[s
 		}
 		res = append(res, r)
 	}
-	return res, benignIP, benignCIDR
+	if len(cidrs) > 0 {
+		for a := range f.other {
+			a = a.Unmap()
+			for _, c := range cidrs {
+				if !attackIP[a] && c.p.Contains(a) {
+					benignInCIDR++
+					break
+				}
+			}
+		}
+	}
+	return res, benignIP, benignCIDR, benignInCIDR
 }

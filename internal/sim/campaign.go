@@ -1,7 +1,11 @@
 package sim
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -32,6 +36,13 @@ const (
 	// fails for more than one identity and no network for more than a few:
 	// only the tenant sees it (its label's Tenant names it).
 	AttackTenantSpread = "tenant_spread_thin"
+	// AttackThinFlood: a distributed flood spread thin (Config.ThinFlood):
+	// 1,000-1,400 addresses never seen before, packed into 5-8 IPv4 /24s
+	// and 1-2 IPv6 /48s (a rented range, a residential proxy pool), each
+	// send only 1-3 requests on one route (one class's main command) of
+	// 20-40 devices, all within 3-6 minutes. No address bursts: only its
+	// network shows many new addresses on one route at once.
+	AttackThinFlood = "distributed_flood_thin"
 )
 
 // EntityAttackTypes lists the attacks spread over devices and addresses, in
@@ -39,11 +50,15 @@ const (
 var EntityAttackTypes = []string{AttackCredentialStuffing, AttackDistributedFlood, AttackLeakedKey, AttackTenantSpread}
 
 // AttackTypesFor returns the attack types a fleet of cfg injects: its model's
-// (AttackTypesOf), then EntityAttackTypes with Config.Entities.
+// (AttackTypesOf), then EntityAttackTypes with Config.Entities, then
+// AttackThinFlood with Config.ThinFlood.
 func AttackTypesFor(cfg Config) []string {
 	types := AttackTypesOf(cfg.Model)
 	if cfg.Entities && types != nil {
 		types = append(append([]string(nil), types...), EntityAttackTypes...)
+		if cfg.ThinFlood {
+			types = append(types, AttackThinFlood)
+		}
 	}
 	return types
 }
@@ -57,6 +72,8 @@ const (
 	// ckAuthOutage is no attack: the benign counterpart of ckTenantSpread
 	// (NearAuthOutage), planned after the attacks.
 	ckAuthOutage
+	// ckThinFlood is AttackThinFlood (Config.ThinFlood), planned last.
+	ckThinFlood
 )
 
 // floodWave is how many bots of a distributed flood are active at once.
@@ -74,8 +91,10 @@ type campaign struct {
 	devs   []int // device indexes (the model's)
 	addrs  []ident
 	burst  int // distributed flood: requests per bot
-	fw     string
-	n      int
+	// thin flood: bot i sends events [ends[i-1], ends[i]) (ends[-1] = 0)
+	ends []int
+	fw   string
+	n    int
 }
 
 // gap returns the time to the campaign's next event.
@@ -94,6 +113,9 @@ func (c *campaign) target(n int) (dev, addr int) {
 		return n % len(c.devs), n % len(c.addrs)
 	case ckAuthOutage: // every device twice, from its usual address
 		return n % len(c.devs), n % len(c.devs)
+	case ckThinFlood: // each bot in turn, its 1-3 requests
+		bot, _ := slices.BinarySearch(c.ends, n+1)
+		return bot % len(c.devs), bot
 	default: // the leaked key's device, from each address in turn
 		return 0, n % len(c.addrs)
 	}
@@ -108,6 +130,8 @@ func (c *campaign) events() int {
 		return len(c.addrs) * c.burst
 	case ckTenantSpread, ckAuthOutage:
 		return 2 * len(c.devs)
+	case ckThinFlood:
+		return c.ends[len(c.ends)-1]
 	default:
 		return len(c.addrs) * 3
 	}
@@ -315,7 +339,111 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 			near = append(near, l)
 		}
 	}
+	if cfg.ThinFlood {
+		for range perType {
+			if c, l, ok := planThinFlood(cfg, fl, floodable, from, span, len(cs), firstLabel+len(labels)+1); ok {
+				cs, labels = append(cs, c), append(labels, l)
+			}
+		}
+	}
 	return cs, labels, near
+}
+
+// planThinFlood plans one AttackThinFlood on a class of floodable devices
+// (n: the campaigns planned before; id: its label's number), from random
+// streams of its own (so that everything planned without Config.ThinFlood
+// is as before), in the attack period [from, from+span).
+func planThinFlood(cfg Config, fl campaignFleet, floodable []int, from, span int64, n, id int) (campaign, Label, bool) {
+	if len(floodable) == 0 {
+		return campaign{}, Label{}, false
+	}
+	plan := newRNG(cfg.Seed, 17<<32+uint64(n))
+	c := campaign{kind: ckThinFlood, tr: newRNG(cfg.Seed, 18<<32+uint64(n)), cr: newRNG(cfg.Seed, 19<<32+uint64(n)), fw: "Mozilla/5.0"}
+	first := floodable[plan.Intn(len(floodable))]
+	var same []int
+	for _, i := range floodable {
+		if fl.sameClass(i, first) {
+			same = append(same, i)
+		}
+	}
+	k := int(plan.between(20, 40))
+	for i := range min(k, len(same)) {
+		j := i + plan.Intn(len(same)-i)
+		same[i], same[j] = same[j], same[i]
+	}
+	c.devs = same[:min(k, len(same))]
+	bots := int(plan.between(1000, 1400))
+	n4, n6 := int(plan.between(5, 8)), int(plan.between(1, 2))
+	per4 := min(200, bots/(n4+n6))
+	var nets []string
+	seen := map[string]bool{}
+	for range n4 { // a /24 of any network, its hosts in random order
+		nw := &networks[plan.Intn(len(networks))]
+		base := hostIP(nw, plan.Next()).As4()
+		p := netip.PrefixFrom(netip.AddrFrom4(base), 24).Masked()
+		if seen[p.String()] {
+			continue
+		}
+		seen[p.String()] = true
+		nets = append(nets, p.String())
+		hosts := make([]int, 254)
+		for i := range hosts {
+			hosts[i] = i + 1
+		}
+		for i := range per4 {
+			j := i + plan.Intn(len(hosts)-i)
+			hosts[i], hosts[j] = hosts[j], hosts[i]
+			base[3] = byte(hosts[i])
+			c.addrs = append(c.addrs, ident{ip: netip.AddrFrom4(base).String(), country: nw.Country, asn: nw.ASN})
+		}
+	}
+	rest := bots - len(c.addrs)
+	for i := range n6 { // a /48 (made up, in 2a0c::/16), random interface ids
+		nw := &networks[plan.Intn(len(networks))]
+		var a [16]byte
+		a[0], a[1] = 0x2a, 0x0c
+		binary.BigEndian.PutUint32(a[2:], uint32(plan.Next()))
+		nets = append(nets, netip.PrefixFrom(netip.AddrFrom16(a), 48).Masked().String())
+		cnt := rest / n6
+		if i == 0 {
+			cnt += rest % n6
+		}
+		for range cnt {
+			binary.BigEndian.PutUint64(a[8:], plan.Next())
+			binary.BigEndian.PutUint16(a[6:], uint16(plan.Next()))
+			c.addrs = append(c.addrs, ident{ip: netip.AddrFrom16(a).String(), country: nw.Country, asn: nw.ASN})
+		}
+	}
+	for i := range c.addrs { // the networks' bots interleaved
+		j := i + plan.Intn(len(c.addrs)-i)
+		c.addrs[i], c.addrs[j] = c.addrs[j], c.addrs[i]
+	}
+	total := 0
+	for range c.addrs {
+		total += int(plan.between(1, 3))
+		c.ends = append(c.ends, total)
+	}
+	length := plan.uniform(3, 6) * 60
+	c.meanS = length / float64(total)
+	desc := fmt.Sprintf("distributed flood spread thin: %d new addresses in %d networks (%s) each send 1-3 requests on the main route of %d devices (class of %s)",
+		len(c.addrs), len(nets), strings.Join(nets, ", "), len(c.devs), fl.deviceID(first))
+	length = float64(total) * c.meanS * 1e9
+	c.start = (from + int64(plan.Float()*float64(max(0, span-int64(length))))) / msNs * msNs
+	tr, last := c.tr, c.start
+	for range total - 1 {
+		last += c.gap()
+	}
+	c.tr, c.end = tr, last
+	l := Label{ID: fmt.Sprintf("atk-%03d-%s", id, AttackThinFlood), Type: AttackThinFlood,
+		Tenant: fl.tenant(c.devs[0]), Device: fl.deviceID(c.devs[0]),
+		Start: time.Unix(0, c.start).UTC(), End: time.Unix(0, last).UTC(), Description: desc, Events: total}
+	for _, i := range c.devs {
+		l.Devices = append(l.Devices, fl.deviceID(i))
+	}
+	for _, a := range c.addrs {
+		l.IPs = append(l.IPs, a.ip)
+	}
+	return c, l, true
 }
 
 // next returns the time of c's event after the one at t, -1 when done.
@@ -362,7 +490,7 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 	switch c.kind {
 	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
-	case ckDistFlood:
+	case ckDistFlood, ckThinFlood:
 		if u := cr.Float(); u < 0.3 {
 			r.status, r.out = 429, cr.between(60, 120)
 		} else if u < 0.45 {
@@ -410,7 +538,7 @@ func (f *Field) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, 
 	switch c.kind {
 	case ckStuffing, ckTenantSpread, ckAuthOutage:
 		r.auth = "failed"
-	case ckDistFlood:
+	case ckDistFlood, ckThinFlood:
 		if u := cr.Float(); u < 0.3 {
 			r.status, r.out = 429, cr.lognormal(90, 0.2)
 		} else if u < 0.45 {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +178,65 @@ func checkCampaign(t *testing.T, l Label, evs []campaignEvent) {
 			t.Errorf("%s: %d events from %d addresses on %d devices of tenants %v, %d failed; want two per device from its usual address (a household's devices share one), all failed, one tenant (%s)",
 				l.ID, n, len(seenIPs), len(seenDevs), tenants, failed, l.Tenant)
 		}
+	case AttackThinFlood:
+		perIP := map[string]int{}
+		nets := map[netip.Prefix]int{}
+		for _, ev := range evs {
+			if devs[ev.device] && ips[ev.ip] && !ev.at.Before(l.Start) && !ev.at.After(l.End) {
+				perIP[ev.ip]++
+			}
+		}
+		most := 0
+		for ip, k := range perIP {
+			most = max(most, k)
+			a := netip.MustParseAddr(ip)
+			bits := 48
+			if a.Is4() {
+				bits = 24
+			}
+			nets[netip.PrefixFrom(a, bits).Masked()]++
+		}
+		if len(seenIPs) < 1000 || most > 3 || len(nets) > 10 || len(routes) != 1 || last.Sub(first) > 7*time.Minute || len(seenDevs) < 20 {
+			t.Errorf("%s: %d addresses (at most %d requests each) in %d networks, on %d routes (%v) over %v, %d devices; want 1000+, at most 3 each, in at most 10 networks, on one route within minutes, 20+ devices",
+				l.ID, len(seenIPs), most, len(nets), len(routes), routes, last.Sub(first), len(seenDevs))
+		}
 	default:
 		t.Errorf("%s: type %q is no entity attack", l.ID, l.Type)
+	}
+}
+
+// TestThinFlood: Config.ThinFlood adds one distributed flood spread thin per
+// 1,000 devices (1,000+ addresses in at most 10 /24 and /48 networks, 1-3
+// requests each, one route, within minutes) and changes no other line or
+// label of the run with Entities.
+func TestThinFlood(t *testing.T) {
+	for _, model := range Models {
+		t.Run(model, func(t *testing.T) {
+			cfg := Config{Model: model, Seed: 3, Devices: 800, Duration: 2 * time.Hour, Attacks: true, AttackStart: 0.5, Entities: true}
+			base, baseLabels := runLines(t, cfg)
+			cfg.ThinFlood = true
+			lines, labels := runLines(t, cfg)
+			if len(labels) != len(baseLabels)+1 || labels[len(labels)-1].Type != AttackThinFlood {
+				t.Fatalf("%d labels with ThinFlood, want %d, the last a thin flood", len(labels), len(baseLabels)+1)
+			}
+			for i := range baseLabels {
+				if labels[i].ID != baseLabels[i].ID || labels[i].Events != baseLabels[i].Events {
+					t.Fatalf("label %d is %s (%d events) with ThinFlood, %s (%d) without", i, labels[i].ID, labels[i].Events, baseLabels[i].ID, baseLabels[i].Events)
+				}
+			}
+			l := labels[len(labels)-1]
+			j, extra := 0, 0
+			for _, line := range lines {
+				if j < len(base) && line == base[j] {
+					j++
+				} else {
+					extra++
+				}
+			}
+			if j != len(base) || extra != l.Events {
+				t.Fatalf("with ThinFlood: %d of %d lines of the run without, %d more (want all, and %d more)", j, len(base), extra, l.Events)
+			}
+			checkCampaign(t, l, decodeCampaignLines(t, lines))
+		})
 	}
 }

@@ -57,6 +57,11 @@ type Config struct {
 	// distributed flood, a leaked API key), from their own random stream:
 	// everything else is the same as without it. Needs Attacks.
 	Entities bool
+	// ThinFlood also injects AttackThinFlood (a distributed flood whose
+	// bots share a few /24 and /48 networks and send 1-3 requests each),
+	// planned after the others from streams of its own: every other line
+	// and label is the one of the same Config without it. Needs Entities.
+	ThinFlood bool
 }
 
 // DefaultConfig returns the default configuration, with attacks.
@@ -113,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if c.Attacks && c.Model == ModelField && c.Devices < MinFieldAttackDevices {
 		return fmt.Errorf("invalid Config.Devices %d: the field model's attacks need at least %d devices", c.Devices, MinFieldAttackDevices)
+	}
+	if c.ThinFlood && !c.Entities {
+		return fmt.Errorf("invalid Config.ThinFlood: the thin flood is an attack spread over devices and needs Config.Entities")
 	}
 	if c.Entities && !c.Attacks {
 		return fmt.Errorf("invalid Config.Entities: the attacks spread over devices need Config.Attacks")

@@ -752,8 +752,10 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		wantBlock = wantBlock && !e.allow.Load().Allows(ev) &&
 			(!byAddress || absoluteScore(s) >= float32(AddressBlockScore))
 	} else {
-		// An entity without a scope (a tenant: a customer) is never blocked.
-		wantBlock = wantBlock && ent.Scope != "" && !e.allow.Load().AllowsEntity(ent.Scope, ent.Value)
+		// An entity without a scope (a tenant: a customer) is never blocked;
+		// an allowlisted one neither (checked below, once no block of it is
+		// in force: every event of an ongoing attack parses no value).
+		wantBlock = wantBlock && ent.Scope != ""
 	}
 	var scope, value string
 	var b block
@@ -766,7 +768,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		// force (every event of an ongoing attack) allocates nothing.
 		e.keyBuf = append(append(append(e.keyBuf[:0], scope...), 0), value...)
 		b = e.blocks[string(e.keyBuf)]
-		wantBlock = b.expires <= ev.Time
+		wantBlock = b.expires <= ev.Time && (ent.Kind == "" || !e.allow.Load().AllowsEntity(ent.Scope, ent.Value))
 	}
 	if !fresh && !wantBlock && !escalate {
 		return nil, nil

@@ -79,6 +79,18 @@
 // is. Such a fresh address's block counts against a budget of its own
 // (decide.FreshLimiter), not the devices' per-minute cap.
 //
+// A flood spread thin (netwave.go, ReasonPrefixWave), whose bots send 1-3
+// requests each from a few networks (a rented /24, a residential proxy
+// pool), bursts from no address; what its network shows is many addresses
+// first seen within a minute on one route: at least Config.PrefixNewIPs, at
+// least a third of them on devices other new addresses hit at once (swarm.go).
+// The network is owned where its addresses are (Shard), so each owner counts
+// its networks whole, in a transient fixed-size table (netWave: no record,
+// no checkpoint), only on an address's first observation; a finding blocks
+// the network (scope cidr) under the devices' cap, allowlist, dry-run and
+// escalation. A benign new address is one device's (a carrier NAT moving a
+// vehicle, a renumbered household, a new customer's devices), never a swarm.
+//
 // Windows with a finding are not learned, so an attack does not teach that
 // the attack is normal. A backend incident (a route answering 503 to many
 // devices from their usual addresses) raises nothing here: errors are not

@@ -36,7 +36,7 @@ const (
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
 	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave,
-		ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate, ReasonASNAuthFailures, ReasonASNManyDevices}
+		ReasonPrefixWave, ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate, ReasonASNAuthFailures, ReasonASNManyDevices}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -142,6 +142,13 @@ type Config struct {
 	BurstWindow time.Duration
 	BurstFloor  int
 	NoWave      bool
+	// PrefixNewIPs is the fewest addresses first seen within a minute from
+	// one network (/24, /48) on one route for a network's wave
+	// (ReasonPrefixWave, netwave.go: a flood spread thin), which also needs
+	// at least a third of them on devices other new addresses hit at once
+	// (default 12). NoPrefixWave turns it off (so does NoWave).
+	PrefixNewIPs float64
+	NoPrefixWave bool
 	// SkipBlocked ignores an entity's observations while a block its
 	// owner's engine issued on it is active (worker.Config.SkipBlocked's
 	// rule, for logs that do not carry the enforcement point's verdict):
@@ -213,6 +220,7 @@ func (c Config) WithDefaults() Config {
 		c.MinPrefixIPs = 4
 	}
 	def(&c.WaveNewIPs, 30)
+	def(&c.PrefixNewIPs, 12)
 	def(&c.TenantFailDevices, 50)
 	def(&c.TenantErrors, 200)
 	def(&c.TenantRateEvents, 2000)

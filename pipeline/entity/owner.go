@@ -158,9 +158,19 @@ type Owner struct {
 	cfg       Config
 	table     *state.Table
 	engine    *decide.Engine
-	scratchRt []byte         // a route record's copy, for a redelivery
-	waveFloor float64        // Config.WaveNewIPs, this owner's share
-	swarm     swarm          // new addresses per route and device (swarm.go)
+	scratchRt []byte  // a route record's copy, for a redelivery
+	waveFloor float64 // Config.WaveNewIPs, this owner's share
+	swarm     swarm   // new addresses per route and device (swarm.go)
+	nets      netWave // new addresses per network and route (netwave.go)
+	// Set by judge for an address's first observation (newAddr), with
+	// whether its device was swarmed: what netWave counts.
+	newAddr, newSwarmed bool
+	netText             [netTextSlots]netTextSlot // the texts of networks (prefixText)
+	// usualNets marks, by a hash of the network, the networks a usual
+	// address was observed in (a household's, a carrier NAT's), when it
+	// became usual or was restored: a wave of new addresses there blocks
+	// the new addresses, not the network. Marks are never cleared.
+	usualNets [usualNetWords]uint64
 	start     *Start         // shared with the other owners (ShareStart); nil: its own
 	since     int64          // event time of the first observation since the owner started (0: none)
 	ev        schemas.Event  // the entity's synthetic event, for the engine
@@ -169,8 +179,8 @@ type Owner struct {
 	skipped   uint64 // observations of blocked entities (Config.SkipBlocked)
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
-	// Index 0 for addresses, 1 for prefixes, 2 for API keys, 3 for tenants,
-	// 4 for autonomous systems.
+	// Index 0 for addresses, 2 for API keys, 3 for tenants, 4 for
+	// autonomous systems (1, for networks, unused: see prefixText).
 	lastKey  [5][2]uint64
 	lastText [5]string
 	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
@@ -258,6 +268,7 @@ func (o *Owner) observe(ob *Obs, k *[2]uint64, emit Emit) {
 			// Records restored from a checkpoint: the addresses are known,
 			// this is no start-up.
 			t -= waveWarm * waveBucket
+			o.markRestored()
 		}
 		o.since = o.start.since(t)
 	}
@@ -267,7 +278,11 @@ func (o *Owner) observe(ob *Obs, k *[2]uint64, emit Emit) {
 	}
 	usual, skip := true, false // an address that identifies its device is its usual one
 	if !ob.IPDev {
+		o.newAddr = false
 		usual, skip = o.judge(k[0], k[1], ob, kindIP, emit)
+		if o.newAddr && !o.cfg.NoPrefixWave {
+			o.prefixWave(ob, k[0], k[1], emit)
+		}
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
 		o.tenant(ob, usual, emit)
@@ -367,11 +382,17 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	// anything (an attacker's address that stays is not made usual by
 	// staying).
 	usual = binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0
+	if usual && kind == kindIP && binary.LittleEndian.Uint16(rec[offWindows:]) == 1 && binary.LittleEndian.Uint32(rec[offEvents:]) == 1 {
+		// The event that made the address usual (it learned its first
+		// window): its network holds a usual address.
+		o.markUsualNet(binary.LittleEndian.Uint64(rec[offRoute:]))
+	}
 	fresh := false
 	if kind == kindIP && !o.cfg.NoWave {
 		var n uint32
 		if fresh, n = young(rec, ob, &o.cfg); fresh {
-			o.wave(ob, created, n)
+			o.newSwarmed = o.wave(ob, created, n)
+			o.newAddr = created
 		}
 	}
 	if o.sc.N == 0 {
@@ -397,14 +418,7 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 		}
 	case kindPrefix:
 		ent = decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR}
-		bitsLen := schemas.EntityPrefixBits6
-		if ob.Is4 {
-			bitsLen = schemas.EntityPrefixBits4
-		}
-		if o.lastKey[1] != [2]uint64{key, alt} {
-			o.lastKey[1], o.lastText[1] = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
-		}
-		ent.Value = o.lastText[1]
+		ent.Value = o.prefixText(ob, key, alt)
 		addr = netip.Addr{} // a network's alert has no client address
 	default:
 		if o.lastKey[0] != [2]uint64{key, alt} {
@@ -533,11 +547,12 @@ func (o *Owner) atOrBefore(rec []byte, ob *Obs) bool {
 
 // wave judges a young address's observation ob (n requests since it was
 // first seen; created: this is its first) on its route's record
-// (JudgeWave), adding a finding to o.sc. The route's record is made only for
-// an address's first observation: an address's later requests on other
-// routes cannot make records. Its owner route is the address's prefix key
+// (JudgeWave), adding a finding to o.sc, and reports whether ob's device
+// is swarmed (on its route, other new addresses address it at once). The
+// route's record is made only for an address's first observation: an
+// address's later requests on other routes cannot make records. Its owner route is the address's prefix key
 // (which Shard maps to this owner), so that a checkpoint restores it here.
-func (o *Owner) wave(ob *Obs, created bool, n uint32) {
+func (o *Owner) wave(ob *Obs, created bool, n uint32) bool {
 	key, alt := routeKey(ob.Route)
 	var rt []byte
 	if created {
@@ -549,7 +564,7 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) {
 		}
 	} else {
 		if _, ok := o.table.Lookup(key, alt); !ok {
-			return
+			return false
 		}
 		rt, _ = o.table.Record(key, alt, ob.Time)
 	}
@@ -560,6 +575,105 @@ func (o *Owner) wave(ob *Obs, created bool, n uint32) {
 	warm := ob.Time-o.since >= waveWarm*waveBucket
 	swarmed := o.swarm.count(ob.Route, ob.Device, ob.Time, created) >= swarmMin
 	JudgeWave(rt, ob, created, n, o.waveFloor, warm, swarmed, &o.cfg, &o.sc)
+	return swarmed
+}
+
+// usualNetWords is the size in words of an owner's marks of networks that
+// hold usual addresses (1M bits, 128 KiB): a network is a bit chosen by its
+// key's hash, so a network that never held one may share another's bit (a
+// few percent of them with 50,000 marked), and is then treated as holding
+// one: its new addresses are blocked one by one.
+const usualNetWords = 1 << 14
+
+// markUsualNet marks the network of key (its keyHalf, an address record's
+// owner route) as holding a usual address.
+func (o *Owner) markUsualNet(key uint64) {
+	o.usualNets[key%usualNetWords] |= 1 << (key >> 58)
+}
+
+// markRestored marks the networks of the usual addresses among the records
+// in the table (restored from a checkpoint: the marks are not in it).
+func (o *Owner) markRestored() {
+	o.table.Range(func(_, _ uint64, _ int64, rec []byte) bool {
+		if binary.LittleEndian.Uint32(rec) == recordVersion && rec[offKind] == kindIP &&
+			binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0 {
+			o.markUsualNet(binary.LittleEndian.Uint64(rec[offRoute:]))
+		}
+		return true
+	})
+}
+
+// usualNet reports whether the network of key (its keyHalf) was marked as
+// holding a usual address (markUsualNet).
+func (o *Owner) usualNet(key uint64) bool {
+	return o.usualNets[key%usualNetWords]&(1<<(key>>58)) != 0
+}
+
+// prefixWave counts ob, an address's first observation (its record's key
+// ipKey, ipAlt), on its network's new addresses on its route (netWave)
+// and, when they are a wave (JudgePrefixWave), decides on the network
+// (scope cidr) and emits what it decides. The network is owned here (Shard
+// picks an address's owner by its network), so its count is whole. A
+// network that holds a usual address (a household's, a carrier NAT's:
+// usualNet) is not blocked, since its block would be theirs too: the new
+// address is, as a fresh address (scope ip, the fresh-address budget),
+// and so is each new address of the network after it during the wave.
+func (o *Owner) prefixWave(ob *Obs, ipKey, ipAlt uint64, emit Emit) {
+	key, alt := ob.prefixKey()
+	n, sw := o.nets.count(key, ob.Route, ob.Time, o.newSwarmed)
+	o.sc.N, o.sc.Score = 0, 0
+	if !JudgePrefixWave(n, sw, ob.Time-o.since >= waveWarm*waveBucket, &o.cfg, &o.sc) {
+		return
+	}
+	if o.cfg.SkipBlocked && ob.Time < o.engine.BlockedUntil(key) {
+		o.skipped++
+		return
+	}
+	ev := &o.ev
+	ev.ID, ev.Seq, ev.Line, ev.Time = ob.ID, ob.Seq, ob.Line, ob.Time
+	ev.DeviceKey, ev.DeviceAlt = key, alt
+	ev.ClientIP = netip.Addr{} // a network's alert has no client address
+	ent := decide.Entity{Kind: schemas.EntityPrefix, Scope: schemas.ScopeCIDR, Value: o.prefixText(ob, key, alt)}
+	if o.usualNet(key) {
+		addr := netip.AddrFrom16(ob.Addr)
+		if ob.Is4 {
+			addr = addr.Unmap()
+		}
+		ev.DeviceKey, ev.DeviceAlt, ev.ClientIP = ipKey, ipAlt, addr
+		o.sc.Findings[0].ExpectedLabel = labelUsualNet
+		ent = decide.Entity{Kind: schemas.EntityIP, Scope: schemas.ScopeIP, Fresh: true, Value: addr.String()}
+	}
+	alert, dec := o.engine.DecideEntity(ev, &o.sc, ent)
+	if alert != nil || dec != nil {
+		emit(alert, dec)
+	}
+}
+
+// prefixText returns the text of ob's network (key, alt): "203.0.113.0/24",
+// formatted only when the owner's cache of the networks that last reached
+// the engine (netTextSlots, direct-mapped) does not hold it: a thin flood's
+// networks interleave, and each of their events reaches the engine.
+func (o *Owner) prefixText(ob *Obs, key, alt uint64) string {
+	sl := &o.netText[key%netTextSlots]
+	if sl.key != [2]uint64{key, alt} || sl.text == "" {
+		addr := netip.AddrFrom16(ob.Addr)
+		bitsLen := schemas.EntityPrefixBits6
+		if ob.Is4 {
+			addr, bitsLen = addr.Unmap(), schemas.EntityPrefixBits4
+		}
+		sl.key, sl.text = [2]uint64{key, alt}, netip.PrefixFrom(addr, bitsLen).Masked().String()
+	}
+	return sl.text
+}
+
+// netTextSlots is the size of an owner's cache of network texts: more than
+// the networks of one thin flood at one owner.
+const netTextSlots = 32
+
+// netTextSlot is a network's key and text in an owner's cache.
+type netTextSlot struct {
+	key  [2]uint64
+	text string
 }
 
 // Start is the event time the owners of a pipeline first observed
@@ -625,6 +739,13 @@ func Sentence(a *schemas.Alert) string {
 		}
 		return fmt.Sprintf("%s, first seen during a wave of new addresses on its route, sent %d requests in its %s; a new address there sends at most %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonPrefixWave:
+		if r.ExpectedLabel == LabelUsualNet {
+			return fmt.Sprintf("%s, new in a network from which %d new addresses hit one route in the last minute (expected <= %d); the network holds usual addresses, so the address is blocked, not the network",
+				a.Entity, int(r.Observed), int(r.Expected))
+		}
+		return fmt.Sprintf("%s: %d new addresses on one route in the last minute; expected <= %d",
+			a.Entity, int(r.Observed), int(r.Expected))
 	case ReasonTenantAuthFailures:
 		return fmt.Sprintf("tenant %s: %d distinct devices failed auth from unusual addresses %s; expected about %d",
 			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
