@@ -92,6 +92,33 @@ func (p *Pipeline) admit(ctx context.Context) int {
 	return p.cfg.FetchBatch
 }
 
+// drainer is a Source that can tell that nothing is pending
+// (partition.Consumer).
+type drainer interface {
+	Drained(ctx context.Context) bool
+}
+
+// drainCheckEvery bounds how often an idle ingest loop asks the source
+// whether anything is pending.
+const drainCheckEvery = 500 * time.Millisecond
+
+// learnedIdle tells the gate that everything dispatched is learned and,
+// when the source says so, that nothing is pending: the watermark then
+// covers the clock's time. An empty fetch alone does not say it (a stream
+// leader's election, a pull between two).
+func (p *Pipeline) learnedIdle(ctx context.Context) {
+	d, ok := p.cons.(drainer)
+	if !ok || time.Since(p.drainChecked) < drainCheckEvery {
+		return
+	}
+	p.drainChecked = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if d.Drained(cctx) && p.inflight.Load() == 0 {
+		p.gate.Learned(p.dispatchedTo, true)
+	}
+}
+
 // dispatchedBatch notes the event time a fetch of n messages dispatched up
 // to, for admit's estimate of the event time a message spans.
 func (p *Pipeline) dispatchedBatch(before int64, n int) {

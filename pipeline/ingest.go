@@ -64,7 +64,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		if len(b.msgs) == 0 {
 			p.unacked.remove(b)
 			if p.gate != nil && len(fetched) == 0 && p.inflight.Load() == 0 {
-				p.gate.Learned(p.dispatchedTo, true) // nothing pending, all learned
+				p.learnedIdle(ctx)
 			}
 			continue
 		}

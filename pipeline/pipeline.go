@@ -180,6 +180,7 @@ type Pipeline struct {
 	dispatchedTo int64
 	msgSpan      int64
 	inflight     atomic.Int64
+	drainChecked time.Time // the last time learnedIdle asked the source
 	free         chan *item
 	shards       []chan *item
 	entityIn     []chan entityItem // by entity owner (entity.Shard)

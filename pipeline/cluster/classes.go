@@ -111,7 +111,7 @@ type ClassSyncConfig struct {
 // every event of its partitions up to that event time is in the
 // contribution; an instance with nothing pending counts the wall clock's
 // time) and the partitions it owned (schemas.ClassStatsMetaPartitions).
-// A partition's coverage is the highest watermark of a merged
+// A partition's coverage is the watermark of the latest merged
 // contribution that claims it (a dead owner's stale claim is overtaken by
 // the new owner's); the view covers the least coverage of the partitions
 // this instance does not own (its own it learns live), and Limit is that
@@ -375,7 +375,9 @@ func (s *ClassSync) Learned(t int64, idle bool) {
 	if !s.watermarks() {
 		return
 	}
-	if pub := s.published.Load(); pub == math.MinInt64 || s.learned.Load()-pub >= int64(s.cfg.Step) || idle && !wasIdle {
+	// Published at a Step, and when it becomes idle (its watermark jumps
+	// to the clock's time) or busy again (that claim must be withdrawn).
+	if pub := s.published.Load(); pub == math.MinInt64 || s.learned.Load()-pub >= int64(s.cfg.Step) || idle != wasIdle {
 		select {
 		case s.due <- struct{}{}:
 		default:
@@ -444,8 +446,9 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 	expired := 0
 	seen := map[string]bool{}
 	var cover []int64
+	var claimedAt []time.Time
 	if s.watermarks() {
-		cover = make([]int64, s.cfg.Partitions)
+		cover, claimedAt = make([]int64, s.cfg.Partitions), make([]time.Time, s.cfg.Partitions)
 		for p := range cover {
 			cover[p] = math.MinInt64
 		}
@@ -471,7 +474,7 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 		}
 		ages[info.Name] = age.Seconds()
 		if cover != nil {
-			claims(info.Metadata, cover)
+			claims(info, cover, claimedAt)
 		}
 	}
 	s.merge.Apply()
@@ -493,16 +496,23 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 	return nil
 }
 
-// claims raises cover[p] to the watermark of a contribution's metadata for
-// each partition p it claims; a contribution without them claims none.
-func claims(meta map[string]string, cover []int64) {
-	wm, err := strconv.ParseInt(meta[schemas.ClassStatsMetaWatermark], 10, 64)
+// claims sets cover[p] to the watermark of a contribution's metadata for
+// each partition p it claims, when it was written after the claim in
+// force (claimedAt[p]): the latest owner's claim stands, not a dead
+// owner's (which may be higher: the clock's time of an instance that had
+// nothing pending). A contribution without them claims none.
+func claims(info *jetstream.ObjectInfo, cover []int64, claimedAt []time.Time) {
+	wm, err := strconv.ParseInt(info.Metadata[schemas.ClassStatsMetaWatermark], 10, 64)
 	if err != nil {
 		return
 	}
-	for f := range strings.SplitSeq(meta[schemas.ClassStatsMetaPartitions], ",") {
-		if p, err := strconv.Atoi(f); err == nil && p >= 0 && p < len(cover) {
-			cover[p] = max(cover[p], wm)
+	for f := range strings.SplitSeq(info.Metadata[schemas.ClassStatsMetaPartitions], ",") {
+		p, err := strconv.Atoi(f)
+		if err != nil || p < 0 || p >= len(cover) {
+			continue
+		}
+		if cover[p] == math.MinInt64 || info.ModTime.After(claimedAt[p]) || info.ModTime.Equal(claimedAt[p]) && wm > cover[p] {
+			cover[p], claimedAt[p] = wm, info.ModTime
 		}
 	}
 }

@@ -211,6 +211,22 @@ func TestClusterKills(t *testing.T) {
 		acquired += s.metric(schemas.MetricPartitionChanges, `change="acquired"`)
 	}
 	for _, s := range survivors {
+		// What the event-time watermark of the class view did (logged, not
+		// asserted: the alerts are what must match).
+		t.Logf("%s: held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
+			s.name, s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
+			s.metric(schemas.MetricClassHoldOverruns, ""), s.metric(schemas.MetricClassStalls, ""),
+			s.metric(schemas.MetricClassSyncFailures, ""))
+	}
+	if store, err := ajs.ObjectStore(ctx, schemas.BucketClassStats); err == nil {
+		if infos, err := store.List(ctx); err == nil {
+			for _, info := range infos {
+				t.Logf("class statistics of %s, written %s: watermark %s, partitions %q", info.Name, info.ModTime.UTC().Format(time.TimeOnly),
+					watermarkTime(info.Metadata[schemas.ClassStatsMetaWatermark]), info.Metadata[schemas.ClassStatsMetaPartitions])
+			}
+		}
+	}
+	for _, s := range survivors {
 		s.Stop(t, clusterHang)
 	}
 	ingest.Stop(t, clusterHang)
@@ -565,4 +581,13 @@ func waitUntil(t *testing.T, ctx context.Context, what string, cond func() (bool
 		}
 		time.Sleep(50 * time.Millisecond) // polling a condition, not waiting for work by time
 	}
+}
+
+// watermarkTime formats a class contribution's watermark (Unix ns).
+func watermarkTime(v string) string {
+	ns, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return strconv.Quote(v)
+	}
+	return time.Unix(0, ns).UTC().Format(time.DateTime)
 }
