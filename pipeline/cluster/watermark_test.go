@@ -181,3 +181,60 @@ func TestWatermarkJudgesAsOneInstance(t *testing.T) {
 	t.Logf("probe judged %q (%.2f, %v others); partition 1's sync: %d rounds, watermark %v, limit %v",
 		got.Reason, got.Score, got.Observed, st.Rounds, time.Unix(0, st.Watermark).UTC(), time.Unix(0, st.Limit).UTC())
 }
+
+// TestWatermarkStalledPartitionIsIgnored: a partition whose owner died
+// holds the others back until its coverage stays unchanged for Stall, then
+// no longer (counted); a new owner's claim makes it count again, at the
+// new owner's watermark.
+func TestWatermarkStalledPartitionIsIgnored(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), hangBound)
+	defer cancel()
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	mk := func(name string, owned ...int) *cluster.ClassSync {
+		g, err := cluster.NewClassSync(newScorer(t, nil).stack.Model, cluster.ClassSyncConfig{Store: classStore(t, env),
+			Instance: name, Interval: time.Hour, Partitions: 2, Owned: func() []int { return owned },
+			Lag: time.Minute, Stall: time.Minute, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC).UnixNano()
+	dead, live := mk("dead", 1), mk("live", 0)
+	dead.Learned(t0, false)
+	if err := dead.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if limit, open := live.Limit(); open || limit != t0+int64(time.Minute) {
+		t.Fatalf("with partition 1 covered to %v: limit %v (open %v), want the coverage plus the lag",
+			time.Unix(0, t0).UTC(), time.Unix(0, limit).UTC(), open)
+	}
+	clock = clock.Add(2 * time.Minute) // the dead instance published nothing since
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, open := live.Limit(); !open {
+		t.Fatal("a partition unchanged for longer than Stall still holds events back")
+	}
+	if st := live.Stats(); st.Stalls != 1 {
+		t.Errorf("stalls %d, want 1", st.Stalls)
+	}
+	// A new owner claims partition 1 at a later watermark.
+	heir := mk("heir", 1)
+	heir.Learned(t0+int64(time.Hour), false)
+	if err := heir.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if limit, open := live.Limit(); open || limit != t0+int64(time.Hour+time.Minute) {
+		t.Errorf("after the new owner's claim: limit %v (open %v), want its watermark plus the lag",
+			time.Unix(0, limit).UTC(), open)
+	}
+}
