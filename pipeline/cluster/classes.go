@@ -256,8 +256,9 @@ func NewClassSync(model *detectors.ClassModel, cfg ClassSyncConfig) (*ClassSync,
 func (s *ClassSync) watermarks() bool { return s.cfg.Partitions > 0 && s.cfg.Owned != nil }
 
 // Run runs a round at once, then every Interval, until ctx ends; it
-// returns nil then. A failed round is logged and counted, and the next one
-// tries again.
+// returns nil then. Between rounds it publishes when Learned asks (a Step
+// of the watermark, idle or busy again). A failed round is logged and
+// counted, and the next one tries again.
 func (s *ClassSync) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
@@ -283,7 +284,8 @@ func (s *ClassSync) Run(ctx context.Context) error {
 	}
 }
 
-func (s *ClassSync) count(err error) {
+// count counts a failed round.
+func (s *ClassSync) count(error) {
 	s.mu.Lock()
 	s.stats.Failures++
 	s.mu.Unlock()
