@@ -76,11 +76,12 @@ const (
 // across scorers at all, its class burstiness as of the others' last
 // publication), an alert the killed scorer never stored for an event whose
 // row it stored (lock-000006: its successor keeps the stored judgement,
-// pipeline/written.go), and a scorer that acquires no partition before
-// the fleet is scored (balance).
+// pipeline/written.go), a scorer that acquires no partition before the
+// fleet is scored (balance), and a partition restore whose checkpoint read
+// hangs for its 5-minute bound after the leader kill.
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("fails on main: alerts that depend on class statistics differ from one instance's (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails on main in some runs: volume's class-dependent rate spikes, an alert the killed scorer never stored, a scorer with no partition, a restore that hangs after the leader kill (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
