@@ -56,6 +56,11 @@ func (p *Pipeline) admit(ctx context.Context) int {
 		return p.cfg.FetchBatch
 	}
 	var start time.Time
+	defer func() {
+		if !start.IsZero() {
+			p.M.ClassHoldNanos.Add(uint64(time.Since(start)))
+		}
+	}()
 	for ctx.Err() == nil {
 		limit, open := p.gate.Limit()
 		if open {
@@ -85,9 +90,6 @@ func (p *Pipeline) admit(ctx context.Context) int {
 		}
 		p.runOps(ctx)
 		p.gate.Hold(ctx, classHoldPoll)
-	}
-	if !start.IsZero() {
-		p.M.ClassHoldNanos.Add(uint64(time.Since(start)))
 	}
 	return p.cfg.FetchBatch
 }
