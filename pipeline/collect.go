@@ -165,6 +165,10 @@ func (p *Pipeline) collect() {
 			}
 			if it.b != nil {
 				if it.b.left--; it.b.left == 0 {
+					if p.gate != nil {
+						p.gate.Learned(it.b.upTo, false) // every worker learned what came before
+						p.inflight.Add(-1)
+					}
 					completed = append(completed, it.b)
 					if waiting += len(it.b.msgs); waiting >= p.cfg.FlushMessages {
 						flush()

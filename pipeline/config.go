@@ -25,6 +25,10 @@ type Config struct {
 	FetchBatch int
 	// FetchWait bounds how long a pull waits for messages (default 100ms).
 	FetchWait time.Duration
+	// ClassHoldMax bounds one hold of a ClassGate (GateClasses): after it
+	// the pipeline judges its next events anyway (default
+	// DefaultClassHoldMax).
+	ClassHoldMax time.Duration
 	// MaxInFlight bounds decoded events not yet flushed (default 16384).
 	MaxInFlight int
 	// FlushRows flushes when this many scored rows are buffered (default 50000:
@@ -197,6 +201,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 16384
+	}
+	if c.ClassHoldMax <= 0 {
+		c.ClassHoldMax = DefaultClassHoldMax
 	}
 	if c.FlushRows <= 0 {
 		c.FlushRows = 50000

@@ -18,6 +18,9 @@ import (
 type batch struct {
 	msgs []jetstream.Msg
 	left int // workers whose barrier the collector has not seen yet
+	// upTo is the latest event time dispatched up to this batch's end
+	// (for a ClassGate).
+	upTo int64
 }
 
 // unacked tracks fetched batches until they are acked, with the last time the

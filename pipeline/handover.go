@@ -34,7 +34,10 @@ import (
 // What does not move with a partition: the instance's class statistics and
 // alert calibration (aggregates over the devices of a class, whatever their
 // partition: ClassSync merges part of them across instances at an
-// interval), the entity owners' decision engines (in the global object),
+// interval, and with watermarks each instance holds its events until the
+// merged view covers their event time minus a lag; a partition whose
+// owner died is waited for until its new owner publishes, at most the
+// stall bound), the entity owners' decision engines (in the global object),
 // and the workers' silence-sweep clocks. A new owner judges the moved
 // devices against its own of these, so an alert near its threshold can
 // come out differently than in one undisturbed run.

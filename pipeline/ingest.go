@@ -20,7 +20,8 @@ func (p *Pipeline) ingest(ctx context.Context) {
 	lastCheckpoint := time.Now()
 	for ctx.Err() == nil {
 		p.runOps(ctx)
-		msgs, err := p.cons.Fetch(p.cfg.FetchBatch, jetstream.FetchMaxWait(p.cfg.FetchWait))
+		n := p.admit(ctx) // FetchBatch without a ClassGate
+		msgs, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.cfg.FetchWait))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -46,6 +47,7 @@ func (p *Pipeline) ingest(ctx context.Context) {
 			p.unacked.addMsg(b, msg, time.Now())
 		}
 		fetched := b.msgs
+		before := p.dispatchedTo
 		kept := make([]jetstream.Msg, 0, len(fetched))
 		for _, msg := range fetched {
 			if p.decodeMessage(ctx, msg) {
@@ -61,7 +63,15 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		}
 		if len(b.msgs) == 0 {
 			p.unacked.remove(b)
+			if p.gate != nil && len(fetched) == 0 && p.inflight.Load() == 0 {
+				p.learnedIdle(ctx)
+			}
 			continue
+		}
+		if p.gate != nil {
+			b.upTo = p.dispatchedTo
+			p.dispatchedBatch(before, len(b.msgs))
+			p.inflight.Add(1)
 		}
 		for _, ch := range p.shards {
 			ch <- &item{b: b}
@@ -219,6 +229,7 @@ func (s *shardEvents) Done(ok bool) {
 	}
 	if it != nil {
 		s.p.dispatched++
+		s.p.dispatchedTo = max(s.p.dispatchedTo, it.ev.Time)
 		s.p.shards[shard.Of(it.ev.DeviceKey, len(s.p.shards))] <- it
 	}
 	if in := s.p.entityIn; len(in) > 0 {

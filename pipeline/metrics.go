@@ -69,6 +69,10 @@ type Metrics struct {
 	// Events stored but not judged as their device's behaviour (worker.Enforced).
 	EnforcedDenied, EnforcedUnavailable, EnforcedActiveBlock atomic.Uint64
 	LastEvent                                                atomic.Int64 // event time (Unix ns) of the latest scored event
+	// ClassHolds counts the times the ingest loop held events back until
+	// the merged class view covered them (ClassGate), ClassHoldNanos the
+	// time it held, ClassHoldOverruns the holds given up at ClassHoldMax.
+	ClassHolds, ClassHoldNanos, ClassHoldOverruns atomic.Uint64
 }
 
 // findingCounts counts findings per detector and reason (the collector adds,
@@ -149,6 +153,12 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCatchUpRaised, "Alerts and decisions a partition's catch-up raised for events the previous owner had stored without an alert (decision): written and published.", m.CatchUpRaised.Load())
 	counter(schemas.MetricCatchUpUnchecked, "Events a partition's catch-up judged again without knowing whether the previous owner had stored them (ClickHouse unreachable): written again.", m.CatchUpUnchecked.Load())
 	counter(schemas.MetricRedeliveredDone, "Redelivered messages acked without being judged again: dispatched already in this run, or durable before a restart.", m.RedeliveredDone.Load())
+	if p.gate != nil {
+		counter(schemas.MetricClassHolds, "Times events were held back until the merged class view covered their event time.", m.ClassHolds.Load())
+		fmt.Fprintf(w, "# HELP %s Seconds events were held back until the merged class view covered their event time.\n# TYPE %s counter\n%s %g\n",
+			schemas.MetricClassHoldSeconds, schemas.MetricClassHoldSeconds, schemas.MetricClassHoldSeconds, float64(m.ClassHoldNanos.Load())/1e9)
+		counter(schemas.MetricClassHoldOverruns, "Holds given up after their bound: events judged beyond what the merged class view covered.", m.ClassHoldOverruns.Load())
+	}
 	counter(schemas.MetricSilencesSwept, "Silent devices reported by the event-time sweep while silent (one row each, reason silence).", m.Silences.Load())
 	counter(schemas.MetricSilencesUnnamed, "Silent devices the sweep could not report: their identity was not seen since the worker started.", m.Unnamed.Load())
 	fmt.Fprintf(w, "# HELP %s Events stored but neither scored nor learned: the enforcement point's doing, not the device's.\n# TYPE %s counter\n", schemas.MetricEventsEnforced, schemas.MetricEventsEnforced)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,11 +172,21 @@ type Pipeline struct {
 	// stream order, so the last one dispatched (partSeq) is no such floor.
 	partFloor  []uint64
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
-	free       chan *item
-	shards     []chan *item
-	entityIn   []chan entityItem // by entity owner (entity.Shard)
-	results    chan *item
-	pubs       chan pubJob // collector → publisher
+	// gate holds events back until the merged class view covers them
+	// (classgate.go; nil: never). dispatchedTo is the latest event time
+	// dispatched and msgSpan the event time the last fetch advanced by per
+	// message (-1: not known), both the ingest loop's; inflight counts the
+	// batches dispatched and not yet through every worker.
+	gate         ClassGate
+	dispatchedTo int64
+	msgSpan      int64
+	inflight     atomic.Int64
+	drainChecked time.Time // the last time learnedIdle asked the source
+	free         chan *item
+	shards       []chan *item
+	entityIn     []chan entityItem // by entity owner (entity.Shard)
+	results      chan *item
+	pubs         chan pubJob // collector → publisher
 	// published counts the publish jobs the publisher has published; waiting
 	// holds the flush jobs not yet durable (collector → flusher).
 	published pubProgress
@@ -224,7 +235,7 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 	p := &Pipeline{cfg: cfg, cons: cons, rows: rows, pub: pub, log: log, stack: st,
 		layout: st.Layout, workers: st.Workers, owners: st.Owners, model: st.Model, limiter: st.Limiter,
 		waiting: newWaiting(cfg.MaxWaitingBytes), ops: make(chan partOp), stopped: make(chan struct{}),
-		grouper: incident.New(cfg.Incidents)}
+		grouper: incident.New(cfg.Incidents), dispatchedTo: math.MinInt64, msgSpan: -1}
 	_, p.ackPerConsumer = cons.(*partition.Consumer)
 	p.published.init()
 	if cfg.Partitions > schemas.MaxPartitions {

@@ -55,4 +55,13 @@ const (
 	// ClassStatsMetaVersion is the object metadata key holding the
 	// contribution's encoding version, for operators.
 	ClassStatsMetaVersion = "version"
+	// ClassStatsMetaWatermark is the object metadata key holding the
+	// instance's event-time watermark (Unix nanoseconds, decimal): every
+	// event of the partitions in ClassStatsMetaPartitions up to that time
+	// is in the contribution.
+	ClassStatsMetaWatermark = "watermark"
+	// ClassStatsMetaPartitions is the object metadata key listing the
+	// partitions the instance owned when it published (decimal, comma
+	// separated).
+	ClassStatsMetaPartitions = "partitions"
 )

@@ -153,6 +153,24 @@ const (
 	// merge held, and MetricClassSyncFailures the rounds that failed.
 	MetricClassMerged       = "iotwatch_class_contributions_merged"
 	MetricClassSyncFailures = "iotwatch_class_sync_failures_total"
+	// MetricClassWatermark is the event time (Unix seconds) this instance
+	// last published as learned, and MetricClassLimit the event time up
+	// to which it judges events at once: the merged class view's coverage
+	// plus the lag (pipeline/cluster.ClassSync).
+	MetricClassWatermark = "iotwatch_class_watermark_seconds"
+	MetricClassLimit     = "iotwatch_class_limit_seconds"
+	// MetricClassStalls counts the times a partition's coverage stayed
+	// unchanged for the stall bound while it held events back, and was
+	// ignored from then on until it changed (a dead owner not yet
+	// replaced, a partition no instance owns).
+	MetricClassStalls = "iotwatch_class_watermark_stalls_total"
+	// MetricClassHolds counts the times the pipeline held events back
+	// until the merged class view covered them, MetricClassHoldSeconds the
+	// time it held, and MetricClassHoldOverruns the holds it gave up after
+	// its bound (events judged beyond what the view covered).
+	MetricClassHolds        = "iotwatch_class_holds_total"
+	MetricClassHoldSeconds  = "iotwatch_class_hold_seconds_total"
+	MetricClassHoldOverruns = "iotwatch_class_hold_overruns_total"
 )
 
 // MetricObsRejected counts entity observation batches (schemas.ObsSubject)

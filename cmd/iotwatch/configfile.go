@@ -59,6 +59,7 @@ func newRunFlags() (*options, *flag.FlagSet) {
 	fs.DurationVar(&o.classSync, "class-sync", cluster.DefaultClassSyncInterval, "with --source events: how often each instance publishes its class statistics (what the devices of its partitions taught) to the Object Store bucket "+schemas.BucketClassStats+" and merges the other instances' into what its detectors read, so that a class sees all its devices (0: no merge, each instance learns its classes from its own partitions)")
 	fs.StringVar(&o.instance, "instance", "", "this instance's name, unique among the instances sharing NATS (letters, digits, '-', '_', '.'): its presence key and class statistics object with --source events, and the column "+schemas.ColScorer+" of the events it scores; empty: a random id per start")
 	fs.DurationVar(&o.classSyncExpiry, "class-sync-expiry", cluster.DefaultClassSyncExpiry, "with --class-sync: an instance's class statistics not rewritten for this long (the instance stopped) are no longer merged")
+	fs.DurationVar(&o.classLag, "class-lag", cluster.DefaultClassLag, "with --class-sync: an event is judged once the class statistics merged from the other instances cover its event time minus this lag, else held until they do (each instance also publishes when its event time advanced by a third of it; a partition whose owner publishes nothing new for "+cluster.DefaultClassStall.String()+" is no longer waited for); 0: judge at once whatever the merged statistics cover")
 	o.conn.register(fs, schemas.InboxPipeline)
 	return o, fs
 }

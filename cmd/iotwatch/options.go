@@ -69,6 +69,8 @@ type options struct {
 	// --class-sync-expiry (--source events: class statistics merged across
 	// instances; 0: not merged).
 	classSync, classSyncExpiry time.Duration
+	// classLag is run's --class-lag (0: no event-time watermark).
+	classLag time.Duration
 
 	workers       int
 	fetchBatch    int
@@ -275,6 +277,8 @@ func (o *options) build() (pipeline.Config, error) {
 		return bad("partitions", "%d must be between 1 and %d", o.partitions, schemas.MaxPartitions)
 	case o.classSync < 0 || o.classSyncExpiry < 0:
 		return bad("class-sync", "%v and --class-sync-expiry %v must not be negative", o.classSync, o.classSyncExpiry)
+	case o.classLag < 0:
+		return bad("class-lag", "%v must not be negative", o.classLag)
 	case o.source == sourceEvents && o.pinnedTTL < 3*time.Millisecond:
 		return bad("pinned-ttl", "%v must be >= 3ms", o.pinnedTTL)
 	case o.rebalance < 0 || (o.source == sourceEvents && o.rebalance > o.pinnedTTL):

@@ -299,10 +299,18 @@ func syncClasses(ctx context.Context, st *stack, o *options, instance string, lo
 	if err != nil {
 		return err
 	}
-	st.classes, err = cluster.NewClassSync(st.p.ClassModel(), cluster.ClassSyncConfig{
-		Store: store, Instance: instance, Interval: o.classSync, Expiry: o.classSyncExpiry, Log: log})
+	cfg := cluster.ClassSyncConfig{Store: store, Instance: instance, Interval: o.classSync, Expiry: o.classSyncExpiry, Log: log}
+	if o.classLag > 0 {
+		// Event-time watermarks: the pipeline holds events the merged view
+		// does not cover yet (cluster.ClassSync's doc).
+		cfg.Partitions, cfg.Owned, cfg.Lag = o.partitions, st.parts.Owned, o.classLag
+	}
+	st.classes, err = cluster.NewClassSync(st.p.ClassModel(), cfg)
 	if err != nil {
 		return err
+	}
+	if o.classLag > 0 {
+		st.p.GateClasses(st.classes)
 	}
 	go st.classes.Run(ctx)
 	return nil

@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -33,6 +35,18 @@ const (
 	// something: a stale one holds true facts), short enough that a
 	// removed deployment's classes fade within the hour.
 	DefaultClassSyncExpiry = 30 * time.Minute
+	// DefaultClassLag is how far in event time an event may be ahead of
+	// what the merged class view covers and still be judged at once
+	// (ClassSyncConfig.Lag): longer than two Intervals, so that in live
+	// operation (event time about wall time) the periodic rounds keep the
+	// view within it and nothing waits.
+	DefaultClassLag = time.Minute
+	// DefaultClassStall is how long (wall time) a partition's coverage may
+	// stay unchanged while it holds the others back before it is ignored
+	// (ClassSyncConfig.Stall): longer than a takeover (a pinned TTL and a
+	// restore), so that a dead owner's partitions are waited for until
+	// their new owner publishes, and no longer.
+	DefaultClassStall = 30 * time.Second
 )
 
 // ClassSyncConfig configures a ClassSync.
@@ -53,6 +67,21 @@ type ClassSyncConfig struct {
 	Log *slog.Logger
 	// Now is the clock (default time.Now), for tests.
 	Now func() time.Time
+
+	// Partitions is the number of device partitions, and Owned returns
+	// those this instance owns (partition.Consumer.Owned): with both, each
+	// contribution carries this instance's event-time watermark and the
+	// partitions it covers, and the ClassSync is a pipeline.ClassGate (see
+	// the type's doc). Without them, no watermark: nothing ever waits.
+	Partitions int
+	Owned      func() []int
+	// Lag is how far an event may be ahead of the merged view's coverage
+	// and be judged at once; Step how far this instance's watermark
+	// advances before it publishes again between Intervals (what keeps a
+	// replay's view within the lag; it must be less than Lag); Stall how
+	// long a partition's unchanged coverage holds events back. Zero:
+	// DefaultClassLag, Lag/3 and DefaultClassStall.
+	Lag, Step, Stall time.Duration
 }
 
 // ClassSync publishes a ClassModel's contribution to the instances' shared
@@ -70,6 +99,40 @@ type ClassSyncConfig struct {
 // owner's contribution is still merged (it keeps publishing, or its object
 // has not expired) the devices count once, and after it they count through
 // the new owner's contribution.
+//
+// Event-time watermarks (with Partitions and Owned). Merging at an interval
+// of wall time leaves the view behind in event time by what the others
+// processed since their last publication: at a replay's speed (hours of
+// events a minute) tens of minutes, and a class then looks younger and
+// smaller than it was at the judged event's time (a command no other
+// device issued is learned by a device whose class looks small, and its
+// later use is no longer new). So each contribution carries, in its object
+// metadata, its instance's watermark (schemas.ClassStatsMetaWatermark:
+// every event of its partitions up to that event time is in the
+// contribution; an instance with nothing pending counts the wall clock's
+// time) and the partitions it owned (schemas.ClassStatsMetaPartitions).
+// A partition's coverage is the watermark of the latest merged
+// contribution that claims it (a dead owner's stale claim is overtaken by
+// the new owner's); the view covers the least coverage of the partitions
+// this instance does not own (its own it learns live), and Limit is that
+// plus Lag. The pipeline (ClassGate) judges events up to Limit at once and
+// holds beyond it: it then calls Hold, which publishes this instance's
+// watermark when it moved and merges again, until the limit moves past
+// the pipeline's events. An instance publishes, besides every Interval,
+// when its watermark advanced by Step (Learned), so the slowest instance,
+// which never holds (Lag > Step), keeps the others going; two instances
+// cannot wait for each other, each being more than Lag ahead of the other.
+//
+// Bounds: a partition whose coverage did not change for Stall (wall time)
+// is ignored until it changes (its owner died and no new owner published
+// yet, or it has no owner), counted in schemas.MetricClassStalls; a round
+// that cannot list the contributions opens the limit (nothing waits on a
+// view that cannot be read); and the pipeline gives up a hold after its
+// own bound. In live operation the limit is Lag ahead of the others'
+// watermarks, which trail the clock by their Interval and their
+// processing delay, so nothing waits unless another instance's partitions
+// are more than Lag minus an Interval behind: the others then wait for
+// it, at most Lag ahead of it (or Stall, when it stops).
 type ClassSync struct {
 	model *detectors.ClassModel
 	cfg   ClassSyncConfig
@@ -83,6 +146,28 @@ type ClassSync struct {
 
 	mu    sync.Mutex
 	stats ClassSyncStats
+
+	// round serialises Publish and Merge (Run's rounds and Hold's).
+	round sync.Mutex
+	// learned is the event time up to which this instance learned every
+	// event it was handed (Learned), idle whether nothing was pending then.
+	learned atomic.Int64
+	idle    atomic.Bool
+	// published is the watermark of the last contribution published
+	// (math.MinInt64 before the first), claimed its partitions.
+	published atomic.Int64
+	claimed   string
+	// due asks Run for a publication (Learned, at a Step).
+	due chan struct{}
+	// limit is the event time up to which events may be judged now; open
+	// means no limit.
+	limit atomic.Int64
+	open  atomic.Bool
+	// cover is each partition's coverage at the last merge and when it
+	// last changed (wall time); guarded by round.
+	cover   []int64
+	changed []time.Time
+	stalled []bool
 }
 
 type cached struct {
@@ -107,6 +192,16 @@ type ClassSyncStats struct {
 	// Ages is the age, at the last round, of each merged contribution (the
 	// time since its instance last wrote it), by instance.
 	Ages map[string]float64
+	// Stalls counts the times a partition was ignored by the watermark
+	// after its coverage stayed unchanged for Stall; Lagging is the
+	// partitions the limit was computed from at the last merge (not owned
+	// here, not ignored).
+	Stalls  uint64
+	Lagging int
+	// Watermark is the event time (Unix ns) this instance last published
+	// as covered, and Limit the event time up to which events may be
+	// judged, as of the last merge (0: no watermark, or no limit).
+	Watermark, Limit int64
 }
 
 // NewClassSync returns a ClassSync of model.
@@ -123,29 +218,77 @@ func NewClassSync(model *detectors.ClassModel, cfg ClassSyncConfig) (*ClassSync,
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Lag <= 0 {
+		cfg.Lag = DefaultClassLag
+	}
+	if cfg.Step <= 0 || cfg.Step >= cfg.Lag {
+		cfg.Step = cfg.Lag / 3
+	}
+	if cfg.Stall <= 0 {
+		cfg.Stall = DefaultClassStall
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ClassSync{model: model, cfg: cfg, merge: model.NewMerge(), log: log, cache: map[string]cached{}}, nil
+	s := &ClassSync{model: model, cfg: cfg, merge: model.NewMerge(), log: log, cache: map[string]cached{},
+		due: make(chan struct{}, 1)}
+	s.learned.Store(math.MinInt64)
+	s.published.Store(math.MinInt64)
+	s.open.Store(true)
+	if s.watermarks() {
+		// Until the first merge, every partition holds events back (none
+		// is known to be covered), for at most Stall.
+		s.open.Store(false)
+		s.limit.Store(math.MinInt64)
+		s.cover = make([]int64, cfg.Partitions)
+		s.changed = make([]time.Time, cfg.Partitions)
+		s.stalled = make([]bool, cfg.Partitions)
+		now := cfg.Now()
+		for p := range s.cover {
+			s.cover[p], s.changed[p] = math.MinInt64, now
+		}
+	}
+	return s, nil
 }
 
+// watermarks reports whether contributions carry watermarks.
+func (s *ClassSync) watermarks() bool { return s.cfg.Partitions > 0 && s.cfg.Owned != nil }
+
 // Run runs a round at once, then every Interval, until ctx ends; it
-// returns nil then. A failed round is logged and counted, and the next one
-// tries again.
+// returns nil then. Between rounds it publishes when Learned asks (a Step
+// of the watermark, idle or busy again). A failed round is logged and
+// counted, and the next one tries again.
 func (s *ClassSync) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
+	round := true
 	for {
-		if err := s.Round(ctx); err != nil && ctx.Err() == nil {
+		var err error
+		if round {
+			err = s.Round(ctx)
+		} else if err = s.Publish(ctx); err != nil {
+			s.count(err)
+		}
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("class statistics round failed", "instance", s.cfg.Instance, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			round = true
+		case <-s.due:
+			round = false // a Step: publish (the others merge it when they need it)
 		}
 	}
+}
+
+// count counts a failed round.
+func (s *ClassSync) count(error) {
+	s.mu.Lock()
+	s.stats.Failures++
+	s.mu.Unlock()
 }
 
 // Round publishes this instance's contribution, then merges the others'.
@@ -161,23 +304,124 @@ func (s *ClassSync) Round(ctx context.Context) error {
 	return errors.Join(perr, merr)
 }
 
-// Publish puts this instance's contribution (S2-compressed) as its object.
+// Publish puts this instance's contribution (S2-compressed) as its object,
+// with its watermark and partitions when it has them.
 func (s *ClassSync) Publish(ctx context.Context) error {
+	s.round.Lock()
+	defer s.round.Unlock()
+	return s.publish(ctx)
+}
+
+func (s *ClassSync) publish(ctx context.Context) error {
 	start := time.Now()
-	raw := s.model.AppendContribution(nil)
-	data := s2.Encode(nil, raw)
 	meta := jetstream.ObjectMeta{Name: s.cfg.Instance, Metadata: map[string]string{
 		schemas.CheckpointMetaEncoding: schemas.CheckpointEncodingS2,
 		schemas.ClassStatsMetaVersion:  strconv.Itoa(detectors.ContributionVersion),
 	}}
+	var wm int64
+	var claim string
+	if s.watermarks() {
+		// Read before the snapshot: the contribution holds at least what
+		// the watermark claims.
+		wm, claim = s.watermark(), partitionList(s.cfg.Owned())
+		meta.Metadata[schemas.ClassStatsMetaWatermark] = strconv.FormatInt(wm, 10)
+		meta.Metadata[schemas.ClassStatsMetaPartitions] = claim
+	}
+	raw := s.model.AppendContribution(nil)
+	data := s2.Encode(nil, raw)
 	if _, err := s.cfg.Store.Put(ctx, meta, bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("cannot publish class statistics %q: %w", s.cfg.Instance, err)
+	}
+	if s.watermarks() {
+		s.published.Store(wm)
+		s.claimed = claim
 	}
 	s.mu.Lock()
 	s.stats.PublishedBytes, s.stats.RawBytes = len(data), len(raw)
 	s.stats.PublishSeconds = time.Since(start).Seconds()
+	s.stats.Watermark = wm
 	s.mu.Unlock()
 	return nil
+}
+
+// watermark is the event time this instance's contribution covers: what it
+// learned, or the clock's time when nothing was pending.
+func (s *ClassSync) watermark() int64 {
+	wm := s.learned.Load()
+	if s.idle.Load() {
+		wm = max(wm, s.cfg.Now().UnixNano())
+	}
+	return wm
+}
+
+func partitionList(parts []int) string {
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(p))
+	}
+	return b.String()
+}
+
+// Learned tells the sync that every event this instance was handed up to
+// event time t (Unix ns) is learned, and idle whether nothing else is
+// pending; it asks for a publication when the watermark advanced by Step
+// since the last one, or became idle. Called from the pipeline's
+// collector; it never blocks.
+func (s *ClassSync) Learned(t int64, idle bool) {
+	for old := s.learned.Load(); t > old && !s.learned.CompareAndSwap(old, t); old = s.learned.Load() {
+	}
+	wasIdle := s.idle.Swap(idle)
+	if !s.watermarks() {
+		return
+	}
+	// Published at a Step, and when it becomes idle (its watermark jumps
+	// to the clock's time) or busy again (that claim must be withdrawn).
+	if pub := s.published.Load(); pub == math.MinInt64 || s.learned.Load()-pub >= int64(s.cfg.Step) || idle != wasIdle {
+		select {
+		case s.due <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Limit returns the event time up to which events may be judged now (the
+// merged view's coverage plus Lag), or open when nothing limits them (no
+// watermarks, or a view that cannot be read).
+func (s *ClassSync) Limit() (limit int64, open bool) {
+	if s.open.Load() {
+		return 0, true
+	}
+	return s.limit.Load(), false
+}
+
+// Hold is called while the pipeline holds events back beyond Limit: it
+// publishes this instance's watermark or partitions if they changed since
+// the last publication, merges the others' contributions again, and
+// returns; it waits about wait first when the merge changed nothing it
+// could see, so that a holding pipeline polls rather than spins.
+func (s *ClassSync) Hold(ctx context.Context, wait time.Duration) {
+	before, _ := s.Limit()
+	s.round.Lock()
+	var err error
+	if s.watermarks() && (s.watermark() != s.published.Load() || partitionList(s.cfg.Owned()) != s.claimed) {
+		err = s.publish(ctx)
+	}
+	err = errors.Join(err, s.merge1(ctx))
+	s.round.Unlock()
+	if err != nil && ctx.Err() == nil {
+		s.count(err)
+		s.log.Warn("class statistics round failed", "instance", s.cfg.Instance, "err", err)
+	}
+	if after, open := s.Limit(); open || after != before {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
 }
 
 // Merge fetches the other instances' contributions written within Expiry
@@ -185,9 +429,16 @@ func (s *ClassSync) Publish(ctx context.Context) error {
 // as the model's overlay; with none, the overlay is removed. A contribution
 // that cannot be fetched or decoded is left out of this round and reported.
 func (s *ClassSync) Merge(ctx context.Context) error {
+	s.round.Lock()
+	defer s.round.Unlock()
+	return s.merge1(ctx)
+}
+
+func (s *ClassSync) merge1(ctx context.Context) error {
 	start := time.Now()
 	infos, err := s.cfg.Store.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		s.open.Store(true) // a view that cannot be read holds nothing back
 		return fmt.Errorf("cannot list class statistics: %w", err)
 	}
 	slices.SortFunc(infos, func(a, b *jetstream.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -196,6 +447,14 @@ func (s *ClassSync) Merge(ctx context.Context) error {
 	ages := map[string]float64{}
 	expired := 0
 	seen := map[string]bool{}
+	var cover []int64
+	var claimedAt []time.Time
+	if s.watermarks() {
+		cover, claimedAt = make([]int64, s.cfg.Partitions), make([]time.Time, s.cfg.Partitions)
+		for p := range cover {
+			cover[p] = math.MinInt64
+		}
+	}
 	s.merge.Begin()
 	for _, info := range infos {
 		if info.Name == s.cfg.Instance || info.Deleted {
@@ -216,8 +475,14 @@ func (s *ClassSync) Merge(ctx context.Context) error {
 			continue
 		}
 		ages[info.Name] = age.Seconds()
+		if cover != nil {
+			claims(info, cover, claimedAt)
+		}
 	}
 	s.merge.Apply()
+	if cover != nil {
+		s.cover1(cover, now)
+	}
 	for name := range s.cache {
 		if !seen[name] {
 			delete(s.cache, name)
@@ -233,13 +498,99 @@ func (s *ClassSync) Merge(ctx context.Context) error {
 	return nil
 }
 
+// claims sets cover[p] to the watermark of a contribution's metadata for
+// each partition p it claims, when it was written after the claim in
+// force (claimedAt[p]): the latest owner's claim stands, not a dead
+// owner's (which may be higher: the clock's time of an instance that had
+// nothing pending). A contribution without them claims none.
+func claims(info *jetstream.ObjectInfo, cover []int64, claimedAt []time.Time) {
+	wm, err := strconv.ParseInt(info.Metadata[schemas.ClassStatsMetaWatermark], 10, 64)
+	if err != nil {
+		return
+	}
+	for f := range strings.SplitSeq(info.Metadata[schemas.ClassStatsMetaPartitions], ",") {
+		p, err := strconv.Atoi(f)
+		if err != nil || p < 0 || p >= len(cover) {
+			continue
+		}
+		if cover[p] == math.MinInt64 || info.ModTime.After(claimedAt[p]) || info.ModTime.Equal(claimedAt[p]) && wm > cover[p] {
+			cover[p], claimedAt[p] = wm, info.ModTime
+		}
+	}
+}
+
+// cover1 puts in force the limit of the coverage just merged: the least
+// coverage of the partitions this instance does not own, ignoring those
+// unchanged for Stall, plus Lag.
+func (s *ClassSync) cover1(cover []int64, now time.Time) {
+	own := make([]bool, len(cover))
+	for _, p := range s.cfg.Owned() {
+		if p >= 0 && p < len(own) {
+			own[p] = true
+		}
+	}
+	least, lagging, stalls := int64(math.MaxInt64), 0, uint64(0)
+	for p, c := range cover {
+		if c != s.cover[p] {
+			s.cover[p], s.changed[p] = c, now
+		}
+		if own[p] {
+			continue
+		}
+		if now.Sub(s.changed[p]) >= s.cfg.Stall {
+			if !s.stalled[p] {
+				s.stalled[p] = true
+				stalls++
+			}
+			continue
+		}
+		s.stalled[p] = false
+		if c < least {
+			least = c
+		}
+		lagging++
+	}
+	limit := int64(0)
+	if least != math.MaxInt64 {
+		limit = satAdd(least, int64(s.cfg.Lag))
+	}
+	s.limit.Store(limit)
+	s.open.Store(least == math.MaxInt64)
+	s.mu.Lock()
+	s.stats.Stalls += stalls
+	s.stats.Lagging, s.stats.Limit = lagging, limit
+	s.mu.Unlock()
+}
+
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	if a == math.MinInt64 {
+		return math.MinInt64
+	}
+	return a + b
+}
+
+// fetchTimeout plus a second per fetchRate bytes bounds the fetch of one
+// contribution.
+const (
+	fetchTimeout = 2 * time.Second
+	fetchRate    = 10 << 20
+)
+
 // fetch returns the decoded contribution of info's object, from the cache
 // when its digest did not change.
 func (s *ClassSync) fetch(ctx context.Context, info *jetstream.ObjectInfo) ([]byte, error) {
 	if c, ok := s.cache[info.Name]; ok && c.digest == info.Digest {
 		return c.data, nil
 	}
-	data, err := s.cfg.Store.GetBytes(ctx, info.Name)
+	// Bounded: a read that overlaps the instance's next Put of the object
+	// was seen to wait for chunks the Put purged until the context ended
+	// (a holding pipeline then waits on it); the next round reads again.
+	fctx, cancel := context.WithTimeout(ctx, fetchTimeout+time.Duration(info.Size/fetchRate)*time.Second)
+	defer cancel()
+	data, err := s.cfg.Store.GetBytes(fctx, info.Name)
 	if err != nil {
 		return nil, fmt.Errorf("cannot fetch: %w", err)
 	}
@@ -287,4 +638,20 @@ func (s *ClassSync) WriteMetrics(w io.Writer) {
 		schemas.MetricClassMerged, schemas.MetricClassMerged, schemas.MetricClassMerged, st.Merged)
 	fmt.Fprintf(w, "# HELP %s Class statistics rounds that failed.\n# TYPE %s counter\n%s %d\n",
 		schemas.MetricClassSyncFailures, schemas.MetricClassSyncFailures, schemas.MetricClassSyncFailures, st.Failures)
+	if !s.watermarks() {
+		return
+	}
+	fmt.Fprintf(w, "# HELP %s Event time this instance last published as learned (its class contribution's watermark).\n# TYPE %s gauge\n%s %g\n",
+		schemas.MetricClassWatermark, schemas.MetricClassWatermark, schemas.MetricClassWatermark, unixSeconds(st.Watermark))
+	fmt.Fprintf(w, "# HELP %s Event time up to which events are judged at once: the merged class view's coverage plus the lag (0: no limit).\n# TYPE %s gauge\n%s %g\n",
+		schemas.MetricClassLimit, schemas.MetricClassLimit, schemas.MetricClassLimit, unixSeconds(st.Limit))
+	fmt.Fprintf(w, "# HELP %s Partitions ignored by the class watermark after their coverage stayed unchanged for the stall bound.\n# TYPE %s counter\n%s %d\n",
+		schemas.MetricClassStalls, schemas.MetricClassStalls, schemas.MetricClassStalls, st.Stalls)
+}
+
+func unixSeconds(ns int64) float64 {
+	if ns == math.MinInt64 || ns == math.MaxInt64 {
+		return 0
+	}
+	return float64(ns) / 1e9
 }

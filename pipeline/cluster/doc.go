@@ -21,7 +21,13 @@
 //     in the Object Store bucket schemas.BucketClassStats and merges the
 //     others' latest objects into its model's read-only overlay, so that a
 //     class sees all its devices; an object older than the expiry is no
-//     longer merged.
+//     longer merged. With watermarks (run --class-lag, the default) each
+//     object also carries the event time its instance learned its
+//     partitions up to, and the ClassSync is the pipeline's ClassGate:
+//     an instance judges an event only once the merged view covers its
+//     event time minus the lag, holding (bounded) until the others
+//     publish, and publishes itself at a step of event time as well as
+//     every interval, so that a replay's view is not minutes behind.
 //
 // The decision engine stays pure: replay, evaluation and golden scenarios
 // use decide.LocalBudget and a fixed allowlist, with no NATS.

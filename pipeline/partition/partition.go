@@ -1099,6 +1099,20 @@ func (c *Consumer) Owned() []int {
 	return out
 }
 
+// Drained reports whether the server has no message of an owned partition
+// left to deliver (each owned partition consumer's NumPending is 0), asking
+// it; false when it cannot tell (an error, or ctx ended). Messages
+// delivered and not acked are not counted: the caller knows those.
+func (c *Consumer) Drained(ctx context.Context) bool {
+	for _, p := range c.Owned() {
+		info, err := c.PartitionInfo(ctx, p)
+		if err != nil || info.NumPending > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Fetch returns up to batch messages of the owned partitions, waiting at
 // most Config.FetchWait for the first (opts are ignored: the wait is the
 // Config's). Fetch must not be called concurrently.

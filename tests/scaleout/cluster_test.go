@@ -65,17 +65,23 @@ const (
 // stored after its last checkpoint (or, never saved, from the stream's
 // start) without writing it again (pipeline/written.go), and in 6 runs
 // after that change no event was inserted twice (51,400 rows inserted =
-// FINAL = distinct ids). What still fails (bench/RESULTS.md, s1 and c2):
-// alerts differ from one instance's in most runs (identical in 6 of 17
-// after class novelty was judged by event time): a scorer's class view is
-// behind in event time (its own partitions plus the others' shares merged
-// every 10 s of wall time), volume's class-dependent re-check of rate
-// spikes depends on processing order too, and an alert the killed scorer
-// never stored for an event whose row it stored is not written by its
-// successor.
+// FINAL = distinct ids). What still fails (bench/RESULTS.md, s1, c2 and
+// w1): alerts differ from one instance's in some runs. A scorer's class
+// view behind in event time (the others' shares merged every 10 s of wall
+// time) no longer costs veh-000043 and veh-000007 their new_class_command
+// since the view has event-time watermarks (a scorer judges events only
+// up to the merged view's coverage plus --class-lag); what remains is
+// volume's class-dependent re-check of rate spikes (veh-000043's
+// rate_spike one event earlier or later: its class cycle is not merged
+// across scorers at all, its class burstiness as of the others' last
+// publication), an alert the killed scorer never stored for an event whose
+// row it stored (lock-000006: its successor keeps the stored judgement,
+// pipeline/written.go), a scorer that acquires no partition before the
+// fleet is scored (balance), and a partition restore whose checkpoint read
+// hangs for its 5-minute bound after the leader kill.
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("fails on main: alerts that depend on class statistics differ from one instance's (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails on main in some runs: volume's class-dependent rate spikes, an alert the killed scorer never stored, a scorer with no partition, a restore that hangs after the leader kill (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
@@ -160,12 +166,18 @@ func TestClusterKills(t *testing.T) {
 	// One scorer is killed while it scores: it owns partitions and has
 	// stored rows of some of their events. (Killed when it had scored
 	// events but stored none, in one run: its successors stored them
-	// all, and the check that every scorer has rows failed.)
+	// all, and the check that every scorer has rows failed.) It has
+	// scored victimMin events at least: with the class watermark a scorer
+	// starts with a fetch of one message, and the first one to store rows
+	// was killed after 11 to 21 events, leaving its successors nothing of
+	// its to take over.
+	const victimMin = 2000
 	var victim *scorer
 	waitUntil(t, ctx, "a scorer scoring", func() (bool, string) {
 		alive(t, scorers...)
 		for _, s := range scorers {
-			if s.metric(schemas.MetricPartitionsOwned, "") > 0 && s.metric(schemas.MetricRowsWritten, "") > 0 {
+			if s.metric(schemas.MetricPartitionsOwned, "") > 0 && s.metric(schemas.MetricRowsWritten, "") > 0 &&
+				s.metric(schemas.MetricEventsIngested, "") >= victimMin {
 				victim = s
 				return true, ""
 			}
@@ -209,6 +221,22 @@ func TestClusterKills(t *testing.T) {
 	acquired := victimAcquired
 	for _, s := range survivors {
 		acquired += s.metric(schemas.MetricPartitionChanges, `change="acquired"`)
+	}
+	for _, s := range survivors {
+		// What the event-time watermark of the class view did (logged, not
+		// asserted: the alerts are what must match).
+		t.Logf("%s: held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
+			s.name, s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
+			s.metric(schemas.MetricClassHoldOverruns, ""), s.metric(schemas.MetricClassStalls, ""),
+			s.metric(schemas.MetricClassSyncFailures, ""))
+	}
+	if store, err := ajs.ObjectStore(ctx, schemas.BucketClassStats); err == nil {
+		if infos, err := store.List(ctx); err == nil {
+			for _, info := range infos {
+				t.Logf("class statistics of %s, written %s: watermark %s, partitions %q", info.Name, info.ModTime.UTC().Format(time.TimeOnly),
+					watermarkTime(info.Metadata[schemas.ClassStatsMetaWatermark]), info.Metadata[schemas.ClassStatsMetaPartitions])
+			}
+		}
 	}
 	for _, s := range survivors {
 		s.Stop(t, clusterHang)
@@ -565,4 +593,13 @@ func waitUntil(t *testing.T, ctx context.Context, what string, cond func() (bool
 		}
 		time.Sleep(50 * time.Millisecond) // polling a condition, not waiting for work by time
 	}
+}
+
+// watermarkTime formats a class contribution's watermark (Unix ns).
+func watermarkTime(v string) string {
+	ns, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return strconv.Quote(v)
+	}
+	return time.Unix(0, ns).UTC().Format(time.DateTime)
 }
