@@ -568,7 +568,7 @@ func TestBlockLiftRearms(t *testing.T) {
 }
 
 // TestRedeliveryInventsNoAlert: a device's record moves on (two hours from
-// DE, then an hour from BR), and messages of its first hours are redelivered
+// DE, then three and a half from BR), and messages of its first hours are redelivered
 // unchanged. Judged again against the later record, they are news (back in
 // DE right after BR); their first judging raised no alert. They are scored for
 // their rows, but raise no alert and no decision, and teach nothing.
@@ -586,7 +586,10 @@ func TestRedeliveryInventsNoAlert(t *testing.T) {
 			first[i] = true
 		}
 	}
-	for i := 120; i < 240; i++ {
+	// Three and a half hours from BR, where the device now lives: a way
+	// back to DE is travel, not its owner coming home from an excursion
+	// (geo's away rule spares that, so an hour in BR showed nothing).
+	for i := 120; i < 330; i++ {
 		w.Process(at(i, "BR"), &out)
 	}
 	ev := at(0, "DE")
