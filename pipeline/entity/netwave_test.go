@@ -353,15 +353,7 @@ func TestPrefixWaveUsualNetAfterRestore(t *testing.T) {
 	evs := thinFleet()
 	from := slices.IndexFunc(evs, func(e waveEvent) bool { return e.bot })
 	cut := slices.IndexFunc(evs, func(e waveEvent) bool { return e.at >= evs[from].at-int64(time.Minute) })
-	observe := func(o *Owner, i int, emit Emit) {
-		e := evs[i]
-		var ev schemas.Event
-		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
-		ob, _ := ObsOf(&ev)
-		o.Observe(&ob, emit)
-	}
+	observe := observeAt(evs)
 	before := newOwner(t, Config{}, decide.Config{})
 	for i := range cut {
 		observe(before, i, func(*schemas.Alert, *schemas.Decision) {})

@@ -290,15 +290,7 @@ func TestWaveAfterRestore(t *testing.T) {
 	evs, _, _ := waveFleet()
 	from := slices.IndexFunc(evs, func(e waveEvent) bool { return e.bot })
 	cut := slices.IndexFunc(evs, func(e waveEvent) bool { return e.at >= evs[from].at-int64(time.Minute) })
-	observe := func(o *Owner, i int, emit Emit) {
-		e := evs[i]
-		var ev schemas.Event
-		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
-		ob, _ := ObsOf(&ev)
-		o.Observe(&ob, emit)
-	}
+	observe := observeAt(evs)
 	before := newOwner(t, Config{}, decide.Config{})
 	for i := range cut {
 		observe(before, i, func(*schemas.Alert, *schemas.Decision) {})
@@ -320,5 +312,20 @@ func TestWaveAfterRestore(t *testing.T) {
 	}
 	if blocked < 1000 {
 		t.Errorf("%d bots blocked after the restore, want most of the 1,200", blocked)
+	}
+}
+
+// observeAt returns a function that has an owner observe evs[i] as a
+// successful HTTP request (its stream position i+1), as the restore tests
+// replay a fleet up to a cut and from it.
+func observeAt(evs []waveEvent) func(o *Owner, i int, emit Emit) {
+	return func(o *Owner, i int, emit Emit) {
+		e := evs[i]
+		var ev schemas.Event
+		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
+		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
+		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
 	}
 }
