@@ -79,17 +79,16 @@ func (p *Pipeline) collect() {
 	//
 	// An alert or decision a partition's previous owner stored already
 	// (written.go) is published again (its id makes the copy a duplicate
-	// the server drops), not stored again. Of an event whose row the
-	// previous owner stored (it.written), an alert (a decision) its judging
-	// again raised is dropped (counted) when the previous owner stored
-	// another alert of the event (another decision on it): its judgement
-	// stands. When it stored none (killed between the event's row and its
-	// alert), the alert is written and published (counted).
+	// the server drops), not stored again. An event whose row the previous
+	// owner stored (it.written) keeps the previous owner's judgement: an
+	// alert or decision its judging again raised that the previous owner
+	// did not store is dropped (counted), never invented (see written.go
+	// for the alert an owner killed between a row and its alert loses).
 	out := func(it *item) {
 		var j pubJob
 		if it.alert != nil {
 			stored := p.written.take(it.alert.ID, false)
-			if !stored && it.written&storedAlert != 0 {
+			if !stored && it.written&storedRow != 0 {
 				p.M.CatchUpDropped.Add(1)
 				it.alert, it.dec = nil, nil
 				return
@@ -97,23 +96,17 @@ func (p *Pipeline) collect() {
 			j.alerts = []schemas.Alert{*it.alert}
 			if !stored {
 				alerts = append(alerts, *it.alert)
-				if it.written&storedRow != 0 {
-					p.M.CatchUpRaised.Add(1)
-				}
 			}
 			group(it.alert, it.dec, stored)
 		}
 		if it.dec != nil {
 			stored := p.written.take(it.dec.ID, true)
-			if !stored && it.written&storedDecision != 0 {
+			if !stored && it.written&storedRow != 0 {
 				p.M.CatchUpDropped.Add(1)
 			} else {
 				j.decisions = []schemas.Decision{*it.dec}
 				if !stored {
 					decisions = append(decisions, *it.dec)
-					if it.written&storedRow != 0 {
-						p.M.CatchUpRaised.Add(1)
-					}
 				}
 			}
 		}

@@ -54,12 +54,9 @@ type Metrics struct {
 	// (written.go). CatchUpUnchecked counts those it judged again without
 	// knowing (ClickHouse unreachable at the takeover): written again.
 	// CatchUpDropped counts the alerts and decisions the judging again of
-	// such stored events raised where the previous owner had stored another
-	// alert of the event (another decision on it): dropped (the previous
-	// owner's judgement stands). CatchUpRaised counts those it raised where
-	// the previous owner had stored none (killed between the event's row
-	// and its alert): written and published.
-	CatchUpStored, CatchUpUnchecked, CatchUpDropped, CatchUpRaised atomic.Uint64
+	// such stored events raised that the previous owner had not stored:
+	// dropped (the previous owner's judgement stands; never invented).
+	CatchUpStored, CatchUpUnchecked, CatchUpDropped atomic.Uint64
 	// RedeliveredDone counts redelivered messages acked without being
 	// judged again: after a restart, those whose results were durable
 	// already; in a run, those it had dispatched already (an ack lost or late).
@@ -150,7 +147,6 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCaughtUp, "Events judged again at start, after the checkpoint's stream position (what a crash lost).", m.CaughtUp.Load())
 	counter(schemas.MetricCatchUpStored, "Events a partition's catch-up judged again whose rows the previous owner had stored: not written again.", m.CatchUpStored.Load())
 	counter(schemas.MetricCatchUpDropped, "Alerts and decisions a partition's catch-up raised for events the previous owner had stored with another alert (decision): dropped.", m.CatchUpDropped.Load())
-	counter(schemas.MetricCatchUpRaised, "Alerts and decisions a partition's catch-up raised for events the previous owner had stored without an alert (decision): written and published.", m.CatchUpRaised.Load())
 	counter(schemas.MetricCatchUpUnchecked, "Events a partition's catch-up judged again without knowing whether the previous owner had stored them (ClickHouse unreachable): written again.", m.CatchUpUnchecked.Load())
 	counter(schemas.MetricRedeliveredDone, "Redelivered messages acked without being judged again: dispatched already in this run, or durable before a restart.", m.RedeliveredDone.Load())
 	if p.gate != nil {

@@ -42,30 +42,23 @@ import (
 //
 //   - an alert or decision stored already (the same id): published again,
 //     not stored again;
-//   - the event's device alert stored, with another id (the judging again
-//     differs from a judgement the previous owner completed): the stored
-//     one stands; the new alert and its decision are dropped and counted
-//     (Metrics.CatchUpDropped). Likewise a decision when another decision
-//     on the event's alert is stored;
-//   - no alert of the event stored: the alert is written and published
-//     (with its decision), counted (Metrics.CatchUpRaised). The flusher
-//     stores a job's rows, then its alerts, then their decisions, so an
-//     owner killed in between leaves events with rows and without their
-//     alerts (the alert lock-000006 lost in the 3-node cluster test,
-//     bench/RESULTS.md c2), or alerts without their decisions (then
-//     written by the next owner the same way). Alert and decision ids derive from the device,
-//     the event and the findings: when the judging again matches the
-//     previous owner's, the alert is the one it would have stored, and a
-//     copy of what it published is dropped by the streams' duplicate window
-//     (Nats-Msg-Id; past the window, a second message with the same id).
+//   - not stored, for an event whose row is stored: the previous owner's
+//     judgement stands; the new alert and its decision are dropped and
+//     counted (Metrics.CatchUpDropped), never invented. The flusher stores
+//     a job's rows, then its alerts, then their decisions, so an owner
+//     killed in between loses those alerts (or decisions) from ClickHouse
+//     (the alert lock-000006 in the 3-node cluster test, bench/RESULTS.md
+//     c2). Writing an alert when no alert of the event is stored was tried
+//     and taken back: a judging again that differs (another class view, a
+//     partition learned from the stream's start) invented an alert the
+//     undisturbed run never raised (TestTakeoverOfANeverSavedPartition).
+//     The stored-alert and stored-decision flags are kept for a rule that
+//     can tell the killed owner's last flush from the events before it.
 //
 // Judged again against what does not move with a partition (the new owner's
 // class statistics and calibration, see Handover), an event near a
-// threshold can come out differently. In the last case nothing tells an
-// alert the previous owner raised and did not store from none: an alert it
-// did not raise is then written by the new owner, and an alert it published
-// without storing it, that the judging again does not raise (or raises with
-// other findings, so another id), stays on NATS only.
+// threshold can come out differently: that is why a stored event keeps the
+// previous owner's judgement.
 //
 // When the lookup fails (ClickHouse unreachable at the takeover), the
 // catch-up writes everything again, as before: rows with the same ids,

@@ -57,12 +57,9 @@ const (
 	MetricCatchUpStored    = "iotwatch_events_caught_up_stored_total"
 	MetricCatchUpUnchecked = "iotwatch_events_caught_up_unchecked_total"
 	// MetricCatchUpDropped counts the alerts and decisions a catch-up
-	// raised again for stored events that differ from the alert (decision)
-	// the previous owner stored of the event: dropped. MetricCatchUpRaised
-	// counts those raised for stored events of which the previous owner
-	// stored no alert (decision): written and published.
+	// raised again for stored events that the previous owner had not
+	// stored: dropped, never invented.
 	MetricCatchUpDropped = "iotwatch_caught_up_results_dropped_total"
-	MetricCatchUpRaised  = "iotwatch_caught_up_results_raised_total"
 	// MetricRedeliveredDone counts redelivered messages acked without being
 	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"
