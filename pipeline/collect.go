@@ -88,7 +88,7 @@ func (p *Pipeline) collect() {
 		var j pubJob
 		if it.alert != nil {
 			stored := p.written.take(it.alert.ID, false)
-			if !stored && it.written&storedRow != 0 {
+			if !stored && it.written {
 				p.M.CatchUpDropped.Add(1)
 				it.alert, it.dec = nil, nil
 				return
@@ -101,7 +101,7 @@ func (p *Pipeline) collect() {
 		}
 		if it.dec != nil {
 			stored := p.written.take(it.dec.ID, true)
-			if !stored && it.written&storedRow != 0 {
+			if !stored && it.written {
 				p.M.CatchUpDropped.Add(1)
 			} else {
 				j.decisions = []schemas.Decision{*it.dec}
@@ -173,7 +173,7 @@ func (p *Pipeline) collect() {
 				out(it)
 				continue
 			}
-			if it.written&storedRow != 0 {
+			if it.written {
 				p.M.CatchUpStored.Add(1) // its row is stored already
 			} else {
 				rows.Append(&it.ev, &it.sc)

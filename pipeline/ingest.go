@@ -212,7 +212,7 @@ func (s *shardEvents) Done(ok bool) {
 		ob, hasEntity = entity.ObsOf(&it.ev)
 		kob, hasKey = entity.KeyObsOf(&it.ev)
 	}
-	it.written = 0
+	it.written = false
 	if sk := s.p.skip; sk != nil {
 		// A catch-up after a restore of partitions at different positions:
 		// what a partition's state holds already is not judged again.

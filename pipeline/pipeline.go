@@ -78,10 +78,9 @@ type item struct {
 	// noRow: an entity owner's alert or decision, with no event row (not
 	// from the free list either).
 	noRow bool
-	// written: what a partition's previous owner stored already of a
-	// caught-up event's results (written.go): judged, its row (storedRow)
-	// not written again.
-	written stored
+	// written: a caught-up event whose row a partition's previous owner
+	// stored already (written.go): judged, its row not written again.
+	written bool
 }
 
 // entityItem carries an event's entity observation to its owner by value

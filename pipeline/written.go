@@ -52,8 +52,6 @@ import (
 //     and taken back: a judging again that differs (another class view, a
 //     partition learned from the stream's start) invented an alert the
 //     undisturbed run never raised (TestTakeoverOfANeverSavedPartition).
-//     The stored-alert and stored-decision flags are kept for a rule that
-//     can tell the killed owner's last flush from the events before it.
 //
 // Judged again against what does not move with a partition (the new owner's
 // class statistics and calibration, see Handover), an event near a
@@ -72,30 +70,17 @@ type WrittenReader interface {
 	// [from, to] Unix nanoseconds), the ids of those with a scored row, the
 	// ids of the alerts they raised (Alert.LastEventID among them) that
 	// are stored, and the ids of the decisions taken on those alerts that
-	// are stored; and the events whose device alert (EntityKind empty) is
-	// stored, and those with a decision on it stored.
+	// are stored.
 	Written(ctx context.Context, events []uint64, from, to int64) (Written, error)
 }
 
 // Written is what WrittenReader.Written found stored: the events with a
-// scored row, the alerts and decisions, and the events whose device alert
-// (AlertEvents) and a decision on it (DecidedEvents) are stored.
+// scored row, the alerts and the decisions.
 type Written struct {
-	Events                     []uint64
-	Alerts                     []string
-	Decisions                  []string
-	AlertEvents, DecidedEvents []uint64
+	Events    []uint64
+	Alerts    []string
+	Decisions []string
 }
-
-// stored says which of a caught-up event's results its partition's previous
-// owner stored (item.written).
-type stored uint8
-
-const (
-	storedRow      stored = 1 << iota // its scored row
-	storedAlert                       // a device alert it raised
-	storedDecision                    // a decision on that alert
-)
 
 // writtenChunk bounds the event ids of one lookup: the query's text stays
 // within ClickHouse's default max_query_size (256 KiB).
@@ -103,12 +88,12 @@ const writtenChunk = 8192
 
 // writtenResults are the results of caught-up events that are stored
 // already. The ingest loop adds to it (before a catch-up dispatches) and
-// marks what of each caught-up event is stored (item.written); the
+// marks each caught-up event whose row is stored (item.written); the
 // collector takes alert and decision ids out of it as it meets them, so
 // each is left out once.
 type writtenResults struct {
 	mu        sync.Mutex
-	events    map[uint64]stored // only the ingest loop reads it
+	events    map[uint64]struct{} // only the ingest loop reads it
 	alerts    map[string]struct{}
 	decisions map[string]struct{}
 	// results counts the alert and decision ids held, so that the collector
@@ -120,16 +105,10 @@ func (w *writtenResults) add(got Written) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.events == nil {
-		w.events, w.alerts, w.decisions = map[uint64]stored{}, map[string]struct{}{}, map[string]struct{}{}
+		w.events, w.alerts, w.decisions = map[uint64]struct{}{}, map[string]struct{}{}, map[string]struct{}{}
 	}
 	for _, id := range got.Events {
-		w.events[id] |= storedRow
-	}
-	for _, id := range got.AlertEvents {
-		w.events[id] |= storedAlert
-	}
-	for _, id := range got.DecidedEvents {
-		w.events[id] |= storedDecision
+		w.events[id] = struct{}{}
 	}
 	for _, id := range got.Alerts {
 		if _, ok := w.alerts[id]; !ok {
@@ -145,12 +124,12 @@ func (w *writtenResults) add(got Written) {
 	}
 }
 
-// event returns what of event id's results is stored (the ingest loop's).
-func (w *writtenResults) event(id uint64) stored {
+// event reports whether event id's row is stored (the ingest loop's).
+func (w *writtenResults) event(id uint64) bool {
 	w.mu.Lock()
-	s := w.events[id]
+	_, ok := w.events[id]
 	w.mu.Unlock()
-	return s
+	return ok
 }
 
 // clearEvents forgets the events (after a catch-up has dispatched them).
@@ -232,8 +211,6 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 		got.Events = append(got.Events, g.Events...)
 		got.Alerts = append(got.Alerts, g.Alerts...)
 		got.Decisions = append(got.Decisions, g.Decisions...)
-		got.AlertEvents = append(got.AlertEvents, g.AlertEvents...)
-		got.DecidedEvents = append(got.DecidedEvents, g.DecidedEvents...)
 	}
 	p.written.add(got)
 	if len(span.ids) == 0 {

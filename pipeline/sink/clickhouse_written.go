@@ -20,12 +20,10 @@ const writtenMargin = time.Minute
 // Written returns which results of events (ids with event times within
 // [from, to], Unix nanoseconds) are stored (pipeline.WrittenReader): the ids
 // of those with a scored row, the ids of the alerts they raised
-// (last_event_id among them) and the events of the devices' ones among
-// them, and the ids of the decisions taken on those alerts and the events
-// of the devices' alerts they were taken on. A partition's new owner asks
-// it before it judges again what the previous owner may have written. Three
-// queries, bounded by the events' days (the tables' partitions); the caller
-// bounds the ids of one call.
+// (last_event_id among them), and the ids of the decisions taken on those
+// alerts. A partition's new owner asks it before it judges again what the
+// previous owner may have written. Three queries, bounded by the events'
+// days (the tables' partitions); the caller bounds the ids of one call.
 func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int64) (pipeline.Written, error) {
 	var got pipeline.Written
 	if len(events) == 0 {
@@ -53,23 +51,10 @@ func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int6
 	}); err != nil {
 		return got, fmt.Errorf("cannot read which events are stored: %w", err)
 	}
-	q = fmt.Sprintf("SELECT DISTINCT %s, %s, %s FROM %s WHERE %s AND %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
-		schemas.QuoteIdent(schemas.ColLastEventID), schemas.QuoteIdent(schemas.ColEntityKind),
+	q = fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s AND %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
 		c.table(schemas.TableAlerts), inTime, schemas.QuoteIdent(schemas.ColLastEventID), ids.String())
-	deviceAlert := map[string]uint64{} // a device's alert id -> its event
-	if err := queryRows(ctx, c.conn, q, func(scan func(...any) error) error {
-		var id, kind string
-		var event uint64
-		if err := scan(&id, &event, &kind); err != nil {
-			return err
-		}
-		got.Alerts = append(got.Alerts, id)
-		if kind == "" {
-			deviceAlert[id] = event
-			got.AlertEvents = append(got.AlertEvents, event)
-		}
-		return nil
-	}); err != nil {
+	var err error
+	if got.Alerts, err = queryStrings(ctx, c.conn, q); err != nil {
 		return got, fmt.Errorf("cannot read which alerts are stored: %w", err)
 	}
 	if len(got.Alerts) == 0 {
@@ -79,19 +64,9 @@ func (c *ClickHouse) Written(ctx context.Context, events []uint64, from, to int6
 	for i, id := range got.Alerts {
 		quoted[i] = schemas.QuoteString(id)
 	}
-	q = fmt.Sprintf("SELECT DISTINCT %s, %s FROM %s WHERE %s IN (%s)", schemas.QuoteIdent(schemas.ColID), schemas.QuoteIdent(schemas.ColAlertID),
+	q = fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s IN (%s)", schemas.QuoteIdent(schemas.ColID),
 		c.table(schemas.TableDecisions), schemas.QuoteIdent(schemas.ColAlertID), strings.Join(quoted, ","))
-	if err := queryRows(ctx, c.conn, q, func(scan func(...any) error) error {
-		var id, alert string
-		if err := scan(&id, &alert); err != nil {
-			return err
-		}
-		got.Decisions = append(got.Decisions, id)
-		if event, ok := deviceAlert[alert]; ok {
-			got.DecidedEvents = append(got.DecidedEvents, event)
-		}
-		return nil
-	}); err != nil {
+	if got.Decisions, err = queryStrings(ctx, c.conn, q); err != nil {
 		return got, fmt.Errorf("cannot read which decisions are stored: %w", err)
 	}
 	return got, nil
