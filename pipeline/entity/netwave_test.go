@@ -144,10 +144,7 @@ func TestThinFlood(t *testing.T) {
 			ipBlocked := map[netip.Addr]int64{}
 			var sentence, ipSentence string
 			for i, e := range evs {
-				var ev schemas.Event
-				ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-				ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-				ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+				ev := e.event(i)
 				if _, ok := first[e.ip]; !ok {
 					first[e.ip] = e.at
 				}

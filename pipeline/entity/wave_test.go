@@ -22,6 +22,16 @@ type waveEvent struct {
 	bot    bool
 }
 
+// event returns e as the i-th event of its fleet (stream position i+1): a
+// successful HTTP request.
+func (e waveEvent) event(i int) schemas.Event {
+	var ev schemas.Event
+	ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
+	ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
+	ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+	return ev
+}
+
 // waveFleet generates TestDistributedFlood's traffic, in event-time order:
 //
 //   - 400 devices on two routes, each from its usual address, one request a
@@ -149,10 +159,7 @@ func TestDistributedFlood(t *testing.T) {
 			var waveAlerts int
 			var sentence string
 			for i, e := range evs {
-				var ev schemas.Event
-				ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-				ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-				ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+				ev := e.event(i)
 				if _, ok := first[e.ip]; !ok {
 					first[e.ip] = e.at
 				}
@@ -251,10 +258,7 @@ func TestWaveRedelivery(t *testing.T) {
 		}
 		observe := func(i int) {
 			e := evs[i]
-			var ev schemas.Event
-			ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-			ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-			ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+			ev := e.event(i)
 			ob, _ := ObsOf(&ev)
 			o.Observe(&ob, emit)
 		}
@@ -321,10 +325,7 @@ func TestWaveAfterRestore(t *testing.T) {
 func observeAt(evs []waveEvent) func(o *Owner, i int, emit Emit) {
 	return func(o *Owner, i int, emit Emit) {
 		e := evs[i]
-		var ev schemas.Event
-		ev.ClientIP, ev.DeviceKey, ev.CommandID = e.ip, e.device, e.route
-		ev.Time, ev.Seq, ev.ID = e.at, uint64(i+1), uint64(i+1)
-		ev.Protocol, ev.Status, ev.Auth = schemas.ProtoHTTP, 200, schemas.AuthOK
+		ev := e.event(i)
 		ob, _ := ObsOf(&ev)
 		o.Observe(&ob, emit)
 	}
