@@ -405,9 +405,9 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 // store writes a job's alerts, decisions and incident updates to ClickHouse,
 // for analysts (they were published to NATS when they were decided, incident
 // updates when the job was made). Alerts come before the decisions taken on
-// them: a partition's next owner finds the decisions an owner killed between
-// the two did not store by their alerts, which it finds by their events
-// (written.go); a decision stored without its alert it would not find.
+// them: an owner killed between the two leaves an alert without its
+// decision, not a decision whose reasons an analyst cannot find (a
+// partition's next owner keeps what was stored, written.go).
 func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
 	if len(job.alerts) > 0 {
 		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
