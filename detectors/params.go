@@ -124,19 +124,9 @@ func (t *ParamTable) load(j int) ParamRange {
 	if r.Events > 0 {
 		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
 	}
-	r.Devices = sketchDevices[bits.OnesCount64(t.devs[j].Load())]
+	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load())) // a table look-up
 	return r
 }
-
-// sketchDevices[n] is LinearCount(64, n): a range is read on every event
-// whose command has arguments or a response with content, and a logarithm
-// per read was a third of the response-size check's cost.
-var sketchDevices = func() (d [65]float64) {
-	for n := range d {
-		d[n] = LinearCount(64, n)
-	}
-	return d
-}()
 
 func packStats(c, s float64) uint64 {
 	return uint64(math.Float32bits(float32(c)))<<32 | uint64(math.Float32bits(float32(s)))

@@ -190,17 +190,9 @@ func (s *Stats) Hour(zone, command uint64, h int, device uint64) View {
 	return v
 }
 
-// counts are detectors.LinearCount of a 64-bit sketch by its ones: Hour
-// estimates 24 sketches per judgement.
-var counts = func() (c [65]float64) {
-	for i := range c {
-		c[i] = detectors.LinearCount(64, i)
-	}
-	return c
-}()
-
-// count estimates the devices of a 64-bit sketch with ones bits set.
-func count(ones int) float64 { return counts[min(ones, 64)] }
+// count estimates the devices of a 64-bit sketch with ones bits set (a
+// table look-up: Hour estimates 24 sketches per judgement).
+func count(ones int) float64 { return detectors.LinearCount(64, ones) }
 
 // Saturated returns how many Learn calls found the table full.
 func (s *Stats) Saturated() uint64 { return s.saturated.Load() }
