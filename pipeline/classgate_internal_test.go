@@ -36,7 +36,7 @@ func TestAdmit(t *testing.T) {
 	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC).UnixNano()
 	admit := func(name string, dispatched, span int64, g *stepGate, want int) *Pipeline {
 		t.Helper()
-		p := &Pipeline{cfg: Config{FetchBatch: batch, ClassHoldMax: 200 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
+		p := &Pipeline{cfg: Config{FetchBatch: batch, ClassHoldMax: 2 * time.Second}, log: slog.New(slog.DiscardHandler),
 			gate: g, dispatchedTo: dispatched, msgSpan: span}
 		if got := p.admit(context.Background()); got != want {
 			t.Errorf("%s: fetch %d, want %d", name, got, want)
