@@ -149,6 +149,13 @@ const (
 	// per-minute cap on new blocks refuses its first block, and the extra reason
 	// of each alert whose block the cap refused.
 	ReasonBlockCapHit = "block_cap_hit"
+	// ReasonBlockedDeviceAddress is the extra reason of an alert whose
+	// address block was withheld: its refused connections name no identity
+	// stronger than an MQTT client id or the address, and come from the
+	// address of a device under an active block, whose retries they are
+	// taken for (a blocked device's reconnect loop must not block everyone
+	// behind its address).
+	ReasonBlockedDeviceAddress = "blocked_device_address"
 	// ReasonAnalystUnblock prefixes the reason of an unblock issued by an
 	// analyst with `iotwatch unblock` ("analyst: <text>").
 	ReasonAnalystUnblock = "analyst"

@@ -55,7 +55,7 @@ func Run(t *testing.T) {
 var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 // pipelineReasons are schemas' own reasons, which no detector may declare.
-var pipelineReasons = []string{schemas.ReasonAllowlisted, schemas.ReasonBlockCapHit, schemas.ReasonAnalystUnblock}
+var pipelineReasons = []string{schemas.ReasonAllowlisted, schemas.ReasonBlockCapHit, schemas.ReasonBlockedDeviceAddress, schemas.ReasonAnalystUnblock}
 
 // Registry checks the registry as a whole: every spec is complete and
 // documented, names and reasons are snake_case and unique across detectors

@@ -536,10 +536,58 @@ func (e *Engine) floor() float64 {
 // instances or from before a restart), and not that an operator lifted one
 // early: a log that carries the enforcement point's own verdict
 // (schemas.Event.Verdict) says better. It does not allocate.
+//
+// A refused connection that names no stronger identity than an MQTT client id
+// or the address (Mosquitto logs a connection its dynamic security plugin
+// refuses with the client id alone, the same words for a disabled client as
+// for a wrong password) is taken for the enforcement too when it comes from
+// the address a device this engine blocked was last seen at: a blocked
+// device's reconnect loop must not escalate its own block into a block of its
+// address, which blocks everyone behind it (a household's, an office's or a
+// gateway's NAT). The price, while the block lasts: a brute force with client
+// ids from that one address is not judged.
 func (e *Engine) Blocked(ev *schemas.Event) bool {
-	until, ok := e.blocked[ev.DeviceKey]
+	if until, ok := e.blocked[ev.DeviceKey]; ok && ev.Time < until {
+		return true
+	}
+	return e.refusedForBlock(ev)
+}
+
+// refusedForBlock reports whether ev is a refused connection that names no
+// stronger identity than an MQTT client id or the address, from the address
+// of a device this engine blocked, while that block lasts or within
+// RefusalGrace after it (see Blocked). Decide never blocks the address on
+// such an event, SkipBlocked or not.
+func (e *Engine) refusedForBlock(ev *schemas.Event) bool {
+	if !refusedAnonymously(ev) {
+		return false
+	}
+	until, ok := e.blocked[refusedKey(ev)]
 	return ok && ev.Time < until
 }
+
+// RefusalGrace is how long after a block's expiry a refusal from the
+// blocked device's address is still taken for the block's (refusedForBlock):
+// an enforcer lifts a block on its own clock, a broker logs whole seconds,
+// and a device retries on its own schedule.
+const RefusalGrace = 30 * time.Second
+
+// refusedAnonymously reports whether ev is a refused connection or request
+// identified by an MQTT client id or its address alone.
+func refusedAnonymously(ev *schemas.Event) bool {
+	return ev.FailedAuth() && ev.ClientIP.IsValid() && (ev.IDMethod == schemas.IDMQTTClient || ev.IDMethod == schemas.IDClientIP)
+}
+
+// refusedKey is the key in Engine.blocked of ev's tenant and address: the
+// expiry of the latest block issued on a device seen at that address.
+func refusedKey(ev *schemas.Event) uint64 {
+	a := ev.ClientIP.As16()
+	return schemas.Hash2(ev.Tenant, a[:]) ^ refusedSalt
+}
+
+// refusedSalt keeps the address keys of Engine.blocked apart from device keys
+// (a device identified by its address hashes its text, not these 16 bytes).
+const refusedSalt = 0x5be0cd19137e2179
 
 // BlockedUntil returns the event time (Unix ns) the latest block issued on
 // the device's events expires at, 0 if none was: what Blocked judges by,
@@ -743,6 +791,7 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	// A block is due whenever the score warrants one and the scope is not
 	// blocked yet, even if the alert itself is a repeat.
 	wantBlock := score >= e.cfg.BlockThreshold
+	withheld := false
 	if ent.Kind == "" {
 		// An address-only client needs one absolute finding at
 		// AddressBlockScore; several weaker findings never block it.
@@ -751,6 +800,10 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 		byAddress := !device || (e.cfg.Scope == "auto" && ev.FailedAuth() && ev.ClientIP.IsValid())
 		wantBlock = wantBlock && !e.allow.Load().Allows(ev) &&
 			(!byAddress || absoluteScore(s) >= float32(AddressBlockScore))
+		// Refusals a blocked device's retries explain never block its
+		// address (refusedForBlock).
+		withheld = wantBlock && byAddress && e.refusedForBlock(ev)
+		wantBlock = wantBlock && !withheld
 	} else {
 		// An entity without a scope (a tenant: a customer) is never blocked;
 		// an allowlisted one neither (checked below, once no block of it is
@@ -791,6 +844,10 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 			}
 		}
 	}
+	if withheld {
+		alert.Reasons = append(alert.Reasons, schemas.Explanation{Detector: detectorDecide, Reason: ReasonBlockedDeviceAddress,
+			ObservedLabel: "refused from the address of a blocked device", ExpectedLabel: "an address block"})
+	}
 	if !wantBlock {
 		return alert, nil
 	}
@@ -807,6 +864,10 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 	e.blocks[string(e.keyBuf)] = b
 	if !e.cfg.DryRun {
 		e.blocked[ev.DeviceKey] = max(e.blocked[ev.DeviceKey], b.expires)
+		if ev.ClientIP.IsValid() {
+			k := refusedKey(ev)
+			e.blocked[k] = max(e.blocked[k], b.expires+int64(RefusalGrace))
+		}
 	}
 	action := schemas.ActionBlock
 	if e.cfg.DryRun {
@@ -842,6 +903,11 @@ func (e *Engine) decide(ev *schemas.Event, s *schemas.Scored, ent Entity) (*sche
 // refused, and is the reason of the fleet alert the first refusal of a minute
 // raises (Limiter.AppendAlerts).
 const ReasonBlockCapHit = schemas.ReasonBlockCapHit
+
+// ReasonBlockedDeviceAddress is added to an alert whose address block was
+// withheld because its refusals are taken for a blocked device's retries
+// (refusedForBlock).
+const ReasonBlockedDeviceAddress = schemas.ReasonBlockedDeviceAddress
 
 // detectorDecide is the Detector of the reasons the decide stage adds itself.
 const detectorDecide = "decide"

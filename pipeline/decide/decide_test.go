@@ -292,3 +292,61 @@ func TestBlocked(t *testing.T) {
 		t.Error("another device is blocked")
 	}
 }
+
+// TestBlockedDeviceRetriesKeepItsAddressOpen: a device under a block retries
+// (a broker refuses it with its client id alone: Mosquitto logs a disabled
+// client and a wrong password in the same words). Its refusals alert but
+// never block its address, which others may share, while the block lasts and
+// RefusalGrace after it; the same refusals from another address, or after
+// the grace, block that address; a refusal that names a username is judged
+// as ever.
+func TestBlockedDeviceRetriesKeepItsAddressOpen(t *testing.T) {
+	burst := scored(schemas.Finding{Detector: abuse.Name, Reason: abuse.ReasonAuthFailureBurst, Score: 0.95, Observed: 20, Expected: abuse.MinAuthFailures})
+	retry := func(ip string, at time.Duration, method schemas.IDMethod) *schemas.Event {
+		ev := event("lock-b-pub", "", ip, at)
+		ev.IDMethod, ev.Protocol, ev.Source = method, schemas.ProtoMQTT, schemas.SourceBroker
+		ev.Auth, ev.Status = schemas.AuthFailed, 5
+		return ev
+	}
+	f := func(name string, ev *schemas.Event, wantBlock bool) {
+		t.Helper()
+		e := engine(t, func(c *Config) { c.BlockTTL = time.Minute })
+		dev := event("lock-b", "", "198.51.100.4", 0)
+		dev.IDMethod, dev.Protocol, dev.Source = schemas.IDMQTTUsername, schemas.ProtoMQTT, schemas.SourceBroker
+		if _, d := e.Decide(dev, scored(flood)); d == nil || d.Scope != schemas.ScopeMQTTUsername {
+			t.Fatalf("%s: the device's block: %+v", name, d)
+		}
+		if e.Blocked(ev) == wantBlock {
+			t.Errorf("%s: Blocked = %v; want %v (taken for the device's retry)", name, wantBlock, !wantBlock)
+		}
+		a, d := e.Decide(ev, burst)
+		if a == nil {
+			t.Fatalf("%s: no alert", name)
+		}
+		withheld := strings.Contains(reasonsOf(a), ReasonBlockedDeviceAddress)
+		switch {
+		case wantBlock && (d == nil || d.Scope != schemas.ScopeIP):
+			t.Errorf("%s: decision %+v; want a block of its address", name, d)
+		case !wantBlock && d != nil:
+			t.Errorf("%s: blocked %s=%s; want an alert only (the device's retries)", name, d.Scope, d.Value)
+		case withheld == wantBlock:
+			t.Errorf("%s: alert reasons %q; want %s only when the block is withheld", name, reasonsOf(a), ReasonBlockedDeviceAddress)
+		}
+	}
+	f("retry during the block", retry("198.51.100.4", 30*time.Second, schemas.IDMQTTClient), false)
+	f("retry within the grace", retry("198.51.100.4", time.Minute+RefusalGrace-time.Second, schemas.IDMQTTClient), false)
+	f("address-only refusal during the block", retry("198.51.100.4", 30*time.Second, schemas.IDClientIP), false)
+	f("retry after the grace", retry("198.51.100.4", time.Minute+RefusalGrace, schemas.IDMQTTClient), true)
+	f("another address", retry("198.51.100.5", 30*time.Second, schemas.IDMQTTClient), true)
+	named := retry("198.51.100.4", 30*time.Second, schemas.IDMQTTUsername)
+	named.SetDevice([]byte("acme"), []byte("lock-c"))
+	f("a refusal naming another username", named, true)
+}
+
+func reasonsOf(a *schemas.Alert) string {
+	var b strings.Builder
+	for _, r := range a.Reasons {
+		b.WriteString(r.Reason + " ")
+	}
+	return b.String()
+}

@@ -64,7 +64,9 @@ const (
 //  4. an enforcer outage (NGINX answers 500, logged as enforcer_unavailable:
 //     a real one, then outageEventTime of such lines in event time) raises
 //     no alert;
-//  5. the other enforcer acknowledges each decision as not_applicable.
+//  5. the other enforcer acknowledges each decision as not_applicable;
+//  6. the MQTT devices' retries while blocked (refused connections the
+//     broker logs with the client id alone) never block their address.
 //
 // Baselines are seeded as in the other loops, in the sources' own formats
 // (nginx-json lines with the API key, Mosquitto log lines) so that they decode
@@ -350,8 +352,8 @@ func TestEnforcementLoopDefaults(t *testing.T) {
 		}
 	}
 	pollUntil(t, hangBound, "the requests and publishes after the lifts scored", func() bool { return p.M.Events.Load() >= events+2*after })
-	if s, _, err := get(keys[1]); s != 200 {
-		t.Errorf("API key %s after its block lifted and %d requests: NGINX answered %d (%v); want 200", keys[1], after, s, err)
+	if s, id, err := get(keys[1]); s != 200 {
+		t.Errorf("API key %s after its block lifted and %d requests: NGINX answered %d (%v), decision %q; want 200", keys[1], after, s, err, id)
 	}
 	if out, err := b.Pub(t, locks[1], devicePassword+locks[1], "devices/"+locks[1]+"/telemetry", "1"); err != nil {
 		t.Errorf("%s after its block lifted and %d publishes: %v: %s", locks[1], after, err, out)
@@ -434,6 +436,20 @@ func TestEnforcementLoopDefaults(t *testing.T) {
 			}
 		}
 	}
+	// The MQTT devices retried while blocked (mosquitto_pub until the broker
+	// refused, then until it accepted again): the broker logs those refusals
+	// with the client id alone, and they must not block the address every
+	// device here shares (decide.RefusalGrace).
+	mu.Lock()
+	for _, ds := range decisions {
+		for _, d := range ds {
+			t.Logf("decision %s: %s=%s (%s, score %.2f) on the line of %s", d.ID, d.Scope, d.Value, d.Reason, d.Score, d.CreatedAt.Format("15:04:05.000"))
+			if d.Scope == schemas.ScopeIP {
+				t.Errorf("address %s blocked (%s): the blocked devices' retries escalated into a block of everyone behind it", d.Value, d.Reason)
+			}
+		}
+	}
+	mu.Unlock()
 	t.Logf("pipeline: %d events, %d alerts, %d decisions; enforced denies ignored %d, enforcer_unavailable ignored %d",
 		p.M.Events.Load(), p.M.Alerts.Load(), p.M.Decisions.Load(), p.M.EnforcedDenied.Load(), p.M.EnforcedUnavailable.Load())
 }
