@@ -348,3 +348,30 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestSkipBlockedReachesThePipeline: --skip-blocked (off by default) is the
+// pipeline's SkipBlocked, from the command line and from --config.
+func TestSkipBlockedReachesThePipeline(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		file string
+		want bool
+	}{{nil, "", false}, {[]string{"--skip-blocked"}, "", true}, {nil, "skip-blocked = true\n", true}} {
+		o, fs := newRunFlags()
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if c.file != "" {
+			if _, err := configSchema().Apply(fs, "t.conf", strings.NewReader(c.file)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg, err := o.build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.SkipBlocked != c.want {
+			t.Errorf("args %q, file %q: SkipBlocked %v, want %v", c.args, c.file, cfg.SkipBlocked, c.want)
+		}
+	}
+}

@@ -88,6 +88,7 @@ type options struct {
 	maxBlockTTL    time.Duration
 	blockScope     string
 	dryRun         bool
+	skipBlocked    bool
 	maxBlocks      int
 	maxFreshBlocks int
 	allowlist      string
@@ -145,6 +146,7 @@ func (o *options) register(fs *flag.FlagSet, defaultNATS, defaultClickHouse stri
 	fs.DurationVar(&o.maxBlockTTL, "max-block-ttl", dc.MaxBlockTTL, "longest block duration for repeat offenders")
 	fs.StringVar(&o.blockScope, "block-scope", dc.Scope, "what a block targets: auto (the device as its source identified it, see --identity; the client address of a request that failed authentication; the key of a suspected stolen API key), device (the device as identified, always), api_key, ip or tenant")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "publish would_block decisions instead of blocks")
+	fs.BoolVar(&o.skipBlocked, "skip-blocked", false, "take what a device sends while a block this process issued on it is active as refused by the enforcement points, neither scored nor learned, when its log line carries no enforcement verdict (Mosquitto's never does; the shipped NGINX, Envoy, Kong and Traefik configs log one, which always decides): turn on where the enforcers apply every block, never where nothing enforces them (the traffic the blocks were meant to stop would go unseen)")
 	fs.IntVar(&o.maxBlocks, "max-blocks-per-minute", dc.MaxBlocksPerMinute, "cap on new blocks per minute fleet-wide; beyond it alert only (0: no cap)")
 	fs.IntVar(&o.maxFreshBlocks, "max-fresh-blocks-per-minute", dc.MaxFreshBlocksPerMinute, "cap on new blocks per minute of fresh addresses (first seen seconds before, no device's own: a botnet wave's), a budget apart from --max-blocks-per-minute since such blocks lock no device out; beyond it alert only (0: no cap)")
 	fs.StringVar(&o.allowlist, "allowlist", "", "never block these: comma-separated device ids, API key ids, IPs or CIDRs, or @FILE with one per line; 'run' merges them with the shared KV bucket "+schemas.KVAllowlist+", which it watches")
@@ -369,6 +371,7 @@ func (o *options) build() (pipeline.Config, error) {
 		Worker:          worker.Config{IdleTTL: o.stateIdleTTL, MaxDevices: o.stateMaxDevices},
 		Entities:        entity.Config{MaxEntities: o.stateMaxEntities, Window: o.entityWindow, NoWave: !o.entityWave},
 		Decide:          dc,
+		SkipBlocked:     o.skipBlocked,
 	}, nil
 }
 
