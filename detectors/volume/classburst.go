@@ -176,8 +176,21 @@ func (s *state) runRatio() float64 {
 // 16 requests at 24 times a baseline where its own sessions went to 14 and
 // its class's to 16: as a count under a class session, 16 where 11 are
 // expected, it would wait 100 s more).
+//
+// A device with no session of its own keeps this test however long its
+// burst lasts: the class's episode length (the median of its sampled
+// devices' episodes) is no measure of a session's length while those
+// episodes are open (a part of a trip), or were cut short (a session the
+// baseline has learned is a run only while it stays 4 times above it, so a
+// long trip ends and reopens as episodes of a few events). Judged as if it
+// had no memory, a first trip longer than three such lengths was a rate
+// spike at 16 times a baseline the trip itself, learned as a suspect run,
+// could not raise (field seed 2: 8 of its 11 false rate spikes, vehicles'
+// first trips against class lengths of 2 to 12 events). A flood is
+// improbable as a class session too; a device with a memory of its own
+// keeps the length it measured itself.
 func (s *state) classSessionRun() float64 {
-	if s.classRun <= max(1, BurstMargin*s.burstRun) || !s.inSession() {
+	if s.classRun <= max(1, BurstMargin*s.burstRun) || (s.burstLen > 0 && !s.inSession()) {
 		return 0
 	}
 	return s.classRun

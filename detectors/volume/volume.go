@@ -116,7 +116,8 @@
 // device graduates or it or its class remembers a session (sessionKnown).
 // A device with no session of its own, or a memory whose margin is below
 // its class's sessions, that leans on its class's memory has its run judged
-// against a class session, not only against its baseline (classSessionRun).
+// against a class session, not only against its baseline (classSessionRun);
+// with no session of its own, however long the burst lasts.
 package volume
 
 import (
@@ -529,7 +530,8 @@ const Doc = "Request, auth-failure (auth failed or HTTP 401), error (other 4xx/5
 	"with no memory, or a smaller one, takes its class's (among the sampled devices that remember an episode or have one " +
 	"open, when at least 3 and a quarter of them do: the upper quartile of their ratios, the median length); a device with no memory of its own, " +
 	"or one whose 1.5x margin is still below its class's run ratio (a young memory), leaning on its class's also needs its run's Poisson tail below 1e-6 against a class session (the class's run ratio times " +
-	"the expected count), as a handful of requests does not know its ratio. An auth-failure or error burst " +
+	"the expected count), as a handful of requests does not know its ratio; a device with no memory of its own keeps that test however long " +
+	"its burst lasts (its class's episodes are open or cut short: no measure of a session's length). An auth-failure or error burst " +
 	"is reported in preference to the rate spike it also causes. A backend incident is not the device's: an error burst " +
 	"on a 5xx, or a rate spike of which a quarter of the short window (or 2 requests) failed (retries), while at least " +
 	"4 other devices of its class, and a tenth of those seen, were answered with a 5xx in the current or previous " +

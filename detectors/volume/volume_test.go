@@ -356,3 +356,31 @@ func TestYoungMemoryAgainstClass(t *testing.T) {
 		t.Errorf("a flood at a trip's start (a request a second), young memory 10x, class 20x: no rate spike; want it flagged")
 	}
 }
+
+// TestLongFirstTripAgainstClass: a graduated vehicle parked at one request
+// every 5 minutes, which remembers no session of its own, makes its first
+// trip: a request every 10 s for 80 requests (30 times its rate, 13 minutes).
+// Its class's vehicles remember trips at 20 times their baselines, but
+// episodes of only 5 events (the median of episodes still open, or cut
+// short once a baseline learned its trip): the trip outlasts three such
+// lengths after 15 events. Judged as a count against a class session for
+// as long as it lasts, it is not flagged (field seed 2's first trips; a
+// rate spike at 16 times the baseline for the rest of the trip before).
+// A flood of the same length (a request a second) is improbable as a class
+// session and flagged, as is the same trip with no class memory at all.
+func TestLongFirstTripAgainstClass(t *testing.T) {
+	run := func(fleet detectors.Fleet, gap int64, count int) int {
+		return parkedThenRun(t, "rov-5", fleet, 0, gap, count)
+	}
+	table := detectors.NewClassTable(1024, 1024)
+	short := burster{table, 0, 20, 5}
+	if n := run(short, 10e9, 80); n != 0 {
+		t.Errorf("a long first trip at 1.5x the class's sessions, class episodes of 5 events: %d rate spikes; want none", n)
+	}
+	if n := run(short, 1e9, 80); n == 0 {
+		t.Errorf("a flood of 80 requests a second apart, class episodes of 5 events: no rate spike; want it flagged")
+	}
+	if n := run(table, 10e9, 80); n == 0 {
+		t.Errorf("the same trip, the class remembering no session: no rate spike; want it flagged")
+	}
+}
