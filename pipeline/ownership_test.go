@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +44,12 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, e.js, e.pub, slog.New(slog.DiscardHandler))
+	// The stage's and the scorers' warnings are printed if the test fails
+	// (CI once saw the stage hold 94 log messages unacked for 5 minutes at
+	// load 20, with nothing to say why).
+	warnings := &failureLog{t: t}
+	t.Cleanup(warnings.print)
+	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 8}, ingest.Options{}, icons, e.js, e.pub, warnings.logger("ingest"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +114,7 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := pipeline.New(pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}, c, rows, e.pub, slog.New(slog.DiscardHandler))
+		p, err := pipeline.New(pipeline.Config{Workers: 2, FlushInterval: 50 * time.Millisecond}, c, rows, e.pub, warnings.logger(name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,5 +212,46 @@ type timedLog struct {
 
 func (w timedLog) Write(b []byte) (int, error) {
 	w.t.Logf("%7.2fs %s: %s", time.Since(w.since).Seconds(), w.name, strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// failureLog keeps warnings and errors with their times and names, and
+// prints them to the test's log only if the test failed.
+type failureLog struct {
+	t     *testing.T
+	since time.Time
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *failureLog) logger(name string) *slog.Logger {
+	if l.since.IsZero() {
+		l.since = time.Now()
+	}
+	return slog.New(slog.NewTextHandler(failureLogWriter{l, name}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func (l *failureLog) print() {
+	if !l.t.Failed() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.lines {
+		l.t.Log(s)
+	}
+}
+
+type failureLogWriter struct {
+	l    *failureLog
+	name string
+}
+
+func (w failureLogWriter) Write(b []byte) (int, error) {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	if len(w.l.lines) < 1000 {
+		w.l.lines = append(w.l.lines, fmt.Sprintf("%7.2fs %s: %s", time.Since(w.l.since).Seconds(), w.name, strings.TrimSpace(string(b))))
+	}
 	return len(b), nil
 }
