@@ -61,9 +61,13 @@ func main() {
 	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows (the default)")
 	maxAckPending := flag.Int("max-ack-pending", bus.DefaultStreamsConfig().MaxAckPending, "consumer MaxAckPending (the default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
+	memProfileFlag := flag.String("memprofile", "", "write an allocation profile of the pipeline phase to this file")
 	source := flag.String("source", "logs", "pipeline input: logs (JSON lines on IOTWATCH_LOGS) or events (the ingest stage's Arrow batches on IOTWATCH_EVENTS)")
 	flag.Parse()
-	profile = *cpuProfile
+	profile, memProfile = *cpuProfile, *memProfileFlag
+	if memProfile != "" {
+		runtime.MemProfileRate = 0 // sampled from the pipeline's start only
+	}
 	if *source != "logs" && *source != "events" {
 		fmt.Fprintf(os.Stderr, "e2e: -source %q: want logs or events\n", *source)
 		os.Exit(2)
@@ -77,6 +81,7 @@ func main() {
 
 var (
 	profile    string
+	memProfile string
 	arrowInput bool // -source events
 )
 
@@ -251,6 +256,9 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if memProfile != "" {
+		runtime.MemProfileRate = 512 * 1024 // the default
+	}
 	start := time.Now()
 	go func() { done <- p.Run(runCtx) }()
 	for {
@@ -267,6 +275,16 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	stop()
 	if err := <-done; err != nil {
 		return err
+	}
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
+		f.Close()
 	}
 	rate := float64(p.M.Events.Load()) / elapsed.Seconds()
 	fmt.Printf("pipeline end to end (decode, detect, decide, ClickHouse, ack): %d events in %.2fs = %.0f events/s; %d rows, %d alerts, %d decisions\n",
