@@ -266,7 +266,7 @@ func (p *Pipeline) catchUpRange(ctx context.Context, filters []string, from, upT
 	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo, "subjects", filters)
 	seq, err := p.eachMessage(ctx, filters, from, upTo, 0, func(msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 		before := p.dispatched
-		if !p.dispatch(ctx, msg) {
+		if !p.dispatch(ctx, msg, md) {
 			return fmt.Errorf("cannot dead-letter a record of sequence %d: %w", md.Sequence.Stream, ctx.Err())
 		}
 		p.M.CaughtUp.Add(p.dispatched - before)

@@ -104,7 +104,11 @@ func (p *Pipeline) ingest(ctx context.Context) {
 // its ack was lost or late, as when a stream leader is killed) is not
 // dispatched again either, for the same reason; it is acked the same way.
 func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
-	if md, err := msg.Metadata(); err == nil {
+	md, err := msg.Metadata() // parsed once: it allocates
+	if err != nil {
+		md = nil
+	}
+	if md != nil {
 		seq := md.Sequence.Stream
 		if seq <= p.doneUpTo || p.seen.has(seq) || p.partitionDone(msg.Subject(), seq) {
 			p.M.RedeliveredDone.Add(1)
@@ -112,7 +116,7 @@ func (p *Pipeline) decodeMessage(ctx context.Context, msg jetstream.Msg) bool {
 		}
 		p.seen.add(seq)
 	}
-	return p.dispatch(ctx, msg)
+	return p.dispatch(ctx, msg, md)
 }
 
 // partitionDone reports whether a message of a partition this instance
@@ -131,15 +135,16 @@ func (p *Pipeline) partitionDone(subject string, seq uint64) bool {
 	return ok && part < len(p.partFloor) && seq <= p.partFloor[part]
 }
 
-// dispatch is decodeMessage without the doneUpTo test (catchUp calls it).
-func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg) bool {
+// dispatch is decodeMessage without the doneUpTo test (catchUp calls it);
+// md is msg's metadata, nil when it has none.
+func (p *Pipeline) dispatch(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
 	var seq uint64
 	// The arrival time bounds event times (formats.Options.MaxClockSkew): the
 	// stream's timestamp of the message, not this moment, so that a backlog
 	// read late, a redelivery and a catch-up after a crash judge a record
 	// alike.
 	arrival := time.Now().UnixNano()
-	if md, err := msg.Metadata(); err == nil {
+	if md != nil {
 		seq = md.Sequence.Stream
 		if seq > p.lastSeq.Load() {
 			p.lastSeq.Store(seq) // only ingest writes it

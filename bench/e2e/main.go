@@ -36,6 +36,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -61,9 +62,13 @@ func main() {
 	flushRows := flag.Int("flush-rows", 50000, "pipeline --flush-rows (the default)")
 	maxAckPending := flag.Int("max-ack-pending", bus.DefaultStreamsConfig().MaxAckPending, "consumer MaxAckPending (the default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the pipeline phase to this file")
+	memProfileFlag := flag.String("memprofile", "", "write an allocation profile of the pipeline phase to this file")
 	source := flag.String("source", "logs", "pipeline input: logs (JSON lines on IOTWATCH_LOGS) or events (the ingest stage's Arrow batches on IOTWATCH_EVENTS)")
 	flag.Parse()
-	profile = *cpuProfile
+	profile, memProfile = *cpuProfile, *memProfileFlag
+	if memProfile != "" {
+		runtime.MemProfileRate = 0 // sampled from the pipeline's start only
+	}
 	if *source != "logs" && *source != "events" {
 		fmt.Fprintf(os.Stderr, "e2e: -source %q: want logs or events\n", *source)
 		os.Exit(2)
@@ -77,6 +82,7 @@ func main() {
 
 var (
 	profile    string
+	memProfile string
 	arrowInput bool // -source events
 )
 
@@ -251,6 +257,12 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if memProfile != "" {
+		runtime.MemProfileRate = 512 * 1024 // the default
+	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := processCPU()
 	start := time.Now()
 	go func() { done <- p.Run(runCtx) }()
 	for {
@@ -264,17 +276,46 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
 	stop()
 	if err := <-done; err != nil {
 		return err
+	}
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
+		f.Close()
 	}
 	rate := float64(p.M.Events.Load()) / elapsed.Seconds()
 	fmt.Printf("pipeline end to end (decode, detect, decide, ClickHouse, ack): %d events in %.2fs = %.0f events/s; %d rows, %d alerts, %d decisions\n",
 		p.M.Events.Load(), elapsed.Seconds(), rate, p.M.Rows.Load(), p.M.Alerts.Load(), p.M.Decisions.Load())
 	fmt.Printf("flushes: %d taking %.2fs in all (ClickHouse inserts, NATS publishes, acks)\n", p.M.FlushLatency.Count(), p.M.FlushLatency.Sum())
+	// The process's CPU (the pipeline and the embedded NATS server, not
+	// ClickHouse) and allocations per event: on a loaded machine, where the
+	// rates follow the share of the cores the process gets, these are what
+	// a change to the pipeline's own cost moves.
+	ev := float64(max(p.M.Events.Load(), 1))
+	fmt.Printf("process during the pipeline: %.2fs CPU (%.2f cores) = %.1f µs/event; %.1f allocations/event; %d GC cycles\n",
+		cpu.Seconds(), cpu.Seconds()/elapsed.Seconds(), cpu.Seconds()*1e6/ev, float64(ms1.Mallocs-ms0.Mallocs)/ev, ms1.NumGC-ms0.NumGC)
 	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f\n",
 		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate))
 	return nil
+}
+
+// processCPU returns the user and system CPU time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func clickHouseCeiling(ctx context.Context, dsn string, log *slog.Logger, msgs [][]byte, batchRows int) (float64, error) {

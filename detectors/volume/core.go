@@ -3,6 +3,8 @@ package volume
 import (
 	"encoding/binary"
 	"math"
+
+	"github.com/iotwatch/iotwatch/detectors"
 )
 
 // Core is the volume model's core for one series of per-interval totals
@@ -125,6 +127,24 @@ const CoreSize = 44
 // (both 0 before p.Warm steps) and the value the baseline expected. A
 // non-finite value is treated as 0.
 func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected float64) {
+	point, drift, expected, _ = c.step(p, t, x, 0, false)
+	return point, drift, expected
+}
+
+// StepScore is Step for the Detector, which keeps the core only as its
+// record (MarshalBinary after the step) and uses the drift surprise only as
+// detectors.SurpriseScore(drift, zMin) (0 below zMin): it returns that score
+// in place of the drift, and leaves the record exactly as Step does. Where
+// neither can depend on the drift surprise's last digits (a drift in the
+// Gaussian tail, see gaussTail), the surprise is bounded instead of
+// computed; every other step computes it as Step does.
+func (c *Core) StepScore(p *CoreParams, t int64, x, zMin float64) (point float64, score float32, expected float64) {
+	point, _, expected, score = c.step(p, t, x, zMin, true)
+	return point, score, expected
+}
+
+// step is Step, and with scored StepScore's score of the drift against zMin.
+func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point, drift, expected float64, score float32) {
 	if !(x >= 0) { // NaN, negative
 		if x < 0 && !math.IsInf(x, -1) {
 			x = -x // a signed series: model its magnitude
@@ -171,16 +191,40 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 	if !(p.Upward && z < 0) {
 		sPoint = laplaceSurprise(z)
 	}
-	if !(p.Upward && zd < 0) {
-		sDrift = gaussSurprise(zd)
-	}
 	const calm = 1 / math.Ln10
 	cp, cd := calm/max(c.mPoint, calm), calm/max(c.mDrift, calm)
 	if c.n < p.Warm {
 		cp, cd = 1, 1
 	}
-	point, drift = sPoint*cp, sDrift*cd
+	point = sPoint * cp
 	ec := 1 / min(float64(c.n+1), p.Long)
+	exact := true
+	if !(p.Upward && zd < 0) {
+		if scored && zd >= gaussTailMin && zd < gaussTailMax {
+			// The surprise lies in [lo, hi] (gaussTail). The bounds serve
+			// when everything the surprise feeds is the same for any value
+			// in between (every rounding is monotone): its calibration
+			// term as the record keeps it (float32), whether the value is
+			// flagged, and the score.
+			lo, hi := gaussTail(zd)
+			mLo, mHi := c.mDrift+ec*(min(lo, p.CalCap)-c.mDrift), c.mDrift+ec*(min(hi, p.CalCap)-c.mDrift)
+			dLo, dHi := lo*cd, hi*cd
+			warm := c.n >= p.Warm
+			s, sure := scoreBetween(dLo, dHi, zMin)
+			if !warm {
+				s, sure = 0, true // no score while warming (below)
+			}
+			sure = sure && float32(mLo) == float32(mHi) &&
+				(!warm || point >= p.FlagSurprise || dLo >= p.FlagSurprise || dHi < p.FlagSurprise)
+			if sure {
+				sDrift, score, exact = lo, s, false
+			}
+		}
+		if exact {
+			sDrift = gaussSurprise(zd)
+		}
+	}
+	drift = sDrift * cd
 	c.mPoint += ec * (min(sPoint, p.CalCap) - c.mPoint)
 	c.mDrift += ec * (min(sDrift, p.CalCap) - c.mDrift)
 
@@ -210,7 +254,10 @@ func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected f
 	if c.n <= p.Warm { // c.n was incremented above
 		point, drift = 0, 0
 	}
-	return point, drift, expected
+	if scored && exact {
+		score = detectors.SurpriseScore(drift, zMin)
+	}
+	return point, drift, expected, score
 }
 
 const dayNs = int64(86400e9)
@@ -294,6 +341,92 @@ func gaussSurprise(z float64) float64 {
 	// Asymptotic: P ≈ φ(z)/z·2.
 	return (z*z/2 + math.Log(z*math.Sqrt(math.Pi/2))) / math.Ln10
 }
+
+// gaussTail bounds gaussSurprise(z) for z in [gaussTailMin, gaussTailMax):
+// lo <= gaussSurprise(z) <= hi, with hi-lo about 1e-14 of the value.
+//
+// There gaussSurprise takes math.Erfc(x), x = z/√2, which for x in
+// [1/0.35, 28) is exp(a)·exp(b)/x (a = -w²-0.5625 with w x's leading 20
+// bits, b = (w-x)(w+x)+R/S, R/S a rational function of 1/x²: math/erf.go),
+// then -log10 of it: two Exps and a Log. Its logarithm is a + b - ln x,
+// one Log. The two differ by the rounding of each: Exp and Log within an
+// ulp, a product and a quotient half an ulp each (about 1e-15 of
+// ln erfc), the sums a few ulps of a + b (at most 1e-15 of |ln erfc|
+// each), R/S evaluated in another order a few ulps of |R/S| < 0.1, x
+// rounded differently an ulp (2x·ulp(x) in ln erfc); the bound allows
+// 1e-14 + 4e-15·|ln erfc|, several times that.
+// TestGaussTail checks it on a dense grid.
+func gaussTail(z float64) (lo, hi float64) {
+	x := z * (1 / math.Sqrt2) // within an ulp of gaussSurprise's z/√2
+	// math/erf.go's R(s)/S(s), s = 1/x², with its rb* and sb* (its erfc on
+	// [1/0.35, 28)), as polynomials in t = x² multiplied by t⁷ (one
+	// division), evaluated in pairs of terms (a shorter chain than Horner's).
+	t := x * x
+	t2 := t * t
+	t4 := t2 * t2
+	R := t * ((-4.83519191608651397019e+02 + t*-1.02509513161107724954e+03) +
+		t2*(-6.37566443368389627722e+02+t*-1.60636384855821916062e+02) +
+		t4*((-1.77579549177547519889e+01+t*-7.99283237680523006574e-01)+t2*-9.86494292470009928597e-03))
+	S := (-2.24409524465858183362e+01 + t*4.74528541206955367215e+02) +
+		t2*(2.55305040643316442583e+03+t*3.19985821950859553908e+03) +
+		t4*((1.53672958608443695994e+03+t*3.25792512996573918826e+02)+t2*(3.03380607434824582924e+01+t))
+	w := math.Float64frombits(math.Float64bits(x) & 0xffffffff00000000)
+	l := (-w*w - 0.5625) + ((w-x)*(w+x) + R/S) - math.Log(x) // ln erfc(x) < 0
+	e := 1e-14 - 4e-15*l
+	return (-l - e) * (1 / math.Ln10), (-l + e) * (1 / math.Ln10)
+}
+
+// gaussTail's range: x = z/√2 from 3 (above math.Erfc's 1/0.35; z = 4.24,
+// 4.7 decades, below the Detector's threshold of 6) to 25 (erfc(25) ≈
+// 1e-273, so gaussSurprise takes its Erfc, not its asymptote below 1e-300).
+const (
+	gaussTailMin = 3 * math.Sqrt2
+	gaussTailMax = 25 * math.Sqrt2
+)
+
+// scoreBetween returns detectors.SurpriseScore(z, zMin) for every z in
+// [lo, hi], and false when that is not one value.
+func scoreBetween(lo, hi, zMin float64) (float32, bool) {
+	switch {
+	case hi < zMin:
+		return 0, true
+	case lo < zMin:
+		return 0, false
+	case lo-zMin > 100:
+		return 1, true
+	case hi-zMin > 100:
+		return 0, false
+	}
+	// SurpriseScore is float32(1 - 0.5·2^(-(z-zMin)/4)), whose slope is at
+	// most ln 2/8 < 0.0867; Exp2 and the arithmetic add a few 1e-16.
+	// pow2 is within 1e-13 of Exp2's value.
+	v := 1 - 0.5*pow2(-((lo+hi)/2-zMin)/4)
+	m := 0.0867*(hi-lo)/2 + 1e-13
+	s := float32(v - m)
+	return s, s == float32(v+m)
+}
+
+// pow2 returns 2^t for t in [-26, 0], within 1e-14 of it (relative):
+// 2^(k/64) from a table times a degree-5 Taylor polynomial of e^g,
+// g = f·ln 2 with f in [0, 1/64) (its remainder below g^6/6! < 3e-15),
+// where math.Exp2 takes several times as long. TestPow2 checks it against
+// math.Exp2.
+func pow2(t float64) float64 {
+	u := t*64 + 64*32 // in [384, 2048]: its floor is a conversion
+	k := int(u)
+	g := (u - float64(k)) * (math.Ln2 / 64)
+	g2 := g * g
+	p := (1 + g) + g2*(1.0/2+g*(1.0/6)) + g2*g2*(1.0/24+g*(1.0/120))
+	return pow2Sixtyfourths[k&63] * math.Float64frombits(uint64(1023-32+k>>6)<<52) * p
+}
+
+// pow2Sixtyfourths holds 2^(j/64), j = 0..63.
+var pow2Sixtyfourths = func() (t [64]float64) {
+	for j := range t {
+		t[j] = math.Exp2(float64(j) / 64)
+	}
+	return t
+}()
 
 // surpriseToScore maps decades to [0,1), monotonically and without
 // saturating: z/(z+10), so 0.5 at 10 decades (a 1e-10 tail probability).

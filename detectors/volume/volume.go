@@ -659,7 +659,8 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// that sizes drift by ratios whatever the device's typical size.
 	// Buckets without bytes (a device that sends none, a silence) are
 	// skipped; silence has its own finding.
-	point, drift, driftObserved, coreExpected := 0.0, 0.0, 0.0, 0.0
+	point, driftObserved, coreExpected := 0.0, 0.0, 0.0
+	var driftScore float32 // SurpriseScore of the Core's drift against MinDriftSurprise
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
 			driftObserved = s.bucket / float64(s.bucketN)
@@ -673,7 +674,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 			y := LogScale * lm
 			s.core.UnmarshalBinary(b[coreAt:])
 			s.coreRead = true
-			point, drift, coreExpected = s.core.Step(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y)
+			point, driftScore, coreExpected = s.core.StepScore(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y, MinDriftSurprise)
 		}
 		s.bucket, s.bucketN = 0, 0
 	}
@@ -763,10 +764,10 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 				score = min(score, judgeWith(observed, e, MinSpike, max(ColdWiden*MinRatio, s.shortRatio()), ColdSurprise))
 			}
 		}
-		if score == 0 && drift >= MinDriftSurprise && point >= MinDriftPoint {
+		if score == 0 && driftScore > 0 && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
 			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
-			score = detectors.SurpriseScore(drift, MinDriftSurprise)
+			score = driftScore
 		}
 		if score == 0 && isSilence {
 			f := silenceFinding(dt, meanGap)

@@ -1,0 +1,116 @@
+package volume
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/iotwatch/iotwatch/detectors"
+)
+
+// TestGaussTail: gaussTail's bounds hold gaussSurprise on a dense grid of
+// its range and at random points in it, and are tight (1e-13 of the value).
+func TestGaussTail(t *testing.T) {
+	check := func(z float64) {
+		t.Helper()
+		lo, hi := gaussTail(z)
+		s := gaussSurprise(z)
+		if !(lo <= s && s <= hi) || !(hi-lo < 1e-13*s) {
+			t.Fatalf("z %v: gaussSurprise %v, bounds [%v, %v]", z, s, lo, hi)
+		}
+	}
+	for z := gaussTailMin; z < gaussTailMax; z += 1e-5 {
+		check(z)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1_000_000 {
+		check(gaussTailMin + r.Float64()*(gaussTailMax-gaussTailMin))
+	}
+}
+
+// TestStepScore: on devices whose mean response size drifts up (by 2% to 4x,
+// at random times, with noise), StepScore leaves every core's record exactly
+// as Step does and scores its drift exactly as detectors.SurpriseScore does,
+// each step from the record of the one before (as the Detector runs it);
+// thousands of the steps are drift findings.
+func TestStepScore(t *testing.T) {
+	p := DetectorCoreParams
+	r := rand.New(rand.NewPCG(3, 4))
+	findings, tail := 0, 0
+	for dev := range 400 {
+		var c Core
+		ts := int64(1.4e18) + r.Int64N(86400)*1e9
+		size := 200 + r.Float64()*5000
+		start, factor := r.IntN(900), 1.02+r.Float64()*3
+		for i := range 1200 {
+			if i == start {
+				size *= factor
+			}
+			if i > start && r.IntN(20) == 0 {
+				size *= 1 + r.Float64()*0.2 // keeps drifting
+			}
+			y := LogScale * math.Log1p(size*(1+0.05*r.NormFloat64()))
+			ts += BucketNs
+			d := c
+			point, drift, expected := c.Step(&p, ts, y*y)
+			want := detectors.SurpriseScore(drift, MinDriftSurprise)
+			dPoint, score, dExpected := d.StepScore(&p, ts, y*y, MinDriftSurprise)
+			rec, dRec := c.MarshalBinary(nil), d.MarshalBinary(nil)
+			if !bytes.Equal(rec, dRec) || score != want || math.Float64bits(point) != math.Float64bits(dPoint) || math.Float64bits(expected) != math.Float64bits(dExpected) {
+				t.Fatalf("device %d step %d: Step %+v score %v point %v expected %v; StepScore %+v score %v point %v expected %v",
+					dev, i, c, want, point, expected, d, score, dPoint, dExpected)
+			}
+			if want > 0 {
+				findings++
+				if drift >= p.CalCap {
+					tail++
+				}
+			}
+			c.UnmarshalBinary(c.MarshalBinary(nil)) // as the detector's record
+		}
+	}
+	if findings < 2000 || tail < findings/2 {
+		t.Errorf("%d drift findings, %d of them at least %v decades: too few far in the tail", findings, tail, p.CalCap)
+	}
+	t.Logf("%d drift findings, %d of them at least %v decades", findings, tail, p.CalCap)
+}
+
+// TestPow2: pow2 is within 1e-14 of math.Exp2 (relative) over its range.
+func TestPow2(t *testing.T) {
+	for x := -26.0; x <= 0; x += 1.0 / 4096 {
+		for _, v := range []float64{x, math.Nextafter(x, 0), math.Nextafter(x, -1), x + 1.0/8192} {
+			if v < -26 || v > 0 {
+				continue
+			}
+			if got, want := pow2(v), math.Exp2(v); math.Abs(got-want) > 1e-14*want {
+				t.Fatalf("pow2(%v) = %v, math.Exp2 %v", v, got, want)
+			}
+		}
+	}
+}
+
+// TestScoreBetween: a score scoreBetween returns is SurpriseScore's at both
+// ends and the middle of its interval, on intervals as wide as gaussTail's
+// and 1e-8 wide (where most must be refused).
+func TestScoreBetween(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, width := range []float64{1e-13, 1e-8} {
+		ok := 0
+		for range 1_000_000 {
+			lo := MinDriftSurprise - 1 + r.Float64()*110
+			hi := lo * (1 + width)
+			s, sure := scoreBetween(lo, hi, MinDriftSurprise)
+			if !sure {
+				continue
+			}
+			ok++
+			for _, z := range []float64{lo, (lo + hi) / 2, hi} {
+				if want := detectors.SurpriseScore(z, MinDriftSurprise); s != want {
+					t.Fatalf("[%v, %v]: score %v, SurpriseScore(%v) %v", lo, hi, s, z, want)
+				}
+			}
+		}
+		t.Logf("width %g: %d of 1000000 decided", width, ok)
+	}
+}
