@@ -309,6 +309,15 @@ func (t *Table) Prefetch(key, alt uint64) {
 	prefetchBytes(t.slab[off : off+n : off+n])
 }
 
+// PrefetchRecord is Prefetch of the whole slot where the probe for
+// (key, alt) begins, whatever its size: for a record read across its
+// length (a device's, whose detectors each read their own slice). Like
+// Prefetch, it changes nothing.
+func (t *Table) PrefetchRecord(key, alt uint64) {
+	off := t.home(key, alt) * t.slotSize
+	prefetchBytes(t.slab[off : off+t.slotSize : off+t.slotSize])
+}
+
 // prefetchMax bounds the bytes of a slot Prefetch fetches: four cache lines
 // (an entity's slot is 152 bytes).
 const prefetchMax = 256
