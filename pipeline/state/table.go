@@ -43,7 +43,9 @@
 //     before a doubling, or when presized with InitialDevices or Reserve) and
 //     slotSize*8/3 (just after one). For RecordSize 128: 152 bytes per slot,
 //     203..405 bytes per device. A rebuild briefly holds the old and the new
-//     slab (3x the old slab's size).
+//     slab (3x the old slab's size). On Linux the slab is advised for
+//     transparent huge pages (huge_linux.go): records read at random over
+//     many megabytes then miss the cache without also missing the TLB.
 //   - Allocation: Record, Lookup, Delete, Len, Stats and Range do not allocate,
 //     except Record when the table grows or is rebuilt.
 package state
@@ -188,6 +190,7 @@ func NewTable(cfg Config) (*Table, error) {
 	}
 	t.capacity, t.seed = capacity, seedFor(capacity)
 	t.slab = make([]byte, capacity*t.slotSize)
+	adviseHuge(t.slab)
 	return t, nil
 }
 
@@ -568,6 +571,7 @@ func (t *Table) rebuild() {
 func (t *Table) resize(newCap int) {
 	old := t.slab
 	t.slab = make([]byte, newCap*t.slotSize)
+	adviseHuge(t.slab)
 	if newCap != t.capacity {
 		t.grows++
 	}
