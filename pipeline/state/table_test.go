@@ -485,9 +485,10 @@ func TestKeepIsEvictedLast(t *testing.T) {
 	}
 }
 
-// TestPrefetchChangesNothing: Prefetch, of present and absent keys, of
-// every slot of tables of small and large records (the last slot's reach
-// included), leaves the table's records, clock and statistics as they were.
+// TestPrefetchChangesNothing: Prefetch and PrefetchRecord, of present and
+// absent keys, of every slot of tables of small and large records (the last
+// slot's reach included), leave the table's records, clock and statistics
+// as they were.
 func TestPrefetchChangesNothing(t *testing.T) {
 	for _, size := range []int{1, 40, 128, 300, 4096} {
 		tb := mustTable(t, Config{RecordSize: size, InitialDevices: 64, IdleTTL: time.Hour})
@@ -500,6 +501,8 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		for k := range uint64(200) {
 			tb.Prefetch(k, ^k)
 			tb.Prefetch(r.Uint64(), r.Uint64())
+			tb.PrefetchRecord(k, ^k)
+			tb.PrefetchRecord(r.Uint64(), r.Uint64())
 		}
 		if !bytes.Equal(tb.slab, before) || tb.Stats() != stats {
 			t.Errorf("record size %d: Prefetch changed the table", size)

@@ -8,17 +8,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotwatch/iotwatch/pipeline/shard"
+	"github.com/iotwatch/iotwatch/detectors"
+	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // sourceInput is a simulated fleet's day as log messages of 100 canonical
 // JSON lines and, the same events, as the ingest stage's Arrow batches: per
-// message, one batch per partition (schemas.DefaultPartitions).
+// message, one batch per partition (schemas.DefaultPartitions). Each line
+// and batch is labelled with its device partition, so that a worker reads
+// only the input of the partitions it owns.
 type sourceInput struct {
-	lines   [][]byte // line i is record i%100 of message i/100 (stream sequence i/100+1)
-	batches [][]byte
-	events  int
+	lines      [][]byte // line i is record i%100 of message i/100 (stream sequence i/100+1)
+	lineParts  []uint8  // the partition of line i's device
+	batches    [][]byte
+	batchParts []uint8 // the partition of batch i
+	events     int
 }
 
 func newSourceInput(b *testing.B, devices, n int) *sourceInput {
@@ -30,13 +35,14 @@ func newSourceInput(b *testing.B, devices, n int) *sourceInput {
 	var dec schemas.Decoder
 	var ev schemas.Event
 	flush := func() {
-		for _, p := range parts {
+		for k, p := range parts {
 			if p.Len() > 0 {
 				data, err := p.AppendIPC(nil)
 				if err != nil {
 					b.Fatal(err)
 				}
 				in.batches = append(in.batches, data)
+				in.batchParts = append(in.batchParts, uint8(k))
 			}
 		}
 	}
@@ -44,7 +50,9 @@ func newSourceInput(b *testing.B, devices, n int) *sourceInput {
 		if err := dec.Decode(l, uint64(i/100+1), uint32(i%100), 0, &ev); err != nil {
 			b.Fatal(err)
 		}
-		parts[schemas.PartitionOf(ev.DeviceAlt, len(parts))].Append(&ev)
+		part := schemas.PartitionOf(ev.DeviceAlt, len(parts))
+		parts[part].Append(&ev)
+		in.lineParts = append(in.lineParts, uint8(part))
 		if i%100 == 99 {
 			flush()
 		}
@@ -56,30 +64,34 @@ func newSourceInput(b *testing.B, devices, n int) *sourceInput {
 
 // source feeds one worker's events from JSON lines or Arrow batches, in
 // rounds over the input with event times and stream positions moved on, so
-// that time never goes back and every event is learned.
+// that time never goes back and every event is learned. It reads only the
+// lines and batches of the partitions the worker owns: every event is read
+// once, by the worker that scores it, as a partition's owner reads only its
+// partitions' batches (iotwatch.events.<partition>).
 type source struct {
-	in     *sourceInput
-	arrow  bool
-	keep   func(*schemas.Event) bool // the worker's share
-	dec    schemas.Decoder
-	r      *schemas.EventReader
-	i      int // next line or batch
-	open   bool
-	round  int64
-	ev     schemas.Event
-	events int
+	in    *sourceInput
+	arrow bool
+	owns  func(part int) bool // the worker's partitions
+	dec   schemas.Decoder
+	r     *schemas.EventReader
+	i     int // next line or batch
+	open  bool
+	round int64
 }
 
 const roundSpan = int64(48 * time.Hour)
 
-// next returns the next event of the worker's share.
-func (s *source) next(b *testing.B) *schemas.Event {
+// next reads the next event of the worker's partitions into ev.
+func (s *source) next(b *testing.B, ev *schemas.Event) {
 	for {
-		ev := &s.ev
 		if s.arrow {
 			if !s.open {
 				if s.i == len(s.in.batches) {
 					s.i, s.round = 0, s.round+1
+				}
+				if !s.owns(int(s.in.batchParts[s.i])) {
+					s.i++
+					continue
 				}
 				if err := s.r.Open(s.in.batches[s.i]); err != nil {
 					b.Fatal(err)
@@ -97,17 +109,18 @@ func (s *source) next(b *testing.B) *schemas.Event {
 			if s.i == len(s.in.lines) {
 				s.i, s.round = 0, s.round+1
 			}
+			if !s.owns(int(s.in.lineParts[s.i])) {
+				s.i++
+				continue
+			}
 			if err := s.dec.Decode(s.in.lines[s.i], uint64(s.i/100+1), uint32(s.i%100), 0, ev); err != nil {
 				b.Fatal(err)
 			}
 			s.i++
 		}
-		if !s.keep(ev) {
-			continue
-		}
 		ev.Time += s.round * roundSpan
 		ev.Seq += uint64(s.round) * uint64(len(s.in.lines)/100+1)
-		return ev
+		return
 	}
 }
 
@@ -127,10 +140,13 @@ func cpuTime() time.Duration {
 // decide, ScoredBatch.Append), once from the canonical JSON lines ('run'
 // decoding logs) and once from the ingest stage's Arrow batches ('run
 // --source events'), in the same run. workers=1 is one core; workers=2 runs
-// two workers on their own goroutines (each its share of the devices, as
-// the pipeline's shards) and reports events/s for the two cores.
-// events/cpu-s divides by the CPU time the process used instead of the
-// wall-clock time.
+// two workers on their own goroutines and reports events/s for the two
+// cores: each worker owns half the partitions and reads only their lines
+// or batches (source), and the workers share the class model and the
+// calibration, as score.Stack builds them. Each worker reads one event
+// ahead and prefetches its record (Worker.Prefetch), as the pipeline's
+// workers do when their input holds the next. events/cpu-s divides by the
+// CPU time the process used instead of the wall-clock time.
 func BenchmarkScoreSource(b *testing.B) {
 	const devices = 20000
 	in := newSourceInput(b, devices, 200000)
@@ -146,21 +162,32 @@ func BenchmarkScoreSource(b *testing.B) {
 					src *source
 					sb  *schemas.ScoredBatch
 					out schemas.Scored
+					// evs[cur] is the event to score, evs[cur^1] the next,
+					// read ahead and its record prefetched, as the
+					// pipeline's workers do when their input holds it
+					evs [2]schemas.Event
+					cur int
 				}
 				lanes := make([]*lane, workers)
-				for k := range lanes {
-					l := &lane{w: newWorker(b, devices), sb: schemas.NewScoredBatch(nil)}
+				for k, w := range sharedWorkers(b, workers, devices) {
+					l := &lane{w: w, sb: schemas.NewScoredBatch(nil)}
 					l.src = &source{in: in, arrow: arrow, r: schemas.NewEventReader(nil),
-						keep: func(ev *schemas.Event) bool { return shard.Of(ev.DeviceKey, workers) == k }}
+						owns: func(p int) bool { return p%workers == k }}
 					lanes[k] = l
 				}
+				for _, l := range lanes {
+					l.src.next(b, &l.evs[0])
+				}
 				step := func(l *lane) {
-					ev := l.src.next(b)
+					ev, next := &l.evs[l.cur], &l.evs[l.cur^1]
+					l.src.next(b, next)
+					l.w.Prefetch(next)
 					l.w.Process(ev, &l.out)
 					l.sb.Append(ev, &l.out)
 					if l.sb.Len() == 50000 {
 						l.sb.NewRecord().Release()
 					}
+					l.cur ^= 1
 				}
 				for _, l := range lanes { // warm up: every device has a record
 					for range in.events / workers {
@@ -187,4 +214,28 @@ func BenchmarkScoreSource(b *testing.B) {
 			})
 		}
 	}
+}
+
+// sharedWorkers returns n workers built as score.Stack builds them: one
+// layout, one class model and one calibration shared by all, a decision
+// engine each.
+func sharedWorkers(tb testing.TB, n, devices int) []*Worker {
+	layout, err := NewLayout(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	model := detectors.NewClassModel(layout.Detectors, detectors.NewClassTable(1<<16, 1<<10))
+	cal := decide.NewCalibration(decide.DefaultAlertBudget)
+	ws := make([]*Worker, n)
+	for i := range ws {
+		eng, err := decide.NewEngine(decide.DefaultConfig(), decide.NewLimiter(0))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		eng.UseCalibration(cal)
+		if ws[i], err = New(layout, Config{InitialDevices: devices, IdleTTL: 24 * time.Hour}, model, eng); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return ws
 }

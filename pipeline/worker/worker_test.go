@@ -633,3 +633,66 @@ func benchOwners(b *testing.B) []*entity.Owner {
 	}
 	return owners
 }
+
+// TestPrefetchChangesNothing: a worker that prefetches the record of each
+// next event before it processes the current one (as the pipeline's
+// workers do when their input holds the next) scores, alerts and decides
+// exactly as one that does not, over a simulated fleet with attacks, and
+// ends with the same records.
+func TestPrefetchChangesNothing(t *testing.T) {
+	cfg := sim.DefaultConfig()
+	cfg.Devices, cfg.Duration = 300, 24*time.Hour
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		dec schemas.Decoder
+		evs []schemas.Event
+	)
+	for i := 0; len(evs) < 30000; i++ {
+		l, _, ok := s.Next(nil)
+		if !ok {
+			break
+		}
+		var ev schemas.Event
+		if err := dec.Decode(l, uint64(i/100+1), uint32(i%100), 0, &ev); err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	plain, ahead := newWorker(t, 300), newWorker(t, 300)
+	var sp, sa schemas.Scored
+	alerts := 0
+	for i := range evs {
+		if i+1 < len(evs) {
+			ahead.Prefetch(&evs[i+1])
+		}
+		ap, dp := plain.Process(&evs[i], &sp)
+		aa, da := ahead.Process(&evs[i], &sa)
+		if sp.Score != sa.Score || sp.N != sa.N || sp.Findings != sa.Findings {
+			t.Fatalf("event %d: scored %+v with prefetch, %+v without", i, sa, sp)
+		}
+		if (ap == nil) != (aa == nil) || ap != nil && ap.ID != aa.ID || (dp == nil) != (da == nil) || dp != nil && dp.ID != da.ID {
+			t.Fatalf("event %d: alert %v decision %v with prefetch, %v %v without", i, aa, da, ap, dp)
+		}
+		if ap != nil {
+			alerts++
+		}
+	}
+	if alerts == 0 {
+		t.Fatal("no alert: the comparison covers only scores")
+	}
+	n := 0
+	plain.Table().Range(func(key, alt uint64, lastSeen int64, rec []byte) bool {
+		if r, ok := ahead.Table().Lookup(key, alt); !ok || !slices.Equal(r, rec) {
+			t.Errorf("device %x: record differs with prefetch", key)
+		}
+		n++
+		return true
+	})
+	if n != ahead.Table().Len() || n == 0 {
+		t.Errorf("%d records without prefetch, %d with", n, ahead.Table().Len())
+	}
+	t.Logf("%d events, %d alerts, %d devices", len(evs), alerts, n)
+}
