@@ -43,7 +43,8 @@
 //     before a doubling, or when presized with InitialDevices or Reserve) and
 //     slotSize*8/3 (just after one). For RecordSize 128: 152 bytes per slot,
 //     203..405 bytes per device. A rebuild briefly holds the old and the new
-//     slab (3x the old slab's size).
+//     slab (3x the old slab's size). With Config.HugePages a slab of 2 MiB
+//     or more is allocated 2 MiB larger (its alignment).
 //   - Allocation: Record, Lookup, Delete, Len, Stats and Range do not allocate,
 //     except Record when the table grows or is rebuilt.
 package state
