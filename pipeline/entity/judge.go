@@ -184,6 +184,12 @@ type Config struct {
 	ASNFailDevices float64
 	ASNManyDevices float64
 	NoASN          bool
+	// BasePages keeps the entity tables on base pages: without it they ask
+	// for transparent huge pages (state.Config.HugePages), which spares
+	// the common event a TLB miss on its address's record. For measuring
+	// what that saves (worker's BenchmarkEntityCost), or for a host where
+	// huge pages' compaction stalls hurt more.
+	BasePages bool
 }
 
 // DefaultMaxEntities is the default cap on entity records: at

@@ -237,8 +237,12 @@ func (o *Owner) tenantKeyOf(ob *Obs) (key, alt uint64) {
 func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	cfg = cfg.WithDefaults()
 	perOwner := max(cfg.MaxEntities/max(owners, 1), 1)
+	// Huge pages (unless BasePages): the common event reads one address's
+	// record at random, and with 4 KiB pages that read was a TLB miss,
+	// whose page walk a prefetch (ObserveBatch) waits for
+	// (bench/RESULTS.md, e4).
 	t, err := state.NewTable(state.Config{RecordSize: RecordSize, InitialDevices: min(perOwner, 4096),
-		MaxDevices: perOwner, IdleTTL: cfg.IdleTTL, Keep: keep})
+		MaxDevices: perOwner, IdleTTL: cfg.IdleTTL, Keep: keep, HugePages: !cfg.BasePages})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}

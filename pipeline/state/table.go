@@ -43,9 +43,8 @@
 //     before a doubling, or when presized with InitialDevices or Reserve) and
 //     slotSize*8/3 (just after one). For RecordSize 128: 152 bytes per slot,
 //     203..405 bytes per device. A rebuild briefly holds the old and the new
-//     slab (3x the old slab's size). On Linux the slab is advised for
-//     transparent huge pages (huge_linux.go): records read at random over
-//     many megabytes then miss the cache without also missing the TLB.
+//     slab (3x the old slab's size). With Config.HugePages a slab of 2 MiB
+//     or more is allocated 2 MiB larger (its alignment).
 //   - Allocation: Record, Lookup, Delete, Len, Stats and Range do not allocate,
 //     except Record when the table grows or is rebuilt.
 package state
@@ -81,13 +80,24 @@ type Config struct {
 	// retain rec. Nil: every record is worth the same (least recently seen
 	// goes first).
 	Keep func(rec []byte) bool
+	// HugePages asks for the slab to be backed by transparent huge pages
+	// (newSlab): a slab of at least 2 MiB is allocated 2 MiB larger and
+	// 2 MiB-aligned, and advised MADV_HUGEPAGE (Linux; elsewhere, or where
+	// the kernel's THP mode is never, the advice does nothing). A table
+	// whose records are read at random (one per event, few per page) then
+	// costs a TLB miss per record far less often: with 4 KiB pages a table
+	// of a few MB outgrows the TLB, and in a virtual machine each miss
+	// walks two page tables (bench/RESULTS.md, e4). What is kept, found
+	// and evicted does not change; Stats.Bytes counts the allocation, slack
+	// included.
+	HugePages bool
 }
 
 // Stats describes a Table.
 type Stats struct {
 	Devices       int    // records held, including expired ones not yet reclaimed
 	Capacity      int    // slots
-	Bytes         int    // slab bytes
+	Bytes         int    // slab bytes allocated (with Config.HugePages, its alignment slack included)
 	Grows         uint64 // rebuilds that changed the capacity
 	Expired       uint64 // records reclaimed or reset because they were idle longer than IdleTTL
 	LiveEvictions uint64 // records idle for at most IdleTTL removed because MaxDevices was reached
@@ -101,6 +111,8 @@ type Stats struct {
 // documentation for its invariants; in short: one goroutine only.
 type Table struct {
 	slab       []byte
+	slabAlloc  int  // bytes allocated for slab (newSlab)
+	huge       bool // Config.HugePages
 	slotSize   int
 	recordSize int
 	capacity   int    // slots
@@ -189,8 +201,8 @@ func NewTable(cfg Config) (*Table, error) {
 		return nil, fmt.Errorf("cannot create state table: InitialDevices %d needs more than %d slab bytes", cfg.InitialDevices, maxSlabBytes)
 	}
 	t.capacity, t.seed = capacity, seedFor(capacity)
-	t.slab = make([]byte, capacity*t.slotSize)
-	adviseHuge(t.slab)
+	t.huge = cfg.HugePages
+	t.slab, t.slabAlloc = newSlab(capacity*t.slotSize, t.huge)
 	return t, nil
 }
 
@@ -361,7 +373,7 @@ func (t *Table) Stats() Stats {
 	return Stats{
 		Devices:       t.n,
 		Capacity:      t.capacity,
-		Bytes:         len(t.slab),
+		Bytes:         t.slabAlloc,
 		Grows:         t.grows,
 		Expired:       t.expired,
 		LiveEvictions: t.liveEvictions,
@@ -570,8 +582,7 @@ func (t *Table) rebuild() {
 // expired records.
 func (t *Table) resize(newCap int) {
 	old := t.slab
-	t.slab = make([]byte, newCap*t.slotSize)
-	adviseHuge(t.slab)
+	t.slab, t.slabAlloc = newSlab(newCap*t.slotSize, t.huge)
 	if newCap != t.capacity {
 		t.grows++
 	}

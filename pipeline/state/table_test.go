@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // base is a realistic event time: 2025-01-01T00:00:00Z.
@@ -512,5 +513,47 @@ func TestPrefetchChangesNothing(t *testing.T) {
 				t.Fatalf("record size %d: record %d lost or changed", size, k)
 			}
 		}
+	}
+}
+
+// TestHugePagesChangeNothing: a table with Config.HugePages keeps, finds,
+// evicts and expires exactly as one without, over growth (from a slab
+// under 2 MiB to several MiB) and eviction at MaxDevices; its slabs of
+// 2 MiB or more start on a 2 MiB boundary, and Stats.Bytes counts their
+// alignment slack.
+func TestHugePagesChangeNothing(t *testing.T) {
+	cfg := Config{RecordSize: 128, InitialDevices: 1024, MaxDevices: 40000, IdleTTL: time.Hour}
+	plain := mustTable(t, cfg)
+	cfg.HugePages = true
+	huge := mustTable(t, cfg)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range 120000 {
+		k := r.Uint64N(60000) // more keys than MaxDevices: evictions, and expiries
+		now := at(int64(i / 20))
+		for _, tb := range []*Table{plain, huge} {
+			rec, existed := tb.Record(k, ^k, now)
+			if existed != (binary.LittleEndian.Uint64(rec) == k+1) {
+				t.Fatalf("event %d, key %d: existed %v, record of %d", i, k, existed, binary.LittleEndian.Uint64(rec)-1)
+			}
+			binary.LittleEndian.PutUint64(rec, k+1)
+			rec[127]++
+		}
+	}
+	ps, hs := plain.Stats(), huge.Stats()
+	if ps.Bytes < hugePage {
+		t.Fatalf("slab of %d bytes: the test wants one of 2 MiB or more", ps.Bytes)
+	}
+	if hs.Bytes != ps.Bytes+hugePage {
+		t.Errorf("Bytes %d with huge pages, %d without: want the 2 MiB slack counted", hs.Bytes, ps.Bytes)
+	}
+	hs.Bytes = ps.Bytes
+	if hs != ps {
+		t.Errorf("stats with huge pages %+v, without %+v", hs, ps)
+	}
+	if !bytes.Equal(huge.slab, plain.slab) {
+		t.Error("slabs differ")
+	}
+	if p := uintptr(unsafe.Pointer(unsafe.SliceData(huge.slab))); p%hugePage != 0 {
+		t.Errorf("slab at %#x: not 2 MiB-aligned", p)
 	}
 }

@@ -138,7 +138,7 @@ func BenchmarkEventPathEntitiesOneByOne(b *testing.B) { benchEventPath(b, true, 
 func benchEventPath(b *testing.B, entities bool, batch int) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			step := newEventPath(b, sampleLines(b, devices, 200000), devices, entities, batch)
+			step := newEventPath(b, sampleLines(b, devices, 200000), devices, entities, batch, entity.Config{})
 			b.ReportAllocs()
 			cpu := threadcpu.Start()
 			for b.Loop() {
@@ -152,11 +152,11 @@ func benchEventPath(b *testing.B, entities bool, batch int) {
 // newEventPath returns the step of benchEventPath's path over lines (one
 // event a call), warmed up with a pass over them (every device has a
 // record). Replays wrap around with event times shifted 48h a pass.
-func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batch int) (step func()) {
+func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batch int, cfg entity.Config) (step func()) {
 	workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
 	var owners []*entity.Owner
 	if entities {
-		owners = benchOwners(b)
+		owners = benchOwners(b, cfg)
 	}
 	emit := func(*schemas.Alert, *schemas.Decision) {}
 	queued := make([][]entity.Obs, len(owners)) // by owner: its input
@@ -211,25 +211,29 @@ func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batc
 
 // BenchmarkEntityCost is the CPU the entity stage adds per event, measured
 // in one process so that the machine's load falls alike on what is
-// compared: three event paths over the same lines (without entities, with
-// each observation judged one by one, and with each owner's judged
-// entity.MaxPrefetchBatch at a time), run in turn for chunks of
+// compared: four event paths over the same lines (without entities, with
+// each observation judged one by one, with each owner's judged
+// entity.MaxPrefetchBatch at a time, and the same batches with the entity
+// tables on base pages, entity.Config.BasePages), run in turn for chunks of
 // costChunk events (the order rotating each round), each chunk's thread CPU
 // time taken. It reports the median over the rounds of the per-round
 // differences from the path without entities (one-added-ns/event,
-// batch-added-ns/event) and of batched from one by one
-// (batch-minus-one-ns/event), and the medians of the three paths' costs.
+// batch-added-ns/event, basepages-added-ns/event), of batched from one by
+// one (batch-minus-one-ns/event) and of huge pages from base pages
+// (huge-minus-base-ns/event), and the medians of the paths' costs.
 // Run it with -benchtime Nx: N rounds, N*costChunk events per path.
 func BenchmarkEntityCost(b *testing.B) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			lines := sampleLines(b, devices, 200000)
-			steps := [3]func(){
-				newEventPath(b, lines, devices, false, 0),
-				newEventPath(b, lines, devices, true, 1),
-				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch),
+			const paths = 4
+			steps := [paths]func(){
+				newEventPath(b, lines, devices, false, 0, entity.Config{}),
+				newEventPath(b, lines, devices, true, 1, entity.Config{}),
+				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{}),
+				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{BasePages: true}),
 			}
-			var per [3][]float64 // ns per event, by path, by round
+			var per [paths][]float64 // ns per event, by path, by round
 			for p := range per {
 				per[p] = make([]float64, 0, 1024) // no allocation in the loop below 1024 rounds
 			}
@@ -237,8 +241,8 @@ func BenchmarkEntityCost(b *testing.B) {
 			cpu := threadcpu.Start()
 			for round := 0; b.Loop(); round++ {
 				// b.Loop counts rounds; each runs costChunk events of each path.
-				for k := range 3 {
-					p := (round + k) % 3
+				for k := range paths {
+					p := (round + k) % paths
 					t := cpu.Nanos()
 					for range costChunk {
 						steps[p]()
@@ -252,23 +256,22 @@ func BenchmarkEntityCost(b *testing.B) {
 				slices.Sort(v)
 				return v[len(v)/2]
 			}
-			diff := func(p int) []float64 {
+			diff := func(p, from int) []float64 {
 				d := make([]float64, len(per[0]))
 				for r := range d {
-					d[r] = per[p][r] - per[0][r]
+					d[r] = per[p][r] - per[from][r]
 				}
 				return d
 			}
 			b.ReportMetric(median(per[0]), "none-ns/event")
 			b.ReportMetric(median(per[1]), "one-ns/event")
 			b.ReportMetric(median(per[2]), "batch-ns/event")
-			b.ReportMetric(median(diff(1)), "one-added-ns/event")
-			b.ReportMetric(median(diff(2)), "batch-added-ns/event")
-			change := make([]float64, len(per[0]))
-			for r := range change {
-				change[r] = per[2][r] - per[1][r]
-			}
-			b.ReportMetric(median(change), "batch-minus-one-ns/event")
+			b.ReportMetric(median(per[3]), "basepages-ns/event")
+			b.ReportMetric(median(diff(1, 0)), "one-added-ns/event")
+			b.ReportMetric(median(diff(2, 0)), "batch-added-ns/event")
+			b.ReportMetric(median(diff(3, 0)), "basepages-added-ns/event")
+			b.ReportMetric(median(diff(2, 1)), "batch-minus-one-ns/event")
+			b.ReportMetric(median(diff(2, 3)), "huge-minus-base-ns/event")
 		})
 	}
 }
@@ -296,7 +299,7 @@ func BenchmarkEntityStage(b *testing.B) {
 					obs = append(obs, ob)
 				}
 			}
-			owners := benchOwners(b)
+			owners := benchOwners(b, entity.Config{})
 			emit := func(*schemas.Alert, *schemas.Decision) {}
 			i, shift := 0, int64(0)
 			step := func() {
@@ -618,14 +621,14 @@ func TestRedeliveryInventsNoAlert(t *testing.T) {
 
 // benchOwners returns the two entity owners the benchmarks judge with, as a
 // pipeline of two entity shards makes them.
-func benchOwners(b *testing.B) []*entity.Owner {
+func benchOwners(b *testing.B, cfg entity.Config) []*entity.Owner {
 	var owners []*entity.Owner
 	for range 2 {
 		eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		o, err := entity.NewOwner(entity.Config{}, 2, eng)
+		o, err := entity.NewOwner(cfg, 2, eng)
 		if err != nil {
 			b.Fatal(err)
 		}
