@@ -102,6 +102,7 @@
 //     no unacked message is given up first; one whose acks do not come
 //     within the consumer's AckWait (a crashed previous owner's messages,
 //     redelivered only to a pull) is pulled again and kept for an AckWait.
+//
 //   - keeps waiting pulls on the partitions it does not own only while it is
 //     short of its share (fewer than floor, or fewer than ceil when no other
 //     instance has fewer than floor): a released partition goes to an
