@@ -158,6 +158,10 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	if fault == neverSaved {
 		atCheckpoint = 0
 	}
+	// Held from the first write of alerts after a's first rows past the
+	// checkpoint (a job's alerts come before its rows: a cut of the first
+	// job would leave b nothing stored to leave out).
+	rowsA.holdAfter.Store(atCheckpoint)
 	rowsA.holdAlerts.Store(fault == killedWritingAlerts)
 	r.Ingest(t, msgs[next:2*third], next)
 	if fault != killedWritingAlerts {
@@ -291,12 +295,14 @@ func (s frozenStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Re
 // countingRows is the real ClickHouse writer, counting the rows it wrote
 // and keeping the alert ids; once hang is set, every write waits until its
 // context ends (killed); while holdAlerts is set, the first write of alerts
-// (and every write after it) waits so. lookupErr, when set, is what Written
-// returns (ClickHouse unreachable at a takeover).
+// once more than holdAfter rows are written (and every write after it)
+// waits so. lookupErr, when set, is what Written returns (ClickHouse
+// unreachable at a takeover).
 type countingRows struct {
 	*sink.ClickHouse
 	hang                      *atomic.Bool
 	holdAlerts                atomic.Bool
+	holdAfter                 atomic.Int64
 	scored, alerts, decisions atomic.Int64
 	lookupErr                 error
 
@@ -347,7 +353,7 @@ func (c *countingRows) WriteAlerts(ctx context.Context, as []schemas.Alert) erro
 	for i := range as {
 		ids[i] = as[i].ID
 	}
-	if c.holdAlerts.Load() && len(as) > 0 {
+	if c.holdAlerts.Load() && len(as) > 0 && c.scored.Load() > c.holdAfter.Load() {
 		c.mu.Lock()
 		if c.heldBack == nil {
 			c.heldBack = ids
