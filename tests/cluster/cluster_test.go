@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,24 +65,28 @@ const (
 //   - the alerts and decisions are those of one instance scoring the same
 //     input: identical ids and count.
 //
-// It runs in `make test` (skipped with -short). It was opt-in and passed 11
-// of 26 runs (bench/RESULTS.md w1); what failed, and what fixed it
-// (bench/RESULTS.md w3): an alert the killed scorer never stored for an
-// event whose row it stored (lock-000006: the flusher now stores a flush's
-// alerts and decisions before its rows, pipeline/flush.go), a scorer that
-// acquired no partition (the first to pull took all 8; instances that see
-// each other before the first message now start with their share,
-// pipeline/partition), and veh-000043's rate_spike an event earlier or
-// later (a survivor merged the killed scorer's hour-old copies of
-// vehicles' rate samples: the merged view now reads the later copy of a
-// device, detectors/volume pickSample). Before those, rows were made exact
-// (a new owner learns from what the killed scorer stored without writing
-// it again, pipeline/written.go), the class view got event-time
+// Opt-in (IOTWATCH_CLUSTER=1): it still fails in some runs. It passed 11
+// of 26 runs before w3's fixes (bench/RESULTS.md w1) and 8 of 9 after
+// (w3): an alert the killed scorer never stored for an event whose row it
+// stored (lock-000006: the flusher now stores a flush's alerts and
+// decisions before its rows, pipeline/flush.go), a scorer that acquired no
+// partition (the first to pull took all 8; instances that see each other
+// before the first message now start with their share, pipeline/partition)
+// and, mostly, veh-000043's rate_spike an event earlier (a survivor merged
+// the killed scorer's hour-old copies of vehicles' rate samples: the
+// merged view now reads the later copy of a device, detectors/volume
+// pickSample). What still fails: veh-000043's rate_spike at 02:19:01 not
+// raised (1 run of 9; ramp and burstiness not measured in that run), and
+// once in 4 runs before the volume fix the scorer column changed 17 times
+// in the partitions' event order for 15 acquisitions. Before those, rows
+// were made exact (pipeline/written.go), the class view got event-time
 // watermarks (pipeline/classgate.go), and a restore's stalled checkpoint
-// read is given up after 30 s (pipeline/store.go objectStall).
+// read is given up after 30 s (pipeline/store.go objectStall). The package
+// is its own so that, once reliable, `go test ./...` starts it before
+// tests/faults, restart and takeover (tests/cluster/doc.go).
 func TestClusterKills(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a 3-node NATS cluster and four iotwatch processes, 2-3 minutes: not with -short")
+	if os.Getenv("IOTWATCH_CLUSTER") == "" {
+		t.Skip("fails on main in 1 run of 9: veh-000043's class-dependent rate spike (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
