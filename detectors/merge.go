@@ -26,7 +26,8 @@ import (
 //     same window OR;
 //   - volume's rate samples (the class's typical rate, young devices'
 //     prior, and burstiness): per sample slot the smaller device key, the
-//     bottom-1 sample of the union.
+//     bottom-1 sample of the union (of two copies of one device, after its
+//     partition moved, the one learned up to the later event).
 //
 // A detector whose statistics do not implement ClassMerger (time-of-day,
 // upload) stays instance-local, and so do the parts of a merging detector

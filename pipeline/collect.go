@@ -82,8 +82,8 @@ func (p *Pipeline) collect() {
 	// the server drops), not stored again. An event whose row the previous
 	// owner stored (it.written) keeps the previous owner's judgement: an
 	// alert or decision its judging again raised that the previous owner
-	// did not store is dropped (counted), never invented (see written.go
-	// for the alert an owner killed between a row and its alert loses).
+	// did not store is dropped (counted), never invented: the flusher
+	// stores an event's alerts and decisions before its row (written.go).
 	out := func(it *item) {
 		var j pubJob
 		if it.alert != nil {

@@ -258,7 +258,13 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 		for job := p.waiting.take(); job != nil; job = p.waiting.take() {
 			f := &inflight{job: job, rows: make(chan error, 1)}
 			queue <- f // first: the queue's bound is the bound on inserts in flight
-			go func() { f.rows <- p.writeRows(ctx, job.rec) }()
+			go func() {
+				err := p.storeResults(ctx, job)
+				if err == nil {
+					err = p.writeRows(ctx, job.rec)
+				}
+				f.rows <- err
+			}()
 		}
 	}()
 	var failed error
@@ -267,7 +273,7 @@ func (p *Pipeline) flusher(ctx context.Context) error {
 		job := f.job
 		job.rec.Release()
 		if failed == nil && err == nil {
-			err = p.store(ctx, job)
+			err = p.storeIncidents(ctx, job)
 		}
 		if failed == nil && err == nil {
 			err = p.published.wait(ctx, job.pubSeq)
@@ -402,13 +408,20 @@ func (p *Pipeline) writeRows(ctx context.Context, rec arrow.RecordBatch) error {
 	return nil
 }
 
-// store writes a job's alerts, decisions and incident updates to ClickHouse,
-// for analysts (they were published to NATS when they were decided, incident
-// updates when the job was made). Alerts come before the decisions taken on
-// them: an owner killed between the two leaves an alert without its
-// decision, not a decision whose reasons an analyst cannot find (a
-// partition's next owner keeps what was stored, written.go).
-func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
+// storeResults writes a job's alerts and decisions to ClickHouse, for
+// analysts (they were published to NATS when they were decided), before the
+// job's scored rows: an event whose row is stored has every alert and
+// decision its judging raised stored too, which is what a partition's next
+// owner relies on when it keeps the stored judgement of such an event
+// (written.go). An owner killed between the two leaves alerts whose events
+// have no row; the next owner judges those events again, writes their rows
+// and finds the same alerts stored (not written again). Before, the rows
+// came first, and an owner killed in between lost those alerts for good
+// (lock-000006 in the 3-node cluster test, bench/RESULTS.md w1 and w3).
+// Alerts come before the decisions taken on them: an owner killed between
+// the two leaves an alert without its decision, not a decision whose
+// reasons an analyst cannot find.
+func (p *Pipeline) storeResults(ctx context.Context, job *flushJob) error {
 	if len(job.alerts) > 0 {
 		if err := p.rows.WriteAlerts(ctx, job.alerts); err != nil {
 			return fmt.Errorf("cannot write %d alerts: %w", len(job.alerts), err)
@@ -419,6 +432,12 @@ func (p *Pipeline) store(ctx context.Context, job *flushJob) error {
 			return fmt.Errorf("cannot write %d decisions: %w", len(job.decisions), err)
 		}
 	}
+	return nil
+}
+
+// storeIncidents writes a job's incident updates (published when the job
+// was made), in job order, after its rows.
+func (p *Pipeline) storeIncidents(ctx context.Context, job *flushJob) error {
 	if len(job.incidents) > 0 {
 		if err := p.rows.WriteIncidents(ctx, job.incidents); err != nil {
 			return fmt.Errorf("cannot write %d incident updates: %w", len(job.incidents), err)

@@ -44,14 +44,17 @@ import (
 //     not stored again;
 //   - not stored, for an event whose row is stored: the previous owner's
 //     judgement stands; the new alert and its decision are dropped and
-//     counted (Metrics.CatchUpDropped), never invented. The flusher stores
-//     a job's rows, then its alerts, then their decisions, so an owner
-//     killed in between loses those alerts (or decisions) from ClickHouse
-//     (the alert lock-000006 in the 3-node cluster test, bench/RESULTS.md
-//     c2). Writing an alert when no alert of the event is stored was tried
-//     and taken back: a judging again that differs (another class view, a
-//     partition learned from the stream's start) invented an alert the
-//     undisturbed run never raised (TestTakeoverOfANeverSavedPartition).
+//     counted (Metrics.CatchUpDropped), never invented. Nothing is lost
+//     by that: the flusher stores a job's alerts, then their decisions,
+//     then its rows (storeResults), so a stored row means its event's
+//     alerts and decisions are stored; what is not stored was not raised by
+//     the previous owner. (With rows first, an owner killed in between lost
+//     those alerts from ClickHouse: lock-000006 in the 3-node cluster test,
+//     bench/RESULTS.md c2, w1.) Writing an alert when no alert of the event
+//     is stored was tried and taken back: a judging again that differs
+//     (another class view, a partition learned from the stream's start)
+//     invented an alert the undisturbed run never raised
+//     (TestTakeoverOfANeverSavedPartition).
 //
 // Judged again against what does not move with a partition (the new owner's
 // class statistics and calibration, see Handover), an event near a

@@ -129,7 +129,15 @@ func (t *Stats) sampleSlots(class uint64) (j int, o *Stats, jo int) {
 // device, and its index: the smaller key, as each instance's bottom-1
 // sample keeps the smallest key it saw, unless that device has been silent
 // rateStale longer than the other (a departed device, which the slot's
-// next event would have freed). nil when neither holds a device.
+// next event would have freed); of two copies of the same device, the one
+// learned up to the later event. Two instances hold the same device when
+// its partition moved: the previous owner keeps its sample as of the move
+// (and a killed owner's last contribution keeps being merged), the new
+// owner learns on. Before, the first copy met won: in the 3-node cluster
+// test a survivor read a killed scorer's copies of vehicles' samples, an
+// hour old, and judged veh-000043's rate spike against a model burstiness
+// of 4.75 (run ratio) where one instance had 10.25 (bench/RESULTS.md w3).
+// nil when neither holds a device.
 func pickSample(t *Stats, j int, o *Stats, jo, s int) (*Stats, int) {
 	var ka, kb uint64
 	if j >= 0 {
@@ -153,7 +161,7 @@ func pickSample(t *Stats, j int, o *Stats, jo, s int) (*Stats, int) {
 		return o, ib
 	case float64(la-lb)/1e9 > rateStale:
 		return t, ia
-	case kb < ka:
+	case kb < ka, kb == ka && lb > la:
 		return o, ib
 	}
 	return t, ia

@@ -296,7 +296,7 @@ func (s *Stage) publishAsync(m *nats.Msg) jetstream.PubAckFuture {
 // does not come within PublishTimeout is taken as lost: the async future of
 // a publish whose PubAck died with a killed stream leader resolves neither
 // way (the JetStream context sets no async timeout), and the stage hung on it
-// for good (tests/scaleout TestClusterKills: 94 log messages unacked, none
+// for good (tests/cluster TestClusterKills: 94 log messages unacked, none
 // fetched for 5 minutes).
 func (s *Stage) confirm(ctx context.Context, pb pendingBatch) bool {
 	if pb.ack != nil {

@@ -1,12 +1,17 @@
 package partition_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/iotwatch/iotwatch/pipeline/partition"
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // TestFairShare: scorers join one at a time while events keep arriving,
@@ -119,5 +124,107 @@ func waitFair(t *testing.T, all []*scorer, parts int, joined time.Time) (first, 
 			t.Fatalf("no fair share (%d or %d each) 3 minutes after %s joined: %v", floor, ceil, newcomer.name, owned)
 		}
 		time.Sleep(5 * time.Millisecond) // a sampling period
+	}
+}
+
+// TestStartTogetherShares: three scorers start before the first message and
+// see each other (each has checked the balance twice since the last one's
+// presence key appeared: its pulls sent before expire within a third of the
+// pinned TTL); then events arrive on every partition. Each scorer acquires
+// its share at once (floor or ceil of 8/3) and none gives a partition up for
+// balance. Before, each pulled every partition it did not own while short of
+// its share, and the server pinned most partitions to whichever scorer's
+// pulls were waiting first, which then released them one Rebalance interval
+// at a time (in the 3-node cluster test, one scorer scored the whole first
+// third).
+func TestStartTogetherShares(t *testing.T) {
+	const pinnedTTL, parts = time.Second, 8
+	env := startPartitionsN(t, parts, pinnedTTL, 5*time.Second)
+	kv, err := env.JS.KeyValue(context.Background(), schemas.KVScorers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &results{}
+	names := []string{"a", "b", "c"}
+	owners := make([]*countingOwner, len(names))
+	all := make([]*scorer, len(names))
+	for i, name := range names {
+		owners[i] = &countingOwner{}
+		all[i] = startScorerN(t, parts, env.Server.URL(), name, res,
+			partition.Config{PinnedTTL: pinnedTTL, Instance: name, Owner: owners[i]})
+	}
+	waitChecked(t, kv, names, 2)
+	_, stop := publishEveryN(t, env.JS, parts)
+	defer stop()
+	owned := func() (each [][]int, total int) {
+		for _, s := range all {
+			o := s.c.Owned()
+			each, total = append(each, o), total+len(o)
+		}
+		return each, total
+	}
+	for deadline := time.Now().Add(time.Minute); ; { // a hang bound
+		o, total := owned()
+		if total == parts {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions owned %v a minute after the first events", o)
+		}
+		time.Sleep(5 * time.Millisecond) // polling ownership
+	}
+	floor, ceil := parts/len(all), (parts+len(all)-1)/len(all)
+	for i, s := range all {
+		o := s.c.Owned()
+		acquired, lost := owners[i].acquired.Load(), owners[i].lost.Load()
+		t.Logf("%s owns %v (acquired %d, lost %d)", s.name, o, acquired, lost)
+		if len(o) < floor || len(o) > ceil || lost > 0 {
+			t.Errorf("%s owns %d partitions %v, acquired %d, lost %d: want %d or %d from the start, none lost",
+				s.name, len(o), o, acquired, lost, floor, ceil)
+		}
+	}
+}
+
+// countingOwner counts ownership changes.
+type countingOwner struct{ acquired, lost atomic.Int64 }
+
+func (o *countingOwner) Acquired(int, uint64) { o.acquired.Add(1) }
+func (o *countingOwner) Lost(int)             { o.lost.Add(1) }
+
+// waitChecked waits until every instance of names has a presence key and
+// each has then rewritten it (a balance check) checks times.
+func waitChecked(t *testing.T, kv jetstream.KeyValue, names []string, checks int) {
+	t.Helper()
+	var since uint64 // the latest revision once every key is present
+	seen := map[string]map[uint64]bool{}
+	for deadline := time.Now().Add(time.Minute); ; { // a hang bound
+		revs := map[string]uint64{}
+		for _, name := range names {
+			if e, err := kv.Get(context.Background(), name); err == nil {
+				revs[name] = e.Revision()
+			}
+		}
+		if since == 0 && len(revs) == len(names) {
+			for _, r := range revs {
+				since = max(since, r)
+			}
+		}
+		done := since > 0
+		for _, name := range names {
+			if r := revs[name]; since > 0 && r > since {
+				if seen[name] == nil {
+					seen[name] = map[uint64]bool{}
+				}
+				seen[name][r] = true
+			}
+			done = done && len(seen[name]) >= checks
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scorers %q did not check the balance %d times within a minute (keys at %v, since %d)", names, checks, revs, since)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the presence keys
 	}
 }

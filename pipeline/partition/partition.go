@@ -102,6 +102,7 @@
 //     no unacked message is given up first; one whose acks do not come
 //     within the consumer's AckWait (a crashed previous owner's messages,
 //     redelivered only to a pull) is pulled again and kept for an AckWait.
+//
 //   - keeps waiting pulls on the partitions it does not own only while it is
 //     short of its share (fewer than floor, or fewer than ceil when no other
 //     instance has fewer than floor): a released partition goes to an
@@ -110,6 +111,18 @@
 //     does not own, and pulls one that has messages pending and no pinned
 //     client (an orphan: after a crash, while the crashed instance's key
 //     still counts, every survivor may have its share).
+//
+//   - at the start, while no instance owns a partition (every presence
+//     key's count is 0), pulls only the partitions it prefers: those whose
+//     number modulo N is its rank among the instances' names. Instances
+//     that see each other before the first message thus start with floor
+//     or ceil each, with no release (each checks once before its first
+//     pull; one that started alone learns of the others at its next check,
+//     and its pulls sent before expire within a third of the PinnedTTL).
+//     Before, the first instance to pull took every partition and gave
+//     them on one Rebalance interval at a time, each once its messages
+//     were acked. A preferred partition whose instance died before
+//     pulling waits for its presence key to expire (two PinnedTTLs).
 //
 // So N instances reach a fair share within a few Rebalance intervals (the
 // server may pin every released partition to one waiting instance, which
@@ -377,6 +390,13 @@ func New(ctx context.Context, stream jetstream.Stream, cons []jetstream.Consumer
 		// Unknown until the first pull answers: wait for it, so that no
 		// partition starts ahead of another's backlog.
 		c.parts[p].backlog.Store(c.pulls(p))
+	}
+	if cfg.Presence != nil && cfg.Rebalance >= 0 && cfg.Only == nil {
+		// The share before the first pull: an instance that joins others
+		// which own nothing yet pulls only the partitions it prefers
+		// (share.prefers), and one that joins owners pulls only while
+		// short of its share, from its first pull.
+		c.check(ctx)
 	}
 	for p := range cons {
 		if !c.pulls(p) {
@@ -1389,12 +1409,13 @@ func (c *Consumer) check(ctx context.Context) {
 			pt.mu.Unlock()
 		}
 	}
-	n, others := c.instances(ctx)
+	n, others, rank := c.instances(ctx)
 	if c.cfg.Rebalance < 0 || n == 0 || c.cfg.Only != nil {
 		c.share.Store(nil)
 		return
 	}
 	sh := shareOf(len(c.cons), n, others)
+	sh.rank, sh.fresh = rank, owned == 0 && c.owned.Load() == 0 && sh.most == 0
 	c.share.Store(&sh)
 	// Releases already under way count towards what this instance gives.
 	give := sh.give(owned) - c.releasing()
@@ -1421,17 +1442,36 @@ type share struct {
 	// least is the fewest partitions another instance owned (its presence
 	// key's count; -1 when there is no other instance).
 	least int
+	// n is the number of instances, rank this instance's place among their
+	// names (0-based), and fresh whether no instance owned a partition
+	// (every presence key's count 0, this instance's too): then each
+	// instance pulls only the partitions it prefers (prefers).
+	n, rank int
+	fresh   bool
+	// most is the most partitions another instance owned (0 when none).
+	most int
 }
 
 func shareOf(parts, n int, others []int) share {
-	sh := share{floor: parts / n, ceil: (parts + n - 1) / n, least: -1}
+	sh := share{floor: parts / n, ceil: (parts + n - 1) / n, least: -1, n: n}
 	for _, o := range others {
 		if sh.least < 0 || o < sh.least {
 			sh.least = o
 		}
+		sh.most = max(sh.most, o)
 	}
 	return sh
 }
+
+// prefers reports whether partition p is this instance's at the start: p
+// modulo the instances is its rank. Instances that start together and see
+// each other before the first message thus split the partitions floor or
+// ceil each, rather than the first to pull taking them all and giving them
+// on one Rebalance interval at a time, and only once each is acked (in
+// the 3-node cluster test, the first scorer scored the whole first third,
+// and after its kill one survivor scored everything else: 4 runs of 26,
+// bench/RESULTS.md w1).
+func (sh share) prefers(p int) bool { return sh.n <= 1 || p%sh.n == sh.rank }
 
 // give is how many of owned partitions an instance gives up for balance:
 // what it owns beyond ceil, or one when it owns more than floor and another
@@ -1466,7 +1506,16 @@ func (sh share) takes(owned int) bool {
 // share did not take it, or their counts were stale, as after a crash).
 func (c *Consumer) mayPull(p int) bool {
 	sh := c.share.Load()
-	return sh == nil || sh.takes(int(c.owned.Load())) || c.parts[p].orphan.Load()
+	switch {
+	case sh == nil:
+		return true
+	case sh.fresh:
+		// No instance owns a partition yet (the start): each pulls the
+		// partitions it prefers, orphans included (at a start with a
+		// backlog, every partition is one).
+		return sh.prefers(p)
+	}
+	return sh.takes(int(c.owned.Load())) || c.parts[p].orphan.Load()
 }
 
 // releasing counts the partitions whose release is under way.
@@ -1514,39 +1563,42 @@ func (c *Consumer) toRelease() int {
 // a Presence bucket, or when it cannot be read); others are the counts of
 // the other instances' keys that hold one (a key written by a version that
 // did not is counted in n only).
-func (c *Consumer) instances(ctx context.Context) (n int, others []int) {
+func (c *Consumer) instances(ctx context.Context) (n int, others []int, rank int) {
 	kv := c.cfg.Presence
 	if kv == nil {
-		return 0, nil
+		return 0, nil, 0
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := kv.Put(cctx, c.cfg.Instance, strconv.AppendInt(nil, c.owned.Load(), 10)); err != nil {
 		c.cfg.Log.Warn("cannot rewrite this scorer's presence key", "err", err)
-		return 0, nil
+		return 0, nil, 0
 	}
 	w, err := kv.WatchAll(cctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		c.cfg.Log.Warn("cannot count the scorers' presence keys", "err", err)
-		return 0, nil
+		return 0, nil, 0
 	}
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
 		case e := <-w.Updates():
 			if e == nil { // the keys' current values are all read
-				return n, others
+				return n, others, rank
 			}
 			n++
 			if e.Key() == c.cfg.Instance {
 				continue
+			}
+			if e.Key() < c.cfg.Instance {
+				rank++
 			}
 			if owned, err := strconv.Atoi(string(e.Value())); err == nil {
 				others = append(others, owned)
 			}
 		case <-cctx.Done():
 			c.cfg.Log.Warn("cannot count the scorers' presence keys", "err", cctx.Err())
-			return 0, nil
+			return 0, nil, 0
 		}
 	}
 }

@@ -2,9 +2,9 @@
 // from a scorer killed after it stored results past its last checkpoint
 // (takeover_test.go): the new owner judges those events again to learn
 // from them, without writing again what the killed owner stored, and
-// writes what it did not store (an alert cut between its event's row and
-// its own). Each ends with the alert and decision ids of an undisturbed
-// run of the same fleet, which the tests share.
+// writes what it did not store (the alerts and rows of a flush cut while
+// its alerts were written). Each ends with the alert and decision ids of
+// an undisturbed run of the same fleet, which the tests share.
 //
 // They were in package restart (tests/restart), whose other tests use the
 // same rig (internal/pipetest.HandoverRig); apart, `go test ./...` runs the

@@ -52,17 +52,19 @@ func TestTakeoverWritesAgainWithoutClickHouse(t *testing.T) { testTakeoverWrites
 // were not the one-instance run's and 10 were missing.)
 func TestTakeoverOfANeverSavedPartition(t *testing.T) { testTakeoverWrites(t, neverSaved) }
 
-// TestTakeoverInventsNoAlertForAStoredEvent: as TestTakeoverDoesNotWriteAgain,
-// but the first scorer is killed between an event's row and its alert: its
-// flusher stored a job's scored rows and hung on the job's alerts (the
-// decisions come after them). The successor's catch-up judges those events
-// again, finds their rows stored, and keeps the previous judgement: it
-// writes no alert or decision for them (counted as dropped), so the cut
-// alerts are lost from ClickHouse and nothing outside the undisturbed run
-// is written. (Writing them when no alert of the event was stored was
-// tried: it invented an alert in TestTakeoverOfANeverSavedPartition.)
-func TestTakeoverInventsNoAlertForAStoredEvent(t *testing.T) {
-	testTakeoverWrites(t, killedBeforeAlerts)
+// TestTakeoverWritesTheAlertsOfACutFlush: as TestTakeoverDoesNotWriteAgain,
+// but the first scorer is killed while its flusher writes a job's alerts
+// (held until the kill). The flusher writes a job's alerts and decisions
+// before its rows, so the job's events have no row stored: the successor's
+// catch-up judges them again as not stored and writes their rows, the cut
+// alerts and their decisions, and the outcome is the undisturbed run's.
+// Before (rows first), the job's rows were stored without its alerts; the
+// successor kept the stored judgement of those events and dropped the
+// alerts (a judging again that differs must not invent one, see
+// TestTakeoverOfANeverSavedPartition), so they were lost from ClickHouse
+// (lock-000006 in the 3-node cluster test, bench/RESULTS.md w1).
+func TestTakeoverWritesTheAlertsOfACutFlush(t *testing.T) {
+	testTakeoverWrites(t, killedWritingAlerts)
 }
 
 // takeoverFault is how a takeover test's first scorer dies, or its
@@ -73,7 +75,7 @@ const (
 	killedAfterItsResults takeoverFault = iota // every result stored and acked, no checkpoint after
 	lookupFails                                // as killedAfterItsResults; the successor cannot ask ClickHouse
 	neverSaved                                 // as killedAfterItsResults, no checkpoint ever saved
-	killedBeforeAlerts                         // killed with a job's rows stored, its alerts not
+	killedWritingAlerts                        // killed while a job's alerts are written
 )
 
 // takeoverRuns counts the takeover tests' runs (fresh databases for
@@ -156,13 +158,17 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 	if fault == neverSaved {
 		atCheckpoint = 0
 	}
-	rowsA.holdAlerts.Store(fault == killedBeforeAlerts)
+	// Held from the first write of alerts after a's first rows past the
+	// checkpoint (a job's alerts come before its rows: a cut of the first
+	// job would leave b nothing stored to leave out).
+	rowsA.holdAfter.Store(atCheckpoint)
+	rowsA.holdAlerts.Store(fault == killedWritingAlerts)
 	r.Ingest(t, msgs[next:2*third], next)
-	if fault != killedBeforeAlerts {
+	if fault != killedWritingAlerts {
 		r.WaitDone(t, a) // stored and acked, after the checkpoint
 	} else {
-		// The first job with alerts after the checkpoint: its rows stored,
-		// its alerts' write hangs until the kill.
+		// The first job with alerts after the checkpoint: its alerts' write
+		// hangs until the kill, and so does every write after it.
 		for rowsA.held() == nil {
 			if time.Now().After(deadline) {
 				t.Fatal("the first scorer stored no alert after its checkpoint: the test proves nothing")
@@ -211,41 +217,14 @@ func testTakeoverWrites(t *testing.T, fault takeoverFault) {
 		pastCheckpoint, b.P.M.CaughtUp.Load(), stored, unchecked, inserted, final, distinct, wantEvents,
 		rowsA.alerts.Load(), rowsB.alerts.Load(), rowsA.decisions.Load(), rowsB.decisions.Load(),
 		b.P.M.CatchUpDropped.Load())
-	if fault == killedBeforeAlerts {
+	if fault == killedWritingAlerts {
 		held := slices.Sorted(slices.Values(rowsA.held()))
 		t.Logf("a was killed writing alerts %q", held)
 		for _, id := range held {
-			if _, ok := slices.BinarySearch(rowsB.alertIDs(), id); ok {
-				t.Errorf("alert %s, whose write the kill cut, was written by b: a judging again of a stored event", id)
+			if _, ok := slices.BinarySearch(rowsB.alertIDs(), id); !ok {
+				t.Errorf("alert %s, whose write the kill cut, was not written by b", id)
 			}
 		}
-		if n := b.P.M.CatchUpDropped.Load(); n < uint64(len(held)) {
-			t.Errorf("b counted %d alerts and decisions of stored events dropped; want at least the %d cut", n, len(held))
-		}
-		// The cut alerts (and their decisions) are what the comparison
-		// with the undisturbed run misses; nothing else may differ.
-		want.Alerts = slices.DeleteFunc(slices.Clone(want.Alerts), func(id string) bool {
-			_, cut := slices.BinarySearch(held, id)
-			return cut
-		})
-		// A decision's id names its alert's only through a hash: the cut
-		// alerts' decisions may be missing, no other may differ.
-		var extra, missing int
-		for _, id := range got.Decisions {
-			if _, ok := slices.BinarySearch(want.Decisions, id); !ok {
-				extra++
-			}
-		}
-		for _, id := range want.Decisions {
-			if _, ok := slices.BinarySearch(got.Decisions, id); !ok {
-				missing++
-			}
-		}
-		if extra > 0 || missing > len(held) {
-			t.Errorf("decisions: %d after the takeover, %d in the control run: %d not in it, %d missing (at most the %d cut alerts' may be)",
-				len(got.Decisions), len(want.Decisions), extra, missing, len(held))
-		}
-		want.Decisions = got.Decisions
 	}
 	if final != wantEvents || distinct != wantEvents {
 		t.Errorf("event rows: FINAL %d, distinct %d; want %d each", final, distinct, wantEvents)
@@ -316,12 +295,14 @@ func (s frozenStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Re
 // countingRows is the real ClickHouse writer, counting the rows it wrote
 // and keeping the alert ids; once hang is set, every write waits until its
 // context ends (killed); while holdAlerts is set, the first write of alerts
-// (and every write after it) waits so. lookupErr, when set, is what Written
-// returns (ClickHouse unreachable at a takeover).
+// once more than holdAfter rows are written (and every write after it)
+// waits so. lookupErr, when set, is what Written returns (ClickHouse
+// unreachable at a takeover).
 type countingRows struct {
 	*sink.ClickHouse
 	hang                      *atomic.Bool
 	holdAlerts                atomic.Bool
+	holdAfter                 atomic.Int64
 	scored, alerts, decisions atomic.Int64
 	lookupErr                 error
 
@@ -372,7 +353,7 @@ func (c *countingRows) WriteAlerts(ctx context.Context, as []schemas.Alert) erro
 	for i := range as {
 		ids[i] = as[i].ID
 	}
-	if c.holdAlerts.Load() && len(as) > 0 {
+	if c.holdAlerts.Load() && len(as) > 0 && c.scored.Load() > c.holdAfter.Load() {
 		c.mu.Lock()
 		if c.heldBack == nil {
 			c.heldBack = ids

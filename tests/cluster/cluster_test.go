@@ -1,4 +1,4 @@
-package scaleout_test
+package cluster_test
 
 import (
 	"context"
@@ -32,6 +32,11 @@ const (
 	// wait (longer, as SCALE-OUT.md asks).
 	clusterPinnedTTL = 10 * time.Second
 	clusterAckWait   = 30 * time.Second
+	// clusterRebalance: how often each scorer checks the balance (every
+	// pinned TTL by default): two checks (the wait before the first events)
+	// outlast a pull (a third of the pinned TTL), and the shares after the
+	// kill are reached within seconds.
+	clusterRebalance = 2 * time.Second
 	// clusterHang bounds each wait: generous, for a loaded machine; the
 	// test asserts no speed.
 	clusterHang = 5 * time.Minute
@@ -60,30 +65,31 @@ const (
 //   - the alerts and decisions are those of one instance scoring the same
 //     input: identical ids and count.
 //
-// Opt-in (IOTWATCH_CLUSTER=1): it fails on main (2026-12-07). Rows are
-// now exact: a partition's new owner learns from what the killed scorer
-// stored after its last checkpoint (or, never saved, from the stream's
-// start) without writing it again (pipeline/written.go), and in 6 runs
-// after that change no event was inserted twice (51,400 rows inserted =
-// FINAL = distinct ids). What still fails (bench/RESULTS.md, s1, c2 and
-// w1): alerts differ from one instance's in some runs. A scorer's class
-// view behind in event time (the others' shares merged every 10 s of wall
-// time) no longer costs veh-000043 and veh-000007 their new_class_command
-// since the view has event-time watermarks (a scorer judges events only
-// up to the merged view's coverage plus --class-lag); what remains is
-// volume's class-dependent re-check of rate spikes (veh-000043's
-// rate_spike one event earlier or later: its class cycle is not merged
-// across scorers at all, its class burstiness as of the others' last
-// publication), an alert the killed scorer never stored for an event whose
-// row it stored (lock-000006: its successor keeps the stored judgement, so
-// the alert is lost rather than possibly invented, pipeline/written.go),
-// and a scorer that acquires no partition before the fleet is scored
-// (balance). A restore's checkpoint read that hung for its 5-minute bound
-// after the leader kill is now given up after 30 s without data
-// (pipeline/store.go objectStall).
+// Opt-in (IOTWATCH_CLUSTER=1): it still fails in some runs. It passed 11
+// of 26 runs before w3's fixes (bench/RESULTS.md w1) and 12 of 14 after
+// (w3), which removed three causes: an alert the killed scorer never stored for an event whose row it
+// stored (lock-000006: the flusher now stores a flush's alerts and
+// decisions before its rows, pipeline/flush.go), a scorer that acquired no
+// partition (the first to pull took all 8; instances that see each other
+// before the first message now start with their share, pipeline/partition)
+// and, mostly, veh-000043's rate_spike an event earlier (a survivor merged
+// the killed scorer's hour-old copies of vehicles' rate samples: the
+// merged view now reads the later copy of a device, detectors/volume
+// pickSample). What still fails, one run each of 14: veh-000043's
+// rate_spike at 02:19:01 not raised (its class reads not measured in that
+// run), and lock-000002's privileged_command_new alert at 01:07:15 not
+// raised (the survivor's class view knew no other device with the command,
+// one instance knew one). Once in 4 runs before the volume fix, the scorer
+// column changed 17 times in the partitions' event order for 15
+// acquisitions (not seen in the 14). Before those, rows
+// were made exact (pipeline/written.go), the class view got event-time
+// watermarks (pipeline/classgate.go), and a restore's stalled checkpoint
+// read is given up after 30 s (pipeline/store.go objectStall). The package
+// is its own so that, once reliable, `go test ./...` starts it before
+// tests/faults, restart and takeover (tests/cluster/doc.go).
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("fails on main in some runs: volume's class-dependent rate spikes, an alert the killed scorer never stored, a scorer with no partition (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails on main in 2 runs of 14: class-dependent judgements of veh-000043 and lock-000002 (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
@@ -149,6 +155,45 @@ func TestClusterKills(t *testing.T) {
 		}
 		keys, err := kv.Keys(ctx)
 		return err == nil && len(keys) == len(scorers), fmt.Sprintf("presence keys %q (%v)", keys, err)
+	})
+	// ... and each has seen the others: it checked the balance twice since
+	// the third appeared (every clusterRebalance), so that its pulls sent
+	// while it counted fewer instances have expired (a third of the pinned
+	// TTL). Then each pulls only the partitions it prefers, and the first
+	// events give each its share (partition.share.prefers). Published
+	// before, in 4 of 26 runs the first scorer scored the whole first third
+	// and, after its kill, one survivor all the rest: no row of the other
+	// (bench/RESULTS.md w1).
+	checks := map[string]map[uint64]bool{}
+	var since uint64
+	waitUntil(t, ctx, "every scorer checking the balance twice with three present", func() (bool, string) {
+		alive(t, scorers...)
+		kv, err := ajs.KeyValue(ctx, schemas.KVScorers)
+		if err != nil {
+			return false, err.Error()
+		}
+		revs := map[string]uint64{}
+		for _, name := range names {
+			if e, err := kv.Get(ctx, name); err == nil {
+				revs[name] = e.Revision()
+			}
+		}
+		if since == 0 && len(revs) == len(names) {
+			for _, r := range revs {
+				since = max(since, r)
+			}
+		}
+		done := since > 0
+		for _, name := range names {
+			if r := revs[name]; since > 0 && r > since {
+				if checks[name] == nil {
+					checks[name] = map[uint64]bool{}
+				}
+				checks[name][r] = true
+			}
+			done = done && len(checks[name]) >= 2
+		}
+		return done, fmt.Sprintf("presence key revisions %v since %d", revs, since)
 	})
 	ingest := startIngest(t, bin, c.URL(), 3)
 	waitUntil(t, ctx, "the ingest stage's streams", func() (bool, string) {
@@ -303,7 +348,7 @@ func idsNotIn(a, b []string) []string {
 func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string, other string) {
 	t.Helper()
 	for _, id := range ids {
-		var device, at, sev, reasons, scorer string
+		var device, at, sev, reasons string
 		var last uint64
 		q := fmt.Sprintf("SELECT %s, toString(%s), %s, arrayStringConcat(%s, ','), %s FROM %s.%s WHERE %s = %s LIMIT 1",
 			schemas.ColDevice, schemas.ColTime, schemas.ColSeverity, schemas.ColReasons, schemas.ColLastEventID,
@@ -312,20 +357,21 @@ func logAlerts(t *testing.T, conn clickhouse.Conn, db, what string, ids []string
 			t.Logf("alert %s (%s): %v", id, what, err)
 			continue
 		}
-		q = fmt.Sprintf("SELECT %s FROM %s.%s WHERE %s = %d LIMIT 1", schemas.ColScorer, schemas.QuoteIdent(db), schemas.TableScored, schemas.ColEventID, last)
-		if err := conn.QueryRow(context.Background(), q).Scan(&scorer); err != nil {
-			scorer = err.Error()
+		// The event's findings with their observed and expected values: a
+		// rate spike's expectation carries volume's class ramp, its ratio
+		// threshold the class burstiness (bench/RESULTS.md w3).
+		row := func(db string) string {
+			var by, reasons, scores, observed, expected string
+			q := fmt.Sprintf("SELECT %s, arrayStringConcat(%s, ','), toString(%s), toString(%s), toString(%s) FROM %s.%s FINAL WHERE %s = %d LIMIT 1",
+				schemas.ColScorer, schemas.ColReasons, schemas.ColScores, schemas.ColObserved, schemas.ColExpected,
+				schemas.QuoteIdent(db), schemas.TableScored, schemas.ColEventID, last)
+			if err := conn.QueryRow(context.Background(), q).Scan(&by, &reasons, &scores, &observed, &expected); err != nil {
+				return err.Error()
+			}
+			return fmt.Sprintf("scored by %s, reasons %s, scores %s, observed %s, expected %s", by, reasons, scores, observed, expected)
 		}
-		t.Logf("alert %s (%s): device %s at %s, %s, reasons %s, last event %d scored by %s", id, what, device, at, sev, reasons, last, scorer)
-		var oscorer, oreasons string
-		var oscores string
-		q = fmt.Sprintf("SELECT %s, arrayStringConcat(%s, ','), toString(%s) FROM %s.%s FINAL WHERE %s = %d LIMIT 1",
-			schemas.ColScorer, schemas.ColReasons, schemas.ColScores, schemas.QuoteIdent(other), schemas.TableScored, schemas.ColEventID, last)
-		if err := conn.QueryRow(context.Background(), q).Scan(&oscorer, &oreasons, &oscores); err != nil {
-			t.Logf("alert %s: its last event in %s: %v", id, other, err)
-			continue
-		}
-		t.Logf("alert %s: its last event in %s: scored by %s, reasons %s, scores %s", id, other, oscorer, oreasons, oscores)
+		t.Logf("alert %s (%s): device %s at %s, %s, reasons %s, last event %d %s", id, what, device, at, sev, reasons, last, row(db))
+		t.Logf("alert %s: its last event in %s: %s", id, other, row(other))
 	}
 }
 
@@ -422,7 +468,7 @@ func startScorer(t *testing.T, bin, natsURL, dsn, db, name string, replicas int)
 	p := pipetest.StartProc(t, bin, name, "run", "--source", "events", "--instance", name,
 		"--partitions", strconv.Itoa(clusterPartitions), "--replicas", strconv.Itoa(replicas),
 		"--nats", natsURL, "--clickhouse", dsn, "--database", db,
-		"--pinned-ttl", clusterPinnedTTL.String(), "--ack-wait", clusterAckWait.String(),
+		"--pinned-ttl", clusterPinnedTTL.String(), "--ack-wait", clusterAckWait.String(), "--rebalance", clusterRebalance.String(),
 		"--checkpoint", "nats:", "--checkpoint-every", "2s", "--cluster-instances", "3",
 		"--workers", "1", "--flush-interval", "200ms", "--metrics-addr", addr, "--log-level", "info")
 	return &scorer{Proc: p, name: name, metrics: "http://" + addr + "/metrics"}
