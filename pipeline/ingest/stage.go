@@ -40,6 +40,18 @@ type StageConfig struct {
 	// DrainTimeout bounds the publishing and acking of the last fetch when
 	// the stage stops (default 30s).
 	DrainTimeout time.Duration
+	// FetchEnd bounds how long the delivery of one fetch may take (default
+	// FetchWait + 5s; the client ends it after FetchWait + 1s without a
+	// message): a fetch whose delivery has not ended by then is processed
+	// with what it delivered (StageMetrics.FetchStalls), the rest being
+	// redelivered after the consumer's ack wait.
+	FetchEnd time.Duration
+	// HoldLimit bounds the publishing and acking of one fetch (default the
+	// consumer's AckWait, 30s when unknown): beyond it the server redelivers
+	// the messages anyway, so the stage leaves the ones it has not acked to
+	// that redelivery (StageMetrics.Abandoned) and fetches again, rather
+	// than retry or wait on one fetch for as long as it runs.
+	HoldLimit time.Duration
 	// NoObs stops the publishing of entity observations (schemas.ObsSubject):
 	// scorers then take them from the events, one writer per scorer.
 	NoObs bool
@@ -64,7 +76,14 @@ func (c *StageConfig) defaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.FetchEnd <= 0 {
+		c.FetchEnd = c.FetchWait + 5*time.Second
+	}
 }
+
+// defaultHoldLimit is StageConfig.HoldLimit when the consumer's ack wait is
+// not known.
+const defaultHoldLimit = 30 * time.Second
 
 // StageMetrics are the stage's counters.
 type StageMetrics struct {
@@ -78,6 +97,8 @@ type StageMetrics struct {
 	DeadLettered   atomic.Uint64 // records dead-lettered
 	Skipped        atomic.Uint64 // records without an event
 	PublishRetries atomic.Uint64 // batch publishes retried after a failure
+	FetchStalls    atomic.Uint64 // fetches whose delivery did not end within FetchEnd
+	Abandoned      atomic.Uint64 // log messages left unacked to redelivery after HoldLimit
 }
 
 // Stage is the stateless ingest stage: it consumes IOTWATCH_LOGS with the
@@ -149,6 +170,12 @@ func NewStage(cfg StageConfig, dec Options, cons jetstream.Consumer, js jetstrea
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.HoldLimit <= 0 {
+		cfg.HoldLimit = defaultHoldLimit
+		if ci := cons.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
+			cfg.HoldLimit = ci.Config.AckWait
+		}
+	}
 	s := &Stage{cfg: cfg, cons: cons, js: js, dlq: dlq, dec: NewDecoder(dec), log: log}
 	s.parts.init(cfg.Partitions, !cfg.NoObs)
 	return s, nil
@@ -178,21 +205,55 @@ func (s *Stage) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		s.msgs = s.msgs[:0]
-		for msg := range batch.Messages() {
-			s.M.Messages.Add(1)
-			s.msgs = append(s.msgs, fetched{msg: msg})
-		}
+		s.receive(batch)
 		if len(s.msgs) == 0 {
 			continue
 		}
 		// The fetch is published and acked even when ctx ends meanwhile:
-		// the drain context outlives it by DrainTimeout.
+		// the drain context outlives it by DrainTimeout. Either way it is
+		// held at most HoldLimit.
 		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
-		s.process(dctx)
+		hctx, hcancel := context.WithTimeout(dctx, s.cfg.HoldLimit)
+		acked := s.M.Acked.Load()
+		s.process(hctx)
+		held := hctx.Err() != nil && ctx.Err() == nil
+		hcancel()
 		cancel()
+		if left := uint64(len(s.msgs)) - (s.M.Acked.Load() - acked); held && left > 0 {
+			s.M.Abandoned.Add(left)
+			s.log.Warn("a fetch held past the hold limit: its unacked log messages are left to redelivery",
+				"hold_limit", s.cfg.HoldLimit, "messages", len(s.msgs), "unacked", left)
+		}
 	}
 	return nil
+}
+
+// receive collects the messages batch delivers into s.msgs, waiting at most
+// FetchEnd for its delivery to end: the client ends a fetch after its wait
+// and a second without a message, but should the channel stay open (a
+// status lost, a client bug), the stage goes on with what it received
+// rather than wait on it forever; the messages delivered to it later are
+// redelivered after the ack wait.
+func (s *Stage) receive(batch jetstream.MessageBatch) {
+	s.msgs = s.msgs[:0]
+	end := time.NewTimer(s.cfg.FetchEnd)
+	defer end.Stop()
+	ch := batch.Messages()
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			s.M.Messages.Add(1)
+			s.msgs = append(s.msgs, fetched{msg: msg})
+		case <-end.C:
+			s.M.FetchStalls.Add(1)
+			s.log.Warn("a fetch's delivery did not end: going on with what it delivered",
+				"after", s.cfg.FetchEnd, "messages", len(s.msgs))
+			return
+		}
+	}
 }
 
 // drainContext returns a context that ends DrainTimeout after ctx does.
