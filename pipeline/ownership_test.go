@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/pipeline"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/pipeline/ingest"
@@ -128,11 +129,11 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 	runUntilDone(t, icons, st.Run)
 	ingested := time.Since(began)
 
-	deadline := time.Now().Add(5 * time.Minute)
+	stall := pipetest.NewProgress(3 * time.Minute) // a hang bound: no event scored for 3 minutes
 	for {
 		info, err := a.c.Info(ctx)
 		if err != nil { // a loaded machine may time an info request out: ask again
-			if time.Now().After(deadline) {
+			if stall.Stalled(a.p.M.Events.Load() + b.p.M.Events.Load()) {
 				t.Fatal(err)
 			}
 			continue
@@ -140,8 +141,8 @@ func TestTwoPipelinesOwnPartitions(t *testing.T) {
 		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the scorers did not catch up: pending=%d ack_pending=%d; a owns %v, b owns %v\na:\n%sb:\n%s",
+		if stall.Stalled(a.p.M.Events.Load() + b.p.M.Events.Load()) {
+			t.Fatalf("the scorers did not catch up, no event scored for 3 minutes: pending=%d ack_pending=%d; a owns %v, b owns %v\na:\n%sb:\n%s",
 				info.NumPending, info.NumAckPending, a.c.Owned(), b.c.Owned(), a.c.State(), b.c.State())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a server-side condition

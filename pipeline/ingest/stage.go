@@ -35,7 +35,8 @@ type StageConfig struct {
 	// before it decodes further.
 	MaxPending int
 	// PublishTimeout bounds one publish attempt (default 10s); failed
-	// publishes are retried until they succeed or the stage stops.
+	// publishes are retried until they succeed, the stage stops or the
+	// fetch has been held HoldLimit.
 	PublishTimeout time.Duration
 	// DrainTimeout bounds the publishing and acking of the last fetch when
 	// the stage stops (default 30s).
