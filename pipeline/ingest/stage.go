@@ -47,11 +47,13 @@ type StageConfig struct {
 	// with what it delivered (StageMetrics.FetchStalls), the rest being
 	// redelivered after the consumer's ack wait.
 	FetchEnd time.Duration
-	// HoldLimit bounds the publishing and acking of one fetch (default the
-	// consumer's AckWait, 30s when unknown): beyond it the server redelivers
-	// the messages anyway, so the stage leaves the ones it has not acked to
-	// that redelivery (StageMetrics.Abandoned) and fetches again, rather
-	// than retry or wait on one fetch for as long as it runs.
+	// HoldLimit bounds the publishing and acking of one fetch (default
+	// twice the consumer's AckWait, 60s when unknown): the server redelivers
+	// messages unacked after AckWait anyway, so past HoldLimit the stage
+	// leaves the ones it has not acked to that redelivery
+	// (StageMetrics.Abandoned) and fetches again, rather than retry or wait
+	// on one fetch for as long as it runs. (Twice, so that a fetch that is
+	// merely slow on a loaded machine is not given up when nearly done.)
 	HoldLimit time.Duration
 	// NoObs stops the publishing of entity observations (schemas.ObsSubject):
 	// scorers then take them from the events, one writer per scorer.
@@ -84,7 +86,7 @@ func (c *StageConfig) defaults() {
 
 // defaultHoldLimit is StageConfig.HoldLimit when the consumer's ack wait is
 // not known.
-const defaultHoldLimit = 30 * time.Second
+const defaultHoldLimit = 60 * time.Second
 
 // StageMetrics are the stage's counters.
 type StageMetrics struct {
@@ -174,7 +176,7 @@ func NewStage(cfg StageConfig, dec Options, cons jetstream.Consumer, js jetstrea
 	if cfg.HoldLimit <= 0 {
 		cfg.HoldLimit = defaultHoldLimit
 		if ci := cons.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
-			cfg.HoldLimit = ci.Config.AckWait
+			cfg.HoldLimit = 2 * ci.Config.AckWait
 		}
 	}
 	s := &Stage{cfg: cfg, cons: cons, js: js, dlq: dlq, dec: NewDecoder(dec), log: log}
