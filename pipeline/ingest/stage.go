@@ -332,9 +332,11 @@ func (s *Stage) settle(ctx context.Context, from, to int) {
 		if round > 0 {
 			s.log.Warn("Arrow event batches not acknowledged, publishing them again",
 				"batches", len(wait), "round", round, "timeout", s.cfg.PublishTimeout, "subject", wait[0].pub.Subject)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
+			if round > 1 { // the first round waited PublishTimeout already
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
 			}
 			if ctx.Err() != nil {
 				break

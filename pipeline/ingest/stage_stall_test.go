@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,10 +20,10 @@ import (
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// stallEnv is a NATS server with the ingest consumer (ack wait 2 s, so that
-// messages a stalled fetch held come back soon) and msgs log messages of a
+// stallEnv is a NATS server with the ingest consumer (ackWait: short, so
+// that messages a stalled fetch held come back soon) and msgs log messages of a
 // line each, the first also carrying an undecodable line (a dead letter).
-func stallEnv(t *testing.T, msgs int) (jetstream.JetStream, jetstream.Consumer) {
+func stallEnv(t testing.TB, msgs int, ackWait time.Duration) (jetstream.JetStream, jetstream.Consumer) {
 	t.Helper()
 	ctx := context.Background()
 	ns, err := natsserver.Start(natsserver.Options{})
@@ -36,13 +37,13 @@ func stallEnv(t *testing.T, msgs int) (jetstream.JetStream, jetstream.Consumer) 
 	}
 	t.Cleanup(nc.Close)
 	cfg := bus.DefaultStreamsConfig()
-	cfg.AckWait = 2 * time.Second
+	cfg.AckWait = ackWait
 	cons, err := bus.EnsureIngest(ctx, js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for m := range msgs {
-		line := fmt.Sprintf(`{"ts":"2026-01-05T10:00:%02dZ","tenant":"acme","device":"d-%d","method":"GET","path":"/v1/state"}`+"\n", m, m)
+		line := fmt.Sprintf(`{"ts":"2026-01-05T10:%02d:%02dZ","tenant":"acme","device":"d-%d","method":"GET","path":"/v1/state"}`+"\n", m/60, m%60, m)
 		if m == 0 {
 			line += `{"ts":"2026-01-05T10:00:00Z"}` + "\n" // no device: a dead letter
 		}
@@ -54,7 +55,7 @@ func stallEnv(t *testing.T, msgs int) (jetstream.JetStream, jetstream.Consumer) 
 }
 
 // background runs st until the returned stop is called.
-func background(t *testing.T, st *ingest.Stage) (stop func()) {
+func background(t testing.TB, st *ingest.Stage) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
@@ -80,7 +81,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // caughtUp reports whether cons has nothing pending or unacked.
-func caughtUp(t *testing.T, cons jetstream.Consumer) bool {
+func caughtUp(t testing.TB, cons jetstream.Consumer) bool {
 	info, err := cons.Info(context.Background())
 	if err != nil {
 		t.Log(err) // a loaded machine may time an info request out: ask again
@@ -121,7 +122,7 @@ func (b neverEnds) Error() error                   { return nil }
 // delivered, acks it, counts the stall, and every message is acked.
 func TestStageFetchThatNeverEnds(t *testing.T) {
 	const msgs = 10
-	js, cons := stallEnv(t, msgs)
+	js, cons := stallEnv(t, msgs, 2*time.Second)
 	log := slog.New(slog.DiscardHandler)
 	oc := &openFetch{Consumer: cons}
 	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 2, FetchEnd: 300 * time.Millisecond}, ingest.Options{}, oc, js, sink.NewNATSPublisher(js, nil, log), log)
@@ -159,7 +160,7 @@ func (d *downDLQ) DeadLetters(ctx context.Context, subject string, seq uint64, l
 // is acked and its dead letter published.
 func TestStageHoldLimit(t *testing.T) {
 	const msgs = 5
-	js, cons := stallEnv(t, msgs)
+	js, cons := stallEnv(t, msgs, 2*time.Second)
 	log := slog.New(slog.DiscardHandler)
 	dlq := &downDLQ{DeadLetterer: sink.NewNATSPublisher(js, nil, log)}
 	dlq.down.Store(true)
@@ -185,19 +186,32 @@ func TestStageHoldLimit(t *testing.T) {
 	}
 }
 
-// lostAcks is a JetStream whose first lose async publishes are sent but
-// whose futures never resolve: PubAcks lost (as with a killed stream
-// leader, or late past the timeout on a loaded machine).
+// lostAcks is a JetStream that loses the PubAck of the first publish of
+// each of the first lose batches (by message id): sent, but its future never
+// resolves (as with a killed stream leader, or a PubAck late past the
+// timeout on a loaded machine).
 type lostAcks struct {
 	jetstream.JetStream
-	lose atomic.Int64
+	mu   sync.Mutex
+	lose int
+	seen map[string]bool
 }
 
 func (j *lostAcks) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	f, err := j.JetStream.PublishMsgAsync(m, opts...)
-	if err != nil || j.lose.Add(-1) < 0 {
+	if err != nil {
 		return f, err
 	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	if j.seen == nil {
+		j.seen = map[string]bool{}
+	}
+	if j.seen[id] || len(j.seen) >= j.lose {
+		return f, nil
+	}
+	j.seen[id] = true
 	return neverResolves{m}, nil
 }
 
@@ -207,16 +221,15 @@ func (f neverResolves) Ok() <-chan *jetstream.PubAck { return nil }
 func (f neverResolves) Err() <-chan error            { return nil }
 func (f neverResolves) Msg() *nats.Msg               { return f.m }
 
-// TestStageLostPubAcks: the PubAcks of the first 15 batch publishes never
-// come (every batch's first, and five republished);
+// TestStageLostPubAcks: the first PubAcks of the first 6 batches never
+// come;
 // after PublishTimeout the stage publishes them again (same ids, the
 // stream keeps one copy) until acknowledged, and acks every message.
 func TestStageLostPubAcks(t *testing.T) {
-	const msgs, lose = 10, 15
-	js, cons := stallEnv(t, msgs)
+	const msgs, lose = 10, 6
+	js, cons := stallEnv(t, msgs, 2*time.Second)
 	log := slog.New(slog.DiscardHandler)
-	lj := &lostAcks{JetStream: js}
-	lj.lose.Store(lose)
+	lj := &lostAcks{JetStream: js, lose: lose}
 	st, err := ingest.NewStage(ingest.StageConfig{Partitions: 4, PublishTimeout: 300 * time.Millisecond}, ingest.Options{}, cons, lj, sink.NewNATSPublisher(js, nil, log), log)
 	if err != nil {
 		t.Fatal(err)
