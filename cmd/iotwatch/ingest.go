@@ -123,7 +123,7 @@ func logIngestProgress(ctx context.Context, st *ingest.Stage, log interface{ Inf
 		n := st.M.Events.Load()
 		log.Info("progress", "messages", st.M.Messages.Load(), "events", n, "events_per_s", float64(n-last)/every.Seconds(),
 			"batches", st.M.Batches.Load(), "observations", st.M.Obs.Load(), "bytes", st.M.Bytes.Load(), "dead_lettered", st.M.DeadLettered.Load(),
-			"publish_retries", st.M.PublishRetries.Load())
+			"publish_retries", st.M.PublishRetries.Load(), "fetch_stalls", st.M.FetchStalls.Load(), "abandoned", st.M.Abandoned.Load())
 		last = n
 	})
 }

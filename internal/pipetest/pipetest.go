@@ -186,35 +186,71 @@ func PublishLogs(t testing.TB, js jetstream.JetStream, msgs [][]byte) {
 }
 
 // RunUntilDone runs run until cons has nothing pending or unacked, then
-// stops it.
+// stops it. It fails when the consumer makes no progress (its delivered
+// and ack floor positions and its unacked count all unchanged) for 3
+// minutes, a hang bound: -race on a loaded machine is slow, a hung stage
+// makes no progress; the failure reports the consumer's state.
 func RunUntilDone(t testing.TB, cons pipeline.Source, run func(context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute) // a hang bound: -race on a loaded machine is slow
+	stall := NewProgress(3 * time.Minute)
+	var last *jetstream.ConsumerInfo
 	for {
 		info, err := cons.Info(context.Background())
 		if err != nil { // a loaded machine may time an info request out: ask again
-			if time.Now().After(deadline) {
+			if stall.Stalled(stall.last) {
 				cancel()
-				t.Fatal(err)
+				t.Fatalf("did not catch up: %v (last seen %s)", err, ConsumerState(last))
 			}
 			continue
 		}
+		last = info
 		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
 			break
 		}
-		if time.Now().After(deadline) {
+		if stall.Stalled(consumerMark(info)) {
 			cancel()
-			t.Fatalf("did not catch up: pending=%d ack_pending=%d", info.NumPending, info.NumAckPending)
+			t.Fatalf("did not catch up, no progress for %v: %s", stall.quiet, ConsumerState(info))
 		}
-		time.Sleep(20 * time.Millisecond) // polling a server-side condition, not waiting for work by time
+		select {
+		case err := <-done:
+			t.Fatalf("stopped before catching up (err %v): %s", err, ConsumerState(info))
+		case <-time.After(20 * time.Millisecond): // polling a server-side condition, not waiting for work by time
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// consumerMark is a mark of a consumer's progress for Progress: it moves
+// when its delivered or ack floor stream position or its unacked count
+// does (a redelivery moves none of them).
+func consumerMark(info *jetstream.ConsumerInfo) uint64 {
+	return info.Delivered.Stream<<40 ^ info.AckFloor.Stream<<20 ^ uint64(info.NumAckPending)
+}
+
+// ConsumerState describes a consumer's state for a test's failure: its
+// pending and unacked counts, its delivered and ack floor sequences (stream
+// and consumer), how many unacked messages were redelivered and how many
+// pull requests wait.
+func ConsumerState(info *jetstream.ConsumerInfo) string {
+	if info == nil {
+		return "no consumer info"
+	}
+	return fmt.Sprintf("consumer %s: pending=%d ack_pending=%d delivered stream/consumer seq=%d/%d ack floor stream/consumer seq=%d/%d redelivered=%d waiting=%d last active %v",
+		info.Name, info.NumPending, info.NumAckPending, info.Delivered.Stream, info.Delivered.Consumer,
+		info.AckFloor.Stream, info.AckFloor.Consumer, info.NumRedelivered, info.NumWaiting, lastActive(info.Delivered.Last))
+}
+
+func lastActive(at *time.Time) string {
+	if at == nil {
+		return "never"
+	}
+	return fmt.Sprintf("%.1fs ago", time.Since(*at).Seconds())
 }
 
 // Outcome is what a run left in ClickHouse and NATS.

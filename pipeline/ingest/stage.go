@@ -35,11 +35,26 @@ type StageConfig struct {
 	// before it decodes further.
 	MaxPending int
 	// PublishTimeout bounds one publish attempt (default 10s); failed
-	// publishes are retried until they succeed or the stage stops.
+	// publishes are retried until they succeed, the stage stops or the
+	// fetch has been held HoldLimit.
 	PublishTimeout time.Duration
 	// DrainTimeout bounds the publishing and acking of the last fetch when
 	// the stage stops (default 30s).
 	DrainTimeout time.Duration
+	// FetchEnd bounds how long the delivery of one fetch may take (default
+	// FetchWait + 5s; the client ends it after FetchWait + 1s without a
+	// message): a fetch whose delivery has not ended by then is processed
+	// with what it delivered (StageMetrics.FetchStalls), the rest being
+	// redelivered after the consumer's ack wait.
+	FetchEnd time.Duration
+	// HoldLimit bounds the publishing and acking of one fetch (default
+	// twice the consumer's AckWait, 60s when unknown): the server redelivers
+	// messages unacked after AckWait anyway, so past HoldLimit the stage
+	// leaves the ones it has not acked to that redelivery
+	// (StageMetrics.Abandoned) and fetches again, rather than retry or wait
+	// on one fetch for as long as it runs. (Twice, so that a fetch that is
+	// merely slow on a loaded machine is not given up when nearly done.)
+	HoldLimit time.Duration
 	// NoObs stops the publishing of entity observations (schemas.ObsSubject):
 	// scorers then take them from the events, one writer per scorer.
 	NoObs bool
@@ -64,7 +79,14 @@ func (c *StageConfig) defaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.FetchEnd <= 0 {
+		c.FetchEnd = c.FetchWait + 5*time.Second
+	}
 }
+
+// defaultHoldLimit is StageConfig.HoldLimit when the consumer's ack wait is
+// not known.
+const defaultHoldLimit = 60 * time.Second
 
 // StageMetrics are the stage's counters.
 type StageMetrics struct {
@@ -78,6 +100,8 @@ type StageMetrics struct {
 	DeadLettered   atomic.Uint64 // records dead-lettered
 	Skipped        atomic.Uint64 // records without an event
 	PublishRetries atomic.Uint64 // batch publishes retried after a failure
+	FetchStalls    atomic.Uint64 // fetches whose delivery did not end within FetchEnd
+	Abandoned      atomic.Uint64 // log messages left unacked to redelivery after HoldLimit
 }
 
 // Stage is the stateless ingest stage: it consumes IOTWATCH_LOGS with the
@@ -119,6 +143,7 @@ type Stage struct {
 
 	parts   partitioner
 	pending []pendingBatch
+	retry   []pendingBatch // the pending batches of a settle round not acknowledged
 	msgs    []fetched
 }
 
@@ -149,6 +174,12 @@ func NewStage(cfg StageConfig, dec Options, cons jetstream.Consumer, js jetstrea
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.HoldLimit <= 0 {
+		cfg.HoldLimit = defaultHoldLimit
+		if ci := cons.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
+			cfg.HoldLimit = 2 * ci.Config.AckWait
+		}
+	}
 	s := &Stage{cfg: cfg, cons: cons, js: js, dlq: dlq, dec: NewDecoder(dec), log: log}
 	s.parts.init(cfg.Partitions, !cfg.NoObs)
 	return s, nil
@@ -178,21 +209,55 @@ func (s *Stage) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		s.msgs = s.msgs[:0]
-		for msg := range batch.Messages() {
-			s.M.Messages.Add(1)
-			s.msgs = append(s.msgs, fetched{msg: msg})
-		}
+		s.receive(batch)
 		if len(s.msgs) == 0 {
 			continue
 		}
 		// The fetch is published and acked even when ctx ends meanwhile:
-		// the drain context outlives it by DrainTimeout.
+		// the drain context outlives it by DrainTimeout. Either way it is
+		// held at most HoldLimit.
 		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
-		s.process(dctx)
+		hctx, hcancel := context.WithTimeout(dctx, s.cfg.HoldLimit)
+		acked := s.M.Acked.Load()
+		s.process(hctx)
+		held := hctx.Err() != nil && ctx.Err() == nil
+		hcancel()
 		cancel()
+		if left := uint64(len(s.msgs)) - (s.M.Acked.Load() - acked); held && left > 0 {
+			s.M.Abandoned.Add(left)
+			s.log.Warn("a fetch held past the hold limit: its unacked log messages are left to redelivery",
+				"hold_limit", s.cfg.HoldLimit, "messages", len(s.msgs), "unacked", left)
+		}
 	}
 	return nil
+}
+
+// receive collects the messages batch delivers into s.msgs, waiting at most
+// FetchEnd for its delivery to end: the client ends a fetch after its wait
+// and a second without a message, but should the channel stay open (a
+// status lost, a client bug), the stage goes on with what it received
+// rather than wait on it forever; the messages delivered to it later are
+// redelivered after the ack wait.
+func (s *Stage) receive(batch jetstream.MessageBatch) {
+	s.msgs = s.msgs[:0]
+	end := time.NewTimer(s.cfg.FetchEnd)
+	defer end.Stop()
+	ch := batch.Messages()
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			s.M.Messages.Add(1)
+			s.msgs = append(s.msgs, fetched{msg: msg})
+		case <-end.C:
+			s.M.FetchStalls.Add(1)
+			s.log.Warn("a fetch's delivery did not end: going on with what it delivered",
+				"after", s.cfg.FetchEnd, "messages", len(s.msgs))
+			return
+		}
+	}
 }
 
 // drainContext returns a context that ends DrainTimeout after ctx does.
@@ -249,25 +314,68 @@ func (s *Stage) process(ctx context.Context) {
 	s.settle(ctx, first, len(s.msgs))
 }
 
-// settle waits for the pending batches (retrying failed ones in order) and
-// acks messages [from, to) whose batches and dead letters are all durable.
+// settle waits for the pending batches and acks messages [from, to) whose
+// batches and dead letters are all durable. It waits in rounds: the
+// batches a round did not get acknowledged (an error, or no answer within
+// PublishTimeout: the async future of a publish whose PubAck died with a
+// killed stream leader resolves neither way, as the JetStream context sets
+// no async timeout) are all published again at once (same message ids) for
+// the next round, until every one is acknowledged or ctx is done. (One
+// synchronous republish after another, as before, took a round trip each:
+// at load 20, 524 batches whose PubAcks were late took 50 s, and a full
+// window of 1,024 would hold a fetch for minutes; tests/scaleout
+// TestClusterKills once saw 94 log messages held, none fetched, for 5
+// minutes.)
 func (s *Stage) settle(ctx context.Context, from, to int) {
-	for _, pb := range s.pending {
-		if !s.confirm(ctx, pb) {
-			s.msgs[pb.msg].ok = false
-			continue
+	wait := s.pending
+	for round, backoff := 0, 100*time.Millisecond; len(wait) > 0; round, backoff = round+1, min(2*backoff, 5*time.Second) {
+		if round > 0 {
+			s.log.Warn("Arrow event batches not acknowledged, publishing them again",
+				"batches", len(wait), "round", round, "timeout", s.cfg.PublishTimeout, "subject", wait[0].pub.Subject)
+			if round > 1 { // the first round waited PublishTimeout already
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			for i := range wait {
+				s.M.PublishRetries.Add(1)
+				wait[i].ack, wait[i].sent = s.publishAsync(wait[i].pub), time.Now()
+			}
 		}
-		if pb.obs > 0 {
-			s.M.ObsBatches.Add(1)
-			s.M.Obs.Add(uint64(pb.obs))
-		} else {
-			s.M.Batches.Add(1)
-			s.M.Events.Add(uint64(pb.events))
+		again := s.retry[:0]
+		for _, pb := range wait {
+			if !s.confirm(ctx, pb) {
+				again = append(again, pb)
+				continue
+			}
+			if pb.obs > 0 {
+				s.M.ObsBatches.Add(1)
+				s.M.Obs.Add(uint64(pb.obs))
+			} else {
+				s.M.Batches.Add(1)
+				s.M.Events.Add(uint64(pb.events))
+			}
+			s.M.Bytes.Add(uint64(len(pb.pub.Data)))
 		}
-		s.M.Bytes.Add(uint64(len(pb.pub.Data)))
+		// wait and again swap buffers: s.retry becomes the next round's
+		// spare.
+		s.retry = wait[:0]
+		wait = again
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	clear(s.pending)
-	s.pending = s.pending[:0]
+	for _, pb := range wait {
+		s.msgs[pb.msg].ok = false
+	}
+	// wait and s.retry are the two buffers, whichever round ended.
+	clear(wait[:cap(wait)])
+	clear(s.retry[:cap(s.retry)])
+	s.pending, s.retry = wait[:0], s.retry[:0]
 	for i := from; i < to; i++ {
 		f := &s.msgs[i]
 		if !f.ok {
@@ -282,7 +390,7 @@ func (s *Stage) settle(ctx context.Context, from, to int) {
 }
 
 // publishAsync publishes m, returning nil when it could not even be sent
-// (confirm then retries it).
+// (the next settle round publishes it again).
 func (s *Stage) publishAsync(m *nats.Msg) jetstream.PubAckFuture {
 	f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(schemas.StreamEvents))
 	if err != nil {
@@ -291,43 +399,24 @@ func (s *Stage) publishAsync(m *nats.Msg) jetstream.PubAckFuture {
 	return f
 }
 
-// confirm waits for pb's acknowledgement, republishing it (same message id)
-// until JetStream acknowledges it or ctx is done. An acknowledgement that
-// does not come within PublishTimeout is taken as lost: the async future of
-// a publish whose PubAck died with a killed stream leader resolves neither
-// way (the JetStream context sets no async timeout), and the stage hung on it
-// for good (tests/cluster TestClusterKills: 94 log messages unacked, none
-// fetched for 5 minutes).
+// confirm waits for pb's acknowledgement, at most PublishTimeout after it
+// was sent, reporting whether it came.
 func (s *Stage) confirm(ctx context.Context, pb pendingBatch) bool {
-	if pb.ack != nil {
-		lost := time.NewTimer(s.cfg.PublishTimeout - time.Since(pb.sent))
-		defer lost.Stop()
-		select {
-		case <-pb.ack.Ok():
-			return true
-		case err := <-pb.ack.Err():
-			s.log.Warn("cannot publish an Arrow event batch, retrying", "err", err, "subject", pb.pub.Subject)
-		case <-lost.C:
-			s.log.Warn("no acknowledgement of an Arrow event batch, publishing it again", "after", s.cfg.PublishTimeout, "subject", pb.pub.Subject)
-		case <-ctx.Done():
-			return false
-		}
+	if pb.ack == nil {
+		return false
 	}
-	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-		s.M.PublishRetries.Add(1)
-		actx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		_, err := s.js.PublishMsg(actx, pb.pub, jetstream.WithExpectStream(schemas.StreamEvents))
-		cancel()
-		if err == nil {
-			return true
-		}
-		s.log.Warn("cannot publish an Arrow event batch, retrying", "err", err, "subject", pb.pub.Subject)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
+	lost := time.NewTimer(s.cfg.PublishTimeout - time.Since(pb.sent))
+	defer lost.Stop()
+	select {
+	case <-pb.ack.Ok():
+		return true
+	case <-pb.ack.Err():
+		return false
+	case <-lost.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
-	return false
 }
 
 // deadLetters publishes the dead letters of the message decoded last,
