@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/pipeline/partition"
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -195,35 +196,14 @@ func (o *countingOwner) Lost(int)             { o.lost.Add(1) }
 // each has then rewritten it (a balance check) checks times.
 func waitChecked(t *testing.T, kv jetstream.KeyValue, names []string, checks int) {
 	t.Helper()
-	var since uint64 // the latest revision once every key is present
-	seen := map[string]map[uint64]bool{}
+	b := &natstest.BalanceChecks{Names: names}
 	for deadline := time.Now().Add(time.Minute); ; { // a hang bound
-		revs := map[string]uint64{}
-		for _, name := range names {
-			if e, err := kv.Get(context.Background(), name); err == nil {
-				revs[name] = e.Revision()
-			}
-		}
-		if since == 0 && len(revs) == len(names) {
-			for _, r := range revs {
-				since = max(since, r)
-			}
-		}
-		done := since > 0
-		for _, name := range names {
-			if r := revs[name]; since > 0 && r > since {
-				if seen[name] == nil {
-					seen[name] = map[uint64]bool{}
-				}
-				seen[name][r] = true
-			}
-			done = done && len(seen[name]) >= checks
-		}
+		done, state := b.Observe(context.Background(), kv, checks)
 		if done {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the scorers %q did not check the balance %d times within a minute (keys at %v, since %d)", names, checks, revs, since)
+			t.Fatalf("the scorers %q did not check the balance %d times within a minute (%s)", names, checks, state)
 		}
 		time.Sleep(5 * time.Millisecond) // polling the presence keys
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotwatch/iotwatch/internal/natsserver"
+	"github.com/iotwatch/iotwatch/internal/natsserver/natstest"
 	"github.com/iotwatch/iotwatch/internal/pipetest"
 	"github.com/iotwatch/iotwatch/internal/testids"
 	"github.com/iotwatch/iotwatch/pipeline/bus"
@@ -164,36 +165,14 @@ func TestClusterKills(t *testing.T) {
 	// before, in 4 of 26 runs the first scorer scored the whole first third
 	// and, after its kill, one survivor all the rest: no row of the other
 	// (bench/RESULTS.md w1).
-	checks := map[string]map[uint64]bool{}
-	var since uint64
+	checks := &natstest.BalanceChecks{Names: names}
 	waitUntil(t, ctx, "every scorer checking the balance twice with three present", func() (bool, string) {
 		alive(t, scorers...)
 		kv, err := ajs.KeyValue(ctx, schemas.KVScorers)
 		if err != nil {
 			return false, err.Error()
 		}
-		revs := map[string]uint64{}
-		for _, name := range names {
-			if e, err := kv.Get(ctx, name); err == nil {
-				revs[name] = e.Revision()
-			}
-		}
-		if since == 0 && len(revs) == len(names) {
-			for _, r := range revs {
-				since = max(since, r)
-			}
-		}
-		done := since > 0
-		for _, name := range names {
-			if r := revs[name]; since > 0 && r > since {
-				if checks[name] == nil {
-					checks[name] = map[uint64]bool{}
-				}
-				checks[name][r] = true
-			}
-			done = done && len(checks[name]) >= 2
-		}
-		return done, fmt.Sprintf("presence key revisions %v since %d", revs, since)
+		return checks.Observe(ctx, kv, 2)
 	})
 	ingest := startIngest(t, bin, c.URL(), 3)
 	waitUntil(t, ctx, "the ingest stage's streams", func() (bool, string) {
