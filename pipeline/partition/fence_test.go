@@ -128,8 +128,14 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	if len(acked) != want {
 		t.Errorf("%d distinct events acked, %d published", len(acked), want)
 	}
+	// a lets go of its partitions either way: by its lease (fenced, counted)
+	// or, when a pull it sent before the stall comes back first, by the
+	// server's "pin id mismatch" (CI saw that order once on a loaded
+	// machine: 0 fenced, 5 acks refused). What the fence is for is checked
+	// below and above: a's acks after the stall refused, nothing acked by
+	// both.
 	if fencedParts == 0 {
-		t.Errorf("a fenced off no partition after a stall of %s (4 pinned TTLs)", 4*pinnedTTL)
+		t.Logf("a fenced off no partition after a stall of %s (4 pinned TTLs): the server's refusal of its pull ended them first", 4*pinnedTTL)
 	}
 	// a held at least the message its loop stalled on: its ack was
 	// refused, and only such messages may be judged by both.
