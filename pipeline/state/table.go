@@ -318,19 +318,19 @@ func (t *Table) insert(key, alt uint64, sec int32, i int) []byte {
 // are unchanged), so calling it or not changes no result; like every
 // method, it is for the table's one goroutine. At most the slot's first
 // prefetchMax bytes are fetched.
-func (t *Table) Prefetch(key, alt uint64) {
-	off := t.home(key, alt) * t.slotSize
-	n := min(t.slotSize, prefetchMax)
-	prefetchBytes(t.slab[off : off+n : off+n])
-}
+func (t *Table) Prefetch(key, alt uint64) { t.prefetchSlot(key, alt, min(t.slotSize, prefetchMax)) }
 
 // PrefetchRecord is Prefetch of the whole slot where the probe for
 // (key, alt) begins, whatever its size: for a record read across its
 // length (a device's, whose detectors each read their own slice). Like
 // Prefetch, it changes nothing.
-func (t *Table) PrefetchRecord(key, alt uint64) {
+func (t *Table) PrefetchRecord(key, alt uint64) { t.prefetchSlot(key, alt, t.slotSize) }
+
+// prefetchSlot prefetches the first n bytes of the slot where the probe for
+// (key, alt) begins.
+func (t *Table) prefetchSlot(key, alt uint64, n int) {
 	off := t.home(key, alt) * t.slotSize
-	prefetchBytes(t.slab[off : off+t.slotSize : off+t.slotSize])
+	prefetchBytes(t.slab[off : off+n : off+n])
 }
 
 // prefetchMax bounds the bytes of a slot Prefetch fetches: four cache lines
