@@ -139,8 +139,11 @@ func waitFair(t *testing.T, all []*scorer, parts int, joined time.Time) (first, 
 // at a time (in the 3-node cluster test, one scorer scored the whole first
 // third).
 func TestStartTogetherShares(t *testing.T) {
-	const pinnedTTL, parts = time.Second, 8
-	env := startPartitionsN(t, parts, pinnedTTL, 5*time.Second)
+	// 3 s, not 1: the test wants no partition lost, and a keep-alive (every
+	// PinnedTTL/3) starved past a 1 s TTL on a loaded machine fences one
+	// (TestSlowAcquiredKeepsPin's lesson).
+	const pinnedTTL, parts = 3 * time.Second, 8
+	env := startPartitionsN(t, parts, pinnedTTL, 15*time.Second)
 	kv, err := env.JS.KeyValue(context.Background(), schemas.KVScorers)
 	if err != nil {
 		t.Fatal(err)
