@@ -19,11 +19,15 @@ const (
 	EntityASN = "asn"
 	// EntityTenant is a tenant.
 	EntityTenant = "tenant"
+	// EntityClass is a device class (model) of a tenant: the tenant, a
+	// slash and the class ("acme/camera/cx-200"), or the class alone for
+	// events without a tenant.
+	EntityClass = "class"
 )
 
 // EntityKinds returns every entity kind, in a fixed order.
 func EntityKinds() []string {
-	return []string{EntityDevice, EntityIP, EntityPrefix, EntityAPIKey, EntityASN, EntityTenant}
+	return []string{EntityDevice, EntityIP, EntityPrefix, EntityAPIKey, EntityASN, EntityTenant, EntityClass}
 }
 
 // EntityPrefixBits are the prefix lengths of EntityPrefix: an IPv4 address's

@@ -46,7 +46,8 @@ import (
 //	61     1    outcome class (entity package: ok, client error, server error)
 //	62     1    key length (at most 48)
 //	63     48   key text: the API key id (flag 8), else the event's tenant
-//	111    1    zero
+//	            followed by its device class
+//	111    1    class length (0: none; a version-1 writer left it zero)
 //
 // A reader rejects a batch of another version or record size, or whose
 // length is not the header plus whole records.

@@ -36,7 +36,8 @@ const (
 // Reasons returns the reasons of entity findings.
 func Reasons() []string {
 	return []string{ReasonCredentialStuffing, ReasonManyDevices, ReasonRateSpike, ReasonKeySpread, ReasonNewIPWave,
-		ReasonPrefixWave, ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate, ReasonASNAuthFailures, ReasonASNManyDevices}
+		ReasonPrefixWave, ReasonTenantAuthFailures, ReasonTenantErrors, ReasonTenantRate, ReasonClassAuthFailures, ReasonClassErrors, ReasonClassRate,
+		ReasonASNAuthFailures, ReasonASNManyDevices}
 }
 
 // Record layout, little-endian, RecordSize bytes:
@@ -173,6 +174,15 @@ type Config struct {
 	TenantRateFactor  float64
 	TenantWindows     int
 	NoTenant          bool
+	// Class judging (class.go), as a tenant's, per tenant and device class
+	// (schemas.Event.ClassKey), with the tenant's TenantRateFactor and
+	// TenantWindows and floors of its own: ClassFailDevices (default 20),
+	// ClassErrors (default 100) and ClassRateEvents (default 1000). NoClass
+	// turns class judging off.
+	ClassFailDevices float64
+	ClassErrors      float64
+	ClassRateEvents  float64
+	NoClass          bool
 	// Autonomous-system judging (asn.go), over each owner's share of the
 	// requests of an AS's unusual addresses, floors for the whole AS scaled
 	// by that share: ASNFailDevices is the fewest distinct devices failing
@@ -231,6 +241,9 @@ func (c Config) WithDefaults() Config {
 	def(&c.TenantErrors, 200)
 	def(&c.TenantRateEvents, 2000)
 	def(&c.TenantRateFactor, 5)
+	def(&c.ClassFailDevices, 20)
+	def(&c.ClassErrors, 100)
+	def(&c.ClassRateEvents, 1000)
 	def(&c.ASNFailDevices, 30)
 	def(&c.ASNManyDevices, 100)
 	if c.TenantWindows <= 0 {
@@ -413,7 +426,7 @@ func roll(rec []byte) {
 			binary.LittleEndian.PutUint32(rec[off:], math.Float32bits(float32(v)))
 		}
 		learn(offLDevices, DistinctCount(rec[offDevices:offDevices+DistinctBytes]))
-		if rec[offKind] == kindTenant {
+		if rec[offKind] == kindTenant || rec[offKind] == kindClass {
 			learn(offLFailed, float64(binary.LittleEndian.Uint32(rec[tOffClientErr:])))
 		} else {
 			learn(offLFailed, DistinctCount(rec[offFailed:offFailed+DistinctBytes]))

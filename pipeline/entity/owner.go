@@ -41,10 +41,17 @@ type Obs struct {
 	// ForKey marks the observation of the event's API key (KeyObsOf)
 	// rather than of its address; Key[:KeyLen] is then the key id. In an
 	// address's observation Key[:KeyLen] is the event's tenant (none when
-	// KeyLen is 0, or the tenant is longer than MaxKeyText).
-	ForKey bool
-	KeyLen uint8
-	Key    [MaxKeyText]byte
+	// KeyLen is 0, or the tenant is longer than MaxKeyText), followed by
+	// its device class, Key[KeyLen:KeyLen+ClassLen] (none when ClassLen is
+	// 0, or tenant and class together are longer than MaxKeyText).
+	ForKey   bool
+	KeyLen   uint8
+	ClassLen uint8
+	Key      [MaxKeyText]byte
+	// Class is the class's key (schemas.Event.ClassKey: tenant and class)
+	// when ClassLen > 0, else 0. It is not sent (wire.go): a reader hashes
+	// it from the text.
+	Class uint64
 }
 
 // ObsOf returns the observation of ev and whether ev has one: an event
@@ -70,6 +77,13 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 	}
 	if len(ev.Tenant) <= MaxKeyText {
 		ob.KeyLen = uint8(copy(ob.Key[:], ev.Tenant))
+		if len(ev.Class) > 0 && len(ev.Tenant)+len(ev.Class) <= MaxKeyText {
+			ob.ClassLen = uint8(copy(ob.Key[ob.KeyLen:], ev.Class))
+			ob.Class = ev.ClassKey
+			if ob.Class == 0 { // an event whose keys were not set (SetClass)
+				ob.Class = schemas.Hash2(ev.Tenant, ev.Class)
+			}
+		}
 	}
 	return ob, true
 }
@@ -180,9 +194,10 @@ type Owner struct {
 	// The text of the last entity that reached the engine, so that an
 	// attack's events do not format it again each.
 	// Index 0 for addresses, 2 for API keys, 3 for tenants, 4 for
-	// autonomous systems (1, for networks, unused: see prefixText).
-	lastKey  [5][2]uint64
-	lastText [5]string
+	// autonomous systems, 5 for classes (1, for networks, unused: see
+	// prefixText).
+	lastKey  [6][2]uint64
+	lastText [6]string
 	asName   func(netip.Addr) string // an AS's name (NameAS); nil: none
 	share    float64                 // this owner's share of a tenant's traffic (1/owners)
 	// The keys of the tenants last observed (tenantSlots of them), so
@@ -290,6 +305,9 @@ func (o *Owner) observe(ob *Obs, k *[2]uint64, emit Emit) {
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
 		o.tenant(ob, usual, emit)
+	}
+	if ob.ClassLen > 0 && !skip && !o.cfg.NoClass {
+		o.class(ob, usual, emit)
 	}
 	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN && (ob.Failed || ob.Outcome == outcomeClientErr) {
 		// Only what an attack spread over an AS's networks shows (failed
@@ -459,6 +477,25 @@ func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
 		o.lastKey[3], o.lastText[3] = [2]uint64{key, alt}, string(ob.Key[:ob.KeyLen])
 	}
 	o.decideShare(ob, key, alt, schemas.EntityTenant, o.lastText[3], emit)
+}
+
+// class judges ob on its owner's share of ob's class (JudgeClass), as
+// tenant does ob's tenant; its alert, like a tenant's, never comes with a
+// decision.
+func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
+	key, alt := ob.classKey()
+	rec, ok := o.shareRecord(key, alt, ob)
+	if !ok {
+		return
+	}
+	JudgeClass(rec, ob, usual, o.share, &o.cfg, &o.sc)
+	if o.sc.N == 0 {
+		return
+	}
+	if o.lastKey[5] != [2]uint64{key, alt} {
+		o.lastKey[5], o.lastText[5] = [2]uint64{key, alt}, ob.classText()
+	}
+	o.decideShare(ob, key, alt, schemas.EntityClass, o.lastText[5], emit)
 }
 
 // decideShare decides on the findings o.sc of ob about the shared entity
@@ -757,6 +794,13 @@ func Sentence(a *schemas.Alert) string {
 		return fmt.Sprintf("tenant %s: %d client errors %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonTenantRate:
 		return fmt.Sprintf("tenant %s: %d requests %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonClassAuthFailures:
+		return fmt.Sprintf("class %s: %d distinct devices failed auth from unusual addresses %s; expected about %d",
+			a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonClassErrors:
+		return fmt.Sprintf("class %s: %d client errors %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
+	case ReasonClassRate:
+		return fmt.Sprintf("class %s: %d requests %s; expected about %d", a.Entity, int(r.Observed), r.ObservedLabel, int(r.Expected))
 	case ReasonASNAuthFailures, ReasonASNManyDevices:
 		verb := "failed auth for"
 		if r.Reason == ReasonASNManyDevices {

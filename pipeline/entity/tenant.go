@@ -91,7 +91,26 @@ func (ob *Obs) tenantKey() (key, alt uint64) {
 // estimated from the share (divided by share). c must have its defaults. JudgeTenant is pure
 // and does not allocate.
 func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out *schemas.Scored) {
-	events := countShare(rec, kindTenant, ob, c)
+	judgeBand(rec, ob, usual, share, &band{kind: kindTenant, failDevices: c.TenantFailDevices, errors: c.TenantErrors,
+		rateEvents: c.TenantRateEvents, reasonAuth: ReasonTenantAuthFailures, reasonErrors: ReasonTenantErrors,
+		reasonRate: ReasonTenantRate}, c, out)
+}
+
+// band is what judgeBand judges a tenant's or a class's share against: the
+// record's kind, the whole entity's floors (scaled by the owner's share) and
+// the reasons of its findings.
+type band struct {
+	kind                                 byte
+	failDevices, errors, rateEvents      float64
+	reasonAuth, reasonErrors, reasonRate string
+}
+
+// judgeBand is JudgeTenant for the entity of b (a tenant, a class): its
+// authentication failures from unusual addresses, client errors and
+// requests against its own band, learned outside findings. It is pure and
+// does not allocate.
+func judgeBand(rec []byte, ob *Obs, usual bool, share float64, b *band, c *Config, out *schemas.Scored) {
+	events := countShare(rec, b.kind, ob, c)
 	windows := int(binary.LittleEndian.Uint16(rec[offWindows:]))
 	learned := func(off int) float64 {
 		return float64(math.Float32frombits(binary.LittleEndian.Uint32(rec[off:])))
@@ -105,9 +124,9 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 		// detectors'.
 		if windows >= c.RateWindows {
 			usualErr := learned(offLFailed)
-			if lo := math.Max(math.Max(c.TenantErrors*share, 10), 5*usualErr); float64(n) >= lo && float64(n) >= 0.1*float64(events) &&
-				DistinctCount(rec[offFailed:offFailed+DistinctBytes]) >= math.Max(c.TenantFailDevices*share, 10) {
-				out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantErrors, Score: 0.6,
+			if lo := math.Max(math.Max(b.errors*share, 10), 5*usualErr); float64(n) >= lo && float64(n) >= 0.1*float64(events) &&
+				DistinctCount(rec[offFailed:offFailed+DistinctBytes]) >= math.Max(b.failDevices*share, 10) {
+				out.Add(schemas.Finding{Detector: Name, Reason: b.reasonErrors, Score: 0.6,
 					Observed: math.Round(float64(n) / share), Expected: math.Round(usualErr / share),
 					ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 				found = true
@@ -125,11 +144,11 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 			// pipeline's start every address is new.
 			if windows > 0 {
 				usualDev := math.Max(usualFloor, learned(offLDevices))
-				lo := math.Max(math.Max(c.TenantFailDevices*share, 10), 4*usualDev)
+				lo := math.Max(math.Max(b.failDevices*share, 10), 4*usualDev)
 				if d := DistinctCount(rec[offDevices : offDevices+DistinctBytes]); d >= lo &&
 					bits.OnesCount32(binary.LittleEndian.Uint32(rec[tOffNetworks:])) >= c.MinPrefixIPs {
 					score := 0.6 + 0.2*math.Min(1, (d-lo)/(2*lo))
-					out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantAuthFailures, Score: float32(score),
+					out.Add(schemas.Finding{Detector: Name, Reason: b.reasonAuth, Score: float32(score),
 						Observed: math.Round(d / share), Expected: math.Round(usualDev / share),
 						ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 					found = true
@@ -139,8 +158,8 @@ func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out 
 	}
 	if windows >= c.TenantWindows {
 		usualEv := learned(offLEvents)
-		if lo := math.Max(math.Max(c.TenantRateEvents*share, 100), c.TenantRateFactor*usualEv); float64(events) >= lo {
-			out.Add(schemas.Finding{Detector: Name, Reason: ReasonTenantRate, Score: 0.6,
+		if lo := math.Max(math.Max(b.rateEvents*share, 100), c.TenantRateFactor*usualEv); float64(events) >= lo {
+			out.Add(schemas.Finding{Detector: Name, Reason: b.reasonRate, Score: 0.6,
 				Observed: math.Round(float64(events) / share), Expected: math.Round(usualEv / share),
 				ObservedLabel: labelWindow(c.Window), ExpectedLabel: labelUsual})
 			found = true

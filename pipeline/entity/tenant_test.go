@@ -22,10 +22,18 @@ type tenantFleet struct {
 	seq     uint64
 	devices int
 	geo     *geoip.Reader // enriches each event (its ASN), when set
+	// classes holds the device class of a device key (class_test.go); a
+	// device not in it has none.
+	classes map[uint64][]byte
 }
 
 // newTenantFleet drives owners owners (1: newOwner's).
 func newTenantFleet(t *testing.T, devices, owners int) *tenantFleet {
+	return newFleetConfig(t, devices, owners, Config{})
+}
+
+// newFleetConfig is newTenantFleet with owners of policy cfg.
+func newFleetConfig(t *testing.T, devices, owners int, cfg Config) *tenantFleet {
 	f := &tenantFleet{t: t, devices: devices}
 	for range owners {
 		dcfg := decide.DefaultConfig()
@@ -33,7 +41,7 @@ func newTenantFleet(t *testing.T, devices, owners int) *tenantFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, err := NewOwner(Config{}, owners, eng)
+		o, err := NewOwner(cfg, owners, eng)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,6 +57,9 @@ func (f *tenantFleet) step(ip netip.Addr, dev uint64, at int64, status uint16, a
 	var ev schemas.Event
 	ev.ClientIP, ev.Tenant, ev.Protocol = ip, tenantAcme, schemas.ProtoHTTP
 	ev.DeviceKey, ev.Time, ev.Seq, ev.ID, ev.Status, ev.Auth = dev, at, f.seq, f.seq, status, auth
+	if c := f.classes[dev]; c != nil {
+		ev.Class, ev.ClassKey = c, schemas.Hash2(ev.Tenant, c)
+	}
 	if f.geo != nil {
 		f.geo.Enrich(&ev)
 	}

@@ -55,6 +55,7 @@ func AppendObs(dst []byte, ob *Obs) []byte {
 	}
 	r[60], r[61], r[62] = f, ob.Outcome, ob.KeyLen
 	copy(r[63:63+MaxKeyText], ob.Key[:])
+	r[111] = ob.ClassLen
 	return dst
 }
 
@@ -93,6 +94,11 @@ func ReadObs(batch []byte, i int, ob *Obs) {
 	ob.Is4, ob.IPDev, ob.Failed, ob.ForKey = f&wireIs4 != 0, f&wireIPDev != 0, f&wireFailed != 0, f&wireForKey != 0
 	ob.Outcome, ob.KeyLen = r[61], min(r[62], MaxKeyText)
 	copy(ob.Key[:], r[63:63+MaxKeyText])
+	ob.ClassLen, ob.Class = 0, 0
+	if n := r[111]; n > 0 && !ob.ForKey && int(ob.KeyLen)+int(n) <= MaxKeyText {
+		ob.ClassLen = n
+		ob.Class = schemas.Hash2(ob.Key[:ob.KeyLen], ob.Key[ob.KeyLen:ob.KeyLen+n])
+	}
 }
 
 // AddrKeys returns the state keys (key, alt) of the records of addr and of

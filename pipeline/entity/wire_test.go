@@ -9,11 +9,14 @@ import (
 )
 
 // TestObsWireRoundTrip: an observation batch holds each observation as it
-// was (address, positions, flags, key), and a batch of another version,
+// was (address, positions, flags, key, tenant and class, the class's key
+// hashed again from its text), and a batch of another version,
 // record size or a torn length is refused.
 func TestObsWireRoundTrip(t *testing.T) {
 	ev := schemas.Event{ID: 77, Seq: 12, Line: 3, Time: 1_700_000_000_123, DeviceKey: 9, CommandID: 5, Status: 401,
-		ClientIP: netip.MustParseAddr("198.51.100.7"), Tenant: []byte("acme"), APIKey: []byte("k-1234")}
+		ClientIP: netip.MustParseAddr("198.51.100.7"), Tenant: []byte("acme"), APIKey: []byte("k-1234"),
+		Class: []byte("camera/cx-200")}
+	ev.ClassKey = schemas.Hash2(ev.Tenant, ev.Class) // what SetClass sets: the reader hashes it again
 	a, ok := entity.ObsOf(&ev)
 	if !ok {
 		t.Fatal("no observation")
@@ -24,7 +27,11 @@ func TestObsWireRoundTrip(t *testing.T) {
 	}
 	ev6 := ev
 	ev6.ClientIP, ev6.IDMethod, ev6.Tenant = netip.MustParseAddr("2001:db8::1"), schemas.IDClientIP, nil
+	ev6.ClassKey = schemas.Hash2(nil, ev6.Class)
 	c, _ := entity.ObsOf(&ev6)
+	if a.ClassLen == 0 || c.ClassLen == 0 || a.Class == c.Class {
+		t.Fatalf("observations' classes %d %x, %d %x: want a class each, told apart by tenant", a.ClassLen, a.Class, c.ClassLen, c.Class)
+	}
 	want := []entity.Obs{a, k, c}
 	batch := entity.AppendObsHeader(nil)
 	for i := range want {
