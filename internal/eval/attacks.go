@@ -42,7 +42,7 @@ const (
 // attack; printed with the results so that the numbers can be read.
 var AttackMatchRule = fmt.Sprintf("an alert is on an attack when its device, API key or client IP is the label's "+
 	"(for an attack spread over devices and addresses: one of its devices or addresses; for an entity alert: "+
-	"its entity is the attacking address, a network holding one, or the key; for a tenant alert: the tenant of an attack spread thin over it) "+
+	"its entity is the attacking address, a network holding one, or the key; for a tenant alert: the tenant of an attack spread thin over it; for a class alert: the class (tenant/class) of one of the devices of an attack spread over many) "+
 	"and its event time is in [label start, label end + %s]; an alert matching no label is false; "+
 	"a decision is true when its alert is", alertGrace)
 

@@ -143,7 +143,8 @@ const alertGrace = 2 * time.Minute
 // devices and addresses, one of its devices or addresses; for an entity
 // alert, its entity is the attack's address, a network holding one of its
 // addresses, or its key; for a tenant alert, the tenant of an attack spread
-// thin over it (sim.AttackTenantSpread).
+// thin over it (sim.AttackTenantSpread); for a class alert, a class of the
+// class of devices of an attack spread over many.
 func matches(l sim.Label, a StoredAlert) bool {
 	if a.Time.Before(l.Start) || a.Time.After(l.End.Add(alertGrace)) {
 		return false
@@ -180,6 +181,10 @@ func entityMatches(l sim.Label, kind, value string) bool {
 		// Only an attack on the tenant as a whole: a tenant alert during
 		// one device's attack is not that attack's finding.
 		return l.Type == sim.AttackTenantSpread && value == l.Tenant
+	case schemas.EntityClass:
+		// A class holding devices of an attack spread over many (the
+		// tenant's, a flood's).
+		return slices.Contains(l.Classes, value)
 	}
 	return false
 }

@@ -149,6 +149,9 @@ type campaignFleet interface {
 	sameClass(i, j int) bool
 	deviceID(i int) string
 	tenant(i int) string
+	// classEntity is the device's class entity: its tenant, a slash and
+	// its class (schemas.EntityClass's value).
+	classEntity(i int) string
 	apiKey(i int) string
 	// usualAddr is the device's usual address, if it has one fixed (not a
 	// carrier's NAT).
@@ -289,6 +292,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 			}
 			for _, i := range c.devs {
 				l.Devices = append(l.Devices, fl.deviceID(i))
+				l.addClass(fl.classEntity(i))
 			}
 			for _, a := range c.addrs {
 				l.IPs = append(l.IPs, a.ip)
@@ -331,6 +335,7 @@ func planCampaigns(cfg Config, fl campaignFleet, start, end int64, firstLabel in
 				Description: fmt.Sprintf("the authentication backend of tenant %s fails its %d devices' logins (401) for 5 minutes; each retries from its usual address", tenant, len(c.devs))}
 			for _, i := range c.devs {
 				l.Devices = append(l.Devices, fl.deviceID(i))
+				l.addClass(fl.classEntity(i))
 			}
 			for _, a := range c.addrs {
 				l.IPs = append(l.IPs, a.ip)
@@ -439,6 +444,7 @@ func planThinFlood(cfg Config, fl campaignFleet, floodable []int, from, span int
 		Start: time.Unix(0, c.start).UTC(), End: time.Unix(0, last).UTC(), Description: desc, Events: total}
 	for _, i := range c.devs {
 		l.Devices = append(l.Devices, fl.deviceID(i))
+		l.addClass(fl.classEntity(i))
 	}
 	for _, a := range c.addrs {
 		l.IPs = append(l.IPs, a.ip)
@@ -463,6 +469,7 @@ func (s *Sim) keyed(i int) bool              { return s.devs[i].apiKey != "" && 
 func (s *Sim) sameClass(i, j int) bool       { return s.devs[i].cls == s.devs[j].cls }
 func (s *Sim) deviceID(i int) string         { return s.devs[i].id }
 func (s *Sim) tenant(i int) string           { return s.devs[i].tenant }
+func (s *Sim) classEntity(i int) string      { return s.devs[i].tenant + "/" + s.devs[i].cls.class }
 func (s *Sim) apiKey(i int) string           { return s.devs[i].apiKey }
 func (s *Sim) usualAddr(i int) (ident, bool) { return s.devs[i].home, true }
 func (s *Sim) floodable(i int) bool {
@@ -502,13 +509,14 @@ func (s *Sim) campaignEvent(dst []byte, c *campaign, t int64) ([]byte, int64, bo
 
 // Field model.
 
-func (f *Field) numDevices() int         { return len(f.devs) }
-func (f *Field) eligible(i int) bool     { return !f.devs[i].victim && f.devs[i].joinAt <= f.start }
-func (f *Field) keyed(i int) bool        { return f.devs[i].apiKey != "" && !f.devs[i].cls.mqtt }
-func (f *Field) sameClass(i, j int) bool { return f.devs[i].cls == f.devs[j].cls }
-func (f *Field) deviceID(i int) string   { return f.devs[i].id }
-func (f *Field) tenant(i int) string     { return f.devs[i].tenant }
-func (f *Field) apiKey(i int) string     { return f.devs[i].apiKey }
+func (f *Field) numDevices() int          { return len(f.devs) }
+func (f *Field) eligible(i int) bool      { return !f.devs[i].victim && f.devs[i].joinAt <= f.start }
+func (f *Field) keyed(i int) bool         { return f.devs[i].apiKey != "" && !f.devs[i].cls.mqtt }
+func (f *Field) sameClass(i, j int) bool  { return f.devs[i].cls == f.devs[j].cls }
+func (f *Field) deviceID(i int) string    { return f.devs[i].id }
+func (f *Field) tenant(i int) string      { return f.devs[i].tenant }
+func (f *Field) classEntity(i int) string { return f.devs[i].tenant + "/" + f.devs[i].cls.class }
+func (f *Field) apiKey(i int) string      { return f.devs[i].apiKey }
 func (f *Field) usualAddr(i int) (ident, bool) {
 	if d := &f.devs[i]; d.carrier < 0 {
 		return f.homes[d.hh].addr, true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -166,13 +167,23 @@ type Label struct {
 	// Devices and IPs name every device and address of an attack spread over
 	// several (EntityAttackTypes); empty for the others, which have one
 	// Device and one IP.
-	Devices     []string  `json:"devices,omitempty"`
-	IPs         []string  `json:"ips,omitempty"`
+	Devices []string `json:"devices,omitempty"`
+	IPs     []string `json:"ips,omitempty"`
+	// Classes are the class entities of Devices (tenant/class, the value
+	// of a class alert's entity), each once.
+	Classes     []string  `json:"classes,omitempty"`
 	Start       time.Time `json:"start"`
 	End         time.Time `json:"end"`
 	Description string    `json:"description"`
 	// Events is how many events the attack injected.
 	Events int `json:"events"`
+}
+
+// addClass adds class entity c to l's Classes unless it holds it.
+func (l *Label) addClass(c string) {
+	if !slices.Contains(l.Classes, c) {
+		l.Classes = append(l.Classes, c)
+	}
 }
 
 // WriteLabels writes labels as JSON lines.

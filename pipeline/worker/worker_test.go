@@ -233,36 +233,8 @@ func BenchmarkEntityCost(b *testing.B) {
 				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{}),
 				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{BasePages: true}),
 			}
-			var per [paths][]float64 // ns per event, by path, by round
-			for p := range per {
-				per[p] = make([]float64, 0, 1024) // no allocation in the loop below 1024 rounds
-			}
-			b.ReportAllocs()
-			cpu := threadcpu.Start()
-			for round := 0; b.Loop(); round++ {
-				// b.Loop counts rounds; each runs costChunk events of each path.
-				for k := range paths {
-					p := (round + k) % paths
-					t := cpu.Nanos()
-					for range costChunk {
-						steps[p]()
-					}
-					per[p] = append(per[p], float64(cpu.Nanos()-t)/costChunk)
-				}
-			}
-			cpu.Report(b)
-			median := func(v []float64) float64 {
-				v = slices.Clone(v)
-				slices.Sort(v)
-				return v[len(v)/2]
-			}
-			diff := func(p, from int) []float64 {
-				d := make([]float64, len(per[0]))
-				for r := range d {
-					d[r] = per[p][r] - per[from][r]
-				}
-				return d
-			}
+			per := interleave(b, steps[:])
+			median, diff := medianOf, func(p, from int) []float64 { return diffOf(per, p, from) }
 			b.ReportMetric(median(per[0]), "none-ns/event")
 			b.ReportMetric(median(per[1]), "one-ns/event")
 			b.ReportMetric(median(per[2]), "batch-ns/event")
@@ -272,6 +244,78 @@ func BenchmarkEntityCost(b *testing.B) {
 			b.ReportMetric(median(diff(3, 0)), "basepages-added-ns/event")
 			b.ReportMetric(median(diff(2, 1)), "batch-minus-one-ns/event")
 			b.ReportMetric(median(diff(2, 3)), "huge-minus-base-ns/event")
+		})
+	}
+}
+
+// interleave runs steps (paths of one event each) costChunk events at a
+// time, in turn, the first path of a round rotating, for b.Loop's rounds,
+// and returns the thread CPU ns per event of each path in each round: the
+// paths share the machine's drift, so their difference in a round is
+// what one adds to another.
+func interleave(b *testing.B, steps []func()) [][]float64 {
+	per := make([][]float64, len(steps))
+	for p := range per {
+		per[p] = make([]float64, 0, 1024) // no allocation in the loop below 1024 rounds
+	}
+	b.ReportAllocs()
+	cpu := threadcpu.Start()
+	for round := 0; b.Loop(); round++ {
+		// b.Loop counts rounds; each runs costChunk events of each path.
+		for k := range steps {
+			p := (round + k) % len(steps)
+			t := cpu.Nanos()
+			for range costChunk {
+				steps[p]()
+			}
+			per[p] = append(per[p], float64(cpu.Nanos()-t)/costChunk)
+		}
+	}
+	cpu.Report(b)
+	return per
+}
+
+// medianOf returns the median of v.
+func medianOf(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// diffOf returns, round by round, what path p of per cost more than path from.
+func diffOf(per [][]float64, p, from int) []float64 {
+	d := make([]float64, len(per[p]))
+	for r := range d {
+		d[r] = per[p][r] - per[from][r]
+	}
+	return d
+}
+
+// BenchmarkClassCost is what class entities (entity.Config.NoClass off)
+// add to the event path with the entity stage (BenchmarkEventPathEntities'
+// path, batches of entity.MaxPrefetchBatch), measured as BenchmarkEntityCost
+// measures the entity stage: the paths interleaved in one process, the
+// median of their difference per round. Every sample event has a class.
+func BenchmarkClassCost(b *testing.B) {
+	for _, devices := range []int{2000, 20000} {
+		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+			lines := sampleLines(b, devices, 200000)
+			var dec schemas.Decoder
+			var ev schemas.Event
+			if err := dec.Decode(lines[0], 0, 0, 0, &ev); err != nil || len(ev.Class) == 0 {
+				b.Fatalf("sample event without a class (%v): the benchmark would measure nothing", err)
+			}
+			per := interleave(b, []func(){
+				newEventPath(b, lines, devices, false, 0, entity.Config{}),
+				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{NoClass: true}),
+				newEventPath(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{}),
+			})
+			b.ReportMetric(medianOf(per[0]), "none-ns/event")
+			b.ReportMetric(medianOf(per[1]), "noclass-ns/event")
+			b.ReportMetric(medianOf(per[2]), "class-ns/event")
+			b.ReportMetric(medianOf(diffOf(per, 1, 0)), "noclass-added-ns/event")
+			b.ReportMetric(medianOf(diffOf(per, 2, 0)), "class-added-ns/event")
+			b.ReportMetric(medianOf(diffOf(per, 2, 1)), "class-minus-noclass-ns/event")
 		})
 	}
 }
