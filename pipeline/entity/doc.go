@@ -1,5 +1,6 @@
 // Package entity keeps baselines for what is not a device: the client IP, its
-// network (/24 for IPv4, /48 for IPv6), the API key, the autonomous system and the tenant, so that what spreads over many
+// network (/24 for IPv4, /48 for IPv6), the API key, the autonomous system, the tenant and the
+// device class of a tenant, so that what spreads over many
 // devices (credential stuffing from one address against hundreds of
 // devices, one address using hundreds of identities) is seen.
 //
@@ -115,6 +116,23 @@
 // findings score under the block threshold and decide.Entity has no scope
 // for it): blocking a tenant is blocking a customer. Config.NoTenant turns
 // it off. A tenant id longer than MaxKeyText is not judged.
+//
+// A device class (class.go: the device model, schemas.Event.Class) is an
+// entity per tenant and class, keyed by the event's ClassKey (what the
+// detectors' class statistics key on), so that a tenant's devices of one
+// model, which share a deployment and a usage, have a band of their own,
+// where across tenants one large customer's volume would hide a small
+// one's attack. An Obs carries its class after its tenant (Key, ClassLen;
+// a class that does not fit with its tenant in MaxKeyText is not judged)
+// and its ClassKey, so an owner hashes no text for it, and the class is
+// judged exactly as its tenant is (judgeBand: each owner's share, the
+// same record layout, usual addresses, 5xx never judged) against lower
+// floors (Config.ClassFailDevices, ClassErrors, ClassRateEvents): an
+// attack spread thin over one model of a tenant with many (ReasonClass*),
+// too small a part of the tenant's traffic for the tenant's band. Its
+// alert names the class ("class acme/camera/cx-200: 24 distinct devices
+// failed auth from unusual addresses in 5m; expected about 2") and, like
+// a tenant's, never comes with a decision. Config.NoClass turns it off.
 //
 // An autonomous system (asn.go; an Obs carries its address's ASN when the
 // log or the GeoIP database knows it) is judged as a tenant is, from each
