@@ -40,7 +40,8 @@ func (f *tenantFleet) alertsOf(kind string) []schemas.Alert {
 // every attempt from its own new address over 30 networks) is too thin for
 // the addresses (1 identity each), the networks (2) and the tenant (30
 // devices, under its floor of 50), and raises a class alert naming the
-// class with the distinct devices observed and its usual level, and no
+// class with the distinct devices observed and its usual level (and its
+// tenant, whose incident it joins), and no
 // decision (a class is a tenant's devices, never blocked). With class
 // judging off (Config.NoClass), the attack raises nothing.
 func TestClassSpreadThin(t *testing.T) {
@@ -58,8 +59,8 @@ func TestClassSpreadThin(t *testing.T) {
 				}
 			}
 			a := got[len(got)-1]
-			if a.Entity != "acme/camera/cx-200" || a.Reasons[0].Reason != ReasonClassAuthFailures {
-				t.Errorf("alert on %q for %q, want acme/camera/cx-200 for %s", a.Entity, a.Reasons[0].Reason, ReasonClassAuthFailures)
+			if a.Entity != "acme/camera/cx-200" || a.Reasons[0].Reason != ReasonClassAuthFailures || a.Tenant != "acme" {
+				t.Errorf("alert on %q (tenant %q) for %q, want acme/camera/cx-200 of acme for %s", a.Entity, a.Tenant, a.Reasons[0].Reason, ReasonClassAuthFailures)
 			}
 			hi := 35.0 // 30 +15%: the sketch's error
 			if owners > 1 {

@@ -481,7 +481,8 @@ func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
 
 // class judges ob on its owner's share of ob's class (JudgeClass), as
 // tenant does ob's tenant; its alert, like a tenant's, never comes with a
-// decision.
+// decision. The alert carries the class's tenant (schemas.Alert.Tenant), so
+// that it joins its tenant's incident (incident.Keys).
 func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
 	key, alt := ob.classKey()
 	rec, ok := o.shareRecord(key, alt, ob)
@@ -495,7 +496,9 @@ func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
 	if o.lastKey[5] != [2]uint64{key, alt} {
 		o.lastKey[5], o.lastText[5] = [2]uint64{key, alt}, ob.classText()
 	}
+	o.ev.Tenant = ob.Key[:ob.KeyLen]
 	o.decideShare(ob, key, alt, schemas.EntityClass, o.lastText[5], emit)
+	o.ev.Tenant = nil // ob is the caller's: no reference kept
 }
 
 // decideShare decides on the findings o.sc of ob about the shared entity

@@ -163,12 +163,18 @@ func EntityOf(a *schemas.Alert) (kind, value string) {
 }
 
 // Keys appends the grouping keys of a to dst, in the order Add tries them:
-// the alert's own entity (EntityOf), its client IP, that IP's /24 (IPv4) or
+// the alert's own entity (EntityOf; for a device class's, also its tenant), its client IP, that IP's /24 (IPv4) or
 // /48 (IPv6), its API key, its device (tenant/device), then one campaign
 // signature per finding (detector/reason and command).
 func Keys(dst []Key, a *schemas.Alert) []Key {
 	if kind, v := EntityOf(a); kind != "" && v != "" {
 		dst = append(dst, Key{kind, v})
+		if kind == schemas.EntityClass && a.Tenant != "" {
+			// A class is a part of its tenant: its alerts join the
+			// tenant's (an attack spread thin over a tenant alerts on
+			// the tenant and on the classes it hit hardest).
+			dst = append(dst, Key{schemas.EntityTenant, a.Tenant})
+		}
 	}
 	if a.ClientIP != "" {
 		dst = append(dst, Key{KindIP, a.ClientIP})

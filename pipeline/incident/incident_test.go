@@ -476,3 +476,42 @@ func TestBridgeMerges(t *testing.T) {
 		t.Errorf("d-2's next alert joined %s (%d alerts), want %s", inc.ID, inc.Alerts, ID("a-1"))
 	}
 }
+
+// TestClassAlertJoinsItsTenant: a device class's alert (acme/camera/cx-200)
+// joins the incident of its tenant's alert (acme), whichever comes first; a
+// class alert of another tenant's class does not, nor one without a tenant
+// (each with another reason: not one campaign signature).
+func TestClassAlertJoinsItsTenant(t *testing.T) {
+	tenant := schemas.Alert{ID: "t-1", Time: t0, EntityKind: schemas.EntityTenant, Entity: "acme",
+		Severity: schemas.SeverityMedium, Reasons: []schemas.Explanation{{Detector: "entity", Reason: "tenant_auth_failures"}}}
+	class := schemas.Alert{ID: "c-1", Time: t0.Add(30 * time.Second), EntityKind: schemas.EntityClass, Entity: "acme/camera/cx-200",
+		Tenant: "acme", Severity: schemas.SeverityMedium, Reasons: []schemas.Explanation{{Detector: "entity", Reason: "class_auth_failures"}}}
+	other := class
+	// Other reasons: the same reason on the same (empty) command is one
+	// campaign signature, which groups alerts whatever their entity.
+	other.ID, other.Entity, other.Tenant = "c-2", "globex/camera/cx-200", "globex"
+	other.Reasons = []schemas.Explanation{{Detector: "entity", Reason: "class_rate_spike"}}
+	noTenant := class
+	noTenant.ID, noTenant.Entity, noTenant.Tenant = "c-3", "camera/cx-200", ""
+	noTenant.Reasons = []schemas.Explanation{{Detector: "entity", Reason: "class_client_errors"}}
+	for _, classFirst := range []bool{true, false} {
+		g := New(Config{})
+		order := []*schemas.Alert{&tenant, &class, &other, &noTenant}
+		if classFirst {
+			order = []*schemas.Alert{&class, &other, &noTenant, &tenant}
+		}
+		var incs = map[string]string{} // alert id -> incident id
+		for _, a := range order {
+			incs[a.ID] = g.Add(a, "").ID
+		}
+		if s := g.Stats(); s.Open != 3 {
+			t.Errorf("class first %v: %d incidents open, want 3 (acme's, globex's class, the tenantless class)", classFirst, s.Open)
+		}
+		if !classFirst && incs["c-1"] != incs["t-1"] {
+			t.Errorf("class first %v: the class alert opened %s, not its tenant's %s", classFirst, incs["c-1"], incs["t-1"])
+		}
+		if incs["c-2"] == incs["c-1"] || incs["c-3"] == incs["c-1"] {
+			t.Errorf("class first %v: other classes joined acme's: %v", classFirst, incs)
+		}
+	}
+}
