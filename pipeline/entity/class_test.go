@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -194,5 +195,13 @@ func TestClassFlood(t *testing.T) {
 		if d.Scope == "" || strings.Contains(d.Value, "meter") {
 			t.Errorf("decision on the class: %+v", d)
 		}
+	}
+}
+
+// TestObsSize: an observation is two cache lines (it is copied into each
+// owner's input, and batched).
+func TestObsSize(t *testing.T) {
+	if n := unsafe.Sizeof(Obs{}); n != 128 {
+		t.Errorf("an Obs is %d bytes, want 128", n)
 	}
 }

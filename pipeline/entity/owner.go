@@ -21,20 +21,20 @@ import (
 type Obs struct {
 	Addr   [16]byte // the client address (As16)
 	Is4    bool
-	IPDev  bool   // the device is identified by this address (schemas.IDClientIP)
-	Failed bool   // authentication failed
-	Line   uint32 // position in the log stream: sequence and line
-	Seq    uint64
-	ID     uint64 // the event's id
-	Time   int64  // event time, Unix ns
+	IPDev  bool // the device is identified by this address (schemas.IDClientIP)
+	Failed bool // authentication failed
+	// Outcome classifies the request's status for its tenant's error band
+	// (outcomeOK, outcomeClientErr, outcomeServerErr).
+	Outcome uint8
+	Line    uint32 // position in the log stream: sequence and line
+	Seq     uint64
+	ID      uint64 // the event's id
+	Time    int64  // event time, Unix ns
 	// Device is the device key (schemas.Event.DeviceKey): the identity used.
 	Device uint64
 	// Route is the command (schemas.Event.CommandID): what a wave of new
 	// addresses is counted on (wave.go).
 	Route uint64
-	// Outcome classifies the request's status for its tenant's error band
-	// (outcomeOK, outcomeClientErr, outcomeServerErr).
-	Outcome uint8
 	// ASN is the client address's autonomous system (schemas.Event.ASN;
 	// 0: unknown).
 	ASN uint32
@@ -53,6 +53,9 @@ type Obs struct {
 	// it from the text.
 	Class uint64
 }
+
+// The fields of Obs are in the order that packs it into 128 bytes (two
+// cache lines), its size before it carried a class: TestObsSize.
 
 // ObsOf returns the observation of ev and whether ev has one: an event
 // without a valid client address, or whose outcome was the enforcement
