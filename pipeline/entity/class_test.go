@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/iotwatch/iotwatch/pipeline/decide"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -203,5 +204,27 @@ func TestClassFlood(t *testing.T) {
 func TestObsSize(t *testing.T) {
 	if n := unsafe.Sizeof(Obs{}); n != 128 {
 		t.Errorf("an Obs is %d bytes, want 128", n)
+	}
+}
+
+// TestObserveDoesNotAllocate: taking an event's observation (with its
+// tenant and class) and observing it allocates nothing, the observation on
+// the caller's stack: nothing of the owner keeps a reference to it.
+func TestObserveDoesNotAllocate(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	emit := func(*schemas.Alert, *schemas.Decision) {}
+	ev := schemas.Event{ClientIP: netip.MustParseAddr("203.0.113.9"), Tenant: []byte("acme"), Class: []byte("camera/cx-200"),
+		Protocol: schemas.ProtoHTTP, Status: 200, DeviceKey: 7}
+	ev.ClassKey = schemas.Hash2(ev.Tenant, ev.Class)
+	i := int64(0)
+	step := func() {
+		i++
+		ev.Time, ev.Seq, ev.ID = t0+i*int64(time.Second), uint64(i), uint64(i)
+		ob, _ := ObsOf(&ev)
+		o.Observe(&ob, emit)
+	}
+	step()
+	if n := testing.AllocsPerRun(2000, step); n != 0 {
+		t.Errorf("%v allocations per observation, want 0", n)
 	}
 }

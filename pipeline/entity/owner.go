@@ -208,6 +208,7 @@ type Owner struct {
 	// events interleave; tenantNext is the slot a new tenant takes.
 	tenants    [tenantSlots]tenantSlot
 	tenantNext uint8
+	tenantText [MaxKeyText]byte // a class alert's tenant (class)
 	// keys holds ObserveBatch's observations' first keys (firstKey),
 	// computed once for the prefetch and the judging.
 	keys [MaxPrefetchBatch][2]uint64
@@ -499,9 +500,11 @@ func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
 	if o.lastKey[5] != [2]uint64{key, alt} {
 		o.lastKey[5], o.lastText[5] = [2]uint64{key, alt}, ob.classText()
 	}
-	o.ev.Tenant = ob.Key[:ob.KeyLen]
+	// A copy: a slice of ob's would make every caller's Obs escape to the
+	// heap (an allocation per observation).
+	o.ev.Tenant = o.tenantText[:copy(o.tenantText[:], ob.Key[:ob.KeyLen])]
 	o.decideShare(ob, key, alt, schemas.EntityClass, o.lastText[5], emit)
-	o.ev.Tenant = nil // ob is the caller's: no reference kept
+	o.ev.Tenant = nil
 }
 
 // decideShare decides on the findings o.sc of ob about the shared entity
