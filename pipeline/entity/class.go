@@ -56,7 +56,13 @@ func (ob *Obs) classText() string {
 // floors (Config.ClassFailDevices, ClassErrors, ClassRateEvents) and with
 // the class reasons. It is pure and does not allocate.
 func JudgeClass(rec []byte, ob *Obs, usual bool, share float64, c *Config, out *schemas.Scored) {
-	judgeBand(rec, ob, usual, share, &band{kind: kindClass, failDevices: c.ClassFailDevices, errors: c.ClassErrors,
+	b := classBand(c)
+	judgeBand(rec, ob, usual, share, &b, c, out)
+}
+
+// classBand returns the band of a class under c.
+func classBand(c *Config) band {
+	return band{kind: kindClass, failDevices: c.ClassFailDevices, errors: c.ClassErrors,
 		rateEvents: c.ClassRateEvents, reasonAuth: ReasonClassAuthFailures, reasonErrors: ReasonClassErrors,
-		reasonRate: ReasonClassRate}, c, out)
+		reasonRate: ReasonClassRate}
 }

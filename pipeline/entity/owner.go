@@ -209,6 +209,7 @@ type Owner struct {
 	tenants    [tenantSlots]tenantSlot
 	tenantNext uint8
 	tenantText [MaxKeyText]byte // a class alert's tenant (class)
+	bands      [2]band          // the tenant's and the class's (judgeBand)
 	// keys holds ObserveBatch's observations' first keys (firstKey),
 	// computed once for the prefetch and the judging.
 	keys [MaxPrefetchBatch][2]uint64
@@ -266,7 +267,8 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
 	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize),
-		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1))}, nil
+		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1)),
+		bands: [2]band{tenantBand(&cfg), classBand(&cfg)}}, nil
 }
 
 // Emit receives an entity's alert and decision (either may be nil).
@@ -473,7 +475,7 @@ func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
 	if !ok {
 		return
 	}
-	JudgeTenant(rec, ob, usual, o.share, &o.cfg, &o.sc)
+	judgeBand(rec, ob, usual, o.share, &o.bands[0], &o.cfg, &o.sc) // JudgeTenant
 	if o.sc.N == 0 {
 		return
 	}
@@ -493,7 +495,7 @@ func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
 	if !ok {
 		return
 	}
-	JudgeClass(rec, ob, usual, o.share, &o.cfg, &o.sc)
+	judgeBand(rec, ob, usual, o.share, &o.bands[1], &o.cfg, &o.sc) // JudgeClass
 	if o.sc.N == 0 {
 		return
 	}

@@ -91,9 +91,15 @@ func (ob *Obs) tenantKey() (key, alt uint64) {
 // estimated from the share (divided by share). c must have its defaults. JudgeTenant is pure
 // and does not allocate.
 func JudgeTenant(rec []byte, ob *Obs, usual bool, share float64, c *Config, out *schemas.Scored) {
-	judgeBand(rec, ob, usual, share, &band{kind: kindTenant, failDevices: c.TenantFailDevices, errors: c.TenantErrors,
+	b := tenantBand(c)
+	judgeBand(rec, ob, usual, share, &b, c, out)
+}
+
+// tenantBand returns the band of a tenant under c.
+func tenantBand(c *Config) band {
+	return band{kind: kindTenant, failDevices: c.TenantFailDevices, errors: c.TenantErrors,
 		rateEvents: c.TenantRateEvents, reasonAuth: ReasonTenantAuthFailures, reasonErrors: ReasonTenantErrors,
-		reasonRate: ReasonTenantRate}, c, out)
+		reasonRate: ReasonTenantRate}
 }
 
 // band is what judgeBand judges a tenant's or a class's share against: the
