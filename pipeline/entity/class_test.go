@@ -1,7 +1,9 @@
 package entity
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -226,5 +228,45 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 	step()
 	if n := testing.AllocsPerRun(2000, step); n != 0 {
 		t.Errorf("%v allocations per observation, want 0", n)
+	}
+}
+
+// TestClassRedeliveryLearnsOnce: observations redelivered after a class
+// record learned them (a crash before the ack) change nothing in it: the
+// class counts each request once, as the tenant does.
+func TestClassRedeliveryLearnsOnce(t *testing.T) {
+	o := newOwner(t, Config{}, decide.Config{})
+	var r results
+	obs := make([]Obs, 50)
+	for i := range obs {
+		ev := schemas.Event{ClientIP: netip.AddrFrom4([4]byte{203, 0, 113, byte(i%20 + 1)}), Tenant: []byte("acme"),
+			Class: []byte("meter/m-300"), Protocol: schemas.ProtoHTTP, Status: 200, DeviceKey: mix(uint64(i%20) + 1),
+			Time: t0 + int64(i)*int64(10*time.Second), Seq: uint64(i + 1), ID: uint64(i + 1)}
+		ev.ClassKey = schemas.Hash2(ev.Tenant, ev.Class)
+		obs[i], _ = ObsOf(&ev)
+	}
+	o.ObserveBatch(obs[:30], r.emit)
+	key, alt := obs[0].classKey()
+	rec, ok := o.table.Lookup(key, alt)
+	if !ok {
+		t.Fatal("no class record after 30 observations")
+	}
+	before := string(rec)
+	o.ObserveBatch(obs[:30], r.emit) // redelivered
+	if rec, _ := o.table.Lookup(key, alt); string(rec) != before {
+		t.Error("a redelivery changed the class record")
+	}
+	o.ObserveBatch(obs[30:], r.emit)
+	rec, _ = o.table.Lookup(key, alt)
+	if rec[offKind] != kindClass {
+		t.Fatalf("record kind %d, want kindClass", rec[offKind])
+	}
+	// 500 s of requests, one 5-minute window rolled: 30 in the first,
+	// 20 in the second.
+	if n := binary.LittleEndian.Uint32(rec[offEvents:]); n != 20 {
+		t.Errorf("%d requests in the open window, want 20 (each once)", n)
+	}
+	if l := math.Float32frombits(binary.LittleEndian.Uint32(rec[offLEvents:])); l != 30 {
+		t.Errorf("learned %v requests a window, want the first window's 30", l)
 	}
 }
