@@ -127,24 +127,6 @@ const CoreSize = 44
 // (both 0 before p.Warm steps) and the value the baseline expected. A
 // non-finite value is treated as 0.
 func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected float64) {
-	point, drift, expected, _ = c.step(p, t, x, 0, false)
-	return point, drift, expected
-}
-
-// StepScore is Step for the Detector, which keeps the core only as its
-// record (MarshalBinary after the step) and uses the drift surprise only as
-// detectors.SurpriseScore(drift, zMin) (0 below zMin): it returns that score
-// in place of the drift, and leaves the record exactly as Step does. Where
-// neither can depend on the drift surprise's last digits (a drift in the
-// Gaussian tail, see gaussTail), the surprise is bounded instead of
-// computed; every other step computes it as Step does.
-func (c *Core) StepScore(p *CoreParams, t int64, x, zMin float64) (point float64, score float32, expected float64) {
-	point, _, expected, score = c.step(p, t, x, zMin, true)
-	return point, score, expected
-}
-
-// step is Step, and with scored StepScore's score of the drift against zMin.
-func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point, drift, expected float64, score float32) {
 	if !(x >= 0) { // NaN, negative
 		if x < 0 && !math.IsInf(x, -1) {
 			x = -x // a signed series: model its magnitude
@@ -155,7 +137,32 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 	if math.IsInf(x, 1) || x > maxCount {
 		x = maxCount
 	}
-	y := math.Sqrt(x)
+	point, drift, pred, _ := c.step(p, t, math.Sqrt(x), 0, false)
+	return point, drift, pred * pred
+}
+
+// StepScore is Step for the Detector, in the core's own units: y is the
+// square root of the value (finite, in [0, √maxCount]), and it returns the
+// square root of the value expected. For such a y, Step(y*y) takes the
+// square root of y*y, which is y again (correctly rounded, a square's root
+// is exact: TestSqrtOfSquare), and its expected is pred*pred, whose root is
+// pred: two square roots the Detector would take for nothing.
+//
+// The Detector keeps the core only as its record (MarshalBinary after the
+// step) and uses the drift surprise only as detectors.SurpriseScore(drift,
+// zMin) (0 below zMin): StepScore returns that score in place of the drift,
+// and leaves the record exactly as Step does. Where neither can depend on
+// the drift surprise's last digits (a drift in the Gaussian tail, see
+// gaussTail), the surprise is bounded instead of computed; every other step
+// computes it as Step does.
+func (c *Core) StepScore(p *CoreParams, t int64, y, zMin float64) (point float64, score float32, pred float64) {
+	point, _, pred, score = c.step(p, t, y, zMin, true)
+	return point, score, pred
+}
+
+// step is Step of y*y, returning the square root of its expected value,
+// and with scored StepScore's score of the drift against zMin.
+func (c *Core) step(p *CoreParams, t int64, y, zMin float64, scored bool) (point, drift, pred float64, score float32) {
 	cs, sn := 0.0, 0.0
 	if p.Daily {
 		sn, cs = dayPhase(t)
@@ -164,11 +171,10 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 		c.level = y
 		c.dev = 0
 	}
-	pred := c.level + c.cos*cs + c.sin*sn
+	pred = c.level + c.cos*cs + c.sin*sn
 	if pred < 0 {
 		pred = 0
 	}
-	expected = pred * pred
 	r := y - pred
 	scale := max(1.2533*c.dev, 0.5*p.FloorScale, 1e-9)
 	z := r / scale
@@ -257,7 +263,7 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 	if scored && exact {
 		score = detectors.SurpriseScore(drift, zMin)
 	}
-	return point, drift, expected, score
+	return point, drift, pred, score
 }
 
 const dayNs = int64(86400e9)

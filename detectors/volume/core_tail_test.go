@@ -30,8 +30,10 @@ func TestGaussTail(t *testing.T) {
 }
 
 // TestStepScore: on devices whose mean response size drifts up (by 2% to 4x,
-// at random times, with noise), StepScore leaves every core's record exactly
-// as Step does and scores its drift exactly as detectors.SurpriseScore does,
+// at random times, with noise), StepScore of y leaves every core's record
+// exactly as Step of y*y does, returns the root of its expected value (the
+// square of which is Step's, and TestSqrtOfSquare its root) and scores its
+// drift exactly as detectors.SurpriseScore does,
 // each step from the record of the one before (as the Detector runs it);
 // thousands of the steps are drift findings.
 func TestStepScore(t *testing.T) {
@@ -55,7 +57,8 @@ func TestStepScore(t *testing.T) {
 			d := c
 			point, drift, expected := c.Step(&p, ts, y*y)
 			want := detectors.SurpriseScore(drift, MinDriftSurprise)
-			dPoint, score, dExpected := d.StepScore(&p, ts, y*y, MinDriftSurprise)
+			dPoint, score, dPred := d.StepScore(&p, ts, y, MinDriftSurprise)
+			dExpected := dPred * dPred
 			rec, dRec := c.MarshalBinary(nil), d.MarshalBinary(nil)
 			if !bytes.Equal(rec, dRec) || score != want || math.Float64bits(point) != math.Float64bits(dPoint) || math.Float64bits(expected) != math.Float64bits(dExpected) {
 				t.Fatalf("device %d step %d: Step %+v score %v point %v expected %v; StepScore %+v score %v point %v expected %v",
@@ -112,5 +115,47 @@ func TestScoreBetween(t *testing.T) {
 			}
 		}
 		t.Logf("width %g: %d of 1000000 decided", width, ok)
+	}
+}
+
+// TestSqrtOfSquare: the square root of a square (rounded) is the number
+// squared, bit for bit, for every y StepScore takes (the root of a value up
+// to maxCount: at every ulp of y near the range's ends and at powers of two,
+// millions of random y spread over its binades, and every log size the
+// Detector feeds) and every pred it returns (up to the root of maxCount
+// times the harmonic's amplitude; any finite positive float without
+// overflow or underflow in fact): StepScore(y) is Step(y*y) and the
+// Detector's expected response size, Expm1(pred/LogScale), is the one
+// Step's expected gave, Expm1(Sqrt(pred*pred)/LogScale).
+func TestSqrtOfSquare(t *testing.T) {
+	check := func(y float64) {
+		t.Helper()
+		if got := math.Sqrt(y * y); math.Float64bits(got) != math.Float64bits(y) {
+			t.Fatalf("Sqrt(%v * %v) = %v", y, y, got)
+		}
+	}
+	check(0)
+	for _, y := range []float64{1e-150, 1, math.Sqrt(maxCount), 1e12, 1e150} {
+		v := y
+		for range 100_000 {
+			check(v)
+			v = math.Nextafter(v, math.Inf(1))
+		}
+		v = y
+		for range 100_000 {
+			v = math.Nextafter(v, 0)
+			check(v)
+		}
+	}
+	for e := -500; e <= 500; e++ {
+		check(math.Ldexp(1, e))
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 1_000_000 {
+		check(math.Ldexp(1+r.Float64(), r.IntN(1001)-500)) // every binade from 2^-500 to 2^501
+		check(r.Float64() * math.Sqrt(maxCount) * 4)
+	}
+	for size := range 1 << 20 {
+		check(LogScale * math.Log1p(float64(size)))
 	}
 }

@@ -655,11 +655,12 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// A new bucket closes the previous one: its mean response size steps the
 	// Core. The mean, not the total, so that the device's daily cycle of
 	// request rates (the rate channels' business) does not look like a drift;
-	// in log units (the Core takes the square root of what it is fed), so
-	// that sizes drift by ratios whatever the device's typical size.
+	// in log units (y, the root of the value the Core models: StepScore
+	// takes the root), so that sizes drift by ratios whatever the device's
+	// typical size.
 	// Buckets without bytes (a device that sends none, a silence) are
 	// skipped; silence has its own finding.
-	point, driftObserved, coreExpected := 0.0, 0.0, 0.0
+	point, driftObserved, corePred := 0.0, 0.0, 0.0
 	var driftScore float32 // SurpriseScore of the Core's drift against MinDriftSurprise
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
@@ -674,7 +675,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 			y := LogScale * lm
 			s.core.UnmarshalBinary(b[coreAt:])
 			s.coreRead = true
-			point, driftScore, coreExpected = s.core.StepScore(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y, MinDriftSurprise)
+			point, driftScore, corePred = s.core.StepScore(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y, MinDriftSurprise)
 		}
 		s.bucket, s.bucketN = 0, 0
 	}
@@ -766,7 +767,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 		}
 		if score == 0 && driftScore > 0 && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
-			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
+			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(corePred/LogScale)
 			score = driftScore
 		}
 		if score == 0 && isSilence {
