@@ -198,9 +198,15 @@ func (c *Core) step(p *CoreParams, t int64, y, zMin float64, scored bool) (point
 		sPoint = laplaceSurprise(z)
 	}
 	const calm = 1 / math.Ln10
-	cp, cd := calm/max(c.mPoint, calm), calm/max(c.mDrift, calm)
-	if c.n < p.Warm {
-		cp, cd = 1, 1
+	// calm/max(m, calm) is calm/calm, 1, for m <= calm: no division.
+	cp, cd := 1.0, 1.0
+	if c.n >= p.Warm {
+		if c.mPoint > calm {
+			cp = calm / c.mPoint
+		}
+		if c.mDrift > calm {
+			cd = calm / c.mDrift
+		}
 	}
 	point = sPoint * cp
 	ec := 1 / min(float64(c.n+1), p.Long)
@@ -239,7 +245,10 @@ func (c *Core) step(p *CoreParams, t int64, y, zMin float64, scored bool) (point
 	if c.n >= p.Warm && max(point, drift) >= p.FlagSurprise {
 		w = p.FlaggedWeight
 	}
-	eta := w / min(float64(c.n+1), p.Long)
+	eta := ec // w/min(n+1, Long) is ec's 1/min(n+1, Long) when w is 1
+	if w != 1 {
+		eta = w / min(float64(c.n+1), p.Long)
+	}
 	rc := clip(r, p.Clip*scale)
 	if c.n < p.Warm { // no scale yet: learn plainly
 		rc = r

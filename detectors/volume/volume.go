@@ -688,7 +688,11 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	s.short = s.short*ds + 1
 	s.failShort = s.failShort*ds + fail
 	s.errShort = s.errShort*ds + errs
-	s.overMedium = s.overMedium*detectors.Decay(dt/TauMedium) + over
+	if s.overMedium != 0 {
+		s.overMedium = s.overMedium*detectors.Decay(dt/TauMedium) + over
+	} else {
+		s.overMedium = over // what 0 decays to, plus over: no Exp for a device without oversized responses
+	}
 
 	// A silence adds at most a few typical gaps of exposure.
 	exposed := dt
