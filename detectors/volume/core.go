@@ -413,26 +413,33 @@ func scoreBetween(lo, hi, zMin float64) (float32, bool) {
 		return 0, false
 	}
 	// SurpriseScore is float32(1 - 0.5·2^(-(z-zMin)/4)), whose slope is at
-	// most ln 2/8 < 0.0867; Exp2 and the arithmetic add a few 1e-16.
-	// pow2 is within 1e-13 of Exp2's value.
-	v := 1 - 0.5*pow2(-((lo+hi)/2-zMin)/4)
+	// most ln 2/8 < 0.0867. At the middle z of [lo, hi], u = 64·(-(z-zMin)/4)
+	// (in [-1600, 0]) is rounded once (an ulp of 2048, 5e-15 of 2^(u/64)),
+	// halfPow2 is within 1e-14 of 0.5·2^(u/64) and the subtraction adds an
+	// ulp: v is within 1e-14 of SurpriseScore's value before its rounding
+	// to float32, and m bounds that and the slope across the interval.
+	v := 1 - halfPow2(16*zMin-8*(lo+hi))
 	m := 0.0867*(hi-lo)/2 + 1e-13
 	s := float32(v - m)
 	return s, s == float32(v+m)
 }
 
-// pow2 returns 2^t for t in [-26, 0], within 1e-14 of it (relative):
-// 2^(k/64) from a table times a degree-5 Taylor polynomial of e^g,
-// g = f·ln 2 with f in [0, 1/64) (its remainder below g^6/6! < 3e-15),
-// where math.Exp2 takes several times as long. TestPow2 checks it against
+// halfPow2 returns 2^(u/64)/2 for u in [-1664, 0] (2^t/2, t = u/64 in
+// [-26, 0]), within 1e-14 of it (relative): 2^(k/64) from a table for k
+// the integer nearest u (an addition rounds it, where a conversion to an
+// integer and back took twice as long), times a degree-5 Taylor
+// polynomial of e^g, g = (u-k)·ln 2/64 in [-ln 2/128, ln 2/128] (its
+// remainder below g^6/6! < 1e-16), times 2^(k÷64)/2 (an exponent), where
+// math.Exp2 takes several times as long. TestHalfPow2 checks it against
 // math.Exp2.
-func pow2(t float64) float64 {
-	u := t*64 + 64*32 // in [384, 2048]: its floor is a conversion
-	k := int(u)
-	g := (u - float64(k)) * (math.Ln2 / 64)
+func halfPow2(u float64) float64 {
+	const shift = 0x1.8p52 // u+shift is u rounded to an integer, which the sum's low bits hold
+	kb := u + shift
+	k := int64(math.Float64bits(kb) - math.Float64bits(shift))
+	g := (u - (kb - shift)) * (math.Ln2 / 64) // u - k is exact
 	g2 := g * g
 	p := (1 + g) + g2*(1.0/2+g*(1.0/6)) + g2*g2*(1.0/24+g*(1.0/120))
-	return pow2Sixtyfourths[k&63] * math.Float64frombits(uint64(1023-32+k>>6)<<52) * p
+	return pow2Sixtyfourths[k&63] * math.Float64frombits(uint64(1022+k>>6)<<52) * p
 }
 
 // pow2Sixtyfourths holds 2^(j/64), j = 0..63.

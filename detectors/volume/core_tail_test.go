@@ -79,15 +79,17 @@ func TestStepScore(t *testing.T) {
 	t.Logf("%d drift findings, %d of them at least %v decades", findings, tail, p.CalCap)
 }
 
-// TestPow2: pow2 is within 1e-14 of math.Exp2 (relative) over its range.
-func TestPow2(t *testing.T) {
-	for x := -26.0; x <= 0; x += 1.0 / 4096 {
-		for _, v := range []float64{x, math.Nextafter(x, 0), math.Nextafter(x, -1), x + 1.0/8192} {
-			if v < -26 || v > 0 {
+// TestHalfPow2: 2·halfPow2(u) is within 1e-14 of math.Exp2(u/64)
+// (relative) over its range, at every 1/4096, its neighbours and the
+// halves between (where the nearest integer turns).
+func TestHalfPow2(t *testing.T) {
+	for x := -1664.0; x <= 0; x += 1.0 / 4096 {
+		for _, u := range []float64{x, math.Nextafter(x, 0), math.Nextafter(x, -2000), x + 1.0/8192, math.Round(x) + 0.5} {
+			if u < -1664 || u > 0 {
 				continue
 			}
-			if got, want := pow2(v), math.Exp2(v); math.Abs(got-want) > 1e-14*want {
-				t.Fatalf("pow2(%v) = %v, math.Exp2 %v", v, got, want)
+			if got, want := 2*halfPow2(u), math.Exp2(u/64); math.Abs(got-want) > 1e-14*want {
+				t.Fatalf("2·halfPow2(%v) = %v, math.Exp2(%v/64) %v", u, got, u, want)
 			}
 		}
 	}
