@@ -405,7 +405,9 @@ func (s *state) load(b []byte) {
 	s.errShort = f32(b[32:])
 	s.errLong = f32(b[36:])
 	s.runN = min(binary.LittleEndian.Uint16(b[40:]), MaxRun)
-	s.runExpected = float64(binary.LittleEndian.Uint16(b[42:])) / math.MaxUint16 * float64(s.runN) * runSpan
+	if q := binary.LittleEndian.Uint16(b[42:]); q != 0 { // 0 reads as 0: no division (a device at its usual pace)
+		s.runExpected = float64(q) / math.MaxUint16 * float64(s.runN) * runSpan
+	}
 	s.overMedium = f32(b[44:])
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
@@ -428,7 +430,7 @@ func (s *state) store(b []byte) {
 	putF32(b[36:], s.errLong)
 	binary.LittleEndian.PutUint16(b[40:], s.runN)
 	q := 0.0
-	if s.runN > 0 {
+	if s.runN > 0 && s.runExpected != 0 { // 0 stores 0: no division (a run that starts at this request)
 		q = min(s.runExpected/(float64(s.runN)*runSpan), 1)
 	}
 	binary.LittleEndian.PutUint16(b[42:], uint16(q*math.MaxUint16+0.5))
