@@ -666,7 +666,10 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	var driftScore float32 // SurpriseScore of the Core's drift against MinDriftSurprise
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
-			driftObserved = s.bucket / float64(s.bucketN)
+			driftObserved = s.bucket // its mean: itself for one response, without a division
+			if s.bucketN != 1 {
+				driftObserved = s.bucket / float64(s.bucketN)
+			}
 			// log(1 + the bucket's mean size): this response's, already
 			// computed, when they are equal (a device whose responses
 			// have one size, one per bucket or many).
