@@ -364,12 +364,13 @@ func gaussSurprise(z float64) float64 {
 // [1/0.35, 28) is exp(a)·exp(b)/x (a = -w²-0.5625 with w x's leading 20
 // bits, b = (w-x)(w+x)+R/S, R/S a rational function of 1/x²: math/erf.go),
 // then -log10 of it: two Exps and a Log. Its logarithm is a + b - ln x,
-// one Log. The two differ by the rounding of each: Exp and Log within an
-// ulp, a product and a quotient half an ulp each (about 1e-15 of
-// ln erfc), the sums a few ulps of a + b (at most 1e-15 of |ln erfc|
-// each), R/S evaluated in another order a few ulps of |R/S| < 0.1, x
-// rounded differently an ulp (2x·ulp(x) in ln erfc); the bound allows
-// 1e-14 + 4e-15·|ln erfc|, several times that.
+// with ln x from lnTail. The two differ by the rounding of each: Exp and
+// Log within an ulp, a product and a quotient half an ulp each (about
+// 1e-15 of ln erfc), the sums a few ulps of a + b (at most 1e-15 of
+// |ln erfc| each), R/S evaluated in another order a few ulps of
+// |R/S| < 0.1, x rounded differently an ulp (2x·ulp(x) in ln erfc), lnTail
+// 2e-15 of ln x; the bound allows 1e-14 + 4e-15·|ln erfc|, several times
+// that.
 // TestGaussTail checks it on a dense grid.
 func gaussTail(z float64) (lo, hi float64) {
 	x := z * (1 / math.Sqrt2) // within an ulp of gaussSurprise's z/√2
@@ -386,7 +387,7 @@ func gaussTail(z float64) (lo, hi float64) {
 		t2*(2.55305040643316442583e+03+t*3.19985821950859553908e+03) +
 		t4*((1.53672958608443695994e+03+t*3.25792512996573918826e+02)+t2*(3.03380607434824582924e+01+t))
 	w := math.Float64frombits(math.Float64bits(x) & 0xffffffff00000000)
-	l := (-w*w - 0.5625) + ((w-x)*(w+x) + R/S) - math.Log(x) // ln erfc(x) < 0
+	l := (-w*w - 0.5625) + ((w-x)*(w+x) + R/S) - lnTail(x) // ln erfc(x) < 0
 	e := 1e-14 - 4e-15*l
 	return (-l - e) * (1 / math.Ln10), (-l + e) * (1 / math.Ln10)
 }
@@ -488,3 +489,30 @@ func (c *Core) UnmarshalBinary(b []byte) {
 		*c = Core{}
 	}
 }
+
+// lnTail returns ln x for x in [2, 32) (gaussTail's x, in [3, 25)), within
+// 2e-15 of it (absolute; TestLnTail), for gaussTail's bound, which allows
+// 1e-14 and more: x = 2^k·m, m in [1, 2), and m·c, c the inverse of the
+// middle of m's 64th of [1, 2), is 1+r with |r| < 1/128: ln x = k·ln 2 -
+// ln c + ln(1+r), ln c from a table and ln(1+r) a degree-6 Taylor
+// polynomial (its remainder below r^7/7 < 2e-16). math.Log, of any
+// float64, takes a division and several times as long.
+func lnTail(x float64) float64 {
+	bits := math.Float64bits(x)
+	k := float64(int64(bits>>52) - 1023)
+	e := &lnTailTable[bits>>(52-6)&63]
+	r := math.Float64frombits(bits&(1<<52-1)|1023<<52)*e[0] - 1
+	r2 := r * r
+	p := r2*(-1.0/2+r*(1.0/3)) + r2*r2*((-1.0/4+r*(1.0/5))+r2*(-1.0/6))
+	return (k*math.Ln2 + e[1]) + (r + p)
+}
+
+// lnTailTable holds, for each 64th j of [1, 2), c = 1/(1 + (j+1/2)/64) and
+// -ln c.
+var lnTailTable = func() (t [64][2]float64) {
+	for j := range t {
+		c := 1 / (1 + (float64(j)+0.5)/64)
+		t[j] = [2]float64{c, -math.Log(c)}
+	}
+	return t
+}()
