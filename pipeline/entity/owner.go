@@ -193,6 +193,8 @@ type Owner struct {
 	// keys holds ObserveBatch's observations' first keys (firstKey),
 	// computed once for the prefetch and the judging.
 	keys [MaxPrefetchBatch][2]uint64
+	// prefetch holds the keys of the records ObserveBatch prefetches.
+	prefetch [][2]uint64
 }
 
 // tenantSlots is the size of an owner's cache of tenant keys: more than the
@@ -246,7 +248,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize),
+	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize), prefetch: make([][2]uint64, 0, MaxPrefetchBatch),
 		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1))}, nil
 }
 
@@ -327,8 +329,8 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 
 // ObserveBatch observes obs in order, as Observe does each, prefetching
 // every one's first record (its address's, or its API key's:
-// state.Table.Prefetch) before it judges the first, so that their cache
-// misses overlap instead of following one another. The common observation,
+// state.Table.PrefetchKeys, all of them back to back) before it judges the
+// first, so that their cache misses overlap instead of following one another. The common observation,
 // a request from a known address, touches one record at random in a table
 // of many (the tenant's is hot), and that miss was most of the entity
 // stage's cost per event (bench/RESULTS.md, e1). A prefetch changes
@@ -338,12 +340,14 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 func (o *Owner) ObserveBatch(obs []Obs, emit Emit) {
 	for len(obs) > 0 {
 		n := min(len(obs), MaxPrefetchBatch)
+		pre := o.prefetch[:0]
 		for i := range n {
 			o.keys[i] = o.firstKey(&obs[i])
 			if obs[i].ForKey || !obs[i].IPDev {
-				o.table.Prefetch(o.keys[i][0], o.keys[i][1])
+				pre = append(pre, o.keys[i])
 			}
 		}
+		o.table.PrefetchKeys(pre)
 		for i := range n {
 			o.observe(&obs[i], &o.keys[i], emit)
 		}
