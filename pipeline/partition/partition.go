@@ -1123,13 +1123,15 @@ func (c *Consumer) Owned() []int {
 }
 
 // Drained reports whether the server has no message of an owned partition
-// left to deliver (each owned partition consumer's NumPending is 0), asking
-// it; false when it cannot tell (an error, or ctx ended). Messages
-// delivered and not acked are not counted: the caller knows those.
+// left to deliver or waiting for its ack (each owned partition consumer's
+// NumPending and NumAckPending are 0), asking it; false when it cannot tell
+// (an error, or ctx ended). Call it with nothing of this instance's in
+// flight: messages unacked then are a previous owner's, redelivered after
+// their ack wait (a scorer killed while it held them), not learned yet.
 func (c *Consumer) Drained(ctx context.Context) bool {
 	for _, p := range c.Owned() {
 		info, err := c.PartitionInfo(ctx, p)
-		if err != nil || info.NumPending > 0 {
+		if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 			return false
 		}
 	}
