@@ -263,6 +263,14 @@ func (p *Pipeline) catchUpRange(ctx context.Context, filters []string, from, upT
 		return nil
 	}
 	start := time.Now()
+	// The class gate's event time stays that of the fetches: a catch-up's
+	// events are judged whatever the gate's limit, and no fetch batch
+	// reports them learned, so counted, they held the ingest loop with its
+	// watermark unpublished, and two scorers that had each taken over a
+	// partition waited for each other (90 s, bench/RESULTS.md w4). They
+	// are learned before the next fetch's barrier, which reports what it
+	// covers.
+	defer func(to int64) { p.dispatchedTo = to }(p.dispatchedTo)
 	p.log.Info("catching up after the checkpoint", "from_seq", from, "to_seq", upTo, "subjects", filters)
 	seq, err := p.eachMessage(ctx, filters, from, upTo, 0, func(msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 		before := p.dispatched

@@ -173,7 +173,7 @@ type Pipeline struct {
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	// gate holds events back until the merged class view covers them
 	// (classgate.go; nil: never). dispatchedTo is the latest event time
-	// dispatched and msgSpan the event time the last fetch advanced by per
+	// dispatched from fetches (a catch-up's events do not count) and msgSpan the event time the last fetch advanced by per
 	// message (-1: not known), both the ingest loop's; inflight counts the
 	// batches dispatched and not yet through every worker.
 	gate         ClassGate

@@ -794,6 +794,12 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
 	}
+	if p.gate != nil {
+		// Not idle any more: an idle instance's class contribution claims
+		// the clock's time for the partitions it owns, this one's backlog
+		// included (ClassGate.Learned).
+		p.gate.Learned(math.MinInt64, false)
+	}
 	return p.do(ctx, func(ctx context.Context) error {
 		acked, consumerKnown := uint64(0), false
 		if src, ok := p.cons.(partitionSource); ok {

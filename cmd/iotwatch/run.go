@@ -304,6 +304,9 @@ func syncClasses(ctx context.Context, st *stack, o *options, instance string, lo
 		// Event-time watermarks: the pipeline holds events the merged view
 		// does not cover yet (cluster.ClassSync's doc).
 		cfg.Partitions, cfg.Owned, cfg.Lag = o.partitions, st.parts.Owned, o.classLag
+		// A partition whose coverage stalled is still waited for while its
+		// owner lives or a takeover of it is under way.
+		cfg.Awaited = st.parts.Awaited
 	}
 	st.classes, err = cluster.NewClassSync(st.p.ClassModel(), cfg)
 	if err != nil {

@@ -127,24 +127,6 @@ const CoreSize = 44
 // (both 0 before p.Warm steps) and the value the baseline expected. A
 // non-finite value is treated as 0.
 func (c *Core) Step(p *CoreParams, t int64, x float64) (point, drift, expected float64) {
-	point, drift, expected, _ = c.step(p, t, x, 0, false)
-	return point, drift, expected
-}
-
-// StepScore is Step for the Detector, which keeps the core only as its
-// record (MarshalBinary after the step) and uses the drift surprise only as
-// detectors.SurpriseScore(drift, zMin) (0 below zMin): it returns that score
-// in place of the drift, and leaves the record exactly as Step does. Where
-// neither can depend on the drift surprise's last digits (a drift in the
-// Gaussian tail, see gaussTail), the surprise is bounded instead of
-// computed; every other step computes it as Step does.
-func (c *Core) StepScore(p *CoreParams, t int64, x, zMin float64) (point float64, score float32, expected float64) {
-	point, _, expected, score = c.step(p, t, x, zMin, true)
-	return point, score, expected
-}
-
-// step is Step, and with scored StepScore's score of the drift against zMin.
-func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point, drift, expected float64, score float32) {
 	if !(x >= 0) { // NaN, negative
 		if x < 0 && !math.IsInf(x, -1) {
 			x = -x // a signed series: model its magnitude
@@ -155,7 +137,32 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 	if math.IsInf(x, 1) || x > maxCount {
 		x = maxCount
 	}
-	y := math.Sqrt(x)
+	point, drift, pred, _ := c.step(p, t, math.Sqrt(x), 0, false)
+	return point, drift, pred * pred
+}
+
+// StepScore is Step for the Detector, in the core's own units: y is the
+// square root of the value (finite, in [0, √maxCount]), and it returns the
+// square root of the value expected. For such a y, Step(y*y) takes the
+// square root of y*y, which is y again (correctly rounded, a square's root
+// is exact: TestSqrtOfSquare), and its expected is pred*pred, whose root is
+// pred: two square roots the Detector would take for nothing.
+//
+// The Detector keeps the core only as its record (MarshalBinary after the
+// step) and uses the drift surprise only as detectors.SurpriseScore(drift,
+// zMin) (0 below zMin): StepScore returns that score in place of the drift,
+// and leaves the record exactly as Step does. Where neither can depend on
+// the drift surprise's last digits (a drift in the Gaussian tail, see
+// gaussTail), the surprise is bounded instead of computed; every other step
+// computes it as Step does.
+func (c *Core) StepScore(p *CoreParams, t int64, y, zMin float64) (point float64, score float32, pred float64) {
+	point, _, pred, score = c.step(p, t, y, zMin, true)
+	return point, score, pred
+}
+
+// step is Step of y*y, returning the square root of its expected value,
+// and with scored StepScore's score of the drift against zMin.
+func (c *Core) step(p *CoreParams, t int64, y, zMin float64, scored bool) (point, drift, pred float64, score float32) {
 	cs, sn := 0.0, 0.0
 	if p.Daily {
 		sn, cs = dayPhase(t)
@@ -164,11 +171,10 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 		c.level = y
 		c.dev = 0
 	}
-	pred := c.level + c.cos*cs + c.sin*sn
+	pred = c.level + c.cos*cs + c.sin*sn
 	if pred < 0 {
 		pred = 0
 	}
-	expected = pred * pred
 	r := y - pred
 	scale := max(1.2533*c.dev, 0.5*p.FloorScale, 1e-9)
 	z := r / scale
@@ -192,9 +198,15 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 		sPoint = laplaceSurprise(z)
 	}
 	const calm = 1 / math.Ln10
-	cp, cd := calm/max(c.mPoint, calm), calm/max(c.mDrift, calm)
-	if c.n < p.Warm {
-		cp, cd = 1, 1
+	// calm/max(m, calm) is calm/calm, 1, for m <= calm: no division.
+	cp, cd := 1.0, 1.0
+	if c.n >= p.Warm {
+		if c.mPoint > calm {
+			cp = calm / c.mPoint
+		}
+		if c.mDrift > calm {
+			cd = calm / c.mDrift
+		}
 	}
 	point = sPoint * cp
 	ec := 1 / min(float64(c.n+1), p.Long)
@@ -233,7 +245,10 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 	if c.n >= p.Warm && max(point, drift) >= p.FlagSurprise {
 		w = p.FlaggedWeight
 	}
-	eta := w / min(float64(c.n+1), p.Long)
+	eta := ec // w/min(n+1, Long) is ec's 1/min(n+1, Long) when w is 1
+	if w != 1 {
+		eta = w / min(float64(c.n+1), p.Long)
+	}
 	rc := clip(r, p.Clip*scale)
 	if c.n < p.Warm { // no scale yet: learn plainly
 		rc = r
@@ -257,7 +272,7 @@ func (c *Core) step(p *CoreParams, t int64, x, zMin float64, scored bool) (point
 	if scored && exact {
 		score = detectors.SurpriseScore(drift, zMin)
 	}
-	return point, drift, expected, score
+	return point, drift, pred, score
 }
 
 const dayNs = int64(86400e9)
@@ -349,12 +364,13 @@ func gaussSurprise(z float64) float64 {
 // [1/0.35, 28) is exp(a)·exp(b)/x (a = -w²-0.5625 with w x's leading 20
 // bits, b = (w-x)(w+x)+R/S, R/S a rational function of 1/x²: math/erf.go),
 // then -log10 of it: two Exps and a Log. Its logarithm is a + b - ln x,
-// one Log. The two differ by the rounding of each: Exp and Log within an
-// ulp, a product and a quotient half an ulp each (about 1e-15 of
-// ln erfc), the sums a few ulps of a + b (at most 1e-15 of |ln erfc|
-// each), R/S evaluated in another order a few ulps of |R/S| < 0.1, x
-// rounded differently an ulp (2x·ulp(x) in ln erfc); the bound allows
-// 1e-14 + 4e-15·|ln erfc|, several times that.
+// with ln x from lnTail. The two differ by the rounding of each: Exp and
+// Log within an ulp, a product and a quotient half an ulp each (about
+// 1e-15 of ln erfc), the sums a few ulps of a + b (at most 1e-15 of
+// |ln erfc| each), R/S evaluated in another order a few ulps of
+// |R/S| < 0.1, x rounded differently an ulp (2x·ulp(x) in ln erfc), lnTail
+// 2e-15 of ln x; the bound allows 1e-14 + 4e-15·|ln erfc|, several times
+// that.
 // TestGaussTail checks it on a dense grid.
 func gaussTail(z float64) (lo, hi float64) {
 	x := z * (1 / math.Sqrt2) // within an ulp of gaussSurprise's z/√2
@@ -371,7 +387,7 @@ func gaussTail(z float64) (lo, hi float64) {
 		t2*(2.55305040643316442583e+03+t*3.19985821950859553908e+03) +
 		t4*((1.53672958608443695994e+03+t*3.25792512996573918826e+02)+t2*(3.03380607434824582924e+01+t))
 	w := math.Float64frombits(math.Float64bits(x) & 0xffffffff00000000)
-	l := (-w*w - 0.5625) + ((w-x)*(w+x) + R/S) - math.Log(x) // ln erfc(x) < 0
+	l := (-w*w - 0.5625) + ((w-x)*(w+x) + R/S) - lnTail(x) // ln erfc(x) < 0
 	e := 1e-14 - 4e-15*l
 	return (-l - e) * (1 / math.Ln10), (-l + e) * (1 / math.Ln10)
 }
@@ -398,26 +414,33 @@ func scoreBetween(lo, hi, zMin float64) (float32, bool) {
 		return 0, false
 	}
 	// SurpriseScore is float32(1 - 0.5·2^(-(z-zMin)/4)), whose slope is at
-	// most ln 2/8 < 0.0867; Exp2 and the arithmetic add a few 1e-16.
-	// pow2 is within 1e-13 of Exp2's value.
-	v := 1 - 0.5*pow2(-((lo+hi)/2-zMin)/4)
+	// most ln 2/8 < 0.0867. At the middle z of [lo, hi], u = 64·(-(z-zMin)/4)
+	// (in [-1600, 0]) is rounded once (an ulp of 2048, 5e-15 of 2^(u/64)),
+	// halfPow2 is within 1e-14 of 0.5·2^(u/64) and the subtraction adds an
+	// ulp: v is within 1e-14 of SurpriseScore's value before its rounding
+	// to float32, and m bounds that and the slope across the interval.
+	v := 1 - halfPow2(16*zMin-8*(lo+hi))
 	m := 0.0867*(hi-lo)/2 + 1e-13
 	s := float32(v - m)
 	return s, s == float32(v+m)
 }
 
-// pow2 returns 2^t for t in [-26, 0], within 1e-14 of it (relative):
-// 2^(k/64) from a table times a degree-5 Taylor polynomial of e^g,
-// g = f·ln 2 with f in [0, 1/64) (its remainder below g^6/6! < 3e-15),
-// where math.Exp2 takes several times as long. TestPow2 checks it against
+// halfPow2 returns 2^(u/64)/2 for u in [-1664, 0] (2^t/2, t = u/64 in
+// [-26, 0]), within 1e-14 of it (relative): 2^(k/64) from a table for k
+// the integer nearest u (an addition rounds it, where a conversion to an
+// integer and back took twice as long), times a degree-5 Taylor
+// polynomial of e^g, g = (u-k)·ln 2/64 in [-ln 2/128, ln 2/128] (its
+// remainder below g^6/6! < 1e-16), times 2^(k÷64)/2 (an exponent), where
+// math.Exp2 takes several times as long. TestHalfPow2 checks it against
 // math.Exp2.
-func pow2(t float64) float64 {
-	u := t*64 + 64*32 // in [384, 2048]: its floor is a conversion
-	k := int(u)
-	g := (u - float64(k)) * (math.Ln2 / 64)
+func halfPow2(u float64) float64 {
+	const shift = 0x1.8p52 // u+shift is u rounded to an integer, which the sum's low bits hold
+	kb := u + shift
+	k := int64(math.Float64bits(kb) - math.Float64bits(shift))
+	g := (u - (kb - shift)) * (math.Ln2 / 64) // u - k is exact
 	g2 := g * g
 	p := (1 + g) + g2*(1.0/2+g*(1.0/6)) + g2*g2*(1.0/24+g*(1.0/120))
-	return pow2Sixtyfourths[k&63] * math.Float64frombits(uint64(1023-32+k>>6)<<52) * p
+	return pow2Sixtyfourths[k&63] * math.Float64frombits(uint64(1022+k>>6)<<52) * p
 }
 
 // pow2Sixtyfourths holds 2^(j/64), j = 0..63.
@@ -466,3 +489,30 @@ func (c *Core) UnmarshalBinary(b []byte) {
 		*c = Core{}
 	}
 }
+
+// lnTail returns ln x for x in [2, 32) (gaussTail's x, in [3, 25)), within
+// 2e-15 of it (absolute; TestLnTail), for gaussTail's bound, which allows
+// 1e-14 and more: x = 2^k·m, m in [1, 2), and m·c, c the inverse of the
+// middle of m's 64th of [1, 2), is 1+r with |r| < 1/128: ln x = k·ln 2 -
+// ln c + ln(1+r), ln c from a table and ln(1+r) a degree-6 Taylor
+// polynomial (its remainder below r^7/7 < 2e-16). math.Log, of any
+// float64, takes a division and several times as long.
+func lnTail(x float64) float64 {
+	bits := math.Float64bits(x)
+	k := float64(int64(bits>>52) - 1023)
+	e := &lnTailTable[bits>>(52-6)&63]
+	r := math.Float64frombits(bits&(1<<52-1)|1023<<52)*e[0] - 1
+	r2 := r * r
+	p := r2*(-1.0/2+r*(1.0/3)) + r2*r2*((-1.0/4+r*(1.0/5))+r2*(-1.0/6))
+	return (k*math.Ln2 + e[1]) + (r + p)
+}
+
+// lnTailTable holds, for each 64th j of [1, 2), c = 1/(1 + (j+1/2)/64) and
+// -ln c.
+var lnTailTable = func() (t [64][2]float64) {
+	for j := range t {
+		c := 1 / (1 + (float64(j)+0.5)/64)
+		t[j] = [2]float64{c, -math.Log(c)}
+	}
+	return t
+}()

@@ -30,8 +30,10 @@ func TestGaussTail(t *testing.T) {
 }
 
 // TestStepScore: on devices whose mean response size drifts up (by 2% to 4x,
-// at random times, with noise), StepScore leaves every core's record exactly
-// as Step does and scores its drift exactly as detectors.SurpriseScore does,
+// at random times, with noise), StepScore of y leaves every core's record
+// exactly as Step of y*y does, returns the root of its expected value (the
+// square of which is Step's, and TestSqrtOfSquare its root) and scores its
+// drift exactly as detectors.SurpriseScore does,
 // each step from the record of the one before (as the Detector runs it);
 // thousands of the steps are drift findings.
 func TestStepScore(t *testing.T) {
@@ -55,7 +57,8 @@ func TestStepScore(t *testing.T) {
 			d := c
 			point, drift, expected := c.Step(&p, ts, y*y)
 			want := detectors.SurpriseScore(drift, MinDriftSurprise)
-			dPoint, score, dExpected := d.StepScore(&p, ts, y*y, MinDriftSurprise)
+			dPoint, score, dPred := d.StepScore(&p, ts, y, MinDriftSurprise)
+			dExpected := dPred * dPred
 			rec, dRec := c.MarshalBinary(nil), d.MarshalBinary(nil)
 			if !bytes.Equal(rec, dRec) || score != want || math.Float64bits(point) != math.Float64bits(dPoint) || math.Float64bits(expected) != math.Float64bits(dExpected) {
 				t.Fatalf("device %d step %d: Step %+v score %v point %v expected %v; StepScore %+v score %v point %v expected %v",
@@ -76,15 +79,17 @@ func TestStepScore(t *testing.T) {
 	t.Logf("%d drift findings, %d of them at least %v decades", findings, tail, p.CalCap)
 }
 
-// TestPow2: pow2 is within 1e-14 of math.Exp2 (relative) over its range.
-func TestPow2(t *testing.T) {
-	for x := -26.0; x <= 0; x += 1.0 / 4096 {
-		for _, v := range []float64{x, math.Nextafter(x, 0), math.Nextafter(x, -1), x + 1.0/8192} {
-			if v < -26 || v > 0 {
+// TestHalfPow2: 2·halfPow2(u) is within 1e-14 of math.Exp2(u/64)
+// (relative) over its range, at every 1/4096, its neighbours and the
+// halves between (where the nearest integer turns).
+func TestHalfPow2(t *testing.T) {
+	for x := -1664.0; x <= 0; x += 1.0 / 4096 {
+		for _, u := range []float64{x, math.Nextafter(x, 0), math.Nextafter(x, -2000), x + 1.0/8192, math.Round(x) + 0.5} {
+			if u < -1664 || u > 0 {
 				continue
 			}
-			if got, want := pow2(v), math.Exp2(v); math.Abs(got-want) > 1e-14*want {
-				t.Fatalf("pow2(%v) = %v, math.Exp2 %v", v, got, want)
+			if got, want := 2*halfPow2(u), math.Exp2(u/64); math.Abs(got-want) > 1e-14*want {
+				t.Fatalf("2·halfPow2(%v) = %v, math.Exp2(%v/64) %v", u, got, u, want)
 			}
 		}
 	}
@@ -113,4 +118,69 @@ func TestScoreBetween(t *testing.T) {
 		}
 		t.Logf("width %g: %d of 1000000 decided", width, ok)
 	}
+}
+
+// TestSqrtOfSquare: the square root of a square (rounded) is the number
+// squared, bit for bit, for every y StepScore takes (the root of a value up
+// to maxCount: at every ulp of y near the range's ends and at powers of two,
+// millions of random y spread over its binades, and every log size the
+// Detector feeds) and every pred it returns (up to the root of maxCount
+// times the harmonic's amplitude; any finite positive float without
+// overflow or underflow in fact): StepScore(y) is Step(y*y) and the
+// Detector's expected response size, Expm1(pred/LogScale), is the one
+// Step's expected gave, Expm1(Sqrt(pred*pred)/LogScale).
+func TestSqrtOfSquare(t *testing.T) {
+	check := func(y float64) {
+		t.Helper()
+		if got := math.Sqrt(y * y); math.Float64bits(got) != math.Float64bits(y) {
+			t.Fatalf("Sqrt(%v * %v) = %v", y, y, got)
+		}
+	}
+	check(0)
+	for _, y := range []float64{1e-150, 1, math.Sqrt(maxCount), 1e12, 1e150} {
+		v := y
+		for range 100_000 {
+			check(v)
+			v = math.Nextafter(v, math.Inf(1))
+		}
+		v = y
+		for range 100_000 {
+			v = math.Nextafter(v, 0)
+			check(v)
+		}
+	}
+	for e := -500; e <= 500; e++ {
+		check(math.Ldexp(1, e))
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 1_000_000 {
+		check(math.Ldexp(1+r.Float64(), r.IntN(1001)-500)) // every binade from 2^-500 to 2^501
+		check(r.Float64() * math.Sqrt(maxCount) * 4)
+	}
+	for size := range 1 << 20 {
+		check(LogScale * math.Log1p(float64(size)))
+	}
+}
+
+// TestLnTail: lnTail is within 2e-15 of math.Log (itself within an ulp of
+// ln x, 4e-16 here) on a dense grid of [2, 32) and at random points in it.
+func TestLnTail(t *testing.T) {
+	worst := 0.0
+	check := func(x float64) {
+		t.Helper()
+		d := math.Abs(lnTail(x) - math.Log(x))
+		if d > 2e-15 {
+			t.Fatalf("lnTail(%v) = %v, math.Log %v", x, lnTail(x), math.Log(x))
+		}
+		worst = max(worst, d)
+	}
+	for x := 2.0; x < 32; x += 1e-5 {
+		check(x)
+		check(math.Nextafter(x, 0))
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for range 1_000_000 {
+		check(2 + r.Float64()*30)
+	}
+	t.Logf("largest difference %g", worst)
 }

@@ -405,7 +405,9 @@ func (s *state) load(b []byte) {
 	s.errShort = f32(b[32:])
 	s.errLong = f32(b[36:])
 	s.runN = min(binary.LittleEndian.Uint16(b[40:]), MaxRun)
-	s.runExpected = float64(binary.LittleEndian.Uint16(b[42:])) / math.MaxUint16 * float64(s.runN) * runSpan
+	if q := binary.LittleEndian.Uint16(b[42:]); q != 0 { // 0 reads as 0: no division (a device at its usual pace)
+		s.runExpected = float64(q) / math.MaxUint16 * float64(s.runN) * runSpan
+	}
 	s.overMedium = f32(b[44:])
 	s.logMid = min(f32(b[48:]), maxLogBytes)
 	s.bucket = f32(b[52:])
@@ -428,7 +430,7 @@ func (s *state) store(b []byte) {
 	putF32(b[36:], s.errLong)
 	binary.LittleEndian.PutUint16(b[40:], s.runN)
 	q := 0.0
-	if s.runN > 0 {
+	if s.runN > 0 && s.runExpected != 0 { // 0 stores 0: no division (a run that starts at this request)
 		q = min(s.runExpected/(float64(s.runN)*runSpan), 1)
 	}
 	binary.LittleEndian.PutUint16(b[42:], uint16(q*math.MaxUint16+0.5))
@@ -632,7 +634,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// The response against the device's typical size (before this event
 	// moves it); a large one counts in the drift bucket at the cap.
 	bytes := min(float64(ev.BytesOut), maxCount)
-	lb, sent := math.Log1p(bytes), bytes // lb is log(1 + sent), before the cap
+	lb, sent := log1pCount(bytes), bytes // lb is log(1 + sent), before the cap (sent is an integer)
 	if first {
 		s.logMid = lb
 	}
@@ -655,15 +657,19 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// A new bucket closes the previous one: its mean response size steps the
 	// Core. The mean, not the total, so that the device's daily cycle of
 	// request rates (the rate channels' business) does not look like a drift;
-	// in log units (the Core takes the square root of what it is fed), so
-	// that sizes drift by ratios whatever the device's typical size.
+	// in log units (y, the root of the value the Core models: StepScore
+	// takes the root), so that sizes drift by ratios whatever the device's
+	// typical size.
 	// Buckets without bytes (a device that sends none, a silence) are
 	// skipped; silence has its own finding.
-	point, driftObserved, coreExpected := 0.0, 0.0, 0.0
+	point, driftObserved, corePred := 0.0, 0.0, 0.0
 	var driftScore float32 // SurpriseScore of the Core's drift against MinDriftSurprise
 	if dt > 0 && ev.Time/BucketNs != prev/BucketNs {
 		if s.bucket > 0 && s.bucketN > 0 {
-			driftObserved = s.bucket / float64(s.bucketN)
+			driftObserved = s.bucket // its mean: itself for one response, without a division
+			if s.bucketN != 1 {
+				driftObserved = s.bucket / float64(s.bucketN)
+			}
 			// log(1 + the bucket's mean size): this response's, already
 			// computed, when they are equal (a device whose responses
 			// have one size, one per bucket or many).
@@ -674,7 +680,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 			y := LogScale * lm
 			s.core.UnmarshalBinary(b[coreAt:])
 			s.coreRead = true
-			point, driftScore, coreExpected = s.core.StepScore(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y*y, MinDriftSurprise)
+			point, driftScore, corePred = s.core.StepScore(&DetectorCoreParams, (prev/BucketNs+1)*BucketNs, y, MinDriftSurprise)
 		}
 		s.bucket, s.bucketN = 0, 0
 	}
@@ -687,7 +693,11 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	s.short = s.short*ds + 1
 	s.failShort = s.failShort*ds + fail
 	s.errShort = s.errShort*ds + errs
-	s.overMedium = s.overMedium*detectors.Decay(dt/TauMedium) + over
+	if s.overMedium != 0 {
+		s.overMedium = s.overMedium*detectors.Decay(dt/TauMedium) + over
+	} else {
+		s.overMedium = over // what 0 decays to, plus over: no Exp for a device without oversized responses
+	}
 
 	// A silence adds at most a few typical gaps of exposure.
 	exposed := dt
@@ -766,7 +776,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 		}
 		if score == 0 && driftScore > 0 && point >= MinDriftPoint {
 			// Back from the Core's units to bytes.
-			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(math.Sqrt(coreExpected)/LogScale)
+			reason, observed, expected = ReasonBytesOutDrift, driftObserved, math.Expm1(corePred/LogScale)
 			score = driftScore
 		}
 		if score == 0 && isSilence {

@@ -47,6 +47,13 @@ const (
 	// restore), so that a dead owner's partitions are waited for until
 	// their new owner publishes, and no longer.
 	DefaultClassStall = 30 * time.Second
+	// DefaultClassAwait is how long a partition whose coverage stalled is
+	// still waited for while ClassSyncConfig.Awaited says its owner may
+	// yet move it (ClassSyncConfig.Await): longer than a takeover slowed
+	// by a stream leader's election (58 s seen on a loaded 2-core box,
+	// bench/RESULTS.md w4), shorter than pipeline.DefaultClassHoldMax, so
+	// that one instance stuck for good costs the others one wait of it.
+	DefaultClassAwait = 90 * time.Second
 )
 
 // ClassSyncConfig configures a ClassSync.
@@ -82,6 +89,15 @@ type ClassSyncConfig struct {
 	// long a partition's unchanged coverage holds events back. Zero:
 	// DefaultClassLag, Lag/3 and DefaultClassStall.
 	Lag, Step, Stall time.Duration
+	// Awaited, when set, is asked about a partition whose coverage stayed
+	// unchanged for Stall, with the instance that claims it ("" when none
+	// does): true (its claimer is alive, or a takeover of it is under way:
+	// partition.Consumer.Awaited) keeps it holding events back until its
+	// coverage changes or for Await in all (default DefaultClassAwait);
+	// false lets it be ignored. Nil: ignored after Stall. It is asked at
+	// most once a second per partition, from a merge.
+	Awaited func(ctx context.Context, p int, claimer string) bool
+	Await   time.Duration
 }
 
 // ClassSync publishes a ClassModel's contribution to the instances' shared
@@ -125,7 +141,12 @@ type ClassSyncConfig struct {
 //
 // Bounds: a partition whose coverage did not change for Stall (wall time)
 // is ignored until it changes (its owner died and no new owner published
-// yet, or it has no owner), counted in schemas.MetricClassStalls; a round
+// yet, or it has no owner), counted in schemas.MetricClassStalls, unless
+// Awaited says its owner may still move it (a live instance busy for
+// longer, as in a takeover during a stream leader's election, or a dead
+// owner's partition that another instance is taking over): then it is
+// ignored after Await (ignored after 30 s, such a partition let the others
+// judge events far ahead of what it covered: bench/RESULTS.md w4); a round
 // that cannot list the contributions opens the limit (nothing waits on a
 // view that cannot be read); and the pipeline gives up a hold after its
 // own bound. In live operation the limit is Lag ahead of the others'
@@ -168,7 +189,14 @@ type ClassSync struct {
 	cover   []int64
 	changed []time.Time
 	stalled []bool
+	// awaited[p] is Awaited's last answer for partition p while its
+	// coverage stalled, asked at awaitedAt[p] (wall time).
+	awaited   []bool
+	awaitedAt []time.Time
 }
+
+// awaitedEvery bounds how often Awaited is asked about one partition.
+const awaitedEvery = time.Second
 
 type cached struct {
 	digest string
@@ -227,6 +255,9 @@ func NewClassSync(model *detectors.ClassModel, cfg ClassSyncConfig) (*ClassSync,
 	if cfg.Stall <= 0 {
 		cfg.Stall = DefaultClassStall
 	}
+	if cfg.Await <= 0 {
+		cfg.Await = DefaultClassAwait
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -244,6 +275,7 @@ func NewClassSync(model *detectors.ClassModel, cfg ClassSyncConfig) (*ClassSync,
 		s.cover = make([]int64, cfg.Partitions)
 		s.changed = make([]time.Time, cfg.Partitions)
 		s.stalled = make([]bool, cfg.Partitions)
+		s.awaited, s.awaitedAt = make([]bool, cfg.Partitions), make([]time.Time, cfg.Partitions)
 		now := cfg.Now()
 		for p := range s.cover {
 			s.cover[p], s.changed[p] = math.MinInt64, now
@@ -449,8 +481,10 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 	seen := map[string]bool{}
 	var cover []int64
 	var claimedAt []time.Time
+	var claimer []string
 	if s.watermarks() {
 		cover, claimedAt = make([]int64, s.cfg.Partitions), make([]time.Time, s.cfg.Partitions)
+		claimer = make([]string, s.cfg.Partitions)
 		for p := range cover {
 			cover[p] = math.MinInt64
 		}
@@ -476,12 +510,12 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 		}
 		ages[info.Name] = age.Seconds()
 		if cover != nil {
-			claims(info, cover, claimedAt)
+			claims(info, cover, claimedAt, claimer)
 		}
 	}
 	s.merge.Apply()
 	if cover != nil {
-		s.cover1(cover, now)
+		s.cover1(ctx, cover, claimer, now)
 	}
 	for name := range s.cache {
 		if !seen[name] {
@@ -500,10 +534,11 @@ func (s *ClassSync) merge1(ctx context.Context) error {
 
 // claims sets cover[p] to the watermark of a contribution's metadata for
 // each partition p it claims, when it was written after the claim in
-// force (claimedAt[p]): the latest owner's claim stands, not a dead
-// owner's (which may be higher: the clock's time of an instance that had
-// nothing pending). A contribution without them claims none.
-func claims(info *jetstream.ObjectInfo, cover []int64, claimedAt []time.Time) {
+// force (claimedAt[p]), and claimer[p] to its instance: the latest owner's
+// claim stands, not a dead owner's (which may be higher: the clock's time
+// of an instance that had nothing pending). A contribution without them
+// claims none.
+func claims(info *jetstream.ObjectInfo, cover []int64, claimedAt []time.Time, claimer []string) {
 	wm, err := strconv.ParseInt(info.Metadata[schemas.ClassStatsMetaWatermark], 10, 64)
 	if err != nil {
 		return
@@ -514,15 +549,15 @@ func claims(info *jetstream.ObjectInfo, cover []int64, claimedAt []time.Time) {
 			continue
 		}
 		if cover[p] == math.MinInt64 || info.ModTime.After(claimedAt[p]) || info.ModTime.Equal(claimedAt[p]) && wm > cover[p] {
-			cover[p], claimedAt[p] = wm, info.ModTime
+			cover[p], claimedAt[p], claimer[p] = wm, info.ModTime, info.Name
 		}
 	}
 }
 
 // cover1 puts in force the limit of the coverage just merged: the least
 // coverage of the partitions this instance does not own, ignoring those
-// unchanged for Stall, plus Lag.
-func (s *ClassSync) cover1(cover []int64, now time.Time) {
+// unchanged for Stall and not awaited (or unchanged for Await), plus Lag.
+func (s *ClassSync) cover1(ctx context.Context, cover []int64, claimer []string, now time.Time) {
 	own := make([]bool, len(cover))
 	for _, p := range s.cfg.Owned() {
 		if p >= 0 && p < len(own) {
@@ -537,7 +572,7 @@ func (s *ClassSync) cover1(cover []int64, now time.Time) {
 		if own[p] {
 			continue
 		}
-		if now.Sub(s.changed[p]) >= s.cfg.Stall {
+		if still := now.Sub(s.changed[p]); still >= s.cfg.Stall && (still >= s.cfg.Await || !s.awaitedNow(ctx, p, claimer[p], now)) {
 			if !s.stalled[p] {
 				s.stalled[p] = true
 				stalls++
@@ -560,6 +595,18 @@ func (s *ClassSync) cover1(cover []int64, now time.Time) {
 	s.stats.Stalls += stalls
 	s.stats.Lagging, s.stats.Limit = lagging, limit
 	s.mu.Unlock()
+}
+
+// awaitedNow returns Awaited's answer for partition p, asked again when
+// the last one is older than awaitedEvery; false without Awaited.
+func (s *ClassSync) awaitedNow(ctx context.Context, p int, claimer string, now time.Time) bool {
+	if s.cfg.Awaited == nil {
+		return false
+	}
+	if s.awaitedAt[p].IsZero() || now.Sub(s.awaitedAt[p]) >= awaitedEvery || now.Before(s.awaitedAt[p]) {
+		s.awaited[p], s.awaitedAt[p] = s.cfg.Awaited(ctx, p, claimer), now
+	}
+	return s.awaited[p]
 }
 
 func satAdd(a, b int64) int64 {

@@ -238,3 +238,89 @@ func TestWatermarkStalledPartitionIsIgnored(t *testing.T) {
 			time.Unix(0, limit).UTC(), open)
 	}
 }
+
+// TestWatermarkAwaitedPartitionHolds: a partition whose coverage stalled
+// while its claimer is alive (busy in a takeover during a stream leader's
+// election, 58 s in a TestClusterKills run, bench/RESULTS.md w4) keeps
+// holding events back past Stall while Awaited says so, for Await in all;
+// ignored after Stall, it let another instance judge events two hours of
+// event time ahead of what the partition covered.
+func TestWatermarkAwaitedPartitionHolds(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), hangBound)
+	defer cancel()
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	alive := map[string]bool{"busy": true}
+	var asked []string
+	awaited := func(_ context.Context, p int, claimer string) bool {
+		asked = append(asked, fmt.Sprintf("%d:%s", p, claimer))
+		return alive[claimer]
+	}
+	mk := func(name string, owned ...int) *cluster.ClassSync {
+		g, err := cluster.NewClassSync(newScorer(t, nil).stack.Model, cluster.ClassSyncConfig{Store: classStore(t, env),
+			Instance: name, Interval: time.Hour, Partitions: 2, Owned: func() []int { return owned },
+			Lag: time.Minute, Stall: time.Minute, Awaited: awaited, Await: 5 * time.Minute, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	t0 := time.Date(2026, 1, 5, 2, 0, 0, 0, time.UTC).UnixNano()
+	busy, live := mk("busy", 1), mk("live", 0)
+	busy.Learned(t0, false)
+	if err := busy.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := func(when string) {
+		t.Helper()
+		if err := live.Merge(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if limit, open := live.Limit(); open || limit != t0+int64(time.Minute) {
+			t.Fatalf("%s: limit %v (open %v), want partition 1's coverage plus the lag (%v)", when,
+				time.Unix(0, limit).UTC(), open, time.Unix(0, t0+int64(time.Minute)).UTC())
+		}
+		if st := live.Stats(); st.Stalls != 0 {
+			t.Fatalf("%s: %d stalls, want none", when, st.Stalls)
+		}
+	}
+	held("before Stall")
+	if len(asked) != 0 {
+		t.Errorf("Awaited asked %q before the coverage stalled", asked)
+	}
+	clock = clock.Add(2 * time.Minute) // past Stall: busy published nothing since
+	held("past Stall, its claimer alive")
+	if want := []string{"1:busy"}; !slices.Equal(asked, want) {
+		t.Errorf("Awaited asked %q, want %q", asked, want)
+	}
+	clock = clock.Add(4 * time.Minute) // past Await
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, open := live.Limit(); !open {
+		t.Fatal("a partition awaited for longer than Await still holds events back")
+	}
+	if st := live.Stats(); st.Stalls != 1 {
+		t.Errorf("stalls %d, want 1", st.Stalls)
+	}
+	// Its claimer dead: ignored after Stall, as without Awaited.
+	busy.Learned(t0+int64(time.Minute), false)
+	if err := busy.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, open := live.Limit(); open {
+		t.Fatal("a partition whose coverage moved is still ignored")
+	}
+	alive["busy"] = false
+	clock = clock.Add(2 * time.Minute)
+	if err := live.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, open := live.Limit(); !open {
+		t.Fatal("a dead claimer's partition, not awaited, still holds events back past Stall")
+	}
+}

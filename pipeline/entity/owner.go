@@ -60,24 +60,27 @@ type Obs struct {
 // ObsOf returns the observation of ev and whether ev has one: an event
 // without a valid client address, or whose outcome was the enforcement
 // point's doing (schemas.Verdict.Enforced), has none. It does not allocate.
-func ObsOf(ev *schemas.Event) (Obs, bool) {
+func ObsOf(ev *schemas.Event) (ob Obs, ok bool) {
+	// Inlined, the caller's ob is filled in place: a 128-byte Obs built
+	// and returned by value was zeroed twice and copied twice.
+	ok = fillObs(ev, &ob)
+	return ob, ok
+}
+
+// fillObs is ObsOf, into ob (zero).
+func fillObs(ev *schemas.Event, ob *Obs) bool {
 	if !ev.ClientIP.IsValid() || ev.Verdict.Enforced() {
-		return Obs{}, false
+		return false
 	}
-	ob := Obs{
-		Addr:    ev.ClientIP.As16(),
-		Is4:     ev.ClientIP.Is4() || ev.ClientIP.Is4In6(),
-		IPDev:   ev.IDMethod == schemas.IDClientIP,
-		Failed:  ev.FailedAuth(),
-		Line:    ev.Line,
-		Seq:     ev.Seq,
-		ID:      ev.ID,
-		Time:    ev.Time,
-		Device:  ev.DeviceKey,
-		Route:   ev.CommandID,
-		Outcome: outcomeOf(ev),
-		ASN:     ev.ASN,
-	}
+	ob.Addr = ev.ClientIP.As16()
+	ob.Is4 = ev.ClientIP.Is4() || ev.ClientIP.Is4In6()
+	ob.IPDev = ev.IDMethod == schemas.IDClientIP
+	ob.Failed = ev.FailedAuth()
+	ob.Line, ob.Seq, ob.ID, ob.Time = ev.Line, ev.Seq, ev.ID, ev.Time
+	ob.Device = ev.DeviceKey
+	ob.Route = ev.CommandID
+	ob.Outcome = outcomeOf(ev)
+	ob.ASN = ev.ASN
 	if len(ev.Tenant) <= MaxKeyText {
 		ob.KeyLen = uint8(copy(ob.Key[:], ev.Tenant))
 		if len(ev.Class) > 0 && len(ev.Tenant)+len(ev.Class) <= MaxKeyText {
@@ -88,7 +91,7 @@ func ObsOf(ev *schemas.Event) (Obs, bool) {
 			}
 		}
 	}
-	return ob, true
+	return true
 }
 
 // prefixAddr returns ob's address masked to its prefix.
@@ -102,8 +105,29 @@ func (ob *Obs) prefixAddr() [16]byte {
 	return a
 }
 
+// prefixWords returns prefixAddr's two little-endian halves, masked in
+// registers: what keyOf and keyHalf of the prefix read, without the
+// prefix's copy.
+func (ob *Obs) prefixWords() (lo, hi uint64) {
+	lo, hi = binary.LittleEndian.Uint64(ob.Addr[:8]), binary.LittleEndian.Uint64(ob.Addr[8:])
+	if ob.Is4 {
+		return lo, hi &^ (0xff << 56) // a[15] = 0
+	}
+	return lo & (1<<48 - 1), 0 // a[6:] cleared
+}
+
+// prefixHalf is keyHalf(kindPrefix, ob.prefixAddr()): the prefix's key,
+// and the owner route of ob's address and of what it makes.
+func (ob *Obs) prefixHalf() uint64 {
+	lo, hi := ob.prefixWords()
+	return keyHalfWords(kindPrefix, lo, hi)
+}
+
 // prefixKey returns the state key of ob's prefix.
-func (ob *Obs) prefixKey() (key, alt uint64) { return keyOf(kindPrefix, ob.prefixAddr()) }
+func (ob *Obs) prefixKey() (key, alt uint64) {
+	lo, hi := ob.prefixWords()
+	return keyHalfWords(kindPrefix, lo, hi), keyAltWords(kindPrefix, lo, hi)
+}
 
 // routeOf returns the owner route of a new record of the entity of kind with
 // key that ob made: the key itself for an API key or a prefix, else ob's
@@ -114,7 +138,7 @@ func (ob *Obs) routeOf(kind byte, key uint64) uint64 {
 	if kind == kindKey || kind == kindPrefix {
 		return key
 	}
-	return keyHalf(kindPrefix, ob.prefixAddr())
+	return ob.prefixHalf()
 }
 
 // addrHash is a hash of ob's address (a prefix's distinct addresses).
@@ -125,15 +149,23 @@ func (ob *Obs) addrHash() uint64 {
 // keyOf returns the 128-bit state key of the entity of kind with address a.
 func keyOf(kind byte, a [16]byte) (key, alt uint64) {
 	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
-	alt = mix(mix(hi^0xd6e8feb86659fd93^uint64(kind)) ^ lo*0xbf58476d1ce4e5b9)
-	return keyHalf(kind, a), alt
+	return keyHalfWords(kind, lo, hi), keyAltWords(kind, lo, hi)
 }
 
 // keyHalf returns the first half of keyOf (what Shard picks an owner by),
 // without the second.
 func keyHalf(kind byte, a [16]byte) uint64 {
-	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return keyHalfWords(kind, binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:]))
+}
+
+// keyHalfWords and keyAltWords are keyOf's halves of the address whose
+// little-endian halves are lo and hi.
+func keyHalfWords(kind byte, lo, hi uint64) uint64 {
 	return mix(mix(uint64(kind)*0x9e3779b97f4a7c15^lo) ^ hi)
+}
+
+func keyAltWords(kind byte, lo, hi uint64) uint64 {
+	return mix(mix(hi^0xd6e8feb86659fd93^uint64(kind)) ^ lo*0xbf58476d1ce4e5b9)
 }
 
 // mix is a 64-bit finalizer (splitmix64's).
@@ -153,7 +185,7 @@ func Shard(ob *Obs, n int) int {
 		k, _ := ob.keyKey()
 		return shard.Of(k, n)
 	}
-	return shard.Of(keyHalf(kindPrefix, ob.prefixAddr()), n)
+	return shard.Of(ob.prefixHalf(), n)
 }
 
 // ShardOf returns the owner (in [0, n)) of the entity whose record is rec
@@ -213,6 +245,8 @@ type Owner struct {
 	// keys holds ObserveBatch's observations' first keys (firstKey),
 	// computed once for the prefetch and the judging.
 	keys [MaxPrefetchBatch][2]uint64
+	// prefetch holds the keys of the records ObserveBatch prefetches.
+	prefetch [][2]uint64
 }
 
 // tenantSlots is the size of an owner's cache of tenant keys: more than the
@@ -266,7 +300,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize),
+	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize), prefetch: make([][2]uint64, 0, MaxPrefetchBatch),
 		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1)),
 		bands: [2]band{tenantBand(&cfg), classBand(&cfg)}}, nil
 }
@@ -351,8 +385,8 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 
 // ObserveBatch observes obs in order, as Observe does each, prefetching
 // every one's first record (its address's, or its API key's:
-// state.Table.Prefetch) before it judges the first, so that their cache
-// misses overlap instead of following one another. The common observation,
+// state.Table.PrefetchKeys, all of them back to back) before it judges the
+// first, so that their cache misses overlap instead of following one another. The common observation,
 // a request from a known address, touches one record at random in a table
 // of many (the tenant's is hot), and that miss was most of the entity
 // stage's cost per event (bench/RESULTS.md, e1). A prefetch changes
@@ -362,12 +396,14 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 func (o *Owner) ObserveBatch(obs []Obs, emit Emit) {
 	for len(obs) > 0 {
 		n := min(len(obs), MaxPrefetchBatch)
+		pre := o.prefetch[:0]
 		for i := range n {
 			o.keys[i] = o.firstKey(&obs[i])
 			if obs[i].ForKey || !obs[i].IPDev {
-				o.table.Prefetch(o.keys[i][0], o.keys[i][1])
+				pre = append(pre, o.keys[i])
 			}
 		}
+		o.table.PrefetchKeys(pre)
 		for i := range n {
 			o.observe(&obs[i], &o.keys[i], emit)
 		}
@@ -843,8 +879,7 @@ func ObsPartition(ob *Obs, n int) int {
 		k, _ := ob.keyKey()
 		return routePartition(k, n)
 	}
-	k := keyHalf(kindPrefix, ob.prefixAddr())
-	return routePartition(k, n)
+	return routePartition(ob.prefixHalf(), n)
 }
 
 func routePartition(route uint64, n int) int {

@@ -262,6 +262,9 @@ type Consumer struct {
 	// refused counts the acks among fenced: messages the pipeline had
 	// scored when their partition's lease had ended.
 	refused atomic.Uint64
+	// present holds the instances whose presence keys the last balance
+	// check read (Awaited).
+	present atomic.Pointer[map[string]bool]
 	// headPin[p] is the pin id heads[p] was delivered under (Fetch's).
 	headPin []string
 	// ackWait[p] is partition p's consumer's AckWait (0: unknown).
@@ -1120,13 +1123,15 @@ func (c *Consumer) Owned() []int {
 }
 
 // Drained reports whether the server has no message of an owned partition
-// left to deliver (each owned partition consumer's NumPending is 0), asking
-// it; false when it cannot tell (an error, or ctx ended). Messages
-// delivered and not acked are not counted: the caller knows those.
+// left to deliver or waiting for its ack (each owned partition consumer's
+// NumPending and NumAckPending are 0), asking it; false when it cannot tell
+// (an error, or ctx ended). Call it with nothing of this instance's in
+// flight: messages unacked then are a previous owner's, redelivered after
+// their ack wait (a scorer killed while it held them), not learned yet.
 func (c *Consumer) Drained(ctx context.Context) bool {
 	for _, p := range c.Owned() {
 		info, err := c.PartitionInfo(ctx, p)
-		if err != nil || info.NumPending > 0 {
+		if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 			return false
 		}
 	}
@@ -1315,6 +1320,29 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 		sum.Config.FilterSubjects = append(sum.Config.FilterSubjects, schemas.PartitionSubjects(p)...)
 	}
 	return sum, nil
+}
+
+// Awaited reports whether partition p's coverage of the class view that
+// spans partitions (pipeline/cluster.ClassSync), last claimed by instance
+// claimer ("" when no instance claims it) and unchanged for a while, is
+// still to be waited for: claimer is a live instance (its presence key was
+// there at the last balance check: busy, as in a takeover of its own, or
+// waiting for the stream's leader), or p's consumer has a pinned client or
+// messages pending or unacked (its owner died and a takeover is under way
+// or due: the new owner claims p once it has it). When p's consumer
+// cannot be read, it says true (the caller bounds the wait). Without a
+// presence bucket only the consumer's state counts.
+func (c *Consumer) Awaited(ctx context.Context, p int, claimer string) bool {
+	if present := c.present.Load(); claimer != "" && present != nil && (*present)[claimer] {
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := c.PartitionInfo(cctx, p)
+	if err != nil {
+		return true
+	}
+	return pinnedClient(info) != "" || info.NumPending > 0 || info.NumAckPending > 0
 }
 
 // PartitionInfo returns partition p's consumer state as the server has it:
@@ -1580,13 +1608,16 @@ func (c *Consumer) instances(ctx context.Context) (n int, others []int, rank int
 		return 0, nil, 0
 	}
 	defer func() { _ = w.Stop() }()
+	present := map[string]bool{}
 	for {
 		select {
 		case e := <-w.Updates():
 			if e == nil { // the keys' current values are all read
+				c.present.Store(&present)
 				return n, others, rank
 			}
 			n++
+			present[e.Key()] = true
 			if e.Key() == c.cfg.Instance {
 				continue
 			}

@@ -543,3 +543,57 @@ func TestSlowAcquiredKeepsPin(t *testing.T) {
 		t.Errorf("%d acks, want %d (each message once)", got, want)
 	}
 }
+
+// TestAwaited: Awaited (the class view's question about a partition whose
+// coverage stalled, pipeline/cluster.ClassSync) says true while the
+// partition's claimer is alive (its presence key read) or the partition
+// has a pinned client or messages pending, false once its claimer crashed,
+// its key expired and nothing is left: a dead owner's idle partition.
+func TestAwaited(t *testing.T) {
+	const pinnedTTL = 2 * time.Second // a's presence key expires after two
+	env := startPartitionsN(t, 2, pinnedTTL, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang bound
+	defer cancel()
+	res := &results{}
+	cfg := partition.Config{PinnedTTL: pinnedTTL, Instance: "a"}
+	a := startScorerN(t, 2, env.Server.URL(), "a", res, cfg)
+	for p := range 2 {
+		id := fmt.Sprint("e-", p)
+		if _, err := env.JS.Publish(ctx, schemas.EventsSubject(p), []byte(id), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(res.snapshot()) < 2 || len(a.c.Owned()) < 2 {
+		if ctx.Err() != nil {
+			t.Fatalf("a acked %d of 2 events, owns %v", len(res.snapshot()), a.c.Owned())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	if !a.c.Awaited(ctx, 0, "") {
+		t.Error("a partition with a pinned client (a) is not awaited")
+	}
+	// o observes; it owns nothing (nothing pending to pin it).
+	cfg.Instance = "o"
+	o := startScorerN(t, 2, env.Server.URL(), "o", res, cfg)
+	a.crash()
+	if !o.c.Awaited(ctx, 0, "a") {
+		t.Fatal("the partition of a crashed instance, pinned to it and its presence key still there, is not awaited")
+	}
+	for o.c.Awaited(ctx, 0, "a") {
+		if ctx.Err() != nil {
+			t.Fatal("a dead claimer's partition with no pin and nothing pending is still awaited")
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition: a's key expires, its pin ends
+	}
+	// Nothing pinned or pending: only a live claimer's presence says wait.
+	if !o.c.Awaited(ctx, 1, "o") {
+		t.Error("a partition whose claimer is alive (o's presence key) is not awaited")
+	}
+	// A message pending for partition 0: o's waiting pull takes it over.
+	if _, err := env.JS.Publish(ctx, schemas.EventsSubject(0), []byte("e-2"), jetstream.WithMsgID("e-2")); err != nil {
+		t.Fatal(err)
+	}
+	if !o.c.Awaited(ctx, 0, "a") {
+		t.Error("a dead claimer's partition with a message pending (or pinned anew) is not awaited")
+	}
+}

@@ -320,6 +320,32 @@ func (t *Table) insert(key, alt uint64, sec int32, i int) []byte {
 // prefetchMax bytes are fetched.
 func (t *Table) Prefetch(key, alt uint64) { t.prefetchSlot(key, alt, min(t.slotSize, prefetchMax)) }
 
+// PrefetchKeys is Prefetch of each of keys (a key and its alt), in two
+// passes: every slot's place first, then the prefetches back to back. A
+// prefetch does not wait for its line, but one whose address misses the
+// TLB holds up the instructions after it until its page walk ends; with
+// nothing but prefetches between them, the walks of a batch overlap
+// instead of each waiting behind the hashing of the next key
+// (bench/RESULTS.md, e6). Like Prefetch, it changes nothing.
+func (t *Table) PrefetchKeys(keys [][2]uint64) {
+	var offs [prefetchKeysAtOnce]int
+	n := min(t.slotSize, prefetchMax)
+	for len(keys) > 0 {
+		k := min(len(keys), len(offs))
+		for i := range k {
+			offs[i] = t.home(keys[i][0], keys[i][1]) * t.slotSize
+		}
+		for _, off := range offs[:k] {
+			prefetchBytes(t.slab[off : off+n : off+n])
+		}
+		keys = keys[k:]
+	}
+}
+
+// prefetchKeysAtOnce is the keys PrefetchKeys places before it prefetches
+// them: about the misses a core keeps in flight.
+const prefetchKeysAtOnce = 32
+
 // PrefetchRecord is Prefetch of the whole slot where the probe for
 // (key, alt) begins, whatever its size: for a record read across its
 // length (a device's, whose detectors each read their own slice). Like

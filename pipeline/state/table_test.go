@@ -486,7 +486,7 @@ func TestKeepIsEvictedLast(t *testing.T) {
 	}
 }
 
-// TestPrefetchChangesNothing: Prefetch and PrefetchRecord, of present and
+// TestPrefetchChangesNothing: Prefetch, PrefetchRecord and PrefetchKeys, of present and
 // absent keys, of every slot of tables of small and large records (the last
 // slot's reach included), leave the table's records, clock and statistics
 // as they were.
@@ -499,12 +499,18 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		}
 		before, stats := slices.Clone(tb.slab), tb.Stats()
 		r := rand.New(rand.NewPCG(1, uint64(size)))
+		var keys [][2]uint64
 		for k := range uint64(200) {
 			tb.Prefetch(k, ^k)
 			tb.Prefetch(r.Uint64(), r.Uint64())
 			tb.PrefetchRecord(k, ^k)
 			tb.PrefetchRecord(r.Uint64(), r.Uint64())
+			keys = append(keys, [2]uint64{k, ^k}, [2]uint64{r.Uint64(), r.Uint64()})
 		}
+		for n := range 70 { // batches of 0 to 69 keys: under, at and over prefetchKeysAtOnce
+			tb.PrefetchKeys(keys[:n])
+		}
+		tb.PrefetchKeys(keys)
 		if !bytes.Equal(tb.slab, before) || tb.Stats() != stats {
 			t.Errorf("record size %d: Prefetch changed the table", size)
 		}

@@ -76,11 +76,20 @@ const (
 // and, mostly, veh-000043's rate_spike an event earlier (a survivor merged
 // the killed scorer's hour-old copies of vehicles' rate samples: the
 // merged view now reads the later copy of a device, detectors/volume
-// pickSample). What still fails, one run each of 14: veh-000043's
-// rate_spike at 02:19:01 not raised (its class reads not measured in that
-// run), and lock-000002's privileged_command_new alert at 01:07:15 not
-// raised (the survivor's class view knew no other device with the command,
-// one instance knew one). Once in 4 runs before the volume fix, the scorer
+// pickSample). What failed after them, one run each of 14 (veh-000043's
+// rate_spike at 02:19:01, lock-000002's privileged_command_new at 01:07:15
+// not raised), w4 traced (bench/RESULTS.md w4) to class views far behind
+// or ahead of the judged event, not to the lag: a live scorer stuck 54-59 s
+// in takeovers while the stream's leader was re-elected had its partitions
+// ignored after 30 s (now waited for while it lives, 90 s at most); two
+// scorers that had each caught up a taken-over partition held each other
+// (fixed); and, still, a takeover's catch-up judges every message the
+// previous owner was delivered (its pull-ahead) outside the class gate, and
+// a taken-over partition's backlog is judged after its new owner's other
+// partitions: veh-000043's rate_spike moved or missing in 2 of 13 runs
+// after w4's fixes; in a third, a partition's pin moved during the leader
+// election and its new owner wrote again 1015 rows the old one had stored
+// (scored by two instances). Once in 4 runs before the volume fix, the scorer
 // column changed 17 times in the partitions' event order for 15
 // acquisitions (not seen in the 14). Before those, rows
 // were made exact (pipeline/written.go), the class view got event-time
@@ -90,7 +99,7 @@ const (
 // tests/faults, restart and takeover (tests/cluster/doc.go).
 func TestClusterKills(t *testing.T) {
 	if os.Getenv("IOTWATCH_CLUSTER") == "" {
-		t.Skip("fails on main in 2 runs of 14: class-dependent judgements of veh-000043 and lock-000002 (see the comment): set IOTWATCH_CLUSTER=1 to run it")
+		t.Skip("fails in 3 runs of 13 (bench/RESULTS.md w4): veh-000043's class-dependent rate_spike, rows scored by two instances (see the comment): set IOTWATCH_CLUSTER=1 to run it")
 	}
 	started := time.Now()
 	bin := pipetest.BuildIotwatch(t)
@@ -251,8 +260,9 @@ func TestClusterKills(t *testing.T) {
 	for _, s := range survivors {
 		// What the event-time watermark of the class view did (logged, not
 		// asserted: the alerts are what must match).
-		t.Logf("%s: held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
-			s.name, s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
+		t.Logf("%s: scored %.0f events, acquired %.0f partitions, owns %.0f; held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
+			s.name, s.metric(schemas.MetricEventsIngested, ""), s.metric(schemas.MetricPartitionChanges, `change="acquired"`),
+			s.metric(schemas.MetricPartitionsOwned, ""), s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
 			s.metric(schemas.MetricClassHoldOverruns, ""), s.metric(schemas.MetricClassStalls, ""),
 			s.metric(schemas.MetricClassSyncFailures, ""))
 	}
