@@ -36,3 +36,28 @@ func TestLog1pCount(t *testing.T) {
 		check(math.Floor(math.Exp2(r.Float64() * 40))) // spread over the binades
 	}
 }
+
+// BenchmarkLog1pCount compares Log1pCount with math.Log1p on response
+// sizes spread over 0 to ~1e9 bytes.
+func BenchmarkLog1pCount(b *testing.B) {
+	var xs [1024]float64
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range xs {
+		xs[i] = math.Floor(math.Exp2(r.Float64() * 30))
+	}
+	for _, f := range []struct {
+		name string
+		fn   func(float64) float64
+	}{{"math.Log1p", math.Log1p}, {"Log1pCount", Log1pCount}} {
+		b.Run(f.name, func(b *testing.B) {
+			sum, i := 0.0, 0
+			for b.Loop() {
+				sum += f.fn(xs[i&1023])
+				i++
+			}
+			if sum < 0 {
+				b.Fatal("negative logarithm")
+			}
+		})
+	}
+}
