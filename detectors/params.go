@@ -115,11 +115,8 @@ func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
 	return t.load(j)
 }
 
-func (t *ParamTable) load(j int) ParamRange { return t.loadWith(j, t.stats[j].Load()) }
-
-// loadWith is load with slot j's stats word w already read.
-func (t *ParamTable) loadWith(j int, w uint64) ParamRange {
-	c, s, ok := unpackStats(w)
+func (t *ParamTable) load(j int) ParamRange {
+	c, s, ok := unpackStats(t.stats[j].Load())
 	if !ok {
 		return ParamRange{} // a corrupt snapshot: no history
 	}
@@ -197,8 +194,7 @@ func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, 
 // learn teaches slot j the value x unless it is more than learnK (at most
 // ParamK) scales from the center of a Ready range.
 func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
-	old := t.stats[j].Load()
-	if r := t.loadWith(j, old); r.Ready() && r.Scale > 0 && math.Abs(x-r.Center) > learnK*r.Scale {
+	if r := t.load(j); r.Ready() && r.Scale > 0 && math.Abs(x-r.Center) > learnK*r.Scale {
 		SetBit(&t.outs[j], DeviceBit(device))
 		if LinearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
 			t.stats[j].Store(0)
@@ -213,7 +209,8 @@ func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
 		t.outs[j].Store(0) // out-of-range devices count over a window, not forever
 	}
 	SetBit(&t.devs[j], DeviceBit(device))
-	for ; ; old = t.stats[j].Load() {
+	for {
+		old := t.stats[j].Load() // again: read just before the swap, as concurrent learners of j swap it too
 		c, s, ok := unpackStats(old)
 		switch {
 		case n == 1 || !ok:
