@@ -122,10 +122,25 @@ func (t *ParamTable) load(j int) ParamRange {
 	}
 	r := ParamRange{Center: c, Events: t.events[j].Load()}
 	if r.Events > 0 {
-		r.Scale = max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
+		r.Scale = floorScale(c, s)
 	}
 	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load())) // a table look-up
 	return r
+}
+
+// floorScale is max(s, ParamRelFloor·|c|, ParamAbsFloor), the floored
+// scale, for the c and s unpackStats accepts (finite, s >= 0): the result is
+// at least ParamAbsFloor > 0, so plain comparisons give the builtin max's
+// value without its NaN and signed-zero handling (TestParamArithmetic).
+func floorScale(c, s float64) float64 {
+	f := ParamRelFloor * math.Abs(c)
+	if f < ParamAbsFloor {
+		f = ParamAbsFloor
+	}
+	if s > f {
+		return s
+	}
+	return f
 }
 
 func packStats(c, s float64) uint64 {
@@ -195,7 +210,7 @@ func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
 	}
 	SetBit(&t.devs[j], DeviceBit(device))
 	for {
-		old := t.stats[j].Load()
+		old := t.stats[j].Load() // again: read just before the swap, as concurrent learners of j swap it too
 		c, s, ok := unpackStats(old)
 		switch {
 		case n == 1 || !ok:
@@ -204,19 +219,35 @@ func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
 			c += (x - c) / float64(n)
 			s += (math.Abs(x-c) - s) / float64(n)
 		default:
-			step := ParamRate * max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor)
-			switch {
-			case x > c:
-				c = min(c+step, x)
-			case x < c:
-				c = max(c-step, x)
-			}
+			step := ParamRate * floorScale(c, s)
+			c = stepToward(c, step, x)
 			s += ParamScaleRate * (math.Abs(x-c) - s)
 		}
 		if t.stats[j].CompareAndSwap(old, packStats(c, s)) {
 			return
 		}
 	}
+}
+
+// stepToward moves c a step (> 0) towards x, not past it: for x > c
+// min(c+step, x), for x < c max(c-step, x), as the builtins give them for
+// finite c and x, written as comparisons: c±step is never -0 (an exact zero
+// sum is +0), and a tie keeps the builtins' zero, x for min and c-step for
+// max (TestParamArithmetic).
+func stepToward(c, step, x float64) float64 {
+	switch {
+	case x > c:
+		if u := c + step; u < x {
+			return u
+		}
+		return x
+	case x < c:
+		if u := c - step; !(u < x) {
+			return u
+		}
+		return x
+	}
+	return c
 }
 
 // Saturated returns how many values found the table full.

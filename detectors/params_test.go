@@ -176,3 +176,50 @@ func BenchmarkParamLearn(b *testing.B) {
 		tab.Learn(ev)
 	}
 }
+
+// TestParamArithmetic: floorScale and stepToward, the comparisons learn
+// uses, are the builtin max and min bit for bit on the values learn gives
+// them (finite centers and values, scales >= 0), signed zeros and ties
+// included.
+func TestParamArithmetic(t *testing.T) {
+	same := func(what string, got, want float64, args ...float64) {
+		t.Helper()
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("%s%v = %v (%#x), builtin %v (%#x)", what, args, got, math.Float64bits(got), want, math.Float64bits(want))
+		}
+	}
+	builtinStep := func(c, step, x float64) float64 {
+		switch {
+		case x > c:
+			return min(c+step, x)
+		case x < c:
+			return max(c-step, x)
+		}
+		return c
+	}
+	check := func(c, s, x float64) {
+		t.Helper()
+		same("floorScale", floorScale(c, s), max(s, ParamRelFloor*math.Abs(c), ParamAbsFloor), c, s)
+		step := ParamRate * floorScale(c, s)
+		same("stepToward", stepToward(c, step, x), builtinStep(c, step, x), c, step, x)
+		// A step that lands exactly on x, or on zero.
+		same("stepToward", stepToward(c, math.Abs(x-c), x), builtinStep(c, math.Abs(x-c), x), c, math.Abs(x-c), x)
+		same("stepToward", stepToward(c, math.Abs(c), x), builtinStep(c, math.Abs(c), x), c, math.Abs(c), x)
+	}
+	negZero := math.Copysign(0, -1)
+	edges := []float64{0, negZero, 1e-3, -1e-3, 0.05, -0.05, 1, -1, 3.5, 1e30, -1e30}
+	for _, c := range edges {
+		for _, s := range []float64{0, negZero, 1e-4, 1e-3, 0.5, 1e30} {
+			for _, x := range edges {
+				check(c, s, x)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 1_000_000 {
+		c, s, x := r.NormFloat64()*math.Exp2(r.Float64()*20-10), math.Abs(r.NormFloat64()), r.NormFloat64()*math.Exp2(r.Float64()*20-10)
+		check(c, s, x)
+		// float32-rounded, as the table stores them.
+		check(float64(float32(c)), float64(float32(s)), x)
+	}
+}

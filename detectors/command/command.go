@@ -742,7 +742,7 @@ func responseSize(ev *schemas.Event, fleet *Stats, f *schemas.Finding) {
 	if float64(ev.BytesOut) < SizeMinBytes {
 		return
 	}
-	x := math.Log1p(float64(ev.BytesOut))
+	x := detectors.Log1pCount(float64(ev.BytesOut))
 	r := fleet.ClassParam(ev.ClassKey, ev.CommandID, sizeKey(ev))
 	z, bound := r.Judge(x)
 	if z == 0 || x < r.Center+logSizeMinRatio {

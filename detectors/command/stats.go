@@ -3,7 +3,6 @@ package command
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"sync/atomic"
 
 	"github.com/iotwatch/iotwatch/detectors"
@@ -140,7 +139,7 @@ func (s *Stats) Learn(ev *schemas.Event, before []byte) {
 	}
 	s.params.Learn(ev)
 	if sizeJudged(ev) {
-		s.params.LearnValue(ev.ClassKey, ev.CommandID, sizeKey(ev), math.Log1p(float64(ev.BytesOut)), SizeLearnK, ev.DeviceKey)
+		s.params.LearnValue(ev.ClassKey, ev.CommandID, sizeKey(ev), detectors.Log1pCount(float64(ev.BytesOut)), SizeLearnK, ev.DeviceKey)
 	}
 	if prev := lastCommand(before); prev != 0 {
 		s.transitions.Learn(transitionKey(ev.ClassKey, prev, ev.CommandID), ev.DeviceKey)

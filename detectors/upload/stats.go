@@ -89,7 +89,7 @@ func (t *Stats) ClassSince(class uint64) int64 { return t.classes.ClassSince(cla
 // to its sample slot of its class.
 func (t *Stats) Learn(ev *schemas.Event, before []byte) {
 	if sizeLearned(ev) {
-		t.sizes.LearnValue(ev.ClassKey, ev.CommandID, requestSizeKey, math.Log1p(float64(ev.BytesIn)), SizeLearnK, ev.DeviceKey)
+		t.sizes.LearnValue(ev.ClassKey, ev.CommandID, requestSizeKey, detectors.Log1pCount(float64(ev.BytesIn)), SizeLearnK, ev.DeviceKey)
 	}
 	if len(before) < StateSize || binary.LittleEndian.Uint16(before[10:]) < WarmBuckets {
 		return

@@ -304,7 +304,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	}
 
 	bytes := min(float64(ev.BytesIn), maxBytes)
-	lb := math.Log1p(bytes)
+	lb := detectors.Log1pCount(bytes) // bytes is an integer (BytesIn capped at maxBytes)
 	s.win = s.win*detectors.Decay(dt/TauWindow) + bytes
 	if bytes > 0 && s.reqs < math.MaxUint16 {
 		s.bucket = min(s.bucket+bytes, maxBytes)

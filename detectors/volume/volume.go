@@ -634,7 +634,7 @@ func (*Detector) Observe(ev *schemas.Event, b []byte, fleet detectors.Fleet) sch
 	// The response against the device's typical size (before this event
 	// moves it); a large one counts in the drift bucket at the cap.
 	bytes := min(float64(ev.BytesOut), maxCount)
-	lb, sent := log1pCount(bytes), bytes // lb is log(1 + sent), before the cap (sent is an integer)
+	lb, sent := detectors.Log1pCount(bytes), bytes // lb is log(1 + sent), before the cap (sent is an integer)
 	if first {
 		s.logMid = lb
 	}

@@ -1,18 +1,21 @@
-package volume
+package detectors
 
 import "math"
 
-// log1pCount is math.Log1p(x), bit for bit, for a count x: an integer in
-// [0, 2^53) (every event's response size, a float64 of ev.BytesOut capped
-// at maxCount). TestLog1pCount checks it against math.Log1p.
+// Log1pCount is math.Log1p(x), bit for bit, for a count x: the float64 of
+// an unsigned integer (an event's request or response size, float64 of
+// ev.BytesIn or ev.BytesOut, capped or not). TestLog1pCount checks it
+// against math.Log1p.
 //
 // It is math/log1p.go's algorithm (Go's, from FreeBSD's s_log1p.c) on the
 // one path a count takes there, with the same operations in the same
-// order: 0 returns 0, and for x >= 1 the sum 1+x is exact, so the
-// correction term c = (1-((1+x)-x))/(1+x) is 0: its division, its
-// addition and the special cases' tests (NaN, -1, infinities, tiny x) are
-// skipped. Every event pays a Log1p.
-func log1pCount(x float64) float64 {
+// order: 0 returns 0, and for 1 <= x < 2^53 the sum 1+x is exact, so the
+// correction term c = (1-((1+x)-x))/(1+x) is 0: its division, its addition
+// and the special cases' tests (NaN, -1, infinities, tiny x) are skipped.
+// A count of 2^53 or more (no real size) is math.Log1p's. Every
+// event pays a few (the volume, upload and command detectors and their
+// class statistics).
+func Log1pCount(x float64) float64 {
 	const (
 		Ln2Hi = 6.93147180369123816490e-01 // 3fe62e42fee00000
 		Ln2Lo = 1.90821492927058770002e-10 // 3dea39ef35793c76
@@ -26,6 +29,9 @@ func log1pCount(x float64) float64 {
 	)
 	if x == 0 {
 		return x
+	}
+	if x >= 1<<53 {
+		return math.Log1p(x)
 	}
 	u := 1.0 + x
 	iu := math.Float64bits(u)
