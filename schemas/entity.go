@@ -25,6 +25,18 @@ const (
 	EntityClass = "class"
 )
 
+// ClassEntity returns the text of a tenant's device class as an entity
+// (EntityClass): the tenant, a slash and the class, or the class alone for a
+// device without a tenant. A class alert's Entity and a device alert's
+// Tenant and Class name the same class exactly when ClassEntity of the
+// latter is the former (pipeline/incident joins them by it).
+func ClassEntity(tenant, class string) string {
+	if tenant == "" {
+		return class
+	}
+	return tenant + "/" + class
+}
+
 // EntityKinds returns every entity kind, in a fixed order.
 func EntityKinds() []string {
 	return []string{EntityDevice, EntityIP, EntityPrefix, EntityAPIKey, EntityASN, EntityTenant, EntityClass}

@@ -43,12 +43,10 @@ func (ob *Obs) classKey() (key, alt uint64) {
 }
 
 // classText returns the text of ob's class entity: its tenant, a slash and
-// its class ("acme/camera/cx-200"), or its class alone without a tenant.
+// its class ("acme/camera/cx-200"), or its class alone without a tenant
+// (schemas.ClassEntity, which device alerts are matched by).
 func (ob *Obs) classText() string {
-	if ob.KeyLen == 0 {
-		return string(ob.Key[:ob.ClassLen])
-	}
-	return string(ob.Key[:ob.KeyLen]) + "/" + string(ob.Key[ob.KeyLen:ob.KeyLen+ob.ClassLen])
+	return schemas.ClassEntity(string(ob.Key[:ob.KeyLen]), string(ob.Key[ob.KeyLen:ob.KeyLen+ob.ClassLen]))
 }
 
 // JudgeClass adds ob to a class's record rec (this owner's share of it,
