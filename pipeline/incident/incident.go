@@ -7,11 +7,23 @@
 // client IP is 198.51.100.7 are one incident), or a campaign signature (the
 // same detector/reason on the same command, across devices). Each key has
 // sessions: alerts carrying it no further apart than a window of event time
-// (Config.IdleGap for an entity, Config.CampaignSpan for a campaign signature)
-// are one session. An alert joins every open incident one of its keys'
+// (Config.IdleGap for an entity, Config.CampaignSpan for a campaign signature
+// and for a one-way key) are one session. An alert joins every open incident one of its keys'
 // sessions reaches (by the window either side, so an alert that arrives late
 // still finds its session); when it reaches several, they merge into one; when
 // it reaches none, it opens a new incident.
+//
+// Most keys are mutual: an alert looks its keys up and is found by them. A
+// device class is a one-way tie (Role): a class alert (class_rate_spike on
+// acme/camera/cx-200) joins the incidents holding alerts of devices of that
+// class within Config.CampaignSpan of it, and a device alert joins a class
+// alert of its class within that span, whichever comes first; but two device
+// alerts of one class never join through their class (a fleet has many
+// devices of a class, and their unrelated alerts are not one case). Each
+// open incident keeps its own session of each one-way key it offers, so a
+// class alert finds every incident of its class's devices, not only the
+// latest. Within the span of a class alert, the incidents of its class's
+// devices become one.
 //
 // The grouping does not depend on the order alerts arrive in, only on the
 // set of alerts, so the interleaving of device workers and entity owners
@@ -135,12 +147,36 @@ const (
 	KindPrefix   = "prefix"
 	KindAPIKey   = "api_key"
 	KindCampaign = "campaign"
+	// KindClassDevice is offered by a device alert of a device class
+	// (schemas.ClassEntity of its tenant and class) and sought by that
+	// class's alert (Seeks): an incident holding it holds alerts of devices
+	// of the class. It names no entity of the incident.
+	KindClassDevice = "class_device"
+)
+
+// Role is how Add uses a key.
+type Role uint8
+
+const (
+	// Mutual keys are looked up and indexed: alerts carrying one find each
+	// other.
+	Mutual Role = iota
+	// Seeks keys are looked up among the keys the open incidents offer
+	// (Offers), and neither indexed nor offered: an alert seeking a key
+	// joins the incidents offering it within the span, and is not found by
+	// the alerts that seek it too.
+	Seeks
+	// Offers keys are held by the alert's incident (each incident its own
+	// session of the key) for the alerts that seek them, and not looked up:
+	// alerts offering the same key do not find each other by it.
+	Offers
 )
 
 // Key is one grouping key of an alert.
 type Key struct {
 	Kind  string
 	Value string
+	Role  Role
 }
 
 // String returns kind:value.
@@ -148,7 +184,11 @@ func (k Key) String() string { return k.Kind + ":" + k.Value }
 
 // entity reports whether k names an entity of the incident (not the device,
 // which is counted apart, nor the campaign signature).
-func (k Key) entity() bool { return k.Kind != KindDevice && k.Kind != KindCampaign }
+// A one-way key (Seeks, Offers) names none: an incident's entities are its
+// alerts' own.
+func (k Key) entity() bool {
+	return k.Role == Mutual && k.Kind != KindDevice && k.Kind != KindCampaign && k.Kind != KindClassDevice
+}
 
 // EntityOf returns the entity an alert is about when it is not its device:
 // its kind (schemas.EntityIP, EntityPrefix, EntityAPIKey, ...) and value, or
@@ -163,33 +203,46 @@ func EntityOf(a *schemas.Alert) (kind, value string) {
 }
 
 // Keys appends the grouping keys of a to dst, in the order Add tries them:
-// the alert's own entity (EntityOf; for a device class's, also its tenant), its client IP, that IP's /24 (IPv4) or
-// /48 (IPv6), its API key, its device (tenant/device), then one campaign
-// signature per finding (detector/reason and command).
+// the alert's own entity (EntityOf; for a device class's, also its tenant,
+// and the one-way keys below), its client IP, that IP's /24 (IPv4) or /48
+// (IPv6), its API key, its device (tenant/device), then one campaign
+// signature per finding (detector/reason and command), all Mutual; and for
+// a device alert of a class, that class's one-way keys: it seeks the class
+// (class:acme/camera/cx-200, which the class's alerts offer) and offers
+// class_device:acme/camera/cx-200 (which they seek).
 func Keys(dst []Key, a *schemas.Alert) []Key {
-	if kind, v := EntityOf(a); kind != "" && v != "" {
-		dst = append(dst, Key{kind, v})
-		if kind == schemas.EntityClass && a.Tenant != "" {
-			// A class is a part of its tenant: its alerts join the
-			// tenant's (an attack spread thin over a tenant alerts on
-			// the tenant and on the classes it hit hardest).
-			dst = append(dst, Key{schemas.EntityTenant, a.Tenant})
+	kind, v := EntityOf(a)
+	if kind != "" && v != "" {
+		dst = append(dst, Key{Kind: kind, Value: v})
+		if kind == schemas.EntityClass {
+			if a.Tenant != "" {
+				// A class is a part of its tenant: its alerts join the
+				// tenant's (an attack spread thin over a tenant alerts on
+				// the tenant and on the classes it hit hardest).
+				dst = append(dst, Key{Kind: schemas.EntityTenant, Value: a.Tenant})
+			}
+			// And it joins the campaign that hit its devices.
+			dst = append(dst, Key{Kind: KindClassDevice, Value: v, Role: Seeks}, Key{Kind: kind, Value: v, Role: Offers})
 		}
 	}
 	if a.ClientIP != "" {
-		dst = append(dst, Key{KindIP, a.ClientIP})
+		dst = append(dst, Key{Kind: KindIP, Value: a.ClientIP})
 		if p, ok := PrefixOf(a.ClientIP); ok {
-			dst = append(dst, Key{KindPrefix, p})
+			dst = append(dst, Key{Kind: KindPrefix, Value: p})
 		}
 	}
 	if a.APIKey != "" {
-		dst = append(dst, Key{KindAPIKey, a.APIKey})
+		dst = append(dst, Key{Kind: KindAPIKey, Value: a.APIKey})
 	}
 	if a.Device != "" {
-		dst = append(dst, Key{KindDevice, a.Tenant + "/" + a.Device})
+		dst = append(dst, Key{Kind: KindDevice, Value: a.Tenant + "/" + a.Device})
 	}
 	for _, r := range a.Reasons {
-		dst = append(dst, Key{KindCampaign, r.Detector + "/" + r.Reason + " " + a.Command})
+		dst = append(dst, Key{Kind: KindCampaign, Value: r.Detector + "/" + r.Reason + " " + a.Command})
+	}
+	if kind == "" && a.Device != "" && a.Class != "" {
+		c := schemas.ClassEntity(a.Tenant, a.Class)
+		dst = append(dst, Key{Kind: schemas.EntityClass, Value: c, Role: Seeks}, Key{Kind: KindClassDevice, Value: c, Role: Offers})
 	}
 	return dst
 }
@@ -230,8 +283,22 @@ type open struct {
 	rank     int // highest alert severity rank
 	devices  map[string]struct{}
 	entities map[string]struct{}
-	keys     []string // keys indexed to this incident
+	keys     []string           // keys indexed to this incident
+	offers   map[string]session // this incident's session of each key it offers (Offers)
 }
+
+// session is the event time of the first and latest alerts of a session of a
+// key.
+type session struct{ first, last time.Time }
+
+// reaches reports whether an alert at t is within w of s.
+func (s session) reaches(t time.Time, w time.Duration) bool {
+	return !t.Before(s.first.Add(-w)) && !t.After(s.last.Add(w))
+}
+
+// MaxOffers bounds the keys one incident offers (Offers); beyond, an
+// incident's new ones are not kept (counted in Stats.KeysDropped).
+const MaxOffers = 64
 
 // Grouper groups alerts into incidents. Create with New.
 type Grouper struct {
@@ -239,6 +306,7 @@ type Grouper struct {
 	slots     []*open // open incidents; nil slots are free
 	free      []int32
 	index     map[string]keyEntry
+	offered   map[string][]int32 // offered key -> the slots of the open incidents offering it
 	recent    map[string]struct{}
 	ring      []string // recent alert ids, oldest at ringNext once full
 	ringNext  int
@@ -277,7 +345,7 @@ func (g *Grouper) Close() {
 // New returns a Grouper bounded by cfg.
 func New(cfg Config) *Grouper {
 	cfg.defaults()
-	return &Grouper{cfg: cfg, index: map[string]keyEntry{}, recent: map[string]struct{}{}}
+	return &Grouper{cfg: cfg, index: map[string]keyEntry{}, offered: map[string][]int32{}, recent: map[string]struct{}{}}
 }
 
 // Stats returns what g did so far.
@@ -288,9 +356,10 @@ func (g *Grouper) Stats() Stats {
 }
 
 // window returns how far (event time) from a key's session an alert may be to
-// join it by that key.
+// join it by that key: a one-way key ties alerts as loosely as a campaign
+// signature does.
 func (g *Grouper) window(k Key) time.Duration {
-	if k.Kind == KindCampaign {
+	if k.Kind == KindCampaign || k.Role != Mutual {
 		return g.cfg.CampaignSpan
 	}
 	return g.cfg.IdleGap
@@ -321,6 +390,13 @@ func (g *Grouper) Add(a *schemas.Alert, decisionID string) *schemas.Incident {
 	g.keys = Keys(g.keys[:0], a)
 	g.matched = g.matched[:0]
 	for _, k := range g.keys {
+		if k.Role == Seeks {
+			g.seek(k, a.Time)
+			continue
+		}
+		if k.Role != Mutual {
+			continue
+		}
 		e, ok := g.index[k.String()]
 		if !ok {
 			continue
@@ -357,6 +433,12 @@ func (g *Grouper) Add(a *schemas.Alert, decisionID string) *schemas.Incident {
 		}
 	}
 	for _, k := range g.keys {
+		if k.Role == Offers {
+			g.offer(slot, k, a.Time)
+		}
+		if k.Role != Mutual {
+			continue
+		}
 		ks := k.String()
 		e, ok := g.index[ks]
 		w := g.window(k)
@@ -390,6 +472,60 @@ func (g *Grouper) Add(a *schemas.Alert, decisionID string) *schemas.Incident {
 	}
 	g.stats.Updates++
 	return clone(&o.inc)
+}
+
+// seek adds to g.matched the open incidents offering k (Offers) with a
+// session of it that an alert at t reaches.
+func (g *Grouper) seek(k Key, t time.Time) {
+	ks := k.String()
+	w := g.window(k)
+	for _, s := range g.offered[ks] {
+		if g.slots[s].offers[ks].reaches(t, w) && !slices.Contains(g.matched, s) {
+			g.matched = append(g.matched, s)
+		}
+	}
+}
+
+// offer makes the incident in slot s offer k, from an alert at t: the alert
+// extends the incident's session of k when it reaches it, and starts a new
+// one when it is later (an earlier alert out of the window leaves it).
+func (g *Grouper) offer(s int32, k Key, t time.Time) {
+	o := g.slots[s]
+	ks := k.String()
+	cur, ok := o.offers[ks]
+	switch {
+	case ok && cur.reaches(t, g.window(k)):
+		if t.Before(cur.first) {
+			cur.first = t
+		}
+		if t.After(cur.last) {
+			cur.last = t
+		}
+	case ok && t.Before(cur.first):
+		return
+	case !ok && len(o.offers) >= MaxOffers:
+		g.stats.KeysDropped++
+		return
+	case ok:
+		cur = session{t, t}
+	default:
+		cur = session{t, t}
+		if o.offers == nil {
+			o.offers = map[string]session{}
+		}
+		g.offered[ks] = append(g.offered[ks], s)
+	}
+	o.offers[ks] = cur
+}
+
+// unoffer removes slot s from the incidents offering ks.
+func (g *Grouper) unoffer(ks string, s int32) {
+	slots := slices.DeleteFunc(g.offered[ks], func(x int32) bool { return x == s })
+	if len(slots) == 0 {
+		delete(g.offered, ks)
+		return
+	}
+	g.offered[ks] = slots
 }
 
 // before reports whether incident x's first alert is earlier than y's.
@@ -454,8 +590,46 @@ func (g *Grouper) merge(into, s int32) {
 			dst.keys = append(dst.keys, k)
 		}
 	}
+	w := g.window(Key{Role: Offers})
+	for ks, x := range src.offers {
+		g.unoffer(ks, s)
+		d, ok := dst.offers[ks]
+		switch {
+		case !ok && len(dst.offers) >= MaxOffers:
+			g.stats.KeysDropped++
+			continue
+		case !ok:
+			if dst.offers == nil {
+				dst.offers = map[string]session{}
+			}
+			g.offered[ks] = append(g.offered[ks], into)
+			d = x
+		case x.last.Add(w).Before(d.first) || d.last.Add(w).Before(x.first):
+			// Sessions apart: the later one goes on.
+			if x.first.After(d.first) {
+				d = x
+			}
+		default:
+			d = session{first: minTime(d.first, x.first), last: maxTime(d.last, x.last)}
+		}
+		dst.offers[ks] = d
+	}
 	g.slots[s] = nil
 	g.free = append(g.free, s)
+}
+
+func minTime(x, y time.Time) time.Time {
+	if y.Before(x) {
+		return y
+	}
+	return x
+}
+
+func maxTime(x, y time.Time) time.Time {
+	if y.After(x) {
+		return y
+	}
+	return x
 }
 
 // remember records an alert id among the recent ones.
@@ -609,6 +783,9 @@ func (g *Grouper) close(s int32) {
 		if e, ok := g.index[k]; ok && e.slot == s {
 			delete(g.index, k)
 		}
+	}
+	for ks := range o.offers {
+		g.unoffer(ks, s)
 	}
 	g.slots[s] = nil
 	g.free = append(g.free, s)

@@ -207,7 +207,9 @@ func BenchmarkAdd(b *testing.B) {
 // address (a device alert per victim and the address's own entity alerts,
 // one with the block), a flood over many addresses with one signature, a
 // device's own alerts, unrelated alerts, and a second run of the stuffer two
-// hours later.
+// hours later. The flood hits cameras of one class, whose class alert joins
+// it (and one unrelated camera's alert within its span); the unrelated
+// alerts are of devices of one class too, minutes apart.
 func mixed() []schemas.Alert {
 	var out []schemas.Alert
 	for i := range 120 {
@@ -222,17 +224,23 @@ func mixed() []schemas.Alert {
 	out = append(out, entityAlert("e-stuff-1", 20*time.Second, "credential_stuffing"), entityAlert("e-stuff-2", 90*time.Second, "many_devices"))
 	for i := range 80 { // a flood: new addresses in many networks, one signature
 		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-flood-%d", i), Time: t0.Add(20*time.Minute + time.Duration(i)*3*time.Second),
-			Tenant: "acme", Device: fmt.Sprintf("cam-%d", i%7), ClientIP: fmt.Sprintf("100.%d.%d.1", 64+i%50, i), Command: "GET /v1/stream",
+			Tenant: "acme", Device: fmt.Sprintf("cam-%d", i%7), Class: "camera/cx-200", ClientIP: fmt.Sprintf("100.%d.%d.1", 64+i%50, i), Command: "GET /v1/stream",
 			Score: 0.8, Severity: schemas.SeverityHigh, Reasons: []schemas.Explanation{{Detector: "volume", Reason: "rate_spike"}}})
 	}
+	out = append(out, schemas.Alert{ID: "e-class-1", Time: t0.Add(22 * time.Minute), Tenant: "acme", EntityKind: schemas.EntityClass,
+		Entity: "acme/camera/cx-200", Score: 0.9, Severity: schemas.SeverityHigh, Reasons: []schemas.Explanation{{Detector: "entity", Reason: "class_rate_spike"}}})
 	for i := range 10 { // one device's own alerts, from its own address
 		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-own-%d", i), Time: t0.Add(time.Duration(i) * 4 * time.Minute), Tenant: "acme",
 			Device: "meter-1", ClientIP: "10.0.0.5", Command: fmt.Sprintf("GET /own/%d", i), Severity: schemas.SeverityLow,
 			Reasons: []schemas.Explanation{{Detector: "command", Reason: fmt.Sprintf("new_command_%d", i)}}})
 	}
 	for i := range 30 { // unrelated
+		class := "meter/m-1"
+		if i == 3 { // 21 minutes in
+			class = "camera/cx-200"
+		}
 		out = append(out, schemas.Alert{ID: fmt.Sprintf("a-x-%d", i), Time: t0.Add(time.Duration(i) * 7 * time.Minute), Tenant: "acme",
-			Device: fmt.Sprintf("x-%d", i), ClientIP: fmt.Sprintf("172.16.%d.9", i), Command: fmt.Sprintf("GET /x/%d", i),
+			Device: fmt.Sprintf("x-%d", i), Class: class, ClientIP: fmt.Sprintf("172.16.%d.9", i), Command: fmt.Sprintf("GET /x/%d", i),
 			Severity: schemas.SeverityMedium, Reasons: []schemas.Explanation{{Detector: "geo", Reason: fmt.Sprintf("r%d", i)}}})
 	}
 	for i := range 40 { // the stuffer again, two hours later
@@ -355,9 +363,14 @@ func TestOrderIndependent(t *testing.T) {
 	if inc := want.final[first]; inc.Alerts != 122 || !slices.Contains(inc.Decisions, "d-e-stuff-1") || inc.Entities[0] != "ip:198.51.100.7" {
 		t.Errorf("stuffing incident: %d alerts, decisions %v, entities %v; want 122, the entity block, the address first", inc.Alerts, inc.Decisions, inc.Entities)
 	}
-	for _, id := range []string{"a-flood-0", "a-flood-79"} {
+	for _, id := range []string{"a-flood-0", "a-flood-79", "e-class-1", "a-x-3"} {
 		if want.ofAlert[id] != want.ofAlert["a-flood-40"] {
 			t.Errorf("flood alert %s joined %s, not the flood's %s", id, want.ofAlert[id], want.ofAlert["a-flood-40"])
+		}
+	}
+	for i := range 29 { // devices of one class, 7 minutes apart: apart
+		if x, y := fmt.Sprintf("a-x-%d", i), fmt.Sprintf("a-x-%d", i+1); want.ofAlert[x] == want.ofAlert[y] {
+			t.Errorf("unrelated alerts %s and %s joined one incident %s", x, y, want.ofAlert[x])
 		}
 	}
 	retired := 0

@@ -12,8 +12,9 @@ import (
 )
 
 // StateVersion is the layout version of a Grouper's state (AppendState):
-// LoadState refuses another.
-const StateVersion = 1
+// LoadState refuses another, but for version 1 (before one-way keys), which
+// it loads with no key offered.
+const StateVersion = 2
 
 // stateMagic opens a Grouper's state.
 const stateMagic = "IOTWINC"
@@ -33,7 +34,8 @@ const stateMagic = "IOTWINC"
 //	  the incident (id, version, tenant, first, last, severity, score, alerts,
 //	  devices, device sample, entities, entity count, reasons, decisions,
 //	  decision count, first and last alert id) | rank i32 |
-//	  devices, entities, keys (count u32 | strings)
+//	  devices, entities, keys (count u32 | strings) |
+//	  offered keys: count u32 | per key, sorted: key | first, last i64 (not in version 1)
 //	free slots: count u32 | slot i32 each
 //	key index: count u32 | per key, sorted: key | slot i32 | first, last i64
 //
@@ -64,6 +66,17 @@ func (g *Grouper) AppendState(dst []byte) []byte {
 		dst = appendStrings(dst, sortedKeys(o.devices)...)
 		dst = appendStrings(dst, sortedKeys(o.entities)...)
 		dst = appendStrings(dst, o.keys...)
+		offers := make([]string, 0, len(o.offers))
+		for k := range o.offers {
+			offers = append(offers, k)
+		}
+		slices.Sort(offers)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(offers)))
+		for _, k := range offers {
+			dst = appendString(dst, k)
+			dst = appendTime(dst, o.offers[k].first)
+			dst = appendTime(dst, o.offers[k].last)
+		}
 	}
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(g.free)))
 	for _, s := range g.free {
@@ -179,7 +192,8 @@ func (g *Grouper) load(b []byte) error {
 	if string(r.take(len(stateMagic))) != stateMagic {
 		return errors.New("not an incident state (magic)")
 	}
-	if v := r.u32(); r.err == nil && v != StateVersion {
+	v := r.u32()
+	if r.err == nil && v != StateVersion && v != 1 {
 		return fmt.Errorf("state version %d, want %d", v, StateVersion)
 	}
 	g.clock, g.lastSweep = r.time(), r.time()
@@ -214,6 +228,16 @@ func (g *Grouper) load(b []byte) error {
 			o.entities[e] = struct{}{}
 		}
 		o.keys = r.strs()
+		if v >= 2 {
+			for range r.count(20) {
+				k := r.str()
+				if o.offers == nil {
+					o.offers = map[string]session{}
+				}
+				o.offers[k] = session{first: r.time(), last: r.time()}
+				g.offered[k] = append(g.offered[k], int32(i))
+			}
+		}
 		g.slots[i] = o
 	}
 	for range r.count(4) {

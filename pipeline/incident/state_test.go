@@ -3,13 +3,17 @@ package incident
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // TestRestartMidCampaign: a grouper restarted from its saved state, at
 // points inside the credential-stuffing run, inside the flood and between
-// them, and several times in one day, gives the same incidents (ids,
+// them, before a class alert and before a device alert it reaches, and
+// several times in one day, gives the same incidents (ids,
 // contents, versions), the same incidents table and the same incident per
 // alert as one that ran unbroken; with alerts arriving out of order too.
 func TestRestartMidCampaign(t *testing.T) {
@@ -20,7 +24,11 @@ func TestRestartMidCampaign(t *testing.T) {
 		}
 		want := groupRestarting(alerts, nil)
 		n := len(alerts)
-		for _, restarts := range [][]int{{60}, {125}, {200}, {n - 20}, {1, 40, 90, 160, 230, n - 1}} {
+		// Right before the flood's class alert and the camera alert it
+		// reaches: what their incidents offer (Offers) survives too.
+		class := slices.IndexFunc(alerts, func(a schemas.Alert) bool { return a.ID == "e-class-1" })
+		camera := slices.IndexFunc(alerts, func(a schemas.Alert) bool { return a.ID == "a-x-3" })
+		for _, restarts := range [][]int{{60}, {125}, {200}, {n - 20}, {1, 40, 90, 160, 230, n - 1}, {class}, {camera}} {
 			got := groupRestarting(alerts, restarts)
 			if !reflect.DeepEqual(got.final, want.final) {
 				t.Errorf("disorder %v, restarts %v: final incidents differ: %d vs %d", disorder, restarts, len(got.final), len(want.final))
