@@ -186,19 +186,33 @@ func TestPrefixOf(t *testing.T) {
 }
 
 // BenchmarkAdd: grouping one alert into a large campaign.
+// BenchmarkAdd adds a credential-stuffing run's alerts; with class=true
+// their devices are of one class, whose class alert is every 64th (so the
+// one-way keys are sought and offered on every alert).
 func BenchmarkAdd(b *testing.B) {
-	g := New(Config{})
-	alerts := make([]schemas.Alert, 1024)
-	for i := range alerts {
-		alerts[i] = stuffing(i)
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		a := alerts[i%len(alerts)]
-		a.ID = fmt.Sprint("a-", i)
-		g.Add(&a, "")
-		i++
+	for _, class := range []bool{false, true} {
+		b.Run(fmt.Sprint("class=", class), func(b *testing.B) {
+			g := New(Config{})
+			alerts := make([]schemas.Alert, 1024)
+			for i := range alerts {
+				alerts[i] = stuffing(i)
+				if class {
+					alerts[i].Class = "thermostat/t-100"
+					if i%64 == 0 {
+						alerts[i] = schemas.Alert{Time: alerts[i].Time, Tenant: "acme", EntityKind: schemas.EntityClass, Entity: "acme/thermostat/t-100",
+							Reasons: []schemas.Explanation{{Detector: "entity", Reason: "class_auth_failures"}}}
+					}
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				a := alerts[i%len(alerts)]
+				a.ID = fmt.Sprint("a-", i)
+				g.Add(&a, "")
+				i++
+			}
+		})
 	}
 }
 
