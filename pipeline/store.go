@@ -830,7 +830,9 @@ func (p *Pipeline) savePartitionOp(ctx context.Context, part int, released bool)
 //
 // Before the catch-up, the results the previous owner stored of the events
 // it judges again are looked up (written.go): they are not written again.
-// It may be called from any goroutine while Run runs.
+// Before anything is read, a previous owner that is alive and has not
+// released the partition yet is waited for (awaitRelease), so that its last
+// rows are among them. It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
