@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/iotwatch/iotwatch/schemas"
 )
 
 // Handover moves a device partition's state with its ownership
@@ -17,8 +19,12 @@ import (
 //     saved, and the messages the previous owner left unacked that the
 //     catch-up judged are acked without being judged again when they come.
 //   - Lost(p) saves devices.<p> (Pipeline.SavePartition: the results before
-//     it are durable first) and takes p's records out of the tables
-//     (DropPartition): the next owner restores what this one learned.
+//     it are durable first), marked as this instance's release of p, and
+//     takes p's records out of the tables (DropPartition): the next owner
+//     restores what this one learned. A next owner that acquired p while
+//     this instance, alive, still judged and wrote it (a pin the server
+//     moved: awaitRelease) waits for that mark before it reads what is
+//     stored.
 //
 // A clean stop saves the owned partitions with the drain's checkpoint; a
 // crash saves nothing, and the next owner restores the last periodic save
@@ -121,7 +127,7 @@ func (h *Handover) Lost(part int) {
 		return
 	}
 	start := time.Now()
-	if err := p.SavePartition(context.Background(), part); err != nil {
+	if err := p.releasePartition(context.Background(), part); err != nil {
 		// The next owner restores an older save and catches up further.
 		h.log.Warn("cannot save a lost partition's state", "partition", part, "err", err)
 	}
@@ -138,4 +144,104 @@ func (h *Handover) Takeovers() (n int, last time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.takeovers, h.lastTakeover
+}
+
+// releaseSource is a Source whose instances have names and presence keys
+// (partition.Consumer): a partition's object names the instance that saved
+// it, and whether that instance is alive can be asked.
+type releaseSource interface {
+	Instance() string
+	Present(ctx context.Context, instance string) (bool, error)
+}
+
+// handoverWait bounds a new owner's wait for a live previous owner's
+// release of a partition (awaitRelease): that release makes every result
+// before it durable first (Config.DrainTimeout bounds it), which a loaded
+// ClickHouse or a NATS leader election can make take tens of seconds.
+// Past it the new owner proceeds, and counts it
+// (Metrics.HandoverWaitsGivenUp).
+const handoverWait = 2 * time.Minute
+
+// releasePoll is how often a waiting new owner reads the partition's object
+// and its previous owner's presence key.
+const releasePoll = 100 * time.Millisecond
+
+// awaitRelease waits, before a new owner of partition part reads what is
+// stored (the object devices.<part>, and the results the catch-up looks
+// up), until the instance that saved the partition's object last has
+// released it, when that instance is alive. An owner can lose a partition
+// while it still judges and writes it: the server moves a pin it forgets
+// (a consumer leader's re-election: the new leader pins the next pull,
+// another instance's), or a stalled owner's pin ends, and the old owner
+// learns of it at its next pull; its pipeline holds the partition's events
+// fetched before, whose rows its flusher writes after. A new owner that
+// read what is stored before those rows landed judged the same events
+// again and wrote them too (TestClusterKills C12, bench/RESULTS.md w4:
+// 1,015 events written by two scorers). The old owner's Lost saves the
+// partition once every result before it is durable, marked as its release
+// (releasePartition), and writes nothing of the partition after it: so the
+// new owner waits for that mark, or for the old owner's presence key to
+// go (it died: it writes nothing more), or for a later owner's save, at
+// most handoverWait. The instance's own object, an object with no owner
+// (saved by an older build) or no object at all need no wait.
+//
+// A crashed previous owner's presence key lasts until its expiry (two
+// PinnedTTLs after its last rewrite): a takeover after a crash can wait up
+// to about one PinnedTTL longer than the pin's move.
+func (p *Pipeline) awaitRelease(ctx context.Context, part int) {
+	src, ok := p.cons.(releaseSource)
+	if !ok || !p.cfg.PartitionOwnership || p.cfg.CheckpointStore == nil {
+		return
+	}
+	self := src.Instance()
+	name := schemas.CheckpointDevicesObject(part)
+	start := time.Now()
+	waiting := ""
+	for {
+		owner, ok := p.unreleased(ctx, src, name, self)
+		if !ok {
+			break
+		}
+		if waiting == "" {
+			waiting = owner
+			p.M.HandoverWaits.Add(1)
+			p.log.Info("waiting for a partition's previous owner to release it", "partition", part, "previous_owner", owner)
+		}
+		if time.Since(start) >= handoverWait {
+			p.M.HandoverWaitsGivenUp.Add(1)
+			p.log.Warn("a partition's previous owner did not release it in time: what it still writes may be written twice",
+				"partition", part, "previous_owner", owner, "seconds", time.Since(start).Seconds())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(releasePoll): // polling the object's metadata and the presence key
+		}
+	}
+	if waiting != "" {
+		p.log.Info("a partition's previous owner released it", "partition", part, "previous_owner", waiting, "seconds", time.Since(start).Seconds())
+	}
+}
+
+// unreleased returns the instance that saved object name last and reports
+// whether it is another live instance that has not released the
+// partition. It reports false when it cannot tell (the object or the
+// presence key cannot be read): the takeover proceeds as before.
+func (p *Pipeline) unreleased(ctx context.Context, src releaseSource, name, self string) (string, bool) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := p.cfg.CheckpointStore.GetInfo(cctx, name)
+	if err != nil {
+		return "", false
+	}
+	owner := info.Metadata[schemas.CheckpointMetaOwner]
+	if owner == "" || owner == self || info.Metadata[schemas.CheckpointMetaReleased] == "true" {
+		return owner, false
+	}
+	alive, err := src.Present(cctx, owner)
+	if err != nil {
+		return owner, false
+	}
+	return owner, alive
 }

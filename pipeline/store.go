@@ -117,6 +117,14 @@ func (p *Pipeline) objectName(name string) string {
 // object name, streamed, and returns its size. The tables and model must not
 // change during the call.
 func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.Meta, tables []*state.Table, model *detectors.ClassModel) (uint64, error) {
+	return p.putObjectAs(ctx, name, meta, tables, model, false)
+}
+
+// putObjectAs is putObject naming this instance as the object's saver
+// (schemas.CheckpointMetaOwner, with a partition Source that has
+// instances), and marking the save its release of the partition
+// (schemas.CheckpointMetaReleased) when released is set.
+func (p *Pipeline) putObjectAs(ctx context.Context, name string, meta checkpoint.Meta, tables []*state.Table, model *detectors.ClassModel, released bool) (uint64, error) {
 	pr, pw := io.Pipe()
 	encoded := make(chan struct{})
 	go func() {
@@ -131,11 +139,18 @@ func (p *Pipeline) putObject(ctx context.Context, name string, meta checkpoint.M
 		}
 		pw.CloseWithError(err)
 	}()
-	info, err := p.cfg.CheckpointStore.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
+	md := map[string]string{
 		schemas.CheckpointMetaPartitions: strconv.Itoa(p.cfg.Partitions),
 		schemas.CheckpointMetaStreamSeq:  strconv.FormatUint(meta.StreamSeq, 10),
 		schemas.CheckpointMetaEncoding:   schemas.CheckpointEncodingS2,
-	}}, pr)
+	}
+	if src, ok := p.cons.(releaseSource); ok && src.Instance() != "" {
+		md[schemas.CheckpointMetaOwner] = src.Instance()
+		if released {
+			md[schemas.CheckpointMetaReleased] = "true"
+		}
+	}
+	info, err := p.cfg.CheckpointStore.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: md}, pr)
 	pr.CloseWithError(errors.New("the put ended")) // unblocks the encoder when the put stopped early
 	<-encoded                                      // the tables are not read after this returns
 	if err != nil {
@@ -392,6 +407,12 @@ type partitionSource interface {
 // savePartition saves object devices.<part> at position at (savePosition):
 // the records of the partition's devices and the decision engines.
 func (p *Pipeline) savePartition(ctx context.Context, part int, at uint64) (uint64, error) {
+	return p.savePartitionAs(ctx, part, at, false)
+}
+
+// savePartitionAs is savePartition, marked as this instance's release of
+// the partition when released is set (putObjectAs).
+func (p *Pipeline) savePartitionAs(ctx context.Context, part int, at uint64, released bool) (uint64, error) {
 	tables := make([]*state.Table, len(p.workers))
 	meta := checkpoint.MetaOf(p.layout)
 	meta.StreamSeq = at
@@ -412,7 +433,7 @@ func (p *Pipeline) savePartition(ctx context.Context, part int, at uint64) (uint
 		meta.Engines = append(meta.Engines, w.Engine().AppendState(nil))
 	}
 	meta.Keep = func(_, alt uint64) bool { return schemas.PartitionOf(alt, p.cfg.Partitions) == part }
-	return p.putObject(ctx, schemas.CheckpointDevicesObject(part), meta, tables, nil)
+	return p.putObjectAs(ctx, schemas.CheckpointDevicesObject(part), meta, tables, nil, released)
 }
 
 // saveEntities saves object entities.<q> at position at (savePosition: the
@@ -713,6 +734,19 @@ func (p *Pipeline) pauseWorkers() (resume func()) {
 // results. A partition owner calls it periodically and before it lets a
 // partition go. It may be called from any goroutine while Run runs.
 func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
+	return p.savePartitionOp(ctx, part, false)
+}
+
+// releasePartition is SavePartition for an owner that lost part (Handover.Lost):
+// the object is marked as its release (schemas.CheckpointMetaReleased), which
+// the partition's next owner waits for (awaitRelease). After it, this
+// instance writes nothing more of the partition: every result before it is
+// durable, and the partition's messages are no longer handed on to it.
+func (p *Pipeline) releasePartition(ctx context.Context, part int) error {
+	return p.savePartitionOp(ctx, part, true)
+}
+
+func (p *Pipeline) savePartitionOp(ctx context.Context, part int, released bool) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot save partition %d: there are %d", part, p.cfg.Partitions)
 	}
@@ -725,7 +759,7 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 		sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		defer cancel()
 		at := p.savePosition(sctx, part, max(p.lastSeq.Load(), p.restored.StreamSeq))
-		n, err := p.savePartition(sctx, part, at)
+		n, err := p.savePartitionAs(sctx, part, at, released)
 		if err == nil && len(p.owners) > 0 {
 			var m uint64
 			m, err = p.saveEntities(sctx, part, at)
@@ -733,6 +767,13 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 		}
 		if err == nil {
 			p.log.Info("wrote partition checkpoint", "checkpoint", p.objectName(schemas.CheckpointDevicesObject(part)), "stream_seq", at, "bytes", n)
+		}
+		if released {
+			// Lost: no periodic save writes the partition any more (one
+			// between this op and DropPartition's rewrote the object
+			// unmarked, and the next owner waited for a release it had
+			// had).
+			p.owned[part] = false
 		}
 		return err
 	})
@@ -789,11 +830,14 @@ func (p *Pipeline) SavePartition(ctx context.Context, part int) error {
 //
 // Before the catch-up, the results the previous owner stored of the events
 // it judges again are looked up (written.go): they are not written again.
-// It may be called from any goroutine while Run runs.
+// Before anything is read, a previous owner that is alive and has not
+// released the partition yet is waited for (awaitRelease), so that its last
+// rows are among them. It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
 	}
+	p.awaitRelease(ctx, part)
 	if p.gate != nil {
 		// Not idle any more: an idle instance's class contribution claims
 		// the clock's time for the partitions it owns, this one's backlog

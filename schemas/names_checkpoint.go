@@ -27,6 +27,16 @@ const (
 	// checkpoint is encoded in the object: CheckpointEncodingS2, or none
 	// (absent) for the checkpoint's own bytes.
 	CheckpointMetaEncoding = "encoding"
+	// CheckpointMetaOwner is the object metadata key naming the scorer
+	// instance (its presence key in KVScorers) that saved a partition's
+	// object; CheckpointMetaReleased is "true" when that save was the
+	// instance's release of the partition (its Lost: every result before it
+	// durable, nothing more of the partition written by it), absent for a
+	// periodic save. A new owner whose partition's object names a live
+	// owner that has not released it waits for the release
+	// (pipeline.Handover).
+	CheckpointMetaOwner    = "owner"
+	CheckpointMetaReleased = "released"
 	// CheckpointEncodingS2: the checkpoint compressed as an S2 stream
 	// (github.com/klauspost/compress/s2, Snappy-compatible framing).
 	CheckpointEncodingS2 = "s2"

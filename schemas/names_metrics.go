@@ -60,6 +60,14 @@ const (
 	// raised again for stored events that the previous owner had not
 	// stored: dropped, never invented.
 	MetricCatchUpDropped = "iotwatch_caught_up_results_dropped_total"
+	// MetricHandoverWaits counts the partitions a new owner acquired while
+	// their previous owner was alive and had not released them (its last
+	// save not its release): the new owner waited for that release before
+	// reading what is stored; MetricHandoverWaitsGivenUp, the waits that
+	// reached their bound (the previous owner's in-flight rows may then be
+	// written by both).
+	MetricHandoverWaits        = "iotwatch_partition_handover_waits_total"
+	MetricHandoverWaitsGivenUp = "iotwatch_partition_handover_waits_given_up_total"
 	// MetricRedeliveredDone counts redelivered messages acked without being
 	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"

@@ -40,6 +40,10 @@ type HandoverRig struct {
 	// flush took more than 10 s), short for the crash, whose drain cannot
 	// finish (its inserts hang).
 	DrainTimeout time.Duration
+	// Rebalance is the next scorers' partition.Config.Rebalance (0: the
+	// default; < 0: every scorer pulls every partition, none releases one
+	// for balance, so that a test moves pins itself).
+	Rebalance time.Duration
 	// WrapStore, when set, wraps the checkpoint store of the next scorer
 	// started (a test's faults).
 	WrapStore func(jetstream.ObjectStore) jetstream.ObjectStore
@@ -141,7 +145,7 @@ func (r *HandoverRig) StartOn(t testing.TB, plain bool, js jetstream.JetStream, 
 	// Pulls of 32: a clean stop scores what its pulls under way deliver
 	// (Quiesce), at most two pulls per partition, which must leave the
 	// fleet's second half mostly to the next owner.
-	pcfg := partition.Config{PinnedTTL: HandoverPinnedTTL, Presence: r.Presence, Owner: h, Log: log, PullBatch: 32}
+	pcfg := partition.Config{PinnedTTL: HandoverPinnedTTL, Presence: r.Presence, Owner: h, Log: log, PullBatch: 32, Rebalance: r.Rebalance}
 	store, err := js.ObjectStore(ctx, schemas.BucketCheckpoints)
 	if err != nil {
 		t.Fatal(err)

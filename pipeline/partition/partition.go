@@ -1345,6 +1345,28 @@ func (c *Consumer) Awaited(ctx context.Context, p int, claimer string) bool {
 	return pinnedClient(info) != "" || info.NumPending > 0 || info.NumAckPending > 0
 }
 
+// Instance returns this instance's name (its presence key in
+// Config.Presence).
+func (c *Consumer) Instance() string { return c.cfg.Instance }
+
+// Present reports whether instance's presence key is in Config.Presence now
+// (read from the server): the instance rewrote it within its expiry (two
+// PinnedTTLs), alive or only just dead. Without a presence bucket it says
+// false: nothing tells.
+func (c *Consumer) Present(ctx context.Context, instance string) (bool, error) {
+	if c.cfg.Presence == nil || instance == "" {
+		return false, nil
+	}
+	_, err := c.cfg.Presence.Get(ctx, instance)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+		return false, nil
+	}
+	return false, fmt.Errorf("cannot read presence key %q: %w", instance, err)
+}
+
 // PartitionInfo returns partition p's consumer state as the server has it:
 // Delivered.Stream, the highest stream sequence delivered to any instance
 // (a new owner catches up to it, see pipeline.RestorePartition), and
