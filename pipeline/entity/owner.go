@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -246,11 +245,7 @@ type Owner struct {
 	// keys holds ObserveBatch's observations' first keys (firstKey),
 	// computed once for the prefetch and the judging.
 	keys [MaxPrefetchBatch][2]uint64
-	// shares holds their tenants' and classes' keys (shareKeys), computed
-	// once for the prefetch and the judging.
-	shares [MaxPrefetchBatch][2][2]uint64
-	// prefetch holds the keys of the records ObserveBatch prefetches: a
-	// batch's distinct tenants and classes, then its first records.
+	// prefetch holds the keys of the records ObserveBatch prefetches.
 	prefetch [][2]uint64
 }
 
@@ -305,7 +300,7 @@ func NewOwner(cfg Config, owners int, eng *decide.Engine) (*Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create entity table: %w", err)
 	}
-	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize), prefetch: make([][2]uint64, 0, 3*MaxPrefetchBatch),
+	return &Owner{cfg: cfg, table: t, engine: eng, scratchRt: make([]byte, RecordSize), prefetch: make([][2]uint64, 0, MaxPrefetchBatch),
 		waveFloor: math.Max(5, cfg.WaveNewIPs/float64(max(owners, 1))), share: 1 / float64(max(owners, 1)),
 		bands: [2]band{tenantBand(&cfg), classBand(&cfg)}}, nil
 }
@@ -321,12 +316,11 @@ type Emit func(*schemas.Alert, *schemas.Decision)
 // raises no alert or decision. It allocates only for an alert.
 func (o *Owner) Observe(ob *Obs, emit Emit) {
 	k := o.firstKey(ob)
-	o.observe(ob, &k, nil, emit)
+	o.observe(ob, &k, emit)
 }
 
-// observe is Observe, with k the key of ob's first record (firstKey) and
-// sh, unless nil, the keys of its tenant's and class's records (shareKeys).
-func (o *Owner) observe(ob *Obs, k *[2]uint64, sh *[2][2]uint64, emit Emit) {
+// observe is Observe, with k the key of ob's first record (firstKey).
+func (o *Owner) observe(ob *Obs, k *[2]uint64, emit Emit) {
 	if o.since == 0 {
 		t := ob.Time
 		if o.table.Len() > 0 {
@@ -350,22 +344,10 @@ func (o *Owner) observe(ob *Obs, k *[2]uint64, sh *[2][2]uint64, emit Emit) {
 		}
 	}
 	if ob.KeyLen > 0 && !skip && !o.cfg.NoTenant {
-		var key, alt uint64
-		if sh != nil {
-			key, alt = sh[0][0], sh[0][1]
-		} else {
-			key, alt = o.tenantKeyOf(ob)
-		}
-		o.tenant(ob, key, alt, usual, emit)
+		o.tenant(ob, usual, emit)
 	}
 	if ob.ClassLen > 0 && !skip && !o.cfg.NoClass {
-		var key, alt uint64
-		if sh != nil {
-			key, alt = sh[1][0], sh[1][1]
-		} else {
-			key, alt = ob.classKey()
-		}
-		o.class(ob, key, alt, usual, emit)
+		o.class(ob, usual, emit)
 	}
 	if ob.ASN != 0 && !usual && !skip && !o.cfg.NoASN && (ob.Failed || ob.Outcome == outcomeClientErr) {
 		// Only what an attack spread over an AS's networks shows (failed
@@ -401,22 +383,6 @@ func (o *Owner) firstKey(ob *Obs) (k [2]uint64) {
 	return k
 }
 
-// shareKeys returns the keys of the records of ob's tenant and class that
-// observe judges ob on (zero for none: ob has no tenant or class, is an API
-// key's, or the owner does not judge them).
-func (o *Owner) shareKeys(ob *Obs) (sh [2][2]uint64) {
-	if ob.ForKey {
-		return sh
-	}
-	if ob.KeyLen > 0 && !o.cfg.NoTenant {
-		sh[0][0], sh[0][1] = o.tenantKeyOf(ob)
-	}
-	if ob.ClassLen > 0 && !o.cfg.NoClass {
-		sh[1][0], sh[1][1] = ob.classKey()
-	}
-	return sh
-}
-
 // ObserveBatch observes obs in order, as Observe does each, prefetching
 // every one's first record (its address's, or its API key's:
 // state.Table.PrefetchKeys, all of them back to back) before it judges the
@@ -431,25 +397,15 @@ func (o *Owner) ObserveBatch(obs []Obs, emit Emit) {
 	for len(obs) > 0 {
 		n := min(len(obs), MaxPrefetchBatch)
 		pre := o.prefetch[:0]
-		shared := 0 // the batch's distinct tenant and class keys: pre[:shared]
 		for i := range n {
-			ob := &obs[i]
-			o.shares[i] = o.shareKeys(ob)
-			for _, sk := range o.shares[i] {
-				if sk != ([2]uint64{}) && !slices.Contains(pre[:shared], sk) {
-					pre = append(pre, sk)
-					pre[shared], pre[len(pre)-1] = pre[len(pre)-1], pre[shared]
-					shared++
-				}
-			}
-			o.keys[i] = o.firstKey(ob)
-			if ob.ForKey || !ob.IPDev {
+			o.keys[i] = o.firstKey(&obs[i])
+			if obs[i].ForKey || !obs[i].IPDev {
 				pre = append(pre, o.keys[i])
 			}
 		}
 		o.table.PrefetchKeys(pre)
 		for i := range n {
-			o.observe(&obs[i], &o.keys[i], &o.shares[i], emit)
+			o.observe(&obs[i], &o.keys[i], emit)
 		}
 		obs = obs[n:]
 	}
@@ -542,15 +498,15 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	return usual, false
 }
 
-// tenant judges ob on its owner's share of ob's tenant (JudgeTenant), whose
-// record's key is (key, alt) (tenantKeyOf); usual
+// tenant judges ob on its owner's share of ob's tenant (JudgeTenant); usual
 // reports whether ob's address is a usual one. The tenant's record is made
 // with owner route ob's prefix key (which Shard maps to this owner),
 // as a route's record is, so that a checkpoint restores it here. A tenant's
 // alert never comes with a decision: its findings score under the block
 // threshold and its entity has no decision scope, since blocking a tenant
 // is blocking a customer.
-func (o *Owner) tenant(ob *Obs, key, alt uint64, usual bool, emit Emit) {
+func (o *Owner) tenant(ob *Obs, usual bool, emit Emit) {
+	key, alt := o.tenantKeyOf(ob)
 	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return
@@ -565,12 +521,12 @@ func (o *Owner) tenant(ob *Obs, key, alt uint64, usual bool, emit Emit) {
 	o.decideShare(ob, key, alt, schemas.EntityTenant, o.lastText[3], emit)
 }
 
-// class judges ob on its owner's share of ob's class (JudgeClass), whose
-// record's key is (key, alt) (classKey), as
+// class judges ob on its owner's share of ob's class (JudgeClass), as
 // tenant does ob's tenant; its alert, like a tenant's, never comes with a
 // decision. The alert carries the class's tenant (schemas.Alert.Tenant), so
 // that it joins its tenant's incident (incident.Keys).
-func (o *Owner) class(ob *Obs, key, alt uint64, usual bool, emit Emit) {
+func (o *Owner) class(ob *Obs, usual bool, emit Emit) {
+	key, alt := ob.classKey()
 	rec, ok := o.shareRecord(key, alt, ob)
 	if !ok {
 		return
