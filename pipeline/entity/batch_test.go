@@ -18,7 +18,8 @@ import (
 // (Observe). The traffic has what each path of an owner judges: the
 // distributed flood of TestDistributedFlood (new addresses, waves, blocks),
 // a credential-stuffing address failing for 300 devices, a leaked API key
-// used from 60 networks, the tenant of every event, and redeliveries.
+// used from 60 networks, the tenant and class of every event (three tenants,
+// two classes each, interleaved), and redeliveries.
 func TestObserveBatchJudgesAsObserve(t *testing.T) {
 	obs := batchTraffic(t)
 	judge := func(batched bool) (*Owner, []string) {
@@ -85,6 +86,10 @@ func records(o *Owner) []string {
 	return out
 }
 
+// batchTenants and batchClasses are the tenants and classes of batchTraffic.
+var batchTenants, batchClasses = [][]byte{[]byte("acme"), []byte("globex"), []byte("initech")},
+	[][]byte{[]byte("meter/m1"), []byte("camera/cx-200")}
+
 // batchTraffic returns TestObserveBatchJudgesAsObserve's observations.
 func batchTraffic(t *testing.T) []Obs {
 	evs, _, _ := waveFleet()
@@ -93,7 +98,10 @@ func batchTraffic(t *testing.T) []Obs {
 	add := func(ev *schemas.Event) {
 		seq++
 		ev.Seq, ev.ID = seq, seq
-		ev.Tenant = benchTenant
+		// Three tenants and two classes each, interleaved within a batch:
+		// each observation's tenant and class records are its own.
+		ev.Tenant = batchTenants[seq%3]
+		ev.SetClass(batchClasses[seq/3%2])
 		if ob, ok := ObsOf(ev); ok {
 			obs = append(obs, ob)
 		}

@@ -133,12 +133,42 @@ func BenchmarkEventPathEntities(b *testing.B) { benchEventPath(b, true, entity.M
 // stack does, and the pipeline's owners did before they judged batches).
 func BenchmarkEventPathEntitiesOneByOne(b *testing.B) { benchEventPath(b, true, 1) }
 
+// BenchmarkEventPathSteady is BenchmarkEventPath with each replay shifted
+// by its lines' span (plus a minute) instead of 48h: the fleet's time runs
+// on, and its addresses stay live from one pass to the next.
+func BenchmarkEventPathSteady(b *testing.B) { benchEventPathShift(b, false, 0, 0) }
+
+// BenchmarkEventPathEntitiesSteady is BenchmarkEventPathEntities replayed
+// as BenchmarkEventPathSteady is. The 48h shift of
+// BenchmarkEventPathEntities expires every entity record (Config.IdleTTL,
+// a day) each pass: at 20,000 devices a pass (200,000 lines) spans about
+// 10 minutes, so nearly every address is new again every 10 minutes (its
+// record made anew, its route's, the swarm's and the network-wave counts
+// touched), a fleet renumbered six times an hour. Here an address is new
+// once, in the warm-up pass, as in a fleet whose addresses change over
+// days: the difference between the two is what that churn costs.
+func BenchmarkEventPathEntitiesSteady(b *testing.B) {
+	benchEventPathShift(b, true, entity.MaxPrefetchBatch, 0)
+}
+
 // benchEventPath runs the event path, with the entity stage if entities
 // (each owner judging batch observations at a time).
 func benchEventPath(b *testing.B, entities bool, batch int) {
+	benchEventPathShift(b, entities, batch, 48*time.Hour)
+}
+
+// benchEventPathShift is benchEventPath with each replay's event times
+// shifted by shift more than the last's; 0: by the lines' span plus a
+// minute (spanOf).
+func benchEventPathShift(b *testing.B, entities bool, batch int, shift time.Duration) {
 	for _, devices := range []int{2000, 20000} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			step := newEventPath(b, sampleLines(b, devices, 200000), devices, entities, batch, entity.Config{})
+			lines := sampleLines(b, devices, 200000)
+			span := shift
+			if span == 0 {
+				span = spanOf(b, lines) + time.Minute
+			}
+			step := newEventPathShift(b, lines, devices, entities, batch, entity.Config{}, span)
 			b.ReportAllocs()
 			cpu := threadcpu.Start()
 			for b.Loop() {
@@ -149,10 +179,31 @@ func benchEventPath(b *testing.B, entities bool, batch int) {
 	}
 }
 
+// spanOf returns the time from the first of lines' events to the last.
+func spanOf(b *testing.B, lines [][]byte) time.Duration {
+	var dec schemas.Decoder
+	var ev schemas.Event
+	var first int64
+	for i, l := range [][]byte{lines[0], lines[len(lines)-1]} {
+		if err := dec.Decode(l, uint64(i), 0, 0, &ev); err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			first = ev.Time
+		}
+	}
+	return time.Duration(ev.Time - first)
+}
+
 // newEventPath returns the step of benchEventPath's path over lines (one
 // event a call), warmed up with a pass over them (every device has a
 // record). Replays wrap around with event times shifted 48h a pass.
 func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batch int, cfg entity.Config) (step func()) {
+	return newEventPathShift(b, lines, devices, entities, batch, cfg, 48*time.Hour)
+}
+
+// newEventPathShift is newEventPath with event times shifted span a pass.
+func newEventPathShift(b *testing.B, lines [][]byte, devices int, entities bool, batch int, cfg entity.Config, span time.Duration) (step func()) {
 	workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
 	var owners []*entity.Owner
 	if entities {
@@ -177,11 +228,10 @@ func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batc
 	var dec schemas.Decoder
 	var ev schemas.Event
 	var out schemas.Scored
-	span := int64(48 * time.Hour)
 	i, shift := 0, int64(0)
 	step = func() {
 		if i == len(lines) {
-			i, shift = 0, shift+span
+			i, shift = 0, shift+int64(span)
 		}
 		if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
 			b.Fatal(err)
