@@ -126,7 +126,8 @@ type ClassSyncConfig struct {
 // metadata, its instance's watermark (schemas.ClassStatsMetaWatermark:
 // every event of its partitions up to that event time is in the
 // contribution; an instance with nothing pending counts the wall clock's
-// time when the events are live, the others' highest coverage in a replay) and the partitions it owned (schemas.ClassStatsMetaPartitions).
+// time when the events are live, the others' highest coverage in a
+// replay) and the partitions it owned (schemas.ClassStatsMetaPartitions).
 // A partition's coverage is the watermark of the latest merged
 // contribution that claims it (a dead owner's stale claim is overtaken by
 // the new owner's); the view covers the least coverage of the partitions
