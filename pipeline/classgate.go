@@ -106,7 +106,8 @@ const drainCheckEvery = 500 * time.Millisecond
 
 // learnedIdle tells the gate that everything dispatched is learned and,
 // when the source says so, that nothing is pending: the watermark then
-// covers the clock's time. An empty fetch alone does not say it (a stream
+// covers the clock's time (live events; in a replay, the others'
+// coverage: cluster.ClassSync). An empty fetch alone does not say it (a stream
 // leader's election, a pull between two).
 func (p *Pipeline) learnedIdle(ctx context.Context) {
 	d, ok := p.cons.(drainer)

@@ -324,3 +324,78 @@ func TestWatermarkAwaitedPartitionHolds(t *testing.T) {
 		t.Fatal("a dead claimer's partition, not awaited, still holds events back past Stall")
 	}
 }
+
+// TestWatermarkIdleClaimInReplay: an instance with nothing pending claims
+// the clock's time only when the events are live. In a replay (events
+// hours behind the clock) it claims the highest coverage it merged from
+// the others, or what it learned: claiming the clock's time, it let the
+// others judge without bound (at the start of a replay every instance is
+// idle: lock-000006's unlock judged with the view 35-47 min behind in 6 of
+// 13 TestClusterKills runs, bench/RESULTS.md w4).
+func TestWatermarkIdleClaimInReplay(t *testing.T) {
+	env := natstest.Start(t, natsserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), hangBound)
+	defer cancel()
+	clock := time.Date(2026, 12, 7, 21, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	store := classStore(t, env)
+	mk := func(name string, owned ...int) *cluster.ClassSync {
+		g, err := cluster.NewClassSync(newScorer(t, nil).stack.Model, cluster.ClassSyncConfig{Store: store,
+			Instance: name, Interval: time.Hour, Partitions: 2, Owned: func() []int { return owned },
+			Lag: time.Minute, Stall: time.Hour, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	at := func(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+	limitOf := func(g *cluster.ClassSync) (int64, bool) {
+		t.Helper()
+		if err := g.Merge(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return g.Limit()
+	}
+	publish := func(g *cluster.ClassSync) {
+		t.Helper()
+		if err := g.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A replay of 2026-01-05: both instances start idle.
+	t0 := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).UnixNano()
+	busy, idle := mk("busy", 0), mk("idle", 1)
+	idle.Learned(math.MinInt64, true)
+	publish(idle)
+	busy.Learned(t0, false) // its first event
+	publish(busy)
+	if limit, open := limitOf(busy); open || limit > t0+int64(time.Minute) {
+		t.Fatalf("an idle instance's claim in a replay let the other judge up to %s (open %v), want at most its first event plus the lag (%s)",
+			at(limit), open, at(t0+int64(time.Minute)))
+	}
+	// The idle instance follows the others' coverage (merge, then publish).
+	t1 := t0 + int64(30*time.Minute)
+	busy.Learned(t1, false)
+	publish(busy)
+	if err := idle.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	idle.Learned(math.MinInt64, true)
+	publish(idle)
+	if limit, open := limitOf(busy); open || limit != t1+int64(time.Minute) {
+		t.Errorf("after the idle instance merged the other's %s: limit %s (open %v), want it plus the lag (%s)",
+			at(t1), at(limit), open, at(t1+int64(time.Minute)))
+	}
+
+	// Live events (event time about the clock's): idle claims the clock.
+	liveBusy, liveIdle := mk("live-busy", 0), mk("live-idle", 1)
+	liveIdle.Learned(clock.Add(-5*time.Second).UnixNano(), true)
+	publish(liveIdle)
+	liveBusy.Learned(clock.Add(-2*time.Second).UnixNano(), false)
+	publish(liveBusy)
+	if limit, open := limitOf(liveBusy); open || limit != clock.Add(time.Minute).UnixNano() {
+		t.Errorf("live: limit %s (open %v), want the idle instance's clock claim plus the lag (%s)",
+			at(limit), open, at(clock.Add(time.Minute).UnixNano()))
+	}
+}
