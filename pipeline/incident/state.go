@@ -66,11 +66,7 @@ func (g *Grouper) AppendState(dst []byte) []byte {
 		dst = appendStrings(dst, sortedKeys(o.devices)...)
 		dst = appendStrings(dst, sortedKeys(o.entities)...)
 		dst = appendStrings(dst, o.keys...)
-		offers := make([]string, 0, len(o.offers))
-		for k := range o.offers {
-			offers = append(offers, k)
-		}
-		slices.Sort(offers)
+		offers := sortedKeys(o.offers)
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(offers)))
 		for _, k := range offers {
 			dst = appendString(dst, k)
@@ -82,11 +78,7 @@ func (g *Grouper) AppendState(dst []byte) []byte {
 	for _, s := range g.free {
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(s))
 	}
-	keys := make([]string, 0, len(g.index))
-	for k := range g.index {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := sortedKeys(g.index)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(keys)))
 	for _, k := range keys {
 		e := g.index[k]
@@ -324,7 +316,7 @@ func appendStrings(dst []byte, s ...string) []byte {
 	return dst
 }
 
-func sortedKeys(m map[string]struct{}) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	s := make([]string, 0, len(m))
 	for k := range m {
 		s = append(s, k)
