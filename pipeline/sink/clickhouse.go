@@ -493,7 +493,7 @@ func (c *ClickHouse) WriteScored(ctx context.Context, rec arrow.RecordBatch) err
 }
 
 // insertArrow inserts the rows of rec (only rows, when not nil) in one
-// INSERT, retried.
+// INSERT, retried, sent in blocks of InsertBlockRows.
 func (c *ClickHouse) insertArrow(ctx context.Context, table *schemas.Table, rec arrow.RecordBatch, rows []int) error {
 	cols, err := arrowColumns(table, rec, rows)
 	if err != nil {
@@ -503,14 +503,29 @@ func (c *ClickHouse) insertArrow(ctx context.Context, table *schemas.Table, rec 
 	if rows != nil {
 		n = len(rows)
 	}
-	return c.insert(ctx, table, n, func(b driver.Batch) error {
-		for i, col := range cols {
-			if err := col(b.Column(i)); err != nil {
-				return fmt.Errorf("cannot append column %q: %w", table.Columns[i].Name, err)
+	return c.insert(ctx, table, n, fillBlocks(table, cols, n))
+}
+
+// fillBlocks returns a fill function appending n rows of cols in blocks of
+// InsertBlockRows, each block but the last sent as soon as it is full
+// (driver.Batch.Flush; Send sends the last).
+func fillBlocks(table *schemas.Table, cols []columnFunc, n int) func(driver.Batch) error {
+	return func(b driver.Batch) error {
+		for lo := 0; lo < n; lo += InsertBlockRows {
+			if lo > 0 {
+				if err := b.Flush(); err != nil {
+					return &sendError{err}
+				}
+			}
+			hi := min(lo+InsertBlockRows, n)
+			for i, col := range cols {
+				if err := col(b.Column(i), lo, hi); err != nil {
+					return fmt.Errorf("cannot append column %q: %w", table.Columns[i].Name, err)
+				}
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // WriteAlerts inserts alerts into the alerts table, retrying like WriteScored.
@@ -548,6 +563,13 @@ type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
+
+// sendError marks a failure of fill to send a block of the INSERT (a
+// connection's): retried, unlike the failure to append a value.
+type sendError struct{ err error }
+
+func (e *sendError) Error() string { return e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
 
 // insert runs attempts of one INSERT until one succeeds, ctx is done, the
 // retries are exhausted or the error is permanent. fill appends every column
@@ -604,6 +626,9 @@ func (c *ClickHouse) insertOnce(ctx context.Context, query string, fill func(dri
 	}
 	defer b.Close()
 	if err := fill(b); err != nil {
+		if se := (*sendError)(nil); errors.As(err, &se) {
+			return se.err // retried
+		}
 		return &permanentError{err}
 	}
 	return b.Send()

@@ -15,15 +15,31 @@ import (
 // Conversion of rows to the column slices clickhouse-go appends column-wise
 // (batch.Column(i).Append(slice)), which is about 25% faster than row-wise Append.
 
-// columnFunc appends one column of a batch. The slices it appends may point into
-// an Arrow record, which must stay alive until the INSERT is sent.
-type columnFunc func(driver.BatchColumn) error
+// columnFunc appends rows [lo, hi) of one column (of the rows selected, when
+// a selection is given) to a batch's column. The slices it appends may point
+// into an Arrow record, which must stay alive until the INSERT is sent.
+type columnFunc func(bc driver.BatchColumn, lo, hi int) error
+
+// InsertBlockRows is how many rows of an Arrow record one block of its INSERT
+// holds: the record's rows go to the server in blocks of this many (batch.Flush,
+// one INSERT all the same; the server squashes its blocks into parts of
+// min_insert_block_size_rows, a million rows by default, so a flush of 50,000
+// rows still makes one part). clickhouse-go builds a block's columns by
+// appending one value at a time into buffers that start empty for every
+// INSERT; growing them by a quarter at a time up to a whole record's size
+// allocated five times its string positions and list offsets, a third of
+// all the bytes the process allocated end to end (bench/RESULTS.md, "p6").
+// After a block is sent its buffers are reused for the next, so they grow
+// only to one block's size.
+const InsertBlockRows = 4096
 
 // arrowColumns returns, for each column of table in order, a function that
 // appends the field of rec with the same name. It fails when a column is
 // missing from rec or has an Arrow type that does not fit the column.
 //
-// rows, when not nil, selects the rows to append, in that order.
+// rows, when not nil, selects the rows to append, in that order. The
+// functions reuse a buffer of their own from one call to the next: they are
+// not safe for concurrent use.
 func arrowColumns(table *schemas.Table, rec arrow.RecordBatch, rows []int) ([]columnFunc, error) {
 	schema := rec.Schema()
 	cols := make([]columnFunc, len(table.Columns))
@@ -39,11 +55,6 @@ func arrowColumns(table *schemas.Table, rec arrow.RecordBatch, rows []int) ([]co
 		cols[i] = f
 	}
 	return cols, nil
-}
-
-// appendSlice returns a columnFunc appending v with one Append call.
-func appendSlice(v any) columnFunc {
-	return func(bc driver.BatchColumn) error { return bc.Append(v) }
 }
 
 // arrowColumn converts one Arrow column for a ClickHouse column of type chType,
@@ -63,17 +74,13 @@ func arrowColumn(chType string, arr arrow.Array, rows []int) (columnFunc, error)
 		// Units per second: 1 for seconds, 1000 for milliseconds, ...
 		div := int64(time.Second / a.DataType().(*arrow.TimestampType).Unit.Multiplier())
 		vals := a.TimestampValues()
-		secs := make([]int64, len(vals))
-		for i, v := range vals {
-			secs[i] = clampDateTime(floorDiv(int64(v), div))
-		}
-		return appendRows(secs, rows), nil
+		return appendConverted(rows, func(r int) int64 { return clampDateTime(floorDiv(int64(vals[r]), div)) }), nil
 	case "String":
 		a, ok := arr.(*array.String)
 		if !ok {
 			return mismatch()
 		}
-		return appendRows(stringValues(a), rows), nil
+		return appendConverted(rows, a.Value), nil
 	case "Int64":
 		if a, ok := arr.(*array.Int64); ok {
 			return appendRows(a.Int64Values(), rows), nil
@@ -125,22 +132,36 @@ func arrowColumn(chType string, arr arrow.Array, rows []int) (columnFunc, error)
 	return mismatch()
 }
 
-// appendRows returns a columnFunc appending vals, or only vals[rows[0]],
-// vals[rows[1]], ... when rows is not nil.
+// appendRows returns a columnFunc appending vals[lo:hi] as they are, or
+// vals[rows[lo]], ..., vals[rows[hi-1]] when rows is not nil.
 func appendRows[T any](vals []T, rows []int) columnFunc {
-	if rows != nil {
-		vals = gather(vals, rows)
+	if rows == nil {
+		return func(bc driver.BatchColumn, lo, hi int) error { return bc.Append(vals[lo:hi]) }
 	}
-	return appendSlice(vals)
+	return appendConverted(rows, func(r int) T { return vals[r] })
 }
 
-// gather returns vals[rows[0]], vals[rows[1]], ...
-func gather[T any](vals []T, rows []int) []T {
-	out := make([]T, len(rows))
-	for i, r := range rows {
-		out[i] = vals[r]
+// appendConverted returns a columnFunc appending value(r) of each row r in
+// [lo, hi) (of rows[lo:hi] when rows is not nil), converted into a buffer it
+// reuses from one call to the next (clickhouse-go copies what it appends).
+func appendConverted[T any](rows []int, value func(r int) T) columnFunc {
+	var buf []T
+	return func(bc driver.BatchColumn, lo, hi int) error {
+		if cap(buf) < hi-lo {
+			buf = make([]T, 0, hi-lo) // the first block is the largest
+		}
+		buf = buf[:0]
+		if rows == nil {
+			for r := lo; r < hi; r++ {
+				buf = append(buf, value(r))
+			}
+		} else {
+			for _, r := range rows[lo:hi] {
+				buf = append(buf, value(r))
+			}
+		}
+		return bc.Append(buf)
 	}
-	return out
 }
 
 // appendLists returns a columnFunc appending each row of the list array l (or
@@ -150,13 +171,9 @@ func gather[T any](vals []T, rows []int) []T {
 // row's subslice was an allocation per row and list column, a quarter of
 // all the pipeline's allocations (bench/RESULTS.md, "p4").
 func appendLists[T any](l *array.List, flat []T, rows []int) columnFunc {
-	return func(bc driver.BatchColumn) error {
-		n := l.Len()
-		if rows != nil {
-			n = len(rows)
-		}
-		var empty any = []T{}
-		for i := range n {
+	var empty any = []T{}
+	return func(bc driver.BatchColumn, lo, hi int) error {
+		for i := lo; i < hi; i++ {
 			r := i
 			if rows != nil {
 				r = rows[i]

@@ -45,7 +45,7 @@ func TestArrowListColumns(t *testing.T) {
 		}
 		lists++
 		col := &rowColumn{}
-		if err := cols[i](col); err != nil {
+		if err := cols[i](col, 0, n); err != nil {
 			t.Fatal(err)
 		}
 		if len(col.rows) != n {
@@ -66,7 +66,7 @@ func TestArrowListColumns(t *testing.T) {
 		col.rows = make([]any, 0, n)
 		allocs := testing.AllocsPerRun(10, func() {
 			col.rows = col.rows[:0]
-			if err := cols[i](col); err != nil {
+			if err := cols[i](col, 0, n); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -109,7 +109,8 @@ func (c *ClickHouse) insertColumns(ctx context.Context, table *schemas.Table, n 
 	return nil
 }
 
-// gatherAny is gather for a slice of any element type.
+// gatherAny returns slice[rows[0]], slice[rows[1]], ... for a slice of any
+// element type.
 func gatherAny(slice any, rows []int) any {
 	v := reflect.ValueOf(slice)
 	out := reflect.MakeSlice(v.Type(), len(rows), len(rows))
