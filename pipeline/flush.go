@@ -38,14 +38,15 @@ func (u *unacked) remove(b *batch) {
 
 // addMsg appends a fetched message to b as soon as it is received, registering
 // b on its first message, so that it is kept alive while it waits to be
-// decoded. Only ingest calls it.
-func (u *unacked) addMsg(b *batch, m jetstream.Msg, now time.Time) {
+// decoded; the server heard of b when its first message came (time.Now is
+// taken then only). Only ingest calls it.
+func (u *unacked) addMsg(b *batch, m jetstream.Msg) {
 	u.mu.Lock()
 	if u.batches == nil {
 		u.batches = map[*batch]time.Time{}
 	}
 	if _, ok := u.batches[b]; !ok {
-		u.batches[b] = now
+		u.batches[b] = time.Now()
 	}
 	b.msgs = append(b.msgs, m)
 	u.mu.Unlock()

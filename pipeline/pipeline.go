@@ -127,9 +127,10 @@ type Pipeline struct {
 	started  atomic.Bool
 	findings findingCounts
 	unacked  unacked
-	lastSeq  atomic.Uint64   // highest stream sequence fetched
-	dec      *ingest.Decoder // ingest's (and catchUp's): log messages and Arrow batches to events
-	out      shardEvents     // where dec hands them (to the shards)
+	lastSeq  atomic.Uint64         // highest stream sequence fetched
+	dec      *ingest.Decoder       // ingest's (and catchUp's): log messages and Arrow batches to events
+	out      shardEvents           // where dec hands them (to the shards)
+	md       jetstream.MsgMetadata // ingest's: the metadata of the message in hand (bus.Metadata: not allocated per message)
 	restored checkpoint.Meta
 
 	// obsErrLogged is when an unreadable observation batch was last logged
