@@ -6,10 +6,12 @@
 // It starts an embedded NATS server and (unless -clickhouse is given) a private
 // clickhouse-server, then:
 //
-//  1. ceiling: publishes messages of the same size as the pipeline's input to a
-//     scratch stream and consumes them with Fetch + per-message Ack (the
-//     pipeline's own consume pattern), giving messages/s, hence events/s at
-//     -lines events per message;
+//  1. ceiling: publishes messages of the same size as the pipeline's input,
+//     each with a Nats-Msg-Id as the input has, to a scratch stream and
+//     consumes them with Fetch + per-message Ack (the pipeline's own consume
+//     pattern), giving messages/s, hence events/s at -lines events per
+//     message; the same again without the header (the client then decodes
+//     no header per message), as this step measured before;
 //  2. sink ceiling: inserts the same events, decoded but not scored, into
 //     ClickHouse in batches of -flush-rows, giving rows/s;
 //  3. pipeline: publishes the simulated fleet's events (-lines per message) to
@@ -188,13 +190,20 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 			len(in), schemas.DefaultPartitions, inAvg, float64(total)/float64(len(in)))
 	}
 
-	// 1. Ceiling.
-	rawMsgs, err := bus.RawConsumeRate(ctx, js, len(in), inAvg, 256)
+	// 1. Ceiling, of messages with a Nats-Msg-Id as the pipeline's input
+	// has (step 3), and without (what this line measured before p6).
+	perMsg := float64(total) / float64(len(in))
+	rawBare, err := bus.RawConsumeRate(ctx, js, len(in), inAvg, 256)
 	if err != nil {
 		return fmt.Errorf("cannot measure the raw consume rate: %w", err)
 	}
-	rawEvents := rawMsgs * float64(total) / float64(len(in))
-	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each): %.0f msgs/s = %.0f events/s at %.1f events/msg\n", rawMsgs, rawEvents, float64(total)/float64(len(in)))
+	rawMsgs, err := bus.RawConsumeRateWith(ctx, js, len(in), inAvg, 256, bus.RawOptions{MsgIDs: true})
+	if err != nil {
+		return fmt.Errorf("cannot measure the raw consume rate: %w", err)
+	}
+	rawEvents, rawBareEvents := rawMsgs*perMsg, rawBare*perMsg
+	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each, Nats-Msg-Id as the input): %.0f msgs/s = %.0f events/s at %.1f events/msg\n", rawMsgs, rawEvents, perMsg)
+	fmt.Printf("raw JetStream consume (Fetch 256 + Ack each, no header): %.0f msgs/s = %.0f events/s\n", rawBare, rawBareEvents)
 
 	// 2. The sink's ceiling: the same rows, decoded but not scored, inserted in
 	// batches of flushRows into a scratch database.
@@ -304,8 +313,8 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	ev := float64(max(p.M.Events.Load(), 1))
 	fmt.Printf("process during the pipeline: %.2fs CPU (%.2f cores) = %.1f µs/event; %.1f allocations/event; %d GC cycles\n",
 		cpu.Seconds(), cpu.Seconds()/elapsed.Seconds(), cpu.Seconds()*1e6/ev, float64(ms1.Mallocs-ms0.Mallocs)/ev, ms1.NumGC-ms0.NumGC)
-	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f\n",
-		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate))
+	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f   pipeline/raw JetStream without header: %.2f\n",
+		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate), rate/rawBareEvents)
 	return nil
 }
 

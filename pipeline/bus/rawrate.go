@@ -27,6 +27,19 @@ const (
 // stream is deleted on return, also on error. The server acks asynchronously,
 // so the rate counts Ack calls, not acknowledgements the server has processed.
 func RawConsumeRate(ctx context.Context, js jetstream.JetStream, n, size, batch int) (float64, error) {
+	return RawConsumeRateWith(ctx, js, n, size, batch, RawOptions{})
+}
+
+// RawOptions shape the messages RawConsumeRateWith publishes.
+type RawOptions struct {
+	// MsgIDs gives every message a Nats-Msg-Id header (a distinct id), as
+	// 'iotwatch ship' and bench/e2e publish the pipeline's input: the client
+	// then decodes a header with every message delivered.
+	MsgIDs bool
+}
+
+// RawConsumeRateWith is RawConsumeRate of messages shaped by o.
+func RawConsumeRateWith(ctx context.Context, js jetstream.JetStream, n, size, batch int, o RawOptions) (float64, error) {
 	if n <= 0 || size < 0 || batch <= 0 {
 		return 0, fmt.Errorf("cannot measure raw consume rate: n=%d, size=%d and batch=%d must be positive", n, size, batch)
 	}
@@ -46,7 +59,7 @@ func RawConsumeRate(ctx context.Context, js jetstream.JetStream, n, size, batch 
 		_ = js.DeleteStream(dctx, name)
 	}()
 
-	if err := publishScratch(ctx, js, subject, n, size); err != nil {
+	if err := publishScratch(ctx, js, subject, n, size, o.MsgIDs); err != nil {
 		return 0, err
 	}
 
@@ -87,16 +100,20 @@ func RawConsumeRate(ctx context.Context, js jetstream.JetStream, n, size, batch 
 	return float64(got) / elapsed.Seconds(), nil
 }
 
-// publishScratch publishes n messages of size bytes to subject and waits for
-// every PubAck.
-func publishScratch(ctx context.Context, js jetstream.JetStream, subject string, n, size int) error {
+// publishScratch publishes n messages of size bytes to subject, each with a
+// Nats-Msg-Id when msgIDs is set, and waits for every PubAck.
+func publishScratch(ctx context.Context, js jetstream.JetStream, subject string, n, size int, msgIDs bool) error {
 	payload := make([]byte, size)
 	for i := range payload {
 		payload[i] = 'a' + byte(i%26)
 	}
 	futures := make([]jetstream.PubAckFuture, 0, n)
-	for range n {
-		f, err := js.PublishAsync(subject, payload, jetstream.WithStallWait(rawFetchWait))
+	opts := []jetstream.PublishOpt{jetstream.WithStallWait(rawFetchWait)}
+	for i := range n {
+		if msgIDs {
+			opts = append(opts[:1], jetstream.WithMsgID(fmt.Sprint("raw-", i)))
+		}
+		f, err := js.PublishAsync(subject, payload, opts...)
 		if err != nil {
 			return fmt.Errorf("cannot publish to scratch subject %q: %w", subject, err)
 		}
