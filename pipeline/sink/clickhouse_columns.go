@@ -38,17 +38,18 @@ const InsertBlockRows = 4096
 // missing from rec or has an Arrow type that does not fit the column.
 //
 // rows, when not nil, selects the rows to append, in that order. The
-// functions reuse a buffer of their own from one call to the next: they are
-// not safe for concurrent use.
+// functions convert values into buffers they share (clickhouse-go copies
+// what it is given): call them one at a time.
 func arrowColumns(table *schemas.Table, rec arrow.RecordBatch, rows []int) ([]columnFunc, error) {
 	schema := rec.Schema()
 	cols := make([]columnFunc, len(table.Columns))
+	var bufs convertBufs
 	for i, c := range table.Columns {
 		idx := schema.FieldIndices(c.Name)
 		if len(idx) != 1 {
 			return nil, fmt.Errorf("cannot write Arrow record to ClickHouse table %q: it has %d fields named %q, want 1", table.Name, len(idx), c.Name)
 		}
-		f, err := arrowColumn(c.Type, rec.Column(idx[0]), rows)
+		f, err := arrowColumn(c.Type, rec.Column(idx[0]), rows, &bufs)
 		if err != nil {
 			return nil, fmt.Errorf("cannot write Arrow record to ClickHouse table %q: column %q: %w", table.Name, c.Name, err)
 		}
@@ -61,7 +62,7 @@ func arrowColumns(table *schemas.Table, rec arrow.RecordBatch, rows []int) ([]co
 // only its rows (in that order) when rows is not nil. Numeric columns of all
 // rows are appended without copying; strings are views into the Arrow buffers
 // (clickhouse-go copies them into its own block).
-func arrowColumn(chType string, arr arrow.Array, rows []int) (columnFunc, error) {
+func arrowColumn(chType string, arr arrow.Array, rows []int, bufs *convertBufs) (columnFunc, error) {
 	mismatch := func() (columnFunc, error) {
 		return nil, fmt.Errorf("arrow type %s does not fit ClickHouse type %s", arr.DataType(), chType)
 	}
@@ -74,13 +75,13 @@ func arrowColumn(chType string, arr arrow.Array, rows []int) (columnFunc, error)
 		// Units per second: 1 for seconds, 1000 for milliseconds, ...
 		div := int64(time.Second / a.DataType().(*arrow.TimestampType).Unit.Multiplier())
 		vals := a.TimestampValues()
-		return appendConverted(rows, func(r int) int64 { return clampDateTime(floorDiv(int64(vals[r]), div)) }), nil
+		return appendConverted(&bufs.int64s, rows, func(r int) int64 { return clampDateTime(floorDiv(int64(vals[r]), div)) }), nil
 	case "String":
 		a, ok := arr.(*array.String)
 		if !ok {
 			return mismatch()
 		}
-		return appendConverted(rows, a.Value), nil
+		return appendConverted(&bufs.strings, rows, a.Value), nil
 	case "Int64":
 		if a, ok := arr.(*array.Int64); ok {
 			return appendRows(a.Int64Values(), rows), nil
@@ -138,29 +139,38 @@ func appendRows[T any](vals []T, rows []int) columnFunc {
 	if rows == nil {
 		return func(bc driver.BatchColumn, lo, hi int) error { return bc.Append(vals[lo:hi]) }
 	}
-	return appendConverted(rows, func(r int) T { return vals[r] })
+	var buf []T // a selection of a numeric column (rows of too many days): rare
+	return appendConverted(&buf, rows, func(r int) T { return vals[r] })
+}
+
+// convertBufs are the buffers the columns of one record share to convert
+// a block's values in (clickhouse-go copies what it is given, so the next
+// column can reuse them): one of each type, not one per column and block.
+type convertBufs struct {
+	strings []string
+	int64s  []int64
 }
 
 // appendConverted returns a columnFunc appending value(r) of each row r in
-// [lo, hi) (of rows[lo:hi] when rows is not nil), converted into a buffer it
-// reuses from one call to the next (clickhouse-go copies what it appends).
-func appendConverted[T any](rows []int, value func(r int) T) columnFunc {
-	var buf []T
+// [lo, hi) (of rows[lo:hi] when rows is not nil), converted into *buf.
+func appendConverted[T any](buf *[]T, rows []int, value func(r int) T) columnFunc {
 	return func(bc driver.BatchColumn, lo, hi int) error {
-		if cap(buf) < hi-lo {
-			buf = make([]T, 0, hi-lo) // the first block is the largest
+		b := *buf
+		if cap(b) < hi-lo {
+			b = make([]T, 0, hi-lo) // the first block is the largest
 		}
-		buf = buf[:0]
+		b = b[:0]
 		if rows == nil {
 			for r := lo; r < hi; r++ {
-				buf = append(buf, value(r))
+				b = append(b, value(r))
 			}
 		} else {
 			for _, r := range rows[lo:hi] {
-				buf = append(buf, value(r))
+				b = append(b, value(r))
 			}
 		}
-		return bc.Append(buf)
+		*buf = b
+		return bc.Append(b)
 	}
 }
 
