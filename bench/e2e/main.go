@@ -313,6 +313,7 @@ func run(events, lines, devices int, dsn string, workers, flushRows, maxAckPendi
 	ev := float64(max(p.M.Events.Load(), 1))
 	fmt.Printf("process during the pipeline: %.2fs CPU (%.2f cores) = %.1f µs/event; %.1f allocations/event; %d GC cycles\n",
 		cpu.Seconds(), cpu.Seconds()/elapsed.Seconds(), cpu.Seconds()*1e6/ev, float64(ms1.Mallocs-ms0.Mallocs)/ev, ms1.NumGC-ms0.NumGC)
+	fmt.Printf("allocated %.0f bytes/event\n", float64(ms1.TotalAlloc-ms0.TotalAlloc)/ev)
 	fmt.Printf("ratio pipeline/raw JetStream: %.2f   pipeline/raw ClickHouse: %.2f   pipeline/min(both): %.2f   pipeline/raw JetStream without header: %.2f\n",
 		rate/rawEvents, rate/chRate, rate/min(rawEvents, chRate), rate/rawBareEvents)
 	return nil
