@@ -24,7 +24,9 @@ package pipeline
 // Each object is a format-4 checkpoint (package checkpoint) with the
 // stream position it covers in its header (and, for operators, in its
 // metadata with the partition count). A put replaces an object whole: a
-// reader that gets it sees the old object or the new one. Objects of one
+// get sees the old object or the new one, or fails when the put purged the
+// old object's chunks under it, and is then made again (loadAgain,
+// store_reread.go). Objects of one
 // save need not all land (a crash between puts): each is used at its own
 // position, and the catch-up judges again, for each partition, only the
 // messages after its own object's position (catchSkip).

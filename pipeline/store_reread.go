@@ -48,28 +48,36 @@ func (e *readFailure) Unwrap() error { return e.err }
 // loadAgain returns load's results, calling it again when its get of
 // object name failed and either the object was replaced since that get
 // read its info (its NUID, digest or modification time differ now: the
-// put purged the chunks the get streamed; a new get reads the new object)
-// or the get stalled (errObjectStalled: a new get has a new consumer of the
-// object's chunks; made again once), objectRereads times at most. Each is
-// logged at Warn with the object's name and counted
-// (Metrics.CheckpointRereads). A missing object, an incompatible one, and
-// a read that failed on an object that did not change (corrupt, truncated)
-// are not got again: its part cold-starts.
+// put purged the chunks the get streamed; a new get reads the new object),
+// or, once, the get stalled (errObjectStalled: a new get has a new
+// consumer of the object's chunks) or the object's read failed although
+// the object did not change (a stream the reader got wrong, which a new
+// get reads again; an object that is corrupt is refused twice);
+// objectRereads times at most. Each is logged at Warn with the object's
+// name and counted (Metrics.CheckpointRereads). A missing object or an
+// incompatible one is not got again: its part cold-starts, as it does
+// when the gets made again fail too.
 //
 // load must leave nothing of a failed load behind: what it put into the
 // tables is taken out before it returns an error, so that a load made again
 // starts from the tables as they were.
 func (p *Pipeline) loadAgain(ctx context.Context, name string, load func() (checkpoint.Meta, error)) (checkpoint.Meta, error) {
 	m, err := load()
-	stalledAgain := false
+	once := false
 	for again := 0; err != nil && again < objectRereads && ctx.Err() == nil; again++ {
 		var read *readFailure
+		failed := errors.As(err, &read)
 		switch {
-		case errors.As(err, &read) && p.replacedSince(ctx, name, read.info):
+		case failed && p.replacedSince(ctx, name, read.info):
 			p.log.Warn("a checkpoint object was replaced while it was read: getting it again", "checkpoint", p.objectName(name), "err", err)
-		case errors.Is(err, errObjectStalled) && !stalledAgain:
-			stalledAgain = true
+		case once:
+			return m, err
+		case errors.Is(err, errObjectStalled):
+			once = true
 			p.log.Warn("a checkpoint object's get stalled: getting it again", "checkpoint", p.objectName(name), "err", err)
+		case failed:
+			once = true
+			p.log.Warn("a checkpoint object's read failed: getting it again", "checkpoint", p.objectName(name), "err", err)
 		default:
 			return m, err
 		}

@@ -198,3 +198,118 @@ func TestRestoreReplacedObject(t *testing.T) {
 		t.Fatal("the test's hang bound passed")
 	}
 }
+
+// garblingStore is a checkpoint store whose first gets of object name
+// (garbles of them) deliver the object with one byte changed at offset at:
+// a stream the reader got wrong while the object stayed as it was.
+type garblingStore struct {
+	jetstream.ObjectStore
+	name    string
+	at      int
+	garbles atomic.Int32
+	gets    atomic.Int32
+}
+
+func (s *garblingStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	r, err := s.ObjectStore.Get(ctx, name, opts...)
+	if err != nil || name != s.name {
+		return r, err
+	}
+	s.gets.Add(1)
+	if s.garbles.Add(-1) < 0 {
+		return r, nil
+	}
+	return &garblingResult{ObjectResult: r, at: s.at}, nil
+}
+
+type garblingResult struct {
+	jetstream.ObjectResult
+	at, off int
+}
+
+func (r *garblingResult) Read(p []byte) (int, error) {
+	n, err := r.ObjectResult.Read(p)
+	if i := r.at - r.off; i >= 0 && i < n {
+		p[i] ^= 0x5a
+	}
+	r.off += n
+	return n, err
+}
+
+// TestRestoreMisreadObject: a read of an object that did not change fails
+// (here one byte of its stream changed on the way): the load gets it once
+// more and restores it; when that read fails too, the object is refused
+// (a corrupt object is not read for ever) and the partition cold-starts,
+// nothing of it left in the tables.
+func TestRestoreMisreadObject(t *testing.T) {
+	const devices, partitions, part = 3000, 4, 2
+	st := checkpointStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hang bound
+	defer cancel()
+	a, err := New(Config{Workers: 2, CheckpointStore: st, Partitions: partitions}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillDevices(a, devices, 0)
+	if _, err := a.savePartition(ctx, part, 77); err != nil {
+		t.Fatal(err)
+	}
+	name := schemas.CheckpointDevicesObject(part)
+	info, err := st.GetInfo(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[devKey]string{}
+	for k, v := range devicesOf(a) {
+		if schemas.PartitionOf(k.alt, partitions) == part {
+			want[k] = v
+		}
+	}
+	garbling := &garblingStore{ObjectStore: st, name: name, at: int(info.Size / 3)}
+
+	logs := &syncBuffer{}
+	b, err := New(Config{Workers: 2, Partitions: partitions}, nil, nil, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.cfg.CheckpointStore = garbling
+	garbling.garbles.Store(1)
+	m, err := b.loadPartition(ctx, part)
+	if err != nil {
+		t.Fatalf("one misread get: %v; want the object from the second get", err)
+	}
+	got := devicesOf(b)
+	if m.StreamSeq != 77 || len(got) != len(want) {
+		t.Fatalf("one misread get: %d devices at %d, want %d at 77", len(got), m.StreamSeq, len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("device %x: the record is not the object's", k.key)
+		}
+	}
+	if g, n := garbling.gets.Load(), b.M.CheckpointRereads.Load(); g != 2 || n != 1 {
+		t.Errorf("%d gets, %d counted as made again; want 2 and 1", g, n)
+	}
+	if !strings.Contains(logs.String(), `msg="a checkpoint object's read failed: getting it again"`) {
+		t.Errorf("the second get was not logged:\n%s", logs.String())
+	}
+
+	c, err := New(Config{Workers: 2, Partitions: partitions}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cfg.CheckpointStore = garbling
+	garbling.gets.Store(0)
+	garbling.garbles.Store(1 << 20)
+	_, err = c.loadPartition(ctx, part)
+	if err == nil || !strings.Contains(err.Error(), name) {
+		t.Fatalf("every get misread: err = %v; want one naming %q", err, name)
+	}
+	if g := garbling.gets.Load(); g != 2 {
+		t.Errorf("an object misread by every get was got %d times, want 2", g)
+	}
+	if n := len(devicesOf(c)); n != 0 {
+		t.Fatalf("the failed gets left %d devices in the tables; want none (a cold start)", n)
+	}
+	t.Logf("misread by every get: %v", err)
+}
