@@ -240,7 +240,8 @@ func (r *garblingResult) Read(p []byte) (int, error) {
 // (here one byte of its stream changed on the way): the load gets it once
 // more and restores it; when that read fails too, the object is refused
 // (a corrupt object is not read for ever) and the partition cold-starts,
-// nothing of it left in the tables.
+// nothing of it left in the tables. The global object's get at start is
+// made again the same way.
 func TestRestoreMisreadObject(t *testing.T) {
 	const devices, partitions, part = 3000, 4, 2
 	st := checkpointStore(t)
@@ -312,4 +313,24 @@ func TestRestoreMisreadObject(t *testing.T) {
 		t.Fatalf("the failed gets left %d devices in the tables; want none (a cold start)", n)
 	}
 	t.Logf("misread by every get: %v", err)
+
+	// The global object at start: read again, not a cold start of the
+	// class statistics.
+	a.lastSeq.Store(90)
+	if err := a.saveStore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	global := &garblingStore{ObjectStore: st, name: schemas.CheckpointGlobalObject, at: 100}
+	global.garbles.Store(1)
+	logs = &syncBuffer{}
+	d, err := New(Config{Workers: 2, CheckpointStore: global, Partitions: partitions}, nil, nil, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, n := global.gets.Load(), d.M.CheckpointRereads.Load(); g != 2 || n != 1 || strings.Contains(logs.String(), "cannot use the global checkpoint object") {
+		t.Errorf("global object misread once: %d gets, %d counted as made again (want 2 and 1):\n%s", g, n, logs.String())
+	}
+	if got := d.Restored(); got.StreamSeq != 90 || got.Records != devices {
+		t.Errorf("global object misread once: restored %d devices at %d, want %d at 90", got.Records, got.StreamSeq, devices)
+	}
 }
