@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,22 +126,31 @@ func TestRestoreReplacedObject(t *testing.T) {
 	}
 
 	// The owner saves again during each overlapped get, each time with
-	// other records at a later position.
+	// other records at a later position. A get given up while its put
+	// purges the old chunks returns before the put does: the puts take
+	// turns.
+	var mu sync.Mutex
 	saves := uint64(0)
 	replacing := &replacingStore{ObjectStore: st, name: name, after: 64 << 10, replace: func() error {
+		mu.Lock()
+		defer mu.Unlock()
 		saves++
 		fillNoise(owner, devices, saves)
 		_, err := owner.savePartition(ctx, part, 77+saves)
 		return err
 	}}
-	inPart := func() map[devKey]string {
+	// inPart returns the owner's records of the partition and the
+	// position of its last put, once no put is under way.
+	inPart := func() (map[devKey]string, uint64) {
+		mu.Lock()
+		defer mu.Unlock()
 		out := map[devKey]string{}
 		for k, v := range devicesOf(owner) {
 			if schemas.PartitionOf(k.alt, partitions) == part {
 				out[k] = v
 			}
 		}
-		return out
+		return out, 77 + saves
 	}
 
 	// Two gets overlapped in a row, the third one reads the object whole.
@@ -152,13 +162,13 @@ func TestRestoreReplacedObject(t *testing.T) {
 	b.cfg.CheckpointStore = replacing
 	replacing.overlaps.Store(2)
 	m, err := b.loadPartition(ctx, part)
+	want, last := inPart()
 	if err != nil {
-		t.Fatalf("%d gets, %d of them overlapped by a put: %v; want the object of the last put", replacing.gets.Load(), saves, err)
+		t.Fatalf("%d gets, %d of them overlapped by a put: %v; want the object of the last put", replacing.gets.Load(), last-77, err)
 	}
-	want := inPart()
 	got := devicesOf(b)
-	if m.StreamSeq != 77+saves || m.Records != uint64(len(want)) || len(got) != len(want) {
-		t.Fatalf("restored position %d and %d devices (%d in the tables), want the last put's: %d and %d", m.StreamSeq, m.Records, len(got), 77+saves, len(want))
+	if m.StreamSeq != last || m.Records != uint64(len(want)) || len(got) != len(want) {
+		t.Fatalf("restored position %d and %d devices (%d in the tables), want the last put's: %d and %d", m.StreamSeq, m.Records, len(got), last, len(want))
 	}
 	for k, v := range want {
 		if got[k] != v {
