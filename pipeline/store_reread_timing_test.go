@@ -11,7 +11,7 @@ import (
 // BenchmarkRestoreOverlappedGet restores an 8 MB partition object whose
 // first get is overlapped by a put of the object (the owner saving again
 // while the get is paused after 64 KB: replacingStore), at the default
-// objectStall: the time a restore loses to a get whose chunks were purged
+// objectStall and RestorePartition's deadline: the time a restore loses to a get whose chunks were purged
 // under it, which waits for the bound or meets the object replaced, then
 // the get made again.
 func BenchmarkRestoreOverlappedGet(b *testing.B) {
@@ -41,7 +41,10 @@ func BenchmarkRestoreOverlappedGet(b *testing.B) {
 	r.cfg.CheckpointStore = replacing
 	for b.Loop() {
 		replacing.overlaps.Store(1)
-		if _, err := r.loadPartition(ctx, part); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, storeTimeout) // as RestorePartition's
+		_, err := r.loadPartition(lctx, part)
+		cancel()
+		if err != nil {
 			b.Fatal(err)
 		}
 		for _, w := range r.workers {
