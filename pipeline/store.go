@@ -248,7 +248,7 @@ var errObjectStalled = errors.New("the object store sent nothing")
 
 // stallWatch cancels a get (and ends its reader with errObjectStalled) once
 // it has waited for the server for longer than its bound; and, once the get
-// has the object's info, as soon as a wait of more than an eighth of the
+// has the object's info, as soon as a wait of more than a sixteenth of the
 // bound meets the object replaced (errObjectReplaced: the put purged the
 // chunks the get waits for, which will not come).
 type stallWatch struct {
@@ -264,7 +264,7 @@ type stallWatch struct {
 func newStallWatch(bound time.Duration, cancel context.CancelFunc) *stallWatch {
 	w := &stallWatch{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		t := time.NewTicker(bound / 8)
+		t := time.NewTicker(bound / 16)
 		defer t.Stop()
 		for {
 			select {
@@ -283,7 +283,7 @@ func newStallWatch(bound time.Duration, cancel context.CancelFunc) *stallWatch {
 					w.cancel()
 					return
 				}
-				if f := w.replaced.Load(); f != nil && now.UnixNano()-at >= (bound/8).Nanoseconds() && (*f)() {
+				if f := w.replaced.Load(); f != nil && now.UnixNano()-at >= (bound/16).Nanoseconds() && (*f)() {
 					w.gone.Store(true)
 					if pw := w.pw.Load(); pw != nil {
 						pw.CloseWithError(errObjectReplaced)

@@ -14,7 +14,7 @@ package pipeline
 // object larger than that can be read from under a reader that is slow or
 // paused (TestRestoreReplacedObject), by a periodic save of a live owner or
 // any put while a new owner restores. A get waiting for chunks that will
-// not come is given up as soon as a wait of more than an eighth of
+// not come is given up as soon as a wait of more than a sixteenth of
 // objectStall meets the object replaced (stallWatch), else at objectStall;
 // loadAgain then gets the object again.
 

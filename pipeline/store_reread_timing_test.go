@@ -2,14 +2,15 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
-// BenchmarkRestoreOverlappedGet restores an 8 MB partition object whose
-// first get is overlapped by a put of the object (the owner saving again
+// BenchmarkRestoreOverlappedGet restores an 8 MB partition object, and one
+// whose first get is overlapped by a put of the object (the owner saving again
 // while the get is paused after 64 KB: replacingStore), at the default
 // objectStall and RestorePartition's deadline: the time a restore loses to a get whose chunks were purged
 // under it, which waits for the bound or meets the object replaced, then
@@ -34,22 +35,27 @@ func BenchmarkRestoreOverlappedGet(b *testing.B) {
 		_, err := owner.savePartition(ctx, part, seq)
 		return err
 	}}
-	r, err := New(Config{Workers: 2, Partitions: partitions}, nil, nil, nil, quiet)
-	if err != nil {
-		b.Fatal(err)
+	for _, overlaps := range []int32{0, 1} {
+		b.Run(fmt.Sprintf("overlapped=%d", overlaps), func(b *testing.B) {
+			r, err := New(Config{Workers: 2, Partitions: partitions}, nil, nil, nil, quiet)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.cfg.CheckpointStore = replacing
+			replacing.gets.Store(0)
+			for b.Loop() {
+				replacing.overlaps.Store(overlaps)
+				lctx, cancel := context.WithTimeout(ctx, storeTimeout) // as RestorePartition's
+				_, err := r.loadPartition(lctx, part)
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, w := range r.workers {
+					dropPartition(w.Table(), part, partitions)
+				}
+			}
+			b.ReportMetric(float64(replacing.gets.Load())/float64(b.N), "gets/op")
+		})
 	}
-	r.cfg.CheckpointStore = replacing
-	for b.Loop() {
-		replacing.overlaps.Store(1)
-		lctx, cancel := context.WithTimeout(ctx, storeTimeout) // as RestorePartition's
-		_, err := r.loadPartition(lctx, part)
-		cancel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, w := range r.workers {
-			dropPartition(w.Table(), part, partitions)
-		}
-	}
-	b.ReportMetric(float64(replacing.gets.Load())/float64(b.N), "gets/op")
 }
