@@ -497,8 +497,8 @@ func (p *Pipeline) saveEntities(ctx context.Context, q int, at uint64) (uint64, 
 // engines; the workers must be stopped or paused. The records it put are
 // taken out again when the object cannot be used (the partition then
 // cold-starts); records of the partition already in the tables are
-// overwritten by the object's. A get that stalls, or whose object was
-// replaced while it was read, is made again (loadAgain).
+// overwritten by the object's. A get whose read fails (the object replaced
+// while it was read, a stall, a misread) is made again as loadAgain says.
 func (p *Pipeline) loadPartition(ctx context.Context, part int) (checkpoint.Meta, error) {
 	return p.loadAgain(ctx, schemas.CheckpointDevicesObject(part), func() (checkpoint.Meta, error) { return p.loadPartitionOnce(ctx, part) })
 }
@@ -556,9 +556,8 @@ func (p *Pipeline) loadPartitionOnce(ctx context.Context, part int) (checkpoint.
 }
 
 // loadEntities restores object entities.<q> into the entity owners' tables,
-// taking the records out again when the object cannot be used. A get that
-// stalls, or whose object was replaced while it was read, is made again
-// (loadAgain).
+// taking the records out again when the object cannot be used. A get whose
+// read fails is made again as loadAgain says.
 func (p *Pipeline) loadEntities(ctx context.Context, q int) (checkpoint.Meta, error) {
 	return p.loadAgain(ctx, schemas.CheckpointEntitiesObject(q), func() (checkpoint.Meta, error) { return p.loadEntitiesOnce(ctx, q) })
 }
