@@ -75,6 +75,10 @@ type Metrics struct {
 	// the merged class view covered them (ClassGate), ClassHoldNanos the
 	// time it held, ClassHoldOverruns the holds given up at ClassHoldMax.
 	ClassHolds, ClassHoldNanos, ClassHoldOverruns atomic.Uint64
+	// CheckpointRereads counts the checkpoint objects got again after a
+	// get that failed: the object was replaced while it was read, or the
+	// get stalled (Pipeline.loadAgain).
+	CheckpointRereads atomic.Uint64
 }
 
 // findingCounts counts findings per detector and reason (the collector adds,
@@ -155,6 +159,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCatchUpUnchecked, "Events a partition's catch-up judged again without knowing whether the previous owner had stored them (ClickHouse unreachable): written again.", m.CatchUpUnchecked.Load())
 	counter(schemas.MetricHandoverWaits, "Partitions acquired while their previous owner was alive and had not released them: waited for its release.", m.HandoverWaits.Load())
 	counter(schemas.MetricHandoverWaitsGivenUp, "Waits for a partition's previous owner's release that reached their bound: its in-flight rows may be written twice.", m.HandoverWaitsGivenUp.Load())
+	counter(schemas.MetricCheckpointRereads, "Checkpoint objects got again after a get that failed: replaced while it was read, or stalled.", m.CheckpointRereads.Load())
 	counter(schemas.MetricRedeliveredDone, "Redelivered messages acked without being judged again: dispatched already in this run, or durable before a restart.", m.RedeliveredDone.Load())
 	if p.gate != nil {
 		counter(schemas.MetricClassHolds, "Times events were held back until the merged class view covered their event time.", m.ClassHolds.Load())

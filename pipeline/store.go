@@ -24,7 +24,9 @@ package pipeline
 // Each object is a format-4 checkpoint (package checkpoint) with the
 // stream position it covers in its header (and, for operators, in its
 // metadata with the partition count). A put replaces an object whole: a
-// reader that gets it sees the old object or the new one. Objects of one
+// get sees the old object or the new one, or fails when the put purged the
+// old object's chunks under it, and is then made again (loadAgain,
+// store_reread.go). Objects of one
 // save need not all land (a crash between puts): each is used at its own
 // position, and the catch-up judges again, for each partition, only the
 // messages after its own object's position (catchSkip).
@@ -162,7 +164,11 @@ func (p *Pipeline) putObjectAs(ctx context.Context, name string, meta checkpoint
 // getObject restores the object name (checkpoint.Decode) into to and model.
 // A missing object is ErrNoCheckpointObject; an object split by another
 // partition count is checkpoint.ErrIncompatible; a get that receives
-// nothing for objectStall is errObjectStalled.
+// nothing for objectStall is errObjectStalled. A read that fails once the
+// get has the object's info (other than checkpoint.ErrIncompatible: a
+// stall, a short read, a wrong digest, what the decoder refuses) is a
+// *readFailure carrying that info, which loadAgain compares with the
+// object's info now.
 func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Target, model *detectors.ClassModel) (checkpoint.Meta, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -182,8 +188,20 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 		r.Close()
 		return checkpoint.Meta{}, fmt.Errorf("cannot get checkpoint %q: %w", p.objectName(name), err)
 	}
+	w.watchReplaced(func() bool {
+		ictx, cancel := context.WithTimeout(ctx, objectStall/8)
+		defer cancel()
+		replaced, _ := p.objectReplaced(ictx, name, info)
+		return replaced
+	})
 	body := w.reader(r) // closes r
 	defer body.Close()
+	failed := func(err error) error {
+		if err == nil || errors.Is(err, checkpoint.ErrIncompatible) {
+			return err
+		}
+		return &readFailure{info: info, err: err}
+	}
 	if got := info.Metadata[schemas.CheckpointMetaPartitions]; got != strconv.Itoa(p.cfg.Partitions) {
 		return checkpoint.Meta{}, fmt.Errorf("cannot restore %q: saved with %q partitions, this scorer uses %d: %w",
 			p.objectName(name), got, p.cfg.Partitions, checkpoint.ErrIncompatible)
@@ -206,7 +224,7 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 			err = fmt.Errorf("cannot restore %q: %w", p.objectName(name), err)
 		}
 	}
-	return m, w.cause(err)
+	return m, failed(w.cause(err))
 }
 
 // objectStall bounds how long a checkpoint object's get may wait for the
@@ -216,13 +234,12 @@ func (p *Pipeline) getObject(ctx context.Context, name string, to checkpoint.Tar
 // (storeTimeout, 5 min) in the 3-node cluster test, the scorer's ingest
 // loop waiting with it (bench/RESULTS.md, c2 run 10). Time the decoder
 // spends is not counted: a large object that keeps arriving is never cut.
-// A get that stalls fails with errObjectStalled; loadPartition and
-// loadEntities get the object once more (a new get, a new consumer), then
-// the partition cold-starts (RestorePartition: learned from the stream when
-// its previous owner judged messages). The global object's get at start is
-// not made again: its class statistics start cold, as with any object that
-// cannot be used. The goroutine of a stalled read ends at the get's
-// deadline.
+// A get that stalls fails with errObjectStalled; loadPartition,
+// loadEntities and the global object's restore get the object once more (a
+// new get, a new consumer; loadAgain), then the partition cold-starts
+// (RestorePartition: learned from the stream when its previous owner judged
+// messages; for the global object, its class statistics start cold). The
+// goroutine of a stalled read ends at the get's deadline.
 var objectStall = 30 * time.Second
 
 // errObjectStalled reports a checkpoint object's get that received nothing
@@ -230,29 +247,46 @@ var objectStall = 30 * time.Second
 var errObjectStalled = errors.New("the object store sent nothing")
 
 // stallWatch cancels a get (and ends its reader with errObjectStalled) once
-// it has waited for the server for longer than its bound.
+// it has waited for the server for longer than its bound; and, once the get
+// has the object's info, as soon as a wait of more than a sixteenth of the
+// bound meets the object replaced (errObjectReplaced: the put purged the
+// chunks the get waits for, which will not come).
 type stallWatch struct {
-	since   atomic.Int64 // when the wait under way began (Unix ns), 0 when none
-	stalled atomic.Bool
-	cancel  context.CancelFunc
-	pw      atomic.Pointer[io.PipeWriter]
-	done    chan struct{}
+	since    atomic.Int64 // when the wait under way began (Unix ns), 0 when none
+	stalled  atomic.Bool
+	gone     atomic.Bool                 // the object was replaced during a wait
+	replaced atomic.Pointer[func() bool] // whether the object was replaced since the get read its info
+	cancel   context.CancelFunc
+	pw       atomic.Pointer[io.PipeWriter]
+	done     chan struct{}
 }
 
 func newStallWatch(bound time.Duration, cancel context.CancelFunc) *stallWatch {
 	w := &stallWatch{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		t := time.NewTicker(bound / 8)
+		t := time.NewTicker(bound / 16)
 		defer t.Stop()
 		for {
 			select {
 			case <-w.done:
 				return
 			case now := <-t.C:
-				if at := w.since.Load(); at != 0 && now.UnixNano()-at > bound.Nanoseconds() {
+				at := w.since.Load()
+				if at == 0 {
+					continue
+				}
+				if now.UnixNano()-at > bound.Nanoseconds() {
 					w.stalled.Store(true)
 					if pw := w.pw.Load(); pw != nil {
 						pw.CloseWithError(fmt.Errorf("nothing for %s: %w", bound, errObjectStalled))
+					}
+					w.cancel()
+					return
+				}
+				if f := w.replaced.Load(); f != nil && now.UnixNano()-at >= (bound/16).Nanoseconds() && (*f)() {
+					w.gone.Store(true)
+					if pw := w.pw.Load(); pw != nil {
+						pw.CloseWithError(errObjectReplaced)
 					}
 					w.cancel()
 					return
@@ -274,13 +308,22 @@ func (w *stallWatch) waiting(on bool) {
 
 func (w *stallWatch) stop() { close(w.done) }
 
-// cause returns errObjectStalled (wrapped) for an error of a get w cut.
+// cause returns errObjectStalled or errObjectReplaced (wrapped) for an
+// error of a get w cut.
 func (w *stallWatch) cause(err error) error {
 	if err != nil && w.stalled.Load() && !errors.Is(err, errObjectStalled) {
 		return fmt.Errorf("nothing for %s: %w", objectStall, errors.Join(errObjectStalled, err))
 	}
+	if err != nil && w.gone.Load() && !errors.Is(err, errObjectReplaced) {
+		return errors.Join(errObjectReplaced, err)
+	}
 	return err
 }
+
+// watchReplaced makes w check, during a wait of its get's reads, whether
+// the object was replaced since the get read its info (replaced must
+// return within an eighth of w's bound).
+func (w *stallWatch) watchReplaced(replaced func() bool) { w.replaced.Store(&replaced) }
 
 // reader returns r's bytes through a pipe filled by a goroutine, so that a
 // read blocked on the server can be given up: the object's reader does not
@@ -454,21 +497,10 @@ func (p *Pipeline) saveEntities(ctx context.Context, q int, at uint64) (uint64, 
 // engines; the workers must be stopped or paused. The records it put are
 // taken out again when the object cannot be used (the partition then
 // cold-starts); records of the partition already in the tables are
-// overwritten by the object's. A get that stalls is made once more.
+// overwritten by the object's. A get whose read fails (the object replaced
+// while it was read, a stall, a misread) is made again as loadAgain says.
 func (p *Pipeline) loadPartition(ctx context.Context, part int) (checkpoint.Meta, error) {
-	return p.againIfStalled(ctx, schemas.CheckpointDevicesObject(part), func() (checkpoint.Meta, error) { return p.loadPartitionOnce(ctx, part) })
-}
-
-// againIfStalled returns load's results, calling it once more when its get
-// of object name stalled (errObjectStalled: a new get, with a new consumer
-// of the object's chunks). load must leave nothing of a failed load behind.
-func (p *Pipeline) againIfStalled(ctx context.Context, name string, load func() (checkpoint.Meta, error)) (checkpoint.Meta, error) {
-	m, err := load()
-	if errors.Is(err, errObjectStalled) && ctx.Err() == nil {
-		p.log.Warn("a checkpoint object's get stalled: getting it again", "checkpoint", p.objectName(name), "err", err)
-		m, err = load()
-	}
-	return m, err
+	return p.loadAgain(ctx, schemas.CheckpointDevicesObject(part), func() (checkpoint.Meta, error) { return p.loadPartitionOnce(ctx, part) })
 }
 
 func (p *Pipeline) loadPartitionOnce(ctx context.Context, part int) (checkpoint.Meta, error) {
@@ -524,10 +556,10 @@ func (p *Pipeline) loadPartitionOnce(ctx context.Context, part int) (checkpoint.
 }
 
 // loadEntities restores object entities.<q> into the entity owners' tables,
-// taking the records out again when the object cannot be used. A get that
-// stalls is made once more.
+// taking the records out again when the object cannot be used. A get whose
+// read fails is made again as loadAgain says.
 func (p *Pipeline) loadEntities(ctx context.Context, q int) (checkpoint.Meta, error) {
-	return p.againIfStalled(ctx, schemas.CheckpointEntitiesObject(q), func() (checkpoint.Meta, error) { return p.loadEntitiesOnce(ctx, q) })
+	return p.loadAgain(ctx, schemas.CheckpointEntitiesObject(q), func() (checkpoint.Meta, error) { return p.loadEntitiesOnce(ctx, q) })
 }
 
 func (p *Pipeline) loadEntitiesOnce(ctx context.Context, q int) (checkpoint.Meta, error) {
@@ -574,7 +606,11 @@ func (p *Pipeline) loadEntitiesOnce(ctx context.Context, q int) (checkpoint.Meta
 func (p *Pipeline) restoreStore(ctx context.Context) error {
 	start := time.Now()
 	P := p.cfg.Partitions
-	global, err := p.getObject(ctx, schemas.CheckpointGlobalObject, checkpoint.Target{Put: func(uint64, uint64, int64, []byte) {}}, p.model)
+	// A failed read puts nothing into the model (Decode restores it after
+	// the checksum), so it may be got again.
+	global, err := p.loadAgain(ctx, schemas.CheckpointGlobalObject, func() (checkpoint.Meta, error) {
+		return p.getObject(ctx, schemas.CheckpointGlobalObject, checkpoint.Target{Put: func(uint64, uint64, int64, []byte) {}}, p.model)
+	})
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("cannot restore the checkpoint: %w", err)

@@ -68,6 +68,10 @@ const (
 	// written by both).
 	MetricHandoverWaits        = "iotwatch_partition_handover_waits_total"
 	MetricHandoverWaitsGivenUp = "iotwatch_partition_handover_waits_given_up_total"
+	// MetricCheckpointRereads counts the checkpoint objects a restore got
+	// again after a get that failed: the object was replaced while it was
+	// read (a put purges the chunks a get streams), or the get stalled.
+	MetricCheckpointRereads = "iotwatch_checkpoint_reads_retried_total"
 	// MetricRedeliveredDone counts redelivered messages acked without being
 	// judged again: dispatched already in this run, or durable before a restart.
 	MetricRedeliveredDone = "iotwatch_messages_redelivered_done_total"
