@@ -1,9 +1,13 @@
 package detectors
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -73,30 +77,78 @@ func (r ParamRange) Judge(x float64) (z, bound float64) {
 // learned, so an attacker cannot widen it; instead a 64-bit sketch counts the
 // devices that sent them, and a range that ParamShiftDevices devices
 // contradict restarts (the class changed). The table is fixed-size and
-// open-addressed (40 bytes per slot): when it is full new keys are not
+// open-addressed (64 bytes per slot): when it is full new keys are not
 // learned (Saturated counts them) and their arguments are not judged.
 //
 // Learn is safe for concurrent use: each word is updated atomically (the
 // center and scale together, by compare-and-swap); concurrent learners of
 // one key may interleave, and the result is deterministic given one order of
 // Learn calls.
+//
+// A slot's words are packed in one 64-byte cache line (paramStride words,
+// the line-aligned array of slots), so that a look-up and what it reads
+// after the key miss the caches once, not once per word in arrays of their
+// own (bench/RESULTS.md, a5). Snapshots still hold one column per word
+// (AppendWords), as when each had its array.
 type ParamTable struct {
-	keys      []atomic.Uint64
-	stats     []atomic.Uint64 // center (float32 bits) << 32 | scale (float32 bits), unfloored
-	events    []atomic.Uint64 // values learned
-	devs      []atomic.Uint64 // sketch of devices that taught the range
-	outs      []atomic.Uint64 // sketch of devices that sent out-of-range values
+	slots     []atomic.Uint64 // paramStride words per slot, 64-byte aligned: see pKey..pOuts
+	mask      uint64          // slots - 1
 	saturated atomic.Uint64
 }
+
+// A ParamTable slot's words, in the order of the snapshot's columns.
+const (
+	pKey    = iota // the key, as Slot keeps it (0: empty)
+	pStats         // center (float32 bits) << 32 | scale (float32 bits), unfloored
+	pEvents        // values learned
+	pDevs          // sketch of devices that taught the range
+	pOuts          // sketch of devices that sent out-of-range values
+	pWords         // words a slot holds, and columns of the snapshot
+	// paramStride is the words from one slot to the next: a cache line.
+	paramStride = 8
+)
 
 // NewParamTable returns a table of slots (class, command, argument) keys,
 // rounded up to a power of two (at least 1024).
 func NewParamTable(slots int) *ParamTable {
 	n := TableSize(slots)
-	return &ParamTable{
-		keys: make([]atomic.Uint64, n), stats: make([]atomic.Uint64, n),
-		events: make([]atomic.Uint64, n), devs: make([]atomic.Uint64, n), outs: make([]atomic.Uint64, n),
+	w := make([]atomic.Uint64, (n+1)*paramStride) // a slot more, to align them to a line
+	off := 0
+	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(w))) % 64); r != 0 {
+		off = (64 - r) / 8 // Go aligns w to 8 bytes at least
 	}
+	return &ParamTable{slots: w[off : off+n*paramStride : off+n*paramStride], mask: uint64(n - 1)}
+}
+
+// word returns word k (pKey..pOuts) of slot j.
+func (t *ParamTable) word(j, k int) *atomic.Uint64 { return &t.slots[j*paramStride+k] }
+
+// slot returns key's slot, claiming an empty one when insert is set; -1
+// when key is absent, or new and its MaxProbe slots are taken. It probes
+// as Slot does over an array of keys (the same slots in the same order, the
+// same claim), so a key lands in the slot it had when the keys were an
+// array of their own, and snapshots of either layout load into the other.
+func (t *ParamTable) slot(key uint64, insert bool) int {
+	if key == 0 {
+		key = 1 // 0 marks an empty slot
+	}
+	for i := uint64(0); i < MaxProbe; i++ {
+		j := int((key + i) & t.mask)
+		w := t.word(j, pKey)
+		k := w.Load()
+		if k == key {
+			return j
+		}
+		if k == 0 {
+			if !insert {
+				return -1
+			}
+			if w.CompareAndSwap(0, key) || w.Load() == key {
+				return j
+			}
+		}
+	}
+	return -1
 }
 
 // paramKey mixes differently from pairKey and transitionKey.
@@ -108,7 +160,7 @@ func paramKey(class, command, name uint64) uint64 {
 // ClassParam returns the range learned for the argument name of command in
 // class; the zero ParamRange if none.
 func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
-	j := Slot(t.keys, paramKey(class, command, name), false)
+	j := t.slot(paramKey(class, command, name), false)
 	if j < 0 {
 		return ParamRange{}
 	}
@@ -116,15 +168,15 @@ func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
 }
 
 func (t *ParamTable) load(j int) ParamRange {
-	c, s, ok := unpackStats(t.stats[j].Load())
+	c, s, ok := unpackStats(t.word(j, pStats).Load())
 	if !ok {
 		return ParamRange{} // a corrupt snapshot: no history
 	}
-	r := ParamRange{Center: c, Events: t.events[j].Load()}
+	r := ParamRange{Center: c, Events: t.word(j, pEvents).Load()}
 	if r.Events > 0 {
 		r.Scale = floorScale(c, s)
 	}
-	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load())) // a table look-up
+	r.Devices = LinearCount(64, bits.OnesCount64(t.word(j, pDevs).Load())) // a table look-up
 	return r
 }
 
@@ -161,7 +213,7 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 		if !(math.Abs(a.Value) <= paramMaxAbs) {
 			continue
 		}
-		j := Slot(t.keys, paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
+		j := t.slot(paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
 		if j < 0 {
 			t.saturated.Add(1)
 			continue
@@ -183,7 +235,7 @@ func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, 
 	if !(math.Abs(x) <= paramMaxAbs) {
 		return
 	}
-	j := Slot(t.keys, paramKey(class, command, name), true)
+	j := t.slot(paramKey(class, command, name), true)
 	if j < 0 {
 		t.saturated.Add(1)
 		return
@@ -194,23 +246,24 @@ func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, 
 // learn teaches slot j the value x unless it is more than learnK (at most
 // ParamK) scales from the center of a Ready range.
 func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
+	stats, events, devs, outs := t.word(j, pStats), t.word(j, pEvents), t.word(j, pDevs), t.word(j, pOuts)
 	if r := t.load(j); r.Ready() && r.Scale > 0 && math.Abs(x-r.Center) > learnK*r.Scale {
-		SetBit(&t.outs[j], DeviceBit(device))
-		if LinearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
-			t.stats[j].Store(0)
-			t.events[j].Store(0)
-			t.devs[j].Store(0)
-			t.outs[j].Store(0)
+		SetBit(outs, DeviceBit(device))
+		if LinearCount(64, bits.OnesCount64(outs.Load())) >= ParamShiftDevices {
+			stats.Store(0)
+			events.Store(0)
+			devs.Store(0)
+			outs.Store(0)
 		}
 		return
 	}
-	n := t.events[j].Add(1)
+	n := events.Add(1)
 	if n%ParamShiftWindow == 0 {
-		t.outs[j].Store(0) // out-of-range devices count over a window, not forever
+		outs.Store(0) // out-of-range devices count over a window, not forever
 	}
-	SetBit(&t.devs[j], DeviceBit(device))
+	SetBit(devs, DeviceBit(device))
 	for {
-		old := t.stats[j].Load() // again: read just before the swap, as concurrent learners of j swap it too
+		old := stats.Load() // again: read just before the swap, as concurrent learners of j swap it too
 		c, s, ok := unpackStats(old)
 		switch {
 		case n == 1 || !ok:
@@ -223,7 +276,7 @@ func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
 			c = stepToward(c, step, x)
 			s += ParamScaleRate * (math.Abs(x-c) - s)
 		}
-		if t.stats[j].CompareAndSwap(old, packStats(c, s)) {
+		if stats.CompareAndSwap(old, packStats(c, s)) {
 			return
 		}
 	}
@@ -253,7 +306,40 @@ func stepToward(c, step, x float64) float64 {
 // Saturated returns how many values found the table full.
 func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
 
-// Arrays returns the table's arrays, for snapshots (AppendWords, LoadWords).
-func (t *ParamTable) Arrays() [][]atomic.Uint64 {
-	return [][]atomic.Uint64{t.keys, t.stats, t.events, t.devs, t.outs}
+// Words is how many words AppendWords appends: pWords columns of one word
+// per slot.
+func (t *ParamTable) Words() int { return pWords * (int(t.mask) + 1) }
+
+// AppendWords appends the table's words to dst as the columns of its slots
+// (their keys, then the stats, events, devices and out-of-range sketches),
+// each little-endian in slot order: the encoding of the arrays of
+// AppendWords, as the table held one per column. Concurrent learning may
+// or may not be included; take it while workers are stopped for an exact
+// copy.
+func (t *ParamTable) AppendWords(dst []byte) []byte {
+	at, size := len(dst), 8*t.Words()
+	dst = slices.Grow(dst, size)[:at+size]
+	b, n := dst[at:], int(t.mask)+1
+	for k := range pWords {
+		for j := range n {
+			binary.LittleEndian.PutUint64(b[8*(k*n+j):], t.word(j, k).Load())
+		}
+	}
+	return dst
+}
+
+// LoadWords replaces the table's contents with words AppendWords wrote for
+// a table of the same size; b of another length is an error, and the table
+// is then unchanged.
+func (t *ParamTable) LoadWords(b []byte) error {
+	if len(b) != 8*t.Words() {
+		return fmt.Errorf("cannot load argument ranges: %d bytes, want %d", len(b), 8*t.Words())
+	}
+	n := int(t.mask) + 1
+	for k := range pWords {
+		for j := range n {
+			t.word(j, k).Store(binary.LittleEndian.Uint64(b[8*(k*n+j):]))
+		}
+	}
+	return nil
 }

@@ -50,7 +50,7 @@ func teachGolden() (tab *ParamTable, class, command uint64) {
 
 // paramColumns is the table's encoding in snapshots: its columns (keys,
 // stats, events, devices, outs), each slot's word in order, little-endian.
-func paramColumns(tab *ParamTable) []byte { return AppendWords(nil, tab.Arrays()...) }
+func paramColumns(tab *ParamTable) []byte { return tab.AppendWords(nil) }
 
 // TestParamTableEncoding: the snapshot encoding of a ParamTable (part of
 // the command and upload statistics' snapshots, in checkpoints and class
@@ -63,40 +63,14 @@ func TestParamTableEncoding(t *testing.T) {
 	tab, class, command := teachGolden()
 	got := paramColumns(tab)
 	if *updateParams {
-		var b strings.Builder
-		b.WriteString("# ParamTable columns of teachGolden: column slot word (hex), non-zero words only; 5 columns of 1024 slots\n")
-		for i := 0; i < len(got); i += 8 {
-			if w := binary.LittleEndian.Uint64(got[i:]); w != 0 {
-				fmt.Fprintf(&b, "%d %d %016x\n", i/8/1024, i/8%1024, w)
-			}
-		}
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeColumnsGolden(t, path, "ParamTable columns of teachGolden: column slot word (hex), non-zero words only; 5 columns of 1024 slots", got)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want := make([]byte, 5*1024*8)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "#") {
-			continue
-		}
-		var col, slot int
-		var w uint64
-		if _, err := fmt.Sscanf(sc.Text(), "%d %d %x", &col, &slot, &w); err != nil {
-			t.Fatalf("%s: %q: %v", path, sc.Text(), err)
-		}
-		binary.LittleEndian.PutUint64(want[8*(col*1024+slot):], w)
-	}
+	want := readColumnsGolden(t, path, 5)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("the encoding of the taught table differs from %s", path)
 	}
 	loaded := NewParamTable(1024)
-	if err := LoadWords(want, loaded.Arrays()...); err != nil {
+	if err := loaded.LoadWords(want); err != nil {
 		t.Fatal(err)
 	}
 	if again := paramColumns(loaded); !bytes.Equal(again, want) {
@@ -108,4 +82,43 @@ func TestParamTableEncoding(t *testing.T) {
 			t.Fatalf("argument a%d: taught %+v, loaded %+v", arg, a, b)
 		}
 	}
+}
+
+// writeColumnsGolden writes the non-zero words of b, columns of 1024 slots,
+// as "column slot word" lines under a comment line.
+func writeColumnsGolden(t *testing.T, path, comment string, b []byte) {
+	var out strings.Builder
+	fmt.Fprintf(&out, "# %s\n", comment)
+	for i := 0; i < len(b); i += 8 {
+		if w := binary.LittleEndian.Uint64(b[i:]); w != 0 {
+			fmt.Fprintf(&out, "%d %d %016x\n", i/8/1024, i/8%1024, w)
+		}
+	}
+	if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readColumnsGolden reads what writeColumnsGolden wrote, cols columns of
+// 1024 slots.
+func readColumnsGolden(t *testing.T, path string, cols int) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, cols*1024*8)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "#") {
+			continue
+		}
+		var col, slot int
+		var w uint64
+		if _, err := fmt.Sscanf(sc.Text(), "%d %d %x", &col, &slot, &w); err != nil || col >= cols || slot >= 1024 {
+			t.Fatalf("%s: %q: %v", path, sc.Text(), err)
+		}
+		binary.LittleEndian.PutUint64(b[8*(col*1024+slot):], w)
+	}
+	return b
 }
