@@ -1,13 +1,9 @@
 package detectors
 
 import (
-	"encoding/binary"
-	"fmt"
 	"math"
 	"math/bits"
-	"slices"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/iotwatch/iotwatch/schemas"
 )
@@ -85,14 +81,12 @@ func (r ParamRange) Judge(x float64) (z, bound float64) {
 // one key may interleave, and the result is deterministic given one order of
 // Learn calls.
 //
-// A slot's words are packed in one 64-byte cache line (paramStride words,
-// the line-aligned array of slots), so that a look-up and what it reads
-// after the key miss the caches once, not once per word in arrays of their
-// own (bench/RESULTS.md, a5). Snapshots still hold one column per word
-// (AppendWords), as when each had its array.
+// A slot's words are packed in one 64-byte cache line (packedSlots), so
+// that a look-up and what it reads after the key miss the caches once.
+// Snapshots still hold one column per word (AppendWords), as when each had
+// its array.
 type ParamTable struct {
-	slots     []atomic.Uint64 // paramStride words per slot, 64-byte aligned: see pKey..pOuts
-	mask      uint64          // slots - 1
+	slots     packedSlots // pWords words per slot, in a cache line: pKey..pOuts
 	saturated atomic.Uint64
 }
 
@@ -104,52 +98,19 @@ const (
 	pDevs          // sketch of devices that taught the range
 	pOuts          // sketch of devices that sent out-of-range values
 	pWords         // words a slot holds, and columns of the snapshot
-	// paramStride is the words from one slot to the next: a cache line.
-	paramStride = 8
 )
 
 // NewParamTable returns a table of slots (class, command, argument) keys,
 // rounded up to a power of two (at least 1024).
 func NewParamTable(slots int) *ParamTable {
-	n := TableSize(slots)
-	w := make([]atomic.Uint64, (n+1)*paramStride) // a slot more, to align them to a line
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(w))) % 64); r != 0 {
-		off = (64 - r) / 8 // Go aligns w to 8 bytes at least
-	}
-	return &ParamTable{slots: w[off : off+n*paramStride : off+n*paramStride], mask: uint64(n - 1)}
+	return &ParamTable{slots: newPackedSlots(slots, pWords, 8)}
 }
 
 // word returns word k (pKey..pOuts) of slot j.
-func (t *ParamTable) word(j, k int) *atomic.Uint64 { return &t.slots[j*paramStride+k] }
+func (t *ParamTable) word(j, k int) *atomic.Uint64 { return t.slots.word(j, k) }
 
-// slot returns key's slot, claiming an empty one when insert is set; -1
-// when key is absent, or new and its MaxProbe slots are taken. It probes
-// as Slot does over an array of keys (the same slots in the same order, the
-// same claim), so a key lands in the slot it had when the keys were an
-// array of their own, and snapshots of either layout load into the other.
-func (t *ParamTable) slot(key uint64, insert bool) int {
-	if key == 0 {
-		key = 1 // 0 marks an empty slot
-	}
-	for i := uint64(0); i < MaxProbe; i++ {
-		j := int((key + i) & t.mask)
-		w := t.word(j, pKey)
-		k := w.Load()
-		if k == key {
-			return j
-		}
-		if k == 0 {
-			if !insert {
-				return -1
-			}
-			if w.CompareAndSwap(0, key) || w.Load() == key {
-				return j
-			}
-		}
-	}
-	return -1
-}
+// slot returns key's slot (packedSlots.slot).
+func (t *ParamTable) slot(key uint64, insert bool) int { return t.slots.slot(key, insert) }
 
 // paramKey mixes differently from pairKey and transitionKey.
 func paramKey(class, command, name uint64) uint64 {
@@ -308,38 +269,17 @@ func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
 
 // Words is how many words AppendWords appends: pWords columns of one word
 // per slot.
-func (t *ParamTable) Words() int { return pWords * (int(t.mask) + 1) }
+func (t *ParamTable) Words() int { return t.slots.words() }
 
 // AppendWords appends the table's words to dst as the columns of its slots
 // (their keys, then the stats, events, devices and out-of-range sketches),
-// each little-endian in slot order: the encoding of the arrays of
-// AppendWords, as the table held one per column. Concurrent learning may
-// or may not be included; take it while workers are stopped for an exact
-// copy.
-func (t *ParamTable) AppendWords(dst []byte) []byte {
-	at, size := len(dst), 8*t.Words()
-	dst = slices.Grow(dst, size)[:at+size]
-	b, n := dst[at:], int(t.mask)+1
-	for k := range pWords {
-		for j := range n {
-			binary.LittleEndian.PutUint64(b[8*(k*n+j):], t.word(j, k).Load())
-		}
-	}
-	return dst
-}
+// each little-endian in slot order: the encoding of AppendWords of the
+// arrays the table held, one per column, before its slots were packed.
+// Concurrent learning may or may not be included; take it while workers are
+// stopped for an exact copy.
+func (t *ParamTable) AppendWords(dst []byte) []byte { return t.slots.appendWords(dst) }
 
 // LoadWords replaces the table's contents with words AppendWords wrote for
 // a table of the same size; b of another length is an error, and the table
 // is then unchanged.
-func (t *ParamTable) LoadWords(b []byte) error {
-	if len(b) != 8*t.Words() {
-		return fmt.Errorf("cannot load argument ranges: %d bytes, want %d", len(b), 8*t.Words())
-	}
-	n := int(t.mask) + 1
-	for k := range pWords {
-		for j := range n {
-			t.word(j, k).Store(binary.LittleEndian.Uint64(b[8*(k*n+j):]))
-		}
-	}
-	return nil
-}
+func (t *ParamTable) LoadWords(b []byte) error { return t.slots.loadWords(b, "argument ranges") }

@@ -56,10 +56,10 @@ func TestDeviceSketchesEncoding(t *testing.T) {
 	}
 }
 
-func sketchColumns(s *DeviceSketches) []byte { return AppendWords(nil, s.Arrays()...) }
+func sketchColumns(s *DeviceSketches) []byte { return s.AppendWords(nil) }
 
 func loadSketchColumns(t *testing.T, s *DeviceSketches, b []byte) {
-	if err := LoadWords(b, s.Arrays()...); err != nil {
+	if err := s.LoadWords(b); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -202,12 +202,8 @@ func (s *Stats) Saturated() uint64 {
 // adoptions; 3: and first times of commands and transitions).
 const statsVersion = 3
 
-// The snapshot holds the sketches' arrays (sketches), the argument ranges'
-// columns (detectors.ParamTable.AppendWords), then the other arrays (rest).
-func (s *Stats) sketches() [][]atomic.Uint64 {
-	return append(s.commands.Arrays(), s.transitions.Arrays()...)
-}
-
+// The snapshot holds the commands' and the transitions' sketches and the
+// argument ranges (their AppendWords), then the other arrays (rest).
 func (s *Stats) rest() [][]atomic.Uint64 {
 	a := append(s.adopted.arrays(), s.firstCmd.arrays()...)
 	return append(a, s.firstStep.arrays()...)
@@ -216,7 +212,8 @@ func (s *Stats) rest() [][]atomic.Uint64 {
 // AppendSnapshot implements detectors.ClassStats.
 func (s *Stats) AppendSnapshot(dst []byte) []byte {
 	dst = detectors.AppendStatsHeader(dst, statsVersion, s.classes.CommandSlots())
-	dst = detectors.AppendWords(dst, s.sketches()...)
+	dst = s.commands.AppendWords(dst)
+	dst = s.transitions.AppendWords(dst)
 	dst = s.params.AppendWords(dst)
 	return detectors.AppendWords(dst, s.rest()...)
 }
@@ -227,19 +224,20 @@ func (s *Stats) LoadSnapshot(b []byte) error {
 	if err != nil {
 		return err
 	}
-	sk, pr := 8*words(s.sketches()), 8*s.params.Words()
-	if want := sk + pr + 8*words(s.rest()); len(rest) != want {
+	c, tr, pr := 8*s.commands.Words(), 8*s.transitions.Words(), 8*s.params.Words()
+	if want := c + tr + pr + 8*words(s.rest()); len(rest) != want {
 		return fmt.Errorf("cannot load command statistics: %d bytes, want %d", len(rest), want)
 	}
 	// The length is right: no part fails, none is loaded without the others.
-	if err := detectors.LoadWords(rest[:sk], s.sketches()...); err != nil {
-		return fmt.Errorf("cannot load command statistics: %w", err)
-	}
-	if err := s.params.LoadWords(rest[sk : sk+pr]); err != nil {
-		return fmt.Errorf("cannot load command statistics: %w", err)
-	}
-	if err := detectors.LoadWords(rest[sk+pr:], s.rest()...); err != nil {
-		return fmt.Errorf("cannot load command statistics: %w", err)
+	for _, err := range []error{
+		s.commands.LoadWords(rest[:c]),
+		s.transitions.LoadWords(rest[c : c+tr]),
+		s.params.LoadWords(rest[c+tr : c+tr+pr]),
+		detectors.LoadWords(rest[c+tr+pr:], s.rest()...),
+	} {
+		if err != nil {
+			return fmt.Errorf("cannot load command statistics: %w", err)
+		}
 	}
 	return nil
 }
