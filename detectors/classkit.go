@@ -183,26 +183,29 @@ func ClaimSample(keys, last []atomic.Uint64, i int, device uint64, now int64, st
 // (Saturated counts them): an unknown key then keeps looking new, which errs
 // on the side of alerting. Safe for concurrent use.
 //
+// A slot's key and sketch are packed together (packedSlots, 16 bytes), so
+// that a look-up misses the caches once; snapshots still hold the keys'
+// column, then the sketches' (AppendWords).
+//
 // Merged across instances (MergeFrom, SetOverlay), the sketches OR: a key's
 // devices are the union of this instance's and the others', exactly the
 // sketch one instance seeing every device would hold.
 type DeviceSketches struct {
-	keys, bits []atomic.Uint64
-	saturated  atomic.Uint64
-	overlay    atomic.Pointer[DeviceSketches] // other instances' (nil: none)
+	slots     packedSlots // key, sketch
+	saturated atomic.Uint64
+	overlay   atomic.Pointer[DeviceSketches] // other instances' (nil: none)
 }
 
 // NewDeviceSketches returns a table of TableSize(slots) keys (16 bytes each).
 func NewDeviceSketches(slots int) *DeviceSketches {
-	n := TableSize(slots)
-	return &DeviceSketches{keys: make([]atomic.Uint64, n), bits: make([]atomic.Uint64, n)}
+	return &DeviceSketches{slots: newPackedSlots(slots, 2, 2)}
 }
 
 // Learn sets device's bit in key's sketch, claiming a slot for a new key.
 // It does not allocate.
 func (s *DeviceSketches) Learn(key, device uint64) {
-	if j := Slot(s.keys, key, true); j >= 0 {
-		SetBit(&s.bits[j], DeviceBit(device))
+	if j := s.slots.slot(key, true); j >= 0 {
+		SetBit(s.slots.word(j, 1), DeviceBit(device))
 	} else {
 		s.saturated.Add(1)
 	}
@@ -225,12 +228,12 @@ func (s *DeviceSketches) Devices(key, device uint64) float64 {
 func (s *DeviceSketches) Sketch(key uint64) (uint64, bool) {
 	var b uint64
 	found := false
-	if j := Slot(s.keys, key, false); j >= 0 {
-		b, found = s.bits[j].Load(), true
+	if j := s.slots.slot(key, false); j >= 0 {
+		b, found = s.slots.word(j, 1).Load(), true
 	}
 	if o := s.overlay.Load(); o != nil {
-		if j := Slot(o.keys, key, false); j >= 0 {
-			b, found = b|o.bits[j].Load(), true
+		if j := o.slots.slot(key, false); j >= 0 {
+			b, found = b|o.slots.word(j, 1).Load(), true
 		}
 	}
 	return b, found
@@ -240,18 +243,18 @@ func (s *DeviceSketches) Sketch(key uint64) (uint64, bool) {
 // instance's contribution) into s's. It is for an accumulator no worker
 // uses; keys that find s full are counted in Saturated.
 func (s *DeviceSketches) MergeFrom(other *DeviceSketches) {
-	for i := range other.keys {
-		key := other.keys[i].Load()
+	for i := range other.slots.size() {
+		key := other.slots.word(i, 0).Load()
 		if key == 0 {
 			continue
 		}
-		j := Slot(s.keys, key, true)
+		j := s.slots.slot(key, true)
 		if j < 0 {
 			s.saturated.Add(1)
 			continue
 		}
-		if b := other.bits[i].Load(); b != 0 {
-			s.bits[j].Or(b)
+		if b := other.slots.word(i, 1).Load(); b != 0 {
+			s.slots.word(j, 1).Or(b)
 		}
 	}
 }
@@ -263,8 +266,21 @@ func (s *DeviceSketches) SetOverlay(o *DeviceSketches) { s.overlay.Store(o) }
 // Saturated returns how many Learn calls found the table full.
 func (s *DeviceSketches) Saturated() uint64 { return s.saturated.Load() }
 
-// Arrays returns the table's arrays, for snapshots (AppendWords, LoadWords).
-func (s *DeviceSketches) Arrays() [][]atomic.Uint64 { return [][]atomic.Uint64{s.keys, s.bits} }
+// Words is how many words AppendWords appends: the keys' column and the
+// sketches', one word per slot each.
+func (s *DeviceSketches) Words() int { return s.slots.words() }
+
+// AppendWords appends the table's words to dst, the keys' column then the
+// sketches', each little-endian in slot order: the encoding of AppendWords
+// of the two arrays the table held before its slots were packed.
+// Concurrent learning may or may not be included; take it while workers are
+// stopped for an exact copy.
+func (s *DeviceSketches) AppendWords(dst []byte) []byte { return s.slots.appendWords(dst) }
+
+// LoadWords replaces the table's contents with words AppendWords wrote for
+// a table of the same size; b of another length is an error, and the table
+// is then unchanged.
+func (s *DeviceSketches) LoadWords(b []byte) error { return s.slots.loadWords(b, "device sketches") }
 
 // AppendWords appends every word of arrays to dst, little-endian, in order.
 // Concurrent writers may or may not be included; take it while workers are

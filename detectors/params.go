@@ -73,31 +73,44 @@ func (r ParamRange) Judge(x float64) (z, bound float64) {
 // learned, so an attacker cannot widen it; instead a 64-bit sketch counts the
 // devices that sent them, and a range that ParamShiftDevices devices
 // contradict restarts (the class changed). The table is fixed-size and
-// open-addressed (40 bytes per slot): when it is full new keys are not
+// open-addressed (64 bytes per slot): when it is full new keys are not
 // learned (Saturated counts them) and their arguments are not judged.
 //
 // Learn is safe for concurrent use: each word is updated atomically (the
 // center and scale together, by compare-and-swap); concurrent learners of
 // one key may interleave, and the result is deterministic given one order of
 // Learn calls.
+//
+// A slot's words are packed in one 64-byte cache line (packedSlots), so
+// that a look-up and what it reads after the key miss the caches once.
+// Snapshots still hold one column per word (AppendWords), as when each had
+// its array.
 type ParamTable struct {
-	keys      []atomic.Uint64
-	stats     []atomic.Uint64 // center (float32 bits) << 32 | scale (float32 bits), unfloored
-	events    []atomic.Uint64 // values learned
-	devs      []atomic.Uint64 // sketch of devices that taught the range
-	outs      []atomic.Uint64 // sketch of devices that sent out-of-range values
+	slots     packedSlots // pWords words per slot, in a cache line: pKey..pOuts
 	saturated atomic.Uint64
 }
+
+// A ParamTable slot's words, in the order of the snapshot's columns.
+const (
+	pKey    = iota // the key, as Slot keeps it (0: empty)
+	pStats         // center (float32 bits) << 32 | scale (float32 bits), unfloored
+	pEvents        // values learned
+	pDevs          // sketch of devices that taught the range
+	pOuts          // sketch of devices that sent out-of-range values
+	pWords         // words a slot holds, and columns of the snapshot
+)
 
 // NewParamTable returns a table of slots (class, command, argument) keys,
 // rounded up to a power of two (at least 1024).
 func NewParamTable(slots int) *ParamTable {
-	n := TableSize(slots)
-	return &ParamTable{
-		keys: make([]atomic.Uint64, n), stats: make([]atomic.Uint64, n),
-		events: make([]atomic.Uint64, n), devs: make([]atomic.Uint64, n), outs: make([]atomic.Uint64, n),
-	}
+	return &ParamTable{slots: newPackedSlots(slots, pWords, 8)}
 }
+
+// word returns word k (pKey..pOuts) of slot j.
+func (t *ParamTable) word(j, k int) *atomic.Uint64 { return t.slots.word(j, k) }
+
+// slot returns key's slot (packedSlots.slot).
+func (t *ParamTable) slot(key uint64, insert bool) int { return t.slots.slot(key, insert) }
 
 // paramKey mixes differently from pairKey and transitionKey.
 func paramKey(class, command, name uint64) uint64 {
@@ -108,7 +121,7 @@ func paramKey(class, command, name uint64) uint64 {
 // ClassParam returns the range learned for the argument name of command in
 // class; the zero ParamRange if none.
 func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
-	j := Slot(t.keys, paramKey(class, command, name), false)
+	j := t.slot(paramKey(class, command, name), false)
 	if j < 0 {
 		return ParamRange{}
 	}
@@ -116,15 +129,15 @@ func (t *ParamTable) ClassParam(class, command, name uint64) ParamRange {
 }
 
 func (t *ParamTable) load(j int) ParamRange {
-	c, s, ok := unpackStats(t.stats[j].Load())
+	c, s, ok := unpackStats(t.word(j, pStats).Load())
 	if !ok {
 		return ParamRange{} // a corrupt snapshot: no history
 	}
-	r := ParamRange{Center: c, Events: t.events[j].Load()}
+	r := ParamRange{Center: c, Events: t.word(j, pEvents).Load()}
 	if r.Events > 0 {
 		r.Scale = floorScale(c, s)
 	}
-	r.Devices = LinearCount(64, bits.OnesCount64(t.devs[j].Load())) // a table look-up
+	r.Devices = LinearCount(64, bits.OnesCount64(t.word(j, pDevs).Load())) // a table look-up
 	return r
 }
 
@@ -161,7 +174,7 @@ func (t *ParamTable) Learn(ev *schemas.Event) {
 		if !(math.Abs(a.Value) <= paramMaxAbs) {
 			continue
 		}
-		j := Slot(t.keys, paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
+		j := t.slot(paramKey(ev.ClassKey, ev.CommandID, a.Key), true)
 		if j < 0 {
 			t.saturated.Add(1)
 			continue
@@ -183,7 +196,7 @@ func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, 
 	if !(math.Abs(x) <= paramMaxAbs) {
 		return
 	}
-	j := Slot(t.keys, paramKey(class, command, name), true)
+	j := t.slot(paramKey(class, command, name), true)
 	if j < 0 {
 		t.saturated.Add(1)
 		return
@@ -194,23 +207,24 @@ func (t *ParamTable) LearnValue(class, command, name uint64, x, learnK float64, 
 // learn teaches slot j the value x unless it is more than learnK (at most
 // ParamK) scales from the center of a Ready range.
 func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
+	stats, events, devs, outs := t.word(j, pStats), t.word(j, pEvents), t.word(j, pDevs), t.word(j, pOuts)
 	if r := t.load(j); r.Ready() && r.Scale > 0 && math.Abs(x-r.Center) > learnK*r.Scale {
-		SetBit(&t.outs[j], DeviceBit(device))
-		if LinearCount(64, bits.OnesCount64(t.outs[j].Load())) >= ParamShiftDevices {
-			t.stats[j].Store(0)
-			t.events[j].Store(0)
-			t.devs[j].Store(0)
-			t.outs[j].Store(0)
+		SetBit(outs, DeviceBit(device))
+		if LinearCount(64, bits.OnesCount64(outs.Load())) >= ParamShiftDevices {
+			stats.Store(0)
+			events.Store(0)
+			devs.Store(0)
+			outs.Store(0)
 		}
 		return
 	}
-	n := t.events[j].Add(1)
+	n := events.Add(1)
 	if n%ParamShiftWindow == 0 {
-		t.outs[j].Store(0) // out-of-range devices count over a window, not forever
+		outs.Store(0) // out-of-range devices count over a window, not forever
 	}
-	SetBit(&t.devs[j], DeviceBit(device))
+	SetBit(devs, DeviceBit(device))
 	for {
-		old := t.stats[j].Load() // again: read just before the swap, as concurrent learners of j swap it too
+		old := stats.Load() // again: read just before the swap, as concurrent learners of j swap it too
 		c, s, ok := unpackStats(old)
 		switch {
 		case n == 1 || !ok:
@@ -223,7 +237,7 @@ func (t *ParamTable) learn(j int, x, learnK float64, device uint64) {
 			c = stepToward(c, step, x)
 			s += ParamScaleRate * (math.Abs(x-c) - s)
 		}
-		if t.stats[j].CompareAndSwap(old, packStats(c, s)) {
+		if stats.CompareAndSwap(old, packStats(c, s)) {
 			return
 		}
 	}
@@ -253,7 +267,19 @@ func stepToward(c, step, x float64) float64 {
 // Saturated returns how many values found the table full.
 func (t *ParamTable) Saturated() uint64 { return t.saturated.Load() }
 
-// Arrays returns the table's arrays, for snapshots (AppendWords, LoadWords).
-func (t *ParamTable) Arrays() [][]atomic.Uint64 {
-	return [][]atomic.Uint64{t.keys, t.stats, t.events, t.devs, t.outs}
-}
+// Words is how many words AppendWords appends: pWords columns of one word
+// per slot.
+func (t *ParamTable) Words() int { return t.slots.words() }
+
+// AppendWords appends the table's words to dst as the columns of its slots
+// (their keys, then the stats, events, devices and out-of-range sketches),
+// each little-endian in slot order: the encoding of AppendWords of the
+// arrays the table held, one per column, before its slots were packed.
+// Concurrent learning may or may not be included; take it while workers are
+// stopped for an exact copy.
+func (t *ParamTable) AppendWords(dst []byte) []byte { return t.slots.appendWords(dst) }
+
+// LoadWords replaces the table's contents with words AppendWords wrote for
+// a table of the same size; b of another length is an error, and the table
+// is then unchanged.
+func (t *ParamTable) LoadWords(b []byte) error { return t.slots.loadWords(b, "argument ranges") }

@@ -2,7 +2,6 @@ package detectors
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -115,9 +114,9 @@ func TestParamRangeConstantArgument(t *testing.T) {
 func TestParamCorruptSlot(t *testing.T) {
 	tab := NewParamTable(1024)
 	ev := teach(tab, rand.New(rand.NewPCG(7, 8)), 300, 8, 19, 23)
-	j := Slot(tab.keys, paramKey(ev.ClassKey, ev.CommandID, ev.Args[0].Key), false)
+	j := tab.slot(paramKey(ev.ClassKey, ev.CommandID, ev.Args[0].Key), false)
 	for _, c := range []float64{math.NaN(), math.Inf(1), 1e38} {
-		tab.stats[j].Store(packStats(c, 1))
+		tab.word(j, pStats).Store(packStats(c, 1))
 		if r := paramRange(tab, ev); r.Ready() {
 			t.Errorf("center %v reads as %+v", c, r)
 		}
@@ -145,13 +144,7 @@ func TestParamTableDeterministicAndConcurrent(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		var words []byte
-		for _, arr := range tab.Arrays() {
-			for i := range arr {
-				words = binary.LittleEndian.AppendUint64(words, arr[i].Load())
-			}
-		}
-		return words
+		return tab.AppendWords(nil)
 	}
 	if !bytes.Equal(run(1), run(1)) {
 		t.Error("one writer: two runs differ")

@@ -21,8 +21,8 @@ import (
 // rollout: see ClassAdopters), and per (class, command) and per (class,
 // previous command, command) the earliest event time any device of the class
 // was learned with it (see firstSeen: what was new at an event's time stays
-// new to it whatever the class learned of later times). It costs 136 bytes
-// per command slot (40 of them for argument ranges, 32 for adoptions, 32 for
+// new to it whatever the class learned of later times). It costs 160 bytes
+// per command slot (64 of them for argument ranges, 32 for adoptions, 32 for
 // first times). Adoptions are counted per class and per model (a vendor's
 // rollout reaches every tenant of the model).
 type Stats struct {
@@ -202,18 +202,20 @@ func (s *Stats) Saturated() uint64 {
 // adoptions; 3: and first times of commands and transitions).
 const statsVersion = 3
 
-func (s *Stats) arrays() [][]atomic.Uint64 {
-	a := append(s.commands.Arrays(), s.transitions.Arrays()...)
-	a = append(a, s.params.Arrays()...)
-	a = append(a, s.adopted.arrays()...)
-	a = append(a, s.firstCmd.arrays()...)
+// The snapshot holds the commands' and the transitions' sketches and the
+// argument ranges (their AppendWords), then the other arrays (rest).
+func (s *Stats) rest() [][]atomic.Uint64 {
+	a := append(s.adopted.arrays(), s.firstCmd.arrays()...)
 	return append(a, s.firstStep.arrays()...)
 }
 
 // AppendSnapshot implements detectors.ClassStats.
 func (s *Stats) AppendSnapshot(dst []byte) []byte {
 	dst = detectors.AppendStatsHeader(dst, statsVersion, s.classes.CommandSlots())
-	return detectors.AppendWords(dst, s.arrays()...)
+	dst = s.commands.AppendWords(dst)
+	dst = s.transitions.AppendWords(dst)
+	dst = s.params.AppendWords(dst)
+	return detectors.AppendWords(dst, s.rest()...)
 }
 
 // LoadSnapshot implements detectors.ClassStats.
@@ -222,8 +224,29 @@ func (s *Stats) LoadSnapshot(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := detectors.LoadWords(rest, s.arrays()...); err != nil {
-		return fmt.Errorf("cannot load command statistics: %w", err)
+	c, tr, pr := 8*s.commands.Words(), 8*s.transitions.Words(), 8*s.params.Words()
+	if want := c + tr + pr + 8*words(s.rest()); len(rest) != want {
+		return fmt.Errorf("cannot load command statistics: %d bytes, want %d", len(rest), want)
+	}
+	// The length is right: no part fails, none is loaded without the others.
+	for _, err := range []error{
+		s.commands.LoadWords(rest[:c]),
+		s.transitions.LoadWords(rest[c : c+tr]),
+		s.params.LoadWords(rest[c+tr : c+tr+pr]),
+		detectors.LoadWords(rest[c+tr+pr:], s.rest()...),
+	} {
+		if err != nil {
+			return fmt.Errorf("cannot load command statistics: %w", err)
+		}
 	}
 	return nil
+}
+
+// words counts the words of arrays.
+func words(arrays [][]atomic.Uint64) int {
+	n := 0
+	for _, a := range arrays {
+		n += len(a)
+	}
+	return n
 }

@@ -99,7 +99,7 @@ const statsVersion = 1
 // AppendSnapshot implements detectors.ClassStats.
 func (s *Stats) AppendSnapshot(dst []byte) []byte {
 	dst = detectors.AppendStatsHeader(dst, statsVersion, s.classes.ClassSlots())
-	return detectors.AppendWords(dst, s.places.Arrays()...)
+	return s.places.AppendWords(dst)
 }
 
 // LoadSnapshot implements detectors.ClassStats.
@@ -108,7 +108,7 @@ func (s *Stats) LoadSnapshot(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := detectors.LoadWords(rest, s.places.Arrays()...); err != nil {
+	if err := s.places.LoadWords(rest); err != nil {
 		return fmt.Errorf("cannot load geo statistics: %w", err)
 	}
 	return nil

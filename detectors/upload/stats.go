@@ -20,7 +20,7 @@ import (
 // rate sample). Every device is one sample however much it uploads, so a
 // device uploading far more than its class, or a few, move the class's
 // upper-quartile band by at most a rank each. It costs 8 + 32·16 bytes per class
-// slot, and 40 per (class, command) slot of request size ranges
+// slot, and 64 per (class, command) slot of request size ranges
 // (ClassRequestSize; CommandSlots of them).
 type Stats struct {
 	classes *detectors.ClassTable
@@ -167,14 +167,17 @@ func (t *Stats) Saturated() uint64 { return t.saturated.Load() + t.sizes.Saturat
 // statsVersion versions the snapshot of Stats.
 const statsVersion = 2 // 2: the request size ranges
 
+// The snapshot holds the samples' arrays, then the request size ranges'
+// columns (detectors.ParamTable.AppendWords).
 func (t *Stats) arrays() [][]atomic.Uint64 {
-	return append([][]atomic.Uint64{t.keys, t.sampKeys, t.sampLast, t.sampBand, t.sampBucket}, t.sizes.Arrays()...)
+	return [][]atomic.Uint64{t.keys, t.sampKeys, t.sampLast, t.sampBand, t.sampBucket}
 }
 
 // AppendSnapshot implements detectors.ClassStats.
 func (t *Stats) AppendSnapshot(dst []byte) []byte {
 	dst = detectors.AppendStatsHeader(dst, statsVersion, len(t.keys), t.classes.CommandSlots())
-	return detectors.AppendWords(dst, t.arrays()...)
+	dst = detectors.AppendWords(dst, t.arrays()...)
+	return t.sizes.AppendWords(dst)
 }
 
 // LoadSnapshot implements detectors.ClassStats.
@@ -183,7 +186,15 @@ func (t *Stats) LoadSnapshot(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := detectors.LoadWords(rest, t.arrays()...); err != nil {
+	samples := 8 * (len(t.keys) + 4*len(t.sampKeys))
+	if want := samples + 8*t.sizes.Words(); len(rest) != want {
+		return fmt.Errorf("cannot load upload statistics: %d bytes, want %d", len(rest), want)
+	}
+	// The length is right: no part fails, none is loaded without the other.
+	if err := detectors.LoadWords(rest[:samples], t.arrays()...); err != nil {
+		return fmt.Errorf("cannot load upload statistics: %w", err)
+	}
+	if err := t.sizes.LoadWords(rest[samples:]); err != nil {
 		return fmt.Errorf("cannot load upload statistics: %w", err)
 	}
 	return nil
