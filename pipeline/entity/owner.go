@@ -224,6 +224,9 @@ type Owner struct {
 	// A mark of usualNets left for the end of the observation (markLater).
 	pendingMark uint64
 	markPending bool
+	// noYoungPrefetch turns prefetchYoung and markLater's prefetch off
+	// (SetYoungPrefetch).
+	noYoungPrefetch bool
 
 	start     *Start         // shared with the other owners (ShareStart); nil: its own
 	since     int64          // event time of the first observation since the owner started (0: none)
@@ -455,7 +458,7 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 		rec[offFlags] = flagFirst
 		created = true
 	}
-	if kind == kindIP && !o.cfg.NoWave && rec[offFlags]&flagFirst != 0 {
+	if kind == kindIP && !o.cfg.NoWave && !o.noYoungPrefetch && rec[offFlags]&flagFirst != 0 {
 		// In its first BurstWindow (young, as Judge will leave it).
 		if start := int64(binary.LittleEndian.Uint64(rec[offStart:])); start == 0 || ob.Time-start < int64(o.cfg.BurstWindow) {
 			o.prefetchYoung(ob, created)
@@ -708,13 +711,22 @@ func (o *Owner) markUsualNet(key uint64) {
 	o.usualNets[key%usualNetWords] |= 1 << (key >> 58)
 }
 
+// SetYoungPrefetch turns on (the default) or off the prefetches of what a
+// young address's judging reads after its record (its route's record,
+// swarm and network-wave slots, its usual network's word), for measuring
+// what they save (worker's BenchmarkYoungPrefetch): o judges the same
+// either way. Call it from o's goroutine.
+func (o *Owner) SetYoungPrefetch(on bool) { o.noYoungPrefetch = !on }
+
 // markLater marks the network of key (markUsualNet) when the observation
 // being judged ends (applyMark), and meanwhile starts bringing its word
 // into the caches: a word of a 128 KiB array read at random, a miss that
 // every address pays once, when it becomes usual.
 func (o *Owner) markLater(key uint64) {
 	o.applyMark() // none pending: one mark per observation
-	state.PrefetchOf(&o.usualNets[key%usualNetWords])
+	if !o.noYoungPrefetch {
+		state.PrefetchOf(&o.usualNets[key%usualNetWords])
+	}
 	o.pendingMark, o.markPending = key, true
 }
 

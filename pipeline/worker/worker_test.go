@@ -341,6 +341,46 @@ func BenchmarkEntityCost(b *testing.B) {
 	}
 }
 
+// BenchmarkYoungPrefetch is what the prefetches of a young address's
+// tables (entity.Owner.SetYoungPrefetch) save under full address churn:
+// BenchmarkEventPathEntities' path at 20,000 devices, whose 48h-shifted
+// passes are alike (every address new in each), run a pass with them and
+// a pass without in turn (the first of a round alternating), on the same
+// owners and tables. It reports the median over the rounds of the
+// per-round difference (on-minus-off-ns/event) and the medians of each.
+// Run it with -benchtime Nx: N rounds of two passes (200,000 events each).
+func BenchmarkYoungPrefetch(b *testing.B) {
+	const devices = 20000
+	b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
+		lines := sampleLines(b, devices, 200000)
+		step, _, owners := eventPathOf(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{}, 48*time.Hour)
+		var per [2][]float64 // off, on
+		b.ReportAllocs()
+		cpu := threadcpu.Start()
+		for round := 0; b.Loop(); round++ {
+			for k := range 2 {
+				on := (round+k)%2 == 1
+				for _, o := range owners {
+					o.SetYoungPrefetch(on)
+				}
+				t := cpu.Nanos()
+				for range len(lines) {
+					step()
+				}
+				per[(round+k)%2] = append(per[(round+k)%2], float64(cpu.Nanos()-t)/float64(len(lines)))
+			}
+		}
+		cpu.Report(b)
+		b.ReportMetric(medianOf(per[0]), "off-ns/event")
+		b.ReportMetric(medianOf(per[1]), "on-ns/event")
+		d := diffOf(per[:], 1, 0)
+		b.ReportMetric(medianOf(d), "on-minus-off-ns/event")
+		if len(d) > 1 {
+			b.Logf("on-minus-off-ns/event per round: %.0f", d)
+		}
+	})
+}
+
 // interleave runs steps (paths of one event each) costChunk events at a
 // time, in turn, the first path of a round rotating, for b.Loop's rounds,
 // and returns the thread CPU ns per event of each path in each round: the
