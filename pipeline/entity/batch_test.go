@@ -19,9 +19,7 @@ import (
 // distributed flood of TestDistributedFlood (new addresses, waves, blocks),
 // a credential-stuffing address failing for 300 devices, a leaked API key
 // used from 60 networks, the tenant and class of every event (three tenants,
-// two classes each, interleaved), and redeliveries. The owner judging one by
-// one has the prefetches of young addresses' tables off
-// (SetYoungPrefetch), so that they too are shown to change nothing.
+// two classes each, interleaved), and redeliveries.
 func TestObserveBatchJudgesAsObserve(t *testing.T) {
 	obs := batchTraffic(t)
 	judge := func(batched bool) (*Owner, []string) {
@@ -36,7 +34,6 @@ func TestObserveBatchJudgesAsObserve(t *testing.T) {
 		}
 		o := newOwner(t, Config{}, decide.Config{})
 		if !batched {
-			o.SetYoungPrefetch(false)
 			for i := range obs {
 				o.Observe(&obs[i], emit)
 			}

@@ -3,7 +3,6 @@ package entity
 import (
 	"math"
 
-	"github.com/iotwatch/iotwatch/pipeline/state"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -53,27 +52,15 @@ type netSlot struct {
 	_             uint32
 }
 
-// prefetch starts bringing the slot of (net, route) into the caches (count
-// soon after then finds it there). It changes nothing.
-func (w *netWave) prefetch(net, route uint64) {
-	sl, _ := w.slotOf(net, route)
-	state.PrefetchOf(sl)
-}
-
-// slotOf returns the slot of (net, route) and the tag that tells the pair's
-// counts from another's there.
-func (w *netWave) slotOf(net, route uint64) (*netSlot, uint32) {
-	h := mix(net ^ route*0xc2b2ae3d27d4eb4f)
-	return &w.slot[h&(netSlots-1)], uint32(h >> 32)
-}
-
 // count counts one more new address of network net on route at t (swarmed:
 // it addressed a device other new addresses hit at once) and returns the
 // network's new addresses on the route in the last minute (this minute's
 // and the share of the minute before that the last minute still spans), and
 // how many of them were swarmed.
 func (w *netWave) count(net, route uint64, t int64, swarmed bool) (n, sw float64) {
-	sl, tag := w.slotOf(net, route)
+	h := mix(net ^ route*0xc2b2ae3d27d4eb4f)
+	sl := &w.slot[h&(netSlots-1)]
+	tag := uint32(h >> 32)
 	m := int32(floorMinute(t))
 	if sl.minute != m {
 		switch {

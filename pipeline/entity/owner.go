@@ -220,14 +220,6 @@ type Owner struct {
 	// became usual or was restored: a wave of new addresses there blocks
 	// the new addresses, not the network. Marks are never cleared.
 	usualNets [usualNetWords]uint64
-
-	// A mark of usualNets left for the end of the observation (markLater).
-	pendingMark uint64
-	markPending bool
-	// noYoungPrefetch turns prefetchYoung and markLater's prefetch off
-	// (SetYoungPrefetch).
-	noYoungPrefetch bool
-
 	start     *Start         // shared with the other owners (ShareStart); nil: its own
 	since     int64          // event time of the first observation since the owner started (0: none)
 	ev        schemas.Event  // the entity's synthetic event, for the engine
@@ -376,23 +368,6 @@ func (o *Owner) observe(ob *Obs, k *[2]uint64, emit Emit) {
 		pk, pa := ob.prefixKey()
 		o.judge(pk, pa, ob, kindPrefix, emit)
 	}
-	o.applyMark()
-}
-
-// prefetchYoung starts bringing into the caches what judging ob, the
-// observation of a young address (created: its first), reads after the
-// address's record: its route's record and swarm slot (wave) and, for
-// its first, its network's slot of new addresses (prefixWave). An address
-// seen again after its record expired (a fleet renumbered, a replay's
-// shift) pays these misses on top of its record's; prefetched together,
-// they overlap one another and Judge's work instead of following it one
-// by one (bench/RESULTS.md, e8). A prefetch changes nothing.
-func (o *Owner) prefetchYoung(ob *Obs, created bool) {
-	o.table.Prefetch(routeKey(ob.Route))
-	o.swarm.prefetch(ob.Route, ob.Device)
-	if created && !o.cfg.NoPrefixWave {
-		o.nets.prefetch(ob.prefixHalf(), ob.Route)
-	}
 }
 
 // firstKey returns the state key of the record ob's observation reads first:
@@ -458,12 +433,6 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 		rec[offFlags] = flagFirst
 		created = true
 	}
-	if kind == kindIP && !o.cfg.NoWave && !o.noYoungPrefetch && rec[offFlags]&flagFirst != 0 {
-		// In its first BurstWindow (young, as Judge will leave it).
-		if start := int64(binary.LittleEndian.Uint64(rec[offStart:])); start == 0 || ob.Time-start < int64(o.cfg.BurstWindow) {
-			o.prefetchYoung(ob, created)
-		}
-	}
 	if o.atOrBefore(rec, ob) {
 		// Judged against a record that has moved on, it would get alerts
 		// its first judging did not: none, and nothing learned (as
@@ -479,9 +448,8 @@ func (o *Owner) judge(key, alt uint64, ob *Obs, kind byte, emit Emit) (usual, sk
 	usual = binary.LittleEndian.Uint16(rec[offWindows:]) > 0 && rec[offFlags]&flagEver == 0
 	if usual && kind == kindIP && binary.LittleEndian.Uint16(rec[offWindows:]) == 1 && binary.LittleEndian.Uint32(rec[offEvents:]) == 1 {
 		// The event that made the address usual (it learned its first
-		// window): its network holds a usual address. Marked when ob's
-		// observation ends (applyMark), its word's miss meanwhile.
-		o.markLater(binary.LittleEndian.Uint64(rec[offRoute:]))
+		// window): its network holds a usual address.
+		o.markUsualNet(binary.LittleEndian.Uint64(rec[offRoute:]))
 	}
 	fresh := false
 	if kind == kindIP && !o.cfg.NoWave {
@@ -711,33 +679,6 @@ func (o *Owner) markUsualNet(key uint64) {
 	o.usualNets[key%usualNetWords] |= 1 << (key >> 58)
 }
 
-// SetYoungPrefetch turns on (the default) or off the prefetches of what a
-// young address's judging reads after its record (its route's record,
-// swarm and network-wave slots, its usual network's word), for measuring
-// what they save (worker's BenchmarkYoungPrefetch): o judges the same
-// either way. Call it from o's goroutine.
-func (o *Owner) SetYoungPrefetch(on bool) { o.noYoungPrefetch = !on }
-
-// markLater marks the network of key (markUsualNet) when the observation
-// being judged ends (applyMark), and meanwhile starts bringing its word
-// into the caches: a word of a 128 KiB array read at random, a miss that
-// every address pays once, when it becomes usual.
-func (o *Owner) markLater(key uint64) {
-	o.applyMark() // none pending: one mark per observation
-	if !o.noYoungPrefetch {
-		state.PrefetchOf(&o.usualNets[key%usualNetWords])
-	}
-	o.pendingMark, o.markPending = key, true
-}
-
-// applyMark applies the mark markLater left pending, if any.
-func (o *Owner) applyMark() {
-	if o.markPending {
-		o.markUsualNet(o.pendingMark)
-		o.markPending = false
-	}
-}
-
 // markRestored marks the networks of the usual addresses among the records
 // in the table (restored from a checkpoint: the marks are not in it).
 func (o *Owner) markRestored() {
@@ -753,7 +694,6 @@ func (o *Owner) markRestored() {
 // usualNet reports whether the network of key (its keyHalf) was marked as
 // holding a usual address (markUsualNet).
 func (o *Owner) usualNet(key uint64) bool {
-	o.applyMark()
 	return o.usualNets[key%usualNetWords]&(1<<(key>>58)) != 0
 }
 

@@ -1,10 +1,6 @@
 package entity
 
-import (
-	"time"
-
-	"github.com/iotwatch/iotwatch/pipeline/state"
-)
+import "time"
 
 // swarmSlots is the size of an owner's swarm table: a power of two, about
 // a hundred times the devices one wave targets (20-40 in the Mirai floods),
@@ -38,24 +34,12 @@ type swarmSlot struct {
 	cur, prev uint16
 }
 
-// prefetch starts bringing the slot of (route, device) into the caches
-// (count soon after then finds it there). It changes nothing.
-func (s *swarm) prefetch(route, device uint64) {
-	sl, _ := s.slotOf(route, device)
-	state.PrefetchOf(sl)
-}
-
-// slotOf returns the slot of (route, device) and the tag that tells the
-// pair's count from another's there.
-func (s *swarm) slotOf(route, device uint64) (*swarmSlot, uint32) {
-	h := mix(route*0x9e3779b97f4a7c15 ^ device)
-	return &s.slot[h&(swarmSlots-1)], uint32(h >> 32)
-}
-
 // count returns the new addresses that addressed (route, device) in t's
 // minute and the one before; with add, it counts one more first.
 func (s *swarm) count(route, device uint64, t int64, add bool) int {
-	sl, tag := s.slotOf(route, device)
+	h := mix(route*0x9e3779b97f4a7c15 ^ device)
+	sl := &s.slot[h&(swarmSlots-1)]
+	tag := uint32(h >> 32)
 	m := int32(floorMinute(t))
 	if sl.minute != m {
 		switch {

@@ -341,68 +341,6 @@ func BenchmarkEntityCost(b *testing.B) {
 	}
 }
 
-// BenchmarkYoungPrefetch is what the prefetches of a young address's
-// tables (entity.Owner.SetYoungPrefetch) save under full address churn:
-// BenchmarkEventPathEntities' path at 20,000 devices, whose 48h-shifted
-// passes are alike (every address new in each), run a pass with them and
-// a pass without in turn (the first of a round alternating), on the same
-// owners and tables. It reports the median over the rounds of the
-// per-round difference over the whole pass (on-minus-off-ns/event) and
-// over its first fifth (head-on-minus-off-ns/event), where most addresses
-// are first seen (each device reports about once a minute; the share of
-// the pass's new addresses there is logged), and the medians of each.
-// Run it with -benchtime Nx: N rounds of two passes (200,000 events each).
-func BenchmarkYoungPrefetch(b *testing.B) {
-	const devices = 20000
-	b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-		lines := sampleLines(b, devices, 200000)
-		step, _, owners := eventPathOf(b, lines, devices, true, entity.MaxPrefetchBatch, entity.Config{}, 48*time.Hour)
-		head := len(lines) / 5
-		expired := func() (n uint64) {
-			for _, o := range owners {
-				n += o.Stats().Expired
-			}
-			return n
-		}
-		var per, perHead [2][]float64 // off, on
-		var newHead, newAll uint64
-		b.ReportAllocs()
-		cpu := threadcpu.Start()
-		for round := 0; b.Loop(); round++ {
-			for k := range 2 {
-				on := (round+k)%2 == 1
-				for _, o := range owners {
-					o.SetYoungPrefetch(on)
-				}
-				e0, t0 := expired(), cpu.Nanos()
-				for range head {
-					step()
-				}
-				e1, t1 := expired(), cpu.Nanos()
-				for range len(lines) - head {
-					step()
-				}
-				e2, t2 := expired(), cpu.Nanos()
-				newHead, newAll = newHead+e1-e0, newAll+e2-e0
-				p := (round + k) % 2
-				per[p] = append(per[p], float64(t2-t0)/float64(len(lines)))
-				perHead[p] = append(perHead[p], float64(t1-t0)/float64(head))
-			}
-		}
-		cpu.Report(b)
-		b.ReportMetric(medianOf(per[0]), "off-ns/event")
-		b.ReportMetric(medianOf(per[1]), "on-ns/event")
-		d, dh := diffOf(per[:], 1, 0), diffOf(perHead[:], 1, 0)
-		b.ReportMetric(medianOf(d), "on-minus-off-ns/event")
-		b.ReportMetric(medianOf(dh), "head-on-minus-off-ns/event")
-		if len(d) > 1 {
-			b.Logf("records made anew: %d a pass, %.0f%% of them in its first fifth", newAll/uint64(2*len(d)), 100*float64(newHead)/float64(max(newAll, 1)))
-			b.Logf("on-minus-off-ns/event per round: %.0f", d)
-			b.Logf("head-on-minus-off-ns/event per round: %.0f", dh)
-		}
-	})
-}
-
 // interleave runs steps (paths of one event each) costChunk events at a
 // time, in turn, the first path of a round rotating, for b.Loop's rounds,
 // and returns the thread CPU ns per event of each path in each round: the
