@@ -179,8 +179,36 @@ func benchEventPathShift(b *testing.B, entities bool, batch int, shift time.Dura
 	}
 }
 
+// TestSteadyReplayJudges: the steady replay (BenchmarkEventPathSteady,
+// BenchmarkEventPathEntitiesSteady) judges and learns every event of every
+// pass, as a fleet's live traffic is, rather than treating the passes after
+// the first as redeliveries of events their records already learned (no
+// judging, no learning: what those benchmarks measured before their
+// replays continued the stream's sequence); and the 48h-shifted replay,
+// whose records expire, does too.
+func TestSteadyReplayJudges(t *testing.T) {
+	lines := sampleLines(t, 200, 4000)
+	steady := spanOf(t, lines) + time.Minute
+	for _, span := range []time.Duration{steady, 48 * time.Hour} {
+		step, workers, owners := eventPathOf(t, lines, 200, true, entity.MaxPrefetchBatch, entity.Config{}, span)
+		for range 2 * len(lines) {
+			step()
+		}
+		for i, w := range workers {
+			if n := w.Relearned(); n != 0 {
+				t.Errorf("span %v: worker %d took %d events for redeliveries", span, i, n)
+			}
+		}
+		for i, o := range owners {
+			if n := o.Stats().Relearned; n != 0 {
+				t.Errorf("span %v: entity owner %d took %d observations for redeliveries", span, i, n)
+			}
+		}
+	}
+}
+
 // spanOf returns the time from the first of lines' events to the last.
-func spanOf(b *testing.B, lines [][]byte) time.Duration {
+func spanOf(b testing.TB, lines [][]byte) time.Duration {
 	var dec schemas.Decoder
 	var ev schemas.Event
 	var first int64
@@ -204,8 +232,13 @@ func newEventPath(b *testing.B, lines [][]byte, devices int, entities bool, batc
 
 // newEventPathShift is newEventPath with event times shifted span a pass.
 func newEventPathShift(b *testing.B, lines [][]byte, devices int, entities bool, batch int, cfg entity.Config, span time.Duration) (step func()) {
-	workers := []*Worker{newWorker(b, devices), newWorker(b, devices)}
-	var owners []*entity.Owner
+	step, _, _ = eventPathOf(b, lines, devices, entities, batch, cfg, span)
+	return step
+}
+
+// eventPathOf is newEventPathShift, with its workers and entity owners.
+func eventPathOf(b testing.TB, lines [][]byte, devices int, entities bool, batch int, cfg entity.Config, span time.Duration) (step func(), workers []*Worker, owners []*entity.Owner) {
+	workers = []*Worker{newWorker(b, devices), newWorker(b, devices)}
 	if entities {
 		owners = benchOwners(b, cfg)
 	}
@@ -228,12 +261,22 @@ func newEventPathShift(b *testing.B, lines [][]byte, devices int, entities bool,
 	var dec schemas.Decoder
 	var ev schemas.Event
 	var out schemas.Scored
-	i, shift := 0, int64(0)
+	// A replay shifted by less than the records' idle TTL (a day, for the
+	// devices' and the entities') finds them live, learned up to the last
+	// pass's positions: it continues the stream, or every event of a pass
+	// after the first would be a redelivery, neither judged nor learned
+	// (pass p's line i has sequence p*len(lines)+i). A replay shifted by
+	// more finds them expired, and restarts at 0 as before.
+	seqStep := uint64(0)
+	if span < 24*time.Hour {
+		seqStep = uint64(len(lines))
+	}
+	i, shift, seq0 := 0, int64(0), uint64(0)
 	step = func() {
 		if i == len(lines) {
-			i, shift = 0, shift+int64(span)
+			i, shift, seq0 = 0, shift+int64(span), seq0+seqStep
 		}
-		if err := dec.Decode(lines[i], uint64(i), 0, 0, &ev); err != nil {
+		if err := dec.Decode(lines[i], seq0+uint64(i), 0, 0, &ev); err != nil {
 			b.Fatal(err)
 		}
 		ev.Time += shift
@@ -256,7 +299,7 @@ func newEventPathShift(b *testing.B, lines [][]byte, devices int, entities bool,
 	for range len(lines) {
 		step()
 	}
-	return step
+	return step, workers, owners
 }
 
 // BenchmarkEntityCost is the CPU the entity stage adds per event, measured
@@ -715,7 +758,7 @@ func TestRedeliveryInventsNoAlert(t *testing.T) {
 
 // benchOwners returns the two entity owners the benchmarks judge with, as a
 // pipeline of two entity shards makes them.
-func benchOwners(b *testing.B, cfg entity.Config) []*entity.Owner {
+func benchOwners(b testing.TB, cfg entity.Config) []*entity.Owner {
 	var owners []*entity.Owner
 	for range 2 {
 		eng, err := decide.NewEngine(decide.DefaultConfig(), nil)
