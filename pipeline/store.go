@@ -986,8 +986,9 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 			}
 		}
 		// Up to the restored objects' positions the catch-up judges,
-		// whatever was stored (the replay judges with no skip).
-		judged = min(upTo, max(judged, pos, entSeq))
+		// whatever was stored (the replay judges with no skip), and up to
+		// the ack floor a previous owner judged every message.
+		judged = min(upTo, max(judged, pos, entSeq, acked))
 		var replay []replayed
 		if judged < upTo {
 			if !p.replayable() {
