@@ -260,11 +260,13 @@ func TestClusterKills(t *testing.T) {
 	for _, s := range survivors {
 		// What the event-time watermark of the class view did (logged, not
 		// asserted: the alerts are what must match).
-		t.Logf("%s: scored %.0f events, acquired %.0f partitions, owns %.0f; held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
+		t.Logf("%s: scored %.0f events, acquired %.0f partitions, owns %.0f; held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed; "+
+			"takeovers: %.0f events caught up (%.0f stored already), %.0f replayed through the class gate",
 			s.name, s.metric(schemas.MetricEventsIngested, ""), s.metric(schemas.MetricPartitionChanges, `change="acquired"`),
 			s.metric(schemas.MetricPartitionsOwned, ""), s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
 			s.metric(schemas.MetricClassHoldOverruns, ""), s.metric(schemas.MetricClassStalls, ""),
-			s.metric(schemas.MetricClassSyncFailures, ""))
+			s.metric(schemas.MetricClassSyncFailures, ""), s.metric(schemas.MetricCaughtUp, ""), s.metric(schemas.MetricCatchUpStored, ""),
+			s.metric(schemas.MetricReplayed, ""))
 	}
 	if store, err := ajs.ObjectStore(ctx, schemas.BucketClassStats); err == nil {
 		if infos, err := store.List(ctx); err == nil {
