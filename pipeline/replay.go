@@ -110,15 +110,28 @@ func (p *Pipeline) dropReplay(part int) {
 	p.replayTo[part], p.replayLeft[part] = 0, 0
 }
 
+// leaseHolder is a Source that says whether this instance may still judge
+// a partition's messages (partition.Consumer.Holds).
+type leaseHolder interface {
+	Holds(p int) bool
+}
+
 // replayBefore dispatches the replay's messages before stream sequence seq
 // (all of them with seq math.MaxUint64) and up to limit of them (< 0: no
-// limit); it returns how many it dispatched. Only the ingest loop calls it.
+// limit); it returns how many it dispatched. A message of a partition whose
+// lease ended (leaseHolder) stays: the partition is lost, and its loss
+// drops it (dropReplay); judged, it would be judged by two owners. Only the
+// ingest loop calls it.
 func (p *Pipeline) replayBefore(ctx context.Context, seq uint64, limit int) int {
-	n := 0
-	for len(p.replay) > 0 && p.replay[0].md.Sequence.Stream < seq && (limit < 0 || n < limit) {
-		r := p.replay[0]
-		p.replay[0] = replayed{}
-		p.replay = p.replay[1:]
+	h, _ := p.cons.(leaseHolder)
+	n, i := 0, 0
+	kept := p.replay[:0] // at or before i: filtered in place
+	for ; i < len(p.replay) && p.replay[i].md.Sequence.Stream < seq && (limit < 0 || n < limit); i++ {
+		r := p.replay[i]
+		if h != nil && !h.Holds(r.part) {
+			kept = append(kept, r)
+			continue
+		}
 		s := r.md.Sequence.Stream
 		p.seen.add(s)
 		before := p.dispatched
@@ -133,6 +146,9 @@ func (p *Pipeline) replayBefore(ctx context.Context, seq uint64, limit int) int 
 			p.replayDone(r.part)
 		}
 	}
+	kept = append(kept, p.replay[i:]...)
+	clear(p.replay[len(kept):]) // the messages dispatched are not kept alive
+	p.replay = kept
 	if len(p.replay) == 0 {
 		p.replay = nil
 	}

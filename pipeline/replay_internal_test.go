@@ -113,7 +113,11 @@ type takeoverSource struct {
 	delivered uint64
 	ackFloor  atomic.Uint64
 	queued    chan jetstream.Msg
+	// leaseEnded: this instance no longer holds the partition (Holds).
+	leaseEnded atomic.Bool
 }
+
+func (s *takeoverSource) Holds(int) bool { return !s.leaseEnded.Load() }
 
 func (s *takeoverSource) Fetch(n int, _ ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
 	out := make(chan jetstream.Msg, n)
@@ -350,17 +354,25 @@ func TestTakeoverReplayIsGated(t *testing.T) {
 	}
 }
 
-// TestTakeoverReplayLost: a partition lost while its replay holds messages
-// saves its object no further than the messages it judged (8), although its
-// consumer's ack floor is past them (the redeliveries acked unjudged: 12),
-// and judges none of the rest after it lost the partition: its next owner
-// catches up from message 9.
+// TestTakeoverReplayLost: a partition whose lease ends while its replay
+// holds messages judges none of them once the gate's limit moves (another
+// instance may own it already); lost, it saves its object no further than
+// the messages it judged (8), although its consumer's ack floor is past
+// them (the redeliveries acked unjudged: 12), and its loss drops the rest:
+// its next owner catches up from message 9.
 func TestTakeoverReplayLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hang bound
 	defer cancel()
 	r := newReplayRig(t, ctx)
 	r.waitHeld()
 	r.checkHeld()
+	r.src.leaseEnded.Store(true)
+	r.gate.set(math.MaxInt64 - 1)
+	r.settle() // as below: the ingest loop ran past the gate
+	r.settle()
+	if n, _ := r.rows.count(r.idsOf(9, replayMsgs)); n != 0 {
+		t.Errorf("after the partition's lease ended: %d events of messages 9-12 judged, want none (another owner's)", n)
+	}
 	r.src.ackFloor.Store(replayMsgs)
 	if err := r.p.releasePartition(ctx, replayPart); err != nil {
 		t.Fatal(err)
@@ -375,8 +387,10 @@ func TestTakeoverReplayLost(t *testing.T) {
 	if err := r.p.DropPartition(ctx, replayPart); err != nil {
 		t.Fatal(err)
 	}
-	r.gate.set(math.MaxInt64 - 1)
-	r.settle() // a save of the partition, as an operation after the drop: the ingest loop ran past the gate
+	// Were the lease to hold again, the lost replay is not judged (a new
+	// acquisition restores the partition first).
+	r.src.leaseEnded.Store(false)
+	r.settle() // a save of the partition, as an operation: the ingest loop ran a round between the two
 	r.settle()
 	if n, _ := r.rows.count(r.idsOf(9, replayMsgs)); n != 0 {
 		t.Errorf("after the partition was lost: %d events of messages 9-12 judged, want none (its next owner's)", n)
