@@ -427,9 +427,9 @@ func oneInstance(t *testing.T, bin, dsn string, msgs [][]byte) clusterOutcome {
 func prepareDB(t *testing.T, dsn, db string) clickhouse.Conn {
 	t.Helper()
 	_, conn := pipetest.OpenDB(t, dsn, db)
-	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s, %s, %s, %s FROM %s.%s",
+	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s, %s, %s, %s, %s FROM %s.%s",
 		schemas.QuoteIdent(db), insertsView, schemas.ColEventID,
-		schemas.ColEventID, schemas.ColStreamSeq, schemas.ColTenant, schemas.ColDevice, schemas.ColScorer,
+		schemas.ColEventID, schemas.ColStreamSeq, schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, schemas.ColTime,
 		schemas.QuoteIdent(db), schemas.TableScored)
 	if err := conn.Exec(context.Background(), q); err != nil {
 		t.Fatalf("cannot create the view of every insert: %v", err)
