@@ -986,9 +986,12 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 			}
 		}
 		// Up to the restored objects' positions the catch-up judges,
-		// whatever was stored (the replay judges with no skip), and up to
-		// the ack floor a previous owner judged every message.
-		judged = min(upTo, max(judged, pos, entSeq, acked))
+		// whatever was stored (the replay judges with no skip). Not up to
+		// the ack floor: a previous owner's replay acks the redeliveries
+		// of messages it has not judged yet (replay.go), and one that lost
+		// the partition before judging them leaves them after its
+		// object's position, above the ack floor, and unstored.
+		judged = min(upTo, max(judged, pos, entSeq))
 		var replay []replayed
 		if judged < upTo {
 			if !p.replayable() {
