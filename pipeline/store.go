@@ -837,9 +837,10 @@ func (p *Pipeline) savePartitionOp(ctx context.Context, part int, released bool)
 // the messages after it, up to upTo, no owner judged, and they wait in the
 // replay, judged by the ingest loop within the gate's limit, in stream
 // order with the fetched messages (replay.go); the partition's
-// redeliveries up to upTo are acked unjudged meanwhile. Before anything is read, a previous owner that is alive and has not
-// released the partition yet is waited for (awaitRelease), so that its last
-// rows are among them. It may be called from any goroutine while Run runs.
+// redeliveries up to upTo are acked unjudged meanwhile. Before anything is
+// read, a previous owner that is alive and has not released the partition
+// yet is waited for (awaitRelease), so that its last rows are among them.
+// It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
