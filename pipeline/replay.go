@@ -43,6 +43,9 @@ import (
 // the last of its messages dispatched (partSeq), and the next owner's
 // catch-up starts there. While a replay is pending the instance is not
 // idle (its watermark does not claim the clock or the others' coverage).
+// The replay's messages do not pass the partition consumer's fence: they
+// are judged only while this instance holds the partition's lease
+// (leaseHolder), and a lost partition's are dropped.
 
 // replayed is a message of a takeover's replay.
 type replayed struct {
