@@ -18,6 +18,9 @@ import (
 //     p's first message: the new owner resumes where the previous one
 //     saved, and the messages the previous owner left unacked that the
 //     catch-up judged are acked without being judged again when they come.
+//     With a ClassGate, those of them that the previous owner never judged
+//     (after the last one whose rows it stored) are not judged in the
+//     catch-up but in the ingest loop, through the gate (replay.go).
 //   - Lost(p) saves devices.<p> (Pipeline.SavePartition: the results before
 //     it are durable first), marked as this instance's release of p, and
 //     takes p's records out of the tables (DropPartition): the next owner

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"time"
 
@@ -50,10 +51,19 @@ func (p *Pipeline) ingest(ctx context.Context) {
 		fetched := b.msgs
 		before := p.dispatchedTo
 		kept := make([]jetstream.Msg, 0, len(fetched))
+		replayed := 0
 		for _, msg := range fetched {
+			if len(p.replay) > 0 {
+				// A takeover's messages no previous owner judged, in
+				// stream order with the fetched ones (replay.go).
+				replayed += p.replayBefore(ctx, msgSeq(msg), -1)
+			}
 			if p.decodeMessage(ctx, msg) {
 				kept = append(kept, msg) // a message whose dead letter failed stays unacked
 			}
+		}
+		if len(fetched) == 0 && len(p.replay) > 0 {
+			replayed += p.replayBefore(ctx, math.MaxUint64, n)
 		}
 		p.unacked.setMsgs(b, kept)
 		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -62,16 +72,16 @@ func (p *Pipeline) ingest(ctx context.Context) {
 				lastErr = time.Now()
 			}
 		}
-		if len(b.msgs) == 0 {
+		if len(b.msgs) == 0 && replayed == 0 {
 			p.unacked.remove(b)
-			if p.gate != nil && len(fetched) == 0 && p.inflight.Load() == 0 {
+			if p.gate != nil && len(fetched) == 0 && p.inflight.Load() == 0 && len(p.replay) == 0 {
 				p.learnedIdle(ctx)
 			}
 			continue
 		}
 		if p.gate != nil {
 			b.upTo = p.dispatchedTo
-			p.dispatchedBatch(before, len(b.msgs))
+			p.dispatchedBatch(before, len(b.msgs)+replayed)
 			p.inflight.Add(1)
 		}
 		for _, ch := range p.shards {
@@ -133,7 +143,7 @@ func (p *Pipeline) partitionDone(subject string, seq uint64) bool {
 		return false
 	}
 	part, ok := schemas.SubjectPartition(subject)
-	return ok && part < len(p.partFloor) && seq <= p.partFloor[part]
+	return ok && part < len(p.partFloor) && seq <= max(p.partFloor[part], p.replayTo[part])
 }
 
 // dispatch is decodeMessage without the doneUpTo test (catchUp calls it);

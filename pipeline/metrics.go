@@ -57,6 +57,9 @@ type Metrics struct {
 	// such stored events raised that the previous owner had not stored:
 	// dropped (the previous owner's judgement stands; never invented).
 	CatchUpStored, CatchUpUnchecked, CatchUpDropped atomic.Uint64
+	// Replayed counts the events of a taken-over partition's messages no
+	// previous owner judged, judged through the class gate (replay.go).
+	Replayed atomic.Uint64
 	// HandoverWaits counts the partitions acquired while their previous
 	// owner was alive and had not released them: waited for
 	// (Pipeline.RestorePartition); HandoverWaitsGivenUp, the waits that
@@ -157,6 +160,7 @@ func (p *Pipeline) WriteMetrics(w io.Writer) {
 	counter(schemas.MetricCatchUpStored, "Events a partition's catch-up judged again whose rows the previous owner had stored: not written again.", m.CatchUpStored.Load())
 	counter(schemas.MetricCatchUpDropped, "Alerts and decisions a partition's catch-up raised for events the previous owner had stored with another alert (decision): dropped.", m.CatchUpDropped.Load())
 	counter(schemas.MetricCatchUpUnchecked, "Events a partition's catch-up judged again without knowing whether the previous owner had stored them (ClickHouse unreachable): written again.", m.CatchUpUnchecked.Load())
+	counter(schemas.MetricReplayed, "Events of a taken-over partition's messages that no previous owner judged, judged by its new owner through the class gate after its catch-up.", m.Replayed.Load())
 	counter(schemas.MetricHandoverWaits, "Partitions acquired while their previous owner was alive and had not released them: waited for its release.", m.HandoverWaits.Load())
 	counter(schemas.MetricHandoverWaitsGivenUp, "Waits for a partition's previous owner's release that reached their bound: its in-flight rows may be written twice.", m.HandoverWaitsGivenUp.Load())
 	counter(schemas.MetricCheckpointRereads, "Checkpoint objects got again after a get that failed: replaced while it was read, or stalled.", m.CheckpointRereads.Load())

@@ -170,7 +170,15 @@ type Pipeline struct {
 	// (partitionDone). Messages after it that this instance judged are
 	// recognised by seen: the partition's messages do not all come in
 	// stream order, so the last one dispatched (partSeq) is no such floor.
-	partFloor  []uint64
+	partFloor []uint64
+	// replay holds a takeover's messages that no previous owner judged,
+	// in stream order, for the ingest loop to dispatch (replay.go);
+	// replayTo[part] is where partition part's replay ends (0: none),
+	// replayLeft[part] how many of its messages it still holds. Only the
+	// ingest loop touches them.
+	replay     []replayed
+	replayTo   []uint64
+	replayLeft []int
 	dispatched uint64 // events sent to the workers (ingest's and catchUp's)
 	// gate holds events back until the merged class view covers them
 	// (classgate.go; nil: never). dispatchedTo is the latest event time
@@ -245,6 +253,7 @@ func NewContext(ctx context.Context, cfg Config, cons Source, rows RowWriter, pu
 		return nil, errors.New("cannot own partitions without a checkpoint store (Config.CheckpointStore)")
 	}
 	p.owned, p.partSeq, p.partFloor = make([]bool, cfg.Partitions), make([]uint64, cfg.Partitions), make([]uint64, cfg.Partitions)
+	p.replayTo, p.replayLeft = make([]uint64, cfg.Partitions), make([]int, cfg.Partitions)
 	for i := range p.owned {
 		p.owned[i] = !cfg.PartitionOwnership
 	}

@@ -431,7 +431,9 @@ func (p *Pipeline) savePosition(ctx context.Context, part int, seq uint64) uint6
 	if !ok {
 		return p.partSeq[part]
 	}
-	info, err := src.PartitionInfo(ctx, part)
+	ictx, cancel := context.WithTimeout(ctx, partitionInfoWait)
+	info, err := src.PartitionInfo(ictx, part)
+	cancel()
 	if err != nil {
 		p.log.Warn("cannot read a partition's ack floor: its checkpoint is saved at its restored position", "partition", part,
 			"stream_seq", p.partFloor[part], "err", err)
@@ -439,6 +441,14 @@ func (p *Pipeline) savePosition(ctx context.Context, part int, seq uint64) uint6
 	}
 	return max(p.partFloor[part], min(info.AckFloor.Stream, p.partSeq[part]))
 }
+
+// partitionInfoWait bounds savePosition's read of a partition's consumer:
+// a request sent during a consumer leader's election after a NATS node was
+// killed was never answered, and under the save's storeTimeout it held the
+// ingest loop 5 minutes in a fenced partition's release (TestClusterKills,
+// bench/RESULTS.md w8: G5 and H7). Past it the position is partFloor,
+// a lower one: the next owner judges more again, never less.
+var partitionInfoWait = 10 * time.Second
 
 // partitionSource is a Source whose partitions' consumers can be read one
 // by one (partition.Consumer).
@@ -808,8 +818,10 @@ func (p *Pipeline) savePartitionOp(ctx context.Context, part int, released bool)
 			// Lost: no periodic save writes the partition any more (one
 			// between this op and DropPartition's rewrote the object
 			// unmarked, and the next owner waited for a release it had
-			// had).
+			// had), and what its replay still held is its next owner's
+			// to judge (after this object's position).
 			p.owned[part] = false
+			p.dropReplay(part)
 		}
 		return err
 	})
@@ -866,9 +878,15 @@ func (p *Pipeline) savePartitionOp(ctx context.Context, part int, released bool)
 //
 // Before the catch-up, the results the previous owner stored of the events
 // it judges again are looked up (written.go): they are not written again.
-// Before anything is read, a previous owner that is alive and has not
-// released the partition yet is waited for (awaitRelease), so that its last
-// rows are among them. It may be called from any goroutine while Run runs.
+// With a ClassGate, the catch-up stops at the last message whose events
+// the previous owner stored (or the objects' positions, if further on):
+// the messages after it, up to upTo, no owner judged, and they wait in the
+// replay, judged by the ingest loop within the gate's limit, in stream
+// order with the fetched messages (replay.go); the partition's
+// redeliveries up to upTo are acked unjudged meanwhile. Before anything is
+// read, a previous owner that is alive and has not released the partition
+// yet is waited for (awaitRelease), so that its last rows are among them.
+// It may be called from any goroutine while Run runs.
 func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) error {
 	if part < 0 || part >= p.cfg.Partitions {
 		return fmt.Errorf("cannot restore partition %d: there are %d", part, p.cfg.Partitions)
@@ -957,10 +975,14 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		// What the previous owner stored of the events judged again is
 		// not written again (written.go).
 		looked := false
+		// judged is the last message up to which the catch-up judges:
+		// the last one whose events the previous owner stored, when the
+		// messages after it can wait for the replay (replay.go); else upTo.
+		judged := upTo
 		if learn {
 			p.log.Info("learning a never-saved partition from the stream's start", "partition", part, "ack_floor", acked, "to_seq", upTo)
-			if n, lerr := p.lookUpWritten(ctx, part, filters, 1, upTo, 0); lerr == nil {
-				pos, looked = 0, true
+			if n, last, lerr := p.lookUpWritten(ctx, part, filters, 1, upTo, 0); lerr == nil {
+				pos, looked, judged = 0, true, last
 			} else {
 				p.log.Warn("cannot tell which of a never-saved partition's events are stored: cold start from its ack floor",
 					"partition", part, "ack_floor", acked, "events", n, "err", lerr)
@@ -1001,18 +1023,45 @@ func (p *Pipeline) RestorePartition(ctx context.Context, part int, upTo uint64) 
 		p.skip = skip
 		defer func() { p.skip = nil }()
 		if !looked {
-			if n, lerr := p.lookUpWritten(ctx, part, filters, from+1, upTo, pos); lerr != nil {
+			n, last, lerr := p.lookUpWritten(ctx, part, filters, from+1, upTo, pos)
+			if lerr != nil {
 				p.M.CatchUpUnchecked.Add(uint64(n))
 				p.log.Warn("cannot tell which caught-up events are stored already: their results are written again (FINAL collapses the copies)",
 					"partition", part, "from_seq", pos+1, "to_seq", upTo, "events", n, "err", lerr)
+			} else {
+				judged = last
+			}
+		}
+		// Up to the restored objects' positions the catch-up judges,
+		// whatever was stored (the replay judges with no skip). Not up to
+		// the ack floor: a previous owner's replay acks the redeliveries
+		// of messages it has not judged yet (replay.go), and one that lost
+		// the partition before judging them leaves them after its
+		// object's position, above the ack floor, and unstored.
+		judged = min(upTo, max(judged, pos, entSeq))
+		var replay []replayed
+		if judged < upTo {
+			if !p.replayable() {
+				judged = upTo
+			} else if msgs, ok, rerr := p.readReplay(ctx, part, filters, judged+1, upTo); rerr != nil || !ok {
+				p.log.Warn("cannot hold a taken-over partition's messages no previous owner judged for the class gate: judged in the catch-up",
+					"partition", part, "from_seq", judged+1, "to_seq", upTo, "err", rerr)
+				judged = upTo
+			} else {
+				replay = msgs
 			}
 		}
 		defer p.written.clearEvents()
-		if cerr := p.catchUpRange(ctx, filters, from+1, upTo, false); cerr != nil {
+		if cerr := p.catchUpRange(ctx, filters, from+1, judged, false); cerr != nil {
 			// The messages after from that come again are judged then.
 			return errors.Join(err, fmt.Errorf("cannot catch up partition %d: %w", part, cerr))
 		}
-		p.partSeq[part], p.partFloor[part] = max(p.partSeq[part], upTo), upTo
+		p.partSeq[part], p.partFloor[part] = max(p.partSeq[part], judged), judged
+		if judged < upTo {
+			p.log.Info("holding a taken-over partition's messages no previous owner judged for the class gate", "partition", part,
+				"from_seq", judged+1, "to_seq", upTo, "messages", len(replay))
+			p.queueReplay(part, replay, upTo)
+		}
 		return err
 	})
 }
@@ -1047,6 +1096,7 @@ func (p *Pipeline) DropPartition(ctx context.Context, part int) error {
 		resume := p.pauseWorkers()
 		defer resume()
 		p.owned[part] = false
+		p.dropReplay(part)
 		n := 0
 		for _, w := range p.workers {
 			n += dropPartition(w.Table(), part, p.cfg.Partitions)

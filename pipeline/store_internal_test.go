@@ -299,11 +299,19 @@ type partitionInfos struct {
 	Source
 	ackFloor uint64
 	err      error
+	// within, when set, receives how long the read was given (its
+	// context's deadline from now; 0 for none).
+	within *time.Duration
 }
 
 func (partitionInfos) FirstRedelivered(int) bool { return false }
 
-func (s partitionInfos) PartitionInfo(context.Context, int) (*jetstream.ConsumerInfo, error) {
+func (s partitionInfos) PartitionInfo(ctx context.Context, _ int) (*jetstream.ConsumerInfo, error) {
+	if s.within != nil {
+		if dl, ok := ctx.Deadline(); ok {
+			*s.within = time.Until(dl)
+		}
+	}
 	if s.err != nil {
 		return nil, s.err
 	}
@@ -338,5 +346,20 @@ func TestSavePositionHasNoGap(t *testing.T) {
 		if got := p.savePosition(context.Background(), 1, 50); got != c.want {
 			t.Errorf("%s: saved at %d, want %d", c.name, got, c.want)
 		}
+	}
+	// The read of the consumer is bounded by partitionInfoWait, whatever
+	// the caller's context (a save's is storeTimeout, 5 min): an
+	// unanswered request held the ingest loop that long.
+	var within time.Duration
+	p, err := New(Config{Workers: 1, CheckpointStore: st, Partitions: 4, PartitionOwnership: true},
+		partitionInfos{ackFloor: 20, within: &within}, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	p.savePosition(ctx, 1, 50)
+	if within <= 0 || within > partitionInfoWait {
+		t.Errorf("the consumer's read was given %s, want at most %s", within, partitionInfoWait)
 	}
 }

@@ -169,6 +169,10 @@ type eventSpan struct {
 	keep     func(ev *schemas.Event) bool
 	ids      []uint64
 	from, to int64
+	// seq is the stream sequence of the message being read, and seqs the
+	// message of each of ids.
+	seq  uint64
+	seqs []uint64
 }
 
 func (s *eventSpan) Next() *schemas.Event { return &s.ev }
@@ -178,22 +182,25 @@ func (s *eventSpan) Done(ok bool) {
 		return
 	}
 	s.ids = append(s.ids, s.ev.ID)
+	s.seqs = append(s.seqs, s.seq)
 	s.from, s.to = min(s.from, s.ev.Time), max(s.to, s.ev.Time)
 }
 
 // lookUpWritten reads the messages of the catch-up range (filters, from
 // from to upTo) once, collects the events of device partition part after
 // pos (those the catch-up judges), and adds to p.written the results the
-// row writer has stored of them. It returns how many events it collected;
-// an error when the row writer cannot say (no WrittenReader, NATS or
-// ClickHouse unreachable): then nothing is added.
-func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string, from, upTo, pos uint64) (int, error) {
+// row writer has stored of them. It returns how many events it collected
+// and the last message of the range with an event whose row is stored (0:
+// none), the last one the previous owner is known to have judged; an error
+// when the row writer cannot say (no WrittenReader, NATS or ClickHouse
+// unreachable): then nothing is added.
+func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string, from, upTo, pos uint64) (n int, lastStored uint64, err error) {
 	wr, ok := p.rows.(WrittenReader)
 	if !ok {
-		return 0, errors.New("the row writer cannot tell what is stored")
+		return 0, 0, errors.New("the row writer cannot tell what is stored")
 	}
 	if upTo < max(from, pos+1) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	span := &eventSpan{from: math.MaxInt64, to: math.MinInt64, keep: func(ev *schemas.Event) bool {
 		return schemas.PartitionOf(ev.DeviceAlt, p.cfg.Partitions) == part
@@ -201,15 +208,15 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, lookUpTimeout)
 	defer cancel()
-	n, err := p.readRange(ctx, filters, max(from, pos+1), upTo, span)
+	msgs, err := p.readRange(ctx, filters, max(from, pos+1), upTo, span)
 	if err != nil {
-		return len(span.ids), fmt.Errorf("cannot read the catch-up's events: %w", err)
+		return len(span.ids), 0, fmt.Errorf("cannot read the catch-up's events: %w", err)
 	}
 	var got Written
 	for i := 0; i < len(span.ids); i += writtenChunk {
 		g, err := wr.Written(ctx, span.ids[i:min(i+writtenChunk, len(span.ids))], span.from, span.to)
 		if err != nil {
-			return len(span.ids), err
+			return len(span.ids), 0, err
 		}
 		got.Events = append(got.Events, g.Events...)
 		got.Alerts = append(got.Alerts, g.Alerts...)
@@ -217,12 +224,21 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 	}
 	p.written.add(got)
 	if len(span.ids) == 0 {
-		return 0, nil
+		return 0, 0, nil
+	}
+	stored := make(map[uint64]struct{}, len(got.Events))
+	for _, id := range got.Events {
+		stored[id] = struct{}{}
+	}
+	for i, id := range span.ids {
+		if _, ok := stored[id]; ok {
+			lastStored = max(lastStored, span.seqs[i])
+		}
 	}
 	p.log.Info("caught-up events stored already: judged without writing them again", "partition", part, "events", len(span.ids),
 		"stored_rows", len(got.Events), "stored_alerts", len(got.Alerts), "stored_decisions", len(got.Decisions),
-		"messages", n, "seconds", time.Since(start).Seconds())
-	return len(span.ids), nil
+		"messages", msgs, "last_stored_seq", lastStored, "seconds", time.Since(start).Seconds())
+	return len(span.ids), lastStored, nil
 }
 
 // lookUpTimeout bounds a takeover's look-up of what is stored: past it,
@@ -240,6 +256,7 @@ func (p *Pipeline) readRange(ctx context.Context, filters []string, from, upTo u
 	n := 0
 	_, err := p.eachMessage(ctx, filters, from, upTo, maxEmptyFetches, func(msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 		n++
+		out.seq = md.Sequence.Stream
 		subject, data := msg.Subject(), msg.Data()
 		switch {
 		case strings.HasPrefix(subject, schemas.SubjectObsPrefix+"."):

@@ -56,6 +56,10 @@ const (
 	// again).
 	MetricCatchUpStored    = "iotwatch_events_caught_up_stored_total"
 	MetricCatchUpUnchecked = "iotwatch_events_caught_up_unchecked_total"
+	// MetricReplayed counts the events of a taken-over partition's messages
+	// that no previous owner judged, judged by its new owner through the
+	// class gate (pipeline's replay) rather than in the catch-up.
+	MetricReplayed = "iotwatch_events_replayed_total"
 	// MetricCatchUpDropped counts the alerts and decisions a catch-up
 	// raised again for stored events that the previous owner had not
 	// stored: dropped, never invented.

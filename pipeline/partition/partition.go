@@ -986,6 +986,21 @@ func (c *Consumer) saw(p int, msg jetstream.Msg, sent time.Time) bool {
 	return true
 }
 
+// Holds reports whether this instance holds partition p's pin within its
+// lease (the fence, in the package doc): only then may it judge messages of
+// p that it has not from Fetch (a takeover's replay, read from the
+// stream). Once the lease ended, p is lost (Owner.Lost) at the next check.
+func (c *Consumer) Holds(p int) bool {
+	if p < 0 || p >= len(c.parts) {
+		return false
+	}
+	pt := &c.parts[p]
+	pt.mu.Lock()
+	pin := pt.pin
+	pt.mu.Unlock()
+	return c.valid(p, pin)
+}
+
 // FirstRedelivered reports whether the first message of partition p under
 // this instance's current pin (Owner.Acquired's firstSeq) had been
 // delivered before: to a previous owner that did not ack it (it stopped

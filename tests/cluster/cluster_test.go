@@ -260,11 +260,13 @@ func TestClusterKills(t *testing.T) {
 	for _, s := range survivors {
 		// What the event-time watermark of the class view did (logged, not
 		// asserted: the alerts are what must match).
-		t.Logf("%s: scored %.0f events, acquired %.0f partitions, owns %.0f; held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed",
+		t.Logf("%s: scored %.0f events, acquired %.0f partitions, owns %.0f; held events %.0f times (%.1f s), %.0f holds given up, %.0f stalled partitions ignored, %.0f class rounds failed; "+
+			"takeovers: %.0f events caught up (%.0f stored already), %.0f replayed through the class gate",
 			s.name, s.metric(schemas.MetricEventsIngested, ""), s.metric(schemas.MetricPartitionChanges, `change="acquired"`),
 			s.metric(schemas.MetricPartitionsOwned, ""), s.metric(schemas.MetricClassHolds, ""), s.metric(schemas.MetricClassHoldSeconds, ""),
 			s.metric(schemas.MetricClassHoldOverruns, ""), s.metric(schemas.MetricClassStalls, ""),
-			s.metric(schemas.MetricClassSyncFailures, ""))
+			s.metric(schemas.MetricClassSyncFailures, ""), s.metric(schemas.MetricCaughtUp, ""), s.metric(schemas.MetricCatchUpStored, ""),
+			s.metric(schemas.MetricReplayed, ""))
 	}
 	if store, err := ajs.ObjectStore(ctx, schemas.BucketClassStats); err == nil {
 		if infos, err := store.List(ctx); err == nil {
@@ -289,7 +291,7 @@ func TestClusterKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.deadLetters = info.State.Msgs
-	runs, perScorer := ownerRuns(t, conn, db)
+	runs, perScorer, runList := ownerRuns(t, conn, db)
 	t.Logf("three instances: %d events (%d rows inserted, %d FINAL, %d distinct ids), %d scored by two instances, %d dead letters; "+
 		"events by scorer %v; %d runs of one scorer in the partitions' event order, %.0f acquisitions; %d alerts, %d decisions; %.0fs in all",
 		got.events, got.copies, got.final, got.distinct, got.twice, got.deadLetters, perScorer, runs, acquired,
@@ -309,8 +311,8 @@ func TestClusterKills(t *testing.T) {
 		t.Errorf("events by scorer %v: want some from each of %q (the killed %s too)", perScorer, names, victim.name)
 	}
 	if float64(runs) > acquired {
-		t.Errorf("the partitions' events change scorer %d times (runs of one scorer), but the scorers acquired partitions only %.0f times: two owners scored a partition at once",
-			runs, acquired)
+		t.Errorf("the partitions' events change scorer %d times (runs of one scorer), but the scorers acquired partitions only %.0f times: two owners scored a partition at once; the runs:\n%s",
+			runs, acquired, runList)
 	}
 	testids.Compare(t, "alerts in ClickHouse", "with three instances and the kills", got.alerts, want.alerts)
 	testids.Compare(t, "decisions in ClickHouse", "with three instances and the kills", got.decisions, want.decisions)
@@ -425,9 +427,9 @@ func oneInstance(t *testing.T, bin, dsn string, msgs [][]byte) clusterOutcome {
 func prepareDB(t *testing.T, dsn, db string) clickhouse.Conn {
 	t.Helper()
 	_, conn := pipetest.OpenDB(t, dsn, db)
-	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s, %s, %s, %s FROM %s.%s",
+	q := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s ENGINE = MergeTree() ORDER BY (%s) AS SELECT %s, %s, %s, %s, %s, %s FROM %s.%s",
 		schemas.QuoteIdent(db), insertsView, schemas.ColEventID,
-		schemas.ColEventID, schemas.ColStreamSeq, schemas.ColTenant, schemas.ColDevice, schemas.ColScorer,
+		schemas.ColEventID, schemas.ColStreamSeq, schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, schemas.ColTime,
 		schemas.QuoteIdent(db), schemas.TableScored)
 	if err := conn.Exec(context.Background(), q); err != nil {
 		t.Fatalf("cannot create the view of every insert: %v", err)
@@ -565,25 +567,34 @@ func readOutcome(t *testing.T, conn clickhouse.Conn, db string) clusterOutcome {
 // ownerRuns reads every event row every insert wrote and returns, over all
 // partitions, the runs of one scorer in the partition's event order (a
 // partition scored by one owner, then another, has two), and the events of
-// each scorer (an event inserted twice counted once, for either).
-func ownerRuns(t *testing.T, conn clickhouse.Conn, db string) (runs int, perScorer map[string]int) {
+// each scorer (an event inserted twice counted once, for either), and the
+// runs listed by partition (scorer, events, first and last event id and
+// time), for a failure's message.
+func ownerRuns(t *testing.T, conn clickhouse.Conn, db string) (runs int, perScorer map[string]int, list string) {
 	t.Helper()
 	// Events inserted more than once are left out of the runs (the test
 	// counts them apart): after a kill, the next owner scoring what the dead
 	// one wrote but did not ack is a second insert, not a second owner at
 	// the same time, and each such event would count as two runs.
-	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT any(%s), any(%s), any(%s), count() FROM %s.%s WHERE %s > 0 GROUP BY %s ORDER BY %s",
-		schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, db, insertsView, schemas.ColStreamSeq, schemas.ColEventID, schemas.ColEventID))
+	rows, err := conn.Query(context.Background(), fmt.Sprintf("SELECT any(%s), any(%s), any(%s), count(), %s, any(%s) FROM %s.%s WHERE %s > 0 GROUP BY %s ORDER BY %s",
+		schemas.ColTenant, schemas.ColDevice, schemas.ColScorer, schemas.ColEventID, schemas.ColTime, db, insertsView, schemas.ColStreamSeq, schemas.ColEventID, schemas.ColEventID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	last := make([]string, clusterPartitions)
+	type run struct {
+		by          string
+		n           int
+		first, last uint64
+		from, to    time.Time
+	}
+	byPart := make([][]run, clusterPartitions)
 	perScorer = map[string]int{}
 	for rows.Next() {
 		var tenant, device, by string
-		var copies uint64
-		if err := rows.Scan(&tenant, &device, &by, &copies); err != nil {
+		var copies, id uint64
+		var at time.Time
+		if err := rows.Scan(&tenant, &device, &by, &copies, &id, &at); err != nil {
 			t.Fatal(err)
 		}
 		perScorer[by]++
@@ -591,15 +602,24 @@ func ownerRuns(t *testing.T, conn clickhouse.Conn, db string) (runs int, perScor
 			continue
 		}
 		p := schemas.PartitionOf(schemas.Hash2Alt([]byte(tenant), []byte(device)), clusterPartitions)
-		if by != last[p] {
+		if rs := byPart[p]; len(rs) == 0 || rs[len(rs)-1].by != by {
 			runs++
-			last[p] = by
+			byPart[p] = append(byPart[p], run{by: by, first: id, from: at})
 		}
+		r := &byPart[p][len(byPart[p])-1]
+		r.n, r.last, r.to = r.n+1, id, at
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return runs, perScorer
+	var b strings.Builder
+	for p, rs := range byPart {
+		for _, r := range rs {
+			fmt.Fprintf(&b, "partition %d: %s %d events, ids %d-%d, %s-%s\n", p, r.by, r.n, r.first, r.last,
+				r.from.UTC().Format(time.TimeOnly), r.to.UTC().Format(time.TimeOnly))
+		}
+	}
+	return runs, perScorer, b.String()
 }
 
 // lines counts the records of msgs.
