@@ -128,29 +128,7 @@ func TestClickHouseBlocks(t *testing.T) {
 	if got := c.Stats().Inserts - before; got != 1 {
 		t.Errorf("%d inserts, want 1", got)
 	}
-	rows, err := c.conn.Query(ctx, selectColumns(schemas.ScoredTable(), c.db)+" ORDER BY event_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := 0
-	for rows.Next() {
-		var got scoredRow
-		if err := rows.Scan(got.ptrs()...); err != nil {
-			t.Fatal(err)
-		}
-		got.Time = got.Time.UTC()
-		if want := expectedScoredRow(i); !reflect.DeepEqual(got, want) {
-			t.Fatalf("scored row %d:\n got %+v\nwant %+v", i, got, want)
-		}
-		i++
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if i != n {
-		t.Fatalf("read %d scored rows, want %d", i, n)
-	}
+	checkScoredRows(ctx, t, c, n)
 	// Parts as inserted (level 0), merged ones included (inactive).
 	var parts uint64
 	q := fmt.Sprintf("SELECT count() FROM system.parts WHERE database = '%s' AND table = '%s' AND level = 0", c.db, schemas.TableScored)

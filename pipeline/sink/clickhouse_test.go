@@ -158,6 +158,36 @@ func (r *scoredRow) ptrs() []any {
 		&r.Detectors, &r.Reasons, &r.Scores, &r.Observed, &r.Expected, &r.ObservedLabels, &r.ExpectedLabels, &r.Scorer}
 }
 
+// checkScoredRows reads the scored table back in event id order and checks
+// that it holds the n rows expectedScoredRow describes, every value as
+// written.
+func checkScoredRows(ctx context.Context, t *testing.T, c *ClickHouse, n int) {
+	t.Helper()
+	rows, err := c.conn.Query(ctx, selectColumns(schemas.ScoredTable(), c.db)+" ORDER BY event_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		var got scoredRow
+		if err := rows.Scan(got.ptrs()...); err != nil {
+			t.Fatal(err)
+		}
+		got.Time = got.Time.UTC()
+		if want := expectedScoredRow(i); !reflect.DeepEqual(got, want) {
+			t.Fatalf("scored row %d:\n got %+v\nwant %+v", i, got, want)
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if i != n {
+		t.Fatalf("read %d scored rows, want %d", i, n)
+	}
+}
+
 // expectedScoredRow is what row i of testRecord must read back as.
 func expectedScoredRow(i int) scoredRow {
 	var ev schemas.Event
@@ -367,29 +397,7 @@ func checkRoundTrip(t *testing.T, c *ClickHouse, ctx context.Context) {
 	}
 
 	// Scored events: every value as written.
-	rows, err := c.conn.Query(ctx, selectColumns(schemas.ScoredTable(), c.db)+" ORDER BY event_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := 0
-	for rows.Next() {
-		var got scoredRow
-		if err := rows.Scan(got.ptrs()...); err != nil {
-			t.Fatal(err)
-		}
-		got.Time = got.Time.UTC()
-		if want := expectedScoredRow(i); !reflect.DeepEqual(got, want) {
-			t.Errorf("scored row %d:\n got %+v\nwant %+v", i, got, want)
-		}
-		i++
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if i != n {
-		t.Errorf("read %d scored rows with FINAL, want %d", i, n)
-	}
+	checkScoredRows(ctx, t, c, n)
 
 	// Alerts and decisions: read back through the same field order.
 	gotAlerts := readAlerts(t, c)
