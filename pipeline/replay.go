@@ -1,12 +1,14 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotwatch/iotwatch/pipeline/bus"
 	"github.com/iotwatch/iotwatch/schemas"
 )
 
@@ -90,13 +92,7 @@ func (p *Pipeline) queueReplay(part int, msgs []replayed, upTo uint64) {
 	p.replayTo[part], p.replayLeft[part] = upTo, len(msgs)
 	p.replay = append(p.replay, msgs...)
 	slices.SortStableFunc(p.replay, func(a, b replayed) int {
-		switch {
-		case a.md.Sequence.Stream < b.md.Sequence.Stream:
-			return -1
-		case a.md.Sequence.Stream > b.md.Sequence.Stream:
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.md.Sequence.Stream, b.md.Sequence.Stream)
 	})
 	if len(msgs) == 0 {
 		p.replayDone(part)
@@ -167,10 +163,11 @@ func (p *Pipeline) replayDone(part int) {
 	p.replayTo[part] = 0
 }
 
-// msgSeq is msg's stream sequence (0 when it has no metadata).
+// msgSeq is msg's stream sequence (0 when it has no metadata), read as
+// decodeMessage reads it (bus.Metadata: without allocating).
 func msgSeq(msg jetstream.Msg) uint64 {
-	md, err := msg.Metadata()
-	if err != nil {
+	var md jetstream.MsgMetadata
+	if bus.Metadata(msg, &md) != nil {
 		return 0
 	}
 	return md.Sequence.Stream

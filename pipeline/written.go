@@ -226,12 +226,8 @@ func (p *Pipeline) lookUpWritten(ctx context.Context, part int, filters []string
 	if len(span.ids) == 0 {
 		return 0, 0, nil
 	}
-	stored := make(map[uint64]struct{}, len(got.Events))
-	for _, id := range got.Events {
-		stored[id] = struct{}{}
-	}
 	for i, id := range span.ids {
-		if _, ok := stored[id]; ok {
+		if p.written.event(id) {
 			lastStored = max(lastStored, span.seqs[i])
 		}
 	}
