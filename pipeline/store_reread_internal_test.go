@@ -100,7 +100,7 @@ func TestRestoreReplacedObject(t *testing.T) {
 	defer func(d time.Duration) { objectStall = d }(objectStall)
 	// The bound a get that lost its chunks waits for (a get that works
 	// sends its bytes long before it on a busy machine), not a speed check.
-	objectStall = 5 * time.Second
+	objectStall = 15 * time.Second
 	st := checkpointStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang bound
 	defer cancel()
